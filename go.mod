@@ -1,0 +1,3 @@
+module github.com/shoal-video/shoal
+
+go 1.26.8
