@@ -1,0 +1,247 @@
+package rtmp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"time"
+
+	"github.com/bluenviron/gortmplib"
+	"github.com/bluenviron/gortmplib/pkg/codecs"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+
+	"github.com/shoal-video/shoal/internal/logx"
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/stream"
+)
+
+// maxConsecutiveErrors is how many undecodable messages in a row end a
+// publisher: a few bad frames are skipped, a broken byte stream is not.
+const maxConsecutiveErrors = 50
+
+func (s *Server) handle(ctx context.Context, conn net.Conn) {
+	log := s.deps.Log.With("remote", conn.RemoteAddr().String())
+	err := s.publish(ctx, conn, log)
+	switch {
+	case err == nil, ctx.Err() != nil:
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		log.Debug("rtmp connection closed", "err", err)
+	default:
+		log.Info("rtmp connection ended", "err", err)
+	}
+}
+
+func (s *Server) refuse(log *slog.Logger, reason string, attrs ...any) {
+	s.m.refused.WithLabelValues(reason).Inc()
+	if ok, suppressed := s.refusedLog.Allow(); ok {
+		log.Warn("rtmp publish refused", append([]any{"reason", reason, "suppressed_since_last", suppressed}, attrs...)...)
+	}
+}
+
+func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) error {
+	deadline := func() { _ = conn.SetDeadline(time.Now().Add(s.cfg.ReadTimeout)) }
+	deadline()
+
+	sc := &gortmplib.ServerConn{RW: conn}
+	if err := sc.Initialize(); err != nil {
+		return fmt.Errorf("handshake: %w", err)
+	}
+	if err := sc.AcceptConn(); err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	if !sc.Publish {
+		s.refuse(log, "play_not_offered")
+		_ = sc.RejectAction()
+		return errors.New("RTMP playback is not offered; watch over HLS")
+	}
+	key, err := streamKeyFromPath(sc.URL.Path)
+	if err != nil {
+		s.refuse(log, "bad_path", "err", err)
+		_ = sc.RejectAction()
+		return err
+	}
+	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	id, err := s.deps.Auth.Authorize(actx, key)
+	cancel()
+	if err != nil {
+		reason := "unknown_key"
+		if !errors.Is(err, ErrUnknownKey) {
+			reason = "auth_unavailable"
+		}
+		s.refuse(log, reason, "key_hash", keyHint(key), "err", err)
+		_ = sc.RejectAction()
+		return fmt.Errorf("refused: %w", err)
+	}
+	log = log.With("stream", id)
+	hubKey := media.StreamKey{Name: id, Rendition: media.RenditionSource}
+	if s.deps.Hub.Publishing(hubKey) {
+		s.refuse(log, "already_publishing")
+		_ = sc.RejectAction()
+		return stream.ErrBusy
+	}
+
+	r := &gortmplib.Reader{Conn: sc}
+	if err := r.Initialize(); err != nil {
+		return fmt.Errorf("reading tracks: %w", err)
+	}
+	in := &input{log: log, s: s, stream: id}
+	tracks, err := in.setup(r)
+	if err != nil {
+		return err
+	}
+	pub, err := s.deps.Hub.Publish(hubKey, tracks)
+	if err != nil {
+		s.refuse(log, "already_publishing")
+		return err
+	}
+	in.pub = pub
+	s.m.publishers.Inc()
+	log.Info("publisher connected", "tracks", describe(tracks))
+	defer func() {
+		s.m.publishers.Dec()
+		s.m.bitrate.DeleteLabelValues(id)
+		pub.Close()
+		log.Info("publisher disconnected")
+	}()
+
+	errLog := logx.NewLimiter(5 * time.Second)
+	consecutive := 0
+	for {
+		deadline()
+		err := r.Read()
+		if err == nil {
+			consecutive = 0
+			in.tick()
+			continue
+		}
+		if isConnError(err) || ctx.Err() != nil {
+			return err
+		}
+		consecutive++
+		if consecutive >= maxConsecutiveErrors {
+			return fmt.Errorf("too many undecodable messages in a row, last: %w", err)
+		}
+		if ok, n := errLog.Allow(); ok {
+			log.Warn("skipping undecodable RTMP message", "err", err, "suppressed_since_last", n)
+		}
+	}
+}
+
+func isConnError(err error) bool {
+	var ne net.Error
+	return errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne)
+}
+
+func describe(tracks []media.Track) []string {
+	out := make([]string, len(tracks))
+	for i, t := range tracks {
+		if t.IsVideo() {
+			out[i] = fmt.Sprintf("%s %dx%d", t.Codec, t.Width, t.Height)
+		} else {
+			out[i] = fmt.Sprintf("%s %dHz %dch", t.Codec, t.SampleRate, t.Channels)
+		}
+	}
+	return out
+}
+
+// input converts gortmplib callbacks into access units for one publisher.
+type input struct {
+	log    *slog.Logger
+	s      *Server
+	stream string
+	pub    *stream.Publisher
+
+	windowStart time.Time
+	windowBytes int
+}
+
+func (in *input) write(au *media.AccessUnit) {
+	n := au.Size()
+	in.windowBytes += n
+	in.s.m.bytes.Add(float64(n))
+	if in.pub != nil {
+		in.pub.Write(au)
+	}
+}
+
+// tick updates the per-stream bitrate gauge about once a second.
+func (in *input) tick() {
+	now := time.Now()
+	if in.windowStart.IsZero() {
+		in.windowStart = now
+		return
+	}
+	if el := now.Sub(in.windowStart); el >= time.Second {
+		in.s.m.bitrate.WithLabelValues(in.stream).Set(float64(in.windowBytes*8) / el.Seconds())
+		in.windowStart, in.windowBytes = now, 0
+	}
+}
+
+// setup maps the publisher's tracks to media tracks and registers callbacks.
+// Tracks of codecs Shoal does not carry are skipped with a warning.
+func (in *input) setup(r *gortmplib.Reader) ([]media.Track, error) {
+	var tracks []media.Track
+	for _, t := range r.Tracks() {
+		idx := len(tracks)
+		switch c := t.Codec.(type) {
+		case *codecs.H264:
+			mt := media.Track{Codec: media.CodecH264, ClockRate: 90000, SPS: c.SPS, PPS: c.PPS}
+			var sps h264.SPS
+			if err := sps.Unmarshal(c.SPS); err == nil {
+				mt.Width, mt.Height = sps.Width(), sps.Height()
+			}
+			tracks = append(tracks, mt)
+			r.OnDataH264(t, func(pts, dts time.Duration, au [][]byte) {
+				in.write(&media.AccessUnit{
+					Track: idx, PTS: media.Ticks(pts, 90000), DTS: media.Ticks(dts, 90000),
+					Keyframe: h264.IsRandomAccess(au), Payload: au,
+				})
+			})
+		case *codecs.H265:
+			mt := media.Track{Codec: media.CodecH265, ClockRate: 90000, VPS: c.VPS, SPS: c.SPS, PPS: c.PPS}
+			var sps h265.SPS
+			if err := sps.Unmarshal(c.SPS); err == nil {
+				mt.Width, mt.Height = sps.Width(), sps.Height()
+			}
+			tracks = append(tracks, mt)
+			r.OnDataH265(t, func(pts, dts time.Duration, au [][]byte) {
+				in.write(&media.AccessUnit{
+					Track: idx, PTS: media.Ticks(pts, 90000), DTS: media.Ticks(dts, 90000),
+					Keyframe: h265.IsRandomAccess(au), Payload: au,
+				})
+			})
+		case *codecs.MPEG4Audio:
+			cfg, err := c.Config.Marshal()
+			if err != nil {
+				return nil, fmt.Errorf("AAC config: %w", err)
+			}
+			rate := c.Config.SampleRate
+			if rate <= 0 {
+				return nil, fmt.Errorf("AAC config: bad sample rate %d", rate)
+			}
+			ch := int(c.Config.ChannelConfig)
+			if ch == 7 {
+				ch = 8
+			}
+			tracks = append(tracks, media.Track{
+				Codec: media.CodecAAC, ClockRate: rate, AudioConfig: cfg, SampleRate: rate, Channels: ch,
+			})
+			r.OnDataMPEG4Audio(t, func(pts time.Duration, au []byte) {
+				ts := media.Ticks(pts, rate)
+				in.write(&media.AccessUnit{Track: idx, PTS: ts, DTS: ts, Keyframe: true, Payload: [][]byte{au}})
+			})
+		default:
+			in.log.Warn("ignoring a track of an unsupported codec", "codec", fmt.Sprintf("%T", t.Codec))
+		}
+	}
+	if len(tracks) == 0 {
+		return nil, errors.New("no H.264, H.265 or AAC track in the stream")
+	}
+	return tracks, nil
+}

@@ -1,0 +1,197 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode"
+	"unicode/utf8"
+)
+
+// Checks return a message without the key name; Validate adds
+// "key (ENV): " in front.
+
+const minAdminKeyLen = 16
+
+func checkNonEmpty(s string) error {
+	if s == "" {
+		return errors.New("must not be empty")
+	}
+	return nil
+}
+
+func intRange(lo, hi int) func(int) error {
+	return func(v int) error {
+		if v < lo || v > hi {
+			return fmt.Errorf("%d is out of range %d..%d", v, lo, hi)
+		}
+		return nil
+	}
+}
+
+func durationRange(lo, hi Duration) func(Duration) error {
+	return func(v Duration) error {
+		if v < lo || v > hi {
+			return fmt.Errorf("%s is out of range %s..%s", v, lo, hi)
+		}
+		return nil
+	}
+}
+
+func oneOf(allowed ...string) func(string) error {
+	return func(v string) error {
+		for _, a := range allowed {
+			if v == a {
+				return nil
+			}
+		}
+		return fmt.Errorf("%s is not one of %s", quote(v), strings.Join(allowed, ", "))
+	}
+}
+
+// splitAddr splits a listen address into host and a numeric port.
+func splitAddr(addr string) (host, port string, err error) {
+	host, port, err = net.SplitHostPort(addr)
+	if err != nil {
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			return "", "", errors.New(ae.Err)
+		}
+		return "", "", err
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || n < 0 || n > 65535 || port != strconv.Itoa(n) {
+		return "", "", fmt.Errorf("port %s is not a number from 0 to 65535", quote(port))
+	}
+	return host, port, nil
+}
+
+func checkAddr(addr string) error {
+	if addr == "" {
+		return errors.New("must not be empty (use host:port, or :port for every interface)")
+	}
+	if _, _, err := splitAddr(addr); err != nil {
+		return fmt.Errorf("%s is not a host:port listen address: %w", quote(addr), err)
+	}
+	return nil
+}
+
+// checkAddrConflict reports rtmp_addr and http_addr asking for the same
+// port on overlapping interfaces. Port 0 (pick a free port) never conflicts.
+func checkAddrConflict(c *Config) error {
+	hh, hp, err1 := splitAddr(c.HTTPAddr)
+	rh, rp, err2 := splitAddr(c.RTMPAddr)
+	if err1 != nil || err2 != nil || hp != rp || hp == "0" {
+		return nil
+	}
+	if hh == rh || isWildcardHost(hh) || isWildcardHost(rh) {
+		return fmt.Errorf("port %s is also used by http_addr (%s)", rp, c.HTTPAddr)
+	}
+	return nil
+}
+
+// isWildcardHost reports whether a listen host means every interface.
+func isWildcardHost(h string) bool {
+	if h == "" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsUnspecified()
+}
+
+func checkAdminKey(k string) error {
+	if k == "" {
+		return nil
+	}
+	if n := utf8.RuneCountInString(k); n < minAdminKeyLen {
+		return fmt.Errorf("must be at least %d characters, got %d", minAdminKeyLen, n)
+	}
+	if strings.IndexFunc(k, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0 {
+		return errors.New("must not contain white space or control characters")
+	}
+	if !utf8.ValidString(k) {
+		return errors.New("must be valid UTF-8")
+	}
+	return nil
+}
+
+func checkRedisURL(s string) error {
+	if s == "" {
+		return errors.New("must not be empty")
+	}
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%s is not a URL: %w", quote(redactURL(s)), urlErr(err))
+	}
+	if u.Scheme != "redis" && u.Scheme != "rediss" {
+		return fmt.Errorf("%s must start with redis:// or rediss://", quote(redactURL(s)))
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return fmt.Errorf("%s has no host", quote(redactURL(s)))
+	}
+	if p := strings.Trim(u.Path, "/"); p != "" {
+		n, err := strconv.Atoi(p)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%s: the path must be /<database number>, got %s", quote(redactURL(s)), quote(u.Path))
+		}
+	}
+	return nil
+}
+
+func checkPublicURL(s string) error {
+	if s == "" {
+		return errors.New("must not be empty (it could not be derived from http_addr)")
+	}
+	return checkBaseURL(s, "http", "https")
+}
+
+func checkRTMPPublicURL(s string) error {
+	if s == "" {
+		return errors.New("must not be empty (it could not be derived from public_url and rtmp_addr)")
+	}
+	return checkBaseURL(s, "rtmp", "rtmps")
+}
+
+// checkBaseURL checks an absolute URL that paths are appended to.
+func checkBaseURL(s string, schemes ...string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("%s is not a URL: %w", quote(s), urlErr(err))
+	}
+	if !slices.Contains(schemes, u.Scheme) {
+		return fmt.Errorf("%s must be an absolute %s:// or %s:// URL", quote(s), schemes[0], schemes[1])
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return fmt.Errorf("%s has no host", quote(s))
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#") {
+		return fmt.Errorf("%s must not have a query or fragment", quote(s))
+	}
+	if strings.HasSuffix(s, "/") {
+		return fmt.Errorf("%s must not end with a slash", quote(s))
+	}
+	return nil
+}
+
+// urlErr drops the URL that *url.Error repeats.
+func urlErr(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}
+
+// quote quotes a value for a message, shortened when long.
+func quote(s string) string {
+	const max = 64
+	if utf8.RuneCountInString(s) > max {
+		r := []rune(s)
+		return strconv.Quote(string(r[:max])) + "..."
+	}
+	return strconv.Quote(s)
+}

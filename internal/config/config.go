@@ -1,0 +1,217 @@
+// Package config loads Shoal's configuration: defaults in code, then one
+// YAML file, then SHOAL_* environment variables, then derived defaults, then
+// validation that reports every problem at once.
+//
+// One table (see Keys) lists every key with its YAML path, environment
+// variable, parser, check and help text; YAML decoding, the environment,
+// validation and documentation all read it, so they cannot drift apart.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+)
+
+// Config is the whole configuration of a Shoal process.
+type Config struct {
+	RedisURL      string `yaml:"redis_url"`
+	DataDir       string `yaml:"data_dir"`
+	HTTPAddr      string `yaml:"http_addr"` // API, web and origin HLS
+	RTMPAddr      string `yaml:"rtmp_addr"`
+	AdminKey      string `yaml:"admin_key"`       // empty: no bootstrap key
+	PublicURL     string `yaml:"public_url"`      // no trailing slash
+	RTMPPublicURL string `yaml:"rtmp_public_url"` // no trailing slash; publishers append /<stream_key>
+	LogLevel      string `yaml:"log_level"`
+	LogFormat     string `yaml:"log_format"`
+
+	Ingest IngestConfig `yaml:"ingest"`
+	HLS    HLSConfig    `yaml:"hls"`
+	Hub    HubConfig    `yaml:"hub"`
+}
+
+// IngestConfig tunes the ingest servers.
+type IngestConfig struct {
+	ReconnectGrace Duration `yaml:"reconnect_grace"`
+	ReadTimeout    Duration `yaml:"read_timeout"`
+}
+
+// HLSConfig tunes the HLS packager.
+type HLSConfig struct {
+	SegmentDuration Duration `yaml:"segment_duration"`
+	LiveWindow      int      `yaml:"live_window"` // segments in the sliding live playlist
+	Format          string   `yaml:"format"`      // fmp4 or mpegts
+}
+
+// HubConfig tunes the in-process stream hub.
+type HubConfig struct {
+	QueueSize int `yaml:"queue_size"` // access units buffered per subscriber
+}
+
+// base returns the defaults before derivation: PublicURL and RTMPPublicURL
+// are empty so that they follow the final HTTPAddr and RTMPAddr.
+func base() Config {
+	return Config{
+		RedisURL:  "redis://127.0.0.1:6379/0",
+		DataDir:   "./data",
+		HTTPAddr:  ":8080",
+		RTMPAddr:  ":1935",
+		LogLevel:  "info",
+		LogFormat: "text",
+		Ingest: IngestConfig{
+			ReconnectGrace: Duration(10 * time.Second),
+			ReadTimeout:    Duration(10 * time.Second),
+		},
+		HLS: HLSConfig{
+			SegmentDuration: Duration(2 * time.Second),
+			LiveWindow:      6,
+			Format:          "fmp4",
+		},
+		Hub: HubConfig{QueueSize: 1024},
+	}
+}
+
+// Default returns the default configuration, derived values filled in
+// (PublicURL http://localhost:8080, RTMPPublicURL rtmp://localhost:1935/live).
+// It is what Load returns with no file and no SHOAL_* variables, and it is
+// valid.
+func Default() Config {
+	c := base()
+	c.derive()
+	return c
+}
+
+// Load returns the configuration from, in increasing precedence: the
+// defaults, the YAML file at path (none when path is ""), and the SHOAL_*
+// variables in environ (formatted like os.Environ; a later entry wins over
+// an earlier one; an empty value counts as unset; unknown SHOAL_* variables
+// are ignored). Empty PublicURL and RTMPPublicURL are then derived, and the
+// result validated. The error lists every problem found: unknown or
+// malformed YAML keys, unparseable environment values and invalid values.
+func Load(path string, environ []string) (Config, error) {
+	c := base()
+	var errs []error
+	if path != "" {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return Config{}, fmt.Errorf("config file: %w", err)
+		}
+		yerrs, fatal := applyYAML(&c, data)
+		if fatal != nil {
+			return Config{}, fmt.Errorf("config file %s: %w", path, fatal)
+		}
+		for _, e := range yerrs {
+			errs = append(errs, fmt.Errorf("config file %s: %w", path, e))
+		}
+	}
+	errs = append(errs, applyEnv(&c, environ)...)
+	c.derive()
+	errs = append(errs, c.problems()...)
+	if len(errs) > 0 {
+		return Config{}, errors.Join(errs...)
+	}
+	return c, nil
+}
+
+// Validate checks every key and returns all problems joined, each naming
+// the key and its environment variable, e.g.
+// "hls.segment_duration (SHOAL_HLS_SEGMENT_DURATION): 40s is out of range 500ms..30s".
+// It does not derive: an empty PublicURL is an error here.
+func (c Config) Validate() error { return errors.Join(c.problems()...) }
+
+func (c *Config) problems() []error {
+	var errs []error
+	for i := range table {
+		k := &table[i]
+		if err := k.check(c); err != nil {
+			errs = append(errs, fmt.Errorf("%s (%s): %w", k.path, k.env, err))
+		}
+	}
+	return errs
+}
+
+// Redacted returns a copy that is safe to log: AdminKey is "***" when set
+// and the password in RedisURL is replaced with "***".
+func (c Config) Redacted() Config {
+	if c.AdminKey != "" {
+		c.AdminKey = "***"
+	}
+	c.RedisURL = redactURL(c.RedisURL)
+	return c
+}
+
+// redactURL replaces the password of a URL with ***. A string that does not
+// parse but might hold credentials is replaced whole.
+func redactURL(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		if strings.Contains(s, "@") {
+			return "***"
+		}
+		return s
+	}
+	if u.User == nil {
+		return s
+	}
+	if _, has := u.User.Password(); !has {
+		return s
+	}
+	// url escapes "*" in a password, so write a placeholder and swap it.
+	const placeholder = "shoal-redacted-password"
+	u.User = url.UserPassword(u.User.Username(), placeholder)
+	return strings.Replace(u.String(), ":"+placeholder+"@", ":***@", 1)
+}
+
+// derive fills an empty PublicURL from HTTPAddr and an empty RTMPPublicURL
+// from PublicURL and RTMPAddr. A value that cannot be derived stays empty,
+// and validation reports it.
+func (c *Config) derive() {
+	if c.PublicURL == "" {
+		if host, port, err := splitAddr(c.HTTPAddr); err == nil {
+			if isWildcardHost(host) {
+				host = "localhost"
+			}
+			c.PublicURL = "http://" + urlHostPort(host, port)
+		}
+	}
+	if c.RTMPPublicURL == "" {
+		u, err := url.Parse(c.PublicURL)
+		_, port, aerr := splitAddr(c.RTMPAddr)
+		if err == nil && u.Hostname() != "" && aerr == nil {
+			c.RTMPPublicURL = "rtmp://" + urlHostPort(u.Hostname(), port) + "/live"
+		}
+	}
+}
+
+// urlHostPort joins host and port for a URL, bracketing IPv6 addresses and
+// escaping a zone's "%".
+func urlHostPort(host, port string) string {
+	return net.JoinHostPort(strings.ReplaceAll(host, "%", "%25"), port)
+}
+
+// applyEnv sets every key whose variable is in environ.
+func applyEnv(c *Config, environ []string) []error {
+	vals := map[string]string{}
+	for _, kv := range environ {
+		name, val, ok := strings.Cut(kv, "=")
+		if ok && strings.HasPrefix(name, "SHOAL_") {
+			vals[name] = val // a later entry wins, as with exec.Cmd.Env
+		}
+	}
+	var errs []error
+	for i := range table {
+		k := &table[i]
+		val, ok := vals[k.env]
+		if !ok || val == "" {
+			continue
+		}
+		if err := k.set(c, val); err != nil {
+			errs = append(errs, fmt.Errorf("%s (%s): invalid value %s: %w", k.env, k.path, quote(val), err))
+		}
+	}
+	return errs
+}

@@ -1,0 +1,190 @@
+package config
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// KeyDoc describes one configuration key, for README and --help generation.
+type KeyDoc struct {
+	YAMLKey string // dotted path in the YAML file, e.g. "hls.segment_duration"
+	Env     string // environment variable, e.g. "SHOAL_HLS_SEGMENT_DURATION"
+	Default string // the default as written in YAML or the environment; for a derived key, how it is derived
+	Help    string // one line: meaning and accepted values
+}
+
+// key is one row of the table that drives YAML decoding, environment
+// variables, validation and documentation, so that none of them can drift.
+type key struct {
+	path    string // dotted YAML path
+	env     string
+	help    string
+	derived string // non-empty when the default is derived: the keys it comes from
+
+	get   func(c *Config) string            // current value, formatted for docs
+	set   func(c *Config, raw string) error // parse raw text (YAML scalar or env value) into c
+	check func(c *Config) error             // validate the current value; nil when fine
+}
+
+// field builds a key for one field of type T.
+func field[T any](path, env, help string, ptr func(*Config) *T,
+	parse func(string) (T, error), format func(T) string, check func(T) error,
+) key {
+	return key{
+		path: path,
+		env:  env,
+		help: help,
+		get:  func(c *Config) string { return format(*ptr(c)) },
+		set: func(c *Config, raw string) error {
+			v, err := parse(raw)
+			if err != nil {
+				return err
+			}
+			*ptr(c) = v
+			return nil
+		},
+		check: func(c *Config) error { return check(*ptr(c)) },
+	}
+}
+
+func derivedFrom(k key, from string) key { k.derived = from; return k }
+
+// alsoCheck adds a check that needs the whole Config.
+func alsoCheck(k key, extra func(c *Config) error) key {
+	own := k.check
+	k.check = func(c *Config) error {
+		if err := own(c); err != nil {
+			return err
+		}
+		return extra(c)
+	}
+	return k
+}
+
+// table lists every key in documentation order. It is never modified.
+var table = []key{
+	field("redis_url", "SHOAL_REDIS_URL",
+		"Redis connection URL (redis:// or rediss://, optional user:password@ and /<db>)",
+		func(c *Config) *string { return &c.RedisURL }, parseString, fmtString, checkRedisURL),
+	field("data_dir", "SHOAL_DATA_DIR",
+		"directory for recordings, uploads and packaged HLS",
+		func(c *Config) *string { return &c.DataDir }, parseString, fmtString, checkNonEmpty),
+	field("http_addr", "SHOAL_HTTP_ADDR",
+		"host:port the HTTP server (API, web, origin HLS) listens on",
+		func(c *Config) *string { return &c.HTTPAddr }, parseString, fmtString, checkAddr),
+	alsoCheck(field("rtmp_addr", "SHOAL_RTMP_ADDR",
+		"host:port the RTMP ingest server listens on",
+		func(c *Config) *string { return &c.RTMPAddr }, parseString, fmtString, checkAddr),
+		checkAddrConflict),
+	field("admin_key", "SHOAL_ADMIN_KEY",
+		"bootstrap admin API key, at least 16 characters; unset by default",
+		func(c *Config) *string { return &c.AdminKey }, parseString, fmtString, checkAdminKey),
+	derivedFrom(field("public_url", "SHOAL_PUBLIC_URL",
+		"absolute http(s) URL others reach this node's HTTP server at, no trailing slash; "+
+			"empty derives http://<host of http_addr, or localhost>:<port of http_addr>",
+		func(c *Config) *string { return &c.PublicURL }, parseBaseURL, fmtString, checkPublicURL),
+		"http_addr"),
+	derivedFrom(field("rtmp_public_url", "SHOAL_RTMP_PUBLIC_URL",
+		"RTMP URL publishers append /<stream_key> to; "+
+			"empty derives rtmp://<host of public_url>:<port of rtmp_addr>/live",
+		func(c *Config) *string { return &c.RTMPPublicURL }, parseBaseURL, fmtString, checkRTMPPublicURL),
+		"public_url and rtmp_addr"),
+	field("log_level", "SHOAL_LOG_LEVEL",
+		"minimum log level: debug, info, warn or error",
+		func(c *Config) *string { return &c.LogLevel }, parseLower, fmtString, oneOf("debug", "info", "warn", "error")),
+	field("log_format", "SHOAL_LOG_FORMAT",
+		"log output format: text or json",
+		func(c *Config) *string { return &c.LogFormat }, parseLower, fmtString, oneOf("text", "json")),
+	field("ingest.reconnect_grace", "SHOAL_INGEST_RECONNECT_GRACE",
+		"how long a live stream stays live after its publisher disconnects, waiting for a reconnect (0 to 5m)",
+		func(c *Config) *Duration { return &c.Ingest.ReconnectGrace }, parseDuration, Duration.String,
+		durationRange(0, Duration(5*time.Minute))),
+	field("ingest.read_timeout", "SHOAL_INGEST_READ_TIMEOUT",
+		"an ingest connection that sends nothing for this long is closed (1s to 5m)",
+		func(c *Config) *Duration { return &c.Ingest.ReadTimeout }, parseDuration, Duration.String,
+		durationRange(Duration(time.Second), Duration(5*time.Minute))),
+	field("hls.segment_duration", "SHOAL_HLS_SEGMENT_DURATION",
+		"target HLS segment duration; segments are cut on the first keyframe after it (500ms to 30s)",
+		func(c *Config) *Duration { return &c.HLS.SegmentDuration }, parseDuration, Duration.String,
+		durationRange(Duration(500*time.Millisecond), Duration(30*time.Second))),
+	field("hls.live_window", "SHOAL_HLS_LIVE_WINDOW",
+		"segments listed in the sliding live playlist (3 to 100)",
+		func(c *Config) *int { return &c.HLS.LiveWindow }, parseInt, strconv.Itoa, intRange(3, 100)),
+	field("hls.format", "SHOAL_HLS_FORMAT",
+		"HLS segment container: fmp4 or mpegts",
+		func(c *Config) *string { return &c.HLS.Format }, parseLower, fmtString, oneOf("fmp4", "mpegts")),
+	field("hub.queue_size", "SHOAL_HUB_QUEUE_SIZE",
+		"access units buffered per stream subscriber before it drops until the next keyframe (16 to 100000)",
+		func(c *Config) *int { return &c.Hub.QueueSize }, parseInt, strconv.Itoa, intRange(16, 100000)),
+}
+
+// schema indexes table for the YAML walk.
+type schema struct {
+	leaves   map[string]*key     // full path -> key
+	sections map[string]bool     // full path of every mapping, e.g. "hls"
+	children map[string][]string // prefix ("" or "hls.") -> child names, for suggestions
+}
+
+var keySchema = buildSchema()
+
+func buildSchema() schema {
+	s := schema{leaves: map[string]*key{}, sections: map[string]bool{}, children: map[string][]string{}}
+	for i := range table {
+		k := &table[i]
+		s.leaves[k.path] = k
+		parts := strings.Split(k.path, ".")
+		prefix := ""
+		for j, p := range parts {
+			if !slices.Contains(s.children[prefix], p) {
+				s.children[prefix] = append(s.children[prefix], p)
+			}
+			if j < len(parts)-1 {
+				s.sections[prefix+p] = true
+			}
+			prefix += p + "."
+		}
+	}
+	return s
+}
+
+// Keys documents every configuration key, in the order shoal.example.yml
+// lists them.
+func Keys() []KeyDoc {
+	d := Default()
+	docs := make([]KeyDoc, 0, len(table))
+	for i := range table {
+		k := &table[i]
+		def := k.get(&d)
+		if k.derived != "" {
+			def = fmt.Sprintf("derived from %s (%s with the defaults)", k.derived, def)
+		}
+		docs = append(docs, KeyDoc{YAMLKey: k.path, Env: k.env, Default: def, Help: k.help})
+	}
+	return docs
+}
+
+// Parsers shared by YAML and the environment. Values are trimmed of
+// surrounding white space.
+
+func parseString(raw string) (string, error) { return strings.TrimSpace(raw), nil }
+
+func parseLower(raw string) (string, error) { return strings.ToLower(strings.TrimSpace(raw)), nil }
+
+// parseBaseURL strips one trailing slash, so that "https://example.com/"
+// becomes "https://example.com".
+func parseBaseURL(raw string) (string, error) {
+	return strings.TrimSuffix(strings.TrimSpace(raw), "/"), nil
+}
+
+func parseInt(raw string) (int, error) {
+	v, err := strconv.Atoi(strings.TrimSpace(raw))
+	if err != nil {
+		return 0, fmt.Errorf("not a whole number")
+	}
+	return v, nil
+}
+
+func fmtString(s string) string { return s }

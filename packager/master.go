@@ -1,0 +1,216 @@
+package packager
+
+import (
+	"bytes"
+	"encoding/hex"
+	"fmt"
+	"path/filepath"
+	"sort"
+	"sync"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
+
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/packager/playlist"
+)
+
+// streamState is what the renditions of one stream share: the session id,
+// the audio group's owner and what the master playlist says of each variant.
+type streamState struct {
+	p       *Packager
+	id, dir string
+	session string
+	active  int // guarded by p.mu
+
+	mu         sync.Mutex
+	renditions map[string]*variantInfo
+	audioOwner string
+	audio      *variantInfo
+	lastMaster []byte
+}
+
+// variantInfo is what the master playlist needs of one video or audio track.
+type variantInfo struct {
+	codec         string
+	width, height int
+	fps           float64
+	segments      int
+	bytes         int64
+	seconds       float64
+	peak          float64 // highest bits/s of a segment
+	declared      float64 // peak last written to the master playlist
+	ended         bool
+}
+
+func (v *variantInfo) add(bytes int, seconds float64) {
+	v.segments++
+	v.bytes += int64(bytes)
+	v.seconds += seconds
+	if seconds >= 0.25 {
+		if bps := float64(bytes) * 8 / seconds; bps > v.peak {
+			v.peak = bps
+		}
+	}
+}
+
+func (v *variantInfo) average() float64 {
+	if v.seconds <= 0 {
+		return 0
+	}
+	return float64(v.bytes) * 8 / v.seconds
+}
+
+// claimAudio makes rendition the owner of the audio group unless another
+// rendition already is; it reports whether rendition owns it.
+func (st *streamState) claimAudio(rendition string) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.audioOwner == "" {
+		st.audioOwner = rendition
+		st.audio = &variantInfo{}
+	}
+	return st.audioOwner == rendition
+}
+
+// segmentDone records a finished segment and rewrites the master playlist
+// when what it says changed enough.
+func (st *streamState) segmentDone(rendition string, t media.Track, isAudio bool, bytes int, seconds float64) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	var v *variantInfo
+	if isAudio {
+		v = st.audio
+	} else {
+		v = st.renditions[rendition]
+		if v == nil {
+			v = &variantInfo{}
+			st.renditions[rendition] = v
+		}
+	}
+	v.codec = codecString(t)
+	if t.IsVideo() {
+		v.width, v.height, v.fps = t.Width, t.Height, frameRate(t)
+	}
+	v.add(bytes, seconds)
+	st.writeMasterLocked(false)
+}
+
+func (st *streamState) renditionEnded(rendition string, hadAudio bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if v := st.renditions[rendition]; v != nil {
+		v.ended = true
+	}
+	if hadAudio && st.audio != nil {
+		st.audio.ended = true
+	}
+	st.writeMasterLocked(true)
+}
+
+// writeMasterLocked renders the master playlist once every listed playlist
+// has a segment; it rewrites it when a peak grew by more than 10% or, with
+// final, to record exact averages.
+func (st *streamState) writeMasterLocked(final bool) {
+	if st.audio != nil && st.audio.segments == 0 {
+		return
+	}
+	names := make([]string, 0, len(st.renditions))
+	changed := final
+	for name, v := range st.renditions {
+		if v.segments == 0 {
+			continue
+		}
+		names = append(names, name)
+		if v.peak > v.declared*1.1 {
+			changed = true
+		}
+	}
+	if len(names) == 0 || !changed && st.lastMaster != nil {
+		return
+	}
+	if st.audio != nil && st.audio.peak > st.audio.declared*1.1 {
+		st.audio.declared = st.audio.peak
+	}
+	m := playlist.Master{Version: st.p.format.version()}
+	var audioPeak, audioAvg float64
+	if st.audio != nil {
+		m.Audio = &playlist.Audio{URI: AudioDir + "/index.m3u8", Name: "default"}
+		audioPeak, audioAvg = st.audio.declared, st.audio.average()
+	}
+	for _, name := range names {
+		v := st.renditions[name]
+		if v.peak > v.declared {
+			v.declared = v.peak
+		}
+		codecs := []string{v.codec}
+		if st.audio != nil && st.audio.codec != "" {
+			codecs = append(codecs, st.audio.codec)
+		}
+		variant := playlist.Variant{
+			URI:       name + "/index.m3u8",
+			Bandwidth: uint32(v.declared + audioPeak),
+			Codecs:    codecs, Width: v.width, Height: v.height, FrameRate: v.fps, Name: name,
+		}
+		if final {
+			variant.AverageBandwidth = uint32(v.average() + audioAvg)
+		}
+		m.Variants = append(m.Variants, variant)
+	}
+	sort.SliceStable(m.Variants, func(i, j int) bool {
+		if m.Variants[i].Bandwidth != m.Variants[j].Bandwidth {
+			return m.Variants[i].Bandwidth > m.Variants[j].Bandwidth
+		}
+		return m.Variants[i].Name < m.Variants[j].Name
+	})
+	out := playlist.EncodeMaster(m)
+	if bytes.Equal(out, st.lastMaster) {
+		return
+	}
+	if err := writeFile(filepath.Join(st.dir, "master.m3u8"), out); err != nil {
+		st.p.reportError(st.p.log.With("stream", st.id), "writing the master playlist", err)
+		return
+	}
+	st.lastMaster = out
+}
+
+// codecString is the RFC 6381 codec name used in CODECS attributes.
+func codecString(t media.Track) string {
+	switch t.Codec {
+	case media.CodecH264:
+		if len(t.SPS) >= 4 {
+			return "avc1." + hex.EncodeToString(t.SPS[1:4])
+		}
+		return "avc1.42e01f"
+	case media.CodecH265:
+		var sps h265.SPS
+		if err := sps.Unmarshal(t.SPS); err == nil {
+			ptl := sps.ProfileTierLevel
+			compat := "6"
+			if ptl.GeneralProfileIdc == 2 {
+				compat = "4"
+			}
+			return fmt.Sprintf("hvc1.%d.%s.L%d.B0", ptl.GeneralProfileIdc, compat, ptl.GeneralLevelIdc)
+		}
+		return "hvc1.1.6.L93.B0"
+	case media.CodecAAC:
+		var cfg mpeg4audio.AudioSpecificConfig
+		if err := cfg.Unmarshal(t.AudioConfig); err == nil {
+			return fmt.Sprintf("mp4a.40.%d", cfg.Type)
+		}
+		return "mp4a.40.2"
+	}
+	return string(t.Codec)
+}
+
+func frameRate(t media.Track) float64 {
+	if t.Codec != media.CodecH264 {
+		return 0
+	}
+	var sps h264.SPS
+	if err := sps.Unmarshal(t.SPS); err != nil {
+		return 0
+	}
+	return sps.FPS()
+}

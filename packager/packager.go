@@ -1,0 +1,204 @@
+// Package packager turns publications of the stream hub into HLS on disk.
+//
+// Layout under Config.Dir, for a stream id:
+//
+//	<id>/master.m3u8                     variants + the audio group
+//	<id>/<rendition>/index.m3u8          live: sliding window; ended: whole recording (VOD)
+//	<id>/<rendition>/recording.m3u8      every segment since the stream started (EVENT, ENDLIST at the end)
+//	<id>/<rendition>/init-<s>-<g>.mp4    fMP4 initialization section (new one after a reconnect or codec change)
+//	<id>/<rendition>/<s>-<n>.m4s|.ts     segment n of session s; never rewritten
+//	<id>/audio/...                       the audio group, same files as a rendition
+//
+// Every rendition is video-only; audio is packaged once, from the first
+// rendition that carries it, and referenced by every variant through one
+// audio group. Segments are cut at video keyframes once the target duration
+// is reached, and the audio is cut at the same instants.
+//
+// Files are written to a temporary name and renamed, so a reader sees either
+// the previous or the next version of a playlist, never a partial one.
+package packager
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/logx"
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/stream"
+)
+
+// AudioDir is the directory of the audio group; no rendition may use it.
+const AudioDir = "audio"
+
+// Hub is the part of the stream hub the packager reads from.
+type Hub interface {
+	Watch(match func(media.StreamKey) bool) *stream.Watcher
+}
+
+// Config configures the packager.
+type Config struct {
+	// Dir is where HLS trees are written (one directory per stream id).
+	Dir string
+	// SegmentDuration is the target segment length.
+	SegmentDuration time.Duration
+	// LiveWindow is how many segments the live playlist lists.
+	LiveWindow int
+	// Format is FormatFMP4 or FormatMPEGTS.
+	Format string
+}
+
+// Deps are the packager's collaborators.
+type Deps struct {
+	Log        *slog.Logger
+	Hub        Hub
+	Registerer prometheus.Registerer
+}
+
+// Packager writes HLS for every publication in the hub.
+type Packager struct {
+	cfg     Config
+	log     *slog.Logger
+	format  format
+	watcher *stream.Watcher
+
+	segments   *prometheus.CounterVec
+	errors     prometheus.Counter
+	errLimiter *logx.Limiter
+
+	mu      sync.Mutex
+	streams map[string]*streamState
+}
+
+// New validates cfg.
+func New(cfg Config, deps Deps) (*Packager, error) {
+	if deps.Hub == nil {
+		return nil, errors.New("packager: Hub is required")
+	}
+	if cfg.Dir == "" {
+		return nil, errors.New("packager: Dir is required")
+	}
+	if cfg.SegmentDuration <= 0 {
+		return nil, fmt.Errorf("packager: segment duration must be positive, got %s", cfg.SegmentDuration)
+	}
+	if cfg.LiveWindow < 1 {
+		return nil, fmt.Errorf("packager: live window must be at least 1, got %d", cfg.LiveWindow)
+	}
+	f, err := newFormat(cfg.Format)
+	if err != nil {
+		return nil, fmt.Errorf("packager: %w", err)
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	p := &Packager{
+		cfg: cfg, log: deps.Log, format: f,
+		streams:    map[string]*streamState{},
+		errLimiter: logx.NewLimiter(5 * time.Second),
+		segments: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_packager_segments_total", Help: "HLS segments written, by kind (video or audio).",
+		}, []string{"kind"}),
+		errors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_packager_errors_total", Help: "Segments or playlists that could not be written.",
+		}),
+	}
+	if deps.Registerer != nil {
+		for _, c := range []prometheus.Collector{p.segments, p.errors} {
+			if err := deps.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("packager: register metrics: %w", err)
+			}
+		}
+	}
+	// Watch from now on, so that no publication started between New and
+	// Run is missed.
+	p.watcher = deps.Hub.Watch(func(k media.StreamKey) bool {
+		return ids.Valid(k.Name) && validRendition(k.Rendition)
+	})
+	return p, nil
+}
+
+// Run packages publications until ctx is done or the hub closes. Streams still
+// running then are finished (ENDLIST written) before Run returns.
+func (p *Packager) Run(ctx context.Context) error {
+	if err := os.MkdirAll(p.cfg.Dir, 0o755); err != nil {
+		return fmt.Errorf("packager: %w", err)
+	}
+	w := p.watcher
+	defer w.Close()
+	var g errgroup.Group
+	for {
+		sub, err := w.Next(ctx)
+		if err != nil {
+			break
+		}
+		g.Go(func() error {
+			p.runRendition(ctx, sub)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+func validRendition(r string) bool {
+	return r != AudioDir && ids.Valid(r)
+}
+
+func (p *Packager) reportError(log *slog.Logger, msg string, err error) {
+	p.errors.Inc()
+	if ok, n := p.errLimiter.Allow(); ok {
+		log.Error(msg, "err", err, "suppressed_since_last", n)
+	}
+}
+
+// join returns the state of stream id, starting a new session (and removing
+// the previous session's files) when no rendition of it is running.
+func (p *Packager) join(id string) (*streamState, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.streams[id]; st != nil {
+		st.active++
+		return st, nil
+	}
+	dir := filepath.Join(p.cfg.Dir, id)
+	if err := os.RemoveAll(dir); err != nil {
+		return nil, fmt.Errorf("removing the previous session: %w", err)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	st := &streamState{
+		p: p, id: id, dir: dir, active: 1,
+		session:    strconv.FormatInt(time.Now().UnixMilli(), 36),
+		renditions: map[string]*variantInfo{},
+	}
+	p.streams[id] = st
+	return st, nil
+}
+
+func (p *Packager) leave(st *streamState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st.active--
+	if st.active == 0 && p.streams[st.id] == st {
+		delete(p.streams, st.id)
+	}
+}
+
+// writeFile writes data to path through a temporary file and a rename.
+func writeFile(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}

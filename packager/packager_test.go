@@ -1,0 +1,247 @@
+package packager
+
+import (
+	"context"
+	"encoding/hex"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/grafov/m3u8"
+
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/stream"
+)
+
+// Parameter sets of a 320x240 x264 stream.
+var (
+	testSPS, _ = hex.DecodeString("6764000dacd94141fb0110000003001000000303c0f1429960")
+	testPPS, _ = hex.DecodeString("68ebe3cb22c0")
+	aacConfig  = []byte{0x11, 0x90} // AAC-LC 48 kHz stereo
+)
+
+type rig struct {
+	hub  *stream.Hub
+	dir  string
+	done chan struct{}
+	stop context.CancelFunc
+}
+
+func newRig(t *testing.T, format string, grace time.Duration) *rig {
+	t.Helper()
+	hub, err := stream.New(stream.Config{QueueSize: 100000, Grace: grace}, stream.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	p, err := New(Config{Dir: dir, SegmentDuration: 2 * time.Second, LiveWindow: 3, Format: format}, Deps{Hub: hub, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &rig{hub: hub, dir: dir, done: make(chan struct{}), stop: cancel}
+	go func() { _ = hub.Run(ctx) }()
+	go func() { _ = p.Run(ctx); close(r.done) }()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return r
+}
+
+var tracks = []media.Track{
+	{Codec: media.CodecH264, ClockRate: 90000, SPS: testSPS, PPS: testPPS, Width: 320, Height: 240},
+	{Codec: media.CodecAAC, ClockRate: 48000, AudioConfig: aacConfig, SampleRate: 48000, Channels: 2},
+}
+
+// feed publishes seconds of 30 fps video with a keyframe every gop frames and
+// 48 kHz AAC frames, interleaved in time order, starting at input time 0.
+func feed(pub *stream.Publisher, seconds float64, gop int) {
+	frames := int(seconds * 30)
+	audioFrames := int(seconds * 48000 / 1024)
+	v, a := 0, 0
+	for v < frames || a < audioFrames {
+		vt := float64(v) / 30
+		at := float64(a) * 1024 / 48000
+		if v < frames && (a >= audioFrames || vt <= at) {
+			key := v%gop == 0
+			nalu := []byte{0x41, 0x9a, byte(v)}
+			payload := [][]byte{nalu}
+			if key {
+				payload = [][]byte{testSPS, testPPS, {0x65, 0x88, byte(v)}}
+			}
+			pub.Write(&media.AccessUnit{Track: 0, DTS: int64(v) * 3000, PTS: int64(v) * 3000, Keyframe: key, Payload: payload})
+			v++
+		} else {
+			pub.Write(&media.AccessUnit{Track: 1, DTS: int64(a) * 1024, PTS: int64(a) * 1024, Keyframe: true, Payload: [][]byte{{0x21, 0x10, byte(a)}}})
+			a++
+		}
+	}
+}
+
+func readPlaylist(t *testing.T, path string) *m3u8.MediaPlaylist {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	pl, typ, err := m3u8.DecodeFrom(f, true)
+	if err != nil || typ != m3u8.MEDIA {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return pl.(*m3u8.MediaPlaylist)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func segments(pl *m3u8.MediaPlaylist) []*m3u8.MediaSegment {
+	var out []*m3u8.MediaSegment
+	for _, s := range pl.Segments {
+		if s != nil {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+func TestSegmentsAtKeyframesAndEndlist(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, FormatFMP4, 0)
+	key := media.StreamKey{Name: "abc", Rendition: media.RenditionSource}
+	pub, err := r.hub.Publish(key, tracks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(pub, 10, 60)
+	pub.Close()
+	index := filepath.Join(r.dir, "abc", "source", "index.m3u8")
+	waitFor(t, "ENDLIST", func() bool {
+		b, _ := os.ReadFile(index)
+		return strings.Contains(string(b), "#EXT-X-ENDLIST")
+	})
+	pl := readPlaylist(t, index)
+	segs := segments(pl)
+	if len(segs) != 5 {
+		t.Fatalf("%d segments, want 5", len(segs))
+	}
+	total := 0.0
+	for i, s := range segs {
+		total += s.Duration
+		if s.Duration < 1.9 || s.Duration > 2.1 {
+			t.Errorf("segment %d lasts %.3f s, want 2", i, s.Duration)
+		}
+		if _, err := os.Stat(filepath.Join(r.dir, "abc", "source", s.URI)); err != nil {
+			t.Errorf("segment file: %v", err)
+		}
+	}
+	if total < 9.9 || total > 10.1 {
+		t.Errorf("total %.3f s, want 10", total)
+	}
+	audio := segments(readPlaylist(t, filepath.Join(r.dir, "abc", "audio", "index.m3u8")))
+	if len(audio) < 5 {
+		t.Fatalf("%d audio segments, want 5", len(audio))
+	}
+	for i := 0; i < 4; i++ { // audio cut at the video boundaries, within one AAC frame
+		if d := audio[i].Duration - segs[i].Duration; d < -0.03 || d > 0.03 {
+			t.Errorf("audio segment %d lasts %.3f s, video %.3f s", i, audio[i].Duration, segs[i].Duration)
+		}
+	}
+	var master []byte
+	waitFor(t, "the final master playlist", func() bool {
+		master, _ = os.ReadFile(filepath.Join(r.dir, "abc", "master.m3u8"))
+		return strings.Contains(string(master), "AVERAGE-BANDWIDTH=")
+	})
+	for _, want := range []string{`CODECS="avc1.64000d,mp4a.40.2"`, "RESOLUTION=320x240", `AUDIO="audio"`, `URI="audio/index.m3u8"`, "source/index.m3u8", "AVERAGE-BANDWIDTH="} {
+		if !strings.Contains(string(master), want) {
+			t.Errorf("master lacks %s:\n%s", want, master)
+		}
+	}
+}
+
+func TestReconnectAddsDiscontinuity(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, FormatFMP4, time.Hour)
+	key := media.StreamKey{Name: "abc", Rendition: media.RenditionSource}
+	pub, _ := r.hub.Publish(key, tracks)
+	feed(pub, 4, 60)
+	pub.Close()
+	pub2, err := r.hub.Publish(key, tracks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(pub2, 4, 60) // timestamps start at 0 again
+	rec := filepath.Join(r.dir, "abc", "source", "recording.m3u8")
+	waitFor(t, "segments after the reconnect", func() bool {
+		b, _ := os.ReadFile(rec)
+		return strings.Count(string(b), "#EXTINF") >= 3 && strings.Contains(string(b), "#EXT-X-DISCONTINUITY")
+	})
+	r.stop() // shutting down finishes the recording
+	<-r.done
+	pl := readPlaylist(t, rec)
+	segs := segments(pl)
+	if !pl.Closed || len(segs) != 4 {
+		t.Fatalf("closed=%v segments=%d, want a closed playlist of 4", pl.Closed, len(segs))
+	}
+	if !segs[2].Discontinuity || segs[1].Discontinuity || segs[3].Discontinuity {
+		t.Fatalf("discontinuity flags wrong: %v %v %v %v", segs[0].Discontinuity, segs[1].Discontinuity, segs[2].Discontinuity, segs[3].Discontinuity)
+	}
+	if segs[2].Map == nil || segs[0].Map == nil || segs[2].Map.URI == segs[0].Map.URI {
+		t.Fatal("no new init section after the reconnect")
+	}
+	total := 0.0
+	for _, s := range segs {
+		total += s.Duration
+	}
+	if total < 7.9 || total > 8.1 {
+		t.Fatalf("recording lasts %.3f s, want 8 (nothing lost)", total)
+	}
+}
+
+func TestMPEGTSFormat(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, FormatMPEGTS, 0)
+	pub, _ := r.hub.Publish(media.StreamKey{Name: "ts1", Rendition: media.RenditionSource}, tracks)
+	feed(pub, 4, 60)
+	pub.Close()
+	index := filepath.Join(r.dir, "ts1", "source", "index.m3u8")
+	waitFor(t, "ENDLIST", func() bool {
+		b, _ := os.ReadFile(index)
+		return strings.Contains(string(b), "#EXT-X-ENDLIST")
+	})
+	segs := segments(readPlaylist(t, index))
+	if len(segs) != 2 || !strings.HasSuffix(segs[0].URI, ".ts") || segs[0].Map != nil {
+		t.Fatalf("want 2 .ts segments without EXT-X-MAP, got %+v", segs)
+	}
+	b, err := os.ReadFile(filepath.Join(r.dir, "ts1", "source", segs[0].URI))
+	if err != nil || len(b) == 0 || len(b)%188 != 0 || b[0] != 0x47 {
+		t.Fatalf("not an MPEG-TS file: %d bytes, err %v", len(b), err)
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	t.Parallel()
+	hub, _ := stream.New(stream.Config{QueueSize: 1}, stream.Deps{})
+	good := Config{Dir: t.TempDir(), SegmentDuration: time.Second, LiveWindow: 3, Format: FormatFMP4}
+	for _, mod := range []func(*Config){
+		func(c *Config) { c.Dir = "" },
+		func(c *Config) { c.SegmentDuration = 0 },
+		func(c *Config) { c.LiveWindow = 0 },
+		func(c *Config) { c.Format = "webm" },
+	} {
+		c := good
+		mod(&c)
+		if _, err := New(c, Deps{Hub: hub}); err == nil {
+			t.Errorf("config %+v accepted", c)
+		}
+	}
+}
