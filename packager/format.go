@@ -52,8 +52,8 @@ func newFormat(name string) (format, error) {
 
 type fmp4Format struct{}
 
-func (fmp4Format) ext() string     { return ".m4s" }
-func (fmp4Format) version() uint8  { return 7 }
+func (fmp4Format) ext() string    { return ".m4s" }
+func (fmp4Format) version() uint8 { return 7 }
 
 func mp4Codec(t media.Track) (mp4codecs.Codec, error) {
 	switch t.Codec {
@@ -115,8 +115,8 @@ func (fmp4Format) segment(t media.Track, seq uint32, samples []sample) ([]byte, 
 
 type tsFormat struct{}
 
-func (tsFormat) ext() string                       { return ".ts" }
-func (tsFormat) version() uint8                    { return 3 }
+func (tsFormat) ext() string                      { return ".ts" }
+func (tsFormat) version() uint8                   { return 3 }
 func (tsFormat) init(media.Track) ([]byte, error) { return nil, nil }
 
 func (tsFormat) segment(t media.Track, _ uint32, samples []sample) ([]byte, error) {

@@ -141,6 +141,20 @@ func (h *Hub) IsLive(name string) bool {
 	return ok
 }
 
+// Publishing reports whether key has a connected publisher right now (a
+// publication waiting for a reconnect has none).
+func (h *Hub) Publishing(key media.StreamKey) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.streams[key]
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.publisher != nil
+}
+
 // Publish starts publishing key with the given tracks. If key waits for a
 // reconnect, the publication continues and its subscribers see a restart.
 func (h *Hub) Publish(key media.StreamKey, tracks []media.Track) (*Publisher, error) {
