@@ -1,0 +1,130 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/routing"
+)
+
+// devStreamName is the live stream `shoal dev` creates for a first test.
+const devStreamName = "My first stream"
+
+// runDev runs every role in one process. Without SHOAL_ADMIN_KEY it uses
+// the key saved in the data dir, generating one on the first start, and it
+// prints the URLs a newcomer needs, with the key of a ready-made stream.
+func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.Writer) error {
+	if cfg.AdminKey == "" {
+		key, err := devAdminKey(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		cfg.AdminKey = key
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	ready := make(chan *originNode, 1)
+	g.Go(func() error {
+		return runOrigin(gctx, cfg, log, func(o *originNode) { ready <- o })
+	})
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
+		case o := <-ready:
+			return printBanner(gctx, o, log, stdout)
+		}
+	})
+	return g.Wait()
+}
+
+// devAdminKey returns the admin key kept in dataDir/dev-admin-key,
+// creating it on first use.
+func devAdminKey(dataDir string) (string, error) {
+	path := filepath.Join(dataDir, "dev-admin-key")
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if key := strings.TrimSpace(string(b)); len(key) >= 16 {
+			return key, nil
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", fmt.Errorf("reading the dev admin key: %w", err)
+	}
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		return "", fmt.Errorf("creating the data dir: %w", err)
+	}
+	key := ids.NewSecret("shoal")
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("saving the dev admin key: %w", err)
+	}
+	return key, nil
+}
+
+// printBanner finds or creates the dev stream (waiting for Redis if needed)
+// and prints how to use this node.
+func printBanner(ctx context.Context, o *originNode, log *slog.Logger, w io.Writer) error {
+	var ls routing.LiveStream
+	warned := false
+	for {
+		var err error
+		ls, err = devStream(ctx, o.store)
+		if err == nil {
+			break
+		}
+		if !warned {
+			log.Warn("waiting for redis to create the dev stream", "err", err)
+			warned = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+	c := o.cfg
+	fmt.Fprintf(w, `
+Shoal %s is running (shoal dev: every role in one process)
+
+  API / origin:    %s
+  Admin API key:   %s
+  Live stream:     %q (id %s)
+  OBS server:      %s
+  OBS stream key:  %s
+  Watch (HLS):     %s/hls/%s/master.m3u8    e.g. ffplay or any HLS player
+  Metrics:         %s/metrics
+
+  Try: curl -H "Authorization: Bearer %s" %s/v1/live-streams
+  Publish a test clip with ffmpeg:
+    ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine -c:v libx264 -g 60 -c:a aac -f flv %s/%s
+
+Press Ctrl-C to stop.
+`, Version, c.PublicURL, c.AdminKey, ls.Name, ls.ID, c.RTMPPublicURL, ls.StreamKey,
+		c.PublicURL, ls.ID, c.PublicURL, c.AdminKey, c.PublicURL, c.RTMPPublicURL, ls.StreamKey)
+	return nil
+}
+
+func devStream(ctx context.Context, store *routing.Store) (routing.LiveStream, error) {
+	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	list, err := store.ListLiveStreams(qctx)
+	if err != nil {
+		return routing.LiveStream{}, err
+	}
+	for _, ls := range list {
+		if ls.Name == devStreamName {
+			return ls, nil
+		}
+	}
+	return store.CreateLiveStream(qctx, devStreamName)
+}

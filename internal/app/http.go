@@ -1,0 +1,124 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/shoal-video/shoal/packager/origin"
+	playerapi "github.com/shoal-video/shoal/player-api"
+)
+
+type httpConfig struct {
+	Addr   string
+	HLSDir string
+}
+
+// pinger reports whether the state store is reachable.
+type pinger interface {
+	Ping(ctx context.Context) error
+}
+
+type httpDeps struct {
+	Log      *slog.Logger
+	API      *playerapi.API
+	Ready    pinger
+	Registry *prometheus.Registry
+}
+
+// httpServer serves the API, origin HLS and operations endpoints on one port.
+type httpServer struct {
+	srv *http.Server
+	ln  net.Listener
+	log *slog.Logger
+}
+
+func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.ContextWithFallback = true
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shoal_http_requests_total", Help: "HTTP requests by route, method and status.",
+	}, []string{"route", "method", "status"})
+	if err := deps.Registry.Register(requests); err != nil {
+		return nil, err
+	}
+	r.Use(gin.CustomRecoveryWithWriter(nil, func(c *gin.Context, rec any) {
+		deps.Log.Error("panic while serving a request", "path", c.Request.URL.Path, "panic", fmt.Sprint(rec))
+		playerapi.WriteError(c, http.StatusInternalServerError, "internal", "internal error")
+	}))
+	r.Use(func(c *gin.Context) {
+		c.Next()
+		route := c.FullPath()
+		if route == "" {
+			route = "unmatched"
+		}
+		requests.WithLabelValues(route, c.Request.Method, strconv.Itoa(c.Writer.Status())).Inc()
+	})
+
+	hls := gin.WrapH(origin.NewHandler(cfg.HLSDir))
+	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodOptions} {
+		r.Handle(m, "/hls/*path", hls)
+	}
+	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
+	r.GET("/readyz", func(c *gin.Context) {
+		ctx, cancel := context.WithTimeout(c.Request.Context(), 2*time.Second)
+		defer cancel()
+		if err := deps.Ready.Ping(ctx); err != nil {
+			c.JSON(http.StatusServiceUnavailable, gin.H{"status": "unavailable", "reason": err.Error()})
+			return
+		}
+		c.JSON(http.StatusOK, gin.H{"status": "ready"})
+	})
+	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{})))
+	deps.API.Register(r)
+	r.NoRoute(func(c *gin.Context) {
+		playerapi.WriteError(c, http.StatusNotFound, "not_found", "no such endpoint: "+c.Request.Method+" "+c.Request.URL.Path)
+	})
+	r.HandleMethodNotAllowed = false
+
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		return nil, fmt.Errorf("http: listen on %s: %w", cfg.Addr, err)
+	}
+	return &httpServer{
+		ln:  ln,
+		log: deps.Log,
+		srv: &http.Server{
+			Handler:           r,
+			ReadHeaderTimeout: 10 * time.Second,
+			IdleTimeout:       2 * time.Minute,
+			ErrorLog:          slog.NewLogLogger(deps.Log.Handler(), slog.LevelDebug),
+		},
+	}, nil
+}
+
+// run serves until ctx is done, then shuts down gracefully.
+func (s *httpServer) run(ctx context.Context) error {
+	errc := make(chan error, 1)
+	s.log.Info("http listening", "addr", s.ln.Addr().String())
+	go func() { errc <- s.srv.Serve(s.ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("http: %w", err)
+	case <-ctx.Done():
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	err := s.srv.Shutdown(sctx)
+	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+		return serr
+	}
+	return err
+}
+
+func (s *httpServer) close() { s.ln.Close() }

@@ -1,0 +1,117 @@
+// Package app wires Shoal's stages into the roles of the shoal binary. It is
+// the only package that knows every other one.
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+
+	"github.com/shoal-video/shoal/internal/config"
+)
+
+// Version is set at build time with -ldflags "-X .../internal/app.Version=...".
+var Version = "dev"
+
+const usage = `Shoal: a decentralized video CDN and live-streaming platform.
+
+Usage:
+  shoal <role> [--config FILE]
+
+Roles:
+  dev       every role in one process (prints URLs, an admin key and a stream key)
+  origin    RTMP ingest, HLS packager, origin HTTP, REST API
+  edge      caching edge node (not built yet)
+  worker    transcoding worker (not built yet)
+  version   print the version
+  help      this text
+
+Configuration: defaults, then the YAML file given with --config (or
+SHOAL_CONFIG), then SHOAL_* environment variables. See shoal.example.yml.
+Environment:
+`
+
+// Main runs the command line args and returns the process exit code.
+func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText())
+		return 2
+	}
+	role, rest := args[0], args[1:]
+	switch role {
+	case "version", "--version", "-v":
+		fmt.Fprintf(stdout, "shoal %s\n", Version)
+		return 0
+	case "help", "--help", "-h":
+		fmt.Fprint(stdout, usageText())
+		return 0
+	case "edge", "worker":
+		fmt.Fprintf(stderr, "shoal %s: this role is not built yet in this version of Shoal; run `shoal dev` or `shoal origin`\n", role)
+		return 2
+	case "dev", "origin":
+	default:
+		fmt.Fprintf(stderr, "shoal: unknown role %q\n\n%s", role, usageText())
+		return 2
+	}
+
+	fs := flag.NewFlagSet("shoal "+role, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", lookup(environ, "SHOAL_CONFIG"), "YAML configuration file")
+	if err := fs.Parse(rest); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "shoal %s: unexpected argument %q\n", role, fs.Arg(0))
+		return 2
+	}
+	cfg, err := config.Load(*cfgPath, environ)
+	if err != nil {
+		fmt.Fprintf(stderr, "shoal %s: configuration:\n  %s\n", role, strings.ReplaceAll(err.Error(), "\n", "\n  "))
+		return 2
+	}
+	log := newLogger(cfg, stderr)
+	switch role {
+	case "dev":
+		err = runDev(ctx, cfg, log, stdout)
+	case "origin":
+		err = runOrigin(ctx, cfg, log, nil)
+	}
+	if err != nil && !errors.Is(err, context.Canceled) {
+		log.Error("shoal stopped", "role", role, "err", err)
+		return 1
+	}
+	return 0
+}
+
+func usageText() string {
+	var b strings.Builder
+	b.WriteString(usage)
+	for _, k := range config.Keys() {
+		fmt.Fprintf(&b, "  %-30s %s\n", k.Env, k.Help)
+	}
+	return b.String()
+}
+
+func lookup(environ []string, name string) string {
+	v := ""
+	for _, kv := range environ {
+		if k, val, ok := strings.Cut(kv, "="); ok && k == name {
+			v = val
+		}
+	}
+	return v
+}
+
+func newLogger(cfg config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

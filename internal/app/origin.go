@@ -1,0 +1,108 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-video/shoal/ingest/rtmp"
+	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/stream"
+	"github.com/shoal-video/shoal/packager"
+	playerapi "github.com/shoal-video/shoal/player-api"
+)
+
+// originReady is called once every listener of the origin role is open.
+type originReady func(o *originNode)
+
+// originNode is the running origin role, as handed to an originReady callback.
+type originNode struct {
+	cfg   config.Config
+	store *routing.Store
+}
+
+// runOrigin runs ingest, the hub, the packager, origin HTTP and the API until
+// ctx is done.
+func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready originReady) error {
+	if cfg.AdminKey == "" {
+		return errors.New("SHOAL_ADMIN_KEY (admin_key) is required for the origin role: set a secret of at least 16 characters")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	store, err := routing.NewStore(cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+
+	hub, err := stream.New(stream.Config{QueueSize: cfg.Hub.QueueSize, Grace: cfg.Ingest.ReconnectGrace.Std()},
+		stream.Deps{Log: log.With("component", "hub"), Registerer: reg})
+	if err != nil {
+		return err
+	}
+	pkg, err := packager.New(packager.Config{
+		Dir:             filepath.Join(cfg.DataDir, "hls"),
+		SegmentDuration: cfg.HLS.SegmentDuration.Std(),
+		LiveWindow:      cfg.HLS.LiveWindow,
+		Format:          cfg.HLS.Format,
+	}, packager.Deps{Log: log.With("component", "packager"), Hub: hub, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	api, err := playerapi.New(playerapi.Config{
+		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL,
+	}, store, hub, log.With("component", "api"))
+	if err != nil {
+		return err
+	}
+	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLSDir: filepath.Join(cfg.DataDir, "hls")},
+		httpDeps{Log: log.With("component", "http"), API: api, Ready: store, Registry: reg})
+	if err != nil {
+		return err
+	}
+	defer httpSrv.close()
+	ingest, err := rtmp.New(rtmp.Config{Addr: cfg.RTMPAddr, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
+		rtmp.Deps{Log: log.With("component", "rtmp"), Auth: newKeyAuthorizer(store), Hub: hub, Registerer: reg})
+	if err != nil {
+		return err
+	}
+
+	log.Info("shoal origin starting", "version", Version, "config", fmt.Sprintf("%+v", cfg.Redacted()))
+	if err := store.Ping(ctx); err != nil {
+		log.Warn("redis is not reachable yet; the API answers 503 until it is", "err", err)
+	}
+	if ready != nil {
+		ready(&originNode{cfg: cfg, store: store})
+	}
+
+	// The hub outlives ingest so that shutdown ends every stream properly
+	// (the packager writes ENDLIST) before the packager stops.
+	hubCtx, stopHub := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopHub()
+	var hubGroup errgroup.Group
+	hubGroup.Go(func() error { return hub.Run(hubCtx) })
+	pkgCtx, stopPkg := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopPkg()
+	var pkgGroup errgroup.Group
+	pkgGroup.Go(func() error { return pkg.Run(pkgCtx) })
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return ingest.Run(gctx) })
+	g.Go(func() error { return httpSrv.run(gctx) })
+	err = g.Wait()
+
+	stopHub() // ends publications: the packager finishes them and sees the hub close
+	_ = hubGroup.Wait()
+	_ = pkgGroup.Wait()
+	stopPkg()
+	log.Info("shoal origin stopped")
+	return err
+}
