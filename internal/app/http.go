@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -42,8 +43,11 @@ type httpServer struct {
 	log *slog.Logger
 }
 
+// ginMode sets gin's process-wide mode once (it is a package global).
+var ginMode sync.Once
+
 func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
-	gin.SetMode(gin.ReleaseMode)
+	ginMode.Do(func() { gin.SetMode(gin.ReleaseMode) })
 	r := gin.New()
 	r.ContextWithFallback = true
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{

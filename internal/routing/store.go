@@ -1,0 +1,180 @@
+// Package routing is Shoal's Redis-backed state: live streams, their stream
+// keys and API keys. No *redis.Client leaves this package; consumers declare
+// the interfaces they need and are given a *Store.
+//
+// # Redis schema
+//
+// Every key starts with "shoal:". Times are stored as RFC 3339 strings in UTC
+// with microsecond precision.
+//
+//	shoal:livestream:<id>          hash   name, stream_key, created_at, playback_policy
+//	shoal:livestreams              zset   member <id>, score created_at in Unix milliseconds
+//	shoal:streamkey:<sha256(key)>  string <id> of the live stream that owns the stream key
+//	shoal:apikey:<sha256(key)>     hash   id, name, created_at, key_hash
+//
+// The stream key is kept in the live stream's hash because the API shows it
+// to the stream's owner; the index that ingest looks keys up in is keyed by
+// ids.Hash of the key, so a lookup never compares plain keys. API keys are
+// shown once at creation and only their hash is stored.
+//
+// Creating, deleting and resetting the key of a live stream change the hash,
+// the zset and the stream key index in one MULTI/EXEC transaction, and the
+// operations that read before they write WATCH the live stream's hash, so the
+// index never holds an entry for a deleted stream or a replaced key.
+//
+// # Errors
+//
+// Lookups of missing records return ErrNotFound. When Redis cannot be
+// reached (connection refused, timeouts, a server still loading its data)
+// the error wraps ErrUnavailable, so callers can answer "try again" rather
+// than "internal error".
+package routing
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// ErrNotFound is returned when the requested record does not exist.
+var ErrNotFound = errors.New("not found")
+
+// ErrUnavailable is wrapped by every error that comes from Redis being
+// unreachable or not ready to serve.
+var ErrUnavailable = errors.New("redis unreachable")
+
+// PlaybackPublic is the playback policy of a stream anyone may watch.
+const PlaybackPublic = "public"
+
+const (
+	// Client settings that make a dead Redis fail fast instead of hanging
+	// the requests that depend on it.
+	dialTimeout = time.Second
+	ioTimeout   = time.Second
+	maxRetries  = 1
+
+	// maxTxAttempts bounds the retries of a WATCH transaction that lost a
+	// race with a concurrent writer.
+	maxTxAttempts = 10
+)
+
+// Store reads and writes Shoal's state in Redis. It is safe for concurrent
+// use.
+type Store struct {
+	rdb *redis.Client
+}
+
+// NewStore returns a Store for the Redis at redisURL (redis:// or rediss://,
+// as accepted by go-redis). It does not connect; use Ping to check that
+// Redis is reachable.
+//
+// Timeouts are short (1 s to dial, read or write, one retry) so that a dead
+// Redis fails requests fast. While Redis is down, operations fail with
+// ErrUnavailable; once it is back, the Store reconnects by itself within
+// about a second.
+func NewStore(redisURL string) (*Store, error) {
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		// A *url.Error quotes the whole URL, password included; keep only
+		// its cause.
+		var uerr *url.Error
+		if errors.As(err, &uerr) {
+			err = uerr.Err
+		}
+		return nil, fmt.Errorf("routing: invalid Redis URL %s: %w", redactURL(redisURL), err)
+	}
+	opt.DialTimeout = dialTimeout
+	opt.ReadTimeout = ioTimeout
+	opt.WriteTimeout = ioTimeout
+	opt.MaxRetries = maxRetries
+	opt.DialerRetries = 1 // MaxRetries already retries the command
+	opt.ContextTimeoutEnabled = true
+	return &Store{rdb: redis.NewClient(opt)}, nil
+}
+
+// Close closes the connections to Redis. Operations after Close fail.
+func (s *Store) Close() error {
+	return s.rdb.Close()
+}
+
+// Ping checks that Redis answers. The error reads "redis unreachable: ..."
+// and wraps ErrUnavailable.
+func (s *Store) Ping(ctx context.Context) error {
+	if err := s.rdb.Ping(ctx).Err(); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+// redactURL returns u with any password replaced, for error messages.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return fmt.Sprintf("%q", u.Redacted())
+}
+
+// unavailablePrefixes are the Redis error replies that mean "not ready to
+// serve" rather than "this command is wrong".
+var unavailablePrefixes = []string{
+	"LOADING", "READONLY", "MASTERDOWN", "TRYAGAIN", "CLUSTERDOWN", "BUSY ",
+	"MISCONF", "NOAUTH", "WRONGPASS", "NOPERM", "max number of clients",
+}
+
+// wrapErr annotates an error from a Redis call with the operation and, for
+// connection-level failures, ErrUnavailable.
+func wrapErr(op string, err error) error {
+	if isUnavailable(err) {
+		return fmt.Errorf("routing: %s: %w: %w", op, ErrUnavailable, err)
+	}
+	return fmt.Errorf("routing: %s: %w", op, err)
+}
+
+func isUnavailable(err error) bool {
+	var rerr redis.Error
+	if !errors.As(err, &rerr) {
+		// Not a reply from the server: the network, a timeout, the pool,
+		// a cancelled context or a closed client.
+		return true
+	}
+	for _, p := range unavailablePrefixes {
+		if redis.HasErrorPrefix(err, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// now is the creation time stored for new records.
+func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
+
+func formatTime(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }
+
+func parseTime(s string) (time.Time, error) {
+	t, err := time.Parse(time.RFC3339Nano, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("bad created_at %q: %w", s, err)
+	}
+	return t.UTC(), nil
+}
+
+// errTxConflict is returned when a WATCH transaction kept losing races.
+var errTxConflict = errors.New("too many conflicting concurrent updates")
+
+// watchTx runs fn in a WATCH transaction on keys, retrying when a concurrent
+// writer changed a watched key.
+func (s *Store) watchTx(ctx context.Context, op string, fn func(*redis.Tx) error, keys ...string) error {
+	for range maxTxAttempts {
+		err := s.rdb.Watch(ctx, fn, keys...)
+		if errors.Is(err, redis.TxFailedErr) {
+			continue
+		}
+		return err
+	}
+	return fmt.Errorf("routing: %s: gave up after %d attempts: %w", op, maxTxAttempts, errTxConflict)
+}

@@ -1,0 +1,391 @@
+package routing
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/testutil/redistest"
+)
+
+// newTestStore starts a private Redis and returns a Store on it.
+func newTestStore(t *testing.T) (*Store, *redistest.Server) {
+	t.Helper()
+	srv := redistest.Start(t)
+	s, err := NewStore(srv.URL)
+	if err != nil {
+		t.Fatalf("NewStore(%q): %v", srv.URL, err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping: %v", err)
+	}
+	return s, srv
+}
+
+func TestNewStoreBadURL(t *testing.T) {
+	t.Parallel()
+	for _, u := range []string{"", "http://localhost:6379", "redis://:secretpw@host:notaport/0", "redis://localhost:6379/notadb", "::"} {
+		s, err := NewStore(u)
+		if err == nil {
+			s.Close()
+			t.Errorf("NewStore(%q) succeeded, want error", u)
+			continue
+		}
+		if !strings.Contains(err.Error(), "invalid Redis URL") {
+			t.Errorf("NewStore(%q) error %q does not say the URL is invalid", u, err)
+		}
+		if strings.Contains(err.Error(), "secretpw") {
+			t.Errorf("NewStore(%q) error leaks the password: %q", u, err)
+		}
+	}
+}
+
+func TestNewStoreDoesNotConnect(t *testing.T) {
+	t.Parallel()
+	// Nothing listens on port 1; NewStore must still succeed.
+	s, err := NewStore("redis://127.0.0.1:1/0")
+	if err != nil {
+		t.Fatalf("NewStore: %v", err)
+	}
+	defer s.Close()
+	err = s.Ping(t.Context())
+	if !errors.Is(err, ErrUnavailable) || !strings.HasPrefix(err.Error(), "redis unreachable: ") {
+		t.Fatalf("Ping = %v, want a 'redis unreachable: ...' error wrapping ErrUnavailable", err)
+	}
+}
+
+func TestLiveStreamCRUD(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+
+	before := time.Now().Add(-time.Second)
+	ls, err := s.CreateLiveStream(ctx, "my show")
+	if err != nil {
+		t.Fatalf("CreateLiveStream: %v", err)
+	}
+	if !ids.Valid(ls.ID) || len(ls.ID) != 20 {
+		t.Errorf("id %q is not a fresh id", ls.ID)
+	}
+	if !ids.LooksLikeSecret("sk", ls.StreamKey) {
+		t.Errorf("stream key %q does not look like sk_<secret>", ls.StreamKey)
+	}
+	if ls.Name != "my show" || ls.PlaybackPolicy != PlaybackPublic {
+		t.Errorf("created %+v", ls)
+	}
+	if ls.CreatedAt.Before(before) || ls.CreatedAt.After(time.Now().Add(time.Second)) {
+		t.Errorf("CreatedAt %v is not now", ls.CreatedAt)
+	}
+
+	got, err := s.GetLiveStream(ctx, ls.ID)
+	if err != nil {
+		t.Fatalf("GetLiveStream: %v", err)
+	}
+	if got != ls {
+		t.Errorf("GetLiveStream = %+v, want %+v", got, ls)
+	}
+
+	id, err := s.LiveStreamIDByKey(ctx, ls.StreamKey)
+	if err != nil || id != ls.ID {
+		t.Fatalf("LiveStreamIDByKey = %q, %v; want %q", id, err, ls.ID)
+	}
+
+	upd, err := s.UpdateLiveStream(ctx, ls.ID, "renamed")
+	if err != nil {
+		t.Fatalf("UpdateLiveStream: %v", err)
+	}
+	want := ls
+	want.Name = "renamed"
+	if upd != want {
+		t.Errorf("UpdateLiveStream = %+v, want %+v", upd, want)
+	}
+	if got, _ := s.GetLiveStream(ctx, ls.ID); got != want {
+		t.Errorf("after update GetLiveStream = %+v, want %+v", got, want)
+	}
+
+	if err := s.DeleteLiveStream(ctx, ls.ID); err != nil {
+		t.Fatalf("DeleteLiveStream: %v", err)
+	}
+	if _, err := s.GetLiveStream(ctx, ls.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetLiveStream after delete: %v, want ErrNotFound", err)
+	}
+	if _, err := s.LiveStreamIDByKey(ctx, ls.StreamKey); !errors.Is(err, ErrNotFound) {
+		t.Errorf("LiveStreamIDByKey after delete: %v, want ErrNotFound", err)
+	}
+	list, err := s.ListLiveStreams(ctx)
+	if err != nil || len(list) != 0 {
+		t.Errorf("ListLiveStreams after delete = %v, %v; want empty", list, err)
+	}
+	// Nothing is left behind in Redis.
+	keys, err := s.rdb.Keys(ctx, "*").Result()
+	if err != nil || len(keys) != 0 {
+		t.Errorf("keys left after delete: %v, %v", keys, err)
+	}
+}
+
+func TestMissingLiveStream(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	const id = "doesnotexist"
+	if _, err := s.GetLiveStream(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetLiveStream: %v", err)
+	}
+	if _, err := s.UpdateLiveStream(ctx, id, "x"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("UpdateLiveStream: %v", err)
+	}
+	if err := s.DeleteLiveStream(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("DeleteLiveStream: %v", err)
+	}
+	if _, err := s.ResetStreamKey(ctx, id); !errors.Is(err, ErrNotFound) {
+		t.Errorf("ResetStreamKey: %v", err)
+	}
+	if _, err := s.LiveStreamIDByKey(ctx, "sk_nosuchkey"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("LiveStreamIDByKey: %v", err)
+	}
+	// Updating a missing stream must not create it.
+	if n, _ := s.rdb.Exists(ctx, liveStreamKey(id)).Result(); n != 0 {
+		t.Errorf("UpdateLiveStream of a missing stream created it")
+	}
+}
+
+func TestResetStreamKey(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	ls, err := s.CreateLiveStream(ctx, "reset me")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reset, err := s.ResetStreamKey(ctx, ls.ID)
+	if err != nil {
+		t.Fatalf("ResetStreamKey: %v", err)
+	}
+	if reset.StreamKey == ls.StreamKey || !ids.LooksLikeSecret("sk", reset.StreamKey) {
+		t.Fatalf("new key %q (old %q)", reset.StreamKey, ls.StreamKey)
+	}
+	if reset.ID != ls.ID || reset.Name != ls.Name || !reset.CreatedAt.Equal(ls.CreatedAt) {
+		t.Errorf("reset changed more than the key: %+v -> %+v", ls, reset)
+	}
+	if _, err := s.LiveStreamIDByKey(ctx, ls.StreamKey); !errors.Is(err, ErrNotFound) {
+		t.Errorf("old key still resolves: %v", err)
+	}
+	if id, err := s.LiveStreamIDByKey(ctx, reset.StreamKey); err != nil || id != ls.ID {
+		t.Errorf("new key resolves to %q, %v; want %q", id, err, ls.ID)
+	}
+	if got, _ := s.GetLiveStream(ctx, ls.ID); got.StreamKey != reset.StreamKey {
+		t.Errorf("GetLiveStream shows key %q, want %q", got.StreamKey, reset.StreamKey)
+	}
+	if n, _ := s.rdb.Keys(ctx, streamKeyPrefix+"*").Result(); len(n) != 1 {
+		t.Errorf("stream key index has %d entries, want 1", len(n))
+	}
+}
+
+func TestConcurrentResetAndDeleteLeaveNoOrphans(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	const streams = 10
+	var created []LiveStream
+	for range streams {
+		ls, err := s.CreateLiveStream(ctx, "race")
+		if err != nil {
+			t.Fatal(err)
+		}
+		created = append(created, ls)
+	}
+	var wg sync.WaitGroup
+	for _, ls := range created {
+		for range 4 {
+			wg.Go(func() {
+				for range 5 {
+					_, _ = s.ResetStreamKey(ctx, ls.ID)
+				}
+			})
+		}
+		wg.Go(func() {
+			time.Sleep(time.Millisecond)
+			if err := s.DeleteLiveStream(ctx, ls.ID); err != nil {
+				t.Errorf("DeleteLiveStream: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	keys, err := s.rdb.Keys(ctx, "*").Result()
+	if err != nil || len(keys) != 0 {
+		t.Errorf("keys left after concurrent resets and deletes: %v, %v", keys, err)
+	}
+}
+
+func TestListLiveStreamsNewestFirst(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	var want []string
+	for i := range 5 {
+		ls, err := s.CreateLiveStream(ctx, "stream "+string(rune('a'+i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append([]string{ls.ID}, want...)
+		time.Sleep(2 * time.Millisecond)
+	}
+	list, err := s.ListLiveStreams(ctx)
+	if err != nil {
+		t.Fatalf("ListLiveStreams: %v", err)
+	}
+	var got []string
+	for _, ls := range list {
+		got = append(got, ls.ID)
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("order %v, want %v", got, want)
+	}
+}
+
+func TestAPIKeys(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	key, info, err := s.CreateAPIKey(ctx, "ci")
+	if err != nil {
+		t.Fatalf("CreateAPIKey: %v", err)
+	}
+	if !ids.LooksLikeSecret("shoal", key) {
+		t.Errorf("key %q does not look like shoal_<secret>", key)
+	}
+	if !ids.Valid(info.ID) || info.Name != "ci" || info.CreatedAt.IsZero() {
+		t.Errorf("info %+v", info)
+	}
+	got, err := s.VerifyAPIKey(ctx, key)
+	if err != nil || got != info {
+		t.Errorf("VerifyAPIKey = %+v, %v; want %+v", got, err, info)
+	}
+	for _, bad := range []string{"", "shoal_", key + "x", key[:len(key)-1], strings.ToUpper(key)} {
+		if _, err := s.VerifyAPIKey(ctx, bad); !errors.Is(err, ErrNotFound) {
+			t.Errorf("VerifyAPIKey(%q) = %v, want ErrNotFound", bad, err)
+		}
+	}
+	// Only the hash is stored.
+	keys, _ := s.rdb.Keys(ctx, "*").Result()
+	for _, k := range keys {
+		if strings.Contains(k, key) {
+			t.Errorf("plain key in Redis key name %q", k)
+		}
+		vals, _ := s.rdb.HGetAll(ctx, k).Result()
+		for f, v := range vals {
+			if strings.Contains(v, key) {
+				t.Errorf("plain key stored in %s field %s", k, f)
+			}
+		}
+	}
+}
+
+func TestRedisDiesAndComesBack(t *testing.T) {
+	t.Parallel()
+	s, srv := newTestStore(t)
+	ls, err := s.CreateLiveStream(t.Context(), "before")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	srv.Kill()
+	ops := map[string]func(context.Context) error{
+		"Ping":              s.Ping,
+		"CreateLiveStream":  func(ctx context.Context) error { _, err := s.CreateLiveStream(ctx, "x"); return err },
+		"GetLiveStream":     func(ctx context.Context) error { _, err := s.GetLiveStream(ctx, ls.ID); return err },
+		"ListLiveStreams":   func(ctx context.Context) error { _, err := s.ListLiveStreams(ctx); return err },
+		"UpdateLiveStream":  func(ctx context.Context) error { _, err := s.UpdateLiveStream(ctx, ls.ID, "y"); return err },
+		"DeleteLiveStream":  func(ctx context.Context) error { return s.DeleteLiveStream(ctx, ls.ID) },
+		"ResetStreamKey":    func(ctx context.Context) error { _, err := s.ResetStreamKey(ctx, ls.ID); return err },
+		"LiveStreamIDByKey": func(ctx context.Context) error { _, err := s.LiveStreamIDByKey(ctx, ls.StreamKey); return err },
+		"CreateAPIKey":      func(ctx context.Context) error { _, _, err := s.CreateAPIKey(ctx, "k"); return err },
+		"VerifyAPIKey":      func(ctx context.Context) error { _, err := s.VerifyAPIKey(ctx, "shoal_x"); return err },
+	}
+	for name, op := range ops {
+		// The store's own timeouts must end the call; the context only
+		// guards the test against hanging forever.
+		ctx, cancel := context.WithTimeout(t.Context(), time.Minute)
+		start := time.Now()
+		err := op(ctx)
+		cancel()
+		if err == nil {
+			t.Errorf("%s succeeded with Redis dead", name)
+			continue
+		}
+		if !errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotFound) {
+			t.Errorf("%s error %v does not wrap ErrUnavailable", name, err)
+		}
+		t.Logf("%s failed in %v: %v", name, time.Since(start).Round(time.Millisecond), err)
+	}
+
+	srv.Restart(t)
+	// The same Store recovers without being recreated; go-redis probes a
+	// pool that failed to dial about once a second.
+	waitReachable(t, s)
+	// The restarted Redis is empty.
+	if _, err := s.GetLiveStream(t.Context(), ls.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("GetLiveStream on the empty restarted Redis: %v, want ErrNotFound", err)
+	}
+	ls2, err := s.CreateLiveStream(t.Context(), "after")
+	if err != nil {
+		t.Fatalf("CreateLiveStream after restart: %v", err)
+	}
+	if got, err := s.GetLiveStream(t.Context(), ls2.ID); err != nil || got != ls2 {
+		t.Errorf("GetLiveStream after restart = %+v, %v", got, err)
+	}
+}
+
+func TestServerErrorIsNotUnavailable(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	// A key of the wrong type makes Redis answer WRONGTYPE: a bug, not an
+	// outage.
+	if err := s.rdb.Set(ctx, liveStreamKey("wrongtype"), "x", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.GetLiveStream(ctx, "wrongtype")
+	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotFound) {
+		t.Errorf("GetLiveStream on a WRONGTYPE key = %v, want a plain error", err)
+	}
+	if err := s.rdb.HSet(ctx, liveStreamKey("corrupt"), fieldName, "n", fieldStreamKey, "sk_x", fieldCreatedAt, "yesterday").Err(); err != nil {
+		t.Fatal(err)
+	}
+	_, err = s.UpdateLiveStream(ctx, "corrupt", "m")
+	if err == nil || errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "corrupt record") {
+		t.Errorf("UpdateLiveStream on a corrupt record = %v", err)
+	}
+}
+
+func TestClosedStoreFails(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	if _, err := s.GetLiveStream(t.Context(), "x"); err == nil {
+		t.Errorf("GetLiveStream after Close succeeded")
+	}
+}
+
+// waitReachable waits until Ping succeeds, for at most 10 s.
+func waitReachable(t *testing.T, s *Store) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		err := s.Ping(t.Context())
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Store did not reconnect after Redis restarted: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,222 @@
+// Package redistest runs a real, private redis-server for tests.
+//
+// Each Server listens on a free 127.0.0.1 port, keeps nothing on disk
+// (--save "" --appendonly no) and works in t.TempDir(). The test's cleanup
+// kills it. Kill and Restart let a test simulate Redis dying and coming back
+// on the same address.
+package redistest
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// startTimeout bounds how long Start and Restart wait for PING to answer.
+const startTimeout = 10 * time.Second
+
+// Server is a redis-server process owned by one test.
+type Server struct {
+	// Addr is host:port, for example "127.0.0.1:40123".
+	Addr string
+	// URL is the redis:// URL of database 0, for example
+	// "redis://127.0.0.1:40123/0".
+	URL string
+
+	bin  string
+	port int
+	dir  string
+
+	mu   sync.Mutex
+	proc *process // nil while killed
+}
+
+// process is one run of redis-server; done is closed once it has exited.
+type process struct {
+	cmd  *exec.Cmd
+	out  *lockedBuffer
+	done chan struct{}
+}
+
+// Start runs redis-server on a free port and waits until it answers PING.
+// The server is killed when the test ends. Start calls t.Fatal when
+// redis-server is not installed or does not come up.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redistest: redis-server not found on PATH (install the Debian package redis-server): %v", err)
+	}
+	s := &Server{bin: bin, dir: t.TempDir()}
+	t.Cleanup(s.Kill)
+
+	// A free port found by listening on :0 can be taken by someone else
+	// before redis-server binds it, so try a few ports.
+	var lastErr error
+	for range 5 {
+		port, err := freePort()
+		if err != nil {
+			t.Fatalf("redistest: find a free port: %v", err)
+		}
+		s.port = port
+		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		s.URL = "redis://" + s.Addr + "/0"
+		if lastErr = s.start(); lastErr == nil {
+			return s
+		}
+	}
+	t.Fatalf("redistest: redis-server did not start: %v", lastErr)
+	return nil
+}
+
+// Kill sends SIGKILL to redis-server and waits for it to exit, simulating
+// Redis dying. Killing a server that is not running does nothing.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return
+	}
+	_ = s.proc.cmd.Process.Kill()
+	<-s.proc.done
+	s.proc = nil
+}
+
+// Restart starts redis-server again on the same port, with empty data, and
+// waits until it answers PING. A running server is killed first.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Kill()
+	// The port was just released; retry briefly in case it is not yet
+	// bindable.
+	deadline := time.Now().Add(startTimeout)
+	for {
+		err := s.start()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redistest: restart redis-server on %s: %v", s.Addr, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// start runs one redis-server process and waits for PING. On failure the
+// process is gone and the error includes its output.
+func (s *Server) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil {
+		return fmt.Errorf("already running")
+	}
+	out := &lockedBuffer{}
+	cmd := exec.Command(s.bin,
+		"--port", strconv.Itoa(s.port),
+		"--bind", "127.0.0.1",
+		"--save", "",
+		"--appendonly", "no",
+		"--dir", s.dir,
+		"--daemonize", "no",
+	)
+	cmd.Stdout = out
+	cmd.Stderr = out
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run %s: %w", s.bin, err)
+	}
+	p := &process{cmd: cmd, out: out, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+
+	deadline := time.Now().Add(startTimeout)
+	for {
+		select {
+		case <-p.done:
+			return fmt.Errorf("redis-server exited (%v) on port %d: %s", cmd.ProcessState, s.port, bytes.TrimSpace(out.Bytes()))
+		default:
+		}
+		if checkServer(s.Addr, cmd.Process.Pid) == nil {
+			s.proc = p
+			return nil
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-p.done
+			return fmt.Errorf("redis-server on port %d did not answer PING within %v: %s", s.port, startTimeout, bytes.TrimSpace(out.Bytes()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// checkServer asks the server at addr for INFO server and checks that it is
+// the process pid, not another test's redis-server that took the port.
+func checkServer(addr string, pid int) error {
+	c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("INFO server\r\n")); err != nil {
+		return err
+	}
+	r := bufio.NewReader(c)
+	head, err := r.ReadString('\n')
+	if err != nil {
+		return err
+	}
+	if len(head) < 4 || head[0] != '$' {
+		return fmt.Errorf("unexpected INFO reply %q", head)
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(head[1:]))
+	if err != nil || n < 0 || n > 1<<20 {
+		return fmt.Errorf("unexpected INFO reply %q", head)
+	}
+	body := make([]byte, n)
+	if _, err := io.ReadFull(r, body); err != nil {
+		return err
+	}
+	want := "process_id:" + strconv.Itoa(pid) + "\r\n"
+	if !strings.Contains(string(body), want) {
+		return fmt.Errorf("port %s is served by another process", addr)
+	}
+	return nil
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// lockedBuffer collects the server's output; the process writes it while
+// start may read it.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) Bytes() []byte {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return bytes.Clone(b.buf.Bytes())
+}

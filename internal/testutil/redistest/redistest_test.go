@@ -1,0 +1,57 @@
+package redistest
+
+import (
+	"net"
+	"testing"
+	"time"
+)
+
+func TestStartKillRestart(t *testing.T) {
+	t.Parallel()
+	s := Start(t)
+	if s.URL != "redis://"+s.Addr+"/0" {
+		t.Fatalf("URL = %q, want redis://%s/0", s.URL, s.Addr)
+	}
+	pid := s.pid(t)
+	if err := checkServer(s.Addr, pid); err != nil {
+		t.Fatalf("server not answering after Start: %v", err)
+	}
+
+	s.Kill()
+	if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
+		c.Close()
+		t.Fatalf("dial %s succeeded after Kill", s.Addr)
+	}
+	s.Kill() // killing twice is harmless
+
+	addr := s.Addr
+	s.Restart(t)
+	if s.Addr != addr {
+		t.Fatalf("Addr changed across Restart: %q -> %q", addr, s.Addr)
+	}
+	if err := checkServer(s.Addr, s.pid(t)); err != nil {
+		t.Fatalf("server not answering after Restart: %v", err)
+	}
+}
+
+func TestServersAreIndependent(t *testing.T) {
+	t.Parallel()
+	a, b := Start(t), Start(t)
+	if a.Addr == b.Addr {
+		t.Fatalf("two servers share %s", a.Addr)
+	}
+	a.Kill()
+	if err := checkServer(b.Addr, b.pid(t)); err != nil {
+		t.Fatalf("second server died with the first: %v", err)
+	}
+}
+
+func (s *Server) pid(t *testing.T) int {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		t.Fatal("server is not running")
+	}
+	return s.proc.cmd.Process.Pid
+}

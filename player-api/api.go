@@ -1,0 +1,263 @@
+// Package playerapi is Shoal's control API: the authenticated REST
+// endpoints under /v1 that create and manage live streams and API keys.
+//
+// Every route needs "Authorization: Bearer <api key>", where the key is
+// either the bootstrap admin key from the configuration (accepted without
+// Redis) or a key issued by POST /v1/api-keys. Every error is JSON:
+//
+//	{"error":{"code":"not_found","message":"live stream not found"}}
+//
+// with code one of invalid_request (400), unauthorized (401), not_found
+// (404), payload_too_large (413), internal (500) and unavailable (503, the
+// state store is unreachable).
+package playerapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"unicode"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/routing"
+)
+
+// DefaultMaxBodyBytes is the largest JSON request body accepted when
+// Config.MaxBodyBytes is zero.
+const DefaultMaxBodyBytes = 1 << 20
+
+// minAdminKeyLen is the shortest admin key New accepts.
+const minAdminKeyLen = 16
+
+// Store is the state the API reads and writes; *routing.Store implements
+// it. Lookups of missing records return routing.ErrNotFound and failures to
+// reach Redis wrap routing.ErrUnavailable.
+type Store interface {
+	CreateLiveStream(ctx context.Context, name string) (routing.LiveStream, error)
+	GetLiveStream(ctx context.Context, id string) (routing.LiveStream, error)
+	ListLiveStreams(ctx context.Context) ([]routing.LiveStream, error)
+	UpdateLiveStream(ctx context.Context, id, name string) (routing.LiveStream, error)
+	DeleteLiveStream(ctx context.Context, id string) error
+	ResetStreamKey(ctx context.Context, id string) (routing.LiveStream, error)
+	CreateAPIKey(ctx context.Context, name string) (plaintext string, info routing.APIKey, err error)
+	VerifyAPIKey(ctx context.Context, key string) (routing.APIKey, error)
+}
+
+// LiveStatus tells whether a live stream is being published right now.
+type LiveStatus interface {
+	IsLive(id string) bool
+}
+
+// Config configures the API.
+type Config struct {
+	// AdminKey is the bootstrap API key (SHOAL_ADMIN_KEY). It is accepted
+	// even while Redis is down. Required, at least 16 characters, printable
+	// ASCII without spaces.
+	AdminKey string
+	// PublicURL is how viewers reach this node, for example
+	// "http://localhost:8080"; playback URLs are built from it
+	// (PublicURL + "/hls/<id>/master.m3u8"). Required, http or https.
+	PublicURL string
+	// RTMPURL is the RTMP server publishers send to, without the stream
+	// key, for example "rtmp://localhost:1935/live". Required, rtmp or
+	// rtmps.
+	RTMPURL string
+	// MaxBodyBytes caps JSON request bodies; larger bodies are answered
+	// with 413. Zero means DefaultMaxBodyBytes.
+	MaxBodyBytes int64
+}
+
+// API serves the control API. Create it with New and mount it with
+// Register.
+type API struct {
+	adminKeyHash string
+	publicURL    string
+	rtmpURL      string
+	maxBody      int64
+
+	store  Store
+	status LiveStatus
+	log    *slog.Logger
+}
+
+// New checks cfg and returns an API backed by store and status. A nil log
+// discards log records.
+func New(cfg Config, store Store, status LiveStatus, log *slog.Logger) (*API, error) {
+	var errs []error
+	if err := checkAdminKey(cfg.AdminKey); err != nil {
+		errs = append(errs, err)
+	}
+	publicURL, err := checkURL("PublicURL", cfg.PublicURL, "http", "https")
+	if err != nil {
+		errs = append(errs, err)
+	}
+	rtmpURL, err := checkURL("RTMPURL", cfg.RTMPURL, "rtmp", "rtmps")
+	if err != nil {
+		errs = append(errs, err)
+	}
+	maxBody := cfg.MaxBodyBytes
+	switch {
+	case maxBody == 0:
+		maxBody = DefaultMaxBodyBytes
+	case maxBody < 0:
+		errs = append(errs, fmt.Errorf("playerapi: MaxBodyBytes must not be negative, got %d", maxBody))
+	}
+	if store == nil {
+		errs = append(errs, errors.New("playerapi: a Store is required"))
+	}
+	if status == nil {
+		errs = append(errs, errors.New("playerapi: a LiveStatus is required"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &API{
+		adminKeyHash: ids.Hash(cfg.AdminKey),
+		publicURL:    publicURL,
+		rtmpURL:      rtmpURL,
+		maxBody:      maxBody,
+		store:        store,
+		status:       status,
+		log:          log,
+	}, nil
+}
+
+func checkAdminKey(k string) error {
+	if k == "" {
+		return errors.New("playerapi: AdminKey is required (set SHOAL_ADMIN_KEY)")
+	}
+	for _, r := range k {
+		if r <= ' ' || r > '~' {
+			return errors.New("playerapi: AdminKey must be printable ASCII without spaces, so that it fits in an Authorization header")
+		}
+	}
+	if len(k) < minAdminKeyLen {
+		return fmt.Errorf("playerapi: AdminKey must be at least %d characters long, got %d", minAdminKeyLen, len(k))
+	}
+	return nil
+}
+
+// checkURL parses an absolute URL with one of schemes and returns it
+// without a trailing slash.
+func checkURL(field, raw string, schemes ...string) (string, error) {
+	if raw == "" {
+		return "", fmt.Errorf("playerapi: %s is required", field)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", fmt.Errorf("playerapi: %s: %w", field, err)
+	}
+	okScheme := false
+	for _, s := range schemes {
+		okScheme = okScheme || u.Scheme == s
+	}
+	switch {
+	case !okScheme:
+		return "", fmt.Errorf("playerapi: %s %q must start with %s://", field, raw, strings.Join(schemes, ":// or "))
+	case u.Host == "":
+		return "", fmt.Errorf("playerapi: %s %q has no host", field, raw)
+	case u.User != nil, u.RawQuery != "", u.Fragment != "":
+		return "", fmt.Errorf("playerapi: %s %q must not contain user info, a query or a fragment", field, raw)
+	}
+	return strings.TrimRight(raw, "/"), nil
+}
+
+// Register mounts every route of the API, under /v1, on r.
+func (a *API) Register(r gin.IRouter) {
+	v1 := r.Group("/v1", a.Authenticate)
+	v1.POST("/live-streams", a.createLiveStream)
+	v1.GET("/live-streams", a.listLiveStreams)
+	v1.GET("/live-streams/:id", a.getLiveStream)
+	v1.PATCH("/live-streams/:id", a.updateLiveStream)
+	v1.DELETE("/live-streams/:id", a.deleteLiveStream)
+	v1.POST("/live-streams/:id/reset-stream-key", a.resetStreamKey)
+	v1.POST("/api-keys", a.createAPIKey)
+}
+
+// errorBody is the JSON shape of every error response.
+type errorBody struct {
+	Error errorDetail `json:"error"`
+}
+
+type errorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// WriteError answers the request with status and the JSON body
+// {"error":{"code":code,"message":msg}} and aborts the handler chain.
+func WriteError(c *gin.Context, status int, code, msg string) {
+	c.AbortWithStatusJSON(status, errorBody{Error: errorDetail{Code: code, Message: msg}})
+}
+
+// Error codes of the API.
+const (
+	codeInvalidRequest  = "invalid_request"
+	codeUnauthorized    = "unauthorized"
+	codeNotFound        = "not_found"
+	codePayloadTooLarge = "payload_too_large"
+	codeInternal        = "internal"
+	codeUnavailable     = "unavailable"
+)
+
+const unavailableMessage = "state store (Redis) is unreachable; retry shortly"
+
+// fail answers a request whose store call failed: 404 for ErrNotFound, 503
+// when Redis is unreachable, 500 otherwise. Server errors are logged once,
+// here.
+func (a *API) fail(c *gin.Context, err error, notFound string) {
+	switch {
+	case errors.Is(err, routing.ErrNotFound):
+		WriteError(c, http.StatusNotFound, codeNotFound, notFound)
+	case errors.Is(err, routing.ErrUnavailable):
+		a.logServerError(c, http.StatusServiceUnavailable, err)
+		c.Header("Retry-After", "1")
+		WriteError(c, http.StatusServiceUnavailable, codeUnavailable, unavailableMessage)
+	default:
+		a.logServerError(c, http.StatusInternalServerError, err)
+		WriteError(c, http.StatusInternalServerError, codeInternal, "internal error")
+	}
+}
+
+// logServerError logs a 5xx answer. The error comes from the store, whose
+// messages carry no secrets; the path carries ids only.
+func (a *API) logServerError(c *gin.Context, status int, err error) {
+	a.log.LogAttrs(c.Request.Context(), slog.LevelError, "control API request failed",
+		slog.Int("status", status),
+		slog.String("method", c.Request.Method),
+		slog.String("route", c.FullPath()),
+		slog.String("path", c.Request.URL.Path),
+		slog.String("error", err.Error()),
+	)
+}
+
+// validName checks a name given to a live stream or API key and returns it
+// without surrounding white space.
+func validName(name *string) (string, error) {
+	if name == nil {
+		return "", errors.New(`"name" is required`)
+	}
+	n := strings.TrimSpace(*name)
+	if n == "" {
+		return "", errors.New(`"name" must not be empty`)
+	}
+	if len([]rune(n)) > maxNameLen {
+		return "", fmt.Errorf(`"name" must be at most %d characters`, maxNameLen)
+	}
+	if strings.IndexFunc(n, unicode.IsControl) >= 0 {
+		return "", errors.New(`"name" must not contain control characters`)
+	}
+	return n, nil
+}
+
+// maxNameLen is the longest name, in characters, of a live stream or API key.
+const maxNameLen = 200

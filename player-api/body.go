@@ -1,0 +1,109 @@
+package playerapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+)
+
+// maxErrorDetail caps the part of a JSON decoding error echoed back, since
+// it may quote the client's input.
+const maxErrorDetail = 200
+
+// nameRequest is the body of the requests that take just a name. Name is a
+// pointer to tell a missing name from an empty one.
+type nameRequest struct {
+	Name *string `json:"name"`
+}
+
+// decodeJSON reads the request body, at most a.maxBody bytes, into v: one
+// JSON object with no unknown fields and nothing after it. On failure it
+// answers 400 or 413 and returns false.
+func (a *API) decodeJSON(c *gin.Context, v any) bool {
+	data, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, a.maxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			WriteError(c, http.StatusRequestEntityTooLarge, codePayloadTooLarge,
+				fmt.Sprintf("request body is larger than %d bytes", a.maxBody))
+			return false
+		}
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, "could not read the request body")
+		return false
+	}
+	if msg := decodeStrict(data, v); msg != "" {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, msg)
+		return false
+	}
+	return true
+}
+
+// decodeStrict decodes data into v and returns "" or a message for the
+// client.
+func decodeStrict(data []byte, v any) string {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return describeJSONError(err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return "request body must be a single JSON object with nothing after it"
+	}
+	return ""
+}
+
+func describeJSONError(err error) string {
+	var (
+		syntax    *json.SyntaxError
+		wrongType *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.Is(err, io.EOF):
+		return "request body must be a JSON object"
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return "request body is truncated JSON"
+	case errors.As(err, &syntax):
+		return fmt.Sprintf("request body is not valid JSON (at byte %d): %s", syntax.Offset, clip(syntax.Error()))
+	case errors.As(err, &wrongType):
+		if wrongType.Field == "" {
+			return "request body must be a JSON object"
+		}
+		return fmt.Sprintf("field %q must be a %s, not a JSON %s", clip(wrongType.Field), jsonKind(wrongType.Type.Kind().String()), wrongType.Value)
+	}
+	// encoding/json reports unknown fields only as text:
+	// `json: unknown field "x"`.
+	return "request body is invalid: " + clip(strings.TrimPrefix(err.Error(), "json: "))
+}
+
+// jsonKind names a Go kind as JSON calls it.
+func jsonKind(kind string) string {
+	switch kind {
+	case "string":
+		return "string"
+	case "bool":
+		return "boolean"
+	case "slice", "array":
+		return "array"
+	case "map", "struct":
+		return "object"
+	}
+	return "number"
+}
+
+func clip(s string) string {
+	if len(s) <= maxErrorDetail {
+		return s
+	}
+	// Cut on a rune boundary so the message stays valid UTF-8.
+	cut := maxErrorDetail
+	for cut > 0 && s[cut]&0xC0 == 0x80 {
+		cut--
+	}
+	return s[:cut] + "..."
+}

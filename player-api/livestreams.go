@@ -1,0 +1,176 @@
+package playerapi
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/routing"
+)
+
+const liveStreamNotFound = "live stream not found"
+
+// Live stream statuses.
+const (
+	statusIdle = "idle"
+	statusLive = "live"
+)
+
+// liveStreamJSON is the JSON form of a live stream.
+type liveStreamJSON struct {
+	ID             string       `json:"id"`
+	Name           string       `json:"name"`
+	StreamKey      string       `json:"stream_key"`
+	Status         string       `json:"status"`
+	CreatedAt      time.Time    `json:"created_at"`
+	PlaybackPolicy string       `json:"playback_policy"`
+	Ingest         ingestJSON   `json:"ingest"`
+	Playback       playbackJSON `json:"playback"`
+}
+
+type ingestJSON struct {
+	// RTMPURL is the server to publish to; the stream key goes after it
+	// (OBS: "Server" and "Stream Key").
+	RTMPURL   string `json:"rtmp_url"`
+	StreamKey string `json:"stream_key"`
+}
+
+type playbackJSON struct {
+	HLSURL string `json:"hls_url"`
+}
+
+type liveStreamListJSON struct {
+	Data []liveStreamJSON `json:"data"`
+}
+
+func (a *API) liveStreamJSON(ls routing.LiveStream) liveStreamJSON {
+	status := statusIdle
+	if a.status.IsLive(ls.ID) {
+		status = statusLive
+	}
+	return liveStreamJSON{
+		ID:             ls.ID,
+		Name:           ls.Name,
+		StreamKey:      ls.StreamKey,
+		Status:         status,
+		CreatedAt:      ls.CreatedAt,
+		PlaybackPolicy: ls.PlaybackPolicy,
+		Ingest:         ingestJSON{RTMPURL: a.rtmpURL, StreamKey: ls.StreamKey},
+		Playback:       playbackJSON{HLSURL: a.publicURL + "/hls/" + ls.ID + "/master.m3u8"},
+	}
+}
+
+// pathID returns the :id path parameter, or answers 404 when it is not a
+// valid id (so that such ids never reach the store).
+func pathID(c *gin.Context) (string, bool) {
+	id := c.Param("id")
+	if !ids.Valid(id) {
+		WriteError(c, http.StatusNotFound, codeNotFound, liveStreamNotFound)
+		return "", false
+	}
+	return id, true
+}
+
+// readName decodes a {"name"} body and validates the name; on failure it has
+// answered the request.
+func (a *API) readName(c *gin.Context) (string, bool) {
+	var req nameRequest
+	if !a.decodeJSON(c, &req) {
+		return "", false
+	}
+	name, err := validName(req.Name)
+	if err != nil {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
+		return "", false
+	}
+	return name, true
+}
+
+// createLiveStream handles POST /v1/live-streams {"name"}.
+func (a *API) createLiveStream(c *gin.Context) {
+	name, ok := a.readName(c)
+	if !ok {
+		return
+	}
+	ls, err := a.store.CreateLiveStream(c.Request.Context(), name)
+	if err != nil {
+		a.fail(c, err, liveStreamNotFound)
+		return
+	}
+	c.JSON(http.StatusCreated, a.liveStreamJSON(ls))
+}
+
+// listLiveStreams handles GET /v1/live-streams.
+func (a *API) listLiveStreams(c *gin.Context) {
+	list, err := a.store.ListLiveStreams(c.Request.Context())
+	if err != nil {
+		a.fail(c, err, liveStreamNotFound)
+		return
+	}
+	out := liveStreamListJSON{Data: make([]liveStreamJSON, 0, len(list))}
+	for _, ls := range list {
+		out.Data = append(out.Data, a.liveStreamJSON(ls))
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// getLiveStream handles GET /v1/live-streams/:id.
+func (a *API) getLiveStream(c *gin.Context) {
+	id, ok := pathID(c)
+	if !ok {
+		return
+	}
+	ls, err := a.store.GetLiveStream(c.Request.Context(), id)
+	if err != nil {
+		a.fail(c, err, liveStreamNotFound)
+		return
+	}
+	c.JSON(http.StatusOK, a.liveStreamJSON(ls))
+}
+
+// updateLiveStream handles PATCH /v1/live-streams/:id {"name"}.
+func (a *API) updateLiveStream(c *gin.Context) {
+	id, ok := pathID(c)
+	if !ok {
+		return
+	}
+	name, ok := a.readName(c)
+	if !ok {
+		return
+	}
+	ls, err := a.store.UpdateLiveStream(c.Request.Context(), id, name)
+	if err != nil {
+		a.fail(c, err, liveStreamNotFound)
+		return
+	}
+	c.JSON(http.StatusOK, a.liveStreamJSON(ls))
+}
+
+// deleteLiveStream handles DELETE /v1/live-streams/:id.
+func (a *API) deleteLiveStream(c *gin.Context) {
+	id, ok := pathID(c)
+	if !ok {
+		return
+	}
+	if err := a.store.DeleteLiveStream(c.Request.Context(), id); err != nil {
+		a.fail(c, err, liveStreamNotFound)
+		return
+	}
+	c.Status(http.StatusNoContent)
+}
+
+// resetStreamKey handles POST /v1/live-streams/:id/reset-stream-key.
+func (a *API) resetStreamKey(c *gin.Context) {
+	id, ok := pathID(c)
+	if !ok {
+		return
+	}
+	ls, err := a.store.ResetStreamKey(c.Request.Context(), id)
+	if err != nil {
+		a.fail(c, err, liveStreamNotFound)
+		return
+	}
+	c.JSON(http.StatusOK, a.liveStreamJSON(ls))
+}
