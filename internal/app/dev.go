@@ -106,7 +106,7 @@ Shoal %s is running (shoal dev: every role in one process)
 
   Try: curl -H "Authorization: Bearer %s" %s/v1/live-streams
   Publish a test clip with ffmpeg:
-    ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine -c:v libx264 -g 60 -c:a aac -f flv %s/%s
+    ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine -c:v libx264 -preset veryfast -g 60 -c:a aac -f flv %s/%s
 
 Press Ctrl-C to stop.
 `, Version, c.PublicURL, c.AdminKey, ls.Name, ls.ID, c.RTMPPublicURL, ls.StreamKey,

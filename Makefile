@@ -1,0 +1,38 @@
+# Shoal: `make run` starts a dev node, `make test` runs every test.
+# Both install what is missing on Debian 12 first (scripts/install-deps.sh).
+
+SHELL   := /bin/bash
+GO      ?= go
+export PATH := $(PATH):/usr/local/go/bin
+VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/shoal-video/shoal/internal/app.Version=$(VERSION)
+# Go's test timeout for the whole suite; CI allows 90 minutes, we aim well under 30.
+TEST_TIMEOUT ?= 25m
+
+.PHONY: all build run test deps fuzz vet fmt clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build:
+	$(GO) build -trimpath -ldflags "$(LDFLAGS)" -o bin/shoal ./cmd/shoal
+
+run: deps build
+	@scripts/run.sh
+
+test: deps
+	$(GO) vet ./...
+	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+# Runs every fuzz target for FUZZTIME each (new crashers land in testdata/fuzz).
+FUZZTIME ?= 30s
+fuzz:
+	@scripts/fuzz.sh $(FUZZTIME)
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin
