@@ -14,6 +14,9 @@
 // audio group. Segments are cut at video keyframes once the target duration
 // is reached, and the audio is cut at the same instants.
 //
+// New finishes recordings that an earlier run left open (ENDLIST added), so a
+// crash never leaves a recording that players treat as live forever.
+//
 // Files are written to a temporary name and renamed, so a reader sees either
 // the previous or the next version of a playlist, never a partial one.
 package packager
@@ -118,6 +121,11 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 				return nil, fmt.Errorf("packager: register metrics: %w", err)
 			}
 		}
+	}
+	// Recordings a crash left open are finished before any new stream can
+	// start writing next to them.
+	if n := finishOrphans(cfg.Dir, deps.Log); n > 0 {
+		deps.Log.Info("finished recordings an earlier run left open", "playlists", n)
 	}
 	// Watch from now on, so that no publication started between New and
 	// Run is missed.

@@ -147,7 +147,12 @@ func TestSegmentsAtKeyframesAndEndlist(t *testing.T) {
 	if total < 9.9 || total > 10.1 {
 		t.Errorf("total %.3f s, want 10", total)
 	}
-	audio := segments(readPlaylist(t, filepath.Join(r.dir, "abc", "audio", "index.m3u8")))
+	audioIndex := filepath.Join(r.dir, "abc", "audio", "index.m3u8")
+	waitFor(t, "audio ENDLIST", func() bool {
+		b, _ := os.ReadFile(audioIndex)
+		return strings.Contains(string(b), "#EXT-X-ENDLIST")
+	})
+	audio := segments(readPlaylist(t, audioIndex))
 	if len(audio) < 5 {
 		t.Fatalf("%d audio segments, want 5", len(audio))
 	}
@@ -243,5 +248,31 @@ func TestNewValidates(t *testing.T) {
 		if _, err := New(c, Deps{Hub: hub}); err == nil {
 			t.Errorf("config %+v accepted", c)
 		}
+	}
+}
+
+func TestNewFinishesRecordingsLeftOpen(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sub := filepath.Join(dir, "abc", "source")
+	if err := os.MkdirAll(sub, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	open := "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\ns-0.m4s\n"
+	for _, name := range []string{"recording.m3u8", "index.m3u8"} {
+		if err := os.WriteFile(filepath.Join(sub, name), []byte(open), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	hub, _ := stream.New(stream.Config{QueueSize: 1}, stream.Deps{})
+	if _, err := New(Config{Dir: dir, SegmentDuration: time.Second, LiveWindow: 3, Format: FormatFMP4}, Deps{Hub: hub, Log: slog.New(slog.DiscardHandler)}); err != nil {
+		t.Fatal(err)
+	}
+	pl := readPlaylist(t, filepath.Join(sub, "index.m3u8"))
+	if !pl.Closed || pl.MediaType != m3u8.VOD || len(segments(pl)) != 1 {
+		t.Fatalf("index.m3u8 not finished as VOD: closed=%v type=%v", pl.Closed, pl.MediaType)
+	}
+	if rec := readPlaylist(t, filepath.Join(sub, "recording.m3u8")); !rec.Closed {
+		t.Fatal("recording.m3u8 not closed")
 	}
 }

@@ -272,6 +272,12 @@ func probeVideo(t *testing.T, url string) string {
 	return first
 }
 
+// ended reports whether every media playlist of id has ENDLIST.
+func (n *node) ended(id, name string) bool {
+	return strings.Contains(n.playlist(id, "source/"+name), "#EXT-X-ENDLIST") &&
+		strings.Contains(n.playlist(id, "audio/"+name), "#EXT-X-ENDLIST")
+}
+
 func (n *node) playlist(id, rel string) string {
 	_, b := n.get("/hls/"+id+"/"+rel, "")
 	return string(b)
@@ -305,7 +311,7 @@ func TestLiveToVODEndToEnd(t *testing.T) {
 		t.Fatalf("ffmpeg publish: %v", err)
 	}
 	n.waitFor("ENDLIST", 15*time.Second, func() bool {
-		return strings.Contains(n.playlist(ls.ID, "source/index.m3u8"), "#EXT-X-ENDLIST")
+		return n.ended(ls.ID, "index.m3u8")
 	})
 	t.Logf("publish start to ENDLIST (10 s clip + 3 s grace): %s", time.Since(start).Round(time.Millisecond))
 	if d := probeDuration(t, ls.Playback.HLSURL); d < 9 || d > 11 {
@@ -385,7 +391,7 @@ func TestReconnectWithinGraceIsOneStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	n.waitFor("ENDLIST", 15*time.Second, func() bool {
-		return strings.Contains(n.playlist(ls.ID, "source/recording.m3u8"), "#EXT-X-ENDLIST")
+		return n.ended(ls.ID, "recording.m3u8")
 	})
 	rec := n.playlist(ls.ID, "source/recording.m3u8")
 	if c := strings.Count(rec, "#EXT-X-DISCONTINUITY\n"); c != 1 {
@@ -431,7 +437,7 @@ func TestRedisDeathDoesNotStopTheStream(t *testing.T) {
 		t.Fatalf("publisher: %v", err)
 	}
 	n.waitFor("ENDLIST", 15*time.Second, func() bool {
-		return strings.Contains(n.playlist(ls.ID, "source/index.m3u8"), "#EXT-X-ENDLIST")
+		return n.ended(ls.ID, "index.m3u8")
 	})
 	if d := probeDuration(t, ls.Playback.HLSURL); d < 9 || d > 11 {
 		t.Fatalf("recording lasts %.3f s, want 10 ± 1", d)

@@ -10,9 +10,13 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 
 	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/routing"
 )
+
+var redisLogOnce sync.Once
 
 // Version is set at build time with -ldflags "-X .../internal/app.Version=...".
 var Version = "dev"
@@ -74,6 +78,8 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		return 2
 	}
 	log := newLogger(cfg, stderr)
+	// The Redis client's logger is process-wide: the first Main sets it.
+	redisLogOnce.Do(func() { routing.SetClientLogger(log.With("component", "redis")) })
 	switch role {
 	case "dev":
 		err = runDev(ctx, cfg, log, stdout)
