@@ -1,0 +1,304 @@
+package rtmp
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/stream"
+)
+
+const testKey = "sk_testtesttesttesttesttesttesttest"
+
+// keyTable is an Authorizer over a fixed table, standing in for the Redis
+// lookup the app wires in (which has its own tests against a real Redis).
+type keyTable map[string]string
+
+func (k keyTable) Authorize(_ context.Context, key string) (string, error) {
+	if id, ok := k[key]; ok {
+		return id, nil
+	}
+	return "", ErrUnknownKey
+}
+
+type rig struct {
+	srv *Server
+	hub *stream.Hub
+	reg *prometheus.Registry
+}
+
+func newRig(t testing.TB, readTimeout time.Duration) *rig {
+	t.Helper()
+	hub, err := stream.New(stream.Config{QueueSize: 100000}, stream.Deps{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	srv, err := New(Config{Addr: "127.0.0.1:0", ReadTimeout: readTimeout}, Deps{
+		Log: slog.New(slog.DiscardHandler), Auth: keyTable{testKey: "stream1"}, Hub: hub, Registerer: reg,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); _ = hub.Run(ctx) }()
+	go func() { defer wg.Done(); _ = srv.Run(ctx) }()
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return &rig{srv: srv, hub: hub, reg: reg}
+}
+
+// testClip makes a short FLV (H.264 + AAC) with the ffmpeg CLI.
+func testClip(t testing.TB, seconds string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "clip.flv")
+	out, err := exec.Command("ffmpeg", "-v", "error", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30", "-f", "lavfi", "-i", "sine=sample_rate=44100",
+		"-t", seconds, "-c:v", "libx264", "-preset", "ultrafast", "-g", "30", "-pix_fmt", "yuv420p",
+		"-c:a", "aac", "-f", "flv", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+	return path
+}
+
+func TestPublishFromFFmpeg(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, 5*time.Second)
+	w := r.hub.Watch(func(media.StreamKey) bool { return true })
+	defer w.Close()
+	clip := testClip(t, "2")
+
+	// A recording proxy sits between ffmpeg and the server so that the
+	// bytes of a real publish session can refresh the fuzz seed.
+	proxy, recorded := recordingProxy(t, r.srv.Addr().String())
+	out, err := exec.Command("ffmpeg", "-v", "error", "-re", "-i", clip, "-c", "copy", "-f", "flv",
+		"rtmp://"+proxy+"/live/"+testKey).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg publish: %v\n%s", err, out)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	sub, err := w.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sub.Key() != (media.StreamKey{Name: "stream1", Rendition: media.RenditionSource}) {
+		t.Fatalf("published as %v", sub.Key())
+	}
+	ev, err := sub.Next(ctx)
+	if err != nil || len(ev.Tracks) != 2 {
+		t.Fatalf("tracks: %+v %v", ev, err)
+	}
+	v, a := ev.Tracks[0], ev.Tracks[1]
+	if v.Codec != media.CodecH264 || v.Width != 320 || v.Height != 240 || len(v.SPS) == 0 {
+		t.Fatalf("video track %+v", v)
+	}
+	if a.Codec != media.CodecAAC || a.SampleRate != 44100 || a.ClockRate != 44100 || a.Channels != 1 {
+		t.Fatalf("audio track %+v", a)
+	}
+	var video, keys, audio int
+	var lastDTS int64 = -1
+	for {
+		ev, err := sub.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.AU == nil {
+			continue
+		}
+		if ev.AU.Track == 0 {
+			if len(ev.AU.Payload) == 0 {
+				continue
+			}
+			video++
+			if ev.AU.Keyframe {
+				keys++
+			}
+			if ev.AU.DTS < lastDTS {
+				t.Fatalf("video DTS went back: %d after %d", ev.AU.DTS, lastDTS)
+			}
+			lastDTS = ev.AU.DTS
+		} else {
+			audio++
+		}
+	}
+	// 2 s at 30 fps with a keyframe every 30 frames; ~86 AAC frames.
+	if video < 55 || keys < 2 || audio < 80 {
+		t.Fatalf("received %d video (%d key) and %d audio access units", video, keys, audio)
+	}
+	if got := testutil.ToFloat64(r.srv.m.bytes); got <= 0 {
+		t.Fatalf("ingest bytes metric = %v", got)
+	}
+	if path := os.Getenv("SHOAL_WRITE_RTMP_SEED"); path != "" {
+		// The handshake, connect, publish, metadata, codec configs and the
+		// first frames: enough to reach every parser, small enough to mutate.
+		data := recorded()
+		if len(data) > 24<<10 {
+			data = data[:24<<10]
+		}
+		if err := os.WriteFile(path, []byte(fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", data)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestWrongKeyAndPlayRefused(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, 5*time.Second)
+	clip := testClip(t, "1")
+	addr := r.srv.Addr().String()
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", clip, "-c", "copy", "-f", "flv",
+		"rtmp://"+addr+"/live/sk_nope").CombinedOutput(); err == nil {
+		t.Fatalf("wrong key accepted: %s", out)
+	}
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", clip, "-c", "copy", "-f", "flv",
+		"rtmp://"+addr+"/other/"+testKey).CombinedOutput(); err == nil {
+		t.Fatalf("wrong app accepted: %s", out)
+	}
+	if out, err := exec.Command("ffprobe", "-v", "error", "-rw_timeout", "3000000", "rtmp://"+addr+"/live/"+testKey).CombinedOutput(); err == nil {
+		t.Fatalf("RTMP playback accepted: %s", out)
+	}
+	if got := testutil.ToFloat64(r.srv.m.refused.WithLabelValues("unknown_key")); got != 1 {
+		t.Fatalf("refused{unknown_key} = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(r.srv.m.refused.WithLabelValues("bad_path")); got != 1 {
+		t.Fatalf("refused{bad_path} = %v, want 1", got)
+	}
+	if r.hub.IsLive("stream1") {
+		t.Fatal("a refused publisher went live")
+	}
+}
+
+func TestStreamKeyFromPath(t *testing.T) {
+	t.Parallel()
+	for path, want := range map[string]string{
+		"/live/sk_abc": "sk_abc", "live/sk_abc": "sk_abc",
+		"/live/": "", "/live": "", "/app/sk_abc": "", "/live/a/b": "", "": "",
+	} {
+		got, err := streamKeyFromPath(path)
+		if want == "" && err == nil || want != "" && (err != nil || got != want) {
+			t.Errorf("streamKeyFromPath(%q) = %q, %v; want %q", path, got, err, want)
+		}
+	}
+}
+
+func FuzzStreamKeyFromPath(f *testing.F) {
+	for _, s := range []string{"/live/sk_abc", "/live/../x", "/live/a?b", "//live//"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, p string) {
+		key, err := streamKeyFromPath(p)
+		if err == nil && (key == "" || strings.ContainsAny(key, "/?#")) {
+			t.Fatalf("accepted key %q from %q", key, p)
+		}
+	})
+}
+
+// FuzzRTMPConnection feeds arbitrary client bytes to a server connection:
+// the handshake, chunk stream, AMF commands and FLV tags must be refused
+// with an error, never a panic or a hang. The seed corpus holds a real
+// ffmpeg publish session (see SHOAL_WRITE_RTMP_SEED above).
+func FuzzRTMPConnection(f *testing.F) {
+	f.Add([]byte{})
+	f.Add([]byte{3})
+	r := newRig(f, 200*time.Millisecond)
+	f.Fuzz(func(t *testing.T, data []byte) {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			r.srv.handle(context.Background(), &replayConn{r: bytes.NewReader(data)})
+		}()
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Fatal("connection handler did not return")
+		}
+	})
+}
+
+// replayConn is a connection whose peer sent exactly the bytes in r and then
+// closed; what the server writes is discarded.
+type replayConn struct{ r *bytes.Reader }
+
+func (c *replayConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *replayConn) Write(p []byte) (int, error) { return len(p), nil }
+func (c *replayConn) Close() error                { return nil }
+func (c *replayConn) LocalAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1935}
+}
+func (c *replayConn) RemoteAddr() net.Addr {
+	return &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 50000}
+}
+func (c *replayConn) SetDeadline(time.Time) error      { return nil }
+func (c *replayConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *replayConn) SetWriteDeadline(time.Time) error { return nil }
+
+// recordingProxy forwards one TCP connection to target and records what the
+// client sent.
+func recordingProxy(t *testing.T, target string) (string, func() []byte) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	var buf []byte
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		s, err := net.Dial("tcp", target)
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		go func() { _, _ = io.Copy(c, s) }()
+		b := make([]byte, 32*1024)
+		for {
+			n, err := c.Read(b)
+			if n > 0 {
+				mu.Lock()
+				buf = append(buf, b[:n]...)
+				mu.Unlock()
+				if _, werr := s.Write(b[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return ln.Addr().String(), func() []byte {
+		wg.Wait()
+		mu.Lock()
+		defer mu.Unlock()
+		return buf
+	}
+}
