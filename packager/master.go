@@ -22,7 +22,8 @@ type streamState struct {
 	p       *Packager
 	id, dir string
 	session string
-	active  int // guarded by p.mu
+	active  int  // guarded by p.mu
+	removed bool // guarded by p.mu: delete the output once every rendition finished
 
 	mu         sync.Mutex
 	renditions map[string]*variantInfo

@@ -199,7 +199,31 @@ func (p *Packager) leave(st *streamState) {
 	st.active--
 	if st.active == 0 && p.streams[st.id] == st {
 		delete(p.streams, st.id)
+		if st.removed {
+			if err := os.RemoveAll(st.dir); err != nil {
+				p.log.Error("removing the HLS output of a deleted stream", "stream", st.id, "err", err)
+			}
+		}
 	}
+}
+
+// Remove deletes the HLS output of stream id. If the stream is being
+// packaged, the output is deleted as soon as its renditions finish (end the
+// publication in the hub to make them finish).
+func (p *Packager) Remove(id string) error {
+	if !ids.Valid(id) {
+		return fmt.Errorf("packager: invalid stream id %q", id)
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st := p.streams[id]; st != nil {
+		st.removed = true
+		return nil
+	}
+	if err := os.RemoveAll(filepath.Join(p.cfg.Dir, id)); err != nil {
+		return fmt.Errorf("packager: removing the output of %s: %w", id, err)
+	}
+	return nil
 }
 
 // writeFile writes data to path through a temporary file and a rename.

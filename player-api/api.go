@@ -49,9 +49,14 @@ type Store interface {
 	VerifyAPIKey(ctx context.Context, key string) (routing.APIKey, error)
 }
 
-// LiveStatus tells whether a live stream is being published right now.
-type LiveStatus interface {
+// Live is what the API needs of the media pipeline.
+type Live interface {
+	// IsLive tells whether a live stream is being published right now (or
+	// waits for its publisher to reconnect).
 	IsLive(id string) bool
+	// Remove ends a live stream at once, disconnecting its publisher, and
+	// deletes its HLS output. It is called after the stream was deleted.
+	Remove(id string) error
 }
 
 // Config configures the API.
@@ -82,13 +87,13 @@ type API struct {
 	maxBody      int64
 
 	store  Store
-	status LiveStatus
+	status Live
 	log    *slog.Logger
 }
 
 // New checks cfg and returns an API backed by store and status. A nil log
 // discards log records.
-func New(cfg Config, store Store, status LiveStatus, log *slog.Logger) (*API, error) {
+func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 	var errs []error
 	if err := checkAdminKey(cfg.AdminKey); err != nil {
 		errs = append(errs, err)
@@ -112,7 +117,7 @@ func New(cfg Config, store Store, status LiveStatus, log *slog.Logger) (*API, er
 		errs = append(errs, errors.New("playerapi: a Store is required"))
 	}
 	if status == nil {
-		errs = append(errs, errors.New("playerapi: a LiveStatus is required"))
+		errs = append(errs, errors.New("playerapi: a Live pipeline is required"))
 	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)

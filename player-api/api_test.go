@@ -32,10 +32,27 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-// fakeStatus is a LiveStatus whose live set the test controls.
+// fakeStatus stands in for the media pipeline (the hub, ingest and the
+// packager, tested with real publishers in internal/app): the test controls
+// its live set and sees what was removed.
 type fakeStatus struct {
-	mu   sync.Mutex
-	live map[string]bool
+	mu      sync.Mutex
+	live    map[string]bool
+	removed []string
+}
+
+func (f *fakeStatus) Remove(id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.removed = append(f.removed, id)
+	delete(f.live, id)
+	return nil
+}
+
+func (f *fakeStatus) removedIDs() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.removed...)
 }
 
 func (f *fakeStatus) IsLive(id string) bool {
@@ -256,6 +273,9 @@ func TestLiveStreamCRUD(t *testing.T) {
 	r = e.doJSON(t, "DELETE", "/v1/live-streams/"+ls.ID, testAdminKey, "").wantStatus(t, http.StatusNoContent)
 	if len(r.body) != 0 {
 		t.Errorf("DELETE body %q, want empty", r.body)
+	}
+	if got := e.status.removedIDs(); len(got) != 1 || got[0] != ls.ID {
+		t.Errorf("pipeline removals %v, want [%s]", got, ls.ID)
 	}
 	e.doJSON(t, "GET", "/v1/live-streams/"+ls.ID, testAdminKey, "").wantError(t, http.StatusNotFound, "not_found")
 	e.doJSON(t, "DELETE", "/v1/live-streams/"+ls.ID, testAdminKey, "").wantError(t, http.StatusNotFound, "not_found")
@@ -620,7 +640,7 @@ func TestNewValidates(t *testing.T) {
 	}
 	// Every problem is reported at once.
 	_, err = New(Config{MaxBodyBytes: -1}, nil, nil, nil)
-	for _, want := range []string{"AdminKey", "PublicURL", "RTMPURL", "MaxBodyBytes", "Store", "LiveStatus"} {
+	for _, want := range []string{"AdminKey", "PublicURL", "RTMPURL", "MaxBodyBytes", "Store", "Live pipeline"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error %v does not mention %s", err, want)
 		}

@@ -158,6 +158,11 @@ func (a *API) deleteLiveStream(c *gin.Context) {
 		a.fail(c, err, liveStreamNotFound)
 		return
 	}
+	// The stream no longer exists: its key is already refused; now end a
+	// broadcast in progress and remove the recording.
+	if err := a.status.Remove(id); err != nil {
+		a.log.Error("live stream deleted, but its output could not be removed", "id", id, "err", err)
+	}
 	c.Status(http.StatusNoContent)
 }
 

@@ -100,9 +100,17 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 		return err
 	}
 	in.pub = pub
+	s.mu.Lock()
+	s.publishers[id] = conn
+	s.mu.Unlock()
 	s.m.publishers.Inc()
 	log.Info("publisher connected", "tracks", describe(tracks))
 	defer func() {
+		s.mu.Lock()
+		if s.publishers[id] == conn {
+			delete(s.publishers, id)
+		}
+		s.mu.Unlock()
 		s.m.publishers.Dec()
 		s.m.bitrate.DeleteLabelValues(id)
 		pub.Close()

@@ -64,8 +64,9 @@ type Server struct {
 
 	refusedLog *logx.Limiter
 
-	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	mu         sync.Mutex
+	conns      map[net.Conn]struct{}
+	publishers map[string]net.Conn // stream id -> its publisher's connection
 }
 
 type metrics struct {
@@ -92,6 +93,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		deps:       deps,
 		refusedLog: logx.NewLimiter(10 * time.Second),
 		conns:      map[net.Conn]struct{}{},
+		publishers: map[string]net.Conn{},
 		m: metrics{
 			bytes: prometheus.NewCounter(prometheus.CounterOpts{
 				Name: "shoal_ingest_bytes_total", Help: "Media payload bytes received from publishers.",
@@ -178,6 +180,21 @@ func (s *Server) Run(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
+}
+
+// Close closes the listening socket; Run does it too when it returns.
+func (s *Server) Close() error { return s.ln.Close() }
+
+// Disconnect closes the connection of stream id's publisher, if one is
+// connected, and reports whether there was one.
+func (s *Server) Disconnect(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c, ok := s.publishers[id]
+	if ok {
+		c.Close()
+	}
+	return ok
 }
 
 // streamKeyFromPath extracts KEY from "/live/KEY" (the path gortmplib builds

@@ -443,3 +443,32 @@ func TestRedisDeathDoesNotStopTheStream(t *testing.T) {
 		t.Fatalf("recording lasts %.3f s, want 10 ± 1", d)
 	}
 }
+
+func TestDeleteWhileLiveStopsAndRemoves(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	ls := n.createStream("to-delete")
+	pub := publish(t, clip(t, 10), n.rtmp+"/"+ls.StreamKey)
+	n.waitFor("the master playlist", 15*time.Second, func() bool {
+		code, _ := n.get("/hls/"+ls.ID+"/master.m3u8", "")
+		return code == 200
+	})
+	if code, body := n.do(http.MethodDelete, "/v1/live-streams/"+ls.ID, testAdminKey, nil); code != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", code, body)
+	}
+	done := make(chan error, 1)
+	go func() { done <- pub.Wait() }()
+	select {
+	case <-done: // disconnected long before the 10 s clip ends
+	case <-time.After(5 * time.Second):
+		t.Fatal("the publisher of a deleted stream is still connected")
+	}
+	n.waitFor("the output to be removed", 10*time.Second, func() bool {
+		code, _ := n.get("/hls/"+ls.ID+"/master.m3u8", "")
+		_, err := os.Stat(filepath.Join(n.dataDir, "hls", ls.ID))
+		return code == 404 && os.IsNotExist(err)
+	})
+	if code, _ := n.get("/v1/live-streams/"+ls.ID, testAdminKey); code != 404 {
+		t.Fatalf("deleted stream: GET %d, want 404", code)
+	}
+}

@@ -57,9 +57,15 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return err
 	}
+	ingest, err := rtmp.New(rtmp.Config{Addr: cfg.RTMPAddr, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
+		rtmp.Deps{Log: log.With("component", "rtmp"), Auth: newKeyAuthorizer(store), Hub: hub, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	defer ingest.Close()
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL,
-	}, store, hub, log.With("component", "api"))
+	}, store, pipeline{hub: hub, ingest: ingest, pkg: pkg}, log.With("component", "api"))
 	if err != nil {
 		return err
 	}
@@ -69,11 +75,6 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return err
 	}
 	defer httpSrv.close()
-	ingest, err := rtmp.New(rtmp.Config{Addr: cfg.RTMPAddr, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
-		rtmp.Deps{Log: log.With("component", "rtmp"), Auth: newKeyAuthorizer(store), Hub: hub, Registerer: reg})
-	if err != nil {
-		return err
-	}
 
 	log.Info("shoal origin starting", "version", Version, "config", fmt.Sprintf("%+v", cfg.Redacted()))
 	if err := store.Ping(ctx); err != nil {

@@ -206,6 +206,22 @@ func (h *Hub) Publish(key media.StreamKey, tracks []media.Track) (*Publisher, er
 	return pub, nil
 }
 
+// End ends key's publication now, without waiting for a reconnect: its
+// publisher's writes are ignored from here on and subscribers read io.EOF.
+// It reports whether there was a publication.
+func (h *Hub) End(key media.StreamKey) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	p := h.streams[key]
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h.endLocked(p)
+	return true
+}
+
 // Subscribe attaches to a publication that is already running. Most
 // consumers use Watch instead, which cannot miss the first access units.
 func (h *Hub) Subscribe(key media.StreamKey) (*Subscriber, error) {

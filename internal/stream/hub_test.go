@@ -212,3 +212,22 @@ func TestRunEndsEverything(t *testing.T) {
 		t.Fatalf("publish after close: %v", err)
 	}
 }
+
+func TestEndSkipsTheGrace(t *testing.T) {
+	t.Parallel()
+	h, _ := newHub(t, Config{QueueSize: 16, Grace: time.Hour})
+	pub, _ := h.Publish(testKey, testTracks)
+	sub, _ := h.Subscribe(testKey)
+	next(t, sub)
+	if !h.End(testKey) || h.End(testKey) {
+		t.Fatal("End reported the wrong thing")
+	}
+	pub.Write(au(0, 0, true)) // ignored
+	pub.Close()
+	if _, err := sub.Next(context.Background()); !errors.Is(err, io.EOF) {
+		t.Fatalf("err = %v, want EOF", err)
+	}
+	if h.IsLive("abc") {
+		t.Fatal("still live after End")
+	}
+}

@@ -1,0 +1,25 @@
+package app
+
+import (
+	"github.com/shoal-video/shoal/ingest/rtmp"
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/stream"
+	"github.com/shoal-video/shoal/packager"
+)
+
+// pipeline is the API's view of this node's media pipeline.
+type pipeline struct {
+	hub    *stream.Hub
+	ingest *rtmp.Server
+	pkg    *packager.Packager
+}
+
+func (p pipeline) IsLive(id string) bool { return p.hub.IsLive(id) }
+
+// Remove ends the stream without a reconnect grace, disconnects its
+// publisher and deletes its HLS output (once the packager has finished).
+func (p pipeline) Remove(id string) error {
+	p.hub.End(media.StreamKey{Name: id, Rendition: media.RenditionSource})
+	p.ingest.Disconnect(id)
+	return p.pkg.Remove(id)
+}
