@@ -18,6 +18,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/testutil/redistest"
 )
 
@@ -70,24 +71,6 @@ func (f *fakeStatus) set(id string, live bool) {
 	f.live[id] = live
 }
 
-// logBuffer collects log output.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // env is an API on a private Redis, mounted on a Gin engine the way the
 // lead's engine does it (JSON 404 for unknown routes).
 type env struct {
@@ -95,7 +78,7 @@ type env struct {
 	redis  *redistest.Server
 	store  *routing.Store
 	status *fakeStatus
-	logs   *logBuffer
+	logs   *testutil.Buffer
 }
 
 func newEnv(t testing.TB, cfg Config) *env {
@@ -115,7 +98,7 @@ func newEnv(t testing.TB, cfg Config) *env {
 	if cfg.RTMPURL == "" {
 		cfg.RTMPURL = testRTMPURL
 	}
-	e := &env{redis: srv, store: store, status: &fakeStatus{}, logs: &logBuffer{}}
+	e := &env{redis: srv, store: store, status: &fakeStatus{}, logs: &testutil.Buffer{}}
 	log := slog.New(slog.NewTextHandler(e.logs, nil))
 	api, err := New(cfg, store, e.status, log)
 	if err != nil {

@@ -191,6 +191,16 @@ func (in *input) tick() {
 	}
 }
 
+// onVideo returns the callback of video track idx.
+func (in *input) onVideo(idx int, isKey func([][]byte) bool) gortmplib.OnDataH26xFunc {
+	return func(pts, dts time.Duration, au [][]byte) {
+		in.write(&media.AccessUnit{
+			Track: idx, PTS: media.Ticks(pts, 90000), DTS: media.Ticks(dts, 90000),
+			Keyframe: isKey(au), Payload: au,
+		})
+	}
+}
+
 // setup maps the publisher's tracks to media tracks and registers callbacks.
 // Tracks of codecs Shoal does not carry are skipped with a warning.
 func (in *input) setup(r *gortmplib.Reader) ([]media.Track, error) {
@@ -205,12 +215,7 @@ func (in *input) setup(r *gortmplib.Reader) ([]media.Track, error) {
 				mt.Width, mt.Height = sps.Width(), sps.Height()
 			}
 			tracks = append(tracks, mt)
-			r.OnDataH264(t, func(pts, dts time.Duration, au [][]byte) {
-				in.write(&media.AccessUnit{
-					Track: idx, PTS: media.Ticks(pts, 90000), DTS: media.Ticks(dts, 90000),
-					Keyframe: h264.IsRandomAccess(au), Payload: au,
-				})
-			})
+			r.OnDataH264(t, in.onVideo(idx, h264.IsRandomAccess))
 		case *codecs.H265:
 			mt := media.Track{Codec: media.CodecH265, ClockRate: 90000, VPS: c.VPS, SPS: c.SPS, PPS: c.PPS}
 			var sps h265.SPS
@@ -218,12 +223,7 @@ func (in *input) setup(r *gortmplib.Reader) ([]media.Track, error) {
 				mt.Width, mt.Height = sps.Width(), sps.Height()
 			}
 			tracks = append(tracks, mt)
-			r.OnDataH265(t, func(pts, dts time.Duration, au [][]byte) {
-				in.write(&media.AccessUnit{
-					Track: idx, PTS: media.Ticks(pts, 90000), DTS: media.Ticks(dts, 90000),
-					Keyframe: h265.IsRandomAccess(au), Payload: au,
-				})
-			})
+			r.OnDataH265(t, in.onVideo(idx, h265.IsRandomAccess))
 		case *codecs.MPEG4Audio:
 			cfg, err := c.Config.Marshal()
 			if err != nil {

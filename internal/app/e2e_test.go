@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/testutil/redistest"
 )
 
@@ -77,26 +78,9 @@ type node struct {
 	http    string // http://127.0.0.1:port
 	rtmp    string // rtmp://127.0.0.1:port/live
 	dataDir string
-	stderr  *syncBuffer
+	stderr  *testutil.Buffer
 	stop    context.CancelFunc
 	done    chan int
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func freePort(t *testing.T) int {
@@ -118,7 +102,7 @@ func startNode(t *testing.T, extraEnv ...string) *node {
 		http:    fmt.Sprintf("http://127.0.0.1:%d", httpPort),
 		rtmp:    fmt.Sprintf("rtmp://127.0.0.1:%d/live", rtmpPort),
 		dataDir: t.TempDir(),
-		stderr:  &syncBuffer{},
+		stderr:  &testutil.Buffer{},
 		done:    make(chan int, 1),
 	}
 	env := append([]string{
@@ -234,7 +218,7 @@ func (n *node) status(id string) string {
 func publish(t *testing.T, file, url string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command("ffmpeg", "-v", "error", "-re", "-i", file, "-c", "copy", "-f", "flv", url)
-	var out syncBuffer
+	var out testutil.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

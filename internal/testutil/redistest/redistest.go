@@ -18,6 +18,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shoal-video/shoal/internal/testutil"
 )
 
 // startTimeout bounds how long Start and Restart wait for PING to answer.
@@ -42,7 +44,7 @@ type Server struct {
 // process is one run of redis-server; done is closed once it has exited.
 type process struct {
 	cmd  *exec.Cmd
-	out  *lockedBuffer
+	out  *testutil.Buffer
 	done chan struct{}
 }
 
@@ -118,7 +120,7 @@ func (s *Server) start() error {
 	if s.proc != nil {
 		return fmt.Errorf("already running")
 	}
-	out := &lockedBuffer{}
+	out := &testutil.Buffer{}
 	cmd := exec.Command(s.bin,
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
@@ -200,23 +202,4 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
-// lockedBuffer collects the server's output; the process writes it while
-// start may read it.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) Bytes() []byte {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return bytes.Clone(b.buf.Bytes())
 }
