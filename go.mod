@@ -3,6 +3,7 @@ module github.com/shoal-video/shoal
 go 1.26.8
 
 require (
+	github.com/asticode/go-astiav v0.16.0
 	github.com/bluenviron/gortmplib v1.0.1
 	github.com/bluenviron/mediacommon/v2 v2.9.3
 	github.com/gin-gonic/gin v1.12.0
@@ -15,7 +16,7 @@ require (
 
 require (
 	github.com/abema/go-mp4 v1.7.1 // indirect
-	github.com/asticode/go-astikit v0.30.0 // indirect
+	github.com/asticode/go-astikit v0.42.0 // indirect
 	github.com/asticode/go-astits v1.16.0 // indirect
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/bytedance/gopkg v0.1.3 // indirect

@@ -1,0 +1,88 @@
+package ffmpeg
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+
+	"github.com/asticode/go-astiav"
+)
+
+// Backend names.
+const (
+	BackendSoftware = "software"
+	BackendNVENC    = "nvenc"
+	BackendQSV      = "qsv"
+)
+
+// Rung is one video rendition of a ladder.
+type Rung struct {
+	Name          string
+	Width, Height int
+	Bitrate       int // bits per second
+}
+
+// encoderSettings is what every backend gets to open an encoder.
+type encoderSettings struct {
+	rung      Rung
+	frameRate astiav.Rational
+	gop       int    // frames; keyframes are forced on the grid, this is a backstop
+	preset    string // x264 preset name; hardware backends map it
+}
+
+// backend opens H.264 encoders. Each hardware encoder lives in a file of
+// its own; all of them take frames from system memory, so decoding and
+// scaling stay shared.
+type backend interface {
+	name() string
+	pixelFormat() astiav.PixelFormat
+	open(s encoderSettings) (*astiav.CodecContext, error)
+}
+
+func backendByName(name string) (backend, error) {
+	switch name {
+	case BackendSoftware, "", "none":
+		return software{}, nil
+	case BackendNVENC:
+		return nvenc{}, nil
+	case BackendQSV:
+		return qsv{}, nil
+	}
+	return nil, fmt.Errorf("unknown transcoding backend %q (want software, nvenc or qsv)", name)
+}
+
+// openEncoder allocates and opens an encoder context for codec with the
+// common settings and the backend's options; on error nothing is leaked.
+func openEncoder(codecName string, pix astiav.PixelFormat, s encoderSettings, opts map[string]string) (*astiav.CodecContext, error) {
+	codec := astiav.FindEncoderByName(codecName)
+	if codec == nil {
+		return nil, fmt.Errorf("encoder %s is not in this FFmpeg build", codecName)
+	}
+	cc := astiav.AllocCodecContext(codec)
+	if cc == nil {
+		return nil, errors.New("allocating the encoder context failed")
+	}
+	cc.SetWidth(s.rung.Width)
+	cc.SetHeight(s.rung.Height)
+	cc.SetPixelFormat(pix)
+	cc.SetTimeBase(astiav.NewRational(1, 90000))
+	cc.SetFramerate(s.frameRate)
+	cc.SetSampleAspectRatio(astiav.NewRational(1, 1))
+	cc.SetBitRate(int64(s.rung.Bitrate))
+	cc.SetGopSize(s.gop)
+	d := astiav.NewDictionary()
+	defer d.Free()
+	opts["maxrate"] = strconv.Itoa(s.rung.Bitrate * 11 / 10)
+	opts["bufsize"] = strconv.Itoa(s.rung.Bitrate * 2)
+	for k, v := range opts {
+		if err := d.Set(k, v, 0); err != nil {
+			cc.Free()
+			return nil, fmt.Errorf("encoder option %s: %w", k, err)
+		}
+	}
+	if err := cc.Open(codec, d); err != nil {
+		cc.Free()
+		return nil, fmt.Errorf("opening %s %dx%d: %w", codecName, s.rung.Width, s.rung.Height, err)
+	}
+	return cc, nil
+}

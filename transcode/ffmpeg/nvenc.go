@@ -1,0 +1,40 @@
+package ffmpeg
+
+import "github.com/asticode/go-astiav"
+
+// nvenc encodes with NVIDIA's NVENC (h264_nvenc). Frames are uploaded from
+// system memory by the encoder; decoding and scaling stay on the CPU.
+type nvenc struct{}
+
+func (nvenc) name() string                    { return BackendNVENC }
+func (nvenc) pixelFormat() astiav.PixelFormat { return astiav.PixelFormatYuv420P }
+
+func (nvenc) open(s encoderSettings) (*astiav.CodecContext, error) {
+	return openEncoder("h264_nvenc", astiav.PixelFormatYuv420P, s, map[string]string{
+		"preset":      nvencPreset(s.preset),
+		"tune":        "ll",
+		"profile":     "high",
+		"rc":          "cbr",
+		"bf":          "2",
+		"forced-idr":  "1",
+		"no-scenecut": "1",
+	})
+}
+
+// nvencPreset maps an x264 preset name to the closest NVENC preset (p1
+// fastest .. p7 best).
+func nvencPreset(x264 string) string {
+	switch x264 {
+	case "ultrafast", "superfast":
+		return "p1"
+	case "veryfast", "faster":
+		return "p2"
+	case "fast":
+		return "p3"
+	case "medium", "":
+		return "p4"
+	case "slow":
+		return "p5"
+	}
+	return "p6"
+}

@@ -1,0 +1,429 @@
+// Package ffmpeg is Shoal's only cgo package: it decodes a video track once
+// with FFmpeg's libraries (through go-astiav), scales each decoded frame to
+// every rung of a ladder and encodes each rung to H.264, with keyframes
+// forced at the same timestamps in every rung so that segments align across
+// the ladder.
+//
+// Every C object is freed on every path: objects a method allocates are
+// freed before it returns, and Close frees what the Pipeline keeps.
+package ffmpeg
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/asticode/go-astiav"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+
+	"github.com/shoal-video/shoal/internal/logx"
+	"github.com/shoal-video/shoal/internal/media"
+)
+
+// Config configures a pipeline.
+type Config struct {
+	// Backend is BackendSoftware, BackendNVENC or BackendQSV.
+	Backend string
+	// Preset is the x264 preset (hardware backends use the closest match).
+	Preset string
+	// KeyframeInterval is the spacing of the forced keyframes: the segment
+	// duration, so that every rung can be cut at the same instants.
+	KeyframeInterval time.Duration
+	// Log receives rate-limited warnings about bad input.
+	Log *slog.Logger
+}
+
+// Emit receives an encoded access unit of rung i (H.264 NAL units, PTS and
+// DTS in 90 kHz ticks, SPS and PPS in band before every keyframe).
+type Emit func(rung int, au *media.AccessUnit)
+
+// Pipeline transcodes one video track into a ladder.
+type Pipeline struct {
+	cfg     Config
+	backend backend
+	log     *slog.Logger
+	warn    *logx.Limiter
+	src     media.Track
+	rungs   []Rung // as asked; output sizes follow the source's aspect ratio
+
+	dec     *astiav.CodecContext
+	decoded *astiav.Frame
+	pkt     *astiav.Packet
+	outs    []*output // nil until the first frame fixes the input size
+	inW     int
+	inH     int
+	inFmt   astiav.PixelFormat
+
+	waitKey  bool
+	nextKey  int64 // next grid instant in 90 kHz ticks
+	haveGrid bool
+	interval int64
+}
+
+// output is one rung: its scaler and encoder.
+type output struct {
+	rung   Rung
+	scaler *astiav.SoftwareScaleContext
+	enc    *astiav.CodecContext
+	pkt    *astiav.Packet
+}
+
+// New opens a decoder for src (H.264 or H.265). Encoders open with the first
+// decoded frame, when the input size is known.
+func New(cfg Config, src media.Track, rungs []Rung) (*Pipeline, error) {
+	if len(rungs) == 0 {
+		return nil, errors.New("transcode: empty ladder")
+	}
+	if cfg.KeyframeInterval <= 0 {
+		return nil, errors.New("transcode: keyframe interval must be positive")
+	}
+	b, err := backendByName(cfg.Backend)
+	if err != nil {
+		return nil, err
+	}
+	var id astiav.CodecID
+	switch src.Codec {
+	case media.CodecH264:
+		id = astiav.CodecIDH264
+	case media.CodecH265:
+		id = astiav.CodecIDHevc
+	default:
+		return nil, fmt.Errorf("transcode: cannot decode %q video", src.Codec)
+	}
+	codec := astiav.FindDecoder(id)
+	if codec == nil {
+		return nil, fmt.Errorf("transcode: no %s decoder in this FFmpeg build", src.Codec)
+	}
+	dec := astiav.AllocCodecContext(codec)
+	if dec == nil {
+		return nil, errors.New("transcode: allocating the decoder failed")
+	}
+	dec.SetThreadCount(0)
+	if err := dec.Open(codec, nil); err != nil {
+		dec.Free()
+		return nil, fmt.Errorf("transcode: opening the %s decoder: %w", src.Codec, err)
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	return &Pipeline{
+		cfg: cfg, backend: b, log: cfg.Log, warn: logx.NewLimiter(5 * time.Second),
+		src: src, rungs: rungs, dec: dec,
+		decoded: astiav.AllocFrame(), pkt: astiav.AllocPacket(),
+		waitKey: true, interval: media.Ticks(cfg.KeyframeInterval, 90000),
+	}, nil
+}
+
+// Backend names the encoder backend in use.
+func (p *Pipeline) Backend() string { return p.backend.name() }
+
+// Push decodes one access unit of the source video track (90 kHz clock) and
+// emits whatever the encoders produce. Undecodable input is skipped until
+// the next keyframe; only encoder failures are returned.
+func (p *Pipeline) Push(au *media.AccessUnit, emit Emit) error {
+	if p.waitKey {
+		if !au.Keyframe {
+			return nil
+		}
+		p.waitKey = false
+	}
+	data, err := p.annexB(au)
+	if err != nil {
+		p.badInput("unusable access unit", err)
+		return nil
+	}
+	p.pkt.Unref()
+	if err := p.pkt.FromData(data); err != nil {
+		return fmt.Errorf("transcode: packet: %w", err)
+	}
+	p.pkt.SetSize(len(data) - padding)
+	p.pkt.SetPts(au.PTS)
+	p.pkt.SetDts(au.DTS)
+	if au.Keyframe {
+		p.pkt.SetFlags(p.pkt.Flags().Add(astiav.PacketFlagKey))
+	}
+	err = p.dec.SendPacket(p.pkt)
+	p.pkt.Unref()
+	if err != nil && !errors.Is(err, astiav.ErrEagain) {
+		p.badInput("the decoder refused an access unit", err)
+		p.waitKey = true
+		return nil
+	}
+	return p.drainDecoder(emit)
+}
+
+// Flush drains the decoder and the encoders at the end of the input.
+func (p *Pipeline) Flush(emit Emit) error {
+	if err := p.dec.SendPacket(nil); err != nil && !errors.Is(err, astiav.ErrEof) {
+		p.badInput("flushing the decoder", err)
+	}
+	if err := p.drainDecoder(emit); err != nil {
+		return err
+	}
+	return p.flushEncoders(emit)
+}
+
+// Close frees every C object. The pipeline is unusable afterwards.
+func (p *Pipeline) Close() {
+	p.closeOutputs()
+	if p.dec != nil {
+		p.dec.Free()
+		p.dec = nil
+	}
+	if p.decoded != nil {
+		p.decoded.Free()
+		p.decoded = nil
+	}
+	if p.pkt != nil {
+		p.pkt.Free()
+		p.pkt = nil
+	}
+}
+
+func (p *Pipeline) badInput(msg string, err error) {
+	if ok, n := p.warn.Allow(); ok {
+		p.log.Warn("transcode: "+msg+"; skipping to the next keyframe", "err", err, "suppressed_since_last", n)
+	}
+}
+
+// padding is the zeroed tail FFmpeg's bitstream readers may read past the
+// end of a packet (AV_INPUT_BUFFER_PADDING_SIZE).
+const padding = 64
+
+// annexB serializes an access unit with start codes, putting the parameter
+// sets first on keyframes so the decoder can start anywhere.
+func (p *Pipeline) annexB(au *media.AccessUnit) ([]byte, error) {
+	nalus := au.Payload
+	inBand := false
+	for _, n := range nalus {
+		if len(n) == 0 {
+			continue
+		}
+		if slot := p.paramSlot(n); slot != nil {
+			*slot = n
+			inBand = true
+		}
+	}
+	if au.Keyframe && !inBand {
+		var ps [][]byte
+		for _, b := range [][]byte{p.src.VPS, p.src.SPS, p.src.PPS} {
+			if len(b) > 0 {
+				ps = append(ps, b)
+			}
+		}
+		nalus = append(ps, nalus...)
+	}
+	b, err := h264.AnnexB(nalus).Marshal()
+	if err != nil {
+		return nil, err
+	}
+	return append(b, make([]byte, padding)...), nil
+}
+
+// paramSlot returns where the pipeline keeps the parameter set n, or nil when
+// n is not one; parameter sets sent in band replace the track's.
+func (p *Pipeline) paramSlot(n []byte) *[]byte {
+	if p.src.Codec == media.CodecH265 {
+		switch (n[0] >> 1) & 0x3f {
+		case 32:
+			return &p.src.VPS
+		case 33:
+			return &p.src.SPS
+		case 34:
+			return &p.src.PPS
+		}
+		return nil
+	}
+	switch h264.NALUType(n[0] & 0x1f) {
+	case h264.NALUTypeSPS:
+		return &p.src.SPS
+	case h264.NALUTypePPS:
+		return &p.src.PPS
+	}
+	return nil
+}
+
+func (p *Pipeline) drainDecoder(emit Emit) error {
+	for {
+		err := p.dec.ReceiveFrame(p.decoded)
+		if errors.Is(err, astiav.ErrEagain) || errors.Is(err, astiav.ErrEof) {
+			return nil
+		}
+		if err != nil {
+			p.badInput("decoding", err)
+			return nil
+		}
+		err = p.encodeFrame(p.decoded, emit)
+		p.decoded.Unref()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// encodeFrame scales a decoded frame to every rung and encodes it, forcing a
+// keyframe on the first frame at or after each grid instant.
+func (p *Pipeline) encodeFrame(f *astiav.Frame, emit Emit) error {
+	if f.Width() != p.inW || f.Height() != p.inH || f.PixelFormat() != p.inFmt {
+		if p.outs != nil {
+			p.log.Info("transcode: the source changed size; restarting the encoders",
+				"from", fmt.Sprintf("%dx%d", p.inW, p.inH), "to", fmt.Sprintf("%dx%d", f.Width(), f.Height()))
+			if err := p.flushEncoders(emit); err != nil {
+				return err
+			}
+			p.closeOutputs()
+		}
+		if err := p.openOutputs(f); err != nil {
+			return err
+		}
+		p.haveGrid = false // the new encoders start with a keyframe
+	}
+	pts := f.Pts()
+	key := false
+	if !p.haveGrid {
+		p.nextKey, p.haveGrid, key = pts+p.interval, true, true
+	} else if pts >= p.nextKey {
+		key = true
+		for p.nextKey <= pts {
+			p.nextKey += p.interval
+		}
+	}
+	for i, o := range p.outs {
+		if err := p.encodeRung(i, o, f, pts, key, emit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *Pipeline) encodeRung(i int, o *output, f *astiav.Frame, pts int64, key bool, emit Emit) error {
+	dst := astiav.AllocFrame()
+	defer dst.Free()
+	dst.SetWidth(o.rung.Width)
+	dst.SetHeight(o.rung.Height)
+	dst.SetPixelFormat(p.backend.pixelFormat())
+	if err := dst.AllocBuffer(0); err != nil {
+		return fmt.Errorf("transcode: frame buffer: %w", err)
+	}
+	if err := o.scaler.ScaleFrame(f, dst); err != nil {
+		return fmt.Errorf("transcode: scaling to %s: %w", o.rung.Name, err)
+	}
+	dst.SetPts(pts)
+	if key {
+		dst.SetPictureType(astiav.PictureTypeI)
+		dst.SetKeyFrame(true)
+	}
+	if err := o.enc.SendFrame(dst); err != nil {
+		return fmt.Errorf("transcode: encoding %s with %s: %w", o.rung.Name, p.backend.name(), err)
+	}
+	return p.drainEncoder(i, o, emit)
+}
+
+func (p *Pipeline) drainEncoder(i int, o *output, emit Emit) error {
+	for {
+		err := o.enc.ReceivePacket(o.pkt)
+		if errors.Is(err, astiav.ErrEagain) || errors.Is(err, astiav.ErrEof) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("transcode: encoder %s: %w", o.rung.Name, err)
+		}
+		var nalus h264.AnnexB
+		uerr := nalus.Unmarshal(o.pkt.Data())
+		au := &media.AccessUnit{
+			PTS: o.pkt.Pts(), DTS: o.pkt.Dts(),
+			Keyframe: o.pkt.Flags().Has(astiav.PacketFlagKey),
+			Payload:  [][]byte(nalus),
+		}
+		o.pkt.Unref()
+		if uerr != nil {
+			return fmt.Errorf("transcode: encoder %s output: %w", o.rung.Name, uerr)
+		}
+		emit(i, au)
+	}
+}
+
+func (p *Pipeline) flushEncoders(emit Emit) error {
+	for i, o := range p.outs {
+		if err := o.enc.SendFrame(nil); err != nil && !errors.Is(err, astiav.ErrEof) {
+			return fmt.Errorf("transcode: flushing %s: %w", o.rung.Name, err)
+		}
+		if err := p.drainEncoder(i, o, emit); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// OutputRungs returns the rungs with the sizes actually encoded (known once
+// the first frame was decoded), or nil before that.
+func (p *Pipeline) OutputRungs() []Rung {
+	if p.outs == nil {
+		return nil
+	}
+	out := make([]Rung, len(p.outs))
+	for i, o := range p.outs {
+		out[i] = o.rung
+	}
+	return out
+}
+
+func (p *Pipeline) openOutputs(f *astiav.Frame) error {
+	w, h := f.Width(), f.Height()
+	fps := astiav.NewRational(30, 1)
+	if p.src.Codec == media.CodecH264 {
+		var sps h264.SPS
+		if err := sps.Unmarshal(p.src.SPS); err == nil && sps.FPS() > 0 {
+			fps = astiav.NewRational(int(sps.FPS()*1000+0.5), 1000)
+		}
+	}
+	gop := int(fps.Float64()*p.cfg.KeyframeInterval.Seconds()*4 + 0.5)
+	outs := make([]*output, 0, len(p.rungs))
+	for _, r := range p.rungs {
+		r.Width = EvenWidth(w, h, r.Height)
+		scaler, err := astiav.CreateSoftwareScaleContext(w, h, f.PixelFormat(), r.Width, r.Height,
+			p.backend.pixelFormat(), astiav.NewSoftwareScaleContextFlags(astiav.SoftwareScaleContextFlagBilinear))
+		if err != nil {
+			freeOutputs(outs)
+			return fmt.Errorf("transcode: scaler %dx%d -> %dx%d: %w", w, h, r.Width, r.Height, err)
+		}
+		enc, err := p.backend.open(encoderSettings{rung: r, frameRate: fps, gop: gop, preset: p.cfg.Preset})
+		if err != nil {
+			scaler.Free()
+			freeOutputs(outs)
+			return fmt.Errorf("transcode: %w", err)
+		}
+		outs = append(outs, &output{rung: r, scaler: scaler, enc: enc, pkt: astiav.AllocPacket()})
+	}
+	p.outs, p.inW, p.inH, p.inFmt = outs, w, h, f.PixelFormat()
+	return nil
+}
+
+// EvenWidth is the even width that keeps a w x h picture's aspect ratio at
+// the given height.
+func EvenWidth(w, h, height int) int {
+	if h <= 0 {
+		return height * 16 / 9 &^ 1
+	}
+	v := (w*height + h/2) / h
+	v += v & 1
+	if v < 2 {
+		v = 2
+	}
+	return v
+}
+
+func (p *Pipeline) closeOutputs() {
+	freeOutputs(p.outs)
+	p.outs = nil
+	p.inW, p.inH = 0, 0
+}
+
+func freeOutputs(outs []*output) {
+	for _, o := range outs {
+		o.scaler.Free()
+		o.enc.Free()
+		o.pkt.Free()
+	}
+}
