@@ -59,6 +59,10 @@ type Config struct {
 	LiveWindow int
 	// Format is FormatFMP4 or FormatMPEGTS.
 	Format string
+	// ServeSource tells whether to package the source rendition of stream
+	// id as it came (it is asked once, when the source starts). Nil means
+	// always; with transcoding, only when the ladder does not replace it.
+	ServeSource func(id string) bool
 }
 
 // Deps are the packager's collaborators.
@@ -130,7 +134,10 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 	// Watch from now on, so that no publication started between New and
 	// Run is missed.
 	p.watcher = deps.Hub.Watch(func(k media.StreamKey) bool {
-		return ids.Valid(k.Name) && validRendition(k.Rendition)
+		if !ids.Valid(k.Name) || !validRendition(k.Rendition) {
+			return false
+		}
+		return k.Rendition != media.RenditionSource || cfg.ServeSource == nil || cfg.ServeSource(k.Name)
 	})
 	return p, nil
 }

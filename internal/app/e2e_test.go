@@ -35,6 +35,13 @@ var (
 // clip returns an FLV file of seconds of testsrc2 + sine, 640x360 30 fps.
 func clip(t *testing.T, seconds int) string {
 	t.Helper()
+	return clipSized(t, 640, 360, seconds)
+}
+
+// clipSized returns an FLV file of seconds of testsrc2 + sine at w x h, 30
+// fps, H.264 with a keyframe every 2 s and AAC, as OBS would send.
+func clipSized(t *testing.T, w, h, seconds int) string {
+	t.Helper()
 	clipMu.Lock()
 	defer clipMu.Unlock()
 	if clipDir == "" {
@@ -44,13 +51,13 @@ func clip(t *testing.T, seconds int) string {
 		}
 		clipDir = dir
 	}
-	path := filepath.Join(clipDir, fmt.Sprintf("clip-%ds.flv", seconds))
+	path := filepath.Join(clipDir, fmt.Sprintf("clip-%dx%d-%ds.flv", w, h, seconds))
 	if _, err := os.Stat(path); err == nil {
 		return path
 	}
 	tmp := path + ".tmp.flv"
 	cmd := exec.Command("ffmpeg", "-v", "error", "-y",
-		"-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+		"-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=%dx%d:rate=30", w, h),
 		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
 		"-t", strconv.Itoa(seconds),
 		"-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
@@ -113,6 +120,8 @@ func startNode(t *testing.T, extraEnv ...string) *node {
 		"SHOAL_ADMIN_KEY=" + testAdminKey,
 		"SHOAL_INGEST_RECONNECT_GRACE=3s",
 		"SHOAL_LOG_LEVEL=debug",
+		// These tests check the source path; transcode_test.go turns the ladder on.
+		"SHOAL_TRANSCODE_MAX_LADDERS=0",
 	}, extraEnv...)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel

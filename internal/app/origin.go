@@ -13,10 +13,12 @@ import (
 
 	"github.com/shoal-video/shoal/ingest/rtmp"
 	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/packager"
 	playerapi "github.com/shoal-video/shoal/player-api"
+	"github.com/shoal-video/shoal/transcode"
 )
 
 // originReady is called once every listener of the origin role is open.
@@ -48,11 +50,32 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return err
 	}
+	// The transcoder watches the hub before the packager, which asks it
+	// whether a source is replaced by a ladder.
+	var tc *transcode.Transcoder
+	var serveSource func(id string) bool
+	if cfg.Transcode.MaxLadders != 0 {
+		ladder, err := media.ParseLadder(cfg.Transcode.Ladder)
+		if err != nil {
+			return fmt.Errorf("transcode.ladder: %w", err)
+		}
+		tc, err = transcode.New(transcode.Config{
+			Ladder: ladder, MaxLadders: cfg.Transcode.MaxLadders, HWAccel: cfg.Transcode.HWAccel,
+			Preset: cfg.Transcode.Preset, SegmentDuration: cfg.HLS.SegmentDuration.Std(),
+		}, transcode.Deps{Log: log.With("component", "transcode"), Hub: hub, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		if !cfg.Transcode.Passthrough {
+			serveSource = func(id string) bool { return !tc.Claim(id) }
+		}
+	}
 	pkg, err := packager.New(packager.Config{
 		Dir:             filepath.Join(cfg.DataDir, "hls"),
 		SegmentDuration: cfg.HLS.SegmentDuration.Std(),
 		LiveWindow:      cfg.HLS.LiveWindow,
 		Format:          cfg.HLS.Format,
+		ServeSource:     serveSource,
 	}, packager.Deps{Log: log.With("component", "packager"), Hub: hub, Registerer: reg})
 	if err != nil {
 		return err
@@ -94,6 +117,9 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	defer stopPkg()
 	var pkgGroup errgroup.Group
 	pkgGroup.Go(func() error { return pkg.Run(pkgCtx) })
+	if tc != nil {
+		pkgGroup.Go(func() error { return tc.Run(pkgCtx) })
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ingest.Run(gctx) })

@@ -8,6 +8,8 @@
 package config
 
 import (
+	"github.com/shoal-video/shoal/internal/media"
+
 	"errors"
 	"fmt"
 	"net"
@@ -29,9 +31,10 @@ type Config struct {
 	LogLevel      string `yaml:"log_level"`
 	LogFormat     string `yaml:"log_format"`
 
-	Ingest IngestConfig `yaml:"ingest"`
-	HLS    HLSConfig    `yaml:"hls"`
-	Hub    HubConfig    `yaml:"hub"`
+	Ingest    IngestConfig    `yaml:"ingest"`
+	HLS       HLSConfig       `yaml:"hls"`
+	Hub       HubConfig       `yaml:"hub"`
+	Transcode TranscodeConfig `yaml:"transcode"`
 }
 
 // IngestConfig tunes the ingest servers.
@@ -50,6 +53,15 @@ type HLSConfig struct {
 // HubConfig tunes the in-process stream hub.
 type HubConfig struct {
 	QueueSize int `yaml:"queue_size"` // access units buffered per subscriber
+}
+
+// TranscodeConfig tunes the ABR ladder encoder.
+type TranscodeConfig struct {
+	HWAccel     string `yaml:"hwaccel"`     // auto, none, nvenc or qsv
+	MaxLadders  int    `yaml:"max_ladders"` // -1: from the hardware; 0: off
+	Ladder      string `yaml:"ladder"`      // "1080p:5000k,720p:3000k,..."
+	Passthrough bool   `yaml:"passthrough"` // also serve the source as it came
+	Preset      string `yaml:"preset"`      // x264 preset
 }
 
 // base returns the defaults before derivation: PublicURL and RTMPPublicURL
@@ -72,6 +84,12 @@ func base() Config {
 			Format:          "fmp4",
 		},
 		Hub: HubConfig{QueueSize: 1024},
+		Transcode: TranscodeConfig{
+			HWAccel:    "auto",
+			MaxLadders: -1,
+			Ladder:     media.DefaultLadder.String(),
+			Preset:     "veryfast",
+		},
 	}
 }
 

@@ -61,6 +61,8 @@ func TestDefaultIsValid(t *testing.T) {
 		Ingest:        IngestConfig{ReconnectGrace: Duration(10 * time.Second), ReadTimeout: Duration(10 * time.Second)},
 		HLS:           HLSConfig{SegmentDuration: Duration(2 * time.Second), LiveWindow: 6, Format: "fmp4"},
 		Hub:           HubConfig{QueueSize: 1024},
+		Transcode: TranscodeConfig{HWAccel: "auto", MaxLadders: -1, Ladder: "1080p:5000k,720p:3000k,480p:1200k,360p:700k",
+			Preset: "veryfast"},
 	}
 	if d != want {
 		t.Errorf("Default() =\n%+v\nwant\n%+v", d, want)
@@ -582,4 +584,22 @@ func TestDuration(t *testing.T) {
 	requireErrContains(t, err, "line 1: a duration must be a single value")
 	err = yaml.Unmarshal([]byte("d: 10\n"), &v)
 	requireErrContains(t, err, `line 1: invalid value "10": not a duration`)
+}
+
+func TestTranscodeKeys(t *testing.T) {
+	t.Parallel()
+	c, err := Load("", []string{"SHOAL_TRANSCODE_HWACCEL=NONE", "SHOAL_TRANSCODE_MAX_LADDERS=0",
+		"SHOAL_TRANSCODE_LADDER=480p:1M,720p:2500k", "SHOAL_TRANSCODE_PASSTHROUGH=true", "SHOAL_TRANSCODE_PRESET=superfast"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Transcode != (TranscodeConfig{HWAccel: "none", MaxLadders: 0, Ladder: "480p:1M,720p:2500k", Passthrough: true, Preset: "superfast"}) {
+		t.Fatalf("transcode config %+v", c.Transcode)
+	}
+	_, err = Load("", []string{"SHOAL_TRANSCODE_HWACCEL=vaapi", "SHOAL_TRANSCODE_LADDER=720p", "SHOAL_TRANSCODE_PASSTHROUGH=maybe", "SHOAL_TRANSCODE_PRESET=quick"})
+	for _, want := range []string{"transcode.hwaccel (SHOAL_TRANSCODE_HWACCEL): vaapi is not supported", "transcode.ladder (SHOAL_TRANSCODE_LADDER)", "SHOAL_TRANSCODE_PASSTHROUGH", "transcode.preset (SHOAL_TRANSCODE_PRESET)"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
 }

@@ -1,6 +1,8 @@
 package config
 
 import (
+	"github.com/shoal-video/shoal/internal/media"
+
 	"fmt"
 	"slices"
 	"strconv"
@@ -119,6 +121,47 @@ var table = []key{
 	field("hub.queue_size", "SHOAL_HUB_QUEUE_SIZE",
 		"access units buffered per stream subscriber before it drops until the next keyframe (16 to 100000)",
 		func(c *Config) *int { return &c.Hub.QueueSize }, parseInt, strconv.Itoa, intRange(16, 100000)),
+	field("transcode.hwaccel", "SHOAL_TRANSCODE_HWACCEL",
+		"video encoder: auto (probe NVENC, then QSV, else x264), none (x264 on the CPU), nvenc or qsv",
+		func(c *Config) *string { return &c.Transcode.HWAccel }, parseLower, fmtString, checkHWAccel),
+	field("transcode.max_ladders", "SHOAL_TRANSCODE_MAX_LADDERS",
+		"ABR ladders this node encodes at once; more streams are served as they came; 0 turns transcoding off, -1 picks from the hardware (CPU cores / 2, or 8 with a GPU encoder)",
+		func(c *Config) *int { return &c.Transcode.MaxLadders }, parseInt, strconv.Itoa, intRange(-1, 1000)),
+	field("transcode.ladder", "SHOAL_TRANSCODE_LADDER",
+		"the node's ABR ladder, HEIGHTp:BITRATE rungs; a source gets the rungs at or below its height, never upscaled, widths keep its aspect ratio",
+		func(c *Config) *string { return &c.Transcode.Ladder }, parseString, fmtString, checkLadder),
+	field("transcode.passthrough", "SHOAL_TRANSCODE_PASSTHROUGH",
+		"also serve the source as it came, as the \"source\" rendition, next to the ladder: true or false",
+		func(c *Config) *bool { return &c.Transcode.Passthrough }, parseBool, strconv.FormatBool, func(bool) error { return nil }),
+	field("transcode.preset", "SHOAL_TRANSCODE_PRESET",
+		"x264 preset (ultrafast .. veryslow); hardware encoders use their closest preset",
+		func(c *Config) *string { return &c.Transcode.Preset }, parseLower, fmtString,
+		oneOf("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")),
+}
+
+func parseBool(raw string) (bool, error) {
+	v, err := strconv.ParseBool(strings.TrimSpace(raw))
+	if err != nil {
+		return false, fmt.Errorf("not true or false")
+	}
+	return v, nil
+}
+
+func checkHWAccel(s string) error {
+	switch s {
+	case "auto", "none", "nvenc", "qsv":
+		return nil
+	case "vaapi":
+		return fmt.Errorf("vaapi is not supported: VAAPI encoders need hardware frame contexts, which go-astiav v0.16 (the release for FFmpeg 5.1) does not expose; use qsv on Intel GPUs")
+	}
+	return fmt.Errorf("%s is not one of auto, none, nvenc, qsv", quote(s))
+}
+
+func checkLadder(s string) error {
+	if _, err := media.ParseLadder(s); err != nil {
+		return err
+	}
+	return nil
 }
 
 // schema indexes table for the YAML walk.

@@ -1,0 +1,226 @@
+package transcode
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/stream"
+	"github.com/shoal-video/shoal/transcode/ffmpeg"
+)
+
+// job transcodes one source publication.
+type job struct {
+	t       *Transcoder
+	id      string
+	backend string
+	log     *slog.Logger
+
+	tracks []media.Track
+	vIdx   int
+	aIdx   int
+	pipe   *ffmpeg.Pipeline
+	copy   bool // the ladder failed: forward the source unchanged
+
+	pubs map[string]*stream.Publisher // rendition -> publisher
+	keys map[string]media.StreamKey
+}
+
+func (j *job) run(ctx context.Context, sub *stream.Subscriber) {
+	defer sub.Close()
+	j.pubs = map[string]*stream.Publisher{}
+	j.keys = map[string]media.StreamKey{}
+	defer j.endAll()
+	for {
+		ev, err := sub.Next(ctx)
+		if err != nil {
+			break
+		}
+		switch {
+		case ev.Tracks != nil:
+			j.start(ev.Tracks, ev.Restart)
+		case ev.AU != nil:
+			j.handle(ev.AU)
+		}
+	}
+	j.flush()
+	j.closePipe()
+}
+
+// start sets up the pipeline for a (re)started source. After a reconnect the
+// rung publishers reconnect too, so the packager marks a discontinuity.
+func (j *job) start(tracks []media.Track, restart bool) {
+	if restart {
+		j.flush()
+		j.closePipe()
+		for name, p := range j.pubs {
+			p.Close() // the hub waits for the reconnect that emit makes
+			delete(j.pubs, name)
+		}
+	}
+	j.tracks, j.vIdx, j.aIdx = tracks, -1, -1
+	for i, tr := range tracks {
+		switch {
+		case tr.IsVideo() && j.vIdx < 0:
+			j.vIdx = i
+		case tr.Codec == media.CodecAAC && j.aIdx < 0:
+			j.aIdx = i
+		}
+	}
+	if j.copy || j.vIdx < 0 {
+		j.copy = true
+		return
+	}
+	j.openPipe()
+}
+
+func (j *job) openPipe() {
+	src := j.tracks[j.vIdx]
+	ladder := j.t.cfg.Ladder.For(src.Height)
+	rungs := make([]ffmpeg.Rung, len(ladder))
+	for i, r := range ladder {
+		rungs[i] = ffmpeg.Rung{Name: r.Name(), Height: r.Height, Bitrate: r.Bitrate}
+	}
+	p, err := ffmpeg.New(ffmpeg.Config{
+		Backend: j.backend, Preset: j.t.cfg.Preset, KeyframeInterval: j.t.cfg.SegmentDuration, Log: j.t.log,
+	}, src, rungs)
+	if err != nil {
+		j.fail(err)
+		return
+	}
+	j.pipe = p
+	j.log.Info("transcoding started", "backend", j.backend, "ladder", ladder.String(), "source", src.Codec)
+}
+
+// fail handles a pipeline error: a hardware backend falls back to software,
+// software falls back to forwarding the source unchanged.
+func (j *job) fail(err error) {
+	j.closePipe()
+	if j.backend != ffmpeg.BackendSoftware {
+		j.log.Error("hardware transcoding failed; falling back to the software encoder", "backend", j.backend, "err", err)
+		j.t.fallbacks.WithLabelValues(ffmpeg.BackendSoftware).Inc()
+		j.backend = ffmpeg.BackendSoftware
+		for name, p := range j.pubs {
+			p.Close() // new encoders: the rungs continue after a discontinuity
+			delete(j.pubs, name)
+		}
+		j.openPipe()
+		return
+	}
+	j.log.Error("transcoding failed; serving the source as it came", "err", err)
+	j.t.fallbacks.WithLabelValues(CopyRendition).Inc()
+	j.copy = true
+}
+
+func (j *job) closePipe() {
+	if j.pipe != nil {
+		j.pipe.Close()
+		j.pipe = nil
+	}
+}
+
+func (j *job) handle(au *media.AccessUnit) {
+	if j.copy {
+		j.forwardCopy(au)
+		return
+	}
+	switch au.Track {
+	case j.vIdx:
+		if j.pipe == nil {
+			return
+		}
+		if err := j.pipe.Push(au, j.emit); err != nil {
+			j.fail(err)
+		}
+	case j.aIdx:
+		// The source's audio rides along with every rung, unchanged.
+		out := *au
+		out.Track = 1
+		for _, p := range j.pubs {
+			p.Write(&out)
+		}
+	}
+}
+
+func (j *job) flush() {
+	if j.pipe != nil {
+		if err := j.pipe.Flush(j.emit); err != nil {
+			j.log.Warn("flushing the encoders", "err", err)
+		}
+	}
+}
+
+// emit publishes an encoded access unit of rung i, publishing the rung when
+// its first keyframe (which carries SPS and PPS) arrives.
+func (j *job) emit(i int, au *media.AccessUnit) {
+	rungs := j.pipe.OutputRungs()
+	if i >= len(rungs) {
+		return
+	}
+	name := rungs[i].Name
+	p := j.pubs[name]
+	if p == nil {
+		if !au.Keyframe {
+			return
+		}
+		video := media.Track{Codec: media.CodecH264, ClockRate: 90000, Width: rungs[i].Width, Height: rungs[i].Height}
+		for _, n := range au.Payload {
+			switch h264.NALUType(n[0] & 0x1f) {
+			case h264.NALUTypeSPS:
+				video.SPS = n
+			case h264.NALUTypePPS:
+				video.PPS = n
+			}
+		}
+		tracks := []media.Track{video}
+		if j.aIdx >= 0 {
+			tracks = append(tracks, j.tracks[j.aIdx])
+		}
+		var err error
+		if p, err = j.publish(name, tracks); err != nil {
+			return
+		}
+	}
+	p.Write(au)
+}
+
+// forwardCopy forwards the source unchanged as the CopyRendition.
+func (j *job) forwardCopy(au *media.AccessUnit) {
+	p := j.pubs[CopyRendition]
+	if p == nil {
+		var err error
+		if p, err = j.publish(CopyRendition, j.tracks); err != nil {
+			return
+		}
+	}
+	p.Write(au)
+}
+
+func (j *job) publish(name string, tracks []media.Track) (*stream.Publisher, error) {
+	key := media.StreamKey{Name: j.id, Rendition: name}
+	p, err := j.t.hub.Publish(key, tracks)
+	if err != nil {
+		if !errors.Is(err, stream.ErrClosed) {
+			j.log.Error("publishing a rendition", "rendition", name, "err", err)
+		}
+		return nil, err
+	}
+	j.pubs[name] = p
+	j.keys[name] = key
+	return p, nil
+}
+
+// endAll ends every rendition at once (no reconnect grace: the source
+// already had its own).
+func (j *job) endAll() {
+	for name, p := range j.pubs {
+		p.Close()
+		delete(j.pubs, name)
+	}
+	for _, k := range j.keys {
+		j.t.hub.End(k)
+	}
+}

@@ -1,0 +1,229 @@
+// Package transcode runs ABR ladders: for every live source in the stream
+// hub it decodes the video once, encodes each rung of the ladder
+// (transcode/ffmpeg) and publishes every rung back to the hub as its own
+// rendition ("720p", "480p", ...), where the packager picks them up. The
+// source's AAC audio is not re-encoded: it rides along with every rung and
+// the packager serves it once, as the master playlist's audio group.
+//
+// A node runs at most Config.MaxLadders ladders. A stream past that limit is
+// not transcoded (Claim says so, and the packager then serves the source as
+// it came), so no ladder ever falls behind live for lack of capacity.
+package transcode
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/stream"
+	"github.com/shoal-video/shoal/transcode/ffmpeg"
+)
+
+// HWAccel values.
+const (
+	HWAuto  = "auto"
+	HWNone  = "none"
+	HWNVENC = "nvenc"
+	HWQSV   = "qsv"
+)
+
+// CopyRendition is the rendition a stream falls back to when its ladder
+// cannot be encoded at all: the source, unchanged.
+const CopyRendition = "copy"
+
+// Hub is the part of the stream hub the transcoder uses.
+type Hub interface {
+	Watch(match func(media.StreamKey) bool) *stream.Watcher
+	Publish(key media.StreamKey, tracks []media.Track) (*stream.Publisher, error)
+	End(key media.StreamKey) bool
+}
+
+// Config configures the transcoder.
+type Config struct {
+	// Ladder is the node's ladder; each source gets the rungs at or below
+	// its height.
+	Ladder media.Ladder
+	// MaxLadders is how many ladders may run at once; 0 turns transcoding
+	// off, a negative value picks a default from the hardware.
+	MaxLadders int
+	// HWAccel is HWAuto, HWNone, HWNVENC or HWQSV.
+	HWAccel string
+	// Preset is the x264 preset (hardware encoders use the closest match).
+	Preset string
+	// SegmentDuration spaces the keyframes forced in every rung.
+	SegmentDuration time.Duration
+}
+
+// Deps are the transcoder's collaborators.
+type Deps struct {
+	Log        *slog.Logger
+	Hub        Hub
+	Registerer prometheus.Registerer
+}
+
+// Transcoder runs the ladders of one node.
+type Transcoder struct {
+	cfg     Config
+	log     *slog.Logger
+	hub     Hub
+	backend string
+	limit   int
+	watcher *stream.Watcher
+
+	running   prometheus.Gauge
+	limitG    prometheus.Gauge
+	refused   prometheus.Counter
+	fallbacks *prometheus.CounterVec
+
+	mu     sync.Mutex
+	claims map[string]bool
+}
+
+// New validates cfg, picks the encoder backend (probing the hardware for
+// HWAuto) and starts watching the hub, so no source published after New is
+// missed.
+func New(cfg Config, deps Deps) (*Transcoder, error) {
+	if deps.Hub == nil {
+		return nil, errors.New("transcode: Hub is required")
+	}
+	if len(cfg.Ladder) == 0 {
+		return nil, errors.New("transcode: the ladder is empty")
+	}
+	if cfg.SegmentDuration <= 0 {
+		return nil, errors.New("transcode: segment duration must be positive")
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	ffmpeg.SetLogger(deps.Log)
+	backend, err := pickBackend(cfg.HWAccel, deps.Log)
+	if err != nil {
+		return nil, err
+	}
+	limit := cfg.MaxLadders
+	if limit < 0 {
+		limit = defaultLimit(backend)
+	}
+	t := &Transcoder{
+		cfg: cfg, log: deps.Log, hub: deps.Hub, backend: backend, limit: limit,
+		claims: map[string]bool{},
+		running: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_transcode_ladders_running", Help: "ABR ladders this node is encoding now.",
+		}),
+		limitG: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_transcode_ladders_limit", Help: "ABR ladders this node runs at most.",
+		}),
+		refused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_transcode_refused_total", Help: "Sources not transcoded because the node was at its limit (served as they came).",
+		}),
+		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_transcode_fallbacks_total", Help: "Ladders that failed and fell back to the software encoder or to copying the source.",
+		}, []string{"to"}),
+	}
+	t.limitG.Set(float64(limit))
+	if deps.Registerer != nil {
+		for _, c := range []prometheus.Collector{t.running, t.limitG, t.refused, t.fallbacks} {
+			if err := deps.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("transcode: register metrics: %w", err)
+			}
+		}
+	}
+	deps.Log.Info("transcoding", "backend", backend, "max_ladders", limit, "ladder", cfg.Ladder.String())
+	t.watcher = deps.Hub.Watch(func(k media.StreamKey) bool {
+		return k.Rendition == media.RenditionSource && t.Claim(k.Name)
+	})
+	return t, nil
+}
+
+// Backend names the encoder backend in use.
+func (t *Transcoder) Backend() string { return t.backend }
+
+// Limit is how many ladders this node runs at most.
+func (t *Transcoder) Limit() int { return t.limit }
+
+func defaultLimit(backend string) int {
+	if backend != ffmpeg.BackendSoftware {
+		return 8
+	}
+	return max(1, runtime.NumCPU()/2)
+}
+
+// pickBackend resolves HWAuto by probing each hardware encoder.
+func pickBackend(hw string, log *slog.Logger) (string, error) {
+	switch hw {
+	case HWNone:
+		return ffmpeg.BackendSoftware, nil
+	case HWNVENC, HWQSV:
+		if err := ffmpeg.Probe(hw); err != nil {
+			return "", fmt.Errorf("transcode: %s was asked for but does not work here: %w", hw, err)
+		}
+		return hw, nil
+	case HWAuto, "":
+		for _, b := range []string{ffmpeg.BackendNVENC, ffmpeg.BackendQSV} {
+			err := ffmpeg.Probe(b)
+			if err == nil {
+				log.Info("transcode: hardware encoder found", "backend", b)
+				return b, nil
+			}
+			log.Info("transcode: hardware encoder not usable", "backend", b, "reason", err)
+		}
+		return ffmpeg.BackendSoftware, nil
+	}
+	return "", fmt.Errorf("transcode: unknown hwaccel %q (want auto, none, nvenc or qsv)", hw)
+}
+
+// Claim reports whether this node transcodes stream id, taking one of its
+// ladder slots the first time it is asked. It is called under the hub's lock
+// by every watcher of a new source, so all of them get the same answer.
+func (t *Transcoder) Claim(id string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.claims[id] {
+		return true
+	}
+	if len(t.claims) >= t.limit {
+		if t.limit > 0 {
+			t.refused.Inc()
+			t.log.Warn("transcoding capacity reached; the source is served as it came", "stream", id, "max_ladders", t.limit)
+		}
+		return false
+	}
+	t.claims[id] = true
+	t.running.Set(float64(len(t.claims)))
+	return true
+}
+
+func (t *Transcoder) release(id string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.claims, id)
+	t.running.Set(float64(len(t.claims)))
+}
+
+// Run transcodes claimed sources until ctx is done or the hub closes, and
+// returns once every ladder has finished.
+func (t *Transcoder) Run(ctx context.Context) error {
+	defer t.watcher.Close()
+	var g errgroup.Group
+	for {
+		sub, err := t.watcher.Next(ctx)
+		if err != nil {
+			break
+		}
+		g.Go(func() error {
+			defer t.release(sub.Key().Name)
+			j := &job{t: t, id: sub.Key().Name, backend: t.backend, log: t.log.With("stream", sub.Key().Name)}
+			j.run(ctx, sub)
+			return nil
+		})
+	}
+	return g.Wait()
+}
