@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/shoal-video/shoal/internal/app.Version=$(VERSION)
 # Go's test timeout for the whole suite; CI allows 90 minutes, we aim well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build run test deps fuzz vet fmt clean
+.PHONY: all build run test deps fuzz vet fmt clean bench bench-transcode
 
 all: build
 
@@ -25,6 +25,13 @@ run: deps build
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+# Benchmarks: each prints one summary line of name=value figures, ratios
+# against a peer run side by side in the same command (see benchmarks/README.md).
+bench: bench-transcode
+
+bench-transcode: deps
+	$(GO) run ./benchmarks/transcode $(BENCH_ARGS)
 
 # Runs every fuzz target for FUZZTIME each (new crashers land in testdata/fuzz).
 FUZZTIME ?= 30s

@@ -39,10 +39,10 @@ const minAdminKeyLen = 16
 // it. Lookups of missing records return routing.ErrNotFound and failures to
 // reach Redis wrap routing.ErrUnavailable.
 type Store interface {
-	CreateLiveStream(ctx context.Context, name string) (routing.LiveStream, error)
+	CreateLiveStream(ctx context.Context, spec routing.LiveStreamSpec) (routing.LiveStream, error)
 	GetLiveStream(ctx context.Context, id string) (routing.LiveStream, error)
 	ListLiveStreams(ctx context.Context) ([]routing.LiveStream, error)
-	UpdateLiveStream(ctx context.Context, id, name string) (routing.LiveStream, error)
+	UpdateLiveStream(ctx context.Context, id string, u routing.LiveStreamUpdate) (routing.LiveStream, error)
 	DeleteLiveStream(ctx context.Context, id string) error
 	ResetStreamKey(ctx context.Context, id string) (routing.LiveStream, error)
 	CreateAPIKey(ctx context.Context, name string) (plaintext string, info routing.APIKey, err error)

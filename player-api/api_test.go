@@ -629,3 +629,27 @@ func TestNewValidates(t *testing.T) {
 		}
 	}
 }
+
+func TestLiveStreamLadder(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	r := e.doJSON(t, "POST", "/v1/live-streams", testAdminKey, `{"name":"abr","ladder":"360p:0.7M, 720p:3000k"}`).wantStatus(t, http.StatusCreated)
+	ls := decode[liveStreamJSON](t, r)
+	if ls.Ladder != "720p:3000k,360p:700k" {
+		t.Fatalf("ladder %q, want it normalized to 720p:3000k,360p:700k", ls.Ladder)
+	}
+	e.doJSON(t, "POST", "/v1/live-streams", testAdminKey, `{"name":"bad","ladder":"721p:1M"}`).wantError(t, http.StatusBadRequest, "invalid_request")
+	e.doJSON(t, "POST", "/v1/live-streams", testAdminKey, `{"name":"bad","ladder":720}`).wantError(t, http.StatusBadRequest, "invalid_request")
+	e.doJSON(t, "PATCH", "/v1/live-streams/"+ls.ID, testAdminKey, `{}`).wantError(t, http.StatusBadRequest, "invalid_request")
+	r = e.doJSON(t, "PATCH", "/v1/live-streams/"+ls.ID, testAdminKey, `{"ladder":""}`).wantStatus(t, http.StatusOK)
+	if got := decode[liveStreamJSON](t, r); got.Ladder != "" || got.Name != "abr" {
+		t.Fatalf("after clearing the ladder: %+v", got)
+	}
+	if strings.Contains(string(r.body), `"ladder"`) {
+		t.Fatalf("a stream on the node's ladder shows a ladder: %s", r.body)
+	}
+	r = e.doJSON(t, "PATCH", "/v1/live-streams/"+ls.ID, testAdminKey, `{"ladder":"480p:1200k"}`).wantStatus(t, http.StatusOK)
+	if got := decode[liveStreamJSON](t, r); got.Ladder != "480p:1200k" {
+		t.Fatalf("ladder after PATCH %q", got.Ladder)
+	}
+}

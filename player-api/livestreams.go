@@ -7,6 +7,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/routing"
 )
 
@@ -20,14 +21,16 @@ const (
 
 // liveStreamJSON is the JSON form of a live stream.
 type liveStreamJSON struct {
-	ID             string       `json:"id"`
-	Name           string       `json:"name"`
-	StreamKey      string       `json:"stream_key"`
-	Status         string       `json:"status"`
-	CreatedAt      time.Time    `json:"created_at"`
-	PlaybackPolicy string       `json:"playback_policy"`
-	Ingest         ingestJSON   `json:"ingest"`
-	Playback       playbackJSON `json:"playback"`
+	ID             string    `json:"id"`
+	Name           string    `json:"name"`
+	StreamKey      string    `json:"stream_key"`
+	Status         string    `json:"status"`
+	CreatedAt      time.Time `json:"created_at"`
+	PlaybackPolicy string    `json:"playback_policy"`
+	// Ladder is the stream's own ABR ladder; absent: the node's ladder.
+	Ladder   string       `json:"ladder,omitempty"`
+	Ingest   ingestJSON   `json:"ingest"`
+	Playback playbackJSON `json:"playback"`
 }
 
 type ingestJSON struct {
@@ -57,6 +60,7 @@ func (a *API) liveStreamJSON(ls routing.LiveStream) liveStreamJSON {
 		Status:         status,
 		CreatedAt:      ls.CreatedAt,
 		PlaybackPolicy: ls.PlaybackPolicy,
+		Ladder:         ls.Ladder,
 		Ingest:         ingestJSON{RTMPURL: a.rtmpURL, StreamKey: ls.StreamKey},
 		Playback:       playbackJSON{HLSURL: a.publicURL + "/hls/" + ls.ID + "/master.m3u8"},
 	}
@@ -88,13 +92,48 @@ func (a *API) readName(c *gin.Context) (string, bool) {
 	return name, true
 }
 
-// createLiveStream handles POST /v1/live-streams {"name"}.
+// liveStreamRequest is the body of POST and PATCH /v1/live-streams.
+type liveStreamRequest struct {
+	Name   *string `json:"name"`
+	Ladder *string `json:"ladder"`
+}
+
+// validLadder checks and normalizes a ladder ("" keeps the node's ladder);
+// on failure it has answered the request.
+func validLadder(c *gin.Context, s *string) (*string, bool) {
+	if s == nil || *s == "" {
+		return s, true
+	}
+	l, err := media.ParseLadder(*s)
+	if err != nil {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest,
+			"ladder: "+err.Error()+` (want rungs like "1080p:5000k,720p:3000k,360p:700k", or "" for the node's ladder)`)
+		return nil, false
+	}
+	norm := l.String()
+	return &norm, true
+}
+
+// createLiveStream handles POST /v1/live-streams {"name", "ladder"?}.
 func (a *API) createLiveStream(c *gin.Context) {
-	name, ok := a.readName(c)
+	var req liveStreamRequest
+	if !a.decodeJSON(c, &req) {
+		return
+	}
+	name, err := validName(req.Name)
+	if err != nil {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
+		return
+	}
+	ladder, ok := validLadder(c, req.Ladder)
 	if !ok {
 		return
 	}
-	ls, err := a.store.CreateLiveStream(c.Request.Context(), name)
+	spec := routing.LiveStreamSpec{Name: name}
+	if ladder != nil {
+		spec.Ladder = *ladder
+	}
+	ls, err := a.store.CreateLiveStream(c.Request.Context(), spec)
 	if err != nil {
 		a.fail(c, err, liveStreamNotFound)
 		return
@@ -130,17 +169,33 @@ func (a *API) getLiveStream(c *gin.Context) {
 	c.JSON(http.StatusOK, a.liveStreamJSON(ls))
 }
 
-// updateLiveStream handles PATCH /v1/live-streams/:id {"name"}.
+// updateLiveStream handles PATCH /v1/live-streams/:id {"name"?, "ladder"?}.
 func (a *API) updateLiveStream(c *gin.Context) {
 	id, ok := pathID(c)
 	if !ok {
 		return
 	}
-	name, ok := a.readName(c)
-	if !ok {
+	var req liveStreamRequest
+	if !a.decodeJSON(c, &req) {
 		return
 	}
-	ls, err := a.store.UpdateLiveStream(c.Request.Context(), id, name)
+	if req.Name == nil && req.Ladder == nil {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `nothing to change: give "name" and/or "ladder"`)
+		return
+	}
+	var u routing.LiveStreamUpdate
+	if req.Name != nil {
+		name, err := validName(req.Name)
+		if err != nil {
+			WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
+			return
+		}
+		u.Name = &name
+	}
+	if u.Ladder, ok = validLadder(c, req.Ladder); !ok {
+		return
+	}
+	ls, err := a.store.UpdateLiveStream(c.Request.Context(), id, u)
 	if err != nil {
 		a.fail(c, err, liveStreamNotFound)
 		return

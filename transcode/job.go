@@ -18,6 +18,7 @@ type job struct {
 	id      string
 	backend string
 	log     *slog.Logger
+	ladder  media.Ladder
 
 	tracks []media.Track
 	vIdx   int
@@ -79,7 +80,7 @@ func (j *job) start(tracks []media.Track, restart bool) {
 
 func (j *job) openPipe() {
 	src := j.tracks[j.vIdx]
-	ladder := j.t.cfg.Ladder.For(src.Height)
+	ladder := j.ladder.For(src.Height)
 	rungs := make([]ffmpeg.Rung, len(ladder))
 	for i, r := range ladder {
 		rungs[i] = ffmpeg.Rung{Name: r.Name(), Height: r.Height, Bitrate: r.Bitrate}

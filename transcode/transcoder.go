@@ -62,11 +62,18 @@ type Config struct {
 	SegmentDuration time.Duration
 }
 
+// LadderSource tells a stream's own ladder ("" when it uses the node's).
+type LadderSource interface {
+	StreamLadder(ctx context.Context, id string) (string, error)
+}
+
 // Deps are the transcoder's collaborators.
 type Deps struct {
 	Log        *slog.Logger
 	Hub        Hub
 	Registerer prometheus.Registerer
+	// Ladders, when set, is asked for each stream's own ladder.
+	Ladders LadderSource
 }
 
 // Transcoder runs the ladders of one node.
@@ -74,6 +81,7 @@ type Transcoder struct {
 	cfg     Config
 	log     *slog.Logger
 	hub     Hub
+	ladders LadderSource
 	backend string
 	limit   int
 	watcher *stream.Watcher
@@ -113,7 +121,7 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 		limit = defaultLimit(backend)
 	}
 	t := &Transcoder{
-		cfg: cfg, log: deps.Log, hub: deps.Hub, backend: backend, limit: limit,
+		cfg: cfg, log: deps.Log, hub: deps.Hub, ladders: deps.Ladders, backend: backend, limit: limit,
 		claims: map[string]bool{},
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_transcode_ladders_running", Help: "ABR ladders this node is encoding now.",
@@ -208,6 +216,30 @@ func (t *Transcoder) release(id string) {
 	t.running.Set(float64(len(t.claims)))
 }
 
+// ladderFor returns stream id's own ladder, or the node's when it has none
+// or it cannot be looked up (Redis down: the stream still gets a ladder).
+func (t *Transcoder) ladderFor(ctx context.Context, id string) media.Ladder {
+	if t.ladders == nil {
+		return t.cfg.Ladder
+	}
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	s, err := t.ladders.StreamLadder(lctx, id)
+	if err != nil {
+		t.log.Warn("could not look up the stream's ladder; using the node's", "stream", id, "err", err)
+		return t.cfg.Ladder
+	}
+	if s == "" {
+		return t.cfg.Ladder
+	}
+	l, err := media.ParseLadder(s)
+	if err != nil {
+		t.log.Warn("the stream's ladder is invalid; using the node's", "stream", id, "err", err)
+		return t.cfg.Ladder
+	}
+	return l
+}
+
 // Run transcodes claimed sources until ctx is done or the hub closes, and
 // returns once every ladder has finished.
 func (t *Transcoder) Run(ctx context.Context) error {
@@ -220,7 +252,8 @@ func (t *Transcoder) Run(ctx context.Context) error {
 		}
 		g.Go(func() error {
 			defer t.release(sub.Key().Name)
-			j := &job{t: t, id: sub.Key().Name, backend: t.backend, log: t.log.With("stream", sub.Key().Name)}
+			id := sub.Key().Name
+			j := &job{t: t, id: id, backend: t.backend, log: t.log.With("stream", id), ladder: t.ladderFor(ctx, id)}
 			j.run(ctx, sub)
 			return nil
 		})

@@ -126,5 +126,5 @@ func devStream(ctx context.Context, store *routing.Store) (routing.LiveStream, e
 			return ls, nil
 		}
 	}
-	return store.CreateLiveStream(qctx, devStreamName)
+	return store.CreateLiveStream(qctx, routing.LiveStreamSpec{Name: devStreamName})
 }

@@ -1,8 +1,12 @@
 package app
 
 import (
+	"context"
+	"errors"
+
 	"github.com/shoal-video/shoal/ingest/rtmp"
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/packager"
 )
@@ -22,4 +26,15 @@ func (p pipeline) Remove(id string) error {
 	p.hub.End(media.StreamKey{Name: id, Rendition: media.RenditionSource})
 	p.ingest.Disconnect(id)
 	return p.pkg.Remove(id)
+}
+
+// streamLadders reads a live stream's own ladder from the store.
+type streamLadders struct{ store *routing.Store }
+
+func (s streamLadders) StreamLadder(ctx context.Context, id string) (string, error) {
+	ls, err := s.store.GetLiveStream(ctx, id)
+	if errors.Is(err, routing.ErrNotFound) {
+		return "", nil
+	}
+	return ls.Ladder, err
 }

@@ -21,6 +21,21 @@ type LiveStream struct {
 	CreatedAt time.Time
 	// PlaybackPolicy is PlaybackPublic for now.
 	PlaybackPolicy string
+	// Ladder is the stream's own ABR ladder ("720p:3000k,360p:700k"); empty
+	// means the transcoding node's ladder.
+	Ladder string
+}
+
+// LiveStreamSpec is what a new live stream is created with.
+type LiveStreamSpec struct {
+	Name   string
+	Ladder string // empty: the node's ladder
+}
+
+// LiveStreamUpdate changes the fields that are not nil.
+type LiveStreamUpdate struct {
+	Name   *string
+	Ladder *string // a pointer to "" returns the stream to the node's ladder
 }
 
 const (
@@ -32,6 +47,7 @@ const (
 	fieldStreamKey      = "stream_key"
 	fieldCreatedAt      = "created_at"
 	fieldPlaybackPolicy = "playback_policy"
+	fieldLadder         = "ladder"
 )
 
 func liveStreamKey(id string) string { return liveStreamPrefix + id }
@@ -39,10 +55,11 @@ func liveStreamKey(id string) string { return liveStreamPrefix + id }
 func streamKeyIndexKey(streamKey string) string { return streamKeyPrefix + ids.Hash(streamKey) }
 
 // CreateLiveStream creates a live stream with a fresh id and stream key.
-func (s *Store) CreateLiveStream(ctx context.Context, name string) (LiveStream, error) {
+func (s *Store) CreateLiveStream(ctx context.Context, spec LiveStreamSpec) (LiveStream, error) {
 	ls := LiveStream{
 		ID:             ids.New(),
-		Name:           name,
+		Name:           spec.Name,
+		Ladder:         spec.Ladder,
 		StreamKey:      ids.NewSecret("sk"),
 		CreatedAt:      now(),
 		PlaybackPolicy: PlaybackPublic,
@@ -53,6 +70,7 @@ func (s *Store) CreateLiveStream(ctx context.Context, name string) (LiveStream, 
 			fieldStreamKey, ls.StreamKey,
 			fieldCreatedAt, formatTime(ls.CreatedAt),
 			fieldPlaybackPolicy, ls.PlaybackPolicy,
+			fieldLadder, ls.Ladder,
 		)
 		p.Set(ctx, streamKeyIndexKey(ls.StreamKey), ls.ID, 0)
 		p.ZAdd(ctx, liveStreamsIndex, redis.Z{Score: float64(ls.CreatedAt.UnixMilli()), Member: ls.ID})
@@ -113,8 +131,8 @@ func (s *Store) ListLiveStreams(ctx context.Context) ([]LiveStream, error) {
 	return out, nil
 }
 
-// UpdateLiveStream renames the live stream id and returns it, or ErrNotFound.
-func (s *Store) UpdateLiveStream(ctx context.Context, id, name string) (LiveStream, error) {
+// UpdateLiveStream changes the live stream id and returns it, or ErrNotFound.
+func (s *Store) UpdateLiveStream(ctx context.Context, id string, u LiveStreamUpdate) (LiveStream, error) {
 	const op = "update live stream"
 	key := liveStreamKey(id)
 	var ls LiveStream
@@ -123,14 +141,24 @@ func (s *Store) UpdateLiveStream(ctx context.Context, id, name string) (LiveStre
 		if err != nil {
 			return err
 		}
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.HSet(ctx, key, fieldName, name)
-			return nil
-		})
-		if err != nil {
-			return err
+		var set []any
+		if u.Name != nil {
+			cur.Name = *u.Name
+			set = append(set, fieldName, cur.Name)
 		}
-		cur.Name = name
+		if u.Ladder != nil {
+			cur.Ladder = *u.Ladder
+			set = append(set, fieldLadder, cur.Ladder)
+		}
+		if len(set) > 0 {
+			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+				p.HSet(ctx, key, set...)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+		}
 		ls = cur
 		return nil
 	}, key)
@@ -255,6 +283,7 @@ func decodeLiveStream(id string, f map[string]string) (LiveStream, error) {
 		StreamKey:      f[fieldStreamKey],
 		CreatedAt:      created,
 		PlaybackPolicy: f[fieldPlaybackPolicy],
+		Ladder:         f[fieldLadder],
 	}
 	if ls.StreamKey == "" {
 		return LiveStream{}, &decodeError{key: liveStreamKey(id), err: errors.New("no stream key")}

@@ -65,7 +65,7 @@ func TestLiveStreamCRUD(t *testing.T) {
 	ctx := t.Context()
 
 	before := time.Now().Add(-time.Second)
-	ls, err := s.CreateLiveStream(ctx, "my show")
+	ls, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "my show"})
 	if err != nil {
 		t.Fatalf("CreateLiveStream: %v", err)
 	}
@@ -95,7 +95,7 @@ func TestLiveStreamCRUD(t *testing.T) {
 		t.Fatalf("LiveStreamIDByKey = %q, %v; want %q", id, err, ls.ID)
 	}
 
-	upd, err := s.UpdateLiveStream(ctx, ls.ID, "renamed")
+	upd, err := s.UpdateLiveStream(ctx, ls.ID, LiveStreamUpdate{Name: ptr("renamed")})
 	if err != nil {
 		t.Fatalf("UpdateLiveStream: %v", err)
 	}
@@ -136,7 +136,7 @@ func TestMissingLiveStream(t *testing.T) {
 	if _, err := s.GetLiveStream(ctx, id); !errors.Is(err, ErrNotFound) {
 		t.Errorf("GetLiveStream: %v", err)
 	}
-	if _, err := s.UpdateLiveStream(ctx, id, "x"); !errors.Is(err, ErrNotFound) {
+	if _, err := s.UpdateLiveStream(ctx, id, LiveStreamUpdate{Name: ptr("x")}); !errors.Is(err, ErrNotFound) {
 		t.Errorf("UpdateLiveStream: %v", err)
 	}
 	if err := s.DeleteLiveStream(ctx, id); !errors.Is(err, ErrNotFound) {
@@ -158,7 +158,7 @@ func TestResetStreamKey(t *testing.T) {
 	t.Parallel()
 	s, _ := newTestStore(t)
 	ctx := t.Context()
-	ls, err := s.CreateLiveStream(ctx, "reset me")
+	ls, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "reset me"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +193,7 @@ func TestConcurrentResetAndDeleteLeaveNoOrphans(t *testing.T) {
 	const streams = 10
 	var created []LiveStream
 	for range streams {
-		ls, err := s.CreateLiveStream(ctx, "race")
+		ls, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "race"})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -228,7 +228,7 @@ func TestListLiveStreamsNewestFirst(t *testing.T) {
 	ctx := t.Context()
 	var want []string
 	for i := range 5 {
-		ls, err := s.CreateLiveStream(ctx, "stream "+string(rune('a'+i)))
+		ls, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "stream " + string(rune('a'+i))})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -289,7 +289,7 @@ func TestAPIKeys(t *testing.T) {
 func TestRedisDiesAndComesBack(t *testing.T) {
 	t.Parallel()
 	s, srv := newTestStore(t)
-	ls, err := s.CreateLiveStream(t.Context(), "before")
+	ls, err := s.CreateLiveStream(t.Context(), LiveStreamSpec{Name: "before"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -297,10 +297,10 @@ func TestRedisDiesAndComesBack(t *testing.T) {
 	srv.Kill()
 	ops := map[string]func(context.Context) error{
 		"Ping":              s.Ping,
-		"CreateLiveStream":  func(ctx context.Context) error { _, err := s.CreateLiveStream(ctx, "x"); return err },
+		"CreateLiveStream":  func(ctx context.Context) error { _, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "x"}); return err },
 		"GetLiveStream":     func(ctx context.Context) error { _, err := s.GetLiveStream(ctx, ls.ID); return err },
 		"ListLiveStreams":   func(ctx context.Context) error { _, err := s.ListLiveStreams(ctx); return err },
-		"UpdateLiveStream":  func(ctx context.Context) error { _, err := s.UpdateLiveStream(ctx, ls.ID, "y"); return err },
+		"UpdateLiveStream":  func(ctx context.Context) error { _, err := s.UpdateLiveStream(ctx, ls.ID, LiveStreamUpdate{Name: ptr("y")}); return err },
 		"DeleteLiveStream":  func(ctx context.Context) error { return s.DeleteLiveStream(ctx, ls.ID) },
 		"ResetStreamKey":    func(ctx context.Context) error { _, err := s.ResetStreamKey(ctx, ls.ID); return err },
 		"LiveStreamIDByKey": func(ctx context.Context) error { _, err := s.LiveStreamIDByKey(ctx, ls.StreamKey); return err },
@@ -332,7 +332,7 @@ func TestRedisDiesAndComesBack(t *testing.T) {
 	if _, err := s.GetLiveStream(t.Context(), ls.ID); !errors.Is(err, ErrNotFound) {
 		t.Errorf("GetLiveStream on the empty restarted Redis: %v, want ErrNotFound", err)
 	}
-	ls2, err := s.CreateLiveStream(t.Context(), "after")
+	ls2, err := s.CreateLiveStream(t.Context(), LiveStreamSpec{Name: "after"})
 	if err != nil {
 		t.Fatalf("CreateLiveStream after restart: %v", err)
 	}
@@ -357,7 +357,7 @@ func TestServerErrorIsNotUnavailable(t *testing.T) {
 	if err := s.rdb.HSet(ctx, liveStreamKey("corrupt"), fieldName, "n", fieldStreamKey, "sk_x", fieldCreatedAt, "yesterday").Err(); err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.UpdateLiveStream(ctx, "corrupt", "m")
+	_, err = s.UpdateLiveStream(ctx, "corrupt", LiveStreamUpdate{Name: ptr("m")})
 	if err == nil || errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "corrupt record") {
 		t.Errorf("UpdateLiveStream on a corrupt record = %v", err)
 	}
@@ -387,5 +387,28 @@ func waitReachable(t *testing.T, s *Store) {
 			t.Fatalf("Store did not reconnect after Redis restarted: %v", err)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func TestLadderField(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	ls, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "ladder", Ladder: "720p:3000k,360p:700k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetLiveStream(ctx, ls.ID)
+	if err != nil || got.Ladder != "720p:3000k,360p:700k" {
+		t.Fatalf("ladder %q, %v", got.Ladder, err)
+	}
+	upd, err := s.UpdateLiveStream(ctx, ls.ID, LiveStreamUpdate{Ladder: ptr("")})
+	if err != nil || upd.Ladder != "" || upd.Name != "ladder" {
+		t.Fatalf("after clearing: %+v, %v", upd, err)
+	}
+	if got, _ := s.GetLiveStream(ctx, ls.ID); got.Ladder != "" {
+		t.Fatalf("ladder not cleared: %q", got.Ladder)
 	}
 }

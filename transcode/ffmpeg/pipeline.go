@@ -61,12 +61,34 @@ type Pipeline struct {
 	interval int64
 }
 
-// output is one rung: its scaler and encoder.
+// output is one rung: its scaler, its reused picture and its encoder, driven
+// by a goroutine of its own so that the rungs scale and encode in parallel.
 type output struct {
 	rung   Rung
 	scaler *astiav.SoftwareScaleContext
+	frame  *astiav.Frame
 	enc    *astiav.CodecContext
 	pkt    *astiav.Packet
+
+	work    chan rungJob
+	done    chan error
+	exited  chan struct{}
+	pending []*media.AccessUnit // encoded by the worker, emitted by Push
+}
+
+type rungJob struct {
+	f   *astiav.Frame
+	pts int64
+	key bool
+}
+
+// loop encodes the frames it is handed until work is closed.
+func (o *output) loop(p *Pipeline) {
+	defer close(o.exited)
+	collect := func(_ int, au *media.AccessUnit) { o.pending = append(o.pending, au) }
+	for j := range o.work {
+		o.done <- p.encodeRung(0, o, j.f, j.pts, j.key, collect)
+	}
 }
 
 // New opens a decoder for src (H.264 or H.265). Encoders open with the first
@@ -289,27 +311,38 @@ func (p *Pipeline) encodeFrame(f *astiav.Frame, emit Emit) error {
 			p.nextKey += p.interval
 		}
 	}
-	for i, o := range p.outs {
-		if err := p.encodeRung(i, o, f, pts, key, emit); err != nil {
-			return err
+	// Every rung reads the decoded frame at the same time; it is released
+	// only once all of them are done with it.
+	for _, o := range p.outs {
+		o.work <- rungJob{f: f, pts: pts, key: key}
+	}
+	var first error
+	for _, o := range p.outs {
+		if err := <-o.done; err != nil && first == nil {
+			first = err
 		}
 	}
-	return nil
+	for i, o := range p.outs {
+		for _, au := range o.pending {
+			emit(i, au)
+		}
+		clear(o.pending)
+		o.pending = o.pending[:0]
+	}
+	return first
 }
 
 func (p *Pipeline) encodeRung(i int, o *output, f *astiav.Frame, pts int64, key bool, emit Emit) error {
-	dst := astiav.AllocFrame()
-	defer dst.Free()
-	dst.SetWidth(o.rung.Width)
-	dst.SetHeight(o.rung.Height)
-	dst.SetPixelFormat(p.backend.pixelFormat())
-	if err := dst.AllocBuffer(0); err != nil {
+	dst := o.frame
+	if err := makeWritable(dst); err != nil {
 		return fmt.Errorf("transcode: frame buffer: %w", err)
 	}
 	if err := o.scaler.ScaleFrame(f, dst); err != nil {
 		return fmt.Errorf("transcode: scaling to %s: %w", o.rung.Name, err)
 	}
 	dst.SetPts(pts)
+	dst.SetPictureType(astiav.PictureTypeNone)
+	dst.SetKeyFrame(false)
 	if key {
 		dst.SetPictureType(astiav.PictureTypeI)
 		dst.SetKeyFrame(true)
@@ -394,7 +427,21 @@ func (p *Pipeline) openOutputs(f *astiav.Frame) error {
 			freeOutputs(outs)
 			return fmt.Errorf("transcode: %w", err)
 		}
-		outs = append(outs, &output{rung: r, scaler: scaler, enc: enc, pkt: astiav.AllocPacket()})
+		frame := astiav.AllocFrame()
+		frame.SetWidth(r.Width)
+		frame.SetHeight(r.Height)
+		frame.SetPixelFormat(p.backend.pixelFormat())
+		if err := frame.AllocBuffer(0); err != nil {
+			frame.Free()
+			enc.Free()
+			scaler.Free()
+			freeOutputs(outs)
+			return fmt.Errorf("transcode: frame buffer: %w", err)
+		}
+		o := &output{rung: r, scaler: scaler, frame: frame, enc: enc, pkt: astiav.AllocPacket(),
+			work: make(chan rungJob), done: make(chan error), exited: make(chan struct{})}
+		go o.loop(p)
+		outs = append(outs, o)
 	}
 	p.outs, p.inW, p.inH, p.inFmt = outs, w, h, f.PixelFormat()
 	return nil
@@ -422,7 +469,10 @@ func (p *Pipeline) closeOutputs() {
 
 func freeOutputs(outs []*output) {
 	for _, o := range outs {
+		close(o.work)
+		<-o.exited
 		o.scaler.Free()
+		o.frame.Free()
 		o.enc.Free()
 		o.pkt.Free()
 	}
