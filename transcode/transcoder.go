@@ -188,9 +188,18 @@ func pickBackend(hw string, log *slog.Logger) (string, error) {
 	return "", fmt.Errorf("transcode: unknown hwaccel %q (want auto, none, nvenc or qsv)", hw)
 }
 
+// Claimed reports whether this node transcodes stream id. The transcoder's
+// own watcher decides when a source starts (Claim); the hub asks watchers in
+// registration order, so a watcher registered after New (the packager's)
+// that calls Claimed for the same publication sees that decision.
+func (t *Transcoder) Claimed(id string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.claims[id]
+}
+
 // Claim reports whether this node transcodes stream id, taking one of its
-// ladder slots the first time it is asked. It is called under the hub's lock
-// by every watcher of a new source, so all of them get the same answer.
+// ladder slots the first time it is asked.
 func (t *Transcoder) Claim(id string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()

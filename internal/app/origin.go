@@ -67,7 +67,8 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 			return err
 		}
 		if !cfg.Transcode.Passthrough {
-			serveSource = func(id string) bool { return !tc.Claim(id) }
+			// The transcoder watched the hub first, so it has decided.
+			serveSource = func(id string) bool { return !tc.Claimed(id) }
 		}
 	}
 	pkg, err := packager.New(packager.Config{

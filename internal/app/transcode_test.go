@@ -1,6 +1,11 @@
 package app
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -99,4 +104,165 @@ func segmentStarts(t *testing.T, n *node, id, rendition string) []int64 {
 		out = append(out, int64(tr.BaseTime)+int64(tr.Samples[0].PTSOffset))
 	}
 	return out
+}
+
+// videoPacketHashes returns the MD5 of every video packet of file, in order.
+func videoPacketHashes(t *testing.T, file string) []string {
+	t.Helper()
+	// Only stdout: ffprobe reports the decoding errors of corrupt packets on
+	// stderr.
+	out, err := exec.Command("ffprobe", "-v", "quiet", "-select_streams", "v", "-show_data_hash", "md5",
+		"-show_entries", "packet=data_hash", "-of", "csv=p=0", file).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", file, err)
+	}
+	return strings.Fields(string(out))
+}
+
+// A publisher whose video is full of corrupted frames (keyframes included)
+// keeps its ladder: the transcoder skips what it cannot decode, nothing
+// falls back, and the recording is whole.
+func TestCorruptVideoKeepsTheLadder(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "SHOAL_TRANSCODE_MAX_LADDERS=1", "SHOAL_TRANSCODE_HWACCEL=none", "SHOAL_TRANSCODE_PRESET=ultrafast")
+	ls := n.createStream("corrupt")
+	src := clipSized(t, 640, 360, 6)
+	bad := filepath.Join(t.TempDir(), "corrupt.flv")
+	// The noise filter overwrites about one byte in 200 inside video
+	// packets: every frame of this clip (about 8 KB each) is hit, keyframes
+	// included, and some NAL unit lengths too (ingest drops those
+	// messages), while the audio, the FLV tags and the sequence header stay
+	// intact.
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", src, "-c", "copy", "-bsf:v", "noise=amount=200", bad).CombinedOutput(); err != nil {
+		t.Fatalf("corrupting the clip: %v\n%s", err, out)
+	}
+	before, after := videoPacketHashes(t, src), videoPacketHashes(t, bad)
+	if len(before) != len(after) || len(before) < 170 {
+		t.Fatalf("%d video packets before corruption, %d after", len(before), len(after))
+	}
+	corrupted := 0
+	for i := range before {
+		if before[i] != after[i] {
+			corrupted++
+		}
+	}
+	if corrupted < len(before)/2 {
+		t.Fatalf("only %d of %d video packets corrupted", corrupted, len(before))
+	}
+	t.Logf("%d of %d video packets corrupted", corrupted, len(before))
+
+	pub := publish(t, bad, n.rtmp+"/"+ls.StreamKey)
+	if err := pub.Wait(); err != nil {
+		t.Fatalf("publisher: %v", err)
+	}
+	n.waitFor("ENDLIST on 360p and audio", 30*time.Second, func() bool {
+		return strings.Contains(n.playlist(ls.ID, "360p/index.m3u8"), "#EXT-X-ENDLIST") &&
+			strings.Contains(n.playlist(ls.ID, "audio/index.m3u8"), "#EXT-X-ENDLIST")
+	})
+	master := n.playlist(ls.ID, "master.m3u8")
+	if !strings.Contains(master, "360p/index.m3u8") || strings.Contains(master, "copy/") || strings.Contains(master, "source/") {
+		t.Errorf("master playlist is not the 360p ladder:\n%s", master)
+	}
+	if got := probeVideo(t, n.http+"/hls/"+ls.ID+"/360p/index.m3u8"); got != "h264,640,360" {
+		t.Errorf("360p = %q", got)
+	}
+	for _, rel := range []string{"master.m3u8", "360p/index.m3u8"} {
+		d := probeDuration(t, n.http+"/hls/"+ls.ID+"/"+rel)
+		if d < 4.5 || d > 7.5 {
+			t.Errorf("%s lasts %.3f s, want 6 ± 1.5", rel, d)
+		}
+		t.Logf("%s lasts %.3f s", rel, d)
+	}
+	if strings.Contains(n.stderr.String(), "transcoding failed") {
+		t.Errorf("the ladder fell back on corrupt input")
+	}
+}
+
+// flvWithHeaders encodes seconds of testsrc2 + sine at w x h like clipSized,
+// but with SPS and PPS repeated before every keyframe, as an encoder that
+// can change resolution sends them.
+func flvWithHeaders(t *testing.T, dir string, w, h, seconds int) string {
+	t.Helper()
+	path := filepath.Join(dir, fmt.Sprintf("%dx%d.flv", w, h))
+	out, err := exec.Command("ffmpeg", "-v", "error", "-y",
+		"-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=%dx%d:rate=30", w, h),
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
+		"-t", strconv.Itoa(seconds),
+		"-c:v", "libx264", "-preset", "ultrafast", "-g", "60", "-keyint_min", "60", "-sc_threshold", "0", "-pix_fmt", "yuv420p",
+		"-x264-params", "repeat-headers=1",
+		"-c:a", "aac", "-b:a", "96k", "-f", "flv", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+	return path
+}
+
+// A publisher that switches from 640x360 to 320x240 midway keeps its ladder
+// (picked from the first size): every rung gets a new initialization
+// section after the switch and the recording stays whole.
+func TestResolutionChangeMidStream(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "SHOAL_TRANSCODE_MAX_LADDERS=1", "SHOAL_TRANSCODE_HWACCEL=none", "SHOAL_TRANSCODE_PRESET=ultrafast",
+		"SHOAL_TRANSCODE_LADDER=360p:700k,240p:400k")
+	ls := n.createStream("resize")
+	dir := t.TempDir()
+	a, b := flvWithHeaders(t, dir, 640, 360, 4), flvWithHeaders(t, dir, 320, 240, 4)
+	list := filepath.Join(dir, "list.txt")
+	if err := os.WriteFile(list, []byte("file '"+a+"'\nfile '"+b+"'\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	joined := filepath.Join(dir, "joined.flv")
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-f", "concat", "-safe", "0", "-i", list, "-c", "copy", joined).CombinedOutput(); err != nil {
+		t.Fatalf("concat: %v\n%s", err, out)
+	}
+	out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "v", "-show_entries", "frame=width,height", "-of", "csv=p=0", joined).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffprobe: %v\n%s", err, out)
+	}
+	var sizes []string
+	for _, line := range strings.Split(string(out), "\n") {
+		s := strings.TrimSuffix(strings.TrimSpace(line), ",")
+		if s != "" && (len(sizes) == 0 || sizes[len(sizes)-1] != s) {
+			sizes = append(sizes, s)
+		}
+	}
+	if strings.Join(sizes, " ") != "640,360 320,240" {
+		t.Fatalf("the joined clip's frames are %v, want 640x360 then 320x240", sizes)
+	}
+
+	pub := publish(t, joined, n.rtmp+"/"+ls.StreamKey)
+	if err := pub.Wait(); err != nil {
+		t.Fatalf("publisher: %v", err)
+	}
+	rungs := []string{"360p", "240p"}
+	n.waitFor("ENDLIST everywhere", 30*time.Second, func() bool {
+		for _, r := range append(rungs, "audio") {
+			if !strings.Contains(n.playlist(ls.ID, r+"/index.m3u8"), "#EXT-X-ENDLIST") {
+				return false
+			}
+		}
+		return true
+	})
+	master := n.playlist(ls.ID, "master.m3u8")
+	for _, r := range rungs {
+		if !strings.Contains(master, r+"/index.m3u8") {
+			t.Errorf("master lacks %s:\n%s", r, master)
+		}
+	}
+	d := probeDuration(t, n.http+"/hls/"+ls.ID+"/master.m3u8")
+	if d < 6.5 || d > 9.5 {
+		t.Errorf("recording lasts %.3f s, want 8 ± 1.5", d)
+	}
+	t.Logf("master.m3u8 lasts %.3f s", d)
+	for _, r := range rungs {
+		pl := n.playlist(ls.ID, r+"/index.m3u8")
+		if !strings.Contains(pl, "#EXT-X-DISCONTINUITY") && strings.Count(pl, "#EXT-X-MAP") < 2 {
+			t.Errorf("%s has no new initialization section after the size change:\n%s", r, pl)
+		}
+		d := probeDuration(t, n.http+"/hls/"+ls.ID+"/"+r+"/index.m3u8")
+		if d < 6.5 || d > 9.5 {
+			t.Errorf("%s lasts %.3f s, want 8 ± 1.5", r, d)
+		}
+		t.Logf("%s lasts %.3f s", r, d)
+	}
 }

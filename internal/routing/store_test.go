@@ -296,11 +296,17 @@ func TestRedisDiesAndComesBack(t *testing.T) {
 
 	srv.Kill()
 	ops := map[string]func(context.Context) error{
-		"Ping":              s.Ping,
-		"CreateLiveStream":  func(ctx context.Context) error { _, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "x"}); return err },
-		"GetLiveStream":     func(ctx context.Context) error { _, err := s.GetLiveStream(ctx, ls.ID); return err },
-		"ListLiveStreams":   func(ctx context.Context) error { _, err := s.ListLiveStreams(ctx); return err },
-		"UpdateLiveStream":  func(ctx context.Context) error { _, err := s.UpdateLiveStream(ctx, ls.ID, LiveStreamUpdate{Name: ptr("y")}); return err },
+		"Ping": s.Ping,
+		"CreateLiveStream": func(ctx context.Context) error {
+			_, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "x"})
+			return err
+		},
+		"GetLiveStream":   func(ctx context.Context) error { _, err := s.GetLiveStream(ctx, ls.ID); return err },
+		"ListLiveStreams": func(ctx context.Context) error { _, err := s.ListLiveStreams(ctx); return err },
+		"UpdateLiveStream": func(ctx context.Context) error {
+			_, err := s.UpdateLiveStream(ctx, ls.ID, LiveStreamUpdate{Name: ptr("y")})
+			return err
+		},
 		"DeleteLiveStream":  func(ctx context.Context) error { return s.DeleteLiveStream(ctx, ls.ID) },
 		"ResetStreamKey":    func(ctx context.Context) error { _, err := s.ResetStreamKey(ctx, ls.ID); return err },
 		"LiveStreamIDByKey": func(ctx context.Context) error { _, err := s.LiveStreamIDByKey(ctx, ls.StreamKey); return err },

@@ -19,6 +19,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -72,7 +73,7 @@ type Hub struct {
 	mu       sync.Mutex
 	closed   bool
 	streams  map[media.StreamKey]*publication
-	watchers map[*Watcher]struct{}
+	watchers []*Watcher // in registration order: Publish asks them in this order
 }
 
 // New validates cfg and allocates a hub.
@@ -87,10 +88,9 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 		deps.Log = slog.Default()
 	}
 	h := &Hub{
-		cfg:      cfg,
-		log:      deps.Log,
-		streams:  map[media.StreamKey]*publication{},
-		watchers: map[*Watcher]struct{}{},
+		cfg:     cfg,
+		log:     deps.Log,
+		streams: map[media.StreamKey]*publication{},
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_hub_dropped_access_units_total",
 			Help: "Access units dropped because a subscriber fell behind (dropped until the next keyframe).",
@@ -121,12 +121,12 @@ func (h *Hub) Run(ctx context.Context) error {
 		pubs = append(pubs, p)
 	}
 	watchers := h.watchers
-	h.watchers = map[*Watcher]struct{}{}
+	h.watchers = nil
 	h.mu.Unlock()
 	for _, p := range pubs {
 		h.end(p)
 	}
-	for w := range watchers {
+	for _, w := range watchers {
 		w.close()
 	}
 	return nil
@@ -195,7 +195,7 @@ func (h *Hub) Publish(key media.StreamKey, tracks []media.Track) (*Publisher, er
 		s.push(Event{Tracks: tracks, Restart: restart})
 	}
 	if !restart {
-		for w := range h.watchers {
+		for _, w := range h.watchers {
 			if w.match(key) {
 				s := h.newSubscriber(p)
 				s.push(Event{Tracks: tracks})
@@ -350,7 +350,10 @@ func (p *Publisher) Close() {
 }
 
 // Watch returns a watcher that hands over a new subscriber for every
-// publication started from now on whose key satisfies match.
+// publication started from now on whose key satisfies match. Publish calls
+// the match functions under the hub's lock, in the order the watchers were
+// registered, so a later watcher's match may rely on what an earlier one
+// decided for the same publication.
 func (h *Hub) Watch(match func(media.StreamKey) bool) *Watcher {
 	w := &Watcher{hub: h, match: match, notify: make(chan struct{}, 1)}
 	h.mu.Lock()
@@ -358,7 +361,7 @@ func (h *Hub) Watch(match func(media.StreamKey) bool) *Watcher {
 	if h.closed {
 		w.closed = true
 	} else {
-		h.watchers[w] = struct{}{}
+		h.watchers = append(h.watchers, w)
 	}
 	return w
 }
@@ -421,7 +424,7 @@ func (w *Watcher) Next(ctx context.Context) (*Subscriber, error) {
 // Close stops the watcher; subscribers not yet taken are closed.
 func (w *Watcher) Close() {
 	w.hub.mu.Lock()
-	delete(w.hub.watchers, w)
+	w.hub.watchers = slices.DeleteFunc(w.hub.watchers, func(x *Watcher) bool { return x == w })
 	w.hub.mu.Unlock()
 	w.mu.Lock()
 	pending := w.queue
