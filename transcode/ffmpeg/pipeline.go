@@ -70,6 +70,9 @@ type output struct {
 	enc    *astiav.CodecContext
 	pkt    *astiav.Packet
 
+	lastPTS int64 // in the encoder's time base
+	sent    bool
+
 	work    chan rungJob
 	done    chan error
 	exited  chan struct{}
@@ -209,6 +212,9 @@ func (p *Pipeline) badInput(msg string, err error) {
 	}
 }
 
+// clock90k is the time base of media access units.
+var clock90k = astiav.NewRational(1, 90000)
+
 // padding is the zeroed tail FFmpeg's bitstream readers may read past the
 // end of a packet (AV_INPUT_BUFFER_PADDING_SIZE).
 const padding = 64
@@ -340,7 +346,15 @@ func (p *Pipeline) encodeRung(i int, o *output, f *astiav.Frame, pts int64, key 
 	if err := o.scaler.ScaleFrame(f, dst); err != nil {
 		return fmt.Errorf("transcode: scaling to %s: %w", o.rung.Name, err)
 	}
-	dst.SetPts(pts)
+	// The encoder counts in frames (see openEncoder); a source faster than
+	// its declared frame rate would repeat a tick, so keep ticks strictly
+	// increasing.
+	encPTS := astiav.RescaleQ(pts, clock90k, o.enc.TimeBase())
+	if o.sent && encPTS <= o.lastPTS {
+		encPTS = o.lastPTS + 1
+	}
+	o.lastPTS, o.sent = encPTS, true
+	dst.SetPts(encPTS)
 	dst.SetPictureType(astiav.PictureTypeNone)
 	dst.SetKeyFrame(false)
 	if key {
@@ -364,8 +378,10 @@ func (p *Pipeline) drainEncoder(i int, o *output, emit Emit) error {
 		}
 		var nalus h264.AnnexB
 		uerr := nalus.Unmarshal(o.pkt.Data())
+		tb := o.enc.TimeBase()
 		au := &media.AccessUnit{
-			PTS: o.pkt.Pts(), DTS: o.pkt.Dts(),
+			PTS:      astiav.RescaleQ(o.pkt.Pts(), tb, clock90k),
+			DTS:      astiav.RescaleQ(o.pkt.Dts(), tb, clock90k),
 			Keyframe: o.pkt.Flags().Has(astiav.PacketFlagKey),
 			Payload:  [][]byte(nalus),
 		}
