@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asticode/go-astiav"
@@ -62,7 +64,9 @@ type Pipeline struct {
 }
 
 // output is one rung: its scaler, its reused picture and its encoder, driven
-// by a goroutine of its own so that the rungs scale and encode in parallel.
+// by a goroutine of its own so that the rungs scale and encode in parallel
+// with each other and with the decoding of the next frames. The worker owns
+// the C objects while it runs; the pipeline touches them only after sync.
 type output struct {
 	rung   Rung
 	scaler *astiav.SoftwareScaleContext
@@ -73,24 +77,51 @@ type output struct {
 	lastPTS int64 // in the encoder's time base
 	sent    bool
 
-	work    chan rungJob
-	done    chan error
-	exited  chan struct{}
+	work   chan rungJob
+	exited chan struct{}
+	stop   atomic.Bool // closing without a flush: drop queued frames
+
+	mu      sync.Mutex
 	pending []*media.AccessUnit // encoded by the worker, emitted by Push
+	err     error               // the worker's first error
 }
 
+// rungJob is a decoded frame (a reference of its own) to scale and encode,
+// or, with sync set, a marker the worker closes once it has reached it.
 type rungJob struct {
-	f   *astiav.Frame
-	pts int64
-	key bool
+	f    *astiav.Frame
+	pts  int64
+	key  bool
+	sync chan struct{}
 }
+
+// queueDepth is how many decoded frames a rung may lag behind the decoder.
+const queueDepth = 4
 
 // loop encodes the frames it is handed until work is closed.
 func (o *output) loop(p *Pipeline) {
 	defer close(o.exited)
-	collect := func(_ int, au *media.AccessUnit) { o.pending = append(o.pending, au) }
+	collect := func(_ int, au *media.AccessUnit) {
+		o.mu.Lock()
+		o.pending = append(o.pending, au)
+		o.mu.Unlock()
+	}
 	for j := range o.work {
-		o.done <- p.encodeRung(0, o, j.f, j.pts, j.key, collect)
+		if j.sync != nil {
+			close(j.sync)
+			continue
+		}
+		o.mu.Lock()
+		failed := o.err != nil
+		o.mu.Unlock()
+		if !failed && !o.stop.Load() {
+			if err := p.encodeRung(0, o, j.f, j.pts, j.key, collect); err != nil {
+				o.mu.Lock()
+				o.err = err
+				o.mu.Unlock()
+			}
+		}
+		j.f.Free()
 	}
 }
 
@@ -317,25 +348,44 @@ func (p *Pipeline) encodeFrame(f *astiav.Frame, emit Emit) error {
 			p.nextKey += p.interval
 		}
 	}
-	// Every rung reads the decoded frame at the same time; it is released
-	// only once all of them are done with it.
+	// Every rung gets a reference of its own to the decoded picture, which
+	// lives until the last of them is done with it.
 	for _, o := range p.outs {
-		o.work <- rungJob{f: f, pts: pts, key: key}
+		ref := f.Clone()
+		if ref == nil {
+			return errors.New("transcode: referencing a decoded frame failed")
+		}
+		o.work <- rungJob{f: ref, pts: pts, key: key}
 	}
+	return p.emitReady(emit)
+}
+
+// emitReady emits what the rung workers have encoded so far, rung by rung in
+// order, and returns the first error a worker met.
+func (p *Pipeline) emitReady(emit Emit) error {
 	var first error
-	for _, o := range p.outs {
-		if err := <-o.done; err != nil && first == nil {
+	for i, o := range p.outs {
+		o.mu.Lock()
+		aus, err := o.pending, o.err
+		o.pending = nil
+		o.mu.Unlock()
+		for _, au := range aus {
+			emit(i, au)
+		}
+		if err != nil && first == nil {
 			first = err
 		}
 	}
-	for i, o := range p.outs {
-		for _, au := range o.pending {
-			emit(i, au)
-		}
-		clear(o.pending)
-		o.pending = o.pending[:0]
-	}
 	return first
+}
+
+// sync waits until every rung worker has encoded the frames it was given.
+func (p *Pipeline) sync() {
+	for _, o := range p.outs {
+		ch := make(chan struct{})
+		o.work <- rungJob{sync: ch}
+		<-ch
+	}
 }
 
 func (p *Pipeline) encodeRung(i int, o *output, f *astiav.Frame, pts int64, key bool, emit Emit) error {
@@ -394,6 +444,10 @@ func (p *Pipeline) drainEncoder(i int, o *output, emit Emit) error {
 }
 
 func (p *Pipeline) flushEncoders(emit Emit) error {
+	p.sync()
+	if err := p.emitReady(emit); err != nil {
+		return err
+	}
 	for i, o := range p.outs {
 		if err := o.enc.SendFrame(nil); err != nil && !errors.Is(err, astiav.ErrEof) {
 			return fmt.Errorf("transcode: flushing %s: %w", o.rung.Name, err)
@@ -455,7 +509,7 @@ func (p *Pipeline) openOutputs(f *astiav.Frame) error {
 			return fmt.Errorf("transcode: frame buffer: %w", err)
 		}
 		o := &output{rung: r, scaler: scaler, frame: frame, enc: enc, pkt: astiav.AllocPacket(),
-			work: make(chan rungJob), done: make(chan error), exited: make(chan struct{})}
+			work: make(chan rungJob, queueDepth), exited: make(chan struct{})}
 		go o.loop(p)
 		outs = append(outs, o)
 	}
@@ -485,6 +539,7 @@ func (p *Pipeline) closeOutputs() {
 
 func freeOutputs(outs []*output) {
 	for _, o := range outs {
+		o.stop.Store(true)
 		close(o.work)
 		<-o.exited
 		o.scaler.Free()
