@@ -54,6 +54,9 @@ type Live interface {
 	// IsLive tells whether a live stream is being published right now (or
 	// waits for its publisher to reconnect).
 	IsLive(id string) bool
+	// Problem says what is wrong with a live stream's processing right now
+	// ("" when nothing is), for the API's "error" field.
+	Problem(id string) string
 	// Remove ends a live stream at once, disconnecting its publisher, and
 	// deletes its HLS output. It is called after the stream was deleted.
 	Remove(id string) error

@@ -37,9 +37,10 @@ func TestMain(m *testing.M) {
 // packager, tested with real publishers in internal/app): the test controls
 // its live set and sees what was removed.
 type fakeStatus struct {
-	mu      sync.Mutex
-	live    map[string]bool
-	removed []string
+	mu       sync.Mutex
+	live     map[string]bool
+	removed  []string
+	problems map[string]string
 }
 
 func (f *fakeStatus) Remove(id string) error {
@@ -48,6 +49,12 @@ func (f *fakeStatus) Remove(id string) error {
 	f.removed = append(f.removed, id)
 	delete(f.live, id)
 	return nil
+}
+
+func (f *fakeStatus) Problem(id string) string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.problems[id]
 }
 
 func (f *fakeStatus) removedIDs() []string {
@@ -651,5 +658,21 @@ func TestLiveStreamLadder(t *testing.T) {
 	r = e.doJSON(t, "PATCH", "/v1/live-streams/"+ls.ID, testAdminKey, `{"ladder":"480p:1200k"}`).wantStatus(t, http.StatusOK)
 	if got := decode[liveStreamJSON](t, r); got.Ladder != "480p:1200k" {
 		t.Fatalf("ladder after PATCH %q", got.Ladder)
+	}
+}
+
+func TestLiveStreamShowsAProblem(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	ls := decode[liveStreamJSON](t, e.doJSON(t, "POST", "/v1/live-streams", testAdminKey, `{"name":"p"}`).wantStatus(t, http.StatusCreated))
+	if ls.Error != "" {
+		t.Fatalf("new stream has an error: %q", ls.Error)
+	}
+	e.status.mu.Lock()
+	e.status.problems = map[string]string{ls.ID: "transcoding failed"}
+	e.status.mu.Unlock()
+	got := decode[liveStreamJSON](t, e.doJSON(t, "GET", "/v1/live-streams/"+ls.ID, testAdminKey, "").wantStatus(t, http.StatusOK))
+	if got.Error != "transcoding failed" {
+		t.Fatalf("error %q", got.Error)
 	}
 }

@@ -28,7 +28,9 @@ type liveStreamJSON struct {
 	CreatedAt      time.Time `json:"created_at"`
 	PlaybackPolicy string    `json:"playback_policy"`
 	// Ladder is the stream's own ABR ladder; absent: the node's ladder.
-	Ladder   string       `json:"ladder,omitempty"`
+	Ladder string `json:"ladder,omitempty"`
+	// Error says what went wrong with the broadcast's processing, if anything.
+	Error    string       `json:"error,omitempty"`
 	Ingest   ingestJSON   `json:"ingest"`
 	Playback playbackJSON `json:"playback"`
 }
@@ -61,6 +63,7 @@ func (a *API) liveStreamJSON(ls routing.LiveStream) liveStreamJSON {
 		CreatedAt:      ls.CreatedAt,
 		PlaybackPolicy: ls.PlaybackPolicy,
 		Ladder:         ls.Ladder,
+		Error:          a.status.Problem(ls.ID),
 		Ingest:         ingestJSON{RTMPURL: a.rtmpURL, StreamKey: ls.StreamKey},
 		Playback:       playbackJSON{HLSURL: a.publicURL + "/hls/" + ls.ID + "/master.m3u8"},
 	}

@@ -32,6 +32,7 @@ type job struct {
 
 func (j *job) run(ctx context.Context, sub *stream.Subscriber) {
 	defer sub.Close()
+	j.t.setProblem(j.id, "") // a new broadcast starts clean
 	j.pubs = map[string]*stream.Publisher{}
 	j.keys = map[string]media.StreamKey{}
 	defer j.endAll()
@@ -71,8 +72,12 @@ func (j *job) start(tracks []media.Track, restart bool) {
 			j.aIdx = i
 		}
 	}
-	if j.copy || j.vIdx < 0 {
+	if j.vIdx < 0 {
+		j.t.setProblem(j.id, "no H.264 or H.265 video in the stream: nothing to transcode, the source is served as it came")
 		j.copy = true
+		return
+	}
+	if j.copy {
 		return
 	}
 	j.openPipe()
@@ -113,6 +118,7 @@ func (j *job) fail(err error) {
 	}
 	j.log.Error("transcoding failed; serving the source as it came", "err", err)
 	j.t.fallbacks.WithLabelValues(CopyRendition).Inc()
+	j.t.setProblem(j.id, "transcoding failed, the source is served as it came: "+err.Error())
 	j.copy = true
 }
 

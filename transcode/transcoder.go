@@ -91,8 +91,9 @@ type Transcoder struct {
 	refused   prometheus.Counter
 	fallbacks *prometheus.CounterVec
 
-	mu     sync.Mutex
-	claims map[string]bool
+	mu       sync.Mutex
+	claims   map[string]bool
+	problems map[string]string // stream id -> why its ladder failed
 }
 
 // New validates cfg, picks the encoder backend (probing the hardware for
@@ -122,7 +123,7 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 	}
 	t := &Transcoder{
 		cfg: cfg, log: deps.Log, hub: deps.Hub, ladders: deps.Ladders, backend: backend, limit: limit,
-		claims: map[string]bool{},
+		claims: map[string]bool{}, problems: map[string]string{},
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_transcode_ladders_running", Help: "ABR ladders this node is encoding now.",
 		}),
@@ -216,6 +217,24 @@ func (t *Transcoder) Claim(id string) bool {
 	t.claims[id] = true
 	t.running.Set(float64(len(t.claims)))
 	return true
+}
+
+// Problem says why stream id is not being transcoded as asked ("" when it
+// is fine): the reason its ladder fell back to copying the source.
+func (t *Transcoder) Problem(id string) string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.problems[id]
+}
+
+func (t *Transcoder) setProblem(id, msg string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if msg == "" {
+		delete(t.problems, id)
+	} else {
+		t.problems[id] = msg
+	}
 }
 
 func (t *Transcoder) release(id string) {

@@ -318,7 +318,7 @@ var aacTrack = media.Track{Codec: media.CodecAAC, ClockRate: 48000, AudioConfig:
 func TestAudioOnlySourceIsCopied(t *testing.T) {
 	t.Parallel()
 	hub := newHub(t)
-	startTranscoder(t, hub, softwareConfig("360p:700k,240p:400k", 1))
+	tc := startTranscoder(t, hub, softwareConfig("360p:700k,240p:400k", 1))
 	w := hub.Watch(func(k media.StreamKey) bool { return k.Rendition != media.RenditionSource })
 	defer w.Close()
 
@@ -350,6 +350,10 @@ func TestAudioOnlySourceIsCopied(t *testing.T) {
 		if !reflect.DeepEqual(*au, *sent[i]) {
 			t.Errorf("access unit %d: %+v, sent %+v", i, *au, *sent[i])
 		}
+	}
+	// The API shows why the stream has no ladder.
+	if p := tc.Problem("radio"); !strings.Contains(p, "no H.264 or H.265 video") {
+		t.Errorf("Problem = %q", p)
 	}
 }
 

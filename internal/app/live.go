@@ -9,6 +9,7 @@ import (
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/packager"
+	"github.com/shoal-video/shoal/transcode"
 )
 
 // pipeline is the API's view of this node's media pipeline.
@@ -16,6 +17,14 @@ type pipeline struct {
 	hub    *stream.Hub
 	ingest *rtmp.Server
 	pkg    *packager.Packager
+	tc     *transcode.Transcoder // nil with transcoding off
+}
+
+func (p pipeline) Problem(id string) string {
+	if p.tc == nil {
+		return ""
+	}
+	return p.tc.Problem(id)
 }
 
 func (p pipeline) IsLive(id string) bool { return p.hub.IsLive(id) }

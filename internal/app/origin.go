@@ -89,7 +89,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	defer ingest.Close()
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL,
-	}, store, pipeline{hub: hub, ingest: ingest, pkg: pkg}, log.With("component", "api"))
+	}, store, pipeline{hub: hub, ingest: ingest, pkg: pkg, tc: tc}, log.With("component", "api"))
 	if err != nil {
 		return err
 	}
