@@ -484,6 +484,8 @@ func (p *Pipeline) openOutputs(f *astiav.Frame) error {
 	gop := int(fps.Float64()*p.cfg.KeyframeInterval.Seconds()*4 + 0.5)
 	outs := make([]*output, 0, len(p.rungs))
 	for _, r := range p.rungs {
+		// Never upscale, even when the source shrinks mid-stream.
+		r.Height = min(r.Height, h&^1)
 		r.Width = EvenWidth(w, h, r.Height)
 		scaler, err := astiav.CreateSoftwareScaleContext(w, h, f.PixelFormat(), r.Width, r.Height,
 			p.backend.pixelFormat(), astiav.NewSoftwareScaleContextFlags(astiav.SoftwareScaleContextFlagBilinear))
