@@ -11,14 +11,17 @@ import (
 
 // The hardware backends run the ladder of TestLadderAlignedKeyframes on
 // machines that have the hardware; the variable says so, and then the
-// encoder must work.
+// encoder must work (Probe) and pass the same checks.
 
 func TestNVENCLadderAlignedKeyframes(t *testing.T) {
 	if os.Getenv("SHOAL_TEST_GPU") != "1" {
 		t.Skip("set SHOAL_TEST_GPU=1 on a machine with an NVIDIA GPU to test NVENC")
 	}
 	t.Parallel()
-	hardwareLadder(t, BackendNVENC)
+	if err := Probe(BackendNVENC); err != nil {
+		t.Fatalf("Probe(nvenc): %v", err)
+	}
+	alignedLadder(t, BackendNVENC)
 }
 
 func TestQSVLadderAlignedKeyframes(t *testing.T) {
@@ -26,17 +29,18 @@ func TestQSVLadderAlignedKeyframes(t *testing.T) {
 		t.Skip("set SHOAL_TEST_QSV=1 on a machine with Intel Quick Sync to test QSV")
 	}
 	t.Parallel()
-	hardwareLadder(t, BackendQSV)
+	if err := Probe(BackendQSV); err != nil {
+		t.Fatalf("Probe(qsv): %v", err)
+	}
+	alignedLadder(t, BackendQSV)
 }
 
-// hardwareLadder encodes a 720p source (GOP 1.5 s) to 480p and 360p with a
-// 1 s keyframe grid and checks what TestLadderAlignedKeyframes checks of the
-// software encoder: every frame out, the right sizes, keyframes exactly on
-// the grid and identical in every rung.
-func hardwareLadder(t *testing.T, backend string) {
-	if err := Probe(backend); err != nil {
-		t.Fatalf("Probe(%q): %v", backend, err)
-	}
+// alignedLadder encodes a 720p source (GOP 1.5 s, which the grid must not
+// follow) to 480p and 360p with a 1 s keyframe grid and checks every frame
+// comes out, the sizes, and keyframes exactly on the grid and identical in
+// every rung.
+func alignedLadder(t *testing.T, backend string) []rungOut {
+	t.Helper()
 	src := makeTS(t, 1280, 720, 4, 45)
 	rungs := []Rung{{Name: "480p", Height: 480, Bitrate: 1_200_000}, {Name: "360p", Height: 360, Bitrate: 700_000}}
 	cfg := Config{Backend: backend, Preset: "veryfast", KeyframeInterval: time.Second, Log: quiet}
@@ -65,4 +69,5 @@ func hardwareLadder(t *testing.T, backend string) {
 	if !slices.Equal(outs[0].keys, outs[1].keys) {
 		t.Fatalf("keyframes differ across rungs: %v vs %v", outs[0].keys, outs[1].keys)
 	}
+	return outs
 }
