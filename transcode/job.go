@@ -25,6 +25,9 @@ type job struct {
 	aIdx   int
 	pipe   *ffmpeg.Pipeline
 	copy   bool // the ladder failed: forward the source unchanged
+	// gop holds the source video since its last keyframe, so that a
+	// pipeline that replaces a failed one starts where it failed.
+	gop []*media.AccessUnit
 
 	pubs map[string]*stream.Publisher // rendition -> publisher
 	keys map[string]media.StreamKey
@@ -114,12 +117,29 @@ func (j *job) fail(err error) {
 			delete(j.pubs, name)
 		}
 		j.openPipe()
+		j.replay()
 		return
 	}
 	j.log.Error("transcoding failed; serving the source as it came", "err", err)
 	j.t.fallbacks.WithLabelValues(CopyRendition).Inc()
 	j.t.setProblem(j.id, "transcoding failed, the source is served as it came: "+err.Error())
 	j.copy = true
+}
+
+// maxGOP bounds the source video kept for a replay (10 s at 60 fps).
+const maxGOP = 600
+
+// replay feeds the current GOP to a pipeline that replaced a failed one.
+func (j *job) replay() {
+	for _, au := range j.gop {
+		if j.pipe == nil {
+			return
+		}
+		if err := j.pipe.Push(au, j.emit); err != nil {
+			j.fail(err)
+			return
+		}
+	}
 }
 
 func (j *job) closePipe() {
@@ -136,6 +156,11 @@ func (j *job) handle(au *media.AccessUnit) {
 	}
 	switch au.Track {
 	case j.vIdx:
+		if au.Keyframe || len(j.gop) >= maxGOP {
+			clear(j.gop)
+			j.gop = j.gop[:0]
+		}
+		j.gop = append(j.gop, au)
 		if j.pipe == nil {
 			return
 		}

@@ -473,3 +473,43 @@ func TestNewValidatesConfig(t *testing.T) {
 		t.Fatalf("a good config: %v", err)
 	}
 }
+
+// A hardware encoder that fails when the ladder starts falls back to the
+// software encoder for that stream: the renditions still come out, the
+// fallback is counted, and the API has nothing to complain about.
+func TestHardwareFailureFallsBackToSoftware(t *testing.T) {
+	t.Parallel()
+	if ffmpeg.Probe(ffmpeg.BackendQSV) == nil {
+		t.Skip("Quick Sync works on this machine; the failure this test needs cannot happen")
+	}
+	track, aus := demux(t, makeTS(t, 320, 240, 2, 30))
+	hub := newHub(t)
+	tc := startTranscoder(t, hub, softwareConfig("240p:400k", 1))
+	// As if auto had found QSV and it broke once streams started: its
+	// encoders fail to open here.
+	tc.Transcoder.backend = ffmpeg.BackendQSV
+	w := hub.Watch(func(k media.StreamKey) bool { return k.Rendition != media.RenditionSource })
+	defer w.Close()
+	pub, err := hub.Publish(media.StreamKey{Name: "hw", Rendition: media.RenditionSource}, []media.Track{track})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, au := range aus {
+		pub.Write(au)
+	}
+	pub.Close()
+	sub := nextRendition(t, w)
+	defer sub.Close()
+	if sub.Key().Rendition != "240p" {
+		t.Fatalf("rendition %s, want 240p", sub.Key())
+	}
+	if o := readAll(t, sub); len(o.aus) < 50 {
+		t.Fatalf("%d frames after the fallback, want about 60", len(o.aus))
+	}
+	if got := testutil.ToFloat64(tc.fallbacks.WithLabelValues(ffmpeg.BackendSoftware)); got != 1 {
+		t.Fatalf("fallbacks{to=software} = %v, want 1", got)
+	}
+	if p := tc.Problem("hw"); p != "" {
+		t.Fatalf("Problem = %q after a successful fallback", p)
+	}
+}
