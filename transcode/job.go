@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
+	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
@@ -29,6 +31,11 @@ type job struct {
 	// pipeline that replaces a failed one starts where it failed.
 	gop []*media.AccessUnit
 
+	// dropped is how many source access units the hub had dropped for this
+	// job when last checked; behindLog rate-limits the warning.
+	dropped   uint64
+	behindLog *logx.Limiter
+
 	pubs map[string]*stream.Publisher // rendition -> publisher
 	keys map[string]media.StreamKey
 }
@@ -48,6 +55,9 @@ func (j *job) run(ctx context.Context, sub *stream.Subscriber) {
 		case ev.Tracks != nil:
 			j.start(ev.Tracks, ev.Restart)
 		case ev.AU != nil:
+			if ev.AU.Keyframe && ev.AU.Track == j.vIdx {
+				j.checkBehind(sub.Dropped())
+			}
 			j.handle(ev.AU)
 		}
 	}
@@ -124,6 +134,23 @@ func (j *job) fail(err error) {
 	j.t.fallbacks.WithLabelValues(CopyRendition).Inc()
 	j.t.setProblem(j.id, "transcoding failed, the source is served as it came: "+err.Error())
 	j.copy = true
+}
+
+// checkBehind reports a ladder that cannot keep up with live: the hub drops
+// the source for it until the next keyframe, so its renditions skip.
+func (j *job) checkBehind(dropped uint64) {
+	if dropped <= j.dropped {
+		return
+	}
+	j.t.behind.Add(float64(dropped - j.dropped))
+	j.dropped = dropped
+	if j.behindLog == nil {
+		j.behindLog = logx.NewLimiter(30 * time.Second)
+	}
+	if ok, _ := j.behindLog.Allow(); ok {
+		j.log.Warn("transcoding is falling behind live: source frames were dropped; use a faster preset, a smaller ladder or a GPU",
+			"backend", j.backend, "dropped_total", dropped)
+	}
 }
 
 // maxGOP bounds the source video kept for a replay (10 s at 60 fps).

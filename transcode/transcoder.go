@@ -90,6 +90,7 @@ type Transcoder struct {
 	limitG    prometheus.Gauge
 	refused   prometheus.Counter
 	fallbacks *prometheus.CounterVec
+	behind    prometheus.Counter
 
 	mu       sync.Mutex
 	claims   map[string]bool
@@ -133,13 +134,17 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_transcode_refused_total", Help: "Sources not transcoded because the node was at its limit (served as they came).",
 		}),
+		behind: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_transcode_dropped_source_access_units_total",
+			Help: "Source access units a ladder lost because it could not keep up with live (use a faster preset, a smaller ladder or a GPU).",
+		}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_transcode_fallbacks_total", Help: "Ladders that failed and fell back to the software encoder or to copying the source.",
 		}, []string{"to"}),
 	}
 	t.limitG.Set(float64(limit))
 	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{t.running, t.limitG, t.refused, t.fallbacks} {
+		for _, c := range []prometheus.Collector{t.running, t.limitG, t.refused, t.fallbacks, t.behind} {
 			if err := deps.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("transcode: register metrics: %w", err)
 			}

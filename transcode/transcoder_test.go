@@ -513,3 +513,34 @@ func TestHardwareFailureFallsBackToSoftware(t *testing.T) {
 		t.Fatalf("Problem = %q after a successful fallback", p)
 	}
 }
+
+// A ladder that cannot keep up loses source frames in the hub; the
+// transcoder counts them so operators see it.
+func TestFallingBehindIsCounted(t *testing.T) {
+	t.Parallel()
+	track, aus := demux(t, makeTS(t, 320, 240, 4, 15))
+	h, err := stream.New(stream.Config{QueueSize: 16}, stream.Deps{Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = h.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	tc := startTranscoder(t, h, softwareConfig("240p:400k", 1))
+	pub, err := h.Publish(media.StreamKey{Name: "slow", Rendition: media.RenditionSource}, []media.Track{track})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, au := range aus { // all at once: far faster than any encoder
+		pub.Write(au)
+	}
+	pub.Close()
+	deadline := time.Now().Add(waitLimit)
+	for metric(t, tc.reg, "shoal_transcode_dropped_source_access_units_total") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no dropped source frames were counted")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
