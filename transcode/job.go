@@ -26,7 +26,8 @@ type job struct {
 	vIdx   int
 	aIdx   int
 	pipe   *ffmpeg.Pipeline
-	copy   bool // the ladder failed: forward the source unchanged
+	copy   bool // forward the source unchanged (no video, or the ladder failed)
+	broken bool // the encoders failed: stay in copy mode after reconnects
 	// gop holds the source video since its last keyframe, so that a
 	// pipeline that replaces a failed one starts where it failed.
 	gop []*media.AccessUnit
@@ -71,6 +72,9 @@ func (j *job) start(tracks []media.Track, restart bool) {
 	if restart {
 		j.flush()
 		j.closePipe()
+		clear(j.gop) // the old connection's frames must not be replayed
+		j.gop = j.gop[:0]
+		j.copy = j.broken
 		for name, p := range j.pubs {
 			p.Close() // the hub waits for the reconnect that emit makes
 			delete(j.pubs, name)
@@ -133,7 +137,9 @@ func (j *job) fail(err error) {
 	j.log.Error("transcoding failed; serving the source as it came", "err", err)
 	j.t.fallbacks.WithLabelValues(CopyRendition).Inc()
 	j.t.setProblem(j.id, "transcoding failed, the source is served as it came: "+err.Error())
-	j.copy = true
+	// The rungs end now (ENDLIST) rather than freeze as "live".
+	j.endAll()
+	j.copy, j.broken = true, true
 }
 
 // checkBehind reports a ladder that cannot keep up with live: the hub drops
@@ -279,7 +285,8 @@ func (j *job) endAll() {
 		p.Close()
 		delete(j.pubs, name)
 	}
-	for _, k := range j.keys {
+	for name, k := range j.keys {
 		j.t.hub.End(k)
+		delete(j.keys, name)
 	}
 }

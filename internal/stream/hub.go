@@ -263,7 +263,9 @@ func (h *Hub) publisherGone(pub *Publisher) {
 	}
 	p.publisher = nil
 	if h.cfg.Grace > 0 && !h.closed {
-		p.timer = time.AfterFunc(h.cfg.Grace, func() { h.graceOver(p) })
+		p.graceGen++
+		gen := p.graceGen
+		p.timer = time.AfterFunc(h.cfg.Grace, func() { h.graceOver(p, gen) })
 		p.mu.Unlock()
 		h.mu.Unlock()
 		h.log.Info("publisher left, waiting for a reconnect", "stream", p.key.String(), "grace", h.cfg.Grace)
@@ -274,12 +276,15 @@ func (h *Hub) publisherGone(pub *Publisher) {
 	h.mu.Unlock()
 }
 
-func (h *Hub) graceOver(p *publication) {
+// graceOver ends p when gen is still its current grace period: a timer that
+// fired just as a publisher came back (and maybe left again, starting a new
+// grace period) must not end the publication.
+func (h *Hub) graceOver(p *publication, gen uint64) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.publisher != nil || p.timer == nil {
+	if p.publisher != nil || p.timer == nil || p.graceGen != gen {
 		return // a publisher came back, or the publication already ended
 	}
 	h.log.Info("no reconnect within the grace period, stream ended", "stream", p.key.String())
@@ -321,6 +326,7 @@ type publication struct {
 	hasVideo  bool
 	subs      map[*Subscriber]struct{}
 	timer     *time.Timer
+	graceGen  uint64 // counts grace periods; a timer acts only on its own
 }
 
 // Publisher writes access units into one publication.

@@ -18,6 +18,7 @@ import (
 
 	"github.com/asticode/go-astiav"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 
 	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
@@ -389,6 +390,19 @@ func (p *Pipeline) sync() {
 }
 
 func (p *Pipeline) encodeRung(i int, o *output, f *astiav.Frame, pts int64, key bool, emit Emit) error {
+	// The encoder counts in frames (see openEncoder). A source faster than
+	// its declared frame rate would repeat a tick: such a frame is dropped
+	// (converting to the declared rate), since shifting it would make the
+	// output run ahead of the source's time and of its audio. Forced
+	// keyframes are kept: they move to the next tick.
+	encPTS := astiav.RescaleQ(pts, clock90k, o.enc.TimeBase())
+	if o.sent && encPTS <= o.lastPTS {
+		if !key {
+			return nil
+		}
+		encPTS = o.lastPTS + 1
+	}
+	o.lastPTS, o.sent = encPTS, true
 	dst := o.frame
 	if err := makeWritable(dst); err != nil {
 		return fmt.Errorf("transcode: frame buffer: %w", err)
@@ -396,14 +410,6 @@ func (p *Pipeline) encodeRung(i int, o *output, f *astiav.Frame, pts int64, key 
 	if err := o.scaler.ScaleFrame(f, dst); err != nil {
 		return fmt.Errorf("transcode: scaling to %s: %w", o.rung.Name, err)
 	}
-	// The encoder counts in frames (see openEncoder); a source faster than
-	// its declared frame rate would repeat a tick, so keep ticks strictly
-	// increasing.
-	encPTS := astiav.RescaleQ(pts, clock90k, o.enc.TimeBase())
-	if o.sent && encPTS <= o.lastPTS {
-		encPTS = o.lastPTS + 1
-	}
-	o.lastPTS, o.sent = encPTS, true
 	dst.SetPts(encPTS)
 	dst.SetPictureType(astiav.PictureTypeNone)
 	dst.SetKeyFrame(false)
@@ -472,15 +478,33 @@ func (p *Pipeline) OutputRungs() []Rung {
 	return out
 }
 
-func (p *Pipeline) openOutputs(f *astiav.Frame) error {
-	w, h := f.Width(), f.Height()
-	fps := astiav.NewRational(30, 1)
-	if p.src.Codec == media.CodecH264 {
+// frameRate is the source's declared frame rate (SPS timing info), or 60
+// when it declares none: the encoders count in ticks of 1/frame rate, and a
+// frame that would repeat a tick is dropped, so a too-low guess would halve
+// the frame rate while a too-high one only costs a little quality.
+func (p *Pipeline) frameRate() astiav.Rational {
+	var fps float64
+	switch p.src.Codec {
+	case media.CodecH264:
 		var sps h264.SPS
-		if err := sps.Unmarshal(p.src.SPS); err == nil && sps.FPS() > 0 {
-			fps = astiav.NewRational(int(sps.FPS()*1000+0.5), 1000)
+		if err := sps.Unmarshal(p.src.SPS); err == nil {
+			fps = sps.FPS()
+		}
+	case media.CodecH265:
+		var sps h265.SPS
+		if err := sps.Unmarshal(p.src.SPS); err == nil {
+			fps = sps.FPS()
 		}
 	}
+	if fps <= 1 || fps > 240 {
+		return astiav.NewRational(60, 1)
+	}
+	return astiav.NewRational(int(fps*1000+0.5), 1000)
+}
+
+func (p *Pipeline) openOutputs(f *astiav.Frame) error {
+	w, h := f.Width(), f.Height()
+	fps := p.frameRate()
 	gop := int(fps.Float64()*p.cfg.KeyframeInterval.Seconds()*4 + 0.5)
 	outs := make([]*output, 0, len(p.rungs))
 	for _, r := range p.rungs {
