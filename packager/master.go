@@ -26,6 +26,7 @@ type streamState struct {
 	removed bool // guarded by p.mu: delete the output once every rendition finished
 
 	mu         sync.Mutex
+	runs       int // rendition runs started in this session
 	renditions map[string]*variantInfo
 	audioOwner string
 	audio      *variantInfo
@@ -61,6 +62,14 @@ func (v *variantInfo) average() float64 {
 		return 0
 	}
 	return float64(v.bytes) * 8 / v.seconds
+}
+
+// nextRun numbers a run of a rendition within the session.
+func (st *streamState) nextRun() int {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.runs++
+	return st.runs - 1
 }
 
 // claimAudio makes rendition the owner of the audio group unless another

@@ -5,8 +5,8 @@
 //	<id>/master.m3u8                     variants + the audio group
 //	<id>/<rendition>/index.m3u8          live: sliding window; ended: whole recording (VOD)
 //	<id>/<rendition>/recording.m3u8      every segment since the stream started (EVENT, ENDLIST at the end)
-//	<id>/<rendition>/init-<s>-<g>.mp4    fMP4 initialization section (new one after a reconnect or codec change)
-//	<id>/<rendition>/<s>-<n>.m4s|.ts     segment n of session s; never rewritten
+//	<id>/<rendition>/init-<s>-<r>-<g>.mp4  fMP4 initialization section g (a new one after a reconnect or codec change)
+//	<id>/<rendition>/<s>-<r>-<n>.m4s|.ts   segment n of run r of the rendition in session s; never rewritten
 //	<id>/audio/...                       the audio group, same files as a rendition
 //
 // Every rendition is video-only; audio is packaged once, from the first
@@ -85,7 +85,11 @@ type Packager struct {
 
 	mu      sync.Mutex
 	streams map[string]*streamState
+	removed map[string]bool // deleted streams: output arriving late is refused
 }
+
+// errRemoved refuses output for a stream that was deleted.
+var errRemoved = errors.New("the stream was deleted")
 
 // New validates cfg.
 func New(cfg Config, deps Deps) (*Packager, error) {
@@ -111,6 +115,7 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 	p := &Packager{
 		cfg: cfg, log: deps.Log, format: f,
 		streams:    map[string]*streamState{},
+		removed:    map[string]bool{},
 		errLimiter: logx.NewLimiter(5 * time.Second),
 		segments: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_packager_segments_total", Help: "HLS segments written, by kind (video or audio).",
@@ -180,6 +185,9 @@ func (p *Packager) reportError(log *slog.Logger, msg string, err error) {
 func (p *Packager) join(id string) (*streamState, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.removed[id] {
+		return nil, errRemoved
+	}
 	if st := p.streams[id]; st != nil {
 		st.active++
 		return st, nil
@@ -223,6 +231,9 @@ func (p *Packager) Remove(id string) error {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	// Renditions may still arrive (a transcoder flushing its encoders):
+	// they must not bring the output back. Ids are never reused.
+	p.removed[id] = true
 	if st := p.streams[id]; st != nil {
 		st.removed = true
 		return nil

@@ -24,6 +24,7 @@ var (
 )
 
 type rig struct {
+	pkg  *Packager
 	hub  *stream.Hub
 	dir  string
 	done chan struct{}
@@ -42,7 +43,7 @@ func newRig(t *testing.T, format string, grace time.Duration) *rig {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &rig{hub: hub, dir: dir, done: make(chan struct{}), stop: cancel}
+	r := &rig{pkg: p, hub: hub, dir: dir, done: make(chan struct{}), stop: cancel}
 	go func() { _ = hub.Run(ctx) }()
 	go func() { _ = p.Run(ctx); close(r.done) }()
 	t.Cleanup(func() { cancel(); <-r.done })
@@ -274,5 +275,35 @@ func TestNewFinishesRecordingsLeftOpen(t *testing.T) {
 	}
 	if rec := readPlaylist(t, filepath.Join(sub, "recording.m3u8")); !rec.Closed {
 		t.Fatal("recording.m3u8 not closed")
+	}
+}
+
+func TestRemovedStreamStaysRemoved(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, FormatFMP4, 0)
+	p := r.pkg
+	if err := p.Remove("gone"); err != nil {
+		t.Fatal(err)
+	}
+	// A rendition that arrives after the delete (a transcoder's last flush)
+	// must not recreate the output.
+	pub, err := r.hub.Publish(media.StreamKey{Name: "gone", Rendition: "360p"}, tracks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(pub, 3, 60)
+	pub.Close()
+	other, _ := r.hub.Publish(media.StreamKey{Name: "kept", Rendition: media.RenditionSource}, tracks)
+	feed(other, 3, 60)
+	other.Close()
+	waitFor(t, "the other stream", func() bool {
+		b, _ := os.ReadFile(filepath.Join(r.dir, "kept", "source", "index.m3u8"))
+		return strings.Contains(string(b), "#EXT-X-ENDLIST")
+	})
+	if _, err := os.Stat(filepath.Join(r.dir, "gone")); !os.IsNotExist(err) {
+		t.Fatalf("a deleted stream's output came back: %v", err)
+	}
+	if err := p.Remove("../x"); err == nil {
+		t.Fatal("Remove accepted a bad id")
 	}
 }

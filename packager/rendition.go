@@ -3,6 +3,7 @@ package packager
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -29,6 +30,10 @@ type rendition struct {
 	log  *slog.Logger
 	warn *logx.Limiter
 
+	// prefix starts every file name of this run of the rendition: a
+	// rendition that comes back within a session never rewrites a file.
+	prefix string
+
 	tracks     []media.Track
 	vIdx, aIdx int // indexes into tracks, -1 when absent
 	video      *trackOut
@@ -50,13 +55,18 @@ func (p *Packager) runRendition(ctx context.Context, sub *stream.Subscriber) {
 	key := sub.Key()
 	log := p.log.With("stream", key.Name, "rendition", key.Rendition)
 	st, err := p.join(key.Name)
+	if errors.Is(err, errRemoved) {
+		log.Debug("not packaging a deleted stream")
+		return
+	}
 	if err != nil {
 		p.reportError(log, "starting HLS output", err)
 		return
 	}
 	defer p.leave(st)
-	r := &rendition{p: p, st: st, name: key.Rendition, log: log, warn: logx.NewLimiter(5 * time.Second), vIdx: -1, aIdx: -1}
-	log.Info("packaging started", "session", st.session)
+	r := &rendition{p: p, st: st, name: key.Rendition, log: log, warn: logx.NewLimiter(5 * time.Second), vIdx: -1, aIdx: -1,
+		prefix: st.session + "-" + strconv.Itoa(st.nextRun())}
+	log.Info("packaging started", "files", r.prefix)
 	for {
 		ev, err := sub.Next(ctx)
 		if err != nil {
@@ -409,7 +419,7 @@ func (t *trackOut) flush(withLast bool) {
 			return
 		}
 		if data != nil {
-			name := fmt.Sprintf("init-%s-%d.mp4", t.r.st.session, t.initGen)
+			name := fmt.Sprintf("init-%s-%d.mp4", t.r.prefix, t.initGen)
 			t.initGen++
 			if err := writeFile(filepath.Join(t.dir, name), data); err != nil {
 				p.reportError(log, "writing the initialization section", err)
@@ -423,7 +433,7 @@ func (t *trackOut) flush(withLast bool) {
 		p.reportError(log, "building a segment", err)
 		return
 	}
-	name := t.r.st.session + "-" + strconv.FormatUint(uint64(t.seq), 10) + p.format.ext()
+	name := t.r.prefix + "-" + strconv.FormatUint(uint64(t.seq), 10) + p.format.ext()
 	if err := writeFile(filepath.Join(t.dir, name), data); err != nil {
 		p.reportError(log, "writing a segment", err)
 		return
