@@ -28,7 +28,11 @@ type streamState struct {
 	mu         sync.Mutex
 	runs       int // rendition runs started in this session
 	renditions map[string]*variantInfo
-	audioOwner string
+	// The audio group is one media playlist for the whole stream: the
+	// rendition that owns it writes it; when the owner ends while the
+	// stream goes on, another rendition takes it over (discontinuity).
+	audioOwner *rendition
+	audioOut   *trackOut
 	audio      *variantInfo
 	lastMaster []byte
 }
@@ -72,16 +76,40 @@ func (st *streamState) nextRun() int {
 	return st.runs - 1
 }
 
-// claimAudio makes rendition the owner of the audio group unless another
-// rendition already is; it reports whether rendition owns it.
-func (st *streamState) claimAudio(rendition string) bool {
+// claimAudio makes r the owner of the audio group unless another rendition
+// owns it, and returns the audio playlist r now writes (nil when it does
+// not own it). Taking over from an ended owner continues the playlist after
+// a discontinuity, under r's file names.
+func (st *streamState) claimAudio(r *rendition, tr media.Track) *trackOut {
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if st.audioOwner == "" {
-		st.audioOwner = rendition
+	switch {
+	case st.audioOwner == r:
+		return st.audioOut
+	case st.audioOwner != nil:
+		return nil
+	case st.audioOut == nil:
 		st.audio = &variantInfo{}
+		st.audioOut = r.newTrackOut(filepath.Join(st.dir, AudioDir), tr)
+	default:
+		st.audioOut.r = r
+		st.audioOut.track = tr
+		st.audioOut.restart()
+		// Continue where the previous owner stopped, not before it.
+		st.audioOut.resumeAt = st.audioOut.endTicks
+		r.log.Info("taking over the audio group from a rendition that ended")
 	}
-	return st.audioOwner == rendition
+	st.audioOwner = r
+	return st.audioOut
+}
+
+// releaseAudio gives up r's ownership of the audio group.
+func (st *streamState) releaseAudio(r *rendition) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.audioOwner == r {
+		st.audioOwner = nil
+	}
 }
 
 // segmentDone records a finished segment and rewrites the master playlist
@@ -107,13 +135,13 @@ func (st *streamState) segmentDone(rendition string, t media.Track, isAudio bool
 	st.writeMasterLocked(false)
 }
 
-func (st *streamState) renditionEnded(rendition string, hadAudio bool) {
+func (st *streamState) renditionEnded(rendition string, audioEnded bool) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if v := st.renditions[rendition]; v != nil {
 		v.ended = true
 	}
-	if hadAudio && st.audio != nil {
+	if audioEnded && st.audio != nil {
 		st.audio.ended = true
 	}
 	st.writeMasterLocked(true)

@@ -214,12 +214,25 @@ func (p *Packager) leave(st *streamState) {
 	st.active--
 	if st.active == 0 && p.streams[st.id] == st {
 		delete(p.streams, st.id)
+		// An audio group whose owner ended while others ran, and that
+		// nobody took over, ends with the last rendition.
+		if a := st.audioOut; a != nil && !a.ended {
+			a.ended = true
+			a.writePlaylists()
+		}
 		if st.removed {
 			if err := os.RemoveAll(st.dir); err != nil {
 				p.log.Error("removing the HLS output of a deleted stream", "stream", st.id, "err", err)
 			}
 		}
 	}
+}
+
+// othersActive reports whether renditions of st other than the caller run.
+func (p *Packager) othersActive(st *streamState) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return st.active > 1
 }
 
 // Remove deletes the HLS output of stream id. If the stream is being

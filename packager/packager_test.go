@@ -58,9 +58,14 @@ var tracks = []media.Track{
 // feed publishes seconds of 30 fps video with a keyframe every gop frames and
 // 48 kHz AAC frames, interleaved in time order, starting at input time 0.
 func feed(pub *stream.Publisher, seconds float64, gop int) {
-	frames := int(seconds * 30)
-	audioFrames := int(seconds * 48000 / 1024)
-	v, a := 0, 0
+	feedRange(pub, 0, seconds, gop)
+}
+
+// feedRange is feed from input time from (seconds) on.
+func feedRange(pub *stream.Publisher, from, seconds float64, gop int) {
+	frames := int((from + seconds) * 30)
+	audioFrames := int((from + seconds) * 48000 / 1024)
+	v, a := int(from*30), int(from*48000/1024)
 	for v < frames || a < audioFrames {
 		vt := float64(v) / 30
 		at := float64(a) * 1024 / 48000
@@ -305,5 +310,48 @@ func TestRemovedStreamStaysRemoved(t *testing.T) {
 	}
 	if err := p.Remove("../x"); err == nil {
 		t.Fatal("Remove accepted a bad id")
+	}
+}
+
+// When the rendition that writes the audio group ends while another goes on,
+// the other takes the audio over: the audio playlist continues (after a
+// discontinuity) and ends only with the stream.
+func TestAudioGroupOutlivesItsOwner(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, FormatFMP4, 0)
+	hi, _ := r.hub.Publish(media.StreamKey{Name: "ho", Rendition: "720p"}, tracks)
+	feedRange(hi, 0, 0.1, 60) // 720p claims the audio group first
+	waitFor(t, "720p to own the audio group", func() bool {
+		_, err := os.Stat(filepath.Join(r.dir, "ho", "audio"))
+		return err == nil
+	})
+	lo, _ := r.hub.Publish(media.StreamKey{Name: "ho", Rendition: "360p"}, tracks)
+	feedRange(hi, 0.1, 3.9, 60)
+	feedRange(lo, 0, 4, 60)
+	hi.Close() // the owner ends after 4 s
+	audio := filepath.Join(r.dir, "ho", "audio", "recording.m3u8")
+	waitFor(t, "the owner to finish", func() bool {
+		b, _ := os.ReadFile(filepath.Join(r.dir, "ho", "720p", "index.m3u8"))
+		return strings.Contains(string(b), "#EXT-X-ENDLIST")
+	})
+	if b, _ := os.ReadFile(audio); strings.Contains(string(b), "#EXT-X-ENDLIST") {
+		t.Fatal("the audio group ended with its owner while the stream goes on")
+	}
+	feedRange(lo, 4, 4, 60)
+	lo.Close()
+	waitFor(t, "the audio group to end with the stream", func() bool {
+		b, _ := os.ReadFile(audio)
+		return strings.Contains(string(b), "#EXT-X-ENDLIST")
+	})
+	pl := readPlaylist(t, audio)
+	total, disc := 0.0, 0
+	for _, s := range segments(pl) {
+		total += s.Duration
+		if s.Discontinuity {
+			disc++
+		}
+	}
+	if disc != 1 || total < 7 || total > 8.1 {
+		t.Fatalf("audio: %.2f s with %d discontinuities, want about 8 s with 1", total, disc)
 	}
 }

@@ -38,7 +38,6 @@ type rendition struct {
 	vIdx, aIdx int // indexes into tracks, -1 when absent
 	video      *trackOut
 	audio      *trackOut
-	ownsAudio  bool
 
 	// The output timeline: input time + offset. rebase is set at the start
 	// and after a reconnect; the first accepted access unit then fixes the
@@ -129,11 +128,10 @@ func (r *rendition) setTracks(tracks []media.Track, restart bool) {
 		}
 	}
 	if r.aIdx >= 0 {
-		if r.audio == nil && r.st.claimAudio(r.name) {
-			r.ownsAudio = true
-			r.audio = r.newTrackOut(filepath.Join(r.st.dir, AudioDir), tracks[r.aIdx])
-		} else if r.audio != nil {
+		if r.audio != nil {
 			r.audio.setTrack(tracks[r.aIdx])
+		} else {
+			r.audio = r.st.claimAudio(r, tracks[r.aIdx])
 		}
 	}
 	r.rebase, r.started, r.cuts = true, false, nil
@@ -155,7 +153,13 @@ func (r *rendition) handle(au *media.AccessUnit) {
 	switch {
 	case au.Track == r.vIdx:
 		r.handleVideo(au)
-	case au.Track == r.aIdx && r.audio != nil:
+	case au.Track == r.aIdx:
+		if r.audio == nil {
+			// The audio group's owner may have ended: take it over.
+			if r.audio = r.st.claimAudio(r, r.tracks[r.aIdx]); r.audio == nil {
+				return
+			}
+		}
 		r.handleAudio(au)
 	}
 }
@@ -226,6 +230,9 @@ func (r *rendition) handleAudio(au *media.AccessUnit) {
 		return
 	}
 	dts := media.Ticks(at, t.track.ClockRate)
+	if dts < t.resumeAt {
+		return // the previous owner of the audio group already wrote it
+	}
 	cut := false
 	if t.last != nil && t.segStart >= 0 {
 		if r.vIdx >= 0 {
@@ -257,15 +264,25 @@ func (r *rendition) flushAll() {
 	r.cuts = nil
 }
 
+// finish ends the rendition's playlists. The audio group ends with it only
+// when no other rendition of the stream is running; otherwise one of them
+// takes it over (and the last one to finish ends it, see Packager.leave).
 func (r *rendition) finish() {
 	r.flushAll()
-	for _, t := range []*trackOut{r.video, r.audio} {
-		if t != nil {
-			t.ended = true
-			t.writePlaylists()
+	if r.video != nil {
+		r.video.ended = true
+		r.video.writePlaylists()
+	}
+	audioEnded := false
+	if r.audio != nil {
+		r.st.releaseAudio(r)
+		if !r.p.othersActive(r.st) {
+			r.audio.ended = true
+			r.audio.writePlaylists()
+			audioEnded = true
 		}
 	}
-	r.st.renditionEnded(r.name, r.ownsAudio)
+	r.st.renditionEnded(r.name, audioEnded)
 }
 
 func sizeOf(p [][]byte) int {
@@ -295,6 +312,7 @@ type trackOut struct {
 	lastDur  int64
 	segStart int64 // dts of the first sample of the current segment, -1 when none
 	endTicks int64 // where the last flushed segment ends
+	resumeAt int64 // samples before this are already in the playlist (an audio takeover)
 	ended    bool
 }
 
