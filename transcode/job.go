@@ -38,14 +38,16 @@ type job struct {
 	behindLog *logx.Limiter
 
 	pubs map[string]*stream.Publisher // rendition -> publisher
-	keys map[string]media.StreamKey
+	// last is the latest publisher of every rendition this job published,
+	// to end them all when the job ends.
+	last map[string]*stream.Publisher
 }
 
 func (j *job) run(ctx context.Context, sub *stream.Subscriber) {
 	defer sub.Close()
 	j.t.setProblem(j.id, "") // a new broadcast starts clean
 	j.pubs = map[string]*stream.Publisher{}
-	j.keys = map[string]media.StreamKey{}
+	j.last = map[string]*stream.Publisher{}
 	defer j.endAll()
 	for {
 		ev, err := sub.Next(ctx)
@@ -274,19 +276,19 @@ func (j *job) publish(name string, tracks []media.Track) (*stream.Publisher, err
 		return nil, err
 	}
 	j.pubs[name] = p
-	j.keys[name] = key
+	j.last[name] = p
 	return p, nil
 }
 
-// endAll ends every rendition at once (no reconnect grace: the source
-// already had its own).
+// endAll ends every rendition this job published at once (no reconnect
+// grace: the source already had its own).
 func (j *job) endAll() {
 	for name, p := range j.pubs {
 		p.Close()
 		delete(j.pubs, name)
 	}
-	for name, k := range j.keys {
-		j.t.hub.End(k)
-		delete(j.keys, name)
+	for name, p := range j.last {
+		p.End() // only if no newer publisher (another job of the same id) took over
+		delete(j.last, name)
 	}
 }

@@ -92,8 +92,12 @@ type Transcoder struct {
 	fallbacks *prometheus.CounterVec
 	behind    prometheus.Counter
 
-	mu       sync.Mutex
-	claims   map[string]bool
+	mu sync.Mutex
+	// claims maps a stream id to the generation of the job holding its
+	// slot: a new broadcast can start while the last one's job drains, and
+	// only the newest job's end frees the slot.
+	claims   map[string]uint64
+	claimGen uint64
 	problems map[string]string // stream id -> why its ladder failed
 }
 
@@ -124,7 +128,7 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 	}
 	t := &Transcoder{
 		cfg: cfg, log: deps.Log, hub: deps.Hub, ladders: deps.Ladders, backend: backend, limit: limit,
-		claims: map[string]bool{}, problems: map[string]string{},
+		claims: map[string]uint64{}, problems: map[string]string{},
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_transcode_ladders_running", Help: "ABR ladders this node is encoding now.",
 		}),
@@ -152,7 +156,7 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 	}
 	deps.Log.Info("transcoding", "backend", backend, "max_ladders", limit, "ladder", cfg.Ladder.String())
 	t.watcher = deps.Hub.Watch(func(k media.StreamKey) bool {
-		return k.Rendition == media.RenditionSource && t.Claim(k.Name)
+		return k.Rendition == media.RenditionSource && t.claim(k.Name, true)
 	})
 	return t, nil
 }
@@ -201,15 +205,26 @@ func pickBackend(hw string, log *slog.Logger) (string, error) {
 func (t *Transcoder) Claimed(id string) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.claims[id]
+	_, ok := t.claims[id]
+	return ok
 }
 
 // Claim reports whether this node transcodes stream id, taking one of its
 // ladder slots the first time it is asked.
 func (t *Transcoder) Claim(id string) bool {
+	return t.claim(id, false)
+}
+
+// claim takes stream id's slot; forJob gives the slot to a new job even
+// when an older job of the same id still holds it.
+func (t *Transcoder) claim(id string, forJob bool) bool {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.claims[id] {
+	if _, ok := t.claims[id]; ok {
+		if forJob {
+			t.claimGen++
+			t.claims[id] = t.claimGen
+		}
 		return true
 	}
 	if len(t.claims) >= t.limit {
@@ -219,9 +234,17 @@ func (t *Transcoder) Claim(id string) bool {
 		}
 		return false
 	}
-	t.claims[id] = true
+	t.claimGen++
+	t.claims[id] = t.claimGen
 	t.running.Set(float64(len(t.claims)))
 	return true
+}
+
+// claimOf returns the generation of the job that holds id's slot.
+func (t *Transcoder) claimOf(id string) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.claims[id]
 }
 
 // Problem says why stream id is not being transcoded as asked ("" when it
@@ -242,10 +265,13 @@ func (t *Transcoder) setProblem(id, msg string) {
 	}
 }
 
-func (t *Transcoder) release(id string) {
+// release frees id's slot if the job of generation gen still holds it.
+func (t *Transcoder) release(id string, gen uint64) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	delete(t.claims, id)
+	if t.claims[id] == gen {
+		delete(t.claims, id)
+	}
 	t.running.Set(float64(len(t.claims)))
 }
 
@@ -283,8 +309,9 @@ func (t *Transcoder) Run(ctx context.Context) error {
 		if err != nil {
 			break
 		}
+		gen := t.claimOf(sub.Key().Name)
 		g.Go(func() error {
-			defer t.release(sub.Key().Name)
+			defer t.release(sub.Key().Name, gen)
 			id := sub.Key().Name
 			j := &job{t: t, id: id, backend: t.backend, log: t.log.With("stream", id), ladder: t.ladderFor(ctx, id)}
 			j.run(ctx, sub)

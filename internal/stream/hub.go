@@ -184,6 +184,7 @@ func (h *Hub) Publish(key media.StreamKey, tracks []media.Track) (*Publisher, er
 	}
 	pub := &Publisher{hub: h, pub: p}
 	p.publisher = pub
+	p.last = pub
 	p.tracks = tracks
 	p.hasVideo = false
 	for _, t := range tracks {
@@ -326,7 +327,8 @@ type publication struct {
 	hasVideo  bool
 	subs      map[*Subscriber]struct{}
 	timer     *time.Timer
-	graceGen  uint64 // counts grace periods; a timer acts only on its own
+	graceGen  uint64     // counts grace periods; a timer acts only on its own
+	last      *Publisher // the latest publisher, connected or waited for
 }
 
 // Publisher writes access units into one publication.
@@ -346,6 +348,23 @@ func (p *Publisher) Write(au *media.AccessUnit) {
 	}
 	for s := range p.pub.subs {
 		s.pushAU(au, p.pub.tracks)
+	}
+}
+
+// End ends the publication now, without a reconnect grace, if p is still
+// its latest publisher: a publication that another publisher has taken over
+// since (or a new publication of the same key) is left alone.
+func (p *Publisher) End() {
+	h := p.hub
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.streams[p.pub.key] != p.pub {
+		return
+	}
+	p.pub.mu.Lock()
+	defer p.pub.mu.Unlock()
+	if p.pub.last == p {
+		h.endLocked(p.pub)
 	}
 }
 

@@ -231,3 +231,22 @@ func TestEndSkipsTheGrace(t *testing.T) {
 		t.Fatal("still live after End")
 	}
 }
+
+func TestPublisherEndLeavesANewerPublisherAlone(t *testing.T) {
+	t.Parallel()
+	h, _ := newHub(t, Config{QueueSize: 16, Grace: time.Hour})
+	old, _ := h.Publish(testKey, testTracks)
+	old.Close()
+	cur, err := h.Publish(testKey, testTracks) // a reconnect takes the publication over
+	if err != nil {
+		t.Fatal(err)
+	}
+	old.End()
+	if !h.IsLive("abc") {
+		t.Fatal("an old publisher's End ended the reconnected publication")
+	}
+	cur.End()
+	if h.IsLive("abc") {
+		t.Fatal("End by the latest publisher did not end the publication")
+	}
+}
