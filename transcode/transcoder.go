@@ -300,7 +300,9 @@ func (t *Transcoder) ladderFor(ctx context.Context, id string) media.Ladder {
 }
 
 // Run transcodes claimed sources until ctx is done or the hub closes, and
-// returns once every ladder has finished.
+// returns once every ladder has finished. Ladders already running when ctx
+// is done go on until their source ends (end it in the hub), so that they
+// flush their encoders and end their renditions properly.
 func (t *Transcoder) Run(ctx context.Context) error {
 	defer t.watcher.Close()
 	var g errgroup.Group
@@ -314,7 +316,7 @@ func (t *Transcoder) Run(ctx context.Context) error {
 			defer t.release(sub.Key().Name, gen)
 			id := sub.Key().Name
 			j := &job{t: t, id: id, backend: t.backend, log: t.log.With("stream", id), ladder: t.ladderFor(ctx, id)}
-			j.run(ctx, sub)
+			j.run(context.WithoutCancel(ctx), sub)
 			return nil
 		})
 	}

@@ -118,8 +118,11 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	defer stopPkg()
 	var pkgGroup errgroup.Group
 	pkgGroup.Go(func() error { return pkg.Run(pkgCtx) })
+	tcCtx, stopTC := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopTC()
+	var tcGroup errgroup.Group
 	if tc != nil {
-		pkgGroup.Go(func() error { return tc.Run(pkgCtx) })
+		tcGroup.Go(func() error { return tc.Run(tcCtx) })
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -127,7 +130,13 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	g.Go(func() error { return httpSrv.run(gctx) })
 	err = g.Wait()
 
-	stopHub() // ends publications: the packager finishes them and sees the hub close
+	// Shutdown ends the live sources first, so that every ladder flushes its
+	// encoders and ends its renditions, then the hub (ending whatever is
+	// left); the packager finishes every playlist it was writing (ENDLIST).
+	hub.EndAll(func(k media.StreamKey) bool { return k.Rendition == media.RenditionSource })
+	stopTC() // no new ladders; running ones finish their source
+	_ = tcGroup.Wait()
+	stopHub()
 	_ = hubGroup.Wait()
 	_ = pkgGroup.Wait()
 	stopPkg()

@@ -266,3 +266,27 @@ func TestResolutionChangeMidStream(t *testing.T) {
 		t.Logf("%s lasts %.3f s", r, d)
 	}
 }
+
+// Stopping the node mid-broadcast ends every rendition properly: the
+// sources end first, the ladders flush and end their renditions, and every
+// playlist gets ENDLIST.
+func TestShutdownFinishesTheLadder(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "SHOAL_TRANSCODE_MAX_LADDERS=1", "SHOAL_TRANSCODE_HWACCEL=none", "SHOAL_TRANSCODE_PRESET=ultrafast",
+		"SHOAL_TRANSCODE_LADDER=360p:700k,240p:400k")
+	ls := n.createStream("shutdown")
+	publish(t, clip(t, 10), n.rtmp+"/"+ls.StreamKey)
+	n.waitFor("both renditions", 20*time.Second, func() bool {
+		m := n.playlist(ls.ID, "master.m3u8")
+		return strings.Contains(m, "360p/index.m3u8") && strings.Contains(m, "240p/index.m3u8")
+	})
+	n.stop()
+	code := <-n.done
+	n.done <- code // for the cleanup
+	for _, r := range []string{"360p", "240p", "audio"} {
+		b, err := os.ReadFile(filepath.Join(n.dataDir, "hls", ls.ID, r, "index.m3u8"))
+		if err != nil || !strings.Contains(string(b), "#EXT-X-ENDLIST") {
+			t.Errorf("%s/index.m3u8 after shutdown: %v\n%s", r, err, b)
+		}
+	}
+}

@@ -223,6 +223,23 @@ func (h *Hub) End(key media.StreamKey) bool {
 	return true
 }
 
+// EndAll ends, as End does, every publication whose key satisfies match,
+// and returns how many it ended.
+func (h *Hub) EndAll(match func(media.StreamKey) bool) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for k, p := range h.streams {
+		if match(k) {
+			p.mu.Lock()
+			h.endLocked(p)
+			p.mu.Unlock()
+			n++
+		}
+	}
+	return n
+}
+
 // Subscribe attaches to a publication that is already running. Most
 // consumers use Watch instead, which cannot miss the first access units.
 func (h *Hub) Subscribe(key media.StreamKey) (*Subscriber, error) {
