@@ -23,7 +23,7 @@ import (
 type Config struct {
 	RedisURL      string `yaml:"redis_url"`
 	DataDir       string `yaml:"data_dir"`
-	HTTPAddr      string `yaml:"http_addr"` // API, web and origin HLS
+	HTTPAddr      string `yaml:"http_addr"` // API, origin HLS, health and metrics
 	RTMPAddr      string `yaml:"rtmp_addr"`
 	AdminKey      string `yaml:"admin_key"`       // empty: no bootstrap key
 	PublicURL     string `yaml:"public_url"`      // no trailing slash
