@@ -66,18 +66,7 @@ func (p *Packager) runRendition(ctx context.Context, sub *stream.Subscriber) {
 	r := &rendition{p: p, st: st, name: key.Rendition, log: log, warn: logx.NewLimiter(5 * time.Second), vIdx: -1, aIdx: -1,
 		prefix: st.session + "-" + strconv.Itoa(st.nextRun())}
 	log.Info("packaging started", "files", r.prefix)
-	for {
-		ev, err := sub.Next(ctx)
-		if err != nil {
-			break
-		}
-		switch {
-		case ev.Tracks != nil:
-			r.setTracks(ev.Tracks, ev.Restart)
-		case ev.AU != nil:
-			r.handle(ev.AU)
-		}
-	}
+	_ = sub.Each(ctx, r.setTracks, r.handle) // ends with the publication (or ctx)
 	r.finish()
 	log.Info("packaging finished", "segments", r.segmentCount())
 }

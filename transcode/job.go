@@ -49,21 +49,12 @@ func (j *job) run(ctx context.Context, sub *stream.Subscriber) {
 	j.pubs = map[string]*stream.Publisher{}
 	j.last = map[string]*stream.Publisher{}
 	defer j.endAll()
-	for {
-		ev, err := sub.Next(ctx)
-		if err != nil {
-			break
+	_ = sub.Each(ctx, j.start, func(au *media.AccessUnit) {
+		if au.Keyframe && au.Track == j.vIdx {
+			j.checkBehind(sub.Dropped())
 		}
-		switch {
-		case ev.Tracks != nil:
-			j.start(ev.Tracks, ev.Restart)
-		case ev.AU != nil:
-			if ev.AU.Keyframe && ev.AU.Track == j.vIdx {
-				j.checkBehind(sub.Dropped())
-			}
-			j.handle(ev.AU)
-		}
-	}
+		j.handle(au)
+	}) // ends with the source (or ctx)
 	j.flush()
 	j.closePipe()
 }

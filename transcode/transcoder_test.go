@@ -6,11 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"maps"
-	"os/exec"
-	"path/filepath"
 	"reflect"
 	"slices"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,6 +18,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
+	shoaltest "github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
 
@@ -127,19 +125,8 @@ func waitMetric(t *testing.T, reg *prometheus.Registry, name string, want float6
 	}
 }
 
-// makeTS encodes seconds of testsrc2 at w x h, 30 fps, a keyframe every gop
-// frames, to MPEG-TS with the ffmpeg CLI.
-func makeTS(t *testing.T, w, h, seconds, gop int) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "src.ts")
-	out, err := exec.Command("ffmpeg", "-v", "error", "-y", "-f", "lavfi",
-		"-i", "testsrc2=size="+strconv.Itoa(w)+"x"+strconv.Itoa(h)+":rate=30", "-t", strconv.Itoa(seconds),
-		"-c:v", "libx264", "-preset", "ultrafast", "-g", strconv.Itoa(gop), "-pix_fmt", "yuv420p", "-f", "mpegts", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, out)
-	}
-	return path
-}
+// makeTS is internal/testutil.MakeTS.
+var makeTS = shoaltest.MakeTS
 
 // demux reads a clip into its video track and access units.
 func demux(t *testing.T, path string) (media.Track, []*media.AccessUnit) {

@@ -2,6 +2,7 @@ package stream
 
 import (
 	"context"
+	"errors"
 	"io"
 	"sync"
 
@@ -61,6 +62,27 @@ func (s *Subscriber) Next(ctx context.Context) (Event, error) {
 		case <-ctx.Done():
 			return Event{}, ctx.Err()
 		case <-s.notify:
+		}
+	}
+}
+
+// Each calls onTracks for the track list of every (re)started publisher and
+// onAU for every access unit, in order, until the publication ends (it
+// returns nil) or ctx is done (it returns ctx.Err()).
+func (s *Subscriber) Each(ctx context.Context, onTracks func(tracks []media.Track, restart bool), onAU func(*media.AccessUnit)) error {
+	for {
+		ev, err := s.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		switch {
+		case ev.Tracks != nil:
+			onTracks(ev.Tracks, ev.Restart)
+		case ev.AU != nil:
+			onAU(ev.AU)
 		}
 	}
 }

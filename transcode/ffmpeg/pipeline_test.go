@@ -14,21 +14,11 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/testutil"
 )
 
-// makeTS encodes seconds of testsrc2 at w x h, 30 fps, keyframe every gop
-// frames, to an MPEG-TS file with the ffmpeg CLI.
-func makeTS(t testing.TB, w, h, seconds, gop int) string {
-	t.Helper()
-	path := filepath.Join(t.TempDir(), "src.ts")
-	out, err := exec.Command("ffmpeg", "-v", "error", "-y", "-f", "lavfi",
-		"-i", "testsrc2=size="+strconv.Itoa(w)+"x"+strconv.Itoa(h)+":rate=30", "-t", strconv.Itoa(seconds),
-		"-c:v", "libx264", "-preset", "ultrafast", "-g", strconv.Itoa(gop), "-pix_fmt", "yuv420p", "-f", "mpegts", path).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ffmpeg: %v\n%s", err, out)
-	}
-	return path
-}
+// makeTS is testutil.MakeTS.
+var makeTS = testutil.MakeTS
 
 type rungOut struct {
 	aus  []*media.AccessUnit

@@ -1,0 +1,22 @@
+package testutil
+
+import (
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"testing"
+)
+
+// MakeTS encodes seconds of testsrc2 at w x h, 30 fps, a keyframe every gop
+// frames, to an MPEG-TS file with the ffmpeg CLI, and returns its path.
+func MakeTS(t testing.TB, w, h, seconds, gop int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "src.ts")
+	out, err := exec.Command("ffmpeg", "-v", "error", "-y", "-f", "lavfi",
+		"-i", "testsrc2=size="+strconv.Itoa(w)+"x"+strconv.Itoa(h)+":rate=30", "-t", strconv.Itoa(seconds),
+		"-c:v", "libx264", "-preset", "ultrafast", "-g", strconv.Itoa(gop), "-pix_fmt", "yuv420p", "-f", "mpegts", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg (is it installed? `make test` installs it): %v\n%s", err, out)
+	}
+	return path
+}
