@@ -4,6 +4,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/asticode/go-astiav"
@@ -12,6 +13,10 @@ import (
 )
 
 var logOnce sync.Once
+
+// probing silences FFmpeg's log while Probe tries encoders that are expected
+// to fail on machines without the hardware (it reports why itself).
+var probing atomic.Int32
 
 // SetLogger sends FFmpeg's own warnings and errors to log, at most one line
 // every few seconds (a corrupt stream makes the decoder complain per
@@ -22,7 +27,7 @@ func SetLogger(log *slog.Logger) {
 		limit := logx.NewLimiter(5 * time.Second)
 		astiav.SetLogLevel(astiav.LogLevelWarning)
 		astiav.SetLogCallback(func(c astiav.Classer, l astiav.LogLevel, fmt, msg string) {
-			if l > astiav.LogLevelWarning {
+			if l > astiav.LogLevelWarning || probing.Load() > 0 {
 				return
 			}
 			if ok, n := limit.Allow(); ok {

@@ -14,6 +14,8 @@ func Probe(backendName string) error {
 	if err != nil {
 		return err
 	}
+	probing.Add(1)
+	defer probing.Add(-1)
 	enc, err := b.open(encoderSettings{
 		rung:      Rung{Name: "probe", Width: 256, Height: 144, Bitrate: 200_000},
 		frameRate: astiav.NewRational(30, 1), gop: 60, preset: "veryfast",
