@@ -465,3 +465,36 @@ func TestDeleteWhileLiveStopsAndRemoves(t *testing.T) {
 		t.Fatalf("deleted stream: GET %d, want 404", code)
 	}
 }
+
+// While Redis is down a publisher this node already accepted can reconnect
+// (its key is remembered), and the recording continues; a key the node has
+// never seen cannot be checked and is refused.
+func TestReconnectWhileRedisIsDown(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	ls := n.createStream("outage")
+	file := clip(t, 6)
+	url := n.rtmp + "/" + ls.StreamKey
+	if err := publish(t, file, url).Wait(); err != nil {
+		t.Fatal(err)
+	}
+	n.redis.Kill()
+	if err := publish(t, file, url).Wait(); err != nil { // within the 3 s grace
+		t.Fatalf("reconnect with a known key while Redis is down: %v", err)
+	}
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", file, "-c", "copy", "-f", "flv",
+		n.rtmp+"/sk_neverseenneverseenneverseennever").CombinedOutput(); err == nil {
+		t.Fatalf("an unknown key was accepted while Redis is down: %s", out)
+	}
+	n.waitFor("ENDLIST", 15*time.Second, func() bool { return n.ended(ls.ID, "recording.m3u8") })
+	rec := n.playlist(ls.ID, "source/recording.m3u8")
+	if c := strings.Count(rec, "#EXT-X-DISCONTINUITY\n"); c != 1 {
+		t.Fatalf("%d discontinuities, want 1:\n%s", c, rec)
+	}
+	if d := probeDuration(t, ls.Playback.HLSURL); d < 11 || d > 13 {
+		t.Fatalf("recording lasts %.3f s, want 12 ± 1", d)
+	}
+	if !strings.Contains(n.stderr.String(), "reason=auth_unavailable") {
+		t.Fatal("the refusal of an uncheckable key was not logged as auth_unavailable")
+	}
+}
