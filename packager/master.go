@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path/filepath"
+	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
@@ -33,6 +35,9 @@ type streamState struct {
 	// stream goes on, another rendition takes it over (discontinuity).
 	audioOwner *rendition
 	audioOut   *trackOut
+	// audioOwned mirrors audioOwner != nil so that renditions that do not
+	// write the audio group check it per audio frame without the lock.
+	audioOwned atomic.Bool
 	audio      *variantInfo
 	lastMaster []byte
 }
@@ -42,6 +47,7 @@ type variantInfo struct {
 	codec         string
 	width, height int
 	fps           float64
+	sps           []byte // the SPS fps was read from
 	segments      int
 	bytes         int64
 	seconds       float64
@@ -100,6 +106,7 @@ func (st *streamState) claimAudio(r *rendition, tr media.Track) *trackOut {
 		r.log.Info("taking over the audio group from a rendition that ended")
 	}
 	st.audioOwner = r
+	st.audioOwned.Store(true)
 	return st.audioOut
 }
 
@@ -109,6 +116,7 @@ func (st *streamState) releaseAudio(r *rendition) {
 	defer st.mu.Unlock()
 	if st.audioOwner == r {
 		st.audioOwner = nil
+		st.audioOwned.Store(false)
 	}
 }
 
@@ -129,7 +137,10 @@ func (st *streamState) segmentDone(rendition string, t media.Track, isAudio bool
 	}
 	v.codec = codecString(t)
 	if t.IsVideo() {
-		v.width, v.height, v.fps = t.Width, t.Height, frameRate(t)
+		v.width, v.height = t.Width, t.Height
+		if !slices.Equal(v.sps, t.SPS) { // parse the SPS only when it changes
+			v.sps, v.fps = t.SPS, frameRate(t)
+		}
 	}
 	v.add(bytes, seconds)
 	st.writeMasterLocked(false)

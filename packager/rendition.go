@@ -145,6 +145,9 @@ func (r *rendition) handle(au *media.AccessUnit) {
 	case au.Track == r.aIdx:
 		if r.audio == nil {
 			// The audio group's owner may have ended: take it over.
+			if r.st.audioOwned.Load() {
+				return
+			}
 			if r.audio = r.st.claimAudio(r, r.tracks[r.aIdx]); r.audio == nil {
 				return
 			}

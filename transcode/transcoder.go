@@ -43,7 +43,6 @@ const CopyRendition = "copy"
 type Hub interface {
 	Watch(match func(media.StreamKey) bool) *stream.Watcher
 	Publish(key media.StreamKey, tracks []media.Track) (*stream.Publisher, error)
-	End(key media.StreamKey) bool
 }
 
 // Config configures the transcoder.

@@ -211,16 +211,7 @@ func (h *Hub) Publish(key media.StreamKey, tracks []media.Track) (*Publisher, er
 // publisher's writes are ignored from here on and subscribers read io.EOF.
 // It reports whether there was a publication.
 func (h *Hub) End(key media.StreamKey) bool {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	p := h.streams[key]
-	if p == nil {
-		return false
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	h.endLocked(p)
-	return true
+	return h.EndAll(func(k media.StreamKey) bool { return k == key }) > 0
 }
 
 // EndAll ends, as End does, every publication whose key satisfies match,
