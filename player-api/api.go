@@ -47,6 +47,7 @@ type Store interface {
 	ResetStreamKey(ctx context.Context, id string) (routing.LiveStream, error)
 	CreateAPIKey(ctx context.Context, name string) (plaintext string, info routing.APIKey, err error)
 	VerifyAPIKey(ctx context.Context, key string) (routing.APIKey, error)
+	WebhookStore
 }
 
 // Live is what the API needs of the media pipeline.
@@ -189,6 +190,7 @@ func (a *API) Register(r gin.IRouter) {
 	v1.DELETE("/live-streams/:id", a.deleteLiveStream)
 	v1.POST("/live-streams/:id/reset-stream-key", a.resetStreamKey)
 	v1.POST("/api-keys", a.createAPIKey)
+	a.registerWebhooks(v1)
 }
 
 // errorBody is the JSON shape of every error response.
