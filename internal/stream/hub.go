@@ -41,6 +41,11 @@ type Config struct {
 	// Grace is how long a publication outlives its publisher waiting for a
 	// reconnect. Zero ends publications as soon as the publisher leaves.
 	Grace time.Duration
+	// Lossless makes Publisher.Write wait for room in a full subscriber
+	// queue instead of dropping. It is for private hubs that connect stages
+	// working through a file (VOD jobs), where the producer must slow down
+	// to the pace of the slowest reader; live hubs never set it.
+	Lossless bool
 }
 
 // Deps are the hub's collaborators.
@@ -253,7 +258,9 @@ func (h *Hub) newSubscriber(p *publication) *Subscriber {
 		hub:      h,
 		pub:      p,
 		max:      h.cfg.QueueSize,
+		lossless: h.cfg.Lossless,
 		notify:   make(chan struct{}, 1),
+		space:    make(chan struct{}, 1),
 		dropped:  h.dropped.WithLabelValues(p.key.Rendition),
 		hasVideo: p.hasVideo,
 	}
@@ -346,8 +353,9 @@ type Publisher struct {
 	once sync.Once
 }
 
-// Write delivers au to every subscriber without blocking. The hub and its
-// subscribers treat au as immutable from now on.
+// Write delivers au to every subscriber without blocking (with
+// Config.Lossless, it waits while a subscriber's queue is full). The hub
+// and its subscribers treat au as immutable from now on.
 func (p *Publisher) Write(au *media.AccessUnit) {
 	p.pub.mu.Lock()
 	defer p.pub.mu.Unlock()

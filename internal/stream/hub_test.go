@@ -250,3 +250,75 @@ func TestPublisherEndLeavesANewerPublisherAlone(t *testing.T) {
 		t.Fatal("End by the latest publisher did not end the publication")
 	}
 }
+
+func TestLosslessWaitsForTheReader(t *testing.T) {
+	t.Parallel()
+	h, _ := newHub(t, Config{QueueSize: 2, Lossless: true})
+	pub, err := h.Publish(testKey, testTracks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := h.Subscribe(testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 200
+	go func() {
+		for i := range int64(n) {
+			pub.Write(au(0, i, i%10 == 0))
+		}
+		pub.End()
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got := int64(0)
+	for {
+		ev, err := sub.Next(ctx)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("Next: %v", err)
+		}
+		if ev.AU == nil {
+			continue
+		}
+		if ev.AU.DTS != got {
+			t.Fatalf("got DTS %d, want %d: something was dropped", ev.AU.DTS, got)
+		}
+		got++
+		if got%50 == 0 {
+			time.Sleep(10 * time.Millisecond) // a slow reader
+		}
+	}
+	if got != n || sub.Dropped() != 0 {
+		t.Fatalf("read %d of %d, dropped %d", got, n, sub.Dropped())
+	}
+}
+
+func TestLosslessPublisherReleasedWhenReaderCloses(t *testing.T) {
+	t.Parallel()
+	h, _ := newHub(t, Config{QueueSize: 1, Lossless: true})
+	pub, err := h.Publish(testKey, testTracks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := h.Subscribe(testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		for i := range int64(10) {
+			pub.Write(au(0, i, true))
+		}
+		close(done)
+	}()
+	time.Sleep(20 * time.Millisecond)
+	sub.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("publisher still blocked after the only reader closed")
+	}
+}

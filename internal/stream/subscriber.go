@@ -16,7 +16,9 @@ type Subscriber struct {
 	hub      *Hub
 	pub      *publication
 	max      int
-	notify   chan struct{}
+	lossless bool          // wait for room instead of dropping
+	notify   chan struct{} // signalled when an event is queued
+	space    chan struct{} // signalled when an access unit is taken (lossless)
 	dropped  prometheus.Counter
 	hasVideo bool
 
@@ -51,6 +53,9 @@ func (s *Subscriber) Next(ctx context.Context) (Event, error) {
 				s.queuedAUs--
 			}
 			s.mu.Unlock()
+			if s.lossless && ev.AU != nil {
+				signal(s.space)
+			}
 			return ev, nil
 		}
 		closed := s.closed
@@ -89,10 +94,12 @@ func (s *Subscriber) Each(ctx context.Context, onTracks func(tracks []media.Trac
 
 // Close detaches the subscriber from its publication.
 func (s *Subscriber) Close() {
+	// Closing the queue first releases a lossless publisher waiting for
+	// room while it holds the publication's lock.
+	s.closeQueue()
 	s.pub.mu.Lock()
 	delete(s.pub.subs, s)
 	s.pub.mu.Unlock()
-	s.closeQueue()
 }
 
 // push queues a control event; control events are never dropped. Called
@@ -136,6 +143,15 @@ func (s *Subscriber) pushAU(au *media.AccessUnit, tracks []media.Track) {
 			return
 		}
 	}
+	for s.lossless && s.queuedAUs >= s.max && !s.closed {
+		s.mu.Unlock()
+		<-s.space
+		s.mu.Lock()
+	}
+	if s.closed {
+		s.mu.Unlock()
+		return
+	}
 	if s.queuedAUs >= s.max {
 		s.waitKey = true
 		s.drop()
@@ -153,9 +169,12 @@ func (s *Subscriber) drop() {
 	s.dropped.Inc()
 }
 
-func (s *Subscriber) wake() {
+func (s *Subscriber) wake() { signal(s.notify) }
+
+// signal wakes the waiter of a one-slot channel without blocking.
+func signal(c chan struct{}) {
 	select {
-	case s.notify <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
@@ -165,4 +184,5 @@ func (s *Subscriber) closeQueue() {
 	s.closed = true
 	s.mu.Unlock()
 	s.wake()
+	signal(s.space)
 }
