@@ -1,5 +1,5 @@
 // Package routing is Shoal's Redis-backed state: live streams, their stream
-// keys and API keys. No *redis.Client leaves this package; consumers declare
+// keys, API keys, videos, the VOD job queue, events and webhooks. No *redis.Client leaves this package; consumers declare
 // the interfaces they need and are given a *Store.
 //
 // # Redis schema
@@ -11,6 +11,12 @@
 //	shoal:livestreams              zset   member <id>, score created_at in Unix milliseconds
 //	shoal:streamkey:<sha256(key)>  string <id> of the live stream that owns the stream key
 //	shoal:apikey:<sha256(key)>     hash   id, name, created_at, key_hash
+//	shoal:video:<id>               hash   title, status, progress, error, duration (seconds), renditions (JSON),
+//	                                      ladder, playback_policy, upload, source_bytes, poster, storyboard,
+//	                                      attempts, last_error, worker, created_at, updated_at
+//	shoal:videos                   zset   member <id>, score created_at in Unix microseconds
+//	shoal:jobs:vod                 stream VOD jobs (field video), consumer group "workers" (see jobs.go)
+//	shoal:events                   stream events for webhooks (fields type, data, at; see events.go)
 //
 // The stream key is kept in the live stream's hash because the API shows it
 // to the stream's owner; the index that ingest looks keys up in is keyed by
@@ -127,8 +133,11 @@ var unavailablePrefixes = []string{
 }
 
 // wrapErr annotates an error from a Redis call with the operation and, for
-// connection-level failures, ErrUnavailable.
+// connection-level failures, ErrUnavailable. A nil err stays nil.
 func wrapErr(op string, err error) error {
+	if err == nil {
+		return nil
+	}
 	if isUnavailable(err) {
 		return fmt.Errorf("routing: %s: %w: %w", op, ErrUnavailable, err)
 	}

@@ -1,0 +1,414 @@
+package routing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shoal-video/shoal/internal/ids"
+)
+
+// Video statuses.
+const (
+	VideoWaiting    = "waiting"    // created, no source yet
+	VideoProcessing = "processing" // source received, queued or being transcoded
+	VideoReady      = "ready"      // playable
+	VideoFailed     = "failed"     // see Error
+)
+
+// ErrConflict is returned when a request conflicts with the record's state,
+// for example an upload to a video that already has a source.
+var ErrConflict = errors.New("conflict")
+
+// Video is an uploaded video and the state of its processing.
+type Video struct {
+	ID             string
+	Title          string
+	Status         string
+	Progress       int // 0-100
+	Error          string
+	Duration       time.Duration // of the source once probed, of the output once ready
+	Renditions     []VideoRendition
+	Ladder         string // per-video ladder ("" = the worker's default)
+	PlaybackPolicy string
+	SourceBytes    int64
+	Poster         bool // poster.jpg exists
+	Storyboard     bool // storyboard.vtt and its sprite exist
+	Attempts       int  // processing attempts started
+	CreatedAt      time.Time
+	UpdatedAt      time.Time
+
+	// upload is how the source is arriving ("" none, "put", "tus:<id>",
+	// "received" once complete).
+	upload string
+}
+
+// HasSource tells whether a source upload has started or completed.
+func (v Video) HasSource() bool { return v.upload != "" }
+
+// VideoRendition is one rung of a ready video.
+type VideoRendition struct {
+	Name    string `json:"name"`
+	Width   int    `json:"width"`
+	Height  int    `json:"height"`
+	Bitrate int    `json:"bitrate"`
+}
+
+// VideoSpec is what a new video is created with.
+type VideoSpec struct {
+	Title          string
+	Ladder         string
+	PlaybackPolicy string // "" means PlaybackPublic
+}
+
+// VideoUpdate lists the fields to change; nil fields are left alone.
+type VideoUpdate struct {
+	Title *string
+}
+
+// VideoPage is a page of ListVideos: Next is the cursor of the following
+// page, "" on the last one.
+type VideoPage struct {
+	Videos []Video
+	Next   string
+}
+
+const (
+	videoPrefix = "shoal:video:"
+	videosIndex = "shoal:videos"
+
+	fieldTitle       = "title"
+	fieldStatus      = "status"
+	fieldProgress    = "progress"
+	fieldError       = "error"
+	fieldDuration    = "duration"
+	fieldRenditions  = "renditions"
+	fieldUpload      = "upload"
+	fieldSourceBytes = "source_bytes"
+	fieldPoster      = "poster"
+	fieldStoryboard  = "storyboard"
+	fieldAttempts    = "attempts"
+	fieldUpdatedAt   = "updated_at"
+)
+
+func videoKey(id string) string { return videoPrefix + id }
+
+// CreateVideo creates a video waiting for its source.
+func (s *Store) CreateVideo(ctx context.Context, spec VideoSpec) (Video, error) {
+	t := now()
+	v := Video{
+		ID: ids.New(), Title: spec.Title, Status: VideoWaiting, Ladder: spec.Ladder,
+		PlaybackPolicy: spec.PlaybackPolicy, CreatedAt: t, UpdatedAt: t,
+	}
+	if v.PlaybackPolicy == "" {
+		v.PlaybackPolicy = PlaybackPublic
+	}
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, videoKey(v.ID),
+			fieldTitle, v.Title,
+			fieldStatus, v.Status,
+			fieldProgress, 0,
+			fieldLadder, v.Ladder,
+			fieldPlaybackPolicy, v.PlaybackPolicy,
+			fieldCreatedAt, formatTime(t),
+			fieldUpdatedAt, formatTime(t),
+		)
+		p.ZAdd(ctx, videosIndex, redis.Z{Score: float64(t.UnixMicro()), Member: v.ID})
+		return nil
+	})
+	if err != nil {
+		return Video{}, wrapErr("create video", err)
+	}
+	return v, nil
+}
+
+// GetVideo returns the video id, or ErrNotFound.
+func (s *Store) GetVideo(ctx context.Context, id string) (Video, error) {
+	f, err := s.rdb.HGetAll(ctx, videoKey(id)).Result()
+	if err != nil {
+		return Video{}, wrapErr("get video", err)
+	}
+	return decodeVideo(id, f)
+}
+
+// ListVideos returns up to limit videos, newest first, starting after the
+// cursor (a page's Next; "" for the first page). A malformed cursor is an
+// error that wraps ErrInvalidCursor.
+func (s *Store) ListVideos(ctx context.Context, cursor string, limit int) (VideoPage, error) {
+	if limit < 1 {
+		limit = 1
+	}
+	maxScore, afterID := "+inf", ""
+	if cursor != "" {
+		score, id, ok := strings.Cut(cursor, "-")
+		if _, err := strconv.ParseInt(score, 10, 64); !ok || err != nil || !ids.Valid(id) {
+			return VideoPage{}, fmt.Errorf("%w: %q", ErrInvalidCursor, cursor)
+		}
+		maxScore, afterID = score, id
+	}
+	// Members with the cursor's score sort in reverse lexical order; those
+	// not after the cursor are skipped, so fetch a little more than asked.
+	zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, videosIndex, &redis.ZRangeBy{
+		Max: maxScore, Min: "-inf", Count: int64(limit) + 32,
+	}).Result()
+	if err != nil {
+		return VideoPage{}, wrapErr("list videos", err)
+	}
+	var page VideoPage
+	var keep []redis.Z
+	for _, z := range zs {
+		id, _ := z.Member.(string)
+		if afterID != "" && strconv.FormatInt(int64(z.Score), 10) == maxScore && id >= afterID {
+			continue
+		}
+		keep = append(keep, z)
+	}
+	if len(keep) > limit {
+		last := keep[limit-1]
+		page.Next = strconv.FormatInt(int64(last.Score), 10) + "-" + last.Member.(string)
+		keep = keep[:limit]
+	}
+	if len(keep) == 0 {
+		return page, nil
+	}
+	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, z := range keep {
+			p.HGetAll(ctx, videoKey(z.Member.(string)))
+		}
+		return nil
+	})
+	if err != nil {
+		return VideoPage{}, wrapErr("list videos", err)
+	}
+	for i, c := range cmds {
+		v, err := decodeVideo(keep[i].Member.(string), c.(*redis.MapStringStringCmd).Val())
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			return VideoPage{}, err
+		}
+		page.Videos = append(page.Videos, v)
+	}
+	return page, nil
+}
+
+// ErrInvalidCursor is wrapped by ListVideos' error for a cursor it did not
+// make.
+var ErrInvalidCursor = errors.New("invalid cursor")
+
+// UpdateVideo changes the fields set in u and returns the video.
+func (s *Store) UpdateVideo(ctx context.Context, id string, u VideoUpdate) (Video, error) {
+	res, err := updateVideoScript.Run(ctx, s.rdb, []string{videoKey(id)},
+		u.Title != nil, deref(u.Title), formatTime(now())).Result()
+	if err != nil {
+		return Video{}, wrapErr("update video", err)
+	}
+	if res.(int64) == 0 {
+		return Video{}, ErrNotFound
+	}
+	return s.GetVideo(ctx, id)
+}
+
+func deref(s *string) string {
+	if s == nil {
+		return ""
+	}
+	return *s
+}
+
+var updateVideoScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if ARGV[1] == '1' then redis.call('HSET', KEYS[1], 'title', ARGV[2]) end
+redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
+return 1`)
+
+// DeleteVideo deletes the video's record. A job still queued for it is
+// dropped by the worker that picks it up; the caller removes the files.
+func (s *Store) DeleteVideo(ctx context.Context, id string) error {
+	var del *redis.IntCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		del = p.Del(ctx, videoKey(id))
+		p.ZRem(ctx, videosIndex, id)
+		return nil
+	})
+	if err != nil {
+		return wrapErr("delete video", err)
+	}
+	if del.Val() == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// BeginUpload reserves the video's source for one upload, named how ("put"
+// or "tus:<upload id>"). It fails with ErrNotFound for an unknown video and
+// with an error wrapping ErrConflict when the video already has a source or
+// an upload in progress.
+func (s *Store) BeginUpload(ctx context.Context, id, how string) error {
+	res, err := beginUploadScript.Run(ctx, s.rdb, []string{videoKey(id)}, how, formatTime(now())).Result()
+	if err != nil {
+		return wrapErr("begin upload", err)
+	}
+	switch r := res.(string); r {
+	case "ok":
+		return nil
+	case "missing":
+		return ErrNotFound
+	case "uploading":
+		return fmt.Errorf("%w: an upload of this video's source is already in progress", ErrConflict)
+	default:
+		return fmt.Errorf("%w: this video already has a source (status %s); create a new video to upload another file", ErrConflict, r)
+	}
+}
+
+var beginUploadScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'status', 'upload')
+if not v[1] then return 'missing' end
+if v[2] and v[2] ~= '' then
+  if v[2] == 'received' then return v[1] end
+  return 'uploading'
+end
+if v[1] ~= 'waiting' then return v[1] end
+redis.call('HSET', KEYS[1], 'upload', ARGV[1], 'updated_at', ARGV[2])
+return 'ok'`)
+
+// AbortUpload releases a reservation made by BeginUpload with the same how,
+// so that the source can be uploaded again. Other states are left alone.
+func (s *Store) AbortUpload(ctx context.Context, id, how string) error {
+	err := abortUploadScript.Run(ctx, s.rdb, []string{videoKey(id)}, how, formatTime(now())).Err()
+	return wrapErr("abort upload", err)
+}
+
+var abortUploadScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'status', 'upload')
+if v[1] == 'waiting' and v[2] == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'upload', '', 'updated_at', ARGV[2])
+end
+return 1`)
+
+// SourceInfo is what the probe found in an uploaded source.
+type SourceInfo struct {
+	Bytes    int64
+	Duration time.Duration
+}
+
+// SourceReceived records that the upload how completed and queues the video
+// for processing, in one step: the video becomes "processing" and a job
+// entry is added to the queue. It fails with ErrConflict when how does not
+// hold the upload reservation (the video was reset or deleted meanwhile:
+// ErrNotFound).
+func (s *Store) SourceReceived(ctx context.Context, id, how string, info SourceInfo) error {
+	res, err := sourceReceivedScript.Run(ctx, s.rdb, []string{videoKey(id), jobsKey},
+		how, info.Bytes, formatSeconds(info.Duration), formatTime(now()), id).Result()
+	if err != nil {
+		return wrapErr("queue video", err)
+	}
+	switch res.(string) {
+	case "ok":
+		return nil
+	case "missing":
+		return ErrNotFound
+	default:
+		return fmt.Errorf("%w: the upload no longer holds this video's source", ErrConflict)
+	}
+}
+
+var sourceReceivedScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'status', 'upload')
+if not v[1] then return 'missing' end
+if v[1] ~= 'waiting' or v[2] ~= ARGV[1] then return 'conflict' end
+redis.call('HSET', KEYS[1], 'status', 'processing', 'upload', 'received', 'progress', 0,
+  'source_bytes', ARGV[2], 'duration', ARGV[3], 'updated_at', ARGV[4])
+redis.call('XADD', KEYS[2], '*', 'video', ARGV[5])
+return 'ok'`)
+
+// FailVideo marks a video that holds the upload reservation how as failed
+// with msg (a message for people) and announces video.failed. It is for
+// sources refused on arrival; failures of jobs go through FailJob.
+func (s *Store) FailVideo(ctx context.Context, id, how, msg string) error {
+	res, err := failVideoScript.Run(ctx, s.rdb, []string{videoKey(id), eventsKey},
+		how, msg, formatTime(now()), eventsMaxLen, id).Result()
+	if err != nil {
+		return wrapErr("fail video", err)
+	}
+	switch res.(string) {
+	case "ok":
+		return nil
+	case "missing":
+		return ErrNotFound
+	default:
+		return fmt.Errorf("%w: the upload no longer holds this video's source", ErrConflict)
+	}
+}
+
+var failVideoScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'status', 'upload', 'title')
+if not v[1] then return 'missing' end
+if v[1] ~= 'waiting' or v[2] ~= ARGV[1] then return 'conflict' end
+redis.call('HSET', KEYS[1], 'status', 'failed', 'upload', 'received', 'error', ARGV[2], 'updated_at', ARGV[3])
+local data = cjson.encode({id = ARGV[5], title = v[3], status = 'failed', error = ARGV[2]})
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[4], '*', 'type', 'video.failed', 'data', data, 'at', ARGV[3])
+return 'ok'`)
+
+func formatSeconds(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', 3, 64)
+}
+
+func decodeVideo(id string, f map[string]string) (Video, error) {
+	if len(f) == 0 {
+		return Video{}, ErrNotFound
+	}
+	v := Video{
+		ID: id, Title: f[fieldTitle], Status: f[fieldStatus], Error: f[fieldError],
+		Ladder: f[fieldLadder], PlaybackPolicy: f[fieldPlaybackPolicy], upload: f[fieldUpload],
+		Poster: f[fieldPoster] == "1", Storyboard: f[fieldStoryboard] == "1",
+	}
+	bad := func(field string, err error) (Video, error) {
+		return Video{}, &decodeError{key: videoKey(id), err: fmt.Errorf("field %s: %w", field, err)}
+	}
+	var err error
+	if v.CreatedAt, err = parseTime(f[fieldCreatedAt]); err != nil {
+		return bad(fieldCreatedAt, err)
+	}
+	if s := f[fieldUpdatedAt]; s != "" {
+		if v.UpdatedAt, err = parseTime(s); err != nil {
+			return bad(fieldUpdatedAt, err)
+		}
+	}
+	ints := []struct {
+		field string
+		dst   *int
+	}{{fieldProgress, &v.Progress}, {fieldAttempts, &v.Attempts}}
+	for _, it := range ints {
+		if s := f[it.field]; s != "" {
+			if *it.dst, err = strconv.Atoi(s); err != nil {
+				return bad(it.field, err)
+			}
+		}
+	}
+	if s := f[fieldSourceBytes]; s != "" {
+		if v.SourceBytes, err = strconv.ParseInt(s, 10, 64); err != nil {
+			return bad(fieldSourceBytes, err)
+		}
+	}
+	if s := f[fieldDuration]; s != "" {
+		sec, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			return bad(fieldDuration, err)
+		}
+		v.Duration = time.Duration(sec * float64(time.Second))
+	}
+	if s := f[fieldRenditions]; s != "" {
+		if err := json.Unmarshal([]byte(s), &v.Renditions); err != nil {
+			return bad(fieldRenditions, err)
+		}
+	}
+	return v, nil
+}

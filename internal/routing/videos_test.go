@@ -1,0 +1,149 @@
+package routing
+
+import (
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+)
+
+func TestVideoLifecycle(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	v, err := s.CreateVideo(ctx, VideoSpec{Title: "Cats", Ladder: "360p:700k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.Status != VideoWaiting || v.PlaybackPolicy != PlaybackPublic || v.HasSource() {
+		t.Fatalf("new video = %+v", v)
+	}
+	got, err := s.GetVideo(ctx, v.ID)
+	if err != nil || got.Title != "Cats" || got.Ladder != "360p:700k" || !got.CreatedAt.Equal(v.CreatedAt) {
+		t.Fatalf("GetVideo = %+v, %v", got, err)
+	}
+	title := "Dogs"
+	if got, err = s.UpdateVideo(ctx, v.ID, VideoUpdate{Title: &title}); err != nil || got.Title != "Dogs" {
+		t.Fatalf("UpdateVideo = %+v, %v", got, err)
+	}
+	if _, err := s.UpdateVideo(ctx, "nosuchvideo", VideoUpdate{Title: &title}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("UpdateVideo(unknown) = %v", err)
+	}
+
+	// One upload at a time; after the source arrived, none.
+	if err := s.BeginUpload(ctx, v.ID, "put"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BeginUpload(ctx, v.ID, "tus:abc"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("second BeginUpload = %v, want ErrConflict", err)
+	}
+	if err := s.AbortUpload(ctx, v.ID, "put"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BeginUpload(ctx, v.ID, "tus:abc"); err != nil {
+		t.Fatalf("BeginUpload after abort = %v", err)
+	}
+	if err := s.SourceReceived(ctx, v.ID, "put", SourceInfo{Bytes: 10}); !errors.Is(err, ErrConflict) {
+		t.Fatalf("SourceReceived by a stale upload = %v", err)
+	}
+	if err := s.SourceReceived(ctx, v.ID, "tus:abc", SourceInfo{Bytes: 1234, Duration: 10 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = s.GetVideo(ctx, v.ID)
+	if got.Status != VideoProcessing || got.SourceBytes != 1234 || got.Duration != 10*time.Second || !got.HasSource() {
+		t.Fatalf("after SourceReceived: %+v", got)
+	}
+	err = s.BeginUpload(ctx, v.ID, "put")
+	if !errors.Is(err, ErrConflict) {
+		t.Fatalf("BeginUpload on a video with a source = %v", err)
+	}
+	if err := s.DeleteVideo(ctx, v.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetVideo(ctx, v.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("GetVideo after delete = %v", err)
+	}
+	if err := s.DeleteVideo(ctx, v.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second delete = %v", err)
+	}
+	if err := s.BeginUpload(ctx, v.ID, "put"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("BeginUpload on a deleted video = %v", err)
+	}
+}
+
+func TestFailVideoAnnounces(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	v, _ := s.CreateVideo(ctx, VideoSpec{Title: "notes.txt"})
+	if err := s.BeginUpload(ctx, v.ID, "put"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.FailVideo(ctx, v.ID, "put", "not a video file: the format is not recognised"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := s.GetVideo(ctx, v.ID)
+	if got.Status != VideoFailed || got.Error != "not a video file: the format is not recognised" {
+		t.Fatalf("failed video = %+v", got)
+	}
+	evs := readEvents(t, s)
+	if len(evs) != 1 || evs[0]["type"] != EventVideoFailed {
+		t.Fatalf("events = %v", evs)
+	}
+	if err := s.BeginUpload(ctx, v.ID, "put"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("upload to a failed video = %v", err)
+	}
+}
+
+func readEvents(t *testing.T, s *Store) []map[string]any {
+	t.Helper()
+	msgs, err := s.rdb.XRange(t.Context(), eventsKey, "-", "+").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, m := range msgs {
+		out = append(out, m.Values)
+	}
+	return out
+}
+
+func TestListVideosPages(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	var want []string
+	for i := range 7 {
+		v, err := s.CreateVideo(ctx, VideoSpec{Title: fmt.Sprint(i)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want = append([]string{v.ID}, want...) // newest first
+	}
+	var got []string
+	cursor := ""
+	for pages := 0; ; pages++ {
+		if pages > 5 {
+			t.Fatal("too many pages")
+		}
+		p, err := s.ListVideos(ctx, cursor, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range p.Videos {
+			got = append(got, v.ID)
+		}
+		if p.Next == "" {
+			break
+		}
+		cursor = p.Next
+	}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("pages = %v, want %v", got, want)
+	}
+	for _, bad := range []string{"x", "12-", "-abc", "12-ABC", "1.5-abc"} {
+		if _, err := s.ListVideos(ctx, bad, 3); !errors.Is(err, ErrInvalidCursor) {
+			t.Errorf("ListVideos(cursor %q) = %v, want ErrInvalidCursor", bad, err)
+		}
+	}
+}
