@@ -2,7 +2,9 @@
 // with FFmpeg's libraries (through go-astiav), scales each decoded frame to
 // every rung of a ladder and encodes each rung to H.264, with keyframes
 // forced at the same timestamps in every rung so that segments align across
-// the ladder.
+// the ladder. Pipeline does so for live access units; TranscodeFile does the
+// same for a whole media file of any format FFmpeg reads, with its audio
+// re-encoded to AAC, thumbnails and a poster.
 //
 // Every C object is freed on every path: objects a method allocates are
 // freed before it returns, and Close frees what the Pipeline keeps.
@@ -41,24 +43,35 @@ type Config struct {
 // DTS in 90 kHz ticks, SPS and PPS in band before every keyframe).
 type Emit func(rung int, au *media.AccessUnit)
 
-// Pipeline transcodes one video track into a ladder.
+// Pipeline transcodes one video track into a ladder: it decodes access
+// units and hands the decoded frames to its ladder.
 type Pipeline struct {
-	cfg     Config
-	backend backend
-	log     *slog.Logger
-	warn    *logx.Limiter
-	src     media.Track
-	rungs   []Rung // as asked; output sizes follow the source's aspect ratio
+	*ladder
+	warn *logx.Limiter
+	src  media.Track
 
 	dec     *astiav.CodecContext
 	decoded *astiav.Frame
 	pkt     *astiav.Packet
-	outs    []*output // nil until the first frame fixes the input size
-	inW     int
-	inH     int
-	inFmt   astiav.PixelFormat
+	waitKey bool
+}
 
-	waitKey  bool
+// ladder scales decoded frames (PTS in 90 kHz ticks) to every rung and
+// encodes them, forcing keyframes on a grid shared by the rungs. Pipeline
+// (live access units) and TranscodeFile (whole files) feed it.
+type ladder struct {
+	cfg     Config
+	backend backend
+	log     *slog.Logger
+	rungs   []Rung // as asked; output sizes follow the source's aspect ratio
+	// sourceRate gives the source's frame rate when the encoders open.
+	sourceRate func() astiav.Rational
+
+	outs  []*output // nil until the first frame fixes the input size
+	inW   int
+	inH   int
+	inFmt astiav.PixelFormat
+
 	nextKey  int64 // next grid instant in 90 kHz ticks
 	haveGrid bool
 	interval int64
@@ -100,7 +113,7 @@ type rungJob struct {
 const queueDepth = 4
 
 // loop encodes the frames it is handed until work is closed.
-func (o *output) loop(p *Pipeline) {
+func (o *output) loop(l *ladder) {
 	defer close(o.exited)
 	collect := func(_ int, au *media.AccessUnit) {
 		o.mu.Lock()
@@ -116,7 +129,7 @@ func (o *output) loop(p *Pipeline) {
 		failed := o.err != nil
 		o.mu.Unlock()
 		if !failed && !o.stop.Load() {
-			if err := p.encodeRung(0, o, j.f, j.pts, j.key, collect); err != nil {
+			if err := l.encodeRung(0, o, j.f, j.pts, j.key, collect); err != nil {
 				o.mu.Lock()
 				o.err = err
 				o.mu.Unlock()
@@ -129,13 +142,7 @@ func (o *output) loop(p *Pipeline) {
 // New opens a decoder for src (H.264 or H.265). Encoders open with the first
 // decoded frame, when the input size is known.
 func New(cfg Config, src media.Track, rungs []Rung) (*Pipeline, error) {
-	if len(rungs) == 0 {
-		return nil, errors.New("transcode: empty ladder")
-	}
-	if cfg.KeyframeInterval <= 0 {
-		return nil, errors.New("transcode: keyframe interval must be positive")
-	}
-	b, err := backendByName(cfg.Backend)
+	l, err := newLadder(cfg, rungs)
 	if err != nil {
 		return nil, err
 	}
@@ -161,15 +168,34 @@ func New(cfg Config, src media.Track, rungs []Rung) (*Pipeline, error) {
 		dec.Free()
 		return nil, fmt.Errorf("transcode: opening the %s decoder: %w", src.Codec, err)
 	}
+	p := &Pipeline{
+		ladder: l, warn: logx.NewLimiter(5 * time.Second),
+		src: src, dec: dec,
+		decoded: astiav.AllocFrame(), pkt: astiav.AllocPacket(),
+		waitKey: true,
+	}
+	l.sourceRate = p.frameRate
+	return p, nil
+}
+
+// newLadder validates the ladder's settings; encoders open with the first
+// frame. sourceRate must be set before that.
+func newLadder(cfg Config, rungs []Rung) (*ladder, error) {
+	if len(rungs) == 0 {
+		return nil, errors.New("transcode: empty ladder")
+	}
+	if cfg.KeyframeInterval <= 0 {
+		return nil, errors.New("transcode: keyframe interval must be positive")
+	}
+	b, err := backendByName(cfg.Backend)
+	if err != nil {
+		return nil, err
+	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &Pipeline{
-		cfg: cfg, backend: b, log: cfg.Log, warn: logx.NewLimiter(5 * time.Second),
-		src: src, rungs: rungs, dec: dec,
-		decoded: astiav.AllocFrame(), pkt: astiav.AllocPacket(),
-		waitKey: true, interval: media.Ticks(cfg.KeyframeInterval, 90000),
-	}, nil
+	return &ladder{cfg: cfg, backend: b, log: cfg.Log, rungs: rungs,
+		interval: media.Ticks(cfg.KeyframeInterval, 90000)}, nil
 }
 
 // Backend names the encoder backend in use.
@@ -223,7 +249,7 @@ func (p *Pipeline) Flush(emit Emit) error {
 
 // Close frees every C object. The pipeline is unusable afterwards.
 func (p *Pipeline) Close() {
-	p.closeOutputs()
+	p.ladder.closeOutputs()
 	if p.dec != nil {
 		p.dec.Free()
 		p.dec = nil
@@ -322,9 +348,10 @@ func (p *Pipeline) drainDecoder(emit Emit) error {
 	}
 }
 
-// encodeFrame scales a decoded frame to every rung and encodes it, forcing a
-// keyframe on the first frame at or after each grid instant.
-func (p *Pipeline) encodeFrame(f *astiav.Frame, emit Emit) error {
+// encodeFrame scales a decoded frame (PTS in 90 kHz ticks) to every rung and
+// encodes it, forcing a keyframe on the first frame at or after each grid
+// instant.
+func (p *ladder) encodeFrame(f *astiav.Frame, emit Emit) error {
 	if f.Width() != p.inW || f.Height() != p.inH || f.PixelFormat() != p.inFmt {
 		if p.outs != nil {
 			p.log.Info("transcode: the source changed size; restarting the encoders",
@@ -344,10 +371,10 @@ func (p *Pipeline) encodeFrame(f *astiav.Frame, emit Emit) error {
 	if !p.haveGrid {
 		p.nextKey, p.haveGrid, key = pts+p.interval, true, true
 	} else if pts >= p.nextKey {
+		// The first grid instant after pts (a jump in the timestamps
+		// costs no more than a step).
 		key = true
-		for p.nextKey <= pts {
-			p.nextKey += p.interval
-		}
+		p.nextKey += ((pts-p.nextKey)/p.interval + 1) * p.interval
 	}
 	// Every rung gets a reference of its own to the decoded picture, which
 	// lives until the last of them is done with it.
@@ -363,7 +390,7 @@ func (p *Pipeline) encodeFrame(f *astiav.Frame, emit Emit) error {
 
 // emitReady emits what the rung workers have encoded so far, rung by rung in
 // order, and returns the first error a worker met.
-func (p *Pipeline) emitReady(emit Emit) error {
+func (p *ladder) emitReady(emit Emit) error {
 	var first error
 	for i, o := range p.outs {
 		o.mu.Lock()
@@ -381,7 +408,7 @@ func (p *Pipeline) emitReady(emit Emit) error {
 }
 
 // sync waits until every rung worker has encoded the frames it was given.
-func (p *Pipeline) sync() {
+func (p *ladder) sync() {
 	for _, o := range p.outs {
 		ch := make(chan struct{})
 		o.work <- rungJob{sync: ch}
@@ -389,7 +416,7 @@ func (p *Pipeline) sync() {
 	}
 }
 
-func (p *Pipeline) encodeRung(i int, o *output, f *astiav.Frame, pts int64, key bool, emit Emit) error {
+func (p *ladder) encodeRung(i int, o *output, f *astiav.Frame, pts int64, key bool, emit Emit) error {
 	// The encoder counts in frames (see openEncoder). A source faster than
 	// its declared frame rate would repeat a tick: such a frame is dropped
 	// (converting to the declared rate), since shifting it would make the
@@ -423,7 +450,7 @@ func (p *Pipeline) encodeRung(i int, o *output, f *astiav.Frame, pts int64, key 
 	return p.drainEncoder(i, o, emit)
 }
 
-func (p *Pipeline) drainEncoder(i int, o *output, emit Emit) error {
+func (p *ladder) drainEncoder(i int, o *output, emit Emit) error {
 	for {
 		err := o.enc.ReceivePacket(o.pkt)
 		if errors.Is(err, astiav.ErrEagain) || errors.Is(err, astiav.ErrEof) {
@@ -449,7 +476,7 @@ func (p *Pipeline) drainEncoder(i int, o *output, emit Emit) error {
 	}
 }
 
-func (p *Pipeline) flushEncoders(emit Emit) error {
+func (p *ladder) flushEncoders(emit Emit) error {
 	p.sync()
 	if err := p.emitReady(emit); err != nil {
 		return err
@@ -467,7 +494,9 @@ func (p *Pipeline) flushEncoders(emit Emit) error {
 
 // OutputRungs returns the rungs with the sizes actually encoded (known once
 // the first frame was decoded), or nil before that.
-func (p *Pipeline) OutputRungs() []Rung {
+func (p *Pipeline) OutputRungs() []Rung { return p.ladder.outputRungs() }
+
+func (p *ladder) outputRungs() []Rung {
 	if p.outs == nil {
 		return nil
 	}
@@ -502,9 +531,9 @@ func (p *Pipeline) frameRate() astiav.Rational {
 	return astiav.NewRational(int(fps*1000+0.5), 1000)
 }
 
-func (p *Pipeline) openOutputs(f *astiav.Frame) error {
+func (p *ladder) openOutputs(f *astiav.Frame) error {
 	w, h := f.Width(), f.Height()
-	fps := p.frameRate()
+	fps := p.sourceRate()
 	gop := int(fps.Float64()*p.cfg.KeyframeInterval.Seconds()*4 + 0.5)
 	outs := make([]*output, 0, len(p.rungs))
 	for _, r := range p.rungs {
@@ -557,7 +586,7 @@ func EvenWidth(w, h, height int) int {
 	return v
 }
 
-func (p *Pipeline) closeOutputs() {
+func (p *ladder) closeOutputs() {
 	freeOutputs(p.outs)
 	p.outs = nil
 	p.inW, p.inH = 0, 0
