@@ -1,15 +1,17 @@
 // Package playerapi is Shoal's control API: the authenticated REST
-// endpoints under /v1 that create and manage live streams and API keys.
+// endpoints under /v1 that manage live streams, API keys, videos (PUT and
+// tus 1.0 uploads) and webhooks, described by the OpenAPI 3.1 document
+// served at /v1/openapi.yaml.
 //
-// Every route needs "Authorization: Bearer <api key>", where the key is
+// Every route but the OpenAPI document needs "Authorization: Bearer <api key>", where the key is
 // either the bootstrap admin key from the configuration (accepted without
 // Redis) or a key issued by POST /v1/api-keys. Every error is JSON:
 //
 //	{"error":{"code":"not_found","message":"live stream not found"}}
 //
 // with code one of invalid_request (400), unauthorized (401), not_found
-// (404), payload_too_large (413), internal (500) and unavailable (503, the
-// state store is unreachable).
+// (404), conflict (409), payload_too_large (413), not_a_video (422),
+// internal (500) and unavailable (503, the state store is unreachable).
 package playerapi
 
 import (
@@ -23,6 +25,7 @@ import (
 	"unicode"
 
 	"github.com/gin-gonic/gin"
+	tus "github.com/tus/tusd/v2/pkg/handler"
 
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/routing"
@@ -47,6 +50,7 @@ type Store interface {
 	ResetStreamKey(ctx context.Context, id string) (routing.LiveStream, error)
 	CreateAPIKey(ctx context.Context, name string) (plaintext string, info routing.APIKey, err error)
 	VerifyAPIKey(ctx context.Context, key string) (routing.APIKey, error)
+	VideoStore
 	WebhookStore
 }
 
@@ -80,6 +84,13 @@ type Config struct {
 	// MaxBodyBytes caps JSON request bodies; larger bodies are answered
 	// with 413. Zero means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
+	// MaxUploadBytes caps a video source (PUT or tus); larger ones are
+	// answered with 413. Zero means DefaultMaxUploadBytes.
+	MaxUploadBytes int64
+	// UploadDir keeps tus uploads until they complete. Required.
+	UploadDir string
+	// Videos stores, probes and removes video files. Required.
+	Videos Videos
 }
 
 // API serves the control API. Create it with New and mount it with
@@ -89,9 +100,12 @@ type API struct {
 	publicURL    string
 	rtmpURL      string
 	maxBody      int64
+	maxUpload    int64
 
 	store  Store
 	status Live
+	videos Videos
+	tus    *tus.UnroutedHandler
 	log    *slog.Logger
 }
 
@@ -117,6 +131,19 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 	case maxBody < 0:
 		errs = append(errs, fmt.Errorf("playerapi: MaxBodyBytes must not be negative, got %d", maxBody))
 	}
+	maxUpload := cfg.MaxUploadBytes
+	switch {
+	case maxUpload == 0:
+		maxUpload = DefaultMaxUploadBytes
+	case maxUpload < 0:
+		errs = append(errs, fmt.Errorf("playerapi: MaxUploadBytes must not be negative, got %d", maxUpload))
+	}
+	if cfg.UploadDir == "" {
+		errs = append(errs, errors.New("playerapi: UploadDir is required"))
+	}
+	if cfg.Videos == nil {
+		errs = append(errs, errors.New("playerapi: Videos is required"))
+	}
 	if store == nil {
 		errs = append(errs, errors.New("playerapi: a Store is required"))
 	}
@@ -129,15 +156,21 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &API{
+	a := &API{
 		adminKeyHash: ids.Hash(cfg.AdminKey),
 		publicURL:    publicURL,
 		rtmpURL:      rtmpURL,
 		maxBody:      maxBody,
+		maxUpload:    maxUpload,
 		store:        store,
 		status:       status,
+		videos:       cfg.Videos,
 		log:          log,
-	}, nil
+	}
+	if a.tus, err = a.newTusHandler(cfg.UploadDir); err != nil {
+		return nil, err
+	}
+	return a, nil
 }
 
 func checkAdminKey(k string) error {
@@ -182,6 +215,8 @@ func checkURL(field, raw string, schemes ...string) (string, error) {
 
 // Register mounts every route of the API, under /v1, on r.
 func (a *API) Register(r gin.IRouter) {
+	// The spec is public: it holds no secrets and clients fetch it first.
+	r.GET("/v1/openapi.yaml", serveOpenAPI)
 	v1 := r.Group("/v1", a.Authenticate)
 	v1.POST("/live-streams", a.createLiveStream)
 	v1.GET("/live-streams", a.listLiveStreams)
@@ -190,6 +225,7 @@ func (a *API) Register(r gin.IRouter) {
 	v1.DELETE("/live-streams/:id", a.deleteLiveStream)
 	v1.POST("/live-streams/:id/reset-stream-key", a.resetStreamKey)
 	v1.POST("/api-keys", a.createAPIKey)
+	a.registerVideos(v1)
 	a.registerWebhooks(v1)
 }
 

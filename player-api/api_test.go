@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ import (
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/testutil/redistest"
+	"github.com/shoal-video/shoal/transcode/vod"
 )
 
 const (
@@ -86,6 +88,7 @@ type env struct {
 	store  *routing.Store
 	status *fakeStatus
 	logs   *testutil.Buffer
+	files  vod.Files
 }
 
 func newEnv(t testing.TB, cfg Config) *env {
@@ -105,8 +108,14 @@ func newEnv(t testing.TB, cfg Config) *env {
 	if cfg.RTMPURL == "" {
 		cfg.RTMPURL = testRTMPURL
 	}
+	data := t.TempDir()
 	e := &env{redis: srv, store: store, status: &fakeStatus{}, logs: &testutil.Buffer{}}
 	log := slog.New(slog.NewTextHandler(e.logs, nil))
+	if cfg.UploadDir == "" {
+		cfg.UploadDir = filepath.Join(data, "uploads")
+	}
+	e.files = vod.Files{SourceDir: filepath.Join(data, "videos"), HLSDir: filepath.Join(data, "hls")}
+	cfg.Videos = e.files
 	api, err := New(cfg, store, e.status, log)
 	if err != nil {
 		t.Fatalf("New: %v", err)
@@ -578,7 +587,8 @@ func TestUnknownRoutesUnderV1(t *testing.T) {
 
 func TestNewValidates(t *testing.T) {
 	t.Parallel()
-	good := Config{AdminKey: testAdminKey, PublicURL: testPublicURL, RTMPURL: testRTMPURL}
+	good := Config{AdminKey: testAdminKey, PublicURL: testPublicURL, RTMPURL: testRTMPURL,
+		UploadDir: t.TempDir(), Videos: vod.Files{SourceDir: t.TempDir(), HLSDir: t.TempDir()}}
 	store, err := routing.NewStore("redis://127.0.0.1:1/0")
 	if err != nil {
 		t.Fatal(err)

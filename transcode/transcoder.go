@@ -117,7 +117,7 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 		deps.Log = slog.Default()
 	}
 	ffmpeg.SetLogger(deps.Log)
-	backend, err := pickBackend(cfg.HWAccel, deps.Log)
+	backend, err := PickBackend(cfg.HWAccel, deps.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -173,8 +173,9 @@ func defaultLimit(backend string) int {
 	return max(1, runtime.NumCPU()/2)
 }
 
-// pickBackend resolves HWAuto by probing each hardware encoder.
-func pickBackend(hw string, log *slog.Logger) (string, error) {
+// PickBackend resolves a hwaccel setting (HW*) to an ffmpeg backend name;
+// HWAuto probes each hardware encoder with a real encode.
+func PickBackend(hw string, log *slog.Logger) (string, error) {
 	switch hw {
 	case HWNone:
 		return ffmpeg.BackendSoftware, nil

@@ -36,7 +36,7 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.
 	g, gctx := errgroup.WithContext(ctx)
 	ready := make(chan *originNode, 1)
 	g.Go(func() error {
-		return runOrigin(gctx, cfg, log, func(o *originNode) { ready <- o })
+		return runOrigin(gctx, cfg, log, func(o *originNode) { ready <- o }, cfg.VOD.Workers > 0)
 	})
 	g.Go(func() error {
 		select {

@@ -10,10 +10,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -71,7 +73,18 @@ func clipSized(t *testing.T, w, h, seconds int) string {
 	return path
 }
 
+// runMainEnv makes the test binary run Main with its arguments instead of
+// the tests, so that tests can start real `shoal` processes (and kill -9
+// them) without a separately built binary.
+const runMainEnv = "SHOAL_TEST_RUN_MAIN"
+
 func TestMain(m *testing.M) {
+	if os.Getenv(runMainEnv) == "1" {
+		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+		code := Main(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+		stop()
+		os.Exit(code)
+	}
 	code := m.Run()
 	if clipDir != "" {
 		os.RemoveAll(clipDir)
@@ -286,6 +299,8 @@ func TestLiveToVODEndToEnd(t *testing.T) {
 	if want := n.http + "/hls/" + ls.ID + "/master.m3u8"; ls.Playback.HLSURL != want {
 		t.Fatalf("hls_url = %q, want %q", ls.Playback.HLSURL, want)
 	}
+	hook := newReceiver(t)
+	hook.register(n, "live_stream.started", "live_stream.ended")
 	file := clip(t, 10)
 	start := time.Now()
 	pub := publish(t, file, ls.Ingest.RTMPURL+"/"+ls.StreamKey)
@@ -320,6 +335,10 @@ func TestLiveToVODEndToEnd(t *testing.T) {
 		}
 	}
 	n.waitFor("status idle", 5*time.Second, func() bool { return n.status(ls.ID) == "idle" })
+	n.waitFor("the live_stream.ended webhook", 10*time.Second, func() bool { return hook.count("live_stream.ended", ls.ID) == 1 })
+	if got := hook.count("live_stream.started", ls.ID); got != 1 {
+		t.Errorf("%d live_stream.started deliveries, want 1", got)
+	}
 
 	code, metrics := n.get("/metrics", "")
 	for _, m := range []string{"shoal_ingest_bytes_total", "shoal_hub_publications", `shoal_http_requests_total{method="GET",route="/hls/*path",status="200"}`, "shoal_packager_segments_total"} {

@@ -21,7 +21,7 @@ import (
 
 type httpConfig struct {
 	Addr   string
-	HLSDir string
+	HLSDir string // "" serves no HLS
 }
 
 // pinger reports whether the state store is reachable.
@@ -31,7 +31,7 @@ type pinger interface {
 
 type httpDeps struct {
 	Log      *slog.Logger
-	API      *playerapi.API
+	API      *playerapi.API // nil serves no API
 	Ready    pinger
 	Registry *prometheus.Registry
 }
@@ -69,9 +69,11 @@ func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
 		requests.WithLabelValues(route, c.Request.Method, strconv.Itoa(c.Writer.Status())).Inc()
 	})
 
-	hls := gin.WrapH(origin.NewHandler(cfg.HLSDir))
-	for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodOptions} {
-		r.Handle(m, "/hls/*path", hls)
+	if cfg.HLSDir != "" {
+		hls := gin.WrapH(origin.NewHandler(cfg.HLSDir))
+		for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodOptions} {
+			r.Handle(m, "/hls/*path", hls)
+		}
 	}
 	r.GET("/healthz", func(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) })
 	r.GET("/readyz", func(c *gin.Context) {
@@ -84,7 +86,9 @@ func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
 		c.JSON(http.StatusOK, gin.H{"status": "ready"})
 	})
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{})))
-	deps.API.Register(r)
+	if deps.API != nil {
+		deps.API.Register(r)
+	}
 	r.NoRoute(func(c *gin.Context) {
 		playerapi.WriteError(c, http.StatusNotFound, "not_found", "no such endpoint: "+c.Request.Method+" "+c.Request.URL.Path)
 	})

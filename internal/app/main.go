@@ -14,6 +14,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/config"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
 
 var redisLogOnce sync.Once
@@ -28,9 +29,9 @@ Usage:
 
 Roles:
   dev       every role in one process (prints URLs, an admin key and a stream key)
-  origin    RTMP ingest, HLS packager, origin HTTP, REST API
+  origin    RTMP ingest, HLS packager, origin HTTP, REST API and uploads
+  worker    VOD transcoding jobs from the Redis queue (shares SHOAL_DATA_DIR with the origin)
   edge      caching edge node (not built yet)
-  worker    transcoding worker (not built yet)
   version   print the version
   help      this text
 
@@ -53,10 +54,10 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, usageText())
 		return 0
-	case "edge", "worker":
+	case "edge":
 		fmt.Fprintf(stderr, "shoal %s: this role is not built yet in this version of Shoal; run `shoal dev` or `shoal origin`\n", role)
 		return 2
-	case "dev", "origin":
+	case "dev", "origin", "worker":
 	default:
 		fmt.Fprintf(stderr, "shoal: unknown role %q\n\n%s", role, usageText())
 		return 2
@@ -80,11 +81,16 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	log := newLogger(cfg, stderr)
 	// The Redis client's logger is process-wide: the first Main sets it.
 	redisLogOnce.Do(func() { routing.SetClientLogger(log.With("component", "redis")) })
+	// So is FFmpeg's: its warnings go to our log, rate-limited, never to
+	// stderr (the encoders' statistics at close included).
+	ffmpeg.SetLogger(log.With("component", "ffmpeg"))
 	switch role {
 	case "dev":
 		err = runDev(ctx, cfg, log, stdout)
 	case "origin":
-		err = runOrigin(ctx, cfg, log, nil)
+		err = runOrigin(ctx, cfg, log, nil, false)
+	case "worker":
+		err = runWorker(ctx, cfg, log)
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("shoal stopped", "role", role, "err", err)

@@ -16,9 +16,11 @@ import (
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/stream"
+	"github.com/shoal-video/shoal/internal/webhook"
 	"github.com/shoal-video/shoal/packager"
 	playerapi "github.com/shoal-video/shoal/player-api"
 	"github.com/shoal-video/shoal/transcode"
+	"github.com/shoal-video/shoal/transcode/vod"
 )
 
 // originReady is called once every listener of the origin role is open.
@@ -31,8 +33,8 @@ type originNode struct {
 }
 
 // runOrigin runs ingest, the hub, the packager, origin HTTP and the API until
-// ctx is done.
-func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready originReady) error {
+// ctx is done; with worker set, also a VOD worker (shoal dev).
+func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready originReady, worker bool) error {
 	if cfg.AdminKey == "" {
 		return errors.New("SHOAL_ADMIN_KEY (admin_key) is required for the origin role: set a secret of at least 16 characters")
 	}
@@ -81,6 +83,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return err
 	}
+	announcer := newLiveAnnouncer(hub, store, log.With("component", "events"))
 	ingest, err := rtmp.New(rtmp.Config{Addr: cfg.RTMPAddr, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
 		rtmp.Deps{Log: log.With("component", "rtmp"), Auth: newKeyAuthorizer(store), Hub: hub, Registerer: reg})
 	if err != nil {
@@ -89,6 +92,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	defer ingest.Close()
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL,
+		MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
 	}, store, pipeline{hub: hub, ingest: ingest, pkg: pkg, tc: tc}, log.With("component", "api"))
 	if err != nil {
 		return err
@@ -99,6 +103,17 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return err
 	}
 	defer httpSrv.close()
+	hooks, err := webhook.New(webhook.Config{Consumer: consumerName()},
+		webhook.Deps{Store: store, Log: log.With("component", "webhooks"), Registerer: reg})
+	if err != nil {
+		return err
+	}
+	var vodWorker *vod.Worker
+	if worker {
+		if vodWorker, err = newVODWorker(cfg, store, log.With("component", "vod"), reg); err != nil {
+			return err
+		}
+	}
 
 	log.Info("shoal origin starting", "version", Version, "config", fmt.Sprintf("%+v", cfg.Redacted()))
 	if err := store.Ping(ctx); err != nil {
@@ -118,6 +133,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	defer stopPkg()
 	var pkgGroup errgroup.Group
 	pkgGroup.Go(func() error { return pkg.Run(pkgCtx) })
+	pkgGroup.Go(func() error { return announcer.Run(pkgCtx) })
 	tcCtx, stopTC := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopTC()
 	var tcGroup errgroup.Group
@@ -128,6 +144,10 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ingest.Run(gctx) })
 	g.Go(func() error { return httpSrv.run(gctx) })
+	g.Go(func() error { return hooks.Run(gctx) })
+	if vodWorker != nil {
+		g.Go(func() error { return vodWorker.Run(gctx) })
+	}
 	err = g.Wait()
 
 	// Shutdown ends the live sources first, so that every ladder flushes its

@@ -30,11 +30,21 @@ type Config struct {
 	RTMPPublicURL string `yaml:"rtmp_public_url"` // no trailing slash; publishers append /<stream_key>
 	LogLevel      string `yaml:"log_level"`
 	LogFormat     string `yaml:"log_format"`
+	// MaxUploadBytes caps one video source upload (PUT or tus).
+	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
 
 	Ingest    IngestConfig    `yaml:"ingest"`
 	HLS       HLSConfig       `yaml:"hls"`
 	Hub       HubConfig       `yaml:"hub"`
 	Transcode TranscodeConfig `yaml:"transcode"`
+	VOD       VODConfig       `yaml:"vod"`
+}
+
+// VODConfig tunes the VOD job workers.
+type VODConfig struct {
+	Workers     int      `yaml:"workers"`      // jobs run at once by a worker (in dev: 0 runs none)
+	IdleTimeout Duration `yaml:"idle_timeout"` // a job untouched this long is taken over
+	MaxAttempts int      `yaml:"max_attempts"` // attempts at one job before it fails
 }
 
 // IngestConfig tunes the ingest servers.
@@ -68,12 +78,13 @@ type TranscodeConfig struct {
 // are empty so that they follow the final HTTPAddr and RTMPAddr.
 func base() Config {
 	return Config{
-		RedisURL:  "redis://127.0.0.1:6379/0",
-		DataDir:   "./data",
-		HTTPAddr:  ":8080",
-		RTMPAddr:  ":1935",
-		LogLevel:  "info",
-		LogFormat: "text",
+		RedisURL:       "redis://127.0.0.1:6379/0",
+		DataDir:        "./data",
+		HTTPAddr:       ":8080",
+		RTMPAddr:       ":1935",
+		LogLevel:       "info",
+		LogFormat:      "text",
+		MaxUploadBytes: 20 << 30,
 		Ingest: IngestConfig{
 			ReconnectGrace: Duration(10 * time.Second),
 			ReadTimeout:    Duration(10 * time.Second),
@@ -90,6 +101,7 @@ func base() Config {
 			Ladder:     media.DefaultLadder.String(),
 			Preset:     "veryfast",
 		},
+		VOD: VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
 	}
 }
 

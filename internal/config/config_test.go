@@ -63,6 +63,8 @@ func TestDefaultIsValid(t *testing.T) {
 		Hub:           HubConfig{QueueSize: 1024},
 		Transcode: TranscodeConfig{HWAccel: "auto", MaxLadders: -1, Ladder: "1080p:5000k,720p:3000k,480p:1200k,360p:700k",
 			Preset: "veryfast"},
+		MaxUploadBytes: 20 << 30,
+		VOD:            VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
 	}
 	if d != want {
 		t.Errorf("Default() =\n%+v\nwant\n%+v", d, want)

@@ -100,6 +100,9 @@ var table = []key{
 	field("log_format", "SHOAL_LOG_FORMAT",
 		"log output format: text or json",
 		func(c *Config) *string { return &c.LogFormat }, parseLower, fmtString, oneOf("text", "json")),
+	field("max_upload_bytes", "SHOAL_MAX_UPLOAD_BYTES",
+		"largest video source accepted by PUT /v1/videos/{id}/source or tus, in bytes (1 MiB to 1 TiB); larger uploads get 413",
+		func(c *Config) *int64 { return &c.MaxUploadBytes }, parseInt64, fmtInt64, int64Range(1<<20, 1<<40)),
 	field("ingest.reconnect_grace", "SHOAL_INGEST_RECONNECT_GRACE",
 		"how long a live stream stays live after its publisher disconnects, waiting for a reconnect (0 to 5m)",
 		func(c *Config) *Duration { return &c.Ingest.ReconnectGrace }, parseDuration, Duration.String,
@@ -137,6 +140,35 @@ var table = []key{
 		"x264 preset (ultrafast .. veryslow); hardware encoders use their closest preset",
 		func(c *Config) *string { return &c.Transcode.Preset }, parseLower, fmtString,
 		oneOf("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")),
+	field("vod.workers", "SHOAL_VOD_WORKERS",
+		"VOD jobs a worker runs at once (0 to 64); shoal dev runs its in-process worker only when above 0",
+		func(c *Config) *int { return &c.VOD.Workers }, parseInt, strconv.Itoa, intRange(0, 64)),
+	field("vod.idle_timeout", "SHOAL_VOD_IDLE_TIMEOUT",
+		"a VOD job its worker has not touched for this long (the worker died) is taken over by another (2s to 1h)",
+		func(c *Config) *Duration { return &c.VOD.IdleTimeout }, parseDuration, Duration.String,
+		durationRange(Duration(2*time.Second), Duration(time.Hour))),
+	field("vod.max_attempts", "SHOAL_VOD_MAX_ATTEMPTS",
+		"attempts at one VOD job (a worker dying counts) before the video fails with the last error (1 to 20)",
+		func(c *Config) *int { return &c.VOD.MaxAttempts }, parseInt, strconv.Itoa, intRange(1, 20)),
+}
+
+func parseInt64(raw string) (int64, error) {
+	v, err := strconv.ParseInt(strings.TrimSpace(raw), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("not a whole number")
+	}
+	return v, nil
+}
+
+func fmtInt64(v int64) string { return strconv.FormatInt(v, 10) }
+
+func int64Range(lo, hi int64) func(int64) error {
+	return func(v int64) error {
+		if v < lo || v > hi {
+			return fmt.Errorf("%d is out of range %d..%d", v, lo, hi)
+		}
+		return nil
+	}
 }
 
 func parseBool(raw string) (bool, error) {

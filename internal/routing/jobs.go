@@ -70,6 +70,18 @@ const (
 // or it is no longer processing. The worker must stop and discard its work.
 var ErrJobLost = errors.New("the job is no longer held by this attempt")
 
+// ErrVideoDeleted is wrapped, with ErrJobLost, when the job's video was
+// deleted.
+var ErrVideoDeleted = errors.New("the video was deleted")
+
+// jobLost is the error for a fencing outcome other than jobOK.
+func jobLost(res string) error {
+	if res == jobDeleted {
+		return fmt.Errorf("%w: %w", ErrJobLost, ErrVideoDeleted)
+	}
+	return fmt.Errorf("%w (another attempt owns it or it is no longer processing)", ErrJobLost)
+}
+
 // EnsureJobQueue creates the job stream and its consumer group when they do
 // not exist yet.
 func (s *Store) EnsureJobQueue(ctx context.Context) error {
@@ -183,7 +195,7 @@ func (s *Store) TouchJob(ctx context.Context, job Job, consumer string, attempt,
 		return wrapErr("touch job", err)
 	}
 	if res != jobOK {
-		return fmt.Errorf("%w (%s)", ErrJobLost, res)
+		return jobLost(res)
 	}
 	return nil
 }
@@ -214,7 +226,7 @@ func (s *Store) FinishJob(ctx context.Context, job Job, attempt int, out JobOutc
 		return wrapErr("finish job", err)
 	}
 	if res != jobOK {
-		return fmt.Errorf("%w (%s)", ErrJobLost, res)
+		return jobLost(res)
 	}
 	return nil
 }
@@ -259,7 +271,7 @@ func (s *Store) FailJob(ctx context.Context, job Job, attempt int, msg string, p
 	case "failed":
 		return false, nil
 	default:
-		return false, fmt.Errorf("%w (%s)", ErrJobLost, res)
+		return false, jobLost(res)
 	}
 }
 

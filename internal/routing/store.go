@@ -17,6 +17,8 @@
 //	shoal:videos                   zset   member <id>, score created_at in Unix microseconds
 //	shoal:jobs:vod                 stream VOD jobs (field video), consumer group "workers" (see jobs.go)
 //	shoal:events                   stream events for webhooks (fields type, data, at; see events.go)
+//	shoal:webhook:<id>, shoal:webhooks, shoal:webhookdelivery:<did>, shoal:webhookdue,
+//	shoal:webhookpending:<id>, shoal:webhooklog:<id>   webhooks and their deliveries (see webhooks.go)
 //
 // The stream key is kept in the live stream's hash because the API shows it
 // to the stream's owner; the index that ingest looks keys up in is keyed by

@@ -20,3 +20,20 @@ func MakeTS(t testing.TB, w, h, seconds, gop int) string {
 	}
 	return path
 }
+
+// MakeMP4 encodes seconds of testsrc2 at w x h, 30 fps, with a 440 Hz AAC
+// tone, to an MP4 file (moov at the front, as phones and editors write
+// it) with the ffmpeg CLI, and returns its path.
+func MakeMP4(t testing.TB, w, h, seconds int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "clip.mp4")
+	out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size="+strconv.Itoa(w)+"x"+strconv.Itoa(h)+":rate=30",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100",
+		"-t", strconv.Itoa(seconds), "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p",
+		"-c:a", "aac", "-b:a", "64k", "-movflags", "+faststart", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg (is it installed? `make test` installs it): %v\n%s", err, out)
+	}
+	return path
+}

@@ -3,6 +3,7 @@
 //
 //	GET /hls/<id>/master.m3u8
 //	GET /hls/<id>/<rendition>/<file>   (index.m3u8, recording.m3u8, init-*.mp4, *.m4s, *.ts)
+//	GET /hls/<id>/poster.jpg, storyboard.vtt, storyboard-<n>.jpg   (videos: poster and scrub previews)
 //
 // Segments and init sections never change once written, so they are served
 // as immutable; playlists of a live stream are cacheable for one second and
@@ -33,7 +34,12 @@ const Prefix = "/hls/"
 
 var fileRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}\.(m3u8|m4s|mp4|ts)$`)
 
+// stillRe matches the files next to master.m3u8 that a VOD job writes.
+var stillRe = regexp.MustCompile(`^(poster\.jpg|storyboard\.vtt|storyboard-[0-9]{1,6}\.jpg)$`)
+
 var contentTypes = map[string]string{
+	".jpg":  "image/jpeg",
+	".vtt":  "text/vtt; charset=utf-8",
 	".m3u8": "application/vnd.apple.mpegurl",
 	".m4s":  "video/iso.segment",
 	".mp4":  "video/mp4",
@@ -46,6 +52,7 @@ const (
 	CacheLivePlaylist  = "public, max-age=1"
 	CacheEndedPlaylist = "public, max-age=60"
 	CacheMaster        = "public, max-age=2"
+	CacheStill         = "public, max-age=3600"
 )
 
 // Handler serves files under Dir.
@@ -57,8 +64,9 @@ type Handler struct {
 func NewHandler(dir string) *Handler { return &Handler{Dir: dir} }
 
 // ParsePath validates a request path below Prefix and returns the file's
-// path relative to the HLS directory. It accepts only /hls/<id>/master.m3u8
-// and /hls/<id>/<rendition>/<file>.
+// path relative to the HLS directory. It accepts only /hls/<id>/master.m3u8,
+// a video's poster and storyboard files next to it, and
+// /hls/<id>/<rendition>/<file>.
 func ParsePath(p string) (string, bool) {
 	rest, ok := strings.CutPrefix(p, Prefix)
 	if !ok {
@@ -67,7 +75,7 @@ func ParsePath(p string) (string, bool) {
 	parts := strings.Split(rest, "/")
 	switch len(parts) {
 	case 2:
-		if ids.Valid(parts[0]) && parts[1] == "master.m3u8" {
+		if ids.Valid(parts[0]) && (parts[1] == "master.m3u8" || stillRe.MatchString(parts[1])) {
 			return parts[0] + "/" + parts[1], true
 		}
 	case 3:
@@ -129,6 +137,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr.Set("Content-Type", contentTypes[ext])
 	if ext != ".m3u8" {
 		hdr.Set("Cache-Control", CacheImmutable)
+		if ext == ".jpg" || ext == ".vtt" {
+			hdr.Set("Cache-Control", CacheStill)
+		}
 		hdr.Set("ETag", `"`+strconv.FormatInt(st.Size(), 36)+"-"+strconv.FormatInt(st.ModTime().UnixNano(), 36)+`"`)
 		http.ServeContent(w, r, "", st.ModTime(), f)
 		return

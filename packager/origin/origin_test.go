@@ -25,6 +25,9 @@ func setup(t *testing.T) (*httptest.Server, string) {
 	must(os.WriteFile(filepath.Join(dir, "abc", "source", "index.m3u8"), []byte("#EXTM3U\n#EXTINF:2,\nx-0.m4s\n"), 0o644))
 	must(os.WriteFile(filepath.Join(dir, "abc", "source", "recording.m3u8"), []byte("#EXTM3U\n#EXT-X-ENDLIST\n"), 0o644))
 	must(os.WriteFile(filepath.Join(dir, "abc", "source", "x-0.m4s"), []byte("0123456789"), 0o644))
+	must(os.WriteFile(filepath.Join(dir, "abc", "poster.jpg"), []byte("\xff\xd8jpeg"), 0o644))
+	must(os.WriteFile(filepath.Join(dir, "abc", "storyboard.vtt"), []byte("WEBVTT\n"), 0o644))
+	must(os.WriteFile(filepath.Join(dir, "abc", "storyboard-0.jpg"), []byte("\xff\xd8jpeg"), 0o644))
 	// A secret next to the HLS directory that no path may reach.
 	must(os.WriteFile(filepath.Join(root, "secret.m3u8"), []byte("secret"), 0o644))
 	srv := httptest.NewServer(NewHandler(dir))
@@ -57,6 +60,9 @@ func TestServesWithHeaders(t *testing.T) {
 		{"/hls/abc/source/index.m3u8", "application/vnd.apple.mpegurl", CacheLivePlaylist},
 		{"/hls/abc/source/recording.m3u8", "application/vnd.apple.mpegurl", CacheEndedPlaylist},
 		{"/hls/abc/source/x-0.m4s", "video/iso.segment", CacheImmutable},
+		{"/hls/abc/poster.jpg", "image/jpeg", CacheStill},
+		{"/hls/abc/storyboard.vtt", "text/vtt; charset=utf-8", CacheStill},
+		{"/hls/abc/storyboard-0.jpg", "image/jpeg", CacheStill},
 	}
 	for _, c := range cases {
 		resp, _ := get(t, srv.URL+c.path, nil)
@@ -106,7 +112,8 @@ func TestPathTricksRefused(t *testing.T) {
 		"/hls/abc%2f..%2f..%2fsecret.m3u8", "/hls/abc/source/..%2f..%2f..%2fsecret.m3u8",
 		"/hls/ABC/master.m3u8", "/hls/abc/source/x-0.m4s.tmp", "/hls/abc/source/.hidden.m3u8",
 		"/hls/abc", "/hls/", "/hls/abc/source/sub/x-0.m4s", "/hls/abc/master.m3u8%00",
-		"/hls/abc/source/missing.m4s",
+		"/hls/abc/source/missing.m4s", "/hls/abc/poster.png", "/hls/abc/storyboard-x.jpg", "/hls/abc/index.m3u8",
+		"/hls/abc/source/poster.jpg", "/hls/abc/.staging",
 	} {
 		resp, body := get(t, srv.URL+p, nil)
 		if resp.StatusCode != 400 && resp.StatusCode != 404 {

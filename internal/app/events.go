@@ -1,0 +1,68 @@
+package app
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-video/shoal/internal/logx"
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/stream"
+)
+
+// liveAnnouncer publishes live_stream.started and live_stream.ended (for
+// webhooks) when a live stream's source publication starts and ends. A
+// reconnect within the grace period continues the publication: no events.
+type liveAnnouncer struct {
+	w     *stream.Watcher
+	store *routing.Store
+	log   *slog.Logger
+	warn  *logx.Limiter
+}
+
+func newLiveAnnouncer(hub *stream.Hub, store *routing.Store, log *slog.Logger) *liveAnnouncer {
+	return &liveAnnouncer{
+		w:     hub.Watch(func(k media.StreamKey) bool { return k.Rendition == media.RenditionSource }),
+		store: store, log: log, warn: logx.NewLimiter(10 * time.Second),
+	}
+}
+
+// Run follows publications until ctx is done or the hub closes, and returns
+// once every ended publication has been announced.
+func (a *liveAnnouncer) Run(ctx context.Context) error {
+	defer a.w.Close()
+	var g errgroup.Group
+	for {
+		sub, err := a.w.Next(ctx)
+		if err != nil {
+			break
+		}
+		g.Go(func() error { a.follow(ctx, sub); return nil })
+	}
+	return g.Wait()
+}
+
+func (a *liveAnnouncer) follow(ctx context.Context, sub *stream.Subscriber) {
+	defer sub.Close()
+	id := sub.Key().Name
+	a.announce(id, routing.EventLiveStreamStarted)
+	_ = sub.Each(ctx, func([]media.Track, bool) {}, func(*media.AccessUnit) {})
+	a.announce(id, routing.EventLiveStreamEnded)
+}
+
+func (a *liveAnnouncer) announce(id, typ string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	data := map[string]string{"id": id}
+	if ls, err := a.store.GetLiveStream(ctx, id); err == nil {
+		data["name"] = ls.Name
+	}
+	if err := a.store.PublishEvent(ctx, typ, data); err != nil {
+		if ok, n := a.warn.Allow(); ok {
+			a.log.Warn("could not announce a live stream event; webhooks will miss it", "event", typ, "stream", id, "err", err, "suppressed_since_last", n)
+		}
+	}
+}

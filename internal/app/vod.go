@@ -1,0 +1,54 @@
+package app
+
+import (
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/transcode"
+	"github.com/shoal-video/shoal/transcode/vod"
+)
+
+// videoFiles is where this node keeps video sources and HLS trees.
+func videoFiles(cfg config.Config) vod.Files {
+	return vod.Files{SourceDir: filepath.Join(cfg.DataDir, "videos"), HLSDir: filepath.Join(cfg.DataDir, "hls")}
+}
+
+// uploadDir keeps tus uploads until they complete.
+func uploadDir(cfg config.Config) string { return filepath.Join(cfg.DataDir, "uploads") }
+
+// newVODWorker builds a VOD worker reading the job queue in store.
+func newVODWorker(cfg config.Config, store *routing.Store, log *slog.Logger, reg prometheus.Registerer) (*vod.Worker, error) {
+	ladder, err := media.ParseLadder(cfg.Transcode.Ladder)
+	if err != nil {
+		return nil, fmt.Errorf("transcode.ladder: %w", err)
+	}
+	backend, err := transcode.PickBackend(cfg.Transcode.HWAccel, log)
+	if err != nil {
+		return nil, err
+	}
+	files := videoFiles(cfg)
+	return vod.New(vod.Config{
+		SourceDir: files.SourceDir, HLSDir: files.HLSDir, Consumer: consumerName(),
+		IdleTimeout: cfg.VOD.IdleTimeout.Std(), MaxAttempts: cfg.VOD.MaxAttempts, Concurrency: max(cfg.VOD.Workers, 1),
+		Ladder: ladder, Backend: backend, Preset: cfg.Transcode.Preset, SegmentDuration: cfg.HLS.SegmentDuration.Std(),
+	}, vod.Deps{Queue: store, Log: log, Registerer: reg})
+}
+
+// consumerName names this process in the job queue: host, pid and a random
+// part, so that a restarted worker never inherits a dead one's name.
+func consumerName() string {
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "worker"
+	}
+	return host + "-" + strconv.Itoa(os.Getpid()) + "-" + ids.New()[:4]
+}

@@ -1,0 +1,48 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/routing"
+)
+
+// runWorker runs the worker role: VOD jobs from the Redis queue, plus the
+// operations endpoints (/healthz, /readyz, /metrics) on SHOAL_HTTP_ADDR.
+// Sources and outputs are read and written under SHOAL_DATA_DIR, which the
+// worker shares with the origin (same machine or a shared file system).
+func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+	if cfg.VOD.Workers < 1 {
+		return fmt.Errorf("vod.workers (SHOAL_VOD_WORKERS) is %d: a worker needs at least 1", cfg.VOD.Workers)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	store, err := routing.NewStore(cfg.RedisURL)
+	if err != nil {
+		return err
+	}
+	defer store.Close()
+	w, err := newVODWorker(cfg, store, log.With("component", "vod"), reg)
+	if err != nil {
+		return err
+	}
+	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr},
+		httpDeps{Log: log.With("component", "http"), Ready: store, Registry: reg})
+	if err != nil {
+		return err
+	}
+	defer httpSrv.close()
+	log.Info("shoal worker starting", "version", Version, "config", fmt.Sprintf("%+v", cfg.Redacted()))
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return w.Run(gctx) })
+	g.Go(func() error { return httpSrv.run(gctx) })
+	err = g.Wait()
+	log.Info("shoal worker stopped")
+	return err
+}

@@ -1,0 +1,754 @@
+package playerapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"net/url"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gin-gonic/gin"
+	"gopkg.in/yaml.v3"
+
+	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/testutil"
+	"github.com/shoal-video/shoal/internal/webhook"
+)
+
+// openAPIMethods are the operation keys of an OpenAPI path item.
+var openAPIMethods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+// parseSpec decodes an OpenAPI document into plain maps and slices.
+func parseSpec(t *testing.T, data []byte) map[string]any {
+	t.Helper()
+	var doc map[string]any
+	if err := yaml.Unmarshal(data, &doc); err != nil {
+		t.Fatalf("the OpenAPI document is not valid YAML: %v", err)
+	}
+	if doc == nil {
+		t.Fatal("the OpenAPI document is empty")
+	}
+	return doc
+}
+
+// specObject returns doc[key] as a map, failing the test when it is not one.
+func specObject(t *testing.T, doc map[string]any, key string) map[string]any {
+	t.Helper()
+	m, ok := doc[key].(map[string]any)
+	if !ok {
+		t.Fatalf("%q is %T, want a mapping", key, doc[key])
+	}
+	return m
+}
+
+// specOperation is one method of one path (or webhook) of the document.
+type specOperation struct {
+	where  string // "paths" or "webhooks"
+	path   string // "/v1/videos/{id}" or the webhook's name
+	method string // "GET"
+	op     map[string]any
+	item   map[string]any // the path item the operation belongs to
+}
+
+func (o specOperation) String() string { return o.where + ": " + o.method + " " + o.path }
+
+// specOperations lists the operations under doc[where], sorted.
+func specOperations(t *testing.T, doc map[string]any, where string) []specOperation {
+	t.Helper()
+	items, ok := doc[where].(map[string]any)
+	if !ok {
+		if doc[where] == nil {
+			return nil
+		}
+		t.Fatalf("%q is %T, want a mapping", where, doc[where])
+	}
+	var ops []specOperation
+	for path, v := range items {
+		item, ok := v.(map[string]any)
+		if !ok {
+			t.Errorf("%s %q is %T, want a path item", where, path, v)
+			continue
+		}
+		for _, m := range openAPIMethods {
+			raw, present := item[m]
+			if !present {
+				continue
+			}
+			op, ok := raw.(map[string]any)
+			if !ok {
+				t.Errorf("%s %s %q is %T, want an operation", where, strings.ToUpper(m), path, raw)
+				continue
+			}
+			ops = append(ops, specOperation{where: where, path: path, method: strings.ToUpper(m), op: op, item: item})
+		}
+	}
+	sort.Slice(ops, func(i, j int) bool { return ops[i].String() < ops[j].String() })
+	return ops
+}
+
+// ginParam matches a Gin path parameter (":id") or catch-all ("*path").
+var ginParam = regexp.MustCompile(`[:*]([A-Za-z0-9_]+)`)
+
+// openAPIPath turns a Gin route path into OpenAPI's path template:
+// "/v1/videos/:id" becomes "/v1/videos/{id}"; a trailing slash is kept.
+func openAPIPath(ginPath string) string {
+	return ginParam.ReplaceAllString(ginPath, "{$1}")
+}
+
+func TestOpenAPIPathConversion(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"/v1/videos":                   "/v1/videos",
+		"/v1/uploads/":                 "/v1/uploads/",
+		"/v1/uploads/:upload":          "/v1/uploads/{upload}",
+		"/v1/webhooks/:id/deliveries":  "/v1/webhooks/{id}/deliveries",
+		"/v1/live-streams/:id/x/:part": "/v1/live-streams/{id}/x/{part}",
+	} {
+		if got := openAPIPath(in); got != want {
+			t.Errorf("openAPIPath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// TestOpenAPIMatchesRoutes checks that the spec describes exactly the routes
+// Register mounts under /v1: every route has an operation and every
+// operation a route.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	engine, ok := e.h.(*gin.Engine)
+	if !ok {
+		t.Fatalf("the test handler is %T, want *gin.Engine", e.h)
+	}
+	routes := map[string]bool{}
+	for _, r := range engine.Routes() {
+		if r.Path == "/v1" || strings.HasPrefix(r.Path, "/v1/") {
+			routes[r.Method+" "+openAPIPath(r.Path)] = true
+		}
+	}
+	if len(routes) == 0 {
+		t.Fatal("Register mounted no routes under /v1")
+	}
+	spec := map[string]bool{}
+	for _, o := range specOperations(t, parseSpec(t, openAPISpec), "paths") {
+		spec[o.method+" "+o.path] = true
+	}
+	var missing, extra []string
+	for r := range routes {
+		if !spec[r] {
+			missing = append(missing, r)
+		}
+	}
+	for o := range spec {
+		if !routes[o] {
+			extra = append(extra, o)
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	if len(missing) > 0 {
+		t.Errorf("routes that openapi.yaml does not describe:\n\t%s", strings.Join(missing, "\n\t"))
+	}
+	if len(extra) > 0 {
+		t.Errorf("operations in openapi.yaml that no route serves:\n\t%s", strings.Join(extra, "\n\t"))
+	}
+}
+
+// TestOpenAPIServedAndValidYAML fetches the spec the way a client does,
+// without an API key, and checks the document's structure: the version,
+// unique operation ids, responses, path parameters, tags and that every
+// $ref points at something.
+func TestOpenAPIServedAndValidYAML(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	r := e.do(t, http.MethodGet, "/v1/openapi.yaml", "", nil).wantStatus(t, http.StatusOK)
+	if ct := r.header.Get("Content-Type"); !strings.Contains(ct, "yaml") {
+		t.Errorf("Content-Type %q, want a YAML type", ct)
+	}
+	if string(r.body) != string(openAPISpec) {
+		t.Error("the served document is not the embedded openapi.yaml")
+	}
+	doc := parseSpec(t, r.body)
+
+	if v, _ := doc["openapi"].(string); v != "3.1.0" {
+		t.Errorf("openapi is %#v, want \"3.1.0\"", doc["openapi"])
+	}
+	info := specObject(t, doc, "info")
+	for _, k := range []string{"title", "version", "description"} {
+		if s, _ := info[k].(string); s == "" {
+			t.Errorf("info.%s is missing", k)
+		}
+	}
+	components := specObject(t, doc, "components")
+	schemes, _ := components["securitySchemes"].(map[string]any)
+	if len(schemes) == 0 {
+		t.Error("components.securitySchemes is empty")
+	}
+	if sec, _ := doc["security"].([]any); len(sec) == 0 {
+		t.Error("the document has no top-level security requirement")
+	}
+
+	declaredTags := map[string]bool{}
+	if tags, ok := doc["tags"].([]any); ok {
+		for _, tg := range tags {
+			m, _ := tg.(map[string]any)
+			name, _ := m["name"].(string)
+			declaredTags[name] = true
+		}
+	}
+
+	ops := specOperations(t, doc, "paths")
+	if len(ops) == 0 {
+		t.Fatal("the document has no operations")
+	}
+	hooks := specOperations(t, doc, "webhooks")
+	if len(hooks) == 0 {
+		t.Error("the document has no webhooks section")
+	}
+	seenIDs := map[string]string{}
+	for _, o := range slices.Concat(ops, hooks) {
+		id, _ := o.op["operationId"].(string)
+		switch {
+		case id == "":
+			t.Errorf("%s has no operationId", o)
+		case seenIDs[id] != "":
+			t.Errorf("%s reuses operationId %q of %s", o, id, seenIDs[id])
+		default:
+			seenIDs[id] = o.String()
+		}
+		if resp, _ := o.op["responses"].(map[string]any); len(resp) == 0 {
+			t.Errorf("%s has no responses", o)
+		}
+		if s, _ := o.op["summary"].(string); s == "" {
+			t.Errorf("%s has no summary", o)
+		}
+		tags, _ := o.op["tags"].([]any)
+		if len(tags) == 0 {
+			t.Errorf("%s has no tag", o)
+		}
+		for _, tg := range tags {
+			if name, _ := tg.(string); !declaredTags[name] {
+				t.Errorf("%s uses tag %v, which the top-level tags do not declare", o, tg)
+			}
+		}
+		if o.where == "paths" {
+			checkPathParams(t, doc, o)
+		}
+	}
+
+	// The spec itself is public; everything else needs the API key.
+	for _, o := range ops {
+		sec, present := o.op["security"]
+		if o.path == "/v1/openapi.yaml" {
+			if list, ok := sec.([]any); !present || !ok || len(list) != 0 {
+				t.Errorf("%s must declare security: [] (it is served without a key)", o)
+			}
+		} else if present {
+			if list, _ := sec.([]any); len(list) == 0 {
+				t.Errorf("%s declares no security, but the route needs an API key", o)
+			}
+		}
+	}
+
+	var refs []string
+	collectRefs(doc, "", &refs)
+	if len(refs) == 0 {
+		t.Error("the document uses no $ref; expected reusable components")
+	}
+	for _, ref := range refs {
+		if err := resolveRef(doc, ref); err != nil {
+			t.Error(err)
+		}
+	}
+}
+
+// checkPathParams checks that each {name} of o's path is declared as a
+// required path parameter, on the operation or on its path item, and that
+// no path parameter is declared that the path lacks.
+func checkPathParams(t *testing.T, doc map[string]any, o specOperation) {
+	t.Helper()
+	declared := map[string]bool{}
+	for _, list := range []any{o.item["parameters"], o.op["parameters"]} {
+		params, _ := list.([]any)
+		for _, p := range params {
+			pm, _ := p.(map[string]any)
+			if ref, ok := pm["$ref"].(string); ok {
+				target, err := lookupRef(doc, ref)
+				if err != nil {
+					continue // reported by the $ref check
+				}
+				pm, _ = target.(map[string]any)
+			}
+			if in, _ := pm["in"].(string); in != "path" {
+				continue
+			}
+			name, _ := pm["name"].(string)
+			if req, _ := pm["required"].(bool); !req {
+				t.Errorf("%s: path parameter %q must be required: true", o, name)
+			}
+			declared[name] = true
+		}
+	}
+	inPath := map[string]bool{}
+	for _, m := range regexp.MustCompile(`\{([^}]+)\}`).FindAllStringSubmatch(o.path, -1) {
+		inPath[m[1]] = true
+		if !declared[m[1]] {
+			t.Errorf("%s: path parameter {%s} is not declared", o, m[1])
+		}
+	}
+	for name := range declared {
+		if !inPath[name] {
+			t.Errorf("%s: declares path parameter %q that the path lacks", o, name)
+		}
+	}
+}
+
+// collectRefs appends every $ref value under v; at says where v is.
+func collectRefs(v any, at string, refs *[]string) {
+	switch x := v.(type) {
+	case map[string]any:
+		for k, child := range x {
+			if k == "$ref" {
+				if s, ok := child.(string); ok {
+					*refs = append(*refs, s)
+				} else {
+					*refs = append(*refs, fmt.Sprintf("<non-string $ref at %s>", at))
+				}
+				continue
+			}
+			collectRefs(child, at+"/"+k, refs)
+		}
+	case []any:
+		for i, child := range x {
+			collectRefs(child, fmt.Sprintf("%s/%d", at, i), refs)
+		}
+	}
+}
+
+// resolveRef checks that ref is a local reference to an existing component.
+func resolveRef(doc map[string]any, ref string) error {
+	if !strings.HasPrefix(ref, "#/components/") {
+		return fmt.Errorf("$ref %q does not point into #/components/", ref)
+	}
+	_, err := lookupRef(doc, ref)
+	return err
+}
+
+// lookupRef follows a local JSON pointer ("#/a/b") in doc.
+func lookupRef(doc map[string]any, ref string) (any, error) {
+	ptr, ok := strings.CutPrefix(ref, "#/")
+	if !ok {
+		return nil, fmt.Errorf("$ref %q is not a local reference", ref)
+	}
+	var cur any = doc
+	for _, raw := range strings.Split(ptr, "/") {
+		tok, err := url.PathUnescape(raw)
+		if err != nil {
+			return nil, fmt.Errorf("$ref %q: %v", ref, err)
+		}
+		tok = strings.ReplaceAll(strings.ReplaceAll(tok, "~1", "/"), "~0", "~")
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("$ref %q: %q is not inside a mapping", ref, tok)
+		}
+		if cur, ok = m[tok]; !ok {
+			return nil, fmt.Errorf("$ref %q does not resolve: no %q", ref, tok)
+		}
+	}
+	return cur, nil
+}
+
+// TestOpenAPIResponsesMatchSchemas sends real requests and checks each
+// answer against the spec: its status must be one the operation declares,
+// and its JSON body must match the declared schema, with every required
+// field and no field the schema does not declare.
+func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	sc := &schemaChecker{doc: parseSpec(t, openAPISpec)}
+	call := func(method, path, target, key, body string) response {
+		t.Helper()
+		r := e.doJSON(t, method, target, key, body)
+		sc.check(t, path, method, r)
+		return r
+	}
+	id := func(r response) string {
+		t.Helper()
+		var v struct {
+			ID string `json:"id"`
+		}
+		if err := json.Unmarshal(r.body, &v); err != nil || v.ID == "" {
+			t.Fatalf("no id in %s (status %d)", r.body, r.status)
+		}
+		return v.ID
+	}
+	k := testAdminKey
+
+	call("GET", "/v1/live-streams", "/v1/live-streams", "", "").wantStatus(t, http.StatusUnauthorized)
+	call("GET", "/v1/live-streams", "/v1/live-streams", k, "").wantStatus(t, http.StatusOK)
+	ls := id(call("POST", "/v1/live-streams", "/v1/live-streams", k, `{"name":"show","ladder":"720p:3000k,360p:700k"}`).wantStatus(t, http.StatusCreated))
+	call("POST", "/v1/live-streams", "/v1/live-streams", k, `{"name":""}`).wantStatus(t, http.StatusBadRequest)
+	e.status.set(ls, true)
+	call("GET", "/v1/live-streams", "/v1/live-streams", k, "").wantStatus(t, http.StatusOK)
+	call("GET", "/v1/live-streams/{id}", "/v1/live-streams/"+ls, k, "").wantStatus(t, http.StatusOK)
+	call("GET", "/v1/live-streams/{id}", "/v1/live-streams/nosuchstream", k, "").wantStatus(t, http.StatusNotFound)
+	call("PATCH", "/v1/live-streams/{id}", "/v1/live-streams/"+ls, k, `{"ladder":""}`).wantStatus(t, http.StatusOK)
+	call("PATCH", "/v1/live-streams/{id}", "/v1/live-streams/"+ls, k, `{}`).wantStatus(t, http.StatusBadRequest)
+	call("POST", "/v1/live-streams/{id}/reset-stream-key", "/v1/live-streams/"+ls+"/reset-stream-key", k, "").wantStatus(t, http.StatusOK)
+	call("DELETE", "/v1/live-streams/{id}", "/v1/live-streams/"+ls, k, "").wantStatus(t, http.StatusNoContent)
+	call("POST", "/v1/api-keys", "/v1/api-keys", k, `{"name":"ci"}`).wantStatus(t, http.StatusCreated)
+
+	v1 := id(call("POST", "/v1/videos", "/v1/videos", k, `{}`).wantStatus(t, http.StatusCreated))
+	v2 := id(call("POST", "/v1/videos", "/v1/videos", k, `{"title":"talk","ladder":"480p:1200k","playback_policy":"public"}`).wantStatus(t, http.StatusCreated))
+	call("POST", "/v1/videos", "/v1/videos", k, `{"playback_policy":"signed"}`).wantStatus(t, http.StatusBadRequest)
+	call("GET", "/v1/videos", "/v1/videos?limit=1", k, "").wantStatus(t, http.StatusOK)
+	call("GET", "/v1/videos", "/v1/videos?limit=0", k, "").wantStatus(t, http.StatusBadRequest)
+	call("GET", "/v1/videos", "/v1/videos?cursor=bogus", k, "").wantStatus(t, http.StatusBadRequest)
+	call("PATCH", "/v1/videos/{id}", "/v1/videos/"+v2, k, `{"title":"a talk"}`).wantStatus(t, http.StatusOK)
+	clip, err := os.ReadFile(testutil.MakeMP4(t, 160, 120, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put := func(vid string, body []byte) response {
+		t.Helper()
+		r := e.put(t, vid, body, "video/mp4")
+		sc.check(t, "/v1/videos/{id}/source", "PUT", r)
+		return r
+	}
+	put(v2, clip).wantStatus(t, http.StatusAccepted)
+	put(v2, clip).wantStatus(t, http.StatusConflict)
+	put(v1, []byte("not a video\n")).wantStatus(t, http.StatusUnprocessableEntity)
+	call("GET", "/v1/videos/{id}", "/v1/videos/"+v1, k, "").wantStatus(t, http.StatusOK)
+	call("GET", "/v1/videos/{id}", "/v1/videos/"+v2, k, "").wantStatus(t, http.StatusOK)
+	call("GET", "/v1/videos", "/v1/videos", k, "").wantStatus(t, http.StatusOK)
+	call("DELETE", "/v1/videos/{id}", "/v1/videos/"+v1, k, "").wantStatus(t, http.StatusNoContent)
+	call("GET", "/v1/videos/{id}", "/v1/videos/"+v1, k, "").wantStatus(t, http.StatusNotFound)
+
+	// tus: the statuses and bodies of a resumed upload and its refusals.
+	tusCall := func(method, path, target string, hdr map[string]string, body []byte) response {
+		t.Helper()
+		r := e.tusReq(t, method, target, hdr, body)
+		sc.check(t, path, method, r)
+		return r
+	}
+	const uploads = "/v1/uploads/"
+	v3 := id(call("POST", "/v1/videos", "/v1/videos", k, `{}`).wantStatus(t, http.StatusCreated))
+	tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": "10"}, nil).wantStatus(t, http.StatusBadRequest)
+	tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": "10", "Upload-Metadata": tusMeta("video_id", "nosuchvideo")}, nil).
+		wantStatus(t, http.StatusNotFound)
+	tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": "10", "Upload-Metadata": tusMeta("video_id", v2)}, nil).
+		wantStatus(t, http.StatusConflict)
+	tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": "10", "Upload-Metadata": tusMeta("video_id", v3), "Tus-Resumable": ""}, nil).
+		wantStatus(t, http.StatusPreconditionFailed)
+	tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": strconv.FormatInt(DefaultMaxUploadBytes+1, 10), "Upload-Metadata": tusMeta("video_id", v3)}, nil).
+		wantStatus(t, http.StatusRequestEntityTooLarge)
+	text := []byte("hello, this is text\n")
+	loc := tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": strconv.Itoa(len(text)), "Upload-Metadata": tusMeta("video_id", v3)}, nil).
+		wantStatus(t, http.StatusCreated).header.Get("Location")
+	up := loc[strings.Index(loc, uploads):]
+	const upPath = "/v1/uploads/{upload}"
+	tusCall("HEAD", upPath, up, nil, nil).wantStatus(t, http.StatusOK)
+	tusCall("HEAD", upPath, "/v1/uploads/abc", nil, nil).wantStatus(t, http.StatusNotFound)
+	tusCall("HEAD", upPath, "/v1/uploads/"+v3+"-zzzzzzzz", nil, nil).wantStatus(t, http.StatusNotFound)
+	patch := func(off int, chunk []byte) response {
+		t.Helper()
+		return tusCall("PATCH", upPath, up, map[string]string{
+			"Upload-Offset": strconv.Itoa(off), "Content-Type": "application/offset+octet-stream",
+		}, chunk)
+	}
+	patch(0, text[:5]).wantStatus(t, http.StatusNoContent)
+	patch(2, text[2:]).wantStatus(t, http.StatusConflict)
+	patch(5, text[5:]).wantStatus(t, http.StatusUnprocessableEntity)
+	tusCall("HEAD", upPath, up, nil, nil).wantStatus(t, http.StatusNotFound)
+	v4 := id(call("POST", "/v1/videos", "/v1/videos", k, `{}`).wantStatus(t, http.StatusCreated))
+	loc = tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": "100", "Upload-Metadata": tusMeta("video_id", v4)}, nil).
+		wantStatus(t, http.StatusCreated).header.Get("Location")
+	tusCall("DELETE", upPath, loc[strings.Index(loc, uploads):], nil, nil).wantStatus(t, http.StatusNoContent)
+	tusCall("DELETE", upPath, loc[strings.Index(loc, uploads):], nil, nil).wantStatus(t, http.StatusNotFound)
+
+	// Webhooks, with real deliveries of the events the uploads above made
+	// (video.failed) and of a live_stream.started.
+	wh := id(call("POST", "/v1/webhooks", "/v1/webhooks", k,
+		`{"url":"https://example.com/hook?token=1","events":["live_stream.started","video.failed","live_stream.started"]}`).
+		wantStatus(t, http.StatusCreated))
+	call("POST", "/v1/webhooks", "/v1/webhooks", k, `{"url":"ftp://example.com/","events":["video.ready"]}`).wantStatus(t, http.StatusBadRequest)
+	call("POST", "/v1/webhooks", "/v1/webhooks", k, `{"url":"https://example.com/","events":["video.deleted"]}`).wantStatus(t, http.StatusBadRequest)
+	call("GET", "/v1/webhooks", "/v1/webhooks", k, "").wantStatus(t, http.StatusOK)
+	call("GET", "/v1/webhooks/{id}", "/v1/webhooks/"+wh, k, "").wantStatus(t, http.StatusOK)
+	call("GET", "/v1/webhooks/{id}", "/v1/webhooks/nosuchhook", k, "").wantStatus(t, http.StatusNotFound)
+	ctx := t.Context()
+	if err := e.store.PublishEvent(ctx, routing.EventLiveStreamStarted, map[string]string{"id": ls, "name": "show"}); err != nil {
+		t.Fatal(err)
+	}
+	evs, err := e.store.ReadWebhookEvents(ctx, "openapi-test", 100, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventSchemas := map[string]string{
+		routing.EventVideoReady:        "VideoReadyEvent",
+		routing.EventVideoFailed:       "VideoFailedEvent",
+		routing.EventLiveStreamStarted: "LiveStreamStartedEvent",
+		routing.EventLiveStreamEnded:   "LiveStreamEndedEvent",
+	}
+	seen := map[string]bool{}
+	for _, ev := range evs {
+		if _, err := e.store.FanOutWebhookEvent(ctx, ev); err != nil {
+			t.Fatal(err)
+		}
+		name, ok := eventSchemas[ev.Type]
+		if !ok {
+			t.Errorf("event type %q has no schema in openapi.yaml", ev.Type)
+			continue
+		}
+		seen[ev.Type] = true
+		body := routing.WebhookBody(ev)
+		dec := json.NewDecoder(bytes.NewReader(body))
+		dec.UseNumber()
+		var v any
+		if err := dec.Decode(&v); err != nil {
+			t.Fatal(err)
+		}
+		for _, p := range sc.validate(map[string]any{"$ref": "#/components/schemas/" + name}, v, "$") {
+			t.Errorf("%s delivery body: %s\n\tbody: %s", ev.Type, p, body)
+		}
+	}
+	if !seen[routing.EventVideoFailed] || !seen[routing.EventLiveStreamStarted] {
+		t.Errorf("events read: %v; want video.failed and live_stream.started", seen)
+	}
+	call("GET", "/v1/webhooks/{id}/deliveries", "/v1/webhooks/"+wh+"/deliveries", k, "").wantStatus(t, http.StatusOK)
+	claimed, err := e.store.ClaimWebhookDelivery(ctx, time.Now(), time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.checkParam(t, "ShoalSignature", webhook.Sign(claimed.Secret, time.Now(), claimed.Body))
+	sc.checkParam(t, "ShoalDelivery", claimed.ID)
+	sc.checkParam(t, "ShoalEvent", claimed.Type)
+	deliveries := call("GET", "/v1/webhooks/{id}/deliveries", "/v1/webhooks/"+wh+"/deliveries", k, "").wantStatus(t, http.StatusOK)
+	if !bytes.Contains(deliveries.body, []byte(`"attempts":1`)) {
+		t.Errorf("no delivery with an attempt in %s", deliveries.body)
+	}
+	call("DELETE", "/v1/webhooks/{id}", "/v1/webhooks/"+wh, k, "").wantStatus(t, http.StatusNoContent)
+	call("DELETE", "/v1/webhooks/{id}", "/v1/webhooks/"+wh, k, "").wantStatus(t, http.StatusNotFound)
+	call("GET", "/v1/webhooks/{id}/deliveries", "/v1/webhooks/"+wh+"/deliveries", k, "").wantStatus(t, http.StatusNotFound)
+}
+
+// checkParam checks value against the schema of the reusable parameter name.
+func (sc *schemaChecker) checkParam(t *testing.T, name, value string) {
+	t.Helper()
+	param, err := lookupRef(sc.doc, "#/components/parameters/"+name)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	schema, _ := param.(map[string]any)["schema"]
+	for _, p := range sc.validate(schema, value, name) {
+		t.Errorf("header %s", p)
+	}
+}
+
+// schemaChecker checks answers against the schemas of an OpenAPI document.
+// It knows the keywords openapi.yaml uses: $ref, allOf, type, properties,
+// required, items, enum, const and pattern; an object with properties may
+// have no other field.
+type schemaChecker struct {
+	doc map[string]any
+}
+
+// check checks r as an answer to method path.
+func (sc *schemaChecker) check(t *testing.T, path, method string, r response) {
+	t.Helper()
+	where := fmt.Sprintf("%s %s -> %d", method, path, r.status)
+	item, _ := specObject(t, sc.doc, "paths")[path].(map[string]any)
+	op, _ := item[strings.ToLower(method)].(map[string]any)
+	if op == nil {
+		t.Errorf("%s: the spec has no such operation", where)
+		return
+	}
+	responses, _ := op["responses"].(map[string]any)
+	resp, ok := responses[strconv.Itoa(r.status)]
+	if !ok {
+		t.Errorf("%s: the spec does not declare this status; body %s", where, r.body)
+		return
+	}
+	respObj, err := sc.deref(resp)
+	if err != nil {
+		t.Errorf("%s: %v", where, err)
+		return
+	}
+	content, _ := respObj.(map[string]any)["content"].(map[string]any)
+	if len(r.body) == 0 || method == http.MethodHead {
+		return
+	}
+	ct, _, _ := mime.ParseMediaType(r.header.Get("Content-Type"))
+	media, _ := content[ct].(map[string]any)
+	if media == nil {
+		t.Errorf("%s: a body of type %q, which the spec does not declare: %s", where, ct, r.body)
+		return
+	}
+	if ct != "application/json" {
+		return
+	}
+	dec := json.NewDecoder(bytes.NewReader(r.body))
+	dec.UseNumber()
+	var v any
+	if err := dec.Decode(&v); err != nil {
+		t.Errorf("%s: body %s: %v", where, r.body, err)
+		return
+	}
+	for _, problem := range sc.validate(media["schema"], v, "$") {
+		t.Errorf("%s: %s\n\tbody: %s", where, problem, r.body)
+	}
+}
+
+// deref follows $ref until it reaches a node without one.
+func (sc *schemaChecker) deref(node any) (any, error) {
+	for i := 0; i < 32; i++ {
+		m, ok := node.(map[string]any)
+		if !ok {
+			return node, nil
+		}
+		ref, ok := m["$ref"].(string)
+		if !ok {
+			return node, nil
+		}
+		next, err := lookupRef(sc.doc, ref)
+		if err != nil {
+			return nil, err
+		}
+		node = next
+	}
+	return nil, errors.New("$ref loop")
+}
+
+// validate returns what is wrong with v under schema; at names v.
+func (sc *schemaChecker) validate(schema, v any, at string) []string {
+	m, ok := schema.(map[string]any)
+	if !ok {
+		return []string{fmt.Sprintf("%s: schema %T is not an object", at, schema)}
+	}
+	var problems []string
+	if ref, ok := m["$ref"].(string); ok {
+		target, err := lookupRef(sc.doc, ref)
+		if err != nil {
+			return []string{fmt.Sprintf("%s: %v", at, err)}
+		}
+		problems = append(problems, sc.validate(target, v, at)...)
+	}
+	allOf, _ := m["allOf"].([]any)
+	for _, sub := range allOf {
+		problems = append(problems, sc.validateLoose(sub, v, at)...)
+	}
+	if types := schemaTypes(m["type"]); len(types) > 0 && !slices.Contains(types, jsonType(v)) &&
+		(jsonType(v) != "integer" || !slices.Contains(types, "number")) {
+		problems = append(problems, fmt.Sprintf("%s: a JSON %s, the schema wants %s", at, jsonType(v), strings.Join(types, " or ")))
+		return problems
+	}
+	if enum, ok := m["enum"].([]any); ok && !slices.ContainsFunc(enum, func(e any) bool { return fmt.Sprint(e) == fmt.Sprint(v) }) {
+		problems = append(problems, fmt.Sprintf("%s: %v is not one of %v", at, v, enum))
+	}
+	if c, ok := m["const"]; ok && fmt.Sprint(c) != fmt.Sprint(v) {
+		problems = append(problems, fmt.Sprintf("%s: %v, the schema wants %v", at, v, c))
+	}
+	if p, ok := m["pattern"].(string); ok {
+		if s, isStr := v.(string); isStr && !regexp.MustCompile(p).MatchString(s) {
+			problems = append(problems, fmt.Sprintf("%s: %q does not match %s", at, s, p))
+		}
+	}
+	switch x := v.(type) {
+	case map[string]any:
+		props, _ := m["properties"].(map[string]any)
+		req, _ := m["required"].([]any)
+		for _, r := range req {
+			if _, ok := x[r.(string)]; !ok {
+				problems = append(problems, fmt.Sprintf("%s: required field %q is missing", at, r))
+			}
+		}
+		for k, child := range x {
+			if s, ok := props[k]; ok {
+				problems = append(problems, sc.validate(s, child, at+"."+k)...)
+			} else if props != nil && !sc.declaredInAllOf(allOf, k) {
+				problems = append(problems, fmt.Sprintf("%s: field %q is not in the schema", at, k))
+			}
+		}
+	case []any:
+		if items, ok := m["items"]; ok {
+			for i, child := range x {
+				problems = append(problems, sc.validate(items, child, fmt.Sprintf("%s[%d]", at, i))...)
+			}
+		}
+	}
+	return problems
+}
+
+// validateLoose validates v under one allOf branch, which may declare only
+// some of the object's fields.
+func (sc *schemaChecker) validateLoose(schema, v any, at string) []string {
+	var out []string
+	for _, p := range sc.validate(schema, v, at) {
+		if !strings.Contains(p, "is not in the schema") {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// declaredInAllOf tells whether one of the allOf branches declares field k.
+func (sc *schemaChecker) declaredInAllOf(allOf []any, k string) bool {
+	for _, sub := range allOf {
+		s, err := sc.deref(sub)
+		if err != nil {
+			continue
+		}
+		props, _ := s.(map[string]any)["properties"].(map[string]any)
+		if _, ok := props[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func schemaTypes(t any) []string {
+	switch x := t.(type) {
+	case string:
+		return []string{x}
+	case []any:
+		var out []string
+		for _, e := range x {
+			out = append(out, fmt.Sprint(e))
+		}
+		return out
+	}
+	return nil
+}
+
+// jsonType names the JSON type of a value decoded with UseNumber.
+func jsonType(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return "null"
+	case bool:
+		return "boolean"
+	case string:
+		return "string"
+	case json.Number:
+		if _, err := x.Int64(); err == nil {
+			return "integer"
+		}
+		return "number"
+	case []any:
+		return "array"
+	case map[string]any:
+		return "object"
+	}
+	return fmt.Sprintf("%T", v)
+}

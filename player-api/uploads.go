@@ -1,0 +1,190 @@
+package playerapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"github.com/gin-gonic/gin"
+	"github.com/tus/tusd/v2/pkg/filestore"
+	tus "github.com/tus/tusd/v2/pkg/handler"
+	"github.com/tus/tusd/v2/pkg/memorylocker"
+	expslog "golang.org/x/exp/slog"
+
+	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/routing"
+)
+
+// uploadsPath is where the tus 1.0 endpoint is mounted.
+const uploadsPath = "/v1/uploads/"
+
+// tusVideoIDKey is the Upload-Metadata key that names the video an upload
+// is the source of.
+const tusVideoIDKey = "video_id"
+
+// uploadIDRe is the shape of the upload ids Shoal gives out: the video id,
+// a dash and a random part. Anything else in an upload URL is refused
+// before it reaches tusd's file store.
+var uploadIDRe = regexp.MustCompile(`^[a-z0-9]{1,64}-[a-z0-9]{8}$`)
+
+// newTusHandler builds the tus handler; partial uploads live in dir.
+func (a *API) newTusHandler(dir string) (*tus.UnroutedHandler, error) {
+	if err := os.MkdirAll(dir, uploadDirPerms); err != nil {
+		return nil, fmt.Errorf("playerapi: upload directory: %w", err)
+	}
+	composer := tus.NewStoreComposer()
+	filestore.New(dir).UseIn(composer)
+	memorylocker.New().UseIn(composer)
+	return tus.NewUnroutedHandler(tus.Config{
+		// Absolute, so that Location headers name the public URL even
+		// behind a TLS proxy.
+		BasePath:                   a.publicURL + uploadsPath,
+		StoreComposer:              composer,
+		MaxSize:                    a.maxUpload,
+		DisableDownload:            true,
+		DisableConcatenation:       true,
+		Logger:                     tusLogger(a.log),
+		PreUploadCreateCallback:    a.tusCreate,
+		PreFinishResponseCallback:  a.tusFinish,
+		PreUploadTerminateCallback: a.tusTerminate,
+	})
+}
+
+// registerUploads mounts the tus endpoint: POST creates an upload, HEAD
+// tells its offset, PATCH appends, DELETE terminates.
+func (a *API) registerUploads(v1 gin.IRouter) {
+	h := a.tus
+	wrap := func(f http.HandlerFunc) gin.HandlerFunc { return gin.WrapH(h.Middleware(f)) }
+	// tusd reads the upload id from a path stripped of the base path.
+	checked := func(f http.HandlerFunc) gin.HandlerFunc {
+		next := gin.WrapH(h.Middleware(http.StripPrefix(strings.TrimSuffix(uploadsPath, "/"), f)))
+		return func(c *gin.Context) {
+			if !uploadIDRe.MatchString(c.Param("upload")) {
+				WriteError(c, http.StatusNotFound, codeNotFound, "no upload with this id")
+				return
+			}
+			next(c)
+		}
+	}
+	v1.POST("/uploads/", wrap(h.PostFile))
+	v1.HEAD("/uploads/:upload", checked(h.HeadFile))
+	v1.PATCH("/uploads/:upload", checked(h.PatchFile))
+	v1.DELETE("/uploads/:upload", checked(h.DelFile))
+}
+
+// tusError makes a tus hook error that answers with Shoal's JSON error
+// shape.
+func tusError(status int, code, msg string) error {
+	body, _ := json.Marshal(errorBody{Error: errorDetail{Code: code, Message: msg}})
+	return tus.Error{ErrorCode: code, Message: msg, HTTPResponse: tus.HTTPResponse{
+		StatusCode: status, Body: string(body),
+		Header: tus.HTTPHeader{"Content-Type": "application/json; charset=utf-8"},
+	}}
+}
+
+// tusStoreError maps a store error to a tus hook error.
+func (a *API) tusStoreError(err error) error {
+	switch {
+	case errors.Is(err, routing.ErrNotFound):
+		return tusError(http.StatusNotFound, codeNotFound, videoNotFound)
+	case errors.Is(err, routing.ErrConflict):
+		msg := err.Error()
+		if i := strings.Index(msg, ": "); i >= 0 {
+			msg = msg[i+2:]
+		}
+		return tusError(http.StatusConflict, codeConflict, msg)
+	case errors.Is(err, routing.ErrUnavailable):
+		return tusError(http.StatusServiceUnavailable, codeUnavailable, unavailableMessage)
+	default:
+		a.log.Error("tus upload: store failed", "err", err)
+		return tusError(http.StatusInternalServerError, codeInternal, "internal error")
+	}
+}
+
+// tusCreate reserves the video named in the metadata for this upload and
+// gives the upload its id.
+func (a *API) tusCreate(hook tus.HookEvent) (tus.HTTPResponse, tus.FileInfoChanges, error) {
+	if hook.Upload.SizeIsDeferred {
+		// tusd enforces MaxSize only on a declared length.
+		return tus.HTTPResponse{}, tus.FileInfoChanges{}, tusError(http.StatusBadRequest, codeInvalidRequest,
+			"Upload-Length is required: deferred lengths are not accepted")
+	}
+	vid := hook.Upload.MetaData[tusVideoIDKey]
+	if vid == "" {
+		return tus.HTTPResponse{}, tus.FileInfoChanges{}, tusError(http.StatusBadRequest, codeInvalidRequest,
+			`Upload-Metadata must name the video: "video_id <base64 of the id from POST /v1/videos>"`)
+	}
+	if !ids.Valid(vid) {
+		return tus.HTTPResponse{}, tus.FileInfoChanges{}, tusError(http.StatusNotFound, codeNotFound, videoNotFound)
+	}
+	uploadID := vid + "-" + ids.New()[:8]
+	if err := a.store.BeginUpload(hook.Context, vid, "tus:"+uploadID); err != nil {
+		return tus.HTTPResponse{}, tus.FileInfoChanges{}, a.tusStoreError(err)
+	}
+	meta := tus.MetaData{tusVideoIDKey: vid}
+	if name := hook.Upload.MetaData["filename"]; name != "" && len(name) <= 255 {
+		meta["filename"] = name
+	}
+	return tus.HTTPResponse{}, tus.FileInfoChanges{ID: uploadID, MetaData: meta}, nil
+}
+
+// tusFinish runs when the last byte arrived: the file becomes the video's
+// source, is probed, and the video is queued (or failed).
+func (a *API) tusFinish(hook tus.HookEvent) (tus.HTTPResponse, error) {
+	info := hook.Upload
+	vid := info.MetaData[tusVideoIDKey]
+	how := "tus:" + info.ID
+	path := info.Storage["Path"]
+	ctx := context.WithoutCancel(hook.Context)
+	dst := a.videos.SourcePath(vid)
+	if err := os.MkdirAll(filepath.Dir(dst), uploadDirPerms); err != nil {
+		return tus.HTTPResponse{}, err
+	}
+	if err := os.Rename(path, dst); err != nil {
+		return tus.HTTPResponse{}, fmt.Errorf("moving the finished upload: %w", err)
+	}
+	_ = os.Remove(path + ".info")
+	_, err := a.sourceArrived(ctx, vid, how, dst, info.Size)
+	var nv *notAVideoError
+	if errors.As(err, &nv) {
+		return tus.HTTPResponse{}, tusError(http.StatusUnprocessableEntity, codeNotAVideo, nv.msg)
+	}
+	if err != nil {
+		return tus.HTTPResponse{}, a.tusStoreError(err)
+	}
+	return tus.HTTPResponse{}, nil
+}
+
+// tusTerminate releases the video's reservation when its upload is
+// terminated, so that the source can be sent again.
+func (a *API) tusTerminate(hook tus.HookEvent) (tus.HTTPResponse, error) {
+	vid := hook.Upload.MetaData[tusVideoIDKey]
+	if ids.Valid(vid) {
+		if err := a.store.AbortUpload(hook.Context, vid, "tus:"+hook.Upload.ID); err != nil {
+			return tus.HTTPResponse{}, a.tusStoreError(err)
+		}
+	}
+	return tus.HTTPResponse{}, nil
+}
+
+// tusLogger passes tusd's warnings and errors on to log (tusd logs through
+// golang.org/x/exp/slog); its per-request information records would flood
+// the log.
+func tusLogger(log *slog.Logger) *expslog.Logger {
+	return expslog.New(expslog.NewTextHandler(logWriter{log}, &expslog.HandlerOptions{Level: expslog.LevelWarn}))
+}
+
+// logWriter turns each record tusd writes into a warning of log.
+type logWriter struct{ log *slog.Logger }
+
+func (w logWriter) Write(p []byte) (int, error) {
+	w.log.Warn("tus upload", "tusd", strings.TrimSpace(string(p)))
+	return len(p), nil
+}

@@ -1,0 +1,445 @@
+package playerapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/routing"
+)
+
+// VideoStore is the part of the Store that keeps videos.
+type VideoStore interface {
+	CreateVideo(ctx context.Context, spec routing.VideoSpec) (routing.Video, error)
+	GetVideo(ctx context.Context, id string) (routing.Video, error)
+	ListVideos(ctx context.Context, cursor string, limit int) (routing.VideoPage, error)
+	UpdateVideo(ctx context.Context, id string, u routing.VideoUpdate) (routing.Video, error)
+	DeleteVideo(ctx context.Context, id string) error
+	BeginUpload(ctx context.Context, id, how string) error
+	AbortUpload(ctx context.Context, id, how string) error
+	SourceReceived(ctx context.Context, id, how string, info routing.SourceInfo) error
+	FailVideo(ctx context.Context, id, how, msg string) error
+}
+
+// Videos is what the API needs of the media side for uploads.
+type Videos interface {
+	// SourcePath is where the source of video id is kept once uploaded.
+	SourcePath(id string) string
+	// Probe checks that the file at path is a usable video and returns its
+	// duration; its error is a message for people ("not a video file: ...").
+	Probe(path string) (time.Duration, error)
+	// RemoveVideo deletes every file of video id (source and outputs).
+	RemoveVideo(id string) error
+}
+
+// DefaultMaxUploadBytes is the largest video source accepted when
+// Config.MaxUploadBytes is zero (20 GiB).
+const DefaultMaxUploadBytes = 20 << 30
+
+const (
+	videoNotFound = "no video with this id"
+
+	codeConflict   = "conflict"
+	codeNotAVideo  = "not_a_video"
+	maxTitleLen    = 200
+	defaultPage    = 20
+	maxPage        = 100
+	uploadDirPerms = 0o755
+)
+
+// videoJSON is the JSON form of a video.
+type videoJSON struct {
+	ID             string            `json:"id"`
+	Title          string            `json:"title"`
+	Status         string            `json:"status"`
+	Progress       int               `json:"progress"`
+	Error          string            `json:"error,omitempty"`
+	Duration       *float64          `json:"duration"`
+	Renditions     []renditionJSON   `json:"renditions"`
+	Ladder         string            `json:"ladder,omitempty"`
+	PlaybackPolicy string            `json:"playback_policy"`
+	SourceBytes    int64             `json:"source_bytes,omitempty"`
+	CreatedAt      time.Time         `json:"created_at"`
+	UpdatedAt      time.Time         `json:"updated_at"`
+	Upload         *uploadJSON       `json:"upload,omitempty"`
+	Playback       videoPlaybackJSON `json:"playback"`
+	Attempts       int               `json:"attempts,omitempty"`
+}
+
+type renditionJSON struct {
+	Name    string `json:"name"`
+	Width   int    `json:"width"`
+	Height  int    `json:"height"`
+	Bitrate int    `json:"bitrate"`
+}
+
+type uploadJSON struct {
+	// TusURL is the tus 1.0 creation endpoint; send the video id in the
+	// Upload-Metadata header ("video_id <base64 id>").
+	TusURL string `json:"tus_url"`
+	// DirectURL takes the whole file in one PUT (raw body or multipart).
+	DirectURL string `json:"direct_url"`
+}
+
+type videoPlaybackJSON struct {
+	HLSURL        string `json:"hls_url"`
+	ThumbnailURL  string `json:"thumbnail_url,omitempty"`
+	StoryboardURL string `json:"storyboard_url,omitempty"`
+}
+
+type videoListJSON struct {
+	Data       []videoJSON `json:"data"`
+	NextCursor string      `json:"next_cursor,omitempty"`
+}
+
+func (a *API) videoJSON(v routing.Video) videoJSON {
+	out := videoJSON{
+		ID: v.ID, Title: v.Title, Status: v.Status, Progress: v.Progress, Error: v.Error,
+		Renditions: []renditionJSON{}, Ladder: v.Ladder, PlaybackPolicy: v.PlaybackPolicy,
+		SourceBytes: v.SourceBytes, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, Attempts: v.Attempts,
+	}
+	if v.Duration > 0 {
+		d := v.Duration.Seconds()
+		out.Duration = &d
+	}
+	for _, r := range v.Renditions {
+		out.Renditions = append(out.Renditions, renditionJSON(r))
+	}
+	if v.Status == routing.VideoWaiting && !v.HasSource() {
+		out.Upload = &uploadJSON{
+			TusURL:    a.publicURL + uploadsPath,
+			DirectURL: a.publicURL + "/v1/videos/" + v.ID + "/source",
+		}
+	}
+	base := a.publicURL + "/hls/" + v.ID + "/"
+	out.Playback.HLSURL = base + "master.m3u8"
+	if v.Status == routing.VideoReady {
+		if v.Poster {
+			out.Playback.ThumbnailURL = base + "poster.jpg"
+		}
+		if v.Storyboard {
+			out.Playback.StoryboardURL = base + "storyboard.vtt"
+		}
+	}
+	return out
+}
+
+func (a *API) registerVideos(v1 gin.IRouter) {
+	v1.POST("/videos", a.createVideo)
+	v1.GET("/videos", a.listVideos)
+	v1.GET("/videos/:id", a.getVideo)
+	v1.PATCH("/videos/:id", a.updateVideo)
+	v1.DELETE("/videos/:id", a.deleteVideo)
+	v1.PUT("/videos/:id/source", a.putSource)
+	a.registerUploads(v1)
+}
+
+// videoRequest is the body of POST and PATCH /v1/videos.
+type videoRequest struct {
+	Title          *string `json:"title"`
+	Ladder         *string `json:"ladder"`
+	PlaybackPolicy *string `json:"playback_policy"`
+}
+
+// validTitle checks a video title ("" is allowed: an untitled video).
+func validTitle(t string) (string, error) {
+	t = strings.TrimSpace(t)
+	if len([]rune(t)) > maxTitleLen {
+		return "", fmt.Errorf(`"title" must be at most %d characters`, maxTitleLen)
+	}
+	if strings.IndexFunc(t, unicode.IsControl) >= 0 {
+		return "", errors.New(`"title" must not contain control characters`)
+	}
+	return t, nil
+}
+
+// createVideo handles POST /v1/videos {"title", "ladder"?, "playback_policy"?}.
+func (a *API) createVideo(c *gin.Context) {
+	var req videoRequest
+	if !a.decodeJSON(c, &req) {
+		return
+	}
+	spec := routing.VideoSpec{}
+	if req.Title != nil {
+		t, err := validTitle(*req.Title)
+		if err != nil {
+			WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
+			return
+		}
+		spec.Title = t
+	}
+	ladder, ok := validLadder(c, req.Ladder)
+	if !ok {
+		return
+	}
+	if ladder != nil {
+		spec.Ladder = *ladder
+	}
+	if req.PlaybackPolicy != nil && *req.PlaybackPolicy != routing.PlaybackPublic {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest,
+			`"playback_policy" must be "public" (signed playback is not available yet)`)
+		return
+	}
+	v, err := a.store.CreateVideo(c.Request.Context(), spec)
+	if err != nil {
+		a.fail(c, err, videoNotFound)
+		return
+	}
+	c.JSON(http.StatusCreated, a.videoJSON(v))
+}
+
+// listVideos handles GET /v1/videos?limit=&cursor=.
+func (a *API) listVideos(c *gin.Context) {
+	limit := defaultPage
+	if s := c.Query("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > maxPage {
+			WriteError(c, http.StatusBadRequest, codeInvalidRequest, fmt.Sprintf(`"limit" must be a number from 1 to %d`, maxPage))
+			return
+		}
+		limit = n
+	}
+	page, err := a.store.ListVideos(c.Request.Context(), c.Query("cursor"), limit)
+	if errors.Is(err, routing.ErrInvalidCursor) {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `"cursor" is not one this API returned; start again without it`)
+		return
+	}
+	if err != nil {
+		a.fail(c, err, videoNotFound)
+		return
+	}
+	out := videoListJSON{Data: make([]videoJSON, 0, len(page.Videos)), NextCursor: page.Next}
+	for _, v := range page.Videos {
+		out.Data = append(out.Data, a.videoJSON(v))
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+func videoID(c *gin.Context) (string, bool) {
+	id := c.Param("id")
+	if !ids.Valid(id) {
+		WriteError(c, http.StatusNotFound, codeNotFound, videoNotFound)
+		return "", false
+	}
+	return id, true
+}
+
+// getVideo handles GET /v1/videos/:id.
+func (a *API) getVideo(c *gin.Context) {
+	id, ok := videoID(c)
+	if !ok {
+		return
+	}
+	v, err := a.store.GetVideo(c.Request.Context(), id)
+	if err != nil {
+		a.fail(c, err, videoNotFound)
+		return
+	}
+	c.JSON(http.StatusOK, a.videoJSON(v))
+}
+
+// updateVideo handles PATCH /v1/videos/:id {"title"}.
+func (a *API) updateVideo(c *gin.Context) {
+	id, ok := videoID(c)
+	if !ok {
+		return
+	}
+	var req videoRequest
+	if !a.decodeJSON(c, &req) {
+		return
+	}
+	if req.Ladder != nil || req.PlaybackPolicy != nil {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `only "title" can be changed after a video is created`)
+		return
+	}
+	if req.Title == nil {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `nothing to change: send {"title": "..."}`)
+		return
+	}
+	t, err := validTitle(*req.Title)
+	if err != nil {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
+		return
+	}
+	v, err := a.store.UpdateVideo(c.Request.Context(), id, routing.VideoUpdate{Title: &t})
+	if err != nil {
+		a.fail(c, err, videoNotFound)
+		return
+	}
+	c.JSON(http.StatusOK, a.videoJSON(v))
+}
+
+// deleteVideo handles DELETE /v1/videos/:id: the record, then the files.
+func (a *API) deleteVideo(c *gin.Context) {
+	id, ok := videoID(c)
+	if !ok {
+		return
+	}
+	if err := a.store.DeleteVideo(c.Request.Context(), id); err != nil {
+		a.fail(c, err, videoNotFound)
+		return
+	}
+	if err := a.videos.RemoveVideo(id); err != nil {
+		a.logServerError(c, http.StatusInternalServerError, fmt.Errorf("removing the files of deleted video %s: %w", id, err))
+	}
+	c.Status(http.StatusNoContent)
+}
+
+// putSource handles PUT /v1/videos/:id/source: the whole file as the raw
+// body, or as the first file part of a multipart/form-data body. The file
+// is streamed to disk, never held in memory.
+func (a *API) putSource(c *gin.Context) {
+	id, ok := videoID(c)
+	if !ok {
+		return
+	}
+	if c.Request.ContentLength > a.maxUpload {
+		a.tooLarge(c)
+		return
+	}
+	ctx := c.Request.Context()
+	const how = "put"
+	if err := a.store.BeginUpload(ctx, id, how); err != nil {
+		a.uploadRefused(c, err)
+		return
+	}
+	dst := a.videos.SourcePath(id)
+	n, err := a.receive(c, dst)
+	if err != nil {
+		_ = os.Remove(dst)
+		// Release the reservation even when the client has gone.
+		_ = a.store.AbortUpload(context.WithoutCancel(ctx), id, how)
+		var tooLarge *http.MaxBytesError
+		switch {
+		case errors.As(err, &tooLarge):
+			a.tooLarge(c)
+		case errors.Is(err, errNoFilePart):
+			WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
+		default:
+			WriteError(c, http.StatusBadRequest, codeInvalidRequest, "the upload was interrupted: "+err.Error())
+		}
+		return
+	}
+	v, err := a.sourceArrived(context.WithoutCancel(ctx), id, how, dst, n)
+	if err != nil {
+		a.answerArrival(c, err)
+		return
+	}
+	c.JSON(http.StatusAccepted, a.videoJSON(v))
+}
+
+var errNoFilePart = errors.New("the multipart body has no file part")
+
+// receive streams the request body (or its first multipart file part) to
+// dst through a temporary file, at most a.maxUpload bytes.
+func (a *API) receive(c *gin.Context, dst string) (int64, error) {
+	if err := os.MkdirAll(filepath.Dir(dst), uploadDirPerms); err != nil {
+		return 0, err
+	}
+	body := http.MaxBytesReader(c.Writer, c.Request.Body, a.maxUpload)
+	var src io.Reader = body
+	if mt, params, err := mime.ParseMediaType(c.GetHeader("Content-Type")); err == nil && mt == "multipart/form-data" {
+		mr := multipart.NewReader(body, params["boundary"])
+		for {
+			p, err := mr.NextPart()
+			if errors.Is(err, io.EOF) {
+				return 0, errNoFilePart
+			}
+			if err != nil {
+				return 0, err
+			}
+			if p.FileName() != "" {
+				src = p
+				break
+			}
+		}
+	}
+	tmp := dst + ".part"
+	f, err := os.Create(tmp)
+	if err != nil {
+		return 0, err
+	}
+	n, err := io.Copy(f, src)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return 0, err
+	}
+	return n, nil
+}
+
+// sourceArrived probes a complete source and queues the video, or fails it
+// with the probe's message.
+func (a *API) sourceArrived(ctx context.Context, id, how, path string, size int64) (routing.Video, error) {
+	dur, perr := a.videos.Probe(path)
+	if perr != nil {
+		if err := a.store.FailVideo(ctx, id, how, perr.Error()); err != nil {
+			return routing.Video{}, err
+		}
+		_ = os.Remove(path) // nothing will ever read it
+		return routing.Video{}, &notAVideoError{msg: perr.Error()}
+	}
+	if err := a.store.SourceReceived(ctx, id, how, routing.SourceInfo{Bytes: size, Duration: dur}); err != nil {
+		// Let the uploader try again later rather than leave the video
+		// reserved by an upload that is over (best effort: Redis may be
+		// what failed).
+		if !errors.Is(err, routing.ErrConflict) {
+			_ = a.store.AbortUpload(ctx, id, how)
+		}
+		_ = os.Remove(path)
+		return routing.Video{}, err
+	}
+	return a.store.GetVideo(ctx, id)
+}
+
+type notAVideoError struct{ msg string }
+
+func (e *notAVideoError) Error() string { return e.msg }
+
+// answerArrival answers an upload whose arrival could not be recorded.
+func (a *API) answerArrival(c *gin.Context, err error) {
+	var nv *notAVideoError
+	switch {
+	case errors.As(err, &nv):
+		WriteError(c, http.StatusUnprocessableEntity, codeNotAVideo, nv.msg)
+	case errors.Is(err, routing.ErrConflict):
+		WriteError(c, http.StatusConflict, codeConflict, "the video was changed while its source was uploading; create a new video")
+	default:
+		a.fail(c, err, videoNotFound)
+	}
+}
+
+func (a *API) uploadRefused(c *gin.Context, err error) {
+	if errors.Is(err, routing.ErrConflict) {
+		msg := err.Error()
+		if i := strings.Index(msg, ": "); i >= 0 {
+			msg = msg[i+2:]
+		}
+		WriteError(c, http.StatusConflict, codeConflict, msg)
+		return
+	}
+	a.fail(c, err, videoNotFound)
+}
+
+func (a *API) tooLarge(c *gin.Context) {
+	WriteError(c, http.StatusRequestEntityTooLarge, codePayloadTooLarge,
+		fmt.Sprintf("the file is larger than this server accepts (%d bytes, SHOAL_MAX_UPLOAD_BYTES)", a.maxUpload))
+}

@@ -1,0 +1,324 @@
+package playerapi
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/shoal-video/shoal/internal/testutil"
+)
+
+func (e *env) createVideo(t *testing.T, body string) videoJSON {
+	t.Helper()
+	return decode[videoJSON](t, e.doJSON(t, "POST", "/v1/videos", testAdminKey, body).wantStatus(t, http.StatusCreated))
+}
+
+func (e *env) getVideo(t *testing.T, id string) videoJSON {
+	t.Helper()
+	return decode[videoJSON](t, e.doJSON(t, "GET", "/v1/videos/"+id, testAdminKey, "").wantStatus(t, http.StatusOK))
+}
+
+// put sends a raw PUT of body to the video's source.
+func (e *env) put(t *testing.T, id string, body []byte, ctype string) response {
+	t.Helper()
+	req := httptest.NewRequest("PUT", "/v1/videos/"+id+"/source", bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+}
+
+func TestVideoCRUD(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	v := e.createVideo(t, `{"title":"  Holiday  ","ladder":"480p:1200k,240p:400k"}`)
+	if v.Title != "Holiday" || v.Status != "waiting" || v.Progress != 0 || v.Duration != nil || v.Ladder != "480p:1200k,240p:400k" {
+		t.Fatalf("created video = %+v", v)
+	}
+	if v.Upload == nil || v.Upload.TusURL != testPublicURL+"/v1/uploads/" ||
+		v.Upload.DirectURL != testPublicURL+"/v1/videos/"+v.ID+"/source" {
+		t.Fatalf("upload URLs = %+v", v.Upload)
+	}
+	if v.Playback.HLSURL != testPublicURL+"/hls/"+v.ID+"/master.m3u8" || v.Playback.ThumbnailURL != "" {
+		t.Fatalf("playback = %+v", v.Playback)
+	}
+	got := decode[videoJSON](t, e.doJSON(t, "PATCH", "/v1/videos/"+v.ID, testAdminKey, `{"title":"Trip"}`).wantStatus(t, http.StatusOK))
+	if got.Title != "Trip" {
+		t.Fatalf("patched title = %q", got.Title)
+	}
+	e.doJSON(t, "PATCH", "/v1/videos/"+v.ID, testAdminKey, `{"ladder":"360p:700k"}`).wantError(t, http.StatusBadRequest, codeInvalidRequest)
+	e.doJSON(t, "PATCH", "/v1/videos/"+v.ID, testAdminKey, `{}`).wantError(t, http.StatusBadRequest, codeInvalidRequest)
+	for _, bad := range []string{`{"title":"a\u0000b"}`, `{"ladder":"12x"}`, `{"playback_policy":"signed"}`, `{"title":1}`, `{"nope":1}`} {
+		e.doJSON(t, "POST", "/v1/videos", testAdminKey, bad).wantError(t, http.StatusBadRequest, codeInvalidRequest)
+	}
+	e.doJSON(t, "GET", "/v1/videos/"+v.ID, "", "").wantError(t, http.StatusUnauthorized, codeUnauthorized)
+	e.doJSON(t, "GET", "/v1/videos/NOPE", testAdminKey, "").wantError(t, http.StatusNotFound, codeNotFound)
+	e.doJSON(t, "GET", "/v1/videos/nosuchvideo", testAdminKey, "").wantError(t, http.StatusNotFound, codeNotFound)
+
+	e.doJSON(t, "DELETE", "/v1/videos/"+v.ID, testAdminKey, "").wantStatus(t, http.StatusNoContent)
+	e.doJSON(t, "GET", "/v1/videos/"+v.ID, testAdminKey, "").wantError(t, http.StatusNotFound, codeNotFound)
+	e.doJSON(t, "DELETE", "/v1/videos/"+v.ID, testAdminKey, "").wantError(t, http.StatusNotFound, codeNotFound)
+}
+
+func TestVideoListPages(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	for i := range 5 {
+		e.createVideo(t, `{"title":"v`+strconv.Itoa(i)+`"}`)
+	}
+	var titles []string
+	next := ""
+	for range 10 {
+		target := "/v1/videos?limit=2"
+		if next != "" {
+			target += "&cursor=" + next
+		}
+		page := decode[videoListJSON](t, e.doJSON(t, "GET", target, testAdminKey, "").wantStatus(t, http.StatusOK))
+		for _, v := range page.Data {
+			titles = append(titles, v.Title)
+		}
+		if next = page.NextCursor; next == "" {
+			break
+		}
+	}
+	if strings.Join(titles, ",") != "v4,v3,v2,v1,v0" {
+		t.Fatalf("listed %v, want newest first", titles)
+	}
+	e.doJSON(t, "GET", "/v1/videos?limit=0", testAdminKey, "").wantError(t, http.StatusBadRequest, codeInvalidRequest)
+	e.doJSON(t, "GET", "/v1/videos?limit=1000", testAdminKey, "").wantError(t, http.StatusBadRequest, codeInvalidRequest)
+	e.doJSON(t, "GET", "/v1/videos?cursor=garbage", testAdminKey, "").wantError(t, http.StatusBadRequest, codeInvalidRequest)
+}
+
+func TestPutSource(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	clip, err := os.ReadFile(testutil.MakeMP4(t, 320, 240, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := e.createVideo(t, `{"title":"clip"}`)
+	got := decode[videoJSON](t, e.put(t, v.ID, clip, "video/mp4").wantStatus(t, http.StatusAccepted))
+	if got.Status != "processing" || got.SourceBytes != int64(len(clip)) || got.Upload != nil ||
+		got.Duration == nil || *got.Duration < 1.9 || *got.Duration > 2.2 {
+		t.Fatalf("after PUT: %+v", got)
+	}
+	stored, err := os.ReadFile(e.files.SourcePath(v.ID))
+	if err != nil || !bytes.Equal(stored, clip) {
+		t.Fatalf("stored source differs from the upload (%v)", err)
+	}
+	// A second upload to the same video is a conflict.
+	e.put(t, v.ID, clip, "video/mp4").wantError(t, http.StatusConflict, codeConflict)
+	e.put(t, "nosuchvideo", clip, "video/mp4").wantError(t, http.StatusNotFound, codeNotFound)
+
+	// Multipart, as a browser form sends it.
+	v2 := e.createVideo(t, `{"title":"form"}`)
+	var mp bytes.Buffer
+	mw := multipart.NewWriter(&mp)
+	_ = mw.WriteField("note", "ignored")
+	fw, _ := mw.CreateFormFile("file", "clip.mp4")
+	fw.Write(clip)
+	mw.Close()
+	e.put(t, v2.ID, mp.Bytes(), mw.FormDataContentType()).wantStatus(t, http.StatusAccepted)
+	stored, _ = os.ReadFile(e.files.SourcePath(v2.ID))
+	if !bytes.Equal(stored, clip) {
+		t.Fatal("multipart source differs from the file part")
+	}
+
+	// Deleting removes the files.
+	e.doJSON(t, "DELETE", "/v1/videos/"+v.ID, testAdminKey, "").wantStatus(t, http.StatusNoContent)
+	if _, err := os.Stat(e.files.SourcePath(v.ID)); !os.IsNotExist(err) {
+		t.Fatalf("source still there after DELETE: %v", err)
+	}
+}
+
+func TestPutSourceRefusesWhatIsNotAVideo(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	v := e.createVideo(t, `{"title":"notes"}`)
+	detail := e.put(t, v.ID, []byte("these are my notes, not a video\n"), "text/plain").wantError(t, http.StatusUnprocessableEntity, codeNotAVideo)
+	if !strings.HasPrefix(detail.Message, "not a video file") {
+		t.Fatalf("message %q", detail.Message)
+	}
+	got := e.getVideo(t, v.ID)
+	if got.Status != "failed" || got.Error != detail.Message {
+		t.Fatalf("video after a text upload: %+v", got)
+	}
+	e.put(t, v.ID, []byte("again"), "").wantError(t, http.StatusConflict, codeConflict)
+
+	// An empty multipart body has no file.
+	v2 := e.createVideo(t, `{}`)
+	var mp bytes.Buffer
+	mw := multipart.NewWriter(&mp)
+	_ = mw.WriteField("note", "no file here")
+	mw.Close()
+	e.put(t, v2.ID, mp.Bytes(), mw.FormDataContentType()).wantError(t, http.StatusBadRequest, codeInvalidRequest)
+	// The refusal released the video: a real upload may follow.
+	if got := e.getVideo(t, v2.ID); got.Status != "waiting" || got.Upload == nil {
+		t.Fatalf("video after a refused upload: %+v", got)
+	}
+}
+
+func TestPutSourceTooLarge(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{MaxUploadBytes: 1000})
+	v := e.createVideo(t, `{}`)
+	e.put(t, v.ID, make([]byte, 1001), "").wantError(t, http.StatusRequestEntityTooLarge, codePayloadTooLarge)
+	// Without a Content-Length the limit is enforced while streaming.
+	req := httptest.NewRequest("PUT", "/v1/videos/"+v.ID+"/source", io.MultiReader(bytes.NewReader(make([]byte, 800)), bytes.NewReader(make([]byte, 800))))
+	req.ContentLength = -1
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusRequestEntityTooLarge {
+		t.Fatalf("streamed oversize upload: status %d %s", rec.Code, rec.Body)
+	}
+	if _, err := os.Stat(e.files.SourcePath(v.ID)); !os.IsNotExist(err) {
+		t.Fatalf("a refused upload left a source: %v", err)
+	}
+	if got := e.getVideo(t, v.ID); got.Status != "waiting" || got.Upload == nil {
+		t.Fatalf("video after refused uploads: %+v", got)
+	}
+}
+
+// tusReq sends one tus request.
+func (e *env) tusReq(t *testing.T, method, target string, hdr map[string]string, body []byte) response {
+	t.Helper()
+	var r io.Reader
+	if body != nil {
+		r = bytes.NewReader(body)
+	}
+	req := httptest.NewRequest(method, target, r)
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+}
+
+func tusMeta(kv ...string) string {
+	var parts []string
+	for i := 0; i+1 < len(kv); i += 2 {
+		parts = append(parts, kv[i]+" "+base64.StdEncoding.EncodeToString([]byte(kv[i+1])))
+	}
+	return strings.Join(parts, ",")
+}
+
+func TestTusUploadResumes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	clip, err := os.ReadFile(testutil.MakeMP4(t, 320, 240, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := e.createVideo(t, `{"title":"tus"}`)
+	r := e.tusReq(t, "POST", "/v1/uploads/", map[string]string{
+		"Upload-Length":   strconv.Itoa(len(clip)),
+		"Upload-Metadata": tusMeta("video_id", v.ID, "filename", "clip.mp4"),
+	}, nil).wantStatus(t, http.StatusCreated)
+	loc := r.header.Get("Location")
+	path := strings.TrimPrefix(loc, testPublicURL)
+	if !strings.HasPrefix(path, "/v1/uploads/"+v.ID+"-") {
+		t.Fatalf("Location %q", loc)
+	}
+	// A second upload for the same video is refused while this one runs.
+	e.tusReq(t, "POST", "/v1/uploads/", map[string]string{
+		"Upload-Length": "10", "Upload-Metadata": tusMeta("video_id", v.ID),
+	}, nil).wantError(t, http.StatusConflict, codeConflict)
+	e.put(t, v.ID, clip, "").wantError(t, http.StatusConflict, codeConflict)
+
+	// The first half, then the connection "drops"; HEAD tells where to resume.
+	half := len(clip) / 2
+	patch := func(off int, chunk []byte) response {
+		return e.tusReq(t, "PATCH", path, map[string]string{
+			"Upload-Offset": strconv.Itoa(off), "Content-Type": "application/offset+octet-stream",
+		}, chunk)
+	}
+	patch(0, clip[:half]).wantStatus(t, http.StatusNoContent)
+	h := e.tusReq(t, "HEAD", path, nil, nil).wantStatus(t, http.StatusOK)
+	if h.header.Get("Upload-Offset") != strconv.Itoa(half) {
+		t.Fatalf("HEAD offset %q, want %d", h.header.Get("Upload-Offset"), half)
+	}
+	// A PATCH at the wrong offset is refused and changes nothing.
+	patch(half+10, clip[half+10:]).wantStatus(t, http.StatusConflict)
+	patch(half, clip[half:]).wantStatus(t, http.StatusNoContent)
+
+	stored, err := os.ReadFile(e.files.SourcePath(v.ID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sha256.Sum256(stored) != sha256.Sum256(clip) {
+		t.Fatal("the resumed upload is not byte-identical to the source")
+	}
+	got := e.getVideo(t, v.ID)
+	if got.Status != "processing" || got.SourceBytes != int64(len(clip)) {
+		t.Fatalf("video after tus: %+v", got)
+	}
+}
+
+func TestTusRefusals(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{MaxUploadBytes: 1 << 20})
+	v := e.createVideo(t, `{}`)
+	e.tusReq(t, "POST", "/v1/uploads/", map[string]string{"Upload-Length": "10"}, nil).
+		wantError(t, http.StatusBadRequest, codeInvalidRequest)
+	e.tusReq(t, "POST", "/v1/uploads/", map[string]string{"Upload-Defer-Length": "1", "Upload-Metadata": tusMeta("video_id", v.ID)}, nil).
+		wantError(t, http.StatusBadRequest, codeInvalidRequest)
+	e.tusReq(t, "POST", "/v1/uploads/", map[string]string{"Upload-Length": "10", "Upload-Metadata": tusMeta("video_id", "nosuchvideo")}, nil).
+		wantError(t, http.StatusNotFound, codeNotFound)
+	e.tusReq(t, "POST", "/v1/uploads/", map[string]string{"Upload-Length": "10", "Upload-Metadata": tusMeta("video_id", "../../etc")}, nil).
+		wantError(t, http.StatusNotFound, codeNotFound)
+	if r := e.tusReq(t, "POST", "/v1/uploads/", map[string]string{
+		"Upload-Length": strconv.Itoa(2 << 20), "Upload-Metadata": tusMeta("video_id", v.ID),
+	}, nil); r.status != http.StatusRequestEntityTooLarge {
+		t.Fatalf("oversize tus creation: %d %s", r.status, r.body)
+	}
+	for _, p := range []string{"/v1/uploads/..%2f..%2fx", "/v1/uploads/abc", "/v1/uploads/" + v.ID + "-ABCDEFGH"} {
+		if r := e.tusReq(t, "HEAD", p, nil, nil); r.status != http.StatusNotFound {
+			t.Errorf("HEAD %s: status %d", p, r.status)
+		}
+	}
+	// Without an API key nothing is created.
+	req := httptest.NewRequest("POST", "/v1/uploads/", nil)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Length", "10")
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("tus without a key: %d", rec.Code)
+	}
+
+	// Terminating an upload frees the video for another one.
+	r := e.tusReq(t, "POST", "/v1/uploads/", map[string]string{"Upload-Length": "100", "Upload-Metadata": tusMeta("video_id", v.ID)}, nil).
+		wantStatus(t, http.StatusCreated)
+	loc := r.header.Get("Location")
+	e.tusReq(t, "DELETE", loc[strings.Index(loc, "/v1/uploads/"):], nil, nil).wantStatus(t, http.StatusNoContent)
+	e.tusReq(t, "POST", "/v1/uploads/", map[string]string{"Upload-Length": "4", "Upload-Metadata": tusMeta("video_id", v.ID)}, nil).
+		wantStatus(t, http.StatusCreated)
+
+	// A text file sent with tus fails the video with a clear message.
+	v2 := e.createVideo(t, `{}`)
+	text := []byte("hello, this is text\n")
+	r = e.tusReq(t, "POST", "/v1/uploads/", map[string]string{"Upload-Length": strconv.Itoa(len(text)), "Upload-Metadata": tusMeta("video_id", v2.ID)}, nil).
+		wantStatus(t, http.StatusCreated)
+	loc = r.header.Get("Location")
+	e.tusReq(t, "PATCH", loc[strings.Index(loc, "/v1/uploads/"):], map[string]string{
+		"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream",
+	}, text).wantError(t, http.StatusUnprocessableEntity, codeNotAVideo)
+	if got := e.getVideo(t, v2.ID); got.Status != "failed" || !strings.HasPrefix(got.Error, "not a video file") {
+		t.Fatalf("video after a tus text upload: %+v", got)
+	}
+}

@@ -1,0 +1,224 @@
+package vod
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"image"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/stream"
+	"github.com/shoal-video/shoal/packager"
+	"github.com/shoal-video/shoal/transcode/ffmpeg"
+)
+
+// Settings is how a file is transcoded.
+type Settings struct {
+	Backend         string
+	Preset          string
+	SegmentDuration time.Duration
+	Log             *slog.Logger
+}
+
+// Transcode transcodes the source file src of video id into a complete
+// HLS tree (fMP4, the ladder for the source's size, the audio group),
+// a poster and a storyboard in root/<id>; root must be empty. progress is
+// called with the share of the source done (0 to 1). The HLS is written by
+// the same packager as live streams, fed through a private lossless hub.
+func Transcode(ctx context.Context, s Settings, id, src, root string, ladder media.Ladder, progress func(float64)) (routing.JobOutcome, error) {
+	info, err := ffmpeg.ProbeFile(src)
+	if err != nil {
+		return routing.JobOutcome{}, err
+	}
+	rungs := ladder.For(info.Height)
+	frungs := make([]ffmpeg.Rung, len(rungs))
+	for i, r := range rungs {
+		frungs[i] = ffmpeg.Rung{Name: r.Name(), Height: r.Height, Bitrate: r.Bitrate}
+	}
+
+	hub, err := stream.New(stream.Config{QueueSize: 256, Lossless: true}, stream.Deps{Log: s.Log})
+	if err != nil {
+		return routing.JobOutcome{}, err
+	}
+	pkg, err := packager.New(packager.Config{
+		Dir: root, SegmentDuration: s.SegmentDuration, LiveWindow: 3, Format: "fmp4",
+	}, packager.Deps{Log: s.Log, Hub: hub})
+	if err != nil {
+		return routing.JobOutcome{}, err
+	}
+	// The hub ends its publications when hubCtx is done; the packager then
+	// drains them and returns: it must not be cancelled before that.
+	hubCtx, stopHub := context.WithCancel(ctx)
+	defer stopHub()
+	var g errgroup.Group
+	g.Go(func() error { return hub.Run(hubCtx) })
+	g.Go(func() error { return pkg.Run(context.WithoutCancel(ctx)) })
+
+	outDir := filepath.Join(root, id)
+	if err := os.MkdirAll(outDir, 0o755); err != nil {
+		return routing.JobOutcome{}, err
+	}
+	o := &fileOutput{id: id, hub: hub, log: s.Log}
+	sb := newStoryboard(outDir, thumbnailInterval(info.Duration))
+	var sbErr, posterErr error
+	poster := false
+	res, err := ffmpeg.TranscodeFile(ctx, src, ffmpeg.FileConfig{
+		Config: ffmpeg.Config{
+			Backend: s.Backend, Preset: s.Preset, KeyframeInterval: s.SegmentDuration, Log: s.Log,
+		},
+		Rungs:             frungs,
+		ThumbnailInterval: sb.interval,
+		ThumbnailWidth:    160,
+		PosterAt:          posterAt(info.Duration),
+		PosterMaxWidth:    1280,
+	}, ffmpeg.FileSink{
+		Start: o.start,
+		Video: o.video,
+		Audio: o.audio,
+		Thumbnail: func(at time.Duration, img *image.RGBA) {
+			if sbErr == nil {
+				sbErr = sb.add(at, img)
+			}
+		},
+		Poster: func(img *image.RGBA) {
+			posterErr = writeJPEG(filepath.Join(outDir, PosterFile), img, 85)
+			poster = posterErr == nil
+		},
+		Progress: func(done time.Duration) {
+			if info.Duration > 0 {
+				progress(min(float64(done)/float64(info.Duration), 1))
+			}
+		},
+	})
+	if err == nil {
+		o.flushAudio()
+	}
+	o.endAll()
+	stopHub()
+	_ = g.Wait()
+	if err != nil {
+		return routing.JobOutcome{}, err
+	}
+	if o.err != nil {
+		return routing.JobOutcome{}, o.err
+	}
+	if len(o.pubs) == 0 {
+		return routing.JobOutcome{}, fmt.Errorf("%w: no video frame could be decoded", ffmpeg.ErrNotVideo)
+	}
+	storyboard, err := sb.finish(res.Duration)
+	if err = errors.Join(err, sbErr, posterErr); err != nil {
+		return routing.JobOutcome{}, err
+	}
+	out := routing.JobOutcome{Duration: res.Duration, Poster: poster, Storyboard: storyboard}
+	for _, r := range o.rungs {
+		out.Renditions = append(out.Renditions, routing.VideoRendition{Name: r.Name, Width: r.Width, Height: r.Height, Bitrate: r.Bitrate})
+	}
+	return out, nil
+}
+
+// fileOutput publishes what TranscodeFile produces into the private hub:
+// one publication per rung, each created at the rung's first keyframe
+// (which carries the parameter sets). The audio rides with the first rung
+// and is interleaved behind its video (an audio frame is written once that
+// rung's video reached its instant), as the packager cuts the audio at the
+// video's cut points.
+type fileOutput struct {
+	id  string
+	hub *stream.Hub
+	log *slog.Logger
+
+	rungs  []ffmpeg.Rung
+	audioT *media.Track
+	pubs   map[int]*stream.Publisher
+	queued []*media.AccessUnit // audio not yet written
+	err    error
+}
+
+func (o *fileOutput) start(rungs []ffmpeg.Rung, audio *media.Track) error {
+	o.rungs, o.audioT = rungs, audio
+	o.pubs = map[int]*stream.Publisher{}
+	return nil
+}
+
+func (o *fileOutput) video(i int, au *media.AccessUnit) {
+	if i >= len(o.rungs) || o.err != nil {
+		return
+	}
+	p := o.pubs[i]
+	if p == nil {
+		if !au.Keyframe {
+			return
+		}
+		r := o.rungs[i]
+		v := media.Track{Codec: media.CodecH264, ClockRate: 90000, Width: r.Width, Height: r.Height}
+		for _, n := range au.Payload {
+			switch h264.NALUType(n[0] & 0x1f) {
+			case h264.NALUTypeSPS:
+				v.SPS = n
+			case h264.NALUTypePPS:
+				v.PPS = n
+			}
+		}
+		tracks := []media.Track{v}
+		if i == 0 && o.audioT != nil {
+			tracks = append(tracks, *o.audioT)
+		}
+		var err error
+		p, err = o.hub.Publish(media.StreamKey{Name: o.id, Rendition: r.Name}, tracks)
+		if err != nil {
+			o.err = fmt.Errorf("packaging rendition %s: %w", r.Name, err)
+			return
+		}
+		o.pubs[i] = p
+	}
+	au.Track = 0
+	p.Write(au)
+	if i == 0 {
+		o.releaseAudio(media.Duration(au.DTS, 90000))
+	}
+}
+
+func (o *fileOutput) audio(au *media.AccessUnit) {
+	if o.audioT == nil || o.err != nil {
+		return
+	}
+	o.queued = append(o.queued, au)
+	if p := o.pubs[0]; p == nil && len(o.queued) > 50_000 {
+		o.err = errors.New("audio without video: no video frame was encoded")
+	}
+}
+
+// releaseAudio writes the queued audio up to instant upTo.
+func (o *fileOutput) releaseAudio(upTo time.Duration) {
+	p := o.pubs[0]
+	n := 0
+	for _, au := range o.queued {
+		if media.Duration(au.DTS, o.audioT.ClockRate) > upTo {
+			break
+		}
+		au.Track = 1
+		p.Write(au)
+		n++
+	}
+	o.queued = o.queued[n:]
+}
+
+func (o *fileOutput) flushAudio() {
+	if o.pubs[0] != nil && o.audioT != nil {
+		o.releaseAudio(1<<63 - 1)
+	}
+}
+
+func (o *fileOutput) endAll() {
+	for _, p := range o.pubs {
+		p.End()
+	}
+}

@@ -1,0 +1,431 @@
+// Package vod runs VOD jobs: it takes uploaded sources from the Redis job
+// queue, transcodes each into the HLS ladder with the same code as live
+// streams (transcode/ffmpeg, the packager), adds a poster and a storyboard,
+// and publishes the result next to the live streams' HLS.
+//
+// A job's output is built in a staging directory private to its attempt
+// and moved into place with a rename only when it is complete, so a player
+// never sees a half-written or mixed rendition, and an attempt that fails
+// or is taken over leaves nothing behind in the published tree. Workers
+// touch the jobs they hold; a worker that dies stops touching its job and
+// another one takes it over after Config.IdleTimeout (see routing's job
+// queue).
+package vod
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/logx"
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/transcode/ffmpeg"
+)
+
+// Queue is the job queue the worker reads; *routing.Store implements it.
+type Queue interface {
+	EnsureJobQueue(ctx context.Context) error
+	NextJob(ctx context.Context, consumer string, block, minIdle time.Duration) (routing.Job, bool, error)
+	StartJob(ctx context.Context, job routing.Job, consumer string, maxAttempts int) (routing.JobStart, error)
+	TouchJob(ctx context.Context, job routing.Job, consumer string, attempt, progress int) error
+	FinishJob(ctx context.Context, job routing.Job, attempt int, out routing.JobOutcome) error
+	FailJob(ctx context.Context, job routing.Job, attempt int, msg string, permanent bool, maxAttempts int) (bool, error)
+	JobQueue(ctx context.Context) (routing.JobQueueStats, error)
+}
+
+// Config configures a worker.
+type Config struct {
+	// SourceDir holds uploaded sources: <SourceDir>/<video id>/source.
+	SourceDir string
+	// HLSDir is where HLS trees are published (<HLSDir>/<video id>/...),
+	// the packager's directory. Staging directories are made below it, in
+	// StagingDir, so that publishing is a rename on one file system.
+	HLSDir string
+	// Consumer names this worker in the queue; unique per process.
+	Consumer string
+	// IdleTimeout is how long a job may go untouched before another worker
+	// takes it over. The worker touches its jobs every IdleTimeout/4 or
+	// every second, whichever is more often.
+	IdleTimeout time.Duration
+	// MaxAttempts bounds the attempts at one job.
+	MaxAttempts int
+	// Concurrency is how many jobs run at once.
+	Concurrency int
+	// Ladder is the default ladder (a video may carry its own).
+	Ladder media.Ladder
+	// Backend is the encoder backend (ffmpeg.Backend*); when it is a
+	// hardware one and fails, the job is retried at once with software.
+	Backend string
+	// Preset is the x264 preset.
+	Preset string
+	// SegmentDuration is the HLS segment length.
+	SegmentDuration time.Duration
+}
+
+// StagingDir is the directory below HLSDir where jobs build their output.
+// It is not a valid id, so the origin never serves it.
+const StagingDir = ".staging"
+
+// SourcePath is where the source of video id is kept.
+func SourcePath(sourceDir, id string) string { return filepath.Join(sourceDir, id, "source") }
+
+// Deps are the worker's collaborators.
+type Deps struct {
+	Queue      Queue
+	Log        *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Worker processes VOD jobs.
+type Worker struct {
+	cfg   Config
+	queue Queue
+	log   *slog.Logger
+	warn  *logx.Limiter
+
+	jobs     *prometheus.CounterVec
+	duration prometheus.Histogram
+	depth    *prometheus.GaugeVec
+	running  prometheus.Gauge
+}
+
+// New validates cfg.
+func New(cfg Config, deps Deps) (*Worker, error) {
+	var errs []error
+	if deps.Queue == nil {
+		errs = append(errs, errors.New("vod: a Queue is required"))
+	}
+	if cfg.SourceDir == "" || cfg.HLSDir == "" {
+		errs = append(errs, errors.New("vod: SourceDir and HLSDir are required"))
+	}
+	if cfg.Consumer == "" {
+		errs = append(errs, errors.New("vod: Consumer is required"))
+	}
+	if cfg.IdleTimeout < time.Second {
+		errs = append(errs, fmt.Errorf("vod: idle timeout must be at least 1s, got %s", cfg.IdleTimeout))
+	}
+	if cfg.MaxAttempts < 1 {
+		errs = append(errs, fmt.Errorf("vod: max attempts must be at least 1, got %d", cfg.MaxAttempts))
+	}
+	if cfg.Concurrency < 1 {
+		errs = append(errs, fmt.Errorf("vod: concurrency must be at least 1, got %d", cfg.Concurrency))
+	}
+	if len(cfg.Ladder) == 0 {
+		errs = append(errs, errors.New("vod: an empty default ladder"))
+	}
+	if cfg.SegmentDuration <= 0 {
+		errs = append(errs, errors.New("vod: segment duration must be positive"))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	w := &Worker{
+		cfg: cfg, queue: deps.Queue, log: deps.Log.With("worker", cfg.Consumer), warn: logx.NewLimiter(10 * time.Second),
+		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_vod_jobs_total",
+			Help: "VOD job attempts by outcome: ready, retry, failed (for good), lost (taken over or deleted meanwhile), skipped.",
+		}, []string{"outcome"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "shoal_vod_job_duration_seconds", Help: "Wall time of VOD job attempts that made a video ready.",
+			Buckets: prometheus.ExponentialBuckets(1, 2, 14),
+		}),
+		depth: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shoal_vod_queue_jobs", Help: "VOD jobs in the queue: waiting for a worker, or running (handed out, not finished).",
+		}, []string{"state"}),
+		running: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_vod_jobs_running", Help: "VOD jobs this worker is running.",
+		}),
+	}
+	if deps.Registerer != nil {
+		for _, c := range []prometheus.Collector{w.jobs, w.duration, w.depth, w.running} {
+			if err := deps.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("vod: register metrics: %w", err)
+			}
+		}
+	}
+	return w, nil
+}
+
+// Run processes jobs until ctx is done. A job interrupted by the shutdown
+// stays in the queue and is taken over by a worker after the idle timeout.
+func (w *Worker) Run(ctx context.Context) error {
+	g, ctx := errgroup.WithContext(ctx)
+	g.Go(func() error { w.watchQueue(ctx); return nil })
+	for i := range w.cfg.Concurrency {
+		consumer := w.cfg.Consumer
+		if i > 0 {
+			consumer += "-" + strconv.Itoa(i)
+		}
+		g.Go(func() error { w.loop(ctx, consumer); return nil })
+	}
+	w.log.Info("VOD worker started", "concurrency", w.cfg.Concurrency, "backend", w.cfg.Backend)
+	return g.Wait()
+}
+
+// pause is how long the loop waits after Redis failed.
+const pause = time.Second
+
+func (w *Worker) loop(ctx context.Context, consumer string) {
+	ready := false
+	for ctx.Err() == nil {
+		if !ready {
+			if err := w.queue.EnsureJobQueue(ctx); err != nil {
+				w.redisDown(ctx, err)
+				continue
+			}
+			ready = true
+		}
+		job, ok, err := w.queue.NextJob(ctx, consumer, 2*time.Second, w.cfg.IdleTimeout)
+		if err != nil {
+			if ctx.Err() == nil {
+				w.redisDown(ctx, err)
+				ready = false
+			}
+			continue
+		}
+		if ok {
+			w.run(ctx, consumer, job)
+		}
+	}
+}
+
+func (w *Worker) redisDown(ctx context.Context, err error) {
+	if ok, n := w.warn.Allow(); ok {
+		w.log.Warn("job queue unavailable; retrying", "err", err, "suppressed_since_last", n)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(pause):
+	}
+}
+
+// watchQueue keeps the queue-depth gauges current.
+func (w *Worker) watchQueue(ctx context.Context) {
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		if st, err := w.queue.JobQueue(ctx); err == nil {
+			w.depth.WithLabelValues("waiting").Set(float64(st.Waiting))
+			w.depth.WithLabelValues("running").Set(float64(st.Running))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// run makes one attempt at job.
+func (w *Worker) run(ctx context.Context, consumer string, job routing.Job) {
+	log := w.log.With("video", job.VideoID, "job", job.EntryID)
+	if !ids.Valid(job.VideoID) {
+		// Not something Shoal queued; drop it.
+		log.Warn("dropping a job with an invalid video id")
+		_, _ = w.queue.StartJob(ctx, job, consumer, 0)
+		return
+	}
+	st, err := w.queue.StartJob(ctx, job, consumer, w.cfg.MaxAttempts)
+	if err != nil {
+		w.redisDown(ctx, err)
+		return
+	}
+	if st.Skip != "" {
+		w.jobs.WithLabelValues("skipped").Inc()
+		log.Info("job skipped", "reason", st.Skip)
+		return
+	}
+	if job.Reclaimed {
+		log.Warn("took over a job from a worker that stopped", "from", job.From, "attempt", st.Attempt)
+	}
+	w.running.Inc()
+	defer w.running.Dec()
+	began := time.Now()
+	log = log.With("attempt", st.Attempt)
+	log.Info("processing video", "title", st.Video.Title, "source_bytes", st.Video.SourceBytes)
+
+	jobCtx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var progress atomic.Int64
+	var g errgroup.Group
+	g.Go(func() error { w.keepAlive(jobCtx, cancel, consumer, job, st.Attempt, &progress); return nil })
+	out, staging, err := w.process(jobCtx, job.VideoID, st, func(f float64) { progress.Store(int64(f * 99)) })
+	lost := context.Cause(jobCtx)
+	cancel(nil)
+	_ = g.Wait()
+	defer os.RemoveAll(staging)
+
+	switch {
+	case errors.Is(lost, routing.ErrJobLost):
+		w.jobs.WithLabelValues("lost").Inc()
+		log.Warn("job lost (taken over or deleted); output discarded", "reason", lost)
+		return
+	case ctx.Err() != nil:
+		log.Info("shutting down: the job stays queued for another worker")
+		return
+	case err != nil:
+		permanent := errors.Is(err, ffmpeg.ErrNotVideo)
+		retry, ferr := w.queue.FailJob(ctx, job, st.Attempt, describe(err), permanent, w.cfg.MaxAttempts)
+		if ferr != nil {
+			log.Error("recording a failed job", "err", ferr, "job_err", err)
+			return
+		}
+		if retry {
+			w.jobs.WithLabelValues("retry").Inc()
+			log.Warn("job failed; queued again", "err", err)
+		} else {
+			w.jobs.WithLabelValues("failed").Inc()
+			log.Warn("video failed", "err", err)
+		}
+		return
+	}
+	final := filepath.Join(w.cfg.HLSDir, job.VideoID)
+	if err := publishDir(filepath.Join(staging, job.VideoID), final, filepath.Join(w.cfg.HLSDir, StagingDir)); err != nil {
+		_, _ = w.queue.FailJob(ctx, job, st.Attempt, "publishing the output failed: "+err.Error(), false, w.cfg.MaxAttempts)
+		w.jobs.WithLabelValues("retry").Inc()
+		log.Error("publishing the output", "err", err)
+		return
+	}
+	if err := w.queue.FinishJob(ctx, job, st.Attempt, out); err != nil {
+		if errors.Is(err, routing.ErrJobLost) {
+			// Deleted meanwhile: take the files back. (Taken over: the
+			// other attempt's output, identical, replaces this one.)
+			if errors.Is(err, routing.ErrVideoDeleted) {
+				_ = os.RemoveAll(final)
+			}
+			w.jobs.WithLabelValues("lost").Inc()
+			log.Warn("job lost before it could finish", "err", err)
+			return
+		}
+		log.Error("recording a finished job; it will be retried", "err", err)
+		return
+	}
+	w.jobs.WithLabelValues("ready").Inc()
+	w.duration.Observe(time.Since(began).Seconds())
+	log.Info("video ready", "duration", out.Duration, "renditions", len(out.Renditions), "took", time.Since(began).Round(time.Millisecond))
+}
+
+// keepAlive touches the job with its progress every IdleTimeout/4 (at most
+// every second, so that uploaders see progress move); when the attempt no
+// longer owns the job it cancels the job with ErrJobLost.
+func (w *Worker) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, consumer string, job routing.Job, attempt int, progress *atomic.Int64) {
+	t := time.NewTicker(min(w.cfg.IdleTimeout/4, time.Second))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		err := w.queue.TouchJob(ctx, job, consumer, attempt, int(progress.Load()))
+		if errors.Is(err, routing.ErrJobLost) {
+			cancel(err)
+			return
+		}
+		if err != nil && ctx.Err() == nil {
+			if ok, n := w.warn.Allow(); ok {
+				w.log.Warn("could not touch the job; retrying", "video", job.VideoID, "err", err, "suppressed_since_last", n)
+			}
+		}
+	}
+}
+
+// process transcodes into a fresh staging directory, whose path it
+// returns (the output is its subdirectory <id>; the caller removes what is
+// left of it).
+func (w *Worker) process(ctx context.Context, id string, st routing.JobStart, progress func(float64)) (routing.JobOutcome, string, error) {
+	stagingRoot := filepath.Join(w.cfg.HLSDir, StagingDir)
+	removeStaleStaging(stagingRoot, id, st.Attempt, w.log)
+	staging := filepath.Join(stagingRoot, fmt.Sprintf("%s-%d-%s", id, st.Attempt, ids.New()[:6]))
+	if err := os.MkdirAll(staging, 0o755); err != nil {
+		return routing.JobOutcome{}, staging, err
+	}
+	src := SourcePath(w.cfg.SourceDir, id)
+	if _, err := os.Stat(src); err != nil {
+		return routing.JobOutcome{}, staging, fmt.Errorf("%w: the uploaded source is missing on this worker (%v)", ffmpeg.ErrNotVideo, err)
+	}
+	ladder := w.cfg.Ladder
+	if st.Video.Ladder != "" {
+		l, err := media.ParseLadder(st.Video.Ladder)
+		if err != nil {
+			return routing.JobOutcome{}, staging, fmt.Errorf("%w: the video's ladder: %v", ffmpeg.ErrNotVideo, err)
+		}
+		ladder = l
+	}
+	s := Settings{Backend: w.cfg.Backend, Preset: w.cfg.Preset, SegmentDuration: w.cfg.SegmentDuration,
+		Log: w.log.With("video", id)}
+	out, err := Transcode(ctx, s, id, src, staging, ladder, progress)
+	if err != nil && s.Backend != ffmpeg.BackendSoftware && ctx.Err() == nil && !errors.Is(err, ffmpeg.ErrNotVideo) {
+		w.log.Warn("hardware encoding failed; retrying the job with software", "video", id, "backend", s.Backend, "err", err)
+		if err := os.RemoveAll(staging); err != nil {
+			return routing.JobOutcome{}, staging, err
+		}
+		if err := os.MkdirAll(staging, 0o755); err != nil {
+			return routing.JobOutcome{}, staging, err
+		}
+		s.Backend = ffmpeg.BackendSoftware
+		out, err = Transcode(ctx, s, id, src, staging, ladder, progress)
+	}
+	return out, staging, err
+}
+
+// removeStaleStaging removes what earlier attempts at video id left in
+// the staging area: they are fenced out (a worker that died, or one that
+// lost its job), so nothing will finish them.
+func removeStaleStaging(root, id string, attempt int, log *slog.Logger) {
+	ents, err := os.ReadDir(root)
+	if err != nil {
+		return
+	}
+	for _, e := range ents {
+		rest, ok := strings.CutPrefix(e.Name(), id+"-")
+		if !ok {
+			continue
+		}
+		n, _, _ := strings.Cut(rest, "-")
+		if a, err := strconv.Atoi(n); err == nil && a < attempt {
+			if err := os.RemoveAll(filepath.Join(root, e.Name())); err == nil {
+				log.Info("removed the output of an earlier attempt", "video", id, "dir", e.Name())
+			}
+		}
+	}
+}
+
+// publishDir moves the complete tree staging to final, replacing a tree
+// already there (an earlier attempt's): the old one is first renamed away
+// into trashDir, so final is never a mix of both.
+func publishDir(staging, final, trashDir string) error {
+	if _, err := os.Stat(final); err == nil {
+		old := filepath.Join(trashDir, "old-"+filepath.Base(final)+"-"+ids.New()[:6])
+		if err := os.Rename(final, old); err != nil {
+			return err
+		}
+		defer os.RemoveAll(old)
+	}
+	return os.Rename(staging, final)
+}
+
+// describe turns an error into the message a person reads in the video's
+// "error" field.
+func describe(err error) string {
+	msg := err.Error()
+	if i := strings.Index(msg, ffmpeg.ErrNotVideo.Error()); i > 0 {
+		msg = msg[i:]
+	}
+	return msg
+}
