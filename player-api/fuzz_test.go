@@ -2,10 +2,14 @@ package playerapi
 
 import (
 	"bytes"
+	"encoding/base64"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/shoal-video/shoal/internal/routing"
 )
 
 // FuzzCreateLiveStreamBody sends arbitrary bytes as the body of
@@ -52,6 +56,101 @@ func FuzzCreateLiveStreamBody(f *testing.F) {
 			checkErrorBody(t, rec.Header(), rec.Body.Bytes(), "payload_too_large")
 		default:
 			t.Fatalf("status %d for body %q: %s", rec.Code, body, rec.Body.Bytes())
+		}
+	})
+}
+
+// FuzzPutSourceMultipart sends arbitrary bytes as a multipart/form-data
+// upload of a video's source: the answer is 202 (a video), or a JSON error
+// (400 no file part or a broken body, 413, 422 not a video), never a
+// server error, and a refused upload leaves the video waiting.
+func FuzzPutSourceMultipart(f *testing.F) {
+	const boundary = "shoalfuzzboundary"
+	e := newEnv(f, Config{MaxUploadBytes: 4096})
+	for _, seed := range []string{
+		"--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\nnot a video\r\n--" + boundary + "--\r\n",
+		"--" + boundary + "\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--" + boundary + "--\r\n",
+		"--" + boundary + "--\r\n", "", "--" + boundary, "garbage",
+		"--" + boundary + "\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../../x\"\r\n\r\n" + strings.Repeat("A", 5000) + "\r\n--" + boundary + "--\r\n",
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		v, err := e.store.CreateVideo(t.Context(), routing.VideoSpec{Title: "fuzz"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := httptest.NewRequest("PUT", "/v1/videos/"+v.ID+"/source", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		req.Header.Set("Content-Type", "multipart/form-data; boundary="+boundary)
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusAccepted:
+		case http.StatusBadRequest, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity:
+			var eb errorBody
+			if err := json.Unmarshal(rec.Body.Bytes(), &eb); err != nil || eb.Error.Code == "" {
+				t.Fatalf("status %d without a JSON error: %s", rec.Code, rec.Body.Bytes())
+			}
+			got, err := e.store.GetVideo(t.Context(), v.ID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := routing.VideoWaiting
+			if rec.Code == http.StatusUnprocessableEntity {
+				want = routing.VideoFailed
+			}
+			if got.Status != want {
+				t.Fatalf("after a %d the video is %s, want %s", rec.Code, got.Status, want)
+			}
+		default:
+			t.Fatalf("status %d for body %q: %s", rec.Code, body, rec.Body.Bytes())
+		}
+	})
+}
+
+// FuzzTusUploadMetadata sends arbitrary Upload-Metadata headers to the tus
+// creation endpoint: never a server error, and nothing is created for a
+// video id that does not exist.
+func FuzzTusUploadMetadata(f *testing.F) {
+	e := newEnv(f, Config{MaxUploadBytes: 4096})
+	v, err := e.store.CreateVideo(f.Context(), routing.VideoSpec{Title: "fuzz"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range []string{
+		"video_id " + base64.StdEncoding.EncodeToString([]byte(v.ID)),
+		"video_id " + base64.StdEncoding.EncodeToString([]byte("../../etc/passwd")),
+		"video_id", "video_id !!!", "filename eA==,video_id", "", ",,,", "video_id " + strings.Repeat("QUFB", 300),
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, meta string) {
+		req := httptest.NewRequest("POST", "/v1/uploads/", nil)
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		req.Header.Set("Tus-Resumable", "1.0.0")
+		req.Header.Set("Upload-Length", "10")
+		req.Header.Set("Upload-Metadata", meta)
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusCreated:
+			loc := rec.Header().Get("Location")
+			if !strings.HasPrefix(loc, testPublicURL+"/v1/uploads/"+v.ID+"-") {
+				t.Fatalf("created %q for metadata %q", loc, meta)
+			}
+			// Free the video for the next input.
+			del := httptest.NewRequest("DELETE", strings.TrimPrefix(loc, testPublicURL), nil)
+			del.Header.Set("Authorization", "Bearer "+testAdminKey)
+			del.Header.Set("Tus-Resumable", "1.0.0")
+			drec := httptest.NewRecorder()
+			e.h.ServeHTTP(drec, del)
+			if drec.Code != http.StatusNoContent {
+				t.Fatalf("terminating %s: %d %s", loc, drec.Code, drec.Body.Bytes())
+			}
+		case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict:
+		default:
+			t.Fatalf("status %d for metadata %q: %s", rec.Code, meta, rec.Body.Bytes())
 		}
 	})
 }

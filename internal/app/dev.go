@@ -107,10 +107,15 @@ Shoal %s is running (shoal dev: every role in one process)
   Try: curl -H "Authorization: Bearer %s" %s/v1/live-streams
   Publish a test clip with ffmpeg:
     ffmpeg -re -f lavfi -i testsrc2=size=1280x720:rate=30 -f lavfi -i sine -c:v libx264 -preset veryfast -g 60 -c:a aac -f flv %s/%s
+  Upload a video file (VOD): create it, send the file, poll until "ready":
+    curl -H "Authorization: Bearer %s" -d '{"title":"My video"}' %s/v1/videos
+    curl -H "Authorization: Bearer %s" -T my-video.mp4 %s/v1/videos/<id>/source
+  API description (OpenAPI 3.1): %s/v1/openapi.yaml
 
 Press Ctrl-C to stop.
 `, Version, c.PublicURL, c.AdminKey, ls.Name, ls.ID, c.RTMPPublicURL, ls.StreamKey,
-		c.PublicURL, ls.ID, c.PublicURL, c.AdminKey, c.PublicURL, c.RTMPPublicURL, ls.StreamKey)
+		c.PublicURL, ls.ID, c.PublicURL, c.AdminKey, c.PublicURL, c.RTMPPublicURL, ls.StreamKey,
+		c.AdminKey, c.PublicURL, c.AdminKey, c.PublicURL, c.PublicURL)
 	return nil
 }
 

@@ -110,7 +110,11 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 	var vodWorker *vod.Worker
 	if worker {
-		if vodWorker, err = newVODWorker(cfg, store, log.With("component", "vod"), reg); err != nil {
+		backend := "" // probed once per node: the live transcoder has done it
+		if tc != nil {
+			backend = tc.Backend()
+		}
+		if vodWorker, err = newVODWorker(cfg, store, backend, log.With("component", "vod"), reg); err != nil {
 			return err
 		}
 	}

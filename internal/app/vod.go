@@ -25,15 +25,17 @@ func videoFiles(cfg config.Config) vod.Files {
 // uploadDir keeps tus uploads until they complete.
 func uploadDir(cfg config.Config) string { return filepath.Join(cfg.DataDir, "uploads") }
 
-// newVODWorker builds a VOD worker reading the job queue in store.
-func newVODWorker(cfg config.Config, store *routing.Store, log *slog.Logger, reg prometheus.Registerer) (*vod.Worker, error) {
+// newVODWorker builds a VOD worker reading the job queue in store. backend
+// is the encoder backend already picked for this node, or "" to pick one.
+func newVODWorker(cfg config.Config, store *routing.Store, backend string, log *slog.Logger, reg prometheus.Registerer) (*vod.Worker, error) {
 	ladder, err := media.ParseLadder(cfg.Transcode.Ladder)
 	if err != nil {
 		return nil, fmt.Errorf("transcode.ladder: %w", err)
 	}
-	backend, err := transcode.PickBackend(cfg.Transcode.HWAccel, log)
-	if err != nil {
-		return nil, err
+	if backend == "" {
+		if backend, err = transcode.PickBackend(cfg.Transcode.HWAccel, log); err != nil {
+			return nil, err
+		}
 	}
 	files := videoFiles(cfg)
 	return vod.New(vod.Config{

@@ -28,7 +28,7 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer store.Close()
-	w, err := newVODWorker(cfg, store, log.With("component", "vod"), reg)
+	w, err := newVODWorker(cfg, store, "", log.With("component", "vod"), reg)
 	if err != nil {
 		return err
 	}
