@@ -227,6 +227,7 @@ func (a *API) Register(r gin.IRouter) {
 	v1.POST("/api-keys", a.createAPIKey)
 	a.registerVideos(v1)
 	a.registerWebhooks(v1)
+	a.registerPlayback(v1)
 }
 
 // errorBody is the JSON shape of every error response.
