@@ -133,8 +133,8 @@ func TestVODUploadBecomesReady(t *testing.T) {
 	}
 	v = n.waitVideo(v.ID, 90*time.Second)
 	t.Logf("10 s 480p clip: upload to ready in %s", time.Since(start).Round(time.Millisecond))
-	if v.Status != "ready" || v.Progress != 100 || v.Error != "" {
-		t.Fatalf("video: %+v", v)
+	if v.Status != "ready" || v.Progress != 100 || v.Error != "" || v.Attempts != 1 {
+		t.Fatalf("video (want ready at the first attempt): %+v", v)
 	}
 	if len(v.Renditions) < 2 || v.Renditions[0].Name != "480p" || v.Renditions[1].Name != "360p" {
 		t.Fatalf("renditions %+v, want 480p and 360p", v.Renditions)
@@ -362,15 +362,19 @@ type workerProc struct {
 // n's Redis and data directory.
 func startWorker(t *testing.T, n *node, extraEnv ...string) *workerProc {
 	t.Helper()
-	cmd := exec.Command(os.Args[0], "worker")
-	cmd.Env = append(os.Environ(), append([]string{
-		runMainEnv + "=1",
+	return startProc(t, "worker", append([]string{
 		"SHOAL_REDIS_URL=" + n.redis.URL,
 		"SHOAL_DATA_DIR=" + n.dataDir,
 		fmt.Sprintf("SHOAL_HTTP_ADDR=127.0.0.1:%d", freePort(t)),
-		"SHOAL_LOG_LEVEL=debug",
 		"SHOAL_TRANSCODE_HWACCEL=none",
 	}, extraEnv...)...)
+}
+
+// startProc runs this test binary as `shoal <role>` with env.
+func startProc(t *testing.T, role string, env ...string) *workerProc {
+	t.Helper()
+	cmd := exec.Command(os.Args[0], role)
+	cmd.Env = append(os.Environ(), append([]string{runMainEnv + "=1", "SHOAL_LOG_LEVEL=debug"}, env...)...)
 	w := &workerProc{cmd: cmd, stderr: &testutil.Buffer{}}
 	cmd.Stdout, cmd.Stderr = w.stderr, w.stderr
 	if err := cmd.Start(); err != nil {

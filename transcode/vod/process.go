@@ -62,12 +62,16 @@ func Transcode(ctx context.Context, s Settings, id, src, root string, ladder med
 	g.Go(func() error { return hub.Run(hubCtx) })
 	g.Go(func() error { return pkg.Run(context.WithoutCancel(ctx)) })
 
+	// The poster and the storyboard are made while the packager runs; the
+	// packager starts the stream's directory afresh when its first
+	// rendition starts, so they wait next to it until it has finished.
 	outDir := filepath.Join(root, id)
-	if err := os.MkdirAll(outDir, 0o755); err != nil {
+	stills := filepath.Join(root, ".stills")
+	if err := os.MkdirAll(stills, 0o755); err != nil {
 		return routing.JobOutcome{}, err
 	}
 	o := &fileOutput{id: id, hub: hub, log: s.Log}
-	sb := newStoryboard(outDir, thumbnailInterval(info.Duration))
+	sb := newStoryboard(stills, thumbnailInterval(info.Duration))
 	var sbErr, posterErr error
 	poster := false
 	res, err := ffmpeg.TranscodeFile(ctx, src, ffmpeg.FileConfig{
@@ -89,7 +93,7 @@ func Transcode(ctx context.Context, s Settings, id, src, root string, ladder med
 			}
 		},
 		Poster: func(img *image.RGBA) {
-			posterErr = writeJPEG(filepath.Join(outDir, PosterFile), img, 85)
+			posterErr = writeJPEG(filepath.Join(stills, PosterFile), img, 85)
 			poster = posterErr == nil
 		},
 		Progress: func(done time.Duration) {
@@ -115,6 +119,9 @@ func Transcode(ctx context.Context, s Settings, id, src, root string, ladder med
 	}
 	storyboard, err := sb.finish(res.Duration)
 	if err = errors.Join(err, sbErr, posterErr); err != nil {
+		return routing.JobOutcome{}, err
+	}
+	if err := moveAll(stills, outDir); err != nil {
 		return routing.JobOutcome{}, err
 	}
 	out := routing.JobOutcome{Duration: res.Duration, Poster: poster, Storyboard: storyboard}
@@ -221,4 +228,18 @@ func (o *fileOutput) endAll() {
 	for _, p := range o.pubs {
 		p.End()
 	}
+}
+
+// moveAll moves every file of dir into dst and removes dir.
+func moveAll(dir, dst string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(dst, e.Name())); err != nil {
+			return err
+		}
+	}
+	return os.Remove(dir)
 }
