@@ -16,6 +16,7 @@ package playerapi
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,6 +53,7 @@ type Store interface {
 	VerifyAPIKey(ctx context.Context, key string) (routing.APIKey, error)
 	VideoStore
 	WebhookStore
+	NodeStore
 }
 
 // Live is what the API needs of the media pipeline.
@@ -91,6 +93,16 @@ type Config struct {
 	UploadDir string
 	// Videos stores, probes and removes video files. Required.
 	Videos Videos
+	// PlaybackKey is the origin's ed25519 key that POST /v1/playback-tokens
+	// signs tokens with (playback.LoadOrCreateKey). Nil: that endpoint
+	// answers 503, signed playback is not configured.
+	PlaybackKey ed25519.PrivateKey
+	// RegionHeader is the request header a front proxy sets to the
+	// viewer's region, for /play and /v1/route ("" uses ?region= only).
+	RegionHeader string
+	// OnHeartbeat, when set, is told every node heartbeat (for the origin's
+	// per-node metrics).
+	OnHeartbeat func(n routing.Node, load routing.NodeLoad)
 }
 
 // API serves the control API. Create it with New and mount it with
@@ -107,6 +119,10 @@ type API struct {
 	videos Videos
 	tus    *tus.UnroutedHandler
 	log    *slog.Logger
+
+	playbackKey  ed25519.PrivateKey // nil: signed playback is not configured
+	regionHeader string
+	onHeartbeat  func(n routing.Node, load routing.NodeLoad)
 }
 
 // New checks cfg and returns an API backed by store and status. A nil log
@@ -166,6 +182,9 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		status:       status,
 		videos:       cfg.Videos,
 		log:          log,
+		playbackKey:  cfg.PlaybackKey,
+		regionHeader: cfg.RegionHeader,
+		onHeartbeat:  cfg.OnHeartbeat,
 	}
 	if a.tus, err = a.newTusHandler(cfg.UploadDir); err != nil {
 		return nil, err
@@ -228,6 +247,7 @@ func (a *API) Register(r gin.IRouter) {
 	a.registerVideos(v1)
 	a.registerWebhooks(v1)
 	a.registerPlayback(v1)
+	a.registerNodes(r, v1)
 }
 
 // errorBody is the JSON shape of every error response.

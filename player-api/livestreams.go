@@ -97,8 +97,9 @@ func (a *API) readName(c *gin.Context) (string, bool) {
 
 // liveStreamRequest is the body of POST and PATCH /v1/live-streams.
 type liveStreamRequest struct {
-	Name   *string `json:"name"`
-	Ladder *string `json:"ladder"`
+	Name           *string `json:"name"`
+	Ladder         *string `json:"ladder"`
+	PlaybackPolicy *string `json:"playback_policy"`
 }
 
 // validLadder checks and normalizes a ladder ("" keeps the node's ladder);
@@ -117,7 +118,8 @@ func validLadder(c *gin.Context, s *string) (*string, bool) {
 	return &norm, true
 }
 
-// createLiveStream handles POST /v1/live-streams {"name", "ladder"?}.
+// createLiveStream handles POST /v1/live-streams {"name", "ladder"?,
+// "playback_policy"?}.
 func (a *API) createLiveStream(c *gin.Context) {
 	var req liveStreamRequest
 	if !a.decodeJSON(c, &req) {
@@ -132,9 +134,15 @@ func (a *API) createLiveStream(c *gin.Context) {
 	if !ok {
 		return
 	}
+	if !validPlaybackPolicy(c, req.PlaybackPolicy) {
+		return
+	}
 	spec := routing.LiveStreamSpec{Name: name}
 	if ladder != nil {
 		spec.Ladder = *ladder
+	}
+	if req.PlaybackPolicy != nil {
+		spec.PlaybackPolicy = *req.PlaybackPolicy
 	}
 	ls, err := a.store.CreateLiveStream(c.Request.Context(), spec)
 	if err != nil {
@@ -172,7 +180,8 @@ func (a *API) getLiveStream(c *gin.Context) {
 	c.JSON(http.StatusOK, a.liveStreamJSON(ls))
 }
 
-// updateLiveStream handles PATCH /v1/live-streams/:id {"name"?, "ladder"?}.
+// updateLiveStream handles PATCH /v1/live-streams/:id {"name"?, "ladder"?,
+// "playback_policy"?}.
 func (a *API) updateLiveStream(c *gin.Context) {
 	id, ok := pathID(c)
 	if !ok {
@@ -182,8 +191,8 @@ func (a *API) updateLiveStream(c *gin.Context) {
 	if !a.decodeJSON(c, &req) {
 		return
 	}
-	if req.Name == nil && req.Ladder == nil {
-		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `nothing to change: give "name" and/or "ladder"`)
+	if req.Name == nil && req.Ladder == nil && req.PlaybackPolicy == nil {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `nothing to change: give "name", "ladder" and/or "playback_policy"`)
 		return
 	}
 	var u routing.LiveStreamUpdate
@@ -198,6 +207,10 @@ func (a *API) updateLiveStream(c *gin.Context) {
 	if u.Ladder, ok = validLadder(c, req.Ladder); !ok {
 		return
 	}
+	if !validPlaybackPolicy(c, req.PlaybackPolicy) {
+		return
+	}
+	u.PlaybackPolicy = req.PlaybackPolicy
 	ls, err := a.store.UpdateLiveStream(c.Request.Context(), id, u)
 	if err != nil {
 		a.fail(c, err, liveStreamNotFound)

@@ -2,11 +2,14 @@ package playerapi
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"mime"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"regexp"
@@ -20,6 +23,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"gopkg.in/yaml.v3"
 
+	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/webhook"
@@ -121,8 +125,8 @@ func TestOpenAPIPathConversion(t *testing.T) {
 }
 
 // TestOpenAPIMatchesRoutes checks that the spec describes exactly the routes
-// Register mounts under /v1: every route has an operation and every
-// operation a route.
+// Register mounts (those under /v1 and the viewers' /play/{id}): every route
+// has an operation and every operation a route.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Config{})
@@ -132,12 +136,11 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	routes := map[string]bool{}
 	for _, r := range engine.Routes() {
-		if r.Path == "/v1" || strings.HasPrefix(r.Path, "/v1/") {
-			routes[r.Method+" "+openAPIPath(r.Path)] = true
-		}
+		// The engine holds only what Register mounts: every route counts.
+		routes[r.Method+" "+openAPIPath(r.Path)] = true
 	}
 	if len(routes) == 0 {
-		t.Fatal("Register mounted no routes under /v1")
+		t.Fatal("Register mounted no routes")
 	}
 	spec := map[string]bool{}
 	for _, o := range specOperations(t, parseSpec(t, openAPISpec), "paths") {
@@ -246,10 +249,11 @@ func TestOpenAPIServedAndValidYAML(t *testing.T) {
 		}
 	}
 
-	// The spec itself is public; everything else needs the API key.
+	// The spec and the viewers' routes are public; everything else needs
+	// the API key (or, for nodes, a node token and a signature).
 	for _, o := range ops {
 		sec, present := o.op["security"]
-		if o.path == "/v1/openapi.yaml" {
+		if publicOperations[o.method+" "+o.path] {
 			if list, ok := sec.([]any); !present || !ok || len(list) != 0 {
 				t.Errorf("%s must declare security: [] (it is served without a key)", o)
 			}
@@ -270,6 +274,13 @@ func TestOpenAPIServedAndValidYAML(t *testing.T) {
 			t.Error(err)
 		}
 	}
+}
+
+// publicOperations are the routes served without any credential.
+var publicOperations = map[string]bool{
+	"GET /v1/openapi.yaml": true,
+	"GET /v1/route/{id}":   true,
+	"GET /play/{id}":       true,
 }
 
 // checkPathParams checks that each {name} of o's path is declared as a
@@ -374,7 +385,7 @@ func lookupRef(doc map[string]any, ref string) (any, error) {
 // field and no field the schema does not declare.
 func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, Config{})
+	e := newEnv(t, Config{PlaybackKey: testPlaybackKey})
 	sc := &schemaChecker{doc: parseSpec(t, openAPISpec)}
 	call := func(method, path, target, key, body string) response {
 		t.Helper()
@@ -405,12 +416,27 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 	call("PATCH", "/v1/live-streams/{id}", "/v1/live-streams/"+ls, k, `{"ladder":""}`).wantStatus(t, http.StatusOK)
 	call("PATCH", "/v1/live-streams/{id}", "/v1/live-streams/"+ls, k, `{}`).wantStatus(t, http.StatusBadRequest)
 	call("POST", "/v1/live-streams/{id}/reset-stream-key", "/v1/live-streams/"+ls+"/reset-stream-key", k, "").wantStatus(t, http.StatusOK)
+	call("PATCH", "/v1/live-streams/{id}", "/v1/live-streams/"+ls, k, `{"playback_policy":"signed"}`).wantStatus(t, http.StatusOK)
+	call("GET", "/v1/live-streams/{id}", "/v1/live-streams/"+ls, k, "").wantStatus(t, http.StatusOK)
+	call("POST", "/v1/live-streams", "/v1/live-streams", k, `{"name":"members","playback_policy":"signed"}`).wantStatus(t, http.StatusCreated)
+	call("POST", "/v1/playback-tokens", "/v1/playback-tokens", k, `{"id":"`+ls+`"}`).wantStatus(t, http.StatusCreated)
+	call("POST", "/v1/playback-tokens", "/v1/playback-tokens", k, `{"id":"`+ls+`","ttl_seconds":60,"ip":"203.0.113.0/24","region":"eu-west"}`).
+		wantStatus(t, http.StatusCreated)
+	call("POST", "/v1/playback-tokens", "/v1/playback-tokens", k, `{"id":"`+ls+`","ttl_seconds":0}`).wantStatus(t, http.StatusBadRequest)
+	call("POST", "/v1/playback-tokens", "/v1/playback-tokens", k, `{"id":"nosuchstream"}`).wantStatus(t, http.StatusNotFound)
+	call("POST", "/v1/playback-tokens", "/v1/playback-tokens", "", `{"id":"`+ls+`"}`).wantStatus(t, http.StatusUnauthorized)
+	unsigned := newEnv(t, Config{})
+	r503 := unsigned.doJSON(t, "POST", "/v1/playback-tokens", k, `{"id":"`+ls+`"}`).wantStatus(t, http.StatusServiceUnavailable)
+	sc.check(t, "/v1/playback-tokens", "POST", r503)
 	call("DELETE", "/v1/live-streams/{id}", "/v1/live-streams/"+ls, k, "").wantStatus(t, http.StatusNoContent)
 	call("POST", "/v1/api-keys", "/v1/api-keys", k, `{"name":"ci"}`).wantStatus(t, http.StatusCreated)
 
 	v1 := id(call("POST", "/v1/videos", "/v1/videos", k, `{}`).wantStatus(t, http.StatusCreated))
 	v2 := id(call("POST", "/v1/videos", "/v1/videos", k, `{"title":"talk","ladder":"480p:1200k","playback_policy":"public"}`).wantStatus(t, http.StatusCreated))
-	call("POST", "/v1/videos", "/v1/videos", k, `{"playback_policy":"signed"}`).wantStatus(t, http.StatusBadRequest)
+	v5 := id(call("POST", "/v1/videos", "/v1/videos", k, `{"playback_policy":"signed"}`).wantStatus(t, http.StatusCreated))
+	call("GET", "/v1/videos/{id}", "/v1/videos/"+v5, k, "").wantStatus(t, http.StatusOK)
+	call("POST", "/v1/playback-tokens", "/v1/playback-tokens", k, `{"id":"`+v5+`"}`).wantStatus(t, http.StatusCreated)
+	call("POST", "/v1/videos", "/v1/videos", k, `{"playback_policy":"private"}`).wantStatus(t, http.StatusBadRequest)
 	call("GET", "/v1/videos", "/v1/videos?limit=1", k, "").wantStatus(t, http.StatusOK)
 	call("GET", "/v1/videos", "/v1/videos?limit=0", k, "").wantStatus(t, http.StatusBadRequest)
 	call("GET", "/v1/videos", "/v1/videos?cursor=bogus", k, "").wantStatus(t, http.StatusBadRequest)
@@ -540,6 +566,146 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 	call("DELETE", "/v1/webhooks/{id}", "/v1/webhooks/"+wh, k, "").wantStatus(t, http.StatusNoContent)
 	call("DELETE", "/v1/webhooks/{id}", "/v1/webhooks/"+wh, k, "").wantStatus(t, http.StatusNotFound)
 	call("GET", "/v1/webhooks/{id}/deliveries", "/v1/webhooks/"+wh+"/deliveries", k, "").wantStatus(t, http.StatusNotFound)
+
+	checkNodesAndRouting(t, e, sc, v2)
+}
+
+// checkNodesAndRouting checks the answers of the node and routing routes:
+// node tokens, an empty registry, the origin serving while no edge is
+// alive, then a join and heartbeats signed with a fresh key, and the edge
+// chosen once it is alive. video is the id of an existing video.
+func checkNodesAndRouting(t *testing.T, e *env, sc *schemaChecker, video string) {
+	t.Helper()
+	k := testAdminKey
+	call := func(method, path, target, key, body string) response {
+		t.Helper()
+		r := e.doJSON(t, method, target, key, body)
+		sc.check(t, path, method, r)
+		return r
+	}
+	type token struct{ ID, Token string }
+	type route struct{ URL, NodeID, Region, Reason string }
+	decodeRoute := func(r response) route {
+		t.Helper()
+		var v struct {
+			URL    string `json:"url"`
+			NodeID string `json:"node_id"`
+			Region string `json:"region"`
+			Reason string `json:"reason"`
+		}
+		if err := json.Unmarshal(r.body, &v); err != nil {
+			t.Fatalf("decode %s: %v", r.body, err)
+		}
+		return route(v)
+	}
+
+	if r := call("GET", "/v1/nodes", "/v1/nodes", k, "").wantStatus(t, http.StatusOK); string(r.body) != `{"data":[]}` {
+		t.Errorf("GET /v1/nodes with no node: %s, want {\"data\":[]}", r.body)
+	}
+	call("GET", "/v1/nodes", "/v1/nodes", "", "").wantStatus(t, http.StatusUnauthorized)
+	call("POST", "/v1/node-tokens", "/v1/node-tokens", k, `{"name":""}`).wantStatus(t, http.StatusBadRequest)
+	nt := decode[token](t, call("POST", "/v1/node-tokens", "/v1/node-tokens", k, `{"name":"edges eu-west"}`).wantStatus(t, http.StatusCreated))
+	other := decode[token](t, call("POST", "/v1/node-tokens", "/v1/node-tokens", k, `{"name":"other"}`).wantStatus(t, http.StatusCreated))
+
+	// No edge: the origin serves.
+	origin := testPublicURL + "/hls/" + video + "/master.m3u8"
+	rt := decodeRoute(call("GET", "/v1/route/{id}", "/v1/route/"+video+"?region=EU-West", "", "").wantStatus(t, http.StatusOK))
+	if rt.URL != origin || rt.NodeID != "" || rt.Region != "eu-west" || rt.Reason == "" {
+		t.Errorf("route with no edge: %+v, want url %s, no node_id, region eu-west and a reason", rt, origin)
+	}
+	call("GET", "/v1/route/{id}", "/v1/route/nosuchvideo", "", "").wantStatus(t, http.StatusNotFound)
+	call("GET", "/v1/route/{id}", "/v1/route/NOT-AN-ID", "", "").wantStatus(t, http.StatusNotFound)
+	p := call("GET", "/play/{id}", "/play/"+video+"?token=abc", "", "").wantStatus(t, http.StatusFound)
+	if loc := p.header.Get("Location"); loc != origin+"?token=abc" {
+		t.Errorf("GET /play/{id} Location %q, want %q", loc, origin+"?token=abc")
+	}
+	if p.header.Get("Shoal-Route-Reason") == "" {
+		t.Error("GET /play/{id} has no Shoal-Route-Reason")
+	}
+	call("GET", "/play/{id}", "/play/nosuchvideo", "", "").wantStatus(t, http.StatusNotFound)
+
+	// A node: join and heartbeats, signed with its key.
+	pub, priv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, otherPriv, err := ed25519.GenerateKey(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeCall := func(path, target, tok string, body []byte, sig string) response {
+		t.Helper()
+		req := httptest.NewRequest(http.MethodPost, target, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if tok != "" {
+			req.Header.Set("Authorization", "Bearer "+tok)
+		}
+		if sig != "" {
+			req.Header.Set(nodeproto.SignatureHeader, sig)
+		}
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		r := response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+		sc.check(t, path, http.MethodPost, r)
+		if sig != "" {
+			sc.checkParam(t, "NodeSignature", sig)
+		}
+		return r
+	}
+	mustJSON := func(v any) []byte {
+		t.Helper()
+		b, err := json.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	join := mustJSON(nodeproto.JoinRequest{Role: "edge", Region: "eu-west", PublicURL: "https://edge1.example.com",
+		PublicKey: base64.StdEncoding.EncodeToString(pub), Time: time.Now().UTC()})
+	const joinPath = "/v1/nodes/join"
+	nodeCall(joinPath, joinPath, "", join, nodeproto.Sign(priv, join)).wantStatus(t, http.StatusUnauthorized)
+	nodeCall(joinPath, joinPath, nt.Token, join, "").wantStatus(t, http.StatusForbidden)
+	nodeCall(joinPath, joinPath, nt.Token, join, nodeproto.Sign(otherPriv, join)).wantStatus(t, http.StatusForbidden)
+	nodeCall(joinPath, joinPath, nt.Token, []byte(`{"role":"edge"}`), "").wantStatus(t, http.StatusBadRequest)
+	node := decode[struct{ ID string }](t, nodeCall(joinPath, joinPath, nt.Token, join, nodeproto.Sign(priv, join)).
+		wantStatus(t, http.StatusCreated)).ID
+	if node != nodeproto.NodeID(pub) {
+		t.Errorf("joined as %q, want the key's id %q", node, nodeproto.NodeID(pub))
+	}
+
+	const hbPath = "/v1/nodes/{id}/heartbeat"
+	hbTarget := "/v1/nodes/" + node + "/heartbeat"
+	hb := mustJSON(nodeproto.Heartbeat{Time: time.Now().UTC(), Connections: 3, EgressBytesPerSec: 1.5e6, CacheBytes: 1 << 20,
+		BytesServed: 1 << 30, Hits: 9, Misses: 1, OriginFetches: 1, StreamBytes: map[string]int64{video: 1 << 30}})
+	nodeCall(hbPath, hbTarget, nt.Token, hb, nodeproto.Sign(priv, hb)).wantStatus(t, http.StatusOK)
+	nodeCall(hbPath, hbTarget, nt.Token, hb, nodeproto.Sign(otherPriv, hb)).wantStatus(t, http.StatusForbidden)
+	nodeCall(hbPath, hbTarget, other.Token, hb, nodeproto.Sign(priv, hb)).wantStatus(t, http.StatusForbidden)
+	nodeCall(hbPath, "/v1/nodes/"+nodeproto.NodeID(otherPriv.Public().(ed25519.PublicKey))+"/heartbeat", nt.Token, hb,
+		nodeproto.Sign(otherPriv, hb)).wantStatus(t, http.StatusNotFound)
+	stale := mustJSON(nodeproto.Heartbeat{Time: time.Now().Add(-2 * nodeproto.MaxSkew)})
+	nodeCall(hbPath, hbTarget, nt.Token, stale, nodeproto.Sign(priv, stale)).wantStatus(t, http.StatusForbidden)
+	if r := call("GET", "/v1/nodes", "/v1/nodes", k, "").wantStatus(t, http.StatusOK); !bytes.Contains(r.body, []byte(`"id":"`+node+`"`)) {
+		t.Errorf("GET /v1/nodes does not list node %s: %s", node, r.body)
+	}
+
+	// The edge is alive: it serves.
+	edge := "https://edge1.example.com/hls/" + video + "/master.m3u8"
+	rt = decodeRoute(call("GET", "/v1/route/{id}", "/v1/route/"+video+"?region=eu-west&token=abc", "", "").wantStatus(t, http.StatusOK))
+	if rt.URL != edge+"?token=abc" || rt.NodeID != node {
+		t.Errorf("route with a live edge: %+v, want url %s?token=abc on node %s", rt, edge, node)
+	}
+	if loc := call("GET", "/play/{id}", "/play/"+video, "", "").wantStatus(t, http.StatusFound).header.Get("Location"); loc != edge {
+		t.Errorf("GET /play/{id} Location %q, want %q", loc, edge)
+	}
+
+	// Revocation: the token is refused; a heartbeat shown the admin key
+	// learns the node's token was revoked, and the node is gone.
+	call("DELETE", "/v1/node-tokens/{id}", "/v1/node-tokens/"+nt.ID, k, "").wantStatus(t, http.StatusNoContent)
+	call("DELETE", "/v1/node-tokens/{id}", "/v1/node-tokens/"+nt.ID, k, "").wantStatus(t, http.StatusNotFound)
+	call("DELETE", "/v1/node-tokens/{id}", "/v1/node-tokens/NOT-AN-ID", k, "").wantStatus(t, http.StatusNotFound)
+	nodeCall(hbPath, hbTarget, nt.Token, hb, nodeproto.Sign(priv, hb)).wantStatus(t, http.StatusUnauthorized)
+	nodeCall(hbPath, hbTarget, k, hb, nodeproto.Sign(priv, hb)).wantStatus(t, http.StatusForbidden)
+	nodeCall(hbPath, hbTarget, k, hb, nodeproto.Sign(priv, hb)).wantStatus(t, http.StatusNotFound)
 }
 
 // checkParam checks value against the schema of the reusable parameter name.

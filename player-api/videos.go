@@ -188,10 +188,11 @@ func (a *API) createVideo(c *gin.Context) {
 	if ladder != nil {
 		spec.Ladder = *ladder
 	}
-	if req.PlaybackPolicy != nil && *req.PlaybackPolicy != routing.PlaybackPublic {
-		WriteError(c, http.StatusBadRequest, codeInvalidRequest,
-			`"playback_policy" must be "public" (signed playback is not available yet)`)
+	if !validPlaybackPolicy(c, req.PlaybackPolicy) {
 		return
+	}
+	if req.PlaybackPolicy != nil {
+		spec.PlaybackPolicy = *req.PlaybackPolicy
 	}
 	v, err := a.store.CreateVideo(c.Request.Context(), spec)
 	if err != nil {

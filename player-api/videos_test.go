@@ -59,7 +59,7 @@ func TestVideoCRUD(t *testing.T) {
 	}
 	e.doJSON(t, "PATCH", "/v1/videos/"+v.ID, testAdminKey, `{"ladder":"360p:700k"}`).wantError(t, http.StatusBadRequest, codeInvalidRequest)
 	e.doJSON(t, "PATCH", "/v1/videos/"+v.ID, testAdminKey, `{}`).wantError(t, http.StatusBadRequest, codeInvalidRequest)
-	for _, bad := range []string{`{"title":"a\u0000b"}`, `{"ladder":"12x"}`, `{"playback_policy":"signed"}`, `{"title":1}`, `{"nope":1}`} {
+	for _, bad := range []string{`{"title":"a\u0000b"}`, `{"ladder":"12x"}`, `{"playback_policy":"private"}`, `{"title":1}`, `{"nope":1}`} {
 		e.doJSON(t, "POST", "/v1/videos", testAdminKey, bad).wantError(t, http.StatusBadRequest, codeInvalidRequest)
 	}
 	e.doJSON(t, "GET", "/v1/videos/"+v.ID, "", "").wantError(t, http.StatusUnauthorized, codeUnauthorized)

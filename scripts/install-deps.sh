@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Shoal needs to build, run and test, if any
-# are missing. Runs apt-get as root (directly, or through sudo when present).
+# are missing, plus any packages named as arguments (benchmarks ask for their
+# peers, e.g. nginx-light). Runs apt-get as root (directly, or through sudo
+# when present).
 set -euo pipefail
 
 packages=(ffmpeg redis-server pkg-config
   libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev
-  libswscale-dev libswresample-dev libavutil-dev)
+  libswscale-dev libswresample-dev libavutil-dev "$@")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -21,12 +21,14 @@ type liveAnnouncer struct {
 	store *routing.Store
 	log   *slog.Logger
 	warn  *logx.Limiter
+	// seen, when set, is told the record of every stream that starts.
+	seen func(routing.LiveStream)
 }
 
-func newLiveAnnouncer(hub *stream.Hub, store *routing.Store, log *slog.Logger) *liveAnnouncer {
+func newLiveAnnouncer(hub *stream.Hub, store *routing.Store, log *slog.Logger, seen func(routing.LiveStream)) *liveAnnouncer {
 	return &liveAnnouncer{
 		w:     hub.Watch(func(k media.StreamKey) bool { return k.Rendition == media.RenditionSource }),
-		store: store, log: log, warn: logx.NewLimiter(10 * time.Second),
+		store: store, log: log, warn: logx.NewLimiter(10 * time.Second), seen: seen,
 	}
 }
 
@@ -59,6 +61,9 @@ func (a *liveAnnouncer) announce(id, typ string) {
 	data := map[string]string{"id": id}
 	if ls, err := a.store.GetLiveStream(ctx, id); err == nil {
 		data["name"] = ls.Name
+		if a.seen != nil {
+			a.seen(ls)
+		}
 	}
 	if err := a.store.PublishEvent(ctx, typ, data); err != nil {
 		if ok, n := a.warn.Allow(); ok {

@@ -20,8 +20,11 @@ import (
 )
 
 type httpConfig struct {
-	Addr   string
-	HLSDir string // "" serves no HLS
+	Addr       string
+	HLSDir     string // "" serves no HLS
+	HLSOptions []origin.Option
+	// WrapHLS, when set, wraps the HLS handler (metrics).
+	WrapHLS func(http.Handler) http.Handler
 }
 
 // pinger reports whether the state store is reachable.
@@ -70,7 +73,11 @@ func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
 	})
 
 	if cfg.HLSDir != "" {
-		hls := gin.WrapH(origin.NewHandler(cfg.HLSDir))
+		var h http.Handler = origin.NewHandler(cfg.HLSDir, cfg.HLSOptions...)
+		if cfg.WrapHLS != nil {
+			h = cfg.WrapHLS(h)
+		}
+		hls := gin.WrapH(h)
 		for _, m := range []string{http.MethodGet, http.MethodHead, http.MethodOptions} {
 			r.Handle(m, "/hls/*path", hls)
 		}
@@ -105,6 +112,7 @@ func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
 			Handler:           r,
 			ReadHeaderTimeout: 10 * time.Second,
 			IdleTimeout:       2 * time.Minute,
+			MaxHeaderBytes:    16 << 10,
 			ErrorLog:          slog.NewLogLogger(deps.Log.Handler(), slog.LevelDebug),
 		},
 	}, nil

@@ -31,7 +31,7 @@ Roles:
   dev       every role in one process (prints URLs, an admin key and a stream key)
   origin    RTMP ingest, HLS packager, origin HTTP, REST API and uploads
   worker    VOD transcoding jobs from the Redis queue (shares SHOAL_DATA_DIR with the origin)
-  edge      caching edge node (not built yet)
+  edge      caching edge node: joins the origin (SHOAL_ORIGIN_URL, SHOAL_NODE_TOKEN), serves /hls/ on SHOAL_EDGE_ADDR
   version   print the version
   help      this text
 
@@ -54,10 +54,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, usageText())
 		return 0
-	case "edge":
-		fmt.Fprintf(stderr, "shoal %s: this role is not built yet in this version of Shoal; run `shoal dev` or `shoal origin`\n", role)
-		return 2
-	case "dev", "origin", "worker":
+	case "dev", "origin", "worker", "edge":
 	default:
 		fmt.Fprintf(stderr, "shoal: unknown role %q\n\n%s", role, usageText())
 		return 2
@@ -91,6 +88,8 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		err = runOrigin(ctx, cfg, log, nil, false)
 	case "worker":
 		err = runWorker(ctx, cfg, log)
+	case "edge":
+		err = runEdge(ctx, cfg, lookup(environ, "SHOAL_PUBLIC_URL") != "", log)
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("shoal stopped", "role", role, "err", err)

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,10 +15,12 @@ import (
 	"github.com/shoal-video/shoal/ingest/rtmp"
 	"github.com/shoal-video/shoal/internal/config"
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/playback"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/internal/webhook"
 	"github.com/shoal-video/shoal/packager"
+	"github.com/shoal-video/shoal/packager/origin"
 	playerapi "github.com/shoal-video/shoal/player-api"
 	"github.com/shoal-video/shoal/transcode"
 	"github.com/shoal-video/shoal/transcode/vod"
@@ -83,21 +86,32 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return err
 	}
-	announcer := newLiveAnnouncer(hub, store, log.With("component", "events"))
+	signed := newPolicyCache(store)
+	announcer := newLiveAnnouncer(hub, store, log.With("component", "events"), func(ls routing.LiveStream) {
+		signed.remember(ls.ID, ls.PlaybackPolicy == routing.PlaybackSigned)
+	})
 	ingest, err := rtmp.New(rtmp.Config{Addr: cfg.RTMPAddr, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
 		rtmp.Deps{Log: log.With("component", "rtmp"), Auth: newKeyAuthorizer(store), Hub: hub, Registerer: reg})
 	if err != nil {
 		return err
 	}
 	defer ingest.Close()
+	playbackKey, err := playback.LoadOrCreateKey(filepath.Join(cfg.DataDir, "playback-key.pem"))
+	if err != nil {
+		return fmt.Errorf("playback signing key: %w", err)
+	}
+	nodes := newNodeMetrics(reg)
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL,
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
+		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, OnHeartbeat: nodes.heartbeat,
 	}, store, pipeline{hub: hub, ingest: ingest, pkg: pkg, tc: tc}, log.With("component", "api"))
 	if err != nil {
 		return err
 	}
-	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLSDir: filepath.Join(cfg.DataDir, "hls")},
+	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLSDir: filepath.Join(cfg.DataDir, "hls"),
+		HLSOptions: []origin.Option{origin.WithSignedPlayback(signed.signed, playbackKey.Public().(ed25519.PublicKey))},
+		WrapHLS:    nodes.countEdgeFetches},
 		httpDeps{Log: log.With("component", "http"), API: api, Ready: store, Registry: reg})
 	if err != nil {
 		return err

@@ -32,12 +32,31 @@ type Config struct {
 	LogFormat     string `yaml:"log_format"`
 	// MaxUploadBytes caps one video source upload (PUT or tus).
 	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// OriginURL, Region and NodeToken are how an edge joins the network.
+	OriginURL string `yaml:"origin_url"` // no trailing slash
+	Region    string `yaml:"region"`
+	NodeToken string `yaml:"node_token"`
 
 	Ingest    IngestConfig    `yaml:"ingest"`
 	HLS       HLSConfig       `yaml:"hls"`
 	Hub       HubConfig       `yaml:"hub"`
 	Transcode TranscodeConfig `yaml:"transcode"`
 	VOD       VODConfig       `yaml:"vod"`
+	Edge      EdgeConfig      `yaml:"edge"`
+	Route     RouteConfig     `yaml:"route"`
+}
+
+// EdgeConfig tunes the edge role's cache.
+type EdgeConfig struct {
+	Addr        string `yaml:"addr"`
+	CacheDir    string `yaml:"cache_dir"` // empty: <data_dir>/edgecache
+	CacheBytes  int64  `yaml:"cache_bytes"`
+	MemoryBytes int64  `yaml:"memory_bytes"`
+}
+
+// RouteConfig tunes viewer routing.
+type RouteConfig struct {
+	RegionHeader string `yaml:"region_header"` // a front proxy's header naming the viewer's region
 }
 
 // VODConfig tunes the VOD job workers.
@@ -101,7 +120,8 @@ func base() Config {
 			Ladder:     media.DefaultLadder.String(),
 			Preset:     "veryfast",
 		},
-		VOD: VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
+		VOD:  VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
+		Edge: EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},
 	}
 }
 
@@ -169,6 +189,9 @@ func (c *Config) problems() []error {
 func (c Config) Redacted() Config {
 	if c.AdminKey != "" {
 		c.AdminKey = "***"
+	}
+	if c.NodeToken != "" {
+		c.NodeToken = "***"
 	}
 	c.RedisURL = redactURL(c.RedisURL)
 	return c

@@ -103,6 +103,15 @@ var table = []key{
 	field("max_upload_bytes", "SHOAL_MAX_UPLOAD_BYTES",
 		"largest video source accepted by PUT /v1/videos/{id}/source or tus, in bytes (1 MiB to 1 TiB); larger uploads get 413",
 		func(c *Config) *int64 { return &c.MaxUploadBytes }, parseInt64, fmtInt64, int64Range(1<<20, 1<<40)),
+	field("origin_url", "SHOAL_ORIGIN_URL",
+		"edge role: the origin's http(s) URL it joins and fetches from, no trailing slash (required by shoal edge)",
+		func(c *Config) *string { return &c.OriginURL }, parseBaseURL, fmtString, checkOptionalURL),
+	field("region", "SHOAL_REGION",
+		"this node's region, e.g. eu-west (letters, digits, - and _); viewers are routed to edges of their region",
+		func(c *Config) *string { return &c.Region }, parseLower, fmtString, checkRegion),
+	field("node_token", "SHOAL_NODE_TOKEN",
+		"edge role: the token it joins with (POST /v1/node-tokens issues one; the admin key works too); unset by default",
+		func(c *Config) *string { return &c.NodeToken }, parseString, fmtString, func(string) error { return nil }),
 	field("ingest.reconnect_grace", "SHOAL_INGEST_RECONNECT_GRACE",
 		"how long a live stream stays live after its publisher disconnects, waiting for a reconnect (0 to 5m)",
 		func(c *Config) *Duration { return &c.Ingest.ReconnectGrace }, parseDuration, Duration.String,
@@ -150,6 +159,40 @@ var table = []key{
 	field("vod.max_attempts", "SHOAL_VOD_MAX_ATTEMPTS",
 		"attempts at one VOD job (a worker dying counts) before the video fails with the last error (1 to 20)",
 		func(c *Config) *int { return &c.VOD.MaxAttempts }, parseInt, strconv.Itoa, intRange(1, 20)),
+	field("edge.addr", "SHOAL_EDGE_ADDR",
+		"host:port the edge role serves viewers (and its health and metrics) on",
+		func(c *Config) *string { return &c.Edge.Addr }, parseString, fmtString, checkAddr),
+	field("edge.cache_dir", "SHOAL_EDGE_CACHE_DIR",
+		"edge role: the disk cache directory (kept across restarts); empty means <data_dir>/edgecache",
+		func(c *Config) *string { return &c.Edge.CacheDir }, parseString, fmtString, func(string) error { return nil }),
+	field("edge.cache_bytes", "SHOAL_EDGE_CACHE_BYTES",
+		"edge role: disk cache size in bytes (16 MiB to 64 TiB), least recently used evicted first",
+		func(c *Config) *int64 { return &c.Edge.CacheBytes }, parseInt64, fmtInt64, int64Range(16<<20, 64<<40)),
+	field("edge.memory_bytes", "SHOAL_EDGE_MEMORY_BYTES",
+		"edge role: memory cache size for hot objects in bytes (1 MiB to 1 TiB)",
+		func(c *Config) *int64 { return &c.Edge.MemoryBytes }, parseInt64, fmtInt64, int64Range(1<<20, 1<<40)),
+	field("route.region_header", "SHOAL_ROUTE_REGION_HEADER",
+		"HTTP header a front proxy sets to the viewer's region (e.g. CF-IPCountry); empty: only ?region= is used",
+		func(c *Config) *string { return &c.Route.RegionHeader }, parseString, fmtString, func(string) error { return nil }),
+}
+
+func checkOptionalURL(s string) error {
+	if s == "" {
+		return nil
+	}
+	return checkBaseURL(s, "http", "https")
+}
+
+func checkRegion(s string) error {
+	if len(s) > 64 {
+		return fmt.Errorf("%s is longer than 64 characters", quote(s))
+	}
+	for _, ch := range s {
+		if (ch < 'a' || ch > 'z') && (ch < '0' || ch > '9') && ch != '-' && ch != '_' {
+			return fmt.Errorf("%s may hold only letters, digits, - and _", quote(s))
+		}
+	}
+	return nil
 }
 
 func parseInt64(raw string) (int64, error) {

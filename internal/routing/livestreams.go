@@ -19,23 +19,37 @@ type LiveStream struct {
 	Name      string
 	StreamKey string
 	CreatedAt time.Time
-	// PlaybackPolicy is PlaybackPublic for now.
+	// PlaybackPolicy is PlaybackPublic or PlaybackSigned.
 	PlaybackPolicy string
 	// Ladder is the stream's own ABR ladder ("720p:3000k,360p:700k"); empty
 	// means the transcoding node's ladder.
 	Ladder string
 }
 
+// PlaybackSigned is the playback policy of a stream or video that plays
+// only with a playback token (see package playback).
+const PlaybackSigned = "signed"
+
+// ValidPlaybackPolicy tells whether p is a playback policy ("" is not).
+func ValidPlaybackPolicy(p string) bool { return p == PlaybackPublic || p == PlaybackSigned }
+
 // LiveStreamSpec is what a new live stream is created with.
 type LiveStreamSpec struct {
-	Name   string
-	Ladder string // empty: the node's ladder
+	Name           string
+	Ladder         string // empty: the node's ladder
+	PlaybackPolicy string // empty: PlaybackPublic
 }
 
 // LiveStreamUpdate changes the fields that are not nil.
 type LiveStreamUpdate struct {
-	Name   *string
-	Ladder *string // a pointer to "" returns the stream to the node's ladder
+	Name           *string
+	Ladder         *string // a pointer to "" returns the stream to the node's ladder
+	PlaybackPolicy *string // PlaybackPublic or PlaybackSigned
+}
+
+// errPlaybackPolicy reports a playback policy the store does not know.
+func errPlaybackPolicy(p string) error {
+	return fmt.Errorf("routing: unknown playback policy %q (want %q or %q)", p, PlaybackPublic, PlaybackSigned)
 }
 
 const (
@@ -62,7 +76,13 @@ func (s *Store) CreateLiveStream(ctx context.Context, spec LiveStreamSpec) (Live
 		Ladder:         spec.Ladder,
 		StreamKey:      ids.NewSecret("sk"),
 		CreatedAt:      now(),
-		PlaybackPolicy: PlaybackPublic,
+		PlaybackPolicy: spec.PlaybackPolicy,
+	}
+	if ls.PlaybackPolicy == "" {
+		ls.PlaybackPolicy = PlaybackPublic
+	}
+	if !ValidPlaybackPolicy(ls.PlaybackPolicy) {
+		return LiveStream{}, errPlaybackPolicy(ls.PlaybackPolicy)
 	}
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, liveStreamKey(ls.ID),
@@ -134,6 +154,9 @@ func (s *Store) ListLiveStreams(ctx context.Context) ([]LiveStream, error) {
 // UpdateLiveStream changes the live stream id and returns it, or ErrNotFound.
 func (s *Store) UpdateLiveStream(ctx context.Context, id string, u LiveStreamUpdate) (LiveStream, error) {
 	const op = "update live stream"
+	if u.PlaybackPolicy != nil && !ValidPlaybackPolicy(*u.PlaybackPolicy) {
+		return LiveStream{}, errPlaybackPolicy(*u.PlaybackPolicy)
+	}
 	key := liveStreamKey(id)
 	var ls LiveStream
 	err := s.watchTx(ctx, op, func(tx *redis.Tx) error {
@@ -149,6 +172,10 @@ func (s *Store) UpdateLiveStream(ctx context.Context, id string, u LiveStreamUpd
 		if u.Ladder != nil {
 			cur.Ladder = *u.Ladder
 			set = append(set, fieldLadder, cur.Ladder)
+		}
+		if u.PlaybackPolicy != nil {
+			cur.PlaybackPolicy = *u.PlaybackPolicy
+			set = append(set, fieldPlaybackPolicy, cur.PlaybackPolicy)
 		}
 		if len(set) > 0 {
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {

@@ -418,3 +418,36 @@ func TestLadderField(t *testing.T) {
 		t.Fatalf("ladder not cleared: %q", got.Ladder)
 	}
 }
+
+func TestLiveStreamPlaybackPolicy(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	ls, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "private", PlaybackPolicy: PlaybackSigned})
+	if err != nil || ls.PlaybackPolicy != PlaybackSigned {
+		t.Fatalf("CreateLiveStream(signed) = %+v, %v", ls, err)
+	}
+	if got, err := s.GetLiveStream(ctx, ls.ID); err != nil || got.PlaybackPolicy != PlaybackSigned {
+		t.Fatalf("GetLiveStream = %+v, %v", got, err)
+	}
+	upd, err := s.UpdateLiveStream(ctx, ls.ID, LiveStreamUpdate{PlaybackPolicy: ptr(PlaybackPublic)})
+	if err != nil || upd.PlaybackPolicy != PlaybackPublic || upd.Name != "private" {
+		t.Fatalf("UpdateLiveStream(public) = %+v, %v", upd, err)
+	}
+	if got, _ := s.GetLiveStream(ctx, ls.ID); got.PlaybackPolicy != PlaybackPublic {
+		t.Fatalf("after update: %+v", got)
+	}
+	list, err := s.ListLiveStreams(ctx)
+	if err != nil || len(list) != 1 || list[0].PlaybackPolicy != PlaybackPublic {
+		t.Fatalf("ListLiveStreams = %+v, %v", list, err)
+	}
+	if _, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "x", PlaybackPolicy: "secret"}); err == nil {
+		t.Error("CreateLiveStream accepted an unknown policy")
+	}
+	if _, err := s.UpdateLiveStream(ctx, ls.ID, LiveStreamUpdate{PlaybackPolicy: ptr("")}); err == nil {
+		t.Error("UpdateLiveStream accepted an empty policy")
+	}
+	if got, _ := s.GetLiveStream(ctx, ls.ID); got.PlaybackPolicy != PlaybackPublic {
+		t.Errorf("a refused update changed the policy: %+v", got)
+	}
+}

@@ -64,7 +64,7 @@ type VideoRendition struct {
 type VideoSpec struct {
 	Title          string
 	Ladder         string
-	PlaybackPolicy string // "" means PlaybackPublic
+	PlaybackPolicy string // "" means PlaybackPublic; else PlaybackPublic or PlaybackSigned
 }
 
 // VideoUpdate lists the fields to change; nil fields are left alone.
@@ -108,6 +108,9 @@ func (s *Store) CreateVideo(ctx context.Context, spec VideoSpec) (Video, error) 
 	}
 	if v.PlaybackPolicy == "" {
 		v.PlaybackPolicy = PlaybackPublic
+	}
+	if !ValidPlaybackPolicy(v.PlaybackPolicy) {
+		return Video{}, errPlaybackPolicy(v.PlaybackPolicy)
 	}
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, videoKey(v.ID),

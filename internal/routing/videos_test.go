@@ -147,3 +147,19 @@ func TestListVideosPages(t *testing.T) {
 		}
 	}
 }
+
+func TestVideoPlaybackPolicy(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	v, err := s.CreateVideo(ctx, VideoSpec{PlaybackPolicy: PlaybackSigned})
+	if err != nil || v.PlaybackPolicy != PlaybackSigned {
+		t.Fatalf("CreateVideo(signed) = %+v, %v", v, err)
+	}
+	if got, err := s.GetVideo(ctx, v.ID); err != nil || got.PlaybackPolicy != PlaybackSigned {
+		t.Fatalf("GetVideo = %+v, %v", got, err)
+	}
+	if _, err := s.CreateVideo(ctx, VideoSpec{PlaybackPolicy: "secret"}); err == nil {
+		t.Error("CreateVideo accepted an unknown policy")
+	}
+}

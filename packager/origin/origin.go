@@ -10,23 +10,51 @@
 // finished ones for a minute. Every answer allows any origin (CORS) and
 // byte ranges. Ids and names are checked against strict patterns before
 // they touch the file system: nothing outside the HLS directory is reachable.
+//
+// Immutable objects (segments, init sections, poster and storyboard files)
+// carry Shoal-Content-SHA256, the hex SHA-256 of the whole file, on GET and
+// HEAD, so that an edge can check bytes a sibling edge relayed. Each file is
+// hashed once: the sums are kept in a bounded LRU keyed by path, size and
+// modification time.
+//
+// # Signed playback
+//
+// With WithSignedPlayback, every request for an id the Signed function
+// reports as signed (master and rendition playlists, segments, init
+// sections, poster and storyboard) needs "?token=<t>", a playback token
+// (package playback) valid for that id, or it is answered 403 with a short
+// text/plain reason. Answers for signed ids carry
+// "Shoal-Playback-Policy: signed" and their usual Cache-Control: edges may
+// cache them, since they verify tokens themselves. The playlists of a signed
+// id are rewritten so that every URI in them carries the request's token,
+// except for requests with "Shoal-Edge: 1": an edge caches the playlist as
+// stored and rewrites it per viewer. The ETag always matches the bytes sent.
 package origin
 
 import (
 	"bytes"
+	"container/list"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"io"
 	"io/fs"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"golang.org/x/sync/singleflight"
+
 	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/playback"
 )
 
 // Prefix is the URL path prefix of HLS.
@@ -55,13 +83,76 @@ const (
 	CacheStill         = "public, max-age=3600"
 )
 
-// Handler serves files under Dir.
+// Headers of the origin contract besides the standard ones.
+const (
+	// PolicyHeader is "signed" on every answer for a signed id.
+	PolicyHeader = "Shoal-Playback-Policy"
+	// EdgeHeader, "1" on a request, asks for playlists as stored, without
+	// the request's token written into them.
+	EdgeHeader = "Shoal-Edge"
+	// ContentSHA256Header is the hex SHA-256 of an immutable object's
+	// whole file (not of a range).
+	ContentSHA256Header = "Shoal-Content-SHA256"
+)
+
+// DefaultHashCacheEntries is how many content hashes a handler keeps when
+// WithHashCacheEntries is not given.
+const DefaultHashCacheEntries = 8192
+
+// Handler serves files under Dir. Create it with NewHandler.
 type Handler struct {
 	Dir string
+
+	signed   func(id string) bool
+	pub      ed25519.PublicKey
+	clientIP func(*http.Request) string
+	now      func() time.Time
+
+	hashOnce    sync.Once
+	hashEntries int
+	hashes      *hashCache
+	hashGroup   singleflight.Group
+	hashReads   atomic.Int64 // files hashed (tests)
+}
+
+// Option configures a Handler.
+type Option func(*Handler)
+
+// WithSignedPlayback enforces signed playback: signed tells whether an id
+// needs tokens (it is called on every request, so it should answer from a
+// short-lived cache; when it cannot tell, answering true fails closed), and
+// pub is the origin's playback public key that tokens are verified with.
+// With an invalid pub every request for a signed id is refused (500).
+func WithSignedPlayback(signed func(id string) bool, pub ed25519.PublicKey) Option {
+	return func(h *Handler) { h.signed, h.pub = signed, pub }
+}
+
+// WithClientIP sets how the viewer's address is found, for tokens bound to
+// an IP. The default is the host of the request's RemoteAddr; set this
+// when the origin is behind a proxy or edges relay requests for viewers.
+func WithClientIP(f func(*http.Request) string) Option {
+	return func(h *Handler) { h.clientIP = f }
+}
+
+// WithHashCacheEntries bounds the number of content hashes kept (a few
+// hundred bytes each); n <= 0 means DefaultHashCacheEntries.
+func WithHashCacheEntries(n int) Option {
+	return func(h *Handler) { h.hashEntries = n }
+}
+
+// withClock sets the clock tokens are checked against (tests).
+func withClock(now func() time.Time) Option {
+	return func(h *Handler) { h.now = now }
 }
 
 // NewHandler returns a handler for the HLS tree at dir.
-func NewHandler(dir string) *Handler { return &Handler{Dir: dir} }
+func NewHandler(dir string, opts ...Option) *Handler {
+	h := &Handler{Dir: dir}
+	for _, o := range opts {
+		o(h)
+	}
+	return h
+}
 
 // ParsePath validates a request path below Prefix and returns the file's
 // path relative to the HLS directory. It accepts only /hls/<id>/master.m3u8,
@@ -90,7 +181,9 @@ func setCORS(h http.Header) {
 	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
 	h.Set("Access-Control-Allow-Headers", "Range, If-None-Match, If-Modified-Since")
-	h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range, ETag, Cache-Status")
+	// Players may read the content sum (to check bytes from peers) and the
+	// policy.
+	h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range, ETag, Cache-Status, "+ContentSHA256Header+", "+PolicyHeader)
 	h.Set("Access-Control-Max-Age", "86400")
 }
 
@@ -116,6 +209,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
+	id, _, _ := strings.Cut(rel, "/")
+	token, signed := "", h.signed != nil && h.signed(id)
+	if signed {
+		w.Header().Set(PolicyHeader, "signed")
+		if token, ok = h.authorize(w, r, id); !ok {
+			return
+		}
+	}
 	full := filepath.Join(h.Dir, filepath.FromSlash(rel))
 	f, err := os.Open(full)
 	if err != nil {
@@ -136,6 +237,12 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hdr := w.Header()
 	hdr.Set("Content-Type", contentTypes[ext])
 	if ext != ".m3u8" {
+		sum, err := h.contentSHA256(rel, f, st)
+		if err != nil {
+			http.Error(w, "unavailable", http.StatusInternalServerError)
+			return
+		}
+		hdr.Set(ContentSHA256Header, sum)
 		hdr.Set("Cache-Control", CacheImmutable)
 		if ext == ".jpg" || ext == ".vtt" {
 			hdr.Set("Cache-Control", CacheStill)
@@ -150,6 +257,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "unavailable", http.StatusInternalServerError)
 		return
 	}
+	if signed {
+		// The answer depends on Shoal-Edge; it is the same for every
+		// viewer holding the same token (the token is in the URL).
+		hdr.Add("Vary", EdgeHeader)
+		if r.Header.Get(EdgeHeader) != "1" {
+			data = playback.RewritePlaylist(data, token)
+		}
+	}
 	sum := sha256.Sum256(data)
 	hdr.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
 	switch {
@@ -161,4 +276,137 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hdr.Set("Cache-Control", CacheLivePlaylist)
 	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+}
+
+// authorize checks the request's playback token for id. It returns the
+// token, or answers 403 (500 when misconfigured) and returns false.
+func (h *Handler) authorize(w http.ResponseWriter, r *http.Request, id string) (string, bool) {
+	if len(h.pub) != ed25519.PublicKeySize {
+		http.Error(w, "signed playback is not configured on this origin", http.StatusInternalServerError)
+		return "", false
+	}
+	token := r.URL.Query().Get(playback.TokenParam)
+	if token == "" {
+		forbid(w, "a playback token is required: add ?token=<token> (POST /v1/playback-tokens)")
+		return "", false
+	}
+	now := time.Now
+	if h.now != nil {
+		now = h.now
+	}
+	ip := ""
+	if h.clientIP != nil {
+		ip = h.clientIP(r)
+	} else if host, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		ip = host
+	}
+	_, err := playback.Verify(h.pub, token, id, now(), ip)
+	switch {
+	case err == nil:
+		return token, true
+	case errors.Is(err, playback.ErrExpired):
+		forbid(w, "the playback token has expired")
+	case errors.Is(err, playback.ErrWrongID):
+		forbid(w, "the playback token is for another video or live stream")
+	case errors.Is(err, playback.ErrWrongIP):
+		forbid(w, "the playback token is bound to another IP address")
+	case errors.Is(err, playback.ErrBadSignature):
+		forbid(w, "the playback token's signature is invalid")
+	default:
+		forbid(w, "the playback token is malformed")
+	}
+	return "", false
+}
+
+// forbid answers 403 with a short reason that no cache keeps.
+func forbid(w http.ResponseWriter, reason string) {
+	w.Header().Set("Cache-Control", "no-store")
+	http.Error(w, reason, http.StatusForbidden)
+}
+
+// contentSHA256 returns the hex SHA-256 of the open file f (rel, with info
+// st), from the cache or by reading it once; concurrent misses for the same
+// file share one read.
+func (h *Handler) contentSHA256(rel string, f *os.File, st os.FileInfo) (string, error) {
+	h.hashOnce.Do(func() { h.hashes = newHashCache(h.hashEntries) })
+	key := rel + "\x00" + strconv.FormatInt(st.Size(), 10) + "\x00" + strconv.FormatInt(st.ModTime().UnixNano(), 10)
+	if sum, ok := h.hashes.get(key); ok {
+		return sum, nil
+	}
+	v, err, _ := h.hashGroup.Do(key, func() (any, error) {
+		if sum, ok := h.hashes.get(key); ok {
+			return sum, nil
+		}
+		h.hashReads.Add(1)
+		d := sha256.New()
+		// A section reader leaves f's offset alone for ServeContent.
+		n, err := io.Copy(d, io.NewSectionReader(f, 0, st.Size()))
+		if err != nil {
+			return "", err
+		}
+		if n != st.Size() {
+			return "", io.ErrUnexpectedEOF
+		}
+		sum := hex.EncodeToString(d.Sum(nil))
+		h.hashes.add(key, sum)
+		return sum, nil
+	})
+	if err != nil {
+		return "", err
+	}
+	return v.(string), nil
+}
+
+// hashCache is a bounded LRU of content hashes, keyed by path, size and
+// modification time (so a replaced file is never answered with its
+// predecessor's hash). It is safe for concurrent use.
+type hashCache struct {
+	mu    sync.Mutex
+	max   int
+	order *list.List // front: most recently used; values are *hashEntry
+	byKey map[string]*list.Element
+}
+
+type hashEntry struct {
+	key, sum string
+}
+
+func newHashCache(max int) *hashCache {
+	if max <= 0 {
+		max = DefaultHashCacheEntries
+	}
+	return &hashCache{max: max, order: list.New(), byKey: make(map[string]*list.Element)}
+}
+
+func (c *hashCache) get(key string) (string, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.byKey[key]
+	if !ok {
+		return "", false
+	}
+	c.order.MoveToFront(e)
+	return e.Value.(*hashEntry).sum, true
+}
+
+func (c *hashCache) add(key, sum string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if e, ok := c.byKey[key]; ok {
+		e.Value.(*hashEntry).sum = sum
+		c.order.MoveToFront(e)
+		return
+	}
+	c.byKey[key] = c.order.PushFront(&hashEntry{key: key, sum: sum})
+	for c.order.Len() > c.max {
+		last := c.order.Back()
+		c.order.Remove(last)
+		delete(c.byKey, last.Value.(*hashEntry).key)
+	}
+}
+
+func (c *hashCache) len() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.order.Len()
 }

@@ -1,0 +1,825 @@
+package edgecache
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-video/shoal/packager/origin"
+)
+
+func TestHitAndRestart(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	body := segment(300<<10, 1)
+	o.put(segPath, body, origin.CacheImmutable)
+	dir := t.TempDir()
+
+	e := startCache(t, o.srv.URL, dir, nil)
+	a := get(t, e.url+segPath)
+	wantBody(t, a, body)
+	if a.cache != "shoal; fwd=miss; stored; detail=origin" {
+		t.Fatalf("first Cache-Status %q", a.cache)
+	}
+	if a.hdr.Get("Content-Type") != "video/iso.segment" || a.hdr.Get("Cache-Control") != origin.CacheImmutable || a.hdr.Get("ETag") == "" {
+		t.Fatalf("headers not passed on: %v", a.hdr)
+	}
+	a = get(t, e.url+segPath)
+	wantBody(t, a, body)
+	if a.cache != "shoal; hit" {
+		t.Fatalf("second Cache-Status %q, want hit", a.cache)
+	}
+	if n := o.count("GET", segPath); n != 1 {
+		t.Fatalf("origin saw %d GETs, want 1", n)
+	}
+	if h := a.hdr.Get("Access-Control-Allow-Origin"); h != "*" {
+		t.Fatalf("hit without CORS: %q", h)
+	}
+	e.stop(t)
+
+	// A new cache on the same directory serves from disk: one tier too
+	// small to hold the segment (sendfile path), one with room (promotion).
+	for _, mem := range []int64{64 << 10, 64 << 20} {
+		e2 := startCache(t, o.srv.URL, dir, func(c *Config, _ *Deps) { c.MemoryBytes = mem })
+		for i := 0; i < 2; i++ {
+			a = get(t, e2.url+segPath)
+			wantBody(t, a, body)
+			wantStatus(t, a, "shoal; hit")
+		}
+		if n := o.count("GET", segPath); n != 1 {
+			t.Fatalf("after restart (memory %d) the origin saw %d GETs, want 1", mem, n)
+		}
+		if s := e2.c.Stats(); s.Hits != 2 || s.CacheBytes < int64(len(body)) || s.BytesServed["abc"] != 2*int64(len(body)) {
+			t.Fatalf("stats after restart: %+v", s)
+		}
+		e2.stop(t)
+	}
+}
+
+func TestCoalescedMissStreams(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	const chunks, chunk = 10, 20 << 10
+	body := segment(chunks*chunk, 3)
+	var originDone atomic.Int64 // unix nanoseconds when the origin wrote its last byte
+	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != segPath {
+			return false
+		}
+		w.Header().Set("Content-Type", "video/iso.segment")
+		w.Header().Set("Cache-Control", origin.CacheImmutable)
+		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+		for i := 0; i < chunks; i++ {
+			w.Write(body[i*chunk : (i+1)*chunk])
+			w.(http.Flusher).Flush()
+			time.Sleep(25 * time.Millisecond)
+		}
+		originDone.Store(time.Now().UnixNano())
+		return true
+	})
+	e := startCache(t, o.srv.URL, t.TempDir(), nil)
+
+	const n = 100
+	tr := &http.Transport{MaxIdleConnsPerHost: n}
+	defer tr.CloseIdleConnections()
+	client := &http.Client{Transport: tr}
+	var (
+		wg        sync.WaitGroup
+		firstByte [n]int64
+		statuses  [n]string
+		errs      = make(chan error, n)
+	)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := client.Get(e.url + segPath)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer resp.Body.Close()
+			br := bufio.NewReader(resp.Body)
+			if _, err := br.Peek(1); err != nil {
+				errs <- err
+				return
+			}
+			firstByte[i] = time.Now().UnixNano()
+			got, err := io.ReadAll(br)
+			if err != nil {
+				errs <- err
+				return
+			}
+			if string(got) != string(body) {
+				errs <- fmt.Errorf("client %d: %d bytes differ", i, len(got))
+				return
+			}
+			statuses[i] = resp.Header.Get("Cache-Status")
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	if got := o.count("GET", segPath); got != 1 {
+		t.Fatalf("origin saw %d GETs for 100 concurrent requests, want 1", got)
+	}
+	early := 0
+	for _, fb := range firstByte {
+		if fb < originDone.Load() {
+			early++
+		}
+	}
+	if early == 0 {
+		t.Fatal("no client got a byte before the origin finished: the miss was not streamed")
+	}
+	misses, collapsed := 0, 0
+	for _, s := range statuses {
+		switch s {
+		case "shoal; fwd=miss; stored; detail=origin":
+			misses++
+		case "shoal; fwd=miss; collapsed":
+			collapsed++
+		}
+	}
+	if misses != 1 || collapsed == 0 {
+		t.Fatalf("%d leaders and %d collapsed waiters, want 1 and some", misses, collapsed)
+	}
+	t.Logf("%d of %d clients got their first byte before the origin finished; %d collapsed", early, n, collapsed)
+}
+
+func TestFreshness(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	seg := segment(1000, 5)
+	o.put(segPath, seg, origin.CacheImmutable)
+	o.put(livePath, []byte("#EXTM3U\n#EXTINF:2,\nseg-0.m4s\n"), origin.CacheLivePlaylist)
+	o.put("/hls/abc/master.m3u8", []byte("#EXTM3U\n"), "no-store")
+	e := startCache(t, o.srv.URL, t.TempDir(), nil)
+
+	get(t, e.url+segPath)
+	wantStatus(t, get(t, e.url+livePath), "shoal; fwd=miss; stored")
+	wantStatus(t, get(t, e.url+livePath), "shoal; hit")
+	for i := 0; i < 2; i++ {
+		a := get(t, e.url+"/hls/abc/master.m3u8")
+		if a.cache != "shoal; fwd=miss; detail=origin" {
+			t.Fatalf("no-store answer: Cache-Status %q", a.cache)
+		}
+	}
+	if n := o.count("GET", "/hls/abc/master.m3u8"); n != 2 {
+		t.Fatalf("no-store object fetched %d times, want 2", n)
+	}
+	time.Sleep(1100 * time.Millisecond)
+
+	// Unchanged: revalidated with If-None-Match.
+	a := get(t, e.url+livePath)
+	if a.cache != "shoal; fwd=stale; fwd-status=304; stored; detail=origin" || !strings.Contains(string(a.body), "seg-0.m4s") {
+		t.Fatalf("stale playlist: Cache-Status %q body %q", a.cache, a.body)
+	}
+	reqs := o.requests()
+	if last := reqs[len(reqs)-1]; last.path != livePath || last.inm == "" {
+		t.Fatalf("revalidation request %+v lacks If-None-Match", last)
+	}
+	wantStatus(t, get(t, e.url+livePath), "shoal; hit")
+	// Changed: the new playlist is served after expiry.
+	o.put(livePath, []byte("#EXTM3U\n#EXTINF:2,\nseg-1.m4s\n"), origin.CacheLivePlaylist)
+	time.Sleep(1100 * time.Millisecond)
+	a = get(t, e.url+livePath)
+	if !strings.Contains(string(a.body), "seg-1.m4s") || a.cache != "shoal; fwd=stale; stored; detail=origin" {
+		t.Fatalf("changed playlist: Cache-Status %q body %q", a.cache, a.body)
+	}
+	if n := o.count("GET", livePath); n != 3 {
+		t.Fatalf("playlist fetched %d times, want 3", n)
+	}
+	// The immutable segment was never refetched.
+	wantStatus(t, get(t, e.url+segPath), "shoal; hit")
+	if n := o.count("GET", segPath); n != 1 {
+		t.Fatalf("segment fetched %d times, want 1", n)
+	}
+}
+
+func TestNegativeAndErrors(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	const missing, broken, slow = "/hls/abc/source/seg-9.m4s", "/hls/abc/source/seg-8.m4s", "/hls/abc/source/seg-7.m4s"
+	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		switch r.URL.Path {
+		case broken:
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return true
+		case slow:
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+			return true
+		}
+		return false
+	})
+	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, _ *Deps) {
+		c.NegativeTTL = 300 * time.Millisecond
+		c.OriginTimeout = 200 * time.Millisecond
+	})
+
+	a := get(t, e.url+missing)
+	if a.code != http.StatusNotFound || a.cache != "shoal; fwd=miss; fwd-status=404; stored; detail=origin" {
+		t.Fatalf("404: %d %q", a.code, a.cache)
+	}
+	a = get(t, e.url+missing)
+	if a.code != http.StatusNotFound || a.cache != "shoal; hit; detail=negative" {
+		t.Fatalf("remembered 404: %d %q", a.code, a.cache)
+	}
+	if n := o.count("GET", missing); n != 1 {
+		t.Fatalf("origin saw %d GETs for a remembered 404", n)
+	}
+	time.Sleep(350 * time.Millisecond)
+	get(t, e.url+missing)
+	if n := o.count("GET", missing); n != 2 {
+		t.Fatalf("after NegativeTTL the origin saw %d GETs, want 2", n)
+	}
+
+	for i := 1; i <= 2; i++ {
+		a = get(t, e.url+broken)
+		if a.code != http.StatusBadGateway || a.cache != "shoal; fwd=miss; fwd-status=503; detail=origin" || a.hdr.Get("Cache-Control") != "no-store" {
+			t.Fatalf("5xx: %d %q %q", a.code, a.cache, a.hdr.Get("Cache-Control"))
+		}
+		if n := o.count("GET", broken); n != i {
+			t.Fatalf("5xx was cached: origin saw %d GETs after %d requests", n, i)
+		}
+	}
+
+	start := time.Now()
+	a = get(t, e.url+slow)
+	if a.code != http.StatusBadGateway || time.Since(start) > 2*time.Second {
+		t.Fatalf("hanging origin: %d after %s", a.code, time.Since(start))
+	}
+}
+
+func TestTruncatedOriginBody(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		w.Header().Set("Cache-Control", origin.CacheImmutable)
+		w.Header().Set("Content-Length", "1000")
+		w.Write(make([]byte, 500))
+		return true // net/http closes the connection: the body is short
+	})
+	e := startCache(t, o.srv.URL, t.TempDir(), nil)
+	for i := 1; i <= 2; i++ {
+		resp, err := http.Get(e.url + segPath)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		if err == nil {
+			t.Fatal("a truncated upstream body was served as complete")
+		}
+		if n := o.count("GET", segPath); n != i {
+			t.Fatalf("truncated body cached: %d GETs after %d requests", n, i)
+		}
+	}
+}
+
+func TestTooBigStreamsThrough(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	body := segment(5000, 9)
+	o.put(segPath, body, origin.CacheImmutable)
+	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, _ *Deps) { c.MaxObjectBytes = 1000 })
+	for i := 0; i < 2; i++ {
+		a := get(t, e.url+segPath)
+		wantBody(t, a, body)
+		if a.cache != "shoal; fwd=miss; detail=origin" {
+			t.Fatalf("Cache-Status %q", a.cache)
+		}
+	}
+	a := do(t, "GET", e.url+segPath, map[string]string{"Range": "bytes=100-199"})
+	if a.code != http.StatusPartialContent || string(a.body) != string(body[100:200]) {
+		t.Fatalf("range through: %d, %d bytes", a.code, len(a.body))
+	}
+	if s := e.c.Stats(); s.CacheBytes != 0 {
+		t.Fatalf("a too-big object was cached: %d bytes", s.CacheBytes)
+	}
+}
+
+func TestRangeAndConditional(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	body := segment(100<<10, 11)
+	o.put(segPath, body, origin.CacheImmutable)
+	dir := t.TempDir()
+	for _, mem := range []int64{64 << 20, 64 << 10} { // memory hit, then disk-only hit
+		e := startCache(t, o.srv.URL, dir, func(c *Config, _ *Deps) { c.MemoryBytes = mem })
+		get(t, e.url+segPath)
+		a := do(t, "GET", e.url+segPath, map[string]string{"Range": "bytes=10-19"})
+		if a.code != http.StatusPartialContent || string(a.body) != string(body[10:20]) || a.hdr.Get("Content-Range") != fmt.Sprintf("bytes 10-19/%d", len(body)) {
+			t.Fatalf("memory %d: range: %d %q %q", mem, a.code, a.body, a.hdr.Get("Content-Range"))
+		}
+		wantStatus(t, a, "shoal; hit")
+		etag := a.hdr.Get("ETag")
+		a = do(t, "GET", e.url+segPath, map[string]string{"If-None-Match": etag})
+		if a.code != http.StatusNotModified {
+			t.Fatalf("memory %d: If-None-Match: %d", mem, a.code)
+		}
+		a = do(t, "HEAD", e.url+segPath, nil)
+		if a.code != 200 || a.hdr.Get("Content-Length") != strconv.Itoa(len(body)) || len(a.body) != 0 {
+			t.Fatalf("memory %d: HEAD: %d %v", mem, a.code, a.hdr)
+		}
+		e.stop(t)
+	}
+	// A Range on an object in flight waits for it.
+	o2 := newFakeOrigin(t)
+	o2.put(segPath, body, origin.CacheImmutable)
+	e := startCache(t, o2.srv.URL, t.TempDir(), nil)
+	a := do(t, "GET", e.url+segPath, map[string]string{"Range": "bytes=5-9"})
+	if a.code != http.StatusPartialContent || string(a.body) != string(body[5:10]) {
+		t.Fatalf("range on a miss: %d %q", a.code, a.body)
+	}
+}
+
+func TestCORSAndMethods(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	e := startCache(t, o.srv.URL, t.TempDir(), nil)
+	ref := httptest.NewRecorder()
+	origin.NewHandler(t.TempDir()).ServeHTTP(ref, httptest.NewRequest(http.MethodOptions, segPath, nil))
+	for _, method := range []string{http.MethodOptions, http.MethodPost} {
+		rec := httptest.NewRecorder()
+		e.c.ServeHTTP(rec, httptest.NewRequest(method, segPath, nil))
+		want := http.StatusNoContent
+		if method == http.MethodPost {
+			want = http.StatusMethodNotAllowed
+			if rec.Header().Get("Allow") != "GET, HEAD, OPTIONS" {
+				t.Fatalf("405 without Allow: %v", rec.Header())
+			}
+		}
+		if rec.Code != want {
+			t.Fatalf("%s: %d, want %d", method, rec.Code, want)
+		}
+		for k, v := range ref.Header() {
+			if strings.HasPrefix(k, "Access-Control-") && rec.Header().Get(k) != v[0] {
+				t.Fatalf("%s: %s = %q, origin says %q", method, k, rec.Header().Get(k), v[0])
+			}
+		}
+	}
+	if len(o.requests()) != 0 {
+		t.Fatal("OPTIONS or POST reached the origin")
+	}
+}
+
+func TestPathTricks(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	e := startCache(t, o.srv.URL, t.TempDir(), nil)
+	cases := []struct {
+		target string
+		want   int
+	}{
+		{"/hls/abc/%2e%2e/secret.m3u8", 400},
+		{"/hls/abc/source%2fx.m4s", 400},
+		{"/hls/abc/source/seg%2d0.m4s", 400},
+		{"/hls/../etc/passwd", 404},
+		{"/hls/abc/../../secret.m3u8", 404},
+		{"/hls/abc/source/x.exe", 404},
+		{"/hls/ABC/master.m3u8", 404},
+		{"/hls/abc/source/sub/x.m4s", 404},
+		{"/hls/abc//x.m4s", 404},
+		{"/other/abc/master.m3u8", 404},
+		{"/hls/abc/source/.m4s", 404},
+	}
+	for _, tc := range cases {
+		rec := httptest.NewRecorder()
+		e.c.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, tc.target, nil))
+		if rec.Code != tc.want || rec.Header().Get("Cache-Status") != "shoal" {
+			t.Errorf("%s: %d %q, want %d \"shoal\"", tc.target, rec.Code, rec.Header().Get("Cache-Status"), tc.want)
+		}
+	}
+	if r := o.requests(); len(r) != 0 {
+		t.Fatalf("path tricks reached the origin: %+v", r)
+	}
+}
+
+func TestEviction(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	const memCap, diskCap, size, count = 64 << 10, 100 << 10, 6 << 10, 40
+	for i := 0; i < count; i++ {
+		o.put(fmt.Sprintf("/hls/abc/source/seg-%d.m4s", i), segment(size, byte(i)), origin.CacheImmutable)
+	}
+	dir := t.TempDir()
+	e := startCache(t, o.srv.URL, dir, func(c *Config, _ *Deps) { c.MemoryBytes = memCap; c.DiskBytes = diskCap })
+	for i := 0; i < count; i++ {
+		p := fmt.Sprintf("/hls/abc/source/seg-%d.m4s", i)
+		wantBody(t, get(t, e.url+p), segment(size, byte(i)))
+		e.idle(t)
+		if m, d := e.c.mem.bytes(), e.c.disk.bytes(); m > memCap || d > diskCap {
+			t.Fatalf("after %d objects: memory %d (cap %d), disk %d (cap %d)", i+1, m, memCap, d, diskCap)
+		}
+	}
+	var onDisk int64
+	filepath.Walk(filepath.Join(dir, objectsDir), func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			onDisk += fi.Size()
+		}
+		return nil
+	})
+	if onDisk > diskCap || onDisk != e.c.disk.bytes() {
+		t.Fatalf("files on disk: %d bytes, index says %d, cap %d", onDisk, e.c.disk.bytes(), diskCap)
+	}
+	if e.c.mem.bytes() < memCap/2 || onDisk < diskCap/2 {
+		t.Fatalf("tiers barely used: memory %d disk %d", e.c.mem.bytes(), onDisk)
+	}
+	// The most recent object is still a hit, the first one was evicted.
+	wantStatus(t, get(t, e.url+fmt.Sprintf("/hls/abc/source/seg-%d.m4s", count-1)), "shoal; hit")
+	wantStatus(t, get(t, e.url+"/hls/abc/source/seg-0.m4s"), "shoal; fwd=miss")
+}
+
+func TestScanDropsBadFiles(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	body := segment(5000, 2)
+	o.put(segPath, body, origin.CacheImmutable)
+	dir := t.TempDir()
+	e := startCache(t, o.srv.URL, dir, nil)
+	get(t, e.url+segPath)
+	e.stop(t)
+	// Corrupt the stored file's length, and leave junk around.
+	var file string
+	filepath.Walk(filepath.Join(dir, objectsDir), func(p string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() {
+			file = p
+		}
+		return nil
+	})
+	if file == "" {
+		t.Fatal("no cache file written")
+	}
+	if err := os.Truncate(file, 100); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, objectsDir, "zz-junk"), []byte("junk"), 0o644)
+	os.WriteFile(filepath.Join(dir, tmpDir, "obj-123"), []byte("half"), 0o644)
+	e2 := startCache(t, o.srv.URL, dir, nil)
+	wantStatus(t, get(t, e2.url+segPath), "shoal; fwd=miss")
+	if _, err := os.Stat(file); err == nil {
+		t.Fatal("the truncated file was kept")
+	}
+	if _, err := os.Stat(filepath.Join(dir, tmpDir, "obj-123")); err == nil {
+		t.Fatal("a temporary file was kept")
+	}
+	if _, err := os.Stat(filepath.Join(dir, objectsDir, "zz-junk")); err == nil {
+		t.Fatal("junk was kept")
+	}
+}
+
+func TestAccess(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	playlist := "#EXTM3U\n#EXT-X-MAP:URI=\"init-0.mp4\"\n#EXTINF:2,\nseg-0.m4s\n"
+	o.putSigned(livePath, []byte(playlist), origin.CacheEndedPlaylist)
+	o.putSigned(segPath, segment(2000, 4), origin.CacheImmutable)
+	type call struct {
+		id     string
+		signed bool
+	}
+	var mu sync.Mutex
+	var calls []call
+	e := startCache(t, o.srv.URL, t.TempDir(), func(_ *Config, d *Deps) {
+		d.Access = func(r *http.Request, id string, signed bool) (string, int) {
+			mu.Lock()
+			calls = append(calls, call{id, signed})
+			mu.Unlock()
+			tok := r.URL.Query().Get("token")
+			if signed && tok != "good" {
+				return "", http.StatusForbidden
+			}
+			return tok, 0
+		}
+	})
+	a := get(t, e.url+livePath+"?token=good")
+	want := "#EXTM3U\n#EXT-X-MAP:URI=\"init-0.mp4?token=good\"\n#EXTINF:2,\nseg-0.m4s?token=good\n"
+	if a.code != 200 || string(a.body) != want {
+		t.Fatalf("rewritten playlist: %d %q", a.code, a.body)
+	}
+	if a.hdr.Get("Content-Length") != strconv.Itoa(len(want)) {
+		t.Fatalf("Content-Length %q for %d bytes", a.hdr.Get("Content-Length"), len(want))
+	}
+	if a = get(t, e.url+livePath+"?token=good"); string(a.body) != want || a.cache != "shoal; hit" {
+		t.Fatalf("rewritten hit: %q %q", a.cache, a.body)
+	}
+	if a = get(t, e.url+livePath+"?token=bad"); a.code != http.StatusForbidden || a.cache != "shoal; detail=refused" {
+		t.Fatalf("bad token on a hit: %d", a.code)
+	}
+	if a = get(t, e.url+livePath); a.code != http.StatusForbidden {
+		t.Fatalf("no token on a hit: %d", a.code)
+	}
+	// The stream is known to be signed: a miss without a token is refused
+	// before the origin is asked.
+	before := len(o.requests())
+	if a = get(t, e.url+segPath); a.code != http.StatusForbidden {
+		t.Fatalf("no token on a miss: %d", a.code)
+	}
+	if len(o.requests()) != before {
+		t.Fatal("a refused viewer reached the origin")
+	}
+	wantBody(t, get(t, e.url+segPath+"?token=good"), segment(2000, 4))
+	for _, s := range o.requests() {
+		if s.token != "good" || s.edge != "1" {
+			t.Fatalf("upstream request %+v lacks the token or Shoal-Edge", s)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, c := range calls {
+		if c.id != "abc" || !c.signed {
+			t.Fatalf("Access called with %+v", c)
+		}
+	}
+}
+
+func TestAccessOpenStream(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	o.put(livePath, []byte("#EXTM3U\nseg-0.m4s\n"), origin.CacheLivePlaylist)
+	var signedSeen atomic.Bool
+	e := startCache(t, o.srv.URL, t.TempDir(), func(_ *Config, d *Deps) {
+		d.Access = func(r *http.Request, id string, signed bool) (string, int) {
+			if signed {
+				signedSeen.Store(true)
+			}
+			return "", 0
+		}
+	})
+	a := get(t, e.url+livePath)
+	if string(a.body) != "#EXTM3U\nseg-0.m4s\n" || signedSeen.Load() {
+		t.Fatalf("open stream: %q signed=%v", a.body, signedSeen.Load())
+	}
+}
+
+func TestMetricsAndStats(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	body := segment(1000, 6)
+	o.put(segPath, body, origin.CacheImmutable)
+	reg := prometheus.NewRegistry()
+	e := startCache(t, o.srv.URL, t.TempDir(), func(_ *Config, d *Deps) { d.Registerer = reg })
+	get(t, e.url+segPath)
+	get(t, e.url+segPath)
+	get(t, e.url+segPath)
+	get(t, e.url+"/hls/abc/source/seg-5.m4s")
+	get(t, e.url+"/hls/abc/source/seg-5.m4s")
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			for _, l := range m.GetLabel() {
+				name += "{" + l.GetName() + "=" + l.GetValue() + "}"
+			}
+			switch {
+			case m.GetCounter() != nil:
+				got[name] = m.GetCounter().GetValue()
+			case m.GetGauge() != nil:
+				got[name] = m.GetGauge().GetValue()
+			}
+		}
+	}
+	want := map[string]float64{
+		"shoal_edge_requests_total{cache=hit}":      2,
+		"shoal_edge_requests_total{cache=miss}":     2,
+		"shoal_edge_requests_total{cache=negative}": 1,
+		"shoal_edge_bytes_served_total":             3000,
+		"shoal_edge_origin_fetches_total":           2,
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+	if got["shoal_edge_cache_bytes{tier=memory}"] <= 1000 || got["shoal_edge_cache_bytes{tier=disk}"] <= 1000 {
+		t.Errorf("cache bytes gauges: %v", got)
+	}
+	s := e.c.Stats()
+	if s.Hits != 3 || s.Misses != 2 || s.OriginFetches != 2 || s.BytesServed["abc"] != 3000 || s.Connections != 0 {
+		t.Fatalf("stats: %+v", s)
+	}
+	// The egress rate is computed each second by Run.
+	deadline := time.Now().Add(3 * time.Second)
+	for e.c.Stats().EgressBytesPerSec == 0 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if r := e.c.Stats().EgressBytesPerSec; r <= 0 {
+		t.Fatalf("egress rate %v", r)
+	}
+	// A second cache on the same registry is refused, not a panic.
+	if _, err := New(Config{OriginURL: o.srv.URL, CacheDir: t.TempDir()}, Deps{Registerer: reg}); err == nil {
+		t.Fatal("duplicate registration accepted")
+	}
+}
+
+func TestNewValidates(t *testing.T) {
+	t.Parallel()
+	bad := []Config{
+		{CacheDir: "x"},
+		{OriginURL: "ftp://origin", CacheDir: "x"},
+		{OriginURL: "http://origin"},
+		{OriginURL: "http://origin", CacheDir: "x", DiskBytes: -1},
+		{OriginURL: "http://origin", CacheDir: "x", SiblingTimeout: -time.Second},
+		{OriginURL: "http://origin", CacheDir: "x", Name: "bad name"},
+	}
+	for _, cfg := range bad {
+		if _, err := New(cfg, Deps{}); err == nil {
+			t.Errorf("%+v accepted", cfg)
+		}
+	}
+	if _, err := New(Config{OriginURL: "http://origin", CacheDir: "x"}, Deps{Siblings: func() []Sibling { return nil }}); err == nil {
+		t.Error("siblings without Self accepted")
+	}
+	c, err := New(Config{OriginURL: "http://origin:8080/", CacheDir: "x", Name: "edge-1"}, Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.cfg.NegativeTTL != time.Second || c.cfg.MaxObjectBytes != 64<<20 || c.cfg.SiblingTimeout != time.Second || c.csHit[0] != "edge-1; hit" {
+		t.Fatalf("defaults: %+v", c.cfg)
+	}
+	if _, err := os.Stat("x"); err == nil {
+		t.Fatal("New created the cache directory")
+	}
+}
+
+func TestFreshnessParsing(t *testing.T) {
+	t.Parallel()
+	cases := []struct {
+		cc, age  string
+		ttl      time.Duration
+		storable bool
+	}{
+		{origin.CacheImmutable, "", 31536000 * time.Second, true},
+		{origin.CacheLivePlaylist, "", time.Second, true},
+		{"public, max-age=60, s-maxage=5", "", 5 * time.Second, true},
+		{"max-age=10", "4", 6 * time.Second, true},
+		{"no-store", "", 0, false},
+		{"private, max-age=60", "", 0, false},
+		{"no-cache", "", 0, true},
+		{"", "", 0, false},
+		{"public", "", 0, false},
+		{"max-age=abc", "", 0, false},
+	}
+	for _, tc := range cases {
+		h := http.Header{}
+		if tc.cc != "" {
+			h.Set("Cache-Control", tc.cc)
+		}
+		if tc.age != "" {
+			h.Set("Age", tc.age)
+		}
+		ttl, ok := freshness(h)
+		if ttl != tc.ttl || ok != tc.storable {
+			t.Errorf("%q: %s %v, want %s %v", tc.cc, ttl, ok, tc.ttl, tc.storable)
+		}
+	}
+}
+
+func TestLRU(t *testing.T) {
+	t.Parallel()
+	l := newLRU[string](10)
+	l.add("a", 4, "a", nil)
+	l.add("b", 4, "b", nil)
+	l.get("a") // b is now the oldest
+	ev := l.add("c", 4, "c", nil)
+	if len(ev) != 1 || ev[0] != "b" || l.used != 8 {
+		t.Fatalf("evicted %v, used %d", ev, l.used)
+	}
+	if ev := l.add("huge", 11, "huge", nil); len(ev) != 1 || ev[0] != "huge" || l.len() != 2 {
+		t.Fatalf("oversized entry: %v, %d entries", ev, l.len())
+	}
+	if ev := l.add("a", 2, "a2", nil); len(ev) != 1 || ev[0] != "a" || l.used != 6 {
+		t.Fatalf("replace: %v used %d", ev, l.used)
+	}
+	if !l.addOldest("d", 4, "d") || l.addOldest("e", 1, "e") {
+		t.Fatal("addOldest ignores the cap")
+	}
+	if ev := l.add("f", 3, "f", nil); len(ev) != 1 || ev[0] != "d" {
+		t.Fatalf("addOldest entry not evicted first: %v", ev)
+	}
+	if _, ok := l.remove("c"); !ok || l.used != 5 {
+		t.Fatalf("remove: used %d", l.used)
+	}
+}
+
+// TestRunCancelsFlights checks that a fetch in flight ends with Run.
+func TestRunCancelsFlights(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		<-r.Context().Done()
+		return true
+	})
+	c, err := New(Config{OriginURL: o.srv.URL, CacheDir: t.TempDir(), OriginTimeout: time.Minute}, Deps{Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	<-c.scanned
+	srv := httptest.NewServer(c)
+	defer srv.Close()
+	got := make(chan int, 1)
+	go func() {
+		resp, err := http.Get(srv.URL + segPath)
+		if err != nil {
+			got <- 0
+			return
+		}
+		resp.Body.Close()
+		got <- resp.StatusCode
+	}()
+	for len(o.requests()) == 0 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case code := <-got:
+		if code != http.StatusBadGateway {
+			t.Fatalf("status %d", code)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the fetch outlived Run")
+	}
+}
+
+// TestRefusalNotShared: an origin 403 answers one viewer's token; a waiter
+// with another token fetches for itself.
+func TestRefusalNotShared(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	body := segment(1000, 21)
+	o.put(segPath, body, origin.CacheImmutable)
+	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		time.Sleep(150 * time.Millisecond)
+		if r.URL.Query().Get("token") != "good" {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return true
+		}
+		return false
+	})
+	e := startCache(t, o.srv.URL, t.TempDir(), nil)
+	bad := make(chan answer, 1)
+	go func() { bad <- get(t, e.url+segPath+"?token=bad") }()
+	for len(o.requests()) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	good := get(t, e.url+segPath+"?token=good")
+	wantBody(t, good, body)
+	if b := <-bad; b.code != http.StatusForbidden || b.cache != "shoal; fwd=miss; fwd-status=403; detail=origin" {
+		t.Fatalf("bad token: %d %q", b.code, b.cache)
+	}
+	if n := o.count("GET", segPath); n != 2 {
+		t.Fatalf("origin saw %d GETs, want 2", n)
+	}
+}
+
+func TestDiskFileVanished(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	body := segment(50<<10, 22)
+	o.put(segPath, body, origin.CacheImmutable)
+	dir := t.TempDir()
+	e := startCache(t, o.srv.URL, dir, func(c *Config, _ *Deps) { c.MemoryBytes = 64 << 10 }) // disk only
+	get(t, e.url+segPath)
+	e.idle(t)
+	wantStatus(t, get(t, e.url+segPath), "shoal; hit")
+	if err := errors.Join(os.RemoveAll(filepath.Join(dir, objectsDir)), os.RemoveAll(filepath.Join(dir, tmpDir))); err != nil {
+		t.Fatal(err)
+	}
+	a := get(t, e.url+segPath)
+	wantBody(t, a, body)
+	wantStatus(t, a, "shoal; fwd=miss")
+	if n := o.count("GET", segPath); n != 2 {
+		t.Fatalf("origin saw %d GETs, want 2", n)
+	}
+	e.idle(t)
+	wantStatus(t, get(t, e.url+segPath), "shoal; hit")
+}

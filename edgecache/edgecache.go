@@ -1,0 +1,451 @@
+// Package edgecache is the HTTP cache an edge node serves viewers from.
+//
+// It answers the origin's playback paths (/hls/<id>/...) from two tiers, a
+// memory LRU for hot objects and a disk LRU that survives restarts, and
+// fills misses from the origin or from a sibling edge of the same region:
+//
+//   - Concurrent misses for one object cause one upstream fetch; every
+//     waiter is streamed the bytes as they arrive.
+//   - Freshness follows the upstream Cache-Control: segments and init
+//     sections are immutable, live playlists live for a second and are then
+//     revalidated (If-None-Match). 404s are remembered for NegativeTTL;
+//     upstream errors become 502 and are not cached.
+//   - On a miss for a segment, the owner of its path among the region's
+//     edges (rendezvous hashing) is asked first. Sibling bytes are trusted
+//     only when their SHA-256 matches the digest the origin announces in a
+//     HEAD (Shoal-Content-SHA256); a sibling that fails is skipped for 30 s.
+//   - Every answer carries an RFC 9211 Cache-Status header.
+//
+// The Cache-Status values, "shoal" being Config.Name:
+//
+//	shoal; hit                                               from memory or disk
+//	shoal; hit; detail=negative                              a remembered 404
+//	shoal; fwd=miss; stored; detail=origin                   fetched for this request ("stored": kept)
+//	shoal; fwd=miss; stored; detail=sibling-<id>             fetched from a sibling, verified
+//	shoal; fwd=miss; fwd-status=404; stored; detail=origin   a 404, remembered
+//	shoal; fwd=miss; fwd-status=503; detail=origin           an upstream error, answered 502
+//	shoal; fwd=stale; fwd-status=304; stored; detail=origin  revalidated
+//	shoal; fwd=miss; collapsed                               waited on another request's fetch
+//	shoal; fwd=stale; collapsed                              waited on another request's revalidation
+//	shoal                                                    OPTIONS, refused method or path
+//	shoal; detail=refused                                    refused by Deps.Access
+//
+// The disk format is described in disk.go. The http.Server in front of a
+// Cache should set MaxHeaderBytes (and ReadHeaderTimeout): header size is
+// its job.
+//
+// The edge meets the packager only over HTTP: this package imports the
+// origin package for its path rules and cache constants, never media.
+package edgecache
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-video/shoal/internal/logx"
+	"github.com/shoal-video/shoal/packager/origin"
+)
+
+// Defaults for Config fields left zero.
+const (
+	DefaultDiskBytes      int64 = 10 << 30
+	DefaultMemoryBytes    int64 = 512 << 20
+	DefaultNegativeTTL          = time.Second
+	DefaultMaxObjectBytes int64 = 64 << 20
+	DefaultSiblingTimeout       = time.Second
+	DefaultOriginTimeout        = 10 * time.Second
+	DefaultName                 = "shoal"
+)
+
+// Header names of the edge protocol.
+const (
+	// HeaderSibling marks a request from another edge: the answering edge
+	// serves it from its cache or from the origin, never from its siblings.
+	HeaderSibling = "Shoal-Sibling"
+	// HeaderEdge marks a request from an edge to the origin (the origin then
+	// does not rewrite playlists for the viewer's token).
+	HeaderEdge = origin.EdgeHeader
+	// HeaderDigest is the origin's hex SHA-256 of an object's bytes.
+	HeaderDigest = origin.ContentSHA256Header
+	// HeaderPolicy is the origin's playback policy of the stream ("signed").
+	HeaderPolicy = origin.PolicyHeader
+	// HeaderCacheStatus is the RFC 9211 header every answer carries.
+	HeaderCacheStatus = "Cache-Status"
+)
+
+// siblingBadFor is how long a failing sibling is skipped.
+const siblingBadFor = 30 * time.Second
+
+// Config configures a Cache.
+type Config struct {
+	// OriginURL is the origin's base URL, e.g. "http://origin:8080". Required.
+	OriginURL string
+	// Self is this edge's public URL: its identity among its siblings in
+	// rendezvous hashing. Required when Deps.Siblings is set.
+	Self string
+	// CacheDir holds the disk tier. Required. Objects survive restarts: Run
+	// rebuilds the index by scanning it.
+	CacheDir string
+	// DiskBytes caps the disk tier (default 10 GiB).
+	DiskBytes int64
+	// MemoryBytes caps the memory tier (default 512 MiB). Objects larger
+	// than MemoryBytes/8 are kept on disk only.
+	MemoryBytes int64
+	// NegativeTTL is how long an upstream 404 is remembered (default 1s).
+	NegativeTTL time.Duration
+	// MaxObjectBytes is the largest object cached (default 64 MiB); bigger
+	// ones are streamed through uncached.
+	MaxObjectBytes int64
+	// SiblingTimeout bounds the wait for a sibling's first byte and any
+	// pause after it (default 1s).
+	SiblingTimeout time.Duration
+	// OriginTimeout bounds the wait for the origin's answer and any pause
+	// in its body (default 10s).
+	OriginTimeout time.Duration
+	// Name is this cache's name in Cache-Status (default "shoal"); it must
+	// be a structured-field token.
+	Name string
+}
+
+// Sibling is another edge of the same region.
+type Sibling struct {
+	ID  string
+	URL string
+}
+
+// Deps are the Cache's collaborators.
+type Deps struct {
+	Log        *slog.Logger
+	Registerer prometheus.Registerer
+	// Client makes upstream requests; default: a pooled client that does
+	// not follow redirects.
+	Client *http.Client
+	// Siblings returns the live edges of this edge's region, self excluded.
+	// Nil: never fetch from siblings.
+	Siblings func() []Sibling
+	// Access, when set, is asked before anything is served. It gets the
+	// request, the stream id and whether the origin marked the stream
+	// signed. A non-zero status refuses the request with that status; a
+	// non-empty token is added to every URI of the playlists served.
+	Access func(r *http.Request, id string, signed bool) (token string, status int)
+}
+
+// Stats is a snapshot of the cache's counters.
+type Stats struct {
+	Connections       int64   // requests in flight
+	EgressBytesPerSec float64 // body bytes served per second, over the last second
+	CacheBytes        int64   // memory + disk tiers
+	Hits              int64   // answers from the cache (negative hits included)
+	Misses            int64   // answers that waited on an upstream fetch (collapsed included)
+	OriginFetches     int64   // GETs sent to the origin
+	SiblingFetches    int64   // objects obtained from a sibling and verified
+	SiblingFailures   int64   // sibling attempts that failed (error, timeout, bad bytes)
+	BytesServed       map[string]int64
+}
+
+var nameRe = regexp.MustCompile("^[A-Za-z*][A-Za-z0-9:/!#$%&'*+.^_`|~-]*$")
+
+// Cache is an edge cache. It is an http.Handler.
+type Cache struct {
+	cfg      Config
+	origin   string // OriginURL without a trailing slash
+	log      *slog.Logger
+	client   *http.Client
+	siblings func() []Sibling
+	access   func(r *http.Request, id string, signed bool) (string, int)
+	m        *metrics
+	errLimit *logx.Limiter
+
+	mem  *memTier
+	disk *diskTier
+
+	flightMu sync.Mutex
+	flights  map[string]*fetch
+
+	badMu sync.Mutex
+	bad   map[string]time.Time // sibling id -> skipped until
+
+	bigMu sync.Mutex
+	big   map[string]time.Time // keys found too big to cache -> until
+
+	streamMu sync.Mutex
+	streams  map[string]*streamInfo
+
+	conns       atomic.Int64
+	served      atomic.Int64
+	egress      atomic.Uint64 // math.Float64bits of bytes per second
+	hits        atomic.Int64
+	misses      atomic.Int64
+	originGets  atomic.Int64
+	siblingOK   atomic.Int64
+	siblingFail atomic.Int64
+
+	// Precomputed Cache-Status values: a hit, a remembered 404, waiters of
+	// another request's fetch, and answers made without the cache (OPTIONS,
+	// refused methods and paths, and refusals by Deps.Access).
+	csHit, csNegative, csCollapsed, csStaleCollapsed []string
+	csLocal, csRefused                               []string
+
+	cachePrefix string // Name + "; "
+
+	scanned chan struct{} // closed once Run has indexed the disk tier
+}
+
+// streamInfo is what the cache remembers per stream id.
+type streamInfo struct {
+	served atomic.Int64
+	signed atomic.Int32 // 0 unknown, 1 open, 2 signed
+}
+
+// New validates cfg and returns a Cache. It touches no file: Run indexes
+// the disk tier, and the cache serves (from memory and the origin) before
+// that is done.
+func New(cfg Config, deps Deps) (*Cache, error) {
+	var errs []error
+	u, err := url.Parse(cfg.OriginURL)
+	switch {
+	case cfg.OriginURL == "":
+		errs = append(errs, errors.New("edgecache: OriginURL is required"))
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		errs = append(errs, fmt.Errorf("edgecache: OriginURL must be an http(s) URL, got %q", cfg.OriginURL))
+	}
+	if cfg.CacheDir == "" {
+		errs = append(errs, errors.New("edgecache: CacheDir is required"))
+	}
+	size := func(name string, v *int64, def int64) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			errs = append(errs, fmt.Errorf("edgecache: %s must be positive, got %d", name, *v))
+		}
+	}
+	size("DiskBytes", &cfg.DiskBytes, DefaultDiskBytes)
+	size("MemoryBytes", &cfg.MemoryBytes, DefaultMemoryBytes)
+	size("MaxObjectBytes", &cfg.MaxObjectBytes, DefaultMaxObjectBytes)
+	dur := func(name string, v *time.Duration, def time.Duration) {
+		switch {
+		case *v == 0:
+			*v = def
+		case *v < 0:
+			errs = append(errs, fmt.Errorf("edgecache: %s must be positive, got %s", name, *v))
+		}
+	}
+	dur("NegativeTTL", &cfg.NegativeTTL, DefaultNegativeTTL)
+	dur("SiblingTimeout", &cfg.SiblingTimeout, DefaultSiblingTimeout)
+	dur("OriginTimeout", &cfg.OriginTimeout, DefaultOriginTimeout)
+	if cfg.Name == "" {
+		cfg.Name = DefaultName
+	}
+	if !nameRe.MatchString(cfg.Name) {
+		errs = append(errs, fmt.Errorf("edgecache: Name must be a token (letters, digits, -._:/), got %q", cfg.Name))
+	}
+	if deps.Siblings != nil {
+		if su, err := url.Parse(cfg.Self); cfg.Self == "" || err != nil || su.Host == "" {
+			errs = append(errs, fmt.Errorf("edgecache: Self must be this edge's public URL when siblings are used, got %q", cfg.Self))
+		}
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	client := deps.Client
+	if client == nil {
+		client = &http.Client{
+			Transport: &http.Transport{
+				Proxy:                 http.ProxyFromEnvironment,
+				DialContext:           (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+				MaxIdleConns:          512,
+				MaxIdleConnsPerHost:   128,
+				IdleConnTimeout:       90 * time.Second,
+				ExpectContinueTimeout: time.Second,
+			},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	c := &Cache{
+		cfg:      cfg,
+		origin:   strings.TrimRight(cfg.OriginURL, "/"),
+		log:      deps.Log,
+		client:   client,
+		siblings: deps.Siblings,
+		access:   deps.Access,
+		errLimit: logx.NewLimiter(10 * time.Second),
+		mem:      newMemTier(cfg.MemoryBytes),
+		disk:     newDiskTier(cfg.CacheDir, cfg.DiskBytes),
+		flights:  make(map[string]*fetch),
+		bad:      make(map[string]time.Time),
+		big:      make(map[string]time.Time),
+		streams:  make(map[string]*streamInfo),
+		scanned:  make(chan struct{}),
+	}
+	c.cachePrefix = cfg.Name + "; "
+	c.csHit = []string{cfg.Name + "; hit"}
+	c.csNegative = []string{cfg.Name + "; hit; detail=negative"}
+	c.csCollapsed = []string{cfg.Name + "; fwd=miss; collapsed"}
+	c.csStaleCollapsed = []string{cfg.Name + "; fwd=stale; collapsed"}
+	c.csLocal = []string{cfg.Name}
+	c.csRefused = []string{cfg.Name + "; detail=refused"}
+	m, err := newMetrics(deps.Registerer, c)
+	if err != nil {
+		return nil, err
+	}
+	c.m = m
+	return c, nil
+}
+
+// Run indexes the disk tier, then computes the egress rate and prunes
+// bookkeeping until ctx is done. Upstream fetches still running when ctx
+// ends are cancelled.
+func (c *Cache) Run(ctx context.Context) error {
+	if err := c.disk.scan(ctx, c, c.log); err != nil {
+		close(c.scanned)
+		return fmt.Errorf("edgecache: %w", err)
+	}
+	close(c.scanned)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	last, lastAt := c.served.Load(), time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			c.cancelFlights()
+			return nil
+		case now := <-t.C:
+			cur := c.served.Load()
+			if dt := now.Sub(lastAt).Seconds(); dt > 0 {
+				c.setEgress(float64(cur-last) / dt)
+			}
+			last, lastAt = cur, now
+			c.prune(now)
+		}
+	}
+}
+
+// cancelFlights cancels the upstream fetches in flight.
+func (c *Cache) cancelFlights() {
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	for _, f := range c.flights {
+		f.cancel()
+	}
+}
+
+// prune forgets expired sibling and size marks.
+func (c *Cache) prune(now time.Time) {
+	c.badMu.Lock()
+	for id, until := range c.bad {
+		if now.After(until) {
+			delete(c.bad, id)
+		}
+	}
+	c.badMu.Unlock()
+	c.bigMu.Lock()
+	for k, until := range c.big {
+		if now.After(until) {
+			delete(c.big, k)
+		}
+	}
+	c.bigMu.Unlock()
+}
+
+// Stats returns a snapshot of the cache's counters.
+func (c *Cache) Stats() Stats {
+	s := Stats{
+		Connections:       c.conns.Load(),
+		EgressBytesPerSec: c.egressRate(),
+		CacheBytes:        c.mem.bytes() + c.disk.bytes(),
+		Hits:              c.hits.Load(),
+		Misses:            c.misses.Load(),
+		OriginFetches:     c.originGets.Load(),
+		SiblingFetches:    c.siblingOK.Load(),
+		SiblingFailures:   c.siblingFail.Load(),
+	}
+	c.streamMu.Lock()
+	s.BytesServed = make(map[string]int64, len(c.streams))
+	for id, st := range c.streams {
+		if n := st.served.Load(); n > 0 {
+			s.BytesServed[id] = n
+		}
+	}
+	c.streamMu.Unlock()
+	return s
+}
+
+// maxStreams bounds the per-stream bookkeeping; past it, streams that never
+// served a byte are forgotten first, then everything.
+const maxStreams = 100000
+
+// stream returns the bookkeeping of stream id.
+func (c *Cache) stream(id string) *streamInfo {
+	c.streamMu.Lock()
+	defer c.streamMu.Unlock()
+	if st := c.streams[id]; st != nil {
+		return st
+	}
+	if len(c.streams) >= maxStreams {
+		for k, st := range c.streams {
+			if st.served.Load() == 0 {
+				delete(c.streams, k)
+			}
+		}
+		if len(c.streams) >= maxStreams {
+			clear(c.streams)
+		}
+	}
+	st := &streamInfo{}
+	c.streams[id] = st
+	return st
+}
+
+func (c *Cache) markBad(id string) {
+	c.badMu.Lock()
+	c.bad[id] = time.Now().Add(siblingBadFor)
+	c.badMu.Unlock()
+}
+
+func (c *Cache) isBad(id string, now time.Time) bool {
+	c.badMu.Lock()
+	defer c.badMu.Unlock()
+	until, ok := c.bad[id]
+	return ok && now.Before(until)
+}
+
+// maxBigMarks bounds the set of keys known to be too big.
+const maxBigMarks = 10000
+
+func (c *Cache) markBig(key string) {
+	c.bigMu.Lock()
+	if len(c.big) >= maxBigMarks {
+		clear(c.big)
+	}
+	c.big[key] = time.Now().Add(10 * time.Minute)
+	c.bigMu.Unlock()
+}
+
+func (c *Cache) isBig(key string) bool {
+	c.bigMu.Lock()
+	defer c.bigMu.Unlock()
+	until, ok := c.big[key]
+	return ok && time.Now().Before(until)
+}
+
+func (c *Cache) reportError(msg string, args ...any) {
+	if ok, n := c.errLimit.Allow(); ok {
+		c.log.Warn(msg, append(args, "suppressed_since_last", n)...)
+	}
+}

@@ -1,0 +1,515 @@
+package edgecache
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+)
+
+// fetch is one upstream fetch that any number of requests wait on. Its body
+// grows in buf; readers take buf[:n] snapshots under mu and wait on notify,
+// which is closed and replaced each time bytes arrive.
+type fetch struct {
+	key      string // cache key: the URL path
+	id       string // stream id
+	token    string // the leader's playback token, forwarded upstream
+	siblings bool   // a sibling may be asked
+	prev     *object
+	ctx      context.Context
+	cancel   context.CancelFunc
+
+	hdr chan struct{} // closed once res is set
+	res result
+
+	mu       sync.Mutex
+	buf      []byte
+	notify   chan struct{}
+	complete bool
+	failed   bool
+
+	done chan struct{} // closed when the fetch is over and its object stored
+}
+
+// result is what a fetch tells its readers once the upstream answered.
+type result struct {
+	status      int      // 200, 404, 502, or an upstream 4xx relayed
+	obj         *object  // 200 and 404: metadata and header values (body nil)
+	length      int64    // body length, -1 unknown
+	cacheStatus []string // the leader's Cache-Status
+	fwd         string   // "miss" or "stale"
+	shareable   bool     // false: a reader with another token fetches for itself
+	passthrough bool     // too big to cache: each reader fetches for itself
+}
+
+func newFetch(ctx context.Context, key, id, token string, siblings bool, prev *object) *fetch {
+	fctx, cancel := context.WithCancel(ctx)
+	return &fetch{
+		key: key, id: id, token: token, siblings: siblings, prev: prev,
+		ctx: fctx, cancel: cancel,
+		hdr:    make(chan struct{}),
+		notify: make(chan struct{}),
+		done:   make(chan struct{}),
+	}
+}
+
+func (f *fetch) publish(res result) {
+	f.res = res
+	close(f.hdr)
+}
+
+// grow publishes buf, which extends the bytes published so far.
+func (f *fetch) grow(buf []byte) {
+	f.mu.Lock()
+	f.buf = buf
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// end marks the body complete (or failed) and wakes every reader.
+func (f *fetch) end(failed bool) {
+	f.mu.Lock()
+	f.complete = !failed
+	f.failed = failed
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// snapshot returns the bytes so far, whether they are all, whether the
+// fetch failed, and a channel closed at the next change.
+func (f *fetch) snapshot() ([]byte, bool, bool, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.buf, f.complete, f.failed, f.notify
+}
+
+// whole waits for the complete body; false if the fetch failed or ctx ended.
+func (f *fetch) whole(ctx context.Context) ([]byte, bool) {
+	for {
+		buf, complete, failed, ch := f.snapshot()
+		switch {
+		case complete:
+			return buf, true
+		case failed:
+			return nil, false
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, false
+		}
+	}
+}
+
+// watchdog cancels a context when kick is not called for d: a bound on the
+// wait for an answer and on every pause in its body.
+type watchdog struct {
+	t      *time.Timer
+	d      time.Duration
+	cancel context.CancelCauseFunc
+}
+
+var errStalled = errors.New("upstream stalled")
+
+func newWatchdog(parent context.Context, d time.Duration) (context.Context, *watchdog) {
+	ctx, cancel := context.WithCancelCause(parent)
+	w := &watchdog{d: d, cancel: cancel}
+	w.t = time.AfterFunc(d, func() { cancel(errStalled) })
+	return ctx, w
+}
+
+func (w *watchdog) kick() { w.t.Reset(w.d) }
+
+func (w *watchdog) stop() {
+	w.t.Stop()
+	w.cancel(nil)
+}
+
+func withToken(u, token string) string {
+	if token == "" {
+		return u
+	}
+	return u + "?token=" + url.QueryEscape(token)
+}
+
+// fill runs the fetch to its end: it publishes a result, the body, and
+// stores what may be stored, then leaves the flight table.
+func (c *Cache) fill(f *fetch, flightKey string) {
+	published := false
+	defer func() {
+		if !published {
+			f.publish(result{status: http.StatusBadGateway, shareable: true, fwd: "miss",
+				cacheStatus: c.cacheStatus("miss", 0, false, "origin")})
+			f.end(true)
+		}
+		c.flightMu.Lock()
+		if c.flights[flightKey] == f {
+			delete(c.flights, flightKey)
+		}
+		c.flightMu.Unlock()
+		f.cancel()
+		close(f.done)
+	}()
+	if f.siblings {
+		if sib, ok := c.owner(f.key); ok && c.fromSibling(f, sib) {
+			published = true
+			return
+		}
+	}
+	published = c.fromOrigin(f)
+}
+
+// fromOrigin fetches f from the origin. It reports whether it published.
+func (c *Cache) fromOrigin(f *fetch) bool {
+	fwd := "miss"
+	if f.prev != nil {
+		fwd = "stale"
+	}
+	ctx, wd := newWatchdog(f.ctx, c.cfg.OriginTimeout)
+	defer wd.stop()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, withToken(c.origin+f.key, f.token), nil)
+	if err != nil {
+		return false
+	}
+	req.Header.Set(HeaderEdge, "1")
+	revalidate := f.prev != nil && f.prev.ETag != "" && f.prev.body != nil
+	if revalidate {
+		req.Header.Set("If-None-Match", f.prev.ETag)
+	}
+	c.originGets.Add(1)
+	c.m.originFetches.Inc()
+	resp, err := c.client.Do(req)
+	if err != nil {
+		c.reportError("origin fetch failed", "path", f.key, "err", upstreamErr(ctx, err))
+		f.publish(result{status: http.StatusBadGateway, shareable: true, fwd: fwd,
+			cacheStatus: c.cacheStatus(fwd, 0, false, "origin")})
+		f.end(true)
+		return true
+	}
+	defer resp.Body.Close()
+	wd.kick()
+	if strings.EqualFold(resp.Header.Get(HeaderPolicy), "signed") {
+		// Remembered even from a 403 or 404: later viewers of the stream
+		// are checked before anything goes upstream.
+		c.stream(f.id).signed.Store(policySigned)
+	}
+	code := resp.StatusCode
+	switch {
+	case code == http.StatusNotModified && revalidate:
+		ttl, ok := freshness(resp.Header)
+		if !ok {
+			ttl = 0
+		}
+		m := f.prev.meta
+		m.Stored = time.Now().UnixNano()
+		m.TTL = ttl
+		if cc := resp.Header.Get("Cache-Control"); cc != "" {
+			m.CacheControl = cc
+		}
+		if et := resp.Header.Get("ETag"); et != "" {
+			m.ETag = et
+		}
+		o := c.newObject(m, http.StatusOK, f.prev.body)
+		stored := c.mem.put(o)
+		f.grow(o.body)
+		f.publish(result{status: http.StatusOK, obj: o, length: o.Size, shareable: true, fwd: fwd,
+			cacheStatus: c.cacheStatus(fwd, code, stored, "origin")})
+		f.end(false)
+		return true
+	case code == http.StatusOK:
+		c.originBody(f, resp, wd, fwd)
+		return true
+	case code == http.StatusNotFound:
+		o := c.negative(f.key)
+		stored := c.mem.put(o)
+		f.publish(result{status: http.StatusNotFound, obj: o, shareable: true, fwd: fwd,
+			cacheStatus: c.cacheStatus(fwd, code, stored, "origin")})
+		f.end(false)
+		return true
+	case code >= 400 && code < 500:
+		f.publish(result{status: code, shareable: false, fwd: fwd,
+			cacheStatus: c.cacheStatus(fwd, code, false, "origin")})
+		f.end(true)
+		return true
+	default:
+		c.reportError("origin answered with an error", "path", f.key, "status", code)
+		f.publish(result{status: http.StatusBadGateway, shareable: true, fwd: fwd,
+			cacheStatus: c.cacheStatus(fwd, code, false, "origin")})
+		f.end(true)
+		return true
+	}
+}
+
+func upstreamErr(ctx context.Context, err error) error {
+	if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+		return cause
+	}
+	return err
+}
+
+// metaFrom reads the headers the cache keeps.
+func metaFrom(key string, h http.Header, size int64, ttl time.Duration) meta {
+	ct := h.Get("Content-Type")
+	if ct == "" {
+		ct = "application/octet-stream"
+	}
+	return meta{
+		Key:          key,
+		ContentType:  ct,
+		ETag:         h.Get("ETag"),
+		CacheControl: h.Get("Cache-Control"),
+		Signed:       strings.EqualFold(h.Get(HeaderPolicy), "signed"),
+		Size:         size,
+		Stored:       time.Now().UnixNano(),
+		TTL:          ttl,
+	}
+}
+
+// storable predicts whether an object of size bytes (-1 unknown) fresh for
+// ttl is kept by a tier.
+func (c *Cache) storable(size int64, ttl time.Duration) bool {
+	if size < 0 {
+		return true
+	}
+	return c.mem.fits(size) || (ttl >= diskMinTTL && c.disk.fits(size))
+}
+
+// originBody streams a 200 from the origin into f, then stores it.
+func (c *Cache) originBody(f *fetch, resp *http.Response, wd *watchdog, fwd string) {
+	length := resp.ContentLength
+	if length > c.cfg.MaxObjectBytes {
+		c.markBig(f.key)
+		f.publish(result{passthrough: true, shareable: true, fwd: fwd})
+		f.end(true)
+		return
+	}
+	ttl, cacheable := freshness(resp.Header)
+	m := metaFrom(f.key, resp.Header, length, ttl)
+	o := c.newObject(m, http.StatusOK, nil)
+	cacheable = cacheable && c.storable(length, ttl)
+	f.publish(result{status: http.StatusOK, obj: o, length: length, shareable: true, fwd: fwd,
+		cacheStatus: c.cacheStatus(fwd, 0, cacheable, "origin")})
+
+	size := length
+	if size < 0 {
+		size = 64 << 10
+	}
+	buf := make([]byte, 0, size)
+	for {
+		if len(buf) == cap(buf) {
+			if length >= 0 {
+				// Past the announced length: read one more byte to tell.
+				var one [1]byte
+				n, err := io.ReadFull(resp.Body, one[:])
+				if n > 0 || (err != io.EOF && err != io.ErrUnexpectedEOF) {
+					c.reportError("origin body longer than announced", "path", f.key)
+					f.end(true)
+					return
+				}
+				break
+			}
+			if int64(len(buf)) > c.cfg.MaxObjectBytes {
+				c.markBig(f.key)
+				c.reportError("object too big to cache, streaming it through from now on", "path", f.key)
+				f.end(true)
+				return
+			}
+			buf = append(buf, make([]byte, cap(buf))...)[:len(buf)]
+		}
+		n, err := resp.Body.Read(buf[len(buf):cap(buf)])
+		if n > 0 {
+			wd.kick()
+			buf = buf[:len(buf)+n]
+			f.grow(buf)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			c.reportError("origin body failed", "path", f.key, "err", upstreamErr(resp.Request.Context(), err))
+			f.end(true)
+			return
+		}
+	}
+	if length >= 0 && int64(len(buf)) != length {
+		c.reportError("origin body shorter than announced", "path", f.key)
+		f.end(true)
+		return
+	}
+	f.end(false)
+	if cacheable {
+		c.store(c.withBody(o, buf), ttl)
+	}
+}
+
+// store keeps o (with its body) in the tiers it fits.
+func (c *Cache) store(o *object, ttl time.Duration) {
+	c.mem.put(o)
+	if ttl >= diskMinTTL && c.disk.fits(o.Size) {
+		if err := c.disk.store(o); err != nil {
+			c.reportError("disk cache write failed", "path", o.Key, "err", err)
+		}
+	}
+}
+
+// negative returns the remembered 404 of key.
+func (c *Cache) negative(key string) *object {
+	m := meta{Key: key, Size: -1, Stored: time.Now().UnixNano(), TTL: c.cfg.NegativeTTL}
+	return c.newObject(m, http.StatusNotFound, nil)
+}
+
+// fromSibling fetches f from sib while asking the origin (HEAD) for the
+// object's digest; it publishes only verified bytes and reports whether it
+// did. A sibling that fails is marked bad.
+func (c *Cache) fromSibling(f *fetch, sib Sibling) bool {
+	hctx, hcancel := context.WithCancel(f.ctx)
+	defer hcancel()
+	headc := make(chan headResult, 1)
+	go func() { headc <- c.originHead(hctx, f) }()
+
+	body, sum, serr := c.siblingGet(f, sib)
+	if serr != nil {
+		hcancel()
+	}
+	h := <-headc
+	var neutral *siblingRefusal
+	if errors.Is(serr, errTooBig) || errors.As(serr, &neutral) {
+		// Not the sibling's fault: too big to cache, or a 4xx (a 404 it
+		// remembered from before the segment existed, a token it refused).
+		return false
+	}
+	if serr != nil {
+		c.siblingFailed(sib, f.key, serr)
+		return false
+	}
+	if h.err != nil || h.status != http.StatusOK || h.digest == "" {
+		// Nothing to verify against: not the sibling's fault.
+		return false
+	}
+	if (h.length >= 0 && int64(len(body)) != h.length) || hex.EncodeToString(sum) != h.digest {
+		c.siblingFailed(sib, f.key, errors.New("digest mismatch"))
+		return false
+	}
+	c.siblingOK.Add(1)
+	c.m.siblingOK.Inc()
+	ttl, cacheable := freshness(h.header)
+	o := c.newObject(metaFrom(f.key, h.header, int64(len(body)), ttl), http.StatusOK, nil)
+	f.grow(body)
+	f.publish(result{status: http.StatusOK, obj: o, length: o.Size, shareable: true, fwd: "miss",
+		cacheStatus: c.cacheStatus("miss", 0, cacheable && c.storable(o.Size, ttl), "sibling-"+sib.ID)})
+	f.end(false)
+	if cacheable {
+		c.store(c.withBody(o, body), ttl)
+	}
+	return true
+}
+
+var errTooBig = errors.New("object too big to cache")
+
+// siblingRefusal is a 4xx from a sibling.
+type siblingRefusal struct{ status int }
+
+func (e *siblingRefusal) Error() string { return fmt.Sprintf("sibling answered %d", e.status) }
+
+func (c *Cache) siblingFailed(sib Sibling, key string, err error) {
+	c.siblingFail.Add(1)
+	c.m.siblingFailed.Inc()
+	c.markBad(sib.ID)
+	c.reportError("sibling fetch failed, skipping the sibling for 30s", "sibling", sib.ID, "path", key, "err", err)
+}
+
+type headResult struct {
+	status int
+	digest string
+	length int64
+	header http.Header
+	err    error
+}
+
+// originHead asks the origin for an object's headers and digest.
+func (c *Cache) originHead(ctx context.Context, f *fetch) headResult {
+	ctx, cancel := context.WithTimeout(ctx, c.cfg.OriginTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, withToken(c.origin+f.key, f.token), nil)
+	if err != nil {
+		return headResult{err: err}
+	}
+	req.Header.Set(HeaderEdge, "1")
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return headResult{err: err}
+	}
+	resp.Body.Close()
+	d := strings.ToLower(strings.TrimSpace(resp.Header.Get(HeaderDigest)))
+	if len(d) != 64 {
+		d = ""
+	} else if _, err := hex.DecodeString(d); err != nil {
+		d = ""
+	}
+	return headResult{status: resp.StatusCode, digest: d, length: resp.ContentLength, header: resp.Header}
+}
+
+// siblingGet fetches f's object from sib, hashing it as it arrives.
+func (c *Cache) siblingGet(f *fetch, sib Sibling) ([]byte, []byte, error) {
+	ctx, wd := newWatchdog(f.ctx, c.cfg.SiblingTimeout)
+	defer wd.stop()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, withToken(strings.TrimRight(sib.URL, "/")+f.key, f.token), nil)
+	if err != nil {
+		return nil, nil, err
+	}
+	req.Header.Set(HeaderSibling, "1")
+	req.Header.Set(HeaderEdge, "1")
+	resp, err := c.client.Do(req)
+	if err != nil {
+		return nil, nil, upstreamErr(ctx, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode >= 400 && resp.StatusCode < 500 {
+		return nil, nil, &siblingRefusal{resp.StatusCode}
+	}
+	if resp.StatusCode != http.StatusOK {
+		return nil, nil, fmt.Errorf("status %d", resp.StatusCode)
+	}
+	if resp.ContentLength > c.cfg.MaxObjectBytes {
+		return nil, nil, errTooBig
+	}
+	size := resp.ContentLength
+	if size < 0 {
+		size = 64 << 10
+	}
+	h := sha256.New()
+	buf := make([]byte, 0, size+1)
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, make([]byte, cap(buf))...)[:len(buf)]
+		}
+		n, err := resp.Body.Read(buf[len(buf):cap(buf)])
+		if n > 0 {
+			wd.kick()
+			h.Write(buf[len(buf) : len(buf)+n])
+			buf = buf[:len(buf)+n]
+			if int64(len(buf)) > c.cfg.MaxObjectBytes {
+				return nil, nil, errors.New("sibling body too long")
+			}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, nil, upstreamErr(ctx, err)
+		}
+	}
+	if resp.ContentLength >= 0 && int64(len(buf)) != resp.ContentLength {
+		return nil, nil, errors.New("sibling body length differs from its Content-Length")
+	}
+	return buf, h.Sum(nil), nil
+}

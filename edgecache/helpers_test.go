@@ -1,0 +1,260 @@
+package edgecache
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-video/shoal/packager/origin"
+)
+
+// fakeFile is one object of the fake origin.
+type fakeFile struct {
+	body   []byte
+	cc     string
+	ctype  string
+	signed bool
+}
+
+// seen is one request the fake origin received.
+type seen struct {
+	method, path, token, edge, inm string
+}
+
+// fakeOrigin serves files like the real origin, plus the digest header the
+// edge verifies sibling bytes with.
+type fakeOrigin struct {
+	srv *httptest.Server
+
+	mu    sync.Mutex
+	files map[string]fakeFile
+	reqs  []seen
+	// hook, when set, may answer a request itself (return true).
+	hook func(w http.ResponseWriter, r *http.Request) bool
+}
+
+func newFakeOrigin(t *testing.T) *fakeOrigin {
+	t.Helper()
+	o := &fakeOrigin{files: map[string]fakeFile{}}
+	o.srv = httptest.NewServer(http.HandlerFunc(o.serve))
+	t.Cleanup(o.srv.Close)
+	return o
+}
+
+func (o *fakeOrigin) put(path string, body []byte, cc string) {
+	ctype := "video/iso.segment"
+	if strings.HasSuffix(path, ".m3u8") {
+		ctype = "application/vnd.apple.mpegurl"
+	}
+	o.mu.Lock()
+	o.files[path] = fakeFile{body: body, cc: cc, ctype: ctype}
+	o.mu.Unlock()
+}
+
+func (o *fakeOrigin) putSigned(path string, body []byte, cc string) {
+	o.put(path, body, cc)
+	o.mu.Lock()
+	f := o.files[path]
+	f.signed = true
+	o.files[path] = f
+	o.mu.Unlock()
+}
+
+func (o *fakeOrigin) setHook(h func(w http.ResponseWriter, r *http.Request) bool) {
+	o.mu.Lock()
+	o.hook = h
+	o.mu.Unlock()
+}
+
+func (o *fakeOrigin) serve(w http.ResponseWriter, r *http.Request) {
+	o.mu.Lock()
+	o.reqs = append(o.reqs, seen{r.Method, r.URL.Path, r.URL.Query().Get("token"), r.Header.Get(HeaderEdge), r.Header.Get("If-None-Match")})
+	f, ok := o.files[r.URL.Path]
+	hook := o.hook
+	o.mu.Unlock()
+	if hook != nil && hook(w, r) {
+		return
+	}
+	if !ok {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	sum := sha256.Sum256(f.body)
+	etag := `"` + hex.EncodeToString(sum[:12]) + `"`
+	h := w.Header()
+	h.Set("Content-Type", f.ctype)
+	h.Set("Cache-Control", f.cc)
+	h.Set("ETag", etag)
+	h.Set(HeaderDigest, hex.EncodeToString(sum[:]))
+	if f.signed {
+		h.Set(HeaderPolicy, "signed")
+	}
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
+}
+
+// count returns how many requests of method the origin saw for path.
+func (o *fakeOrigin) count(method, path string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for _, s := range o.reqs {
+		if s.method == method && s.path == path {
+			n++
+		}
+	}
+	return n
+}
+
+func (o *fakeOrigin) requests() []seen {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return append([]seen(nil), o.reqs...)
+}
+
+// edge is a running Cache behind a test server.
+type edge struct {
+	c   *Cache
+	srv *httptest.Server
+	url string
+}
+
+// startCache runs a Cache (Run until the test ends) behind an httptest
+// server. mut adjusts the config and deps; the server URL is in cfg.Self.
+func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func startCache(t *testing.T, originURL, dir string, mut func(*Config, *Deps)) *edge {
+	t.Helper()
+	e := &edge{}
+	var ready sync.WaitGroup
+	ready.Add(1)
+	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ready.Wait()
+		e.c.ServeHTTP(w, r)
+	}))
+	t.Cleanup(e.srv.Close)
+	e.url = e.srv.URL
+	cfg := Config{OriginURL: originURL, CacheDir: dir, Self: e.url, OriginTimeout: 2 * time.Second}
+	deps := Deps{Log: quietLog()}
+	if mut != nil {
+		mut(&cfg, &deps)
+	}
+	c, err := New(cfg, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.c = c
+	ready.Done()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	select {
+	case <-c.scanned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("disk scan did not finish")
+	}
+	return e
+}
+
+// idle waits until no fetch is in flight (answers may be complete before
+// their fetch has stored the object).
+func (e *edge) idle(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		e.c.flightMu.Lock()
+		n := len(e.c.flights)
+		e.c.flightMu.Unlock()
+		if n == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("fetches still in flight")
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// stop waits for the fetches in flight and ends a cache's server (its Run
+// ends with the test).
+func (e *edge) stop(t *testing.T) {
+	e.idle(t)
+	e.srv.Close()
+}
+
+type answer struct {
+	code  int
+	body  []byte
+	hdr   http.Header
+	cache string
+}
+
+func do(t *testing.T, method, url string, hdr map[string]string) answer {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, url, err)
+	}
+	return answer{resp.StatusCode, b, resp.Header, resp.Header.Get("Cache-Status")}
+}
+
+func get(t *testing.T, url string) answer { t.Helper(); return do(t, http.MethodGet, url, nil) }
+
+// segment returns n deterministic bytes.
+func segment(n int, seed byte) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(i*7) + seed
+	}
+	return b
+}
+
+func wantBody(t *testing.T, a answer, want []byte) {
+	t.Helper()
+	if a.code != http.StatusOK {
+		t.Fatalf("status %d (%s), want 200: %s", a.code, a.cache, a.body)
+	}
+	if !bytes.Equal(a.body, want) {
+		t.Fatalf("body of %d bytes differs from the %d expected", len(a.body), len(want))
+	}
+}
+
+func wantStatus(t *testing.T, a answer, prefix string) {
+	t.Helper()
+	if !strings.HasPrefix(a.cache, prefix) {
+		t.Fatalf("Cache-Status %q, want %q...", a.cache, prefix)
+	}
+}
+
+const (
+	segPath  = "/hls/abc/source/seg-0.m4s"
+	livePath = "/hls/abc/source/index.m3u8"
+)
+
+var _ = origin.CacheImmutable

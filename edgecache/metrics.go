@@ -1,0 +1,65 @@
+package edgecache
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+type metrics struct {
+	hit, miss, collapsed, negative prometheus.Counter
+	bytesServed                    prometheus.Counter
+	originFetches                  prometheus.Counter
+	siblingOK, siblingFailed       prometheus.Counter
+}
+
+// newMetrics makes the cache's collectors and registers them on reg (when
+// not nil). The hit ratio is requests_total{cache="hit"} over the sum.
+func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
+	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shoal_edge_requests_total",
+		Help: "Requests answered by the edge cache, by outcome: hit, miss (this request fetched), collapsed (waited on another request's fetch), negative (a remembered 404).",
+	}, []string{"cache"})
+	bytesServed := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "shoal_edge_bytes_served_total",
+		Help: "Body bytes the edge cache sent to clients.",
+	})
+	originFetches := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "shoal_edge_origin_fetches_total",
+		Help: "GET requests the edge cache sent to the origin.",
+	})
+	sibling := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "shoal_edge_sibling_fetches_total",
+		Help: "Objects the edge cache fetched from a sibling edge, by outcome (failed: error, timeout or digest mismatch; the origin was used).",
+	}, []string{"outcome"})
+	tier := func(name string, f func() int64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name:        "shoal_edge_cache_bytes",
+			Help:        "Bytes held by each tier of the edge cache.",
+			ConstLabels: prometheus.Labels{"tier": name},
+		}, func() float64 { return float64(f()) })
+	}
+	if reg != nil {
+		for _, col := range []prometheus.Collector{requests, bytesServed, originFetches, sibling,
+			tier("memory", c.mem.bytes), tier("disk", c.disk.bytes)} {
+			if err := reg.Register(col); err != nil {
+				return nil, fmt.Errorf("edgecache: registering metrics: %w", err)
+			}
+		}
+	}
+	return &metrics{
+		hit:           requests.WithLabelValues("hit"),
+		miss:          requests.WithLabelValues("miss"),
+		collapsed:     requests.WithLabelValues("collapsed"),
+		negative:      requests.WithLabelValues("negative"),
+		bytesServed:   bytesServed,
+		originFetches: originFetches,
+		siblingOK:     sibling.WithLabelValues("ok"),
+		siblingFailed: sibling.WithLabelValues("failed"),
+	}, nil
+}
+
+func (c *Cache) setEgress(v float64) { c.egress.Store(math.Float64bits(v)) }
+
+func (c *Cache) egressRate() float64 { return math.Float64frombits(c.egress.Load()) }

@@ -1,0 +1,532 @@
+package edgecache
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shoal-video/shoal/packager/origin"
+)
+
+// Header values shared by every answer (net/http never modifies them).
+var (
+	hvAllowMethods = []string{"GET, HEAD, OPTIONS"}
+	hvBytes        = []string{"bytes"}
+	hvNoStore      = []string{"no-store"}
+)
+
+// cors holds the origin's CORS headers, read once from the origin handler
+// itself so that edge and origin answer alike.
+var cors = func() (kv []struct {
+	k string
+	v []string
+}) {
+	rw := &headerRecorder{h: http.Header{}}
+	req, _ := http.NewRequest(http.MethodOptions, origin.Prefix, nil)
+	origin.NewHandler("").ServeHTTP(rw, req)
+	for k, v := range rw.h {
+		if strings.HasPrefix(k, "Access-Control-") {
+			kv = append(kv, struct {
+				k string
+				v []string
+			}{k, slices.Clip(slices.Clone(v))})
+		}
+	}
+	return kv
+}()
+
+type headerRecorder struct{ h http.Header }
+
+func (r *headerRecorder) Header() http.Header         { return r.h }
+func (r *headerRecorder) Write(p []byte) (int, error) { return len(p), nil }
+func (r *headerRecorder) WriteHeader(int)             {}
+
+// setCORS sets the same CORS headers as the origin.
+func setCORS(h http.Header) {
+	for i := range cors {
+		h[cors[i].k] = cors[i].v
+	}
+}
+
+// ServeHTTP serves GET, HEAD and OPTIONS for the paths origin.ParsePath
+// accepts. The http.Server should set MaxHeaderBytes: header size is its job.
+func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	c.conns.Add(1)
+	defer c.conns.Add(-1)
+	h := w.Header()
+	setCORS(h)
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+	case http.MethodOptions:
+		h[HeaderCacheStatus] = c.csLocal
+		w.WriteHeader(http.StatusNoContent)
+		return
+	default:
+		h["Allow"] = hvAllowMethods
+		h[HeaderCacheStatus] = c.csLocal
+		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+		return
+	}
+	p := r.URL.Path
+	// Escapes in the path ("%2e%2e", "%2f") are never legitimate here.
+	if r.URL.RawPath != "" || strings.IndexByte(p, '%') >= 0 {
+		h[HeaderCacheStatus] = c.csLocal
+		http.Error(w, "bad path", http.StatusBadRequest)
+		return
+	}
+	// Only paths ParsePath accepted are ever stored, so a hit needs no parsing.
+	now := time.Now()
+	if o := c.mem.get(p); o != nil && o.fresh(now) {
+		var a access
+		c.serveHit(w, r, o, &a)
+		return
+	}
+	rel, ok := origin.ParsePath(p)
+	if !ok {
+		h[HeaderCacheStatus] = c.csLocal
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	c.serveMiss(w, r, p, rel[:strings.IndexByte(rel, '/')], now)
+}
+
+// access is the outcome of asking Deps.Access.
+type access struct {
+	asked  bool
+	signed bool
+	token  string
+}
+
+// authorize asks Deps.Access (once per policy) and writes the refusal.
+func (c *Cache) authorize(w http.ResponseWriter, r *http.Request, id string, signed bool, a *access) bool {
+	if c.access == nil || (a.asked && a.signed == signed) {
+		return true
+	}
+	tok, status := c.access(r, id, signed)
+	if status != 0 {
+		h := w.Header()
+		h[HeaderCacheStatus] = c.csRefused
+		h["Cache-Control"] = hvNoStore
+		http.Error(w, http.StatusText(status), status)
+		return false
+	}
+	*a = access{asked: true, signed: signed, token: tok}
+	return true
+}
+
+func (c *Cache) countServed(o *object, n int64) {
+	if n <= 0 {
+		return
+	}
+	c.served.Add(n)
+	o.stream.served.Add(n)
+	c.m.bytesServed.Add(float64(n))
+}
+
+// serveHit answers from a memory object.
+func (c *Cache) serveHit(w http.ResponseWriter, r *http.Request, o *object, a *access) {
+	if !c.authorize(w, r, o.id, c.signedFor(o), a) {
+		return
+	}
+	h := w.Header()
+	c.hits.Add(1)
+	if o.status == http.StatusNotFound {
+		c.m.negative.Inc()
+		h[HeaderCacheStatus] = c.csNegative
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	c.m.hit.Inc()
+	h[HeaderCacheStatus] = c.csHit
+	c.writeBody(w, r, o, o.body, a.token)
+}
+
+// signedFor is the policy passed to Access for an object: its own for a
+// 200, the stream's last known one for a 404.
+func (c *Cache) signedFor(o *object) bool {
+	if o.status == http.StatusOK {
+		return o.Signed
+	}
+	return o.stream.signed.Load() == policySigned
+}
+
+// writeBody writes a complete body with o's headers: the fast path for a
+// plain GET, http.ServeContent for ranges and conditional requests.
+func (c *Cache) writeBody(w http.ResponseWriter, r *http.Request, o *object, body []byte, token string) {
+	h := w.Header()
+	h["Content-Type"] = o.hType
+	h["Cache-Control"] = o.hCC
+	if token != "" && o.playlist {
+		// The rewritten bytes are this viewer's: another ETag would be needed.
+		body = RewritePlaylist(body, token)
+	} else if o.hETag != nil {
+		h["Etag"] = o.hETag
+	}
+	if r.Header["Range"] != nil || r.Header["If-None-Match"] != nil {
+		cw := &countingWriter{ResponseWriter: w}
+		http.ServeContent(cw, r, "", time.Time{}, bytes.NewReader(body))
+		c.countServed(o, cw.n)
+		return
+	}
+	if len(body) == int(o.Size) && o.hLen != nil {
+		h["Content-Length"] = o.hLen
+	} else {
+		h["Content-Length"] = []string{strconv.Itoa(len(body))}
+	}
+	h["Accept-Ranges"] = hvBytes
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return
+	}
+	n, _ := w.Write(body)
+	c.countServed(o, int64(n))
+}
+
+type countingWriter struct {
+	http.ResponseWriter
+	n int64
+}
+
+func (cw *countingWriter) Write(p []byte) (int, error) {
+	n, err := cw.ResponseWriter.Write(p)
+	cw.n += int64(n)
+	return n, err
+}
+
+// serveMiss answers what memory did not have: from disk, from a fetch in
+// flight, or by starting one.
+func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string, now time.Time) {
+	var a access
+	st := c.stream(id)
+	if st.signed.Load() == policySigned && !c.authorize(w, r, id, true, &a) {
+		// Refuse viewers of a signed stream before anything goes upstream.
+		return
+	}
+	if c.isBig(key) {
+		c.passthrough(w, r, key, id, &a)
+		return
+	}
+	token := r.URL.Query().Get("token")
+	fromSibling := r.Header.Get(HeaderSibling) != ""
+	segment := isSegment(key)
+	flightKey := key
+	if segment && fromSibling {
+		// A sibling's request must not wait on a fetch that may be waiting
+		// on that sibling.
+		flightKey = key + "\x00origin"
+	}
+	for attempt := 0; attempt < 3; attempt++ {
+		if e := c.disk.get(key); e != nil && e.obj.fresh(now) && c.serveDisk(w, r, e, &a) {
+			return
+		}
+		f, leader, o := c.join(r.Context(), flightKey, key, id, token, segment && !fromSibling, now)
+		if o != nil {
+			// Stored while we looked.
+			c.serveHit(w, r, o, &a)
+			return
+		}
+		if f == nil {
+			continue
+		}
+		var retry bool
+		if leader {
+			retry = c.lead(w, r, f, flightKey, token, &a)
+		} else {
+			retry = c.serveFetch(w, r, f, false, token, &a)
+		}
+		if !retry {
+			return
+		}
+		// Fetch again once that fetch has left the table.
+		select {
+		case <-f.done:
+		case <-r.Context().Done():
+			return
+		}
+		now = time.Now()
+	}
+	w.Header()[HeaderCacheStatus] = []string{c.cachePrefix + "fwd=miss"}
+	http.Error(w, "upstream busy", http.StatusBadGateway)
+}
+
+// lead runs fetch f, which this request started, and answers from it. The
+// fetch goroutine is this request's: it is waited for even when the client
+// is gone or the answer is aborted.
+func (c *Cache) lead(w http.ResponseWriter, r *http.Request, f *fetch, flightKey, token string, a *access) bool {
+	go c.fill(f, flightKey)
+	defer func() { <-f.done }()
+	return c.serveFetch(w, r, f, true, token, a)
+}
+
+func isSegment(key string) bool {
+	return strings.HasSuffix(key, ".m4s") || strings.HasSuffix(key, ".mp4") || strings.HasSuffix(key, ".ts")
+}
+
+// join returns the fetch in flight for flightKey, or starts one (leader),
+// or returns the object that a fetch stored meanwhile.
+func (c *Cache) join(ctx context.Context, flightKey, key, id, token string, siblings bool, now time.Time) (f *fetch, leader bool, o *object) {
+	c.flightMu.Lock()
+	defer c.flightMu.Unlock()
+	if f := c.flights[flightKey]; f != nil {
+		return f, false, nil
+	}
+	prev := c.mem.peek(key)
+	if prev != nil && prev.fresh(now) {
+		return nil, false, prev
+	}
+	if e := c.disk.get(key); e != nil && e.obj.fresh(now) {
+		return nil, false, nil // the caller tries the disk again
+	}
+	if prev != nil && (prev.status != http.StatusOK || prev.ETag == "") {
+		prev = nil
+	}
+	// The fetch outlives this request (others may wait on it) but ends with
+	// the cache's Run (cancelFlights) and its own watchdogs.
+	f = newFetch(context.WithoutCancel(ctx), key, id, token, siblings && c.siblings != nil, prev)
+	c.flights[flightKey] = f
+	return f, true, nil
+}
+
+// serveDisk answers from a disk entry. It reports false when the file is
+// gone (the caller fetches).
+func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, a *access) bool {
+	o := e.obj
+	// An object hit twice on disk is promoted to memory; one hit does not
+	// justify reading it whole (sendfile serves it without a copy).
+	if c.mem.fits(o.Size) && e.hits.Add(1) >= 2 {
+		body, err := c.disk.readBody(e)
+		if err != nil {
+			c.disk.drop(e)
+			return false
+		}
+		mo := c.withBody(o, body)
+		c.mem.put(mo)
+		c.serveHit(w, r, mo, a)
+		return true
+	}
+	f, err := c.disk.open(e)
+	if err != nil {
+		c.disk.drop(e)
+		return false
+	}
+	defer f.Close()
+	if !c.authorize(w, r, o.id, o.Signed, a) {
+		return true
+	}
+	c.hits.Add(1)
+	c.m.hit.Inc()
+	h := w.Header()
+	h[HeaderCacheStatus] = c.csHit
+	h["Content-Type"] = o.hType
+	h["Cache-Control"] = o.hCC
+	if o.hETag != nil {
+		h["Etag"] = o.hETag
+	}
+	size := e.size - e.off
+	if (a.token != "" && o.playlist) || r.Header["Range"] != nil || r.Header["If-None-Match"] != nil {
+		if a.token != "" && o.playlist {
+			body, err := c.disk.readBody(e)
+			if err != nil {
+				http.Error(w, "unavailable", http.StatusInternalServerError)
+				return true
+			}
+			c.writeBody(w, r, o, body, a.token)
+			return true
+		}
+		cw := &countingWriter{ResponseWriter: w}
+		http.ServeContent(cw, r, "", time.Time{}, io.NewSectionReader(f, e.off, size))
+		c.countServed(o, cw.n)
+		return true
+	}
+	h["Content-Length"] = o.hLen
+	h["Accept-Ranges"] = hvBytes
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return true
+	}
+	if _, err := f.Seek(e.off, io.SeekStart); err != nil {
+		return true
+	}
+	// io.Copy from an *os.File (via LimitedReader) lets net/http sendfile.
+	n, _ := io.Copy(w, io.LimitReader(f, size))
+	c.countServed(o, n)
+	return true
+}
+
+// serveFetch answers from a fetch, streaming the body as it arrives. It
+// reports true when the caller should fetch again for itself (the result was
+// an answer to another viewer's token).
+func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, leader bool, token string, a *access) bool {
+	select {
+	case <-f.hdr:
+	case <-r.Context().Done():
+		return false
+	}
+	res := f.res
+	if res.passthrough {
+		c.passthrough(w, r, f.key, f.id, a)
+		return false
+	}
+	if !res.shareable && !leader && token != f.token {
+		return true
+	}
+	signed := c.stream(f.id).signed.Load() == policySigned
+	if res.obj != nil {
+		signed = c.signedFor(res.obj)
+	}
+	if !c.authorize(w, r, f.id, signed, a) {
+		return false
+	}
+	h := w.Header()
+	c.misses.Add(1)
+	if leader {
+		c.m.miss.Inc()
+		h[HeaderCacheStatus] = res.cacheStatus
+	} else {
+		c.m.collapsed.Inc()
+		if res.fwd == "stale" {
+			h[HeaderCacheStatus] = c.csStaleCollapsed
+		} else {
+			h[HeaderCacheStatus] = c.csCollapsed
+		}
+	}
+	switch res.status {
+	case http.StatusOK:
+	case http.StatusNotFound:
+		http.Error(w, "not found", http.StatusNotFound)
+		return false
+	default:
+		h["Cache-Control"] = hvNoStore
+		http.Error(w, http.StatusText(res.status), res.status)
+		return false
+	}
+	o := res.obj
+	if r.Header["Range"] != nil || r.Header["If-None-Match"] != nil || (a.token != "" && o.playlist) || (res.length < 0 && r.Method == http.MethodHead) {
+		body, ok := f.whole(r.Context())
+		if !ok {
+			if r.Context().Err() == nil {
+				h["Cache-Control"] = hvNoStore
+				http.Error(w, "upstream failed", http.StatusBadGateway)
+			}
+			return false
+		}
+		c.writeBody(w, r, c.withBody(o, body), body, a.token)
+		return false
+	}
+	h["Content-Type"] = o.hType
+	h["Cache-Control"] = o.hCC
+	if o.hETag != nil {
+		h["Etag"] = o.hETag
+	}
+	if o.hLen != nil {
+		h["Content-Length"] = o.hLen
+		h["Accept-Ranges"] = hvBytes
+	}
+	w.WriteHeader(http.StatusOK)
+	if r.Method == http.MethodHead {
+		return false
+	}
+	rc := http.NewResponseController(w)
+	var off int
+	for {
+		buf, complete, failed, ch := f.snapshot()
+		if off < len(buf) {
+			n, err := w.Write(buf[off:])
+			off += n
+			c.countServed(o, int64(n))
+			if err != nil {
+				return false
+			}
+			_ = rc.Flush()
+			continue
+		}
+		if complete {
+			return false
+		}
+		if failed {
+			// The client must see a truncated answer, not a short one.
+			panic(http.ErrAbortHandler)
+		}
+		select {
+		case <-ch:
+		case <-r.Context().Done():
+			return false
+		}
+	}
+}
+
+// passthrough streams an object too big to cache from the origin.
+func (c *Cache) passthrough(w http.ResponseWriter, r *http.Request, key, id string, a *access) {
+	ctx, wd := newWatchdog(r.Context(), c.cfg.OriginTimeout)
+	defer wd.stop()
+	req, err := http.NewRequestWithContext(ctx, r.Method, withToken(c.origin+key, r.URL.Query().Get("token")), nil)
+	if err != nil {
+		http.Error(w, "bad request", http.StatusBadRequest)
+		return
+	}
+	req.Header.Set(HeaderEdge, "1")
+	for _, k := range []string{"Range", "If-Range", "If-None-Match", "If-Modified-Since"} {
+		if v := r.Header[k]; v != nil {
+			req.Header[k] = v
+		}
+	}
+	c.originGets.Add(1)
+	c.m.originFetches.Inc()
+	h := w.Header()
+	h[HeaderCacheStatus] = []string{c.cachePrefix + "fwd=miss; detail=origin"}
+	c.misses.Add(1)
+	c.m.miss.Inc()
+	resp, err := c.client.Do(req)
+	if err != nil {
+		if r.Context().Err() == nil {
+			c.reportError("origin fetch failed", "path", key, "err", upstreamErr(ctx, err))
+			h["Cache-Control"] = hvNoStore
+			http.Error(w, "bad gateway", http.StatusBadGateway)
+		}
+		return
+	}
+	defer resp.Body.Close()
+	wd.kick()
+	if !c.authorize(w, r, id, strings.EqualFold(resp.Header.Get(HeaderPolicy), "signed"), a) {
+		return
+	}
+	switch code := resp.StatusCode; {
+	case code == http.StatusOK || code == http.StatusPartialContent || code == http.StatusNotModified ||
+		code == http.StatusRequestedRangeNotSatisfiable || (code >= 400 && code < 500):
+		for _, k := range []string{"Content-Type", "Content-Length", "Content-Range", "Cache-Control", "Etag", "Accept-Ranges", "Last-Modified"} {
+			if v := resp.Header[k]; v != nil {
+				h[k] = v
+			}
+		}
+		w.WriteHeader(code)
+	default:
+		h["Cache-Control"] = hvNoStore
+		http.Error(w, "bad gateway", http.StatusBadGateway)
+		return
+	}
+	st := c.stream(id)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			wd.kick()
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			c.served.Add(int64(n))
+			st.served.Add(int64(n))
+			c.m.bytesServed.Add(float64(n))
+		}
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			panic(http.ErrAbortHandler)
+		}
+	}
+}

@@ -1,0 +1,239 @@
+package app
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-video/shoal/edgecache"
+	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/nodeproto"
+	"github.com/shoal-video/shoal/internal/playback"
+)
+
+// edgeNode is the state an edge learns from the origin.
+type edgeNode struct {
+	id        atomic.Value // string
+	siblings  atomic.Value // []edgecache.Sibling
+	playbackK atomic.Value // ed25519.PublicKey
+	joined    atomic.Bool
+}
+
+func (e *edgeNode) learn(r nodeproto.JoinResponse, log *slog.Logger) {
+	e.id.Store(r.ID)
+	sib := make([]edgecache.Sibling, 0, len(r.Siblings))
+	for _, s := range r.Siblings {
+		sib = append(sib, edgecache.Sibling{ID: s.ID, URL: s.URL})
+	}
+	e.siblings.Store(sib)
+	if r.PlaybackPublicKey != "" {
+		if pub, err := playback.ParsePublicKey(r.PlaybackPublicKey); err == nil {
+			e.playbackK.Store(pub)
+		} else {
+			log.Warn("the origin sent an unusable playback key; signed streams will be refused", "err", err)
+		}
+	}
+	e.joined.Store(true)
+}
+
+func (e *edgeNode) siblingList() []edgecache.Sibling {
+	s, _ := e.siblings.Load().([]edgecache.Sibling)
+	return s
+}
+
+// access enforces signed playback with the origin's public key alone.
+func (e *edgeNode) access(r *http.Request, id string, signed bool) (string, int) {
+	if !signed {
+		return "", 0
+	}
+	pub, _ := e.playbackK.Load().(ed25519.PublicKey)
+	if pub == nil {
+		return "", http.StatusServiceUnavailable
+	}
+	tok := r.URL.Query().Get("token")
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		host = r.RemoteAddr
+	}
+	if _, err := playback.Verify(pub, tok, id, time.Now(), host); err != nil {
+		return "", http.StatusForbidden
+	}
+	return tok, 0
+}
+
+// edgePublicURL is how viewers reach this edge: SHOAL_PUBLIC_URL when set,
+// otherwise derived from the edge address.
+func edgePublicURL(cfg config.Config, explicit bool) string {
+	if explicit {
+		return cfg.PublicURL
+	}
+	host, port, err := net.SplitHostPort(cfg.Edge.Addr)
+	if err != nil {
+		return cfg.PublicURL
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "localhost"
+	}
+	return "http://" + net.JoinHostPort(host, port)
+}
+
+// runEdge runs the edge role: the cache on SHOAL_EDGE_ADDR, joined to the
+// origin's registry and heartbeating to it.
+func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog.Logger) error {
+	if cfg.OriginURL == "" {
+		return errors.New("SHOAL_ORIGIN_URL (origin_url) is required for the edge role: the origin's http(s) URL")
+	}
+	if cfg.NodeToken == "" {
+		return errors.New("SHOAL_NODE_TOKEN (node_token) is required for the edge role: POST /v1/node-tokens on the origin issues one")
+	}
+	key, err := playback.LoadOrCreateKey(filepath.Join(cfg.DataDir, "node.key"))
+	if err != nil {
+		return fmt.Errorf("node identity: %w", err)
+	}
+	publicURL := edgePublicURL(cfg, explicitURL)
+	cacheDir := cfg.Edge.CacheDir
+	if cacheDir == "" {
+		cacheDir = filepath.Join(cfg.DataDir, "edgecache")
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	node := &edgeNode{}
+	cache, err := edgecache.New(edgecache.Config{
+		OriginURL: cfg.OriginURL, CacheDir: cacheDir, DiskBytes: cfg.Edge.CacheBytes, MemoryBytes: cfg.Edge.MemoryBytes,
+		Self: publicURL,
+	}, edgecache.Deps{Log: log.With("component", "edgecache"), Registerer: reg, Siblings: node.siblingList, Access: node.access})
+	if err != nil {
+		return err
+	}
+	client := &nodeproto.Client{OriginURL: cfg.OriginURL, Token: cfg.NodeToken, Key: key}
+	join := nodeproto.JoinRequest{Role: "edge", Region: cfg.Region, PublicURL: publicURL}
+
+	mux := http.NewServeMux()
+	mux.Handle("/hls/", cache)
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status":"ok"}`))
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		if !node.joined.Load() {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = w.Write([]byte(`{"status":"unavailable","reason":"not joined to the origin yet"}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"status":"ready"}`))
+	})
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	ln, err := net.Listen("tcp", cfg.Edge.Addr)
+	if err != nil {
+		return fmt.Errorf("edge: listen on %s: %w", cfg.Edge.Addr, err)
+	}
+	defer ln.Close()
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+		MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
+
+	log.Info("shoal edge starting", "version", Version, "node", nodeproto.NodeID(key.Public().(ed25519.PublicKey)),
+		"public_url", publicURL, "origin", cfg.OriginURL, "region", cfg.Region, "config", fmt.Sprintf("%+v", cfg.Redacted()))
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return cache.Run(gctx) })
+	g.Go(func() error {
+		errc := make(chan error, 1)
+		log.Info("edge listening", "addr", ln.Addr().String())
+		go func() { errc <- srv.Serve(ln) }()
+		select {
+		case err := <-errc:
+			return fmt.Errorf("edge http: %w", err)
+		case <-gctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+		<-errc
+		return nil
+	})
+	g.Go(func() error { return heartbeatLoop(gctx, client, join, node, cache, log) })
+	err = g.Wait()
+	log.Info("shoal edge stopped")
+	if errors.Is(err, context.Canceled) {
+		return nil
+	}
+	return err
+}
+
+// heartbeatLoop joins, then heartbeats every nodeproto.HeartbeatInterval,
+// joining again when the origin forgot the node. A refusal (bad or revoked
+// token) stops the edge: it must not serve as part of the network.
+func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.JoinRequest, node *edgeNode, cache *edgecache.Cache, log *slog.Logger) error {
+	backoff := time.Second
+	joined := false
+	var lastErr string
+	for {
+		var err error
+		if !joined {
+			var r nodeproto.JoinResponse
+			if r, err = c.Join(ctx, join); err == nil {
+				node.learn(r, log)
+				joined = true
+				log.Info("joined the origin", "node", r.ID, "siblings", len(r.Siblings))
+			}
+		} else {
+			id, _ := node.id.Load().(string)
+			var r nodeproto.HeartbeatResponse
+			if r, err = c.Heartbeat(ctx, id, heartbeatOf(cache.Stats())); err == nil {
+				node.learn(r, log)
+			} else if errors.Is(err, nodeproto.ErrUnknownNode) {
+				log.Warn("the origin forgot this edge (missed heartbeats?): joining again")
+				joined = false
+				continue
+			}
+		}
+		if errors.Is(err, nodeproto.ErrRefused) {
+			return fmt.Errorf("edge: %w", err)
+		}
+		wait := nodeproto.HeartbeatInterval
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			if err.Error() != lastErr {
+				log.Warn("cannot reach the origin; retrying", "err", err, "in", backoff)
+				lastErr = err.Error()
+			}
+			wait, backoff = backoff, min(backoff*2, 10*time.Second)
+		} else {
+			backoff, lastErr = time.Second, ""
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+	}
+}
+
+func heartbeatOf(s edgecache.Stats) nodeproto.Heartbeat {
+	return nodeproto.Heartbeat{
+		Connections: s.Connections, EgressBytesPerSec: s.EgressBytesPerSec, CacheBytes: s.CacheBytes,
+		Hits: s.Hits, Misses: s.Misses, OriginFetches: s.OriginFetches, BytesServed: sum(s.BytesServed), StreamBytes: s.BytesServed,
+	}
+}
+
+func sum(m map[string]int64) int64 {
+	var t int64
+	for _, v := range m {
+		t += v
+	}
+	return t
+}

@@ -1,0 +1,156 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/packager/origin"
+)
+
+// policyCache answers "does id need a playback token?" for the origin's HLS
+// handler from Redis, asking again after a few seconds. When Redis cannot
+// tell, the last known answer stands (streams this node ingests are known
+// from their start, see remember), or "signed" when there is none: it
+// fails closed. A failed lookup is not retried for the TTL, so an outage
+// does not slow every request down.
+type policyCache struct {
+	store *routing.Store
+	ttl   time.Duration
+
+	mu      sync.Mutex
+	entries map[string]policyEntry
+}
+
+type policyEntry struct {
+	signed bool
+	at     time.Time
+}
+
+const maxPolicyEntries = 100_000
+
+func newPolicyCache(store *routing.Store) *policyCache {
+	return &policyCache{store: store, ttl: 3 * time.Second, entries: map[string]policyEntry{}}
+}
+
+func (p *policyCache) signed(id string) bool {
+	p.mu.Lock()
+	e, ok := p.entries[id]
+	p.mu.Unlock()
+	if ok && time.Since(e.at) < p.ttl {
+		return e.signed
+	}
+	signed, err := p.lookup(id)
+	if err != nil {
+		signed = !ok || e.signed
+	}
+	p.remember(id, signed)
+	return signed
+}
+
+// remember records the policy of id (known from elsewhere, e.g. a live
+// stream starting on this node).
+func (p *policyCache) remember(id string, signed bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.entries) >= maxPolicyEntries {
+		clear(p.entries)
+	}
+	p.entries[id] = policyEntry{signed: signed, at: time.Now()}
+}
+
+func (p *policyCache) lookup(id string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	ls, err := p.store.GetLiveStream(ctx, id)
+	if err == nil {
+		return ls.PlaybackPolicy == routing.PlaybackSigned, nil
+	}
+	if !errors.Is(err, routing.ErrNotFound) {
+		return false, err
+	}
+	v, err := p.store.GetVideo(ctx, id)
+	if err == nil {
+		return v.PlaybackPolicy == routing.PlaybackSigned, nil
+	}
+	if errors.Is(err, routing.ErrNotFound) {
+		return false, nil
+	}
+	return false, err
+}
+
+// nodeMetrics exports, on the origin, what every edge reports in its
+// heartbeats, plus how often edges fetch each segment from the origin.
+type nodeMetrics struct {
+	served      *prometheus.GaugeVec
+	hitRatio    *prometheus.GaugeVec
+	fetches     *prometheus.GaugeVec
+	streamBytes *prometheus.GaugeVec
+
+	segFetches prometheus.Counter
+	segments   prometheus.Counter
+	mu         sync.Mutex
+	seen       map[string]struct{}
+}
+
+func newNodeMetrics(reg prometheus.Registerer) *nodeMetrics {
+	m := &nodeMetrics{
+		served: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shoal_node_bytes_served", Help: "Bytes an edge has served to viewers since it started (from its heartbeats).",
+		}, []string{"node", "region"}),
+		hitRatio: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shoal_node_cache_hit_ratio", Help: "An edge's cache hit ratio since it started (from its heartbeats).",
+		}, []string{"node", "region"}),
+		fetches: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shoal_node_origin_fetches", Help: "Objects an edge has fetched from the origin since it started.",
+		}, []string{"node", "region"}),
+		streamBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shoal_node_stream_bytes_served", Help: "Bytes an edge has served per stream or video.",
+		}, []string{"node", "stream"}),
+		segFetches: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_origin_edge_segment_fetches_total", Help: "Segment GETs edges made to this origin; divided by shoal_origin_edge_segments_total: origin fetches per segment.",
+		}),
+		segments: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_origin_edge_segments_total", Help: "Distinct segments edges fetched from this origin (recently seen ones counted once).",
+		}),
+		seen: map[string]struct{}{},
+	}
+	reg.MustRegister(m.served, m.hitRatio, m.fetches, m.streamBytes, m.segFetches, m.segments)
+	return m
+}
+
+func (m *nodeMetrics) heartbeat(n routing.Node, load routing.NodeLoad) {
+	m.served.WithLabelValues(n.ID, n.Region).Set(float64(load.BytesServed))
+	m.hitRatio.WithLabelValues(n.ID, n.Region).Set(load.HitRatio())
+	m.fetches.WithLabelValues(n.ID, n.Region).Set(float64(load.OriginFetches))
+	for s, b := range load.StreamBytes {
+		m.streamBytes.WithLabelValues(n.ID, s).Set(float64(b))
+	}
+}
+
+// countEdgeFetches wraps the origin's HLS handler to count segment fetches
+// by edges.
+func (m *nodeMetrics) countEdgeFetches(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && r.Header.Get(origin.EdgeHeader) == "1" &&
+			(strings.HasSuffix(r.URL.Path, ".m4s") || strings.HasSuffix(r.URL.Path, ".ts")) {
+			m.segFetches.Inc()
+			m.mu.Lock()
+			if _, ok := m.seen[r.URL.Path]; !ok {
+				if len(m.seen) >= maxPolicyEntries {
+					clear(m.seen)
+				}
+				m.seen[r.URL.Path] = struct{}{}
+				m.segments.Inc()
+			}
+			m.mu.Unlock()
+		}
+		next.ServeHTTP(w, r)
+	})
+}

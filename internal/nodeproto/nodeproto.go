@@ -1,0 +1,205 @@
+// Package nodeproto is the protocol between independently run nodes (edges)
+// and the origin's registry: join, then heartbeat every few seconds. Nodes
+// never touch Redis; the origin records them.
+//
+// A node proves who it is with an ed25519 key it generated on first start:
+// its id is derived from the public key, and every request body is signed
+// with the private key (header Shoal-Node-Signature), so a node token lets a
+// machine join but never lets it speak for another node. Bodies carry their
+// time, and the origin refuses bodies more than MaxSkew old, so a captured
+// heartbeat cannot be replayed later.
+//
+//	POST /v1/nodes/join              Authorization: Bearer <node token or admin key>
+//	POST /v1/nodes/<id>/heartbeat    Authorization: Bearer <node token or admin key>
+package nodeproto
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base32"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// SignatureHeader carries the base64 ed25519 signature of the request body.
+const SignatureHeader = "Shoal-Node-Signature"
+
+// MaxSkew is how far a body's time may be from the origin's clock.
+const MaxSkew = 60 * time.Second
+
+// HeartbeatInterval is how often nodes heartbeat; a node that misses
+// heartbeats for NodeTTL leaves the registry.
+const (
+	HeartbeatInterval = 2 * time.Second
+	NodeTTL           = 7 * time.Second
+)
+
+// JoinRequest is the body of POST /v1/nodes/join.
+type JoinRequest struct {
+	Role      string    `json:"role"`
+	Region    string    `json:"region"`
+	PublicURL string    `json:"public_url"`
+	PublicKey string    `json:"public_key"` // base64 (std) ed25519 public key
+	Time      time.Time `json:"time"`
+}
+
+// Sibling is another live edge of the same region.
+type Sibling struct {
+	ID  string `json:"id"`
+	URL string `json:"url"`
+}
+
+// JoinResponse answers a join, and HeartbeatResponse a heartbeat: the
+// node's id, its region's other edges and the key that signs playback
+// tokens (edges verify tokens with it).
+type JoinResponse struct {
+	ID                       string    `json:"id"`
+	HeartbeatIntervalSeconds float64   `json:"heartbeat_interval_seconds"`
+	PlaybackPublicKey        string    `json:"playback_public_key,omitempty"`
+	Siblings                 []Sibling `json:"siblings"`
+}
+
+// HeartbeatResponse answers a heartbeat.
+type HeartbeatResponse = JoinResponse
+
+// Heartbeat is the body of POST /v1/nodes/<id>/heartbeat.
+type Heartbeat struct {
+	Time              time.Time        `json:"time"`
+	Connections       int64            `json:"connections"`
+	EgressBytesPerSec float64          `json:"egress_bytes_per_sec"`
+	CacheBytes        int64            `json:"cache_bytes"`
+	BytesServed       int64            `json:"bytes_served"`
+	Hits              int64            `json:"hits"`
+	Misses            int64            `json:"misses"`
+	OriginFetches     int64            `json:"origin_fetches"`
+	StreamBytes       map[string]int64 `json:"stream_bytes,omitempty"`
+}
+
+var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
+
+// NodeID is the id of the node whose public key is pub: 20 base32
+// characters of its SHA-256.
+func NodeID(pub ed25519.PublicKey) string {
+	sum := sha256.Sum256(pub)
+	return idEncoding.EncodeToString(sum[:])[:20]
+}
+
+// ParsePublicKey decodes a base64 ed25519 public key.
+func ParsePublicKey(s string) (ed25519.PublicKey, error) {
+	b, err := base64.StdEncoding.DecodeString(s)
+	if err != nil || len(b) != ed25519.PublicKeySize {
+		return nil, errors.New("public_key must be a base64 ed25519 public key (32 bytes)")
+	}
+	return ed25519.PublicKey(b), nil
+}
+
+// Sign returns the SignatureHeader value for body.
+func Sign(priv ed25519.PrivateKey, body []byte) string {
+	return base64.StdEncoding.EncodeToString(ed25519.Sign(priv, body))
+}
+
+// Verify checks the SignatureHeader value sig of body against pub.
+func Verify(pub ed25519.PublicKey, body []byte, sig string) error {
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(sig))
+	if err != nil || len(b) != ed25519.SignatureSize || !ed25519.Verify(pub, body, b) {
+		return errors.New("bad or missing " + SignatureHeader)
+	}
+	return nil
+}
+
+// CheckTime refuses a body time more than MaxSkew from now.
+func CheckTime(t, now time.Time) error {
+	if d := now.Sub(t); d > MaxSkew || d < -MaxSkew {
+		return fmt.Errorf("the request's time is %s away from the origin's clock (more than %s): check the node's clock", d.Round(time.Second), MaxSkew)
+	}
+	return nil
+}
+
+// Client is a node's side of the protocol.
+type Client struct {
+	OriginURL string // e.g. http://origin:8080
+	Token     string // node token (or the admin key)
+	Key       ed25519.PrivateKey
+	HTTP      *http.Client
+}
+
+// ErrRefused wraps an answer of the origin that the node cannot fix by
+// retrying (a bad or revoked token: 401/403).
+var ErrRefused = errors.New("the origin refused this node")
+
+// ErrUnknownNode is returned by Heartbeat when the origin no longer knows
+// the node (it must join again).
+var ErrUnknownNode = errors.New("the origin does not know this node: join again")
+
+// Join joins the registry.
+func (c *Client) Join(ctx context.Context, req JoinRequest) (JoinResponse, error) {
+	req.PublicKey = base64.StdEncoding.EncodeToString(c.Key.Public().(ed25519.PublicKey))
+	req.Time = time.Now().UTC()
+	var out JoinResponse
+	return out, c.post(ctx, "/v1/nodes/join", req, &out)
+}
+
+// Heartbeat reports hb for node id.
+func (c *Client) Heartbeat(ctx context.Context, id string, hb Heartbeat) (HeartbeatResponse, error) {
+	hb.Time = time.Now().UTC()
+	var out HeartbeatResponse
+	return out, c.post(ctx, "/v1/nodes/"+id+"/heartbeat", hb, &out)
+}
+
+func (c *Client) post(ctx context.Context, path string, in, out any) error {
+	body, err := json.Marshal(in)
+	if err != nil {
+		return err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.OriginURL, "/")+path, bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+c.Token)
+	req.Header.Set(SignatureHeader, Sign(c.Key, body))
+	hc := c.HTTP
+	if hc == nil {
+		hc = &http.Client{Timeout: 10 * time.Second}
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	switch {
+	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusCreated:
+		return json.Unmarshal(data, out)
+	case resp.StatusCode == http.StatusNotFound && strings.Contains(path, "/heartbeat"):
+		return ErrUnknownNode
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		return fmt.Errorf("%w: %s", ErrRefused, errorMessage(data))
+	default:
+		return fmt.Errorf("origin answered %d: %s", resp.StatusCode, errorMessage(data))
+	}
+}
+
+// errorMessage extracts the message of a JSON error body.
+func errorMessage(data []byte) string {
+	var e struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(data, &e) == nil && e.Error.Message != "" {
+		return e.Error.Message
+	}
+	if len(data) > 200 {
+		data = data[:200]
+	}
+	return strings.TrimSpace(string(data))
+}

@@ -1,0 +1,247 @@
+package routing
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/shoal-video/shoal/internal/ids"
+)
+
+// Node tokens let independently run nodes (edges, workers) join. A node
+// record lives only as long as its heartbeats keep it alive.
+//
+//	shoal:nodetoken:<sha256(token)>  hash   id, name, created_at
+//	shoal:nodetokenid:<id>           string sha256 of the token (to revoke by id)
+//	shoal:node:<node id>             hash   role, region, public_url, public_key, token_id, joined_at,
+//	                                        last_heartbeat, load (JSON); expires NodeTTL after the last heartbeat
+//	shoal:nodes                      zset   node ids by last heartbeat (Unix ms); pruned of expired nodes
+const (
+	nodeTokenPrefix   = "shoal:nodetoken:"
+	nodeTokenIDPrefix = "shoal:nodetokenid:"
+	nodePrefix        = "shoal:node:"
+	nodesIndex        = "shoal:nodes"
+)
+
+// NodeToken is an issued node token (its secret is shown once).
+type NodeToken struct {
+	ID        string
+	Name      string
+	CreatedAt time.Time
+}
+
+// AdminTokenID is the token id recorded for nodes that joined with the
+// admin key rather than an issued node token.
+const AdminTokenID = "admin"
+
+// Node is a live node as the registry knows it.
+type Node struct {
+	ID        string
+	Role      string // "edge" or "worker"
+	Region    string
+	PublicURL string
+	PublicKey string // base64 ed25519 public key; the id is derived from it
+	TokenID   string
+	JoinedAt  time.Time
+	LastSeen  time.Time
+	Load      NodeLoad
+}
+
+// NodeLoad is what a node reports with every heartbeat.
+type NodeLoad struct {
+	Connections       int64            `json:"connections"`
+	EgressBytesPerSec float64          `json:"egress_bytes_per_sec"`
+	CacheBytes        int64            `json:"cache_bytes"`
+	BytesServed       int64            `json:"bytes_served"`
+	Hits              int64            `json:"hits"`
+	Misses            int64            `json:"misses"`
+	OriginFetches     int64            `json:"origin_fetches"`
+	StreamBytes       map[string]int64 `json:"stream_bytes,omitempty"`
+}
+
+// HitRatio is hits / (hits + misses), or 0 before any request.
+func (l NodeLoad) HitRatio() float64 {
+	if l.Hits+l.Misses == 0 {
+		return 0
+	}
+	return float64(l.Hits) / float64(l.Hits+l.Misses)
+}
+
+// ErrTokenRevoked is returned by Heartbeat when the token a node joined
+// with was revoked: the node must stop serving as part of the network.
+var ErrTokenRevoked = errors.New("the node token was revoked")
+
+// CreateNodeToken issues a node token named name.
+func (s *Store) CreateNodeToken(ctx context.Context, name string) (string, NodeToken, error) {
+	plain := ids.NewSecret("nt")
+	t := NodeToken{ID: ids.New(), Name: name, CreatedAt: now()}
+	h := ids.Hash(plain)
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, nodeTokenPrefix+h, "id", t.ID, fieldName, t.Name, fieldCreatedAt, formatTime(t.CreatedAt))
+		p.Set(ctx, nodeTokenIDPrefix+t.ID, h, 0)
+		return nil
+	})
+	if err != nil {
+		return "", NodeToken{}, wrapErr("create node token", err)
+	}
+	return plain, t, nil
+}
+
+// VerifyNodeToken returns the token's record, or ErrNotFound.
+func (s *Store) VerifyNodeToken(ctx context.Context, token string) (NodeToken, error) {
+	f, err := s.rdb.HGetAll(ctx, nodeTokenPrefix+ids.Hash(token)).Result()
+	if err != nil {
+		return NodeToken{}, wrapErr("verify node token", err)
+	}
+	if len(f) == 0 {
+		return NodeToken{}, ErrNotFound
+	}
+	created, err := parseTime(f[fieldCreatedAt])
+	if err != nil {
+		return NodeToken{}, &decodeError{key: "node token", err: err}
+	}
+	return NodeToken{ID: f["id"], Name: f[fieldName], CreatedAt: created}, nil
+}
+
+// RevokeNodeToken deletes the token id; nodes that joined with it are
+// refused at their next heartbeat.
+func (s *Store) RevokeNodeToken(ctx context.Context, id string) error {
+	h, err := s.rdb.Get(ctx, nodeTokenIDPrefix+id).Result()
+	if errors.Is(err, redis.Nil) {
+		return ErrNotFound
+	}
+	if err != nil {
+		return wrapErr("revoke node token", err)
+	}
+	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, nodeTokenPrefix+h, nodeTokenIDPrefix+id)
+		return nil
+	})
+	return wrapErr("revoke node token", err)
+}
+
+// JoinNode records node as live for ttl. A node that joins again (a
+// restart) keeps its id, which its key determines.
+func (s *Store) JoinNode(ctx context.Context, n Node, ttl time.Duration) error {
+	t := now()
+	load, _ := json.Marshal(n.Load)
+	key := nodePrefix + n.ID
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Del(ctx, key)
+		p.HSet(ctx, key, "role", n.Role, "region", n.Region, "public_url", n.PublicURL, "public_key", n.PublicKey,
+			"token_id", n.TokenID, "joined_at", formatTime(t), "last_heartbeat", formatTime(t), "load", string(load))
+		p.PExpire(ctx, key, ttl)
+		p.ZAdd(ctx, nodesIndex, redis.Z{Score: float64(t.UnixMilli()), Member: n.ID})
+		return nil
+	})
+	return wrapErr("join node", err)
+}
+
+// GetNode returns the live node id, or ErrNotFound (never joined, or its
+// heartbeats stopped).
+func (s *Store) GetNode(ctx context.Context, id string) (Node, error) {
+	f, err := s.rdb.HGetAll(ctx, nodePrefix+id).Result()
+	if err != nil {
+		return Node{}, wrapErr("get node", err)
+	}
+	return decodeNode(id, f)
+}
+
+// NodeHeartbeat records a heartbeat of the live node id with its load and
+// extends its life by ttl. It returns ErrNotFound when the node is not
+// live (it must join again) and ErrTokenRevoked when its token is gone.
+func (s *Store) NodeHeartbeat(ctx context.Context, id string, load NodeLoad, ttl time.Duration) error {
+	b, err := json.Marshal(load)
+	if err != nil {
+		return fmt.Errorf("routing: heartbeat: %w", err)
+	}
+	t := now()
+	res, err := heartbeatScript.Run(ctx, s.rdb, []string{nodePrefix + id, nodesIndex},
+		string(b), formatTime(t), ttl.Milliseconds(), t.UnixMilli(), id, nodeTokenIDPrefix).Text()
+	if err != nil {
+		return wrapErr("heartbeat", err)
+	}
+	switch res {
+	case "ok":
+		return nil
+	case "revoked":
+		return ErrTokenRevoked
+	default:
+		return ErrNotFound
+	}
+}
+
+var heartbeatScript = redis.NewScript(`
+local tok = redis.call('HGET', KEYS[1], 'token_id')
+if not tok then return 'missing' end
+if tok ~= 'admin' and redis.call('EXISTS', ARGV[6] .. tok) == 0 then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[2], ARGV[5])
+  return 'revoked'
+end
+redis.call('HSET', KEYS[1], 'load', ARGV[1], 'last_heartbeat', ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+return 'ok'`)
+
+// ListNodes returns the live nodes, most recently seen first. Nodes whose
+// record expired are pruned from the index on the way.
+func (s *Store) ListNodes(ctx context.Context) ([]Node, error) {
+	idList, err := s.rdb.ZRevRange(ctx, nodesIndex, 0, -1).Result()
+	if err != nil {
+		return nil, wrapErr("list nodes", err)
+	}
+	if len(idList) == 0 {
+		return nil, nil
+	}
+	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, id := range idList {
+			p.HGetAll(ctx, nodePrefix+id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, wrapErr("list nodes", err)
+	}
+	var out []Node
+	var gone []any
+	for i, c := range cmds {
+		n, err := decodeNode(idList[i], c.(*redis.MapStringStringCmd).Val())
+		if errors.Is(err, ErrNotFound) {
+			gone = append(gone, idList[i])
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, n)
+	}
+	if len(gone) > 0 {
+		_ = s.rdb.ZRem(ctx, nodesIndex, gone...).Err()
+	}
+	return out, nil
+}
+
+func decodeNode(id string, f map[string]string) (Node, error) {
+	if len(f) == 0 || f["role"] == "" {
+		return Node{}, ErrNotFound
+	}
+	n := Node{ID: id, Role: f["role"], Region: f["region"], PublicURL: f["public_url"], PublicKey: f["public_key"], TokenID: f["token_id"]}
+	var err error
+	if n.JoinedAt, err = parseTime(f["joined_at"]); err != nil {
+		return Node{}, &decodeError{key: nodePrefix + id, err: err}
+	}
+	if n.LastSeen, err = parseTime(f["last_heartbeat"]); err != nil {
+		return Node{}, &decodeError{key: nodePrefix + id, err: err}
+	}
+	if s := f["load"]; s != "" {
+		if err := json.Unmarshal([]byte(s), &n.Load); err != nil {
+			return Node{}, &decodeError{key: nodePrefix + id, err: fmt.Errorf("load: %w", err)}
+		}
+	}
+	return n, nil
+}
