@@ -6,8 +6,6 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
-
 	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
@@ -224,16 +222,7 @@ func (j *job) emit(i int, au *media.AccessUnit) {
 		if !au.Keyframe {
 			return
 		}
-		video := media.Track{Codec: media.CodecH264, ClockRate: 90000, Width: rungs[i].Width, Height: rungs[i].Height}
-		for _, n := range au.Payload {
-			switch h264.NALUType(n[0] & 0x1f) {
-			case h264.NALUTypeSPS:
-				video.SPS = n
-			case h264.NALUTypePPS:
-				video.PPS = n
-			}
-		}
-		tracks := []media.Track{video}
+		tracks := []media.Track{rungs[i].Track(au)}
 		if j.aIdx >= 0 {
 			tracks = append(tracks, j.tracks[j.aIdx])
 		}

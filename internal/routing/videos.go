@@ -310,10 +310,16 @@ type SourceInfo struct {
 func (s *Store) SourceReceived(ctx context.Context, id, how string, info SourceInfo) error {
 	res, err := sourceReceivedScript.Run(ctx, s.rdb, []string{videoKey(id), jobsKey},
 		how, info.Bytes, formatSeconds(info.Duration), formatTime(now()), id).Result()
+	return uploadOutcome("queue video", res, err)
+}
+
+// uploadOutcome turns the answer of a script that needs the upload
+// reservation into an error.
+func uploadOutcome(op string, res any, err error) error {
 	if err != nil {
-		return wrapErr("queue video", err)
+		return wrapErr(op, err)
 	}
-	switch res.(string) {
+	switch res {
 	case "ok":
 		return nil
 	case "missing":
@@ -338,17 +344,7 @@ return 'ok'`)
 func (s *Store) FailVideo(ctx context.Context, id, how, msg string) error {
 	res, err := failVideoScript.Run(ctx, s.rdb, []string{videoKey(id), eventsKey},
 		how, msg, formatTime(now()), eventsMaxLen, id).Result()
-	if err != nil {
-		return wrapErr("fail video", err)
-	}
-	switch res.(string) {
-	case "ok":
-		return nil
-	case "missing":
-		return ErrNotFound
-	default:
-		return fmt.Errorf("%w: the upload no longer holds this video's source", ErrConflict)
-	}
+	return uploadOutcome("fail video", res, err)
 }
 
 var failVideoScript = redis.NewScript(`

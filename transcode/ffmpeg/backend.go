@@ -6,6 +6,9 @@ import (
 	"strconv"
 
 	"github.com/asticode/go-astiav"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+
+	"github.com/shoal-video/shoal/internal/media"
 )
 
 // Backend names.
@@ -88,4 +91,23 @@ func openEncoder(codecName string, pix astiav.PixelFormat, s encoderSettings, op
 		return nil, fmt.Errorf("opening %s %dx%d: %w", codecName, s.rung.Width, s.rung.Height, err)
 	}
 	return cc, nil
+}
+
+// Track describes the output of rung r as the hub carries it, with the
+// parameter sets found in keyframe (the first access unit the rung
+// emitted, which carries its SPS and PPS).
+func (r Rung) Track(keyframe *media.AccessUnit) media.Track {
+	t := media.Track{Codec: media.CodecH264, ClockRate: 90000, Width: r.Width, Height: r.Height}
+	for _, n := range keyframe.Payload {
+		if len(n) == 0 {
+			continue
+		}
+		switch h264.NALUType(n[0] & 0x1f) {
+		case h264.NALUTypeSPS:
+			t.SPS = n
+		case h264.NALUTypePPS:
+			t.PPS = n
+		}
+	}
+	return t
 }

@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-video/shoal/internal/media"
@@ -165,16 +164,7 @@ func (o *fileOutput) video(i int, au *media.AccessUnit) {
 			return
 		}
 		r := o.rungs[i]
-		v := media.Track{Codec: media.CodecH264, ClockRate: 90000, Width: r.Width, Height: r.Height}
-		for _, n := range au.Payload {
-			switch h264.NALUType(n[0] & 0x1f) {
-			case h264.NALUTypeSPS:
-				v.SPS = n
-			case h264.NALUTypePPS:
-				v.PPS = n
-			}
-		}
-		tracks := []media.Track{v}
+		tracks := []media.Track{r.Track(au)}
 		if i == 0 && o.audioT != nil {
 			tracks = append(tracks, *o.audioT)
 		}
