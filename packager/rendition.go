@@ -261,10 +261,9 @@ func (r *rendition) flushAll() {
 // takes it over (and the last one to finish ends it, see Packager.leave).
 func (r *rendition) finish() {
 	r.flushAll()
-	if r.video != nil {
-		r.video.ended = true
-		r.video.writePlaylists()
-	}
+	// The audio group is released before the video playlist says ENDLIST,
+	// so that whoever sees this rendition ended can count on another one
+	// having been able to take the audio over.
 	audioEnded := false
 	if r.audio != nil {
 		r.st.releaseAudio(r)
@@ -273,6 +272,10 @@ func (r *rendition) finish() {
 			r.audio.writePlaylists()
 			audioEnded = true
 		}
+	}
+	if r.video != nil {
+		r.video.ended = true
+		r.video.writePlaylists()
 	}
 	r.st.renditionEnded(r.name, audioEnded)
 }
