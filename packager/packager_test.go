@@ -328,6 +328,10 @@ func TestAudioGroupOutlivesItsOwner(t *testing.T) {
 	lo, _ := r.hub.Publish(media.StreamKey{Name: "ho", Rendition: "360p"}, tracks)
 	feedRange(hi, 0.1, 3.9, 60)
 	feedRange(lo, 0, 4, 60)
+	waitFor(t, "360p to be packaged", func() bool {
+		_, err := os.Stat(filepath.Join(r.dir, "ho", "360p", "recording.m3u8"))
+		return err == nil
+	})
 	hi.Close() // the owner ends after 4 s
 	audio := filepath.Join(r.dir, "ho", "audio", "recording.m3u8")
 	waitFor(t, "the owner to finish", func() bool {
