@@ -163,6 +163,20 @@ func TestEdgesServeRouteAndFailOver(t *testing.T) {
 			t.Fatalf("second fetch Cache-Status %q (first %q), want a hit", cs, first.Header.Get("Cache-Status"))
 		}
 	}
+	// Path tricks and oversized headers are refused.
+	for _, p := range []string{"/hls/../../etc/passwd", "/hls/%2e%2e/x.m3u8", "/hls/" + v.ID + "/..%2f..%2fnode.key", "/node.key"} {
+		if resp, body := httpGet(t, edges[0].url+p); resp.StatusCode != 400 && resp.StatusCode != 404 || strings.Contains(string(body), "PRIVATE KEY") {
+			t.Errorf("edge %s: %d", p, resp.StatusCode)
+		}
+	}
+	req, _ := http.NewRequest(http.MethodGet, edges[0].url+"/hls/"+v.ID+"/master.m3u8", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", 64<<10))
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Errorf("64 KiB of headers: %d, want 431", resp.StatusCode)
+		}
+	}
 	if d := probeDuration(t, edges[0].url+"/hls/"+v.ID+"/master.m3u8"); d < 5.5 || d > 6.5 {
 		t.Fatalf("ffprobe through the edge: %.3f s, want 6", d)
 	}
