@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/shoal-video/shoal/internal/app.Version=$(VERSION)
 # Go's test timeout for the whole suite; CI allows 90 minutes, we aim well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build run test deps fuzz vet fmt clean bench bench-transcode bench-vod
+.PHONY: all build run test deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge
 
 all: build
 
@@ -28,13 +28,18 @@ test: deps
 
 # Benchmarks: each prints one summary line of name=value figures, ratios
 # against a peer run side by side in the same command (see benchmarks/README.md).
-bench: bench-transcode bench-vod
+bench: bench-transcode bench-vod bench-edge
 
 bench-transcode: deps
 	$(GO) run ./benchmarks/transcode $(BENCH_ARGS)
 
 bench-vod: deps
 	$(GO) run ./benchmarks/vod $(BENCH_ARGS)
+
+# nginx-light is the peer; install-deps installs it with everything deps does.
+bench-edge:
+	@scripts/install-deps.sh nginx-light
+	$(GO) run ./benchmarks/edge $(BENCH_ARGS)
 
 # Runs every fuzz target for FUZZTIME each (new crashers land in testdata/fuzz).
 FUZZTIME ?= 30s

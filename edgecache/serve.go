@@ -46,6 +46,17 @@ func (r *headerRecorder) Header() http.Header         { return r.h }
 func (r *headerRecorder) Write(p []byte) (int, error) { return len(p), nil }
 func (r *headerRecorder) WriteHeader(int)             {}
 
+var hvACAO, hvACEH = corsValue("Access-Control-Allow-Origin"), corsValue("Access-Control-Expose-Headers")
+
+func corsValue(k string) []string {
+	for _, kv := range cors {
+		if kv.k == k {
+			return kv.v
+		}
+	}
+	return nil
+}
+
 // setCORS sets the same CORS headers as the origin.
 func setCORS(h http.Header) {
 	for i := range cors {
@@ -59,14 +70,20 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.conns.Add(1)
 	defer c.conns.Add(-1)
 	h := w.Header()
-	setCORS(h)
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
+		// Only what a simple request needs: the rest of the CORS headers
+		// matter to preflights, and at most 8 header keys keep net/http's
+		// header map (and its clone) from growing past one group.
+		h["Access-Control-Allow-Origin"] = hvACAO
+		h["Access-Control-Expose-Headers"] = hvACEH
 	case http.MethodOptions:
+		setCORS(h)
 		h[HeaderCacheStatus] = c.csLocal
 		w.WriteHeader(http.StatusNoContent)
 		return
 	default:
+		setCORS(h)
 		h["Allow"] = hvAllowMethods
 		h[HeaderCacheStatus] = c.csLocal
 		http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
@@ -215,16 +232,16 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 	fromSibling := r.Header.Get(HeaderSibling) != ""
 	segment := isSegment(key)
 	flightKey := key
-	if segment && fromSibling {
+	if segment && (fromSibling || c.selfOwns(key)) {
 		// A sibling's request must not wait on a fetch that may be waiting
-		// on that sibling.
+		// on that sibling; the owner's own viewers share that fetch.
 		flightKey = key + "\x00origin"
 	}
 	for attempt := 0; attempt < 3; attempt++ {
 		if e := c.disk.get(key); e != nil && e.obj.fresh(now) && c.serveDisk(w, r, e, &a) {
 			return
 		}
-		f, leader, o := c.join(r.Context(), flightKey, key, id, token, segment && !fromSibling, now)
+		f, leader, o := c.join(r.Context(), flightKey, key, id, token, segment && flightKey == key, now)
 		if o != nil {
 			// Stored while we looked.
 			c.serveHit(w, r, o, &a)
@@ -529,4 +546,13 @@ func (c *Cache) passthrough(w http.ResponseWriter, r *http.Request, key, id stri
 			panic(http.ErrAbortHandler)
 		}
 	}
+}
+
+// selfOwns reports whether this edge owns key among its siblings.
+func (c *Cache) selfOwns(key string) bool {
+	if c.siblings == nil {
+		return false
+	}
+	_, ok := c.owner(key)
+	return !ok
 }
