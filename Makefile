@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/shoal-video/shoal/internal/app.Version=$(VERSION)
 # Go's test timeout for the whole suite; CI allows 90 minutes, we aim well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build run test deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge
+.PHONY: all build run test deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge web web-check
 
 all: build
 
@@ -40,6 +40,15 @@ bench-vod: deps
 bench-edge:
 	@scripts/install-deps.sh nginx-light
 	$(GO) run ./benchmarks/edge $(BENCH_ARGS)
+
+# Rebuilds web/dist from web/src with the pinned npm packages (needs Node.js
+# 18+ and npm); web/dist is committed, so builds and CI never need npm.
+web:
+	web/build.sh
+
+# Fails when the committed web/dist is not what web/src builds to.
+web-check: web
+	git diff --exit-code -- web/dist
 
 # Runs every fuzz target for FUZZTIME each (new crashers land in testdata/fuzz).
 FUZZTIME ?= 30s

@@ -97,10 +97,12 @@ func printBanner(ctx context.Context, o *originNode, log *slog.Logger, w io.Writ
 Shoal %s is running (shoal dev: every role in one process)
 
   API / origin:    %s
+  Dashboard:       %s/    (sign in with the admin key)
   Admin API key:   %s
   Live stream:     %q (id %s)
   OBS server:      %s
   OBS stream key:  %s
+  Watch page:      %s/watch/%s
   Watch (HLS):     %s/hls/%s/master.m3u8    e.g. ffplay or any HLS player
   Metrics:         %s/metrics
 
@@ -113,8 +115,8 @@ Shoal %s is running (shoal dev: every role in one process)
   API description (OpenAPI 3.1): %s/v1/openapi.yaml
 
 Press Ctrl-C to stop.
-`, Version, c.PublicURL, c.AdminKey, ls.Name, ls.ID, c.RTMPPublicURL, ls.StreamKey,
-		c.PublicURL, ls.ID, c.PublicURL, c.AdminKey, c.PublicURL, c.RTMPPublicURL, ls.StreamKey,
+`, Version, c.PublicURL, c.PublicURL, c.AdminKey, ls.Name, ls.ID, c.RTMPPublicURL, ls.StreamKey,
+		c.PublicURL, ls.ID, c.PublicURL, ls.ID, c.PublicURL, c.AdminKey, c.PublicURL, c.RTMPPublicURL, ls.StreamKey,
 		c.AdminKey, c.PublicURL, c.AdminKey, c.PublicURL, c.PublicURL)
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 
 	"github.com/shoal-video/shoal/packager/origin"
 	playerapi "github.com/shoal-video/shoal/player-api"
+	"github.com/shoal-video/shoal/web"
 )
 
 type httpConfig struct {
@@ -35,6 +36,7 @@ type pinger interface {
 type httpDeps struct {
 	Log      *slog.Logger
 	API      *playerapi.API // nil serves no API
+	Web      *web.Web       // nil serves no pages
 	Ready    pinger
 	Registry *prometheus.Registry
 }
@@ -95,6 +97,9 @@ func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
 	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{})))
 	if deps.API != nil {
 		deps.API.Register(r)
+	}
+	if deps.Web != nil {
+		deps.Web.Register(r)
 	}
 	r.NoRoute(func(c *gin.Context) {
 		playerapi.WriteError(c, http.StatusNotFound, "not_found", "no such endpoint: "+c.Request.Method+" "+c.Request.URL.Path)

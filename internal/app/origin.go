@@ -24,6 +24,7 @@ import (
 	playerapi "github.com/shoal-video/shoal/player-api"
 	"github.com/shoal-video/shoal/transcode"
 	"github.com/shoal-video/shoal/transcode/vod"
+	"github.com/shoal-video/shoal/web"
 )
 
 // originReady is called once every listener of the origin role is open.
@@ -86,6 +87,11 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return err
 	}
+	pages, err := web.New(web.Config{PublicURL: cfg.PublicURL},
+		web.Deps{Store: store, IsLive: hub.IsLive, Log: log.With("component", "web")})
+	if err != nil {
+		return err
+	}
 	signed := newPolicyCache(store)
 	announcer := newLiveAnnouncer(hub, store, log.With("component", "events"), func(ls routing.LiveStream) {
 		signed.remember(ls.ID, ls.PlaybackPolicy == routing.PlaybackSigned)
@@ -112,7 +118,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLSDir: filepath.Join(cfg.DataDir, "hls"),
 		HLSOptions: []origin.Option{origin.WithSignedPlayback(signed.signed, playbackKey.Public().(ed25519.PublicKey))},
 		WrapHLS:    nodes.countEdgeFetches},
-		httpDeps{Log: log.With("component", "http"), API: api, Ready: store, Registry: reg})
+		httpDeps{Log: log.With("component", "http"), API: api, Web: pages, Ready: store, Registry: reg})
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,209 @@
+// Live streams: create, list with status, ingest settings (RTMP URL and
+// stream key with copy buttons, OBS instructions), reset key, delete.
+
+import { h, icon, copyButton, toast, replaceChildren } from '../common/dom.js';
+import { confirmDialog, statusBadge, signedBadge, formatDate } from './ui.js';
+import { watchLinkButton } from './links.js';
+
+export class LiveSection {
+  constructor(root, api) {
+    this.root = root;
+    this.api = api;
+    this.cards = new Map();
+    this.render();
+  }
+
+  render() {
+    const name = h('input', { id: 'stream-name', name: 'name', type: 'text', required: true, maxlength: 200, placeholder: 'e.g. Friday night show', autocomplete: 'off' });
+    const signed = h('input', { id: 'stream-signed', type: 'checkbox' });
+    const submit = h('button', { type: 'submit', class: 'btn btn-primary' }, icon('plus'), 'Create live stream');
+    const form = h('form', { class: 'card create-form', id: 'new-stream-form', 'aria-labelledby': 'new-stream-title' },
+      h('h3', { id: 'new-stream-title', text: 'New live stream' }),
+      h('div', { class: 'form-row' },
+        h('div', { class: 'field grow' }, h('label', { for: 'stream-name', text: 'Name' }), name),
+        h('label', { class: 'check', for: 'stream-signed' }, signed, h('span', { text: 'Signed playback links only' })),
+        submit));
+    form.addEventListener('submit', async (e) => {
+      e.preventDefault();
+      const n = name.value.trim();
+      if (!n) {
+        name.focus();
+        return;
+      }
+      submit.disabled = true;
+      try {
+        const body = { name: n };
+        if (signed.checked) body.playback_policy = 'signed';
+        const ls = await this.api.post('/v1/live-streams', body);
+        name.value = '';
+        signed.checked = false;
+        toast(`Live stream “${ls.name}” created`);
+        await this.refresh();
+        const card = this.cards.get(ls.id);
+        if (card) {
+          card.el.querySelector('details').open = true;
+          card.el.querySelector('h3').focus();
+        }
+      } catch (err) {
+        toast(err.message, 'error');
+      } finally {
+        submit.disabled = false;
+      }
+    });
+    this.list = h('div', { class: 'stream-list', id: 'stream-list', 'aria-live': 'polite', 'aria-busy': 'true' });
+    this.empty = h('div', { class: 'empty', hidden: true },
+      h('p', { text: 'No live streams yet. Create one above, then point OBS at it.' }));
+    replaceChildren(this.root,
+      h('div', { class: 'panel-head' },
+        h('h2', { id: 'live-title', text: 'Live streams' }),
+        h('p', { class: 'muted', text: 'Go live from OBS or ffmpeg over RTMP. Each stream has its own key; viewers watch at its watch page.' })),
+      form, this.empty, this.list);
+  }
+
+  async refresh() {
+    const data = await this.api.get('/v1/live-streams');
+    const seen = new Set();
+    let prev = null;
+    for (const ls of data.data) {
+      seen.add(ls.id);
+      let card = this.cards.get(ls.id);
+      if (!card) {
+        card = new StreamCard(ls, this);
+        this.cards.set(ls.id, card);
+      } else {
+        card.update(ls);
+      }
+      // Keep the API's order (newest first) without moving focused nodes needlessly.
+      const want = prev ? prev.nextSibling : this.list.firstChild;
+      if (want !== card.el) this.list.insertBefore(card.el, want);
+      prev = card.el;
+    }
+    for (const [id, card] of this.cards) {
+      if (!seen.has(id)) {
+        card.el.remove();
+        this.cards.delete(id);
+      }
+    }
+    this.empty.hidden = data.data.length > 0;
+    this.list.setAttribute('aria-busy', 'false');
+  }
+}
+
+class StreamCard {
+  constructor(ls, section) {
+    this.section = section;
+    this.api = section.api;
+    this.ls = ls;
+    this.showKey = false;
+    this.build();
+    this.update(ls);
+  }
+
+  build() {
+    const id = this.ls.id;
+    this.title = h('h3', { tabindex: '-1' });
+    this.badges = h('div', { class: 'badges' });
+    this.keyCode = h('code', { class: 'secret', id: `key-${id}` });
+    this.keyToggle = h('button', { type: 'button', class: 'btn btn-sm', 'aria-controls': `key-${id}`, 'aria-pressed': 'false' }, icon('eye'), h('span', { text: 'Show' }));
+    this.keyToggle.addEventListener('click', () => {
+      this.showKey = !this.showKey;
+      this.renderKey();
+    });
+    this.rtmp = h('code', {});
+    this.watchURL = `${location.origin}/watch/${id}`;
+    this.hls = h('code', {});
+    this.created = h('span', { class: 'muted' });
+    const reset = h('button', { type: 'button', class: 'btn btn-sm' }, icon('refresh'), 'Reset key');
+    reset.addEventListener('click', () => this.resetKey());
+    const del = h('button', { type: 'button', class: 'btn btn-sm btn-danger' }, icon('trash'), 'Delete');
+    del.addEventListener('click', () => this.remove());
+    this.watchSlot = h('span', { class: 'watch-slot' });
+
+    this.el = h('article', { class: 'card stream', dataset: { id }, 'aria-labelledby': `stream-${id}-title` },
+      h('header', { class: 'card-head' }, this.title, this.badges),
+      h('dl', { class: 'kv' },
+        h('dt', { text: 'RTMP server' }),
+        h('dd', {}, this.rtmp, copyButton('Copy', () => this.ls.ingest.rtmp_url, { ariaLabel: `Copy the RTMP server URL of ${this.ls.name}`, done: 'RTMP URL copied' })),
+        h('dt', { text: 'Stream key' }),
+        h('dd', {}, this.keyCode, this.keyToggle, copyButton('Copy', () => this.ls.stream_key, { ariaLabel: `Copy the stream key of ${this.ls.name}`, done: 'Stream key copied' })),
+        h('dt', { text: 'Watch page' }),
+        h('dd', {}, h('a', { href: `/watch/${id}`, target: '_blank', rel: 'noopener', text: this.watchURL }), copyButton('Copy', this.watchURL, { ariaLabel: 'Copy the watch page link', done: 'Link copied' })),
+        h('dt', { text: 'HLS' }),
+        h('dd', {}, this.hls, copyButton('Copy', () => this.ls.playback.hls_url, { ariaLabel: 'Copy the HLS URL', done: 'HLS URL copied' }))),
+      h('details', { class: 'obs' },
+        h('summary', { text: 'Set up OBS Studio' }),
+        h('ol', {},
+          h('li', {}, 'Open ', h('strong', { text: 'Settings → Stream' }), ', choose Service ', h('strong', { text: 'Custom…' }), '.'),
+          h('li', {}, 'Server: paste the ', h('em', { text: 'RTMP server' }), ' above; Stream Key: paste the ', h('em', { text: 'stream key' }), '.'),
+          h('li', {}, 'In ', h('strong', { text: 'Settings → Output' }), ' (Advanced): x264 or a hardware H.264 encoder, rate control CBR, ', h('strong', { text: 'keyframe interval 2 s' }), ', audio AAC.'),
+          h('li', {}, 'Click ', h('strong', { text: 'Start Streaming' }), '. The status above turns ', h('em', { text: 'Live' }), ' within a few seconds and viewers see it on the watch page.')),
+        h('p', { class: 'muted' }, 'With ffmpeg: ', h('code', { class: 'cmd', text: '' }))),
+      h('footer', { class: 'card-actions' },
+        this.watchSlot,
+        h('span', { class: 'spacer' }),
+        this.created, reset, del));
+    this.title.id = `stream-${id}-title`;
+  }
+
+  update(ls) {
+    this.ls = ls;
+    this.title.textContent = ls.name;
+    replaceChildren(this.badges, statusBadge(ls.status), ls.playback_policy === 'signed' ? signedBadge() : null,
+      ls.error ? h('span', { class: 'badge badge-warn', title: ls.error, text: 'Not transcoded' }) : null);
+    this.rtmp.textContent = ls.ingest.rtmp_url;
+    this.hls.textContent = ls.playback.hls_url;
+    this.created.textContent = `Created ${formatDate(ls.created_at)}`;
+    this.el.querySelector('code.cmd').textContent =
+      `ffmpeg -re -i input.mp4 -c:v libx264 -preset veryfast -g 60 -c:a aac -f flv ${ls.ingest.rtmp_url}/${ls.stream_key}`;
+    this.el.dataset.status = ls.status;
+    if (!this.watchSlot.firstChild || this.policy !== ls.playback_policy) {
+      this.policy = ls.playback_policy;
+      replaceChildren(this.watchSlot, watchLinkButton(this.api, ls.id, ls.playback_policy === 'signed'));
+    }
+    this.renderKey();
+  }
+
+  renderKey() {
+    const k = this.ls.stream_key;
+    this.keyCode.textContent = this.showKey ? k : '•'.repeat(12) + k.slice(-4);
+    this.keyCode.dataset.key = this.showKey ? 'shown' : 'hidden';
+    this.keyToggle.setAttribute('aria-pressed', String(this.showKey));
+    this.keyToggle.setAttribute('aria-label', `${this.showKey ? 'Hide' : 'Show'} the stream key of ${this.ls.name}`);
+    this.keyToggle.querySelector('span').textContent = this.showKey ? 'Hide' : 'Show';
+  }
+
+  async resetKey() {
+    const ok = await confirmDialog({
+      title: 'Reset the stream key?',
+      text: `“${this.ls.name}” gets a new stream key. The old key stops working: update OBS before your next broadcast.`,
+      confirm: 'Reset key',
+      danger: true,
+    });
+    if (!ok) return;
+    try {
+      const ls = await this.api.post(`/v1/live-streams/${this.ls.id}/reset-stream-key`);
+      this.showKey = true;
+      this.update(ls);
+      toast('New stream key made');
+    } catch (err) {
+      toast(err.message, 'error');
+    }
+  }
+
+  async remove() {
+    const ok = await confirmDialog({
+      title: 'Delete this live stream?',
+      text: `“${this.ls.name}” will be deleted: its key stops working, a broadcast in progress is cut off, and its recording is deleted.`,
+      confirm: 'Delete',
+      danger: true,
+    });
+    if (!ok) return;
+    try {
+      await this.api.del(`/v1/live-streams/${this.ls.id}`);
+      toast('Live stream deleted');
+      await this.section.refresh();
+    } catch (err) {
+      toast(err.message, 'error');
+    }
+  }
+}

@@ -1,0 +1,270 @@
+// Entry point of the watch and embed pages: reads the state the server
+// rendered, builds the player and follows the live stream or video through
+// its states (offline -> live -> ended, processing -> ready).
+
+import '../common/base.css';
+import './player.css';
+import { h, icon, readState, copyButton, replaceChildren } from '../common/dom.js';
+import { Player } from './player.js';
+
+const params = new URLSearchParams(location.search);
+const token = params.get('token') || '';
+const OFFLINE_POLL_MS = 4000;
+const PROCESSING_POLL_MS = 3000;
+
+let state = readState();
+const root = document.getElementById('player');
+let waiting = 0; // generation of the current waitForLive loop
+
+function start() {
+  const embed = state.page === 'embed';
+  const player = new Player(root, {
+    controls: state.controls !== false,
+    autoplay: embed ? !!state.autoplay : true,
+    muted: !!state.muted,
+    token,
+    force: params.get('player') || '',
+    onLatency: showLatency,
+  });
+  window.shoalPlayer = player; // for support and tests
+  root.addEventListener('shoal:error', (e) => onError(player, e.detail));
+  root.addEventListener('shoal:ended', () => onEnded(player));
+  // Shortcuts (k, space, m, f, arrows) also work with nothing focused.
+  document.addEventListener('keydown', (e) => {
+    if (e.target === document.body || e.target === document.documentElement) player.onKey(e);
+  });
+  if (!embed) setupShare();
+  route(player);
+}
+
+// route starts what the current state calls for.
+function route(player) {
+  setStatus(state.status);
+  if (state.needs_token) {
+    player.showMessage(needsToken());
+    return;
+  }
+  if (state.kind === 'live') {
+    if (state.status === 'live') playLive(player);
+    else waitForLive(player, false);
+    return;
+  }
+  switch (state.status) {
+    case 'ready':
+      player.load(state.hls_url, { poster: state.poster_url, storyboard: state.storyboard_url });
+      break;
+    case 'failed':
+      player.showMessage({
+        kind: 'failed', icon: 'film', title: 'This video could not be processed',
+        text: state.error || 'Processing failed.',
+      });
+      break;
+    default:
+      showProcessing(player);
+      pollState(player);
+  }
+}
+
+function needsToken() {
+  return {
+    kind: 'needs-token', icon: 'lock', title: 'This video needs a playback link with a token',
+    text: 'Its owner shares it with signed links only. Ask them for a link that ends with ?token=…',
+  };
+}
+
+function showProcessing(player) {
+  const waiting = state.status === 'waiting';
+  player.showMessage({
+    kind: 'processing', icon: 'film',
+    title: waiting ? 'Waiting for the upload' : 'This video is being processed',
+    text: waiting ? 'The video will be processed as soon as its file has arrived.' : 'It will play here as soon as it is ready; this page updates by itself.',
+    progress: waiting ? null : (state.progress || 0),
+  });
+}
+
+// pollState re-reads the page's state until the video is ready or failed.
+async function pollState(player) {
+  for (;;) {
+    await sleep(PROCESSING_POLL_MS);
+    const next = await fetchState();
+    if (!next) continue;
+    const changed = next.status !== state.status;
+    state = next;
+    if (!changed && (state.status === 'processing' || state.status === 'waiting')) {
+      showProcessing(player);
+      continue;
+    }
+    route(player);
+    return;
+  }
+}
+
+// fetchState loads this page again and reads its state.
+async function fetchState() {
+  try {
+    const res = await fetch(location.href, { cache: 'no-store', credentials: 'omit', headers: { Accept: 'text/html' } });
+    if (!res.ok) return null;
+    const doc = new DOMParser().parseFromString(await res.text(), 'text/html');
+    return readState(doc);
+  } catch {
+    return null;
+  }
+}
+
+// ---- live -------------------------------------------------------------
+
+function playLive(player) {
+  setStatus('live');
+  player.load(state.hls_url, { live: true });
+}
+
+// probeLive looks at the master playlist: "live" when its first variant is
+// still being written (no ENDLIST), "recording" when it ended, null when
+// there is nothing (or it cannot be read).
+async function probeLive() {
+  const master = new URL(state.hls_url, location.href);
+  if (token) master.searchParams.set('token', token);
+  try {
+    const res = await fetch(master.href, { cache: 'no-store', credentials: 'omit' });
+    if (res.status === 403) return 'forbidden';
+    if (!res.ok) return null;
+    const text = await res.text();
+    const first = text.split('\n').map((l) => l.trim()).find((l) => l && !l.startsWith('#'));
+    if (!first) return null;
+    const media = new URL(first, res.url || master.href);
+    if (token && !media.searchParams.has('token')) media.searchParams.set('token', token);
+    const mres = await fetch(media.href, { cache: 'no-store', credentials: 'omit' });
+    if (!mres.ok) return null;
+    const mtext = await mres.text();
+    if (!/#EXTINF/.test(mtext)) return null;
+    return /#EXT-X-ENDLIST/.test(mtext) ? 'recording' : 'live';
+  } catch {
+    return null;
+  }
+}
+
+// waitForLive shows the offline message and polls the playlists until the
+// stream goes live, then starts playing by itself.
+async function waitForLive(player, ended) {
+  const gen = ++waiting;
+  setStatus('idle');
+  let recording = false;
+  const show = () => player.showMessage({
+    kind: 'offline', icon: 'signal',
+    title: ended ? 'The broadcast has ended' : 'This stream is offline',
+    text: 'It will start here by itself when the creator goes live.',
+    actions: recording ? [{
+      label: ended ? 'Watch from the beginning' : 'Watch the last broadcast', icon: 'play', primary: true,
+      onClick: () => { waiting++; player.load(state.hls_url, { live: false }); setStatus('recording'); },
+    }] : [],
+  });
+  show();
+  for (;;) {
+    const r = await probeLive();
+    if (gen !== waiting) return;
+    if (r === 'live') {
+      playLive(player);
+      return;
+    }
+    if (r === 'forbidden') {
+      player.showMessage(expiredToken());
+      return;
+    }
+    if ((r === 'recording') !== recording) {
+      recording = r === 'recording';
+      show();
+    }
+    await sleep(OFFLINE_POLL_MS);
+    if (gen !== waiting) return;
+  }
+}
+
+function onEnded(player) {
+  if (state.kind === 'live' && player.live) {
+    player.unload();
+    waitForLive(player, true);
+  }
+}
+
+function expiredToken() {
+  return {
+    kind: 'forbidden', icon: 'lock',
+    title: token ? 'This playback link has expired or is not valid' : 'This video needs a playback link with a token',
+    text: token ? 'Ask the owner for a new link.' : 'Ask its owner for a link that ends with ?token=…',
+  };
+}
+
+function onError(player, err) {
+  if (err.code === 403) {
+    player.showMessage(expiredToken());
+    return;
+  }
+  if (state.kind === 'live') {
+    // The stream ended or is between broadcasts: wait for it again.
+    waitForLive(player, player.started);
+    return;
+  }
+  player.showMessage({
+    kind: 'error', icon: 'film', title: 'The video could not be played',
+    text: `Playback error (${err.detail}${err.code ? ', HTTP ' + err.code : ''}).`,
+    actions: [{ label: 'Try again', icon: 'refresh', primary: true, onClick: () => route(player) }],
+  });
+}
+
+// ---- page chrome --------------------------------------------------------
+
+function setStatus(status) {
+  document.body.dataset.status = status;
+  const badge = document.getElementById('status-badge');
+  if (!badge || state.kind !== 'live') return;
+  const live = status === 'live';
+  badge.className = 'badge ' + (live ? 'badge-live' : 'badge-muted');
+  badge.textContent = live ? 'Live' : status === 'recording' ? 'Recording' : 'Offline';
+}
+
+function showLatency(sec) {
+  const el = document.getElementById('latency');
+  if (!el) return;
+  el.hidden = sec == null;
+  if (sec != null) el.textContent = `${sec.toFixed(1)} s behind live`;
+}
+
+function setupShare() {
+  const box = document.getElementById('share');
+  if (!box) return;
+  const watchURL = state.watch_url;
+  const embedURL = token ? withPageToken(state.embed_url) : state.embed_url;
+  const embedCode = `<iframe src="${escapeAttr(embedURL)}" width="640" height="360" frameborder="0" allow="autoplay; fullscreen; picture-in-picture" allowfullscreen title="${escapeAttr(state.title)}"></iframe>`;
+  const embedBox = h('div', { class: 'embed-code', id: 'embed-code', hidden: true },
+    h('label', { for: 'embed-code-text', text: 'Embed code' }),
+    h('textarea', { id: 'embed-code-text', readonly: true, rows: 3, spellcheck: 'false' }),
+    copyButton('Copy embed code', embedCode, { done: 'Embed code copied' }));
+  embedBox.querySelector('textarea').value = embedCode;
+  const embedBtn = h('button', { type: 'button', class: 'btn', 'aria-expanded': 'false', 'aria-controls': 'embed-code' }, icon('code'), 'Embed');
+  embedBtn.addEventListener('click', () => {
+    embedBox.hidden = !embedBox.hidden;
+    embedBtn.setAttribute('aria-expanded', String(!embedBox.hidden));
+    if (!embedBox.hidden) embedBox.querySelector('textarea').select();
+  });
+  replaceChildren(box,
+    h('div', { class: 'share-buttons' },
+      copyButton('Copy link', token ? withPageToken(watchURL) : watchURL, { done: 'Link copied', class: 'btn-share' }),
+      state.needs_token ? null : embedBtn),
+    embedBox);
+}
+
+function withPageToken(u) {
+  const x = new URL(u);
+  x.searchParams.set('token', token);
+  return x.href;
+}
+
+function escapeAttr(s) {
+  return String(s || '').replace(/&/g, '&amp;').replace(/"/g, '&quot;').replace(/</g, '&lt;');
+}
+
+function sleep(ms) {
+  return new Promise((r) => setTimeout(r, ms));
+}
+
+if (state && root) start();
