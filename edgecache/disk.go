@@ -21,7 +21,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/shoal-video/shoal/packager/origin"
+	"github.com/shoal-video/shoal/internal/hlspath"
 )
 
 // On disk, CacheDir holds:
@@ -336,7 +336,7 @@ func readHeader(file string) (scanned, error) {
 		return scanned{}, errors.New("size mismatch")
 	}
 	h := keyHash(m.Key)
-	if _, ok := origin.ParsePath(m.Key); !ok || filepath.Base(filepath.Dir(file)) != h[:2] || !strings.HasPrefix(filepath.Base(file), h+"-") {
+	if _, ok := hlspath.Parse(m.Key); !ok || filepath.Base(filepath.Dir(file)) != h[:2] || !strings.HasPrefix(filepath.Base(file), h+"-") {
 		return scanned{}, errors.New("key mismatch")
 	}
 	return scanned{m: m, file: file, off: off, size: st.Size()}, nil

@@ -54,8 +54,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/logx"
-	"github.com/shoal-video/shoal/packager/origin"
 )
 
 // Defaults for Config fields left zero.
@@ -76,11 +76,11 @@ const (
 	HeaderSibling = "Shoal-Sibling"
 	// HeaderEdge marks a request from an edge to the origin (the origin then
 	// does not rewrite playlists for the viewer's token).
-	HeaderEdge = origin.EdgeHeader
+	HeaderEdge = hlspath.EdgeHeader
 	// HeaderDigest is the origin's hex SHA-256 of an object's bytes.
-	HeaderDigest = origin.ContentSHA256Header
+	HeaderDigest = hlspath.ContentSHA256Header
 	// HeaderPolicy is the origin's playback policy of the stream ("signed").
-	HeaderPolicy = origin.PolicyHeader
+	HeaderPolicy = hlspath.PolicyHeader
 	// HeaderCacheStatus is the RFC 9211 header every answer carries.
 	HeaderCacheStatus = "Cache-Status"
 )

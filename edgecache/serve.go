@@ -10,7 +10,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/shoal-video/shoal/packager/origin"
+	"github.com/shoal-video/shoal/internal/hlspath"
 )
 
 // Header values shared by every answer (net/http never modifies them).
@@ -20,16 +20,15 @@ var (
 	hvNoStore      = []string{"no-store"}
 )
 
-// cors holds the origin's CORS headers, read once from the origin handler
-// itself so that edge and origin answer alike.
+// cors holds the contract's CORS headers (hlspath.SetCORS, as the origin
+// sends them), computed once.
 var cors = func() (kv []struct {
 	k string
 	v []string
 }) {
-	rw := &headerRecorder{h: http.Header{}}
-	req, _ := http.NewRequest(http.MethodOptions, origin.Prefix, nil)
-	origin.NewHandler("").ServeHTTP(rw, req)
-	for k, v := range rw.h {
+	h := http.Header{}
+	hlspath.SetCORS(h)
+	for k, v := range h {
 		if strings.HasPrefix(k, "Access-Control-") {
 			kv = append(kv, struct {
 				k string
@@ -103,7 +102,7 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		c.serveHit(w, r, o, &a)
 		return
 	}
-	rel, ok := origin.ParsePath(p)
+	rel, ok := hlspath.Parse(p)
 	if !ok {
 		h[HeaderCacheStatus] = c.csLocal
 		http.Error(w, "not found", http.StatusNotFound)

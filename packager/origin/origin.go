@@ -44,7 +44,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -53,17 +52,12 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
-	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/playback"
 )
 
 // Prefix is the URL path prefix of HLS.
-const Prefix = "/hls/"
-
-var fileRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}\.(m3u8|m4s|mp4|ts)$`)
-
-// stillRe matches the files next to master.m3u8 that a VOD job writes.
-var stillRe = regexp.MustCompile(`^(poster\.jpg|storyboard\.vtt|storyboard-[0-9]{1,6}\.jpg)$`)
+const Prefix = hlspath.Prefix
 
 var contentTypes = map[string]string{
 	".jpg":  "image/jpeg",
@@ -83,16 +77,11 @@ const (
 	CacheStill         = "public, max-age=3600"
 )
 
-// Headers of the origin contract besides the standard ones.
+// Headers of the origin contract besides the standard ones (see hlspath).
 const (
-	// PolicyHeader is "signed" on every answer for a signed id.
-	PolicyHeader = "Shoal-Playback-Policy"
-	// EdgeHeader, "1" on a request, asks for playlists as stored, without
-	// the request's token written into them.
-	EdgeHeader = "Shoal-Edge"
-	// ContentSHA256Header is the hex SHA-256 of an immutable object's
-	// whole file (not of a range).
-	ContentSHA256Header = "Shoal-Content-SHA256"
+	PolicyHeader        = hlspath.PolicyHeader
+	EdgeHeader          = hlspath.EdgeHeader
+	ContentSHA256Header = hlspath.ContentSHA256Header
 )
 
 // DefaultHashCacheEntries is how many content hashes a handler keeps when
@@ -154,38 +143,10 @@ func NewHandler(dir string, opts ...Option) *Handler {
 	return h
 }
 
-// ParsePath validates a request path below Prefix and returns the file's
-// path relative to the HLS directory. It accepts only /hls/<id>/master.m3u8,
-// a video's poster and storyboard files next to it, and
-// /hls/<id>/<rendition>/<file>.
-func ParsePath(p string) (string, bool) {
-	rest, ok := strings.CutPrefix(p, Prefix)
-	if !ok {
-		return "", false
-	}
-	parts := strings.Split(rest, "/")
-	switch len(parts) {
-	case 2:
-		if ids.Valid(parts[0]) && (parts[1] == "master.m3u8" || stillRe.MatchString(parts[1])) {
-			return parts[0] + "/" + parts[1], true
-		}
-	case 3:
-		if ids.Valid(parts[0]) && ids.Valid(parts[1]) && fileRe.MatchString(parts[2]) {
-			return strings.Join(parts, "/"), true
-		}
-	}
-	return "", false
-}
+// ParsePath validates a request path below Prefix (see hlspath.Parse).
+func ParsePath(p string) (string, bool) { return hlspath.Parse(p) }
 
-func setCORS(h http.Header) {
-	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
-	h.Set("Access-Control-Allow-Headers", "Range, If-None-Match, If-Modified-Since")
-	// Players may read the content sum (to check bytes from peers) and the
-	// policy.
-	h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range, ETag, Cache-Status, "+ContentSHA256Header+", "+PolicyHeader)
-	h.Set("Access-Control-Max-Age", "86400")
-}
+func setCORS(h http.Header) { hlspath.SetCORS(h) }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	setCORS(w.Header())

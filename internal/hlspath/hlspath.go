@@ -1,0 +1,67 @@
+// Package hlspath is the origin contract that the origin and the edges
+// share without sharing code paths: which /hls/ paths exist, the Shoal
+// headers on top of HTTP and the CORS answer. It is a leaf: the packager and
+// the edge meet only over HTTP and through this description of it.
+package hlspath
+
+import (
+	"net/http"
+	"regexp"
+	"strings"
+
+	"github.com/shoal-video/shoal/internal/ids"
+)
+
+// Prefix is the URL path prefix of HLS.
+const Prefix = "/hls/"
+
+// Headers of the origin contract besides the standard ones.
+const (
+	// PolicyHeader is "signed" on every answer for a signed id.
+	PolicyHeader = "Shoal-Playback-Policy"
+	// EdgeHeader, "1" on a request, asks for playlists as stored, without
+	// the request's token written into them.
+	EdgeHeader = "Shoal-Edge"
+	// ContentSHA256Header is the hex SHA-256 of an immutable object's
+	// whole file (not of a range).
+	ContentSHA256Header = "Shoal-Content-SHA256"
+)
+
+var fileRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}\.(m3u8|m4s|mp4|ts)$`)
+
+// stillRe matches the files next to master.m3u8 that a VOD job writes.
+var stillRe = regexp.MustCompile(`^(poster\.jpg|storyboard\.vtt|storyboard-[0-9]{1,6}\.jpg)$`)
+
+// Parse validates a request path below Prefix and returns the file's path
+// relative to the HLS directory. It accepts only /hls/<id>/master.m3u8, a
+// video's poster and storyboard files next to it, and
+// /hls/<id>/<rendition>/<file>.
+func Parse(p string) (string, bool) {
+	rest, ok := strings.CutPrefix(p, Prefix)
+	if !ok {
+		return "", false
+	}
+	parts := strings.Split(rest, "/")
+	switch len(parts) {
+	case 2:
+		if ids.Valid(parts[0]) && (parts[1] == "master.m3u8" || stillRe.MatchString(parts[1])) {
+			return parts[0] + "/" + parts[1], true
+		}
+	case 3:
+		if ids.Valid(parts[0]) && ids.Valid(parts[1]) && fileRe.MatchString(parts[2]) {
+			return strings.Join(parts, "/"), true
+		}
+	}
+	return "", false
+}
+
+// SetCORS sets the CORS headers every /hls/ answer carries.
+func SetCORS(h http.Header) {
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Range, If-None-Match, If-Modified-Since")
+	// Players may read the content sum (to check bytes from peers) and the
+	// policy.
+	h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range, ETag, Cache-Status, "+ContentSHA256Header+", "+PolicyHeader)
+	h.Set("Access-Control-Max-Age", "86400")
+}
