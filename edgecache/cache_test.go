@@ -63,7 +63,10 @@ func TestHitAndRestart(t *testing.T) {
 		if n := o.count("GET", segPath); n != 1 {
 			t.Fatalf("after restart (memory %d) the origin saw %d GETs, want 1", mem, n)
 		}
-		if s := e2.c.Stats(); s.Hits != 2 || s.CacheBytes < int64(len(body)) || s.BytesServed["abc"] != 2*int64(len(body)) {
+		// The client can read the whole body before the handler has
+		// returned and counted it: wait for the request to be done.
+		s := settled(e2.c)
+		if s.Hits != 2 || s.CacheBytes < int64(len(body)) || s.BytesServed["abc"] != 2*int64(len(body)) {
 			t.Fatalf("stats after restart: %+v", s)
 		}
 		e2.stop(t)
@@ -617,7 +620,7 @@ func TestMetricsAndStats(t *testing.T) {
 	if got["shoal_edge_cache_bytes{tier=memory}"] <= 1000 || got["shoal_edge_cache_bytes{tier=disk}"] <= 1000 {
 		t.Errorf("cache bytes gauges: %v", got)
 	}
-	s := e.c.Stats()
+	s := settled(e.c)
 	if s.Hits != 3 || s.Misses != 2 || s.OriginFetches != 2 || s.BytesServed["abc"] != 3000 || s.Connections != 0 {
 		t.Fatalf("stats: %+v", s)
 	}
@@ -822,4 +825,14 @@ func TestDiskFileVanished(t *testing.T) {
 	}
 	e.idle(t)
 	wantStatus(t, get(t, e.url+segPath), "shoal; hit")
+}
+
+// settled returns c's stats once no request is in flight: a client can read
+// a whole body before the handler has returned and counted it.
+func settled(c *Cache) Stats {
+	s := c.Stats()
+	for deadline := time.Now().Add(5 * time.Second); s.Connections > 0 && time.Now().Before(deadline); s = c.Stats() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	return s
 }
