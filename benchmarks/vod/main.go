@@ -28,6 +28,8 @@ import (
 	"time"
 
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/stream"
+	"github.com/shoal-video/shoal/packager"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 	"github.com/shoal-video/shoal/transcode/vod"
 )
@@ -80,6 +82,10 @@ func run(seconds int, keep, showCmd bool) error {
 	oursS, err := timeIt(func() error {
 		_, err := vod.Transcode(context.Background(), vod.Settings{
 			Backend: ffmpeg.BackendSoftware, Preset: "veryfast", SegmentDuration: segment, Log: log,
+			NewPackager: func(dir string, hub *stream.Hub, seg time.Duration, log *slog.Logger) (vod.Packager, error) {
+				return packager.New(packager.Config{Dir: dir, SegmentDuration: seg, LiveWindow: 3, Format: packager.FormatFMP4},
+					packager.Deps{Log: log, Hub: hub})
+			},
 		}, videoID, src, oursRoot, media.DefaultLadder, func(float64) {})
 		return err
 	})

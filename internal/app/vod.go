@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -13,6 +14,8 @@ import (
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/stream"
+	"github.com/shoal-video/shoal/packager"
 	"github.com/shoal-video/shoal/transcode"
 	"github.com/shoal-video/shoal/transcode/vod"
 )
@@ -42,7 +45,14 @@ func newVODWorker(cfg config.Config, store *routing.Store, backend string, log *
 		SourceDir: files.SourceDir, HLSDir: files.HLSDir, Consumer: consumerName(),
 		IdleTimeout: cfg.VOD.IdleTimeout.Std(), MaxAttempts: cfg.VOD.MaxAttempts, Concurrency: max(cfg.VOD.Workers, 1),
 		Ladder: ladder, Backend: backend, Preset: cfg.Transcode.Preset, SegmentDuration: cfg.HLS.SegmentDuration.Std(),
-	}, vod.Deps{Queue: store, Log: log, Registerer: reg})
+	}, vod.Deps{Queue: store, Log: log, Registerer: reg, NewPackager: vodPackager})
+}
+
+// vodPackager is the live packager writing a VOD job's HLS (the live
+// window does not matter: an ended rendition's playlist lists everything).
+func vodPackager(dir string, hub *stream.Hub, segment time.Duration, log *slog.Logger) (vod.Packager, error) {
+	return packager.New(packager.Config{Dir: dir, SegmentDuration: segment, LiveWindow: 3, Format: packager.FormatFMP4},
+		packager.Deps{Log: log, Hub: hub})
 }
 
 // consumerName names this process in the job queue: host, pid and a random

@@ -15,7 +15,6 @@ import (
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/stream"
-	"github.com/shoal-video/shoal/packager"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
 
@@ -25,13 +24,27 @@ type Settings struct {
 	Preset          string
 	SegmentDuration time.Duration
 	Log             *slog.Logger
+	// NewPackager makes the packager that writes the HLS; required.
+	NewPackager NewPackager
 }
+
+// Packager writes HLS for what a hub publishes until the hub closes.
+type Packager interface {
+	Run(ctx context.Context) error
+}
+
+// NewPackager makes a Packager writing the publications of hub as fMP4
+// HLS with segments of the given duration under dir (dir/<id>/...). The
+// app hands in the live packager, so that transcoding and packaging meet
+// only through the stream hub.
+type NewPackager func(dir string, hub *stream.Hub, segment time.Duration, log *slog.Logger) (Packager, error)
 
 // Transcode transcodes the source file src of video id into a complete
 // HLS tree (fMP4, the ladder for the source's size, the audio group),
 // a poster and a storyboard in root/<id>; root must be empty. progress is
 // called with the share of the source done (0 to 1). The HLS is written by
-// the same packager as live streams, fed through a private lossless hub.
+// the packager s.NewPackager makes (the live one), fed through a private
+// lossless hub.
 func Transcode(ctx context.Context, s Settings, id, src, root string, ladder media.Ladder, progress func(float64)) (routing.JobOutcome, error) {
 	info, err := ffmpeg.ProbeFile(src)
 	if err != nil {
@@ -43,13 +56,14 @@ func Transcode(ctx context.Context, s Settings, id, src, root string, ladder med
 		frungs[i] = ffmpeg.Rung{Name: r.Name(), Height: r.Height, Bitrate: r.Bitrate}
 	}
 
+	if s.NewPackager == nil {
+		return routing.JobOutcome{}, errors.New("vod: Settings.NewPackager is required")
+	}
 	hub, err := stream.New(stream.Config{QueueSize: 256, Lossless: true}, stream.Deps{Log: s.Log})
 	if err != nil {
 		return routing.JobOutcome{}, err
 	}
-	pkg, err := packager.New(packager.Config{
-		Dir: root, SegmentDuration: s.SegmentDuration, LiveWindow: 3, Format: "fmp4",
-	}, packager.Deps{Log: s.Log, Hub: hub})
+	pkg, err := s.NewPackager(root, hub, s.SegmentDuration, s.Log)
 	if err != nil {
 		return routing.JobOutcome{}, err
 	}

@@ -86,14 +86,17 @@ type Deps struct {
 	Queue      Queue
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
+	// NewPackager makes the packager each job writes its HLS with.
+	NewPackager NewPackager
 }
 
 // Worker processes VOD jobs.
 type Worker struct {
-	cfg   Config
-	queue Queue
-	log   *slog.Logger
-	warn  *logx.Limiter
+	cfg         Config
+	queue       Queue
+	newPackager NewPackager
+	log         *slog.Logger
+	warn        *logx.Limiter
 
 	jobs     *prometheus.CounterVec
 	duration prometheus.Histogram
@@ -106,6 +109,9 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	var errs []error
 	if deps.Queue == nil {
 		errs = append(errs, errors.New("vod: a Queue is required"))
+	}
+	if deps.NewPackager == nil {
+		errs = append(errs, errors.New("vod: NewPackager is required"))
 	}
 	if cfg.SourceDir == "" || cfg.HLSDir == "" {
 		errs = append(errs, errors.New("vod: SourceDir and HLSDir are required"))
@@ -135,7 +141,7 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 		deps.Log = slog.Default()
 	}
 	w := &Worker{
-		cfg: cfg, queue: deps.Queue, log: deps.Log.With("worker", cfg.Consumer), warn: logx.NewLimiter(10 * time.Second),
+		cfg: cfg, queue: deps.Queue, newPackager: deps.NewPackager, log: deps.Log.With("worker", cfg.Consumer), warn: logx.NewLimiter(10 * time.Second),
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_vod_jobs_total",
 			Help: "VOD job attempts by outcome: ready, retry, failed (for good), lost (taken over or deleted meanwhile), skipped.",
@@ -367,7 +373,7 @@ func (w *Worker) process(ctx context.Context, id string, st routing.JobStart, pr
 		}
 		ladder = l
 	}
-	s := Settings{Backend: w.cfg.Backend, Preset: w.cfg.Preset, SegmentDuration: w.cfg.SegmentDuration,
+	s := Settings{Backend: w.cfg.Backend, Preset: w.cfg.Preset, SegmentDuration: w.cfg.SegmentDuration, NewPackager: w.newPackager,
 		Log: w.log.With("video", id)}
 	out, err := Transcode(ctx, s, id, src, staging, ladder, progress)
 	if err != nil && s.Backend != ffmpeg.BackendSoftware && ctx.Err() == nil && !errors.Is(err, ffmpeg.ErrNotVideo) {
