@@ -117,29 +117,9 @@ func (s *Store) ListLiveStreams(ctx context.Context) ([]LiveStream, error) {
 	if err != nil {
 		return nil, wrapErr("list live streams", err)
 	}
-	if len(idList) == 0 {
-		return []LiveStream{}, nil
-	}
-	cmds := make([]*redis.MapStringStringCmd, len(idList))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range idList {
-			cmds[i] = p.HGetAll(ctx, liveStreamKey(id))
-		}
-		return nil
-	})
+	out, _, err := records(ctx, s, "list live streams", liveStreamPrefix, idList, decodeLiveStream)
 	if err != nil {
-		return nil, wrapErr("list live streams", err)
-	}
-	out := make([]LiveStream, 0, len(idList))
-	for i, id := range idList {
-		ls, err := decodeLiveStream(id, cmds[i].Val())
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted between the two reads
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, ls)
+		return nil, err
 	}
 	// The zset score has millisecond precision; order exactly.
 	slices.SortStableFunc(out, func(a, b LiveStream) int {

@@ -195,33 +195,16 @@ func (s *Store) ListNodes(ctx context.Context) ([]Node, error) {
 	if err != nil {
 		return nil, wrapErr("list nodes", err)
 	}
-	if len(idList) == 0 {
-		return nil, nil
-	}
-	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, id := range idList {
-			p.HGetAll(ctx, nodePrefix+id)
-		}
-		return nil
-	})
+	out, gone, err := records(ctx, s, "list nodes", nodePrefix, idList, decodeNode)
 	if err != nil {
-		return nil, wrapErr("list nodes", err)
-	}
-	var out []Node
-	var gone []any
-	for i, c := range cmds {
-		n, err := decodeNode(idList[i], c.(*redis.MapStringStringCmd).Val())
-		if errors.Is(err, ErrNotFound) {
-			gone = append(gone, idList[i])
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, n)
+		return nil, err
 	}
 	if len(gone) > 0 {
-		_ = s.rdb.ZRem(ctx, nodesIndex, gone...).Err()
+		members := make([]any, len(gone))
+		for i, id := range gone {
+			members[i] = id
+		}
+		_ = s.rdb.ZRem(ctx, nodesIndex, members...).Err()
 	}
 	return out, nil
 }

@@ -189,3 +189,36 @@ func (s *Store) watchTx(ctx context.Context, op string, fn func(*redis.Tx) error
 	}
 	return fmt.Errorf("routing: %s: gave up after %d attempts: %w", op, maxTxAttempts, errTxConflict)
 }
+
+// records reads the hashes prefix+id of idList in one pipeline and decodes
+// them in order. Records that went away between the index read and this one
+// (decode answers ErrNotFound) are skipped and their ids returned in gone.
+func records[T any](ctx context.Context, s *Store, op, prefix string, idList []string,
+	decode func(id string, f map[string]string) (T, error)) (out []T, gone []string, err error) {
+	out = make([]T, 0, len(idList))
+	if len(idList) == 0 {
+		return out, nil, nil
+	}
+	cmds := make([]*redis.MapStringStringCmd, len(idList))
+	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range idList {
+			cmds[i] = p.HGetAll(ctx, prefix+id)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, nil, wrapErr(op, err)
+	}
+	for i, id := range idList {
+		v, err := decode(id, cmds[i].Val())
+		if errors.Is(err, ErrNotFound) {
+			gone = append(gone, id)
+			continue
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		out = append(out, v)
+	}
+	return out, gone, nil
+}

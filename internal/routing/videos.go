@@ -177,27 +177,12 @@ func (s *Store) ListVideos(ctx context.Context, cursor string, limit int) (Video
 		page.Next = strconv.FormatInt(int64(last.Score), 10) + "-" + last.Member.(string)
 		keep = keep[:limit]
 	}
-	if len(keep) == 0 {
-		return page, nil
+	idList := make([]string, len(keep))
+	for i, z := range keep {
+		idList[i] = z.Member.(string)
 	}
-	cmds, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for _, z := range keep {
-			p.HGetAll(ctx, videoKey(z.Member.(string)))
-		}
-		return nil
-	})
-	if err != nil {
-		return VideoPage{}, wrapErr("list videos", err)
-	}
-	for i, c := range cmds {
-		v, err := decodeVideo(keep[i].Member.(string), c.(*redis.MapStringStringCmd).Val())
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted meanwhile
-		}
-		if err != nil {
-			return VideoPage{}, err
-		}
-		page.Videos = append(page.Videos, v)
+	if page.Videos, _, err = records(ctx, s, "list videos", videoPrefix, idList, decodeVideo); err != nil {
+		return VideoPage{}, err
 	}
 	return page, nil
 }

@@ -258,29 +258,9 @@ func (s *Store) ListWebhooks(ctx context.Context) ([]Webhook, error) {
 	if err != nil {
 		return nil, wrapErr("list webhooks", err)
 	}
-	out := make([]Webhook, 0, len(idList))
-	if len(idList) == 0 {
-		return out, nil
-	}
-	cmds := make([]*redis.MapStringStringCmd, len(idList))
-	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for i, id := range idList {
-			cmds[i] = p.HGetAll(ctx, webhookKey(id))
-		}
-		return nil
-	})
+	out, _, err := records(ctx, s, "list webhooks", webhookPrefix, idList, decodeWebhook)
 	if err != nil {
-		return nil, wrapErr("list webhooks", err)
-	}
-	for i, id := range idList {
-		w, err := decodeWebhook(id, cmds[i].Val())
-		if errors.Is(err, ErrNotFound) {
-			continue // deleted between the two reads
-		}
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, w)
+		return nil, err
 	}
 	// The zset score has millisecond precision; order exactly.
 	slices.SortStableFunc(out, func(a, b Webhook) int {
