@@ -27,7 +27,7 @@ type liveAnnouncer struct {
 
 func newLiveAnnouncer(hub *stream.Hub, store *routing.Store, log *slog.Logger, seen func(routing.LiveStream)) *liveAnnouncer {
 	return &liveAnnouncer{
-		w:     hub.Watch(func(k media.StreamKey) bool { return k.Rendition == media.RenditionSource }),
+		w:     hub.WatchStarts(func(k media.StreamKey) bool { return k.Rendition == media.RenditionSource }),
 		store: store, log: log, warn: logx.NewLimiter(10 * time.Second), seen: seen,
 	}
 }

@@ -204,6 +204,7 @@ func (h *Hub) Publish(key media.StreamKey, tracks []media.Track) (*Publisher, er
 		for _, w := range h.watchers {
 			if w.match(key) {
 				s := h.newSubscriber(p)
+				s.controlOnly = w.controlOnly
 				s.push(Event{Tracks: tracks})
 				w.push(s)
 			}
@@ -407,11 +408,26 @@ func (h *Hub) Watch(match func(media.StreamKey) bool) *Watcher {
 	return w
 }
 
+// WatchStarts is Watch for a watcher that only follows publications: its
+// subscribers read the track lists and then io.EOF when the publication
+// ends, and no access unit is ever queued for them (announcements, not
+// media).
+func (h *Hub) WatchStarts(match func(media.StreamKey) bool) *Watcher {
+	w := h.Watch(match)
+	h.mu.Lock()
+	w.controlOnly = true
+	h.mu.Unlock()
+	return w
+}
+
 // Watcher delivers subscribers for new publications.
 type Watcher struct {
-	hub    *Hub
-	match  func(media.StreamKey) bool
-	notify chan struct{}
+	hub   *Hub
+	match func(media.StreamKey) bool
+	// controlOnly subscribers get track lists and the end, never access
+	// units (WatchStarts).
+	controlOnly bool
+	notify      chan struct{}
 
 	mu     sync.Mutex
 	queue  []*Subscriber

@@ -322,3 +322,33 @@ func TestLosslessPublisherReleasedWhenReaderCloses(t *testing.T) {
 		t.Fatal("publisher still blocked after the only reader closed")
 	}
 }
+
+func TestWatchStartsSeesStartAndEndOnly(t *testing.T) {
+	t.Parallel()
+	h, _ := newHub(t, Config{QueueSize: 2})
+	w := h.WatchStarts(func(media.StreamKey) bool { return true })
+	defer w.Close()
+	pub, err := h.Publish(testKey, testTracks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	sub, err := w.Next(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ev := next(t, sub); ev.Tracks == nil {
+		t.Fatalf("first event %+v, want the tracks", ev)
+	}
+	for i := range int64(100) {
+		pub.Write(au(0, i, i%10 == 0))
+	}
+	pub.End()
+	if _, err := sub.Next(ctx); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the end: %v, want io.EOF with no access unit before it", err)
+	}
+	if sub.Dropped() != 0 {
+		t.Fatalf("dropped %d: access units were offered to a start watcher", sub.Dropped())
+	}
+}

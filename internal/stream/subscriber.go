@@ -16,11 +16,13 @@ type Subscriber struct {
 	hub      *Hub
 	pub      *publication
 	max      int
-	lossless bool          // wait for room instead of dropping
-	notify   chan struct{} // signalled when an event is queued
-	space    chan struct{} // signalled when an access unit is taken (lossless)
-	dropped  prometheus.Counter
-	hasVideo bool
+	lossless bool // wait for room instead of dropping
+	// controlOnly: no access unit is queued (Hub.WatchStarts).
+	controlOnly bool
+	notify      chan struct{} // signalled when an event is queued
+	space       chan struct{} // signalled when an access unit is taken (lossless)
+	dropped     prometheus.Counter
+	hasVideo    bool
 
 	mu        sync.Mutex
 	queue     []Event
@@ -128,6 +130,9 @@ func (s *Subscriber) push(ev Event) {
 // pushAU queues an access unit or drops it when the reader is behind.
 // Called with the publication's lock held.
 func (s *Subscriber) pushAU(au *media.AccessUnit, tracks []media.Track) {
+	if s.controlOnly {
+		return
+	}
 	s.mu.Lock()
 	if s.closed {
 		s.mu.Unlock()
