@@ -26,6 +26,7 @@ import (
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 
+	"github.com/shoal-video/shoal/benchmarks/internal/benchutil"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
@@ -65,18 +66,18 @@ func run(seconds int, preset string, keep bool) error {
 		fmt.Fprintln(os.Stderr, "work dir:", dir)
 	}
 	src := filepath.Join(dir, "src.ts")
-	if err := sh("ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30",
+	if err := benchutil.Sh("ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=1920x1080:rate=30",
 		"-t", strconv.Itoa(seconds), "-c:v", "libx264", "-preset", "veryfast", "-crf", "16", "-g", "60",
 		"-pix_fmt", "yuv420p", "-f", "mpegts", src); err != nil {
 		return fmt.Errorf("making the source clip: %w", err)
 	}
 
-	oursS, err := timeIt(func() error { return ours(src, dir, "ours", ffmpeg.BackendSoftware, preset) })
+	oursS, err := benchutil.TimeIt(func() error { return ours(src, dir, "ours", ffmpeg.BackendSoftware, preset) })
 	if err != nil {
 		return fmt.Errorf("ours: %w", err)
 	}
 	peak := peakRSSMB()
-	cliS, err := timeIt(func() error { return cli(src, dir, "cli", "libx264", preset) })
+	cliS, err := benchutil.TimeIt(func() error { return cli(src, dir, "cli", "libx264", preset) })
 	if err != nil {
 		return fmt.Errorf("ffmpeg CLI: %w", err)
 	}
@@ -169,7 +170,7 @@ func cli(src, dir, prefix, encoder, preset string) error {
 			"-bufsize", strconv.Itoa(r.bitrate*2), "-force_key_frames", "expr:gte(t,n_forced*2)",
 			"-forced-idr", "1", "-f", "h264", filepath.Join(dir, prefix+"-"+r.name+".h264"))
 	}
-	return sh("ffmpeg", args...)
+	return benchutil.Sh("ffmpeg", args...)
 }
 
 var psnrRe = regexp.MustCompile(`average:([0-9.]+|inf)`)
@@ -200,11 +201,11 @@ func gpu(src, dir string, seconds int, preset string) error {
 	if err := ffmpeg.Probe(ffmpeg.BackendNVENC); err != nil {
 		return fmt.Errorf("SHOAL_TEST_GPU=1 but NVENC does not work: %w", err)
 	}
-	oursS, err := timeIt(func() error { return ours(src, dir, "gpu", ffmpeg.BackendNVENC, preset) })
+	oursS, err := benchutil.TimeIt(func() error { return ours(src, dir, "gpu", ffmpeg.BackendNVENC, preset) })
 	if err != nil {
 		return fmt.Errorf("ours with NVENC: %w", err)
 	}
-	cliS, err := timeIt(func() error { return cli(src, dir, "gpucli", "h264_nvenc", preset) })
+	cliS, err := benchutil.TimeIt(func() error { return cli(src, dir, "gpucli", "h264_nvenc", preset) })
 	if err != nil {
 		return fmt.Errorf("ffmpeg CLI with NVENC: %w", err)
 	}
@@ -233,20 +234,6 @@ func gpu(src, dir string, seconds int, preset string) error {
 	}
 	fmt.Printf("bench-transcode-gpu ours_s=%.2f ffmpeg_s=%.2f ratio=%.2f realtime_x=%.2f realtime_ladders_1080p=%d\n",
 		oursS, cliS, cliS/oursS, float64(seconds)/oursS, best)
-	return nil
-}
-
-func timeIt(f func() error) (float64, error) {
-	start := time.Now()
-	err := f()
-	return time.Since(start).Seconds(), err
-}
-
-func sh(name string, args ...string) error {
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s: %v\n%s", name, err, out)
-	}
 	return nil
 }
 

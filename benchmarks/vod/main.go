@@ -27,6 +27,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-video/shoal/benchmarks/internal/benchutil"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/packager"
@@ -79,7 +80,7 @@ func run(seconds int, keep, showCmd bool) error {
 		return err
 	}
 	oursCPU0 := selfCPU()
-	oursS, err := timeIt(func() error {
+	oursS, err := benchutil.TimeIt(func() error {
 		_, err := vod.Transcode(context.Background(), vod.Settings{
 			Backend: ffmpeg.BackendSoftware, Preset: "veryfast", SegmentDuration: segment, Log: log,
 			NewPackager: func(dir string, hub *stream.Hub, seg time.Duration, log *slog.Logger) (vod.Packager, error) {
@@ -99,7 +100,7 @@ func run(seconds int, keep, showCmd bool) error {
 		fmt.Fprintln(os.Stderr, "ffmpeg "+shellQuote(args))
 	}
 	var cliCPU float64
-	cliS, err := timeIt(func() error {
+	cliS, err := benchutil.TimeIt(func() error {
 		cmd := exec.Command("ffmpeg", args...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
@@ -136,7 +137,7 @@ func run(seconds int, keep, showCmd bool) error {
 // makeSource writes a 1080p30 testsrc2 clip with a sine tone: H.264 (x264
 // veryfast CRF 18) and AAC in MP4 with the index up front, like an upload.
 func makeSource(path string, seconds int) error {
-	return sh("ffmpeg", "-v", "error", "-y",
+	return benchutil.Sh("ffmpeg", "-v", "error", "-y",
 		"-f", "lavfi", "-i", fmt.Sprintf("testsrc2=size=%dx%d:rate=30", srcWidth, srcHeight),
 		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000",
 		"-t", strconv.Itoa(seconds), "-map", "0:v", "-map", "1:a",
@@ -241,20 +242,6 @@ func selfCPU() float64 {
 		return 0
 	}
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
-}
-
-func timeIt(f func() error) (float64, error) {
-	start := time.Now()
-	err := f()
-	return time.Since(start).Seconds(), err
-}
-
-func sh(name string, args ...string) error {
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		return fmt.Errorf("%s: %v\n%s", name, err, out)
-	}
-	return nil
 }
 
 // shellQuote renders args for a shell, quoting those that need it.
