@@ -41,7 +41,7 @@ func (a *API) newTusHandler(dir string) (*tus.UnroutedHandler, error) {
 	}
 	composer := tus.NewStoreComposer()
 	filestore.New(dir).UseIn(composer)
-	memorylocker.New().UseIn(composer)
+	patientLocker{memorylocker.New()}.UseIn(composer)
 	return tus.NewUnroutedHandler(tus.Config{
 		// Absolute, so that Location headers name the public URL even
 		// behind a TLS proxy.
@@ -61,10 +61,10 @@ func (a *API) newTusHandler(dir string) (*tus.UnroutedHandler, error) {
 // tells its offset, PATCH appends, DELETE terminates.
 func (a *API) registerUploads(v1 gin.IRouter) {
 	h := a.tus
-	wrap := func(f http.HandlerFunc) gin.HandlerFunc { return gin.WrapH(h.Middleware(f)) }
+	wrap := func(f http.Handler) gin.HandlerFunc { return gin.WrapH(h.Middleware(f)) }
 	// tusd reads the upload id from a path stripped of the base path.
 	checked := func(f http.HandlerFunc) gin.HandlerFunc {
-		next := gin.WrapH(h.Middleware(http.StripPrefix(strings.TrimSuffix(uploadsPath, "/"), f)))
+		next := wrap(http.StripPrefix(strings.TrimSuffix(uploadsPath, "/"), f))
 		return func(c *gin.Context) {
 			if !uploadIDRe.MatchString(c.Param("upload")) {
 				WriteError(c, http.StatusNotFound, codeNotFound, "no upload with this id")
@@ -73,11 +73,35 @@ func (a *API) registerUploads(v1 gin.IRouter) {
 			next(c)
 		}
 	}
-	v1.POST("/uploads/", wrap(h.PostFile))
+	v1.POST("/uploads/", wrap(http.HandlerFunc(h.PostFile)))
 	v1.HEAD("/uploads/:upload", checked(h.HeadFile))
 	v1.PATCH("/uploads/:upload", checked(h.PatchFile))
 	v1.DELETE("/uploads/:upload", checked(h.DelFile))
 }
+
+// patientLocker is tusd's in-memory locker, except that a request waiting
+// for an upload's lock does not ask the holder to let go: it waits (up to
+// tusd's lock timeout) for the holder to finish. tusd 2.9.1 handles such a
+// request by cancelling the holder from the waiting goroutine, which races
+// with the holder's body reader (seen under -race when a client whose
+// PATCH dropped comes back with HEAD). A dropped PATCH ends by itself as
+// soon as reading its body fails, so the resume only waits that long.
+type patientLocker struct{ inner *memorylocker.MemoryLocker }
+
+func (l patientLocker) UseIn(c *tus.StoreComposer) { c.UseLocker(l) }
+
+func (l patientLocker) NewLock(id string) (tus.Lock, error) {
+	lock, err := l.inner.NewLock(id)
+	if err != nil {
+		return nil, err
+	}
+	return patientLock{inner: lock}, nil
+}
+
+type patientLock struct{ inner tus.Lock }
+
+func (l patientLock) Lock(ctx context.Context, _ func()) error { return l.inner.Lock(ctx, func() {}) }
+func (l patientLock) Unlock() error                            { return l.inner.Unlock() }
 
 // tusError makes a tus hook error that answers with Shoal's JSON error
 // shape.
