@@ -152,6 +152,7 @@ type Stats struct {
 	OriginFetches     int64   // GETs sent to the origin
 	SiblingFetches    int64   // objects obtained from a sibling and verified
 	SiblingFailures   int64   // sibling attempts that failed (error, timeout, bad bytes)
+	Viewers           int64   // distinct viewer addresses within ViewerWindow (siblings not counted)
 	BytesServed       map[string]int64
 }
 
@@ -182,6 +183,9 @@ type Cache struct {
 
 	streamMu sync.Mutex
 	streams  map[string]*streamInfo
+
+	viewerMu sync.Mutex
+	viewers  map[string]int64 // viewer address -> unix seconds last seen
 
 	conns       atomic.Int64
 	served      atomic.Int64
@@ -291,6 +295,7 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 		bad:      make(map[string]time.Time),
 		big:      make(map[string]time.Time),
 		streams:  make(map[string]*streamInfo),
+		viewers:  make(map[string]int64),
 		scanned:  make(chan struct{}),
 	}
 	c.cachePrefix = cfg.Name + "; "
@@ -374,6 +379,7 @@ func (c *Cache) Stats() Stats {
 		OriginFetches:     c.originGets.Load(),
 		SiblingFetches:    c.siblingOK.Load(),
 		SiblingFailures:   c.siblingFail.Load(),
+		Viewers:           c.viewerCount(time.Now()),
 	}
 	c.streamMu.Lock()
 	s.BytesServed = make(map[string]int64, len(c.streams))
@@ -384,6 +390,39 @@ func (c *Cache) Stats() Stats {
 	}
 	c.streamMu.Unlock()
 	return s
+}
+
+// ViewerWindow is how recently an address must have asked for something
+// to count as a viewer.
+const ViewerWindow = 30 * time.Second
+
+// maxViewers bounds the viewer bookkeeping.
+const maxViewers = 1_000_000
+
+// sawViewer records a request from a viewer at addr (its host).
+func (c *Cache) sawViewer(remoteAddr string, now int64) {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	c.viewerMu.Lock()
+	if len(c.viewers) < maxViewers || c.viewers[host] != 0 {
+		c.viewers[host] = now
+	}
+	c.viewerMu.Unlock()
+}
+
+// viewerCount counts the viewers seen within ViewerWindow, forgetting older ones.
+func (c *Cache) viewerCount(now time.Time) int64 {
+	cut := now.Add(-ViewerWindow).Unix()
+	c.viewerMu.Lock()
+	defer c.viewerMu.Unlock()
+	for h, at := range c.viewers {
+		if at < cut {
+			delete(c.viewers, h)
+		}
+	}
+	return int64(len(c.viewers))
 }
 
 // maxStreams bounds the per-stream bookkeeping; past it, streams that never

@@ -97,6 +97,11 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Only paths ParsePath accepted are ever stored, so a hit needs no parsing.
 	now := time.Now()
+	if r.Header[HeaderSibling] == nil && strings.HasSuffix(p, ".m3u8") {
+		// Every viewer asks for playlists every few seconds: counting
+		// those counts viewers at a fraction of the cost of every request.
+		c.sawViewer(r.RemoteAddr, now.Unix())
+	}
 	if o := c.mem.get(p); o != nil && o.fresh(now) {
 		var a access
 		c.serveHit(w, r, o, &a)

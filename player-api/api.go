@@ -23,6 +23,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
+	"time"
 	"unicode"
 
 	"github.com/gin-gonic/gin"
@@ -103,6 +105,22 @@ type Config struct {
 	// OnHeartbeat, when set, is told every node heartbeat (for the origin's
 	// per-node metrics).
 	OnHeartbeat func(n routing.Node, load routing.NodeLoad)
+	// ContentKeys are the public keys manifests are verified with (the
+	// first signs), published at GET /v1/keys.
+	ContentKeys []ed25519.PublicKey
+	// MaxNodesPerToken caps the node identities one node token may hold
+	// (0: DefaultMaxNodesPerToken; negative: no cap).
+	MaxNodesPerToken int
+	// QuarantineReports is how many distinct viewer networks must report
+	// verification failures of a node within ReportWindow to quarantine it
+	// (0: DefaultQuarantineReports). An audit that confirms a report
+	// quarantines at once.
+	QuarantineReports int
+	// Audit, when set, checks a delivery report against the node itself.
+	Audit Auditor
+	// OnDeliveryFailure, when set, is told of each verification failure
+	// reported for a node (for the origin's metrics).
+	OnDeliveryFailure func(nodeID, kind string)
 }
 
 // API serves the control API. Create it with New and mount it with
@@ -123,6 +141,16 @@ type API struct {
 	playbackKey  ed25519.PrivateKey // nil: signed playback is not configured
 	regionHeader string
 	onHeartbeat  func(n routing.Node, load routing.NodeLoad)
+
+	registry          *routing.Registry
+	secretMu          sync.Mutex
+	secret            []byte
+	contentKeys       []ed25519.PublicKey
+	maxNodesPerToken  int
+	quarantineReports int
+	audit             Auditor
+	onDeliveryFailure func(nodeID, kind string)
+	reports           *reportLimiter
 }
 
 // New checks cfg and returns an API backed by store and status. A nil log
@@ -185,6 +213,23 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		playbackKey:  cfg.PlaybackKey,
 		regionHeader: cfg.RegionHeader,
 		onHeartbeat:  cfg.OnHeartbeat,
+
+		contentKeys:       cfg.ContentKeys,
+		maxNodesPerToken:  cfg.MaxNodesPerToken,
+		quarantineReports: cfg.QuarantineReports,
+		audit:             cfg.Audit,
+		onDeliveryFailure: cfg.OnDeliveryFailure,
+		reports:           newReportLimiter(time.Now),
+	}
+	a.registry = routing.NewRegistry(store.ListNodes, nil)
+	switch {
+	case a.maxNodesPerToken == 0:
+		a.maxNodesPerToken = DefaultMaxNodesPerToken
+	case a.maxNodesPerToken < 0:
+		a.maxNodesPerToken = 0
+	}
+	if a.quarantineReports <= 0 {
+		a.quarantineReports = DefaultQuarantineReports
 	}
 	if a.tus, err = a.newTusHandler(cfg.UploadDir); err != nil {
 		return nil, err

@@ -27,6 +27,12 @@ type NodeStore interface {
 	GetNode(ctx context.Context, id string) (routing.Node, error)
 	NodeHeartbeat(ctx context.Context, id string, load routing.NodeLoad, ttl time.Duration) error
 	ListNodes(ctx context.Context) ([]routing.Node, error)
+	JoinNodeCapped(ctx context.Context, n routing.Node, ttl time.Duration, max int) error
+	QuarantineNode(ctx context.Context, id, reason string) error
+	ReleaseNode(ctx context.Context, id string) error
+	AddDeliveryReport(ctx context.Context, id string, r routing.DeliveryReport) error
+	DeliveryReports(ctx context.Context, id string, n int) ([]routing.DeliveryReport, error)
+	PlacementSecret(ctx context.Context) ([]byte, error)
 }
 
 const (
@@ -57,6 +63,14 @@ type nodeJSON struct {
 	HitRatio          float64          `json:"hit_ratio"`
 	OriginFetches     int64            `json:"origin_fetches"`
 	StreamBytes       map[string]int64 `json:"stream_bytes,omitempty"`
+	Viewers           int64            `json:"viewers"`
+	MaxViewers        int64            `json:"max_viewers,omitempty"`
+	// State is "active", or "quarantined" (not routed to) with the reason.
+	State            string     `json:"state"`
+	QuarantineReason string     `json:"quarantine_reason,omitempty"`
+	QuarantinedAt    *time.Time `json:"quarantined_at,omitempty"`
+	// DeliveryReports are the most recent reports viewers sent about it.
+	DeliveryReports []routing.DeliveryReport `json:"delivery_reports"`
 }
 
 type nodeListJSON struct {
@@ -70,18 +84,36 @@ type routeJSON struct {
 	NodeID string `json:"node_id,omitempty"` // "" when the origin serves
 	Region string `json:"region,omitempty"`
 	Reason string `json:"reason"`
+	// Candidates are where to play from, in order: the choice first, then
+	// other edges, the origin last (no node_id).
+	Candidates []candidateJSON `json:"candidates"`
 }
+
+type candidateJSON struct {
+	NodeID string `json:"node_id,omitempty"`
+	URL    string `json:"url"`
+	Region string `json:"region,omitempty"`
+}
+
+// maxCandidates is how many edges a route offers besides the origin.
+const maxCandidates = 3
+
+// reportsListed is how many recent delivery reports /v1/nodes shows per node.
+const reportsListed = 5
 
 func (a *API) registerNodes(r gin.IRouter, v1 gin.IRouter) {
 	v1.POST("/node-tokens", a.createNodeToken)
 	v1.DELETE("/node-tokens/:id", a.revokeNodeToken)
 	v1.GET("/nodes", a.listNodes)
+	v1.POST("/nodes/:id/release", a.releaseNode)
 	// Nodes authenticate with a node token and their key, not an API key.
 	r.POST("/v1/nodes/join", a.nodeJoin)
 	r.POST("/v1/nodes/:id/heartbeat", a.nodeHeartbeat)
 	// Viewers: no key (signed playback protects what needs protecting).
 	r.GET("/v1/route/:id", a.route)
 	r.GET("/play/:id", a.play)
+	r.POST("/v1/delivery-reports", a.deliveryReport)
+	r.GET("/v1/keys", a.keys)
 }
 
 func (a *API) createNodeToken(c *gin.Context) {
@@ -111,24 +143,68 @@ func (a *API) revokeNodeToken(c *gin.Context) {
 }
 
 func nodeToJSON(n routing.Node) nodeJSON {
-	return nodeJSON{
+	out := nodeJSON{
 		ID: n.ID, Role: n.Role, Region: n.Region, PublicURL: n.PublicURL, JoinedAt: n.JoinedAt, LastHeartbeat: n.LastSeen,
 		Connections: n.Load.Connections, EgressBytesPerSec: n.Load.EgressBytesPerSec, CacheBytes: n.Load.CacheBytes,
 		BytesServed: n.Load.BytesServed, HitRatio: n.Load.HitRatio(), OriginFetches: n.Load.OriginFetches, StreamBytes: n.Load.StreamBytes,
+		Viewers: n.Load.Viewers, MaxViewers: n.Load.MaxViewers, State: "active", DeliveryReports: []routing.DeliveryReport{},
 	}
+	if q := n.Quarantine; q != nil {
+		out.State, out.QuarantineReason = "quarantined", q.Reason
+		at := q.At
+		out.QuarantinedAt = &at
+	}
+	return out
 }
 
 func (a *API) listNodes(c *gin.Context) {
-	nodes, err := a.store.ListNodes(c.Request.Context())
+	ctx := c.Request.Context()
+	nodes, err := a.store.ListNodes(ctx)
 	if err != nil {
 		a.fail(c, err, nodeNotFound)
 		return
 	}
 	out := nodeListJSON{Data: make([]nodeJSON, 0, len(nodes))}
 	for _, n := range nodes {
-		out.Data = append(out.Data, nodeToJSON(n))
+		j := nodeToJSON(n)
+		reports, err := a.store.DeliveryReports(ctx, n.ID, reportsListed)
+		if err != nil {
+			a.fail(c, err, nodeNotFound)
+			return
+		}
+		j.DeliveryReports = reports
+		out.Data = append(out.Data, j)
 	}
 	c.JSON(http.StatusOK, out)
+}
+
+// releaseNode lifts a node's quarantine: it is routed to again.
+func (a *API) releaseNode(c *gin.Context) {
+	id := c.Param("id")
+	if !validNodeID(id) {
+		WriteError(c, http.StatusNotFound, codeNotFound, "no quarantined node with this id")
+		return
+	}
+	if err := a.store.ReleaseNode(c.Request.Context(), id); err != nil {
+		a.fail(c, err, "no quarantined node with this id")
+		return
+	}
+	a.registry.Invalidate()
+	a.log.Info("node released from quarantine", "node", id)
+	c.Status(http.StatusNoContent)
+}
+
+// validNodeID checks the shape of a node id (nodeproto.NodeID).
+func validNodeID(id string) bool {
+	if len(id) != 20 {
+		return false
+	}
+	for _, ch := range id {
+		if (ch < 'a' || ch > 'z') && (ch < '2' || ch > '7') {
+			return false
+		}
+	}
+	return true
 }
 
 // nodeAuth checks the node token of a join or heartbeat and returns the
@@ -205,10 +281,17 @@ func (a *API) nodeJoin(c *gin.Context) {
 	}
 	n := routing.Node{ID: nodeproto.NodeID(pub), Role: req.Role, Region: region, PublicURL: publicURL,
 		PublicKey: req.PublicKey, TokenID: tokenID}
-	if err := a.store.JoinNode(c.Request.Context(), n, nodeproto.NodeTTL); err != nil {
+	switch err := a.store.JoinNodeCapped(c.Request.Context(), n, nodeproto.NodeTTL, a.maxNodesPerToken); {
+	case errors.Is(err, routing.ErrTooManyIdentities):
+		WriteError(c, http.StatusForbidden, "too_many_identities", fmt.Sprintf(
+			"this node token already holds %d node identities (each node key is one; identities unused for %s are freed): reuse the node's data dir (its node.key), or ask the operator for another token",
+			a.maxNodesPerToken, routing.IdentityWindow))
+		return
+	case err != nil:
 		a.fail(c, err, "")
 		return
 	}
+	a.registry.Invalidate()
 	a.log.Info("node joined", "node", n.ID, "role", n.Role, "region", n.Region, "public_url", n.PublicURL)
 	resp, err := a.nodeView(c.Request.Context(), n)
 	if err != nil {
@@ -257,8 +340,13 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 		WriteError(c, http.StatusForbidden, "forbidden", err.Error())
 		return
 	}
+	if msg := checkHeartbeat(hb); msg != "" {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, msg)
+		return
+	}
 	load := routing.NodeLoad{Connections: hb.Connections, EgressBytesPerSec: hb.EgressBytesPerSec, CacheBytes: hb.CacheBytes,
-		BytesServed: hb.BytesServed, Hits: hb.Hits, Misses: hb.Misses, OriginFetches: hb.OriginFetches}
+		BytesServed: hb.BytesServed, Hits: hb.Hits, Misses: hb.Misses, OriginFetches: hb.OriginFetches,
+		Viewers: hb.Viewers, MaxViewers: hb.MaxViewers}
 	if len(hb.StreamBytes) <= maxStreamKeys {
 		load.StreamBytes = map[string]int64{}
 		for k, v := range hb.StreamBytes {
@@ -296,7 +384,7 @@ func (a *API) nodeView(ctx context.Context, self routing.Node) (nodeproto.JoinRe
 	resp := nodeproto.JoinResponse{ID: self.ID, HeartbeatIntervalSeconds: nodeproto.HeartbeatInterval.Seconds(),
 		PlaybackPublicKey: a.playbackPublicKey(), Siblings: []nodeproto.Sibling{}}
 	for _, n := range nodes {
-		if n.ID != self.ID && n.Role == "edge" && n.Region == self.Region {
+		if n.ID != self.ID && n.Role == "edge" && n.Region == self.Region && n.Quarantine == nil {
 			resp.Siblings = append(resp.Siblings, nodeproto.Sibling{ID: n.ID, URL: n.PublicURL})
 		}
 	}
@@ -330,7 +418,8 @@ func (a *API) viewerRegion(c *gin.Context) string {
 	return r
 }
 
-// chooseRoute picks where a viewer of id goes.
+// chooseRoute picks where a viewer of id goes: an ordered list of
+// candidates, the origin last. The first is counted as assigned to it.
 func (a *API) chooseRoute(c *gin.Context) (routeJSON, bool) {
 	id := c.Param("id")
 	ctx := c.Request.Context()
@@ -343,25 +432,87 @@ func (a *API) chooseRoute(c *gin.Context) (routeJSON, bool) {
 	}
 	region := a.viewerRegion(c)
 	out := routeJSON{ID: id, Region: region}
-	nodes, err := a.store.ListNodes(ctx)
+	nodes, err := a.registry.Nodes(ctx)
+	if err != nil && nodes == nil {
+		a.fail(c, err, "")
+		return routeJSON{}, false
+	}
+	secret, err := a.placementSecret(ctx)
 	if err != nil {
 		a.fail(c, err, "")
 		return routeJSON{}, false
 	}
-	base := a.publicURL
-	n, reason, ok := routing.ChooseEdge(nodes, id, region)
-	if ok {
-		base, out.NodeID = n.PublicURL, n.ID
-	} else {
-		reason += ": the origin serves"
-	}
-	out.Reason = reason
-	u := base + "/hls/" + id + "/master.m3u8"
+	query := ""
 	if tok := c.Query("token"); tok != "" {
-		u += "?token=" + url.QueryEscape(tok)
+		query = "?token=" + url.QueryEscape(tok)
 	}
-	out.URL = u
+	p := routing.Place(nodes, id, region, secret, a.registry.Load, maxCandidates)
+	for _, n := range p.Candidates {
+		out.Candidates = append(out.Candidates, candidateJSON{NodeID: n.ID, URL: n.PublicURL + "/hls/" + id + "/master.m3u8" + query, Region: n.Region})
+	}
+	out.Candidates = append(out.Candidates, candidateJSON{URL: a.publicURL + "/hls/" + id + "/master.m3u8" + query})
+	out.Reason = p.Reason
+	if len(p.Candidates) == 0 {
+		out.Reason += ": the origin serves"
+	} else {
+		a.registry.Assign(p.Candidates[0].ID)
+	}
+	out.URL, out.NodeID = out.Candidates[0].URL, out.Candidates[0].NodeID
 	return out, true
+}
+
+// placementSecret returns the key of placement hashing (read once).
+func (a *API) placementSecret(ctx context.Context) ([]byte, error) {
+	a.secretMu.Lock()
+	defer a.secretMu.Unlock()
+	if a.secret != nil {
+		return a.secret, nil
+	}
+	s, err := a.store.PlacementSecret(ctx)
+	if err != nil {
+		return nil, err
+	}
+	a.secret = s
+	return s, nil
+}
+
+// Bounds of the figures a heartbeat may carry.
+const (
+	maxCount  = 1 << 50
+	maxEgress = 1e12 // bytes per second
+)
+
+// checkHeartbeat validates a heartbeat's figures: what a node says about
+// itself is an input, and absurd input is refused, not clamped.
+func checkHeartbeat(hb nodeproto.Heartbeat) string {
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"connections", hb.Connections}, {"cache_bytes", hb.CacheBytes}, {"bytes_served", hb.BytesServed},
+		{"hits", hb.Hits}, {"misses", hb.Misses}, {"origin_fetches", hb.OriginFetches},
+		{"viewers", hb.Viewers}, {"max_viewers", hb.MaxViewers},
+	} {
+		if f.v < 0 || f.v > maxCount {
+			return fmt.Sprintf("%q must be between 0 and %d, got %d", f.name, int64(maxCount), f.v)
+		}
+	}
+	if hb.EgressBytesPerSec < 0 || hb.EgressBytesPerSec > maxEgress {
+		return fmt.Sprintf(`"egress_bytes_per_sec" must be between 0 and %g, got %g`, maxEgress, hb.EgressBytesPerSec)
+	}
+	for k, v := range hb.StreamBytes {
+		if v < 0 || v > maxCount {
+			return fmt.Sprintf(`"stream_bytes" of %q must be between 0 and %d`, clipString(k, 40), int64(maxCount))
+		}
+	}
+	return ""
+}
+
+func clipString(s string, n int) string {
+	if len(s) > n {
+		return s[:n]
+	}
+	return s
 }
 
 // exists tells whether id is a live stream or a video; otherwise it has

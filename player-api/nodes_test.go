@@ -2,17 +2,21 @@ package playerapi
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/nodeproto"
+	"github.com/shoal-video/shoal/internal/routing"
 )
 
 // nodeReq sends a node-protocol request with body signed by signer.
@@ -105,4 +109,147 @@ func TestRouteAndPlay(t *testing.T) {
 	}
 	e.doJSON(t, "GET", "/play/nosuchvideo", "", "").wantError(t, http.StatusNotFound, codeNotFound)
 	e.doJSON(t, "GET", "/v1/route/NOT-AN-ID", "", "").wantError(t, http.StatusNotFound, codeNotFound)
+}
+
+func TestRouteCandidatesAndLimits(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{MaxNodesPerToken: 2})
+	v := e.createVideo(t, `{"title":"routed"}`)
+	tok := decode[nodeTokenJSON](t, e.doJSON(t, "POST", "/v1/node-tokens", testAdminKey, `{"name":"eu"}`).wantStatus(t, http.StatusCreated))
+	var ids []string
+	for i := range 3 {
+		k := newKey(t)
+		body := joinBody(k, "eu", time.Now())
+		body.PublicURL = fmt.Sprintf("http://edge%d.test:8081", i)
+		res := e.nodeReq(t, "/v1/nodes/join", tok.Token, body, k)
+		if i == 2 {
+			// One token cannot hold a third identity.
+			res.wantError(t, http.StatusForbidden, "too_many_identities")
+			continue
+		}
+		ids = append(ids, decode[nodeproto.JoinResponse](t, res.wantStatus(t, http.StatusCreated)).ID)
+		// Absurd figures are refused.
+		for _, hb := range []nodeproto.Heartbeat{{Connections: -1}, {EgressBytesPerSec: -5}, {Viewers: 1 << 62},
+			{StreamBytes: map[string]int64{"abc": -1}}} {
+			hb.Time = time.Now()
+			e.nodeReq(t, "/v1/nodes/"+ids[i]+"/heartbeat", tok.Token, hb, k).wantError(t, http.StatusBadRequest, codeInvalidRequest)
+		}
+		e.nodeReq(t, "/v1/nodes/"+ids[i]+"/heartbeat", tok.Token, nodeproto.Heartbeat{Time: time.Now(), Viewers: 3, MaxViewers: 100}, k).wantStatus(t, http.StatusOK)
+	}
+	r := decode[routeJSON](t, e.doJSON(t, "GET", "/v1/route/"+v.ID+"?token=t1", "", "").wantStatus(t, http.StatusOK))
+	if len(r.Candidates) != 3 || r.Candidates[0].URL != r.URL || r.NodeID != r.Candidates[0].NodeID ||
+		r.Candidates[2].NodeID != "" || r.Candidates[2].URL != testPublicURL+"/hls/"+v.ID+"/master.m3u8?token=t1" {
+		t.Fatalf("route %+v", r)
+	}
+	// A quarantined edge is not offered; releasing it brings it back.
+	if err := e.store.QuarantineNode(t.Context(), r.NodeID, "test"); err != nil {
+		t.Fatal(err)
+	}
+	e.doJSON(t, "POST", "/v1/nodes/"+r.NodeID+"/release", testAdminKey, "").wantStatus(t, http.StatusNoContent)
+	e.doJSON(t, "POST", "/v1/nodes/"+r.NodeID+"/release", testAdminKey, "").wantError(t, http.StatusNotFound, codeNotFound)
+	if err := e.store.QuarantineNode(t.Context(), r.NodeID, "served bad bytes"); err != nil {
+		t.Fatal(err)
+	}
+	e.doJSON(t, "POST", "/v1/nodes/"+r.NodeID+"/release", "", "").wantError(t, http.StatusUnauthorized, codeUnauthorized)
+	e.api().registry.Invalidate()
+	r2 := decode[routeJSON](t, e.doJSON(t, "GET", "/v1/route/"+v.ID, "", "").wantStatus(t, http.StatusOK))
+	if len(r2.Candidates) != 2 || r2.NodeID == r.NodeID {
+		t.Fatalf("route after quarantine %+v", r2)
+	}
+	list := decode[nodeListJSON](t, e.doJSON(t, "GET", "/v1/nodes", testAdminKey, "").wantStatus(t, http.StatusOK))
+	states := map[string]string{}
+	for _, n := range list.Data {
+		states[n.ID] = n.State + ":" + n.QuarantineReason
+	}
+	if states[r.NodeID] != "quarantined:served bad bytes" || states[r2.NodeID] != "active:" {
+		t.Fatalf("states %v", states)
+	}
+}
+
+func TestDeliveryReports(t *testing.T) {
+	t.Parallel()
+	var audits []string
+	e := newEnv(t, Config{QuarantineReports: 2, ContentKeys: []ed25519.PublicKey{testPlaybackPub},
+		Audit: func(_ context.Context, n routing.Node, path, kind string) (bool, string) {
+			audits = append(audits, path)
+			return strings.Contains(path, "bad"), "audited " + path
+		}})
+	k := newKey(t)
+	id := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, joinBody(k, "eu", time.Now()), k).wantStatus(t, http.StatusCreated)).ID
+	report := func(remote, body string) response {
+		req := httptest.NewRequest("POST", "/v1/delivery-reports", strings.NewReader(body))
+		req.RemoteAddr = remote
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+	}
+	seg := "http://edge.test:8081/hls/abc/720p/s-0-1.m4s"
+	good := `{"node_id":"` + id + `","url":"` + seg + `","kind":"hash_mismatch","expected_sha256":"` + strings.Repeat("a", 64) + `","received_sha256":"` + strings.Repeat("b", 64) + `"}`
+	for _, bad := range []string{
+		`{"node_id":"` + id + `","url":"` + seg + `","kind":"mystery"}`,
+		`{"node_id":"` + id + `","url":"http://edge.test:8081/etc/passwd","kind":"timeout"}`,
+		`{"node_id":"` + id + `","url":"` + seg + `","kind":"hash_mismatch","expected_sha256":"xyz"}`,
+		`{"node_id":"NOTANODE","url":"` + seg + `","kind":"timeout"}`,
+		`{"node_id":"` + id + `","url":"` + seg + `","kind":"timeout","extra":1}`,
+		`not json`,
+	} {
+		report("198.51.100.7:1000", bad).wantError(t, http.StatusBadRequest, codeInvalidRequest)
+	}
+	report("198.51.100.7:1000", `{"node_id":"`+id+`","url":"http://elsewhere.test/hls/abc/720p/s-0-1.m4s","kind":"timeout"}`).wantError(t, http.StatusBadRequest, codeInvalidRequest)
+	report("198.51.100.7:1000", `{"node_id":"aaaaaaaaaaaaaaaaaaaa","url":"`+seg+`","kind":"timeout"}`).wantError(t, http.StatusNotFound, codeNotFound)
+	report("198.51.100.7:1000", strings.Repeat(" ", 5000)+good).wantError(t, http.StatusRequestEntityTooLarge, codePayloadTooLarge)
+
+	// One network: counted, audited (not confirmed), not quarantined.
+	res := decode[deliveryReportJSON](t, report("198.51.100.7:1000", good).wantStatus(t, http.StatusAccepted))
+	if !res.Accepted || res.Confirmed || res.Quarantined || res.Audit == "" {
+		t.Fatalf("first report %+v", res)
+	}
+	// The same object again is not audited again; another /24 makes two
+	// networks: quarantined.
+	res = decode[deliveryReportJSON](t, report("198.51.100.9:1000", good).wantStatus(t, http.StatusAccepted))
+	if res.Quarantined {
+		t.Fatalf("two reports from one /24 quarantined: %+v", res)
+	}
+	res = decode[deliveryReportJSON](t, report("203.0.113.5:1000", good).wantStatus(t, http.StatusAccepted))
+	if !res.Quarantined || len(audits) != 1 {
+		t.Fatalf("third report %+v, audits %v", res, audits)
+	}
+	n, err := e.store.GetNode(t.Context(), id)
+	if err != nil || n.Quarantine == nil || !strings.Contains(n.Quarantine.Reason, "2 viewer networks") {
+		t.Fatalf("node %+v %v", n, err)
+	}
+	// An audit that confirms quarantines at once.
+	k2 := newKey(t)
+	id2 := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, joinBody(k2, "eu", time.Now()), k2).wantStatus(t, http.StatusCreated)).ID
+	res = decode[deliveryReportJSON](t, report("192.0.2.1:1", `{"node_id":"`+id2+`","url":"http://edge.test:8081/hls/abc/bad/s-0-1.m4s","kind":"hash_mismatch"}`).wantStatus(t, http.StatusAccepted))
+	if !res.Confirmed || !res.Quarantined {
+		t.Fatalf("confirmed report %+v", res)
+	}
+	// Timeouts are kept but never quarantine, and the rate is bounded.
+	k3 := newKey(t)
+	id3 := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, joinBody(k3, "eu", time.Now()), k3).wantStatus(t, http.StatusCreated)).ID
+	limited := false
+	for i := range 40 {
+		r := report(fmt.Sprintf("192.0.2.%d:1", 50), `{"node_id":"`+id3+`","url":"`+seg+`","kind":"timeout"}`)
+		if r.status == http.StatusTooManyRequests {
+			limited = i >= 19
+			break
+		}
+		if d := decode[deliveryReportJSON](t, r.wantStatus(t, http.StatusAccepted)); d.Quarantined {
+			t.Fatal("timeouts quarantined a node")
+		}
+	}
+	if !limited {
+		t.Fatal("40 reports from one network were not rate-limited after the burst")
+	}
+	list := decode[nodeListJSON](t, e.doJSON(t, "GET", "/v1/nodes", testAdminKey, "").wantStatus(t, http.StatusOK))
+	for _, n := range list.Data {
+		if n.ID == id && (len(n.DeliveryReports) != 3 || n.DeliveryReports[0].Reporter != "203.0.113.0/24") {
+			t.Fatalf("listed reports %+v", n.DeliveryReports)
+		}
+	}
+	keys := decode[keysJSON](t, e.doJSON(t, "GET", "/v1/keys", "", "").wantStatus(t, http.StatusOK))
+	if len(keys.ContentKeys) != 1 || keys.ContentKeys[0].ID != manifest.KeyID(testPlaybackPub) {
+		t.Fatalf("keys %+v", keys)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -90,6 +91,13 @@ type playerState struct {
 	Autoplay bool `json:"autoplay,omitempty"`
 	Muted    bool `json:"muted,omitempty"`
 	Controls bool `json:"controls"`
+	// RouteURL answers where to play from (candidate edges, the origin
+	// last); ContentKeys verify the signed manifests of what they serve;
+	// ServerTime (Unix ms) lets the player judge a manifest's age on a
+	// viewer's clock that is off.
+	RouteURL    string            `json:"route_url,omitempty"`
+	ContentKeys map[string]string `json:"content_keys,omitempty"`
+	ServerTime  int64             `json:"server_time"`
 }
 
 // pageData is what the templates render.
@@ -234,15 +242,19 @@ func (w *Web) playerPage(c *gin.Context, page string) {
 
 func (w *Web) state(it item, id, page, token string, c *gin.Context) *playerState {
 	st := &playerState{
-		Page:     page,
-		ID:       id,
-		Kind:     it.kind,
-		Title:    it.title(),
-		HLSURL:   "/hls/" + id + "/master.m3u8",
-		Signed:   it.signed(),
-		WatchURL: w.publicURL + "/watch/" + id,
-		EmbedURL: w.publicURL + "/embed/" + id,
-		Controls: true,
+		Page:       page,
+		ID:         id,
+		Kind:       it.kind,
+		Title:      it.title(),
+		HLSURL:     "/hls/" + id + "/master.m3u8",
+		Signed:     it.signed(),
+		WatchURL:   w.publicURL + "/watch/" + id,
+		EmbedURL:   w.publicURL + "/embed/" + id,
+		Controls:   true,
+		ServerTime: time.Now().UnixMilli(),
+	}
+	if len(w.contentKeys) > 0 {
+		st.RouteURL, st.ContentKeys = "/v1/route/"+id, w.contentKeys
 	}
 	st.NeedsToken = st.Signed && token == ""
 	if it.kind == kindLive {

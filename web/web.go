@@ -49,6 +49,10 @@ type Config struct {
 	// oEmbed answers and embed codes are built from it. Required, http or
 	// https, no query or fragment.
 	PublicURL string
+	// ContentKeys are the origin's content keys (key id -> unpadded
+	// base64url ed25519 public key) the player verifies segment manifests
+	// with. Empty: the player verifies nothing and plays from this node.
+	ContentKeys map[string]string
 }
 
 // Deps are the collaborators of the pages.
@@ -72,6 +76,7 @@ type Web struct {
 	log          *slog.Logger
 	assets       *assets
 	pages        map[string]*template.Template
+	contentKeys  map[string]string
 }
 
 // New checks cfg and deps, indexes the embedded assets and parses the
@@ -96,7 +101,8 @@ func New(cfg Config, deps Deps) (*Web, error) {
 	if err != nil {
 		return nil, err
 	}
-	w := &Web{publicURL: pub, publicHost: host, store: deps.Store, isLive: deps.IsLive, log: log, assets: a}
+	w := &Web{publicURL: pub, publicHost: host, store: deps.Store, isLive: deps.IsLive, log: log, assets: a,
+		contentKeys: cfg.ContentKeys}
 	u, _ := url.Parse(pub)
 	w.dashboardCSP = dashboardCSP(u.Scheme + "://" + u.Host)
 	if w.pages, err = parseTemplates(a); err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,10 +44,37 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.
 		case <-gctx.Done():
 			return nil
 		case o := <-ready:
+			if cfg.Edge.Addr != config.EdgeOff {
+				ecfg := devEdgeConfig(cfg)
+				g.Go(func() error {
+					return runEdge(gctx, ecfg, false, log.With("role", "edge"))
+				})
+			}
 			return printBanner(gctx, o, log, stdout)
 		}
 	})
 	return g.Wait()
+}
+
+// devEdgeConfig is the configuration of the edge shoal dev runs: joined to
+// its own origin with the admin key, with a data dir (node key, cache) of
+// its own below the origin's.
+func devEdgeConfig(cfg config.Config) config.Config {
+	e := cfg
+	host, port, err := net.SplitHostPort(cfg.HTTPAddr)
+	if err != nil {
+		port = "8080"
+	}
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
+		host = "127.0.0.1"
+	}
+	e.OriginURL = "http://" + net.JoinHostPort(host, port)
+	e.NodeToken = cfg.AdminKey
+	e.DataDir = filepath.Join(cfg.DataDir, "edge")
+	if e.Edge.CacheDir == "" {
+		e.Edge.CacheDir = filepath.Join(e.DataDir, "edgecache")
+	}
+	return e
 }
 
 // devAdminKey returns the admin key kept in dataDir/dev-admin-key,
@@ -102,8 +130,9 @@ Shoal %s is running (shoal dev: every role in one process)
   Live stream:     %q (id %s)
   OBS server:      %s
   OBS stream key:  %s
-  Watch page:      %s/watch/%s
+  Watch page:      %s/watch/%s    (plays through the edge, every segment verified)
   Watch (HLS):     %s/hls/%s/master.m3u8    e.g. ffplay or any HLS player
+  Edge:            %s    (GET /play/<id> sends viewers there)
   Metrics:         %s/metrics
 
   Try: curl -H "Authorization: Bearer %s" %s/v1/live-streams
@@ -116,7 +145,7 @@ Shoal %s is running (shoal dev: every role in one process)
 
 Press Ctrl-C to stop.
 `, Version, c.PublicURL, c.PublicURL, c.AdminKey, ls.Name, ls.ID, c.RTMPPublicURL, ls.StreamKey,
-		c.PublicURL, ls.ID, c.PublicURL, ls.ID, c.PublicURL, c.AdminKey, c.PublicURL, c.RTMPPublicURL, ls.StreamKey,
+		c.PublicURL, ls.ID, c.PublicURL, ls.ID, devEdgeLine(c), c.PublicURL, c.AdminKey, c.PublicURL, c.RTMPPublicURL, ls.StreamKey,
 		c.AdminKey, c.PublicURL, c.AdminKey, c.PublicURL, c.PublicURL)
 	return nil
 }
@@ -134,4 +163,11 @@ func devStream(ctx context.Context, store *routing.Store) (routing.LiveStream, e
 		}
 	}
 	return store.CreateLiveStream(qctx, routing.LiveStreamSpec{Name: devStreamName})
+}
+
+func devEdgeLine(c config.Config) string {
+	if c.Edge.Addr == config.EdgeOff {
+		return "off (SHOAL_EDGE_ADDR=off)"
+	}
+	return edgePublicURL(c, false)
 }

@@ -135,6 +135,8 @@ func startNode(t *testing.T, extraEnv ...string) *node {
 		"SHOAL_LOG_LEVEL=debug",
 		// These tests check the source path; transcode_test.go turns the ladder on.
 		"SHOAL_TRANSCODE_MAX_LADDERS=0",
+		// dev's own edge only where a test asks for it (SHOAL_EDGE_ADDR).
+		"SHOAL_EDGE_ADDR=off",
 	}, extraEnv...)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel

@@ -92,6 +92,9 @@ func edgePublicURL(cfg config.Config, explicit bool) string {
 // runEdge runs the edge role: the cache on SHOAL_EDGE_ADDR, joined to the
 // origin's registry and heartbeating to it.
 func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog.Logger) error {
+	if cfg.Edge.Addr == config.EdgeOff {
+		return errors.New(`edge.addr (SHOAL_EDGE_ADDR) is "off": the edge role needs a listen address`)
+	}
 	if cfg.OriginURL == "" {
 		return errors.New("SHOAL_ORIGIN_URL (origin_url) is required for the edge role: the origin's http(s) URL")
 	}
@@ -163,7 +166,7 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 		<-errc
 		return nil
 	})
-	g.Go(func() error { return heartbeatLoop(gctx, client, join, node, cache, log) })
+	g.Go(func() error { return heartbeatLoop(gctx, client, join, node, cache, cfg.Edge.MaxViewers, log) })
 	err = g.Wait()
 	log.Info("shoal edge stopped")
 	if errors.Is(err, context.Canceled) {
@@ -175,7 +178,7 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 // heartbeatLoop joins, then heartbeats every nodeproto.HeartbeatInterval,
 // joining again when the origin forgot the node. A refusal (bad or revoked
 // token) stops the edge: it must not serve as part of the network.
-func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.JoinRequest, node *edgeNode, cache *edgecache.Cache, log *slog.Logger) error {
+func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.JoinRequest, node *edgeNode, cache *edgecache.Cache, maxViewers int64, log *slog.Logger) error {
 	backoff := time.Second
 	joined := false
 	var lastErr string
@@ -191,7 +194,9 @@ func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.Join
 		} else {
 			id, _ := node.id.Load().(string)
 			var r nodeproto.HeartbeatResponse
-			if r, err = c.Heartbeat(ctx, id, heartbeatOf(cache.Stats())); err == nil {
+			hb := heartbeatOf(cache.Stats())
+			hb.MaxViewers = maxViewers
+			if r, err = c.Heartbeat(ctx, id, hb); err == nil {
 				node.learn(r, log)
 			} else if errors.Is(err, nodeproto.ErrUnknownNode) {
 				log.Warn("the origin forgot this edge (missed heartbeats?): joining again")
@@ -227,6 +232,7 @@ func heartbeatOf(s edgecache.Stats) nodeproto.Heartbeat {
 	return nodeproto.Heartbeat{
 		Connections: s.Connections, EgressBytesPerSec: s.EgressBytesPerSec, CacheBytes: s.CacheBytes,
 		Hits: s.Hits, Misses: s.Misses, OriginFetches: s.OriginFetches, BytesServed: sum(s.BytesServed), StreamBytes: s.BytesServed,
+		Viewers: s.Viewers,
 	}
 }
 

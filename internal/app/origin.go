@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/shoal-video/shoal/ingest/rtmp"
 	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/playback"
 	"github.com/shoal-video/shoal/internal/routing"
@@ -87,7 +89,12 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return err
 	}
-	pages, err := web.New(web.Config{PublicURL: cfg.PublicURL},
+	contentKey, err := playback.LoadOrCreateKey(filepath.Join(cfg.DataDir, "content-key.pem"))
+	if err != nil {
+		return fmt.Errorf("content signing key: %w", err)
+	}
+	contentPub := contentKey.Public().(ed25519.PublicKey)
+	pages, err := web.New(web.Config{PublicURL: cfg.PublicURL, ContentKeys: contentKeyMap(contentPub)},
 		web.Deps{Store: store, IsLive: hub.IsLive, Log: log.With("component", "web")})
 	if err != nil {
 		return err
@@ -106,18 +113,23 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return fmt.Errorf("playback signing key: %w", err)
 	}
+	hlsDir := filepath.Join(cfg.DataDir, "hls")
 	nodes := newNodeMetrics(reg)
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL,
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, OnHeartbeat: nodes.heartbeat,
+		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
+		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
+		Audit: newAuditor(hlsDir, playbackKey, contentKey, signed.signed).audit,
 	}, store, pipeline{hub: hub, ingest: ingest, pkg: pkg, tc: tc}, log.With("component", "api"))
 	if err != nil {
 		return err
 	}
-	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLSDir: filepath.Join(cfg.DataDir, "hls"),
-		HLSOptions: []origin.Option{origin.WithSignedPlayback(signed.signed, playbackKey.Public().(ed25519.PublicKey))},
-		WrapHLS:    nodes.countEdgeFetches},
+	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLSDir: hlsDir,
+		HLSOptions: []origin.Option{origin.WithSignedPlayback(signed.signed, playbackKey.Public().(ed25519.PublicKey)),
+			origin.WithContentKey(contentKey)},
+		WrapHLS: nodes.countEdgeFetches},
 		httpDeps{Log: log.With("component", "http"), API: api, Web: pages, Ready: store, Registry: reg})
 	if err != nil {
 		return err
@@ -186,4 +198,14 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	stopPkg()
 	log.Info("shoal origin stopped")
 	return err
+}
+
+// contentKeyMap is the content keys as the pages embed them: key id ->
+// unpadded base64url public key.
+func contentKeyMap(keys ...ed25519.PublicKey) map[string]string {
+	out := map[string]string{}
+	for _, k := range keys {
+		out[manifest.KeyID(k)] = base64.RawURLEncoding.EncodeToString(k)
+	}
+	return out
 }

@@ -93,8 +93,11 @@ type nodeMetrics struct {
 	fetches     *prometheus.GaugeVec
 	streamBytes *prometheus.GaugeVec
 
+	failures *prometheus.CounterVec
+
 	segFetches prometheus.Counter
 	segments   prometheus.Counter
+	viewerSegs prometheus.Counter
 	mu         sync.Mutex
 	seen       map[string]struct{}
 }
@@ -119,9 +122,16 @@ func newNodeMetrics(reg prometheus.Registerer) *nodeMetrics {
 		segments: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_origin_edge_segments_total", Help: "Distinct segments edges fetched from this origin (recently seen ones counted once).",
 		}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_delivery_verification_failures_total",
+			Help: "Objects viewers' players reported as failing verification against the signed manifests, per node that served them.",
+		}, []string{"node"}),
+		viewerSegs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_origin_viewer_segment_requests_total", Help: "Segment GETs viewers made to this origin directly (not through an edge).",
+		}),
 		seen: map[string]struct{}{},
 	}
-	reg.MustRegister(m.served, m.hitRatio, m.fetches, m.streamBytes, m.segFetches, m.segments)
+	reg.MustRegister(m.served, m.hitRatio, m.fetches, m.streamBytes, m.failures, m.segFetches, m.segments, m.viewerSegs)
 	return m
 }
 
@@ -134,12 +144,19 @@ func (m *nodeMetrics) heartbeat(n routing.Node, load routing.NodeLoad) {
 	}
 }
 
+func (m *nodeMetrics) deliveryFailure(node, _ string) {
+	m.failures.WithLabelValues(node).Inc()
+}
+
 // countEdgeFetches wraps the origin's HLS handler to count segment fetches
 // by edges.
 func (m *nodeMetrics) countEdgeFetches(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodGet && r.Header.Get(origin.EdgeHeader) == "1" &&
-			(strings.HasSuffix(r.URL.Path, ".m4s") || strings.HasSuffix(r.URL.Path, ".ts")) {
+		segment := strings.HasSuffix(r.URL.Path, ".m4s") || strings.HasSuffix(r.URL.Path, ".ts")
+		if r.Method == http.MethodGet && segment && r.Header.Get(origin.EdgeHeader) != "1" {
+			m.viewerSegs.Inc()
+		}
+		if r.Method == http.MethodGet && r.Header.Get(origin.EdgeHeader) == "1" && segment {
 			m.segFetches.Inc()
 			m.mu.Lock()
 			if _, ok := m.seen[r.URL.Path]; !ok {

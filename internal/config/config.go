@@ -52,11 +52,14 @@ type EdgeConfig struct {
 	CacheDir    string `yaml:"cache_dir"` // empty: <data_dir>/edgecache
 	CacheBytes  int64  `yaml:"cache_bytes"`
 	MemoryBytes int64  `yaml:"memory_bytes"`
+	MaxViewers  int64  `yaml:"max_viewers"` // declared to the origin; 0: not declared
 }
 
 // RouteConfig tunes viewer routing.
 type RouteConfig struct {
-	RegionHeader string `yaml:"region_header"` // a front proxy's header naming the viewer's region
+	RegionHeader      string `yaml:"region_header"` // a front proxy's header naming the viewer's region
+	MaxNodesPerToken  int    `yaml:"max_nodes_per_token"`
+	QuarantineReports int    `yaml:"quarantine_reports"`
 }
 
 // VODConfig tunes the VOD job workers.
@@ -120,8 +123,9 @@ func base() Config {
 			Ladder:     media.DefaultLadder.String(),
 			Preset:     "veryfast",
 		},
-		VOD:  VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
-		Edge: EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},
+		VOD:   VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
+		Edge:  EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},
+		Route: RouteConfig{MaxNodesPerToken: 4, QuarantineReports: 3},
 	}
 }
 

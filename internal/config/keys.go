@@ -160,8 +160,8 @@ var table = []key{
 		"attempts at one VOD job (a worker dying counts) before the video fails with the last error (1 to 20)",
 		func(c *Config) *int { return &c.VOD.MaxAttempts }, parseInt, strconv.Itoa, intRange(1, 20)),
 	field("edge.addr", "SHOAL_EDGE_ADDR",
-		"host:port the edge role serves viewers (and its health and metrics) on",
-		func(c *Config) *string { return &c.Edge.Addr }, parseString, fmtString, checkAddr),
+		"host:port the edge role serves viewers (and its health and metrics) on; shoal dev runs its own edge there too (\"off\": none)",
+		func(c *Config) *string { return &c.Edge.Addr }, parseString, fmtString, checkEdgeAddr),
 	field("edge.cache_dir", "SHOAL_EDGE_CACHE_DIR",
 		"edge role: the disk cache directory (kept across restarts); empty means <data_dir>/edgecache",
 		func(c *Config) *string { return &c.Edge.CacheDir }, parseString, fmtString, func(string) error { return nil }),
@@ -171,9 +171,28 @@ var table = []key{
 	field("edge.memory_bytes", "SHOAL_EDGE_MEMORY_BYTES",
 		"edge role: memory cache size for hot objects in bytes (1 MiB to 1 TiB)",
 		func(c *Config) *int64 { return &c.Edge.MemoryBytes }, parseInt64, fmtInt64, int64Range(1<<20, 1<<40)),
+	field("edge.max_viewers", "SHOAL_EDGE_MAX_VIEWERS",
+		"edge role: viewers this edge can take, declared to the origin as a cap on what it is sent (0: not declared; up to 10000000)",
+		func(c *Config) *int64 { return &c.Edge.MaxViewers }, parseInt64, fmtInt64, int64Range(0, 10_000_000)),
 	field("route.region_header", "SHOAL_ROUTE_REGION_HEADER",
 		"HTTP header a front proxy sets to the viewer's region (e.g. CF-IPCountry); empty: only ?region= is used",
 		func(c *Config) *string { return &c.Route.RegionHeader }, parseString, fmtString, func(string) error { return nil }),
+	field("route.max_nodes_per_token", "SHOAL_ROUTE_MAX_NODES_PER_TOKEN",
+		"node identities (node keys) one node token may hold within 24 hours (1 to 1000); the admin key is not capped",
+		func(c *Config) *int { return &c.Route.MaxNodesPerToken }, parseInt, strconv.Itoa, intRange(1, 1000)),
+	field("route.quarantine_reports", "SHOAL_ROUTE_QUARANTINE_REPORTS",
+		"distinct viewer networks (/24, /48) whose verification failure reports within 10 minutes quarantine an edge (1 to 1000); a confirmed audit quarantines at once",
+		func(c *Config) *int { return &c.Route.QuarantineReports }, parseInt, strconv.Itoa, intRange(1, 1000)),
+}
+
+// EdgeOff as edge.addr keeps shoal dev from running its edge.
+const EdgeOff = "off"
+
+func checkEdgeAddr(s string) error {
+	if s == EdgeOff {
+		return nil
+	}
+	return checkAddr(s)
 }
 
 func checkOptionalURL(s string) error {

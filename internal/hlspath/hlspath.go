@@ -32,10 +32,14 @@ var fileRe = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,63}\.(m3u8|m4s|mp4|ts)$`)
 // stillRe matches the files next to master.m3u8 that a VOD job writes.
 var stillRe = regexp.MustCompile(`^(poster\.jpg|storyboard\.vtt|storyboard-[0-9]{1,6}\.jpg)$`)
 
+// ManifestFile is the signed manifest of a rendition (package manifest),
+// next to its index.m3u8.
+const ManifestFile = "manifest.txt"
+
 // Parse validates a request path below Prefix and returns the file's path
 // relative to the HLS directory. It accepts only /hls/<id>/master.m3u8, a
 // video's poster and storyboard files next to it, and
-// /hls/<id>/<rendition>/<file>.
+// /hls/<id>/<rendition>/<file>, the rendition's manifest included.
 func Parse(p string) (string, bool) {
 	rest, ok := strings.CutPrefix(p, Prefix)
 	if !ok {
@@ -48,7 +52,7 @@ func Parse(p string) (string, bool) {
 			return parts[0] + "/" + parts[1], true
 		}
 	case 3:
-		if ids.Valid(parts[0]) && ids.Valid(parts[1]) && fileRe.MatchString(parts[2]) {
+		if ids.Valid(parts[0]) && ids.Valid(parts[1]) && (fileRe.MatchString(parts[2]) || parts[2] == ManifestFile) {
 			return strings.Join(parts, "/"), true
 		}
 	}

@@ -81,6 +81,11 @@ type Heartbeat struct {
 	Misses            int64            `json:"misses"`
 	OriginFetches     int64            `json:"origin_fetches"`
 	StreamBytes       map[string]int64 `json:"stream_bytes,omitempty"`
+	// Viewers is how many distinct viewers the node served recently;
+	// MaxViewers how many it can take (0: not declared). Both are claims:
+	// the origin bounds them by what it observes.
+	Viewers    int64 `json:"viewers,omitempty"`
+	MaxViewers int64 `json:"max_viewers,omitempty"`
 }
 
 var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)

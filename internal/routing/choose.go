@@ -1,33 +1,62 @@
 package routing
 
 import (
+	"cmp"
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"slices"
 )
 
-// affinity is how many edges, ranked by rendezvous hash of the stream id,
-// share one stream's viewers: few enough that each caches it once, more
-// than one so that load can be balanced.
-const affinity = 2
+// Placement parameters.
+const (
+	// LoadSlack is ε of consistent hashing with bounded loads: no edge gets
+	// more than (1+ε) times the average load of the edges in scope.
+	LoadSlack = 0.25
+	// MinBound is the load every edge may take whatever the average, so
+	// that a quiet stream's first viewers stay on its first edge (one cache
+	// fill) instead of spreading at once.
+	MinBound = 8
+)
 
-// ChooseEdge picks the edge a viewer of stream id should use, and says why.
-// Policy: edges in the viewer's region (all edges when the region has none
-// or no region is known); among them the affinity edges ranked first by
-// rendezvous (highest random weight) hashing of the id, so that a stream's
-// viewers concentrate on few edges and each caches it once; of those, the
-// least loaded (connections, then egress). ok is false when no edge is
-// alive.
-func ChooseEdge(nodes []Node, id, region string) (chosen Node, reason string, ok bool) {
+// Placement is where a viewer of a stream goes: the edges to try, in
+// order (Candidates[0] is the choice), and why.
+type Placement struct {
+	Candidates []Node
+	Reason     string
+}
+
+// Place ranks the edges for a viewer of stream id. Policy:
+//
+//   - Only edges that are alive, have a public URL and are not quarantined.
+//   - The viewer's region when it has edges; otherwise every region.
+//   - Edges are ranked by a rendezvous hash of the stream id keyed with the
+//     origin's secret (HMAC-SHA256): a stream's viewers concentrate on its
+//     first edges, which cache it once, and since nobody outside the origin
+//     knows the key, nobody can make up node ids that rank first for a
+//     chosen stream.
+//   - Bounded loads: the first edge in that order whose load is under its
+//     bound is chosen, where the bound is (1+LoadSlack) times the average
+//     load of the edges in scope (at least MinBound), and at most the
+//     viewers the edge declares it can take. A popular stream thus spreads
+//     over as many edges as it needs, and no edge, whatever it claims,
+//     gets more than its bounded share.
+//
+// load(n) is the load the caller counts for n: the origin uses the larger
+// of what it assigned to n recently and the viewers n reports, so an edge
+// that under-reports gains nothing. The rest of the candidates follow in
+// rank order, those under their bound first; at most limit are returned.
+func Place(nodes []Node, id, region string, secret []byte, load func(Node) int64, limit int) Placement {
 	var edges []Node
 	for _, n := range nodes {
-		if n.Role == "edge" && n.PublicURL != "" {
+		if n.Role == "edge" && n.PublicURL != "" && n.Quarantine == nil {
 			edges = append(edges, n)
 		}
 	}
 	if len(edges) == 0 {
-		return Node{}, "no edge is alive", false
+		return Placement{Reason: "no edge is alive"}
 	}
 	scope := "any region"
 	if region != "" {
@@ -43,30 +72,68 @@ func ChooseEdge(nodes []Node, id, region string) (chosen Node, reason string, ok
 			scope = "no edge in region " + region + ", any region"
 		}
 	}
-	slices.SortFunc(edges, func(a, b Node) int {
-		wa, wb := rendezvous(id, a.ID), rendezvous(id, b.ID)
-		switch {
-		case wa > wb:
-			return -1
-		case wa < wb:
+	type ranked struct {
+		n     Node
+		w     uint64
+		load  int64
+		bound int64
+		ratio float64
+		under bool
+	}
+	rs := make([]ranked, len(edges))
+	var total int64
+	for i, n := range edges {
+		l := max(load(n), 0)
+		rs[i] = ranked{n: n, w: placementWeight(secret, id, n.ID), load: l}
+		total += l
+	}
+	bound := int64(math.Ceil((1 + LoadSlack) * float64(total+1) / float64(len(rs))))
+	bound = max(bound, MinBound)
+	for i := range rs {
+		b := bound
+		if m := rs[i].n.Load.MaxViewers; m > 0 && m < b {
+			b = m
+		}
+		rs[i].bound = b
+		rs[i].under = rs[i].load < b
+		rs[i].ratio = float64(rs[i].load) / float64(max(b, 1))
+	}
+	slices.SortFunc(rs, func(a, b ranked) int {
+		if a.under != b.under {
+			if a.under {
+				return -1
+			}
 			return 1
 		}
-		return 0
-	})
-	top := edges[:min(affinity, len(edges))]
-	best := top[0]
-	for _, n := range top[1:] {
-		if n.Load.Connections < best.Load.Connections ||
-			(n.Load.Connections == best.Load.Connections && n.Load.EgressBytesPerSec < best.Load.EgressBytesPerSec) {
-			best = n
+		if !a.under && a.ratio != b.ratio {
+			// Every edge is full: the least loaded first.
+			return cmp.Compare(a.ratio, b.ratio)
 		}
+		return cmp.Compare(b.w, a.w)
+	})
+	if limit <= 0 || limit > len(rs) {
+		limit = len(rs)
 	}
-	return best, fmt.Sprintf("%s; %d of %d edges share this stream (rendezvous hash); least loaded of them (%d connections)",
-		scope, len(top), len(edges), best.Load.Connections), true
+	p := Placement{Candidates: make([]Node, 0, limit)}
+	for _, r := range rs[:limit] {
+		p.Candidates = append(p.Candidates, r.n)
+	}
+	first := rs[0]
+	if first.under {
+		p.Reason = fmt.Sprintf("%s; %d edges; first edge of this stream's keyed ranking under its load bound (%d of %d)",
+			scope, len(rs), first.load, first.bound)
+	} else {
+		p.Reason = fmt.Sprintf("%s; %d edges; every edge at its load bound, the least loaded (%d of %d)",
+			scope, len(rs), first.load, first.bound)
+	}
+	return p
 }
 
-// rendezvous is the weight of node for key.
-func rendezvous(key, node string) uint64 {
-	h := sha256.Sum256([]byte(key + "\x00" + node))
-	return binary.BigEndian.Uint64(h[:8])
+// placementWeight is node's rendezvous weight for stream id under secret.
+func placementWeight(secret []byte, id, node string) uint64 {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(id))
+	m.Write([]byte{0})
+	m.Write([]byte(node))
+	return binary.BigEndian.Uint64(m.Sum(nil)[:8])
 }

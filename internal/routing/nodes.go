@@ -49,6 +49,8 @@ type Node struct {
 	JoinedAt  time.Time
 	LastSeen  time.Time
 	Load      NodeLoad
+	// Quarantine is set when the node is quarantined (ListNodes fills it).
+	Quarantine *Quarantine
 }
 
 // NodeLoad is what a node reports with every heartbeat.
@@ -61,6 +63,10 @@ type NodeLoad struct {
 	Misses            int64            `json:"misses"`
 	OriginFetches     int64            `json:"origin_fetches"`
 	StreamBytes       map[string]int64 `json:"stream_bytes,omitempty"`
+	// Viewers is how many distinct viewers the node served recently, and
+	// MaxViewers how many it says it can take (0: not declared).
+	Viewers    int64 `json:"viewers,omitempty"`
+	MaxViewers int64 `json:"max_viewers,omitempty"`
 }
 
 // HitRatio is hits / (hits + misses), or 0 before any request.
@@ -148,7 +154,18 @@ func (s *Store) GetNode(ctx context.Context, id string) (Node, error) {
 	if err != nil {
 		return Node{}, wrapErr("get node", err)
 	}
-	return decodeNode(id, f)
+	n, err := decodeNode(id, f)
+	if err != nil {
+		return Node{}, err
+	}
+	q, err := s.Quarantines(ctx, []string{id})
+	if err != nil {
+		return Node{}, err
+	}
+	if qq, ok := q[id]; ok {
+		n.Quarantine = &qq
+	}
+	return n, nil
 }
 
 // NodeHeartbeat records a heartbeat of the live node id with its load and
@@ -198,6 +215,19 @@ func (s *Store) ListNodes(ctx context.Context) ([]Node, error) {
 	out, gone, err := records(ctx, s, "list nodes", nodePrefix, idList, decodeNode)
 	if err != nil {
 		return nil, err
+	}
+	live := make([]string, len(out))
+	for i, n := range out {
+		live[i] = n.ID
+	}
+	q, err := s.Quarantines(ctx, live)
+	if err != nil {
+		return nil, err
+	}
+	for i := range out {
+		if qq, ok := q[out[i].ID]; ok {
+			out[i].Quarantine = &qq
+		}
 	}
 	if len(gone) > 0 {
 		members := make([]any, len(gone))

@@ -1,7 +1,9 @@
 package routing
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -66,10 +68,12 @@ func TestNodeRegistry(t *testing.T) {
 	}
 }
 
-func TestChooseEdge(t *testing.T) {
+func TestPlace(t *testing.T) {
 	t.Parallel()
-	if _, reason, ok := ChooseEdge(nil, "abc", ""); ok || reason == "" {
-		t.Fatalf("no edges: ok=%v reason=%q", ok, reason)
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	noLoad := func(Node) int64 { return 0 }
+	if p := Place(nil, "abc", "", secret, noLoad, 3); len(p.Candidates) != 0 || p.Reason == "" {
+		t.Fatalf("no edges: %+v", p)
 	}
 	nodes := []Node{
 		{ID: "e1", Role: "edge", Region: "eu", PublicURL: "http://e1"},
@@ -77,35 +81,185 @@ func TestChooseEdge(t *testing.T) {
 		{ID: "e3", Role: "edge", Region: "eu", PublicURL: "http://e3"},
 		{ID: "u1", Role: "edge", Region: "us", PublicURL: "http://u1"},
 		{ID: "w1", Role: "worker", Region: "eu"},
+		{ID: "q1", Role: "edge", Region: "us", PublicURL: "http://q1", Quarantine: &Quarantine{Reason: "bad bytes"}},
 	}
-	n, reason, ok := ChooseEdge(nodes, "stream1", "us")
-	if !ok || n.ID != "u1" {
-		t.Fatalf("us viewer got %s (%s)", n.ID, reason)
+	p := Place(nodes, "stream1", "us", secret, noLoad, 3)
+	if len(p.Candidates) != 1 || p.Candidates[0].ID != "u1" {
+		t.Fatalf("us viewer got %+v (%s): the quarantined edge must never be offered", p.Candidates, p.Reason)
 	}
-	n, reason, _ = ChooseEdge(nodes, "stream1", "ap")
-	if n.Role != "edge" || reason == "" {
-		t.Fatalf("viewer of an empty region got %+v (%s)", n, reason)
+	p = Place(nodes, "stream1", "ap", secret, noLoad, 2)
+	if len(p.Candidates) != 2 || p.Reason == "" {
+		t.Fatalf("viewer of an empty region: %+v", p)
 	}
-	// Affinity: many streams spread over the eu edges, and one stream's
-	// viewers go to at most 2 of them whatever the load.
+	// Many streams spread over the eu edges; a quiet stream stays on one.
 	seen := map[string]bool{}
-	for i := range 50 {
-		n, _, _ := ChooseEdge(nodes, "s"+string(rune('a'+i%26))+string(rune('a'+i/26)), "eu")
-		seen[n.ID] = true
+	for i := range 60 {
+		p := Place(nodes, fmt.Sprintf("s%d", i), "eu", secret, noLoad, 1)
+		seen[p.Candidates[0].ID] = true
 	}
 	if len(seen) != 3 {
-		t.Fatalf("50 streams used edges %v, want all 3", seen)
+		t.Fatalf("60 streams used edges %v, want all 3", seen)
 	}
-	chosen := map[string]bool{}
-	for c := range int64(6) {
-		loaded := append([]Node(nil), nodes...)
-		for i := range loaded {
-			loaded[i].Load.Connections = (int64(i) + c) % 3
+	// Another secret ranks differently: the ranking is not computable
+	// without the origin's key.
+	differ := 0
+	for i := range 60 {
+		a := Place(nodes, fmt.Sprintf("s%d", i), "eu", secret, noLoad, 1).Candidates[0].ID
+		b := Place(nodes, fmt.Sprintf("s%d", i), "eu", []byte("another secret of 32 bytes......"), noLoad, 1).Candidates[0].ID
+		if a != b {
+			differ++
 		}
-		n, _, _ := ChooseEdge(loaded, "one-stream", "eu")
-		chosen[n.ID] = true
 	}
-	if len(chosen) != 2 {
-		t.Fatalf("one stream's viewers went to %v, want exactly its 2 affinity edges", chosen)
+	if differ < 20 {
+		t.Fatalf("only %d of 60 streams moved with another secret", differ)
+	}
+}
+
+// TestPlaceBoundedLoads: viewers of one popular stream fill its first edge
+// to the bound, then spread; an edge that claims to be empty (or to have
+// room for millions) gets no more than its bounded share.
+func TestPlaceBoundedLoads(t *testing.T) {
+	t.Parallel()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	var nodes []Node
+	for i := range 6 {
+		nodes = append(nodes, Node{ID: fmt.Sprintf("edge%d", i), Role: "edge", PublicURL: fmt.Sprintf("http://e%d", i)})
+	}
+	// The liar: always reports 0 viewers and declares a huge capacity.
+	liar := Place(nodes, "popular", "", secret, func(Node) int64 { return 0 }, 1).Candidates[0].ID
+	for i := range nodes {
+		if nodes[i].ID == liar {
+			nodes[i].Load.MaxViewers = 1 << 40
+		}
+	}
+	reg := NewRegistry(nil, nil)
+	const viewers = 1200
+	for range viewers {
+		p := Place(nodes, "popular", "", secret, reg.Load, 3)
+		reg.Assign(p.Candidates[0].ID)
+	}
+	fair := float64(viewers) / float64(len(nodes))
+	used := 0
+	for _, n := range nodes {
+		got := reg.Assigned(n.ID)
+		if float64(got) > (1+LoadSlack)*fair+MinBound {
+			t.Errorf("%s got %d viewers, more than the bound %.0f", n.ID, got, (1+LoadSlack)*fair)
+		}
+		if got > 0 {
+			used++
+		}
+	}
+	if used < 5 {
+		t.Errorf("a popular stream used %d edges, want at least 5 of 6", used)
+	}
+	// A declared capacity is a cap.
+	small := append([]Node(nil), nodes...)
+	for i := range small {
+		small[i].Load.MaxViewers = 0
+		if small[i].ID == liar {
+			small[i].Load.MaxViewers = 3
+		}
+	}
+	reg = NewRegistry(nil, nil)
+	for range 60 {
+		reg.Assign(Place(small, "popular", "", secret, reg.Load, 1).Candidates[0].ID)
+	}
+	if got := reg.Assigned(liar); got != 3 {
+		t.Errorf("an edge declaring room for 3 viewers got %d", got)
+	}
+}
+
+func TestRegistryCachesAndWindows(t *testing.T) {
+	t.Parallel()
+	var calls int
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	reg := NewRegistry(func(context.Context) ([]Node, error) {
+		calls++
+		return []Node{{ID: "a", Role: "edge"}}, nil
+	}, func() time.Time { return clock })
+	for range 5 {
+		if n, err := reg.Nodes(t.Context()); err != nil || len(n) != 1 {
+			t.Fatal(n, err)
+		}
+	}
+	if calls != 1 {
+		t.Fatalf("%d reads within the refresh interval", calls)
+	}
+	clock = clock.Add(RegistryRefresh)
+	_, _ = reg.Nodes(t.Context())
+	reg.Invalidate()
+	_, _ = reg.Nodes(t.Context())
+	if calls != 3 {
+		t.Fatalf("%d reads, want 3", calls)
+	}
+	reg.Assign("a")
+	reg.Assign("a")
+	if reg.Assigned("a") != 2 || reg.Load(Node{ID: "a", Load: NodeLoad{Viewers: 5}}) != 5 {
+		t.Fatalf("assigned %d", reg.Assigned("a"))
+	}
+	clock = clock.Add(AssignWindow + time.Second)
+	if reg.Assigned("a") != 0 {
+		t.Fatalf("assignments outlived the window: %d", reg.Assigned("a"))
+	}
+}
+
+func TestTrustRecords(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	_, tok, err := s.CreateNodeToken(ctx, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 3 {
+		if err := s.JoinNodeCapped(ctx, Node{ID: fmt.Sprintf("n%d", i), Role: "edge", TokenID: tok.ID}, time.Minute, 2); i < 2 && err != nil {
+			t.Fatal(err)
+		} else if i == 2 && !errors.Is(err, ErrTooManyIdentities) {
+			t.Fatalf("third identity: %v", err)
+		}
+	}
+	if err := s.JoinNodeCapped(ctx, Node{ID: "n0", Role: "edge", TokenID: tok.ID}, time.Minute, 2); err != nil {
+		t.Fatalf("rejoin with a held identity: %v", err)
+	}
+	if n, err := s.TokenIdentities(ctx, tok.ID); err != nil || n != 2 {
+		t.Fatalf("identities %d %v", n, err)
+	}
+	if err := s.QuarantineNode(ctx, "n1", "served bad bytes"); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.QuarantineNode(ctx, "n1", "second reason")
+	n, err := s.GetNode(ctx, "n1")
+	if err != nil || n.Quarantine == nil || n.Quarantine.Reason != "served bad bytes" {
+		t.Fatalf("quarantined node: %+v %v", n, err)
+	}
+	list, _ := s.ListNodes(ctx)
+	q := 0
+	for _, n := range list {
+		if n.Quarantine != nil {
+			q++
+		}
+	}
+	if q != 1 {
+		t.Fatalf("%d quarantined in the list", q)
+	}
+	if err := s.ReleaseNode(ctx, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ReleaseNode(ctx, "n1"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("second release: %v", err)
+	}
+	for i := range MaxReportsKept + 5 {
+		if err := s.AddDeliveryReport(ctx, "n1", DeliveryReport{Kind: "hash_mismatch", URL: fmt.Sprint(i)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := s.DeliveryReports(ctx, "n1", 100)
+	if err != nil || len(r) != MaxReportsKept || r[0].URL != fmt.Sprint(MaxReportsKept+4) {
+		t.Fatalf("reports: %d %v", len(r), err)
+	}
+	a, err := s.PlacementSecret(ctx)
+	b, err2 := s.PlacementSecret(ctx)
+	if err != nil || err2 != nil || len(a) != 32 || string(a) != string(b) {
+		t.Fatalf("placement secret: %x %x %v %v", a, b, err, err2)
 	}
 }

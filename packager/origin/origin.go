@@ -97,6 +97,9 @@ type Handler struct {
 	clientIP func(*http.Request) string
 	now      func() time.Time
 
+	contentKey ed25519.PrivateKey
+	manifests  manifestCache
+
 	hashOnce    sync.Once
 	hashEntries int
 	hashes      *hashCache
@@ -177,6 +180,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if token, ok = h.authorize(w, r, id); !ok {
 			return
 		}
+	}
+	if strings.HasSuffix(rel, "/"+hlspath.ManifestFile) {
+		h.serveManifest(w, r, rel)
+		return
 	}
 	full := filepath.Join(h.Dir, filepath.FromSlash(rel))
 	f, err := os.Open(full)

@@ -6,6 +6,7 @@ import '../common/base.css';
 import './player.css';
 import { h, icon, readState, copyButton, replaceChildren } from '../common/dom.js';
 import { Player } from './player.js';
+import { Delivery, importKeys } from './delivery.js';
 
 const params = new URLSearchParams(location.search);
 const token = params.get('token') || '';
@@ -13,6 +14,8 @@ const OFFLINE_POLL_MS = 4000;
 const PROCESSING_POLL_MS = 3000;
 
 let state = readState();
+// The origin's clock minus ours, to judge how old a signed manifest is.
+const serverOffset = state && state.server_time ? state.server_time - Date.now() : 0;
 const root = document.getElementById('player');
 let waiting = 0; // generation of the current waitForLive loop
 
@@ -51,7 +54,9 @@ function route(player) {
   }
   switch (state.status) {
     case 'ready':
-      player.load(state.hls_url, { poster: state.poster_url, storyboard: state.storyboard_url });
+      newDelivery().then((delivery) => {
+        player.load(state.hls_url, { poster: state.poster_url, storyboard: state.storyboard_url, delivery });
+      });
       break;
     case 'failed':
       player.showMessage({
@@ -115,7 +120,34 @@ async function fetchState() {
 
 function playLive(player) {
   setStatus('live');
-  player.load(state.hls_url, { live: true });
+  newDelivery().then((delivery) => player.load(state.hls_url, { live: true, delivery }));
+}
+
+// newDelivery asks the origin where to play from (edges first, itself
+// last) for a verified session; null (play from the origin) when this
+// browser cannot verify signatures or routing does not answer.
+async function newDelivery() {
+  if (!state.route_url || !state.content_keys || params.get('edge') === 'off') return null;
+  const keys = await importKeys(state.content_keys);
+  if (!keys) return null;
+  try {
+    const u = new URL(state.route_url, location.href);
+    if (token) u.searchParams.set('token', token);
+    const res = await fetch(u.href, { cache: 'no-store', credentials: 'omit' });
+    if (!res.ok) return null;
+    const route = await res.json();
+    if (!route.candidates || !route.candidates.length) return null;
+    const delivery = new Delivery({
+      id: state.id, candidates: route.candidates, keys, serverOffset, token,
+      reportURL: new URL('/v1/delivery-reports', location.href).href,
+      onSwitch: (c) => { root.dataset.deliveryNode = c.node || 'origin'; },
+    });
+    root.dataset.deliveryNode = delivery.current().node || 'origin';
+    window.shoalDelivery = delivery; // for support and tests
+    return delivery;
+  } catch {
+    return null;
+  }
 }
 
 // probeLive looks at the master playlist: "live" when its first variant is
@@ -155,7 +187,11 @@ async function waitForLive(player, ended) {
     text: 'It will start here by itself when the creator goes live.',
     actions: recording ? [{
       label: ended ? 'Watch from the beginning' : 'Watch the last broadcast', icon: 'play', primary: true,
-      onClick: () => { waiting++; player.load(state.hls_url, { live: false }); setStatus('recording'); },
+      onClick: () => {
+        waiting++;
+        setStatus('recording');
+        newDelivery().then((delivery) => player.load(state.hls_url, { live: false, delivery }));
+      },
     }] : [],
   });
   show();

@@ -6,6 +6,7 @@
 import Hls from 'hls.js';
 import { h, icon, setIcon, formatTime, spokenTime, replaceChildren } from '../common/dom.js';
 import { loadStoryboard, cueAt } from './storyboard.js';
+import { loaderClass } from './delivery.js';
 
 // useNative tells whether to let the browser play HLS itself: Safari (where
 // native HLS is the platform's player, with AirPlay and the system's ABR),
@@ -56,8 +57,10 @@ export class Player {
   // ---- loading --------------------------------------------------------
 
   // load plays src (a master playlist URL). live: the source is a live
-  // stream (no seek bar; a LIVE button and latency).
-  load(src, { live = false, poster = '', storyboard = '', autoplay = this.opts.autoplay } = {}) {
+  // stream (no seek bar; a LIVE button and latency). delivery: a Delivery
+  // (delivery.js) that fetches from edges and verifies every object; only
+  // hls.js can use it, so native HLS plays src (the origin) unverified.
+  load(src, { live = false, poster = '', storyboard = '', autoplay = this.opts.autoplay, delivery = null } = {}) {
     this.unload();
     this.live = live;
     this.root.classList.toggle('is-live', live);
@@ -72,7 +75,7 @@ export class Player {
       this.qualityBtn.hidden = true;
     } else if (Hls.isSupported()) {
       this.engine = 'hls.js';
-      this.attachHls(url);
+      this.attachHls(url, delivery);
     } else {
       this.showMessage({
         icon: 'film',
@@ -88,15 +91,24 @@ export class Player {
     if (autoplay) this.play(true);
   }
 
-  attachHls(url) {
-    const hls = new Hls({
+  attachHls(url, delivery) {
+    const config = {
       // Our playlists are plain HLS (not LL-HLS); keep a modest back buffer
       // so long sessions do not grow memory.
       backBufferLength: 90,
       maxBufferLength: 30,
       capLevelToPlayerSize: true,
       startLevel: -1,
-    });
+    };
+    if (delivery) {
+      config.pLoader = loaderClass(delivery, 'playlist');
+      config.fLoader = loaderClass(delivery, 'media');
+      url = delivery.current().base + new URL(url, location.href).pathname;
+      this.root.dataset.verified = 'true';
+    } else {
+      delete this.root.dataset.verified;
+    }
+    const hls = new Hls(config);
     this.hls = hls;
     hls.on(Hls.Events.MANIFEST_PARSED, () => this.buildQualityMenu());
     hls.on(Hls.Events.LEVEL_SWITCHED, () => this.updateQualityLabel());

@@ -1,0 +1,182 @@
+package manifest
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func testKey(t testing.TB, seed byte) ed25519.PrivateKey {
+	t.Helper()
+	return ed25519.NewKeyFromSeed(bytes.Repeat([]byte{seed}, ed25519.SeedSize))
+}
+
+func sample() Manifest {
+	return Manifest{
+		ID: "abc123", Rendition: "720p", Seq: 42, Time: time.UnixMilli(1_780_000_000_123).UTC(),
+		Entries: []Entry{
+			{Kind: KindInit, URI: "init-a-0-0.mp4", Size: 800, SHA256: sha256.Sum256([]byte("init"))},
+			{Kind: KindSegment, URI: "a-0-40.m4s", Size: 3, SHA256: sha256.Sum256([]byte("one"))},
+			{Kind: KindSegment, URI: "a-0-41.m4s", Size: 3, SHA256: sha256.Sum256([]byte("two"))},
+		},
+	}
+}
+
+func keys(privs ...ed25519.PrivateKey) map[string]ed25519.PublicKey {
+	out := map[string]ed25519.PublicKey{}
+	for _, p := range privs {
+		pub := p.Public().(ed25519.PublicKey)
+		out[KeyID(pub)] = pub
+	}
+	return out
+}
+
+func TestSignVerifyRoundTrip(t *testing.T) {
+	t.Parallel()
+	k := testKey(t, 1)
+	data, err := Sign(sample(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Verify(data, keys(testKey(t, 9), k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := sample()
+	want.KeyID = KeyID(k.Public().(ed25519.PublicKey))
+	if m.KeyID != want.KeyID || m.ID != want.ID || m.Rendition != want.Rendition || m.Seq != want.Seq ||
+		!m.Time.Equal(want.Time) || m.Ended || len(m.Entries) != 3 || m.Entries[2] != want.Entries[2] {
+		t.Fatalf("round trip: got %+v want %+v", m, want)
+	}
+	e, ok := m.Lookup("a-0-41.m4s")
+	if !ok || e.Check([]byte("two")) != nil || e.Check([]byte("one")) == nil || e.Check([]byte("twoo")) == nil {
+		t.Fatalf("lookup/check: %+v %v", e, ok)
+	}
+	if _, ok := m.Lookup("a-0-42.m4s"); ok {
+		t.Fatal("lookup of an unlisted uri succeeded")
+	}
+	// The text is the documented format.
+	lines := strings.Split(string(data), "\n")
+	if lines[0] != Magic || lines[1] != "key "+want.KeyID || lines[4] != "seq 42" || lines[5] != "time 1780000000123" ||
+		lines[6] != "ended 0" || !strings.HasPrefix(lines[7], "init init-a-0-0.mp4 800 ") || !strings.HasPrefix(lines[10], "sig ") {
+		t.Fatalf("unexpected text:\n%s", data)
+	}
+}
+
+func TestVerifyRefuses(t *testing.T) {
+	t.Parallel()
+	k := testKey(t, 1)
+	good, err := Sign(sample(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, _ := Sign(sample(), testKey(t, 2))
+	for name, tc := range map[string]struct {
+		data []byte
+		keys map[string]ed25519.PublicKey
+		want error
+	}{
+		"unknown key":       {good, keys(testKey(t, 2)), ErrUnknownKey},
+		"key swapped":       {bytes.Replace(other, []byte("key "+KeyID(testKey(t, 2).Public().(ed25519.PublicKey))), []byte("key "+KeyID(k.Public().(ed25519.PublicKey))), 1), keys(k), ErrBadSignature},
+		"seq changed":       {bytes.Replace(good, []byte("seq 42"), []byte("seq 43"), 1), keys(k), ErrBadSignature},
+		"digest changed":    {bytes.Replace(good, []byte(" 3 "), []byte(" 4 "), 1), keys(k), ErrBadSignature},
+		"entry dropped":     {dropLine(good, 9), keys(k), ErrBadSignature},
+		"trailing garbage":  {append(bytes.Clone(good), "x\n"...), keys(k), ErrMalformed},
+		"no newline":        {good[:len(good)-1], keys(k), ErrMalformed},
+		"empty":             {nil, keys(k), ErrMalformed},
+		"leading zero seq":  {bytes.Replace(good, []byte("seq 42"), []byte("seq 042"), 1), keys(k), ErrMalformed},
+		"upper hex":         {bytes.ToUpper(good), keys(k), ErrMalformed},
+		"path in uri":       {bytes.Replace(good, []byte("a-0-40.m4s"), []byte("../x/a.m4s"), 1), keys(k), ErrMalformed},
+		"uri with dots":     {bytes.Replace(good, []byte("a-0-40.m4s"), []byte("a..m4s"), 1), keys(k), ErrMalformed},
+		"bad ended":         {bytes.Replace(good, []byte("ended 0"), []byte("ended 2"), 1), keys(k), ErrMalformed},
+		"short signature":   {bytes.Replace(good, []byte("\nsig "), []byte("\nsig AA"), 1), keys(k), ErrMalformed},
+		"missing signature": {good[:bytes.LastIndex(good, []byte("sig "))], keys(k), ErrMalformed},
+	} {
+		if _, err := Verify(tc.data, tc.keys); !errors.Is(err, tc.want) {
+			t.Errorf("%s: got %v, want %v", name, err, tc.want)
+		}
+	}
+}
+
+func dropLine(data []byte, n int) []byte {
+	lines := strings.SplitAfter(string(data), "\n")
+	return []byte(strings.Join(append(lines[:n:n], lines[n+1:]...), ""))
+}
+
+func TestSignRefusesBadContent(t *testing.T) {
+	t.Parallel()
+	k := testKey(t, 1)
+	for name, mod := range map[string]func(*Manifest){
+		"bad id":        func(m *Manifest) { m.ID = "A/B" },
+		"bad rendition": func(m *Manifest) { m.Rendition = "" },
+		"bad uri":       func(m *Manifest) { m.Entries[0].URI = "x y" },
+		"bad kind":      func(m *Manifest) { m.Entries[0].Kind = "map" },
+		"negative size": func(m *Manifest) { m.Entries[0].Size = -1 },
+	} {
+		m := sample()
+		mod(&m)
+		if _, err := Sign(m, k); err == nil {
+			t.Errorf("%s: signed", name)
+		}
+	}
+}
+
+func TestPlaylistObjects(t *testing.T) {
+	t.Parallel()
+	pl := "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-MEDIA-SEQUENCE:40\n#EXT-X-TARGETDURATION:2\n" +
+		"#EXT-X-MAP:URI=\"init-a-0-0.mp4\"\n#EXTINF:2.000,\na-0-40.m4s\n#EXT-X-DISCONTINUITY\n" +
+		"#EXT-X-MAP:URI=\"init-a-1-0.mp4\"\n#EXTINF:2.000,\na-1-41.m4s\n#EXT-X-MAP:URI=\"init-a-1-0.mp4\"\n#EXTINF:2.000,\na-1-42.m4s\n"
+	objs, next, ended := PlaylistObjects([]byte(pl))
+	want := []Object{{KindInit, "init-a-0-0.mp4"}, {KindSegment, "a-0-40.m4s"}, {KindInit, "init-a-1-0.mp4"},
+		{KindSegment, "a-1-41.m4s"}, {KindSegment, "a-1-42.m4s"}}
+	if len(objs) != len(want) || next != 43 || ended {
+		t.Fatalf("got %v next=%d ended=%v", objs, next, ended)
+	}
+	for i := range want {
+		if objs[i] != want[i] {
+			t.Fatalf("object %d: got %v want %v", i, objs[i], want[i])
+		}
+	}
+	if _, _, ended := PlaylistObjects([]byte(pl + "#EXT-X-ENDLIST\n")); !ended {
+		t.Fatal("ENDLIST not seen")
+	}
+}
+
+// FuzzParse: any bytes either fail to parse or parse into a manifest that
+// signs back to the same body (the format has one spelling per content).
+func FuzzParse(f *testing.F) {
+	k := testKey(f, 1)
+	good, _ := Sign(sample(), k)
+	f.Add(good)
+	ended := sample()
+	ended.Ended, ended.Entries = true, nil
+	e, _ := Sign(ended, k)
+	f.Add(e)
+	f.Add([]byte(Magic + "\nsig x\n"))
+	f.Add([]byte(""))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, signed, _, err := Parse(data)
+		if err != nil {
+			return
+		}
+		again, err := Sign(m, k)
+		if err != nil {
+			t.Fatalf("parsed content does not sign: %v", err)
+		}
+		// The signed part is the same apart from the key line.
+		strip := func(b []byte) string {
+			lines := strings.SplitAfter(string(b), "\n")
+			return strings.Join(append(lines[:1:1], lines[2:]...), "")
+		}
+		if strip(again[:bytes.LastIndex(again, []byte("sig "))]) != strip(signed) {
+			t.Fatalf("round trip differs:\n%q\n%q", signed, again)
+		}
+		if _, err := Verify(data, keys(k)); err == nil && !bytes.Equal(data, good) && !bytes.Equal(data, e) {
+			t.Fatalf("forged manifest verified:\n%q", data)
+		}
+	})
+}

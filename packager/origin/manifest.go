@@ -1,0 +1,165 @@
+package origin
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shoal-video/shoal/internal/manifest"
+)
+
+// WithContentKey makes the handler serve each rendition's signed manifest
+// (package manifest) at /hls/<id>/<rendition>/manifest.txt, signed with
+// key: the objects its index.m3u8 lists now, with their sizes and SHA-256.
+func WithContentKey(key ed25519.PrivateKey) Option {
+	return func(h *Handler) { h.contentKey = key }
+}
+
+// liveManifestTTL is how long a live manifest is reused before it is
+// signed again with a new time (the edges' cache lifetime, too).
+const liveManifestTTL = time.Second
+
+// maxManifests bounds the signed manifests kept.
+const maxManifests = 4096
+
+// manifestCache keeps signed manifests by the identity of the playlist
+// they were made from.
+type manifestCache struct {
+	mu      sync.Mutex
+	entries map[string]signedManifest
+}
+
+type signedManifest struct {
+	playlist string // path, size and modification time of index.m3u8
+	data     []byte
+	ended    bool
+	at       time.Time
+}
+
+// serveManifest answers a rendition's manifest: rel is
+// "<id>/<rendition>/manifest.txt".
+func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rel string) {
+	if len(h.contentKey) != ed25519.PrivateKeySize {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	data, ended, err := h.manifest(rel)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	case err != nil:
+		http.Error(w, "unavailable", http.StatusInternalServerError)
+		return
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", manifest.ContentType)
+	if ended {
+		hdr.Set("Cache-Control", CacheEndedPlaylist)
+	} else {
+		hdr.Set("Cache-Control", CacheLivePlaylist)
+	}
+	sum := sha256.Sum256(data)
+	hdr.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+}
+
+// manifest returns the signed manifest of rel's rendition, from the cache
+// when its playlist has not changed (and, live, it is younger than
+// liveManifestTTL).
+func (h *Handler) manifest(rel string) ([]byte, bool, error) {
+	dir := path.Dir(rel)
+	id, rendition, _ := strings.Cut(dir, "/")
+	plPath := filepath.Join(h.Dir, filepath.FromSlash(dir), "index.m3u8")
+	st, err := os.Stat(plPath)
+	if err != nil {
+		return nil, false, err
+	}
+	ident := strconv.FormatInt(st.Size(), 10) + "-" + strconv.FormatInt(st.ModTime().UnixNano(), 10)
+	now := h.clock()
+	h.manifests.mu.Lock()
+	if h.manifests.entries == nil {
+		h.manifests.entries = map[string]signedManifest{}
+	}
+	c, ok := h.manifests.entries[dir]
+	h.manifests.mu.Unlock()
+	if ok && c.playlist == ident && (c.ended || now.Sub(c.at) < liveManifestTTL) {
+		return c.data, c.ended, nil
+	}
+	v, err, _ := h.hashGroup.Do("manifest\x00"+dir, func() (any, error) {
+		pl, err := os.ReadFile(plPath)
+		if err != nil {
+			return nil, err
+		}
+		objs, next, ended := manifest.PlaylistObjects(pl)
+		m := manifest.Manifest{ID: id, Rendition: rendition, Seq: next, Time: now, Ended: ended,
+			Entries: make([]manifest.Entry, 0, len(objs))}
+		for _, o := range objs {
+			e, err := h.entry(path.Join(dir, o.URI), o)
+			if err != nil {
+				return nil, fmt.Errorf("manifest of %s: %s: %w", dir, o.URI, err)
+			}
+			m.Entries = append(m.Entries, e)
+		}
+		data, err := manifest.Sign(m, h.contentKey)
+		if err != nil {
+			return nil, err
+		}
+		sm := signedManifest{playlist: ident, data: data, ended: ended, at: now}
+		h.manifests.mu.Lock()
+		if len(h.manifests.entries) >= maxManifests {
+			clear(h.manifests.entries)
+		}
+		h.manifests.entries[dir] = sm
+		h.manifests.mu.Unlock()
+		return sm, nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	sm := v.(signedManifest)
+	return sm.data, sm.ended, nil
+}
+
+// entry describes one object of a manifest, hashing it (once) if needed.
+func (h *Handler) entry(rel string, o manifest.Object) (manifest.Entry, error) {
+	if _, ok := ParsePath(Prefix + rel); !ok || strings.HasSuffix(rel, ".m3u8") {
+		return manifest.Entry{}, errors.New("not a media file name")
+	}
+	f, err := os.Open(filepath.Join(h.Dir, filepath.FromSlash(rel)))
+	if err != nil {
+		return manifest.Entry{}, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return manifest.Entry{}, err
+	}
+	sum, err := h.contentSHA256(rel, f, st)
+	if err != nil {
+		return manifest.Entry{}, err
+	}
+	e := manifest.Entry{Kind: o.Kind, URI: o.URI, Size: st.Size()}
+	if _, err := hex.Decode(e.SHA256[:], []byte(sum)); err != nil {
+		return manifest.Entry{}, err
+	}
+	return e, nil
+}
+
+func (h *Handler) clock() time.Time {
+	if h.now != nil {
+		return h.now()
+	}
+	return time.Now()
+}

@@ -1,0 +1,103 @@
+package origin
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shoal-video/shoal/internal/manifest"
+)
+
+func TestManifest(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	write := func(name, content string) {
+		t.Helper()
+		p := filepath.Join(root, filepath.FromSlash(name))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("abc/720p/init-s-0-0.mp4", "ftypmoov")
+	write("abc/720p/s-0-7.m4s", "segment seven")
+	write("abc/720p/s-0-8.m4s", "segment eight")
+	write("abc/720p/index.m3u8", "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-MAP:URI=\"init-s-0-0.mp4\"\n#EXTINF:2,\ns-0-7.m4s\n#EXTINF:2,\ns-0-8.m4s\n")
+	write("abc/bad/index.m3u8", "#EXTM3U\n#EXTINF:2,\n../../secret.m4s\n")
+	_, priv, _ := ed25519.GenerateKey(nil)
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC).UnixMilli())
+	h := NewHandler(root, WithContentKey(priv), withClock(func() time.Time { return time.UnixMilli(clock.Load()) }))
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	keys := map[string]ed25519.PublicKey{manifest.KeyID(priv.Public().(ed25519.PublicKey)): priv.Public().(ed25519.PublicKey)}
+
+	fetch := func() (*http.Response, manifest.Manifest, []byte) {
+		t.Helper()
+		resp, body := get(t, srv.URL+"/hls/abc/720p/manifest.txt", nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("manifest: %d %s", resp.StatusCode, body)
+		}
+		m, err := manifest.Verify([]byte(body), keys)
+		if err != nil {
+			t.Fatalf("verify: %v\n%s", err, body)
+		}
+		return resp, m, []byte(body)
+	}
+	resp, m, first := fetch()
+	if resp.Header.Get("Cache-Control") != CacheLivePlaylist || resp.Header.Get("Content-Type") != manifest.ContentType ||
+		resp.Header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Errorf("headers: %v", resp.Header)
+	}
+	if m.ID != "abc" || m.Rendition != "720p" || m.Seq != 9 || m.Ended || len(m.Entries) != 3 ||
+		m.Time.UnixMilli() != clock.Load() {
+		t.Fatalf("manifest: %+v", m)
+	}
+	for _, c := range []struct{ uri, content string }{{"init-s-0-0.mp4", "ftypmoov"}, {"s-0-7.m4s", "segment seven"}, {"s-0-8.m4s", "segment eight"}} {
+		e, ok := m.Lookup(c.uri)
+		if !ok || e.Check([]byte(c.content)) != nil {
+			t.Errorf("%s: %+v %v", c.uri, e, ok)
+		}
+	}
+	// Within a second the same bytes; after it, signed again with a new time.
+	if _, _, again := fetch(); !bytes.Equal(again, first) {
+		t.Error("manifest re-signed within its TTL")
+	}
+	clock.Add(1500)
+	if _, m2, _ := fetch(); m2.Time.UnixMilli() != clock.Load() {
+		t.Errorf("live manifest not re-signed after its TTL: %v", m2.Time)
+	}
+	// A new segment and ENDLIST: the ended manifest lists it.
+	write("abc/720p/s-0-9.m4s", "nine")
+	write("abc/720p/index.m3u8", "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-MAP:URI=\"init-s-0-0.mp4\"\n#EXTINF:2,\ns-0-7.m4s\n#EXTINF:2,\ns-0-8.m4s\n#EXTINF:2,\ns-0-9.m4s\n#EXT-X-ENDLIST\n")
+	future := time.Now().Add(time.Minute)
+	if err := os.Chtimes(filepath.Join(root, "abc/720p/index.m3u8"), future, future); err != nil {
+		t.Fatal(err)
+	}
+	resp, m, _ = fetch()
+	if !m.Ended || m.Seq != 10 || len(m.Entries) != 4 || resp.Header.Get("Cache-Control") != CacheEndedPlaylist {
+		t.Errorf("ended manifest: %+v %q", m, resp.Header.Get("Cache-Control"))
+	}
+	// A playlist naming something outside its directory gets no manifest;
+	// a rendition without playlist is 404.
+	if resp, _ := get(t, srv.URL+"/hls/abc/bad/manifest.txt", nil); resp.StatusCode != http.StatusInternalServerError {
+		t.Errorf("path trick in playlist: %d", resp.StatusCode)
+	}
+	if resp, _ := get(t, srv.URL+"/hls/abc/none/manifest.txt", nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("missing rendition: %d", resp.StatusCode)
+	}
+	// Without a content key there is no manifest.
+	plain := httptest.NewServer(NewHandler(root))
+	t.Cleanup(plain.Close)
+	if resp, _ := get(t, plain.URL+"/hls/abc/720p/manifest.txt", nil); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("no key: %d", resp.StatusCode)
+	}
+}

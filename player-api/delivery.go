@@ -1,0 +1,335 @@
+package playerapi
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/shoal-video/shoal/internal/hlspath"
+	"github.com/shoal-video/shoal/internal/manifest"
+	"github.com/shoal-video/shoal/internal/routing"
+)
+
+// Defaults of the trust rules.
+const (
+	// DefaultMaxNodesPerToken is how many node identities a node token may
+	// hold when Config.MaxNodesPerToken is zero.
+	DefaultMaxNodesPerToken = 4
+	// DefaultQuarantineReports is how many distinct viewer networks must
+	// report a node within ReportWindow to quarantine it.
+	DefaultQuarantineReports = 3
+	// ReportWindow is how far back reports count towards a quarantine.
+	ReportWindow = 10 * time.Minute
+)
+
+// Auditor checks a viewer's delivery report against the node itself: the
+// origin fetches the object from the node, as a viewer would, and compares
+// it with what it published. confirmed says the node served bad bytes;
+// finding says what the audit saw, for people.
+type Auditor func(ctx context.Context, node routing.Node, path, kind string) (confirmed bool, finding string)
+
+// Kinds of delivery reports. The first four are verification failures:
+// bytes or manifests that did not match what the origin signed.
+var reportKinds = map[string]bool{
+	"hash_mismatch":  true, // an object whose size or SHA-256 differs from the manifest
+	"unlisted":       true, // a playlist naming an object the manifest does not list
+	"bad_manifest":   true, // a manifest that does not verify (or is for another stream)
+	"stale_manifest": true, // a live manifest older than the player accepts
+	"http_error":     false,
+	"timeout":        false,
+}
+
+// deliveryReportRequest is the body of POST /v1/delivery-reports.
+type deliveryReportRequest struct {
+	NodeID   string `json:"node_id"`
+	URL      string `json:"url"`
+	Kind     string `json:"kind"`
+	Expected string `json:"expected_sha256"`
+	Received string `json:"received_sha256"`
+	Detail   string `json:"detail"`
+}
+
+type deliveryReportJSON struct {
+	Accepted    bool   `json:"accepted"`
+	Confirmed   bool   `json:"confirmed"`
+	Quarantined bool   `json:"quarantined"`
+	Audit       string `json:"audit,omitempty"`
+}
+
+const maxReportBody = 4 << 10
+
+// deliveryReport handles POST /v1/delivery-reports: a viewer's player tells
+// the origin that a node served something that failed verification (or
+// failed to serve). No API key: any viewer may report, at a bounded rate
+// per network. Verification failures are counted per node; a report the
+// audit confirms, or reports from QuarantineReports distinct networks
+// within ReportWindow, quarantine the node.
+func (a *API) deliveryReport(c *gin.Context) {
+	c.Header("Cache-Control", "no-store")
+	reporter := reporterNetwork(c.Request.RemoteAddr)
+	if !a.reports.allow(reporter) {
+		c.Header("Retry-After", "60")
+		WriteError(c, http.StatusTooManyRequests, "rate_limited", "too many delivery reports from this network; retry later")
+		return
+	}
+	body, err := readLimited(c, maxReportBody)
+	if err != nil {
+		WriteError(c, http.StatusRequestEntityTooLarge, codePayloadTooLarge, "delivery report body too large")
+		return
+	}
+	var req deliveryReportRequest
+	if msg := decodeStrict(body, &req); msg != "" {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, msg)
+		return
+	}
+	path, msg := checkReport(&req)
+	if msg != "" {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, msg)
+		return
+	}
+	ctx := c.Request.Context()
+	n, err := a.store.GetNode(ctx, req.NodeID)
+	if err != nil {
+		a.fail(c, err, nodeNotFound)
+		return
+	}
+	if u, _ := url.Parse(req.URL); u == nil || !sameHost(u, n.PublicURL) {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `"url" is not on that node's public URL`)
+		return
+	}
+	failure := reportKinds[req.Kind]
+	r := routing.DeliveryReport{At: time.Now().UTC(), Kind: req.Kind, URL: req.URL, Expected: req.Expected,
+		Received: req.Received, Detail: req.Detail, Reporter: reporter}
+	if failure && a.audit != nil && a.reports.firstAudit(n.ID+"\x00"+path) {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		r.Confirmed, r.Audit = a.audit(actx, n, path, req.Kind)
+		cancel()
+	}
+	if err := a.store.AddDeliveryReport(ctx, n.ID, r); err != nil {
+		a.fail(c, err, "")
+		return
+	}
+	out := deliveryReportJSON{Accepted: true, Confirmed: r.Confirmed, Audit: r.Audit}
+	if !failure {
+		c.JSON(http.StatusAccepted, out)
+		return
+	}
+	if a.onDeliveryFailure != nil {
+		a.onDeliveryFailure(n.ID, req.Kind)
+	}
+	a.log.Warn("delivery verification failure reported", "node", n.ID, "kind", req.Kind, "url", req.URL,
+		"reporter", reporter, "confirmed", r.Confirmed, "audit", r.Audit)
+	reason := ""
+	if r.Confirmed {
+		reason = fmt.Sprintf("%s confirmed by the origin's audit of %s: %s", req.Kind, path, r.Audit)
+	} else if nets, err := a.reportingNetworks(ctx, n.ID); err != nil {
+		a.fail(c, err, "")
+		return
+	} else if nets >= a.quarantineReports {
+		reason = fmt.Sprintf("verification failures reported from %d viewer networks within %s (latest: %s of %s)",
+			nets, ReportWindow, req.Kind, path)
+	}
+	if reason != "" && n.Quarantine == nil {
+		if err := a.store.QuarantineNode(ctx, n.ID, reason); err != nil {
+			a.fail(c, err, "")
+			return
+		}
+		a.registry.Invalidate()
+		a.log.Warn("node quarantined: it is no longer routed to", "node", n.ID, "reason", reason)
+	}
+	out.Quarantined = reason != "" || n.Quarantine != nil
+	c.JSON(http.StatusAccepted, out)
+}
+
+// reportingNetworks counts the distinct networks that reported
+// verification failures of node id within ReportWindow.
+func (a *API) reportingNetworks(ctx context.Context, id string) (int, error) {
+	reports, err := a.store.DeliveryReports(ctx, id, routing.MaxReportsKept)
+	if err != nil {
+		return 0, err
+	}
+	since := time.Now().Add(-ReportWindow)
+	nets := map[string]bool{}
+	for _, r := range reports {
+		if r.At.After(since) && reportKinds[r.Kind] {
+			nets[r.Reporter] = true
+		}
+	}
+	return len(nets), nil
+}
+
+// checkReport validates a report and returns the object's /hls/ path.
+func checkReport(r *deliveryReportRequest) (string, string) {
+	if !validNodeID(r.NodeID) {
+		return "", `"node_id" must be a node id (20 characters of a-z and 2-7)`
+	}
+	if _, ok := reportKinds[r.Kind]; !ok {
+		return "", `"kind" must be one of hash_mismatch, unlisted, bad_manifest, stale_manifest, http_error, timeout`
+	}
+	if len(r.URL) > 2048 {
+		return "", `"url" is too long`
+	}
+	u, err := url.Parse(r.URL)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return "", `"url" must be the http(s) URL that was fetched`
+	}
+	if _, ok := hlspath.Parse(u.Path); !ok || u.RawPath != "" {
+		return "", `"url" must be a playback URL (/hls/<id>/...)`
+	}
+	for _, d := range []*string{&r.Expected, &r.Received} {
+		*d = strings.ToLower(*d)
+		if *d == "" {
+			continue
+		}
+		if b, err := hex.DecodeString(*d); err != nil || len(b) != 32 {
+			return "", `"expected_sha256" and "received_sha256" must be 64 hex digits`
+		}
+	}
+	if len(r.Detail) > 300 {
+		r.Detail = r.Detail[:300]
+	}
+	r.Detail = strings.Map(func(ch rune) rune {
+		if ch < ' ' || ch == 0x7f {
+			return ' '
+		}
+		return ch
+	}, r.Detail)
+	return u.Path, ""
+}
+
+// sameHost reports whether u is on the base URL's scheme and host.
+func sameHost(u *url.URL, base string) bool {
+	b, err := url.Parse(base)
+	return err == nil && strings.EqualFold(b.Host, u.Host) && b.Scheme == u.Scheme
+}
+
+// reporterNetwork is the network a report comes from: the /24 of an IPv4
+// address, the /48 of an IPv6 one. Reports from one network count once.
+func reporterNetwork(remoteAddr string) string {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return "unknown"
+	}
+	ip = ip.Unmap()
+	bits := 48
+	if ip.Is4() {
+		bits = 24
+	}
+	p, _ := ip.Prefix(bits)
+	return p.String()
+}
+
+// keysJSON is the answer of GET /v1/keys.
+type keysJSON struct {
+	ContentKeys  []keyJSON `json:"content_keys"`
+	PlaybackKeys []keyJSON `json:"playback_keys"`
+}
+
+type keyJSON struct {
+	ID        string `json:"id"`
+	Algorithm string `json:"algorithm"`
+	PublicKey string `json:"public_key"` // unpadded base64url of the 32-byte key
+}
+
+// keys handles GET /v1/keys: the origin's public keys. Content keys verify
+// segment manifests; the playback key verifies playback tokens. Public.
+func (a *API) keys(c *gin.Context) {
+	c.Header("Cache-Control", "public, max-age=300")
+	out := keysJSON{ContentKeys: []keyJSON{}, PlaybackKeys: []keyJSON{}}
+	for _, k := range a.contentKeys {
+		out.ContentKeys = append(out.ContentKeys, keyJSON{ID: manifest.KeyID(k), Algorithm: "ed25519",
+			PublicKey: base64.RawURLEncoding.EncodeToString(k)})
+	}
+	if a.playbackKey != nil {
+		pub := a.playbackKey.Public().(ed25519.PublicKey)
+		out.PlaybackKeys = append(out.PlaybackKeys, keyJSON{ID: manifest.KeyID(pub), Algorithm: "ed25519",
+			PublicKey: base64.RawURLEncoding.EncodeToString(pub)})
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+// reportLimiter bounds delivery reports per network (a token bucket each)
+// and remembers recent audits so that one bad object is audited once.
+type reportLimiter struct {
+	now func() time.Time
+
+	mu      sync.Mutex
+	buckets map[string]*bucket
+	audits  map[string]time.Time
+}
+
+type bucket struct {
+	tokens float64
+	at     time.Time
+}
+
+// Report rate: a burst of reportBurst, then reportRate per second, per
+// network; at most maxTracked networks and audits are remembered.
+const (
+	reportBurst = 20
+	reportRate  = 1.0 / 3
+	auditEvery  = time.Minute
+	maxTracked  = 50000
+)
+
+func newReportLimiter(now func() time.Time) *reportLimiter {
+	return &reportLimiter{now: now, buckets: map[string]*bucket{}, audits: map[string]time.Time{}}
+}
+
+func (l *reportLimiter) allow(network string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t := l.now()
+	b := l.buckets[network]
+	if b == nil {
+		if len(l.buckets) >= maxTracked {
+			clear(l.buckets)
+		}
+		b = &bucket{tokens: reportBurst, at: t}
+		l.buckets[network] = b
+	}
+	b.tokens = min(reportBurst, b.tokens+t.Sub(b.at).Seconds()*reportRate)
+	b.at = t
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// firstAudit reports whether key (node and path) was not audited within
+// auditEvery, and records it.
+func (l *reportLimiter) firstAudit(key string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t := l.now()
+	if at, ok := l.audits[key]; ok && t.Sub(at) < auditEvery {
+		return false
+	}
+	if len(l.audits) >= maxTracked {
+		clear(l.audits)
+	}
+	l.audits[key] = t
+	return true
+}
+
+// readLimited reads the request body, failing past limit bytes.
+func readLimited(c *gin.Context, limit int64) ([]byte, error) {
+	return io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
+}
