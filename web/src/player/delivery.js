@@ -183,13 +183,16 @@ export class Delivery {
     }
   }
 
-  async fetchBytes(c, path, timeout, signal) {
+  // fetchBytes fetches path from c. Playlists and manifests are
+  // revalidated; segments may come from the browser's cache (they are
+  // verified all the same).
+  async fetchBytes(c, path, timeout, signal, cache = 'no-cache') {
     const ctl = new AbortController();
     const onAbort = () => ctl.abort();
     if (signal) signal.addEventListener('abort', onAbort);
     const timer = setTimeout(() => ctl.abort(), timeout);
     try {
-      const res = await fetch(this.withToken(c.base + path), { credentials: 'omit', cache: 'no-cache', signal: ctl.signal });
+      const res = await fetch(this.withToken(c.base + path), { credentials: 'omit', cache, signal: ctl.signal });
       if (res.status === 403) throw Object.assign(new Error('forbidden'), { code: 403 });
       if (!res.ok) throw new DeliveryError(KIND.http, `HTTP ${res.status}`, { code: res.status });
       return new Uint8Array(await res.arrayBuffer());
@@ -238,7 +241,7 @@ export class Delivery {
       e = m.entries.get(name);
     }
     if (!e) throw new DeliveryError(KIND.unlisted, `${name} is not in the signed manifest`);
-    const bytes = await this.fetchBytes(c, path, SEGMENT_TIMEOUT_MS, signal);
+    const bytes = await this.fetchBytes(c, path, SEGMENT_TIMEOUT_MS, signal, 'default');
     const sum = hex(await crypto.subtle.digest('SHA-256', bytes));
     if (bytes.byteLength !== e.size || sum !== e.sha256) {
       throw new DeliveryError(KIND.hash, `${name}: ${bytes.byteLength} bytes with SHA-256 ${sum}, the manifest says ${e.size} bytes with ${e.sha256}`,

@@ -1,0 +1,297 @@
+package app
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+
+	"github.com/shoal-video/shoal/internal/testutil/browser"
+)
+
+// Verified delivery end to end: an origin, two edges (separate processes
+// with their own data dirs), Redis and Chromium playing the watch page.
+// The page plays from an edge and checks every segment against the
+// origin's signed manifest; an edge whose disk cache was altered while it
+// was stopped is caught, routed around, reported and quarantined.
+
+// startEdgeAt runs an edge on a given port and data dir (so that it can
+// be restarted as the same node).
+func startEdgeAt(t *testing.T, n *node, token string, port int, dir string) *edgeProc {
+	t.Helper()
+	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	e := startEdge(t, n, token, "", fmt.Sprintf("SHOAL_EDGE_ADDR=127.0.0.1:%d", port), "SHOAL_PUBLIC_URL="+url, "SHOAL_DATA_DIR="+dir)
+	e.url = url
+	return e
+}
+
+// deliveryState is what the page's verifying loader did.
+type deliveryState struct {
+	Node      string `json:"node"`
+	Verified  int    `json:"verified"`
+	Time      float64
+	Failures  []struct{ Node, Kind, URL, Message string } `json:"failures"`
+	Delivered []struct {
+		Path   string `json:"path"`
+		SHA256 string `json:"sha256"`
+		Node   string `json:"node"`
+	} `json:"delivered"`
+}
+
+const deliveryJS = `JSON.stringify((() => { const d = window.shoalDelivery; const v = document.querySelector('video');
+  return d ? {node: document.getElementById('player').dataset.deliveryNode, verified: d.verified, Time: v ? v.currentTime : 0,
+    failures: d.failures.map(f => ({Node: f.node, Kind: f.kind, URL: f.url, Message: f.message})), delivered: d.delivered} : null })())`
+
+func readDelivery(t *testing.T, tab *browser.Tab) deliveryState {
+	t.Helper()
+	var s string
+	if err := tab.Run(5*time.Second, chromedp.Evaluate(deliveryJS, &s)); err != nil {
+		t.Fatal(err)
+	}
+	var d deliveryState
+	if err := json.Unmarshal([]byte(s), &d); err != nil {
+		t.Fatalf("delivery state %q: %v", s, err)
+	}
+	return d
+}
+
+// metric returns the sum of the samples of name (with labels containing
+// match) in a Prometheus text page.
+func metric(page []byte, name, match string) float64 {
+	var total float64
+	sc := bufio.NewScanner(bytes.NewReader(page))
+	for sc.Scan() {
+		l := sc.Text()
+		if !strings.HasPrefix(l, name) || (len(l) > len(name) && l[len(name)] != ' ' && l[len(name)] != '{') || !strings.Contains(l, match) {
+			continue
+		}
+		if v, err := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64); err == nil {
+			total += v
+		}
+	}
+	return total
+}
+
+// tamperSegments alters, in place and keeping their size, the body of every
+// segment in an edge's disk cache: what a malicious operator (or a broken
+// disk) would do while the edge is stopped.
+func tamperSegments(t *testing.T, cacheDir string) int {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(filepath.Join(cacheDir, "objects"), func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil || len(b) < 12 || string(b[:8]) != "SHOALEC1" {
+			return err
+		}
+		hl := int(binary.BigEndian.Uint32(b[8:12]))
+		var m struct {
+			Key string `json:"key"`
+		}
+		if json.Unmarshal(b[12:12+hl], &m) != nil || !strings.HasSuffix(m.Key, ".m4s") {
+			return nil
+		}
+		body := b[12+hl:]
+		for i := len(body) / 2; i < len(body) && i < len(body)/2+64; i++ {
+			body[i] ^= 0x5a
+		}
+		n++
+		return os.WriteFile(p, b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func (n *node) nodeState(id string) (string, string) {
+	n.t.Helper()
+	_, b := n.get("/v1/nodes", testAdminKey)
+	var out struct {
+		Data []struct {
+			ID               string `json:"id"`
+			State            string `json:"state"`
+			QuarantineReason string `json:"quarantine_reason"`
+		} `json:"data"`
+	}
+	_ = json.Unmarshal(b, &out)
+	for _, d := range out.Data {
+		if d.ID == id {
+			return d.State, d.QuarantineReason
+		}
+	}
+	return "", ""
+}
+
+func TestWatchPageVerifiesEdges(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	b := browser.Start(t)
+	v := readyVideo(t, n, map[string]string{"title": "verified"})
+	token := n.nodeToken()
+	type edge struct {
+		port int
+		dir  string
+		proc *edgeProc
+	}
+	edges := []*edge{{port: freePort(t), dir: t.TempDir()}, {port: freePort(t), dir: t.TempDir()}}
+	for _, e := range edges {
+		e.proc = startEdgeAt(t, n, token, e.port, e.dir)
+	}
+	n.waitFor("both edges in /v1/nodes", 20*time.Second, func() bool { return len(n.nodes()) == 2 })
+	byID := map[string]*edge{}
+	for _, ni := range n.nodes() {
+		for _, e := range edges {
+			if ni.PublicURL == e.proc.url {
+				byID[ni.ID] = e
+			}
+		}
+	}
+	originSHA := func(path string) string {
+		code, body := n.get(path, "")
+		if code != http.StatusOK {
+			t.Fatalf("origin %s: %d", path, code)
+		}
+		s := sha256.Sum256(body)
+		return hex.EncodeToString(s[:])
+	}
+	checkBytes := func(d deliveryState) {
+		t.Helper()
+		if len(d.Delivered) == 0 {
+			t.Fatal("nothing delivered")
+		}
+		for _, o := range d.Delivered {
+			if want := originSHA(o.Path); o.SHA256 != want {
+				t.Fatalf("the page played %s with SHA-256 %s from %s; the origin published %s", o.Path, o.SHA256, o.Node, want)
+			}
+		}
+	}
+	const playedToEnd = `(() => { const v = document.querySelector('video'); const d = window.shoalDelivery;
+		return !!v && !!d && v.currentTime > 5 && d.verified >= 3 })()`
+
+	// 1. The page plays from an edge; every object verified; the origin
+	// served no segment to the viewer.
+	tab := b.NewTab(t)
+	if err := tab.Run(20*time.Second, chromedp.Navigate(n.http+"/watch/"+v.ID+"?player=hlsjs")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.WaitFor(60*time.Second, playedToEnd, deliveryJS); err != nil {
+		t.Fatal(err)
+	}
+	_, om := n.get("/metrics", "")
+	if got := metric(om, "shoal_origin_viewer_segment_requests_total", ""); got != 0 {
+		t.Errorf("the origin served %v segments to viewers", got)
+	}
+	d := readDelivery(t, tab)
+	served := byID[d.Node]
+	if served == nil || len(d.Failures) != 0 {
+		t.Fatalf("the page played from %q (not an edge?) with failures %+v", d.Node, d.Failures)
+	}
+	checkBytes(d)
+	var segBytes float64
+	for _, o := range d.Delivered {
+		if strings.HasSuffix(o.Path, ".m4s") {
+			_, body := n.get(o.Path, "")
+			segBytes += float64(len(body))
+		}
+	}
+	_, em := httpGet(t, served.proc.url+"/metrics")
+	if got := metric(em, "shoal_edge_bytes_served_total", ""); got < segBytes {
+		t.Errorf("the edge counts %v bytes served, less than the %v bytes of segments the page played", got, segBytes)
+	}
+	t.Logf("played from edge %s: %d objects verified, %v segment bytes", d.Node, d.Verified, segBytes)
+
+	// 2. That edge is stopped, its cached segments altered on disk, and it
+	// comes back as the same node: the page still plays the right bytes,
+	// from the other edge; the origin counts the failure, audits, and
+	// quarantines the node, which is then never offered again.
+	_ = served.proc.cmd.Process.Signal(syscall.SIGTERM)
+	_ = served.proc.cmd.Wait()
+	if k := tamperSegments(t, filepath.Join(served.dir, "edgecache")); k == 0 {
+		t.Fatal("no cached segment to alter")
+	}
+	served.proc = startEdgeAt(t, n, token, served.port, served.dir)
+	n.waitFor("the altered edge back and first for this video", 20*time.Second, func() bool {
+		resp, err := http.Get(served.proc.url + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		r := n.route(v.ID, "")
+		return resp.StatusCode == http.StatusOK && len(r.Candidates) == 3 && r.NodeID == d.Node
+	})
+	tab2 := b.NewTab(t)
+	// The browser's own cache holds the good bytes from the first visit:
+	// empty it, so that the page has to take them from the edge.
+	if err := tab2.Run(20*time.Second, network.ClearBrowserCache(), chromedp.Navigate(n.http+"/watch/"+v.ID+"?player=hlsjs")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab2.WaitFor(60*time.Second, playedToEnd, deliveryJS); err != nil {
+		t.Fatal(err)
+	}
+	d2 := readDelivery(t, tab2)
+	checkBytes(d2)
+	if len(d2.Failures) == 0 || d2.Failures[0].Node != d.Node || d2.Failures[0].Kind != "hash_mismatch" || d2.Node == d.Node || byID[d2.Node] == nil {
+		t.Fatalf("after tampering: played from %s, failures %+v", d2.Node, d2.Failures)
+	}
+	n.waitFor("the origin to count the failure", 10*time.Second, func() bool {
+		_, om := n.get("/metrics", "")
+		return metric(om, "shoal_delivery_verification_failures_total", `node="`+d.Node+`"`) >= 1
+	})
+	n.waitFor("the altered edge to be quarantined", 10*time.Second, func() bool {
+		state, _ := n.nodeState(d.Node)
+		return state == "quarantined"
+	})
+	_, reason := n.nodeState(d.Node)
+	t.Logf("quarantined: %s", reason)
+	time.Sleep(1100 * time.Millisecond) // the registry's copy is a second old at most
+	for range 20 {
+		if r := n.route(v.ID, ""); r.offers(served.proc.url) {
+			t.Fatalf("a quarantined edge is still offered: %+v", r)
+		}
+	}
+
+	// 3. A live stream published over RTMP plays through the honest edge,
+	// verified.
+	ls := n.createStream("verified live")
+	pub := publish(t, clip(t, 30), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	defer pub.Process.Kill()
+	n.waitFor("the live master playlist", 20*time.Second, func() bool {
+		code, _ := n.get("/hls/"+ls.ID+"/master.m3u8", "")
+		return code == http.StatusOK
+	})
+	live := b.NewTab(t)
+	if err := live.Run(20*time.Second, chromedp.Navigate(n.http+"/watch/"+ls.ID+"?player=hlsjs")); err != nil {
+		t.Fatal(err)
+	}
+	const playingLive = `(() => { const v = document.querySelector('video'); const d = window.shoalDelivery;
+		return !!v && !!d && v.currentTime > 3 && d.verified >= 4 })()`
+	if err := live.WaitFor(60*time.Second, playingLive, deliveryJS); err != nil {
+		t.Fatal(err)
+	}
+	dl := readDelivery(t, live)
+	if byID[dl.Node] == nil || dl.Node == d.Node || len(dl.Failures) != 0 {
+		t.Fatalf("live: played from %q with failures %+v", dl.Node, dl.Failures)
+	}
+	checkBytes(dl)
+	if errs := live.Errors(); len(errs) > 0 {
+		t.Errorf("page errors: %v", errs)
+	}
+}
