@@ -836,3 +836,40 @@ func settled(c *Cache) Stats {
 	}
 	return s
 }
+
+// TestDiskObjectCorrupt: a disk object altered while the edge was stopped
+// fails its SHA-256 when it is first read back: it is dropped and fetched
+// again, never served.
+func TestDiskObjectCorrupt(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	body := segment(50<<10, 23)
+	o.put(segPath, body, origin.CacheImmutable)
+	dir := t.TempDir()
+	small := func(c *Config, _ *Deps) { c.MemoryBytes = 64 << 10 } // disk only
+	e := startCache(t, o.srv.URL, dir, small)
+	wantBody(t, get(t, e.url+segPath), body)
+	e.idle(t)
+	e.stop(t)
+	files, _ := filepath.Glob(filepath.Join(dir, objectsDir, "*", "*"))
+	if len(files) != 1 {
+		t.Fatalf("disk files %v", files)
+	}
+	b, err := os.ReadFile(files[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)-100] ^= 0xff // one flipped byte, same size
+	if err := os.WriteFile(files[0], b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e2 := startCache(t, o.srv.URL, dir, small)
+	a := get(t, e2.url+segPath)
+	wantBody(t, a, body)
+	wantStatus(t, a, "shoal; fwd=miss")
+	if s := settled(e2.c); s.CorruptObjects != 1 {
+		t.Fatalf("corrupt objects %d", s.CorruptObjects)
+	}
+	e2.idle(t)
+	wantBody(t, get(t, e2.url+segPath), body)
+}

@@ -54,6 +54,9 @@ type diskEntry struct {
 	off  int64 // where the body starts
 	size int64 // file size
 	hits atomic.Int32
+	// checked: the body was read back and matched its SHA-256 since this
+	// process indexed the file (files written by this process start checked).
+	checked atomic.Bool
 }
 
 type diskTier struct {
@@ -119,7 +122,10 @@ func keyHash(key string) string {
 // least recently used files past the cap. The returned entry shares o's
 // header values.
 func (t *diskTier) store(o *object) error {
-	hdr, err := json.Marshal(&o.meta)
+	sum := sha256.Sum256(o.body)
+	m := o.meta
+	m.SHA256 = hex.EncodeToString(sum[:])
+	hdr, err := json.Marshal(&m)
 	if err != nil {
 		return err
 	}
@@ -165,7 +171,9 @@ func (t *diskTier) store(o *object) error {
 	off := int64(diskPrefixLen + len(hdr))
 	cp := *o
 	cp.body = nil
+	cp.SHA256 = m.SHA256
 	e := &diskEntry{obj: &cp, file: name, off: off, size: off + int64(len(o.body))}
+	e.checked.Store(true)
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -200,7 +208,10 @@ func (t *diskTier) open(e *diskEntry) (*os.File, error) {
 	return f, nil
 }
 
-// readBody reads e's body whole.
+// errCorrupt: a disk object whose body does not match its SHA-256.
+var errCorrupt = errors.New("cache file does not match its SHA-256")
+
+// readBody reads e's body whole, checking its SHA-256.
 func (t *diskTier) readBody(e *diskEntry) ([]byte, error) {
 	f, err := t.open(e)
 	if err != nil {
@@ -211,7 +222,19 @@ func (t *diskTier) readBody(e *diskEntry) ([]byte, error) {
 	if _, err := f.ReadAt(body, e.off); err != nil {
 		return nil, err
 	}
+	if err := checkSum(e, body); err != nil {
+		return nil, err
+	}
+	e.checked.Store(true)
 	return body, nil
+}
+
+func checkSum(e *diskEntry, body []byte) error {
+	sum := sha256.Sum256(body)
+	if e.obj.SHA256 == "" || hex.EncodeToString(sum[:]) != e.obj.SHA256 {
+		return errCorrupt
+	}
+	return nil
 }
 
 // scanned is one valid file found by the scan.

@@ -152,6 +152,7 @@ type Stats struct {
 	OriginFetches     int64   // GETs sent to the origin
 	SiblingFetches    int64   // objects obtained from a sibling and verified
 	SiblingFailures   int64   // sibling attempts that failed (error, timeout, bad bytes)
+	CorruptObjects    int64   // disk objects dropped for not matching their SHA-256
 	Viewers           int64   // distinct viewer addresses within ViewerWindow (siblings not counted)
 	BytesServed       map[string]int64
 }
@@ -195,6 +196,7 @@ type Cache struct {
 	originGets  atomic.Int64
 	siblingOK   atomic.Int64
 	siblingFail atomic.Int64
+	corrupt     atomic.Int64
 
 	// Precomputed Cache-Status values: a hit, a remembered 404, waiters of
 	// another request's fetch, and answers made without the cache (OPTIONS,
@@ -379,6 +381,7 @@ func (c *Cache) Stats() Stats {
 		OriginFetches:     c.originGets.Load(),
 		SiblingFetches:    c.siblingOK.Load(),
 		SiblingFailures:   c.siblingFail.Load(),
+		CorruptObjects:    c.corrupt.Load(),
 		Viewers:           c.viewerCount(time.Now()),
 	}
 	c.streamMu.Lock()

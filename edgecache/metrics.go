@@ -12,6 +12,7 @@ type metrics struct {
 	bytesServed                    prometheus.Counter
 	originFetches                  prometheus.Counter
 	siblingOK, siblingFailed       prometheus.Counter
+	corrupt                        prometheus.Counter
 }
 
 // newMetrics makes the cache's collectors and registers them on reg (when
@@ -33,6 +34,10 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		Name: "shoal_edge_sibling_fetches_total",
 		Help: "Objects the edge cache fetched from a sibling edge, by outcome (failed: error, timeout or digest mismatch; the origin was used).",
 	}, []string{"outcome"})
+	corrupt := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "shoal_edge_disk_corrupt_objects_total",
+		Help: "Disk cache objects dropped because their body no longer matched the SHA-256 written with them.",
+	})
 	tier := func(name string, f func() int64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "shoal_edge_cache_bytes",
@@ -41,7 +46,7 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		}, func() float64 { return float64(f()) })
 	}
 	if reg != nil {
-		for _, col := range []prometheus.Collector{requests, bytesServed, originFetches, sibling,
+		for _, col := range []prometheus.Collector{requests, bytesServed, originFetches, sibling, corrupt,
 			tier("memory", c.mem.bytes), tier("disk", c.disk.bytes)} {
 			if err := reg.Register(col); err != nil {
 				return nil, fmt.Errorf("edgecache: registering metrics: %w", err)
@@ -57,6 +62,7 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		originFetches: originFetches,
 		siblingOK:     sibling.WithLabelValues("ok"),
 		siblingFailed: sibling.WithLabelValues("failed"),
+		corrupt:       corrupt,
 	}, nil
 }
 

@@ -21,6 +21,9 @@ type meta struct {
 	Size         int64         `json:"size"`
 	Stored       int64         `json:"stored"` // unix nanoseconds of the fetch or last revalidation
 	TTL          time.Duration `json:"ttl"`    // freshness lifetime from Stored
+	// SHA256 is the hex SHA-256 of the body, written with a disk object
+	// and checked the first time the object is read back (diskEntry.checked).
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // object is one cached answer: a 200 with its body, or a remembered 404.

@@ -3,6 +3,7 @@ package edgecache
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"net/http"
 	"slices"
@@ -318,12 +319,23 @@ func (c *Cache) join(ctx context.Context, flightKey, key, id, token string, sibl
 func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, a *access) bool {
 	o := e.obj
 	// An object hit twice on disk is promoted to memory; one hit does not
-	// justify reading it whole (sendfile serves it without a copy).
-	if c.mem.fits(o.Size) && e.hits.Add(1) >= 2 {
+	// justify reading it whole (sendfile serves it without a copy). An
+	// object not yet checked against its SHA-256 since the edge started
+	// is read whole and checked first: a file altered or damaged on disk
+	// is dropped (and fetched again), never served.
+	if hits := e.hits.Add(1); !e.checked.Load() || (c.mem.fits(o.Size) && hits >= 2) {
 		body, err := c.disk.readBody(e)
 		if err != nil {
+			if errors.Is(err, errCorrupt) {
+				c.corrupt.Add(1)
+				c.m.corrupt.Inc()
+				c.reportError("dropped a disk cache object that does not match its SHA-256", "path", o.Key, "file", e.file)
+			}
 			c.disk.drop(e)
 			return false
+		}
+		if !c.mem.fits(o.Size) {
+			return c.serveChecked(w, r, o, body, a)
 		}
 		mo := c.withBody(o, body)
 		c.mem.put(mo)
@@ -376,6 +388,19 @@ func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, 
 	// io.Copy from an *os.File (via LimitedReader) lets net/http sendfile.
 	n, _ := io.Copy(w, io.LimitReader(f, size))
 	c.countServed(o, n)
+	return true
+}
+
+// serveChecked answers with a disk object's body just read and checked
+// (too big for memory).
+func (c *Cache) serveChecked(w http.ResponseWriter, r *http.Request, o *object, body []byte, a *access) bool {
+	if !c.authorize(w, r, o.id, o.Signed, a) {
+		return true
+	}
+	c.hits.Add(1)
+	c.m.hit.Inc()
+	w.Header()[HeaderCacheStatus] = c.csHit
+	c.writeBody(w, r, o, body, a.token)
 	return true
 }
 

@@ -2,13 +2,17 @@ package playerapi
 
 import (
 	"bytes"
+	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
 )
 
@@ -151,6 +155,57 @@ func FuzzTusUploadMetadata(f *testing.F) {
 		case http.StatusBadRequest, http.StatusNotFound, http.StatusConflict:
 		default:
 			t.Fatalf("status %d for metadata %q: %s", rec.Code, meta, rec.Body.Bytes())
+		}
+	})
+}
+
+// FuzzDeliveryReport sends arbitrary bytes to POST /v1/delivery-reports
+// (public, no key): the answer is 202 for a live node, or a JSON 400, 404,
+// 413 or 429, never a server error, and nothing is quarantined without
+// the audit or enough networks.
+func FuzzDeliveryReport(f *testing.F) {
+	e := newEnv(f, Config{})
+	k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize))
+	b, _ := json.Marshal(joinBody(k, "eu", time.Now()))
+	req := httptest.NewRequest("POST", "/v1/nodes/join", bytes.NewReader(b))
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	req.Header.Set(nodeproto.SignatureHeader, nodeproto.Sign(k, b))
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusCreated {
+		f.Fatalf("join: %d %s", rec.Code, rec.Body.Bytes())
+	}
+	id := nodeproto.NodeID(k.Public().(ed25519.PublicKey))
+	seg := "http://edge.test:8081/hls/abc/720p/s-0-1.m4s"
+	for _, seed := range []string{
+		`{"node_id":"` + id + `","url":"` + seg + `","kind":"hash_mismatch","expected_sha256":"` + strings.Repeat("a", 64) + `"}`,
+		`{"node_id":"` + id + `","url":"` + seg + `","kind":"timeout","detail":"\u0000\n"}`,
+		`{"node_id":"` + id + `","url":"http://edge.test:8081/hls/abc/720p/manifest.txt","kind":"stale_manifest"}`,
+		`{"node_id":"` + id + `","url":"http://edge.test:8081/hls/%2e%2e/x.m4s","kind":"timeout"}`,
+		`{"node_id":"` + id + `","url":"javascript:alert(1)","kind":"timeout"}`,
+		`{"node_id":"aaaaaaaaaaaaaaaaaaaa","url":"` + seg + `","kind":"unlisted"}`,
+		`{}`, `[`, `null`, ``,
+	} {
+		f.Add([]byte(seed), uint8(1))
+	}
+	f.Fuzz(func(t *testing.T, body []byte, net uint8) {
+		req := httptest.NewRequest("POST", "/v1/delivery-reports", bytes.NewReader(body))
+		req.RemoteAddr = fmt.Sprintf("10.%d.0.1:1000", net)
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusAccepted:
+			var out deliveryReportJSON
+			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || !out.Accepted {
+				t.Fatalf("202 with %s", rec.Body.Bytes())
+			}
+		case http.StatusBadRequest, http.StatusNotFound, http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
+			var eb errorBody
+			if err := json.Unmarshal(rec.Body.Bytes(), &eb); err != nil || eb.Error.Code == "" {
+				t.Fatalf("%d without a JSON error: %s", rec.Code, rec.Body.Bytes())
+			}
+		default:
+			t.Fatalf("status %d: %s", rec.Code, rec.Body.Bytes())
 		}
 	})
 }

@@ -88,8 +88,10 @@ func metric(page []byte, name, match string) float64 {
 }
 
 // tamperSegments alters, in place and keeping their size, the body of every
-// segment in an edge's disk cache: what a malicious operator (or a broken
-// disk) would do while the edge is stopped.
+// segment in an edge's disk cache, and rewrites the SHA-256 the edge keeps
+// with each so that the edge itself serves them: what a malicious operator
+// would do while the edge is stopped (damage alone is caught by the edge,
+// see edgecache's TestDiskObjectCorrupt).
 func tamperSegments(t *testing.T, cacheDir string) int {
 	t.Helper()
 	n := 0
@@ -111,6 +113,11 @@ func tamperSegments(t *testing.T, cacheDir string) int {
 		body := b[12+hl:]
 		for i := len(body) / 2; i < len(body) && i < len(body)/2+64; i++ {
 			body[i] ^= 0x5a
+		}
+		sum := sha256.Sum256(body)
+		hdr := b[12 : 12+hl]
+		if i := bytes.Index(hdr, []byte(`"sha256":"`)); i >= 0 {
+			copy(hdr[i+10:], hex.EncodeToString(sum[:]))
 		}
 		n++
 		return os.WriteFile(p, b, 0o644)
