@@ -873,3 +873,87 @@ func TestDiskObjectCorrupt(t *testing.T) {
 	e2.idle(t)
 	wantBody(t, get(t, e2.url+segPath), body)
 }
+
+// TestStaleIfError: while the origin fails, a live playlist the edge held
+// is served stale with Age (RFC 5861), the origin being retried once a
+// second, not once per viewer; once the origin is back the edge follows it.
+// Without a stale-if-error window the failure is a 502.
+func TestStaleIfError(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	pl := []byte("#EXTM3U\n#EXTINF:2,\nseg-0.m4s\n")
+	o.put(livePath, pl, origin.CacheLivePlaylist)
+	e := startCache(t, o.srv.URL, t.TempDir(), nil)
+	never := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, _ *Deps) { c.StaleIfError = -1 })
+	wantStatus(t, get(t, e.url+livePath), "shoal; fwd=miss; stored")
+	wantStatus(t, get(t, never.url+livePath), "shoal; fwd=miss; stored")
+	time.Sleep(1100 * time.Millisecond)
+
+	var down atomic.Bool
+	down.Store(true)
+	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return true
+		}
+		return false
+	})
+	before := o.count("GET", livePath)
+	a := get(t, e.url+livePath)
+	if a.code != 200 || string(a.body) != string(pl) || a.cache != "shoal; fwd=stale; fwd-status=503; detail=stale-if-error" || a.hdr.Get("Age") == "" {
+		t.Fatalf("origin down: %d %q Cache-Status %q Age %q", a.code, a.body, a.cache, a.hdr.Get("Age"))
+	}
+	for range 20 {
+		a := get(t, e.url+livePath)
+		if a.code != 200 || string(a.body) != string(pl) {
+			t.Fatalf("origin down, again: %d %q", a.code, a.cache)
+		}
+	}
+	if n := o.count("GET", livePath) - before; n > 2 {
+		t.Fatalf("21 viewer requests during the outage sent %d to the origin", n)
+	}
+	if a := get(t, never.url+livePath); a.code != http.StatusBadGateway {
+		t.Fatalf("without stale-if-error: %d %q", a.code, a.cache)
+	}
+	if s := e.c.Stats(); s.StaleServed == 0 {
+		t.Fatal("no stale answer counted")
+	}
+	// The origin comes back with a new playlist.
+	pl2 := []byte("#EXTM3U\n#EXTINF:2,\nseg-1.m4s\n")
+	o.put(livePath, pl2, origin.CacheLivePlaylist)
+	down.Store(false)
+	time.Sleep(1100 * time.Millisecond)
+	if a := get(t, e.url+livePath); string(a.body) != string(pl2) || a.hdr.Get("Age") != "" {
+		t.Fatalf("origin back: %q %q Age %q", a.body, a.cache, a.hdr.Get("Age"))
+	}
+}
+
+// TestStaleWhileRevalidate: viewers of a live playlist that just expired
+// get the last copy at once while one request revalidates it.
+func TestStaleWhileRevalidate(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	pl := []byte("#EXTM3U\n#EXTINF:2,\nseg-0.m4s\n")
+	o.put(livePath, pl, origin.CacheLivePlaylist)
+	e := startCache(t, o.srv.URL, t.TempDir(), nil)
+	wantStatus(t, get(t, e.url+livePath), "shoal; fwd=miss; stored")
+	time.Sleep(1100 * time.Millisecond)
+	release := make(chan struct{})
+	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		<-release
+		return false
+	})
+	first := make(chan answer, 1)
+	go func() { first <- get(t, e.url+livePath) }()
+	for len(o.requests()) < 2 {
+		time.Sleep(time.Millisecond)
+	}
+	a := get(t, e.url+livePath)
+	if a.cache != "shoal; hit; detail=stale-while-revalidate" || string(a.body) != string(pl) {
+		t.Fatalf("during revalidation: %q %q", a.cache, a.body)
+	}
+	close(release)
+	if b := <-first; b.code != 200 || string(b.body) != string(pl) {
+		t.Fatalf("revalidating request: %d %q", b.code, b.cache)
+	}
+}

@@ -27,6 +27,9 @@
 //	shoal; fwd=stale; fwd-status=304; stored; detail=origin  revalidated
 //	shoal; fwd=miss; collapsed                               waited on another request's fetch
 //	shoal; fwd=stale; collapsed                              waited on another request's revalidation
+//	shoal; hit; detail=stale-while-revalidate                a playlist a second old, while another request revalidates it
+//	shoal; fwd=stale; fwd-status=502; detail=stale-if-error  the origin failed: the last copy, with Age (RFC 5861)
+//	shoal; hit; detail=stale-if-error                        that copy again within the next second
 //	shoal                                                    OPTIONS, refused method or path
 //	shoal; detail=refused                                    refused by Deps.Access
 //
@@ -66,6 +69,7 @@ const (
 	DefaultMaxObjectBytes int64 = 64 << 20
 	DefaultSiblingTimeout       = time.Second
 	DefaultOriginTimeout        = 10 * time.Second
+	DefaultStaleIfError         = time.Minute
 	DefaultName                 = "shoal"
 )
 
@@ -117,6 +121,11 @@ type Config struct {
 	// Name is this cache's name in Cache-Status (default "shoal"); it must
 	// be a structured-field token.
 	Name string
+	// StaleIfError is how long past its freshness an object may still be
+	// served when the origin fails (an error, a 5xx or a timeout), with an
+	// Age header (RFC 5861); a stale-if-error directive of the origin's
+	// Cache-Control overrides it. Default 1 minute; negative: never.
+	StaleIfError time.Duration
 }
 
 // Sibling is another edge of the same region.
@@ -153,6 +162,7 @@ type Stats struct {
 	SiblingFetches    int64   // objects obtained from a sibling and verified
 	SiblingFailures   int64   // sibling attempts that failed (error, timeout, bad bytes)
 	CorruptObjects    int64   // disk objects dropped for not matching their SHA-256
+	StaleServed       int64   // answers from a stale copy because the origin failed
 	Viewers           int64   // distinct viewer addresses within ViewerWindow (siblings not counted)
 	BytesServed       map[string]int64
 }
@@ -197,11 +207,13 @@ type Cache struct {
 	siblingOK   atomic.Int64
 	siblingFail atomic.Int64
 	corrupt     atomic.Int64
+	staleServed atomic.Int64
 
 	// Precomputed Cache-Status values: a hit, a remembered 404, waiters of
 	// another request's fetch, and answers made without the cache (OPTIONS,
 	// refused methods and paths, and refusals by Deps.Access).
 	csHit, csNegative, csCollapsed, csStaleCollapsed []string
+	csStaleHit, csRevalidating                       []string
 	csLocal, csRefused                               []string
 
 	cachePrefix string // Name + "; "
@@ -252,6 +264,9 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	dur("NegativeTTL", &cfg.NegativeTTL, DefaultNegativeTTL)
 	dur("SiblingTimeout", &cfg.SiblingTimeout, DefaultSiblingTimeout)
 	dur("OriginTimeout", &cfg.OriginTimeout, DefaultOriginTimeout)
+	if cfg.StaleIfError == 0 {
+		cfg.StaleIfError = DefaultStaleIfError
+	}
 	if cfg.Name == "" {
 		cfg.Name = DefaultName
 	}
@@ -305,6 +320,8 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	c.csNegative = []string{cfg.Name + "; hit; detail=negative"}
 	c.csCollapsed = []string{cfg.Name + "; fwd=miss; collapsed"}
 	c.csStaleCollapsed = []string{cfg.Name + "; fwd=stale; collapsed"}
+	c.csStaleHit = []string{cfg.Name + "; hit; detail=stale-if-error"}
+	c.csRevalidating = []string{cfg.Name + "; hit; detail=stale-while-revalidate"}
 	c.csLocal = []string{cfg.Name}
 	c.csRefused = []string{cfg.Name + "; detail=refused"}
 	m, err := newMetrics(deps.Registerer, c)
@@ -382,6 +399,7 @@ func (c *Cache) Stats() Stats {
 		SiblingFetches:    c.siblingOK.Load(),
 		SiblingFailures:   c.siblingFail.Load(),
 		CorruptObjects:    c.corrupt.Load(),
+		StaleServed:       c.staleServed.Load(),
 		Viewers:           c.viewerCount(time.Now()),
 	}
 	c.streamMu.Lock()

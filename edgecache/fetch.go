@@ -18,11 +18,12 @@ import (
 // grows in buf; readers take buf[:n] snapshots under mu and wait on notify,
 // which is closed and replaced each time bytes arrive.
 type fetch struct {
-	key      string // cache key: the URL path
-	id       string // stream id
-	token    string // the leader's playback token, forwarded upstream
-	siblings bool   // a sibling may be asked
-	prev     *object
+	key      string  // cache key: the URL path
+	id       string  // stream id
+	token    string  // the leader's playback token, forwarded upstream
+	siblings bool    // a sibling may be asked
+	prev     *object // revalidated with If-None-Match
+	stale    *object // served if the origin fails (stale-if-error)
 	ctx      context.Context
 	cancel   context.CancelFunc
 
@@ -190,6 +191,9 @@ func (c *Cache) fromOrigin(f *fetch) bool {
 	resp, err := c.client.Do(req)
 	if err != nil {
 		c.reportError("origin fetch failed", "path", f.key, "err", upstreamErr(ctx, err))
+		if c.publishStale(f, 0) {
+			return true
+		}
 		f.publish(result{status: http.StatusBadGateway, shareable: true, fwd: fwd,
 			cacheStatus: c.cacheStatus(fwd, 0, false, "origin")})
 		f.end(true)
@@ -242,11 +246,56 @@ func (c *Cache) fromOrigin(f *fetch) bool {
 		return true
 	default:
 		c.reportError("origin answered with an error", "path", f.key, "status", code)
+		if c.publishStale(f, code) {
+			return true
+		}
 		f.publish(result{status: http.StatusBadGateway, shareable: true, fwd: fwd,
 			cacheStatus: c.cacheStatus(fwd, code, false, "origin")})
 		f.end(true)
 		return true
 	}
+}
+
+// staleRetry is how long a copy served stale is reused before the origin
+// is tried again: an outage costs one origin attempt per object per
+// staleRetry, not one per viewer request.
+const staleRetry = time.Second
+
+// publishStale answers f with its stale copy when the origin failed (code:
+// its status, 0 for no answer), if that copy is within its stale-if-error
+// window. It reports whether it did.
+func (c *Cache) publishStale(f *fetch, code int) bool {
+	s := f.stale
+	if s == nil || s.status != http.StatusOK || s.body == nil {
+		return false
+	}
+	now := time.Now().UnixNano()
+	limit := s.staleLimit
+	if limit == 0 {
+		window, ok := staleIfError(s.CacheControl)
+		if !ok {
+			window = c.cfg.StaleIfError
+		}
+		if window <= 0 {
+			return false
+		}
+		limit = expiry(s.expires, window)
+	}
+	if now > limit {
+		return false
+	}
+	m := s.meta
+	m.TTL = time.Duration(now-m.Stored) + staleRetry
+	o := c.newObject(m, http.StatusOK, s.body)
+	o.stale, o.staleLimit = true, limit
+	c.mem.put(o)
+	c.staleServed.Add(1)
+	c.m.stale.Inc()
+	f.grow(o.body)
+	f.publish(result{status: http.StatusOK, obj: o, length: o.Size, shareable: true, fwd: "stale",
+		cacheStatus: c.cacheStatus("stale", code, false, "stale-if-error")})
+	f.end(false)
+	return true
 }
 
 func upstreamErr(ctx context.Context, err error) error {

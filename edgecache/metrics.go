@@ -12,7 +12,7 @@ type metrics struct {
 	bytesServed                    prometheus.Counter
 	originFetches                  prometheus.Counter
 	siblingOK, siblingFailed       prometheus.Counter
-	corrupt                        prometheus.Counter
+	corrupt, stale                 prometheus.Counter
 }
 
 // newMetrics makes the cache's collectors and registers them on reg (when
@@ -38,6 +38,10 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		Name: "shoal_edge_disk_corrupt_objects_total",
 		Help: "Disk cache objects dropped because their body no longer matched the SHA-256 written with them.",
 	})
+	stale := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "shoal_edge_stale_served_total",
+		Help: "Times the origin failed and the edge answered with its last copy instead (stale-if-error).",
+	})
 	tier := func(name string, f func() int64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "shoal_edge_cache_bytes",
@@ -46,7 +50,7 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		}, func() float64 { return float64(f()) })
 	}
 	if reg != nil {
-		for _, col := range []prometheus.Collector{requests, bytesServed, originFetches, sibling, corrupt,
+		for _, col := range []prometheus.Collector{requests, bytesServed, originFetches, sibling, corrupt, stale,
 			tier("memory", c.mem.bytes), tier("disk", c.disk.bytes)} {
 			if err := reg.Register(col); err != nil {
 				return nil, fmt.Errorf("edgecache: registering metrics: %w", err)
@@ -63,6 +67,7 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		siblingOK:     sibling.WithLabelValues("ok"),
 		siblingFailed: sibling.WithLabelValues("failed"),
 		corrupt:       corrupt,
+		stale:         stale,
 	}, nil
 }
 

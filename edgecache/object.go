@@ -36,6 +36,10 @@ type object struct {
 	expires  int64  // unix nanoseconds
 	playlist bool
 	stream   *streamInfo
+	// stale: a copy served because the origin failed, until staleLimit
+	// (unix nanoseconds); its Stored is the original fetch's, for Age.
+	stale      bool
+	staleLimit int64
 
 	// Header values shared by every answer; net/http never modifies them.
 	hType, hCC, hETag, hLen []string
@@ -108,6 +112,20 @@ func (o *object) fresh(now time.Time) bool { return now.UnixNano() < o.expires }
 // memSize is what an object counts against the memory cap.
 func (o *object) memSize() int64 {
 	return int64(len(o.body)) + int64(len(o.Key)) + 256
+}
+
+// staleIfError returns the stale-if-error directive of a Cache-Control
+// value, if any.
+func staleIfError(cc string) (time.Duration, bool) {
+	for d := range strings.SplitSeq(cc, ",") {
+		name, val, _ := strings.Cut(strings.TrimSpace(d), "=")
+		if strings.EqualFold(strings.TrimSpace(name), "stale-if-error") {
+			if n, err := strconv.ParseInt(strings.Trim(strings.TrimSpace(val), `"`), 10, 32); err == nil && n >= 0 {
+				return time.Duration(n) * time.Second, true
+			}
+		}
+	}
+	return 0, false
 }
 
 // freshness reads a Cache-Control (and Age) header: how long the answer

@@ -165,7 +165,40 @@ func (c *Cache) serveHit(w http.ResponseWriter, r *http.Request, o *object, a *a
 	}
 	c.m.hit.Inc()
 	h[HeaderCacheStatus] = c.csHit
+	if o.stale {
+		h[HeaderCacheStatus] = c.csStaleHit
+		setAge(h, o)
+	}
 	c.writeBody(w, r, o, o.body, a.token)
+}
+
+// setAge sets the Age of an answer from a copy served stale.
+func setAge(h http.Header, o *object) {
+	age := max(0, (time.Now().UnixNano()-o.Stored)/int64(time.Second))
+	h["Age"] = []string{strconv.FormatInt(age, 10)}
+}
+
+// revalidateGrace is how long past its freshness a playlist is served to
+// viewers while another request revalidates it, instead of making them
+// wait on the origin.
+const revalidateGrace = 2 * time.Second
+
+// serveRevalidating answers a playlist or manifest from its copy that
+// expired less than revalidateGrace ago, while f revalidates it.
+func (c *Cache) serveRevalidating(w http.ResponseWriter, r *http.Request, f *fetch, now time.Time, a *access) bool {
+	s := f.stale
+	if s == nil || s.body == nil || s.status != http.StatusOK || r.Header.Get(HeaderSibling) != "" ||
+		(!s.playlist && !strings.HasSuffix(s.Key, "/"+hlspath.ManifestFile)) || now.UnixNano() > s.expires+int64(revalidateGrace) {
+		return false
+	}
+	if !c.authorize(w, r, s.id, s.Signed, a) {
+		return true
+	}
+	c.hits.Add(1)
+	c.m.hit.Inc()
+	w.Header()[HeaderCacheStatus] = c.csRevalidating
+	c.writeBody(w, r, s, s.body, a.token)
+	return true
 }
 
 // signedFor is the policy passed to Access for an object: its own for a
@@ -256,9 +289,12 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 			continue
 		}
 		var retry bool
-		if leader {
+		switch {
+		case leader:
 			retry = c.lead(w, r, f, flightKey, token, &a)
-		} else {
+		case c.serveRevalidating(w, r, f, now, &a):
+			return
+		default:
 			retry = c.serveFetch(w, r, f, false, token, &a)
 		}
 		if !retry {
@@ -304,12 +340,17 @@ func (c *Cache) join(ctx context.Context, flightKey, key, id, token string, sibl
 	if e := c.disk.get(key); e != nil && e.obj.fresh(now) {
 		return nil, false, nil // the caller tries the disk again
 	}
+	var stale *object
+	if prev != nil && prev.status == http.StatusOK && prev.body != nil {
+		stale = prev
+	}
 	if prev != nil && (prev.status != http.StatusOK || prev.ETag == "") {
 		prev = nil
 	}
 	// The fetch outlives this request (others may wait on it) but ends with
 	// the cache's Run (cancelFlights) and its own watchdogs.
 	f = newFetch(context.WithoutCancel(ctx), key, id, token, siblings && c.siblings != nil, prev)
+	f.stale = stale
 	c.flights[flightKey] = f
 	return f, true, nil
 }
@@ -468,6 +509,9 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 	h["Cache-Control"] = o.hCC
 	if o.hETag != nil {
 		h["Etag"] = o.hETag
+	}
+	if o.stale {
+		setAge(h, o)
 	}
 	if o.hLen != nil {
 		h["Content-Length"] = o.hLen

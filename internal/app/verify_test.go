@@ -10,10 +10,14 @@ import (
 	"fmt"
 	"io/fs"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -301,4 +305,87 @@ func TestWatchPageVerifiesEdges(t *testing.T) {
 	if errs := live.Errors(); len(errs) > 0 {
 		t.Errorf("page errors: %v", errs)
 	}
+}
+
+// TestLiveThroughEdgeSurvivesOriginOutage: the origin becomes unreachable
+// from the edge for 10 s during a live stream; a viewer polling the edge
+// like a player sees no error and keeps getting the window it had.
+func TestLiveThroughEdgeSurvivesOriginOutage(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	target, _ := url.Parse(n.http)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	var down atomic.Bool
+	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() {
+			// As if the origin's process were gone: the connection drops.
+			if hj, ok := w.(http.Hijacker); ok {
+				if c, _, err := hj.Hijack(); err == nil {
+					c.Close()
+					return
+				}
+			}
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(front.Close)
+	e := startEdge(t, n, n.nodeToken(), "", "SHOAL_ORIGIN_URL="+front.URL)
+	n.waitFor("the edge in /v1/nodes", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
+
+	ls := n.createStream("outage")
+	pub := publish(t, clip(t, 40), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	defer pub.Process.Kill()
+	playlist := e.url + "/hls/" + ls.ID + "/source/index.m3u8"
+	n.waitFor("the live playlist on the edge", 20*time.Second, func() bool {
+		resp, body := httpGet(t, playlist)
+		return resp.StatusCode == http.StatusOK && strings.Count(string(body), "#EXTINF") >= 3
+	})
+	fetched := map[string]bool{}
+	var errs []string
+	stale := 0
+	poll := func() {
+		resp, body := httpGet(t, playlist)
+		if resp.StatusCode != http.StatusOK {
+			errs = append(errs, fmt.Sprintf("playlist: %d %s", resp.StatusCode, resp.Header.Get("Cache-Status")))
+			return
+		}
+		if strings.Contains(resp.Header.Get("Cache-Status"), "stale-if-error") {
+			stale++
+		}
+		for _, l := range strings.Split(string(body), "\n") {
+			if l == "" || strings.HasPrefix(l, "#") || fetched[l] {
+				continue
+			}
+			if r, _ := httpGet(t, e.url+"/hls/"+ls.ID+"/source/"+l); r.StatusCode != http.StatusOK {
+				errs = append(errs, fmt.Sprintf("segment %s: %d", l, r.StatusCode))
+				continue
+			}
+			fetched[l] = true
+		}
+	}
+	for range 4 {
+		poll()
+		time.Sleep(500 * time.Millisecond)
+	}
+	down.Store(true)
+	outage := time.Now()
+	for time.Since(outage) < 10*time.Second {
+		poll()
+		time.Sleep(500 * time.Millisecond)
+	}
+	down.Store(false)
+	before := len(fetched)
+	n.waitFor("new segments after the outage", 20*time.Second, func() bool {
+		poll()
+		return len(fetched) > before
+	})
+	if len(errs) > 0 {
+		t.Fatalf("the viewer saw errors: %v", errs)
+	}
+	if stale == 0 {
+		t.Fatal("no answer during the outage was served stale")
+	}
+	t.Logf("%d segments fetched, %d playlist answers served stale during the 10 s outage", len(fetched), stale)
 }
