@@ -957,3 +957,51 @@ func TestStaleWhileRevalidate(t *testing.T) {
 		t.Fatalf("revalidating request: %d %q", b.code, b.cache)
 	}
 }
+
+// TestInvalidate: a deleted id is answered 404 at once, from memory and
+// disk alike, and never fetched again; an id whose policy became signed is
+// refused without a token even for objects cached as public.
+func TestInvalidate(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	seg := segment(50<<10, 31)
+	other := "/hls/xyz/source/seg-0.m4s"
+	o.put(segPath, seg, origin.CacheImmutable)
+	o.put(livePath, []byte("#EXTM3U\n"), origin.CacheLivePlaylist)
+	o.put(other, seg, origin.CacheImmutable)
+	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, d *Deps) {
+		d.Access = func(r *http.Request, id string, signed bool) (string, int) {
+			if signed && r.URL.Query().Get("token") != "ok" {
+				return "", http.StatusForbidden
+			}
+			return "", 0
+		}
+	})
+	for _, p := range []string{segPath, livePath, other} {
+		get(t, e.url+p)
+	}
+	e.idle(t)
+	wantStatus(t, get(t, e.url+segPath), "shoal; hit")
+	wantStatus(t, get(t, e.url+other), "shoal; hit")
+
+	e.c.Invalidate([]Invalidation{{ID: "xyz", Signed: true}})
+	if a := get(t, e.url+other); a.code != http.StatusForbidden {
+		t.Fatalf("re-policied id without a token: %d %q", a.code, a.cache)
+	}
+	if a := get(t, e.url+other+"?token=ok"); a.code != 200 || string(a.body) != string(seg) {
+		t.Fatalf("re-policied id with a token: %d", a.code)
+	}
+	before := o.count("GET", segPath)
+	e.c.Invalidate([]Invalidation{{ID: "abc", Deleted: true}})
+	for _, p := range []string{segPath, livePath} {
+		if a := get(t, e.url+p); a.code != http.StatusNotFound {
+			t.Fatalf("deleted id %s: %d %q", p, a.code, a.cache)
+		}
+	}
+	if n := o.count("GET", segPath); n != before {
+		t.Fatalf("a deleted id was fetched again (%d GETs)", n-before)
+	}
+	if e.c.mem.peek(segPath) != nil || e.c.disk.get(segPath) != nil || e.c.mem.peek(livePath) != nil {
+		t.Fatal("the deleted id's objects are still cached")
+	}
+}

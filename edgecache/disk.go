@@ -100,6 +100,26 @@ func (t *diskTier) drop(e *diskEntry) {
 	}
 }
 
+// removeMatching removes (and deletes the files of) the entries whose key
+// matches; it returns how many.
+func (t *diskTier) removeMatching(match func(string) bool) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var keys []string
+	for k := range t.l.items {
+		if match(k) {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		if e, ok := t.l.remove(k); ok {
+			_ = os.Remove(e.file)
+		}
+	}
+	t.used.Store(t.l.used)
+	return len(keys)
+}
+
 func (t *diskTier) mkdir(dir string) error {
 	t.dirsMu.Lock()
 	defer t.dirsMu.Unlock()

@@ -224,7 +224,59 @@ type Cache struct {
 // streamInfo is what the cache remembers per stream id.
 type streamInfo struct {
 	served atomic.Int64
-	signed atomic.Int32 // 0 unknown, 1 open, 2 signed
+	signed atomic.Int32 // 0 unknown, 1 open, 2 signed: as the last answer from upstream said
+	// forced is the policy the origin's invalidation feed announced (0:
+	// none); it wins over what cached objects were fetched under.
+	forced  atomic.Int32
+	deleted atomic.Bool
+}
+
+// isSigned tells whether the stream is known to be signed.
+func (st *streamInfo) isSigned() bool {
+	if f := st.forced.Load(); f != policyUnknown {
+		return f == policySigned
+	}
+	return st.signed.Load() == policySigned
+}
+
+// Invalidation tells the cache to drop what it holds of a stream id: it was
+// deleted (then every request for it is answered 404), or its playback
+// policy changed (then it is enforced on every answer, hits included).
+type Invalidation struct {
+	ID      string
+	Deleted bool
+	Signed  bool
+}
+
+// Invalidate applies invs in order: the objects of each id are removed
+// from both tiers (one pass over each tier for the whole batch).
+func (c *Cache) Invalidate(invs []Invalidation) {
+	if len(invs) == 0 {
+		return
+	}
+	prefixes := make(map[string]bool, len(invs))
+	for _, inv := range invs {
+		st := c.stream(inv.ID)
+		switch {
+		case inv.Deleted:
+			st.deleted.Store(true)
+		case inv.Signed:
+			st.forced.Store(policySigned)
+		default:
+			st.forced.Store(policyOpen)
+		}
+		prefixes[inv.ID] = true
+	}
+	match := func(key string) bool {
+		rest, ok := strings.CutPrefix(key, "/hls/")
+		if !ok {
+			return false
+		}
+		id, _, _ := strings.Cut(rest, "/")
+		return prefixes[id]
+	}
+	n := c.mem.removeMatching(match) + c.disk.removeMatching(match)
+	c.log.Info("invalidated cached streams", "ids", len(prefixes), "objects", n)
 }
 
 // New validates cfg and returns a Cache. It touches no file: Run indexes

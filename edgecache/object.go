@@ -212,3 +212,20 @@ func (t *memTier) put(o *object) bool {
 }
 
 func (t *memTier) bytes() int64 { return t.used.Load() }
+
+// removeMatching removes the objects whose key matches; it returns how many.
+func (t *memTier) removeMatching(match func(string) bool) int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var keys []string
+	for k := range t.l.items {
+		if match(k) {
+			keys = append(keys, k)
+		}
+	}
+	for _, k := range keys {
+		t.l.remove(k)
+	}
+	t.used.Store(t.l.used)
+	return len(keys)
+}

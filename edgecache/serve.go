@@ -103,7 +103,7 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// those counts viewers at a fraction of the cost of every request.
 		c.sawViewer(r.RemoteAddr, now.Unix())
 	}
-	if o := c.mem.get(p); o != nil && o.fresh(now) {
+	if o := c.mem.get(p); o != nil && o.fresh(now) && !o.stream.deleted.Load() {
 		var a access
 		c.serveHit(w, r, o, &a)
 		return
@@ -191,7 +191,7 @@ func (c *Cache) serveRevalidating(w http.ResponseWriter, r *http.Request, f *fet
 		(!s.playlist && !strings.HasSuffix(s.Key, "/"+hlspath.ManifestFile)) || now.UnixNano() > s.expires+int64(revalidateGrace) {
 		return false
 	}
-	if !c.authorize(w, r, s.id, s.Signed, a) {
+	if !c.authorize(w, r, s.id, c.signedFor(s), a) {
 		return true
 	}
 	c.hits.Add(1)
@@ -204,6 +204,9 @@ func (c *Cache) serveRevalidating(w http.ResponseWriter, r *http.Request, f *fet
 // signedFor is the policy passed to Access for an object: its own for a
 // 200, the stream's last known one for a 404.
 func (c *Cache) signedFor(o *object) bool {
+	if f := o.stream.forced.Load(); f != policyUnknown {
+		return f == policySigned
+	}
 	if o.status == http.StatusOK {
 		return o.Signed
 	}
@@ -258,7 +261,13 @@ func (cw *countingWriter) Write(p []byte) (int, error) {
 func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string, now time.Time) {
 	var a access
 	st := c.stream(id)
-	if st.signed.Load() == policySigned && !c.authorize(w, r, id, true, &a) {
+	if st.deleted.Load() {
+		// The origin deleted it: nothing of it is served or fetched again.
+		w.Header()[HeaderCacheStatus] = c.csLocal
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	if st.isSigned() && !c.authorize(w, r, id, true, &a) {
 		// Refuse viewers of a signed stream before anything goes upstream.
 		return
 	}
@@ -389,7 +398,7 @@ func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, 
 		return false
 	}
 	defer f.Close()
-	if !c.authorize(w, r, o.id, o.Signed, a) {
+	if !c.authorize(w, r, o.id, c.signedFor(o), a) {
 		return true
 	}
 	c.hits.Add(1)
@@ -435,7 +444,7 @@ func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, 
 // serveChecked answers with a disk object's body just read and checked
 // (too big for memory).
 func (c *Cache) serveChecked(w http.ResponseWriter, r *http.Request, o *object, body []byte, a *access) bool {
-	if !c.authorize(w, r, o.id, o.Signed, a) {
+	if !c.authorize(w, r, o.id, c.signedFor(o), a) {
 		return true
 	}
 	c.hits.Add(1)
@@ -462,7 +471,7 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 	if !res.shareable && !leader && token != f.token {
 		return true
 	}
-	signed := c.stream(f.id).signed.Load() == policySigned
+	signed := c.stream(f.id).isSigned()
 	if res.obj != nil {
 		signed = c.signedFor(res.obj)
 	}

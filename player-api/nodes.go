@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"time"
 
@@ -33,6 +34,7 @@ type NodeStore interface {
 	AddDeliveryReport(ctx context.Context, id string, r routing.DeliveryReport) error
 	DeliveryReports(ctx context.Context, id string, n int) ([]routing.DeliveryReport, error)
 	PlacementSecret(ctx context.Context) ([]byte, error)
+	Invalidations(ctx context.Context, cursor string, max int64) ([]routing.Invalidation, string, error)
 }
 
 const (
@@ -293,7 +295,7 @@ func (a *API) nodeJoin(c *gin.Context) {
 	}
 	a.registry.Invalidate()
 	a.log.Info("node joined", "node", n.ID, "role", n.Role, "region", n.Region, "public_url", n.PublicURL)
-	resp, err := a.nodeView(c.Request.Context(), n)
+	resp, err := a.nodeView(c.Request.Context(), n, "")
 	if err != nil {
 		a.fail(c, err, "")
 		return
@@ -340,6 +342,10 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 		WriteError(c, http.StatusForbidden, "forbidden", err.Error())
 		return
 	}
+	if hb.InvalidationCursor != "" && !cursorRe.MatchString(hb.InvalidationCursor) {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `"invalidation_cursor" must be a cursor the origin sent`)
+		return
+	}
 	if msg := checkHeartbeat(hb); msg != "" {
 		WriteError(c, http.StatusBadRequest, codeInvalidRequest, msg)
 		return
@@ -367,7 +373,7 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 		return
 	}
 	a.nodeMetrics(n, load)
-	resp, err := a.nodeView(ctx, n)
+	resp, err := a.nodeView(ctx, n, hb.InvalidationCursor)
 	if err != nil {
 		a.fail(c, err, "")
 		return
@@ -375,14 +381,29 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 	c.JSON(http.StatusOK, resp)
 }
 
-// nodeView is what a node learns at each join and heartbeat.
-func (a *API) nodeView(ctx context.Context, self routing.Node) (nodeproto.JoinResponse, error) {
-	nodes, err := a.store.ListNodes(ctx)
+// cursorRe is the shape of an invalidation cursor (a Redis stream id).
+var cursorRe = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
+
+// maxInvalidationsPerAnswer bounds the invalidations in one answer; the
+// node gets the rest with its next heartbeats.
+const maxInvalidationsPerAnswer = 1000
+
+// nodeView is what a node learns at each join and heartbeat: its
+// siblings, the playback key and the invalidations after cursor.
+func (a *API) nodeView(ctx context.Context, self routing.Node, cursor string) (nodeproto.JoinResponse, error) {
+	nodes, err := a.registry.Nodes(ctx)
+	if err != nil && nodes == nil {
+		return nodeproto.JoinResponse{}, err
+	}
+	inv, next, err := a.store.Invalidations(ctx, cursor, maxInvalidationsPerAnswer)
 	if err != nil {
 		return nodeproto.JoinResponse{}, err
 	}
 	resp := nodeproto.JoinResponse{ID: self.ID, HeartbeatIntervalSeconds: nodeproto.HeartbeatInterval.Seconds(),
-		PlaybackPublicKey: a.playbackPublicKey(), Siblings: []nodeproto.Sibling{}}
+		PlaybackPublicKey: a.playbackPublicKey(), Siblings: []nodeproto.Sibling{}, InvalidationCursor: next}
+	for _, i := range inv {
+		resp.Invalidations = append(resp.Invalidations, nodeproto.Invalidation{ID: i.ID, Deleted: i.Deleted, Signed: i.Signed})
+	}
 	for _, n := range nodes {
 		if n.ID != self.ID && n.Role == "edge" && n.Region == self.Region && n.Quarantine == nil {
 			resp.Siblings = append(resp.Siblings, nodeproto.Sibling{ID: n.ID, URL: n.PublicURL})

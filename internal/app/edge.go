@@ -28,11 +28,23 @@ type edgeNode struct {
 	id        atomic.Value // string
 	siblings  atomic.Value // []edgecache.Sibling
 	playbackK atomic.Value // ed25519.PublicKey
+	cursor    atomic.Value // string: the invalidation feed's cursor
 	joined    atomic.Bool
+	cache     *edgecache.Cache
 }
 
 func (e *edgeNode) learn(r nodeproto.JoinResponse, log *slog.Logger) {
 	e.id.Store(r.ID)
+	if len(r.Invalidations) > 0 && e.cache != nil {
+		invs := make([]edgecache.Invalidation, len(r.Invalidations))
+		for i, v := range r.Invalidations {
+			invs[i] = edgecache.Invalidation{ID: v.ID, Deleted: v.Deleted, Signed: v.Signed}
+		}
+		e.cache.Invalidate(invs)
+	}
+	if r.InvalidationCursor != "" {
+		e.cursor.Store(r.InvalidationCursor)
+	}
 	sib := make([]edgecache.Sibling, 0, len(r.Siblings))
 	for _, s := range r.Siblings {
 		sib = append(sib, edgecache.Sibling{ID: s.ID, URL: s.URL})
@@ -120,6 +132,7 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 	if err != nil {
 		return err
 	}
+	node.cache = cache
 	client := &nodeproto.Client{OriginURL: cfg.OriginURL, Token: cfg.NodeToken, Key: key}
 	join := nodeproto.JoinRequest{Role: "edge", Region: cfg.Region, PublicURL: publicURL}
 
@@ -196,6 +209,7 @@ func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.Join
 			var r nodeproto.HeartbeatResponse
 			hb := heartbeatOf(cache.Stats())
 			hb.MaxViewers = maxViewers
+			hb.InvalidationCursor, _ = node.cursor.Load().(string)
 			if r, err = c.Heartbeat(ctx, id, hb); err == nil {
 				node.learn(r, log)
 			} else if errors.Is(err, nodeproto.ErrUnknownNode) {

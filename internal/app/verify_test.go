@@ -389,3 +389,72 @@ func TestLiveThroughEdgeSurvivesOriginOutage(t *testing.T) {
 	}
 	t.Logf("%d segments fetched, %d playlist answers served stale during the 10 s outage", len(fetched), stale)
 }
+
+// firstSegment returns the path of the first segment of rendition's
+// playlist on the origin.
+func (n *node) firstSegment(id, rendition string) string {
+	n.t.Helper()
+	var path string
+	n.waitFor("a segment of "+id+"/"+rendition, 30*time.Second, func() bool {
+		code, body := n.get("/hls/"+id+"/"+rendition+"/index.m3u8", "")
+		if code != http.StatusOK {
+			return false
+		}
+		for _, l := range strings.Split(string(body), "\n") {
+			if strings.HasSuffix(l, ".m4s") {
+				path = "/hls/" + id + "/" + rendition + "/" + l
+				return true
+			}
+		}
+		return false
+	})
+	return path
+}
+
+// TestEdgeDropsDeletedAndRepoliced: an edge holding a video and a live
+// stream stops serving the video within seconds of its deletion, and the
+// stream without a token within seconds of its PATCH to signed, although
+// both were cached as public (the origin's invalidation feed, carried by
+// heartbeat answers).
+func TestEdgeDropsDeletedAndRepoliced(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	v := readyVideo(t, n, map[string]string{"title": "soon deleted"})
+	e := startEdge(t, n, n.nodeToken(), "")
+	n.waitFor("the edge to join", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
+	seg := n.firstSegment(v.ID, "240p")
+	for range 2 {
+		if resp, _ := httpGet(t, e.url+seg); resp.StatusCode != http.StatusOK {
+			t.Fatalf("through the edge: %d", resp.StatusCode)
+		}
+	}
+	if code, b := n.do(http.MethodDelete, "/v1/videos/"+v.ID, testAdminKey, nil); code != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", code, b)
+	}
+	deleted := time.Now()
+	n.waitFor("the edge to refuse the deleted video", 10*time.Second, func() bool {
+		resp, _ := httpGet(t, e.url+seg)
+		return resp.StatusCode == http.StatusNotFound
+	})
+	t.Logf("deleted video refused by the edge %s after the DELETE", time.Since(deleted).Round(100*time.Millisecond))
+
+	ls := n.createStream("soon signed")
+	pub := publish(t, clip(t, 30), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	defer pub.Process.Kill()
+	lseg := n.firstSegment(ls.ID, "source")
+	if resp, _ := httpGet(t, e.url+lseg); resp.StatusCode != http.StatusOK {
+		t.Fatalf("live segment through the edge: %d", resp.StatusCode)
+	}
+	if code, b := n.do(http.MethodPatch, "/v1/live-streams/"+ls.ID, testAdminKey, map[string]string{"playback_policy": "signed"}); code != http.StatusOK {
+		t.Fatalf("patch: %d %s", code, b)
+	}
+	patched := time.Now()
+	n.waitFor("the edge to refuse the signed stream without a token", 10*time.Second, func() bool {
+		resp, _ := httpGet(t, e.url+lseg)
+		return resp.StatusCode == http.StatusForbidden
+	})
+	t.Logf("re-policied stream refused without a token %s after the PATCH", time.Since(patched).Round(100*time.Millisecond))
+	if resp, _ := httpGet(t, e.url+lseg+"?token="+n.playbackToken(ls.ID, 600)); resp.StatusCode != http.StatusOK {
+		t.Fatalf("with a token: %d", resp.StatusCode)
+	}
+}

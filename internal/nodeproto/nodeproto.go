@@ -65,6 +65,20 @@ type JoinResponse struct {
 	HeartbeatIntervalSeconds float64   `json:"heartbeat_interval_seconds"`
 	PlaybackPublicKey        string    `json:"playback_public_key,omitempty"`
 	Siblings                 []Sibling `json:"siblings"`
+	// Invalidations are the ids whose cached objects the node must drop
+	// (deleted, or their playback policy changed) since the cursor of its
+	// heartbeat (every one the origin keeps, after a join); the node sends
+	// InvalidationCursor back with its next heartbeat.
+	Invalidations      []Invalidation `json:"invalidations,omitempty"`
+	InvalidationCursor string         `json:"invalidation_cursor,omitempty"`
+}
+
+// Invalidation tells a node to drop what it cached of a live stream or
+// video: it was deleted, or its playback policy is now Signed or not.
+type Invalidation struct {
+	ID      string `json:"id"`
+	Deleted bool   `json:"deleted,omitempty"`
+	Signed  bool   `json:"signed,omitempty"`
 }
 
 // HeartbeatResponse answers a heartbeat.
@@ -86,6 +100,8 @@ type Heartbeat struct {
 	// the origin bounds them by what it observes.
 	Viewers    int64 `json:"viewers,omitempty"`
 	MaxViewers int64 `json:"max_viewers,omitempty"`
+	// InvalidationCursor is the last JoinResponse.InvalidationCursor seen.
+	InvalidationCursor string `json:"invalidation_cursor,omitempty"`
 }
 
 var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)

@@ -153,13 +153,18 @@ func (s *Store) UpdateLiveStream(ctx context.Context, id string, u LiveStreamUpd
 			cur.Ladder = *u.Ladder
 			set = append(set, fieldLadder, cur.Ladder)
 		}
+		policyChanged := false
 		if u.PlaybackPolicy != nil {
+			policyChanged = cur.PlaybackPolicy != *u.PlaybackPolicy
 			cur.PlaybackPolicy = *u.PlaybackPolicy
 			set = append(set, fieldPlaybackPolicy, cur.PlaybackPolicy)
 		}
 		if len(set) > 0 {
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				p.HSet(ctx, key, set...)
+				if policyChanged {
+					addInvalidation(ctx, p, id, false, cur.PlaybackPolicy == PlaybackSigned)
+				}
 				return nil
 			})
 			if err != nil {
@@ -188,6 +193,7 @@ func (s *Store) DeleteLiveStream(ctx context.Context, id string) error {
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.Del(ctx, key, streamKeyIndexKey(cur.StreamKey))
 			p.ZRem(ctx, liveStreamsIndex, id)
+			addInvalidation(ctx, p, id, true, false)
 			return nil
 		})
 		return err

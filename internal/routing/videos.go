@@ -224,6 +224,8 @@ func (s *Store) DeleteVideo(ctx context.Context, id string) error {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		del = p.Del(ctx, videoKey(id))
 		p.ZRem(ctx, videosIndex, id)
+		// Harmless for an unknown id: edges forget what they never had.
+		addInvalidation(ctx, p, id, true, false)
 		return nil
 	})
 	if err != nil {

@@ -1,0 +1,62 @@
+package routing
+
+import (
+	"context"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Invalidations tell edges to stop serving what they cached of an id:
+//
+//	shoal:invalidations  stream  id, deleted (0|1), signed (0|1); the latest MaxInvalidations kept
+//
+// The origin appends one in the same transaction that deletes a live
+// stream or video, or changes a live stream's playback policy; edges get
+// the entries after their cursor in every heartbeat answer.
+const invalidationsKey = "shoal:invalidations"
+
+// MaxInvalidations is how many invalidations are kept (an edge that was
+// away for longer than that many changes gets them all again on joining).
+const MaxInvalidations = 5000
+
+// Invalidation is one entry of the feed.
+type Invalidation struct {
+	Cursor  string // the entry's id in the stream
+	ID      string // live stream or video
+	Deleted bool
+	Signed  bool // the playback policy now (when not deleted)
+}
+
+func addInvalidation(ctx context.Context, p redis.Pipeliner, id string, deleted, signed bool) {
+	b := func(v bool) string {
+		if v {
+			return "1"
+		}
+		return "0"
+	}
+	p.XAdd(ctx, &redis.XAddArgs{Stream: invalidationsKey, MaxLen: MaxInvalidations, Approx: true,
+		Values: []any{"id", id, "deleted", b(deleted), "signed", b(signed)}})
+}
+
+// Invalidations returns up to max entries after cursor ("" for every entry
+// kept) and the cursor to ask from next time (cursor itself when there is
+// nothing new).
+func (s *Store) Invalidations(ctx context.Context, cursor string, max int64) ([]Invalidation, string, error) {
+	start := "-"
+	if cursor != "" {
+		start = "(" + cursor
+	}
+	msgs, err := s.rdb.XRangeN(ctx, invalidationsKey, start, "+", max).Result()
+	if err != nil {
+		return nil, cursor, wrapErr("invalidations", err)
+	}
+	out := make([]Invalidation, 0, len(msgs))
+	for _, m := range msgs {
+		id, _ := m.Values["id"].(string)
+		del, _ := m.Values["deleted"].(string)
+		sig, _ := m.Values["signed"].(string)
+		out = append(out, Invalidation{Cursor: m.ID, ID: id, Deleted: del == "1", Signed: sig == "1"})
+		cursor = m.ID
+	}
+	return out, cursor, nil
+}
