@@ -121,10 +121,18 @@ func TestLiveStreamCRUD(t *testing.T) {
 	if err != nil || len(list) != 0 {
 		t.Errorf("ListLiveStreams after delete = %v, %v; want empty", list, err)
 	}
-	// Nothing is left behind in Redis.
+	// Nothing is left behind in Redis but the (bounded) invalidation feed
+	// telling edges about the deletion.
 	keys, err := s.rdb.Keys(ctx, "*").Result()
-	if err != nil || len(keys) != 0 {
+	if err != nil || len(keys) != 1 || keys[0] != invalidationsKey {
 		t.Errorf("keys left after delete: %v, %v", keys, err)
+	}
+	inv, cursor, err := s.Invalidations(ctx, "", 100)
+	if err != nil || len(inv) == 0 || !inv[len(inv)-1].Deleted || cursor == "" {
+		t.Errorf("invalidations %+v %q %v", inv, cursor, err)
+	}
+	if more, next, err := s.Invalidations(ctx, cursor, 100); err != nil || len(more) != 0 || next != cursor {
+		t.Errorf("after the cursor: %+v %q %v", more, next, err)
 	}
 }
 
@@ -217,7 +225,7 @@ func TestConcurrentResetAndDeleteLeaveNoOrphans(t *testing.T) {
 	}
 	wg.Wait()
 	keys, err := s.rdb.Keys(ctx, "*").Result()
-	if err != nil || len(keys) != 0 {
+	if err != nil || len(keys) != 1 || keys[0] != invalidationsKey {
 		t.Errorf("keys left after concurrent resets and deletes: %v, %v", keys, err)
 	}
 }
