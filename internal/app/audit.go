@@ -51,10 +51,14 @@ func (a *auditor) audit(ctx context.Context, n routing.Node, path, kind string) 
 		return false, "not a playback path"
 	}
 	id, _, _ := strings.Cut(rel, "/")
-	if strings.HasSuffix(rel, ".m3u8") && kind != "unlisted" {
+	manifestKind := kind == "unlisted" || kind == "bad_manifest" || kind == "stale_manifest"
+	if strings.Count(rel, "/") != 2 {
+		return false, "only rendition files are audited"
+	}
+	if strings.HasSuffix(rel, ".m3u8") && !manifestKind {
 		return false, "playlists change every second and are not audited"
 	}
-	if kind == "unlisted" || strings.HasSuffix(rel, "/"+hlspath.ManifestFile) {
+	if manifestKind || strings.HasSuffix(rel, "/"+hlspath.ManifestFile) {
 		// The node's manifest must verify and, live, be recent.
 		dir := rel[:strings.LastIndexByte(rel, '/')]
 		body, status, err := a.get(ctx, n, id, hlspath.Prefix+dir+"/"+hlspath.ManifestFile)

@@ -3,11 +3,14 @@ package app
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"io"
 	"io/fs"
 	"net/http"
 	"net/http/httptest"
@@ -17,6 +20,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -25,6 +29,7 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
+	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/testutil/browser"
 )
 
@@ -457,4 +462,156 @@ func TestEdgeDropsDeletedAndRepoliced(t *testing.T) {
 	if resp, _ := httpGet(t, e.url+lseg+"?token="+n.playbackToken(ls.ID, 600)); resp.StatusCode != http.StatusOK {
 		t.Fatalf("with a token: %d", resp.StatusCode)
 	}
+}
+
+// liar is an edge run by someone else: it joins the origin like any edge
+// (a node token, its own key) and relays the origin, except that it
+// answers segments with the bytes of another video's segment and, once
+// asked to, live manifests with one it recorded earlier.
+type liar struct {
+	url    string
+	id     string
+	fake   []byte // what it serves for every segment
+	replay atomic.Bool
+	mu     sync.Mutex
+	old    map[string][]byte // manifest path -> the first copy seen
+}
+
+func startLiar(t *testing.T, n *node, token string, fake []byte) *liar {
+	t.Helper()
+	target, _ := url.Parse(n.http)
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	l := &liar{fake: fake, old: map[string][]byte{}}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasSuffix(r.URL.Path, ".m4s") && l.fake != nil:
+			w.Header().Set("Access-Control-Allow-Origin", "*")
+			w.Header().Set("Content-Type", "video/iso.segment")
+			_, _ = w.Write(l.fake)
+		case strings.HasSuffix(r.URL.Path, "/manifest.txt"):
+			resp, err := http.Get(n.http + r.URL.Path)
+			if err != nil {
+				http.Error(w, "bad gateway", http.StatusBadGateway)
+				return
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			l.mu.Lock()
+			if l.old[r.URL.Path] == nil {
+				l.old[r.URL.Path] = body
+			}
+			if l.replay.Load() {
+				body = l.old[r.URL.Path]
+			}
+			l.mu.Unlock()
+			w.Header().Set("Access-Control-Allow-Origin", "*")
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			_, _ = w.Write(body)
+		default:
+			proxy.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	l.url = srv.URL
+	_, key, _ := ed25519.GenerateKey(nil)
+	c := &nodeproto.Client{OriginURL: n.http, Token: token, Key: key}
+	r, err := c.Join(t.Context(), nodeproto.JoinRequest{Role: "edge", PublicURL: l.url})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.id = r.ID
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(nodeproto.HeartbeatInterval):
+			}
+			_, _ = c.Heartbeat(ctx, l.id, nodeproto.Heartbeat{})
+		}
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	return l
+}
+
+// TestLyingEdgeIsNeverPlayed: the only edge serves another video's
+// segments, then replays an old live manifest: the page plays none of it
+// (every object it plays has the origin's hash), reports the edge, and the
+// origin quarantines it.
+func TestLyingEdgeIsNeverPlayed(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	b := browser.Start(t)
+	v := readyVideo(t, n, map[string]string{"title": "the real one"})
+	other := readyVideo(t, n, map[string]string{"title": "the other one"})
+	_, fake := n.get(n.firstSegment(other.ID, "240p"), "")
+	l := startLiar(t, n, n.nodeToken(), fake)
+	n.waitFor("the liar first in the route", 10*time.Second, func() bool { return n.route(v.ID, "").NodeID == l.id })
+
+	tab := b.NewTab(t)
+	if err := tab.Run(20*time.Second, chromedp.Navigate(n.http+"/watch/"+v.ID+"?player=hlsjs")); err != nil {
+		t.Fatal(err)
+	}
+	const played = `(() => { const v = document.querySelector('video'); const d = window.shoalDelivery;
+		return !!v && !!d && v.currentTime > 5 && d.verified >= 3 })()`
+	if err := tab.WaitFor(60*time.Second, played, deliveryJS); err != nil {
+		t.Fatal(err)
+	}
+	d := readDelivery(t, tab)
+	if len(d.Failures) == 0 || d.Failures[0].Node != l.id || d.Failures[0].Kind != "hash_mismatch" || d.Node != "origin" {
+		t.Fatalf("played from %q, failures %+v", d.Node, d.Failures)
+	}
+	for _, o := range d.Delivered {
+		_, want := n.get(o.Path, "")
+		sum := sha256.Sum256(want)
+		// Init sections the liar relayed untouched verify, and may be used.
+		if (o.Node == l.id && strings.HasSuffix(o.Path, ".m4s")) || o.SHA256 != hex.EncodeToString(sum[:]) {
+			t.Fatalf("played %s from %q with SHA-256 %s", o.Path, o.Node, o.SHA256)
+		}
+	}
+	n.waitFor("the liar quarantined", 10*time.Second, func() bool {
+		state, _ := n.nodeState(l.id)
+		return state == "quarantined"
+	})
+
+	// A second liar replays old live manifests (and serves good segments:
+	// it relays them). The page refuses the stale manifest and plays from
+	// the origin.
+	l2 := startLiar(t, n, n.nodeToken(), nil)
+	ls := n.createStream("replayed")
+	pub := publish(t, clip(t, 60), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	defer pub.Process.Kill()
+	n.firstSegment(ls.ID, "source")
+	n.waitFor("the second liar first in the route", 10*time.Second, func() bool { return n.route(ls.ID, "").NodeID == l2.id })
+	// Record the manifest now, then replay it once it is too old.
+	if resp, _ := httpGet(t, l2.url+"/hls/"+ls.ID+"/source/manifest.txt"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("liar manifest: %d", resp.StatusCode)
+	}
+	l2.replay.Store(true)
+	time.Sleep(31 * time.Second) // the player refuses live manifests older than 30 s
+	live := b.NewTab(t)
+	if err := live.Run(20*time.Second, chromedp.Navigate(n.http+"/watch/"+ls.ID+"?player=hlsjs")); err != nil {
+		t.Fatal(err)
+	}
+	const playingLive = `(() => { const v = document.querySelector('video'); const d = window.shoalDelivery;
+		return !!v && !!d && v.currentTime > 2 && d.verified >= 3 })()`
+	if err := live.WaitFor(60*time.Second, playingLive, deliveryJS); err != nil {
+		t.Fatal(err)
+	}
+	dl := readDelivery(t, live)
+	if len(dl.Failures) == 0 || dl.Failures[0].Node != l2.id || dl.Failures[0].Kind != "stale_manifest" || dl.Node != "origin" {
+		t.Fatalf("live: played from %q, failures %+v", dl.Node, dl.Failures)
+	}
+	for _, o := range dl.Delivered {
+		if o.Node == l2.id && strings.HasSuffix(o.Path, ".m4s") {
+			t.Fatalf("played %s from the replaying edge", o.Path)
+		}
+	}
+	n.waitFor("the replaying edge quarantined", 10*time.Second, func() bool {
+		state, _ := n.nodeState(l2.id)
+		return state == "quarantined"
+	})
 }
