@@ -253,3 +253,75 @@ func TestDeliveryReports(t *testing.T) {
 		t.Fatalf("keys %+v", keys)
 	}
 }
+
+// TestPlayShareOfALiar: five honest edges report the viewers they serve;
+// a sixth reports none and claims room for millions. Its share of /play
+// answers for a popular stream stays within the bounded-load bound.
+func TestPlayShareOfALiar(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	v := e.createVideo(t, `{"title":"popular"}`)
+	type edge struct {
+		id   string
+		key  ed25519.PrivateKey
+		got  int64
+		liar bool
+	}
+	var edges []*edge
+	for i := range 6 {
+		k := newKey(t)
+		body := joinBody(k, "", time.Now())
+		body.PublicURL = fmt.Sprintf("http://edge%d.test:8081", i)
+		id := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, body, k).wantStatus(t, http.StatusCreated)).ID
+		edges = append(edges, &edge{id: id, key: k, liar: i == 0})
+	}
+	byID := map[string]*edge{}
+	for _, ed := range edges {
+		byID[ed.id] = ed
+	}
+	noRedirect := func(path string) string {
+		req := httptest.NewRequest("GET", path, nil)
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusFound {
+			t.Fatalf("/play: %d", rec.Code)
+		}
+		return rec.Header().Get("Location")
+	}
+	const plays = 600
+	for i := range plays {
+		loc := noRedirect("/play/" + v.ID)
+		for _, ed := range edges {
+			if strings.HasPrefix(loc, fmt.Sprintf("http://edge%d.test:8081/", slicesIndex(edges, ed))) {
+				ed.got++
+			}
+		}
+		if i%50 == 49 {
+			// Heartbeats: honest edges report what they got, the liar nothing.
+			for _, ed := range edges {
+				hb := nodeproto.Heartbeat{Time: time.Now(), Viewers: ed.got}
+				if ed.liar {
+					hb.Viewers, hb.MaxViewers = 0, 10_000_000
+				}
+				e.nodeReq(t, "/v1/nodes/"+ed.id+"/heartbeat", testAdminKey, hb, ed.key).wantStatus(t, http.StatusOK)
+			}
+			e.api().registry.Invalidate()
+		}
+	}
+	bound := (1+routing.LoadSlack)*plays/6 + routing.MinBound
+	for _, ed := range edges {
+		if float64(ed.got) > bound {
+			t.Errorf("edge (liar=%v) got %d of %d plays, more than the bound %.0f", ed.liar, ed.got, plays, bound)
+		}
+	}
+	t.Logf("the liar got %d of %d plays (fair share %d, bound %.0f)", edges[0].got, plays, plays/6, bound)
+}
+
+func slicesIndex[T comparable](s []T, v T) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
