@@ -1005,3 +1005,40 @@ func TestInvalidate(t *testing.T) {
 		t.Fatal("the deleted id's objects are still cached")
 	}
 }
+
+// TestSpoolLargeBodies: with the memory held by misses at its cap, a large
+// segment is spooled to disk while several viewers are streamed from the
+// file; all get the right bytes, and the object lands in the disk tier.
+func TestSpoolLargeBodies(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	body := segment(3<<20, 41)
+	o.put(segPath, body, origin.CacheImmutable)
+	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		time.Sleep(100 * time.Millisecond) // let the viewers gather on one fetch
+		return false
+	})
+	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, _ *Deps) {
+		c.MaxInFlightBytes = 1 << 20
+		c.MemoryBytes = 8 << 20 // the segment is disk only
+	})
+	var wg sync.WaitGroup
+	answers := make([]answer, 4)
+	for i := range answers {
+		wg.Go(func() { answers[i] = get(t, e.url+segPath) })
+	}
+	wg.Wait()
+	for _, a := range answers {
+		wantBody(t, a, body)
+	}
+	e.idle(t)
+	if s := settled(e.c); s.Spooled != 1 {
+		t.Fatalf("spooled %d bodies, want 1", s.Spooled)
+	}
+	if n := o.count("GET", segPath); n != 1 {
+		t.Fatalf("origin saw %d GETs, want 1", n)
+	}
+	a := get(t, e.url+segPath)
+	wantBody(t, a, body)
+	wantStatus(t, a, "shoal; hit")
+}

@@ -215,6 +215,75 @@ func (t *diskTier) store(o *object) error {
 	return nil
 }
 
+// spoolFile creates a temporary file in the tier's tmp directory (emptied
+// at every start) for a body on its way.
+func (t *diskTier) spoolFile() (*os.File, error) {
+	tmp := filepath.Join(t.dir, tmpDir)
+	if err := t.mkdir(tmp); err != nil {
+		return nil, err
+	}
+	return os.CreateTemp(tmp, "spool-*")
+}
+
+// storeSpooled stores o, whose size bytes of body are in spool with the
+// given hex SHA-256, as a disk object (copying the body into the object
+// file), and indexes it.
+func (t *diskTier) storeSpooled(o *object, spool *os.File, size int64, sum string) error {
+	m := o.meta
+	m.SHA256, m.Size = sum, size
+	hdr, err := json.Marshal(&m)
+	if err != nil {
+		return err
+	}
+	h := keyHash(o.Key)
+	sub := filepath.Join(t.dir, objectsDir, h[:2])
+	if err := t.mkdir(sub); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(filepath.Join(t.dir, tmpDir), "obj-*")
+	if err != nil {
+		return err
+	}
+	var prefix [diskPrefixLen]byte
+	copy(prefix[:], diskMagic)
+	binary.BigEndian.PutUint32(prefix[len(diskMagic):], uint32(len(hdr)))
+	_, err = f.Write(prefix[:])
+	if err == nil {
+		_, err = f.Write(hdr)
+	}
+	if err == nil {
+		_, err = io.Copy(f, io.NewSectionReader(spool, 0, size))
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		_ = os.Remove(f.Name())
+		return err
+	}
+	name := filepath.Join(sub, h+"-"+strconv.FormatInt(time.Now().UnixNano(), 36)+strconv.FormatUint(t.gen.Add(1), 36))
+	off := int64(diskPrefixLen + len(hdr))
+	cp := *o
+	cp.body = nil
+	cp.meta = m
+	if cp.hLen == nil {
+		cp.hLen = []string{strconv.FormatInt(size, 10)}
+	}
+	e := &diskEntry{obj: &cp, file: name, off: off, size: off + size}
+	e.checked.Store(true)
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if err := os.Rename(f.Name(), name); err != nil {
+		_ = os.Remove(f.Name())
+		return err
+	}
+	for _, old := range t.l.add(o.Key, e.size, e, nil) {
+		_ = os.Remove(old.file)
+	}
+	t.used.Store(t.l.used)
+	return nil
+}
+
 // open opens e's file and checks that it is the file indexed.
 func (t *diskTier) open(e *diskEntry) (*os.File, error) {
 	f, err := os.Open(e.file)

@@ -63,14 +63,15 @@ import (
 
 // Defaults for Config fields left zero.
 const (
-	DefaultDiskBytes      int64 = 10 << 30
-	DefaultMemoryBytes    int64 = 512 << 20
-	DefaultNegativeTTL          = time.Second
-	DefaultMaxObjectBytes int64 = 64 << 20
-	DefaultSiblingTimeout       = time.Second
-	DefaultOriginTimeout        = 10 * time.Second
-	DefaultStaleIfError         = time.Minute
-	DefaultName                 = "shoal"
+	DefaultDiskBytes        int64 = 10 << 30
+	DefaultMemoryBytes      int64 = 512 << 20
+	DefaultNegativeTTL            = time.Second
+	DefaultMaxObjectBytes   int64 = 64 << 20
+	DefaultSiblingTimeout         = time.Second
+	DefaultOriginTimeout          = 10 * time.Second
+	DefaultStaleIfError           = time.Minute
+	DefaultMaxInFlightBytes int64 = 256 << 20
+	DefaultName                   = "shoal"
 )
 
 // Header names of the edge protocol.
@@ -126,6 +127,10 @@ type Config struct {
 	// Age header (RFC 5861); a stale-if-error directive of the origin's
 	// Cache-Control overrides it. Default 1 minute; negative: never.
 	StaleIfError time.Duration
+	// MaxInFlightBytes caps the memory that bodies on their way from the
+	// origin may hold (default 256 MiB): past it, a body larger than 1 MiB
+	// is spooled to a file in CacheDir while viewers are streamed from it.
+	MaxInFlightBytes int64
 }
 
 // Sibling is another edge of the same region.
@@ -163,6 +168,7 @@ type Stats struct {
 	SiblingFailures   int64   // sibling attempts that failed (error, timeout, bad bytes)
 	CorruptObjects    int64   // disk objects dropped for not matching their SHA-256
 	StaleServed       int64   // answers from a stale copy because the origin failed
+	Spooled           int64   // bodies spooled to disk on their way (memory in flight was at its cap)
 	Viewers           int64   // distinct viewer addresses within ViewerWindow (siblings not counted)
 	BytesServed       map[string]int64
 }
@@ -208,6 +214,8 @@ type Cache struct {
 	siblingFail atomic.Int64
 	corrupt     atomic.Int64
 	staleServed atomic.Int64
+	spooled     atomic.Int64
+	inflight    atomic.Int64 // bytes of bodies held in memory by fetches
 
 	// Precomputed Cache-Status values: a hit, a remembered 404, waiters of
 	// another request's fetch, and answers made without the cache (OPTIONS,
@@ -305,6 +313,7 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	size("DiskBytes", &cfg.DiskBytes, DefaultDiskBytes)
 	size("MemoryBytes", &cfg.MemoryBytes, DefaultMemoryBytes)
 	size("MaxObjectBytes", &cfg.MaxObjectBytes, DefaultMaxObjectBytes)
+	size("MaxInFlightBytes", &cfg.MaxInFlightBytes, DefaultMaxInFlightBytes)
 	dur := func(name string, v *time.Duration, def time.Duration) {
 		switch {
 		case *v == 0:
@@ -452,6 +461,7 @@ func (c *Cache) Stats() Stats {
 		SiblingFailures:   c.siblingFail.Load(),
 		CorruptObjects:    c.corrupt.Load(),
 		StaleServed:       c.staleServed.Load(),
+		Spooled:           c.spooled.Load(),
 		Viewers:           c.viewerCount(time.Now()),
 	}
 	c.streamMu.Lock()

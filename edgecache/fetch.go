@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -35,6 +36,14 @@ type fetch struct {
 	notify   chan struct{}
 	complete bool
 	failed   bool
+
+	// A body too big to hold in memory with the other misses in flight
+	// is spooled to a file instead of buf: spooled bytes are written so
+	// far, readable with spool.ReadAt. refs counts the fill and the readers
+	// using the file; the last one closes it.
+	spool   *os.File
+	spooled int64
+	refs    int
 
 	done chan struct{} // closed when the fetch is over and its object stored
 }
@@ -85,19 +94,67 @@ func (f *fetch) end(failed bool) {
 	f.mu.Unlock()
 }
 
-// snapshot returns the bytes so far, whether they are all, whether the
-// fetch failed, and a channel closed at the next change.
-func (f *fetch) snapshot() ([]byte, bool, bool, <-chan struct{}) {
+// growSpool publishes that the spool file now holds n bytes.
+func (f *fetch) growSpool(n int64) {
+	f.mu.Lock()
+	f.spooled = n
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.mu.Unlock()
+}
+
+// acquire takes a reference on the spool file; false when it is closed.
+func (f *fetch) acquire() bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.buf, f.complete, f.failed, f.notify
+	if f.refs == 0 {
+		return false
+	}
+	f.refs++
+	return true
+}
+
+// release drops a reference on the spool file, closing it with the last.
+func (f *fetch) release() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.refs--
+	if f.refs == 0 && f.spool != nil {
+		f.spool.Close()
+	}
+}
+
+// snapshot returns the bytes so far (buf, or the length of the spool),
+// whether they are all, whether the fetch failed, and a channel closed at
+// the next change.
+func (f *fetch) snapshot() ([]byte, int64, bool, bool, <-chan struct{}) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.buf, f.spooled, f.complete, f.failed, f.notify
+}
+
+// isSpooled tells whether the body goes to a spool file.
+func (f *fetch) isSpooled() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.spool != nil
 }
 
 // whole waits for the complete body; false if the fetch failed or ctx ended.
 func (f *fetch) whole(ctx context.Context) ([]byte, bool) {
 	for {
-		buf, complete, failed, ch := f.snapshot()
+		buf, n, complete, failed, ch := f.snapshot()
 		switch {
+		case complete && f.isSpooled():
+			if !f.acquire() {
+				return nil, false
+			}
+			defer f.release()
+			body := make([]byte, n)
+			if _, err := f.spool.ReadAt(body, 0); err != nil {
+				return nil, false
+			}
+			return body, true
 		case complete:
 			return buf, true
 		case failed:
@@ -348,10 +405,16 @@ func (c *Cache) originBody(f *fetch, resp *http.Response, wd *watchdog, fwd stri
 	f.publish(result{status: http.StatusOK, obj: o, length: length, shareable: true, fwd: fwd,
 		cacheStatus: c.cacheStatus(fwd, 0, cacheable, "origin")})
 
+	if length > spoolAbove && c.inflight.Load()+length > c.cfg.MaxInFlightBytes {
+		c.spoolBody(f, resp, wd, o, length, ttl, cacheable)
+		return
+	}
 	size := length
 	if size < 0 {
 		size = 64 << 10
 	}
+	c.inflight.Add(size)
+	defer func() { c.inflight.Add(-size) }()
 	buf := make([]byte, 0, size)
 	for {
 		if len(buf) == cap(buf) {
@@ -397,6 +460,68 @@ func (c *Cache) originBody(f *fetch, resp *http.Response, wd *watchdog, fwd stri
 	f.end(false)
 	if cacheable {
 		c.store(c.withBody(o, buf), ttl)
+	}
+}
+
+// spoolAbove: bodies up to this size are always held in memory while
+// they arrive.
+const spoolAbove = 1 << 20
+
+// spoolBody streams a 200 of known length from the origin into a file of
+// the disk tier's tmp directory, readers following it there, then moves it
+// into the disk tier: the bytes held in memory by misses stay under
+// Config.MaxInFlightBytes however many large objects are fetched at once.
+func (c *Cache) spoolBody(f *fetch, resp *http.Response, wd *watchdog, o *object, length int64, ttl time.Duration, cacheable bool) {
+	file, err := c.disk.spoolFile()
+	if err != nil {
+		c.reportError("cannot spool a large object to disk", "path", f.key, "err", err)
+		f.end(true)
+		return
+	}
+	c.spooled.Add(1)
+	c.m.spooled.Inc()
+	f.mu.Lock()
+	f.spool, f.refs = file, 1
+	f.mu.Unlock()
+	defer func() {
+		_ = os.Remove(file.Name())
+		f.release()
+	}()
+	h := sha256.New()
+	chunk := make([]byte, 64<<10)
+	var n int64
+	for n < length {
+		k, err := resp.Body.Read(chunk[:min(int64(len(chunk)), length-n)])
+		if k > 0 {
+			wd.kick()
+			if _, werr := file.WriteAt(chunk[:k], n); werr != nil {
+				c.reportError("spool write failed", "path", f.key, "err", werr)
+				f.end(true)
+				return
+			}
+			h.Write(chunk[:k])
+			n += int64(k)
+			f.growSpool(n)
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			c.reportError("origin body failed", "path", f.key, "err", upstreamErr(resp.Request.Context(), err))
+			f.end(true)
+			return
+		}
+	}
+	if n != length {
+		c.reportError("origin body shorter than announced", "path", f.key)
+		f.end(true)
+		return
+	}
+	f.end(false)
+	if cacheable && ttl >= diskMinTTL && c.disk.fits(length) {
+		if err := c.disk.storeSpooled(o, file, length, hex.EncodeToString(h.Sum(nil))); err != nil {
+			c.reportError("disk cache write failed", "path", o.Key, "err", err)
+		}
 	}
 }
 

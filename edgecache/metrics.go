@@ -12,7 +12,7 @@ type metrics struct {
 	bytesServed                    prometheus.Counter
 	originFetches                  prometheus.Counter
 	siblingOK, siblingFailed       prometheus.Counter
-	corrupt, stale                 prometheus.Counter
+	corrupt, stale, spooled        prometheus.Counter
 }
 
 // newMetrics makes the cache's collectors and registers them on reg (when
@@ -42,6 +42,10 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		Name: "shoal_edge_stale_served_total",
 		Help: "Times the origin failed and the edge answered with its last copy instead (stale-if-error).",
 	})
+	spooled := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "shoal_edge_spooled_bodies_total",
+		Help: "Bodies spooled to disk on their way from the origin because the memory held by misses in flight was at its cap.",
+	})
 	tier := func(name string, f func() int64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "shoal_edge_cache_bytes",
@@ -50,7 +54,7 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		}, func() float64 { return float64(f()) })
 	}
 	if reg != nil {
-		for _, col := range []prometheus.Collector{requests, bytesServed, originFetches, sibling, corrupt, stale,
+		for _, col := range []prometheus.Collector{requests, bytesServed, originFetches, sibling, corrupt, stale, spooled,
 			tier("memory", c.mem.bytes), tier("disk", c.disk.bytes)} {
 			if err := reg.Register(col); err != nil {
 				return nil, fmt.Errorf("edgecache: registering metrics: %w", err)
@@ -68,6 +72,7 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		siblingFailed: sibling.WithLabelValues("failed"),
 		corrupt:       corrupt,
 		stale:         stale,
+		spooled:       spooled,
 	}, nil
 }
 

@@ -532,9 +532,40 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 	}
 	rc := http.NewResponseController(w)
 	var off int
+	var chunk []byte
+	spool := false
+	defer func() {
+		if spool {
+			f.release()
+		}
+	}()
 	for {
-		buf, complete, failed, ch := f.snapshot()
-		if off < len(buf) {
+		buf, spooled, complete, failed, ch := f.snapshot()
+		if !spool && f.isSpooled() {
+			if !f.acquire() {
+				// Too late: the spool is gone; the object is on disk now.
+				if off == 0 {
+					return true
+				}
+				panic(http.ErrAbortHandler)
+			}
+			spool, chunk = true, make([]byte, 64<<10)
+		}
+		if spool && int64(off) < spooled {
+			k, err := f.spool.ReadAt(chunk[:min(int64(len(chunk)), spooled-int64(off))], int64(off))
+			if k == 0 && err != nil {
+				panic(http.ErrAbortHandler)
+			}
+			n, err := w.Write(chunk[:k])
+			off += n
+			c.countServed(o, int64(n))
+			if err != nil {
+				return false
+			}
+			_ = rc.Flush()
+			continue
+		}
+		if !spool && off < len(buf) {
 			n, err := w.Write(buf[off:])
 			off += n
 			c.countServed(o, int64(n))
