@@ -36,9 +36,10 @@ bench-transcode: deps
 bench-vod: deps
 	$(GO) run ./benchmarks/vod $(BENCH_ARGS)
 
-# nginx-light is the peer; install-deps installs it with everything deps does.
+# nginx-light is the peer and wrk loads both; install-deps installs them
+# with everything deps does.
 bench-edge:
-	@scripts/install-deps.sh nginx-light
+	@scripts/install-deps.sh nginx-light wrk
 	$(GO) run ./benchmarks/edge $(BENCH_ARGS)
 
 # Rebuilds web/dist from web/src with the pinned npm packages (needs Node.js

@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -15,16 +17,20 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-video/shoal/edgecache"
+	"github.com/shoal-video/shoal/internal/manifest"
+	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/packager/origin"
 )
 
@@ -40,6 +46,7 @@ const (
 
 type liveResult struct {
 	perSegment float64
+	verifyUS   float64 // CPU microseconds to verify one segment (manifest signature + SHA-256)
 }
 
 // originCounter wraps the origin handler and counts the requests of each
@@ -140,6 +147,8 @@ type viewerStats struct {
 	errors  atomic.Int64
 	bad     atomic.Int64
 	polls   atomic.Int64
+
+	verified, verifyFail, manifests atomic.Int64
 }
 
 // liveBench runs the live fan-out over three sibling edges.
@@ -177,7 +186,12 @@ func liveBench(ctx context.Context, dir string, o options) (liveResult, error) {
 		})
 	}
 
-	oc := &originCounter{h: origin.NewHandler(hls), gets: map[string]int{}, heads: map[string]int{}, getters: map[string][]string{}}
+	_, contentKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return res, err
+	}
+	keys := map[string]ed25519.PublicKey{manifest.KeyID(contentKey.Public().(ed25519.PublicKey)): contentKey.Public().(ed25519.PublicKey)}
+	oc := &originCounter{h: origin.NewHandler(hls, origin.WithContentKey(contentKey)), gets: map[string]int{}, heads: map[string]int{}, getters: map[string][]string{}}
 	oln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return res, err
@@ -260,14 +274,31 @@ func liveBench(ctx context.Context, dir string, o options) (liveResult, error) {
 	defer vcancel()
 	var vwg sync.WaitGroup
 	playPath := "/hls/" + liveID + "/" + liveRend + "/index.m3u8"
+	// Viewers enter as through /play: the routing tier's placement (keyed
+	// rendezvous ranking with bounded loads), counting what it assigned.
+	var secret [32]byte
+	_, _ = rand.Read(secret[:])
+	nodes := make([]routing.Node, liveEdges)
+	byNode := map[string]string{}
+	for i := range nodes {
+		nodes[i] = routing.Node{ID: "edge" + strconv.Itoa(i), Role: "edge", PublicURL: urls[i]}
+		byNode[nodes[i].ID] = urls[i]
+	}
+	reg := routing.NewRegistry(nil, nil)
+	placed := map[string]int{}
 	for i := 0; i < o.viewers; i++ {
+		p := routing.Place(nodes, liveID, "", secret[:], reg.Load, liveEdges)
+		reg.Assign(p.Candidates[0].ID)
+		placed[p.Candidates[0].ID]++
+		base := byNode[p.Candidates[0].ID]
 		vwg.Add(1)
 		go func() {
 			defer vwg.Done()
-			viewer(vctx, client, urls[i%liveEdges], playPath, stream, vs)
+			viewer(vctx, client, base, playPath, stream, vs, &verifier{keys: keys})
 		}()
 	}
-	logf("live: %d viewers on %d sibling edges, %d segments of %d bytes every %s", o.viewers, liveEdges, nSeg, o.segBytes, liveSegDur)
+	logf("live: %d viewers placed on %d sibling edges %v, %d segments of %d bytes every %s; every segment verified against the signed manifest",
+		o.viewers, liveEdges, placed, nSeg, o.segBytes, liveSegDur)
 	select {
 	case <-writerDone:
 	case <-gctx.Done():
@@ -314,16 +345,116 @@ func liveBench(ctx context.Context, dir string, o options) (liveResult, error) {
 	logf("live: %d segments fetched by viewers; origin segment GETs %d (%.2f per segment, %d segments fetched more than once), HEADs %d (%.2f per segment), playlist requests %d",
 		len(names), gets, res.perSegment, multi, heads, float64(heads)/float64(len(names)), oc.playlists.Load())
 	logf("live: per segment n:origin GETs/HEADs/viewers(edges that sent the GETs) %s", strings.Join(perSeg, " "))
-	logf("live: viewer playlist polls %d, errors %d, wrong bodies %d", vs.polls.Load(), vs.errors.Load(), vs.bad.Load())
+	logf("live: viewer playlist polls %d, errors %d, wrong bodies %d, segments verified %d, verification failures %d, manifests fetched %d",
+		vs.polls.Load(), vs.errors.Load(), vs.bad.Load(), vs.verified.Load(), vs.verifyFail.Load(), vs.manifests.Load())
 	for i, c := range caches {
 		s := c.Stats()
 		logf("live: edge%d hits %d misses %d origin GETs %d sibling fetches %d sibling failures %d",
 			i, s.Hits, s.Misses, s.OriginFetches, s.SiblingFetches, s.SiblingFailures)
 	}
-	if n := vs.errors.Load() + vs.bad.Load(); n > 0 {
+	if n := vs.errors.Load() + vs.bad.Load() + vs.verifyFail.Load(); n > 0 {
 		return res, fmt.Errorf("%d viewer requests failed", n)
 	}
+	res.verifyUS = verifyCost(stream, keys, contentKey)
 	return res, nil
+}
+
+// verifyCost measures the CPU one viewer spends verifying one segment: a
+// live manifest's signature and the segment's SHA-256 against it, on one
+// locked thread (RUSAGE_THREAD), averaged over a few rounds.
+func verifyCost(s *liveStream, keys map[string]ed25519.PublicKey, key ed25519.PrivateKey) float64 {
+	s.mu.Lock()
+	var name string
+	var body []byte
+	for nm, b := range s.bodies {
+		name, body = nm, b
+		break
+	}
+	s.mu.Unlock()
+	m := manifest.Manifest{ID: liveID, Rendition: liveRend, Seq: 7, Time: time.Now()}
+	for i := range liveWindow {
+		m.Entries = append(m.Entries, manifest.Entry{Kind: manifest.KindSegment, URI: fmt.Sprintf("x-%d.m4s", i), Size: int64(len(body))})
+	}
+	m.Entries = append(m.Entries, manifest.Entry{Kind: manifest.KindSegment, URI: name, Size: int64(len(body)), SHA256: sha256.Sum256(body)})
+	signed, err := manifest.Sign(m, key)
+	if err != nil {
+		return nan()
+	}
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	const rounds = 20
+	start := threadCPU()
+	for range rounds {
+		v, err := manifest.Verify(signed, keys)
+		if err != nil {
+			return nan()
+		}
+		e, _ := v.Lookup(name)
+		if e.Check(body) != nil {
+			return nan()
+		}
+	}
+	us := float64((threadCPU() - start).Microseconds()) / rounds
+	logf("live: verifying one %d-byte segment (manifest signature + SHA-256) costs %.0f us of CPU", len(body), us)
+	return us
+}
+
+// threadCPU is the CPU time of the calling OS thread (Linux RUSAGE_THREAD).
+func threadCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(1, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// verifier checks a viewer's segments as Shoal's player does: against the
+// rendition's signed manifest (signature, id, rendition, age, sequence),
+// fetched from the same edge.
+type verifier struct {
+	keys map[string]ed25519.PublicKey
+	m    manifest.Manifest
+	seq  uint64
+	at   time.Time
+}
+
+const maxManifestAge = 30 * time.Second
+
+func (v *verifier) check(ctx context.Context, client *http.Client, base, name string, body []byte, vs *viewerStats) error {
+	e, ok := v.m.Lookup(name)
+	for try := 0; !ok && try < 2; try++ {
+		if try > 0 || time.Since(v.at) < time.Second {
+			// The edge caches the manifest for a second, like the playlist.
+			select {
+			case <-time.After(time.Second + 100*time.Millisecond - time.Since(v.at)):
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		var buf bytes.Buffer
+		data, err := getBody(ctx, client, base+"/hls/"+liveID+"/"+liveRend+"/"+manifest.FileName, &buf)
+		if err != nil {
+			return err
+		}
+		vs.manifests.Add(1)
+		m, err := manifest.Verify(data, v.keys)
+		switch {
+		case err != nil:
+			return err
+		case m.ID != liveID || m.Rendition != liveRend:
+			return fmt.Errorf("manifest of %s/%s", m.ID, m.Rendition)
+		case !m.Ended && time.Since(m.Time) > maxManifestAge:
+			return fmt.Errorf("stale manifest (%s old)", time.Since(m.Time))
+		case m.Seq < v.seq:
+			return fmt.Errorf("manifest sequence went back from %d to %d", v.seq, m.Seq)
+		}
+		v.m, v.seq, v.at = m, m.Seq, time.Now()
+		e, ok = v.m.Lookup(name)
+	}
+	if !ok {
+		return fmt.Errorf("%s is not in the signed manifest", name)
+	}
+	return e.Check(body)
 }
 
 func segNum(name string) int {
@@ -336,7 +467,7 @@ func segNum(name string) int {
 
 // viewer polls the live playlist every livePoll and fetches each segment
 // that appears in it once, starting at the newest.
-func viewer(ctx context.Context, client *http.Client, base, playPath string, s *liveStream, vs *viewerStats) {
+func viewer(ctx context.Context, client *http.Client, base, playPath string, s *liveStream, vs *viewerStats, v *verifier) {
 	// Viewers do not all poll at the same instant.
 	select {
 	case <-time.After(mrand.N(livePoll)):
@@ -367,11 +498,21 @@ func viewer(ctx context.Context, client *http.Client, base, playPath string, s *
 				if ctx.Err() != nil {
 					return
 				}
+				var verr error
+				if err == nil {
+					if verr = v.check(ctx, client, base, nm, body, vs); verr == nil {
+						vs.verified.Add(1)
+					} else if ctx.Err() == nil {
+						vs.verifyFail.Add(1)
+						logf("live: verification failed: %v", verr)
+					}
+				}
 				switch {
 				case err != nil:
 					vs.errors.Add(1)
 				case !bytes.Equal(body, s.body(nm)):
 					vs.bad.Add(1)
+				case verr != nil:
 				default:
 					vs.mu.Lock()
 					vs.fetched[nm]++

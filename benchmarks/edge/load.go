@@ -18,8 +18,9 @@ type loadStats struct {
 	requests int64 // complete 200s of the expected length
 	errors   int64 // connection errors and malformed answers
 	bad      int64 // wrong status or length
-	nonHit   int64 // answers whose Cache-Status was not a hit (ours only)
+	nonHit   int64 // answers whose Cache-Status was not a hit (ours only, built-in generator)
 	seconds  float64
+	p99      time.Duration // 99th percentile latency (wrk only)
 }
 
 func (s loadStats) rps() float64 { return float64(s.requests) / s.seconds }

@@ -54,6 +54,7 @@ type options struct {
 	segBytes   int
 	playBytes  int
 	edgeMemory int64
+	wrk        string
 }
 
 func main() {
@@ -71,6 +72,7 @@ func main() {
 	flag.DurationVar(&o.live, "live", 20*time.Second, "length of the live stream (one segment every 2 s)")
 	flag.IntVar(&o.viewers, "viewers", 200, "live viewers, spread evenly over the three edges")
 	flag.StringVar(&o.nginx, "nginx", "/usr/sbin/nginx", "the nginx binary")
+	flag.StringVar(&o.wrk, "wrk", "/usr/bin/wrk", "the wrk binary that loads both servers in the static part (\"\": the built-in generator)")
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of our edge (first static run of each object) into this directory")
 	flag.Int64Var(&o.edgeMemory, "edge-memory", edgeMemoryBytes, "MemoryBytes of our static edge (objects above 1/8 of it are served from disk)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory")
@@ -102,21 +104,21 @@ func run(ctx context.Context, o options) error {
 	}
 	logf("load average at start: %s", loadAvg())
 
-	st := staticResult{nan(), nan(), nan(), nan()}
+	st := staticResult{nan(), nan(), nan(), nan(), nan(), nan()}
 	if !o.skipStat {
 		if st, err = staticBench(ctx, dir, o); err != nil {
 			return fmt.Errorf("static: %w", err)
 		}
 	}
-	lv := liveResult{perSegment: nan()}
+	lv := liveResult{perSegment: nan(), verifyUS: nan()}
 	if !o.skipLive {
 		if lv, err = liveBench(ctx, dir, o); err != nil {
 			return fmt.Errorf("live: %w", err)
 		}
 	}
 	logf("load average at end: %s", loadAvg())
-	fmt.Printf("bench-edge seg_ratio=%.2f playlist_ratio=%.2f origin_fetches_per_segment=%.2f ours_seg_rps=%.0f nginx_seg_rps=%.0f ours_playlist_rps=%.0f nginx_playlist_rps=%.0f\n",
-		st.oursSeg/st.nginxSeg, st.oursPlay/st.nginxPlay, lv.perSegment, st.oursSeg, st.nginxSeg, st.oursPlay, st.nginxPlay)
+	fmt.Printf("bench-edge seg_ratio=%.2f playlist_ratio=%.2f origin_fetches_per_segment=%.2f verify_us_per_segment=%.0f ours_seg_rps=%.0f nginx_seg_rps=%.0f ours_playlist_rps=%.0f nginx_playlist_rps=%.0f ours_playlist_p99_ms=%.2f nginx_playlist_p99_ms=%.2f\n",
+		st.oursSeg/st.nginxSeg, st.oursPlay/st.nginxPlay, lv.perSegment, lv.verifyUS, st.oursSeg, st.nginxSeg, st.oursPlay, st.nginxPlay, st.oursPlayP99, st.nginxPlayP99)
 	return nil
 }
 

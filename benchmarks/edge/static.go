@@ -27,6 +27,7 @@ const (
 
 type staticResult struct {
 	oursSeg, nginxSeg, oursPlay, nginxPlay float64
+	oursPlayP99, nginxPlayP99              float64 // milliseconds (wrk)
 }
 
 // staticBench compares our edge and nginx serving the same two files.
@@ -95,7 +96,7 @@ func staticBench(ctx context.Context, dir string, o options) (staticResult, erro
 		return res, errors.New("no nginx worker process found")
 	}
 	// Requests per second, and server CPU microseconds per request.
-	type series struct{ ours, nginx, oursCPU, nginxCPU []float64 }
+	type series struct{ ours, nginx, oursCPU, nginxCPU, oursP99, nginxP99 []float64 }
 	var segS, playS series
 	for rep := 0; rep < o.reps; rep++ {
 		for _, obj := range []struct {
@@ -113,7 +114,10 @@ func staticBench(ctx context.Context, dir string, o options) (staticResult, erro
 							filepath.Join(o.profile, "edge-"+obj.name+".pprof"))
 					}()
 				}
-				st, cpu := measure(ctx, edge.addr, obj.path, o, int64(obj.size), []int{edge.cmd.Process.Pid})
+				st, cpu, err := measure(ctx, edge.addr, obj.path, o, int64(obj.size), []int{edge.cmd.Process.Pid})
+				if err != nil {
+					return err
+				}
 				report("ours ", obj.name, rep, st, cpu, obj.size)
 				if prof != nil {
 					if err := <-prof; err != nil {
@@ -127,16 +131,21 @@ func staticBench(ctx context.Context, dir string, o options) (staticResult, erro
 				}
 				obj.s.ours = append(obj.s.ours, st.rps())
 				obj.s.oursCPU = append(obj.s.oursCPU, cpuPerRequest(st, cpu))
+				obj.s.oursP99 = append(obj.s.oursP99, st.p99.Seconds()*1000)
 				return nil
 			}
 			theirs := func() error {
-				st, cpu := measure(ctx, ng.addr, obj.path, o, int64(obj.size), workers)
+				st, cpu, err := measure(ctx, ng.addr, obj.path, o, int64(obj.size), workers)
+				if err != nil {
+					return err
+				}
 				report("nginx", obj.name, rep, st, cpu, obj.size)
 				if st.errors > 0 || st.bad > 0 || ng.exited() {
 					return fmt.Errorf("nginx failed the %s load: %d errors, %d bad answers", obj.name, st.errors, st.bad)
 				}
 				obj.s.nginx = append(obj.s.nginx, st.rps())
 				obj.s.nginxCPU = append(obj.s.nginxCPU, cpuPerRequest(st, cpu))
+				obj.s.nginxP99 = append(obj.s.nginxP99, st.p99.Seconds()*1000)
 				return nil
 			}
 			// Alternate which goes first.
@@ -171,23 +180,32 @@ func staticBench(ctx context.Context, dir string, o options) (staticResult, erro
 		logf("static %-8s medians: ours %.0f req/s, nginx %.0f req/s (ratio %.2f; pairs %s); server CPU per request: ours %.1f us, nginx %.1f us (nginx/ours %.2f)",
 			x.name, median(x.s.ours), median(x.s.nginx), median(x.s.ours)/median(x.s.nginx), strings.Join(pairs, " "),
 			median(x.s.oursCPU), median(x.s.nginxCPU), median(x.s.nginxCPU)/median(x.s.oursCPU))
+		if o.wrk != "" {
+			logf("static %-8s p99 latency medians (wrk): ours %.2f ms, nginx %.2f ms", x.name, median(x.s.oursP99), median(x.s.nginxP99))
+		}
 	}
+	res.oursPlayP99, res.nginxPlayP99 = median(playS.oursP99), median(playS.nginxP99)
 	res.oursSeg, res.nginxSeg = median(segS.ours), median(segS.nginx)
 	res.oursPlay, res.nginxPlay = median(playS.ours), median(playS.nginx)
 	return res, nil
 }
 
-// measure runs one load and returns it with the CPU the server used.
-func measure(ctx context.Context, addr, path string, o options, size int64, pids []int) (loadStats, time.Duration) {
+// measure runs one load (wrk, or the built-in generator with -wrk "")
+// and returns it with the CPU the server used.
+func measure(ctx context.Context, addr, path string, o options, size int64, pids []int) (loadStats, time.Duration, error) {
 	time.Sleep(500 * time.Millisecond) // let the previous run's connections close
 	before := cpuOf(pids)
+	if o.wrk != "" {
+		st, err := wrkLoad(ctx, o.wrk, "http://"+addr+path, o.conns, o.duration)
+		return st, cpuOf(pids) - before, err
+	}
 	st := load(ctx, addr, path, o.conns, o.duration, size)
-	return st, cpuOf(pids) - before
+	return st, cpuOf(pids) - before, nil
 }
 
 func report(who, obj string, rep int, st loadStats, cpu time.Duration, size int) {
-	logf("static %s %-8s run %d: %8.0f req/s %7.1f MB/s  server CPU %3.0f%% (%.1f us/req)  errors %d bad %d not-hit %d  load %s",
-		who, obj, rep+1, st.rps(), st.rps()*float64(size)/1e6, 100*cpu.Seconds()/st.seconds, cpuPerRequest(st, cpu), st.errors, st.bad, st.nonHit, loadAvg())
+	logf("static %s %-8s run %d: %8.0f req/s %7.1f MB/s  p99 %v  server CPU %3.0f%% (%.1f us/req)  errors %d bad %d not-hit %d  load %s",
+		who, obj, rep+1, st.rps(), st.rps()*float64(size)/1e6, st.p99, 100*cpu.Seconds()/st.seconds, cpuPerRequest(st, cpu), st.errors, st.bad, st.nonHit, loadAvg())
 }
 
 // cpuPerRequest is the server's CPU time per request in microseconds.

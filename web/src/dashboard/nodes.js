@@ -43,7 +43,7 @@ export class NodesSection {
     this.table = h('table', { class: 'nodes-table', id: 'nodes-table' },
       h('caption', { class: 'visually-hidden', text: 'Edge nodes in the registry' }),
       h('thead', {}, h('tr', {},
-        ['Node', 'Role', 'Region', 'Public URL', 'Connections', 'Egress', 'Cache', 'Hit ratio', 'Origin fetches', 'Last heartbeat']
+        ['Node', 'State', 'Region', 'Public URL', 'Viewers', 'Egress', 'Cache', 'Hit ratio', 'Origin fetches', 'Last heartbeat']
           .map((t, i) => h('th', { scope: 'col', class: i >= 4 && i <= 8 ? 'num' : null, text: t })))),
       this.tbody);
     this.empty = h('div', { class: 'empty', hidden: true },
@@ -69,8 +69,8 @@ export class NodesSection {
         'Charts are sampled every 5 s by this page from ', h('code', { text: 'GET /v1/nodes' }),
         ' while it is open; they are not stored.'),
       h('div', { class: 'notice', id: 'no-viewer-data' },
-        h('strong', { text: 'Viewers and peer-to-peer sharing: no data yet. ' }),
-        'Shoal does not count viewers or measure segments shared between browsers yet, so this dashboard shows no figures for them rather than guesses.'),
+        h('strong', { text: 'Peer-to-peer sharing: no data yet. ' }),
+        'Viewers are what each edge reports (distinct addresses in the last 30 s); Shoal does not share segments between browsers yet, so this dashboard shows no figures for it rather than guesses.'),
       h('div', { class: 'card table-card' }, this.empty, h('div', { class: 'table-scroll' }, this.table)));
     const ro = new ResizeObserver(() => this.resize());
     ro.observe(this.egressBox);
@@ -88,18 +88,40 @@ export class NodesSection {
   renderTable(nodes) {
     this.empty.hidden = nodes.length > 0;
     this.table.hidden = nodes.length === 0;
-    const rows = nodes.map((n) => h('tr', { dataset: { id: n.id } },
+    const rows = nodes.map((n) => h('tr', { dataset: { id: n.id, state: n.state || 'active' } },
       h('td', { 'data-label': 'Node' }, h('code', { title: n.id, text: n.id.slice(0, 8) })),
-      h('td', { 'data-label': 'Role', text: n.role }),
+      h('td', { 'data-label': 'State' }, this.stateCell(n)),
       h('td', { 'data-label': 'Region', text: n.region || '—' }),
       h('td', { 'data-label': 'Public URL' }, h('a', { href: n.public_url, target: '_blank', rel: 'noopener', text: n.public_url })),
-      h('td', { 'data-label': 'Connections', class: 'num', text: String(n.connections) }),
+      h('td', { 'data-label': 'Viewers', class: 'num', text: String(n.viewers || 0) }),
       h('td', { 'data-label': 'Egress', class: 'num', text: formatBitrate(n.egress_bytes_per_sec) }),
       h('td', { 'data-label': 'Cache', class: 'num', text: formatBytes(n.cache_bytes) }),
       h('td', { 'data-label': 'Hit ratio', class: 'num', text: `${(n.hit_ratio * 100).toFixed(1)}%` }),
       h('td', { 'data-label': 'Origin fetches', class: 'num', text: String(n.origin_fetches) }),
       h('td', { 'data-label': 'Last heartbeat', title: n.last_heartbeat, text: timeAgo(n.last_heartbeat) })));
     replaceChildren(this.tbody, rows);
+  }
+
+  // stateCell shows whether the node is routed to; a quarantined one has
+  // its reason and a button that releases it.
+  stateCell(n) {
+    if (n.state !== 'quarantined') {
+      const reports = (n.delivery_reports || []).length;
+      return h('span', { class: 'badge badge-muted', title: reports ? `${reports} recent delivery reports` : 'no delivery reports', text: 'active' });
+    }
+    const btn = h('button', { type: 'button', class: 'btn btn-small', text: 'Release' });
+    btn.addEventListener('click', async () => {
+      btn.disabled = true;
+      try {
+        await this.api.post(`/v1/nodes/${encodeURIComponent(n.id)}/release`);
+        await this.refresh();
+      } catch {
+        btn.disabled = false;
+      }
+    });
+    return h('span', { class: 'node-state' },
+      h('span', { class: 'badge badge-bad', title: n.quarantine_reason || '', text: 'quarantined' }), ' ', btn,
+      h('span', { class: 'muted small quarantine-reason', text: n.quarantine_reason || '' }));
   }
 
   renderTotals(nodes) {
