@@ -615,3 +615,29 @@ func TestLyingEdgeIsNeverPlayed(t *testing.T) {
 		return state == "quarantined"
 	})
 }
+
+// TestWatchPageSignedThroughEdge: a signed video's watch page, opened with
+// a playback token, plays from an edge with every object verified (the
+// token travels with the route, the playlists and the manifests).
+func TestWatchPageSignedThroughEdge(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	b := browser.Start(t)
+	v := readyVideo(t, n, map[string]string{"title": "members", "playback_policy": "signed"})
+	startEdge(t, n, n.nodeToken(), "")
+	n.waitFor("the edge to join", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
+	edgeID := n.nodes()[0].ID
+	tok := n.playbackToken(v.ID, 600)
+	tab := b.NewTab(t)
+	if err := tab.Run(20*time.Second, chromedp.Navigate(n.http+"/watch/"+v.ID+"?player=hlsjs&token="+tok)); err != nil {
+		t.Fatal(err)
+	}
+	const played = `(() => { const v = document.querySelector('video'); const d = window.shoalDelivery;
+		return !!v && !!d && v.currentTime > 3 && d.verified >= 3 })()`
+	if err := tab.WaitFor(60*time.Second, played, deliveryJS); err != nil {
+		t.Fatal(err)
+	}
+	if d := readDelivery(t, tab); d.Node != edgeID || len(d.Failures) != 0 {
+		t.Fatalf("played from %q with failures %+v", d.Node, d.Failures)
+	}
+}
