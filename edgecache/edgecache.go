@@ -159,7 +159,7 @@ type Deps struct {
 // Stats is a snapshot of the cache's counters.
 type Stats struct {
 	Connections       int64   // requests in flight
-	EgressBytesPerSec float64 // body bytes served per second, over the last second
+	EgressBytesPerSec float64 // body bytes served per second, over the last EgressWindow
 	CacheBytes        int64   // memory + disk tiers
 	Hits              int64   // answers from the cache (negative hits included)
 	Misses            int64   // answers that waited on an upstream fetch (collapsed included)
@@ -404,22 +404,35 @@ func (c *Cache) Run(ctx context.Context) error {
 	close(c.scanned)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	last, lastAt := c.served.Load(), time.Now()
+	// The egress rate is taken over the last EgressWindow (samples each
+	// second): steady enough for heartbeats every 2 s to report.
+	type sample struct {
+		served int64
+		at     time.Time
+	}
+	window := []sample{{c.served.Load(), time.Now()}}
 	for {
 		select {
 		case <-ctx.Done():
 			c.cancelFlights()
 			return nil
 		case now := <-t.C:
-			cur := c.served.Load()
-			if dt := now.Sub(lastAt).Seconds(); dt > 0 {
-				c.setEgress(float64(cur-last) / dt)
+			window = append(window, sample{c.served.Load(), now})
+			for len(window) > 2 && now.Sub(window[1].at) >= EgressWindow {
+				window = window[1:]
 			}
-			last, lastAt = cur, now
+			first, last := window[0], window[len(window)-1]
+			if dt := last.at.Sub(first.at).Seconds(); dt > 0 {
+				c.setEgress(float64(last.served-first.served) / dt)
+			}
 			c.prune(now)
 		}
 	}
 }
+
+// EgressWindow is the span the egress rate (Stats.EgressBytesPerSec) is
+// averaged over.
+const EgressWindow = 10 * time.Second
 
 // cancelFlights cancels the upstream fetches in flight.
 func (c *Cache) cancelFlights() {
