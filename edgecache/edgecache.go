@@ -28,7 +28,8 @@
 //	shoal; fwd=miss; collapsed                               waited on another request's fetch
 //	shoal; fwd=stale; collapsed                              waited on another request's revalidation
 //	shoal; hit; detail=stale-while-revalidate                a playlist a second old, while another request revalidates it
-//	shoal; fwd=stale; fwd-status=502; detail=stale-if-error  the origin failed: the last copy, with Age (RFC 5861)
+//	shoal; fwd=stale; fwd-status=502; detail=stale-if-error  the origin failed: the last copy, with Age (RFC 5861;
+//	                                                         live playlists and manifests for at most MaxLiveStale)
 //	shoal; hit; detail=stale-if-error                        that copy again within the next second
 //	shoal                                                    OPTIONS, refused method or path
 //	shoal; detail=refused                                    refused by Deps.Access

@@ -313,6 +313,15 @@ func (c *Cache) fromOrigin(f *fetch) bool {
 	}
 }
 
+// MaxLiveStale bounds how long past its freshness a live playlist or
+// manifest (fresh for less than liveTTL) is served stale: well under the
+// 30 s after which players refuse a live manifest as a replay.
+const MaxLiveStale = 20 * time.Second
+
+// liveTTL: objects fresh for less than this are live playlists and
+// manifests.
+const liveTTL = 10 * time.Second
+
 // staleRetry is how long a copy served stale is reused before the origin
 // is tried again: an outage costs one origin attempt per object per
 // staleRetry, not one per viewer request.
@@ -332,6 +341,11 @@ func (c *Cache) publishStale(f *fetch, code int) bool {
 		window, ok := staleIfError(s.CacheControl)
 		if !ok {
 			window = c.cfg.StaleIfError
+		}
+		if s.TTL < liveTTL {
+			// Live playlists and manifests: a player refuses a live
+			// manifest 30 s old, and an edge serving one is reported.
+			window = min(window, MaxLiveStale)
 		}
 		if window <= 0 {
 			return false

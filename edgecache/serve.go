@@ -183,12 +183,14 @@ func setAge(h http.Header, o *object) {
 // wait on the origin.
 const revalidateGrace = 2 * time.Second
 
-// serveRevalidating answers a playlist or manifest from its copy that
-// expired less than revalidateGrace ago, while f revalidates it.
+// serveRevalidating answers a playlist from its copy that expired less
+// than revalidateGrace ago, while f revalidates it. Manifests are not: a
+// player that finds a new segment missing from one asks again a second
+// later and must then get the new one.
 func (c *Cache) serveRevalidating(w http.ResponseWriter, r *http.Request, f *fetch, now time.Time, a *access) bool {
 	s := f.stale
 	if s == nil || s.body == nil || s.status != http.StatusOK || r.Header.Get(HeaderSibling) != "" ||
-		(!s.playlist && !strings.HasSuffix(s.Key, "/"+hlspath.ManifestFile)) || now.UnixNano() > s.expires+int64(revalidateGrace) {
+		!s.playlist || now.UnixNano() > s.expires+int64(revalidateGrace) {
 		return false
 	}
 	if !c.authorize(w, r, s.id, c.signedFor(s), a) {

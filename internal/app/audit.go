@@ -15,31 +15,36 @@ import (
 
 	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/manifest"
-	"github.com/shoal-video/shoal/internal/playback"
 	"github.com/shoal-video/shoal/internal/routing"
 )
 
 // auditor checks viewers' delivery reports against the node they name: it
-// fetches the reported object from the node as a viewer would (with a
-// short-lived playback token of its own for signed ids) and compares it
-// with what the origin published. An edge that tells the origin apart from
-// viewers escapes it; the reports of several viewer networks still
-// quarantine such an edge (playerapi).
+// fetches the reported object from the node as a viewer would and compares
+// it with what the origin published. An edge that tells the origin apart
+// from viewers escapes it; the reports of several viewer networks still
+// quarantine such an edge (playerapi). Signed ids are not audited: the
+// audit would have to show the node a playback token, which a node could
+// then use to watch from anywhere; their edges are judged by the reports
+// alone. At most maxAudits run at once (more are skipped), and no more is
+// read than the object can be.
 type auditor struct {
 	hlsDir      string
-	playbackKey ed25519.PrivateKey
 	contentKeys map[string]ed25519.PublicKey
 	signed      func(id string) bool
 	client      *http.Client
+	slots       chan struct{}
 }
+
+// maxAudits bounds the audits running at once.
+const maxAudits = 4
 
 // maxLiveManifestAge is how old a live manifest an edge relays may be (the
 // player applies the same bound).
 const maxLiveManifestAge = 30 * time.Second
 
-func newAuditor(hlsDir string, playbackKey, contentKey ed25519.PrivateKey, signed func(string) bool) *auditor {
+func newAuditor(hlsDir string, contentKey ed25519.PrivateKey, signed func(string) bool) *auditor {
 	pub := contentKey.Public().(ed25519.PublicKey)
-	return &auditor{hlsDir: hlsDir, playbackKey: playbackKey, signed: signed,
+	return &auditor{hlsDir: hlsDir, signed: signed, slots: make(chan struct{}, maxAudits),
 		contentKeys: map[string]ed25519.PublicKey{manifest.KeyID(pub): pub},
 		client: &http.Client{Timeout: 5 * time.Second,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
@@ -51,6 +56,15 @@ func (a *auditor) audit(ctx context.Context, n routing.Node, path, kind string) 
 		return false, "not a playback path"
 	}
 	id, _, _ := strings.Cut(rel, "/")
+	if a.signed(id) {
+		return false, "signed streams are not audited (it would show the node a playback token)"
+	}
+	select {
+	case a.slots <- struct{}{}:
+		defer func() { <-a.slots }()
+	default:
+		return false, "not audited: the origin is busy with other audits"
+	}
 	manifestKind := kind == "unlisted" || kind == "bad_manifest" || kind == "stale_manifest"
 	if strings.Count(rel, "/") != 2 {
 		return false, "only rendition files are audited"
@@ -61,7 +75,7 @@ func (a *auditor) audit(ctx context.Context, n routing.Node, path, kind string) 
 	if manifestKind || strings.HasSuffix(rel, "/"+hlspath.ManifestFile) {
 		// The node's manifest must verify and, live, be recent.
 		dir := rel[:strings.LastIndexByte(rel, '/')]
-		body, status, err := a.get(ctx, n, id, hlspath.Prefix+dir+"/"+hlspath.ManifestFile)
+		body, status, err := a.get(ctx, n, hlspath.Prefix+dir+"/"+hlspath.ManifestFile, manifest.MaxBytes)
 		if err != nil || status != http.StatusOK {
 			return false, fmt.Sprintf("could not fetch the node's manifest (%v, status %d)", err, status)
 		}
@@ -76,11 +90,11 @@ func (a *auditor) audit(ctx context.Context, n routing.Node, path, kind string) 
 		}
 		return false, "the node's manifest verifies and is recent"
 	}
-	want, err := fileSHA256(filepath.Join(a.hlsDir, filepath.FromSlash(rel)))
+	want, size, err := fileSHA256(filepath.Join(a.hlsDir, filepath.FromSlash(rel)))
 	if err != nil {
 		return false, "the origin has no such object (deleted, or never published)"
 	}
-	body, status, err := a.get(ctx, n, id, path)
+	body, status, err := a.get(ctx, n, path, size+1)
 	if err != nil || status != http.StatusOK {
 		return false, fmt.Sprintf("could not fetch it from the node (%v, status %d)", err, status)
 	}
@@ -91,16 +105,10 @@ func (a *auditor) audit(ctx context.Context, n routing.Node, path, kind string) 
 	return false, "the node serves the published bytes to the origin"
 }
 
-// get fetches path from node n as a viewer, with a token when id is signed.
-func (a *auditor) get(ctx context.Context, n routing.Node, id, path string) ([]byte, int, error) {
+// get fetches path from node n as a viewer would, reading at most limit
+// bytes.
+func (a *auditor) get(ctx context.Context, n routing.Node, path string, limit int64) ([]byte, int, error) {
 	u := strings.TrimRight(n.PublicURL, "/") + path
-	if a.signed(id) && a.playbackKey != nil {
-		tok, err := playback.Sign(a.playbackKey, playback.Claims{ID: id, Expires: time.Now().Add(time.Minute)})
-		if err != nil {
-			return nil, 0, err
-		}
-		u += "?token=" + tok
-	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, 0, err
@@ -110,19 +118,21 @@ func (a *auditor) get(ctx context.Context, n routing.Node, id, path string) ([]b
 		return nil, 0, err
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 256<<20))
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
 	return body, resp.StatusCode, err
 }
 
-func fileSHA256(path string) (string, error) {
+// fileSHA256 returns the hex SHA-256 and the size of a file.
+func fileSHA256(path string) (string, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return "", err
+		return "", 0, err
 	}
 	defer f.Close()
 	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
+	n, err := io.Copy(h, f)
+	if err != nil {
+		return "", 0, err
 	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return hex.EncodeToString(h.Sum(nil)), n, nil
 }

@@ -121,7 +121,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
-		Audit: newAuditor(hlsDir, playbackKey, contentKey, signed.signed).audit,
+		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit,
 	}, store, pipeline{hub: hub, ingest: ingest, pkg: pkg, tc: tc}, log.With("component", "api"))
 	if err != nil {
 		return err

@@ -297,8 +297,10 @@ func TestWatchPageVerifiesEdges(t *testing.T) {
 	if err := live.Run(20*time.Second, chromedp.Navigate(n.http+"/watch/"+ls.ID+"?player=hlsjs")); err != nil {
 		t.Fatal(err)
 	}
+	// Long enough for several playlist and manifest refreshes: an honest
+	// edge is never reported while they move on.
 	const playingLive = `(() => { const v = document.querySelector('video'); const d = window.shoalDelivery;
-		return !!v && !!d && v.currentTime > 3 && d.verified >= 4 })()`
+		return !!v && !!d && v.currentTime > 12 && d.verified >= 8 })()`
 	if err := live.WaitFor(60*time.Second, playingLive, deliveryJS); err != nil {
 		t.Fatal(err)
 	}

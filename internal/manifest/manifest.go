@@ -26,7 +26,8 @@
 // 64 lowercase hex digits. The signed bytes are the file up to and
 // including the "\n" before "sig": there is no canonicalization step, a
 // verifier hashes exactly what it received. A live manifest lists the
-// live window; a finished one every segment. seq never decreases while a
+// live window and a few segments before it (a player's playlist may be a
+// second older than its manifest); a finished one every segment. seq never decreases while a
 // broadcast runs and time says how old a manifest is, so an edge that
 // replays an old one to hide new segments is caught by its age.
 //
@@ -350,4 +351,30 @@ func attr(line, name string) string {
 		return ""
 	}
 	return rest[:j]
+}
+
+// Tail returns the last n segments of objs (in order, as PlaylistObjects
+// lists them), each preceded by the initialization section it uses when
+// that differs from the previous segment's.
+func Tail(objs []Object, n int) []Object {
+	segs := 0
+	start := len(objs)
+	for start > 0 && segs < n {
+		start--
+		if objs[start].Kind == KindSegment {
+			segs++
+		}
+	}
+	init := ""
+	for i := start - 1; i >= 0; i-- {
+		if objs[i].Kind == KindInit {
+			init = objs[i].URI
+			break
+		}
+	}
+	var out []Object
+	if init != "" && (start >= len(objs) || objs[start].Kind != KindInit) {
+		out = append(out, Object{Kind: KindInit, URI: init})
+	}
+	return append(out, objs[start:]...)
 }

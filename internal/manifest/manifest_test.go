@@ -180,3 +180,22 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+func TestTail(t *testing.T) {
+	t.Parallel()
+	objs := []Object{{KindInit, "i0"}, {KindSegment, "s0"}, {KindSegment, "s1"}, {KindInit, "i1"}, {KindSegment, "s2"}, {KindSegment, "s3"}}
+	for _, tc := range []struct {
+		n    int
+		want string
+	}{
+		{1, "i1 s3"}, {2, "i1 s2 s3"}, {3, "i0 s1 i1 s2 s3"}, {4, "i0 s0 s1 i1 s2 s3"}, {9, "i0 s0 s1 i1 s2 s3"}, {0, "i1"},
+	} {
+		var got []string
+		for _, o := range Tail(objs, tc.n) {
+			got = append(got, o.URI)
+		}
+		if strings.Join(got, " ") != tc.want {
+			t.Errorf("Tail(%d) = %v, want %s", tc.n, got, tc.want)
+		}
+	}
+}

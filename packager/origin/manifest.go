@@ -26,6 +26,20 @@ func WithContentKey(key ed25519.PrivateKey) Option {
 	return func(h *Handler) { h.contentKey = key }
 }
 
+// liveManifestExtra is how many segments before the live window a live
+// manifest lists.
+const liveManifestExtra = 4
+
+func countSegments(objs []manifest.Object) int {
+	n := 0
+	for _, o := range objs {
+		if o.Kind == manifest.KindSegment {
+			n++
+		}
+	}
+	return n
+}
+
 // liveManifestTTL is how long a live manifest is reused before it is
 // signed again with a new time (the edges' cache lifetime, too).
 const liveManifestTTL = time.Second
@@ -103,6 +117,19 @@ func (h *Handler) manifest(rel string) ([]byte, bool, error) {
 			return nil, err
 		}
 		objs, next, ended := manifest.PlaylistObjects(pl)
+		if !ended {
+			// A live manifest lists the window and the few segments before
+			// it, from the recording: a player holding a playlist a second
+			// older than the manifest still finds every segment it names.
+			if rec, err := os.ReadFile(filepath.Join(h.Dir, filepath.FromSlash(dir), "recording.m3u8")); err == nil {
+				all, recNext, recEnded := manifest.PlaylistObjects(rec)
+				if !recEnded && recNext >= next {
+					// Written just after index.m3u8, it may be a segment
+					// ahead: its numbering then wins.
+					objs, next = manifest.Tail(all, countSegments(objs)+liveManifestExtra), recNext
+				}
+			}
+		}
 		m := manifest.Manifest{ID: id, Rendition: rendition, Seq: next, Time: now, Ended: ended,
 			Entries: make([]manifest.Entry, 0, len(objs))}
 		for _, o := range objs {

@@ -3,10 +3,12 @@ package origin
 import (
 	"bytes"
 	"crypto/ed25519"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -99,5 +101,50 @@ func TestManifest(t *testing.T) {
 	t.Cleanup(plain.Close)
 	if resp, _ := get(t, plain.URL+"/hls/abc/720p/manifest.txt", nil); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("no key: %d", resp.StatusCode)
+	}
+}
+
+// TestLiveManifestReachesBeforeTheWindow: a live manifest also lists the
+// segments just before the window (from recording.m3u8).
+func TestLiveManifestReachesBeforeTheWindow(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	dir := filepath.Join(root, "abc", "720p")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rec := "#EXTM3U\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI=\"init-s-0-0.mp4\"\n"
+	for i := range 9 {
+		name := fmt.Sprintf("s-0-%d.m4s", i)
+		rec += "#EXTINF:2,\n" + name + "\n"
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(name), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	files := map[string]string{
+		"init-s-0-0.mp4": "init",
+		"recording.m3u8": rec,
+		"index.m3u8":     "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-MAP:URI=\"init-s-0-0.mp4\"\n#EXTINF:2,\ns-0-7.m4s\n#EXTINF:2,\ns-0-8.m4s\n",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, priv, _ := ed25519.GenerateKey(nil)
+	srv := httptest.NewServer(NewHandler(root, WithContentKey(priv)))
+	t.Cleanup(srv.Close)
+	_, body := get(t, srv.URL+"/hls/abc/720p/manifest.txt", nil)
+	pub := priv.Public().(ed25519.PublicKey)
+	m, err := manifest.Verify([]byte(body), map[string]ed25519.PublicKey{manifest.KeyID(pub): pub})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var uris []string
+	for _, e := range m.Entries {
+		uris = append(uris, e.URI)
+	}
+	if got := strings.Join(uris, " "); got != "init-s-0-0.mp4 s-0-3.m4s s-0-4.m4s s-0-5.m4s s-0-6.m4s s-0-7.m4s s-0-8.m4s" || m.Seq != 9 {
+		t.Fatalf("live manifest lists %s (seq %d)", got, m.Seq)
 	}
 }

@@ -79,14 +79,15 @@ export function parseManifest(bytes) {
   const m = {
     keyId: field(1, 'key'), id: field(2, 'id'), rendition: field(3, 'rendition'),
     seq: Number(field(4, 'seq')), time: Number(field(5, 'time')), ended: field(6, 'ended') === '1',
-    entries: new Map(), signed, sig,
+    entries: new Map(), segments: [], signed, sig,
   };
   for (const l of lines.slice(7)) {
     const p = l.split(' ');
     if (p.length !== 4 || (p[0] !== 'init' && p[0] !== 'seg') || !/^[0-9a-f]{64}$/.test(p[3])) {
       throw new Error('bad manifest entry');
     }
-    m.entries.set(p[1], { size: Number(p[2]), sha256: p[3] });
+    m.entries.set(p[1], { kind: p[0], size: Number(p[2]), sha256: p[3] });
+    if (p[0] === 'seg') m.segments.push(p[1]);
   }
   return m;
 }
@@ -147,12 +148,14 @@ export class Delivery {
     }
   }
 
-  // path checks that url is in this stream's tree and returns its path.
+  // path checks that url is one of this stream's playback paths (the
+  // master playlist, or a file of a rendition) and returns it.
   path(url) {
     const u = new URL(url, location.href);
-    if (!u.pathname.startsWith(`/hls/${this.id}/`) || u.pathname.includes('..')) {
-      throw new Error('a playlist pointed outside this stream: ' + u.pathname);
-    }
+    const parts = u.pathname.split('/');
+    const ok = parts[1] === 'hls' && parts[2] === this.id && !u.pathname.includes('..') &&
+      ((parts.length === 4 && parts[3] === 'master.m3u8') || (parts.length === 5 && /^[a-z0-9][a-z0-9_-]*$/.test(parts[3]) && /^[a-z0-9][a-z0-9.-]*$/.test(parts[4])));
+    if (!ok) throw new Error('a playlist pointed outside this stream: ' + u.pathname);
     return u.pathname;
   }
 
@@ -210,22 +213,19 @@ export class Delivery {
   async loadPlaylist(c, path, signal) {
     const bytes = await this.fetchBytes(c, path, PLAYLIST_TIMEOUT_MS, signal);
     const parts = path.split('/');
-    if (parts.length === 5 && /\.m3u8$/.test(path)) {
-      // A media playlist: every object it names must be in a fresh
-      // manifest of the same candidate.
-      const text = new TextDecoder().decode(bytes);
-      const names = playlistObjects(text);
-      if (names.length) {
-        let m = await this.manifest(c, parts[3], signal, false);
-        let missing = names.filter((n) => !m.entries.has(n));
-        if (missing.length) {
-          m = await this.manifest(c, parts[3], signal, true);
-          missing = names.filter((n) => !m.entries.has(n));
-        }
-        if (missing.length) {
-          throw new DeliveryError(KIND.unlisted, `the playlist names ${missing[0]}, which the signed manifest does not list`);
-        }
+    if (parts.length === 5) {
+      // A media playlist must follow the signed manifest of the same
+      // candidate: its segments a run of the manifest's, in order, at the
+      // manifest's sequence numbers; nothing else to fetch.
+      const pl = parsePlaylist(new TextDecoder().decode(bytes));
+      const rendition = parts[3];
+      let m = await this.manifest(c, rendition, signal, false);
+      let problem = playlistProblem(pl, m);
+      if (problem) {
+        m = await this.manifest(c, rendition, signal, true);
+        problem = playlistProblem(pl, m);
       }
+      if (problem) throw new DeliveryError(KIND.unlisted, problem);
     }
     return bytes.buffer;
   }
@@ -300,9 +300,12 @@ export class Delivery {
         throw new DeliveryError(KIND.staleManifest, `the live manifest was signed ${Math.round(age / 1000)} s ago`);
       }
     }
-    const seen = this.seqs.get(rendition) || 0;
+    // Sequences only move forward, per candidate: another edge may be a
+    // second behind this one without lying.
+    const seqKey = c.base + '/' + rendition;
+    const seen = this.seqs.get(seqKey) || 0;
     if (m.seq < seen) throw new DeliveryError(KIND.staleManifest, `manifest sequence ${m.seq} is older than ${seen}`);
-    this.seqs.set(rendition, m.seq);
+    this.seqs.set(seqKey, m.seq);
     return m;
   }
 }
@@ -315,20 +318,53 @@ function sleep(ms, signal) {
   });
 }
 
-// playlistObjects lists the file names a media playlist references.
-export function playlistObjects(text) {
-  const out = [];
+// parsePlaylist reads what the checks need of a media playlist: its media
+// sequence, segment and init names (query strings dropped), whether it
+// ended, and tags or URIs Shoal's playlists never have.
+export function parsePlaylist(text) {
+  const pl = { seq: 0, segments: [], inits: [], ended: false, bad: '' };
   for (const raw of text.split('\n')) {
     const l = raw.trim();
     if (!l) continue;
-    if (l.startsWith('#EXT-X-MAP:')) {
+    if (l.startsWith('#EXT-X-MEDIA-SEQUENCE:')) {
+      pl.seq = Number(l.slice(22));
+    } else if (l.startsWith('#EXT-X-MAP:')) {
       const m = /URI="([^"]*)"/.exec(l);
-      if (m) out.push(m[1].split('?')[0]);
+      if (m) pl.inits.push(m[1].split('?')[0]);
+    } else if (l === '#EXT-X-ENDLIST') {
+      pl.ended = true;
+    } else if (/^#EXT-X-(KEY|SESSION-KEY|BYTERANGE|PART|PRELOAD-HINT|RENDITION-REPORT)\b/.test(l)) {
+      pl.bad = pl.bad || `the playlist has ${l.split(':')[0]}, which Shoal never writes`;
     } else if (!l.startsWith('#')) {
-      out.push(l.split('?')[0]);
+      const name = l.split('?')[0];
+      if (!/^[a-z0-9][a-z0-9.-]*$/.test(name)) pl.bad = pl.bad || `the playlist names ${name}, not a file of its rendition`;
+      pl.segments.push(name);
     }
   }
-  return out;
+  return pl;
+}
+
+// playlistProblem says how a media playlist departs from manifest m, or ''.
+export function playlistProblem(pl, m) {
+  if (pl.bad) return pl.bad;
+  for (const i of pl.inits) {
+    const e = m.entries.get(i);
+    if (!e || e.kind !== 'init') return `the playlist names ${i}, which the signed manifest does not list`;
+  }
+  if (!pl.segments.length) return '';
+  const first = m.segments.indexOf(pl.segments[0]);
+  if (first < 0) return `the playlist names ${pl.segments[0]}, which the signed manifest does not list`;
+  for (let j = 0; j < pl.segments.length; j++) {
+    if (m.segments[first + j] !== pl.segments[j]) {
+      return `the playlist's segments are not the manifest's, in order, from ${pl.segments[0]} (at ${pl.segments[j]})`;
+    }
+  }
+  const wantSeq = m.seq - m.segments.length + first;
+  if (pl.seq !== wantSeq) return `the playlist's media sequence is ${pl.seq}, the manifest's ${wantSeq}`;
+  if (pl.ended && (!m.ended || first !== 0 || pl.segments.length !== m.segments.length)) {
+    return 'the playlist ends, but not with every segment of the signed manifest';
+  }
+  return '';
 }
 
 // loaderClass makes an hls.js loader (pLoader or fLoader) that fetches
