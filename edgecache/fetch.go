@@ -39,8 +39,9 @@ type fetch struct {
 
 	// A body too big to hold in memory with the other misses in flight
 	// is spooled to a file instead of buf: spooled bytes are written so
-	// far, readable with spool.ReadAt. refs counts the fill and the readers
-	// using the file; the last one closes it.
+	// far, readable with spool.ReadAt. refs counts the fill and every
+	// request that joined the fetch (join takes the reference under the
+	// flight table's lock); the last release closes the file.
 	spool   *os.File
 	spooled int64
 	refs    int
@@ -67,6 +68,7 @@ func newFetch(ctx context.Context, key, id, token string, siblings bool, prev *o
 		hdr:    make(chan struct{}),
 		notify: make(chan struct{}),
 		done:   make(chan struct{}),
+		refs:   1, // the fill's
 	}
 }
 
@@ -103,18 +105,15 @@ func (f *fetch) growSpool(n int64) {
 	f.mu.Unlock()
 }
 
-// acquire takes a reference on the spool file; false when it is closed.
-func (f *fetch) acquire() bool {
+// ref takes a reference on the fetch (its spool file).
+func (f *fetch) ref() {
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	if f.refs == 0 {
-		return false
-	}
 	f.refs++
-	return true
+	f.mu.Unlock()
 }
 
-// release drops a reference on the spool file, closing it with the last.
+// release drops a reference on the fetch, closing its spool file with the
+// last.
 func (f *fetch) release() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -146,10 +145,6 @@ func (f *fetch) whole(ctx context.Context) ([]byte, bool) {
 		buf, n, complete, failed, ch := f.snapshot()
 		switch {
 		case complete && f.isSpooled():
-			if !f.acquire() {
-				return nil, false
-			}
-			defer f.release()
 			body := make([]byte, n)
 			if _, err := f.spool.ReadAt(body, 0); err != nil {
 				return nil, false
@@ -216,6 +211,7 @@ func (c *Cache) fill(f *fetch, flightKey string) {
 		c.flightMu.Unlock()
 		f.cancel()
 		close(f.done)
+		f.release()
 	}()
 	if f.siblings {
 		if sib, ok := c.owner(f.key); ok && c.fromSibling(f, sib) {
@@ -495,12 +491,11 @@ func (c *Cache) spoolBody(f *fetch, resp *http.Response, wd *watchdog, o *object
 	c.spooled.Add(1)
 	c.m.spooled.Inc()
 	f.mu.Lock()
-	f.spool, f.refs = file, 1
+	f.spool = file
 	f.mu.Unlock()
-	defer func() {
-		_ = os.Remove(file.Name())
-		f.release()
-	}()
+	// The name goes now; the file stays open until the last reader of
+	// the fetch is done with it.
+	defer os.Remove(file.Name())
 	h := sha256.New()
 	chunk := make([]byte, 64<<10)
 	var n int64

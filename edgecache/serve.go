@@ -299,16 +299,20 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 		if f == nil {
 			continue
 		}
-		var retry bool
-		switch {
-		case leader:
-			retry = c.lead(w, r, f, flightKey, token, &a)
-		case c.serveRevalidating(w, r, f, now, &a):
-			return
-		default:
-			retry = c.serveFetch(w, r, f, false, token, &a)
-		}
-		if !retry {
+		// The reference join took on f is dropped however the answer ends
+		// (an aborted one panics).
+		retry, answered := func() (bool, bool) {
+			defer f.release()
+			switch {
+			case leader:
+				return c.lead(w, r, f, flightKey, token, &a), false
+			case c.serveRevalidating(w, r, f, now, &a):
+				return false, true
+			default:
+				return c.serveFetch(w, r, f, false, token, &a), false
+			}
+		}()
+		if answered || !retry {
 			return
 		}
 		// Fetch again once that fetch has left the table.
@@ -342,6 +346,7 @@ func (c *Cache) join(ctx context.Context, flightKey, key, id, token string, sibl
 	c.flightMu.Lock()
 	defer c.flightMu.Unlock()
 	if f := c.flights[flightKey]; f != nil {
+		f.ref()
 		return f, false, nil
 	}
 	prev := c.mem.peek(key)
@@ -362,6 +367,7 @@ func (c *Cache) join(ctx context.Context, flightKey, key, id, token string, sibl
 	// the cache's Run (cancelFlights) and its own watchdogs.
 	f = newFetch(context.WithoutCancel(ctx), key, id, token, siblings && c.siblings != nil, prev)
 	f.stale = stale
+	f.ref() // the leader's
 	c.flights[flightKey] = f
 	return f, true, nil
 }
@@ -536,21 +542,9 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 	var off int
 	var chunk []byte
 	spool := false
-	defer func() {
-		if spool {
-			f.release()
-		}
-	}()
 	for {
 		buf, spooled, complete, failed, ch := f.snapshot()
 		if !spool && f.isSpooled() {
-			if !f.acquire() {
-				// Too late: the spool is gone; the object is on disk now.
-				if off == 0 {
-					return true
-				}
-				panic(http.ErrAbortHandler)
-			}
 			spool, chunk = true, make([]byte, 64<<10)
 		}
 		if spool && int64(off) < spooled {
