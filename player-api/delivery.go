@@ -36,9 +36,17 @@ const (
 
 // Auditor checks a viewer's delivery report against the node itself: the
 // origin fetches the object from the node, as a viewer would, and compares
-// it with what it published. confirmed says the node served bad bytes;
-// finding says what the audit saw, for people.
-type Auditor func(ctx context.Context, node routing.Node, path, kind string) (confirmed bool, finding string)
+// it with what it published.
+type Auditor func(ctx context.Context, node routing.Node, path, kind string) Audit
+
+// Audit is the outcome of an audit. Confirmed: the node served what the
+// origin did not publish. Refuted: it served the published object, so the
+// report does not count. Neither: the audit could not tell. Finding says
+// what it saw, for the operator.
+type Audit struct {
+	Confirmed, Refuted bool
+	Finding            string
+}
 
 // Kinds of delivery reports. The first four are verification failures:
 // bytes or manifests that did not match what the origin signed.
@@ -62,10 +70,9 @@ type deliveryReportRequest struct {
 }
 
 type deliveryReportJSON struct {
-	Accepted    bool   `json:"accepted"`
-	Confirmed   bool   `json:"confirmed"`
-	Quarantined bool   `json:"quarantined"`
-	Audit       string `json:"audit,omitempty"`
+	Accepted    bool `json:"accepted"`
+	Confirmed   bool `json:"confirmed"`
+	Quarantined bool `json:"quarantined"`
 }
 
 const maxReportBody = 4 << 10
@@ -110,18 +117,30 @@ func (a *API) deliveryReport(c *gin.Context) {
 		return
 	}
 	failure := reportKinds[req.Kind]
+	offered := a.reports.wasOffered(reporter, n.ID)
 	r := routing.DeliveryReport{At: time.Now().UTC(), Kind: req.Kind, URL: req.URL, Expected: req.Expected,
-		Received: req.Received, Detail: req.Detail, Reporter: reporter}
-	if failure && a.audit != nil && a.reports.firstAudit(n.ID+"\x00"+path) {
-		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		r.Confirmed, r.Audit = a.audit(actx, n, path, req.Kind)
-		cancel()
+		Received: req.Received, Detail: req.Detail, Reporter: reporter, Offered: offered}
+	if failure && a.audit != nil {
+		// One audit per object a minute: later reports of it get its verdict.
+		key := n.ID + "\x00" + path
+		audit, known := a.reports.audited(key)
+		if !known && a.reports.claimAudit(key) {
+			actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			audit, known = a.audit(actx, n, path, req.Kind), true
+			cancel()
+			a.reports.storeAudit(key, audit)
+		}
+		if known {
+			r.Confirmed, r.Refuted, r.Audit = audit.Confirmed, audit.Refuted, audit.Finding
+		}
 	}
 	if err := a.store.AddDeliveryReport(ctx, n.ID, r); err != nil {
 		a.fail(c, err, "")
 		return
 	}
-	out := deliveryReportJSON{Accepted: true, Confirmed: r.Confirmed, Audit: r.Audit}
+	// The audit's finding stays with the operator (GET /v1/nodes): it may
+	// describe the node's network.
+	out := deliveryReportJSON{Accepted: true, Confirmed: r.Confirmed}
 	if !failure {
 		c.JSON(http.StatusAccepted, out)
 		return
@@ -130,16 +149,24 @@ func (a *API) deliveryReport(c *gin.Context) {
 		a.onDeliveryFailure(n.ID, req.Kind)
 	}
 	a.log.Warn("delivery verification failure reported", "node", n.ID, "kind", req.Kind, "url", req.URL,
-		"reporter", reporter, "confirmed", r.Confirmed, "audit", r.Audit)
+		"reporter", reporter, "offered", offered, "confirmed", r.Confirmed, "refuted", r.Refuted, "audit", r.Audit)
 	reason := ""
-	if r.Confirmed {
+	switch {
+	case r.Confirmed:
 		reason = fmt.Sprintf("%s confirmed by the origin's audit of %s: %s", req.Kind, path, r.Audit)
-	} else if nets, err := a.reportingNetworks(ctx, n.ID); err != nil {
-		a.fail(c, err, "")
-		return
-	} else if nets >= a.quarantineReports {
-		reason = fmt.Sprintf("verification failures reported from %d viewer networks within %s (latest: %s of %s)",
-			nets, ReportWindow, req.Kind, path)
+	case offered && !r.Refuted:
+		// Only viewers the origin sent to the node count, once per
+		// network, and not when the audit saw the node serve the right
+		// bytes.
+		nets, err := a.store.AddReporter(ctx, n.ID, reporter, ReportWindow)
+		if err != nil {
+			a.fail(c, err, "")
+			return
+		}
+		if nets >= int64(a.quarantineReports) {
+			reason = fmt.Sprintf("verification failures reported from %d viewer networks within %s (latest: %s of %s)",
+				nets, ReportWindow, req.Kind, path)
+		}
 	}
 	if reason != "" && n.Quarantine == nil {
 		if err := a.store.QuarantineNode(ctx, n.ID, reason); err != nil {
@@ -151,23 +178,6 @@ func (a *API) deliveryReport(c *gin.Context) {
 	}
 	out.Quarantined = reason != "" || n.Quarantine != nil
 	c.JSON(http.StatusAccepted, out)
-}
-
-// reportingNetworks counts the distinct networks that reported
-// verification failures of node id within ReportWindow.
-func (a *API) reportingNetworks(ctx context.Context, id string) (int, error) {
-	reports, err := a.store.DeliveryReports(ctx, id, routing.MaxReportsKept)
-	if err != nil {
-		return 0, err
-	}
-	since := time.Now().Add(-ReportWindow)
-	nets := map[string]bool{}
-	for _, r := range reports {
-		if r.At.After(since) && reportKinds[r.Kind] {
-			nets[r.Reporter] = true
-		}
-	}
-	return len(nets), nil
 }
 
 // checkReport validates a report and returns the object's /hls/ path.
@@ -264,14 +274,22 @@ func (a *API) keys(c *gin.Context) {
 	c.JSON(http.StatusOK, out)
 }
 
-// reportLimiter bounds delivery reports per network (a token bucket each)
-// and remembers recent audits so that one bad object is audited once.
+// reportLimiter bounds delivery reports per network (a token bucket each),
+// remembers recent audits so that one bad object is audited once, and
+// which networks the origin offered which nodes (GET /v1/route): only
+// those viewers' reports count towards a quarantine.
 type reportLimiter struct {
 	now func() time.Time
 
 	mu      sync.Mutex
 	buckets map[string]*bucket
-	audits  map[string]time.Time
+	audits  map[string]auditEntry // node id + "\x00" + path
+	offers  map[string]time.Time  // network + "\x00" + node id -> last offer
+}
+
+type auditEntry struct {
+	at     time.Time
+	result *Audit // nil while it runs
 }
 
 type bucket struct {
@@ -280,7 +298,10 @@ type bucket struct {
 }
 
 // Report rate: a burst of reportBurst, then reportRate per second, per
-// network; at most maxTracked networks and audits are remembered.
+// network; at most maxTracked networks, audits and offers are remembered.
+// When a table is full its stale entries are dropped; if none is, the new
+// entry is refused (a report is then refused, an audit skipped, an offer
+// not recorded): an attacker filling a table cannot reset anyone's limit.
 const (
 	reportBurst = 20
 	reportRate  = 1.0 / 3
@@ -289,8 +310,11 @@ const (
 )
 
 func newReportLimiter(now func() time.Time) *reportLimiter {
-	return &reportLimiter{now: now, buckets: map[string]*bucket{}, audits: map[string]time.Time{}}
+	return &reportLimiter{now: now, buckets: map[string]*bucket{}, audits: map[string]auditEntry{}, offers: map[string]time.Time{}}
 }
+
+// fullBucketAfter is how long a bucket takes to refill from empty.
+const fullBucketAfter = time.Duration(float64(reportBurst)/reportRate) * time.Second
 
 func (l *reportLimiter) allow(network string) bool {
 	l.mu.Lock()
@@ -299,7 +323,14 @@ func (l *reportLimiter) allow(network string) bool {
 	b := l.buckets[network]
 	if b == nil {
 		if len(l.buckets) >= maxTracked {
-			clear(l.buckets)
+			for k, old := range l.buckets {
+				if t.Sub(old.at) >= fullBucketAfter {
+					delete(l.buckets, k)
+				}
+			}
+			if len(l.buckets) >= maxTracked {
+				return false
+			}
 		}
 		b = &bucket{tokens: reportBurst, at: t}
 		l.buckets[network] = b
@@ -313,20 +344,83 @@ func (l *reportLimiter) allow(network string) bool {
 	return true
 }
 
-// firstAudit reports whether key (node and path) was not audited within
-// auditEvery, and records it.
-func (l *reportLimiter) firstAudit(key string) bool {
+// audited returns the verdict of an audit of key within auditEvery.
+func (l *reportLimiter) audited(key string) (Audit, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	e, ok := l.audits[key]
+	if !ok || e.result == nil || l.now().Sub(e.at) >= auditEvery {
+		return Audit{}, false
+	}
+	return *e.result, true
+}
+
+// claimAudit reports whether the caller should audit key now: it was not
+// audited (nor claimed) within auditEvery, and there is room to remember.
+func (l *reportLimiter) claimAudit(key string) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	t := l.now()
-	if at, ok := l.audits[key]; ok && t.Sub(at) < auditEvery {
+	if e, ok := l.audits[key]; ok && t.Sub(e.at) < auditEvery {
 		return false
 	}
 	if len(l.audits) >= maxTracked {
-		clear(l.audits)
+		for k, e := range l.audits {
+			if t.Sub(e.at) >= auditEvery {
+				delete(l.audits, k)
+			}
+		}
+		if len(l.audits) >= maxTracked {
+			return false
+		}
 	}
-	l.audits[key] = t
+	l.audits[key] = auditEntry{at: t}
 	return true
+}
+
+// storeAudit records the verdict of the audit of key.
+func (l *reportLimiter) storeAudit(key string, a Audit) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if e, ok := l.audits[key]; ok {
+		e.result = &a
+		l.audits[key] = e
+	}
+}
+
+// offered records that network was offered the nodes.
+func (l *reportLimiter) offered(network string, nodes []string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	t := l.now()
+	for _, n := range nodes {
+		if !makeRoom(l.offers, t, ReportWindow) {
+			return
+		}
+		l.offers[network+"\x00"+n] = t
+	}
+}
+
+// wasOffered tells whether network was offered node within ReportWindow.
+func (l *reportLimiter) wasOffered(network, node string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	at, ok := l.offers[network+"\x00"+node]
+	return ok && l.now().Sub(at) < ReportWindow
+}
+
+// makeRoom makes room for one more entry in m (entries are times), dropping
+// those older than maxAge when it is full; false when there is no room.
+func makeRoom(m map[string]time.Time, now time.Time, maxAge time.Duration) bool {
+	if len(m) < maxTracked {
+		return true
+	}
+	for k, at := range m {
+		if now.Sub(at) >= maxAge {
+			delete(m, k)
+		}
+	}
+	return len(m) < maxTracked
 }
 
 // readLimited reads the request body, failing past limit bytes.

@@ -32,6 +32,7 @@ type NodeStore interface {
 	QuarantineNode(ctx context.Context, id, reason string) error
 	ReleaseNode(ctx context.Context, id string) error
 	AddDeliveryReport(ctx context.Context, id string, r routing.DeliveryReport) error
+	AddReporter(ctx context.Context, id, network string, window time.Duration) (int64, error)
 	DeliveryReports(ctx context.Context, id string, n int) ([]routing.DeliveryReport, error)
 	PlacementSecret(ctx context.Context) ([]byte, error)
 	Invalidations(ctx context.Context, cursor string, max int64) ([]routing.Invalidation, string, error)
@@ -467,7 +468,12 @@ func (a *API) chooseRoute(c *gin.Context) (routeJSON, bool) {
 	if tok := c.Query("token"); tok != "" {
 		query = "?token=" + url.QueryEscape(tok)
 	}
-	p := routing.Place(nodes, id, region, secret, a.registry.Load, maxCandidates)
+	p := routing.Place(nodes, id, region, secret, a.registry, maxCandidates)
+	offered := make([]string, 0, len(p.Candidates))
+	for _, n := range p.Candidates {
+		offered = append(offered, n.ID)
+	}
+	a.reports.offered(reporterNetwork(c.Request.RemoteAddr), offered)
 	for _, n := range p.Candidates {
 		out.Candidates = append(out.Candidates, candidateJSON{NodeID: n.ID, URL: n.PublicURL + "/hls/" + id + "/master.m3u8" + query, Region: n.Region})
 	}

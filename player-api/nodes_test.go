@@ -170,12 +170,25 @@ func TestDeliveryReports(t *testing.T) {
 	t.Parallel()
 	var audits []string
 	e := newEnv(t, Config{QuarantineReports: 2, ContentKeys: []ed25519.PublicKey{testPlaybackPub},
-		Audit: func(_ context.Context, n routing.Node, path, kind string) (bool, string) {
+		Audit: func(_ context.Context, n routing.Node, path, kind string) Audit {
 			audits = append(audits, path)
-			return strings.Contains(path, "bad"), "audited " + path
+			return Audit{Confirmed: strings.Contains(path, "bad"), Refuted: strings.Contains(path, "good"), Finding: "audited " + path}
 		}})
 	k := newKey(t)
 	id := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, joinBody(k, "eu", time.Now()), k).wantStatus(t, http.StatusCreated)).ID
+	v := e.createVideo(t, `{"title":"reported"}`)
+	// route asks where to play from remote's address: the origin then
+	// counts that network's reports about the nodes it offered.
+	route := func(remote string) {
+		req := httptest.NewRequest("GET", "/v1/route/"+v.ID, nil)
+		req.RemoteAddr = remote
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusOK {
+			t.Fatalf("route: %d", rec.Code)
+		}
+		e.api().registry.Invalidate()
+	}
 	report := func(remote, body string) response {
 		req := httptest.NewRequest("POST", "/v1/delivery-reports", strings.NewReader(body))
 		req.RemoteAddr = remote
@@ -199,19 +212,36 @@ func TestDeliveryReports(t *testing.T) {
 	report("198.51.100.7:1000", `{"node_id":"aaaaaaaaaaaaaaaaaaaa","url":"`+seg+`","kind":"timeout"}`).wantError(t, http.StatusNotFound, codeNotFound)
 	report("198.51.100.7:1000", strings.Repeat(" ", 5000)+good).wantError(t, http.StatusRequestEntityTooLarge, codePayloadTooLarge)
 
-	// One network: counted, audited (not confirmed), not quarantined.
+	// Networks the origin never sent to this node do not count.
+	for _, remote := range []string{"100.64.1.1:1", "100.64.2.1:1", "100.64.3.1:1"} {
+		if res := decode[deliveryReportJSON](t, report(remote, good).wantStatus(t, http.StatusAccepted)); res.Quarantined {
+			t.Fatalf("reports from networks never offered the node quarantined it: %+v", res)
+		}
+	}
+	// Nor do reports the audit refuted.
+	refuted := strings.Replace(good, "720p/s-0-1.m4s", "good/s-0-1.m4s", 1)
+	for _, remote := range []string{"100.64.4.1:1", "100.64.5.1:1", "100.64.6.1:1"} {
+		route(remote)
+		if res := decode[deliveryReportJSON](t, report(remote, refuted).wantStatus(t, http.StatusAccepted)); res.Quarantined {
+			t.Fatalf("refuted reports quarantined: %+v", res)
+		}
+	}
+	// One offered network: counted, not quarantined.
+	route("198.51.100.7:1000")
+	route("198.51.100.9:1000")
+	route("203.0.113.5:1000")
 	res := decode[deliveryReportJSON](t, report("198.51.100.7:1000", good).wantStatus(t, http.StatusAccepted))
-	if !res.Accepted || res.Confirmed || res.Quarantined || res.Audit == "" {
+	if !res.Accepted || res.Confirmed || res.Quarantined {
 		t.Fatalf("first report %+v", res)
 	}
-	// The same object again is not audited again; another /24 makes two
+	// Another address of the same /24 counts once; another /24 makes two
 	// networks: quarantined.
 	res = decode[deliveryReportJSON](t, report("198.51.100.9:1000", good).wantStatus(t, http.StatusAccepted))
 	if res.Quarantined {
 		t.Fatalf("two reports from one /24 quarantined: %+v", res)
 	}
 	res = decode[deliveryReportJSON](t, report("203.0.113.5:1000", good).wantStatus(t, http.StatusAccepted))
-	if !res.Quarantined || len(audits) != 1 {
+	if !res.Quarantined || len(audits) != 2 {
 		t.Fatalf("third report %+v, audits %v", res, audits)
 	}
 	n, err := e.store.GetNode(t.Context(), id)
@@ -244,7 +274,7 @@ func TestDeliveryReports(t *testing.T) {
 	}
 	list := decode[nodeListJSON](t, e.doJSON(t, "GET", "/v1/nodes", testAdminKey, "").wantStatus(t, http.StatusOK))
 	for _, n := range list.Data {
-		if n.ID == id && (len(n.DeliveryReports) != 3 || n.DeliveryReports[0].Reporter != "203.0.113.0/24") {
+		if n.ID == id && (len(n.DeliveryReports) != 5 || n.DeliveryReports[0].Reporter != "203.0.113.0/24" || !n.DeliveryReports[0].Offered) {
 			t.Fatalf("listed reports %+v", n.DeliveryReports)
 		}
 	}

@@ -287,7 +287,7 @@ func liveBench(ctx context.Context, dir string, o options) (liveResult, error) {
 	reg := routing.NewRegistry(nil, nil)
 	placed := map[string]int{}
 	for i := 0; i < o.viewers; i++ {
-		p := routing.Place(nodes, liveID, "", secret[:], reg.Load, liveEdges)
+		p := routing.Place(nodes, liveID, "", secret[:], reg, liveEdges)
 		reg.Assign(p.Candidates[0].ID)
 		placed[p.Candidates[0].ID]++
 		base := byNode[p.Candidates[0].ID]

@@ -16,6 +16,7 @@ import (
 	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/routing"
+	playerapi "github.com/shoal-video/shoal/player-api"
 )
 
 // auditor checks viewers' delivery reports against the node they name: it
@@ -50,59 +51,64 @@ func newAuditor(hlsDir string, contentKey ed25519.PrivateKey, signed func(string
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
 
-func (a *auditor) audit(ctx context.Context, n routing.Node, path, kind string) (bool, string) {
+func (a *auditor) audit(ctx context.Context, n routing.Node, path, kind string) playerapi.Audit {
+	confirmed, refuted, finding := a.check(ctx, n, path, kind)
+	return playerapi.Audit{Confirmed: confirmed, Refuted: refuted, Finding: finding}
+}
+
+func (a *auditor) check(ctx context.Context, n routing.Node, path, kind string) (confirmed, refuted bool, finding string) {
 	rel, ok := hlspath.Parse(path)
 	if !ok {
-		return false, "not a playback path"
+		return false, false, "not a playback path"
 	}
 	id, _, _ := strings.Cut(rel, "/")
 	if a.signed(id) {
-		return false, "signed streams are not audited (it would show the node a playback token)"
+		return false, false, "signed streams are not audited (it would show the node a playback token)"
 	}
 	select {
 	case a.slots <- struct{}{}:
 		defer func() { <-a.slots }()
 	default:
-		return false, "not audited: the origin is busy with other audits"
+		return false, false, "not audited: the origin is busy with other audits"
 	}
 	manifestKind := kind == "unlisted" || kind == "bad_manifest" || kind == "stale_manifest"
 	if strings.Count(rel, "/") != 2 {
-		return false, "only rendition files are audited"
+		return false, false, "only rendition files are audited"
 	}
 	if strings.HasSuffix(rel, ".m3u8") && !manifestKind {
-		return false, "playlists change every second and are not audited"
+		return false, false, "playlists change every second and are not audited"
 	}
 	if manifestKind || strings.HasSuffix(rel, "/"+hlspath.ManifestFile) {
 		// The node's manifest must verify and, live, be recent.
 		dir := rel[:strings.LastIndexByte(rel, '/')]
 		body, status, err := a.get(ctx, n, hlspath.Prefix+dir+"/"+hlspath.ManifestFile, manifest.MaxBytes)
 		if err != nil || status != http.StatusOK {
-			return false, fmt.Sprintf("could not fetch the node's manifest (%v, status %d)", err, status)
+			return false, false, fmt.Sprintf("could not fetch the node's manifest (%v, status %d)", err, status)
 		}
 		m, err := manifest.Verify(body, a.contentKeys)
 		switch {
 		case err != nil:
-			return true, "the node's manifest does not verify: " + err.Error()
+			return true, false, "the node's manifest does not verify: " + err.Error()
 		case m.ID+"/"+m.Rendition != dir:
-			return true, fmt.Sprintf("the node serves the manifest of %s/%s for %s", m.ID, m.Rendition, dir)
+			return true, false, fmt.Sprintf("the node serves the manifest of %s/%s for %s", m.ID, m.Rendition, dir)
 		case !m.Ended && time.Since(m.Time) > maxLiveManifestAge:
-			return true, fmt.Sprintf("the node serves a live manifest signed %s ago", time.Since(m.Time).Round(time.Second))
+			return true, false, fmt.Sprintf("the node serves a live manifest signed %s ago", time.Since(m.Time).Round(time.Second))
 		}
-		return false, "the node's manifest verifies and is recent"
+		return false, true, "the node's manifest verifies and is recent"
 	}
 	want, size, err := fileSHA256(filepath.Join(a.hlsDir, filepath.FromSlash(rel)))
 	if err != nil {
-		return false, "the origin has no such object (deleted, or never published)"
+		return false, false, "the origin has no such object (deleted, or never published)"
 	}
 	body, status, err := a.get(ctx, n, path, size+1)
 	if err != nil || status != http.StatusOK {
-		return false, fmt.Sprintf("could not fetch it from the node (%v, status %d)", err, status)
+		return false, false, fmt.Sprintf("could not fetch it from the node (%v, status %d)", err, status)
 	}
 	got := sha256.Sum256(body)
 	if hex.EncodeToString(got[:]) != want {
-		return true, fmt.Sprintf("the node served %d bytes with SHA-256 %x; the origin published %s", len(body), got, want)
+		return true, false, fmt.Sprintf("the node served %d bytes with SHA-256 %x; the origin published %s", len(body), got, want)
 	}
-	return false, "the node serves the published bytes to the origin"
+	return false, true, "the node serves the published bytes to the origin"
 }
 
 // get fetches path from node n as a viewer would, reading at most limit

@@ -21,6 +21,21 @@ const (
 	MinBound = 8
 )
 
+// Loads tells placement how loaded each node is (Registry implements it).
+type Loads interface {
+	// Load is the load counted against n's bound.
+	Load(n Node) int64
+	// Observed is the part of it the origin observed itself; the bound is
+	// derived from the average of these.
+	Observed(n Node) int64
+}
+
+// SameLoads uses one figure for both Load and Observed (tests, tools).
+type SameLoads func(Node) int64
+
+func (f SameLoads) Load(n Node) int64     { return f(n) }
+func (f SameLoads) Observed(n Node) int64 { return f(n) }
+
 // Placement is where a viewer of a stream goes: the edges to try, in
 // order (Candidates[0] is the choice), and why.
 type Placement struct {
@@ -44,11 +59,14 @@ type Placement struct {
 //     over as many edges as it needs, and no edge, whatever it claims,
 //     gets more than its bounded share.
 //
-// load(n) is the load the caller counts for n: the origin uses the larger
-// of what it assigned to n recently and the viewers n reports, so an edge
-// that under-reports gains nothing. The rest of the candidates follow in
-// rank order, those under their bound first; at most limit are returned.
-func Place(nodes []Node, id, region string, secret []byte, load func(Node) int64, limit int) Placement {
+// loads.Load(n) is the load counted for n: the origin uses the larger of
+// what it assigned to n recently and the viewers n reports, so an edge
+// that under-reports gains nothing. The average the bound derives from is
+// of loads.Observed, what the origin itself assigned, so an edge that
+// over-reports only fills its own bound and cannot raise everyone's. The
+// rest of the candidates follow in rank order, those under their bound
+// first; at most limit are returned.
+func Place(nodes []Node, id, region string, secret []byte, loads Loads, limit int) Placement {
 	var edges []Node
 	for _, n := range nodes {
 		if n.Role == "edge" && n.PublicURL != "" && n.Quarantine == nil {
@@ -83,9 +101,8 @@ func Place(nodes []Node, id, region string, secret []byte, load func(Node) int64
 	rs := make([]ranked, len(edges))
 	var total int64
 	for i, n := range edges {
-		l := max(load(n), 0)
-		rs[i] = ranked{n: n, w: placementWeight(secret, id, n.ID), load: l}
-		total += l
+		rs[i] = ranked{n: n, w: placementWeight(secret, id, n.ID), load: max(loads.Load(n), 0)}
+		total += max(loads.Observed(n), 0)
 	}
 	bound := int64(math.Ceil((1 + LoadSlack) * float64(total+1) / float64(len(rs))))
 	bound = max(bound, MinBound)

@@ -71,7 +71,7 @@ func TestNodeRegistry(t *testing.T) {
 func TestPlace(t *testing.T) {
 	t.Parallel()
 	secret := []byte("0123456789abcdef0123456789abcdef")
-	noLoad := func(Node) int64 { return 0 }
+	noLoad := SameLoads(func(Node) int64 { return 0 })
 	if p := Place(nil, "abc", "", secret, noLoad, 3); len(p.Candidates) != 0 || p.Reason == "" {
 		t.Fatalf("no edges: %+v", p)
 	}
@@ -126,7 +126,7 @@ func TestPlaceBoundedLoads(t *testing.T) {
 		nodes = append(nodes, Node{ID: fmt.Sprintf("edge%d", i), Role: "edge", PublicURL: fmt.Sprintf("http://e%d", i)})
 	}
 	// The liar: always reports 0 viewers and declares a huge capacity.
-	liar := Place(nodes, "popular", "", secret, func(Node) int64 { return 0 }, 1).Candidates[0].ID
+	liar := Place(nodes, "popular", "", secret, SameLoads(func(Node) int64 { return 0 }), 1).Candidates[0].ID
 	for i := range nodes {
 		if nodes[i].ID == liar {
 			nodes[i].Load.MaxViewers = 1 << 40
@@ -135,7 +135,7 @@ func TestPlaceBoundedLoads(t *testing.T) {
 	reg := NewRegistry(nil, nil)
 	const viewers = 1200
 	for range viewers {
-		p := Place(nodes, "popular", "", secret, reg.Load, 3)
+		p := Place(nodes, "popular", "", secret, reg, 3)
 		reg.Assign(p.Candidates[0].ID)
 	}
 	fair := float64(viewers) / float64(len(nodes))
@@ -162,7 +162,7 @@ func TestPlaceBoundedLoads(t *testing.T) {
 	}
 	reg = NewRegistry(nil, nil)
 	for range 60 {
-		reg.Assign(Place(small, "popular", "", secret, reg.Load, 1).Candidates[0].ID)
+		reg.Assign(Place(small, "popular", "", secret, reg, 1).Candidates[0].ID)
 	}
 	if got := reg.Assigned(liar); got != 3 {
 		t.Errorf("an edge declaring room for 3 viewers got %d", got)

@@ -114,6 +114,9 @@ func (r *Registry) Load(n Node) int64 {
 	return max(r.Assigned(n.ID), n.Load.Viewers)
 }
 
+// Observed is what the origin itself assigned to n (Assigned).
+func (r *Registry) Observed(n Node) int64 { return r.Assigned(n.ID) }
+
 // Assign records that a viewer was sent to node id.
 func (r *Registry) Assign(id string) {
 	r.mu.Lock()

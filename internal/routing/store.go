@@ -42,6 +42,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	mrand "math/rand/v2"
 	"net/url"
 	"time"
 
@@ -180,12 +181,19 @@ var errTxConflict = errors.New("too many conflicting concurrent updates")
 // watchTx runs fn in a WATCH transaction on keys, retrying when a concurrent
 // writer changed a watched key.
 func (s *Store) watchTx(ctx context.Context, op string, fn func(*redis.Tx) error, keys ...string) error {
-	for range maxTxAttempts {
+	for attempt := range maxTxAttempts {
 		err := s.rdb.Watch(ctx, fn, keys...)
-		if errors.Is(err, redis.TxFailedErr) {
-			continue
+		if !errors.Is(err, redis.TxFailedErr) {
+			return err
 		}
-		return err
+		// Back off a random, growing while before trying again, so that
+		// writers contending for one record do not retry in lockstep.
+		d := time.Duration(mrand.Int64N(int64(100*time.Microsecond) << min(attempt, 6)))
+		select {
+		case <-ctx.Done():
+			return wrapErr(op, ctx.Err())
+		case <-time.After(d):
+		}
 	}
 	return fmt.Errorf("routing: %s: gave up after %d attempts: %w", op, maxTxAttempts, errTxConflict)
 }

@@ -18,11 +18,13 @@ import (
 //	shoal:nodetokenids:<token id>  zset  node ids that joined with the token, by last join or heartbeat (Unix ms)
 //	shoal:nodequarantine:<node id> hash  reason, at: the node is not routed to until an admin releases it
 //	shoal:nodereports:<node id>    list  recent delivery reports (JSON), newest first, capped
+//	shoal:nodereporters:<node id>  zset  viewer networks whose reports count against the node, by last report (Unix ms)
 //	shoal:placement-secret         string the key of placement hashing (made once, shared by origins)
 const (
 	tokenIdentitiesPrefix = "shoal:nodetokenids:"
 	quarantinePrefix      = "shoal:nodequarantine:"
 	reportsPrefix         = "shoal:nodereports:"
+	reportersPrefix       = "shoal:nodereporters:"
 	placementSecretKey    = "shoal:placement-secret"
 )
 
@@ -140,8 +142,10 @@ type DeliveryReport struct {
 	Received  string    `json:"received_sha256,omitempty"`
 	Detail    string    `json:"detail,omitempty"`
 	Reporter  string    `json:"reporter"` // the viewer's network (an address prefix)
+	Offered   bool      `json:"offered"`  // the origin had offered this node to that network
 	Confirmed bool      `json:"confirmed"`
-	Audit     string    `json:"audit,omitempty"` // what the origin's own check found
+	Refuted   bool      `json:"refuted,omitempty"` // the audit saw the node serve the published object
+	Audit     string    `json:"audit,omitempty"`   // what the origin's own check found
 }
 
 // AddDeliveryReport records r for node id and returns the reports kept.
@@ -158,6 +162,25 @@ func (s *Store) AddDeliveryReport(ctx context.Context, id string, r DeliveryRepo
 		return nil
 	})
 	return wrapErr("add delivery report", err)
+}
+
+// AddReporter records that network reported node id and returns how many
+// distinct networks did within window.
+func (s *Store) AddReporter(ctx context.Context, id, network string, window time.Duration) (int64, error) {
+	t := now()
+	key := reportersPrefix + id
+	var count *redis.IntCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.ZAdd(ctx, key, redis.Z{Score: float64(t.UnixMilli()), Member: network})
+		p.ZRemRangeByScore(ctx, key, "-inf", "("+strconv.FormatInt(t.Add(-window).UnixMilli(), 10))
+		count = p.ZCard(ctx, key)
+		p.PExpire(ctx, key, window)
+		return nil
+	})
+	if err != nil {
+		return 0, wrapErr("add reporter", err)
+	}
+	return count.Val(), nil
 }
 
 // DeliveryReports returns up to n of node id's recent reports, newest first.
