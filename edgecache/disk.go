@@ -57,6 +57,7 @@ type diskEntry struct {
 	// checked: the body was read back and matched its SHA-256 since this
 	// process indexed the file (files written by this process start checked).
 	checked atomic.Bool
+	checkMu sync.Mutex // one check at a time
 }
 
 type diskTier struct {
@@ -300,8 +301,42 @@ func (t *diskTier) open(e *diskEntry) (*os.File, error) {
 // errCorrupt: a disk object whose body does not match its SHA-256.
 var errCorrupt = errors.New("cache file does not match its SHA-256")
 
-// readBody reads e's body whole, checking its SHA-256.
+// errNoSum: a disk object written without a SHA-256 (by an older version):
+// it cannot be checked, so it is dropped, but it is not counted as corrupt.
+var errNoSum = errors.New("cache file has no SHA-256")
+
+// check hashes e's body from its file and compares it with the SHA-256
+// written with it; concurrent callers wait for one check.
+func (t *diskTier) check(e *diskEntry) error {
+	e.checkMu.Lock()
+	defer e.checkMu.Unlock()
+	if e.checked.Load() {
+		return nil
+	}
+	if e.obj.SHA256 == "" {
+		return errNoSum
+	}
+	f, err := t.open(e)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(f, e.off, e.size-e.off)); err != nil {
+		return err
+	}
+	if hex.EncodeToString(h.Sum(nil)) != e.obj.SHA256 {
+		return errCorrupt
+	}
+	e.checked.Store(true)
+	return nil
+}
+
+// readBody reads e's body whole (checked, or checking it first).
 func (t *diskTier) readBody(e *diskEntry) ([]byte, error) {
+	if err := t.check(e); err != nil {
+		return nil, err
+	}
 	f, err := t.open(e)
 	if err != nil {
 		return nil, err
@@ -311,19 +346,7 @@ func (t *diskTier) readBody(e *diskEntry) ([]byte, error) {
 	if _, err := f.ReadAt(body, e.off); err != nil {
 		return nil, err
 	}
-	if err := checkSum(e, body); err != nil {
-		return nil, err
-	}
-	e.checked.Store(true)
 	return body, nil
-}
-
-func checkSum(e *diskEntry, body []byte) error {
-	sum := sha256.Sum256(body)
-	if e.obj.SHA256 == "" || hex.EncodeToString(sum[:]) != e.obj.SHA256 {
-		return errCorrupt
-	}
-	return nil
 }
 
 // scanned is one valid file found by the scan.

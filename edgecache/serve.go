@@ -98,12 +98,14 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	// Only paths ParsePath accepted are ever stored, so a hit needs no parsing.
 	now := time.Now()
-	if r.Header[HeaderSibling] == nil && strings.HasSuffix(p, ".m3u8") {
-		// Every viewer asks for playlists every few seconds: counting
-		// those counts viewers at a fraction of the cost of every request.
-		c.sawViewer(r.RemoteAddr, now.Unix())
-	}
+	// Every viewer asks for playlists every few seconds: counting those
+	// (of valid paths only) counts viewers at a fraction of the cost of
+	// every request.
+	countViewer := r.Header[HeaderSibling] == nil && strings.HasSuffix(p, ".m3u8")
 	if o := c.mem.get(p); o != nil && o.fresh(now) && !o.stream.deleted.Load() {
+		if countViewer {
+			c.sawViewer(r.RemoteAddr, now.Unix())
+		}
 		var a access
 		c.serveHit(w, r, o, &a)
 		return
@@ -113,6 +115,9 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h[HeaderCacheStatus] = c.csLocal
 		http.Error(w, "not found", http.StatusNotFound)
 		return
+	}
+	if countViewer {
+		c.sawViewer(r.RemoteAddr, now.Unix())
 	}
 	c.serveMiss(w, r, p, rel[:strings.IndexByte(rel, '/')], now)
 }
@@ -376,14 +381,12 @@ func (c *Cache) join(ctx context.Context, flightKey, key, id, token string, sibl
 // gone (the caller fetches).
 func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, a *access) bool {
 	o := e.obj
-	// An object hit twice on disk is promoted to memory; one hit does not
-	// justify reading it whole (sendfile serves it without a copy). An
-	// object not yet checked against its SHA-256 since the edge started
-	// is read whole and checked first: a file altered or damaged on disk
-	// is dropped (and fetched again), never served.
-	if hits := e.hits.Add(1); !e.checked.Load() || (c.mem.fits(o.Size) && hits >= 2) {
-		body, err := c.disk.readBody(e)
-		if err != nil {
+	// An object not yet checked against its SHA-256 since the edge started
+	// is checked first, once however many ask (hashing the file as it is
+	// read, without holding it in memory): a file altered or damaged on
+	// disk is dropped (and fetched again), never served.
+	if !e.checked.Load() {
+		if err := c.disk.check(e); err != nil {
 			if errors.Is(err, errCorrupt) {
 				c.corrupt.Add(1)
 				c.m.corrupt.Inc()
@@ -392,8 +395,14 @@ func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, 
 			c.disk.drop(e)
 			return false
 		}
-		if !c.mem.fits(o.Size) {
-			return c.serveChecked(w, r, o, body, a)
+	}
+	// An object hit twice on disk is promoted to memory; one hit does not
+	// justify reading it whole (sendfile serves it without a copy).
+	if c.mem.fits(o.Size) && e.hits.Add(1) >= 2 {
+		body, err := c.disk.readBody(e)
+		if err != nil {
+			c.disk.drop(e)
+			return false
 		}
 		mo := c.withBody(o, body)
 		c.mem.put(mo)
@@ -446,19 +455,6 @@ func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, 
 	// io.Copy from an *os.File (via LimitedReader) lets net/http sendfile.
 	n, _ := io.Copy(w, io.LimitReader(f, size))
 	c.countServed(o, n)
-	return true
-}
-
-// serveChecked answers with a disk object's body just read and checked
-// (too big for memory).
-func (c *Cache) serveChecked(w http.ResponseWriter, r *http.Request, o *object, body []byte, a *access) bool {
-	if !c.authorize(w, r, o.id, c.signedFor(o), a) {
-		return true
-	}
-	c.hits.Add(1)
-	c.m.hit.Inc()
-	w.Header()[HeaderCacheStatus] = c.csHit
-	c.writeBody(w, r, o, body, a.token)
 	return true
 }
 

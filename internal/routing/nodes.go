@@ -178,7 +178,8 @@ func (s *Store) NodeHeartbeat(ctx context.Context, id string, load NodeLoad, ttl
 	}
 	t := now()
 	res, err := heartbeatScript.Run(ctx, s.rdb, []string{nodePrefix + id, nodesIndex},
-		string(b), formatTime(t), ttl.Milliseconds(), t.UnixMilli(), id, nodeTokenIDPrefix).Text()
+		string(b), formatTime(t), ttl.Milliseconds(), t.UnixMilli(), id, nodeTokenIDPrefix,
+		tokenIdentitiesPrefix, IdentityWindow.Milliseconds()).Text()
 	if err != nil {
 		return wrapErr("heartbeat", err)
 	}
@@ -203,6 +204,14 @@ end
 redis.call('HSET', KEYS[1], 'load', ARGV[1], 'last_heartbeat', ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
+if tok ~= 'admin' then
+  -- The identity stays counted against its token while it lives.
+  local ids = ARGV[7] .. tok
+  if redis.call('EXISTS', ids) == 1 then
+    redis.call('ZADD', ids, ARGV[4], ARGV[5])
+    redis.call('PEXPIRE', ids, ARGV[8])
+  end
+end
 return 'ok'`)
 
 // ListNodes returns the live nodes, most recently seen first. Nodes whose

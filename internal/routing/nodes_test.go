@@ -224,6 +224,15 @@ func TestTrustRecords(t *testing.T) {
 	if n, err := s.TokenIdentities(ctx, tok.ID); err != nil || n != 2 {
 		t.Fatalf("identities %d %v", n, err)
 	}
+	// Heartbeats keep an identity counted (its last-seen time moves on).
+	before, _ := s.rdb.ZScore(ctx, tokenIdentitiesPrefix+tok.ID, "n1").Result()
+	time.Sleep(5 * time.Millisecond)
+	if err := s.NodeHeartbeat(ctx, "n1", NodeLoad{}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if after, _ := s.rdb.ZScore(ctx, tokenIdentitiesPrefix+tok.ID, "n1").Result(); after <= before {
+		t.Fatalf("a heartbeat left the identity's last-seen time at %v (was %v)", after, before)
+	}
 	if err := s.QuarantineNode(ctx, "n1", "served bad bytes"); err != nil {
 		t.Fatal(err)
 	}
