@@ -213,6 +213,12 @@ export class Delivery {
   async loadPlaylist(c, path, signal) {
     const bytes = await this.fetchBytes(c, path, PLAYLIST_TIMEOUT_MS, signal);
     const parts = path.split('/');
+    if (parts.length === 4) {
+      // The master playlist: variants and the audio group only (hls.js
+      // would fetch session keys and data past the verifying loaders).
+      const bad = /^#EXT-X-(SESSION-KEY|SESSION-DATA|CONTENT-STEERING)\b/m.exec(new TextDecoder().decode(bytes));
+      if (bad) throw new DeliveryError(KIND.unlisted, `the master playlist has ${bad[0]}, which Shoal never writes`);
+    }
     if (parts.length === 5) {
       // A media playlist must follow the signed manifest of the same
       // candidate: its segments a run of the manifest's, in order, at the
