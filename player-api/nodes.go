@@ -53,21 +53,22 @@ type nodeTokenJSON struct {
 }
 
 type nodeJSON struct {
-	ID                string           `json:"id"`
-	Role              string           `json:"role"`
-	Region            string           `json:"region"`
-	PublicURL         string           `json:"public_url"`
-	JoinedAt          time.Time        `json:"joined_at"`
-	LastHeartbeat     time.Time        `json:"last_heartbeat"`
-	Connections       int64            `json:"connections"`
-	EgressBytesPerSec float64          `json:"egress_bytes_per_sec"`
-	CacheBytes        int64            `json:"cache_bytes"`
-	BytesServed       int64            `json:"bytes_served"`
-	HitRatio          float64          `json:"hit_ratio"`
-	OriginFetches     int64            `json:"origin_fetches"`
-	StreamBytes       map[string]int64 `json:"stream_bytes,omitempty"`
-	Viewers           int64            `json:"viewers"`
-	MaxViewers        int64            `json:"max_viewers,omitempty"`
+	ID                   string           `json:"id"`
+	Role                 string           `json:"role"`
+	Region               string           `json:"region"`
+	PublicURL            string           `json:"public_url"`
+	JoinedAt             time.Time        `json:"joined_at"`
+	LastHeartbeat        time.Time        `json:"last_heartbeat"`
+	Connections          int64            `json:"connections"`
+	EgressBytesPerSec    float64          `json:"egress_bytes_per_sec"`
+	CacheBytes           int64            `json:"cache_bytes"`
+	BytesServed          int64            `json:"bytes_served"`
+	HitRatio             float64          `json:"hit_ratio"`
+	OriginFetches        int64            `json:"origin_fetches"`
+	StreamBytes          map[string]int64 `json:"stream_bytes,omitempty"`
+	Viewers              int64            `json:"viewers"`
+	MaxViewers           int64            `json:"max_viewers,omitempty"`
+	MaxEgressBytesPerSec float64          `json:"max_egress_bytes_per_sec,omitempty"`
 	// State is "active", or "quarantined" (not routed to) with the reason.
 	State            string     `json:"state"`
 	QuarantineReason string     `json:"quarantine_reason,omitempty"`
@@ -150,7 +151,7 @@ func nodeToJSON(n routing.Node) nodeJSON {
 		ID: n.ID, Role: n.Role, Region: n.Region, PublicURL: n.PublicURL, JoinedAt: n.JoinedAt, LastHeartbeat: n.LastSeen,
 		Connections: n.Load.Connections, EgressBytesPerSec: n.Load.EgressBytesPerSec, CacheBytes: n.Load.CacheBytes,
 		BytesServed: n.Load.BytesServed, HitRatio: n.Load.HitRatio(), OriginFetches: n.Load.OriginFetches, StreamBytes: n.Load.StreamBytes,
-		Viewers: n.Load.Viewers, MaxViewers: n.Load.MaxViewers, State: "active", DeliveryReports: []routing.DeliveryReport{},
+		Viewers: n.Load.Viewers, MaxViewers: n.Load.MaxViewers, MaxEgressBytesPerSec: n.Load.MaxEgressBytesPerSec, State: "active", DeliveryReports: []routing.DeliveryReport{},
 	}
 	if q := n.Quarantine; q != nil {
 		out.State, out.QuarantineReason = "quarantined", q.Reason
@@ -353,7 +354,7 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 	}
 	load := routing.NodeLoad{Connections: hb.Connections, EgressBytesPerSec: hb.EgressBytesPerSec, CacheBytes: hb.CacheBytes,
 		BytesServed: hb.BytesServed, Hits: hb.Hits, Misses: hb.Misses, OriginFetches: hb.OriginFetches,
-		Viewers: hb.Viewers, MaxViewers: hb.MaxViewers}
+		Viewers: hb.Viewers, MaxViewers: hb.MaxViewers, MaxEgressBytesPerSec: hb.MaxEgressBytesPerSec}
 	if len(hb.StreamBytes) <= maxStreamKeys {
 		load.StreamBytes = map[string]int64{}
 		for k, v := range hb.StreamBytes {
@@ -526,6 +527,9 @@ func checkHeartbeat(hb nodeproto.Heartbeat) string {
 	}
 	if hb.EgressBytesPerSec < 0 || hb.EgressBytesPerSec > maxEgress {
 		return fmt.Sprintf(`"egress_bytes_per_sec" must be between 0 and %g, got %g`, maxEgress, hb.EgressBytesPerSec)
+	}
+	if hb.MaxEgressBytesPerSec < 0 || hb.MaxEgressBytesPerSec > maxEgress {
+		return fmt.Sprintf(`"max_egress_bytes_per_sec" must be between 0 and %g, got %g`, maxEgress, hb.MaxEgressBytesPerSec)
 	}
 	for k, v := range hb.StreamBytes {
 		if v < 0 || v > maxCount {

@@ -179,7 +179,7 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 		<-errc
 		return nil
 	})
-	g.Go(func() error { return heartbeatLoop(gctx, client, join, node, cache, cfg.Edge.MaxViewers, log) })
+	g.Go(func() error { return heartbeatLoop(gctx, client, join, node, cache, cfg, log) })
 	err = g.Wait()
 	log.Info("shoal edge stopped")
 	if errors.Is(err, context.Canceled) {
@@ -191,7 +191,7 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 // heartbeatLoop joins, then heartbeats every nodeproto.HeartbeatInterval,
 // joining again when the origin forgot the node. A refusal (bad or revoked
 // token) stops the edge: it must not serve as part of the network.
-func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.JoinRequest, node *edgeNode, cache *edgecache.Cache, maxViewers int64, log *slog.Logger) error {
+func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.JoinRequest, node *edgeNode, cache *edgecache.Cache, cfg config.Config, log *slog.Logger) error {
 	backoff := time.Second
 	joined := false
 	var lastErr string
@@ -208,7 +208,8 @@ func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.Join
 			id, _ := node.id.Load().(string)
 			var r nodeproto.HeartbeatResponse
 			hb := heartbeatOf(cache.Stats())
-			hb.MaxViewers = maxViewers
+			hb.MaxViewers = cfg.Edge.MaxViewers
+			hb.MaxEgressBytesPerSec = float64(cfg.Edge.MaxEgressMbps) * 1e6 / 8
 			hb.InvalidationCursor, _ = node.cursor.Load().(string)
 			if r, err = c.Heartbeat(ctx, id, hb); err == nil {
 				node.learn(r, log)

@@ -53,6 +53,9 @@ type EdgeConfig struct {
 	CacheBytes  int64  `yaml:"cache_bytes"`
 	MemoryBytes int64  `yaml:"memory_bytes"`
 	MaxViewers  int64  `yaml:"max_viewers"` // declared to the origin; 0: not declared
+	// MaxEgressMbps is the egress declared to the origin, in megabits per
+	// second; 0: not declared.
+	MaxEgressMbps int64 `yaml:"max_egress_mbps"`
 }
 
 // RouteConfig tunes viewer routing.

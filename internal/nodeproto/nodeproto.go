@@ -100,6 +100,8 @@ type Heartbeat struct {
 	// the origin bounds them by what it observes.
 	Viewers    int64 `json:"viewers,omitempty"`
 	MaxViewers int64 `json:"max_viewers,omitempty"`
+	// MaxEgressBytesPerSec is the egress the node can send (0: not declared).
+	MaxEgressBytesPerSec float64 `json:"max_egress_bytes_per_sec,omitempty"`
 	// InvalidationCursor is the last JoinResponse.InvalidationCursor seen.
 	InvalidationCursor string `json:"invalidation_cursor,omitempty"`
 }

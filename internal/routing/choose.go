@@ -19,6 +19,9 @@ const (
 	// that a quiet stream's first viewers stay on its first edge (one cache
 	// fill) instead of spreading at once.
 	MinBound = 8
+	// egressFull is the share of its declared egress at which an edge
+	// takes no more viewers.
+	egressFull = 0.9
 )
 
 // Loads tells placement how loaded each node is (Registry implements it).
@@ -108,11 +111,14 @@ func Place(nodes []Node, id, region string, secret []byte, loads Loads, limit in
 	bound = max(bound, MinBound)
 	for i := range rs {
 		b := bound
-		if m := rs[i].n.Load.MaxViewers; m > 0 && m < b {
+		l := rs[i].n.Load
+		if m := l.MaxViewers; m > 0 && m < b {
 			b = m
 		}
 		rs[i].bound = b
-		rs[i].under = rs[i].load < b
+		// An edge near the egress it declares it can send is full too,
+		// whatever its viewer count.
+		rs[i].under = rs[i].load < b && (l.MaxEgressBytesPerSec <= 0 || l.EgressBytesPerSec < egressFull*l.MaxEgressBytesPerSec)
 		rs[i].ratio = float64(rs[i].load) / float64(max(b, 1))
 	}
 	slices.SortFunc(rs, func(a, b ranked) int {

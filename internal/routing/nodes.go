@@ -67,6 +67,9 @@ type NodeLoad struct {
 	// MaxViewers how many it says it can take (0: not declared).
 	Viewers    int64 `json:"viewers,omitempty"`
 	MaxViewers int64 `json:"max_viewers,omitempty"`
+	// MaxEgressBytesPerSec is the egress the node says it can send (0:
+	// not declared); at 90% of it the node takes no more viewers.
+	MaxEgressBytesPerSec float64 `json:"max_egress_bytes_per_sec,omitempty"`
 }
 
 // HitRatio is hits / (hits + misses), or 0 before any request.

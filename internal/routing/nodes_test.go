@@ -272,3 +272,21 @@ func TestTrustRecords(t *testing.T) {
 		t.Fatalf("placement secret: %x %x %v %v", a, b, err, err2)
 	}
 }
+
+// TestPlaceEgressFull: an edge sending 90% of the egress it declares is
+// passed over, whatever its viewer count.
+func TestPlaceEgressFull(t *testing.T) {
+	t.Parallel()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	nodes := []Node{{ID: "a", Role: "edge", PublicURL: "http://a"}, {ID: "b", Role: "edge", PublicURL: "http://b"}}
+	noLoad := SameLoads(func(Node) int64 { return 0 })
+	first := Place(nodes, "s", "", secret, noLoad, 2).Candidates[0].ID
+	for i := range nodes {
+		if nodes[i].ID == first {
+			nodes[i].Load.MaxEgressBytesPerSec, nodes[i].Load.EgressBytesPerSec = 1000, 950
+		}
+	}
+	if p := Place(nodes, "s", "", secret, noLoad, 2); p.Candidates[0].ID == first || len(p.Candidates) != 2 {
+		t.Fatalf("an edge at 95%% of its declared egress came first: %+v", p)
+	}
+}
