@@ -17,8 +17,9 @@
 //	seq <n>                      segments published so far (media sequence of the last + 1)
 //	time <unix ms>               when the origin signed it
 //	ended <0|1>                  1: the list is final (VOD, or a finished broadcast)
-//	init <uri> <size> <sha256>   zero or more: initialization sections
-//	seg <uri> <size> <sha256>    zero or more: segments, in playlist order
+//	init <uri> <size> <sha256>        zero or more: initialization sections
+//	seg <uri> <size> <sha256> <ms>    zero or more: segments, in playlist order, with their
+//	                                  duration in milliseconds (the playlist's EXTINF)
 //	sig <base64url>              ed25519 signature of every byte before this line
 //
 // URIs are file names relative to the rendition's directory (the same
@@ -45,6 +46,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"regexp"
 	"strconv"
 	"strings"
@@ -75,10 +77,11 @@ const (
 
 // Entry is one object of a manifest.
 type Entry struct {
-	Kind   string // KindInit or KindSegment
-	URI    string
-	Size   int64
-	SHA256 [32]byte
+	Kind     string // KindInit or KindSegment
+	URI      string
+	Size     int64
+	SHA256   [32]byte
+	Duration time.Duration // segments: the playlist's EXTINF, millisecond precision
 }
 
 // Manifest is a manifest's content.
@@ -138,6 +141,9 @@ func (m *Manifest) check() error {
 		if e.Size < 0 {
 			return fmt.Errorf("negative size for %s", e.URI)
 		}
+		if e.Duration < 0 || e.Duration > maxDuration || (e.Kind == KindInit && e.Duration != 0) {
+			return fmt.Errorf("bad duration for %s", e.URI)
+		}
 	}
 	return nil
 }
@@ -162,12 +168,19 @@ func Sign(m Manifest, priv ed25519.PrivateKey) ([]byte, error) {
 		b.WriteString("ended 0\n")
 	}
 	for _, e := range m.Entries {
-		b.WriteString(e.Kind + " " + e.URI + " " + strconv.FormatInt(e.Size, 10) + " " + hex.EncodeToString(e.SHA256[:]) + "\n")
+		b.WriteString(e.Kind + " " + e.URI + " " + strconv.FormatInt(e.Size, 10) + " " + hex.EncodeToString(e.SHA256[:]))
+		if e.Kind == KindSegment {
+			b.WriteString(" " + strconv.FormatInt(e.Duration.Milliseconds(), 10))
+		}
+		b.WriteString("\n")
 	}
 	sig := ed25519.Sign(priv, b.Bytes())
 	b.WriteString("sig " + base64.RawURLEncoding.EncodeToString(sig) + "\n")
 	return b.Bytes(), nil
 }
+
+// maxDuration bounds a segment's duration.
+const maxDuration = 24 * time.Hour
 
 // Errors of Parse and Verify.
 var (
@@ -244,8 +257,8 @@ func Parse(data []byte) (Manifest, []byte, []byte, error) {
 	m.Entries = make([]Entry, 0, len(lines)-7)
 	for n, l := range lines[7:] {
 		parts := strings.Split(l, " ")
-		if len(parts) != 4 || (parts[0] != KindInit && parts[0] != KindSegment) {
-			return bad("line %d: want init|seg <uri> <size> <sha256>", n+8)
+		if !(len(parts) == 4 && parts[0] == KindInit) && !(len(parts) == 5 && parts[0] == KindSegment) {
+			return bad("line %d: want init <uri> <size> <sha256> or seg <uri> <size> <sha256> <ms>", n+8)
 		}
 		size, err := parseUint(parts[2])
 		if err != nil || size > 1<<53 {
@@ -257,6 +270,13 @@ func Parse(data []byte) (Manifest, []byte, []byte, error) {
 		}
 		if _, err := hex.Decode(e.SHA256[:], []byte(parts[3])); err != nil {
 			return bad("line %d: the digest must be 64 lowercase hex digits", n+8)
+		}
+		if len(parts) == 5 {
+			ms, err := parseUint(parts[4])
+			if err != nil || ms > uint64(maxDuration/time.Millisecond) {
+				return bad("line %d: bad duration", n+8)
+			}
+			e.Duration = time.Duration(ms) * time.Millisecond
 		}
 		m.Entries = append(m.Entries, e)
 	}
@@ -304,8 +324,9 @@ func (e Entry) Check(data []byte) error {
 
 // Object is an object a media playlist references.
 type Object struct {
-	Kind string // KindInit or KindSegment
-	URI  string
+	Kind     string // KindInit or KindSegment
+	URI      string
+	Duration time.Duration // segments: EXTINF, rounded to the millisecond
 }
 
 // PlaylistObjects lists the initialization sections and segments of a
@@ -315,10 +336,16 @@ type Object struct {
 func PlaylistObjects(data []byte) (objs []Object, next uint64, ended bool) {
 	seen := map[string]bool{}
 	var seq uint64
+	var dur time.Duration
 	for line := range strings.SplitSeq(string(data), "\n") {
 		line = strings.TrimSpace(line)
 		switch {
 		case line == "":
+		case strings.HasPrefix(line, "#EXTINF:"):
+			v, _, _ := strings.Cut(strings.TrimPrefix(line, "#EXTINF:"), ",")
+			if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 && f < maxDuration.Seconds() {
+				dur = time.Duration(math.Round(f*1000)) * time.Millisecond
+			}
 		case strings.HasPrefix(line, "#EXT-X-MEDIA-SEQUENCE:"):
 			if n, err := strconv.ParseUint(strings.TrimPrefix(line, "#EXT-X-MEDIA-SEQUENCE:"), 10, 64); err == nil {
 				seq = n
@@ -332,7 +359,8 @@ func PlaylistObjects(data []byte) (objs []Object, next uint64, ended bool) {
 			ended = true
 		case line[0] == '#':
 		default:
-			objs = append(objs, Object{Kind: KindSegment, URI: line})
+			objs = append(objs, Object{Kind: KindSegment, URI: line, Duration: dur})
+			dur = 0
 			seq++
 		}
 	}

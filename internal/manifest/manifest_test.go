@@ -20,8 +20,8 @@ func sample() Manifest {
 		ID: "abc123", Rendition: "720p", Seq: 42, Time: time.UnixMilli(1_780_000_000_123).UTC(),
 		Entries: []Entry{
 			{Kind: KindInit, URI: "init-a-0-0.mp4", Size: 800, SHA256: sha256.Sum256([]byte("init"))},
-			{Kind: KindSegment, URI: "a-0-40.m4s", Size: 3, SHA256: sha256.Sum256([]byte("one"))},
-			{Kind: KindSegment, URI: "a-0-41.m4s", Size: 3, SHA256: sha256.Sum256([]byte("two"))},
+			{Kind: KindSegment, URI: "a-0-40.m4s", Size: 3, SHA256: sha256.Sum256([]byte("one")), Duration: 2002 * time.Millisecond},
+			{Kind: KindSegment, URI: "a-0-41.m4s", Size: 3, SHA256: sha256.Sum256([]byte("two")), Duration: 1998 * time.Millisecond},
 		},
 	}
 }
@@ -84,6 +84,8 @@ func TestVerifyRefuses(t *testing.T) {
 		"key swapped":       {bytes.Replace(other, []byte("key "+KeyID(testKey(t, 2).Public().(ed25519.PublicKey))), []byte("key "+KeyID(k.Public().(ed25519.PublicKey))), 1), keys(k), ErrBadSignature},
 		"seq changed":       {bytes.Replace(good, []byte("seq 42"), []byte("seq 43"), 1), keys(k), ErrBadSignature},
 		"digest changed":    {bytes.Replace(good, []byte(" 3 "), []byte(" 4 "), 1), keys(k), ErrBadSignature},
+		"duration changed":  {bytes.Replace(good, []byte(" 2002\n"), []byte(" 4002\n"), 1), keys(k), ErrBadSignature},
+		"seg w/o duration":  {bytes.Replace(good, []byte(" 2002\n"), []byte("\n"), 1), keys(k), ErrMalformed},
 		"entry dropped":     {dropLine(good, 9), keys(k), ErrBadSignature},
 		"trailing garbage":  {append(bytes.Clone(good), "x\n"...), keys(k), ErrMalformed},
 		"no newline":        {good[:len(good)-1], keys(k), ErrMalformed},
@@ -129,10 +131,10 @@ func TestPlaylistObjects(t *testing.T) {
 	t.Parallel()
 	pl := "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-MEDIA-SEQUENCE:40\n#EXT-X-TARGETDURATION:2\n" +
 		"#EXT-X-MAP:URI=\"init-a-0-0.mp4\"\n#EXTINF:2.000,\na-0-40.m4s\n#EXT-X-DISCONTINUITY\n" +
-		"#EXT-X-MAP:URI=\"init-a-1-0.mp4\"\n#EXTINF:2.000,\na-1-41.m4s\n#EXT-X-MAP:URI=\"init-a-1-0.mp4\"\n#EXTINF:2.000,\na-1-42.m4s\n"
+		"#EXT-X-MAP:URI=\"init-a-1-0.mp4\"\n#EXTINF:2.000,\na-1-41.m4s\n#EXT-X-MAP:URI=\"init-a-1-0.mp4\"\n#EXTINF:2.0015,\na-1-42.m4s\n"
 	objs, next, ended := PlaylistObjects([]byte(pl))
-	want := []Object{{KindInit, "init-a-0-0.mp4"}, {KindSegment, "a-0-40.m4s"}, {KindInit, "init-a-1-0.mp4"},
-		{KindSegment, "a-1-41.m4s"}, {KindSegment, "a-1-42.m4s"}}
+	want := []Object{{KindInit, "init-a-0-0.mp4", 0}, {KindSegment, "a-0-40.m4s", 2 * time.Second}, {KindInit, "init-a-1-0.mp4", 0},
+		{KindSegment, "a-1-41.m4s", 2 * time.Second}, {KindSegment, "a-1-42.m4s", 2002 * time.Millisecond}}
 	if len(objs) != len(want) || next != 43 || ended {
 		t.Fatalf("got %v next=%d ended=%v", objs, next, ended)
 	}
@@ -183,7 +185,7 @@ func FuzzParse(f *testing.F) {
 
 func TestTail(t *testing.T) {
 	t.Parallel()
-	objs := []Object{{KindInit, "i0"}, {KindSegment, "s0"}, {KindSegment, "s1"}, {KindInit, "i1"}, {KindSegment, "s2"}, {KindSegment, "s3"}}
+	objs := []Object{{KindInit, "i0", 0}, {KindSegment, "s0", 0}, {KindSegment, "s1", 0}, {KindInit, "i1", 0}, {KindSegment, "s2", 0}, {KindSegment, "s3", 0}}
 	for _, tc := range []struct {
 		n    int
 		want string

@@ -177,7 +177,7 @@ func (h *Handler) entry(rel string, o manifest.Object) (manifest.Entry, error) {
 	if err != nil {
 		return manifest.Entry{}, err
 	}
-	e := manifest.Entry{Kind: o.Kind, URI: o.URI, Size: st.Size()}
+	e := manifest.Entry{Kind: o.Kind, URI: o.URI, Size: st.Size(), Duration: o.Duration}
 	if _, err := hex.Decode(e.SHA256[:], []byte(sum)); err != nil {
 		return manifest.Entry{}, err
 	}

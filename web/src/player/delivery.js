@@ -83,10 +83,10 @@ export function parseManifest(bytes) {
   };
   for (const l of lines.slice(7)) {
     const p = l.split(' ');
-    if (p.length !== 4 || (p[0] !== 'init' && p[0] !== 'seg') || !/^[0-9a-f]{64}$/.test(p[3])) {
-      throw new Error('bad manifest entry');
-    }
-    m.entries.set(p[1], { kind: p[0], size: Number(p[2]), sha256: p[3] });
+    const ok = ((p.length === 4 && p[0] === 'init') || (p.length === 5 && p[0] === 'seg' && /^[0-9]+$/.test(p[4]))) &&
+      /^[0-9a-f]{64}$/.test(p[3]);
+    if (!ok) throw new Error('bad manifest entry');
+    m.entries.set(p[1], { kind: p[0], size: Number(p[2]), sha256: p[3], ms: p[0] === 'seg' ? Number(p[4]) : 0 });
     if (p[0] === 'seg') m.segments.push(p[1]);
   }
   return m;
@@ -328,11 +328,14 @@ function sleep(ms, signal) {
 // sequence, segment and init names (query strings dropped), whether it
 // ended, and tags or URIs Shoal's playlists never have.
 export function parsePlaylist(text) {
-  const pl = { seq: 0, segments: [], inits: [], ended: false, bad: '' };
+  const pl = { seq: 0, segments: [], durations: [], inits: [], ended: false, bad: '' };
+  let dur = -1;
   for (const raw of text.split('\n')) {
     const l = raw.trim();
     if (!l) continue;
-    if (l.startsWith('#EXT-X-MEDIA-SEQUENCE:')) {
+    if (l.startsWith('#EXTINF:')) {
+      dur = Math.round(parseFloat(l.slice(8)) * 1000);
+    } else if (l.startsWith('#EXT-X-MEDIA-SEQUENCE:')) {
       pl.seq = Number(l.slice(22));
     } else if (l.startsWith('#EXT-X-MAP:')) {
       const m = /URI="([^"]*)"/.exec(l);
@@ -345,6 +348,8 @@ export function parsePlaylist(text) {
       const name = l.split('?')[0];
       if (!/^[a-z0-9][a-z0-9.-]*$/.test(name)) pl.bad = pl.bad || `the playlist names ${name}, not a file of its rendition`;
       pl.segments.push(name);
+      pl.durations.push(dur);
+      dur = -1;
     }
   }
   return pl;
@@ -363,6 +368,9 @@ export function playlistProblem(pl, m) {
   for (let j = 0; j < pl.segments.length; j++) {
     if (m.segments[first + j] !== pl.segments[j]) {
       return `the playlist's segments are not the manifest's, in order, from ${pl.segments[0]} (at ${pl.segments[j]})`;
+    }
+    if (pl.durations[j] !== m.entries.get(pl.segments[j]).ms) {
+      return `the playlist gives ${pl.segments[j]} ${pl.durations[j]} ms, the manifest ${m.entries.get(pl.segments[j]).ms} ms`;
     }
   }
   const wantSeq = m.seq - m.segments.length + first;
