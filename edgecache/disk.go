@@ -1,6 +1,7 @@
 package edgecache
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -106,12 +107,7 @@ func (t *diskTier) drop(e *diskEntry) {
 func (t *diskTier) removeMatching(match func(string) bool) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var keys []string
-	for k := range t.l.items {
-		if match(k) {
-			keys = append(keys, k)
-		}
-	}
+	keys := t.l.keys(match)
 	for _, k := range keys {
 		if e, ok := t.l.remove(k); ok {
 			_ = os.Remove(e.file)
@@ -140,12 +136,35 @@ func keyHash(key string) string {
 }
 
 // store writes o (with its body) to a new file and indexes it, evicting the
-// least recently used files past the cap. The returned entry shares o's
-// header values.
+// least recently used files past the cap.
 func (t *diskTier) store(o *object) error {
 	sum := sha256.Sum256(o.body)
+	return t.write(o, bytes.NewReader(o.body), int64(len(o.body)), hex.EncodeToString(sum[:]))
+}
+
+// spoolFile creates a temporary file in the tier's tmp directory (emptied
+// at every start) for a body on its way.
+func (t *diskTier) spoolFile() (*os.File, error) {
+	tmp := filepath.Join(t.dir, tmpDir)
+	if err := t.mkdir(tmp); err != nil {
+		return nil, err
+	}
+	return os.CreateTemp(tmp, "spool-*")
+}
+
+// storeSpooled stores o, whose size bytes of body are in spool with the
+// given hex SHA-256, as a disk object (copying the body into the object
+// file), and indexes it.
+func (t *diskTier) storeSpooled(o *object, spool *os.File, size int64, sum string) error {
+	return t.write(o, io.NewSectionReader(spool, 0, size), size, sum)
+}
+
+// write writes o's metadata and the size bytes of body (whose hex SHA-256
+// is sum) to a new object file, renames it into place and indexes it,
+// evicting the least recently used files past the cap.
+func (t *diskTier) write(o *object, body io.Reader, size int64, sum string) error {
 	m := o.meta
-	m.SHA256 = hex.EncodeToString(sum[:])
+	m.SHA256, m.Size = sum, size
 	hdr, err := json.Marshal(&m)
 	if err != nil {
 		return err
@@ -179,81 +198,10 @@ func (t *diskTier) store(o *object) error {
 		_, err = f.Write(hdr)
 	}
 	if err == nil {
-		_, err = f.Write(o.body)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-		return err
-	}
-	name := filepath.Join(sub, h+"-"+strconv.FormatInt(time.Now().UnixNano(), 36)+strconv.FormatUint(t.gen.Add(1), 36))
-	off := int64(diskPrefixLen + len(hdr))
-	cp := *o
-	cp.body = nil
-	cp.SHA256 = m.SHA256
-	e := &diskEntry{obj: &cp, file: name, off: off, size: off + int64(len(o.body))}
-	e.checked.Store(true)
-
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	err = os.Rename(f.Name(), name)
-	if errors.Is(err, fs.ErrNotExist) {
-		// The directory went away under us (an operator cleaning up).
-		if err = os.MkdirAll(sub, 0o755); err == nil {
-			err = os.Rename(f.Name(), name)
+		var n int64
+		if n, err = io.Copy(f, body); err == nil && n != size {
+			err = io.ErrUnexpectedEOF
 		}
-	}
-	if err != nil {
-		_ = os.Remove(f.Name())
-		return err
-	}
-	for _, old := range t.l.add(o.Key, e.size, e, nil) {
-		_ = os.Remove(old.file)
-	}
-	t.used.Store(t.l.used)
-	return nil
-}
-
-// spoolFile creates a temporary file in the tier's tmp directory (emptied
-// at every start) for a body on its way.
-func (t *diskTier) spoolFile() (*os.File, error) {
-	tmp := filepath.Join(t.dir, tmpDir)
-	if err := t.mkdir(tmp); err != nil {
-		return nil, err
-	}
-	return os.CreateTemp(tmp, "spool-*")
-}
-
-// storeSpooled stores o, whose size bytes of body are in spool with the
-// given hex SHA-256, as a disk object (copying the body into the object
-// file), and indexes it.
-func (t *diskTier) storeSpooled(o *object, spool *os.File, size int64, sum string) error {
-	m := o.meta
-	m.SHA256, m.Size = sum, size
-	hdr, err := json.Marshal(&m)
-	if err != nil {
-		return err
-	}
-	h := keyHash(o.Key)
-	sub := filepath.Join(t.dir, objectsDir, h[:2])
-	if err := t.mkdir(sub); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(filepath.Join(t.dir, tmpDir), "obj-*")
-	if err != nil {
-		return err
-	}
-	var prefix [diskPrefixLen]byte
-	copy(prefix[:], diskMagic)
-	binary.BigEndian.PutUint32(prefix[len(diskMagic):], uint32(len(hdr)))
-	_, err = f.Write(prefix[:])
-	if err == nil {
-		_, err = f.Write(hdr)
-	}
-	if err == nil {
-		_, err = io.Copy(f, io.NewSectionReader(spool, 0, size))
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
@@ -272,9 +220,17 @@ func (t *diskTier) storeSpooled(o *object, spool *os.File, size int64, sum strin
 	}
 	e := &diskEntry{obj: &cp, file: name, off: off, size: off + size}
 	e.checked.Store(true)
+
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if err := os.Rename(f.Name(), name); err != nil {
+	err = os.Rename(f.Name(), name)
+	if errors.Is(err, fs.ErrNotExist) {
+		// The directory went away under us (an operator cleaning up).
+		if err = os.MkdirAll(sub, 0o755); err == nil {
+			err = os.Rename(f.Name(), name)
+		}
+	}
+	if err != nil {
 		_ = os.Remove(f.Name())
 		return err
 	}

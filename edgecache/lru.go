@@ -119,3 +119,14 @@ func (l *lru[V]) remove(key string) (V, bool) {
 }
 
 func (l *lru[V]) len() int { return len(l.items) }
+
+// keys returns the keys that match.
+func (l *lru[V]) keys(match func(string) bool) []string {
+	var out []string
+	for k := range l.items {
+		if match(k) {
+			out = append(out, k)
+		}
+	}
+	return out
+}

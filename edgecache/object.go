@@ -217,12 +217,7 @@ func (t *memTier) bytes() int64 { return t.used.Load() }
 func (t *memTier) removeMatching(match func(string) bool) int {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	var keys []string
-	for k := range t.l.items {
-		if match(k) {
-			keys = append(keys, k)
-		}
-	}
+	keys := t.l.keys(match)
 	for _, k := range keys {
 		t.l.remove(k)
 	}
