@@ -85,6 +85,9 @@ type Config struct {
 	// key, for example "rtmp://localhost:1935/live". Required, rtmp or
 	// rtmps.
 	RTMPURL string
+	// RTSPURL is the RTSP URL publishers append /<stream_key> to, for
+	// example "rtsp://localhost:8554/live"; empty when RTSP ingest is off.
+	RTSPURL string
 	// MaxBodyBytes caps JSON request bodies; larger bodies are answered
 	// with 413. Zero means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
@@ -129,6 +132,7 @@ type API struct {
 	adminKeyHash string
 	publicURL    string
 	rtmpURL      string
+	rtspURL      string
 	maxBody      int64
 	maxUpload    int64
 
@@ -204,6 +208,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		adminKeyHash: ids.Hash(cfg.AdminKey),
 		publicURL:    publicURL,
 		rtmpURL:      rtmpURL,
+		rtspURL:      strings.TrimRight(cfg.RTSPURL, "/"),
 		maxBody:      maxBody,
 		maxUpload:    maxUpload,
 		store:        store,

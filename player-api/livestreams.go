@@ -40,6 +40,9 @@ type ingestJSON struct {
 	// (OBS: "Server" and "Stream Key").
 	RTMPURL   string `json:"rtmp_url"`
 	StreamKey string `json:"stream_key"`
+	// RTSPURL is the whole URL to publish to over RTSP (ANNOUNCE/RECORD),
+	// stream key included; absent when RTSP ingest is off.
+	RTSPURL string `json:"rtsp_url,omitempty"`
 }
 
 type playbackJSON struct {
@@ -64,7 +67,7 @@ func (a *API) liveStreamJSON(ls routing.LiveStream) liveStreamJSON {
 		PlaybackPolicy: ls.PlaybackPolicy,
 		Ladder:         ls.Ladder,
 		Error:          a.status.Problem(ls.ID),
-		Ingest:         ingestJSON{RTMPURL: a.rtmpURL, StreamKey: ls.StreamKey},
+		Ingest:         a.ingestJSON(ls.StreamKey),
 		Playback:       playbackJSON{HLSURL: a.publicURL + "/hls/" + ls.ID + "/master.m3u8"},
 	}
 }
@@ -249,4 +252,12 @@ func (a *API) resetStreamKey(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, a.liveStreamJSON(ls))
+}
+
+func (a *API) ingestJSON(key string) ingestJSON {
+	in := ingestJSON{RTMPURL: a.rtmpURL, StreamKey: key}
+	if a.rtspURL != "" {
+		in.RTSPURL = a.rtspURL + "/" + key
+	}
+	return in
 }

@@ -130,6 +130,7 @@ Shoal %s is running (shoal dev: every role in one process)
   Live stream:     %q (id %s)
   OBS server:      %s
   OBS stream key:  %s
+  RTSP publish:    %s
   Watch page:      %s/watch/%s    (plays through the edge, every segment verified)
   Watch (HLS):     %s/hls/%s/master.m3u8    e.g. ffplay or any HLS player
   Edge:            %s    (GET /play/<id> sends viewers there)
@@ -144,7 +145,7 @@ Shoal %s is running (shoal dev: every role in one process)
   API description (OpenAPI 3.1): %s/v1/openapi.yaml
 
 Press Ctrl-C to stop.
-`, Version, c.PublicURL, c.PublicURL, c.AdminKey, ls.Name, ls.ID, c.RTMPPublicURL, ls.StreamKey,
+`, Version, c.PublicURL, c.PublicURL, c.AdminKey, ls.Name, ls.ID, c.RTMPPublicURL, ls.StreamKey, devRTSPLine(c, ls.StreamKey),
 		c.PublicURL, ls.ID, c.PublicURL, ls.ID, devEdgeLine(c), c.PublicURL, c.AdminKey, c.PublicURL, c.RTMPPublicURL, ls.StreamKey,
 		c.AdminKey, c.PublicURL, c.AdminKey, c.PublicURL, c.PublicURL)
 	return nil
@@ -170,4 +171,11 @@ func devEdgeLine(c config.Config) string {
 		return "off (SHOAL_EDGE_ADDR=off)"
 	}
 	return edgePublicURL(c, false)
+}
+
+func devRTSPLine(c config.Config, key string) string {
+	if c.RTSPAddr == config.Off || c.RTSPPublicURL == "" {
+		return "off (SHOAL_RTSP_ADDR=off)"
+	}
+	return c.RTSPPublicURL + "/" + key
 }

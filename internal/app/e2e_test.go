@@ -135,8 +135,9 @@ func startNode(t *testing.T, extraEnv ...string) *node {
 		"SHOAL_LOG_LEVEL=debug",
 		// These tests check the source path; transcode_test.go turns the ladder on.
 		"SHOAL_TRANSCODE_MAX_LADDERS=0",
-		// dev's own edge only where a test asks for it (SHOAL_EDGE_ADDR).
+		// dev's own edge and RTSP ingest only where a test asks for them.
 		"SHOAL_EDGE_ADDR=off",
+		"SHOAL_RTSP_ADDR=off",
 	}, extraEnv...)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel
@@ -208,6 +209,7 @@ type liveStream struct {
 	Status    string `json:"status"`
 	Ingest    struct {
 		RTMPURL string `json:"rtmp_url"`
+		RTSPURL string `json:"rtsp_url"`
 	} `json:"ingest"`
 	Playback struct {
 		HLSURL string `json:"hls_url"`

@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/shoal-video/shoal/ingest/rtmp"
+	"github.com/shoal-video/shoal/ingest/rtsp"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/stream"
@@ -16,6 +17,7 @@ import (
 type pipeline struct {
 	hub    *stream.Hub
 	ingest *rtmp.Server
+	rtsp   *rtsp.Server // nil with rtsp_addr off
 	pkg    *packager.Packager
 	tc     *transcode.Transcoder // nil with transcoding off
 }
@@ -34,6 +36,9 @@ func (p pipeline) IsLive(id string) bool { return p.hub.IsLive(id) }
 func (p pipeline) Remove(id string) error {
 	p.hub.End(media.StreamKey{Name: id, Rendition: media.RenditionSource})
 	p.ingest.Disconnect(id)
+	if p.rtsp != nil {
+		p.rtsp.Disconnect(id)
+	}
 	return p.pkg.Remove(id)
 }
 

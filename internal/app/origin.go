@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-video/shoal/ingest/rtmp"
+	"github.com/shoal-video/shoal/ingest/rtsp"
 	"github.com/shoal-video/shoal/internal/config"
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/media"
@@ -103,12 +104,22 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	announcer := newLiveAnnouncer(hub, store, log.With("component", "events"), func(ls routing.LiveStream) {
 		signed.remember(ls.ID, ls.PlaybackPolicy == routing.PlaybackSigned)
 	})
+	keys := newKeyAuthorizer(store)
 	ingest, err := rtmp.New(rtmp.Config{Addr: cfg.RTMPAddr, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
-		rtmp.Deps{Log: log.With("component", "rtmp"), Auth: newKeyAuthorizer(store), Hub: hub, Registerer: reg})
+		rtmp.Deps{Log: log.With("component", "rtmp"), Auth: keys, Hub: hub, Registerer: reg})
 	if err != nil {
 		return err
 	}
 	defer ingest.Close()
+	var rtspIngest *rtsp.Server
+	if cfg.RTSPAddr != config.Off {
+		rtspIngest, err = rtsp.New(rtsp.Config{Addr: cfg.RTSPAddr, UDPPort: cfg.Ingest.RTSPUDPPort, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
+			rtsp.Deps{Log: log.With("component", "rtsp"), Auth: rtspAuth{keys}, Hub: hub, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		defer rtspIngest.Close()
+	}
 	playbackKey, err := playback.LoadOrCreateKey(filepath.Join(cfg.DataDir, "playback-key.pem"))
 	if err != nil {
 		return fmt.Errorf("playback signing key: %w", err)
@@ -116,13 +127,13 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	hlsDir := filepath.Join(cfg.DataDir, "hls")
 	nodes := newNodeMetrics(reg)
 	api, err := playerapi.New(playerapi.Config{
-		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL,
+		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: cfg.RTSPPublicURL,
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit,
-	}, store, pipeline{hub: hub, ingest: ingest, pkg: pkg, tc: tc}, log.With("component", "api"))
+	}, store, pipeline{hub: hub, ingest: ingest, rtsp: rtspIngest, pkg: pkg, tc: tc}, log.With("component", "api"))
 	if err != nil {
 		return err
 	}
@@ -179,6 +190,9 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ingest.Run(gctx) })
+	if rtspIngest != nil {
+		g.Go(func() error { return rtspIngest.Run(gctx) })
+	}
 	g.Go(func() error { return httpSrv.run(gctx) })
 	g.Go(func() error { return hooks.Run(gctx) })
 	if vodWorker != nil {

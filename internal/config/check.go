@@ -156,6 +156,13 @@ func checkRTMPPublicURL(s string) error {
 	return checkBaseURL(s, "rtmp", "rtmps")
 }
 
+func checkRTSPPublicURL(s string) error {
+	if s == "" {
+		return nil // rtsp_addr is off
+	}
+	return checkBaseURL(s, "rtsp", "rtsps")
+}
+
 // checkBaseURL checks an absolute URL that paths are appended to.
 func checkBaseURL(s string, schemes ...string) error {
 	u, err := url.Parse(s)

@@ -25,9 +25,11 @@ type Config struct {
 	DataDir       string `yaml:"data_dir"`
 	HTTPAddr      string `yaml:"http_addr"` // API, origin HLS, health and metrics
 	RTMPAddr      string `yaml:"rtmp_addr"`
+	RTSPAddr      string `yaml:"rtsp_addr"`       // "off": no RTSP ingest
 	AdminKey      string `yaml:"admin_key"`       // empty: no bootstrap key
 	PublicURL     string `yaml:"public_url"`      // no trailing slash
 	RTMPPublicURL string `yaml:"rtmp_public_url"` // no trailing slash; publishers append /<stream_key>
+	RTSPPublicURL string `yaml:"rtsp_public_url"` // no trailing slash; publishers append /<stream_key>
 	LogLevel      string `yaml:"log_level"`
 	LogFormat     string `yaml:"log_format"`
 	// MaxUploadBytes caps one video source upload (PUT or tus).
@@ -76,6 +78,7 @@ type VODConfig struct {
 type IngestConfig struct {
 	ReconnectGrace Duration `yaml:"reconnect_grace"`
 	ReadTimeout    Duration `yaml:"read_timeout"`
+	RTSPUDPPort    int      `yaml:"rtsp_udp_port"` // RTP; RTCP is the next port; 0: TCP only
 }
 
 // HLSConfig tunes the HLS packager.
@@ -107,12 +110,14 @@ func base() Config {
 		DataDir:        "./data",
 		HTTPAddr:       ":8080",
 		RTMPAddr:       ":1935",
+		RTSPAddr:       ":8554",
 		LogLevel:       "info",
 		LogFormat:      "text",
 		MaxUploadBytes: 20 << 30,
 		Ingest: IngestConfig{
 			ReconnectGrace: Duration(10 * time.Second),
 			ReadTimeout:    Duration(10 * time.Second),
+			RTSPUDPPort:    8000,
 		},
 		HLS: HLSConfig{
 			SegmentDuration: Duration(2 * time.Second),
@@ -243,6 +248,13 @@ func (c *Config) derive() {
 		_, port, aerr := splitAddr(c.RTMPAddr)
 		if err == nil && u.Hostname() != "" && aerr == nil {
 			c.RTMPPublicURL = "rtmp://" + urlHostPort(u.Hostname(), port) + "/live"
+		}
+	}
+	if c.RTSPPublicURL == "" && c.RTSPAddr != Off {
+		u, err := url.Parse(c.PublicURL)
+		_, port, aerr := splitAddr(c.RTSPAddr)
+		if err == nil && u.Hostname() != "" && aerr == nil {
+			c.RTSPPublicURL = "rtsp://" + urlHostPort(u.Hostname(), port) + "/live"
 		}
 	}
 }

@@ -81,6 +81,9 @@ var table = []key{
 		"host:port the RTMP ingest server listens on",
 		func(c *Config) *string { return &c.RTMPAddr }, parseString, fmtString, checkAddr),
 		checkAddrConflict),
+	field("rtsp_addr", "SHOAL_RTSP_ADDR",
+		"host:port the RTSP ingest server (ANNOUNCE/RECORD) listens on; \"off\": no RTSP ingest",
+		func(c *Config) *string { return &c.RTSPAddr }, parseString, fmtString, checkOffOrAddr),
 	field("admin_key", "SHOAL_ADMIN_KEY",
 		"bootstrap admin API key, at least 16 characters; unset by default",
 		func(c *Config) *string { return &c.AdminKey }, parseString, fmtString, checkAdminKey),
@@ -94,6 +97,11 @@ var table = []key{
 			"empty derives rtmp://<host of public_url>:<port of rtmp_addr>/live",
 		func(c *Config) *string { return &c.RTMPPublicURL }, parseBaseURL, fmtString, checkRTMPPublicURL),
 		"public_url and rtmp_addr"),
+	derivedFrom(field("rtsp_public_url", "SHOAL_RTSP_PUBLIC_URL",
+		"RTSP URL publishers append /<stream_key> to; "+
+			"empty derives rtsp://<host of public_url>:<port of rtsp_addr>/live",
+		func(c *Config) *string { return &c.RTSPPublicURL }, parseBaseURL, fmtString, checkRTSPPublicURL),
+		"public_url and rtsp_addr"),
 	field("log_level", "SHOAL_LOG_LEVEL",
 		"minimum log level: debug, info, warn or error",
 		func(c *Config) *string { return &c.LogLevel }, parseLower, fmtString, oneOf("debug", "info", "warn", "error")),
@@ -120,6 +128,9 @@ var table = []key{
 		"an ingest connection that sends nothing for this long is closed (1s to 5m)",
 		func(c *Config) *Duration { return &c.Ingest.ReadTimeout }, parseDuration, Duration.String,
 		durationRange(Duration(time.Second), Duration(5*time.Minute))),
+	field("ingest.rtsp_udp_port", "SHOAL_INGEST_RTSP_UDP_PORT",
+		"UDP port of RTSP publishers' RTP (RTCP uses the next one): even, 2 to 65534; 0 offers TCP transport only",
+		func(c *Config) *int { return &c.Ingest.RTSPUDPPort }, parseInt, strconv.Itoa, checkRTPPort),
 	field("hls.segment_duration", "SHOAL_HLS_SEGMENT_DURATION",
 		"target HLS segment duration; segments are cut on the first keyframe after it (500ms to 30s)",
 		func(c *Config) *Duration { return &c.HLS.SegmentDuration }, parseDuration, Duration.String,
@@ -188,14 +199,26 @@ var table = []key{
 		func(c *Config) *int { return &c.Route.QuarantineReports }, parseInt, strconv.Itoa, intRange(1, 1000)),
 }
 
-// EdgeOff as edge.addr keeps shoal dev from running its edge.
-const EdgeOff = "off"
+// Off as a listen address (edge.addr, rtsp_addr) turns that listener off.
+const Off = "off"
 
-func checkEdgeAddr(s string) error {
-	if s == EdgeOff {
+// EdgeOff as edge.addr keeps shoal dev from running its edge.
+const EdgeOff = Off
+
+func checkEdgeAddr(s string) error { return checkOffOrAddr(s) }
+
+func checkOffOrAddr(s string) error {
+	if s == Off {
 		return nil
 	}
 	return checkAddr(s)
+}
+
+func checkRTPPort(p int) error {
+	if p < 0 || p > 65534 || p%2 != 0 {
+		return fmt.Errorf("%d is not an even port from 2 to 65534, or 0", p)
+	}
+	return nil
 }
 
 func checkOptionalURL(s string) error {

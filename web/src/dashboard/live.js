@@ -110,6 +110,9 @@ class StreamCard {
       this.renderKey();
     });
     this.rtmp = h('code', {});
+    this.rtspCode = h('code', {});
+    this.rtspTerm = h('dt', { text: 'RTSP URL' });
+    this.rtspDef = h('dd', {}, this.rtspCode, copyButton('Copy', () => this.ls.ingest.rtsp_url || '', { ariaLabel: `Copy the RTSP publish URL of ${this.ls.name}`, done: 'RTSP URL copied' }));
     this.watchURL = `${location.origin}/watch/${id}`;
     this.hls = h('code', {});
     this.created = h('span', { class: 'muted' });
@@ -126,6 +129,7 @@ class StreamCard {
         h('dd', {}, this.rtmp, copyButton('Copy', () => this.ls.ingest.rtmp_url, { ariaLabel: `Copy the RTMP server URL of ${this.ls.name}`, done: 'RTMP URL copied' })),
         h('dt', { text: 'Stream key' }),
         h('dd', {}, this.keyCode, this.keyToggle, copyButton('Copy', () => this.ls.stream_key, { ariaLabel: `Copy the stream key of ${this.ls.name}`, done: 'Stream key copied' })),
+        this.rtspTerm, this.rtspDef,
         h('dt', { text: 'Watch page' }),
         h('dd', {}, h('a', { href: `/watch/${id}`, target: '_blank', rel: 'noopener', text: this.watchURL }), copyButton('Copy', this.watchURL, { ariaLabel: 'Copy the watch page link', done: 'Link copied' })),
         h('dt', { text: 'HLS' }),
@@ -165,7 +169,12 @@ class StreamCard {
 
   renderKey() {
     const k = this.ls.stream_key;
-    this.keyCode.textContent = this.showKey ? k : '•'.repeat(12) + k.slice(-4);
+    const masked = '•'.repeat(12) + k.slice(-4);
+    const rtsp = this.ls.ingest.rtsp_url || '';
+    this.rtspTerm.hidden = this.rtspDef.hidden = !rtsp;
+    // The RTSP URL carries the key: shown only when the key is.
+    this.rtspCode.textContent = this.showKey ? rtsp : rtsp.replace(k, masked);
+    this.keyCode.textContent = this.showKey ? k : masked;
     this.keyCode.dataset.key = this.showKey ? 'shown' : 'hidden';
     this.keyToggle.setAttribute('aria-pressed', String(this.showKey));
     this.keyToggle.setAttribute('aria-label', `${this.showKey ? 'Hide' : 'Show'} the stream key of ${this.ls.name}`);

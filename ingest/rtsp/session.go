@@ -1,0 +1,265 @@
+package rtsp
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/description"
+	"github.com/bluenviron/gortsplib/v4/pkg/format"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph265"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
+	"github.com/pion/rtp"
+
+	"github.com/shoal-video/shoal/internal/logx"
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/stream"
+)
+
+// session is one RTSP session; a publisher's once ANNOUNCE succeeded.
+type session struct {
+	s   *Server
+	log *slog.Logger
+
+	id     string        // the live stream, once announced
+	tracks []media.Track // what the publication carries
+	feeds  []feed        // one per track: where its packets come from
+
+	mu          sync.Mutex // packets of several medias may arrive on several goroutines
+	pub         *stream.Publisher
+	ended       bool
+	windowStart time.Time
+	windowBytes int
+	errLog      *logx.Limiter
+}
+
+// feed turns the RTP packets of one format into access units of track idx.
+type feed struct {
+	medi  *description.Media
+	forma format.Format
+	push  func(ses *session, ss *gortsplib.ServerSession, pkt *rtp.Packet)
+}
+
+// setup maps the announced medias to tracks (H.264, H.265, AAC), skipping
+// the others with a warning.
+func (ses *session) setup(desc *description.Session, log *slog.Logger) ([]media.Track, error) {
+	ses.errLog = logx.NewLimiter(5 * time.Second)
+	var tracks []media.Track
+	for _, medi := range desc.Medias {
+		for _, forma := range medi.Formats {
+			idx := len(tracks)
+			switch f := forma.(type) {
+			case *format.H264:
+				dec, err := f.CreateDecoder()
+				if err != nil {
+					return nil, fmt.Errorf("H.264: %w", err)
+				}
+				t := media.Track{Codec: media.CodecH264, ClockRate: 90000, SPS: f.SPS, PPS: f.PPS}
+				var sps h264.SPS
+				if err := sps.Unmarshal(f.SPS); err == nil {
+					t.Width, t.Height = sps.Width(), sps.Height()
+				}
+				tracks = append(tracks, t)
+				ses.feeds = append(ses.feeds, feed{medi: medi, forma: forma, push: h264Feed(idx, dec, f)})
+			case *format.H265:
+				dec, err := f.CreateDecoder()
+				if err != nil {
+					return nil, fmt.Errorf("H.265: %w", err)
+				}
+				t := media.Track{Codec: media.CodecH265, ClockRate: 90000, VPS: f.VPS, SPS: f.SPS, PPS: f.PPS}
+				var sps h265.SPS
+				if err := sps.Unmarshal(f.SPS); err == nil {
+					t.Width, t.Height = sps.Width(), sps.Height()
+				}
+				tracks = append(tracks, t)
+				ses.feeds = append(ses.feeds, feed{medi: medi, forma: forma, push: h265Feed(idx, dec, f)})
+			case *format.MPEG4Audio:
+				if f.Config == nil || f.Config.SampleRate <= 0 {
+					return nil, errors.New("AAC: no usable AudioSpecificConfig")
+				}
+				cfg, err := f.Config.Marshal()
+				if err != nil {
+					return nil, fmt.Errorf("AAC config: %w", err)
+				}
+				dec, err := f.CreateDecoder()
+				if err != nil {
+					return nil, fmt.Errorf("AAC: %w", err)
+				}
+				ch := int(f.Config.ChannelConfig)
+				if ch == 7 {
+					ch = 8
+				}
+				rate := f.Config.SampleRate
+				tracks = append(tracks, media.Track{Codec: media.CodecAAC, ClockRate: rate, AudioConfig: cfg, SampleRate: rate, Channels: ch})
+				ses.feeds = append(ses.feeds, feed{medi: medi, forma: forma, push: func(ses *session, ss *gortsplib.ServerSession, pkt *rtp.Packet) {
+					pts, ok := ss.PacketPTS2(medi, pkt)
+					if !ok {
+						return
+					}
+					aus, err := dec.Decode(pkt)
+					if err != nil {
+						ses.warn("skipping an undecodable AAC packet", err)
+						return
+					}
+					for i, au := range aus {
+						ts := pts + int64(i)*1024 // samples per AAC frame
+						ses.write(&media.AccessUnit{Track: idx, PTS: ts, DTS: ts, Keyframe: true, Payload: [][]byte{au}})
+					}
+				}})
+			default:
+				log.Warn("ignoring a track of an unsupported codec", "codec", forma.Codec())
+				continue
+			}
+			break // one format per media
+		}
+	}
+	if len(tracks) == 0 {
+		return nil, errors.New("no H.264, H.265 or AAC track in the stream")
+	}
+	return tracks, nil
+}
+
+// withParams puts the parameter sets the SDP announced in front of a
+// keyframe that does not carry its own (ffmpeg and many cameras send them
+// out of band only), so that every keyframe can start a decoder.
+func withParams(au [][]byte, has func([]byte) bool, params ...[]byte) [][]byte {
+	for _, n := range au {
+		if has(n) {
+			return au
+		}
+	}
+	out := make([][]byte, 0, len(params)+len(au))
+	for _, p := range params {
+		if len(p) > 0 {
+			out = append(out, p)
+		}
+	}
+	return append(out, au...)
+}
+
+func h264Feed(idx int, dec *rtph264.Decoder, f *format.H264) func(*session, *gortsplib.ServerSession, *rtp.Packet) {
+	var dts *h264.DTSExtractor
+	return func(ses *session, ss *gortsplib.ServerSession, pkt *rtp.Packet) {
+		pts, ok := ss.PacketPTS2(ses.feedMedia(idx), pkt)
+		if !ok {
+			return
+		}
+		au, err := dec.Decode(pkt)
+		if err != nil {
+			if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) {
+				ses.warn("skipping undecodable H.264 packets", err)
+			}
+			return
+		}
+		key := h264.IsRandomAccess(au)
+		if key {
+			sps, pps := f.SafeParams()
+			au = withParams(au, func(n []byte) bool { return len(n) > 0 && h264.NALUType(n[0]&0x1f) == h264.NALUTypeSPS }, sps, pps)
+		}
+		if dts == nil {
+			if !key {
+				return // wait for the first keyframe
+			}
+			dts = h264.NewDTSExtractor()
+		}
+		d, err := dts.Extract(au, pts)
+		if err != nil {
+			ses.warn("skipping an H.264 frame whose decoding time cannot be derived", err)
+			return
+		}
+		ses.write(&media.AccessUnit{Track: idx, PTS: pts, DTS: d, Keyframe: key, Payload: au})
+	}
+}
+
+func h265Feed(idx int, dec *rtph265.Decoder, f *format.H265) func(*session, *gortsplib.ServerSession, *rtp.Packet) {
+	var dts *h265.DTSExtractor
+	return func(ses *session, ss *gortsplib.ServerSession, pkt *rtp.Packet) {
+		pts, ok := ss.PacketPTS2(ses.feedMedia(idx), pkt)
+		if !ok {
+			return
+		}
+		au, err := dec.Decode(pkt)
+		if err != nil {
+			if !errors.Is(err, rtph265.ErrMorePacketsNeeded) && !errors.Is(err, rtph265.ErrNonStartingPacketAndNoPrevious) {
+				ses.warn("skipping undecodable H.265 packets", err)
+			}
+			return
+		}
+		key := h265.IsRandomAccess(au)
+		if key {
+			vps, sps, pps := f.SafeParams()
+			au = withParams(au, func(n []byte) bool { return len(n) > 0 && h265.NALUType((n[0]>>1)&0x3f) == h265.NALUType_SPS_NUT }, vps, sps, pps)
+		}
+		if dts == nil {
+			if !key {
+				return
+			}
+			dts = h265.NewDTSExtractor()
+		}
+		d, err := dts.Extract(au, pts)
+		if err != nil {
+			ses.warn("skipping an H.265 frame whose decoding time cannot be derived", err)
+			return
+		}
+		ses.write(&media.AccessUnit{Track: idx, PTS: pts, DTS: d, Keyframe: key, Payload: au})
+	}
+}
+
+// feedMedia returns the media of track idx's feed.
+func (ses *session) feedMedia(idx int) *description.Media { return ses.feeds[idx].medi }
+
+// start publishes the session's packets into pub.
+func (ses *session) start(pub *stream.Publisher, ss *gortsplib.ServerSession) {
+	ses.mu.Lock()
+	ses.pub = pub
+	ses.mu.Unlock()
+	for _, f := range ses.feeds {
+		push := f.push
+		ss.OnPacketRTP(f.medi, f.forma, func(pkt *rtp.Packet) { push(ses, ss, pkt) })
+	}
+}
+
+func (ses *session) write(au *media.AccessUnit) {
+	n := au.Size()
+	ses.s.m.bytes.Add(float64(n))
+	ses.mu.Lock()
+	defer ses.mu.Unlock()
+	if ses.pub == nil || ses.ended {
+		return
+	}
+	ses.pub.Write(au)
+	ses.windowBytes += n
+	now := time.Now()
+	if ses.windowStart.IsZero() {
+		ses.windowStart = now
+	} else if el := now.Sub(ses.windowStart); el >= time.Second {
+		ses.s.m.bitrate.WithLabelValues(ses.id).Set(float64(ses.windowBytes*8) / el.Seconds())
+		ses.windowStart, ses.windowBytes = now, 0
+	}
+}
+
+func (ses *session) warn(msg string, err error) {
+	if ok, n := ses.errLog.Allow(); ok {
+		ses.log.Warn(msg, "err", err, "suppressed_since_last", n)
+	}
+}
+
+// end closes the publication, if the session had one.
+func (ses *session) end(err error) {
+	ses.mu.Lock()
+	pub := ses.pub
+	ses.ended = true
+	ses.mu.Unlock()
+	if pub == nil {
+		return
+	}
+	ses.s.m.publishers.Dec()
+	ses.s.m.bitrate.DeleteLabelValues(ses.id)
+	pub.Close()
+	ses.log.Info("publisher disconnected", "protocol", "rtsp", "err", err)
+}
