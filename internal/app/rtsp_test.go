@@ -71,8 +71,22 @@ func TestLiveOverRTSP(t *testing.T) {
 			t.Fatalf("%s: recording lasts %.3f s, want 6 ± 1", transport, d)
 		}
 	}
+	// One publisher per stream key, whatever the protocol: while RTMP
+	// publishes, an RTSP publisher of the same key is refused.
+	ls := n.createStream("rtmp first")
+	pub := publish(t, clip(t, 20), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	defer pub.Process.Kill()
+	n.waitFor("the RTMP publisher live", 15*time.Second, func() bool { return n.status(ls.ID) == "live" })
+	out, err := exec.Command("ffmpeg", "-v", "error", "-i", clip(t, 6), "-c", "copy", "-f", "rtsp",
+		"-rtsp_transport", "tcp", ls.Ingest.RTSPURL).CombinedOutput()
+	if err == nil {
+		t.Fatalf("a second publisher over RTSP was accepted\n%s", out)
+	}
 	code, metrics := n.get("/metrics", "")
 	if code != 200 || metric(metrics, "shoal_ingest_bytes_total", `protocol="rtsp"`) == 0 {
 		t.Fatal("no RTSP ingest bytes in /metrics")
+	}
+	if metric(metrics, "shoal_ingest_refused_total", `reason="already_publishing"`) < 1 {
+		t.Fatal("the second publisher's refusal was not counted")
 	}
 }
