@@ -15,6 +15,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 
+	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
@@ -37,7 +38,7 @@ func (s *Server) handle(ctx context.Context, conn net.Conn) {
 }
 
 func (s *Server) refuse(log *slog.Logger, reason string, attrs ...any) {
-	s.m.refused.WithLabelValues(reason).Inc()
+	s.m.Refused.WithLabelValues(reason).Inc()
 	if ok, suppressed := s.refusedLog.Allow(); ok {
 		log.Warn("rtmp publish refused", append([]any{"reason", reason, "suppressed_since_last", suppressed}, attrs...)...)
 	}
@@ -103,16 +104,16 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 	s.mu.Lock()
 	s.publishers[id] = conn
 	s.mu.Unlock()
-	s.m.publishers.Inc()
-	log.Info("publisher connected", "tracks", describe(tracks))
+	s.m.Publishers.Inc()
+	log.Info("publisher connected", "tracks", ingest.Describe(tracks))
 	defer func() {
 		s.mu.Lock()
 		if s.publishers[id] == conn {
 			delete(s.publishers, id)
 		}
 		s.mu.Unlock()
-		s.m.publishers.Dec()
-		s.m.bitrate.DeleteLabelValues(id)
+		s.m.Publishers.Dec()
+		s.m.Bitrate.DeleteLabelValues(id)
 		pub.Close()
 		log.Info("publisher disconnected")
 	}()
@@ -146,18 +147,6 @@ func isConnError(err error) bool {
 		errors.Is(err, os.ErrDeadlineExceeded) || errors.As(err, &ne)
 }
 
-func describe(tracks []media.Track) []string {
-	out := make([]string, len(tracks))
-	for i, t := range tracks {
-		if t.IsVideo() {
-			out[i] = fmt.Sprintf("%s %dx%d", t.Codec, t.Width, t.Height)
-		} else {
-			out[i] = fmt.Sprintf("%s %dHz %dch", t.Codec, t.SampleRate, t.Channels)
-		}
-	}
-	return out
-}
-
 // input converts gortmplib callbacks into access units for one publisher.
 type input struct {
 	log    *slog.Logger
@@ -172,7 +161,7 @@ type input struct {
 func (in *input) write(au *media.AccessUnit) {
 	n := au.Size()
 	in.windowBytes += n
-	in.s.m.bytes.Add(float64(n))
+	in.s.m.Bytes.Add(float64(n))
 	if in.pub != nil {
 		in.pub.Write(au)
 	}
@@ -186,7 +175,7 @@ func (in *input) tick() {
 		return
 	}
 	if el := now.Sub(in.windowStart); el >= time.Second {
-		in.s.m.bitrate.WithLabelValues(in.stream).Set(float64(in.windowBytes*8) / el.Seconds())
+		in.s.m.Bitrate.WithLabelValues(in.stream).Set(float64(in.windowBytes*8) / el.Seconds())
 		in.windowStart, in.windowBytes = now, 0
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"time"
 
@@ -17,27 +16,21 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/logx"
-	"github.com/shoal-video/shoal/internal/media"
-	"github.com/shoal-video/shoal/internal/stream"
 )
 
-// App is the RTMP application name publishers use: rtmp://HOST/live/KEY.
-const App = "live"
+// App is the path prefix publishers use: rtmp://HOST/live/KEY.
+const App = ingest.App
 
 // ErrUnknownKey is what an Authorizer returns for a stream key it does not know.
-var ErrUnknownKey = errors.New("unknown stream key")
+var ErrUnknownKey = ingest.ErrUnknownKey
 
 // Authorizer maps a stream key to the id of its live stream.
-type Authorizer interface {
-	Authorize(ctx context.Context, streamKey string) (streamID string, err error)
-}
+type Authorizer = ingest.Authorizer
 
 // Hub is the part of the stream hub ingest publishes into.
-type Hub interface {
-	Publishing(key media.StreamKey) bool
-	Publish(key media.StreamKey, tracks []media.Track) (*stream.Publisher, error)
-}
+type Hub = ingest.Hub
 
 // Config configures the RTMP server.
 type Config struct {
@@ -60,20 +53,13 @@ type Server struct {
 	cfg  Config
 	deps Deps
 	ln   net.Listener
-	m    metrics
+	m    ingest.Metrics
 
 	refusedLog *logx.Limiter
 
 	mu         sync.Mutex
 	conns      map[net.Conn]struct{}
 	publishers map[string]net.Conn // stream id -> its publisher's connection
-}
-
-type metrics struct {
-	bytes      prometheus.Counter
-	publishers prometheus.Gauge
-	refused    *prometheus.CounterVec
-	bitrate    *prometheus.GaugeVec
 }
 
 // New validates cfg and opens the listening socket (so a busy port is
@@ -94,32 +80,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		refusedLog: logx.NewLimiter(10 * time.Second),
 		conns:      map[net.Conn]struct{}{},
 		publishers: map[string]net.Conn{},
-		m: metrics{
-			bytes: prometheus.NewCounter(prometheus.CounterOpts{
-				Name: "shoal_ingest_bytes_total", Help: "Media payload bytes received from publishers.",
-				ConstLabels: prometheus.Labels{"protocol": "rtmp"},
-			}),
-			publishers: prometheus.NewGauge(prometheus.GaugeOpts{
-				Name: "shoal_ingest_publishers", Help: "Publishers connected now.",
-				ConstLabels: prometheus.Labels{"protocol": "rtmp"},
-			}),
-			refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-				Name: "shoal_ingest_refused_total", Help: "Publish attempts refused, by reason.",
-				ConstLabels: prometheus.Labels{"protocol": "rtmp"},
-			}, []string{"reason"}),
-			bitrate: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-				Name: "shoal_ingest_bitrate_bits_per_second", Help: "Media bitrate received per live stream, over the last second or more.",
-				ConstLabels: prometheus.Labels{"protocol": "rtmp"},
-			}, []string{"stream"}),
-		},
 	}
-	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.m.bytes, s.m.publishers, s.m.refused, s.m.bitrate} {
-			if err := deps.Registerer.Register(c); err != nil {
-				return nil, fmt.Errorf("rtmp ingest: register metrics: %w", err)
-			}
-		}
+	m, err := ingest.NewMetrics("rtmp", deps.Registerer)
+	if err != nil {
+		return nil, err
 	}
+	s.m = m
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
 		return nil, fmt.Errorf("rtmp ingest: listen on %s: %w", cfg.Addr, err)
@@ -199,17 +165,7 @@ func (s *Server) Disconnect(id string) bool {
 
 // streamKeyFromPath extracts KEY from "/live/KEY" (the path gortmplib builds
 // from tcUrl and the publish name). Query strings are ignored.
-func streamKeyFromPath(path string) (string, error) {
-	path = strings.TrimPrefix(path, "/")
-	app, key, ok := strings.Cut(path, "/")
-	if !ok || app != App {
-		return "", fmt.Errorf("publish to rtmp://HOST/%s/<stream_key>, not /%s", App, path)
-	}
-	if key == "" || strings.ContainsAny(key, "/?#") {
-		return "", errors.New("missing or malformed stream key")
-	}
-	return key, nil
-}
+func streamKeyFromPath(path string) (string, error) { return ingest.StreamKeyFromPath("rtmp", path) }
 
 // keyHint identifies a key in logs without revealing it.
 func keyHint(key string) string { return ids.Hash(key)[:8] }

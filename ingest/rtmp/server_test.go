@@ -146,7 +146,7 @@ func TestPublishFromFFmpeg(t *testing.T) {
 	if video < 55 || keys < 2 || audio < 80 {
 		t.Fatalf("received %d video (%d key) and %d audio access units", video, keys, audio)
 	}
-	if got := testutil.ToFloat64(r.srv.m.bytes); got <= 0 {
+	if got := testutil.ToFloat64(r.srv.m.Bytes); got <= 0 {
 		t.Fatalf("ingest bytes metric = %v", got)
 	}
 	if path := os.Getenv("SHOAL_WRITE_RTMP_SEED"); path != "" {
@@ -178,10 +178,10 @@ func TestWrongKeyAndPlayRefused(t *testing.T) {
 	if out, err := exec.Command("ffprobe", "-v", "error", "-rw_timeout", "3000000", "rtmp://"+addr+"/live/"+testKey).CombinedOutput(); err == nil {
 		t.Fatalf("RTMP playback accepted: %s", out)
 	}
-	if got := testutil.ToFloat64(r.srv.m.refused.WithLabelValues("unknown_key")); got != 1 {
+	if got := testutil.ToFloat64(r.srv.m.Refused.WithLabelValues("unknown_key")); got != 1 {
 		t.Fatalf("refused{unknown_key} = %v, want 1", got)
 	}
-	if got := testutil.ToFloat64(r.srv.m.refused.WithLabelValues("bad_path")); got != 1 {
+	if got := testutil.ToFloat64(r.srv.m.Refused.WithLabelValues("bad_path")); got != 1 {
 		t.Fatalf("refused{bad_path} = %v, want 1", got)
 	}
 	if r.hub.IsLive("stream1") {

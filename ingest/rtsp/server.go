@@ -16,7 +16,6 @@ import (
 	"log/slog"
 	"net"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -25,27 +24,23 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
 )
 
 // App is the path prefix publishers use: rtsp://HOST/live/KEY.
-const App = "live"
+const App = ingest.App
 
 // ErrUnknownKey is what an Authorizer returns for a stream key it does not know.
-var ErrUnknownKey = errors.New("unknown stream key")
+var ErrUnknownKey = ingest.ErrUnknownKey
 
 // Authorizer maps a stream key to the id of its live stream.
-type Authorizer interface {
-	Authorize(ctx context.Context, streamKey string) (streamID string, err error)
-}
+type Authorizer = ingest.Authorizer
 
 // Hub is the part of the stream hub ingest publishes into.
-type Hub interface {
-	Publishing(key media.StreamKey) bool
-	Publish(key media.StreamKey, tracks []media.Track) (*stream.Publisher, error)
-}
+type Hub = ingest.Hub
 
 // Config configures the RTSP server.
 type Config struct {
@@ -72,20 +67,13 @@ type Server struct {
 	deps Deps
 	srv  *gortsplib.Server
 	ln   net.Listener
-	m    metrics
+	m    ingest.Metrics
 
 	refusedLog *logx.Limiter
 
 	mu         sync.Mutex
 	sessions   map[*gortsplib.ServerSession]*session
 	publishers map[string]*gortsplib.ServerSession // stream id -> its publisher's session
-}
-
-type metrics struct {
-	bytes      prometheus.Counter
-	publishers prometheus.Gauge
-	refused    *prometheus.CounterVec
-	bitrate    *prometheus.GaugeVec
 }
 
 // New validates cfg and opens the listening sockets (so a busy port is
@@ -108,32 +96,12 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		refusedLog: logx.NewLimiter(10 * time.Second),
 		sessions:   map[*gortsplib.ServerSession]*session{},
 		publishers: map[string]*gortsplib.ServerSession{},
-		m: metrics{
-			bytes: prometheus.NewCounter(prometheus.CounterOpts{
-				Name: "shoal_ingest_bytes_total", Help: "Media payload bytes received from publishers.",
-				ConstLabels: prometheus.Labels{"protocol": "rtsp"},
-			}),
-			publishers: prometheus.NewGauge(prometheus.GaugeOpts{
-				Name: "shoal_ingest_publishers", Help: "Publishers connected now.",
-				ConstLabels: prometheus.Labels{"protocol": "rtsp"},
-			}),
-			refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-				Name: "shoal_ingest_refused_total", Help: "Publish attempts refused, by reason.",
-				ConstLabels: prometheus.Labels{"protocol": "rtsp"},
-			}, []string{"reason"}),
-			bitrate: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-				Name: "shoal_ingest_bitrate_bits_per_second", Help: "Media bitrate received per live stream, over the last second or more.",
-				ConstLabels: prometheus.Labels{"protocol": "rtsp"},
-			}, []string{"stream"}),
-		},
 	}
-	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{s.m.bytes, s.m.publishers, s.m.refused, s.m.bitrate} {
-			if err := deps.Registerer.Register(c); err != nil {
-				return nil, fmt.Errorf("rtsp ingest: register metrics: %w", err)
-			}
-		}
+	m, err := ingest.NewMetrics("rtsp", deps.Registerer)
+	if err != nil {
+		return nil, err
 	}
+	s.m = m
 	s.srv = &gortsplib.Server{
 		Handler:      s,
 		RTSPAddress:  cfg.Addr,
@@ -195,7 +163,7 @@ func (s *Server) Disconnect(id string) bool {
 }
 
 func (s *Server) refuse(log *slog.Logger, reason string, attrs ...any) {
-	s.m.refused.WithLabelValues(reason).Inc()
+	s.m.Refused.WithLabelValues(reason).Inc()
 	if ok, suppressed := s.refusedLog.Allow(); ok {
 		log.Warn("rtsp publish refused", append([]any{"reason", reason, "suppressed_since_last", suppressed}, attrs...)...)
 	}
@@ -299,33 +267,11 @@ func (s *Server) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Respon
 	s.publishers[ses.id] = ctx.Session
 	s.mu.Unlock()
 	ses.start(pub, ctx.Session)
-	s.m.publishers.Inc()
-	ses.log.Info("publisher connected", "protocol", "rtsp", "tracks", describe(ses.tracks))
+	s.m.Publishers.Inc()
+	ses.log.Info("publisher connected", "protocol", "rtsp", "tracks", ingest.Describe(ses.tracks))
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 
 // streamKeyFromPath extracts KEY from "/live/KEY" (or "live/KEY"); query
 // strings are not part of ctx.Path.
-func streamKeyFromPath(path string) (string, error) {
-	path = strings.Trim(path, "/")
-	app, key, ok := strings.Cut(path, "/")
-	if !ok || app != App {
-		return "", fmt.Errorf("publish to rtsp://HOST/%s/<stream_key>, not /%s", App, path)
-	}
-	if key == "" || strings.ContainsAny(key, "/?#") {
-		return "", errors.New("missing or malformed stream key")
-	}
-	return key, nil
-}
-
-func describe(tracks []media.Track) []string {
-	out := make([]string, len(tracks))
-	for i, t := range tracks {
-		if t.IsVideo() {
-			out[i] = fmt.Sprintf("%s %dx%d", t.Codec, t.Width, t.Height)
-		} else {
-			out[i] = fmt.Sprintf("%s %dHz %dch", t.Codec, t.SampleRate, t.Channels)
-		}
-	}
-	return out
-}
+func streamKeyFromPath(path string) (string, error) { return ingest.StreamKeyFromPath("rtsp", path) }

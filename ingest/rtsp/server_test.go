@@ -179,7 +179,7 @@ func TestPublishFromFFmpeg(t *testing.T) {
 			if video < 85 || keys < 3 || audio < 120 {
 				t.Fatalf("got %d video frames (%d keyframes), %d audio frames", video, keys, audio)
 			}
-			if n := testutil.ToFloat64(r.srv.m.bytes); n == 0 {
+			if n := testutil.ToFloat64(r.srv.m.Bytes); n == 0 {
 				t.Fatal("no bytes counted")
 			}
 		})
@@ -200,7 +200,7 @@ func TestRefusals(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%s: ffmpeg published\n%s", name, out)
 		}
-		if n := testutil.ToFloat64(r.srv.m.refused.WithLabelValues(c.reason)); n < 1 {
+		if n := testutil.ToFloat64(r.srv.m.Refused.WithLabelValues(c.reason)); n < 1 {
 			t.Fatalf("%s: refusal %q not counted (ffmpeg said %s)", name, c.reason, out)
 		}
 	}
@@ -208,7 +208,7 @@ func TestRefusals(t *testing.T) {
 	if err == nil {
 		t.Fatalf("playback was offered\n%s", out)
 	}
-	if n := testutil.ToFloat64(r.srv.m.refused.WithLabelValues("play_not_offered")); n < 1 {
+	if n := testutil.ToFloat64(r.srv.m.Refused.WithLabelValues("play_not_offered")); n < 1 {
 		t.Fatalf("playback refusal not counted: %s", out)
 	}
 }

@@ -226,7 +226,7 @@ func (ses *session) start(pub *stream.Publisher, ss *gortsplib.ServerSession) {
 
 func (ses *session) write(au *media.AccessUnit) {
 	n := au.Size()
-	ses.s.m.bytes.Add(float64(n))
+	ses.s.m.Bytes.Add(float64(n))
 	ses.mu.Lock()
 	defer ses.mu.Unlock()
 	if ses.pub == nil || ses.ended {
@@ -238,7 +238,7 @@ func (ses *session) write(au *media.AccessUnit) {
 	if ses.windowStart.IsZero() {
 		ses.windowStart = now
 	} else if el := now.Sub(ses.windowStart); el >= time.Second {
-		ses.s.m.bitrate.WithLabelValues(ses.id).Set(float64(ses.windowBytes*8) / el.Seconds())
+		ses.s.m.Bitrate.WithLabelValues(ses.id).Set(float64(ses.windowBytes*8) / el.Seconds())
 		ses.windowStart, ses.windowBytes = now, 0
 	}
 }
@@ -258,8 +258,8 @@ func (ses *session) end(err error) {
 	if pub == nil {
 		return
 	}
-	ses.s.m.publishers.Dec()
-	ses.s.m.bitrate.DeleteLabelValues(ses.id)
+	ses.s.m.Publishers.Dec()
+	ses.s.m.Bitrate.DeleteLabelValues(ses.id)
 	pub.Close()
 	ses.log.Info("publisher disconnected", "protocol", "rtsp", "err", err)
 }

@@ -6,7 +6,6 @@ import (
 	"sync"
 
 	"github.com/shoal-video/shoal/ingest/rtmp"
-	"github.com/shoal-video/shoal/ingest/rtsp"
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/routing"
 )
@@ -53,16 +52,4 @@ func (a *keyAuthorizer) Authorize(ctx context.Context, streamKey string) (string
 		return id, nil
 	}
 	return "", err
-}
-
-// rtspAuth is the same authorizer for the RTSP ingest, which has its own
-// unknown-key error.
-type rtspAuth struct{ a *keyAuthorizer }
-
-func (r rtspAuth) Authorize(ctx context.Context, streamKey string) (string, error) {
-	id, err := r.a.Authorize(ctx, streamKey)
-	if errors.Is(err, rtmp.ErrUnknownKey) {
-		return "", rtsp.ErrUnknownKey
-	}
-	return id, err
 }

@@ -114,7 +114,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	var rtspIngest *rtsp.Server
 	if cfg.RTSPAddr != config.Off {
 		rtspIngest, err = rtsp.New(rtsp.Config{Addr: cfg.RTSPAddr, UDPPort: cfg.Ingest.RTSPUDPPort, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
-			rtsp.Deps{Log: log.With("component", "rtsp"), Auth: rtspAuth{keys}, Hub: hub, Registerer: reg})
+			rtsp.Deps{Log: log.With("component", "rtsp"), Auth: keys, Hub: hub, Registerer: reg})
 		if err != nil {
 			return err
 		}

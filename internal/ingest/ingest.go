@@ -1,0 +1,98 @@
+// Package ingest holds what every ingest protocol (ingest/rtmp,
+// ingest/rtsp) shares: the stream-key authorizer and hub they depend on,
+// the publish path, and the per-protocol metrics, so that a publisher is
+// treated the same whatever protocol it speaks.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/stream"
+)
+
+// App is the path prefix publishers use: <scheme>://HOST/live/KEY.
+const App = "live"
+
+// ErrUnknownKey is what an Authorizer returns for a stream key it does not know.
+var ErrUnknownKey = errors.New("unknown stream key")
+
+// Authorizer maps a stream key to the id of its live stream.
+type Authorizer interface {
+	Authorize(ctx context.Context, streamKey string) (streamID string, err error)
+}
+
+// Hub is the part of the stream hub ingest publishes into.
+type Hub interface {
+	Publishing(key media.StreamKey) bool
+	Publish(key media.StreamKey, tracks []media.Track) (*stream.Publisher, error)
+}
+
+// StreamKeyFromPath extracts KEY from "/live/KEY" (leading and trailing
+// slashes ignored); scheme names the protocol in the error.
+func StreamKeyFromPath(scheme, path string) (string, error) {
+	path = strings.Trim(path, "/")
+	app, key, ok := strings.Cut(path, "/")
+	if !ok || app != App {
+		return "", fmt.Errorf("publish to %s://HOST/%s/<stream_key>, not /%s", scheme, App, path)
+	}
+	if key == "" || strings.ContainsAny(key, "/?#") {
+		return "", errors.New("missing or malformed stream key")
+	}
+	return key, nil
+}
+
+// Describe lists tracks for logs: "h264 1280x720", "aac 48000Hz 2ch".
+func Describe(tracks []media.Track) []string {
+	out := make([]string, len(tracks))
+	for i, t := range tracks {
+		if t.IsVideo() {
+			out[i] = fmt.Sprintf("%s %dx%d", t.Codec, t.Width, t.Height)
+		} else {
+			out[i] = fmt.Sprintf("%s %dHz %dch", t.Codec, t.SampleRate, t.Channels)
+		}
+	}
+	return out
+}
+
+// Metrics are one protocol's ingest metrics (label protocol).
+type Metrics struct {
+	Bytes      prometheus.Counter
+	Publishers prometheus.Gauge
+	Refused    *prometheus.CounterVec // by reason
+	Bitrate    *prometheus.GaugeVec   // by stream
+}
+
+// NewMetrics makes protocol's ingest metrics and registers them on reg
+// (when not nil).
+func NewMetrics(protocol string, reg prometheus.Registerer) (Metrics, error) {
+	l := prometheus.Labels{"protocol": protocol}
+	m := Metrics{
+		Bytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_ingest_bytes_total", Help: "Media payload bytes received from publishers.", ConstLabels: l,
+		}),
+		Publishers: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_ingest_publishers", Help: "Publishers connected now.", ConstLabels: l,
+		}),
+		Refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_ingest_refused_total", Help: "Publish attempts refused, by reason.", ConstLabels: l,
+		}, []string{"reason"}),
+		Bitrate: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "shoal_ingest_bitrate_bits_per_second", Help: "Media bitrate received per live stream, over the last second or more.",
+			ConstLabels: l,
+		}, []string{"stream"}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.Bytes, m.Publishers, m.Refused, m.Bitrate} {
+			if err := reg.Register(c); err != nil {
+				return Metrics{}, fmt.Errorf("%s ingest: register metrics: %w", protocol, err)
+			}
+		}
+	}
+	return m, nil
+}
