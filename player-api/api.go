@@ -66,9 +66,19 @@ type Live interface {
 	// Problem says what is wrong with a live stream's processing right now
 	// ("" when nothing is), for the API's "error" field.
 	Problem(id string) string
+	// Pull tells the state of the pull of a live stream that has a source
+	// URL (ok false when it is not being pulled on this node).
+	Pull(id string) (p PullState, ok bool)
 	// Remove ends a live stream at once, disconnecting its publisher, and
 	// deletes its HLS output. It is called after the stream was deleted.
 	Remove(id string) error
+}
+
+// PullState is the state of a live stream's pull from its source URL.
+type PullState struct {
+	State     string    `json:"state"` // connecting, live or retrying
+	LastError string    `json:"error,omitempty"`
+	Since     time.Time `json:"since"`
 }
 
 // Config configures the API.

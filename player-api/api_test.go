@@ -53,6 +53,8 @@ func (f *fakeStatus) Remove(id string) error {
 	return nil
 }
 
+func (f *fakeStatus) Pull(string) (PullState, bool) { return PullState{}, false }
+
 func (f *fakeStatus) Problem(id string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -2,6 +2,8 @@ package playerapi
 
 import (
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -33,6 +35,10 @@ type liveStreamJSON struct {
 	Error    string       `json:"error,omitempty"`
 	Ingest   ingestJSON   `json:"ingest"`
 	Playback playbackJSON `json:"playback"`
+	// SourceURL is the RTSP URL the origin pulls the stream from (its
+	// password hidden), and Pull the state of that pull.
+	SourceURL string     `json:"source_url,omitempty"`
+	Pull      *PullState `json:"pull,omitempty"`
 }
 
 type ingestJSON struct {
@@ -69,7 +75,21 @@ func (a *API) liveStreamJSON(ls routing.LiveStream) liveStreamJSON {
 		Error:          a.status.Problem(ls.ID),
 		Ingest:         a.ingestJSON(ls.StreamKey),
 		Playback:       playbackJSON{HLSURL: a.publicURL + "/hls/" + ls.ID + "/master.m3u8"},
+		SourceURL:      redactURL(ls.SourceURL),
+		Pull:           a.pull(ls),
 	}
+}
+
+// pull is the state of ls's pull, when it has a source URL.
+func (a *API) pull(ls routing.LiveStream) *PullState {
+	if ls.SourceURL == "" {
+		return nil
+	}
+	if p, ok := a.status.Pull(ls.ID); ok {
+		return &p
+	}
+	// Not started yet on this node (the puller reads sources every 2 s).
+	return &PullState{State: "connecting", Since: ls.CreatedAt}
 }
 
 // pathID returns the :id path parameter, or answers 404 when it is not a
@@ -103,6 +123,22 @@ type liveStreamRequest struct {
 	Name           *string `json:"name"`
 	Ladder         *string `json:"ladder"`
 	PlaybackPolicy *string `json:"playback_policy"`
+	SourceURL      *string `json:"source_url"`
+}
+
+// validSourceURL checks a source URL ("" stops pulling); on failure it has
+// answered the request.
+func validSourceURL(c *gin.Context, s *string) bool {
+	if s == nil || *s == "" {
+		return true
+	}
+	u, err := url.Parse(*s)
+	if err != nil || (u.Scheme != "rtsp" && u.Scheme != "rtsps") || u.Host == "" || len(*s) > 1024 {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest,
+			`"source_url" must be an rtsp:// or rtsps:// URL of at most 1024 characters (credentials may be in it: rtsp://user:password@camera/stream), or "" to stop pulling`)
+		return false
+	}
+	return true
 }
 
 // validLadder checks and normalizes a ladder ("" keeps the node's ladder);
@@ -137,10 +173,13 @@ func (a *API) createLiveStream(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if !validPlaybackPolicy(c, req.PlaybackPolicy) {
+	if !validPlaybackPolicy(c, req.PlaybackPolicy) || !validSourceURL(c, req.SourceURL) {
 		return
 	}
 	spec := routing.LiveStreamSpec{Name: name}
+	if req.SourceURL != nil {
+		spec.SourceURL = *req.SourceURL
+	}
 	if ladder != nil {
 		spec.Ladder = *ladder
 	}
@@ -194,8 +233,8 @@ func (a *API) updateLiveStream(c *gin.Context) {
 	if !a.decodeJSON(c, &req) {
 		return
 	}
-	if req.Name == nil && req.Ladder == nil && req.PlaybackPolicy == nil {
-		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `nothing to change: give "name", "ladder" and/or "playback_policy"`)
+	if req.Name == nil && req.Ladder == nil && req.PlaybackPolicy == nil && req.SourceURL == nil {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `nothing to change: give "name", "ladder", "playback_policy" and/or "source_url"`)
 		return
 	}
 	var u routing.LiveStreamUpdate
@@ -210,10 +249,11 @@ func (a *API) updateLiveStream(c *gin.Context) {
 	if u.Ladder, ok = validLadder(c, req.Ladder); !ok {
 		return
 	}
-	if !validPlaybackPolicy(c, req.PlaybackPolicy) {
+	if !validPlaybackPolicy(c, req.PlaybackPolicy) || !validSourceURL(c, req.SourceURL) {
 		return
 	}
 	u.PlaybackPolicy = req.PlaybackPolicy
+	u.SourceURL = req.SourceURL
 	ls, err := a.store.UpdateLiveStream(c.Request.Context(), id, u)
 	if err != nil {
 		a.fail(c, err, liveStreamNotFound)
@@ -260,4 +300,17 @@ func (a *API) ingestJSON(key string) ingestJSON {
 		in.RTSPURL = a.rtspURL + "/" + key
 	}
 	return in
+}
+
+// redactURL hides the password of a URL.
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		u.User = url.UserPassword(u.User.Username(), "xxx")
+		return strings.Replace(u.String(), ":xxx@", ":***@", 1)
+	}
+	return raw
 }

@@ -49,8 +49,9 @@ func (l *liveSet) IsLive(id string) bool {
 	defer l.mu.Unlock()
 	return l.live[id]
 }
-func (l *liveSet) Problem(string) string { return "" }
-func (l *liveSet) Remove(string) error   { return nil }
+func (l *liveSet) Problem(string) string                   { return "" }
+func (l *liveSet) Pull(string) (playerapi.PullState, bool) { return playerapi.PullState{}, false }
+func (l *liveSet) Remove(string) error                     { return nil }
 
 // e2e is a node as the origin role mounts it: the REST API, the origin's
 // HLS handler (with signed playback) and the pages, on one Gin engine, over

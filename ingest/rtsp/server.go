@@ -172,7 +172,7 @@ func (s *Server) refuse(log *slog.Logger, reason string, attrs ...any) {
 // OnSessionOpen implements gortsplib.ServerHandlerOnSessionOpen.
 func (s *Server) OnSessionOpen(ctx *gortsplib.ServerHandlerOnSessionOpenCtx) {
 	s.mu.Lock()
-	s.sessions[ctx.Session] = &session{s: s, log: s.deps.Log.With("remote", ctx.Conn.NetConn().RemoteAddr().String())}
+	s.sessions[ctx.Session] = &session{m: &s.m, log: s.deps.Log.With("remote", ctx.Conn.NetConn().RemoteAddr().String())}
 	s.mu.Unlock()
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/pion/rtp"
 
+	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
@@ -23,7 +24,7 @@ import (
 
 // session is one RTSP session; a publisher's once ANNOUNCE succeeded.
 type session struct {
-	s   *Server
+	m   *ingest.Metrics
 	log *slog.Logger
 
 	id     string        // the live stream, once announced
@@ -38,11 +39,15 @@ type session struct {
 	errLog      *logx.Limiter
 }
 
+// ptsFunc gives an RTP packet's presentation time in its format's clock
+// (a server session's or a client's PacketPTS2).
+type ptsFunc func(*description.Media, *rtp.Packet) (int64, bool)
+
 // feed turns the RTP packets of one format into access units of track idx.
 type feed struct {
 	medi  *description.Media
 	forma format.Format
-	push  func(ses *session, ss *gortsplib.ServerSession, pkt *rtp.Packet)
+	push  func(ses *session, pts ptsFunc, pkt *rtp.Packet)
 }
 
 // setup maps the announced medias to tracks (H.264, H.265, AAC), skipping
@@ -96,8 +101,8 @@ func (ses *session) setup(desc *description.Session, log *slog.Logger) ([]media.
 				}
 				rate := f.Config.SampleRate
 				tracks = append(tracks, media.Track{Codec: media.CodecAAC, ClockRate: rate, AudioConfig: cfg, SampleRate: rate, Channels: ch})
-				ses.feeds = append(ses.feeds, feed{medi: medi, forma: forma, push: func(ses *session, ss *gortsplib.ServerSession, pkt *rtp.Packet) {
-					pts, ok := ss.PacketPTS2(medi, pkt)
+				ses.feeds = append(ses.feeds, feed{medi: medi, forma: forma, push: func(ses *session, ptsOf ptsFunc, pkt *rtp.Packet) {
+					pts, ok := ptsOf(medi, pkt)
 					if !ok {
 						return
 					}
@@ -142,10 +147,10 @@ func withParams(au [][]byte, has func([]byte) bool, params ...[]byte) [][]byte {
 	return append(out, au...)
 }
 
-func h264Feed(idx int, dec *rtph264.Decoder, f *format.H264) func(*session, *gortsplib.ServerSession, *rtp.Packet) {
+func h264Feed(idx int, dec *rtph264.Decoder, f *format.H264) func(*session, ptsFunc, *rtp.Packet) {
 	var dts *h264.DTSExtractor
-	return func(ses *session, ss *gortsplib.ServerSession, pkt *rtp.Packet) {
-		pts, ok := ss.PacketPTS2(ses.feedMedia(idx), pkt)
+	return func(ses *session, ptsOf ptsFunc, pkt *rtp.Packet) {
+		pts, ok := ptsOf(ses.feedMedia(idx), pkt)
 		if !ok {
 			return
 		}
@@ -176,10 +181,10 @@ func h264Feed(idx int, dec *rtph264.Decoder, f *format.H264) func(*session, *gor
 	}
 }
 
-func h265Feed(idx int, dec *rtph265.Decoder, f *format.H265) func(*session, *gortsplib.ServerSession, *rtp.Packet) {
+func h265Feed(idx int, dec *rtph265.Decoder, f *format.H265) func(*session, ptsFunc, *rtp.Packet) {
 	var dts *h265.DTSExtractor
-	return func(ses *session, ss *gortsplib.ServerSession, pkt *rtp.Packet) {
-		pts, ok := ss.PacketPTS2(ses.feedMedia(idx), pkt)
+	return func(ses *session, ptsOf ptsFunc, pkt *rtp.Packet) {
+		pts, ok := ptsOf(ses.feedMedia(idx), pkt)
 		if !ok {
 			return
 		}
@@ -213,20 +218,27 @@ func h265Feed(idx int, dec *rtph265.Decoder, f *format.H265) func(*session, *gor
 // feedMedia returns the media of track idx's feed.
 func (ses *session) feedMedia(idx int) *description.Media { return ses.feeds[idx].medi }
 
-// start publishes the session's packets into pub.
-func (ses *session) start(pub *stream.Publisher, ss *gortsplib.ServerSession) {
+// packetSource is where a session's packets come from: a publisher's
+// server session, or the client of a pull.
+type packetSource interface {
+	OnPacketRTP(*description.Media, format.Format, gortsplib.OnPacketRTPFunc)
+	PacketPTS2(*description.Media, *rtp.Packet) (int64, bool)
+}
+
+// start publishes the packets of src into pub.
+func (ses *session) start(pub *stream.Publisher, src packetSource) {
 	ses.mu.Lock()
 	ses.pub = pub
 	ses.mu.Unlock()
 	for _, f := range ses.feeds {
 		push := f.push
-		ss.OnPacketRTP(f.medi, f.forma, func(pkt *rtp.Packet) { push(ses, ss, pkt) })
+		src.OnPacketRTP(f.medi, f.forma, func(pkt *rtp.Packet) { push(ses, src.PacketPTS2, pkt) })
 	}
 }
 
 func (ses *session) write(au *media.AccessUnit) {
 	n := au.Size()
-	ses.s.m.Bytes.Add(float64(n))
+	ses.m.Bytes.Add(float64(n))
 	ses.mu.Lock()
 	defer ses.mu.Unlock()
 	if ses.pub == nil || ses.ended {
@@ -238,7 +250,7 @@ func (ses *session) write(au *media.AccessUnit) {
 	if ses.windowStart.IsZero() {
 		ses.windowStart = now
 	} else if el := now.Sub(ses.windowStart); el >= time.Second {
-		ses.s.m.Bitrate.WithLabelValues(ses.id).Set(float64(ses.windowBytes*8) / el.Seconds())
+		ses.m.Bitrate.WithLabelValues(ses.id).Set(float64(ses.windowBytes*8) / el.Seconds())
 		ses.windowStart, ses.windowBytes = now, 0
 	}
 }
@@ -258,8 +270,8 @@ func (ses *session) end(err error) {
 	if pub == nil {
 		return
 	}
-	ses.s.m.Publishers.Dec()
-	ses.s.m.Bitrate.DeleteLabelValues(ses.id)
+	ses.m.Publishers.Dec()
+	ses.m.Bitrate.DeleteLabelValues(ses.id)
 	pub.Close()
 	ses.log.Info("publisher disconnected", "protocol", "rtsp", "err", err)
 }

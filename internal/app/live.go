@@ -10,6 +10,7 @@ import (
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/packager"
+	playerapi "github.com/shoal-video/shoal/player-api"
 	"github.com/shoal-video/shoal/transcode"
 )
 
@@ -18,6 +19,7 @@ type pipeline struct {
 	hub    *stream.Hub
 	ingest *rtmp.Server
 	rtsp   *rtsp.Server // nil with rtsp_addr off
+	pull   *rtsp.Puller
 	pkg    *packager.Packager
 	tc     *transcode.Transcoder // nil with transcoding off
 }
@@ -30,6 +32,28 @@ func (p pipeline) Problem(id string) string {
 }
 
 func (p pipeline) IsLive(id string) bool { return p.hub.IsLive(id) }
+
+func (p pipeline) Pull(id string) (playerapi.PullState, bool) {
+	st, ok := p.pull.Status(id)
+	return playerapi.PullState{State: st.State, LastError: st.LastError, Since: st.Since}, ok
+}
+
+// pullSources lists the live streams to pull from their source URL.
+func pullSources(store *routing.Store) func(ctx context.Context) ([]rtsp.Source, error) {
+	return func(ctx context.Context) ([]rtsp.Source, error) {
+		list, err := store.ListLiveStreams(ctx)
+		if err != nil {
+			return nil, err
+		}
+		var out []rtsp.Source
+		for _, ls := range list {
+			if ls.SourceURL != "" {
+				out = append(out, rtsp.Source{ID: ls.ID, URL: ls.SourceURL})
+			}
+		}
+		return out, nil
+	}
+}
 
 // Remove ends the stream without a reconnect grace, disconnects its
 // publisher and deletes its HLS output (once the packager has finished).

@@ -120,6 +120,11 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		}
 		defer rtspIngest.Close()
 	}
+	puller, err := rtsp.NewPuller(rtsp.PullConfig{ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
+		rtsp.PullDeps{Log: log.With("component", "rtsp-pull"), Hub: hub, Registerer: reg, Sources: pullSources(store)})
+	if err != nil {
+		return err
+	}
 	playbackKey, err := playback.LoadOrCreateKey(filepath.Join(cfg.DataDir, "playback-key.pem"))
 	if err != nil {
 		return fmt.Errorf("playback signing key: %w", err)
@@ -133,7 +138,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit,
-	}, store, pipeline{hub: hub, ingest: ingest, rtsp: rtspIngest, pkg: pkg, tc: tc}, log.With("component", "api"))
+	}, store, pipeline{hub: hub, ingest: ingest, rtsp: rtspIngest, pull: puller, pkg: pkg, tc: tc}, log.With("component", "api"))
 	if err != nil {
 		return err
 	}
@@ -193,6 +198,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if rtspIngest != nil {
 		g.Go(func() error { return rtspIngest.Run(gctx) })
 	}
+	g.Go(func() error { return puller.Run(gctx) })
 	g.Go(func() error { return httpSrv.run(gctx) })
 	g.Go(func() error { return hooks.Run(gctx) })
 	if vodWorker != nil {

@@ -24,6 +24,9 @@ type LiveStream struct {
 	// Ladder is the stream's own ABR ladder ("720p:3000k,360p:700k"); empty
 	// means the transcoding node's ladder.
 	Ladder string
+	// SourceURL, when set, is an rtsp:// URL the origin pulls the stream
+	// from (a camera) instead of waiting for a publisher.
+	SourceURL string
 }
 
 // PlaybackSigned is the playback policy of a stream or video that plays
@@ -38,6 +41,7 @@ type LiveStreamSpec struct {
 	Name           string
 	Ladder         string // empty: the node's ladder
 	PlaybackPolicy string // empty: PlaybackPublic
+	SourceURL      string // empty: published to, not pulled
 }
 
 // LiveStreamUpdate changes the fields that are not nil.
@@ -45,6 +49,7 @@ type LiveStreamUpdate struct {
 	Name           *string
 	Ladder         *string // a pointer to "" returns the stream to the node's ladder
 	PlaybackPolicy *string // PlaybackPublic or PlaybackSigned
+	SourceURL      *string // a pointer to "" stops pulling
 }
 
 // errPlaybackPolicy reports a playback policy the store does not know.
@@ -62,6 +67,7 @@ const (
 	fieldCreatedAt      = "created_at"
 	fieldPlaybackPolicy = "playback_policy"
 	fieldLadder         = "ladder"
+	fieldSourceURL      = "source_url"
 )
 
 func liveStreamKey(id string) string { return liveStreamPrefix + id }
@@ -77,6 +83,7 @@ func (s *Store) CreateLiveStream(ctx context.Context, spec LiveStreamSpec) (Live
 		StreamKey:      ids.NewSecret("sk"),
 		CreatedAt:      now(),
 		PlaybackPolicy: spec.PlaybackPolicy,
+		SourceURL:      spec.SourceURL,
 	}
 	if ls.PlaybackPolicy == "" {
 		ls.PlaybackPolicy = PlaybackPublic
@@ -91,6 +98,7 @@ func (s *Store) CreateLiveStream(ctx context.Context, spec LiveStreamSpec) (Live
 			fieldCreatedAt, formatTime(ls.CreatedAt),
 			fieldPlaybackPolicy, ls.PlaybackPolicy,
 			fieldLadder, ls.Ladder,
+			fieldSourceURL, ls.SourceURL,
 		)
 		p.Set(ctx, streamKeyIndexKey(ls.StreamKey), ls.ID, 0)
 		p.ZAdd(ctx, liveStreamsIndex, redis.Z{Score: float64(ls.CreatedAt.UnixMilli()), Member: ls.ID})
@@ -154,6 +162,10 @@ func (s *Store) UpdateLiveStream(ctx context.Context, id string, u LiveStreamUpd
 			set = append(set, fieldLadder, cur.Ladder)
 		}
 		policyChanged := false
+		if u.SourceURL != nil {
+			cur.SourceURL = *u.SourceURL
+			set = append(set, fieldSourceURL, cur.SourceURL)
+		}
 		if u.PlaybackPolicy != nil {
 			policyChanged = cur.PlaybackPolicy != *u.PlaybackPolicy
 			cur.PlaybackPolicy = *u.PlaybackPolicy
@@ -297,6 +309,7 @@ func decodeLiveStream(id string, f map[string]string) (LiveStream, error) {
 		CreatedAt:      created,
 		PlaybackPolicy: f[fieldPlaybackPolicy],
 		Ladder:         f[fieldLadder],
+		SourceURL:      f[fieldSourceURL],
 	}
 	if ls.StreamKey == "" {
 		return LiveStream{}, &decodeError{key: liveStreamKey(id), err: errors.New("no stream key")}

@@ -1,0 +1,273 @@
+package rtsp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/bluenviron/gortsplib/v4"
+	"github.com/bluenviron/gortsplib/v4/pkg/base"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-video/shoal/internal/ingest"
+	"github.com/shoal-video/shoal/internal/media"
+)
+
+// Source is a live stream the origin pulls from an RTSP server (a camera).
+type Source struct {
+	ID  string // the live stream
+	URL string // rtsp:// or rtsps://, credentials included
+}
+
+// Pull states, as the API shows them.
+const (
+	PullConnecting = "connecting" // connecting, or waiting for the first frames
+	PullLive       = "live"       // publishing into the hub
+	PullRetrying   = "retrying"   // the last attempt failed; trying again after a backoff
+)
+
+// PullStatus is the state of one pull.
+type PullStatus struct {
+	State     string
+	LastError string
+	Since     time.Time
+}
+
+// PullConfig configures a Puller.
+type PullConfig struct {
+	// Refresh is how often the list of sources is read (default 2 s).
+	Refresh time.Duration
+	// ReadTimeout ends a pull that receives nothing for this long.
+	ReadTimeout time.Duration
+	// MaxBackoff bounds the wait between attempts (default 30 s); it starts
+	// at a second and doubles.
+	MaxBackoff time.Duration
+}
+
+// PullDeps are a Puller's collaborators.
+type PullDeps struct {
+	Log        *slog.Logger
+	Hub        ingest.Hub
+	Registerer prometheus.Registerer
+	// Sources lists the live streams to pull, every Refresh.
+	Sources func(ctx context.Context) ([]Source, error)
+}
+
+// Puller pulls the live streams that have an RTSP source URL: each is read
+// with DESCRIBE/SETUP/PLAY and published into the hub as the stream's
+// source, like a publisher's, and reconnected with a growing backoff when
+// it fails. A stream that loses its URL, or is deleted, stops being pulled.
+type Puller struct {
+	cfg  PullConfig
+	deps PullDeps
+	m    ingest.Metrics
+
+	mu     sync.Mutex
+	pulls  map[string]*pull
+	status map[string]PullStatus
+}
+
+type pull struct {
+	url    string
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// NewPuller validates cfg.
+func NewPuller(cfg PullConfig, deps PullDeps) (*Puller, error) {
+	if deps.Hub == nil || deps.Sources == nil {
+		return nil, errors.New("rtsp pull: Hub and Sources are required")
+	}
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = 2 * time.Second
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 30 * time.Second
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = 10 * time.Second
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	m, err := ingest.NewMetrics("rtsp_pull", deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	return &Puller{cfg: cfg, deps: deps, m: m, pulls: map[string]*pull{}, status: map[string]PullStatus{}}, nil
+}
+
+// Status returns the state of live stream id's pull, if it is pulled.
+func (p *Puller) Status(id string) (PullStatus, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st, ok := p.status[id]
+	return st, ok
+}
+
+func (p *Puller) setStatus(id, state, lastErr string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if _, ok := p.pulls[id]; !ok {
+		return
+	}
+	p.status[id] = PullStatus{State: state, LastError: lastErr, Since: time.Now().UTC()}
+}
+
+// Run pulls the sources until ctx is done; every pull has ended when it
+// returns.
+func (p *Puller) Run(ctx context.Context) error {
+	g, gctx := errgroup.WithContext(ctx)
+	t := time.NewTicker(p.cfg.Refresh)
+	defer t.Stop()
+	for {
+		p.refresh(gctx, g)
+		select {
+		case <-gctx.Done():
+			p.mu.Lock()
+			for _, pl := range p.pulls {
+				pl.cancel()
+			}
+			p.mu.Unlock()
+			return g.Wait()
+		case <-t.C:
+		}
+	}
+}
+
+// refresh starts the pulls of new sources and stops those of sources gone
+// (or whose URL changed).
+func (p *Puller) refresh(ctx context.Context, g *errgroup.Group) {
+	sctx, cancel := context.WithTimeout(ctx, p.cfg.Refresh)
+	sources, err := p.deps.Sources(sctx)
+	cancel()
+	if err != nil {
+		// Redis down: the pulls running go on; nothing starts or stops.
+		return
+	}
+	want := map[string]string{}
+	for _, s := range sources {
+		want[s.ID] = s.URL
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for id, pl := range p.pulls {
+		if url, ok := want[id]; !ok || url != pl.url {
+			pl.cancel()
+			delete(p.pulls, id)
+			delete(p.status, id)
+		}
+	}
+	for id, url := range want {
+		if _, ok := p.pulls[id]; ok {
+			continue
+		}
+		pctx, cancel := context.WithCancel(ctx)
+		pl := &pull{url: url, cancel: cancel, done: make(chan struct{})}
+		p.pulls[id] = pl
+		p.status[id] = PullStatus{State: PullConnecting, Since: time.Now().UTC()}
+		g.Go(func() error {
+			defer close(pl.done)
+			p.loop(pctx, id, url)
+			return nil
+		})
+	}
+}
+
+// loop pulls one source until ctx ends, with a backoff between attempts.
+func (p *Puller) loop(ctx context.Context, id, url string) {
+	log := p.deps.Log.With("stream", id, "source", redact(url))
+	backoff := time.Second
+	for ctx.Err() == nil {
+		p.setStatus(id, PullConnecting, "")
+		started := time.Now()
+		err := p.once(ctx, id, url, log)
+		if ctx.Err() != nil {
+			return
+		}
+		if time.Since(started) > p.cfg.MaxBackoff {
+			backoff = time.Second // it ran a while: start over
+		}
+		msg := "the source ended the stream"
+		if err != nil {
+			msg = err.Error()
+		}
+		p.setStatus(id, PullRetrying, msg)
+		log.Warn("rtsp pull failed; retrying", "err", msg, "in", backoff)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, p.cfg.MaxBackoff)
+	}
+}
+
+// once runs one pull session to its end.
+func (p *Puller) once(ctx context.Context, id, url string, log *slog.Logger) error {
+	u, err := base.ParseURL(url)
+	if err != nil {
+		return fmt.Errorf("bad source URL: %w", err)
+	}
+	c := &gortsplib.Client{ReadTimeout: p.cfg.ReadTimeout, WriteTimeout: p.cfg.ReadTimeout}
+	if err := c.Start(u.Scheme, u.Host); err != nil {
+		return fmt.Errorf("connecting: %w", err)
+	}
+	defer c.Close()
+	stop := context.AfterFunc(ctx, c.Close)
+	defer stop()
+	desc, _, err := c.Describe(u)
+	if err != nil {
+		return fmt.Errorf("DESCRIBE: %w", err)
+	}
+	ses := &session{m: &p.m, log: log, id: id}
+	tracks, err := ses.setup(desc, log)
+	if err != nil {
+		return err
+	}
+	ses.tracks = tracks
+	seen := map[any]bool{}
+	for _, f := range ses.feeds {
+		if seen[f.medi] {
+			continue
+		}
+		seen[f.medi] = true
+		if _, err := c.Setup(desc.BaseURL, f.medi, 0, 0); err != nil {
+			return fmt.Errorf("SETUP: %w", err)
+		}
+	}
+	pub, err := p.deps.Hub.Publish(media.StreamKey{Name: id, Rendition: media.RenditionSource}, tracks)
+	if err != nil {
+		return fmt.Errorf("publishing into the hub: %w", err)
+	}
+	p.m.Publishers.Inc()
+	ses.start(pub, c)
+	defer ses.end(nil)
+	if _, err := c.Play(nil); err != nil {
+		return fmt.Errorf("PLAY: %w", err)
+	}
+	p.setStatus(id, PullLive, "")
+	log.Info("pulling", "tracks", ingest.Describe(tracks))
+	return c.Wait()
+}
+
+// redact hides the password of a URL for logs and the API.
+func redact(raw string) string {
+	u, err := base.ParseURL(raw)
+	if err != nil || u.User == nil {
+		return raw
+	}
+	if _, ok := u.User.Password(); ok {
+		c := *u
+		c.User = nil
+		return c.Scheme + "://" + u.User.Username() + ":***@" + c.Host + c.Path
+	}
+	return raw
+}
+
+// Redact hides the password of a source URL.
+func Redact(raw string) string { return redact(raw) }
