@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-video/shoal/internal/ingest"
+	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
 )
 
@@ -213,7 +214,12 @@ func (p *Puller) once(ctx context.Context, id, url string, log *slog.Logger) err
 	if err != nil {
 		return fmt.Errorf("bad source URL: %w", err)
 	}
-	c := &gortsplib.Client{ReadTimeout: p.cfg.ReadTimeout, WriteTimeout: p.cfg.ReadTimeout}
+	ses := &session{m: &p.m, log: log, id: id, errLog: logx.NewLimiter(5 * time.Second)}
+	c := &gortsplib.Client{ReadTimeout: p.cfg.ReadTimeout, WriteTimeout: p.cfg.ReadTimeout,
+		OnTransportSwitch: func(err error) { log.Debug("rtsp pull: switching transport", "reason", err) },
+		OnPacketsLost:     func(lost uint64) { ses.warn("RTP packets lost", fmt.Errorf("%d lost", lost)) },
+		OnDecodeError:     func(err error) { ses.warn("undecodable RTP/RTCP packet", err) },
+	}
 	if err := c.Start(u.Scheme, u.Host); err != nil {
 		return fmt.Errorf("connecting: %w", err)
 	}
@@ -224,7 +230,6 @@ func (p *Puller) once(ctx context.Context, id, url string, log *slog.Logger) err
 	if err != nil {
 		return fmt.Errorf("DESCRIBE: %w", err)
 	}
-	ses := &session{m: &p.m, log: log, id: id}
 	tracks, err := ses.setup(desc, log)
 	if err != nil {
 		return err

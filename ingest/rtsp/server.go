@@ -172,7 +172,8 @@ func (s *Server) refuse(log *slog.Logger, reason string, attrs ...any) {
 // OnSessionOpen implements gortsplib.ServerHandlerOnSessionOpen.
 func (s *Server) OnSessionOpen(ctx *gortsplib.ServerHandlerOnSessionOpenCtx) {
 	s.mu.Lock()
-	s.sessions[ctx.Session] = &session{m: &s.m, log: s.deps.Log.With("remote", ctx.Conn.NetConn().RemoteAddr().String())}
+	s.sessions[ctx.Session] = &session{m: &s.m, log: s.deps.Log.With("remote", ctx.Conn.NetConn().RemoteAddr().String()),
+		errLog: logx.NewLimiter(5 * time.Second)}
 	s.mu.Unlock()
 }
 
@@ -195,6 +196,29 @@ func (s *Server) session(ss *gortsplib.ServerSession) *session {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.sessions[ss]
+}
+
+// OnPacketsLost implements gortsplib.ServerHandlerOnPacketsLost: losses
+// (UDP) are logged, rate-limited, instead of gortsplib's default logging.
+func (s *Server) OnPacketsLost(ctx *gortsplib.ServerHandlerOnPacketsLostCtx) {
+	if ses := s.session(ctx.Session); ses != nil {
+		ses.warn("RTP packets lost", fmt.Errorf("%d lost", ctx.Lost))
+	}
+}
+
+// OnDecodeError implements gortsplib.ServerHandlerOnDecodeError.
+func (s *Server) OnDecodeError(ctx *gortsplib.ServerHandlerOnDecodeErrorCtx) {
+	if ses := s.session(ctx.Session); ses != nil {
+		ses.warn("undecodable RTP/RTCP packet", ctx.Error)
+	}
+}
+
+// OnStreamWriteError implements gortsplib.ServerHandlerOnStreamWriteError
+// (never expected: nothing is played).
+func (s *Server) OnStreamWriteError(ctx *gortsplib.ServerHandlerOnStreamWriteErrorCtx) {
+	if ses := s.session(ctx.Session); ses != nil {
+		ses.warn("RTSP write error", ctx.Error)
+	}
 }
 
 // OnDescribe implements gortsplib.ServerHandlerOnDescribe: playback is not

@@ -53,7 +53,9 @@ type feed struct {
 // setup maps the announced medias to tracks (H.264, H.265, AAC), skipping
 // the others with a warning.
 func (ses *session) setup(desc *description.Session, log *slog.Logger) ([]media.Track, error) {
-	ses.errLog = logx.NewLimiter(5 * time.Second)
+	if ses.errLog == nil {
+		ses.errLog = logx.NewLimiter(5 * time.Second)
+	}
 	var tracks []media.Track
 	for _, medi := range desc.Medias {
 		for _, forma := range medi.Formats {

@@ -157,6 +157,10 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 			Name: "shoal_vod_jobs_running", Help: "VOD jobs this worker is running.",
 		}),
 	}
+	// Both series exist from the start (0 until the queue is first read),
+	// not only once Redis has answered.
+	w.depth.WithLabelValues("waiting")
+	w.depth.WithLabelValues("running")
 	if deps.Registerer != nil {
 		for _, c := range []prometheus.Collector{w.jobs, w.duration, w.depth, w.running} {
 			if err := deps.Registerer.Register(c); err != nil {

@@ -111,6 +111,8 @@ class StreamCard {
     });
     this.rtmp = h('code', {});
     this.rtspCode = h('code', {});
+    this.sourceTerm = h('dt', { text: 'Pulled from' });
+    this.sourceDef = h('dd', { class: 'pull' });
     this.rtspTerm = h('dt', { text: 'RTSP URL' });
     this.rtspDef = h('dd', {}, this.rtspCode, copyButton('Copy', () => this.ls.ingest.rtsp_url || '', { ariaLabel: `Copy the RTSP publish URL of ${this.ls.name}`, done: 'RTSP URL copied' }));
     this.watchURL = `${location.origin}/watch/${id}`;
@@ -130,6 +132,7 @@ class StreamCard {
         h('dt', { text: 'Stream key' }),
         h('dd', {}, this.keyCode, this.keyToggle, copyButton('Copy', () => this.ls.stream_key, { ariaLabel: `Copy the stream key of ${this.ls.name}`, done: 'Stream key copied' })),
         this.rtspTerm, this.rtspDef,
+        this.sourceTerm, this.sourceDef,
         h('dt', { text: 'Watch page' }),
         h('dd', {}, h('a', { href: `/watch/${id}`, target: '_blank', rel: 'noopener', text: this.watchURL }), copyButton('Copy', this.watchURL, { ariaLabel: 'Copy the watch page link', done: 'Link copied' })),
         h('dt', { text: 'HLS' }),
@@ -155,6 +158,16 @@ class StreamCard {
     replaceChildren(this.badges, statusBadge(ls.status), ls.playback_policy === 'signed' ? signedBadge() : null,
       ls.error ? h('span', { class: 'badge badge-warn', title: ls.error, text: 'Not transcoded' }) : null);
     this.rtmp.textContent = ls.ingest.rtmp_url;
+    // A stream pulled from a camera: its URL (password hidden by the API)
+    // and the state of the pull.
+    this.sourceTerm.hidden = this.sourceDef.hidden = !ls.source_url;
+    if (ls.source_url) {
+      const p = ls.pull || { state: 'connecting' };
+      replaceChildren(this.sourceDef, h('code', { text: ls.source_url }), ' ',
+        h('span', { class: 'badge ' + (p.state === 'live' ? 'badge-live' : 'badge-muted'), text: p.state }),
+        p.error ? h('span', { class: 'muted small', text: ' ' + p.error }) : null);
+      this.sourceDef.dataset.state = p.state;
+    }
     this.hls.textContent = ls.playback.hls_url;
     this.created.textContent = `Created ${formatDate(ls.created_at)}`;
     this.el.querySelector('code.cmd').textContent =
