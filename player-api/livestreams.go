@@ -3,7 +3,6 @@ package playerapi
 import (
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -89,7 +88,7 @@ func (a *API) pull(ls routing.LiveStream) *PullState {
 		return &p
 	}
 	// Not started yet on this node (the puller reads sources every 2 s).
-	return &PullState{State: "connecting", Since: ls.CreatedAt}
+	return &PullState{State: "connecting", Since: time.Now().UTC()}
 }
 
 // pathID returns the :id path parameter, or answers 404 when it is not a
@@ -133,7 +132,7 @@ func validSourceURL(c *gin.Context, s *string) bool {
 		return true
 	}
 	u, err := url.Parse(*s)
-	if err != nil || (u.Scheme != "rtsp" && u.Scheme != "rtsps") || u.Host == "" || len(*s) > 1024 {
+	if err != nil || (u.Scheme != "rtsp" && u.Scheme != "rtsps") || u.Host == "" || u.Fragment != "" || len(*s) > 1024 {
 		WriteError(c, http.StatusBadRequest, codeInvalidRequest,
 			`"source_url" must be an rtsp:// or rtsps:// URL of at most 1024 characters (credentials may be in it: rtsp://user:password@camera/stream), or "" to stop pulling`)
 		return false
@@ -302,15 +301,23 @@ func (a *API) ingestJSON(key string) ingestJSON {
 	return in
 }
 
-// redactURL hides the password of a URL.
+// redactURL hides a URL's credentials: the password, and the query (some
+// cameras take credentials there).
 func redactURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
 	u, err := url.Parse(raw)
-	if err != nil || u.User == nil {
-		return raw
+	if err != nil {
+		return "***"
 	}
-	if _, ok := u.User.Password(); ok {
-		u.User = url.UserPassword(u.User.Username(), "xxx")
-		return strings.Replace(u.String(), ":xxx@", ":***@", 1)
+	out := u.Scheme + "://"
+	if u.User != nil {
+		out += u.User.Username() + ":***@"
 	}
-	return raw
+	out += u.Host + u.EscapedPath()
+	if u.RawQuery != "" {
+		out += "?***"
+	}
+	return out
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -63,20 +64,28 @@ type PullDeps struct {
 // source, like a publisher's, and reconnected with a growing backoff when
 // it fails. A stream that loses its URL, or is deleted, stops being pulled.
 type Puller struct {
-	cfg  PullConfig
-	deps PullDeps
-	m    ingest.Metrics
+	cfg    PullConfig
+	deps   PullDeps
+	m      ingest.Metrics
+	errLog *logx.Limiter
 
-	mu     sync.Mutex
-	pulls  map[string]*pull
-	status map[string]PullStatus
+	mu      sync.Mutex
+	pulls   map[string]*pull
+	stopped map[string]time.Time // ids Stop ended: not started again for a while
 }
 
 type pull struct {
 	url    string
 	cancel context.CancelFunc
 	done   chan struct{}
+
+	mu     sync.Mutex // guards status
+	status PullStatus
 }
+
+// stoppedFor is how long a stream Stop ended is not pulled again (it was
+// deleted; the list of sources may still show it for a refresh).
+const stoppedFor = time.Minute
 
 // NewPuller validates cfg.
 func NewPuller(cfg PullConfig, deps PullDeps) (*Puller, error) {
@@ -99,24 +108,42 @@ func NewPuller(cfg PullConfig, deps PullDeps) (*Puller, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Puller{cfg: cfg, deps: deps, m: m, pulls: map[string]*pull{}, status: map[string]PullStatus{}}, nil
+	return &Puller{cfg: cfg, deps: deps, m: m, errLog: logx.NewLimiter(time.Minute),
+		pulls: map[string]*pull{}, stopped: map[string]time.Time{}}, nil
 }
 
 // Status returns the state of live stream id's pull, if it is pulled.
 func (p *Puller) Status(id string) (PullStatus, bool) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	st, ok := p.status[id]
-	return st, ok
+	pl := p.pulls[id]
+	p.mu.Unlock()
+	if pl == nil {
+		return PullStatus{}, false
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.status, true
 }
 
-func (p *Puller) setStatus(id, state, lastErr string) {
+func (pl *pull) set(state, lastErr string) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	pl.status = PullStatus{State: state, LastError: lastErr, Since: time.Now().UTC()}
+}
+
+// Stop ends the pull of live stream id, if any, and returns once it has
+// ended (its publication closed); the stream is not pulled again for a
+// minute, whatever the list of sources says meanwhile. For a deleted stream.
+func (p *Puller) Stop(id string) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
-	if _, ok := p.pulls[id]; !ok {
-		return
+	pl := p.pulls[id]
+	delete(p.pulls, id)
+	p.stopped[id] = time.Now()
+	p.mu.Unlock()
+	if pl != nil {
+		pl.cancel()
+		<-pl.done
 	}
-	p.status[id] = PullStatus{State: state, LastError: lastErr, Since: time.Now().UTC()}
 }
 
 // Run pulls the sources until ctx is done; every pull has ended when it
@@ -141,52 +168,71 @@ func (p *Puller) Run(ctx context.Context) error {
 }
 
 // refresh starts the pulls of new sources and stops those of sources gone
-// (or whose URL changed).
+// (or whose URL changed), waiting for a stopped pull to end before its
+// replacement starts.
 func (p *Puller) refresh(ctx context.Context, g *errgroup.Group) {
 	sctx, cancel := context.WithTimeout(ctx, p.cfg.Refresh)
 	sources, err := p.deps.Sources(sctx)
 	cancel()
 	if err != nil {
 		// Redis down: the pulls running go on; nothing starts or stops.
+		if ok, n := p.errLog.Allow(); ok {
+			p.deps.Log.Warn("rtsp pull: cannot read the live streams to pull; pulls running go on", "err", err, "suppressed_since_last", n)
+		}
 		return
 	}
 	want := map[string]string{}
 	for _, s := range sources {
 		want[s.ID] = s.URL
 	}
+	var ending []*pull
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	now := time.Now()
+	for id, at := range p.stopped {
+		if now.Sub(at) > stoppedFor {
+			delete(p.stopped, id)
+		}
+	}
 	for id, pl := range p.pulls {
 		if url, ok := want[id]; !ok || url != pl.url {
 			pl.cancel()
 			delete(p.pulls, id)
-			delete(p.status, id)
+			ending = append(ending, pl)
 		}
 	}
+	p.mu.Unlock()
+	for _, pl := range ending {
+		<-pl.done
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
 	for id, url := range want {
 		if _, ok := p.pulls[id]; ok {
 			continue
 		}
+		if _, ok := p.stopped[id]; ok {
+			continue
+		}
 		pctx, cancel := context.WithCancel(ctx)
-		pl := &pull{url: url, cancel: cancel, done: make(chan struct{})}
+		pl := &pull{url: url, cancel: cancel, done: make(chan struct{}),
+			status: PullStatus{State: PullConnecting, Since: time.Now().UTC()}}
 		p.pulls[id] = pl
-		p.status[id] = PullStatus{State: PullConnecting, Since: time.Now().UTC()}
 		g.Go(func() error {
 			defer close(pl.done)
-			p.loop(pctx, id, url)
+			p.loop(pctx, pl, id, url)
 			return nil
 		})
 	}
 }
 
 // loop pulls one source until ctx ends, with a backoff between attempts.
-func (p *Puller) loop(ctx context.Context, id, url string) {
+func (p *Puller) loop(ctx context.Context, pl *pull, id, url string) {
 	log := p.deps.Log.With("stream", id, "source", redact(url))
 	backoff := time.Second
 	for ctx.Err() == nil {
-		p.setStatus(id, PullConnecting, "")
+		pl.set(PullConnecting, "")
 		started := time.Now()
-		err := p.once(ctx, id, url, log)
+		err := p.once(ctx, pl, id, url, log)
 		if ctx.Err() != nil {
 			return
 		}
@@ -197,7 +243,7 @@ func (p *Puller) loop(ctx context.Context, id, url string) {
 		if err != nil {
 			msg = err.Error()
 		}
-		p.setStatus(id, PullRetrying, msg)
+		pl.set(PullRetrying, msg)
 		log.Warn("rtsp pull failed; retrying", "err", msg, "in", backoff)
 		select {
 		case <-ctx.Done():
@@ -209,7 +255,7 @@ func (p *Puller) loop(ctx context.Context, id, url string) {
 }
 
 // once runs one pull session to its end.
-func (p *Puller) once(ctx context.Context, id, url string, log *slog.Logger) error {
+func (p *Puller) once(ctx context.Context, pl *pull, id, url string, log *slog.Logger) error {
 	u, err := base.ParseURL(url)
 	if err != nil {
 		return fmt.Errorf("bad source URL: %w", err)
@@ -255,24 +301,27 @@ func (p *Puller) once(ctx context.Context, id, url string, log *slog.Logger) err
 	if _, err := c.Play(nil); err != nil {
 		return fmt.Errorf("PLAY: %w", err)
 	}
-	p.setStatus(id, PullLive, "")
+	pl.set(PullLive, "")
 	log.Info("pulling", "tracks", ingest.Describe(tracks))
 	return c.Wait()
 }
 
-// redact hides the password of a URL for logs and the API.
+// redact hides a source URL's credentials (user info and query) for logs.
 func redact(raw string) string {
 	u, err := base.ParseURL(raw)
-	if err != nil || u.User == nil {
-		return raw
+	if err != nil {
+		if i := strings.Index(raw, "://"); i > 0 {
+			return raw[:i] + "://***"
+		}
+		return "***"
 	}
-	if _, ok := u.User.Password(); ok {
-		c := *u
-		c.User = nil
-		return c.Scheme + "://" + u.User.Username() + ":***@" + c.Host + c.Path
+	out := u.Scheme + "://"
+	if u.User != nil {
+		out += u.User.Username() + ":***@"
 	}
-	return raw
+	out += u.Host + u.Path
+	if u.RawQuery != "" {
+		out += "?***"
+	}
+	return out
 }
-
-// Redact hides the password of a source URL.
-func Redact(raw string) string { return redact(raw) }

@@ -12,6 +12,7 @@ import (
 	"github.com/bluenviron/gortsplib/v4/pkg/format"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph264"
 	"github.com/bluenviron/gortsplib/v4/pkg/format/rtph265"
+	"github.com/bluenviron/gortsplib/v4/pkg/format/rtpmpeg4audio"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 	"github.com/pion/rtp"
@@ -102,6 +103,10 @@ func (ses *session) setup(desc *description.Session, log *slog.Logger) ([]media.
 					ch = 8
 				}
 				rate := f.Config.SampleRate
+				frameLen := int64(1024) // samples per AAC frame
+				if f.Config.FrameLengthFlag {
+					frameLen = 960
+				}
 				tracks = append(tracks, media.Track{Codec: media.CodecAAC, ClockRate: rate, AudioConfig: cfg, SampleRate: rate, Channels: ch})
 				ses.feeds = append(ses.feeds, feed{medi: medi, forma: forma, push: func(ses *session, ptsOf ptsFunc, pkt *rtp.Packet) {
 					pts, ok := ptsOf(medi, pkt)
@@ -110,11 +115,13 @@ func (ses *session) setup(desc *description.Session, log *slog.Logger) ([]media.
 					}
 					aus, err := dec.Decode(pkt)
 					if err != nil {
-						ses.warn("skipping an undecodable AAC packet", err)
+						if !errors.Is(err, rtpmpeg4audio.ErrMorePacketsNeeded) {
+							ses.warn("skipping an undecodable AAC packet", err)
+						}
 						return
 					}
 					for i, au := range aus {
-						ts := pts + int64(i)*1024 // samples per AAC frame
+						ts := pts + int64(i)*frameLen
 						ses.write(&media.AccessUnit{Track: idx, PTS: ts, DTS: ts, Keyframe: true, Payload: [][]byte{au}})
 					}
 				}})

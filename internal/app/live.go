@@ -58,6 +58,8 @@ func pullSources(store *routing.Store) func(ctx context.Context) ([]rtsp.Source,
 // Remove ends the stream without a reconnect grace, disconnects its
 // publisher and deletes its HLS output (once the packager has finished).
 func (p pipeline) Remove(id string) error {
+	// A pull would publish again: it ends (and is not restarted) first.
+	p.pull.Stop(id)
 	p.hub.End(media.StreamKey{Name: id, Rendition: media.RenditionSource})
 	p.ingest.Disconnect(id)
 	if p.rtsp != nil {

@@ -132,7 +132,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	hlsDir := filepath.Join(cfg.DataDir, "hls")
 	nodes := newNodeMetrics(reg)
 	api, err := playerapi.New(playerapi.Config{
-		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: cfg.RTSPPublicURL,
+		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
@@ -228,4 +228,12 @@ func contentKeyMap(keys ...ed25519.PublicKey) map[string]string {
 		out[manifest.KeyID(k)] = base64.RawURLEncoding.EncodeToString(k)
 	}
 	return out
+}
+
+// rtspURL is the RTSP URL publishers use, "" when RTSP ingest is off.
+func rtspURL(cfg config.Config) string {
+	if cfg.RTSPAddr == config.Off {
+		return ""
+	}
+	return cfg.RTSPPublicURL
 }

@@ -250,6 +250,28 @@ func TestPullFromRTSP(t *testing.T) {
 		after := n.playlist(ls.ID, "source/recording.m3u8")
 		return strings.Count(after, "#EXTINF") > strings.Count(before, "#EXTINF")
 	})
+	// Deleting a pulled stream stops its pull for good: it does not come
+	// back live, and its HLS output stays gone.
+	code, b = n.do(http.MethodPost, "/v1/live-streams", testAdminKey, map[string]string{"name": "doomed", "source_url": camURL})
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, b)
+	}
+	var doomed liveStream
+	_ = json.Unmarshal(b, &doomed)
+	n.waitFor("the second pull live", 20*time.Second, func() bool {
+		p := n.pullInfo(doomed.ID)
+		return p.Pull != nil && p.Pull.State == "live"
+	})
+	if code, _ := n.do(http.MethodDelete, "/v1/live-streams/"+doomed.ID, testAdminKey, nil); code != http.StatusNoContent {
+		t.Fatalf("delete: %d", code)
+	}
+	deadline := time.Now().Add(6 * time.Second) // longer than a refresh, a backoff and the grace
+	for time.Now().Before(deadline) {
+		if code, _ := n.get("/hls/"+doomed.ID+"/master.m3u8", ""); code == http.StatusOK && time.Until(deadline) < 3*time.Second {
+			t.Fatal("a deleted pulled stream is being packaged again")
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
 	// Clearing the source URL stops the pull.
 	if code, b := n.do(http.MethodPatch, "/v1/live-streams/"+ls.ID, testAdminKey, map[string]string{"source_url": ""}); code != http.StatusOK {
 		t.Fatalf("patch: %d %s", code, b)

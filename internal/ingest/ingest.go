@@ -39,7 +39,8 @@ func StreamKeyFromPath(scheme, path string) (string, error) {
 	path = strings.Trim(path, "/")
 	app, key, ok := strings.Cut(path, "/")
 	if !ok || app != App {
-		return "", fmt.Errorf("publish to %s://HOST/%s/<stream_key>, not /%s", scheme, App, path)
+		// The path is not echoed: it may hold a stream key.
+		return "", fmt.Errorf("publish to %s://HOST/%s/<stream_key>", scheme, App)
 	}
 	if key == "" || strings.ContainsAny(key, "/?#") {
 		return "", errors.New("missing or malformed stream key")
