@@ -5,10 +5,8 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
+	shoaltest "github.com/shoal-video/shoal/internal/testutil"
 )
 
 const testKey = "sk_testtesttesttesttesttesttesttest"
@@ -38,37 +37,6 @@ type rig struct {
 	hub *stream.Hub
 	reg *prometheus.Registry
 }
-
-// freeUDPPair finds an even UDP port whose successor is free too.
-func freeUDPPair(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := c.LocalAddr().(*net.UDPAddr).Port
-		c.Close()
-		if p%2 == 1 {
-			p--
-		}
-		a, err1 := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", itoa(p)))
-		b, err2 := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", itoa(p+1)))
-		if a != nil {
-			a.Close()
-		}
-		if b != nil {
-			b.Close()
-		}
-		if err1 == nil && err2 == nil {
-			return p
-		}
-	}
-	t.Fatal("no free UDP port pair")
-	return 0
-}
-
-func itoa(n int) string { return strconv.Itoa(n) }
 
 func newRig(t *testing.T, udpPort int) *rig {
 	t.Helper()
@@ -116,7 +84,7 @@ func TestPublishFromFFmpeg(t *testing.T) {
 		t.Run(transport, func(t *testing.T) {
 			udp := 0
 			if transport == "udp" {
-				udp = freeUDPPair(t)
+				udp = shoaltest.FreeUDPPair(t)
 			}
 			r := newRig(t, udp)
 			w := r.hub.Watch(func(media.StreamKey) bool { return true })

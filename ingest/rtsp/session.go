@@ -156,8 +156,55 @@ func withParams(au [][]byte, has func([]byte) bool, params ...[]byte) [][]byte {
 	return append(out, au...)
 }
 
+// videoCodec is what a video feed needs to know of its codec.
+type videoCodec struct {
+	name      string
+	isKey     func([][]byte) bool
+	hasParams func(nalu []byte) bool // the NAL unit is an SPS
+	params    func() [][]byte        // the SDP's parameter sets, current
+	newDTS    func() dtsExtractor
+	benign    func(error) bool // "wait for more packets", not a fault
+}
+
+type dtsExtractor interface {
+	Extract(au [][]byte, pts int64) (int64, error)
+}
+
+type rtpDecoder interface {
+	Decode(*rtp.Packet) ([][]byte, error)
+}
+
 func h264Feed(idx int, dec *rtph264.Decoder, f *format.H264) func(*session, ptsFunc, *rtp.Packet) {
-	var dts *h264.DTSExtractor
+	return videoFeed(idx, dec, videoCodec{
+		name:      "H.264",
+		isKey:     h264.IsRandomAccess,
+		hasParams: func(n []byte) bool { return len(n) > 0 && h264.NALUType(n[0]&0x1f) == h264.NALUTypeSPS },
+		params:    func() [][]byte { sps, pps := f.SafeParams(); return [][]byte{sps, pps} },
+		newDTS:    func() dtsExtractor { return h264.NewDTSExtractor() },
+		benign: func(err error) bool {
+			return errors.Is(err, rtph264.ErrMorePacketsNeeded) || errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious)
+		},
+	})
+}
+
+func h265Feed(idx int, dec *rtph265.Decoder, f *format.H265) func(*session, ptsFunc, *rtp.Packet) {
+	return videoFeed(idx, dec, videoCodec{
+		name:      "H.265",
+		isKey:     h265.IsRandomAccess,
+		hasParams: func(n []byte) bool { return len(n) > 0 && h265.NALUType((n[0]>>1)&0x3f) == h265.NALUType_SPS_NUT },
+		params:    func() [][]byte { vps, sps, pps := f.SafeParams(); return [][]byte{vps, sps, pps} },
+		newDTS:    func() dtsExtractor { return h265.NewDTSExtractor() },
+		benign: func(err error) bool {
+			return errors.Is(err, rtph265.ErrMorePacketsNeeded) || errors.Is(err, rtph265.ErrNonStartingPacketAndNoPrevious)
+		},
+	})
+}
+
+// videoFeed turns RTP packets into video access units: frames start at the
+// first keyframe, keyframes carry their parameter sets, and decoding times
+// are derived from the bitstream.
+func videoFeed(idx int, dec rtpDecoder, vc videoCodec) func(*session, ptsFunc, *rtp.Packet) {
+	var dts dtsExtractor
 	return func(ses *session, ptsOf ptsFunc, pkt *rtp.Packet) {
 		pts, ok := ptsOf(ses.feedMedia(idx), pkt)
 		if !ok {
@@ -165,59 +212,24 @@ func h264Feed(idx int, dec *rtph264.Decoder, f *format.H264) func(*session, ptsF
 		}
 		au, err := dec.Decode(pkt)
 		if err != nil {
-			if !errors.Is(err, rtph264.ErrMorePacketsNeeded) && !errors.Is(err, rtph264.ErrNonStartingPacketAndNoPrevious) {
-				ses.warn("skipping undecodable H.264 packets", err)
+			if !vc.benign(err) {
+				ses.warn("skipping undecodable "+vc.name+" packets", err)
 			}
 			return
 		}
-		key := h264.IsRandomAccess(au)
+		key := vc.isKey(au)
 		if key {
-			sps, pps := f.SafeParams()
-			au = withParams(au, func(n []byte) bool { return len(n) > 0 && h264.NALUType(n[0]&0x1f) == h264.NALUTypeSPS }, sps, pps)
+			au = withParams(au, vc.hasParams, vc.params()...)
 		}
 		if dts == nil {
 			if !key {
 				return // wait for the first keyframe
 			}
-			dts = h264.NewDTSExtractor()
+			dts = vc.newDTS()
 		}
 		d, err := dts.Extract(au, pts)
 		if err != nil {
-			ses.warn("skipping an H.264 frame whose decoding time cannot be derived", err)
-			return
-		}
-		ses.write(&media.AccessUnit{Track: idx, PTS: pts, DTS: d, Keyframe: key, Payload: au})
-	}
-}
-
-func h265Feed(idx int, dec *rtph265.Decoder, f *format.H265) func(*session, ptsFunc, *rtp.Packet) {
-	var dts *h265.DTSExtractor
-	return func(ses *session, ptsOf ptsFunc, pkt *rtp.Packet) {
-		pts, ok := ptsOf(ses.feedMedia(idx), pkt)
-		if !ok {
-			return
-		}
-		au, err := dec.Decode(pkt)
-		if err != nil {
-			if !errors.Is(err, rtph265.ErrMorePacketsNeeded) && !errors.Is(err, rtph265.ErrNonStartingPacketAndNoPrevious) {
-				ses.warn("skipping undecodable H.265 packets", err)
-			}
-			return
-		}
-		key := h265.IsRandomAccess(au)
-		if key {
-			vps, sps, pps := f.SafeParams()
-			au = withParams(au, func(n []byte) bool { return len(n) > 0 && h265.NALUType((n[0]>>1)&0x3f) == h265.NALUType_SPS_NUT }, vps, sps, pps)
-		}
-		if dts == nil {
-			if !key {
-				return
-			}
-			dts = h265.NewDTSExtractor()
-		}
-		d, err := dts.Extract(au, pts)
-		if err != nil {
-			ses.warn("skipping an H.265 frame whose decoding time cannot be derived", err)
+			ses.warn("skipping a "+vc.name+" frame whose decoding time cannot be derived", err)
 			return
 		}
 		ses.write(&media.AccessUnit{Track: idx, PTS: pts, DTS: d, Keyframe: key, Payload: au})

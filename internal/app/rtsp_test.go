@@ -3,7 +3,6 @@ package app
 import (
 	"encoding/json"
 	"fmt"
-	"net"
 	"net/http"
 	"os/exec"
 	"strings"
@@ -20,40 +19,13 @@ import (
 	"github.com/shoal-video/shoal/internal/testutil"
 )
 
-// freeUDPPair finds an even UDP port whose successor is free too (RTP and
-// RTCP).
-func freeUDPPair(t *testing.T) int {
-	t.Helper()
-	for range 50 {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := c.LocalAddr().(*net.UDPAddr).Port &^ 1
-		c.Close()
-		a, err1 := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p))
-		b, err2 := net.ListenPacket("udp", fmt.Sprintf("127.0.0.1:%d", p+1))
-		if a != nil {
-			a.Close()
-		}
-		if b != nil {
-			b.Close()
-		}
-		if err1 == nil && err2 == nil {
-			return p
-		}
-	}
-	t.Fatal("no free UDP port pair")
-	return 0
-}
-
 // TestLiveOverRTSP: the ffmpeg CLI publishes to the live stream's
 // ingest.rtsp_url over TCP, then over UDP; each time the stream goes live,
 // HLS appears, and the recording lasts as long as the clip.
 func TestLiveOverRTSP(t *testing.T) {
 	t.Parallel()
 	n := startNode(t, fmt.Sprintf("SHOAL_RTSP_ADDR=127.0.0.1:%d", freePort(t)),
-		fmt.Sprintf("SHOAL_INGEST_RTSP_UDP_PORT=%d", freeUDPPair(t)))
+		fmt.Sprintf("SHOAL_INGEST_RTSP_UDP_PORT=%d", testutil.FreeUDPPair(t)))
 	for _, transport := range []string{"tcp", "udp"} {
 		ls := n.createStream("rtsp " + transport)
 		if ls.Ingest.RTSPURL == "" || ls.Ingest.RTSPURL[:7] != "rtsp://" {
