@@ -883,11 +883,12 @@ func TestStaleIfError(t *testing.T) {
 	o := newFakeOrigin(t)
 	pl := []byte("#EXTM3U\n#EXTINF:2,\nseg-0.m4s\n")
 	o.put(livePath, pl, origin.CacheLivePlaylist)
-	e := startCache(t, o.srv.URL, t.TempDir(), nil)
-	never := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, _ *Deps) { c.StaleIfError = -1 })
+	clock := newFakeClock()
+	e := startCache(t, o.srv.URL, t.TempDir(), func(_ *Config, d *Deps) { d.Now = clock.Now })
+	never := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, d *Deps) { c.StaleIfError, d.Now = -1, clock.Now })
 	wantStatus(t, get(t, e.url+livePath), "shoal; fwd=miss; stored")
 	wantStatus(t, get(t, never.url+livePath), "shoal; fwd=miss; stored")
-	time.Sleep(1100 * time.Millisecond)
+	clock.Advance(1100 * time.Millisecond) // the playlist's second of freshness is over
 
 	var down atomic.Bool
 	down.Store(true)
@@ -899,7 +900,7 @@ func TestStaleIfError(t *testing.T) {
 		return false
 	})
 	before := o.count("GET", livePath)
-	start := time.Now()
+	start := clock.Now()
 	a := get(t, e.url+livePath)
 	if a.code != 200 || string(a.body) != string(pl) || a.cache != "shoal; fwd=stale; fwd-status=503; detail=stale-if-error" || a.hdr.Get("Age") == "" {
 		t.Fatalf("origin down: %d %q Cache-Status %q Age %q", a.code, a.body, a.cache, a.hdr.Get("Age"))
@@ -911,8 +912,8 @@ func TestStaleIfError(t *testing.T) {
 		}
 	}
 	// One origin attempt per staleRetry, whatever the number of viewers.
-	if n, most := o.count("GET", livePath)-before, 1+int(time.Since(start)/staleRetry)+1; n > most {
-		t.Fatalf("21 viewer requests during the outage sent %d to the origin (at most %d in %s)", n, most, time.Since(start))
+	if n, most := o.count("GET", livePath)-before, 1+int(clock.Now().Sub(start)/staleRetry)+1; n > most {
+		t.Fatalf("21 viewer requests during the outage sent %d to the origin (at most %d in %s)", n, most, clock.Now().Sub(start))
 	}
 	if a := get(t, never.url+livePath); a.code != http.StatusBadGateway {
 		t.Fatalf("without stale-if-error: %d %q", a.code, a.cache)
@@ -924,7 +925,7 @@ func TestStaleIfError(t *testing.T) {
 	pl2 := []byte("#EXTM3U\n#EXTINF:2,\nseg-1.m4s\n")
 	o.put(livePath, pl2, origin.CacheLivePlaylist)
 	down.Store(false)
-	time.Sleep(1100 * time.Millisecond)
+	clock.Advance(staleRetry + 100*time.Millisecond)
 	if a := get(t, e.url+livePath); string(a.body) != string(pl2) || a.hdr.Get("Age") != "" {
 		t.Fatalf("origin back: %q %q Age %q", a.body, a.cache, a.hdr.Get("Age"))
 	}
@@ -937,19 +938,19 @@ func TestStaleWhileRevalidate(t *testing.T) {
 	o := newFakeOrigin(t)
 	pl := []byte("#EXTM3U\n#EXTINF:2,\nseg-0.m4s\n")
 	o.put(livePath, pl, origin.CacheLivePlaylist)
-	e := startCache(t, o.srv.URL, t.TempDir(), nil)
+	clock := newFakeClock()
+	e := startCache(t, o.srv.URL, t.TempDir(), func(_ *Config, d *Deps) { d.Now = clock.Now })
 	wantStatus(t, get(t, e.url+livePath), "shoal; fwd=miss; stored")
-	time.Sleep(1100 * time.Millisecond)
-	release := make(chan struct{})
+	clock.Advance(1100 * time.Millisecond)
+	arrived, release := make(chan struct{}), make(chan struct{})
 	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		close(arrived) // the one revalidation
 		<-release
 		return false
 	})
 	first := make(chan answer, 1)
 	go func() { first <- get(t, e.url+livePath) }()
-	for len(o.requests()) < 2 {
-		time.Sleep(time.Millisecond)
-	}
+	<-arrived
 	a := get(t, e.url+livePath)
 	if a.cache != "shoal; hit; detail=stale-while-revalidate" || string(a.body) != string(pl) {
 		t.Fatalf("during revalidation: %q %q", a.cache, a.body)
@@ -1016,13 +1017,19 @@ func TestSpoolLargeBodies(t *testing.T) {
 	o := newFakeOrigin(t)
 	body := segment(3<<20, 41)
 	o.put(segPath, body, origin.CacheImmutable)
+	// The origin answers once the other three viewers have joined the
+	// first one's fetch.
+	joined := make(chan struct{}, 8)
 	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
-		time.Sleep(100 * time.Millisecond) // let the viewers gather on one fetch
+		for range 3 {
+			<-joined
+		}
 		return false
 	})
-	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, _ *Deps) {
+	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, d *Deps) {
 		c.MaxInFlightBytes = 1 << 20
 		c.MemoryBytes = 8 << 20 // the segment is disk only
+		d.onJoin = func() { joined <- struct{}{} }
 	})
 	var wg sync.WaitGroup
 	answers := make([]answer, 4)

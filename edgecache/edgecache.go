@@ -147,6 +147,13 @@ type Deps struct {
 	// Client makes upstream requests; default: a pooled client that does
 	// not follow redirects.
 	Client *http.Client
+	// Now is the clock freshness, staleness and marks are reckoned by
+	// (default time.Now; tests advance their own).
+	Now func() time.Time
+
+	// onJoin, when set, is called each time a request joins a fetch in
+	// flight (tests wait on it).
+	onJoin func()
 	// Siblings returns the live edges of this edge's region, self excluded.
 	// Nil: never fetch from siblings.
 	Siblings func() []Sibling
@@ -184,6 +191,8 @@ type Cache struct {
 	client   *http.Client
 	siblings func() []Sibling
 	access   func(r *http.Request, id string, signed bool) (string, int)
+	now      func() time.Time
+	onJoin   func()
 	m        *metrics
 	errLimit *logx.Limiter
 
@@ -346,6 +355,9 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	if deps.Log == nil {
 		deps.Log = slog.Default()
 	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
 	client := deps.Client
 	if client == nil {
 		client = &http.Client{
@@ -367,6 +379,8 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 		client:   client,
 		siblings: deps.Siblings,
 		access:   deps.Access,
+		now:      deps.Now,
+		onJoin:   deps.onJoin,
 		errLimit: logx.NewLimiter(10 * time.Second),
 		mem:      newMemTier(cfg.MemoryBytes),
 		disk:     newDiskTier(cfg.CacheDir, cfg.DiskBytes),
@@ -426,7 +440,7 @@ func (c *Cache) Run(ctx context.Context) error {
 			if dt := last.at.Sub(first.at).Seconds(); dt > 0 {
 				c.setEgress(float64(last.served-first.served) / dt)
 			}
-			c.prune(now)
+			c.prune(c.now())
 		}
 	}
 }
@@ -476,7 +490,7 @@ func (c *Cache) Stats() Stats {
 		CorruptObjects:    c.corrupt.Load(),
 		StaleServed:       c.staleServed.Load(),
 		Spooled:           c.spooled.Load(),
-		Viewers:           c.viewerCount(time.Now()),
+		Viewers:           c.viewerCount(c.now()),
 	}
 	c.streamMu.Lock()
 	s.BytesServed = make(map[string]int64, len(c.streams))
@@ -550,7 +564,7 @@ func (c *Cache) stream(id string) *streamInfo {
 
 func (c *Cache) markBad(id string) {
 	c.badMu.Lock()
-	c.bad[id] = time.Now().Add(siblingBadFor)
+	c.bad[id] = c.now().Add(siblingBadFor)
 	c.badMu.Unlock()
 }
 
@@ -569,7 +583,7 @@ func (c *Cache) markBig(key string) {
 	if len(c.big) >= maxBigMarks {
 		clear(c.big)
 	}
-	c.big[key] = time.Now().Add(10 * time.Minute)
+	c.big[key] = c.now().Add(10 * time.Minute)
 	c.bigMu.Unlock()
 }
 
@@ -577,7 +591,7 @@ func (c *Cache) isBig(key string) bool {
 	c.bigMu.Lock()
 	defer c.bigMu.Unlock()
 	until, ok := c.big[key]
-	return ok && time.Now().Before(until)
+	return ok && c.now().Before(until)
 }
 
 func (c *Cache) reportError(msg string, args ...any) {

@@ -267,7 +267,7 @@ func (c *Cache) fromOrigin(f *fetch) bool {
 			ttl = 0
 		}
 		m := f.prev.meta
-		m.Stored = time.Now().UnixNano()
+		m.Stored = c.now().UnixNano()
 		m.TTL = ttl
 		if cc := resp.Header.Get("Cache-Control"); cc != "" {
 			m.CacheControl = cc
@@ -331,7 +331,7 @@ func (c *Cache) publishStale(f *fetch, code int) bool {
 	if s == nil || s.status != http.StatusOK || s.body == nil {
 		return false
 	}
-	now := time.Now().UnixNano()
+	now := c.now().UnixNano()
 	limit := s.staleLimit
 	if limit == 0 {
 		window, ok := staleIfError(s.CacheControl)
@@ -373,7 +373,7 @@ func upstreamErr(ctx context.Context, err error) error {
 }
 
 // metaFrom reads the headers the cache keeps.
-func metaFrom(key string, h http.Header, size int64, ttl time.Duration) meta {
+func metaFrom(key string, h http.Header, size int64, ttl time.Duration, now time.Time) meta {
 	ct := h.Get("Content-Type")
 	if ct == "" {
 		ct = "application/octet-stream"
@@ -385,7 +385,7 @@ func metaFrom(key string, h http.Header, size int64, ttl time.Duration) meta {
 		CacheControl: h.Get("Cache-Control"),
 		Signed:       strings.EqualFold(h.Get(HeaderPolicy), "signed"),
 		Size:         size,
-		Stored:       time.Now().UnixNano(),
+		Stored:       now.UnixNano(),
 		TTL:          ttl,
 	}
 }
@@ -409,7 +409,7 @@ func (c *Cache) originBody(f *fetch, resp *http.Response, wd *watchdog, fwd stri
 		return
 	}
 	ttl, cacheable := freshness(resp.Header)
-	m := metaFrom(f.key, resp.Header, length, ttl)
+	m := metaFrom(f.key, resp.Header, length, ttl, c.now())
 	o := c.newObject(m, http.StatusOK, nil)
 	cacheable = cacheable && c.storable(length, ttl)
 	f.publish(result{status: http.StatusOK, obj: o, length: length, shareable: true, fwd: fwd,
@@ -546,7 +546,7 @@ func (c *Cache) store(o *object, ttl time.Duration) {
 
 // negative returns the remembered 404 of key.
 func (c *Cache) negative(key string) *object {
-	m := meta{Key: key, Size: -1, Stored: time.Now().UnixNano(), TTL: c.cfg.NegativeTTL}
+	m := meta{Key: key, Size: -1, Stored: c.now().UnixNano(), TTL: c.cfg.NegativeTTL}
 	return c.newObject(m, http.StatusNotFound, nil)
 }
 
@@ -585,7 +585,7 @@ func (c *Cache) fromSibling(f *fetch, sib Sibling) bool {
 	c.siblingOK.Add(1)
 	c.m.siblingOK.Inc()
 	ttl, cacheable := freshness(h.header)
-	o := c.newObject(metaFrom(f.key, h.header, int64(len(body)), ttl), http.StatusOK, nil)
+	o := c.newObject(metaFrom(f.key, h.header, int64(len(body)), ttl, c.now()), http.StatusOK, nil)
 	f.grow(body)
 	f.publish(result{status: http.StatusOK, obj: o, length: o.Size, shareable: true, fwd: "miss",
 		cacheStatus: c.cacheStatus("miss", 0, cacheable && c.storable(o.Size, ttl), "sibling-"+sib.ID)})

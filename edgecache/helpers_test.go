@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -258,3 +259,16 @@ const (
 )
 
 var _ = origin.CacheImmutable
+
+// fakeClock is a clock tests move by hand (Deps.Now).
+type fakeClock struct{ ns atomic.Int64 }
+
+func newFakeClock() *fakeClock {
+	c := &fakeClock{}
+	c.ns.Store(time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC).UnixNano())
+	return c
+}
+
+func (c *fakeClock) Now() time.Time { return time.Unix(0, c.ns.Load()) }
+
+func (c *fakeClock) Advance(d time.Duration) { c.ns.Add(int64(d)) }

@@ -97,7 +97,7 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// Only paths ParsePath accepted are ever stored, so a hit needs no parsing.
-	now := time.Now()
+	now := c.now()
 	// Every viewer asks for playlists every few seconds: counting those
 	// (of valid paths only) counts viewers at a fraction of the cost of
 	// every request.
@@ -172,14 +172,14 @@ func (c *Cache) serveHit(w http.ResponseWriter, r *http.Request, o *object, a *a
 	h[HeaderCacheStatus] = c.csHit
 	if o.stale {
 		h[HeaderCacheStatus] = c.csStaleHit
-		setAge(h, o)
+		c.setAge(h, o)
 	}
 	c.writeBody(w, r, o, o.body, a.token)
 }
 
 // setAge sets the Age of an answer from a copy served stale.
-func setAge(h http.Header, o *object) {
-	age := max(0, (time.Now().UnixNano()-o.Stored)/int64(time.Second))
+func (c *Cache) setAge(h http.Header, o *object) {
+	age := max(0, (c.now().UnixNano()-o.Stored)/int64(time.Second))
 	h["Age"] = []string{strconv.FormatInt(age, 10)}
 }
 
@@ -326,7 +326,7 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 		case <-r.Context().Done():
 			return
 		}
-		now = time.Now()
+		now = c.now()
 	}
 	w.Header()[HeaderCacheStatus] = []string{c.cachePrefix + "fwd=miss"}
 	http.Error(w, "upstream busy", http.StatusBadGateway)
@@ -352,6 +352,9 @@ func (c *Cache) join(ctx context.Context, flightKey, key, id, token string, sibl
 	defer c.flightMu.Unlock()
 	if f := c.flights[flightKey]; f != nil {
 		f.ref()
+		if c.onJoin != nil {
+			c.onJoin()
+		}
 		return f, false, nil
 	}
 	prev := c.mem.peek(key)
@@ -524,7 +527,7 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 		h["Etag"] = o.hETag
 	}
 	if o.stale {
-		setAge(h, o)
+		c.setAge(h, o)
 	}
 	if o.hLen != nil {
 		h["Content-Length"] = o.hLen

@@ -3,7 +3,6 @@ package edgecache
 import (
 	"strconv"
 	"strings"
-	"time"
 )
 
 // owner picks, by rendezvous (highest random weight) hashing over this edge
@@ -17,7 +16,7 @@ func (c *Cache) owner(key string) (Sibling, bool) {
 	best := weight(self, key)
 	var win Sibling
 	found := false
-	now := time.Now()
+	now := c.now()
 	for _, s := range c.siblings() {
 		u := strings.TrimRight(s.URL, "/")
 		if u == "" || u == self || c.isBad(s.ID, now) {

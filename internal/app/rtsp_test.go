@@ -237,12 +237,15 @@ func TestPullFromRTSP(t *testing.T) {
 	if code, _ := n.do(http.MethodDelete, "/v1/live-streams/"+doomed.ID, testAdminKey, nil); code != http.StatusNoContent {
 		t.Fatalf("delete: %d", code)
 	}
-	deadline := time.Now().Add(6 * time.Second) // longer than a refresh, a backoff and the grace
-	for time.Now().Before(deadline) {
-		if code, _ := n.get("/hls/"+doomed.ID+"/master.m3u8", ""); code == http.StatusOK && time.Until(deadline) < 3*time.Second {
-			t.Fatal("a deleted pulled stream is being packaged again")
-		}
-		time.Sleep(200 * time.Millisecond)
+	// The delete waited for the pull to end: its output goes, and only the
+	// first stream is still pulled (that a stopped pull is not started
+	// again by the next refresh is TestPullerStopIsFinal's).
+	n.waitFor("the deleted stream's output removed", 10*time.Second, func() bool {
+		code, _ := n.get("/hls/"+doomed.ID+"/master.m3u8", "")
+		return code == http.StatusNotFound
+	})
+	if _, m := n.get("/metrics", ""); metric(m, "shoal_ingest_publishers", `protocol="rtsp_pull"`) != 1 {
+		t.Fatalf("pulls publishing after the delete: %v, want 1", metric(m, "shoal_ingest_publishers", `protocol="rtsp_pull"`))
 	}
 	// Clearing the source URL stops the pull.
 	if code, b := n.do(http.MethodPatch, "/v1/live-streams/"+ls.ID, testAdminKey, map[string]string{"source_url": ""}); code != http.StatusOK {

@@ -29,7 +29,9 @@ import (
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
 
+	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/nodeproto"
+	"github.com/shoal-video/shoal/internal/playback"
 	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/testutil/browser"
 )
@@ -278,7 +280,10 @@ func TestWatchPageVerifiesEdges(t *testing.T) {
 	})
 	_, reason := n.nodeState(d.Node)
 	t.Logf("quarantined: %s", reason)
-	time.Sleep(1100 * time.Millisecond) // the registry's copy is a second old at most
+	// The routing registry's copy of the node list is at most a second old.
+	n.waitFor("the quarantined edge out of the routes", 5*time.Second, func() bool {
+		return !n.route(v.ID, "").offers(served.proc.url)
+	})
 	for range 20 {
 		if r := n.route(v.ID, ""); r.offers(served.proc.url) {
 			t.Fatalf("a quarantined edge is still offered: %+v", r)
@@ -373,15 +378,24 @@ func TestLiveThroughEdgeSurvivesOriginOutage(t *testing.T) {
 			fetched[l] = true
 		}
 	}
+	// The viewer polls on its own cadence, as a player refreshes its
+	// playlist; the outage is a real 10 s of the origin being unreachable.
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
 	for range 4 {
 		poll()
-		time.Sleep(500 * time.Millisecond)
+		<-tick.C
 	}
 	down.Store(true)
-	outage := time.Now()
-	for time.Since(outage) < 10*time.Second {
+	outageOver := time.After(10 * time.Second)
+outage:
+	for {
 		poll()
-		time.Sleep(500 * time.Millisecond)
+		select {
+		case <-outageOver:
+			break outage
+		case <-tick.C:
+		}
 	}
 	down.Store(false)
 	before := len(fetched)
@@ -470,7 +484,7 @@ func TestEdgeDropsDeletedAndRepoliced(t *testing.T) {
 // liar is an edge run by someone else: it joins the origin like any edge
 // (a node token, its own key) and relays the origin, except that it
 // answers segments with the bytes of another video's segment and, once
-// asked to, live manifests with one it recorded earlier.
+// asked to, live manifests with one recorded earlier (replayOld).
 type liar struct {
 	url    string
 	id     string
@@ -478,6 +492,10 @@ type liar struct {
 	replay atomic.Bool
 	mu     sync.Mutex
 	old    map[string][]byte // manifest path -> the first copy seen
+	// aged makes a recorded manifest into the one the origin signed a
+	// while before (tests hold the origin's key; waiting that long is
+	// not needed).
+	aged func([]byte) []byte
 }
 
 func startLiar(t *testing.T, n *node, token string, fake []byte) *liar {
@@ -505,6 +523,9 @@ func startLiar(t *testing.T, n *node, token string, fake []byte) *liar {
 			}
 			if l.replay.Load() {
 				body = l.old[r.URL.Path]
+				if l.aged != nil {
+					body = l.aged(body)
+				}
 			}
 			l.mu.Unlock()
 			w.Header().Set("Access-Control-Allow-Origin", "*")
@@ -597,17 +618,35 @@ func TestLyingEdgeIsNeverPlayed(t *testing.T) {
 	// it relays them). The page refuses the stale manifest and plays from
 	// the origin.
 	l2 := startLiar(t, n, n.nodeToken(), nil)
+	contentKey, err := playback.LoadOrCreateKey(filepath.Join(n.dataDir, "content-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	l2.mu.Lock()
+	l2.aged = func(b []byte) []byte {
+		// The player refuses live manifests older than 30 s: this one is 40.
+		m, _, _, err := manifest.Parse(b)
+		if err != nil {
+			return b
+		}
+		m.Time = m.Time.Add(-40 * time.Second)
+		out, err := manifest.Sign(m, contentKey)
+		if err != nil {
+			return b
+		}
+		return out
+	}
+	l2.mu.Unlock()
 	ls := n.createStream("replayed")
 	pub := publish(t, clip(t, 60), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
 	defer pub.Process.Kill()
 	n.firstSegment(ls.ID, "source")
 	n.waitFor("the second liar first in the route", 10*time.Second, func() bool { return n.route(ls.ID, "").NodeID == l2.id })
-	// Record the manifest now, then replay it once it is too old.
+	// Record the manifest now, then replay it as it was 40 s before.
 	if resp, _ := httpGet(t, l2.url+"/hls/"+ls.ID+"/source/manifest.txt"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("liar manifest: %d", resp.StatusCode)
 	}
 	l2.replay.Store(true)
-	time.Sleep(31 * time.Second) // the player refuses live manifests older than 30 s
 	live := b.NewTab(t)
 	if err := live.Run(20*time.Second, chromedp.Navigate(n.http+"/watch/"+ls.ID+"?player=hlsjs")); err != nil {
 		t.Fatal(err)
