@@ -123,40 +123,59 @@ func (f *fetch) release() {
 	}
 }
 
-// snapshot returns the bytes so far (buf, or the length of the spool),
-// whether they are all, whether the fetch failed, and a channel closed at
-// the next change.
-func (f *fetch) snapshot() ([]byte, int64, bool, bool, <-chan struct{}) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.buf, f.spooled, f.complete, f.failed, f.notify
+// progress is what a fetch has published so far.
+type progress struct {
+	buf      []byte   // the body so far, when held in memory
+	spool    *os.File // or the file it is spooled to
+	spooled  int64    // with this many bytes written
+	complete bool
+	failed   bool
+	changed  <-chan struct{} // closed at the next change
 }
 
-// isSpooled tells whether the body goes to a spool file.
-func (f *fetch) isSpooled() bool {
+// size is how many body bytes are available.
+func (p progress) size() int64 {
+	if p.spool != nil {
+		return p.spooled
+	}
+	return int64(len(p.buf))
+}
+
+// read returns the available bytes from off on: a slice of buf, or what is
+// read from the spool file into chunk.
+func (p progress) read(off int64, chunk []byte) ([]byte, error) {
+	if p.spool == nil {
+		return p.buf[off:], nil
+	}
+	k, err := p.spool.ReadAt(chunk[:min(int64(len(chunk)), p.spooled-off)], off)
+	if k > 0 {
+		err = nil
+	}
+	return chunk[:k], err
+}
+
+// snapshot returns what the fetch has published so far.
+func (f *fetch) snapshot() progress {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.spool != nil
+	return progress{buf: f.buf, spool: f.spool, spooled: f.spooled, complete: f.complete, failed: f.failed, changed: f.notify}
 }
 
 // whole waits for the complete body; false if the fetch failed or ctx ended.
 func (f *fetch) whole(ctx context.Context) ([]byte, bool) {
 	for {
-		buf, n, complete, failed, ch := f.snapshot()
+		p := f.snapshot()
 		switch {
-		case complete && f.isSpooled():
-			body := make([]byte, n)
-			if _, err := f.spool.ReadAt(body, 0); err != nil {
-				return nil, false
-			}
-			return body, true
-		case complete:
-			return buf, true
-		case failed:
+		case p.complete && p.spool != nil:
+			body, err := p.read(0, make([]byte, p.spooled))
+			return body, err == nil
+		case p.complete:
+			return p.buf, true
+		case p.failed:
 			return nil, false
 		}
 		select {
-		case <-ch:
+		case <-p.changed:
 		case <-ctx.Done():
 			return nil, false
 		}

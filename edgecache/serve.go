@@ -540,18 +540,17 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 	rc := http.NewResponseController(w)
 	var off int
 	var chunk []byte
-	spool := false
 	for {
-		buf, spooled, complete, failed, ch := f.snapshot()
-		if !spool && f.isSpooled() {
-			spool, chunk = true, make([]byte, 64<<10)
-		}
-		if spool && int64(off) < spooled {
-			k, err := f.spool.ReadAt(chunk[:min(int64(len(chunk)), spooled-int64(off))], int64(off))
-			if k == 0 && err != nil {
+		p := f.snapshot()
+		if int64(off) < p.size() {
+			if p.spool != nil && chunk == nil {
+				chunk = make([]byte, 64<<10)
+			}
+			next, err := p.read(int64(off), chunk)
+			if err != nil {
 				panic(http.ErrAbortHandler)
 			}
-			n, err := w.Write(chunk[:k])
+			n, err := w.Write(next)
 			off += n
 			c.countServed(o, int64(n))
 			if err != nil {
@@ -560,25 +559,15 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 			_ = rc.Flush()
 			continue
 		}
-		if !spool && off < len(buf) {
-			n, err := w.Write(buf[off:])
-			off += n
-			c.countServed(o, int64(n))
-			if err != nil {
-				return false
-			}
-			_ = rc.Flush()
-			continue
-		}
-		if complete {
+		if p.complete {
 			return false
 		}
-		if failed {
+		if p.failed {
 			// The client must see a truncated answer, not a short one.
 			panic(http.ErrAbortHandler)
 		}
 		select {
-		case <-ch:
+		case <-p.changed:
 		case <-r.Context().Done():
 			return false
 		}

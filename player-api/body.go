@@ -26,7 +26,7 @@ type nameRequest struct {
 // JSON object with no unknown fields and nothing after it. On failure it
 // answers 400 or 413 and returns false.
 func (a *API) decodeJSON(c *gin.Context, v any) bool {
-	data, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, a.maxBody))
+	data, err := readLimited(c, a.maxBody)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
@@ -106,4 +106,9 @@ func clip(s string) string {
 		cut--
 	}
 	return s[:cut] + "..."
+}
+
+// readLimited reads the request body, failing past limit bytes.
+func readLimited(c *gin.Context, limit int64) ([]byte, error) {
+	return io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
 }

@@ -6,7 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/netip"
@@ -421,9 +420,4 @@ func makeRoom(m map[string]time.Time, now time.Time, maxAge time.Duration) bool 
 		}
 	}
 	return len(m) < maxTracked
-}
-
-// readLimited reads the request body, failing past limit bytes.
-func readLimited(c *gin.Context, limit int64) ([]byte, error) {
-	return io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
 }

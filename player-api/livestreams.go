@@ -74,7 +74,7 @@ func (a *API) liveStreamJSON(ls routing.LiveStream) liveStreamJSON {
 		Error:          a.status.Problem(ls.ID),
 		Ingest:         a.ingestJSON(ls.StreamKey),
 		Playback:       playbackJSON{HLSURL: a.publicURL + "/hls/" + ls.ID + "/master.m3u8"},
-		SourceURL:      redactURL(ls.SourceURL),
+		SourceURL:      ids.RedactURL(ls.SourceURL),
 		Pull:           a.pull(ls),
 	}
 }
@@ -299,25 +299,4 @@ func (a *API) ingestJSON(key string) ingestJSON {
 		in.RTSPURL = a.rtspURL + "/" + key
 	}
 	return in
-}
-
-// redactURL hides a URL's credentials: the password, and the query (some
-// cameras take credentials there).
-func redactURL(raw string) string {
-	if raw == "" {
-		return ""
-	}
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "***"
-	}
-	out := u.Scheme + "://"
-	if u.User != nil {
-		out += u.User.Username() + ":***@"
-	}
-	out += u.Host + u.EscapedPath()
-	if u.RawQuery != "" {
-		out += "?***"
-	}
-	return out
 }

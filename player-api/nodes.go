@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -33,7 +32,7 @@ type NodeStore interface {
 	ReleaseNode(ctx context.Context, id string) error
 	AddDeliveryReport(ctx context.Context, id string, r routing.DeliveryReport) error
 	AddReporter(ctx context.Context, id, network string, window time.Duration) (int64, error)
-	DeliveryReports(ctx context.Context, id string, n int) ([]routing.DeliveryReport, error)
+	RecentDeliveryReports(ctx context.Context, idList []string, n int) (map[string][]routing.DeliveryReport, error)
 	PlacementSecret(ctx context.Context) ([]byte, error)
 	Invalidations(ctx context.Context, cursor string, max int64) ([]routing.Invalidation, string, error)
 }
@@ -168,15 +167,19 @@ func (a *API) listNodes(c *gin.Context) {
 		a.fail(c, err, nodeNotFound)
 		return
 	}
+	idList := make([]string, len(nodes))
+	for i, n := range nodes {
+		idList[i] = n.ID
+	}
+	reports, err := a.store.RecentDeliveryReports(ctx, idList, reportsListed)
+	if err != nil {
+		a.fail(c, err, nodeNotFound)
+		return
+	}
 	out := nodeListJSON{Data: make([]nodeJSON, 0, len(nodes))}
 	for _, n := range nodes {
 		j := nodeToJSON(n)
-		reports, err := a.store.DeliveryReports(ctx, n.ID, reportsListed)
-		if err != nil {
-			a.fail(c, err, nodeNotFound)
-			return
-		}
-		j.DeliveryReports = reports
+		j.DeliveryReports = reports[n.ID]
 		out.Data = append(out.Data, j)
 	}
 	c.JSON(http.StatusOK, out)
@@ -238,7 +241,7 @@ func (a *API) nodeAuth(c *gin.Context) (tokenID string, body []byte, ok bool) {
 		}
 		tokenID = t.ID
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, maxNodeBody))
+	body, err := readLimited(c, maxNodeBody)
 	if err != nil {
 		WriteError(c, http.StatusRequestEntityTooLarge, codePayloadTooLarge, "node request body too large")
 		return "", nil, false

@@ -71,7 +71,7 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 	cancel()
 	if err != nil {
 		reason := "unknown_key"
-		if !errors.Is(err, ErrUnknownKey) {
+		if !errors.Is(err, ingest.ErrUnknownKey) {
 			reason = "auth_unavailable"
 		}
 		s.refuse(log, reason, "key_hash", keyHint(key), "err", err)

@@ -20,18 +20,6 @@ import (
 	"github.com/shoal-video/shoal/internal/logx"
 )
 
-// App is the path prefix publishers use: rtmp://HOST/live/KEY.
-const App = ingest.App
-
-// ErrUnknownKey is what an Authorizer returns for a stream key it does not know.
-var ErrUnknownKey = ingest.ErrUnknownKey
-
-// Authorizer maps a stream key to the id of its live stream.
-type Authorizer = ingest.Authorizer
-
-// Hub is the part of the stream hub ingest publishes into.
-type Hub = ingest.Hub
-
 // Config configures the RTMP server.
 type Config struct {
 	// Addr to listen on, e.g. ":1935".
@@ -43,8 +31,8 @@ type Config struct {
 // Deps are the server's collaborators.
 type Deps struct {
 	Log        *slog.Logger
-	Auth       Authorizer
-	Hub        Hub
+	Auth       ingest.Authorizer
+	Hub        ingest.Hub
 	Registerer prometheus.Registerer
 }
 

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
 )
@@ -33,7 +34,7 @@ func (k keyTable) Authorize(_ context.Context, key string) (string, error) {
 	if id, ok := k[key]; ok {
 		return id, nil
 	}
-	return "", ErrUnknownKey
+	return "", ingest.ErrUnknownKey
 }
 
 type rig struct {

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
@@ -227,7 +227,7 @@ func (p *Puller) refresh(ctx context.Context, g *errgroup.Group) {
 
 // loop pulls one source until ctx ends, with a backoff between attempts.
 func (p *Puller) loop(ctx context.Context, pl *pull, id, url string) {
-	log := p.deps.Log.With("stream", id, "source", redact(url))
+	log := p.deps.Log.With("stream", id, "source", ids.RedactURL(url))
 	backoff := time.Second
 	for ctx.Err() == nil {
 		pl.set(PullConnecting, "")
@@ -304,24 +304,4 @@ func (p *Puller) once(ctx context.Context, pl *pull, id, url string, log *slog.L
 	pl.set(PullLive, "")
 	log.Info("pulling", "tracks", ingest.Describe(tracks))
 	return c.Wait()
-}
-
-// redact hides a source URL's credentials (user info and query) for logs.
-func redact(raw string) string {
-	u, err := base.ParseURL(raw)
-	if err != nil {
-		if i := strings.Index(raw, "://"); i > 0 {
-			return raw[:i] + "://***"
-		}
-		return "***"
-	}
-	out := u.Scheme + "://"
-	if u.User != nil {
-		out += u.User.Username() + ":***@"
-	}
-	out += u.Host + u.Path
-	if u.RawQuery != "" {
-		out += "?***"
-	}
-	return out
 }

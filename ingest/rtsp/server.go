@@ -30,18 +30,6 @@ import (
 	"github.com/shoal-video/shoal/internal/stream"
 )
 
-// App is the path prefix publishers use: rtsp://HOST/live/KEY.
-const App = ingest.App
-
-// ErrUnknownKey is what an Authorizer returns for a stream key it does not know.
-var ErrUnknownKey = ingest.ErrUnknownKey
-
-// Authorizer maps a stream key to the id of its live stream.
-type Authorizer = ingest.Authorizer
-
-// Hub is the part of the stream hub ingest publishes into.
-type Hub = ingest.Hub
-
 // Config configures the RTSP server.
 type Config struct {
 	// Addr is the RTSP (TCP) address, e.g. ":8554".
@@ -56,8 +44,8 @@ type Config struct {
 // Deps are the server's collaborators.
 type Deps struct {
 	Log        *slog.Logger
-	Auth       Authorizer
-	Hub        Hub
+	Auth       ingest.Authorizer
+	Hub        ingest.Hub
 	Registerer prometheus.Registerer
 }
 
@@ -246,7 +234,7 @@ func (s *Server) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Re
 	cancel()
 	if err != nil {
 		reason, status := "unknown_key", base.StatusUnauthorized
-		if !errors.Is(err, ErrUnknownKey) {
+		if !errors.Is(err, ingest.ErrUnknownKey) {
 			reason, status = "auth_unavailable", base.StatusServiceUnavailable
 		}
 		s.refuse(log, reason, "key_hash", ids.Hash(key)[:8], "err", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
 	shoaltest "github.com/shoal-video/shoal/internal/testutil"
@@ -29,7 +30,7 @@ func (k keyTable) Authorize(_ context.Context, key string) (string, error) {
 	if id, ok := k[key]; ok {
 		return id, nil
 	}
-	return "", ErrUnknownKey
+	return "", ingest.ErrUnknownKey
 }
 
 type rig struct {

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"sync"
 
-	"github.com/shoal-video/shoal/ingest/rtmp"
 	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/routing"
 )
 
@@ -46,7 +46,7 @@ func (a *keyAuthorizer) Authorize(ctx context.Context, streamKey string) (string
 		return id, nil
 	case errors.Is(err, routing.ErrNotFound):
 		delete(a.known, h)
-		return "", rtmp.ErrUnknownKey
+		return "", ingest.ErrUnknownKey
 	}
 	if id, ok := a.known[h]; ok {
 		return id, nil

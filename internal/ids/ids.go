@@ -11,6 +11,7 @@ import (
 	"crypto/subtle"
 	"encoding/base32"
 	"encoding/hex"
+	"net/url"
 	"strings"
 )
 
@@ -67,4 +68,29 @@ func random(n int) string {
 		panic("ids: crypto/rand failed: " + err.Error())
 	}
 	return enc.EncodeToString(b)
+}
+
+// RedactURL hides a URL's credentials for logs and answers: the password
+// (the user name stays) and the whole query, where some devices take
+// credentials. A string that does not parse is hidden but for its scheme.
+func RedactURL(raw string) string {
+	if raw == "" {
+		return ""
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		if i := strings.Index(raw, "://"); i > 0 {
+			return raw[:i] + "://***"
+		}
+		return "***"
+	}
+	out := u.Scheme + "://"
+	if u.User != nil {
+		out += u.User.Username() + ":***@"
+	}
+	out += u.Host + u.EscapedPath()
+	if u.RawQuery != "" {
+		out += "?***"
+	}
+	return out
 }

@@ -53,3 +53,19 @@ func FuzzValid(f *testing.F) {
 		}
 	})
 }
+
+func TestRedactURL(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]string{
+		"":                                     "",
+		"rtsp://cam/s":                         "rtsp://cam/s",
+		"rtsp://admin:hunter2@10.0.0.5:554/s1": "rtsp://admin:***@10.0.0.5:554/s1",
+		"rtsp://cam/s?user=a&password=b":       "rtsp://cam/s?***",
+		"rtsp://a:b@[::1/x":                    "rtsp://***",
+		"not a url %zz":                        "***",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

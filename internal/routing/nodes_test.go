@@ -266,8 +266,9 @@ func TestTrustRecords(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r, err := s.DeliveryReports(ctx, "n1", 100)
-	if err != nil || len(r) != MaxReportsKept || r[0].URL != fmt.Sprint(MaxReportsKept+4) {
+	all, err := s.RecentDeliveryReports(ctx, []string{"n1", "none"}, 100)
+	r := all["n1"]
+	if err != nil || len(r) != MaxReportsKept || r[0].URL != fmt.Sprint(MaxReportsKept+4) || all["none"] == nil || len(all["none"]) != 0 {
 		t.Fatalf("reports: %d %v", len(r), err)
 	}
 	a, err := s.PlacementSecret(ctx)

@@ -183,12 +183,30 @@ func (s *Store) AddReporter(ctx context.Context, id, network string, window time
 	return count.Val(), nil
 }
 
-// DeliveryReports returns up to n of node id's recent reports, newest first.
-func (s *Store) DeliveryReports(ctx context.Context, id string, n int) ([]DeliveryReport, error) {
-	raw, err := s.rdb.LRange(ctx, reportsPrefix+id, 0, int64(n)-1).Result()
+// RecentDeliveryReports returns up to n recent reports of each of the node
+// ids, newest first, in one round trip.
+func (s *Store) RecentDeliveryReports(ctx context.Context, idList []string, n int) (map[string][]DeliveryReport, error) {
+	out := make(map[string][]DeliveryReport, len(idList))
+	if len(idList) == 0 {
+		return out, nil
+	}
+	cmds := make([]*redis.StringSliceCmd, len(idList))
+	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i, id := range idList {
+			cmds[i] = p.LRange(ctx, reportsPrefix+id, 0, int64(n)-1)
+		}
+		return nil
+	})
 	if err != nil {
 		return nil, wrapErr("delivery reports", err)
 	}
+	for i, c := range cmds {
+		out[idList[i]] = decodeReports(c.Val())
+	}
+	return out, nil
+}
+
+func decodeReports(raw []string) []DeliveryReport {
 	out := make([]DeliveryReport, 0, len(raw))
 	for _, s := range raw {
 		var r DeliveryReport
@@ -196,7 +214,7 @@ func (s *Store) DeliveryReports(ctx context.Context, id string, n int) ([]Delive
 			out = append(out, r)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // PlacementSecret returns the secret that keys placement hashing, making

@@ -30,6 +30,80 @@ func WithContentKey(key ed25519.PrivateKey) Option {
 // manifest lists.
 const liveManifestExtra = 4
 
+// recordingTailBytes is how much of the end of recording.m3u8 a live
+// manifest reads: a few hundred segments, so that its cost does not grow
+// with the length of the broadcast.
+const recordingTailBytes = 16 << 10
+
+// liveObjects adds to the objects of a live window (objs, the next
+// sequence number next) the liveManifestExtra segments before it, from the
+// end of the recording: a player holding a playlist a second older than
+// the manifest still finds every segment it names. The recording, written
+// just after index.m3u8, may be a segment ahead: its newer segments are
+// listed too and counted in the sequence. Without a usable recording, the
+// window alone.
+func liveObjects(recording string, objs []manifest.Object, next uint64) ([]manifest.Object, uint64) {
+	last := ""
+	for _, o := range objs {
+		if o.Kind == manifest.KindSegment {
+			last = o.URI
+		}
+	}
+	tail, err := readTail(recording, recordingTailBytes)
+	if err != nil || last == "" {
+		return objs, next
+	}
+	rec, _, ended := manifest.PlaylistObjects(tail)
+	pos := -1
+	for i, o := range rec {
+		if o.Kind == manifest.KindSegment && o.URI == last {
+			pos = i
+		}
+	}
+	if ended || pos < 0 {
+		return objs, next
+	}
+	ahead := countSegments(rec[pos+1:])
+	out := manifest.Tail(rec, countSegments(objs)+liveManifestExtra+ahead)
+	// The window's initialization sections are listed whatever the tail
+	// held.
+	have := map[string]bool{}
+	for _, o := range out {
+		have[o.URI] = true
+	}
+	var inits []manifest.Object
+	for _, o := range objs {
+		if o.Kind == manifest.KindInit && !have[o.URI] {
+			inits = append(inits, o)
+		}
+	}
+	return append(inits, out...), next + uint64(ahead)
+}
+
+// readTail reads the last n bytes of a file, from the first whole line.
+func readTail(path string, n int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	off := max(0, st.Size()-n)
+	b := make([]byte, st.Size()-off)
+	if _, err := f.ReadAt(b, off); err != nil {
+		return nil, err
+	}
+	if off > 0 {
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[i+1:]
+		}
+	}
+	return b, nil
+}
+
 func countSegments(objs []manifest.Object) int {
 	n := 0
 	for _, o := range objs {
@@ -118,17 +192,7 @@ func (h *Handler) manifest(rel string) ([]byte, bool, error) {
 		}
 		objs, next, ended := manifest.PlaylistObjects(pl)
 		if !ended {
-			// A live manifest lists the window and the few segments before
-			// it, from the recording: a player holding a playlist a second
-			// older than the manifest still finds every segment it names.
-			if rec, err := os.ReadFile(filepath.Join(h.Dir, filepath.FromSlash(dir), "recording.m3u8")); err == nil {
-				all, recNext, recEnded := manifest.PlaylistObjects(rec)
-				if !recEnded && recNext >= next {
-					// Written just after index.m3u8, it may be a segment
-					// ahead: its numbering then wins.
-					objs, next = manifest.Tail(all, countSegments(objs)+liveManifestExtra), recNext
-				}
-			}
+			objs, next = liveObjects(filepath.Join(h.Dir, filepath.FromSlash(dir), "recording.m3u8"), objs, next)
 		}
 		m := manifest.Manifest{ID: id, Rendition: rendition, Seq: next, Time: now, Ended: ended,
 			Entries: make([]manifest.Entry, 0, len(objs))}

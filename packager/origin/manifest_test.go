@@ -148,3 +148,52 @@ func TestLiveManifestReachesBeforeTheWindow(t *testing.T) {
 		t.Fatalf("live manifest lists %s (seq %d)", got, m.Seq)
 	}
 }
+
+// TestLiveManifestLongRecording: with a recording far longer than the tail
+// a manifest reads (its only EXT-X-MAP cut off), the live manifest still
+// lists the window, the segments before it and the window's init section.
+func TestLiveManifestLongRecording(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	dir := filepath.Join(root, "abc", "720p")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const n = 3000
+	var rec strings.Builder
+	rec.WriteString("#EXTM3U\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI=\"init-s-0-0.mp4\"\n")
+	for i := range n {
+		fmt.Fprintf(&rec, "#EXTINF:2.000,\ns-0-%d.m4s\n", i)
+	}
+	files := map[string]string{
+		"init-s-0-0.mp4": "init",
+		"recording.m3u8": rec.String(),
+		"index.m3u8": fmt.Sprintf("#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:%d\n#EXT-X-MAP:URI=\"init-s-0-0.mp4\"\n#EXTINF:2.000,\ns-0-%d.m4s\n#EXTINF:2.000,\ns-0-%d.m4s\n",
+			n-3, n-3, n-2), // the recording is one segment ahead
+	}
+	for i := n - 8; i < n; i++ {
+		files[fmt.Sprintf("s-0-%d.m4s", i)] = "seg"
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, priv, _ := ed25519.GenerateKey(nil)
+	srv := httptest.NewServer(NewHandler(root, WithContentKey(priv)))
+	t.Cleanup(srv.Close)
+	_, body := get(t, srv.URL+"/hls/abc/720p/manifest.txt", nil)
+	pub := priv.Public().(ed25519.PublicKey)
+	m, err := manifest.Verify([]byte(body), map[string]ed25519.PublicKey{manifest.KeyID(pub): pub})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, body)
+	}
+	var uris []string
+	for _, e := range m.Entries {
+		uris = append(uris, e.URI)
+	}
+	want := "init-s-0-0.mp4 s-0-2993.m4s s-0-2994.m4s s-0-2995.m4s s-0-2996.m4s s-0-2997.m4s s-0-2998.m4s s-0-2999.m4s"
+	if got := strings.Join(uris, " "); got != want || m.Seq != n {
+		t.Fatalf("live manifest lists %s (seq %d), want %s (seq %d)", got, m.Seq, want, n)
+	}
+}
