@@ -15,10 +15,19 @@ const (
 	CodecH264 Codec = "h264"
 	CodecH265 Codec = "h265"
 	CodecAAC  Codec = "aac"
+
+	// WebRTC codecs. They exist only between the WHIP ingest and its
+	// converter: the hub carries H.264, H.265 and AAC alone, so that every
+	// later stage (and every HLS player) can use what it reads.
+	CodecVP8  Codec = "vp8"
+	CodecVP9  Codec = "vp9"
+	CodecOpus Codec = "opus"
 )
 
 // IsVideo reports whether c is a video codec.
-func (c Codec) IsVideo() bool { return c == CodecH264 || c == CodecH265 }
+func (c Codec) IsVideo() bool {
+	return c == CodecH264 || c == CodecH265 || c == CodecVP8 || c == CodecVP9
+}
 
 // Track describes one elementary stream of a publication.
 type Track struct {

@@ -37,3 +37,34 @@ func MakeMP4(t testing.TB, w, h, seconds int) string {
 	}
 	return path
 }
+
+// MakeOpusOgg encodes seconds of a 440 Hz tone to Opus (48 kHz stereo, 20 ms
+// frames, one frame per Ogg page, as WebRTC sends them) with the ffmpeg
+// CLI, and returns its path.
+func MakeOpusOgg(t testing.TB, seconds int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "tone.ogg")
+	out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-y",
+		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000", "-ac", "2", "-t", strconv.Itoa(seconds),
+		"-c:a", "libopus", "-b:a", "64k", "-frame_duration", "20", "-page_duration", "20000", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg (is it installed? `make test` installs it): %v\n%s", err, out)
+	}
+	return path
+}
+
+// MakeVP8IVF encodes seconds of testsrc2 at w x h, 30 fps, a keyframe every
+// gop frames, to VP8 in an IVF file with the ffmpeg CLI, and returns its
+// path.
+func MakeVP8IVF(t testing.TB, w, h, seconds, gop int) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "clip.ivf")
+	out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-y",
+		"-f", "lavfi", "-i", "testsrc2=size="+strconv.Itoa(w)+"x"+strconv.Itoa(h)+":rate=30", "-t", strconv.Itoa(seconds),
+		"-c:v", "libvpx", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "1M", "-g", strconv.Itoa(gop),
+		"-auto-alt-ref", "0", "-f", "ivf", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg (is it installed? `make test` installs it): %v\n%s", err, out)
+	}
+	return path
+}

@@ -139,7 +139,7 @@ func (o *output) loop(l *ladder) {
 	}
 }
 
-// New opens a decoder for src (H.264 or H.265). Encoders open with the first
+// New opens a decoder for src (H.264, H.265, VP8 or VP9). Encoders open with the first
 // decoded frame, when the input size is known.
 func New(cfg Config, src media.Track, rungs []Rung) (*Pipeline, error) {
 	l, err := newLadder(cfg, rungs)
@@ -152,6 +152,10 @@ func New(cfg Config, src media.Track, rungs []Rung) (*Pipeline, error) {
 		id = astiav.CodecIDH264
 	case media.CodecH265:
 		id = astiav.CodecIDHevc
+	case media.CodecVP8:
+		id = astiav.CodecIDVp8
+	case media.CodecVP9:
+		id = astiav.CodecIDVp9
 	default:
 		return nil, fmt.Errorf("transcode: cannot decode %q video", src.Codec)
 	}
@@ -278,8 +282,19 @@ var clock90k = astiav.NewRational(1, 90000)
 const padding = 64
 
 // annexB serializes an access unit with start codes, putting the parameter
-// sets first on keyframes so the decoder can start anywhere.
+// sets first on keyframes so the decoder can start anywhere. A VP8 or VP9
+// frame goes to the decoder as it came.
 func (p *Pipeline) annexB(au *media.AccessUnit) ([]byte, error) {
+	if p.src.Codec == media.CodecVP8 || p.src.Codec == media.CodecVP9 {
+		var b []byte
+		for _, part := range au.Payload {
+			b = append(b, part...)
+		}
+		if len(b) == 0 {
+			return nil, errors.New("empty frame")
+		}
+		return append(b, make([]byte, padding)...), nil
+	}
 	nalus := au.Payload
 	inBand := false
 	for _, n := range nalus {

@@ -1,0 +1,524 @@
+// Package whip is the WebRTC ingest (WHIP, RFC 9725): OBS 30+ and browsers
+// publish with an SDP offer POSTed to /v1/whip, authorized by the stream
+// key as a bearer token. Each session becomes a publication of the
+// stream's "source" rendition in the stream hub, exactly as an RTMP one
+// does, so transcoding, packaging, recording and webhooks behave the same.
+//
+// The hub carries only what every HLS player can play, so what WebRTC
+// brings is converted on the way in: Opus audio to AAC, and VP8 or VP9
+// video to H.264 (H.264 goes through untouched, and is preferred in the
+// answer whenever the offer has it). The conversions are Deps.Convert,
+// which the app backs with FFmpeg.
+//
+// RTP is reassembled with a jitter buffer that reorders and waits a little
+// for retransmissions (NACK); a frame still missing is skipped, and the
+// video resumes at the next keyframe, which the session asks for with PLI.
+// Media flows over one muxed UDP port (Config.UDPAddr) or per-session
+// ephemeral ports; public IPs (NAT 1:1) and STUN servers are configurable.
+package whip
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/pion/ice/v4"
+	"github.com/pion/interceptor"
+	"github.com/pion/logging"
+	"github.com/pion/transport/v5"
+	"github.com/pion/webrtc/v4"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-video/shoal/internal/ingest"
+	"github.com/shoal-video/shoal/internal/logx"
+	"github.com/shoal-video/shoal/internal/media"
+)
+
+// ResourcePath is where session resources live: ResourcePath + session id.
+const ResourcePath = "/v1/whip/"
+
+// maxOffer bounds an SDP offer.
+const maxOffer = 64 << 10
+
+// Config configures the WHIP ingest.
+type Config struct {
+	// UDPAddr is the one UDP address every session's media uses (ICE
+	// muxing), e.g. ":8189". Empty gives each session ephemeral ports in
+	// PortMin..PortMax (any port when both are 0).
+	UDPAddr          string
+	PortMin, PortMax uint16
+	// PublicIPs are announced as host candidates in place of the local
+	// ones (a server behind 1:1 NAT).
+	PublicIPs []string
+	// STUNServers ("stun:host:port") let the server learn its public
+	// address when PublicIPs is not set.
+	STUNServers []string
+	// MaxSessions bounds sessions in total, MaxPerIP per remote address
+	// (both counted before authentication).
+	MaxSessions, MaxPerIP int
+	// ConnectTimeout ends a session whose peer has not connected in time;
+	// ReadTimeout one that sends no media for this long.
+	ConnectTimeout, ReadTimeout time.Duration
+}
+
+// AudioConverter converts a WebRTC audio track to AAC.
+type AudioConverter interface {
+	Track() media.Track
+	Push(au *media.AccessUnit, emit func(*media.AccessUnit)) error
+	Flush(emit func(*media.AccessUnit)) error
+	Close()
+}
+
+// VideoConverter converts a WebRTC video track (VP8, VP9) to H.264.
+type VideoConverter interface {
+	Push(au *media.AccessUnit, emit func(*media.AccessUnit)) error
+	Flush(emit func(*media.AccessUnit)) error
+	// Track describes the H.264 output, from its first keyframe.
+	Track(keyframe *media.AccessUnit) media.Track
+	Close()
+}
+
+// Converters make the converters of a session.
+type Converters interface {
+	Audio(src media.Track) (AudioConverter, error)
+	Video(src media.Track) (VideoConverter, error)
+}
+
+// Deps are the server's collaborators.
+type Deps struct {
+	Log        *slog.Logger
+	Auth       ingest.Authorizer
+	Hub        ingest.Hub
+	Convert    Converters
+	Registerer prometheus.Registerer
+	// Net, when set, replaces the host's network (pion's vnet in tests);
+	// Config.UDPAddr is then ignored.
+	Net transport.Net
+}
+
+// Server accepts WHIP publishers.
+type Server struct {
+	cfg  Config
+	deps Deps
+	api  *webrtc.API
+	mux  ice.UDPMux // nil without Config.UDPAddr
+	m    ingest.Metrics
+
+	refusedLog *logx.Limiter
+
+	mu       sync.Mutex
+	closed   bool
+	sessions map[string]*session // by session id
+	byStream map[string]*session // stream id -> its session
+	perIP    map[string]int
+	wg       sync.WaitGroup // every session's goroutines
+}
+
+// New validates cfg and opens the muxed UDP socket, so a busy port is
+// reported before anything starts; Run serves it.
+func New(cfg Config, deps Deps) (*Server, error) {
+	if deps.Auth == nil || deps.Hub == nil || deps.Convert == nil {
+		return nil, errors.New("whip ingest: Auth, Hub and Convert are required")
+	}
+	if cfg.ConnectTimeout <= 0 || cfg.ReadTimeout <= 0 {
+		return nil, fmt.Errorf("whip ingest: connect and read timeouts must be positive, got %s and %s", cfg.ConnectTimeout, cfg.ReadTimeout)
+	}
+	if cfg.MaxSessions < 1 || cfg.MaxPerIP < 1 {
+		return nil, fmt.Errorf("whip ingest: session limits must be positive, got %d in total and %d per IP", cfg.MaxSessions, cfg.MaxPerIP)
+	}
+	if cfg.PortMin > cfg.PortMax {
+		return nil, fmt.Errorf("whip ingest: UDP port range %d-%d is empty", cfg.PortMin, cfg.PortMax)
+	}
+	for _, ip := range cfg.PublicIPs {
+		if net.ParseIP(ip) == nil {
+			return nil, fmt.Errorf("whip ingest: public IP %q is not an IP address", ip)
+		}
+	}
+	for _, u := range cfg.STUNServers {
+		if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "stuns:") {
+			return nil, fmt.Errorf("whip ingest: STUN server %q must start with stun: or stuns:", u)
+		}
+	}
+	if deps.Log == nil {
+		deps.Log = slog.Default()
+	}
+	s := &Server{
+		cfg: cfg, deps: deps,
+		refusedLog: logx.NewLimiter(10 * time.Second),
+		sessions:   map[string]*session{},
+		byStream:   map[string]*session{},
+		perIP:      map[string]int{},
+	}
+	m, err := ingest.NewMetrics("whip", deps.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s.m = m
+
+	me := &webrtc.MediaEngine{}
+	if err := registerCodecs(me); err != nil {
+		return nil, fmt.Errorf("whip ingest: codecs: %w", err)
+	}
+	ir := &interceptor.Registry{}
+	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
+		return nil, fmt.Errorf("whip ingest: interceptors: %w", err)
+	}
+	se := webrtc.SettingEngine{LoggerFactory: pionLogs{log: deps.Log.With("component", "webrtc")}}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetICETimeouts(5*time.Second, 10*time.Second, 2*time.Second)
+	if len(cfg.PublicIPs) > 0 {
+		se.SetNAT1To1IPs(cfg.PublicIPs, webrtc.ICECandidateTypeHost)
+	}
+	switch {
+	case deps.Net != nil:
+		se.SetNet(deps.Net)
+	case cfg.UDPAddr != "":
+		pc, err := net.ListenPacket("udp", cfg.UDPAddr)
+		if err != nil {
+			return nil, fmt.Errorf("whip ingest: listen on UDP %s: %w", cfg.UDPAddr, err)
+		}
+		mux := ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{UDPConn: pc})
+		s.mux = mux
+		se.SetICEUDPMux(mux)
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	case cfg.PortMax > 0:
+		if err := se.SetEphemeralUDPPortRange(cfg.PortMin, cfg.PortMax); err != nil {
+			return nil, fmt.Errorf("whip ingest: UDP port range: %w", err)
+		}
+	}
+	s.api = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
+	return s, nil
+}
+
+// UDPAddr is the muxed UDP address, nil without one.
+func (s *Server) UDPAddr() net.Addr {
+	if s.mux == nil {
+		return nil
+	}
+	addrs := s.mux.GetListenAddresses()
+	if len(addrs) == 0 {
+		return nil
+	}
+	return addrs[0]
+}
+
+// Run serves until ctx is done, then ends every session and returns once
+// all their goroutines have exited.
+func (s *Server) Run(ctx context.Context) error {
+	s.deps.Log.Info("whip ingest ready", "path", "/v1/whip", "udp", fmt.Sprint(s.UDPAddr()))
+	<-ctx.Done()
+	s.mu.Lock()
+	s.closed = true
+	all := make([]*session, 0, len(s.sessions))
+	for _, ses := range s.sessions {
+		all = append(all, ses)
+	}
+	s.mu.Unlock()
+	for _, ses := range all {
+		ses.close("the server is shutting down")
+	}
+	s.wg.Wait()
+	if s.mux != nil {
+		return s.mux.Close()
+	}
+	return nil
+}
+
+// Disconnect ends stream id's WHIP session, if it has one, and reports
+// whether there was one.
+func (s *Server) Disconnect(id string) bool {
+	s.mu.Lock()
+	ses := s.byStream[id]
+	s.mu.Unlock()
+	if ses != nil {
+		ses.close("disconnected by the API")
+	}
+	return ses != nil
+}
+
+// cors sets what lets a browser page on another origin publish.
+func cors(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
+	h.Set("Access-Control-Expose-Headers", "Location, ETag, Accept-Patch, Link")
+	h.Set("Access-Control-Max-Age", "600")
+}
+
+// writeError answers in the API's JSON error shape.
+func writeError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+func (s *Server) refuse(w http.ResponseWriter, status int, code, reason, msg string) {
+	s.m.Refused.WithLabelValues(reason).Inc()
+	if ok, suppressed := s.refusedLog.Allow(); ok {
+		s.deps.Log.Warn("whip publish refused", "reason", reason, "suppressed_since_last", suppressed)
+	}
+	writeError(w, status, code, msg)
+}
+
+// ServeOptions answers a CORS preflight or a client asking what it may send.
+func (s *Server) ServeOptions(w http.ResponseWriter, _ *http.Request) {
+	cors(w)
+	w.Header().Set("Accept-Post", "application/sdp")
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// bearer returns the token of an "Authorization: Bearer" header.
+func bearer(r *http.Request) string {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}
+
+// remoteIP is the peer's address without its port.
+func remoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// ServeOffer handles POST /v1/whip: it authorizes the stream key, answers
+// the offer and starts the session.
+func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
+	cors(w)
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/sdp" {
+		s.refuse(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "content_type",
+			"send the SDP offer with Content-Type: application/sdp")
+		return
+	}
+	key := bearer(r)
+	if key == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="whip"`)
+		s.refuse(w, http.StatusUnauthorized, "unauthorized", "no_key",
+			"send the stream key as Authorization: Bearer <stream_key>")
+		return
+	}
+	ip := remoteIP(r)
+	release, ok := s.admit(ip)
+	if !ok {
+		s.refuse(w, http.StatusServiceUnavailable, "too_many_sessions", "limit",
+			"too many WebRTC sessions on this server or from your address; try again later")
+		return
+	}
+	admitted := false
+	defer func() {
+		if !admitted {
+			release()
+		}
+	}()
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxOffer+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "reading the offer: "+err.Error())
+		return
+	}
+	if len(body) > maxOffer {
+		s.refuse(w, http.StatusRequestEntityTooLarge, "too_large", "too_large", fmt.Sprintf("the SDP offer is larger than %d bytes", maxOffer))
+		return
+	}
+	id, err := s.deps.Auth.Authorize(r.Context(), key)
+	if errors.Is(err, ingest.ErrUnknownKey) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="whip", error="invalid_token"`)
+		s.refuse(w, http.StatusUnauthorized, "unauthorized", "unknown_key", "unknown stream key")
+		return
+	}
+	if err != nil {
+		s.deps.Log.Error("whip: checking a stream key", "err", err)
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "cannot check the stream key now; try again")
+		return
+	}
+	skey := media.StreamKey{Name: id, Rendition: media.RenditionSource}
+	if s.deps.Hub.Publishing(skey) || s.streamBusy(id) {
+		s.refuse(w, http.StatusConflict, "conflict", "busy",
+			"this stream is already live from another publisher; stop that one first")
+		return
+	}
+	ses, answer, err := s.newSession(id, ip, body)
+	if err != nil {
+		var bad badOffer
+		if errors.As(err, &bad) {
+			s.refuse(w, http.StatusBadRequest, "bad_offer", "bad_offer", bad.Error())
+			return
+		}
+		if errors.Is(err, errBusy) {
+			s.refuse(w, http.StatusConflict, "conflict", "busy",
+				"this stream is already live from another publisher; stop that one first")
+			return
+		}
+		if errors.Is(err, errClosed) {
+			writeError(w, http.StatusServiceUnavailable, "unavailable", "the server is shutting down")
+			return
+		}
+		s.deps.Log.Error("whip: starting a session", "stream", id, "err", err)
+		writeError(w, http.StatusInternalServerError, "internal", "could not start the WebRTC session")
+		return
+	}
+	admitted = true
+	ses.release = release
+	loc := ResourcePath + ses.id
+	w.Header().Set("Location", loc)
+	w.Header().Set("ETag", `"`+ses.id+`"`)
+	w.Header().Set("Accept-Patch", "application/trickle-ice-sdpfrag")
+	w.Header().Set("Content-Type", "application/sdp")
+	w.WriteHeader(http.StatusCreated)
+	_, _ = io.WriteString(w, answer)
+}
+
+// ServeResource handles PATCH (trickle ICE), DELETE (end) and OPTIONS on
+// the session resource sid.
+func (s *Server) ServeResource(w http.ResponseWriter, r *http.Request, sid string) {
+	cors(w)
+	if r.Method == http.MethodOptions {
+		w.Header().Set("Accept-Patch", "application/trickle-ice-sdpfrag")
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	s.mu.Lock()
+	ses := s.sessions[sid]
+	s.mu.Unlock()
+	if ses == nil {
+		writeError(w, http.StatusNotFound, "not_found", "no such WHIP session (it ended, or never existed)")
+		return
+	}
+	switch r.Method {
+	case http.MethodDelete:
+		ses.close("the publisher ended the session")
+		w.WriteHeader(http.StatusOK)
+	case http.MethodPatch:
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/trickle-ice-sdpfrag" {
+			writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send candidates as application/trickle-ice-sdpfrag")
+			return
+		}
+		body, err := io.ReadAll(io.LimitReader(r.Body, maxFragment+1))
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", "reading the fragment: "+err.Error())
+			return
+		}
+		frag, err := parseFragment(body)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad_fragment", "malformed trickle ICE fragment: "+err.Error())
+			return
+		}
+		if err := ses.trickle(frag); err != nil {
+			var restart iceRestart
+			if errors.As(err, &restart) {
+				writeError(w, http.StatusUnprocessableEntity, "ice_restart", restart.Error())
+				return
+			}
+			writeError(w, http.StatusBadRequest, "bad_fragment", err.Error())
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		w.Header().Set("Allow", "PATCH, DELETE, OPTIONS")
+		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "a WHIP session takes PATCH, DELETE or OPTIONS")
+	}
+}
+
+// admit counts a session attempt against the limits; release undoes it.
+func (s *Server) admit(ip string) (release func(), ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	total := 0
+	for _, n := range s.perIP {
+		total += n
+	}
+	if total >= s.cfg.MaxSessions || s.perIP[ip] >= s.cfg.MaxPerIP {
+		return nil, false
+	}
+	s.perIP[ip]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if s.perIP[ip]--; s.perIP[ip] <= 0 {
+				delete(s.perIP, ip)
+			}
+		})
+	}, true
+}
+
+func (s *Server) streamBusy(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.byStream[id] != nil
+}
+
+var (
+	errBusy   = errors.New("stream busy")
+	errClosed = errors.New("server closed")
+)
+
+// badOffer is an offer the server cannot take; its text goes to the client.
+type badOffer struct{ msg string }
+
+func (b badOffer) Error() string { return b.msg }
+
+// iceRestart is a PATCH asking for an ICE restart, which is not offered.
+type iceRestart struct{}
+
+func (iceRestart) Error() string {
+	return "ICE restarts are not supported: end this session and publish again"
+}
+
+// newSessionID is 128 random bits: the resource URL is the only credential
+// PATCH and DELETE need.
+func newSessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// pionLogs sends pion's warnings and errors to slog, rate-limited.
+type pionLogs struct{ log *slog.Logger }
+
+func (p pionLogs) NewLogger(scope string) logging.LeveledLogger {
+	return &pionLogger{log: p.log.With("scope", scope), lim: logx.NewLimiter(10 * time.Second)}
+}
+
+type pionLogger struct {
+	log *slog.Logger
+	lim *logx.Limiter
+}
+
+func (l *pionLogger) emit(warn bool, msg string) {
+	if ok, n := l.lim.Allow(); ok {
+		if warn {
+			l.log.Warn(msg, "suppressed_since_last", n)
+		} else {
+			l.log.Debug(msg, "suppressed_since_last", n)
+		}
+	}
+}
+
+func (l *pionLogger) Trace(string)                  {}
+func (l *pionLogger) Tracef(string, ...any)         {}
+func (l *pionLogger) Debug(string)                  {}
+func (l *pionLogger) Debugf(string, ...any)         {}
+func (l *pionLogger) Info(string)                   {}
+func (l *pionLogger) Infof(string, ...any)          {}
+func (l *pionLogger) Warn(msg string)               { l.emit(false, msg) }
+func (l *pionLogger) Warnf(f string, args ...any)   { l.emit(false, fmt.Sprintf(f, args...)) }
+func (l *pionLogger) Error(msg string)              { l.emit(true, msg) }
+func (l *pionLogger) Errorf(f string, args ...any)  { l.emit(true, fmt.Sprintf(f, args...)) }
