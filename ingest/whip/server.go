@@ -512,13 +512,13 @@ func (l *pionLogger) emit(warn bool, msg string) {
 	}
 }
 
-func (l *pionLogger) Trace(string)                  {}
-func (l *pionLogger) Tracef(string, ...any)         {}
-func (l *pionLogger) Debug(string)                  {}
-func (l *pionLogger) Debugf(string, ...any)         {}
-func (l *pionLogger) Info(string)                   {}
-func (l *pionLogger) Infof(string, ...any)          {}
-func (l *pionLogger) Warn(msg string)               { l.emit(false, msg) }
-func (l *pionLogger) Warnf(f string, args ...any)   { l.emit(false, fmt.Sprintf(f, args...)) }
-func (l *pionLogger) Error(msg string)              { l.emit(true, msg) }
-func (l *pionLogger) Errorf(f string, args ...any)  { l.emit(true, fmt.Sprintf(f, args...)) }
+func (l *pionLogger) Trace(string)                 {}
+func (l *pionLogger) Tracef(string, ...any)        {}
+func (l *pionLogger) Debug(string)                 {}
+func (l *pionLogger) Debugf(string, ...any)        {}
+func (l *pionLogger) Info(string)                  {}
+func (l *pionLogger) Infof(string, ...any)         {}
+func (l *pionLogger) Warn(msg string)              { l.emit(false, msg) }
+func (l *pionLogger) Warnf(f string, args ...any)  { l.emit(false, fmt.Sprintf(f, args...)) }
+func (l *pionLogger) Error(msg string)             { l.emit(true, msg) }
+func (l *pionLogger) Errorf(f string, args ...any) { l.emit(true, fmt.Sprintf(f, args...)) }
