@@ -98,6 +98,12 @@ type Config struct {
 	// RTSPURL is the RTSP URL publishers append /<stream_key> to, for
 	// example "rtsp://localhost:8554/live"; empty when RTSP ingest is off.
 	RTSPURL string
+	// SRTURL is the SRT URL publishers add ?streamid=publish:<stream_key>
+	// to, for example "srt://localhost:8890"; empty when SRT ingest is off.
+	SRTURL string
+	// WHIP is the WebRTC ingest's HTTP side, mounted at /v1/whip; nil
+	// answers 503 there.
+	WHIP WHIP
 	// MaxBodyBytes caps JSON request bodies; larger bodies are answered
 	// with 413. Zero means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
@@ -143,6 +149,8 @@ type API struct {
 	publicURL    string
 	rtmpURL      string
 	rtspURL      string
+	srtURL       string
+	whip         WHIP
 	maxBody      int64
 	maxUpload    int64
 
@@ -219,6 +227,8 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		publicURL:    publicURL,
 		rtmpURL:      rtmpURL,
 		rtspURL:      strings.TrimRight(cfg.RTSPURL, "/"),
+		srtURL:       strings.TrimRight(cfg.SRTURL, "/"),
+		whip:         cfg.WHIP,
 		maxBody:      maxBody,
 		maxUpload:    maxUpload,
 		store:        store,
@@ -308,6 +318,7 @@ func (a *API) Register(r gin.IRouter) {
 	a.registerWebhooks(v1)
 	a.registerPlayback(v1)
 	a.registerNodes(r, v1)
+	a.registerWHIP(r)
 }
 
 // errorBody is the JSON shape of every error response.

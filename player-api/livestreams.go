@@ -48,6 +48,12 @@ type ingestJSON struct {
 	// RTSPURL is the whole URL to publish to over RTSP (ANNOUNCE/RECORD),
 	// stream key included; absent when RTSP ingest is off.
 	RTSPURL string `json:"rtsp_url,omitempty"`
+	// WHIPURL is the WebRTC (WHIP) endpoint; the stream key is the bearer
+	// token (OBS 30+: "Bearer Token").
+	WHIPURL string `json:"whip_url,omitempty"`
+	// SRTURL is the whole URL to publish MPEG-TS to over SRT, stream key
+	// included; absent when SRT ingest is off.
+	SRTURL string `json:"srt_url,omitempty"`
 }
 
 type playbackJSON struct {
@@ -297,6 +303,12 @@ func (a *API) ingestJSON(key string) ingestJSON {
 	in := ingestJSON{RTMPURL: a.rtmpURL, StreamKey: key}
 	if a.rtspURL != "" {
 		in.RTSPURL = a.rtspURL + "/" + key
+	}
+	if a.whip != nil {
+		in.WHIPURL = a.publicURL + "/v1/whip"
+	}
+	if a.srtURL != "" {
+		in.SRTURL = a.srtURL + "?streamid=publish:" + key
 	}
 	return in
 }

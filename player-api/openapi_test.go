@@ -283,6 +283,11 @@ var publicOperations = map[string]bool{
 	"GET /play/{id}":            true,
 	"GET /v1/keys":              true,
 	"POST /v1/delivery-reports": true,
+	// WHIP: the session URL is the credential; OPTIONS is CORS.
+	"OPTIONS /v1/whip":           true,
+	"PATCH /v1/whip/{session}":   true,
+	"DELETE /v1/whip/{session}":  true,
+	"OPTIONS /v1/whip/{session}": true,
 }
 
 // checkPathParams checks that each {name} of o's path is declared as a

@@ -88,6 +88,7 @@ type session struct {
 	needKey   atomic.Bool
 	bytes     atomic.Int64
 	videoSSRC atomic.Uint32
+	readers   sync.WaitGroup // the track readers, which flush their converters as they end
 
 	mu        sync.Mutex
 	release   func() // frees the admission slot
@@ -100,7 +101,14 @@ type session struct {
 	aIdx      int
 	t0        time.Time // arrival of the first media of the session
 	haveT0    bool
+	// early is the AAC converted before the video's first keyframe
+	// started the publication; it goes out then (bounded).
+	early []*media.AccessUnit
 }
+
+// maxEarly bounds the audio kept while the video's first keyframe is
+// awaited (about 5 s of AAC frames).
+const maxEarly = 240
 
 // newSession answers offer and registers the session for stream id.
 func (s *Server) newSession(id, ip string, offer []byte) (*session, string, error) {
@@ -172,8 +180,10 @@ func (ses *session) negotiate(offer []byte) (string, error) {
 		if closing {
 			return
 		}
+		ses.readers.Add(1)
 		go func() {
 			defer ses.s.wg.Done()
+			defer ses.readers.Done()
 			ses.readTrack(tr)
 		}()
 	})
@@ -353,9 +363,11 @@ func (ses *session) watch() {
 	}
 }
 
-// finish runs after close, once the track readers are ending: converters
-// flush into the publication, which then waits for a reconnect.
+// finish runs after close: once the track readers have ended (flushing the
+// video converter), the audio converter flushes too, and the publication
+// then waits for a reconnect.
 func (ses *session) finish() {
+	ses.readers.Wait()
 	ses.mu.Lock()
 	defer ses.mu.Unlock()
 	if ses.audio != nil {
@@ -414,12 +426,16 @@ func (ses *session) readTrack(tr *webrtc.TrackRemote) {
 	for {
 		pkt, _, err := tr.ReadRTP()
 		if err != nil {
-			return // the connection closed
+			// The connection closed: what the jitter buffer holds (at
+			// least the last frame, which no next packet completed) goes
+			// out first.
+			sb.Flush()
+		} else {
+			ses.lastRTP.Store(time.Now().UnixNano())
+			ses.bytes.Add(int64(len(pkt.Payload)))
+			ses.s.m.Bytes.Add(float64(len(pkt.Payload)))
+			sb.Push(pkt)
 		}
-		ses.lastRTP.Store(time.Now().UnixNano())
-		ses.bytes.Add(int64(len(pkt.Payload)))
-		ses.s.m.Bytes.Add(float64(len(pkt.Payload)))
-		sb.Push(pkt)
 		for smp := sb.Pop(); smp != nil; smp = sb.Pop() {
 			pts := tl.pts(smp.PacketTimestamp, ses.arrival())
 			switch codec {
@@ -430,6 +446,9 @@ func (ses *session) readTrack(tr *webrtc.TrackRemote) {
 			default:
 				conv = ses.onVP(codec, conv, pts, smp.Data, smp.PrevDroppedPackets > 0)
 			}
+		}
+		if err != nil {
+			return
 		}
 	}
 }
@@ -528,7 +547,7 @@ func (ses *session) onH264(pts int64, data []byte, dropped bool) {
 		if err := info.Unmarshal(sps); err == nil {
 			tr.Width, tr.Height = info.Width(), info.Height()
 		}
-		if !ses.publishLocked(&tr) {
+		if !ses.publishLocked(&tr, au.PTS) {
 			return
 		}
 	}
@@ -582,7 +601,7 @@ func (ses *session) onVP(codec media.Codec, conv VideoConverter, pts int64, fram
 				return
 			}
 			tr := conv.Track(out)
-			if !ses.publishLocked(&tr) {
+			if !ses.publishLocked(&tr, out.PTS) {
 				return
 			}
 		}
@@ -600,11 +619,18 @@ func (ses *session) onVP(codec media.Codec, conv VideoConverter, pts int64, fram
 func (ses *session) onAudio(pts int64, data []byte) {
 	ses.mu.Lock()
 	defer ses.mu.Unlock()
-	if ses.audio == nil || (ses.pub == nil && ses.wantVideo) {
+	if ses.audio == nil {
 		return
 	}
 	err := ses.audio.Push(&media.AccessUnit{PTS: pts, DTS: pts, Keyframe: true, Payload: [][]byte{data}}, func(out *media.AccessUnit) {
-		if ses.pub == nil && !ses.publishLocked(nil) {
+		if ses.pub == nil && ses.wantVideo {
+			if len(ses.early) >= maxEarly {
+				ses.early = ses.early[1:]
+			}
+			ses.early = append(ses.early, out)
+			return
+		}
+		if ses.pub == nil && !ses.publishLocked(nil, 0) {
 			return
 		}
 		ses.writeAudioLocked(out)
@@ -616,9 +642,10 @@ func (ses *session) onAudio(pts int64, data []byte) {
 }
 
 // publishLocked starts the publication with video (nil: audio only) and
-// the AAC track when audio was accepted. A refusal (another publisher won
+// the AAC track when audio was accepted; keyPTS is the video keyframe's
+// time (90 kHz). A refusal (another publisher won
 // the race) ends the session.
-func (ses *session) publishLocked(video *media.Track) bool {
+func (ses *session) publishLocked(video *media.Track, keyPTS int64) bool {
 	if ses.closed {
 		return false
 	}
@@ -644,6 +671,17 @@ func (ses *session) publishLocked(video *media.Track) bool {
 	ses.pub = pub
 	ses.s.m.Publishers.Inc()
 	ses.log.Info("whip publishing", "tracks", fmt.Sprint(ingest.Describe(tracks)))
+	// The audio that came with the awaited keyframe goes out from the
+	// keyframe's time on.
+	if video != nil && ses.aIdx >= 0 {
+		from := keyPTS * int64(ses.audio.Track().ClockRate) / 90000 // the keyframe's time in audio ticks
+		for _, au := range ses.early {
+			if au.PTS >= from {
+				ses.writeAudioLocked(au)
+			}
+		}
+	}
+	ses.early = nil
 	return true
 }
 

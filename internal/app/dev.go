@@ -131,6 +131,7 @@ Shoal %s is running (shoal dev: every role in one process)
   OBS server:      %s
   OBS stream key:  %s
   RTSP publish:    %s
+  WHIP (OBS 30+):  %s/v1/whip    (Bearer Token: the stream key; or "Go live" in the dashboard)
   Watch page:      %s/watch/%s    (plays through the edge, every segment verified)
   Watch (HLS):     %s/hls/%s/master.m3u8    e.g. ffplay or any HLS player
   Edge:            %s    (GET /play/<id> sends viewers there)
@@ -146,7 +147,7 @@ Shoal %s is running (shoal dev: every role in one process)
 
 Press Ctrl-C to stop.
 `, Version, c.PublicURL, c.PublicURL, c.AdminKey, ls.Name, ls.ID, c.RTMPPublicURL, ls.StreamKey, devRTSPLine(c, ls.StreamKey),
-		c.PublicURL, ls.ID, c.PublicURL, ls.ID, devEdgeLine(c), c.PublicURL, c.AdminKey, c.PublicURL, c.RTMPPublicURL, ls.StreamKey,
+		c.PublicURL, c.PublicURL, ls.ID, c.PublicURL, ls.ID, devEdgeLine(c), c.PublicURL, c.AdminKey, c.PublicURL, c.RTMPPublicURL, ls.StreamKey,
 		c.AdminKey, c.PublicURL, c.AdminKey, c.PublicURL, c.PublicURL)
 	return nil
 }

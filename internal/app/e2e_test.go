@@ -135,9 +135,12 @@ func startNode(t *testing.T, extraEnv ...string) *node {
 		"SHOAL_LOG_LEVEL=debug",
 		// These tests check the source path; transcode_test.go turns the ladder on.
 		"SHOAL_TRANSCODE_MAX_LADDERS=0",
-		// dev's own edge and RTSP ingest only where a test asks for them.
+		// dev's own edge, RTSP and SRT ingest only where a test asks for
+		// them; WebRTC media on ephemeral ports (tests run side by side).
 		"SHOAL_EDGE_ADDR=off",
 		"SHOAL_RTSP_ADDR=off",
+		"SHOAL_SRT_ADDR=off",
+		"SHOAL_INGEST_WHIP_UDP_PORT=0",
 	}, extraEnv...)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel
@@ -210,6 +213,8 @@ type liveStream struct {
 	Ingest    struct {
 		RTMPURL string `json:"rtmp_url"`
 		RTSPURL string `json:"rtsp_url"`
+		WHIPURL string `json:"whip_url"`
+		SRTURL  string `json:"srt_url"`
 	} `json:"ingest"`
 	Playback struct {
 		HLSURL string `json:"hls_url"`

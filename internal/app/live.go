@@ -6,6 +6,7 @@ import (
 
 	"github.com/shoal-video/shoal/ingest/rtmp"
 	"github.com/shoal-video/shoal/ingest/rtsp"
+	"github.com/shoal-video/shoal/ingest/whip"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/stream"
@@ -19,6 +20,7 @@ type pipeline struct {
 	hub    *stream.Hub
 	ingest *rtmp.Server
 	rtsp   *rtsp.Server // nil with rtsp_addr off
+	whip   *whip.Server
 	pull   *rtsp.Puller
 	pkg    *packager.Packager
 	tc     *transcode.Transcoder // nil with transcoding off
@@ -65,6 +67,7 @@ func (p pipeline) Remove(id string) error {
 	if p.rtsp != nil {
 		p.rtsp.Disconnect(id)
 	}
+	p.whip.Disconnect(id)
 	return p.pkg.Remove(id)
 }
 

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-video/shoal/ingest/rtmp"
 	"github.com/shoal-video/shoal/ingest/rtsp"
+	"github.com/shoal-video/shoal/ingest/whip"
 	"github.com/shoal-video/shoal/internal/config"
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/media"
@@ -120,6 +121,11 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		}
 		defer rtspIngest.Close()
 	}
+	whipIngest, err := whip.New(whipConfig(cfg), whip.Deps{Log: log.With("component", "whip"), Auth: keys, Hub: hub, Registerer: reg,
+		Convert: whipConverters{preset: cfg.Transcode.Preset, segment: cfg.HLS.SegmentDuration.Std(), log: log.With("component", "whip")}})
+	if err != nil {
+		return err
+	}
 	puller, err := rtsp.NewPuller(rtsp.PullConfig{ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
 		rtsp.PullDeps{Log: log.With("component", "rtsp-pull"), Hub: hub, Registerer: reg, Sources: pullSources(store)})
 	if err != nil {
@@ -133,12 +139,13 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	nodes := newNodeMetrics(reg)
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
+		WHIP: whipIngest,
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit,
-	}, store, pipeline{hub: hub, ingest: ingest, rtsp: rtspIngest, pull: puller, pkg: pkg, tc: tc}, log.With("component", "api"))
+	}, store, pipeline{hub: hub, ingest: ingest, rtsp: rtspIngest, whip: whipIngest, pull: puller, pkg: pkg, tc: tc}, log.With("component", "api"))
 	if err != nil {
 		return err
 	}
@@ -198,6 +205,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if rtspIngest != nil {
 		g.Go(func() error { return rtspIngest.Run(gctx) })
 	}
+	g.Go(func() error { return whipIngest.Run(gctx) })
 	g.Go(func() error { return puller.Run(gctx) })
 	g.Go(func() error { return httpSrv.run(gctx) })
 	g.Go(func() error { return hooks.Run(gctx) })
@@ -237,3 +245,4 @@ func rtspURL(cfg config.Config) string {
 	}
 	return cfg.RTSPPublicURL
 }
+

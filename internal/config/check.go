@@ -163,6 +163,13 @@ func checkRTSPPublicURL(s string) error {
 	return checkBaseURL(s, "rtsp", "rtsps")
 }
 
+func checkSRTPublicURL(s string) error {
+	if s == "" {
+		return nil // srt_addr is off
+	}
+	return checkBaseURL(s, "srt")
+}
+
 // checkBaseURL checks an absolute URL that paths are appended to.
 func checkBaseURL(s string, schemes ...string) error {
 	u, err := url.Parse(s)

@@ -26,10 +26,12 @@ type Config struct {
 	HTTPAddr      string `yaml:"http_addr"` // API, origin HLS, health and metrics
 	RTMPAddr      string `yaml:"rtmp_addr"`
 	RTSPAddr      string `yaml:"rtsp_addr"`       // "off": no RTSP ingest
+	SRTAddr       string `yaml:"srt_addr"`        // UDP; "off": no SRT ingest
 	AdminKey      string `yaml:"admin_key"`       // empty: no bootstrap key
 	PublicURL     string `yaml:"public_url"`      // no trailing slash
 	RTMPPublicURL string `yaml:"rtmp_public_url"` // no trailing slash; publishers append /<stream_key>
 	RTSPPublicURL string `yaml:"rtsp_public_url"` // no trailing slash; publishers append /<stream_key>
+	SRTPublicURL  string `yaml:"srt_public_url"`  // srt://HOST:PORT; publishers add ?streamid=publish:<stream_key>
 	LogLevel      string `yaml:"log_level"`
 	LogFormat     string `yaml:"log_format"`
 	// MaxUploadBytes caps one video source upload (PUT or tus).
@@ -79,6 +81,18 @@ type IngestConfig struct {
 	ReconnectGrace Duration `yaml:"reconnect_grace"`
 	ReadTimeout    Duration `yaml:"read_timeout"`
 	RTSPUDPPort    int      `yaml:"rtsp_udp_port"` // RTP; RTCP is the next port; 0: TCP only
+	// WebRTC (WHIP): one muxed UDP port (0: ephemeral ports per session),
+	// comma-separated public IPs (NAT 1:1) and STUN servers, and limits.
+	WHIPUDPPort          int    `yaml:"whip_udp_port"`
+	WHIPPublicIPs        string `yaml:"whip_public_ips"`
+	WHIPSTUNServers      string `yaml:"whip_stun_servers"`
+	WHIPMaxSessions      int    `yaml:"whip_max_sessions"`
+	WHIPMaxSessionsPerIP int    `yaml:"whip_max_sessions_per_ip"`
+	// SRT: the receiver's latency and an optional passphrase (encryption).
+	SRTLatency    Duration `yaml:"srt_latency"`
+	SRTPassphrase string   `yaml:"srt_passphrase"`
+	// MaxRestreams is how many restream targets a live stream may have.
+	MaxRestreams int `yaml:"max_restreams"`
 }
 
 // HLSConfig tunes the HLS packager.
@@ -111,13 +125,19 @@ func base() Config {
 		HTTPAddr:       ":8080",
 		RTMPAddr:       ":1935",
 		RTSPAddr:       ":8554",
+		SRTAddr:        ":8890",
 		LogLevel:       "info",
 		LogFormat:      "text",
 		MaxUploadBytes: 20 << 30,
 		Ingest: IngestConfig{
-			ReconnectGrace: Duration(10 * time.Second),
-			ReadTimeout:    Duration(10 * time.Second),
-			RTSPUDPPort:    8000,
+			ReconnectGrace:       Duration(10 * time.Second),
+			ReadTimeout:          Duration(10 * time.Second),
+			RTSPUDPPort:          8000,
+			WHIPUDPPort:          8189,
+			WHIPMaxSessions:      100,
+			WHIPMaxSessionsPerIP: 8,
+			SRTLatency:           Duration(200 * time.Millisecond),
+			MaxRestreams:         5,
 		},
 		HLS: HLSConfig{
 			SegmentDuration: Duration(2 * time.Second),
@@ -255,6 +275,13 @@ func (c *Config) derive() {
 		_, port, aerr := splitAddr(c.RTSPAddr)
 		if err == nil && u.Hostname() != "" && aerr == nil {
 			c.RTSPPublicURL = "rtsp://" + urlHostPort(u.Hostname(), port) + "/live"
+		}
+	}
+	if c.SRTPublicURL == "" && c.SRTAddr != Off {
+		u, err := url.Parse(c.PublicURL)
+		_, port, aerr := splitAddr(c.SRTAddr)
+		if err == nil && u.Hostname() != "" && aerr == nil {
+			c.SRTPublicURL = "srt://" + urlHostPort(u.Hostname(), port)
 		}
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"github.com/shoal-video/shoal/internal/media"
 
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -84,6 +85,9 @@ var table = []key{
 	field("rtsp_addr", "SHOAL_RTSP_ADDR",
 		"host:port the RTSP ingest server (ANNOUNCE/RECORD) listens on; \"off\": no RTSP ingest",
 		func(c *Config) *string { return &c.RTSPAddr }, parseString, fmtString, checkOffOrAddr),
+	field("srt_addr", "SHOAL_SRT_ADDR",
+		"host:port (UDP) the SRT ingest listens on (streamid publish:<stream_key>); \"off\": no SRT ingest",
+		func(c *Config) *string { return &c.SRTAddr }, parseString, fmtString, checkOffOrAddr),
 	field("admin_key", "SHOAL_ADMIN_KEY",
 		"bootstrap admin API key, at least 16 characters; unset by default",
 		func(c *Config) *string { return &c.AdminKey }, parseString, fmtString, checkAdminKey),
@@ -102,6 +106,11 @@ var table = []key{
 			"empty derives rtsp://<host of public_url>:<port of rtsp_addr>/live",
 		func(c *Config) *string { return &c.RTSPPublicURL }, parseBaseURL, fmtString, checkRTSPPublicURL),
 		"public_url and rtsp_addr"),
+	derivedFrom(field("srt_public_url", "SHOAL_SRT_PUBLIC_URL",
+		"SRT URL publishers add ?streamid=publish:<stream_key> to; "+
+			"empty derives srt://<host of public_url>:<port of srt_addr>",
+		func(c *Config) *string { return &c.SRTPublicURL }, parseBaseURL, fmtString, checkSRTPublicURL),
+		"public_url and srt_addr"),
 	field("log_level", "SHOAL_LOG_LEVEL",
 		"minimum log level: debug, info, warn or error",
 		func(c *Config) *string { return &c.LogLevel }, parseLower, fmtString, oneOf("debug", "info", "warn", "error")),
@@ -131,6 +140,31 @@ var table = []key{
 	field("ingest.rtsp_udp_port", "SHOAL_INGEST_RTSP_UDP_PORT",
 		"UDP port of RTSP publishers' RTP (RTCP uses the next one): even, 2 to 65534; 0 offers TCP transport only",
 		func(c *Config) *int { return &c.Ingest.RTSPUDPPort }, parseInt, strconv.Itoa, checkRTPPort),
+	field("ingest.whip_udp_port", "SHOAL_INGEST_WHIP_UDP_PORT",
+		"the one UDP port every WebRTC (WHIP) session's media uses; 0 gives each session ephemeral ports",
+		func(c *Config) *int { return &c.Ingest.WHIPUDPPort }, parseInt, strconv.Itoa, checkPort),
+	field("ingest.whip_public_ips", "SHOAL_INGEST_WHIP_PUBLIC_IPS",
+		"comma-separated public IPs announced to WebRTC publishers in place of the local ones (a server behind 1:1 NAT); empty announces the local addresses",
+		func(c *Config) *string { return &c.Ingest.WHIPPublicIPs }, parseString, fmtString, checkIPList),
+	field("ingest.whip_stun_servers", "SHOAL_INGEST_WHIP_STUN_SERVERS",
+		"comma-separated STUN servers (stun:host:port) the WebRTC ingest learns its public address from; empty uses none",
+		func(c *Config) *string { return &c.Ingest.WHIPSTUNServers }, parseString, fmtString, checkSTUNList),
+	field("ingest.whip_max_sessions", "SHOAL_INGEST_WHIP_MAX_SESSIONS",
+		"WebRTC (WHIP) sessions at once, in total (1 to 10000)",
+		func(c *Config) *int { return &c.Ingest.WHIPMaxSessions }, parseInt, strconv.Itoa, intRange(1, 10000)),
+	field("ingest.whip_max_sessions_per_ip", "SHOAL_INGEST_WHIP_MAX_SESSIONS_PER_IP",
+		"WebRTC (WHIP) sessions at once from one address, counted before the stream key is checked (1 to 10000)",
+		func(c *Config) *int { return &c.Ingest.WHIPMaxSessionsPerIP }, parseInt, strconv.Itoa, intRange(1, 10000)),
+	field("ingest.srt_latency", "SHOAL_INGEST_SRT_LATENCY",
+		"SRT receiver latency: how long lost packets are waited for (20ms to 10s)",
+		func(c *Config) *Duration { return &c.Ingest.SRTLatency }, parseDuration, Duration.String,
+		durationRange(Duration(20*time.Millisecond), Duration(10*time.Second))),
+	field("ingest.srt_passphrase", "SHOAL_INGEST_SRT_PASSPHRASE",
+		"SRT passphrase (10 to 79 characters): publishers must encrypt with it; empty accepts unencrypted SRT",
+		func(c *Config) *string { return &c.Ingest.SRTPassphrase }, parseString, fmtString, checkSRTPassphrase),
+	field("ingest.max_restreams", "SHOAL_INGEST_MAX_RESTREAMS",
+		"restream targets (other RTMP platforms) one live stream may have (0 to 50; 0 turns restreaming off)",
+		func(c *Config) *int { return &c.Ingest.MaxRestreams }, parseInt, strconv.Itoa, intRange(0, 50)),
 	field("hls.segment_duration", "SHOAL_HLS_SEGMENT_DURATION",
 		"target HLS segment duration; segments are cut on the first keyframe after it (500ms to 30s)",
 		func(c *Config) *Duration { return &c.HLS.SegmentDuration }, parseDuration, Duration.String,
@@ -212,6 +246,51 @@ func checkOffOrAddr(s string) error {
 		return nil
 	}
 	return checkAddr(s)
+}
+
+func checkPort(p int) error {
+	if p < 0 || p > 65535 {
+		return fmt.Errorf("%d is not a port from 1 to 65535, or 0", p)
+	}
+	return nil
+}
+
+func checkIPList(s string) error {
+	for _, ip := range splitList(s) {
+		if net.ParseIP(ip) == nil {
+			return fmt.Errorf("%s is not an IP address", quote(ip))
+		}
+	}
+	return nil
+}
+
+func checkSTUNList(s string) error {
+	for _, u := range splitList(s) {
+		if !strings.HasPrefix(u, "stun:") && !strings.HasPrefix(u, "stuns:") {
+			return fmt.Errorf("%s is not a STUN server URL (stun:host:port)", quote(u))
+		}
+	}
+	return nil
+}
+
+func checkSRTPassphrase(s string) error {
+	if s != "" && (len(s) < 10 || len(s) > 79) {
+		return fmt.Errorf("an SRT passphrase has 10 to 79 characters, this one has %d", len(s))
+	}
+	return nil
+}
+
+// SplitList splits a comma-separated list, dropping blanks.
+func SplitList(s string) []string { return splitList(s) }
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 func checkRTPPort(p int) error {

@@ -1,0 +1,73 @@
+package app
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/webrtc/v4"
+
+	"github.com/shoal-video/shoal/internal/testutil"
+	"github.com/shoal-video/shoal/internal/testutil/whippub"
+)
+
+// TestLiveOverWHIP: a pion client publishes VP8 and Opus (what a browser
+// sends) to the live stream's ingest.whip_url with the stream key as the
+// bearer token; the stream goes live, HLS appears with H.264 video and AAC
+// audio, and after DELETE the recording lasts as long as the clip.
+func TestLiveOverWHIP(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	ls := n.createStream("whip")
+	if !strings.HasSuffix(ls.Ingest.WHIPURL, "/v1/whip") {
+		t.Fatalf("ingest.whip_url %q", ls.Ingest.WHIPURL)
+	}
+	video, err := whippub.ReadIVF(testutil.MakeVP8IVF(t, 640, 360, 6, 60))
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio, err := whippub.ReadOgg(testutil.MakeOpusOgg(t, 6))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ses, err := whippub.Start(ctx, whippub.Options{Endpoint: ls.Ingest.WHIPURL, Key: ls.StreamKey,
+		VideoMime: webrtc.MimeTypeVP8, Video: video, Audio: audio, Speed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan error, 1)
+	go func() { sent <- ses.Send(ctx) }()
+	n.waitFor("the master playlist", 20*time.Second, func() bool {
+		code, _ := n.get("/hls/"+ls.ID+"/master.m3u8", "")
+		return code == 200
+	})
+	if s := n.status(ls.ID); s != "live" {
+		t.Fatalf("status while publishing = %q, want live", s)
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if err := ses.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	n.waitFor("ENDLIST", 20*time.Second, func() bool { return n.ended(ls.ID, "index.m3u8") })
+	if v := probeVideo(t, ls.Playback.HLSURL); !strings.HasPrefix(v, "h264,640,360") {
+		t.Errorf("video %q, want h264 640x360", v)
+	}
+	out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "a:0", "-show_entries", "stream=codec_name",
+		"-of", "csv=p=0", ls.Playback.HLSURL).CombinedOutput()
+	if err != nil || !strings.HasPrefix(strings.TrimSpace(string(out)), "aac") {
+		t.Errorf("audio: %v %q, want aac", err, out)
+	}
+	if d := probeDuration(t, ls.Playback.HLSURL); d < 5 || d > 7 {
+		t.Errorf("recording lasts %.3f s, want 6 ± 1", d)
+	}
+	_, metrics := n.get("/metrics", "")
+	if metric(metrics, "shoal_ingest_bytes_total", `protocol="whip"`) == 0 {
+		t.Error("no WHIP ingest bytes in /metrics")
+	}
+}

@@ -1,0 +1,35 @@
+package playerapi
+
+import (
+	"net/http"
+
+	"github.com/gin-gonic/gin"
+)
+
+// WHIP is the WebRTC ingest's HTTP side (RFC 9725): the offer, the session
+// resource (trickle ICE with PATCH, the end with DELETE) and CORS. It
+// authorizes with the stream key itself, not an API key.
+type WHIP interface {
+	ServeOffer(w http.ResponseWriter, r *http.Request)
+	ServeOptions(w http.ResponseWriter, r *http.Request)
+	ServeResource(w http.ResponseWriter, r *http.Request, session string)
+}
+
+func (a *API) registerWHIP(r gin.IRouter) {
+	r.POST("/v1/whip", a.whipHandler(func(w WHIP, c *gin.Context) { w.ServeOffer(c.Writer, c.Request) }))
+	r.OPTIONS("/v1/whip", a.whipHandler(func(w WHIP, c *gin.Context) { w.ServeOptions(c.Writer, c.Request) }))
+	res := a.whipHandler(func(w WHIP, c *gin.Context) { w.ServeResource(c.Writer, c.Request, c.Param("session")) })
+	for _, m := range []string{http.MethodPatch, http.MethodDelete, http.MethodOptions} {
+		r.Handle(m, "/v1/whip/:session", res)
+	}
+}
+
+func (a *API) whipHandler(serve func(WHIP, *gin.Context)) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		if a.whip == nil {
+			WriteError(c, http.StatusServiceUnavailable, codeUnavailable, "WebRTC (WHIP) ingest is not running on this node")
+			return
+		}
+		serve(a.whip, c)
+	}
+}
