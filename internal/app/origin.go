@@ -139,7 +139,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	nodes := newNodeMetrics(reg)
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
-		WHIP: whipIngest,
+		WHIP:           whipIngest,
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
@@ -245,4 +245,3 @@ func rtspURL(cfg config.Config) string {
 	}
 	return cfg.RTSPPublicURL
 }
-
