@@ -105,15 +105,30 @@ type audioTranscoder struct {
 
 	next    int64 // PTS of the next encoder frame, in samples
 	started bool
+	// frameSize is the samples per encoder frame: 1024 for AAC, 960 (20
+	// ms) for Opus.
+	frameSize int
 }
 
 // newAudioTranscoder opens the AAC encoder (bitrate in bits per second).
 func newAudioTranscoder(bitrate int) (*audioTranscoder, error) {
-	codec := astiav.FindEncoderByName("aac")
-	if codec == nil {
-		return nil, errors.New("no aac encoder in this FFmpeg build")
+	return newAudioEncoder(media.CodecAAC, bitrate)
+}
+
+// newAudioEncoder opens an AAC or Opus encoder (FFmpeg's own, both take
+// planar float): stereo, 48 kHz.
+func newAudioEncoder(out media.Codec, bitrate int) (*audioTranscoder, error) {
+	name, frameSize := "aac", aacFrame
+	if out == media.CodecOpus {
+		name, frameSize = "opus", 960
+	} else if out != media.CodecAAC {
+		return nil, fmt.Errorf("cannot encode %q audio", out)
 	}
-	a := &audioTranscoder{}
+	codec := astiav.FindEncoderByName(name)
+	if codec == nil {
+		return nil, fmt.Errorf("no %s encoder in this FFmpeg build", name)
+	}
+	a := &audioTranscoder{frameSize: frameSize}
 	fail := func(err error) (*audioTranscoder, error) {
 		a.free()
 		return nil, err
@@ -126,18 +141,28 @@ func newAudioTranscoder(bitrate int) (*audioTranscoder, error) {
 	a.enc.SetChannelLayout(astiav.ChannelLayoutStereo)
 	a.enc.SetBitRate(int64(bitrate))
 	a.enc.SetTimeBase(astiav.NewRational(1, aacRate))
-	a.enc.SetProfile(astiav.ProfileAacLow)
+	if out == media.CodecAAC {
+		a.enc.SetProfile(astiav.ProfileAacLow)
+	} else {
+		// FFmpeg's own Opus encoder (marked experimental) takes planar
+		// float like the AAC one; libopus would need interleaved input.
+		a.enc.SetStrictStdCompliance(astiav.StrictStdComplianceExperimental)
+	}
 	// Global header: the AudioSpecificConfig comes out as extradata and
 	// the packets are raw AAC frames (no ADTS).
 	a.enc.SetFlags(a.enc.Flags().Add(astiav.CodecContextFlagGlobalHeader))
 	if err := a.enc.Open(codec, nil); err != nil {
-		return fail(fmt.Errorf("opening the AAC encoder: %w", err))
+		return fail(fmt.Errorf("opening the %s encoder: %w", name, err))
 	}
-	asc := a.enc.ExtraData()
-	if len(asc) == 0 {
+	if fs := a.enc.FrameSize(); fs > 0 {
+		frameSize = fs // the encoder's own choice
+		a.frameSize = fs
+	}
+	cfg := a.enc.ExtraData()
+	if out == media.CodecAAC && len(cfg) == 0 {
 		return fail(errors.New("the AAC encoder gave no AudioSpecificConfig"))
 	}
-	a.track = media.Track{Codec: media.CodecAAC, ClockRate: aacRate, AudioConfig: asc,
+	a.track = media.Track{Codec: out, ClockRate: aacRate, AudioConfig: cfg,
 		SampleRate: aacRate, Channels: aacChannels}
 	if a.frame = astiav.AllocFrame(); a.frame == nil {
 		return fail(errors.New("allocating an audio frame failed"))
@@ -145,11 +170,11 @@ func newAudioTranscoder(bitrate int) (*audioTranscoder, error) {
 	a.frame.SetSampleFormat(astiav.SampleFormatFltp)
 	a.frame.SetChannelLayout(astiav.ChannelLayoutStereo)
 	a.frame.SetSampleRate(aacRate)
-	a.frame.SetNbSamples(aacFrame)
+	a.frame.SetNbSamples(frameSize)
 	if err := a.frame.AllocBuffer(0); err != nil {
 		return fail(fmt.Errorf("audio frame buffer: %w", err))
 	}
-	if a.fifo = C.av_audio_fifo_alloc(C.AV_SAMPLE_FMT_FLTP, aacChannels, 4*aacFrame); a.fifo == nil {
+	if a.fifo = C.av_audio_fifo_alloc(C.AV_SAMPLE_FMT_FLTP, aacChannels, C.int(4*frameSize)); a.fifo == nil {
 		return fail(errors.New("allocating the audio FIFO failed"))
 	}
 	if a.pkt = astiav.AllocPacket(); a.pkt == nil {
@@ -228,11 +253,11 @@ func (a *audioTranscoder) resample(cf *C.AVFrame) error {
 func (a *audioTranscoder) encodeReady(final bool, emit func(*media.AccessUnit)) error {
 	for {
 		n := int(C.av_audio_fifo_size(a.fifo))
-		if n < aacFrame && (!final || n == 0) {
+		if n < a.frameSize && (!final || n == 0) {
 			return nil
 		}
-		n = min(n, aacFrame)
-		a.frame.SetNbSamples(aacFrame)
+		n = min(n, a.frameSize)
+		a.frame.SetNbSamples(a.frameSize)
 		if err := makeWritable(a.frame); err != nil {
 			return fmt.Errorf("audio frame: %w", err)
 		}
@@ -243,7 +268,7 @@ func (a *audioTranscoder) encodeReady(final bool, emit func(*media.AccessUnit)) 
 		a.frame.SetPts(a.next)
 		a.next += int64(n)
 		if err := a.enc.SendFrame(a.frame); err != nil {
-			return fmt.Errorf("encoding AAC: %w", err)
+			return fmt.Errorf("encoding %s: %w", a.track.Codec, err)
 		}
 		if err := a.drain(emit); err != nil {
 			return err

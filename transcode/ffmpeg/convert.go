@@ -36,6 +36,12 @@ type AudioConverter struct {
 // NewAudioConverter opens a decoder for src and an AAC encoder of the given
 // bitrate (bits per second).
 func NewAudioConverter(src media.Track, bitrate int, log *slog.Logger) (*AudioConverter, error) {
+	return NewAudioConverterTo(src, media.CodecAAC, bitrate, log)
+}
+
+// NewAudioConverterTo is NewAudioConverter with the output codec chosen:
+// AAC, or Opus (for WebRTC viewers of an AAC source; 20 ms frames).
+func NewAudioConverterTo(src media.Track, out media.Codec, bitrate int, log *slog.Logger) (*AudioConverter, error) {
 	var id astiav.CodecID
 	switch src.Codec {
 	case media.CodecOpus:
@@ -91,13 +97,13 @@ func NewAudioConverter(src media.Track, bitrate int, log *slog.Logger) (*AudioCo
 		return fail(errors.New("audio converter: allocating a frame failed"))
 	}
 	var err error
-	if c.aac, err = newAudioTranscoder(bitrate); err != nil {
+	if c.aac, err = newAudioEncoder(out, bitrate); err != nil {
 		return fail(fmt.Errorf("audio converter: %w", err))
 	}
 	return c, nil
 }
 
-// Track is the AAC track the converter produces.
+// Track is the track the converter produces.
 func (c *AudioConverter) Track() media.Track { return c.aac.track }
 
 // gapTolerance is how far an input frame may start from where the last one

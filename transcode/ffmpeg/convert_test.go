@@ -160,3 +160,45 @@ func TestPipelineDecodesVP8(t *testing.T) {
 		t.Errorf("%d H.264 frames (%d keyframes) from %d VP8 frames", frames, keys, n)
 	}
 }
+
+func TestAudioConverterAACToOpus(t *testing.T) {
+	t.Parallel()
+	// AAC from an Opus tone, then back to Opus: what a WHEP viewer of an
+	// RTMP source gets.
+	toAAC, err := NewAudioConverter(media.Track{Codec: media.CodecOpus, ClockRate: 48000, SampleRate: 48000, Channels: 2}, 128000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer toAAC.Close()
+	var aac []*media.AccessUnit
+	for _, au := range readOpus(t, testutil.MakeOpusOgg(t, 2)) {
+		if err := toAAC.Push(au, func(a *media.AccessUnit) { aac = append(aac, a) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	toOpus, err := NewAudioConverterTo(toAAC.Track(), media.CodecOpus, 64000, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer toOpus.Close()
+	var opus []*media.AccessUnit
+	for _, au := range aac {
+		if err := toOpus.Push(au, func(a *media.AccessUnit) { opus = append(opus, a) }); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if tr := toOpus.Track(); tr.Codec != media.CodecOpus || tr.ClockRate != 48000 {
+		t.Fatalf("track %+v", tr)
+	}
+	if err := toOpus.Flush(func(a *media.AccessUnit) { opus = append(opus, a) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(opus) < 80 {
+		t.Fatalf("%d Opus frames from 2 s", len(opus))
+	}
+	for i := 1; i < len(opus); i++ {
+		if d := opus[i].PTS - opus[i-1].PTS; d != 960 {
+			t.Fatalf("Opus frame %d is %d samples after the last", i, d)
+		}
+	}
+}
