@@ -19,9 +19,6 @@ package whip
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -35,7 +32,6 @@ import (
 
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
-	"github.com/pion/logging"
 	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,6 +39,7 @@ import (
 	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/rtcutil"
 )
 
 // ResourcePath is where session resources live: ResourcePath + session id.
@@ -174,7 +171,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
 		return nil, fmt.Errorf("whip ingest: interceptors: %w", err)
 	}
-	se := webrtc.SettingEngine{LoggerFactory: pionLogs{log: deps.Log.With("component", "webrtc")}}
+	se := webrtc.SettingEngine{LoggerFactory: rtcutil.PionLogs{Log: deps.Log.With("component", "webrtc")}}
 	se.SetIncludeLoopbackCandidate(true)
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(5*time.Second, 10*time.Second, 2*time.Second)
@@ -201,6 +198,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	s.api = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 	return s, nil
 }
+
+// UDPMux is the muxed UDP socket, nil without one: WHEP sessions share it.
+func (s *Server) UDPMux() ice.UDPMux { return s.mux }
 
 // UDPAddr is the muxed UDP address, nil without one.
 func (s *Server) UDPAddr() net.Addr {
@@ -258,19 +258,12 @@ func cors(w http.ResponseWriter) {
 	h.Set("Access-Control-Max-Age", "600")
 }
 
-// writeError answers in the API's JSON error shape.
-func writeError(w http.ResponseWriter, status int, code, msg string) {
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
-}
-
 func (s *Server) refuse(w http.ResponseWriter, status int, code, reason, msg string) {
 	s.m.Refused.WithLabelValues(reason).Inc()
 	if ok, suppressed := s.refusedLog.Allow(); ok {
 		s.deps.Log.Warn("whip publish refused", "reason", reason, "suppressed_since_last", suppressed)
 	}
-	writeError(w, status, code, msg)
+	rtcutil.WriteError(w, status, code, msg)
 }
 
 // ServeOptions answers a CORS preflight or a client asking what it may send.
@@ -278,24 +271,6 @@ func (s *Server) ServeOptions(w http.ResponseWriter, _ *http.Request) {
 	cors(w)
 	w.Header().Set("Accept-Post", "application/sdp")
 	w.WriteHeader(http.StatusNoContent)
-}
-
-// bearer returns the token of an "Authorization: Bearer" header.
-func bearer(r *http.Request) string {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "bearer") {
-		return ""
-	}
-	return strings.TrimSpace(tok)
-}
-
-// remoteIP is the peer's address without its port.
-func remoteIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
 }
 
 // ServeOffer handles POST /v1/whip: it authorizes the stream key, answers
@@ -307,14 +282,14 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 			"send the SDP offer with Content-Type: application/sdp")
 		return
 	}
-	key := bearer(r)
+	key := rtcutil.Bearer(r)
 	if key == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="whip"`)
 		s.refuse(w, http.StatusUnauthorized, "unauthorized", "no_key",
 			"send the stream key as Authorization: Bearer <stream_key>")
 		return
 	}
-	ip := remoteIP(r)
+	ip := rtcutil.RemoteIP(r)
 	release, ok := s.admit(ip)
 	if !ok {
 		s.refuse(w, http.StatusServiceUnavailable, "too_many_sessions", "limit",
@@ -329,7 +304,7 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 	}()
 	body, err := io.ReadAll(io.LimitReader(r.Body, maxOffer+1))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "reading the offer: "+err.Error())
+		rtcutil.WriteError(w, http.StatusBadRequest, "bad_request", "reading the offer: "+err.Error())
 		return
 	}
 	if len(body) > maxOffer {
@@ -344,7 +319,7 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		s.deps.Log.Error("whip: checking a stream key", "err", err)
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "cannot check the stream key now; try again")
+		rtcutil.WriteError(w, http.StatusServiceUnavailable, "unavailable", "cannot check the stream key now; try again")
 		return
 	}
 	skey := media.StreamKey{Name: id, Rendition: media.RenditionSource}
@@ -366,11 +341,11 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if errors.Is(err, errClosed) {
-			writeError(w, http.StatusServiceUnavailable, "unavailable", "the server is shutting down")
+			rtcutil.WriteError(w, http.StatusServiceUnavailable, "unavailable", "the server is shutting down")
 			return
 		}
 		s.deps.Log.Error("whip: starting a session", "stream", id, "err", err)
-		writeError(w, http.StatusInternalServerError, "internal", "could not start the WebRTC session")
+		rtcutil.WriteError(w, http.StatusInternalServerError, "internal", "could not start the WebRTC session")
 		return
 	}
 	admitted = true
@@ -397,7 +372,7 @@ func (s *Server) ServeResource(w http.ResponseWriter, r *http.Request, sid strin
 	ses := s.sessions[sid]
 	s.mu.Unlock()
 	if ses == nil {
-		writeError(w, http.StatusNotFound, "not_found", "no such WHIP session (it ended, or never existed)")
+		rtcutil.WriteError(w, http.StatusNotFound, "not_found", "no such WHIP session (it ended, or never existed)")
 		return
 	}
 	switch r.Method {
@@ -406,32 +381,31 @@ func (s *Server) ServeResource(w http.ResponseWriter, r *http.Request, sid strin
 		w.WriteHeader(http.StatusOK)
 	case http.MethodPatch:
 		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/trickle-ice-sdpfrag" {
-			writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send candidates as application/trickle-ice-sdpfrag")
+			rtcutil.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send candidates as application/trickle-ice-sdpfrag")
 			return
 		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, maxFragment+1))
+		body, err := io.ReadAll(io.LimitReader(r.Body, rtcutil.MaxFragment+1))
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", "reading the fragment: "+err.Error())
+			rtcutil.WriteError(w, http.StatusBadRequest, "bad_request", "reading the fragment: "+err.Error())
 			return
 		}
-		frag, err := parseFragment(body)
+		frag, err := rtcutil.ParseFragment(body)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_fragment", "malformed trickle ICE fragment: "+err.Error())
+			rtcutil.WriteError(w, http.StatusBadRequest, "bad_fragment", "malformed trickle ICE fragment: "+err.Error())
 			return
 		}
 		if err := ses.trickle(frag); err != nil {
-			var restart iceRestart
-			if errors.As(err, &restart) {
-				writeError(w, http.StatusUnprocessableEntity, "ice_restart", restart.Error())
+			if errors.Is(err, rtcutil.ErrICERestart) {
+				rtcutil.WriteError(w, http.StatusUnprocessableEntity, "ice_restart", err.Error())
 				return
 			}
-			writeError(w, http.StatusBadRequest, "bad_fragment", err.Error())
+			rtcutil.WriteError(w, http.StatusBadRequest, "bad_fragment", err.Error())
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
 	default:
 		w.Header().Set("Allow", "PATCH, DELETE, OPTIONS")
-		writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", "a WHIP session takes PATCH, DELETE or OPTIONS")
+		rtcutil.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "a WHIP session takes PATCH, DELETE or OPTIONS")
 	}
 }
 
@@ -474,51 +448,3 @@ var (
 type badOffer struct{ msg string }
 
 func (b badOffer) Error() string { return b.msg }
-
-// iceRestart is a PATCH asking for an ICE restart, which is not offered.
-type iceRestart struct{}
-
-func (iceRestart) Error() string {
-	return "ICE restarts are not supported: end this session and publish again"
-}
-
-// newSessionID is 128 random bits: the resource URL is the only credential
-// PATCH and DELETE need.
-func newSessionID() string {
-	var b [16]byte
-	_, _ = rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
-
-// pionLogs sends pion's warnings and errors to slog, rate-limited.
-type pionLogs struct{ log *slog.Logger }
-
-func (p pionLogs) NewLogger(scope string) logging.LeveledLogger {
-	return &pionLogger{log: p.log.With("scope", scope), lim: logx.NewLimiter(10 * time.Second)}
-}
-
-type pionLogger struct {
-	log *slog.Logger
-	lim *logx.Limiter
-}
-
-func (l *pionLogger) emit(warn bool, msg string) {
-	if ok, n := l.lim.Allow(); ok {
-		if warn {
-			l.log.Warn(msg, "suppressed_since_last", n)
-		} else {
-			l.log.Debug(msg, "suppressed_since_last", n)
-		}
-	}
-}
-
-func (l *pionLogger) Trace(string)                 {}
-func (l *pionLogger) Tracef(string, ...any)        {}
-func (l *pionLogger) Debug(string)                 {}
-func (l *pionLogger) Debugf(string, ...any)        {}
-func (l *pionLogger) Info(string)                  {}
-func (l *pionLogger) Infof(string, ...any)         {}
-func (l *pionLogger) Warn(msg string)              { l.emit(false, msg) }
-func (l *pionLogger) Warnf(f string, args ...any)  { l.emit(false, fmt.Sprintf(f, args...)) }
-func (l *pionLogger) Error(msg string)             { l.emit(true, msg) }
-func (l *pionLogger) Errorf(f string, args ...any) { l.emit(true, fmt.Sprintf(f, args...)) }

@@ -19,6 +19,7 @@ import (
 	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/rtcutil"
 	"github.com/shoal-video/shoal/internal/stream"
 )
 
@@ -113,7 +114,7 @@ const maxEarly = 240
 // newSession answers offer and registers the session for stream id.
 func (s *Server) newSession(id, ip string, offer []byte) (*session, string, error) {
 	ses := &session{
-		s: s, id: newSessionID(), streamID: id, created: time.Now(),
+		s: s, id: rtcutil.NewSessionID(), streamID: id, created: time.Now(),
 		done: make(chan struct{}), stopc: make(chan string, 1), warn: logx.NewLimiter(5 * time.Second),
 		vIdx: -1, aIdx: -1,
 	}
@@ -255,25 +256,11 @@ func (ses *session) accepted(pc *webrtc.PeerConnection) error {
 }
 
 // trickle adds the publisher's late candidates.
-func (ses *session) trickle(f sdpFragment) error {
+func (ses *session) trickle(f rtcutil.Fragment) error {
 	ses.mu.Lock()
 	pc := ses.pc
 	ses.mu.Unlock()
-	if rd := pc.RemoteDescription(); rd != nil && f.ufrag != "" && !strings.Contains(rd.SDP, "a=ice-ufrag:"+f.ufrag+"\r\n") &&
-		!strings.Contains(rd.SDP, "a=ice-ufrag:"+f.ufrag+"\n") {
-		return iceRestart{}
-	}
-	for _, c := range f.candidates {
-		init := webrtc.ICECandidateInit{Candidate: c.value}
-		if c.mid != "" {
-			mid := c.mid
-			init.SDPMid = &mid
-		}
-		if err := pc.AddICECandidate(init); err != nil {
-			return fmt.Errorf("candidate refused: %w", err)
-		}
-	}
-	return nil
+	return rtcutil.AddCandidates(pc, f)
 }
 
 // stop asks for the session to end without waiting (safe with mu held).

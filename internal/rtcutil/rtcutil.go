@@ -1,0 +1,183 @@
+// Package rtcutil holds what the WebRTC endpoints (WHIP ingest, WHEP
+// playback) share: trickle ICE fragments, JSON errors, bearer tokens,
+// session ids and pion's logs in slog.
+package rtcutil
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/pion/logging"
+	"github.com/pion/webrtc/v4"
+
+	"github.com/shoal-video/shoal/internal/logx"
+)
+
+// MaxFragment bounds a trickle ICE body (a few candidates).
+const MaxFragment = 16 << 10
+
+// Fragment is what a trickle ICE PATCH (RFC 8840 and RFC 9725 section
+// 4.3) carries: the ICE credentials it is for and candidates per media
+// stream.
+type Fragment struct {
+	Ufrag, Pwd string
+	// candidates are "candidate:..." attribute values with the mid of the
+	// media section they came in ("" before any a=mid).
+	Candidates []Candidate
+	End        bool // a=end-of-candidates
+}
+
+type Candidate struct {
+	Mid, Value string
+}
+
+// ParseFragment parses an application/trickle-ice-sdpfrag body.
+func ParseFragment(body []byte) (Fragment, error) {
+	var f Fragment
+	if len(body) > MaxFragment {
+		return f, fmt.Errorf("fragment larger than %d bytes", MaxFragment)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	sc.Buffer(make([]byte, 0, 1024), MaxFragment)
+	mid := ""
+	for sc.Scan() {
+		line := strings.TrimRight(sc.Text(), "\r")
+		if line == "" {
+			continue
+		}
+		if len(line) < 2 || line[1] != '=' {
+			return f, fmt.Errorf("malformed line %q", clip(line))
+		}
+		if line[0] != 'a' {
+			continue // m= lines and others carry nothing we use
+		}
+		name, value, _ := strings.Cut(line[2:], ":")
+		switch name {
+		case "ice-ufrag":
+			f.Ufrag = value
+		case "ice-pwd":
+			f.Pwd = value
+		case "mid":
+			mid = value
+		case "candidate":
+			if value == "" || len(strings.Fields(value)) < 8 {
+				return f, fmt.Errorf("malformed candidate %q", clip(line))
+			}
+			f.Candidates = append(f.Candidates, Candidate{Mid: mid, Value: "candidate:" + value})
+		case "end-of-candidates":
+			f.End = true
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return f, err
+	}
+	return f, nil
+}
+
+// clip shortens untrusted text quoted in an error.
+func clip(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
+
+// WriteError answers in the API's JSON error shape.
+func WriteError(w http.ResponseWriter, status int, code, msg string) {
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{"code": code, "message": msg}})
+}
+
+// Bearer returns the token of an "Authorization: Bearer" header.
+func Bearer(r *http.Request) string {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "bearer") {
+		return ""
+	}
+	return strings.TrimSpace(tok)
+}
+
+// RemoteIP is the peer's address without its port.
+func RemoteIP(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// NewSessionID is 128 random bits: the resource URL is the only credential
+// PATCH and DELETE need.
+func NewSessionID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// PionLogs sends pion's warnings and errors to slog, rate-limited.
+type PionLogs struct{ Log *slog.Logger }
+
+func (p PionLogs) NewLogger(scope string) logging.LeveledLogger {
+	return &pionLogger{log: p.Log.With("scope", scope), lim: logx.NewLimiter(10 * time.Second)}
+}
+
+type pionLogger struct {
+	log *slog.Logger
+	lim *logx.Limiter
+}
+
+func (l *pionLogger) emit(warn bool, msg string) {
+	if ok, n := l.lim.Allow(); ok {
+		if warn {
+			l.log.Warn(msg, "suppressed_since_last", n)
+		} else {
+			l.log.Debug(msg, "suppressed_since_last", n)
+		}
+	}
+}
+
+func (l *pionLogger) Trace(string)                 {}
+func (l *pionLogger) Tracef(string, ...any)        {}
+func (l *pionLogger) Debug(string)                 {}
+func (l *pionLogger) Debugf(string, ...any)        {}
+func (l *pionLogger) Info(string)                  {}
+func (l *pionLogger) Infof(string, ...any)         {}
+func (l *pionLogger) Warn(msg string)              { l.emit(false, msg) }
+func (l *pionLogger) Warnf(f string, args ...any)  { l.emit(false, fmt.Sprintf(f, args...)) }
+func (l *pionLogger) Error(msg string)             { l.emit(true, msg) }
+func (l *pionLogger) Errorf(f string, args ...any) { l.emit(true, fmt.Sprintf(f, args...)) }
+
+// ErrICERestart is a fragment asking for an ICE restart, which the
+// endpoints do not offer.
+var ErrICERestart = errors.New("ICE restarts are not supported: end this session and start a new one")
+
+// AddCandidates adds a fragment's candidates to pc; a fragment for other
+// ICE credentials (a restart) gives ErrICERestart.
+func AddCandidates(pc *webrtc.PeerConnection, f Fragment) error {
+	if rd := pc.RemoteDescription(); rd != nil && f.Ufrag != "" &&
+		!strings.Contains(rd.SDP, "a=ice-ufrag:"+f.Ufrag+"\r\n") && !strings.Contains(rd.SDP, "a=ice-ufrag:"+f.Ufrag+"\n") {
+		return ErrICERestart
+	}
+	for _, c := range f.Candidates {
+		init := webrtc.ICECandidateInit{Candidate: c.Value}
+		if c.Mid != "" {
+			mid := c.Mid
+			init.SDPMid = &mid
+		}
+		if err := pc.AddICECandidate(init); err != nil {
+			return fmt.Errorf("candidate refused: %w", err)
+		}
+	}
+	return nil
+}
