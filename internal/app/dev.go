@@ -131,6 +131,7 @@ Shoal %s is running (shoal dev: every role in one process)
   OBS server:      %s
   OBS stream key:  %s
   RTSP publish:    %s
+  SRT publish:     %s
   WHIP (OBS 30+):  %s/v1/whip    (Bearer Token: the stream key; or "Go live" in the dashboard)
   Watch page:      %s/watch/%s    (plays through the edge, every segment verified)
   Watch (HLS):     %s/hls/%s/master.m3u8    e.g. ffplay or any HLS player
@@ -146,7 +147,7 @@ Shoal %s is running (shoal dev: every role in one process)
   API description (OpenAPI 3.1): %s/v1/openapi.yaml
 
 Press Ctrl-C to stop.
-`, Version, c.PublicURL, c.PublicURL, c.AdminKey, ls.Name, ls.ID, c.RTMPPublicURL, ls.StreamKey, devRTSPLine(c, ls.StreamKey),
+`, Version, c.PublicURL, c.PublicURL, c.AdminKey, ls.Name, ls.ID, c.RTMPPublicURL, ls.StreamKey, devRTSPLine(c, ls.StreamKey), devSRTLine(c, ls.StreamKey),
 		c.PublicURL, c.PublicURL, ls.ID, c.PublicURL, ls.ID, devEdgeLine(c), c.PublicURL, c.AdminKey, c.PublicURL, c.RTMPPublicURL, ls.StreamKey,
 		c.AdminKey, c.PublicURL, c.AdminKey, c.PublicURL, c.PublicURL)
 	return nil
@@ -179,4 +180,11 @@ func devRTSPLine(c config.Config, key string) string {
 		return "off (SHOAL_RTSP_ADDR=off)"
 	}
 	return c.RTSPPublicURL + "/" + key
+}
+
+func devSRTLine(c config.Config, key string) string {
+	if c.SRTAddr == config.Off || c.SRTPublicURL == "" {
+		return "off (SHOAL_SRT_ADDR=off)"
+	}
+	return c.SRTPublicURL + "?streamid=publish:" + key + "    (ffmpeg ... -f mpegts '<this URL>')"
 }

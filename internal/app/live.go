@@ -6,6 +6,7 @@ import (
 
 	"github.com/shoal-video/shoal/ingest/rtmp"
 	"github.com/shoal-video/shoal/ingest/rtsp"
+	"github.com/shoal-video/shoal/ingest/srt"
 	"github.com/shoal-video/shoal/ingest/whip"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/routing"
@@ -20,6 +21,7 @@ type pipeline struct {
 	hub    *stream.Hub
 	ingest *rtmp.Server
 	rtsp   *rtsp.Server // nil with rtsp_addr off
+	srt    *srt.Server  // nil with srt_addr off
 	whip   *whip.Server
 	pull   *rtsp.Puller
 	pkg    *packager.Packager
@@ -66,6 +68,9 @@ func (p pipeline) Remove(id string) error {
 	p.ingest.Disconnect(id)
 	if p.rtsp != nil {
 		p.rtsp.Disconnect(id)
+	}
+	if p.srt != nil {
+		p.srt.Disconnect(id)
 	}
 	p.whip.Disconnect(id)
 	return p.pkg.Remove(id)

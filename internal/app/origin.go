@@ -15,6 +15,7 @@ import (
 
 	"github.com/shoal-video/shoal/ingest/rtmp"
 	"github.com/shoal-video/shoal/ingest/rtsp"
+	"github.com/shoal-video/shoal/ingest/srt"
 	"github.com/shoal-video/shoal/ingest/whip"
 	"github.com/shoal-video/shoal/internal/config"
 	"github.com/shoal-video/shoal/internal/manifest"
@@ -121,6 +122,16 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		}
 		defer rtspIngest.Close()
 	}
+	var srtIngest *srt.Server
+	if cfg.SRTAddr != config.Off {
+		srtIngest, err = srt.New(srt.Config{Addr: cfg.SRTAddr, Latency: cfg.Ingest.SRTLatency.Std(),
+			ReadTimeout: cfg.Ingest.ReadTimeout.Std(), Passphrase: cfg.Ingest.SRTPassphrase},
+			srt.Deps{Log: log.With("component", "srt"), Auth: keys, Hub: hub, Registerer: reg})
+		if err != nil {
+			return err
+		}
+		defer srtIngest.Close()
+	}
 	whipIngest, err := whip.New(whipConfig(cfg), whip.Deps{Log: log.With("component", "whip"), Auth: keys, Hub: hub, Registerer: reg,
 		Convert: whipConverters{preset: cfg.Transcode.Preset, segment: cfg.HLS.SegmentDuration.Std(), log: log.With("component", "whip")}})
 	if err != nil {
@@ -139,13 +150,13 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	nodes := newNodeMetrics(reg)
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
-		WHIP:           whipIngest,
+		SRTURL: srtURL(cfg), WHIP: whipIngest,
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit,
-	}, store, pipeline{hub: hub, ingest: ingest, rtsp: rtspIngest, whip: whipIngest, pull: puller, pkg: pkg, tc: tc}, log.With("component", "api"))
+	}, store, pipeline{hub: hub, ingest: ingest, rtsp: rtspIngest, srt: srtIngest, whip: whipIngest, pull: puller, pkg: pkg, tc: tc}, log.With("component", "api"))
 	if err != nil {
 		return err
 	}
@@ -205,6 +216,9 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if rtspIngest != nil {
 		g.Go(func() error { return rtspIngest.Run(gctx) })
 	}
+	if srtIngest != nil {
+		g.Go(func() error { return srtIngest.Run(gctx) })
+	}
 	g.Go(func() error { return whipIngest.Run(gctx) })
 	g.Go(func() error { return puller.Run(gctx) })
 	g.Go(func() error { return httpSrv.run(gctx) })
@@ -244,4 +258,12 @@ func rtspURL(cfg config.Config) string {
 		return ""
 	}
 	return cfg.RTSPPublicURL
+}
+
+// srtURL is the SRT URL publishers use, "" when SRT ingest is off.
+func srtURL(cfg config.Config) string {
+	if cfg.SRTAddr == config.Off {
+		return ""
+	}
+	return cfg.SRTPublicURL
 }
