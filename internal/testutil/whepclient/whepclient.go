@@ -158,7 +158,9 @@ type RefusedError struct {
 	Body   string
 }
 
-func (e *RefusedError) Error() string { return fmt.Sprintf("WHEP offer refused: %d %s", e.Status, e.Body) }
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("WHEP offer refused: %d %s", e.Status, e.Body)
+}
 
 // AudioPackets is how many audio RTP packets arrived so far.
 func (v *Viewer) AudioPackets() int {
