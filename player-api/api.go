@@ -104,6 +104,9 @@ type Config struct {
 	// WHIP is the WebRTC ingest's HTTP side, mounted at /v1/whip; nil
 	// answers 503 there.
 	WHIP WHIP
+	// WHEP is real-time playback's HTTP side, mounted at /v1/whep/<id>;
+	// nil answers 503 there.
+	WHEP WHEP
 	// MaxBodyBytes caps JSON request bodies; larger bodies are answered
 	// with 413. Zero means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
@@ -151,6 +154,7 @@ type API struct {
 	rtspURL      string
 	srtURL       string
 	whip         WHIP
+	whep         WHEP
 	maxBody      int64
 	maxUpload    int64
 
@@ -229,6 +233,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		rtspURL:      strings.TrimRight(cfg.RTSPURL, "/"),
 		srtURL:       strings.TrimRight(cfg.SRTURL, "/"),
 		whip:         cfg.WHIP,
+		whep:         cfg.WHEP,
 		maxBody:      maxBody,
 		maxUpload:    maxUpload,
 		store:        store,
@@ -319,6 +324,7 @@ func (a *API) Register(r gin.IRouter) {
 	a.registerPlayback(v1)
 	a.registerNodes(r, v1)
 	a.registerWHIP(r)
+	a.registerWHEP(r)
 }
 
 // errorBody is the JSON shape of every error response.

@@ -58,6 +58,8 @@ type ingestJSON struct {
 
 type playbackJSON struct {
 	HLSURL string `json:"hls_url"`
+	// WHEPURL is real-time playback over WebRTC; absent without WHEP.
+	WHEPURL string `json:"whep_url,omitempty"`
 }
 
 type liveStreamListJSON struct {
@@ -79,7 +81,7 @@ func (a *API) liveStreamJSON(ls routing.LiveStream) liveStreamJSON {
 		Ladder:         ls.Ladder,
 		Error:          a.status.Problem(ls.ID),
 		Ingest:         a.ingestJSON(ls.StreamKey),
-		Playback:       playbackJSON{HLSURL: a.publicURL + "/hls/" + ls.ID + "/master.m3u8"},
+		Playback:       a.livePlayback(ls.ID),
 		SourceURL:      ids.RedactURL(ls.SourceURL),
 		Pull:           a.pull(ls),
 	}
@@ -311,4 +313,12 @@ func (a *API) ingestJSON(key string) ingestJSON {
 		in.SRTURL = a.srtURL + "?streamid=publish:" + key
 	}
 	return in
+}
+
+func (a *API) livePlayback(id string) playbackJSON {
+	p := playbackJSON{HLSURL: a.publicURL + "/hls/" + id + "/master.m3u8"}
+	if a.whep != nil {
+		p.WHEPURL = a.publicURL + "/v1/whep/" + id
+	}
+	return p
 }

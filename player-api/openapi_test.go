@@ -288,6 +288,13 @@ var publicOperations = map[string]bool{
 	"PATCH /v1/whip/{session}":   true,
 	"DELETE /v1/whip/{session}":  true,
 	"OPTIONS /v1/whip/{session}": true,
+	// WHEP: public streams need nothing, signed ones a playback token
+	// (checked by the handler, as on /hls/).
+	"POST /v1/whep/{id}":              true,
+	"OPTIONS /v1/whep/{id}":           true,
+	"PATCH /v1/whep/{id}/{session}":   true,
+	"DELETE /v1/whep/{id}/{session}":  true,
+	"OPTIONS /v1/whep/{id}/{session}": true,
 }
 
 // checkPathParams checks that each {name} of o's path is declared as a

@@ -45,8 +45,8 @@ var (
 )
 
 // Authorizer checks that token (the bearer, "" when none) may play live
-// stream id: nil, ErrNotFound or ErrForbidden.
-type Authorizer func(ctx context.Context, id, token string) error
+// stream id from address ip: nil, ErrNotFound or ErrForbidden.
+type Authorizer func(ctx context.Context, id, token, ip string) error
 
 // Hub is the part of the stream hub WHEP reads.
 type Hub interface {
@@ -218,7 +218,8 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request, id string) {
 		s.refuse(w, http.StatusRequestEntityTooLarge, "too_large", "too_large", fmt.Sprintf("the SDP offer is larger than %d bytes", maxOffer))
 		return
 	}
-	switch err := s.deps.Authorize(r.Context(), id, rtcutil.Bearer(r)); {
+	ip := rtcutil.RemoteIP(r)
+	switch err := s.deps.Authorize(r.Context(), id, rtcutil.Bearer(r), ip); {
 	case errors.Is(err, ErrNotFound):
 		s.refuse(w, http.StatusNotFound, "not_found", "not_found", "no such live stream")
 		return
@@ -231,7 +232,6 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request, id string) {
 		rtcutil.WriteError(w, http.StatusServiceUnavailable, "unavailable", "cannot check playback now; try again")
 		return
 	}
-	ip := rtcutil.RemoteIP(r)
 	if !s.admit(ip) {
 		s.refuse(w, http.StatusServiceUnavailable, "too_many_sessions", "limit", "too many WebRTC viewers on this server or from your address; try again later")
 		return

@@ -66,7 +66,7 @@ func newRig(t *testing.T, auth Authorizer) *rig {
 	return &rig{hub: hub, url: hs.URL + "/v1/whep"}
 }
 
-func allow(context.Context, string, string) error { return nil }
+func allow(context.Context, string, string, string) error { return nil }
 
 // source is a live H.264 + AAC publication paced in real time.
 type source struct {
@@ -204,7 +204,7 @@ func TestViewerReceivesSource(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, func(_ context.Context, id, token string) error {
+	r := newRig(t, func(_ context.Context, id, token, _ string) error {
 		switch {
 		case id == "nope":
 			return ErrNotFound

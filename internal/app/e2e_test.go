@@ -217,7 +217,8 @@ type liveStream struct {
 		SRTURL  string `json:"srt_url"`
 	} `json:"ingest"`
 	Playback struct {
-		HLSURL string `json:"hls_url"`
+		HLSURL  string `json:"hls_url"`
+		WHEPURL string `json:"whep_url"`
 	} `json:"playback"`
 }
 

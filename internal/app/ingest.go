@@ -1,14 +1,21 @@
 package app
 
 import (
+	"context"
+	"crypto/ed25519"
+	"errors"
 	"log/slog"
 	"strconv"
 	"time"
 
 	"github.com/shoal-video/shoal/ingest/whip"
 	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/playback"
+	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
+	"github.com/shoal-video/shoal/whep"
 )
 
 // whipConverters back the WHIP ingest's conversions with FFmpeg: Opus to
@@ -41,4 +48,37 @@ func whipConfig(cfg config.Config) whip.Config {
 		wc.UDPAddr = ":" + strconv.Itoa(cfg.Ingest.WHIPUDPPort)
 	}
 	return wc
+}
+
+// whepConfig is WHEP playback's configuration: the WebRTC settings of the
+// WHIP ingest (whose UDP port it shares) and viewer limits.
+func whepConfig(cfg config.Config) whep.Config {
+	return whep.Config{
+		PublicIPs:      config.SplitList(cfg.Ingest.WHIPPublicIPs),
+		STUNServers:    config.SplitList(cfg.Ingest.WHIPSTUNServers),
+		MaxViewers:     cfg.Ingest.WHEPMaxViewers,
+		MaxPerIP:       cfg.Ingest.WHIPMaxSessionsPerIP,
+		ConnectTimeout: 30 * time.Second,
+	}
+}
+
+// whepAuthorizer lets anyone watch a public live stream and needs a valid
+// playback token (the bearer) for a signed one, as HLS does.
+func whepAuthorizer(store *routing.Store, signed func(id string) bool, pub ed25519.PublicKey) whep.Authorizer {
+	return func(ctx context.Context, id, token, ip string) error {
+		if !ids.Valid(id) {
+			return whep.ErrNotFound
+		}
+		if _, err := store.GetLiveStream(ctx, id); errors.Is(err, routing.ErrNotFound) {
+			return whep.ErrNotFound
+		} else if err != nil {
+			return err
+		}
+		if signed(id) {
+			if _, err := playback.Verify(pub, token, id, time.Now(), ip); err != nil {
+				return whep.ErrForbidden
+			}
+		}
+		return nil
+	}
 }

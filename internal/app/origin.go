@@ -28,8 +28,10 @@ import (
 	"github.com/shoal-video/shoal/packager/origin"
 	playerapi "github.com/shoal-video/shoal/player-api"
 	"github.com/shoal-video/shoal/transcode"
+	"github.com/shoal-video/shoal/transcode/ffmpeg"
 	"github.com/shoal-video/shoal/transcode/vod"
 	"github.com/shoal-video/shoal/web"
+	"github.com/shoal-video/shoal/whep"
 )
 
 // originReady is called once every listener of the origin role is open.
@@ -146,11 +148,20 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return fmt.Errorf("playback signing key: %w", err)
 	}
+	whepPlay, err := whep.New(whepConfig(cfg), whep.Deps{Log: log.With("component", "whep"), Hub: hub, Registerer: reg,
+		Authorize: whepAuthorizer(store, signed.signed, playbackKey.Public().(ed25519.PublicKey)),
+		Opus: func(src media.Track) (whep.AudioConverter, error) {
+			return ffmpeg.NewAudioConverterTo(src, media.CodecOpus, 96_000, log.With("component", "whep"))
+		},
+		UDPMux: whipIngest.UDPMux()})
+	if err != nil {
+		return err
+	}
 	hlsDir := filepath.Join(cfg.DataDir, "hls")
 	nodes := newNodeMetrics(reg)
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
-		SRTURL: srtURL(cfg), WHIP: whipIngest,
+		SRTURL: srtURL(cfg), WHIP: whipIngest, WHEP: whepPlay,
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
@@ -220,6 +231,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		g.Go(func() error { return srtIngest.Run(gctx) })
 	}
 	g.Go(func() error { return whipIngest.Run(gctx) })
+	g.Go(func() error { return whepPlay.Run(gctx) })
 	g.Go(func() error { return puller.Run(gctx) })
 	g.Go(func() error { return httpSrv.run(gctx) })
 	g.Go(func() error { return hooks.Run(gctx) })

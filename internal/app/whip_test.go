@@ -2,6 +2,9 @@ package app
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
@@ -10,6 +13,7 @@ import (
 	"github.com/pion/webrtc/v4"
 
 	"github.com/shoal-video/shoal/internal/testutil"
+	"github.com/shoal-video/shoal/internal/testutil/whepclient"
 	"github.com/shoal-video/shoal/internal/testutil/whippub"
 )
 
@@ -69,5 +73,62 @@ func TestLiveOverWHIP(t *testing.T) {
 	_, metrics := n.get("/metrics", "")
 	if metric(metrics, "shoal_ingest_bytes_total", `protocol="whip"`) == 0 {
 		t.Error("no WHIP ingest bytes in /metrics")
+	}
+}
+
+// TestWatchOverWHEP: ffmpeg publishes over RTMP; a pion viewer POSTs to
+// the stream's playback.whep_url and receives its H.264 frames and audio
+// (AAC converted to Opus). A signed stream refuses a viewer without a
+// playback token.
+func TestWatchOverWHEP(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	ls := n.createStream("whep")
+	if !strings.HasSuffix(ls.Playback.WHEPURL, "/v1/whep/"+ls.ID) {
+		t.Fatalf("playback.whep_url %q", ls.Playback.WHEPURL)
+	}
+	pub := publish(t, clip(t, 30), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	defer pub.Process.Kill()
+	n.waitFor("the stream live", 15*time.Second, func() bool { return n.status(ls.ID) == "live" })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, err := whepclient.Start(ctx, ls.Playback.WHEPURL, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, frames := 0, 0
+	for frames < 60 {
+		select {
+		case f := <-v.Frames:
+			frames++
+			if f.Key {
+				keys++
+			}
+		case <-ctx.Done():
+			t.Fatalf("only %d frames over WHEP", frames)
+		}
+	}
+	if keys == 0 {
+		t.Error("no keyframe over WHEP")
+	}
+	if v.AudioPackets() == 0 {
+		t.Error("no audio over WHEP")
+	}
+	if err := v.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	code, body := n.do(http.MethodPost, "/v1/live-streams", testAdminKey, map[string]string{"name": "signed whep", "playback_policy": "signed"})
+	if code != http.StatusCreated {
+		t.Fatalf("create a signed stream: %d %s", code, body)
+	}
+	var signed liveStream
+	if err := json.Unmarshal(body, &signed); err != nil {
+		t.Fatal(err)
+	}
+	_, err = whepclient.Start(ctx, signed.Playback.WHEPURL, "")
+	var refused *whepclient.RefusedError
+	if !errors.As(err, &refused) || refused.Status != 403 {
+		t.Errorf("signed stream without a token: %v", err)
 	}
 }

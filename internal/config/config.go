@@ -88,6 +88,8 @@ type IngestConfig struct {
 	WHIPSTUNServers      string `yaml:"whip_stun_servers"`
 	WHIPMaxSessions      int    `yaml:"whip_max_sessions"`
 	WHIPMaxSessionsPerIP int    `yaml:"whip_max_sessions_per_ip"`
+	// WHEPMaxViewers bounds real-time (WebRTC) viewers in total.
+	WHEPMaxViewers int `yaml:"whep_max_viewers"`
 	// SRT: the receiver's latency and an optional passphrase (encryption).
 	SRTLatency    Duration `yaml:"srt_latency"`
 	SRTPassphrase string   `yaml:"srt_passphrase"`
@@ -136,6 +138,7 @@ func base() Config {
 			WHIPUDPPort:          8189,
 			WHIPMaxSessions:      100,
 			WHIPMaxSessionsPerIP: 8,
+			WHEPMaxViewers:       500,
 			SRTLatency:           Duration(200 * time.Millisecond),
 			MaxRestreams:         5,
 		},
