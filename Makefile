@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/shoal-video/shoal/internal/app.Version=$(VERSION)
 # Go's test timeout for the whole suite; CI allows 90 minutes, we aim well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build run test deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge web web-check
+.PHONY: all build run test deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge bench-latency web web-check
 
 all: build
 
@@ -28,13 +28,16 @@ test: deps
 
 # Benchmarks: each prints one summary line of name=value figures, ratios
 # against a peer run side by side in the same command (see benchmarks/README.md).
-bench: bench-transcode bench-vod bench-edge
+bench: bench-transcode bench-vod bench-edge bench-latency
 
 bench-transcode: deps
 	$(GO) run ./benchmarks/transcode $(BENCH_ARGS)
 
 bench-vod: deps
 	$(GO) run ./benchmarks/vod $(BENCH_ARGS)
+
+bench-latency: deps
+	$(GO) run ./benchmarks/latency $(BENCH_ARGS)
 
 # nginx-light is the peer and wrk loads both; install-deps installs them
 # with everything deps does.

@@ -295,6 +295,9 @@ func ReadOgg(path string) ([]Frame, error) {
 }
 
 // ReadH264 reads an Annex-B H.264 file into access units of frameDur each.
+// An access unit ends where the next one starts: a parameter set, SEI or
+// delimiter after a slice, or a slice that begins a new picture
+// (first_mb_in_slice 0), so frames of several slices stay whole.
 func ReadH264(path string, frameDur time.Duration) ([]Frame, error) {
 	f, err := os.Open(path)
 	if err != nil {
@@ -307,19 +310,37 @@ func ReadH264(path string, frameDur time.Duration) ([]Frame, error) {
 	}
 	var out []Frame
 	var cur []byte
+	haveSlice := false
+	flush := func() {
+		if haveSlice {
+			out = append(out, Frame{Data: cur, Duration: frameDur})
+			cur, haveSlice = nil, false
+		}
+	}
 	for {
 		nal, err := r.NextNAL()
 		if errors.Is(err, io.EOF) {
+			flush()
 			return out, nil
 		}
 		if err != nil {
 			return nil, err
 		}
+		if len(nal.Data) == 0 {
+			continue
+		}
+		t := nal.Data[0] & 0x1f
+		isSlice := t == 1 || t == 5
+		switch {
+		case isSlice && len(nal.Data) > 1 && nal.Data[1]&0x80 != 0: // first_mb_in_slice == 0
+			flush()
+		case !isSlice && (t == 6 || t == 7 || t == 8 || t == 9):
+			flush()
+		}
 		cur = append(cur, 0, 0, 0, 1)
 		cur = append(cur, nal.Data...)
-		if t := nal.Data[0] & 0x1f; t == 1 || t == 5 {
-			out = append(out, Frame{Data: cur, Duration: frameDur})
-			cur = nil
+		if isSlice {
+			haveSlice = true
 		}
 	}
 }
