@@ -153,7 +153,7 @@ var table = []key{
 		"WebRTC (WHIP) sessions at once, in total (1 to 10000)",
 		func(c *Config) *int { return &c.Ingest.WHIPMaxSessions }, parseInt, strconv.Itoa, intRange(1, 10000)),
 	field("ingest.whip_max_sessions_per_ip", "SHOAL_INGEST_WHIP_MAX_SESSIONS_PER_IP",
-		"WebRTC (WHIP) sessions at once from one address, counted before the stream key is checked (1 to 10000)",
+		"WebRTC sessions (WHIP publishers, WHEP viewers) at once from one address, counted before any key is checked (1 to 10000)",
 		func(c *Config) *int { return &c.Ingest.WHIPMaxSessionsPerIP }, parseInt, strconv.Itoa, intRange(1, 10000)),
 	field("ingest.whep_max_viewers", "SHOAL_INGEST_WHEP_MAX_VIEWERS",
 		"real-time (WebRTC, WHEP) viewers at once, in total; each address may have whip_max_sessions_per_ip (1 to 100000)",
