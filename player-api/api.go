@@ -56,6 +56,7 @@ type Store interface {
 	VideoStore
 	WebhookStore
 	NodeStore
+	RestreamStore
 }
 
 // Live is what the API needs of the media pipeline.
@@ -72,6 +73,12 @@ type Live interface {
 	// Remove ends a live stream at once, disconnecting its publisher, and
 	// deletes its HLS output. It is called after the stream was deleted.
 	Remove(id string) error
+	// Restreams tells the state of live stream id's restream targets on
+	// this node, by target id (a target missing is idle).
+	Restreams(id string) map[string]RestreamState
+	// RefreshRestreams re-reads live stream id's targets after a change,
+	// so that a new one starts and a deleted one stops at once.
+	RefreshRestreams(id string)
 }
 
 // PullState is the state of a live stream's pull from its source URL.
@@ -107,6 +114,9 @@ type Config struct {
 	// WHEP is real-time playback's HTTP side, mounted at /v1/whep/<id>;
 	// nil answers 503 there.
 	WHEP WHEP
+	// MaxRestreams is how many restream targets one live stream may have;
+	// 0 turns restreaming off.
+	MaxRestreams int
 	// MaxBodyBytes caps JSON request bodies; larger bodies are answered
 	// with 413. Zero means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
@@ -155,6 +165,8 @@ type API struct {
 	srtURL       string
 	whip         WHIP
 	whep         WHEP
+	maxRestreams int
+	restreams    RestreamStore
 	maxBody      int64
 	maxUpload    int64
 
@@ -234,6 +246,8 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		srtURL:       strings.TrimRight(cfg.SRTURL, "/"),
 		whip:         cfg.WHIP,
 		whep:         cfg.WHEP,
+		maxRestreams: cfg.MaxRestreams,
+		restreams:    store,
 		maxBody:      maxBody,
 		maxUpload:    maxUpload,
 		store:        store,
@@ -319,6 +333,7 @@ func (a *API) Register(r gin.IRouter) {
 	v1.DELETE("/live-streams/:id", a.deleteLiveStream)
 	v1.POST("/live-streams/:id/reset-stream-key", a.resetStreamKey)
 	v1.POST("/api-keys", a.createAPIKey)
+	a.registerRestreams(v1)
 	a.registerVideos(v1)
 	a.registerWebhooks(v1)
 	a.registerPlayback(v1)

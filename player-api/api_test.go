@@ -55,6 +55,10 @@ func (f *fakeStatus) Remove(id string) error {
 
 func (f *fakeStatus) Pull(string) (PullState, bool) { return PullState{}, false }
 
+func (f *fakeStatus) Restreams(string) map[string]RestreamState { return nil }
+
+func (f *fakeStatus) RefreshRestreams(string) {}
+
 func (f *fakeStatus) Problem(id string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

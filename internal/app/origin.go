@@ -27,6 +27,7 @@ import (
 	"github.com/shoal-video/shoal/packager"
 	"github.com/shoal-video/shoal/packager/origin"
 	playerapi "github.com/shoal-video/shoal/player-api"
+	"github.com/shoal-video/shoal/restream"
 	"github.com/shoal-video/shoal/transcode"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 	"github.com/shoal-video/shoal/transcode/vod"
@@ -108,6 +109,16 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	announcer := newLiveAnnouncer(hub, store, log.With("component", "events"), func(ls routing.LiveStream) {
 		signed.remember(ls.ID, ls.PlaybackPolicy == routing.PlaybackSigned)
 	})
+	// The restreamer watches the hub before any publisher can start.
+	var restreamer *restream.Manager
+	if cfg.Ingest.MaxRestreams > 0 {
+		restreamer, err = restream.New(restream.DefaultConfig(), restream.Deps{Log: log.With("component", "restream"), Hub: hub,
+			Targets: restreamTargets{store}, Registerer: reg,
+			OnState: newRestreamEvents(store, log.With("component", "restream")).onState})
+		if err != nil {
+			return err
+		}
+	}
 	keys := newKeyAuthorizer(store)
 	ingest, err := rtmp.New(rtmp.Config{Addr: cfg.RTMPAddr, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
 		rtmp.Deps{Log: log.With("component", "rtmp"), Auth: keys, Hub: hub, Registerer: reg})
@@ -161,13 +172,13 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	nodes := newNodeMetrics(reg)
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
-		SRTURL: srtURL(cfg), WHIP: whipIngest, WHEP: whepPlay,
+		SRTURL: srtURL(cfg), WHIP: whipIngest, WHEP: whepPlay, MaxRestreams: cfg.Ingest.MaxRestreams,
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit,
-	}, store, pipeline{hub: hub, ingest: ingest, rtsp: rtspIngest, srt: srtIngest, whip: whipIngest, pull: puller, pkg: pkg, tc: tc}, log.With("component", "api"))
+	}, store, pipeline{hub: hub, ingest: ingest, rtsp: rtspIngest, srt: srtIngest, whip: whipIngest, restream: restreamer, pull: puller, pkg: pkg, tc: tc}, log.With("component", "api"))
 	if err != nil {
 		return err
 	}
@@ -232,6 +243,9 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 	g.Go(func() error { return whipIngest.Run(gctx) })
 	g.Go(func() error { return whepPlay.Run(gctx) })
+	if restreamer != nil {
+		g.Go(func() error { return restreamer.Run(gctx) })
+	}
 	g.Go(func() error { return puller.Run(gctx) })
 	g.Go(func() error { return httpSrv.run(gctx) })
 	g.Go(func() error { return hooks.Run(gctx) })

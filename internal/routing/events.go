@@ -14,10 +14,13 @@ const (
 	EventVideoFailed       = "video.failed"
 	EventLiveStreamStarted = "live_stream.started"
 	EventLiveStreamEnded   = "live_stream.ended"
+	// EventRestreamFailed: a restream target could not be reached or
+	// dropped the connection (it is retried while the stream is live).
+	EventRestreamFailed = "live_stream.restream.failed"
 )
 
 // EventTypes lists every event type, in documentation order.
-var EventTypes = []string{EventVideoReady, EventVideoFailed, EventLiveStreamStarted, EventLiveStreamEnded}
+var EventTypes = []string{EventVideoReady, EventVideoFailed, EventLiveStreamStarted, EventLiveStreamEnded, EventRestreamFailed}
 
 // eventsKey is a Redis stream of everything that happened that webhooks may
 // want to hear about. Each entry has the fields "type" (one of EventTypes),

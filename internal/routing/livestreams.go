@@ -203,7 +203,7 @@ func (s *Store) DeleteLiveStream(ctx context.Context, id string) error {
 			return err
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Del(ctx, key, streamKeyIndexKey(cur.StreamKey))
+			p.Del(ctx, key, streamKeyIndexKey(cur.StreamKey), restreamsKey(id))
 			p.ZRem(ctx, liveStreamsIndex, id)
 			addInvalidation(ctx, p, id, true, false)
 			return nil
