@@ -34,6 +34,9 @@ type Deps struct {
 	Auth       ingest.Authorizer
 	Hub        ingest.Hub
 	Registerer prometheus.Registerer
+	// Limits, when set, bounds connections in total and per address
+	// (shared with the other ingest protocols).
+	Limits *ingest.ConnLimiter
 }
 
 // Server accepts RTMP publishers.
@@ -114,15 +117,23 @@ func (s *Server) Run(ctx context.Context) error {
 			_ = g.Wait()
 			return fmt.Errorf("rtmp ingest: accept: %w", err)
 		}
+		release, ok := s.deps.Limits.Acquire(conn.RemoteAddr().String())
+		if !ok {
+			s.refuse(s.deps.Log.With("remote", conn.RemoteAddr().String()), ingest.RefusedLimit)
+			conn.Close()
+			continue
+		}
 		s.mu.Lock()
 		if ctx.Err() != nil {
 			s.mu.Unlock()
+			release()
 			conn.Close()
 			break
 		}
 		s.conns[conn] = struct{}{}
 		s.mu.Unlock()
 		g.Go(func() error {
+			defer release()
 			defer func() {
 				s.mu.Lock()
 				delete(s.conns, conn)

@@ -44,6 +44,10 @@ type rig struct {
 }
 
 func newRig(t testing.TB, readTimeout time.Duration) *rig {
+	return newLimitedRig(t, readTimeout, nil)
+}
+
+func newLimitedRig(t testing.TB, readTimeout time.Duration, limits *ingest.ConnLimiter) *rig {
 	t.Helper()
 	hub, err := stream.New(stream.Config{QueueSize: 100000}, stream.Deps{Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -51,7 +55,7 @@ func newRig(t testing.TB, readTimeout time.Duration) *rig {
 	}
 	reg := prometheus.NewRegistry()
 	srv, err := New(Config{Addr: "127.0.0.1:0", ReadTimeout: readTimeout}, Deps{
-		Log: slog.New(slog.DiscardHandler), Auth: keyTable{testKey: "stream1"}, Hub: hub, Registerer: reg,
+		Log: slog.New(slog.DiscardHandler), Auth: keyTable{testKey: "stream1"}, Hub: hub, Registerer: reg, Limits: limits,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -301,5 +305,39 @@ func recordingProxy(t *testing.T, target string) (string, func() []byte) {
 		mu.Lock()
 		defer mu.Unlock()
 		return buf
+	}
+}
+
+// TestConnectionLimits: with one connection allowed per address, an idle
+// connection (a client that never authenticates) makes a publisher from
+// the same address be refused; once it goes, the publisher gets in.
+func TestConnectionLimits(t *testing.T) {
+	t.Parallel()
+	r := newLimitedRig(t, 5*time.Second, ingest.NewConnLimiter(10, 1))
+	clip := testClip(t, "3")
+	addr := r.srv.Addr().String()
+	idle, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The server has counted the idle connection once it is accepted:
+	// wait until a second one is refused.
+	for testutil.ToFloat64(r.srv.m.Refused.WithLabelValues(ingest.RefusedLimit)) == 0 {
+		if out, err := exec.Command("ffmpeg", "-v", "error", "-i", clip, "-c", "copy", "-f", "flv",
+			"rtmp://"+addr+"/live/"+testKey).CombinedOutput(); err == nil {
+			t.Fatalf("a publisher over the per-address limit was accepted: %s", out)
+		}
+	}
+	idle.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		out, err := exec.Command("ffmpeg", "-v", "error", "-i", clip, "-c", "copy", "-f", "flv",
+			"rtmp://"+addr+"/live/"+testKey).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the publisher is still refused after the idle connection closed: %v %s", err, out)
+		}
 	}
 }

@@ -47,6 +47,9 @@ type Deps struct {
 	Auth       ingest.Authorizer
 	Hub        ingest.Hub
 	Registerer prometheus.Registerer
+	// Limits, when set, bounds connections in total and per address
+	// (shared with the other ingest protocols).
+	Limits *ingest.ConnLimiter
 }
 
 // Server accepts RTSP publishers.
@@ -62,6 +65,7 @@ type Server struct {
 	mu         sync.Mutex
 	sessions   map[*gortsplib.ServerSession]*session
 	publishers map[string]*gortsplib.ServerSession // stream id -> its publisher's session
+	releases   map[*gortsplib.ServerConn]func()    // connection -> its slot in Deps.Limits
 }
 
 // New validates cfg and opens the listening sockets (so a busy port is
@@ -84,6 +88,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		refusedLog: logx.NewLimiter(10 * time.Second),
 		sessions:   map[*gortsplib.ServerSession]*session{},
 		publishers: map[string]*gortsplib.ServerSession{},
+		releases:   map[*gortsplib.ServerConn]func(){},
 	}
 	m, err := ingest.NewMetrics("rtsp", deps.Registerer)
 	if err != nil {
@@ -154,6 +159,32 @@ func (s *Server) refuse(log *slog.Logger, reason string, attrs ...any) {
 	s.m.Refused.WithLabelValues(reason).Inc()
 	if ok, suppressed := s.refusedLog.Allow(); ok {
 		log.Warn("rtsp publish refused", append([]any{"reason", reason, "suppressed_since_last", suppressed}, attrs...)...)
+	}
+}
+
+// OnConnOpen implements gortsplib.ServerHandlerOnConnOpen: a connection
+// over the limits is closed at once.
+func (s *Server) OnConnOpen(ctx *gortsplib.ServerHandlerOnConnOpenCtx) {
+	remote := ctx.Conn.NetConn().RemoteAddr().String()
+	release, ok := s.deps.Limits.Acquire(remote)
+	if !ok {
+		s.refuse(s.deps.Log.With("remote", remote), ingest.RefusedLimit)
+		ctx.Conn.Close()
+		return
+	}
+	s.mu.Lock()
+	s.releases[ctx.Conn] = release
+	s.mu.Unlock()
+}
+
+// OnConnClose implements gortsplib.ServerHandlerOnConnClose.
+func (s *Server) OnConnClose(ctx *gortsplib.ServerHandlerOnConnCloseCtx) {
+	s.mu.Lock()
+	release := s.releases[ctx.Conn]
+	delete(s.releases, ctx.Conn)
+	s.mu.Unlock()
+	if release != nil {
+		release()
 	}
 }
 

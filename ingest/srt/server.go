@@ -79,6 +79,9 @@ type Deps struct {
 	Auth       ingest.Authorizer
 	Hub        ingest.Hub
 	Registerer prometheus.Registerer
+	// Limits, when set, bounds connections in total and per address
+	// (shared with the other ingest protocols).
+	Limits *ingest.ConnLimiter
 }
 
 // Server accepts SRT publishers.
@@ -262,7 +265,14 @@ func (s *Server) refused(log *slog.Logger, reason string, attrs ...any) {
 func (s *Server) handle(ctx context.Context, req gosrt.ConnRequest) {
 	remote := req.RemoteAddr().String()
 	c := &conn{s: s, log: s.deps.Log.With("remote", remote), remote: remote}
-	ok := s.admit(ctx, req, c)
+	rel, ok := s.deps.Limits.Acquire(remote)
+	if !ok {
+		<-s.pending
+		s.refuse(c.log, req, ingest.RefusedLimit, gosrt.REJX_OVERLOAD)
+		return
+	}
+	defer rel()
+	ok = s.admit(ctx, req, c)
 	<-s.pending
 	if !ok {
 		return

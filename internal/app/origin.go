@@ -18,6 +18,7 @@ import (
 	"github.com/shoal-video/shoal/ingest/srt"
 	"github.com/shoal-video/shoal/ingest/whip"
 	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/playback"
@@ -120,16 +121,17 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		}
 	}
 	keys := newKeyAuthorizer(store)
-	ingest, err := rtmp.New(rtmp.Config{Addr: cfg.RTMPAddr, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
-		rtmp.Deps{Log: log.With("component", "rtmp"), Auth: keys, Hub: hub, Registerer: reg})
+	limits := ingest.NewConnLimiter(cfg.Ingest.MaxConnections, cfg.Ingest.MaxConnectionsPerIP)
+	rtmpIngest, err := rtmp.New(rtmp.Config{Addr: cfg.RTMPAddr, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
+		rtmp.Deps{Log: log.With("component", "rtmp"), Auth: keys, Hub: hub, Registerer: reg, Limits: limits})
 	if err != nil {
 		return err
 	}
-	defer ingest.Close()
+	defer rtmpIngest.Close()
 	var rtspIngest *rtsp.Server
 	if cfg.RTSPAddr != config.Off {
 		rtspIngest, err = rtsp.New(rtsp.Config{Addr: cfg.RTSPAddr, UDPPort: cfg.Ingest.RTSPUDPPort, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
-			rtsp.Deps{Log: log.With("component", "rtsp"), Auth: keys, Hub: hub, Registerer: reg})
+			rtsp.Deps{Log: log.With("component", "rtsp"), Auth: keys, Hub: hub, Registerer: reg, Limits: limits})
 		if err != nil {
 			return err
 		}
@@ -139,7 +141,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if cfg.SRTAddr != config.Off {
 		srtIngest, err = srt.New(srt.Config{Addr: cfg.SRTAddr, Latency: cfg.Ingest.SRTLatency.Std(),
 			ReadTimeout: cfg.Ingest.ReadTimeout.Std(), Passphrase: cfg.Ingest.SRTPassphrase},
-			srt.Deps{Log: log.With("component", "srt"), Auth: keys, Hub: hub, Registerer: reg})
+			srt.Deps{Log: log.With("component", "srt"), Auth: keys, Hub: hub, Registerer: reg, Limits: limits})
 		if err != nil {
 			return err
 		}
@@ -178,7 +180,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit,
-	}, store, pipeline{hub: hub, ingest: ingest, rtsp: rtspIngest, srt: srtIngest, whip: whipIngest, restream: restreamer, pull: puller, pkg: pkg, tc: tc}, log.With("component", "api"))
+	}, store, pipeline{hub: hub, ingest: rtmpIngest, rtsp: rtspIngest, srt: srtIngest, whip: whipIngest, restream: restreamer, pull: puller, pkg: pkg, tc: tc}, log.With("component", "api"))
 	if err != nil {
 		return err
 	}
@@ -234,7 +236,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return ingest.Run(gctx) })
+	g.Go(func() error { return rtmpIngest.Run(gctx) })
 	if rtspIngest != nil {
 		g.Go(func() error { return rtspIngest.Run(gctx) })
 	}

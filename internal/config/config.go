@@ -81,6 +81,9 @@ type IngestConfig struct {
 	ReconnectGrace Duration `yaml:"reconnect_grace"`
 	ReadTimeout    Duration `yaml:"read_timeout"`
 	RTSPUDPPort    int      `yaml:"rtsp_udp_port"` // RTP; RTCP is the next port; 0: TCP only
+	// RTMP, RTSP and SRT connections at once, in total and per address.
+	MaxConnections      int `yaml:"max_connections"`
+	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
 	// WebRTC (WHIP): one muxed UDP port (0: ephemeral ports per session),
 	// comma-separated public IPs (NAT 1:1) and STUN servers, and limits.
 	WHIPUDPPort          int    `yaml:"whip_udp_port"`
@@ -135,6 +138,8 @@ func base() Config {
 			ReconnectGrace:       Duration(10 * time.Second),
 			ReadTimeout:          Duration(10 * time.Second),
 			RTSPUDPPort:          8000,
+			MaxConnections:       1000,
+			MaxConnectionsPerIP:  16,
 			WHIPUDPPort:          8189,
 			WHIPMaxSessions:      100,
 			WHIPMaxSessionsPerIP: 8,

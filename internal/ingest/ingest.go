@@ -8,7 +8,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -97,3 +99,55 @@ func NewMetrics(protocol string, reg prometheus.Registerer) (Metrics, error) {
 	}
 	return m, nil
 }
+
+// ConnLimiter bounds the ingest connections held before and after
+// authentication, in total and per remote address, so that no client can
+// make the node hold more than its share (a flood of idle handshakes). One
+// limiter is shared by the ingest protocols. The zero limits mean none.
+type ConnLimiter struct {
+	maxTotal, maxPerIP int
+
+	mu    sync.Mutex
+	total int
+	perIP map[string]int
+}
+
+// NewConnLimiter makes a limiter; 0 leaves a bound out.
+func NewConnLimiter(maxTotal, maxPerIP int) *ConnLimiter {
+	return &ConnLimiter{maxTotal: maxTotal, maxPerIP: maxPerIP, perIP: map[string]int{}}
+}
+
+// Acquire counts a connection from addr (host:port or a bare host) and
+// returns the function that releases it (safe to call more than once), or
+// ok false when a bound is reached. A nil limiter admits everything.
+func (l *ConnLimiter) Acquire(addr string) (release func(), ok bool) {
+	if l == nil {
+		return func() {}, true
+	}
+	ip := addr
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		ip = h
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if (l.maxTotal > 0 && l.total >= l.maxTotal) || (l.maxPerIP > 0 && l.perIP[ip] >= l.maxPerIP) {
+		return nil, false
+	}
+	l.total++
+	l.perIP[ip]++
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			l.total--
+			if l.perIP[ip]--; l.perIP[ip] <= 0 {
+				delete(l.perIP, ip)
+			}
+		})
+	}, true
+}
+
+// RefusedLimit is the refusal reason (metric label) of a connection over
+// the limits.
+const RefusedLimit = "too_many_connections"

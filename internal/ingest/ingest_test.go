@@ -40,3 +40,32 @@ func TestDescribeAndMetrics(t *testing.T) {
 		t.Fatal("registering one protocol twice was accepted")
 	}
 }
+
+func TestConnLimiter(t *testing.T) {
+	l := NewConnLimiter(3, 2)
+	r1, ok1 := l.Acquire("192.0.2.1:1000")
+	_, ok2 := l.Acquire("192.0.2.1:1001")
+	_, ok3 := l.Acquire("192.0.2.1:1002")
+	if !ok1 || !ok2 || ok3 {
+		t.Fatalf("per address: %v %v %v, want the third refused", ok1, ok2, ok3)
+	}
+	_, ok4 := l.Acquire("[2001:db8::1]:5")
+	_, ok5 := l.Acquire("198.51.100.1:5")
+	if !ok4 || ok5 {
+		t.Fatalf("in total: %v %v, want the fourth refused", ok4, ok5)
+	}
+	r1()
+	r1() // releasing twice counts once
+	if _, ok := l.Acquire("198.51.100.1:5"); !ok {
+		t.Fatal("a released slot was not reused")
+	}
+	if _, ok := l.Acquire("203.0.113.9:1"); ok {
+		t.Fatal("the total bound was exceeded after a double release")
+	}
+	var none *ConnLimiter
+	if rel, ok := none.Acquire("x"); !ok {
+		t.Fatal("a nil limiter refused")
+	} else {
+		rel()
+	}
+}
