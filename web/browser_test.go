@@ -53,6 +53,9 @@ func (l *liveSet) Problem(string) string                   { return "" }
 func (l *liveSet) Pull(string) (playerapi.PullState, bool) { return playerapi.PullState{}, false }
 func (l *liveSet) Remove(string) error                     { return nil }
 
+func (l *liveSet) Restreams(string) map[string]playerapi.RestreamState { return nil }
+func (l *liveSet) RefreshRestreams(string)                             {}
+
 // e2e is a node as the origin role mounts it: the REST API, the origin's
 // HLS handler (with signed playback) and the pages, on one Gin engine, over
 // a real Redis.
