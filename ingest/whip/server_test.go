@@ -413,3 +413,73 @@ func TestRefusals(t *testing.T) {
 		t.Errorf("DELETE of an unknown session: %d", resp.StatusCode)
 	}
 }
+
+// TestVanishedPeerIsReleased: a publisher whose packets stop arriving (the
+// network between them drops everything, as when a laptop's Wi-Fi goes)
+// loses its session after the read timeout: the publication waits for a
+// reconnect and the session's resources are freed, with no DELETE.
+func TestVanishedPeerIsReleased(t *testing.T) {
+	t.Parallel()
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	wan, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: "10.0.1.0/24", LoggerFactory: lf})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cut sync.Mutex
+	down := false
+	wan.AddChunkFilter(func(vnet.Chunk) bool {
+		cut.Lock()
+		defer cut.Unlock()
+		return !down
+	})
+	serverNet, _ := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{"10.0.1.1"}})
+	clientNet, _ := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{"10.0.1.2"}})
+	for _, n := range []*vnet.Net{serverNet, clientNet} {
+		if err := wan.AddNet(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = wan.Stop() })
+	r := newRig(t, Config{ReadTimeout: 2 * time.Second}, serverNet)
+	video, err := whippub.ReadIVF(shoaltest.MakeVP8IVF(t, 320, 240, 2, 30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ses, err := whippub.Start(ctx, whippub.Options{Endpoint: r.endpoint, Key: testKey, Net: clientNet,
+		VideoMime: webrtc.MimeTypeVP8, Video: video, Speed: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ses.Send(ctx); err != nil {
+		t.Fatal(err)
+	}
+	key := media.StreamKey{Name: "stream1", Rendition: media.RenditionSource}
+	if !r.hub.Publishing(key) {
+		t.Fatal("the stream is not live after 2 s of video")
+	}
+	cut.Lock()
+	down = true
+	cut.Unlock()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for r.hub.Publishing(key) || r.srv.streamBusy("stream1") {
+		select {
+		case <-ctx.Done():
+			t.Fatal("the vanished publisher's session was not released")
+		case <-tick.C:
+		}
+	}
+	r.srv.mu.Lock()
+	n := len(r.srv.sessions) + len(r.srv.perIP)
+	r.srv.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d sessions or address slots left", n)
+	}
+	_ = ses.Close(context.WithoutCancel(ctx))
+}

@@ -413,16 +413,16 @@ func (ses *session) readTrack(tr *webrtc.TrackRemote) {
 	for {
 		pkt, _, err := tr.ReadRTP()
 		if err != nil {
-			// The connection closed: what the jitter buffer holds (at
-			// least the last frame, which no next packet completed) goes
-			// out first.
-			sb.Flush()
-		} else {
-			ses.lastRTP.Store(time.Now().UnixNano())
-			ses.bytes.Add(int64(len(pkt.Payload)))
-			ses.s.m.Bytes.Add(float64(len(pkt.Payload)))
-			sb.Push(pkt)
+			// The connection closed. The jitter buffer still holds the
+			// last frame, which no next packet completed; it is dropped:
+			// pion's SampleBuilder.Flush can spin for a second on
+			// crafted sequence numbers (found by FuzzRTPToFrames).
+			return
 		}
+		ses.lastRTP.Store(time.Now().UnixNano())
+		ses.bytes.Add(int64(len(pkt.Payload)))
+		ses.s.m.Bytes.Add(float64(len(pkt.Payload)))
+		sb.Push(pkt)
 		for smp := sb.Pop(); smp != nil; smp = sb.Pop() {
 			pts := tl.pts(smp.PacketTimestamp, ses.arrival())
 			switch codec {
@@ -433,9 +433,6 @@ func (ses *session) readTrack(tr *webrtc.TrackRemote) {
 			default:
 				conv = ses.onVP(codec, conv, pts, smp.Data, smp.PrevDroppedPackets > 0)
 			}
-		}
-		if err != nil {
-			return
 		}
 	}
 }
@@ -488,20 +485,12 @@ func (ses *session) lost() {
 	}
 }
 
-// onH264 publishes an H.264 frame as it came (Annex-B from the
-// depacketizer).
-func (ses *session) onH264(pts int64, data []byte, dropped bool) {
-	var nalus h264.AnnexB
+// parseH264Frame splits a depacketized H.264 frame (Annex-B) into NAL
+// units and finds whether it is a keyframe and its parameter sets.
+func parseH264Frame(data []byte) (nalus h264.AnnexB, key bool, sps, pps []byte, err error) {
 	if err := nalus.Unmarshal(data); err != nil {
-		ses.warnf("undecodable H.264 frame", err)
-		ses.lost()
-		return
+		return nil, false, nil, nil, err
 	}
-	if dropped {
-		ses.lost()
-	}
-	key := false
-	var sps, pps []byte
 	for _, n := range nalus {
 		if len(n) == 0 {
 			continue
@@ -514,6 +503,21 @@ func (ses *session) onH264(pts int64, data []byte, dropped bool) {
 		case h264.NALUTypePPS:
 			pps = n
 		}
+	}
+	return nalus, key, sps, pps, nil
+}
+
+// onH264 publishes an H.264 frame as it came (Annex-B from the
+// depacketizer).
+func (ses *session) onH264(pts int64, data []byte, dropped bool) {
+	nalus, key, sps, pps, err := parseH264Frame(data)
+	if err != nil {
+		ses.warnf("undecodable H.264 frame", err)
+		ses.lost()
+		return
+	}
+	if dropped {
+		ses.lost()
 	}
 	if ses.needKey.Load() {
 		if !key {
