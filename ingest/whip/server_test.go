@@ -483,3 +483,45 @@ func TestVanishedPeerIsReleased(t *testing.T) {
 	}
 	_ = ses.Close(context.WithoutCancel(ctx))
 }
+
+// TestPublishVP9: VP9 (what some browsers prefer) is converted to H.264.
+func TestPublishVP9(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, Config{}, nil)
+	path := filepath.Join(t.TempDir(), "clip.ivf")
+	out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
+		"-t", "3", "-c:v", "libvpx-vp9", "-deadline", "realtime", "-cpu-used", "8", "-b:v", "500k", "-g", "30",
+		"-f", "ivf", path).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+	video, err := whippub.ReadIVF(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, done := watchSource(t, r.hub)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ses, err := whippub.Start(ctx, whippub.Options{Endpoint: r.endpoint, Key: testKey, VideoMime: webrtc.MimeTypeVP9, Video: video, Speed: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ses.Send(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := ses.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	<-got.publication
+	r.hub.End(media.StreamKey{Name: "stream1", Rendition: media.RenditionSource})
+	<-done
+	if len(got.tracks) != 1 || got.tracks[0].Codec != media.CodecH264 {
+		t.Fatalf("tracks %v", ingest.Describe(got.tracks))
+	}
+	if d := span(got.video, 90000); d < 2*time.Second {
+		t.Errorf("video spans %s of 3 s (%d frames)", d, len(got.video))
+	}
+	if n, errs := decodeH264(t, got.tracks[0], got.video); n < len(got.video)-1 || errs != "" {
+		t.Errorf("decoded %d of %d frames: %s", n, len(got.video), errs)
+	}
+}
