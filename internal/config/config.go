@@ -224,14 +224,18 @@ func (c *Config) problems() []error {
 	return errs
 }
 
-// Redacted returns a copy that is safe to log: AdminKey is "***" when set
-// and the password in RedisURL is replaced with "***".
+// Redacted returns a copy that is safe to log: AdminKey, NodeToken and the
+// SRT passphrase are "***" when set and the password in RedisURL is
+// replaced with "***".
 func (c Config) Redacted() Config {
 	if c.AdminKey != "" {
 		c.AdminKey = "***"
 	}
 	if c.NodeToken != "" {
 		c.NodeToken = "***"
+	}
+	if c.Ingest.SRTPassphrase != "" {
+		c.Ingest.SRTPassphrase = "***"
 	}
 	c.RedisURL = redactURL(c.RedisURL)
 	return c

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -440,9 +441,13 @@ func TestRedacted(t *testing.T) {
 	c := Default()
 	c.AdminKey = "adm_0123456789abcdefghij"
 	c.RedisURL = "rediss://user:s3cr%40t@redis.example.com:6380/1"
+	c.Ingest.SRTPassphrase = "correct horse battery"
 	r := c.Redacted()
 	if r.AdminKey != "***" {
 		t.Errorf("AdminKey = %q", r.AdminKey)
+	}
+	if r.Ingest.SRTPassphrase != "***" || strings.Contains(fmt.Sprintf("%+v", r), "horse") {
+		t.Errorf("the SRT passphrase shows: %+v", r.Ingest)
 	}
 	if r.RedisURL != "rediss://user:***@redis.example.com:6380/1" {
 		t.Errorf("RedisURL = %q", r.RedisURL)
