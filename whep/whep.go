@@ -290,7 +290,7 @@ func (s *Server) ServeResource(w http.ResponseWriter, r *http.Request, id, sid s
 		}
 		frag, err := rtcutil.ParseFragment(body)
 		if err == nil {
-			err = rtcutil.AddCandidates(v.pc, frag)
+			err = v.trickles.Add(v.pc, frag)
 		}
 		switch {
 		case errors.Is(err, rtcutil.ErrICERestart):
@@ -523,6 +523,7 @@ type viewer struct {
 	stopc     chan string // asks watch to end the session
 	connected chan struct{}
 	connOnce  sync.Once
+	trickles  rtcutil.Trickle
 }
 
 // newViewer answers offer with the feed's tracks.

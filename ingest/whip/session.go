@@ -90,6 +90,7 @@ type session struct {
 	bytes     atomic.Int64
 	videoSSRC atomic.Uint32
 	readers   sync.WaitGroup // the track readers, which flush their converters as they end
+	trickles  rtcutil.Trickle
 
 	mu        sync.Mutex
 	release   func() // frees the admission slot
@@ -260,7 +261,7 @@ func (ses *session) trickle(f rtcutil.Fragment) error {
 	ses.mu.Lock()
 	pc := ses.pc
 	ses.mu.Unlock()
-	return rtcutil.AddCandidates(pc, f)
+	return ses.trickles.Add(pc, f)
 }
 
 // stop asks for the session to end without waiting (safe with mu held).

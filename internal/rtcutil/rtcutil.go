@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/pion/logging"
@@ -162,14 +163,42 @@ func (l *pionLogger) Errorf(f string, args ...any) { l.emit(true, fmt.Sprintf(f,
 // endpoints do not offer.
 var ErrICERestart = errors.New("ICE restarts are not supported: end this session and start a new one")
 
-// AddCandidates adds a fragment's candidates to pc; a fragment for other
-// ICE credentials (a restart) gives ErrICERestart.
-func AddCandidates(pc *webrtc.PeerConnection, f Fragment) error {
+// MaxTrickleCandidates bounds the candidates one session may add by PATCH:
+// each new remote address makes the server send it STUN checks, so an
+// unbounded list would turn the server into a reflector.
+const MaxTrickleCandidates = 16
+
+// Trickle adds a session's late candidates (PATCH), at most
+// MaxTrickleCandidates in all, and none after end-of-candidates.
+type Trickle struct {
+	mu    sync.Mutex
+	added int
+	ended bool
+}
+
+// Add adds a fragment's candidates to pc. A fragment for other ICE
+// credentials (a restart) gives ErrICERestart; too many candidates, a
+// candidate after end-of-candidates or one for an address that cannot be
+// a peer (unspecified, multicast) is refused with an error for the client.
+func (t *Trickle) Add(pc *webrtc.PeerConnection, f Fragment) error {
 	if rd := pc.RemoteDescription(); rd != nil && f.Ufrag != "" &&
 		!strings.Contains(rd.SDP, "a=ice-ufrag:"+f.Ufrag+"\r\n") && !strings.Contains(rd.SDP, "a=ice-ufrag:"+f.Ufrag+"\n") {
 		return ErrICERestart
 	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(f.Candidates) > 0 && t.ended {
+		return errors.New("candidates after end-of-candidates")
+	}
+	if t.added+len(f.Candidates) > MaxTrickleCandidates {
+		return fmt.Errorf("a session takes at most %d trickled candidates", MaxTrickleCandidates)
+	}
 	for _, c := range f.Candidates {
+		if fields := strings.Fields(c.Value); len(fields) >= 6 {
+			if ip := net.ParseIP(fields[4]); ip != nil && (ip.IsUnspecified() || ip.IsMulticast()) {
+				return fmt.Errorf("candidate address %s cannot be a peer", ip)
+			}
+		}
 		init := webrtc.ICECandidateInit{Candidate: c.Value}
 		if c.Mid != "" {
 			mid := c.Mid
@@ -178,6 +207,10 @@ func AddCandidates(pc *webrtc.PeerConnection, f Fragment) error {
 		if err := pc.AddICECandidate(init); err != nil {
 			return fmt.Errorf("candidate refused: %w", err)
 		}
+		t.added++
+	}
+	if f.End {
+		t.ended = true
 	}
 	return nil
 }

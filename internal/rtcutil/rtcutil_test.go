@@ -1,6 +1,12 @@
 package rtcutil
 
-import "testing"
+import (
+	"errors"
+	"fmt"
+	"testing"
+
+	"github.com/pion/webrtc/v4"
+)
 
 var fragCases = []struct {
 	name string
@@ -52,4 +58,54 @@ func FuzzParseFragment(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestTrickleBounds(t *testing.T) {
+	offerer, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer offerer.Close()
+	if _, err := offerer.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := offerer.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if err := pc.SetRemoteDescription(offer); err != nil {
+		t.Fatal(err)
+	}
+	cand := func(i int) Candidate {
+		return Candidate{Mid: "0", Value: fmt.Sprintf("candidate:%d 1 udp 2130706431 192.0.2.%d 5000%d typ host", i, i+1, i%10)}
+	}
+	var tr Trickle
+	if err := tr.Add(pc, Fragment{Candidates: []Candidate{{Mid: "0", Value: "candidate:1 1 udp 1 224.0.0.1 5000 typ host"}}}); err == nil {
+		t.Error("a multicast candidate was added")
+	}
+	var f Fragment
+	for i := range MaxTrickleCandidates {
+		f.Candidates = append(f.Candidates, cand(i))
+	}
+	if err := tr.Add(pc, f); err != nil {
+		t.Fatalf("%d candidates: %v", MaxTrickleCandidates, err)
+	}
+	if err := tr.Add(pc, Fragment{Candidates: []Candidate{cand(20)}}); err == nil {
+		t.Error("a candidate past the bound was added")
+	}
+	var tr2 Trickle
+	if err := tr2.Add(pc, Fragment{End: true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr2.Add(pc, Fragment{Candidates: []Candidate{cand(1)}}); err == nil {
+		t.Error("a candidate after end-of-candidates was added")
+	}
+	if err := tr2.Add(pc, Fragment{Ufrag: "someoneelse"}); !errors.Is(err, ErrICERestart) {
+		t.Errorf("other credentials: %v", err)
+	}
 }
