@@ -11,6 +11,7 @@
 package whep
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,9 +25,10 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/pion/ice/v4"
 	"github.com/pion/interceptor"
+	"github.com/pion/rtp"
+	"github.com/pion/rtp/codecs"
 	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
-	pmedia "github.com/pion/webrtc/v4/pkg/media"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-video/shoal/internal/logx"
@@ -45,8 +47,9 @@ var (
 )
 
 // Authorizer checks that token (the bearer, "" when none) may play live
-// stream id from address ip: nil, ErrNotFound or ErrForbidden.
-type Authorizer func(ctx context.Context, id, token, ip string) error
+// stream id from address ip: nil, ErrNotFound or ErrForbidden. expires is
+// when the token stops being valid (zero: never); the session ends then.
+type Authorizer func(ctx context.Context, id, token, ip string) (expires time.Time, err error)
 
 // Hub is the part of the stream hub WHEP reads.
 type Hub interface {
@@ -219,7 +222,8 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	ip := rtcutil.RemoteIP(r)
-	switch err := s.deps.Authorize(r.Context(), id, rtcutil.Bearer(r), ip); {
+	expires, err := s.deps.Authorize(r.Context(), id, rtcutil.Bearer(r), ip)
+	switch {
 	case errors.Is(err, ErrNotFound):
 		s.refuse(w, http.StatusNotFound, "not_found", "not_found", "no such live stream")
 		return
@@ -236,7 +240,7 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request, id string) {
 		s.refuse(w, http.StatusServiceUnavailable, "too_many_sessions", "limit", "too many WebRTC viewers on this server or from your address; try again later")
 		return
 	}
-	v, answer, err := s.newViewer(r.Context(), id, ip, body) // frees the admission on failure
+	v, answer, err := s.newViewer(r.Context(), id, ip, body, expires) // frees the admission on failure
 	if err != nil {
 		var bad badRequest
 		switch {
@@ -336,15 +340,18 @@ type feed struct {
 	id      string
 	log     *slog.Logger
 	sub     *stream.Subscriber
-	video   *webrtc.TrackLocalStaticSample // nil: no H.264 video
-	audio   *webrtc.TrackLocalStaticSample // nil: no audio
-	viewers map[*viewer]struct{}           // under s.mu
+	video   *webrtc.TrackLocalStaticRTP // nil: no H.264 video
+	audio   *webrtc.TrackLocalStaticRTP // nil: no audio
+	viewers map[*viewer]struct{}        // under s.mu
 	stop    context.CancelFunc
 	warn    *logx.Limiter
 }
 
-// feedFor returns the running feed of id, starting one (and its goroutine)
-// for the first viewer. Under s.mu.
+// rtpMTU is the largest RTP packet the feed writes (pion's own default).
+const rtpMTU = 1200
+
+// feedForLocked returns the running feed of id, starting one (and its
+// goroutine) for the first viewer. Under s.mu, with s.closed false.
 func (s *Server) feedForLocked(ctx context.Context, id string) (*feed, error) {
 	if f := s.feeds[id]; f != nil {
 		return f, nil
@@ -369,7 +376,7 @@ func (s *Server) feedForLocked(ctx context.Context, id string) (*feed, error) {
 		switch {
 		case t.Codec == media.CodecH264 && vIdx < 0:
 			vIdx = i
-			f.video, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
+			f.video, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
 				SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + profileLevelID(t.SPS)}, "video", "shoal")
 		case !t.IsVideo() && aIdx < 0:
 			if conv, err = s.deps.Opus(t); err != nil {
@@ -378,7 +385,7 @@ func (s *Server) feedForLocked(ctx context.Context, id string) (*feed, error) {
 				continue
 			}
 			aIdx = i
-			f.audio, err = webrtc.NewTrackLocalStaticSample(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "shoal")
+			f.audio, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeOpus, ClockRate: 48000, Channels: 2}, "audio", "shoal")
 		}
 		if err != nil {
 			break
@@ -415,8 +422,67 @@ func profileLevelID(sps []byte) string {
 	return fmt.Sprintf("%02x%02x%02x", sps[1], sps[2], sps[3])
 }
 
-// run writes the source to the tracks until it ends or the last viewer
-// leaves; then every viewer left is disconnected.
+// sameTracks tells whether a restarted publisher's tracks are what the
+// feed's tracks were negotiated for: the same codecs in the same places,
+// the same H.264 profile and the same audio configuration.
+func sameTracks(a, b []media.Track) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i].Codec != b[i].Codec || !bytes.Equal(a[i].AudioConfig, b[i].AudioConfig) ||
+			profileLevelID(a[i].SPS)[:2] != profileLevelID(b[i].SPS)[:2] {
+			return false
+		}
+	}
+	return true
+}
+
+// rtpWriter packetizes one track's frames with RTP timestamps taken from
+// their own times, kept going forward across publisher restarts.
+type rtpWriter struct {
+	track *webrtc.TrackLocalStaticRTP
+	pack  rtp.Packetizer
+	// off is added to a frame's time to make its RTP timestamp; last is
+	// the last timestamp written, step the usual gap between frames.
+	off, last, step int64
+	rebase, started bool
+}
+
+func newRTPWriter(track *webrtc.TrackLocalStaticRTP, payloader rtp.Payloader, clock uint32, step int64) *rtpWriter {
+	if track == nil {
+		return nil
+	}
+	return &rtpWriter{track: track, step: step,
+		pack: rtp.NewPacketizer(rtpMTU, 0, 0, payloader, rtp.NewRandomSequencer(), clock)}
+}
+
+// write sends a frame at time t (in the track's clock).
+func (w *rtpWriter) write(payload []byte, t int64) error {
+	if !w.started || w.rebase {
+		if w.started {
+			w.off = w.last + w.step - t // continue one frame after the last
+		} else {
+			w.off = -t
+		}
+		w.started, w.rebase = true, false
+	}
+	ts := t + w.off
+	if ts <= w.last && w.last != 0 {
+		ts = w.last + 1 // never back: a timestamp identifies a frame
+	}
+	w.last = ts
+	for _, p := range w.pack.Packetize(payload, 0) {
+		p.Timestamp = uint32(ts)
+		if err := w.track.WriteRTP(p); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+			return err
+		}
+	}
+	return nil
+}
+
+// run writes the source to the tracks until it ends, its tracks change or
+// the last viewer leaves; then every viewer left is disconnected.
 func (f *feed) run(ctx context.Context, tracks []media.Track, vIdx, aIdx int, conv AudioConverter) {
 	defer f.sub.Close()
 	defer func() {
@@ -424,45 +490,49 @@ func (f *feed) run(ctx context.Context, tracks []media.Track, vIdx, aIdx int, co
 			conv.Close()
 		}
 	}()
-	var lastDTS int64
-	haveLast := false
-	src := tracks
+	video := newRTPWriter(f.video, &codecs.H264Payloader{}, 90000, 3000)
+	audio := newRTPWriter(f.audio, &codecs.OpusPayloader{}, 48000, 960)
+	reason := "the broadcast ended"
 	for {
 		ev, err := f.sub.Next(ctx)
 		if err != nil {
 			break
 		}
 		if ev.Tracks != nil {
-			src, haveLast = ev.Tracks, false // a reconnect: timestamps start over
+			if !sameTracks(tracks, ev.Tracks) {
+				reason = "the publisher came back with other tracks: start again"
+				break
+			}
+			tracks = ev.Tracks // a reconnect: timestamps start over
+			if video != nil {
+				video.rebase = true
+			}
 			continue
 		}
 		au := ev.AU
 		switch au.Track {
 		case vIdx:
-			if f.video == nil {
+			if video == nil {
 				continue
 			}
-			var dur time.Duration
-			if haveLast && au.DTS > lastDTS {
-				dur = media.Duration(au.DTS-lastDTS, 90000)
-			}
-			lastDTS, haveLast = au.DTS, true
-			data, err := annexB(src[vIdx], au)
+			data, err := annexB(tracks[vIdx], au)
 			if err != nil {
 				continue
 			}
-			if err := f.video.WriteSample(pmedia.Sample{Data: data, Duration: dur}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+			if err := video.write(data, au.DTS); err != nil {
 				f.warnf("writing video", err)
 			}
 		case aIdx:
-			if f.audio == nil || conv == nil {
+			if audio == nil || conv == nil {
 				continue
 			}
+			// The converter keeps its own output timeline going forward
+			// across restarts.
 			if err := conv.Push(au, func(out *media.AccessUnit) {
 				if len(out.Payload) == 0 {
 					return
 				}
-				if err := f.audio.WriteSample(pmedia.Sample{Data: out.Payload[0], Duration: 20 * time.Millisecond}); err != nil && !errors.Is(err, io.ErrClosedPipe) {
+				if err := audio.write(out.Payload[0], out.PTS); err != nil {
 					f.warnf("writing audio", err)
 				}
 			}); err != nil {
@@ -480,7 +550,7 @@ func (f *feed) run(ctx context.Context, tracks []media.Track, vIdx, aIdx int, co
 	}
 	f.s.mu.Unlock()
 	for _, v := range left {
-		v.close("the broadcast ended")
+		v.close(reason)
 	}
 }
 
@@ -514,9 +584,11 @@ type viewer struct {
 	id      string
 	ip      string
 	feed    *feed
-	pc      *webrtc.PeerConnection
 	log     *slog.Logger
 	created time.Time
+	// expires ends the session when the viewer's playback token expires
+	// (zero: never).
+	expires time.Time
 
 	once      sync.Once
 	done      chan struct{}
@@ -524,10 +596,31 @@ type viewer struct {
 	connected chan struct{}
 	connOnce  sync.Once
 	trickles  rtcutil.Trickle
+
+	mu     sync.Mutex
+	pc     *webrtc.PeerConnection
+	closed bool
 }
 
-// newViewer answers offer with the feed's tracks.
-func (s *Server) newViewer(ctx context.Context, id, ip string, offer []byte) (*viewer, string, error) {
+// goLocked starts f as one of the server's goroutines unless the server is
+// shutting down (then it reports false).
+func (s *Server) goLocked(f func()) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		f()
+	}()
+	return true
+}
+
+// newViewer answers offer with the feed's tracks. The viewer's admission
+// (perIP) is released on failure.
+func (s *Server) newViewer(ctx context.Context, id, ip string, offer []byte, expires time.Time) (*viewer, string, error) {
 	s.mu.Lock()
 	if s.closed {
 		if s.perIP[ip]--; s.perIP[ip] <= 0 {
@@ -544,24 +637,22 @@ func (s *Server) newViewer(ctx context.Context, id, ip string, offer []byte) (*v
 		s.mu.Unlock()
 		return nil, "", err
 	}
-	v := &viewer{s: s, id: rtcutil.NewSessionID(), ip: ip, feed: f, created: time.Now(),
+	v := &viewer{s: s, id: rtcutil.NewSessionID(), ip: ip, feed: f, created: time.Now(), expires: expires,
 		done: make(chan struct{}), stopc: make(chan string, 1), connected: make(chan struct{})}
 	v.log = f.log.With("session", v.id[:8], "remote", ip)
 	f.viewers[v] = struct{}{}
 	s.sessions[v.id] = v
+	s.viewersG.Inc() // close decrements it, whatever happens next
 	s.mu.Unlock()
 
 	answer, err := v.negotiate(ctx, offer)
+	if err == nil && !s.goLocked(v.watch) {
+		err = errClosed
+	}
 	if err != nil {
 		v.close("")
 		return nil, "", err
 	}
-	s.viewersG.Inc()
-	s.wg.Add(1)
-	go func() {
-		defer s.wg.Done()
-		v.watch()
-	}()
 	v.log.Info("whep viewer joined")
 	return v, answer, nil
 }
@@ -575,7 +666,14 @@ func (v *viewer) negotiate(ctx context.Context, offer []byte) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	v.mu.Lock()
+	if v.closed { // the feed ended meanwhile
+		v.mu.Unlock()
+		_ = pc.Close()
+		return "", badRequest{http.StatusNotFound, "not_live", "the stream is not live now"}
+	}
 	v.pc = pc
+	v.mu.Unlock()
 	pc.OnConnectionStateChange(func(st webrtc.PeerConnectionState) {
 		switch st {
 		case webrtc.PeerConnectionStateConnected:
@@ -590,7 +688,7 @@ func (v *viewer) negotiate(ctx context.Context, offer []byte) (string, error) {
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(offer)}); err != nil {
 		return "", badRequest{http.StatusBadRequest, "bad_offer", "malformed or unusable SDP offer: " + err.Error()}
 	}
-	for _, t := range []*webrtc.TrackLocalStaticSample{v.feed.video, v.feed.audio} {
+	for _, t := range []*webrtc.TrackLocalStaticRTP{v.feed.video, v.feed.audio} {
 		if t == nil {
 			continue
 		}
@@ -598,16 +696,18 @@ func (v *viewer) negotiate(ctx context.Context, offer []byte) (string, error) {
 		if err != nil {
 			return "", badRequest{http.StatusBadRequest, "bad_offer", "the offer cannot receive this stream: " + err.Error()}
 		}
-		v.s.wg.Add(1)
-		go func() { // RTCP from the viewer (NACK, receiver reports) until the session ends
-			defer v.s.wg.Done()
+		// RTCP from the viewer (NACK, receiver reports) until the session
+		// ends.
+		if !v.s.goLocked(func() {
 			buf := make([]byte, 1500)
 			for {
 				if _, _, err := sender.Read(buf); err != nil {
 					return
 				}
 			}
-		}()
+		}) {
+			return "", errClosed
+		}
 	}
 	answer, err := pc.CreateAnswer(nil)
 	if err != nil {
@@ -626,11 +726,17 @@ func (v *viewer) negotiate(ctx context.Context, offer []byte) (string, error) {
 	return pc.LocalDescription().SDP, nil
 }
 
-// watch ends a session whose viewer never connects or whose connection
-// failed.
+// watch ends a session whose viewer never connects, whose connection
+// failed or whose playback token expired.
 func (v *viewer) watch() {
 	t := time.NewTimer(v.s.cfg.ConnectTimeout)
 	defer t.Stop()
+	var expiry <-chan time.Time
+	if !v.expires.IsZero() {
+		et := time.NewTimer(time.Until(v.expires))
+		defer et.Stop()
+		expiry = et.C
+	}
 	connected := v.connected
 	for {
 		select {
@@ -643,6 +749,8 @@ func (v *viewer) watch() {
 			t.Stop()
 		case <-t.C:
 			v.close(fmt.Sprintf("the viewer did not connect within %s", v.s.cfg.ConnectTimeout))
+		case <-expiry:
+			v.close("the playback token expired")
 		}
 	}
 }
@@ -662,15 +770,19 @@ func (v *viewer) close(reason string) {
 		if s.perIP[v.ip]--; s.perIP[v.ip] <= 0 {
 			delete(s.perIP, v.ip)
 		}
+		s.viewersG.Dec()
 		s.mu.Unlock()
 		if last {
 			v.feed.stop()
 		}
-		if v.pc != nil {
-			_ = v.pc.Close()
+		v.mu.Lock()
+		v.closed = true
+		pc := v.pc
+		v.mu.Unlock()
+		if pc != nil {
+			_ = pc.Close()
 		}
 		if reason != "" {
-			s.viewersG.Dec()
 			v.log.Info("whep viewer left", "reason", reason)
 		}
 	})

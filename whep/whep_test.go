@@ -38,7 +38,7 @@ type rig struct {
 
 func newRig(t *testing.T, auth Authorizer) *rig {
 	t.Helper()
-	hub, err := stream.New(stream.Config{QueueSize: 10000}, stream.Deps{Log: slog.New(slog.DiscardHandler)})
+	hub, err := stream.New(stream.Config{QueueSize: 10000, Grace: 30 * time.Second}, stream.Deps{Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +66,7 @@ func newRig(t *testing.T, auth Authorizer) *rig {
 	return &rig{hub: hub, url: hs.URL + "/v1/whep"}
 }
 
-func allow(context.Context, string, string, string) error { return nil }
+func allow(context.Context, string, string, string) (time.Time, error) { return time.Time{}, nil }
 
 // source is a live H.264 + AAC publication paced in real time.
 type source struct {
@@ -150,12 +150,13 @@ func (s *source) play(ctx context.Context, pub *stream.Publisher) {
 }
 
 // TestViewerReceivesSource: a pion viewer receives the live source's H.264
-// frames (the same slices that were published) and its audio as Opus;
-// DELETE ends the session.
+// frames (the same slices that were published, with RTP timestamps that
+// only go forward, also across a publisher's reconnect) and its audio as
+// Opus; DELETE ends the session.
 func TestViewerReceivesSource(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, allow)
-	src := makeSource(t, "4")
+	src := makeSource(t, "3")
 	key := media.StreamKey{Name: "live1", Rendition: media.RenditionSource}
 	pub, err := r.hub.Publish(key, []media.Track{src.track, src.aac})
 	if err != nil {
@@ -175,20 +176,28 @@ func TestViewerReceivesSource(t *testing.T) {
 		sent[string(au.Payload[len(au.Payload)-1])] = true
 	}
 	var got, keys int
-	for got < 30 {
-		select {
-		case f := <-v.Frames:
-			if !sent[string(f.LastNAL)] {
-				t.Fatalf("frame %d is not one that was published", got)
+	var last uint32
+	receive := func(n int) {
+		for end := got + n; got < end; {
+			select {
+			case f := <-v.Frames:
+				if !sent[string(f.LastNAL)] {
+					t.Fatalf("frame %d is not one that was published", got)
+				}
+				if got > 0 && int32(f.RTPTime-last) <= 0 {
+					t.Fatalf("frame %d has RTP time %d after %d", got, f.RTPTime, last)
+				}
+				last = f.RTPTime
+				got++
+				if f.Key {
+					keys++
+				}
+			case <-ctx.Done():
+				t.Fatalf("only %d frames arrived", got)
 			}
-			got++
-			if f.Key {
-				keys++
-			}
-		case <-ctx.Done():
-			t.Fatalf("only %d frames arrived", got)
 		}
 	}
+	receive(30)
 	if keys == 0 {
 		t.Error("no keyframe arrived")
 	}
@@ -196,6 +205,17 @@ func TestViewerReceivesSource(t *testing.T) {
 	if n := v.AudioPackets(); n < 20 {
 		t.Errorf("%d audio packets", n)
 	}
+	// The publisher reconnects (timestamps start over): the viewer goes
+	// on, and its RTP timestamps keep going forward.
+	pub.Close()
+	pub, err = r.hub.Publish(key, []media.Track{src.track, src.aac})
+	if err != nil {
+		t.Fatal(err)
+	}
+	played = make(chan struct{})
+	go func() { defer close(played); src.play(ctx, pub) }()
+	receive(30)
+	<-played
 	if err := v.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -204,14 +224,14 @@ func TestViewerReceivesSource(t *testing.T) {
 
 func TestRefusals(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, func(_ context.Context, id, token, _ string) error {
+	r := newRig(t, func(_ context.Context, id, token, _ string) (time.Time, error) {
 		switch {
 		case id == "nope":
-			return ErrNotFound
+			return time.Time{}, ErrNotFound
 		case id == "signed" && token != "good":
-			return ErrForbidden
+			return time.Time{}, ErrForbidden
 		}
-		return nil
+		return time.Time{}, nil
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

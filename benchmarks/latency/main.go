@@ -113,7 +113,7 @@ func run(seconds int) error {
 	}
 	whepSrv, err := whep.New(whep.Config{MaxViewers: 10, MaxPerIP: 10, ConnectTimeout: 20 * time.Second}, whep.Deps{
 		Log: log, Hub: hub, UDPMux: whipSrv.UDPMux(),
-		Authorize: func(context.Context, string, string, string) error { return nil },
+		Authorize: func(context.Context, string, string, string) (time.Time, error) { return time.Time{}, nil },
 		Opus: func(src media.Track) (whep.AudioConverter, error) {
 			return ffmpeg.NewAudioConverterTo(src, media.CodecOpus, 64_000, nil)
 		},

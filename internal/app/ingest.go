@@ -65,20 +65,22 @@ func whepConfig(cfg config.Config) whep.Config {
 // whepAuthorizer lets anyone watch a public live stream and needs a valid
 // playback token (the bearer) for a signed one, as HLS does.
 func whepAuthorizer(store *routing.Store, signed func(id string) bool, pub ed25519.PublicKey) whep.Authorizer {
-	return func(ctx context.Context, id, token, ip string) error {
+	return func(ctx context.Context, id, token, ip string) (time.Time, error) {
 		if !ids.Valid(id) {
-			return whep.ErrNotFound
+			return time.Time{}, whep.ErrNotFound
 		}
 		if _, err := store.GetLiveStream(ctx, id); errors.Is(err, routing.ErrNotFound) {
-			return whep.ErrNotFound
+			return time.Time{}, whep.ErrNotFound
 		} else if err != nil {
-			return err
+			return time.Time{}, err
 		}
-		if signed(id) {
-			if _, err := playback.Verify(pub, token, id, time.Now(), ip); err != nil {
-				return whep.ErrForbidden
-			}
+		if !signed(id) {
+			return time.Time{}, nil
 		}
-		return nil
+		claims, err := playback.Verify(pub, token, id, time.Now(), ip)
+		if err != nil {
+			return time.Time{}, whep.ErrForbidden
+		}
+		return claims.Expires, nil
 	}
 }

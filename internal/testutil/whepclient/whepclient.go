@@ -27,6 +27,7 @@ type Frame struct {
 	At      time.Time
 	Key     bool
 	LastNAL []byte // the frame's last NAL unit (its last slice)
+	RTPTime uint32 // the frame's RTP timestamp
 }
 
 // Viewer is a WHEP session.
@@ -97,7 +98,7 @@ func Start(ctx context.Context, url, token string) (*Viewer, error) {
 					if nalus.Unmarshal(s.Data) != nil || len(nalus) == 0 {
 						continue
 					}
-					f := Frame{At: time.Now(), LastNAL: nalus[len(nalus)-1]}
+					f := Frame{At: time.Now(), LastNAL: nalus[len(nalus)-1], RTPTime: s.PacketTimestamp}
 					for _, n := range nalus {
 						if len(n) > 0 && h264.NALUType(n[0]&0x1f) == h264.NALUTypeIDR {
 							f.Key = true
