@@ -324,11 +324,11 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 	}
 	skey := media.StreamKey{Name: id, Rendition: media.RenditionSource}
 	if s.deps.Hub.Publishing(skey) || s.streamBusy(id) {
-		s.refuse(w, http.StatusConflict, "conflict", "busy",
+		s.refuse(w, http.StatusConflict, "conflict", "already_publishing",
 			"this stream is already live from another publisher; stop that one first")
 		return
 	}
-	ses, answer, err := s.newSession(id, ip, body)
+	ses, answer, err := s.newSession(id, ip, body, release)
 	if err != nil {
 		var bad badOffer
 		if errors.As(err, &bad) {
@@ -336,7 +336,7 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if errors.Is(err, errBusy) {
-			s.refuse(w, http.StatusConflict, "conflict", "busy",
+			s.refuse(w, http.StatusConflict, "conflict", "already_publishing",
 				"this stream is already live from another publisher; stop that one first")
 			return
 		}
@@ -349,7 +349,6 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	admitted = true
-	ses.release = release
 	loc := ResourcePath + ses.id
 	w.Header().Set("Location", loc)
 	w.Header().Set("ETag", `"`+ses.id+`"`)

@@ -264,7 +264,7 @@ func TestPublishH264AndOpus(t *testing.T) {
 	if n, errs := decodeH264(t, got.tracks[got.vIdx], got.video); n < len(got.video)-1 || errs != "" {
 		t.Errorf("decoded %d of %d frames: %s", n, len(got.video), errs)
 	}
-	if v := promtest.ToFloat64(r.srv.m.Refused.WithLabelValues("busy")); v != 1 {
+	if v := promtest.ToFloat64(r.srv.m.Refused.WithLabelValues("already_publishing")); v != 1 {
 		t.Errorf("busy refusals %v", v)
 	}
 }

@@ -113,9 +113,11 @@ type session struct {
 const maxEarly = 240
 
 // newSession answers offer and registers the session for stream id.
-func (s *Server) newSession(id, ip string, offer []byte) (*session, string, error) {
+// release frees the session's admission slot; it is called when the
+// session ends, or at once when it cannot start (it may be called again).
+func (s *Server) newSession(id, ip string, offer []byte, release func()) (*session, string, error) {
 	ses := &session{
-		s: s, id: rtcutil.NewSessionID(), streamID: id, created: time.Now(),
+		s: s, id: rtcutil.NewSessionID(), streamID: id, created: time.Now(), release: release,
 		done: make(chan struct{}), stopc: make(chan string, 1), warn: logx.NewLimiter(5 * time.Second),
 		vIdx: -1, aIdx: -1,
 	}
@@ -138,7 +140,14 @@ func (s *Server) newSession(id, ip string, offer []byte) (*session, string, erro
 		ses.close("")
 		return nil, "", err
 	}
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		ses.close("")
+		return nil, "", errClosed
+	}
 	s.wg.Add(1)
+	s.mu.Unlock()
 	go func() {
 		defer s.wg.Done()
 		ses.watch()
@@ -167,22 +176,27 @@ func (ses *session) negotiate(offer []byte) (string, error) {
 			ses.connected.Store(true)
 			ses.log.Info("whip peer connected")
 		case webrtc.PeerConnectionStateFailed:
-			ses.close("the connection to the publisher failed (ICE or DTLS)")
+			ses.stop("the connection to the publisher failed (ICE or DTLS)")
 		case webrtc.PeerConnectionStateClosed:
-			ses.close("the publisher closed the connection")
+			ses.stop("the publisher closed the connection")
 		}
 	})
 	pc.OnTrack(func(tr *webrtc.TrackRemote, _ *webrtc.RTPReceiver) {
+		// A reader starts only while neither the server nor the session
+		// is closing: finish waits for the readers once the session is
+		// closed, and Run for the server's goroutines.
 		ses.s.mu.Lock()
-		closing := ses.s.closed
+		ses.mu.Lock()
+		closing := ses.s.closed || ses.closed
 		if !closing {
 			ses.s.wg.Add(1)
+			ses.readers.Add(1)
 		}
+		ses.mu.Unlock()
 		ses.s.mu.Unlock()
 		if closing {
 			return
 		}
-		ses.readers.Add(1)
 		go func() {
 			defer ses.s.wg.Done()
 			defer ses.readers.Done()
@@ -654,7 +668,7 @@ func (ses *session) publishLocked(video *media.Track, keyPTS int64) bool {
 	pub, err := ses.s.deps.Hub.Publish(media.StreamKey{Name: ses.streamID, Rendition: media.RenditionSource}, tracks)
 	if err != nil {
 		if errors.Is(err, stream.ErrBusy) {
-			ses.s.m.Refused.WithLabelValues("busy").Inc()
+			ses.s.m.Refused.WithLabelValues("already_publishing").Inc()
 		}
 		ses.log.Warn("whip: publishing refused; the session ends", "err", err)
 		ses.stop("publishing refused: " + err.Error())
