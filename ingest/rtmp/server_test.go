@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -313,23 +314,31 @@ func recordingProxy(t *testing.T, target string) (string, func() []byte) {
 // the same address be refused; once it goes, the publisher gets in.
 func TestConnectionLimits(t *testing.T) {
 	t.Parallel()
-	r := newLimitedRig(t, 5*time.Second, ingest.NewConnLimiter(10, 1))
+	limits := ingest.NewConnLimiter(10, 1)
+	r := newLimitedRig(t, 5*time.Second, limits)
 	clip := testClip(t, "3")
 	addr := r.srv.Addr().String()
 	idle, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The server has counted the idle connection once it is accepted:
-	// wait until a second one is refused.
-	for testutil.ToFloat64(r.srv.m.Refused.WithLabelValues(ingest.RefusedLimit)) == 0 {
-		if out, err := exec.Command("ffmpeg", "-v", "error", "-i", clip, "-c", "copy", "-f", "flv",
-			"rtmp://"+addr+"/live/"+testKey).CombinedOutput(); err == nil {
-			t.Fatalf("a publisher over the per-address limit was accepted: %s", out)
+	// Wait until the server has accepted and counted the idle connection.
+	deadline := time.Now().Add(20 * time.Second)
+	for limits.InUse() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the idle connection was never counted")
 		}
+		runtime.Gosched()
+	}
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", clip, "-c", "copy", "-f", "flv",
+		"rtmp://"+addr+"/live/"+testKey).CombinedOutput(); err == nil {
+		t.Fatalf("a publisher over the per-address limit was accepted: %s", out)
+	}
+	if got := testutil.ToFloat64(r.srv.m.Refused.WithLabelValues(ingest.RefusedLimit)); got != 1 {
+		t.Fatalf("refused{too_many_connections} = %v, want 1", got)
 	}
 	idle.Close()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline = time.Now().Add(20 * time.Second)
 	for {
 		out, err := exec.Command("ffmpeg", "-v", "error", "-i", clip, "-c", "copy", "-f", "flv",
 			"rtmp://"+addr+"/live/"+testKey).CombinedOutput()

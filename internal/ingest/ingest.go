@@ -148,6 +148,16 @@ func (l *ConnLimiter) Acquire(addr string) (release func(), ok bool) {
 	}, true
 }
 
+// InUse is how many connections hold a slot now.
+func (l *ConnLimiter) InUse() int {
+	if l == nil {
+		return 0
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.total
+}
+
 // RefusedLimit is the refusal reason (metric label) of a connection over
 // the limits.
 const RefusedLimit = "too_many_connections"
