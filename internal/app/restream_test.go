@@ -3,6 +3,7 @@ package app
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -42,9 +43,9 @@ func (n *node) restreams(id string) map[string]restreamTarget {
 }
 
 // TestRestream: a live stream with two restream targets, an RTMP server
-// (the ffmpeg CLI listening, standing in for YouTube) and a port where
-// nothing listens. While ffmpeg publishes to Shoal the first receives the
-// stream and shows live; the second shows failed with the reason, and a
+// (the ffmpeg CLI listening, standing in for YouTube) and a server that
+// hangs up on every connection. While ffmpeg publishes to Shoal the first
+// receives the stream and shows live; the second shows failed with the reason, and a
 // live_stream.restream.failed webhook is sent. The API never shows the
 // targets' stream keys.
 func TestRestream(t *testing.T) {
@@ -67,9 +68,25 @@ func TestRestream(t *testing.T) {
 	targetDone := make(chan error, 1)
 	go func() { targetDone <- target.Wait() }()
 
+	// A target that hangs up on every connection (held by this test, so
+	// no other test can take its port).
+	refuser, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refuser.Close()
+	go func() {
+		for {
+			c, err := refuser.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
 	for name, url := range map[string]string{
 		"ffmpeg": fmt.Sprintf("rtmp://127.0.0.1:%d/live2/platformkey", port),
-		"down":   fmt.Sprintf("rtmp://127.0.0.1:%d/app/otherkey", freePort(t)),
+		"down":   "rtmp://" + refuser.Addr().String() + "/app/otherkey",
 	} {
 		code, body := n.do(http.MethodPost, "/v1/live-streams/"+ls.ID+"/restreams", testAdminKey, map[string]string{"name": name, "url": url})
 		if code != http.StatusCreated || strings.Contains(string(body), "platformkey") || strings.Contains(string(body), "otherkey") {
