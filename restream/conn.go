@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/bluenviron/gortmplib/pkg/amf0"
@@ -56,8 +58,34 @@ type rtmpConn struct {
 	readDone    chan struct{} // closed when readLoop returned; nil before it started
 }
 
+// errPrivateAddress refuses a target on a loopback, private or link-local
+// address: the API's users must not reach the origin's own network.
+var errPrivateAddress = errors.New("the target resolves to a loopback, private or link-local address (set ingest.restream_allow_private to allow it)")
+
+// publicOnly is a net.Dialer Control that refuses the addresses of
+// errPrivateAddress, checked after name resolution so DNS cannot smuggle
+// one in.
+func publicOnly(_, address string, _ syscall.RawConn) error {
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return err
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return err
+	}
+	ip = ip.Unmap()
+	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() ||
+		ip.IsMulticast() || ip.IsInterfaceLocalMulticast() || ip.IsLinkLocalMulticast() ||
+		(ip.Is4() && ip.As4()[0] == 100 && ip.As4()[1]&0xc0 == 64) { // 100.64.0.0/10 (CGNAT)
+		return errPrivateAddress
+	}
+	return nil
+}
+
 // dialPublish connects to tgt and publishes its stream key, within ctx.
-func dialPublish(ctx context.Context, tgt *target, writeTimeout time.Duration) (*rtmpConn, error) {
+// Unless allowPrivate, only public addresses are dialed.
+func dialPublish(ctx context.Context, tgt *target, writeTimeout time.Duration, allowPrivate bool) (*rtmpConn, error) {
 	u := tgt.u
 	addr := u.Host
 	if u.Port() == "" {
@@ -68,6 +96,9 @@ func dialPublish(ctx context.Context, tgt *target, writeTimeout time.Duration) (
 		addr = net.JoinHostPort(u.Hostname(), port)
 	}
 	var d net.Dialer
+	if !allowPrivate {
+		d.Control = publicOnly
+	}
 	nc, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err

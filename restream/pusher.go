@@ -318,7 +318,7 @@ func (p *pusher) subEnd(sub *stream.Subscriber, err error) error {
 func (p *pusher) dial(soft context.Context, tgt *target) (*rtmpConn, error) {
 	ctx, cancel := context.WithTimeout(soft, p.m.cfg.DialTimeout)
 	defer cancel()
-	c, err := dialPublish(ctx, tgt, p.m.cfg.WriteTimeout)
+	c, err := dialPublish(ctx, tgt, p.m.cfg.WriteTimeout, p.m.cfg.AllowPrivate)
 	if err != nil {
 		if soft.Err() != nil {
 			return nil, soft.Err()

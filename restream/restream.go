@@ -125,6 +125,11 @@ type Config struct {
 	// WriteTimeout bounds writing one message; a target that takes longer
 	// has failed.
 	WriteTimeout time.Duration
+	// AllowPrivate lets targets be on loopback, private and link-local
+	// addresses (another Shoal on the same network, tests); by default
+	// only public addresses are dialed, so API users cannot reach into
+	// the origin's network.
+	AllowPrivate bool
 	// RenditionWait is how long a pusher whose target chose a rung waits
 	// for the rung to be published (the transcoder starts it shortly after
 	// the source) before sending the source instead.

@@ -174,6 +174,7 @@ func testConfig() Config {
 	return Config{
 		BackoffMin: 10 * time.Millisecond, BackoffMax: 40 * time.Millisecond, StableAfter: time.Minute,
 		DialTimeout: 10 * time.Second, WriteTimeout: 5 * time.Second, RenditionWait: 20 * time.Millisecond,
+		AllowPrivate: true, // the targets are on loopback
 	}
 }
 

@@ -113,7 +113,9 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	// The restreamer watches the hub before any publisher can start.
 	var restreamer *restream.Manager
 	if cfg.Ingest.MaxRestreams > 0 {
-		restreamer, err = restream.New(restream.DefaultConfig(), restream.Deps{Log: log.With("component", "restream"), Hub: hub,
+		rcfg := restream.DefaultConfig()
+		rcfg.AllowPrivate = cfg.Ingest.RestreamAllowPrivate
+		restreamer, err = restream.New(rcfg, restream.Deps{Log: log.With("component", "restream"), Hub: hub,
 			Targets: restreamTargets{store}, Registerer: reg,
 			OnState: newRestreamEvents(store, log.With("component", "restream")).onState})
 		if err != nil {

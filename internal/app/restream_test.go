@@ -50,7 +50,7 @@ func (n *node) restreams(id string) map[string]restreamTarget {
 // targets' stream keys.
 func TestRestream(t *testing.T) {
 	t.Parallel()
-	n := startNode(t)
+	n := startNode(t, "SHOAL_INGEST_RESTREAM_ALLOW_PRIVATE=true") // the targets are on loopback
 	ls := n.createStream("restream")
 	hook := newReceiver(t)
 	hook.register(n, "live_stream.restream.failed")

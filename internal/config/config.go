@@ -98,6 +98,8 @@ type IngestConfig struct {
 	SRTPassphrase string   `yaml:"srt_passphrase"`
 	// MaxRestreams is how many restream targets a live stream may have.
 	MaxRestreams int `yaml:"max_restreams"`
+	// RestreamAllowPrivate lets restream targets be on private addresses.
+	RestreamAllowPrivate bool `yaml:"restream_allow_private"`
 }
 
 // HLSConfig tunes the HLS packager.
