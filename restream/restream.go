@@ -496,6 +496,11 @@ func (ls *liveStream) run(sub *stream.Subscriber) {
 		bo.reset()
 	}
 	load()
+	if retry == nil && len(ls.pushers) == 0 {
+		// No targets when the broadcast started: nobody will want its
+		// start (a target added later joins live), so it is not kept.
+		ls.start.close()
+	}
 	for {
 		select {
 		case <-ls.ended.Done():
