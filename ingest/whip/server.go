@@ -67,6 +67,11 @@ type Config struct {
 	// ConnectTimeout ends a session whose peer has not connected in time;
 	// ReadTimeout one that sends no media for this long.
 	ConnectTimeout, ReadTimeout time.Duration
+	// KeyframeInterval, when positive, is how often H.264 that goes
+	// through as it came should have a keyframe (the segment duration):
+	// the publisher is asked for one (PLI) when it is overdue, since
+	// browsers send keyframes rarely and segments are cut at keyframes.
+	KeyframeInterval time.Duration
 }
 
 // AudioConverter converts a WebRTC audio track to AAC.

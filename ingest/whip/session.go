@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +45,55 @@ func h264Codec(pt webrtc.PayloadType, profile string) webrtc.RTPCodecParameters 
 		SDPFmtpLine:  "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + profile,
 		RTCPFeedback: videoFeedback,
 	}, PayloadType: pt}
+}
+
+// rankOffered orders the codecs an offer has in common with the server
+// (with the offer's payload types and parameters, which the answer must
+// use) by the server's preference; codecs it does not take are dropped.
+// Empty when the offer has none of them.
+func rankOffered(offered, prefs []webrtc.RTPCodecParameters) []webrtc.RTPCodecParameters {
+	rank := func(c webrtc.RTPCodecParameters) int {
+		partial := -1
+		for i, p := range prefs {
+			if !strings.EqualFold(c.MimeType, p.MimeType) {
+				continue
+			}
+			if !strings.EqualFold(c.MimeType, webrtc.MimeTypeH264) || h264Profile(c.SDPFmtpLine) == h264Profile(p.SDPFmtpLine) {
+				return i
+			}
+			if partial < 0 {
+				partial = len(prefs) + i // another H.264 profile: after the listed ones
+			}
+		}
+		return partial
+	}
+	var out []webrtc.RTPCodecParameters
+	var ranks []int
+	for _, c := range offered {
+		r := rank(c)
+		if r < 0 {
+			continue
+		}
+		i := len(out)
+		for i > 0 && ranks[i-1] > r {
+			i--
+		}
+		out = slices.Insert(out, i, c)
+		ranks = slices.Insert(ranks, i, r)
+	}
+	return out
+}
+
+// h264Profile is the profile of an H.264 fmtp line (profile-level-id
+// without its level), "" when it has none.
+func h264Profile(fmtpLine string) string {
+	for _, kv := range strings.Split(fmtpLine, ";") {
+		k, v, _ := strings.Cut(strings.TrimSpace(kv), "=")
+		if strings.EqualFold(k, "profile-level-id") && len(v) == 6 {
+			return strings.ToLower(v[:4])
+		}
+	}
+	return ""
 }
 
 // registerCodecs puts the codecs above in a media engine.
@@ -89,8 +139,12 @@ type session struct {
 	needKey   atomic.Bool
 	bytes     atomic.Int64
 	videoSSRC atomic.Uint32
-	readers   sync.WaitGroup // the track readers, which flush their converters as they end
-	trickles  rtcutil.Trickle
+	// passthrough is set for H.264 (published as it came); lastKey is
+	// when its last keyframe arrived (unix nanoseconds).
+	passthrough atomic.Bool
+	lastKey     atomic.Int64
+	readers     sync.WaitGroup // the track readers, which flush their converters as they end
+	trickles    rtcutil.Trickle
 
 	mu        sync.Mutex
 	release   func() // frees the admission slot
@@ -207,11 +261,15 @@ func (ses *session) negotiate(offer []byte) (string, error) {
 		return "", badOffer{"malformed or unusable SDP offer: " + err.Error()}
 	}
 	for _, t := range pc.GetTransceivers() {
-		switch t.Kind() {
-		case webrtc.RTPCodecTypeVideo:
-			err = t.SetCodecPreferences(videoCodecs)
-		case webrtc.RTPCodecTypeAudio:
-			err = t.SetCodecPreferences(audioCodecs)
+		prefs := videoCodecs
+		if t.Kind() == webrtc.RTPCodecTypeAudio {
+			prefs = audioCodecs
+		}
+		ranked := rankOffered(t.Receiver().GetParameters().Codecs, prefs)
+		if len(ranked) == 0 {
+			err = errors.New("no codec in common")
+		} else {
+			err = t.SetCodecPreferences(ranked)
 		}
 		if err != nil {
 			return "", badOffer{"the offer has no codec this server takes (H.264, VP8 or VP9 video; Opus audio)"}
@@ -345,7 +403,13 @@ func (ses *session) watch() {
 					continue
 				}
 			}
-			if ses.needKey.Load() && now.Sub(lastPLI) >= pliInterval {
+			overdue := false
+			if ki := ses.s.cfg.KeyframeInterval; ki > 0 && ses.passthrough.Load() {
+				if lk := ses.lastKey.Load(); lk != 0 && now.Sub(time.Unix(0, lk)) >= ki {
+					overdue = true
+				}
+			}
+			if (ses.needKey.Load() || overdue) && now.Sub(lastPLI) >= min(pliInterval, max(ses.s.cfg.KeyframeInterval, 250*time.Millisecond)) {
 				if ssrc := ses.videoSSRC.Load(); ssrc != 0 {
 					lastPLI = now
 					_ = ses.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})
@@ -411,6 +475,7 @@ func (ses *session) readTrack(tr *webrtc.TrackRemote) {
 	if codec.IsVideo() {
 		ses.videoSSRC.Store(uint32(tr.SSRC()))
 		ses.needKey.Store(true)
+		ses.passthrough.Store(codec == media.CodecH264)
 	}
 	sb := samplebuilder.New(1024, depack, clock, samplebuilder.WithMaxTimeDelay(maxLate))
 	tl := timeline{clock: int64(clock)}
@@ -533,6 +598,9 @@ func (ses *session) onH264(pts int64, data []byte, dropped bool) {
 	}
 	if dropped {
 		ses.lost()
+	}
+	if key {
+		ses.lastKey.Store(time.Now().UnixNano())
 	}
 	if ses.needKey.Load() {
 		if !key {

@@ -43,6 +43,8 @@ func whipConfig(cfg config.Config) whip.Config {
 		MaxPerIP:       cfg.Ingest.WHIPMaxSessionsPerIP,
 		ConnectTimeout: 30 * time.Second,
 		ReadTimeout:    cfg.Ingest.ReadTimeout.Std(),
+		// Segments are cut at keyframes: ask browsers for one per segment.
+		KeyframeInterval: cfg.HLS.SegmentDuration.Std(),
 	}
 	if cfg.Ingest.WHIPUDPPort != 0 {
 		wc.UDPAddr = ":" + strconv.Itoa(cfg.Ingest.WHIPUDPPort)
