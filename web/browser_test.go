@@ -573,6 +573,25 @@ func TestBrowser(t *testing.T) {
 		requireClean(t, tab, "404 (Not Found)")
 	})
 
+	// Real-time playback asked for (?mode=realtime) where WHEP does not
+	// answer (this server has no WebRTC): the page says so and plays HLS.
+	t.Run("realtime-fallback", func(t *testing.T) {
+		tab := b.NewTab(t)
+		if err := tab.Run(20*time.Second, chromedp.Navigate(e.url+"/watch/"+ls.ID+"?player=hlsjs&mode=realtime")); err != nil {
+			t.Fatal(err)
+		}
+		if err := tab.WaitFor(45*time.Second, `(() => { const v = document.querySelector('video'); const note = document.querySelector('.player-note');
+			return v.currentTime > 0.5 && document.getElementById('player').dataset.engine === 'hls.js' && document.body.dataset.mode === 'hls' &&
+				!!note && !note.hidden && note.textContent.includes('Playing over HLS instead') &&
+				document.getElementById('mode-toggle').getAttribute('aria-pressed') === 'false' && !location.search.includes('mode=') })()`,
+			playerStateJS+` + ' note: ' + (document.querySelector('.player-note') || {}).textContent`); err != nil {
+			t.Fatal(err)
+		}
+		e.shot(t, tab, "realtime-fallback")
+		// The refused offer is logged by the browser.
+		requireClean(t, tab, "/v1/whep/"+ls.ID)
+	})
+
 	t.Run("processing", func(t *testing.T) {
 		id := e.queueVideo(t, "Still cooking", "")
 		job, attempt := e.startJob(t, id)

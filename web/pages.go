@@ -82,7 +82,12 @@ type playerState struct {
 	HLSURL        string `json:"hls_url"`
 	PosterURL     string `json:"poster_url,omitempty"`
 	StoryboardURL string `json:"storyboard_url,omitempty"`
-	Signed        bool   `json:"signed"`
+	// WHEPURL (live streams) is real-time playback over WebRTC, a path on
+	// this node: the player POSTs its offer there when the viewer asks
+	// for real time (the toggle, or ?mode=realtime), with the page's
+	// token as the bearer.
+	WHEPURL string `json:"whep_url,omitempty"`
+	Signed  bool   `json:"signed"`
 	// NeedsToken: signed playback and the page was opened without ?token=.
 	NeedsToken bool   `json:"needs_token,omitempty"`
 	WatchURL   string `json:"watch_url"`
@@ -258,6 +263,7 @@ func (w *Web) state(it item, id, page, token string, c *gin.Context) *playerStat
 	}
 	st.NeedsToken = st.Signed && token == ""
 	if it.kind == kindLive {
+		st.WHEPURL = "/v1/whep/" + id
 		st.Status = statusIdle
 		if it.isLive {
 			st.Status = statusLive
@@ -373,6 +379,9 @@ func withToken(p, token string) string {
 func (w *Web) dashboard(c *gin.Context) {
 	c.Header("Cache-Control", "no-cache")
 	pageHeaders(c, w.dashboardCSP, false)
+	// "Go live" from the browser needs the camera, the microphone and
+	// screen capture, for this page only (it cannot be framed).
+	c.Header("Permissions-Policy", permissionsDashboard)
 	w.render(c, http.StatusOK, pageDashboard, pageData{
 		Title:       "Shoal dashboard",
 		Description: "Manage live streams, videos and nodes.",

@@ -183,5 +183,12 @@ func pageHeaders(c *gin.Context, csp string, framable bool) {
 			h.Set("Content-Security-Policy", csp+"; frame-ancestors 'self'")
 		}
 	}
-	h.Set("Permissions-Policy", "camera=(), microphone=(), geolocation=()")
+	h.Set("Permissions-Policy", permissionsNone)
 }
+
+// Permissions-Policy of the pages: none may use the camera, microphone or
+// screen capture but the dashboard, which broadcasts from the browser.
+const (
+	permissionsNone      = "camera=(), microphone=(), display-capture=(), geolocation=()"
+	permissionsDashboard = "camera=(self), microphone=(self), display-capture=(self), geolocation=()"
+)

@@ -342,6 +342,39 @@ func TestStateMessages(t *testing.T) {
 	}
 }
 
+// TestRealtimeState: live streams' pages name their WHEP endpoint (the
+// player's real-time mode), videos' do not; only the dashboard may use the
+// camera, microphone and screen capture ("Go live" from the browser).
+func TestRealtimeState(t *testing.T) {
+	t.Parallel()
+	e := newUnitEnv(t)
+	for _, tc := range []struct{ path, want string }{
+		{"/watch/live1", "/v1/whep/live1"},
+		{"/embed/live1", "/v1/whep/live1"},
+		{"/watch/live2?token=abc.def", "/v1/whep/live2"},
+		{"/watch/vid1", ""},
+	} {
+		if st := pageState(t, e.get(t, tc.path).body); st.WHEPURL != tc.want {
+			t.Errorf("%s: whep_url %q, want %q", tc.path, st.WHEPURL, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		path  string
+		allow bool
+	}{{"/", true}, {"/watch/live1", false}, {"/embed/live1", false}, {"/watch/nosuch", false}} {
+		pp := e.get(t, tc.path).header.Get("Permissions-Policy")
+		for _, f := range []string{"camera", "microphone", "display-capture"} {
+			want := f + "=()"
+			if tc.allow {
+				want = f + "=(self)"
+			}
+			if !strings.Contains(pp, want) {
+				t.Errorf("%s: Permissions-Policy %q, want %s", tc.path, pp, want)
+			}
+		}
+	}
+}
+
 func TestOEmbed(t *testing.T) {
 	t.Parallel()
 	e := newUnitEnv(t)

@@ -59,6 +59,30 @@ type Browser struct {
 	ctx context.Context // the browser's chromedp context
 }
 
+// Option changes how Start launches Chromium.
+type Option func(*options)
+
+type options struct {
+	flags []string
+}
+
+// WithFlags adds command-line flags ("--name" or "--name=value") to Flags,
+// for example the fake camera and microphone of WebRTC tests:
+//
+//	browser.Start(t, browser.WithFlags(browser.FakeMediaFlags...))
+func WithFlags(flags ...string) Option {
+	return func(o *options) { o.flags = append(o.flags, flags...) }
+}
+
+// FakeMediaFlags make getUserMedia answer with Chromium's fake camera (a
+// test pattern) and microphone (a beep) without asking, and let WebRTC
+// connect over the loopback interface (test servers listen on 127.0.0.1).
+var FakeMediaFlags = []string{
+	"--use-fake-device-for-media-stream",
+	"--use-fake-ui-for-media-stream",
+	"--allow-loopback-in-peer-connection",
+}
+
 // Path returns the Chromium binary to use: $SHOAL_CHROMIUM, else
 // /usr/bin/chromium, else "chromium" or "chromium-browser" on PATH. It
 // returns "" when none is installed.
@@ -77,10 +101,15 @@ func Path() string {
 	return ""
 }
 
-// Start launches Chromium for t. It skips t when Chromium is missing and
-// the CI variable is unset, and fails it when CI is set.
-func Start(t testing.TB) *Browser {
+// Start launches Chromium for t, with Flags and those of WithFlags. It
+// skips t when Chromium is missing and the CI variable is unset, and fails
+// it when CI is set.
+func Start(t testing.TB, opt ...Option) *Browser {
 	t.Helper()
+	var o options
+	for _, f := range opt {
+		f(&o)
+	}
 	path := Path()
 	if path == "" {
 		msg := "browser: Chromium is not installed (apt-get install chromium; `make test` installs it)"
@@ -101,7 +130,7 @@ func Start(t testing.TB) *Browser {
 		chromedp.UserDataDir(profile),
 		chromedp.WSURLReadTimeout(30 * time.Second),
 	}
-	for _, f := range Flags {
+	for _, f := range append(append([]string(nil), Flags...), o.flags...) {
 		name, value, hasValue := strings.Cut(strings.TrimPrefix(f, "--"), "=")
 		if hasValue {
 			opts = append(opts, chromedp.Flag(name, value))

@@ -66,6 +66,11 @@ const ICONS = {
   film: { d: ['M4 5h16v14H4z', 'M8 5v14', 'M16 5v14', 'M4 9.5h4', 'M16 9.5h4', 'M4 14.5h4', 'M16 14.5h4'] },
   server: { d: ['M4 4.5h16v6H4z', 'M4 13.5h16v6H4z', 'M7.5 7.5h.01', 'M7.5 16.5h.01'] },
   logout: { d: ['M14 4h5v16h-5', 'M10 8l-4 4 4 4', 'M6 12h10'] },
+  bolt: { d: ['M13 3L5 13.5h6.5L10.5 21 19 10.5h-6.5z'] },
+  camera: { d: ['M3 7h12v10H3z', 'M15 10.5l6-3.5v10l-6-3.5'] },
+  screen: { d: ['M3 4.5h18v12H3z', 'M8.5 20h7', 'M12 16.5V20'] },
+  stop: { fill: true, d: ['M6.5 6.5h11v11h-11z'] },
+  close: { d: ['M6 6l12 12', 'M18 6L6 18'] },
 };
 
 // icon(name) returns an inline SVG element (aria-hidden: the control it sits

@@ -1,9 +1,11 @@
-// Live streams: create, list with status, ingest settings (RTMP URL and
-// stream key with copy buttons, OBS instructions), reset key, delete.
+// Live streams: create, list with status, ingest settings (RTMP server and
+// stream key, WHIP, RTSP and SRT URLs with copy buttons, OBS instructions),
+// going live from the browser (golive.js), reset key, delete.
 
 import { h, icon, copyButton, toast, replaceChildren } from '../common/dom.js';
 import { confirmDialog, statusBadge, signedBadge, formatDate } from './ui.js';
 import { watchLinkButton } from './links.js';
+import { GoLivePanel } from './golive.js';
 
 export class LiveSection {
   constructor(root, api) {
@@ -56,7 +58,7 @@ export class LiveSection {
     replaceChildren(this.root,
       h('div', { class: 'panel-head' },
         h('h2', { id: 'live-title', text: 'Live streams' }),
-        h('p', { class: 'muted', text: 'Go live from OBS or ffmpeg over RTMP. Each stream has its own key; viewers watch at its watch page.' })),
+        h('p', { class: 'muted', text: 'Go live from OBS (WHIP or RTMP), ffmpeg, or right here in the browser. Each stream has its own key; viewers watch at its watch page.' })),
       form, this.empty, this.list);
   }
 
@@ -80,12 +82,18 @@ export class LiveSection {
     }
     for (const [id, card] of this.cards) {
       if (!seen.has(id)) {
+        card.destroy();
         card.el.remove();
         this.cards.delete(id);
       }
     }
     this.empty.hidden = data.data.length > 0;
     this.list.setAttribute('aria-busy', 'false');
+  }
+
+  // stop ends the browser broadcasts (sign-out).
+  stop() {
+    for (const card of this.cards.values()) card.destroy();
   }
 }
 
@@ -115,6 +123,12 @@ class StreamCard {
     this.sourceDef = h('dd', { class: 'pull' });
     this.rtspTerm = h('dt', { text: 'RTSP URL' });
     this.rtspDef = h('dd', {}, this.rtspCode, copyButton('Copy', () => this.ls.ingest.rtsp_url || '', { ariaLabel: `Copy the RTSP publish URL of ${this.ls.name}`, done: 'RTSP URL copied' }));
+    this.whipCode = h('code', { class: 'whip-url' });
+    this.whipTerm = h('dt', { text: 'WHIP URL' });
+    this.whipDef = h('dd', {}, this.whipCode, copyButton('Copy', () => this.ls.ingest.whip_url || '', { ariaLabel: `Copy the WHIP URL of ${this.ls.name}`, done: 'WHIP URL copied' }));
+    this.srtCode = h('code', { class: 'srt-url' });
+    this.srtTerm = h('dt', { text: 'SRT URL' });
+    this.srtDef = h('dd', {}, this.srtCode, copyButton('Copy', () => this.ls.ingest.srt_url || '', { ariaLabel: `Copy the SRT publish URL of ${this.ls.name}`, done: 'SRT URL copied' }));
     this.watchURL = `${location.origin}/watch/${id}`;
     this.hls = h('code', {});
     this.created = h('span', { class: 'muted' });
@@ -123,6 +137,9 @@ class StreamCard {
     const del = h('button', { type: 'button', class: 'btn btn-sm btn-danger' }, icon('trash'), 'Delete');
     del.addEventListener('click', () => this.remove());
     this.watchSlot = h('span', { class: 'watch-slot' });
+    this.goLiveBtn = h('button', { type: 'button', class: 'btn btn-sm golive-open', 'aria-expanded': 'false', hidden: true }, icon('camera'), 'Go live');
+    this.goLiveBtn.addEventListener('click', () => this.toggleGoLive());
+    this.panelSlot = h('div', { class: 'golive-slot' });
 
     this.el = h('article', { class: 'card stream', dataset: { id }, 'aria-labelledby': `stream-${id}-title` },
       h('header', { class: 'card-head' }, this.title, this.badges),
@@ -131,14 +148,25 @@ class StreamCard {
         h('dd', {}, this.rtmp, copyButton('Copy', () => this.ls.ingest.rtmp_url, { ariaLabel: `Copy the RTMP server URL of ${this.ls.name}`, done: 'RTMP URL copied' })),
         h('dt', { text: 'Stream key' }),
         h('dd', {}, this.keyCode, this.keyToggle, copyButton('Copy', () => this.ls.stream_key, { ariaLabel: `Copy the stream key of ${this.ls.name}`, done: 'Stream key copied' })),
+        this.whipTerm, this.whipDef,
         this.rtspTerm, this.rtspDef,
+        this.srtTerm, this.srtDef,
         this.sourceTerm, this.sourceDef,
         h('dt', { text: 'Watch page' }),
         h('dd', {}, h('a', { href: `/watch/${id}`, target: '_blank', rel: 'noopener', text: this.watchURL }), copyButton('Copy', this.watchURL, { ariaLabel: 'Copy the watch page link', done: 'Link copied' })),
         h('dt', { text: 'HLS' }),
         h('dd', {}, this.hls, copyButton('Copy', () => this.ls.playback.hls_url, { ariaLabel: 'Copy the HLS URL', done: 'HLS URL copied' }))),
+      this.panelSlot,
       h('details', { class: 'obs' },
         h('summary', { text: 'Set up OBS Studio' }),
+        this.obsWHIP = h('div', { class: 'obs-whip' },
+          h('h4', { text: 'OBS 30 or later: WebRTC (WHIP)' }),
+          h('ol', {},
+            h('li', {}, 'Open ', h('strong', { text: 'Settings → Stream' }), ', choose Service ', h('strong', { text: 'WHIP' }), '.'),
+            h('li', {}, 'Server: paste the ', h('em', { text: 'WHIP URL' }), ' above; Bearer Token: paste the ', h('em', { text: 'stream key' }), '.'),
+            h('li', {}, 'In ', h('strong', { text: 'Settings → Output' }), ': an H.264 encoder (x264 or hardware), ', h('strong', { text: 'keyframe interval 2 s' }), ', audio Opus (OBS picks it for WHIP).'),
+            h('li', {}, 'Click ', h('strong', { text: 'Start Streaming' }), '. WebRTC needs UDP to this server; if it does not connect, use RTMP below.'))),
+        this.obsRTMPHead = h('h4', { text: 'OBS 29 and older, or any RTMP encoder' }),
         h('ol', {},
           h('li', {}, 'Open ', h('strong', { text: 'Settings → Stream' }), ', choose Service ', h('strong', { text: 'Custom…' }), '.'),
           h('li', {}, 'Server: paste the ', h('em', { text: 'RTMP server' }), ' above; Stream Key: paste the ', h('em', { text: 'stream key' }), '.'),
@@ -147,6 +175,7 @@ class StreamCard {
         h('p', { class: 'muted' }, 'With ffmpeg: ', h('code', { class: 'cmd', text: '' }))),
       h('footer', { class: 'card-actions' },
         this.watchSlot,
+        this.goLiveBtn,
         h('span', { class: 'spacer' }),
         this.created, reset, del));
     this.title.id = `stream-${id}-title`;
@@ -170,9 +199,13 @@ class StreamCard {
     }
     this.hls.textContent = ls.playback.hls_url;
     this.created.textContent = `Created ${formatDate(ls.created_at)}`;
-    this.el.querySelector('code.cmd').textContent =
-      `ffmpeg -re -i input.mp4 -c:v libx264 -preset veryfast -g 60 -c:a aac -f flv ${ls.ingest.rtmp_url}/${ls.stream_key}`;
+    const whip = ls.ingest.whip_url || '';
+    this.whipTerm.hidden = this.whipDef.hidden = this.obsWHIP.hidden = !whip;
+    this.obsRTMPHead.textContent = whip ? 'OBS 29 and older, or any RTMP encoder' : 'OBS over RTMP (any version)';
+    this.whipCode.textContent = whip;
+    this.goLiveBtn.hidden = !whip;
     this.el.dataset.status = ls.status;
+    if (this.panel) this.panel.onStatus(ls);
     if (!this.watchSlot.firstChild || this.policy !== ls.playback_policy) {
       this.policy = ls.playback_policy;
       replaceChildren(this.watchSlot, watchLinkButton(this.api, ls.id, ls.playback_policy === 'signed'));
@@ -187,11 +220,36 @@ class StreamCard {
     this.rtspTerm.hidden = this.rtspDef.hidden = !rtsp;
     // The RTSP URL carries the key: shown only when the key is.
     this.rtspCode.textContent = this.showKey ? rtsp : rtsp.replace(k, masked);
+    const srt = this.ls.ingest.srt_url || '';
+    this.srtTerm.hidden = this.srtDef.hidden = !srt;
+    this.srtCode.textContent = this.showKey ? srt : srt.replace(k, masked);
+    this.el.querySelector('code.cmd').textContent =
+      `ffmpeg -re -i input.mp4 -c:v libx264 -preset veryfast -g 60 -c:a aac -f flv ${this.ls.ingest.rtmp_url}/${this.showKey ? k : masked}`;
     this.keyCode.textContent = this.showKey ? k : masked;
     this.keyCode.dataset.key = this.showKey ? 'shown' : 'hidden';
     this.keyToggle.setAttribute('aria-pressed', String(this.showKey));
     this.keyToggle.setAttribute('aria-label', `${this.showKey ? 'Hide' : 'Show'} the stream key of ${this.ls.name}`);
     this.keyToggle.querySelector('span').textContent = this.showKey ? 'Hide' : 'Show';
+  }
+
+  // toggleGoLive opens or closes the "Go live from the browser" panel.
+  toggleGoLive() {
+    if (!this.panel) {
+      const card = this;
+      this.panel = new GoLivePanel({
+        api: this.api,
+        get ls() { return card.ls; },
+        refresh: () => this.section.refresh(),
+        onPanel: (open) => this.goLiveBtn.setAttribute('aria-expanded', String(open)),
+      });
+      this.panelSlot.append(this.panel.el);
+    }
+    if (this.panel.open) this.panel.close();
+    else this.panel.show();
+  }
+
+  destroy() {
+    if (this.panel) this.panel.destroy();
   }
 
   async resetKey() {

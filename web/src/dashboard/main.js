@@ -113,6 +113,7 @@ class App {
 
   stop() {
     window.removeEventListener('hashchange', this.onHash);
+    this.sections.live.stop();
     for (const t of Object.values(this.timers)) clearTimeout(t);
     this.stopped = true;
   }

@@ -7,6 +7,7 @@ import './player.css';
 import { h, icon, readState, copyButton, replaceChildren } from '../common/dom.js';
 import { Player } from './player.js';
 import { Delivery, importKeys } from './delivery.js';
+import { WHEPSession, supported as realtimeSupported } from './realtime.js';
 
 const params = new URLSearchParams(location.search);
 const token = params.get('token') || '';
@@ -18,6 +19,11 @@ let state = readState();
 const serverOffset = state && state.server_time ? state.server_time - Date.now() : 0;
 const root = document.getElementById('player');
 let waiting = 0; // generation of the current waitForLive loop
+let playing = 0; // generation of the current live playback start
+// Live streams play over HLS (verified delivery) unless the viewer chose
+// real-time playback over WebRTC (the toggle, or ?mode=realtime).
+let mode = params.get('mode') === 'realtime' && canRealtime() ? 'realtime' : 'hls';
+let realtime = null; // the WHEPSession while playing in real time
 
 function start() {
   const embed = state.page === 'embed';
@@ -37,6 +43,9 @@ function start() {
     if (e.target === document.body || e.target === document.documentElement) player.onKey(e);
   });
   if (!embed) setupShare();
+  setupModeToggle(player);
+  // End a real-time session with the page (its DELETE outlives the page).
+  window.addEventListener('pagehide', () => stopRealtime(true));
   route(player);
 }
 
@@ -120,7 +129,144 @@ async function fetchState() {
 
 function playLive(player) {
   setStatus('live');
-  newDelivery().then((delivery) => player.load(state.hls_url, { live: true, delivery }));
+  if (mode === 'realtime') {
+    playRealtime(player);
+    return;
+  }
+  const gen = ++playing;
+  stopRealtime();
+  showMode();
+  newDelivery().then((delivery) => {
+    if (gen === playing) player.load(state.hls_url, { live: true, delivery });
+  });
+}
+
+// ---- real-time playback (WebRTC, WHEP) -----------------------------------
+
+function canRealtime() {
+  return !!(state && state.kind === 'live' && state.whep_url && !state.needs_token && realtimeSupported());
+}
+
+// playRealtime plays the live stream over WHEP; when that fails it says so
+// and plays over HLS.
+async function playRealtime(player) {
+  const gen = ++playing;
+  stopRealtime();
+  player.unload();
+  player.hideMessage();
+  showMode('connecting');
+  const ses = new WHEPSession({
+    url: state.whep_url, token,
+    onEnd: async (err) => {
+      if (realtime !== ses) return;
+      realtime = null;
+      // The broadcast ended (its recording ends within moments): wait for
+      // the next one, in real time again. Otherwise the connection broke:
+      // go on over HLS.
+      let r = await probeLive();
+      for (let i = 0; r === 'live' && i < 4 && gen === playing; i++) {
+        await sleep(1000);
+        r = await probeLive();
+      }
+      if (gen !== playing) return;
+      if (r === 'live') {
+        fallBack(player, err, 'The real-time connection ended');
+      } else {
+        player.unload();
+        waitForLive(player, true);
+      }
+    },
+  });
+  realtime = ses;
+  window.shoalRealtime = ses; // for support and tests (ses.pc.getStats())
+  try {
+    const stream = await ses.start();
+    if (gen !== playing || realtime !== ses) {
+      ses.stop();
+      return;
+    }
+    player.playStream(stream);
+    ses.watchPicture(player.video);
+    showMode();
+  } catch (err) {
+    if (gen !== playing || realtime !== ses) return;
+    ses.stop();
+    realtime = null;
+    fallBack(player, err, 'Real-time playback is not available');
+  }
+}
+
+// fallBack switches to HLS after real-time playback failed, and says why.
+function fallBack(player, err, what) {
+  mode = 'hls';
+  setModeParam();
+  let why = err && err.message ? err.message : 'unknown error';
+  if (err && err.status && !why.includes(String(err.status))) why += ` (HTTP ${err.status})`;
+  player.showNote(`${what}: ${why}. Playing over HLS instead.`);
+  document.body.dataset.realtimeError = why;
+  playLive(player);
+}
+
+function stopRealtime(unloading) {
+  if (!realtime) return;
+  const ses = realtime;
+  realtime = null;
+  ses.stop(unloading);
+}
+
+// setupModeToggle adds the "Real-time" switch to the watch page of a live
+// stream.
+function setupModeToggle(player) {
+  const meta = document.querySelector('.watch-meta');
+  if (!canRealtime()) {
+    showMode();
+    return;
+  }
+  if (meta && state.page === 'watch') {
+    const btn = h('button', {
+      type: 'button', id: 'mode-toggle', class: 'btn btn-sm mode-toggle', 'aria-pressed': 'false',
+      title: 'Real-time: well under a second behind, over WebRTC. Off: HLS, a few seconds behind, from the nearest edge.',
+    }, icon('bolt'), 'Real-time');
+    btn.addEventListener('click', () => {
+      mode = mode === 'realtime' ? 'hls' : 'realtime';
+      setModeParam();
+      player.hideNote();
+      delete document.body.dataset.realtimeError;
+      // Switch now when the stream plays live; otherwise the choice applies
+      // when it goes live.
+      if (document.body.dataset.status === 'live') playLive(player);
+      else showMode();
+    });
+    meta.append(btn, h('span', { id: 'play-mode', class: 'play-mode', role: 'status' }));
+  }
+  showMode();
+}
+
+// showMode shows how the stream plays: 'connecting' while a real-time
+// session starts.
+function showMode(phase) {
+  const shown = phase || (mode === 'realtime' && realtime ? 'realtime' : mode === 'realtime' ? 'realtime-pending' : 'hls');
+  document.body.dataset.mode = shown;
+  const btn = document.getElementById('mode-toggle');
+  if (btn) btn.setAttribute('aria-pressed', String(mode === 'realtime'));
+  const label = document.getElementById('play-mode');
+  if (!label) return;
+  const live = document.body.dataset.status === 'live';
+  label.textContent = {
+    connecting: 'Connecting in real time…',
+    realtime: 'Playing in real time (WebRTC)',
+    'realtime-pending': live ? 'Playing in real time (WebRTC)' : 'Plays in real time when the stream is live',
+    hls: live ? 'Playing over HLS' : '',
+  }[shown];
+}
+
+// setModeParam keeps ?mode=realtime in the address, so that a reload or a
+// shared link keeps the choice.
+function setModeParam() {
+  const u = new URL(location.href);
+  if (mode === 'realtime') u.searchParams.set('mode', 'realtime');
+  else u.searchParams.delete('mode');
+  history.replaceState(history.state, '', u.href);
 }
 
 // newDelivery asks the origin where to play from (edges first, itself
@@ -179,7 +325,10 @@ async function probeLive() {
 // stream goes live, then starts playing by itself.
 async function waitForLive(player, ended) {
   const gen = ++waiting;
+  playing++;
+  stopRealtime();
   setStatus('idle');
+  showMode();
   let recording = false;
   const show = () => player.showMessage({
     kind: 'offline', icon: 'signal',
@@ -190,6 +339,7 @@ async function waitForLive(player, ended) {
       onClick: () => {
         waiting++;
         setStatus('recording');
+        showMode();
         newDelivery().then((delivery) => player.load(state.hls_url, { live: false, delivery }));
       },
     }] : [],

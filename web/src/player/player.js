@@ -91,6 +91,22 @@ export class Player {
     if (autoplay) this.play(true);
   }
 
+  // playStream plays a live MediaStream (real-time playback over WebRTC):
+  // no seek bar, no quality menu, no latency figure (it is real time).
+  playStream(stream) {
+    this.unload();
+    this.live = true;
+    this.engine = 'webrtc';
+    this.root.dataset.engine = this.engine;
+    delete this.root.dataset.verified;
+    this.root.classList.add('is-live', 'has-source');
+    this.hideMessage();
+    this.setBuffering(true);
+    this.video.srcObject = stream;
+    if (this.opts.autoplay) this.play(true);
+    else this.setBuffering(false);
+  }
+
   attachHls(url, delivery) {
     const config = {
       // Our playlists are plain HLS (not LL-HLS); keep a modest back buffer
@@ -135,6 +151,9 @@ export class Player {
     if (this.hls) {
       this.hls.destroy();
       this.hls = null;
+    }
+    if (this.video.srcObject) {
+      this.video.srcObject = null;
     }
     if (this.video.getAttribute('src')) {
       this.video.removeAttribute('src');
@@ -190,6 +209,25 @@ export class Player {
     this.overlay.hidden = false;
     this.root.classList.add('has-message');
     this.root.dataset.message = m.kind || '';
+  }
+
+  // showNote shows a short notice over the top of the picture (playback
+  // goes on under it) for a while.
+  showNote(text) {
+    if (!this.note) {
+      const close = h('button', { type: 'button', class: 'player-note-close', 'aria-label': 'Dismiss' }, '×');
+      close.addEventListener('click', () => this.hideNote());
+      this.note = h('div', { class: 'player-note', role: 'status', hidden: true }, this.noteText = h('span'), close);
+      this.root.append(this.note);
+    }
+    this.noteText.textContent = text;
+    this.note.hidden = false;
+    clearTimeout(this.noteTimer);
+    this.noteTimer = setTimeout(() => this.hideNote(), 12000);
+  }
+
+  hideNote() {
+    if (this.note) this.note.hidden = true;
   }
 
   hideMessage() {
@@ -362,6 +400,13 @@ export class Player {
   // onTick updates the live latency once a second.
   onTick() {
     if (!this.live || !this.root.classList.contains('has-source')) return;
+    if (this.engine === 'webrtc') {
+      this.liveBtn.classList.toggle('behind', this.video.paused);
+      this.latency.textContent = 'Real-time';
+      this.latency.title = 'Playing over WebRTC, with well under a second of delay';
+      this.opts.onLatency && this.opts.onLatency(null);
+      return;
+    }
     let lat = null;
     if (this.hls && Number.isFinite(this.hls.latency) && this.hls.latency > 0) {
       lat = this.hls.latency;
@@ -383,6 +428,10 @@ export class Player {
 
   goLive() {
     const v = this.video;
+    if (this.engine === 'webrtc') {
+      if (v.paused) this.play(false);
+      return;
+    }
     if (this.hls && Number.isFinite(this.hls.liveSyncPosition)) {
       v.currentTime = this.hls.liveSyncPosition;
     } else if (v.seekable.length) {
