@@ -151,11 +151,16 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	}, nil
 }
 
-// freeUDPAddr checks that addr can be bound and returns it with the port
-// an ":0" address got. gosrt binds with SO_REUSEADDR, which on Linux lets a
-// second UDP socket share a port another one already holds, so a busy
-// port would go unnoticed without this bind first.
+// freeUDPAddr checks that addr can be bound. gosrt binds with
+// SO_REUSEADDR, which on Linux lets a second UDP socket share a port
+// another one already holds, so a busy port would go unnoticed without
+// this bind first. An ephemeral port (":0") is left to gosrt: the kernel
+// gives it a free one, where a port learned here and bound again later
+// could be taken in between.
 func freeUDPAddr(addr string) (string, error) {
+	if _, port, err := net.SplitHostPort(addr); err == nil && port == "0" {
+		return addr, nil
+	}
 	pc, err := net.ListenPacket("udp", addr)
 	if err != nil {
 		return "", err

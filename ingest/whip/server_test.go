@@ -212,6 +212,43 @@ func h264Clip(t *testing.T, seconds string) string {
 	return path
 }
 
+// vnetMu serializes building pion's virtual networks: vnet hands out MAC
+// addresses from an unguarded package counter, so two tests building
+// theirs at once race.
+var vnetMu sync.Mutex
+
+// newWAN builds a router over cidr with filter, and two nets on it (the
+// server's and the client's), started; it stops with the test.
+func newWAN(t *testing.T, cidr, serverIP, clientIP string, opts vnet.RouterConfig, filter vnet.ChunkFilter) (server, client *vnet.Net) {
+	t.Helper()
+	vnetMu.Lock()
+	defer vnetMu.Unlock()
+	lf := logging.NewDefaultLoggerFactory()
+	lf.DefaultLogLevel = logging.LogLevelError
+	opts.CIDR, opts.LoggerFactory = cidr, lf
+	wan, err := vnet.NewRouter(&opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wan.AddChunkFilter(filter)
+	if server, err = vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{serverIP}}); err != nil {
+		t.Fatal(err)
+	}
+	if client, err = vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{clientIP}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []*vnet.Net{server, client} {
+		if err := wan.AddNet(n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := wan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = wan.Stop() })
+	return server, client
+}
+
 // TestPublishH264AndOpus: a pion client publishes H.264 and Opus over
 // loopback; the hub gets the H.264 as it came and the audio as AAC, both
 // spanning the clip, and DELETE ends the session.
@@ -275,43 +312,20 @@ func TestPublishH264AndOpus(t *testing.T) {
 // keyframe, and the H.264 the hub gets spans the clip and decodes cleanly.
 func TestLossyVP8(t *testing.T) {
 	t.Parallel()
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelError
-	wan, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: "10.0.0.0/24", LoggerFactory: lf,
-		MinDelay: 5 * time.Millisecond, MaxJitter: 15 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
 	rnd := rand.New(rand.NewPCG(1, 2))
 	var rmu sync.Mutex
 	var dropped int
-	wan.AddChunkFilter(func(c vnet.Chunk) bool {
-		rmu.Lock()
-		defer rmu.Unlock()
-		if rnd.Float64() < 0.05 {
-			dropped++
-			return false
-		}
-		return true
-	})
-	serverNet, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{"10.0.0.1"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	clientNet, err := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{"10.0.0.2"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := wan.AddNet(serverNet); err != nil {
-		t.Fatal(err)
-	}
-	if err := wan.AddNet(clientNet); err != nil {
-		t.Fatal(err)
-	}
-	if err := wan.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = wan.Stop() })
+	serverNet, clientNet := newWAN(t, "10.0.0.0/24", "10.0.0.1", "10.0.0.2",
+		vnet.RouterConfig{MinDelay: 5 * time.Millisecond, MaxJitter: 15 * time.Millisecond},
+		func(vnet.Chunk) bool {
+			rmu.Lock()
+			defer rmu.Unlock()
+			if rnd.Float64() < 0.05 {
+				dropped++
+				return false
+			}
+			return true
+		})
 
 	r := newRig(t, Config{}, serverNet)
 	video, err := whippub.ReadIVF(shoaltest.MakeVP8IVF(t, 320, 240, 4, 30))
@@ -420,30 +434,13 @@ func TestRefusals(t *testing.T) {
 // reconnect and the session's resources are freed, with no DELETE.
 func TestVanishedPeerIsReleased(t *testing.T) {
 	t.Parallel()
-	lf := logging.NewDefaultLoggerFactory()
-	lf.DefaultLogLevel = logging.LogLevelError
-	wan, err := vnet.NewRouter(&vnet.RouterConfig{CIDR: "10.0.1.0/24", LoggerFactory: lf})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var cut sync.Mutex
 	down := false
-	wan.AddChunkFilter(func(vnet.Chunk) bool {
+	serverNet, clientNet := newWAN(t, "10.0.1.0/24", "10.0.1.1", "10.0.1.2", vnet.RouterConfig{}, func(vnet.Chunk) bool {
 		cut.Lock()
 		defer cut.Unlock()
 		return !down
 	})
-	serverNet, _ := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{"10.0.1.1"}})
-	clientNet, _ := vnet.NewNet(&vnet.NetConfig{StaticIPs: []string{"10.0.1.2"}})
-	for _, n := range []*vnet.Net{serverNet, clientNet} {
-		if err := wan.AddNet(n); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := wan.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = wan.Stop() })
 	r := newRig(t, Config{ReadTimeout: 2 * time.Second}, serverNet)
 	video, err := whippub.ReadIVF(shoaltest.MakeVP8IVF(t, 320, 240, 2, 30))
 	if err != nil {
