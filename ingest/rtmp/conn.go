@@ -229,8 +229,15 @@ func (in *input) setup(r *gortmplib.Reader) ([]media.Track, error) {
 			tracks = append(tracks, media.Track{
 				Codec: media.CodecAAC, ClockRate: rate, AudioConfig: cfg, SampleRate: rate, Channels: ch,
 			})
+			// FLV times are in milliseconds: frames are timed by their
+			// sample count instead (ingest.AACClock).
+			samples := 1024
+			if c.Config.FrameLengthFlag {
+				samples = 960
+			}
+			clock := ingest.NewAACClock(samples)
 			r.OnDataMPEG4Audio(t, func(pts time.Duration, au []byte) {
-				ts := media.Ticks(pts, rate)
+				ts := clock.Time(media.Ticks(pts, rate))
 				in.write(&media.AccessUnit{Track: idx, PTS: ts, DTS: ts, Keyframe: true, Payload: [][]byte{au}})
 			})
 		default:

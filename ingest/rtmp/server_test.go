@@ -120,7 +120,7 @@ func TestPublishFromFFmpeg(t *testing.T) {
 		t.Fatalf("audio track %+v", a)
 	}
 	var video, keys, audio int
-	var lastDTS int64 = -1
+	var lastDTS, lastAudio int64 = -1, -1
 	for {
 		ev, err := sub.Next(ctx)
 		if errors.Is(err, io.EOF) {
@@ -145,6 +145,12 @@ func TestPublishFromFFmpeg(t *testing.T) {
 			}
 			lastDTS = ev.AU.DTS
 		} else {
+			// FLV's millisecond times are rounded; frames are timed by
+			// their sample count: exactly 1024 apart.
+			if lastAudio >= 0 && ev.AU.PTS-lastAudio != 1024 {
+				t.Fatalf("AAC frame %d is %d samples after the last, want 1024", audio, ev.AU.PTS-lastAudio)
+			}
+			lastAudio = ev.AU.PTS
 			audio++
 		}
 	}

@@ -161,3 +161,41 @@ func (l *ConnLimiter) InUse() int {
 // RefusedLimit is the refusal reason (metric label) of a connection over
 // the limits.
 const RefusedLimit = "too_many_connections"
+
+// AACClock times AAC frames by their sample count. Protocols that carry
+// audio with millisecond timestamps (FLV) round each frame's time, so
+// 1024-sample frames come out 1023 or 1025 ticks apart, and some encoders
+// (GStreamer's avenc_aac) give two frames the same millisecond: taken as
+// they come, these make uneven segment durations, or frames dropped as
+// going backwards. A frame whose time is within one and a half frames of
+// where the last one ended is placed exactly there; a larger jump (a gap in the
+// source, a reconnect) restarts the count at the frame's own time.
+type AACClock struct {
+	frame   int64 // samples per frame
+	next    int64 // where the next frame should start, in samples
+	started bool
+}
+
+// NewAACClock makes a clock for frames of the given number of samples
+// (1024 for AAC-LC; 960 for the rare 960-sample variant).
+func NewAACClock(samplesPerFrame int) *AACClock {
+	if samplesPerFrame <= 0 {
+		samplesPerFrame = 1024
+	}
+	return &AACClock{frame: int64(samplesPerFrame)}
+}
+
+// Time returns the PTS (in samples) of a frame that arrived with time ts
+// (in samples).
+func (c *AACClock) Time(ts int64) int64 {
+	if c.started {
+		// One and a half frames: a repeated millisecond puts a frame a
+		// whole frame plus the rounding early.
+		if d, tol := ts-c.next, c.frame*3/2; d >= -tol && d <= tol {
+			ts = c.next
+		}
+	}
+	c.started = true
+	c.next = ts + c.frame
+	return ts
+}

@@ -69,3 +69,33 @@ func TestConnLimiter(t *testing.T) {
 		rel()
 	}
 }
+
+func TestAACClock(t *testing.T) {
+	const rate = 44100
+	ms := func(samples int64) int64 { return samples * 1000 / rate * rate / 1000 } // FLV's rounding, back in samples
+	c := NewAACClock(1024)
+	// Millisecond-rounded times of consecutive frames come out exact.
+	for i := int64(0); i < 200; i++ {
+		if got := c.Time(ms(i * 1024)); got != i*1024 {
+			t.Fatalf("frame %d at %d, want %d", i, got, i*1024)
+		}
+	}
+	// Two frames with the same millisecond (avenc_aac): the second follows
+	// the first.
+	base := int64(200 * 1024)
+	if got := c.Time(ms(base)); got != base {
+		t.Fatalf("got %d want %d", got, base)
+	}
+	if got := c.Time(ms(base)); got != base+1024 {
+		t.Fatalf("a repeated time: %d, want %d", got, base+1024)
+	}
+	// A gap of a second restarts the count at the frame's own time, and a
+	// jump back (a reconnect) too.
+	gap := base + 1024 + rate
+	if got := c.Time(gap); got != gap {
+		t.Fatalf("after a gap: %d, want %d", got, gap)
+	}
+	if got := c.Time(0); got != 0 {
+		t.Fatalf("after a jump back: %d, want 0", got)
+	}
+}
