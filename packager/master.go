@@ -45,6 +45,7 @@ type streamState struct {
 // variantInfo is what the master playlist needs of one video or audio track.
 type variantInfo struct {
 	codec         string
+	channels      int // audio
 	width, height int
 	fps           float64
 	sps           []byte // the SPS fps was read from
@@ -136,6 +137,9 @@ func (st *streamState) segmentDone(rendition string, t media.Track, isAudio bool
 		}
 	}
 	v.codec = codecString(t)
+	if !t.IsVideo() {
+		v.channels = t.Channels
+	}
 	if t.IsVideo() {
 		v.width, v.height = t.Width, t.Height
 		if !slices.Equal(v.sps, t.SPS) { // parse the SPS only when it changes
@@ -185,7 +189,7 @@ func (st *streamState) writeMasterLocked(final bool) {
 	m := playlist.Master{Version: st.p.format.version()}
 	var audioPeak, audioAvg float64
 	if st.audio != nil {
-		m.Audio = &playlist.Audio{URI: AudioDir + "/index.m3u8", Name: "default"}
+		m.Audio = &playlist.Audio{URI: AudioDir + "/index.m3u8", Name: "default", Channels: st.audio.channels}
 		audioPeak, audioAvg = st.audio.declared, st.audio.average()
 	}
 	for _, name := range names {

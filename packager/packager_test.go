@@ -172,7 +172,7 @@ func TestSegmentsAtKeyframesAndEndlist(t *testing.T) {
 		master, _ = os.ReadFile(filepath.Join(r.dir, "abc", "master.m3u8"))
 		return strings.Contains(string(master), "AVERAGE-BANDWIDTH=")
 	})
-	for _, want := range []string{`CODECS="avc1.64000d,mp4a.40.2"`, "RESOLUTION=320x240", `AUDIO="audio"`, `URI="audio/index.m3u8"`, "source/index.m3u8", "AVERAGE-BANDWIDTH="} {
+	for _, want := range []string{`CODECS="avc1.64000d,mp4a.40.2"`, "RESOLUTION=320x240", `AUDIO="audio"`, `URI="audio/index.m3u8"`, `CHANNELS="2"`, "source/index.m3u8", "AVERAGE-BANDWIDTH="} {
 		if !strings.Contains(string(master), want) {
 			t.Errorf("master lacks %s:\n%s", want, master)
 		}

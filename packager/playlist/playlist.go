@@ -130,6 +130,9 @@ type Variant struct {
 type Audio struct {
 	URI  string
 	Name string
+	// Channels is the audio's channel count (the CHANNELS attribute);
+	// 0 leaves it out.
+	Channels int
 }
 
 // AudioGroup is the GROUP-ID of the audio rendition.
@@ -174,8 +177,20 @@ func EncodeMaster(m Master) []byte {
 	if m.Version != 0 {
 		p.SetVersion(m.Version)
 	}
-	out := p.Encode().Bytes()
+	out := bytes.Clone(p.Encode().Bytes())
 	// PROGRAM-ID was removed from HLS in protocol version 6.
 	out = bytes.ReplaceAll(out, []byte("PROGRAM-ID=0,"), nil)
-	return bytes.Clone(out)
+	if m.Audio != nil && m.Audio.Channels > 0 {
+		// grafov has no CHANNELS attribute: it goes at the end of the
+		// audio group's EXT-X-MEDIA line.
+		var lines [][]byte
+		for _, l := range bytes.Split(out, []byte("\n")) {
+			if bytes.HasPrefix(l, []byte("#EXT-X-MEDIA:")) && bytes.Contains(l, []byte(`GROUP-ID="`+AudioGroup+`"`)) {
+				l = append(l, fmt.Sprintf(`,CHANNELS="%d"`, m.Audio.Channels)...)
+			}
+			lines = append(lines, l)
+		}
+		out = bytes.Join(lines, []byte("\n"))
+	}
+	return out
 }

@@ -72,7 +72,7 @@ func TestGoldenMaster(t *testing.T) {
 			{URI: "source/index.m3u8", Bandwidth: 3200000, AverageBandwidth: 2900000, Codecs: []string{"avc1.64001f", "mp4a.40.2"}, Width: 1280, Height: 720, FrameRate: 30, Name: "source"},
 			{URI: "360p/index.m3u8", Bandwidth: 800000, Codecs: []string{"avc1.42c01e", "mp4a.40.2"}, Width: 640, Height: 360, Name: "360p"},
 		},
-		Audio: &Audio{URI: "audio/index.m3u8", Name: "default"},
+		Audio: &Audio{URI: "audio/index.m3u8", Name: "default", Channels: 2},
 	}
 	golden(t, "master.m3u8", EncodeMaster(m))
 	golden(t, "master_video_only.m3u8", EncodeMaster(Master{Version: 7, Variants: m.Variants[:1]}))
