@@ -35,6 +35,12 @@ type job struct {
 	dropped   uint64
 	behindLog *logx.Limiter
 
+	// recentAudio is the source's latest audio (about maxAudioBacklog):
+	// a rung published when its encoder's first keyframe comes out (the
+	// encoder's delay after the source) gets the audio from that
+	// keyframe's time on, so its audio starts with its video.
+	recentAudio []*media.AccessUnit
+
 	pubs map[string]*stream.Publisher // rendition -> publisher
 	// last is the latest publisher of every rendition this job published,
 	// to end them all when the job ends.
@@ -65,6 +71,8 @@ func (j *job) start(tracks []media.Track, restart bool) {
 		j.closePipe()
 		clear(j.gop) // the old connection's frames must not be replayed
 		j.gop = j.gop[:0]
+		clear(j.recentAudio)
+		j.recentAudio = j.recentAudio[:0]
 		j.copy = j.broken
 		for name, p := range j.pubs {
 			p.Close() // the hub waits for the reconnect that emit makes
@@ -198,6 +206,40 @@ func (j *job) handle(au *media.AccessUnit) {
 		for _, p := range j.pubs {
 			p.Write(&out)
 		}
+		j.keepAudio(&out)
+	}
+}
+
+// maxAudioBacklog bounds the audio kept for rungs that start late: more
+// than any encoder's delay.
+const maxAudioBacklog = 5 * time.Second
+
+// keepAudio adds au to the recent audio, dropping what is older than
+// maxAudioBacklog.
+func (j *job) keepAudio(au *media.AccessUnit) {
+	rate := j.tracks[j.aIdx].ClockRate
+	j.recentAudio = append(j.recentAudio, au)
+	cut := 0
+	for cut < len(j.recentAudio) && media.Duration(au.PTS-j.recentAudio[cut].PTS, rate) > maxAudioBacklog {
+		cut++
+	}
+	if cut > 0 {
+		clear(j.recentAudio[:cut])
+		j.recentAudio = j.recentAudio[cut:]
+	}
+}
+
+// writeRecentAudio sends a newly published rung the source audio from its
+// first keyframe's time (90 kHz) on.
+func (j *job) writeRecentAudio(p *stream.Publisher, keyPTS int64) {
+	if j.aIdx < 0 {
+		return
+	}
+	from := keyPTS * int64(j.tracks[j.aIdx].ClockRate) / 90000
+	for _, au := range j.recentAudio {
+		if au.PTS >= from {
+			p.Write(au)
+		}
 	}
 }
 
@@ -230,6 +272,9 @@ func (j *job) emit(i int, au *media.AccessUnit) {
 		if p, err = j.publish(name, tracks); err != nil {
 			return
 		}
+		p.Write(au)
+		j.writeRecentAudio(p, au.PTS)
+		return
 	}
 	p.Write(au)
 }

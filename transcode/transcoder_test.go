@@ -531,3 +531,52 @@ func TestFallingBehindIsCounted(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// A rung is published when its encoder's first keyframe comes out, a
+// fraction of a second after the source's; its audio still starts with
+// its video, not when the rung was published.
+func TestRungAudioStartsWithVideo(t *testing.T) {
+	t.Parallel()
+	track, vids := demux(t, makeTS(t, 320, 240, 3, 30))
+	hub := newHub(t)
+	tc := startTranscoder(t, hub, softwareConfig("240p:400k", 1))
+	w := hub.Watch(func(k media.StreamKey) bool { return k.Rendition != media.RenditionSource })
+	defer w.Close()
+	pub, err := hub.Publish(media.StreamKey{Name: "av", Rendition: media.RenditionSource}, []media.Track{track, aacTrack})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Interleave 1024-sample AAC frames (the payload is not decoded) with
+	// the video, by time, from the first video frame's time on.
+	start := vids[0].PTS
+	var next int64 // in samples from start
+	for _, v := range vids {
+		for media.Ticks(media.Duration(next, 48000), 90000) <= v.PTS-start {
+			pts := start*48000/90000 + next
+			pub.Write(&media.AccessUnit{Track: 1, PTS: pts, DTS: pts, Keyframe: true, Payload: [][]byte{{0x21, 0x10, 0x04}}})
+			next += 1024
+		}
+		v.Track = 0
+		pub.Write(v)
+	}
+	pub.Close()
+	sub := nextRendition(t, w)
+	out := readAll(t, sub)
+	sub.Close()
+	tc.stop()
+	var firstVideo, firstAudio time.Duration = -1, -1
+	for _, au := range out.aus {
+		switch {
+		case au.Track == 0 && firstVideo < 0:
+			firstVideo = media.Duration(au.PTS, 90000)
+		case au.Track == 1 && firstAudio < 0:
+			firstAudio = media.Duration(au.PTS, 48000)
+		}
+	}
+	if firstVideo < 0 || firstAudio < 0 {
+		t.Fatalf("the rung has video from %s and audio from %s", firstVideo, firstAudio)
+	}
+	if d := firstAudio - firstVideo; d < -30*time.Millisecond || d > 30*time.Millisecond {
+		t.Errorf("the rung's audio starts %s after its video (video at %s), want within one AAC frame", d, firstVideo)
+	}
+}
