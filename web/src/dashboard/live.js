@@ -1,11 +1,13 @@
 // Live streams: create, list with status, ingest settings (RTMP server and
 // stream key, WHIP, RTSP and SRT URLs with copy buttons, OBS instructions),
-// going live from the browser (golive.js), reset key, delete.
+// going live from the browser (golive.js), restreaming to other platforms
+// (restream.js), reset key, delete.
 
 import { h, icon, copyButton, toast, replaceChildren } from '../common/dom.js';
 import { confirmDialog, statusBadge, signedBadge, formatDate } from './ui.js';
 import { watchLinkButton } from './links.js';
 import { GoLivePanel } from './golive.js';
+import { RestreamPanel } from './restream.js';
 
 export class LiveSection {
   constructor(root, api) {
@@ -140,6 +142,7 @@ class StreamCard {
     this.goLiveBtn = h('button', { type: 'button', class: 'btn btn-sm golive-open', 'aria-expanded': 'false', hidden: true }, icon('camera'), 'Go live');
     this.goLiveBtn.addEventListener('click', () => this.toggleGoLive());
     this.panelSlot = h('div', { class: 'golive-slot' });
+    this.restream = new RestreamPanel(this);
 
     this.el = h('article', { class: 'card stream', dataset: { id }, 'aria-labelledby': `stream-${id}-title` },
       h('header', { class: 'card-head' }, this.title, this.badges),
@@ -157,6 +160,7 @@ class StreamCard {
         h('dt', { text: 'HLS' }),
         h('dd', {}, this.hls, copyButton('Copy', () => this.ls.playback.hls_url, { ariaLabel: 'Copy the HLS URL', done: 'HLS URL copied' }))),
       this.panelSlot,
+      this.restream.el,
       h('details', { class: 'obs' },
         h('summary', { text: 'Set up OBS Studio' }),
         this.obsWHIP = h('div', { class: 'obs-whip' },
@@ -206,6 +210,7 @@ class StreamCard {
     this.goLiveBtn.hidden = !whip;
     this.el.dataset.status = ls.status;
     if (this.panel) this.panel.onStatus(ls);
+    this.restream.onStatus(ls);
     if (!this.watchSlot.firstChild || this.policy !== ls.playback_policy) {
       this.policy = ls.playback_policy;
       replaceChildren(this.watchSlot, watchLinkButton(this.api, ls.id, ls.playback_policy === 'signed'));
@@ -250,6 +255,7 @@ class StreamCard {
 
   destroy() {
     if (this.panel) this.panel.destroy();
+    this.restream.destroy();
   }
 
   async resetKey() {
