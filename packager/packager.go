@@ -86,6 +86,26 @@ type Packager struct {
 	mu      sync.Mutex
 	streams map[string]*streamState
 	removed map[string]bool // deleted streams: output arriving late is refused
+	// problems says why a stream is not served ("" or absent: it is).
+	problems map[string]string
+}
+
+// Problem says why stream id is not being packaged right now ("" when
+// nothing is wrong): a source browsers cannot play that no transcoder took.
+func (p *Packager) Problem(id string) string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.problems[id]
+}
+
+func (p *Packager) setProblem(id, msg string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if msg == "" {
+		delete(p.problems, id)
+	} else {
+		p.problems[id] = msg
+	}
 }
 
 // errRemoved refuses output for a stream that was deleted.
@@ -116,6 +136,7 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 		cfg: cfg, log: deps.Log, format: f,
 		streams:    map[string]*streamState{},
 		removed:    map[string]bool{},
+		problems:   map[string]string{},
 		errLimiter: logx.NewLimiter(5 * time.Second),
 		segments: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_packager_segments_total", Help: "HLS segments written, by kind (video or audio).",
@@ -247,6 +268,7 @@ func (p *Packager) Remove(id string) error {
 	// Renditions may still arrive (a transcoder flushing its encoders):
 	// they must not bring the output back. Ids are never reused.
 	p.removed[id] = true
+	delete(p.problems, id)
 	if st := p.streams[id]; st != nil {
 		st.removed = true
 		return nil

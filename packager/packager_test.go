@@ -14,6 +14,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
+	shoaltest "github.com/shoal-video/shoal/internal/testutil"
 )
 
 // Parameter sets of a 320x240 x264 stream.
@@ -358,4 +359,35 @@ func TestAudioGroupOutlivesItsOwner(t *testing.T) {
 	if disc != 1 || total < 7 || total > 8.1 {
 		t.Fatalf("audio: %.2f s with %d discontinuities, want about 8 s with 1", total, disc)
 	}
+}
+
+// A source no browser can decode (H.264 High 4:4:4 10-bit, as GStreamer's
+// x264enc sends when fed such frames) is not served as it came: nothing is
+// written, and Problem says why; a playable broadcast clears it.
+func TestUnplayableSourceIsNotServed(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, FormatFMP4, 0)
+	bad := []media.Track{{Codec: media.CodecH264, ClockRate: 90000, SPS: shoaltest.H264SPS(t, "-pix_fmt", "yuv444p10le"), PPS: testPPS,
+		Width: 64, Height: 64}, tracks[1]}
+	key := media.StreamKey{Name: "yuv444", Rendition: media.RenditionSource}
+	pub, err := r.hub.Publish(key, bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(pub, 4, 30)
+	waitFor(t, "the packager's reason", func() bool { return r.pkg.Problem("yuv444") != "" })
+	if msg := r.pkg.Problem("yuv444"); !strings.Contains(msg, "4:4:4") || !strings.Contains(msg, "yuv420p") {
+		t.Errorf("problem %q", msg)
+	}
+	pub.End()
+	if _, err := os.Stat(filepath.Join(r.dir, "yuv444", "source", "index.m3u8")); !os.IsNotExist(err) {
+		t.Errorf("the unplayable source was packaged: %v", err)
+	}
+	pub, err = r.hub.Publish(key, tracks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(pub, 4, 30)
+	waitFor(t, "the reason cleared by a playable broadcast", func() bool { return r.pkg.Problem("yuv444") == "" })
+	pub.End()
 }

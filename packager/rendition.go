@@ -47,6 +47,9 @@ type rendition struct {
 	end     time.Duration
 	started bool            // a video keyframe was seen since the rebase
 	cuts    []time.Duration // video cut instants the audio has not reached yet
+	// unplayable, when set, is why this publication is not packaged: its
+	// video is of a kind no browser decodes (media.Unplayable).
+	unplayable string
 }
 
 func (p *Packager) runRendition(ctx context.Context, sub *stream.Subscriber) {
@@ -98,6 +101,18 @@ func (r *rendition) setTracks(tracks []media.Track, restart bool) {
 		}
 		r.log.Info("publisher reconnected: continuing after a discontinuity")
 	}
+	r.unplayable = ""
+	for _, t := range tracks {
+		if why := media.Unplayable(t); why != "" && t.IsVideo() {
+			r.unplayable = why
+			msg := "the source is " + why + " and no transcoder took it: nothing is served; " +
+				"set the encoder to 8-bit 4:2:0 (x264: profile high, yuv420p), or free a transcoder"
+			r.p.setProblem(r.st.id, msg)
+			r.log.Warn("not packaging a publication browsers cannot play", "reason", why)
+			return
+		}
+	}
+	r.p.setProblem(r.st.id, "")
 	r.tracks = tracks
 	r.vIdx, r.aIdx = -1, -1
 	for i, t := range tracks {
@@ -139,6 +154,9 @@ func (r *rendition) timeline(i int, ticks int64) time.Duration {
 }
 
 func (r *rendition) handle(au *media.AccessUnit) {
+	if r.unplayable != "" {
+		return
+	}
 	switch {
 	case au.Track == r.vIdx:
 		r.handleVideo(au)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/logx"
@@ -279,10 +280,24 @@ func (j *job) emit(i int, au *media.AccessUnit) {
 	p.Write(au)
 }
 
-// forwardCopy forwards the source unchanged as the CopyRendition.
+// forwardCopy forwards the source unchanged as the CopyRendition, unless
+// browsers could not play it (then nothing is served, and Problem says
+// why).
 func (j *job) forwardCopy(au *media.AccessUnit) {
 	p := j.pubs[CopyRendition]
 	if p == nil {
+		if j.vIdx >= 0 {
+			if why := media.Unplayable(j.tracks[j.vIdx]); why != "" {
+				if cur := j.t.Problem(j.id); !strings.Contains(cur, why) {
+					msg := "the source is " + why + ", so it is not served as it came"
+					if cur != "" {
+						msg = cur + "; " + msg
+					}
+					j.t.setProblem(j.id, msg)
+				}
+				return
+			}
+		}
 		var err error
 		if p, err = j.publish(CopyRendition, j.tracks); err != nil {
 			return

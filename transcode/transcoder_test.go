@@ -6,6 +6,8 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"os/exec"
+	"path/filepath"
 	"reflect"
 	"slices"
 	"strings"
@@ -578,5 +580,45 @@ func TestRungAudioStartsWithVideo(t *testing.T) {
 	}
 	if d := firstAudio - firstVideo; d < -30*time.Millisecond || d > 30*time.Millisecond {
 		t.Errorf("the rung's audio starts %s after its video (video at %s), want within one AAC frame", d, firstVideo)
+	}
+}
+
+// A source no browser decodes (H.264 High 4:4:4 10-bit) is transcoded into
+// rungs they all decode (8-bit 4:2:0).
+func TestUnplayableSourceIsTranscoded(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "444.ts")
+	if out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30",
+		"-t", "2", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv444p10le", "-g", "30", "-f", "mpegts", path).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+	track, aus := demux(t, path)
+	if media.Unplayable(track) == "" {
+		t.Fatal("the test source is playable")
+	}
+	hub := newHub(t)
+	tc := startTranscoder(t, hub, softwareConfig("240p:400k", 1))
+	w := hub.Watch(func(k media.StreamKey) bool { return k.Rendition != media.RenditionSource })
+	defer w.Close()
+	pub, err := hub.Publish(media.StreamKey{Name: "hi444", Rendition: media.RenditionSource}, []media.Track{track})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, au := range aus {
+		pub.Write(au)
+	}
+	pub.Close()
+	sub := nextRendition(t, w)
+	out := readAll(t, sub)
+	sub.Close()
+	tc.stop()
+	if sub.Key().Rendition != "240p" || len(out.tracks) != 1 {
+		t.Fatalf("rendition %s with tracks %+v", sub.Key(), out.tracks)
+	}
+	if why := media.Unplayable(out.tracks[0]); why != "" {
+		t.Errorf("the rung is %s", why)
+	}
+	if len(out.aus) < len(aus)-1 {
+		t.Errorf("%d frames from %d", len(out.aus), len(aus))
 	}
 }

@@ -36,10 +36,12 @@ type pipeline struct {
 }
 
 func (p pipeline) Problem(id string) string {
-	if p.tc == nil {
-		return ""
+	if p.tc != nil {
+		if msg := p.tc.Problem(id); msg != "" {
+			return msg
+		}
 	}
-	return p.tc.Problem(id)
+	return p.pkg.Problem(id)
 }
 
 func (p pipeline) IsLive(id string) bool { return p.hub.IsLive(id) }

@@ -1,6 +1,8 @@
 package testutil
 
 import (
+	"bytes"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -67,4 +69,33 @@ func MakeVP8IVF(t testing.TB, w, h, seconds, gop int) string {
 		t.Fatalf("ffmpeg (is it installed? `make test` installs it): %v\n%s", err, out)
 	}
 	return path
+}
+
+// H264SPS encodes one 64x64 frame with libx264 and the extra ffmpeg
+// arguments (e.g. "-pix_fmt", "yuv444p10le") and returns its SPS.
+func H264SPS(t testing.TB, args ...string) []byte {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "f.h264")
+	cmd := append([]string{"-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=1",
+		"-frames:v", "1", "-c:v", "libx264"}, args...)
+	if out, err := exec.Command("ffmpeg", append(cmd, "-f", "h264", path)...).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg (is it installed? `make test` installs it): %v\n%s", err, out)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Annex-B: the SPS is the NAL unit of type 7, up to the next start code.
+	for i := 0; i+4 < len(b); i++ {
+		if b[i] == 0 && b[i+1] == 0 && b[i+2] == 1 && b[i+3]&0x1f == 7 {
+			end := bytes.Index(b[i+3:], []byte{0, 0, 1})
+			if end < 0 {
+				return b[i+3:]
+			}
+			sps := b[i+3 : i+3+end]
+			return bytes.TrimRight(sps, "\x00")
+		}
+	}
+	t.Fatal("no SPS in the encoded frame")
+	return nil
 }
