@@ -29,6 +29,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -174,6 +175,14 @@ func (p *Packager) Run(ctx context.Context) error {
 	if err := os.MkdirAll(p.cfg.Dir, 0o755); err != nil {
 		return fmt.Errorf("packager: %w", err)
 	}
+	// Output trashed by a process that stopped before deleting it.
+	if entries, err := os.ReadDir(p.cfg.Dir); err == nil {
+		for _, e := range entries {
+			if e.IsDir() && strings.HasPrefix(e.Name(), trashPrefix) {
+				p.emptyTrash(filepath.Join(p.cfg.Dir, e.Name()))
+			}
+		}
+	}
 	w := p.watcher
 	defer w.Close()
 	var g errgroup.Group
@@ -205,19 +214,23 @@ func (p *Packager) reportError(log *slog.Logger, msg string, err error) {
 // the previous session's files) when no rendition of it is running.
 func (p *Packager) join(id string) (*streamState, error) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	if p.removed[id] {
+		p.mu.Unlock()
 		return nil, errRemoved
 	}
 	if st := p.streams[id]; st != nil {
 		st.active++
+		p.mu.Unlock()
 		return st, nil
 	}
 	dir := filepath.Join(p.cfg.Dir, id)
-	if err := os.RemoveAll(dir); err != nil {
+	old, err := p.trash(dir)
+	if err != nil {
+		p.mu.Unlock()
 		return nil, fmt.Errorf("removing the previous session: %w", err)
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		p.mu.Unlock()
 		return nil, err
 	}
 	st := &streamState{
@@ -226,10 +239,42 @@ func (p *Packager) join(id string) (*streamState, error) {
 		renditions: map[string]*variantInfo{},
 	}
 	p.streams[id] = st
+	p.mu.Unlock()
+	p.emptyTrash(old) // slow for a long recording: outside the lock
 	return st, nil
 }
 
+// trashPrefix starts the names of directories being deleted: never a
+// valid stream id, so they are never served.
+const trashPrefix = ".trash-"
+
+// trash moves dir out of the way under a name of its own (a rename: fast,
+// so it may run under p.mu) and returns that name, "" when dir did not
+// exist. emptyTrash deletes it later, outside the lock.
+func (p *Packager) trash(dir string) (string, error) {
+	old := filepath.Join(p.cfg.Dir, trashPrefix+filepath.Base(dir)+"-"+strconv.FormatInt(time.Now().UnixNano(), 36))
+	if err := os.Rename(dir, old); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return "", nil
+		}
+		return "", err
+	}
+	return old, nil
+}
+
+// emptyTrash deletes a directory trash returned.
+func (p *Packager) emptyTrash(old string) {
+	if old == "" {
+		return
+	}
+	if err := os.RemoveAll(old); err != nil {
+		p.log.Error("removing old HLS output", "dir", old, "err", err)
+	}
+}
+
 func (p *Packager) leave(st *streamState) {
+	var old string
+	defer func() { p.emptyTrash(old) }() // after the lock is released
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st.active--
@@ -242,7 +287,8 @@ func (p *Packager) leave(st *streamState) {
 			a.writePlaylists()
 		}
 		if st.removed {
-			if err := os.RemoveAll(st.dir); err != nil {
+			var err error
+			if old, err = p.trash(st.dir); err != nil {
 				p.log.Error("removing the HLS output of a deleted stream", "stream", st.id, "err", err)
 			}
 		}
@@ -264,18 +310,21 @@ func (p *Packager) Remove(id string) error {
 		return fmt.Errorf("packager: invalid stream id %q", id)
 	}
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	// Renditions may still arrive (a transcoder flushing its encoders):
 	// they must not bring the output back. Ids are never reused.
 	p.removed[id] = true
 	delete(p.problems, id)
 	if st := p.streams[id]; st != nil {
 		st.removed = true
+		p.mu.Unlock()
 		return nil
 	}
-	if err := os.RemoveAll(filepath.Join(p.cfg.Dir, id)); err != nil {
+	old, err := p.trash(filepath.Join(p.cfg.Dir, id))
+	p.mu.Unlock()
+	if err != nil {
 		return fmt.Errorf("packager: removing the output of %s: %w", id, err)
 	}
+	p.emptyTrash(old)
 	return nil
 }
 

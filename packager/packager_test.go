@@ -391,3 +391,38 @@ func TestUnplayableSourceIsNotServed(t *testing.T) {
 	waitFor(t, "the reason cleared by a playable broadcast", func() bool { return r.pkg.Problem("yuv444") == "" })
 	pub.End()
 }
+
+// Deleting output renames it away under the lock and removes it outside:
+// what is left of a process that stopped in between goes at the next start,
+// and a trashed directory is never a stream.
+func TestTrashIsEmptied(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	left := filepath.Join(dir, trashPrefix+"abc-1")
+	if err := os.MkdirAll(filepath.Join(left, "source"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	hub, err := stream.New(stream.Config{QueueSize: 16}, stream.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{Dir: dir, SegmentDuration: 2 * time.Second, LiveWindow: 3, Format: FormatFMP4}, Deps{Hub: hub, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(filepath.Join(dir, "gone", "source"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Remove("gone"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = p.Run(ctx); close(done) }()
+	cancel()
+	<-done
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		t.Errorf("%s is left in the HLS directory", e.Name())
+	}
+}
