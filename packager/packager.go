@@ -175,17 +175,21 @@ func (p *Packager) Run(ctx context.Context) error {
 	if err := os.MkdirAll(p.cfg.Dir, 0o755); err != nil {
 		return fmt.Errorf("packager: %w", err)
 	}
-	// Output trashed by a process that stopped before deleting it.
-	if entries, err := os.ReadDir(p.cfg.Dir); err == nil {
-		for _, e := range entries {
-			if e.IsDir() && strings.HasPrefix(e.Name(), trashPrefix) {
-				p.emptyTrash(filepath.Join(p.cfg.Dir, e.Name()))
-			}
-		}
-	}
 	w := p.watcher
 	defer w.Close()
 	var g errgroup.Group
+	// Output trashed by a process that stopped before deleting it goes
+	// while publications start (it may be a long recording).
+	g.Go(func() error {
+		if entries, err := os.ReadDir(p.cfg.Dir); err == nil {
+			for _, e := range entries {
+				if e.IsDir() && strings.HasPrefix(e.Name(), trashPrefix) {
+					p.emptyTrash(filepath.Join(p.cfg.Dir, e.Name()))
+				}
+			}
+		}
+		return nil
+	})
 	for {
 		sub, err := w.Next(ctx)
 		if err != nil {

@@ -101,7 +101,9 @@ func (r *rendition) setTracks(tracks []media.Track, restart bool) {
 		}
 		r.log.Info("publisher reconnected: continuing after a discontinuity")
 	}
-	r.unplayable = ""
+	if r.unplayable != "" {
+		return // ended for good (below); a new publication starts afresh
+	}
 	for _, t := range tracks {
 		if why := media.Unplayable(t); why != "" && t.IsVideo() {
 			r.unplayable = why
@@ -109,10 +111,18 @@ func (r *rendition) setTracks(tracks []media.Track, restart bool) {
 				"set the encoder to 8-bit 4:2:0 (x264: profile high, yuv420p), or free a transcoder"
 			r.p.setProblem(r.st.id, msg)
 			r.log.Warn("not packaging a publication browsers cannot play", "reason", why)
+			if restart {
+				// A reconnect switched to such video: what was packaged
+				// ends, and the audio group goes to another rendition.
+				r.finish()
+			}
+			r.video, r.audio = nil, nil
 			return
 		}
 	}
-	r.p.setProblem(r.st.id, "")
+	if r.name == media.RenditionSource {
+		r.p.setProblem(r.st.id, "")
+	}
 	r.tracks = tracks
 	r.vIdx, r.aIdx = -1, -1
 	for i, t := range tracks {

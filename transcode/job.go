@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/logx"
@@ -26,7 +25,10 @@ type job struct {
 	aIdx   int
 	pipe   *ffmpeg.Pipeline
 	copy   bool // forward the source unchanged (no video, or the ladder failed)
-	broken bool // the encoders failed: stay in copy mode after reconnects
+	// unplayable says why browsers cannot decode the source video ("":
+	// they can); such a source is never forwarded unchanged.
+	unplayable string
+	broken     bool // the encoders failed: stay in copy mode after reconnects
 	// gop holds the source video since its last keyframe, so that a
 	// pipeline that replaces a failed one starts where it failed.
 	gop []*media.AccessUnit
@@ -89,6 +91,10 @@ func (j *job) start(tracks []media.Track, restart bool) {
 			j.aIdx = i
 		}
 	}
+	j.unplayable = ""
+	if j.vIdx >= 0 {
+		j.unplayable = media.Unplayable(tracks[j.vIdx])
+	}
 	if j.vIdx < 0 {
 		j.t.setProblem(j.id, "no H.264 or H.265 video in the stream: nothing to transcode, the source is served as it came")
 		j.copy = true
@@ -136,7 +142,11 @@ func (j *job) fail(err error) {
 	}
 	j.log.Error("transcoding failed; serving the source as it came", "err", err)
 	j.t.fallbacks.WithLabelValues(CopyRendition).Inc()
-	j.t.setProblem(j.id, "transcoding failed, the source is served as it came: "+err.Error())
+	if j.unplayable != "" {
+		j.t.setProblem(j.id, "transcoding failed ("+err.Error()+"), and the source is "+j.unplayable+", so nothing is served")
+	} else {
+		j.t.setProblem(j.id, "transcoding failed, the source is served as it came: "+err.Error())
+	}
 	// The rungs end now (ENDLIST) rather than freeze as "live".
 	j.endAll()
 	j.copy, j.broken = true, true
@@ -286,17 +296,8 @@ func (j *job) emit(i int, au *media.AccessUnit) {
 func (j *job) forwardCopy(au *media.AccessUnit) {
 	p := j.pubs[CopyRendition]
 	if p == nil {
-		if j.vIdx >= 0 {
-			if why := media.Unplayable(j.tracks[j.vIdx]); why != "" {
-				if cur := j.t.Problem(j.id); !strings.Contains(cur, why) {
-					msg := "the source is " + why + ", so it is not served as it came"
-					if cur != "" {
-						msg = cur + "; " + msg
-					}
-					j.t.setProblem(j.id, msg)
-				}
-				return
-			}
+		if j.unplayable != "" {
+			return // Problem says why (see fail)
 		}
 		var err error
 		if p, err = j.publish(CopyRendition, j.tracks); err != nil {

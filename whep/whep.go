@@ -374,7 +374,8 @@ func (s *Server) feedForLocked(ctx context.Context, id string) (*feed, error) {
 	vIdx, aIdx := -1, -1
 	for i, t := range ev.Tracks {
 		switch {
-		case t.Codec == media.CodecH264 && vIdx < 0:
+		case t.Codec == media.CodecH264 && vIdx < 0 && media.Unplayable(t) == "":
+			// (Video browsers cannot decode is left out: audio only.)
 			vIdx = i
 			f.video, err = webrtc.NewTrackLocalStaticRTP(webrtc.RTPCodecCapability{MimeType: webrtc.MimeTypeH264, ClockRate: 90000,
 				SDPFmtpLine: "level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=" + profileLevelID(t.SPS)}, "video", "shoal")
@@ -399,7 +400,7 @@ func (s *Server) feedForLocked(ctx context.Context, id string) (*feed, error) {
 		if err != nil {
 			return nil, err
 		}
-		return nil, badRequest{http.StatusUnsupportedMediaType, "unsupported_codec", "real-time playback needs H.264 video or audio; this stream has neither"}
+		return nil, badRequest{http.StatusUnsupportedMediaType, "unsupported_codec", "real-time playback needs H.264 video browsers decode, or audio; this stream has neither"}
 	}
 	// The feed outlives the request that started it; stop ends it.
 	fctx, stop := context.WithCancel(context.WithoutCancel(ctx))
@@ -646,6 +647,14 @@ func (s *Server) newViewer(ctx context.Context, id, ip string, offer []byte, exp
 	s.mu.Unlock()
 
 	answer, err := v.negotiate(ctx, offer)
+	v.mu.Lock()
+	ended := v.closed
+	v.mu.Unlock()
+	if ended {
+		// The feed ended while negotiating (the broadcast ended): whatever
+		// negotiate said, the stream is not live.
+		err = badRequest{http.StatusNotFound, "not_live", "the stream is not live now"}
+	}
 	if err == nil && !s.goLocked(v.watch) {
 		err = errClosed
 	}

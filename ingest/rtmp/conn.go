@@ -237,7 +237,10 @@ func (in *input) setup(r *gortmplib.Reader) ([]media.Track, error) {
 			}
 			clock := ingest.NewAACClock(samples)
 			r.OnDataMPEG4Audio(t, func(pts time.Duration, au []byte) {
-				ts := clock.Time(media.Ticks(pts, rate))
+				ts, ok := clock.Time(media.Ticks(pts, rate))
+				if !ok {
+					return
+				}
 				in.write(&media.AccessUnit{Track: idx, PTS: ts, DTS: ts, Keyframe: true, Payload: [][]byte{au}})
 			})
 		default:

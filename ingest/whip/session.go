@@ -403,13 +403,18 @@ func (ses *session) watch() {
 					continue
 				}
 			}
-			overdue := false
+			// A keyframe is asked for a little before it is due (the
+			// request takes a round trip and an encode), so that segments
+			// are cut close to the segment duration.
+			overdue, every := false, pliInterval
 			if ki := ses.s.cfg.KeyframeInterval; ki > 0 && ses.passthrough.Load() {
-				if lk := ses.lastKey.Load(); lk != 0 && now.Sub(time.Unix(0, lk)) >= ki {
+				early := min(300*time.Millisecond, ki/4)
+				if lk := ses.lastKey.Load(); lk != 0 && now.Sub(time.Unix(0, lk)) >= ki-early {
 					overdue = true
 				}
+				every = min(pliInterval, ki/2)
 			}
-			if (ses.needKey.Load() || overdue) && now.Sub(lastPLI) >= min(pliInterval, max(ses.s.cfg.KeyframeInterval, 250*time.Millisecond)) {
+			if (ses.needKey.Load() || overdue) && now.Sub(lastPLI) >= every {
 				if ssrc := ses.videoSSRC.Load(); ssrc != 0 {
 					lastPLI = now
 					_ = ses.pc.WriteRTCP([]rtcp.Packet{&rtcp.PictureLossIndication{MediaSSRC: ssrc}})

@@ -168,7 +168,8 @@ const RefusedLimit = "too_many_connections"
 // (GStreamer's avenc_aac) give two frames the same millisecond: taken as
 // they come, these make uneven segment durations, or frames dropped as
 // going backwards. A frame whose time is within one and a half frames of
-// where the last one ended is placed exactly there; a larger jump (a gap in the
+// where the last one ended is placed exactly there; one further behind is
+// dropped (the source's audio clock runs fast); a larger jump (a gap in the
 // source, a reconnect) restarts the count at the frame's own time.
 type AACClock struct {
 	frame   int64 // samples per frame
@@ -186,16 +187,24 @@ func NewAACClock(samplesPerFrame int) *AACClock {
 }
 
 // Time returns the PTS (in samples) of a frame that arrived with time ts
-// (in samples).
-func (c *AACClock) Time(ts int64) int64 {
+// (in samples), or ok false when the frame is to be dropped: its time is
+// more than one and a half frames (and less than a second) before where
+// the last one ended, which is the source's audio running fast against
+// its own timestamps (dropping a frame now and then keeps the audio with
+// the video; placing it at its own time would go backwards).
+func (c *AACClock) Time(ts int64) (pts int64, ok bool) {
 	if c.started {
 		// One and a half frames: a repeated millisecond puts a frame a
 		// whole frame plus the rounding early.
-		if d, tol := ts-c.next, c.frame*3/2; d >= -tol && d <= tol {
+		d, tol := ts-c.next, c.frame*3/2
+		switch {
+		case d >= -tol && d <= tol:
 			ts = c.next
+		case d < -tol && d > -c.frame*48: // under a second at any AAC rate
+			return 0, false
 		}
 	}
 	c.started = true
 	c.next = ts + c.frame
-	return ts
+	return ts, true
 }

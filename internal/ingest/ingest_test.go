@@ -75,27 +75,55 @@ func TestAACClock(t *testing.T) {
 	ms := func(samples int64) int64 { return samples * 1000 / rate * rate / 1000 } // FLV's rounding, back in samples
 	c := NewAACClock(1024)
 	// Millisecond-rounded times of consecutive frames come out exact.
+	at := func(ts int64) int64 {
+		t.Helper()
+		got, ok := c.Time(ts)
+		if !ok {
+			t.Fatalf("the frame at %d was dropped", ts)
+		}
+		return got
+	}
 	for i := int64(0); i < 200; i++ {
-		if got := c.Time(ms(i * 1024)); got != i*1024 {
+		if got := at(ms(i * 1024)); got != i*1024 {
 			t.Fatalf("frame %d at %d, want %d", i, got, i*1024)
 		}
 	}
 	// Two frames with the same millisecond (avenc_aac): the second follows
 	// the first.
 	base := int64(200 * 1024)
-	if got := c.Time(ms(base)); got != base {
+	if got := at(ms(base)); got != base {
 		t.Fatalf("got %d want %d", got, base)
 	}
-	if got := c.Time(ms(base)); got != base+1024 {
+	if got := at(ms(base)); got != base+1024 {
 		t.Fatalf("a repeated time: %d, want %d", got, base+1024)
 	}
 	// A gap of a second restarts the count at the frame's own time, and a
 	// jump back (a reconnect) too.
 	gap := base + 1024 + rate
-	if got := c.Time(gap); got != gap {
+	if got := at(gap); got != gap {
 		t.Fatalf("after a gap: %d, want %d", got, gap)
 	}
-	if got := c.Time(0); got != 0 {
+	if got := at(0); got != 0 {
 		t.Fatalf("after a jump back: %d, want 0", got)
+	}
+	// A source whose audio runs 0.1% fast against its timestamps for ten
+	// minutes: frames are dropped now and then, never placed back in time.
+	c = NewAACClock(1024)
+	var last int64 = -1
+	dropped := 0
+	for i := int64(0); i < 10*60*rate/1024; i++ {
+		ts := ms(i * 1024 * 999 / 1000)
+		got, ok := c.Time(ts)
+		if !ok {
+			dropped++
+			continue
+		}
+		if got <= last {
+			t.Fatalf("frame %d at %d after %d", i, got, last)
+		}
+		last = got
+	}
+	if dropped == 0 || dropped > 40 {
+		t.Errorf("%d frames dropped over 10 min at 0.1%% drift, want a few", dropped)
 	}
 }

@@ -221,6 +221,7 @@ export class GoLivePanel {
   // shows it; false when capture failed (the error is shown).
   async acquire(first) {
     this.clearError();
+    const gen = this.gen;
     let got;
     try {
       got = await this.capture(first);
@@ -228,6 +229,11 @@ export class GoLivePanel {
       this.fillDevices(await this.listDevices());
       this.fail(captureError(err));
       if (this.state !== 'live' && this.state !== 'connecting') this.setState('error', 'Cannot capture');
+      return false;
+    }
+    if (gen !== this.gen || this.el.hidden) {
+      // Closed while the browser was asking for the camera: let it go.
+      got.stream.getTracks().forEach((t) => t.stop());
       return false;
     }
     const old = this.stream;

@@ -66,20 +66,31 @@ export class WHEPSession {
     await gathered(pc, GATHER_MS);
     if (this.stopped) throw new WHEPError('stopped');
 
+    // The offer's answer gets as long as the connection does; release
+    // (stop) aborts it.
+    const abort = new AbortController();
+    this.abortOffer = () => abort.abort();
+    const timer = setTimeout(() => abort.abort(), CONNECT_MS);
     let res;
+    let answer;
     try {
       res = await fetch(this.url, {
-        method: 'POST', cache: 'no-store', credentials: 'omit',
+        method: 'POST', cache: 'no-store', credentials: 'omit', signal: abort.signal,
         headers: this.headers({ 'Content-Type': 'application/sdp' }),
         body: pc.localDescription.sdp,
       });
+      if (res.status === 201 || res.status === 200) {
+        const loc = res.headers.get('Location');
+        if (loc) this.location = new URL(loc, this.url).href;
+        answer = await res.text();
+      }
     } catch {
-      throw new WHEPError('the server cannot be reached');
+      throw new WHEPError(this.stopped ? 'stopped' : 'the server did not answer');
+    } finally {
+      clearTimeout(timer);
+      this.abortOffer = null;
     }
     if (res.status !== 201 && res.status !== 200) throw await httpError(res);
-    const loc = res.headers.get('Location');
-    if (loc) this.location = new URL(loc, this.url).href;
-    const answer = await res.text();
     if (this.stopped) {
       this.release(false);
       throw new WHEPError('stopped');
@@ -156,6 +167,7 @@ export class WHEPSession {
 
   release(unloading) {
     this.stopped = true;
+    if (this.abortOffer) this.abortOffer();
     if (this.cancelConnect) this.cancelConnect();
     if (this.location) {
       const loc = this.location;
