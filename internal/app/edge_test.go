@@ -310,3 +310,32 @@ func TestSignedPlaybackThroughAnEdge(t *testing.T) {
 		t.Fatalf("route of a signed video: %+v", r)
 	}
 }
+
+// TestNewBroadcastThroughAnEdge: an edge caches a broadcast's ended
+// playlist (for a minute); when the next broadcast of the stream starts,
+// the origin tells the edges at once, and the edge serves the new live
+// playlist within a few heartbeats instead of the old ENDLIST.
+func TestNewBroadcastThroughAnEdge(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	e := startEdge(t, n, n.nodeToken(), "")
+	n.waitFor("the edge to join", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
+	ls := n.createStream("twice")
+	pub := publish(t, clip(t, 4), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	if err := pub.Wait(); err != nil {
+		t.Fatalf("first broadcast: %v", err)
+	}
+	n.waitFor("the first broadcast's ENDLIST", 20*time.Second, func() bool { return n.ended(ls.ID, "index.m3u8") })
+	playlist := e.url + "/hls/" + ls.ID + "/source/index.m3u8"
+	if resp, body := httpGet(t, playlist); resp.StatusCode != 200 || !strings.Contains(string(body), "#EXT-X-ENDLIST") {
+		t.Fatalf("the edge's copy of the ended playlist: %d\n%s", resp.StatusCode, body)
+	}
+	second := publish(t, clip(t, 30), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	defer second.Process.Kill()
+	n.waitFor("the second broadcast live", 15*time.Second, func() bool { return n.status(ls.ID) == "live" })
+	// Well under the minute an ended playlist is cached for.
+	n.waitFor("the edge serving the new broadcast", 15*time.Second, func() bool {
+		resp, body := httpGet(t, playlist)
+		return resp.StatusCode == 200 && !strings.Contains(string(body), "#EXT-X-ENDLIST") && strings.Contains(string(body), "#EXTINF")
+	})
+}

@@ -64,6 +64,16 @@ func (a *liveAnnouncer) announce(id, typ string) {
 		if a.seen != nil {
 			a.seen(ls)
 		}
+		if typ == routing.EventLiveStreamStarted {
+			// Edges drop the last broadcast's playlists now, not when
+			// their minute of caching is up.
+			if err := a.store.InvalidateCached(ctx, id, ls.PlaybackPolicy == routing.PlaybackSigned); err != nil {
+				if ok, n := a.warn.Allow(); ok {
+					a.log.Warn("could not tell edges a new broadcast started; they may serve the last one's playlists for a minute",
+						"stream", id, "err", err, "suppressed_since_last", n)
+				}
+			}
+		}
 	}
 	if err := a.store.PublishEvent(ctx, typ, data); err != nil {
 		if ok, n := a.warn.Allow(); ok {

@@ -11,8 +11,9 @@ import (
 //	shoal:invalidations  stream  id, deleted (0|1), signed (0|1); the latest MaxInvalidations kept
 //
 // The origin appends one in the same transaction that deletes a live
-// stream or video, or changes a live stream's playback policy; edges get
-// the entries after their cursor in every heartbeat answer.
+// stream or video, or changes a live stream's playback policy, and one
+// when a new broadcast of a live stream starts; edges get the entries
+// after their cursor in every heartbeat answer.
 const invalidationsKey = "shoal:invalidations"
 
 // MaxInvalidations is how many invalidations are kept (an edge that was
@@ -59,4 +60,16 @@ func (s *Store) Invalidations(ctx context.Context, cursor string, max int64) ([]
 		cursor = m.ID
 	}
 	return out, cursor, nil
+}
+
+// InvalidateCached appends an invalidation of live stream id that keeps its
+// playback policy (signed): a new broadcast replaced its playlists, and
+// edges must not go on serving the last one's (an ended playlist is cached
+// for a minute).
+func (s *Store) InvalidateCached(ctx context.Context, id string, signed bool) error {
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		addInvalidation(ctx, p, id, false, signed)
+		return nil
+	})
+	return wrapErr("invalidate", err)
 }
