@@ -162,6 +162,31 @@ func (st *streamState) renditionEnded(rendition string, audioEnded bool) {
 	st.writeMasterLocked(true)
 }
 
+// waitForRenditionsLocked reports whether the first master playlist should
+// wait: a rendition it is to list has no segment yet, and none of those
+// that have is more than two segments ahead.
+func (st *streamState) waitForRenditionsLocked() bool {
+	if st.p.cfg.Renditions == nil {
+		return false
+	}
+	want := st.p.cfg.Renditions(st.id)
+	missing := false
+	for _, name := range want {
+		if v := st.renditions[name]; v == nil || v.segments == 0 {
+			missing = true
+		}
+	}
+	if !missing {
+		return false
+	}
+	for _, v := range st.renditions {
+		if v.segments > 2 {
+			return false
+		}
+	}
+	return true
+}
+
 // writeMasterLocked renders the master playlist once every listed playlist
 // has a segment; it rewrites it when a peak grew by more than 10% or, with
 // final, to record exact averages.
@@ -181,6 +206,9 @@ func (st *streamState) writeMasterLocked(final bool) {
 		}
 	}
 	if len(names) == 0 || !changed && st.lastMaster != nil {
+		return
+	}
+	if !final && st.lastMaster == nil && st.waitForRenditionsLocked() {
 		return
 	}
 	if st.audio != nil && st.audio.peak > st.audio.declared*1.1 {

@@ -64,6 +64,12 @@ type Config struct {
 	// id as it came (it is asked once, when the source starts). Nil means
 	// always; with transcoding, only when the ladder does not replace it.
 	ServeSource func(id string) bool
+	// Renditions, when set, names the renditions stream id's master
+	// playlist is to list (the transcoder's rungs; nil or empty: whatever
+	// is published). The master playlist is first written once each has a
+	// segment, so that players, which load it once, see the whole ladder;
+	// one that is late by more than two segments is not waited for.
+	Renditions func(id string) []string
 }
 
 // Deps are the packager's collaborators.

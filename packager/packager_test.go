@@ -426,3 +426,56 @@ func TestTrashIsEmptied(t *testing.T) {
 		t.Errorf("%s is left in the HLS directory", e.Name())
 	}
 }
+
+// The first master playlist waits until every rung the ladder publishes
+// has a segment (players load it once), but not for a rung more than two
+// segments late.
+func TestMasterWaitsForTheLadder(t *testing.T) {
+	t.Parallel()
+	hub, err := stream.New(stream.Config{QueueSize: 100000}, stream.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	ladder := map[string][]string{"both": {"720p", "360p"}, "late": {"720p", "360p"}}
+	p, err := New(Config{Dir: dir, SegmentDuration: 2 * time.Second, LiveWindow: 3, Format: FormatFMP4,
+		Renditions: func(id string) []string { return ladder[id] }}, Deps{Hub: hub, Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = hub.Run(ctx) }()
+	go func() { _ = p.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	master := func(id string) string {
+		b, _ := os.ReadFile(filepath.Join(dir, id, "master.m3u8"))
+		return string(b)
+	}
+	segments := func(id, rendition string) int {
+		b, _ := os.ReadFile(filepath.Join(dir, id, rendition, "index.m3u8"))
+		return strings.Count(string(b), "#EXTINF")
+	}
+	// "both": 720p runs two segments ahead alone, then 360p joins.
+	hi, _ := hub.Publish(media.StreamKey{Name: "both", Rendition: "720p"}, tracks)
+	feed(hi, 5, 60) // two segments cut
+	waitFor(t, "720p's segments", func() bool { return segments("both", "720p") >= 2 })
+	if m := master("both"); m != "" {
+		t.Fatalf("the master playlist was written before 360p had a segment:\n%s", m)
+	}
+	lo, _ := hub.Publish(media.StreamKey{Name: "both", Rendition: "360p"}, tracks)
+	feed(lo, 5, 60)
+	waitFor(t, "the master playlist", func() bool { return master("both") != "" })
+	if m := master("both"); !strings.Contains(m, "720p/index.m3u8") || !strings.Contains(m, "360p/index.m3u8") {
+		t.Fatalf("the first master playlist lacks a rung:\n%s", m)
+	}
+	// "late": 360p never comes; the master is written once 720p is three
+	// segments in.
+	solo, _ := hub.Publish(media.StreamKey{Name: "late", Rendition: "720p"}, tracks)
+	feed(solo, 9, 60)
+	waitFor(t, "the master playlist without the missing rung", func() bool { return strings.Contains(master("late"), "720p/index.m3u8") })
+	hi.End()
+	lo.End()
+	solo.End()
+}

@@ -52,6 +52,7 @@ type job struct {
 
 func (j *job) run(ctx context.Context, sub *stream.Subscriber) {
 	defer sub.Close()
+	defer j.t.setRungs(j.id, nil)
 	j.t.setProblem(j.id, "") // a new broadcast starts clean
 	j.pubs = map[string]*stream.Publisher{}
 	j.last = map[string]*stream.Publisher{}
@@ -121,6 +122,11 @@ func (j *job) openPipe() {
 		return
 	}
 	j.pipe = p
+	names := make([]string, len(rungs))
+	for i, r := range rungs {
+		names[i] = r.Name
+	}
+	j.t.setRungs(j.id, names)
 	j.log.Info("transcoding started", "backend", j.backend, "ladder", ladder.String(), "source", src.Codec)
 }
 
@@ -140,6 +146,7 @@ func (j *job) fail(err error) {
 		j.replay()
 		return
 	}
+	j.t.setRungs(j.id, nil)
 	j.log.Error("transcoding failed; serving the source as it came", "err", err)
 	j.t.fallbacks.WithLabelValues(CopyRendition).Inc()
 	if j.unplayable != "" {

@@ -97,7 +97,8 @@ type Transcoder struct {
 	// only the newest job's end frees the slot.
 	claims   map[string]uint64
 	claimGen uint64
-	problems map[string]string // stream id -> why its ladder failed
+	problems map[string]string   // stream id -> why its ladder failed
+	rungs    map[string][]string // stream id -> the renditions its ladder publishes
 }
 
 // New validates cfg, picks the encoder backend (probing the hardware for
@@ -127,7 +128,7 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 	}
 	t := &Transcoder{
 		cfg: cfg, log: deps.Log, hub: deps.Hub, ladders: deps.Ladders, backend: backend, limit: limit,
-		claims: map[string]uint64{}, problems: map[string]string{},
+		claims: map[string]uint64{}, problems: map[string]string{}, rungs: map[string][]string{},
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_transcode_ladders_running", Help: "ABR ladders this node is encoding now.",
 		}),
@@ -245,6 +246,24 @@ func (t *Transcoder) claimOf(id string) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return t.claims[id]
+}
+
+// Rungs names the renditions stream id's running ladder publishes (nil
+// when none runs), for the packager's master playlist.
+func (t *Transcoder) Rungs(id string) []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.rungs[id]
+}
+
+func (t *Transcoder) setRungs(id string, names []string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if names == nil {
+		delete(t.rungs, id)
+	} else {
+		t.rungs[id] = names
+	}
 }
 
 // Problem says why stream id is not being transcoded as asked ("" when it

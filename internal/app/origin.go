@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -92,6 +93,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		LiveWindow:      cfg.HLS.LiveWindow,
 		Format:          cfg.HLS.Format,
 		ServeSource:     serveSource,
+		Renditions:      masterRenditions(tc, cfg.Transcode.Passthrough),
 	}, packager.Deps{Log: log.With("component", "packager"), Hub: hub, Registerer: reg})
 	if err != nil {
 		return err
@@ -296,4 +298,19 @@ func srtURL(cfg config.Config) string {
 		return ""
 	}
 	return cfg.SRTPublicURL
+}
+
+// masterRenditions is what a stream's master playlist is to list: its
+// ladder's rungs (and the source with passthrough); nil without a ladder.
+func masterRenditions(tc *transcode.Transcoder, passthrough bool) func(id string) []string {
+	if tc == nil {
+		return nil
+	}
+	return func(id string) []string {
+		rungs := tc.Rungs(id)
+		if passthrough && len(rungs) > 0 {
+			rungs = append(slices.Clone(rungs), media.RenditionSource)
+		}
+		return rungs
+	}
 }
