@@ -9,6 +9,7 @@ import (
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
@@ -40,6 +41,23 @@ type streamState struct {
 	audioOwned atomic.Bool
 	audio      *variantInfo
 	lastMaster []byte
+	// epoch is the wall-clock time of the start of the stream's output
+	// timeline, which every rendition and the audio group share: a
+	// segment's EXT-X-PROGRAM-DATE-TIME is epoch plus its start.
+	epoch time.Time
+}
+
+// programTime is the wall-clock time of output time start (ticks of rate)
+// in a segment that ends at end: the first segment of the session fixes
+// the epoch, taking its end as now (live segments are cut as the next
+// keyframe arrives).
+func (st *streamState) programTime(start, end int64, rate int) time.Time {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.epoch.IsZero() {
+		st.epoch = st.p.now().Add(-media.Duration(end, rate)).UTC().Truncate(time.Millisecond)
+	}
+	return st.epoch.Add(media.Duration(start, rate)).Truncate(time.Millisecond) // ISO 8601 with milliseconds
 }
 
 // variantInfo is what the master playlist needs of one video or audio track.

@@ -77,12 +77,16 @@ type Deps struct {
 	Log        *slog.Logger
 	Hub        Hub
 	Registerer prometheus.Registerer
+	// Now is the wall clock of EXT-X-PROGRAM-DATE-TIME (time.Now when
+	// nil).
+	Now func() time.Time
 }
 
 // Packager writes HLS for every publication in the hub.
 type Packager struct {
 	cfg     Config
 	log     *slog.Logger
+	now     func() time.Time
 	format  format
 	watcher *stream.Watcher
 
@@ -139,8 +143,11 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 	if deps.Log == nil {
 		deps.Log = slog.Default()
 	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
 	p := &Packager{
-		cfg: cfg, log: deps.Log, format: f,
+		cfg: cfg, log: deps.Log, format: f, now: deps.Now,
 		streams:    map[string]*streamState{},
 		removed:    map[string]bool{},
 		problems:   map[string]string{},

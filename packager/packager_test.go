@@ -479,3 +479,68 @@ func TestMasterWaitsForTheLadder(t *testing.T) {
 	lo.End()
 	solo.End()
 }
+
+// Segments carry EXT-X-PROGRAM-DATE-TIME from one epoch per stream: each
+// follows the last by its duration, aligned renditions and the audio
+// group give the same instant the same time, and the first segment ends
+// at the wall clock's now.
+func TestProgramDateTime(t *testing.T) {
+	t.Parallel()
+	hub, err := stream.New(stream.Config{QueueSize: 100000}, stream.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	now := time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+	p, err := New(Config{Dir: dir, SegmentDuration: 2 * time.Second, LiveWindow: 10, Format: FormatFMP4},
+		Deps{Hub: hub, Log: slog.New(slog.DiscardHandler), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = hub.Run(ctx) }()
+	go func() { _ = p.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	a, _ := hub.Publish(media.StreamKey{Name: "pdt", Rendition: "720p"}, tracks)
+	b, _ := hub.Publish(media.StreamKey{Name: "pdt", Rendition: "360p"}, tracks[:1])
+	feed(a, 9, 60)
+	feed(b, 9, 30) // keyframes every second: cut on the same 2 s grid
+	times := func(rendition string) []time.Time {
+		pl := readPlaylist(t, filepath.Join(dir, "pdt", rendition, "index.m3u8"))
+		var out []time.Time
+		for _, s := range pl.Segments {
+			if s != nil {
+				out = append(out, s.ProgramDateTime)
+			}
+		}
+		return out
+	}
+	waitFor(t, "four segments in each playlist", func() bool {
+		for _, r := range []string{"720p", "360p", AudioDir} {
+			b, _ := os.ReadFile(filepath.Join(dir, "pdt", r, "index.m3u8"))
+			if strings.Count(string(b), "#EXT-X-PROGRAM-DATE-TIME") < 4 {
+				return false
+			}
+		}
+		return true
+	})
+	hi, lo, audio := times("720p"), times("360p"), times(AudioDir)
+	if !hi[0].Equal(now.Add(-2*time.Second)) {
+		t.Errorf("the first segment starts at %s, want 2 s before the clock's %s", hi[0], now)
+	}
+	for i := 1; i < 4; i++ {
+		if d := hi[i].Sub(hi[i-1]); d != 2*time.Second {
+			t.Errorf("segment %d starts %s after the last, want 2s", i, d)
+		}
+		if !hi[i].Equal(lo[i]) {
+			t.Errorf("segment %d: 720p at %s, 360p at %s", i, hi[i], lo[i])
+		}
+		if d := audio[i].Sub(hi[i]); d < -25*time.Millisecond || d > 25*time.Millisecond {
+			t.Errorf("segment %d: audio at %s, video at %s", i, audio[i], hi[i])
+		}
+	}
+	a.End()
+	b.End()
+}

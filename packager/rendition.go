@@ -481,7 +481,8 @@ func (t *trackOut) flush(withLast bool) {
 	}
 	t.seq++
 	seconds := float64(endTicks-first) / float64(t.track.ClockRate)
-	t.segs = append(t.segs, playlist.Segment{URI: name, Duration: seconds, Discontinuity: t.nextDisc, Init: t.initURI})
+	t.segs = append(t.segs, playlist.Segment{URI: name, Duration: seconds, Discontinuity: t.nextDisc, Init: t.initURI,
+		Time: t.r.st.programTime(first, endTicks, t.track.ClockRate)})
 	t.nextDisc = false
 	kind := "video"
 	if t.isAudio {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"time"
 
 	"github.com/grafov/m3u8"
 )
@@ -34,6 +35,9 @@ type Segment struct {
 	Discontinuity bool
 	// Init is the URI of the initialization section (fMP4); empty for TS.
 	Init string
+	// Time is the wall-clock time of the segment's first sample
+	// (EXT-X-PROGRAM-DATE-TIME); zero leaves the tag out.
+	Time time.Time
 }
 
 // Media describes a media playlist.
@@ -82,7 +86,7 @@ func EncodeMedia(m Media) ([]byte, error) {
 		prevInit = segs[start-1].Init
 	}
 	for i, s := range win {
-		seg := &m3u8.MediaSegment{URI: s.URI, Duration: s.Duration, Discontinuity: s.Discontinuity}
+		seg := &m3u8.MediaSegment{URI: s.URI, Duration: s.Duration, Discontinuity: s.Discontinuity, ProgramDateTime: s.Time}
 		if s.Init != "" && (i == 0 || s.Init != prevInit) {
 			seg.Map = &m3u8.Map{URI: s.Init}
 		}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 )
 
 var update = flag.Bool("update", false, "rewrite golden files")
@@ -50,6 +51,11 @@ func TestGoldenMedia(t *testing.T) {
 		{"vod.m3u8", Media{Kind: VOD, Version: 7, TargetDuration: 2, Segments: segs()}},
 		{"ts_live.m3u8", Media{Kind: Live, Version: 3, TargetDuration: 2, Segments: []Segment{{URI: "x-0.ts", Duration: 2}}, FirstSeq: 10}},
 		{"empty_live.m3u8", Media{Kind: Live, Version: 7, TargetDuration: 2}},
+		{"live_pdt.m3u8", Media{Kind: Live, Version: 7, TargetDuration: 2, Window: 2, Segments: []Segment{
+			{URI: "s-0.m4s", Duration: 2, Init: "init.mp4", Time: time.Date(2026, 12, 4, 20, 0, 0, 0, time.UTC)},
+			{URI: "s-1.m4s", Duration: 2.002, Init: "init.mp4", Time: time.Date(2026, 12, 4, 20, 0, 2, 0, time.UTC)},
+			{URI: "s-2.m4s", Duration: 1.998, Init: "init.mp4", Time: time.Date(2026, 12, 4, 20, 0, 4, 2e6, time.UTC)},
+		}}},
 	}
 	for _, c := range cases {
 		got, err := EncodeMedia(c.m)
