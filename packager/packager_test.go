@@ -527,7 +527,7 @@ func TestProgramDateTime(t *testing.T) {
 		return true
 	})
 	hi, lo, audio := times("720p"), times("360p"), times(AudioDir)
-	if !hi[0].Equal(now.Add(-2*time.Second)) {
+	if !hi[0].Equal(now.Add(-2 * time.Second)) {
 		t.Errorf("the first segment starts at %s, want 2 s before the clock's %s", hi[0], now)
 	}
 	for i := 1; i < 4; i++ {
