@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"path/filepath"
 	"slices"
 	"sort"
@@ -45,6 +46,23 @@ type streamState struct {
 	// timeline, which every rendition and the audio group share: a
 	// segment's EXT-X-PROGRAM-DATE-TIME is epoch plus its start.
 	epoch time.Time
+	// target is the stream's EXT-X-TARGETDURATION, in whole seconds: the
+	// segment duration, raised (never lowered) when a segment of any of
+	// its playlists rounds to more, so that it stays put over the stream
+	// and is the same in every variant.
+	target float64
+}
+
+// targetDuration notes a segment of the given length and returns the
+// stream's target duration.
+func (st *streamState) targetDuration(seconds float64) float64 {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.target == 0 {
+		st.target = max(1, math.Round(st.p.cfg.SegmentDuration.Seconds()))
+	}
+	st.target = max(st.target, math.Round(seconds))
+	return st.target
 }
 
 // programTime is the wall-clock time of output time start (ticks of rate)

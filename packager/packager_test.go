@@ -544,3 +544,42 @@ func TestProgramDateTime(t *testing.T) {
 	a.End()
 	b.End()
 }
+
+// EXT-X-TARGETDURATION is one value for the whole stream: a rendition
+// with 4 s segments raises it to 4 in every variant, including one whose
+// own segments last 2 s (RFC 8216 6.2.1 and 6.2.4).
+func TestTargetDurationStaysPut(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, FormatFMP4, 0)
+	long, _ := r.hub.Publish(media.StreamKey{Name: "td", Rendition: "720p"}, tracks)
+	feed(long, 14, 120) // a keyframe every 4 s: 4 s segments
+	waitFor(t, "720p's 4 s segments", func() bool {
+		b, _ := os.ReadFile(filepath.Join(r.dir, "td", "720p", "index.m3u8"))
+		return strings.Contains(string(b), "-2.m4s")
+	})
+	short, _ := r.hub.Publish(media.StreamKey{Name: "td", Rendition: "360p"}, tracks[:1])
+	feed(short, 14, 60) // 2 s segments
+	target := func(rendition string) string {
+		b, _ := os.ReadFile(filepath.Join(r.dir, "td", rendition, "index.m3u8"))
+		_, rest, _ := strings.Cut(string(b), "#EXT-X-TARGETDURATION:")
+		v, _, _ := strings.Cut(rest, "\n")
+		return v
+	}
+	// 360p must have joined before 720p ends: a rendition that starts
+	// when none runs begins a new broadcast (a known limit, issue 14).
+	waitFor(t, "360p's first segment", func() bool {
+		b, _ := os.ReadFile(filepath.Join(r.dir, "td", "360p", "index.m3u8"))
+		return strings.Contains(string(b), "#EXTINF")
+	})
+	long.End()
+	short.End()
+	for _, r2 := range []string{"720p", "360p"} {
+		waitFor(t, r2+"'s ENDLIST", func() bool {
+			b, _ := os.ReadFile(filepath.Join(r.dir, "td", r2, "index.m3u8"))
+			return strings.Contains(string(b), "#EXT-X-ENDLIST")
+		})
+	}
+	if hi, lo := target("720p"), target("360p"); hi != "4" || lo != "4" {
+		t.Errorf("TARGETDURATION %q (720p) and %q (360p), want 4 in both", hi, lo)
+	}
+}

@@ -497,7 +497,11 @@ func (t *trackOut) flush(withLast bool) {
 // recording once ended) and recording.m3u8.
 func (t *trackOut) writePlaylists() {
 	p := t.r.p
-	target := p.cfg.SegmentDuration.Seconds()
+	var last float64
+	if n := len(t.segs); n > 0 {
+		last = t.segs[n-1].Duration
+	}
+	target := t.r.st.targetDuration(last)
 	live := playlist.Media{Kind: playlist.Live, Version: p.format.version(), TargetDuration: target, Segments: t.segs, Window: p.cfg.LiveWindow}
 	rec := playlist.Media{Kind: playlist.Event, Version: p.format.version(), TargetDuration: target, Segments: t.segs, Ended: t.ended}
 	if t.ended {

@@ -45,8 +45,11 @@ type Media struct {
 	Kind Kind
 	// Version is EXT-X-VERSION (7 for fMP4, 3 for MPEG-TS).
 	Version uint8
-	// TargetDuration is the configured target in seconds; the rendered value
-	// is raised to the longest segment when needed, as the spec requires.
+	// TargetDuration is the target in seconds; the rendered value is the
+	// larger of it and every listed segment's duration rounded to the
+	// nearest second (RFC 8216 4.3.3.1: EXTINF rounded to the nearest
+	// integer must not exceed it). Callers pass a value that does not
+	// change over a stream, so the tag does not either.
 	TargetDuration float64
 	// Segments is the whole list; FirstSeq is the media sequence number of
 	// Segments[0].
@@ -94,10 +97,9 @@ func EncodeMedia(m Media) ([]byte, error) {
 		if err := p.AppendSegment(seg); err != nil {
 			return nil, fmt.Errorf("playlist: %w", err)
 		}
-		// EXTINF values are rounded to the millisecond when rendered.
-		target = math.Max(target, math.Round(s.Duration*1000)/1000)
+		target = math.Max(target, math.Round(s.Duration))
 	}
-	p.TargetDuration = math.Ceil(target - 0.0005)
+	p.TargetDuration = math.Max(1, math.Round(target))
 	p.SeqNo = m.FirstSeq + uint64(start)
 	p.DiscontinuitySeq = disc
 	switch m.Kind {
