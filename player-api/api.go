@@ -76,6 +76,9 @@ type Live interface {
 	// Restreams tells the state of live stream id's restream targets on
 	// this node, by target id (a target missing is idle).
 	Restreams(id string) map[string]RestreamState
+	// Disconnect ends the connection of live stream id's publisher (its
+	// stream key was reset).
+	Disconnect(id string)
 	// RefreshRestreams re-reads live stream id's targets after a change,
 	// so that a new one starts and a deleted one stops at once.
 	RefreshRestreams(id string)

@@ -59,6 +59,8 @@ func (f *fakeStatus) Restreams(string) map[string]RestreamState { return nil }
 
 func (f *fakeStatus) RefreshRestreams(string) {}
 
+func (f *fakeStatus) Disconnect(string) {}
+
 func (f *fakeStatus) Problem(id string) string {
 	f.mu.Lock()
 	defer f.mu.Unlock()

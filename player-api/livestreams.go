@@ -298,6 +298,9 @@ func (a *API) resetStreamKey(c *gin.Context) {
 		a.fail(c, err, liveStreamNotFound)
 		return
 	}
+	// Whoever publishes with the old key is cut off: a reset key is how a
+	// leaked key is revoked.
+	a.status.Disconnect(id)
 	c.JSON(http.StatusOK, a.liveStreamJSON(ls))
 }
 

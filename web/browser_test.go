@@ -55,6 +55,7 @@ func (l *liveSet) Remove(string) error                     { return nil }
 
 func (l *liveSet) Restreams(string) map[string]playerapi.RestreamState { return nil }
 func (l *liveSet) RefreshRestreams(string)                             {}
+func (l *liveSet) Disconnect(string)                                   {}
 
 // e2e is a node as the origin role mounts it: the REST API, the origin's
 // HLS handler (with signed playback) and the pages, on one Gin engine, over

@@ -53,3 +53,15 @@ func (a *keyAuthorizer) Authorize(ctx context.Context, streamKey string) (string
 	}
 	return "", err
 }
+
+// forget drops what the authorizer remembers of live stream id's keys (its
+// key was reset: the old one must not be accepted while Redis is down).
+func (a *keyAuthorizer) forget(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for h, known := range a.known {
+		if known == id {
+			delete(a.known, h)
+		}
+	}
+}

@@ -30,6 +30,7 @@ type pipeline struct {
 	whip   *whip.Server
 	// restream is nil with restreaming off.
 	restream *restream.Manager
+	keys     *keyAuthorizer
 	pull     *rtsp.Puller
 	pkg      *packager.Packager
 	tc       *transcode.Transcoder // nil with transcoding off
@@ -74,14 +75,7 @@ func (p pipeline) Remove(id string) error {
 	// A pull would publish again: it ends (and is not restarted) first.
 	p.pull.Stop(id)
 	p.hub.End(media.StreamKey{Name: id, Rendition: media.RenditionSource})
-	p.ingest.Disconnect(id)
-	if p.rtsp != nil {
-		p.rtsp.Disconnect(id)
-	}
-	if p.srt != nil {
-		p.srt.Disconnect(id)
-	}
-	p.whip.Disconnect(id)
+	p.Disconnect(id)
 	return p.pkg.Remove(id)
 }
 
@@ -174,4 +168,22 @@ func (e *restreamEvents) onState(id string, t restream.Target, st restream.State
 			e.log.Warn("could not announce a failed restream; webhooks will miss it", "stream", id, "err", err, "suppressed_since_last", n)
 		}
 	}
+}
+
+// Disconnect ends the connection of live stream id's publisher, whatever
+// its protocol, and forgets the stream's cached keys: its stream key was
+// reset (or the stream deleted), so the publisher has to come back with
+// the new one.
+func (p pipeline) Disconnect(id string) {
+	if p.keys != nil {
+		p.keys.forget(id)
+	}
+	p.ingest.Disconnect(id)
+	if p.rtsp != nil {
+		p.rtsp.Disconnect(id)
+	}
+	if p.srt != nil {
+		p.srt.Disconnect(id)
+	}
+	p.whip.Disconnect(id)
 }

@@ -184,7 +184,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit,
-	}, store, pipeline{hub: hub, ingest: rtmpIngest, rtsp: rtspIngest, srt: srtIngest, whip: whipIngest, restream: restreamer, pull: puller, pkg: pkg, tc: tc}, log.With("component", "api"))
+	}, store, pipeline{hub: hub, ingest: rtmpIngest, rtsp: rtspIngest, srt: srtIngest, whip: whipIngest, restream: restreamer, keys: keys, pull: puller, pkg: pkg, tc: tc}, log.With("component", "api"))
 	if err != nil {
 		return err
 	}

@@ -256,3 +256,29 @@ func TestPullFromRTSP(t *testing.T) {
 		return p.Pull == nil && p.Status == "idle"
 	})
 }
+
+// TestResetKeyDisconnects: resetting a live stream's key (revoking a
+// leaked one) cuts off whoever publishes with the old key, and the old key
+// is refused when it tries again.
+func TestResetKeyDisconnects(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	ls := n.createStream("reset")
+	pub := publish(t, clip(t, 60), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	defer pub.Process.Kill()
+	exited := make(chan error, 1)
+	go func() { exited <- pub.Wait() }()
+	n.waitFor("the stream live", 15*time.Second, func() bool { return n.status(ls.ID) == "live" })
+	if code, body := n.do(http.MethodPost, "/v1/live-streams/"+ls.ID+"/reset-stream-key", testAdminKey, nil); code != http.StatusOK {
+		t.Fatalf("reset: %d %s", code, body)
+	}
+	select {
+	case <-exited: // ffmpeg's connection was closed under it
+	case <-time.After(20 * time.Second):
+		t.Fatal("the publisher with the old key is still connected 20 s after the reset")
+	}
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", clip(t, 1), "-c", "copy", "-f", "flv",
+		ls.Ingest.RTMPURL+"/"+ls.StreamKey).CombinedOutput(); err == nil {
+		t.Fatalf("the old key was accepted again\n%s", out)
+	}
+}
