@@ -81,6 +81,15 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	// So is FFmpeg's: its warnings go to our log, rate-limited, never to
 	// stderr (the encoders' statistics at close included).
 	ffmpeg.SetLogger(log.With("component", "ffmpeg"))
+	// One process per data dir (a worker shares its origin's, by design).
+	if role != "worker" {
+		release, err := lockDataDir(cfg.DataDir)
+		if err != nil {
+			log.Error("shoal cannot start", "role", role, "err", err)
+			return 1
+		}
+		defer release()
+	}
 	switch role {
 	case "dev":
 		err = runDev(ctx, cfg, log, stdout)
