@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -42,4 +43,25 @@ func TestDataDirLock(t *testing.T) {
 		t.Fatalf("a released data dir: %v", err)
 	}
 	again()
+}
+
+// TestMetricsToken: with SHOAL_METRICS_TOKEN set, /metrics answers only a
+// request that bears the token.
+func TestMetricsToken(t *testing.T) {
+	t.Parallel()
+	const token = "metrics-token-0123456789"
+	n := startNode(t, "SHOAL_METRICS_TOKEN="+token)
+	if code, _ := n.get("/metrics", ""); code != http.StatusUnauthorized {
+		t.Errorf("/metrics without the token: %d, want 401", code)
+	}
+	if code, _ := n.get("/metrics", "wrong-token-0123456789"); code != http.StatusUnauthorized {
+		t.Errorf("/metrics with a wrong token: %d, want 401", code)
+	}
+	code, body := n.get("/metrics", token)
+	if code != http.StatusOK || !strings.Contains(string(body), "shoal_http_requests_total") {
+		t.Errorf("/metrics with the token: %d", code)
+	}
+	if strings.Contains(n.stderr.String(), token) {
+		t.Error("the metrics token is in the log")
+	}
 }

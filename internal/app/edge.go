@@ -14,7 +14,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-video/shoal/edgecache"
@@ -151,7 +150,7 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 		}
 		_, _ = w.Write([]byte(`{"status":"ready"}`))
 	})
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", metricsHandler(reg, cfg.MetricsToken))
 	ln, err := net.Listen("tcp", cfg.Edge.Addr)
 	if err != nil {
 		return fmt.Errorf("edge: listen on %s: %w", cfg.Edge.Addr, err)

@@ -13,7 +13,6 @@ import (
 
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/shoal-video/shoal/packager/origin"
 	playerapi "github.com/shoal-video/shoal/player-api"
@@ -26,6 +25,8 @@ type httpConfig struct {
 	HLSOptions []origin.Option
 	// WrapHLS, when set, wraps the HLS handler (metrics).
 	WrapHLS func(http.Handler) http.Handler
+	// MetricsToken, when set, is the bearer token /metrics asks for.
+	MetricsToken string
 }
 
 // pinger reports whether the state store is reachable.
@@ -94,7 +95,7 @@ func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
 		}
 		c.JSON(http.StatusOK, gin.H{"status": "ready"})
 	})
-	r.GET("/metrics", gin.WrapH(promhttp.HandlerFor(deps.Registry, promhttp.HandlerOpts{})))
+	r.GET("/metrics", gin.WrapH(metricsHandler(deps.Registry, cfg.MetricsToken)))
 	if deps.API != nil {
 		deps.API.Register(r)
 	}

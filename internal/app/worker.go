@@ -32,7 +32,7 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr},
+	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, MetricsToken: cfg.MetricsToken},
 		httpDeps{Log: log.With("component", "http"), Ready: store, Registry: reg})
 	if err != nil {
 		return err

@@ -40,6 +40,8 @@ type Config struct {
 	OriginURL string `yaml:"origin_url"` // no trailing slash
 	Region    string `yaml:"region"`
 	NodeToken string `yaml:"node_token"`
+	// MetricsToken, when set, is the bearer token /metrics asks for.
+	MetricsToken string `yaml:"metrics_token"`
 
 	Ingest    IngestConfig    `yaml:"ingest"`
 	HLS       HLSConfig       `yaml:"hls"`
@@ -238,6 +240,9 @@ func (c Config) Redacted() Config {
 	}
 	if c.Ingest.SRTPassphrase != "" {
 		c.Ingest.SRTPassphrase = "***"
+	}
+	if c.MetricsToken != "" {
+		c.MetricsToken = "***"
 	}
 	c.RedisURL = redactURL(c.RedisURL)
 	return c

@@ -3,6 +3,7 @@ package config
 import (
 	"github.com/shoal-video/shoal/internal/media"
 
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -129,6 +130,9 @@ var table = []key{
 	field("node_token", "SHOAL_NODE_TOKEN",
 		"edge role: the token it joins with (POST /v1/node-tokens issues one; the admin key works too); unset by default",
 		func(c *Config) *string { return &c.NodeToken }, parseString, fmtString, func(string) error { return nil }),
+	field("metrics_token", "SHOAL_METRICS_TOKEN",
+		"bearer token /metrics asks for (Authorization: Bearer <token>), at least 16 characters; unset: /metrics is open",
+		func(c *Config) *string { return &c.MetricsToken }, parseString, fmtString, checkMetricsToken),
 	field("ingest.reconnect_grace", "SHOAL_INGEST_RECONNECT_GRACE",
 		"how long a live stream stays live after its publisher disconnects, waiting for a reconnect (0 to 5m)",
 		func(c *Config) *Duration { return &c.Ingest.ReconnectGrace }, parseDuration, Duration.String,
@@ -258,6 +262,13 @@ func checkOffOrAddr(s string) error {
 		return nil
 	}
 	return checkAddr(s)
+}
+
+func checkMetricsToken(s string) error {
+	if s != "" && (len(s) < 16 || strings.ContainsAny(s, " \t\r\n")) {
+		return errors.New("must be at least 16 characters, without white space")
+	}
+	return nil
 }
 
 func checkPort(p int) error {
