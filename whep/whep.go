@@ -31,6 +31,7 @@ import (
 	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/rtcutil"
@@ -100,7 +101,7 @@ type Server struct {
 	closed   bool
 	feeds    map[string]*feed
 	sessions map[string]*viewer
-	perIP    map[string]int
+	limits   *ingest.ConnLimiter // viewers in total and per address
 	wg       sync.WaitGroup
 }
 
@@ -115,7 +116,8 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if deps.Log == nil {
 		deps.Log = slog.Default()
 	}
-	s := &Server{cfg: cfg, deps: deps, feeds: map[string]*feed{}, sessions: map[string]*viewer{}, perIP: map[string]int{},
+	s := &Server{cfg: cfg, deps: deps, feeds: map[string]*feed{}, sessions: map[string]*viewer{},
+		limits:   ingest.NewConnLimiter(cfg.MaxViewers, cfg.MaxPerIP),
 		viewersG: prometheus.NewGauge(prometheus.GaugeOpts{Name: "shoal_whep_viewers", Help: "WebRTC (WHEP) viewers connected now."}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_whep_refused_total",
 			Help: "WHEP sessions refused, by reason."}, []string{"reason"}),
@@ -149,19 +151,9 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := webrtc.ConfigureRTCPReports(ir); err != nil {
 		return nil, err
 	}
-	se := webrtc.SettingEngine{LoggerFactory: rtcutil.PionLogs{Log: deps.Log.With("component", "webrtc")}}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetICETimeouts(5*time.Second, 10*time.Second, 2*time.Second)
-	if len(cfg.PublicIPs) > 0 {
-		se.SetNAT1To1IPs(cfg.PublicIPs, webrtc.ICECandidateTypeHost)
-	}
-	switch {
-	case deps.Net != nil:
-		se.SetNet(deps.Net)
-	case deps.UDPMux != nil:
-		se.SetICEUDPMux(deps.UDPMux)
-		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	se, err := rtcutil.SettingEngine(rtcutil.Network{PublicIPs: cfg.PublicIPs, Net: deps.Net, UDPMux: deps.UDPMux, Log: deps.Log})
+	if err != nil {
+		return nil, fmt.Errorf("whep: %w", err)
 	}
 	s.api = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 	return s, nil
@@ -192,22 +184,14 @@ func (s *Server) refuse(w http.ResponseWriter, status int, code, reason, msg str
 
 // ServeOptions answers a CORS preflight.
 func (s *Server) ServeOptions(w http.ResponseWriter, _ *http.Request) {
-	cors(w)
+	rtcutil.CORS(w)
 	w.Header().Set("Accept-Post", "application/sdp")
 	w.WriteHeader(http.StatusNoContent)
 }
 
-func cors(w http.ResponseWriter) {
-	h := w.Header()
-	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
-	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
-	h.Set("Access-Control-Expose-Headers", "Location, ETag, Accept-Patch")
-}
-
 // ServeOffer handles POST /v1/whep/<id>.
 func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request, id string) {
-	cors(w)
+	rtcutil.CORS(w)
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/sdp" {
 		s.refuse(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "content_type", "send the SDP offer with Content-Type: application/sdp")
 		return
@@ -236,11 +220,12 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request, id string) {
 		rtcutil.WriteError(w, http.StatusServiceUnavailable, "unavailable", "cannot check playback now; try again")
 		return
 	}
-	if !s.admit(ip) {
+	release, ok := s.limits.Acquire(ip)
+	if !ok {
 		s.refuse(w, http.StatusServiceUnavailable, "too_many_sessions", "limit", "too many WebRTC viewers on this server or from your address; try again later")
 		return
 	}
-	v, answer, err := s.newViewer(r.Context(), id, ip, body, expires) // frees the admission on failure
+	v, answer, err := s.newViewer(r.Context(), id, ip, body, expires, release) // frees the admission on failure
 	if err != nil {
 		var bad badRequest
 		switch {
@@ -265,7 +250,7 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request, id string) {
 // ServeResource handles PATCH (trickle ICE), DELETE and OPTIONS on a
 // viewer's session.
 func (s *Server) ServeResource(w http.ResponseWriter, r *http.Request, id, sid string) {
-	cors(w)
+	rtcutil.CORS(w)
 	if r.Method == http.MethodOptions {
 		w.Header().Set("Accept-Patch", "application/trickle-ice-sdpfrag")
 		w.WriteHeader(http.StatusNoContent)
@@ -283,45 +268,14 @@ func (s *Server) ServeResource(w http.ResponseWriter, r *http.Request, id, sid s
 		v.close("the viewer ended the session")
 		w.WriteHeader(http.StatusOK)
 	case http.MethodPatch:
-		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/trickle-ice-sdpfrag" {
-			rtcutil.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send candidates as application/trickle-ice-sdpfrag")
-			return
-		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, rtcutil.MaxFragment+1))
-		if err != nil {
-			rtcutil.WriteError(w, http.StatusBadRequest, "bad_request", "reading the fragment: "+err.Error())
-			return
-		}
-		frag, err := rtcutil.ParseFragment(body)
-		if err == nil {
-			err = v.trickles.Add(v.pc, frag)
-		}
-		switch {
-		case errors.Is(err, rtcutil.ErrICERestart):
-			rtcutil.WriteError(w, http.StatusUnprocessableEntity, "ice_restart", err.Error())
-		case err != nil:
-			rtcutil.WriteError(w, http.StatusBadRequest, "bad_fragment", err.Error())
-		default:
-			w.WriteHeader(http.StatusNoContent)
-		}
+		v.mu.Lock()
+		pc := v.pc
+		v.mu.Unlock()
+		rtcutil.ServePatch(w, r, pc, &v.trickles)
 	default:
 		w.Header().Set("Allow", "PATCH, DELETE, OPTIONS")
 		rtcutil.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "a WHEP session takes PATCH, DELETE or OPTIONS")
 	}
-}
-
-func (s *Server) admit(ip string) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	total := 0
-	for _, n := range s.perIP {
-		total += n
-	}
-	if total >= s.cfg.MaxViewers || s.perIP[ip] >= s.cfg.MaxPerIP {
-		return false
-	}
-	s.perIP[ip]++
-	return true
 }
 
 var errClosed = errors.New("server closed")
@@ -583,13 +537,13 @@ func annexB(t media.Track, au *media.AccessUnit) ([]byte, error) {
 type viewer struct {
 	s       *Server
 	id      string
-	ip      string
 	feed    *feed
 	log     *slog.Logger
 	created time.Time
 	// expires ends the session when the viewer's playback token expires
 	// (zero: never).
 	expires time.Time
+	release func() // frees the viewer's admission slot
 
 	once      sync.Once
 	done      chan struct{}
@@ -620,25 +574,21 @@ func (s *Server) goLocked(f func()) bool {
 }
 
 // newViewer answers offer with the feed's tracks. The viewer's admission
-// (perIP) is released on failure.
-func (s *Server) newViewer(ctx context.Context, id, ip string, offer []byte, expires time.Time) (*viewer, string, error) {
+// slot (release) is freed on failure, or when the session ends.
+func (s *Server) newViewer(ctx context.Context, id, ip string, offer []byte, expires time.Time, release func()) (*viewer, string, error) {
 	s.mu.Lock()
 	if s.closed {
-		if s.perIP[ip]--; s.perIP[ip] <= 0 {
-			delete(s.perIP, ip)
-		}
 		s.mu.Unlock()
+		release()
 		return nil, "", errClosed
 	}
 	f, err := s.feedForLocked(ctx, id)
 	if err != nil {
-		if s.perIP[ip]--; s.perIP[ip] <= 0 {
-			delete(s.perIP, ip)
-		}
 		s.mu.Unlock()
+		release()
 		return nil, "", err
 	}
-	v := &viewer{s: s, id: rtcutil.NewSessionID(), ip: ip, feed: f, created: time.Now(), expires: expires,
+	v := &viewer{s: s, id: rtcutil.NewSessionID(), feed: f, created: time.Now(), expires: expires, release: release,
 		done: make(chan struct{}), stopc: make(chan string, 1), connected: make(chan struct{})}
 	v.log = f.log.With("session", v.id[:8], "remote", ip)
 	f.viewers[v] = struct{}{}
@@ -776,11 +726,9 @@ func (v *viewer) close(reason string) {
 		if last && s.feeds[v.feed.id] == v.feed {
 			delete(s.feeds, v.feed.id)
 		}
-		if s.perIP[v.ip]--; s.perIP[v.ip] <= 0 {
-			delete(s.perIP, v.ip)
-		}
 		s.viewersG.Dec()
 		s.mu.Unlock()
+		v.release()
 		if last {
 			v.feed.stop()
 		}

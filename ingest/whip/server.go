@@ -123,8 +123,8 @@ type Server struct {
 	closed   bool
 	sessions map[string]*session // by session id
 	byStream map[string]*session // stream id -> its session
-	perIP    map[string]int
-	wg       sync.WaitGroup // every session's goroutines
+	limits   *ingest.ConnLimiter // sessions in total and per address
+	wg       sync.WaitGroup      // every session's goroutines
 }
 
 // New validates cfg and opens the muxed UDP socket, so a busy port is
@@ -160,7 +160,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		refusedLog: logx.NewLimiter(10 * time.Second),
 		sessions:   map[string]*session{},
 		byStream:   map[string]*session{},
-		perIP:      map[string]int{},
+		limits:     ingest.NewConnLimiter(cfg.MaxSessions, cfg.MaxPerIP),
 	}
 	m, err := ingest.NewMetrics("whip", deps.Registerer)
 	if err != nil {
@@ -176,29 +176,18 @@ func New(cfg Config, deps Deps) (*Server, error) {
 	if err := webrtc.RegisterDefaultInterceptors(me, ir); err != nil {
 		return nil, fmt.Errorf("whip ingest: interceptors: %w", err)
 	}
-	se := webrtc.SettingEngine{LoggerFactory: rtcutil.PionLogs{Log: deps.Log.With("component", "webrtc")}}
-	se.SetIncludeLoopbackCandidate(true)
-	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
-	se.SetICETimeouts(5*time.Second, 10*time.Second, 2*time.Second)
-	if len(cfg.PublicIPs) > 0 {
-		se.SetNAT1To1IPs(cfg.PublicIPs, webrtc.ICECandidateTypeHost)
-	}
-	switch {
-	case deps.Net != nil:
-		se.SetNet(deps.Net)
-	case cfg.UDPAddr != "":
+	network := rtcutil.Network{PublicIPs: cfg.PublicIPs, Net: deps.Net, PortMin: cfg.PortMin, PortMax: cfg.PortMax, Log: deps.Log}
+	if deps.Net == nil && cfg.UDPAddr != "" {
 		pc, err := net.ListenPacket("udp", cfg.UDPAddr)
 		if err != nil {
 			return nil, fmt.Errorf("whip ingest: listen on UDP %s: %w", cfg.UDPAddr, err)
 		}
-		mux := ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{UDPConn: pc})
-		s.mux = mux
-		se.SetICEUDPMux(mux)
-		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
-	case cfg.PortMax > 0:
-		if err := se.SetEphemeralUDPPortRange(cfg.PortMin, cfg.PortMax); err != nil {
-			return nil, fmt.Errorf("whip ingest: UDP port range: %w", err)
-		}
+		s.mux = ice.NewUniversalUDPMuxDefault(ice.UniversalUDPMuxParams{UDPConn: pc})
+		network.UDPMux = s.mux
+	}
+	se, err := rtcutil.SettingEngine(network)
+	if err != nil {
+		return nil, fmt.Errorf("whip ingest: %w", err)
 	}
 	s.api = webrtc.NewAPI(webrtc.WithMediaEngine(me), webrtc.WithInterceptorRegistry(ir), webrtc.WithSettingEngine(se))
 	return s, nil
@@ -253,16 +242,6 @@ func (s *Server) Disconnect(id string) bool {
 	return ses != nil
 }
 
-// cors sets what lets a browser page on another origin publish.
-func cors(w http.ResponseWriter) {
-	h := w.Header()
-	h.Set("Access-Control-Allow-Origin", "*")
-	h.Set("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
-	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
-	h.Set("Access-Control-Expose-Headers", "Location, ETag, Accept-Patch, Link")
-	h.Set("Access-Control-Max-Age", "600")
-}
-
 func (s *Server) refuse(w http.ResponseWriter, status int, code, reason, msg string) {
 	s.m.Refused.WithLabelValues(reason).Inc()
 	if ok, suppressed := s.refusedLog.Allow(); ok {
@@ -273,7 +252,7 @@ func (s *Server) refuse(w http.ResponseWriter, status int, code, reason, msg str
 
 // ServeOptions answers a CORS preflight or a client asking what it may send.
 func (s *Server) ServeOptions(w http.ResponseWriter, _ *http.Request) {
-	cors(w)
+	rtcutil.CORS(w)
 	w.Header().Set("Accept-Post", "application/sdp")
 	w.WriteHeader(http.StatusNoContent)
 }
@@ -281,7 +260,7 @@ func (s *Server) ServeOptions(w http.ResponseWriter, _ *http.Request) {
 // ServeOffer handles POST /v1/whip: it authorizes the stream key, answers
 // the offer and starts the session.
 func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
-	cors(w)
+	rtcutil.CORS(w)
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/sdp" {
 		s.refuse(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "content_type",
 			"send the SDP offer with Content-Type: application/sdp")
@@ -295,7 +274,7 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := rtcutil.RemoteIP(r)
-	release, ok := s.admit(ip)
+	release, ok := s.limits.Acquire(ip)
 	if !ok {
 		s.refuse(w, http.StatusServiceUnavailable, "too_many_sessions", "limit",
 			"too many WebRTC sessions on this server or from your address; try again later")
@@ -366,7 +345,7 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 // ServeResource handles PATCH (trickle ICE), DELETE (end) and OPTIONS on
 // the session resource sid.
 func (s *Server) ServeResource(w http.ResponseWriter, r *http.Request, sid string) {
-	cors(w)
+	rtcutil.CORS(w)
 	if r.Method == http.MethodOptions {
 		w.Header().Set("Accept-Patch", "application/trickle-ice-sdpfrag")
 		w.WriteHeader(http.StatusNoContent)
@@ -384,57 +363,14 @@ func (s *Server) ServeResource(w http.ResponseWriter, r *http.Request, sid strin
 		ses.close("the publisher ended the session")
 		w.WriteHeader(http.StatusOK)
 	case http.MethodPatch:
-		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/trickle-ice-sdpfrag" {
-			rtcutil.WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send candidates as application/trickle-ice-sdpfrag")
-			return
-		}
-		body, err := io.ReadAll(io.LimitReader(r.Body, rtcutil.MaxFragment+1))
-		if err != nil {
-			rtcutil.WriteError(w, http.StatusBadRequest, "bad_request", "reading the fragment: "+err.Error())
-			return
-		}
-		frag, err := rtcutil.ParseFragment(body)
-		if err != nil {
-			rtcutil.WriteError(w, http.StatusBadRequest, "bad_fragment", "malformed trickle ICE fragment: "+err.Error())
-			return
-		}
-		if err := ses.trickle(frag); err != nil {
-			if errors.Is(err, rtcutil.ErrICERestart) {
-				rtcutil.WriteError(w, http.StatusUnprocessableEntity, "ice_restart", err.Error())
-				return
-			}
-			rtcutil.WriteError(w, http.StatusBadRequest, "bad_fragment", err.Error())
-			return
-		}
-		w.WriteHeader(http.StatusNoContent)
+		ses.mu.Lock()
+		pc := ses.pc
+		ses.mu.Unlock()
+		rtcutil.ServePatch(w, r, pc, &ses.trickles)
 	default:
 		w.Header().Set("Allow", "PATCH, DELETE, OPTIONS")
 		rtcutil.WriteError(w, http.StatusMethodNotAllowed, "method_not_allowed", "a WHIP session takes PATCH, DELETE or OPTIONS")
 	}
-}
-
-// admit counts a session attempt against the limits; release undoes it.
-func (s *Server) admit(ip string) (release func(), ok bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	total := 0
-	for _, n := range s.perIP {
-		total += n
-	}
-	if total >= s.cfg.MaxSessions || s.perIP[ip] >= s.cfg.MaxPerIP {
-		return nil, false
-	}
-	s.perIP[ip]++
-	var once sync.Once
-	return func() {
-		once.Do(func() {
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if s.perIP[ip]--; s.perIP[ip] <= 0 {
-				delete(s.perIP, ip)
-			}
-		})
-	}, true
 }
 
 func (s *Server) streamBusy(id string) bool {

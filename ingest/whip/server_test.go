@@ -473,7 +473,7 @@ func TestVanishedPeerIsReleased(t *testing.T) {
 		}
 	}
 	r.srv.mu.Lock()
-	n := len(r.srv.sessions) + len(r.srv.perIP)
+	n := len(r.srv.sessions) + r.srv.limits.InUse()
 	r.srv.mu.Unlock()
 	if n != 0 {
 		t.Errorf("%d sessions or address slots left", n)

@@ -328,14 +328,6 @@ func (ses *session) accepted(pc *webrtc.PeerConnection) error {
 	return nil
 }
 
-// trickle adds the publisher's late candidates.
-func (ses *session) trickle(f rtcutil.Fragment) error {
-	ses.mu.Lock()
-	pc := ses.pc
-	ses.mu.Unlock()
-	return ses.trickles.Add(pc, f)
-}
-
 // stop asks for the session to end without waiting (safe with mu held).
 func (ses *session) stop(reason string) {
 	select {
@@ -509,7 +501,11 @@ func (ses *session) readTrack(tr *webrtc.TrackRemote) {
 		ses.s.m.Bytes.Add(float64(len(pkt.Payload)))
 		sb.Push(pkt)
 		for smp := sb.Pop(); smp != nil; smp = sb.Pop() {
-			pts := tl.pts(smp.PacketTimestamp, ses.arrival())
+			var arrival time.Duration // only the first sample's is used
+			if !tl.started {
+				arrival = ses.arrival()
+			}
+			pts := tl.pts(smp.PacketTimestamp, arrival)
 			switch codec {
 			case media.CodecOpus:
 				ses.onAudio(pts, smp.Data)

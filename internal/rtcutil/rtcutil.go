@@ -11,14 +11,18 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/pion/ice/v4"
 	"github.com/pion/logging"
+	"github.com/pion/transport/v5"
 	"github.com/pion/webrtc/v4"
 
 	"github.com/shoal-video/shoal/internal/logx"
@@ -213,4 +217,83 @@ func (t *Trickle) Add(pc *webrtc.PeerConnection, f Fragment) error {
 		t.ended = true
 	}
 	return nil
+}
+
+// CORS sets what lets a browser page on another origin use a WHIP or WHEP
+// endpoint.
+func CORS(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Access-Control-Allow-Origin", "*")
+	h.Set("Access-Control-Allow-Methods", "POST, PATCH, DELETE, OPTIONS")
+	h.Set("Access-Control-Allow-Headers", "Authorization, Content-Type, If-Match")
+	h.Set("Access-Control-Expose-Headers", "Location, ETag, Accept-Patch, Link")
+	h.Set("Access-Control-Max-Age", "600")
+}
+
+// ServePatch handles a session resource's PATCH: it adds the trickled
+// candidates of the body to pc through t, and answers 204, or the error
+// (415 for another content type, 400 for a malformed fragment or a refused
+// candidate, 422 for an ICE restart).
+func ServePatch(w http.ResponseWriter, r *http.Request, pc *webrtc.PeerConnection, t *Trickle) {
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/trickle-ice-sdpfrag" {
+		WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "send candidates as application/trickle-ice-sdpfrag")
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxFragment+1))
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, "bad_request", "reading the fragment: "+err.Error())
+		return
+	}
+	frag, err := ParseFragment(body)
+	if err != nil {
+		WriteError(w, http.StatusBadRequest, "bad_fragment", "malformed trickle ICE fragment: "+err.Error())
+		return
+	}
+	switch err := t.Add(pc, frag); {
+	case errors.Is(err, ErrICERestart):
+		WriteError(w, http.StatusUnprocessableEntity, "ice_restart", err.Error())
+	case err != nil:
+		WriteError(w, http.StatusBadRequest, "bad_fragment", err.Error())
+	default:
+		w.WriteHeader(http.StatusNoContent)
+	}
+}
+
+// Network is where and how an endpoint's WebRTC media flows.
+type Network struct {
+	// PublicIPs are announced as host candidates in place of the local
+	// ones (1:1 NAT).
+	PublicIPs []string
+	// Net, when set, replaces the host's network (pion's vnet in tests);
+	// else UDPMux, when set, carries every session's media; else sessions
+	// take ephemeral ports in PortMin..PortMax (any when both are 0).
+	Net              transport.Net
+	UDPMux           ice.UDPMux
+	PortMin, PortMax uint16
+	Log              *slog.Logger
+}
+
+// SettingEngine is the pion settings both endpoints use: their network,
+// loopback candidates (a single machine), no mDNS, pion's logs in slog,
+// and ICE given up 10 s after a peer goes silent.
+func SettingEngine(n Network) (webrtc.SettingEngine, error) {
+	se := webrtc.SettingEngine{LoggerFactory: PionLogs{Log: n.Log.With("component", "webrtc")}}
+	se.SetIncludeLoopbackCandidate(true)
+	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
+	se.SetICETimeouts(5*time.Second, 10*time.Second, 2*time.Second)
+	if len(n.PublicIPs) > 0 {
+		se.SetNAT1To1IPs(n.PublicIPs, webrtc.ICECandidateTypeHost)
+	}
+	switch {
+	case n.Net != nil:
+		se.SetNet(n.Net)
+	case n.UDPMux != nil:
+		se.SetICEUDPMux(n.UDPMux)
+		se.SetNetworkTypes([]webrtc.NetworkType{webrtc.NetworkTypeUDP4, webrtc.NetworkTypeUDP6})
+	case n.PortMax > 0:
+		if err := se.SetEphemeralUDPPortRange(n.PortMin, n.PortMax); err != nil {
+			return se, fmt.Errorf("UDP port range: %w", err)
+		}
+	}
+	return se, nil
 }
