@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
 
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/packager/live"
 	"github.com/shoal-video/shoal/packager/playlist"
 )
 
@@ -51,6 +53,8 @@ type streamState struct {
 	// its playlists rounds to more, so that it stays put over the stream
 	// and is the same in every variant.
 	target float64
+	// positions are the live playlists' positions, for rendition reports.
+	positions map[string]position
 }
 
 // targetDuration notes a segment of the given length and returns the
@@ -285,11 +289,51 @@ func (st *streamState) writeMasterLocked(final bool) {
 	if bytes.Equal(out, st.lastMaster) {
 		return
 	}
-	if err := writeFile(filepath.Join(st.dir, "master.m3u8"), out); err != nil {
+	if err := st.p.writeFile(filepath.Join(st.dir, "master.m3u8"), out); err != nil {
 		st.p.reportError(st.p.log.With("stream", st.id), "writing the master playlist", err)
 		return
 	}
 	st.lastMaster = out
+	if st.p.live != nil && !final {
+		st.p.live.Publish(st.id+"/master.m3u8", live.Snapshot{Data: out})
+	}
+}
+
+// reports returns the EXT-X-RENDITION-REPORTs for the playlist at key (its
+// position is next segment msn with parts parts): where every other
+// playlist of the stream stood when it was last published.
+func (st *streamState) reports(key string, msn uint64, parts int) []playlist.RenditionReport {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.positions == nil {
+		st.positions = map[string]position{}
+	}
+	st.positions[key] = position{msn: msn, parts: parts}
+	var out []playlist.RenditionReport
+	for k, pos := range st.positions {
+		if k == key {
+			continue
+		}
+		r := playlist.RenditionReport{URI: "../" + k[strings.LastIndexByte(k, '/')+1:] + "/index.m3u8", LastMSN: pos.msn, LastPart: pos.parts - 1}
+		if pos.parts == 0 {
+			// No part of segment msn yet: the last part is the previous
+			// segment's (its count is not kept: leave LAST-PART out).
+			if pos.msn == 0 {
+				continue
+			}
+			r.LastMSN, r.LastPart = pos.msn-1, -1
+		}
+		out = append(out, r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].URI < out[j].URI })
+	return out
+}
+
+// position is where a live playlist stands: the segment being built and
+// how many of its parts are out.
+type position struct {
+	msn   uint64
+	parts int
 }
 
 // codecString is the RFC 6381 codec name used in CODECS attributes.

@@ -40,6 +40,7 @@ import (
 	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
+	"github.com/shoal-video/shoal/packager/live"
 )
 
 // AudioDir is the directory of the audio group; no rendition may use it.
@@ -70,6 +71,9 @@ type Config struct {
 	// segment, so that players, which load it once, see the whole ladder;
 	// one that is late by more than two segments is not waited for.
 	Renditions func(id string) []string
+	// PartDuration is the LL-HLS part target (0: no partial segments).
+	// Parts need fMP4: with MPEG-TS it is ignored.
+	PartDuration time.Duration
 }
 
 // Deps are the packager's collaborators.
@@ -80,6 +84,9 @@ type Deps struct {
 	// Now is the wall clock of EXT-X-PROGRAM-DATE-TIME (time.Now when
 	// nil).
 	Now func() time.Time
+	// Live, when set, receives every live playlist (with LL-HLS parts)
+	// and the parts themselves, for the origin to serve from memory.
+	Live *live.Registry
 }
 
 // Packager writes HLS for every publication in the hub.
@@ -89,9 +96,11 @@ type Packager struct {
 	now     func() time.Time
 	format  format
 	watcher *stream.Watcher
+	live    *live.Registry
 
 	segments   *prometheus.CounterVec
 	errors     prometheus.Counter
+	written    prometheus.Counter
 	errLimiter *logx.Limiter
 
 	mu      sync.Mutex
@@ -133,6 +142,9 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 	if cfg.SegmentDuration <= 0 {
 		return nil, fmt.Errorf("packager: segment duration must be positive, got %s", cfg.SegmentDuration)
 	}
+	if cfg.PartDuration < 0 || cfg.PartDuration > cfg.SegmentDuration {
+		return nil, fmt.Errorf("packager: part duration %s must be between 0 and the segment duration (%s)", cfg.PartDuration, cfg.SegmentDuration)
+	}
 	if cfg.LiveWindow < 1 {
 		return nil, fmt.Errorf("packager: live window must be at least 1, got %d", cfg.LiveWindow)
 	}
@@ -147,7 +159,7 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 		deps.Now = time.Now
 	}
 	p := &Packager{
-		cfg: cfg, log: deps.Log, format: f, now: deps.Now,
+		cfg: cfg, log: deps.Log, format: f, now: deps.Now, live: deps.Live,
 		streams:    map[string]*streamState{},
 		removed:    map[string]bool{},
 		problems:   map[string]string{},
@@ -158,9 +170,12 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_packager_errors_total", Help: "Segments or playlists that could not be written.",
 		}),
+		written: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "shoal_packager_written_bytes_total", Help: "Bytes of segments, playlists and init sections written to disk.",
+		}),
 	}
 	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{p.segments, p.errors} {
+		for _, c := range []prometheus.Collector{p.segments, p.errors, p.written} {
 			if err := deps.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("packager: register metrics: %w", err)
 			}
@@ -216,6 +231,14 @@ func (p *Packager) Run(ctx context.Context) error {
 	return g.Wait()
 }
 
+// partDuration is the LL-HLS part target, 0 when parts are off.
+func (p *Packager) partDuration() time.Duration {
+	if _, ok := p.format.(fmp4Format); !ok {
+		return 0
+	}
+	return p.cfg.PartDuration
+}
+
 func validRendition(r string) bool {
 	return r != AudioDir && ids.Valid(r)
 }
@@ -241,6 +264,9 @@ func (p *Packager) join(id string) (*streamState, error) {
 		return st, nil
 	}
 	dir := filepath.Join(p.cfg.Dir, id)
+	if p.live != nil {
+		p.live.RemoveStream(id)
+	}
 	old, err := p.trash(dir)
 	if err != nil {
 		p.mu.Unlock()
@@ -303,7 +329,14 @@ func (p *Packager) leave(st *streamState) {
 			a.ended = true
 			a.writePlaylists()
 		}
+		if p.live != nil {
+			// The master playlist on disk is the final one.
+			p.live.Remove(st.id + "/master.m3u8")
+		}
 		if st.removed {
+			if p.live != nil {
+				p.live.RemoveStream(st.id)
+			}
 			var err error
 			if old, err = p.trash(st.dir); err != nil {
 				p.log.Error("removing the HLS output of a deleted stream", "stream", st.id, "err", err)
@@ -336,6 +369,9 @@ func (p *Packager) Remove(id string) error {
 		p.mu.Unlock()
 		return nil
 	}
+	if p.live != nil {
+		p.live.RemoveStream(id)
+	}
 	old, err := p.trash(filepath.Join(p.cfg.Dir, id))
 	p.mu.Unlock()
 	if err != nil {
@@ -343,6 +379,18 @@ func (p *Packager) Remove(id string) error {
 	}
 	p.emptyTrash(old)
 	return nil
+}
+
+// writeFile is the package's writeFile, counted in the written metric.
+func (p *Packager) writeFile(path string, data []byte) error {
+	p.written.Add(float64(len(data)))
+	return writeFile(path, data)
+}
+
+// appendFile is the package's appendFile, counted in the written metric.
+func (p *Packager) appendFile(path string, data []byte) error {
+	p.written.Add(float64(len(data)))
+	return appendFile(path, data)
 }
 
 // writeFile writes data to path through a temporary file and a rename.

@@ -8,7 +8,9 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
@@ -17,6 +19,7 @@ import (
 	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
+	"github.com/shoal-video/shoal/packager/live"
 	"github.com/shoal-video/shoal/packager/playlist"
 )
 
@@ -76,10 +79,10 @@ func (p *Packager) runRendition(ctx context.Context, sub *stream.Subscriber) {
 
 func (r *rendition) segmentCount() int {
 	if r.video != nil {
-		return len(r.video.segs)
+		return int(r.video.seq)
 	}
 	if r.audio != nil {
-		return len(r.audio.segs)
+		return int(r.audio.seq)
 	}
 	return 0
 }
@@ -155,7 +158,7 @@ func (r *rendition) newTrackOut(dir string, t media.Track) *trackOut {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		r.p.reportError(r.log, "creating the rendition directory", err)
 	}
-	return &trackOut{r: r, dir: dir, track: t, isAudio: !t.IsVideo(), segStart: -1}
+	return &trackOut{r: r, dir: dir, key: r.st.id + "/" + filepath.Base(dir), track: t, isAudio: !t.IsVideo(), segStart: -1}
 }
 
 // timeline maps an input timestamp of track i to the output timeline.
@@ -318,9 +321,15 @@ func sizeOf(p [][]byte) int {
 
 // trackOut is one media playlist: its segments, init sections and the
 // samples of the segment being built.
+//
+// Its cost per segment does not grow with the stream's age: it keeps only
+// the segments the live playlist lists (and a few before, for the parts and
+// the manifest), the recording is appended to, never rewritten, and the
+// live playlist is rendered from that bounded list.
 type trackOut struct {
 	r       *rendition
 	dir     string
+	key     string // "<id>/<dir name>": the playlist's key in the live registry, without "/index.m3u8"
 	track   media.Track
 	isAudio bool
 
@@ -328,16 +337,46 @@ type trackOut struct {
 	initURI  string
 	nextDisc bool
 
-	segs     []playlist.Segment
-	seq      uint32
-	pending  []sample
-	last     *sample // the newest sample; its duration is known with the next one
-	lastDur  int64
-	segStart int64 // dts of the first sample of the current segment, -1 when none
-	endTicks int64 // where the last flushed segment ends
-	resumeAt int64 // samples before this are already in the playlist (an audio takeover)
-	ended    bool
+	// segs are the newest segments (at most keepSegments); segs[0] has
+	// media sequence firstSeq and discontinuity sequence firstDisc.
+	segs      []playlist.Segment
+	firstSeq  uint64
+	firstDisc uint64
+	seq       uint32 // the next segment's number (and media sequence)
+	frag      uint32 // the next fMP4 fragment's sequence number
+	pending   []sample
+	last      *sample // the newest sample; its duration is known with the next one
+	lastDur   int64
+	segStart  int64 // dts of the first sample of the current segment, -1 when none
+	endTicks  int64 // where the last flushed segment ends
+	resumeAt  int64 // samples before this are already in the playlist (an audio takeover)
+	ended     bool
+	finished  bool
+
+	// LL-HLS: the parts of the segment being built, their bytes (the
+	// segment is their concatenation), where the current part starts, and
+	// the parts still served (oldest first).
+	parts     []playlist.Part
+	partData  []byte
+	partStart int64
+	segEnd    int64 // where the last sample of the segment being built that went out ends
+	served    []string
+
+	rec recording
 }
+
+// keepSegments is how many segments a trackOut keeps beyond the live
+// window: enough for the parts still announced and a margin.
+const keepSegments = 4
+
+// partSegments is how many finished segments keep their parts in the
+// playlist (about three target durations, RFC 8216bis 6.2.2), and
+// servedSegments how many keep them available (a player may hold an older
+// playlist).
+const (
+	partSegments   = 2
+	servedSegments = 5
+)
 
 func (t *trackOut) setTrack(tr media.Track) {
 	t.track = tr
@@ -353,7 +392,7 @@ func (t *trackOut) restart() {
 // newInit makes the next segment use a new initialization section.
 func (t *trackOut) newInit(discontinuity bool) {
 	t.initURI = ""
-	t.nextDisc = t.nextDisc || discontinuity || len(t.segs) > 0
+	t.nextDisc = t.nextDisc || discontinuity || t.seq > 0
 }
 
 // extractParams removes parameter sets and delimiters from a video access
@@ -407,8 +446,19 @@ func (t *trackOut) extractParams(nalus [][]byte) (out [][]byte, changed bool) {
 	return out, changed
 }
 
+// partTicks is the part target in the track's clock, 0 without LL-HLS.
+func (t *trackOut) partTicks() int64 {
+	d := t.r.p.partDuration()
+	if d <= 0 {
+		return 0
+	}
+	return media.Ticks(d, t.track.ClockRate)
+}
+
 // push adds s; with cut, the segment being built is closed before s. It
-// returns false (and drops s) when s does not move forward in time.
+// returns false (and drops s) when s does not move forward in time. With
+// LL-HLS, a part is closed before s when s would make it longer than the
+// part target (judged by the previous sample's duration).
 func (t *trackOut) push(s sample, cut bool) bool {
 	if t.last != nil {
 		if s.dts <= t.last.dts {
@@ -420,12 +470,75 @@ func (t *trackOut) push(s sample, cut bool) bool {
 	}
 	if cut {
 		t.flush(false)
+	} else if pt := t.partTicks(); pt > 0 && len(t.pending) > 0 && s.dts+t.lastDur-t.partStart > pt {
+		t.flushPart(true)
 	}
 	if t.segStart < 0 || cut {
 		t.segStart = s.dts
 	}
+	if len(t.pending) == 0 {
+		t.partStart = s.dts
+	}
 	t.last = &s
 	return true
+}
+
+// ensureInit writes the initialization section the next segment uses, if
+// it is not written yet. It reports false when that failed.
+func (t *trackOut) ensureInit() bool {
+	if t.initURI != "" {
+		return true
+	}
+	p := t.r.p
+	data, err := p.format.init(t.track)
+	if err != nil {
+		p.reportError(t.r.log, "building the initialization section", err)
+		return false
+	}
+	if data != nil {
+		name := fmt.Sprintf("init-%s-%d.mp4", t.r.prefix, t.initGen)
+		t.initGen++
+		if err := t.r.p.writeFile(filepath.Join(t.dir, name), data); err != nil {
+			p.reportError(t.r.log, "writing the initialization section", err)
+			return false
+		}
+		t.initURI = name
+	}
+	return true
+}
+
+func (t *trackOut) segmentName() string {
+	return t.r.prefix + "-" + strconv.FormatUint(uint64(t.seq), 10) + t.r.p.format.ext()
+}
+
+// flushPart closes the part being built (LL-HLS): it is stored in the live
+// registry and, with publish, announced.
+func (t *trackOut) flushPart(publish bool) {
+	if len(t.pending) == 0 || !t.ensureInit() {
+		return
+	}
+	samples := t.pending
+	t.pending = nil
+	p := t.r.p
+	data, err := p.format.segment(t.track, t.frag, samples)
+	if err != nil {
+		p.reportError(t.r.log, "building a partial segment", err)
+		return
+	}
+	t.frag++
+	name := strings.TrimSuffix(t.segmentName(), p.format.ext()) + "-p" + strconv.Itoa(len(t.parts)) + p.format.ext()
+	last := samples[len(samples)-1]
+	t.segEnd = last.dts + last.dur
+	dur := float64(t.segEnd-samples[0].dts) / float64(t.track.ClockRate)
+	if p.live != nil {
+		p.live.AddPart(t.key+"/"+name, data)
+	}
+	t.served = append(t.served, name)
+	t.parts = append(t.parts, playlist.Part{URI: name, Duration: dur, Independent: samples[0].key})
+	t.partData = append(t.partData, data...)
+	if publish {
+		t.publish()
+	}
 }
 
 // flush writes the segment being built; withLast also closes the newest
@@ -443,77 +556,242 @@ func (t *trackOut) flush(withLast bool) {
 		t.pending = append(t.pending, *t.last)
 		t.last = nil
 	}
-	if len(t.pending) == 0 {
-		return
-	}
-	samples := t.pending
-	t.pending = nil
-	first := samples[0].dts
-	endTicks := samples[len(samples)-1].dts + samples[len(samples)-1].dur
-	t.endTicks = endTicks
-	log := t.r.log
 	p := t.r.p
-	if t.initURI == "" {
-		data, err := p.format.init(t.track)
-		if err != nil {
-			p.reportError(log, "building the initialization section", err)
-			return
-		}
-		if data != nil {
-			name := fmt.Sprintf("init-%s-%d.mp4", t.r.prefix, t.initGen)
-			t.initGen++
-			if err := writeFile(filepath.Join(t.dir, name), data); err != nil {
-				p.reportError(log, "writing the initialization section", err)
-				return
-			}
-			t.initURI = name
-		}
+	var data []byte
+	first := t.segStart
+	if n := len(t.pending); n > 0 {
+		t.segEnd = t.pending[n-1].dts + t.pending[n-1].dur
 	}
-	data, err := p.format.segment(t.track, t.seq, samples)
-	if err != nil {
-		p.reportError(log, "building a segment", err)
+	endTicks := t.segEnd
+	if t.partTicks() > 0 {
+		t.flushPart(false)
+		data, t.partData = t.partData, nil
+	} else if len(t.pending) > 0 && t.ensureInit() {
+		var err error
+		if data, err = p.format.segment(t.track, t.frag, t.pending); err != nil {
+			p.reportError(t.r.log, "building a segment", err)
+			data = nil
+		}
+		t.frag++
+		first = t.pending[0].dts
+		t.pending = nil
+	}
+	parts := t.parts
+	t.parts = nil
+	if len(data) == 0 {
 		return
 	}
-	name := t.r.prefix + "-" + strconv.FormatUint(uint64(t.seq), 10) + p.format.ext()
-	if err := writeFile(filepath.Join(t.dir, name), data); err != nil {
-		p.reportError(log, "writing a segment", err)
+	t.endTicks = endTicks
+	name := t.segmentName()
+	if err := t.r.p.writeFile(filepath.Join(t.dir, name), data); err != nil {
+		p.reportError(t.r.log, "writing a segment", err)
 		return
 	}
 	t.seq++
 	seconds := float64(endTicks-first) / float64(t.track.ClockRate)
-	t.segs = append(t.segs, playlist.Segment{URI: name, Duration: seconds, Discontinuity: t.nextDisc, Init: t.initURI,
-		Time: t.r.st.programTime(first, endTicks, t.track.ClockRate)})
+	seg := playlist.Segment{URI: name, Duration: seconds, Discontinuity: t.nextDisc, Init: t.initURI,
+		Time: t.r.st.programTime(first, endTicks, t.track.ClockRate), Parts: parts}
 	t.nextDisc = false
+	t.segs = append(t.segs, seg)
+	if n := len(t.segs) - (p.cfg.LiveWindow + keepSegments); n > 0 {
+		for _, s := range t.segs[:n] {
+			t.firstSeq++
+			if s.Discontinuity {
+				t.firstDisc++
+			}
+		}
+		t.segs = slices.Delete(t.segs, 0, n)
+	}
+	if n := len(t.segs) - partSegments; n > 0 {
+		t.segs[n-1].Parts = nil
+	}
+	t.dropServedParts()
 	kind := "video"
 	if t.isAudio {
 		kind = "audio"
 	}
 	p.segments.WithLabelValues(kind).Inc()
-	t.writePlaylists()
+	target := t.r.st.targetDuration(seconds)
+	t.rec.add(t, seg, target)
+	t.writeLive(target)
+	t.publish()
 	t.r.st.segmentDone(t.r.name, t.track, t.isAudio, len(data), seconds)
 }
 
-// writePlaylists publishes index.m3u8 (the live window, or the whole
-// recording once ended) and recording.m3u8.
-func (t *trackOut) writePlaylists() {
+// dropServedParts forgets the parts of segments older than servedSegments.
+func (t *trackOut) dropServedParts() {
+	keep := map[string]bool{}
+	for i := max(0, len(t.segs)-servedSegments); i < len(t.segs); i++ {
+		prefix := strings.TrimSuffix(t.segs[i].URI, t.r.p.format.ext()) + "-p"
+		for _, name := range t.served {
+			if strings.HasPrefix(name, prefix) {
+				keep[name] = true
+			}
+		}
+	}
+	out := t.served[:0]
+	for _, name := range t.served {
+		if keep[name] {
+			out = append(out, name)
+		} else if t.r.p.live != nil {
+			t.r.p.live.DropPart(t.key + "/" + name)
+		}
+	}
+	t.served = out
+}
+
+// liveMedia is the live playlist as it stands.
+func (t *trackOut) liveMedia(target float64, withParts bool) playlist.Media {
 	p := t.r.p
-	var last float64
-	if n := len(t.segs); n > 0 {
-		last = t.segs[n-1].Duration
+	m := playlist.Media{Kind: playlist.Live, Version: p.format.version(), TargetDuration: target,
+		Segments: t.segs, FirstSeq: t.firstSeq, FirstDisc: t.firstDisc, Window: p.cfg.LiveWindow}
+	if !withParts {
+		segs := slices.Clone(t.segs)
+		for i := range segs {
+			segs[i].Parts = nil
+		}
+		m.Segments = segs
+		return m
 	}
-	target := t.r.st.targetDuration(last)
-	live := playlist.Media{Kind: playlist.Live, Version: p.format.version(), TargetDuration: target, Segments: t.segs, Window: p.cfg.LiveWindow}
-	rec := playlist.Media{Kind: playlist.Event, Version: p.format.version(), TargetDuration: target, Segments: t.segs, Ended: t.ended}
-	if t.ended {
-		live = playlist.Media{Kind: playlist.VOD, Version: p.format.version(), TargetDuration: target, Segments: t.segs, Ended: true}
+	if pd := p.partDuration(); pd > 0 {
+		m.PartTarget = pd.Seconds()
+		m.Pending = t.parts
+		m.NextDiscontinuity = t.nextDisc
+		m.NextInit = t.initURI
+		m.Hint = strings.TrimSuffix(t.segmentName(), p.format.ext()) + "-p" + strconv.Itoa(len(t.parts)) + p.format.ext()
 	}
-	for name, m := range map[string]playlist.Media{"index.m3u8": live, "recording.m3u8": rec} {
-		out, err := playlist.EncodeMedia(m)
+	return m
+}
+
+// writeLive writes the live playlist file (without parts: the live registry
+// serves those) at a segment's end.
+func (t *trackOut) writeLive(target float64) {
+	out, err := playlist.EncodeMedia(t.liveMedia(target, false))
+	if err == nil {
+		err = t.r.p.writeFile(filepath.Join(t.dir, "index.m3u8"), out)
+	}
+	if err != nil {
+		t.r.p.reportError(t.r.log, "writing a playlist", err)
+	}
+}
+
+// publish puts the live playlist, with its parts, in the live registry.
+func (t *trackOut) publish() {
+	p := t.r.p
+	if p.live == nil || t.finished {
+		return
+	}
+	target := t.r.st.targetDuration(0)
+	m := t.liveMedia(target, true)
+	m.Reports = t.r.st.reports(t.key, uint64(t.seq), len(t.parts))
+	out, err := playlist.EncodeMedia(m)
+	if err != nil {
+		p.reportError(t.r.log, "rendering a playlist", err)
+		return
+	}
+	snap := live.Snapshot{Data: out, NextMSN: uint64(t.seq), Parts: len(t.parts),
+		Target: time.Duration(target * float64(time.Second)), PartTarget: p.partDuration()}
+	if m.Hint != "" {
+		snap.Hint = t.key + "/" + m.Hint
+	}
+	p.live.Publish(t.key+"/index.m3u8", snap)
+}
+
+// writePlaylists finishes the playlists once the track ended: the
+// recording gets ENDLIST and index.m3u8 becomes the whole recording as
+// VOD; the live registry forgets the track.
+func (t *trackOut) writePlaylists() {
+	if !t.ended || t.finished {
+		return
+	}
+	t.finished = true
+	p := t.r.p
+	if err := t.rec.finish(t); err != nil {
+		p.reportError(t.r.log, "finishing the recording", err)
+	}
+	if p.live != nil {
+		p.live.Remove(t.key + "/index.m3u8")
+		for _, name := range t.served {
+			p.live.DropPart(t.key + "/" + name)
+		}
+		t.served = nil
+	}
+}
+
+// recording is a track's recording.m3u8: written once, then appended to at
+// every segment, so that its cost per segment stays flat however long the
+// stream runs.
+type recording struct {
+	started  bool
+	target   float64 // the EXT-X-TARGETDURATION in its header
+	prevInit string
+	failed   bool
+}
+
+func (rc *recording) path(t *trackOut) string { return filepath.Join(t.dir, "recording.m3u8") }
+
+func (rc *recording) media(t *trackOut, target float64) playlist.Media {
+	return playlist.Media{Kind: playlist.Event, Version: t.r.p.format.version(), TargetDuration: target}
+}
+
+// add appends seg. A target duration above the header's (a segment longer
+// than any before) rewrites the header line, once per raise.
+func (rc *recording) add(t *trackOut, seg playlist.Segment, target float64) {
+	if rc.failed {
+		return
+	}
+	path := rc.path(t)
+	var err error
+	switch {
+	case !rc.started:
+		rc.started, rc.target = true, target
+		err = t.r.p.writeFile(path, playlist.AppendSegment(playlist.Header(rc.media(t, target)), seg, ""))
+	case target > rc.target:
+		var data []byte
+		if data, err = os.ReadFile(path); err == nil {
+			old, now := playlist.Header(rc.media(t, rc.target)), playlist.Header(rc.media(t, target))
+			if !bytes.HasPrefix(data, old) {
+				err = errors.New("recording.m3u8 does not start with its header")
+			} else {
+				data = append(now, data[len(old):]...)
+				err = t.r.p.writeFile(path, playlist.AppendSegment(data, seg, rc.prevInit))
+			}
+		}
+		rc.target = target
+	default:
+		err = t.r.p.appendFile(path, playlist.AppendSegment(nil, seg, rc.prevInit))
+	}
+	rc.prevInit = seg.Init
+	if err != nil {
+		// A recording with a hole would mislead: stop it and say so.
+		rc.failed = true
+		t.r.p.reportError(t.r.log, "writing the recording (it stops here)", err)
+	}
+}
+
+// finish ends the recording and makes index.m3u8 the whole of it as VOD.
+func (rc *recording) finish(t *trackOut) error {
+	if !rc.started {
+		// Nothing was recorded: an empty VOD playlist says so.
+		out, err := playlist.EncodeMedia(playlist.Media{Kind: playlist.VOD, Version: t.r.p.format.version(),
+			TargetDuration: t.r.st.targetDuration(0), Ended: true})
 		if err == nil {
-			err = writeFile(filepath.Join(t.dir, name), out)
+			err = t.r.p.writeFile(filepath.Join(t.dir, "index.m3u8"), out)
 		}
-		if err != nil {
-			p.reportError(t.r.log, "writing a playlist", err)
-		}
+		return err
 	}
+	return finishRecording(t.dir)
+}
+
+// appendFile appends data to the file at path.
+func appendFile(path string, data []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

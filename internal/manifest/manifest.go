@@ -20,6 +20,8 @@
 //	init <uri> <size> <sha256>        zero or more: initialization sections
 //	seg <uri> <size> <sha256> <ms>    zero or more: segments, in playlist order, with their
 //	                                  duration in milliseconds (the playlist's EXTINF)
+//	part <uri> <size> <sha256> <ms>   zero or more, among them: LL-HLS partial segments, where
+//	                                  the playlist lists them (EXT-X-PART, its DURATION)
 //	sig <base64url>              ed25519 signature of every byte before this line
 //
 // URIs are file names relative to the rendition's directory (the same
@@ -73,15 +75,16 @@ const (
 const (
 	KindInit    = "init"
 	KindSegment = "seg"
+	KindPart    = "part"
 )
 
 // Entry is one object of a manifest.
 type Entry struct {
-	Kind     string // KindInit or KindSegment
+	Kind     string // KindInit, KindSegment or KindPart
 	URI      string
 	Size     int64
 	SHA256   [32]byte
-	Duration time.Duration // segments: the playlist's EXTINF, millisecond precision
+	Duration time.Duration // segments and parts: the playlist's duration, millisecond precision
 }
 
 // Manifest is a manifest's content.
@@ -132,7 +135,7 @@ func (m *Manifest) check() error {
 		return fmt.Errorf("%d entries, more than %d", len(m.Entries), MaxEntries)
 	}
 	for _, e := range m.Entries {
-		if e.Kind != KindInit && e.Kind != KindSegment {
+		if e.Kind != KindInit && e.Kind != KindSegment && e.Kind != KindPart {
 			return fmt.Errorf("bad entry kind %q", e.Kind)
 		}
 		if !uriRe.MatchString(e.URI) || strings.Contains(e.URI, "..") {
@@ -169,7 +172,7 @@ func Sign(m Manifest, priv ed25519.PrivateKey) ([]byte, error) {
 	}
 	for _, e := range m.Entries {
 		b.WriteString(e.Kind + " " + e.URI + " " + strconv.FormatInt(e.Size, 10) + " " + hex.EncodeToString(e.SHA256[:]))
-		if e.Kind == KindSegment {
+		if e.Kind != KindInit {
 			b.WriteString(" " + strconv.FormatInt(e.Duration.Milliseconds(), 10))
 		}
 		b.WriteString("\n")
@@ -257,8 +260,8 @@ func Parse(data []byte) (Manifest, []byte, []byte, error) {
 	m.Entries = make([]Entry, 0, len(lines)-7)
 	for n, l := range lines[7:] {
 		parts := strings.Split(l, " ")
-		if !(len(parts) == 4 && parts[0] == KindInit) && !(len(parts) == 5 && parts[0] == KindSegment) {
-			return bad("line %d: want init <uri> <size> <sha256> or seg <uri> <size> <sha256> <ms>", n+8)
+		if !(len(parts) == 4 && parts[0] == KindInit) && !(len(parts) == 5 && (parts[0] == KindSegment || parts[0] == KindPart)) {
+			return bad("line %d: want init <uri> <size> <sha256>, seg <uri> <size> <sha256> <ms> or part <uri> <size> <sha256> <ms>", n+8)
 		}
 		size, err := parseUint(parts[2])
 		if err != nil || size > 1<<53 {
@@ -324,13 +327,14 @@ func (e Entry) Check(data []byte) error {
 
 // Object is an object a media playlist references.
 type Object struct {
-	Kind     string // KindInit or KindSegment
+	Kind     string // KindInit, KindSegment or KindPart
 	URI      string
-	Duration time.Duration // segments: EXTINF, rounded to the millisecond
+	Duration time.Duration // segments: EXTINF, parts: DURATION, rounded to the millisecond
 }
 
-// PlaylistObjects lists the initialization sections and segments of a
-// media playlist in order (each init section once), with the sequence
+// PlaylistObjects lists the initialization sections, partial segments and
+// segments of a media playlist in order (each init section once; preload
+// hints are not objects: they do not exist yet), with the sequence
 // number the next segment would have and whether the playlist ended. URIs
 // are returned as written; only relative file names are manifest entries.
 func PlaylistObjects(data []byte) (objs []Object, next uint64, ended bool) {
@@ -355,6 +359,10 @@ func PlaylistObjects(data []byte) (objs []Object, next uint64, ended bool) {
 				seen[uri] = true
 				objs = append(objs, Object{Kind: KindInit, URI: uri})
 			}
+		case strings.HasPrefix(line, "#EXT-X-PART:"):
+			if uri := attr(line, "URI"); uri != "" {
+				objs = append(objs, Object{Kind: KindPart, URI: uri, Duration: plainAttrDuration(line, "DURATION")})
+			}
 		case line == "#EXT-X-ENDLIST":
 			ended = true
 		case line[0] == '#':
@@ -365,6 +373,22 @@ func PlaylistObjects(data []byte) (objs []Object, next uint64, ended bool) {
 		}
 	}
 	return objs, seq, ended
+}
+
+// plainAttrDuration reads an unquoted decimal attribute in seconds.
+func plainAttrDuration(line, name string) time.Duration {
+	_, rest, ok := strings.Cut(line, ":")
+	if !ok {
+		return 0
+	}
+	for a := range strings.SplitSeq(rest, ",") {
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			if f, err := strconv.ParseFloat(v, 64); err == nil && f >= 0 && f < maxDuration.Seconds() {
+				return time.Duration(math.Round(f*1000)) * time.Millisecond
+			}
+		}
+	}
+	return 0
 }
 
 // attr returns the quoted attribute name of a tag line.

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/shoal-video/shoal/internal/manifest"
+	"github.com/shoal-video/shoal/packager/live"
 )
 
 // WithContentKey makes the handler serve each rendition's signed manifest
@@ -71,13 +72,17 @@ func liveObjects(recording string, objs []manifest.Object, next uint64) ([]manif
 	for _, o := range out {
 		have[o.URI] = true
 	}
-	var inits []manifest.Object
+	var inits, parts []manifest.Object
 	for _, o := range objs {
-		if o.Kind == manifest.KindInit && !have[o.URI] {
+		switch {
+		case o.Kind == manifest.KindInit && !have[o.URI]:
 			inits = append(inits, o)
+		case o.Kind == manifest.KindPart:
+			// The recording has no parts: the playlist's go last.
+			parts = append(parts, o)
 		}
 	}
-	return append(inits, out...), next + uint64(ahead)
+	return append(append(inits, out...), parts...), next + uint64(ahead)
 }
 
 // readTail reads the last n bytes of a file, from the first whole line.
@@ -142,7 +147,15 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rel stri
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
-	data, ended, err := h.manifest(rel)
+	var snap *live.Snapshot
+	blocked := false
+	if h.live != nil {
+		var ok bool
+		if snap, blocked, ok = h.waitLive(w, r, path.Dir(rel)+"/index.m3u8"); !ok {
+			return
+		}
+	}
+	data, ended, err := h.manifest(rel, snap)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		http.Error(w, "not found", http.StatusNotFound)
@@ -153,9 +166,12 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rel stri
 	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", manifest.ContentType)
-	if ended {
+	switch {
+	case ended:
 		hdr.Set("Cache-Control", CacheEndedPlaylist)
-	} else {
+	case blocked:
+		hdr.Set("Cache-Control", blockingCache(snap))
+	default:
 		hdr.Set("Cache-Control", CacheLivePlaylist)
 	}
 	sum := sha256.Sum256(data)
@@ -165,16 +181,22 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rel stri
 
 // manifest returns the signed manifest of rel's rendition, from the cache
 // when its playlist has not changed (and, live, it is younger than
-// liveManifestTTL).
-func (h *Handler) manifest(rel string) ([]byte, bool, error) {
+// liveManifestTTL). The playlist is snap, the live one in memory, or
+// without it the file.
+func (h *Handler) manifest(rel string, snap *live.Snapshot) ([]byte, bool, error) {
 	dir := path.Dir(rel)
 	id, rendition, _ := strings.Cut(dir, "/")
 	plPath := filepath.Join(h.Dir, filepath.FromSlash(dir), "index.m3u8")
-	st, err := os.Stat(plPath)
-	if err != nil {
-		return nil, false, err
+	var ident string
+	if snap != nil {
+		ident = "live-" + snap.ETag
+	} else {
+		st, err := os.Stat(plPath)
+		if err != nil {
+			return nil, false, err
+		}
+		ident = strconv.FormatInt(st.Size(), 10) + "-" + strconv.FormatInt(st.ModTime().UnixNano(), 10)
 	}
-	ident := strconv.FormatInt(st.Size(), 10) + "-" + strconv.FormatInt(st.ModTime().UnixNano(), 10)
 	now := h.clock()
 	h.manifests.mu.Lock()
 	if h.manifests.entries == nil {
@@ -185,10 +207,15 @@ func (h *Handler) manifest(rel string) ([]byte, bool, error) {
 	if ok && c.playlist == ident && (c.ended || now.Sub(c.at) < liveManifestTTL) {
 		return c.data, c.ended, nil
 	}
-	v, err, _ := h.hashGroup.Do("manifest\x00"+dir, func() (any, error) {
-		pl, err := os.ReadFile(plPath)
-		if err != nil {
-			return nil, err
+	v, err, _ := h.hashGroup.Do("manifest\x00"+dir+"\x00"+ident, func() (any, error) {
+		var pl []byte
+		if snap != nil {
+			pl = snap.Data
+		} else {
+			var err error
+			if pl, err = os.ReadFile(plPath); err != nil {
+				return nil, err
+			}
 		}
 		objs, next, ended := manifest.PlaylistObjects(pl)
 		if !ended {
@@ -227,6 +254,20 @@ func (h *Handler) manifest(rel string) ([]byte, bool, error) {
 func (h *Handler) entry(rel string, o manifest.Object) (manifest.Entry, error) {
 	if _, ok := ParsePath(Prefix + rel); !ok || strings.HasSuffix(rel, ".m3u8") {
 		return manifest.Entry{}, errors.New("not a media file name")
+	}
+	if o.Kind == manifest.KindPart {
+		if h.live == nil {
+			return manifest.Entry{}, errors.New("a part without a live registry")
+		}
+		p, ok := h.live.LookupPart(rel)
+		if !ok {
+			return manifest.Entry{}, os.ErrNotExist
+		}
+		e := manifest.Entry{Kind: o.Kind, URI: o.URI, Size: int64(len(p.Data)), Duration: o.Duration}
+		if _, err := hex.Decode(e.SHA256[:], []byte(p.SHA256)); err != nil {
+			return manifest.Entry{}, err
+		}
+		return e, nil
 	}
 	f, err := os.Open(filepath.Join(h.Dir, filepath.FromSlash(rel)))
 	if err != nil {

@@ -54,6 +54,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/playback"
+	"github.com/shoal-video/shoal/packager/live"
 )
 
 // Prefix is the URL path prefix of HLS.
@@ -99,6 +100,7 @@ type Handler struct {
 
 	contentKey ed25519.PrivateKey
 	manifests  manifestCache
+	live       *live.Registry
 
 	hashOnce    sync.Once
 	hashEntries int
@@ -184,6 +186,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if strings.HasSuffix(rel, "/"+hlspath.ManifestFile) {
 		h.serveManifest(w, r, rel)
 		return
+	}
+	if h.live != nil {
+		if partRe.MatchString(rel) {
+			h.servePart(w, r, rel)
+			return
+		}
+		if strings.HasSuffix(rel, ".m3u8") && h.serveLivePlaylist(w, r, rel, token, signed) {
+			return
+		}
 	}
 	full := filepath.Join(h.Dir, filepath.FromSlash(rel))
 	f, err := os.Open(full)

@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,12 +39,31 @@ type Segment struct {
 	// Time is the wall-clock time of the segment's first sample
 	// (EXT-X-PROGRAM-DATE-TIME); zero leaves the tag out.
 	Time time.Time
+	// Parts are the segment's partial segments (LL-HLS), listed before it;
+	// nil for segments whose parts are no longer announced.
+	Parts []Part
+}
+
+// Part is a partial segment (EXT-X-PART).
+type Part struct {
+	URI         string
+	Duration    float64 // seconds
+	Independent bool    // starts with a keyframe
+}
+
+// RenditionReport is an EXT-X-RENDITION-REPORT: where another rendition of
+// the same presentation stands.
+type RenditionReport struct {
+	URI      string
+	LastMSN  uint64
+	LastPart int // -1 leaves LAST-PART out
 }
 
 // Media describes a media playlist.
 type Media struct {
 	Kind Kind
-	// Version is EXT-X-VERSION (7 for fMP4, 3 for MPEG-TS).
+	// Version is EXT-X-VERSION (7 for fMP4, 3 for MPEG-TS; at least 9 is
+	// written when PartTarget is set).
 	Version uint8
 	// TargetDuration is the target in seconds; the rendered value is the
 	// larger of it and every listed segment's duration rounded to the
@@ -52,73 +72,173 @@ type Media struct {
 	// change over a stream, so the tag does not either.
 	TargetDuration float64
 	// Segments is the whole list; FirstSeq is the media sequence number of
-	// Segments[0].
-	Segments []Segment
-	FirstSeq uint64
+	// Segments[0] and FirstDisc the discontinuity sequence number there
+	// (discontinuities before it).
+	Segments  []Segment
+	FirstSeq  uint64
+	FirstDisc uint64
 	// Window, when positive, renders only the last Window segments.
 	Window int
 	// Ended appends EXT-X-ENDLIST.
 	Ended bool
+
+	// LL-HLS (all zero without partial segments). PartTarget is
+	// EXT-X-PART-INF's PART-TARGET in seconds; with it the playlist
+	// declares blocking reloads and a PART-HOLD-BACK of three part targets.
+	PartTarget float64
+	// Pending are the parts of the segment being built (after the last
+	// segment); Hint is the URI of the next part (EXT-X-PRELOAD-HINT).
+	Pending []Part
+	Hint    string
+	Reports []RenditionReport
+	// NextDiscontinuity puts EXT-X-DISCONTINUITY before the pending parts
+	// (the segment being built starts a new timeline).
+	NextDiscontinuity bool
+	// NextInit is the initialization section of the segment being built,
+	// when it differs from the last segment's.
+	NextInit string
 }
 
-// EncodeMedia renders m.
+// EncodeMedia renders m. The output is deterministic: the same Media
+// always gives the same bytes.
 func EncodeMedia(m Media) ([]byte, error) {
 	segs := m.Segments
 	start := 0
 	if m.Window > 0 && len(segs) > m.Window {
 		start = len(segs) - m.Window
 	}
-	disc := uint64(0)
+	disc := m.FirstDisc
 	for _, s := range segs[:start] {
 		if s.Discontinuity {
 			disc++
 		}
 	}
 	win := segs[start:]
-	n := uint(len(win))
-	if n == 0 {
-		n = 1
-	}
-	p, err := m3u8.NewMediaPlaylist(0, n)
-	if err != nil {
-		return nil, fmt.Errorf("playlist: %w", err)
-	}
 	target := m.TargetDuration
+	for _, s := range win {
+		target = math.Max(target, math.Round(s.Duration))
+	}
+	var b bytes.Buffer
+	b.Grow(256 + 96*len(win))
+	writeHeader(&b, m, m.FirstSeq+uint64(start), disc, target)
 	prevInit := ""
 	if start > 0 {
 		prevInit = segs[start-1].Init
 	}
 	for i, s := range win {
-		seg := &m3u8.MediaSegment{URI: s.URI, Duration: s.Duration, Discontinuity: s.Discontinuity, ProgramDateTime: s.Time}
-		if s.Init != "" && (i == 0 || s.Init != prevInit) {
-			seg.Map = &m3u8.Map{URI: s.Init}
+		if i == 0 {
+			prevInit = ""
 		}
+		writeSegment(&b, s, prevInit)
 		prevInit = s.Init
-		if err := p.AppendSegment(seg); err != nil {
-			return nil, fmt.Errorf("playlist: %w", err)
-		}
-		target = math.Max(target, math.Round(s.Duration))
 	}
-	p.TargetDuration = math.Max(1, math.Round(target))
-	p.SeqNo = m.FirstSeq + uint64(start)
-	p.DiscontinuitySeq = disc
-	switch m.Kind {
-	case Event:
-		p.MediaType = m3u8.EVENT
-	case VOD:
-		p.MediaType = m3u8.VOD
+	if m.PartTarget > 0 && !m.Ended && m.Kind != VOD {
+		if len(m.Pending) > 0 || m.Hint != "" {
+			if m.NextDiscontinuity {
+				b.WriteString("#EXT-X-DISCONTINUITY\n")
+			}
+			if m.NextInit != "" && m.NextInit != prevInit {
+				fmt.Fprintf(&b, "#EXT-X-MAP:URI=%q\n", m.NextInit)
+			}
+		}
+		writeParts(&b, m.Pending)
+		if m.Hint != "" {
+			fmt.Fprintf(&b, "#EXT-X-PRELOAD-HINT:TYPE=PART,URI=%q\n", m.Hint)
+		}
+		for _, r := range m.Reports {
+			fmt.Fprintf(&b, "#EXT-X-RENDITION-REPORT:URI=%q,LAST-MSN=%d", r.URI, r.LastMSN)
+			if r.LastPart >= 0 {
+				fmt.Fprintf(&b, ",LAST-PART=%d", r.LastPart)
+			}
+			b.WriteByte('\n')
+		}
 	}
 	if m.Ended || m.Kind == VOD {
-		p.Close()
+		b.WriteString("#EXT-X-ENDLIST\n")
 	}
-	if m.Version != 0 {
-		p.SetVersion(m.Version)
+	return b.Bytes(), nil
+}
+
+// Header renders the lines of m before its first segment, for a playlist
+// that is written once and then appended to with AppendSegment (a
+// recording): the media sequence is m.FirstSeq and the discontinuity
+// sequence m.FirstDisc.
+func Header(m Media) []byte {
+	var b bytes.Buffer
+	writeHeader(&b, m, m.FirstSeq, m.FirstDisc, math.Max(1, math.Round(m.TargetDuration)))
+	return b.Bytes()
+}
+
+// AppendSegment appends the lines of s to a playlist whose previous segment
+// used the initialization section prevInit ("" at the first segment):
+// EncodeMedia renders a list of segments as Header followed by one
+// AppendSegment per segment (parts left out).
+func AppendSegment(dst []byte, s Segment, prevInit string) []byte {
+	var b bytes.Buffer
+	s.Parts = nil
+	writeSegment(&b, s, prevInit)
+	return append(dst, b.Bytes()...)
+}
+
+// Endlist is the line that ends a playlist.
+const Endlist = "#EXT-X-ENDLIST\n"
+
+func writeHeader(b *bytes.Buffer, m Media, seq, disc uint64, target float64) {
+	version := m.Version
+	if m.PartTarget > 0 && version < 9 {
+		version = 9
 	}
-	out := p.Encode().Bytes()
-	// grafov adds EXT-X-ALLOW-CACHE to EVENT playlists; the tag was removed
-	// from HLS in protocol version 7 and Shoal sets caching with HTTP headers.
-	out = bytes.Replace(out, []byte("#EXT-X-ALLOW-CACHE:NO\n"), nil, 1)
-	return bytes.Clone(out), nil
+	b.WriteString("#EXTM3U\n")
+	if version != 0 {
+		fmt.Fprintf(b, "#EXT-X-VERSION:%d\n", version)
+	}
+	switch m.Kind {
+	case Event:
+		b.WriteString("#EXT-X-PLAYLIST-TYPE:EVENT\n")
+	case VOD:
+		b.WriteString("#EXT-X-PLAYLIST-TYPE:VOD\n")
+	}
+	fmt.Fprintf(b, "#EXT-X-MEDIA-SEQUENCE:%d\n", seq)
+	fmt.Fprintf(b, "#EXT-X-TARGETDURATION:%d\n", int64(math.Max(1, math.Round(target))))
+	if m.PartTarget > 0 && !m.Ended && m.Kind != VOD {
+		fmt.Fprintf(b, "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=%s\n", seconds(3*m.PartTarget))
+		fmt.Fprintf(b, "#EXT-X-PART-INF:PART-TARGET=%s\n", seconds(m.PartTarget))
+	}
+	if disc > 0 {
+		fmt.Fprintf(b, "#EXT-X-DISCONTINUITY-SEQUENCE:%d\n", disc)
+	}
+}
+
+func writeSegment(b *bytes.Buffer, s Segment, prevInit string) {
+	if s.Discontinuity {
+		b.WriteString("#EXT-X-DISCONTINUITY\n")
+	}
+	if s.Init != "" && s.Init != prevInit {
+		fmt.Fprintf(b, "#EXT-X-MAP:URI=%q\n", s.Init)
+	}
+	writeParts(b, s.Parts)
+	if !s.Time.IsZero() {
+		b.WriteString("#EXT-X-PROGRAM-DATE-TIME:")
+		b.WriteString(s.Time.UTC().Format("2006-01-02T15:04:05.999Z07:00"))
+		b.WriteByte('\n')
+	}
+	fmt.Fprintf(b, "#EXTINF:%.3f,\n%s\n", s.Duration, s.URI)
+}
+
+func writeParts(b *bytes.Buffer, parts []Part) {
+	for _, p := range parts {
+		fmt.Fprintf(b, "#EXT-X-PART:DURATION=%s,URI=%q", seconds(p.Duration), p.URI)
+		if p.Independent {
+			b.WriteString(",INDEPENDENT=YES")
+		}
+		b.WriteByte('\n')
+	}
+}
+
+// seconds renders a duration in seconds with up to 5 decimals, without
+// trailing zeros.
+func seconds(s float64) string {
+	return strconv.FormatFloat(math.Round(s*1e5)/1e5, 'f', -1, 64)
 }
 
 // Variant is one video rendition of a master playlist.

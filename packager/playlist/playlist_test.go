@@ -83,3 +83,48 @@ func TestGoldenMaster(t *testing.T) {
 	golden(t, "master.m3u8", EncodeMaster(m))
 	golden(t, "master_video_only.m3u8", EncodeMaster(Master{Version: 7, Variants: m.Variants[:1]}))
 }
+
+func llMedia() Media {
+	s := segs()
+	s[3].Parts = []Part{{URI: "b-3-p0.m4s", Duration: 0.5, Independent: true}, {URI: "b-3-p1.m4s", Duration: 0.5}, {URI: "b-3-p2.m4s", Duration: 0.5}, {URI: "b-3-p3.m4s", Duration: 0.5}}
+	s[4].Parts = []Part{{URI: "b-4-p0.m4s", Duration: 0.5, Independent: true}, {URI: "b-4-p1.m4s", Duration: 0.5}, {URI: "b-4-p2.m4s", Duration: 0.5}, {URI: "b-4-p3.m4s", Duration: 0.5}, {URI: "b-4-p4.m4s", Duration: 0.4}}
+	return Media{Kind: Live, Version: 7, TargetDuration: 2, Segments: s, Window: 3, FirstSeq: 10, PartTarget: 0.5,
+		Pending: []Part{{URI: "b-5-p0.m4s", Duration: 0.5, Independent: true}}, Hint: "b-5-p1.m4s",
+		Reports: []RenditionReport{{URI: "../360p/index.m3u8", LastMSN: 15, LastPart: 0}, {URI: "../audio/index.m3u8", LastMSN: 14, LastPart: -1}}}
+}
+
+func TestGoldenLowLatency(t *testing.T) {
+	t.Parallel()
+	got, err := EncodeMedia(llMedia())
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "ll_live.m3u8", got)
+	m := llMedia()
+	m.Pending, m.Hint, m.NextDiscontinuity, m.NextInit = nil, "b-5-p0.m4s", true, "init-c-0.mp4"
+	got, err = EncodeMedia(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "ll_live_next_discontinuity.m3u8", got)
+}
+
+// A recording written as Header plus one AppendSegment per segment is
+// byte for byte what EncodeMedia renders for the whole list.
+func TestAppendMatchesEncode(t *testing.T) {
+	t.Parallel()
+	m := Media{Kind: Event, Version: 7, TargetDuration: 3, Segments: segs()}
+	want, err := EncodeMedia(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := Header(m)
+	prev := ""
+	for _, s := range m.Segments {
+		got = AppendSegment(got, s, prev)
+		prev = s.Init
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("appended:\n%s\nencoded:\n%s", got, want)
+	}
+}

@@ -1,0 +1,227 @@
+package packager
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	hlsplaylist "github.com/bluenviron/gohlslib/v2/pkg/playlist"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/stream"
+	"github.com/shoal-video/shoal/packager/live"
+)
+
+type llRig struct {
+	*rig
+	live *live.Registry
+}
+
+func newLLRig(t *testing.T, cfg Config) *llRig {
+	t.Helper()
+	hub, err := stream.New(stream.Config{QueueSize: 1 << 20}, stream.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	reg := live.New()
+	cfg.Dir, cfg.Format = dir, FormatFMP4
+	if cfg.SegmentDuration == 0 {
+		cfg.SegmentDuration = 2 * time.Second
+	}
+	if cfg.LiveWindow == 0 {
+		cfg.LiveWindow = 3
+	}
+	p, err := New(cfg, Deps{Hub: hub, Log: slog.New(slog.DiscardHandler), Live: reg, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &rig{pkg: p, hub: hub, dir: dir, done: make(chan struct{}), stop: cancel}
+	go func() { _ = hub.Run(ctx) }()
+	go func() { _ = p.Run(ctx); close(r.done) }()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return &llRig{rig: r, live: reg}
+}
+
+// waitSnap waits for the live playlist at key to satisfy ok.
+func (r *llRig) waitSnap(t *testing.T, key string, ok func(*live.Snapshot) bool) *live.Snapshot {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	for {
+		s, err := r.live.Wait(ctx, key, func(s *live.Snapshot) bool { return ok(s) })
+		if err != nil {
+			t.Fatalf("waiting for %s: %v", key, err)
+		}
+		if s != nil {
+			return s
+		}
+		// Not published yet: wait for the packager to start it.
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%s was never published", key)
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+}
+
+func parseMedia(t *testing.T, data []byte) *hlsplaylist.Media {
+	t.Helper()
+	pl, err := hlsplaylist.Unmarshal(data)
+	if err != nil {
+		t.Fatalf("gohlslib rejects the playlist: %v\n%s", err, data)
+	}
+	m, ok := pl.(*hlsplaylist.Media)
+	if !ok {
+		t.Fatalf("not a media playlist:\n%s", data)
+	}
+	return m
+}
+
+// LL-HLS: the live playlist lists parts of at most the part target,
+// announces the next one, reports the other renditions, and every segment
+// is exactly the concatenation of its parts; an independent parser
+// (gohlslib) reads it.
+func TestLowLatencyParts(t *testing.T) {
+	t.Parallel()
+	r := newLLRig(t, Config{PartDuration: 500 * time.Millisecond})
+	pub, _ := r.hub.Publish(media.StreamKey{Name: "ll", Rendition: "720p"}, tracks)
+	feed(pub, 9, 60) // keyframes every 2 s
+	key := "ll/720p/index.m3u8"
+	snap := r.waitSnap(t, key, func(s *live.Snapshot) bool { return s.NextMSN == 4 && s.Parts == 1 })
+	m := parseMedia(t, snap.Data)
+	if m.ServerControl == nil || !m.ServerControl.CanBlockReload || m.ServerControl.PartHoldBack == nil ||
+		*m.ServerControl.PartHoldBack != 1500*time.Millisecond {
+		t.Fatalf("server control: %+v\n%s", m.ServerControl, snap.Data)
+	}
+	if m.PartInf == nil || m.PartInf.PartTarget != 500*time.Millisecond {
+		t.Fatalf("part target: %+v", m.PartInf)
+	}
+	if m.TargetDuration != 2 || m.MediaSequence != 1 || len(m.Segments) != 3 {
+		t.Fatalf("target %d, sequence %d, %d segments\n%s", m.TargetDuration, m.MediaSequence, len(m.Segments), snap.Data)
+	}
+	if m.PreloadHint == nil || m.PreloadHint.URI != strings.TrimSuffix(m.Segments[2].URI, "-3.m4s")+"-4-p1.m4s" {
+		t.Fatalf("preload hint %+v\n%s", m.PreloadHint, snap.Data)
+	}
+	if snap.Hint != "ll/720p/"+m.PreloadHint.URI {
+		t.Fatalf("snapshot hint %q", snap.Hint)
+	}
+	if len(m.Parts) != 1 || !m.Parts[0].Independent || m.Parts[0].Duration != 500*time.Millisecond {
+		t.Fatalf("pending parts %+v", m.Parts)
+	}
+	if m.Segments[0].Parts != nil || len(m.Segments[1].Parts) != 4 || len(m.Segments[2].Parts) != 4 {
+		t.Fatalf("parts per segment: %d %d %d", len(m.Segments[0].Parts), len(m.Segments[1].Parts), len(m.Segments[2].Parts))
+	}
+	for _, seg := range m.Segments[1:] {
+		var whole []byte
+		var total time.Duration
+		for i, p := range seg.Parts {
+			if p.Duration > 500*time.Millisecond || p.Duration < 425*time.Millisecond {
+				t.Errorf("%s lasts %s, want 425ms..500ms", p.URI, p.Duration)
+			}
+			if p.Independent != (i == 0) {
+				t.Errorf("%s: independent=%v", p.URI, p.Independent)
+			}
+			part, ok := r.live.LookupPart("ll/720p/" + p.URI)
+			if !ok {
+				t.Fatalf("%s is not served", p.URI)
+			}
+			whole = append(whole, part.Data...)
+			total += p.Duration
+		}
+		file, err := os.ReadFile(filepath.Join(r.dir, "ll", "720p", seg.URI))
+		if err != nil || !bytes.Equal(file, whole) {
+			t.Errorf("%s is not the concatenation of its parts (%d bytes, parts %d bytes, err %v)", seg.URI, len(file), len(whole), err)
+		}
+		if total != seg.Duration {
+			t.Errorf("%s: parts last %s, the segment %s", seg.URI, total, seg.Duration)
+		}
+	}
+	if !bytes.Contains(snap.Data, []byte(`#EXT-X-RENDITION-REPORT:URI="../audio/index.m3u8",LAST-MSN=`)) {
+		t.Errorf("no rendition report of the audio group:\n%s", snap.Data)
+	}
+	audio := r.waitSnap(t, "ll/audio/index.m3u8", func(s *live.Snapshot) bool { return s.NextMSN == 4 })
+	if am := parseMedia(t, audio.Data); len(am.Segments[2].Parts) < 3 || am.PartInf == nil {
+		t.Errorf("the audio group has no parts:\n%s", audio.Data)
+	}
+	// The file on disk is the same list without the LL-HLS tags.
+	disk, err := os.ReadFile(filepath.Join(r.dir, "ll", "720p", "index.m3u8"))
+	if err != nil || bytes.Contains(disk, []byte("#EXT-X-PART")) || len(parseMedia(t, disk).Segments) != 3 {
+		t.Errorf("index.m3u8 on disk: %v\n%s", err, disk)
+	}
+
+	// The end: the registry lets go (waiters wake), and the disk has the
+	// whole recording as VOD.
+	woke := make(chan *live.Snapshot, 1)
+	go func() {
+		s, _ := r.live.Wait(context.Background(), key, func(*live.Snapshot) bool { return false })
+		woke <- s
+	}()
+	pub.End()
+	if s := <-woke; s != nil {
+		t.Fatalf("a waiter got %v after the end, want nil (serve the disk)", s)
+	}
+	for _, name := range []string{"index.m3u8", "recording.m3u8"} {
+		data, err := os.ReadFile(filepath.Join(r.dir, "ll", "720p", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m := parseMedia(t, data); !m.Endlist || len(m.Segments) != 5 || m.Segments[0].Parts != nil {
+			t.Errorf("%s: ended=%v, %d segments\n%s", name, m.Endlist, len(m.Segments), data)
+		}
+	}
+	if _, ok := r.live.LookupPart("ll/720p/" + m.Segments[2].Parts[0].URI); ok {
+		t.Error("parts are still held after the end")
+	}
+}
+
+// A long stream costs the same per segment at its end as at its start:
+// the bytes written per segment (segment, playlist, recording line) do not
+// grow with the number of segments before.
+func TestCostPerSegmentStaysFlat(t *testing.T) {
+	t.Parallel()
+	r := newLLRig(t, Config{SegmentDuration: time.Second, LiveWindow: 6, PartDuration: 300 * time.Millisecond})
+	vtrack := []media.Track{tracks[0]}
+	pub, _ := r.hub.Publish(media.StreamKey{Name: "flat", Rendition: "720p"}, vtrack)
+	key := "flat/720p/index.m3u8"
+	// 4 fps, a keyframe every 4 frames: one segment a second.
+	frame := 0
+	segmentsUpTo := func(n uint64) {
+		for ; uint64(frame) < n*4+1; frame++ {
+			payload := [][]byte{{0x41, 0x9a, byte(frame)}}
+			if frame%4 == 0 {
+				payload = [][]byte{testSPS, testPPS, {0x65, 0x88, byte(frame)}}
+			}
+			pub.Write(&media.AccessUnit{Track: 0, DTS: int64(frame) * 22500, PTS: int64(frame) * 22500, Keyframe: frame%4 == 0, Payload: payload})
+		}
+		r.waitSnap(t, key, func(s *live.Snapshot) bool { return s.NextMSN >= n })
+	}
+	written := func() float64 { return testutil.ToFloat64(r.pkg.written) }
+	perSegment := func(from, to uint64) float64 {
+		segmentsUpTo(from)
+		before := written()
+		segmentsUpTo(to)
+		return (written() - before) / float64(to-from)
+	}
+	early := perSegment(20, 120)
+	late := perSegment(3000, 3100) // the naive packager rewrote 3,000 recording lines per segment here
+	if late > early*1.05 {
+		t.Fatalf("%.0f bytes written per segment after 3,000 segments, %.0f after 20", late, early)
+	}
+	rec, err := os.ReadFile(filepath.Join(r.dir, "flat", "720p", "recording.m3u8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := parseMedia(t, rec); len(m.Segments) != 3100 || m.TargetDuration != 1 {
+		t.Fatalf("the recording lists %d segments (target %d), want 3100", len(m.Segments), m.TargetDuration)
+	}
+	pub.End()
+}
