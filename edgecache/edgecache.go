@@ -16,6 +16,38 @@
 //     HEAD (Shoal-Content-SHA256); a sibling that fails is skipped for 30 s.
 //   - Every answer carries an RFC 9211 Cache-Status header.
 //
+// LL-HLS blocking playlist reloads pass through with coalescing (blocking.go):
+//
+//   - A request for a rendition's playlist or manifest.txt with _HLS_msn=N
+//     (and maybe _HLS_part=P) is keyed, in the flight table and in memory,
+//     by its path plus the normalized parameters
+//     ("/hls/<id>/<r>/index.m3u8?_HLS_msn=N&_HLS_part=P"): all the viewers
+//     waiting for one (playlist, N, P) share one upstream request, sent with
+//     the same parameters, the leader's token and Shoal-Edge: 1, and every
+//     one of them is answered from it. Its 200 is kept (in memory only) for
+//     the origin's max-age, so later requests for that key are hits. Other
+//     parameters (_HLS_skip among them) are ignored: not in the key, not
+//     forwarded. Plain requests are keyed by path, as always.
+//   - Malformed parameters (not 1 to 10 decimal digits, given twice, or
+//     _HLS_part without _HLS_msn) are answered 400 by the edge without going
+//     upstream. The origin's 400 (N too far ahead) and 503 (not there within
+//     three target durations) reach every waiter as they are, with
+//     no-store, and are not cached.
+//   - The origin holds such a request until the playlist has what was asked
+//     for, and a request for the preload-hinted part until the part exists:
+//     the wait for their headers is bounded by Config.BlockingTimeout
+//     (default OriginTimeout + 20s) instead of OriginTimeout; pauses in
+//     their bodies still by OriginTimeout.
+//   - Parts ("<segment>-p<k>.m4s") are immutable objects cached and
+//     coalesced like segments, but fetched from the origin only, never from
+//     a sibling (a hinted part may take longer than SiblingTimeout to
+//     start). A 404 the origin marks no-store (a part that does not exist
+//     yet) is answered with no-store and not remembered.
+//   - For signed streams, the per-viewer rewrite of blocking answers adds
+//     the token to every URI, URI="..." attributes of EXT-X-PART,
+//     EXT-X-PRELOAD-HINT, EXT-X-RENDITION-REPORT and EXT-X-MAP included
+//     (RewritePlaylist).
+//
 // The Cache-Status values, "shoal" being Config.Name:
 //
 //	shoal; hit                                               from memory or disk
@@ -23,7 +55,10 @@
 //	shoal; fwd=miss; stored; detail=origin                   fetched for this request ("stored": kept)
 //	shoal; fwd=miss; stored; detail=sibling-<id>             fetched from a sibling, verified
 //	shoal; fwd=miss; fwd-status=404; stored; detail=origin   a 404, remembered
-//	shoal; fwd=miss; fwd-status=503; detail=origin           an upstream error, answered 502
+//	shoal; fwd=miss; fwd-status=503; detail=origin           an upstream error, answered 502 (a blocking
+//	                                                         reload's 503 is answered 503)
+//	shoal; fwd=miss; fwd-status=400; detail=origin           a blocking reload too far ahead, answered 400
+//	shoal; fwd=miss; fwd-status=404; detail=origin           a 404 the origin marked no-store: not remembered
 //	shoal; fwd=stale; fwd-status=304; stored; detail=origin  revalidated
 //	shoal; fwd=miss; collapsed                               waited on another request's fetch
 //	shoal; fwd=stale; collapsed                              waited on another request's revalidation
@@ -31,7 +66,7 @@
 //	shoal; fwd=stale; fwd-status=502; detail=stale-if-error  the origin failed: the last copy, with Age (RFC 5861;
 //	                                                         live playlists and manifests for at most MaxLiveStale)
 //	shoal; hit; detail=stale-if-error                        that copy again within the next second
-//	shoal                                                    OPTIONS, refused method or path
+//	shoal                                                    OPTIONS, refused method, path or blocking parameters
 //	shoal; detail=refused                                    refused by Deps.Access
 //
 // The disk format is described in disk.go. The http.Server in front of a
@@ -120,6 +155,13 @@ type Config struct {
 	// OriginTimeout bounds the wait for the origin's answer and any pause
 	// in its body (default 10s).
 	OriginTimeout time.Duration
+	// BlockingTimeout bounds the wait for the origin's answer to a
+	// blocking playlist reload (_HLS_msn) and to a part, which the origin
+	// holds until the playlist has what was asked for (up to three target
+	// durations, then 503) or the part exists. Pauses in their bodies are
+	// bounded by OriginTimeout. Default OriginTimeout + 20s; it may not be
+	// less than OriginTimeout.
+	BlockingTimeout time.Duration
 	// Name is this cache's name in Cache-Status (default "shoal"); it must
 	// be a structured-field token.
 	Name string
@@ -335,6 +377,10 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	dur("NegativeTTL", &cfg.NegativeTTL, DefaultNegativeTTL)
 	dur("SiblingTimeout", &cfg.SiblingTimeout, DefaultSiblingTimeout)
 	dur("OriginTimeout", &cfg.OriginTimeout, DefaultOriginTimeout)
+	dur("BlockingTimeout", &cfg.BlockingTimeout, cfg.OriginTimeout+DefaultBlockingMargin)
+	if cfg.BlockingTimeout > 0 && cfg.OriginTimeout > 0 && cfg.BlockingTimeout < cfg.OriginTimeout {
+		errs = append(errs, fmt.Errorf("edgecache: BlockingTimeout (%s) may not be less than OriginTimeout (%s)", cfg.BlockingTimeout, cfg.OriginTimeout))
+	}
 	if cfg.StaleIfError == 0 {
 		cfg.StaleIfError = DefaultStaleIfError
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -19,7 +18,7 @@ import (
 // grows in buf; readers take buf[:n] snapshots under mu and wait on notify,
 // which is closed and replaced each time bytes arrive.
 type fetch struct {
-	key      string  // cache key: the URL path
+	key      string  // cache key: the URL path (and a blocking reload's parameters)
 	id       string  // stream id
 	token    string  // the leader's playback token, forwarded upstream
 	siblings bool    // a sibling may be asked
@@ -57,6 +56,7 @@ type result struct {
 	cacheStatus []string // the leader's Cache-Status
 	fwd         string   // "miss" or "stale"
 	shareable   bool     // false: a reader with another token fetches for itself
+	noStore     bool     // a 404 the upstream marked no-store: answered with no-store, not remembered
 	passthrough bool     // too big to cache: each reader fetches for itself
 }
 
@@ -182,8 +182,9 @@ func (f *fetch) whole(ctx context.Context) ([]byte, bool) {
 	}
 }
 
-// watchdog cancels a context when kick is not called for d: a bound on the
-// wait for an answer and on every pause in its body.
+// watchdog cancels a context when kick is not called in time: first bounds
+// the wait for an answer's headers, d every pause in its body (and the
+// wait after each kick).
 type watchdog struct {
 	t      *time.Timer
 	d      time.Duration
@@ -192,10 +193,10 @@ type watchdog struct {
 
 var errStalled = errors.New("upstream stalled")
 
-func newWatchdog(parent context.Context, d time.Duration) (context.Context, *watchdog) {
+func newWatchdog(parent context.Context, first, d time.Duration) (context.Context, *watchdog) {
 	ctx, cancel := context.WithCancelCause(parent)
 	w := &watchdog{d: d, cancel: cancel}
-	w.t = time.AfterFunc(d, func() { cancel(errStalled) })
+	w.t = time.AfterFunc(first, func() { cancel(errStalled) })
 	return ctx, w
 }
 
@@ -204,13 +205,6 @@ func (w *watchdog) kick() { w.t.Reset(w.d) }
 func (w *watchdog) stop() {
 	w.t.Stop()
 	w.cancel(nil)
-}
-
-func withToken(u, token string) string {
-	if token == "" {
-		return u
-	}
-	return u + "?token=" + url.QueryEscape(token)
 }
 
 // fill runs the fetch to its end: it publishes a result, the body, and
@@ -247,9 +241,9 @@ func (c *Cache) fromOrigin(f *fetch) bool {
 	if f.prev != nil {
 		fwd = "stale"
 	}
-	ctx, wd := newWatchdog(f.ctx, c.cfg.OriginTimeout)
+	ctx, wd := newWatchdog(f.ctx, c.headerTimeout(f.key), c.cfg.OriginTimeout)
 	defer wd.stop()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, withToken(c.origin+f.key, f.token), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, upstreamURL(c.origin, f.key, f.token), nil)
 	if err != nil {
 		return false
 	}
@@ -305,14 +299,34 @@ func (c *Cache) fromOrigin(f *fetch) bool {
 		c.originBody(f, resp, wd, fwd)
 		return true
 	case code == http.StatusNotFound:
+		// A 404 the origin marks no-store (a part that does not exist
+		// yet) is not remembered: it is answered to the viewers waiting
+		// on this fetch only.
 		o := c.negative(f.key)
-		stored := c.mem.put(o)
-		f.publish(result{status: http.StatusNotFound, obj: o, shareable: true, fwd: fwd,
+		noStore := noStore(resp.Header.Get("Cache-Control"))
+		stored := !noStore && c.mem.put(o)
+		f.publish(result{status: http.StatusNotFound, obj: o, shareable: true, noStore: noStore, fwd: fwd,
 			cacheStatus: c.cacheStatus(fwd, code, stored, "origin")})
 		f.end(false)
 		return true
+	case code == http.StatusBadRequest && isBlockingKey(f.key):
+		// A blocking reload for a segment too far ahead: the answer is the
+		// same for every viewer of the key (Deps.Access still decides who
+		// sees it), and is never cached.
+		f.publish(result{status: code, shareable: true, fwd: fwd,
+			cacheStatus: c.cacheStatus(fwd, code, false, "origin")})
+		f.end(true)
+		return true
 	case code >= 400 && code < 500:
 		f.publish(result{status: code, shareable: false, fwd: fwd,
+			cacheStatus: c.cacheStatus(fwd, code, false, "origin")})
+		f.end(true)
+		return true
+	case code == http.StatusServiceUnavailable && isBlockingKey(f.key):
+		// The playlist did not get there within the origin's bound (three
+		// target durations): every waiter is told so, as the origin said
+		// it, and asks again. Not an error of the origin, not cached.
+		f.publish(result{status: code, shareable: true, fwd: fwd,
 			cacheStatus: c.cacheStatus(fwd, code, false, "origin")})
 		f.end(true)
 		return true
@@ -409,13 +423,20 @@ func metaFrom(key string, h http.Header, size int64, ttl time.Duration, now time
 	}
 }
 
-// storable predicts whether an object of size bytes (-1 unknown) fresh for
-// ttl is kept by a tier.
-func (c *Cache) storable(size int64, ttl time.Duration) bool {
+// storable predicts whether an object of key and size bytes (-1 unknown)
+// fresh for ttl is kept by a tier.
+func (c *Cache) storable(key string, size int64, ttl time.Duration) bool {
 	if size < 0 {
 		return true
 	}
-	return c.mem.fits(size) || (ttl >= diskMinTTL && c.disk.fits(size))
+	return c.mem.fits(size) || c.diskOK(key, size, ttl)
+}
+
+// diskOK reports whether the disk tier keeps an object: one fresh for at
+// least diskMinTTL that fits, and not a blocking reload's answer (its key
+// is no path; it lives a few target durations, in memory only).
+func (c *Cache) diskOK(key string, size int64, ttl time.Duration) bool {
+	return ttl >= diskMinTTL && !isBlockingKey(key) && c.disk.fits(size)
 }
 
 // originBody streams a 200 from the origin into f, then stores it.
@@ -430,7 +451,7 @@ func (c *Cache) originBody(f *fetch, resp *http.Response, wd *watchdog, fwd stri
 	ttl, cacheable := freshness(resp.Header)
 	m := metaFrom(f.key, resp.Header, length, ttl, c.now())
 	o := c.newObject(m, http.StatusOK, nil)
-	cacheable = cacheable && c.storable(length, ttl)
+	cacheable = cacheable && c.storable(f.key, length, ttl)
 	f.publish(result{status: http.StatusOK, obj: o, length: length, shareable: true, fwd: fwd,
 		cacheStatus: c.cacheStatus(fwd, 0, cacheable, "origin")})
 
@@ -546,7 +567,7 @@ func (c *Cache) spoolBody(f *fetch, resp *http.Response, wd *watchdog, o *object
 		return
 	}
 	f.end(false)
-	if cacheable && ttl >= diskMinTTL && c.disk.fits(length) {
+	if cacheable && c.diskOK(o.Key, length, ttl) {
 		if err := c.disk.storeSpooled(o, file, length, hex.EncodeToString(h.Sum(nil))); err != nil {
 			c.reportError("disk cache write failed", "path", o.Key, "err", err)
 		}
@@ -556,7 +577,7 @@ func (c *Cache) spoolBody(f *fetch, resp *http.Response, wd *watchdog, o *object
 // store keeps o (with its body) in the tiers it fits.
 func (c *Cache) store(o *object, ttl time.Duration) {
 	c.mem.put(o)
-	if ttl >= diskMinTTL && c.disk.fits(o.Size) {
+	if c.diskOK(o.Key, o.Size, ttl) {
 		if err := c.disk.store(o); err != nil {
 			c.reportError("disk cache write failed", "path", o.Key, "err", err)
 		}
@@ -607,7 +628,7 @@ func (c *Cache) fromSibling(f *fetch, sib Sibling) bool {
 	o := c.newObject(metaFrom(f.key, h.header, int64(len(body)), ttl, c.now()), http.StatusOK, nil)
 	f.grow(body)
 	f.publish(result{status: http.StatusOK, obj: o, length: o.Size, shareable: true, fwd: "miss",
-		cacheStatus: c.cacheStatus("miss", 0, cacheable && c.storable(o.Size, ttl), "sibling-"+sib.ID)})
+		cacheStatus: c.cacheStatus("miss", 0, cacheable && c.storable(f.key, o.Size, ttl), "sibling-"+sib.ID)})
 	f.end(false)
 	if cacheable {
 		c.store(c.withBody(o, body), ttl)
@@ -641,7 +662,7 @@ type headResult struct {
 func (c *Cache) originHead(ctx context.Context, f *fetch) headResult {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.OriginTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, withToken(c.origin+f.key, f.token), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodHead, upstreamURL(c.origin, f.key, f.token), nil)
 	if err != nil {
 		return headResult{err: err}
 	}
@@ -662,9 +683,9 @@ func (c *Cache) originHead(ctx context.Context, f *fetch) headResult {
 
 // siblingGet fetches f's object from sib, hashing it as it arrives.
 func (c *Cache) siblingGet(f *fetch, sib Sibling) ([]byte, []byte, error) {
-	ctx, wd := newWatchdog(f.ctx, c.cfg.SiblingTimeout)
+	ctx, wd := newWatchdog(f.ctx, c.cfg.SiblingTimeout, c.cfg.SiblingTimeout)
 	defer wd.stop()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, withToken(strings.TrimRight(sib.URL, "/")+f.key, f.token), nil)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, upstreamURL(strings.TrimRight(sib.URL, "/"), f.key, f.token), nil)
 	if err != nil {
 		return nil, nil, err
 	}

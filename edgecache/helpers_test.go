@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ type fakeFile struct {
 // seen is one request the fake origin received.
 type seen struct {
 	method, path, token, edge, inm string
+	query                          string // the raw query
 }
 
 // fakeOrigin serves files like the real origin, plus the digest header the
@@ -41,11 +43,31 @@ type fakeOrigin struct {
 	reqs  []seen
 	// hook, when set, may answer a request itself (return true).
 	hook func(w http.ResponseWriter, r *http.Request) bool
+
+	// Blocking mode (LL-HLS, the origin contract): live holds the
+	// playlists that answer blocking reloads, hinted the parts whose
+	// requests wait until they are put. changed is closed and replaced at
+	// each put and publish, expire by expireWaits; arrived, when set, gets
+	// every request as it comes in.
+	live    map[string]liveState
+	hinted  map[string]bool
+	changed chan struct{}
+	expire  chan struct{}
+	arrived chan seen
+}
+
+// liveState is the version of a live playlist the fake origin serves: it
+// lists part `part` of segment `msn` last (segments before msn are whole).
+type liveState struct {
+	msn, part int
+	body      []byte
+	signed    bool
 }
 
 func newFakeOrigin(t *testing.T) *fakeOrigin {
 	t.Helper()
-	o := &fakeOrigin{files: map[string]fakeFile{}}
+	o := &fakeOrigin{files: map[string]fakeFile{}, live: map[string]liveState{}, hinted: map[string]bool{},
+		changed: make(chan struct{}), expire: make(chan struct{})}
 	o.srv = httptest.NewServer(http.HandlerFunc(o.serve))
 	t.Cleanup(o.srv.Close)
 	return o
@@ -58,7 +80,147 @@ func (o *fakeOrigin) put(path string, body []byte, cc string) {
 	}
 	o.mu.Lock()
 	o.files[path] = fakeFile{body: body, cc: cc, ctype: ctype}
+	o.broadcast()
 	o.mu.Unlock()
+}
+
+// broadcast wakes the requests waiting for a change; o.mu is held.
+func (o *fakeOrigin) broadcast() {
+	close(o.changed)
+	o.changed = make(chan struct{})
+}
+
+// publish makes body the current version of the live playlist at path,
+// listing part `part` of segment `msn` last; blocking reloads it satisfies
+// are answered.
+func (o *fakeOrigin) publish(path string, msn, part int, body []byte, signed bool) {
+	o.mu.Lock()
+	o.live[path] = liveState{msn: msn, part: part, body: body, signed: signed}
+	o.broadcast()
+	o.mu.Unlock()
+}
+
+// hint makes requests for the part at path wait until it is put; unhint
+// answers them 404 (the hint moved on without it).
+func (o *fakeOrigin) hint(path string) {
+	o.mu.Lock()
+	o.hinted[path] = true
+	o.mu.Unlock()
+}
+
+func (o *fakeOrigin) unhint(path string) {
+	o.mu.Lock()
+	delete(o.hinted, path)
+	o.broadcast()
+	o.mu.Unlock()
+}
+
+// expireWaits answers 503 to the blocking reloads waiting now, as the
+// origin does after three target durations.
+func (o *fakeOrigin) expireWaits() {
+	o.mu.Lock()
+	close(o.expire)
+	o.expire = make(chan struct{})
+	o.mu.Unlock()
+}
+
+// watch returns a channel that gets every request the origin receives from
+// now on (buffered: a test reads what it waits for).
+func (o *fakeOrigin) watch() <-chan seen {
+	ch := make(chan seen, 1024)
+	o.mu.Lock()
+	o.arrived = ch
+	o.mu.Unlock()
+	return ch
+}
+
+// blockingCC is the Cache-Control of a blocking reload's answer: three
+// target durations of 2 s.
+const blockingCC = "public, max-age=6"
+
+// serveLive answers a request for a live playlist in blocking mode, as the
+// origin contract says.
+func (o *fakeOrigin) serveLive(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	msn, part := -1, -1
+	if v, ok := q["_HLS_msn"]; ok {
+		n, err := strconv.Atoi(v[0])
+		if err != nil || n < 0 {
+			noStoreError(w, http.StatusBadRequest)
+			return
+		}
+		msn = n
+	}
+	if v, ok := q["_HLS_part"]; ok {
+		n, err := strconv.Atoi(v[0])
+		if err != nil || n < 0 || msn < 0 {
+			noStoreError(w, http.StatusBadRequest)
+			return
+		}
+		part = n
+	}
+	for {
+		o.mu.Lock()
+		st := o.live[r.URL.Path]
+		changed, expire := o.changed, o.expire
+		o.mu.Unlock()
+		switch {
+		case msn < 0:
+			o.writeLive(w, r, st, origin.CacheLivePlaylist)
+			return
+		case msn > st.msn+1: // more than two past the last whole segment
+			noStoreError(w, http.StatusBadRequest)
+			return
+		case st.msn > msn || (part >= 0 && st.msn == msn && st.part >= part):
+			o.writeLive(w, r, st, blockingCC)
+			return
+		}
+		select {
+		case <-changed:
+		case <-expire:
+			noStoreError(w, http.StatusServiceUnavailable)
+			return
+		case <-r.Context().Done():
+			return
+		}
+	}
+}
+
+func (o *fakeOrigin) writeLive(w http.ResponseWriter, r *http.Request, st liveState, cc string) {
+	sum := sha256.Sum256(st.body)
+	h := w.Header()
+	h.Set("Content-Type", "application/vnd.apple.mpegurl")
+	h.Set("Cache-Control", cc)
+	h.Set("ETag", `"`+hex.EncodeToString(sum[:])+`"`)
+	if st.signed {
+		h.Set(HeaderPolicy, "signed")
+	}
+	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(st.body))
+}
+
+func noStoreError(w http.ResponseWriter, code int) {
+	w.Header().Set("Cache-Control", "no-store")
+	http.Error(w, http.StatusText(code), code)
+}
+
+// waitPart waits until the hinted part at path is put (true) or is no
+// longer hinted (false).
+func (o *fakeOrigin) waitPart(r *http.Request) (fakeFile, bool) {
+	for {
+		o.mu.Lock()
+		f, ok := o.files[r.URL.Path]
+		hinted := o.hinted[r.URL.Path]
+		changed := o.changed
+		o.mu.Unlock()
+		if ok || !hinted {
+			return f, ok
+		}
+		select {
+		case <-changed:
+		case <-r.Context().Done():
+			return fakeFile{}, false
+		}
+	}
 }
 
 func (o *fakeOrigin) putSigned(path string, body []byte, cc string) {
@@ -78,14 +240,32 @@ func (o *fakeOrigin) setHook(h func(w http.ResponseWriter, r *http.Request) bool
 
 func (o *fakeOrigin) serve(w http.ResponseWriter, r *http.Request) {
 	o.mu.Lock()
-	o.reqs = append(o.reqs, seen{r.Method, r.URL.Path, r.URL.Query().Get("token"), r.Header.Get(HeaderEdge), r.Header.Get("If-None-Match")})
+	s := seen{r.Method, r.URL.Path, r.URL.Query().Get("token"), r.Header.Get(HeaderEdge), r.Header.Get("If-None-Match"), r.URL.RawQuery}
+	o.reqs = append(o.reqs, s)
 	f, ok := o.files[r.URL.Path]
-	hook := o.hook
+	_, live := o.live[r.URL.Path]
+	hinted := o.hinted[r.URL.Path]
+	hook, arrived := o.hook, o.arrived
 	o.mu.Unlock()
+	if arrived != nil {
+		arrived <- s
+	}
 	if hook != nil && hook(w, r) {
 		return
 	}
+	if live {
+		o.serveLive(w, r)
+		return
+	}
+	if !ok && hinted {
+		f, ok = o.waitPart(r)
+	}
 	if !ok {
+		if isPart(r.URL.Path) {
+			// A part that does not exist (yet): no-store, as the origin says.
+			noStoreError(w, http.StatusNotFound)
+			return
+		}
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
@@ -100,6 +280,20 @@ func (o *fakeOrigin) serve(w http.ResponseWriter, r *http.Request) {
 		h.Set(HeaderPolicy, "signed")
 	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.body))
+}
+
+// countQuery returns how many GETs the origin saw for path with the raw
+// query q.
+func (o *fakeOrigin) countQuery(path, q string) int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n := 0
+	for _, s := range o.reqs {
+		if s.method == http.MethodGet && s.path == path && s.query == q {
+			n++
+		}
+	}
+	return n
 }
 
 // count returns how many requests of method the origin saw for path.

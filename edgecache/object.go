@@ -13,7 +13,7 @@ import (
 // meta is what the cache keeps of an upstream answer besides its body. It
 // is stored as JSON in each disk object's header.
 type meta struct {
-	Key          string        `json:"key"` // the URL path, "/hls/<id>/..."
+	Key          string        `json:"key"` // the cache key: the URL path, "/hls/<id>/...", and a blocking reload's parameters (memory only)
 	ContentType  string        `json:"type"`
 	ETag         string        `json:"etag,omitempty"`
 	CacheControl string        `json:"cache_control,omitempty"`
@@ -56,7 +56,7 @@ func (c *Cache) newObject(m meta, status int, body []byte) *object {
 		id:       id,
 		body:     body,
 		expires:  expiry(m.Stored, m.TTL),
-		playlist: strings.HasSuffix(m.Key, ".m3u8"),
+		playlist: strings.HasSuffix(keyPath(m.Key), ".m3u8"),
 		stream:   c.stream(id),
 	}
 	if m.ContentType != "" {
@@ -126,6 +126,19 @@ func staleIfError(cc string) (time.Duration, bool) {
 		}
 	}
 	return 0, false
+}
+
+// noStore reports whether a Cache-Control value forbids a shared cache to
+// store the answer (no-store or private).
+func noStore(cc string) bool {
+	for d := range strings.SplitSeq(cc, ",") {
+		name, _, _ := strings.Cut(strings.TrimSpace(d), "=")
+		switch strings.ToLower(strings.TrimSpace(name)) {
+		case "no-store", "private":
+			return true
+		}
+	}
+	return false
 }
 
 // freshness reads a Cache-Control (and Age) header: how long the answer

@@ -24,6 +24,23 @@ var rewriteCases = []struct {
 		"#EXT-X-PART:DURATION=1,URI=\"p.m4s?token=T\"\n#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"q.m4s?token=T\"\n"},
 	{"unterminated", "#EXT-X-MAP:URI=\"init.mp4\n", "#EXT-X-MAP:URI=\"init.mp4\n"},
 	{"fragment", "seg.m4s#t=1\n", "seg.m4s?token=T#t=1\n"},
+	// LL-HLS (the origin contract's live playlist): parts, the preload
+	// hint and rendition reports carry the token too.
+	{"ll-hls", "#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.5\n" +
+		"#EXT-X-PART-INF:PART-TARGET=0.5\n#EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-MAP:URI=\"init-s1-0-0.mp4\"\n" +
+		"#EXT-X-PROGRAM-DATE-TIME:2026-12-04T23:00:00.000Z\n#EXTINF:2.000,\ns1-0-10.m4s\n" +
+		"#EXT-X-PART:DURATION=0.50000,URI=\"s1-0-14-p0.m4s\",INDEPENDENT=YES\n#EXTINF:2.000,\ns1-0-14.m4s\n" +
+		"#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s1-0-15-p1.m4s\"\n" +
+		"#EXT-X-RENDITION-REPORT:URI=\"../720p/index.m3u8\",LAST-MSN=15,LAST-PART=0\n",
+		"#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.5\n" +
+			"#EXT-X-PART-INF:PART-TARGET=0.5\n#EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-MAP:URI=\"init-s1-0-0.mp4?token=T\"\n" +
+			"#EXT-X-PROGRAM-DATE-TIME:2026-12-04T23:00:00.000Z\n#EXTINF:2.000,\ns1-0-10.m4s?token=T\n" +
+			"#EXT-X-PART:DURATION=0.50000,URI=\"s1-0-14-p0.m4s?token=T\",INDEPENDENT=YES\n#EXTINF:2.000,\ns1-0-14.m4s?token=T\n" +
+			"#EXT-X-PRELOAD-HINT:TYPE=PART,URI=\"s1-0-15-p1.m4s?token=T\"\n" +
+			"#EXT-X-RENDITION-REPORT:URI=\"../720p/index.m3u8?token=T\",LAST-MSN=15,LAST-PART=0\n"},
+	{"preload hint map", "#EXT-X-PRELOAD-HINT:TYPE=MAP,URI=\"init-s1-1-0.mp4\"\n", "#EXT-X-PRELOAD-HINT:TYPE=MAP,URI=\"init-s1-1-0.mp4?token=T\"\n"},
+	{"rendition report with a query", "#EXT-X-RENDITION-REPORT:URI=\"../720p/index.m3u8?x=1\",LAST-MSN=1\n",
+		"#EXT-X-RENDITION-REPORT:URI=\"../720p/index.m3u8?x=1&token=T\",LAST-MSN=1\n"},
 }
 
 func TestRewritePlaylist(t *testing.T) {

@@ -96,13 +96,22 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "bad path", http.StatusBadRequest)
 		return
 	}
+	// A blocking playlist reload is cached under its own key (blocking.go);
+	// malformed parameters never go upstream.
+	key, ok := blockingKey(p, r.URL.RawQuery)
+	if !ok {
+		h[HeaderCacheStatus] = c.csLocal
+		h["Cache-Control"] = hvNoStore
+		http.Error(w, "bad "+paramMSN+" or "+paramPart, http.StatusBadRequest)
+		return
+	}
 	// Only paths ParsePath accepted are ever stored, so a hit needs no parsing.
 	now := c.now()
 	// Every viewer asks for playlists every few seconds: counting those
 	// (of valid paths only) counts viewers at a fraction of the cost of
 	// every request.
 	countViewer := r.Header[HeaderSibling] == nil && strings.HasSuffix(p, ".m3u8")
-	if o := c.mem.get(p); o != nil && o.fresh(now) && !o.stream.deleted.Load() {
+	if o := c.mem.get(key); o != nil && o.fresh(now) && !o.stream.deleted.Load() {
 		if countViewer {
 			c.sawViewer(r.RemoteAddr, now.Unix())
 		}
@@ -119,7 +128,7 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if countViewer {
 		c.sawViewer(r.RemoteAddr, now.Unix())
 	}
-	c.serveMiss(w, r, p, rel[:strings.IndexByte(rel, '/')], now)
+	c.serveMiss(w, r, key, rel[:strings.IndexByte(rel, '/')], now)
 }
 
 // access is the outcome of asking Deps.Access.
@@ -264,7 +273,8 @@ func (cw *countingWriter) Write(p []byte) (int, error) {
 }
 
 // serveMiss answers what memory did not have: from disk, from a fetch in
-// flight, or by starting one.
+// flight, or by starting one. key is the cache key: the path, or the path
+// and the parameters of a blocking reload.
 func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string, now time.Time) {
 	var a access
 	st := c.stream(id)
@@ -285,8 +295,12 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 	token := r.URL.Query().Get("token")
 	fromSibling := r.Header.Get(HeaderSibling) != ""
 	segment := isSegment(key)
+	// Parts come from the origin only: the one named by the playlist's
+	// preload hint is held there until it exists, longer than a sibling
+	// is given (SiblingTimeout) before it is skipped as failing.
+	siblings := segment && !isPart(key)
 	flightKey := key
-	if segment && (fromSibling || c.selfOwns(key)) {
+	if siblings && (fromSibling || c.selfOwns(key)) {
 		// A sibling's request must not wait on a fetch that may be waiting
 		// on that sibling; the owner's own viewers share that fetch.
 		flightKey = key + "\x00origin"
@@ -295,7 +309,7 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 		if e := c.disk.get(key); e != nil && e.obj.fresh(now) && c.serveDisk(w, r, e, &a) {
 			return
 		}
-		f, leader, o := c.join(r.Context(), flightKey, key, id, token, segment && flightKey == key, now)
+		f, leader, o := c.join(r.Context(), flightKey, key, id, token, siblings && flightKey == key, now)
 		if o != nil {
 			// Stored while we looked.
 			c.serveHit(w, r, o, &a)
@@ -501,6 +515,9 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 	switch res.status {
 	case http.StatusOK:
 	case http.StatusNotFound:
+		if res.noStore {
+			h["Cache-Control"] = hvNoStore
+		}
 		http.Error(w, "not found", http.StatusNotFound)
 		return false
 	default:
@@ -576,9 +593,9 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 
 // passthrough streams an object too big to cache from the origin.
 func (c *Cache) passthrough(w http.ResponseWriter, r *http.Request, key, id string, a *access) {
-	ctx, wd := newWatchdog(r.Context(), c.cfg.OriginTimeout)
+	ctx, wd := newWatchdog(r.Context(), c.headerTimeout(key), c.cfg.OriginTimeout)
 	defer wd.stop()
-	req, err := http.NewRequestWithContext(ctx, r.Method, withToken(c.origin+key, r.URL.Query().Get("token")), nil)
+	req, err := http.NewRequestWithContext(ctx, r.Method, upstreamURL(c.origin, key, r.URL.Query().Get("token")), nil)
 	if err != nil {
 		http.Error(w, "bad request", http.StatusBadRequest)
 		return

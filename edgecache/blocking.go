@@ -1,0 +1,180 @@
+package edgecache
+
+import (
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shoal-video/shoal/internal/hlspath"
+)
+
+// LL-HLS blocking playlist reloads (see the package doc).
+//
+// A request for a rendition's playlist (/hls/<id>/<r>/<name>.m3u8) or its
+// signed manifest (/hls/<id>/<r>/manifest.txt) with _HLS_msn (and maybe
+// _HLS_part) is cached and coalesced under its own key, the path plus the
+// normalized parameters:
+//
+//	/hls/<id>/<r>/index.m3u8?_HLS_msn=<N>
+//	/hls/<id>/<r>/index.m3u8?_HLS_msn=<N>&_HLS_part=<P>
+//
+// N and P without leading zeros. The same query (plus the token) is what
+// goes upstream. Every other parameter (_HLS_skip included) is left out of
+// the key and is not forwarded.
+
+// Names of the blocking reload parameters.
+const (
+	paramMSN  = "_HLS_msn"
+	paramPart = "_HLS_part"
+)
+
+// maxBlockingDigits is the longest _HLS_msn or _HLS_part value accepted.
+const maxBlockingDigits = 10
+
+// DefaultBlockingMargin is added to Config.OriginTimeout when
+// Config.BlockingTimeout is left zero: the origin holds a blocking reload
+// for up to three target durations before it answers 503.
+const DefaultBlockingMargin = 20 * time.Second
+
+// blockingPath reports whether p may carry a blocking reload: a rendition's
+// media playlist or signed manifest (/hls/<id>/<r>/<file>), not the master
+// playlist nor a media object.
+func blockingPath(p string) bool {
+	if !strings.HasPrefix(p, hlspath.Prefix) || strings.Count(p, "/") != 4 {
+		return false
+	}
+	return strings.HasSuffix(p, ".m3u8") || strings.HasSuffix(p, "/manifest.txt")
+}
+
+// blockingKey returns the cache key of a request for path p with the raw
+// query q: p itself when the request is not a blocking reload, p plus the
+// normalized parameters when it is. ok is false when the parameters are
+// malformed (the request is answered 400): a value that is not 1 to 10
+// decimal digits, a parameter given twice, or _HLS_part without _HLS_msn.
+func blockingKey(p, q string) (key string, ok bool) {
+	if q == "" || !blockingPath(p) || !strings.Contains(q, "HLS_") {
+		// "HLS_" also catches escaped names ("%5FHLS_msn"); the rest are
+		// ignored parameters.
+		return p, true
+	}
+	var msn, part string
+	var haveMSN, havePart bool
+	for q != "" {
+		var kv string
+		kv, q, _ = strings.Cut(q, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		if strings.IndexByte(k, '%') >= 0 || strings.IndexByte(k, '+') >= 0 {
+			uk, err := url.QueryUnescape(k)
+			if err != nil {
+				continue // not one of ours, and ignored like any other
+			}
+			k = uk
+		}
+		switch k {
+		case paramMSN:
+			if haveMSN {
+				return "", false
+			}
+			haveMSN = true
+			msn = v
+		case paramPart:
+			if havePart {
+				return "", false
+			}
+			havePart = true
+			part = v
+		}
+	}
+	if !haveMSN {
+		if havePart {
+			return "", false
+		}
+		return p, true
+	}
+	n, ok := blockingNumber(msn)
+	if !ok {
+		return "", false
+	}
+	key = p + "?" + paramMSN + "=" + n
+	if havePart {
+		n, ok := blockingNumber(part)
+		if !ok {
+			return "", false
+		}
+		key += "&" + paramPart + "=" + n
+	}
+	return key, true
+}
+
+// blockingNumber validates a parameter value (1 to maxBlockingDigits ASCII
+// digits, no escapes, no sign) and returns it without leading zeros.
+func blockingNumber(v string) (string, bool) {
+	if v == "" || len(v) > maxBlockingDigits {
+		return "", false
+	}
+	for i := 0; i < len(v); i++ {
+		if v[i] < '0' || v[i] > '9' {
+			return "", false
+		}
+	}
+	n, err := strconv.ParseUint(v, 10, 64)
+	if err != nil {
+		return "", false
+	}
+	return strconv.FormatUint(n, 10), true
+}
+
+// isBlockingKey reports whether a cache key is a blocking reload's: the
+// only keys with a query.
+func isBlockingKey(key string) bool { return strings.IndexByte(key, '?') >= 0 }
+
+// keyPath is the URL path of a cache key.
+func keyPath(key string) string {
+	if i := strings.IndexByte(key, '?'); i >= 0 {
+		return key[:i]
+	}
+	return key
+}
+
+// isPart reports whether key names an LL-HLS part, "<segment>-p<k>.m4s".
+func isPart(key string) bool {
+	name, ok := strings.CutSuffix(key, ".m4s")
+	if !ok {
+		return false
+	}
+	i := strings.LastIndex(name, "-p")
+	if i < 0 || i+2 == len(name) {
+		return false
+	}
+	for _, c := range name[i+2:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// upstreamURL is the URL key is fetched from at base, with the viewer's
+// token.
+func upstreamURL(base, key, token string) string {
+	u := base + key
+	if token == "" {
+		return u
+	}
+	if isBlockingKey(key) {
+		return u + "&token=" + url.QueryEscape(token)
+	}
+	return u + "?token=" + url.QueryEscape(token)
+}
+
+// headerTimeout bounds the wait for the origin's headers to a request for
+// key: Config.BlockingTimeout for a blocking reload and for a part (the
+// origin holds the preload-hinted one until it exists), OriginTimeout for
+// everything else. Pauses in a body are bounded by OriginTimeout always.
+func (c *Cache) headerTimeout(key string) time.Duration {
+	if isBlockingKey(key) || isPart(key) {
+		return c.cfg.BlockingTimeout
+	}
+	return c.cfg.OriginTimeout
+}
