@@ -104,7 +104,7 @@ func run(seconds int) error {
 	if err != nil {
 		return err
 	}
-	auth := keys{"whipkey": "whip1", "rtmpkey": "rtmp1"}
+	auth := keys{"whipkey": "whip1", "rtmpkey": "rtmp1", "llkey": "rtmp2"}
 	whipSrv, err := whip.New(whip.Config{UDPAddr: "127.0.0.1:0", MaxSessions: 10, MaxPerIP: 10,
 		ConnectTimeout: 20 * time.Second, ReadTimeout: 10 * time.Second},
 		whip.Deps{Log: log, Auth: auth, Hub: hub, Convert: converters{}})
@@ -164,9 +164,15 @@ func run(seconds int) error {
 	if err != nil {
 		return fmt.Errorf("rtmp: %w", err)
 	}
-	fmt.Fprintf(os.Stderr, "whip->whep: %d frames matched; rtmp->whep: %d\n", len(whipLat), len(rtmpLat))
-	fmt.Printf("bench-latency whep_p50_s=%.3f whep_p95_s=%.3f rtmp_to_whep_p50_s=%.3f rtmp_to_whep_p95_s=%.3f frames=%d\n",
-		pct(whipLat, 50), pct(whipLat, 95), pct(rtmpLat, 50), pct(rtmpLat, 95), len(whipLat)+len(rtmpLat))
+	llLat, err := measureLLHLS(ctx, hub, dir, "rtmp2", 500*time.Millisecond, func(ctx context.Context, sent *sendLog) error {
+		return publishRTMP(ctx, "rtmp://"+rtmpSrv.Addr().String()+"/live/llkey", frames, sent)
+	})
+	if err != nil {
+		return fmt.Errorf("ll-hls: %w", err)
+	}
+	fmt.Fprintf(os.Stderr, "whip->whep: %d frames matched; rtmp->whep: %d; rtmp->ll-hls part at the edge: %d\n", len(whipLat), len(rtmpLat), len(llLat))
+	fmt.Printf("bench-latency whep_p50_s=%.3f whep_p95_s=%.3f rtmp_to_whep_p50_s=%.3f rtmp_to_whep_p95_s=%.3f llhls_edge_p50_s=%.3f llhls_edge_p95_s=%.3f frames=%d\n",
+		pct(whipLat, 50), pct(whipLat, 95), pct(rtmpLat, 50), pct(rtmpLat, 95), pct(llLat, 50), pct(llLat, 95), len(whipLat)+len(rtmpLat)+len(llLat))
 	return nil
 }
 
