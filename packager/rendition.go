@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -360,7 +361,7 @@ type trackOut struct {
 	partData  []byte
 	partStart int64
 	segEnd    int64 // where the last sample of the segment being built that went out ends
-	served    []string
+	served    []playlist.Part
 
 	rec recording
 }
@@ -533,8 +534,8 @@ func (t *trackOut) flushPart(publish bool) {
 	if p.live != nil {
 		p.live.AddPart(t.key+"/"+name, data)
 	}
-	t.served = append(t.served, name)
 	t.parts = append(t.parts, playlist.Part{URI: name, Duration: dur, Independent: samples[0].key})
+	t.served = append(t.served, t.parts[len(t.parts)-1])
 	t.partData = append(t.partData, data...)
 	if publish {
 		t.publish()
@@ -623,18 +624,18 @@ func (t *trackOut) dropServedParts() {
 	keep := map[string]bool{}
 	for i := max(0, len(t.segs)-servedSegments); i < len(t.segs); i++ {
 		prefix := strings.TrimSuffix(t.segs[i].URI, t.r.p.format.ext()) + "-p"
-		for _, name := range t.served {
-			if strings.HasPrefix(name, prefix) {
-				keep[name] = true
+		for _, part := range t.served {
+			if strings.HasPrefix(part.URI, prefix) {
+				keep[part.URI] = true
 			}
 		}
 	}
 	out := t.served[:0]
-	for _, name := range t.served {
-		if keep[name] {
-			out = append(out, name)
+	for _, part := range t.served {
+		if keep[part.URI] {
+			out = append(out, part)
 		} else if t.r.p.live != nil {
-			t.r.p.live.DropPart(t.key + "/" + name)
+			t.r.p.live.DropPart(t.key + "/" + part.URI)
 		}
 	}
 	t.served = out
@@ -690,7 +691,11 @@ func (t *trackOut) publish() {
 		return
 	}
 	snap := live.Snapshot{Data: out, NextMSN: uint64(t.seq), Parts: len(t.parts),
-		Target: time.Duration(target * float64(time.Second)), PartTarget: p.partDuration()}
+		Target: time.Duration(target * float64(time.Second)), PartTarget: p.partDuration(),
+		Served: make([]live.PartRef, len(t.served))}
+	for i, part := range t.served {
+		snap.Served[i] = live.PartRef{Name: part.URI, Duration: time.Duration(math.Round(part.Duration*1000)) * time.Millisecond}
+	}
 	if m.Hint != "" {
 		snap.Hint = t.key + "/" + m.Hint
 	}
@@ -711,8 +716,8 @@ func (t *trackOut) writePlaylists() {
 	}
 	if p.live != nil {
 		p.live.Remove(t.key + "/index.m3u8")
-		for _, name := range t.served {
-			p.live.DropPart(t.key + "/" + name)
+		for _, part := range t.served {
+			p.live.DropPart(t.key + "/" + part.URI)
 		}
 		t.served = nil
 	}

@@ -5,7 +5,7 @@
 # when present).
 set -euo pipefail
 
-packages=(ffmpeg redis-server pkg-config chromium
+packages=(ffmpeg redis-server pkg-config chromium nodejs
   libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev
   libswscale-dev libswresample-dev libavutil-dev "$@")
 

@@ -27,6 +27,7 @@ import (
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/internal/webhook"
 	"github.com/shoal-video/shoal/packager"
+	"github.com/shoal-video/shoal/packager/live"
 	"github.com/shoal-video/shoal/packager/origin"
 	playerapi "github.com/shoal-video/shoal/player-api"
 	"github.com/shoal-video/shoal/restream"
@@ -87,14 +88,18 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 			serveSource = func(id string) bool { return !tc.Claimed(id) }
 		}
 	}
+	// Live playlists and LL-HLS parts go from the packager to the origin's
+	// HTTP handler in memory.
+	livePlaylists := live.New()
 	pkg, err := packager.New(packager.Config{
 		Dir:             filepath.Join(cfg.DataDir, "hls"),
 		SegmentDuration: cfg.HLS.SegmentDuration.Std(),
 		LiveWindow:      cfg.HLS.LiveWindow,
 		Format:          cfg.HLS.Format,
+		PartDuration:    cfg.HLS.PartDuration.Std(),
 		ServeSource:     serveSource,
 		Renditions:      masterRenditions(tc, cfg.Transcode.Passthrough),
-	}, packager.Deps{Log: log.With("component", "packager"), Hub: hub, Registerer: reg})
+	}, packager.Deps{Log: log.With("component", "packager"), Hub: hub, Registerer: reg, Live: livePlaylists})
 	if err != nil {
 		return err
 	}
@@ -190,7 +195,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLSDir: hlsDir, MetricsToken: cfg.MetricsToken,
 		HLSOptions: []origin.Option{origin.WithSignedPlayback(signed.signed, playbackKey.Public().(ed25519.PublicKey)),
-			origin.WithContentKey(contentKey)},
+			origin.WithContentKey(contentKey), origin.WithLive(livePlaylists)},
 		WrapHLS: nodes.countEdgeFetches},
 		httpDeps{Log: log.With("component", "http"), API: api, Web: pages, Ready: store, Registry: reg})
 	if err != nil {

@@ -107,8 +107,9 @@ type IngestConfig struct {
 // HLSConfig tunes the HLS packager.
 type HLSConfig struct {
 	SegmentDuration Duration `yaml:"segment_duration"`
-	LiveWindow      int      `yaml:"live_window"` // segments in the sliding live playlist
-	Format          string   `yaml:"format"`      // fmp4 or mpegts
+	LiveWindow      int      `yaml:"live_window"`   // segments in the sliding live playlist
+	Format          string   `yaml:"format"`        // fmp4 or mpegts
+	PartDuration    Duration `yaml:"part_duration"` // LL-HLS part target; 0: off
 }
 
 // HubConfig tunes the in-process stream hub.
@@ -155,6 +156,7 @@ func base() Config {
 			SegmentDuration: Duration(2 * time.Second),
 			LiveWindow:      6,
 			Format:          "fmp4",
+			PartDuration:    Duration(500 * time.Millisecond),
 		},
 		Hub: HubConfig{QueueSize: 1024},
 		Transcode: TranscodeConfig{

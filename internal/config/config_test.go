@@ -66,7 +66,7 @@ func TestDefaultIsValid(t *testing.T) {
 		Ingest: IngestConfig{ReconnectGrace: Duration(10 * time.Second), ReadTimeout: Duration(10 * time.Second), RTSPUDPPort: 8000,
 			MaxConnections: 1000, MaxConnectionsPerIP: 16,
 			WHIPUDPPort: 8189, WHIPMaxSessions: 100, WHIPMaxSessionsPerIP: 8, WHEPMaxViewers: 500, SRTLatency: Duration(200 * time.Millisecond), MaxRestreams: 5},
-		HLS: HLSConfig{SegmentDuration: Duration(2 * time.Second), LiveWindow: 6, Format: "fmp4"},
+		HLS: HLSConfig{SegmentDuration: Duration(2 * time.Second), LiveWindow: 6, Format: "fmp4", PartDuration: Duration(500 * time.Millisecond)},
 		Hub: HubConfig{QueueSize: 1024},
 		Transcode: TranscodeConfig{HWAccel: "auto", MaxLadders: -1, Ladder: "1080p:5000k,720p:3000k,480p:1200k,360p:700k",
 			Preset: "veryfast"},
@@ -297,6 +297,11 @@ func TestValidateMessages(t *testing.T) {
 			`hls.segment_duration (SHOAL_HLS_SEGMENT_DURATION): 100ms is out of range 500ms..30s`},
 		{"segment min", func(c *Config) { c.HLS.SegmentDuration = Duration(500 * time.Millisecond) }, ""},
 		{"segment max", func(c *Config) { c.HLS.SegmentDuration = Duration(30 * time.Second) }, ""},
+		{"part longer than a segment", func(c *Config) { c.HLS.PartDuration = Duration(3 * time.Second) },
+			`hls.part_duration (SHOAL_HLS_PART_DURATION): 3s is out of range 100ms..2s (hls.segment_duration), or 0 for off`},
+		{"part too short", func(c *Config) { c.HLS.PartDuration = Duration(50 * time.Millisecond) },
+			`hls.part_duration (SHOAL_HLS_PART_DURATION): 50ms is out of range 100ms..2s (hls.segment_duration), or 0 for off`},
+		{"parts off", func(c *Config) { c.HLS.PartDuration = 0 }, ""},
 		{"grace zero", func(c *Config) { c.Ingest.ReconnectGrace = 0 }, ""},
 		{"whip public ips", func(c *Config) { c.Ingest.WHIPPublicIPs = "203.0.113.7, 2001:db8::1" }, ""},
 		{"whip public ip bad", func(c *Config) { c.Ingest.WHIPPublicIPs = "203.0.113.7,example.com" },
@@ -528,6 +533,7 @@ func TestKeysDefaults(t *testing.T) {
 		"ingest.reconnect_grace": "10s",
 		"hls.segment_duration":   "2s",
 		"hls.live_window":        "6",
+		"hls.part_duration":      "500ms",
 		"hub.queue_size":         "1024",
 	} {
 		if got[key] != want {

@@ -191,6 +191,20 @@ var table = []key{
 	field("hls.format", "SHOAL_HLS_FORMAT",
 		"HLS segment container: fmp4 or mpegts",
 		func(c *Config) *string { return &c.HLS.Format }, parseLower, fmtString, oneOf("fmp4", "mpegts")),
+	alsoCheck(field("hls.part_duration", "SHOAL_HLS_PART_DURATION",
+		"LL-HLS partial segment target: players that support LL-HLS (hls.js, Safari) watch at about 2 s of delay; 0 turns LL-HLS off; 100ms up to hls.segment_duration; fmp4 only (ignored with mpegts)",
+		func(c *Config) *Duration { return &c.HLS.PartDuration }, parseDuration, Duration.String,
+		durationRange(0, Duration(15*time.Second))),
+		func(c *Config) error {
+			seg := c.HLS.SegmentDuration
+			if seg < Duration(500*time.Millisecond) {
+				return nil // hls.segment_duration says what is wrong
+			}
+			if d := c.HLS.PartDuration; d != 0 && (d < Duration(100*time.Millisecond) || d > seg) {
+				return fmt.Errorf("%s is out of range 100ms..%s (hls.segment_duration), or 0 for off", d, seg)
+			}
+			return nil
+		}),
 	field("hub.queue_size", "SHOAL_HUB_QUEUE_SIZE",
 		"access units buffered per stream subscriber before it drops until the next keyframe (16 to 100000)",
 		func(c *Config) *int { return &c.Hub.QueueSize }, parseInt, strconv.Itoa, intRange(16, 100000)),

@@ -40,6 +40,10 @@ type Snapshot struct {
 	PartTarget time.Duration
 	// Ended is set on the last snapshot of a playlist (EXT-X-ENDLIST).
 	Ended bool
+	// Served are the parts still served, oldest first: those the playlist
+	// lists and those of a few segments before (a player holding an older
+	// playlist may still ask for them). Signed manifests list them all.
+	Served []PartRef
 
 	changed chan struct{} // closed when a newer snapshot replaces this one
 }
@@ -58,6 +62,13 @@ func (s *Snapshot) Has(msn uint64, part int) bool {
 // for (RFC 8216bis 6.2.5.2: more than two past the last segment).
 func (s *Snapshot) TooFar(msn uint64) bool {
 	return !s.Ended && msn > s.NextMSN+1
+}
+
+// PartRef names a partial segment of a playlist (a name in the playlist's
+// directory) and its duration.
+type PartRef struct {
+	Name     string
+	Duration time.Duration
 }
 
 // Part is a partial segment and the hex SHA-256 of its bytes.

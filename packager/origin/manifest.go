@@ -221,6 +221,20 @@ func (h *Handler) manifest(rel string, snap *live.Snapshot) ([]byte, bool, error
 		if !ended {
 			objs, next = liveObjects(filepath.Join(h.Dir, filepath.FromSlash(dir), "recording.m3u8"), objs, next)
 		}
+		if snap != nil && len(snap.Served) > 0 {
+			// Every part still served, not only those the playlist lists:
+			// a player may hold a playlist a segment older.
+			kept := objs[:0:0]
+			for _, o := range objs {
+				if o.Kind != manifest.KindPart {
+					kept = append(kept, o)
+				}
+			}
+			for _, p := range snap.Served {
+				kept = append(kept, manifest.Object{Kind: manifest.KindPart, URI: p.Name, Duration: p.Duration})
+			}
+			objs = kept
+		}
 		m := manifest.Manifest{ID: id, Rendition: rendition, Seq: next, Time: now, Ended: ended,
 			Entries: make([]manifest.Entry, 0, len(objs))}
 		for _, o := range objs {

@@ -7,6 +7,15 @@
 // (POST /v1/delivery-reports) and the object is fetched from the next
 // candidate.
 //
+// Low-latency HLS: a live media playlist with EXT-X-PART-INF lists parts
+// (EXT-X-PART) and a preload hint, and hls.js reloads it with blocking
+// requests (index.m3u8?_HLS_msn=N&_HLS_part=P). After such a playlist the
+// loader asks for the manifest of exactly the state it shows
+// (manifest.txt?_HLS_msn=N&_HLS_part=P of its last part), which the
+// origin answers with the manifest of the first playlist that reached that
+// state: no cache on the way can answer with an older one. Every part is
+// hashed and checked like a segment.
+//
 // Manifest format: see internal/manifest (Go). The signature covers the
 // bytes up to and including the newline before the "sig " line.
 
@@ -17,6 +26,15 @@ const MAX_LIVE_AGE_MS = 30000;
 const PLAYLIST_TIMEOUT_MS = 5000;
 const SEGMENT_TIMEOUT_MS = 10000;
 const LIVE_MANIFEST_TTL_MS = 1000;
+// A blocking playlist or manifest request (LL-HLS): the origin may hold it
+// up to three target durations before it answers (503 past that).
+const BLOCKING_TIMEOUT_MIN_MS = 12000;
+// Manifests kept per candidate and rendition, by playlist state (a state
+// a part: a few seconds of a low-latency stream).
+const MAX_STATE_MANIFESTS = 48;
+// A file or rendition name, as Shoal writes them.
+const NAME_RE = /^[a-z0-9][a-z0-9.-]*$/;
+const RENDITION_RE = /^[a-z0-9][a-z0-9_-]*$/;
 
 // Failure kinds, as the origin's report endpoint names them.
 export const KIND = {
@@ -79,15 +97,17 @@ export function parseManifest(bytes) {
   const m = {
     keyId: field(1, 'key'), id: field(2, 'id'), rendition: field(3, 'rendition'),
     seq: Number(field(4, 'seq')), time: Number(field(5, 'time')), ended: field(6, 'ended') === '1',
-    entries: new Map(), segments: [], signed, sig,
+    entries: new Map(), segments: [], parts: [], signed, sig,
   };
   for (const l of lines.slice(7)) {
     const p = l.split(' ');
-    const ok = ((p.length === 4 && p[0] === 'init') || (p.length === 5 && p[0] === 'seg' && /^[0-9]+$/.test(p[4]))) &&
-      /^[0-9a-f]{64}$/.test(p[3]);
+    const timed = p[0] === 'seg' || p[0] === 'part';
+    const ok = ((p.length === 4 && p[0] === 'init') || (p.length === 5 && timed && /^[0-9]+$/.test(p[4]))) &&
+      /^[0-9]+$/.test(p[2]) && /^[0-9a-f]{64}$/.test(p[3]);
     if (!ok) throw new Error('bad manifest entry');
-    m.entries.set(p[1], { kind: p[0], size: Number(p[2]), sha256: p[3], ms: p[0] === 'seg' ? Number(p[4]) : 0 });
+    m.entries.set(p[1], { kind: p[0], size: Number(p[2]), sha256: p[3], ms: timed ? Number(p[4]) : 0 });
     if (p[0] === 'seg') m.segments.push(p[1]);
+    if (p[0] === 'part') m.parts.push(p[1]);
   }
   return m;
 }
@@ -108,7 +128,12 @@ export class Delivery {
     this.candidates = opts.candidates.map((c) => ({ base: new URL(c.url, location.href).origin, node: c.node_id || '', bad: false }));
     this.active = 0;
     this.manifests = new Map(); // base + rendition -> { at, promise }
-    this.seqs = new Map(); // rendition -> highest seq verified
+    this.stateManifests = new Map(); // base + rendition -> Map(state key -> promise)
+    this.seqs = new Map(); // base + rendition -> highest seq of a manifest fetched without a state
+    // rendition -> { target (s), names: Map(name -> state) }: what the
+    // last media playlists said (target duration; for low-latency ones, the
+    // state of the newest playlist that named each file or hinted a part).
+    this.renditions = new Map();
     this.verified = 0;
     this.failures = [];
     this.delivered = []; // the last objects handed to the player: { path, sha256, node }
@@ -154,9 +179,32 @@ export class Delivery {
     const u = new URL(url, location.href);
     const parts = u.pathname.split('/');
     const ok = parts[1] === 'hls' && parts[2] === this.id && !u.pathname.includes('..') &&
-      ((parts.length === 4 && parts[3] === 'master.m3u8') || (parts.length === 5 && /^[a-z0-9][a-z0-9_-]*$/.test(parts[3]) && /^[a-z0-9][a-z0-9.-]*$/.test(parts[4])));
+      ((parts.length === 4 && parts[3] === 'master.m3u8') || (parts.length === 5 && RENDITION_RE.test(parts[3]) && NAME_RE.test(parts[4])));
     if (!ok) throw new Error('a playlist pointed outside this stream: ' + u.pathname);
     return u.pathname;
+  }
+
+  // request is what load fetches for url: its path (see path) and, for a
+  // rendition's playlist, the LL-HLS delivery directives hls.js added
+  // (_HLS_msn, _HLS_part, _HLS_skip; any other parameter is dropped) as a
+  // query string, '' when there are none.
+  request(url, kind) {
+    const path = this.path(url);
+    let query = '';
+    if (kind === 'playlist' && path.split('/').length === 5) {
+      const q = new URL(url, location.href).searchParams;
+      const msn = q.get('_HLS_msn');
+      const part = q.get('_HLS_part');
+      const skip = q.get('_HLS_skip');
+      const dir = [];
+      if (msn !== null && /^[0-9]{1,15}$/.test(msn)) {
+        dir.push('_HLS_msn=' + msn);
+        if (part !== null && /^[0-9]{1,9}$/.test(part)) dir.push('_HLS_part=' + part);
+      }
+      if (skip === 'YES' || skip === 'v2') dir.push('_HLS_skip=' + skip);
+      query = dir.join('&');
+    }
+    return { path, query };
   }
 
   withToken(u) {
@@ -168,27 +216,28 @@ export class Delivery {
   // over to the next ones. kind: 'playlist' or 'media'. It resolves to
   // { data (ArrayBuffer), url, candidate }.
   async load(url, kind, signal) {
-    const path = this.path(url);
+    const req = this.request(url, kind);
     for (;;) {
       const c = this.current();
       if (!c || c.bad) throw new DeliveryError(KIND.http, 'no candidate left to fetch from');
-      const full = c.base + path;
+      const full = c.base + req.path;
       try {
-        const data = kind === 'playlist' ? await this.loadPlaylist(c, path, signal) : await this.loadMedia(c, path, signal);
+        const data = kind === 'playlist' ? await this.loadPlaylist(c, req, signal) : await this.loadMedia(c, req.path, signal);
         return { data, url: full, candidate: c };
       } catch (err) {
         if (signal && signal.aborted) throw err;
         if (!(err instanceof DeliveryError)) throw err;
-        // The origin is trusted: its failures are errors, not lies.
-        if (!c.node) throw err;
+        // The origin is trusted: its failures are errors, not lies. Nor
+        // is a soft error a lie (a hinted part that never came).
+        if (!c.node || err.soft) throw err;
         this.fail(c, full, err);
       }
     }
   }
 
-  // fetchBytes fetches path from c. Playlists and manifests are
-  // revalidated; segments may come from the browser's cache (they are
-  // verified all the same).
+  // fetchBytes fetches path (with its query) from c. Playlists and
+  // manifests are revalidated; segments may come from the browser's cache
+  // (they are verified all the same).
   async fetchBytes(c, path, timeout, signal, cache = 'no-cache') {
     const ctl = new AbortController();
     const onAbort = () => ctl.abort();
@@ -210,9 +259,32 @@ export class Delivery {
     }
   }
 
-  async loadPlaylist(c, path, signal) {
-    const bytes = await this.fetchBytes(c, path, PLAYLIST_TIMEOUT_MS, signal);
+  // blockingTimeout is how long to wait for a blocking request of
+  // rendition: the origin holds one up to three target durations.
+  blockingTimeout(rendition) {
+    const r = this.renditions.get(rendition);
+    const target = r && r.target > 0 ? r.target : 0;
+    return Math.max(BLOCKING_TIMEOUT_MIN_MS, (3 * target + 3) * 1000);
+  }
+
+  async loadPlaylist(c, req, signal) {
+    const { path } = req;
     const parts = path.split('/');
+    let bytes;
+    if (req.query) {
+      // A blocking reload. The origin answers 503 when the playlist did
+      // not get there in time and 400 when it was asked too far ahead:
+      // then (or on any other failure of the blocking request) take the
+      // playlist as it is now, which hls.js takes as a missed update.
+      try {
+        bytes = await this.fetchBytes(c, path + '?' + req.query, this.blockingTimeout(parts[3]), signal);
+      } catch (err) {
+        if ((signal && signal.aborted) || !(err instanceof DeliveryError)) throw err;
+        bytes = await this.fetchBytes(c, path, PLAYLIST_TIMEOUT_MS, signal);
+      }
+    } else {
+      bytes = await this.fetchBytes(c, path, PLAYLIST_TIMEOUT_MS, signal);
+    }
     if (parts.length === 4) {
       // The master playlist: variants and the audio group only (hls.js
       // would fetch session keys and data past the verifying loaders).
@@ -222,32 +294,108 @@ export class Delivery {
     if (parts.length === 5) {
       // A media playlist must follow the signed manifest of the same
       // candidate: its segments a run of the manifest's, in order, at the
-      // manifest's sequence numbers; nothing else to fetch.
+      // manifest's sequence numbers, its parts listed there too; nothing
+      // else to fetch.
       const pl = parsePlaylist(new TextDecoder().decode(bytes));
+      if (pl.bad) throw new DeliveryError(KIND.unlisted, pl.bad);
       const rendition = parts[3];
-      let m = await this.manifest(c, rendition, signal, false);
-      let problem = playlistProblem(pl, m);
-      if (problem) {
-        m = await this.manifest(c, rendition, signal, true);
-        problem = playlistProblem(pl, m);
+      const st = playlistState(pl);
+      if (st) {
+        // Low latency: the manifest of exactly this playlist's state.
+        const m = await abortable(this.stateManifest(c, rendition, st), signal);
+        const problem = playlistProblem(pl, m);
+        if (problem) throw new DeliveryError(KIND.unlisted, problem);
+      } else {
+        let m = await this.manifest(c, rendition, signal, false);
+        let problem = playlistProblem(pl, m);
+        if (problem) {
+          m = await this.manifest(c, rendition, signal, true);
+          problem = playlistProblem(pl, m);
+        }
+        if (problem) throw new DeliveryError(KIND.unlisted, problem);
       }
-      if (problem) throw new DeliveryError(KIND.unlisted, problem);
+      this.notePlaylist(rendition, pl, st);
     }
     return bytes.buffer;
+  }
+
+  // notePlaylist remembers what a verified media playlist said: its target
+  // duration and, when it has a state, the state of every file it names
+  // (the newest playlist's wins; those of older ones are kept while their
+  // segment is in the window) and of its preload hint.
+  notePlaylist(rendition, pl, st) {
+    let r = this.renditions.get(rendition);
+    if (!r) {
+      r = { target: 0, names: new Map() };
+      this.renditions.set(rendition, r);
+    }
+    r.target = pl.target;
+    if (!st) {
+      r.names.clear();
+      return;
+    }
+    for (const [name, s] of r.names) {
+      if (s.msn < pl.seq) r.names.delete(name);
+    }
+    for (const name of [...pl.inits, ...pl.segments]) r.names.set(name, st);
+    for (const p of pl.parts) {
+      // A part the state's manifest no longer lists keeps the state of an
+      // older playlist that had it, if any.
+      if (!p.unlisted) r.names.set(p.name, st);
+      else if (!r.names.has(p.name)) r.names.set(p.name, { ...st, unlisted: true });
+    }
+    if (pl.hint && !r.names.has(pl.hint.name)) r.names.set(pl.hint.name, { msn: pl.hint.msn, part: pl.hint.k, hint: true });
   }
 
   async loadMedia(c, path, signal) {
     const parts = path.split('/');
     const name = parts[4];
     const rendition = parts[3];
-    let m = await this.manifest(c, rendition, signal, false);
-    let e = m.entries.get(name);
+    const r = this.renditions.get(rendition);
+    const st = r && r.names.get(name);
+    let e = null;
+    if (st) {
+      // Low latency: the manifest of the state of the playlist that named
+      // it. When that one is not here yet (a hinted part, which the origin
+      // holds until it exists, and whose manifest it would hold the same
+      // way) the bytes come first, then the manifest.
+      const cached = this.cachedStateManifest(c, rendition, st);
+      if (cached) e = (await abortable(cached, signal)).entries.get(name);
+      if (!e) e = this.knownEntry(c, rendition, name);
+      if (!e) {
+        let bytes;
+        try {
+          bytes = await this.fetchBytes(c, path, SEGMENT_TIMEOUT_MS, signal, 'default');
+        } catch (err) {
+          // A hinted part may never come (404 once the hint moved on).
+          if (st.hint && err instanceof DeliveryError && err.code === 404) err.soft = true;
+          throw err;
+        }
+        const m = await abortable(this.stateManifest(c, rendition, st), signal);
+        e = m.entries.get(name) || this.knownEntry(c, rendition, name);
+        if (!e) {
+          // A part whose manifest had moved past it (see playlistProblem)
+          // cannot be checked: an error for hls.js, not a lie of the edge.
+          throw new DeliveryError(KIND.unlisted, `${name} is not in the signed manifest of the playlist that names it`, { soft: !!st.unlisted });
+        }
+        return this.check(c, path, name, e, bytes);
+      }
+    }
     if (!e) {
-      m = await this.manifest(c, rendition, signal, true);
+      let m = await this.manifest(c, rendition, signal, false);
       e = m.entries.get(name);
+      if (!e) {
+        m = await this.manifest(c, rendition, signal, true);
+        e = m.entries.get(name);
+      }
     }
     if (!e) throw new DeliveryError(KIND.unlisted, `${name} is not in the signed manifest`);
     const bytes = await this.fetchBytes(c, path, SEGMENT_TIMEOUT_MS, signal, 'default');
+    return this.check(c, path, name, e, bytes);
+  }
+
+  // check verifies bytes against manifest entry e and hands them over.
+  async check(c, path, name, e, bytes) {
     const sum = hex(await crypto.subtle.digest('SHA-256', bytes));
     if (bytes.byteLength !== e.size || sum !== e.sha256) {
       throw new DeliveryError(KIND.hash, `${name}: ${bytes.byteLength} bytes with SHA-256 ${sum}, the manifest says ${e.size} bytes with ${e.sha256}`,
@@ -268,25 +416,75 @@ export class Delivery {
     const key = c.base + '/' + rendition;
     const cached = this.manifests.get(key);
     const now = Date.now();
-    if (cached && !fresh && (cached.ended || now - cached.at < LIVE_MANIFEST_TTL_MS)) return cached.promise;
-    if (cached && fresh && cached.pending) return cached.promise;
+    if (cached && !fresh && (cached.ended || now - cached.at < LIVE_MANIFEST_TTL_MS)) return abortable(cached.promise, signal);
+    if (cached && fresh && cached.pending) return abortable(cached.promise, signal);
     const wait = cached && fresh ? Math.max(0, cached.at + LIVE_MANIFEST_TTL_MS + 100 - now) : 0;
     const entry = { at: now + wait, ended: false, pending: true };
-    entry.promise = sleep(wait, signal).then(() => this.fetchManifest(c, rendition, signal)).then((m) => {
+    // Shared by every load that needs it: not tied to the first one's
+    // signal (hls.js aborts loads), bounded by the fetch's timeout.
+    entry.promise = sleep(wait).then(() => this.fetchManifest(c, rendition, null)).then((m) => {
       entry.ended = m.ended;
       entry.pending = false;
       return m;
     }, (err) => {
-      this.manifests.delete(key);
+      if (this.manifests.get(key) === entry) this.manifests.delete(key);
       throw err;
     });
     this.manifests.set(key, entry);
-    return entry.promise;
+    return abortable(entry.promise, signal);
   }
 
-  async fetchManifest(c, rendition, signal) {
-    const path = `/hls/${this.id}/${rendition}/manifest.txt`;
-    const bytes = await this.fetchBytes(c, path, PLAYLIST_TIMEOUT_MS, signal);
+  // stateManifest returns the verified manifest of rendition from c for
+  // playlist state st ({ msn, part }: see playlistState), cached by state.
+  stateManifest(c, rendition, st) {
+    const key = c.base + '/' + rendition;
+    let byState = this.stateManifests.get(key);
+    if (!byState) {
+      byState = new Map();
+      this.stateManifests.set(key, byState);
+    }
+    const sk = stateQuery(st);
+    let p = byState.get(sk);
+    if (!p) {
+      p = this.fetchManifest(c, rendition, st).then((m) => {
+        if (byState.get(sk) === p) p.manifest = m;
+        return m;
+      }, (err) => {
+        if (byState.get(sk) === p) byState.delete(sk);
+        throw err;
+      });
+      byState.set(sk, p);
+      while (byState.size > MAX_STATE_MANIFESTS) byState.delete(byState.keys().next().value);
+    }
+    return p;
+  }
+
+  // knownEntry looks name up in the manifests by state of rendition that c
+  // already gave (names are never reused: any of them will do), newest
+  // first; null when none lists it.
+  knownEntry(c, rendition, name) {
+    const byState = this.stateManifests.get(c.base + '/' + rendition);
+    if (!byState) return null;
+    const ps = [...byState.values()];
+    for (let i = ps.length - 1; i >= 0; i--) {
+      const e = ps[i].manifest && ps[i].manifest.entries.get(name);
+      if (e) return e;
+    }
+    return null;
+  }
+
+  cachedStateManifest(c, rendition, st) {
+    const byState = this.stateManifests.get(c.base + '/' + rendition);
+    return byState && byState.get(stateQuery(st));
+  }
+
+  // fetchManifest fetches and verifies a manifest: the newest one, or with
+  // st the one of the first playlist that reached state st (a blocking
+  // request, like the playlist's).
+  async fetchManifest(c, rendition, st) {
+    let path = `/hls/${this.id}/${rendition}/manifest.txt`;
+    if (st) path += '?' + stateQuery(st);
+    const bytes = await this.fetchBytes(c, path, st ? this.blockingTimeout(rendition) : PLAYLIST_TIMEOUT_MS, null);
     let m;
     try {
       m = parseManifest(bytes);
@@ -306,6 +504,17 @@ export class Delivery {
         throw new DeliveryError(KIND.staleManifest, `the live manifest was signed ${Math.round(age / 1000)} s ago`);
       }
     }
+    if (st) {
+      // It must have reached the state asked for (seq: the media sequence
+      // after its last whole segment); what it lists, the playlist check
+      // compares. Manifests of older states come later at times: no
+      // ordering among them.
+      const want = st.part == null ? st.msn + 1 : st.msn;
+      if (m.seq < want && !m.ended) {
+        throw new DeliveryError(KIND.staleManifest, `the manifest asked for ${stateQuery(st)} has sequence ${m.seq}, before that state`);
+      }
+      return m;
+    }
     // Sequences only move forward, per candidate: another edge may be a
     // second behind this one without lying.
     const seqKey = c.base + '/' + rendition;
@@ -316,42 +525,188 @@ export class Delivery {
   }
 }
 
-function sleep(ms, signal) {
-  if (!ms) return Promise.resolve();
-  return new Promise((resolve) => {
-    const t = setTimeout(resolve, ms);
-    if (signal) signal.addEventListener('abort', () => { clearTimeout(t); resolve(); }, { once: true });
+// stateQuery is the query string that asks for playlist state st.
+export function stateQuery(st) {
+  return '_HLS_msn=' + st.msn + (st.part == null ? '' : '&_HLS_part=' + st.part);
+}
+
+// playlistState is the LL-HLS state a live low-latency media playlist
+// shows, as a blocking request would ask for it: { msn, part } of its last
+// part when that part's segment is not whole yet, else { msn } of its last
+// whole segment. null for other playlists (no EXT-X-PART-INF, ended, empty).
+export function playlistState(pl) {
+  if (!pl.partTarget || pl.ended) return null;
+  const pending = pl.seq + pl.segments.length;
+  const last = pl.parts[pl.parts.length - 1];
+  if (last && last.msn === pending) return { msn: pending, part: last.k };
+  if (pl.segments.length) return { msn: pending - 1 };
+  return null;
+}
+
+// abortable settles like promise, or rejects with an AbortError when
+// signal aborts first.
+function abortable(promise, signal) {
+  if (!signal) return promise;
+  if (signal.aborted) return Promise.reject(new DOMException('aborted', 'AbortError'));
+  return new Promise((resolve, reject) => {
+    const onAbort = () => reject(new DOMException('aborted', 'AbortError'));
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then((v) => {
+      signal.removeEventListener('abort', onAbort);
+      resolve(v);
+    }, (err) => {
+      signal.removeEventListener('abort', onAbort);
+      reject(err);
+    });
   });
+}
+
+function sleep(ms) {
+  if (!ms) return Promise.resolve();
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+// parseAttrs reads an attribute list (KEY=VALUE,KEY="VALUE",...) into an
+// object; null when it is malformed or names an attribute twice.
+function parseAttrs(s) {
+  const out = {};
+  const re = /([A-Z0-9-]+)=("[^"\r\n]*"|[^",\s]*)(,|$)/y;
+  let i = 0;
+  while (i < s.length) {
+    re.lastIndex = i;
+    const m = re.exec(s);
+    if (!m || Object.prototype.hasOwnProperty.call(out, m[1])) return null;
+    out[m[1]] = m[2].startsWith('"') ? m[2].slice(1, -1) : m[2];
+    i = re.lastIndex;
+    if (m[3] === '' && i < s.length) return null;
+  }
+  return out;
+}
+
+// partName splits a part's name, <segment name without .m4s>-p<k>.m4s,
+// into that base and k; null when it is not one.
+function partName(name) {
+  const m = /^(.+)-p([0-9]{1,6})\.m4s$/.exec(name);
+  return m ? { base: m[1], k: Number(m[2]) } : null;
 }
 
 // parsePlaylist reads what the checks need of a media playlist: its media
 // sequence, segment and init names (query strings dropped), whether it
-// ended, and tags or URIs Shoal's playlists never have.
+// ended, its target duration, and the LL-HLS parts (with the media
+// sequence number of their segment and their index k in it), preload hint
+// and rendition reports; bad says what Shoal's playlists never have (keys,
+// byte ranges, files outside the rendition, parts that are not their
+// segment's).
 export function parsePlaylist(text) {
-  const pl = { seq: 0, segments: [], durations: [], inits: [], ended: false, bad: '' };
+  const pl = {
+    seq: 0, segments: [], durations: [], inits: [], ended: false, bad: '',
+    target: 0, partTarget: 0, canBlockReload: false, parts: [], hint: null, reports: [],
+  };
+  const bad = (why) => { pl.bad = pl.bad || why; };
   let dur = -1;
+  let pending = []; // the parts listed since the last segment
+  // checkParts checks that parts are those of the segment named base, in
+  // order; k of the first may be past 0 (older parts drop out first).
+  const checkParts = (parts, base) => {
+    const p0 = parts.length ? partName(parts[0].name) : null;
+    for (let j = 0; j < parts.length; j++) {
+      const pn = partName(parts[j].name);
+      if (!pn || !p0 || (base != null && pn.base !== base) || pn.base !== p0.base || pn.k !== p0.k + j) {
+        bad(`the playlist lists part ${parts[j].name} out of place`);
+        return;
+      }
+    }
+  };
   for (const raw of text.split('\n')) {
     const l = raw.trim();
     if (!l) continue;
-    if (l.startsWith('#EXTINF:')) {
-      dur = Math.round(parseFloat(l.slice(8)) * 1000);
-    } else if (l.startsWith('#EXT-X-MEDIA-SEQUENCE:')) {
-      pl.seq = Number(l.slice(22));
-    } else if (l.startsWith('#EXT-X-MAP:')) {
+    const tag = l.startsWith('#') ? l.split(':')[0] : '';
+    const value = l.slice(tag.length + 1);
+    if (tag === '#EXTINF') {
+      dur = Math.round(parseFloat(value) * 1000);
+    } else if (tag === '#EXT-X-MEDIA-SEQUENCE') {
+      pl.seq = Number(value);
+    } else if (tag === '#EXT-X-TARGETDURATION') {
+      pl.target = Number(value) || 0;
+    } else if (tag === '#EXT-X-MAP') {
       const m = /URI="([^"]*)"/.exec(l);
       if (m) pl.inits.push(m[1].split('?')[0]);
+      if (/BYTERANGE/.test(value)) bad('the playlist has EXT-X-MAP with a byte range, which Shoal never writes');
     } else if (l === '#EXT-X-ENDLIST') {
       pl.ended = true;
-    } else if (/^#EXT-X-(KEY|SESSION-KEY|BYTERANGE|PART|PRELOAD-HINT|RENDITION-REPORT)\b/.test(l)) {
-      pl.bad = pl.bad || `the playlist has ${l.split(':')[0]}, which Shoal never writes`;
+    } else if (tag === '#EXT-X-PART-INF') {
+      const a = parseAttrs(value);
+      pl.partTarget = a && Number(a['PART-TARGET']) > 0 ? Number(a['PART-TARGET']) : 0;
+      if (!pl.partTarget) bad(`the playlist has a malformed ${l}`);
+    } else if (tag === '#EXT-X-SERVER-CONTROL') {
+      const a = parseAttrs(value);
+      if (!a) bad(`the playlist has a malformed ${l}`);
+      else pl.canBlockReload = a['CAN-BLOCK-RELOAD'] === 'YES';
+    } else if (tag === '#EXT-X-PART') {
+      const a = parseAttrs(value);
+      const name = a && a.URI != null ? a.URI.split('?')[0] : '';
+      const ok = a && Object.keys(a).every((k) => k === 'URI' || k === 'DURATION' || k === 'INDEPENDENT') &&
+        /^[0-9]+(\.[0-9]+)?$/.test(a.DURATION || '') && (a.INDEPENDENT == null || a.INDEPENDENT === 'YES' || a.INDEPENDENT === 'NO');
+      if (!ok) {
+        bad(`the playlist has ${l}, which Shoal never writes`);
+      } else if (!NAME_RE.test(name)) {
+        bad(`the playlist names ${name}, not a file of its rendition`);
+      } else {
+        const pn = partName(name);
+        pending.push({ name, ms: Math.round(Number(a.DURATION) * 1000), independent: a.INDEPENDENT === 'YES', k: pn ? pn.k : -1, msn: -1, segment: '' });
+      }
+    } else if (tag === '#EXT-X-PRELOAD-HINT') {
+      const a = parseAttrs(value);
+      const name = a && a.URI != null ? a.URI.split('?')[0] : '';
+      if (!a || a.TYPE !== 'PART' || !Object.keys(a).every((k) => k === 'TYPE' || k === 'URI') || pl.hint) {
+        bad(`the playlist has ${l}, which Shoal never writes`);
+      } else if (!NAME_RE.test(name) || !partName(name)) {
+        bad(`the playlist hints ${name}, not a part of its rendition`);
+      } else {
+        pl.hint = { name, k: partName(name).k, msn: -1 };
+      }
+    } else if (tag === '#EXT-X-RENDITION-REPORT') {
+      const a = parseAttrs(value);
+      const m = a && /^\.\.\/([a-z0-9][a-z0-9_-]*)\/index\.m3u8$/.exec(a.URI || '');
+      if (!m || !/^[0-9]{1,15}$/.test(a['LAST-MSN'] || '') || (a['LAST-PART'] != null && !/^[0-9]{1,9}$/.test(a['LAST-PART']))) {
+        bad(`the playlist has ${l}, not a report of another rendition of this stream`);
+      } else {
+        pl.reports.push({ rendition: m[1], msn: Number(a['LAST-MSN']), part: a['LAST-PART'] == null ? -1 : Number(a['LAST-PART']) });
+      }
+    } else if (/^#EXT-X-(KEY|SESSION-KEY|BYTERANGE)$/.test(tag)) {
+      bad(`the playlist has ${tag.slice(1)}, which Shoal never writes`);
     } else if (!l.startsWith('#')) {
       const name = l.split('?')[0];
-      if (!/^[a-z0-9][a-z0-9.-]*$/.test(name)) pl.bad = pl.bad || `the playlist names ${name}, not a file of its rendition`;
+      if (!NAME_RE.test(name)) bad(`the playlist names ${name}, not a file of its rendition`);
+      if (pending.length) {
+        checkParts(pending, name.endsWith('.m4s') ? name.slice(0, -4) : '\0');
+        for (const p of pending) {
+          p.msn = pl.seq + pl.segments.length;
+          p.segment = name;
+        }
+        pl.parts.push(...pending);
+        pending = [];
+      }
       pl.segments.push(name);
       pl.durations.push(dur);
       dur = -1;
     }
   }
+  // The parts of the segment being written, then the hint of its next part
+  // (or of the first part of the next segment).
+  const next = pl.seq + pl.segments.length;
+  checkParts(pending, null);
+  for (const p of pending) p.msn = next;
+  pl.parts.push(...pending);
+  if (pl.hint) {
+    const last = pending[pending.length - 1];
+    if (last && (partName(last.name).base !== partName(pl.hint.name).base || pl.hint.k !== last.k + 1)) {
+      bad(`the playlist hints ${pl.hint.name}, which does not follow ${last.name}`);
+    }
+    if (!last && pl.hint.k !== 0) bad(`the playlist hints ${pl.hint.name}, which does not start a segment`);
+    pl.hint.msn = next;
+  }
+  if ((pl.parts.length || pl.hint) && !pl.partTarget) bad('the playlist lists parts without EXT-X-PART-INF');
   return pl;
 }
 
@@ -361,6 +716,33 @@ export function playlistProblem(pl, m) {
   for (const i of pl.inits) {
     const e = m.entries.get(i);
     if (!e || e.kind !== 'init') return `the playlist names ${i}, which the signed manifest does not list`;
+  }
+  if (pl.parts.length) {
+    // Parts: a run of the manifest's, in order, each with its duration
+    // (the manifest's milliseconds; a playlist's DURATION has more digits,
+    // hence the millisecond of rounding allowed). A manifest newer than the
+    // playlist (the origin answers a blocking request with the state it
+    // has when it answers) may no longer list the parts of the oldest
+    // segments: those of a segment it lists whole, before the segment of
+    // its first part, are let through, marked unlisted (nothing to check
+    // their bytes against but an older manifest).
+    const firstPart = m.parts.length ? partName(m.parts[0]) : null;
+    const partsFrom = firstPart ? m.segments.indexOf(firstPart.base + '.m4s') : -1;
+    const listed = [];
+    for (const p of pl.parts) {
+      p.unlisted = false;
+      const seg = p.segment ? m.segments.indexOf(p.segment) : -1;
+      if (!m.entries.has(p.name) && seg >= 0 && (partsFrom < 0 || seg < partsFrom)) p.unlisted = true;
+      else listed.push(p);
+    }
+    const first = listed.length ? m.parts.indexOf(listed[0].name) : 0;
+    for (let j = 0; j < listed.length; j++) {
+      const p = listed[j];
+      const e = m.entries.get(p.name);
+      if (!e || e.kind !== 'part') return `the playlist names part ${p.name}, which the signed manifest does not list`;
+      if (m.parts[first + j] !== p.name) return `the playlist's parts are not the manifest's, in order, from ${listed[0].name} (at ${p.name})`;
+      if (Math.abs(p.ms - e.ms) > 1) return `the playlist gives ${p.name} ${p.ms} ms, the manifest ${e.ms} ms`;
+    }
   }
   if (!pl.segments.length) return '';
   const first = m.segments.indexOf(pl.segments[0]);

@@ -33,6 +33,7 @@ function start() {
     muted: !!state.muted,
     token,
     force: params.get('player') || '',
+    clockOffset: serverOffset,
     onLatency: showLatency,
   });
   window.shoalPlayer = player; // for support and tests
@@ -256,7 +257,7 @@ function showMode(phase) {
     connecting: 'Connecting in real time…',
     realtime: 'Playing in real time (WebRTC)',
     'realtime-pending': live ? 'Playing in real time (WebRTC)' : 'Plays in real time when the stream is live',
-    hls: live ? 'Playing over HLS' : '',
+    hls: live ? (document.body.dataset.lowLatency === 'true' ? 'Playing over low-latency HLS' : 'Playing over HLS') : '',
   }[shown];
 }
 
@@ -408,11 +409,23 @@ function setStatus(status) {
   badge.textContent = live ? 'Live' : status === 'recording' ? 'Recording' : 'Offline';
 }
 
-function showLatency(sec) {
+// showLatency shows how far behind live the stream plays (see
+// Player.latencyInfo), and whether over low-latency HLS.
+function showLatency(sec, info) {
+  const ll = sec != null && !!(info && info.lowLatency);
+  if (ll !== (document.body.dataset.lowLatency === 'true')) {
+    document.body.dataset.lowLatency = String(ll);
+    showMode();
+  }
   const el = document.getElementById('latency');
   if (!el) return;
   el.hidden = sec == null;
-  if (sec != null) el.textContent = `${sec.toFixed(1)} s behind live`;
+  if (sec == null) return;
+  el.textContent = `${sec.toFixed(1)} s behind live${ll ? ' · low latency' : ''}`;
+  el.title = info && info.measured != null
+    ? `Measured: the picture on screen was broadcast ${info.measured.toFixed(1)} s ago (its timestamps against the server's clock)` +
+      (info.latency != null ? `; ${info.latency.toFixed(1)} s behind the newest media the player knows of` : '')
+    : 'Behind the newest media the player knows of';
 }
 
 function setupShare() {

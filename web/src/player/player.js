@@ -1,7 +1,8 @@
 // The Shoal player: an HTML5 video element fed by hls.js (MSE), or by the
 // browser itself where HLS is native (Safari), with our own controls: seek
 // bar with storyboard previews, quality menu from the ladder, volume, live
-// badge and latency, picture-in-picture and fullscreen.
+// badge and latency, picture-in-picture and fullscreen. Live streams whose
+// playlists have parts (LL-HLS) play in hls.js's low-latency mode.
 
 import Hls from 'hls.js';
 import { h, icon, setIcon, formatTime, spokenTime, replaceChildren } from '../common/dom.js';
@@ -33,7 +34,8 @@ const SEEK_STEP = 5;
 export class Player {
   // root: the .player element rendered by the server (it holds the video
   // and the overlay). opts: { controls, autoplay, muted, token, force,
-  // onLatency(seconds|null), onState(kind) }.
+  // clockOffset (ms to add to Date.now() for the origin's clock),
+  // onLatency(seconds|null, info), onState(kind) }. info: see latencyInfo.
   constructor(root, opts) {
     this.root = root;
     this.opts = opts;
@@ -109,8 +111,13 @@ export class Player {
 
   attachHls(url, delivery) {
     const config = {
-      // Our playlists are plain HLS (not LL-HLS); keep a modest back buffer
-      // so long sessions do not grow memory.
+      // Live playlists with EXT-X-PART-INF (LL-HLS: parts, blocking
+      // reloads) play at the parts' hold-back; other playlists as plain HLS.
+      lowLatencyMode: true,
+      // Behind the target latency (a slow start, a stall), play up to
+      // 1.25x until caught up instead of staying late for good.
+      maxLiveSyncPlaybackRate: 1.25,
+      // A modest back buffer so long sessions do not grow memory.
       backBufferLength: 90,
       maxBufferLength: 30,
       capLevelToPlayerSize: true,
@@ -163,6 +170,7 @@ export class Player {
     this.qualityMenu.hidden = true;
     this.qualityBtn.hidden = true;
     this.mediaRecovered = false;
+    delete this.root.dataset.lowLatency;
     this.opts.onLatency && this.opts.onLatency(null);
   }
 
@@ -397,10 +405,39 @@ export class Player {
     this.seek.style.setProperty('--buffered', dur ? `${Math.min(100, (buffered / dur) * 100)}%` : '0%');
   }
 
+  // latencyInfo measures how far behind live hls.js plays: { latency
+  // (seconds behind the newest media the playlist lists, parts included),
+  // measured (seconds between the origin's clock now and the
+  // EXT-X-PROGRAM-DATE-TIME of the picture on screen; null without one),
+  // target (hls.js's target latency), lowLatency (the playlist has parts
+  // and hls.js plays in low-latency mode), partTarget (s) }; null before
+  // hls.js knows.
+  latencyInfo() {
+    const hls = this.hls;
+    if (!hls) return null;
+    const d = hls.latestLevelDetails;
+    const latency = Number.isFinite(hls.latency) && hls.latency > 0 ? hls.latency : null;
+    let measured = null;
+    const date = hls.playingDate;
+    if (date && Number.isFinite(date.getTime())) {
+      const s = (Date.now() + (this.opts.clockOffset || 0) - date.getTime()) / 1000;
+      // A clock or timeline off by minutes says nothing of the latency.
+      if (s >= 0 && s < 600) measured = s;
+    }
+    const partTarget = d && d.live && d.partTarget > 0 ? d.partTarget : 0;
+    return {
+      latency, measured,
+      target: Number.isFinite(hls.targetLatency) ? hls.targetLatency : null,
+      lowLatency: !!(partTarget && hls.lowLatencyMode),
+      partTarget,
+    };
+  }
+
   // onTick updates the live latency once a second.
   onTick() {
     if (!this.live || !this.root.classList.contains('has-source')) return;
     if (this.engine === 'webrtc') {
+      delete this.root.dataset.lowLatency;
       this.liveBtn.classList.toggle('behind', this.video.paused);
       this.latency.textContent = 'Real-time';
       this.latency.title = 'Playing over WebRTC, with well under a second of delay';
@@ -408,22 +445,31 @@ export class Player {
       return;
     }
     let lat = null;
-    if (this.hls && Number.isFinite(this.hls.latency) && this.hls.latency > 0) {
-      lat = this.hls.latency;
+    const info = this.latencyInfo();
+    if (info && info.latency != null) {
+      lat = info.latency;
     } else if (this.engine === 'native' && this.video.seekable.length) {
       lat = this.video.seekable.end(this.video.seekable.length - 1) - this.video.currentTime;
     }
+    if (info) this.root.dataset.lowLatency = String(info.lowLatency);
     if (lat == null || !this.started) {
       this.latency.textContent = '';
       this.opts.onLatency && this.opts.onLatency(null);
       return;
     }
-    const target = this.hls && Number.isFinite(this.hls.targetLatency) ? this.hls.targetLatency : 10;
+    const target = info && info.target != null ? info.target : 10;
     const behind = lat > target + 8 || this.video.paused;
     this.liveBtn.classList.toggle('behind', behind);
-    this.latency.textContent = `${lat.toFixed(1)} s`;
-    this.latency.title = 'Seconds behind the newest segment';
-    this.opts.onLatency && this.opts.onLatency(lat);
+    // Shown: the measured latency (the stream's timestamps against the
+    // origin's clock) where the playlist has them, else the distance to
+    // the newest media listed.
+    const shown = info && info.measured != null ? info.measured : lat;
+    this.latency.textContent = `${info && info.lowLatency ? 'LL · ' : ''}${shown.toFixed(1)} s`;
+    this.latency.title = (info && info.measured != null
+      ? `${info.measured.toFixed(1)} s behind the broadcast (its timestamps against the server's clock); ${lat.toFixed(1)} s behind the newest ${info.lowLatency ? 'part' : 'segment'}`
+      : `Seconds behind the newest ${info && info.lowLatency ? 'part' : 'segment'}`) +
+      (info && info.lowLatency ? ' (low-latency HLS)' : '');
+    this.opts.onLatency && this.opts.onLatency(shown, info);
   }
 
   goLive() {

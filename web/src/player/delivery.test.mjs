@@ -1,0 +1,405 @@
+// Unit tests of the verifying loader's LL-HLS rules (node --test; `go test
+// ./web/` runs them too, see node_test.go): the playlist and manifest
+// parsers, the playlist-against-manifest check, and the loader's blocking
+// reloads and manifests by playlist state, against fake servers.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  Delivery, KIND, parseManifest, parsePlaylist, playlistProblem, playlistState, stateQuery,
+} from './delivery.js';
+
+const ID = 'abc123';
+const enc = new TextEncoder();
+
+// An LL-HLS playlist as the origin writes it (see the origin contract):
+// segments 10 and 11 whole, the parts of 11, part 0 of 12 and a hint of
+// part 1 of 12.
+const LL = `#EXTM3U
+#EXT-X-VERSION:9
+#EXT-X-TARGETDURATION:2
+#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=1.5
+#EXT-X-PART-INF:PART-TARGET=0.5
+#EXT-X-MEDIA-SEQUENCE:10
+#EXT-X-MAP:URI="init-s1-0-0.mp4"
+#EXT-X-PROGRAM-DATE-TIME:2026-12-04T23:00:00.000Z
+#EXTINF:2.000,
+s1-0-10.m4s
+#EXT-X-PART:DURATION=0.50000,URI="s1-0-11-p0.m4s",INDEPENDENT=YES
+#EXT-X-PART:DURATION=0.50000,URI="s1-0-11-p1.m4s"
+#EXT-X-PART:DURATION=0.50000,URI="s1-0-11-p2.m4s"
+#EXT-X-PART:DURATION=0.50000,URI="s1-0-11-p3.m4s"
+#EXT-X-PROGRAM-DATE-TIME:2026-12-04T23:00:02.000Z
+#EXTINF:2.000,
+s1-0-11.m4s
+#EXT-X-PART:DURATION=0.50000,URI="s1-0-12-p0.m4s",INDEPENDENT=YES
+#EXT-X-PRELOAD-HINT:TYPE=PART,URI="s1-0-12-p1.m4s"
+#EXT-X-RENDITION-REPORT:URI="../240p/index.m3u8",LAST-MSN=12,LAST-PART=0
+`;
+
+function bytesOf(name) {
+  return enc.encode(`bytes of ${name} `.repeat(8));
+}
+
+async function sha256(b) {
+  return Buffer.from(await crypto.subtle.digest('SHA-256', b)).toString('hex');
+}
+
+function b64url(b) {
+  return Buffer.from(b).toString('base64url');
+}
+
+const key = await crypto.subtle.generateKey({ name: 'Ed25519' }, true, ['sign', 'verify']);
+const KEY_ID = '0123456789abcdef';
+const keys = { [KEY_ID]: key.publicKey };
+
+// manifestText signs a manifest of entries: [kind, name, ms?].
+async function manifestText({ seq, entries, ended = false, time = Date.now(), rendition = '360p' }) {
+  let t = `shoal-manifest 1\nkey ${KEY_ID}\nid ${ID}\nrendition ${rendition}\nseq ${seq}\ntime ${time}\nended ${ended ? 1 : 0}\n`;
+  for (const [kind, name, ms] of entries) {
+    const b = bytesOf(name);
+    t += `${kind} ${name} ${b.byteLength} ${await sha256(b)}${kind === 'init' ? '' : ' ' + ms}\n`;
+  }
+  const sig = await crypto.subtle.sign({ name: 'Ed25519' }, key.privateKey, enc.encode(t));
+  return t + `sig ${b64url(new Uint8Array(sig))}\n`;
+}
+
+const ENTRIES_12_0 = [
+  ['init', 'init-s1-0-0.mp4'], ['seg', 's1-0-10.m4s', 2000], ['seg', 's1-0-11.m4s', 2000],
+  ['part', 's1-0-11-p0.m4s', 500], ['part', 's1-0-11-p1.m4s', 500], ['part', 's1-0-11-p2.m4s', 500],
+  ['part', 's1-0-11-p3.m4s', 500], ['part', 's1-0-12-p0.m4s', 500],
+];
+
+test('parseManifest reads part entries', async () => {
+  const m = parseManifest(enc.encode(await manifestText({ seq: 12, entries: ENTRIES_12_0 })));
+  assert.deepEqual(m.parts, ['s1-0-11-p0.m4s', 's1-0-11-p1.m4s', 's1-0-11-p2.m4s', 's1-0-11-p3.m4s', 's1-0-12-p0.m4s']);
+  assert.deepEqual(m.segments, ['s1-0-10.m4s', 's1-0-11.m4s']);
+  const e = m.entries.get('s1-0-12-p0.m4s');
+  assert.equal(e.kind, 'part');
+  assert.equal(e.ms, 500);
+  assert.equal(e.size, bytesOf('s1-0-12-p0.m4s').byteLength);
+  for (const bad of ['part x.m4s 10 ' + 'a'.repeat(64), 'part x.m4s 10 ' + 'a'.repeat(64) + ' 1.5', 'parts x.m4s 10 ' + 'a'.repeat(64) + ' 5']) {
+    const text = `shoal-manifest 1\nkey ${KEY_ID}\nid ${ID}\nrendition 360p\nseq 1\ntime 1\nended 0\n${bad}\nsig AAAA\n`;
+    assert.throws(() => parseManifest(enc.encode(text)), /bad manifest entry/, bad);
+  }
+});
+
+test('parsePlaylist accepts the LL-HLS tags Shoal writes', () => {
+  const pl = parsePlaylist(LL);
+  assert.equal(pl.bad, '');
+  assert.equal(pl.seq, 10);
+  assert.equal(pl.target, 2);
+  assert.equal(pl.partTarget, 0.5);
+  assert.equal(pl.canBlockReload, true);
+  assert.deepEqual(pl.segments, ['s1-0-10.m4s', 's1-0-11.m4s']);
+  assert.deepEqual(pl.parts.map((p) => [p.name, p.msn, p.k, p.ms, p.independent]), [
+    ['s1-0-11-p0.m4s', 11, 0, 500, true], ['s1-0-11-p1.m4s', 11, 1, 500, false], ['s1-0-11-p2.m4s', 11, 2, 500, false],
+    ['s1-0-11-p3.m4s', 11, 3, 500, false], ['s1-0-12-p0.m4s', 12, 0, 500, true],
+  ]);
+  assert.deepEqual(pl.hint, { name: 's1-0-12-p1.m4s', msn: 12, k: 1 });
+  assert.deepEqual(pl.reports, [{ rendition: '240p', msn: 12, part: 0 }]);
+  assert.deepEqual(playlistState(pl), { msn: 12, part: 0 });
+  assert.equal(stateQuery(playlistState(pl)), '_HLS_msn=12&_HLS_part=0');
+});
+
+test('playlistState', () => {
+  // The last part is of a whole segment: the state is that segment.
+  const whole = LL.replace(/#EXT-X-PART:[^\n]*s1-0-12-p0[^\n]*\n/, '').replace('s1-0-12-p1.m4s', 's1-0-12-p0.m4s');
+  const pl = parsePlaylist(whole);
+  assert.equal(pl.bad, '');
+  assert.deepEqual(playlistState(pl), { msn: 11 });
+  assert.equal(stateQuery(playlistState(pl)), '_HLS_msn=11');
+  // No parts: not a low-latency playlist; ended ones neither.
+  assert.equal(playlistState(parsePlaylist('#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:3\n#EXTINF:2.000,\na.m4s\n')), null);
+  const ended = whole.replace(/#EXT-X-(SERVER-CONTROL|PART|PRELOAD-HINT|RENDITION-REPORT)[^\n]*\n/g, '') + '#EXT-X-ENDLIST\n';
+  assert.equal(parsePlaylist(ended).bad, '');
+  assert.equal(playlistState(parsePlaylist(ended)), null);
+});
+
+test('parsePlaylist rejects what Shoal never writes', () => {
+  const cases = {
+    key: LL + '#EXT-X-KEY:METHOD=AES-128,URI="https://evil.test/key"\n',
+    'session key': LL + '#EXT-X-SESSION-KEY:METHOD=AES-128,URI="k"\n',
+    byterange: LL.replace('#EXTINF:2.000,\ns1-0-10.m4s', '#EXTINF:2.000,\n#EXT-X-BYTERANGE:100@0\ns1-0-10.m4s'),
+    'part byterange': LL.replace('URI="s1-0-12-p0.m4s"', 'URI="s1-0-12-p0.m4s",BYTERANGE="100@0"'),
+    'part gap': LL.replace('URI="s1-0-12-p0.m4s"', 'URI="s1-0-12-p0.m4s",GAP=YES'),
+    'part without duration': LL.replace('DURATION=0.50000,URI="s1-0-12-p0.m4s"', 'URI="s1-0-12-p0.m4s"'),
+    'part elsewhere': LL.replace('URI="s1-0-12-p0.m4s"', 'URI="../240p/s1-0-12-p0.m4s"'),
+    'part on another host': LL.replace('URI="s1-0-12-p0.m4s"', 'URI="https://evil.test/s1-0-12-p0.m4s"'),
+    'part of another segment': LL.replace('URI="s1-0-11-p3.m4s"', 'URI="s1-0-12-p3.m4s"'),
+    'parts out of order': LL.replace('URI="s1-0-11-p1.m4s"', 'URI="s1-0-11-p9.m4s"'),
+    'hint byterange': LL.replace('URI="s1-0-12-p1.m4s"', 'URI="s1-0-12-p1.m4s",BYTERANGE-START=0,BYTERANGE-LENGTH=100'),
+    'hint of a map': LL.replace('TYPE=PART,URI="s1-0-12-p1.m4s"', 'TYPE=MAP,URI="init-s1-0-1.mp4"'),
+    'hint out of place': LL.replace('URI="s1-0-12-p1.m4s"', 'URI="s1-0-12-p3.m4s"'),
+    'hint elsewhere': LL.replace('URI="s1-0-12-p1.m4s"', 'URI="/hls/other/360p/s1-0-12-p1.m4s"'),
+    'report of another stream': LL.replace('../240p/index.m3u8', '../../other/240p/index.m3u8'),
+    'report on another host': LL.replace('../240p/index.m3u8', 'https://evil.test/hls/abc123/240p/index.m3u8'),
+    'report of another file': LL.replace('../240p/index.m3u8', '../240p/manifest.txt'),
+    'report without msn': LL.replace(',LAST-MSN=12', ''),
+    'parts without part-inf': LL.replace(/#EXT-X-PART-INF[^\n]*\n/, ''),
+    'map byterange': LL.replace('URI="init-s1-0-0.mp4"', 'URI="init-s1-0-0.mp4",BYTERANGE="800@0"'),
+  };
+  for (const [name, text] of Object.entries(cases)) {
+    assert.notEqual(parsePlaylist(text).bad, '', name);
+  }
+});
+
+test('playlistProblem checks parts against the manifest', async () => {
+  const pl = parsePlaylist(LL);
+  const m = parseManifest(enc.encode(await manifestText({ seq: 12, entries: ENTRIES_12_0 })));
+  assert.equal(playlistProblem(pl, m), '');
+  // A newer manifest (one more part) lists all of them too.
+  const newer = parseManifest(enc.encode(await manifestText({ seq: 12, entries: [...ENTRIES_12_0, ['part', 's1-0-12-p1.m4s', 500]] })));
+  assert.equal(playlistProblem(pl, newer), '');
+  // An older one lacks the playlist's last part.
+  const older = parseManifest(enc.encode(await manifestText({ seq: 12, entries: ENTRIES_12_0.slice(0, -1) })));
+  assert.match(playlistProblem(pl, older), /s1-0-12-p0\.m4s, which the signed manifest does not list/);
+  // A part listed as a segment is not a part.
+  const asSeg = ENTRIES_12_0.map((e) => (e[1] === 's1-0-12-p0.m4s' ? ['seg', e[1], 500] : e));
+  assert.match(playlistProblem(pl, parseManifest(enc.encode(await manifestText({ seq: 12, entries: asSeg })))), /does not list/);
+  // Durations: the manifest's milliseconds, give or take one of rounding.
+  const close = ENTRIES_12_0.map((e) => (e[1] === 's1-0-12-p0.m4s' ? ['part', e[1], 501] : e));
+  assert.equal(playlistProblem(pl, parseManifest(enc.encode(await manifestText({ seq: 12, entries: close })))), '');
+  const off = ENTRIES_12_0.map((e) => (e[1] === 's1-0-12-p0.m4s' ? ['part', e[1], 400] : e));
+  assert.match(playlistProblem(pl, parseManifest(enc.encode(await manifestText({ seq: 12, entries: off })))), /gives s1-0-12-p0\.m4s 500 ms, the manifest 400 ms/);
+  // Order: the manifest's.
+  const swapped = [...ENTRIES_12_0];
+  [swapped[4], swapped[5]] = [swapped[5], swapped[4]];
+  assert.match(playlistProblem(pl, parseManifest(enc.encode(await manifestText({ seq: 12, entries: swapped })))), /not the manifest's, in order/);
+  // Segments as before.
+  const noSeg = ENTRIES_12_0.filter((e) => e[1] !== 's1-0-11.m4s');
+  assert.match(playlistProblem(pl, parseManifest(enc.encode(await manifestText({ seq: 11, entries: noSeg })))), /segments are not the manifest's/);
+});
+
+// ---- the loader, against fake servers ---------------------------------
+
+globalThis.location = { href: 'http://origin.test/watch/' + ID };
+
+// fakeFetch serves files by URL (token dropped); a handler may be a
+// function (url, init) returning a Response or a promise of one. It
+// records every URL asked for.
+function fakeFetch(routes) {
+  const calls = [];
+  globalThis.fetch = async (url, init = {}) => {
+    const u = new URL(url);
+    u.searchParams.delete('token');
+    const key = u.origin + u.pathname + (u.search ? u.search : '');
+    calls.push(key);
+    if (init.method === 'POST') return new Response('{}', { status: 202 });
+    const h = routes[key];
+    if (h === undefined) return new Response('not found', { status: 404 });
+    if (typeof h === 'function') return h(url, init);
+    return new Response(h, { status: 200 });
+  };
+  return calls;
+}
+
+const EDGE = 'http://edge.test';
+const ORIGIN = 'http://origin.test';
+const R = `/hls/${ID}/360p`;
+
+function newDelivery() {
+  return new Delivery({
+    id: ID, keys, token: 'tok', reportURL: ORIGIN + '/v1/delivery-reports',
+    candidates: [{ url: EDGE, node_id: 'edge-1' }, { url: ORIGIN }],
+  });
+}
+
+async function routesFor(base, { playlist = LL, entries = ENTRIES_12_0, fileBytes = bytesOf } = {}) {
+  const r = {
+    [`${base}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`]: playlist,
+    [`${base}${R}/index.m3u8`]: playlist,
+    [`${base}${R}/manifest.txt?_HLS_msn=12&_HLS_part=0`]: await manifestText({ seq: 12, entries }),
+    [`${base}${R}/manifest.txt?_HLS_msn=12&_HLS_part=1`]: await manifestText({ seq: 12, entries: [...entries, ['part', 's1-0-12-p1.m4s', 500]] }),
+  };
+  for (const [, name] of [...entries, ['part', 's1-0-12-p1.m4s']]) r[`${base}${R}/${name}`] = fileBytes(name);
+  return r;
+}
+
+test('request keeps only the delivery directives, on playlists', () => {
+  const d = newDelivery();
+  assert.deepEqual(d.request(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=3&token=x&foo=bar`, 'playlist'),
+    { path: `${R}/index.m3u8`, query: '_HLS_msn=12&_HLS_part=3' });
+  assert.deepEqual(d.request(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_skip=YES`, 'playlist'),
+    { path: `${R}/index.m3u8`, query: '_HLS_msn=12&_HLS_skip=YES' });
+  // Malformed directives are dropped (and a part without an msn).
+  assert.equal(d.request(`${EDGE}${R}/index.m3u8?_HLS_msn=-1&_HLS_part=2`, 'playlist').query, '');
+  assert.equal(d.request(`${EDGE}${R}/index.m3u8?_HLS_msn=1e3`, 'playlist').query, '');
+  assert.equal(d.request(`${EDGE}${R}/index.m3u8?_HLS_msn=5&_HLS_part=x&_HLS_skip=NO`, 'playlist').query, '_HLS_msn=5');
+  // Media and the master playlist: never a query.
+  assert.equal(d.request(`${EDGE}${R}/s1-0-12-p0.m4s?_HLS_msn=1`, 'media').query, '');
+  assert.equal(d.request(`${EDGE}/hls/${ID}/master.m3u8?_HLS_msn=1`, 'playlist').query, '');
+  assert.throws(() => d.request(`${EDGE}/hls/other/360p/index.m3u8`, 'playlist'), /outside this stream/);
+});
+
+test('blocking timeouts allow three target durations, at least 12 s', () => {
+  const d = newDelivery();
+  assert.equal(d.blockingTimeout('360p'), 12000);
+  d.renditions.set('360p', { target: 6, names: new Map() });
+  assert.ok(d.blockingTimeout('360p') >= 18000);
+});
+
+test('a blocking reload is checked against the manifest of its state', async () => {
+  const calls = fakeFetch({ ...(await routesFor(EDGE)) });
+  const d = newDelivery();
+  const res = await d.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  assert.equal(new TextDecoder().decode(res.data), LL);
+  assert.equal(res.url, `${EDGE}${R}/index.m3u8`);
+  assert.deepEqual(calls, [`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, `${EDGE}${R}/manifest.txt?_HLS_msn=12&_HLS_part=0`]);
+  // Its files come with no other manifest: the parts, segments and init.
+  calls.length = 0;
+  for (const name of ['s1-0-12-p0.m4s', 's1-0-11-p3.m4s', 's1-0-11.m4s', 'init-s1-0-0.mp4']) {
+    const r = await d.load(`${EDGE}${R}/${name}`, 'media');
+    assert.deepEqual(new Uint8Array(r.data), bytesOf(name));
+  }
+  assert.deepEqual(calls, ['s1-0-12-p0.m4s', 's1-0-11-p3.m4s', 's1-0-11.m4s', 'init-s1-0-0.mp4'].map((n) => `${EDGE}${R}/${n}`));
+  assert.equal(d.verified, 4);
+  assert.deepEqual(d.failures, []);
+});
+
+test('a hinted part: the bytes first, then the manifest of its state', async () => {
+  const routes = await routesFor(EDGE);
+  let partServed = false;
+  const hinted = routes[`${EDGE}${R}/s1-0-12-p1.m4s`];
+  routes[`${EDGE}${R}/s1-0-12-p1.m4s`] = () => {
+    partServed = true;
+    return new Response(hinted);
+  };
+  const manifest = routes[`${EDGE}${R}/manifest.txt?_HLS_msn=12&_HLS_part=1`];
+  routes[`${EDGE}${R}/manifest.txt?_HLS_msn=12&_HLS_part=1`] = () => {
+    // The origin would hold this one until the part exists.
+    assert.ok(partServed, 'the manifest of the hinted state was asked for before the part');
+    return new Response(manifest);
+  };
+  const calls = fakeFetch(routes);
+  const d = newDelivery();
+  await d.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  calls.length = 0;
+  const r = await d.load(`${EDGE}${R}/s1-0-12-p1.m4s`, 'media');
+  assert.deepEqual(new Uint8Array(r.data), bytesOf('s1-0-12-p1.m4s'));
+  assert.deepEqual(calls, [`${EDGE}${R}/s1-0-12-p1.m4s`, `${EDGE}${R}/manifest.txt?_HLS_msn=12&_HLS_part=1`]);
+  assert.deepEqual(d.failures, []);
+  // A hinted part that never came (404 once the hint moved on) is an
+  // error for hls.js, not a lie of the edge.
+  routes[`${EDGE}${R}/s1-0-12-p1.m4s`] = undefined;
+  const d2 = newDelivery();
+  await d2.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  await assert.rejects(d2.load(`${EDGE}${R}/s1-0-12-p1.m4s`, 'media'), (err) => err.code === 404);
+  assert.deepEqual(d2.failures, []);
+  assert.equal(d2.current().node, 'edge-1');
+});
+
+test('a part altered by the edge is caught and taken from the origin', async () => {
+  const edge = await routesFor(EDGE, { fileBytes: (n) => (n === 's1-0-12-p0.m4s' ? enc.encode('x'.repeat(bytesOf(n).byteLength)) : bytesOf(n)) });
+  const calls = fakeFetch({ ...edge, ...(await routesFor(ORIGIN)) });
+  const d = newDelivery();
+  await d.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  const r = await d.load(`${EDGE}${R}/s1-0-12-p0.m4s`, 'media');
+  assert.deepEqual(new Uint8Array(r.data), bytesOf('s1-0-12-p0.m4s'));
+  assert.equal(d.failures.length, 1);
+  assert.equal(d.failures[0].kind, KIND.hash);
+  assert.equal(d.current().base, ORIGIN);
+  // From the origin: its manifest of the same state, after the bytes.
+  assert.deepEqual(calls.slice(-2), [`${ORIGIN}${R}/s1-0-12-p0.m4s`, `${ORIGIN}${R}/manifest.txt?_HLS_msn=12&_HLS_part=0`]);
+});
+
+test('a playlist naming a part its state manifest lacks is a lie', async () => {
+  const edge = await routesFor(EDGE);
+  // The edge answers the state's manifest with an older one.
+  edge[`${EDGE}${R}/manifest.txt?_HLS_msn=12&_HLS_part=0`] = await manifestText({ seq: 12, entries: ENTRIES_12_0.slice(0, -1) });
+  fakeFetch({ ...edge, ...(await routesFor(ORIGIN)) });
+  const d = newDelivery();
+  const res = await d.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  assert.equal(res.url, `${ORIGIN}${R}/index.m3u8`);
+  assert.equal(d.failures.length, 1);
+  assert.equal(d.failures[0].kind, KIND.unlisted);
+  // A manifest that has not reached the state asked for is stale.
+  const edge2 = await routesFor(EDGE);
+  edge2[`${EDGE}${R}/manifest.txt?_HLS_msn=12&_HLS_part=0`] = await manifestText({ seq: 11, entries: ENTRIES_12_0.filter((e) => e[1] !== 's1-0-11.m4s') });
+  fakeFetch({ ...edge2, ...(await routesFor(ORIGIN)) });
+  const d2 = newDelivery();
+  await d2.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  assert.equal(d2.failures[0].kind, KIND.staleManifest);
+});
+
+test('a blocking reload the origin could not satisfy falls back to the playlist as it is', async () => {
+  const edge = await routesFor(EDGE);
+  edge[`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`] = () => new Response('not within 3 target durations', { status: 503 });
+  const calls = fakeFetch(edge);
+  const d = newDelivery();
+  const res = await d.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  assert.equal(res.url, `${EDGE}${R}/index.m3u8`);
+  assert.deepEqual(d.failures, []);
+  assert.deepEqual(calls, [`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, `${EDGE}${R}/index.m3u8`, `${EDGE}${R}/manifest.txt?_HLS_msn=12&_HLS_part=0`]);
+});
+
+test('a plain live playlist keeps the manifest of the last second', async () => {
+  const plain = '#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-MAP:URI="init-s1-0-0.mp4"\n#EXTINF:2.000,\ns1-0-10.m4s\n#EXTINF:2.000,\ns1-0-11.m4s\n';
+  const calls = fakeFetch({
+    [`${EDGE}${R}/index.m3u8`]: plain,
+    [`${EDGE}${R}/manifest.txt`]: await manifestText({ seq: 12, entries: ENTRIES_12_0.slice(0, 3) }),
+    [`${EDGE}${R}/s1-0-11.m4s`]: bytesOf('s1-0-11.m4s'),
+  });
+  const d = newDelivery();
+  await d.load(`${EDGE}${R}/index.m3u8`, 'playlist');
+  await d.load(`${EDGE}${R}/s1-0-11.m4s`, 'media');
+  assert.deepEqual(calls, [`${EDGE}${R}/index.m3u8`, `${EDGE}${R}/manifest.txt`, `${EDGE}${R}/s1-0-11.m4s`]);
+  assert.deepEqual(d.failures, []);
+});
+
+// The manifest after segment 12 closed: parts of 11 no longer listed.
+const ENTRIES_13 = [
+  ['init', 'init-s1-0-0.mp4'], ['seg', 's1-0-10.m4s', 2000], ['seg', 's1-0-11.m4s', 2000], ['seg', 's1-0-12.m4s', 2000],
+  ['part', 's1-0-12-p0.m4s', 500], ['part', 's1-0-12-p1.m4s', 500], ['part', 's1-0-12-p2.m4s', 500], ['part', 's1-0-12-p3.m4s', 500],
+];
+
+test('a manifest newer than the playlist may have dropped the oldest parts', async () => {
+  const pl = parsePlaylist(LL);
+  const m = parseManifest(enc.encode(await manifestText({ seq: 13, entries: ENTRIES_13 })));
+  assert.equal(playlistProblem(pl, m), '');
+  assert.deepEqual(pl.parts.filter((p) => p.unlisted).map((p) => p.name), ['s1-0-11-p0.m4s', 's1-0-11-p1.m4s', 's1-0-11-p2.m4s', 's1-0-11-p3.m4s']);
+  // Not a part of a segment the manifest still has parts of, nor of the
+  // segment being written.
+  const partial = parseManifest(enc.encode(await manifestText({ seq: 12, entries: ENTRIES_12_0.filter((e) => e[1] !== 's1-0-11-p3.m4s') })));
+  assert.match(playlistProblem(parsePlaylist(LL), partial), /s1-0-11-p3\.m4s, which the signed manifest does not list/);
+  const extra = parsePlaylist(LL.replace('#EXT-X-PRELOAD-HINT:TYPE=PART,URI="s1-0-12-p1.m4s"', '#EXT-X-PART:DURATION=0.5,URI="s1-0-12-p1.m4s"'));
+  const m12 = parseManifest(enc.encode(await manifestText({ seq: 12, entries: ENTRIES_12_0 })));
+  assert.match(playlistProblem(extra, m12), /s1-0-12-p1\.m4s, which the signed manifest does not list/);
+});
+
+test('a part only an older manifest listed is checked against it, else an error that is no lie', async () => {
+  const edge = await routesFor(EDGE);
+  edge[`${EDGE}${R}/manifest.txt?_HLS_msn=12&_HLS_part=0`] = await manifestText({ seq: 13, entries: ENTRIES_13 });
+  fakeFetch(edge);
+  const d = newDelivery();
+  await d.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  assert.deepEqual(d.failures, []);
+  await assert.rejects(d.load(`${EDGE}${R}/s1-0-11-p3.m4s`, 'media'), (err) => err.kind === KIND.unlisted && err.soft);
+  assert.deepEqual(d.failures, []);
+  // With an older manifest known (that of the playlist before, at segment
+  // 11 whole), the part is checked against it.
+  const before = LL.replace(/#EXT-X-PART:[^\n]*s1-0-12-p0[^\n]*\n/, '').replace('s1-0-12-p1.m4s', 's1-0-12-p0.m4s');
+  const d2 = newDelivery();
+  fakeFetch({ ...edge, [`${EDGE}${R}/index.m3u8?_HLS_msn=11`]: before,
+    [`${EDGE}${R}/manifest.txt?_HLS_msn=11`]: await manifestText({ seq: 12, entries: ENTRIES_12_0.slice(0, -1) }) });
+  await d2.load(`${EDGE}${R}/index.m3u8?_HLS_msn=11`, 'playlist');
+  await d2.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  const r = await d2.load(`${EDGE}${R}/s1-0-11-p3.m4s`, 'media');
+  assert.deepEqual(new Uint8Array(r.data), bytesOf('s1-0-11-p3.m4s'));
+  assert.deepEqual(d2.failures, []);
+});
+
+test('the packager\'s golden LL playlists pass', async () => {
+  const { readFile } = await import('node:fs/promises');
+  for (const f of ['ll_live.m3u8', 'll_live_next_discontinuity.m3u8']) {
+    let text;
+    try {
+      text = await readFile(new URL(`../../../packager/playlist/testdata/${f}`, import.meta.url), 'utf8');
+    } catch {
+      continue; // web/ alone
+    }
+    const pl = parsePlaylist(text);
+    assert.equal(pl.bad, '', f);
+    assert.ok(pl.parts.length > 0 && pl.hint && playlistState(pl), f);
+  }
+});
