@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/shoal-video/shoal/internal/app.Version=$(VERSION)
 # Go's test timeout for the whole suite; CI allows 90 minutes, we aim well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build run test deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge bench-latency web web-check
+.PHONY: all build run test deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge bench-latency bench-packager web web-check
 
 all: build
 
@@ -28,7 +28,7 @@ test: deps
 
 # Benchmarks: each prints one summary line of name=value figures, ratios
 # against a peer run side by side in the same command (see benchmarks/README.md).
-bench: bench-transcode bench-vod bench-edge bench-latency
+bench: bench-transcode bench-vod bench-edge bench-latency bench-packager
 
 bench-transcode: deps
 	$(GO) run ./benchmarks/transcode $(BENCH_ARGS)
@@ -38,6 +38,9 @@ bench-vod: deps
 
 bench-latency: deps
 	$(GO) run ./benchmarks/latency $(BENCH_ARGS)
+
+bench-packager: deps
+	$(GO) run ./benchmarks/packager $(BENCH_ARGS)
 
 # nginx-light is the peer and wrk loads both; install-deps installs them
 # with everything deps does.
