@@ -225,3 +225,35 @@ func TestCostPerSegmentStaysFlat(t *testing.T) {
 	}
 	pub.End()
 }
+
+// Timestamps with FLV's millisecond jitter (33, 33, 34 ms at 30 fps) never
+// make a part longer than the part target.
+func TestPartsNeverExceedTheTarget(t *testing.T) {
+	t.Parallel()
+	r := newLLRig(t, Config{PartDuration: 500 * time.Millisecond})
+	pub, _ := r.hub.Publish(media.StreamKey{Name: "jit", Rendition: "720p"}, tracks[:1])
+	for v := 0; v < 30*9; v++ {
+		key := v%60 == 0
+		payload := [][]byte{{0x41, 0x9a, byte(v)}}
+		if key {
+			payload = [][]byte{testSPS, testPPS, {0x65, 0x88, byte(v)}}
+		}
+		ts := int64(v*1000/30) * 90 // whole milliseconds, in the 90 kHz clock
+		pub.Write(&media.AccessUnit{Track: 0, DTS: ts, PTS: ts, Keyframe: key, Payload: payload})
+	}
+	snap := r.waitSnap(t, "jit/720p/index.m3u8", func(s *live.Snapshot) bool { return s.NextMSN == 4 })
+	m := parseMedia(t, snap.Data)
+	n := 0
+	for _, seg := range m.Segments {
+		for _, p := range seg.Parts {
+			n++
+			if p.Duration > 500*time.Millisecond {
+				t.Errorf("%s lasts %s, more than the 500ms part target", p.URI, p.Duration)
+			}
+		}
+	}
+	if n < 8 {
+		t.Fatalf("only %d parts listed\n%s", n, snap.Data)
+	}
+	pub.End()
+}

@@ -42,6 +42,9 @@ type streamState struct {
 	// audioOwned mirrors audioOwner != nil so that renditions that do not
 	// write the audio group check it per audio frame without the lock.
 	audioOwned atomic.Bool
+	// audioEnded: audioOut was ended (releaseAudio); it is never taken
+	// over.
+	audioEnded bool
 	audio      *variantInfo
 	lastMaster []byte
 	// epoch is the wall-clock time of the start of the stream's output
@@ -135,9 +138,10 @@ func (st *streamState) claimAudio(r *rendition, tr media.Track) *trackOut {
 		return st.audioOut
 	case st.audioOwner != nil:
 		return nil
-	case st.audioOut == nil:
+	case st.audioOut == nil || st.audioEnded:
 		st.audio = &variantInfo{}
 		st.audioOut = r.newTrackOut(filepath.Join(st.dir, AudioDir), tr)
+		st.audioEnded = false
 	default:
 		st.audioOut.r = r
 		st.audioOut.track = tr
@@ -151,14 +155,25 @@ func (st *streamState) claimAudio(r *rendition, tr media.Track) *trackOut {
 	return st.audioOut
 }
 
-// releaseAudio gives up r's ownership of the audio group.
-func (st *streamState) releaseAudio(r *rendition) {
+// releaseAudio gives up r's ownership of the audio group and reports
+// whether the group ends with it (no other rendition runs). The check and
+// the end are one step under both locks: a rendition joining a moment later
+// starts a new audio playlist instead of taking over an ended one (whose
+// recording already has ENDLIST).
+func (st *streamState) releaseAudio(r *rendition) bool {
+	st.p.mu.Lock()
+	defer st.p.mu.Unlock()
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.audioOwner == r {
 		st.audioOwner = nil
 		st.audioOwned.Store(false)
 	}
+	if st.active > 1 {
+		return false
+	}
+	st.audioEnded = true
+	return true
 }
 
 // segmentDone records a finished segment and rewrites the master playlist

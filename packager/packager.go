@@ -345,13 +345,6 @@ func (p *Packager) leave(st *streamState) {
 	}
 }
 
-// othersActive reports whether renditions of st other than the caller run.
-func (p *Packager) othersActive(st *streamState) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return st.active > 1
-}
-
 // Remove deletes the HLS output of stream id. If the stream is being
 // packaged, the output is deleted as soon as its renditions finish (end the
 // publication in the hub to make them finish).

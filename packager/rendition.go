@@ -297,13 +297,10 @@ func (r *rendition) finish() {
 	// so that whoever sees this rendition ended can count on another one
 	// having been able to take the audio over.
 	audioEnded := false
-	if r.audio != nil {
-		r.st.releaseAudio(r)
-		if !r.p.othersActive(r.st) {
-			r.audio.ended = true
-			r.audio.writePlaylists()
-			audioEnded = true
-		}
+	if r.audio != nil && r.st.releaseAudio(r) {
+		r.audio.ended = true
+		r.audio.writePlaylists()
+		audioEnded = true
 	}
 	if r.video != nil {
 		r.video.ended = true
@@ -515,6 +512,22 @@ func (t *trackOut) segmentName() string {
 // flushPart closes the part being built (LL-HLS): it is stored in the live
 // registry and, with publish, announced.
 func (t *trackOut) flushPart(publish bool) {
+	// A part is never longer than the part target (RFC 8216bis 4.4.4.9):
+	// when the newest sample overshot it (timestamps with jitter), it
+	// starts the next part instead.
+	if n := len(t.pending); n > 1 {
+		last := t.pending[n-1]
+		if last.dts+last.dur-t.pending[0].dts > t.partTicks() {
+			t.pending = t.pending[:n-1]
+			t.emitPart(false)
+			t.pending = append(t.pending, last)
+		}
+	}
+	t.emitPart(publish)
+}
+
+// emitPart is flushPart without the length check.
+func (t *trackOut) emitPart(publish bool) {
 	if len(t.pending) == 0 || !t.ensureInit() {
 		return
 	}

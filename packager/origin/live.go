@@ -112,7 +112,8 @@ func (h *Handler) waitLive(w http.ResponseWriter, r *http.Request, key string) (
 		refuse(w, http.StatusServiceUnavailable, "the playlist did not reach _HLS_msn/_HLS_part in time")
 		return nil, false, false
 	}
-	return got, true, true
+	// nil: the playlist ended while waiting; the disk has the answer.
+	return got, got != nil, true
 }
 
 // refuse answers an error that no cache keeps.

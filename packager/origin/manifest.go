@@ -239,6 +239,10 @@ func (h *Handler) manifest(rel string, snap *live.Snapshot) ([]byte, bool, error
 			Entries: make([]manifest.Entry, 0, len(objs))}
 		for _, o := range objs {
 			e, err := h.entry(path.Join(dir, o.URI), o)
+			if o.Kind == manifest.KindPart && errors.Is(err, os.ErrNotExist) {
+				// Dropped since the snapshot was taken: no longer served.
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("manifest of %s: %s: %w", dir, o.URI, err)
 			}
