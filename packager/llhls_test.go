@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -145,7 +146,7 @@ func TestLowLatencyParts(t *testing.T) {
 			t.Errorf("%s: parts last %s, the segment %s", seg.URI, total, seg.Duration)
 		}
 	}
-	if !bytes.Contains(snap.Data, []byte(`#EXT-X-RENDITION-REPORT:URI="../audio/index.m3u8",LAST-MSN=`)) {
+	if !regexp.MustCompile(`(?m)^#EXT-X-RENDITION-REPORT:URI="../audio/index.m3u8",LAST-MSN=[0-9]+,LAST-PART=[0-9]+$`).Match(snap.Data) {
 		t.Errorf("no rendition report of the audio group:\n%s", snap.Data)
 	}
 	audio := r.waitSnap(t, "ll/audio/index.m3u8", func(s *live.Snapshot) bool { return s.NextMSN == 4 })
@@ -256,4 +257,34 @@ func TestPartsNeverExceedTheTarget(t *testing.T) {
 		t.Fatalf("only %d parts listed\n%s", n, snap.Data)
 	}
 	pub.End()
+}
+
+// A recording whose last segment a crash cut short ends after its last
+// whole segment, with no half-written tag left in the VOD playlist.
+func TestFinishRecordingCutShort(t *testing.T) {
+	t.Parallel()
+	for name, tail := range map[string]string{
+		"cut uri":     "#EXTINF:2.000,\ns-1.m",
+		"cut tag":     "#EXT-X-PROGRAM-DATE-TIME:2026-12-0",
+		"no uri":      "#EXTINF:2.000,\n",
+		"whole":       "",
+		"disc no uri": "#EXT-X-DISCONTINUITY\n",
+	} {
+		dir := t.TempDir()
+		head := "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\ns-0.m4s\n"
+		if err := os.WriteFile(filepath.Join(dir, "recording.m3u8"), []byte(head+tail), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := finishRecording(dir); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"recording.m3u8", "index.m3u8"} {
+			data, _ := os.ReadFile(filepath.Join(dir, f))
+			m := parseMedia(t, data)
+			if !m.Endlist || len(m.Segments) != 1 || m.Segments[0].URI != "s-0.m4s" || bytes.Contains(data, []byte("2026-12-0")) ||
+				bytes.Contains(data, []byte("DISCONTINUITY")) {
+				t.Errorf("%s: %s:\n%s", name, f, data)
+			}
+		}
+	}
 }

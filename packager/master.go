@@ -317,13 +317,13 @@ func (st *streamState) writeMasterLocked(final bool) {
 // reports returns the EXT-X-RENDITION-REPORTs for the playlist at key (its
 // position is next segment msn with parts parts): where every other
 // playlist of the stream stood when it was last published.
-func (st *streamState) reports(key string, msn uint64, parts int) []playlist.RenditionReport {
+func (st *streamState) reports(key string, msn uint64, parts, prevParts int) []playlist.RenditionReport {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.positions == nil {
 		st.positions = map[string]position{}
 	}
-	st.positions[key] = position{msn: msn, parts: parts}
+	st.positions[key] = position{msn: msn, parts: parts, prevParts: prevParts}
 	var out []playlist.RenditionReport
 	for k, pos := range st.positions {
 		if k == key {
@@ -332,11 +332,11 @@ func (st *streamState) reports(key string, msn uint64, parts int) []playlist.Ren
 		r := playlist.RenditionReport{URI: "../" + k[strings.LastIndexByte(k, '/')+1:] + "/index.m3u8", LastMSN: pos.msn, LastPart: pos.parts - 1}
 		if pos.parts == 0 {
 			// No part of segment msn yet: the last part is the previous
-			// segment's (its count is not kept: leave LAST-PART out).
+			// segment's.
 			if pos.msn == 0 {
 				continue
 			}
-			r.LastMSN, r.LastPart = pos.msn-1, -1
+			r.LastMSN, r.LastPart = pos.msn-1, pos.prevParts-1
 		}
 		out = append(out, r)
 	}
@@ -344,11 +344,20 @@ func (st *streamState) reports(key string, msn uint64, parts int) []playlist.Ren
 	return out
 }
 
-// position is where a live playlist stands: the segment being built and
-// how many of its parts are out.
+// forgetPosition drops the playlist at key from the rendition reports (it
+// ended).
+func (st *streamState) forgetPosition(key string) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	delete(st.positions, key)
+}
+
+// position is where a live playlist stands: the segment being built, how
+// many of its parts are out, and how many parts the segment before had.
 type position struct {
-	msn   uint64
-	parts int
+	msn       uint64
+	parts     int
+	prevParts int
 }
 
 // codecString is the RFC 6381 codec name used in CODECS attributes.

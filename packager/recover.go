@@ -57,19 +57,46 @@ func finishRecording(dir string) error {
 		return err
 	}
 	ended := bytes.HasSuffix(rec, []byte(playlist.Endlist))
-	tail := playlist.Endlist
-	if len(rec) > 0 && rec[len(rec)-1] != '\n' {
-		tail = "\n" + tail // a line cut short by a crash
-	}
+	whole := true
 	if !ended {
-		rec = append(rec, tail...)
+		// A crash may have cut the last segment's lines short: the
+		// recording ends after its last whole segment (URI line).
+		cut := lastSegmentEnd(rec)
+		whole = cut == len(rec)
+		rec = append(rec[:cut:cut], playlist.Endlist...)
 	}
 	vod := bytes.Replace(rec, []byte("#EXT-X-PLAYLIST-TYPE:EVENT"), []byte("#EXT-X-PLAYLIST-TYPE:VOD"), 1)
 	if err := writeFile(filepath.Join(dir, "index.m3u8"), vod); err != nil {
 		return err
 	}
-	if ended {
+	switch {
+	case ended:
 		return nil
+	case whole:
+		return appendFile(path, []byte(playlist.Endlist))
+	default:
+		return writeFile(path, rec)
 	}
-	return appendFile(path, []byte(tail))
+}
+
+// lastSegmentEnd returns the offset just after the last complete segment
+// URI line of a playlist (a line ending in a newline that is not a tag),
+// or after the header when there is none.
+func lastSegmentEnd(pl []byte) int {
+	end, headerEnd := 0, 0
+	for off := 0; off < len(pl); {
+		nl := bytes.IndexByte(pl[off:], '\n')
+		if nl < 0 {
+			break // an unfinished line
+		}
+		line := pl[off : off+nl]
+		off += nl + 1
+		switch {
+		case len(line) > 0 && line[0] != '#':
+			end = off
+		case bytes.HasPrefix(line, []byte("#EXT-X-TARGETDURATION:")) && end == 0:
+			headerEnd = off
+		}
+	}
+	return max(end, headerEnd)
 }

@@ -99,9 +99,11 @@ func (r *rendition) setTracks(tracks []media.Track, restart bool) {
 		r.flushAll()
 		if r.video != nil {
 			r.video.restart()
+			r.video.publishPending()
 		}
 		if r.audio != nil {
 			r.audio.restart()
+			r.audio.publishPending()
 		}
 		r.log.Info("publisher reconnected: continuing after a discontinuity")
 	}
@@ -218,6 +220,7 @@ func (r *rendition) handleVideo(au *media.AccessUnit) {
 		r.warnf("video timestamps went backwards; frame dropped", "dts", au.DTS)
 		return
 	}
+	defer t.publishPending()
 	if cut {
 		if changed {
 			t.newInit(false)
@@ -272,6 +275,7 @@ func (r *rendition) handleAudio(au *media.AccessUnit) {
 	if cut && len(r.cuts) > 0 {
 		r.cuts = r.cuts[1:]
 	}
+	t.publishPending()
 }
 
 // flushAll closes the current segments and records where the timeline ends.
@@ -361,6 +365,19 @@ type trackOut struct {
 	served    []playlist.Part
 
 	rec recording
+	// unpublished: a segment ended and the live registry has not seen it.
+	unpublished bool
+	// lastSegParts is how many parts the last segment had.
+	lastSegParts int
+}
+
+// publishPending publishes the live playlist if a segment ended since the
+// last publication.
+func (t *trackOut) publishPending() {
+	if t != nil && t.unpublished {
+		t.unpublished = false
+		t.publish()
+	}
 }
 
 // keepSegments is how many segments a trackOut keeps beyond the live
@@ -592,6 +609,7 @@ func (t *trackOut) flush(withLast bool) {
 	}
 	parts := t.parts
 	t.parts = nil
+	t.lastSegParts = len(parts)
 	if len(data) == 0 {
 		return
 	}
@@ -628,7 +646,10 @@ func (t *trackOut) flush(withLast bool) {
 	target := t.r.st.targetDuration(seconds)
 	t.rec.add(t, seg, target)
 	t.writeLive(target)
-	t.publish()
+	// Published by the caller once the next segment's init section and
+	// discontinuity are known (publishPending): the preload hint must not
+	// announce a part of a new timeline under the old EXT-X-MAP.
+	t.unpublished = true
 	t.r.st.segmentDone(t.r.name, t.track, t.isAudio, len(data), seconds)
 }
 
@@ -697,7 +718,7 @@ func (t *trackOut) publish() {
 	}
 	target := t.r.st.targetDuration(0)
 	m := t.liveMedia(target, true)
-	m.Reports = t.r.st.reports(t.key, uint64(t.seq), len(t.parts))
+	m.Reports = t.r.st.reports(t.key, uint64(t.seq), len(t.parts), t.lastSegParts)
 	out, err := playlist.EncodeMedia(m)
 	if err != nil {
 		p.reportError(t.r.log, "rendering a playlist", err)
@@ -727,6 +748,7 @@ func (t *trackOut) writePlaylists() {
 	if err := t.rec.finish(t); err != nil {
 		p.reportError(t.r.log, "finishing the recording", err)
 	}
+	t.r.st.forgetPosition(t.key)
 	if p.live != nil {
 		p.live.Remove(t.key + "/index.m3u8")
 		for _, part := range t.served {

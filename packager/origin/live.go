@@ -102,6 +102,12 @@ func (h *Handler) waitLive(w http.ResponseWriter, r *http.Request, key string) (
 		refuse(w, http.StatusBadRequest, "_HLS_msn is more than two segments past the live edge")
 		return nil, false, false
 	}
+	if b.part > maxPart(snap) {
+		// No segment has that many parts: refused, so that clients
+		// cannot make endless distinct requests (and edge cache keys).
+		refuse(w, http.StatusBadRequest, "_HLS_part is past the parts a segment can have")
+		return nil, false, false
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), blockingTimeout(snap))
 	defer cancel()
 	got, err := h.live.Wait(ctx, key, func(s *live.Snapshot) bool { return s.Has(b.msn, b.part) })
@@ -114,6 +120,16 @@ func (h *Handler) waitLive(w http.ResponseWriter, r *http.Request, key string) (
 	}
 	// nil: the playlist ended while waiting; the disk has the answer.
 	return got, got != nil, true
+}
+
+// maxPart is the highest part index a segment of s's playlist can have:
+// a segment lasts at most the target duration (rounded), parts at most
+// the part target.
+func maxPart(s *live.Snapshot) int {
+	if s.PartTarget <= 0 {
+		return 0
+	}
+	return int((s.Target+s.Target/2)/s.PartTarget) + 1
 }
 
 // refuse answers an error that no cache keeps.

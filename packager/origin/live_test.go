@@ -114,7 +114,7 @@ func TestBlockingReload(t *testing.T) {
 		t.Fatalf("the reload for segment 5: %d\n%s", a.code, a.body)
 	}
 
-	for _, q := range []string{"?_HLS_msn=8", "?_HLS_msn=x", "?_HLS_part=1", "?_HLS_msn=5&_HLS_part=-1", "?_HLS_msn=99999999999"} {
+	for _, q := range []string{"?_HLS_msn=8", "?_HLS_msn=x", "?_HLS_part=1", "?_HLS_msn=5&_HLS_part=-1", "?_HLS_msn=99999999999", "?_HLS_msn=3&_HLS_part=99"} {
 		if a := <-getAsync(base + q); a.code != 400 || a.hdr.Get("Cache-Control") != "no-store" {
 			t.Errorf("%s: %d %v, want 400 no-store", q, a.code, a.hdr)
 		}
