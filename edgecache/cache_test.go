@@ -78,7 +78,11 @@ func TestCoalescedMissStreams(t *testing.T) {
 	o := newFakeOrigin(t)
 	const chunks, chunk = 10, 20 << 10
 	body := segment(chunks*chunk, 3)
-	var originDone atomic.Int64 // unix nanoseconds when the origin wrote its last byte
+	// Times are read from the monotonic clock (since start): the wall
+	// clock may be stepped while the test runs.
+	start := time.Now()
+	var originDone atomic.Int64 // nanoseconds after start when the origin wrote its last byte
+	originFinished := make(chan struct{})
 	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path != segPath {
 			return false
@@ -87,11 +91,16 @@ func TestCoalescedMissStreams(t *testing.T) {
 		w.Header().Set("Cache-Control", origin.CacheImmutable)
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		for i := 0; i < chunks; i++ {
+			if i > 0 {
+				time.Sleep(25 * time.Millisecond) // the origin trickles the body
+			}
 			w.Write(body[i*chunk : (i+1)*chunk])
 			w.(http.Flusher).Flush()
-			time.Sleep(25 * time.Millisecond)
 		}
-		originDone.Store(time.Now().UnixNano())
+		// Noted as soon as the last byte is out: a client may have read
+		// the whole body before anything after this runs.
+		originDone.Store(int64(time.Since(start)))
+		close(originFinished)
 		return true
 	})
 	e := startCache(t, o.srv.URL, t.TempDir(), nil)
@@ -121,7 +130,7 @@ func TestCoalescedMissStreams(t *testing.T) {
 				errs <- err
 				return
 			}
-			firstByte[i] = time.Now().UnixNano()
+			firstByte[i] = int64(time.Since(start))
 			got, err := io.ReadAll(br)
 			if err != nil {
 				errs <- err
@@ -142,6 +151,7 @@ func TestCoalescedMissStreams(t *testing.T) {
 	if got := o.count("GET", segPath); got != 1 {
 		t.Fatalf("origin saw %d GETs for 100 concurrent requests, want 1", got)
 	}
+	<-originFinished
 	early := 0
 	for _, fb := range firstByte {
 		if fb < originDone.Load() {
@@ -149,7 +159,7 @@ func TestCoalescedMissStreams(t *testing.T) {
 		}
 	}
 	if early == 0 {
-		t.Fatal("no client got a byte before the origin finished: the miss was not streamed")
+		t.Fatalf("no client got a byte before the origin finished: the miss was not streamed (origin done at %v, first bytes %v)", time.Duration(originDone.Load()), firstByte[:5])
 	}
 	misses, collapsed := 0, 0
 	for _, s := range statuses {
