@@ -19,14 +19,16 @@ import (
 //	/hls/<id>/<r>/index.m3u8?_HLS_msn=<N>
 //	/hls/<id>/<r>/index.m3u8?_HLS_msn=<N>&_HLS_part=<P>
 //
-// N and P without leading zeros. The same query (plus the token) is what
-// goes upstream. Every other parameter (_HLS_skip included) is left out of
-// the key and is not forwarded.
+// N and P without leading zeros. A delta update (_HLS_skip=YES or v2, the
+// DVR playlists) adds "&_HLS_skip=<v>" (or is "?_HLS_skip=<v>" alone). The
+// same query (plus the token) is what goes upstream. Every other parameter
+// is left out of the key and is not forwarded.
 
 // Names of the blocking reload parameters.
 const (
 	paramMSN  = "_HLS_msn"
 	paramPart = "_HLS_part"
+	paramSkip = "_HLS_skip"
 )
 
 // maxBlockingDigits is the longest _HLS_msn or _HLS_part value accepted.
@@ -58,8 +60,8 @@ func blockingKey(p, q string) (key string, ok bool) {
 		// ignored parameters.
 		return p, true
 	}
-	var msn, part string
-	var haveMSN, havePart bool
+	var msn, part, skip string
+	var haveMSN, havePart, haveSkip bool
 	for q != "" {
 		var kv string
 		kv, q, _ = strings.Cut(q, "&")
@@ -84,11 +86,20 @@ func blockingKey(p, q string) (key string, ok bool) {
 			}
 			havePart = true
 			part = v
+		case paramSkip:
+			if haveSkip || (v != "YES" && v != "v2") {
+				return "", false
+			}
+			haveSkip = true
+			skip = "&" + paramSkip + "=" + v
 		}
 	}
 	if !haveMSN {
 		if havePart {
 			return "", false
+		}
+		if haveSkip {
+			return p + "?" + skip[1:], true
 		}
 		return p, true
 	}
@@ -104,7 +115,7 @@ func blockingKey(p, q string) (key string, ok bool) {
 		}
 		key += "&" + paramPart + "=" + n
 	}
-	return key, true
+	return key + skip, true
 }
 
 // blockingNumber validates a parameter value (1 to maxBlockingDigits ASCII

@@ -288,3 +288,39 @@ func TestFinishRecordingCutShort(t *testing.T) {
 		}
 	}
 }
+
+// The DVR window: a playlist of the last DVRWindow beside the live one,
+// with delta updates, a DVR master playlist, and the whole recording once
+// the broadcast ends.
+func TestDVRWindow(t *testing.T) {
+	t.Parallel()
+	r := newLLRig(t, Config{PartDuration: 500 * time.Millisecond, DVRWindow: 20 * time.Second})
+	pub, _ := r.hub.Publish(media.StreamKey{Name: "dvr", Rendition: "720p"}, tracks)
+	feed(pub, 41, 60)
+	snap := r.waitSnap(t, "dvr/720p/"+DVRPlaylist, func(s *live.Snapshot) bool { return s.NextMSN == 20 })
+	m := parseMedia(t, snap.Data)
+	if len(m.Segments) != 10 || m.MediaSequence != 10 || m.ServerControl == nil || m.ServerControl.CanSkipUntil == nil ||
+		*m.ServerControl.CanSkipUntil != 12*time.Second || m.PartInf != nil {
+		t.Fatalf("DVR playlist: %d segments from %d\n%s", len(m.Segments), m.MediaSequence, snap.Data)
+	}
+	if !bytes.Contains(snap.Delta, []byte("#EXT-X-SKIP:SKIPPED-SEGMENTS=4\n")) || bytes.Count(snap.Delta, []byte("#EXTINF")) != 6 {
+		t.Fatalf("delta update:\n%s", snap.Delta)
+	}
+	if idx := parseMedia(t, r.live.Get("dvr/720p/index.m3u8").Data); len(idx.Segments) != 3 {
+		t.Fatalf("the live playlist lists %d segments, want the live window of 3", len(idx.Segments))
+	}
+	master := r.live.Get("dvr/" + DVRPlaylist)
+	if master == nil || !bytes.Contains(master.Data, []byte("720p/dvr.m3u8")) || !bytes.Contains(master.Data, []byte(`URI="audio/dvr.m3u8"`)) {
+		t.Fatalf("DVR master: %v", master)
+	}
+	pub.End()
+	r.rig.stop()
+	<-r.rig.done
+	data, err := os.ReadFile(filepath.Join(r.dir, "dvr", "720p", DVRPlaylist))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := parseMedia(t, data); !m.Endlist || len(m.Segments) != 21 {
+		t.Fatalf("the ended DVR playlist: ended %v, %d segments", m.Endlist, len(m.Segments))
+	}
+}

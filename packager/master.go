@@ -312,6 +312,22 @@ func (st *streamState) writeMasterLocked(final bool) {
 	if st.p.live != nil && !final {
 		st.p.live.Publish(st.id+"/master.m3u8", live.Snapshot{Data: out})
 	}
+	if st.p.cfg.DVRWindow > 0 {
+		// The same ladder, each variant's DVR playlist.
+		if m.Audio != nil {
+			m.Audio.URI = AudioDir + "/" + DVRPlaylist
+		}
+		for i := range m.Variants {
+			m.Variants[i].URI = m.Variants[i].Name + "/" + DVRPlaylist
+		}
+		dvr := playlist.EncodeMaster(m)
+		if err := st.p.writeFile(filepath.Join(st.dir, DVRPlaylist), dvr); err != nil {
+			st.p.reportError(st.p.log.With("stream", st.id), "writing the DVR master playlist", err)
+		}
+		if st.p.live != nil && !final {
+			st.p.live.Publish(st.id+"/"+DVRPlaylist, live.Snapshot{Data: dvr})
+		}
+	}
 }
 
 // reports returns the EXT-X-RENDITION-REPORTs for the playlist at key (its

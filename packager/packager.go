@@ -74,7 +74,15 @@ type Config struct {
 	// PartDuration is the LL-HLS part target (0: no partial segments).
 	// Parts need fMP4: with MPEG-TS it is ignored.
 	PartDuration time.Duration
+	// DVRWindow, when positive, keeps a DVR playlist of that length
+	// (<rendition>/dvr.m3u8, with the master playlist dvr.m3u8 next to
+	// master.m3u8) beside the short live one, in the live registry.
+	DVRWindow time.Duration
 }
+
+// DVRPlaylist is the name of a rendition's DVR playlist and of the master
+// playlist that lists them.
+const DVRPlaylist = "dvr.m3u8"
 
 // Deps are the packager's collaborators.
 type Deps struct {
@@ -330,8 +338,9 @@ func (p *Packager) leave(st *streamState) {
 			a.writePlaylists()
 		}
 		if p.live != nil {
-			// The master playlist on disk is the final one.
+			// The master playlists on disk are the final ones.
 			p.live.Remove(st.id + "/master.m3u8")
+			p.live.Remove(st.id + "/" + DVRPlaylist)
 		}
 		if st.removed {
 			if p.live != nil {

@@ -369,6 +369,10 @@ type trackOut struct {
 	unpublished bool
 	// lastSegParts is how many parts the last segment had.
 	lastSegParts int
+	// segsDur is the duration of segs in seconds; dvrDirty: the DVR
+	// playlist has a new segment to publish.
+	segsDur  float64
+	dvrDirty bool
 }
 
 // publishPending publishes the live playlist if a segment ended since the
@@ -625,15 +629,23 @@ func (t *trackOut) flush(withLast bool) {
 		Time: t.r.st.programTime(first, endTicks, t.track.ClockRate), Parts: parts}
 	t.nextDisc = false
 	t.segs = append(t.segs, seg)
-	if n := len(t.segs) - (p.cfg.LiveWindow + keepSegments); n > 0 {
-		for _, s := range t.segs[:n] {
-			t.firstSeq++
-			if s.Discontinuity {
-				t.firstDisc++
-			}
+	t.segsDur += seconds
+	// Keep the live window and a few more, and with a DVR window every
+	// segment within it.
+	n := 0
+	for len(t.segs)-n > p.cfg.LiveWindow+keepSegments &&
+		(p.cfg.DVRWindow <= 0 || t.segsDur-t.segs[n].Duration >= p.cfg.DVRWindow.Seconds()) {
+		t.segsDur -= t.segs[n].Duration
+		t.firstSeq++
+		if t.segs[n].Discontinuity {
+			t.firstDisc++
 		}
+		n++
+	}
+	if n > 0 {
 		t.segs = slices.Delete(t.segs, 0, n)
 	}
+	t.dvrDirty = p.cfg.DVRWindow > 0
 	if n := len(t.segs) - partSegments; n > 0 {
 		t.segs[n-1].Parts = nil
 	}
@@ -734,6 +746,54 @@ func (t *trackOut) publish() {
 		snap.Hint = t.key + "/" + m.Hint
 	}
 	p.live.Publish(t.key+"/index.m3u8", snap)
+	if t.dvrDirty {
+		t.dvrDirty = false
+		t.publishDVR(target)
+	}
+}
+
+// dvrMedia is the DVR playlist: every segment of the last DVRWindow, with
+// delta updates declared (a long playlist is reloaded without its older
+// part: _HLS_skip=YES).
+func (t *trackOut) dvrMedia(target float64) playlist.Media {
+	p := t.r.p
+	start, d := len(t.segs), 0.0
+	for start > 0 && d+t.segs[start-1].Duration <= p.cfg.DVRWindow.Seconds()+0.001 {
+		start--
+		d += t.segs[start].Duration
+	}
+	disc := t.firstDisc
+	for _, s := range t.segs[:start] {
+		if s.Discontinuity {
+			disc++
+		}
+	}
+	segs := slices.Clone(t.segs[start:])
+	for i := range segs {
+		segs[i].Parts = nil
+	}
+	return playlist.Media{Kind: playlist.Live, Version: p.format.version(), TargetDuration: target,
+		Segments: segs, FirstSeq: t.firstSeq + uint64(start), FirstDisc: disc, CanSkipUntil: 6 * target}
+}
+
+// publishDVR puts the DVR playlist (and its delta update) in the live
+// registry.
+func (t *trackOut) publishDVR(target float64) {
+	p := t.r.p
+	m := t.dvrMedia(target)
+	full, err := playlist.EncodeMedia(m)
+	if err != nil {
+		p.reportError(t.r.log, "rendering the DVR playlist", err)
+		return
+	}
+	m.Skip = true
+	delta, err := playlist.EncodeMedia(m)
+	if err != nil {
+		p.reportError(t.r.log, "rendering the DVR playlist", err)
+		return
+	}
+	p.live.Publish(t.key+"/"+DVRPlaylist, live.Snapshot{Data: full, Delta: delta, NextMSN: uint64(t.seq),
+		Target: time.Duration(target * float64(time.Second))})
 }
 
 // writePlaylists finishes the playlists once the track ended: the
@@ -749,7 +809,14 @@ func (t *trackOut) writePlaylists() {
 		p.reportError(t.r.log, "finishing the recording", err)
 	}
 	t.r.st.forgetPosition(t.key)
+	if p.cfg.DVRWindow > 0 {
+		// A DVR viewer at the end gets the whole recording, ended.
+		if err := copyFile(filepath.Join(t.dir, "index.m3u8"), filepath.Join(t.dir, DVRPlaylist)); err != nil {
+			p.reportError(t.r.log, "finishing the DVR playlist", err)
+		}
+	}
 	if p.live != nil {
+		p.live.Remove(t.key + "/" + DVRPlaylist)
 		p.live.Remove(t.key + "/index.m3u8")
 		for _, part := range t.served {
 			p.live.DropPart(t.key + "/" + part.URI)
@@ -821,6 +888,15 @@ func (rc *recording) finish(t *trackOut) error {
 		return err
 	}
 	return finishRecording(t.dir)
+}
+
+// copyFile copies the file at from to to (through a temporary file).
+func copyFile(from, to string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return err
+	}
+	return writeFile(to, data)
 }
 
 // appendFile appends data to the file at path.

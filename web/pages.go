@@ -103,6 +103,11 @@ type playerState struct {
 	RouteURL    string            `json:"route_url,omitempty"`
 	ContentKeys map[string]string `json:"content_keys,omitempty"`
 	ServerTime  int64             `json:"server_time"`
+	// DVRURL (live streams with a DVR window) is the master playlist of
+	// the DVR playlists, reaching DVRWindow seconds back: the player
+	// switches to it when the viewer seeks back past the live playlist.
+	DVRURL    string  `json:"dvr_url,omitempty"`
+	DVRWindow float64 `json:"dvr_window_s,omitempty"`
 }
 
 // pageData is what the templates render.
@@ -264,6 +269,9 @@ func (w *Web) state(it item, id, page, token string, c *gin.Context) *playerStat
 	st.NeedsToken = st.Signed && token == ""
 	if it.kind == kindLive {
 		st.WHEPURL = "/v1/whep/" + id
+		if w.dvrWindow > 0 {
+			st.DVRURL, st.DVRWindow = "/hls/"+id+"/dvr.m3u8", w.dvrWindow.Seconds()
+		}
 		st.Status = statusIdle
 		if it.isLive {
 			st.Status = statusLive

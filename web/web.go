@@ -28,6 +28,7 @@ import (
 	"log/slog"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -53,6 +54,9 @@ type Config struct {
 	// base64url ed25519 public key) the player verifies segment manifests
 	// with. Empty: the player verifies nothing and plays from this node.
 	ContentKeys map[string]string
+	// DVRWindow is how far back a live stream's DVR playlists reach
+	// (hls.dvr_window; 0: no DVR): the player offers seeking back that far.
+	DVRWindow time.Duration
 }
 
 // Deps are the collaborators of the pages.
@@ -77,6 +81,7 @@ type Web struct {
 	assets       *assets
 	pages        map[string]*template.Template
 	contentKeys  map[string]string
+	dvrWindow    time.Duration
 }
 
 // New checks cfg and deps, indexes the embedded assets and parses the
@@ -102,7 +107,7 @@ func New(cfg Config, deps Deps) (*Web, error) {
 		return nil, err
 	}
 	w := &Web{publicURL: pub, publicHost: host, store: deps.Store, isLive: deps.IsLive, log: log, assets: a,
-		contentKeys: cfg.ContentKeys}
+		contentKeys: cfg.ContentKeys, dvrWindow: cfg.DVRWindow}
 	u, _ := url.Parse(pub)
 	w.dashboardCSP = dashboardCSP(u.Scheme + "://" + u.Host)
 	if w.pages, err = parseTemplates(a); err != nil {

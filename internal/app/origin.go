@@ -97,6 +97,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		LiveWindow:      cfg.HLS.LiveWindow,
 		Format:          cfg.HLS.Format,
 		PartDuration:    cfg.HLS.PartDuration.Std(),
+		DVRWindow:       cfg.HLS.DVRWindow.Std(),
 		ServeSource:     serveSource,
 		Renditions:      masterRenditions(tc, cfg.Transcode.Passthrough),
 	}, packager.Deps{Log: log.With("component", "packager"), Hub: hub, Registerer: reg, Live: livePlaylists})
@@ -108,7 +109,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return fmt.Errorf("content signing key: %w", err)
 	}
 	contentPub := contentKey.Public().(ed25519.PublicKey)
-	pages, err := web.New(web.Config{PublicURL: cfg.PublicURL, ContentKeys: contentKeyMap(contentPub)},
+	pages, err := web.New(web.Config{PublicURL: cfg.PublicURL, ContentKeys: contentKeyMap(contentPub), DVRWindow: cfg.HLS.DVRWindow.Std()},
 		web.Deps{Store: store, IsLive: hub.IsLive, Log: log.With("component", "web")})
 	if err != nil {
 		return err

@@ -110,6 +110,7 @@ type HLSConfig struct {
 	LiveWindow      int      `yaml:"live_window"`   // segments in the sliding live playlist
 	Format          string   `yaml:"format"`        // fmp4 or mpegts
 	PartDuration    Duration `yaml:"part_duration"` // LL-HLS part target; 0: off
+	DVRWindow       Duration `yaml:"dvr_window"`    // seekable live playlist length; 0: off
 }
 
 // HubConfig tunes the in-process stream hub.
@@ -157,6 +158,7 @@ func base() Config {
 			LiveWindow:      6,
 			Format:          "fmp4",
 			PartDuration:    Duration(500 * time.Millisecond),
+			DVRWindow:       Duration(2 * time.Hour),
 		},
 		Hub: HubConfig{QueueSize: 1024},
 		Transcode: TranscodeConfig{

@@ -66,7 +66,7 @@ func TestDefaultIsValid(t *testing.T) {
 		Ingest: IngestConfig{ReconnectGrace: Duration(10 * time.Second), ReadTimeout: Duration(10 * time.Second), RTSPUDPPort: 8000,
 			MaxConnections: 1000, MaxConnectionsPerIP: 16,
 			WHIPUDPPort: 8189, WHIPMaxSessions: 100, WHIPMaxSessionsPerIP: 8, WHEPMaxViewers: 500, SRTLatency: Duration(200 * time.Millisecond), MaxRestreams: 5},
-		HLS: HLSConfig{SegmentDuration: Duration(2 * time.Second), LiveWindow: 6, Format: "fmp4", PartDuration: Duration(500 * time.Millisecond)},
+		HLS: HLSConfig{SegmentDuration: Duration(2 * time.Second), LiveWindow: 6, Format: "fmp4", PartDuration: Duration(500 * time.Millisecond), DVRWindow: Duration(2 * time.Hour)},
 		Hub: HubConfig{QueueSize: 1024},
 		Transcode: TranscodeConfig{HWAccel: "auto", MaxLadders: -1, Ladder: "1080p:5000k,720p:3000k,480p:1200k,360p:700k",
 			Preset: "veryfast"},
@@ -534,6 +534,7 @@ func TestKeysDefaults(t *testing.T) {
 		"hls.segment_duration":   "2s",
 		"hls.live_window":        "6",
 		"hls.part_duration":      "500ms",
+		"hls.dvr_window":         "2h",
 		"hub.queue_size":         "1024",
 	} {
 		if got[key] != want {

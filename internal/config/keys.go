@@ -205,6 +205,10 @@ var table = []key{
 			}
 			return nil
 		}),
+	field("hls.dvr_window", "SHOAL_HLS_DVR_WINDOW",
+		"how far back viewers of a live stream may seek: a DVR playlist (dvr.m3u8) of that length beside the short live one; 0 turns DVR off (up to 24h)",
+		func(c *Config) *Duration { return &c.HLS.DVRWindow }, parseDuration, Duration.String,
+		durationRange(0, Duration(24*time.Hour))),
 	field("hub.queue_size", "SHOAL_HUB_QUEUE_SIZE",
 		"access units buffered per stream subscriber before it drops until the next keyframe (16 to 100000)",
 		func(c *Config) *int { return &c.Hub.QueueSize }, parseInt, strconv.Itoa, intRange(16, 100000)),

@@ -7,6 +7,7 @@ package hlspath
 import (
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/shoal-video/shoal/internal/ids"
@@ -36,8 +37,38 @@ var stillRe = regexp.MustCompile(`^(poster\.jpg|storyboard\.vtt|storyboard-[0-9]
 // next to its index.m3u8.
 const ManifestFile = "manifest.txt"
 
+// RangeManifestSegments is how many segments a range manifest covers:
+// manifest-<N>.txt lists the segments with media sequence N to N+99 of
+// the rendition's recording (N a multiple of it), for verifying segments
+// of long playlists (DVR) without a manifest of them all.
+const RangeManifestSegments = 100
+
+var rangeManifestRe = regexp.MustCompile(`^manifest-(0|[1-9][0-9]{0,8}00)\.txt$`)
+
+// RangeManifest reports whether name is a range manifest and the first
+// media sequence number it covers.
+func RangeManifest(name string) (uint64, bool) {
+	m := rangeManifestRe.FindStringSubmatch(name)
+	if m == nil {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(m[1], 10, 64)
+	return n, err == nil
+}
+
+// DVRMaster is the master playlist of a live stream's DVR playlists,
+// next to master.m3u8 (each rendition's is <rendition>/dvr.m3u8).
+const DVRMaster = "dvr.m3u8"
+
+// IsMaster reports whether rel, a path Parse returned, is a master
+// playlist.
+func IsMaster(rel string) bool {
+	return strings.Count(rel, "/") == 1 && strings.HasSuffix(rel, ".m3u8")
+}
+
 // Parse validates a request path below Prefix and returns the file's path
-// relative to the HLS directory. It accepts only /hls/<id>/master.m3u8, a
+// relative to the HLS directory. It accepts only /hls/<id>/master.m3u8 (and
+// the DVR master, dvr.m3u8), a
 // video's poster and storyboard files next to it, and
 // /hls/<id>/<rendition>/<file>, the rendition's manifest included.
 func Parse(p string) (string, bool) {
@@ -48,11 +79,11 @@ func Parse(p string) (string, bool) {
 	parts := strings.Split(rest, "/")
 	switch len(parts) {
 	case 2:
-		if ids.Valid(parts[0]) && (parts[1] == "master.m3u8" || stillRe.MatchString(parts[1])) {
+		if ids.Valid(parts[0]) && (parts[1] == "master.m3u8" || parts[1] == DVRMaster || stillRe.MatchString(parts[1])) {
 			return parts[0] + "/" + parts[1], true
 		}
 	case 3:
-		if ids.Valid(parts[0]) && ids.Valid(parts[1]) && (fileRe.MatchString(parts[2]) || parts[2] == ManifestFile) {
+		if ids.Valid(parts[0]) && ids.Valid(parts[1]) && (fileRe.MatchString(parts[2]) || parts[2] == ManifestFile || rangeManifestRe.MatchString(parts[2])) {
 			return strings.Join(parts, "/"), true
 		}
 	}

@@ -25,6 +25,10 @@ type Snapshot struct {
 	Data []byte
 	// ETag is the quoted entity tag of Data.
 	ETag string
+	// Delta, when set, is the playlist's delta update (the answer to
+	// _HLS_skip=YES), with its own DeltaETag.
+	Delta     []byte
+	DeltaETag string
 	// NextMSN is the media sequence number of the segment being built: the
 	// playlist lists every segment before it, and Parts of its partial
 	// segments.
@@ -94,8 +98,10 @@ func New() *Registry {
 // current snapshot of the playlist at key, waking whoever waits on the
 // previous one. It sets s.ETag from the bytes.
 func (r *Registry) Publish(key string, s Snapshot) {
-	sum := sha256.Sum256(s.Data)
-	s.ETag = `"` + hex.EncodeToString(sum[:12]) + `"`
+	s.ETag = etag(s.Data)
+	if s.Delta != nil {
+		s.DeltaETag = etag(s.Delta)
+	}
 	s.changed = make(chan struct{})
 	r.mu.Lock()
 	prev := r.playlists[key]
@@ -104,6 +110,11 @@ func (r *Registry) Publish(key string, s Snapshot) {
 	if prev != nil {
 		close(prev.changed)
 	}
+}
+
+func etag(data []byte) string {
+	sum := sha256.Sum256(data)
+	return `"` + hex.EncodeToString(sum[:12]) + `"`
 }
 
 // Get returns the current snapshot of key, nil when none.

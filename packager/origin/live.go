@@ -11,9 +11,9 @@ import (
 	"path"
 	"regexp"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/playback"
 	"github.com/shoal-video/shoal/packager/live"
 )
@@ -29,6 +29,9 @@ func WithLive(reg *live.Registry) Option {
 const (
 	ParamMSN  = "_HLS_msn"
 	ParamPart = "_HLS_part"
+	// ParamSkip=YES (or v2) asks for a delta update of a playlist that
+	// declares CAN-SKIP-UNTIL (the DVR playlists).
+	ParamSkip = "_HLS_skip"
 )
 
 // blocking is a parsed blocking reload request.
@@ -151,6 +154,9 @@ func (h *Handler) serveLivePlaylist(w http.ResponseWriter, r *http.Request, rel,
 	hdr := w.Header()
 	hdr.Set("Content-Type", contentTypes[".m3u8"])
 	data, etag := snap.Data, snap.ETag
+	if skip := r.URL.Query().Get(ParamSkip); snap.Delta != nil && (skip == "YES" || skip == "v2") {
+		data, etag = snap.Delta, snap.DeltaETag
+	}
 	if signed {
 		hdr.Add("Vary", EdgeHeader)
 		if r.Header.Get(EdgeHeader) != "1" {
@@ -161,7 +167,7 @@ func (h *Handler) serveLivePlaylist(w http.ResponseWriter, r *http.Request, rel,
 	}
 	hdr.Set("ETag", etag)
 	switch {
-	case strings.HasSuffix(rel, "/master.m3u8"):
+	case hlspath.IsMaster(rel):
 		hdr.Set("Cache-Control", CacheMaster)
 	case blocked:
 		hdr.Set("Cache-Control", blockingCache(snap))

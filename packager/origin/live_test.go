@@ -199,3 +199,80 @@ func TestManifestListsParts(t *testing.T) {
 		t.Fatalf("segment entry %+v %v, seq %d", e, ok, m.Seq)
 	}
 }
+
+// A DVR playlist's delta update is answered for _HLS_skip=YES.
+func TestDeltaUpdate(t *testing.T) {
+	t.Parallel()
+	reg, srv, _ := newLLServer(t)
+	reg.Publish("abc/720p/dvr.m3u8", live.Snapshot{Data: []byte("#EXTM3U\nfull\n"), Delta: []byte("#EXTM3U\ndelta\n"), NextMSN: 5, Target: 2 * time.Second})
+	base := srv.URL + "/hls/abc/720p/dvr.m3u8"
+	full, delta := <-getAsync(base), <-getAsync(base+"?_HLS_skip=YES")
+	if full.body != "#EXTM3U\nfull\n" || delta.body != "#EXTM3U\ndelta\n" || full.hdr.Get("ETag") == delta.hdr.Get("ETag") {
+		t.Fatalf("full %q %v, delta %q %v", full.body, full.hdr, delta.body, delta.hdr)
+	}
+	if a := <-getAsync(base + "?_HLS_skip=v2&_HLS_msn=4"); a.body != "#EXTM3U\ndelta\n" {
+		t.Fatalf("blocking delta: %q", a.body)
+	}
+}
+
+// Range manifests sign a recording's segments 100 at a time, final once
+// all 100 exist or the recording ended.
+func TestRangeManifest(t *testing.T) {
+	t.Parallel()
+	_, srv, pub := newLLServer(t)
+	dir := filepath.Join(srv.Config.Handler.(*Handler).Dir, "abc", "720p")
+	var rec strings.Builder
+	rec.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-TARGETDURATION:2\n")
+	for i := 0; i < 150; i++ {
+		if i == 0 || i == 120 {
+			fmt.Fprintf(&rec, "#EXT-X-MAP:URI=\"init-r-%d.mp4\"\n", i)
+			if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("init-r-%d.mp4", i)), []byte("init"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fmt.Fprintf(&rec, "#EXTINF:2.000,\nr-%d.m4s\n", i)
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("r-%d.m4s", i)), []byte(fmt.Sprint("segment ", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "recording.m3u8"), []byte(rec.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	keys := map[string]ed25519.PublicKey{manifest.KeyID(pub): pub}
+	fetch := func(n int) (manifest.Manifest, answer) {
+		t.Helper()
+		a := <-getAsync(fmt.Sprintf("%s/hls/abc/720p/manifest-%d.txt", srv.URL, n))
+		if a.code != 200 {
+			t.Fatalf("manifest-%d: %d %s", n, a.code, a.body)
+		}
+		m, err := manifest.Verify([]byte(a.body), keys)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m, a
+	}
+	m, a := fetch(0)
+	if len(m.Entries) != 101 || m.Entries[0].URI != "init-r-0.mp4" || m.Entries[100].URI != "r-99.m4s" || !m.Ended || m.Seq != 100 ||
+		a.hdr.Get("Cache-Control") != CacheEndedPlaylist {
+		t.Fatalf("range 0: %d entries, ended %v, seq %d, %v", len(m.Entries), m.Ended, m.Seq, a.hdr)
+	}
+	if err := m.Entries[51].Check([]byte("segment 50")); err != nil {
+		t.Fatal(err)
+	}
+	m, a = fetch(100)
+	if len(m.Entries) != 52 || m.Entries[0].URI != "init-r-0.mp4" || m.Entries[21].URI != "init-r-120.mp4" || m.Ended || m.Seq != 150 ||
+		a.hdr.Get("Cache-Control") != CacheLivePlaylist {
+		t.Fatalf("range 100: %d entries %v, ended %v, seq %d", len(m.Entries), m.Entries[:2], m.Ended, m.Seq)
+	}
+	for _, n := range []string{"manifest-200.txt", "manifest-50.txt", "manifest-0100.txt"} {
+		if a := <-getAsync(srv.URL + "/hls/abc/720p/" + n); a.code != 404 {
+			t.Errorf("%s: %d, want 404", n, a.code)
+		}
+	}
+	f, _ := os.OpenFile(filepath.Join(dir, "recording.m3u8"), os.O_APPEND|os.O_WRONLY, 0)
+	f.WriteString("#EXT-X-ENDLIST\n")
+	f.Close()
+	if m, _ := fetch(100); !m.Ended || len(m.Entries) != 52 {
+		t.Fatalf("range 100 after the end: ended %v", m.Ended)
+	}
+}

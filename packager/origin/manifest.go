@@ -16,6 +16,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/packager/live"
 )
@@ -131,6 +132,7 @@ const maxManifests = 4096
 type manifestCache struct {
 	mu      sync.Mutex
 	entries map[string]signedManifest
+	ranges  map[string]rangeManifest
 }
 
 type signedManifest struct {
@@ -312,4 +314,120 @@ func (h *Handler) clock() time.Time {
 		return h.now()
 	}
 	return time.Now()
+}
+
+// rangeManifest is a signed range manifest and what it was made from.
+type rangeManifest struct {
+	from  os.FileInfo // the recording it was made from (final ones: its file)
+	data  []byte
+	final bool
+}
+
+// serveRangeManifest answers /hls/<id>/<rendition>/manifest-<n>.txt: the
+// signed manifest of the recording's segments n to n+99 (see
+// hlspath.RangeManifest), final once all exist or the recording ended.
+func (h *Handler) serveRangeManifest(w http.ResponseWriter, rel string, n uint64) {
+	if len(h.contentKey) != ed25519.PrivateKeySize {
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	}
+	data, final, err := h.rangeManifest(rel, n)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		http.Error(w, "not found", http.StatusNotFound)
+		return
+	case err != nil:
+		http.Error(w, "unavailable", http.StatusInternalServerError)
+		return
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", manifest.ContentType)
+	if final {
+		hdr.Set("Cache-Control", CacheEndedPlaylist)
+	} else {
+		hdr.Set("Cache-Control", CacheLivePlaylist)
+	}
+	sum := sha256.Sum256(data)
+	hdr.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
+	w.Write(data)
+}
+
+func (h *Handler) rangeManifest(rel string, n uint64) ([]byte, bool, error) {
+	dir := path.Dir(rel)
+	id, rendition, _ := strings.Cut(dir, "/")
+	recPath := filepath.Join(h.Dir, filepath.FromSlash(dir), "recording.m3u8")
+	st, err := os.Stat(recPath)
+	if err != nil {
+		return nil, false, err
+	}
+	key := dir + "\x00" + strconv.FormatUint(n, 10)
+	h.manifests.mu.Lock()
+	c, ok := h.manifests.ranges[key]
+	h.manifests.mu.Unlock()
+	// A final range stays valid while the recording is the same file
+	// (appends keep it; a new broadcast replaces it); another one while
+	// the recording is unchanged.
+	if ok && (c.final && os.SameFile(c.from, st) || c.from.Size() == st.Size() && c.from.ModTime().Equal(st.ModTime()) && os.SameFile(c.from, st)) {
+		return c.data, c.final, nil
+	}
+	v, err, _ := h.hashGroup.Do("range\x00"+key, func() (any, error) {
+		rec, err := os.ReadFile(recPath)
+		if err != nil {
+			return nil, err
+		}
+		objs, next, ended := manifest.PlaylistObjects(rec)
+		total := countSegments(objs)
+		first := next - uint64(total) // the recording's media sequence
+		if n < first || n >= next {
+			return nil, os.ErrNotExist
+		}
+		m := manifest.Manifest{ID: id, Rendition: rendition, Time: h.clock()}
+		seq, init, listedInit := first, "", ""
+		count := 0
+		for _, o := range objs {
+			switch o.Kind {
+			case manifest.KindInit:
+				init = o.URI
+				continue
+			case manifest.KindPart:
+				continue
+			}
+			if seq >= n && count < hlspath.RangeManifestSegments {
+				if init != "" && init != listedInit {
+					e, err := h.entry(path.Join(dir, init), manifest.Object{Kind: manifest.KindInit, URI: init})
+					if err != nil {
+						return nil, fmt.Errorf("range manifest of %s: %s: %w", dir, init, err)
+					}
+					m.Entries = append(m.Entries, e)
+					listedInit = init
+				}
+				e, err := h.entry(path.Join(dir, o.URI), o)
+				if err != nil {
+					return nil, fmt.Errorf("range manifest of %s: %s: %w", dir, o.URI, err)
+				}
+				m.Entries = append(m.Entries, e)
+				count++
+			}
+			seq++
+		}
+		m.Seq = n + uint64(count)
+		m.Ended = ended || count == hlspath.RangeManifestSegments
+		data, err := manifest.Sign(m, h.contentKey)
+		if err != nil {
+			return nil, err
+		}
+		rm := rangeManifest{from: st, data: data, final: m.Ended}
+		h.manifests.mu.Lock()
+		if h.manifests.ranges == nil || len(h.manifests.ranges) >= maxManifests {
+			h.manifests.ranges = map[string]rangeManifest{}
+		}
+		h.manifests.ranges[key] = rm
+		h.manifests.mu.Unlock()
+		return rm, nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	rm := v.(rangeManifest)
+	return rm.data, rm.final, nil
 }

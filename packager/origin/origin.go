@@ -43,6 +43,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -187,6 +188,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.serveManifest(w, r, rel)
 		return
 	}
+	if n, ok := hlspath.RangeManifest(path.Base(rel)); ok {
+		h.serveRangeManifest(w, rel, n)
+		return
+	}
 	if h.live != nil {
 		if partRe.MatchString(rel) {
 			h.servePart(w, r, rel)
@@ -247,7 +252,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	sum := sha256.Sum256(data)
 	hdr.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
 	switch {
-	case strings.HasSuffix(rel, "/master.m3u8"):
+	case hlspath.IsMaster(rel):
 		hdr.Set("Cache-Control", CacheMaster)
 	case bytes.Contains(data, []byte("#EXT-X-ENDLIST")):
 		hdr.Set("Cache-Control", CacheEndedPlaylist)

@@ -97,6 +97,14 @@ type Media struct {
 	// NextInit is the initialization section of the segment being built,
 	// when it differs from the last segment's.
 	NextInit string
+
+	// CanSkipUntil, in seconds, declares delta updates
+	// (EXT-X-SERVER-CONTROL CAN-SKIP-UNTIL, at least six target durations)
+	// and blocking reloads; with Skip the segments that start more than
+	// CanSkipUntil before the end are replaced by EXT-X-SKIP (the answer
+	// to _HLS_skip=YES).
+	CanSkipUntil float64
+	Skip         bool
 }
 
 // EncodeMedia renders m. The output is deterministic: the same Media
@@ -121,14 +129,24 @@ func EncodeMedia(m Media) ([]byte, error) {
 	var b bytes.Buffer
 	b.Grow(256 + 96*len(win))
 	writeHeader(&b, m, m.FirstSeq+uint64(start), disc, target)
-	prevInit := ""
-	if start > 0 {
-		prevInit = segs[start-1].Init
-	}
-	for i, s := range win {
-		if i == 0 {
-			prevInit = ""
+	skipped := 0
+	if m.Skip && m.CanSkipUntil > 0 {
+		// Segments that start more than CanSkipUntil before the end.
+		end := 0.0
+		for _, s := range win {
+			end += s.Duration
 		}
+		at := 0.0
+		for skipped < len(win) && end-at > m.CanSkipUntil {
+			at += win[skipped].Duration
+			skipped++
+		}
+		if skipped > 0 {
+			fmt.Fprintf(&b, "#EXT-X-SKIP:SKIPPED-SEGMENTS=%d\n", skipped)
+		}
+	}
+	prevInit := ""
+	for _, s := range win[skipped:] {
 		writeSegment(&b, s, prevInit)
 		prevInit = s.Init
 	}
@@ -185,7 +203,7 @@ const Endlist = "#EXT-X-ENDLIST\n"
 
 func writeHeader(b *bytes.Buffer, m Media, seq, disc uint64, target float64) {
 	version := m.Version
-	if m.PartTarget > 0 && version < 9 {
+	if (m.PartTarget > 0 || m.CanSkipUntil > 0) && version < 9 {
 		version = 9
 	}
 	b.WriteString("#EXTM3U\n")
@@ -200,8 +218,17 @@ func writeHeader(b *bytes.Buffer, m Media, seq, disc uint64, target float64) {
 	}
 	fmt.Fprintf(b, "#EXT-X-MEDIA-SEQUENCE:%d\n", seq)
 	fmt.Fprintf(b, "#EXT-X-TARGETDURATION:%d\n", int64(math.Max(1, math.Round(target))))
+	if (m.PartTarget > 0 || m.CanSkipUntil > 0) && !m.Ended && m.Kind != VOD {
+		b.WriteString("#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES")
+		if m.CanSkipUntil > 0 {
+			fmt.Fprintf(b, ",CAN-SKIP-UNTIL=%s", seconds(m.CanSkipUntil))
+		}
+		if m.PartTarget > 0 {
+			fmt.Fprintf(b, ",PART-HOLD-BACK=%s", seconds(3*m.PartTarget))
+		}
+		b.WriteByte('\n')
+	}
 	if m.PartTarget > 0 && !m.Ended && m.Kind != VOD {
-		fmt.Fprintf(b, "#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,PART-HOLD-BACK=%s\n", seconds(3*m.PartTarget))
 		fmt.Fprintf(b, "#EXT-X-PART-INF:PART-TARGET=%s\n", seconds(m.PartTarget))
 	}
 	if disc > 0 {

@@ -3,6 +3,7 @@ package playlist
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -127,4 +128,20 @@ func TestAppendMatchesEncode(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("appended:\n%s\nencoded:\n%s", got, want)
 	}
+}
+
+// A DVR playlist declares delta updates; its _HLS_skip=YES answer replaces
+// the segments older than CAN-SKIP-UNTIL with EXT-X-SKIP.
+func TestGoldenDelta(t *testing.T) {
+	t.Parallel()
+	var s []Segment
+	for i := 0; i < 10; i++ {
+		s = append(s, Segment{URI: fmt.Sprintf("d-%d.m4s", i), Duration: 2, Init: "init-d-0.mp4", Discontinuity: i == 3})
+	}
+	m := Media{Kind: Live, Version: 7, TargetDuration: 2, Segments: s, FirstSeq: 40, FirstDisc: 2, CanSkipUntil: 12}
+	full, _ := EncodeMedia(m)
+	golden(t, "dvr_full.m3u8", full)
+	m.Skip = true
+	delta, _ := EncodeMedia(m)
+	golden(t, "dvr_delta.m3u8", delta)
 }
