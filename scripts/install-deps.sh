@@ -7,7 +7,9 @@ set -euo pipefail
 
 packages=(ffmpeg redis-server pkg-config chromium nodejs
   libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev
-  libswscale-dev libswresample-dev libavutil-dev "$@")
+  libswscale-dev libswresample-dev libavutil-dev
+  gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav "$@")
 
 missing=()
 for p in "${packages[@]}"; do

@@ -1,0 +1,179 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+
+	"github.com/shoal-video/shoal/internal/testutil"
+	"github.com/shoal-video/shoal/internal/testutil/browser"
+)
+
+// gstPublish runs a GStreamer pipeline publishing over RTMP with
+// rtmp2sink: videotestsrc through x264enc (with caps, when given, after
+// it) and audiotestsrc through avenc_aac, as a GStreamer user would write
+// it. frames video frames at 30 fps and audioFrames AAC frames (1024
+// samples at 48 kHz) are sent in real time.
+func gstPublish(t *testing.T, url, x264Caps string, frames, audioFrames int) *exec.Cmd {
+	t.Helper()
+	if _, err := exec.LookPath("gst-launch-1.0"); err != nil {
+		t.Fatal("gst-launch-1.0 is missing: run scripts/install-deps.sh (GStreamer is a test client)")
+	}
+	video := "videotestsrc is-live=true num-buffers=" + strconv.Itoa(frames) + " ! video/x-raw,framerate=30/1,width=320,height=240 ! x264enc tune=zerolatency key-int-max=60"
+	if x264Caps != "" {
+		video += " ! " + x264Caps
+	}
+	pipeline := video + " ! h264parse ! flvmux name=mux streamable=true ! rtmp2sink location=" + url +
+		" audiotestsrc is-live=true wave=sine num-buffers=" + strconv.Itoa(audioFrames) +
+		" samplesperbuffer=1024 ! audio/x-raw,rate=48000,channels=2 ! avenc_aac ! aacparse ! mux."
+	cmd := exec.Command("gst-launch-1.0", append([]string{"-q", "-e"}, strings.Fields(pipeline)...)...)
+	var out testutil.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			_ = cmd.Process.Kill()
+			_, _ = cmd.Process.Wait()
+		}
+		if t.Failed() {
+			t.Logf("gst-launch-1.0:\n%s", out.String())
+		}
+	})
+	return cmd
+}
+
+// ffprobeField runs ffprobe on url and returns its trimmed output.
+func ffprobeField(t *testing.T, url string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ffprobe", append(append([]string{"-v", "error"}, args...), url)...).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %v %s: %v", args, url, err)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// GStreamer with avenc_aac (equal millisecond timestamps on some AAC
+// frames) and x264enc constrained to High 8-bit: every video frame and
+// every audio frame reaches the recording, the audio starts with the video,
+// and nothing was dropped as going backwards.
+func TestGStreamerPublisherLosesNothing(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	ls := n.createStream("gstreamer")
+	const frames, audioFrames = 240, 375 // 8 s of each
+	pub := gstPublish(t, ls.Ingest.RTMPURL+"/"+ls.StreamKey, "video/x-h264,profile=high", frames, audioFrames)
+	if err := pub.Wait(); err != nil {
+		t.Fatalf("gst-launch-1.0: %v", err)
+	}
+	n.waitFor("the recording to end", 30*time.Second, func() bool { return n.ended(ls.ID, "index.m3u8") })
+	n.waitFor("the audio group to end", 10*time.Second, func() bool {
+		return strings.Contains(n.playlist(ls.ID, "audio/index.m3u8"), "#EXT-X-ENDLIST")
+	})
+	base := n.http + "/hls/" + ls.ID + "/"
+	count := func(url string) int {
+		s := ffprobeField(t, url, "-count_packets", "-show_entries", "stream=nb_read_packets", "-of", "csv=p=0")
+		v, err := strconv.Atoi(strings.Split(s, "\n")[0])
+		if err != nil {
+			t.Fatalf("packet count %q", s)
+		}
+		return v
+	}
+	if got := count(base + "source/index.m3u8"); got != frames {
+		t.Errorf("the recording holds %d video frames, GStreamer sent %d", got, frames)
+	}
+	// avenc_aac may add one frame of its own at the end (its tail).
+	if got := count(base + "audio/index.m3u8"); got < audioFrames || got > audioFrames+1 {
+		t.Errorf("the recording holds %d AAC frames, GStreamer sent %d", got, audioFrames)
+	}
+	first := func(url string) float64 {
+		s := ffprobeField(t, url, "-show_entries", "packet=pts_time", "-read_intervals", "%+#1", "-of", "csv=p=0")
+		v, err := strconv.ParseFloat(strings.Split(s, "\n")[0], 64)
+		if err != nil {
+			t.Fatalf("first packet time %q", s)
+		}
+		return v
+	}
+	v, a := first(base+"source/index.m3u8"), first(base+"audio/index.m3u8")
+	if d := a - v; d < -1.0/30 || d > 1.0/30 {
+		t.Errorf("the first audio packet is at %.3f s, the first video frame at %.3f s: more than one frame apart", a, v)
+	}
+	if log := n.stderr.String(); strings.Contains(log, "went backwards") {
+		t.Errorf("frames were dropped as going backwards:\n%s", log)
+	}
+}
+
+// GStreamer's x264enc as it comes sends High 4:4:4 Predictive 10-bit,
+// which no browser decodes: without a transcoder it is refused with a
+// clear reason; with one it is transcoded and plays in Chromium.
+func TestGStreamerHigh444(t *testing.T) {
+	t.Parallel()
+	t.Run("refused without a transcoder", func(t *testing.T) {
+		t.Parallel()
+		n := startNode(t)
+		ls := n.createStream("444")
+		pub := gstPublish(t, ls.Ingest.RTMPURL+"/"+ls.StreamKey, "", 300, 470)
+		defer pub.Process.Kill()
+		var reason string
+		n.waitFor("the reason in the API", 20*time.Second, func() bool {
+			reason = n.streamError(ls.ID)
+			return reason != ""
+		})
+		if !strings.Contains(reason, "4:4:4") && !strings.Contains(reason, "10-bit") {
+			t.Errorf("reason %q does not say what is wrong", reason)
+		}
+		if code, body := n.get("/hls/"+ls.ID+"/master.m3u8", ""); code == 200 {
+			t.Errorf("a master playlist was published for a source no browser plays:\n%s", body)
+		}
+		t.Logf("refused: %s", reason)
+	})
+	t.Run("transcoded and played", func(t *testing.T) {
+		t.Parallel()
+		n := startNode(t, "SHOAL_TRANSCODE_MAX_LADDERS=1", "SHOAL_TRANSCODE_HWACCEL=none", "SHOAL_TRANSCODE_PRESET=ultrafast")
+		ls := n.createStream("444 transcoded")
+		pub := gstPublish(t, ls.Ingest.RTMPURL+"/"+ls.StreamKey, "", 900, 1410) // 30 s
+		defer pub.Process.Kill()
+		n.waitFor("the master playlist", 30*time.Second, func() bool {
+			code, _ := n.get("/hls/"+ls.ID+"/master.m3u8", "")
+			return code == 200
+		})
+		master := n.playlist(ls.ID, "master.m3u8")
+		if strings.Contains(master, "avc1.f4") || strings.Contains(master, "source/") {
+			t.Fatalf("the 4:4:4 source is served as it came:\n%s", master)
+		}
+		b := browser.Start(t)
+		tab := b.NewTab(t)
+		if err := tab.Run(20*time.Second, chromedp.Navigate(n.http+"/watch/"+ls.ID+"?player=hlsjs")); err != nil {
+			t.Fatal(err)
+		}
+		const playing = `(() => { const v = document.querySelector('video'); return !!v && v.currentTime > 3 && v.videoWidth > 0 })()`
+		const state = `JSON.stringify((() => { const v = document.querySelector('video'); return v ? {t: v.currentTime, w: v.videoWidth, err: v.error && v.error.code} : null })())`
+		if err := tab.WaitFor(60*time.Second, playing, state); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
+
+// streamError is the live stream's "error" field in the API: why it is not
+// served as it should be ("" when nothing is wrong).
+func (n *node) streamError(id string) string {
+	n.t.Helper()
+	code, body := n.get("/v1/live-streams/"+id, testAdminKey)
+	if code != 200 {
+		return ""
+	}
+	var ls struct {
+		Error string `json:"error"`
+	}
+	_ = json.Unmarshal(body, &ls)
+	return ls.Error
+}
