@@ -132,3 +132,57 @@ func TestLowLatencyThroughEdge(t *testing.T) {
 		t.Errorf("page errors: %v", errs)
 	}
 }
+
+// A broadcast ends and the creator goes live again: a viewer who stayed on
+// the watch page plays the new broadcast by itself, through the edge, in
+// low-latency mode.
+func TestWatchPageFollowsANewBroadcast(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	e := startEdge(t, n, n.nodeToken(), "")
+	n.waitFor("the edge to join", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
+	ls := n.createStream("twice")
+	first := publish(t, clip(t, 10), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	n.waitFor("the first broadcast at the edge", 20*time.Second, func() bool {
+		resp, b := httpGet(t, e.url+"/hls/"+ls.ID+"/source/index.m3u8")
+		return resp.StatusCode == 200 && strings.Contains(string(b), "#EXT-X-PART:")
+	})
+	br := browser.Start(t)
+	tab := br.NewTab(t)
+	if err := tab.Run(20*time.Second, chromedp.Navigate(n.http+"/watch/"+ls.ID+"?player=hlsjs")); err != nil {
+		t.Fatal(err)
+	}
+	const state = `JSON.stringify({status: document.body.dataset.status, t: (document.querySelector('video') || {}).currentTime,
+		delivered: window.shoalDelivery ? window.shoalDelivery.delivered.slice(-3).map((d) => d.path) : []})`
+	const playing = `(() => { const v = document.querySelector('video'); return !!v && v.currentTime > 2 && document.body.dataset.status === 'live' })()`
+	if err := tab.WaitFor(45*time.Second, playing, state); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Wait(); err != nil {
+		t.Fatalf("first broadcast: %v", err)
+	}
+	if err := tab.WaitFor(30*time.Second, `document.body.dataset.status !== 'live'`, state); err != nil {
+		t.Fatalf("the page never saw the end: %v", err)
+	}
+	second := publish(t, clip(t, 30), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	defer second.Process.Kill()
+	var session string
+	n.waitFor("the second broadcast's segments", 20*time.Second, func() bool {
+		pl := n.playlist(ls.ID, "source/index.m3u8")
+		for _, l := range strings.Split(pl, "\n") {
+			if strings.HasSuffix(l, ".m4s") && !strings.HasPrefix(l, "#") {
+				session = l[:strings.IndexByte(l, '-')]
+			}
+		}
+		return session != "" && !strings.Contains(pl, "#EXT-X-ENDLIST")
+	})
+	started := time.Now()
+	// The page polls, loads the new broadcast and plays its parts.
+	newMedia := `(() => { const d = window.shoalDelivery; const v = document.querySelector('video');
+		return document.body.dataset.status === 'live' && !!d && !!v && !v.paused &&
+			d.delivered.some((o) => o.path.includes('/` + session + `-')) })()`
+	if err := tab.WaitFor(30*time.Second, newMedia, state); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("the page plays the new broadcast (%s) %.1f s after its first segment", session, time.Since(started).Seconds())
+}
