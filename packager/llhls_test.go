@@ -324,3 +324,72 @@ func TestDVRWindow(t *testing.T) {
 		t.Fatalf("the ended DVR playlist: ended %v, %d segments", m.Endlist, len(m.Segments))
 	}
 }
+
+// One timeline per stream: a rendition that starts late takes the media
+// sequence numbers, boundaries and times of the others; renditions that
+// end and start again while the session lingers (a transcoder falling
+// back to another encoder) continue their playlists, recording and audio
+// group after a discontinuity, and nothing is deleted.
+func TestOneTimelinePerStream(t *testing.T) {
+	t.Parallel()
+	r := newLLRig(t, Config{Linger: time.Minute})
+	hi, _ := r.hub.Publish(media.StreamKey{Name: "tl", Rendition: "720p"}, tracks)
+	feedRange(hi, 0, 8.5, 60)
+	r.waitSnap(t, "tl/720p/index.m3u8", func(s *live.Snapshot) bool { return s.NextMSN == 4 })
+	lo, _ := r.hub.Publish(media.StreamKey{Name: "tl", Rendition: "360p"}, tracks[:1])
+	feedRange(lo, 5, 3.5, 60) // from 5 s: its first keyframe is at 6 s
+	feedRange(hi, 8.5, 1.6, 60)
+	feedRange(lo, 8.5, 1.6, 60)
+	hiSnap := r.waitSnap(t, "tl/720p/index.m3u8", func(s *live.Snapshot) bool { return s.NextMSN == 5 })
+	loSnap := r.waitSnap(t, "tl/360p/index.m3u8", func(s *live.Snapshot) bool { return s.NextMSN == 5 })
+	hm, lm := parseMedia(t, hiSnap.Data), parseMedia(t, loSnap.Data)
+	if lm.MediaSequence != 3 || len(lm.Segments) != 2 {
+		t.Fatalf("the late rendition starts at media sequence %d with %d segments, want 3 and 2\n%s", lm.MediaSequence, len(lm.Segments), loSnap.Data)
+	}
+	for i := range lm.Segments {
+		h := hm.Segments[len(hm.Segments)-2+i]
+		l := lm.Segments[i]
+		if !h.DateTime.Equal(*l.DateTime) || h.Duration != l.Duration {
+			t.Errorf("segment %d: 720p at %s for %s, 360p at %s for %s", 3+i, h.DateTime, h.Duration, l.DateTime, l.Duration)
+		}
+	}
+
+	// Both end; 720p starts again with the input going on (new encoders).
+	hi.End()
+	lo.End()
+	r.waitSnap(t, "tl/audio/index.m3u8", func(s *live.Snapshot) bool { return s.NextMSN == 5 })
+	waitFor(t, "720p's recording to end", func() bool {
+		b, _ := os.ReadFile(filepath.Join(r.dir, "tl", "720p", "recording.m3u8"))
+		return bytes.HasSuffix(b, []byte("#EXT-X-ENDLIST\n"))
+	})
+	again, _ := r.hub.Publish(media.StreamKey{Name: "tl", Rendition: "720p"}, tracks)
+	feedRange(again, 10, 6.5, 60)
+	snap := r.waitSnap(t, "tl/720p/index.m3u8", func(s *live.Snapshot) bool { return s.NextMSN == 8 })
+	m := parseMedia(t, snap.Data)
+	// Segment 6 starts at the first keyframe after what 720p wrote (the
+	// new encoder's replayed GOP overlaps it), on the same timeline.
+	if len(m.Segments) != 3 || !m.Segments[1].Discontinuity || m.MediaSequence != 5 ||
+		m.Segments[1].DateTime.Sub(*m.Segments[0].DateTime) != 2*time.Second {
+		t.Fatalf("720p after it came back:\n%s", snap.Data)
+	}
+	rec, err := os.ReadFile(filepath.Join(r.dir, "tl", "720p", "recording.m3u8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rm := parseMedia(t, rec); rm.Endlist || len(rm.Segments) != 8 || bytes.Count(rec, []byte("#EXT-X-DISCONTINUITY\n")) != 1 {
+		t.Fatalf("720p's recording: %d segments\n%s", len(rm.Segments), rec)
+	}
+	r.waitSnap(t, "tl/audio/index.m3u8", func(s *live.Snapshot) bool { return s.NextMSN == 8 })
+	audio, err := os.ReadFile(filepath.Join(r.dir, "tl", "audio", "recording.m3u8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if am := parseMedia(t, audio); am.Endlist || len(am.Segments) != 8 {
+		t.Fatalf("the audio group did not go on: %d segments, ended %v\n%s", len(am.Segments), am.Endlist, audio)
+	}
+	// The first broadcast's first segment is still there.
+	if _, err := os.Stat(filepath.Join(r.dir, "tl", "720p", m.Segments[0].URI)); err != nil {
+		t.Fatal(err)
+	}
+	again.End()
+}

@@ -30,6 +30,9 @@ type streamState struct {
 	session string
 	active  int  // guarded by p.mu
 	removed bool // guarded by p.mu: delete the output once every rendition finished
+	// linger (guarded by p.mu) ends the session when no rendition came
+	// back in time (Config.Linger).
+	linger *time.Timer
 
 	mu         sync.Mutex
 	runs       int // rendition runs started in this session
@@ -58,6 +61,14 @@ type streamState struct {
 	target float64
 	// positions are the live playlists' positions, for rendition reports.
 	positions map[string]position
+	// The stream's timeline (timeline.go): the offset every rendition
+	// shares, the latest end of any track, recent video segment starts,
+	// and ended video tracks a rendition coming back continues.
+	offset    time.Duration
+	hasOffset bool
+	tlEnd     time.Duration
+	segStarts []segStart
+	ended     map[string]*trackOut
 }
 
 // targetDuration notes a segment of the given length and returns the
@@ -169,7 +180,9 @@ func (st *streamState) releaseAudio(r *rendition) bool {
 		st.audioOwner = nil
 		st.audioOwned.Store(false)
 	}
-	if st.active > 1 {
+	if st.active > 1 || st.p.cfg.Linger > 0 && !st.removed && !st.p.stopping {
+		// Another rendition, or one starting while the session lingers,
+		// takes it over; else it ends with the session (endLocked).
 		return false
 	}
 	st.audioEnded = true

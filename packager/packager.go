@@ -74,6 +74,14 @@ type Config struct {
 	// PartDuration is the LL-HLS part target (0: no partial segments).
 	// Parts need fMP4: with MPEG-TS it is ignored.
 	PartDuration time.Duration
+	// Linger keeps a stream's session open that long after its last
+	// rendition ended, so that a rendition starting again (a transcoder
+	// falling back to another encoder or to copying the source, which ends
+	// its renditions and starts new ones) continues the same playlists,
+	// timeline and recording instead of starting a new session over them.
+	// The audio group ends when it expires. 0: the session ends with its
+	// last rendition.
+	Linger time.Duration
 	// DVRWindow, when positive, keeps a DVR playlist of that length
 	// (<rendition>/dvr.m3u8, with the master playlist dvr.m3u8 next to
 	// master.m3u8) beside the short live one, in the live registry.
@@ -111,8 +119,9 @@ type Packager struct {
 	written    prometheus.Counter
 	errLimiter *logx.Limiter
 
-	mu      sync.Mutex
-	streams map[string]*streamState
+	mu       sync.Mutex
+	stopping bool // Run is returning: sessions no longer linger
+	streams  map[string]*streamState
 	removed map[string]bool // deleted streams: output arriving late is refused
 	// problems says why a stream is not served ("" or absent: it is).
 	problems map[string]string
@@ -236,7 +245,9 @@ func (p *Packager) Run(ctx context.Context) error {
 			return nil
 		})
 	}
-	return g.Wait()
+	err := g.Wait()
+	p.expireAll()
+	return err
 }
 
 // partDuration is the LL-HLS part target, 0 when parts are off.
@@ -267,6 +278,10 @@ func (p *Packager) join(id string) (*streamState, error) {
 		return nil, errRemoved
 	}
 	if st := p.streams[id]; st != nil {
+		if st.linger != nil {
+			st.linger.Stop() // expire sees active > 0 if it runs anyway
+			st.linger = nil
+		}
 		st.active++
 		p.mu.Unlock()
 		return st, nil
@@ -330,6 +345,52 @@ func (p *Packager) leave(st *streamState) {
 	defer p.mu.Unlock()
 	st.active--
 	if st.active == 0 && p.streams[st.id] == st {
+		if p.cfg.Linger > 0 && !st.removed && !p.stopping {
+			st.linger = time.AfterFunc(p.cfg.Linger, func() { p.expire(st) })
+			return
+		}
+		p.endLocked(st)
+		if st.removed {
+			if p.live != nil {
+				p.live.RemoveStream(st.id)
+			}
+			var err error
+			if old, err = p.trash(st.dir); err != nil {
+				p.log.Error("removing the HLS output of a deleted stream", "stream", st.id, "err", err)
+			}
+		}
+	}
+}
+
+// expire ends the session of st if no rendition came back while it
+// lingered.
+func (p *Packager) expire(st *streamState) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if st.active == 0 && p.streams[st.id] == st {
+		p.endLocked(st)
+	}
+}
+
+// expireAll ends every lingering session now (Run is returning).
+func (p *Packager) expireAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.stopping = true
+	for _, st := range p.streams {
+		if st.active == 0 {
+			if st.linger != nil {
+				st.linger.Stop()
+			}
+			p.endLocked(st)
+		}
+	}
+}
+
+// endLocked ends the session of st, whose renditions all ended: its audio
+// group ends, and the live registry lets go of its master playlists.
+func (p *Packager) endLocked(st *streamState) {
+	{
 		delete(p.streams, st.id)
 		// An audio group whose owner ended while others ran, and that
 		// nobody took over, ends with the last rendition.
@@ -341,15 +402,6 @@ func (p *Packager) leave(st *streamState) {
 			// The master playlists on disk are the final ones.
 			p.live.Remove(st.id + "/master.m3u8")
 			p.live.Remove(st.id + "/" + DVRPlaylist)
-		}
-		if st.removed {
-			if p.live != nil {
-				p.live.RemoveStream(st.id)
-			}
-			var err error
-			if old, err = p.trash(st.dir); err != nil {
-				p.log.Error("removing the HLS output of a deleted stream", "stream", st.id, "err", err)
-			}
 		}
 	}
 }
@@ -368,8 +420,15 @@ func (p *Packager) Remove(id string) error {
 	delete(p.problems, id)
 	if st := p.streams[id]; st != nil {
 		st.removed = true
-		p.mu.Unlock()
-		return nil
+		if st.active > 0 {
+			p.mu.Unlock()
+			return nil
+		}
+		// Lingering: nothing runs that would delete it later.
+		if st.linger != nil {
+			st.linger.Stop()
+		}
+		p.endLocked(st)
 	}
 	if p.live != nil {
 		p.live.RemoveStream(id)

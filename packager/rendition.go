@@ -142,7 +142,13 @@ func (r *rendition) setTracks(tracks []media.Track, restart bool) {
 	if r.vIdx >= 0 {
 		t := tracks[r.vIdx]
 		if r.video == nil {
-			r.video = r.newTrackOut(filepath.Join(r.st.dir, r.name), t)
+			if r.video = r.st.resumeTrack(r.name, r); r.video != nil {
+				r.video.setTrack(t)
+				r.end = media.Duration(r.video.endTicks, r.video.track.ClockRate)
+				r.log.Info("continuing the rendition's playlists after a discontinuity")
+			} else {
+				r.video = r.newTrackOut(filepath.Join(r.st.dir, r.name), t)
+			}
 		} else {
 			r.video.setTrack(t)
 		}
@@ -200,11 +206,17 @@ func (r *rendition) handleVideo(au *media.AccessUnit) {
 		if !au.Keyframe {
 			return // wait for the first keyframe
 		}
-		r.started = true
 		if r.rebase {
-			r.offset = r.end - media.Duration(au.DTS, t.track.ClockRate)
+			r.offset = r.st.timelineOffset(r.end, media.Duration(au.DTS, t.track.ClockRate))
 			r.rebase = false
 		}
+		if r.timeline(r.vIdx, au.DTS) < r.end {
+			// On the stream's timeline it overlaps what this rendition
+			// already wrote (a new encoder replaying the current GOP):
+			// it starts at the first keyframe after that.
+			return
+		}
+		r.started = true
 	}
 	at := r.timeline(r.vIdx, au.DTS)
 	if at < 0 {
@@ -215,7 +227,7 @@ func (r *rendition) handleVideo(au *media.AccessUnit) {
 		r.warnf("video parameters changed: new initialization section", "width", t.track.Width, "height", t.track.Height)
 	}
 	cut := au.Keyframe && t.segStart >= 0 &&
-		(changed || dts-t.segStart >= r.targetTicks(t)) && t.last != nil
+		(changed || dts-t.segStart >= r.targetTicks(t) || r.st.isBoundary(t.key, at)) && t.last != nil
 	if !t.push(sample{dts: dts, ptsOff: int32(au.PTS - au.DTS), key: au.Keyframe, payload: nalus, byteSize: sizeOf(nalus)}, cut) {
 		r.warnf("video timestamps went backwards; frame dropped", "dts", au.DTS)
 		return
@@ -249,7 +261,7 @@ func (r *rendition) handleAudio(au *media.AccessUnit) {
 		return // audio starts with the first video keyframe
 	}
 	if r.rebase { // audio-only publication
-		r.offset = r.end - media.Duration(au.DTS, t.track.ClockRate)
+		r.offset = r.st.timelineOffset(r.end, media.Duration(au.DTS, t.track.ClockRate))
 		r.rebase = false
 	}
 	at := r.timeline(r.aIdx, au.DTS)
@@ -309,6 +321,7 @@ func (r *rendition) finish() {
 	if r.video != nil {
 		r.video.ended = true
 		r.video.writePlaylists()
+		r.st.keepTrack(r.name, r.video)
 	}
 	r.st.renditionEnded(r.name, audioEnded)
 }
@@ -373,6 +386,11 @@ type trackOut struct {
 	// playlist has a new segment to publish.
 	segsDur  float64
 	dvrDirty bool
+	// aligned: the first segment's numbers were taken from the stream
+	// (startSegment); discSeq is the discontinuity sequence number of the
+	// last segment.
+	aligned bool
+	discSeq uint64
 }
 
 // publishPending publishes the live playlist if a segment ended since the
@@ -465,6 +483,29 @@ func (t *trackOut) extractParams(nalus [][]byte) (out [][]byte, changed bool) {
 	return out, changed
 }
 
+// startSegment notes the start of a video segment at output time dts on
+// the stream's timeline. The first segment of a playlist that joins a
+// stream already running takes the media and discontinuity sequence
+// numbers of the segment the others started at or just before it.
+func (t *trackOut) startSegment(dts int64) {
+	at := media.Duration(dts, t.track.ClockRate)
+	st := t.r.st
+	if !t.aligned {
+		t.aligned = true
+		span := time.Duration(st.targetDuration(0) * float64(time.Second))
+		if s, ok := st.segmentAt(t.key, at, span); ok && len(t.segs) == 0 && s.msn >= uint64(t.seq) {
+			t.seq, t.firstSeq = uint32(s.msn), s.msn
+			t.firstDisc, t.discSeq = s.disc, s.disc
+			t.nextDisc = false
+		}
+	}
+	disc := t.discSeq
+	if t.nextDisc {
+		disc++
+	}
+	st.noteSegmentStart(t.key, uint64(t.seq), at, disc)
+}
+
 // partTicks is the part target in the track's clock, 0 without LL-HLS.
 func (t *trackOut) partTicks() int64 {
 	d := t.r.p.partDuration()
@@ -494,6 +535,9 @@ func (t *trackOut) push(s sample, cut bool) bool {
 	}
 	if t.segStart < 0 || cut {
 		t.segStart = s.dts
+		if !t.isAudio {
+			t.startSegment(s.dts)
+		}
 	}
 	if len(t.pending) == 0 {
 		t.partStart = s.dts
@@ -628,6 +672,10 @@ func (t *trackOut) flush(withLast bool) {
 	seg := playlist.Segment{URI: name, Duration: seconds, Discontinuity: t.nextDisc, Init: t.initURI,
 		Time: t.r.st.programTime(first, endTicks, t.track.ClockRate), Parts: parts}
 	t.nextDisc = false
+	if seg.Discontinuity {
+		t.discSeq++
+	}
+	t.r.st.noteEnd(media.Duration(endTicks, t.track.ClockRate))
 	t.segs = append(t.segs, seg)
 	t.segsDur += seconds
 	// Keep the live window and a few more, and with a DVR window every
@@ -832,13 +880,17 @@ type recording struct {
 	started  bool
 	target   float64 // the EXT-X-TARGETDURATION in its header
 	prevInit string
+	// firstSeq and firstDisc are the header's media and discontinuity
+	// sequence numbers.
+	firstSeq, firstDisc uint64
 	failed   bool
 }
 
 func (rc *recording) path(t *trackOut) string { return filepath.Join(t.dir, "recording.m3u8") }
 
 func (rc *recording) media(t *trackOut, target float64) playlist.Media {
-	return playlist.Media{Kind: playlist.Event, Version: t.r.p.format.version(), TargetDuration: target}
+	return playlist.Media{Kind: playlist.Event, Version: t.r.p.format.version(), TargetDuration: target,
+		FirstSeq: rc.firstSeq, FirstDisc: rc.firstDisc}
 }
 
 // add appends seg. A target duration above the header's (a segment longer
@@ -852,6 +904,9 @@ func (rc *recording) add(t *trackOut, seg playlist.Segment, target float64) {
 	switch {
 	case !rc.started:
 		rc.started, rc.target = true, target
+		// The media and discontinuity sequence numbers of its first
+		// segment (a playlist that joined the stream late).
+		rc.firstSeq, rc.firstDisc = t.firstSeq, t.firstDisc
 		err = t.r.p.writeFile(path, playlist.AppendSegment(playlist.Header(rc.media(t, target)), seg, ""))
 	case target > rc.target:
 		var data []byte

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -98,8 +99,12 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		Format:          cfg.HLS.Format,
 		PartDuration:    cfg.HLS.PartDuration.Std(),
 		DVRWindow:       cfg.HLS.DVRWindow.Std(),
-		ServeSource:     serveSource,
-		Renditions:      masterRenditions(tc, cfg.Transcode.Passthrough),
+		// A transcoder that falls back to another encoder or to copying
+		// the source ends its renditions and starts new ones within
+		// moments: the session, timeline and recordings go on.
+		Linger:      2 * time.Second,
+		ServeSource: serveSource,
+		Renditions:  masterRenditions(tc, cfg.Transcode.Passthrough),
 	}, packager.Deps{Log: log.With("component", "packager"), Hub: hub, Registerer: reg, Live: livePlaylists})
 	if err != nil {
 		return err
