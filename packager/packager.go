@@ -122,7 +122,7 @@ type Packager struct {
 	mu       sync.Mutex
 	stopping bool // Run is returning: sessions no longer linger
 	streams  map[string]*streamState
-	removed map[string]bool // deleted streams: output arriving late is refused
+	removed  map[string]bool // deleted streams: output arriving late is refused
 	// problems says why a stream is not served ("" or absent: it is).
 	problems map[string]string
 }

@@ -883,7 +883,7 @@ type recording struct {
 	// firstSeq and firstDisc are the header's media and discontinuity
 	// sequence numbers.
 	firstSeq, firstDisc uint64
-	failed   bool
+	failed              bool
 }
 
 func (rc *recording) path(t *trackOut) string { return filepath.Join(t.dir, "recording.m3u8") }
