@@ -1,18 +1,27 @@
-// Package packager turns publications of the stream hub into HLS on disk.
+// Package packager turns publications of the stream hub into HLS on disk
+// and, for live streams, in memory (package live).
 //
 // Layout under Config.Dir, for a stream id:
 //
 //	<id>/master.m3u8                     variants + the audio group
-//	<id>/<rendition>/index.m3u8          live: sliding window; ended: whole recording (VOD)
-//	<id>/<rendition>/recording.m3u8      every segment since the stream started (EVENT, ENDLIST at the end)
+//	<id>/dvr.m3u8                        the same, each variant's DVR playlist (Config.DVRWindow)
+//	<id>/<rendition>/index.m3u8          live: sliding window (without parts); ended: whole recording (VOD)
+//	<id>/<rendition>/dvr.m3u8            ended: whole recording (live: in memory only)
+//	<id>/<rendition>/recording.m3u8      every segment since the stream started (EVENT, ENDLIST at the end); appended to
 //	<id>/<rendition>/init-<s>-<r>-<g>.mp4  fMP4 initialization section g (a new one after a reconnect or codec change)
 //	<id>/<rendition>/<s>-<r>-<n>.m4s|.ts   segment n of run r of the rendition in session s; never rewritten
 //	<id>/audio/...                       the audio group, same files as a rendition
 //
+// Live playlists with LL-HLS parts (Config.PartDuration), the parts
+// themselves and the DVR playlists live in the live registry (Deps.Live),
+// which the origin serves. Every cost per segment is bounded by the window
+// kept, never by the stream's age.
+//
 // Every rendition is video-only; audio is packaged once, from the first
 // rendition that carries it, and referenced by every variant through one
 // audio group. Segments are cut at video keyframes once the target duration
-// is reached, and the audio is cut at the same instants.
+// is reached, and the audio is cut at the same instants. All renditions of
+// a stream share one timeline (timeline.go).
 //
 // New finishes recordings that an earlier run left open (ENDLIST added), so a
 // crash never leaves a recording that players treat as live forever.
@@ -390,19 +399,17 @@ func (p *Packager) expireAll() {
 // endLocked ends the session of st, whose renditions all ended: its audio
 // group ends, and the live registry lets go of its master playlists.
 func (p *Packager) endLocked(st *streamState) {
-	{
-		delete(p.streams, st.id)
-		// An audio group whose owner ended while others ran, and that
-		// nobody took over, ends with the last rendition.
-		if a := st.audioOut; a != nil && !a.ended {
-			a.ended = true
-			a.writePlaylists()
-		}
-		if p.live != nil {
-			// The master playlists on disk are the final ones.
-			p.live.Remove(st.id + "/master.m3u8")
-			p.live.Remove(st.id + "/" + DVRPlaylist)
-		}
+	delete(p.streams, st.id)
+	// An audio group whose owner ended while others ran (or while the
+	// session lingered), and that nobody took over, ends with the session.
+	if a := st.audioOut; a != nil && !a.ended {
+		a.ended = true
+		a.writePlaylists()
+	}
+	if p.live != nil {
+		// The master playlists on disk are the final ones.
+		p.live.Remove(st.id + "/master.m3u8")
+		p.live.Remove(st.id + "/" + DVRPlaylist)
 	}
 }
 
