@@ -3,6 +3,7 @@ package packager
 import (
 	"bytes"
 	"fmt"
+	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/mpeg4audio"
@@ -29,6 +30,7 @@ type sample struct {
 	key      bool
 	payload  [][]byte // NAL units (video) or one raw frame (audio)
 	byteSize int
+	ntp      time.Time // its wall-clock time at ingest (zero: unknown)
 }
 
 // format turns samples into segment files.

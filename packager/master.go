@@ -83,11 +83,17 @@ func (st *streamState) targetDuration(seconds float64) float64 {
 	return st.target
 }
 
-// programTime is the wall-clock time of output time start (ticks of rate)
-// in a segment that ends at end: the first segment of the session fixes
-// the epoch, taking its end as now (live segments are cut as the next
-// keyframe arrives).
-func (st *streamState) programTime(start, end int64, rate int) time.Time {
+// programTime is the wall-clock time (EXT-X-PROGRAM-DATE-TIME) of a
+// segment from output time start to end (ticks of rate) whose first sample
+// arrived at ntp: that time, when ingest stamped it (every variant then
+// gives an instant the time its source frame came in). Without one, the
+// stream's epoch plus start: the first segment of the session fixes the
+// epoch, taking its end as now (live segments are cut as the next keyframe
+// arrives).
+func (st *streamState) programTime(ntp time.Time, start, end int64, rate int) time.Time {
+	if !ntp.IsZero() {
+		return ntp.UTC().Truncate(time.Millisecond)
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.epoch.IsZero() {

@@ -62,6 +62,11 @@ func feed(pub *stream.Publisher, seconds float64, gop int) {
 	feedRange(pub, 0, seconds, gop)
 }
 
+// feedEpoch is the ingest time (AccessUnit.NTP) of input time 0 of what
+// feed publishes: every rendition fed carries the same, as a transcoder's
+// rungs carry their source's.
+var feedEpoch = time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC)
+
 // feedRange is feed from input time from (seconds) on.
 func feedRange(pub *stream.Publisher, from, seconds float64, gop int) {
 	frames := int((from + seconds) * 30)
@@ -77,10 +82,12 @@ func feedRange(pub *stream.Publisher, from, seconds float64, gop int) {
 			if key {
 				payload = [][]byte{testSPS, testPPS, {0x65, 0x88, byte(v)}}
 			}
-			pub.Write(&media.AccessUnit{Track: 0, DTS: int64(v) * 3000, PTS: int64(v) * 3000, Keyframe: key, Payload: payload})
+			pub.Write(&media.AccessUnit{Track: 0, DTS: int64(v) * 3000, PTS: int64(v) * 3000, Keyframe: key, Payload: payload,
+				NTP: feedEpoch.Add(time.Duration(v) * time.Second / 30)})
 			v++
 		} else {
-			pub.Write(&media.AccessUnit{Track: 1, DTS: int64(a) * 1024, PTS: int64(a) * 1024, Keyframe: true, Payload: [][]byte{{0x21, 0x10, byte(a)}}})
+			pub.Write(&media.AccessUnit{Track: 1, DTS: int64(a) * 1024, PTS: int64(a) * 1024, Keyframe: true, Payload: [][]byte{{0x21, 0x10, byte(a)}},
+				NTP: feedEpoch.Add(time.Duration(a) * 1024 * time.Second / 48000)})
 			a++
 		}
 	}
@@ -480,10 +487,9 @@ func TestMasterWaitsForTheLadder(t *testing.T) {
 	solo.End()
 }
 
-// Segments carry EXT-X-PROGRAM-DATE-TIME from one epoch per stream: each
-// follows the last by its duration, aligned renditions and the audio
-// group give the same instant the same time, and the first segment ends
-// at the wall clock's now.
+// Segments carry EXT-X-PROGRAM-DATE-TIME from the ingest time of their
+// first frame: each follows the last by its duration, aligned renditions
+// and the audio group give the same instant the same time.
 func TestProgramDateTime(t *testing.T) {
 	t.Parallel()
 	hub, err := stream.New(stream.Config{QueueSize: 100000}, stream.Deps{})
@@ -527,8 +533,8 @@ func TestProgramDateTime(t *testing.T) {
 		return true
 	})
 	hi, lo, audio := times("720p"), times("360p"), times(AudioDir)
-	if !hi[0].Equal(now.Add(-2 * time.Second)) {
-		t.Errorf("the first segment starts at %s, want 2 s before the clock's %s", hi[0], now)
+	if !hi[0].Equal(feedEpoch) {
+		t.Errorf("the first segment starts at %s, want the ingest time of its first frame, %s", hi[0], feedEpoch)
 	}
 	for i := 1; i < 4; i++ {
 		if d := hi[i].Sub(hi[i-1]); d != 2*time.Second {

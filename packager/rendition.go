@@ -51,6 +51,10 @@ type rendition struct {
 	end     time.Duration
 	started bool            // a video keyframe was seen since the rebase
 	cuts    []time.Duration // video cut instants the audio has not reached yet
+	// audioQ is the audio held until the video reaches its time (videoAt,
+	// the newest video sample's output time).
+	audioQ  []*media.AccessUnit
+	videoAt time.Duration
 	// unplayable, when set, is why this publication is not packaged: its
 	// video is of a kind no browser decodes (media.Unplayable).
 	unplayable string
@@ -192,7 +196,43 @@ func (r *rendition) handle(au *media.AccessUnit) {
 				return
 			}
 		}
+		if r.vIdx >= 0 {
+			r.queueAudio(au)
+			return
+		}
 		r.handleAudio(au)
+	}
+}
+
+// Audio waits for the video of the same instant: a transcoded rendition's
+// video comes out of its encoder later than the source audio riding with
+// it, and the audio must be cut where the video is. maxAudioAhead bounds
+// the wait (video that stalls).
+const maxAudioAhead = 2 * time.Second
+
+// queueAudio holds an audio access unit until the video reached its time.
+func (r *rendition) queueAudio(au *media.AccessUnit) {
+	if !r.started || r.rebase {
+		return // audio starts with the first video keyframe
+	}
+	r.audioQ = append(r.audioQ, au)
+	r.drainAudio(r.videoAt)
+	for len(r.audioQ) > 0 && r.timeline(r.aIdx, au.DTS)-r.timeline(r.aIdx, r.audioQ[0].DTS) > maxAudioAhead {
+		r.handleAudio(r.audioQ[0])
+		r.audioQ = r.audioQ[1:]
+	}
+}
+
+// drainAudio packages the held audio up to output time upTo.
+func (r *rendition) drainAudio(upTo time.Duration) {
+	n := 0
+	for n < len(r.audioQ) && r.timeline(r.aIdx, r.audioQ[n].DTS) <= upTo {
+		r.handleAudio(r.audioQ[n])
+		n++
+	}
+	if n > 0 {
+		clear(r.audioQ[:n])
+		r.audioQ = r.audioQ[n:]
 	}
 }
 
@@ -228,7 +268,7 @@ func (r *rendition) handleVideo(au *media.AccessUnit) {
 	}
 	cut := au.Keyframe && t.segStart >= 0 &&
 		(changed || dts-t.segStart >= r.targetTicks(t) || r.st.isBoundary(t.key, at)) && t.last != nil
-	if !t.push(sample{dts: dts, ptsOff: int32(au.PTS - au.DTS), key: au.Keyframe, payload: nalus, byteSize: sizeOf(nalus)}, cut) {
+	if !t.push(sample{dts: dts, ptsOff: int32(au.PTS - au.DTS), key: au.Keyframe, payload: nalus, byteSize: sizeOf(nalus), ntp: au.NTP}, cut) {
 		r.warnf("video timestamps went backwards; frame dropped", "dts", au.DTS)
 		return
 	}
@@ -245,6 +285,8 @@ func (r *rendition) handleVideo(au *media.AccessUnit) {
 			r.cuts = append(r.cuts, at)
 		}
 	}
+	r.videoAt = at
+	r.drainAudio(at)
 }
 
 func (r *rendition) targetTicks(t *trackOut) int64 {
@@ -280,7 +322,7 @@ func (r *rendition) handleAudio(au *media.AccessUnit) {
 			cut = dts-t.segStart >= r.targetTicks(t)
 		}
 	}
-	if !t.push(sample{dts: dts, key: true, payload: au.Payload[:1], byteSize: len(au.Payload[0])}, cut) {
+	if !t.push(sample{dts: dts, key: true, payload: au.Payload[:1], byteSize: len(au.Payload[0]), ntp: au.NTP}, cut) {
 		r.warnf("audio timestamps went backwards; frame dropped", "dts", au.DTS)
 		return
 	}
@@ -292,6 +334,10 @@ func (r *rendition) handleAudio(au *media.AccessUnit) {
 
 // flushAll closes the current segments and records where the timeline ends.
 func (r *rendition) flushAll() {
+	if r.audio != nil {
+		r.drainAudio(1<<63 - 1)
+	}
+	r.audioQ = nil
 	for _, t := range []*trackOut{r.video, r.audio} {
 		if t == nil {
 			continue
@@ -374,7 +420,8 @@ type trackOut struct {
 	parts     []playlist.Part
 	partData  []byte
 	partStart int64
-	segEnd    int64 // where the last sample of the segment being built that went out ends
+	segEnd    int64     // where the last sample of the segment being built that went out ends
+	segNTP    time.Time // the wall-clock time of the first sample of the segment being built
 	served    []playlist.Part
 
 	rec recording
@@ -534,7 +581,7 @@ func (t *trackOut) push(s sample, cut bool) bool {
 		t.flushPart(true)
 	}
 	if t.segStart < 0 || cut {
-		t.segStart = s.dts
+		t.segStart, t.segNTP = s.dts, s.ntp
 		if !t.isAudio {
 			t.startSegment(s.dts)
 		}
@@ -670,7 +717,7 @@ func (t *trackOut) flush(withLast bool) {
 	t.seq++
 	seconds := float64(endTicks-first) / float64(t.track.ClockRate)
 	seg := playlist.Segment{URI: name, Duration: seconds, Discontinuity: t.nextDisc, Init: t.initURI,
-		Time: t.r.st.programTime(first, endTicks, t.track.ClockRate), Parts: parts}
+		Time: t.r.st.programTime(t.segNTP, first, endTicks, t.track.ClockRate), Parts: parts}
 	t.nextDisc = false
 	if seg.Discontinuity {
 		t.discSeq++

@@ -44,6 +44,12 @@ type job struct {
 	// keyframe's time on, so its audio starts with its video.
 	recentAudio []*media.AccessUnit
 
+	// srcZero is the wall-clock time (AccessUnit.NTP) of media time 0 of
+	// the source's timeline, which the rungs keep: a rung's frame gets the
+	// time of the source frame at its DTS, so every variant gives an
+	// instant the same time. Zero until the source had one.
+	srcZero time.Time
+
 	pubs map[string]*stream.Publisher // rendition -> publisher
 	// last is the latest publisher of every rendition this job published,
 	// to end them all when the job ends.
@@ -206,6 +212,9 @@ func (j *job) handle(au *media.AccessUnit) {
 	}
 	switch au.Track {
 	case j.vIdx:
+		if !au.NTP.IsZero() {
+			j.srcZero = au.NTP.Add(-media.Duration(au.DTS, j.tracks[j.vIdx].ClockRate))
+		}
 		if au.Keyframe || len(j.gop) >= maxGOP {
 			clear(j.gop)
 			j.gop = j.gop[:0]
@@ -275,6 +284,9 @@ func (j *job) emit(i int, au *media.AccessUnit) {
 	rungs := j.pipe.OutputRungs()
 	if i >= len(rungs) {
 		return
+	}
+	if au.NTP.IsZero() && !j.srcZero.IsZero() {
+		au.NTP = j.srcZero.Add(media.Duration(au.DTS, j.tracks[j.vIdx].ClockRate))
 	}
 	name := rungs[i].Name
 	p := j.pubs[name]

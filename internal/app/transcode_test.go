@@ -77,6 +77,31 @@ func TestLiveLadderEndToEnd(t *testing.T) {
 		}
 	}
 	t.Logf("segment start PTS (90 kHz), identical in every rendition: %v", ref)
+	// EXT-X-PROGRAM-DATE-TIME: the ingest time of each segment's source
+	// frame, the same in every rung, the audio group within one AAC frame.
+	pdt := func(r string) []time.Time {
+		pl, _, err := m3u8.DecodeFrom(strings.NewReader(n.playlist(ls.ID, r+"/index.m3u8")), true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []time.Time
+		for _, seg := range pl.(*m3u8.MediaPlaylist).Segments {
+			if seg != nil {
+				out = append(out, seg.ProgramDateTime)
+			}
+		}
+		return out
+	}
+	refTimes := pdt("720p")
+	for _, r := range []string{"480p", "360p", "audio"} {
+		times := pdt(r)
+		for i := 0; i < min(len(times), len(refTimes)); i++ {
+			d := times[i].Sub(refTimes[i])
+			if r != "audio" && d != 0 || d < -25*time.Millisecond || d > 25*time.Millisecond {
+				t.Errorf("segment %d: %s at %s, 720p at %s", i, r, times[i].Format(time.RFC3339Nano), refTimes[i].Format(time.RFC3339Nano))
+			}
+		}
+	}
 }
 
 // segmentStarts returns the presentation time of the first sample of every

@@ -64,6 +64,12 @@ type AccessUnit struct {
 	// Payload holds the NAL units of a video frame (without start codes or
 	// length prefixes) or the single raw frame of an audio access unit.
 	Payload [][]byte
+	// NTP is the wall-clock time of this access unit at ingest: when its
+	// track's first access unit arrived plus its DTS since that one (the
+	// hub stamps what publishers leave zero). Renditions made from it
+	// carry the source's time, so that the same instant has the same time
+	// in every variant (EXT-X-PROGRAM-DATE-TIME).
+	NTP time.Time
 }
 
 // Size returns the payload size in bytes.

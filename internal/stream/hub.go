@@ -52,6 +52,9 @@ type Config struct {
 type Deps struct {
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
+	// Now is the wall clock access units are stamped with (AccessUnit.NTP;
+	// time.Now when nil).
+	Now func() time.Time
 }
 
 // Event is what a subscriber reads: either the track list of a (re)started
@@ -71,6 +74,7 @@ type Event struct {
 type Hub struct {
 	cfg Config
 	log *slog.Logger
+	now func() time.Time
 
 	dropped   *prometheus.CounterVec
 	published *prometheus.GaugeVec
@@ -92,9 +96,13 @@ func New(cfg Config, deps Deps) (*Hub, error) {
 	if deps.Log == nil {
 		deps.Log = slog.Default()
 	}
+	if deps.Now == nil {
+		deps.Now = time.Now
+	}
 	h := &Hub{
 		cfg:     cfg,
 		log:     deps.Log,
+		now:     deps.Now,
 		streams: map[media.StreamKey]*publication{},
 		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_hub_dropped_access_units_total",
@@ -352,6 +360,27 @@ type Publisher struct {
 	hub  *Hub
 	pub  *publication
 	once sync.Once
+	// anchor (guarded by pub.mu) maps the publication's media time to the
+	// wall clock: when its first access unit was written, and that unit's
+	// DTS. One for all tracks, which share a timeline (audio and video of
+	// an instant get the same time).
+	anchor    time.Time
+	anchorDTS time.Duration
+	anchored  bool
+}
+
+// stamp sets au.NTP from the publication's anchor (taken at its first
+// access unit). The caller holds p.pub.mu.
+func (p *Publisher) stamp(au *media.AccessUnit) {
+	tracks := p.pub.tracks
+	if au.Track < 0 || au.Track >= len(tracks) || tracks[au.Track].ClockRate <= 0 {
+		return
+	}
+	d := media.Duration(au.DTS, tracks[au.Track].ClockRate)
+	if !p.anchored {
+		p.anchor, p.anchorDTS, p.anchored = p.hub.now(), d, true
+	}
+	au.NTP = p.anchor.Add(d - p.anchorDTS)
 }
 
 // Write delivers au to every subscriber without blocking (with
@@ -362,6 +391,9 @@ func (p *Publisher) Write(au *media.AccessUnit) {
 	defer p.pub.mu.Unlock()
 	if p.pub.publisher != p {
 		return
+	}
+	if au.NTP.IsZero() {
+		p.stamp(au)
 	}
 	for s := range p.pub.subs {
 		s.pushAU(au, p.pub.tracks)
