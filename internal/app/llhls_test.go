@@ -186,3 +186,65 @@ func TestWatchPageFollowsANewBroadcast(t *testing.T) {
 	}
 	t.Logf("the page plays the new broadcast (%s) %.1f s after its first segment", session, time.Since(started).Seconds())
 }
+
+// The DVR window end to end: a viewer watching live through an edge seeks
+// 22 s back (past the live playlist), plays from the DVR playlist there (its segments verified
+// against range manifests), and jumps back to live in low-latency mode.
+func TestWatchPageDVR(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	e := startEdge(t, n, n.nodeToken(), "")
+	n.waitFor("the edge to join", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
+	ls := n.createStream("dvr")
+	pub := publish(t, clip(t, 120), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	defer pub.Process.Kill()
+	// 30 s of broadcast: the live playlist holds about 12 s, the DVR one
+	// all of it.
+	n.waitFor("30 s of broadcast at the edge", 60*time.Second, func() bool {
+		resp, b := httpGet(t, e.url+"/hls/"+ls.ID+"/source/dvr.m3u8")
+		return resp.StatusCode == 200 && strings.Count(string(b), "#EXTINF") >= 15
+	})
+	resp, b := httpGet(t, e.url+"/hls/"+ls.ID+"/source/dvr.m3u8?_HLS_skip=YES")
+	if resp.StatusCode != 200 || !strings.Contains(string(b), "#EXT-X-SKIP:SKIPPED-SEGMENTS=") {
+		t.Fatalf("delta update through the edge: %d\n%s", resp.StatusCode, b)
+	}
+	br := browser.Start(t)
+	tab := br.NewTab(t)
+	if err := tab.Run(20*time.Second, chromedp.Navigate(n.http+"/watch/"+ls.ID+"?player=hlsjs")); err != nil {
+		t.Fatal(err)
+	}
+	const state = `JSON.stringify({dvr: window.shoalPlayer && window.shoalPlayer.dvrInfo(), latency: window.shoalPlayer && window.shoalPlayer.latencyInfo(),
+		t: (document.querySelector('video') || {}).currentTime, failures: window.shoalDelivery ? window.shoalDelivery.failures : null})`
+	const playingLL = `(() => { const v = document.querySelector('video'); const p = window.shoalPlayer; const i = p && p.latencyInfo();
+		return !!v && !!i && i.lowLatency && v.currentTime > 3 })()`
+	if err := tab.WaitFor(45*time.Second, playingLL, state); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab.Run(5*time.Second, chromedp.Evaluate(`window.shoalPlayer.seekBack(22)`, nil)); err != nil {
+		t.Fatal(err)
+	}
+	const inDVR = `(() => { const p = window.shoalPlayer, v = document.querySelector('video'), i = p && p.dvrInfo();
+		return document.getElementById('player').dataset.dvr === 'true' && i.active && !v.paused && v.readyState >= 3
+			&& i.behind > 17 && i.behind < 37 && window.shoalDelivery.failures.length === 0
+			&& [...window.shoalDelivery.ranges.values()].some((m) => m.size > 0) })()`
+	if err := tab.WaitFor(45*time.Second, inDVR, state); err != nil {
+		t.Fatal(err)
+	}
+	var raw string
+	if err := tab.Run(5*time.Second, chromedp.Evaluate(state, &raw)); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("in the DVR window: %s", raw)
+	if err := tab.Run(5*time.Second, chromedp.Evaluate(`window.shoalPlayer.goLive()`, nil)); err != nil {
+		t.Fatal(err)
+	}
+	const live = `(() => { const p = window.shoalPlayer, v = document.querySelector('video'), i = p.dvrInfo(), l = p.latencyInfo();
+		return !document.getElementById('player').dataset.dvr && !i.active && !v.paused && v.readyState >= 3
+			&& i.behind != null && i.behind < 10 && !!l && l.lowLatency })()`
+	if err := tab.WaitFor(45*time.Second, live, state); err != nil {
+		t.Fatal(err)
+	}
+	if errs := tab.Errors(); len(errs) > 0 {
+		t.Errorf("page errors: %v", errs)
+	}
+}

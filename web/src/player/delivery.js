@@ -16,6 +16,14 @@
 // state: no cache on the way can answer with an older one. Every part is
 // hashed and checked like a segment.
 //
+// DVR window: a live stream may also have DVR playlists (dvr.m3u8 next to
+// master.m3u8 and index.m3u8) listing hours of segments, answered in delta
+// updates (EXT-X-SKIP). They are not checked against manifest.txt (which
+// lists a few seconds); instead the loader remembers the media sequence
+// number, duration and init section of every segment they name, and checks
+// each such segment (or init section) against the signed range manifest
+// of its hundred, manifest-<floor(msn/100)*100>.txt.
+//
 // Manifest format: see internal/manifest (Go). The signature covers the
 // bytes up to and including the newline before the "sig " line.
 
@@ -32,6 +40,12 @@ const BLOCKING_TIMEOUT_MIN_MS = 12000;
 // Manifests kept per candidate and rendition, by playlist state (a state
 // a part: a few seconds of a low-latency stream).
 const MAX_STATE_MANIFESTS = 48;
+// Range manifests: segments per range, and how many ranges are kept per
+// candidate and rendition (a two-hour window of 2 s segments is 36).
+const RANGE = 100;
+const MAX_RANGE_MANIFESTS = 256;
+// The name of the DVR playlists, master and media.
+const DVR_PLAYLIST = 'dvr.m3u8';
 // A file or rendition name, as Shoal writes them.
 const NAME_RE = /^[a-z0-9][a-z0-9.-]*$/;
 const RENDITION_RE = /^[a-z0-9][a-z0-9_-]*$/;
@@ -134,6 +148,12 @@ export class Delivery {
     // last media playlists said (target duration; for low-latency ones, the
     // state of the newest playlist that named each file or hinted a part).
     this.renditions = new Map();
+    // rendition -> { target (s), names: Map(name -> { kind ('seg' or
+    // 'init'), msn, ms }) }: what the DVR playlists said of every segment
+    // and init section in their window (an init section's msn: that of the
+    // first segment seen to use it).
+    this.dvr = new Map();
+    this.ranges = new Map(); // base + rendition -> Map(range start -> { at, ended, pending, promise, manifest })
     this.verified = 0;
     this.failures = [];
     this.delivered = []; // the last objects handed to the player: { path, sha256, node }
@@ -174,12 +194,13 @@ export class Delivery {
   }
 
   // path checks that url is one of this stream's playback paths (the
-  // master playlist, or a file of a rendition) and returns it.
+  // master playlist or the DVR master, or a file of a rendition) and
+  // returns it.
   path(url) {
     const u = new URL(url, location.href);
     const parts = u.pathname.split('/');
     const ok = parts[1] === 'hls' && parts[2] === this.id && !u.pathname.includes('..') &&
-      ((parts.length === 4 && parts[3] === 'master.m3u8') || (parts.length === 5 && RENDITION_RE.test(parts[3]) && NAME_RE.test(parts[4])));
+      ((parts.length === 4 && (parts[3] === 'master.m3u8' || parts[3] === DVR_PLAYLIST)) || (parts.length === 5 && RENDITION_RE.test(parts[3]) && NAME_RE.test(parts[4])));
     if (!ok) throw new Error('a playlist pointed outside this stream: ' + u.pathname);
     return u.pathname;
   }
@@ -263,7 +284,8 @@ export class Delivery {
   // rendition: the origin holds one up to three target durations.
   blockingTimeout(rendition) {
     const r = this.renditions.get(rendition);
-    const target = r && r.target > 0 ? r.target : 0;
+    const d = this.dvr.get(rendition);
+    const target = Math.max(r && r.target > 0 ? r.target : 0, d && d.target > 0 ? d.target : 0);
     return Math.max(BLOCKING_TIMEOUT_MIN_MS, (3 * target + 3) * 1000);
   }
 
@@ -286,12 +308,20 @@ export class Delivery {
       bytes = await this.fetchBytes(c, path, PLAYLIST_TIMEOUT_MS, signal);
     }
     if (parts.length === 4) {
-      // The master playlist: variants and the audio group only (hls.js
-      // would fetch session keys and data past the verifying loaders).
+      // The master playlist (or the DVR one): variants and the audio group
+      // only (hls.js would fetch session keys and data past the verifying
+      // loaders).
       const bad = /^#EXT-X-(SESSION-KEY|SESSION-DATA|CONTENT-STEERING)\b/m.exec(new TextDecoder().decode(bytes));
       if (bad) throw new DeliveryError(KIND.unlisted, `the master playlist has ${bad[0]}, which Shoal never writes`);
     }
-    if (parts.length === 5) {
+    if (parts.length === 5 && parts[4] === DVR_PLAYLIST) {
+      // A DVR playlist: far more than manifest.txt lists. Its segments are
+      // checked one by one against their range manifests when loaded.
+      const pl = parsePlaylist(new TextDecoder().decode(bytes));
+      const problem = dvrProblem(pl, this.dvr.get(parts[3]));
+      if (problem) throw new DeliveryError(KIND.unlisted, problem);
+      this.noteDVR(parts[3], pl);
+    } else if (parts.length === 5) {
       // A media playlist must follow the signed manifest of the same
       // candidate: its segments a run of the manifest's, in order, at the
       // manifest's sequence numbers, its parts listed there too; nothing
@@ -347,10 +377,44 @@ export class Delivery {
     if (pl.hint && !r.names.has(pl.hint.name)) r.names.set(pl.hint.name, { msn: pl.hint.msn, part: pl.hint.k, hint: true });
   }
 
+  // noteDVR remembers what a DVR playlist of rendition said of its
+  // segments and init sections (those that left its window are dropped).
+  noteDVR(rendition, pl) {
+    let d = this.dvr.get(rendition);
+    if (!d) {
+      d = { target: 0, names: new Map() };
+      this.dvr.set(rendition, d);
+    }
+    d.target = pl.target;
+    for (const [name, e] of d.names) {
+      if (e.kind === 'seg' && e.msn < pl.seq) d.names.delete(name);
+    }
+    const first = pl.seq + pl.skipped;
+    for (let j = 0; j < pl.segments.length; j++) {
+      const msn = first + j;
+      d.names.set(pl.segments[j], { kind: 'seg', msn, ms: pl.durations[j] });
+      const init = pl.segInits[j];
+      if (init) {
+        // Its msn: that of the first segment known to use it (the range
+        // manifest of any segment lists the init section it uses); last:
+        // that of the newest, to forget it once out of the window.
+        const e = d.names.get(init);
+        if (!e) d.names.set(init, { kind: 'init', msn, last: msn, ms: 0 });
+        else e.last = Math.max(e.last, msn);
+      }
+    }
+    for (const [name, e] of d.names) {
+      if (e.kind === 'init' && e.last < pl.seq) d.names.delete(name);
+    }
+  }
+
   async loadMedia(c, path, signal) {
     const parts = path.split('/');
     const name = parts[4];
     const rendition = parts[3];
+    const dvr = this.dvr.get(rendition);
+    const named = dvr && dvr.names.get(name);
+    if (named) return this.loadDVRMedia(c, path, rendition, name, named, signal);
     const r = this.renditions.get(rendition);
     const st = r && r.names.get(name);
     let e = null;
@@ -394,6 +458,84 @@ export class Delivery {
     return this.check(c, path, name, e, bytes);
   }
 
+  // loadDVRMedia loads a segment or init section a DVR playlist named
+  // (named: what it said of it, see noteDVR): checked against a manifest
+  // already at hand that lists it, else against its range manifest, which
+  // must list it at its media sequence number. A range still being
+  // written that lacks it is asked for again once (a second later).
+  async loadDVRMedia(c, path, rendition, name, named, signal) {
+    let e = this.heldEntry(c, rendition, name);
+    if (!e) {
+      const start = rangeStart(named.msn);
+      let m = await this.rangeManifest(c, rendition, start, signal, false);
+      let problem = rangeProblem(m, start, name, named);
+      if (problem && !m.ended) {
+        m = await this.rangeManifest(c, rendition, start, signal, true);
+        problem = rangeProblem(m, start, name, named);
+      }
+      if (problem) throw new DeliveryError(KIND.unlisted, problem);
+      e = m.entries.get(name);
+    }
+    if (e.kind !== named.kind) throw new DeliveryError(KIND.unlisted, `the DVR playlist names ${name} as a ${named.kind}, the signed manifest lists a ${e.kind}`);
+    if (named.kind === 'seg' && Math.abs(named.ms - e.ms) > 1) {
+      throw new DeliveryError(KIND.unlisted, `the DVR playlist gives ${name} ${named.ms} ms, the manifest ${e.ms} ms`);
+    }
+    const bytes = await this.fetchBytes(c, path, SEGMENT_TIMEOUT_MS, signal, 'default');
+    return this.check(c, path, name, e, bytes);
+  }
+
+  // heldEntry looks name up in the verified manifests of rendition that c
+  // already gave (the live one, those by state, the range ones); null when
+  // none lists it. Names are never reused: any of them will do.
+  heldEntry(c, rendition, name) {
+    const key = c.base + '/' + rendition;
+    const live = this.manifests.get(key);
+    let e = live && live.manifest && live.manifest.entries.get(name);
+    if (e) return e;
+    e = this.knownEntry(c, rendition, name);
+    if (e) return e;
+    const ranges = this.ranges.get(key);
+    if (ranges) {
+      for (const r of ranges.values()) {
+        e = r.manifest && r.manifest.entries.get(name);
+        if (e) return e;
+      }
+    }
+    return null;
+  }
+
+  // rangeManifest returns the verified range manifest of rendition from c
+  // that starts at media sequence start (cached: final ones for good, the
+  // one still being written for a second). fresh asks for a newer one than
+  // the cached one (see manifest).
+  rangeManifest(c, rendition, start, signal, fresh) {
+    const key = c.base + '/' + rendition;
+    let ranges = this.ranges.get(key);
+    if (!ranges) {
+      ranges = new Map();
+      this.ranges.set(key, ranges);
+    }
+    const cached = ranges.get(start);
+    const now = Date.now();
+    if (cached && !fresh && (cached.ended || now - cached.at < LIVE_MANIFEST_TTL_MS)) return abortable(cached.promise, signal);
+    if (cached && (cached.ended || (fresh && cached.pending))) return abortable(cached.promise, signal);
+    const wait = cached && fresh ? Math.max(0, cached.at + LIVE_MANIFEST_TTL_MS + 100 - now) : 0;
+    const entry = { at: now + wait, ended: false, pending: true, manifest: null };
+    entry.promise = sleep(wait).then(() => this.fetchManifest(c, rendition, null, start)).then((m) => {
+      entry.ended = m.ended;
+      entry.pending = false;
+      entry.manifest = m;
+      return m;
+    }, (err) => {
+      if (ranges.get(start) === entry) ranges.delete(start);
+      throw err;
+    });
+    ranges.delete(start);
+    ranges.set(start, entry);
+    while (ranges.size > MAX_RANGE_MANIFESTS) ranges.delete(ranges.keys().next().value);
+    return abortable(entry.promise, signal);
+  }
+
   // check verifies bytes against manifest entry e and hands them over.
   async check(c, path, name, e, bytes) {
     const sum = hex(await crypto.subtle.digest('SHA-256', bytes));
@@ -425,6 +567,7 @@ export class Delivery {
     entry.promise = sleep(wait).then(() => this.fetchManifest(c, rendition, null)).then((m) => {
       entry.ended = m.ended;
       entry.pending = false;
+      entry.manifest = m;
       return m;
     }, (err) => {
       if (this.manifests.get(key) === entry) this.manifests.delete(key);
@@ -480,10 +623,12 @@ export class Delivery {
 
   // fetchManifest fetches and verifies a manifest: the newest one, or with
   // st the one of the first playlist that reached state st (a blocking
-  // request, like the playlist's).
-  async fetchManifest(c, rendition, st) {
+  // request, like the playlist's), or with range (a multiple of 100) the
+  // range manifest of the segments from that media sequence number.
+  async fetchManifest(c, rendition, st, range = null) {
     let path = `/hls/${this.id}/${rendition}/manifest.txt`;
-    if (st) path += '?' + stateQuery(st);
+    if (range != null) path = rangeManifestPath(this.id, rendition, range);
+    else if (st) path += '?' + stateQuery(st);
     const bytes = await this.fetchBytes(c, path, st ? this.blockingTimeout(rendition) : PLAYLIST_TIMEOUT_MS, null);
     let m;
     try {
@@ -503,6 +648,15 @@ export class Delivery {
       if (age > MAX_LIVE_AGE_MS) {
         throw new DeliveryError(KIND.staleManifest, `the live manifest was signed ${Math.round(age / 1000)} s ago`);
       }
+    }
+    if (range != null) {
+      // The range asked for: its segments from range on (seq: the media
+      // sequence number after its last one), a hundred at most. Its seq
+      // grows while it is written, and is no ordering among ranges.
+      if (m.seq - m.segments.length !== range || m.segments.length > RANGE) {
+        throw new DeliveryError(KIND.badManifest, `the range manifest of ${range} lists ${m.segments.length} segments up to sequence ${m.seq}`);
+      }
+      return m;
     }
     if (st) {
       // It must have reached the state asked for (seq: the media sequence
@@ -525,6 +679,51 @@ export class Delivery {
   }
 }
 
+// rangeStart is the first media sequence number of the range manifest that
+// lists segment msn.
+export function rangeStart(msn) {
+  return Math.floor(msn / RANGE) * RANGE;
+}
+
+// rangeManifestPath is the path of rendition's range manifest that starts
+// at start.
+export function rangeManifestPath(id, rendition, start) {
+  return `/hls/${id}/${rendition}/manifest-${start}.txt`;
+}
+
+// rangeProblem says why range manifest m (of the range from start) does
+// not vouch for name as a DVR playlist named it (named: see
+// Delivery.noteDVR), or ''. A segment must be listed at its media sequence
+// number; an init section, before the segments that use it.
+export function rangeProblem(m, start, name, named) {
+  const e = m.entries.get(name);
+  if (!e) return `${name} is not in the signed range manifest of ${start}`;
+  if (named.kind === 'seg') {
+    const at = m.segments.indexOf(name);
+    if (at < 0 || start + at !== named.msn) {
+      return `the DVR playlist has ${name} at media sequence ${named.msn}, the signed range manifest of ${start} ${at < 0 ? 'not as a segment' : 'at ' + (start + at)}`;
+    }
+  }
+  return '';
+}
+
+// dvrProblem says how DVR playlist pl departs from what Shoal writes, or
+// from what the earlier DVR playlists of its rendition (d: see
+// Delivery.noteDVR) said, or ''.
+export function dvrProblem(pl, d) {
+  if (pl.bad) return pl.bad;
+  if (pl.parts.length || pl.hint) return 'the DVR playlist lists parts, which Shoal never writes';
+  const first = pl.seq + pl.skipped;
+  for (let j = 0; j < pl.segments.length; j++) {
+    if (pl.durations[j] < 0) return `the DVR playlist gives ${pl.segments[j]} no duration`;
+    const e = d && d.names.get(pl.segments[j]);
+    if (e && (e.kind !== 'seg' || e.msn !== first + j)) {
+      return `the DVR playlist has ${pl.segments[j]} at media sequence ${first + j}, an earlier one at ${e.msn}`;
+    }
+  }
+  return '';
+}
+
 // stateQuery is the query string that asks for playlist state st.
 export function stateQuery(st) {
   return '_HLS_msn=' + st.msn + (st.part == null ? '' : '&_HLS_part=' + st.part);
@@ -536,7 +735,7 @@ export function stateQuery(st) {
 // whole segment. null for other playlists (no EXT-X-PART-INF, ended, empty).
 export function playlistState(pl) {
   if (!pl.partTarget || pl.ended) return null;
-  const pending = pl.seq + pl.segments.length;
+  const pending = pl.seq + pl.skipped + pl.segments.length;
   const last = pl.parts[pl.parts.length - 1];
   if (last && last.msn === pending) return { msn: pending, part: last.k };
   if (pl.segments.length) return { msn: pending - 1 };
@@ -591,17 +790,22 @@ function partName(name) {
 }
 
 // parsePlaylist reads what the checks need of a media playlist: its media
-// sequence, segment and init names (query strings dropped), whether it
-// ended, its target duration, and the LL-HLS parts (with the media
-// sequence number of their segment and their index k in it), preload hint
-// and rendition reports; bad says what Shoal's playlists never have (keys,
-// byte ranges, files outside the rendition, parts that are not their
+// sequence, segment and init names (query strings dropped), the init
+// section of each segment (segInits, '' for none), whether it ended, its
+// target duration, and the LL-HLS parts (with the media sequence number of
+// their segment and their index k in it), preload hint and rendition
+// reports; for a delta update (EXT-X-SKIP), skipped: how many segments it
+// leaves out before the first it lists (whose media sequence number is then
+// seq + skipped); bad says what Shoal's playlists never have (keys, byte
+// ranges, files outside the rendition, parts that are not their
 // segment's).
 export function parsePlaylist(text) {
   const pl = {
-    seq: 0, segments: [], durations: [], inits: [], ended: false, bad: '',
-    target: 0, partTarget: 0, canBlockReload: false, parts: [], hint: null, reports: [],
+    seq: 0, skipped: 0, segments: [], durations: [], inits: [], segInits: [], ended: false, bad: '',
+    target: 0, partTarget: 0, canBlockReload: false, canSkipUntil: 0, parts: [], hint: null, reports: [],
   };
+  let init = '';
+  let skip = false;
   const bad = (why) => { pl.bad = pl.bad || why; };
   let dur = -1;
   let pending = []; // the parts listed since the last segment
@@ -630,7 +834,10 @@ export function parsePlaylist(text) {
       pl.target = Number(value) || 0;
     } else if (tag === '#EXT-X-MAP') {
       const m = /URI="([^"]*)"/.exec(l);
-      if (m) pl.inits.push(m[1].split('?')[0]);
+      if (m) {
+        init = m[1].split('?')[0];
+        if (!pl.inits.includes(init)) pl.inits.push(init);
+      }
       if (/BYTERANGE/.test(value)) bad('the playlist has EXT-X-MAP with a byte range, which Shoal never writes');
     } else if (l === '#EXT-X-ENDLIST') {
       pl.ended = true;
@@ -641,7 +848,22 @@ export function parsePlaylist(text) {
     } else if (tag === '#EXT-X-SERVER-CONTROL') {
       const a = parseAttrs(value);
       if (!a) bad(`the playlist has a malformed ${l}`);
-      else pl.canBlockReload = a['CAN-BLOCK-RELOAD'] === 'YES';
+      else {
+        pl.canBlockReload = a['CAN-BLOCK-RELOAD'] === 'YES';
+        if (a['CAN-SKIP-UNTIL'] != null) {
+          pl.canSkipUntil = /^[0-9]+(\.[0-9]+)?$/.test(a['CAN-SKIP-UNTIL']) ? Number(a['CAN-SKIP-UNTIL']) : 0;
+          if (!pl.canSkipUntil) bad(`the playlist has a malformed ${l}`);
+        }
+      }
+    } else if (tag === '#EXT-X-SKIP') {
+      // A delta update: the oldest segments left out, before any listed.
+      const a = parseAttrs(value);
+      const ok = a && /^[0-9]{1,9}$/.test(a['SKIPPED-SEGMENTS'] || '') &&
+        Object.keys(a).every((k) => k === 'SKIPPED-SEGMENTS' || k === 'RECENTLY-REMOVED-DATERANGES');
+      if (!ok) bad(`the playlist has a malformed ${l}`);
+      else if (skip || pl.segments.length || pending.length) bad(`the playlist has ${l} out of place`);
+      else pl.skipped = Number(a['SKIPPED-SEGMENTS']);
+      skip = true;
     } else if (tag === '#EXT-X-PART') {
       const a = parseAttrs(value);
       const name = a && a.URI != null ? a.URI.split('?')[0] : '';
@@ -681,20 +903,21 @@ export function parsePlaylist(text) {
       if (pending.length) {
         checkParts(pending, name.endsWith('.m4s') ? name.slice(0, -4) : '\0');
         for (const p of pending) {
-          p.msn = pl.seq + pl.segments.length;
+          p.msn = pl.seq + pl.skipped + pl.segments.length;
           p.segment = name;
         }
         pl.parts.push(...pending);
         pending = [];
       }
       pl.segments.push(name);
+      pl.segInits.push(init);
       pl.durations.push(dur);
       dur = -1;
     }
   }
   // The parts of the segment being written, then the hint of its next part
   // (or of the first part of the next segment).
-  const next = pl.seq + pl.segments.length;
+  const next = pl.seq + pl.skipped + pl.segments.length;
   checkParts(pending, null);
   for (const p of pending) p.msn = next;
   pl.parts.push(...pending);
@@ -756,7 +979,7 @@ export function playlistProblem(pl, m) {
     }
   }
   const wantSeq = m.seq - m.segments.length + first;
-  if (pl.seq !== wantSeq) return `the playlist's media sequence is ${pl.seq}, the manifest's ${wantSeq}`;
+  if (pl.seq + pl.skipped !== wantSeq) return `the playlist's media sequence is ${pl.seq + pl.skipped}, the manifest's ${wantSeq}`;
   if (pl.ended && (!m.ended || first !== 0 || pl.segments.length !== m.segments.length)) {
     return 'the playlist ends, but not with every segment of the signed manifest';
   }

@@ -1,12 +1,14 @@
-// Unit tests of the verifying loader's LL-HLS rules (node --test; `go test
-// ./web/` runs them too, see node_test.go): the playlist and manifest
-// parsers, the playlist-against-manifest check, and the loader's blocking
-// reloads and manifests by playlist state, against fake servers.
+// Unit tests of the verifying loader's LL-HLS and DVR rules (node --test;
+// `go test ./web/` runs them too, see node_test.go): the playlist and
+// manifest parsers, the playlist-against-manifest check, the loader's
+// blocking reloads and manifests by playlist state, and DVR segments
+// checked against range manifests, against fake servers.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  Delivery, KIND, parseManifest, parsePlaylist, playlistProblem, playlistState, stateQuery,
+  Delivery, KIND, dvrProblem, parseManifest, parsePlaylist, playlistProblem, playlistState, rangeManifestPath,
+  rangeProblem, rangeStart, stateQuery,
 } from './delivery.js';
 
 const ID = 'abc123';
@@ -402,4 +404,241 @@ test('the packager\'s golden LL playlists pass', async () => {
     assert.equal(pl.bad, '', f);
     assert.ok(pl.parts.length > 0 && pl.hint && playlistState(pl), f);
   }
+});
+
+// ---- DVR playlists and range manifests --------------------------------
+
+// A DVR playlist (see the DVR contract): segments 96..103, the init section
+// changes at 101; its delta update (_HLS_skip=YES) one segment later
+// leaves out the first five.
+const DVR_SEGS = [96, 97, 98, 99, 100, 101, 102, 103];
+const initOf = (n) => (n >= 101 ? 'init-d-1.mp4' : 'init-d-0.mp4');
+function dvrText(seq, list, skipped = 0) {
+  let t = '#EXTM3U\n#EXT-X-VERSION:9\n#EXT-X-TARGETDURATION:2\n#EXT-X-SERVER-CONTROL:CAN-BLOCK-RELOAD=YES,CAN-SKIP-UNTIL=12\n' +
+    `#EXT-X-MEDIA-SEQUENCE:${seq}\n`;
+  if (skipped) t += `#EXT-X-SKIP:SKIPPED-SEGMENTS=${skipped}\n`;
+  let init = '';
+  for (const n of list) {
+    if (initOf(n) !== init) {
+      init = initOf(n);
+      t += `#EXT-X-MAP:URI="${init}"\n`;
+    }
+    t += `#EXT-X-PROGRAM-DATE-TIME:2026-12-04T23:${String(Math.floor(n * 2 / 60)).padStart(2, '0')}:${String((n * 2) % 60).padStart(2, '0')}.000Z\n`;
+    t += `#EXTINF:2.000,\nd-${n}.m4s\n`;
+  }
+  return t;
+}
+const DVR = dvrText(96, DVR_SEGS);
+const DVR_DELTA = dvrText(97, [102, 103, 104], 5);
+
+// rangeEntries lists the segments from..to (inclusive) of a range, each
+// init section before the first segment that uses it.
+function rangeEntries(from, to, ms = () => 2000) {
+  const out = [];
+  let init = '';
+  for (let n = from; n <= to; n++) {
+    if (initOf(n) !== init) {
+      init = initOf(n);
+      out.push(['init', init]);
+    }
+    out.push(['seg', `d-${n}.m4s`, ms(n)]);
+  }
+  return out;
+}
+
+async function rangeText(from, to, opts = {}) {
+  return manifestText({ seq: to + 1, entries: rangeEntries(from, to, opts.ms), ended: !!opts.ended, rendition: '360p', ...opts.extra });
+}
+
+test('parsePlaylist reads DVR playlists and their delta updates', () => {
+  const pl = parsePlaylist(DVR);
+  assert.equal(pl.bad, '');
+  assert.equal(pl.seq, 96);
+  assert.equal(pl.skipped, 0);
+  assert.equal(pl.canSkipUntil, 12);
+  assert.equal(pl.canBlockReload, true);
+  assert.deepEqual(pl.segments, DVR_SEGS.map((n) => `d-${n}.m4s`));
+  assert.deepEqual(pl.segInits, DVR_SEGS.map(initOf));
+  assert.deepEqual(pl.inits, ['init-d-0.mp4', 'init-d-1.mp4']);
+  assert.equal(dvrProblem(pl, null), '');
+  // A delta update: the first segment listed is MEDIA-SEQUENCE + SKIPPED.
+  const delta = parsePlaylist(DVR_DELTA);
+  assert.equal(delta.bad, '');
+  assert.equal(delta.seq, 97);
+  assert.equal(delta.skipped, 5);
+  assert.deepEqual(delta.segments, ['d-102.m4s', 'd-103.m4s', 'd-104.m4s']);
+  assert.deepEqual(delta.segInits, ['init-d-1.mp4', 'init-d-1.mp4', 'init-d-1.mp4']);
+  // Consistent with what the full playlist said...
+  const d = newDelivery();
+  d.noteDVR('360p', pl);
+  assert.equal(dvrProblem(delta, d.dvr.get('360p')), '');
+  d.noteDVR('360p', delta);
+  const names = d.dvr.get('360p').names;
+  assert.deepEqual(names.get('d-104.m4s'), { kind: 'seg', msn: 104, ms: 2000 });
+  assert.equal(names.get('d-96.m4s'), undefined); // out of the window (MEDIA-SEQUENCE 97)
+  assert.equal(names.get('d-97.m4s').msn, 97); // skipped, still in it
+  assert.equal(names.get('init-d-0.mp4').msn, 96);
+  assert.equal(names.get('init-d-1.mp4').msn, 101);
+  // ...and a delta update that numbers a known segment otherwise is a lie.
+  const shifted = parsePlaylist(dvrText(97, [102, 103, 104], 4));
+  assert.match(dvrProblem(shifted, d.dvr.get('360p')), /d-102\.m4s at media sequence 101, an earlier one at 102/);
+  // The packager's golden DVR playlists.
+  return (async () => {
+    const { readFile } = await import('node:fs/promises');
+    for (const [f, skipped, first] of [['dvr_full.m3u8', 0, 'd-0.m4s'], ['dvr_delta.m3u8', 4, 'd-4.m4s']]) {
+      let text;
+      try {
+        text = await readFile(new URL(`../../../packager/playlist/testdata/${f}`, import.meta.url), 'utf8');
+      } catch {
+        continue; // web/ alone
+      }
+      const g = parsePlaylist(text);
+      assert.equal(g.bad, '', f);
+      assert.equal(g.skipped, skipped, f);
+      assert.equal(g.segments[0], first, f);
+      assert.ok(g.segInits.every((i) => i !== ''), f);
+      assert.equal(dvrProblem(g, null), '', f);
+    }
+  })();
+});
+
+test('parsePlaylist rejects EXT-X-SKIP and CAN-SKIP-UNTIL that Shoal never writes', () => {
+  const cases = {
+    'skip after a segment': DVR.replace('#EXTINF:2.000,\nd-97.m4s', '#EXT-X-SKIP:SKIPPED-SEGMENTS=1\n#EXTINF:2.000,\nd-97.m4s'),
+    'skip twice': DVR_DELTA.replace('#EXT-X-SKIP:SKIPPED-SEGMENTS=5\n', '#EXT-X-SKIP:SKIPPED-SEGMENTS=5\n#EXT-X-SKIP:SKIPPED-SEGMENTS=5\n'),
+    'skip negative': DVR_DELTA.replace('SKIPPED-SEGMENTS=5', 'SKIPPED-SEGMENTS=-5'),
+    'skip without count': DVR_DELTA.replace('SKIPPED-SEGMENTS=5', 'URI="x"'),
+    'skip with more': DVR_DELTA.replace('SKIPPED-SEGMENTS=5', 'SKIPPED-SEGMENTS=5,URI="https://evil.test/x"'),
+    'can-skip-until malformed': DVR.replace('CAN-SKIP-UNTIL=12', 'CAN-SKIP-UNTIL=soon'),
+  };
+  for (const [name, text] of Object.entries(cases)) {
+    assert.notEqual(parsePlaylist(text).bad, '', name);
+  }
+  // A DVR playlist has no parts.
+  assert.match(dvrProblem(parsePlaylist(LL), null), /parts/);
+  // An LL playlist numbered after a skip still matches its manifest.
+  const skipped = LL.replace('#EXT-X-MEDIA-SEQUENCE:10\n', '#EXT-X-MEDIA-SEQUENCE:9\n#EXT-X-SKIP:SKIPPED-SEGMENTS=1\n');
+  assert.deepEqual(playlistState(parsePlaylist(skipped)), { msn: 12, part: 0 });
+});
+
+test('range manifests: the hundred of a media sequence number', () => {
+  for (const [msn, start] of [[0, 0], [1, 0], [99, 0], [100, 100], [101, 100], [199, 100], [3699, 3600], [123456, 123400]]) {
+    assert.equal(rangeStart(msn), start, String(msn));
+  }
+  assert.equal(rangeManifestPath(ID, '360p', 3600), `/hls/${ID}/360p/manifest-3600.txt`);
+  assert.equal(rangeManifestPath(ID, 'audio', 0), `/hls/${ID}/audio/manifest-0.txt`);
+});
+
+test('rangeProblem: a segment at its media sequence number, an init section listed', async () => {
+  const m = parseManifest(enc.encode(await rangeText(100, 103)));
+  assert.equal(rangeProblem(m, 100, 'd-102.m4s', { kind: 'seg', msn: 102, ms: 2000 }), '');
+  assert.equal(rangeProblem(m, 100, 'init-d-1.mp4', { kind: 'init', msn: 101 }), '');
+  assert.match(rangeProblem(m, 100, 'd-102.m4s', { kind: 'seg', msn: 101, ms: 2000 }), /at media sequence 101, the signed range manifest of 100 at 102/);
+  assert.match(rangeProblem(m, 100, 'd-104.m4s', { kind: 'seg', msn: 104, ms: 2000 }), /not in the signed range manifest of 100/);
+  assert.match(rangeProblem(m, 100, 'init-d-1.mp4', { kind: 'seg', msn: 101 }), /not as a segment/);
+});
+
+// dvrRoutes serves the DVR master and playlists and the range manifests
+// 0 (final: 0..99) and 100 (being written: 100..103) from base.
+async function dvrRoutes(base, { fileBytes = bytesOf, range100 = null } = {}) {
+  const r = {
+    [`${base}/hls/${ID}/dvr.m3u8`]: '#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360\n360p/dvr.m3u8\n',
+    [`${base}${R}/dvr.m3u8`]: DVR,
+    [`${base}${R}/dvr.m3u8?_HLS_msn=104&_HLS_skip=YES`]: DVR_DELTA,
+    [`${base}${R}/manifest-0.txt`]: await rangeText(0, 99, { ended: true }),
+    [`${base}${R}/manifest-100.txt`]: range100 || await rangeText(100, 103),
+  };
+  for (let n = 0; n <= 104; n++) r[`${base}${R}/d-${n}.m4s`] = fileBytes(`d-${n}.m4s`);
+  for (const i of ['init-d-0.mp4', 'init-d-1.mp4']) r[`${base}${R}/${i}`] = fileBytes(i);
+  return r;
+}
+
+test('DVR playlists load unchecked against manifest.txt; their segments against range manifests', async () => {
+  const calls = fakeFetch(await dvrRoutes(EDGE));
+  const d = newDelivery();
+  assert.deepEqual(d.request(`${EDGE}${R}/dvr.m3u8?_HLS_msn=104&_HLS_skip=YES&x=1`, 'playlist'),
+    { path: `${R}/dvr.m3u8`, query: '_HLS_msn=104&_HLS_skip=YES' });
+  assert.equal(d.request(`${EDGE}/hls/${ID}/dvr.m3u8?_HLS_skip=YES`, 'playlist').query, '');
+  await d.load(`${EDGE}/hls/${ID}/dvr.m3u8`, 'playlist');
+  const res = await d.load(`${EDGE}${R}/dvr.m3u8`, 'playlist');
+  assert.equal(new TextDecoder().decode(res.data), DVR);
+  assert.deepEqual(calls, [`${EDGE}/hls/${ID}/dvr.m3u8`, `${EDGE}${R}/dvr.m3u8`]);
+  // Segment 98: range 0 (final); its init section: that of segment 96.
+  calls.length = 0;
+  for (const name of ['init-d-0.mp4', 'd-98.m4s', 'd-99.m4s']) {
+    const r = await d.load(`${EDGE}${R}/${name}`, 'media');
+    assert.deepEqual(new Uint8Array(r.data), bytesOf(name));
+  }
+  assert.deepEqual(calls, [`${EDGE}${R}/manifest-0.txt`, `${EDGE}${R}/init-d-0.mp4`, `${EDGE}${R}/d-98.m4s`, `${EDGE}${R}/d-99.m4s`]);
+  // Segments 100..103 and the new init section: range 100.
+  calls.length = 0;
+  for (const name of ['d-100.m4s', 'init-d-1.mp4', 'd-101.m4s']) await d.load(`${EDGE}${R}/${name}`, 'media');
+  assert.deepEqual(calls, [`${EDGE}${R}/manifest-100.txt`, `${EDGE}${R}/d-100.m4s`, `${EDGE}${R}/init-d-1.mp4`, `${EDGE}${R}/d-101.m4s`]);
+  // A delta update (blocking, _HLS_skip) numbers its segments after the
+  // skipped ones: 104 is in range 100, which (as held, from a moment ago)
+  // does not list it yet: it is asked for again, a second after the last
+  // time, and then lists it.
+  await d.load(`${EDGE}${R}/dvr.m3u8?_HLS_msn=104&_HLS_skip=YES`, 'playlist');
+  assert.equal(d.dvr.get('360p').names.get('d-104.m4s').msn, 104);
+  const routes = await dvrRoutes(EDGE);
+  routes[`${EDGE}${R}/manifest-100.txt`] = await rangeText(100, 104);
+  const calls2 = fakeFetch(routes);
+  const t0 = Date.now();
+  const r = await d.load(`${EDGE}${R}/d-104.m4s`, 'media');
+  assert.deepEqual(new Uint8Array(r.data), bytesOf('d-104.m4s'));
+  assert.ok(Date.now() - t0 >= 500, 'asked for the range again too soon');
+  assert.deepEqual(calls2, [`${EDGE}${R}/manifest-100.txt`, `${EDGE}${R}/d-104.m4s`]);
+  assert.equal(d.verified, 7);
+  assert.deepEqual(d.failures, []);
+});
+
+test('a DVR segment the edge altered, or that its range does not vouch for, is taken from the origin', async () => {
+  // Altered bytes: a hash mismatch.
+  const edge = await dvrRoutes(EDGE, { fileBytes: (n) => (n === 'd-98.m4s' ? enc.encode('x'.repeat(bytesOf(n).byteLength)) : bytesOf(n)) });
+  const calls = fakeFetch({ ...edge, ...(await dvrRoutes(ORIGIN)) });
+  const d = newDelivery();
+  await d.load(`${EDGE}${R}/dvr.m3u8`, 'playlist');
+  const r = await d.load(`${EDGE}${R}/d-98.m4s`, 'media');
+  assert.deepEqual(new Uint8Array(r.data), bytesOf('d-98.m4s'));
+  assert.equal(d.failures.length, 1);
+  assert.equal(d.failures[0].kind, KIND.hash);
+  assert.equal(d.current().base, ORIGIN);
+  assert.deepEqual(calls.slice(-2), [`${ORIGIN}${R}/manifest-0.txt`, `${ORIGIN}${R}/d-98.m4s`]);
+
+  // A duration other than the playlist's.
+  const d2 = newDelivery();
+  fakeFetch({ ...(await dvrRoutes(EDGE, { range100: await rangeText(100, 103, { ms: (n) => (n === 102 ? 1900 : 2000) }) })), ...(await dvrRoutes(ORIGIN)) });
+  await d2.load(`${EDGE}${R}/dvr.m3u8`, 'playlist');
+  await d2.load(`${EDGE}${R}/d-102.m4s`, 'media');
+  assert.equal(d2.failures.length, 1);
+  assert.equal(d2.failures[0].kind, KIND.unlisted);
+  assert.match(d2.failures[0].message, /gives d-102\.m4s 2000 ms, the manifest 1900 ms/);
+
+  // A final range that does not list the segment: no second try.
+  const d3 = newDelivery();
+  const noSeg = await manifestText({ seq: 100, entries: rangeEntries(0, 99).map((e) => (e[1] === 'd-97.m4s' ? ['seg', 'd-x.m4s', 2000] : e)), ended: true });
+  const calls3 = fakeFetch({ ...(await dvrRoutes(EDGE)), [`${EDGE}${R}/manifest-0.txt`]: noSeg, ...(await dvrRoutes(ORIGIN)) });
+  await d3.load(`${EDGE}${R}/dvr.m3u8`, 'playlist');
+  await d3.load(`${EDGE}${R}/d-97.m4s`, 'media');
+  assert.equal(d3.failures[0].kind, KIND.unlisted);
+  assert.equal(calls3.filter((u) => u === `${EDGE}${R}/manifest-0.txt`).length, 1);
+
+  // A range manifest of another range, or of another rendition.
+  const d4 = newDelivery();
+  fakeFetch({ ...(await dvrRoutes(EDGE)), [`${EDGE}${R}/manifest-0.txt`]: await rangeText(100, 103), ...(await dvrRoutes(ORIGIN)) });
+  await d4.load(`${EDGE}${R}/dvr.m3u8`, 'playlist');
+  await d4.load(`${EDGE}${R}/d-97.m4s`, 'media');
+  assert.equal(d4.failures[0].kind, KIND.badManifest);
+  const d5 = newDelivery();
+  fakeFetch({ ...(await dvrRoutes(EDGE)), [`${EDGE}${R}/manifest-0.txt`]: await rangeText(0, 99, { ended: true, extra: { rendition: '240p' } }), ...(await dvrRoutes(ORIGIN)) });
+  await d5.load(`${EDGE}${R}/dvr.m3u8`, 'playlist');
+  await d5.load(`${EDGE}${R}/d-97.m4s`, 'media');
+  assert.equal(d5.failures[0].kind, KIND.badManifest);
+  assert.match(d5.failures[0].message, /240p/);
+
+  // The origin is trusted: its range not vouching for a segment is an error.
+  const d6 = new Delivery({ id: ID, keys, reportURL: ORIGIN + '/v1/delivery-reports', candidates: [{ url: ORIGIN }] });
+  fakeFetch({ ...(await dvrRoutes(ORIGIN)), [`${ORIGIN}${R}/manifest-0.txt`]: noSeg });
+  await d6.load(`${ORIGIN}${R}/dvr.m3u8`, 'playlist');
+  await assert.rejects(d6.load(`${ORIGIN}${R}/d-97.m4s`, 'media'), (err) => err.kind === KIND.unlisted);
 });

@@ -4,7 +4,7 @@
 
 import '../common/base.css';
 import './player.css';
-import { h, icon, readState, copyButton, replaceChildren } from '../common/dom.js';
+import { h, icon, readState, copyButton, replaceChildren, formatTime } from '../common/dom.js';
 import { Player } from './player.js';
 import { Delivery, importKeys } from './delivery.js';
 import { WHEPSession, supported as realtimeSupported } from './realtime.js';
@@ -138,8 +138,15 @@ function playLive(player) {
   stopRealtime();
   showMode();
   newDelivery().then((delivery) => {
-    if (gen === playing) player.load(state.hls_url, { live: true, delivery });
+    if (gen === playing) player.load(state.hls_url, { live: true, delivery, dvr: dvrOf(state) });
   });
+}
+
+// dvrOf is the DVR window of a live stream's state ({ url, window (s) }),
+// or null: the player then offers seeking back that far (see Player.dvr).
+function dvrOf(st) {
+  if (!st.dvr_url || !(st.dvr_window_s > 0)) return null;
+  return { url: st.dvr_url, window: st.dvr_window_s };
 }
 
 // ---- real-time playback (WebRTC, WHEP) -----------------------------------
@@ -257,7 +264,8 @@ function showMode(phase) {
     connecting: 'Connecting in real time…',
     realtime: 'Playing in real time (WebRTC)',
     'realtime-pending': live ? 'Playing in real time (WebRTC)' : 'Plays in real time when the stream is live',
-    hls: live ? (document.body.dataset.lowLatency === 'true' ? 'Playing over low-latency HLS' : 'Playing over HLS') : '',
+    hls: live ? (document.body.dataset.dvr === 'true' ? 'Playing back from the DVR window (HLS)'
+      : document.body.dataset.lowLatency === 'true' ? 'Playing over low-latency HLS' : 'Playing over HLS') : '',
   }[shown];
 }
 
@@ -413,14 +421,21 @@ function setStatus(status) {
 // Player.latencyInfo), and whether over low-latency HLS.
 function showLatency(sec, info) {
   const ll = sec != null && !!(info && info.lowLatency);
-  if (ll !== (document.body.dataset.lowLatency === 'true')) {
+  const dvr = sec != null && !!(info && info.dvr);
+  if (ll !== (document.body.dataset.lowLatency === 'true') || dvr !== (document.body.dataset.dvr === 'true')) {
     document.body.dataset.lowLatency = String(ll);
+    document.body.dataset.dvr = String(dvr);
     showMode();
   }
   const el = document.getElementById('latency');
   if (!el) return;
   el.hidden = sec == null;
   if (sec == null) return;
+  if (dvr) {
+    el.textContent = `${formatTime(sec)} behind live · DVR`;
+    el.title = 'Playing back from the DVR window: the LIVE button goes back to the live edge';
+    return;
+  }
   el.textContent = `${sec.toFixed(1)} s behind live${ll ? ' · low latency' : ''}`;
   el.title = info && info.measured != null
     ? `Measured: the picture on screen was broadcast ${info.measured.toFixed(1)} s ago (its timestamps against the server's clock)` +

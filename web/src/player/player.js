@@ -3,6 +3,13 @@
 // bar with storyboard previews, quality menu from the ladder, volume, live
 // badge and latency, picture-in-picture and fullscreen. Live streams whose
 // playlists have parts (LL-HLS) play in hls.js's low-latency mode.
+//
+// DVR window: a live stream with DVR playlists (the page's dvr_url) gets a
+// seek bar over the window and -30 s / +30 s buttons. At the live edge it
+// plays the low-latency master; a seek back past what that playlist holds
+// reloads the DVR master (dvr.m3u8, hours long) at the moment asked for,
+// found by its EXT-X-PROGRAM-DATE-TIME (else by its distance to the DVR
+// playlist's end). LIVE goes back to the low-latency master at the edge.
 
 import Hls from 'hls.js';
 import { h, icon, setIcon, formatTime, spokenTime, replaceChildren } from '../common/dom.js';
@@ -30,6 +37,49 @@ export function withToken(url, token) {
 }
 
 const SEEK_STEP = 5;
+// DVR: the buttons' step; closer than this to live is live (the
+// low-latency master at its edge); how far a seek stays from the oldest
+// media of a playlist (it slides away), at least.
+const DVR_STEP = 30;
+const LIVE_SNAP_S = 6;
+const WINDOW_MARGIN_S = 6;
+// The seek bar spans at least this much (s), even at a broadcast's start.
+const MIN_SPAN_S = 60;
+
+// dvrPosition finds, in hls.js level details, the position (s, in hls.js's
+// timeline) of the picture broadcast at wall-clock time at (ms, origin's
+// clock), by the fragments' EXT-X-PROGRAM-DATE-TIME; without those, the
+// position behind seconds before the playlist's end. It returns { pos,
+// start, end } (the playlist's media from start to end), or null.
+export function dvrPosition(details, at, behind) {
+  const frags = details && details.fragments;
+  if (!frags || !frags.length) return null;
+  const first = frags[0];
+  const last = frags[frags.length - 1];
+  const start = Number.isFinite(details.fragmentStart) ? details.fragmentStart : first.start;
+  const end = Number.isFinite(details.edge) && details.edge > 0 ? details.edge : last.start + last.duration;
+  let pos;
+  if (first.programDateTime != null && last.programDateTime != null) {
+    // The last fragment that starts at or before the time asked for.
+    let lo = 0;
+    let hi = frags.length - 1;
+    if (at < first.programDateTime) {
+      pos = start - (first.programDateTime - at) / 1000;
+    } else {
+      while (lo < hi) {
+        const mid = (lo + hi + 1) >> 1;
+        if (frags[mid].programDateTime != null && frags[mid].programDateTime <= at) lo = mid;
+        else hi = mid - 1;
+      }
+      const f = frags[lo];
+      pos = f.start + Math.min(f.duration, (at - f.programDateTime) / 1000);
+      if (lo === frags.length - 1) pos = f.start + (at - f.programDateTime) / 1000;
+    }
+  } else {
+    pos = end - behind;
+  }
+  return { pos, start, end };
+}
 
 export class Player {
   // root: the .player element rendered by the server (it holds the video
@@ -46,6 +96,19 @@ export class Player {
     this.started = false;
     this.cues = [];
     this.mediaRecovered = false;
+    // DVR: { url, window (s) } of the live stream being played, or null;
+    // whether playing from the DVR master; the low-latency master; while a
+    // DVR load has not found its start yet, { at } (the wall-clock time
+    // asked for, origin's clock, ms).
+    this.dvr = null;
+    this.dvrMode = false;
+    this.liveSrc = '';
+    this.dvrPending = null;
+    this.delivery = null;
+    // The wall-clock time (origin's clock, ms) of the oldest picture of
+    // the DVR window, once a DVR playlist told it: the seek bar spans
+    // from there while the window is not full yet.
+    this.dvrOldest = null;
     this.video.controls = false;
     this.video.playsInline = true;
     if (opts.muted) {
@@ -59,22 +122,45 @@ export class Player {
   // ---- loading --------------------------------------------------------
 
   // load plays src (a master playlist URL). live: the source is a live
-  // stream (no seek bar; a LIVE button and latency). delivery: a Delivery
-  // (delivery.js) that fetches from edges and verifies every object; only
-  // hls.js can use it, so native HLS plays src (the origin) unverified.
-  load(src, { live = false, poster = '', storyboard = '', autoplay = this.opts.autoplay, delivery = null } = {}) {
+  // stream (a LIVE button and latency; no seek bar but with dvr).
+  // delivery: a Delivery (delivery.js) that fetches from edges and verifies
+  // every object; only hls.js can use it, so native HLS plays src (the
+  // origin) unverified. dvr: { url, window } of a live stream's DVR
+  // master; with dvrMode src is that master, to start at startAt
+  // (wall-clock ms, the origin's clock).
+  load(src, {
+    live = false, poster = '', storyboard = '', autoplay = this.opts.autoplay, delivery = null,
+    dvr = null, dvrMode = false, startAt = null,
+  } = {}) {
     this.unload();
     this.live = live;
+    this.delivery = delivery;
+    const sameDVR = this.dvr && dvr && this.dvr.url === dvr.url;
+    this.dvr = live && dvr && dvr.url && dvr.window > 0 ? dvr : null;
+    if (!sameDVR) this.dvrOldest = null;
+    this.dvrMode = !!(this.dvr && dvrMode);
+    if (!this.dvrMode) this.liveSrc = src;
+    this.root.classList.toggle('has-dvr', !!this.dvr);
+    if (this.dvrMode) this.root.dataset.dvr = 'true';
+    if (this.dvr) {
+      this.seek.min = String(-this.dvrSpan());
+      this.seek.max = '0';
+      this.seek.value = '0';
+    } else {
+      this.seek.min = '0';
+    }
     this.root.classList.toggle('is-live', live);
     this.root.classList.add('has-source');
     if (poster) this.video.poster = withToken(poster, this.opts.token);
     this.hideMessage();
     this.setBuffering(true);
     const url = withToken(src, this.opts.token);
+    if (this.dvrMode) this.dvrPending = { at: startAt == null ? this.serverNow() : startAt };
     if (useNative(this.video, this.opts.force)) {
       this.engine = 'native';
       this.video.src = url;
       this.qualityBtn.hidden = true;
+      if (this.dvrMode) this.startNativeDVR();
     } else if (Hls.isSupported()) {
       this.engine = 'hls.js';
       this.attachHls(url, delivery);
@@ -97,6 +183,7 @@ export class Player {
   // no seek bar, no quality menu, no latency figure (it is real time).
   playStream(stream) {
     this.unload();
+    this.dvr = null;
     this.live = true;
     this.engine = 'webrtc';
     this.root.dataset.engine = this.engine;
@@ -136,13 +223,57 @@ export class Player {
     hls.on(Hls.Events.MANIFEST_PARSED, () => this.buildQualityMenu());
     hls.on(Hls.Events.LEVEL_SWITCHED, () => this.updateQualityLabel());
     hls.on(Hls.Events.ERROR, (_ev, data) => this.onHlsError(data));
+    if (this.dvrPending) {
+      // hls.js starts a live playlist near its end: once the first DVR
+      // playlist is in, start again where the viewer asked for.
+      const onLevel = (_ev, data) => {
+        hls.off(Hls.Events.LEVEL_LOADED, onLevel);
+        if (this.hls !== hls || !this.dvrPending) return;
+        const at = this.dvrPending.at;
+        this.dvrPending = null;
+        this.noteDVROldest(data.details);
+        const p = dvrPosition(data.details, at, (this.serverNow() - at) / 1000);
+        if (p) hls.startLoad(this.clampDVR(p, data.details));
+      };
+      hls.on(Hls.Events.LEVEL_LOADED, onLevel);
+    }
     hls.loadSource(url);
     hls.attachMedia(this.video);
+  }
+
+  // startNativeDVR starts native HLS playback of the DVR master where the
+  // viewer asked for, by its distance to the end of the seekable range.
+  startNativeDVR() {
+    const v = this.video;
+    const onMeta = () => {
+      v.removeEventListener('loadedmetadata', onMeta);
+      if (!this.dvrMode || !this.dvrPending) return;
+      const behind = (this.serverNow() - this.dvrPending.at) / 1000;
+      this.dvrPending = null;
+      if (!v.seekable.length) return;
+      const start = v.seekable.start(0) + WINDOW_MARGIN_S;
+      v.currentTime = Math.max(start, v.seekable.end(v.seekable.length - 1) - behind);
+    };
+    v.addEventListener('loadedmetadata', onMeta);
+  }
+
+  // clampDVR keeps position p (see dvrPosition) away from the oldest media
+  // of the playlist of details (it slides away) and before its live edge.
+  clampDVR(p, details) {
+    const margin = Math.max(WINDOW_MARGIN_S, 3 * (details.targetduration || 0));
+    const sync = this.hls && Number.isFinite(this.hls.liveSyncPosition) && this.hls.liveSyncPosition > 0 ? this.hls.liveSyncPosition : p.end;
+    return Math.max(Math.min(p.start + margin, sync), Math.min(p.pos, sync));
   }
 
   onHlsError(data) {
     if (!data.fatal) return;
     const code = data.response && data.response.code;
+    if (this.dvrMode && code !== 403) {
+      // The DVR window cannot be played (now): back to live.
+      this.showNote(`Could not play back from the DVR window (${data.details || data.type}). Back to live.`);
+      this.goLive();
+      return;
+    }
     if (data.type === Hls.ErrorTypes.MEDIA_ERROR && !this.mediaRecovered) {
       this.mediaRecovered = true;
       this.hls.recoverMediaError();
@@ -170,6 +301,13 @@ export class Player {
     this.qualityMenu.hidden = true;
     this.qualityBtn.hidden = true;
     this.mediaRecovered = false;
+    this.dvrMode = false;
+    this.dvrPending = null;
+    this.root.classList.remove('has-dvr');
+    this.liveBtn.classList.remove('behind');
+    this.latency.textContent = '';
+    delete this.root.dataset.dvr;
+    delete this.root.dataset.behind;
     delete this.root.dataset.lowLatency;
     this.opts.onLatency && this.opts.onLatency(null);
   }
@@ -282,6 +420,13 @@ export class Player {
     this.liveBtn = h('button', { type: 'button', class: 'live-btn', 'aria-label': 'Go to the live edge', title: 'Go to the live edge' },
       h('span', { class: 'live-dot' }), h('span', { text: 'LIVE' }));
     this.liveBtn.addEventListener('click', () => this.goLive());
+    // DVR: back and forward within the window.
+    this.backBtn = h('button', { type: 'button', class: 'ctl dvr-btn', 'aria-label': `Back ${DVR_STEP} seconds (j)`, title: `Back ${DVR_STEP} seconds` },
+      h('span', { text: `−${DVR_STEP} s` }));
+    this.backBtn.addEventListener('click', () => this.seekBack(DVR_STEP));
+    this.fwdBtn = h('button', { type: 'button', class: 'ctl dvr-btn', 'aria-label': `Forward ${DVR_STEP} seconds (l)`, title: `Forward ${DVR_STEP} seconds` },
+      h('span', { text: `+${DVR_STEP} s` }));
+    this.fwdBtn.addEventListener('click', () => this.seekBack(-DVR_STEP));
     this.latency = h('span', { class: 'latency', text: '' });
     this.qualityBtn = h('button', {
       type: 'button', class: 'ctl quality-btn', 'aria-label': 'Quality', 'aria-haspopup': 'menu', 'aria-expanded': 'false', hidden: true,
@@ -300,6 +445,8 @@ export class Player {
         this.playBtn,
         h('div', { class: 'volume-group' }, this.muteBtn, this.volume),
         this.time,
+        this.backBtn,
+        this.fwdBtn,
         h('div', { class: 'live-group' }, this.liveBtn, this.latency),
         h('div', { class: 'spacer' }),
         h('div', { class: 'quality-group' }, this.qualityBtn, this.qualityMenu),
@@ -387,6 +534,7 @@ export class Player {
     const d = v.duration;
     if (this.live) {
       this.time.textContent = '';
+      if (this.dvr) this.updateDVRBar();
       return;
     }
     const dur = Number.isFinite(d) ? d : 0;
@@ -433,9 +581,144 @@ export class Player {
     };
   }
 
+  // ---- DVR --------------------------------------------------------------
+
+  serverNow() {
+    return Date.now() + (this.opts.clockOffset || 0);
+  }
+
+  // behindLive is how many seconds behind live the picture on screen is
+  // (see latencyInfo; in the DVR window: its EXT-X-PROGRAM-DATE-TIME
+  // against the origin's clock, else its distance to the DVR playlist's
+  // end); while a DVR load starts, the time asked for. null when unknown.
+  behindLive() {
+    if (this.dvrPending) return Math.max(0, (this.serverNow() - this.dvrPending.at) / 1000);
+    const v = this.video;
+    const hls = this.hls;
+    if (hls) {
+      const date = hls.playingDate;
+      if (date && Number.isFinite(date.getTime())) {
+        const s = (this.serverNow() - date.getTime()) / 1000;
+        const max = (this.dvr ? this.dvr.window : 0) + 600;
+        if (s > -5 && s < max) return Math.max(0, s);
+      }
+      return Number.isFinite(hls.latency) && hls.latency > 0 ? hls.latency : null;
+    }
+    if (this.engine === 'native' && v.seekable.length) return Math.max(0, v.seekable.end(v.seekable.length - 1) - v.currentTime);
+    return null;
+  }
+
+  // dvrInfo: { available (the stream has a DVR window), active (playing
+  // from the DVR master), behind (s, see behindLive), window (s), span (s,
+  // how far back the seek bar reaches now, see dvrSpan) }.
+  dvrInfo() {
+    return {
+      available: !!this.dvr && this.engine !== 'webrtc', active: this.dvrMode,
+      behind: this.behindLive(), window: this.dvr ? this.dvr.window : 0, span: this.dvr ? this.dvrSpan() : 0,
+    };
+  }
+
+  // seekBack goes seconds further back from the picture on screen
+  // (negative: forward), within the DVR window.
+  seekBack(seconds) {
+    if (!this.dvr || this.engine === 'webrtc') return;
+    this.seekBehind((this.behindLive() || 0) + seconds);
+  }
+
+  // seekBehind plays the picture broadcast seconds ago: within the live
+  // playlist where it still holds it, else from the DVR master (loaded at
+  // that moment when not already playing); live itself when that is less
+  // than a few seconds ago.
+  seekBehind(seconds) {
+    if (!this.dvr || this.engine === 'webrtc' || !this.root.classList.contains('has-source')) return;
+    const behind = Math.min(Math.max(0, seconds), this.dvr.window);
+    if (behind < LIVE_SNAP_S) {
+      this.goLive();
+      return;
+    }
+    const at = this.serverNow() - behind * 1000;
+    const v = this.video;
+    const resume = () => { if (v.paused) this.play(false); };
+    if (this.dvrPending) {
+      // Still starting: start there instead.
+      this.dvrPending.at = at;
+      return;
+    }
+    if (this.engine === 'native') {
+      if (!v.seekable.length) return;
+      const start = v.seekable.start(0) + WINDOW_MARGIN_S;
+      const pos = v.seekable.end(v.seekable.length - 1) - behind;
+      if (this.dvrMode || pos >= start) {
+        v.currentTime = Math.max(start, pos);
+        resume();
+        return;
+      }
+    } else if (this.hls) {
+      const d = this.hls.latestLevelDetails;
+      const p = d && dvrPosition(d, at, behind);
+      if (p && this.dvrMode) {
+        v.currentTime = this.clampDVR(p, d);
+        resume();
+        return;
+      }
+      // In the live playlist: while it holds that moment for a while yet.
+      const margin = Math.max(WINDOW_MARGIN_S, d ? 2 * (d.targetduration || 0) : 0);
+      if (p && p.pos >= p.start + margin) {
+        v.currentTime = Math.min(p.pos, p.end);
+        resume();
+        return;
+      }
+    }
+    if (this.dvrMode) return;
+    this.load(this.dvr.url, { live: true, delivery: this.delivery, dvr: this.dvr, dvrMode: true, startAt: at, autoplay: true });
+  }
+
+  // noteDVROldest remembers when the oldest picture of a DVR playlist
+  // (hls.js level details) was broadcast.
+  noteDVROldest(details) {
+    const f = details && details.fragments && details.fragments[0];
+    if (!f) return;
+    if (f.programDateTime != null) this.dvrOldest = f.programDateTime;
+    else if (Number.isFinite(details.edge)) this.dvrOldest = this.serverNow() - (details.edge - f.start) * 1000;
+  }
+
+  // dvrSpan is how far back the DVR window reaches now (s): its length,
+  // or less while the broadcast is younger than that.
+  dvrSpan() {
+    if (this.dvrMode && this.hls && this.hls.latestLevelDetails) this.noteDVROldest(this.hls.latestLevelDetails);
+    const w = this.dvr.window;
+    if (this.dvrOldest == null) return w;
+    return Math.max(MIN_SPAN_S, Math.min(w, (this.serverNow() - this.dvrOldest) / 1000));
+  }
+
+  // updateDVRBar shows on the seek bar where in the DVR window the picture
+  // on screen is (the bar spans the window, or what there is of it; its
+  // end is live).
+  updateDVRBar() {
+    if (!this.dvr || this.scrubbing) return;
+    const behind = this.behindLive();
+    const w = this.dvrSpan();
+    this.seek.min = String(-w);
+    const b = behind == null ? 0 : Math.min(w, behind);
+    this.seek.value = String(-b);
+    this.seek.setAttribute('aria-valuetext', b < LIVE_SNAP_S ? 'live' : `${spokenTime(b)} behind live`);
+    const v = this.video;
+    let ahead = 0;
+    for (let i = 0; i < v.buffered.length; i++) {
+      if (v.buffered.start(i) <= v.currentTime + 0.5 && v.buffered.end(i) > v.currentTime) ahead = v.buffered.end(i) - v.currentTime;
+    }
+    this.seek.style.setProperty('--played', `${((w - b) / w) * 100}%`);
+    this.seek.style.setProperty('--buffered', `${Math.min(100, ((w - b + ahead) / w) * 100)}%`);
+    this.fwdBtn.disabled = !this.dvrMode && b < LIVE_SNAP_S + 2;
+  }
+
   // onTick updates the live latency once a second.
   onTick() {
     if (!this.live || !this.root.classList.contains('has-source')) return;
+    if (this.dvrMode) {
+      this.onDVRTick();
+      return;
+    }
     if (this.engine === 'webrtc') {
       delete this.root.dataset.lowLatency;
       this.liveBtn.classList.toggle('behind', this.video.paused);
@@ -443,6 +726,11 @@ export class Player {
       this.latency.title = 'Playing over WebRTC, with well under a second of delay';
       this.opts.onLatency && this.opts.onLatency(null);
       return;
+    }
+    if (this.dvr) {
+      const b = this.behindLive();
+      if (b != null) this.root.dataset.behind = b.toFixed(1);
+      this.updateDVRBar();
     }
     let lat = null;
     const info = this.latencyInfo();
@@ -472,10 +760,34 @@ export class Player {
     this.opts.onLatency && this.opts.onLatency(shown, info);
   }
 
+  // onDVRTick shows, while playing from the DVR master, how far behind
+  // live the picture is.
+  onDVRTick() {
+    delete this.root.dataset.lowLatency;
+    this.liveBtn.classList.add('behind');
+    this.updateDVRBar();
+    const b = this.behindLive();
+    if (b == null) {
+      this.latency.textContent = '';
+      this.opts.onLatency && this.opts.onLatency(null);
+      return;
+    }
+    this.root.dataset.behind = b.toFixed(1);
+    this.latency.textContent = `−${formatTime(b)}`;
+    this.latency.title = `${spokenTime(b)} behind live (DVR); LIVE goes back to the live edge`;
+    this.opts.onLatency && this.opts.onLatency(b, { dvr: true, behind: b, latency: b, measured: null, lowLatency: false });
+  }
+
+  // goLive plays at the live edge: from the DVR window, the low-latency
+  // master again.
   goLive() {
     const v = this.video;
     if (this.engine === 'webrtc') {
       if (v.paused) this.play(false);
+      return;
+    }
+    if (this.dvrMode && this.liveSrc) {
+      this.load(this.liveSrc, { live: true, delivery: this.delivery, dvr: this.dvr, autoplay: true });
       return;
     }
     if (this.hls && Number.isFinite(this.hls.liveSyncPosition)) {
@@ -495,19 +807,25 @@ export class Player {
     });
     s.addEventListener('change', () => {
       this.scrubbing = false;
-      this.video.currentTime = Number(s.value);
+      if (this.live && this.dvr) this.seekBehind(-Number(s.value));
+      else this.video.currentTime = Number(s.value);
       this.hidePreview();
     });
     s.addEventListener('pointermove', (e) => {
       const rect = s.getBoundingClientRect();
-      const dur = Number(s.max);
-      if (!dur || !rect.width) return;
+      const min = Number(s.min);
+      const span = Number(s.max) - min;
+      if (!span || !rect.width) return;
       const frac = Math.min(1, Math.max(0, (e.clientX - rect.left) / rect.width));
-      this.showPreview(frac * dur, frac);
+      this.showPreview(min + frac * span, frac);
     });
     s.addEventListener('pointerleave', () => { if (!this.scrubbing) this.hidePreview(); });
     s.addEventListener('blur', () => this.hidePreview());
     s.addEventListener('keydown', (e) => {
+      if (this.live && this.dvr) {
+        this.onDVRSeekKey(e);
+        return;
+      }
       const v = this.video;
       const dur = Number(s.max) || 0;
       let t = null;
@@ -529,12 +847,45 @@ export class Player {
     });
   }
 
-  // showPreview shows the storyboard frame and time of t above the seek bar.
+  // onDVRSeekKey moves the DVR seek bar with the keyboard; the seek itself
+  // waits for the keys to settle (each may load the DVR master).
+  onDVRSeekKey(e) {
+    const s = this.seek;
+    const min = Number(s.min);
+    const cur = Number(s.value);
+    let t = null;
+    switch (e.key) {
+      case 'ArrowLeft': case 'ArrowDown': t = cur - SEEK_STEP; break;
+      case 'ArrowRight': case 'ArrowUp': t = cur + SEEK_STEP; break;
+      case 'PageDown': t = cur - DVR_STEP * 2; break;
+      case 'PageUp': t = cur + DVR_STEP * 2; break;
+      case 'Home': t = min; break;
+      case 'End': t = 0; break;
+      default: return;
+    }
+    e.preventDefault();
+    e.stopPropagation();
+    t = Math.min(0, Math.max(min, t));
+    this.scrubbing = true;
+    s.value = String(t);
+    this.showPreview(t);
+    clearTimeout(this.previewTimer);
+    this.previewTimer = setTimeout(() => {
+      this.scrubbing = false;
+      this.hidePreview();
+      this.seekBehind(-Number(s.value));
+    }, 600);
+  }
+
+  // showPreview shows the storyboard frame and time of t above the seek bar
+  // (on a live stream's DVR bar, t is minus the seconds behind live).
   showPreview(t, frac) {
-    const dur = Number(this.seek.max);
-    if (!dur) return;
-    if (frac == null) frac = t / dur;
-    const cue = this.cues.length ? cueAt(this.cues, t) : null;
+    const min = Number(this.seek.min) || 0;
+    const span = Number(this.seek.max) - min;
+    if (!span) return;
+    if (frac == null) frac = (t - min) / span;
+    const dvr = this.live && !!this.dvr;
+    const cue = this.cues.length && !dvr ? cueAt(this.cues, t) : null;
     this.preview.classList.toggle('has-image', !!cue);
     if (cue) {
       // The frame is shown at most 176 px wide: the inner element is one
@@ -550,7 +901,7 @@ export class Player {
       sp.style.backgroundPosition = `-${cue.x}px -${cue.y}px`;
       sp.style.transform = `scale(${scale})`;
     }
-    this.previewTime.textContent = formatTime(t);
+    this.previewTime.textContent = !dvr ? formatTime(t) : -t < LIVE_SNAP_S ? 'LIVE' : `−${formatTime(-t)}`;
     this.preview.hidden = false;
     const row = this.seek.getBoundingClientRect();
     const w = this.preview.offsetWidth;
@@ -706,11 +1057,21 @@ export class Player {
       case 'm': case 'M': v.muted = !v.muted; break;
       case 'f': case 'F': this.toggleFullscreen(); break;
       case 'ArrowLeft': case 'j': case 'J':
-        if (this.live || tag === 'INPUT') return;
+        if (tag === 'INPUT') return;
+        if (this.live) {
+          if (!this.dvr || this.engine === 'webrtc') return;
+          this.seekBack(e.key === 'ArrowLeft' ? SEEK_STEP : DVR_STEP);
+          break;
+        }
         v.currentTime = Math.max(0, v.currentTime - (e.key === 'ArrowLeft' ? SEEK_STEP : 10));
         break;
       case 'ArrowRight': case 'l': case 'L':
-        if (this.live || tag === 'INPUT') return;
+        if (tag === 'INPUT') return;
+        if (this.live) {
+          if (!this.dvr || this.engine === 'webrtc') return;
+          this.seekBack(-(e.key === 'ArrowRight' ? SEEK_STEP : DVR_STEP));
+          break;
+        }
         v.currentTime = Math.min(v.duration || 0, v.currentTime + (e.key === 'ArrowRight' ? SEEK_STEP : 10));
         break;
       default: return;
