@@ -69,6 +69,8 @@ type streamState struct {
 	tlEnd     time.Duration
 	segStarts []segStart
 	ended     map[string]*trackOut
+	// runningRenditions: closed when the rendition of that name finishes.
+	runningRenditions map[string]chan struct{}
 }
 
 // targetDuration notes a segment of the given length and returns the
@@ -289,6 +291,13 @@ func (st *streamState) writeMasterLocked(final bool) {
 		st.audio.declared = st.audio.peak
 	}
 	m := playlist.Master{Version: st.p.format.version()}
+	for _, name := range names {
+		// Renditions not made by the transcoder keep the source's
+		// keyframes: their segments may be cut between them.
+		if name == media.RenditionSource || name == copyRendition {
+			m.DependentSegments = true
+		}
+	}
 	var audioPeak, audioAvg float64
 	if st.audio != nil {
 		m.Audio = &playlist.Audio{URI: AudioDir + "/index.m3u8", Name: "default", Channels: st.audio.channels}
@@ -348,6 +357,10 @@ func (st *streamState) writeMasterLocked(final bool) {
 		}
 	}
 }
+
+// copyRendition is the transcoder's rendition of a source it forwards
+// unchanged after its encoders failed (transcode.CopyRendition).
+const copyRendition = "copy"
 
 // reports returns the EXT-X-RENDITION-REPORTs for the playlist at key (its
 // position is next segment msn with parts parts): where every other

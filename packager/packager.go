@@ -396,10 +396,20 @@ func (p *Packager) expireAll() {
 	}
 }
 
-// endLocked ends the session of st, whose renditions all ended: its audio
-// group ends, and the live registry lets go of its master playlists.
+// lingers reports whether st's session would linger were its last
+// rendition to end now.
+func (p *Packager) lingers(st *streamState) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.cfg.Linger > 0 && !st.removed && !p.stopping
+}
+
+// endLocked ends the session of st, whose renditions all ended: its kept
+// video tracks and audio group end, and the live registry lets go of its
+// master playlists.
 func (p *Packager) endLocked(st *streamState) {
 	delete(p.streams, st.id)
+	st.finalizeKept()
 	// An audio group whose owner ended while others ran (or while the
 	// session lingered), and that nobody took over, ends with the session.
 	if a := st.audioOut; a != nil && !a.ended {

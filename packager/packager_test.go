@@ -15,6 +15,7 @@ import (
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/stream"
 	shoaltest "github.com/shoal-video/shoal/internal/testutil"
+	"github.com/shoal-video/shoal/packager/live"
 )
 
 // Parameter sets of a 320x240 x264 stream.
@@ -551,32 +552,34 @@ func TestProgramDateTime(t *testing.T) {
 	b.End()
 }
 
-// EXT-X-TARGETDURATION is one value for the whole stream: a rendition
-// with 4 s segments raises it to 4 in every variant, including one whose
-// own segments last 2 s (RFC 8216 6.2.1 and 6.2.4).
+// EXT-X-TARGETDURATION is one value for the whole stream, fixed from its
+// start: a source whose keyframes are 4 s apart (passed through) is cut
+// between them so that no segment exceeds it, and it is the same in every
+// variant (RFC 8216 4.3.3.1 and 6.2.4).
 func TestTargetDurationStaysPut(t *testing.T) {
 	t.Parallel()
-	r := newRig(t, FormatFMP4, 0)
+	r := newLLRig(t, Config{PartDuration: 500 * time.Millisecond})
 	long, _ := r.hub.Publish(media.StreamKey{Name: "td", Rendition: "720p"}, tracks)
-	feed(long, 14, 120) // a keyframe every 4 s: 4 s segments
-	waitFor(t, "720p's 4 s segments", func() bool {
-		b, _ := os.ReadFile(filepath.Join(r.dir, "td", "720p", "index.m3u8"))
-		return strings.Contains(string(b), "-2.m4s")
-	})
+	feed(long, 14, 120) // a keyframe every 4 s
 	short, _ := r.hub.Publish(media.StreamKey{Name: "td", Rendition: "360p"}, tracks[:1])
-	feed(short, 14, 60) // 2 s segments
-	target := func(rendition string) string {
-		b, _ := os.ReadFile(filepath.Join(r.dir, "td", rendition, "index.m3u8"))
-		_, rest, _ := strings.Cut(string(b), "#EXT-X-TARGETDURATION:")
-		v, _, _ := strings.Cut(rest, "\n")
-		return v
+	feed(short, 14, 60)
+	snap := r.waitSnap(t, "td/720p/index.m3u8", func(s *live.Snapshot) bool { return s.NextMSN >= 6 })
+	m := parseMedia(t, snap.Data)
+	if m.TargetDuration != 2 {
+		t.Fatalf("TARGETDURATION %d, want 2\n%s", m.TargetDuration, snap.Data)
 	}
-	// 360p must have joined before 720p ends: a rendition that starts
-	// when none runs begins a new broadcast (a known limit, issue 14).
-	waitFor(t, "360p's first segment", func() bool {
-		b, _ := os.ReadFile(filepath.Join(r.dir, "td", "360p", "index.m3u8"))
-		return strings.Contains(string(b), "#EXTINF")
-	})
+	cutBetween := false
+	for _, seg := range m.Segments {
+		if seg.Duration > 2499*time.Millisecond {
+			t.Errorf("%s lasts %s: it rounds above the target duration", seg.URI, seg.Duration)
+		}
+		if len(seg.Parts) > 0 && !seg.Parts[0].Independent {
+			cutBetween = true
+		}
+	}
+	if !cutBetween {
+		t.Errorf("no segment was cut between keyframes:\n%s", snap.Data)
+	}
 	long.End()
 	short.End()
 	for _, r2 := range []string{"720p", "360p"} {
@@ -584,8 +587,9 @@ func TestTargetDurationStaysPut(t *testing.T) {
 			b, _ := os.ReadFile(filepath.Join(r.dir, "td", r2, "index.m3u8"))
 			return strings.Contains(string(b), "#EXT-X-ENDLIST")
 		})
-	}
-	if hi, lo := target("720p"), target("360p"); hi != "4" || lo != "4" {
-		t.Errorf("TARGETDURATION %q (720p) and %q (360p), want 4 in both", hi, lo)
+		b, _ := os.ReadFile(filepath.Join(r.dir, "td", r2, "recording.m3u8"))
+		if m := parseMedia(t, b); m.TargetDuration != 2 {
+			t.Errorf("%s's recording: TARGETDURATION %d, want 2", r2, m.TargetDuration)
+		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
@@ -55,6 +56,10 @@ type rendition struct {
 	// the newest video sample's output time).
 	audioQ  []*media.AccessUnit
 	videoAt time.Duration
+	// forcedCuts: a segment was cut between keyframes (logged once).
+	forcedCuts bool
+	// segments is how many segments it wrote (logged at the end).
+	segments int
 	// unplayable, when set, is why this publication is not packaged: its
 	// video is of a kind no browser decodes (media.Unplayable).
 	unplayable string
@@ -74,12 +79,19 @@ func (p *Packager) runRendition(ctx context.Context, sub *stream.Subscriber) {
 		return
 	}
 	defer p.leave(st)
+	// A rendition of the same name still finishing (a transcoder replacing
+	// its encoders) hands its playlists over first.
+	done := make(chan struct{})
+	if prev := st.running(key.Rendition, done); prev != nil {
+		<-prev
+	}
+	defer close(done)
 	r := &rendition{p: p, st: st, name: key.Rendition, log: log, warn: logx.NewLimiter(5 * time.Second), vIdx: -1, aIdx: -1,
 		prefix: st.session + "-" + strconv.Itoa(st.nextRun())}
 	log.Info("packaging started", "files", r.prefix)
 	_ = sub.Each(ctx, r.setTracks, r.handle) // ends with the publication (or ctx)
 	r.finish()
-	log.Info("packaging finished", "segments", r.segmentCount())
+	log.Info("packaging finished", "segments", r.segments)
 }
 
 func (r *rendition) segmentCount() int {
@@ -267,8 +279,27 @@ func (r *rendition) handleVideo(au *media.AccessUnit) {
 		r.warnf("video parameters changed: new initialization section", "width", t.track.Width, "height", t.track.Height)
 	}
 	cut := au.Keyframe && t.segStart >= 0 &&
-		(changed || dts-t.segStart >= r.targetTicks(t) || r.st.isBoundary(t.key, at)) && t.last != nil
-	if !t.push(sample{dts: dts, ptsOff: int32(au.PTS - au.DTS), key: au.Keyframe, payload: nalus, byteSize: sizeOf(nalus), ntp: au.NTP}, cut) {
+		(changed || dts-t.segStart >= r.targetTicks(t) || r.st.isBoundary(t.key, at) ||
+			// A segment cut between keyframes ends at the next one.
+			!t.segKey && dts-t.segStart >= media.Ticks(300*time.Millisecond, t.track.ClockRate)) && t.last != nil
+	if !cut && t.segStart >= 0 && t.last != nil && dts+t.lastDur-t.segStart >= r.maxSegmentTicks(t) {
+		// No keyframe in time (a source passed through with long GOPs):
+		// the segment is cut here anyway, so that none exceeds
+		// EXT-X-TARGETDURATION, which then never changes. It starts
+		// without a keyframe (players decode on from the one before).
+		cut = true
+		if !r.forcedCuts {
+			r.forcedCuts = true
+			r.log.Info("the source's keyframes are further apart than the segment duration: cutting segments between keyframes",
+				"segment_duration", r.p.cfg.SegmentDuration)
+		}
+	}
+	// A segment cut for new parameter sets starts after a discontinuity
+	// (newInit, below): startSegment numbers it so.
+	t.initChanging = cut && changed
+	pushed := t.push(sample{dts: dts, ptsOff: int32(au.PTS - au.DTS), key: au.Keyframe, payload: nalus, byteSize: sizeOf(nalus), ntp: au.NTP}, cut)
+	t.initChanging = false
+	if !pushed {
 		r.warnf("video timestamps went backwards; frame dropped", "dts", au.DTS)
 		return
 	}
@@ -287,6 +318,12 @@ func (r *rendition) handleVideo(au *media.AccessUnit) {
 	}
 	r.videoAt = at
 	r.drainAudio(at)
+}
+
+// maxSegmentTicks is the longest a video segment may grow: its EXTINF must
+// round to at most the stream's target duration.
+func (r *rendition) maxSegmentTicks(t *trackOut) int64 {
+	return media.Ticks(time.Duration((r.st.targetDuration(0)+0.5)*float64(time.Second))-time.Millisecond, t.track.ClockRate)
 }
 
 func (r *rendition) targetTicks(t *trackOut) int64 {
@@ -355,6 +392,7 @@ func (r *rendition) flushAll() {
 // takes it over (and the last one to finish ends it, see Packager.leave).
 func (r *rendition) finish() {
 	r.flushAll()
+	r.segments = r.segmentCount()
 	// The audio group is released before the video playlist says ENDLIST,
 	// so that whoever sees this rendition ended can count on another one
 	// having been able to take the audio over.
@@ -365,9 +403,17 @@ func (r *rendition) finish() {
 		audioEnded = true
 	}
 	if r.video != nil {
-		r.video.ended = true
-		r.video.writePlaylists()
-		r.st.keepTrack(r.name, r.video)
+		if r.p.lingers(r.st) {
+			// Live a moment longer: a rendition of this name starting
+			// again (new encoders) continues it without an ENDLIST
+			// players would stop at.
+			r.st.keepTrack(r.name, r.video, true)
+		} else {
+			r.video.ended = true
+			r.video.writePlaylists()
+			r.st.keepTrack(r.name, r.video, false)
+		}
+		r.video = nil // handed over: another rendition may continue it
 	}
 	r.st.renditionEnded(r.name, audioEnded)
 }
@@ -422,6 +468,7 @@ type trackOut struct {
 	partStart int64
 	segEnd    int64     // where the last sample of the segment being built that went out ends
 	segNTP    time.Time // the wall-clock time of the first sample of the segment being built
+	segKey    bool      // the segment being built starts with a keyframe
 	served    []playlist.Part
 
 	rec recording
@@ -429,6 +476,13 @@ type trackOut struct {
 	unpublished bool
 	// lastSegParts is how many parts the last segment had.
 	lastSegParts int
+	// handover (with resumed) orders ending a kept track against a
+	// rendition continuing it (timeline.go).
+	handover sync.Mutex
+	resumed  bool
+	// initChanging: the sample being pushed starts a segment with new
+	// parameter sets (a discontinuity).
+	initChanging bool
 	// segsDur is the duration of segs in seconds; dvrDirty: the DVR
 	// playlist has a new segment to publish.
 	segsDur  float64
@@ -547,7 +601,7 @@ func (t *trackOut) startSegment(dts int64) {
 		}
 	}
 	disc := t.discSeq
-	if t.nextDisc {
+	if t.nextDisc || t.initChanging && t.seq > 0 {
 		disc++
 	}
 	st.noteSegmentStart(t.key, uint64(t.seq), at, disc)
@@ -581,7 +635,7 @@ func (t *trackOut) push(s sample, cut bool) bool {
 		t.flushPart(true)
 	}
 	if t.segStart < 0 || cut {
-		t.segStart, t.segNTP = s.dts, s.ntp
+		t.segStart, t.segNTP, t.segKey = s.dts, s.ntp, s.key
 		if !t.isAudio {
 			t.startSegment(s.dts)
 		}
@@ -911,12 +965,14 @@ func (t *trackOut) writePlaylists() {
 		}
 	}
 	if p.live != nil {
-		p.live.Remove(t.key + "/" + DVRPlaylist)
-		p.live.Remove(t.key + "/index.m3u8")
+		// Parts first: whoever the playlist's removal wakes finds the
+		// track ended whole.
 		for _, part := range t.served {
 			p.live.DropPart(t.key + "/" + part.URI)
 		}
 		t.served = nil
+		p.live.Remove(t.key + "/" + DVRPlaylist)
+		p.live.Remove(t.key + "/index.m3u8")
 	}
 }
 

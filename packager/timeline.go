@@ -1,6 +1,7 @@
 package packager
 
 import (
+	"bytes"
 	"os"
 	"time"
 
@@ -105,15 +106,66 @@ func (st *streamState) isBoundary(key string, at time.Duration) bool {
 	return false
 }
 
-// keepTrack remembers an ended video track for a rendition of the same
-// name that starts again within the session.
-func (st *streamState) keepTrack(name string, t *trackOut) {
+// keepTrack remembers the video track of a rendition that ended, for a
+// rendition of the same name that starts again within the session. With
+// live, the track stays live (no ENDLIST) while the session lingers: it
+// ends after Config.Linger unless a rendition continued it.
+func (st *streamState) keepTrack(name string, t *trackOut, live bool) {
 	st.mu.Lock()
-	defer st.mu.Unlock()
 	if st.ended == nil {
 		st.ended = map[string]*trackOut{}
 	}
 	st.ended[name] = t
+	st.mu.Unlock()
+	if live {
+		time.AfterFunc(st.p.cfg.Linger, func() { st.finalizeTrack(name, t) })
+	}
+}
+
+// finalizeTrack ends a kept track (ENDLIST, the whole recording as VOD)
+// unless a rendition continued it since.
+func (st *streamState) finalizeTrack(name string, t *trackOut) {
+	st.mu.Lock()
+	kept := st.ended[name] == t
+	st.mu.Unlock()
+	if !kept {
+		return
+	}
+	t.handover.Lock()
+	defer t.handover.Unlock()
+	if t.resumed || t.ended {
+		return
+	}
+	t.ended = true
+	t.writePlaylists()
+}
+
+// finalizeKept ends every kept track still live (the session ends).
+func (st *streamState) finalizeKept() {
+	st.mu.Lock()
+	kept := make(map[string]*trackOut, len(st.ended))
+	for name, t := range st.ended {
+		kept[name] = t
+	}
+	st.mu.Unlock()
+	for name, t := range kept {
+		st.finalizeTrack(name, t)
+	}
+}
+
+// running registers done as the channel closed when the rendition name
+// of this session finishes, and returns the previous one's (nil when none
+// runs): a rendition of the same name starting while the last one is still
+// finishing waits for it to hand its playlists over.
+func (st *streamState) running(name string, done chan struct{}) chan struct{} {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.runningRenditions == nil {
+		st.runningRenditions = map[string]chan struct{}{}
+	}
+	prev := st.runningRenditions[name]
+	st.runningRenditions[name] = done
+	return prev
 }
 
 // resumeTrack returns the ended video track of rendition name, bound to r
@@ -127,6 +179,10 @@ func (st *streamState) resumeTrack(name string, r *rendition) *trackOut {
 	if t == nil {
 		return nil
 	}
+	t.handover.Lock()
+	defer t.handover.Unlock()
+	t.resumed = true
+	wasEnded := t.ended
 	t.r, t.ended, t.finished = r, false, false
 	t.unpublished, t.dvrDirty = false, false
 	t.pending, t.last, t.parts, t.partData = nil, nil, nil, nil
@@ -134,34 +190,27 @@ func (st *streamState) resumeTrack(name string, r *rendition) *trackOut {
 		t.segs[i].Parts = nil // no longer served
 	}
 	t.restart()
-	if err := t.rec.reopen(t); err != nil {
-		r.p.reportError(r.log, "reopening the recording (it stops here)", err)
+	if wasEnded {
+		if err := t.rec.reopen(t); err != nil {
+			r.p.reportError(r.log, "reopening the recording (it stops here)", err)
+		}
 	}
 	return t
 }
 
 // reopen takes the ENDLIST off a recording that a rendition coming back
-// continues.
+// continues. It writes a new file (a rename), so that whoever keyed
+// something on the ended one (a final range manifest) sees a new file.
 func (rc *recording) reopen(t *trackOut) error {
 	if !rc.started || rc.failed {
 		return nil
 	}
 	path := rc.path(t)
-	st, err := os.Stat(path)
-	if err != nil {
-		rc.failed = true
-		return err
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		rc.failed = true
-		return err
-	}
-	tail := make([]byte, len(playlist.Endlist))
-	_, err = f.ReadAt(tail, st.Size()-int64(len(tail)))
-	f.Close()
-	if err == nil && string(tail) == playlist.Endlist {
-		err = os.Truncate(path, st.Size()-int64(len(tail)))
+	data, err := os.ReadFile(path)
+	if err == nil {
+		if trimmed, ok := bytes.CutSuffix(data, []byte(playlist.Endlist)); ok {
+			err = t.r.p.writeFile(path, trimmed)
+		}
 	}
 	if err != nil {
 		rc.failed = true

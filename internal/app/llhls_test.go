@@ -161,6 +161,18 @@ func TestWatchPageFollowsANewBroadcast(t *testing.T) {
 	if err := first.Wait(); err != nil {
 		t.Fatalf("first broadcast: %v", err)
 	}
+	sessionOf := func(pl string) string {
+		s := ""
+		for _, l := range strings.Split(pl, "\n") {
+			if strings.HasSuffix(l, ".m4s") && !strings.HasPrefix(l, "#") {
+				s = l[:strings.IndexByte(l, '-')]
+			}
+		}
+		return s
+	}
+	// The first broadcast is over: its recording ended.
+	n.waitFor("the first broadcast's ENDLIST", 30*time.Second, func() bool { return n.ended(ls.ID, "index.m3u8") })
+	firstSession := sessionOf(n.playlist(ls.ID, "source/index.m3u8"))
 	if err := tab.WaitFor(30*time.Second, `document.body.dataset.status !== 'live'`, state); err != nil {
 		t.Fatalf("the page never saw the end: %v", err)
 	}
@@ -169,12 +181,8 @@ func TestWatchPageFollowsANewBroadcast(t *testing.T) {
 	var session string
 	n.waitFor("the second broadcast's segments", 20*time.Second, func() bool {
 		pl := n.playlist(ls.ID, "source/index.m3u8")
-		for _, l := range strings.Split(pl, "\n") {
-			if strings.HasSuffix(l, ".m4s") && !strings.HasPrefix(l, "#") {
-				session = l[:strings.IndexByte(l, '-')]
-			}
-		}
-		return session != "" && !strings.Contains(pl, "#EXT-X-ENDLIST")
+		session = sessionOf(pl)
+		return session != "" && session != firstSession && !strings.Contains(pl, "#EXT-X-ENDLIST")
 	})
 	started := time.Now()
 	// The page polls, loads the new broadcast and plays its parts.

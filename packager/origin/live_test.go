@@ -269,6 +269,29 @@ func TestRangeManifest(t *testing.T) {
 			t.Errorf("%s: %d, want 404", n, a.code)
 		}
 	}
+	// A recording that starts mid-range (a rendition that joined late).
+	late := strings.Replace(rec.String(), "#EXT-X-MEDIA-SEQUENCE:0", "#EXT-X-MEDIA-SEQUENCE:137", 1)
+	if err := os.WriteFile(filepath.Join(dir, "late.m3u8"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	lateDir := filepath.Join(filepath.Dir(dir), "late")
+	if err := os.MkdirAll(lateDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 150; i++ {
+		os.Link(filepath.Join(dir, fmt.Sprintf("r-%d.m4s", i)), filepath.Join(lateDir, fmt.Sprintf("r-%d.m4s", i)))
+	}
+	for _, f := range []string{"init-r-0.mp4", "init-r-120.mp4"} {
+		os.Link(filepath.Join(dir, f), filepath.Join(lateDir, f))
+	}
+	if err := os.WriteFile(filepath.Join(lateDir, "recording.m3u8"), []byte(late), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	a = <-getAsync(srv.URL + "/hls/abc/late/manifest-100.txt")
+	lm, err := manifest.Verify([]byte(a.body), keys)
+	if a.code != 200 || err != nil || lm.Seq != 200 || !lm.Ended || lm.Entries[1].URI != "r-0.m4s" || len(lm.Entries) != 64 {
+		t.Fatalf("a range the recording starts in: %d %v seq %d ended %v %d entries", a.code, err, lm.Seq, lm.Ended, len(lm.Entries))
+	}
 	f, _ := os.OpenFile(filepath.Join(dir, "recording.m3u8"), os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString("#EXT-X-ENDLIST\n")
 	f.Close()

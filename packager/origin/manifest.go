@@ -378,7 +378,9 @@ func (h *Handler) rangeManifest(rel string, n uint64) ([]byte, bool, error) {
 		objs, next, ended := manifest.PlaylistObjects(rec)
 		total := countSegments(objs)
 		first := next - uint64(total) // the recording's media sequence
-		if n < first || n >= next {
+		// A recording may start mid-range (a rendition that joined the
+		// stream late): the range lists what it has.
+		if n+hlspath.RangeManifestSegments <= first || n >= next {
 			return nil, os.ErrNotExist
 		}
 		m := manifest.Manifest{ID: id, Rendition: rendition, Time: h.clock()}
@@ -392,7 +394,7 @@ func (h *Handler) rangeManifest(rel string, n uint64) ([]byte, bool, error) {
 			case manifest.KindPart:
 				continue
 			}
-			if seq >= n && count < hlspath.RangeManifestSegments {
+			if seq >= n && seq < n+hlspath.RangeManifestSegments {
 				if init != "" && init != listedInit {
 					e, err := h.entry(path.Join(dir, init), manifest.Object{Kind: manifest.KindInit, URI: init})
 					if err != nil {
@@ -410,8 +412,8 @@ func (h *Handler) rangeManifest(rel string, n uint64) ([]byte, bool, error) {
 			}
 			seq++
 		}
-		m.Seq = n + uint64(count)
-		m.Ended = ended || count == hlspath.RangeManifestSegments
+		m.Seq = max(n, first) + uint64(count) // after the last listed
+		m.Ended = ended || m.Seq == n+hlspath.RangeManifestSegments
 		data, err := manifest.Sign(m, h.contentKey)
 		if err != nil {
 			return nil, err

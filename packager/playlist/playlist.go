@@ -297,12 +297,15 @@ type Master struct {
 	Variants []Variant
 	// Audio, when set, is referenced by every variant through AudioGroup.
 	Audio *Audio
+	// DependentSegments leaves EXT-X-INDEPENDENT-SEGMENTS out: some
+	// segment may not start with a keyframe (a source passed through).
+	DependentSegments bool
 }
 
 // EncodeMaster renders m. Variants are written in the order given.
 func EncodeMaster(m Master) []byte {
 	p := m3u8.NewMasterPlaylist()
-	p.SetIndependentSegments(true)
+	p.SetIndependentSegments(!m.DependentSegments)
 	var alts []*m3u8.Alternative
 	audioGroup := ""
 	if m.Audio != nil {

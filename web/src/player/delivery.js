@@ -650,10 +650,13 @@ export class Delivery {
       }
     }
     if (range != null) {
-      // The range asked for: its segments from range on (seq: the media
-      // sequence number after its last one), a hundred at most. Its seq
-      // grows while it is written, and is no ordering among ranges.
-      if (m.seq - m.segments.length !== range || m.segments.length > RANGE) {
+      // The range asked for: its segments, a hundred at most, from range
+      // on (later when the recording starts within the range: a rendition
+      // that joined the stream late); seq is the media sequence number
+      // after its last one. Its seq grows while it is written, and is no
+      // ordering among ranges.
+      const from = m.seq - m.segments.length;
+      if (from < range || m.seq > range + RANGE || m.segments.length > RANGE) {
         throw new DeliveryError(KIND.badManifest, `the range manifest of ${range} lists ${m.segments.length} segments up to sequence ${m.seq}`);
       }
       return m;
@@ -700,8 +703,9 @@ export function rangeProblem(m, start, name, named) {
   if (!e) return `${name} is not in the signed range manifest of ${start}`;
   if (named.kind === 'seg') {
     const at = m.segments.indexOf(name);
-    if (at < 0 || start + at !== named.msn) {
-      return `the DVR playlist has ${name} at media sequence ${named.msn}, the signed range manifest of ${start} ${at < 0 ? 'not as a segment' : 'at ' + (start + at)}`;
+    const from = m.seq - m.segments.length; // the first listed segment's media sequence
+    if (at < 0 || from + at !== named.msn) {
+      return `the DVR playlist has ${name} at media sequence ${named.msn}, the signed range manifest of ${start} ${at < 0 ? 'not as a segment' : 'at ' + (from + at)}`;
     }
   }
   return '';

@@ -536,6 +536,11 @@ test('rangeProblem: a segment at its media sequence number, an init section list
   assert.match(rangeProblem(m, 100, 'd-102.m4s', { kind: 'seg', msn: 101, ms: 2000 }), /at media sequence 101, the signed range manifest of 100 at 102/);
   assert.match(rangeProblem(m, 100, 'd-104.m4s', { kind: 'seg', msn: 104, ms: 2000 }), /not in the signed range manifest of 100/);
   assert.match(rangeProblem(m, 100, 'init-d-1.mp4', { kind: 'seg', msn: 101 }), /not as a segment/);
+  // A recording that starts within the range (a rendition that joined the
+  // stream late at 137): its segments at their own numbers.
+  const late = parseManifest(enc.encode(await rangeText(137, 140)));
+  assert.equal(rangeProblem(late, 100, 'd-138.m4s', { kind: 'seg', msn: 138, ms: 2000 }), '');
+  assert.match(rangeProblem(late, 100, 'd-138.m4s', { kind: 'seg', msn: 101, ms: 2000 }), /at 138/);
 });
 
 // dvrRoutes serves the DVR master and playlists and the range manifests
