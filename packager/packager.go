@@ -131,7 +131,10 @@ type Packager struct {
 	mu       sync.Mutex
 	stopping bool // Run is returning: sessions no longer linger
 	streams  map[string]*streamState
-	removed  map[string]bool // deleted streams: output arriving late is refused
+	// ending: sessions that ended and are finishing their recordings
+	// (closed when done).
+	ending  map[string]chan struct{}
+	removed map[string]bool // deleted streams: output arriving late is refused
 	// problems says why a stream is not served ("" or absent: it is).
 	problems map[string]string
 }
@@ -187,6 +190,7 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 	p := &Packager{
 		cfg: cfg, log: deps.Log, format: f, now: deps.Now, live: deps.Live,
 		streams:    map[string]*streamState{},
+		ending:     map[string]chan struct{}{},
 		removed:    map[string]bool{},
 		problems:   map[string]string{},
 		errLimiter: logx.NewLimiter(5 * time.Second),
@@ -282,6 +286,13 @@ func (p *Packager) reportError(log *slog.Logger, msg string, err error) {
 // the previous session's files) when no rendition of it is running.
 func (p *Packager) join(id string) (*streamState, error) {
 	p.mu.Lock()
+	for p.ending[id] != nil && p.streams[id] == nil {
+		// The last session is still finishing its recordings.
+		done := p.ending[id]
+		p.mu.Unlock()
+		<-done
+		p.mu.Lock()
+	}
 	if p.removed[id] {
 		p.mu.Unlock()
 		return nil, errRemoved
@@ -349,7 +360,13 @@ func (p *Packager) emptyTrash(old string) {
 
 func (p *Packager) leave(st *streamState) {
 	var old string
-	defer func() { p.emptyTrash(old) }() // after the lock is released
+	var finish func()
+	defer func() { // after the lock is released
+		if finish != nil {
+			finish()
+		}
+		p.emptyTrash(old)
+	}()
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	st.active--
@@ -358,7 +375,7 @@ func (p *Packager) leave(st *streamState) {
 			st.linger = time.AfterFunc(p.cfg.Linger, func() { p.expire(st) })
 			return
 		}
-		p.endLocked(st)
+		finish = p.endLocked(st)
 		if st.removed {
 			if p.live != nil {
 				p.live.RemoveStream(st.id)
@@ -375,23 +392,33 @@ func (p *Packager) leave(st *streamState) {
 // lingered.
 func (p *Packager) expire(st *streamState) {
 	p.mu.Lock()
-	defer p.mu.Unlock()
+	var finish func()
 	if st.active == 0 && p.streams[st.id] == st {
-		p.endLocked(st)
+		finish = p.endLocked(st)
+	}
+	p.mu.Unlock()
+	if finish != nil {
+		finish()
 	}
 }
 
 // expireAll ends every lingering session now (Run is returning).
 func (p *Packager) expireAll() {
 	p.mu.Lock()
-	defer p.mu.Unlock()
 	p.stopping = true
+	var finishes []func()
 	for _, st := range p.streams {
 		if st.active == 0 {
 			if st.linger != nil {
 				st.linger.Stop()
 			}
-			p.endLocked(st)
+			finishes = append(finishes, p.endLocked(st))
+		}
+	}
+	p.mu.Unlock()
+	for _, f := range finishes {
+		if f != nil {
+			f()
 		}
 	}
 }
@@ -404,22 +431,38 @@ func (p *Packager) lingers(st *streamState) bool {
 	return p.cfg.Linger > 0 && !st.removed && !p.stopping
 }
 
-// endLocked ends the session of st, whose renditions all ended: its kept
-// video tracks and audio group end, and the live registry lets go of its
-// master playlists.
-func (p *Packager) endLocked(st *streamState) {
+// endLocked ends the session of st, whose renditions all ended, and
+// returns what is left to do once p.mu is released (nil for a deleted
+// stream): its kept video tracks and audio group end, which reads and
+// writes whole recordings. A new session of the stream waits for it
+// (join), so nothing writes into the directory of the next one.
+func (p *Packager) endLocked(st *streamState) func() {
 	delete(p.streams, st.id)
-	st.finalizeKept()
-	// An audio group whose owner ended while others ran (or while the
-	// session lingered), and that nobody took over, ends with the session.
-	if a := st.audioOut; a != nil && !a.ended {
-		a.ended = true
-		a.writePlaylists()
-	}
 	if p.live != nil {
 		// The master playlists on disk are the final ones.
 		p.live.Remove(st.id + "/master.m3u8")
 		p.live.Remove(st.id + "/" + DVRPlaylist)
+	}
+	if st.removed {
+		return nil
+	}
+	done := make(chan struct{})
+	p.ending[st.id] = done
+	return func() {
+		st.finalizeKept()
+		// An audio group whose owner ended while others ran (or while the
+		// session lingered), and that nobody took over, ends with the
+		// session.
+		if a := st.audioOut; a != nil && !a.ended {
+			a.ended = true
+			a.writePlaylists()
+		}
+		p.mu.Lock()
+		if p.ending[st.id] == done {
+			delete(p.ending, st.id)
+		}
+		p.mu.Unlock()
+		close(done)
 	}
 }
 
@@ -445,7 +488,7 @@ func (p *Packager) Remove(id string) error {
 		if st.linger != nil {
 			st.linger.Stop()
 		}
-		p.endLocked(st)
+		p.endLocked(st) // deleted: nothing left to finish
 	}
 	if p.live != nil {
 		p.live.RemoveStream(id)
