@@ -85,21 +85,23 @@ func (st *streamState) targetDuration(seconds float64) float64 {
 	return st.target
 }
 
-// programTime is the wall-clock time (EXT-X-PROGRAM-DATE-TIME) of a
-// segment from output time start to end (ticks of rate) whose first sample
-// arrived at ntp: that time, when ingest stamped it (every variant then
-// gives an instant the time its source frame came in). Without one, the
-// stream's epoch plus start: the first segment of the session fixes the
-// epoch, taking its end as now (live segments are cut as the next keyframe
-// arrives).
-func (st *streamState) programTime(ntp time.Time, start, end int64, rate int) time.Time {
-	if !ntp.IsZero() {
-		return ntp.UTC().Truncate(time.Millisecond)
-	}
+// programTime is the wall-clock time (EXT-X-PROGRAM-DATE-TIME) of output
+// time start, in a segment that ends at end (ticks of rate) and whose end
+// was ingested at endNTP (zero: unknown, now is used). One epoch per
+// stream maps the timeline to the wall clock, so that times follow the
+// segments' durations and every variant gives an instant the same time:
+// the first segment of the session fixes it, from the ingest time of its
+// end (a publisher's start-up burst arrives ahead of real time: the end
+// of the first segment came in when the source was live).
+func (st *streamState) programTime(endNTP time.Time, start, end int64, rate int) time.Time {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if st.epoch.IsZero() {
-		st.epoch = st.p.now().Add(-media.Duration(end, rate)).UTC().Truncate(time.Millisecond)
+		at := endNTP
+		if at.IsZero() {
+			at = st.p.now()
+		}
+		st.epoch = at.Add(-media.Duration(end, rate)).UTC().Truncate(time.Millisecond)
 	}
 	return st.epoch.Add(media.Duration(start, rate)).Truncate(time.Millisecond) // ISO 8601 with milliseconds
 }

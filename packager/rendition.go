@@ -466,10 +466,12 @@ type trackOut struct {
 	parts     []playlist.Part
 	partData  []byte
 	partStart int64
-	segEnd    int64     // where the last sample of the segment being built that went out ends
-	segNTP    time.Time // the wall-clock time of the first sample of the segment being built
-	segKey    bool      // the segment being built starts with a keyframe
-	served    []playlist.Part
+	segEnd    int64 // where the last sample of the segment being built that went out ends
+	// lastNTP is when the newest sample (at lastNTPDTS) was ingested.
+	lastNTP    time.Time
+	lastNTPDTS int64
+	segKey     bool // the segment being built starts with a keyframe
+	served     []playlist.Part
 
 	rec recording
 	// unpublished: a segment ended and the live registry has not seen it.
@@ -607,6 +609,15 @@ func (t *trackOut) startSegment(dts int64) {
 	st.noteSegmentStart(t.key, uint64(t.seq), at, disc)
 }
 
+// endNTP estimates when output time end was ingested, from the newest
+// sample's ingest time (zero when unknown).
+func (t *trackOut) endNTP(end int64) time.Time {
+	if t.lastNTP.IsZero() {
+		return time.Time{}
+	}
+	return t.lastNTP.Add(media.Duration(end-t.lastNTPDTS, t.track.ClockRate))
+}
+
 // partTicks is the part target in the track's clock, 0 without LL-HLS.
 func (t *trackOut) partTicks() int64 {
 	d := t.r.p.partDuration()
@@ -634,8 +645,11 @@ func (t *trackOut) push(s sample, cut bool) bool {
 	} else if pt := t.partTicks(); pt > 0 && len(t.pending) > 0 && s.dts+t.lastDur-t.partStart > pt {
 		t.flushPart(true)
 	}
+	if !s.ntp.IsZero() {
+		t.lastNTP, t.lastNTPDTS = s.ntp, s.dts
+	}
 	if t.segStart < 0 || cut {
-		t.segStart, t.segNTP, t.segKey = s.dts, s.ntp, s.key
+		t.segStart, t.segKey = s.dts, s.key
 		if !t.isAudio {
 			t.startSegment(s.dts)
 		}
@@ -771,7 +785,7 @@ func (t *trackOut) flush(withLast bool) {
 	t.seq++
 	seconds := float64(endTicks-first) / float64(t.track.ClockRate)
 	seg := playlist.Segment{URI: name, Duration: seconds, Discontinuity: t.nextDisc, Init: t.initURI,
-		Time: t.r.st.programTime(t.segNTP, first, endTicks, t.track.ClockRate), Parts: parts}
+		Time: t.r.st.programTime(t.endNTP(endTicks), first, endTicks, t.track.ClockRate), Parts: parts}
 	t.nextDisc = false
 	if seg.Discontinuity {
 		t.discSeq++

@@ -8,7 +8,10 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -114,6 +117,18 @@ func measureLLHLS(ctx context.Context, hub *stream.Hub, dir, id string, part tim
 			return lat, nil
 		default:
 		}
+		if nextPart < 0 {
+			// The stream ended: wait for the publisher to say so.
+			select {
+			case err := <-errc:
+				if err != nil && !errors.Is(err, context.Canceled) {
+					return nil, err
+				}
+				return lat, nil
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
 		body, code, err := get(ctx, base+"index.m3u8?_HLS_msn="+strconv.FormatUint(msn, 10)+"&_HLS_part="+strconv.Itoa(nextPart))
 		if err != nil {
 			return nil, err
@@ -143,10 +158,12 @@ func position(pl string) (uint64, int, []string) {
 			segs++
 		}
 	}
-	// The hint is "<prefix>-<msn>-p<k>.m4s".
+	// The hint is "<prefix>-<msn>-p<k>.m4s"; none once the stream ended.
 	name := strings.TrimSuffix(hint, ".m4s")
-	i := strings.LastIndex(name, "-p")
-	k, _ := strconv.Atoi(name[i+2:])
+	k := -1
+	if i := strings.LastIndex(name, "-p"); i >= 0 {
+		k, _ = strconv.Atoi(name[i+2:])
+	}
 	return seq + uint64(segs), k, parts
 }
 
@@ -201,4 +218,30 @@ func serveOn(ctx context.Context, wg *sync.WaitGroup, h http.Handler) (string, e
 	go func() { defer wg.Done(); _ = srv.Serve(ln) }()
 	go func() { defer wg.Done(); <-ctx.Done(); _ = srv.Close() }()
 	return "http://" + ln.Addr().String(), nil
+}
+
+// playerLatency runs the end-to-end test that plays a live stream in
+// headless Chromium with hls.js in low-latency mode through an edge (the
+// real shoal origin and edge, ffmpeg publishing over RTMP in real time, every
+// object verified) and returns the latency hls.js reports after 20 s of
+// playback. It needs the repository (run from its root, as make does) and
+// Chromium.
+func playerLatency() (float64, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "test", "-count=1", "-run", "^TestLowLatencyThroughEdge$", "-v", "./internal/app/").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("go test: %v\n%s", err, lastLines(out, 40))
+	}
+	m := regexp.MustCompile(`hls\.js low-latency through the edge: latency ([0-9.]+) s`).FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("no latency in the test's output:\n%s", lastLines(out, 40))
+	}
+	fmt.Fprintf(os.Stderr, "%s\n", regexp.MustCompile(`hls\.js low-latency through the edge: [^\n]*`).Find(out))
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+func lastLines(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }

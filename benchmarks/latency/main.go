@@ -52,9 +52,10 @@ import (
 
 func main() {
 	seconds := flag.Int("seconds", 20, "length of each publication")
+	player := flag.Bool("player", true, "also measure hls.js's latency in headless Chromium through an edge (llhls_player_s)")
 	flag.Parse()
 	ffmpeg.SetLogger(slog.New(slog.DiscardHandler))
-	if err := run(*seconds); err != nil {
+	if err := run(*seconds, *player); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-latency:", err)
 		os.Exit(1)
 	}
@@ -79,7 +80,7 @@ func (converters) Video(src media.Track) (whip.VideoConverter, error) {
 	return ffmpeg.NewVideoConverter(src, "veryfast", 2*time.Second, nil)
 }
 
-func run(seconds int) error {
+func run(seconds int, player bool) error {
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	dir, err := os.MkdirTemp("", "bench-latency")
 	if err != nil {
@@ -171,8 +172,16 @@ func run(seconds int) error {
 		return fmt.Errorf("ll-hls: %w", err)
 	}
 	fmt.Fprintf(os.Stderr, "whip->whep: %d frames matched; rtmp->whep: %d; rtmp->ll-hls part at the edge: %d\n", len(whipLat), len(rtmpLat), len(llLat))
-	fmt.Printf("bench-latency whep_p50_s=%.3f whep_p95_s=%.3f rtmp_to_whep_p50_s=%.3f rtmp_to_whep_p95_s=%.3f llhls_edge_p50_s=%.3f llhls_edge_p95_s=%.3f frames=%d\n",
-		pct(whipLat, 50), pct(whipLat, 95), pct(rtmpLat, 50), pct(rtmpLat, 95), pct(llLat, 50), pct(llLat, 95), len(whipLat)+len(rtmpLat)+len(llLat))
+	playerS := "n/a"
+	if player {
+		v, err := playerLatency()
+		if err != nil {
+			return fmt.Errorf("player latency: %w", err)
+		}
+		playerS = fmt.Sprintf("%.2f", v)
+	}
+	fmt.Printf("bench-latency whep_p50_s=%.3f whep_p95_s=%.3f rtmp_to_whep_p50_s=%.3f rtmp_to_whep_p95_s=%.3f llhls_edge_p50_s=%.3f llhls_edge_p95_s=%.3f llhls_player_s=%s frames=%d\n",
+		pct(whipLat, 50), pct(whipLat, 95), pct(rtmpLat, 50), pct(rtmpLat, 95), pct(llLat, 50), pct(llLat, 95), playerS, len(whipLat)+len(rtmpLat)+len(llLat))
 	return nil
 }
 

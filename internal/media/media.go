@@ -64,11 +64,10 @@ type AccessUnit struct {
 	// Payload holds the NAL units of a video frame (without start codes or
 	// length prefixes) or the single raw frame of an audio access unit.
 	Payload [][]byte
-	// NTP is the wall-clock time of this access unit at ingest: when its
-	// track's first access unit arrived plus its DTS since that one (the
+	// NTP is the wall-clock time this access unit arrived at ingest (the
 	// hub stamps what publishers leave zero). Renditions made from it
-	// carry the source's time, so that the same instant has the same time
-	// in every variant (EXT-X-PROGRAM-DATE-TIME).
+	// carry the source's time, so that EXT-X-PROGRAM-DATE-TIME says when
+	// an instant was ingested, not when an encoder let it out.
 	NTP time.Time
 }
 

@@ -360,27 +360,12 @@ type Publisher struct {
 	hub  *Hub
 	pub  *publication
 	once sync.Once
-	// anchor (guarded by pub.mu) maps the publication's media time to the
-	// wall clock: when its first access unit was written, and that unit's
-	// DTS. One for all tracks, which share a timeline (audio and video of
-	// an instant get the same time).
-	anchor    time.Time
-	anchorDTS time.Duration
-	anchored  bool
 }
 
-// stamp sets au.NTP from the publication's anchor (taken at its first
-// access unit). The caller holds p.pub.mu.
+// stamp sets au.NTP to now: when it reached the hub, which is when it
+// arrived (ingest writes what it receives at once).
 func (p *Publisher) stamp(au *media.AccessUnit) {
-	tracks := p.pub.tracks
-	if au.Track < 0 || au.Track >= len(tracks) || tracks[au.Track].ClockRate <= 0 {
-		return
-	}
-	d := media.Duration(au.DTS, tracks[au.Track].ClockRate)
-	if !p.anchored {
-		p.anchor, p.anchorDTS, p.anchored = p.hub.now(), d, true
-	}
-	au.NTP = p.anchor.Add(d - p.anchorDTS)
+	au.NTP = p.hub.now()
 }
 
 // Write delivers au to every subscriber without blocking (with
