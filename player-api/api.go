@@ -120,6 +120,10 @@ type Config struct {
 	// MaxRestreams is how many restream targets one live stream may have;
 	// 0 turns restreaming off.
 	MaxRestreams int
+	// WebhookAllowPrivate accepts webhook URLs naming loopback or private
+	// addresses outright (the dispatcher checks every address it dials
+	// too).
+	WebhookAllowPrivate bool
 	// MaxBodyBytes caps JSON request bodies; larger bodies are answered
 	// with 413. Zero means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
@@ -170,8 +174,10 @@ type API struct {
 	whep         WHEP
 	maxRestreams int
 	restreams    RestreamStore
-	maxBody      int64
-	maxUpload    int64
+	// webhookPrivate: see Config.WebhookAllowPrivate.
+	webhookPrivate bool
+	maxBody        int64
+	maxUpload      int64
 
 	store  Store
 	status Live
@@ -242,24 +248,25 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &API{
-		adminKeyHash: ids.Hash(cfg.AdminKey),
-		publicURL:    publicURL,
-		rtmpURL:      rtmpURL,
-		rtspURL:      strings.TrimRight(cfg.RTSPURL, "/"),
-		srtURL:       strings.TrimRight(cfg.SRTURL, "/"),
-		whip:         cfg.WHIP,
-		whep:         cfg.WHEP,
-		maxRestreams: cfg.MaxRestreams,
-		restreams:    store,
-		maxBody:      maxBody,
-		maxUpload:    maxUpload,
-		store:        store,
-		status:       status,
-		videos:       cfg.Videos,
-		log:          log,
-		playbackKey:  cfg.PlaybackKey,
-		regionHeader: cfg.RegionHeader,
-		onHeartbeat:  cfg.OnHeartbeat,
+		adminKeyHash:   ids.Hash(cfg.AdminKey),
+		publicURL:      publicURL,
+		rtmpURL:        rtmpURL,
+		rtspURL:        strings.TrimRight(cfg.RTSPURL, "/"),
+		srtURL:         strings.TrimRight(cfg.SRTURL, "/"),
+		whip:           cfg.WHIP,
+		whep:           cfg.WHEP,
+		maxRestreams:   cfg.MaxRestreams,
+		webhookPrivate: cfg.WebhookAllowPrivate,
+		restreams:      store,
+		maxBody:        maxBody,
+		maxUpload:      maxUpload,
+		store:          store,
+		status:         status,
+		videos:         cfg.Videos,
+		log:            log,
+		playbackKey:    cfg.PlaybackKey,
+		regionHeader:   cfg.RegionHeader,
+		onHeartbeat:    cfg.OnHeartbeat,
 
 		contentKeys:       cfg.ContentKeys,
 		maxNodesPerToken:  cfg.MaxNodesPerToken,

@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/netguard"
 	"github.com/shoal-video/shoal/internal/routing"
 )
 
@@ -106,9 +107,10 @@ type webhookRequest struct {
 
 // validWebhookURL checks the URL deliveries are POSTed to: absolute http or
 // https with a host, without user info or a fragment. A query is allowed
-// (receivers often take a token there). Loopback and private addresses are
-// allowed: API keys are admin-level, and a receiver may run next to Shoal.
-func validWebhookURL(raw *string) (string, error) {
+// (receivers often take a token there). Unless allowPrivate, a host that
+// names a loopback or private address outright is refused (names that
+// resolve to one are refused when the dispatcher dials them).
+func validWebhookURL(raw *string, allowPrivate bool) (string, error) {
 	if raw == nil {
 		return "", errors.New(`"url" is required`)
 	}
@@ -139,6 +141,9 @@ func validWebhookURL(raw *string) (string, error) {
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
 			return "", errors.New(`"url" has an invalid port`)
 		}
+	}
+	if !allowPrivate && netguard.LiteralPrivate(strings.ToLower(u.Hostname())) {
+		return "", errors.New(`"url" names a loopback or private address, which this node does not deliver to (webhook_allow_private)`)
 	}
 	return s, nil
 }
@@ -178,7 +183,7 @@ func (a *API) createWebhook(c *gin.Context) {
 	if !a.decodeJSON(c, &req) {
 		return
 	}
-	u, err := validWebhookURL(req.URL)
+	u, err := validWebhookURL(req.URL, a.webhookPrivate)
 	if err != nil {
 		WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
 		return

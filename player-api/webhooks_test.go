@@ -25,7 +25,7 @@ func rawKeys(t *testing.T, data []byte) map[string]json.RawMessage {
 
 func TestWebhookCRUD(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, Config{})
+	e := newEnv(t, Config{WebhookAllowPrivate: true})
 
 	r := e.doJSON(t, "POST", "/v1/webhooks", testAdminKey,
 		`{"url":"http://127.0.0.1:9000/hooks?token=abc","events":["live_stream.ended","video.ready","video.ready"]}`).wantStatus(t, http.StatusCreated)
@@ -106,6 +106,11 @@ func TestWebhookValidation(t *testing.T) {
 		{`{"url":"http://example.com/","events":[]}`, `at least one`},
 		{`{"url":"http://example.com/","events":["video.ready","video.*"]}`, `"events"[1]: unknown event type "video.*"; want one of video.ready, video.failed, live_stream.started, live_stream.ended`},
 		{`{"url":"http://example.com/","events":"video.ready"}`, `"events" must be a array`},
+		{`{"url":"http://127.0.0.1:9000/","events":["video.ready"]}`, `loopback or private address`},
+		{`{"url":"http://[::1]/","events":["video.ready"]}`, `loopback or private address`},
+		{`{"url":"https://LOCALHOST/x","events":["video.ready"]}`, `loopback or private address`},
+		{`{"url":"http://10.0.0.5/","events":["video.ready"]}`, `loopback or private address`},
+		{`{"url":"http://169.254.169.254/latest/meta-data","events":["video.ready"]}`, `loopback or private address`},
 		{`{"url":5,"events":["video.ready"]}`, `"url" must be a string`},
 		{`{"url":"http://example.com/","events":["video.ready"],"secret":"mine"}`, `unknown field "secret"`},
 		{`[]`, `JSON object`},
@@ -184,7 +189,7 @@ func TestWebhookNotFound(t *testing.T) {
 
 func TestWebhookDeliveriesListed(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, Config{})
+	e := newEnv(t, Config{WebhookAllowPrivate: true})
 	ctx := t.Context()
 	w := decode[webhookJSON](t, e.doJSON(t, "POST", "/v1/webhooks", testAdminKey,
 		`{"url":"http://127.0.0.1:9/hook","events":["video.ready","video.failed"]}`).wantStatus(t, http.StatusCreated))

@@ -7,17 +7,17 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"net/netip"
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/bluenviron/gortmplib/pkg/amf0"
 	"github.com/bluenviron/gortmplib/pkg/bytecounter"
 	"github.com/bluenviron/gortmplib/pkg/handshake"
 	"github.com/bluenviron/gortmplib/pkg/message"
+
+	"github.com/shoal-video/shoal/internal/netguard"
 )
 
 // The publish session is gortmplib's client sequence (connect,
@@ -65,23 +65,7 @@ var errPrivateAddress = errors.New("the target resolves to a loopback, private o
 // publicOnly is a net.Dialer Control that refuses the addresses of
 // errPrivateAddress, checked after name resolution so DNS cannot smuggle
 // one in.
-func publicOnly(_, address string, _ syscall.RawConn) error {
-	host, _, err := net.SplitHostPort(address)
-	if err != nil {
-		return err
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
-		return err
-	}
-	ip = ip.Unmap()
-	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() ||
-		ip.IsMulticast() || ip.IsInterfaceLocalMulticast() || ip.IsLinkLocalMulticast() ||
-		(ip.Is4() && ip.As4()[0] == 100 && ip.As4()[1]&0xc0 == 64) { // 100.64.0.0/10 (CGNAT)
-		return errPrivateAddress
-	}
-	return nil
-}
+var publicOnly = netguard.Control(errPrivateAddress)
 
 // dialPublish connects to tgt and publishes its stream key, within ctx.
 // Unless allowPrivate, only public addresses are dialed.

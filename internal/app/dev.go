@@ -34,6 +34,11 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.
 		}
 		cfg.AdminKey = key
 	}
+	if cfg.WebhookAllowPrivate == "auto" {
+		// One machine for trying things out: a webhook receiver on it is
+		// the common case.
+		cfg.WebhookAllowPrivate = "true"
+	}
 	g, gctx := errgroup.WithContext(ctx)
 	ready := make(chan *originNode, 1)
 	g.Go(func() error {

@@ -189,7 +189,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	nodes := newNodeMetrics(reg)
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
-		SRTURL: srtURL(cfg), WHIP: whipIngest, WHEP: whepPlay, MaxRestreams: cfg.Ingest.MaxRestreams,
+		SRTURL: srtURL(cfg), WHIP: whipIngest, WHEP: whepPlay, MaxRestreams: cfg.Ingest.MaxRestreams, WebhookAllowPrivate: cfg.WebhookAllowPrivate == "true",
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
@@ -208,7 +208,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return err
 	}
 	defer httpSrv.close()
-	hooks, err := webhook.New(webhook.Config{Consumer: consumerName()},
+	hooks, err := webhook.New(webhook.Config{Consumer: consumerName(), AllowPrivate: cfg.WebhookAllowPrivate == "true"},
 		webhook.Deps{Store: store, Log: log.With("component", "webhooks"), Registerer: reg})
 	if err != nil {
 		return err

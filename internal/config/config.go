@@ -42,6 +42,10 @@ type Config struct {
 	NodeToken string `yaml:"node_token"`
 	// MetricsToken, when set, is the bearer token /metrics asks for.
 	MetricsToken string `yaml:"metrics_token"`
+	// WebhookAllowPrivate lets webhooks go to loopback, private and
+	// link-local addresses: "true", "false", or "auto" (allowed by shoal dev
+	// only).
+	WebhookAllowPrivate string `yaml:"webhook_allow_private"`
 
 	Ingest    IngestConfig    `yaml:"ingest"`
 	HLS       HLSConfig       `yaml:"hls"`
@@ -131,15 +135,16 @@ type TranscodeConfig struct {
 // are empty so that they follow the final HTTPAddr and RTMPAddr.
 func base() Config {
 	return Config{
-		RedisURL:       "redis://127.0.0.1:6379/0",
-		DataDir:        "./data",
-		HTTPAddr:       ":8080",
-		RTMPAddr:       ":1935",
-		RTSPAddr:       ":8554",
-		SRTAddr:        ":8890",
-		LogLevel:       "info",
-		LogFormat:      "text",
-		MaxUploadBytes: 20 << 30,
+		RedisURL:            "redis://127.0.0.1:6379/0",
+		DataDir:             "./data",
+		HTTPAddr:            ":8080",
+		RTMPAddr:            ":1935",
+		RTSPAddr:            ":8554",
+		SRTAddr:             ":8890",
+		LogLevel:            "info",
+		LogFormat:           "text",
+		MaxUploadBytes:      20 << 30,
+		WebhookAllowPrivate: "auto",
 		Ingest: IngestConfig{
 			ReconnectGrace:       Duration(10 * time.Second),
 			ReadTimeout:          Duration(10 * time.Second),

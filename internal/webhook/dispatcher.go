@@ -28,6 +28,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -39,6 +40,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-video/shoal/internal/logx"
+	"github.com/shoal-video/shoal/internal/netguard"
 	"github.com/shoal-video/shoal/internal/routing"
 )
 
@@ -117,7 +119,16 @@ type Config struct {
 	// Workers is how many deliveries this dispatcher sends at once
 	// (default 8).
 	Workers int
+	// AllowPrivate lets deliveries go to loopback, private and link-local
+	// addresses (checked after name resolution); off, API users cannot make
+	// the node call into its own network. It applies to the dispatcher's
+	// own client, not to Deps.HTTPClient.
+	AllowPrivate bool
 }
+
+// ErrPrivateAddress refuses a delivery to a loopback, private or
+// link-local address.
+var ErrPrivateAddress = errors.New("the webhook URL resolves to a loopback, private or link-local address (set webhook_allow_private to allow it)")
 
 // Deps are the dispatcher's collaborators.
 type Deps struct {
@@ -217,7 +228,13 @@ func New(cfg Config, deps Deps) (*Dispatcher, error) {
 	if deps.HTTPClient != nil {
 		client = *deps.HTTPClient
 	} else {
-		client.Transport = http.DefaultTransport.(*http.Transport).Clone()
+		tr := http.DefaultTransport.(*http.Transport).Clone()
+		tr.Proxy = nil // a proxy would dial on the URL's behalf, past the check below
+		if !cfg.AllowPrivate {
+			d := &net.Dialer{Timeout: 30 * time.Second, KeepAlive: 30 * time.Second, Control: netguard.Control(ErrPrivateAddress)}
+			tr.DialContext = d.DialContext
+		}
+		client.Transport = tr
 	}
 	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 

@@ -33,6 +33,8 @@ func fastConfig() Config {
 		Lease:          10 * time.Second,
 		EventClaimIdle: 5 * time.Second,
 		MaxAttempts:    4,
+		// The receivers are httptest servers on loopback.
+		AllowPrivate: true,
 	}
 }
 
@@ -541,5 +543,33 @@ func TestAttemptsOfDeadDispatchersCount(t *testing.T) {
 	}
 	if n := len(rc.got()); n != 0 {
 		t.Errorf("receiver got %d requests after the last attempt, want 0", n)
+	}
+}
+
+// Off by default: a delivery to a loopback address is refused after name
+// resolution, and the delivery fails with that reason.
+func TestPrivateAddressRefused(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	got := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { got <- struct{}{} }))
+	defer srv.Close()
+	cfg := fastConfig()
+	cfg.AllowPrivate = false
+	cfg.MaxAttempts = 1
+	d, err := New(cfg, Deps{Store: e.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "localhost" resolves to loopback: the name alone passes, the dial
+	// is refused.
+	u := strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)
+	if _, err := d.client.Get(u); !errors.Is(err, ErrPrivateAddress) {
+		t.Fatalf("GET %s: %v, want ErrPrivateAddress", u, err)
+	}
+	select {
+	case <-got:
+		t.Fatal("the request reached the loopback server")
+	default:
 	}
 }
