@@ -71,6 +71,13 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		return 2
 	}
 	cfg, err := config.Load(*cfgPath, environ)
+	// Every problem at once: the file's and environment's, then what the
+	// role needs on top.
+	if rerr := roleProblems(role, cfg); err == nil && rerr != nil {
+		err = rerr
+	} else if rerr != nil {
+		err = errors.Join(err, rerr)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "shoal %s: configuration:\n  %s\n", role, strings.ReplaceAll(err.Error(), "\n", "\n  "))
 		return 2
@@ -105,6 +112,24 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 		return 1
 	}
 	return 0
+}
+
+// roleProblems lists what role needs that cfg lacks (nil when nothing):
+// an edge joins an origin with a node token and listens somewhere.
+func roleProblems(role string, cfg config.Config) error {
+	var errs []error
+	if role == "edge" {
+		if cfg.Edge.Addr == config.EdgeOff {
+			errs = append(errs, errors.New(`edge.addr (SHOAL_EDGE_ADDR) is "off": the edge role needs a listen address`))
+		}
+		if cfg.OriginURL == "" {
+			errs = append(errs, errors.New("origin_url (SHOAL_ORIGIN_URL) is required for the edge role: the origin's http(s) URL"))
+		}
+		if cfg.NodeToken == "" {
+			errs = append(errs, errors.New("node_token (SHOAL_NODE_TOKEN) is required for the edge role: POST /v1/node-tokens on the origin issues one (the admin key works too)"))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func usageText() string {
