@@ -37,13 +37,21 @@ func (l Ladder) String() string {
 	return strings.Join(parts, ",")
 }
 
+// MaxRungs caps a ladder: every rung is an encoder running for the whole
+// broadcast, and a ladder from an API request must not make one stream
+// take a whole node.
+const MaxRungs = 8
+
 // ParseLadder reads "1080p:5000k,720p:3000k,480p:1200k" (bitrates in k or M
 // bits per second). Heights must be even, 144 to 4320, and distinct; bitrates
-// 100k to 100M. The result is sorted highest first.
+// 100k to 100M; at most MaxRungs rungs. The result is sorted highest first.
 func ParseLadder(s string) (Ladder, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return nil, errors.New("empty ladder")
+	}
+	if n := strings.Count(s, ",") + 1; n > MaxRungs {
+		return nil, fmt.Errorf("%d rungs: a ladder has at most %d", n, MaxRungs)
 	}
 	var l Ladder
 	for _, part := range strings.Split(s, ",") {

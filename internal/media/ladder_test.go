@@ -17,7 +17,14 @@ func TestParseLadder(t *testing.T) {
 	if DefaultLadder.String() != "1080p:5000k,720p:3000k,480p:1200k,360p:700k" {
 		t.Fatal("default ladder changed")
 	}
-	for _, bad := range []string{"", "720p", "721p:1M", "720p:1", "720p:1M,720p:2M", "99999p:1M", "720p:abc"} {
+	nine := "2160p:20M,1440p:12M,1080p:5M,900p:4M,720p:3M,540p:2M,480p:1200k,360p:700k,240p:400k"
+	if _, err := ParseLadder(nine); err == nil || !strings.Contains(err.Error(), "at most 8") {
+		t.Errorf("a nine-rung ladder: %v", err)
+	}
+	if _, err := ParseLadder(nine[strings.IndexByte(nine, ',')+1:]); err != nil {
+		t.Errorf("an eight-rung ladder: %v", err)
+	}
+	for _, bad := range []string{"", "720p", "721p:1M", "720p:1", "720p:1M,720p:2M", "99999p:1M", "720p:abc", strings.Repeat("720p:1M,", 500) + "720p:1M"} {
 		if _, err := ParseLadder(bad); err == nil {
 			t.Errorf("ParseLadder(%q) accepted", bad)
 		}
