@@ -36,6 +36,9 @@ func LoadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 	}
 	data, err := os.ReadFile(path)
 	if err == nil {
+		if err := checkPrivate(path); err != nil {
+			return nil, err
+		}
 		k, err := ParsePrivateKey(data)
 		if err != nil {
 			return nil, fmt.Errorf("playback: key file %s: %w", path, err)
@@ -46,6 +49,19 @@ func LoadOrCreateKey(path string) (ed25519.PrivateKey, error) {
 		return nil, fmt.Errorf("playback: reading the key: %w", err)
 	}
 	return createKey(path)
+}
+
+// checkPrivate refuses a key file that others than its owner may read or
+// write: whoever reads it can sign as this node.
+func checkPrivate(path string) error {
+	st, err := os.Stat(path)
+	if err != nil {
+		return fmt.Errorf("playback: key file %s: %w", path, err)
+	}
+	if perm := st.Mode().Perm(); perm&0o077 != 0 {
+		return fmt.Errorf("playback: key file %s is readable or writable by others (mode %04o): run chmod 600 %s", path, perm, path)
+	}
+	return nil
 }
 
 func createKey(path string) (ed25519.PrivateKey, error) {

@@ -146,3 +146,25 @@ func TestParsePublicKey(t *testing.T) {
 		}
 	}
 }
+
+// A key file others may read is refused with the command that fixes it.
+func TestLooseKeyFileRefused(t *testing.T) {
+	t.Parallel()
+	p := filepath.Join(t.TempDir(), "node.key")
+	if _, err := LoadOrCreateKey(p); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(p, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := LoadOrCreateKey(p)
+	if err == nil || !strings.Contains(err.Error(), "chmod 600") || !strings.Contains(err.Error(), "0644") {
+		t.Fatalf("a 0644 key file: %v", err)
+	}
+	if err := os.Chmod(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := LoadOrCreateKey(p); err != nil {
+		t.Fatalf("after chmod 600: %v", err)
+	}
+}
