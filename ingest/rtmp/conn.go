@@ -21,6 +21,11 @@ import (
 	"github.com/shoal-video/shoal/internal/stream"
 )
 
+// preauthLimit bounds RTMP messages and chunks before the stream key is
+// accepted: the handshake's commands (connect, createStream, publish) are a
+// few hundred bytes.
+const preauthLimit = 64 << 10
+
 // maxConsecutiveErrors is how many undecodable messages in a row end a
 // publisher: a few bad frames are skipped, a broken byte stream is not.
 const maxConsecutiveErrors = 50
@@ -48,12 +53,23 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 	deadline := func() { _ = conn.SetDeadline(time.Now().Add(s.cfg.ReadTimeout)) }
 	deadline()
 
-	sc := &gortmplib.ServerConn{RW: conn}
-	if err := sc.Initialize(); err != nil {
-		return fmt.Errorf("handshake: %w", err)
+	// Until the stream key is accepted, no message or chunk may be larger
+	// than preauthLimit (guard).
+	g := newGuard(conn, preauthLimit)
+	sc := &gortmplib.ServerConn{RW: struct {
+		io.Reader
+		io.Writer
+	}{g, conn}}
+	err := sc.Initialize()
+	if err == nil {
+		err = sc.AcceptConn()
 	}
-	if err := sc.AcceptConn(); err != nil {
-		return fmt.Errorf("connect: %w", err)
+	if err != nil {
+		if g.refused != nil {
+			s.refuse(log, "preauth_too_large", "err", g.refused)
+			return g.refused
+		}
+		return fmt.Errorf("handshake or connect: %w", err)
 	}
 	if !sc.Publish {
 		s.refuse(log, "play_not_offered")
@@ -78,6 +94,7 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 		_ = sc.RejectAction()
 		return fmt.Errorf("refused: %w", err)
 	}
+	g.authorized()
 	log = log.With("stream", id)
 	hubKey := media.StreamKey{Name: id, Rendition: media.RenditionSource}
 	if s.deps.Hub.Publishing(hubKey) {
