@@ -335,6 +335,7 @@ func checkURL(field, raw string, schemes ...string) (string, error) {
 func (a *API) Register(r gin.IRouter) {
 	// The spec is public: it holds no secrets and clients fetch it first.
 	r.GET("/v1/openapi.yaml", serveOpenAPI)
+	a.registerUploadOptions(r)
 	v1 := r.Group("/v1", a.Authenticate)
 	v1.POST("/live-streams", a.createLiveStream)
 	v1.GET("/live-streams", a.listLiveStreams)

@@ -104,16 +104,23 @@ func specOperations(t *testing.T, doc map[string]any, where string) []specOperat
 var ginParam = regexp.MustCompile(`[:*]([A-Za-z0-9_]+)`)
 
 // openAPIPath turns a Gin route path into OpenAPI's path template:
-// "/v1/videos/:id" becomes "/v1/videos/{id}"; a trailing slash is kept.
+// "/v1/videos/:id" becomes "/v1/videos/{id}". A trailing slash is dropped:
+// "/v1/uploads/" is the same operation as "/v1/uploads" (tus clients are
+// given either), and the spec has no trailing slashes (Redocly's
+// no-path-trailing-slash).
 func openAPIPath(ginPath string) string {
-	return ginParam.ReplaceAllString(ginPath, "{$1}")
+	p := ginParam.ReplaceAllString(ginPath, "{$1}")
+	if len(p) > 1 {
+		p = strings.TrimSuffix(p, "/")
+	}
+	return p
 }
 
 func TestOpenAPIPathConversion(t *testing.T) {
 	t.Parallel()
 	for in, want := range map[string]string{
 		"/v1/videos":                   "/v1/videos",
-		"/v1/uploads/":                 "/v1/uploads/",
+		"/v1/uploads/":                 "/v1/uploads",
 		"/v1/uploads/:upload":          "/v1/uploads/{upload}",
 		"/v1/webhooks/:id/deliveries":  "/v1/webhooks/{id}/deliveries",
 		"/v1/live-streams/:id/x/:part": "/v1/live-streams/{id}/x/{part}",
@@ -278,11 +285,14 @@ func TestOpenAPIServedAndValidYAML(t *testing.T) {
 
 // publicOperations are the routes served without any credential.
 var publicOperations = map[string]bool{
-	"GET /v1/openapi.yaml":      true,
-	"GET /v1/route/{id}":        true,
-	"GET /play/{id}":            true,
-	"GET /v1/keys":              true,
-	"POST /v1/delivery-reports": true,
+	"GET /v1/openapi.yaml": true,
+	// tus discovery and the CORS preflight of uploads.
+	"OPTIONS /v1/uploads":          true,
+	"OPTIONS /v1/uploads/{upload}": true,
+	"GET /v1/route/{id}":           true,
+	"GET /play/{id}":               true,
+	"GET /v1/keys":                 true,
+	"POST /v1/delivery-reports":    true,
 	// WHIP: the session URL is the credential; OPTIONS is CORS.
 	"OPTIONS /v1/whip":           true,
 	"PATCH /v1/whip/{session}":   true,
@@ -481,19 +491,19 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 		sc.check(t, path, method, r)
 		return r
 	}
-	const uploads = "/v1/uploads/"
+	const uploads, uploadsSpec = "/v1/uploads/", "/v1/uploads"
 	v3 := id(call("POST", "/v1/videos", "/v1/videos", k, `{}`).wantStatus(t, http.StatusCreated))
-	tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": "10"}, nil).wantStatus(t, http.StatusBadRequest)
-	tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": "10", "Upload-Metadata": tusMeta("video_id", "nosuchvideo")}, nil).
+	tusCall("POST", uploadsSpec, uploads, map[string]string{"Upload-Length": "10"}, nil).wantStatus(t, http.StatusBadRequest)
+	tusCall("POST", uploadsSpec, uploads, map[string]string{"Upload-Length": "10", "Upload-Metadata": tusMeta("video_id", "nosuchvideo")}, nil).
 		wantStatus(t, http.StatusNotFound)
-	tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": "10", "Upload-Metadata": tusMeta("video_id", v2)}, nil).
+	tusCall("POST", uploadsSpec, uploads, map[string]string{"Upload-Length": "10", "Upload-Metadata": tusMeta("video_id", v2)}, nil).
 		wantStatus(t, http.StatusConflict)
-	tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": "10", "Upload-Metadata": tusMeta("video_id", v3), "Tus-Resumable": ""}, nil).
+	tusCall("POST", uploadsSpec, uploads, map[string]string{"Upload-Length": "10", "Upload-Metadata": tusMeta("video_id", v3), "Tus-Resumable": ""}, nil).
 		wantStatus(t, http.StatusPreconditionFailed)
-	tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": strconv.FormatInt(DefaultMaxUploadBytes+1, 10), "Upload-Metadata": tusMeta("video_id", v3)}, nil).
+	tusCall("POST", uploadsSpec, uploads, map[string]string{"Upload-Length": strconv.FormatInt(DefaultMaxUploadBytes+1, 10), "Upload-Metadata": tusMeta("video_id", v3)}, nil).
 		wantStatus(t, http.StatusRequestEntityTooLarge)
 	text := []byte("hello, this is text\n")
-	loc := tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": strconv.Itoa(len(text)), "Upload-Metadata": tusMeta("video_id", v3)}, nil).
+	loc := tusCall("POST", uploadsSpec, uploads, map[string]string{"Upload-Length": strconv.Itoa(len(text)), "Upload-Metadata": tusMeta("video_id", v3)}, nil).
 		wantStatus(t, http.StatusCreated).header.Get("Location")
 	up := loc[strings.Index(loc, uploads):]
 	const upPath = "/v1/uploads/{upload}"
@@ -511,7 +521,7 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 	patch(5, text[5:]).wantStatus(t, http.StatusUnprocessableEntity)
 	tusCall("HEAD", upPath, up, nil, nil).wantStatus(t, http.StatusNotFound)
 	v4 := id(call("POST", "/v1/videos", "/v1/videos", k, `{}`).wantStatus(t, http.StatusCreated))
-	loc = tusCall("POST", uploads, uploads, map[string]string{"Upload-Length": "100", "Upload-Metadata": tusMeta("video_id", v4)}, nil).
+	loc = tusCall("POST", uploadsSpec, uploads, map[string]string{"Upload-Length": "100", "Upload-Metadata": tusMeta("video_id", v4)}, nil).
 		wantStatus(t, http.StatusCreated).header.Get("Location")
 	tusCall("DELETE", upPath, loc[strings.Index(loc, uploads):], nil, nil).wantStatus(t, http.StatusNoContent)
 	tusCall("DELETE", upPath, loc[strings.Index(loc, uploads):], nil, nil).wantStatus(t, http.StatusNotFound)

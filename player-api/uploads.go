@@ -57,6 +57,18 @@ func (a *API) newTusHandler(dir string) (*tus.UnroutedHandler, error) {
 	})
 }
 
+// registerUploadOptions answers OPTIONS on the tus endpoint without an API
+// key: tus discovery (Tus-Version, Tus-Extension, Tus-Max-Size) and the CORS
+// preflight a browser sends before uploading from a page on another site.
+func (a *API) registerUploadOptions(r gin.IRouter) {
+	h := gin.WrapH(a.tus.Middleware(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusNoContent)
+	})))
+	r.OPTIONS(uploadsPath, h)
+	r.OPTIONS(strings.TrimSuffix(uploadsPath, "/"), h)
+	r.OPTIONS(uploadsPath+":upload", h)
+}
+
 // registerUploads mounts the tus endpoint: POST creates an upload, HEAD
 // tells its offset, PATCH appends, DELETE terminates.
 func (a *API) registerUploads(v1 gin.IRouter) {
@@ -74,6 +86,7 @@ func (a *API) registerUploads(v1 gin.IRouter) {
 		}
 	}
 	v1.POST("/uploads/", wrap(http.HandlerFunc(h.PostFile)))
+	v1.POST("/uploads", wrap(http.HandlerFunc(h.PostFile)))
 	v1.HEAD("/uploads/:upload", checked(h.HeadFile))
 	v1.PATCH("/uploads/:upload", checked(h.PatchFile))
 	v1.DELETE("/uploads/:upload", checked(h.DelFile))

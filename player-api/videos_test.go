@@ -322,3 +322,42 @@ func TestTusRefusals(t *testing.T) {
 		t.Fatalf("video after a tus text upload: %+v", got)
 	}
 }
+
+// tus discovery and the CORS preflight of a browser on another site need
+// no API key, on the creation URL (with or without its slash) and on an
+// upload's URL; the upload itself still does.
+func TestTusOptionsAndPreflight(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	for _, target := range []string{"/v1/uploads/", "/v1/uploads", "/v1/uploads/abc-12345678"} {
+		req := httptest.NewRequest(http.MethodOptions, target, nil)
+		req.Header.Set("Origin", "https://uploader.example")
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Headers", "authorization, tus-resumable, upload-length, upload-metadata")
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		h := rec.Header()
+		if rec.Code >= 300 || h.Get("Access-Control-Allow-Origin") != "https://uploader.example" ||
+			!strings.Contains(h.Get("Access-Control-Allow-Methods"), "PATCH") ||
+			!strings.Contains(strings.ToLower(h.Get("Access-Control-Allow-Headers")), "upload-metadata") ||
+			!strings.Contains(strings.ToLower(h.Get("Access-Control-Allow-Headers")), "authorization") {
+			t.Errorf("preflight %s: %d %v", target, rec.Code, h)
+		}
+		// Discovery, as tus clients do it.
+		req = httptest.NewRequest(http.MethodOptions, target, nil)
+		rec = httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		if rec.Code >= 300 || rec.Header().Get("Tus-Version") == "" || !strings.Contains(rec.Header().Get("Tus-Extension"), "creation") {
+			t.Errorf("discovery %s: %d %v", target, rec.Code, rec.Header())
+		}
+	}
+	// The creation itself without a key is refused.
+	req := httptest.NewRequest(http.MethodPost, "/v1/uploads", nil)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Length", "10")
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusUnauthorized {
+		t.Errorf("a creation without a key: %d", rec.Code)
+	}
+}

@@ -23,7 +23,20 @@ if ! command -v go >/dev/null 2>&1; then
   exit 1
 fi
 
+# The Redocly CLI lints the OpenAPI spec in the tests (player-api
+# TestOpenAPILint); it needs Node.js 20.19 or later and npm, and skips
+# where they are missing.
+install_redocly() {
+  local dir="${XDG_CACHE_HOME:-$HOME/.cache}/shoal/redocly-2.77.0"
+  [ -x "$dir/node_modules/.bin/redocly" ] && return 0
+  command -v npm >/dev/null 2>&1 || return 0
+  node -e 'const [a,b]=process.versions.node.split(".").map(Number); process.exit(a>20||(a===20&&b>=19)?0:1)' 2>/dev/null || return 0
+  npm install --prefix "$dir" --no-audit --no-fund --loglevel=error @redocly/cli@2.77.0 >/dev/null ||
+    echo "install-deps: could not install the Redocly CLI; the OpenAPI lint test will skip" >&2
+}
+
 if [ ${#missing[@]} -eq 0 ]; then
+  install_redocly
   exit 0
 fi
 
@@ -40,3 +53,4 @@ fi
 export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -q
 "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+install_redocly
