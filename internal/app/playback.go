@@ -30,7 +30,10 @@ type policyCache struct {
 
 type policyEntry struct {
 	signed bool
-	at     time.Time
+	// unknown: neither a live stream nor a video has the id (deleted, or
+	// never made): its files are not served.
+	unknown bool
+	at      time.Time
 }
 
 const maxPolicyEntries = 100_000
@@ -40,49 +43,65 @@ func newPolicyCache(store *routing.Store) *policyCache {
 }
 
 func (p *policyCache) signed(id string) bool {
+	return p.entry(id).signed
+}
+
+// known reports whether id is a live stream or a video; when Redis cannot
+// tell, it is taken as known (the files are served, under the policy above).
+func (p *policyCache) known(id string) bool {
+	return !p.entry(id).unknown
+}
+
+func (p *policyCache) entry(id string) policyEntry {
 	p.mu.Lock()
 	e, ok := p.entries[id]
 	p.mu.Unlock()
 	if ok && time.Since(e.at) < p.ttl {
-		return e.signed
+		return e
 	}
-	signed, err := p.lookup(id)
+	signed, unknown, err := p.lookup(id)
 	if err != nil {
-		signed = !ok || e.signed
+		signed, unknown = !ok || e.signed, ok && e.unknown
 	}
-	p.remember(id, signed)
-	return signed
+	return p.put(id, signed, unknown)
 }
 
 // remember records the policy of id (known from elsewhere, e.g. a live
 // stream starting on this node).
 func (p *policyCache) remember(id string, signed bool) {
+	p.put(id, signed, false)
+}
+
+func (p *policyCache) put(id string, signed, unknown bool) policyEntry {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.entries) >= maxPolicyEntries {
 		clear(p.entries)
 	}
-	p.entries[id] = policyEntry{signed: signed, at: time.Now()}
+	e := policyEntry{signed: signed, unknown: unknown, at: time.Now()}
+	p.entries[id] = e
+	return e
 }
 
-func (p *policyCache) lookup(id string) (bool, error) {
+// lookup asks Redis whether id is signed, and whether it exists at all.
+func (p *policyCache) lookup(id string) (signed, unknown bool, err error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	ls, err := p.store.GetLiveStream(ctx, id)
 	if err == nil {
-		return ls.PlaybackPolicy == routing.PlaybackSigned, nil
+		return ls.PlaybackPolicy == routing.PlaybackSigned, false, nil
 	}
 	if !errors.Is(err, routing.ErrNotFound) {
-		return false, err
+		return false, false, err
 	}
 	v, err := p.store.GetVideo(ctx, id)
 	if err == nil {
-		return v.PlaybackPolicy == routing.PlaybackSigned, nil
+		return v.PlaybackPolicy == routing.PlaybackSigned, false, nil
 	}
 	if errors.Is(err, routing.ErrNotFound) {
-		return false, nil
+		return false, true, nil
 	}
-	return false, err
+	return false, false, err
 }
 
 // nodeMetrics exports, on the origin, what every edge reports in its

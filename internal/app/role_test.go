@@ -3,6 +3,9 @@ package app
 import (
 	"bytes"
 	"context"
+	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -27,5 +30,28 @@ func TestEdgeConfigErrorsAllAtOnce(t *testing.T) {
 	if code := Main(context.Background(), []string{"edge"}, []string{"SHOAL_DATA_DIR=" + t.TempDir(), "SHOAL_ORIGIN_URL=http://origin.example:8080"}, &stdout, &stderr); code != 2 ||
 		!strings.Contains(stderr.String(), "node_token") || strings.Contains(stderr.String(), "origin_url (") {
 		t.Fatalf("exit %d:\n%s", code, stderr.String())
+	}
+}
+
+// Files on disk for an id without a record (a deleted video whose files are
+// still going, or never made) are not served: 404, never "public".
+func TestUnknownIDIsNotServed(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	const id = "zzzzzzzzzzzzzzzzzzzz"
+	dir := filepath.Join(n.dataDir, "hls", id)
+	if err := os.MkdirAll(filepath.Join(dir, "source"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "master.m3u8"), []byte("#EXTM3U\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "source", "s-0-0.m4s"), []byte("bytes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{"/hls/" + id + "/master.m3u8", "/hls/" + id + "/source/s-0-0.m4s"} {
+		if code, body := n.get(p, ""); code != http.StatusNotFound {
+			t.Errorf("%s: %d %q, want 404", p, code, body)
+		}
 	}
 }

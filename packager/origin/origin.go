@@ -95,6 +95,7 @@ type Handler struct {
 	Dir string
 
 	signed   func(id string) bool
+	known    func(id string) bool
 	pub      ed25519.PublicKey
 	clientIP func(*http.Request) string
 	now      func() time.Time
@@ -120,6 +121,14 @@ type Option func(*Handler)
 // With an invalid pub every request for a signed id is refused (500).
 func WithSignedPlayback(signed func(id string) bool, pub ed25519.PublicKey) Option {
 	return func(h *Handler) { h.signed, h.pub = signed, pub }
+}
+
+// WithKnown makes the handler answer 404 for ids known says do not exist
+// (a deleted video or stream whose files are still being removed, or never
+// made): nothing is served for an id without a record. known is called on
+// every request, so it should answer from a short-lived cache.
+func WithKnown(known func(id string) bool) Option {
+	return func(h *Handler) { h.known = known }
 }
 
 // WithClientIP sets how the viewer's address is found, for tokens bound to
@@ -177,6 +186,10 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, _, _ := strings.Cut(rel, "/")
+	if h.known != nil && !h.known(id) {
+		refuse(w, http.StatusNotFound, "not found")
+		return
+	}
 	token, signed := "", h.signed != nil && h.signed(id)
 	if signed {
 		w.Header().Set(PolicyHeader, "signed")
