@@ -33,7 +33,34 @@ func (f Files) Probe(path string) (time.Duration, error) {
 		}
 		return 0, fmt.Errorf("the file could not be read: %w", err)
 	}
+	if err := checkLimits(info); err != nil {
+		return 0, err
+	}
 	return info.Duration, nil
+}
+
+// Limits on what a VOD job takes: a file that claims more would hold a
+// worker for days (or is lying about itself).
+const (
+	MaxDuration  = 12 * time.Hour
+	MaxFrameRate = 120
+	MaxPixels    = 8192 * 4320
+)
+
+// checkLimits refuses a source beyond the limits, saying which and what to
+// do.
+func checkLimits(info ffmpeg.FileInfo) error {
+	switch {
+	case info.Duration > MaxDuration:
+		return fmt.Errorf("the video lasts %s, more than the %s a video may last here: cut it into parts",
+			info.Duration.Round(time.Second), MaxDuration)
+	case info.FrameRate > MaxFrameRate:
+		return fmt.Errorf("the video has %.0f frames per second, more than the %d a video may have here: re-encode it at a lower frame rate",
+			info.FrameRate, MaxFrameRate)
+	case info.Width*info.Height > MaxPixels:
+		return fmt.Errorf("the video is %dx%d, larger than 8192x4320: scale it down", info.Width, info.Height)
+	}
+	return nil
 }
 
 // RemoveVideo deletes the source and the HLS tree of video id.
