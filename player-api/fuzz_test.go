@@ -166,7 +166,9 @@ func FuzzTusUploadMetadata(f *testing.F) {
 func FuzzDeliveryReport(f *testing.F) {
 	e := newEnv(f, Config{})
 	k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{9}, ed25519.SeedSize))
-	b, _ := json.Marshal(joinBody(k, "eu", time.Now()))
+	jb := joinBody(k, "eu", time.Now())
+	jb.TokenSHA256 = nodeproto.TokenSHA256(testAdminKey)
+	b, _ := json.Marshal(jb)
 	req := httptest.NewRequest("POST", "/v1/nodes/join", bytes.NewReader(b))
 	req.Header.Set("Authorization", "Bearer "+testAdminKey)
 	req.Header.Set(nodeproto.SignatureHeader, nodeproto.Sign(k, b))

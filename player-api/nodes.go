@@ -272,6 +272,12 @@ func (a *API) nodeJoin(c *gin.Context) {
 		WriteError(c, http.StatusForbidden, "forbidden", err.Error())
 		return
 	}
+	token, _ := bearerToken(c.GetHeader("Authorization"))
+	if !ids.Equal(req.TokenSHA256, nodeproto.TokenSHA256(token)) {
+		WriteError(c, http.StatusForbidden, "forbidden",
+			`the join's signed "token_sha256" is not the SHA-256 of the token it was sent with (a join replayed with another token?)`)
+		return
+	}
 	if req.Role != "edge" {
 		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `"role" must be "edge"`)
 		return

@@ -19,9 +19,14 @@ import (
 	"github.com/shoal-video/shoal/internal/routing"
 )
 
-// nodeReq sends a node-protocol request with body signed by signer.
+// nodeReq sends a node-protocol request with body signed by signer. A join
+// is bound to token, as nodeproto.Client binds it, unless already bound.
 func (e *env) nodeReq(t *testing.T, path, token string, body any, signer ed25519.PrivateKey) response {
 	t.Helper()
+	if j, ok := body.(nodeproto.JoinRequest); ok && j.TokenSHA256 == "" {
+		j.TokenSHA256 = nodeproto.TokenSHA256(token)
+		body = j
+	}
 	b, _ := json.Marshal(body)
 	req := httptest.NewRequest("POST", path, bytes.NewReader(b))
 	req.Header.Set("Authorization", "Bearer "+token)
@@ -59,6 +64,11 @@ func TestNodeJoinHeartbeatAndIdentity(t *testing.T) {
 	e.nodeReq(t, "/v1/nodes/join", tok.Token, joinBody(a, "eu", now.Add(-5*time.Minute)), a).wantError(t, http.StatusForbidden, "forbidden")
 	e.nodeReq(t, "/v1/nodes/join", "nt_wrongwrongwrongwrongwrongwrongwron", joinBody(a, "eu", now), a).wantError(t, http.StatusUnauthorized, codeUnauthorized)
 	e.nodeReq(t, "/v1/nodes/join", tok.Token, joinBody(a, "eu west!", now), a).wantError(t, http.StatusBadRequest, codeInvalidRequest)
+	// A join made (and signed) for one token, replayed with another, is
+	// refused: it cannot move a node to the replayer's token.
+	replayed := joinBody(a, "eu", now)
+	replayed.TokenSHA256 = nodeproto.TokenSHA256(testAdminKey)
+	e.nodeReq(t, "/v1/nodes/join", tok.Token, replayed, a).wantError(t, http.StatusForbidden, "forbidden")
 
 	ra := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", tok.Token, joinBody(a, "eu", now), a).wantStatus(t, http.StatusCreated))
 	if ra.ID != nodeproto.NodeID(a.Public().(ed25519.PublicKey)) || len(ra.Siblings) != 0 {

@@ -685,7 +685,7 @@ func checkNodesAndRouting(t *testing.T, e *env, sc *schemaChecker, video string)
 		return b
 	}
 	join := mustJSON(nodeproto.JoinRequest{Role: "edge", Region: "eu-west", PublicURL: "https://edge1.example.com",
-		PublicKey: base64.StdEncoding.EncodeToString(pub), Time: time.Now().UTC()})
+		PublicKey: base64.StdEncoding.EncodeToString(pub), Time: time.Now().UTC(), TokenSHA256: nodeproto.TokenSHA256(nt.Token)})
 	const joinPath = "/v1/nodes/join"
 	nodeCall(joinPath, joinPath, "", join, nodeproto.Sign(priv, join)).wantStatus(t, http.StatusUnauthorized)
 	nodeCall(joinPath, joinPath, nt.Token, join, "").wantStatus(t, http.StatusForbidden)

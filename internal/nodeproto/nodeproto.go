@@ -20,6 +20,7 @@ import (
 	"crypto/sha256"
 	"encoding/base32"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -49,6 +50,16 @@ type JoinRequest struct {
 	PublicURL string    `json:"public_url"`
 	PublicKey string    `json:"public_key"` // base64 (std) ed25519 public key
 	Time      time.Time `json:"time"`
+	// TokenSHA256 is the hex SHA-256 of the bearer token the join is sent
+	// with: the signed body is bound to it, so that a join captured and
+	// replayed with another token is refused.
+	TokenSHA256 string `json:"token_sha256"`
+}
+
+// TokenSHA256 is the hex SHA-256 of a bearer token, as JoinRequest binds it.
+func TokenSHA256(token string) string {
+	sum := sha256.Sum256([]byte(token))
+	return hex.EncodeToString(sum[:])
 }
 
 // Sibling is another live edge of the same region.
@@ -166,6 +177,7 @@ var ErrUnknownNode = errors.New("the origin does not know this node: join again"
 func (c *Client) Join(ctx context.Context, req JoinRequest) (JoinResponse, error) {
 	req.PublicKey = base64.StdEncoding.EncodeToString(c.Key.Public().(ed25519.PublicKey))
 	req.Time = time.Now().UTC()
+	req.TokenSHA256 = TokenSHA256(c.Token)
 	var out JoinResponse
 	return out, c.post(ctx, "/v1/nodes/join", req, &out)
 }
