@@ -1,15 +1,18 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/packager/origin"
 )
@@ -119,7 +122,30 @@ type nodeMetrics struct {
 	viewerSegs prometheus.Counter
 	mu         sync.Mutex
 	seen       map[string]struct{}
+
+	// The per-node series are bounded: each node's streams (its top
+	// maxNodeStreams by bytes, the rest summed as "_other"), and every
+	// series of a node that stopped reporting is deleted.
+	now     func() time.Time
+	nodesMu sync.Mutex
+	nodes   map[string]*nodeSeries
 }
+
+// nodeSeries is what nodeMetrics exported for one node.
+type nodeSeries struct {
+	region  string
+	streams map[string]bool
+	seen    time.Time
+}
+
+// maxNodeStreams is how many streams a node's bytes are shown for; the
+// rest are summed under otherStreams.
+const (
+	maxNodeStreams = 20
+	otherStreams   = "_other"
+	// nodeSeriesTTL: a node silent this long left; its series go.
+	nodeSeriesTTL = 5 * time.Minute
+)
 
 func newNodeMetrics(reg prometheus.Registerer) *nodeMetrics {
 	m := &nodeMetrics{
@@ -148,18 +174,89 @@ func newNodeMetrics(reg prometheus.Registerer) *nodeMetrics {
 		viewerSegs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_origin_viewer_segment_requests_total", Help: "Segment GETs viewers made to this origin directly (not through an edge).",
 		}),
-		seen: map[string]struct{}{},
+		seen:  map[string]struct{}{},
+		now:   time.Now,
+		nodes: map[string]*nodeSeries{},
 	}
 	reg.MustRegister(m.served, m.hitRatio, m.fetches, m.streamBytes, m.failures, m.segFetches, m.segments, m.viewerSegs)
 	return m
 }
 
 func (m *nodeMetrics) heartbeat(n routing.Node, load routing.NodeLoad) {
+	now := m.now()
+	m.nodesMu.Lock()
+	defer m.nodesMu.Unlock()
+	ns := m.nodes[n.ID]
+	if ns == nil {
+		ns = &nodeSeries{streams: map[string]bool{}}
+		m.nodes[n.ID] = ns
+	}
+	if ns.region != n.Region && ns.region != "" {
+		m.deleteNodeLocked(n.ID, ns, false)
+	}
+	ns.region, ns.seen = n.Region, now
 	m.served.WithLabelValues(n.ID, n.Region).Set(float64(load.BytesServed))
 	m.hitRatio.WithLabelValues(n.ID, n.Region).Set(load.HitRatio())
 	m.fetches.WithLabelValues(n.ID, n.Region).Set(float64(load.OriginFetches))
+
+	// The node's top streams by bytes, the rest summed.
+	type sb struct {
+		id string
+		b  int64
+	}
+	var list []sb
 	for s, b := range load.StreamBytes {
-		m.streamBytes.WithLabelValues(n.ID, s).Set(float64(b))
+		if ids.Valid(s) {
+			list = append(list, sb{s, b})
+		}
+	}
+	slices.SortFunc(list, func(a, b sb) int {
+		if a.b != b.b {
+			return cmp.Compare(b.b, a.b)
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	shown := map[string]bool{}
+	var other int64
+	for i, e := range list {
+		if i < maxNodeStreams {
+			shown[e.id] = true
+			m.streamBytes.WithLabelValues(n.ID, e.id).Set(float64(e.b))
+		} else {
+			other += e.b
+		}
+	}
+	if len(list) > maxNodeStreams {
+		shown[otherStreams] = true
+		m.streamBytes.WithLabelValues(n.ID, otherStreams).Set(float64(other))
+	}
+	for s := range ns.streams {
+		if !shown[s] {
+			m.streamBytes.DeleteLabelValues(n.ID, s)
+		}
+	}
+	ns.streams = shown
+
+	// Nodes that stopped reporting left.
+	for id, other := range m.nodes {
+		if now.Sub(other.seen) > nodeSeriesTTL {
+			m.deleteNodeLocked(id, other, true)
+		}
+	}
+}
+
+// deleteNodeLocked deletes the series of node id (all, with gone; else
+// those labelled with its old region).
+func (m *nodeMetrics) deleteNodeLocked(id string, ns *nodeSeries, gone bool) {
+	m.served.DeleteLabelValues(id, ns.region)
+	m.hitRatio.DeleteLabelValues(id, ns.region)
+	m.fetches.DeleteLabelValues(id, ns.region)
+	if gone {
+		for s := range ns.streams {
+			m.streamBytes.DeleteLabelValues(id, s)
+		}
+		m.failures.DeleteLabelValues(id)
+		delete(m.nodes, id)
 	}
 }
 
