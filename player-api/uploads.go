@@ -88,8 +88,25 @@ func (a *API) registerUploads(v1 gin.IRouter) {
 	v1.POST("/uploads/", wrap(http.HandlerFunc(h.PostFile)))
 	v1.POST("/uploads", wrap(http.HandlerFunc(h.PostFile)))
 	v1.HEAD("/uploads/:upload", checked(h.HeadFile))
-	v1.PATCH("/uploads/:upload", checked(h.PatchFile))
+	v1.PATCH("/uploads/:upload", a.renewing(checked(h.PatchFile)))
 	v1.DELETE("/uploads/:upload", checked(h.DelFile))
+}
+
+// renewing renews the upload's lease before a PATCH appends to it, and
+// refuses the PATCH of an upload whose lease ran out while another upload
+// took the video over.
+func (a *API) renewing(next gin.HandlerFunc) gin.HandlerFunc {
+	return func(c *gin.Context) {
+		up := c.Param("upload")
+		if uploadIDRe.MatchString(up) {
+			vid := up[:len(up)-9]
+			if ok, err := a.store.RenewUpload(c.Request.Context(), vid, "tus:"+up); err == nil && !ok {
+				WriteError(c, http.StatusConflict, codeConflict, errLeaseLost.Error())
+				return
+			}
+		}
+		next(c)
+	}
 }
 
 // patientLocker is tusd's in-memory locker, except that a request waiting

@@ -29,6 +29,7 @@ type VideoStore interface {
 	UpdateVideo(ctx context.Context, id string, u routing.VideoUpdate) (routing.Video, error)
 	DeleteVideo(ctx context.Context, id string) error
 	BeginUpload(ctx context.Context, id, how string) error
+	RenewUpload(ctx context.Context, id, how string) (bool, error)
 	AbortUpload(ctx context.Context, id, how string) error
 	SourceReceived(ctx context.Context, id, how string, info routing.SourceInfo) error
 	FailVideo(ctx context.Context, id, how, msg string) error
@@ -312,13 +313,30 @@ func (a *API) putSource(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	const how = "put"
+	// Each PUT holds the reservation under its own name: one that stalled
+	// and lost it (its lease ran out) cannot end or overwrite the next.
+	tag := ids.New()[:8]
+	how := "put:" + tag
 	if err := a.store.BeginUpload(ctx, id, how); err != nil {
 		a.uploadRefused(c, err)
 		return
 	}
+	// The lease is renewed while bytes arrive; losing it ends the upload.
+	rctx, lost := context.WithCancelCause(ctx)
+	stopRenew := a.renewWhile(rctx, id, how, lost)
 	dst := a.videos.SourcePath(id)
-	n, err := a.receive(c, dst)
+	n, err := a.receive(c.Request.WithContext(rctx), c, dst, tag, func() bool {
+		ok, rerr := a.store.RenewUpload(ctx, id, how)
+		return ok || rerr != nil // Redis down: the rename goes on; SourceReceived decides
+	})
+	stopRenew()
+	if cause := context.Cause(rctx); errors.Is(cause, errLeaseLost) {
+		err = cause
+	}
+	if errors.Is(err, errLeaseLost) {
+		WriteError(c, http.StatusConflict, codeConflict, err.Error())
+		return
+	}
 	if err != nil {
 		_ = os.Remove(dst)
 		// Release the reservation even when the client has gone.
@@ -344,13 +362,59 @@ func (a *API) putSource(c *gin.Context) {
 
 var errNoFilePart = errors.New("the multipart body has no file part")
 
+// errLeaseLost ends an upload that made no progress for the upload lease
+// while another upload took the video over.
+var errLeaseLost = fmt.Errorf("this upload stalled for more than %s and another upload of the video took over", routing.UploadLease)
+
+// renewWhile renews the reservation how holds on video id every third of
+// the lease until ctx ends or the returned stop is called; losing it
+// cancels ctx with errLeaseLost.
+func (a *API) renewWhile(ctx context.Context, id, how string, lost context.CancelCauseFunc) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(routing.UploadLease / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				if ok, err := a.store.RenewUpload(ctx, id, how); err == nil && !ok {
+					lost(errLeaseLost)
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+// ctxReader stops reading when ctx ends.
+type ctxReader struct {
+	ctx context.Context
+	r   io.ReadCloser
+}
+
+func (c ctxReader) Close() error { return c.r.Close() }
+
+func (c ctxReader) Read(p []byte) (int, error) {
+	if err := context.Cause(c.ctx); err != nil {
+		return 0, err
+	}
+	return c.r.Read(p)
+}
+
 // receive streams the request body (or its first multipart file part) to
 // dst through a temporary file, at most a.maxUpload bytes.
-func (a *API) receive(c *gin.Context, dst string) (int64, error) {
+func (a *API) receive(req *http.Request, c *gin.Context, dst, tag string, stillHeld func() bool) (int64, error) {
 	if err := os.MkdirAll(filepath.Dir(dst), uploadDirPerms); err != nil {
 		return 0, err
 	}
-	body := http.MaxBytesReader(c.Writer, c.Request.Body, a.maxUpload)
+	body := http.MaxBytesReader(c.Writer, ctxReader{req.Context(), req.Body}, a.maxUpload)
 	var src io.Reader = body
 	if mt, params, err := mime.ParseMediaType(c.GetHeader("Content-Type")); err == nil && mt == "multipart/form-data" {
 		mr := multipart.NewReader(body, params["boundary"])
@@ -368,7 +432,7 @@ func (a *API) receive(c *gin.Context, dst string) (int64, error) {
 			}
 		}
 	}
-	tmp := dst + ".part"
+	tmp := dst + "." + tag + ".part"
 	f, err := os.Create(tmp)
 	if err != nil {
 		return 0, err
@@ -376,6 +440,9 @@ func (a *API) receive(c *gin.Context, dst string) (int64, error) {
 	n, err := io.Copy(f, src)
 	if cerr := f.Close(); err == nil {
 		err = cerr
+	}
+	if err == nil && !stillHeld() {
+		err = errLeaseLost
 	}
 	if err == nil {
 		err = os.Rename(tmp, dst)

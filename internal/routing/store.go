@@ -78,6 +78,16 @@ const (
 // use.
 type Store struct {
 	rdb *redis.Client
+	// clock is the time upload leases are reckoned in (time.Now when nil;
+	// tests set it).
+	clock func() time.Time
+}
+
+func (s *Store) nowMs() int64 {
+	if s.clock != nil {
+		return s.clock().UnixMilli()
+	}
+	return time.Now().UnixMilli()
 }
 
 // NewStore returns a Store for the Redis at redisURL (redis:// or rediss://,

@@ -242,7 +242,8 @@ func (s *Store) DeleteVideo(ctx context.Context, id string) error {
 // with an error wrapping ErrConflict when the video already has a source or
 // an upload in progress.
 func (s *Store) BeginUpload(ctx context.Context, id, how string) error {
-	res, err := beginUploadScript.Run(ctx, s.rdb, []string{videoKey(id)}, how, formatTime(now())).Result()
+	res, err := beginUploadScript.Run(ctx, s.rdb, []string{videoKey(id)}, how, formatTime(now()),
+		s.nowMs(), UploadLease.Milliseconds()).Result()
 	if err != nil {
 		return wrapErr("begin upload", err)
 	}
@@ -252,22 +253,48 @@ func (s *Store) BeginUpload(ctx context.Context, id, how string) error {
 	case "missing":
 		return ErrNotFound
 	case "uploading":
-		return fmt.Errorf("%w: an upload of this video's source is already in progress", ErrConflict)
+		return fmt.Errorf("%w: an upload of this video's source is already in progress (a stalled one is given up after %s without progress)", ErrConflict, UploadLease)
 	default:
 		return fmt.Errorf("%w: this video already has a source (status %s); create a new video to upload another file", ErrConflict, r)
 	}
 }
 
+// UploadLease is how long an upload's reservation lasts without progress
+// (RenewUpload): a crashed or stalled client's is then taken over by the
+// next upload instead of keeping the video in 409 forever.
+const UploadLease = 10 * time.Minute
+
+// RenewUpload extends the lease of the reservation how holds on video id.
+// It reports false only when another upload holds the video now (the
+// lease ran out and it was taken over); a video no longer waiting for its
+// source is left to the upload's own checks.
+func (s *Store) RenewUpload(ctx context.Context, id, how string) (bool, error) {
+	res, err := renewUploadScript.Run(ctx, s.rdb, []string{videoKey(id)}, how, s.nowMs(), UploadLease.Milliseconds()).Int()
+	if err != nil {
+		return false, wrapErr("renew upload", err)
+	}
+	return res >= 0, nil
+}
+
+// A reservation is the video's upload field (who uploads) and upload_until
+// (when its lease ends, unix ms; an old record without it has none left).
 var beginUploadScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'status', 'upload')
+local v = redis.call('HMGET', KEYS[1], 'status', 'upload', 'upload_until')
 if not v[1] then return 'missing' end
 if v[2] and v[2] ~= '' then
   if v[2] == 'received' then return v[1] end
-  return 'uploading'
+  if (tonumber(v[3] or '0') or 0) > tonumber(ARGV[3]) then return 'uploading' end
 end
 if v[1] ~= 'waiting' then return v[1] end
-redis.call('HSET', KEYS[1], 'upload', ARGV[1], 'updated_at', ARGV[2])
+redis.call('HSET', KEYS[1], 'upload', ARGV[1], 'upload_until', tostring(tonumber(ARGV[3]) + tonumber(ARGV[4])), 'updated_at', ARGV[2])
 return 'ok'`)
+
+var renewUploadScript = redis.NewScript(`
+local v = redis.call('HMGET', KEYS[1], 'status', 'upload')
+if v[1] ~= 'waiting' then return 0 end
+if v[2] ~= ARGV[1] then return -1 end
+redis.call('HSET', KEYS[1], 'upload_until', tostring(tonumber(ARGV[2]) + tonumber(ARGV[3])))
+return 1`)
 
 // AbortUpload releases a reservation made by BeginUpload with the same how,
 // so that the source can be uploaded again. Other states are left alone.

@@ -163,3 +163,45 @@ func TestVideoPlaybackPolicy(t *testing.T) {
 		t.Error("CreateVideo accepted an unknown policy")
 	}
 }
+
+// An upload's reservation is a lease: renewed while bytes arrive, taken over
+// by the next upload once it ran out (a crashed or stalled client no longer
+// keeps the video in 409 forever); the stalled one then learns it lost it.
+func TestUploadLease(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	clock := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	s.clock = func() time.Time { return clock }
+	ctx := t.Context()
+	v, err := s.CreateVideo(ctx, VideoSpec{Title: "lease"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BeginUpload(ctx, v.ID, "put:a"); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(UploadLease - time.Second)
+	if err := s.BeginUpload(ctx, v.ID, "put:b"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("within the lease: %v", err)
+	}
+	if ok, err := s.RenewUpload(ctx, v.ID, "put:a"); !ok || err != nil {
+		t.Fatalf("renew: %v %v", ok, err)
+	}
+	clock = clock.Add(UploadLease - time.Second) // renewed: still held
+	if err := s.BeginUpload(ctx, v.ID, "put:b"); !errors.Is(err, ErrConflict) {
+		t.Fatalf("after a renewal: %v", err)
+	}
+	clock = clock.Add(2 * time.Second) // stalled past the lease
+	if err := s.BeginUpload(ctx, v.ID, "put:b"); err != nil {
+		t.Fatalf("after the lease ran out: %v", err)
+	}
+	if ok, err := s.RenewUpload(ctx, v.ID, "put:a"); ok || err != nil {
+		t.Fatalf("the stalled upload still holds it: %v %v", ok, err)
+	}
+	if err := s.SourceReceived(ctx, v.ID, "put:a", SourceInfo{Bytes: 1}); err == nil {
+		t.Fatal("the stalled upload completed over the new one")
+	}
+	if err := s.SourceReceived(ctx, v.ID, "put:b", SourceInfo{Bytes: 1}); err != nil {
+		t.Fatal(err)
+	}
+}
