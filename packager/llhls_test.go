@@ -391,3 +391,21 @@ func TestOneTimelinePerStream(t *testing.T) {
 	}
 	again.End()
 }
+
+// A write that fails (a full disk) leaves no partial file behind.
+func TestFailedWriteLeavesNoPartialFile(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	// A directory where the temporary file would go makes the write fail
+	// after the name is taken: the rename of a file onto a directory.
+	path := filepath.Join(dir, "seg.m4s")
+	if err := os.Mkdir(path, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFile(path, []byte("data")); err == nil {
+		t.Fatal("writing over a directory succeeded")
+	}
+	if _, err := os.Stat(path + ".tmp"); !os.IsNotExist(err) {
+		t.Fatalf("the temporary file is left: %v", err)
+	}
+}

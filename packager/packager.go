@@ -514,11 +514,17 @@ func (p *Packager) appendFile(path string, data []byte) error {
 	return appendFile(path, data)
 }
 
-// writeFile writes data to path through a temporary file and a rename.
+// writeFile writes data to path through a temporary file and a rename. A
+// failed write (a full disk) leaves no partial file behind.
 func writeFile(path string, data []byte) error {
 	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		_ = os.Remove(tmp)
 		return err
 	}
-	return os.Rename(tmp, path)
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
 }
