@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 	"github.com/tus/tusd/v2/pkg/filestore"
@@ -98,13 +99,23 @@ func (a *API) registerUploads(v1 gin.IRouter) {
 func (a *API) renewing(next gin.HandlerFunc) gin.HandlerFunc {
 	return func(c *gin.Context) {
 		up := c.Param("upload")
-		if uploadIDRe.MatchString(up) {
-			vid := up[:len(up)-9]
-			if ok, err := a.store.RenewUpload(c.Request.Context(), vid, "tus:"+up); err == nil && !ok {
-				WriteError(c, http.StatusConflict, codeConflict, errLeaseLost.Error())
-				return
-			}
+		if !uploadIDRe.MatchString(up) {
+			next(c)
+			return
 		}
+		vid, how := up[:len(up)-9], "tus:"+up
+		if ok, err := a.store.RenewUpload(c.Request.Context(), vid, how); err == nil && !ok {
+			WriteError(c, http.StatusConflict, codeConflict, errLeaseLost.Error())
+			return
+		}
+		// A long PATCH (tus clients send the whole file in one) renews the
+		// lease while its bytes arrive.
+		body := &countingBody{ReadCloser: c.Request.Body}
+		c.Request.Body = body
+		stop := a.renewWhile(c.Request.Context(), vid, how, body.n.Load, func(error) {
+			_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now())
+		})
+		defer stop()
 		next(c)
 	}
 }
@@ -201,11 +212,22 @@ func (a *API) tusFinish(hook tus.HookEvent) (tus.HTTPResponse, error) {
 	if err := os.MkdirAll(filepath.Dir(dst), uploadDirPerms); err != nil {
 		return tus.HTTPResponse{}, err
 	}
+	// An upload whose lease ran out while another took the video over must
+	// not move its file over that one's.
+	held, err := a.store.RenewUpload(ctx, vid, how)
+	if err != nil {
+		return tus.HTTPResponse{}, a.tusStoreError(err)
+	}
+	if !held {
+		_ = os.Remove(path)
+		_ = os.Remove(path + ".info")
+		return tus.HTTPResponse{}, tusError(http.StatusConflict, codeConflict, errLeaseLost.Error())
+	}
 	if err := os.Rename(path, dst); err != nil {
 		return tus.HTTPResponse{}, fmt.Errorf("moving the finished upload: %w", err)
 	}
 	_ = os.Remove(path + ".info")
-	_, err := a.sourceArrived(ctx, vid, how, dst, info.Size)
+	_, err = a.sourceArrived(ctx, vid, how, dst, info.Size)
 	var nv *notAVideoError
 	if errors.As(err, &nv) {
 		return tus.HTTPResponse{}, tusError(http.StatusUnprocessableEntity, codeNotAVideo, nv.msg)

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -321,24 +322,36 @@ func (a *API) putSource(c *gin.Context) {
 		a.uploadRefused(c, err)
 		return
 	}
-	// The lease is renewed while bytes arrive; losing it ends the upload.
+	// The lease is renewed while bytes arrive; losing it ends the upload
+	// (a read blocked on the network included).
 	rctx, lost := context.WithCancelCause(ctx)
-	stopRenew := a.renewWhile(rctx, id, how, lost)
+	body := &countingBody{ReadCloser: c.Request.Body}
+	c.Request.Body = body
+	stopRenew := a.renewWhile(rctx, id, how, body.n.Load, func(cause error) {
+		lost(cause)
+		_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now())
+	})
 	dst := a.videos.SourcePath(id)
+	var redisErr error
 	n, err := a.receive(c.Request.WithContext(rctx), c, dst, tag, func() bool {
 		ok, rerr := a.store.RenewUpload(ctx, id, how)
-		return ok || rerr != nil // Redis down: the rename goes on; SourceReceived decides
+		redisErr = rerr
+		return ok && rerr == nil
 	})
 	stopRenew()
 	if cause := context.Cause(rctx); errors.Is(cause, errLeaseLost) {
 		err = cause
 	}
-	if errors.Is(err, errLeaseLost) {
+	switch {
+	case errors.Is(err, errLeaseLost) && redisErr != nil:
+		a.fail(c, redisErr, videoNotFound)
+		return
+	case errors.Is(err, errLeaseLost):
 		WriteError(c, http.StatusConflict, codeConflict, err.Error())
 		return
 	}
 	if err != nil {
-		_ = os.Remove(dst)
+		// The part file is gone (receive); dst is not this upload's.
 		// Release the reservation even when the client has gone.
 		_ = a.store.AbortUpload(context.WithoutCancel(ctx), id, how)
 		var tooLarge *http.MaxBytesError
@@ -367,15 +380,17 @@ var errNoFilePart = errors.New("the multipart body has no file part")
 var errLeaseLost = fmt.Errorf("this upload stalled for more than %s and another upload of the video took over", routing.UploadLease)
 
 // renewWhile renews the reservation how holds on video id every third of
-// the lease until ctx ends or the returned stop is called; losing it
-// cancels ctx with errLeaseLost.
-func (a *API) renewWhile(ctx context.Context, id, how string, lost context.CancelCauseFunc) (stop func()) {
+// the lease, as long as progress (bytes received) moved since the last
+// time, until ctx ends or the returned stop is called. An upload that
+// stalls lets its lease run out; losing it calls lost with errLeaseLost.
+func (a *API) renewWhile(ctx context.Context, id, how string, progress func() int64, lost func(error)) (stop func()) {
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
 		t := time.NewTicker(routing.UploadLease / 3)
 		defer t.Stop()
+		last := progress()
 		for {
 			select {
 			case <-done:
@@ -383,14 +398,31 @@ func (a *API) renewWhile(ctx context.Context, id, how string, lost context.Cance
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				if ok, err := a.store.RenewUpload(ctx, id, how); err == nil && !ok {
-					lost(errLeaseLost)
-					return
-				}
+			}
+			if now := progress(); now == last {
+				continue // stalled: no renewal
+			} else {
+				last = now
+			}
+			if ok, err := a.store.RenewUpload(ctx, id, how); err == nil && !ok {
+				lost(errLeaseLost)
+				return
 			}
 		}
 	}()
 	return func() { close(done); <-finished }
+}
+
+// countingBody counts the bytes read from a request body.
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
 }
 
 // ctxReader stops reading when ctx ends.

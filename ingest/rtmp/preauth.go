@@ -33,6 +33,9 @@ type guard struct {
 	cur       *guardStream // the chunk stream of the current chunk
 	setChunk  []byte       // the body of a Set Chunk Size being read
 	inSet     bool
+	// nextChunkSize (0: none) is a Set Chunk Size whose message is still
+	// being read.
+	nextChunkSize uint32
 	refused   error // why the connection was refused, once it was
 }
 
@@ -40,7 +43,10 @@ type guardStream struct {
 	msgLen    uint32
 	msgType   byte
 	remaining uint32 // body bytes of the current message still to come
-	extTS     bool   // its last header had an extended timestamp
+	// extTS: its continuation chunks carry an extended timestamp, as
+	// gortmplib decides it: the last header's timestamp (extended when
+	// its 3-byte field was 0xFFFFFF) is at least 0xFFFFFF.
+	extTS bool
 }
 
 // handshakeBytes is what a client sends of the handshake: C0, C1, C2.
@@ -83,15 +89,21 @@ func (g *guard) inspect(b []byte) error {
 				g.setChunk = append(g.setChunk, b[:min(k, 4-len(g.setChunk))]...)
 				if len(g.setChunk) == 4 {
 					size := binary.BigEndian.Uint32(g.setChunk) & 0x7fffffff
-					if size > g.limit {
-						return fmt.Errorf("RTMP chunk size %d before the stream key was accepted (at most %d)", size, g.limit)
+					if size > g.limit || size == 0 {
+						return fmt.Errorf("RTMP chunk size %d before the stream key was accepted (1 to %d)", size, g.limit)
 					}
-					g.chunkSize = max(size, 1)
+					// gortmplib applies it once the message is read:
+					// this message's chunks are still of the old size.
+					g.nextChunkSize = size
 					g.inSet = false
 				}
 			}
 			g.body -= uint32(k)
 			b = b[k:]
+			if g.body == 0 && g.cur != nil && g.cur.remaining == 0 && g.nextChunkSize != 0 {
+				// The Set Chunk Size message is read whole: it applies.
+				g.chunkSize, g.nextChunkSize = g.nextChunkSize, 0
+			}
 		default:
 			g.hdr = append(g.hdr, b[0])
 			b = b[1:]
@@ -148,7 +160,9 @@ func (g *guard) header() error {
 		return nil
 	}
 	// The whole header is here.
-	st.extTS = ext
+	if fmtType < 3 {
+		st.extTS = ext && binary.BigEndian.Uint32(h[basic+msgHeader:]) >= 0xffffff
+	}
 	newMessage := fmtType < 3 || st.remaining == 0
 	if fmtType < 2 {
 		st.msgLen = uint32(m[3])<<16 | uint32(m[4])<<8 | uint32(m[5])
@@ -158,14 +172,24 @@ func (g *guard) header() error {
 		if st.msgLen > g.limit {
 			return fmt.Errorf("RTMP message of %d bytes before the stream key was accepted (at most %d)", st.msgLen, g.limit)
 		}
+		if st.msgType == 2 {
+			// Abort Message: gortmplib drops a half-read message, which
+			// a publisher has no reason to do before it is accepted.
+			return fmt.Errorf("RTMP abort message before the stream key was accepted")
+		}
 		st.remaining = st.msgLen
-		g.inSet = st.msgType == 1 && csid == 2
+		// Set Chunk Size, on whatever chunk stream it comes (gortmplib
+		// takes it on any).
+		g.inSet = st.msgType == 1
 		g.setChunk = g.setChunk[:0]
 	}
 	g.body = min(st.remaining, g.chunkSize)
 	st.remaining -= g.body
 	g.cur = st
 	g.hdr = g.hdr[:0]
+	if st.remaining == 0 && g.nextChunkSize != 0 && g.body == 0 {
+		g.chunkSize, g.nextChunkSize = g.nextChunkSize, 0
+	}
 	if g.body == 0 {
 		g.inSet = false
 	}

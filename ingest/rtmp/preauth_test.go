@@ -127,3 +127,38 @@ func FuzzGuard(f *testing.F) {
 		}
 	})
 }
+
+// Whatever chunk stream a Set Chunk Size comes on, it is checked (gortmplib
+// applies it on any); an Abort before authorization is refused; an
+// extended timestamp is followed as gortmplib reads it (by its value).
+func TestGuardFollowsGortmplib(t *testing.T) {
+	t.Parallel()
+	huge := make([]byte, 4)
+	binary.BigEndian.PutUint32(huge, 10<<20)
+	for name, body := range map[string][]byte{
+		"set chunk size on stream 3": chunk0(3, 4, 1, huge),
+		"abort":                      chunk0(2, 4, 2, []byte{0, 0, 0, 3}),
+	} {
+		var b bytes.Buffer
+		b.Write(make([]byte, handshakeBytes))
+		b.Write(body)
+		if _, err := io.Copy(io.Discard, newGuard(&b, 64<<10)); err == nil {
+			t.Errorf("%s passed", name)
+		}
+	}
+	// A timestamp marker with an extended value below 0xFFFFFF: gortmplib
+	// reads the next continuation chunk without an extended timestamp.
+	var b bytes.Buffer
+	b.Write(make([]byte, handshakeBytes))
+	h := chunk0(3, 200, 8, nil)
+	h[1], h[2], h[3] = 0xff, 0xff, 0xff
+	b.Write(h)
+	b.Write([]byte{0, 0, 0, 1})             // extended timestamp 1
+	b.Write(bytes.Repeat([]byte{9}, 128))   // first chunk
+	b.Write([]byte{0xc3})                   // fmt 3, no extended timestamp
+	b.Write(bytes.Repeat([]byte{9}, 72))    // the rest
+	b.Write(chunk0(4, 70<<10, 9, nil)[:12]) // a header the guard must see as one
+	if _, err := io.Copy(io.Discard, newGuard(&b, 64<<10)); err == nil {
+		t.Fatal("the guard lost track of the chunk stream: an oversized header passed")
+	}
+}

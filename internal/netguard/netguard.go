@@ -10,12 +10,49 @@ import (
 	"syscall"
 )
 
-// Public reports whether ip is a public unicast address.
+// special are ranges that are not public besides what netip's predicates
+// say (IANA special-purpose registries).
+var special = []netip.Prefix{
+	netip.MustParsePrefix("0.0.0.0/8"),       // "this network"
+	netip.MustParsePrefix("100.64.0.0/10"),   // CGNAT
+	netip.MustParsePrefix("192.0.0.0/24"),    // IETF protocol assignments
+	netip.MustParsePrefix("192.0.2.0/24"),    // documentation
+	netip.MustParsePrefix("198.18.0.0/15"),   // benchmarking
+	netip.MustParsePrefix("198.51.100.0/24"), // documentation
+	netip.MustParsePrefix("203.0.113.0/24"),  // documentation
+	netip.MustParsePrefix("240.0.0.0/4"),     // reserved, broadcast
+	netip.MustParsePrefix("fec0::/10"),       // site-local
+	netip.MustParsePrefix("2001:db8::/32"),   // documentation
+	netip.MustParsePrefix("100::/64"),        // discard
+}
+
+// Public reports whether ip is a public unicast address. An IPv6 address
+// that embeds an IPv4 one (NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4
+// 2002::/16, mapped ::ffff:0:0/96) is judged by that one.
 func Public(ip netip.Addr) bool {
 	ip = ip.Unmap()
-	return ip.IsValid() && !(ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() ||
-		ip.IsMulticast() || ip.IsInterfaceLocalMulticast() || ip.IsLinkLocalMulticast() ||
-		(ip.Is4() && ip.As4()[0] == 100 && ip.As4()[1]&0xc0 == 64)) // 100.64.0.0/10 (CGNAT)
+	if !ip.IsValid() {
+		return false
+	}
+	if ip.Is6() {
+		b := ip.As16()
+		switch {
+		case netip.MustParsePrefix("64:ff9b::/96").Contains(ip), netip.MustParsePrefix("64:ff9b:1::/48").Contains(ip):
+			return Public(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}))
+		case netip.MustParsePrefix("2002::/16").Contains(ip):
+			return Public(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}))
+		}
+	}
+	if ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified() ||
+		ip.IsMulticast() || ip.IsInterfaceLocalMulticast() || ip.IsLinkLocalMulticast() {
+		return false
+	}
+	for _, p := range special {
+		if p.Contains(ip) {
+			return false
+		}
+	}
+	return true
 }
 
 // Control returns a net.Dialer Control that refuses non-public addresses

@@ -13,6 +13,8 @@ func TestPublic(t *testing.T) {
 		"8.8.8.8": true, "2001:4860:4860::8888": true, "127.0.0.1": false, "::1": false, "10.1.2.3": false,
 		"192.168.0.1": false, "172.16.0.1": false, "169.254.1.1": false, "100.64.0.1": false, "0.0.0.0": false,
 		"::ffff:127.0.0.1": false, "fe80::1": false, "fc00::1": false, "224.0.0.1": false,
+		"0.1.2.3": false, "192.0.0.192": false, "198.18.0.1": false, "240.0.0.1": false, "255.255.255.255": false,
+		"64:ff9b::a00:1": false, "64:ff9b::808:808": true, "2002:a00:1::1": false, "2002:808:808::1": true, "fec0::1": false,
 	} {
 		if got := Public(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("Public(%s) = %v", addr, got)
