@@ -36,7 +36,7 @@ type guard struct {
 	// nextChunkSize (0: none) is a Set Chunk Size whose message is still
 	// being read.
 	nextChunkSize uint32
-	refused   error // why the connection was refused, once it was
+	refused       error // why the connection was refused, once it was
 }
 
 type guardStream struct {
