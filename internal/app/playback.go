@@ -33,8 +33,8 @@ type policyCache struct {
 
 type policyEntry struct {
 	signed bool
-	// unknown: neither a live stream nor a video has the id (deleted, or
-	// never made): its files are not served.
+	// unknown: the id was deleted (a tombstone): its files are not
+	// served.
 	unknown bool
 	at      time.Time
 }
@@ -101,10 +101,16 @@ func (p *policyCache) lookup(id string) (signed, unknown bool, err error) {
 	if err == nil {
 		return v.PlaybackPolicy == routing.PlaybackSigned, false, nil
 	}
-	if errors.Is(err, routing.ErrNotFound) {
-		return false, true, nil
+	if !errors.Is(err, routing.ErrNotFound) {
+		return false, false, err
 	}
-	return false, false, err
+	// No record: a deleted id's files are not served; files without a
+	// record for another reason (Redis lost its data) still are.
+	deleted, err := p.store.WasDeleted(ctx, id)
+	if err != nil {
+		return false, false, err
+	}
+	return false, deleted, nil
 }
 
 // nodeMetrics exports, on the origin, what every edge reports in its

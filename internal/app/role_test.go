@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -33,13 +34,23 @@ func TestEdgeConfigErrorsAllAtOnce(t *testing.T) {
 	}
 }
 
-// Files on disk for an id without a record (a deleted video whose files are
-// still going, or never made) are not served: 404, never "public".
-func TestUnknownIDIsNotServed(t *testing.T) {
+// Files of a deleted video (left behind, or still being removed) are not
+// served: 404, never "public".
+func TestDeletedIDIsNotServed(t *testing.T) {
 	t.Parallel()
 	n := startNode(t)
-	const id = "zzzzzzzzzzzzzzzzzzzz"
-	dir := filepath.Join(n.dataDir, "hls", id)
+	code, body := n.do(http.MethodPost, "/v1/videos", testAdminKey, map[string]string{"title": "gone"})
+	if code != http.StatusCreated {
+		t.Fatalf("create: %d %s", code, body)
+	}
+	var v struct{ ID string }
+	if err := json.Unmarshal(body, &v); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := n.do(http.MethodDelete, "/v1/videos/"+v.ID, testAdminKey, nil); code != http.StatusNoContent {
+		t.Fatalf("delete: %d %s", code, body)
+	}
+	dir := filepath.Join(n.dataDir, "hls", v.ID)
 	if err := os.MkdirAll(filepath.Join(dir, "source"), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +60,7 @@ func TestUnknownIDIsNotServed(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "source", "s-0-0.m4s"), []byte("bytes"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	for _, p := range []string{"/hls/" + id + "/master.m3u8", "/hls/" + id + "/source/s-0-0.m4s"} {
+	for _, p := range []string{"/hls/" + v.ID + "/master.m3u8", "/hls/" + v.ID + "/source/s-0-0.m4s"} {
 		if code, body := n.get(p, ""); code != http.StatusNotFound {
 			t.Errorf("%s: %d %q, want 404", p, code, body)
 		}

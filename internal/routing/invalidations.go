@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -37,6 +38,26 @@ func addInvalidation(ctx context.Context, p redis.Pipeliner, id string, deleted,
 	}
 	p.XAdd(ctx, &redis.XAddArgs{Stream: invalidationsKey, MaxLen: MaxInvalidations, Approx: true,
 		Values: []any{"id", id, "deleted", b(deleted), "signed", b(signed)}})
+	if deleted {
+		// A tombstone: the id's files, while they are being removed (or
+		// any left behind), are never served again.
+		p.Set(ctx, deletedKey(id), "1", DeletedTTL)
+	}
+}
+
+// DeletedTTL is how long a deleted id's tombstone lasts.
+const DeletedTTL = 30 * 24 * time.Hour
+
+func deletedKey(id string) string { return "shoal:deleted:" + id }
+
+// WasDeleted reports whether id was a live stream or video that was deleted
+// (in the last DeletedTTL).
+func (s *Store) WasDeleted(ctx context.Context, id string) (bool, error) {
+	n, err := s.rdb.Exists(ctx, deletedKey(id)).Result()
+	if err != nil {
+		return false, wrapErr("deleted check", err)
+	}
+	return n == 1, nil
 }
 
 // Invalidations returns up to max entries after cursor ("" for every entry
