@@ -122,10 +122,17 @@ func TestLiveStreamCRUD(t *testing.T) {
 		t.Errorf("ListLiveStreams after delete = %v, %v; want empty", list, err)
 	}
 	// Nothing is left behind in Redis but the (bounded) invalidation feed
-	// telling edges about the deletion.
+	// telling edges about the deletion and the id's tombstone (which
+	// expires).
 	keys, err := s.rdb.Keys(ctx, "*").Result()
-	if err != nil || len(keys) != 1 || keys[0] != invalidationsKey {
+	if err != nil || len(leftBehind(keys)) != 0 {
 		t.Errorf("keys left after delete: %v, %v", keys, err)
+	}
+	if ttl := s.rdb.TTL(ctx, deletedKey(ls.ID)).Val(); ttl <= 0 || ttl > DeletedTTL {
+		t.Errorf("the tombstone's TTL is %s", ttl)
+	}
+	if gone, err := s.WasDeleted(ctx, ls.ID); !gone || err != nil {
+		t.Errorf("WasDeleted = %v, %v", gone, err)
 	}
 	inv, cursor, err := s.Invalidations(ctx, "", 100)
 	if err != nil || len(inv) == 0 || !inv[len(inv)-1].Deleted || cursor == "" {
@@ -225,9 +232,21 @@ func TestConcurrentResetAndDeleteLeaveNoOrphans(t *testing.T) {
 	}
 	wg.Wait()
 	keys, err := s.rdb.Keys(ctx, "*").Result()
-	if err != nil || len(keys) != 1 || keys[0] != invalidationsKey {
+	if err != nil || len(leftBehind(keys)) != 0 {
 		t.Errorf("keys left after concurrent resets and deletes: %v, %v", keys, err)
 	}
+}
+
+// leftBehind is keys without what a deletion leaves on purpose: the
+// invalidation feed and tombstones (they expire).
+func leftBehind(keys []string) []string {
+	var out []string
+	for _, k := range keys {
+		if k != invalidationsKey && !strings.HasPrefix(k, "shoal:deleted:") {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 func TestListLiveStreamsNewestFirst(t *testing.T) {
