@@ -1061,3 +1061,27 @@ func TestSpoolLargeBodies(t *testing.T) {
 	wantBody(t, a, body)
 	wantStatus(t, a, "shoal; hit")
 }
+
+// Stats carries the MaxStatsStreams streams that served the most (a
+// heartbeat stays small however many streams an edge saw), and the total.
+func TestStatsTopStreams(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	c := startCache(t, o.srv.URL, t.TempDir(), nil).c
+	var total int64
+	for i := range 3 * MaxStatsStreams {
+		st := c.stream(fmt.Sprintf("s%05d", i))
+		st.served.Store(int64(i))
+		total += int64(i)
+	}
+	c.served.Store(total)
+	s := c.Stats()
+	if len(s.BytesServed) != MaxStatsStreams || s.TotalBytesServed != total {
+		t.Fatalf("%d streams, total %d", len(s.BytesServed), s.TotalBytesServed)
+	}
+	for id, n := range s.BytesServed {
+		if n < int64(2*MaxStatsStreams) {
+			t.Fatalf("%s (%d bytes) is not among the top", id, n)
+		}
+	}
+}

@@ -78,6 +78,7 @@
 package edgecache
 
 import (
+	"container/heap"
 	"context"
 	"errors"
 	"fmt"
@@ -220,8 +221,15 @@ type Stats struct {
 	StaleServed       int64   // answers from a stale copy because the origin failed
 	Spooled           int64   // bodies spooled to disk on their way (memory in flight was at its cap)
 	Viewers           int64   // distinct viewer addresses within ViewerWindow (siblings not counted)
-	BytesServed       map[string]int64
+	// BytesServed is the bytes served per stream, for the MaxStatsStreams
+	// streams that served the most (a heartbeat carries it), and
+	// TotalBytesServed the bytes served in all.
+	BytesServed      map[string]int64
+	TotalBytesServed int64
 }
+
+// MaxStatsStreams bounds Stats.BytesServed (what a heartbeat carries).
+const MaxStatsStreams = 500
 
 var nameRe = regexp.MustCompile("^[A-Za-z*][A-Za-z0-9:/!#$%&'*+.^_`|~-]*$")
 
@@ -538,15 +546,46 @@ func (c *Cache) Stats() Stats {
 		Spooled:           c.spooled.Load(),
 		Viewers:           c.viewerCount(c.now()),
 	}
+	s.TotalBytesServed = c.served.Load()
+	// The top streams by bytes, kept in a min-heap of MaxStatsStreams.
+	var top servedHeap
 	c.streamMu.Lock()
-	s.BytesServed = make(map[string]int64, len(c.streams))
 	for id, st := range c.streams {
-		if n := st.served.Load(); n > 0 {
-			s.BytesServed[id] = n
+		n := st.served.Load()
+		switch {
+		case n <= 0:
+		case len(top) < MaxStatsStreams:
+			heap.Push(&top, servedEntry{id, n})
+		case n > top[0].n:
+			top[0] = servedEntry{id, n}
+			heap.Fix(&top, 0)
 		}
 	}
 	c.streamMu.Unlock()
+	s.BytesServed = make(map[string]int64, len(top))
+	for _, e := range top {
+		s.BytesServed[e.id] = e.n
+	}
 	return s
+}
+
+type servedEntry struct {
+	id string
+	n  int64
+}
+
+// servedHeap is a min-heap of streams by bytes served.
+type servedHeap []servedEntry
+
+func (h servedHeap) Len() int           { return len(h) }
+func (h servedHeap) Less(i, j int) bool { return h[i].n < h[j].n }
+func (h servedHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *servedHeap) Push(x any)        { *h = append(*h, x.(servedEntry)) }
+func (h *servedHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
 }
 
 // ViewerWindow is how recently an address must have asked for something

@@ -245,15 +245,7 @@ func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.Join
 func heartbeatOf(s edgecache.Stats) nodeproto.Heartbeat {
 	return nodeproto.Heartbeat{
 		Connections: s.Connections, EgressBytesPerSec: s.EgressBytesPerSec, CacheBytes: s.CacheBytes,
-		Hits: s.Hits, Misses: s.Misses, OriginFetches: s.OriginFetches, BytesServed: sum(s.BytesServed), StreamBytes: s.BytesServed,
+		Hits: s.Hits, Misses: s.Misses, OriginFetches: s.OriginFetches, BytesServed: s.TotalBytesServed, StreamBytes: s.BytesServed,
 		Viewers: s.Viewers,
 	}
-}
-
-func sum(m map[string]int64) int64 {
-	var t int64
-	for _, v := range m {
-		t += v
-	}
-	return t
 }
