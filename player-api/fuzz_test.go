@@ -211,3 +211,42 @@ func FuzzDeliveryReport(f *testing.F) {
 		}
 	})
 }
+
+// FuzzNodeProtocol sends arbitrary bodies, signed by the key they may name,
+// to the node join and heartbeat: the answer is a join or heartbeat that
+// took, or a JSON 4xx, never a server error (the untrusted node protocol).
+func FuzzNodeProtocol(f *testing.F) {
+	e := newEnv(f, Config{})
+	k := ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+	id := nodeproto.NodeID(k.Public().(ed25519.PublicKey))
+	good := joinBody(k, "eu", time.Now())
+	good.TokenSHA256 = nodeproto.TokenSHA256(testAdminKey)
+	gb, _ := json.Marshal(good)
+	hb, _ := json.Marshal(nodeproto.Heartbeat{Time: time.Now(), Connections: 3, StreamBytes: map[string]int64{"abc": 10}})
+	for _, seed := range [][]byte{gb, hb, []byte(`{}`), []byte(`{"role":"edge","public_key":"AAAA","time":"x"}`),
+		[]byte(`{"time":"2026-12-05T00:00:00Z","stream_bytes":{"../../x":-1}}`), []byte(`[`), nil} {
+		f.Add(seed, false)
+		f.Add(seed, true)
+	}
+	f.Fuzz(func(t *testing.T, body []byte, heartbeat bool) {
+		path := "/v1/nodes/join"
+		if heartbeat {
+			path = "/v1/nodes/" + id + "/heartbeat"
+		}
+		req := httptest.NewRequest("POST", path, bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+testAdminKey)
+		req.Header.Set(nodeproto.SignatureHeader, nodeproto.Sign(k, body))
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		switch {
+		case rec.Code == http.StatusCreated && !heartbeat, rec.Code == http.StatusOK && heartbeat:
+		case rec.Code >= 400 && rec.Code < 500:
+			var out errorBody
+			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil || out.Error.Code == "" {
+				t.Fatalf("%d without a JSON error: %s", rec.Code, rec.Body.Bytes())
+			}
+		default:
+			t.Fatalf("status %d for %q: %s", rec.Code, body, rec.Body.Bytes())
+		}
+	})
+}
