@@ -83,6 +83,12 @@ func TestCoalescedMissStreams(t *testing.T) {
 	start := time.Now()
 	var originDone atomic.Int64 // nanoseconds after start when the origin wrote its last byte
 	originFinished := make(chan struct{})
+	// The origin holds the rest of the body until a client has its first
+	// byte: a miss that is streamed gets there; one that is not never
+	// does (the origin gives up waiting after a while, and the check
+	// below fails).
+	gotFirst := make(chan struct{})
+	var firstOnce sync.Once
 	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
 		if r.URL.Path != segPath {
 			return false
@@ -91,8 +97,12 @@ func TestCoalescedMissStreams(t *testing.T) {
 		w.Header().Set("Cache-Control", origin.CacheImmutable)
 		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 		for i := 0; i < chunks; i++ {
-			if i > 0 {
-				time.Sleep(25 * time.Millisecond) // the origin trickles the body
+			if i == 1 {
+				select {
+				case <-gotFirst:
+				case <-r.Context().Done():
+				case <-time.After(10 * time.Second):
+				}
 			}
 			w.Write(body[i*chunk : (i+1)*chunk])
 			w.(http.Flusher).Flush()
@@ -131,6 +141,7 @@ func TestCoalescedMissStreams(t *testing.T) {
 				return
 			}
 			firstByte[i] = int64(time.Since(start))
+			firstOnce.Do(func() { close(gotFirst) })
 			got, err := io.ReadAll(br)
 			if err != nil {
 				errs <- err
