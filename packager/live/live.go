@@ -98,9 +98,9 @@ func New() *Registry {
 // current snapshot of the playlist at key, waking whoever waits on the
 // previous one. It sets s.ETag from the bytes.
 func (r *Registry) Publish(key string, s Snapshot) {
-	s.ETag = etag(s.Data)
+	s.ETag = ETag(s.Data)
 	if s.Delta != nil {
-		s.DeltaETag = etag(s.Delta)
+		s.DeltaETag = ETag(s.Delta)
 	}
 	s.changed = make(chan struct{})
 	r.mu.Lock()
@@ -112,7 +112,9 @@ func (r *Registry) Publish(key string, s Snapshot) {
 	}
 }
 
-func etag(data []byte) string {
+// ETag is the quoted entity tag of bytes served whole (playlists,
+// manifests): the first 12 bytes of their SHA-256, in hex.
+func ETag(data []byte) string {
 	sum := sha256.Sum256(data)
 	return `"` + hex.EncodeToString(sum[:12]) + `"`
 }

@@ -3,8 +3,6 @@ package origin
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"net/http"
 	"net/url"
@@ -161,8 +159,7 @@ func (h *Handler) serveLivePlaylist(w http.ResponseWriter, r *http.Request, rel,
 		hdr.Add("Vary", EdgeHeader)
 		if r.Header.Get(EdgeHeader) != "1" {
 			data = playback.RewritePlaylist(data, token)
-			sum := sha256.Sum256(data)
-			etag = `"` + hex.EncodeToString(sum[:12]) + `"`
+			etag = live.ETag(data)
 		}
 	}
 	hdr.Set("ETag", etag)

@@ -3,7 +3,6 @@ package origin
 import (
 	"bytes"
 	"crypto/ed25519"
-	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -158,6 +157,19 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rel stri
 		}
 	}
 	data, ended, err := h.manifest(rel, snap)
+	cc := CacheLivePlaylist
+	switch {
+	case ended:
+		cc = CacheEndedPlaylist
+	case blocked:
+		cc = blockingCache(snap)
+	}
+	serveManifestBytes(w, r, data, err, cc)
+}
+
+// serveManifestBytes answers a signed manifest (data, or err: 404 when it
+// has nothing to list) with Cache-Control cc and its ETag.
+func serveManifestBytes(w http.ResponseWriter, r *http.Request, data []byte, err error, cc string) {
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		http.Error(w, "not found", http.StatusNotFound)
@@ -168,16 +180,8 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rel stri
 	}
 	hdr := w.Header()
 	hdr.Set("Content-Type", manifest.ContentType)
-	switch {
-	case ended:
-		hdr.Set("Cache-Control", CacheEndedPlaylist)
-	case blocked:
-		hdr.Set("Cache-Control", blockingCache(snap))
-	default:
-		hdr.Set("Cache-Control", CacheLivePlaylist)
-	}
-	sum := sha256.Sum256(data)
-	hdr.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
+	hdr.Set("Cache-Control", cc)
+	hdr.Set("ETag", live.ETag(data))
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
 }
 
@@ -326,30 +330,17 @@ type rangeManifest struct {
 // serveRangeManifest answers /hls/<id>/<rendition>/manifest-<n>.txt: the
 // signed manifest of the recording's segments n to n+99 (see
 // hlspath.RangeManifest), final once all exist or the recording ended.
-func (h *Handler) serveRangeManifest(w http.ResponseWriter, rel string, n uint64) {
+func (h *Handler) serveRangeManifest(w http.ResponseWriter, r *http.Request, rel string, n uint64) {
 	if len(h.contentKey) != ed25519.PrivateKeySize {
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
 	data, final, err := h.rangeManifest(rel, n)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	case err != nil:
-		http.Error(w, "unavailable", http.StatusInternalServerError)
-		return
-	}
-	hdr := w.Header()
-	hdr.Set("Content-Type", manifest.ContentType)
+	cc := CacheLivePlaylist
 	if final {
-		hdr.Set("Cache-Control", CacheEndedPlaylist)
-	} else {
-		hdr.Set("Cache-Control", CacheLivePlaylist)
+		cc = CacheEndedPlaylist
 	}
-	sum := sha256.Sum256(data)
-	hdr.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
-	w.Write(data)
+	serveManifestBytes(w, r, data, err, cc)
 }
 
 func (h *Handler) rangeManifest(rel string, n uint64) ([]byte, bool, error) {

@@ -202,7 +202,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if n, ok := hlspath.RangeManifest(path.Base(rel)); ok {
-		h.serveRangeManifest(w, rel, n)
+		h.serveRangeManifest(w, r, rel, n)
 		return
 	}
 	if h.live != nil {
@@ -262,8 +262,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			data = playback.RewritePlaylist(data, token)
 		}
 	}
-	sum := sha256.Sum256(data)
-	hdr.Set("ETag", `"`+hex.EncodeToString(sum[:12])+`"`)
+	hdr.Set("ETag", live.ETag(data))
 	switch {
 	case hlspath.IsMaster(rel):
 		hdr.Set("Cache-Control", CacheMaster)
