@@ -249,7 +249,13 @@ func (n *node) status(id string) string {
 // publish starts ffmpeg sending file to url as OBS would.
 func publish(t *testing.T, file, url string) *exec.Cmd {
 	t.Helper()
-	cmd := exec.Command("ffmpeg", "-v", "error", "-re", "-i", file, "-c", "copy", "-f", "flv", url)
+	return startClient(t, exec.Command("ffmpeg", "-v", "error", "-re", "-i", file, "-c", "copy", "-f", "flv", url))
+}
+
+// startClient starts a client process (a publisher) that the test's end
+// kills if it still runs; its output is logged when the test failed.
+func startClient(t *testing.T, cmd *exec.Cmd) *exec.Cmd {
+	t.Helper()
 	var out testutil.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
@@ -259,6 +265,9 @@ func publish(t *testing.T, file, url string) *exec.Cmd {
 		if cmd.ProcessState == nil {
 			_ = cmd.Process.Kill()
 			_, _ = cmd.Process.Wait()
+		}
+		if t.Failed() {
+			t.Logf("%s:\n%s", filepath.Base(cmd.Path), out.String())
 		}
 	})
 	return cmd

@@ -11,7 +11,6 @@ import (
 
 	"github.com/chromedp/chromedp"
 
-	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/testutil/browser"
 )
 
@@ -32,22 +31,7 @@ func gstPublish(t *testing.T, url, x264Caps string, frames, audioFrames int) *ex
 	pipeline := video + " ! h264parse ! flvmux name=mux streamable=true ! rtmp2sink location=" + url +
 		" audiotestsrc is-live=true wave=sine num-buffers=" + strconv.Itoa(audioFrames) +
 		" samplesperbuffer=1024 ! audio/x-raw,rate=48000,channels=2 ! avenc_aac ! aacparse ! mux."
-	cmd := exec.Command("gst-launch-1.0", append([]string{"-q", "-e"}, strings.Fields(pipeline)...)...)
-	var out testutil.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			_ = cmd.Process.Kill()
-			_, _ = cmd.Process.Wait()
-		}
-		if t.Failed() {
-			t.Logf("gst-launch-1.0:\n%s", out.String())
-		}
-	})
-	return cmd
+	return startClient(t, exec.Command("gst-launch-1.0", append([]string{"-q", "-e"}, strings.Fields(pipeline)...)...))
 }
 
 // ffprobeField runs ffprobe on url and returns its trimmed output.
