@@ -10,6 +10,7 @@
 // to this node: it is never shown here, put in a URL or logged.
 
 import { h, icon, replaceChildren } from '../common/dom.js';
+import { closeAfter } from '../common/rtc.js';
 
 const GATHER_MS = 1500; // longest wait for local ICE candidates
 const CONNECT_MS = 15000; // longest wait for the connection
@@ -372,13 +373,9 @@ export class GoLivePanel {
   // preview (a failed start).
   release(unloading, keepTracks) {
     this.gen++;
-    this.endSession(unloading);
+    const ended = this.endSession(unloading);
     if (this.pc) {
-      try {
-        this.pc.close();
-      } catch {
-        // Already closed.
-      }
+      closeAfter(this.pc, unloading ? Promise.resolve() : ended);
       this.pc = null;
     }
     this.videoSender = this.audioSender = null;
@@ -390,11 +387,13 @@ export class GoLivePanel {
   }
 
   // endSession ends the WHIP session on the server (DELETE its Location).
+  // It returns a promise settled when the server has answered (or the
+  // request failed).
   endSession(unloading) {
-    if (!this.location) return;
+    if (!this.location) return Promise.resolve();
     const loc = this.location;
     this.location = '';
-    fetch(loc, {
+    return fetch(loc, {
       method: 'DELETE', keepalive: unloading, cache: 'no-store', credentials: 'omit',
       headers: { Authorization: `Bearer ${this.ls.stream_key}` },
     }).catch(() => {});

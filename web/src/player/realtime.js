@@ -4,6 +4,8 @@
 // MediaStream it gets in the <video>. The server sends every candidate in
 // its answer (no trickle); DELETE on the session's Location ends it.
 
+import { closeAfter } from '../common/rtc.js';
+
 // How long to wait for the browser's ICE candidates before sending the
 // offer with what it has (the server's own candidates are enough on most
 // networks: the browser connects to them).
@@ -169,19 +171,14 @@ export class WHEPSession {
     this.stopped = true;
     if (this.abortOffer) this.abortOffer();
     if (this.cancelConnect) this.cancelConnect();
+    let ended = Promise.resolve();
     if (this.location) {
       const loc = this.location;
       this.location = '';
-      fetch(loc, { method: 'DELETE', keepalive: unloading, credentials: 'omit', cache: 'no-store', headers: this.headers() }).catch(() => {});
+      ended = fetch(loc, { method: 'DELETE', keepalive: unloading, credentials: 'omit', cache: 'no-store', headers: this.headers() }).catch(() => {});
     }
     for (const t of this.stream.getTracks()) t.stop();
-    if (this.pc) {
-      try {
-        this.pc.close();
-      } catch {
-        // Already closed.
-      }
-    }
+    if (this.pc) closeAfter(this.pc, unloading ? Promise.resolve() : ended);
   }
 
   // framesDecoded is the video frames decoded so far (getStats), for the
