@@ -179,11 +179,12 @@ type API struct {
 	maxBody        int64
 	maxUpload      int64
 
-	store  Store
-	status Live
-	videos Videos
-	tus    *tus.UnroutedHandler
-	log    *slog.Logger
+	store     Store
+	status    Live
+	videos    Videos
+	tus       *tus.UnroutedHandler
+	uploadDir string // tus uploads in progress
+	log       *slog.Logger
 
 	playbackKey  ed25519.PrivateKey // nil: signed playback is not configured
 	regionHeader string
@@ -285,6 +286,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 	if a.quarantineReports <= 0 {
 		a.quarantineReports = DefaultQuarantineReports
 	}
+	a.uploadDir = cfg.UploadDir
 	if a.tus, err = a.newTusHandler(cfg.UploadDir); err != nil {
 		return nil, err
 	}

@@ -203,39 +203,177 @@ func (a *API) tusCreate(hook tus.HookEvent) (tus.HTTPResponse, tus.FileInfoChang
 // tusFinish runs when the last byte arrived: the file becomes the video's
 // source, is probed, and the video is queued (or failed).
 func (a *API) tusFinish(hook tus.HookEvent) (tus.HTTPResponse, error) {
-	info := hook.Upload
+	return tus.HTTPResponse{}, a.completeTus(context.WithoutCancel(hook.Context), hook.Upload)
+}
+
+// completeTus makes the finished upload info the source of its video. It
+// is idempotent, so that RecoverUploads can finish what a crash
+// interrupted: a data file already moved is taken from the video's source
+// path.
+func (a *API) completeTus(ctx context.Context, info tus.FileInfo) error {
 	vid := info.MetaData[tusVideoIDKey]
 	how := "tus:" + info.ID
 	path := info.Storage["Path"]
-	ctx := context.WithoutCancel(hook.Context)
 	dst := a.videos.SourcePath(vid)
 	if err := os.MkdirAll(filepath.Dir(dst), uploadDirPerms); err != nil {
-		return tus.HTTPResponse{}, err
+		return err
 	}
 	// An upload whose lease ran out while another took the video over must
 	// not move its file over that one's.
 	held, err := a.store.RenewUpload(ctx, vid, how)
 	if err != nil {
-		return tus.HTTPResponse{}, a.tusStoreError(err)
+		return a.tusStoreError(err)
 	}
 	if !held {
 		_ = os.Remove(path)
 		_ = os.Remove(path + ".info")
-		return tus.HTTPResponse{}, tusError(http.StatusConflict, codeConflict, errLeaseLost.Error())
+		return tusError(http.StatusConflict, codeConflict, errLeaseLost.Error())
 	}
-	if err := os.Rename(path, dst); err != nil {
-		return tus.HTTPResponse{}, fmt.Errorf("moving the finished upload: %w", err)
+	// The data reaches the disk before the video is queued on it, and the
+	// move is journaled by the .info file, removed only once the video
+	// is queued: a crash anywhere in between is finished by
+	// RecoverUploads at the next start.
+	switch err := syncFile(path); {
+	case err == nil:
+		if err := os.Rename(path, dst); err != nil {
+			return fmt.Errorf("moving the finished upload: %w", err)
+		}
+		if err := syncDir(filepath.Dir(dst)); err != nil {
+			return fmt.Errorf("moving the finished upload: %w", err)
+		}
+	case errors.Is(err, os.ErrNotExist):
+		// Moved before a crash.
+		if _, err := os.Stat(dst); err != nil {
+			return fmt.Errorf("the finished upload is gone: %w", err)
+		}
+	default:
+		return fmt.Errorf("saving the finished upload: %w", err)
 	}
-	_ = os.Remove(path + ".info")
 	_, err = a.sourceArrived(ctx, vid, how, dst, info.Size)
 	var nv *notAVideoError
 	if errors.As(err, &nv) {
-		return tus.HTTPResponse{}, tusError(http.StatusUnprocessableEntity, codeNotAVideo, nv.msg)
+		_ = os.Remove(path + ".info")
+		return tusError(http.StatusUnprocessableEntity, codeNotAVideo, nv.msg)
 	}
 	if err != nil {
-		return tus.HTTPResponse{}, a.tusStoreError(err)
+		return a.tusStoreError(err)
 	}
-	return tus.HTTPResponse{}, nil
+	_ = os.Remove(path + ".info")
+	return nil
+}
+
+// RecoverUploads finishes what a crash or a kill interrupted in the tus
+// directory, so that no video waits forever for an upload its client
+// believes complete: a complete upload (every byte received) whose video
+// it still holds is made the video's source, as its last PATCH would have;
+// the leftovers of uploads that no longer hold their video are removed.
+// Uploads still missing bytes are left for their clients to resume. It
+// needs Redis; the origin calls it at start until it succeeds. It returns
+// how many uploads it finished.
+func (a *API) RecoverUploads(ctx context.Context) (int, error) {
+	infos, err := filepath.Glob(filepath.Join(a.uploadDir, "*.info"))
+	if err != nil {
+		return 0, err
+	}
+	done := 0
+	var errs []error
+	for _, p := range infos {
+		ok, err := a.recoverUpload(ctx, p)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", filepath.Base(p), err))
+		}
+		if ok {
+			done++
+		}
+	}
+	return done, errors.Join(errs...)
+}
+
+// recoverUpload recovers the upload whose tusd info file is p.
+func (a *API) recoverUpload(ctx context.Context, p string) (bool, error) {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return false, err
+	}
+	var info tus.FileInfo
+	if err := json.Unmarshal(b, &info); err != nil {
+		// Not ours to judge: tusd refuses it on its own.
+		a.log.Warn("tus upload: unreadable info file left alone", "file", p, "err", err)
+		return false, nil
+	}
+	id := strings.TrimSuffix(filepath.Base(p), ".info")
+	vid := info.MetaData[tusVideoIDKey]
+	if info.ID != id || !uploadIDRe.MatchString(id) || !ids.Valid(vid) {
+		a.log.Warn("tus upload: info file not made by Shoal left alone", "file", p)
+		return false, nil
+	}
+	// The paths are this directory's, whatever the file says.
+	data := strings.TrimSuffix(p, ".info")
+	info.Storage = map[string]string{"Type": "filestore", "Path": data, "InfoPath": p}
+	v, err := a.store.GetVideo(ctx, vid)
+	switch {
+	case errors.Is(err, routing.ErrNotFound):
+		v = routing.Video{}
+	case err != nil:
+		return false, err
+	}
+	if !v.HeldBy("tus:" + id) {
+		// Deleted, taken over, or finished before the crash.
+		_ = os.Remove(data)
+		_ = os.Remove(p)
+		return false, nil
+	}
+	if info.SizeIsDeferred || info.Offset != info.Size {
+		return false, nil // the client resumes it
+	}
+	if !exists(data) && !exists(a.videos.SourcePath(vid)) {
+		// Its file was removed after a failure that could not release
+		// the video: release it now, so that the source can be sent again.
+		if err := a.store.AbortUpload(ctx, vid, "tus:"+id); err != nil {
+			return false, err
+		}
+		_ = os.Remove(p)
+		return false, nil
+	}
+	a.log.Info("tus upload: finishing an upload a restart interrupted", "video", vid, "upload", id, "bytes", info.Size)
+	err = a.completeTus(ctx, info)
+	var te tus.Error
+	if errors.As(err, &te) && te.HTTPResponse.StatusCode < 500 {
+		// Refused (not a video, lease lost): the video says why.
+		return true, nil
+	}
+	return err == nil, err
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// syncFile flushes the file at path to the disk.
+func syncFile(path string) error {
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// syncDir flushes a directory's entries (a rename into it) to the disk.
+func syncDir(dir string) error {
+	f, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = f.Sync()
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // tusTerminate releases the video's reservation when its upload is

@@ -470,6 +470,9 @@ func (a *API) receive(req *http.Request, c *gin.Context, dst, tag string, stillH
 		return 0, err
 	}
 	n, err := io.Copy(f, src)
+	if err == nil {
+		err = f.Sync() // on the disk before the video is queued on it
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -478,6 +481,9 @@ func (a *API) receive(req *http.Request, c *gin.Context, dst, tag string, stillH
 	}
 	if err == nil {
 		err = os.Rename(tmp, dst)
+	}
+	if err == nil {
+		err = syncDir(filepath.Dir(dst))
 	}
 	if err != nil {
 		_ = os.Remove(tmp)

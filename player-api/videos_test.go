@@ -4,11 +4,14 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"io"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -359,5 +362,133 @@ func TestTusOptionsAndPreflight(t *testing.T) {
 	e.h.ServeHTTP(rec, req)
 	if rec.Code != http.StatusUnauthorized {
 		t.Errorf("a creation without a key: %d", rec.Code)
+	}
+}
+
+// TestTusRecoveryAfterCrash: the states a kill leaves in the tus directory
+// are finished or cleaned up by RecoverUploads at the next start, so that
+// no video waits forever for an upload its client believes complete.
+func TestTusRecoveryAfterCrash(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	clip, err := os.ReadFile(testutil.MakeMP4(t, 320, 240, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := e.a.uploadDir
+	// start creates a tus upload of size bytes and sends its first n.
+	start := func(vid string, size, n int, body []byte) string {
+		t.Helper()
+		r := e.tusReq(t, "POST", "/v1/uploads/", map[string]string{
+			"Upload-Length": strconv.Itoa(size), "Upload-Metadata": tusMeta("video_id", vid),
+		}, nil).wantStatus(t, http.StatusCreated)
+		path := strings.TrimPrefix(r.header.Get("Location"), testPublicURL)
+		if n > 0 {
+			e.tusReq(t, "PATCH", path, map[string]string{
+				"Upload-Offset": strconv.Itoa(0), "Content-Type": "application/offset+octet-stream",
+			}, body[:n]).wantStatus(t, http.StatusNoContent)
+		}
+		return strings.TrimPrefix(path, "/v1/uploads/")
+	}
+	// crashAfterLastByte writes the rest of the upload as tusd does
+	// (data, then the offset in the info file) and stops there, as a kill
+	// before the finish hook would.
+	crashAfterLastByte := func(id string, body []byte) {
+		t.Helper()
+		f, err := os.OpenFile(filepath.Join(dir, id), os.O_WRONLY|os.O_APPEND, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, _ := f.Stat()
+		if _, err := f.Write(body[st.Size():]); err != nil {
+			t.Fatal(err)
+		}
+		_ = f.Close()
+		ip := filepath.Join(dir, id+".info")
+		b, err := os.ReadFile(ip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var info map[string]any
+		if err := json.Unmarshal(b, &info); err != nil {
+			t.Fatal(err)
+		}
+		info["Offset"] = len(body)
+		b, _ = json.Marshal(info)
+		if err := os.WriteFile(ip, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// 1. Every byte arrived, the finish never ran.
+	unfinished := e.createVideo(t, `{"title":"unfinished"}`)
+	id1 := start(unfinished.ID, len(clip), len(clip)/2, clip)
+	crashAfterLastByte(id1, clip)
+	// 2. The file was moved to the video's source, the video not queued.
+	moved := e.createVideo(t, `{"title":"moved"}`)
+	id2 := start(moved.ID, len(clip), len(clip)/3, clip)
+	crashAfterLastByte(id2, clip)
+	if err := os.MkdirAll(filepath.Dir(e.files.SourcePath(moved.ID)), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, id2), e.files.SourcePath(moved.ID)); err != nil {
+		t.Fatal(err)
+	}
+	// 3. A complete upload of a text file: the video fails, saying why.
+	text := []byte(strings.Repeat("not a video\n", 100))
+	notVideo := e.createVideo(t, `{"title":"text"}`)
+	id3 := start(notVideo.ID, len(text), 10, text)
+	crashAfterLastByte(id3, text)
+	// 4. Half an upload: left for its client to resume.
+	half := e.createVideo(t, `{"title":"half"}`)
+	id4 := start(half.ID, len(clip), len(clip)/2, clip)
+	// 5. The leftovers of an upload whose video was deleted.
+	gone := e.createVideo(t, `{"title":"gone"}`)
+	id5 := start(gone.ID, len(clip), 100, clip)
+	e.doJSON(t, "DELETE", "/v1/videos/"+gone.ID, testAdminKey, "").wantStatus(t, http.StatusNoContent)
+
+	n, err := e.a.RecoverUploads(t.Context())
+	if err != nil {
+		t.Fatalf("RecoverUploads: %v", err)
+	}
+	if n != 3 {
+		t.Errorf("RecoverUploads finished %d uploads, want 3", n)
+	}
+	for _, v := range []videoJSON{unfinished, moved} {
+		got := e.getVideo(t, v.ID)
+		if got.Status != "processing" || got.SourceBytes != int64(len(clip)) {
+			t.Errorf("%s after recovery: %+v", v.Title, got)
+		}
+		stored, err := os.ReadFile(e.files.SourcePath(v.ID))
+		if err != nil || sha256.Sum256(stored) != sha256.Sum256(clip) {
+			t.Errorf("%s: the recovered source is not the upload (%v)", v.Title, err)
+		}
+	}
+	if got := e.getVideo(t, notVideo.ID); got.Status != "failed" || got.Error == "" {
+		t.Errorf("text upload after recovery: %+v", got)
+	}
+	for _, id := range []string{id1, id2, id3, id5} {
+		for _, f := range []string{id, id + ".info"} {
+			if _, err := os.Stat(filepath.Join(dir, f)); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("%s is left in the upload directory (%v)", f, err)
+			}
+		}
+	}
+	// The half upload resumes and completes.
+	path := "/v1/uploads/" + id4
+	h := e.tusReq(t, "HEAD", path, nil, nil).wantStatus(t, http.StatusOK)
+	off, _ := strconv.Atoi(h.header.Get("Upload-Offset"))
+	if off != len(clip)/2 {
+		t.Fatalf("the half upload's offset after recovery is %d, want %d", off, len(clip)/2)
+	}
+	e.tusReq(t, "PATCH", path, map[string]string{
+		"Upload-Offset": strconv.Itoa(off), "Content-Type": "application/offset+octet-stream",
+	}, clip[off:]).wantStatus(t, http.StatusNoContent)
+	if got := e.getVideo(t, half.ID); got.Status != "processing" {
+		t.Errorf("the resumed upload's video: %+v", got)
+	}
+	// A second pass finds nothing to do.
+	if n, err := e.a.RecoverUploads(t.Context()); n != 0 || err != nil {
+		t.Errorf("second RecoverUploads = %d, %v; want 0, nil", n, err)
 	}
 }

@@ -266,6 +266,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	g.Go(func() error { return puller.Run(gctx) })
 	g.Go(func() error { return httpSrv.run(gctx) })
 	g.Go(func() error { return hooks.Run(gctx) })
+	g.Go(func() error { recoverUploads(gctx, api, log.With("component", "api")); return nil })
 	if vodWorker != nil {
 		g.Go(func() error { return vodWorker.Run(gctx) })
 	}
@@ -283,6 +284,27 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	stopPkg()
 	log.Info("shoal origin stopped")
 	return err
+}
+
+// recoverUploads finishes the uploads a crash interrupted (see
+// playerapi.API.RecoverUploads), retrying while Redis is unreachable.
+func recoverUploads(ctx context.Context, api *playerapi.API, log *slog.Logger) {
+	const retry = 5 * time.Second
+	for {
+		n, err := api.RecoverUploads(ctx)
+		if n > 0 {
+			log.Info("finished uploads a restart interrupted", "uploads", n)
+		}
+		if err == nil {
+			return
+		}
+		log.Warn("finishing interrupted uploads; retrying", "err", err, "in", retry)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(retry):
+		}
+	}
 }
 
 // contentKeyMap is the content keys as the pages embed them: key id ->

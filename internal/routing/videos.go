@@ -52,6 +52,10 @@ type Video struct {
 // HasSource tells whether a source upload has started or completed.
 func (v Video) HasSource() bool { return v.upload != "" }
 
+// HeldBy tells whether the video waits for its source and the upload how
+// ("put" or "tus:<id>") holds its reservation.
+func (v Video) HeldBy(how string) bool { return v.Status == VideoWaiting && v.upload == how }
+
 // VideoRendition is one rung of a ready video.
 type VideoRendition struct {
 	Name    string `json:"name"`
