@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/bluenviron/gortmplib"
+	"github.com/bluenviron/gortmplib/pkg/amf0"
 	"github.com/bluenviron/gortmplib/pkg/codecs"
+	"github.com/bluenviron/gortmplib/pkg/message"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 
@@ -49,6 +51,27 @@ func (s *Server) refuse(log *slog.Logger, reason string, attrs ...any) {
 	}
 }
 
+// reject answers the publish (or play) command with an error status whose
+// code and description the encoder shows: "Server error: <description>"
+// in ffmpeg and OBS's log. gortmplib's RejectAction always says
+// "authentication failed", which misleads for a wrong path or a busy
+// stream.
+func reject(sc *gortmplib.ServerConn, code, description string) error {
+	return sc.Write(&message.CommandAMF0{
+		ChunkStreamID:   5,
+		MessageStreamID: 0x1000000,
+		Name:            "onStatus",
+		Arguments: []any{
+			nil,
+			amf0.Object{
+				{Key: "level", Value: "error"},
+				{Key: "code", Value: code},
+				{Key: "description", Value: description},
+			},
+		},
+	})
+}
+
 func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) error {
 	deadline := func() { _ = conn.SetDeadline(time.Now().Add(s.cfg.ReadTimeout)) }
 	deadline()
@@ -73,25 +96,29 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 	}
 	if !sc.Publish {
 		s.refuse(log, "play_not_offered")
-		_ = sc.RejectAction()
-		return errors.New("RTMP playback is not offered; watch over HLS")
+		const msg = "RTMP playback is not offered; watch over HLS"
+		_ = reject(sc, "NetStream.Play.Failed", msg)
+		return errors.New(msg)
 	}
 	key, err := streamKeyFromPath(sc.URL.Path)
 	if err != nil {
 		s.refuse(log, "bad_path", "err", err)
-		_ = sc.RejectAction()
+		_ = reject(sc, "NetStream.Publish.BadName", "wrong path: "+err.Error())
 		return err
 	}
-	actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	actx, cancel := context.WithTimeout(ingest.WithRemote(ctx, conn.RemoteAddr().String()), 5*time.Second)
 	id, err := s.deps.Auth.Authorize(actx, key)
 	cancel()
 	if err != nil {
-		reason := "unknown_key"
-		if !errors.Is(err, ingest.ErrUnknownKey) {
-			reason = "auth_unavailable"
+		reason, code, msg := "unknown_key", "NetStream.Publish.Unauthorized", "authentication failed: unknown stream key (copy it again from the dashboard, or reset it)"
+		switch {
+		case errors.Is(err, ingest.ErrKeyRateLimited):
+			reason, msg = "too_many_failures", "authentication failed: "+err.Error()
+		case !errors.Is(err, ingest.ErrUnknownKey):
+			reason, code, msg = "auth_unavailable", "NetStream.Publish.Failed", "the server cannot check stream keys now; try again shortly"
 		}
 		s.refuse(log, reason, "key_hash", keyHint(key), "err", err)
-		_ = sc.RejectAction()
+		_ = reject(sc, code, msg)
 		return fmt.Errorf("refused: %w", err)
 	}
 	g.authorized()
@@ -99,7 +126,7 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 	hubKey := media.StreamKey{Name: id, Rendition: media.RenditionSource}
 	if s.deps.Hub.Publishing(hubKey) {
 		s.refuse(log, "already_publishing")
-		_ = sc.RejectAction()
+		_ = reject(sc, "NetStream.Publish.BadName", "this stream is already live from another publisher; stop that one first")
 		return stream.ErrBusy
 	}
 

@@ -179,16 +179,32 @@ func TestWrongKeyAndPlayRefused(t *testing.T) {
 	r := newRig(t, 5*time.Second)
 	clip := testClip(t, "1")
 	addr := r.srv.Addr().String()
-	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", clip, "-c", "copy", "-f", "flv",
-		"rtmp://"+addr+"/live/sk_nope").CombinedOutput(); err == nil {
+	// Each refusal tells the encoder's user what is wrong.
+	out, err := exec.Command("ffmpeg", "-v", "error", "-i", clip, "-c", "copy", "-f", "flv",
+		"rtmp://"+addr+"/live/sk_nope").CombinedOutput()
+	if err == nil {
 		t.Fatalf("wrong key accepted: %s", out)
 	}
-	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", clip, "-c", "copy", "-f", "flv",
-		"rtmp://"+addr+"/other/"+testKey).CombinedOutput(); err == nil {
+	if !strings.Contains(string(out), "unknown stream key") {
+		t.Errorf("ffmpeg was not told the key is unknown: %s", out)
+	}
+	out, err = exec.Command("ffmpeg", "-v", "error", "-i", clip, "-c", "copy", "-f", "flv",
+		"rtmp://"+addr+"/other/"+testKey).CombinedOutput()
+	if err == nil {
 		t.Fatalf("wrong app accepted: %s", out)
 	}
-	if out, err := exec.Command("ffprobe", "-v", "error", "-rw_timeout", "3000000", "rtmp://"+addr+"/live/"+testKey).CombinedOutput(); err == nil {
+	if !strings.Contains(string(out), "wrong path: publish to rtmp://HOST/live/<stream_key>") {
+		t.Errorf("ffmpeg was not told the path is wrong: %s", out)
+	}
+	if strings.Contains(string(out), "authentication failed") {
+		t.Errorf("a wrong path is reported as a failed authentication: %s", out)
+	}
+	out, err = exec.Command("ffprobe", "-v", "error", "-rw_timeout", "3000000", "rtmp://"+addr+"/live/"+testKey).CombinedOutput()
+	if err == nil {
 		t.Fatalf("RTMP playback accepted: %s", out)
+	}
+	if !strings.Contains(string(out), "watch over HLS") {
+		t.Errorf("ffprobe was not told to watch over HLS: %s", out)
 	}
 	if got := testutil.ToFloat64(r.srv.m.Refused.WithLabelValues("unknown_key")); got != 1 {
 		t.Fatalf("refused{unknown_key} = %v, want 1", got)

@@ -260,12 +260,16 @@ func (s *Server) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Re
 		s.refuse(log, "bad_path", "err", err)
 		return &base.Response{StatusCode: base.StatusNotFound}, err
 	}
-	actx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	actx, cancel := context.WithTimeout(ingest.WithRemote(context.Background(), ctx.Conn.NetConn().RemoteAddr().String()), 5*time.Second)
 	id, err := s.deps.Auth.Authorize(actx, key)
 	cancel()
 	if err != nil {
 		reason, status := "unknown_key", base.StatusUnauthorized
-		if !errors.Is(err, ingest.ErrUnknownKey) {
+		switch {
+		case errors.Is(err, ingest.ErrKeyRateLimited):
+			// RTSP has no 429: 453 Not Enough Bandwidth would mislead.
+			reason, status = "too_many_failures", base.StatusForbidden
+		case !errors.Is(err, ingest.ErrUnknownKey):
 			reason, status = "auth_unavailable", base.StatusServiceUnavailable
 		}
 		s.refuse(log, reason, "key_hash", ids.Hash(key)[:8], "err", err)

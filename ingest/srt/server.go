@@ -332,7 +332,7 @@ func (s *Server) admit(ctx context.Context, req gosrt.ConnRequest, c *conn) bool
 			return false
 		}
 	}
-	actx, cancel := context.WithTimeout(ctx, authTimeout)
+	actx, cancel := context.WithTimeout(ingest.WithRemote(ctx, req.RemoteAddr().String()), authTimeout)
 	id, err := s.deps.Auth.Authorize(actx, key)
 	cancel()
 	if err != nil {
@@ -341,7 +341,10 @@ func (s *Server) admit(ctx context.Context, req gosrt.ConnRequest, c *conn) bool
 			return false
 		}
 		reason, code := "unknown_key", gosrt.REJX_UNAUTHORIZED
-		if !errors.Is(err, ingest.ErrUnknownKey) {
+		switch {
+		case errors.Is(err, ingest.ErrKeyRateLimited):
+			reason, code = "too_many_failures", gosrt.REJX_OVERLOAD
+		case !errors.Is(err, ingest.ErrUnknownKey):
 			reason, code = "auth_unavailable", gosrt.REJX_DOWN
 		}
 		s.refuse(log, req, reason, code, "key_hash", ids.Hash(key)[:8], "err", err)

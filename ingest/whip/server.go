@@ -23,9 +23,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"mime"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -295,7 +297,13 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusRequestEntityTooLarge, "too_large", "too_large", fmt.Sprintf("the SDP offer is larger than %d bytes", maxOffer))
 		return
 	}
-	id, err := s.deps.Auth.Authorize(r.Context(), key)
+	id, err := s.deps.Auth.Authorize(ingest.WithRemote(r.Context(), ip), key)
+	var limited *ingest.ErrTooManyFailures
+	if errors.As(err, &limited) {
+		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(limited.RetryAfter.Seconds()))))
+		s.refuse(w, http.StatusTooManyRequests, "too_many_requests", "too_many_failures", limited.Error())
+		return
+	}
 	if errors.Is(err, ingest.ErrUnknownKey) {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="whip", error="invalid_token"`)
 		s.refuse(w, http.StatusUnauthorized, "unauthorized", "unknown_key", "unknown stream key")

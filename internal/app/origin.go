@@ -137,8 +137,13 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 	keys := newKeyAuthorizer(store)
 	limits := ingest.NewConnLimiter(cfg.Ingest.MaxConnections, cfg.Ingest.MaxConnectionsPerIP)
+	// One guard for every protocol: guesses can't be spread over them.
+	var auth ingest.Authorizer = keys
+	if n := cfg.Ingest.MaxKeyFailuresPerMinute; n > 0 {
+		auth = ingest.NewKeyGuard(n, time.Minute/time.Duration(n)).Guard(keys)
+	}
 	rtmpIngest, err := rtmp.New(rtmp.Config{Addr: cfg.RTMPAddr, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
-		rtmp.Deps{Log: log.With("component", "rtmp"), Auth: keys, Hub: hub, Registerer: reg, Limits: limits})
+		rtmp.Deps{Log: log.With("component", "rtmp"), Auth: auth, Hub: hub, Registerer: reg, Limits: limits})
 	if err != nil {
 		return err
 	}
@@ -146,7 +151,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	var rtspIngest *rtsp.Server
 	if cfg.RTSPAddr != config.Off {
 		rtspIngest, err = rtsp.New(rtsp.Config{Addr: cfg.RTSPAddr, UDPPort: cfg.Ingest.RTSPUDPPort, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
-			rtsp.Deps{Log: log.With("component", "rtsp"), Auth: keys, Hub: hub, Registerer: reg, Limits: limits})
+			rtsp.Deps{Log: log.With("component", "rtsp"), Auth: auth, Hub: hub, Registerer: reg, Limits: limits})
 		if err != nil {
 			return err
 		}
@@ -156,13 +161,13 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if cfg.SRTAddr != config.Off {
 		srtIngest, err = srt.New(srt.Config{Addr: cfg.SRTAddr, Latency: cfg.Ingest.SRTLatency.Std(),
 			ReadTimeout: cfg.Ingest.ReadTimeout.Std(), Passphrase: cfg.Ingest.SRTPassphrase},
-			srt.Deps{Log: log.With("component", "srt"), Auth: keys, Hub: hub, Registerer: reg, Limits: limits})
+			srt.Deps{Log: log.With("component", "srt"), Auth: auth, Hub: hub, Registerer: reg, Limits: limits})
 		if err != nil {
 			return err
 		}
 		defer srtIngest.Close()
 	}
-	whipIngest, err := whip.New(whipConfig(cfg), whip.Deps{Log: log.With("component", "whip"), Auth: keys, Hub: hub, Registerer: reg,
+	whipIngest, err := whip.New(whipConfig(cfg), whip.Deps{Log: log.With("component", "whip"), Auth: auth, Hub: hub, Registerer: reg,
 		Convert: whipConverters{preset: cfg.Transcode.Preset, segment: cfg.HLS.SegmentDuration.Std(), log: log.With("component", "whip")}})
 	if err != nil {
 		return err

@@ -90,6 +90,10 @@ type IngestConfig struct {
 	// RTMP, RTSP and SRT connections at once, in total and per address.
 	MaxConnections      int `yaml:"max_connections"`
 	MaxConnectionsPerIP int `yaml:"max_connections_per_ip"`
+	// Wrong stream keys one address may send a minute, on every ingest
+	// protocol together (a burst of as many, then one every 60/N s); 0:
+	// no limit.
+	MaxKeyFailuresPerMinute int `yaml:"max_key_failures_per_minute"`
 	// WebRTC (WHIP): one muxed UDP port (0: ephemeral ports per session),
 	// comma-separated public IPs (NAT 1:1) and STUN servers, and limits.
 	WHIPUDPPort          int    `yaml:"whip_udp_port"`
@@ -146,17 +150,18 @@ func base() Config {
 		MaxUploadBytes:      20 << 30,
 		WebhookAllowPrivate: "auto",
 		Ingest: IngestConfig{
-			ReconnectGrace:       Duration(10 * time.Second),
-			ReadTimeout:          Duration(10 * time.Second),
-			RTSPUDPPort:          8000,
-			MaxConnections:       1000,
-			MaxConnectionsPerIP:  16,
-			WHIPUDPPort:          8189,
-			WHIPMaxSessions:      100,
-			WHIPMaxSessionsPerIP: 8,
-			WHEPMaxViewers:       500,
-			SRTLatency:           Duration(200 * time.Millisecond),
-			MaxRestreams:         5,
+			ReconnectGrace:          Duration(10 * time.Second),
+			ReadTimeout:             Duration(10 * time.Second),
+			RTSPUDPPort:             8000,
+			MaxConnections:          1000,
+			MaxConnectionsPerIP:     16,
+			MaxKeyFailuresPerMinute: 10,
+			WHIPUDPPort:             8189,
+			WHIPMaxSessions:         100,
+			WHIPMaxSessionsPerIP:    8,
+			WHEPMaxViewers:          500,
+			SRTLatency:              Duration(200 * time.Millisecond),
+			MaxRestreams:            5,
 		},
 		HLS: HLSConfig{
 			SegmentDuration: Duration(2 * time.Second),

@@ -65,7 +65,7 @@ func TestDefaultIsValid(t *testing.T) {
 		LogFormat:           "text",
 		WebhookAllowPrivate: "auto",
 		Ingest: IngestConfig{ReconnectGrace: Duration(10 * time.Second), ReadTimeout: Duration(10 * time.Second), RTSPUDPPort: 8000,
-			MaxConnections: 1000, MaxConnectionsPerIP: 16,
+			MaxConnections: 1000, MaxConnectionsPerIP: 16, MaxKeyFailuresPerMinute: 10,
 			WHIPUDPPort: 8189, WHIPMaxSessions: 100, WHIPMaxSessionsPerIP: 8, WHEPMaxViewers: 500, SRTLatency: Duration(200 * time.Millisecond), MaxRestreams: 5},
 		HLS: HLSConfig{SegmentDuration: Duration(2 * time.Second), LiveWindow: 6, Format: "fmp4", PartDuration: Duration(500 * time.Millisecond), DVRWindow: Duration(2 * time.Hour)},
 		Hub: HubConfig{QueueSize: 1024},

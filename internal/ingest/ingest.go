@@ -29,6 +29,14 @@ type Authorizer interface {
 	Authorize(ctx context.Context, streamKey string) (streamID string, err error)
 }
 
+// AuthorizerFunc is a function that is an Authorizer.
+type AuthorizerFunc func(ctx context.Context, streamKey string) (string, error)
+
+// Authorize calls f.
+func (f AuthorizerFunc) Authorize(ctx context.Context, key string) (string, error) {
+	return f(ctx, key)
+}
+
 // Hub is the part of the stream hub ingest publishes into.
 type Hub interface {
 	Publishing(key media.StreamKey) bool

@@ -1,0 +1,188 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+)
+
+// ErrTooManyFailures is what a guarded Authorizer returns, without asking
+// the one it guards, to an address that sent too many unknown stream keys.
+type ErrTooManyFailures struct {
+	RetryAfter time.Duration // when the next attempt is let through
+}
+
+func (e *ErrTooManyFailures) Error() string {
+	return fmt.Sprintf("too many wrong stream keys from your address; try again in %s", e.RetryAfter.Round(time.Second))
+}
+
+// Is makes errors.Is(err, ErrKeyRateLimited) hold for every value.
+func (e *ErrTooManyFailures) Is(target error) bool { return target == ErrKeyRateLimited }
+
+// ErrKeyRateLimited matches any *ErrTooManyFailures with errors.Is.
+var ErrKeyRateLimited = errors.New("too many wrong stream keys")
+
+// KeyGuard rate-limits stream-key guessing per remote address: each
+// address may send Burst unknown keys, then one more every Every. One
+// guard is shared by every ingest protocol, so an address can't spread
+// its guesses over them. Right keys cost nothing. Memory is bounded: an
+// address that refilled its allowance is forgotten, and at most MaxAddrs
+// are tracked (beyond that the oldest entry makes room).
+type KeyGuard struct {
+	Burst    int
+	Every    time.Duration
+	MaxAddrs int
+	Now      func() time.Time // nil: time.Now
+
+	mu    sync.Mutex
+	addrs map[string]*keyBucket
+}
+
+type keyBucket struct {
+	tokens float64
+	at     time.Time // allowance counted up to here
+	last   time.Time // the latest failure
+}
+
+// NewKeyGuard allows burst failures per address, then one per every; a
+// burst of 0 or less turns the guard off (nil).
+func NewKeyGuard(burst int, every time.Duration) *KeyGuard {
+	if burst <= 0 || every <= 0 {
+		return nil
+	}
+	return &KeyGuard{Burst: burst, Every: every, MaxAddrs: 100_000}
+}
+
+type remoteKey struct{}
+
+// WithRemote names the address (host:port or a bare host) a stream key
+// came from, for a guarded Authorizer.
+func WithRemote(ctx context.Context, addr string) context.Context {
+	return context.WithValue(ctx, remoteKey{}, hostOf(addr))
+}
+
+func hostOf(addr string) string {
+	if h, _, err := net.SplitHostPort(addr); err == nil {
+		return h
+	}
+	return addr
+}
+
+// Guard wraps auth: a key check from an address out of allowance is
+// refused with *ErrTooManyFailures before auth is asked, and every
+// ErrUnknownKey auth answers spends one. A key check whose context names
+// no address (WithRemote) is not limited. A nil guard returns auth.
+func (g *KeyGuard) Guard(auth Authorizer) Authorizer {
+	if g == nil {
+		return auth
+	}
+	return guarded{g: g, auth: auth}
+}
+
+type guarded struct {
+	g    *KeyGuard
+	auth Authorizer
+}
+
+func (a guarded) Authorize(ctx context.Context, key string) (string, error) {
+	ip, _ := ctx.Value(remoteKey{}).(string)
+	if ip == "" {
+		return a.auth.Authorize(ctx, key)
+	}
+	if wait := a.g.wait(ip); wait > 0 {
+		return "", &ErrTooManyFailures{RetryAfter: wait}
+	}
+	id, err := a.auth.Authorize(ctx, key)
+	if errors.Is(err, ErrUnknownKey) {
+		a.g.spend(ip)
+	}
+	return id, err
+}
+
+func (g *KeyGuard) now() time.Time {
+	if g.Now != nil {
+		return g.Now()
+	}
+	return time.Now()
+}
+
+// refill brings b's allowance up to now; under g.mu.
+func (g *KeyGuard) refill(b *keyBucket, now time.Time) {
+	if d := now.Sub(b.at); d > 0 {
+		b.tokens = min(float64(g.Burst), b.tokens+float64(d)/float64(g.Every))
+		b.at = now
+	}
+}
+
+// wait is how long ip must wait before its next key check; 0: now.
+func (g *KeyGuard) wait(ip string) time.Duration {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b := g.addrs[ip]
+	if b == nil {
+		return 0
+	}
+	now := g.now()
+	g.refill(b, now)
+	if b.tokens >= 1 {
+		if b.tokens >= float64(g.Burst) {
+			delete(g.addrs, ip)
+		}
+		return 0
+	}
+	return time.Duration((1 - b.tokens) * float64(g.Every))
+}
+
+// spend takes one failure from ip's allowance.
+func (g *KeyGuard) spend(ip string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	b := g.addrs[ip]
+	if b == nil {
+		if g.addrs == nil {
+			g.addrs = map[string]*keyBucket{}
+		}
+		if g.MaxAddrs > 0 && len(g.addrs) >= g.MaxAddrs {
+			g.evict(now)
+		}
+		b = &keyBucket{tokens: float64(g.Burst), at: now}
+		g.addrs[ip] = b
+	}
+	g.refill(b, now)
+	b.tokens = max(0, b.tokens-1)
+	b.last = now
+}
+
+// evict makes room for one more address: the ones that refilled go, and
+// if none did, the one that failed longest ago; under g.mu.
+func (g *KeyGuard) evict(now time.Time) {
+	var oldest string
+	var at time.Time
+	for ip, b := range g.addrs {
+		g.refill(b, now)
+		if b.tokens >= float64(g.Burst) {
+			delete(g.addrs, ip)
+			continue
+		}
+		if oldest == "" || b.last.Before(at) {
+			oldest, at = ip, b.last
+		}
+	}
+	if len(g.addrs) >= g.MaxAddrs && oldest != "" {
+		delete(g.addrs, oldest)
+	}
+}
+
+// Tracked is how many addresses the guard remembers now.
+func (g *KeyGuard) Tracked() int {
+	if g == nil {
+		return 0
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.addrs)
+}
