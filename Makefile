@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/shoal-video/shoal/internal/app.Version=$(VERSION)
 # Go's test timeout for the whole suite; CI allows 90 minutes, we aim well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build run test deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge bench-latency bench-packager web web-check
+.PHONY: all build run test test-faults deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge bench-latency bench-packager web web-check
 
 all: build
 
@@ -25,6 +25,12 @@ run: deps build
 test: deps
 	$(GO) vet ./...
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+# The fault suite (faults/): real shoal processes under a connection flood,
+# kill -9, a full disk, Redis emptied and forged or revoked credentials; it
+# prints a table of what was survived and lost (see README, Reliability).
+test-faults: deps
+	$(GO) test -tags faults -count=1 -timeout 15m -v ./faults
 
 # Benchmarks: each prints one summary line of name=value figures, ratios
 # against a peer run side by side in the same command (see benchmarks/README.md).

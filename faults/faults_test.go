@@ -1,0 +1,208 @@
+//go:build faults
+
+package faults
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/bluenviron/gortmplib/pkg/handshake"
+
+	"github.com/shoal-video/shoal/internal/testutil/redistest"
+)
+
+// chunk0 is an RTMP chunk with a type-0 header on chunk stream csid.
+func chunk0(csid byte, length uint32, typ byte, body []byte) []byte {
+	h := []byte{csid, 0, 0, 0, byte(length >> 16), byte(length >> 8), byte(length), typ, 0, 0, 0, 0}
+	return append(h, body...)
+}
+
+// TestHostileRTMP: 300 connections at once, three times over, each
+// completing the handshake and then announcing 10 MiB (a Set Chunk Size
+// of 10 MiB, or a 10 MiB message header) and holding the connection; a
+// real publisher goes live in the middle of it. The origin's memory stays
+// flat: it refuses what is announced before a byte of it is allocated.
+func TestHostileRTMP(t *testing.T) {
+	rs := redistest.Start(t)
+	s := newShoal(t, rs, t.TempDir(), false,
+		"SHOAL_INGEST_MAX_CONNECTIONS=5000", "SHOAL_INGEST_MAX_CONNECTIONS_PER_IP=5000")
+	s.start()
+	ls := s.createStream("under attack")
+	rss0, _ := s.memKiB()
+	addr := strings.TrimSuffix(strings.TrimPrefix(s.rtmp, "rtmp://"), "/live")
+
+	huge := make([]byte, 4)
+	binary.BigEndian.PutUint32(huge, 10<<20)
+	attacks := [][]byte{
+		append(chunk0(2, 4, 1, huge), chunk0(3, 10<<20, 20, []byte{2})...),
+		append(chunk0(2, 4, 1, []byte{0, 0, 0x10, 0}), chunk0(3, 10<<20, 20, []byte{2})...),
+	}
+	const conns, waves = 300, 3
+	var closedByServer, failed atomic.Int64
+	attack := func() {
+		var wg sync.WaitGroup
+		for i := range conns {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := net.DialTimeout("tcp", addr, 10*time.Second)
+				if err != nil {
+					failed.Add(1)
+					return
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+				if _, _, err := handshake.DoClient(c, false, false); err != nil {
+					failed.Add(1)
+					return
+				}
+				if _, err := c.Write(attacks[i%2]); err != nil {
+					failed.Add(1)
+					return
+				}
+				// Hold it: the server must close it, not wait for 10 MiB.
+				if _, err := io.Copy(io.Discard, c); err == nil {
+					closedByServer.Add(1)
+				} else {
+					failed.Add(1)
+				}
+			}()
+		}
+		wg.Wait()
+	}
+	var wavesDone sync.WaitGroup
+	wavesDone.Add(1)
+	go func() {
+		defer wavesDone.Done()
+		for range waves {
+			attack()
+		}
+	}()
+	// A real publisher during the attack.
+	start := time.Now()
+	publisher(t, s.rtmp+"/"+ls.StreamKey)
+	s.waitFor("the publisher live during the attack", 30*time.Second, func() bool { return s.status(ls.ID) == "live" })
+	liveAfter := time.Since(start)
+	wavesDone.Wait()
+	s.waitFor("segments after the attack", 20*time.Second, func() bool { return s.segments(ls.ID) >= 2 })
+	rss1, peak := s.memKiB()
+	refused := s.metric("shoal_ingest_refused_total", `reason="preauth_too_large"`)
+	grown := peak - rss0
+	t.Logf("RSS %d MiB before, peak %d MiB, %d MiB now; %d of %d closed by the server, %d failed; refused %v; live after %s",
+		rss0>>10, peak>>10, rss1>>10, closedByServer.Load(), conns*waves, failed.Load(), refused, liveAfter.Round(100*time.Millisecond))
+	pass := grown < 100<<10 && closedByServer.Load() == conns*waves && refused == conns*waves
+	if grown >= 100<<10 {
+		t.Errorf("the origin's peak RSS grew %d MiB under the attack, want under 100", grown>>10)
+	}
+	if closedByServer.Load() != conns*waves || refused != conns*waves {
+		t.Errorf("%d connections closed by the server and %v refused, want %d each", closedByServer.Load(), refused, conns*waves)
+	}
+	record(row{
+		Fault: "hostile RTMP: handshake, then a 10 MiB chunk size or message header, held open",
+		Load:  fmt.Sprintf("%d connections at once x %d waves (%d in all)", conns, waves, conns*waves),
+		Survived: fmt.Sprintf("peak RSS +%d MiB (%d -> %d MiB); every connection closed at once; a real publisher live %.1f s after it started, mid-attack",
+			grown>>10, rss0>>10, peak>>10, liveAfter.Seconds()),
+		Lost: "none", Pass: pass,
+	})
+}
+
+// TestKill9MidStream: the origin is killed with SIGKILL while a stream is
+// live and restarted on the same data dir: the recording is finished and
+// plays with every segment written before the kill, and the stream key
+// works again.
+func TestKill9MidStream(t *testing.T) {
+	rs := redistest.Start(t)
+	s := newShoal(t, rs, t.TempDir(), false)
+	s.start()
+	ls := s.createStream("killed")
+	pub := publisher(t, s.rtmp+"/"+ls.StreamKey)
+	s.waitFor("the stream live", 30*time.Second, func() bool { return s.status(ls.ID) == "live" })
+	s.waitFor("4 segments", 30*time.Second, func() bool { return s.segments(ls.ID) >= 4 })
+	before := s.segments(ls.ID)
+	s.kill9()
+	_ = pub.Process.Kill()
+
+	start := time.Now()
+	s.start()
+	restart := time.Since(start)
+	s.waitFor("the stream idle after the restart", 20*time.Second, func() bool { return s.status(ls.ID) == "idle" })
+	_, rec := s.get("/hls/"+ls.ID+"/source/recording.m3u8", "")
+	after := strings.Count(string(rec), "#EXTINF")
+	ended := strings.Contains(string(rec), "#EXT-X-ENDLIST")
+	dur, perr := probeDuration(s.http + "/hls/" + ls.ID + "/master.m3u8")
+	// The key works again.
+	publisher(t, s.rtmp+"/"+ls.StreamKey)
+	var liveAgain bool
+	liveAgain = poll(30*time.Second, func() bool { return s.status(ls.ID) == "live" })
+	t.Logf("%d segments before the kill, %d in the finished recording (ENDLIST %v), %.2f s playable; restart %s; live again %v",
+		before, after, ended, dur, restart.Round(100*time.Millisecond), liveAgain)
+	pass := after >= before && ended && dur >= float64(before)*1.5 && liveAgain
+	if !pass {
+		t.Errorf("after kill -9: %d of %d segments, ENDLIST %v, %.2f s playable (%s), live again %v", after, before, ended, dur, perr, liveAgain)
+	}
+	lost := "none"
+	if after < before {
+		lost = fmt.Sprintf("%d segments", before-after)
+	}
+	record(row{
+		Fault:    "kill -9 of the origin mid-stream, then a restart on the same data dir",
+		Load:     fmt.Sprintf("a live 1-rendition stream, %d segments written", before),
+		Survived: fmt.Sprintf("recording finished (ENDLIST) with %d segments, %.1f s playable (ffprobe); ready %.1f s after the restart; the same stream key live again", after, dur, restart.Seconds()),
+		Lost:     lost + " (the segment being built at the kill, under 2 s of media, was never acknowledged)",
+		Pass:     pass,
+	})
+}
+
+// TestRedisFlushed: Redis loses everything (FLUSHALL, as a restart without
+// persistence) while a stream is live and an edge serves it: the stream
+// keeps publishing, the edge is told to join again at its next heartbeat
+// and does, and the API works on the empty Redis (new streams, VOD jobs).
+func TestRedisFlushed(t *testing.T) {
+	rs := redistest.Start(t)
+	s := newShoal(t, rs, t.TempDir(), true)
+	s.start()
+	ls := s.createStream("flushed")
+	publisher(t, s.rtmp+"/"+ls.StreamKey)
+	s.waitFor("the stream live", 30*time.Second, func() bool { return s.status(ls.ID) == "live" })
+	edges := func() int {
+		_, b := s.get("/v1/nodes", adminKey)
+		return strings.Count(string(b), `"role":"edge"`)
+	}
+	s.waitFor("the edge joined", 20*time.Second, func() bool { return edges() == 1 })
+	s.waitFor("2 segments", 30*time.Second, func() bool { return s.segments(ls.ID) >= 2 })
+
+	if out, err := exec.Command("redis-cli", "-u", rs.URL, "FLUSHALL").CombinedOutput(); err != nil {
+		t.Fatalf("FLUSHALL: %v %s", err, out)
+	}
+	flushed := time.Now()
+	segs := s.segments(ls.ID)
+	rejoined := poll(15*time.Second, func() bool { return edges() == 1 })
+	rejoin := time.Since(flushed)
+	kept := poll(15*time.Second, func() bool { return s.segments(ls.ID) >= segs+2 })
+	// The edge still serves the live stream.
+	code, _ := request("GET", s.edge+"/hls/"+ls.ID+"/master.m3u8", "", nil)
+	// The API works on the empty Redis: a new stream goes live.
+	ls2 := s.createStream("after the flush")
+	publisher(t, s.rtmp+"/"+ls2.StreamKey)
+	newLive := poll(30*time.Second, func() bool { return s.status(ls2.ID) == "live" })
+	t.Logf("edge rejoined %v in %s; segments kept coming %v; edge master %d; a new stream live %v", rejoined, rejoin.Round(100*time.Millisecond), kept, code, newLive)
+	pass := rejoined && kept && code == 200 && newLive
+	if !pass {
+		t.Errorf("after FLUSHALL: edge rejoined %v, segments kept coming %v, edge master %d, new stream live %v", rejoined, kept, code, newLive)
+	}
+	record(row{
+		Fault:    "Redis emptied (FLUSHALL) with a stream live and an edge serving it",
+		Load:     "1 live stream, 1 edge, the API in use",
+		Survived: fmt.Sprintf("the broadcast never stopped; the edge rejoined %.1f s later and still served it; a new stream could be created and went live", rejoin.Seconds()),
+		Lost:     "what Redis held (records, keys, tokens) — Redis persistence is the operator's; nothing on disk",
+		Pass:     pass,
+	})
+}
