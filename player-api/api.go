@@ -5,7 +5,10 @@
 //
 // Every route but the OpenAPI document needs "Authorization: Bearer <api key>", where the key is
 // either the bootstrap admin key from the configuration (accepted without
-// Redis) or a key issued by POST /v1/api-keys. Every error is JSON:
+// Redis) or a key issued by POST /v1/api-keys. An issued key has scopes
+// (admin, streams, videos, playback-tokens, read-only); routeScopes says
+// which one each route needs, and a key without it is answered 403. The
+// admin key has every scope. Every error is JSON:
 //
 //	{"error":{"code":"not_found","message":"live stream not found"}}
 //

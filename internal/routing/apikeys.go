@@ -212,7 +212,9 @@ func (s *Store) DeleteAPIKey(ctx context.Context, id string) error {
 
 // indexLegacyAPIKeys adds the keys issued before the index existed to it,
 // once: it scans shoal:apikey:* and then marks the index complete (every
-// key issued since is indexed when it is created).
+// key issued since is indexed when it is created). A key that an older
+// Shoal, still running during an upgrade, issues after that is indexed by
+// VerifyAPIKey at its first use.
 func (s *Store) indexLegacyAPIKeys(ctx context.Context) error {
 	n, err := s.rdb.Exists(ctx, apiKeysIndexed).Result()
 	if err != nil {
