@@ -310,3 +310,15 @@ func TestOpenAPIScopes(t *testing.T) {
 		}
 	}
 }
+
+// TestRouteWithoutScopeIsAdminOnly: a route mounted behind Authenticate
+// that routeScopes does not list needs the admin scope (it fails closed).
+func TestRouteWithoutScopeIsAdminOnly(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	e.h.(*gin.Engine).Group("/v1", e.a.Authenticate).GET("/unlisted", func(c *gin.Context) { c.Status(http.StatusNoContent) })
+	all := e.newKey(t, `["streams","videos","playback-tokens","read-only"]`)
+	e.doJSON(t, "GET", "/v1/unlisted", all.Key, "").wantForbidden(t, "admin")
+	e.doJSON(t, "GET", "/v1/unlisted", e.newKey(t, `["admin"]`).Key, "").wantStatus(t, http.StatusNoContent)
+	e.doJSON(t, "GET", "/v1/unlisted", testAdminKey, "").wantStatus(t, http.StatusNoContent)
+}
