@@ -5,11 +5,15 @@
 //
 // Every route but the OpenAPI document needs "Authorization: Bearer <api key>", where the key is
 // either the bootstrap admin key from the configuration (accepted without
-// Redis) or a key issued by POST /v1/api-keys. Every error is JSON:
+// Redis) or a key issued by POST /v1/api-keys. An issued key has scopes
+// (admin, streams, videos, playback-tokens, read-only); routeScopes says
+// which one each route needs, and a key without it is answered 403. The
+// admin key has every scope. Every error is JSON:
 //
 //	{"error":{"code":"not_found","message":"live stream not found"}}
 //
-// with code one of invalid_request (400), unauthorized (401), not_found
+// with code one of invalid_request (400), unauthorized (401), forbidden
+// (403, the API key lacks the route's scope; see routeScopes), not_found
 // (404), conflict (409), payload_too_large (413), not_a_video (422),
 // internal (500) and unavailable (503, the state store is unreachable).
 package playerapi
@@ -51,8 +55,10 @@ type Store interface {
 	UpdateLiveStream(ctx context.Context, id string, u routing.LiveStreamUpdate) (routing.LiveStream, error)
 	DeleteLiveStream(ctx context.Context, id string) error
 	ResetStreamKey(ctx context.Context, id string) (routing.LiveStream, error)
-	CreateAPIKey(ctx context.Context, name string) (plaintext string, info routing.APIKey, err error)
+	CreateAPIKey(ctx context.Context, name string, scopes []string) (plaintext string, info routing.APIKey, err error)
 	VerifyAPIKey(ctx context.Context, key string) (routing.APIKey, error)
+	ListAPIKeys(ctx context.Context) ([]routing.APIKey, error)
+	DeleteAPIKey(ctx context.Context, id string) error
 	VideoStore
 	WebhookStore
 	NodeStore
@@ -346,6 +352,8 @@ func (a *API) Register(r gin.IRouter) {
 	v1.DELETE("/live-streams/:id", a.deleteLiveStream)
 	v1.POST("/live-streams/:id/reset-stream-key", a.resetStreamKey)
 	v1.POST("/api-keys", a.createAPIKey)
+	v1.GET("/api-keys", a.listAPIKeys)
+	v1.DELETE("/api-keys/:id", a.deleteAPIKey)
 	a.registerRestreams(v1)
 	a.registerVideos(v1)
 	a.registerWebhooks(v1)
@@ -375,6 +383,7 @@ func WriteError(c *gin.Context, status int, code, msg string) {
 const (
 	codeInvalidRequest  = "invalid_request"
 	codeUnauthorized    = "unauthorized"
+	codeForbidden       = "forbidden"
 	codeNotFound        = "not_found"
 	codePayloadTooLarge = "payload_too_large"
 	codeInternal        = "internal"

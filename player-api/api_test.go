@@ -104,7 +104,13 @@ func (e *env) api() *API { return e.a }
 
 func newEnv(t testing.TB, cfg Config) *env {
 	t.Helper()
-	srv := redistest.Start(t)
+	return newEnvOn(t, cfg, redistest.Start(t))
+}
+
+// newEnvOn is newEnv on the Redis srv, which other envs may share (as the
+// nodes of one deployment do).
+func newEnvOn(t testing.TB, cfg Config, srv *redistest.Server) *env {
+	t.Helper()
 	store, err := routing.NewStore(srv.URL)
 	if err != nil {
 		t.Fatalf("NewStore: %v", err)
@@ -365,10 +371,14 @@ func TestIssuedAPIKeyWorks(t *testing.T) {
 	if cc := r.header.Get("Cache-Control"); cc != "no-store" {
 		t.Errorf("Cache-Control %q, want no-store", cc)
 	}
-	// The new key can do everything, including issuing keys.
+	// Without "scopes" the key has every scope but admin.
+	if strings.Join(k.Scopes, ",") != "streams,videos,playback-tokens" {
+		t.Errorf("default scopes %q", k.Scopes)
+	}
 	ls := decode[liveStreamJSON](t, e.doJSON(t, "POST", "/v1/live-streams", k.Key, `{"name":"by key"}`).wantStatus(t, http.StatusCreated))
 	e.doJSON(t, "GET", "/v1/live-streams/"+ls.ID, k.Key, "").wantStatus(t, http.StatusOK)
-	k2 := decode[apiKeyJSON](t, e.doJSON(t, "POST", "/v1/api-keys", k.Key, `{"name":"second"}`).wantStatus(t, http.StatusCreated))
+	e.doJSON(t, "POST", "/v1/api-keys", k.Key, `{"name":"second"}`).wantError(t, http.StatusForbidden, "forbidden")
+	k2 := decode[apiKeyJSON](t, e.doJSON(t, "POST", "/v1/api-keys", testAdminKey, `{"name":"second"}`).wantStatus(t, http.StatusCreated))
 	if k2.Key == k.Key || k2.ID == k.ID {
 		t.Errorf("second key repeats the first")
 	}

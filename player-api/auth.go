@@ -21,23 +21,29 @@ const apiKeyPrefix = "shoal"
 // key cannot be checked because Redis is unreachable. Register installs it
 // on every route; it is exported for other /v1 routes the lead mounts.
 //
+// It then answers 403 when the key lacks the scope routeScopes gives the
+// route (the admin key has every scope). Issued keys are looked up in Redis
+// on every request, never cached, so a revoked key is refused at once by
+// every node that shares the store.
+//
 // Answers carry secrets (stream keys, new API keys), so Authenticate marks
 // every answer "Cache-Control: no-store".
 func (a *API) Authenticate(c *gin.Context) {
 	c.Header("Cache-Control", "no-store")
 	key, ok := bearerToken(c.GetHeader("Authorization"))
 	if !ok {
-		unauthorized(c, `missing or malformed Authorization header; send "Authorization: Bearer <api key>"`)
+		unauthorized(c, missingKeyMessage)
 		return
 	}
 	if ids.Equal(ids.Hash(key), a.adminKeyHash) {
+		authorize(c, allScopes)
 		return
 	}
 	if !ids.LooksLikeSecret(apiKeyPrefix, key) {
 		unauthorized(c, "invalid API key")
 		return
 	}
-	_, err := a.store.VerifyAPIKey(c.Request.Context(), key)
+	k, err := a.store.VerifyAPIKey(c.Request.Context(), key)
 	if errors.Is(err, routing.ErrNotFound) {
 		unauthorized(c, "invalid API key")
 		return
@@ -46,7 +52,10 @@ func (a *API) Authenticate(c *gin.Context) {
 		a.fail(c, err, "invalid API key")
 		return
 	}
+	authorize(c, k.Scopes)
 }
+
+const missingKeyMessage = `missing or malformed Authorization header; send "Authorization: Bearer <api key>"`
 
 // bearerToken returns the token of an "Authorization: Bearer <token>"
 // header; the scheme is case-insensitive (RFC 9110, section 11.1).

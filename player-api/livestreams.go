@@ -87,6 +87,17 @@ func (a *API) liveStreamJSON(ls routing.LiveStream) liveStreamJSON {
 	}
 }
 
+// liveStreamJSONFor is ls as the request's API key may see it: a key
+// without the streams scope (read-only) is not shown the stream key, nor
+// the RTSP and SRT URLs that hold it.
+func (a *API) liveStreamJSONFor(c *gin.Context, ls routing.LiveStream) liveStreamJSON {
+	j := a.liveStreamJSON(ls)
+	if !hasScope(c, scopeStreams) {
+		j.StreamKey, j.Ingest.StreamKey, j.Ingest.RTSPURL, j.Ingest.SRTURL = "", "", "", ""
+	}
+	return j
+}
+
 // pull is the state of ls's pull, when it has a source URL.
 func (a *API) pull(ls routing.LiveStream) *PullState {
 	if ls.SourceURL == "" {
@@ -198,7 +209,7 @@ func (a *API) createLiveStream(c *gin.Context) {
 		a.fail(c, err, liveStreamNotFound)
 		return
 	}
-	c.JSON(http.StatusCreated, a.liveStreamJSON(ls))
+	c.JSON(http.StatusCreated, a.liveStreamJSONFor(c, ls))
 }
 
 // listLiveStreams handles GET /v1/live-streams.
@@ -210,7 +221,7 @@ func (a *API) listLiveStreams(c *gin.Context) {
 	}
 	out := liveStreamListJSON{Data: make([]liveStreamJSON, 0, len(list))}
 	for _, ls := range list {
-		out.Data = append(out.Data, a.liveStreamJSON(ls))
+		out.Data = append(out.Data, a.liveStreamJSONFor(c, ls))
 	}
 	c.JSON(http.StatusOK, out)
 }
@@ -226,7 +237,7 @@ func (a *API) getLiveStream(c *gin.Context) {
 		a.fail(c, err, liveStreamNotFound)
 		return
 	}
-	c.JSON(http.StatusOK, a.liveStreamJSON(ls))
+	c.JSON(http.StatusOK, a.liveStreamJSONFor(c, ls))
 }
 
 // updateLiveStream handles PATCH /v1/live-streams/:id {"name"?, "ladder"?,
@@ -266,7 +277,7 @@ func (a *API) updateLiveStream(c *gin.Context) {
 		a.fail(c, err, liveStreamNotFound)
 		return
 	}
-	c.JSON(http.StatusOK, a.liveStreamJSON(ls))
+	c.JSON(http.StatusOK, a.liveStreamJSONFor(c, ls))
 }
 
 // deleteLiveStream handles DELETE /v1/live-streams/:id.
@@ -301,7 +312,7 @@ func (a *API) resetStreamKey(c *gin.Context) {
 	// Whoever publishes with the old key is cut off: a reset key is how a
 	// leaked key is revoked.
 	a.status.Disconnect(id)
-	c.JSON(http.StatusOK, a.liveStreamJSON(ls))
+	c.JSON(http.StatusOK, a.liveStreamJSONFor(c, ls))
 }
 
 func (a *API) ingestJSON(key string) ingestJSON {

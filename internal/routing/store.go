@@ -10,7 +10,9 @@
 //	shoal:livestream:<id>          hash   name, stream_key, created_at, playback_policy
 //	shoal:livestreams              zset   member <id>, score created_at in Unix milliseconds
 //	shoal:streamkey:<sha256(key)>  string <id> of the live stream that owns the stream key
-//	shoal:apikey:<sha256(key)>     hash   id, name, created_at, key_hash
+//	shoal:apikey:<sha256(key)>     hash   id, name, scopes (comma-separated; absent: issued before scopes), created_at, key_hash
+//	shoal:apikeys                  hash   API key id -> sha256(key), for listing and revoking by id
+//	shoal:apikeys:indexed          string set once the keys issued before shoal:apikeys existed were added to it
 //	shoal:video:<id>               hash   title, status, progress, error, duration (seconds), renditions (JSON),
 //	                                      ladder, playback_policy, upload, source_bytes, poster, storyboard,
 //	                                      attempts, last_error, worker, created_at, updated_at

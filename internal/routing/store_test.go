@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 	"errors"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -279,18 +280,18 @@ func TestAPIKeys(t *testing.T) {
 	t.Parallel()
 	s, _ := newTestStore(t)
 	ctx := t.Context()
-	key, info, err := s.CreateAPIKey(ctx, "ci")
+	key, info, err := s.CreateAPIKey(ctx, "ci", []string{ScopeStreams, ScopeReadOnly})
 	if err != nil {
 		t.Fatalf("CreateAPIKey: %v", err)
 	}
 	if !ids.LooksLikeSecret("shoal", key) {
 		t.Errorf("key %q does not look like shoal_<secret>", key)
 	}
-	if !ids.Valid(info.ID) || info.Name != "ci" || info.CreatedAt.IsZero() {
+	if !ids.Valid(info.ID) || info.Name != "ci" || info.CreatedAt.IsZero() || info.Legacy {
 		t.Errorf("info %+v", info)
 	}
 	got, err := s.VerifyAPIKey(ctx, key)
-	if err != nil || got != info {
+	if err != nil || !reflect.DeepEqual(got, info) {
 		t.Errorf("VerifyAPIKey = %+v, %v; want %+v", got, err, info)
 	}
 	for _, bad := range []string{"", "shoal_", key + "x", key[:len(key)-1], strings.ToUpper(key)} {
@@ -310,6 +311,112 @@ func TestAPIKeys(t *testing.T) {
 				t.Errorf("plain key stored in %s field %s", k, f)
 			}
 		}
+	}
+}
+
+func TestAPIKeyListAndDelete(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	if list, err := s.ListAPIKeys(ctx); err != nil || len(list) != 0 {
+		t.Fatalf("empty ListAPIKeys = %+v, %v", list, err)
+	}
+	k1, i1, err := s.CreateAPIKey(ctx, "one", []string{ScopeVideos})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, i2, err := s.CreateAPIKey(ctx, "two", []string{ScopeAdmin, ScopeReadOnly})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListAPIKeys(ctx)
+	if err != nil || !reflect.DeepEqual(list, []APIKey{i1, i2}) {
+		t.Fatalf("ListAPIKeys = %+v, %v; want %+v, %+v", list, err, i1, i2)
+	}
+	if !i2.HasScope(ScopeStreams) || i1.HasScope(ScopeStreams) || !i1.HasScope(ScopeVideos) {
+		t.Errorf("HasScope wrong for %+v / %+v", i1, i2)
+	}
+	if err := s.DeleteAPIKey(ctx, i1.ID); err != nil {
+		t.Fatalf("DeleteAPIKey: %v", err)
+	}
+	if _, err := s.VerifyAPIKey(ctx, k1); !errors.Is(err, ErrNotFound) {
+		t.Errorf("revoked key verifies: %v", err)
+	}
+	if err := s.DeleteAPIKey(ctx, i1.ID); !errors.Is(err, ErrNotFound) {
+		t.Errorf("second DeleteAPIKey = %v, want ErrNotFound", err)
+	}
+	if err := s.DeleteAPIKey(ctx, ids.New()); !errors.Is(err, ErrNotFound) {
+		t.Errorf("DeleteAPIKey(unknown) = %v, want ErrNotFound", err)
+	}
+	if list, _ := s.ListAPIKeys(ctx); len(list) != 1 || list[0].ID != i2.ID {
+		t.Errorf("after delete: %+v", list)
+	}
+	if _, _, err := s.CreateAPIKey(ctx, "none", nil); err == nil {
+		t.Error("CreateAPIKey without scopes succeeded")
+	}
+}
+
+// writeLegacyAPIKey stores an API key the way Shoal did before keys had
+// scopes and an index (a bare hash, no scopes field).
+func writeLegacyAPIKey(t *testing.T, s *Store, name string) (string, string) {
+	t.Helper()
+	key, id := ids.NewSecret("shoal"), ids.New()
+	h := ids.Hash(key)
+	if err := s.rdb.HSet(t.Context(), apiKeyPrefix+h, fieldID, id, fieldName, name,
+		fieldCreatedAt, formatTime(now()), fieldKeyHash, h).Err(); err != nil {
+		t.Fatal(err)
+	}
+	return key, id
+}
+
+func TestLegacyAPIKeys(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	// Issued before scopes: it keeps working, with every scope but admin.
+	usedKey, usedID := writeLegacyAPIKey(t, s, "used")
+	k, err := s.VerifyAPIKey(ctx, usedKey)
+	if err != nil || !k.Legacy || k.ID != usedID || !reflect.DeepEqual(k.Scopes, LegacyAPIKeyScopes) || k.HasScope(ScopeAdmin) {
+		t.Fatalf("legacy VerifyAPIKey = %+v, %v", k, err)
+	}
+	// Two more, never used since: listing finds them.
+	_, idleID := writeLegacyAPIKey(t, s, "idle")
+	idle2Key, idle2ID := writeLegacyAPIKey(t, s, "idle2")
+	_, _, err = s.CreateAPIKey(ctx, "new", []string{ScopeVideos})
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.ListAPIKeys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := map[string]bool{}
+	for _, k := range list {
+		names[k.Name] = k.Legacy
+	}
+	if len(list) != 4 || !names["used"] || !names["idle"] || !names["idle2"] || names["new"] {
+		t.Fatalf("ListAPIKeys with legacy keys = %+v", list)
+	}
+	if err := s.DeleteAPIKey(ctx, idleID); err != nil {
+		t.Fatalf("DeleteAPIKey(legacy) = %v", err)
+	}
+	// A legacy key never listed nor used is found by DeleteAPIKey too.
+	s2, _ := newTestStore(t)
+	k2, id2 := writeLegacyAPIKey(t, s2, "unseen")
+	if err := s2.DeleteAPIKey(ctx, id2); err != nil {
+		t.Fatalf("DeleteAPIKey(unseen legacy) = %v", err)
+	}
+	if _, err := s2.VerifyAPIKey(ctx, k2); !errors.Is(err, ErrNotFound) {
+		t.Errorf("revoked legacy key verifies: %v", err)
+	}
+	if err := s.DeleteAPIKey(ctx, idle2ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.VerifyAPIKey(ctx, idle2Key); !errors.Is(err, ErrNotFound) {
+		t.Errorf("revoked legacy key verifies: %v", err)
+	}
+	if list, _ := s.ListAPIKeys(ctx); len(list) != 2 {
+		t.Errorf("after revoking two legacy keys: %+v", list)
 	}
 }
 
@@ -337,8 +444,13 @@ func TestRedisDiesAndComesBack(t *testing.T) {
 		"DeleteLiveStream":  func(ctx context.Context) error { return s.DeleteLiveStream(ctx, ls.ID) },
 		"ResetStreamKey":    func(ctx context.Context) error { _, err := s.ResetStreamKey(ctx, ls.ID); return err },
 		"LiveStreamIDByKey": func(ctx context.Context) error { _, err := s.LiveStreamIDByKey(ctx, ls.StreamKey); return err },
-		"CreateAPIKey":      func(ctx context.Context) error { _, _, err := s.CreateAPIKey(ctx, "k"); return err },
-		"VerifyAPIKey":      func(ctx context.Context) error { _, err := s.VerifyAPIKey(ctx, "shoal_x"); return err },
+		"CreateAPIKey": func(ctx context.Context) error {
+			_, _, err := s.CreateAPIKey(ctx, "k", []string{ScopeAdmin})
+			return err
+		},
+		"VerifyAPIKey": func(ctx context.Context) error { _, err := s.VerifyAPIKey(ctx, "shoal_x"); return err },
+		"ListAPIKeys":  func(ctx context.Context) error { _, err := s.ListAPIKeys(ctx); return err },
+		"DeleteAPIKey": func(ctx context.Context) error { return s.DeleteAPIKey(ctx, ls.ID) },
 	}
 	for name, op := range ops {
 		// The store's own timeouts must end the call; the context only
