@@ -3,10 +3,15 @@
 package faults
 
 import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
@@ -16,6 +21,7 @@ import (
 
 	"github.com/bluenviron/gortmplib/pkg/handshake"
 
+	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/testutil/redistest"
 )
 
@@ -205,4 +211,149 @@ func TestRedisFlushed(t *testing.T) {
 		Lost:     "what Redis held (records, keys, tokens) — Redis persistence is the operator's; nothing on disk",
 		Pass:     pass,
 	})
+}
+
+// TestForgedAndRevokedCredentials: credentials that must stop working do,
+// at once: a revoked API key, a key without the scope, a reset stream key,
+// a captured node join replayed with another token, a playback token
+// bound to another address, and stream-key guessing.
+func TestForgedAndRevokedCredentials(t *testing.T) {
+	rs := redistest.Start(t)
+	s := newShoal(t, rs, t.TempDir(), false, "SHOAL_INGEST_MAX_KEY_FAILURES_PER_MINUTE=5")
+	s.start()
+	tried, refused := 0, 0
+	var failures []string
+	expect := func(what string, got, want int) {
+		t.Helper()
+		tried++
+		if got == want {
+			refused++
+			return
+		}
+		failures = append(failures, fmt.Sprintf("%s: %d, want %d", what, got, want))
+		t.Errorf("%s: %d, want %d", what, got, want)
+	}
+
+	// An API key, revoked: 401 on its next request.
+	code, body := s.do("POST", "/v1/api-keys", adminKey, map[string]any{"name": "ci"})
+	var k struct{ ID, Key string }
+	if code != 201 || json.Unmarshal(body, &k) != nil {
+		t.Fatalf("create API key: %d %s", code, body)
+	}
+	if code, _ := s.get("/v1/live-streams", k.Key); code != 200 {
+		t.Fatalf("a new API key: %d", code)
+	}
+	code, _ = s.do("DELETE", "/v1/api-keys/"+k.ID, adminKey, nil)
+	if code != 204 {
+		t.Fatalf("revoke: %d", code)
+	}
+	code, _ = s.get("/v1/live-streams", k.Key)
+	expect("a revoked API key", code, 401)
+	// A read-only key can't mint keys or node tokens.
+	code, body = s.do("POST", "/v1/api-keys", adminKey, map[string]any{"name": "dash", "scopes": []string{"read-only"}})
+	if code != 201 || json.Unmarshal(body, &k) != nil {
+		t.Fatalf("create a read-only key: %d %s", code, body)
+	}
+	code, _ = s.do("POST", "/v1/api-keys", k.Key, map[string]any{"name": "escalate"})
+	expect("a read-only key minting an API key", code, 403)
+	code, _ = s.do("POST", "/v1/node-tokens", k.Key, map[string]any{"name": "escalate"})
+	expect("a read-only key minting a node token", code, 403)
+
+	// A reset stream key: the old one is refused, the new one goes live.
+	ls := s.createStream("reset")
+	code, body = s.do("POST", "/v1/live-streams/"+ls.ID+"/reset-stream-key", adminKey, nil)
+	var reset liveStream
+	if code != 200 || json.Unmarshal(body, &reset) != nil || reset.StreamKey == "" || reset.StreamKey == ls.StreamKey {
+		t.Fatalf("reset: %d %s", code, body)
+	}
+	out, err := exec.Command("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=1",
+		"-c:v", "libx264", "-preset", "ultrafast", "-f", "flv", s.rtmp+"/"+ls.StreamKey).CombinedOutput()
+	tried++
+	if err != nil && strings.Contains(string(out), "unknown stream key") {
+		refused++
+	} else {
+		failures = append(failures, "the reset key was not refused")
+		t.Errorf("the reset stream key was not refused: %v %s", err, out)
+	}
+
+	// A join captured and replayed with another node token.
+	code, body = s.do("POST", "/v1/node-tokens", adminKey, map[string]any{"name": "thief"})
+	var nt struct{ Token string }
+	if code != 201 || json.Unmarshal(body, &nt) != nil || nt.Token == "" {
+		t.Fatalf("node token: %d %s", code, body)
+	}
+	_, priv, _ := ed25519.GenerateKey(nil)
+	cap := &capture{}
+	c := &nodeproto.Client{OriginURL: s.http, Token: adminKey, Key: priv, HTTP: &http.Client{Transport: cap}}
+	if _, err := c.Join(context.Background(), nodeproto.JoinRequest{Role: "edge", Region: "eu", PublicURL: "http://edge.test:8081"}); err != nil {
+		t.Fatalf("a real join: %v", err)
+	}
+	req, _ := http.NewRequest("POST", s.http+"/v1/nodes/join", bytes.NewReader(cap.body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+nt.Token)
+	req.Header.Set(nodeproto.SignatureHeader, cap.sig)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	expect("a join replayed with another token", resp.StatusCode, 403)
+
+	// A playback token bound to another address.
+	code, body = s.do("POST", "/v1/live-streams", adminKey, map[string]any{"name": "signed", "playback_policy": "signed"})
+	var sls liveStream
+	if code != 201 || json.Unmarshal(body, &sls) != nil {
+		t.Fatalf("signed stream: %d %s", code, body)
+	}
+	code, body = s.do("POST", "/v1/playback-tokens", adminKey, map[string]any{"id": sls.ID, "ttl_seconds": 600, "ip": "203.0.113.9"})
+	var tok struct{ Token string }
+	if code != 201 && code != 200 || json.Unmarshal(body, &tok) != nil {
+		t.Fatalf("playback token: %d %s", code, body)
+	}
+	code, _ = s.get("/hls/"+sls.ID+"/master.m3u8?token="+tok.Token, "")
+	expect("a playback token bound to another address", code, 403)
+
+	// Stream-key guessing: after 5 wrong keys, even a right one waits.
+	for i := range 6 {
+		out, _ := exec.Command("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=1",
+			"-c:v", "libx264", "-preset", "ultrafast", "-f", "flv", s.rtmp+"/sk_guess"+fmt.Sprint(i)+"guessguessguessguessguessgue").CombinedOutput()
+		tried++
+		if strings.Contains(string(out), "unknown stream key") || strings.Contains(string(out), "too many wrong stream keys") {
+			refused++
+		}
+	}
+	out, _ = exec.Command("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=1",
+		"-c:v", "libx264", "-preset", "ultrafast", "-f", "flv", s.rtmp+"/"+reset.StreamKey).CombinedOutput()
+	tried++
+	if strings.Contains(string(out), "too many wrong stream keys") {
+		refused++
+	} else {
+		failures = append(failures, "guessing was not limited")
+		t.Errorf("after 6 wrong keys the right one was not held back: %s", out)
+	}
+	t.Logf("%d of %d forged, revoked or guessed credentials refused", refused, tried)
+	record(row{
+		Fault: "revoked API key, read-only key minting keys and node tokens, reset stream key, join replayed with another token, token bound to another IP, stream-key guessing",
+		Load:  fmt.Sprintf("%d bad credentials tried", tried),
+		Survived: fmt.Sprintf("%d of %d refused (401/403, RTMP \"unknown stream key\" / \"too many wrong stream keys\")%s",
+			refused, tried, strings.Join(append([]string{""}, failures...), "; ")),
+		Lost: "none", Pass: refused == tried,
+	})
+}
+
+// capture is a transport that keeps the last request's body and node
+// signature, as someone on the path would.
+type capture struct {
+	body []byte
+	sig  string
+}
+
+func (c *capture) RoundTrip(r *http.Request) (*http.Response, error) {
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	c.body, c.sig = b, r.Header.Get(nodeproto.SignatureHeader)
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	return http.DefaultTransport.RoundTrip(r)
 }
