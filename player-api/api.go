@@ -136,6 +136,9 @@ type Config struct {
 	// MaxUploadBytes caps a video source (PUT or tus); larger ones are
 	// answered with 413. Zero means DefaultMaxUploadBytes.
 	MaxUploadBytes int64
+	// UploadAllowedOrigins are the web origins (scheme://host[:port])
+	// whose pages may upload with tus; empty or "*": any.
+	UploadAllowedOrigins []string
 	// UploadDir keeps tus uploads until they complete. Required.
 	UploadDir string
 	// Videos stores, probes and removes video files. Required.
@@ -293,7 +296,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		a.quarantineReports = DefaultQuarantineReports
 	}
 	a.uploadDir = cfg.UploadDir
-	if a.tus, err = a.newTusHandler(cfg.UploadDir); err != nil {
+	if a.tus, err = a.newTusHandler(cfg.UploadDir, cfg.UploadAllowedOrigins); err != nil {
 		return nil, err
 	}
 	return a, nil

@@ -36,7 +36,9 @@ const tusVideoIDKey = "video_id"
 var uploadIDRe = regexp.MustCompile(`^[a-z0-9]{1,64}-[a-z0-9]{8}$`)
 
 // newTusHandler builds the tus handler; partial uploads live in dir.
-func (a *API) newTusHandler(dir string) (*tus.UnroutedHandler, error) {
+// Pages of the origins listed (all when empty or "*") may upload from a
+// browser; tusd answers other sites' CORS requests 403.
+func (a *API) newTusHandler(dir string, origins []string) (*tus.UnroutedHandler, error) {
 	if err := os.MkdirAll(dir, uploadDirPerms); err != nil {
 		return nil, fmt.Errorf("playerapi: upload directory: %w", err)
 	}
@@ -55,7 +57,23 @@ func (a *API) newTusHandler(dir string) (*tus.UnroutedHandler, error) {
 		PreUploadCreateCallback:    a.tusCreate,
 		PreFinishResponseCallback:  a.tusFinish,
 		PreUploadTerminateCallback: a.tusTerminate,
+		Cors:                       tusCORS(origins),
 	})
+}
+
+// tusCORS is tusd's default CORS answer, limited to origins unless they
+// are empty or "*".
+func tusCORS(origins []string) *tus.CorsConfig {
+	c := tus.DefaultCorsConfig
+	if len(origins) == 0 || (len(origins) == 1 && origins[0] == "*") {
+		return &c
+	}
+	quoted := make([]string, len(origins))
+	for i, o := range origins {
+		quoted[i] = regexp.QuoteMeta(strings.TrimSuffix(o, "/"))
+	}
+	c.AllowOrigin = regexp.MustCompile(`^(` + strings.Join(quoted, "|") + `)$`)
+	return &c
 }
 
 // registerUploadOptions answers OPTIONS on the tus endpoint without an API

@@ -365,6 +365,48 @@ func TestTusOptionsAndPreflight(t *testing.T) {
 	}
 }
 
+// TestTusAllowedOrigins: with UploadAllowedOrigins set, only those sites'
+// pages get the CORS preflight; another site's browser is refused.
+func TestTusAllowedOrigins(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{UploadAllowedOrigins: []string{"https://app.example", "http://localhost:3000"}})
+	preflight := func(origin string) *httptest.ResponseRecorder {
+		req := httptest.NewRequest(http.MethodOptions, "/v1/uploads/", nil)
+		req.Header.Set("Origin", origin)
+		req.Header.Set("Access-Control-Request-Method", "POST")
+		req.Header.Set("Access-Control-Request-Headers", "authorization, tus-resumable, upload-length, upload-metadata")
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		return rec
+	}
+	for _, o := range []string{"https://app.example", "http://localhost:3000"} {
+		if rec := preflight(o); rec.Code >= 300 || rec.Header().Get("Access-Control-Allow-Origin") != o {
+			t.Errorf("preflight from %s: %d %v", o, rec.Code, rec.Header())
+		}
+	}
+	for _, o := range []string{"https://evil.example", "https://app.example.evil.test", "http://localhost:30001"} {
+		if rec := preflight(o); rec.Code != http.StatusForbidden || rec.Header().Get("Access-Control-Allow-Origin") != "" {
+			t.Errorf("preflight from %s: %d %v, want 403 without CORS headers", o, rec.Code, rec.Header())
+		}
+	}
+	// A PATCH from a page of another site is refused before it is read.
+	v := e.createVideo(t, `{"title":"cors"}`)
+	r := e.tusReq(t, "POST", "/v1/uploads/", map[string]string{
+		"Upload-Length": "10", "Upload-Metadata": tusMeta("video_id", v.ID),
+	}, nil).wantStatus(t, http.StatusCreated)
+	req := httptest.NewRequest(http.MethodPatch, strings.TrimPrefix(r.header.Get("Location"), testPublicURL), strings.NewReader("0123456789"))
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	req.Header.Set("Tus-Resumable", "1.0.0")
+	req.Header.Set("Upload-Offset", "0")
+	req.Header.Set("Content-Type", "application/offset+octet-stream")
+	req.Header.Set("Origin", "https://evil.example")
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("a PATCH from another site: %d, want 403", rec.Code)
+	}
+}
+
 // TestTusRecoveryAfterCrash: the states a kill leaves in the tus directory
 // are finished or cleaned up by RecoverUploads at the next start, so that
 // no video waits forever for an upload its client believes complete.

@@ -36,6 +36,9 @@ type Config struct {
 	LogFormat     string `yaml:"log_format"`
 	// MaxUploadBytes caps one video source upload (PUT or tus).
 	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// UploadAllowedOrigins lists the web origins (comma-separated
+	// scheme://host[:port]) whose pages may upload with tus; "*": any.
+	UploadAllowedOrigins string `yaml:"upload_allowed_origins"`
 	// OriginURL, Region and NodeToken are how an edge joins the network.
 	OriginURL string `yaml:"origin_url"` // no trailing slash
 	Region    string `yaml:"region"`
@@ -139,16 +142,17 @@ type TranscodeConfig struct {
 // are empty so that they follow the final HTTPAddr and RTMPAddr.
 func base() Config {
 	return Config{
-		RedisURL:            "redis://127.0.0.1:6379/0",
-		DataDir:             "./data",
-		HTTPAddr:            ":8080",
-		RTMPAddr:            ":1935",
-		RTSPAddr:            ":8554",
-		SRTAddr:             ":8890",
-		LogLevel:            "info",
-		LogFormat:           "text",
-		MaxUploadBytes:      20 << 30,
-		WebhookAllowPrivate: "auto",
+		RedisURL:             "redis://127.0.0.1:6379/0",
+		DataDir:              "./data",
+		HTTPAddr:             ":8080",
+		RTMPAddr:             ":1935",
+		RTSPAddr:             ":8554",
+		SRTAddr:              ":8890",
+		LogLevel:             "info",
+		LogFormat:            "text",
+		MaxUploadBytes:       20 << 30,
+		UploadAllowedOrigins: "*",
+		WebhookAllowPrivate:  "auto",
 		Ingest: IngestConfig{
 			ReconnectGrace:          Duration(10 * time.Second),
 			ReadTimeout:             Duration(10 * time.Second),

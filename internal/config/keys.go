@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -121,6 +122,9 @@ var table = []key{
 	field("max_upload_bytes", "SHOAL_MAX_UPLOAD_BYTES",
 		"largest video source accepted by PUT /v1/videos/{id}/source or tus, in bytes (1 MiB to 1 TiB); larger uploads get 413",
 		func(c *Config) *int64 { return &c.MaxUploadBytes }, parseInt64, fmtInt64, int64Range(1<<20, 1<<40)),
+	field("upload_allowed_origins", "SHOAL_UPLOAD_ALLOWED_ORIGINS",
+		"web origins (comma-separated scheme://host[:port]) whose pages may upload with tus (the CORS preflight and answers); * allows any site's pages (the API key is still needed)",
+		func(c *Config) *string { return &c.UploadAllowedOrigins }, parseString, fmtString, checkOrigins),
 	field("origin_url", "SHOAL_ORIGIN_URL",
 		"edge role: the origin's http(s) URL it joins and fetches from, no trailing slash (required by shoal edge)",
 		func(c *Config) *string { return &c.OriginURL }, parseBaseURL, fmtString, checkOptionalURL),
@@ -306,6 +310,28 @@ func checkIPList(s string) error {
 	for _, ip := range splitList(s) {
 		if net.ParseIP(ip) == nil {
 			return fmt.Errorf("%s is not an IP address", quote(ip))
+		}
+	}
+	return nil
+}
+
+// checkOrigins checks a list of web origins: "*", or scheme://host[:port]
+// with no path.
+func checkOrigins(s string) error {
+	list := splitList(s)
+	if len(list) == 0 {
+		return errors.New(`empty: list origins such as https://app.example.com, or * for any`)
+	}
+	for _, o := range list {
+		if o == "*" {
+			if len(list) > 1 {
+				return errors.New(`* allows every origin: list it alone`)
+			}
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.Path != "" || u.RawQuery != "" || u.User != nil || u.Fragment != "" {
+			return fmt.Errorf("%s is not a web origin (scheme://host[:port], no path)", quote(o))
 		}
 	}
 	return nil
