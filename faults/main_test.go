@@ -29,6 +29,7 @@ type row struct {
 	Survived string // what still worked, with figures
 	Lost     string // data lost ("none" is the bar)
 	Pass     bool
+	NotRun   bool // the machine can't run it (the reason is in Survived)
 }
 
 var (
@@ -79,7 +80,10 @@ func formatTable() string {
 	b.WriteString("\n| Fault | Load | What still worked | Data lost | Result |\n|---|---|---|---|---|\n")
 	for _, r := range rows {
 		res := "pass"
-		if !r.Pass {
+		switch {
+		case r.NotRun:
+			res = "not run"
+		case !r.Pass:
 			res = "**FAIL**"
 		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s |\n", esc(r.Fault), esc(r.Load), esc(r.Survived), esc(r.Lost), res)
