@@ -73,10 +73,10 @@ const (
 	// fieldLegacyStreamKey is where records made before stream keys were
 	// stored hashed keep the plain key; MigrateStreamKeys replaces it.
 	fieldLegacyStreamKey = "stream_key"
-	fieldCreatedAt      = "created_at"
-	fieldPlaybackPolicy = "playback_policy"
-	fieldLadder         = "ladder"
-	fieldSourceURL      = "source_url"
+	fieldCreatedAt       = "created_at"
+	fieldPlaybackPolicy  = "playback_policy"
+	fieldLadder          = "ladder"
+	fieldSourceURL       = "source_url"
 )
 
 func liveStreamKey(id string) string { return liveStreamPrefix + id }
