@@ -134,7 +134,7 @@ Shoal %s is running (shoal dev: every role in one process)
   Admin API key:   %s
   Live stream:     %q (id %s)
   OBS server:      %s
-  OBS stream key:  %s
+  OBS stream key:  %s    (kept in the data dir's dev-stream-key; Redis has only its hash)
   RTSP publish:    %s
   SRT publish:     %s
   WHIP (OBS 30+):  %s/v1/whip    (Bearer Token: the stream key; or "Go live" in the dashboard)
