@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -257,5 +259,47 @@ func TestDevStreamKey(t *testing.T) {
 	works(fourth)
 	if _, err := store.LiveStreamIDByKey(ctx, third.StreamKey); !errors.Is(err, routing.ErrNotFound) {
 		t.Errorf("the replaced key still works: %v", err)
+	}
+}
+
+// TestResetKeyOnAnotherOrigin: two origins share one Redis. A key reset
+// through one disconnects the publisher on the other at once, and when
+// Redis then dies that origin refuses the old key while a key it
+// remembers for another stream still lets its publisher back in.
+func TestResetKeyOnAnotherOrigin(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	a := startNodeOn(t, rs, "SHOAL_VOD_WORKERS=0")
+	b := startNodeOn(t, rs, "SHOAL_VOD_WORKERS=0")
+	ls := a.createStream("reset elsewhere")
+	other := a.createStream("other")
+	// b accepts (and remembers) other's key.
+	if err := publish(t, clip(t, 1), b.rtmp+"/"+other.StreamKey).Wait(); err != nil {
+		t.Fatalf("publishing other on b: %v", err)
+	}
+	pub := publish(t, clip(t, 60), b.rtmp+"/"+ls.StreamKey)
+	exited := make(chan error, 1)
+	go func() { exited <- pub.Wait() }()
+	b.waitFor("the stream live on b", 15*time.Second, func() bool { return b.status(ls.ID) == "live" })
+	if code, body := a.do(http.MethodPost, "/v1/live-streams/"+ls.ID+"/reset-stream-key", testAdminKey, nil); code != http.StatusOK {
+		t.Fatalf("reset through a: %d %s", code, body)
+	}
+	start := time.Now()
+	select {
+	case <-exited:
+		// b closed the connection; ffmpeg exits when it notices.
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("the publisher on b was cut off %v after the reset through a", d)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the publisher on b is still connected 20 s after the reset through a")
+	}
+	rs.Kill()
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-i", clip(t, 1), "-c", "copy", "-f", "flv",
+		b.rtmp+"/"+ls.StreamKey).CombinedOutput(); err == nil {
+		t.Fatalf("b accepted the reset key while Redis is down\n%s", out)
+	}
+	if err := publish(t, clip(t, 1), b.rtmp+"/"+other.StreamKey).Wait(); err != nil {
+		t.Errorf("b refused a key it remembers while Redis is down: %v", err)
 	}
 }
