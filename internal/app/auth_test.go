@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/routing"
@@ -301,5 +303,46 @@ func TestResetKeyOnAnotherOrigin(t *testing.T) {
 	}
 	if err := publish(t, clip(t, 1), b.rtmp+"/"+other.StreamKey).Wait(); err != nil {
 		t.Errorf("b refused a key it remembers while Redis is down: %v", err)
+	}
+}
+
+// TestLegacyStreamKeyMigratedAtStart: a live stream written before stream
+// keys were stored hashed (its plain key in the record) is migrated when
+// the origin starts, and its key goes on working.
+func TestLegacyStreamKeyMigratedAtStart(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	opt, err := redis.ParseURL(rs.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb := redis.NewClient(opt)
+	defer rdb.Close()
+	ctx := t.Context()
+	const id, plain = "legacystream", "sk_legacylegacylegacylegacylegacyle"
+	// What the old CreateLiveStream wrote.
+	if err := rdb.HSet(ctx, "shoal:livestream:"+id, "name", "old show", "stream_key", plain,
+		"created_at", time.Now().UTC().Format(time.RFC3339Nano), "playback_policy", "public", "ladder", "", "source_url", "").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, "shoal:streamkey:"+ids.Hash(plain), id, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.ZAdd(ctx, "shoal:livestreams", redis.Z{Score: float64(time.Now().UnixMilli()), Member: id}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	n := startNodeOn(t, rs)
+	n.waitFor("the plain key to be replaced by its hash", 10*time.Second, func() bool {
+		f := rdb.HGetAll(ctx, "shoal:livestream:"+id).Val()
+		_, plainLeft := f["stream_key"]
+		return !plainLeft && f["stream_key_hash"] == ids.Hash(plain)
+	})
+	if code, body := n.get("/v1/live-streams/"+id, testAdminKey); code != http.StatusOK || strings.Contains(string(body), "stream_key") {
+		t.Errorf("GET of the migrated stream: %d %s", code, body)
+	}
+	pub := publish(t, clip(t, 6), n.rtmp+"/"+plain)
+	n.waitFor("the stream live with its old key", 15*time.Second, func() bool { return n.status(id) == "live" })
+	if err := pub.Wait(); err != nil {
+		t.Errorf("publishing with the migrated stream's key: %v", err)
 	}
 }
