@@ -253,14 +253,21 @@ func TestLiveStreamCRUD(t *testing.T) {
 		t.Errorf("Cache-Control %q, want no-store", cc)
 	}
 
-	// GET returns the same, and reflects the live status.
-	got := decode[liveStreamJSON](t, e.doJSON(t, "GET", "/v1/live-streams/"+ls.ID, testAdminKey, "").wantStatus(t, http.StatusOK))
+	// GET returns the same but the stream key (shown once, when made),
+	// and reflects the live status.
+	r = e.doJSON(t, "GET", "/v1/live-streams/"+ls.ID, testAdminKey, "").wantStatus(t, http.StatusOK)
+	got := decode[liveStreamJSON](t, r)
 	if !got.CreatedAt.Equal(ls.CreatedAt) {
 		t.Errorf("created_at changed: %v -> %v", ls.CreatedAt, got.CreatedAt)
 	}
 	got.CreatedAt = ls.CreatedAt
-	if got != ls {
-		t.Errorf("GET = %+v, want %+v", got, ls)
+	want := ls
+	want.StreamKey, want.Ingest.StreamKey = "", ""
+	if got != want {
+		t.Errorf("GET = %+v, want %+v", got, want)
+	}
+	if strings.Contains(string(r.body), "stream_key") || strings.Contains(string(r.body), ls.StreamKey) {
+		t.Errorf("GET shows the stream key: %s", r.body)
 	}
 	e.status.set(ls.ID, true)
 	if got := decode[liveStreamJSON](t, e.doJSON(t, "GET", "/v1/live-streams/"+ls.ID, testAdminKey, "")); got.Status != "live" {
@@ -275,10 +282,13 @@ func TestLiveStreamCRUD(t *testing.T) {
 	if len(list.Data) != 2 || list.Data[0].ID != ls2.ID || list.Data[1].ID != ls.ID {
 		t.Errorf("list %+v, want [%s %s]", list.Data, ls2.ID, ls.ID)
 	}
+	if raw := e.doJSON(t, "GET", "/v1/live-streams", testAdminKey, "").body; strings.Contains(string(raw), "stream_key") {
+		t.Errorf("the list shows stream keys: %s", raw)
+	}
 
 	// PATCH renames.
 	upd := decode[liveStreamJSON](t, e.doJSON(t, "PATCH", "/v1/live-streams/"+ls.ID, testAdminKey, `{"name":"renamed"}`).wantStatus(t, http.StatusOK))
-	if upd.Name != "renamed" || upd.ID != ls.ID || upd.StreamKey != ls.StreamKey {
+	if upd.Name != "renamed" || upd.ID != ls.ID || upd.StreamKey != "" || upd.Ingest.StreamKey != "" {
 		t.Errorf("PATCH = %+v", upd)
 	}
 	if got := decode[liveStreamJSON](t, e.doJSON(t, "GET", "/v1/live-streams/"+ls.ID, testAdminKey, "")); got.Name != "renamed" {
@@ -408,8 +418,8 @@ func TestResetStreamKey(t *testing.T) {
 	if id, err := e.store.LiveStreamIDByKey(t.Context(), reset.StreamKey); err != nil || id != ls.ID {
 		t.Errorf("new key lookup = %q, %v", id, err)
 	}
-	if got := decode[liveStreamJSON](t, e.doJSON(t, "GET", "/v1/live-streams/"+ls.ID, testAdminKey, "")); got.StreamKey != reset.StreamKey {
-		t.Errorf("GET shows key %q, want %q", got.StreamKey, reset.StreamKey)
+	if got := e.doJSON(t, "GET", "/v1/live-streams/"+ls.ID, testAdminKey, "").body; strings.Contains(string(got), "stream_key") || strings.Contains(string(got), reset.StreamKey) {
+		t.Errorf("GET after a reset shows the key: %s", got)
 	}
 }
 
@@ -709,5 +719,36 @@ func TestLiveStreamShowsAProblem(t *testing.T) {
 	got := decode[liveStreamJSON](t, e.doJSON(t, "GET", "/v1/live-streams/"+ls.ID, testAdminKey, "").wantStatus(t, http.StatusOK))
 	if got.Error != "transcoding failed" {
 		t.Fatalf("error %q", got.Error)
+	}
+}
+
+// TestIngestURLsWithKeyOnlyWhenMade: the RTSP and SRT URLs embed the stream
+// key, so they are in the create and reset answers only; GET, the list and
+// PATCH give the RTMP server and the WHIP endpoint, which do not.
+func TestIngestURLsWithKeyOnlyWhenMade(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{RTSPURL: "rtsp://shoal.test:8554/live", SRTURL: "srt://shoal.test:9000"})
+	ls := decode[liveStreamJSON](t, e.doJSON(t, "POST", "/v1/live-streams", testAdminKey, `{"name":"s"}`).wantStatus(t, http.StatusCreated))
+	if ls.Ingest.RTSPURL != "rtsp://shoal.test:8554/live/"+ls.StreamKey || ls.Ingest.SRTURL != "srt://shoal.test:9000?streamid=publish:"+ls.StreamKey {
+		t.Errorf("create answer ingest %+v", ls.Ingest)
+	}
+	reset := decode[liveStreamJSON](t, e.doJSON(t, "POST", "/v1/live-streams/"+ls.ID+"/reset-stream-key", testAdminKey, "").wantStatus(t, http.StatusOK))
+	if reset.Ingest.RTSPURL != "rtsp://shoal.test:8554/live/"+reset.StreamKey || reset.Ingest.SRTURL != "srt://shoal.test:9000?streamid=publish:"+reset.StreamKey {
+		t.Errorf("reset answer ingest %+v", reset.Ingest)
+	}
+	for _, r := range []response{
+		e.doJSON(t, "GET", "/v1/live-streams/"+ls.ID, testAdminKey, "").wantStatus(t, http.StatusOK),
+		e.doJSON(t, "GET", "/v1/live-streams", testAdminKey, "").wantStatus(t, http.StatusOK),
+		e.doJSON(t, "PATCH", "/v1/live-streams/"+ls.ID, testAdminKey, `{"name":"t"}`).wantStatus(t, http.StatusOK),
+	} {
+		body := string(r.body)
+		for _, leak := range []string{"stream_key", "rtsp_url", "srt_url", reset.StreamKey} {
+			if strings.Contains(body, leak) {
+				t.Errorf("answer has %q: %s", leak, body)
+			}
+		}
+		if !strings.Contains(body, `"rtmp_url":"`+testRTMPURL+`"`) {
+			t.Errorf("answer lacks the RTMP server: %s", body)
+		}
 	}
 }

@@ -22,9 +22,11 @@ const (
 
 // liveStreamJSON is the JSON form of a live stream.
 type liveStreamJSON struct {
-	ID             string    `json:"id"`
-	Name           string    `json:"name"`
-	StreamKey      string    `json:"stream_key"`
+	ID   string `json:"id"`
+	Name string `json:"name"`
+	// StreamKey is in the answers that make one (create and reset) only:
+	// only its hash is stored, so it is shown once.
+	StreamKey      string    `json:"stream_key,omitempty"`
 	Status         string    `json:"status"`
 	CreatedAt      time.Time `json:"created_at"`
 	PlaybackPolicy string    `json:"playback_policy"`
@@ -40,16 +42,18 @@ type liveStreamJSON struct {
 	Pull      *PullState `json:"pull,omitempty"`
 }
 
+// ingestJSON is how to publish. What carries the stream key (stream_key,
+// rtsp_url, srt_url) is only in the answers that make the key.
 type ingestJSON struct {
 	// RTMPURL is the server to publish to; the stream key goes after it
 	// (OBS: "Server" and "Stream Key").
 	RTMPURL   string `json:"rtmp_url"`
-	StreamKey string `json:"stream_key"`
+	StreamKey string `json:"stream_key,omitempty"`
 	// RTSPURL is the whole URL to publish to over RTSP (ANNOUNCE/RECORD),
 	// stream key included; absent when RTSP ingest is off.
 	RTSPURL string `json:"rtsp_url,omitempty"`
 	// WHIPURL is the WebRTC (WHIP) endpoint; the stream key is the bearer
-	// token (OBS 30+: "Bearer Token").
+	// token (OBS 30+: "Bearer Token"), or an API key with ?stream=<id>.
 	WHIPURL string `json:"whip_url,omitempty"`
 	// SRTURL is the whole URL to publish MPEG-TS to over SRT, stream key
 	// included; absent when SRT ingest is off.
@@ -315,15 +319,17 @@ func (a *API) resetStreamKey(c *gin.Context) {
 	c.JSON(http.StatusOK, a.liveStreamJSONFor(c, ls))
 }
 
+// ingestJSON is how to publish; key is the plain stream key when the
+// answer makes one, "" otherwise (then nothing that embeds it is given).
 func (a *API) ingestJSON(key string) ingestJSON {
 	in := ingestJSON{RTMPURL: a.rtmpURL, StreamKey: key}
-	if a.rtspURL != "" {
+	if a.rtspURL != "" && key != "" {
 		in.RTSPURL = a.rtspURL + "/" + key
 	}
 	if a.whip != nil {
 		in.WHIPURL = a.publicURL + "/v1/whip"
 	}
-	if a.srtURL != "" {
+	if a.srtURL != "" && key != "" {
 		in.SRTURL = a.srtURL + "?streamid=publish:" + key
 	}
 	return in

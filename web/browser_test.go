@@ -657,33 +657,55 @@ func TestBrowser(t *testing.T) {
 				created = s
 			}
 		}
-		var shown string
+		// Its key is shown once, right after it was made, with the note
+		// that it is.
+		var shown, note string
 		sel := `.card.stream[data-id="` + created.ID + `"]`
-		if err := tab.Run(10*time.Second, chromedp.Click(sel+` button[aria-controls^="key-"]`, chromedp.ByQuery),
-			chromedp.Text(sel+" code.secret", &shown, chromedp.ByQuery)); err != nil {
+		if err := tab.Run(10*time.Second, chromedp.WaitVisible(sel+` .stream-key code.secret`, chromedp.ByQuery),
+			chromedp.Text(sel+" .stream-key code.secret", &shown, chromedp.ByQuery),
+			chromedp.Text(sel+" .stream-key .key-once", &note, chromedp.ByQuery)); err != nil {
 			t.Fatal(err)
 		}
-		if created.StreamKey == "" || shown != created.StreamKey {
-			t.Errorf("shown stream key %q, want %q", shown, created.StreamKey)
+		if id, err := e.store.LiveStreamIDByKey(ctx, shown); err != nil || id != created.ID {
+			t.Errorf("shown stream key %q resolves to %q, %v; want %s", shown, id, err, created.ID)
+		}
+		if !strings.Contains(note, "shown once") || !strings.Contains(note, "Reset makes a new one") {
+			t.Errorf("note by the new key: %q", note)
 		}
 		e.shot(t, tab, "dashboard-live")
-		// Reset the key (confirmed in a dialog): the new key is shown.
-		if err := tab.Run(10*time.Second, chromedp.Evaluate(`[...document.querySelectorAll('`+sel+` button')].find(b => b.textContent.includes('Reset key')).click()`, nil),
-			chromedp.WaitVisible("dialog[open]", chromedp.ByQuery),
-			chromedp.Click("dialog[open] .btn-danger-solid", chromedp.ByQuery)); err != nil {
+		// Done hides it for good: the dashboard cannot get it back.
+		if err := tab.Run(10*time.Second, chromedp.Click(sel+` .key-done`, chromedp.ByQuery)); err != nil {
 			t.Fatal(err)
 		}
-		after, err := e.store.GetLiveStream(ctx, created.ID)
-		for i := 0; err == nil && after.StreamKey == created.StreamKey && i < 50; i++ {
-			time.Sleep(100 * time.Millisecond)
-			after, err = e.store.GetLiveStream(ctx, created.ID)
-		}
-		if err != nil || after.StreamKey == created.StreamKey {
-			t.Fatalf("the stream key was not reset: %v", err)
-		}
-		if err := tab.WaitFor(10*time.Second, `document.querySelector('`+sel+` code.secret').textContent === `+jsString(after.StreamKey),
-			`document.querySelector('`+sel+` code.secret').textContent`); err != nil {
+		if err := tab.WaitFor(10*time.Second, `!document.querySelector('`+sel+` code.secret') &&
+			document.querySelector('`+sel+` .stream-key').innerText.includes('Shown once') &&
+			!document.body.innerText.includes(`+jsString(shown)+`)`, `document.querySelector('`+sel+` .stream-key').innerText`); err != nil {
 			t.Error(err)
+		}
+		// Reset the key (confirmed in a dialog): the new key is shown once,
+		// and the old one no longer works.
+		if err := tab.Run(10*time.Second, chromedp.Evaluate(`[...document.querySelectorAll('`+sel+` button')].find(b => b.textContent.includes('Reset key')).click()`, nil),
+			chromedp.WaitVisible("dialog[open]", chromedp.ByQuery)); err != nil {
+			t.Fatal(err)
+		}
+		var warning string
+		if err := tab.Run(10*time.Second, chromedp.Text("dialog[open]", &warning, chromedp.ByQuery),
+			chromedp.Click("dialog[open] .btn-danger-solid", chromedp.ByQuery),
+			chromedp.WaitVisible(sel+` .stream-key code.secret`, chromedp.ByQuery)); err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(warning, "disconnected") {
+			t.Errorf("the reset dialog does not say the publisher is disconnected: %q", warning)
+		}
+		var reset string
+		if err := tab.Run(10*time.Second, chromedp.Text(sel+" .stream-key code.secret", &reset, chromedp.ByQuery)); err != nil {
+			t.Fatal(err)
+		}
+		if id, err := e.store.LiveStreamIDByKey(ctx, reset); err != nil || id != created.ID || reset == shown {
+			t.Errorf("shown key after the reset %q resolves to %q, %v", reset, id, err)
+		}
+		if _, err := e.store.LiveStreamIDByKey(ctx, shown); !errors.Is(err, routing.ErrNotFound) {
+			t.Errorf("the old key after the reset: %v, want not found", err)
 		}
 		// Delete a stream (confirmed): its card goes away.
 		if err := tab.Run(10*time.Second, chromedp.SendKeys("#stream-name", "Doomed", chromedp.ByID),

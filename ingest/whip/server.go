@@ -1,6 +1,7 @@
 // Package whip is the WebRTC ingest (WHIP, RFC 9725): OBS 30+ and browsers
 // publish with an SDP offer POSTed to /v1/whip, authorized by the stream
-// key as a bearer token. Each session becomes a publication of the
+// key as a bearer token, or, with /v1/whip?stream=<id>, by another
+// credential for that stream (an API key: Deps.StreamAuth). Each session becomes a publication of the
 // stream's "source" rendition in the stream hub, exactly as an RTMP one
 // does, so transcoding, packaging, recording and webhooks behave the same.
 //
@@ -101,8 +102,12 @@ type Converters interface {
 
 // Deps are the server's collaborators.
 type Deps struct {
-	Log        *slog.Logger
-	Auth       ingest.Authorizer
+	Log  *slog.Logger
+	Auth ingest.Authorizer
+	// StreamAuth, when set, checks the bearer of an offer that names its
+	// stream (?stream=<id>) instead of giving the stream key; without it
+	// such offers are refused.
+	StreamAuth ingest.StreamAuthorizer
 	Hub        ingest.Hub
 	Convert    Converters
 	Registerer prometheus.Registerer
@@ -259,8 +264,9 @@ func (s *Server) ServeOptions(w http.ResponseWriter, _ *http.Request) {
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// ServeOffer handles POST /v1/whip: it authorizes the stream key, answers
-// the offer and starts the session.
+// ServeOffer handles POST /v1/whip: it authorizes the stream key (or, with
+// ?stream=<id>, the bearer for that stream), answers the offer and starts
+// the session.
 func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 	rtcutil.CORS(w)
 	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/sdp" {
@@ -269,10 +275,24 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	key := rtcutil.Bearer(r)
+	named, byStream := r.URL.Query()["stream"]
+	if byStream && (len(named) != 1 || named[0] == "") {
+		s.refuse(w, http.StatusBadRequest, "bad_request", "bad_stream",
+			"give one live stream id: /v1/whip?stream=<id>")
+		return
+	}
+	if byStream && s.deps.StreamAuth == nil {
+		s.refuse(w, http.StatusBadRequest, "bad_request", "bad_stream",
+			"this server takes the stream key as the bearer token, not ?stream=")
+		return
+	}
 	if key == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="whip"`)
-		s.refuse(w, http.StatusUnauthorized, "unauthorized", "no_key",
-			"send the stream key as Authorization: Bearer <stream_key>")
+		msg := "send the stream key as Authorization: Bearer <stream_key>"
+		if byStream {
+			msg = "send an API key as Authorization: Bearer <api key>"
+		}
+		s.refuse(w, http.StatusUnauthorized, "unauthorized", "no_key", msg)
 		return
 	}
 	ip := rtcutil.RemoteIP(r)
@@ -297,11 +317,24 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusRequestEntityTooLarge, "too_large", "too_large", fmt.Sprintf("the SDP offer is larger than %d bytes", maxOffer))
 		return
 	}
-	id, err := s.deps.Auth.Authorize(ingest.WithRemote(r.Context(), ip), key)
+	id, err := s.authorize(ingest.WithRemote(r.Context(), ip), key, named)
 	var limited *ingest.ErrTooManyFailures
 	if errors.As(err, &limited) {
 		w.Header().Set("Retry-After", strconv.Itoa(int(math.Ceil(limited.RetryAfter.Seconds()))))
 		s.refuse(w, http.StatusTooManyRequests, "too_many_requests", "too_many_failures", limited.Error())
+		return
+	}
+	if errors.Is(err, ingest.ErrUnknownStream) {
+		s.refuse(w, http.StatusNotFound, "not_found", "unknown_stream", "no such live stream")
+		return
+	}
+	if errors.Is(err, ingest.ErrNotPermitted) {
+		s.refuse(w, http.StatusForbidden, "forbidden", "forbidden", err.Error())
+		return
+	}
+	if errors.Is(err, ingest.ErrUnknownKey) && byStream {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="whip", error="invalid_token"`)
+		s.refuse(w, http.StatusUnauthorized, "unauthorized", "unknown_key", "invalid API key")
 		return
 	}
 	if errors.Is(err, ingest.ErrUnknownKey) {
@@ -350,8 +383,23 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 	_, _ = io.WriteString(w, answer)
 }
 
+// authorize returns the stream an offer publishes to: the stream key's,
+// or, when the offer names one (stream), that one if the bearer may
+// publish to it.
+func (s *Server) authorize(ctx context.Context, bearer string, stream []string) (string, error) {
+	if len(stream) == 0 {
+		return s.deps.Auth.Authorize(ctx, bearer)
+	}
+	if err := s.deps.StreamAuth.AuthorizeStream(ctx, stream[0], bearer); err != nil {
+		return "", err
+	}
+	return stream[0], nil
+}
+
 // ServeResource handles PATCH (trickle ICE), DELETE (end) and OPTIONS on
-// the session resource sid.
+// the session resource sid. The session URL is the credential: no bearer
+// is needed, so whatever authorized the offer (stream key or API key) may
+// end it.
 func (s *Server) ServeResource(w http.ResponseWriter, r *http.Request, sid string) {
 	rtcutil.CORS(w)
 	if r.Method == http.MethodOptions {

@@ -409,6 +409,14 @@ func TestRefusals(t *testing.T) {
 			t.Errorf("%s: %d %s", c.name, status, body)
 		}
 	}
+	// Naming the stream (?stream=) needs Deps.StreamAuth, which this
+	// server lacks: the stream key is not taken in its place.
+	endpoint := r.endpoint
+	r.endpoint = endpoint + "?stream=stream1"
+	if status, body := post("application/sdp", testKey, "v=0"); status != 400 || !strings.Contains(body, "not ?stream=") {
+		t.Errorf("?stream= without StreamAuth: %d %s", status, body)
+	}
+	r.endpoint = endpoint
 	req, _ := http.NewRequest(http.MethodOptions, r.endpoint, nil)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

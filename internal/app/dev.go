@@ -111,7 +111,7 @@ func printBanner(ctx context.Context, o *originNode, log *slog.Logger, w io.Writ
 	warned := false
 	for {
 		var err error
-		ls, err = devStream(ctx, o.store)
+		ls, err = devStream(ctx, o.store, o.cfg.DataDir)
 		if err == nil {
 			break
 		}
@@ -134,7 +134,7 @@ Shoal %s is running (shoal dev: every role in one process)
   Admin API key:   %s
   Live stream:     %q (id %s)
   OBS server:      %s
-  OBS stream key:  %s
+  OBS stream key:  %s    (kept in the data dir's dev-stream-key; Redis has only its hash)
   RTSP publish:    %s
   SRT publish:     %s
   WHIP (OBS 30+):  %s/v1/whip    (Bearer Token: the stream key; or "Go live" in the dashboard)
@@ -158,19 +158,53 @@ Press Ctrl-C to stop.
 	return nil
 }
 
-func devStream(ctx context.Context, store *routing.Store) (routing.LiveStream, error) {
+// devStreamKeyFile is where shoal dev keeps the dev stream's key, in the
+// data dir next to the dev admin key: Redis has only its hash, and the
+// banner prints it on every start.
+const devStreamKeyFile = "dev-stream-key"
+
+// devStream returns the dev stream with its plain stream key: the one
+// saved in dataDir when it is still the stream's key; otherwise (a first
+// start, a key reset since, or a stream created before keys were stored
+// hashed) the stream is created or its key reset, and the new key saved.
+func devStream(ctx context.Context, store *routing.Store, dataDir string) (routing.LiveStream, error) {
 	qctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	list, err := store.ListLiveStreams(qctx)
 	if err != nil {
 		return routing.LiveStream{}, err
 	}
+	path := filepath.Join(dataDir, devStreamKeyFile)
 	for _, ls := range list {
-		if ls.Name == devStreamName {
-			return ls, nil
+		if ls.Name != devStreamName {
+			continue
 		}
+		if b, err := os.ReadFile(path); err == nil {
+			if key := strings.TrimSpace(string(b)); key != "" && ids.Equal(ids.Hash(key), ls.StreamKeyHash) {
+				ls.StreamKey = key
+				return ls, nil
+			}
+		}
+		if ls, err = store.ResetStreamKey(qctx, ls.ID); err != nil {
+			return routing.LiveStream{}, err
+		}
+		return ls, saveDevStreamKey(path, ls.StreamKey)
 	}
-	return store.CreateLiveStream(qctx, routing.LiveStreamSpec{Name: devStreamName})
+	ls, err := store.CreateLiveStream(qctx, routing.LiveStreamSpec{Name: devStreamName})
+	if err != nil {
+		return routing.LiveStream{}, err
+	}
+	return ls, saveDevStreamKey(path, ls.StreamKey)
+}
+
+func saveDevStreamKey(path, key string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("creating the data dir: %w", err)
+	}
+	if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+		return fmt.Errorf("saving the dev stream key: %w", err)
+	}
+	return nil
 }
 
 func devEdgeLine(c config.Config) string {

@@ -115,7 +115,13 @@ func freePort(t *testing.T) int {
 
 func startNode(t *testing.T, extraEnv ...string) *node {
 	t.Helper()
-	rs := redistest.Start(t)
+	return startNodeOn(t, redistest.Start(t), extraEnv...)
+}
+
+// startNodeOn starts shoal dev on the Redis rs, which other nodes may share
+// (several origins).
+func startNodeOn(t *testing.T, rs *redistest.Server, extraEnv ...string) *node {
+	t.Helper()
 	httpPort, rtmpPort := freePort(t), freePort(t)
 	n := &node{
 		t: t, redis: rs,

@@ -173,11 +173,18 @@ func (e *restreamEvents) onState(id string, t restream.Target, st restream.State
 // Disconnect ends the connection of live stream id's publisher, whatever
 // its protocol, and forgets the stream's cached keys: its stream key was
 // reset (or the stream deleted), so the publisher has to come back with
-// the new one.
+// the new one. (Other origins do the same when they read the reset from
+// the key revocation feed.)
 func (p pipeline) Disconnect(id string) {
 	if p.keys != nil {
 		p.keys.forget(id)
 	}
+	p.disconnectPublishers(id)
+}
+
+// disconnectPublishers ends the connection of live stream id's publisher
+// on this node, whatever its protocol.
+func (p pipeline) disconnectPublishers(id string) {
 	p.ingest.Disconnect(id)
 	if p.rtsp != nil {
 		p.rtsp.Disconnect(id)

@@ -20,6 +20,7 @@ import (
 	"github.com/shoal-video/shoal/ingest/srt"
 	"github.com/shoal-video/shoal/ingest/whip"
 	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/media"
@@ -135,7 +136,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 			return err
 		}
 	}
-	keys := newKeyAuthorizer(store)
+	keys := newKeyAuthorizer(store, log.With("component", "ingest-auth"))
 	limits := ingest.NewConnLimiter(cfg.Ingest.MaxConnections, cfg.Ingest.MaxConnectionsPerIP)
 	// One guard for every protocol: guesses can't be spread over them.
 	var auth ingest.Authorizer = keys
@@ -168,7 +169,8 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		defer srtIngest.Close()
 	}
 	whipIngest, err := whip.New(whipConfig(cfg), whip.Deps{Log: log.With("component", "whip"), Auth: auth, Hub: hub, Registerer: reg,
-		Convert: whipConverters{preset: cfg.Transcode.Preset, segment: cfg.HLS.SegmentDuration.Std(), log: log.With("component", "whip")}})
+		StreamAuth: apiKeyPublish{store: store, adminKeyHash: ids.Hash(cfg.AdminKey)},
+		Convert:    whipConverters{preset: cfg.Transcode.Preset, segment: cfg.HLS.SegmentDuration.Std(), log: log.With("component", "whip")}})
 	if err != nil {
 		return err
 	}
@@ -192,6 +194,10 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 	hlsDir := filepath.Join(cfg.DataDir, "hls")
 	nodes := newNodeMetrics(reg)
+	pipe := pipeline{hub: hub, ingest: rtmpIngest, rtsp: rtspIngest, srt: srtIngest, whip: whipIngest, restream: restreamer, keys: keys, pull: puller, pkg: pkg, tc: tc}
+	// A key reset (or stream deleted) through any origin disconnects the
+	// stream's publisher here too.
+	keys.revoke = pipe.disconnectPublishers
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
 		SRTURL: srtURL(cfg), WHIP: whipIngest, WHEP: whepPlay, MaxRestreams: cfg.Ingest.MaxRestreams, WebhookAllowPrivate: cfg.WebhookAllowPrivate == "true",
@@ -200,7 +206,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit,
-	}, store, pipeline{hub: hub, ingest: rtmpIngest, rtsp: rtspIngest, srt: srtIngest, whip: whipIngest, restream: restreamer, keys: keys, pull: puller, pkg: pkg, tc: tc}, log.With("component", "api"))
+	}, store, pipe, log.With("component", "api"))
 	if err != nil {
 		return err
 	}
@@ -256,6 +262,8 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return keys.Run(gctx) })
+	g.Go(func() error { migrateStreamKeys(gctx, store, log); return nil })
 	g.Go(func() error { return rtmpIngest.Run(gctx) })
 	if rtspIngest != nil {
 		g.Go(func() error { return rtspIngest.Run(gctx) })
@@ -350,5 +358,30 @@ func masterRenditions(tc *transcode.Transcoder, passthrough bool) func(id string
 			rungs = append(slices.Clone(rungs), media.RenditionSource)
 		}
 		return rungs
+	}
+}
+
+// migrateStreamKeys hashes the plain stream keys of live streams created
+// before keys were stored hashed (see routing.MigrateStreamKeys), retrying
+// while Redis is unreachable, until done or ctx is done. Those keys work
+// meanwhile.
+func migrateStreamKeys(ctx context.Context, store *routing.Store, log *slog.Logger) {
+	for {
+		n, err := store.MigrateStreamKeys(ctx, 100)
+		if err == nil {
+			if n > 0 {
+				log.Info("stream keys now stored hashed", "live_streams", n)
+			}
+			return
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		log.Warn("could not hash stored stream keys yet; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(5 * time.Second):
+		}
 	}
 }

@@ -136,7 +136,7 @@ func TestDashboardGoLive(t *testing.T) {
 	var text string
 	evalJS(t, tab, `document.querySelector('`+card+`').textContent`, &text)
 	if strings.Contains(text, ls.StreamKey) {
-		t.Errorf("the card shows the stream key before Show is clicked")
+		t.Errorf("the card shows the stream key, which only the create answer had")
 	}
 
 	// Go live: the panel opens with the fake camera's preview.

@@ -132,3 +132,64 @@ func TestWatchOverWHEP(t *testing.T) {
 		t.Errorf("signed stream without a token: %v", err)
 	}
 }
+
+// TestWHIPWithAPIKey: the dashboard's way to go live without the stream
+// key: POST /v1/whip?stream=<id> with an API key (issued or admin) as the
+// bearer. The stream goes live; the session ends with a DELETE carrying
+// the same bearer. A wrong API key, the stream key in its place, or an
+// unknown stream are refused.
+func TestWHIPWithAPIKey(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	ls := n.createStream("whip-api-key")
+	code, body := n.do(http.MethodPost, "/v1/api-keys", testAdminKey, map[string]string{"name": "dashboard"})
+	if code != http.StatusCreated {
+		t.Fatalf("create API key: %d %s", code, body)
+	}
+	var issued struct {
+		Key string `json:"key"`
+	}
+	if err := json.Unmarshal(body, &issued); err != nil || issued.Key == "" {
+		t.Fatalf("API key answer %s: %v", body, err)
+	}
+	video, err := whippub.ReadIVF(testutil.MakeVP8IVF(t, 320, 180, 4, 30))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	endpoint := ls.Ingest.WHIPURL + "?stream=" + ls.ID
+	for _, c := range []struct {
+		name, endpoint, key string
+		status              int
+	}{
+		{"unknown API key", endpoint, "shoal_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", http.StatusUnauthorized},
+		{"the stream key as an API key", endpoint, ls.StreamKey, http.StatusUnauthorized},
+		{"no such stream", ls.Ingest.WHIPURL + "?stream=nosuchstream", testAdminKey, http.StatusNotFound},
+		{"two streams", endpoint + "&stream=" + ls.ID, testAdminKey, http.StatusBadRequest},
+	} {
+		_, err := whippub.Start(ctx, whippub.Options{Endpoint: c.endpoint, Key: c.key, VideoMime: webrtc.MimeTypeVP8, Video: video, Speed: 1})
+		var refused *whippub.RefusedError
+		if !errors.As(err, &refused) || refused.Status != c.status {
+			t.Errorf("%s: %v, want a %d refusal", c.name, err, c.status)
+		}
+	}
+	for _, key := range []string{issued.Key, testAdminKey} {
+		ses, err := whippub.Start(ctx, whippub.Options{Endpoint: endpoint, Key: key, VideoMime: webrtc.MimeTypeVP8, Video: video, Speed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		sent := make(chan error, 1)
+		go func() { sent <- ses.Send(ctx) }()
+		n.waitFor("the stream live", 20*time.Second, func() bool { return n.status(ls.ID) == "live" })
+		if err := <-sent; err != nil {
+			t.Fatal(err)
+		}
+		// DELETE with the same bearer ends the session at once (not when
+		// the media stops).
+		if err := ses.Close(ctx); err != nil {
+			t.Fatalf("DELETE of the session: %v", err)
+		}
+		n.waitFor("the stream idle", 20*time.Second, func() bool { return n.status(ls.ID) == "idle" })
+	}
+}

@@ -37,6 +37,22 @@ func (f AuthorizerFunc) Authorize(ctx context.Context, key string) (string, erro
 	return f(ctx, key)
 }
 
+// ErrNotPermitted is what a StreamAuthorizer returns for a credential it
+// knows that may not publish (an API key without the "streams" scope).
+var ErrNotPermitted = errors.New(`this API key lacks the "streams" scope`)
+
+// ErrUnknownStream is what a StreamAuthorizer returns for a live stream
+// that does not exist.
+var ErrUnknownStream = errors.New("unknown live stream")
+
+// StreamAuthorizer checks a credential other than the stream key (an API
+// key) for publishing to the live stream streamID. It returns nil,
+// ErrUnknownKey for a credential it does not accept, ErrUnknownStream, or
+// another error when it cannot check now.
+type StreamAuthorizer interface {
+	AuthorizeStream(ctx context.Context, streamID, credential string) error
+}
+
 // Hub is the part of the stream hub ingest publishes into.
 type Hub interface {
 	Publishing(key media.StreamKey) bool

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -15,10 +16,15 @@ import (
 
 // LiveStream is a channel a creator publishes to with its stream key.
 type LiveStream struct {
-	ID        string
-	Name      string
+	ID   string
+	Name string
+	// StreamKey is the plain stream key, set only in what CreateLiveStream
+	// and ResetStreamKey return: Redis keeps only its hash, so it is shown
+	// once, when it is made.
 	StreamKey string
-	CreatedAt time.Time
+	// StreamKeyHash is ids.Hash of the stream key.
+	StreamKeyHash string
+	CreatedAt     time.Time
 	// PlaybackPolicy is PlaybackPublic or PlaybackSigned.
 	PlaybackPolicy string
 	// Ladder is the stream's own ABR ladder ("720p:3000k,360p:700k"); empty
@@ -62,25 +68,33 @@ const (
 	liveStreamsIndex = "shoal:livestreams"
 	streamKeyPrefix  = "shoal:streamkey:"
 
-	fieldName           = "name"
-	fieldStreamKey      = "stream_key"
-	fieldCreatedAt      = "created_at"
-	fieldPlaybackPolicy = "playback_policy"
-	fieldLadder         = "ladder"
-	fieldSourceURL      = "source_url"
+	fieldName          = "name"
+	fieldStreamKeyHash = "stream_key_hash"
+	// fieldLegacyStreamKey is where records made before stream keys were
+	// stored hashed keep the plain key; MigrateStreamKeys replaces it.
+	fieldLegacyStreamKey = "stream_key"
+	fieldCreatedAt       = "created_at"
+	fieldPlaybackPolicy  = "playback_policy"
+	fieldLadder          = "ladder"
+	fieldSourceURL       = "source_url"
 )
 
 func liveStreamKey(id string) string { return liveStreamPrefix + id }
 
-func streamKeyIndexKey(streamKey string) string { return streamKeyPrefix + ids.Hash(streamKey) }
+// streamKeyIndexKey is the index entry of the stream key whose hash is h.
+// (The index was always keyed by the hash, so records from before keys
+// were stored hashed have theirs already.)
+func streamKeyIndexKey(h string) string { return streamKeyPrefix + h }
 
 // CreateLiveStream creates a live stream with a fresh id and stream key.
 func (s *Store) CreateLiveStream(ctx context.Context, spec LiveStreamSpec) (LiveStream, error) {
+	key := ids.NewSecret("sk")
 	ls := LiveStream{
 		ID:             ids.New(),
 		Name:           spec.Name,
 		Ladder:         spec.Ladder,
-		StreamKey:      ids.NewSecret("sk"),
+		StreamKey:      key,
+		StreamKeyHash:  ids.Hash(key),
 		CreatedAt:      now(),
 		PlaybackPolicy: spec.PlaybackPolicy,
 		SourceURL:      spec.SourceURL,
@@ -94,13 +108,13 @@ func (s *Store) CreateLiveStream(ctx context.Context, spec LiveStreamSpec) (Live
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, liveStreamKey(ls.ID),
 			fieldName, ls.Name,
-			fieldStreamKey, ls.StreamKey,
+			fieldStreamKeyHash, ls.StreamKeyHash,
 			fieldCreatedAt, formatTime(ls.CreatedAt),
 			fieldPlaybackPolicy, ls.PlaybackPolicy,
 			fieldLadder, ls.Ladder,
 			fieldSourceURL, ls.SourceURL,
 		)
-		p.Set(ctx, streamKeyIndexKey(ls.StreamKey), ls.ID, 0)
+		p.Set(ctx, streamKeyIndexKey(ls.StreamKeyHash), ls.ID, 0)
 		p.ZAdd(ctx, liveStreamsIndex, redis.Z{Score: float64(ls.CreatedAt.UnixMilli()), Member: ls.ID})
 		return nil
 	})
@@ -203,9 +217,10 @@ func (s *Store) DeleteLiveStream(ctx context.Context, id string) error {
 			return err
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Del(ctx, key, streamKeyIndexKey(cur.StreamKey), restreamsKey(id))
+			p.Del(ctx, key, streamKeyIndexKey(cur.StreamKeyHash), restreamsKey(id))
 			p.ZRem(ctx, liveStreamsIndex, id)
 			addInvalidation(ctx, p, id, true, false)
+			addKeyRevocation(ctx, p, id)
 			return nil
 		})
 		return err
@@ -217,7 +232,9 @@ func (s *Store) DeleteLiveStream(ctx context.Context, id string) error {
 }
 
 // ResetStreamKey gives the live stream id a new stream key and returns the
-// stream, or ErrNotFound. The old key stops working at once.
+// stream with it (the only time the new key is seen in plain text), or
+// ErrNotFound. The old key stops working at once, and every origin is told
+// to forget it and disconnect its publisher (see KeyRevocations).
 func (s *Store) ResetStreamKey(ctx context.Context, id string) (LiveStream, error) {
 	const op = "reset stream key"
 	key := liveStreamKey(id)
@@ -228,16 +245,19 @@ func (s *Store) ResetStreamKey(ctx context.Context, id string) (LiveStream, erro
 			return err
 		}
 		newKey := ids.NewSecret("sk")
+		newHash := ids.Hash(newKey)
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.HSet(ctx, key, fieldStreamKey, newKey)
-			p.Del(ctx, streamKeyIndexKey(cur.StreamKey))
-			p.Set(ctx, streamKeyIndexKey(newKey), id, 0)
+			p.HSet(ctx, key, fieldStreamKeyHash, newHash)
+			p.HDel(ctx, key, fieldLegacyStreamKey)
+			p.Del(ctx, streamKeyIndexKey(cur.StreamKeyHash))
+			p.Set(ctx, streamKeyIndexKey(newHash), id, 0)
+			addKeyRevocation(ctx, p, id)
 			return nil
 		})
 		if err != nil {
 			return err
 		}
-		cur.StreamKey = newKey
+		cur.StreamKey, cur.StreamKeyHash = newKey, newHash
 		ls = cur
 		return nil
 	}, key)
@@ -250,7 +270,7 @@ func (s *Store) ResetStreamKey(ctx context.Context, id string) (LiveStream, erro
 // LiveStreamIDByKey returns the id of the live stream whose stream key is
 // streamKey, or ErrNotFound.
 func (s *Store) LiveStreamIDByKey(ctx context.Context, streamKey string) (string, error) {
-	id, err := s.rdb.Get(ctx, streamKeyIndexKey(streamKey)).Result()
+	id, err := s.rdb.Get(ctx, streamKeyIndexKey(ids.Hash(streamKey))).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", ErrNotFound
 	}
@@ -305,17 +325,94 @@ func decodeLiveStream(id string, f map[string]string) (LiveStream, error) {
 	ls := LiveStream{
 		ID:             id,
 		Name:           f[fieldName],
-		StreamKey:      f[fieldStreamKey],
+		StreamKeyHash:  f[fieldStreamKeyHash],
 		CreatedAt:      created,
 		PlaybackPolicy: f[fieldPlaybackPolicy],
 		Ladder:         f[fieldLadder],
 		SourceURL:      f[fieldSourceURL],
 	}
-	if ls.StreamKey == "" {
+	if ls.StreamKeyHash == "" && f[fieldLegacyStreamKey] != "" {
+		// Not migrated yet: the plain key is not shown, only hashed.
+		ls.StreamKeyHash = ids.Hash(f[fieldLegacyStreamKey])
+	}
+	if ls.StreamKeyHash == "" {
 		return LiveStream{}, &decodeError{key: liveStreamKey(id), err: errors.New("no stream key")}
 	}
 	if ls.PlaybackPolicy == "" {
 		ls.PlaybackPolicy = PlaybackPublic
 	}
 	return ls, nil
+}
+
+// MigrateStreamKeys replaces the plain stream key of every live stream
+// record written before keys were stored hashed (field stream_key) by its
+// hash, and makes sure the key's index entry is there, so that the key
+// goes on working and Redis no longer holds it. It walks the records with
+// SCAN (batch at a time), is idempotent and safe to run from several
+// origins at once, and returns how many records it changed.
+func (s *Store) MigrateStreamKeys(ctx context.Context, batch int64) (int, error) {
+	const op = "migrate stream keys"
+	migrated := 0
+	var cursor uint64
+	for {
+		keys, next, err := s.rdb.ScanType(ctx, cursor, liveStreamPrefix+"*", batch, "hash").Result()
+		if err != nil {
+			return migrated, wrapErr(op, err)
+		}
+		for _, key := range keys {
+			id := strings.TrimPrefix(key, liveStreamPrefix)
+			if !ids.Valid(id) {
+				continue
+			}
+			done, err := s.migrateStreamKey(ctx, id)
+			if err != nil {
+				return migrated, err
+			}
+			if done {
+				migrated++
+			}
+		}
+		if next == 0 {
+			return migrated, nil
+		}
+		cursor = next
+	}
+}
+
+// migrateStreamKey hashes live stream id's plain stream key, if it has one.
+func (s *Store) migrateStreamKey(ctx context.Context, id string) (bool, error) {
+	const op = "migrate stream key"
+	key := liveStreamKey(id)
+	done := false
+	err := s.watchTx(ctx, op, func(tx *redis.Tx) error {
+		done = false
+		plain, err := tx.HGet(ctx, key, fieldLegacyStreamKey).Result()
+		if errors.Is(err, redis.Nil) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		// A record that has both was reset (or migrated) since: its
+		// hash is the one that counts.
+		h, err := tx.HGet(ctx, key, fieldStreamKeyHash).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			if h == "" {
+				h = ids.Hash(plain)
+				p.HSet(ctx, key, fieldStreamKeyHash, h)
+				p.SetNX(ctx, streamKeyIndexKey(h), id, 0)
+			}
+			p.HDel(ctx, key, fieldLegacyStreamKey)
+			return nil
+		})
+		done = err == nil
+		return err
+	}, key)
+	if err != nil {
+		return false, txErr(op, err)
+	}
+	return done, nil
 }

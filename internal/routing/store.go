@@ -7,9 +7,10 @@
 // Every key starts with "shoal:". Times are stored as RFC 3339 strings in UTC
 // with microsecond precision.
 //
-//	shoal:livestream:<id>          hash   name, stream_key, created_at, playback_policy
+//	shoal:livestream:<id>          hash   name, stream_key_hash (sha256 of the key), created_at, playback_policy
 //	shoal:livestreams              zset   member <id>, score created_at in Unix milliseconds
 //	shoal:streamkey:<sha256(key)>  string <id> of the live stream that owns the stream key
+//	shoal:keyrevocations           stream live streams whose key was reset or deleted (see keyrevocations.go)
 //	shoal:apikey:<sha256(key)>     hash   id, name, scopes (comma-separated; absent: issued before scopes), created_at, key_hash
 //	shoal:apikeys                  hash   API key id -> sha256(key), for listing and revoking by id
 //	shoal:apikeys:indexed          string set once the keys issued before shoal:apikeys existed were added to it
@@ -22,10 +23,12 @@
 //	shoal:webhook:<id>, shoal:webhooks, shoal:webhookdelivery:<did>, shoal:webhookdue,
 //	shoal:webhookpending:<id>, shoal:webhooklog:<id>   webhooks and their deliveries (see webhooks.go)
 //
-// The stream key is kept in the live stream's hash because the API shows it
-// to the stream's owner; the index that ingest looks keys up in is keyed by
-// ids.Hash of the key, so a lookup never compares plain keys. API keys are
-// shown once at creation and only their hash is stored.
+// Stream keys and API keys are shown once, when they are made, and only
+// their hash (ids.Hash) is stored: the live stream's hash keeps
+// stream_key_hash, and the index that ingest looks keys up in is keyed by
+// it, so a lookup never compares plain keys. Records written before stream
+// keys were stored hashed kept the plain key in a stream_key field;
+// MigrateStreamKeys (run by every origin at start) replaces it.
 //
 // Creating, deleting and resetting the key of a live stream change the hash,
 // the zset and the stream key index in one MULTI/EXEC transaction, and the

@@ -3,11 +3,14 @@ package routing
 import (
 	"context"
 	"errors"
+	"fmt"
 	"reflect"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/testutil/redistest"
@@ -83,12 +86,18 @@ func TestLiveStreamCRUD(t *testing.T) {
 		t.Errorf("CreatedAt %v is not now", ls.CreatedAt)
 	}
 
+	if ls.StreamKeyHash != ids.Hash(ls.StreamKey) {
+		t.Errorf("StreamKeyHash %q, want the hash of %q", ls.StreamKeyHash, ls.StreamKey)
+	}
 	got, err := s.GetLiveStream(ctx, ls.ID)
 	if err != nil {
 		t.Fatalf("GetLiveStream: %v", err)
 	}
-	if got != ls {
-		t.Errorf("GetLiveStream = %+v, want %+v", got, ls)
+	// Only the hash is stored: the key is seen once, when it is made.
+	stored := ls
+	stored.StreamKey = ""
+	if got != stored {
+		t.Errorf("GetLiveStream = %+v, want %+v", got, stored)
 	}
 
 	id, err := s.LiveStreamIDByKey(ctx, ls.StreamKey)
@@ -100,7 +109,7 @@ func TestLiveStreamCRUD(t *testing.T) {
 	if err != nil {
 		t.Fatalf("UpdateLiveStream: %v", err)
 	}
-	want := ls
+	want := stored
 	want.Name = "renamed"
 	if upd != want {
 		t.Errorf("UpdateLiveStream = %+v, want %+v", upd, want)
@@ -194,9 +203,10 @@ func TestResetStreamKey(t *testing.T) {
 	if id, err := s.LiveStreamIDByKey(ctx, reset.StreamKey); err != nil || id != ls.ID {
 		t.Errorf("new key resolves to %q, %v; want %q", id, err, ls.ID)
 	}
-	if got, _ := s.GetLiveStream(ctx, ls.ID); got.StreamKey != reset.StreamKey {
-		t.Errorf("GetLiveStream shows key %q, want %q", got.StreamKey, reset.StreamKey)
+	if got, _ := s.GetLiveStream(ctx, ls.ID); got.StreamKey != "" || got.StreamKeyHash != ids.Hash(reset.StreamKey) {
+		t.Errorf("GetLiveStream shows key %q, hash %q; want no key and the new key's hash", got.StreamKey, got.StreamKeyHash)
 	}
+	noPlainKeys(t, s, ls.StreamKey, reset.StreamKey)
 	if n, _ := s.rdb.Keys(ctx, streamKeyPrefix+"*").Result(); len(n) != 1 {
 		t.Errorf("stream key index has %d entries, want 1", len(n))
 	}
@@ -239,11 +249,11 @@ func TestConcurrentResetAndDeleteLeaveNoOrphans(t *testing.T) {
 }
 
 // leftBehind is keys without what a deletion leaves on purpose: the
-// invalidation feed and tombstones (they expire).
+// invalidation feed, the key revocations and tombstones (they expire).
 func leftBehind(keys []string) []string {
 	var out []string
 	for _, k := range keys {
-		if k != invalidationsKey && !strings.HasPrefix(k, "shoal:deleted:") {
+		if k != invalidationsKey && k != keyRevocationsKey && !strings.HasPrefix(k, "shoal:deleted:") {
 			out = append(out, k)
 		}
 	}
@@ -481,6 +491,7 @@ func TestRedisDiesAndComesBack(t *testing.T) {
 	if err != nil {
 		t.Fatalf("CreateLiveStream after restart: %v", err)
 	}
+	ls2.StreamKey = "" // only its hash is stored
 	if got, err := s.GetLiveStream(t.Context(), ls2.ID); err != nil || got != ls2 {
 		t.Errorf("GetLiveStream after restart = %+v, %v", got, err)
 	}
@@ -499,7 +510,7 @@ func TestServerErrorIsNotUnavailable(t *testing.T) {
 	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotFound) {
 		t.Errorf("GetLiveStream on a WRONGTYPE key = %v, want a plain error", err)
 	}
-	if err := s.rdb.HSet(ctx, liveStreamKey("corrupt"), fieldName, "n", fieldStreamKey, "sk_x", fieldCreatedAt, "yesterday").Err(); err != nil {
+	if err := s.rdb.HSet(ctx, liveStreamKey("corrupt"), fieldName, "n", fieldStreamKeyHash, "x", fieldCreatedAt, "yesterday").Err(); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.UpdateLiveStream(ctx, "corrupt", LiveStreamUpdate{Name: ptr("m")})
@@ -588,5 +599,197 @@ func TestLiveStreamPlaybackPolicy(t *testing.T) {
 	}
 	if got, _ := s.GetLiveStream(ctx, ls.ID); got.PlaybackPolicy != PlaybackPublic {
 		t.Errorf("a refused update changed the policy: %+v", got)
+	}
+}
+
+// noPlainKeys fails unless no key name, field, member or value anywhere in
+// Redis holds one of secrets.
+func noPlainKeys(t *testing.T, s *Store, secrets ...string) {
+	t.Helper()
+	ctx := t.Context()
+	keys, err := s.rdb.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		var texts []string
+		switch typ := s.rdb.Type(ctx, k).Val(); typ {
+		case "string":
+			texts = []string{s.rdb.Get(ctx, k).Val()}
+		case "hash":
+			for f, v := range s.rdb.HGetAll(ctx, k).Val() {
+				texts = append(texts, f, v)
+			}
+		case "zset":
+			texts = s.rdb.ZRange(ctx, k, 0, -1).Val()
+		case "set":
+			texts = s.rdb.SMembers(ctx, k).Val()
+		case "list":
+			texts = s.rdb.LRange(ctx, k, 0, -1).Val()
+		case "stream":
+			for _, m := range s.rdb.XRange(ctx, k, "-", "+").Val() {
+				for f, v := range m.Values {
+					texts = append(texts, f, fmt.Sprint(v))
+				}
+			}
+		default:
+			t.Fatalf("key %s has type %q, which the check does not read", k, typ)
+		}
+		texts = append(texts, k)
+		for _, txt := range texts {
+			for _, sec := range secrets {
+				if strings.Contains(txt, sec) {
+					t.Errorf("Redis key %s holds the plain stream key %q", k, sec)
+				}
+			}
+		}
+	}
+}
+
+func TestStreamKeysStoredHashed(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	ls, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "hashed"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	noPlainKeys(t, s, ls.StreamKey)
+	if list, err := s.ListLiveStreams(ctx); err != nil || len(list) != 1 || list[0].StreamKey != "" || list[0].StreamKeyHash != ids.Hash(ls.StreamKey) {
+		t.Errorf("ListLiveStreams = %+v, %v; want one stream with its key's hash and no key", list, err)
+	}
+	upd, err := s.UpdateLiveStream(ctx, ls.ID, LiveStreamUpdate{Name: ptr("x")})
+	if err != nil || upd.StreamKey != "" {
+		t.Errorf("UpdateLiveStream = %+v, %v; want no plain key", upd, err)
+	}
+}
+
+// TestMigrateLegacyStreamKey: a live stream written before stream keys were
+// stored hashed (plain key in the record, index keyed by its hash) keeps
+// working before and after the migration, which leaves only the hash.
+func TestMigrateLegacyStreamKey(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	const id, plain = "legacy1", "sk_legacylegacylegacylegacylegacyle"
+	// Exactly what the old CreateLiveStream wrote.
+	if err := s.rdb.HSet(ctx, liveStreamKey(id), fieldName, "old show", fieldLegacyStreamKey, plain,
+		fieldCreatedAt, formatTime(now()), fieldPlaybackPolicy, PlaybackPublic, fieldLadder, "", fieldSourceURL, "").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.rdb.Set(ctx, "shoal:streamkey:"+ids.Hash(plain), id, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.rdb.ZAdd(ctx, liveStreamsIndex, redis.Z{Score: 1, Member: id}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	// A record made the new way is left alone.
+	fresh, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "new"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Before the migration: the key works, reads never show it.
+	if got, err := s.LiveStreamIDByKey(ctx, plain); err != nil || got != id {
+		t.Fatalf("legacy key resolves to %q, %v", got, err)
+	}
+	if ls, err := s.GetLiveStream(ctx, id); err != nil || ls.StreamKey != "" || ls.StreamKeyHash != ids.Hash(plain) {
+		t.Fatalf("GetLiveStream(legacy) = %+v, %v", ls, err)
+	}
+
+	n, err := s.MigrateStreamKeys(ctx, 1)
+	if err != nil || n != 1 {
+		t.Fatalf("MigrateStreamKeys = %d, %v; want 1 record migrated", n, err)
+	}
+	noPlainKeys(t, s, plain, fresh.StreamKey)
+	if got, err := s.LiveStreamIDByKey(ctx, plain); err != nil || got != id {
+		t.Errorf("after migration the legacy key resolves to %q, %v", got, err)
+	}
+	if ls, err := s.GetLiveStream(ctx, id); err != nil || ls.Name != "old show" || ls.StreamKeyHash != ids.Hash(plain) {
+		t.Errorf("GetLiveStream(legacy) after migration = %+v, %v", ls, err)
+	}
+	if n, err := s.MigrateStreamKeys(ctx, 100); err != nil || n != 0 {
+		t.Errorf("second MigrateStreamKeys = %d, %v; want nothing to do", n, err)
+	}
+	// Resetting a migrated stream's key revokes the legacy one.
+	reset, err := s.ResetStreamKey(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.LiveStreamIDByKey(ctx, plain); !errors.Is(err, ErrNotFound) {
+		t.Errorf("legacy key after reset: %v, want ErrNotFound", err)
+	}
+	if got, err := s.LiveStreamIDByKey(ctx, reset.StreamKey); err != nil || got != id {
+		t.Errorf("new key resolves to %q, %v", got, err)
+	}
+	if n, _ := s.rdb.Keys(ctx, streamKeyPrefix+"*").Result(); len(n) != 2 {
+		t.Errorf("stream key index has %d entries, want 2", len(n))
+	}
+}
+
+// TestResetLegacyStreamKey: a reset before the migration ran drops the
+// plain key too.
+func TestResetLegacyStreamKey(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	const id, plain = "legacy2", "sk_legacylegacylegacylegacylegacy22"
+	if err := s.rdb.HSet(ctx, liveStreamKey(id), fieldName, "old", fieldLegacyStreamKey, plain, fieldCreatedAt, formatTime(now())).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.rdb.Set(ctx, streamKeyPrefix+ids.Hash(plain), id, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	reset, err := s.ResetStreamKey(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noPlainKeys(t, s, plain, reset.StreamKey)
+	if _, err := s.LiveStreamIDByKey(ctx, plain); !errors.Is(err, ErrNotFound) {
+		t.Errorf("legacy key after reset: %v, want ErrNotFound", err)
+	}
+}
+
+func TestKeyRevocations(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	cur, err := s.KeyRevocationsCursor(ctx)
+	if err != nil || cur != "0-0" {
+		t.Fatalf("KeyRevocationsCursor = %q, %v", cur, err)
+	}
+	a, _ := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "a"})
+	b, _ := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "b"})
+	if _, err := s.UpdateLiveStream(ctx, a.ID, LiveStreamUpdate{Name: ptr("renamed")}); err != nil {
+		t.Fatal(err)
+	}
+	// Nothing yet: the block runs out.
+	got, next, err := s.KeyRevocations(ctx, cur, 10*time.Millisecond)
+	if err != nil || len(got) != 0 || next != cur {
+		t.Fatalf("KeyRevocations with none = %v, %q, %v", got, next, err)
+	}
+	// A reader blocked on the stream hears of a reset at once.
+	done := make(chan []KeyRevocation, 1)
+	go func() {
+		got, _, err := s.KeyRevocations(ctx, cur, 10*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		done <- got
+	}()
+	if _, err := s.ResetStreamKey(ctx, a.ID); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-done; len(got) != 1 || got[0].ID != a.ID {
+		t.Errorf("blocked reader got %+v, want the reset of %s", got, a.ID)
+	}
+	if err := s.DeleteLiveStream(ctx, b.ID); err != nil {
+		t.Fatal(err)
+	}
+	got, next, err = s.KeyRevocations(ctx, cur, 0)
+	if err != nil || len(got) != 2 || got[0].ID != a.ID || got[1].ID != b.ID || next != got[1].Cursor {
+		t.Fatalf("KeyRevocations = %+v, %q, %v; want the reset of a, the deletion of b", got, next, err)
+	}
+	if last, err := s.KeyRevocationsCursor(ctx); err != nil || last != next {
+		t.Errorf("KeyRevocationsCursor = %q, %v; want %q", last, err, next)
 	}
 }

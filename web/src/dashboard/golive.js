@@ -1,13 +1,15 @@
 // "Go live" from the browser: a panel on a live stream's card with a local
 // preview, a camera (or "Share screen") and microphone picker, Start and
 // Stop. Start publishes over WebRTC to the stream's WHIP endpoint
-// (ingest.whip_url) with the stream key as the bearer token: H.264 when the
-// browser can send it, else VP8 (the server converts VP8 and Opus to
-// H.264 and AAC for HLS). Stop ends the session (DELETE on its Location)
-// and releases the camera and microphone.
+// (ingest.whip_url?stream=<id>) with the dashboard's API key as the bearer
+// token (the dashboard does not have the stream key: it is shown once, when
+// made): H.264 when the browser can send it, else VP8 (the server converts
+// VP8 and Opus to H.264 and AAC for HLS). Stop ends the session (DELETE on
+// its Location, with the same bearer) and releases the camera and
+// microphone.
 //
-// The stream key only ever goes into the Authorization header of requests
-// to this node: it is never shown here, put in a URL or logged.
+// The API key only ever goes into the Authorization header of requests to
+// this node: it is never shown here, put in a URL or logged.
 
 import { h, icon, replaceChildren } from '../common/dom.js';
 import { closeAfter } from '../common/rtc.js';
@@ -35,6 +37,7 @@ export class GoLivePanel {
     this.stream = null; // the local MediaStream (preview and publication)
     this.pc = null;
     this.location = '';
+    this.bearer = ''; // what the session was started with
     this.state = 'idle';
     this.codec = '';
     this.gen = 0; // bumps when a start is cancelled
@@ -68,7 +71,7 @@ export class GoLivePanel {
             h('span', { class: 'golive-dot', 'aria-hidden': 'true' }), this.statusText, this.streamStatus),
           this.error,
           h('p', { class: 'muted small' },
-            'Sends over WebRTC (WHIP) with this stream\'s key. Keep this tab open while you are live; closing it ends the broadcast.'))));
+            'Sends over WebRTC (WHIP), signed in with your API key (no stream key needed). Keep this tab open while you are live; closing it ends the broadcast.'))));
     this.fillDevices([]);
     this.startBtn.addEventListener('click', () => this.start());
     this.stopBtn.addEventListener('click', () => this.stop());
@@ -324,10 +327,14 @@ export class GoLivePanel {
     await gathered(pc, GATHER_MS);
     if (gen !== this.gen) throw new Error('cancelled');
     let res;
+    // The session is ended with the bearer it was started with.
+    this.bearer = this.card.api.key;
+    const offerURL = new URL(whipURL, location.href);
+    offerURL.searchParams.set('stream', this.ls.id);
     try {
-      res = await fetch(whipURL, {
+      res = await fetch(offerURL.href, {
         method: 'POST', cache: 'no-store', credentials: 'omit',
-        headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${this.ls.stream_key}` },
+        headers: { 'Content-Type': 'application/sdp', Authorization: `Bearer ${this.bearer}` },
         body: pc.localDescription.sdp,
       });
     } catch {
@@ -393,9 +400,10 @@ export class GoLivePanel {
     if (!this.location) return Promise.resolve();
     const loc = this.location;
     this.location = '';
+    this.bearer = ''; // what the session was started with
     return fetch(loc, {
       method: 'DELETE', keepalive: unloading, cache: 'no-store', credentials: 'omit',
-      headers: { Authorization: `Bearer ${this.ls.stream_key}` },
+      headers: { Authorization: `Bearer ${this.bearer}` },
     }).catch(() => {});
   }
 
@@ -513,9 +521,9 @@ async function whipError(res) {
     case 409:
       return 'This stream is already live from another publisher (OBS, ffmpeg or another tab). Stop that one first, then Start again.';
     case 401:
-      return 'The server did not accept this stream\'s key. If it was reset, reload the page.';
+      return 'The server did not accept your API key. Sign in again.';
     case 404:
-      return 'This server does not take WebRTC (WHIP) broadcasts.';
+      return msg === 'no such live stream' ? 'This live stream no longer exists. Reload the page.' : 'This server does not take WebRTC (WHIP) broadcasts.';
     default:
       return msg ? `The server refused the broadcast: ${msg} (HTTP ${res.status}).` : `The server refused the broadcast (HTTP ${res.status}).`;
   }

@@ -1,7 +1,8 @@
-// Live streams: create, list with status, ingest settings (RTMP server and
-// stream key, WHIP, RTSP and SRT URLs with copy buttons, OBS instructions),
-// going live from the browser (golive.js), restreaming to other platforms
-// (restream.js), reset key, delete.
+// Live streams: create, list with status, ingest settings (RTMP server,
+// WHIP URL, OBS instructions), the stream key (and the RTSP and SRT URLs
+// that embed it) shown once, right after it is made (create, reset key),
+// going live from the browser (golive.js, with the dashboard's API key),
+// restreaming to other platforms (restream.js), reset key, delete.
 
 import { h, icon, copyButton, toast, replaceChildren } from '../common/dom.js';
 import { confirmDialog, statusBadge, signedBadge, formatDate } from './ui.js';
@@ -45,6 +46,7 @@ export class LiveSection {
         await this.refresh();
         const card = this.cards.get(ls.id);
         if (card) {
+          card.showNewKey(ls);
           card.el.querySelector('details').open = true;
           card.el.querySelector('h3').focus();
         }
@@ -104,7 +106,9 @@ class StreamCard {
     this.section = section;
     this.api = section.api;
     this.ls = ls;
-    this.showKey = false;
+    // fresh is the create or reset answer, the only one with the stream
+    // key (the server keeps only its hash): shown until dismissed.
+    this.fresh = null;
     this.build();
     this.update(ls);
   }
@@ -113,29 +117,24 @@ class StreamCard {
     const id = this.ls.id;
     this.title = h('h3', { tabindex: '-1' });
     this.badges = h('div', { class: 'badges' });
-    this.keyCode = h('code', { class: 'secret', id: `key-${id}` });
-    this.keyToggle = h('button', { type: 'button', class: 'btn btn-sm', 'aria-controls': `key-${id}`, 'aria-pressed': 'false' }, icon('eye'), h('span', { text: 'Show' }));
-    this.keyToggle.addEventListener('click', () => {
-      this.showKey = !this.showKey;
-      this.renderKey();
-    });
+    this.keyDef = h('dd', { class: 'stream-key', id: `key-${id}` });
     this.rtmp = h('code', {});
     this.rtspCode = h('code', {});
     this.sourceTerm = h('dt', { text: 'Pulled from' });
     this.sourceDef = h('dd', { class: 'pull' });
     this.rtspTerm = h('dt', { text: 'RTSP URL' });
-    this.rtspDef = h('dd', {}, this.rtspCode, copyButton('Copy', () => this.ls.ingest.rtsp_url || '', { ariaLabel: `Copy the RTSP publish URL of ${this.ls.name}`, done: 'RTSP URL copied' }));
+    this.rtspDef = h('dd', {}, this.rtspCode, copyButton('Copy', () => (this.fresh && this.fresh.ingest.rtsp_url) || '', { ariaLabel: `Copy the RTSP publish URL of ${this.ls.name}`, done: 'RTSP URL copied' }));
     this.whipCode = h('code', { class: 'whip-url' });
     this.whipTerm = h('dt', { text: 'WHIP URL' });
     this.whipDef = h('dd', {}, this.whipCode, copyButton('Copy', () => this.ls.ingest.whip_url || '', { ariaLabel: `Copy the WHIP URL of ${this.ls.name}`, done: 'WHIP URL copied' }));
     this.srtCode = h('code', { class: 'srt-url' });
     this.srtTerm = h('dt', { text: 'SRT URL' });
-    this.srtDef = h('dd', {}, this.srtCode, copyButton('Copy', () => this.ls.ingest.srt_url || '', { ariaLabel: `Copy the SRT publish URL of ${this.ls.name}`, done: 'SRT URL copied' }));
+    this.srtDef = h('dd', {}, this.srtCode, copyButton('Copy', () => (this.fresh && this.fresh.ingest.srt_url) || '', { ariaLabel: `Copy the SRT publish URL of ${this.ls.name}`, done: 'SRT URL copied' }));
     this.watchURL = `${location.origin}/watch/${id}`;
     this.hls = h('code', {});
     this.created = h('span', { class: 'muted' });
-    const reset = h('button', { type: 'button', class: 'btn btn-sm' }, icon('refresh'), 'Reset key');
-    reset.addEventListener('click', () => this.resetKey());
+    this.resetBtn = h('button', { type: 'button', class: 'btn btn-sm key-reset', 'aria-label': `Reset the stream key of ${this.ls.name}` }, icon('refresh'), 'Reset key');
+    this.resetBtn.addEventListener('click', () => this.resetKey());
     const del = h('button', { type: 'button', class: 'btn btn-sm btn-danger' }, icon('trash'), 'Delete');
     del.addEventListener('click', () => this.remove());
     this.watchSlot = h('span', { class: 'watch-slot' });
@@ -150,7 +149,7 @@ class StreamCard {
         h('dt', { text: 'RTMP server' }),
         h('dd', {}, this.rtmp, copyButton('Copy', () => this.ls.ingest.rtmp_url, { ariaLabel: `Copy the RTMP server URL of ${this.ls.name}`, done: 'RTMP URL copied' })),
         h('dt', { text: 'Stream key' }),
-        h('dd', {}, this.keyCode, this.keyToggle, copyButton('Copy', () => this.ls.stream_key, { ariaLabel: `Copy the stream key of ${this.ls.name}`, done: 'Stream key copied' })),
+        this.keyDef,
         this.whipTerm, this.whipDef,
         this.rtspTerm, this.rtspDef,
         this.srtTerm, this.srtDef,
@@ -181,7 +180,7 @@ class StreamCard {
         this.watchSlot,
         this.goLiveBtn,
         h('span', { class: 'spacer' }),
-        this.created, reset, del));
+        this.created, del));
     this.title.id = `stream-${id}-title`;
   }
 
@@ -218,23 +217,47 @@ class StreamCard {
     this.renderKey();
   }
 
+  // showNewKey shows the stream key of a create or reset answer, the only
+  // time the dashboard sees it.
+  showNewKey(answer) {
+    this.fresh = answer;
+    this.renderKey();
+  }
+
+  // renderKey shows the new stream key (and the RTSP and SRT URLs that
+  // carry it) right after it was made, with the note that it is shown
+  // once; otherwise says so, next to Reset key.
   renderKey() {
-    const k = this.ls.stream_key;
-    const masked = '•'.repeat(12) + k.slice(-4);
-    const rtsp = this.ls.ingest.rtsp_url || '';
+    const f = this.fresh;
+    const k = f ? f.stream_key : '';
+    if (f) {
+      const done = h('button', { type: 'button', class: 'btn btn-sm key-done', 'aria-label': `Hide the stream key of ${this.ls.name}` }, icon('eye'), 'Done, hide it');
+      done.addEventListener('click', () => {
+        this.fresh = null;
+        this.renderKey();
+      });
+      replaceChildren(this.keyDef,
+        h('code', { class: 'secret', text: k }),
+        copyButton('Copy', k, { ariaLabel: `Copy the stream key of ${this.ls.name}`, done: 'Stream key copied' }),
+        done, this.resetBtn,
+        h('p', { class: 'key-once', role: 'status' },
+          h('strong', { text: 'Copy it now: it is shown once; ' }), 'Reset makes a new one (and stops the old one).'));
+      this.keyDef.dataset.key = 'shown';
+    } else {
+      replaceChildren(this.keyDef,
+        h('span', { class: 'muted key-hidden', text: 'Shown once, when it is made. Lost it? ' }),
+        this.resetBtn);
+      this.keyDef.dataset.key = 'hidden';
+    }
+    // The RTSP and SRT URLs carry the key: only with it.
+    const rtsp = (f && f.ingest.rtsp_url) || '';
     this.rtspTerm.hidden = this.rtspDef.hidden = !rtsp;
-    // The RTSP URL carries the key: shown only when the key is.
-    this.rtspCode.textContent = this.showKey ? rtsp : rtsp.replace(k, masked);
-    const srt = this.ls.ingest.srt_url || '';
+    this.rtspCode.textContent = rtsp;
+    const srt = (f && f.ingest.srt_url) || '';
     this.srtTerm.hidden = this.srtDef.hidden = !srt;
-    this.srtCode.textContent = this.showKey ? srt : srt.replace(k, masked);
+    this.srtCode.textContent = srt;
     this.el.querySelector('code.cmd').textContent =
-      `ffmpeg -re -i input.mp4 -c:v libx264 -preset veryfast -g 60 -c:a aac -f flv ${this.ls.ingest.rtmp_url}/${this.showKey ? k : masked}`;
-    this.keyCode.textContent = this.showKey ? k : masked;
-    this.keyCode.dataset.key = this.showKey ? 'shown' : 'hidden';
-    this.keyToggle.setAttribute('aria-pressed', String(this.showKey));
-    this.keyToggle.setAttribute('aria-label', `${this.showKey ? 'Hide' : 'Show'} the stream key of ${this.ls.name}`);
-    this.keyToggle.querySelector('span').textContent = this.showKey ? 'Hide' : 'Show';
+      `ffmpeg -re -i input.mp4 -c:v libx264 -preset veryfast -g 60 -c:a aac -f flv ${this.ls.ingest.rtmp_url}/${k || '<stream key>'}`;
   }
 
   // toggleGoLive opens or closes the "Go live from the browser" panel.
@@ -261,16 +284,16 @@ class StreamCard {
   async resetKey() {
     const ok = await confirmDialog({
       title: 'Reset the stream key?',
-      text: `“${this.ls.name}” gets a new stream key. The old key stops working: update OBS before your next broadcast.`,
+      text: `“${this.ls.name}” gets a new stream key, shown once. The old key stops working at once: whoever is broadcasting with it (OBS, ffmpeg, a camera) is disconnected. Update them with the new key.`,
       confirm: 'Reset key',
       danger: true,
     });
     if (!ok) return;
     try {
       const ls = await this.api.post(`/v1/live-streams/${this.ls.id}/reset-stream-key`);
-      this.showKey = true;
       this.update(ls);
-      toast('New stream key made');
+      this.showNewKey(ls);
+      toast('New stream key made: copy it now');
     } catch (err) {
       toast(err.message, 'error');
     }
