@@ -23,7 +23,8 @@
 //     by its path plus the normalized parameters
 //     ("/hls/<id>/<r>/index.m3u8?_HLS_msn=N&_HLS_part=P"): all the viewers
 //     waiting for one (playlist, N, P) share one upstream request, sent with
-//     the same parameters, the leader's token and Shoal-Edge: 1, and every
+//     the same parameters, the leader's token (vouched for with the
+//     leader's address, Deps.Vouch) and Shoal-Edge: 1, and every
 //     one of them is answered from it. Its 200 is kept (in memory only) for
 //     the origin's max-age, so later requests for that key are hits. Other
 //     parameters (_HLS_skip among them) are ignored: not in the key, not
@@ -205,6 +206,15 @@ type Deps struct {
 	// signed. A non-zero status refuses the request with that status; a
 	// non-empty token is added to every URI of the playlists served.
 	Access func(r *http.Request, id string, signed bool) (token string, status int)
+	// ClientIP, when set, finds a viewer's address (trusted proxies); the
+	// default is the TCP peer. Viewers are counted by it, and it is what
+	// Vouch vouches for.
+	ClientIP func(r *http.Request) string
+	// Vouch, when set, is called on each request that carries a viewer's
+	// playback token to the origin (misses only), to vouch for the viewer
+	// at viewerIP (nodeproto.Vouch): target is the request's path and
+	// query below OriginURL.
+	Vouch func(req *http.Request, target, viewerIP string)
 }
 
 // Stats is a snapshot of the cache's counters.
@@ -241,6 +251,8 @@ type Cache struct {
 	client   *http.Client
 	siblings func() []Sibling
 	access   func(r *http.Request, id string, signed bool) (string, int)
+	clientIP func(r *http.Request) string
+	vouch    func(req *http.Request, target, viewerIP string)
 	now      func() time.Time
 	onJoin   func()
 	m        *metrics
@@ -433,6 +445,8 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 		client:   client,
 		siblings: deps.Siblings,
 		access:   deps.Access,
+		clientIP: deps.ClientIP,
+		vouch:    deps.Vouch,
 		now:      deps.Now,
 		onJoin:   deps.onJoin,
 		errLimit: logx.NewLimiter(10 * time.Second),
@@ -595,12 +609,35 @@ const ViewerWindow = 30 * time.Second
 // maxViewers bounds the viewer bookkeeping.
 const maxViewers = 1_000_000
 
-// sawViewer records a request from a viewer at addr (its host).
-func (c *Cache) sawViewer(remoteAddr string, now int64) {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		host = remoteAddr
+// viewerIP is the address of the viewer of r (Deps.ClientIP).
+func (c *Cache) viewerIP(r *http.Request) string {
+	if c.clientIP != nil {
+		return c.clientIP(r)
 	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// upstreamRequest makes a request to the origin for key with token,
+// vouching for the viewer at viewerIP when it carries a token.
+func (c *Cache) upstreamRequest(ctx context.Context, method, key, token, viewerIP string) (*http.Request, error) {
+	u := upstreamURL(c.origin, key, token)
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(HeaderEdge, "1")
+	if token != "" && c.vouch != nil && viewerIP != "" {
+		c.vouch(req, u[len(c.origin):], viewerIP)
+	}
+	return req, nil
+}
+
+// sawViewer records a request from a viewer at host.
+func (c *Cache) sawViewer(host string, now int64) {
 	c.viewerMu.Lock()
 	if len(c.viewers) < maxViewers || c.viewers[host] != 0 {
 		c.viewers[host] = now

@@ -141,6 +141,10 @@ type Config struct {
 	// RegionHeader is the request header a front proxy sets to the
 	// viewer's region, for /play and /v1/route ("" uses ?region= only).
 	RegionHeader string
+	// ClientIP, when set, finds a request's client address (trusted
+	// proxies, edges vouching), for per-network quotas; the default is
+	// the TCP peer.
+	ClientIP func(*http.Request) string
 	// OnHeartbeat, when set, is told every node heartbeat (for the origin's
 	// per-node metrics).
 	OnHeartbeat func(n routing.Node, load routing.NodeLoad)
@@ -187,6 +191,7 @@ type API struct {
 
 	playbackKey  ed25519.PrivateKey // nil: signed playback is not configured
 	regionHeader string
+	clientIP     func(*http.Request) string
 	onHeartbeat  func(n routing.Node, load routing.NodeLoad)
 
 	registry          *routing.Registry
@@ -266,6 +271,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		log:            log,
 		playbackKey:    cfg.PlaybackKey,
 		regionHeader:   cfg.RegionHeader,
+		clientIP:       cfg.ClientIP,
 		onHeartbeat:    cfg.OnHeartbeat,
 
 		contentKeys:       cfg.ContentKeys,
@@ -276,6 +282,9 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		reports:           newReportLimiter(time.Now),
 	}
 	a.registry = routing.NewRegistry(store.ListNodes, nil)
+	if a.clientIP == nil {
+		a.clientIP = func(r *http.Request) string { return r.RemoteAddr }
+	}
 	switch {
 	case a.maxNodesPerToken == 0:
 		a.maxNodesPerToken = DefaultMaxNodesPerToken

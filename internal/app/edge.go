@@ -30,6 +30,17 @@ type edgeNode struct {
 	cursor    atomic.Value // string: the invalidation feed's cursor
 	joined    atomic.Bool
 	cache     *edgecache.Cache
+	// clientIP finds a viewer's address (trusted proxies).
+	clientIP func(*http.Request) string
+	// key signs the vouches for viewers' addresses sent to the origin.
+	key ed25519.PrivateKey
+	now func() time.Time
+}
+
+// vouch vouches to the origin for the address of the viewer whose request
+// req forwards (edgecache.Deps.Vouch).
+func (e *edgeNode) vouch(req *http.Request, target, viewerIP string) {
+	nodeproto.Vouch(req, e.key, nodeproto.NodeID(e.key.Public().(ed25519.PublicKey)), target, viewerIP, e.now())
 }
 
 func (e *edgeNode) learn(r nodeproto.JoinResponse, log *slog.Logger) {
@@ -74,11 +85,7 @@ func (e *edgeNode) access(r *http.Request, id string, signed bool) (string, int)
 		return "", http.StatusServiceUnavailable
 	}
 	tok := r.URL.Query().Get("token")
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	if _, err := playback.Verify(pub, tok, id, time.Now(), host); err != nil {
+	if _, err := playback.Verify(pub, tok, id, e.now(), e.clientIP(r)); err != nil {
 		return "", http.StatusForbidden
 	}
 	return tok, 0
@@ -123,11 +130,12 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	node := &edgeNode{}
+	node := &edgeNode{clientIP: newClientIPResolver(cfg, nil).IP, key: key, now: time.Now}
 	cache, err := edgecache.New(edgecache.Config{
 		OriginURL: cfg.OriginURL, CacheDir: cacheDir, DiskBytes: cfg.Edge.CacheBytes, MemoryBytes: cfg.Edge.MemoryBytes,
 		Self: publicURL,
-	}, edgecache.Deps{Log: log.With("component", "edgecache"), Registerer: reg, Siblings: node.siblingList, Access: node.access})
+	}, edgecache.Deps{Log: log.With("component", "edgecache"), Registerer: reg, Siblings: node.siblingList, Access: node.access,
+		ClientIP: node.clientIP, Vouch: node.vouch})
 	if err != nil {
 		return err
 	}
