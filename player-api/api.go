@@ -28,6 +28,7 @@ import (
 	"unicode"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 	tus "github.com/tus/tusd/v2/pkg/handler"
 
 	"github.com/shoal-video/shoal/internal/ids"
@@ -145,6 +146,9 @@ type Config struct {
 	// proxies, edges vouching), for per-network quotas; the default is
 	// the TCP peer.
 	ClientIP func(*http.Request) string
+	// Registerer, when set, gets the API's metrics
+	// (shoal_node_heartbeats_limited_total).
+	Registerer prometheus.Registerer
 	// OnHeartbeat, when set, is told every node heartbeat (for the origin's
 	// per-node metrics).
 	OnHeartbeat func(n routing.Node, load routing.NodeLoad)
@@ -203,6 +207,8 @@ type API struct {
 	audit             Auditor
 	onDeliveryFailure func(nodeID, kind string)
 	reports           *reportLimiter
+	heartbeats        *heartbeatLimiter
+	heartbeatsLimited *prometheus.CounterVec
 }
 
 // New checks cfg and returns an API backed by store and status. A nil log
@@ -280,6 +286,16 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		audit:             cfg.Audit,
 		onDeliveryFailure: cfg.OnDeliveryFailure,
 		reports:           newReportLimiter(time.Now),
+		heartbeats:        newHeartbeatLimiter(time.Now),
+		heartbeatsLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_node_heartbeats_limited_total",
+			Help: "Node heartbeats refused for their rate (429) or size (413).",
+		}, []string{"reason"}),
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(a.heartbeatsLimited); err != nil {
+			return nil, err
+		}
 	}
 	a.registry = routing.NewRegistry(store.ListNodes, nil)
 	if a.clientIP == nil {

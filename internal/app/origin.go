@@ -196,7 +196,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
 		SRTURL: srtURL(cfg), WHIP: whipIngest, WHEP: whepPlay, MaxRestreams: cfg.Ingest.MaxRestreams, WebhookAllowPrivate: cfg.WebhookAllowPrivate == "true",
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
-		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, ClientIP: clientIP, OnHeartbeat: nodes.heartbeat,
+		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, ClientIP: clientIP, Registerer: reg, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit,
