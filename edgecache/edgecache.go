@@ -79,6 +79,7 @@
 package edgecache
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
@@ -88,6 +89,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -270,8 +272,9 @@ type Cache struct {
 	bigMu sync.Mutex
 	big   map[string]time.Time // keys found too big to cache -> until
 
-	streamMu sync.Mutex
-	streams  map[string]*streamInfo
+	streamMu       sync.Mutex
+	streams        map[string]*streamInfo
+	streamsEvicted atomic.Int64
 
 	viewerMu sync.Mutex
 	viewers  map[string]int64 // viewer address -> unix seconds last seen
@@ -658,9 +661,18 @@ func (c *Cache) viewerCount(now time.Time) int64 {
 	return int64(len(c.viewers))
 }
 
-// maxStreams bounds the per-stream bookkeeping; past it, streams that never
-// served a byte are forgotten first, then everything.
-const maxStreams = 100000
+// maxStreams bounds the per-stream bookkeeping (a heartbeat walks it to
+// pick its top MaxStatsStreams). When it is full, the evictStreams that
+// served the fewest bytes are forgotten at once, those without an
+// invalidation's state (deleted, a policy the origin announced) first: a
+// forgotten stream's policy is learned again from the origin, which
+// enforces it (and answers 404 for a deleted id) whatever the edge knows.
+// Bytes served stay counted in Stats.TotalBytesServed; a forgotten
+// stream's per-stream count starts again from zero.
+const (
+	maxStreams   = 10_000
+	evictStreams = maxStreams / 10
+)
 
 // stream returns the bookkeeping of stream id.
 func (c *Cache) stream(id string) *streamInfo {
@@ -670,18 +682,43 @@ func (c *Cache) stream(id string) *streamInfo {
 		return st
 	}
 	if len(c.streams) >= maxStreams {
-		for k, st := range c.streams {
-			if st.served.Load() == 0 {
-				delete(c.streams, k)
-			}
-		}
-		if len(c.streams) >= maxStreams {
-			clear(c.streams)
-		}
+		c.evictStreamsLocked()
 	}
 	st := &streamInfo{}
 	c.streams[id] = st
 	return st
+}
+
+// evictStreamsLocked forgets the evictStreams least valuable streams: by
+// invalidation state kept (none first), then by bytes served, then by id.
+func (c *Cache) evictStreamsLocked() {
+	type cand struct {
+		id     string
+		kept   bool
+		served int64
+	}
+	all := make([]cand, 0, len(c.streams))
+	for id, st := range c.streams {
+		all = append(all, cand{id, st.deleted.Load() || st.forced.Load() != policyUnknown, st.served.Load()})
+	}
+	n := min(evictStreams, len(all))
+	slices.SortFunc(all, func(a, b cand) int {
+		if a.kept != b.kept {
+			if a.kept {
+				return 1
+			}
+			return -1
+		}
+		if a.served != b.served {
+			return cmp.Compare(a.served, b.served)
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	for _, e := range all[:n] {
+		delete(c.streams, e.id)
+	}
+	c.streamsEvicted.Add(int64(n))
+	c.m.streamsEvicted.Add(float64(n))
 }
 
 func (c *Cache) markBad(id string) {
