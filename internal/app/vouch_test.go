@@ -150,3 +150,37 @@ func TestIPBoundTokenThroughAnEdge(t *testing.T) {
 		t.Errorf("origin /metrics counts no accepted vouch")
 	}
 }
+
+// TestIPBoundTokenBehindATrustedProxy: an origin behind a front proxy it
+// trusts (SHOAL_TRUSTED_PROXIES) checks IP-bound tokens against the
+// rightmost X-Forwarded-For address that is not a trusted proxy.
+func TestIPBoundTokenBehindATrustedProxy(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "SHOAL_TRUSTED_PROXIES=127.0.0.1/32, 10.0.0.0/8")
+	v := readyVideo(t, n, map[string]string{"title": "proxied", "playback_policy": "signed"})
+	code, b := n.do(http.MethodPost, "/v1/playback-tokens", testAdminKey, map[string]any{"id": v.ID, "ttl_seconds": 600, "ip": "203.0.113.0/24"})
+	if code != http.StatusCreated {
+		t.Fatalf("playback token: %d %s", code, b)
+	}
+	var tk struct {
+		Token string `json:"token"`
+	}
+	_ = json.Unmarshal(b, &tk)
+	master := n.http + "/hls/" + v.ID + "/master.m3u8?token=" + tk.Token
+	for xff, want := range map[string]int{
+		"203.0.113.7":                         http.StatusOK,
+		"198.51.100.1, 203.0.113.7, 10.1.2.3": http.StatusOK,        // a spoofed left part changes nothing
+		"203.0.113.7, 198.51.100.1":           http.StatusForbidden, // the viewer is the rightmost untrusted
+		"":                                    http.StatusForbidden, // the proxy itself
+	} {
+		var resp *http.Response
+		if xff == "" {
+			resp, _ = getWith(t, master)
+		} else {
+			resp, _ = getWith(t, master, "X-Forwarded-For", xff)
+		}
+		if resp.StatusCode != want {
+			t.Errorf("X-Forwarded-For %q: %d, want %d", xff, resp.StatusCode, want)
+		}
+	}
+}
