@@ -213,9 +213,9 @@ type Deps struct {
 	// Vouch vouches for.
 	ClientIP func(r *http.Request) string
 	// Vouch, when set, is called on each request that carries a viewer's
-	// playback token to the origin (misses only), to vouch for the viewer
-	// at viewerIP (nodeproto.Vouch): target is the request's path and
-	// query below OriginURL.
+	// playback token to the origin or a sibling (misses only), to vouch
+	// for the viewer at viewerIP (nodeproto.Vouch): target is the
+	// request's path and query below the origin's or sibling's URL.
 	Vouch func(req *http.Request, target, viewerIP string)
 }
 

@@ -684,12 +684,17 @@ func (c *Cache) originHead(ctx context.Context, f *fetch) headResult {
 func (c *Cache) siblingGet(f *fetch, sib Sibling) ([]byte, []byte, error) {
 	ctx, wd := newWatchdog(f.ctx, c.cfg.SiblingTimeout, c.cfg.SiblingTimeout)
 	defer wd.stop()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, upstreamURL(strings.TrimRight(sib.URL, "/"), f.key, f.token), nil)
+	base := strings.TrimRight(sib.URL, "/")
+	u := upstreamURL(base, f.key, f.token)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, nil, err
 	}
 	req.Header.Set(HeaderSibling, "1")
 	req.Header.Set(HeaderEdge, "1")
+	if f.token != "" && c.vouch != nil && f.viewerIP != "" {
+		c.vouch(req, u[len(base):], f.viewerIP)
+	}
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return nil, nil, upstreamErr(ctx, err)

@@ -2,7 +2,9 @@ package edgecache
 
 import (
 	"net/http"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/shoal-video/shoal/packager/origin"
@@ -103,4 +105,55 @@ func TestRefusalNotSharedAcrossAddresses(t *testing.T) {
 		t.Fatalf("the refused viewer: %d, want 403", a.code)
 	}
 	wantBody(t, right, segment(500, 1))
+}
+
+// An edge asking a sibling on behalf of a viewer with a token vouches for
+// the viewer's address to the sibling too; a sibling that believes it
+// (here: any vouch) checks the token with that address and vouches for it
+// in turn to the origin.
+func TestVouchToSibling(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	var mu sync.Mutex
+	var vouches []string
+	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		mu.Lock()
+		vouches = append(vouches, r.Header.Get("X-Test-Vouch"))
+		mu.Unlock()
+		return false
+	})
+	var urlA, urlB atomic.Value
+	a := vouchEdge(t, o, func(c *Config, d *Deps) {
+		c.Name = "edge-a"
+		d.Siblings = func() []Sibling { return []Sibling{{ID: "b", URL: urlB.Load().(string)}} }
+	})
+	b := vouchEdge(t, o, func(c *Config, d *Deps) {
+		c.Name = "edge-b"
+		d.Siblings = func() []Sibling { return []Sibling{{ID: "a", URL: urlA.Load().(string)}} }
+		d.ClientIP = func(r *http.Request) string {
+			if v := r.Header.Get("X-Test-Vouch"); v != "" {
+				return v[strings.LastIndexByte(v, ' ')+1:]
+			}
+			return "127.0.0.1"
+		}
+	})
+	urlA.Store(a.url)
+	urlB.Store(b.url)
+	pB := pathOwnedBy(t, a.url, b.url, b.url)
+	body := segment(2000, 5)
+	o.put(pB, body, origin.CacheImmutable)
+
+	r := do(t, http.MethodGet, a.url+pB+"?token=t1", map[string]string{"X-Test-Viewer": "203.0.113.7"})
+	wantBody(t, r, body)
+	if r.cache != "edge-a; fwd=miss; stored; detail=sibling-b" {
+		t.Fatalf("A's Cache-Status %q", r.cache)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	got := strings.Join(vouches, "|")
+	for _, want := range []string{"HEAD " + pB + "?token=t1 203.0.113.7", "GET " + pB + "?token=t1 203.0.113.7"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the origin saw vouches %q, none %q", vouches, want)
+		}
+	}
 }

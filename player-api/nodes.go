@@ -433,7 +433,7 @@ func (a *API) nodeView(ctx context.Context, self routing.Node, cursor string) (n
 	}
 	for _, n := range nodes {
 		if n.ID != self.ID && n.Role == "edge" && n.Region == self.Region && n.Quarantine == nil {
-			resp.Siblings = append(resp.Siblings, nodeproto.Sibling{ID: n.ID, URL: n.PublicURL})
+			resp.Siblings = append(resp.Siblings, nodeproto.Sibling{ID: n.ID, URL: n.PublicURL, PublicKey: n.PublicKey})
 		}
 	}
 	return resp, nil

@@ -26,6 +26,7 @@ import (
 type edgeNode struct {
 	id        atomic.Value // string
 	siblings  atomic.Value // []edgecache.Sibling
+	sibKeys   atomic.Value // map[string]ed25519.PublicKey: the siblings' node keys by id
 	playbackK atomic.Value // ed25519.PublicKey
 	cursor    atomic.Value // string: the invalidation feed's cursor
 	joined    atomic.Bool
@@ -56,10 +57,15 @@ func (e *edgeNode) learn(r nodeproto.JoinResponse, log *slog.Logger) {
 		e.cursor.Store(r.InvalidationCursor)
 	}
 	sib := make([]edgecache.Sibling, 0, len(r.Siblings))
+	keys := make(map[string]ed25519.PublicKey, len(r.Siblings))
 	for _, s := range r.Siblings {
 		sib = append(sib, edgecache.Sibling{ID: s.ID, URL: s.URL})
+		if pub, err := nodeproto.ParsePublicKey(s.PublicKey); err == nil && nodeproto.NodeID(pub) == s.ID {
+			keys[s.ID] = pub
+		}
 	}
 	e.siblings.Store(sib)
+	e.sibKeys.Store(keys)
 	if r.PlaybackPublicKey != "" {
 		if pub, err := playback.ParsePublicKey(r.PlaybackPublicKey); err == nil {
 			e.playbackK.Store(pub)
@@ -68,6 +74,13 @@ func (e *edgeNode) learn(r nodeproto.JoinResponse, log *slog.Logger) {
 		}
 	}
 	e.joined.Store(true)
+}
+
+// siblingKey is the node key of sibling id, nil for a node that is not a
+// sibling now (vouchVerifier.keyOf).
+func (e *edgeNode) siblingKey(_ context.Context, id string) ed25519.PublicKey {
+	keys, _ := e.sibKeys.Load().(map[string]ed25519.PublicKey)
+	return keys[id]
 }
 
 func (e *edgeNode) siblingList() []edgecache.Sibling {
@@ -130,7 +143,8 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	node := &edgeNode{clientIP: newClientIPResolver(cfg, nil).IP, key: key, now: time.Now}
+	node := &edgeNode{key: key, now: time.Now}
+	node.clientIP = newClientIPResolver(cfg, newVouchVerifier(node.siblingKey, reg, log.With("component", "vouch"))).IP
 	cache, err := edgecache.New(edgecache.Config{
 		OriginURL: cfg.OriginURL, CacheDir: cacheDir, DiskBytes: cfg.Edge.CacheBytes, MemoryBytes: cfg.Edge.MemoryBytes,
 		Self: publicURL,

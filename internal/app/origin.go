@@ -138,7 +138,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	keys := newKeyAuthorizer(store)
 	// Who a request comes from: trusted proxies' X-Forwarded-For, and the
 	// viewers edges vouch for.
-	vouch := newVouchVerifier(store, reg, log.With("component", "vouch"))
+	vouch := newVouchVerifier(newEdgeKeys(store).key, reg, log.With("component", "vouch"))
 	clientIP := newClientIPResolver(cfg, vouch).IP
 	limits := ingest.NewConnLimiter(cfg.Ingest.MaxConnections, cfg.Ingest.MaxConnectionsPerIP)
 	rtmpIngest, err := rtmp.New(rtmp.Config{Addr: cfg.RTMPAddr, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},

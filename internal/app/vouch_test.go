@@ -184,3 +184,88 @@ func TestIPBoundTokenBehindATrustedProxy(t *testing.T) {
 		}
 	}
 }
+
+// TestIPBoundTokenThroughSiblingEdges: two edges of a region share their
+// cache (each object is fetched from the origin by the edge that owns it);
+// an edge asking its sibling for a viewer with an IP-bound token vouches
+// for the viewer's address, and the sibling, knowing its key from the
+// origin, believes it: every object reaches the viewer through a sibling
+// once instead of each edge falling back to the origin.
+func TestIPBoundTokenThroughSiblingEdges(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	v := readyVideo(t, n, map[string]string{"title": "bound, shared", "playback_policy": "signed"})
+	token := n.nodeToken()
+	a := startEdge(t, n, token, "eu", "SHOAL_TRUSTED_PROXIES=127.0.0.1/32")
+	n.waitFor("the first edge to join", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
+	b := startEdge(t, n, token, "eu", "SHOAL_TRUSTED_PROXIES=127.0.0.1/32")
+	// The first edge learns its sibling with a heartbeat answered after
+	// the second joined (the origin's node list is at most 1 s old).
+	n.waitFor("the first edge to hear of its sibling", 20*time.Second, func() bool {
+		code, body := n.get("/v1/nodes", testAdminKey)
+		var out struct {
+			Data []struct {
+				PublicURL     string    `json:"public_url"`
+				JoinedAt      time.Time `json:"joined_at"`
+				LastHeartbeat time.Time `json:"last_heartbeat"`
+			} `json:"data"`
+		}
+		if code != http.StatusOK || json.Unmarshal(body, &out) != nil || len(out.Data) != 2 {
+			return false
+		}
+		var aBeat, bJoined time.Time
+		for _, d := range out.Data {
+			switch d.PublicURL {
+			case a.url:
+				aBeat = d.LastHeartbeat
+			case b.url:
+				bJoined = d.JoinedAt
+			}
+		}
+		return !bJoined.IsZero() && aBeat.After(bJoined.Add(1100*time.Millisecond))
+	})
+
+	const viewer = "203.0.113.7"
+	code, body := n.do(http.MethodPost, "/v1/playback-tokens", testAdminKey, map[string]any{"id": v.ID, "ttl_seconds": 600, "ip": viewer})
+	if code != http.StatusCreated {
+		t.Fatalf("playback token: %d %s", code, body)
+	}
+	var tk struct {
+		Token string `json:"token"`
+	}
+	_ = json.Unmarshal(body, &tk)
+	resp, idx := getWith(t, a.url+"/hls/"+v.ID+"/240p/index.m3u8?token="+tk.Token, "X-Forwarded-For", viewer)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("index through the edge: %d", resp.StatusCode)
+	}
+	var objects []string
+	for _, line := range strings.Split(string(idx), "\n") {
+		if strings.Contains(line, ".m4s?token=") {
+			objects = append(objects, line)
+		}
+		if _, rest, ok := strings.Cut(line, `URI="`); ok && strings.Contains(rest, ".mp4?token=") {
+			objects = append(objects, rest[:strings.IndexByte(rest, '"')])
+		}
+	}
+	if len(objects) < 2 {
+		t.Fatalf("objects in the playlist: %q\n%s", objects, idx)
+	}
+	// Each object through both edges: the one that does not own it asks
+	// its sibling.
+	fromSibling := 0
+	for _, o := range objects {
+		for _, e := range []*edgeProc{a, b} {
+			resp, _ := getWith(t, e.url+"/hls/"+v.ID+"/240p/"+o, "X-Forwarded-For", viewer)
+			cs := resp.Header.Get("Cache-Status")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s at %s: %d %q", o, e.url, resp.StatusCode, cs)
+			}
+			if strings.Contains(cs, "detail=sibling-") {
+				fromSibling++
+			}
+		}
+	}
+	if fromSibling != len(objects) {
+		t.Fatalf("%d of %d objects came through a sibling, want all", fromSibling, len(objects))
+	}
+}

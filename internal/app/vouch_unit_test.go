@@ -48,10 +48,12 @@ func TestVouchVerifier(t *testing.T) {
 	edgeKey, edgeID := join("edge", tok.ID)
 	workerKey, workerID := join("worker", routing.AdminTokenID)
 
-	v := newVouchVerifier(store, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	keys := newEdgeKeys(store)
+	v := newVouchVerifier(keys.key, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	var clock atomic.Int64
 	clock.Store(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC).UnixNano())
 	v.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	keys.now = v.now
 	now := func() time.Time { return v.now() }
 	const target = "/hls/qx3kd7ufmw2hpbz4na5e/master.m3u8?token=abc"
 	ask := func(key ed25519.PrivateKey, id string, at time.Time) (string, bool) {
