@@ -23,7 +23,8 @@
 //     by its path plus the normalized parameters
 //     ("/hls/<id>/<r>/index.m3u8?_HLS_msn=N&_HLS_part=P"): all the viewers
 //     waiting for one (playlist, N, P) share one upstream request, sent with
-//     the same parameters, the leader's token and Shoal-Edge: 1, and every
+//     the same parameters, the leader's token (vouched for with the
+//     leader's address, Deps.Vouch) and Shoal-Edge: 1, and every
 //     one of them is answered from it. Its 200 is kept (in memory only) for
 //     the origin's max-age, so later requests for that key are hits. Other
 //     parameters (_HLS_skip among them) are ignored: not in the key, not
@@ -78,6 +79,7 @@
 package edgecache
 
 import (
+	"cmp"
 	"container/heap"
 	"context"
 	"errors"
@@ -87,6 +89,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -205,6 +208,15 @@ type Deps struct {
 	// signed. A non-zero status refuses the request with that status; a
 	// non-empty token is added to every URI of the playlists served.
 	Access func(r *http.Request, id string, signed bool) (token string, status int)
+	// ClientIP, when set, finds a viewer's address (trusted proxies); the
+	// default is the TCP peer. Viewers are counted by it, and it is what
+	// Vouch vouches for.
+	ClientIP func(r *http.Request) string
+	// Vouch, when set, is called on each request that carries a viewer's
+	// playback token to the origin or a sibling (misses only), to vouch
+	// for the viewer at viewerIP (nodeproto.Vouch): target is the
+	// request's path and query below the origin's or sibling's URL.
+	Vouch func(req *http.Request, target, viewerIP string)
 }
 
 // Stats is a snapshot of the cache's counters.
@@ -241,6 +253,8 @@ type Cache struct {
 	client   *http.Client
 	siblings func() []Sibling
 	access   func(r *http.Request, id string, signed bool) (string, int)
+	clientIP func(r *http.Request) string
+	vouch    func(req *http.Request, target, viewerIP string)
 	now      func() time.Time
 	onJoin   func()
 	m        *metrics
@@ -258,8 +272,9 @@ type Cache struct {
 	bigMu sync.Mutex
 	big   map[string]time.Time // keys found too big to cache -> until
 
-	streamMu sync.Mutex
-	streams  map[string]*streamInfo
+	streamMu       sync.Mutex
+	streams        map[string]*streamInfo
+	streamsEvicted atomic.Int64
 
 	viewerMu sync.Mutex
 	viewers  map[string]int64 // viewer address -> unix seconds last seen
@@ -433,6 +448,8 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 		client:   client,
 		siblings: deps.Siblings,
 		access:   deps.Access,
+		clientIP: deps.ClientIP,
+		vouch:    deps.Vouch,
 		now:      deps.Now,
 		onJoin:   deps.onJoin,
 		errLimit: logx.NewLimiter(10 * time.Second),
@@ -595,12 +612,35 @@ const ViewerWindow = 30 * time.Second
 // maxViewers bounds the viewer bookkeeping.
 const maxViewers = 1_000_000
 
-// sawViewer records a request from a viewer at addr (its host).
-func (c *Cache) sawViewer(remoteAddr string, now int64) {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		host = remoteAddr
+// viewerIP is the address of the viewer of r (Deps.ClientIP).
+func (c *Cache) viewerIP(r *http.Request) string {
+	if c.clientIP != nil {
+		return c.clientIP(r)
 	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	if err != nil {
+		return r.RemoteAddr
+	}
+	return host
+}
+
+// upstreamRequest makes a request to the origin for key with token,
+// vouching for the viewer at viewerIP when it carries a token.
+func (c *Cache) upstreamRequest(ctx context.Context, method, key, token, viewerIP string) (*http.Request, error) {
+	u := upstreamURL(c.origin, key, token)
+	req, err := http.NewRequestWithContext(ctx, method, u, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set(HeaderEdge, "1")
+	if token != "" && c.vouch != nil && viewerIP != "" {
+		c.vouch(req, u[len(c.origin):], viewerIP)
+	}
+	return req, nil
+}
+
+// sawViewer records a request from a viewer at host.
+func (c *Cache) sawViewer(host string, now int64) {
 	c.viewerMu.Lock()
 	if len(c.viewers) < maxViewers || c.viewers[host] != 0 {
 		c.viewers[host] = now
@@ -621,9 +661,18 @@ func (c *Cache) viewerCount(now time.Time) int64 {
 	return int64(len(c.viewers))
 }
 
-// maxStreams bounds the per-stream bookkeeping; past it, streams that never
-// served a byte are forgotten first, then everything.
-const maxStreams = 100000
+// maxStreams bounds the per-stream bookkeeping (a heartbeat walks it to
+// pick its top MaxStatsStreams). When it is full, the evictStreams that
+// served the fewest bytes are forgotten at once, those without an
+// invalidation's state (deleted, a policy the origin announced) first: a
+// forgotten stream's policy is learned again from the origin, which
+// enforces it (and answers 404 for a deleted id) whatever the edge knows.
+// Bytes served stay counted in Stats.TotalBytesServed; a forgotten
+// stream's per-stream count starts again from zero.
+const (
+	maxStreams   = 10_000
+	evictStreams = maxStreams / 10
+)
 
 // stream returns the bookkeeping of stream id.
 func (c *Cache) stream(id string) *streamInfo {
@@ -633,18 +682,43 @@ func (c *Cache) stream(id string) *streamInfo {
 		return st
 	}
 	if len(c.streams) >= maxStreams {
-		for k, st := range c.streams {
-			if st.served.Load() == 0 {
-				delete(c.streams, k)
-			}
-		}
-		if len(c.streams) >= maxStreams {
-			clear(c.streams)
-		}
+		c.evictStreamsLocked()
 	}
 	st := &streamInfo{}
 	c.streams[id] = st
 	return st
+}
+
+// evictStreamsLocked forgets the evictStreams least valuable streams: by
+// invalidation state kept (none first), then by bytes served, then by id.
+func (c *Cache) evictStreamsLocked() {
+	type cand struct {
+		id     string
+		kept   bool
+		served int64
+	}
+	all := make([]cand, 0, len(c.streams))
+	for id, st := range c.streams {
+		all = append(all, cand{id, st.deleted.Load() || st.forced.Load() != policyUnknown, st.served.Load()})
+	}
+	n := min(evictStreams, len(all))
+	slices.SortFunc(all, func(a, b cand) int {
+		if a.kept != b.kept {
+			if a.kept {
+				return 1
+			}
+			return -1
+		}
+		if a.served != b.served {
+			return cmp.Compare(a.served, b.served)
+		}
+		return strings.Compare(a.id, b.id)
+	})
+	for _, e := range all[:n] {
+		delete(c.streams, e.id)
+	}
+	c.streamsEvicted.Add(int64(n))
+	c.m.streamsEvicted.Add(float64(n))
 }
 
 func (c *Cache) markBad(id string) {

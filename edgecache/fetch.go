@@ -21,6 +21,7 @@ type fetch struct {
 	key      string  // cache key: the URL path (and a blocking reload's parameters)
 	id       string  // stream id
 	token    string  // the leader's playback token, forwarded upstream
+	viewerIP string  // the leader's address, vouched for with the token
 	siblings bool    // a sibling may be asked
 	prev     *object // revalidated with If-None-Match
 	stale    *object // served if the origin fails (stale-if-error)
@@ -60,10 +61,10 @@ type result struct {
 	passthrough bool     // too big to cache: each reader fetches for itself
 }
 
-func newFetch(ctx context.Context, key, id, token string, siblings bool, prev *object) *fetch {
+func newFetch(ctx context.Context, key, id, token, viewerIP string, siblings bool, prev *object) *fetch {
 	fctx, cancel := context.WithCancel(ctx)
 	return &fetch{
-		key: key, id: id, token: token, siblings: siblings, prev: prev,
+		key: key, id: id, token: token, viewerIP: viewerIP, siblings: siblings, prev: prev,
 		ctx: fctx, cancel: cancel,
 		hdr:    make(chan struct{}),
 		notify: make(chan struct{}),
@@ -243,11 +244,10 @@ func (c *Cache) fromOrigin(f *fetch) bool {
 	}
 	ctx, wd := newWatchdog(f.ctx, c.headerTimeout(f.key), c.cfg.OriginTimeout)
 	defer wd.stop()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, upstreamURL(c.origin, f.key, f.token), nil)
+	req, err := c.upstreamRequest(ctx, http.MethodGet, f.key, f.token, f.viewerIP)
 	if err != nil {
 		return false
 	}
-	req.Header.Set(HeaderEdge, "1")
 	revalidate := f.prev != nil && f.prev.ETag != "" && f.prev.body != nil
 	if revalidate {
 		req.Header.Set("If-None-Match", f.prev.ETag)
@@ -662,11 +662,10 @@ type headResult struct {
 func (c *Cache) originHead(ctx context.Context, f *fetch) headResult {
 	ctx, cancel := context.WithTimeout(ctx, c.cfg.OriginTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodHead, upstreamURL(c.origin, f.key, f.token), nil)
+	req, err := c.upstreamRequest(ctx, http.MethodHead, f.key, f.token, f.viewerIP)
 	if err != nil {
 		return headResult{err: err}
 	}
-	req.Header.Set(HeaderEdge, "1")
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return headResult{err: err}
@@ -685,12 +684,17 @@ func (c *Cache) originHead(ctx context.Context, f *fetch) headResult {
 func (c *Cache) siblingGet(f *fetch, sib Sibling) ([]byte, []byte, error) {
 	ctx, wd := newWatchdog(f.ctx, c.cfg.SiblingTimeout, c.cfg.SiblingTimeout)
 	defer wd.stop()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, upstreamURL(strings.TrimRight(sib.URL, "/"), f.key, f.token), nil)
+	base := strings.TrimRight(sib.URL, "/")
+	u := upstreamURL(base, f.key, f.token)
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, nil, err
 	}
 	req.Header.Set(HeaderSibling, "1")
 	req.Header.Set(HeaderEdge, "1")
+	if f.token != "" && c.vouch != nil && f.viewerIP != "" {
+		c.vouch(req, u[len(base):], f.viewerIP)
+	}
 	resp, err := c.client.Do(req)
 	if err != nil {
 		return nil, nil, upstreamErr(ctx, err)

@@ -13,6 +13,7 @@ type metrics struct {
 	originFetches                  prometheus.Counter
 	siblingOK, siblingFailed       prometheus.Counter
 	corrupt, stale, spooled        prometheus.Counter
+	streamsEvicted                 prometheus.Counter
 }
 
 // newMetrics makes the cache's collectors and registers them on reg (when
@@ -46,6 +47,10 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		Name: "shoal_edge_spooled_bodies_total",
 		Help: "Bodies spooled to disk on their way from the origin because the memory held by misses in flight was at its cap.",
 	})
+	streamsEvicted := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "shoal_edge_streams_evicted_total",
+		Help: "Streams whose per-stream bookkeeping the edge forgot because it tracked too many at once (the least served first).",
+	})
 	tier := func(name string, f func() int64) prometheus.Collector {
 		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name:        "shoal_edge_cache_bytes",
@@ -54,7 +59,7 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		}, func() float64 { return float64(f()) })
 	}
 	if reg != nil {
-		for _, col := range []prometheus.Collector{requests, bytesServed, originFetches, sibling, corrupt, stale, spooled,
+		for _, col := range []prometheus.Collector{requests, bytesServed, originFetches, sibling, corrupt, stale, spooled, streamsEvicted,
 			tier("memory", c.mem.bytes), tier("disk", c.disk.bytes)} {
 			if err := reg.Register(col); err != nil {
 				return nil, fmt.Errorf("edgecache: registering metrics: %w", err)
@@ -62,17 +67,18 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		}
 	}
 	return &metrics{
-		hit:           requests.WithLabelValues("hit"),
-		miss:          requests.WithLabelValues("miss"),
-		collapsed:     requests.WithLabelValues("collapsed"),
-		negative:      requests.WithLabelValues("negative"),
-		bytesServed:   bytesServed,
-		originFetches: originFetches,
-		siblingOK:     sibling.WithLabelValues("ok"),
-		siblingFailed: sibling.WithLabelValues("failed"),
-		corrupt:       corrupt,
-		stale:         stale,
-		spooled:       spooled,
+		hit:            requests.WithLabelValues("hit"),
+		miss:           requests.WithLabelValues("miss"),
+		collapsed:      requests.WithLabelValues("collapsed"),
+		negative:       requests.WithLabelValues("negative"),
+		bytesServed:    bytesServed,
+		originFetches:  originFetches,
+		siblingOK:      sibling.WithLabelValues("ok"),
+		siblingFailed:  sibling.WithLabelValues("failed"),
+		corrupt:        corrupt,
+		stale:          stale,
+		spooled:        spooled,
+		streamsEvicted: streamsEvicted,
 	}, nil
 }
 

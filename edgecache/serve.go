@@ -113,7 +113,7 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	countViewer := r.Header[HeaderSibling] == nil && strings.HasSuffix(p, ".m3u8")
 	if o := c.mem.get(key); o != nil && o.fresh(now) && !o.stream.deleted.Load() {
 		if countViewer {
-			c.sawViewer(r.RemoteAddr, now.Unix())
+			c.sawViewer(c.viewerIP(r), now.Unix())
 		}
 		var a access
 		c.serveHit(w, r, o, &a)
@@ -126,7 +126,7 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if countViewer {
-		c.sawViewer(r.RemoteAddr, now.Unix())
+		c.sawViewer(c.viewerIP(r), now.Unix())
 	}
 	c.serveMiss(w, r, key, rel[:strings.IndexByte(rel, '/')], now)
 }
@@ -293,6 +293,10 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 		return
 	}
 	token := r.URL.Query().Get("token")
+	ip := ""
+	if token != "" {
+		ip = c.viewerIP(r)
+	}
 	fromSibling := r.Header.Get(HeaderSibling) != ""
 	segment := isSegment(key)
 	// Parts come from the origin only: the one named by the playlist's
@@ -309,7 +313,7 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 		if e := c.disk.get(key); e != nil && e.obj.fresh(now) && c.serveDisk(w, r, e, &a) {
 			return
 		}
-		f, leader, o := c.join(r.Context(), flightKey, key, id, token, siblings && flightKey == key, now)
+		f, leader, o := c.join(r.Context(), flightKey, key, id, token, ip, siblings && flightKey == key, now)
 		if o != nil {
 			// Stored while we looked.
 			c.serveHit(w, r, o, &a)
@@ -324,11 +328,11 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 			defer f.release()
 			switch {
 			case leader:
-				return c.lead(w, r, f, flightKey, token, &a), false
+				return c.lead(w, r, f, flightKey, token, ip, &a), false
 			case c.serveRevalidating(w, r, f, now, &a):
 				return false, true
 			default:
-				return c.serveFetch(w, r, f, false, token, &a), false
+				return c.serveFetch(w, r, f, false, token, ip, &a), false
 			}
 		}()
 		if answered || !retry {
@@ -349,10 +353,10 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 // lead runs fetch f, which this request started, and answers from it. The
 // fetch goroutine is this request's: it is waited for even when the client
 // is gone or the answer is aborted.
-func (c *Cache) lead(w http.ResponseWriter, r *http.Request, f *fetch, flightKey, token string, a *access) bool {
+func (c *Cache) lead(w http.ResponseWriter, r *http.Request, f *fetch, flightKey, token, ip string, a *access) bool {
 	go c.fill(f, flightKey)
 	defer func() { <-f.done }()
-	return c.serveFetch(w, r, f, true, token, a)
+	return c.serveFetch(w, r, f, true, token, ip, a)
 }
 
 func isSegment(key string) bool {
@@ -361,7 +365,7 @@ func isSegment(key string) bool {
 
 // join returns the fetch in flight for flightKey, or starts one (leader),
 // or returns the object that a fetch stored meanwhile.
-func (c *Cache) join(ctx context.Context, flightKey, key, id, token string, siblings bool, now time.Time) (f *fetch, leader bool, o *object) {
+func (c *Cache) join(ctx context.Context, flightKey, key, id, token, ip string, siblings bool, now time.Time) (f *fetch, leader bool, o *object) {
 	c.flightMu.Lock()
 	defer c.flightMu.Unlock()
 	if f := c.flights[flightKey]; f != nil {
@@ -387,7 +391,7 @@ func (c *Cache) join(ctx context.Context, flightKey, key, id, token string, sibl
 	}
 	// The fetch outlives this request (others may wait on it) but ends with
 	// the cache's Run (cancelFlights) and its own watchdogs.
-	f = newFetch(context.WithoutCancel(ctx), key, id, token, siblings && c.siblings != nil, prev)
+	f = newFetch(context.WithoutCancel(ctx), key, id, token, ip, siblings && c.siblings != nil, prev)
 	f.stale = stale
 	f.ref() // the leader's
 	c.flights[flightKey] = f
@@ -477,8 +481,9 @@ func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, 
 
 // serveFetch answers from a fetch, streaming the body as it arrives. It
 // reports true when the caller should fetch again for itself (the result was
-// an answer to another viewer's token).
-func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, leader bool, token string, a *access) bool {
+// an answer to another viewer's token, or to the same token from another
+// address).
+func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, leader bool, token, ip string, a *access) bool {
 	select {
 	case <-f.hdr:
 	case <-r.Context().Done():
@@ -489,7 +494,7 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 		c.passthrough(w, r, f.key, f.id, a)
 		return false
 	}
-	if !res.shareable && !leader && token != f.token {
+	if !res.shareable && !leader && (token != f.token || ip != f.viewerIP) {
 		return true
 	}
 	signed := c.stream(f.id).isSigned()
@@ -595,12 +600,16 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 func (c *Cache) passthrough(w http.ResponseWriter, r *http.Request, key, id string, a *access) {
 	ctx, wd := newWatchdog(r.Context(), c.headerTimeout(key), c.cfg.OriginTimeout)
 	defer wd.stop()
-	req, err := http.NewRequestWithContext(ctx, r.Method, upstreamURL(c.origin, key, r.URL.Query().Get("token")), nil)
+	token := r.URL.Query().Get("token")
+	ip := ""
+	if token != "" {
+		ip = c.viewerIP(r)
+	}
+	req, err := c.upstreamRequest(ctx, r.Method, key, token, ip)
 	if err != nil {
 		http.Error(w, "bad request", http.StatusBadRequest)
 		return
 	}
-	req.Header.Set(HeaderEdge, "1")
 	for _, k := range []string{"Range", "If-Range", "If-None-Match", "If-Modified-Since"} {
 		if v := r.Header[k]; v != nil {
 			req.Header[k] = v

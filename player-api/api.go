@@ -32,6 +32,7 @@ import (
 	"unicode"
 
 	"github.com/gin-gonic/gin"
+	"github.com/prometheus/client_golang/prometheus"
 	tus "github.com/tus/tusd/v2/pkg/handler"
 
 	"github.com/shoal-video/shoal/internal/ids"
@@ -150,6 +151,13 @@ type Config struct {
 	// RegionHeader is the request header a front proxy sets to the
 	// viewer's region, for /play and /v1/route ("" uses ?region= only).
 	RegionHeader string
+	// ClientIP, when set, finds a request's client address (trusted
+	// proxies, edges vouching), for per-network quotas; the default is
+	// the TCP peer.
+	ClientIP func(*http.Request) string
+	// Registerer, when set, gets the API's metrics
+	// (shoal_node_heartbeats_limited_total).
+	Registerer prometheus.Registerer
 	// OnHeartbeat, when set, is told every node heartbeat (for the origin's
 	// per-node metrics).
 	OnHeartbeat func(n routing.Node, load routing.NodeLoad)
@@ -197,6 +205,7 @@ type API struct {
 
 	playbackKey  ed25519.PrivateKey // nil: signed playback is not configured
 	regionHeader string
+	clientIP     func(*http.Request) string
 	onHeartbeat  func(n routing.Node, load routing.NodeLoad)
 
 	registry          *routing.Registry
@@ -208,6 +217,8 @@ type API struct {
 	audit             Auditor
 	onDeliveryFailure func(nodeID, kind string)
 	reports           *reportLimiter
+	heartbeats        *heartbeatLimiter
+	heartbeatsLimited *prometheus.CounterVec
 }
 
 // New checks cfg and returns an API backed by store and status. A nil log
@@ -276,6 +287,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		log:            log,
 		playbackKey:    cfg.PlaybackKey,
 		regionHeader:   cfg.RegionHeader,
+		clientIP:       cfg.ClientIP,
 		onHeartbeat:    cfg.OnHeartbeat,
 
 		contentKeys:       cfg.ContentKeys,
@@ -284,8 +296,21 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		audit:             cfg.Audit,
 		onDeliveryFailure: cfg.OnDeliveryFailure,
 		reports:           newReportLimiter(time.Now),
+		heartbeats:        newHeartbeatLimiter(time.Now),
+		heartbeatsLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_node_heartbeats_limited_total",
+			Help: "Node heartbeats refused for their rate (429) or size (413).",
+		}, []string{"reason"}),
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(a.heartbeatsLimited); err != nil {
+			return nil, err
+		}
 	}
 	a.registry = routing.NewRegistry(store.ListNodes, nil)
+	if a.clientIP == nil {
+		a.clientIP = func(r *http.Request) string { return r.RemoteAddr }
+	}
 	switch {
 	case a.maxNodesPerToken == 0:
 		a.maxNodesPerToken = DefaultMaxNodesPerToken

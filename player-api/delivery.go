@@ -84,7 +84,7 @@ const maxReportBody = 4 << 10
 // within ReportWindow, quarantine the node.
 func (a *API) deliveryReport(c *gin.Context) {
 	c.Header("Cache-Control", "no-store")
-	reporter := reporterNetwork(c.Request.RemoteAddr)
+	reporter := reporterNetwork(a.clientIP(c.Request))
 	if !a.reports.allow(reporter) {
 		c.Header("Retry-After", "60")
 		WriteError(c, http.StatusTooManyRequests, "rate_limited", "too many delivery reports from this network; retry later")
@@ -226,10 +226,11 @@ func sameHost(u *url.URL, base string) bool {
 
 // reporterNetwork is the network a report comes from: the /24 of an IPv4
 // address, the /48 of an IPv6 one. Reports from one network count once.
-func reporterNetwork(remoteAddr string) string {
-	host, _, err := net.SplitHostPort(remoteAddr)
+// addr is an address, or host:port.
+func reporterNetwork(addr string) string {
+	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
-		host = remoteAddr
+		host = addr
 	}
 	ip, err := netip.ParseAddr(host)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"time"
 
@@ -38,10 +39,15 @@ type NodeStore interface {
 }
 
 const (
-	nodeNotFound  = "no live node with this id"
-	maxNodeBody   = 64 << 10
-	maxRegionLen  = 64
-	maxStreamKeys = 1000
+	nodeNotFound = "no live node with this id"
+	maxRegionLen = 64
+	// maxStreamKeys is the most per-stream figures a heartbeat may carry
+	// (an edge sends its top edgecache.MaxStatsStreams); a heartbeat with
+	// more is taken without them.
+	maxStreamKeys = 500
+	// maxNodeBody bounds a join or heartbeat body: a heartbeat with
+	// maxStreamKeys figures at their longest is about 22 KiB.
+	maxNodeBody = 32 << 10
 )
 
 type nodeTokenJSON struct {
@@ -317,6 +323,9 @@ func (a *API) nodeJoin(c *gin.Context) {
 func (a *API) nodeHeartbeat(c *gin.Context) {
 	tokenID, body, ok := a.nodeAuth(c)
 	if !ok {
+		if c.Writer.Status() == http.StatusRequestEntityTooLarge {
+			a.heartbeatsLimited.WithLabelValues("size").Inc()
+		}
 		return
 	}
 	id := c.Param("id")
@@ -342,6 +351,13 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 	}
 	if tokenID != n.TokenID && tokenID != routing.AdminTokenID {
 		WriteError(c, http.StatusForbidden, "forbidden", "this node joined with another token")
+		return
+	}
+	if ok, wait := a.heartbeats.allow(id); !ok {
+		a.heartbeatsLimited.WithLabelValues("rate").Inc()
+		c.Header("Retry-After", strconv.Itoa(retryAfter(wait)))
+		WriteError(c, http.StatusTooManyRequests, "rate_limited",
+			fmt.Sprintf("too many heartbeats from this node (more than %d at once, then %g a second); retry later", heartbeatBurst, heartbeatRate))
 		return
 	}
 	var hb nodeproto.Heartbeat
@@ -417,7 +433,7 @@ func (a *API) nodeView(ctx context.Context, self routing.Node, cursor string) (n
 	}
 	for _, n := range nodes {
 		if n.ID != self.ID && n.Role == "edge" && n.Region == self.Region && n.Quarantine == nil {
-			resp.Siblings = append(resp.Siblings, nodeproto.Sibling{ID: n.ID, URL: n.PublicURL})
+			resp.Siblings = append(resp.Siblings, nodeproto.Sibling{ID: n.ID, URL: n.PublicURL, PublicKey: n.PublicKey})
 		}
 	}
 	return resp, nil
@@ -483,7 +499,7 @@ func (a *API) chooseRoute(c *gin.Context) (routeJSON, bool) {
 	for _, n := range p.Candidates {
 		offered = append(offered, n.ID)
 	}
-	a.reports.offered(reporterNetwork(c.Request.RemoteAddr), offered)
+	a.reports.offered(reporterNetwork(a.clientIP(c.Request)), offered)
 	for _, n := range p.Candidates {
 		out.Candidates = append(out.Candidates, candidateJSON{NodeID: n.ID, URL: n.PublicURL + "/hls/" + id + "/master.m3u8" + query, Region: n.Region})
 	}

@@ -11,9 +11,14 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
@@ -328,6 +333,9 @@ func TestPlayShareOfALiar(t *testing.T) {
 		}
 		return rec.Header().Get("Location")
 	}
+	// Each round of heartbeats stands for one every HeartbeatInterval.
+	var clock atomic.Int64
+	e.api().heartbeats.now = func() time.Time { return time.Unix(0, clock.Load()) }
 	const plays = 600
 	for i := range plays {
 		loc := noRedirect("/play/" + v.ID)
@@ -346,6 +354,7 @@ func TestPlayShareOfALiar(t *testing.T) {
 				e.nodeReq(t, "/v1/nodes/"+ed.id+"/heartbeat", testAdminKey, hb, ed.key).wantStatus(t, http.StatusOK)
 			}
 			e.api().registry.Invalidate()
+			clock.Add(int64(nodeproto.HeartbeatInterval))
 		}
 	}
 	bound := (1+routing.LoadSlack)*plays/6 + routing.MinBound
@@ -364,4 +373,92 @@ func slicesIndex[T comparable](s []T, v T) int {
 		}
 	}
 	return -1
+}
+
+// Heartbeats are limited per node: a burst, then one a second, the excess
+// answered 429 with Retry-After and counted; heartbeats not signed by the
+// node's key do not use up its budget; bodies are bounded, with room for
+// the most per-stream figures a heartbeat carries.
+func TestHeartbeatLimits(t *testing.T) {
+	t.Parallel()
+	reg := prometheus.NewRegistry()
+	e := newEnv(t, Config{Registerer: reg})
+	var clock atomic.Int64
+	clock.Store(time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC).UnixNano())
+	e.a.heartbeats.now = func() time.Time { return time.Unix(0, clock.Load()) }
+	advance := func(d time.Duration) { clock.Add(int64(d)) }
+	limited := func(reason string) float64 {
+		return promtest.ToFloat64(e.a.heartbeatsLimited.WithLabelValues(reason))
+	}
+
+	a, b := newKey(t), newKey(t)
+	ra := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, joinBody(a, "eu", time.Now()), a).wantStatus(t, http.StatusCreated))
+	rb := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, joinBody(b, "eu", time.Now()), b).wantStatus(t, http.StatusCreated))
+	beat := func(id string, signer ed25519.PrivateKey) response {
+		return e.nodeReq(t, "/v1/nodes/"+id+"/heartbeat", testAdminKey, nodeproto.Heartbeat{Time: time.Now(), Connections: 1}, signer)
+	}
+
+	// Forged heartbeats for a (signed by b) are refused before the limit:
+	// they do not use up a's budget.
+	for range 10 {
+		beat(ra.ID, b).wantError(t, http.StatusForbidden, "forbidden")
+	}
+	for i := range heartbeatBurst {
+		if r := beat(ra.ID, a); r.status != http.StatusOK {
+			t.Fatalf("heartbeat %d of the burst: %d %s", i, r.status, r.body)
+		}
+	}
+	r := beat(ra.ID, a)
+	r.wantError(t, http.StatusTooManyRequests, "rate_limited")
+	if got := r.header.Get("Retry-After"); got != "1" {
+		t.Fatalf("Retry-After %q, want 1", got)
+	}
+	if limited("rate") != 1 {
+		t.Fatalf("shoal_node_heartbeats_limited_total{reason=rate} = %v, want 1", limited("rate"))
+	}
+	// Another node is not affected.
+	beat(rb.ID, b).wantStatus(t, http.StatusOK)
+	// One a second after that.
+	advance(500 * time.Millisecond)
+	beat(ra.ID, a).wantError(t, http.StatusTooManyRequests, "rate_limited")
+	advance(500 * time.Millisecond)
+	beat(ra.ID, a).wantStatus(t, http.StatusOK)
+	beat(ra.ID, a).wantError(t, http.StatusTooManyRequests, "rate_limited")
+	// A node that kept to the pace has its burst again.
+	advance(time.Minute)
+	for range heartbeatBurst {
+		beat(ra.ID, a).wantStatus(t, http.StatusOK)
+	}
+	if limited("rate") != 3 {
+		t.Fatalf("shoal_node_heartbeats_limited_total{reason=rate} = %v, want 3", limited("rate"))
+	}
+
+	// The most per-stream figures, at their longest, fit; a bigger body
+	// is refused.
+	advance(time.Minute)
+	const most = maxCount
+	full := nodeproto.Heartbeat{Time: time.Now(), Connections: most, BytesServed: most, Hits: most, Misses: most,
+		OriginFetches: most, CacheBytes: most, Viewers: most, MaxViewers: most, EgressBytesPerSec: maxEgress - 0.5,
+		MaxEgressBytesPerSec: maxEgress - 0.5, InvalidationCursor: "1767225600000-99999",
+		StreamBytes: map[string]int64{}}
+	for len(full.StreamBytes) < maxStreamKeys {
+		full.StreamBytes[ids.New()] = most
+	}
+	if b, _ := json.Marshal(full); len(b) > maxNodeBody*3/4 {
+		t.Fatalf("the fullest heartbeat is %d bytes: keep a margin under the %d-byte limit", len(b), maxNodeBody)
+	}
+	e.nodeReq(t, "/v1/nodes/"+ra.ID+"/heartbeat", testAdminKey, full, a).wantStatus(t, http.StatusOK)
+	big := []byte(`{"time":"` + time.Now().UTC().Format(time.RFC3339) + `","invalidation_cursor":"` + strings.Repeat("1", maxNodeBody) + `"}`)
+	req := httptest.NewRequest("POST", "/v1/nodes/"+ra.ID+"/heartbeat", bytes.NewReader(big))
+	req.Header.Set("Authorization", "Bearer "+testAdminKey)
+	req.Header.Set(nodeproto.SignatureHeader, nodeproto.Sign(a, big))
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}.wantError(t, http.StatusRequestEntityTooLarge, codePayloadTooLarge)
+	if limited("size") != 1 {
+		t.Fatalf("shoal_node_heartbeats_limited_total{reason=size} = %v, want 1", limited("size"))
+	}
+	if n, err := promtest.GatherAndCount(reg, "shoal_node_heartbeats_limited_total"); err != nil || n != 2 {
+		t.Fatalf("registered series: %d, %v", n, err)
+	}
 }

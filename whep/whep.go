@@ -86,6 +86,9 @@ type Deps struct {
 	UDPMux ice.UDPMux
 	// Net, when set, replaces the host's network (pion's vnet in tests).
 	Net transport.Net
+	// ClientIP, when set, finds a viewer's address (trusted proxies);
+	// the default is the TCP peer.
+	ClientIP func(*http.Request) string
 }
 
 // Server serves WHEP viewers.
@@ -206,6 +209,9 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request, id string) {
 		return
 	}
 	ip := rtcutil.RemoteIP(r)
+	if s.deps.ClientIP != nil {
+		ip = s.deps.ClientIP(r)
+	}
 	expires, err := s.deps.Authorize(r.Context(), id, rtcutil.Bearer(r), ip)
 	switch {
 	case errors.Is(err, ErrNotFound):

@@ -114,6 +114,9 @@ type Deps struct {
 	// Net, when set, replaces the host's network (pion's vnet in tests);
 	// Config.UDPAddr is then ignored.
 	Net transport.Net
+	// ClientIP, when set, finds a publisher's address for the per-IP
+	// limit (trusted proxies); the default is the TCP peer.
+	ClientIP func(*http.Request) string
 }
 
 // Server accepts WHIP publishers.
@@ -296,6 +299,9 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ip := rtcutil.RemoteIP(r)
+	if s.deps.ClientIP != nil {
+		ip = s.deps.ClientIP(r)
+	}
 	release, ok := s.limits.Acquire(ip)
 	if !ok {
 		s.refuse(w, http.StatusServiceUnavailable, "too_many_sessions", "limit",

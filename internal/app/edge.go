@@ -26,10 +26,22 @@ import (
 type edgeNode struct {
 	id        atomic.Value // string
 	siblings  atomic.Value // []edgecache.Sibling
+	sibKeys   atomic.Value // map[string]ed25519.PublicKey: the siblings' node keys by id
 	playbackK atomic.Value // ed25519.PublicKey
 	cursor    atomic.Value // string: the invalidation feed's cursor
 	joined    atomic.Bool
 	cache     *edgecache.Cache
+	// clientIP finds a viewer's address (trusted proxies).
+	clientIP func(*http.Request) string
+	// key signs the vouches for viewers' addresses sent to the origin.
+	key ed25519.PrivateKey
+	now func() time.Time
+}
+
+// vouch vouches to the origin for the address of the viewer whose request
+// req forwards (edgecache.Deps.Vouch).
+func (e *edgeNode) vouch(req *http.Request, target, viewerIP string) {
+	nodeproto.Vouch(req, e.key, nodeproto.NodeID(e.key.Public().(ed25519.PublicKey)), target, viewerIP, e.now())
 }
 
 func (e *edgeNode) learn(r nodeproto.JoinResponse, log *slog.Logger) {
@@ -45,10 +57,15 @@ func (e *edgeNode) learn(r nodeproto.JoinResponse, log *slog.Logger) {
 		e.cursor.Store(r.InvalidationCursor)
 	}
 	sib := make([]edgecache.Sibling, 0, len(r.Siblings))
+	keys := make(map[string]ed25519.PublicKey, len(r.Siblings))
 	for _, s := range r.Siblings {
 		sib = append(sib, edgecache.Sibling{ID: s.ID, URL: s.URL})
+		if pub, err := nodeproto.ParsePublicKey(s.PublicKey); err == nil && nodeproto.NodeID(pub) == s.ID {
+			keys[s.ID] = pub
+		}
 	}
 	e.siblings.Store(sib)
+	e.sibKeys.Store(keys)
 	if r.PlaybackPublicKey != "" {
 		if pub, err := playback.ParsePublicKey(r.PlaybackPublicKey); err == nil {
 			e.playbackK.Store(pub)
@@ -57,6 +74,13 @@ func (e *edgeNode) learn(r nodeproto.JoinResponse, log *slog.Logger) {
 		}
 	}
 	e.joined.Store(true)
+}
+
+// siblingKey is the node key of sibling id, nil for a node that is not a
+// sibling now (vouchVerifier.keyOf).
+func (e *edgeNode) siblingKey(_ context.Context, id string) ed25519.PublicKey {
+	keys, _ := e.sibKeys.Load().(map[string]ed25519.PublicKey)
+	return keys[id]
 }
 
 func (e *edgeNode) siblingList() []edgecache.Sibling {
@@ -74,11 +98,7 @@ func (e *edgeNode) access(r *http.Request, id string, signed bool) (string, int)
 		return "", http.StatusServiceUnavailable
 	}
 	tok := r.URL.Query().Get("token")
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		host = r.RemoteAddr
-	}
-	if _, err := playback.Verify(pub, tok, id, time.Now(), host); err != nil {
+	if _, err := playback.Verify(pub, tok, id, e.now(), e.clientIP(r)); err != nil {
 		return "", http.StatusForbidden
 	}
 	return tok, 0
@@ -123,11 +143,13 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	node := &edgeNode{}
+	node := &edgeNode{key: key, now: time.Now}
+	node.clientIP = newClientIPResolver(cfg, newVouchVerifier(node.siblingKey, reg, log.With("component", "vouch"))).IP
 	cache, err := edgecache.New(edgecache.Config{
 		OriginURL: cfg.OriginURL, CacheDir: cacheDir, DiskBytes: cfg.Edge.CacheBytes, MemoryBytes: cfg.Edge.MemoryBytes,
 		Self: publicURL,
-	}, edgecache.Deps{Log: log.With("component", "edgecache"), Registerer: reg, Siblings: node.siblingList, Access: node.access})
+	}, edgecache.Deps{Log: log.With("component", "edgecache"), Registerer: reg, Siblings: node.siblingList, Access: node.access,
+		ClientIP: node.clientIP, Vouch: node.vouch})
 	if err != nil {
 		return err
 	}

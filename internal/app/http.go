@@ -56,6 +56,12 @@ func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
 	ginMode.Do(func() { gin.SetMode(gin.ReleaseMode) })
 	r := gin.New()
 	r.ContextWithFallback = true
+	// gin believes X-Forwarded-For from any peer by default: nothing here
+	// may (client addresses come from clientip.Resolver).
+	if err := r.SetTrustedProxies(nil); err != nil {
+		return nil, err
+	}
+	r.ForwardedByClientIP = false
 	requests := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "shoal_http_requests_total", Help: "HTTP requests by route, method and status.",
 	}, []string{"route", "method", "status"})

@@ -137,6 +137,10 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		}
 	}
 	keys := newKeyAuthorizer(store, log.With("component", "ingest-auth"))
+	// Who a request comes from: trusted proxies' X-Forwarded-For, and the
+	// viewers edges vouch for.
+	vouch := newVouchVerifier(newEdgeKeys(store).key, reg, log.With("component", "vouch"))
+	clientIP := newClientIPResolver(cfg, vouch).IP
 	limits := ingest.NewConnLimiter(cfg.Ingest.MaxConnections, cfg.Ingest.MaxConnectionsPerIP)
 	// One guard for every protocol: guesses can't be spread over them.
 	var auth ingest.Authorizer = keys
@@ -170,7 +174,8 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 	whipIngest, err := whip.New(whipConfig(cfg), whip.Deps{Log: log.With("component", "whip"), Auth: auth, Hub: hub, Registerer: reg,
 		StreamAuth: apiKeyPublish{store: store, adminKeyHash: ids.Hash(cfg.AdminKey)},
-		Convert:    whipConverters{preset: cfg.Transcode.Preset, segment: cfg.HLS.SegmentDuration.Std(), log: log.With("component", "whip")}})
+		Convert:    whipConverters{preset: cfg.Transcode.Preset, segment: cfg.HLS.SegmentDuration.Std(), log: log.With("component", "whip")},
+		ClientIP:   clientIP})
 	if err != nil {
 		return err
 	}
@@ -188,7 +193,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		Opus: func(src media.Track) (whep.AudioConverter, error) {
 			return ffmpeg.NewAudioConverterTo(src, media.CodecOpus, 96_000, log.With("component", "whep"))
 		},
-		UDPMux: whipIngest.UDPMux()})
+		UDPMux: whipIngest.UDPMux(), ClientIP: clientIP})
 	if err != nil {
 		return err
 	}
@@ -202,7 +207,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
 		SRTURL: srtURL(cfg), WHIP: whipIngest, WHEP: whepPlay, MaxRestreams: cfg.Ingest.MaxRestreams, WebhookAllowPrivate: cfg.WebhookAllowPrivate == "true",
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadAllowedOrigins: config.SplitList(cfg.UploadAllowedOrigins), UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
-		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, OnHeartbeat: nodes.heartbeat,
+		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, ClientIP: clientIP, Registerer: reg, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit,
@@ -212,7 +217,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLSDir: hlsDir, MetricsToken: cfg.MetricsToken,
 		HLSOptions: []origin.Option{origin.WithSignedPlayback(signed.signed, playbackKey.Public().(ed25519.PublicKey)),
-			origin.WithContentKey(contentKey), origin.WithLive(livePlaylists), origin.WithKnown(signed.known)},
+			origin.WithContentKey(contentKey), origin.WithLive(livePlaylists), origin.WithKnown(signed.known), origin.WithClientIP(clientIP)},
 		WrapHLS: nodes.countEdgeFetches},
 		httpDeps{Log: log.With("component", "http"), API: api, Web: pages, Ready: store, Registry: reg})
 	if err != nil {

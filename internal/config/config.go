@@ -45,6 +45,10 @@ type Config struct {
 	NodeToken string `yaml:"node_token"`
 	// MetricsToken, when set, is the bearer token /metrics asks for.
 	MetricsToken string `yaml:"metrics_token"`
+	// TrustedProxies are comma-separated CIDR prefixes of the front
+	// proxies whose X-Forwarded-For gives the client's address; empty:
+	// none (the client is the TCP peer).
+	TrustedProxies string `yaml:"trusted_proxies"`
 	// WebhookAllowPrivate lets webhooks go to loopback, private and
 	// link-local addresses: "true", "false", or "auto" (allowed by shoal dev
 	// only).

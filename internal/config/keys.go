@@ -1,6 +1,7 @@
 package config
 
 import (
+	"github.com/shoal-video/shoal/internal/clientip"
 	"github.com/shoal-video/shoal/internal/media"
 
 	"errors"
@@ -137,6 +138,9 @@ var table = []key{
 	field("metrics_token", "SHOAL_METRICS_TOKEN",
 		"bearer token /metrics asks for (Authorization: Bearer <token>), at least 16 characters; unset: /metrics is open",
 		func(c *Config) *string { return &c.MetricsToken }, parseString, fmtString, checkMetricsToken),
+	field("trusted_proxies", "SHOAL_TRUSTED_PROXIES",
+		"comma-separated CIDR prefixes (or addresses) of front proxies: a request from one of them is taken to come from the rightmost address of X-Forwarded-For that is not a trusted proxy (playback tokens bound to an IP, per-IP limits); empty: X-Forwarded-For is ignored",
+		func(c *Config) *string { return &c.TrustedProxies }, parseString, fmtString, checkTrustedProxies),
 	field("webhook_allow_private", "SHOAL_WEBHOOK_ALLOW_PRIVATE",
 		"let webhooks go to loopback, private and link-local addresses (checked after name resolution): true, false, or auto (allowed by shoal dev, refused by shoal origin, so API users cannot make the origin call into its own network)",
 		func(c *Config) *string { return &c.WebhookAllowPrivate }, parseLower, fmtString, oneOf("auto", "true", "false")),
@@ -290,6 +294,11 @@ func checkOffOrAddr(s string) error {
 		return nil
 	}
 	return checkAddr(s)
+}
+
+func checkTrustedProxies(s string) error {
+	_, err := clientip.ParseTrusted(s)
+	return err
 }
 
 func checkMetricsToken(s string) error {

@@ -62,10 +62,13 @@ func TokenSHA256(token string) string {
 	return hex.EncodeToString(sum[:])
 }
 
-// Sibling is another live edge of the same region.
+// Sibling is another live edge of the same region. PublicKey (base64
+// ed25519) is its node key: an edge believes the viewer addresses its
+// siblings vouch for (see Vouch) with it.
 type Sibling struct {
-	ID  string `json:"id"`
-	URL string `json:"url"`
+	ID        string `json:"id"`
+	URL       string `json:"url"`
+	PublicKey string `json:"public_key,omitempty"`
 }
 
 // JoinResponse answers a join, and HeartbeatResponse a heartbeat: the
