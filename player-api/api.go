@@ -200,7 +200,8 @@ type API struct {
 	status    Live
 	videos    Videos
 	tus       *tus.UnroutedHandler
-	uploadDir string // tus uploads in progress
+	uploadDir string        // tus uploads in progress
+	tusLocks  patientLocker // tusd's upload locks, also taken by RecoverUploads
 	log       *slog.Logger
 
 	playbackKey  ed25519.PrivateKey // nil: signed playback is not configured

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -44,7 +45,8 @@ func (a *API) newTusHandler(dir string, origins []string) (*tus.UnroutedHandler,
 	}
 	composer := tus.NewStoreComposer()
 	filestore.New(dir).UseIn(composer)
-	patientLocker{memorylocker.New()}.UseIn(composer)
+	a.tusLocks = patientLocker{memorylocker.New()}
+	a.tusLocks.UseIn(composer)
 	return tus.NewUnroutedHandler(tus.Config{
 		// Absolute, so that Location headers name the public URL even
 		// behind a TLS proxy.
@@ -61,6 +63,20 @@ func (a *API) newTusHandler(dir string, origins []string) (*tus.UnroutedHandler,
 	})
 }
 
+// normalOrigin is o as a browser sends it in Origin: lowercase, without
+// the scheme's default port or a trailing slash.
+func normalOrigin(o string) string {
+	u, err := url.Parse(strings.TrimSpace(o))
+	if err != nil || u.Host == "" {
+		return strings.TrimSuffix(o, "/")
+	}
+	scheme, host := strings.ToLower(u.Scheme), strings.ToLower(u.Host)
+	if (scheme == "https" && strings.HasSuffix(host, ":443")) || (scheme == "http" && strings.HasSuffix(host, ":80")) {
+		host = host[:strings.LastIndex(host, ":")]
+	}
+	return scheme + "://" + host
+}
+
 // tusCORS is tusd's default CORS answer, limited to origins unless they
 // are empty or "*".
 func tusCORS(origins []string) *tus.CorsConfig {
@@ -70,7 +86,7 @@ func tusCORS(origins []string) *tus.CorsConfig {
 	}
 	quoted := make([]string, len(origins))
 	for i, o := range origins {
-		quoted[i] = regexp.QuoteMeta(strings.TrimSuffix(o, "/"))
+		quoted[i] = regexp.QuoteMeta(normalOrigin(o))
 	}
 	c.AllowOrigin = regexp.MustCompile(`^(` + strings.Join(quoted, "|") + `)$`)
 	return &c
@@ -236,15 +252,26 @@ func (a *API) completeTus(ctx context.Context, info tus.FileInfo) error {
 	if err := os.MkdirAll(filepath.Dir(dst), uploadDirPerms); err != nil {
 		return err
 	}
-	// An upload whose lease ran out while another took the video over must
-	// not move its file over that one's.
-	held, err := a.store.RenewUpload(ctx, vid, how)
-	if err != nil {
+	// Only the upload that holds the video's reservation may make its
+	// source: one whose lease ran out while another took the video over,
+	// or one completed before, must not move a file over the source (nor
+	// remove it).
+	v, err := a.store.GetVideo(ctx, vid)
+	if err != nil && !errors.Is(err, routing.ErrNotFound) {
 		return a.tusStoreError(err)
+	}
+	held := false
+	if err == nil && v.HeldBy(how) {
+		if held, err = a.store.RenewUpload(ctx, vid, how); err != nil {
+			return a.tusStoreError(err)
+		}
 	}
 	if !held {
 		_ = os.Remove(path)
 		_ = os.Remove(path + ".info")
+		if err == nil && v.Status != routing.VideoWaiting {
+			return tusError(http.StatusConflict, codeConflict, "this video already has a source (status "+v.Status+"); create a new video to upload another file")
+		}
 		return tusError(http.StatusConflict, codeConflict, errLeaseLost.Error())
 	}
 	// The data reaches the disk before the video is queued on it, and the
@@ -335,16 +362,39 @@ func (a *API) recoverUpload(ctx context.Context, p string) (bool, error) {
 	case err != nil:
 		return false, err
 	}
+	// A client resuming the upload right now holds its lock: leave it be.
+	lock, err := a.tusLocks.NewLock(id)
+	if err != nil {
+		return false, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	err = lock.Lock(lctx, func() {})
+	cancel()
+	if err != nil {
+		return false, nil
+	}
+	defer func() { _ = lock.Unlock() }()
+	if !exists(p) {
+		return false, nil // finished or terminated meanwhile
+	}
 	if !v.HeldBy("tus:" + id) {
-		// Deleted, taken over, or finished before the crash.
+		// Deleted, taken over, or finished before the crash: remove this
+		// upload's own files, never the video's source.
 		_ = os.Remove(data)
 		_ = os.Remove(p)
 		return false, nil
 	}
-	if info.SizeIsDeferred || info.Offset != info.Size {
-		return false, nil // the client resumes it
+	// tusd's info file keeps the offset of its creation: what arrived is
+	// the data file's size (as tusd itself reads it), or, once moved, the
+	// source's.
+	received := int64(-1)
+	if st, err := os.Stat(data); err == nil {
+		received = st.Size()
+	} else if st, err := os.Stat(a.videos.SourcePath(vid)); err == nil {
+		received = st.Size()
 	}
-	if !exists(data) && !exists(a.videos.SourcePath(vid)) {
+	switch {
+	case received < 0:
 		// Its file was removed after a failure that could not release
 		// the video: release it now, so that the source can be sent again.
 		if err := a.store.AbortUpload(ctx, vid, "tus:"+id); err != nil {
@@ -352,7 +402,10 @@ func (a *API) recoverUpload(ctx context.Context, p string) (bool, error) {
 		}
 		_ = os.Remove(p)
 		return false, nil
+	case info.SizeIsDeferred || received != info.Size:
+		return false, nil // the client resumes it
 	}
+	info.Offset = received
 	a.log.Info("tus upload: finishing an upload a restart interrupted", "video", vid, "upload", id, "bytes", info.Size)
 	err = a.completeTus(ctx, info)
 	var te tus.Error

@@ -506,11 +506,12 @@ func (a *API) sourceArrived(ctx context.Context, id, how, path string, size int6
 	if err := a.store.SourceReceived(ctx, id, how, routing.SourceInfo{Bytes: size, Duration: dur}); err != nil {
 		// Let the uploader try again later rather than leave the video
 		// reserved by an upload that is over (best effort: Redis may be
-		// what failed).
+		// what failed). On a conflict another upload holds the video now:
+		// the file at path may be its, and is left alone.
 		if !errors.Is(err, routing.ErrConflict) {
 			_ = a.store.AbortUpload(ctx, id, how)
+			_ = os.Remove(path)
 		}
-		_ = os.Remove(path)
 		return routing.Video{}, err
 	}
 	return a.store.GetVideo(ctx, id)

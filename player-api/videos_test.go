@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"io"
 	"mime/multipart"
@@ -15,6 +14,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	tus "github.com/tus/tusd/v2/pkg/handler"
 
 	"github.com/shoal-video/shoal/internal/testutil"
 )
@@ -369,7 +370,7 @@ func TestTusOptionsAndPreflight(t *testing.T) {
 // pages get the CORS preflight; another site's browser is refused.
 func TestTusAllowedOrigins(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, Config{UploadAllowedOrigins: []string{"https://app.example", "http://localhost:3000"}})
+	e := newEnv(t, Config{UploadAllowedOrigins: []string{"https://App.Example:443/", "http://localhost:3000"}})
 	preflight := func(origin string) *httptest.ResponseRecorder {
 		req := httptest.NewRequest(http.MethodOptions, "/v1/uploads/", nil)
 		req.Header.Set("Origin", origin)
@@ -432,9 +433,9 @@ func TestTusRecoveryAfterCrash(t *testing.T) {
 		}
 		return strings.TrimPrefix(path, "/v1/uploads/")
 	}
-	// crashAfterLastByte writes the rest of the upload as tusd does
-	// (data, then the offset in the info file) and stops there, as a kill
-	// before the finish hook would.
+	// crashAfterLastByte writes the rest of the upload as tusd does (to
+	// the data file only: tusd never rewrites the info file's offset) and
+	// stops there, as a kill before the finish hook would.
 	crashAfterLastByte := func(id string, body []byte) {
 		t.Helper()
 		f, err := os.OpenFile(filepath.Join(dir, id), os.O_WRONLY|os.O_APPEND, 0)
@@ -446,20 +447,6 @@ func TestTusRecoveryAfterCrash(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = f.Close()
-		ip := filepath.Join(dir, id+".info")
-		b, err := os.ReadFile(ip)
-		if err != nil {
-			t.Fatal(err)
-		}
-		var info map[string]any
-		if err := json.Unmarshal(b, &info); err != nil {
-			t.Fatal(err)
-		}
-		info["Offset"] = len(body)
-		b, _ = json.Marshal(info)
-		if err := os.WriteFile(ip, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
 	}
 
 	// 1. Every byte arrived, the finish never ran.
@@ -489,12 +476,28 @@ func TestTusRecoveryAfterCrash(t *testing.T) {
 	id5 := start(gone.ID, len(clip), 100, clip)
 	e.doJSON(t, "DELETE", "/v1/videos/"+gone.ID, testAdminKey, "").wantStatus(t, http.StatusNoContent)
 
+	// A client resuming upload 1 right now holds its lock: recovery
+	// leaves it, then finishes it once the lock is free.
+	lock, err := e.a.tusLocks.NewLock(id1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lock.Lock(t.Context(), func() {}); err != nil {
+		t.Fatal(err)
+	}
 	n, err := e.a.RecoverUploads(t.Context())
 	if err != nil {
 		t.Fatalf("RecoverUploads: %v", err)
 	}
-	if n != 3 {
-		t.Errorf("RecoverUploads finished %d uploads, want 3", n)
+	if n != 2 {
+		t.Errorf("RecoverUploads finished %d uploads while one was locked, want 2", n)
+	}
+	if got := e.getVideo(t, unfinished.ID); got.Status != "waiting" {
+		t.Errorf("the locked upload's video is %q, want waiting", got.Status)
+	}
+	_ = lock.Unlock()
+	if n, err = e.a.RecoverUploads(t.Context()); n != 1 || err != nil {
+		t.Errorf("RecoverUploads after the lock was released = %d, %v; want 1, nil", n, err)
 	}
 	for _, v := range []videoJSON{unfinished, moved} {
 		got := e.getVideo(t, v.ID)
@@ -532,5 +535,44 @@ func TestTusRecoveryAfterCrash(t *testing.T) {
 	// A second pass finds nothing to do.
 	if n, err := e.a.RecoverUploads(t.Context()); n != 0 || err != nil {
 		t.Errorf("second RecoverUploads = %d, %v; want 0, nil", n, err)
+	}
+}
+
+// TestTusSecondCompletionKeepsTheSource: a completion for an upload that no
+// longer holds its video (finished before, or taken over) is refused and
+// neither moves a file over the video's source nor removes it.
+func TestTusSecondCompletionKeepsTheSource(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	clip, err := os.ReadFile(testutil.MakeMP4(t, 320, 240, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := e.createVideo(t, `{"title":"twice"}`)
+	r := e.tusReq(t, "POST", "/v1/uploads/", map[string]string{
+		"Upload-Length": strconv.Itoa(len(clip)), "Upload-Metadata": tusMeta("video_id", v.ID),
+	}, nil).wantStatus(t, http.StatusCreated)
+	path := strings.TrimPrefix(r.header.Get("Location"), testPublicURL)
+	e.tusReq(t, "PATCH", path, map[string]string{
+		"Upload-Offset": "0", "Content-Type": "application/offset+octet-stream",
+	}, clip).wantStatus(t, http.StatusNoContent)
+	id := strings.TrimPrefix(path, "/v1/uploads/")
+	// The same completion again, as a stale or replayed one would run.
+	stale := filepath.Join(e.a.uploadDir, id)
+	if err := os.WriteFile(stale, []byte("not the source"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	err = e.a.completeTus(t.Context(), tus.FileInfo{ID: id, Size: 14, Offset: 14,
+		MetaData: tus.MetaData{tusVideoIDKey: v.ID}, Storage: map[string]string{"Path": stale}})
+	var te tus.Error
+	if !errors.As(err, &te) || te.HTTPResponse.StatusCode != http.StatusConflict {
+		t.Fatalf("a second completion: %v, want a 409", err)
+	}
+	stored, err := os.ReadFile(e.files.SourcePath(v.ID))
+	if err != nil || sha256.Sum256(stored) != sha256.Sum256(clip) {
+		t.Fatalf("the source was replaced or removed by a second completion (%v)", err)
+	}
+	if got := e.getVideo(t, v.ID); got.Status != "processing" {
+		t.Fatalf("video %+v", got)
 	}
 }

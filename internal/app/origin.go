@@ -316,6 +316,10 @@ func recoverUploads(ctx context.Context, api *playerapi.API, log *slog.Logger) {
 		if err == nil {
 			return
 		}
+		if !errors.Is(err, routing.ErrUnavailable) {
+			log.Error("finishing interrupted uploads", "err", err)
+			return
+		}
 		log.Warn("finishing interrupted uploads; retrying", "err", err, "in", retry)
 		select {
 		case <-ctx.Done():

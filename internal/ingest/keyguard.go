@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 )
@@ -64,11 +65,23 @@ func WithRemote(ctx context.Context, addr string) context.Context {
 	return context.WithValue(ctx, remoteKey{}, hostOf(addr))
 }
 
+// hostOf is the network an address counts for: the IPv4 address, or the
+// IPv6 /64 (one subscriber's usual allocation, so that rotating through
+// it gains nothing).
 func hostOf(addr string) string {
 	if h, _, err := net.SplitHostPort(addr); err == nil {
-		return h
+		addr = h
 	}
-	return addr
+	ip, err := netip.ParseAddr(addr)
+	if err != nil {
+		return addr
+	}
+	ip = ip.Unmap()
+	if ip.Is6() {
+		p, _ := ip.Prefix(64)
+		return p.String()
+	}
+	return ip.String()
 }
 
 // Guard wraps auth: a key check from an address out of allowance is
@@ -92,12 +105,15 @@ func (a guarded) Authorize(ctx context.Context, key string) (string, error) {
 	if ip == "" {
 		return a.auth.Authorize(ctx, key)
 	}
-	if wait := a.g.wait(ip); wait > 0 {
+	// One failure is reserved before the check, so that concurrent
+	// checks from one address can't exceed its allowance, and given back
+	// unless the key was wrong.
+	if wait := a.g.take(ip); wait > 0 {
 		return "", &ErrTooManyFailures{RetryAfter: wait}
 	}
 	id, err := a.auth.Authorize(ctx, key)
-	if errors.Is(err, ErrUnknownKey) {
-		a.g.spend(ip)
+	if !errors.Is(err, ErrUnknownKey) {
+		a.g.refund(ip)
 	}
 	return id, err
 }
@@ -117,27 +133,9 @@ func (g *KeyGuard) refill(b *keyBucket, now time.Time) {
 	}
 }
 
-// wait is how long ip must wait before its next key check; 0: now.
-func (g *KeyGuard) wait(ip string) time.Duration {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	b := g.addrs[ip]
-	if b == nil {
-		return 0
-	}
-	now := g.now()
-	g.refill(b, now)
-	if b.tokens >= 1 {
-		if b.tokens >= float64(g.Burst) {
-			delete(g.addrs, ip)
-		}
-		return 0
-	}
-	return time.Duration((1 - b.tokens) * float64(g.Every))
-}
-
-// spend takes one failure from ip's allowance.
-func (g *KeyGuard) spend(ip string) {
+// take reserves one failure of ip's allowance: it returns 0, or how long
+// ip must wait when none is left (nothing is then reserved).
+func (g *KeyGuard) take(ip string) time.Duration {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	now := g.now()
@@ -153,28 +151,54 @@ func (g *KeyGuard) spend(ip string) {
 		g.addrs[ip] = b
 	}
 	g.refill(b, now)
-	b.tokens = max(0, b.tokens-1)
+	if b.tokens < 1 {
+		return time.Duration((1 - b.tokens) * float64(g.Every))
+	}
+	b.tokens--
 	b.last = now
+	return 0
 }
 
-// evict makes room for one more address: the ones that refilled go, and
-// if none did, the one that failed longest ago; under g.mu.
+// refund gives back what take reserved (the key was right, or could not
+// be checked); a full allowance is forgotten.
+func (g *KeyGuard) refund(ip string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b := g.addrs[ip]
+	if b == nil {
+		return
+	}
+	g.refill(b, g.now())
+	b.tokens = min(float64(g.Burst), b.tokens+1)
+	if b.tokens >= float64(g.Burst) {
+		delete(g.addrs, ip)
+	}
+}
+
+// evictSample is how many entries evict looks at.
+const evictSample = 16
+
+// evict makes room for one more address, in constant time: of a few
+// entries (Go's map order is random), a refilled one or else the one
+// whose latest failure is oldest goes; under g.mu.
 func (g *KeyGuard) evict(now time.Time) {
 	var oldest string
 	var at time.Time
+	n := 0
 	for ip, b := range g.addrs {
 		g.refill(b, now)
 		if b.tokens >= float64(g.Burst) {
 			delete(g.addrs, ip)
-			continue
+			return
 		}
 		if oldest == "" || b.last.Before(at) {
 			oldest, at = ip, b.last
 		}
+		if n++; n == evictSample {
+			break
+		}
 	}
-	if len(g.addrs) >= g.MaxAddrs && oldest != "" {
-		delete(g.addrs, oldest)
-	}
+	delete(g.addrs, oldest)
 }
 
 // Tracked is how many addresses the guard remembers now.

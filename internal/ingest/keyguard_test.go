@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -91,5 +94,63 @@ func TestKeyGuardMemoryIsBounded(t *testing.T) {
 	// The newest stays tracked.
 	if g.addrs["10.0.3.231"] == nil {
 		t.Fatal("the newest address was evicted")
+	}
+}
+
+// An IPv6 /64 is one address to the guard; IPv4-mapped IPv6 is IPv4.
+func TestKeyGuardNetworks(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	g := NewKeyGuard(2, time.Minute)
+	g.Now = func() time.Time { return now }
+	auth := g.Guard(keyTable{})
+	from := func(addr string) error {
+		_, err := auth.Authorize(WithRemote(context.Background(), addr), "bad")
+		return err
+	}
+	_ = from("[2001:db8:1:2::1]:1000")
+	_ = from("[2001:db8:1:2:ffff::9]:1000")
+	if err := from("[2001:db8:1:2:abcd::7]:1000"); !errors.Is(err, ErrKeyRateLimited) {
+		t.Fatalf("a third address of the same /64: %v, want limited", err)
+	}
+	if err := from("[2001:db8:1:3::1]:1000"); !errors.Is(err, ErrUnknownKey) {
+		t.Fatalf("another /64: %v", err)
+	}
+	_ = from("192.0.2.9:1")
+	_ = from("[::ffff:192.0.2.9]:2")
+	if err := from("192.0.2.9:3"); !errors.Is(err, ErrKeyRateLimited) {
+		t.Fatalf("IPv4 and IPv4-mapped IPv6 counted apart: %v", err)
+	}
+}
+
+// Concurrent checks from one address can't exceed its allowance: each
+// reserves its failure before the key is checked.
+func TestKeyGuardConcurrent(t *testing.T) {
+	g := NewKeyGuard(3, time.Hour)
+	release := make(chan struct{})
+	var asked atomic.Int32
+	auth := g.Guard(AuthorizerFunc(func(context.Context, string) (string, error) {
+		asked.Add(1)
+		<-release
+		return "", ErrUnknownKey
+	}))
+	var wg sync.WaitGroup
+	limited := atomic.Int32{}
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := auth.Authorize(WithRemote(context.Background(), "198.51.100.1:9"), "bad"); errors.Is(err, ErrKeyRateLimited) {
+				limited.Add(1)
+			}
+		}()
+	}
+	// The 17 refused answer at once; the 3 admitted wait in the check.
+	for limited.Load() < 17 {
+		runtime.Gosched()
+	}
+	close(release)
+	wg.Wait()
+	if asked.Load() != 3 || limited.Load() != 17 {
+		t.Fatalf("%d checks reached the authorizer and %d were limited, want 3 and 17", asked.Load(), limited.Load())
 	}
 }
