@@ -225,7 +225,7 @@ func (s *Store) CreateWebhook(ctx context.Context, spec WebhookSpec) (Webhook, e
 		URL:       spec.URL,
 		Events:    events,
 		Secret:    ids.NewSecret("whsec"),
-		CreatedAt: now(),
+		CreatedAt: s.now(),
 	}
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, webhookKey(w.ID),
