@@ -182,3 +182,11 @@ func TestJobOfDeletedVideoIsDropped(t *testing.T) {
 		t.Fatalf("the dropped job is still pending: %+v", st)
 	}
 }
+
+func TestJobQueueBeforeItExists(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	if st, err := s.JobQueue(t.Context()); err != nil || st != (JobQueueStats{}) {
+		t.Fatalf("JobQueue before the queue exists = %+v, %v; want zeros", st, err)
+	}
+}
