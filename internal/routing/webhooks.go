@@ -630,6 +630,41 @@ func (s *Store) PendingWebhookDeliveries(ctx context.Context) (int64, error) {
 	return n, nil
 }
 
+// WebhookEventBacklog counts the events no dispatcher has turned into
+// deliveries yet: those not read yet and those read but not fanned out (a
+// dispatcher is at them, or died holding them).
+func (s *Store) WebhookEventBacklog(ctx context.Context) (int64, error) {
+	const op = "count webhook events"
+	groups, err := s.rdb.XInfoGroups(ctx, eventsKey).Result()
+	if err != nil {
+		if redis.HasErrorPrefix(err, "no such key") { // HasErrorPrefix drops "ERR "
+			return 0, nil
+		}
+		return 0, wrapErr(op, err)
+	}
+	for _, g := range groups {
+		if g.Name != webhookEventsGroup {
+			continue
+		}
+		if g.Lag >= 0 {
+			return g.Lag + g.Pending, nil
+		}
+		// Redis cannot tell the lag (entries were deleted from the
+		// middle of the stream): count what follows the last read.
+		unread, err := s.rdb.XRange(ctx, eventsKey, "("+g.LastDeliveredID, "+").Result()
+		if err != nil {
+			return 0, wrapErr(op, err)
+		}
+		return int64(len(unread)) + g.Pending, nil
+	}
+	// No dispatcher has read yet.
+	n, err := s.rdb.XLen(ctx, eventsKey).Result()
+	if err != nil {
+		return 0, wrapErr(op, err)
+	}
+	return n, nil
+}
+
 // corruptWebhookRecord reports a webhook record Shoal cannot read.
 func corruptWebhookRecord(key string, err error) error {
 	return fmt.Errorf("routing: corrupt record %s: %w", key, err)

@@ -565,3 +565,45 @@ func TestWebhookBodyWithoutData(t *testing.T) {
 func equalWebhooks(a, b Webhook) bool {
 	return a.ID == b.ID && a.URL == b.URL && a.Secret == b.Secret && a.CreatedAt.Equal(b.CreatedAt) && slices.Equal(a.Events, b.Events)
 }
+
+func TestWebhookEventBacklog(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	backlog := func(want int64) {
+		t.Helper()
+		if n, err := s.WebhookEventBacklog(ctx); err != nil || n != want {
+			t.Fatalf("WebhookEventBacklog = %d, %v; want %d", n, err, want)
+		}
+	}
+	backlog(0) // no events stream yet
+	mustCreateWebhook(t, s, EventVideoReady)
+	for range 3 {
+		if err := s.PublishEvent(ctx, EventVideoReady, map[string]string{"id": "v"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backlog(3) // no dispatcher has read
+	if evs, err := s.ReadWebhookEvents(ctx, "a", 2, time.Millisecond); err != nil || len(evs) != 2 {
+		t.Fatalf("ReadWebhookEvents = %v, %v", evs, err)
+	}
+	backlog(3) // two read, not fanned out; one unread
+	evs := readAll(t, s, "a")
+	if len(evs) != 1 {
+		t.Fatalf("read %d more events, want 1", len(evs))
+	}
+	backlog(3)
+	fanOut(t, s, evs[0])
+	backlog(2)
+	evs, err := s.ReclaimWebhookEvents(ctx, "b", 0, 10)
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("ReclaimWebhookEvents = %v, %v", evs, err)
+	}
+	for _, ev := range evs {
+		fanOut(t, s, ev)
+	}
+	backlog(0)
+	if n, err := s.PendingWebhookDeliveries(ctx); err != nil || n != 3 {
+		t.Errorf("PendingWebhookDeliveries = %d, %v; want 3", n, err)
+	}
+}
