@@ -296,7 +296,7 @@ func TestLosslessWaitsForTheReader(t *testing.T) {
 		got++
 		if got%50 == 0 {
 			// A slow reader: it reads on only once the publisher has
-			// filled its queue (written - got access units are queued),
+			// filled its queue of 2 (written - got access units are queued),
 			// so the next Write finds no room.
 			for written.Load() < min(n, got+2) {
 				select {
