@@ -276,7 +276,7 @@ func TestLiveStreamCRUD(t *testing.T) {
 	e.status.set(ls.ID, false)
 
 	// A second stream; the list is newest first.
-	time.Sleep(2 * time.Millisecond)
+	waitClockPast(ls.CreatedAt)
 	ls2 := decode[liveStreamJSON](t, e.doJSON(t, "POST", "/v1/live-streams", testAdminKey, `{"name":"second"}`).wantStatus(t, http.StatusCreated))
 	list := decode[liveStreamListJSON](t, e.doJSON(t, "GET", "/v1/live-streams", testAdminKey, "").wantStatus(t, http.StatusOK))
 	if len(list.Data) != 2 || list.Data[0].ID != ls2.ID || list.Data[1].ID != ls.ID {
@@ -599,16 +599,20 @@ func TestRedisDown(t *testing.T) {
 	e.redis.Restart(t)
 	// The restarted Redis is empty; requests succeed again once the store
 	// has reconnected (about a second).
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		r := e.doJSON(t, "GET", "/v1/live-streams", testAdminKey, "")
 		if r.status == http.StatusOK {
 			break
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
 			t.Fatalf("still %d after Redis restarted: %s", r.status, r.body)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 	e.doJSON(t, "POST", "/v1/live-streams", testAdminKey, `{"name":"again"}`).wantStatus(t, http.StatusCreated)
 }

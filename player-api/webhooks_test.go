@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -56,7 +57,7 @@ func TestWebhookCRUD(t *testing.T) {
 	}
 
 	// The list is newest first and shows no secrets.
-	time.Sleep(2 * time.Millisecond)
+	waitClockPast(w.CreatedAt)
 	w2 := decode[webhookJSON](t, e.doJSON(t, "POST", "/v1/webhooks", testAdminKey,
 		`{"url":"https://example.com/x","events":["video.failed"]}`).wantStatus(t, http.StatusCreated))
 	r = e.doJSON(t, "GET", "/v1/webhooks", testAdminKey, "").wantStatus(t, http.StatusOK)
@@ -261,5 +262,14 @@ func TestWebhookDeliveriesListed(t *testing.T) {
 	e.doJSON(t, "DELETE", "/v1/webhooks/"+w.ID, testAdminKey, "").wantStatus(t, http.StatusNoContent)
 	if n, err := e.store.PendingWebhookDeliveries(ctx); err != nil || n != 0 {
 		t.Errorf("pending deliveries after delete: %d, %v", n, err)
+	}
+}
+
+// waitClockPast returns once the wall clock, which the Store stamps new
+// records with (to the microsecond), reads later than at, so that the next
+// record is newer. It takes a few microseconds at most.
+func waitClockPast(at time.Time) {
+	for !time.Now().Truncate(time.Microsecond).After(at) {
+		runtime.Gosched()
 	}
 }

@@ -29,13 +29,10 @@ func TestLaterWatchersSeeTheClaimDecision(t *testing.T) {
 	defer copies.Close()
 	au := &media.AccessUnit{Keyframe: true, Payload: [][]byte{{1}}}
 	leaks, doubles := 0, 0
+	idle := func(running float64) bool { return running == 0 }
 	for i := range 3000 {
-		deadline := time.Now().Add(2 * time.Second)
-		for metric(t, tc.reg, "shoal_transcode_ladders_running") != 0 {
-			if time.Now().After(deadline) {
-				t.Fatalf("iteration %d: a claim leaked (running stays %v); mine=%v", i, metric(t, tc.reg, "shoal_transcode_ladders_running"), mine)
-			}
-			time.Sleep(100 * time.Microsecond)
+		if !tc.awaitMetric(t, "shoal_transcode_ladders_running", idle, 2*time.Second) {
+			t.Fatalf("iteration %d: a claim leaked (running stays %v); mine=%v", i, metric(t, tc.reg, "shoal_transcode_ladders_running"), mine)
 		}
 		a := fmt.Sprintf("a%d", i)
 		b := fmt.Sprintf("b%d", i)
@@ -49,10 +46,7 @@ func TestLaterWatchersSeeTheClaimDecision(t *testing.T) {
 		pb.Close()
 		if !mine {
 			// Did the transcoder take b anyway? Wait for its job to end.
-			deadline := time.Now().Add(2 * time.Second)
-			for metric(t, tc.reg, "shoal_transcode_ladders_running") != 0 && time.Now().Before(deadline) {
-				time.Sleep(100 * time.Microsecond)
-			}
+			tc.awaitMetric(t, "shoal_transcode_ladders_running", idle, 2*time.Second)
 			ctx, cancel := context.WithCancel(context.Background())
 			cancel()
 			if s, err := copies.Next(ctx); err == nil {

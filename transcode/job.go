@@ -172,6 +172,7 @@ func (j *job) checkBehind(dropped uint64) {
 		return
 	}
 	j.t.behind.Add(float64(dropped - j.dropped))
+	j.t.metricsChanged()
 	j.dropped = dropped
 	if j.behindLog == nil {
 		j.behindLog = logx.NewLimiter(30 * time.Second)

@@ -99,6 +99,17 @@ type Transcoder struct {
 	claimGen uint64
 	problems map[string]string   // stream id -> why its ladder failed
 	rungs    map[string][]string // stream id -> the renditions its ladder publishes
+
+	// onMetrics, when set (by tests, after New and before any source is
+	// published), is called after the running, refused or dropped metrics
+	// changed, so that tests wait for the change rather than poll.
+	onMetrics func()
+}
+
+func (t *Transcoder) metricsChanged() {
+	if t.onMetrics != nil {
+		t.onMetrics()
+	}
 }
 
 // New validates cfg, picks the encoder backend (probing the hardware for
@@ -231,6 +242,7 @@ func (t *Transcoder) claim(id string, forJob bool) bool {
 	if len(t.claims) >= t.limit {
 		if t.limit > 0 {
 			t.refused.Inc()
+			t.metricsChanged()
 			t.log.Warn("transcoding capacity reached; the source is served as it came", "stream", id, "max_ladders", t.limit)
 		}
 		return false
@@ -238,6 +250,7 @@ func (t *Transcoder) claim(id string, forJob bool) bool {
 	t.claimGen++
 	t.claims[id] = t.claimGen
 	t.running.Set(float64(len(t.claims)))
+	t.metricsChanged()
 	return true
 }
 
@@ -292,6 +305,7 @@ func (t *Transcoder) release(id string, gen uint64) {
 		delete(t.claims, id)
 	}
 	t.running.Set(float64(len(t.claims)))
+	t.metricsChanged()
 }
 
 // ladderFor returns stream id's own ladder, or the node's when it has none

@@ -54,6 +54,8 @@ type running struct {
 	*Transcoder
 	reg  *prometheus.Registry
 	stop func()
+	// metrics is signalled when the transcoder's metrics changed.
+	metrics chan struct{}
 }
 
 func startTranscoder(t *testing.T, hub *stream.Hub, cfg Config) *running {
@@ -62,6 +64,13 @@ func startTranscoder(t *testing.T, hub *stream.Hub, cfg Config) *running {
 	tc, err := New(cfg, Deps{Log: quiet, Hub: hub, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
+	}
+	metrics := make(chan struct{}, 1)
+	tc.onMetrics = func() {
+		select {
+		case metrics <- struct{}{}:
+		default:
+		}
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -83,7 +92,7 @@ func startTranscoder(t *testing.T, hub *stream.Hub, cfg Config) *running {
 		}
 	}
 	t.Cleanup(stop)
-	return &running{Transcoder: tc, reg: reg, stop: stop}
+	return &running{Transcoder: tc, reg: reg, stop: stop, metrics: metrics}
 }
 
 func softwareConfig(ladder string, maxLadders int) Config {
@@ -116,15 +125,27 @@ func metric(t *testing.T, reg *prometheus.Registry, name string) float64 {
 }
 
 // waitMetric waits until metric name reads want.
-func waitMetric(t *testing.T, reg *prometheus.Registry, name string, want float64) {
+func waitMetric(t *testing.T, tc *running, name string, want float64) {
 	t.Helper()
-	deadline := time.Now().Add(waitLimit)
-	for metric(t, reg, name) != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s = %v after %s, want %v", name, metric(t, reg, name), waitLimit, want)
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !tc.awaitMetric(t, name, func(v float64) bool { return v == want }, waitLimit) {
+		t.Fatalf("%s = %v after %s, want %v", name, metric(t, tc.reg, name), waitLimit, want)
 	}
+}
+
+// awaitMetric waits until metric name satisfies ok, looking again each time
+// the transcoder's metrics change; it reports false after limit.
+func (tc *running) awaitMetric(t *testing.T, name string, ok func(float64) bool, limit time.Duration) bool {
+	t.Helper()
+	deadline := time.NewTimer(limit)
+	defer deadline.Stop()
+	for !ok(metric(t, tc.reg, name)) {
+		select {
+		case <-tc.metrics:
+		case <-deadline.C:
+			return false
+		}
+	}
+	return true
 }
 
 // makeTS is internal/testutil.MakeTS.
@@ -389,7 +410,7 @@ func TestClaimCapacity(t *testing.T) {
 		t.Errorf("copy of a: %d access units, want 1", len(o.aus))
 	}
 	sub.Close()
-	waitMetric(t, tc.reg, "shoal_transcode_ladders_running", 0)
+	waitMetric(t, tc, "shoal_transcode_ladders_running", 0)
 	if !tc.Claim("b") {
 		t.Fatal(`Claim("b") after the ladder of "a" ended = false`)
 	}
@@ -525,12 +546,8 @@ func TestFallingBehindIsCounted(t *testing.T) {
 		pub.Write(au)
 	}
 	pub.Close()
-	deadline := time.Now().Add(waitLimit)
-	for metric(t, tc.reg, "shoal_transcode_dropped_source_access_units_total") == 0 {
-		if time.Now().After(deadline) {
-			t.Fatal("no dropped source frames were counted")
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !tc.awaitMetric(t, "shoal_transcode_dropped_source_access_units_total", func(v float64) bool { return v > 0 }, waitLimit) {
+		t.Fatal("no dropped source frames were counted")
 	}
 }
 

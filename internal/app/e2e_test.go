@@ -172,14 +172,21 @@ func startNodeOn(t *testing.T, rs *redistest.Server, extraEnv ...string) *node {
 	return n
 }
 
+// waitFor waits until cond holds, looking every 50 ms, for at most d: for
+// what is seen only through the node's HTTP API, Redis or a process's
+// output.
 func (n *node) waitFor(what string, d time.Duration, cond func() bool) {
 	n.t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
 			n.t.Fatalf("timed out after %s waiting for %s", d, what)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/webhook"
 )
@@ -513,7 +514,21 @@ func TestVODWorkerKilledMidJob(t *testing.T) {
 	}
 	// The signed webhook says ready, once.
 	n.waitFor("the video.ready webhook", 20*time.Second, func() bool { return hook.count("video.ready", v.ID) > 0 })
-	time.Sleep(2 * time.Second) // a duplicate would arrive within a poll or two
+	// A duplicate could only come from a job still held, an event not yet
+	// fanned out or a delivery not yet finished: once there are none,
+	// every delivery has arrived.
+	store, err := routing.NewStore(n.redis.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	n.waitFor("no job, event or delivery left in flight", 20*time.Second, func() bool {
+		ctx := t.Context()
+		jobs, err1 := store.JobQueue(ctx)
+		events, err2 := store.WebhookEventBacklog(ctx)
+		deliveries, err3 := store.PendingWebhookDeliveries(ctx)
+		return errors.Join(err1, err2, err3) == nil && jobs == (routing.JobQueueStats{}) && events == 0 && deliveries == 0
+	})
 	if got := hook.count("video.ready", v.ID); got != 1 || hook.count("video.failed", v.ID) != 0 || hook.bad != 0 {
 		t.Fatalf("webhooks: %d video.ready, %d video.failed, %d badly signed; want exactly one video.ready",
 			got, hook.count("video.failed", v.ID), hook.bad)

@@ -304,7 +304,7 @@ type JobQueueStats struct {
 func (s *Store) JobQueue(ctx context.Context) (JobQueueStats, error) {
 	groups, err := s.rdb.XInfoGroups(ctx, jobsKey).Result()
 	if err != nil {
-		if redis.HasErrorPrefix(err, "ERR no such key") {
+		if redis.HasErrorPrefix(err, "no such key") { // HasErrorPrefix drops "ERR "
 			return JobQueueStats{}, nil
 		}
 		return JobQueueStats{}, wrapErr("job queue stats", err)

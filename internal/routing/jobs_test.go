@@ -91,8 +91,13 @@ func TestJobReclaimedFromADeadWorker(t *testing.T) {
 	v := queuedVideo(t, s)
 	j1 := mustNextJob(t, s, "dead", time.Hour)
 	st1, _ := s.StartJob(ctx, j1, "dead", 3)
-	time.Sleep(60 * time.Millisecond)
-	j2 := mustNextJob(t, s, "alive", 50*time.Millisecond)
+	// Not idle for an hour: it stays with its worker.
+	if j, ok, err := s.NextJob(ctx, "alive", time.Millisecond, time.Hour); ok || err != nil {
+		t.Fatalf("a job idle for less than minIdle was taken: %+v, %v", j, err)
+	}
+	// With no minimum idle time it is taken over at once (idle time is
+	// reckoned by Redis's clock, which a test cannot advance).
+	j2 := mustNextJob(t, s, "alive", 0)
 	if !j2.Reclaimed || j2.From != "dead" || j2.EntryID != j1.EntryID {
 		t.Fatalf("reclaimed job = %+v", j2)
 	}
@@ -151,8 +156,7 @@ func TestJobGivesUpAfterDeadWorkers(t *testing.T) {
 	if st, _ := s.StartJob(ctx, j, "a", 1); st.Attempt != 1 {
 		t.Fatalf("first start = %+v", st)
 	}
-	time.Sleep(30 * time.Millisecond)
-	j = mustNextJob(t, s, "b", 20*time.Millisecond)
+	j = mustNextJob(t, s, "b", 0) // a's job, taken over
 	st, err := s.StartJob(ctx, j, "b", 1)
 	if err != nil || st.Skip != "gave_up" {
 		t.Fatalf("start after too many attempts = %+v, %v", st, err)
@@ -176,5 +180,13 @@ func TestJobOfDeletedVideoIsDropped(t *testing.T) {
 	}
 	if st, _ := s.JobQueue(ctx); st.Running != 0 {
 		t.Fatalf("the dropped job is still pending: %+v", st)
+	}
+}
+
+func TestJobQueueBeforeItExists(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	if st, err := s.JobQueue(t.Context()); err != nil || st != (JobQueueStats{}) {
+		t.Fatalf("JobQueue before the queue exists = %+v, %v; want zeros", st, err)
 	}
 }

@@ -83,8 +83,8 @@ const (
 // use.
 type Store struct {
 	rdb *redis.Client
-	// clock is the time upload leases are reckoned in (time.Now when nil;
-	// tests set it).
+	// clock is the time upload leases are reckoned in and new webhooks
+	// are stamped with (time.Now when nil; tests set it before use).
 	clock func() time.Time
 }
 
@@ -93,6 +93,14 @@ func (s *Store) nowMs() int64 {
 		return s.clock().UnixMilli()
 	}
 	return time.Now().UnixMilli()
+}
+
+// now is now() on s's clock.
+func (s *Store) now() time.Time {
+	if s.clock != nil {
+		return s.clock().UTC().Truncate(time.Microsecond)
+	}
+	return now()
 }
 
 // NewStore returns a Store for the Redis at redisURL (redis:// or rediss://,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -227,15 +228,20 @@ func TestConcurrentResetAndDeleteLeaveNoOrphans(t *testing.T) {
 	}
 	var wg sync.WaitGroup
 	for _, ls := range created {
+		// The delete starts once a reset has gone through, while the
+		// others are still resetting.
+		reset := make(chan struct{})
+		var once sync.Once
 		for range 4 {
 			wg.Go(func() {
 				for range 5 {
 					_, _ = s.ResetStreamKey(ctx, ls.ID)
+					once.Do(func() { close(reset) })
 				}
 			})
 		}
 		wg.Go(func() {
-			time.Sleep(time.Millisecond)
+			<-reset
 			if err := s.DeleteLiveStream(ctx, ls.ID); err != nil {
 				t.Errorf("DeleteLiveStream: %v", err)
 			}
@@ -271,7 +277,7 @@ func TestListLiveStreamsNewestFirst(t *testing.T) {
 			t.Fatal(err)
 		}
 		want = append([]string{ls.ID}, want...)
-		time.Sleep(2 * time.Millisecond)
+		waitClockPast(ls.CreatedAt)
 	}
 	list, err := s.ListLiveStreams(ctx)
 	if err != nil {
@@ -530,19 +536,33 @@ func TestClosedStoreFails(t *testing.T) {
 	}
 }
 
-// waitReachable waits until Ping succeeds, for at most 10 s.
+// waitReachable waits until Ping succeeds, for at most 10 s: the Store's
+// reconnection is seen only by trying it.
 func waitReachable(t *testing.T, s *Store) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.NewTimer(10 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		err := s.Ping(t.Context())
 		if err == nil {
 			return
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
 			t.Fatalf("Store did not reconnect after Redis restarted: %v", err)
 		}
-		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// waitClockPast returns once the wall clock, which the Store stamps live
+// streams with, reads later than at (to the microsecond it stores), so that
+// the next record is newer. It takes a few microseconds at most.
+func waitClockPast(at time.Time) {
+	for !now().After(at) {
+		runtime.Gosched()
 	}
 }
 

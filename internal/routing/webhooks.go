@@ -225,7 +225,7 @@ func (s *Store) CreateWebhook(ctx context.Context, spec WebhookSpec) (Webhook, e
 		URL:       spec.URL,
 		Events:    events,
 		Secret:    ids.NewSecret("whsec"),
-		CreatedAt: now(),
+		CreatedAt: s.now(),
 	}
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.HSet(ctx, webhookKey(w.ID),
@@ -626,6 +626,41 @@ func (s *Store) PendingWebhookDeliveries(ctx context.Context) (int64, error) {
 	n, err := s.rdb.ZCard(ctx, webhookDueKey).Result()
 	if err != nil {
 		return 0, wrapErr("count webhook deliveries", err)
+	}
+	return n, nil
+}
+
+// WebhookEventBacklog counts the events no dispatcher has turned into
+// deliveries yet: those not read yet and those read but not fanned out (a
+// dispatcher is at them, or died holding them).
+func (s *Store) WebhookEventBacklog(ctx context.Context) (int64, error) {
+	const op = "count webhook events"
+	groups, err := s.rdb.XInfoGroups(ctx, eventsKey).Result()
+	if err != nil {
+		if redis.HasErrorPrefix(err, "no such key") { // HasErrorPrefix drops "ERR "
+			return 0, nil
+		}
+		return 0, wrapErr(op, err)
+	}
+	for _, g := range groups {
+		if g.Name != webhookEventsGroup {
+			continue
+		}
+		if g.Lag >= 0 {
+			return g.Lag + g.Pending, nil
+		}
+		// Redis cannot tell the lag (entries were deleted from the
+		// middle of the stream): count what follows the last read.
+		unread, err := s.rdb.XRange(ctx, eventsKey, "("+g.LastDeliveredID, "+").Result()
+		if err != nil {
+			return 0, wrapErr(op, err)
+		}
+		return int64(len(unread)) + g.Pending, nil
+	}
+	// No dispatcher has read yet.
+	n, err := s.rdb.XLen(ctx, eventsKey).Result()
+	if err != nil {
+		return 0, wrapErr(op, err)
 	}
 	return n, nil
 }

@@ -17,6 +17,8 @@ func TestWebhookCRUD(t *testing.T) {
 	t.Parallel()
 	s, _ := newTestStore(t)
 	ctx := t.Context()
+	clock := time.Now()
+	s.clock = func() time.Time { return clock }
 
 	w, err := s.CreateWebhook(ctx, WebhookSpec{
 		URL:    "https://example.com/hook",
@@ -32,15 +34,15 @@ func TestWebhookCRUD(t *testing.T) {
 	if want := []string{EventVideoReady, EventLiveStreamEnded}; !slices.Equal(w.Events, want) {
 		t.Errorf("events %v, want %v", w.Events, want)
 	}
-	if time.Since(w.CreatedAt) > time.Minute {
-		t.Errorf("CreatedAt %v is not now", w.CreatedAt)
+	if !w.CreatedAt.Equal(clock.UTC().Truncate(time.Microsecond)) || time.Since(w.CreatedAt) > time.Minute {
+		t.Errorf("CreatedAt %v is not now (%v)", w.CreatedAt, clock)
 	}
 	got, err := s.GetWebhook(ctx, w.ID)
 	if err != nil || !equalWebhooks(got, w) {
 		t.Fatalf("GetWebhook = %+v, %v; want %+v", got, err, w)
 	}
 
-	time.Sleep(2 * time.Millisecond)
+	clock = clock.Add(time.Millisecond)
 	w2, err := s.CreateWebhook(ctx, WebhookSpec{URL: "http://127.0.0.1:9/x", Events: []string{EventVideoFailed}})
 	if err != nil {
 		t.Fatal(err)
@@ -232,8 +234,9 @@ func TestFanOutOnceUnderAutoclaim(t *testing.T) {
 	if evs, err := s.ReclaimWebhookEvents(ctx, "b", time.Hour, 10); err != nil || len(evs) != 0 {
 		t.Fatalf("events not idle long enough were reclaimed: %v, %v", evs, err)
 	}
-	time.Sleep(5 * time.Millisecond)
-	evsB, err := s.ReclaimWebhookEvents(ctx, "b", time.Millisecond, 10)
+	// With no minimum idle time they are taken over at once (idle time
+	// is reckoned by Redis's clock, which a test cannot advance).
+	evsB, err := s.ReclaimWebhookEvents(ctx, "b", 0, 10)
 	if err != nil || len(evsB) != 2 || evsB[0].EntryID != evsA[0].EntryID || evsB[1].EntryID != evsA[1].EntryID {
 		t.Fatalf("ReclaimWebhookEvents = %+v, %v", evsB, err)
 	}
@@ -561,4 +564,46 @@ func TestWebhookBodyWithoutData(t *testing.T) {
 
 func equalWebhooks(a, b Webhook) bool {
 	return a.ID == b.ID && a.URL == b.URL && a.Secret == b.Secret && a.CreatedAt.Equal(b.CreatedAt) && slices.Equal(a.Events, b.Events)
+}
+
+func TestWebhookEventBacklog(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	backlog := func(want int64) {
+		t.Helper()
+		if n, err := s.WebhookEventBacklog(ctx); err != nil || n != want {
+			t.Fatalf("WebhookEventBacklog = %d, %v; want %d", n, err, want)
+		}
+	}
+	backlog(0) // no events stream yet
+	mustCreateWebhook(t, s, EventVideoReady)
+	for range 3 {
+		if err := s.PublishEvent(ctx, EventVideoReady, map[string]string{"id": "v"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	backlog(3) // no dispatcher has read
+	if evs, err := s.ReadWebhookEvents(ctx, "a", 2, time.Millisecond); err != nil || len(evs) != 2 {
+		t.Fatalf("ReadWebhookEvents = %v, %v", evs, err)
+	}
+	backlog(3) // two read, not fanned out; one unread
+	evs := readAll(t, s, "a")
+	if len(evs) != 1 {
+		t.Fatalf("read %d more events, want 1", len(evs))
+	}
+	backlog(3)
+	fanOut(t, s, evs[0])
+	backlog(2)
+	evs, err := s.ReclaimWebhookEvents(ctx, "b", 0, 10)
+	if err != nil || len(evs) != 2 {
+		t.Fatalf("ReclaimWebhookEvents = %v, %v", evs, err)
+	}
+	for _, ev := range evs {
+		fanOut(t, s, ev)
+	}
+	backlog(0)
+	if n, err := s.PendingWebhookDeliveries(ctx); err != nil || n != 3 {
+		t.Errorf("PendingWebhookDeliveries = %d, %v; want 3", n, err)
+	}
 }

@@ -83,6 +83,10 @@ type Hub struct {
 	closed   bool
 	streams  map[media.StreamKey]*publication
 	watchers []*Watcher // in registration order: Publish asks them in this order
+
+	// onLosslessWait, when set (by tests, before publishing), is called
+	// each time a lossless Write starts waiting for room in a full queue.
+	onLosslessWait func()
 }
 
 // New validates cfg and allocates a hub.

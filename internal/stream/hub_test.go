@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -263,9 +264,15 @@ func TestLosslessWaitsForTheReader(t *testing.T) {
 		t.Fatal(err)
 	}
 	const n = 200
+	// written counts the Writes that returned; wrote is signalled after
+	// each.
+	var written atomic.Int64
+	wrote := make(chan struct{}, 1)
 	go func() {
 		for i := range int64(n) {
 			pub.Write(au(0, i, i%10 == 0))
+			written.Add(1)
+			signal(wrote)
 		}
 		pub.End()
 	}()
@@ -288,7 +295,16 @@ func TestLosslessWaitsForTheReader(t *testing.T) {
 		}
 		got++
 		if got%50 == 0 {
-			time.Sleep(10 * time.Millisecond) // a slow reader
+			// A slow reader: it reads on only once the publisher has
+			// filled its queue of 2 (written - got access units are queued),
+			// so the next Write finds no room.
+			for written.Load() < min(n, got+2) {
+				select {
+				case <-wrote:
+				case <-ctx.Done():
+					t.Fatalf("the publisher stopped at %d writes", written.Load())
+				}
+			}
 		}
 	}
 	if got != n || sub.Dropped() != 0 {
@@ -307,6 +323,9 @@ func TestLosslessPublisherReleasedWhenReaderCloses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The second Write finds the queue full and waits.
+	waiting := make(chan struct{}, 1)
+	h.onLosslessWait = func() { signal(waiting) }
 	done := make(chan struct{})
 	go func() {
 		for i := range int64(10) {
@@ -314,7 +333,11 @@ func TestLosslessPublisherReleasedWhenReaderCloses(t *testing.T) {
 		}
 		close(done)
 	}()
-	time.Sleep(20 * time.Millisecond)
+	select {
+	case <-waiting:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the publisher never waited for room")
+	}
 	sub.Close()
 	select {
 	case <-done:

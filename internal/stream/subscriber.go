@@ -150,6 +150,9 @@ func (s *Subscriber) pushAU(au *media.AccessUnit, tracks []media.Track) {
 	}
 	for s.lossless && s.queuedAUs >= s.max && !s.closed {
 		s.mu.Unlock()
+		if f := s.hub.onLosslessWait; f != nil {
+			f()
+		}
 		<-s.space
 		s.mu.Lock()
 	}

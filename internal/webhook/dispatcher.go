@@ -156,6 +156,33 @@ type Dispatcher struct {
 
 	wake    chan struct{}
 	running atomic.Bool
+
+	// trace, when set (by tests, before Run), is told what Run does, so
+	// that tests wait for it rather than for time to pass.
+	trace func(traceEvent)
+}
+
+// traceEvent is a step of Run that tests can observe.
+type traceEvent int
+
+const (
+	// traceStarted: Run began.
+	traceStarted traceEvent = iota
+	// traceFannedOut: a read's events were turned into deliveries.
+	traceFannedOut
+	// traceFinished: an attempt's result was recorded (or the recording
+	// failed).
+	traceFinished
+	// traceEventsFailed: reading or fanning out events failed.
+	traceEventsFailed
+	// traceClaimFailed: claiming a delivery failed (not "none due").
+	traceClaimFailed
+)
+
+func (d *Dispatcher) traced(ev traceEvent) {
+	if d.trace != nil {
+		d.trace(ev)
+	}
 }
 
 type metrics struct {
@@ -282,6 +309,7 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		return errors.New("webhook: Run called while already running")
 	}
 	defer d.running.Store(false)
+	d.traced(traceStarted)
 	d.log.Info("webhook dispatcher started", "consumer", d.cfg.Consumer, "workers", d.cfg.Workers)
 	var g errgroup.Group
 	g.Go(func() error { d.fanOutLoop(ctx); return nil })
@@ -317,7 +345,11 @@ func (d *Dispatcher) fanOutLoop(ctx context.Context) {
 				d.notify()
 			}
 		}
+		if len(evs) > 0 {
+			d.traced(traceFannedOut)
+		}
 		if err != nil {
+			d.traced(traceEventsFailed)
 			d.redisError(ctx, "reading events", err)
 			sleep(ctx, d.cfg.PollInterval)
 		}
@@ -360,6 +392,7 @@ func (d *Dispatcher) deliverLoop(ctx context.Context) {
 		if errors.Is(err, routing.ErrNotFound) {
 			d.updatePending(ctx)
 		} else {
+			d.traced(traceClaimFailed)
 			d.redisError(ctx, "claiming a delivery", err)
 		}
 		timer.Reset(d.cfg.PollInterval)
@@ -419,6 +452,7 @@ func (d *Dispatcher) deliver(ctx context.Context, c routing.ClaimedWebhookDelive
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), finishTimeout)
 	defer cancel()
 	err := d.store.FinishWebhookDelivery(fctx, c, res)
+	defer d.traced(traceFinished)
 	switch {
 	case errors.Is(err, routing.ErrWebhookDeliveryLost):
 		log.Debug("webhook delivery result not recorded", "err", err)

@@ -42,6 +42,9 @@ type env struct {
 	redis *redistest.Server
 	store *routing.Store
 	logs  *shoaltest.Buffer
+	// changed is signalled when a dispatcher started by start changed
+	// the deliveries (fanned events out, recorded an attempt).
+	changed chan struct{}
 }
 
 func newEnv(t *testing.T) *env {
@@ -52,7 +55,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	return &env{redis: srv, store: store, logs: &shoaltest.Buffer{}}
+	return &env{redis: srv, store: store, logs: &shoaltest.Buffer{}, changed: make(chan struct{}, 1)}
 }
 
 // running is a Dispatcher whose Run is in progress.
@@ -61,6 +64,20 @@ type running struct {
 	reg  *prometheus.Registry
 	stop func()
 	done chan error
+
+	started chan struct{} // closed when Run has begun
+	// Poll cycles that failed on Redis, of each loop; failed is signalled
+	// after each.
+	eventsFailed, claimsFailed atomic.Int64
+	failed                     chan struct{}
+}
+
+// signal wakes the waiter on a one-slot channel without blocking.
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 // start runs a new Dispatcher on e's Redis until the test ends or stop.
@@ -73,7 +90,21 @@ func (e *env) start(t *testing.T, cfg Config) *running {
 		t.Fatalf("New: %v", err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
-	r := &running{d: d, reg: reg, done: make(chan error, 1)}
+	r := &running{d: d, reg: reg, done: make(chan error, 1), started: make(chan struct{}), failed: make(chan struct{}, 1)}
+	d.trace = func(ev traceEvent) {
+		switch ev {
+		case traceStarted:
+			close(r.started)
+		case traceFannedOut, traceFinished:
+			signal(e.changed)
+		case traceEventsFailed:
+			r.eventsFailed.Add(1)
+			signal(r.failed)
+		case traceClaimFailed:
+			r.claimsFailed.Add(1)
+			signal(r.failed)
+		}
+	}
 	go func() { r.done <- d.Run(ctx) }()
 	var once sync.Once
 	r.stop = func() {
@@ -163,19 +194,43 @@ func (e *env) publish(t *testing.T, typ string, data any) {
 	}
 }
 
-// waitDeliveries waits until the webhook's log satisfies ok.
+// waitDeliveries waits until the webhook's log satisfies ok, looking again
+// each time a dispatcher changed the deliveries (or, while reading the log
+// fails, every 20 ms).
 func (e *env) waitDeliveries(t *testing.T, webhookID, what string, ok func([]routing.WebhookDelivery) bool) []routing.WebhookDelivery {
 	t.Helper()
-	deadline := time.Now().Add(8 * time.Second)
+	deadline := time.NewTimer(8 * time.Second)
+	defer deadline.Stop()
 	for {
 		list, err := e.store.ListWebhookDeliveries(t.Context(), webhookID)
 		if err == nil && ok(list) {
 			return list
 		}
-		if time.Now().After(deadline) {
+		var retry <-chan time.Time
+		if err != nil {
+			retry = time.After(20 * time.Millisecond)
+		}
+		select {
+		case <-e.changed:
+		case <-retry:
+		case <-deadline.C:
 			t.Fatalf("waiting for %s: deliveries %+v, %v\nlogs:\n%s", what, list, err, e.logs)
 		}
-		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitFailedPolls waits until both of r's loops have failed n poll cycles
+// (on Redis) each.
+func (r *running) waitFailedPolls(t *testing.T, n int64) {
+	t.Helper()
+	deadline := time.NewTimer(8 * time.Second)
+	defer deadline.Stop()
+	for r.eventsFailed.Load() < n || r.claimsFailed.Load() < n {
+		select {
+		case <-r.failed:
+		case <-deadline.C:
+			t.Fatalf("%d failed event reads and %d failed claims, want %d of each", r.eventsFailed.Load(), r.claimsFailed.Load(), n)
+		}
 	}
 }
 
@@ -433,19 +488,24 @@ func TestRedisDownDoesNotStopRun(t *testing.T) {
 	r := e.start(t, fastConfig())
 
 	e.redis.Kill()
-	time.Sleep(200 * time.Millisecond) // many poll intervals
+	r.waitFailedPolls(t, 5) // many poll intervals
 	select {
 	case err := <-r.done:
 		t.Fatalf("Run returned %v while Redis was down", err)
 	default:
 	}
 	e.redis.Restart(t) // empty
-	deadline := time.Now().Add(8 * time.Second)
+	// The Store's reconnection is seen only by trying it.
+	deadline := time.NewTimer(8 * time.Second)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for e.store.Ping(t.Context()) != nil {
-		if time.Now().After(deadline) {
+		select {
+		case <-tick.C:
+		case <-deadline.C:
 			t.Fatal("Redis did not come back")
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 	w := e.webhook(t, rc, routing.EventVideoReady)
 	e.publish(t, routing.EventVideoReady, map[string]string{"id": "v"})
@@ -504,8 +564,10 @@ func TestRunTwice(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	r := e.start(t, fastConfig())
-	for !r.d.running.Load() {
-		time.Sleep(time.Millisecond)
+	select {
+	case <-r.started:
+	case <-time.After(8 * time.Second):
+		t.Fatal("Run did not start")
 	}
 	if err := r.d.Run(t.Context()); err == nil || errors.Is(err, context.Canceled) {
 		t.Errorf("second Run = %v, want an error", err)
@@ -528,13 +590,15 @@ func TestAttemptsOfDeadDispatchersCount(t *testing.T) {
 	}
 	// Dispatchers that claim the delivery and die before recording
 	// anything, as many times as there are attempts.
+	// Each claims at a time after the lease of the one before ran out.
 	cfg := fastConfig()
+	at := time.Now()
 	for i := range cfg.MaxAttempts {
-		c, err := e.store.ClaimWebhookDelivery(ctx, time.Now(), time.Millisecond)
+		c, err := e.store.ClaimWebhookDelivery(ctx, at, time.Millisecond)
 		if err != nil || c.Attempt != i+1 {
 			t.Fatalf("claim %d: %+v, %v", i+1, c, err)
 		}
-		time.Sleep(2 * time.Millisecond)
+		at = at.Add(2 * time.Millisecond)
 	}
 	e.start(t, cfg)
 	d := e.waitDeliveries(t, w.ID, "failed", allIn(routing.DeliveryFailed, 1))[0]
