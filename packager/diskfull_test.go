@@ -234,3 +234,66 @@ func mustRead(t *testing.T, path string) []byte {
 	}
 	return b
 }
+
+// A broadcast that starts on a full disk: nothing can be written, not even
+// the initialization section, yet the live master and media playlists are
+// served (every segment a gap); once space returns the next segment is
+// written with its initialization section and plays.
+func TestStartOnAFullDisk(t *testing.T) {
+	t.Parallel()
+	hub, err := stream.New(stream.Config{QueueSize: 1 << 20}, stream.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	reg := live.New()
+	logs := &logLines{}
+	p, err := New(Config{Dir: dir, Format: FormatFMP4, SegmentDuration: 2 * time.Second, LiveWindow: 3, PartDuration: 500 * time.Millisecond},
+		Deps{Hub: hub, Log: slog.New(logs), Live: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk := &fullDisk{}
+	disk.on.Store(true)
+	p.fs.failWrite = disk.failWrite
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = hub.Run(ctx) }()
+	go func() { _ = p.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	r := &llRig{rig: &rig{pkg: p, hub: hub, dir: dir, done: done, stop: cancel}, live: reg}
+
+	pub, _ := hub.Publish(media.StreamKey{Name: "empty", Rendition: "720p"}, tracks)
+	feedRange(pub, 0, 4.5, 60)
+	snap := r.waitSnap(t, "empty/720p/index.m3u8", func(s *live.Snapshot) bool { return s.NextMSN >= 2 })
+	m := parseMedia(t, snap.Data)
+	if len(m.Segments) != 2 || !m.Segments[0].Gap || !m.Segments[1].Gap || len(m.Parts) != 0 {
+		t.Fatalf("on a full disk:\n%s", snap.Data)
+	}
+	if reg.Get("empty/master.m3u8") == nil {
+		t.Fatal("no live master playlist while the disk is full")
+	}
+	disk.on.Store(false)
+	feedRange(pub, 4.5, 2, 60)
+	snap = r.waitSnap(t, "empty/720p/index.m3u8", func(s *live.Snapshot) bool { return s.NextMSN >= 3 })
+	m = parseMedia(t, snap.Data)
+	written := m.Segments[2]
+	if written.Gap || m.Map == nil || len(written.Parts) == 0 {
+		t.Fatalf("after space returned:\n%s", snap.Data)
+	}
+	for _, f := range []string{written.URI, m.Map.URI, written.Parts[0].URI} {
+		if f == written.Parts[0].URI {
+			if _, ok := reg.LookupPart("empty/720p/" + f); !ok {
+				t.Errorf("part %s is not served", f)
+			}
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, "empty", "720p", f)); err != nil {
+			t.Error(err)
+		}
+	}
+	if logs.count("disk full") != 1 || logs.count("disk space is back") != 1 {
+		t.Errorf("logged %q", logs.msgs)
+	}
+	pub.End()
+}
