@@ -1051,7 +1051,7 @@ type recording struct {
 }
 
 // maxRecordingBacklog bounds the segments a recording holds while the disk
-// is full (an hour and a half of 2 s segments); past it the recording
+// is full (100 minutes of 2 s segments); past it the recording
 // stops.
 const maxRecordingBacklog = 3000
 
