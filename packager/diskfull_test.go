@@ -236,7 +236,7 @@ func mustRead(t *testing.T, path string) []byte {
 }
 
 // A broadcast that starts on a full disk: nothing can be written, not even
-// the initialization section, yet the live master and media playlists are
+// its directories or the initialization section, yet the live master and media playlists are
 // served (every segment a gap); once space returns the next segment is
 // written with its initialization section and plays.
 func TestStartOnAFullDisk(t *testing.T) {
@@ -295,5 +295,13 @@ func TestStartOnAFullDisk(t *testing.T) {
 	if logs.count("disk full") != 1 || logs.count("disk space is back") != 1 {
 		t.Errorf("logged %q", logs.msgs)
 	}
+	// The recording, whose directory could not even be made at first,
+	// has every segment.
 	pub.End()
+	cancel()
+	<-done
+	rec := parseMedia(t, mustRead(t, filepath.Join(dir, "empty", "720p", "recording.m3u8")))
+	if len(rec.Segments) < 3 || !rec.Segments[0].Gap || !rec.Segments[1].Gap || rec.Segments[2].Gap || !rec.Endlist {
+		t.Fatalf("the recording: %d segments, ended %v", len(rec.Segments), rec.Endlist)
+	}
 }

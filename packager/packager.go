@@ -364,7 +364,9 @@ func (p *Packager) join(id string) (*streamState, error) {
 		p.mu.Unlock()
 		return nil, fmt.Errorf("removing the previous session: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := p.fs.mkdirAll(dir); err != nil && !noSpace(err) {
+		// A full disk does not stop the broadcast: its renditions make
+		// their directories once there is space (trackOut.makeDir).
 		p.mu.Unlock()
 		return nil, err
 	}

@@ -180,10 +180,23 @@ func (r *rendition) setTracks(tracks []media.Track, restart bool) {
 }
 
 func (r *rendition) newTrackOut(dir string, t media.Track) *trackOut {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		r.p.reportError(r.log, "creating the rendition directory", err)
+	out := &trackOut{r: r, dir: dir, key: r.st.id + "/" + filepath.Base(dir), track: t, isAudio: !t.IsVideo(), segStart: -1}
+	out.makeDir()
+	return out
+}
+
+// makeDir makes the track's directory if it is not made yet (a full disk
+// may refuse it when the track starts) and reports whether it exists.
+func (t *trackOut) makeDir() bool {
+	if t.dirMade {
+		return true
 	}
-	return &trackOut{r: r, dir: dir, key: r.st.id + "/" + filepath.Base(dir), track: t, isAudio: !t.IsVideo(), segStart: -1}
+	if t.dirErr = t.r.p.fs.mkdirAll(t.dir); t.dirErr != nil {
+		t.r.p.reportError(t.r.log, "creating the rendition directory", t.dirErr)
+		return false
+	}
+	t.dirMade = true
+	return true
 }
 
 // timeline maps an input timestamp of track i to the output timeline.
@@ -497,6 +510,9 @@ type trackOut struct {
 	// segFailed: samples of the segment being built were dropped (its
 	// initialization section could not be written): it ends as a gap.
 	segFailed bool
+	// dirMade: the track's directory exists; dirErr is why not.
+	dirMade bool
+	dirErr  error
 }
 
 // publishPending publishes the live playlist if a segment ended since the
@@ -677,6 +693,9 @@ func (t *trackOut) ensureInit() bool {
 		return false
 	}
 	if data != nil {
+		if !t.makeDir() {
+			return false
+		}
 		name := fmt.Sprintf("init-%s-%d.mp4", t.r.prefix, t.initGen)
 		t.initGen++
 		if err := t.r.p.writeFile(filepath.Join(t.dir, name), data); err != nil {
@@ -809,6 +828,9 @@ func (t *trackOut) flush(withLast bool) {
 	}
 	t.endTicks = endTicks
 	name := t.segmentName()
+	if !gap && !t.makeDir() {
+		gap = true
+	}
 	if !gap {
 		if err := t.r.p.writeFile(filepath.Join(t.dir, name), data); err != nil {
 			p.reportError(t.r.log, "writing a segment", err)
@@ -919,6 +941,9 @@ func (t *trackOut) liveMedia(target float64, withParts bool) playlist.Media {
 // writeLive writes the live playlist file (without parts: the live registry
 // serves those) at a segment's end.
 func (t *trackOut) writeLive(target float64) {
+	if !t.dirMade {
+		return // a full disk refused the directory (makeDir)
+	}
 	out, err := playlist.EncodeMedia(t.liveMedia(target, false))
 	if err == nil {
 		err = t.r.p.writeFile(filepath.Join(t.dir, "index.m3u8"), out)
@@ -1075,7 +1100,10 @@ func (rc *recording) add(t *trackOut, seg playlist.Segment, target float64) {
 		rc.firstSeq, rc.firstDisc = t.firstSeq, t.firstDisc
 	}
 	rc.backlog = append(rc.backlog, seg)
-	err := rc.flush(t, target)
+	err := t.dirErr // no directory yet: it waits with the segment
+	if t.dirMade {
+		err = rc.flush(t, target)
+	}
 	switch {
 	case err == nil:
 	case noSpace(err) && len(rc.backlog) <= maxRecordingBacklog:

@@ -17,7 +17,8 @@ type storage struct {
 	noSync bool
 	// failWrite, set by tests only, makes a write fail like a full disk:
 	// when it returns an error for the file at path, the first n bytes of
-	// data are written and the write fails with that error.
+	// data are written and the write fails with that error (mkdirAll asks
+	// it with nil data).
 	failWrite func(path string, data []byte) (n int, err error)
 }
 
@@ -98,6 +99,16 @@ func (s *storage) syncDir(dir string) error {
 		err = cerr
 	}
 	return err
+}
+
+// mkdirAll makes the directory dir and its parents.
+func (s *storage) mkdirAll(dir string) error {
+	if s.failWrite != nil {
+		if _, err := s.failWrite(dir, nil); err != nil {
+			return err
+		}
+	}
+	return os.MkdirAll(dir, 0o755)
 }
 
 // copyFile copies the file at from to to (through a temporary file).
