@@ -334,11 +334,13 @@ func (st *streamState) writeMasterLocked(final bool) {
 	if bytes.Equal(out, st.lastMaster) {
 		return
 	}
+	// A failed write (a full disk) is tried again at the next segment;
+	// live, the registry serves the playlist meanwhile.
 	if err := st.p.writeFile(filepath.Join(st.dir, "master.m3u8"), out); err != nil {
 		st.p.reportError(st.p.log.With("stream", st.id), "writing the master playlist", err)
-		return
+	} else {
+		st.lastMaster = out
 	}
-	st.lastMaster = out
 	if st.p.live != nil && !final {
 		st.p.live.Publish(st.id+"/master.m3u8", live.Snapshot{Data: out})
 	}

@@ -26,8 +26,14 @@
 // New finishes recordings that an earlier run left open (ENDLIST added), so a
 // crash never leaves a recording that players treat as live forever.
 //
-// Files are written to a temporary name and renamed, so a reader sees either
-// the previous or the next version of a playlist, never a partial one.
+// Files are written to a temporary name, synced and renamed (the directory
+// synced after), so a reader sees either the previous or the next version
+// of a playlist, never a partial one, and a crash loses no renamed file.
+//
+// A full disk never stops a stream: a segment that cannot be written is
+// listed as a gap (EXT-X-GAP) in the live playlists and the recording, at
+// its media sequence number in every rendition, and segments are written
+// again as soon as there is space (storage.go, trackOut.flush).
 package packager
 
 import (
@@ -95,6 +101,10 @@ type Config struct {
 	// (<rendition>/dvr.m3u8, with the master playlist dvr.m3u8 next to
 	// master.m3u8) beside the short live one, in the live registry.
 	DVRWindow time.Duration
+	// NoSync leaves out the fsync of every finished file and of its
+	// directory after the rename (storage.go). Benchmarks only: it
+	// measures what the syncs cost.
+	NoSync bool
 }
 
 // DVRPlaylist is the name of a rendition's DVR playlist and of the master
@@ -123,10 +133,19 @@ type Packager struct {
 	watcher *stream.Watcher
 	live    *live.Registry
 
+	fs storage
+
 	segments   *prometheus.CounterVec
+	gaps       *prometheus.CounterVec
 	errors     prometheus.Counter
 	written    prometheus.Counter
 	errLimiter *logx.Limiter
+	// full: a write failed for want of space and no segment was written
+	// since (one log line per episode).
+	full struct {
+		sync.Mutex
+		on bool
+	}
 
 	mu       sync.Mutex
 	stopping bool // Run is returning: sessions no longer linger
@@ -194,8 +213,13 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 		removed:    map[string]bool{},
 		problems:   map[string]string{},
 		errLimiter: logx.NewLimiter(5 * time.Second),
+		fs:         storage{noSync: cfg.NoSync},
 		segments: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_packager_segments_total", Help: "HLS segments written, by kind (video or audio).",
+		}, []string{"kind"}),
+		gaps: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_packager_gap_segments_total",
+			Help: "HLS segments that could not be written (a full disk) and are listed as gaps (EXT-X-GAP), by kind (video or audio).",
 		}, []string{"kind"}),
 		errors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_packager_errors_total", Help: "Segments or playlists that could not be written.",
@@ -205,7 +229,7 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 		}),
 	}
 	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{p.segments, p.errors, p.written} {
+		for _, c := range []prometheus.Collector{p.segments, p.gaps, p.errors, p.written} {
 			if err := deps.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("packager: register metrics: %w", err)
 			}
@@ -213,7 +237,7 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 	}
 	// Recordings a crash left open are finished before any new stream can
 	// start writing next to them.
-	if n := finishOrphans(cfg.Dir, deps.Log); n > 0 {
+	if n := finishOrphans(&p.fs, cfg.Dir, deps.Log); n > 0 {
 		deps.Log.Info("finished recordings an earlier run left open", "playlists", n)
 	}
 	// Watch from now on, so that no publication started between New and
@@ -277,8 +301,33 @@ func validRendition(r string) bool {
 
 func (p *Packager) reportError(log *slog.Logger, msg string, err error) {
 	p.errors.Inc()
+	if noSpace(err) {
+		p.diskFull(err)
+		return
+	}
 	if ok, n := p.errLimiter.Allow(); ok {
 		log.Error(msg, "err", err, "suppressed_since_last", n)
+	}
+}
+
+// diskFull notes a write that failed for want of space: the first of an
+// episode is logged, the others only counted (errors, gap segments).
+func (p *Packager) diskFull(err error) {
+	p.full.Lock()
+	defer p.full.Unlock()
+	if !p.full.on {
+		p.full.on = true
+		p.log.Error("disk full: segments are marked as gaps until space returns", "dir", p.cfg.Dir, "err", err)
+	}
+}
+
+// spaceBack notes a segment written: it ends a disk-full episode (logged).
+func (p *Packager) spaceBack() {
+	p.full.Lock()
+	defer p.full.Unlock()
+	if p.full.on {
+		p.full.on = false
+		p.log.Info("disk space is back: segments are written again", "dir", p.cfg.Dir)
 	}
 }
 
@@ -315,7 +364,9 @@ func (p *Packager) join(id string) (*streamState, error) {
 		p.mu.Unlock()
 		return nil, fmt.Errorf("removing the previous session: %w", err)
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := p.fs.mkdirAll(dir); err != nil && !noSpace(err) {
+		// A full disk does not stop the broadcast: its renditions make
+		// their directories once there is space (trackOut.makeDir).
 		p.mu.Unlock()
 		return nil, err
 	}
@@ -502,29 +553,15 @@ func (p *Packager) Remove(id string) error {
 	return nil
 }
 
-// writeFile is the package's writeFile, counted in the written metric.
+// writeFile writes a file through p.fs, counted in the written metric.
 func (p *Packager) writeFile(path string, data []byte) error {
 	p.written.Add(float64(len(data)))
-	return writeFile(path, data)
+	return p.fs.writeFile(path, data)
 }
 
-// appendFile is the package's appendFile, counted in the written metric.
+// appendFile appends to a file through p.fs, counted in the written
+// metric.
 func (p *Packager) appendFile(path string, data []byte) error {
 	p.written.Add(float64(len(data)))
-	return appendFile(path, data)
-}
-
-// writeFile writes data to path through a temporary file and a rename. A
-// failed write (a full disk) leaves no partial file behind.
-func writeFile(path string, data []byte) error {
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, data, 0o644); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return err
-	}
-	return nil
+	return p.fs.appendFile(path, data)
 }

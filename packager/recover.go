@@ -14,7 +14,7 @@ import (
 // kill while a stream was live): every recording.m3u8 without ENDLIST gets
 // one, and index.m3u8 becomes the whole recording as VOD, so the stream stays
 // playable as a recording. It returns how many playlists it finished.
-func finishOrphans(dir string, log *slog.Logger) int {
+func finishOrphans(fs *storage, dir string, log *slog.Logger) int {
 	streams, err := os.ReadDir(dir)
 	if err != nil {
 		return 0
@@ -37,7 +37,7 @@ func finishOrphans(dir string, log *slog.Logger) int {
 			if err != nil || bytes.Contains(rec, []byte(playlist.Endlist)) {
 				continue
 			}
-			if err := finishRecording(base); err != nil {
+			if err := finishRecording(fs, base); err != nil {
 				log.Warn("could not finish a recording left open", "dir", base, "err", err)
 				continue
 			}
@@ -50,7 +50,7 @@ func finishOrphans(dir string, log *slog.Logger) int {
 // finishRecording ends the recording in dir with ENDLIST (unless it has
 // one) and writes index.m3u8 as the whole recording, a VOD playlist. The
 // index goes first: a recording with ENDLIST always has its VOD index.
-func finishRecording(dir string) error {
+func finishRecording(fs *storage, dir string) error {
 	path := filepath.Join(dir, "recording.m3u8")
 	rec, err := os.ReadFile(path)
 	if err != nil {
@@ -66,16 +66,16 @@ func finishRecording(dir string) error {
 		rec = append(rec[:cut:cut], playlist.Endlist...)
 	}
 	vod := bytes.Replace(rec, []byte("#EXT-X-PLAYLIST-TYPE:EVENT"), []byte("#EXT-X-PLAYLIST-TYPE:VOD"), 1)
-	if err := writeFile(filepath.Join(dir, "index.m3u8"), vod); err != nil {
+	if err := fs.writeFile(filepath.Join(dir, "index.m3u8"), vod); err != nil {
 		return err
 	}
 	switch {
 	case ended:
 		return nil
 	case whole:
-		return appendFile(path, []byte(playlist.Endlist))
+		return fs.appendFile(path, []byte(playlist.Endlist))
 	default:
-		return writeFile(path, rec)
+		return fs.writeFile(path, rec)
 	}
 }
 

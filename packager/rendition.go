@@ -180,10 +180,23 @@ func (r *rendition) setTracks(tracks []media.Track, restart bool) {
 }
 
 func (r *rendition) newTrackOut(dir string, t media.Track) *trackOut {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		r.p.reportError(r.log, "creating the rendition directory", err)
+	out := &trackOut{r: r, dir: dir, key: r.st.id + "/" + filepath.Base(dir), track: t, isAudio: !t.IsVideo(), segStart: -1}
+	out.makeDir()
+	return out
+}
+
+// makeDir makes the track's directory if it is not made yet (a full disk
+// may refuse it when the track starts) and reports whether it exists.
+func (t *trackOut) makeDir() bool {
+	if t.dirMade {
+		return true
 	}
-	return &trackOut{r: r, dir: dir, key: r.st.id + "/" + filepath.Base(dir), track: t, isAudio: !t.IsVideo(), segStart: -1}
+	if t.dirErr = t.r.p.fs.mkdirAll(t.dir); t.dirErr != nil {
+		t.r.p.reportError(t.r.log, "creating the rendition directory", t.dirErr)
+		return false
+	}
+	t.dirMade = true
+	return true
 }
 
 // timeline maps an input timestamp of track i to the output timeline.
@@ -494,6 +507,12 @@ type trackOut struct {
 	// last segment.
 	aligned bool
 	discSeq uint64
+	// segFailed: samples of the segment being built were dropped (its
+	// initialization section could not be written): it ends as a gap.
+	segFailed bool
+	// dirMade: the track's directory exists; dirErr is why not.
+	dirMade bool
+	dirErr  error
 }
 
 // publishPending publishes the live playlist if a segment ended since the
@@ -674,6 +693,9 @@ func (t *trackOut) ensureInit() bool {
 		return false
 	}
 	if data != nil {
+		if !t.makeDir() {
+			return false
+		}
 		name := fmt.Sprintf("init-%s-%d.mp4", t.r.prefix, t.initGen)
 		t.initGen++
 		if err := t.r.p.writeFile(filepath.Join(t.dir, name), data); err != nil {
@@ -708,7 +730,13 @@ func (t *trackOut) flushPart(publish bool) {
 
 // emitPart is flushPart without the length check.
 func (t *trackOut) emitPart(publish bool) {
-	if len(t.pending) == 0 || !t.ensureInit() {
+	if len(t.pending) == 0 {
+		return
+	}
+	if t.segFailed || !t.ensureInit() {
+		// No part without its initialization section: the rest of the
+		// segment is dropped and the segment ends as a gap.
+		t.dropPending()
 		return
 	}
 	samples := t.pending
@@ -717,6 +745,8 @@ func (t *trackOut) emitPart(publish bool) {
 	data, err := p.format.segment(t.track, t.frag, samples)
 	if err != nil {
 		p.reportError(t.r.log, "building a partial segment", err)
+		t.pending = samples
+		t.dropPending()
 		return
 	}
 	t.frag++
@@ -735,8 +765,21 @@ func (t *trackOut) emitPart(publish bool) {
 	}
 }
 
+// dropPending drops the samples of the segment being built that are not
+// out yet, which makes the segment a gap.
+func (t *trackOut) dropPending() {
+	last := t.pending[len(t.pending)-1]
+	t.segEnd = last.dts + last.dur
+	t.pending = nil
+	t.segFailed = true
+}
+
 // flush writes the segment being built; withLast also closes the newest
-// sample, whose duration is then estimated from the one before.
+// sample, whose duration is then estimated from the one before. A segment
+// that cannot be written (a full disk) is listed all the same, as a gap
+// (EXT-X-GAP) with its URI and duration: the media sequence numbers go on
+// as in every other rendition of the stream, and the next segment is
+// written as usual once there is space again.
 func (t *trackOut) flush(withLast bool) {
 	if withLast && t.last != nil {
 		d := t.lastDur
@@ -760,32 +803,46 @@ func (t *trackOut) flush(withLast bool) {
 	if t.partTicks() > 0 {
 		t.flushPart(false)
 		data, t.partData = t.partData, nil
-	} else if len(t.pending) > 0 && t.ensureInit() {
-		var err error
-		if data, err = p.format.segment(t.track, t.frag, t.pending); err != nil {
-			p.reportError(t.r.log, "building a segment", err)
-			data = nil
+		endTicks = t.segEnd
+	} else if len(t.pending) > 0 {
+		if t.ensureInit() {
+			var err error
+			if data, err = p.format.segment(t.track, t.frag, t.pending); err != nil {
+				p.reportError(t.r.log, "building a segment", err)
+				data, t.segFailed = nil, true
+			}
+			t.frag++
+		} else {
+			t.segFailed = true
 		}
-		t.frag++
 		first = t.pending[0].dts
 		t.pending = nil
 	}
+	gap := t.segFailed
+	t.segFailed = false
 	parts := t.parts
 	t.parts = nil
 	t.lastSegParts = len(parts)
-	if len(data) == 0 {
+	if len(data) == 0 && !gap {
 		return
 	}
 	t.endTicks = endTicks
 	name := t.segmentName()
-	if err := t.r.p.writeFile(filepath.Join(t.dir, name), data); err != nil {
-		p.reportError(t.r.log, "writing a segment", err)
-		return
+	if !gap && !t.makeDir() {
+		gap = true
+	}
+	if !gap {
+		if err := t.r.p.writeFile(filepath.Join(t.dir, name), data); err != nil {
+			p.reportError(t.r.log, "writing a segment", err)
+			gap = true
+		} else {
+			p.spaceBack()
+		}
 	}
 	t.seq++
 	seconds := float64(endTicks-first) / float64(t.track.ClockRate)
 	seg := playlist.Segment{URI: name, Duration: seconds, Discontinuity: t.nextDisc, Init: t.initURI,
-		Time: t.r.st.programTime(t.endNTP(endTicks), first, endTicks, t.track.ClockRate), Parts: parts}
+		Time: t.r.st.programTime(t.endNTP(endTicks), first, endTicks, t.track.ClockRate), Parts: parts, Gap: gap}
 	t.nextDisc = false
 	if seg.Discontinuity {
 		t.discSeq++
@@ -817,7 +874,12 @@ func (t *trackOut) flush(withLast bool) {
 	if t.isAudio {
 		kind = "audio"
 	}
-	p.segments.WithLabelValues(kind).Inc()
+	if gap {
+		p.gaps.WithLabelValues(kind).Inc()
+		data = nil // nothing served: the bandwidth figures leave it out
+	} else {
+		p.segments.WithLabelValues(kind).Inc()
+	}
 	target := t.r.st.targetDuration(seconds)
 	t.rec.add(t, seg, target)
 	t.writeLive(target)
@@ -825,6 +887,9 @@ func (t *trackOut) flush(withLast bool) {
 	// discontinuity are known (publishPending): the preload hint must not
 	// announce a part of a new timeline under the old EXT-X-MAP.
 	t.unpublished = true
+	if gap {
+		seconds = 0
+	}
 	t.r.st.segmentDone(t.r.name, t.track, t.isAudio, len(data), seconds)
 }
 
@@ -876,6 +941,9 @@ func (t *trackOut) liveMedia(target float64, withParts bool) playlist.Media {
 // writeLive writes the live playlist file (without parts: the live registry
 // serves those) at a segment's end.
 func (t *trackOut) writeLive(target float64) {
+	if !t.dirMade {
+		return // a full disk refused the directory (makeDir)
+	}
 	out, err := playlist.EncodeMedia(t.liveMedia(target, false))
 	if err == nil {
 		err = t.r.p.writeFile(filepath.Join(t.dir, "index.m3u8"), out)
@@ -974,7 +1042,7 @@ func (t *trackOut) writePlaylists() {
 	t.r.st.forgetPosition(t.key)
 	if p.cfg.DVRWindow > 0 {
 		// A DVR viewer at the end gets the whole recording, ended.
-		if err := copyFile(filepath.Join(t.dir, "index.m3u8"), filepath.Join(t.dir, DVRPlaylist)); err != nil {
+		if err := p.fs.copyFile(filepath.Join(t.dir, "index.m3u8"), filepath.Join(t.dir, DVRPlaylist)); err != nil {
 			p.reportError(t.r.log, "finishing the DVR playlist", err)
 		}
 	}
@@ -992,16 +1060,25 @@ func (t *trackOut) writePlaylists() {
 
 // recording is a track's recording.m3u8: written once, then appended to at
 // every segment, so that its cost per segment stays flat however long the
-// stream runs.
+// stream runs. Segments that could not be appended (a full disk) wait in
+// backlog and go with the next append that succeeds: the recording has
+// every segment, in order, those that could not be written as gaps.
 type recording struct {
 	started  bool
 	target   float64 // the EXT-X-TARGETDURATION in its header
 	prevInit string
 	// firstSeq and firstDisc are the header's media and discontinuity
-	// sequence numbers.
+	// sequence numbers (known from the first segment, written or not).
 	firstSeq, firstDisc uint64
+	numbered            bool
+	backlog             []playlist.Segment
 	failed              bool
 }
+
+// maxRecordingBacklog bounds the segments a recording holds while the disk
+// is full (100 minutes of 2 s segments); past it the recording
+// stops.
+const maxRecordingBacklog = 3000
 
 func (rc *recording) path(t *trackOut) string { return filepath.Join(t.dir, "recording.m3u8") }
 
@@ -1016,40 +1093,78 @@ func (rc *recording) add(t *trackOut, seg playlist.Segment, target float64) {
 	if rc.failed {
 		return
 	}
-	path := rc.path(t)
-	var err error
-	switch {
-	case !rc.started:
-		rc.started, rc.target = true, target
+	if !rc.numbered {
 		// The media and discontinuity sequence numbers of its first
 		// segment (a playlist that joined the stream late).
+		rc.numbered = true
 		rc.firstSeq, rc.firstDisc = t.firstSeq, t.firstDisc
-		err = t.r.p.writeFile(path, playlist.AppendSegment(playlist.Header(rc.media(t, target)), seg, ""))
+	}
+	rc.backlog = append(rc.backlog, seg)
+	err := t.dirErr // no directory yet: it waits with the segment
+	if t.dirMade {
+		err = rc.flush(t, target)
+	}
+	switch {
+	case err == nil:
+	case noSpace(err) && len(rc.backlog) <= maxRecordingBacklog:
+		// Kept for the next append, once there is space.
+		t.r.p.reportError(t.r.log, "writing the recording", err)
+	default:
+		// A recording with a hole would mislead: stop it and say so.
+		rc.failed = true
+		rc.backlog = nil
+		t.r.p.reportError(t.r.log, "writing the recording (it stops here)", err)
+	}
+}
+
+// flush writes the segments of the backlog; on failure the file is as it
+// was and they stay in the backlog.
+func (rc *recording) flush(t *trackOut, target float64) error {
+	if len(rc.backlog) == 0 {
+		return nil
+	}
+	path := rc.path(t)
+	prevInit := rc.prevInit
+	lines := func(dst []byte) []byte {
+		for _, s := range rc.backlog {
+			dst = playlist.AppendSegment(dst, s, prevInit)
+			prevInit = s.Init
+		}
+		return dst
+	}
+	var err error
+	target = max(target, rc.target)
+	switch {
+	case !rc.started:
+		err = t.r.p.writeFile(path, lines(playlist.Header(rc.media(t, target))))
 	case target > rc.target:
 		var data []byte
 		if data, err = os.ReadFile(path); err == nil {
 			old, now := playlist.Header(rc.media(t, rc.target)), playlist.Header(rc.media(t, target))
 			if !bytes.HasPrefix(data, old) {
-				err = errors.New("recording.m3u8 does not start with its header")
-			} else {
-				data = append(now, data[len(old):]...)
-				err = t.r.p.writeFile(path, playlist.AppendSegment(data, seg, rc.prevInit))
+				return errors.New("recording.m3u8 does not start with its header")
 			}
+			err = t.r.p.writeFile(path, lines(append(now, data[len(old):]...)))
 		}
-		rc.target = target
 	default:
-		err = t.r.p.appendFile(path, playlist.AppendSegment(nil, seg, rc.prevInit))
+		err = t.r.p.appendFile(path, lines(nil))
 	}
-	rc.prevInit = seg.Init
 	if err != nil {
-		// A recording with a hole would mislead: stop it and say so.
-		rc.failed = true
-		t.r.p.reportError(t.r.log, "writing the recording (it stops here)", err)
+		return err
 	}
+	rc.started, rc.target, rc.prevInit = true, target, prevInit
+	rc.backlog = rc.backlog[:0]
+	return nil
 }
 
 // finish ends the recording and makes index.m3u8 the whole of it as VOD.
+// Segments still in the backlog go first.
 func (rc *recording) finish(t *trackOut) error {
+	if !rc.failed {
+		if err := rc.flush(t, t.r.st.targetDuration(0)); err != nil {
+			return err
+		}
+	}
 	if !rc.started {
 		// Nothing was recorded: an empty VOD playlist says so.
 		out, err := playlist.EncodeMedia(playlist.Media{Kind: playlist.VOD, Version: t.r.p.format.version(),
@@ -1059,27 +1174,5 @@ func (rc *recording) finish(t *trackOut) error {
 		}
 		return err
 	}
-	return finishRecording(t.dir)
-}
-
-// copyFile copies the file at from to to (through a temporary file).
-func copyFile(from, to string) error {
-	data, err := os.ReadFile(from)
-	if err != nil {
-		return err
-	}
-	return writeFile(to, data)
-}
-
-// appendFile appends data to the file at path.
-func appendFile(path string, data []byte) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-	if err != nil {
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return finishRecording(&t.r.p.fs, t.dir)
 }

@@ -2,9 +2,12 @@
 // flat over a long stream: it packages 24 hours of synthetic live video
 // (a clock injected through the timestamps: it runs as fast as the machine
 // allows) with LL-HLS parts and the recording on, and compares the CPU time
-// and the bytes written per segment over the first and the last stretch.
+// and the bytes written per segment over the first and the last stretch,
+// and the wall-clock time per segment (where the fsync of every finished
+// file and of its directory shows: -nosync leaves them out, to measure
+// what they cost).
 //
-//	bench-packager hours=24 segments=43200 cpu_us_per_seg_start=.. cpu_us_per_seg_end=.. bytes_per_seg_start=.. bytes_per_seg_end=.. cpu_ratio=.. bytes_ratio=..
+//	bench-packager hours=24 segments=43200 sync=1 cpu_us_per_seg_start=.. cpu_us_per_seg_end=.. wall_us_per_seg_start=.. wall_us_per_seg_end=.. bytes_per_seg_start=.. bytes_per_seg_end=.. cpu_ratio=.. bytes_ratio=..
 //
 // The ratios are end / start: 1.0 is flat; the packager this replaced
 // rewrote the whole recording at every segment (ratio in the thousands).
@@ -34,8 +37,10 @@ func main() {
 	fps := flag.Int("fps", 5, "video frames per second (a keyframe every 2 s)")
 	stretch := flag.Int("stretch", 1000, "segments measured at the start and at the end")
 	keep := flag.Bool("keep", false, "keep the output directory")
+	noSync := flag.Bool("nosync", false, "leave out the fsync of finished files and directories (to measure their cost)")
+	dir := flag.String("dir", "", "where to write (a directory on the disk to measure; default: the temporary directory)")
 	flag.Parse()
-	if err := run(*hours, *fps, *stretch, *keep); err != nil {
+	if err := run(*hours, *fps, *stretch, *keep, *noSync, *dir); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -46,8 +51,8 @@ var (
 	pps, _ = hex.DecodeString("68ebe3cb22c0")
 )
 
-func run(hours float64, fps, stretch int, keep bool) error {
-	dir, err := os.MkdirTemp("", "bench-packager-")
+func run(hours float64, fps, stretch int, keep, noSync bool, parent string) error {
+	dir, err := os.MkdirTemp(parent, "bench-packager-")
 	if err != nil {
 		return err
 	}
@@ -61,7 +66,7 @@ func run(hours float64, fps, stretch int, keep bool) error {
 	reg := live.New()
 	metrics := prometheus.NewRegistry()
 	pkg, err := packager.New(packager.Config{Dir: dir, SegmentDuration: 2 * time.Second, LiveWindow: 6, Format: packager.FormatFMP4,
-		PartDuration: 500 * time.Millisecond}, packager.Deps{Hub: hub, Log: slog.New(slog.DiscardHandler), Live: reg, Registerer: metrics})
+		PartDuration: 500 * time.Millisecond, NoSync: noSync}, packager.Deps{Hub: hub, Log: slog.New(slog.DiscardHandler), Live: reg, Registerer: metrics})
 	if err != nil {
 		return err
 	}
@@ -122,27 +127,32 @@ func run(hours float64, fps, stretch int, keep bool) error {
 		}
 		return step(n)
 	}
-	measure := func(from, to int) (cpuUS, bytes float64, err error) {
+	measure := func(from, to int) (cpuUS, wallUS, bytes float64, err error) {
 		if err := upTo(from); err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
-		c0, b0 := cpu(), written(metrics)
+		c0, w0, b0 := cpu(), time.Now(), written(metrics)
 		if err := upTo(to); err != nil {
-			return 0, 0, err
+			return 0, 0, 0, err
 		}
 		n := float64(to - from)
-		return float64(cpu()-c0) / float64(time.Microsecond) / n, (written(metrics) - b0) / n, nil
+		return float64(cpu()-c0) / float64(time.Microsecond) / n, float64(time.Since(w0)) / float64(time.Microsecond) / n,
+			(written(metrics) - b0) / n, nil
 	}
-	startCPU, startBytes, err := measure(stretch, 2*stretch)
+	startCPU, startWall, startBytes, err := measure(stretch, 2*stretch)
 	if err != nil {
 		return err
 	}
-	endCPU, endBytes, err := measure(total-stretch, total)
+	endCPU, endWall, endBytes, err := measure(total-stretch, total)
 	if err != nil {
 		return err
 	}
-	fmt.Printf("bench-packager hours=%g segments=%d cpu_us_per_seg_start=%.0f cpu_us_per_seg_end=%.0f bytes_per_seg_start=%.0f bytes_per_seg_end=%.0f cpu_ratio=%.2f bytes_ratio=%.3f\n",
-		hours, total, startCPU, endCPU, startBytes, endBytes, endCPU/startCPU, endBytes/startBytes)
+	syncOn := 1
+	if noSync {
+		syncOn = 0
+	}
+	fmt.Printf("bench-packager hours=%g segments=%d sync=%d cpu_us_per_seg_start=%.0f cpu_us_per_seg_end=%.0f wall_us_per_seg_start=%.0f wall_us_per_seg_end=%.0f bytes_per_seg_start=%.0f bytes_per_seg_end=%.0f cpu_ratio=%.2f bytes_ratio=%.3f\n",
+		hours, total, syncOn, startCPU, endCPU, startWall, endWall, startBytes, endBytes, endCPU/startCPU, endBytes/startBytes)
 	return nil
 }
 

@@ -22,6 +22,9 @@
 //	                                  duration in milliseconds (the playlist's EXTINF)
 //	part <uri> <size> <sha256> <ms>   zero or more, among them: LL-HLS partial segments, where
 //	                                  the playlist lists them (EXT-X-PART, its DURATION)
+//	gap <uri> <ms>                    zero or more, among the segments: a segment the playlist
+//	                                  marks EXT-X-GAP (it could not be written: a full disk),
+//	                                  at its place in the sequence; there is nothing to fetch
 //	sig <base64url>              ed25519 signature of every byte before this line
 //
 // URIs are file names relative to the rendition's directory (the same
@@ -76,15 +79,18 @@ const (
 	KindInit    = "init"
 	KindSegment = "seg"
 	KindPart    = "part"
+	// KindGap is a segment that was never written (EXT-X-GAP): it holds
+	// its place in the sequence, with its duration, and has no bytes.
+	KindGap = "gap"
 )
 
 // Entry is one object of a manifest.
 type Entry struct {
-	Kind     string // KindInit, KindSegment or KindPart
+	Kind     string // KindInit, KindSegment, KindPart or KindGap
 	URI      string
-	Size     int64
-	SHA256   [32]byte
-	Duration time.Duration // segments and parts: the playlist's duration, millisecond precision
+	Size     int64         // 0 for a gap
+	SHA256   [32]byte      // zero for a gap
+	Duration time.Duration // segments, parts and gaps: the playlist's duration, millisecond precision
 }
 
 // Manifest is a manifest's content.
@@ -135,8 +141,11 @@ func (m *Manifest) check() error {
 		return fmt.Errorf("%d entries, more than %d", len(m.Entries), MaxEntries)
 	}
 	for _, e := range m.Entries {
-		if e.Kind != KindInit && e.Kind != KindSegment && e.Kind != KindPart {
+		if e.Kind != KindInit && e.Kind != KindSegment && e.Kind != KindPart && e.Kind != KindGap {
 			return fmt.Errorf("bad entry kind %q", e.Kind)
+		}
+		if e.Kind == KindGap && (e.Size != 0 || e.SHA256 != [32]byte{}) {
+			return fmt.Errorf("the gap %s has a size or digest", e.URI)
 		}
 		if !uriRe.MatchString(e.URI) || strings.Contains(e.URI, "..") {
 			return fmt.Errorf("bad uri %q", e.URI)
@@ -171,6 +180,10 @@ func Sign(m Manifest, priv ed25519.PrivateKey) ([]byte, error) {
 		b.WriteString("ended 0\n")
 	}
 	for _, e := range m.Entries {
+		if e.Kind == KindGap {
+			b.WriteString(e.Kind + " " + e.URI + " " + strconv.FormatInt(e.Duration.Milliseconds(), 10) + "\n")
+			continue
+		}
 		b.WriteString(e.Kind + " " + e.URI + " " + strconv.FormatInt(e.Size, 10) + " " + hex.EncodeToString(e.SHA256[:]))
 		if e.Kind != KindInit {
 			b.WriteString(" " + strconv.FormatInt(e.Duration.Milliseconds(), 10))
@@ -260,8 +273,16 @@ func Parse(data []byte) (Manifest, []byte, []byte, error) {
 	m.Entries = make([]Entry, 0, len(lines)-7)
 	for n, l := range lines[7:] {
 		parts := strings.Split(l, " ")
+		if len(parts) == 3 && parts[0] == KindGap {
+			ms, err := parseUint(parts[2])
+			if err != nil || ms > uint64(maxDuration/time.Millisecond) {
+				return bad("line %d: bad duration", n+8)
+			}
+			m.Entries = append(m.Entries, Entry{Kind: KindGap, URI: parts[1], Duration: time.Duration(ms) * time.Millisecond})
+			continue
+		}
 		if !(len(parts) == 4 && parts[0] == KindInit) && !(len(parts) == 5 && (parts[0] == KindSegment || parts[0] == KindPart)) {
-			return bad("line %d: want init <uri> <size> <sha256>, seg <uri> <size> <sha256> <ms> or part <uri> <size> <sha256> <ms>", n+8)
+			return bad("line %d: want init <uri> <size> <sha256>, seg <uri> <size> <sha256> <ms>, part <uri> <size> <sha256> <ms> or gap <uri> <ms>", n+8)
 		}
 		size, err := parseUint(parts[2])
 		if err != nil || size > 1<<53 {
@@ -314,8 +335,12 @@ func Verify(data []byte, keys map[string]ed25519.PublicKey) (Manifest, error) {
 	return m, nil
 }
 
-// Check compares data, an object's bytes, with the entry for it.
+// Check compares data, an object's bytes, with the entry for it. A gap
+// matches nothing: it was never written.
 func (e Entry) Check(data []byte) error {
+	if e.Kind == KindGap {
+		return fmt.Errorf("manifest: %s is a gap: it has no bytes", e.URI)
+	}
 	if int64(len(data)) != e.Size {
 		return fmt.Errorf("manifest: %s is %d bytes, the manifest says %d", e.URI, len(data), e.Size)
 	}
@@ -330,10 +355,13 @@ type Object struct {
 	Kind     string // KindInit, KindSegment or KindPart
 	URI      string
 	Duration time.Duration // segments: EXTINF, parts: DURATION, rounded to the millisecond
+	// Gap: a segment the playlist marks EXT-X-GAP (its manifest entry is
+	// a KindGap).
+	Gap bool
 }
 
 // PlaylistObjects lists the initialization sections, partial segments and
-// segments of a media playlist in order (each init section once; preload
+// segments (gaps marked) of a media playlist in order (each init section once; preload
 // hints are not objects: they do not exist yet), with the sequence
 // number the next segment would have and whether the playlist ended. URIs
 // are returned as written; only relative file names are manifest entries.
@@ -341,6 +369,7 @@ func PlaylistObjects(data []byte) (objs []Object, next uint64, ended bool) {
 	seen := map[string]bool{}
 	var seq uint64
 	var dur time.Duration
+	gap := false
 	for line := range strings.SplitSeq(string(data), "\n") {
 		line = strings.TrimSpace(line)
 		switch {
@@ -365,10 +394,12 @@ func PlaylistObjects(data []byte) (objs []Object, next uint64, ended bool) {
 			}
 		case line == "#EXT-X-ENDLIST":
 			ended = true
+		case line == "#EXT-X-GAP":
+			gap = true
 		case line[0] == '#':
 		default:
-			objs = append(objs, Object{Kind: KindSegment, URI: line, Duration: dur})
-			dur = 0
+			objs = append(objs, Object{Kind: KindSegment, URI: line, Duration: dur, Gap: gap})
+			dur, gap = 0, false
 			seq++
 		}
 	}

@@ -133,8 +133,8 @@ func TestPlaylistObjects(t *testing.T) {
 		"#EXT-X-MAP:URI=\"init-a-0-0.mp4\"\n#EXTINF:2.000,\na-0-40.m4s\n#EXT-X-DISCONTINUITY\n" +
 		"#EXT-X-MAP:URI=\"init-a-1-0.mp4\"\n#EXTINF:2.000,\na-1-41.m4s\n#EXT-X-MAP:URI=\"init-a-1-0.mp4\"\n#EXTINF:2.0015,\na-1-42.m4s\n"
 	objs, next, ended := PlaylistObjects([]byte(pl))
-	want := []Object{{KindInit, "init-a-0-0.mp4", 0}, {KindSegment, "a-0-40.m4s", 2 * time.Second}, {KindInit, "init-a-1-0.mp4", 0},
-		{KindSegment, "a-1-41.m4s", 2 * time.Second}, {KindSegment, "a-1-42.m4s", 2002 * time.Millisecond}}
+	want := []Object{{KindInit, "init-a-0-0.mp4", 0, false}, {KindSegment, "a-0-40.m4s", 2 * time.Second, false}, {KindInit, "init-a-1-0.mp4", 0, false},
+		{KindSegment, "a-1-41.m4s", 2 * time.Second, false}, {KindSegment, "a-1-42.m4s", 2002 * time.Millisecond, false}}
 	if len(objs) != len(want) || next != 43 || ended {
 		t.Fatalf("got %v next=%d ended=%v", objs, next, ended)
 	}
@@ -159,6 +159,8 @@ func FuzzParse(f *testing.F) {
 	e, _ := Sign(ended, k)
 	f.Add(e)
 	f.Add([]byte(Magic + "\nsig x\n"))
+	g, _ := Sign(withGap(), k)
+	f.Add(g)
 	f.Add([]byte(""))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, signed, _, err := Parse(data)
@@ -177,15 +179,68 @@ func FuzzParse(f *testing.F) {
 		if strip(again[:bytes.LastIndex(again, []byte("sig "))]) != strip(signed) {
 			t.Fatalf("round trip differs:\n%q\n%q", signed, again)
 		}
-		if _, err := Verify(data, keys(k)); err == nil && !bytes.Equal(data, good) && !bytes.Equal(data, e) {
+		if _, err := Verify(data, keys(k)); err == nil && !bytes.Equal(data, good) && !bytes.Equal(data, e) && !bytes.Equal(data, g) {
 			t.Fatalf("forged manifest verified:\n%q", data)
 		}
 	})
 }
 
+// withGap is sample with segment 42 a gap (never written).
+func withGap() Manifest {
+	m := sample()
+	m.Seq = 43
+	m.Entries = append(m.Entries, Entry{Kind: KindGap, URI: "a-0-42.m4s", Duration: 2 * time.Second})
+	return m
+}
+
+// A gap holds its place among the segments, with its duration and no
+// bytes: it signs, verifies and checks no content.
+func TestGapEntries(t *testing.T) {
+	t.Parallel()
+	k := testKey(t, 1)
+	data, err := Sign(withGap(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(data, []byte("\ngap a-0-42.m4s 2000\nsig ")) {
+		t.Fatalf("the gap line:\n%s", data)
+	}
+	m, err := Verify(data, keys(k))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, ok := m.Lookup("a-0-42.m4s")
+	if !ok || e.Kind != KindGap || e.Duration != 2*time.Second || e.Size != 0 || e.Check(nil) == nil {
+		t.Fatalf("gap entry %+v %v", e, ok)
+	}
+	for name, line := range map[string]string{
+		"gap with a size":   "gap a-0-42.m4s 0 " + strings.Repeat("0", 64) + " 2000",
+		"gap w/o duration":  "gap a-0-42.m4s",
+		"gap bad duration":  "gap a-0-42.m4s 2.5",
+		"gap leading zero":  "gap a-0-42.m4s 02000",
+		"gap with bad name": "gap ../a.m4s 2000",
+	} {
+		bad := bytes.Replace(data, []byte("gap a-0-42.m4s 2000"), []byte(line), 1)
+		if _, _, _, err := Parse(bad); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+	g := withGap()
+	g.Entries[3].Size = 5
+	if _, err := Sign(g, k); err == nil {
+		t.Error("signed a gap with a size")
+	}
+	pl := "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:40\n#EXT-X-MAP:URI=\"i.mp4\"\n#EXTINF:2.000,\na-0-40.m4s\n" +
+		"#EXT-X-PROGRAM-DATE-TIME:2026-12-04T12:00:02Z\n#EXT-X-GAP\n#EXTINF:2.000,\na-0-41.m4s\n#EXTINF:2.000,\na-0-42.m4s\n"
+	objs, next, _ := PlaylistObjects([]byte(pl))
+	if len(objs) != 4 || next != 43 || objs[1].Gap || !objs[2].Gap || objs[3].Gap || objs[2].Duration != 2*time.Second {
+		t.Fatalf("objects of a playlist with a gap: %+v next %d", objs, next)
+	}
+}
+
 func TestTail(t *testing.T) {
 	t.Parallel()
-	objs := []Object{{KindInit, "i0", 0}, {KindSegment, "s0", 0}, {KindSegment, "s1", 0}, {KindInit, "i1", 0}, {KindSegment, "s2", 0}, {KindSegment, "s3", 0}}
+	objs := []Object{{KindInit, "i0", 0, false}, {KindSegment, "s0", 0, false}, {KindSegment, "s1", 0, true}, {KindInit, "i1", 0, false}, {KindSegment, "s2", 0, false}, {KindSegment, "s3", 0, false}}
 	for _, tc := range []struct {
 		n    int
 		want string

@@ -279,6 +279,10 @@ func (h *Handler) entry(rel string, o manifest.Object) (manifest.Entry, error) {
 	if _, ok := ParsePath(Prefix + rel); !ok || strings.HasSuffix(rel, ".m3u8") {
 		return manifest.Entry{}, errors.New("not a media file name")
 	}
+	if o.Gap {
+		// Never written: it holds its place, with nothing to hash.
+		return manifest.Entry{Kind: manifest.KindGap, URI: o.URI, Duration: o.Duration}, nil
+	}
 	if o.Kind == manifest.KindPart {
 		if h.live == nil {
 			return manifest.Entry{}, errors.New("a part without a live registry")

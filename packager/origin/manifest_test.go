@@ -197,3 +197,78 @@ func TestLiveManifestLongRecording(t *testing.T) {
 		t.Fatalf("live manifest lists %s (seq %d), want %s (seq %d)", got, m.Seq, want, n)
 	}
 }
+
+// Segments a full disk kept from being written are listed as gaps
+// (EXT-X-GAP) in the playlists: the manifests list them as gap entries at
+// their place (no 500 for the missing file), live, from the recording and
+// in range manifests, and the segment's URI answers 404.
+func TestManifestWithGaps(t *testing.T) {
+	t.Parallel()
+	root := t.TempDir()
+	dir := filepath.Join(root, "abc", "720p")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	head := "#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-TARGETDURATION:2\n"
+	seg := func(i int) string {
+		if i == 6 || i == 8 {
+			return fmt.Sprintf("#EXT-X-GAP\n#EXTINF:2.000,\ns-0-%d.m4s\n", i)
+		}
+		return fmt.Sprintf("#EXTINF:2.000,\ns-0-%d.m4s\n", i)
+	}
+	rec := head + "#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI=\"init-s-0-0.mp4\"\n"
+	for i := range 10 {
+		rec += seg(i)
+	}
+	index := head + "#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-MAP:URI=\"init-s-0-0.mp4\"\n" + seg(7) + seg(8) + seg(9)
+	files := map[string]string{"init-s-0-0.mp4": "init", "recording.m3u8": rec, "index.m3u8": index}
+	for i := range 10 {
+		if i != 6 && i != 8 {
+			files[fmt.Sprintf("s-0-%d.m4s", i)] = fmt.Sprint("segment ", i)
+		}
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, priv, _ := ed25519.GenerateKey(nil)
+	srv := httptest.NewServer(NewHandler(root, WithContentKey(priv)))
+	t.Cleanup(srv.Close)
+	pub := priv.Public().(ed25519.PublicKey)
+	keys := map[string]ed25519.PublicKey{manifest.KeyID(pub): pub}
+	fetch := func(name string) manifest.Manifest {
+		t.Helper()
+		resp, body := get(t, srv.URL+"/hls/abc/720p/"+name, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("%s: %d %s", name, resp.StatusCode, body)
+		}
+		m, err := manifest.Verify([]byte(body), keys)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", name, err, body)
+		}
+		return m
+	}
+	list := func(m manifest.Manifest) string {
+		var out []string
+		for _, e := range m.Entries {
+			out = append(out, e.Kind+":"+e.URI)
+		}
+		return strings.Join(out, " ")
+	}
+	m := fetch("manifest.txt")
+	want := "init:init-s-0-0.mp4 seg:s-0-3.m4s seg:s-0-4.m4s seg:s-0-5.m4s gap:s-0-6.m4s seg:s-0-7.m4s gap:s-0-8.m4s seg:s-0-9.m4s"
+	if got := list(m); got != want || m.Seq != 10 {
+		t.Fatalf("live manifest: %s (seq %d), want %s", got, m.Seq, want)
+	}
+	if e, _ := m.Lookup("s-0-8.m4s"); e.Duration != 2*time.Second || e.Size != 0 {
+		t.Fatalf("gap entry %+v", e)
+	}
+	r := fetch("manifest-0.txt")
+	if got := list(r); !strings.Contains(got, "seg:s-0-5.m4s gap:s-0-6.m4s seg:s-0-7.m4s gap:s-0-8.m4s seg:s-0-9.m4s") || r.Seq != 10 {
+		t.Fatalf("range manifest: %s (seq %d)", got, r.Seq)
+	}
+	if resp, _ := get(t, srv.URL+"/hls/abc/720p/s-0-8.m4s", nil); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("a gap segment answers %d, want 404", resp.StatusCode)
+	}
+}

@@ -10,11 +10,12 @@ import (
 
 // The playlist writer's output, for any segment durations, discontinuities,
 // init changes and parts, is read back by an independent parser (gohlslib)
-// with the same segments, durations, flags and a target duration no
+// with the same segments, durations, flags (gaps included) and a target duration no
 // segment exceeds.
 func FuzzEncodeMedia(f *testing.F) {
 	f.Add([]byte{20, 0, 20, 1, 15, 2, 24, 0}, uint8(3), true)
 	f.Add([]byte{1, 3, 255, 0}, uint8(0), false)
+	f.Add([]byte{20, 0, 20, 12, 20, 9, 20, 0}, uint8(0), true) // gaps, one with parts
 	f.Add([]byte{}, uint8(1), true)
 	f.Fuzz(func(t *testing.T, spec []byte, window uint8, parts bool) {
 		var m Media
@@ -25,7 +26,7 @@ func FuzzEncodeMedia(f *testing.F) {
 			if flags&2 != 0 {
 				init = "init-" + string(rune('a'+i%26)) + ".mp4"
 			}
-			s := Segment{URI: "s-" + string(rune('a'+i%26)) + ".m4s", Duration: d, Discontinuity: flags&1 != 0, Init: init}
+			s := Segment{URI: "s-" + string(rune('a'+i%26)) + ".m4s", Duration: d, Discontinuity: flags&1 != 0, Init: init, Gap: flags&8 != 0}
 			if parts && flags&4 != 0 && d > 0 {
 				s.Parts = []Part{{URI: "p-" + string(rune('a'+i%26)) + ".m4s", Duration: d, Independent: true}}
 			}
@@ -58,7 +59,7 @@ func FuzzEncodeMedia(f *testing.F) {
 		}
 		for i, s := range win {
 			g := got.Segments[i]
-			if g.URI != s.URI || g.Discontinuity != s.Discontinuity ||
+			if g.URI != s.URI || g.Discontinuity != s.Discontinuity || g.Gap != s.Gap ||
 				math.Abs(g.Duration.Seconds()-s.Duration) > 0.0005 {
 				t.Fatalf("segment %d: wrote %+v, read %+v\n%s", i, s, g, out)
 			}

@@ -42,6 +42,11 @@ type Segment struct {
 	// Parts are the segment's partial segments (LL-HLS), listed before it;
 	// nil for segments whose parts are no longer announced.
 	Parts []Part
+	// Gap marks a segment that could not be written (EXT-X-GAP, RFC
+	// 8216bis 4.4.4.7): listed with its URI and duration, so that the
+	// media sequence numbers go on, but never to be loaded. Its parts, if
+	// any, were served before it failed.
+	Gap bool
 }
 
 // Part is a partial segment (EXT-X-PART).
@@ -248,6 +253,9 @@ func writeSegment(b *bytes.Buffer, s Segment, prevInit string) {
 		b.WriteString("#EXT-X-PROGRAM-DATE-TIME:")
 		b.WriteString(s.Time.UTC().Format("2006-01-02T15:04:05.999Z07:00"))
 		b.WriteByte('\n')
+	}
+	if s.Gap {
+		b.WriteString("#EXT-X-GAP\n")
 	}
 	fmt.Fprintf(b, "#EXTINF:%.3f,\n%s\n", s.Duration, s.URI)
 }

@@ -115,6 +115,14 @@ export function parseManifest(bytes) {
   };
   for (const l of lines.slice(7)) {
     const p = l.split(' ');
+    if (p[0] === 'gap') {
+      // A segment that was never written (EXT-X-GAP): its place and
+      // duration, nothing to fetch.
+      if (p.length !== 3 || !/^(0|[1-9][0-9]*)$/.test(p[2])) throw new Error('bad manifest entry');
+      m.entries.set(p[1], { kind: 'gap', size: 0, sha256: '', ms: Number(p[2]) });
+      m.segments.push(p[1]);
+      continue;
+    }
     const timed = p[0] === 'seg' || p[0] === 'part';
     const ok = ((p.length === 4 && p[0] === 'init') || (p.length === 5 && timed && /^[0-9]+$/.test(p[4]))) &&
       /^[0-9]+$/.test(p[2]) && /^[0-9a-f]{64}$/.test(p[3]);
@@ -392,7 +400,7 @@ export class Delivery {
     const first = pl.seq + pl.skipped;
     for (let j = 0; j < pl.segments.length; j++) {
       const msn = first + j;
-      d.names.set(pl.segments[j], { kind: 'seg', msn, ms: pl.durations[j] });
+      d.names.set(pl.segments[j], { kind: 'seg', msn, ms: pl.durations[j], gap: pl.gaps[j] });
       const init = pl.segInits[j];
       if (init) {
         // Its msn: that of the first segment known to use it (the range
@@ -454,6 +462,7 @@ export class Delivery {
       }
     }
     if (!e) throw new DeliveryError(KIND.unlisted, `${name} is not in the signed manifest`);
+    if (e.kind === 'gap') throw gapError(name);
     const bytes = await this.fetchBytes(c, path, SEGMENT_TIMEOUT_MS, signal, 'default');
     return this.check(c, path, name, e, bytes);
   }
@@ -464,6 +473,7 @@ export class Delivery {
   // must list it at its media sequence number. A range still being
   // written that lacks it is asked for again once (a second later).
   async loadDVRMedia(c, path, rendition, name, named, signal) {
+    if (named.gap) throw gapError(name);
     let e = this.heldEntry(c, rendition, name);
     if (!e) {
       const start = rangeStart(named.msn);
@@ -682,6 +692,12 @@ export class Delivery {
   }
 }
 
+// gapError is the answer for a segment a playlist marks EXT-X-GAP (hls.js
+// never asks for one): nothing is fetched, and no candidate is blamed.
+function gapError(name) {
+  return new DeliveryError(KIND.http, `${name} is a gap (EXT-X-GAP): there is nothing to fetch`, { code: 404, soft: true });
+}
+
 // rangeStart is the first media sequence number of the range manifest that
 // lists segment msn.
 export function rangeStart(msn) {
@@ -702,6 +718,9 @@ export function rangeProblem(m, start, name, named) {
   const e = m.entries.get(name);
   if (!e) return `${name} is not in the signed range manifest of ${start}`;
   if (named.kind === 'seg') {
+    if ((e.kind === 'gap') !== !!named.gap) {
+      return `the DVR playlist has ${name} ${named.gap ? 'as a gap' : 'as a segment'}, the signed range manifest of ${start} ${e.kind === 'gap' ? 'as a gap' : 'as a segment'}`;
+    }
     const at = m.segments.indexOf(name);
     const from = m.seq - m.segments.length; // the first listed segment's media sequence
     if (at < 0 || from + at !== named.msn) {
@@ -795,7 +814,8 @@ function partName(name) {
 
 // parsePlaylist reads what the checks need of a media playlist: its media
 // sequence, segment and init names (query strings dropped), the init
-// section of each segment (segInits, '' for none), whether it ended, its
+// section of each segment (segInits, '' for none), which segments are gaps
+// (gaps: EXT-X-GAP, a segment that was never written), whether it ended, its
 // target duration, and the LL-HLS parts (with the media sequence number of
 // their segment and their index k in it), preload hint and rendition
 // reports; for a delta update (EXT-X-SKIP), skipped: how many segments it
@@ -805,13 +825,14 @@ function partName(name) {
 // segment's).
 export function parsePlaylist(text) {
   const pl = {
-    seq: 0, skipped: 0, segments: [], durations: [], inits: [], segInits: [], ended: false, bad: '',
+    seq: 0, skipped: 0, segments: [], durations: [], inits: [], segInits: [], gaps: [], ended: false, bad: '',
     target: 0, partTarget: 0, canBlockReload: false, canSkipUntil: 0, parts: [], hint: null, reports: [],
   };
   let init = '';
   let skip = false;
   const bad = (why) => { pl.bad = pl.bad || why; };
   let dur = -1;
+  let gap = false;
   let pending = []; // the parts listed since the last segment
   // checkParts checks that parts are those of the segment named base, in
   // order; k of the first may be past 0 (older parts drop out first).
@@ -845,6 +866,8 @@ export function parsePlaylist(text) {
       if (/BYTERANGE/.test(value)) bad('the playlist has EXT-X-MAP with a byte range, which Shoal never writes');
     } else if (l === '#EXT-X-ENDLIST') {
       pl.ended = true;
+    } else if (l === '#EXT-X-GAP') {
+      gap = true;
     } else if (tag === '#EXT-X-PART-INF') {
       const a = parseAttrs(value);
       pl.partTarget = a && Number(a['PART-TARGET']) > 0 ? Number(a['PART-TARGET']) : 0;
@@ -916,7 +939,9 @@ export function parsePlaylist(text) {
       pl.segments.push(name);
       pl.segInits.push(init);
       pl.durations.push(dur);
+      pl.gaps.push(gap);
       dur = -1;
+      gap = false;
     }
   }
   // The parts of the segment being written, then the hint of its next part
@@ -977,6 +1002,10 @@ export function playlistProblem(pl, m) {
   for (let j = 0; j < pl.segments.length; j++) {
     if (m.segments[first + j] !== pl.segments[j]) {
       return `the playlist's segments are not the manifest's, in order, from ${pl.segments[0]} (at ${pl.segments[j]})`;
+    }
+    const gap = m.entries.get(pl.segments[j]).kind === 'gap';
+    if (pl.gaps[j] !== gap) {
+      return `the playlist has ${pl.segments[j]} as a ${pl.gaps[j] ? 'gap' : 'segment'}, the signed manifest as a ${gap ? 'gap' : 'segment'}`;
     }
     if (pl.durations[j] !== m.entries.get(pl.segments[j]).ms) {
       return `the playlist gives ${pl.segments[j]} ${pl.durations[j]} ms, the manifest ${m.entries.get(pl.segments[j]).ms} ms`;

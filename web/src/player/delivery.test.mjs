@@ -59,6 +59,10 @@ const keys = { [KEY_ID]: key.publicKey };
 async function manifestText({ seq, entries, ended = false, time = Date.now(), rendition = '360p' }) {
   let t = `shoal-manifest 1\nkey ${KEY_ID}\nid ${ID}\nrendition ${rendition}\nseq ${seq}\ntime ${time}\nended ${ended ? 1 : 0}\n`;
   for (const [kind, name, ms] of entries) {
+    if (kind === 'gap') {
+      t += `gap ${name} ${ms}\n`;
+      continue;
+    }
     const b = bytesOf(name);
     t += `${kind} ${name} ${b.byteLength} ${await sha256(b)}${kind === 'init' ? '' : ' ' + ms}\n`;
   }
@@ -474,7 +478,7 @@ test('parsePlaylist reads DVR playlists and their delta updates', () => {
   assert.equal(dvrProblem(delta, d.dvr.get('360p')), '');
   d.noteDVR('360p', delta);
   const names = d.dvr.get('360p').names;
-  assert.deepEqual(names.get('d-104.m4s'), { kind: 'seg', msn: 104, ms: 2000 });
+  assert.deepEqual(names.get('d-104.m4s'), { kind: 'seg', msn: 104, ms: 2000, gap: false });
   assert.equal(names.get('d-96.m4s'), undefined); // out of the window (MEDIA-SEQUENCE 97)
   assert.equal(names.get('d-97.m4s').msn, 97); // skipped, still in it
   assert.equal(names.get('init-d-0.mp4').msn, 96);
@@ -646,4 +650,76 @@ test('a DVR segment the edge altered, or that its range does not vouch for, is t
   fakeFetch({ ...(await dvrRoutes(ORIGIN)), [`${ORIGIN}${R}/manifest-0.txt`]: noSeg });
   await d6.load(`${ORIGIN}${R}/dvr.m3u8`, 'playlist');
   await assert.rejects(d6.load(`${ORIGIN}${R}/d-97.m4s`, 'media'), (err) => err.kind === KIND.unlisted);
+});
+
+// A segment the origin could not write (a full disk): EXT-X-GAP in the
+// playlist, a signed gap entry in the manifest at its place.
+const GAP_PL = '#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:10\n#EXT-X-MAP:URI="init-s1-0-0.mp4"\n' +
+  '#EXTINF:2.000,\ns1-0-10.m4s\n#EXT-X-GAP\n#EXTINF:2.000,\ns1-0-11.m4s\n#EXTINF:2.000,\ns1-0-12.m4s\n';
+const GAP_ENTRIES = [['init', 'init-s1-0-0.mp4'], ['seg', 's1-0-10.m4s', 2000], ['gap', 's1-0-11.m4s', 2000], ['seg', 's1-0-12.m4s', 2000]];
+
+test('a gap segment: a signed gap entry, checked against EXT-X-GAP', async () => {
+  const m = parseManifest(enc.encode(await manifestText({ seq: 13, entries: GAP_ENTRIES })));
+  assert.deepEqual(m.segments, ['s1-0-10.m4s', 's1-0-11.m4s', 's1-0-12.m4s']);
+  assert.deepEqual(m.entries.get('s1-0-11.m4s'), { kind: 'gap', size: 0, sha256: '', ms: 2000 });
+  for (const bad of ['gap x.m4s', 'gap x.m4s 2.5', 'gap x.m4s 10 ' + 'a'.repeat(64) + ' 5', 'gap x.m4s 02000']) {
+    const text = `shoal-manifest 1\nkey ${KEY_ID}\nid ${ID}\nrendition 360p\nseq 1\ntime 1\nended 0\n${bad}\nsig AAAA\n`;
+    assert.throws(() => parseManifest(enc.encode(text)), /bad manifest entry/, bad);
+  }
+  const pl = parsePlaylist(GAP_PL);
+  assert.equal(pl.bad, '');
+  assert.deepEqual(pl.gaps, [false, true, false]);
+  assert.equal(playlistProblem(pl, m), '');
+  // An edge cannot hide a segment as a gap, nor make a gap a segment.
+  const hidden = parsePlaylist(GAP_PL.replace('#EXTINF:2.000,\ns1-0-12', '#EXT-X-GAP\n#EXTINF:2.000,\ns1-0-12'));
+  assert.match(playlistProblem(hidden, m), /s1-0-12\.m4s as a gap, the signed manifest as a segment/);
+  const filled = parsePlaylist(GAP_PL.replace('#EXT-X-GAP\n', ''));
+  assert.match(playlistProblem(filled, m), /s1-0-11\.m4s as a segment, the signed manifest as a gap/);
+  // Range manifests (DVR) the same way.
+  const range = parseManifest(enc.encode(await manifestText({ seq: 13, entries: GAP_ENTRIES })));
+  assert.equal(rangeProblem(range, 0, 's1-0-11.m4s', { kind: 'seg', msn: 11, ms: 2000, gap: true }), '');
+  assert.equal(rangeProblem(range, 0, 's1-0-12.m4s', { kind: 'seg', msn: 12, ms: 2000, gap: false }), '');
+  assert.match(rangeProblem(range, 0, 's1-0-11.m4s', { kind: 'seg', msn: 11, ms: 2000, gap: false }), /as a segment, the signed range manifest of 0 as a gap/);
+});
+
+test('the loader never fetches a gap segment, and blames no edge for it', async () => {
+  const routes = (base, playlist) => ({
+    [`${base}${R}/index.m3u8`]: playlist,
+    [`${base}${R}/manifest.txt`]: null,
+    [`${base}${R}/s1-0-12.m4s`]: bytesOf('s1-0-12.m4s'),
+  });
+  const manifest = await manifestText({ seq: 13, entries: GAP_ENTRIES });
+  const edge = routes(EDGE, GAP_PL);
+  edge[`${EDGE}${R}/manifest.txt`] = manifest;
+  const calls = fakeFetch(edge);
+  const d = newDelivery();
+  await d.load(`${EDGE}${R}/index.m3u8`, 'playlist');
+  await assert.rejects(d.load(`${EDGE}${R}/s1-0-11.m4s`, 'media'), (err) => err.code === 404 && err.soft === true);
+  const r = await d.load(`${EDGE}${R}/s1-0-12.m4s`, 'media');
+  assert.deepEqual(new Uint8Array(r.data), bytesOf('s1-0-12.m4s'));
+  assert.ok(!calls.includes(`${EDGE}${R}/s1-0-11.m4s`), 'the gap was fetched');
+  assert.deepEqual(d.failures, []);
+  assert.equal(d.current().node, 'edge-1');
+  // An edge whose playlist hides a segment as a gap is dropped: the
+  // playlist comes from the origin.
+  const lying = routes(EDGE, GAP_PL.replace('#EXTINF:2.000,\ns1-0-12', '#EXT-X-GAP\n#EXTINF:2.000,\ns1-0-12'));
+  lying[`${EDGE}${R}/manifest.txt`] = manifest;
+  const origin = routes(ORIGIN, GAP_PL);
+  origin[`${ORIGIN}${R}/manifest.txt`] = manifest;
+  fakeFetch({ ...lying, ...origin });
+  const d2 = newDelivery();
+  const res = await d2.load(`${EDGE}${R}/index.m3u8`, 'playlist');
+  assert.equal(res.url, `${ORIGIN}${R}/index.m3u8`);
+  assert.equal(d2.failures.length, 1);
+  assert.equal(d2.failures[0].kind, KIND.unlisted);
+  // A gap in a DVR playlist: neither it nor its range manifest is fetched.
+  const dvr = await dvrRoutes(EDGE);
+  dvr[`${EDGE}${R}/dvr.m3u8`] = DVR.replace('#EXTINF:2.000,\nd-99.m4s', '#EXT-X-GAP\n#EXTINF:2.000,\nd-99.m4s');
+  const calls3 = fakeFetch(dvr);
+  const d3 = newDelivery();
+  await d3.load(`${EDGE}${R}/dvr.m3u8`, 'playlist');
+  assert.equal(d3.dvr.get('360p').names.get('d-99.m4s').gap, true);
+  await assert.rejects(d3.load(`${EDGE}${R}/d-99.m4s`, 'media'), (err) => err.code === 404 && err.soft === true);
+  assert.deepEqual(calls3, [`${EDGE}${R}/dvr.m3u8`]);
+  assert.deepEqual(d3.failures, []);
 });
