@@ -181,6 +181,19 @@ func TestRedisFlushed(t *testing.T) {
 	ls := s.createStream("flushed")
 	publisher(t, s.rtmp+"/"+ls.StreamKey)
 	s.waitFor("the stream live", 30*time.Second, func() bool { return s.status(ls.ID) == "live" })
+	// A signed stream too: it must not become public when its record goes.
+	code, body := s.do("POST", "/v1/live-streams", adminKey, map[string]any{"name": "private", "playback_policy": "signed"})
+	var private liveStream
+	if code != 201 || json.Unmarshal(body, &private) != nil {
+		t.Fatalf("signed stream: %d %s", code, body)
+	}
+	publisher(t, s.rtmp+"/"+private.StreamKey)
+	s.waitFor("the signed stream live", 30*time.Second, func() bool { return s.status(private.ID) == "live" })
+	privateMaster := func() int {
+		code, _ := s.get("/hls/"+private.ID+"/master.m3u8", "")
+		return code
+	}
+	s.waitFor("the signed stream's master refused without a token", 20*time.Second, func() bool { return privateMaster() == 403 })
 	edges := func() int {
 		_, b := s.get("/v1/nodes", adminKey)
 		return strings.Count(string(b), `"role":"edge"`)
@@ -196,21 +209,26 @@ func TestRedisFlushed(t *testing.T) {
 	rejoined := poll(15*time.Second, func() bool { return edges() == 1 })
 	rejoin := time.Since(flushed)
 	kept := poll(15*time.Second, func() bool { return s.segments(ls.ID) >= segs+2 })
-	// The edge still serves the live stream.
-	code, _ := request("GET", s.edge+"/hls/"+ls.ID+"/master.m3u8", "", nil)
+	// The edge still serves the live stream; the signed one still needs a
+	// token (past the policy cache's few seconds).
+	code, _ = request("GET", s.edge+"/hls/"+ls.ID+"/master.m3u8", "", nil)
+	originCode, _ := s.get("/hls/"+ls.ID+"/master.m3u8", "")
+	stillSigned := !poll(8*time.Second, func() bool { return privateMaster() != 403 })
 	// The API works on the empty Redis: a new stream goes live.
 	ls2 := s.createStream("after the flush")
 	publisher(t, s.rtmp+"/"+ls2.StreamKey)
 	newLive := poll(30*time.Second, func() bool { return s.status(ls2.ID) == "live" })
-	t.Logf("edge rejoined %v in %s; segments kept coming %v; edge master %d; a new stream live %v", rejoined, rejoin.Round(100*time.Millisecond), kept, code, newLive)
-	pass := rejoined && kept && code == 200 && newLive
+	t.Logf("edge rejoined %v in %s; segments kept coming %v; edge master %d, origin %d; signed still refused without a token %v; a new stream live %v",
+		rejoined, rejoin.Round(100*time.Millisecond), kept, code, originCode, stillSigned, newLive)
+	pass := rejoined && kept && code == 200 && originCode == 200 && stillSigned && newLive
 	if !pass {
-		t.Errorf("after FLUSHALL: edge rejoined %v, segments kept coming %v, edge master %d, new stream live %v", rejoined, kept, code, newLive)
+		t.Errorf("after FLUSHALL: edge rejoined %v, segments kept coming %v, edge master %d, origin master %d, signed still refused %v, new stream live %v",
+			rejoined, kept, code, originCode, stillSigned, newLive)
 	}
 	record(row{
 		Fault:    "Redis emptied (FLUSHALL) with a stream live and an edge serving it",
-		Load:     "1 live stream, 1 edge, the API in use",
-		Survived: fmt.Sprintf("the broadcast never stopped; the edge rejoined %.1f s later and still served it; a new stream could be created and went live", rejoin.Seconds()),
+		Load:     "2 live streams (one public, one signed), 1 edge, the API in use",
+		Survived: fmt.Sprintf("the broadcasts never stopped; the edge rejoined %.1f s later and still served the public one; the signed one still needs a token (its policy is kept on disk); a new stream could be created and went live", rejoin.Seconds()),
 		Lost:     "what Redis held (records, keys, tokens) — Redis persistence is the operator's; nothing on disk",
 		Pass:     pass,
 	})

@@ -120,7 +120,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return err
 	}
-	signed := newPolicyCache(store)
+	signed := newPolicyCache(store, filepath.Join(cfg.DataDir, "policies"))
 	announcer := newLiveAnnouncer(hub, store, log.With("component", "events"), func(ls routing.LiveStream) {
 		signed.remember(ls.ID, ls.PlaybackPolicy == routing.PlaybackSigned)
 	})

@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -20,15 +22,22 @@ import (
 // policyCache answers "does id need a playback token?" for the origin's HLS
 // handler from Redis, asking again after a few seconds. When Redis cannot
 // tell, the last known answer stands (streams this node ingests are known
-// from their start, see remember), or "signed" when there is none: it
-// fails closed. A failed lookup is not retried for the TTL, so an outage
+// from their start, see remember), or the policy kept on disk (below), or
+// "signed" when there is none: it fails closed. A failed lookup is not retried for the TTL, so an outage
 // does not slow every request down.
+//
+// Every policy Redis tells is also kept on disk (dir/<id>: "signed" or
+// "public"), so that files whose record Redis lost (restarted empty) are
+// served as they were: public ones stay playable, signed ones still need
+// a token; an id with neither a record nor a kept policy needs one too.
 type policyCache struct {
 	store *routing.Store
 	ttl   time.Duration
+	dir   string // kept policies; "" keeps none
 
 	mu      sync.Mutex
 	entries map[string]policyEntry
+	kept    map[string]bool // the policies on disk this process wrote or read: id -> signed
 }
 
 type policyEntry struct {
@@ -41,8 +50,72 @@ type policyEntry struct {
 
 const maxPolicyEntries = 100_000
 
-func newPolicyCache(store *routing.Store) *policyCache {
-	return &policyCache{store: store, ttl: 3 * time.Second, entries: map[string]policyEntry{}}
+func newPolicyCache(store *routing.Store, dir string) *policyCache {
+	return &policyCache{store: store, ttl: 3 * time.Second, dir: dir, entries: map[string]policyEntry{}, kept: map[string]bool{}}
+}
+
+const (
+	keptSigned = "signed"
+	keptPublic = "public"
+)
+
+// keep writes id's policy to disk if it is not there already.
+func (p *policyCache) keep(id string, signed bool) {
+	if p.dir == "" || !ids.Valid(id) {
+		return
+	}
+	p.mu.Lock()
+	was, ok := p.kept[id]
+	p.mu.Unlock()
+	if ok && was == signed {
+		return
+	}
+	val := keptPublic
+	if signed {
+		val = keptSigned
+	}
+	path := filepath.Join(p.dir, id)
+	if b, err := os.ReadFile(path); err != nil || string(b) != val {
+		if err := os.MkdirAll(p.dir, 0o755); err != nil {
+			return
+		}
+		tmp := path + ".tmp"
+		if err := os.WriteFile(tmp, []byte(val), 0o644); err != nil {
+			_ = os.Remove(tmp)
+			return
+		}
+		if err := os.Rename(tmp, path); err != nil {
+			_ = os.Remove(tmp)
+			return
+		}
+	}
+	p.mu.Lock()
+	if len(p.kept) >= maxPolicyEntries {
+		clear(p.kept)
+	}
+	p.kept[id] = signed
+	p.mu.Unlock()
+}
+
+// keptPolicy is id's policy as kept on disk: signed unless it was kept as
+// public (fail closed).
+func (p *policyCache) keptPolicy(id string) (signed bool) {
+	if p.dir == "" || !ids.Valid(id) {
+		return true
+	}
+	b, err := os.ReadFile(filepath.Join(p.dir, id))
+	return err != nil || string(b) != keptPublic
+}
+
+// forget removes id's kept policy (the id was deleted).
+func (p *policyCache) forget(id string) {
+	if p.dir == "" || !ids.Valid(id) {
+		return
+	}
+	_ = os.Remove(filepath.Join(p.dir, id))
+	p.mu.Lock()
+	delete(p.kept, id)
+	p.mu.Unlock()
 }
 
 func (p *policyCache) signed(id string) bool {
@@ -64,7 +137,11 @@ func (p *policyCache) entry(id string) policyEntry {
 	}
 	signed, unknown, err := p.lookup(id)
 	if err != nil {
-		signed, unknown = !ok || e.signed, ok && e.unknown
+		// Redis can't tell: the last answer, or the policy kept on disk.
+		signed, unknown = e.signed, e.unknown
+		if !ok {
+			signed, unknown = p.keptPolicy(id), false
+		}
 	}
 	return p.put(id, signed, unknown)
 }
@@ -73,6 +150,7 @@ func (p *policyCache) entry(id string) policyEntry {
 // stream starting on this node).
 func (p *policyCache) remember(id string, signed bool) {
 	p.put(id, signed, false)
+	p.keep(id, signed)
 }
 
 func (p *policyCache) put(id string, signed, unknown bool) policyEntry {
@@ -92,25 +170,34 @@ func (p *policyCache) lookup(id string) (signed, unknown bool, err error) {
 	defer cancel()
 	ls, err := p.store.GetLiveStream(ctx, id)
 	if err == nil {
-		return ls.PlaybackPolicy == routing.PlaybackSigned, false, nil
+		signed = ls.PlaybackPolicy == routing.PlaybackSigned
+		p.keep(id, signed)
+		return signed, false, nil
 	}
 	if !errors.Is(err, routing.ErrNotFound) {
 		return false, false, err
 	}
 	v, err := p.store.GetVideo(ctx, id)
 	if err == nil {
-		return v.PlaybackPolicy == routing.PlaybackSigned, false, nil
+		signed = v.PlaybackPolicy == routing.PlaybackSigned
+		p.keep(id, signed)
+		return signed, false, nil
 	}
 	if !errors.Is(err, routing.ErrNotFound) {
 		return false, false, err
 	}
 	// No record: a deleted id's files are not served; files without a
-	// record for another reason (Redis lost its data) still are.
+	// record for another reason (Redis lost its data) still are, under
+	// the policy kept on disk (signed when none was).
 	deleted, err := p.store.WasDeleted(ctx, id)
 	if err != nil {
 		return false, false, err
 	}
-	return false, deleted, nil
+	if deleted {
+		p.forget(id)
+		return false, true, nil
+	}
+	return p.keptPolicy(id), false, nil
 }
 
 // nodeMetrics exports, on the origin, what every edge reports in its
