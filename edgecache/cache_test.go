@@ -65,7 +65,7 @@ func TestHitAndRestart(t *testing.T) {
 		}
 		// The client can read the whole body before the handler has
 		// returned and counted it: wait for the request to be done.
-		s := settled(e2.c)
+		s := e2.settled(t)
 		if s.Hits != 2 || s.CacheBytes < int64(len(body)) || s.BytesServed["abc"] != 2*int64(len(body)) {
 			t.Fatalf("stats after restart: %+v", s)
 		}
@@ -194,7 +194,8 @@ func TestFreshness(t *testing.T) {
 	o.put(segPath, seg, origin.CacheImmutable)
 	o.put(livePath, []byte("#EXTM3U\n#EXTINF:2,\nseg-0.m4s\n"), origin.CacheLivePlaylist)
 	o.put("/hls/abc/master.m3u8", []byte("#EXTM3U\n"), "no-store")
-	e := startCache(t, o.srv.URL, t.TempDir(), nil)
+	clock := newFakeClock()
+	e := startCache(t, o.srv.URL, t.TempDir(), func(_ *Config, d *Deps) { d.Now = clock.Now })
 
 	get(t, e.url+segPath)
 	wantStatus(t, get(t, e.url+livePath), "shoal; fwd=miss; stored")
@@ -208,7 +209,7 @@ func TestFreshness(t *testing.T) {
 	if n := o.count("GET", "/hls/abc/master.m3u8"); n != 2 {
 		t.Fatalf("no-store object fetched %d times, want 2", n)
 	}
-	time.Sleep(1100 * time.Millisecond)
+	clock.Advance(1100 * time.Millisecond) // the playlist's second of freshness is over
 
 	// Unchanged: revalidated with If-None-Match.
 	a := get(t, e.url+livePath)
@@ -222,7 +223,7 @@ func TestFreshness(t *testing.T) {
 	wantStatus(t, get(t, e.url+livePath), "shoal; hit")
 	// Changed: the new playlist is served after expiry.
 	o.put(livePath, []byte("#EXTM3U\n#EXTINF:2,\nseg-1.m4s\n"), origin.CacheLivePlaylist)
-	time.Sleep(1100 * time.Millisecond)
+	clock.Advance(1100 * time.Millisecond)
 	a = get(t, e.url+livePath)
 	if !strings.Contains(string(a.body), "seg-1.m4s") || a.cache != "shoal; fwd=stale; stored; detail=origin" {
 		t.Fatalf("changed playlist: Cache-Status %q body %q", a.cache, a.body)
@@ -255,9 +256,11 @@ func TestNegativeAndErrors(t *testing.T) {
 		}
 		return false
 	})
-	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, _ *Deps) {
+	clock := newFakeClock()
+	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, d *Deps) {
 		c.NegativeTTL = 300 * time.Millisecond
 		c.OriginTimeout = 200 * time.Millisecond
+		d.Now = clock.Now
 	})
 
 	a := get(t, e.url+missing)
@@ -271,7 +274,7 @@ func TestNegativeAndErrors(t *testing.T) {
 	if n := o.count("GET", missing); n != 1 {
 		t.Fatalf("origin saw %d GETs for a remembered 404", n)
 	}
-	time.Sleep(350 * time.Millisecond)
+	clock.Advance(350 * time.Millisecond)
 	get(t, e.url+missing)
 	if n := o.count("GET", missing); n != 2 {
 		t.Fatalf("after NegativeTTL the origin saw %d GETs, want 2", n)
@@ -601,7 +604,12 @@ func TestMetricsAndStats(t *testing.T) {
 	body := segment(1000, 6)
 	o.put(segPath, body, origin.CacheImmutable)
 	reg := prometheus.NewRegistry()
-	e := startCache(t, o.srv.URL, t.TempDir(), func(_ *Config, d *Deps) { d.Registerer = reg })
+	clock := newFakeClock()
+	ticks, ticked := make(chan time.Time), make(chan struct{})
+	e := startCache(t, o.srv.URL, t.TempDir(), func(_ *Config, d *Deps) {
+		d.Registerer, d.Now = reg, clock.Now
+		d.ticks, d.ticked = ticks, func() { ticked <- struct{}{} }
+	})
 	get(t, e.url+segPath)
 	get(t, e.url+segPath)
 	get(t, e.url+segPath)
@@ -641,17 +649,20 @@ func TestMetricsAndStats(t *testing.T) {
 	if got["shoal_edge_cache_bytes{tier=memory}"] <= 1000 || got["shoal_edge_cache_bytes{tier=disk}"] <= 1000 {
 		t.Errorf("cache bytes gauges: %v", got)
 	}
-	s := settled(e.c)
+	s := e.settled(t)
 	if s.Hits != 3 || s.Misses != 2 || s.OriginFetches != 2 || s.BytesServed["abc"] != 3000 || s.Connections != 0 {
 		t.Fatalf("stats: %+v", s)
 	}
-	// The egress rate is computed each second by Run.
-	deadline := time.Now().Add(3 * time.Second)
-	for e.c.Stats().EgressBytesPerSec == 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
+	// The egress rate is computed each second by Run: 3000 bytes served in
+	// the first second.
+	if r := e.c.Stats().EgressBytesPerSec; r != 0 {
+		t.Fatalf("egress rate %v before Run's first tick", r)
 	}
-	if r := e.c.Stats().EgressBytesPerSec; r <= 0 {
-		t.Fatalf("egress rate %v", r)
+	clock.Advance(time.Second)
+	ticks <- clock.Now()
+	<-ticked
+	if r := e.c.Stats().EgressBytesPerSec; r != 3000 {
+		t.Fatalf("egress rate %v, want 3000", r)
 	}
 	// A second cache on the same registry is refused, not a panic.
 	if _, err := New(Config{OriginURL: o.srv.URL, CacheDir: t.TempDir()}, Deps{Registerer: reg}); err == nil {
@@ -767,6 +778,7 @@ func TestRunCancelsFlights(t *testing.T) {
 	<-c.scanned
 	srv := httptest.NewServer(c)
 	defer srv.Close()
+	arrived := o.watch()
 	got := make(chan int, 1)
 	go func() {
 		resp, err := http.Get(srv.URL + segPath)
@@ -777,9 +789,7 @@ func TestRunCancelsFlights(t *testing.T) {
 		resp.Body.Close()
 		got <- resp.StatusCode
 	}()
-	for len(o.requests()) == 0 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	<-arrived // the fetch is in flight
 	cancel()
 	if err := <-done; err != nil {
 		t.Fatal(err)
@@ -801,20 +811,29 @@ func TestRefusalNotShared(t *testing.T) {
 	o := newFakeOrigin(t)
 	body := segment(1000, 21)
 	o.put(segPath, body, origin.CacheImmutable)
+	// The origin refuses the bad token once the good one's request has
+	// joined the bad one's fetch.
+	joined := make(chan struct{})
+	var once sync.Once
 	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
-		time.Sleep(150 * time.Millisecond)
 		if r.URL.Query().Get("token") != "good" {
+			select {
+			case <-joined:
+			case <-r.Context().Done():
+				return true
+			}
 			http.Error(w, "forbidden", http.StatusForbidden)
 			return true
 		}
 		return false
 	})
-	e := startCache(t, o.srv.URL, t.TempDir(), nil)
+	e := startCache(t, o.srv.URL, t.TempDir(), func(_ *Config, d *Deps) {
+		d.onJoin = func() { once.Do(func() { close(joined) }) }
+	})
+	arrived := o.watch()
 	bad := make(chan answer, 1)
 	go func() { bad <- get(t, e.url+segPath+"?token=bad") }()
-	for len(o.requests()) == 0 {
-		time.Sleep(time.Millisecond)
-	}
+	<-arrived // the bad token's fetch is in flight
 	good := get(t, e.url+segPath+"?token=good")
 	wantBody(t, good, body)
 	if b := <-bad; b.code != http.StatusForbidden || b.cache != "shoal; fwd=miss; fwd-status=403; detail=origin" {
@@ -848,16 +867,6 @@ func TestDiskFileVanished(t *testing.T) {
 	wantStatus(t, get(t, e.url+segPath), "shoal; hit")
 }
 
-// settled returns c's stats once no request is in flight: a client can read
-// a whole body before the handler has returned and counted it.
-func settled(c *Cache) Stats {
-	s := c.Stats()
-	for deadline := time.Now().Add(5 * time.Second); s.Connections > 0 && time.Now().Before(deadline); s = c.Stats() {
-		time.Sleep(5 * time.Millisecond)
-	}
-	return s
-}
-
 // TestDiskObjectCorrupt: a disk object altered while the edge was stopped
 // fails its SHA-256 when it is first read back: it is dropped and fetched
 // again, never served.
@@ -888,7 +897,7 @@ func TestDiskObjectCorrupt(t *testing.T) {
 	a := get(t, e2.url+segPath)
 	wantBody(t, a, body)
 	wantStatus(t, a, "shoal; fwd=miss")
-	if s := settled(e2.c); s.CorruptObjects != 1 {
+	if s := e2.settled(t); s.CorruptObjects != 1 {
 		t.Fatalf("corrupt objects %d", s.CorruptObjects)
 	}
 	e2.idle(t)
@@ -1062,7 +1071,7 @@ func TestSpoolLargeBodies(t *testing.T) {
 		wantBody(t, a, body)
 	}
 	e.idle(t)
-	if s := settled(e.c); s.Spooled != 1 {
+	if s := e.settled(t); s.Spooled != 1 {
 		t.Fatalf("spooled %d bodies, want 1", s.Spooled)
 	}
 	if n := o.count("GET", segPath); n != 1 {

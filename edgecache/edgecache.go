@@ -193,9 +193,14 @@ type Deps struct {
 	// Client makes upstream requests; default: a pooled client that does
 	// not follow redirects.
 	Client *http.Client
-	// Now is the clock freshness, staleness and marks are reckoned by
-	// (default time.Now; tests advance their own).
+	// Now is the clock freshness, staleness, marks and the egress rate are
+	// reckoned by (default time.Now; tests advance their own).
 	Now func() time.Time
+
+	// ticks, when set, replaces Run's one-second ticker (tests tick by
+	// hand), and ticked, when set, is called once a tick has been handled.
+	ticks  <-chan time.Time
+	ticked func()
 
 	// onJoin, when set, is called each time a request joins a fetch in
 	// flight (tests wait on it).
@@ -256,6 +261,8 @@ type Cache struct {
 	clientIP func(r *http.Request) string
 	vouch    func(req *http.Request, target, viewerIP string)
 	now      func() time.Time
+	ticks    <-chan time.Time
+	ticked   func()
 	onJoin   func()
 	m        *metrics
 	errLimit *logx.Limiter
@@ -451,6 +458,8 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 		clientIP: deps.ClientIP,
 		vouch:    deps.Vouch,
 		now:      deps.Now,
+		ticks:    deps.ticks,
+		ticked:   deps.ticked,
 		onJoin:   deps.onJoin,
 		errLimit: logx.NewLimiter(10 * time.Second),
 		mem:      newMemTier(cfg.MemoryBytes),
@@ -488,21 +497,26 @@ func (c *Cache) Run(ctx context.Context) error {
 		return fmt.Errorf("edgecache: %w", err)
 	}
 	close(c.scanned)
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
+	ticks := c.ticks
+	if ticks == nil {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		ticks = t.C
+	}
 	// The egress rate is taken over the last EgressWindow (samples each
 	// second): steady enough for heartbeats every 2 s to report.
 	type sample struct {
 		served int64
 		at     time.Time
 	}
-	window := []sample{{c.served.Load(), time.Now()}}
+	window := []sample{{c.served.Load(), c.now()}}
 	for {
 		select {
 		case <-ctx.Done():
 			c.cancelFlights()
 			return nil
-		case now := <-t.C:
+		case <-ticks:
+			now := c.now()
 			window = append(window, sample{c.served.Load(), now})
 			for len(window) > 2 && now.Sub(window[1].at) >= EgressWindow {
 				window = window[1:]
@@ -511,7 +525,10 @@ func (c *Cache) Run(ctx context.Context) error {
 			if dt := last.at.Sub(first.at).Seconds(); dt > 0 {
 				c.setEgress(float64(last.served-first.served) / dt)
 			}
-			c.prune(c.now())
+			c.prune(now)
+			if c.ticked != nil {
+				c.ticked()
+			}
 		}
 	}
 }

@@ -320,6 +320,9 @@ type edge struct {
 	c   *Cache
 	srv *httptest.Server
 	url string
+	// answered gets a signal (coalesced) each time the Cache's ServeHTTP
+	// has returned: its counters are up to date.
+	answered chan struct{}
 }
 
 // startCache runs a Cache (Run until the test ends) behind an httptest
@@ -328,12 +331,16 @@ func quietLog() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, n
 
 func startCache(t *testing.T, originURL, dir string, mut func(*Config, *Deps)) *edge {
 	t.Helper()
-	e := &edge{}
+	e := &edge{answered: make(chan struct{}, 1)}
 	var ready sync.WaitGroup
 	ready.Add(1)
 	e.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ready.Wait()
 		e.c.ServeHTTP(w, r)
+		select {
+		case e.answered <- struct{}{}:
+		default:
+		}
 	}))
 	t.Cleanup(e.srv.Close)
 	e.url = e.srv.URL
@@ -366,21 +373,49 @@ func startCache(t *testing.T, originURL, dir string, mut func(*Config, *Deps)) *
 }
 
 // idle waits until no fetch is in flight (answers may be complete before
-// their fetch has stored the object).
+// their fetch has stored the object): it waits for each fetch in the flight
+// table to be done (done is closed once the fetch has left the table) until
+// the table is empty.
 func (e *edge) idle(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
 	for {
 		e.c.flightMu.Lock()
-		n := len(e.c.flights)
+		var done []chan struct{}
+		for _, f := range e.c.flights {
+			done = append(done, f.done)
+		}
 		e.c.flightMu.Unlock()
-		if n == 0 {
+		if len(done) == 0 {
 			return
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("fetches still in flight")
+		for _, d := range done {
+			select {
+			case <-d:
+			case <-timeout.C:
+				t.Fatal("fetches still in flight")
+			}
 		}
-		time.Sleep(time.Millisecond)
+	}
+}
+
+// settled returns the cache's stats once no request is in flight: a client
+// can read a whole body before the handler has returned and counted it.
+func (e *edge) settled(t *testing.T) Stats {
+	t.Helper()
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	for {
+		s := e.c.Stats()
+		if s.Connections == 0 {
+			return s
+		}
+		select {
+		case <-e.answered:
+		case <-timeout.C:
+			t.Fatalf("%d requests still in flight", s.Connections)
+		}
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 	"github.com/chromedp/chromedp/kb"
 	"github.com/gin-gonic/gin"
@@ -300,7 +301,12 @@ func (e *e2e) finishJob(t *testing.T, job routing.Job, attempt int) {
 func (e *e2e) shot(t *testing.T, tab *browser.Tab, name string) {
 	t.Helper()
 	p := filepath.Join(e.shots, name+".png")
-	time.Sleep(300 * time.Millisecond) // let transitions (controls fading in) finish
+	// Let transitions (controls fading in) finish: wait for every finite
+	// CSS transition or animation running to end (spinners loop forever).
+	var running int
+	if err := tab.Run(10*time.Second, chromedp.Evaluate(settleAnimationsJS, &running, awaitPromise)); err != nil || running != 0 {
+		t.Errorf("screenshot %s: transitions still running (%d): %v", name, running, err)
+	}
 	capture := tab.Screenshot
 	if strings.HasPrefix(name, "dashboard") {
 		capture = tab.FullScreenshot
@@ -311,6 +317,26 @@ func (e *e2e) shot(t *testing.T, tab *browser.Tab, name string) {
 	}
 	t.Logf("screenshot: %s", p)
 }
+
+// settleAnimationsJS waits for the page's finite animations (CSS
+// transitions included) to finish, again while finishing ones start others,
+// and returns how many still run.
+const settleAnimationsJS = `(async () => {
+	const running = () => document.getAnimations().filter(a => a.playState === 'running' &&
+		isFinite(a.effect.getComputedTiming().endTime));
+	for (let i = 0; i < 20; i++) {
+		const now = running();
+		if (now.length === 0) {
+			return 0;
+		}
+		await Promise.all(now.map(a => a.finished.catch(() => {})));
+	}
+	return running().length;
+})()`
+
+// awaitPromise makes chromedp.Evaluate wait for the promise the expression
+// returns.
+func awaitPromise(p *runtime.EvaluateParams) *runtime.EvaluateParams { return p.WithAwaitPromise(true) }
 
 // requireClean fails the test on console errors and exceptions other than
 // those allowed (substrings).

@@ -276,12 +276,17 @@ func TestSignedPlaybackThroughAnEdge(t *testing.T) {
 	n := startNode(t)
 	v := readyVideo(t, n, map[string]string{"title": "members only", "playback_policy": "signed"})
 	other := readyVideo(t, n, map[string]string{"title": "another one", "playback_policy": "signed"})
+	// A token that lives one second, issued first: it expires while the
+	// edge joins.
+	short := n.playbackToken(v.ID, 1)
 	e := startEdge(t, n, n.nodeToken(), "")
 	n.waitFor("the edge to join", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
 	good := n.playbackToken(v.ID, 600)
-	short := n.playbackToken(v.ID, 1)
 	wrong := n.playbackToken(other.ID, 600)
-	time.Sleep(1100 * time.Millisecond) // short expires
+	n.waitFor("the one-second token to expire", 5*time.Second, func() bool {
+		resp, _ := httpGet(t, n.http+"/hls/"+v.ID+"/master.m3u8?token="+short)
+		return resp.StatusCode == http.StatusForbidden
+	})
 
 	for _, base := range []string{n.http, e.url} {
 		master := base + "/hls/" + v.ID + "/master.m3u8"

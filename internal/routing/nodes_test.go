@@ -24,12 +24,16 @@ func TestNodeRegistry(t *testing.T) {
 	if _, err := s.VerifyNodeToken(ctx, "nt_wrong"); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("wrong token: %v", err)
 	}
+	expired := watchExpired(t, s)
 	n := Node{ID: "edgea", Role: "edge", Region: "eu", PublicURL: "http://a:8081", PublicKey: "k", TokenID: tok.ID}
 	if err := s.JoinNode(ctx, n, time.Second); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.JoinNode(ctx, Node{ID: "edgeb", Role: "edge", PublicURL: "http://b:8081", TokenID: AdminTokenID}, 300*time.Millisecond); err != nil {
 		t.Fatal(err)
+	}
+	if ttl, err := s.rdb.PTTL(ctx, nodePrefix+"edgeb").Result(); err != nil || ttl <= 0 || ttl > 300*time.Millisecond {
+		t.Fatalf("edgeb's record lives %s (%v), want at most 300ms", ttl, err)
 	}
 	load := NodeLoad{Connections: 3, Hits: 3, Misses: 1, StreamBytes: map[string]int64{"abc": 10}}
 	if err := s.NodeHeartbeat(ctx, "edgea", load, time.Second); err != nil {
@@ -43,8 +47,8 @@ func TestNodeRegistry(t *testing.T) {
 	if len(list) != 2 || list[0].ID == list[1].ID {
 		t.Fatalf("ListNodes = %+v", list)
 	}
-	// edgeb stops heartbeating: it leaves.
-	time.Sleep(400 * time.Millisecond)
+	// edgeb stops heartbeating: it leaves once Redis expires its record.
+	waitExpired(t, expired, nodePrefix+"edgeb")
 	list, _ = s.ListNodes(ctx)
 	if len(list) != 1 || list[0].ID != "edgea" {
 		t.Fatalf("after edgeb's TTL: %+v", list)
@@ -67,6 +71,40 @@ func TestNodeRegistry(t *testing.T) {
 	}
 	if list, _ := s.ListNodes(ctx); len(list) != 0 {
 		t.Fatalf("nodes left: %+v", list)
+	}
+}
+
+// watchExpired has s's Redis report the keys it expires and returns them
+// as they expire.
+func watchExpired(t *testing.T, s *Store) <-chan *redis.Message {
+	t.Helper()
+	ctx := t.Context()
+	if err := s.rdb.ConfigSet(ctx, "notify-keyspace-events", "Ex").Err(); err != nil {
+		t.Fatal(err)
+	}
+	sub := s.rdb.PSubscribe(ctx, "__keyevent@*__:expired")
+	t.Cleanup(func() { _ = sub.Close() })
+	if _, err := sub.Receive(ctx); err != nil { // the subscription is in place
+		t.Fatal(err)
+	}
+	return sub.Channel()
+}
+
+// waitExpired waits until Redis reports that it expired key (it expires
+// keys within about 100 ms of their deadline).
+func waitExpired(t *testing.T, expired <-chan *redis.Message, key string) {
+	t.Helper()
+	timeout := time.NewTimer(5 * time.Second)
+	defer timeout.Stop()
+	for {
+		select {
+		case m := <-expired:
+			if m.Payload == key {
+				return
+			}
+		case <-timeout.C:
+			t.Fatalf("%s did not expire", key)
+		}
 	}
 }
 
