@@ -108,14 +108,19 @@ func readPlaylist(t *testing.T, path string) *m3u8.MediaPlaylist {
 	return pl.(*m3u8.MediaPlaylist)
 }
 
+// waitFor polls cond, which reads files the packager writes, until it
+// holds or 10 s passed.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.After(10 * time.Second)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline:
 			t.Fatalf("timed out waiting for %s", what)
+		case <-tick.C:
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -159,11 +159,13 @@ func Start(t testing.TB, opt ...Option) *Browser {
 // processes still write to it.
 func removeAll(t testing.TB, dir string) {
 	var err error
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for range 50 {
 		if err = os.RemoveAll(dir); err == nil {
 			return
 		}
-		time.Sleep(100 * time.Millisecond)
+		<-tick.C
 	}
 	t.Logf("browser: could not remove the profile %s: %v", dir, err)
 }
@@ -274,6 +276,8 @@ func SetViewport(width, height int64, mobile bool) chromedp.Action {
 // JavaScript expression too, for the failure message).
 func (tab *Tab) WaitFor(timeout time.Duration, expr, describe string) error {
 	deadline := time.Now().Add(timeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		var ok bool
 		err := tab.Run(5*time.Second, chromedp.Evaluate(expr, &ok))
@@ -287,7 +291,7 @@ func (tab *Tab) WaitFor(timeout time.Duration, expr, describe string) error {
 			}
 			return fmt.Errorf("timed out after %s waiting for %s (eval error: %v; state: %s)", timeout, expr, err, state)
 		}
-		time.Sleep(100 * time.Millisecond)
+		<-tick.C
 	}
 }
 

@@ -100,6 +100,8 @@ func (s *Server) Restart(t testing.TB) {
 	// The port was just released; retry briefly in case it is not yet
 	// bindable.
 	deadline := time.Now().Add(startTimeout)
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		err := s.start()
 		if err == nil {
@@ -108,7 +110,7 @@ func (s *Server) Restart(t testing.TB) {
 		if time.Now().After(deadline) {
 			t.Fatalf("redistest: restart redis-server on %s: %v", s.Addr, err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		<-tick.C
 	}
 }
 
@@ -141,6 +143,8 @@ func (s *Server) start() error {
 	}()
 
 	deadline := time.Now().Add(startTimeout)
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
 	for {
 		select {
 		case <-p.done:
@@ -156,7 +160,11 @@ func (s *Server) start() error {
 			<-p.done
 			return fmt.Errorf("redis-server on port %d did not answer PING within %v: %s", s.port, startTimeout, bytes.TrimSpace(out.Bytes()))
 		}
-		time.Sleep(10 * time.Millisecond)
+		// Until the next try, or the process's exit (checked above).
+		select {
+		case <-p.done:
+		case <-tick.C:
+		}
 	}
 }
 
