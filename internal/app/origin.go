@@ -121,8 +121,10 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return err
 	}
 	signed := newPolicyCache(store, filepath.Join(cfg.DataDir, "policies"))
+	records := newLiveRecords(store, hub.IsLive, log.With("component", "live"))
 	announcer := newLiveAnnouncer(hub, store, log.With("component", "events"), func(ls routing.LiveStream) {
 		signed.remember(ls.ID, ls.PlaybackPolicy == routing.PlaybackSigned)
+		records.seen(ls)
 	})
 	// The restreamer watches the hub before any publisher can start.
 	var restreamer *restream.Manager
@@ -285,6 +287,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	g.Go(func() error { return httpSrv.run(gctx) })
 	g.Go(func() error { return hooks.Run(gctx) })
 	g.Go(func() error { recoverUploads(gctx, api, log.With("component", "api")); return nil })
+	g.Go(func() error { return records.Run(gctx) })
 	if vodWorker != nil {
 		g.Go(func() error { return vodWorker.Run(gctx) })
 	}

@@ -416,3 +416,31 @@ func (s *Store) migrateStreamKey(ctx context.Context, id string) (bool, error) {
 	}
 	return done, nil
 }
+
+// RestoreLiveStream writes back the record of live stream ls, as this
+// origin knew it when the broadcast started, when Redis lost it (restarted
+// empty) while the stream is live: its publisher can then reconnect with
+// the same key, and the API and the playback policy know it again. It
+// writes nothing and reports false when the record exists or the stream
+// was deleted.
+func (s *Store) RestoreLiveStream(ctx context.Context, ls LiveStream) (bool, error) {
+	if !ids.Valid(ls.ID) || ls.StreamKeyHash == "" || !ValidPlaybackPolicy(ls.PlaybackPolicy) {
+		return false, fmt.Errorf("restore live stream %q: incomplete record", ls.ID)
+	}
+	n, err := restoreLiveStreamScript.Run(ctx, s.rdb,
+		[]string{liveStreamKey(ls.ID), deletedKey(ls.ID), streamKeyIndexKey(ls.StreamKeyHash), liveStreamsIndex},
+		ls.ID, ls.Name, ls.StreamKeyHash, formatTime(ls.CreatedAt), ls.PlaybackPolicy, ls.Ladder, ls.SourceURL,
+		ls.CreatedAt.UnixMilli()).Int()
+	if err != nil {
+		return false, wrapErr("restore live stream", err)
+	}
+	return n == 1, nil
+}
+
+var restoreLiveStreamScript = redis.NewScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], '` + fieldName + `', ARGV[2], '` + fieldStreamKeyHash + `', ARGV[3], '` + fieldCreatedAt + `', ARGV[4],
+  '` + fieldPlaybackPolicy + `', ARGV[5], '` + fieldLadder + `', ARGV[6], '` + fieldSourceURL + `', ARGV[7])
+redis.call('SET', KEYS[3], ARGV[1], 'NX')
+redis.call('ZADD', KEYS[4], ARGV[8], ARGV[1])
+return 1`)

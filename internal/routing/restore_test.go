@@ -1,0 +1,56 @@
+package routing
+
+import (
+	"errors"
+	"testing"
+)
+
+// TestRestoreLiveStream: a live stream's record lost with Redis's data is
+// written back as it was, with its key working again; an existing record
+// and a deleted stream are left alone.
+func TestRestoreLiveStream(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	ls, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "show", PlaybackPolicy: PlaybackSigned, Ladder: "360p:700k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := s.GetLiveStream(ctx, ls.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.RestoreLiveStream(ctx, snap); ok || err != nil {
+		t.Fatalf("restoring an existing record: %v %v, want false", ok, err)
+	}
+	if err := s.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.GetLiveStream(ctx, ls.ID); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("after FLUSHALL: %v", err)
+	}
+	if ok, err := s.RestoreLiveStream(ctx, snap); !ok || err != nil {
+		t.Fatalf("restore: %v %v", ok, err)
+	}
+	got, err := s.GetLiveStream(ctx, ls.ID)
+	if err != nil || got.Name != "show" || got.PlaybackPolicy != PlaybackSigned || got.Ladder != "360p:700k" ||
+		got.StreamKeyHash != snap.StreamKeyHash || !got.CreatedAt.Equal(snap.CreatedAt) {
+		t.Fatalf("restored %+v (%v), want %+v", got, err, snap)
+	}
+	if id, err := s.LiveStreamIDByKey(ctx, ls.StreamKey); id != ls.ID || err != nil {
+		t.Fatalf("the key after the restore: %q %v", id, err)
+	}
+	if list, err := s.ListLiveStreams(ctx); err != nil || len(list) != 1 {
+		t.Fatalf("list after the restore: %d %v", len(list), err)
+	}
+	// Deleted meanwhile: not brought back.
+	if err := s.DeleteLiveStream(ctx, ls.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.RestoreLiveStream(ctx, snap); ok || err != nil {
+		t.Fatalf("restoring a deleted stream: %v %v, want false", ok, err)
+	}
+	if _, err := s.RestoreLiveStream(ctx, LiveStream{ID: "../x", StreamKeyHash: "h", PlaybackPolicy: PlaybackPublic}); err == nil {
+		t.Fatal("a bad id was restored")
+	}
+}
