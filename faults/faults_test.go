@@ -222,13 +222,18 @@ func TestRedisFlushed(t *testing.T) {
 	code, _ = request("GET", s.edge+"/hls/"+ls.ID+"/master.m3u8", "", nil)
 	originCode, _ := s.get("/hls/"+ls.ID+"/master.m3u8", "")
 	stillSigned := !poll(8*time.Second, func() bool { return privateMaster() != 403 })
-	// The API works on the empty Redis: a new stream goes live.
+	// The API works on the empty Redis: a new stream goes live, and a new
+	// video is processed (the workers recreate the job queue).
 	ls2 := s.createStream("after the flush")
 	publisher(t, s.rtmp+"/"+ls2.StreamKey)
 	newLive := poll(30*time.Second, func() bool { return s.status(ls2.ID) == "live" })
+	vodReady := s.uploadAndWait(t, "after the flush")
 	t.Logf("edge rejoined %v in %s; records restored %v in %s; the publisher reconnected with its key %v; segments kept coming %v; edge master %d, origin %d; signed still refused without a token %v; a new stream live %v",
 		rejoined, rejoin.Round(100*time.Millisecond), reregistered, reregister.Round(100*time.Millisecond), reconnected, kept, code, originCode, stillSigned, newLive)
-	pass := rejoined && reregistered && reconnected && kept && code == 200 && originCode == 200 && stillSigned && newLive
+	pass := rejoined && reregistered && reconnected && kept && code == 200 && originCode == 200 && stillSigned && newLive && vodReady
+	if !vodReady {
+		t.Error("a video uploaded after the flush was not processed")
+	}
 	if !pass {
 		t.Errorf("after FLUSHALL: edge rejoined %v, records restored %v, reconnected %v, segments kept coming %v, edge master %d, origin master %d, signed still refused %v, new stream live %v",
 			rejoined, reregistered, reconnected, kept, code, originCode, stillSigned, newLive)
@@ -236,7 +241,7 @@ func TestRedisFlushed(t *testing.T) {
 	record(row{
 		Fault:    "Redis emptied (FLUSHALL) with a stream live and an edge serving it",
 		Load:     "2 live streams (one public, one signed), 1 edge, the API in use",
-		Survived: fmt.Sprintf("the broadcasts never stopped; the edge rejoined %.1f s later and still served the public one; the live streams' records were restored %.1f s after the flush and a publisher reconnected with its same key; the signed one still needs a token (its policy is kept on disk); a new stream could be created and went live", rejoin.Seconds(), reregister.Seconds()),
+		Survived: fmt.Sprintf("the broadcasts never stopped; the edge rejoined %.1f s later and still served the public one; the live streams' records were restored %.1f s after the flush and a publisher reconnected with its same key; the signed one still needs a token (its policy is kept on disk); a new stream went live and a new video was processed (the job queue recreated)", rejoin.Seconds(), reregister.Seconds()),
 		Lost:     "what only Redis held (records of streams not live, videos, API keys, node tokens, queued jobs); nothing on disk",
 		Pass:     pass,
 	})
@@ -471,5 +476,44 @@ func TestKill9MidUpload(t *testing.T) {
 		Survived: fmt.Sprintf("the client resumed at byte %s (HEAD), sent the rest; the video became %s, %.1f s playable", off, status, dur),
 		Lost:     "none",
 		Pass:     pass,
+	})
+}
+
+// uploadAndWait creates a video, PUTs a 3-second clip as its source and
+// reports whether it became ready within two minutes.
+func (s *shoal) uploadAndWait(t *testing.T, title string) bool {
+	t.Helper()
+	clip := filepath.Join(t.TempDir(), "clip.mp4")
+	if out, err := exec.Command("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=3",
+		"-c:v", "libx264", "-preset", "ultrafast", clip).CombinedOutput(); err != nil {
+		t.Fatalf("making the clip: %v %s", err, out)
+	}
+	code, body := s.do("POST", "/v1/videos", adminKey, map[string]string{"title": title})
+	var v struct{ ID string }
+	if code != 201 || json.Unmarshal(body, &v) != nil {
+		t.Errorf("create video: %d %s", code, body)
+		return false
+	}
+	data, err := os.ReadFile(clip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, _ := http.NewRequest("PUT", s.http+"/v1/videos/"+v.ID+"/source", bytes.NewReader(data))
+	req.Header.Set("Authorization", "Bearer "+adminKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Errorf("PUT source: %v", err)
+		return false
+	}
+	resp.Body.Close()
+	if resp.StatusCode >= 300 {
+		t.Errorf("PUT source: %d", resp.StatusCode)
+		return false
+	}
+	return poll(2*time.Minute, func() bool {
+		_, b := s.get("/v1/videos/"+v.ID, adminKey)
+		var got struct{ Status string }
+		_ = json.Unmarshal(b, &got)
+		return got.Status == "ready"
 	})
 }
