@@ -139,10 +139,14 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		}
 	}
 	keys := newKeyAuthorizer(store, log.With("component", "ingest-auth"))
-	// Who a request comes from: trusted proxies' X-Forwarded-For, and the
-	// viewers edges vouch for.
+	// Who a request comes from: trusted proxies' X-Forwarded-For, and, for
+	// HLS only (the one thing edges forward), the viewers edges vouch for.
+	// A joined edge is not trusted with anything else: a vouch on WHIP,
+	// WHEP or the API would let it spread guesses and reports over made-up
+	// addresses.
 	vouch := newVouchVerifier(newEdgeKeys(store).key, reg, log.With("component", "vouch"))
-	clientIP := newClientIPResolver(cfg, vouch).IP
+	clientIP := newClientIPResolver(cfg, nil).IP
+	hlsClientIP := newClientIPResolver(cfg, vouch).IP
 	limits := ingest.NewConnLimiter(cfg.Ingest.MaxConnections, cfg.Ingest.MaxConnectionsPerIP)
 	// One guard for every protocol: guesses can't be spread over them.
 	var auth ingest.Authorizer = keys
@@ -219,7 +223,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLSDir: hlsDir, MetricsToken: cfg.MetricsToken,
 		HLSOptions: []origin.Option{origin.WithSignedPlayback(signed.signed, playbackKey.Public().(ed25519.PublicKey)),
-			origin.WithContentKey(contentKey), origin.WithLive(livePlaylists), origin.WithKnown(signed.known), origin.WithClientIP(clientIP)},
+			origin.WithContentKey(contentKey), origin.WithLive(livePlaylists), origin.WithKnown(signed.known), origin.WithClientIP(hlsClientIP)},
 		WrapHLS: nodes.countEdgeFetches},
 		httpDeps{Log: log.With("component", "http"), API: api, Web: pages, Ready: store, Registry: reg})
 	if err != nil {

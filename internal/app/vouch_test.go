@@ -3,6 +3,7 @@ package app
 import (
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
@@ -138,6 +139,26 @@ func TestIPBoundTokenThroughAnEdge(t *testing.T) {
 		if c != http.StatusForbidden {
 			t.Errorf("origin, %s: %d, want 403", name, c)
 		}
+	}
+	// A vouch counts for HLS only: a joined edge can't spread WHIP key
+	// guesses over made-up addresses (the default allows 10 a minute per
+	// address; the 11th is refused whatever the vouch says).
+	whipStatus := make([]int, 0, 11)
+	for i := range 11 {
+		req, _ := http.NewRequest(http.MethodPost, n.http+"/v1/whip", strings.NewReader("v=0\r\n"))
+		req.Header.Set("Content-Type", "application/sdp")
+		req.Header.Set("Authorization", "Bearer sk_wrongwrongwrongwrongwrongwrongwr")
+		req.Header.Set("Shoal-Edge", "1")
+		nodeproto.Vouch(req, edgeKey, edgeID, "/v1/whip", fmt.Sprintf("203.0.113.%d", 100+i), time.Now())
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		whipStatus = append(whipStatus, resp.StatusCode)
+	}
+	if whipStatus[10] != http.StatusTooManyRequests {
+		t.Errorf("WHIP with wrong keys under vouches for 11 addresses: %v, want the 11th refused with 429", whipStatus)
 	}
 	_, metrics := n.get("/metrics", "")
 	for _, want := range []string{`shoal_vouch_rejected_total{reason="unknown_node"} 1`, `shoal_vouch_rejected_total{reason="signature"} 2`,
