@@ -353,13 +353,6 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 		WriteError(c, http.StatusForbidden, "forbidden", "this node joined with another token")
 		return
 	}
-	if ok, wait := a.heartbeats.allow(id); !ok {
-		a.heartbeatsLimited.WithLabelValues("rate").Inc()
-		c.Header("Retry-After", strconv.Itoa(retryAfter(wait)))
-		WriteError(c, http.StatusTooManyRequests, "rate_limited",
-			fmt.Sprintf("too many heartbeats from this node (more than %d at once, then %g a second); retry later", heartbeatBurst, heartbeatRate))
-		return
-	}
 	var hb nodeproto.Heartbeat
 	if msg := decodeStrict(body, &hb); msg != "" {
 		WriteError(c, http.StatusBadRequest, codeInvalidRequest, msg)
@@ -367,6 +360,14 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 	}
 	if err := nodeproto.CheckTime(hb.Time, time.Now()); err != nil {
 		WriteError(c, http.StatusForbidden, "forbidden", err.Error())
+		return
+	}
+	// Counted once fresh: a replayed old heartbeat spends nothing.
+	if ok, wait := a.heartbeats.allow(id); !ok {
+		a.heartbeatsLimited.WithLabelValues("rate").Inc()
+		c.Header("Retry-After", strconv.Itoa(retryAfter(wait)))
+		WriteError(c, http.StatusTooManyRequests, "rate_limited",
+			fmt.Sprintf("too many heartbeats from this node (more than %d at once, then %g a second); retry later", heartbeatBurst, heartbeatRate))
 		return
 	}
 	if hb.InvalidationCursor != "" && !cursorRe.MatchString(hb.InvalidationCursor) {
