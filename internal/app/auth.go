@@ -56,8 +56,9 @@ const (
 	maxRememberedKeys = 10000
 	// revocationBlock is how long one read of the revocation feed waits.
 	revocationBlock = 5 * time.Second
-	// revocationRetry is the pause after a failed read of the feed.
-	revocationRetry = 500 * time.Millisecond
+	// revocationRetry is the pause after a failed read of the feed: short,
+	// so that a Redis that comes back is followed again at once.
+	revocationRetry = 100 * time.Millisecond
 	// followerWait bounds how long a key check that could not reach Redis
 	// waits for the follower to see that Redis is down.
 	followerWait = 2 * time.Second
@@ -77,10 +78,11 @@ func (a *keyAuthorizer) Authorize(ctx context.Context, streamKey string) (string
 	case err == nil:
 		a.mu.Lock()
 		defer a.mu.Unlock()
+		a.reachable(state)
 		// Remembered only when every later revocation will reach forget:
-		// the follower had its cursor before the lookup, and no forget ran
-		// during it (it may have been this key's).
-		if state != followStarting && gen == a.gen {
+		// the follower was reading the feed before the lookup, and no
+		// forget ran during it (it may have been this key's).
+		if state == followUp && gen == a.gen {
 			if len(a.known) >= maxRememberedKeys {
 				clear(a.known)
 			}
@@ -89,6 +91,7 @@ func (a *keyAuthorizer) Authorize(ctx context.Context, streamKey string) (string
 		return id, nil
 	case errors.Is(err, routing.ErrNotFound):
 		a.mu.Lock()
+		a.reachable(state)
 		delete(a.known, h)
 		a.mu.Unlock()
 		return "", ingest.ErrUnknownKey
@@ -102,6 +105,17 @@ func (a *keyAuthorizer) Authorize(ctx context.Context, streamKey string) (string
 		return id, nil
 	}
 	return "", err
+}
+
+// reachable notes, under a.mu, that Redis answered a lookup that started
+// in follow state state: if the follower was down, revocations it has not
+// read may have been made meanwhile (Redis is back, or flapping), so what
+// is remembered can no longer be trusted.
+func (a *keyAuthorizer) reachable(state int) {
+	if state == followDown || a.state == followDown {
+		a.gen++
+		clear(a.known)
+	}
 }
 
 // followerDown waits (a little) until the revocation follower has seen

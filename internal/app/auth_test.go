@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -350,4 +351,69 @@ func TestLegacyStreamKeyMigratedAtStart(t *testing.T) {
 	if err := pub.Wait(); err != nil {
 		t.Errorf("publishing with the migrated stream's key: %v", err)
 	}
+}
+
+// flakyKeys is the real store with Redis failures switched on and off: a
+// network between the origin and Redis that flaps. failFeed fails only the
+// revocation feed's reads (the follower lags), failAll every call.
+type flakyKeys struct {
+	*routing.Store
+	failFeed, failAll atomic.Bool
+}
+
+func (f *flakyKeys) LiveStreamIDByKey(ctx context.Context, key string) (string, error) {
+	if f.failAll.Load() {
+		return "", routing.ErrUnavailable
+	}
+	return f.Store.LiveStreamIDByKey(ctx, key)
+}
+
+func (f *flakyKeys) KeyRevocations(ctx context.Context, cursor string, block time.Duration) ([]routing.KeyRevocation, string, error) {
+	if f.failAll.Load() || f.failFeed.Load() {
+		return nil, "", routing.ErrUnavailable
+	}
+	return f.Store.KeyRevocations(ctx, cursor, block)
+}
+
+// TestResetKeyRefusedAfterRedisFlaps: Redis goes away, comes back while
+// this origin's follower has not read the feed again, a key is reset on
+// another origin, and Redis goes away again: the old key is not let in
+// from memory, because a lookup that reached Redis while the follower lagged
+// emptied it.
+func TestResetKeyRefusedAfterRedisFlaps(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	store, err := routing.NewStore(rs.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	flaky := &flakyKeys{Store: store}
+	o := &testOrigin{store: store, revoked: make(chan string, 100), logs: &testutil.Buffer{}}
+	o.keys = newKeyAuthorizer(flaky, slog.New(slog.NewTextHandler(o.logs, nil)))
+	o.keys.revoke = func(id string) { o.revoked <- id }
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- o.keys.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	o.waitState(t, followUp)
+
+	reset, _ := store.CreateLiveStream(t.Context(), routing.LiveStreamSpec{Name: "reset"})
+	other, _ := store.CreateLiveStream(t.Context(), routing.LiveStreamSpec{Name: "other"})
+	o.accepts(t, reset.StreamKey, reset.ID)
+	// Redis goes away: remembered keys let publishers back in.
+	flaky.failAll.Store(true)
+	o.waitState(t, followDown)
+	o.accepts(t, reset.StreamKey, reset.ID)
+	// It comes back, but the follower has not read the feed yet; a lookup
+	// reaches it.
+	flaky.failFeed.Store(true)
+	flaky.failAll.Store(false)
+	o.accepts(t, other.StreamKey, other.ID)
+	// Another origin resets the key; Redis goes away again.
+	if _, err := store.ResetStreamKey(t.Context(), reset.ID); err != nil {
+		t.Fatal(err)
+	}
+	flaky.failAll.Store(true)
+	o.refuses(t, reset.StreamKey)
 }
