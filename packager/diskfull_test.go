@@ -305,3 +305,38 @@ func TestStartOnAFullDisk(t *testing.T) {
 		t.Fatalf("the recording: %d segments, ended %v", len(rec.Segments), rec.Endlist)
 	}
 }
+
+// TestAppendCutBackLater: when cutting a file back after a failed append
+// fails too, the next append cuts it back first: the half line never stays
+// in the playlist.
+func TestAppendCutBackLater(t *testing.T) {
+	t.Parallel()
+	path := filepath.Join(t.TempDir(), "recording.m3u8")
+	before := []byte("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2.000,\na.m4s\n")
+	if err := os.WriteFile(path, before, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	disk := &fullDisk{}
+	disk.on.Store(true)
+	s := &storage{failWrite: disk.failWrite, failTruncate: func(string) error { return syscall.ENOSPC }}
+	if err := s.appendFile(path, []byte("#EXTINF:2.000,\nb.m4s\n")); !noSpace(err) {
+		t.Fatalf("append: %v, want ENOSPC", err)
+	}
+	// The failed cut left the file as the failing write did (the test
+	// hook fails after a real cut: make it half a line again).
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = f.WriteString("#EXTINF:2.0")
+	_ = f.Close()
+	disk.on.Store(false)
+	s.failTruncate = nil
+	if err := s.appendFile(path, []byte("#EXTINF:2.000,\nb.m4s\n")); err != nil {
+		t.Fatal(err)
+	}
+	want := append(append([]byte{}, before...), "#EXTINF:2.000,\nb.m4s\n"...)
+	if got := mustRead(t, path); !bytes.Equal(got, want) {
+		t.Fatalf("after the next append:\n%q\nwant\n%q", got, want)
+	}
+}

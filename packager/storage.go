@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"sync"
 	"syscall"
 )
 
@@ -20,6 +21,16 @@ type storage struct {
 	// data are written and the write fails with that error (mkdirAll asks
 	// it with nil data).
 	failWrite func(path string, data []byte) (n int, err error)
+
+	// failTruncate, set by tests only, makes cutting a file back fail
+	// (a copy-on-write file system out of space).
+	failTruncate func(path string) error
+
+	mu sync.Mutex
+	// cut holds, per file, the size to cut it back to before the next
+	// append, when cutting it back after a failed one failed too (a
+	// copy-on-write file system may need space to truncate).
+	cut map[string]int64
 }
 
 // write writes data to f, opened for the file at path.
@@ -55,7 +66,11 @@ func (s *storage) writeFile(path string, data []byte) error {
 		_ = os.Remove(tmp)
 		return err
 	}
-	return s.syncDir(filepath.Dir(path))
+	// The file is in place: a failed directory sync makes the rename
+	// less durable, not undone, so the write is not reported as failed
+	// (that would list a segment that is there as a gap).
+	_ = s.syncDir(filepath.Dir(path))
+	return nil
 }
 
 // appendFile appends data to the file at path. On failure the file is cut
@@ -64,6 +79,18 @@ func (s *storage) appendFile(path string, data []byte) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
 	if err != nil {
 		return err
+	}
+	s.mu.Lock()
+	size, pending := s.cut[path]
+	s.mu.Unlock()
+	if pending {
+		if err := f.Truncate(size); err != nil {
+			f.Close()
+			return err
+		}
+		s.mu.Lock()
+		delete(s.cut, path)
+		s.mu.Unlock()
 	}
 	st, err := f.Stat()
 	if err != nil {
@@ -76,8 +103,18 @@ func (s *storage) appendFile(path string, data []byte) error {
 	}
 	if err != nil {
 		// Truncating frees blocks: it works on a full disk.
-		if terr := f.Truncate(st.Size()); terr != nil {
+		terr := f.Truncate(st.Size())
+		if terr == nil && s.failTruncate != nil {
+			terr = s.failTruncate(path)
+		}
+		if terr != nil {
 			err = errors.Join(err, terr)
+			s.mu.Lock()
+			if s.cut == nil {
+				s.cut = map[string]int64{}
+			}
+			s.cut[path] = st.Size()
+			s.mu.Unlock()
 		}
 		f.Close()
 		return err
