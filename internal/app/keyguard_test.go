@@ -1,11 +1,14 @@
 package app
 
 import (
+	"fmt"
 	"net/http"
 	"os/exec"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/shoal-video/shoal/internal/testutil"
 )
 
 // TestKeyGuessingIsLimited: an address that sent too many wrong stream
@@ -55,4 +58,41 @@ func TestKeyGuessingIsLimited(t *testing.T) {
 		_, m := n.get("/metrics", "")
 		return metric(m, "shoal_ingest_refused_total", `reason="too_many_failures"`) >= 2
 	})
+}
+
+// TestKeyGuessingLimitedOnRTSPAndSRT: the one guard covers RTSP and SRT
+// too: after a wrong key over RTSP, the right key is held back over SRT
+// and over RTSP, each refusal counted for its protocol.
+func TestKeyGuessingLimitedOnRTSPAndSRT(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "SHOAL_INGEST_MAX_KEY_FAILURES_PER_MINUTE=1",
+		fmt.Sprintf("SHOAL_RTSP_ADDR=127.0.0.1:%d", freePort(t)),
+		fmt.Sprintf("SHOAL_SRT_ADDR=127.0.0.1:%d", testutil.FreeUDPPair(t)))
+	ls := n.createStream("guessing")
+	if ls.Ingest.RTSPURL == "" || ls.Ingest.SRTURL == "" {
+		t.Fatalf("ingest URLs %+v", ls.Ingest)
+	}
+	file := clip(t, 1)
+	run := func(format, url string) {
+		t.Helper()
+		if out, err := exec.Command("ffmpeg", "-v", "error", "-i", file, "-c", "copy", "-f", format, url).CombinedOutput(); err == nil {
+			t.Fatalf("publishing to %s was accepted: %s", url, out)
+		}
+	}
+	const wrong = "sk_wrongwrongwrongwrongwrongwrongwr"
+	run("rtsp", strings.Replace(ls.Ingest.RTSPURL, ls.StreamKey, wrong, 1))
+	run("mpegts", ls.Ingest.SRTURL)
+	run("rtsp", ls.Ingest.RTSPURL)
+	_, m := n.get("/metrics", "")
+	if v := metric(m, "shoal_ingest_refused_total", `protocol="rtsp",reason="unknown_key"`); v != 1 {
+		t.Errorf("RTSP unknown_key refusals %v, want 1", v)
+	}
+	for _, proto := range []string{"srt", "rtsp"} {
+		if v := metric(m, "shoal_ingest_refused_total", `protocol="`+proto+`",reason="too_many_failures"`); v < 1 {
+			t.Errorf("%s too_many_failures refusals %v, want at least 1", proto, v)
+		}
+	}
+	if s := n.status(ls.ID); s != "idle" {
+		t.Fatalf("status %q after refused publishes", s)
+	}
 }
