@@ -329,6 +329,7 @@ export class Delivery {
       const problem = dvrProblem(pl, this.dvr.get(parts[3]));
       if (problem) throw new DeliveryError(KIND.unlisted, problem);
       this.noteDVR(parts[3], pl);
+      await this.checkDVRGaps(c, parts[3], pl, signal);
     } else if (parts.length === 5) {
       // A media playlist must follow the signed manifest of the same
       // candidate: its segments a run of the manifest's, in order, at the
@@ -390,12 +391,15 @@ export class Delivery {
   noteDVR(rendition, pl) {
     let d = this.dvr.get(rendition);
     if (!d) {
-      d = { target: 0, names: new Map() };
+      d = { target: 0, names: new Map(), gapsChecked: new Set() };
       this.dvr.set(rendition, d);
     }
     d.target = pl.target;
     for (const [name, e] of d.names) {
-      if (e.kind === 'seg' && e.msn < pl.seq) d.names.delete(name);
+      if (e.kind === 'seg' && e.msn < pl.seq) {
+        d.names.delete(name);
+        d.gapsChecked.delete(name);
+      }
     }
     const first = pl.seq + pl.skipped;
     for (let j = 0; j < pl.segments.length; j++) {
@@ -413,6 +417,28 @@ export class Delivery {
     }
     for (const [name, e] of d.names) {
       if (e.kind === 'init' && e.last < pl.seq) d.names.delete(name);
+    }
+  }
+
+  // checkDVRGaps checks each segment DVR playlist pl marks EXT-X-GAP
+  // against its range manifest, once: hls.js never loads a gap, so a
+  // segment an edge hid as one would otherwise never be checked.
+  async checkDVRGaps(c, rendition, pl, signal) {
+    const d = this.dvr.get(rendition);
+    const first = pl.seq + pl.skipped;
+    for (let j = 0; j < pl.segments.length; j++) {
+      const name = pl.segments[j];
+      if (!pl.gaps[j] || d.gapsChecked.has(name)) continue;
+      const named = d.names.get(name);
+      const start = rangeStart(first + j);
+      let m = await this.rangeManifest(c, rendition, start, signal, false);
+      let problem = rangeProblem(m, start, name, named);
+      if (problem && !m.ended) {
+        m = await this.rangeManifest(c, rendition, start, signal, true);
+        problem = rangeProblem(m, start, name, named);
+      }
+      if (problem) throw new DeliveryError(KIND.unlisted, problem);
+      d.gapsChecked.add(name);
     }
   }
 

@@ -712,14 +712,32 @@ test('the loader never fetches a gap segment, and blames no edge for it', async 
   assert.equal(res.url, `${ORIGIN}${R}/index.m3u8`);
   assert.equal(d2.failures.length, 1);
   assert.equal(d2.failures[0].kind, KIND.unlisted);
-  // A gap in a DVR playlist: neither it nor its range manifest is fetched.
+  // A gap in a DVR playlist: checked once against its range manifest
+  // (hls.js never loads it), never fetched.
+  const gapDVR = DVR.replace('#EXTINF:2.000,\nd-99.m4s', '#EXT-X-GAP\n#EXTINF:2.000,\nd-99.m4s');
+  const gapRange = await manifestText({ seq: 100, ended: true, rendition: '360p',
+    entries: rangeEntries(0, 99).map((e) => (e[1] === 'd-99.m4s' ? ['gap', 'd-99.m4s', 2000] : e)) });
   const dvr = await dvrRoutes(EDGE);
-  dvr[`${EDGE}${R}/dvr.m3u8`] = DVR.replace('#EXTINF:2.000,\nd-99.m4s', '#EXT-X-GAP\n#EXTINF:2.000,\nd-99.m4s');
+  dvr[`${EDGE}${R}/dvr.m3u8`] = gapDVR;
+  dvr[`${EDGE}${R}/manifest-0.txt`] = gapRange;
   const calls3 = fakeFetch(dvr);
   const d3 = newDelivery();
   await d3.load(`${EDGE}${R}/dvr.m3u8`, 'playlist');
+  await d3.load(`${EDGE}${R}/dvr.m3u8`, 'playlist');
   assert.equal(d3.dvr.get('360p').names.get('d-99.m4s').gap, true);
   await assert.rejects(d3.load(`${EDGE}${R}/d-99.m4s`, 'media'), (err) => err.code === 404 && err.soft === true);
-  assert.deepEqual(calls3, [`${EDGE}${R}/dvr.m3u8`]);
+  assert.deepEqual(calls3, [`${EDGE}${R}/dvr.m3u8`, `${EDGE}${R}/manifest-0.txt`, `${EDGE}${R}/dvr.m3u8`]);
   assert.deepEqual(d3.failures, []);
+  // An edge whose DVR playlist hides a segment as a gap is dropped: the
+  // range manifest lists it as a segment; the playlist comes from the
+  // origin.
+  const lyingDVR = await dvrRoutes(EDGE);
+  lyingDVR[`${EDGE}${R}/dvr.m3u8`] = gapDVR;
+  fakeFetch({ ...lyingDVR, ...(await dvrRoutes(ORIGIN)) });
+  const d4 = newDelivery();
+  const res4 = await d4.load(`${EDGE}${R}/dvr.m3u8`, 'playlist');
+  assert.equal(res4.url, `${ORIGIN}${R}/dvr.m3u8`);
+  assert.equal(d4.failures.length, 1);
+  assert.equal(d4.failures[0].kind, KIND.unlisted);
+  assert.match(d4.failures[0].message, /d-99\.m4s as a gap/);
 });
