@@ -200,6 +200,12 @@ func TestRedisFlushed(t *testing.T) {
 	}
 	s.waitFor("the edge joined", 20*time.Second, func() bool { return edges() == 1 })
 	s.waitFor("2 segments", 30*time.Second, func() bool { return s.segments(ls.ID) >= 2 })
+	// A video ready, and one just uploaded (queued or being processed).
+	ready := s.upload(t, "ready before the flush")
+	if !s.waitReady(ready, 2*time.Minute) {
+		t.Fatal("the first video never became ready")
+	}
+	queued := s.upload(t, "queued at the flush")
 
 	if out, err := exec.Command("redis-cli", "-u", rs.URL, "FLUSHALL").CombinedOutput(); err != nil {
 		t.Fatalf("FLUSHALL: %v %s", err, out)
@@ -228,11 +234,19 @@ func TestRedisFlushed(t *testing.T) {
 	publisher(t, s.rtmp+"/"+ls2.StreamKey)
 	newLive := poll(30*time.Second, func() bool { return s.status(ls2.ID) == "live" })
 	vodReady := s.uploadAndWait(t, "after the flush")
+	// The videos' records come back from their copies; the queued one is
+	// processed again.
+	readyBack := s.waitReady(ready, 10*time.Second)
+	queuedDone := s.waitReady(queued, 2*time.Minute)
 	t.Logf("edge rejoined %v in %s; records restored %v in %s; the publisher reconnected with its key %v; segments kept coming %v; edge master %d, origin %d; signed still refused without a token %v; a new stream live %v",
 		rejoined, rejoin.Round(100*time.Millisecond), reregistered, reregister.Round(100*time.Millisecond), reconnected, kept, code, originCode, stillSigned, newLive)
-	pass := rejoined && reregistered && reconnected && kept && code == 200 && originCode == 200 && stillSigned && newLive && vodReady
+	pass := rejoined && reregistered && reconnected && kept && code == 200 && originCode == 200 && stillSigned && newLive && vodReady &&
+		readyBack && queuedDone
 	if !vodReady {
 		t.Error("a video uploaded after the flush was not processed")
+	}
+	if !readyBack || !queuedDone {
+		t.Errorf("the ready video's record restored %v; the video queued at the flush processed %v", readyBack, queuedDone)
 	}
 	if !pass {
 		t.Errorf("after FLUSHALL: edge rejoined %v, records restored %v, reconnected %v, segments kept coming %v, edge master %d, origin master %d, signed still refused %v, new stream live %v",
@@ -240,9 +254,9 @@ func TestRedisFlushed(t *testing.T) {
 	}
 	record(row{
 		Fault:    "Redis emptied (FLUSHALL) with a stream live and an edge serving it",
-		Load:     "2 live streams (one public, one signed), 1 edge, the API in use",
-		Survived: fmt.Sprintf("the broadcasts never stopped; the edge rejoined %.1f s later and still served the public one; the live streams' records were restored %.1f s after the flush and a publisher reconnected with its same key; the signed one still needs a token (its policy is kept on disk); a new stream went live and a new video was processed (the job queue recreated)", rejoin.Seconds(), reregister.Seconds()),
-		Lost:     "what only Redis held (records of streams not live, videos, API keys, node tokens, queued jobs); nothing on disk",
+		Load:     "2 live streams (one public, one signed), 1 edge, a video ready and one just queued, the API in use",
+		Survived: fmt.Sprintf("the broadcasts never stopped; the edge rejoined %.1f s later and still served the public one; the live streams' records were restored %.1f s after the flush and a publisher reconnected with its same key; the signed one still needs a token (its policy is kept on disk); the videos' records came back from their copies on disk and the queued one was processed again; a new stream went live and a new video was processed", rejoin.Seconds(), reregister.Seconds()),
+		Lost:     "what only Redis held: records of streams not live, API keys, node tokens, webhooks (run Redis with persistence); nothing on disk",
 		Pass:     pass,
 	})
 }
@@ -483,6 +497,14 @@ func TestKill9MidUpload(t *testing.T) {
 // reports whether it became ready within two minutes.
 func (s *shoal) uploadAndWait(t *testing.T, title string) bool {
 	t.Helper()
+	id := s.upload(t, title)
+	return id != "" && s.waitReady(id, 2*time.Minute)
+}
+
+// upload creates a video and PUTs a 3-second clip as its source; it
+// returns the video's id ("" on failure, reported).
+func (s *shoal) upload(t *testing.T, title string) string {
+	t.Helper()
 	clip := filepath.Join(t.TempDir(), "clip.mp4")
 	if out, err := exec.Command("ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30:duration=3",
 		"-c:v", "libx264", "-preset", "ultrafast", clip).CombinedOutput(); err != nil {
@@ -492,7 +514,7 @@ func (s *shoal) uploadAndWait(t *testing.T, title string) bool {
 	var v struct{ ID string }
 	if code != 201 || json.Unmarshal(body, &v) != nil {
 		t.Errorf("create video: %d %s", code, body)
-		return false
+		return ""
 	}
 	data, err := os.ReadFile(clip)
 	if err != nil {
@@ -503,15 +525,20 @@ func (s *shoal) uploadAndWait(t *testing.T, title string) bool {
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Errorf("PUT source: %v", err)
-		return false
+		return ""
 	}
 	resp.Body.Close()
 	if resp.StatusCode >= 300 {
 		t.Errorf("PUT source: %d", resp.StatusCode)
-		return false
+		return ""
 	}
-	return poll(2*time.Minute, func() bool {
-		_, b := s.get("/v1/videos/"+v.ID, adminKey)
+	return v.ID
+}
+
+// waitReady reports whether video id became ready within d.
+func (s *shoal) waitReady(id string, d time.Duration) bool {
+	return poll(d, func() bool {
+		_, b := s.get("/v1/videos/"+id, adminKey)
 		var got struct{ Status string }
 		_ = json.Unmarshal(b, &got)
 		return got.Status == "ready"

@@ -34,6 +34,8 @@ type VideoStore interface {
 	AbortUpload(ctx context.Context, id, how string) error
 	SourceReceived(ctx context.Context, id, how string, info routing.SourceInfo) error
 	FailVideo(ctx context.Context, id, how, msg string) error
+	// VideoFields is the record as Redis holds it (for its copy on disk).
+	VideoFields(ctx context.Context, id string) (map[string]string, error)
 }
 
 // Videos is what the API needs of the media side for uploads.
@@ -45,6 +47,9 @@ type Videos interface {
 	Probe(path string) (time.Duration, error)
 	// RemoveVideo deletes every file of video id (source and outputs).
 	RemoveVideo(id string) error
+	// SaveRecord keeps a copy of video id's record next to its files, for
+	// a Redis that loses its data.
+	SaveRecord(id string, fields map[string]string) error
 }
 
 // DefaultMaxUploadBytes is the largest video source accepted when
@@ -201,6 +206,7 @@ func (a *API) createVideo(c *gin.Context) {
 		a.fail(c, err, videoNotFound)
 		return
 	}
+	a.keepRecord(c.Request.Context(), v.ID)
 	c.JSON(http.StatusCreated, a.videoJSON(v))
 }
 
@@ -282,6 +288,7 @@ func (a *API) updateVideo(c *gin.Context) {
 		a.fail(c, err, videoNotFound)
 		return
 	}
+	a.keepRecord(c.Request.Context(), id)
 	c.JSON(http.StatusOK, a.videoJSON(v))
 }
 
@@ -501,6 +508,7 @@ func (a *API) sourceArrived(ctx context.Context, id, how, path string, size int6
 			return routing.Video{}, err
 		}
 		_ = os.Remove(path) // nothing will ever read it
+		a.keepRecord(ctx, id)
 		return routing.Video{}, &notAVideoError{msg: perr.Error()}
 	}
 	if err := a.store.SourceReceived(ctx, id, how, routing.SourceInfo{Bytes: size, Duration: dur}); err != nil {
@@ -514,7 +522,21 @@ func (a *API) sourceArrived(ctx context.Context, id, how, path string, size int6
 		}
 		return routing.Video{}, err
 	}
+	a.keepRecord(ctx, id)
 	return a.store.GetVideo(ctx, id)
+}
+
+// keepRecord saves a copy of video id's record next to its files, so that
+// a Redis that lost its data can be given it back (the origin restores
+// it, and queues the video again if it was being processed); best effort.
+func (a *API) keepRecord(ctx context.Context, id string) {
+	fields, err := a.store.VideoFields(ctx, id)
+	if err == nil {
+		err = a.videos.SaveRecord(id, fields)
+	}
+	if err != nil && !errors.Is(err, routing.ErrNotFound) {
+		a.log.Warn("keeping a copy of a video's record", "video", id, "err", err)
+	}
 }
 
 type notAVideoError struct{ msg string }

@@ -8,17 +8,20 @@ import (
 	"time"
 
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/transcode/vod"
 )
 
-// liveRecords keeps the record of every live stream this origin ingests,
-// as Redis had it when the broadcast started, and writes it back when
-// Redis loses it (restarted empty) while the stream is still live: the
-// publisher can reconnect with the same key, and the API, the webhooks and
-// the playback policy know the stream again, within one check (every
-// interval).
+// liveRecords gives a Redis that lost its data (restarted empty) back what
+// this origin knows, within one check (every interval):
+//   - the record of every live stream it ingests, as Redis had it when the
+//     broadcast started: the publisher can reconnect with the same key, and
+//     the API, the webhooks and the playback policy know the stream again;
+//   - the records of videos, from the copies kept next to their sources
+//     (vod.Files.SaveRecord), the videos being processed queued again.
 type liveRecords struct {
 	store    *routing.Store
 	isLive   func(id string) bool
+	videos   vod.Files
 	log      *slog.Logger
 	interval time.Duration
 	// checked, when set, is called after every pass (tests).
@@ -28,8 +31,8 @@ type liveRecords struct {
 	records map[string]routing.LiveStream
 }
 
-func newLiveRecords(store *routing.Store, isLive func(string) bool, log *slog.Logger) *liveRecords {
-	return &liveRecords{store: store, isLive: isLive, log: log, interval: 2 * time.Second, records: map[string]routing.LiveStream{}}
+func newLiveRecords(store *routing.Store, isLive func(string) bool, videos vod.Files, log *slog.Logger) *liveRecords {
+	return &liveRecords{store: store, isLive: isLive, videos: videos, log: log, interval: 2 * time.Second, records: map[string]routing.LiveStream{}}
 }
 
 // seen notes the record of a stream that started (or ended) here.
@@ -59,6 +62,9 @@ func (r *liveRecords) Run(ctx context.Context) error {
 // check restores the records Redis lost of streams live here, and forgets
 // the streams no longer live.
 func (r *liveRecords) check(ctx context.Context) {
+	if fresh, err := r.store.Epoch(ctx); err == nil && fresh {
+		r.restoreVideos(ctx)
+	}
 	r.mu.Lock()
 	var live []routing.LiveStream
 	for id, ls := range r.records {
@@ -83,5 +89,34 @@ func (r *liveRecords) check(ctx context.Context) {
 		if err != nil && !errors.Is(err, routing.ErrUnavailable) && ctx.Err() == nil {
 			r.log.Warn("checking a live stream's record", "stream", ls.ID, "err", err)
 		}
+	}
+}
+
+// restoreVideos writes back the video records Redis lacks from their
+// copies on disk, the videos being processed queued again.
+func (r *liveRecords) restoreVideos(ctx context.Context) {
+	restored, queued := 0, 0
+	err := r.videos.Records(func(id string, fields map[string]string) error {
+		ok, q, err := r.store.RestoreVideo(ctx, id, fields)
+		if err != nil {
+			if errors.Is(err, routing.ErrUnavailable) {
+				return err
+			}
+			r.log.Warn("a video's record copy could not be restored", "video", id, "err", err)
+			return nil
+		}
+		if ok {
+			restored++
+		}
+		if q {
+			queued++
+		}
+		return nil
+	})
+	if err != nil {
+		r.log.Warn("restoring video records", "err", err)
+	}
+	if restored > 0 {
+		r.log.Warn("redis had lost video records (restarted empty?): restored them from their copies", "videos", restored, "queued_again", queued)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/testutil/redistest"
+	"github.com/shoal-video/shoal/transcode/vod"
 )
 
 // TestLiveRecordsRestored: the record of a stream live here that Redis
@@ -32,7 +33,7 @@ func TestLiveRecordsRestored(t *testing.T) {
 	var live atomic.Bool
 	live.Store(true)
 	logs := &testutil.Buffer{}
-	r := newLiveRecords(store, func(id string) bool { return id == ls.ID && live.Load() }, slog.New(slog.NewTextHandler(logs, nil)))
+	r := newLiveRecords(store, func(id string) bool { return id == ls.ID && live.Load() }, vod.Files{SourceDir: t.TempDir()}, slog.New(slog.NewTextHandler(logs, nil)))
 	r.seen(snap)
 	r.check(ctx) // the record is there: nothing to do
 	if out, err := exec.Command("redis-cli", "-u", rs.URL, "FLUSHALL").CombinedOutput(); err != nil {
@@ -56,5 +57,79 @@ func TestLiveRecordsRestored(t *testing.T) {
 	r.check(ctx)
 	if _, err := store.GetLiveStream(ctx, ls.ID); !errors.Is(err, routing.ErrNotFound) {
 		t.Fatalf("a stream that ended was restored: %v", err)
+	}
+}
+
+// TestVideoRecordsRestored: a Redis that lost its data gets back the video
+// records kept next to their sources, and the video being processed is
+// queued again; records Redis still has are left alone.
+func TestVideoRecordsRestored(t *testing.T) {
+	t.Parallel()
+	rs := redistest.Start(t)
+	store, err := routing.NewStore(rs.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ctx := t.Context()
+	files := vod.Files{SourceDir: t.TempDir()}
+	keep := func(id string) {
+		t.Helper()
+		f, err := store.VideoFields(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := files.SaveRecord(id, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waiting, _ := store.CreateVideo(ctx, routing.VideoSpec{Title: "waiting", PlaybackPolicy: routing.PlaybackSigned})
+	keep(waiting.ID)
+	processing, _ := store.CreateVideo(ctx, routing.VideoSpec{Title: "processing"})
+	if err := store.BeginUpload(ctx, processing.ID, "put"); err != nil {
+		t.Fatal(err)
+	}
+	if err := store.SourceReceived(ctx, processing.ID, "put", routing.SourceInfo{Bytes: 1000}); err != nil {
+		t.Fatal(err)
+	}
+	keep(processing.ID)
+	// A worker made the queue (the workers make it again after a flush).
+	if err := store.EnsureJobQueue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	r := newLiveRecords(store, func(string) bool { return false }, files, slog.New(slog.NewTextHandler(&testutil.Buffer{}, nil)))
+	r.check(ctx) // Redis is new to this origin: nothing to restore
+	if q, _ := store.JobQueue(ctx); q.Waiting != 1 {
+		t.Fatalf("jobs before the flush: %+v", q)
+	}
+	if out, err := exec.Command("redis-cli", "-u", rs.URL, "FLUSHALL").CombinedOutput(); err != nil {
+		t.Fatalf("FLUSHALL: %v %s", err, out)
+	}
+	r.check(ctx)
+	if err := store.EnsureJobQueue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []routing.Video{waiting, processing} {
+		got, err := store.GetVideo(ctx, want.ID)
+		if err != nil || got.Title != want.Title {
+			t.Fatalf("%s after the restore: %+v %v", want.Title, got, err)
+		}
+	}
+	if got, _ := store.GetVideo(ctx, waiting.ID); got.PlaybackPolicy != routing.PlaybackSigned || got.Status != routing.VideoWaiting {
+		t.Fatalf("the waiting video restored as %+v", got)
+	}
+	if got, _ := store.GetVideo(ctx, processing.ID); got.Status != routing.VideoProcessing || got.SourceBytes != 1000 {
+		t.Fatalf("the processing video restored as %+v", got)
+	}
+	if q, err := store.JobQueue(ctx); err != nil || q.Waiting != 1 {
+		t.Fatalf("jobs after the restore: %+v %v, want the processing video queued again", q, err)
+	}
+	if list, _ := store.ListVideos(ctx, "", 10); len(list.Videos) != 2 {
+		t.Fatalf("%d videos listed after the restore", len(list.Videos))
+	}
+	// Once restored, a later check changes nothing.
+	r.check(ctx)
+	if q, _ := store.JobQueue(ctx); q.Waiting != 1 {
+		t.Fatalf("jobs after a second check: %+v", q)
 	}
 }

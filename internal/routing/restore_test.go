@@ -54,3 +54,47 @@ func TestRestoreLiveStream(t *testing.T) {
 		t.Fatal("a bad id was restored")
 	}
 }
+
+// TestRestoreVideo: a video record copy is written back only where Redis
+// has none and the video was not deleted; Epoch tells a Redis that lost
+// its data.
+func TestRestoreVideo(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	if fresh, err := s.Epoch(ctx); !fresh || err != nil {
+		t.Fatalf("first Epoch: %v %v, want fresh", fresh, err)
+	}
+	if fresh, _ := s.Epoch(ctx); fresh {
+		t.Fatal("a second Epoch is fresh")
+	}
+	v, _ := s.CreateVideo(ctx, VideoSpec{Title: "kept"})
+	fields, err := s.VideoFields(ctx, v.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := s.RestoreVideo(ctx, v.ID, fields); ok || err != nil {
+		t.Fatalf("restoring over an existing record: %v %v", ok, err)
+	}
+	if err := s.DeleteVideo(ctx, v.ID); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := s.RestoreVideo(ctx, v.ID, fields); ok || err != nil {
+		t.Fatalf("restoring a deleted video: %v %v", ok, err)
+	}
+	if err := s.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if fresh, _ := s.Epoch(ctx); !fresh {
+		t.Fatal("Epoch after FLUSHALL is not fresh")
+	}
+	if ok, queued, err := s.RestoreVideo(ctx, v.ID, fields); !ok || queued || err != nil {
+		t.Fatalf("restore after FLUSHALL: %v %v %v", ok, queued, err)
+	}
+	if got, err := s.GetVideo(ctx, v.ID); err != nil || got.Title != "kept" {
+		t.Fatalf("restored %+v %v", got, err)
+	}
+	if _, _, err := s.RestoreVideo(ctx, "x", map[string]string{"title": "no date"}); err == nil {
+		t.Fatal("a record without created_at was restored")
+	}
+}

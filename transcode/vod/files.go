@@ -1,6 +1,7 @@
 package vod
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -72,4 +73,65 @@ func (f Files) RemoveVideo(id string) error {
 		os.RemoveAll(filepath.Join(f.SourceDir, id)),
 		os.RemoveAll(filepath.Join(f.HLSDir, id)),
 	)
+}
+
+// recordFile is the name of the copy of a video's record kept next to its
+// source (SaveRecord).
+const recordFile = "record.json"
+
+// SaveRecord keeps a copy of video id's record (its fields as Redis holds
+// them) next to its source, so that a Redis that lost its data can be
+// given it back (Records).
+func (f Files) SaveRecord(id string, fields map[string]string) error {
+	if !ids.Valid(id) {
+		return fmt.Errorf("vod: invalid video id %q", id)
+	}
+	b, err := json.Marshal(fields)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Join(f.SourceDir, id)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(dir, recordFile)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		_ = os.Remove(tmp)
+		return err
+	}
+	return nil
+}
+
+// Records calls fn with every video record copy kept (SaveRecord); an
+// unreadable one is skipped. It stops at the first error fn returns.
+func (f Files) Records(fn func(id string, fields map[string]string) error) error {
+	entries, err := os.ReadDir(f.SourceDir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.IsDir() || !ids.Valid(e.Name()) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(f.SourceDir, e.Name(), recordFile))
+		if err != nil {
+			continue
+		}
+		var fields map[string]string
+		if json.Unmarshal(b, &fields) != nil {
+			continue
+		}
+		if err := fn(e.Name(), fields); err != nil {
+			return err
+		}
+	}
+	return nil
 }

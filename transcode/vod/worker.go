@@ -43,6 +43,9 @@ type Queue interface {
 	FinishJob(ctx context.Context, job routing.Job, attempt int, out routing.JobOutcome) error
 	FailJob(ctx context.Context, job routing.Job, attempt int, msg string, permanent bool, maxAttempts int) (bool, error)
 	JobQueue(ctx context.Context) (routing.JobQueueStats, error)
+	// VideoFields is the video's record as Redis holds it, for the copy
+	// kept next to its source (Files.SaveRecord).
+	VideoFields(ctx context.Context, id string) (map[string]string, error)
 }
 
 // Config configures a worker.
@@ -301,6 +304,7 @@ func (w *Worker) run(ctx context.Context, consumer string, job routing.Job) {
 		} else {
 			w.jobs.WithLabelValues("failed").Inc()
 			log.Warn("video failed", "err", err)
+			w.keepRecord(ctx, job.VideoID, log)
 		}
 		return
 	}
@@ -325,9 +329,22 @@ func (w *Worker) run(ctx context.Context, consumer string, job routing.Job) {
 		log.Error("recording a finished job; it will be retried", "err", err)
 		return
 	}
+	w.keepRecord(ctx, job.VideoID, log)
 	w.jobs.WithLabelValues("ready").Inc()
 	w.duration.Observe(time.Since(began).Seconds())
 	log.Info("video ready", "duration", out.Duration, "renditions", len(out.Renditions), "took", time.Since(began).Round(time.Millisecond))
+}
+
+// keepRecord saves a copy of the video's record next to its source, for a
+// Redis that loses its data (Files.SaveRecord); best effort.
+func (w *Worker) keepRecord(ctx context.Context, id string, log *slog.Logger) {
+	fields, err := w.queue.VideoFields(ctx, id)
+	if err == nil {
+		err = Files{SourceDir: w.cfg.SourceDir}.SaveRecord(id, fields)
+	}
+	if err != nil && !errors.Is(err, routing.ErrNotFound) {
+		log.Warn("keeping a copy of the video's record", "err", err)
+	}
 }
 
 // keepAlive touches the job with its progress every IdleTimeout/4 (at most
