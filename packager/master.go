@@ -50,6 +50,9 @@ type streamState struct {
 	audioEnded bool
 	audio      *variantInfo
 	lastMaster []byte
+	// masterUnwritten: the last master playlist could not be written (a
+	// full disk): it is written again at the next segment.
+	masterUnwritten bool
 	// epoch is the wall-clock time of the start of the stream's output
 	// timeline, which every rendition and the audio group share: a
 	// segment's EXT-X-PROGRAM-DATE-TIME is epoch plus its start.
@@ -273,7 +276,7 @@ func (st *streamState) writeMasterLocked(final bool) {
 		return
 	}
 	names := make([]string, 0, len(st.renditions))
-	changed := final
+	changed := final || st.masterUnwritten
 	for name, v := range st.renditions {
 		if v.segments == 0 {
 			continue
@@ -331,16 +334,18 @@ func (st *streamState) writeMasterLocked(final bool) {
 		return m.Variants[i].Name < m.Variants[j].Name
 	})
 	out := playlist.EncodeMaster(m)
-	if bytes.Equal(out, st.lastMaster) {
+	if bytes.Equal(out, st.lastMaster) && !st.masterUnwritten {
 		return
 	}
 	// A failed write (a full disk) is tried again at the next segment;
 	// live, the registry serves the playlist meanwhile.
 	if err := st.p.writeFile(filepath.Join(st.dir, "master.m3u8"), out); err != nil {
 		st.p.reportError(st.p.log.With("stream", st.id), "writing the master playlist", err)
+		st.masterUnwritten = true
 	} else {
-		st.lastMaster = out
+		st.masterUnwritten = false
 	}
+	st.lastMaster = out
 	if st.p.live != nil && !final {
 		st.p.live.Publish(st.id+"/master.m3u8", live.Snapshot{Data: out})
 	}
