@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/time/rate"
 
 	"github.com/shoal-video/shoal/internal/clientip"
 	"github.com/shoal-video/shoal/internal/config"
@@ -95,7 +96,13 @@ type edgeKeys struct {
 	now  func() time.Time
 
 	mu   sync.Mutex
-	keys map[string]nodeKeyEntry
+	keys map[string]nodeKeyEntry // joined edges' keys
+	// unknown remembers ids that are not joined edges, apart from keys so
+	// that requests naming made-up ids can't push real edges out; asks
+	// about ids seen for the first time are rate-limited (lookups), so
+	// such requests can't load Redis either.
+	unknown map[string]time.Time
+	lookups *rate.Limiter
 }
 
 type nodeKeyEntry struct {
@@ -108,10 +115,14 @@ type nodeKeyEntry struct {
 const (
 	nodeKeyTTL      = 3 * time.Second
 	maxNodeKeyCache = 10_000
+	// nodeKeyLookups bounds the registry lookups of ids not remembered, a
+	// second (burst as many).
+	nodeKeyLookups = 50
 )
 
 func newEdgeKeys(store *routing.Store) *edgeKeys {
-	return &edgeKeys{node: store.GetNode, now: time.Now, keys: map[string]nodeKeyEntry{}}
+	return &edgeKeys{node: store.GetNode, now: time.Now, keys: map[string]nodeKeyEntry{}, unknown: map[string]time.Time{},
+		lookups: rate.NewLimiter(nodeKeyLookups, nodeKeyLookups)}
 }
 
 // key returns the registered key of the joined edge id, nil if there is
@@ -120,9 +131,13 @@ func (k *edgeKeys) key(ctx context.Context, id string) ed25519.PublicKey {
 	now := k.now()
 	k.mu.Lock()
 	e, ok := k.keys[id]
+	at, isUnknown := k.unknown[id]
 	k.mu.Unlock()
 	if ok && now.Sub(e.at) < nodeKeyTTL && now.Sub(e.at) >= 0 {
 		return e.pub
+	}
+	if !ok && (isUnknown && now.Sub(at) < nodeKeyTTL && now.Sub(at) >= 0 || !k.lookups.AllowN(now, 1)) {
+		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
 	defer cancel()
@@ -139,11 +154,19 @@ func (k *edgeKeys) key(ctx context.Context, id string) ed25519.PublicKey {
 		}
 	}
 	k.mu.Lock()
+	defer k.mu.Unlock()
+	if pub == nil && !ok {
+		if len(k.unknown) >= maxNodeKeyCache {
+			clear(k.unknown)
+		}
+		k.unknown[id] = now
+		return nil
+	}
+	delete(k.unknown, id)
 	if len(k.keys) >= maxNodeKeyCache {
 		clear(k.keys)
 	}
 	k.keys[id] = nodeKeyEntry{pub: pub, at: now}
-	k.mu.Unlock()
 	return pub
 }
 

@@ -1,18 +1,22 @@
 package app
 
 import (
+	"context"
 	"crypto/ed25519"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/playback"
+	"github.com/shoal-video/shoal/internal/routing"
 )
 
 // getWith GETs url with the headers h (key, value pairs).
@@ -288,5 +292,41 @@ func TestIPBoundTokenThroughSiblingEdges(t *testing.T) {
 	}
 	if fromSibling != len(objects) {
 		t.Fatalf("%d of %d objects came through a sibling, want all", fromSibling, len(objects))
+	}
+}
+
+// TestEdgeKeysUnderMadeUpIDs: requests naming made-up node ids neither
+// load the registry beyond the lookup budget nor push a joined edge's key
+// out of memory.
+func TestEdgeKeysUnderMadeUpIDs(t *testing.T) {
+	t.Parallel()
+	now := time.Unix(1_800_000_000, 0)
+	_, edgePriv, _ := ed25519.GenerateKey(nil)
+	edgePub := edgePriv.Public().(ed25519.PublicKey)
+	edgeID := nodeproto.NodeID(edgePub)
+	var lookups atomic.Int32
+	k := newEdgeKeys(nil)
+	k.now = func() time.Time { return now }
+	k.node = func(_ context.Context, id string) (routing.Node, error) {
+		lookups.Add(1)
+		if id == edgeID {
+			return routing.Node{ID: id, Role: "edge", PublicKey: base64.StdEncoding.EncodeToString(edgePub)}, nil
+		}
+		return routing.Node{}, routing.ErrNotFound
+	}
+	if !edgePub.Equal(k.key(t.Context(), edgeID)) {
+		t.Fatal("the joined edge's key is not found")
+	}
+	for i := range 20_000 {
+		if k.key(t.Context(), fmt.Sprintf("madeup%06d", i)) != nil {
+			t.Fatal("a made-up id has a key")
+		}
+	}
+	if n := lookups.Load(); n > nodeKeyLookups+1 {
+		t.Fatalf("%d registry lookups for made-up ids in an instant, want at most %d", n-1, nodeKeyLookups)
+	}
+	before := lookups.Load()
+	if !edgePub.Equal(k.key(t.Context(), edgeID)) || lookups.Load() != before {
+		t.Fatal("the joined edge's key was pushed out by made-up ids")
 	}
 }
