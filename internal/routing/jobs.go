@@ -182,7 +182,7 @@ if a > tonumber(ARGV[4]) then
   redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])
   return {'gave_up'}
 end
-redis.call('HSET', KEYS[1], 'worker', ARGV[3], 'progress', 0, 'updated_at', ARGV[5])
+redis.call('HSET', KEYS[1], 'worker', ARGV[3], 'job', ARGV[1], 'progress', 0, 'updated_at', ARGV[5])
 return {'ok', tostring(a)}`)
 
 // TouchJob records the progress (0-100) of attempt and resets the job's
@@ -201,12 +201,12 @@ func (s *Store) TouchJob(ctx context.Context, job Job, consumer string, attempt,
 }
 
 var touchJobScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'status', 'attempts')
+local v = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'job')
 if not v[1] then
   redis.call('XACK', KEYS[2], ARGV[5], ARGV[4])
   return 'deleted'
 end
-if v[1] ~= 'processing' or v[2] ~= ARGV[1] then return 'stale' end
+if v[1] ~= 'processing' or v[2] ~= ARGV[1] or (v[3] and v[3] ~= ARGV[4]) then return 'stale' end
 redis.call('HSET', KEYS[1], 'progress', ARGV[2], 'updated_at', ARGV[3])
 redis.call('XCLAIM', KEYS[2], ARGV[5], ARGV[6], 0, ARGV[4], 'JUSTID')
 return 'ok'`)
@@ -239,12 +239,12 @@ func boolField(b bool) string {
 }
 
 var finishJobScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'title')
+local v = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'title', 'job')
 if not v[1] then
   redis.call('XACK', KEYS[2], ARGV[3], ARGV[2])
   return 'deleted'
 end
-if v[1] ~= 'processing' or v[2] ~= ARGV[1] then return 'stale' end
+if v[1] ~= 'processing' or v[2] ~= ARGV[1] or (v[4] and v[4] ~= ARGV[2]) then return 'stale' end
 redis.call('HSET', KEYS[1], 'status', 'ready', 'progress', 100, 'error', '', 'duration', ARGV[4],
   'renditions', ARGV[5], 'poster', ARGV[6], 'storyboard', ARGV[7], 'updated_at', ARGV[8])
 redis.call('HDEL', KEYS[1], 'worker', 'last_error')
@@ -276,12 +276,12 @@ func (s *Store) FailJob(ctx context.Context, job Job, attempt int, msg string, p
 }
 
 var failJobScript = redis.NewScript(`
-local v = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'title')
+local v = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'title', 'job')
 if not v[1] then
   redis.call('XACK', KEYS[2], ARGV[3], ARGV[2])
   return 'deleted'
 end
-if v[1] ~= 'processing' or v[2] ~= ARGV[1] then return 'stale' end
+if v[1] ~= 'processing' or v[2] ~= ARGV[1] or (v[4] and v[4] ~= ARGV[2]) then return 'stale' end
 redis.call('XACK', KEYS[2], ARGV[3], ARGV[2])
 if ARGV[5] == '1' or tonumber(ARGV[1]) >= tonumber(ARGV[6]) then
   redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[4], 'progress', 0, 'updated_at', ARGV[7])

@@ -59,7 +59,7 @@ func (s *Store) RestoreVideo(ctx context.Context, id string, fields map[string]s
 			switch k {
 			case fieldAttempts, fieldProgress:
 				val = "0"
-			case "worker":
+			case "worker", "job":
 				continue
 			}
 		}

@@ -3,6 +3,7 @@ package routing
 import (
 	"errors"
 	"testing"
+	"time"
 )
 
 // TestRestoreLiveStream: a live stream's record lost with Redis's data is
@@ -96,5 +97,54 @@ func TestRestoreVideo(t *testing.T) {
 	}
 	if _, _, err := s.RestoreVideo(ctx, "x", map[string]string{"title": "no date"}); err == nil {
 		t.Fatal("a record without created_at was restored")
+	}
+}
+
+// TestRestoredJobFencesTheOldAttempt: a video restored as processing is
+// queued again; the attempt that ran before Redis lost its data, whatever
+// its attempt number, can neither touch nor finish the new one.
+func TestRestoredJobFencesTheOldAttempt(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	if err := s.EnsureJobQueue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v, _ := s.CreateVideo(ctx, VideoSpec{Title: "v"})
+	if err := s.BeginUpload(ctx, v.ID, "put"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SourceReceived(ctx, v.ID, "put", SourceInfo{Bytes: 10}); err != nil {
+		t.Fatal(err)
+	}
+	fields, err := s.VideoFields(ctx, v.ID) // the copy, taken at arrival
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := mustNextJob(t, s, "w1", time.Hour)
+	if st, err := s.StartJob(ctx, old, "w1", 3); err != nil || st.Attempt != 1 {
+		t.Fatalf("start: %+v %v", st, err)
+	}
+	if err := s.rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if ok, queued, err := s.RestoreVideo(ctx, v.ID, fields); !ok || !queued || err != nil {
+		t.Fatalf("restore: %v %v %v", ok, queued, err)
+	}
+	if err := s.EnsureJobQueue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	fresh := mustNextJob(t, s, "w2", time.Hour)
+	if st, err := s.StartJob(ctx, fresh, "w2", 3); err != nil || st.Attempt != 1 {
+		t.Fatalf("start after the restore: %+v %v", st, err)
+	}
+	if err := s.TouchJob(ctx, old, "w1", 1, 50); !errors.Is(err, ErrJobLost) {
+		t.Fatalf("the old attempt's touch: %v, want ErrJobLost", err)
+	}
+	if err := s.FinishJob(ctx, old, 1, JobOutcome{}); !errors.Is(err, ErrJobLost) {
+		t.Fatalf("the old attempt's finish: %v, want ErrJobLost", err)
+	}
+	if err := s.TouchJob(ctx, fresh, "w2", 1, 50); err != nil {
+		t.Fatalf("the new attempt's touch: %v", err)
 	}
 }
