@@ -13,9 +13,10 @@ import (
 
 // liveRecords gives a Redis that lost its data (restarted empty) back what
 // this origin knows, within one check (every interval):
-//   - the record of every live stream it ingests, as Redis had it when the
-//     broadcast started: the publisher can reconnect with the same key, and
-//     the API, the webhooks and the playback policy know the stream again;
+//   - the record of every live stream it ingests, as Redis had it at the
+//     last check (a key reset or a policy changed during the broadcast
+//     included): the publisher can reconnect with its key, and the API,
+//     the webhooks and the playback policy know the stream again;
 //   - the records of videos, from the copies kept next to their sources
 //     (vod.Files.SaveRecord), the videos being processed queued again.
 type liveRecords struct {
@@ -77,7 +78,16 @@ func (r *liveRecords) check(ctx context.Context) {
 	r.mu.Unlock()
 	for _, ls := range live {
 		cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		_, err := r.store.GetLiveStream(cctx, ls.ID)
+		got, err := r.store.GetLiveStream(cctx, ls.ID)
+		if err == nil {
+			// The copy follows the record (a key reset, a policy
+			// changed during the broadcast): at most one check old.
+			r.mu.Lock()
+			if _, ok := r.records[ls.ID]; ok {
+				r.records[ls.ID] = got
+			}
+			r.mu.Unlock()
+		}
 		if errors.Is(err, routing.ErrNotFound) {
 			var ok bool
 			if ok, err = r.store.RestoreLiveStream(cctx, ls); ok {

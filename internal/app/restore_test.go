@@ -36,16 +36,30 @@ func TestLiveRecordsRestored(t *testing.T) {
 	r := newLiveRecords(store, func(id string) bool { return id == ls.ID && live.Load() }, vod.Files{SourceDir: t.TempDir()}, slog.New(slog.NewTextHandler(logs, nil)))
 	r.seen(snap)
 	r.check(ctx) // the record is there: nothing to do
+	// Mid-broadcast, the key is reset and the stream made signed: the
+	// copy follows at the next check.
+	reset, err := store.ResetStreamKey(ctx, ls.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signed := routing.PlaybackSigned
+	if _, err := store.UpdateLiveStream(ctx, ls.ID, routing.LiveStreamUpdate{PlaybackPolicy: &signed}); err != nil {
+		t.Fatal(err)
+	}
+	r.check(ctx)
 	if out, err := exec.Command("redis-cli", "-u", rs.URL, "FLUSHALL").CombinedOutput(); err != nil {
 		t.Fatalf("FLUSHALL: %v %s", err, out)
 	}
 	r.check(ctx)
 	got, err := store.GetLiveStream(ctx, ls.ID)
-	if err != nil || got.Name != "on air" {
+	if err != nil || got.Name != "on air" || got.PlaybackPolicy != routing.PlaybackSigned {
 		t.Fatalf("after the check: %+v %v", got, err)
 	}
-	if id, err := store.LiveStreamIDByKey(ctx, ls.StreamKey); id != ls.ID || err != nil {
+	if id, err := store.LiveStreamIDByKey(ctx, reset.StreamKey); id != ls.ID || err != nil {
 		t.Fatalf("the stream key after the restore: %q %v", id, err)
+	}
+	if _, err := store.LiveStreamIDByKey(ctx, ls.StreamKey); !errors.Is(err, routing.ErrNotFound) {
+		t.Fatalf("the key reset before the flush works again: %v", err)
 	}
 	// Over: forgotten, and not restored again.
 	live.Store(false)
