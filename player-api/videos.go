@@ -50,6 +50,8 @@ type Videos interface {
 	// SaveRecord keeps a copy of video id's record next to its files, for
 	// a Redis that loses its data.
 	SaveRecord(id string, fields map[string]string) error
+	// DropRecord removes that copy (the video was deleted meanwhile).
+	DropRecord(id string) error
 }
 
 // DefaultMaxUploadBytes is the largest video source accepted when
@@ -533,6 +535,13 @@ func (a *API) keepRecord(ctx context.Context, id string) {
 	fields, err := a.store.VideoFields(ctx, id)
 	if err == nil {
 		err = a.videos.SaveRecord(id, fields)
+	}
+	if err == nil {
+		// Deleted while the copy was written (a delete removes the
+		// record, then the files): the copy must not outlive it.
+		if _, err = a.store.VideoFields(ctx, id); errors.Is(err, routing.ErrNotFound) {
+			err = a.videos.DropRecord(id)
+		}
 	}
 	if err != nil && !errors.Is(err, routing.ErrNotFound) {
 		a.log.Warn("keeping a copy of a video's record", "video", id, "err", err)

@@ -121,7 +121,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return err
 	}
 	signed := newPolicyCache(store, filepath.Join(cfg.DataDir, "policies"))
-	records := newLiveRecords(store, hub.IsLive, videoFiles(cfg), log.With("component", "live"))
+	records := newLiveRecords(store, hub.IsLive, videoFiles(cfg), filepath.Join(cfg.DataDir, "redis-epoch"), log.With("component", "live"))
 	announcer := newLiveAnnouncer(hub, store, log.With("component", "events"), func(ls routing.LiveStream) {
 		signed.remember(ls.ID, ls.PlaybackPolicy == routing.PlaybackSigned)
 		records.seen(ls)

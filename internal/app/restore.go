@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -28,12 +30,23 @@ type liveRecords struct {
 	// checked, when set, is called after every pass (tests).
 	checked func()
 
+	// epochFile keeps the mark of the Redis whose data this origin last
+	// checked (routing.Store.Epoch): a mark that is gone or changed, even
+	// while the origin was down, means the records are to be restored.
+	epochFile string
+	epoch     string
+
 	mu      sync.Mutex
 	records map[string]routing.LiveStream
 }
 
-func newLiveRecords(store *routing.Store, isLive func(string) bool, videos vod.Files, log *slog.Logger) *liveRecords {
-	return &liveRecords{store: store, isLive: isLive, videos: videos, log: log, interval: 2 * time.Second, records: map[string]routing.LiveStream{}}
+func newLiveRecords(store *routing.Store, isLive func(string) bool, videos vod.Files, epochFile string, log *slog.Logger) *liveRecords {
+	r := &liveRecords{store: store, isLive: isLive, videos: videos, epochFile: epochFile, log: log, interval: 2 * time.Second,
+		records: map[string]routing.LiveStream{}}
+	if b, err := os.ReadFile(epochFile); err == nil {
+		r.epoch = strings.TrimSpace(string(b))
+	}
+	return r
 }
 
 // seen notes the record of a stream that started (or ended) here.
@@ -63,8 +76,17 @@ func (r *liveRecords) Run(ctx context.Context) error {
 // check restores the records Redis lost of streams live here, and forgets
 // the streams no longer live.
 func (r *liveRecords) check(ctx context.Context) {
-	if fresh, err := r.store.Epoch(ctx); err == nil && fresh {
-		r.restoreVideos(ctx)
+	if cur, err := r.store.Epoch(ctx); err == nil && (cur == "" || cur != r.epoch) {
+		// Marked only once every copy was restored: a pass cut short
+		// (Redis down again, a restart) runs again.
+		if r.restoreVideos(ctx) == nil {
+			if mark, err := r.store.MarkEpoch(ctx); err == nil {
+				r.epoch = mark
+				if err := os.WriteFile(r.epochFile, []byte(mark+"\n"), 0o644); err != nil {
+					r.log.Warn("keeping the Redis mark", "err", err)
+				}
+			}
+		}
 	}
 	r.mu.Lock()
 	var live []routing.LiveStream
@@ -103,8 +125,9 @@ func (r *liveRecords) check(ctx context.Context) {
 }
 
 // restoreVideos writes back the video records Redis lacks from their
-// copies on disk, the videos being processed queued again.
-func (r *liveRecords) restoreVideos(ctx context.Context) {
+// copies on disk, the videos being processed queued again. It fails when
+// Redis did not answer (the pass is to run again).
+func (r *liveRecords) restoreVideos(ctx context.Context) error {
 	restored, queued := 0, 0
 	err := r.videos.Records(func(id string, fields map[string]string) error {
 		ok, q, err := r.store.RestoreVideo(ctx, id, fields)
@@ -123,10 +146,11 @@ func (r *liveRecords) restoreVideos(ctx context.Context) {
 		}
 		return nil
 	})
-	if err != nil {
-		r.log.Warn("restoring video records", "err", err)
-	}
 	if restored > 0 {
 		r.log.Warn("redis had lost video records (restarted empty?): restored them from their copies", "videos", restored, "queued_again", queued)
 	}
+	if err != nil {
+		r.log.Warn("restoring video records", "err", err)
+	}
+	return err
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"os/exec"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 
@@ -33,7 +34,8 @@ func TestLiveRecordsRestored(t *testing.T) {
 	var live atomic.Bool
 	live.Store(true)
 	logs := &testutil.Buffer{}
-	r := newLiveRecords(store, func(id string) bool { return id == ls.ID && live.Load() }, vod.Files{SourceDir: t.TempDir()}, slog.New(slog.NewTextHandler(logs, nil)))
+	r := newLiveRecords(store, func(id string) bool { return id == ls.ID && live.Load() }, vod.Files{SourceDir: t.TempDir()},
+		filepath.Join(t.TempDir(), "redis-epoch"), slog.New(slog.NewTextHandler(logs, nil)))
 	r.seen(snap)
 	r.check(ctx) // the record is there: nothing to do
 	// Mid-broadcast, the key is reset and the stream made signed: the
@@ -111,7 +113,8 @@ func TestVideoRecordsRestored(t *testing.T) {
 	if err := store.EnsureJobQueue(ctx); err != nil {
 		t.Fatal(err)
 	}
-	r := newLiveRecords(store, func(string) bool { return false }, files, slog.New(slog.NewTextHandler(&testutil.Buffer{}, nil)))
+	epochFile := filepath.Join(t.TempDir(), "redis-epoch")
+	r := newLiveRecords(store, func(string) bool { return false }, files, epochFile, slog.New(slog.NewTextHandler(&testutil.Buffer{}, nil)))
 	r.check(ctx) // Redis is new to this origin: nothing to restore
 	if q, _ := store.JobQueue(ctx); q.Waiting != 1 {
 		t.Fatalf("jobs before the flush: %+v", q)
@@ -145,5 +148,19 @@ func TestVideoRecordsRestored(t *testing.T) {
 	r.check(ctx)
 	if q, _ := store.JobQueue(ctx); q.Waiting != 1 {
 		t.Fatalf("jobs after a second check: %+v", q)
+	}
+	// Flushed again, and another origin marked the empty Redis first:
+	// this origin (restarted, reading its mark from disk) restores all
+	// the same.
+	if out, err := exec.Command("redis-cli", "-u", rs.URL, "FLUSHALL").CombinedOutput(); err != nil {
+		t.Fatalf("FLUSHALL: %v %s", err, out)
+	}
+	if _, err := store.MarkEpoch(ctx); err != nil {
+		t.Fatal(err)
+	}
+	restarted := newLiveRecords(store, func(string) bool { return false }, files, epochFile, slog.New(slog.NewTextHandler(&testutil.Buffer{}, nil)))
+	restarted.check(ctx)
+	if _, err := store.GetVideo(ctx, waiting.ID); err != nil {
+		t.Fatalf("after a flush another origin marked: %v", err)
 	}
 }

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/redis/go-redis/v9"
@@ -17,14 +18,26 @@ import (
 
 const epochKey = "shoal:epoch"
 
-// Epoch marks this Redis as known to Shoal. It reports true when the mark
-// was missing: a Redis used for the first time, or one that lost its data.
-func (s *Store) Epoch(ctx context.Context) (fresh bool, err error) {
-	ok, err := s.rdb.SetNX(ctx, epochKey, ids.New(), 0).Result()
-	if err != nil {
-		return false, wrapErr("epoch", err)
+// Epoch is the mark of this Redis's data ("" when there is none: a Redis
+// used for the first time, or one that lost its data). An origin that
+// sees it change or go restores what it kept, then calls MarkEpoch.
+func (s *Store) Epoch(ctx context.Context) (string, error) {
+	v, err := s.rdb.Get(ctx, epochKey).Result()
+	if errors.Is(err, redis.Nil) {
+		return "", nil
 	}
-	return ok, nil
+	if err != nil {
+		return "", wrapErr("epoch", err)
+	}
+	return v, nil
+}
+
+// MarkEpoch gives this Redis a mark if it has none and returns the mark.
+func (s *Store) MarkEpoch(ctx context.Context) (string, error) {
+	if err := s.rdb.SetNX(ctx, epochKey, ids.New(), 0).Err(); err != nil {
+		return "", wrapErr("epoch", err)
+	}
+	return s.Epoch(ctx)
 }
 
 // VideoFields is the record of video id as Redis holds it (for a copy that

@@ -63,11 +63,15 @@ func TestRestoreVideo(t *testing.T) {
 	t.Parallel()
 	s, _ := newTestStore(t)
 	ctx := t.Context()
-	if fresh, err := s.Epoch(ctx); !fresh || err != nil {
-		t.Fatalf("first Epoch: %v %v, want fresh", fresh, err)
+	if e, err := s.Epoch(ctx); e != "" || err != nil {
+		t.Fatalf("Epoch of a new Redis: %q %v, want none", e, err)
 	}
-	if fresh, _ := s.Epoch(ctx); fresh {
-		t.Fatal("a second Epoch is fresh")
+	mark, err := s.MarkEpoch(ctx)
+	if mark == "" || err != nil {
+		t.Fatalf("MarkEpoch: %q %v", mark, err)
+	}
+	if again, _ := s.MarkEpoch(ctx); again != mark {
+		t.Fatalf("a second MarkEpoch changed the mark: %q, was %q", again, mark)
 	}
 	v, _ := s.CreateVideo(ctx, VideoSpec{Title: "kept"})
 	fields, err := s.VideoFields(ctx, v.ID)
@@ -86,8 +90,8 @@ func TestRestoreVideo(t *testing.T) {
 	if err := s.rdb.FlushAll(ctx).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if fresh, _ := s.Epoch(ctx); !fresh {
-		t.Fatal("Epoch after FLUSHALL is not fresh")
+	if e, _ := s.Epoch(ctx); e != "" {
+		t.Fatalf("Epoch after FLUSHALL: %q, want none", e)
 	}
 	if ok, queued, err := s.RestoreVideo(ctx, v.ID, fields); !ok || queued || err != nil {
 		t.Fatalf("restore after FLUSHALL: %v %v %v", ok, queued, err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/ids"
@@ -77,11 +78,16 @@ func (f Files) RemoveVideo(id string) error {
 
 // recordFile is the name of the copy of a video's record kept next to its
 // source (SaveRecord).
-const recordFile = "record.json"
+const (
+	recordFile = "record.json"
+	recordLock = "record.lock"
+)
 
 // SaveRecord keeps a copy of video id's record (its fields as Redis holds
 // them) next to its source, so that a Redis that lost its data can be
-// given it back (Records).
+// given it back (Records). Writers (the API, workers) may race: under a
+// lock, a copy replaces the one there only when it is as new or newer
+// (updated_at), so the last state wins whatever the order of the writes.
 func (f Files) SaveRecord(id string, fields map[string]string) error {
 	if !ids.Valid(id) {
 		return fmt.Errorf("vod: invalid video id %q", id)
@@ -94,17 +100,76 @@ func (f Files) SaveRecord(id string, fields map[string]string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	unlock, err := lockFile(filepath.Join(dir, recordLock))
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	path := filepath.Join(dir, recordFile)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o644); err != nil {
-		_ = os.Remove(tmp)
+	if old, err := os.ReadFile(path); err == nil {
+		var was map[string]string
+		if json.Unmarshal(old, &was) == nil && newer(was["updated_at"], fields["updated_at"]) {
+			return nil
+		}
+	}
+	tmp, err := os.CreateTemp(dir, recordFile+".*.tmp")
+	if err != nil {
 		return err
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		_ = os.Remove(tmp)
-		return err
+	_, err = tmp.Write(b)
+	if err == nil {
+		err = tmp.Sync()
 	}
-	return nil
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		_ = os.Remove(tmp.Name())
+	}
+	return err
+}
+
+// DropRecord removes video id's record copy (the video was deleted while
+// it was written), and its directory if nothing else is left in it.
+func (f Files) DropRecord(id string) error {
+	if !ids.Valid(id) {
+		return fmt.Errorf("vod: invalid video id %q", id)
+	}
+	dir := filepath.Join(f.SourceDir, id)
+	err := os.Remove(filepath.Join(dir, recordFile))
+	_ = os.Remove(filepath.Join(dir, recordLock))
+	_ = os.Remove(dir) // only when empty
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	return err
+}
+
+// newer tells whether RFC 3339 time a is later than b (unparsable: no).
+func newer(a, b string) bool {
+	ta, err1 := time.Parse(time.RFC3339Nano, a)
+	tb, err2 := time.Parse(time.RFC3339Nano, b)
+	return err1 == nil && err2 == nil && ta.After(tb)
+}
+
+// lockFile takes an exclusive lock on the file at path (made if missing)
+// and returns what releases it.
+func lockFile(path string) (func(), error) {
+	fl, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	if err := syscall.Flock(int(fl.Fd()), syscall.LOCK_EX); err != nil {
+		fl.Close()
+		return nil, err
+	}
+	return func() {
+		_ = syscall.Flock(int(fl.Fd()), syscall.LOCK_UN)
+		fl.Close()
+	}, nil
 }
 
 // Records calls fn with every video record copy kept (SaveRecord); an

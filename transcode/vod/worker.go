@@ -338,9 +338,16 @@ func (w *Worker) run(ctx context.Context, consumer string, job routing.Job) {
 // keepRecord saves a copy of the video's record next to its source, for a
 // Redis that loses its data (Files.SaveRecord); best effort.
 func (w *Worker) keepRecord(ctx context.Context, id string, log *slog.Logger) {
+	files := Files{SourceDir: w.cfg.SourceDir}
 	fields, err := w.queue.VideoFields(ctx, id)
 	if err == nil {
-		err = Files{SourceDir: w.cfg.SourceDir}.SaveRecord(id, fields)
+		err = files.SaveRecord(id, fields)
+	}
+	if err == nil {
+		// Deleted while the copy was written: it must not outlive it.
+		if _, err = w.queue.VideoFields(ctx, id); errors.Is(err, routing.ErrNotFound) {
+			err = files.DropRecord(id)
+		}
 	}
 	if err != nil && !errors.Is(err, routing.ErrNotFound) {
 		log.Warn("keeping a copy of the video's record", "err", err)
