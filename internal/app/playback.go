@@ -79,13 +79,20 @@ func (p *policyCache) keep(id string, signed bool) {
 		if err := os.MkdirAll(p.dir, 0o755); err != nil {
 			return
 		}
-		tmp := path + ".tmp"
-		if err := os.WriteFile(tmp, []byte(val), 0o644); err != nil {
-			_ = os.Remove(tmp)
+		// A temporary file of its own: lookups of one id may run at once.
+		f, err := os.CreateTemp(p.dir, id+".*.tmp")
+		if err != nil {
 			return
 		}
-		if err := os.Rename(tmp, path); err != nil {
-			_ = os.Remove(tmp)
+		_, err = f.WriteString(val)
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(f.Name(), path)
+		}
+		if err != nil {
+			_ = os.Remove(f.Name())
 			return
 		}
 	}

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"log/slog"
+	"net"
 	"net/http"
 	"sync"
 	"time"
@@ -64,7 +65,7 @@ func (v *vouchVerifier) vouched(r *http.Request) (string, bool) {
 		v.reject(r, "malformed", err)
 		return "", false
 	}
-	pub := v.keyOf(r.Context(), claim.NodeID)
+	pub := v.keyOf(withPeer(r.Context(), r.RemoteAddr), claim.NodeID)
 	if pub == nil {
 		v.reject(r, "unknown_node", errors.New("node "+claim.NodeID+" may not vouch here"))
 		return "", false
@@ -102,7 +103,33 @@ type edgeKeys struct {
 	// about ids seen for the first time are rate-limited (lookups), so
 	// such requests can't load Redis either.
 	unknown map[string]time.Time
-	lookups *rate.Limiter
+	lookups map[string]*rate.Limiter // by the asking connection's host (withPeer)
+}
+
+type peerKey struct{}
+
+// withPeer names the connection (host:port) a lookup is made for: the
+// lookups of ids not remembered are budgeted per host, so one client
+// naming made-up ids can't spend everyone's (a new edge's first vouches).
+func withPeer(ctx context.Context, remote string) context.Context {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	return context.WithValue(ctx, peerKey{}, host)
+}
+
+// allowLookup spends one lookup of peer's budget; under k.mu.
+func (k *edgeKeys) allowLookup(peer string, now time.Time) bool {
+	l := k.lookups[peer]
+	if l == nil {
+		if len(k.lookups) >= maxNodeKeyCache {
+			clear(k.lookups)
+		}
+		l = rate.NewLimiter(nodeKeyLookups, nodeKeyLookups)
+		k.lookups[peer] = l
+	}
+	return l.AllowN(now, 1)
 }
 
 type nodeKeyEntry struct {
@@ -115,28 +142,31 @@ type nodeKeyEntry struct {
 const (
 	nodeKeyTTL      = 3 * time.Second
 	maxNodeKeyCache = 10_000
-	// nodeKeyLookups bounds the registry lookups of ids not remembered, a
-	// second (burst as many).
-	nodeKeyLookups = 50
+	// nodeKeyLookups bounds the registry lookups of ids not remembered
+	// that one host's requests cause, a second (burst as many).
+	nodeKeyLookups = 20
 )
 
 func newEdgeKeys(store *routing.Store) *edgeKeys {
 	return &edgeKeys{node: store.GetNode, now: time.Now, keys: map[string]nodeKeyEntry{}, unknown: map[string]time.Time{},
-		lookups: rate.NewLimiter(nodeKeyLookups, nodeKeyLookups)}
+		lookups: map[string]*rate.Limiter{}}
 }
 
 // key returns the registered key of the joined edge id, nil if there is
 // none. When the registry cannot answer, the last known answer stands.
 func (k *edgeKeys) key(ctx context.Context, id string) ed25519.PublicKey {
 	now := k.now()
+	peer, _ := ctx.Value(peerKey{}).(string)
 	k.mu.Lock()
 	e, ok := k.keys[id]
 	at, isUnknown := k.unknown[id]
+	fresh := ok && now.Sub(e.at) < nodeKeyTTL && now.Sub(e.at) >= 0
+	skip := !ok && (isUnknown && now.Sub(at) < nodeKeyTTL && now.Sub(at) >= 0 || !k.allowLookup(peer, now))
 	k.mu.Unlock()
-	if ok && now.Sub(e.at) < nodeKeyTTL && now.Sub(e.at) >= 0 {
+	if fresh {
 		return e.pub
 	}
-	if !ok && (isUnknown && now.Sub(at) < nodeKeyTTL && now.Sub(at) >= 0 || !k.lookups.AllowN(now, 1)) {
+	if skip {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Second)
@@ -156,10 +186,14 @@ func (k *edgeKeys) key(ctx context.Context, id string) ed25519.PublicKey {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	if pub == nil && !ok {
-		if len(k.unknown) >= maxNodeKeyCache {
-			clear(k.unknown)
+		// Remembered as not an edge only when the registry said so: after
+		// a failed lookup, a new edge is asked about again.
+		if errors.Is(err, routing.ErrNotFound) || err == nil {
+			if len(k.unknown) >= maxNodeKeyCache {
+				clear(k.unknown)
+			}
+			k.unknown[id] = now
 		}
-		k.unknown[id] = now
 		return nil
 	}
 	delete(k.unknown, id)

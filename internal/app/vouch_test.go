@@ -304,6 +304,9 @@ func TestEdgeKeysUnderMadeUpIDs(t *testing.T) {
 	_, edgePriv, _ := ed25519.GenerateKey(nil)
 	edgePub := edgePriv.Public().(ed25519.PublicKey)
 	edgeID := nodeproto.NodeID(edgePub)
+	_, newPriv, _ := ed25519.GenerateKey(nil)
+	newPub := newPriv.Public().(ed25519.PublicKey)
+	newID := nodeproto.NodeID(newPub)
 	var lookups atomic.Int32
 	k := newEdgeKeys(nil)
 	k.now = func() time.Time { return now }
@@ -312,13 +315,17 @@ func TestEdgeKeysUnderMadeUpIDs(t *testing.T) {
 		if id == edgeID {
 			return routing.Node{ID: id, Role: "edge", PublicKey: base64.StdEncoding.EncodeToString(edgePub)}, nil
 		}
+		if id == newID {
+			return routing.Node{ID: id, Role: "edge", PublicKey: base64.StdEncoding.EncodeToString(newPub)}, nil
+		}
 		return routing.Node{}, routing.ErrNotFound
 	}
 	if !edgePub.Equal(k.key(t.Context(), edgeID)) {
 		t.Fatal("the joined edge's key is not found")
 	}
+	attacker := withPeer(t.Context(), "198.51.100.9:40000")
 	for i := range 20_000 {
-		if k.key(t.Context(), fmt.Sprintf("madeup%06d", i)) != nil {
+		if k.key(attacker, fmt.Sprintf("madeup%06d", i)) != nil {
 			t.Fatal("a made-up id has a key")
 		}
 	}
@@ -328,5 +335,10 @@ func TestEdgeKeysUnderMadeUpIDs(t *testing.T) {
 	before := lookups.Load()
 	if !edgePub.Equal(k.key(t.Context(), edgeID)) || lookups.Load() != before {
 		t.Fatal("the joined edge's key was pushed out by made-up ids")
+	}
+	// An edge that just joined, asking from its own address, is looked up
+	// although the attacker spent its budget.
+	if !newPub.Equal(k.key(withPeer(t.Context(), "192.0.2.1:5000"), newID)) {
+		t.Fatal("a new edge is not found while another host floods made-up ids")
 	}
 }
