@@ -598,3 +598,56 @@ func TestTargetDurationStaysPut(t *testing.T) {
 		}
 	}
 }
+
+// TestAudioBeforeTheFirstKeyframe: audio that reaches the packager before
+// the first video keyframe of the same instant (a muxer's order, a loaded
+// machine) is kept from the keyframe's time on, not dropped: the audio
+// starts with the video.
+func TestAudioBeforeTheFirstKeyframe(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, FormatFMP4, 0)
+	pub, err := r.hub.Publish(media.StreamKey{Name: "early", Rendition: media.RenditionSource}, tracks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	audio := func(a int) {
+		pub.Write(&media.AccessUnit{Track: 1, DTS: int64(a) * 1024, PTS: int64(a) * 1024, Keyframe: true, Payload: [][]byte{{0x21, 0x10, byte(a)}},
+			NTP: feedEpoch.Add(time.Duration(a) * 1024 * time.Second / 48000)})
+	}
+	// Five AAC frames (0.107 s) first, then the video from its keyframe
+	// at 0 and the rest interleaved.
+	const early = 5
+	for a := range early {
+		audio(a)
+	}
+	frames, audioFrames := 4*30, 4*48000/1024
+	v, a := 0, early
+	for v < frames || a < audioFrames {
+		if v < frames && (a >= audioFrames || float64(v)/30 <= float64(a)*1024/48000) {
+			key := v%60 == 0
+			payload := [][]byte{{0x41, 0x9a, byte(v)}}
+			if key {
+				payload = [][]byte{testSPS, testPPS, {0x65, 0x88, byte(v)}}
+			}
+			pub.Write(&media.AccessUnit{Track: 0, DTS: int64(v) * 3000, PTS: int64(v) * 3000, Keyframe: key, Payload: payload,
+				NTP: feedEpoch.Add(time.Duration(v) * time.Second / 30)})
+			v++
+		} else {
+			audio(a)
+			a++
+		}
+	}
+	pub.Close()
+	dir := filepath.Join(r.dir, "early")
+	for _, rel := range []string{"source/index.m3u8", "audio/index.m3u8"} {
+		waitFor(t, rel+" ENDLIST", func() bool {
+			b, _ := os.ReadFile(filepath.Join(dir, rel))
+			return strings.Contains(string(b), "#EXT-X-ENDLIST")
+		})
+	}
+	video := segments(readPlaylist(t, filepath.Join(dir, "source", "index.m3u8")))
+	aud := segments(readPlaylist(t, filepath.Join(dir, "audio", "index.m3u8")))
+	if d := aud[0].Duration - video[0].Duration; d < -0.03 || d > 0.03 {
+		t.Fatalf("the first audio segment lasts %.3f s, the video's %.3f s: the audio before the first keyframe was dropped", aud[0].Duration, video[0].Duration)
+	}
+}

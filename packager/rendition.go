@@ -235,16 +235,41 @@ func (r *rendition) handle(au *media.AccessUnit) {
 // the wait (video that stalls).
 const maxAudioAhead = 2 * time.Second
 
+// maxEarlyAudio bounds the audio held before the first video keyframe
+// (about 5 s of AAC).
+const maxEarlyAudio = 256
+
 // queueAudio holds an audio access unit until the video reached its time.
 func (r *rendition) queueAudio(au *media.AccessUnit) {
 	if !r.started || r.rebase {
-		return // audio starts with the first video keyframe
+		// Audio starts with the first video keyframe. What comes before
+		// it (a muxer that sends a frame's audio first, a loaded machine)
+		// is held: what is not older than the keyframe is kept then.
+		if len(r.audioQ) >= maxEarlyAudio {
+			r.audioQ[0] = nil
+			r.audioQ = r.audioQ[1:]
+		}
+		r.audioQ = append(r.audioQ, au)
+		return
 	}
 	r.audioQ = append(r.audioQ, au)
 	r.drainAudio(r.videoAt)
 	for len(r.audioQ) > 0 && r.timeline(r.aIdx, au.DTS)-r.timeline(r.aIdx, r.audioQ[0].DTS) > maxAudioAhead {
 		r.handleAudio(r.audioQ[0])
 		r.audioQ = r.audioQ[1:]
+	}
+}
+
+// dropAudioBefore drops the held audio older than output time at (the
+// first video keyframe's).
+func (r *rendition) dropAudioBefore(at time.Duration) {
+	n := 0
+	for n < len(r.audioQ) && r.timeline(r.aIdx, r.audioQ[n].DTS) < at {
+		n++
+	}
+	if n > 0 {
+		clear(r.audioQ[:n])
+		r.audioQ = r.audioQ[n:]
 	}
 }
 
@@ -282,6 +307,7 @@ func (r *rendition) handleVideo(au *media.AccessUnit) {
 			return
 		}
 		r.started = true
+		r.dropAudioBefore(r.timeline(r.vIdx, au.DTS))
 	}
 	at := r.timeline(r.vIdx, au.DTS)
 	if at < 0 {
