@@ -555,4 +555,3 @@ func (t *Tracker) offer(asker *conn, segment string) []string {
 	}
 	return out
 }
-
