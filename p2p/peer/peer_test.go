@@ -112,10 +112,16 @@ func newWorld(t *testing.T) *world {
 
 func (w *world) join(mutate func([]byte) []byte) *Peer {
 	w.t.Helper()
+	return w.joinWith(Config{Mutate: mutate})
+}
+
+func (w *world) joinWith(cfg Config) *Peer {
+	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p, err := Join(ctx, Config{Tracker: w.trackURL, HTTP: w.httpURL, ContentKeys: []ed25519.PublicKey{w.key.Public().(ed25519.PublicKey)},
-		Loopback: true, Mutate: mutate, PeerTimeout: 5 * time.Second})
+	cfg.Tracker, cfg.HTTP, cfg.ContentKeys = w.trackURL, w.httpURL, []ed25519.PublicKey{w.key.Public().(ed25519.PublicKey)}
+	cfg.Loopback, cfg.PeerTimeout = true, 5*time.Second
+	p, err := Join(ctx, cfg)
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -234,6 +240,23 @@ func TestTamperingPeerIsDropped(t *testing.T) {
 	if err := mal.Sync(ctx); err == nil {
 		t.Fatal("mal's tracker socket still open")
 	}
+}
+
+func TestConnectionCapAndUploadRate(t *testing.T) {
+	w := newWorld(t)
+	a := w.joinWith(Config{MaxUploadBytesPerSec: 100 << 10})
+	w.fetch(a, "seg-2.m4s", SourceHTTP)
+	b := w.join(nil)
+	w.fetch(b, "seg-1.m4s", SourceHTTP)
+	c := w.joinWith(Config{MaxPeers: 1})
+	start := time.Now()
+	w.fetch(c, "seg-2.m4s", SourceP2P)
+	// 300 KiB at 100 KiB/s with a burst of 100 KiB: at least 2 s.
+	if d := time.Since(start); d < 1900*time.Millisecond {
+		t.Fatalf("300 KiB served in %v by a peer limited to 100 KiB/s", d)
+	}
+	// c holds a connection to a, its cap: b's segment comes over HTTP.
+	w.fetch(c, "seg-1.m4s", SourceHTTP)
 }
 
 func TestHTTPBytesAreVerifiedToo(t *testing.T) {
