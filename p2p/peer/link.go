@@ -113,7 +113,16 @@ func (l *link) setupDC(dc *webrtc.DataChannel) {
 			go l.serve()
 		})
 	})
-	dc.OnClose(func() { l.close() })
+	dc.OnClose(func() {
+		// A channel replaced in a glare (answer) closes without ending the
+		// link.
+		l.mu.Lock()
+		current := l.dc == dc
+		l.mu.Unlock()
+		if current {
+			l.close()
+		}
+	})
 	dc.OnMessage(l.onMessage)
 }
 

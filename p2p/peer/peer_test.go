@@ -259,6 +259,41 @@ func TestConnectionCapAndUploadRate(t *testing.T) {
 	w.fetch(c, "seg-1.m4s", SourceHTTP)
 }
 
+// TestBothWays: two peers fetch from each other at the same moment, so
+// both may offer at once (glare); both get their segment from the other.
+func TestBothWays(t *testing.T) {
+	for range 3 {
+		w := newWorld(t)
+		a, b := w.join(nil), w.join(nil)
+		w.fetch(a, "seg-1.m4s", SourceHTTP)
+		w.fetch(b, "seg-2.m4s", SourceHTTP)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		type res struct {
+			name string
+			data []byte
+			from Source
+			err  error
+		}
+		out := make(chan res, 2)
+		for _, x := range []struct {
+			p    *Peer
+			name string
+		}{{a, "seg-2.m4s"}, {b, "seg-1.m4s"}} {
+			go func() {
+				data, from, err := x.p.Fetch(ctx, x.name)
+				out <- res{x.name, data, from, err}
+			}()
+		}
+		for range 2 {
+			r := <-out
+			if r.err != nil || r.from != SourceP2P || !bytes.Equal(r.data, w.segments[r.name]) {
+				t.Fatalf("%s: from %s, err %v, %d bytes", r.name, r.from, r.err, len(r.data))
+			}
+		}
+	}
+}
+
 func TestHTTPBytesAreVerifiedToo(t *testing.T) {
 	w := newWorld(t)
 	p := w.join(nil)
