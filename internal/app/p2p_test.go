@@ -42,9 +42,9 @@ func (n *node) contentKeys() []ed25519.PublicKey {
 
 // lastSegment is the newest segment of a live rendition's playlist on the
 // origin.
-func (n *node) lastSegment(id, rendition string) string {
+func (n *node) lastSegment(id, rendition, query string) string {
 	n.t.Helper()
-	code, body := n.get("/hls/"+id+"/"+rendition+"/index.m3u8", "")
+	code, body := n.get("/hls/"+id+"/"+rendition+"/index.m3u8"+query, "")
 	if code != http.StatusOK {
 		n.t.Fatalf("playlist: %d", code)
 	}
@@ -52,7 +52,7 @@ func (n *node) lastSegment(id, rendition string) string {
 	last := ""
 	for _, o := range objs {
 		if o.Kind == manifest.KindSegment {
-			last = o.URI
+			last, _, _ = strings.Cut(o.URI, "?") // a signed playlist's URIs carry the token
 		}
 	}
 	if last == "" {
@@ -123,7 +123,7 @@ func TestP2PSwarmsOnOriginAndEdge(t *testing.T) {
 		var data []byte
 		// The node's manifest may be a moment behind its playlist.
 		n.waitFor("a live segment over HTTP at "+base, 20*time.Second, func() bool {
-			seg = n.lastSegment(ls.ID, "source")
+			seg = n.lastSegment(ls.ID, "source", "")
 			var err error
 			var from peer.Source
 			data, from, err = a.Fetch(ctx, seg)
@@ -150,5 +150,39 @@ func TestP2PSwarmsOnOriginAndEdge(t *testing.T) {
 	code, body := n.get("/metrics", "")
 	if code != http.StatusOK || !strings.Contains(string(body), "shoal_p2p_peers 2") {
 		t.Fatalf("origin /metrics: %d, want shoal_p2p_peers 2", code)
+	}
+
+	// The stream turns signed: joins need a valid token, on the origin
+	// at once and on the edge once its invalidation feed tells it.
+	if code, b := n.do(http.MethodPatch, "/v1/live-streams/"+ls.ID, testAdminKey, map[string]string{"playback_policy": "signed"}); code != http.StatusOK {
+		t.Fatalf("PATCH: %d %s", code, b)
+	}
+	good := n.playbackToken(ls.ID, 600)
+	for _, base := range []string{n.http, e.url} {
+		u := base + "/p2p/ws?swarm=" + ls.ID + "/source"
+		n.waitFor("joins without a token refused at "+base, 20*time.Second, func() bool {
+			resp, _ := httpGet(t, u)
+			return resp.StatusCode == http.StatusForbidden
+		})
+		if resp, _ := httpGet(t, u+"&token="+n.playbackToken(members.ID, 600)); resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("a token of another stream at %s: %d", base, resp.StatusCode)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		p, err := peer.Join(ctx, peer.Config{Tracker: "ws" + strings.TrimPrefix(u, "http") + "&token=" + good,
+			HTTP: base + "/hls/" + ls.ID + "/source/?token=" + good, ContentKeys: keys, Loopback: true})
+		if err != nil {
+			cancel()
+			t.Fatalf("join with a valid token at %s: %v", base, err)
+		}
+		// The token goes with the HTTP requests too.
+		n.waitFor("a signed live segment over HTTP at "+base, 20*time.Second, func() bool {
+			_, from, err := p.Fetch(ctx, n.lastSegment(ls.ID, "source", "?token="+good))
+			if err != nil {
+				t.Logf("signed fetch at %s: %v", base, err)
+			}
+			return err == nil && from == peer.SourceHTTP
+		})
+		cancel()
+		_ = p.Close()
 	}
 }
