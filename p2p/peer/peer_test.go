@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -393,4 +394,24 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
 	}
+}
+
+// TestCloseEndsEverything: after peers (and the servers) close, the
+// goroutines of the test are gone.
+func TestCloseEndsEverything(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Run("swarm", func(t *testing.T) {
+		w := newWorld(t)
+		a, b := w.join(nil), w.join(nil)
+		w.fetch(a, "seg-2.m4s", SourceHTTP)
+		w.fetch(b, "seg-2.m4s", SourceP2P)
+		_ = a.Close()
+		_ = b.Close()
+	})
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	var after int
+	waitUntil(t, "goroutines to end", func() bool {
+		after = runtime.NumGoroutine()
+		return after <= before
+	})
 }
