@@ -275,7 +275,9 @@ func (t *Tracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.lastSeen = t.cfg.Now()
 	sw.peers[c.id] = c
+	t.wg.Add(1) // under mu, before Close sees closed: Close's Wait covers this socket
 	t.mu.Unlock()
+	defer t.wg.Done()
 	t.peers.Inc()
 	t.wg.Add(1)
 	go t.writer(c)
@@ -342,7 +344,9 @@ func (t *Tracker) writer(c *conn) {
 		case <-c.done:
 			return
 		case b := <-c.out:
-			ctx, cancel := context.WithTimeout(t.ctx, t.cfg.WriteTimeout)
+			// Not t.ctx: Close sends close frames, which canceling would
+			// cut short.
+			ctx, cancel := context.WithTimeout(context.Background(), t.cfg.WriteTimeout)
 			err := c.ws.Write(ctx, websocket.MessageText, b)
 			cancel()
 			if err != nil {
@@ -405,7 +409,8 @@ func (t *Tracker) sweepIdle() {
 // read serves c's messages until its socket ends or breaks the protocol.
 func (t *Tracker) read(c *conn) {
 	for {
-		typ, r, err := c.ws.Reader(t.ctx)
+		// Sockets end by their close handshake (kick), not by a context.
+		typ, r, err := c.ws.Reader(context.Background())
 		if err != nil {
 			return
 		}

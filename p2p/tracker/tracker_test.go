@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -608,4 +609,31 @@ func FuzzMessage(f *testing.F) {
 			t.Fatalf("not stable: %s -> %s", b, b2)
 		}
 	})
+}
+
+// TestCloseEndsEverything: Close closes every socket and the tracker's
+// goroutines end.
+func TestCloseEndsEverything(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Run("tracker", func(t *testing.T) {
+		e := newEnv(t, Config{})
+		a, b := e.dial("s1/a"), e.dial("s2/a")
+		a.sync()
+		e.tr.Close()
+		for _, c := range []*client{a, b} {
+			if code, _ := c.closed(); code != websocket.StatusGoingAway {
+				t.Fatalf("closed with %v, want going away", code)
+			}
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if ws, resp, err := websocket.Dial(ctx, e.url("s1/a"), nil); err == nil {
+			_ = ws.CloseNow()
+			t.Fatal("joined a closed tracker")
+		} else if resp == nil || resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("join after Close: %v", err)
+		}
+	})
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	waitUntil(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
