@@ -94,9 +94,14 @@ func (l *link) newPC() (*webrtc.PeerConnection, error) {
 	return pc, nil
 }
 
-// setupDC wires the data channel's callbacks.
-func (l *link) setupDC(dc *webrtc.DataChannel) {
+// setupDC makes dc, a channel of pc, the link's and wires its callbacks;
+// false when pc is no longer the link's (a glare replaced it).
+func (l *link) setupDC(pc *webrtc.PeerConnection, dc *webrtc.DataChannel) bool {
 	l.mu.Lock()
+	if l.pc != pc {
+		l.mu.Unlock()
+		return false
+	}
 	l.dc = dc
 	l.mu.Unlock()
 	dc.SetBufferedAmountLowThreshold(lowBuffered)
@@ -124,11 +129,12 @@ func (l *link) setupDC(dc *webrtc.DataChannel) {
 		}
 	})
 	dc.OnMessage(l.onMessage)
+	return true
 }
 
 // signalDesc sends a session description, once ICE gathering is complete
 // (no trickle), to the remote peer through the tracker.
-func (l *link) signalDesc(ctx context.Context, pc *webrtc.PeerConnection, desc webrtc.SessionDescription, local bool) error {
+func (l *link) signalDesc(ctx context.Context, pc *webrtc.PeerConnection, desc webrtc.SessionDescription) error {
 	gathered := webrtc.GatheringCompletePromise(pc)
 	if err := pc.SetLocalDescription(desc); err != nil {
 		return err
@@ -140,6 +146,12 @@ func (l *link) signalDesc(ctx context.Context, pc *webrtc.PeerConnection, desc w
 	case <-l.done:
 		return errLinkEnded
 	}
+	l.mu.Lock()
+	current := l.pc == pc
+	l.mu.Unlock()
+	if !current {
+		return nil // replaced in a glare: this description is stale
+	}
 	b, err := json.Marshal(pc.LocalDescription())
 	if err != nil {
 		return err
@@ -147,26 +159,50 @@ func (l *link) signalDesc(ctx context.Context, pc *webrtc.PeerConnection, desc w
 	return l.p.send(trackerSignal(l.remote, b))
 }
 
-// offer starts the connection as the offerer.
+// offer starts the connection as the offerer. A glare may turn the link
+// into an answerer meanwhile (answer): then offer stops quietly and the
+// link connects through the other peer's offer.
 func (l *link) offer(ctx context.Context) error {
 	pc, err := l.newPC()
 	if err != nil {
 		return err
 	}
 	l.mu.Lock()
+	if !l.offerer {
+		l.mu.Unlock()
+		_ = pc.Close()
+		return nil
+	}
 	l.pc = pc
 	l.mu.Unlock()
 	ordered := true
 	dc, err := pc.CreateDataChannel(Label, &webrtc.DataChannelInit{Ordered: &ordered})
 	if err != nil {
-		return err
+		return l.offerErr(pc, err)
 	}
-	l.setupDC(dc)
+	if !l.setupDC(pc, dc) {
+		return nil
+	}
 	o, err := pc.CreateOffer(nil)
 	if err != nil {
-		return err
+		return l.offerErr(pc, err)
 	}
-	return l.signalDesc(ctx, pc, o, true)
+	return l.offerErr(pc, l.signalDesc(ctx, pc, o))
+}
+
+// offerErr drops the error of a connection a glare replaced (closed under
+// offer's feet): the link goes on with the new one.
+func (l *link) offerErr(pc *webrtc.PeerConnection, err error) error {
+	if err == nil {
+		return nil
+	}
+	l.mu.Lock()
+	current := l.pc == pc
+	l.mu.Unlock()
+	if !current {
+		return nil
+	}
+	return err
 }
 
 // answer answers a remote offer (the link may have been an offerer that
@@ -187,11 +223,9 @@ func (l *link) answer(ctx context.Context, offer webrtc.SessionDescription) erro
 		l.mu.Lock()
 		dup := l.dc != nil
 		l.mu.Unlock()
-		if dc.Label() != Label || dup {
+		if dc.Label() != Label || dup || !l.setupDC(pc, dc) {
 			_ = dc.Close()
-			return
 		}
-		l.setupDC(dc)
 	})
 	if err := pc.SetRemoteDescription(offer); err != nil {
 		return err
@@ -200,7 +234,7 @@ func (l *link) answer(ctx context.Context, offer webrtc.SessionDescription) erro
 	if err != nil {
 		return err
 	}
-	return l.signalDesc(ctx, pc, a, true)
+	return l.signalDesc(ctx, pc, a)
 }
 
 func (l *link) close() {

@@ -235,11 +235,12 @@ func (p *Peer) Close() error {
 	}
 	p.mu.Unlock()
 	p.sendStats()
-	p.cancel()
 	for _, l := range links {
 		l.close()
 	}
+	// The close handshake ends readTracker; then the rest.
 	_ = p.ws.Close(websocket.StatusNormalClosure, "")
+	p.cancel()
 	p.wg.Wait()
 	return nil
 }
@@ -519,7 +520,7 @@ func (p *Peer) keep(name string, data []byte, from Source) {
 	_ = p.send(tracker.Message{Type: tracker.TypeHave, Segments: names})
 }
 
-// held returns a verified segment's bytes, as this peer serves them.
+// served returns a verified segment's bytes, as this peer serves them.
 func (p *Peer) served(name string) ([]byte, bool) {
 	p.mu.Lock()
 	h, ok := p.store[name]
