@@ -61,6 +61,31 @@ type Message struct {
 	P2P      *uint64         `json:"p2p_bytes,omitempty"`
 }
 
+// MarshalJSON writes the lists of peers and have messages even when they
+// are empty ("peers":[]), so that clients need not treat a missing list.
+func (m Message) MarshalJSON() ([]byte, error) {
+	type plain Message
+	orEmpty := func(l []string) []string {
+		if l == nil {
+			return []string{}
+		}
+		return l
+	}
+	switch m.Type {
+	case TypePeers:
+		return json.Marshal(struct {
+			plain
+			Peers []string `json:"peers"`
+		}{plain(m), orEmpty(m.Peers)})
+	case TypeHave:
+		return json.Marshal(struct {
+			plain
+			Segments []string `json:"segments"`
+		}{plain(m), orEmpty(m.Segments)})
+	}
+	return json.Marshal(plain(m))
+}
+
 // wire is Message with every field's presence visible, to refuse fields a
 // type does not carry.
 type wire struct {

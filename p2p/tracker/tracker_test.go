@@ -242,8 +242,13 @@ func TestHaveWantPeers(t *testing.T) {
 		t.Fatalf("init after a replaced its set: %v", m.Peers)
 	}
 	c.send(Message{Type: TypeWant, Segment: "seg-9.m4s"})
-	if m := c.next(); m.Type != TypePeers || len(m.Peers) != 0 {
-		t.Fatalf("nobody holds seg-9: %+v", m)
+	select {
+	case b := <-c.read:
+		if string(b) != `{"type":"peers","segment":"seg-9.m4s","peers":[]}` {
+			t.Fatalf("nobody holds seg-9: %s", b)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no answer")
 	}
 }
 
@@ -564,7 +569,7 @@ func TestParseMessageRoundTrip(t *testing.T) {
 	u := func(v uint64) *uint64 { return &v }
 	for _, m := range []Message{
 		{Type: TypePing},
-		{Type: TypeHave},
+		{Type: TypeHave, Segments: []string{}},
 		{Type: TypeHave, Segments: []string{"init.mp4", "seg_1.m4s"}},
 		{Type: TypeWant, Segment: "a-1.ts"},
 		{Type: TypeSignal, To: "abc", Data: json.RawMessage(`{"candidate":"x"}`)},
