@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -121,7 +122,10 @@ func (w *world) joinWith(cfg Config) *Peer {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	cfg.Tracker, cfg.HTTP, cfg.ContentKeys = w.trackURL, w.httpURL, []ed25519.PublicKey{w.key.Public().(ed25519.PublicKey)}
-	cfg.Loopback, cfg.PeerTimeout = true, 5*time.Second
+	cfg.Loopback = true
+	if cfg.PeerTimeout == 0 {
+		cfg.PeerTimeout = 5 * time.Second
+	}
 	p, err := Join(ctx, cfg)
 	if err != nil {
 		w.t.Fatal(err)
@@ -292,6 +296,51 @@ func TestBothWays(t *testing.T) {
 				t.Fatalf("%s: from %s, err %v, %d bytes", r.name, r.from, r.err, len(r.data))
 			}
 		}
+	}
+}
+
+// TestSilentPeer: a peer that announces a segment and never answers
+// (here a bare tracker client) costs one PeerTimeout, then HTTP; its slot
+// is freed.
+func TestSilentPeer(t *testing.T) {
+	w := newWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, w.trackURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	for _, m := range []string{`{"type":"have","segments":["seg-1.m4s"]}`, `{"type":"ping"}`} {
+		if err := ws.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for { // welcome, then pong: the tracker has the have
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), `"pong"`) {
+			break
+		}
+	}
+	p := w.joinWith(Config{PeerTimeout: time.Second})
+	start := time.Now()
+	w.fetch(p, "seg-1.m4s", SourceHTTP)
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("HTTP after %v: the silent peer was not tried", d)
+	}
+	// The offer reached the silent peer.
+	_, b, err := ws.Read(ctx)
+	if err != nil || !strings.Contains(string(b), `"type":"signal"`) || !strings.Contains(string(b), `"offer"`) {
+		t.Fatalf("the silent peer got %s, %v; want an offer", b, err)
+	}
+	p.mu.Lock()
+	n := len(p.links)
+	p.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d links left after the silent peer timed out", n)
 	}
 }
 
