@@ -10,6 +10,7 @@ require (
 	github.com/bluenviron/mediacommon/v2 v2.9.3
 	github.com/chromedp/cdproto v0.0.0-20250724212937-08a3db8b4327
 	github.com/chromedp/chromedp v0.14.2
+	github.com/coder/websocket v1.8.15
 	github.com/datarhei/gosrt v0.9.0
 	github.com/gin-gonic/gin v1.12.0
 	github.com/grafov/m3u8 v0.12.1

@@ -20,6 +20,7 @@ import (
 	"github.com/shoal-video/shoal/internal/config"
 	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/playback"
+	"github.com/shoal-video/shoal/p2p/tracker"
 )
 
 // edgeNode is the state an edge learns from the origin.
@@ -157,8 +158,14 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 	client := &nodeproto.Client{OriginURL: cfg.OriginURL, Token: cfg.NodeToken, Key: key}
 	join := nodeproto.JoinRequest{Role: "edge", Region: cfg.Region, PublicURL: publicURL}
 
+	p2p, err := newTracker(cache, reg, log.With("component", "p2p"))
+	if err != nil {
+		return err
+	}
+	defer p2p.Close()
 	mux := http.NewServeMux()
 	mux.Handle("/hls/", cache)
+	mux.Handle(tracker.Path, p2p)
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}`))
@@ -197,6 +204,7 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
+		p2p.Close() // hijacked sockets: Shutdown does not end them
 		<-errc
 		return nil
 	})

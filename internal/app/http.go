@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-video/shoal/p2p/tracker"
 	"github.com/shoal-video/shoal/packager/origin"
 	playerapi "github.com/shoal-video/shoal/player-api"
 	"github.com/shoal-video/shoal/web"
@@ -27,6 +28,8 @@ type httpConfig struct {
 	WrapHLS func(http.Handler) http.Handler
 	// MetricsToken, when set, is the bearer token /metrics asks for.
 	MetricsToken string
+	// P2P mounts the P2P tracker at /p2p/ws (needs HLSDir).
+	P2P bool
 }
 
 // pinger reports whether the state store is reachable.
@@ -44,9 +47,10 @@ type httpDeps struct {
 
 // httpServer serves the API, origin HLS and operations endpoints on one port.
 type httpServer struct {
-	srv *http.Server
-	ln  net.Listener
-	log *slog.Logger
+	srv     *http.Server
+	ln      net.Listener
+	log     *slog.Logger
+	tracker *tracker.Tracker // nil without P2P
 }
 
 // ginMode sets gin's process-wide mode once (it is a package global).
@@ -81,8 +85,16 @@ func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
 		requests.WithLabelValues(route, c.Request.Method, strconv.Itoa(c.Writer.Status())).Inc()
 	})
 
+	var p2p *tracker.Tracker
 	if cfg.HLSDir != "" {
 		var h http.Handler = origin.NewHandler(cfg.HLSDir, cfg.HLSOptions...)
+		if cfg.P2P {
+			var err error
+			if p2p, err = newTracker(h, deps.Registry, deps.Log.With("component", "p2p")); err != nil {
+				return nil, err
+			}
+			r.GET(tracker.Path, gin.WrapH(p2p))
+		}
 		if cfg.WrapHLS != nil {
 			h = cfg.WrapHLS(h)
 		}
@@ -115,11 +127,15 @@ func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
 
 	ln, err := net.Listen("tcp", cfg.Addr)
 	if err != nil {
+		if p2p != nil {
+			p2p.Close()
+		}
 		return nil, fmt.Errorf("http: listen on %s: %w", cfg.Addr, err)
 	}
 	return &httpServer{
-		ln:  ln,
-		log: deps.Log,
+		ln:      ln,
+		log:     deps.Log,
+		tracker: p2p,
 		srv: &http.Server{
 			Handler:           r,
 			ReadHeaderTimeout: 10 * time.Second,
@@ -143,6 +159,11 @@ func (s *httpServer) run(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	err := s.srv.Shutdown(sctx)
+	// Shutdown does not wait for hijacked connections: the tracker's
+	// sockets end here.
+	if s.tracker != nil {
+		s.tracker.Close()
+	}
 	if serr := <-errc; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
 		return serr
 	}

@@ -1,0 +1,466 @@
+package peer
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/shoal-video/shoal/internal/manifest"
+	"github.com/shoal-video/shoal/p2p/tracker"
+)
+
+const swarm = "stream1/720p"
+
+type world struct {
+	t        *testing.T
+	key      ed25519.PrivateKey
+	segments map[string][]byte
+	tracker  *tracker.Tracker
+	reg      *prometheus.Registry
+	trackURL string
+	httpURL  string
+
+	mu   sync.Mutex
+	gets map[string]int // HTTP GETs by file name
+}
+
+func randomBytes(seed uint64, n int) []byte {
+	r := rand.New(rand.NewPCG(seed, 7))
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
+
+// newWorld starts a tracker and an origin-like HTTP server serving a
+// signed manifest and the segments; "corrupt.m4s" is served with bytes
+// other than the manifest's.
+func newWorld(t *testing.T) *world {
+	t.Helper()
+	w := &world{t: t, key: ed25519.NewKeyFromSeed(bytes.Repeat([]byte{3}, ed25519.SeedSize)), gets: map[string]int{},
+		segments: map[string][]byte{
+			"init.mp4":    randomBytes(1, 900),
+			"seg-1.m4s":   randomBytes(2, 100<<10),
+			"seg-2.m4s":   randomBytes(3, 300<<10), // crosses in 5 chunks
+			"corrupt.m4s": randomBytes(4, 5000),
+		}}
+	m := manifest.Manifest{ID: "stream1", Rendition: "720p", Seq: 3, Time: time.UnixMilli(1_780_000_000_000), Ended: true}
+	for _, name := range []string{"init.mp4", "seg-1.m4s", "seg-2.m4s", "corrupt.m4s"} {
+		data := w.segments[name]
+		e := manifest.Entry{Kind: manifest.KindSegment, URI: name, Size: int64(len(data)), SHA256: sha256.Sum256(data), Duration: 2 * time.Second}
+		if name == "init.mp4" {
+			e.Kind, e.Duration = manifest.KindInit, 0
+		}
+		m.Entries = append(m.Entries, e)
+	}
+	signed, err := manifest.Sign(m, w.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.segments["corrupt.m4s"] = append([]byte(nil), w.segments["corrupt.m4s"]...)
+	w.segments["corrupt.m4s"][10] ^= 1
+	origin := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		name, ok := strings.CutPrefix(r.URL.Path, "/hls/stream1/720p/")
+		if !ok {
+			http.NotFound(rw, r)
+			return
+		}
+		w.mu.Lock()
+		w.gets[name]++
+		w.mu.Unlock()
+		if name == manifest.FileName {
+			_, _ = rw.Write(signed)
+			return
+		}
+		data, ok := w.segments[name]
+		if !ok {
+			http.NotFound(rw, r)
+			return
+		}
+		_, _ = rw.Write(data)
+	}))
+	t.Cleanup(origin.Close)
+	w.reg = prometheus.NewRegistry()
+	tr, err := tracker.New(tracker.Config{Registerer: w.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle(tracker.Path, tr)
+	ts := httptest.NewServer(mux)
+	t.Cleanup(func() {
+		tr.Close()
+		ts.Close()
+	})
+	w.tracker = tr
+	w.trackURL = "ws" + strings.TrimPrefix(ts.URL, "http") + tracker.Path + "?swarm=" + swarm
+	w.httpURL = origin.URL + "/hls/stream1/720p/"
+	return w
+}
+
+func (w *world) join(mutate func([]byte) []byte) *Peer {
+	w.t.Helper()
+	return w.joinWith(Config{Mutate: mutate})
+}
+
+func (w *world) joinWith(cfg Config) *Peer {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cfg.Tracker, cfg.HTTP, cfg.ContentKeys = w.trackURL, w.httpURL, []ed25519.PublicKey{w.key.Public().(ed25519.PublicKey)}
+	cfg.Loopback = true
+	if cfg.PeerTimeout == 0 {
+		cfg.PeerTimeout = 5 * time.Second
+	}
+	p, err := Join(ctx, cfg)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	w.t.Cleanup(func() { _ = p.Close() })
+	return p
+}
+
+func (w *world) httpGets(name string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.gets[name]
+}
+
+// fetch fetches name and checks the bytes are the origin's and came
+// from src; it syncs the peer with the tracker after (its have).
+func (w *world) fetch(p *Peer, name string, src Source) {
+	w.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data, from, err := p.Fetch(ctx, name)
+	if err != nil {
+		w.t.Fatalf("fetch %s: %v", name, err)
+	}
+	if !bytes.Equal(data, w.segments[name]) {
+		w.t.Fatalf("fetch %s: %d bytes that are not the origin's", name, len(data))
+	}
+	if from != src {
+		w.t.Fatalf("fetch %s: from %s, want %s", name, from, src)
+	}
+	if err := p.Sync(ctx); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func TestSegmentFromPeer(t *testing.T) {
+	w := newWorld(t)
+	a := w.join(nil)
+	w.fetch(a, "init.mp4", SourceHTTP)
+	w.fetch(a, "seg-1.m4s", SourceHTTP)
+	w.fetch(a, "seg-2.m4s", SourceHTTP)
+	b := w.join(nil)
+	w.fetch(b, "init.mp4", SourceP2P)
+	w.fetch(b, "seg-1.m4s", SourceP2P)
+	w.fetch(b, "seg-2.m4s", SourceP2P) // 300 KiB: 5 chunks of at most 64 KiB
+	if got := w.httpGets("seg-2.m4s"); got != 1 {
+		t.Fatalf("seg-2 fetched %d times over HTTP, want once (by a)", got)
+	}
+	total := int64(900 + 100<<10 + 300<<10)
+	if s := b.Stats(); s.P2PBytes != total || s.HTTPBytes != 0 || s.DroppedPeers != 0 {
+		t.Fatalf("b's stats %+v, want %d P2P bytes", s, total)
+	}
+	if s := a.Stats(); s.UploadedBytes != total || s.HTTPBytes != total {
+		t.Fatalf("a's stats %+v, want %d uploaded", s, total)
+	}
+	// A third peer gets it from a or b; the segment is held now by both.
+	c := w.join(nil)
+	w.fetch(c, "seg-2.m4s", SourceP2P)
+	// Stats reach the tracker.
+	_ = b.Close()
+	waitUntil(t, "b's stats", func() bool {
+		return testutil.ToFloat64(metric(t, w.reg, "shoal_p2p_bytes_total", "p2p")) >= float64(total)
+	})
+}
+
+func TestTamperingPeerIsDropped(t *testing.T) {
+	w := newWorld(t)
+	flip := func(b []byte) []byte {
+		b[len(b)/2] ^= 0x40
+		return b
+	}
+	h := w.join(nil)
+	w.fetch(h, "seg-1.m4s", SourceHTTP)
+	// Someone else is offered h once, so that the malicious peer, offered
+	// less recently, comes first below.
+	x := w.join(nil)
+	w.fetch(x, "seg-1.m4s", SourceP2P)
+	_ = x.Close()
+	mal := w.join(flip)
+	w.fetch(mal, "seg-1.m4s", SourceP2P) // its own fetch is verified; what it serves is not
+	// c is offered mal first: its bytes fail, mal is dropped and
+	// reported, and the fetch goes on to h.
+	c := w.join(nil)
+	w.fetch(c, "seg-1.m4s", SourceP2P)
+	if s := c.Stats(); s.DroppedPeers != 1 || s.P2PBytes != 100<<10 {
+		t.Fatalf("c's stats %+v, want one peer dropped and the segment from a peer", s)
+	}
+	if mal.Stats().UploadedBytes == 0 {
+		t.Fatal("the malicious peer served nothing: the test did not exercise it")
+	}
+	// Only mal holds seg-2: after its bytes fail, HTTP.
+	w.fetch(mal, "seg-2.m4s", SourceHTTP)
+	d := w.join(nil)
+	w.fetch(d, "seg-2.m4s", SourceHTTP)
+	if s := d.Stats(); s.DroppedPeers != 1 || s.HTTPBytes != 300<<10 {
+		t.Fatalf("d's stats %+v", s)
+	}
+	// c no longer asks mal: it gets seg-2 from d, never from mal.
+	before := mal.Stats().UploadedBytes
+	w.fetch(c, "seg-2.m4s", SourceP2P)
+	if mal.Stats().UploadedBytes != before {
+		t.Fatal("c asked the peer it dropped again")
+	}
+	if got := testutil.ToFloat64(metric(t, w.reg, "shoal_p2p_bad_reports_total", "")); got != 2 {
+		t.Fatalf("bad reports %v, want 2", got)
+	}
+	// A third reporter: the tracker drops mal. Only mal holds init.mp4.
+	w.fetch(mal, "init.mp4", SourceHTTP)
+	e := w.join(nil)
+	w.fetch(e, "init.mp4", SourceHTTP)
+	if s := e.Stats(); s.DroppedPeers != 1 {
+		t.Fatalf("e's stats %+v", s)
+	}
+	waitUntil(t, "the tracker to drop mal", func() bool { n, _, _ := w.tracker.SwarmStats(swarm); return n == 4 })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := mal.Sync(ctx); err == nil {
+		t.Fatal("mal's tracker socket still open")
+	}
+}
+
+func TestConnectionCapAndUploadRate(t *testing.T) {
+	w := newWorld(t)
+	a := w.joinWith(Config{MaxUploadBytesPerSec: 100 << 10})
+	w.fetch(a, "seg-2.m4s", SourceHTTP)
+	b := w.join(nil)
+	w.fetch(b, "seg-1.m4s", SourceHTTP)
+	c := w.joinWith(Config{MaxPeers: 1})
+	start := time.Now()
+	w.fetch(c, "seg-2.m4s", SourceP2P)
+	// 300 KiB at 100 KiB/s with a burst of 100 KiB: at least 2 s.
+	if d := time.Since(start); d < 1900*time.Millisecond {
+		t.Fatalf("300 KiB served in %v by a peer limited to 100 KiB/s", d)
+	}
+	// c holds a connection to a, its cap: b's segment comes over HTTP.
+	w.fetch(c, "seg-1.m4s", SourceHTTP)
+}
+
+// TestBothWays: two peers fetch from each other at the same moment, so
+// both may offer at once (glare); both get their segment from the other.
+func TestBothWays(t *testing.T) {
+	for range 3 {
+		w := newWorld(t)
+		a, b := w.join(nil), w.join(nil)
+		w.fetch(a, "seg-1.m4s", SourceHTTP)
+		w.fetch(b, "seg-2.m4s", SourceHTTP)
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		type res struct {
+			name string
+			data []byte
+			from Source
+			err  error
+		}
+		out := make(chan res, 2)
+		for _, x := range []struct {
+			p    *Peer
+			name string
+		}{{a, "seg-2.m4s"}, {b, "seg-1.m4s"}} {
+			go func() {
+				data, from, err := x.p.Fetch(ctx, x.name)
+				out <- res{x.name, data, from, err}
+			}()
+		}
+		for range 2 {
+			r := <-out
+			if r.err != nil || r.from != SourceP2P || !bytes.Equal(r.data, w.segments[r.name]) {
+				t.Fatalf("%s: from %s, err %v, %d bytes", r.name, r.from, r.err, len(r.data))
+			}
+		}
+	}
+}
+
+// TestSilentPeer: a peer that announces a segment and never answers
+// (here a bare tracker client) costs one PeerTimeout, then HTTP; its slot
+// is freed.
+func TestSilentPeer(t *testing.T) {
+	w := newWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	ws, _, err := websocket.Dial(ctx, w.trackURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ws.CloseNow()
+	for _, m := range []string{`{"type":"have","segments":["seg-1.m4s"]}`, `{"type":"ping"}`} {
+		if err := ws.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for { // welcome, then pong: the tracker has the have
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), `"pong"`) {
+			break
+		}
+	}
+	p := w.joinWith(Config{PeerTimeout: time.Second})
+	start := time.Now()
+	w.fetch(p, "seg-1.m4s", SourceHTTP)
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("HTTP after %v: the silent peer was not tried", d)
+	}
+	// The offer reached the silent peer.
+	_, b, err := ws.Read(ctx)
+	if err != nil || !strings.Contains(string(b), `"type":"signal"`) || !strings.Contains(string(b), `"offer"`) {
+		t.Fatalf("the silent peer got %s, %v; want an offer", b, err)
+	}
+	p.mu.Lock()
+	n := len(p.links)
+	p.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d links left after the silent peer timed out", n)
+	}
+}
+
+func TestHTTPBytesAreVerifiedToo(t *testing.T) {
+	w := newWorld(t)
+	p := w.join(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	data, _, err := p.Fetch(ctx, "corrupt.m4s")
+	if err == nil || data != nil {
+		t.Fatalf("a segment the origin serves wrong: %d bytes, err %v; want an error", len(data), err)
+	}
+	if _, _, err := p.Fetch(ctx, "seg-9.m4s"); err == nil || !strings.Contains(err.Error(), "not in the rendition's manifest") {
+		t.Fatalf("a segment not in the manifest: %v", err)
+	}
+	// Nothing failed verification is served: another peer gets it over HTTP (and fails).
+	q := w.join(nil)
+	if err := p.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := q.Fetch(ctx, "corrupt.m4s"); err == nil {
+		t.Fatal("corrupt segment fetched")
+	}
+	if got := w.httpGets("corrupt.m4s"); got != 2 {
+		t.Fatalf("corrupt.m4s fetched %d times over HTTP, want 2 (no peer offers it)", got)
+	}
+}
+
+func TestJoinRefusals(t *testing.T) {
+	w := newWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	keys := []ed25519.PublicKey{w.key.Public().(ed25519.PublicKey)}
+	for _, cfg := range []Config{
+		{Tracker: w.trackURL, HTTP: w.httpURL},
+		{Tracker: "http://x/p2p/ws?swarm=" + swarm, HTTP: w.httpURL, ContentKeys: keys},
+		{Tracker: strings.Replace(w.trackURL, swarm, "bad", 1), HTTP: w.httpURL, ContentKeys: keys},
+		{Tracker: w.trackURL, HTTP: strings.TrimSuffix(w.httpURL, "/"), ContentKeys: keys},
+	} {
+		if p, err := Join(ctx, cfg); err == nil {
+			_ = p.Close()
+			t.Fatalf("%+v joined", cfg)
+		}
+	}
+	// A manifest of another swarm is refused.
+	p, err := Join(ctx, Config{Tracker: strings.Replace(w.trackURL, swarm, "stream1/480p", 1), HTTP: w.httpURL, ContentKeys: keys, Loopback: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if _, _, err := p.Fetch(ctx, "seg-1.m4s"); err == nil || !strings.Contains(err.Error(), "not the swarm's") {
+		t.Fatalf("manifest of another rendition: %v", err)
+	}
+}
+
+func metric(t *testing.T, reg *prometheus.Registry, name, source string) prometheus.Collector {
+	t.Helper()
+	return gathered{reg: reg, name: name, source: source}
+}
+
+// gathered is one metric's value read from a registry.
+type gathered struct {
+	reg          *prometheus.Registry
+	name, source string
+}
+
+func (g gathered) Describe(ch chan<- *prometheus.Desc) {}
+func (g gathered) Collect(ch chan<- prometheus.Metric) {
+	mfs, err := g.reg.Gather()
+	if err != nil {
+		return
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != g.name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			ok := g.source == ""
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "source" && l.GetValue() == g.source {
+					ok = true
+				}
+			}
+			if ok {
+				ch <- prometheus.MustNewConstMetric(prometheus.NewDesc(g.name, "", nil, nil), prometheus.UntypedValue, m.GetCounter().GetValue())
+			}
+		}
+	}
+}
+
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(20 * time.Second)
+	for !cond() {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}
+
+// TestCloseEndsEverything: after peers (and the servers) close, the
+// goroutines of the test are gone.
+func TestCloseEndsEverything(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Run("swarm", func(t *testing.T) {
+		w := newWorld(t)
+		a, b := w.join(nil), w.join(nil)
+		w.fetch(a, "seg-2.m4s", SourceHTTP)
+		w.fetch(b, "seg-2.m4s", SourceP2P)
+		_ = a.Close()
+		_ = b.Close()
+	})
+	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
+	var after int
+	waitUntil(t, "goroutines to end", func() bool {
+		after = runtime.NumGoroutine()
+		return after <= before
+	})
+}
