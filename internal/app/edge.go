@@ -158,7 +158,9 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 	client := &nodeproto.Client{OriginURL: cfg.OriginURL, Token: cfg.NodeToken, Key: key}
 	join := nodeproto.JoinRequest{Role: "edge", Region: cfg.Region, PublicURL: publicURL}
 
-	p2p, err := newTracker(cache, reg, log.With("component", "p2p"))
+	// Peers connect to the edge itself: their address is the connection's
+	// (or a trusted proxy's X-Forwarded-For), never a sibling's vouch.
+	p2p, err := newTracker(cache, newClientIPResolver(cfg, nil).IP, reg, log.With("component", "p2p"))
 	if err != nil {
 		return err
 	}

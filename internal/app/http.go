@@ -28,8 +28,10 @@ type httpConfig struct {
 	WrapHLS func(http.Handler) http.Handler
 	// MetricsToken, when set, is the bearer token /metrics asks for.
 	MetricsToken string
-	// P2P mounts the P2P tracker at /p2p/ws (needs HLSDir).
-	P2P bool
+	// P2P mounts the P2P tracker at /p2p/ws (needs HLSDir); ClientIP is
+	// how it tells its peers' addresses apart (trusted proxies).
+	P2P      bool
+	ClientIP func(*http.Request) string
 }
 
 // pinger reports whether the state store is reachable.
@@ -90,7 +92,7 @@ func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
 		var h http.Handler = origin.NewHandler(cfg.HLSDir, cfg.HLSOptions...)
 		if cfg.P2P {
 			var err error
-			if p2p, err = newTracker(h, deps.Registry, deps.Log.With("component", "p2p")); err != nil {
+			if p2p, err = newTracker(h, cfg.ClientIP, deps.Registry, deps.Log.With("component", "p2p")); err != nil {
 				return nil, err
 			}
 			r.GET(tracker.Path, gin.WrapH(p2p))

@@ -224,7 +224,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLSDir: hlsDir, MetricsToken: cfg.MetricsToken,
 		HLSOptions: []origin.Option{origin.WithSignedPlayback(signed.signed, playbackKey.Public().(ed25519.PublicKey)),
 			origin.WithContentKey(contentKey), origin.WithLive(livePlaylists), origin.WithKnown(signed.known), origin.WithClientIP(hlsClientIP)},
-		WrapHLS: nodes.countEdgeFetches, P2P: true},
+		WrapHLS: nodes.countEdgeFetches, P2P: true, ClientIP: clientIP},
 		httpDeps{Log: log.With("component", "http"), API: api, Web: pages, Ready: store, Registry: reg})
 	if err != nil {
 		return err

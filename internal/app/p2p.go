@@ -18,8 +18,8 @@ import (
 // (its token, its address): the HLS access checks (unknown or deleted id:
 // 404, missing or bad token for signed content: 403) are reused as they
 // are, and the rendition must exist.
-func newTracker(hls http.Handler, reg prometheus.Registerer, log *slog.Logger) (*tracker.Tracker, error) {
-	return tracker.New(tracker.Config{Authorize: p2pAuthorize(hls), Registerer: reg, Log: log})
+func newTracker(hls http.Handler, clientIP func(*http.Request) string, reg prometheus.Registerer, log *slog.Logger) (*tracker.Tracker, error) {
+	return tracker.New(tracker.Config{Authorize: p2pAuthorize(hls), ClientIP: clientIP, Registerer: reg, Log: log})
 }
 
 func p2pAuthorize(hls http.Handler) func(r *http.Request, id string) int {

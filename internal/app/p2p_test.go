@@ -109,7 +109,10 @@ func TestP2PSwarmsOnOriginAndEdge(t *testing.T) {
 			defer cancel()
 			p, err := peer.Join(ctx, peer.Config{
 				Tracker: "ws" + strings.TrimPrefix(base, "http") + "/p2p/ws?swarm=" + ls.ID + "/source",
-				HTTP:    base + "/hls/" + ls.ID + "/source/", ContentKeys: keys, Loopback: true})
+				HTTP:    base + "/hls/" + ls.ID + "/source/", ContentKeys: keys, Loopback: true,
+				// ICE, DTLS and SCTP under -race on a loaded machine: room
+				// enough that the segment does not fall back to HTTP.
+				PeerTimeout: 20 * time.Second})
 			if err != nil {
 				t.Fatalf("join at %s: %v", base, err)
 			}

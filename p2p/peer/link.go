@@ -114,8 +114,17 @@ func (l *link) setupDC(pc *webrtc.PeerConnection, dc *webrtc.DataChannel) bool {
 	dc.OnOpen(func() {
 		l.openOnce.Do(func() {
 			close(l.open)
-			l.p.wg.Add(1)
-			go l.serve()
+			// Counted under p.mu, and not once Close began (its Wait
+			// must not race an Add).
+			l.p.mu.Lock()
+			closed := l.p.closed
+			if !closed {
+				l.p.wg.Add(1)
+			}
+			l.p.mu.Unlock()
+			if !closed {
+				go l.serve()
+			}
 		})
 	})
 	dc.OnClose(func() {

@@ -124,7 +124,9 @@ func (w *world) joinWith(cfg Config) *Peer {
 	cfg.Tracker, cfg.HTTP, cfg.ContentKeys = w.trackURL, w.httpURL, []ed25519.PublicKey{w.key.Public().(ed25519.PublicKey)}
 	cfg.Loopback = true
 	if cfg.PeerTimeout == 0 {
-		cfg.PeerTimeout = 5 * time.Second
+		// Room for ICE, DTLS and SCTP under -race on a loaded machine
+		// (and for a transfer held to an upload rate).
+		cfg.PeerTimeout = 30 * time.Second
 	}
 	p, err := Join(ctx, cfg)
 	if err != nil {
@@ -239,11 +241,14 @@ func TestTamperingPeerIsDropped(t *testing.T) {
 	if s := e.Stats(); s.DroppedPeers != 1 {
 		t.Fatalf("e's stats %+v", s)
 	}
-	waitUntil(t, "the tracker to drop mal", func() bool { n, _, _ := w.tracker.SwarmStats(swarm); return n == 4 })
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := mal.Sync(ctx); err == nil {
-		t.Fatal("mal's tracker socket still open")
+	if got := testutil.ToFloat64(metric(t, w.reg, "shoal_p2p_bad_reports_total", "")); got != 3 {
+		t.Fatalf("bad reports %v, want 3", got)
+	}
+	// The three reporters share one address (loopback): the tracker drops
+	// a peer for everyone only on reports from three addresses (see the
+	// tracker's tests), so mal stays, offered to none of its reporters.
+	if n, _, _ := w.tracker.SwarmStats(swarm); n != 5 {
+		t.Fatalf("%d peers in the swarm, want 5 (mal kept)", n)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"sort"
 	"sync"
@@ -31,8 +32,11 @@ import (
 // Path is where origins and edges mount the tracker.
 const Path = "/p2p/ws"
 
-// BanReporters is how many distinct peers must report a peer's bytes as
-// bad before the tracker stops offering it and closes its socket.
+// BanReporters is how many reporters, from distinct network addresses,
+// must report a peer's bytes as bad before the tracker stops offering it
+// to anyone and closes its socket. A report counts only from a peer the
+// reported one sent a signal to (they were connected, or about to be), and
+// a reporter is never offered the peer it reported again.
 const BanReporters = 3
 
 // Config is the tracker's settings; zero values take the defaults.
@@ -41,6 +45,13 @@ type Config struct {
 	// id: 0 or 200 lets it in, any other status is the answer (404 for an
 	// unknown id, 403 for a missing or bad token). Nil lets everyone in.
 	Authorize func(r *http.Request, id string) (status int)
+	// ReauthorizeEvery is how often a joined socket's access is checked
+	// again with Authorize (a token that expired, a stream made signed or
+	// deleted: the socket is closed). Default 30 s.
+	ReauthorizeEvery time.Duration
+	// ClientIP is the network address a request comes from (reporters
+	// are counted by address). Default: the connection's host.
+	ClientIP func(r *http.Request) string
 	// MaxPeersPerSwarm: joins beyond get 503. Default 500.
 	MaxPeersPerSwarm int
 	// MaxSwarms: joins that would open another swarm get 503. Default 10,000.
@@ -84,6 +95,18 @@ func (c *Config) defaults() {
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 5 * time.Second
 	}
+	if c.ReauthorizeEvery <= 0 {
+		c.ReauthorizeEvery = 30 * time.Second
+	}
+	if c.ClientIP == nil {
+		c.ClientIP = func(r *http.Request) string {
+			host, _, err := net.SplitHostPort(r.RemoteAddr)
+			if err != nil {
+				return r.RemoteAddr
+			}
+			return host
+		}
+	}
 	if c.Now == nil {
 		c.Now = time.Now
 	}
@@ -114,7 +137,7 @@ type swarm struct {
 	peers     map[string]*conn
 	reserved  int // joins admitted, not yet upgraded
 	offerSeq  uint64
-	reports   map[string]map[string]bool // reported peer -> reporters
+	reports   map[string]map[string]bool // reported peer -> reporters' addresses
 	banned    map[string]bool
 	httpBytes uint64
 	p2pBytes  uint64
@@ -128,7 +151,14 @@ type conn struct {
 	done    chan struct{}
 	limiter *rate.Limiter
 
+	addr    string        // the client's network address (Config.ClientIP)
+	req     *http.Request // the join request, for Authorize again
+	mediaID string        // the stream or video id of its swarm
+
 	// Guarded by Tracker.mu.
+	heard       map[string]bool // peers that sent this one a signal
+	reported    map[string]bool // peers this one reported
+	authorized  time.Time       // when its access was last checked
 	have        map[string]bool
 	lastOffered uint64
 	lastSeen    time.Time
@@ -264,7 +294,9 @@ func (t *Tracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	ws.SetReadLimit(MaxMessageBytes + 1)
 	c := &conn{id: ids.New(), sw: sw, ws: ws, out: make(chan []byte, 64), done: make(chan struct{}),
-		limiter: rate.NewLimiter(rate.Limit(t.cfg.MessageRate), t.cfg.MessageBurst), have: map[string]bool{}}
+		limiter: rate.NewLimiter(rate.Limit(t.cfg.MessageRate), t.cfg.MessageBurst), have: map[string]bool{},
+		addr: t.cfg.ClientIP(r), req: r.Clone(context.Background()), mediaID: id,
+		heard: map[string]bool{}, reported: map[string]bool{}}
 	t.mu.Lock()
 	sw.reserved--
 	if t.closed {
@@ -274,6 +306,7 @@ func (t *Tracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	c.lastSeen = t.cfg.Now()
+	c.authorized = c.lastSeen
 	sw.peers[c.id] = c
 	t.wg.Add(1) // under mu, before Close sees closed: Close's Wait covers this socket
 	t.mu.Unlock()
@@ -328,9 +361,7 @@ func (t *Tracker) leave(c *conn) {
 	sw := c.sw
 	delete(sw.peers, c.id)
 	delete(sw.reports, c.id)
-	for _, reporters := range sw.reports {
-		delete(reporters, c.id)
-	}
+	delete(sw.banned, c.id)
 	t.mu.Unlock()
 	t.dropSwarmIfEmpty(sw)
 	t.peers.Dec()
@@ -391,18 +422,31 @@ func (t *Tracker) kick(c *conn, code websocket.StatusCode, reason, metric string
 
 func (t *Tracker) sweepIdle() {
 	now := t.cfg.Now()
-	var idle []*conn
+	var idle, recheck []*conn
 	t.mu.Lock()
 	for _, sw := range t.swarms {
 		for _, c := range sw.peers {
-			if now.Sub(c.lastSeen) >= t.cfg.IdleTimeout {
+			switch {
+			case c.closing:
+			case now.Sub(c.lastSeen) >= t.cfg.IdleTimeout:
 				idle = append(idle, c)
+			case t.cfg.Authorize != nil && now.Sub(c.authorized) >= t.cfg.ReauthorizeEvery:
+				c.authorized = now
+				recheck = append(recheck, c)
 			}
 		}
 	}
 	t.mu.Unlock()
 	for _, c := range idle {
 		t.kick(c, websocket.StatusPolicyViolation, "idle: send a ping at least every "+t.cfg.IdleTimeout.String(), "idle")
+	}
+	// Access is not for ever: a token that expired, a stream made signed
+	// or deleted closes the sockets that joined with what no longer
+	// passes.
+	for _, c := range recheck {
+		if st := t.cfg.Authorize(c.req, c.mediaID); st != 0 && st != http.StatusOK && st < 500 {
+			t.kick(c, websocket.StatusPolicyViolation, "access to this stream was revoked (a token expired, or the stream changed)", "revoked")
+		}
 	}
 }
 
@@ -486,6 +530,14 @@ func (t *Tracker) handle(c *conn, m Message) bool {
 		if to != nil && (to.closing || to == c) {
 			to = nil
 		}
+		// A receiver whose queue is half full takes no more signals: a
+		// flood of them must not get it closed as too slow.
+		if to != nil && len(to.out) >= cap(to.out)/2 {
+			to = nil
+		}
+		if to != nil {
+			to.heard[c.id] = true
+		}
 		t.mu.Unlock()
 		if to == nil {
 			t.send(c, Message{Type: TypeGone, Peer: m.To})
@@ -499,14 +551,18 @@ func (t *Tracker) handle(c *conn, m Message) bool {
 		}
 		var ban *conn
 		t.mu.Lock()
-		if p := sw.peers[m.Peer]; p != nil && !sw.banned[m.Peer] {
+		// Only a peer the reported one signaled can have had bytes from
+		// it; it is never offered that peer again, and reporters from
+		// BanReporters addresses drop it for everyone.
+		if p := sw.peers[m.Peer]; p != nil && !sw.banned[m.Peer] && c.heard[m.Peer] && !c.reported[m.Peer] {
 			t.badReports.Inc()
+			c.reported[m.Peer] = true
 			reporters := sw.reports[m.Peer]
 			if reporters == nil {
 				reporters = map[string]bool{}
 				sw.reports[m.Peer] = reporters
 			}
-			reporters[c.id] = true
+			reporters[c.addr] = true
 			if len(reporters) >= BanReporters {
 				sw.banned[m.Peer] = true
 				ban = p
@@ -543,7 +599,7 @@ func (t *Tracker) offer(asker *conn, segment string) []string {
 	sw := asker.sw
 	var holders []*conn
 	for _, p := range sw.peers {
-		if p != asker && p.have[segment] && !p.closing && !sw.banned[p.id] {
+		if p != asker && p.have[segment] && !p.closing && !sw.banned[p.id] && !asker.reported[p.id] {
 			holders = append(holders, p)
 		}
 	}

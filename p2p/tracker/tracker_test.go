@@ -4,9 +4,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -70,11 +72,13 @@ func (e *env) url(swarm string) string {
 }
 
 type client struct {
-	t    *testing.T
-	ws   *websocket.Conn
-	id   string
-	read chan []byte
-	err  chan error
+	t      *testing.T
+	ws     *websocket.Conn
+	id     string
+	read   chan []byte
+	err    chan error
+	gateMu sync.Mutex
+	gate   chan struct{} // closed: the reader reads
 }
 
 func (e *env) dial(swarm string) *client {
@@ -84,9 +88,20 @@ func (e *env) dial(swarm string) *client {
 
 func (e *env) dialQuery(swarm, query string) *client {
 	e.t.Helper()
+	return e.dialFrom(swarm, query, "")
+}
+
+// dialFrom dials as a client at network address addr (the X-Test-Client
+// header, which envs with clientFromHeader read; "" sends none).
+func (e *env) dialFrom(swarm, query, addr string) *client {
+	e.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ws, resp, err := websocket.Dial(ctx, e.url(swarm)+query, nil)
+	var opts *websocket.DialOptions
+	if addr != "" {
+		opts = &websocket.DialOptions{HTTPHeader: http.Header{"X-Test-Client": {addr}}}
+	}
+	ws, resp, err := websocket.Dial(ctx, e.url(swarm)+query, opts)
 	if err != nil {
 		status := 0
 		if resp != nil {
@@ -94,10 +109,15 @@ func (e *env) dialQuery(swarm, query string) *client {
 		}
 		e.t.Fatalf("dial %s: %v (status %d)", swarm, err, status)
 	}
-	c := &client{t: e.t, ws: ws, read: make(chan []byte, 256), err: make(chan error, 1)}
+	c := &client{t: e.t, ws: ws, read: make(chan []byte, 256), err: make(chan error, 1), gate: make(chan struct{})}
+	close(c.gate)
 	ws.SetReadLimit(1 << 20)
 	go func() {
 		for {
+			c.gateMu.Lock()
+			gate := c.gate
+			c.gateMu.Unlock()
+			<-gate // a stalled client reads nothing from its socket
 			_, b, err := ws.Read(context.Background())
 			if err != nil {
 				c.err <- err
@@ -114,6 +134,20 @@ func (e *env) dialQuery(swarm, query string) *client {
 	}
 	c.id = w.Peer
 	return c
+}
+
+// pause stops reading c's socket (after the message being read); resume
+// reads again.
+func (c *client) pause() {
+	c.gateMu.Lock()
+	c.gate = make(chan struct{})
+	c.gateMu.Unlock()
+}
+
+func (c *client) resume() {
+	c.gateMu.Lock()
+	close(c.gate)
+	c.gateMu.Unlock()
 }
 
 func (c *client) next() Message {
@@ -506,33 +540,59 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
+// clientFromHeader is a Config.ClientIP for tests: the X-Test-Client header.
+func clientFromHeader(r *http.Request) string { return r.Header.Get("X-Test-Client") }
+
 func TestBadReportsDropPeer(t *testing.T) {
-	e := newEnv(t, Config{})
+	e := newEnv(t, Config{ClientIP: clientFromHeader})
 	const sw = "stream1/720p"
-	mal := e.dial(sw)
+	mal := e.dialFrom(sw, "", "198.51.100.1")
 	mal.send(Message{Type: TypeHave, Segments: []string{"s.ts"}})
 	mal.sync()
-	var r [4]*client
+	var r [5]*client
 	for i := range r {
-		r[i] = e.dial(sw)
+		r[i] = e.dialFrom(sw, "", fmt.Sprintf("203.0.113.%d", 1+i))
+	}
+	// r[4] shares r[0]'s address.
+	r[4] = e.dialFrom(sw, "", "203.0.113.1")
+	signal := func(to *client) {
+		mal.send(Message{Type: TypeSignal, To: to.id, Data: json.RawMessage(`{"type":"offer"}`)})
+		if m := to.next(); m.Type != TypeSignal || m.From != mal.id {
+			t.Fatalf("signal relayed as %+v", m)
+		}
 	}
 	report := func(c *client) {
 		c.send(Message{Type: TypeBad, Peer: mal.id, Segment: "s.ts"})
 		c.sync()
 	}
+	offered := func(c *client) bool {
+		c.send(Message{Type: TypeWant, Segment: "s.ts"})
+		return slices.Contains(c.next().Peers, mal.id)
+	}
+	// A report from a peer mal never signaled does not count.
+	report(r[3])
+	if got := testutil.ToFloat64(e.tr.badReports); got != 0 {
+		t.Fatalf("a report from a stranger counted: %v", got)
+	}
+	for _, c := range []*client{r[0], r[1], r[4]} {
+		signal(c)
+	}
 	report(r[0])
 	report(r[0]) // the same reporter twice counts once
+	report(r[4]) // another socket of the same address: one reporter
 	report(r[1])
-	r[3].send(Message{Type: TypeWant, Segment: "s.ts"})
-	if m := r[3].next(); !sameSet(m.Peers, mal.id) {
-		t.Fatalf("after 2 reporters: %v, want the peer still offered", m.Peers)
+	if offered(r[0]) {
+		t.Fatal("a reporter is offered the peer it reported")
+	}
+	if !offered(r[3]) {
+		t.Fatal("after 2 reporting addresses the peer is no longer offered to others")
 	}
 	mal.sync()
+	signal(r[2])
 	report(r[2])
 	mal.wantPolicyClose("failed verification")
-	r[3].send(Message{Type: TypeWant, Segment: "s.ts"})
-	if m := r[3].next(); len(m.Peers) != 0 {
-		t.Fatalf("after 3 reporters: %v offered", m.Peers)
+	if offered(r[3]) {
+		t.Fatal("after 3 reporting addresses the peer is still offered")
 	}
 	if got := testutil.ToFloat64(e.tr.badReports); got != 4 {
 		t.Fatalf("bad reports = %v, want 4", got)
@@ -540,6 +600,74 @@ func TestBadReportsDropPeer(t *testing.T) {
 	// Reporting oneself is a violation.
 	r[0].send(Message{Type: TypeBad, Peer: r[0].id, Segment: "s.ts"})
 	r[0].wantPolicyClose("itself")
+}
+
+// TestSignalFloodClosesNoOne: signals to a peer whose queue is half full
+// are refused (gone) instead of getting the receiver closed as too slow.
+func TestSignalFloodClosesNoOne(t *testing.T) {
+	e := newEnv(t, Config{MessageRate: 100000, MessageBurst: 100000, WriteTimeout: time.Minute})
+	const sw = "stream1/720p"
+	victim, attacker := e.dial(sw), e.dial(sw)
+	victim.pause()
+	// 2,000 signals of 11 KiB (22 MiB) to a victim that reads nothing:
+	// the socket's buffers fill, then its queue.
+	big := json.RawMessage(`{"x":"` + strings.Repeat("a", 11<<10) + `"}`)
+	for range 2000 {
+		attacker.send(Message{Type: TypeSignal, To: victim.id, Data: big})
+	}
+	attacker.send(Message{Type: TypePing})
+	gone := 0
+	for m := attacker.next(); m.Type != TypePong; m = attacker.next() {
+		if m.Type == TypeGone {
+			gone++
+		}
+	}
+	victim.resume()
+	victim.send(Message{Type: TypePing})
+	for {
+		m := victim.next()
+		if m.Type == TypePong {
+			break
+		}
+	}
+	if gone == 0 {
+		t.Fatal("no signal was refused while the victim's queue was full")
+	}
+}
+
+// TestAccessCheckedAgain: a socket whose access no longer passes (a token
+// expired, the stream made signed) is closed at the next check.
+func TestAccessCheckedAgain(t *testing.T) {
+	var mu sync.Mutex
+	allowed := true
+	e := newEnv(t, Config{ReauthorizeEvery: 30 * time.Second, Authorize: func(*http.Request, string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		if allowed {
+			return http.StatusOK
+		}
+		return http.StatusForbidden
+	}})
+	const sw = "stream1/720p"
+	a := e.dial(sw)
+	a.send(Message{Type: TypePing})
+	a.next()
+	e.clock.Add(31 * time.Second)
+	a.send(Message{Type: TypePing})
+	a.next()
+	e.sweep <- time.Time{}
+	a.send(Message{Type: TypePing})
+	if m := a.next(); m.Type != TypePong {
+		t.Fatalf("still allowed: %+v", m)
+	}
+	mu.Lock()
+	allowed = false
+	mu.Unlock()
+	e.clock.Add(31 * time.Second)
+	a.send(Message{Type: TypePing})
+	a.next()
+	e.sweep <- time.Time{}
+	a.wantPolicyClose("revoked")
 }
 
 func TestStats(t *testing.T) {
