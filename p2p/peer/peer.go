@@ -21,6 +21,7 @@
 package peer
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
@@ -110,6 +111,9 @@ type Peer struct {
 	ws      *websocket.Conn
 	api     *webrtc.API
 	upload  *rate.Limiter
+	// sends paces what goes to the tracker below its limit (20 a second,
+	// a burst of 50: over it, the socket is closed).
+	sends *rate.Limiter
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -182,6 +186,7 @@ func Join(ctx context.Context, cfg Config) (*Peer, error) {
 	se.SetICETimeouts(5*time.Second, 10*time.Second, 2*time.Second)
 	p := &Peer{cfg: cfg, keys: keys, swarmID: swarmID, api: webrtc.NewAPI(webrtc.WithSettingEngine(se)),
 		store: map[string]held{}, links: map[string]*link{}, banned: map[string]bool{}, wants: map[string][]chan []string{}}
+	p.sends = rate.NewLimiter(sendRate, sendBurst)
 	if cfg.MaxUploadBytesPerSec > 0 {
 		p.upload = rate.NewLimiter(rate.Limit(cfg.MaxUploadBytesPerSec), max(cfg.MaxUploadBytesPerSec, ChunkBytes))
 	}
@@ -252,8 +257,18 @@ func (p *Peer) send(m tracker.Message) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
+	if err := p.sends.Wait(ctx); err != nil {
+		return err
+	}
 	return p.ws.Write(ctx, websocket.MessageText, b)
 }
+
+// Pace of messages to the tracker: under its limit of 20 a second with a
+// burst of 50.
+const (
+	sendRate  = 15
+	sendBurst = 40
+)
 
 func (p *Peer) sendStats() {
 	h, q := uint64(p.httpBytes.Load()), uint64(p.p2pBytes.Load())
@@ -452,7 +467,9 @@ func (p *Peer) Fetch(ctx context.Context, name string) ([]byte, Source, error) {
 	h, ok := p.store[name]
 	p.mu.Unlock()
 	if ok {
-		return h.data, h.from, nil
+		// A copy: what the caller does with it must not change what
+		// this peer serves.
+		return bytes.Clone(h.data), h.from, nil
 	}
 	e, err := p.entry(ctx, name)
 	if err != nil {

@@ -469,3 +469,21 @@ func TestCloseEndsEverything(t *testing.T) {
 		return after <= before
 	})
 }
+
+// TestSendsArePaced: a burst of messages to the tracker (a player catching
+// up fetches many segments at once) is paced under the tracker's limit
+// instead of getting the socket closed.
+func TestSendsArePaced(t *testing.T) {
+	w := newWorld(t)
+	p := w.join(nil)
+	for range 80 {
+		if err := p.send(tracker.Message{Type: tracker.TypeHave, Segments: []string{"seg-1.m4s"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := p.Sync(ctx); err != nil {
+		t.Fatalf("the tracker socket after a burst: %v", err)
+	}
+}
