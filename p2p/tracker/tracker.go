@@ -56,6 +56,11 @@ type Config struct {
 	MaxPeersPerSwarm int
 	// MaxSwarms: joins that would open another swarm get 503. Default 10,000.
 	MaxSwarms int
+	// MaxPeers bounds the sockets of the whole node, MaxPeersPerAddr those
+	// from one network address (ClientIP): joins beyond get 503. Default
+	// 20,000 and 8.
+	MaxPeers        int
+	MaxPeersPerAddr int
 	// MessageRate and MessageBurst bound what one socket sends (over:
 	// closed). Default 20/s with a burst of 50.
 	MessageRate  float64
@@ -82,6 +87,12 @@ func (c *Config) defaults() {
 	}
 	if c.MaxSwarms <= 0 {
 		c.MaxSwarms = 10000
+	}
+	if c.MaxPeers <= 0 {
+		c.MaxPeers = 20000
+	}
+	if c.MaxPeersPerAddr <= 0 {
+		c.MaxPeersPerAddr = 8
 	}
 	if c.MessageRate <= 0 {
 		c.MessageRate = 20
@@ -124,6 +135,8 @@ type Tracker struct {
 
 	mu     sync.Mutex
 	swarms map[string]*swarm
+	total  int            // sockets and admitted joins, all swarms
+	byAddr map[string]int // the same, per network address
 	closed bool
 
 	peers      prometheus.Gauge
@@ -171,7 +184,7 @@ type conn struct {
 func New(cfg Config) (*Tracker, error) {
 	cfg.defaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	t := &Tracker{cfg: cfg, ctx: ctx, cancel: cancel, swarms: map[string]*swarm{},
+	t := &Tracker{cfg: cfg, ctx: ctx, cancel: cancel, swarms: map[string]*swarm{}, byAddr: map[string]int{},
 		peers: prometheus.NewGauge(prometheus.GaugeOpts{Name: "shoal_p2p_peers", Help: "Peers connected to this node's P2P tracker."}),
 		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_p2p_bytes_total",
 			Help: "Media bytes the tracker's peers reported downloading, by source (http or p2p)."}, []string{"source"}),
@@ -280,26 +293,28 @@ func (t *Tracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	sw, status := t.reserve(swarmID)
+	addr := t.cfg.ClientIP(r)
+	sw, status := t.reserve(swarmID, addr)
 	if status != 0 {
-		writeError(w, status, "unavailable", "the tracker is full; fetch over HTTP")
+		writeError(w, status, "unavailable", "the tracker is full (or this address has too many peers); fetch over HTTP")
 		return
 	}
 	// Tokens travel in the query, not in cookies, so a page on any origin
 	// may join: there is no ambient credential to protect.
 	ws, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: []string{"*"}})
 	if err != nil {
-		t.unreserve(sw)
+		t.unreserve(sw, addr)
 		return
 	}
 	ws.SetReadLimit(MaxMessageBytes + 1)
 	c := &conn{id: ids.New(), sw: sw, ws: ws, out: make(chan []byte, 64), done: make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(t.cfg.MessageRate), t.cfg.MessageBurst), have: map[string]bool{},
-		addr: t.cfg.ClientIP(r), req: r.Clone(context.Background()), mediaID: id,
+		addr: addr, req: r.Clone(context.Background()), mediaID: id,
 		heard: map[string]bool{}, reported: map[string]bool{}}
 	t.mu.Lock()
 	sw.reserved--
 	if t.closed {
+		t.release(addr)
 		t.mu.Unlock()
 		t.dropSwarmIfEmpty(sw)
 		_ = ws.Close(websocket.StatusGoingAway, "tracker shutting down")
@@ -320,10 +335,10 @@ func (t *Tracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	close(c.done)
 }
 
-func (t *Tracker) reserve(swarmID string) (*swarm, int) {
+func (t *Tracker) reserve(swarmID, addr string) (*swarm, int) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closed {
+	if t.closed || t.total >= t.cfg.MaxPeers || t.byAddr[addr] >= t.cfg.MaxPeersPerAddr {
 		return nil, http.StatusServiceUnavailable
 	}
 	sw := t.swarms[swarmID]
@@ -338,12 +353,23 @@ func (t *Tracker) reserve(swarmID string) (*swarm, int) {
 		return nil, http.StatusServiceUnavailable
 	}
 	sw.reserved++
+	t.total++
+	t.byAddr[addr]++
 	return sw, 0
 }
 
-func (t *Tracker) unreserve(sw *swarm) {
+// release counts a socket (or admitted join) of addr out; under t.mu.
+func (t *Tracker) release(addr string) {
+	t.total--
+	if t.byAddr[addr]--; t.byAddr[addr] <= 0 {
+		delete(t.byAddr, addr)
+	}
+}
+
+func (t *Tracker) unreserve(sw *swarm, addr string) {
 	t.mu.Lock()
 	sw.reserved--
+	t.release(addr)
 	t.mu.Unlock()
 	t.dropSwarmIfEmpty(sw)
 }
@@ -362,6 +388,7 @@ func (t *Tracker) leave(c *conn) {
 	delete(sw.peers, c.id)
 	delete(sw.reports, c.id)
 	delete(sw.banned, c.id)
+	t.release(c.addr)
 	t.mu.Unlock()
 	t.dropSwarmIfEmpty(sw)
 	t.peers.Dec()

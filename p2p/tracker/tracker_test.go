@@ -770,3 +770,36 @@ func TestCloseEndsEverything(t *testing.T) {
 	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	waitUntil(t, "goroutines to end", func() bool { return runtime.NumGoroutine() <= before })
 }
+
+// TestPeerCaps: sockets are bounded per network address and for the whole
+// node; a socket that leaves frees its place.
+func TestPeerCaps(t *testing.T) {
+	e := newEnv(t, Config{ClientIP: clientFromHeader, MaxPeers: 3, MaxPeersPerAddr: 2})
+	const sw = "stream1/720p"
+	status := func(addr string) int {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		ws, resp, err := websocket.Dial(ctx, e.url(sw), &websocket.DialOptions{HTTPHeader: http.Header{"X-Test-Client": {addr}}})
+		if err == nil {
+			_ = ws.CloseNow()
+			return http.StatusSwitchingProtocols
+		}
+		if resp == nil {
+			t.Fatalf("dial: %v", err)
+		}
+		return resp.StatusCode
+	}
+	a1 := e.dialFrom(sw, "", "192.0.2.1")
+	e.dialFrom(sw, "", "192.0.2.1")
+	if got := status("192.0.2.1"); got != http.StatusServiceUnavailable {
+		t.Fatalf("a third socket from one address: %d, want 503", got)
+	}
+	e.dialFrom(sw, "", "192.0.2.2")
+	if got := status("192.0.2.3"); got != http.StatusServiceUnavailable {
+		t.Fatalf("a fourth socket on a node of 3: %d, want 503", got)
+	}
+	_ = a1.ws.Close(websocket.StatusNormalClosure, "")
+	waitUntil(t, "a1 to leave", func() bool { n, _, _ := e.tr.SwarmStats(sw); return n == 2 })
+	e.dialFrom(sw, "", "192.0.2.3")
+}
