@@ -121,11 +121,14 @@ type Peer struct {
 
 	httpBytes, p2pBytes, uploaded, dropped atomic.Int64
 
-	mu       sync.Mutex
-	store    map[string]held
-	order    []string // store's names, oldest first
-	links    map[string]*link
-	banned   map[string]bool
+	mu     sync.Mutex
+	store  map[string]held
+	order  []string // store's names, oldest first
+	links  map[string]*link
+	banned map[string]bool
+	// resting: peers that failed a try (silent, no such segment, gone),
+	// not asked again until then.
+	resting  map[string]time.Time
 	wants    map[string][]chan []string
 	manifest *manifest.Manifest
 	closed   bool
@@ -185,7 +188,7 @@ func Join(ctx context.Context, cfg Config) (*Peer, error) {
 	se.SetICEMulticastDNSMode(ice.MulticastDNSModeDisabled)
 	se.SetICETimeouts(5*time.Second, 10*time.Second, 2*time.Second)
 	p := &Peer{cfg: cfg, keys: keys, swarmID: swarmID, api: webrtc.NewAPI(webrtc.WithSettingEngine(se)),
-		store: map[string]held{}, links: map[string]*link{}, banned: map[string]bool{}, wants: map[string][]chan []string{}}
+		store: map[string]held{}, links: map[string]*link{}, banned: map[string]bool{}, resting: map[string]time.Time{}, wants: map[string][]chan []string{}}
 	p.sends = rate.NewLimiter(sendRate, sendBurst)
 	if cfg.MaxUploadBytesPerSec > 0 {
 		p.upload = rate.NewLimiter(rate.Limit(cfg.MaxUploadBytesPerSec), max(cfg.MaxUploadBytesPerSec, ChunkBytes))
@@ -262,6 +265,13 @@ func (p *Peer) send(m tracker.Message) error {
 	}
 	return p.ws.Write(ctx, websocket.MessageText, b)
 }
+
+// A peer that failed a try rests restAfterFailure before it is asked
+// again; at most maxResting are remembered.
+const (
+	restAfterFailure = 30 * time.Second
+	maxResting       = 1024
+)
 
 // Pace of messages to the tracker: under its limit of 20 a second with a
 // burst of 50.
@@ -482,9 +492,25 @@ func (p *Peer) Fetch(ctx context.Context, name string) ([]byte, Source, error) {
 		if ctx.Err() != nil {
 			return nil, "", ctx.Err()
 		}
+		p.mu.Lock()
+		until, resting := p.resting[remote]
+		p.mu.Unlock()
+		if resting && time.Now().Before(until) {
+			continue
+		}
 		data, err := p.fromPeer(ctx, remote, name, e.Size)
 		if err != nil {
 			p.cfg.Log.Debug("p2p fetch from a peer failed", "peer", remote, "segment", name, "err", err)
+			if !errors.Is(err, errCapacity) {
+				// Silent, without the segment it announced, or gone:
+				// not asked again for a while.
+				p.mu.Lock()
+				if len(p.resting) >= maxResting {
+					clear(p.resting)
+				}
+				p.resting[remote] = time.Now().Add(restAfterFailure)
+				p.mu.Unlock()
+			}
 			continue
 		}
 		if err := e.Check(data); err != nil {

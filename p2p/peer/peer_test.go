@@ -316,7 +316,7 @@ func TestSilentPeer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ws.CloseNow()
-	for _, m := range []string{`{"type":"have","segments":["seg-1.m4s"]}`, `{"type":"ping"}`} {
+	for _, m := range []string{`{"type":"have","segments":["seg-1.m4s","seg-2.m4s"]}`, `{"type":"ping"}`} {
 		if err := ws.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
 			t.Fatal(err)
 		}
@@ -346,6 +346,24 @@ func TestSilentPeer(t *testing.T) {
 	p.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d links left after the silent peer timed out", n)
+	}
+	// It rests: the next segment it announced comes over HTTP without
+	// asking it (no offer reaches it before the pong of a later ping).
+	w.fetch(p, "seg-2.m4s", SourceHTTP)
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), `"signal"`) {
+			t.Fatalf("the resting peer was asked again: %s", b)
+		}
+		if strings.Contains(string(b), `"pong"`) {
+			break
+		}
 	}
 }
 
