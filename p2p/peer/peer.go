@@ -84,7 +84,8 @@ type Config struct {
 	// ICEServers are STUN/TURN servers; none by default.
 	ICEServers []webrtc.ICEServer
 	// PeerTimeout bounds one try of a segment from one peer, connecting
-	// included. Default 3 s.
+	// included; a Fetch gives peers twice that in all, then goes to HTTP.
+	// Default 3 s.
 	PeerTimeout time.Duration
 	// StatsInterval is how often Stats go to the tracker. Default 10 s.
 	StatsInterval time.Duration
@@ -488,9 +489,16 @@ func (p *Peer) Fetch(ctx context.Context, name string) ([]byte, Source, error) {
 	if e.Size > MaxSegmentBytes {
 		return nil, "", fmt.Errorf("peer: %s is over %d bytes", name, MaxSegmentBytes)
 	}
+	// Peers get two PeerTimeouts in all, then HTTP: a player can't wait
+	// on a row of silent peers.
+	pctx, cancel := context.WithTimeout(ctx, 2*p.cfg.PeerTimeout)
+	defer cancel()
 	for _, remote := range p.want(ctx, name) {
 		if ctx.Err() != nil {
 			return nil, "", ctx.Err()
+		}
+		if pctx.Err() != nil {
+			break
 		}
 		p.mu.Lock()
 		until, resting := p.resting[remote]
@@ -498,7 +506,7 @@ func (p *Peer) Fetch(ctx context.Context, name string) ([]byte, Source, error) {
 		if resting && time.Now().Before(until) {
 			continue
 		}
-		data, err := p.fromPeer(ctx, remote, name, e.Size)
+		data, err := p.fromPeer(pctx, remote, name, e.Size)
 		if err != nil {
 			p.cfg.Log.Debug("p2p fetch from a peer failed", "peer", remote, "segment", name, "err", err)
 			if !errors.Is(err, errCapacity) {

@@ -505,3 +505,58 @@ func TestSendsArePaced(t *testing.T) {
 		t.Fatalf("the tracker socket after a burst: %v", err)
 	}
 }
+
+// TestPeersHaveABudget: a row of silent peers costs at most two
+// PeerTimeouts before HTTP: the third is never asked.
+func TestPeersHaveABudget(t *testing.T) {
+	w := newWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var silent []*websocket.Conn
+	for range 3 {
+		ws, _, err := websocket.Dial(ctx, w.trackURL, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ws.CloseNow()
+		for _, m := range []string{`{"type":"have","segments":["seg-1.m4s"]}`, `{"type":"ping"}`} {
+			if err := ws.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for {
+			_, b, err := ws.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(b), `"pong"`) {
+				break
+			}
+		}
+		silent = append(silent, ws)
+	}
+	p := w.joinWith(Config{PeerTimeout: time.Second})
+	w.fetch(p, "seg-1.m4s", SourceHTTP)
+	asked := 0
+	for _, ws := range silent {
+		if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			_, b, err := ws.Read(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(b), `"signal"`) {
+				asked++
+				continue
+			}
+			if strings.Contains(string(b), `"pong"`) {
+				break
+			}
+		}
+	}
+	if asked == 0 || asked > 2 {
+		t.Fatalf("%d of 3 silent peers were asked, want 1 or 2 (two PeerTimeouts in all)", asked)
+	}
+}
