@@ -146,11 +146,14 @@ type Tracker struct {
 }
 
 type swarm struct {
-	id        string
-	peers     map[string]*conn
-	reserved  int // joins admitted, not yet upgraded
-	offerSeq  uint64
-	reports   map[string]map[string]bool // reported peer -> reporters' addresses
+	id       string
+	peers    map[string]*conn
+	reserved int // joins admitted, not yet upgraded
+	offerSeq uint64
+	reports  map[string]map[string]bool // reported peer -> reporters' addresses
+	// holders indexes the peers' have sets: segment -> peers announcing
+	// it, so that a want costs the holders, not the swarm.
+	holders   map[string]map[*conn]struct{}
 	banned    map[string]bool
 	httpBytes uint64
 	p2pBytes  uint64
@@ -346,7 +349,8 @@ func (t *Tracker) reserve(swarmID, addr string) (*swarm, int) {
 		if len(t.swarms) >= t.cfg.MaxSwarms {
 			return nil, http.StatusServiceUnavailable
 		}
-		sw = &swarm{id: swarmID, peers: map[string]*conn{}, reports: map[string]map[string]bool{}, banned: map[string]bool{}}
+		sw = &swarm{id: swarmID, peers: map[string]*conn{}, reports: map[string]map[string]bool{}, banned: map[string]bool{},
+			holders: map[string]map[*conn]struct{}{}}
 		t.swarms[swarmID] = sw
 	}
 	if len(sw.peers)+sw.reserved >= t.cfg.MaxPeersPerSwarm {
@@ -363,6 +367,30 @@ func (t *Tracker) release(addr string) {
 	t.total--
 	if t.byAddr[addr]--; t.byAddr[addr] <= 0 {
 		delete(t.byAddr, addr)
+	}
+}
+
+// index adds c's have set to the swarm's index; under Tracker.mu.
+func (sw *swarm) index(c *conn) {
+	for s := range c.have {
+		h := sw.holders[s]
+		if h == nil {
+			h = map[*conn]struct{}{}
+			sw.holders[s] = h
+		}
+		h[c] = struct{}{}
+	}
+}
+
+// unindex removes c's have set from the index; under Tracker.mu.
+func (sw *swarm) unindex(c *conn) {
+	for s := range c.have {
+		if h := sw.holders[s]; h != nil {
+			delete(h, c)
+			if len(h) == 0 {
+				delete(sw.holders, s)
+			}
+		}
 	}
 }
 
@@ -388,6 +416,7 @@ func (t *Tracker) leave(c *conn) {
 	delete(sw.peers, c.id)
 	delete(sw.reports, c.id)
 	delete(sw.banned, c.id)
+	sw.unindex(c)
 	t.release(c.addr)
 	t.mu.Unlock()
 	t.dropSwarmIfEmpty(sw)
@@ -544,10 +573,12 @@ func (t *Tracker) handle(c *conn, m Message) bool {
 		t.send(c, Message{Type: TypePong})
 	case TypeHave:
 		t.mu.Lock()
+		sw.unindex(c)
 		c.have = make(map[string]bool, len(m.Segments))
 		for _, s := range m.Segments {
 			c.have[s] = true
 		}
+		sw.index(c)
 		t.mu.Unlock()
 	case TypeWant:
 		t.send(c, Message{Type: TypePeers, Segment: m.Segment, Peers: t.offer(c, m.Segment)})
@@ -625,8 +656,8 @@ func (t *Tracker) offer(asker *conn, segment string) []string {
 	defer t.mu.Unlock()
 	sw := asker.sw
 	var holders []*conn
-	for _, p := range sw.peers {
-		if p != asker && p.have[segment] && !p.closing && !sw.banned[p.id] && !asker.reported[p.id] {
+	for p := range sw.holders[segment] {
+		if p != asker && !p.closing && !sw.banned[p.id] && !asker.reported[p.id] {
 			holders = append(holders, p)
 		}
 	}

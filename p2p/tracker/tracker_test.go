@@ -803,3 +803,31 @@ func TestPeerCaps(t *testing.T) {
 	waitUntil(t, "a1 to leave", func() bool { n, _, _ := e.tr.SwarmStats(sw); return n == 2 })
 	e.dialFrom(sw, "", "192.0.2.3")
 }
+
+// TestHoldersIndex: the index wants are answered from follows the peers'
+// have sets as they change and as peers leave.
+func TestHoldersIndex(t *testing.T) {
+	e := newEnv(t, Config{})
+	const sw = "stream1/720p"
+	a, b := e.dial(sw), e.dial(sw)
+	a.send(Message{Type: TypeHave, Segments: []string{"x.ts", "y.ts"}})
+	a.sync()
+	a.send(Message{Type: TypeHave, Segments: []string{"y.ts"}})
+	a.sync()
+	b.send(Message{Type: TypeWant, Segment: "x.ts"})
+	if m := b.next(); len(m.Peers) != 0 {
+		t.Fatalf("x.ts offered after a dropped it: %v", m.Peers)
+	}
+	b.send(Message{Type: TypeWant, Segment: "y.ts"})
+	if m := b.next(); !sameSet(m.Peers, a.id) {
+		t.Fatalf("y.ts: %v", m.Peers)
+	}
+	_ = a.ws.Close(websocket.StatusNormalClosure, "")
+	waitUntil(t, "a to leave", func() bool { n, _, _ := e.tr.SwarmStats(sw); return n == 1 })
+	e.tr.mu.Lock()
+	left := len(e.tr.swarms[sw].holders)
+	e.tr.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("%d segments still indexed after their only holder left", left)
+	}
+}
