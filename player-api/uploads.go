@@ -278,12 +278,12 @@ func (a *API) completeTus(ctx context.Context, info tus.FileInfo) error {
 	// move is journaled by the .info file, removed only once the video
 	// is queued: a crash anywhere in between is finished by
 	// RecoverUploads at the next start.
-	switch err := syncFile(path); {
+	switch err := syncPath(path); {
 	case err == nil:
 		if err := os.Rename(path, dst); err != nil {
 			return fmt.Errorf("moving the finished upload: %w", err)
 		}
-		if err := syncDir(filepath.Dir(dst)); err != nil {
+		if err := syncPath(filepath.Dir(dst)); err != nil {
 			return fmt.Errorf("moving the finished upload: %w", err)
 		}
 	case errors.Is(err, os.ErrNotExist):
@@ -421,22 +421,10 @@ func exists(path string) bool {
 	return err == nil
 }
 
-// syncFile flushes the file at path to the disk.
-func syncFile(path string) error {
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// syncDir flushes a directory's entries (a rename into it) to the disk.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
+// syncPath flushes the file at path, or a directory's entries (a rename
+// into it), to the disk.
+func syncPath(path string) error {
+	f, err := os.Open(path)
 	if err != nil {
 		return err
 	}

@@ -492,7 +492,7 @@ func (a *API) receive(req *http.Request, c *gin.Context, dst, tag string, stillH
 		err = os.Rename(tmp, dst)
 	}
 	if err == nil {
-		err = syncDir(filepath.Dir(dst))
+		err = syncPath(filepath.Dir(dst))
 	}
 	if err != nil {
 		_ = os.Remove(tmp)

@@ -1,6 +1,7 @@
 package vod
 
 import (
+	"bufio"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -112,24 +113,11 @@ func (f Files) SaveRecord(id string, fields map[string]string) error {
 			return nil
 		}
 	}
-	tmp, err := os.CreateTemp(dir, recordFile+".*.tmp")
-	if err != nil {
+	// Writers take turns (the lock): one temporary name will do.
+	return writeAtomically(path, func(w *bufio.Writer) error {
+		_, err := w.Write(b)
 		return err
-	}
-	_, err = tmp.Write(b)
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), path)
-	}
-	if err != nil {
-		_ = os.Remove(tmp.Name())
-	}
-	return err
+	})
 }
 
 // DropRecord removes video id's record copy (the video was deleted while

@@ -117,7 +117,8 @@ func writeJPEG(path string, img image.Image, quality int) error {
 	})
 }
 
-// writeAtomically writes a file through a temporary name.
+// writeAtomically writes a file through a temporary name, synced before
+// the rename.
 func writeAtomically(path string, fill func(*bufio.Writer) error) error {
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
@@ -128,6 +129,9 @@ func writeAtomically(path string, fill func(*bufio.Writer) error) error {
 	err = fill(w)
 	if err == nil {
 		err = w.Flush()
+	}
+	if err == nil {
+		err = f.Sync()
 	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
