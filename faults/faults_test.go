@@ -207,9 +207,7 @@ func TestRedisFlushed(t *testing.T) {
 	}
 	queued := s.upload(t, "queued at the flush")
 
-	if out, err := exec.Command("redis-cli", "-u", rs.URL, "FLUSHALL").CombinedOutput(); err != nil {
-		t.Fatalf("FLUSHALL: %v %s", err, out)
-	}
+	rs.FlushAll(t)
 	flushed := time.Now()
 	segs := s.segments(ls.ID)
 	rejoined := poll(15*time.Second, func() bool { return edges() == 1 })

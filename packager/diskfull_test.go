@@ -14,11 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/shoal-video/shoal/internal/media"
-	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/packager/live"
 )
 
@@ -68,27 +66,11 @@ func (d *fullDisk) failWrite(_ string, data []byte) (int, error) {
 // which segments are written as before. gohlslib reads every playlist.
 func TestDiskFullMarksGaps(t *testing.T) {
 	t.Parallel()
-	hub, err := stream.New(stream.Config{QueueSize: 1 << 20}, stream.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	reg := live.New()
 	logs := &logLines{}
-	metrics := prometheus.NewRegistry()
-	p, err := New(Config{Dir: dir, Format: FormatFMP4, SegmentDuration: 2 * time.Second, LiveWindow: 3, PartDuration: 500 * time.Millisecond},
-		Deps{Hub: hub, Log: slog.New(logs), Live: reg, Registerer: metrics})
-	if err != nil {
-		t.Fatal(err)
-	}
 	disk := &fullDisk{}
-	p.fs.failWrite = disk.failWrite
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = hub.Run(ctx) }()
-	go func() { _ = p.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	r := &llRig{rig: &rig{pkg: p, hub: hub, dir: dir, done: done, stop: cancel}, live: reg}
+	r := newLLRigWith(t, Config{PartDuration: 500 * time.Millisecond}, Deps{Log: slog.New(logs)},
+		func(p *Packager) { p.fs.failWrite = disk.failWrite })
+	hub, dir := r.hub, r.dir
 
 	hi, _ := hub.Publish(media.StreamKey{Name: "full", Rendition: "720p"}, tracks)
 	lo, _ := hub.Publish(media.StreamKey{Name: "full", Rendition: "360p"}, tracks[:1])
@@ -153,18 +135,18 @@ func TestDiskFullMarksGaps(t *testing.T) {
 	if n := logs.count("disk space is back"); n != 1 {
 		t.Errorf("space back logged %d times, want once", n)
 	}
-	if v := testutil.ToFloat64(p.gaps.WithLabelValues("video")); v != 4 {
+	if v := testutil.ToFloat64(r.pkg.gaps.WithLabelValues("video")); v != 4 {
 		t.Errorf("%v video gap segments counted, want 4", v)
 	}
-	if v := testutil.ToFloat64(p.gaps.WithLabelValues("audio")); v != 2 {
+	if v := testutil.ToFloat64(r.pkg.gaps.WithLabelValues("audio")); v != 2 {
 		t.Errorf("%v audio gap segments counted, want 2", v)
 	}
 
 	// The recordings (the VOD after the broadcast) have the gaps.
 	hi.End()
 	lo.End()
-	cancel() // Run returns once every playlist is finished
-	<-done
+	r.stop() // Run returns once every playlist is finished
+	<-r.done
 	for _, name := range playlists {
 		for _, f := range []string{"recording.m3u8", "index.m3u8"} {
 			data, err := os.ReadFile(filepath.Join(dir, "full", name, f))
@@ -241,27 +223,12 @@ func mustRead(t *testing.T, path string) []byte {
 // written with its initialization section and plays.
 func TestStartOnAFullDisk(t *testing.T) {
 	t.Parallel()
-	hub, err := stream.New(stream.Config{QueueSize: 1 << 20}, stream.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	reg := live.New()
 	logs := &logLines{}
-	p, err := New(Config{Dir: dir, Format: FormatFMP4, SegmentDuration: 2 * time.Second, LiveWindow: 3, PartDuration: 500 * time.Millisecond},
-		Deps{Hub: hub, Log: slog.New(logs), Live: reg})
-	if err != nil {
-		t.Fatal(err)
-	}
 	disk := &fullDisk{}
 	disk.on.Store(true)
-	p.fs.failWrite = disk.failWrite
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { _ = hub.Run(ctx) }()
-	go func() { _ = p.Run(ctx); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
-	r := &llRig{rig: &rig{pkg: p, hub: hub, dir: dir, done: done, stop: cancel}, live: reg}
+	r := newLLRigWith(t, Config{PartDuration: 500 * time.Millisecond}, Deps{Log: slog.New(logs)},
+		func(p *Packager) { p.fs.failWrite = disk.failWrite })
+	hub, dir, reg := r.hub, r.dir, r.live
 
 	pub, _ := hub.Publish(media.StreamKey{Name: "empty", Rendition: "720p"}, tracks)
 	feedRange(pub, 0, 4.5, 60)
@@ -298,8 +265,8 @@ func TestStartOnAFullDisk(t *testing.T) {
 	// The recording, whose directory could not even be made at first,
 	// has every segment.
 	pub.End()
-	cancel()
-	<-done
+	r.stop()
+	<-r.done
 	rec := parseMedia(t, mustRead(t, filepath.Join(dir, "empty", "720p", "recording.m3u8")))
 	if len(rec.Segments) < 3 || !rec.Segments[0].Gap || !rec.Segments[1].Gap || rec.Segments[2].Gap || !rec.Endlist {
 		t.Fatalf("the recording: %d segments, ended %v", len(rec.Segments), rec.Endlist)

@@ -27,6 +27,13 @@ type llRig struct {
 
 func newLLRig(t *testing.T, cfg Config) *llRig {
 	t.Helper()
+	return newLLRigWith(t, cfg, Deps{}, nil)
+}
+
+// newLLRigWith is newLLRig with deps' Log and Registerer (when set), and
+// setup run on the packager before it starts.
+func newLLRigWith(t *testing.T, cfg Config, deps Deps, setup func(*Packager)) *llRig {
+	t.Helper()
 	hub, err := stream.New(stream.Config{QueueSize: 1 << 20}, stream.Deps{})
 	if err != nil {
 		t.Fatal(err)
@@ -40,9 +47,19 @@ func newLLRig(t *testing.T, cfg Config) *llRig {
 	if cfg.LiveWindow == 0 {
 		cfg.LiveWindow = 3
 	}
-	p, err := New(cfg, Deps{Hub: hub, Log: slog.New(slog.DiscardHandler), Live: reg, Registerer: prometheus.NewRegistry()})
+	deps.Hub, deps.Live = hub, reg
+	if deps.Log == nil {
+		deps.Log = slog.New(slog.DiscardHandler)
+	}
+	if deps.Registerer == nil {
+		deps.Registerer = prometheus.NewRegistry()
+	}
+	p, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(p)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &rig{pkg: p, hub: hub, dir: dir, done: make(chan struct{}), stop: cancel}

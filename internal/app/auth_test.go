@@ -175,12 +175,7 @@ func TestKeyAuthorizerAfterRedisReturns(t *testing.T) {
 
 func TestAuthorizeAPIKeyPublish(t *testing.T) {
 	t.Parallel()
-	rs := redistest.Start(t)
-	store, err := routing.NewStore(rs.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store, rs := newTestStore(t)
 	ctx := t.Context()
 	ls, _ := store.CreateLiveStream(ctx, routing.LiveStreamSpec{Name: "s"})
 	issued, _, err := store.CreateAPIKey(ctx, "dashboard", []string{routing.ScopeStreams})
@@ -221,12 +216,7 @@ func TestAuthorizeAPIKeyPublish(t *testing.T) {
 // hashed.
 func TestDevStreamKey(t *testing.T) {
 	t.Parallel()
-	rs := redistest.Start(t)
-	store, err := routing.NewStore(rs.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store, _ := newTestStore(t)
 	ctx := t.Context()
 	dir := t.TempDir()
 	works := func(ls routing.LiveStream) {
@@ -382,12 +372,7 @@ func (f *flakyKeys) KeyRevocations(ctx context.Context, cursor string, block tim
 // emptied it.
 func TestResetKeyRefusedAfterRedisFlaps(t *testing.T) {
 	t.Parallel()
-	rs := redistest.Start(t)
-	store, err := routing.NewStore(rs.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store, _ := newTestStore(t)
 	flaky := &flakyKeys{Store: store}
 	o := &testOrigin{store: store, revoked: make(chan string, 100), logs: &testutil.Buffer{}}
 	o.keys = newKeyAuthorizer(flaky, slog.New(slog.NewTextHandler(o.logs, nil)))
@@ -416,4 +401,16 @@ func TestResetKeyRefusedAfterRedisFlaps(t *testing.T) {
 	}
 	flaky.failAll.Store(true)
 	o.refuses(t, reset.StreamKey)
+}
+
+// newTestStore is a store on a Redis of the test's own.
+func newTestStore(t *testing.T) (*routing.Store, *redistest.Server) {
+	t.Helper()
+	rs := redistest.Start(t)
+	store, err := routing.NewStore(rs.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	return store, rs
 }

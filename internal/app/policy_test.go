@@ -2,13 +2,11 @@ package app
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/routing"
-	"github.com/shoal-video/shoal/internal/testutil/redistest"
 )
 
 // TestPolicyKeptWhenRedisLosesData: what Redis told about a stream's or a
@@ -18,12 +16,7 @@ import (
 // closed) and a deleted one is unknown.
 func TestPolicyKeptWhenRedisLosesData(t *testing.T) {
 	t.Parallel()
-	rs := redistest.Start(t)
-	store, err := routing.NewStore(rs.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store, rs := newTestStore(t)
 	ctx := t.Context()
 	signedLS, err := store.CreateLiveStream(ctx, routing.LiveStreamSpec{Name: "private", PlaybackPolicy: routing.PlaybackSigned})
 	if err != nil {
@@ -54,9 +47,7 @@ func TestPolicyKeptWhenRedisLosesData(t *testing.T) {
 	}
 
 	// Redis loses everything.
-	if out, err := exec.Command("redis-cli", "-u", rs.URL, "FLUSHALL").CombinedOutput(); err != nil {
-		t.Fatalf("FLUSHALL: %v %s", err, out)
-	}
+	rs.FlushAll(t)
 	never := ids.New()
 	check := func(when string, p *policyCache) {
 		t.Helper()

@@ -3,14 +3,12 @@ package app
 import (
 	"errors"
 	"log/slog"
-	"os/exec"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/testutil"
-	"github.com/shoal-video/shoal/internal/testutil/redistest"
 	"github.com/shoal-video/shoal/transcode/vod"
 )
 
@@ -19,12 +17,7 @@ import (
 // live is forgotten and not restored.
 func TestLiveRecordsRestored(t *testing.T) {
 	t.Parallel()
-	rs := redistest.Start(t)
-	store, err := routing.NewStore(rs.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store, rs := newTestStore(t)
 	ctx := t.Context()
 	ls, err := store.CreateLiveStream(ctx, routing.LiveStreamSpec{Name: "on air"})
 	if err != nil {
@@ -49,9 +42,7 @@ func TestLiveRecordsRestored(t *testing.T) {
 		t.Fatal(err)
 	}
 	r.check(ctx)
-	if out, err := exec.Command("redis-cli", "-u", rs.URL, "FLUSHALL").CombinedOutput(); err != nil {
-		t.Fatalf("FLUSHALL: %v %s", err, out)
-	}
+	rs.FlushAll(t)
 	r.check(ctx)
 	got, err := store.GetLiveStream(ctx, ls.ID)
 	if err != nil || got.Name != "on air" || got.PlaybackPolicy != routing.PlaybackSigned {
@@ -66,9 +57,7 @@ func TestLiveRecordsRestored(t *testing.T) {
 	// Over: forgotten, and not restored again.
 	live.Store(false)
 	r.check(ctx)
-	if out, err := exec.Command("redis-cli", "-u", rs.URL, "FLUSHALL").CombinedOutput(); err != nil {
-		t.Fatalf("FLUSHALL: %v %s", err, out)
-	}
+	rs.FlushAll(t)
 	live.Store(true)
 	r.check(ctx)
 	if _, err := store.GetLiveStream(ctx, ls.ID); !errors.Is(err, routing.ErrNotFound) {
@@ -81,12 +70,7 @@ func TestLiveRecordsRestored(t *testing.T) {
 // queued again; records Redis still has are left alone.
 func TestVideoRecordsRestored(t *testing.T) {
 	t.Parallel()
-	rs := redistest.Start(t)
-	store, err := routing.NewStore(rs.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store, rs := newTestStore(t)
 	ctx := t.Context()
 	files := vod.Files{SourceDir: t.TempDir()}
 	keep := func(id string) {
@@ -119,9 +103,7 @@ func TestVideoRecordsRestored(t *testing.T) {
 	if q, _ := store.JobQueue(ctx); q.Waiting != 1 {
 		t.Fatalf("jobs before the flush: %+v", q)
 	}
-	if out, err := exec.Command("redis-cli", "-u", rs.URL, "FLUSHALL").CombinedOutput(); err != nil {
-		t.Fatalf("FLUSHALL: %v %s", err, out)
-	}
+	rs.FlushAll(t)
 	r.check(ctx)
 	if err := store.EnsureJobQueue(ctx); err != nil {
 		t.Fatal(err)
@@ -152,9 +134,7 @@ func TestVideoRecordsRestored(t *testing.T) {
 	// Flushed again, and another origin marked the empty Redis first:
 	// this origin (restarted, reading its mark from disk) restores all
 	// the same.
-	if out, err := exec.Command("redis-cli", "-u", rs.URL, "FLUSHALL").CombinedOutput(); err != nil {
-		t.Fatalf("FLUSHALL: %v %s", err, out)
-	}
+	rs.FlushAll(t)
 	if _, err := store.MarkEpoch(ctx); err != nil {
 		t.Fatal(err)
 	}

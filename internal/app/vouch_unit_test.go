@@ -16,7 +16,6 @@ import (
 
 	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
-	"github.com/shoal-video/shoal/internal/testutil/redistest"
 )
 
 // The origin's vouch check against the real registry, on its own clock:
@@ -25,12 +24,7 @@ import (
 // registry cannot answer, the last known answer stands.
 func TestVouchVerifier(t *testing.T) {
 	t.Parallel()
-	rs := redistest.Start(t)
-	store, err := routing.NewStore(rs.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
+	store, rs := newTestStore(t)
 	ctx := context.Background()
 	join := func(role, tokenID string) (ed25519.PrivateKey, string) {
 		pub, priv, _ := ed25519.GenerateKey(nil)

@@ -311,25 +311,7 @@ func TestSilentPeer(t *testing.T) {
 	w := newWorld(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, w.trackURL, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ws.CloseNow()
-	for _, m := range []string{`{"type":"have","segments":["seg-1.m4s","seg-2.m4s"]}`, `{"type":"ping"}`} {
-		if err := ws.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for { // welcome, then pong: the tracker has the have
-		_, b, err := ws.Read(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(b), `"pong"`) {
-			break
-		}
-	}
+	ws := silentPeer(ctx, t, w, `"seg-1.m4s","seg-2.m4s"`)
 	p := w.joinWith(Config{PeerTimeout: time.Second})
 	start := time.Now()
 	w.fetch(p, "seg-1.m4s", SourceHTTP)
@@ -350,20 +332,8 @@ func TestSilentPeer(t *testing.T) {
 	// It rests: the next segment it announced comes over HTTP without
 	// asking it (no offer reaches it before the pong of a later ping).
 	w.fetch(p, "seg-2.m4s", SourceHTTP)
-	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		_, b, err := ws.Read(ctx)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.Contains(string(b), `"signal"`) {
-			t.Fatalf("the resting peer was asked again: %s", b)
-		}
-		if strings.Contains(string(b), `"pong"`) {
-			break
-		}
+	if n := signalsBeforePong(ctx, t, ws); n != 0 {
+		t.Fatalf("the resting peer was asked again (%d signals)", n)
 	}
 }
 
@@ -514,49 +484,54 @@ func TestPeersHaveABudget(t *testing.T) {
 	defer cancel()
 	var silent []*websocket.Conn
 	for range 3 {
-		ws, _, err := websocket.Dial(ctx, w.trackURL, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ws.CloseNow()
-		for _, m := range []string{`{"type":"have","segments":["seg-1.m4s"]}`, `{"type":"ping"}`} {
-			if err := ws.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
-				t.Fatal(err)
-			}
-		}
-		for {
-			_, b, err := ws.Read(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.Contains(string(b), `"pong"`) {
-				break
-			}
-		}
-		silent = append(silent, ws)
+		silent = append(silent, silentPeer(ctx, t, w, `"seg-1.m4s"`))
 	}
 	p := w.joinWith(Config{PeerTimeout: time.Second})
 	w.fetch(p, "seg-1.m4s", SourceHTTP)
 	asked := 0
 	for _, ws := range silent {
-		if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
-			t.Fatal(err)
-		}
-		for {
-			_, b, err := ws.Read(ctx)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if strings.Contains(string(b), `"signal"`) {
-				asked++
-				continue
-			}
-			if strings.Contains(string(b), `"pong"`) {
-				break
-			}
-		}
+		asked += signalsBeforePong(ctx, t, ws)
 	}
 	if asked == 0 || asked > 2 {
 		t.Fatalf("%d of 3 silent peers were asked, want 1 or 2 (two PeerTimeouts in all)", asked)
+	}
+}
+
+// silentPeer is a bare tracker client of w's swarm that announces have (a
+// JSON list's elements) and never answers a peer; it returns once the
+// tracker has the announcement.
+func silentPeer(ctx context.Context, t *testing.T, w *world, have string) *websocket.Conn {
+	t.Helper()
+	ws, _, err := websocket.Dial(ctx, w.trackURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ws.CloseNow() })
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"have","segments":[`+have+`]}`)); err != nil {
+		t.Fatal(err)
+	}
+	signalsBeforePong(ctx, t, ws) // welcome, then pong: the tracker has the have
+	return ws
+}
+
+// signalsBeforePong pings the tracker from ws and counts the signals ws
+// received before the pong.
+func signalsBeforePong(ctx context.Context, t *testing.T, ws *websocket.Conn) int {
+	t.Helper()
+	if err := ws.Write(ctx, websocket.MessageText, []byte(`{"type":"ping"}`)); err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for {
+		_, b, err := ws.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), `"signal"`) {
+			n++
+		}
+		if strings.Contains(string(b), `"pong"`) {
+			return n
+		}
 	}
 }

@@ -92,6 +92,25 @@ func (s *Server) Kill() {
 	s.proc = nil
 }
 
+// FlushAll empties the server (FLUSHALL), as a Redis without persistence
+// restarted would be, without a restart: clients stay connected.
+func (s *Server) FlushAll(t testing.TB) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	if err != nil {
+		t.Fatalf("redistest: FLUSHALL: %v", err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte("FLUSHALL\r\n")); err != nil {
+		t.Fatalf("redistest: FLUSHALL: %v", err)
+	}
+	reply, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil || reply != "+OK\r\n" {
+		t.Fatalf("redistest: FLUSHALL answered %q, %v", reply, err)
+	}
+}
+
 // Restart starts redis-server again on the same port, with empty data, and
 // waits until it answers PING. A running server is killed first.
 func (s *Server) Restart(t testing.TB) {

@@ -1,6 +1,7 @@
 package redistest
 
 import (
+	"bufio"
 	"net"
 	"testing"
 	"time"
@@ -54,4 +55,30 @@ func (s *Server) pid(t *testing.T) int {
 		t.Fatal("server is not running")
 	}
 	return s.proc.cmd.Process.Pid
+}
+
+func TestFlushAll(t *testing.T) {
+	s := Start(t)
+	c, err := net.Dial("tcp", s.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	do := func(cmd string) string {
+		t.Helper()
+		if _, err := c.Write([]byte(cmd + "\r\n")); err != nil {
+			t.Fatal(err)
+		}
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		return line
+	}
+	do("SET k v")
+	s.FlushAll(t)
+	if got := do("EXISTS k"); got != ":0\r\n" {
+		t.Fatalf("EXISTS after FlushAll = %q", got)
+	}
 }
