@@ -457,6 +457,30 @@ func (t *Tracker) send(c *conn, m Message) {
 	}
 }
 
+// reply queues m, an answer to a message of c's own, from c's reader: it
+// waits for room in c's queue (up to the write timeout), so a peer that
+// sends faster than its answers can be written is slowed down, not closed
+// as too slow, while it reads what it is sent.
+func (t *Tracker) reply(c *conn, m Message) {
+	b, err := json.Marshal(m)
+	if err != nil {
+		return
+	}
+	select {
+	case c.out <- b:
+		return
+	default:
+	}
+	timer := time.NewTimer(t.cfg.WriteTimeout)
+	defer timer.Stop()
+	select {
+	case c.out <- b:
+	case <-c.done:
+	case <-timer.C:
+		t.kick(c, websocket.StatusPolicyViolation, "too slow to read its messages", "slow")
+	}
+}
+
 // kick closes c's socket with code and reason, from any goroutine.
 func (t *Tracker) kick(c *conn, code websocket.StatusCode, reason, metric string) {
 	t.mu.Lock()
@@ -570,7 +594,7 @@ func (t *Tracker) handle(c *conn, m Message) bool {
 	sw := c.sw
 	switch m.Type {
 	case TypePing:
-		t.send(c, Message{Type: TypePong})
+		t.reply(c, Message{Type: TypePong})
 	case TypeHave:
 		t.mu.Lock()
 		sw.unindex(c)
@@ -581,7 +605,7 @@ func (t *Tracker) handle(c *conn, m Message) bool {
 		sw.index(c)
 		t.mu.Unlock()
 	case TypeWant:
-		t.send(c, Message{Type: TypePeers, Segment: m.Segment, Peers: t.offer(c, m.Segment)})
+		t.reply(c, Message{Type: TypePeers, Segment: m.Segment, Peers: t.offer(c, m.Segment)})
 	case TypeSignal:
 		t.mu.Lock()
 		to := sw.peers[m.To]
@@ -598,7 +622,7 @@ func (t *Tracker) handle(c *conn, m Message) bool {
 		}
 		t.mu.Unlock()
 		if to == nil {
-			t.send(c, Message{Type: TypeGone, Peer: m.To})
+			t.reply(c, Message{Type: TypeGone, Peer: m.To})
 			return true
 		}
 		t.send(to, Message{Type: TypeSignal, From: c.id, Data: m.Data})

@@ -612,15 +612,38 @@ func TestSignalFloodClosesNoOne(t *testing.T) {
 	// 2,000 signals of 11 KiB (22 MiB) to a victim that reads nothing:
 	// the socket's buffers fill, then its queue.
 	big := json.RawMessage(`{"x":"` + strings.Repeat("a", 11<<10) + `"}`)
+	// The attacker's answers (gone) are read as they come, or its own
+	// socket would fill and the tracker would rightly close it as slow.
+	var gone int
+	done := make(chan error, 1)
+	go func() {
+		for b := range attacker.read {
+			m, err := ParseServerMessage(b)
+			if err != nil {
+				done <- fmt.Errorf("server sent %s: %v", b, err)
+				return
+			}
+			switch m.Type {
+			case TypeGone:
+				gone++
+			case TypePong:
+				done <- nil
+				return
+			}
+		}
+		done <- fmt.Errorf("attacker's socket closed: %v", <-attacker.err)
+	}()
 	for range 2000 {
 		attacker.send(Message{Type: TypeSignal, To: victim.id, Data: big})
 	}
 	attacker.send(Message{Type: TypePing})
-	gone := 0
-	for m := attacker.next(); m.Type != TypePong; m = attacker.next() {
-		if m.Type == TypeGone {
-			gone++
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
 		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no pong for the attacker within 30 s")
 	}
 	victim.resume()
 	victim.send(Message{Type: TypePing})
