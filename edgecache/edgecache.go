@@ -126,6 +126,10 @@ const (
 	HeaderDigest = hlspath.ContentSHA256Header
 	// HeaderPolicy is the origin's playback policy of the stream ("signed").
 	HeaderPolicy = hlspath.PolicyHeader
+	// HeaderP2P is "off" for a stream whose peer-assisted delivery is
+	// off: kept with each object and passed on to viewers (and to the
+	// edge's own P2P tracker, which then refuses the stream's swarms).
+	HeaderP2P = hlspath.P2PHeader
 	// HeaderCacheStatus is the RFC 9211 header every answer carries.
 	HeaderCacheStatus = "Cache-Status"
 )

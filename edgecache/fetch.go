@@ -417,6 +417,7 @@ func metaFrom(key string, h http.Header, size int64, ttl time.Duration, now time
 		ETag:         h.Get("ETag"),
 		CacheControl: h.Get("Cache-Control"),
 		Signed:       strings.EqualFold(h.Get(HeaderPolicy), "signed"),
+		NoP2P:        strings.EqualFold(h.Get(HeaderP2P), "off"),
 		Size:         size,
 		Stored:       now.UnixNano(),
 		TTL:          ttl,

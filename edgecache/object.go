@@ -18,6 +18,7 @@ type meta struct {
 	ETag         string        `json:"etag,omitempty"`
 	CacheControl string        `json:"cache_control,omitempty"`
 	Signed       bool          `json:"signed,omitempty"` // Shoal-Playback-Policy: signed
+	NoP2P        bool          `json:"no_p2p,omitempty"` // Shoal-P2P: off
 	Size         int64         `json:"size"`
 	Stored       int64         `json:"stored"` // unix nanoseconds of the fetch or last revalidation
 	TTL          time.Duration `json:"ttl"`    // freshness lifetime from Stored

@@ -46,6 +46,8 @@ func (r *headerRecorder) Header() http.Header         { return r.h }
 func (r *headerRecorder) Write(p []byte) (int, error) { return len(p), nil }
 func (r *headerRecorder) WriteHeader(int)             {}
 
+var hvP2POff, keyP2P = []string{"off"}, http.CanonicalHeaderKey(HeaderP2P)
+
 var hvACAO, hvACEH = corsValue("Access-Control-Allow-Origin"), corsValue("Access-Control-Expose-Headers")
 
 func corsValue(k string) []string {
@@ -234,6 +236,9 @@ func (c *Cache) signedFor(o *object) bool {
 func (c *Cache) writeBody(w http.ResponseWriter, r *http.Request, o *object, body []byte, token string) {
 	h := w.Header()
 	h["Content-Type"] = o.hType
+	if o.NoP2P {
+		h[keyP2P] = hvP2POff
+	}
 	h["Cache-Control"] = o.hCC
 	if token != "" && o.playlist {
 		// The rewritten bytes are this viewer's: another ETag would be needed.
@@ -444,6 +449,9 @@ func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, 
 	h := w.Header()
 	h[HeaderCacheStatus] = c.csHit
 	h["Content-Type"] = o.hType
+	if o.NoP2P {
+		h[keyP2P] = hvP2POff
+	}
 	h["Cache-Control"] = o.hCC
 	if o.hETag != nil {
 		h["Etag"] = o.hETag
@@ -544,6 +552,9 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 		return false
 	}
 	h["Content-Type"] = o.hType
+	if o.NoP2P {
+		h[keyP2P] = hvP2POff
+	}
 	h["Cache-Control"] = o.hCC
 	if o.hETag != nil {
 		h["Etag"] = o.hETag
@@ -638,7 +649,7 @@ func (c *Cache) passthrough(w http.ResponseWriter, r *http.Request, key, id stri
 	switch code := resp.StatusCode; {
 	case code == http.StatusOK || code == http.StatusPartialContent || code == http.StatusNotModified ||
 		code == http.StatusRequestedRangeNotSatisfiable || (code >= 400 && code < 500):
-		for _, k := range []string{"Content-Type", "Content-Length", "Content-Range", "Cache-Control", "Etag", "Accept-Ranges", "Last-Modified"} {
+		for _, k := range []string{"Content-Type", "Content-Length", "Content-Range", "Cache-Control", "Etag", "Accept-Ranges", "Last-Modified", keyP2P} {
 			if v := resp.Header[k]; v != nil {
 				h[k] = v
 			}

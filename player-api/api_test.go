@@ -218,6 +218,16 @@ func decode[T any](t testing.TB, r response) T {
 	return v
 }
 
+func TestLiveStreamCreatedWithoutP2P(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	off := decode[liveStreamJSON](t, e.doJSON(t, "POST", "/v1/live-streams", testAdminKey, `{"name":"quiet","p2p":false}`).wantStatus(t, http.StatusCreated))
+	if got := decode[liveStreamJSON](t, e.doJSON(t, "GET", "/v1/live-streams/"+off.ID, testAdminKey, "").wantStatus(t, http.StatusOK)); off.P2P || got.P2P {
+		t.Errorf(`created with "p2p": false: %+v, then %+v`, off, got)
+	}
+	e.doJSON(t, "POST", "/v1/live-streams", testAdminKey, `{"name":"x","p2p":0}`).wantError(t, http.StatusBadRequest, codeInvalidRequest)
+}
+
 func TestLiveStreamCRUD(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Config{})
@@ -228,13 +238,13 @@ func TestLiveStreamCRUD(t *testing.T) {
 	if err := json.Unmarshal(r.body, &raw); err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"id", "name", "stream_key", "status", "created_at", "playback_policy", "ingest", "playback"} {
+	for _, f := range []string{"id", "name", "stream_key", "status", "created_at", "playback_policy", "p2p", "ingest", "playback"} {
 		if _, ok := raw[f]; !ok {
 			t.Errorf("response lacks %q: %s", f, r.body)
 		}
 	}
 	ls := decode[liveStreamJSON](t, r)
-	if !ids.Valid(ls.ID) || ls.Name != "My show" || ls.Status != "idle" || ls.PlaybackPolicy != "public" {
+	if !ids.Valid(ls.ID) || ls.Name != "My show" || ls.Status != "idle" || ls.PlaybackPolicy != "public" || !ls.P2P {
 		t.Errorf("created %+v", ls)
 	}
 	if !ids.LooksLikeSecret("sk", ls.StreamKey) || ls.Ingest.StreamKey != ls.StreamKey {
@@ -284,6 +294,14 @@ func TestLiveStreamCRUD(t *testing.T) {
 	}
 	if raw := e.doJSON(t, "GET", "/v1/live-streams", testAdminKey, "").body; strings.Contains(string(raw), "stream_key") {
 		t.Errorf("the list shows stream keys: %s", raw)
+	}
+
+	// PATCH turns P2P off (and on), alone.
+	if upd := decode[liveStreamJSON](t, e.doJSON(t, "PATCH", "/v1/live-streams/"+ls.ID, testAdminKey, `{"p2p":false}`).wantStatus(t, http.StatusOK)); upd.P2P || upd.Name != "My show" {
+		t.Errorf("PATCH p2p false: %+v", upd)
+	}
+	if upd := decode[liveStreamJSON](t, e.doJSON(t, "PATCH", "/v1/live-streams/"+ls.ID, testAdminKey, `{"p2p":true}`).wantStatus(t, http.StatusOK)); !upd.P2P {
+		t.Errorf("PATCH p2p true: %+v", upd)
 	}
 
 	// PATCH renames.

@@ -30,6 +30,9 @@ type liveStreamJSON struct {
 	Status         string    `json:"status"`
 	CreatedAt      time.Time `json:"created_at"`
 	PlaybackPolicy string    `json:"playback_policy"`
+	// P2P tells whether viewers' players may share segments with each
+	// other (peer-assisted delivery); true unless turned off.
+	P2P bool `json:"p2p"`
 	// Ladder is the stream's own ABR ladder; absent: the node's ladder.
 	Ladder string `json:"ladder,omitempty"`
 	// Error says what went wrong with the broadcast's processing, if anything.
@@ -82,6 +85,7 @@ func (a *API) liveStreamJSON(ls routing.LiveStream) liveStreamJSON {
 		Status:         status,
 		CreatedAt:      ls.CreatedAt,
 		PlaybackPolicy: ls.PlaybackPolicy,
+		P2P:            !ls.P2POff,
 		Ladder:         ls.Ladder,
 		Error:          a.status.Problem(ls.ID),
 		Ingest:         a.ingestJSON(ls.StreamKey),
@@ -146,6 +150,7 @@ type liveStreamRequest struct {
 	Ladder         *string `json:"ladder"`
 	PlaybackPolicy *string `json:"playback_policy"`
 	SourceURL      *string `json:"source_url"`
+	P2P            *bool   `json:"p2p"`
 }
 
 // validSourceURL checks a source URL ("" stops pulling); on failure it has
@@ -208,6 +213,7 @@ func (a *API) createLiveStream(c *gin.Context) {
 	if req.PlaybackPolicy != nil {
 		spec.PlaybackPolicy = *req.PlaybackPolicy
 	}
+	spec.P2POff = req.P2P != nil && !*req.P2P
 	ls, err := a.store.CreateLiveStream(c.Request.Context(), spec)
 	if err != nil {
 		a.fail(c, err, liveStreamNotFound)
@@ -255,8 +261,8 @@ func (a *API) updateLiveStream(c *gin.Context) {
 	if !a.decodeJSON(c, &req) {
 		return
 	}
-	if req.Name == nil && req.Ladder == nil && req.PlaybackPolicy == nil && req.SourceURL == nil {
-		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `nothing to change: give "name", "ladder", "playback_policy" and/or "source_url"`)
+	if req.Name == nil && req.Ladder == nil && req.PlaybackPolicy == nil && req.SourceURL == nil && req.P2P == nil {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `nothing to change: give "name", "ladder", "playback_policy", "source_url" and/or "p2p"`)
 		return
 	}
 	var u routing.LiveStreamUpdate
@@ -276,6 +282,7 @@ func (a *API) updateLiveStream(c *gin.Context) {
 	}
 	u.PlaybackPolicy = req.PlaybackPolicy
 	u.SourceURL = req.SourceURL
+	u.P2P = req.P2P
 	ls, err := a.store.UpdateLiveStream(c.Request.Context(), id, u)
 	if err != nil {
 		a.fail(c, err, liveStreamNotFound)

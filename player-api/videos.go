@@ -80,6 +80,7 @@ type videoJSON struct {
 	Renditions     []renditionJSON   `json:"renditions"`
 	Ladder         string            `json:"ladder,omitempty"`
 	PlaybackPolicy string            `json:"playback_policy"`
+	P2P            bool              `json:"p2p"`
 	SourceBytes    int64             `json:"source_bytes,omitempty"`
 	CreatedAt      time.Time         `json:"created_at"`
 	UpdatedAt      time.Time         `json:"updated_at"`
@@ -117,7 +118,7 @@ type videoListJSON struct {
 func (a *API) videoJSON(v routing.Video) videoJSON {
 	out := videoJSON{
 		ID: v.ID, Title: v.Title, Status: v.Status, Progress: v.Progress, Error: v.Error,
-		Renditions: []renditionJSON{}, Ladder: v.Ladder, PlaybackPolicy: v.PlaybackPolicy,
+		Renditions: []renditionJSON{}, Ladder: v.Ladder, PlaybackPolicy: v.PlaybackPolicy, P2P: !v.P2POff,
 		SourceBytes: v.SourceBytes, CreatedAt: v.CreatedAt, UpdatedAt: v.UpdatedAt, Attempts: v.Attempts,
 	}
 	if v.Duration > 0 {
@@ -161,6 +162,7 @@ type videoRequest struct {
 	Title          *string `json:"title"`
 	Ladder         *string `json:"ladder"`
 	PlaybackPolicy *string `json:"playback_policy"`
+	P2P            *bool   `json:"p2p"`
 }
 
 // validTitle checks a video title ("" is allowed: an untitled video).
@@ -203,6 +205,7 @@ func (a *API) createVideo(c *gin.Context) {
 	if req.PlaybackPolicy != nil {
 		spec.PlaybackPolicy = *req.PlaybackPolicy
 	}
+	spec.P2POff = req.P2P != nil && !*req.P2P
 	v, err := a.store.CreateVideo(c.Request.Context(), spec)
 	if err != nil {
 		a.fail(c, err, videoNotFound)
@@ -262,7 +265,7 @@ func (a *API) getVideo(c *gin.Context) {
 	c.JSON(http.StatusOK, a.videoJSON(v))
 }
 
-// updateVideo handles PATCH /v1/videos/:id {"title"}.
+// updateVideo handles PATCH /v1/videos/:id {"title"?, "p2p"?}.
 func (a *API) updateVideo(c *gin.Context) {
 	id, ok := videoID(c)
 	if !ok {
@@ -273,19 +276,23 @@ func (a *API) updateVideo(c *gin.Context) {
 		return
 	}
 	if req.Ladder != nil || req.PlaybackPolicy != nil {
-		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `only "title" can be changed after a video is created`)
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `only "title" and "p2p" can be changed after a video is created`)
 		return
 	}
-	if req.Title == nil {
-		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `nothing to change: send {"title": "..."}`)
+	if req.Title == nil && req.P2P == nil {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `nothing to change: send {"title": "..."} and/or {"p2p": true|false}`)
 		return
 	}
-	t, err := validTitle(*req.Title)
-	if err != nil {
-		WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
-		return
+	u := routing.VideoUpdate{P2P: req.P2P}
+	if req.Title != nil {
+		t, err := validTitle(*req.Title)
+		if err != nil {
+			WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
+			return
+		}
+		u.Title = &t
 	}
-	v, err := a.store.UpdateVideo(c.Request.Context(), id, routing.VideoUpdate{Title: &t})
+	v, err := a.store.UpdateVideo(c.Request.Context(), id, u)
 	if err != nil {
 		a.fail(c, err, videoNotFound)
 		return

@@ -57,10 +57,21 @@ func TestVideoCRUD(t *testing.T) {
 	if v.Playback.HLSURL != testPublicURL+"/hls/"+v.ID+"/master.m3u8" || v.Playback.ThumbnailURL != "" {
 		t.Fatalf("playback = %+v", v.Playback)
 	}
-	got := decode[videoJSON](t, e.doJSON(t, "PATCH", "/v1/videos/"+v.ID, testAdminKey, `{"title":"Trip"}`).wantStatus(t, http.StatusOK))
-	if got.Title != "Trip" {
-		t.Fatalf("patched title = %q", got.Title)
+	if !v.P2P {
+		t.Fatal("P2P is off by default")
 	}
+	got := decode[videoJSON](t, e.doJSON(t, "PATCH", "/v1/videos/"+v.ID, testAdminKey, `{"title":"Trip"}`).wantStatus(t, http.StatusOK))
+	if got.Title != "Trip" || !got.P2P {
+		t.Fatalf("patched title = %q, p2p %v", got.Title, got.P2P)
+	}
+	got = decode[videoJSON](t, e.doJSON(t, "PATCH", "/v1/videos/"+v.ID, testAdminKey, `{"p2p":false}`).wantStatus(t, http.StatusOK))
+	if got.Title != "Trip" || got.P2P || e.getVideo(t, v.ID).P2P {
+		t.Fatalf("P2P turned off: %+v", got)
+	}
+	if off := e.createVideo(t, `{"title":"no peers","p2p":false}`); off.P2P {
+		t.Fatal(`created with "p2p": false, P2P is on`)
+	}
+	e.doJSON(t, "PATCH", "/v1/videos/"+v.ID, testAdminKey, `{"p2p":"no"}`).wantError(t, http.StatusBadRequest, codeInvalidRequest)
 	e.doJSON(t, "PATCH", "/v1/videos/"+v.ID, testAdminKey, `{"ladder":"360p:700k"}`).wantError(t, http.StatusBadRequest, codeInvalidRequest)
 	e.doJSON(t, "PATCH", "/v1/videos/"+v.ID, testAdminKey, `{}`).wantError(t, http.StatusBadRequest, codeInvalidRequest)
 	for _, bad := range []string{`{"title":"a\u0000b"}`, `{"ladder":"12x"}`, `{"playback_policy":"private"}`, `{"title":1}`, `{"nope":1}`} {

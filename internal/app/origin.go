@@ -123,7 +123,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	signed := newPolicyCache(store, filepath.Join(cfg.DataDir, "policies"))
 	records := newLiveRecords(store, hub.IsLive, videoFiles(cfg), filepath.Join(cfg.DataDir, "redis-epoch"), log.With("component", "live"))
 	announcer := newLiveAnnouncer(hub, store, log.With("component", "events"), func(ls routing.LiveStream) {
-		signed.remember(ls.ID, ls.PlaybackPolicy == routing.PlaybackSigned)
+		signed.remember(ls)
 		records.seen(ls)
 	})
 	// The restreamer watches the hub before any publisher can start.
@@ -223,7 +223,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLSDir: hlsDir, MetricsToken: cfg.MetricsToken,
 		HLSOptions: []origin.Option{origin.WithSignedPlayback(signed.signed, playbackKey.Public().(ed25519.PublicKey)),
-			origin.WithContentKey(contentKey), origin.WithLive(livePlaylists), origin.WithKnown(signed.known), origin.WithClientIP(hlsClientIP)},
+			origin.WithContentKey(contentKey), origin.WithLive(livePlaylists), origin.WithKnown(signed.known), origin.WithP2P(signed.p2pOff), origin.WithClientIP(hlsClientIP)},
 		WrapHLS: nodes.countEdgeFetches, P2P: true, ClientIP: clientIP},
 		httpDeps{Log: log.With("component", "http"), API: api, Web: pages, Ready: store, Registry: reg})
 	if err != nil {

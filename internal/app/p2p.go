@@ -42,6 +42,8 @@ func p2pAuthorize(hls http.Handler) func(r *http.Request, id string) int {
 		rec := &statusRecorder{header: http.Header{}}
 		hls.ServeHTTP(rec, probe)
 		switch st := rec.code(); {
+		case st < 400 && rec.header.Get(hlspath.P2PHeader) == "off":
+			return http.StatusConflict
 		case st < 400:
 			return http.StatusOK
 		case st == http.StatusUnauthorized || st == http.StatusForbidden:

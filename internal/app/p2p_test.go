@@ -188,4 +188,24 @@ func TestP2PSwarmsOnOriginAndEdge(t *testing.T) {
 		cancel()
 		_ = p.Close()
 	}
+	// The owner turns P2P off: joins get 409 p2p_disabled on the origin
+	// and, once its invalidation feed tells it, on the edge; HLS goes on.
+	if code, b := n.do(http.MethodPatch, "/v1/live-streams/"+ls.ID, testAdminKey, map[string]any{"p2p": false}); code != http.StatusOK || !bytes.Contains(b, []byte(`"p2p":false`)) {
+		t.Fatalf("PATCH p2p: %d %s", code, b)
+	}
+	for _, base := range []string{n.http, e.url} {
+		u := base + "/p2p/ws?swarm=" + ls.ID + "/source&token=" + good
+		var body []byte
+		n.waitFor("joins refused with P2P off at "+base, 20*time.Second, func() bool {
+			var resp *http.Response
+			resp, body = httpGet(t, u)
+			return resp.StatusCode == http.StatusConflict
+		})
+		if !bytes.Contains(body, []byte(`"code":"p2p_disabled"`)) {
+			t.Fatalf("%s: %s, want p2p_disabled", base, body)
+		}
+		if resp, _ := httpGet(t, base+"/hls/"+ls.ID+"/source/index.m3u8?token="+good); resp.StatusCode != http.StatusOK || resp.Header.Get("Shoal-P2P") != "off" {
+			t.Fatalf("%s: playlist %d, Shoal-P2P %q", base, resp.StatusCode, resp.Header.Get("Shoal-P2P"))
+		}
+	}
 }

@@ -45,7 +45,11 @@ type policyEntry struct {
 	// unknown: the id was deleted (a tombstone): its files are not
 	// served.
 	unknown bool
-	at      time.Time
+	// p2pOff: peer-assisted delivery is turned off for the id (not kept
+	// on disk: without a record, P2P is on, and segments are verified
+	// all the same).
+	p2pOff bool
+	at     time.Time
 }
 
 const maxPolicyEntries = 100_000
@@ -129,6 +133,11 @@ func (p *policyCache) signed(id string) bool {
 	return p.entry(id).signed
 }
 
+// p2pOff reports whether peer-assisted delivery is turned off for id.
+func (p *policyCache) p2pOff(id string) bool {
+	return p.entry(id).p2pOff
+}
+
 // known reports whether id is a live stream or a video; when Redis cannot
 // tell, it is taken as known (the files are served, under the policy above).
 func (p *policyCache) known(id string) bool {
@@ -142,69 +151,71 @@ func (p *policyCache) entry(id string) policyEntry {
 	if ok && time.Since(e.at) < p.ttl {
 		return e
 	}
-	signed, unknown, err := p.lookup(id)
+	got, err := p.lookup(id)
 	if err != nil {
 		// Redis can't tell: the last answer, or the policy kept on disk.
-		signed, unknown = e.signed, e.unknown
+		got = e
 		if !ok {
-			signed, unknown = p.keptPolicy(id), false
+			got = policyEntry{signed: p.keptPolicy(id)}
 		}
 	}
-	return p.put(id, signed, unknown)
+	return p.put(id, got)
 }
 
 // remember records the policy of id (known from elsewhere, e.g. a live
 // stream starting on this node).
-func (p *policyCache) remember(id string, signed bool) {
-	p.put(id, signed, false)
-	p.keep(id, signed)
+func (p *policyCache) remember(ls routing.LiveStream) {
+	signed := ls.PlaybackPolicy == routing.PlaybackSigned
+	p.put(ls.ID, policyEntry{signed: signed, p2pOff: ls.P2POff})
+	p.keep(ls.ID, signed)
 }
 
-func (p *policyCache) put(id string, signed, unknown bool) policyEntry {
+func (p *policyCache) put(id string, e policyEntry) policyEntry {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if len(p.entries) >= maxPolicyEntries {
 		clear(p.entries)
 	}
-	e := policyEntry{signed: signed, unknown: unknown, at: time.Now()}
+	e.at = time.Now()
 	p.entries[id] = e
 	return e
 }
 
-// lookup asks Redis whether id is signed, and whether it exists at all.
-func (p *policyCache) lookup(id string) (signed, unknown bool, err error) {
+// lookup asks Redis whether id is signed, whether it exists at all and
+// whether P2P is off for it.
+func (p *policyCache) lookup(id string) (policyEntry, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
 	ls, err := p.store.GetLiveStream(ctx, id)
 	if err == nil {
-		signed = ls.PlaybackPolicy == routing.PlaybackSigned
+		signed := ls.PlaybackPolicy == routing.PlaybackSigned
 		p.keep(id, signed)
-		return signed, false, nil
+		return policyEntry{signed: signed, p2pOff: ls.P2POff}, nil
 	}
 	if !errors.Is(err, routing.ErrNotFound) {
-		return false, false, err
+		return policyEntry{}, err
 	}
 	v, err := p.store.GetVideo(ctx, id)
 	if err == nil {
-		signed = v.PlaybackPolicy == routing.PlaybackSigned
+		signed := v.PlaybackPolicy == routing.PlaybackSigned
 		p.keep(id, signed)
-		return signed, false, nil
+		return policyEntry{signed: signed, p2pOff: v.P2POff}, nil
 	}
 	if !errors.Is(err, routing.ErrNotFound) {
-		return false, false, err
+		return policyEntry{}, err
 	}
 	// No record: a deleted id's files are not served; files without a
 	// record for another reason (Redis lost its data) still are, under
 	// the policy kept on disk (signed when none was).
 	deleted, err := p.store.WasDeleted(ctx, id)
 	if err != nil {
-		return false, false, err
+		return policyEntry{}, err
 	}
 	if deleted {
 		p.forget(id)
-		return false, true, nil
+		return policyEntry{unknown: true}, nil
 	}
-	return p.keptPolicy(id), false, nil
+	return policyEntry{signed: p.keptPolicy(id)}, nil
 }
 
 // nodeMetrics exports, on the origin, what every edge reports in its

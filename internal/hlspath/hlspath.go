@@ -20,6 +20,10 @@ const Prefix = "/hls/"
 const (
 	// PolicyHeader is "signed" on every answer for a signed id.
 	PolicyHeader = "Shoal-Playback-Policy"
+	// P2PHeader is "off" on every answer for an id whose owner turned
+	// peer-assisted delivery off; edges keep it with what they cache, and
+	// the nodes' P2P trackers refuse the id's swarms.
+	P2PHeader = "Shoal-P2P"
 	// EdgeHeader, "1" on a request, asks for playlists as stored, without
 	// the request's token written into them.
 	EdgeHeader = "Shoal-Edge"

@@ -33,6 +33,9 @@ type LiveStream struct {
 	// SourceURL, when set, is an rtsp:// URL the origin pulls the stream
 	// from (a camera) instead of waiting for a publisher.
 	SourceURL string
+	// P2POff turns peer-assisted delivery off for the stream: the
+	// trackers refuse its swarms and players fetch over HTTP only.
+	P2POff bool
 }
 
 // PlaybackSigned is the playback policy of a stream or video that plays
@@ -48,6 +51,7 @@ type LiveStreamSpec struct {
 	Ladder         string // empty: the node's ladder
 	PlaybackPolicy string // empty: PlaybackPublic
 	SourceURL      string // empty: published to, not pulled
+	P2POff         bool   // peer-assisted delivery turned off
 }
 
 // LiveStreamUpdate changes the fields that are not nil.
@@ -56,6 +60,7 @@ type LiveStreamUpdate struct {
 	Ladder         *string // a pointer to "" returns the stream to the node's ladder
 	PlaybackPolicy *string // PlaybackPublic or PlaybackSigned
 	SourceURL      *string // a pointer to "" stops pulling
+	P2P            *bool   // false turns peer-assisted delivery off, true on
 }
 
 // errPlaybackPolicy reports a playback policy the store does not know.
@@ -77,7 +82,19 @@ const (
 	fieldPlaybackPolicy  = "playback_policy"
 	fieldLadder          = "ladder"
 	fieldSourceURL       = "source_url"
+	// fieldP2P is "off" when peer-assisted delivery is turned off (live
+	// streams and videos); absent or anything else means on.
+	fieldP2P = "p2p"
+	p2pOff   = "off"
 )
+
+// p2pValue is the fieldP2P value of a P2POff flag.
+func p2pValue(off bool) string {
+	if off {
+		return p2pOff
+	}
+	return "on"
+}
 
 func liveStreamKey(id string) string { return liveStreamPrefix + id }
 
@@ -98,6 +115,7 @@ func (s *Store) CreateLiveStream(ctx context.Context, spec LiveStreamSpec) (Live
 		CreatedAt:      now(),
 		PlaybackPolicy: spec.PlaybackPolicy,
 		SourceURL:      spec.SourceURL,
+		P2POff:         spec.P2POff,
 	}
 	if ls.PlaybackPolicy == "" {
 		ls.PlaybackPolicy = PlaybackPublic
@@ -113,6 +131,7 @@ func (s *Store) CreateLiveStream(ctx context.Context, spec LiveStreamSpec) (Live
 			fieldPlaybackPolicy, ls.PlaybackPolicy,
 			fieldLadder, ls.Ladder,
 			fieldSourceURL, ls.SourceURL,
+			fieldP2P, p2pValue(ls.P2POff),
 		)
 		p.Set(ctx, streamKeyIndexKey(ls.StreamKeyHash), ls.ID, 0)
 		p.ZAdd(ctx, liveStreamsIndex, redis.Z{Score: float64(ls.CreatedAt.UnixMilli()), Member: ls.ID})
@@ -180,8 +199,15 @@ func (s *Store) UpdateLiveStream(ctx context.Context, id string, u LiveStreamUpd
 			cur.SourceURL = *u.SourceURL
 			set = append(set, fieldSourceURL, cur.SourceURL)
 		}
+		if u.P2P != nil {
+			// Edges keep the flag with what they cached of the stream:
+			// they drop it, as for a policy change.
+			policyChanged = policyChanged || cur.P2POff == *u.P2P
+			cur.P2POff = !*u.P2P
+			set = append(set, fieldP2P, p2pValue(cur.P2POff))
+		}
 		if u.PlaybackPolicy != nil {
-			policyChanged = cur.PlaybackPolicy != *u.PlaybackPolicy
+			policyChanged = policyChanged || cur.PlaybackPolicy != *u.PlaybackPolicy
 			cur.PlaybackPolicy = *u.PlaybackPolicy
 			set = append(set, fieldPlaybackPolicy, cur.PlaybackPolicy)
 		}
@@ -330,6 +356,7 @@ func decodeLiveStream(id string, f map[string]string) (LiveStream, error) {
 		PlaybackPolicy: f[fieldPlaybackPolicy],
 		Ladder:         f[fieldLadder],
 		SourceURL:      f[fieldSourceURL],
+		P2POff:         f[fieldP2P] == p2pOff,
 	}
 	if ls.StreamKeyHash == "" && f[fieldLegacyStreamKey] != "" {
 		// Not migrated yet: the plain key is not shown, only hashed.
@@ -430,7 +457,7 @@ func (s *Store) RestoreLiveStream(ctx context.Context, ls LiveStream) (bool, err
 	n, err := restoreLiveStreamScript.Run(ctx, s.rdb,
 		[]string{liveStreamKey(ls.ID), deletedKey(ls.ID), streamKeyIndexKey(ls.StreamKeyHash), liveStreamsIndex},
 		ls.ID, ls.Name, ls.StreamKeyHash, formatTime(ls.CreatedAt), ls.PlaybackPolicy, ls.Ladder, ls.SourceURL,
-		ls.CreatedAt.UnixMilli()).Int()
+		ls.CreatedAt.UnixMilli(), p2pValue(ls.P2POff)).Int()
 	if err != nil {
 		return false, wrapErr("restore live stream", err)
 	}
@@ -440,7 +467,8 @@ func (s *Store) RestoreLiveStream(ctx context.Context, ls LiveStream) (bool, err
 var restoreLiveStreamScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 or redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], '` + fieldName + `', ARGV[2], '` + fieldStreamKeyHash + `', ARGV[3], '` + fieldCreatedAt + `', ARGV[4],
-  '` + fieldPlaybackPolicy + `', ARGV[5], '` + fieldLadder + `', ARGV[6], '` + fieldSourceURL + `', ARGV[7])
+  '` + fieldPlaybackPolicy + `', ARGV[5], '` + fieldLadder + `', ARGV[6], '` + fieldSourceURL + `', ARGV[7],
+  '` + fieldP2P + `', ARGV[9])
 redis.call('SET', KEYS[3], ARGV[1], 'NX')
 redis.call('ZADD', KEYS[4], ARGV[8], ARGV[1])
 return 1`)

@@ -13,7 +13,7 @@ func TestRestoreLiveStream(t *testing.T) {
 	t.Parallel()
 	s, _ := newTestStore(t)
 	ctx := t.Context()
-	ls, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "show", PlaybackPolicy: PlaybackSigned, Ladder: "360p:700k"})
+	ls, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "show", PlaybackPolicy: PlaybackSigned, Ladder: "360p:700k", P2POff: true})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -34,7 +34,7 @@ func TestRestoreLiveStream(t *testing.T) {
 		t.Fatalf("restore: %v %v", ok, err)
 	}
 	got, err := s.GetLiveStream(ctx, ls.ID)
-	if err != nil || got.Name != "show" || got.PlaybackPolicy != PlaybackSigned || got.Ladder != "360p:700k" ||
+	if err != nil || got.Name != "show" || got.PlaybackPolicy != PlaybackSigned || got.Ladder != "360p:700k" || !got.P2POff ||
 		got.StreamKeyHash != snap.StreamKeyHash || !got.CreatedAt.Equal(snap.CreatedAt) {
 		t.Fatalf("restored %+v (%v), want %+v", got, err, snap)
 	}

@@ -40,6 +40,7 @@ type Video struct {
 	SourceBytes    int64
 	Poster         bool // poster.jpg exists
 	Storyboard     bool // storyboard.vtt and its sprite exist
+	P2POff         bool // peer-assisted delivery turned off
 	Attempts       int  // processing attempts started
 	CreatedAt      time.Time
 	UpdatedAt      time.Time
@@ -69,11 +70,13 @@ type VideoSpec struct {
 	Title          string
 	Ladder         string
 	PlaybackPolicy string // "" means PlaybackPublic; else PlaybackPublic or PlaybackSigned
+	P2POff         bool   // peer-assisted delivery turned off
 }
 
 // VideoUpdate lists the fields to change; nil fields are left alone.
 type VideoUpdate struct {
 	Title *string
+	P2P   *bool // false turns peer-assisted delivery off, true on
 }
 
 // VideoPage is a page of ListVideos: Next is the cursor of the following
@@ -108,7 +111,7 @@ func (s *Store) CreateVideo(ctx context.Context, spec VideoSpec) (Video, error) 
 	t := now()
 	v := Video{
 		ID: ids.New(), Title: spec.Title, Status: VideoWaiting, Ladder: spec.Ladder,
-		PlaybackPolicy: spec.PlaybackPolicy, CreatedAt: t, UpdatedAt: t,
+		PlaybackPolicy: spec.PlaybackPolicy, P2POff: spec.P2POff, CreatedAt: t, UpdatedAt: t,
 	}
 	if v.PlaybackPolicy == "" {
 		v.PlaybackPolicy = PlaybackPublic
@@ -123,6 +126,7 @@ func (s *Store) CreateVideo(ctx context.Context, spec VideoSpec) (Video, error) 
 			fieldProgress, 0,
 			fieldLadder, v.Ladder,
 			fieldPlaybackPolicy, v.PlaybackPolicy,
+			fieldP2P, p2pValue(v.P2POff),
 			fieldCreatedAt, formatTime(t),
 			fieldUpdatedAt, formatTime(t),
 		)
@@ -197,15 +201,33 @@ var ErrInvalidCursor = errors.New("invalid cursor")
 
 // UpdateVideo changes the fields set in u and returns the video.
 func (s *Store) UpdateVideo(ctx context.Context, id string, u VideoUpdate) (Video, error) {
+	p2p := ""
+	if u.P2P != nil {
+		p2p = p2pValue(!*u.P2P)
+	}
 	res, err := updateVideoScript.Run(ctx, s.rdb, []string{videoKey(id)},
-		u.Title != nil, deref(u.Title), formatTime(now())).Result()
+		u.Title != nil, deref(u.Title), formatTime(now()), p2p).Result()
 	if err != nil {
 		return Video{}, wrapErr("update video", err)
 	}
 	if res.(int64) == 0 {
 		return Video{}, ErrNotFound
 	}
-	return s.GetVideo(ctx, id)
+	v, err := s.GetVideo(ctx, id)
+	if err != nil {
+		return Video{}, err
+	}
+	if res.(int64) == 2 {
+		// Edges keep the P2P flag with what they cached of the video: they
+		// drop it, as for a policy change.
+		if _, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			addInvalidation(ctx, p, id, false, v.PlaybackPolicy == PlaybackSigned)
+			return nil
+		}); err != nil {
+			return Video{}, wrapErr("update video", err)
+		}
+	}
+	return v, nil
 }
 
 func deref(s *string) string {
@@ -215,10 +237,17 @@ func deref(s *string) string {
 	return *s
 }
 
+// updateVideoScript answers 0 for a missing video, 2 when the P2P flag
+// changed, 1 otherwise.
 var updateVideoScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[1] == '1' then redis.call('HSET', KEYS[1], 'title', ARGV[2]) end
 redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
+if ARGV[4] ~= '' then
+  local old = redis.call('HGET', KEYS[1], '` + fieldP2P + `')
+  redis.call('HSET', KEYS[1], '` + fieldP2P + `', ARGV[4])
+  if (old == '` + p2pOff + `') ~= (ARGV[4] == '` + p2pOff + `') then return 2 end
+end
 return 1`)
 
 // DeleteVideo deletes the video's record. A job still queued for it is
@@ -385,7 +414,7 @@ func decodeVideo(id string, f map[string]string) (Video, error) {
 	v := Video{
 		ID: id, Title: f[fieldTitle], Status: f[fieldStatus], Error: f[fieldError],
 		Ladder: f[fieldLadder], PlaybackPolicy: f[fieldPlaybackPolicy], upload: f[fieldUpload],
-		Poster: f[fieldPoster] == "1", Storyboard: f[fieldStoryboard] == "1",
+		Poster: f[fieldPoster] == "1", Storyboard: f[fieldStoryboard] == "1", P2POff: f[fieldP2P] == p2pOff,
 	}
 	bad := func(field string, err error) (Video, error) {
 		return Video{}, &decodeError{key: videoKey(id), err: fmt.Errorf("field %s: %w", field, err)}

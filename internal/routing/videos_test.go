@@ -205,3 +205,52 @@ func TestUploadLease(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// P2P is on unless turned off; turning it off or on again tells the edges
+// (an invalidation that keeps the policy), and a change to nothing else
+// does not.
+func TestP2PFlag(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	count := func() int {
+		t.Helper()
+		invs, _, err := s.Invalidations(ctx, "", 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(invs)
+	}
+	off, on := false, true
+	v, err := s.CreateVideo(ctx, VideoSpec{PlaybackPolicy: PlaybackSigned})
+	if err != nil || v.P2POff {
+		t.Fatalf("CreateVideo = %+v, %v; want P2P on", v, err)
+	}
+	if v, err = s.UpdateVideo(ctx, v.ID, VideoUpdate{P2P: &off}); err != nil || !v.P2POff || count() != 1 {
+		t.Fatalf("UpdateVideo(p2p off) = %+v, %v, %d invalidations", v, err, count())
+	}
+	if invs, _, _ := s.Invalidations(ctx, "", 100); invs[0].ID != v.ID || !invs[0].Signed || invs[0].Deleted {
+		t.Fatalf("invalidation %+v", invs[0])
+	}
+	title := "same flag"
+	if v, err = s.UpdateVideo(ctx, v.ID, VideoUpdate{Title: &title, P2P: &off}); err != nil || !v.P2POff || count() != 1 {
+		t.Fatalf("UpdateVideo(title) = %+v, %v, %d invalidations", v, err, count())
+	}
+	if v, err = s.UpdateVideo(ctx, v.ID, VideoUpdate{P2P: &on}); err != nil || v.P2POff || count() != 2 {
+		t.Fatalf("UpdateVideo(p2p on) = %+v, %v, %d invalidations", v, err, count())
+	}
+
+	ls, err := s.CreateLiveStream(ctx, LiveStreamSpec{Name: "cam", P2POff: true})
+	if err != nil || !ls.P2POff {
+		t.Fatalf("CreateLiveStream(p2p off) = %+v, %v", ls, err)
+	}
+	if got, err := s.GetLiveStream(ctx, ls.ID); err != nil || !got.P2POff {
+		t.Fatalf("GetLiveStream = %+v, %v", got, err)
+	}
+	if got, err := s.UpdateLiveStream(ctx, ls.ID, LiveStreamUpdate{P2P: &on}); err != nil || got.P2POff || count() != 3 {
+		t.Fatalf("UpdateLiveStream(p2p on) = %+v, %v, %d invalidations", got, err, count())
+	}
+	if got, err := s.UpdateLiveStream(ctx, ls.ID, LiveStreamUpdate{P2P: &on}); err != nil || got.P2POff || count() != 3 {
+		t.Fatalf("UpdateLiveStream(p2p on again) = %+v, %v, %d invalidations", got, err, count())
+	}
+}

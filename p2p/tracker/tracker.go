@@ -43,7 +43,8 @@ const BanReporters = 3
 type Config struct {
 	// Authorize decides whether r may join the swarms of stream or video
 	// id: 0 or 200 lets it in, any other status is the answer (404 for an
-	// unknown id, 403 for a missing or bad token). Nil lets everyone in.
+	// unknown id, 403 for a missing or bad token, 409 when P2P is turned
+	// off for the id). Nil lets everyone in.
 	Authorize func(r *http.Request, id string) (status int)
 	// ReauthorizeEvery is how often a joined socket's access is checked
 	// again with Authorize (a token that expired, a stream made signed or
@@ -290,6 +291,9 @@ func (t *Tracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		case http.StatusForbidden, http.StatusUnauthorized:
 			writeError(w, st, "forbidden", "a valid playback token is required")
+			return
+		case http.StatusConflict:
+			writeError(w, st, "p2p_disabled", "peer-assisted delivery is turned off for this stream or video: fetch over HTTP")
 			return
 		default:
 			writeError(w, st, "unavailable", http.StatusText(st))

@@ -96,6 +96,7 @@ type Handler struct {
 
 	signed   func(id string) bool
 	known    func(id string) bool
+	p2pOff   func(id string) bool
 	pub      ed25519.PublicKey
 	clientIP func(*http.Request) string
 	now      func() time.Time
@@ -129,6 +130,13 @@ func WithSignedPlayback(signed func(id string) bool, pub ed25519.PublicKey) Opti
 // every request, so it should answer from a short-lived cache.
 func WithKnown(known func(id string) bool) Option {
 	return func(h *Handler) { h.known = known }
+}
+
+// WithP2P marks every answer for an id whose peer-assisted delivery is
+// off (off tells; it is called on every request, so it should answer from
+// a short-lived cache) with "Shoal-P2P: off" (hlspath.P2PHeader).
+func WithP2P(off func(id string) bool) Option {
+	return func(h *Handler) { h.p2pOff = off }
 }
 
 // WithClientIP sets how the viewer's address is found, for tokens bound to
@@ -189,6 +197,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.known != nil && !h.known(id) {
 		refuse(w, http.StatusNotFound, "not found")
 		return
+	}
+	if h.p2pOff != nil && h.p2pOff(id) {
+		w.Header().Set(hlspath.P2PHeader, "off")
 	}
 	token, signed := "", h.signed != nil && h.signed(id)
 	if signed {
