@@ -708,6 +708,18 @@ func TestBrowser(t *testing.T) {
 			!document.body.innerText.includes(`+jsString(shown)+`)`, `document.querySelector('`+sel+` .stream-key').innerText`); err != nil {
 			t.Error(err)
 		}
+		// P2P is on, and the switch turns it off for the stream.
+		var p2pOn bool
+		if err := tab.Run(10*time.Second, chromedp.Evaluate(`document.querySelector('`+sel+` .p2p-toggle').checked`, &p2pOn),
+			chromedp.Click(sel+" .p2p-toggle", chromedp.ByQuery)); err != nil || !p2pOn {
+			t.Fatalf("the P2P switch: on %v, %v", p2pOn, err)
+		}
+		if err := tab.WaitFor(10*time.Second, `!document.querySelector('`+sel+` .p2p-toggle').disabled`, ""); err != nil {
+			t.Fatal(err)
+		}
+		if ls, err := e.store.GetLiveStream(ctx, created.ID); err != nil || !ls.P2POff {
+			t.Fatalf("after the P2P switch: %+v, %v; want P2P off", ls, err)
+		}
 		// Reset the key (confirmed in a dialog): the new key is shown once,
 		// and the old one no longer works.
 		if err := tab.Run(10*time.Second, chromedp.Evaluate(`[...document.querySelectorAll('`+sel+` button')].find(b => b.textContent.includes('Reset key')).click()`, nil),

@@ -5,7 +5,7 @@
 // restreaming to other platforms (restream.js), reset key, delete.
 
 import { h, icon, copyButton, toast, replaceChildren } from '../common/dom.js';
-import { confirmDialog, statusBadge, signedBadge, formatDate } from './ui.js';
+import { confirmDialog, statusBadge, signedBadge, formatDate, P2PToggle } from './ui.js';
 import { watchLinkButton } from './links.js';
 import { GoLivePanel } from './golive.js';
 import { RestreamPanel } from './restream.js';
@@ -132,6 +132,7 @@ class StreamCard {
     this.srtDef = h('dd', {}, this.srtCode, copyButton('Copy', () => (this.fresh && this.fresh.ingest.srt_url) || '', { ariaLabel: `Copy the SRT publish URL of ${this.ls.name}`, done: 'SRT URL copied' }));
     this.watchURL = `${location.origin}/watch/${id}`;
     this.hls = h('code', {});
+    this.p2p = new P2PToggle(this.api, `/v1/live-streams/${id}`, this.ls.name);
     this.created = h('span', { class: 'muted' });
     this.resetBtn = h('button', { type: 'button', class: 'btn btn-sm key-reset', 'aria-label': `Reset the stream key of ${this.ls.name}` }, icon('refresh'), 'Reset key');
     this.resetBtn.addEventListener('click', () => this.resetKey());
@@ -157,7 +158,9 @@ class StreamCard {
         h('dt', { text: 'Watch page' }),
         h('dd', {}, h('a', { href: `/watch/${id}`, target: '_blank', rel: 'noopener', text: this.watchURL }), copyButton('Copy', this.watchURL, { ariaLabel: 'Copy the watch page link', done: 'Link copied' })),
         h('dt', { text: 'HLS' }),
-        h('dd', {}, this.hls, copyButton('Copy', () => this.ls.playback.hls_url, { ariaLabel: 'Copy the HLS URL', done: 'HLS URL copied' }))),
+        h('dd', {}, this.hls, copyButton('Copy', () => this.ls.playback.hls_url, { ariaLabel: 'Copy the HLS URL', done: 'HLS URL copied' })),
+        h('dt', { text: 'Delivery' }),
+        h('dd', {}, this.p2p.el)),
       this.panelSlot,
       this.restream.el,
       h('details', { class: 'obs' },
@@ -201,6 +204,7 @@ class StreamCard {
       this.sourceDef.dataset.state = p.state;
     }
     this.hls.textContent = ls.playback.hls_url;
+    this.p2p.set(ls.p2p !== false);
     this.created.textContent = `Created ${formatDate(ls.created_at)}`;
     const whip = ls.ingest.whip_url || '';
     this.whipTerm.hidden = this.whipDef.hidden = this.obsWHIP.hidden = !whip;

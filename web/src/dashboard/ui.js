@@ -1,6 +1,6 @@
 // Dashboard helpers: confirmation dialogs and formatting.
 
-import { h, icon } from '../common/dom.js';
+import { h, icon, toast } from '../common/dom.js';
 
 // confirmDialog asks a yes/no question in a modal <dialog> and resolves to
 // true when confirmed. Focus returns to the element that had it.
@@ -96,4 +96,31 @@ export function timeAgo(iso, now = Date.now()) {
 export function formatDate(iso) {
   const t = Date.parse(iso);
   return Number.isFinite(t) ? new Date(t).toLocaleString(undefined, { dateStyle: 'medium', timeStyle: 'short' }) : '';
+}
+
+// P2PToggle is the "Viewers share segments (P2P)" switch of a live stream
+// or video: it PATCHes {"p2p": on} at path and goes back on failure.
+export class P2PToggle {
+  constructor(api, path, name) {
+    this.box = h('input', { type: 'checkbox', class: 'p2p-toggle', 'aria-label': `Let viewers of ${name} share segments with each other (P2P)` });
+    this.el = h('label', { class: 'check p2p' }, this.box, h('span', { text: 'Viewers share segments (P2P)' }));
+    this.box.addEventListener('change', async () => {
+      const on = this.box.checked;
+      this.box.disabled = true;
+      try {
+        const res = await api.patch(path, { p2p: on });
+        this.set(res.p2p !== false);
+      } catch (err) {
+        this.box.checked = !on;
+        toast(err.message, 'error');
+      } finally {
+        this.box.disabled = false;
+      }
+    });
+  }
+
+  // set shows the record's state (unless the viewer is changing it).
+  set(on) {
+    if (!this.box.disabled) this.box.checked = on;
+  }
 }

@@ -3,7 +3,7 @@
 
 import { Upload } from 'tus-js-client';
 import { h, icon, copyButton, toast, replaceChildren } from '../common/dom.js';
-import { confirmDialog, statusBadge, signedBadge, formatBytes, formatDuration, formatDate } from './ui.js';
+import { confirmDialog, statusBadge, signedBadge, formatBytes, formatDuration, formatDate, P2PToggle } from './ui.js';
 import { watchLinkButton } from './links.js';
 
 const CHUNK = 50 * 1024 * 1024;
@@ -239,18 +239,20 @@ class VideoCard {
       { ariaLabel: 'Copy the embed code', done: 'Embed code copied' });
     const del = h('button', { type: 'button', class: 'btn btn-sm btn-danger' }, icon('trash'), 'Delete');
     del.addEventListener('click', () => this.remove());
+    this.p2p = new P2PToggle(this.api, `/v1/videos/${v.id}`, v.title || 'this video');
     this.el = h('article', { class: 'card video', dataset: { id: v.id } },
       this.thumb,
       h('div', { class: 'video-body' },
         h('header', { class: 'card-head' }, this.title, this.badges),
         this.progressRow, this.error, this.meta,
-        h('footer', { class: 'card-actions' }, this.watchSlot, this.copyEmbed, h('span', { class: 'spacer' }), del)));
+        h('footer', { class: 'card-actions' }, this.watchSlot, this.copyEmbed, this.p2p.el, h('span', { class: 'spacer' }), del)));
   }
 
   update(v) {
     this.v = v;
     this.el.dataset.status = v.status;
     this.title.textContent = v.title || 'Untitled video';
+    this.p2p.set(v.p2p !== false);
     replaceChildren(this.badges, statusBadge(v.status), v.playback_policy === 'signed' ? signedBadge() : null);
     const processing = v.status === 'processing';
     this.progressRow.hidden = !processing;
