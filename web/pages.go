@@ -176,6 +176,14 @@ func (it item) signed() bool {
 	return it.video.PlaybackPolicy == routing.PlaybackSigned
 }
 
+// p2p tells whether the owner lets viewers share segments (P2P).
+func (it item) p2p() bool {
+	if it.kind == kindLive {
+		return !it.live.P2POff
+	}
+	return !it.video.P2POff
+}
+
 // errNotFound: no live stream or video with the id (or an invalid id).
 var errNotFound = errors.New("no live stream or video with this id")
 
