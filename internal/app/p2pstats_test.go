@@ -6,9 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"regexp"
 	"strconv"
 	"strings"
@@ -30,11 +33,11 @@ type statsClient struct {
 	ws *websocket.Conn
 }
 
-func dialStats(t *testing.T, srv *httptest.Server, swarm string) *statsClient {
+func dialStats(t *testing.T, base, swarm string) *statsClient {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+tracker.Path+"?swarm="+swarm, nil)
+	ws, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+tracker.Path+"?swarm="+swarm, nil)
 	if err != nil {
 		t.Fatalf("dial %s: %v", swarm, err)
 	}
@@ -99,8 +102,8 @@ func TestOriginP2PStatsBatches(t *testing.T) {
 	}
 	srv := httptest.NewServer(tr)
 	t.Cleanup(func() { tr.Close(); srv.Close() })
-	a := dialStats(t, srv, ls.ID+"/source")
-	b := dialStats(t, srv, ls.ID+"/360p")
+	a := dialStats(t, srv.URL, ls.ID+"/source")
+	b := dialStats(t, srv.URL, ls.ID+"/360p")
 
 	var mu sync.Mutex
 	var sent []string // batch names, in order
@@ -400,5 +403,144 @@ func TestP2PStatsReachTheAPI(t *testing.T) {
 	// Deleting the stream deletes its stats.
 	if code, b := n.do(http.MethodDelete, "/v1/live-streams/"+ls.ID, testAdminKey, nil); code != http.StatusNoContent {
 		t.Fatalf("DELETE: %d %s", code, b)
+	}
+}
+
+// heartbeatFaults sits between an edge and its origin and breaks the
+// heartbeats that carry P2P stats: refused (the origin never sees them)
+// or forwarded with the answer lost.
+type heartbeatFaults struct {
+	proxy *httputil.ReverseProxy
+
+	mu      sync.Mutex
+	mode    string   // "", "refuse" or "lose" (the next one only)
+	batches []string // p2p_batch of each heartbeat with stats, and what became of it
+}
+
+func newHeartbeatFaults(t *testing.T, origin string) (*heartbeatFaults, *httptest.Server) {
+	u, err := url.Parse(origin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &heartbeatFaults{proxy: httputil.NewSingleHostReverseProxy(u)}
+	srv := httptest.NewServer(f)
+	t.Cleanup(srv.Close)
+	return f, srv
+}
+
+func (f *heartbeatFaults) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/heartbeat") {
+		f.proxy.ServeHTTP(w, r)
+		return
+	}
+	body, err := io.ReadAll(r.Body)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadGateway)
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	var hb nodeproto.Heartbeat
+	_ = json.Unmarshal(body, &hb)
+	if hb.P2PBatch == "" {
+		f.proxy.ServeHTTP(w, r)
+		return
+	}
+	f.mu.Lock()
+	mode := f.mode
+	if mode == "lose" {
+		f.mode = ""
+	}
+	f.mu.Unlock()
+	switch mode {
+	case "refuse":
+		f.record(hb.P2PBatch + " refused")
+		http.Error(w, "origin unreachable", http.StatusBadGateway)
+	case "lose":
+		rec := httptest.NewRecorder()
+		f.proxy.ServeHTTP(rec, r)
+		f.record(fmt.Sprintf("%s lost (%d)", hb.P2PBatch, rec.Code))
+		http.Error(w, "the answer was lost", http.StatusBadGateway)
+	default:
+		rec := httptest.NewRecorder()
+		f.proxy.ServeHTTP(rec, r)
+		f.record(fmt.Sprintf("%s %d", hb.P2PBatch, rec.Code))
+		for k, v := range rec.Header() {
+			w.Header()[k] = v
+		}
+		w.WriteHeader(rec.Code)
+		_, _ = w.Write(rec.Body.Bytes())
+	}
+}
+
+func (f *heartbeatFaults) record(s string) {
+	f.mu.Lock()
+	f.batches = append(f.batches, s)
+	f.mu.Unlock()
+}
+
+func (f *heartbeatFaults) set(mode string) {
+	f.mu.Lock()
+	f.mode = mode
+	f.mu.Unlock()
+}
+
+func (f *heartbeatFaults) seen() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.batches...)
+}
+
+// TestP2PStatsSurviveFailedHeartbeats: an edge whose heartbeats with P2P
+// stats fail keeps the batch and sends it again, under its name, until one
+// is answered; a batch whose answer was lost is sent again and counted
+// once.
+func TestP2PStatsSurviveFailedHeartbeats(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	faults, proxy := newHeartbeatFaults(t, n.http)
+	e := startEdge(t, n, n.nodeToken(), "", "SHOAL_ORIGIN_URL="+proxy.URL)
+	n.waitFor("the edge to join", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
+	ls := n.createStream("faults")
+	pub := publish(t, clip(t, 60), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	defer pub.Process.Kill()
+	n.firstSegment(ls.ID, "source")
+	var v *statsClient
+	n.waitFor("a viewer to join the edge's swarm", 20*time.Second, func() bool {
+		resp, _ := httpGet(t, e.url+"/hls/"+ls.ID+"/source/index.m3u8")
+		if resp.StatusCode != http.StatusOK {
+			return false
+		}
+		v = dialStats(t, e.url, ls.ID+"/source")
+		return true
+	})
+
+	// Refused twice: nothing is added, the batch waits.
+	faults.set("refuse")
+	v.report(1000, 3000)
+	n.waitFor("two refused heartbeats", 30*time.Second, func() bool { return len(faults.seen()) >= 2 })
+	if st := n.p2pStats(ls.ID); st != (p2pStatsJSON{}) {
+		t.Fatalf("p2p_stats %+v while the heartbeats failed", st)
+	}
+	// Reported meanwhile: a later batch.
+	v.report(1500, 3000)
+	// The next one reaches the origin but its answer is lost; the batch
+	// is sent again and counted once.
+	faults.set("lose")
+	n.waitFor("the batch added", 30*time.Second, func() bool {
+		s := faults.seen()
+		return strings.HasSuffix(s[len(s)-1], " 200")
+	})
+	n.waitFor("the later batch added", 30*time.Second, func() bool { return n.p2pStats(ls.ID).HTTPBytes >= 1500 })
+	seen := faults.seen()
+	first, _, _ := strings.Cut(seen[0], " ")
+	i := 0
+	for i < len(seen) && seen[i] == first+" refused" {
+		i++
+	}
+	if i < 2 || i+1 >= len(seen) || seen[i] != first+" lost (200)" || seen[i+1] != first+" 200" {
+		t.Fatalf("heartbeats with stats: %q, want the batch %s refused (twice or more), lost, then sent again", seen, first)
+	}
+	if st := n.p2pStats(ls.ID); st != (p2pStatsJSON{HTTPBytes: 1500, P2PBytes: 3000, Offload: 2.0 / 3}) {
+		t.Fatalf("p2p_stats %+v, want {1500 3000 0.667}: nothing lost, nothing twice (heartbeats %q)", st, faults.seen())
 	}
 }
