@@ -64,6 +64,7 @@ type Store interface {
 	WebhookStore
 	NodeStore
 	RestreamStore
+	P2PStatsStore
 }
 
 // Live is what the API needs of the media pipeline.
@@ -156,7 +157,7 @@ type Config struct {
 	// the TCP peer.
 	ClientIP func(*http.Request) string
 	// Registerer, when set, gets the API's metrics
-	// (shoal_node_heartbeats_limited_total).
+	// (shoal_node_heartbeats_limited_total, shoal_p2p_reported_bytes_total).
 	Registerer prometheus.Registerer
 	// OnHeartbeat, when set, is told every node heartbeat (for the origin's
 	// per-node metrics).
@@ -220,6 +221,7 @@ type API struct {
 	reports           *reportLimiter
 	heartbeats        *heartbeatLimiter
 	heartbeatsLimited *prometheus.CounterVec
+	p2pReported       *prometheus.CounterVec
 }
 
 // New checks cfg and returns an API backed by store and status. A nil log
@@ -302,10 +304,13 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 			Name: "shoal_node_heartbeats_limited_total",
 			Help: "Node heartbeats refused for their rate (429) or size (413).",
 		}, []string{"reason"}),
+		p2pReported: newP2PReported(),
 	}
 	if cfg.Registerer != nil {
-		if err := cfg.Registerer.Register(a.heartbeatsLimited); err != nil {
-			return nil, err
+		for _, m := range []prometheus.Collector{a.heartbeatsLimited, a.p2pReported} {
+			if err := cfg.Registerer.Register(m); err != nil {
+				return nil, err
+			}
 		}
 	}
 	a.registry = routing.NewRegistry(store.ListNodes, nil)

@@ -273,6 +273,10 @@ func TestLiveStreamCRUD(t *testing.T) {
 	got.CreatedAt = ls.CreatedAt
 	want := ls
 	want.StreamKey, want.Ingest.StreamKey = "", ""
+	if got.P2PStats == nil || *got.P2PStats != (p2pStatsJSON{}) {
+		t.Errorf("GET p2p_stats = %+v, want zeros", got.P2PStats)
+	}
+	got.P2PStats = nil
 	if got != want {
 		t.Errorf("GET = %+v, want %+v", got, want)
 	}

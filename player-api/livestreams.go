@@ -43,6 +43,8 @@ type liveStreamJSON struct {
 	// password hidden), and Pull the state of that pull.
 	SourceURL string     `json:"source_url,omitempty"`
 	Pull      *PullState `json:"pull,omitempty"`
+	// P2PStats is in the answers of GET (one and the list) only.
+	P2PStats *p2pStatsJSON `json:"p2p_stats,omitempty"`
 }
 
 // ingestJSON is how to publish. What carries the stream key (stream_key,
@@ -229,9 +231,19 @@ func (a *API) listLiveStreams(c *gin.Context) {
 		a.fail(c, err, liveStreamNotFound)
 		return
 	}
+	idList := make([]string, len(list))
+	for i, ls := range list {
+		idList[i] = ls.ID
+	}
+	st, ok := a.p2pStats(c, idList, liveStreamNotFound)
+	if !ok {
+		return
+	}
 	out := liveStreamListJSON{Data: make([]liveStreamJSON, 0, len(list))}
 	for _, ls := range list {
-		out.Data = append(out.Data, a.liveStreamJSONFor(c, ls))
+		j := a.liveStreamJSONFor(c, ls)
+		j.P2PStats = p2pStatsOf(st[ls.ID])
+		out.Data = append(out.Data, j)
 	}
 	c.JSON(http.StatusOK, out)
 }
@@ -247,7 +259,13 @@ func (a *API) getLiveStream(c *gin.Context) {
 		a.fail(c, err, liveStreamNotFound)
 		return
 	}
-	c.JSON(http.StatusOK, a.liveStreamJSONFor(c, ls))
+	st, ok := a.p2pStats(c, []string{id}, liveStreamNotFound)
+	if !ok {
+		return
+	}
+	j := a.liveStreamJSONFor(c, ls)
+	j.P2PStats = p2pStatsOf(st[id])
+	c.JSON(http.StatusOK, j)
 }
 
 // updateLiveStream handles PATCH /v1/live-streams/:id {"name"?, "ladder"?,

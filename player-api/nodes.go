@@ -46,8 +46,9 @@ const (
 	// more is taken without them.
 	maxStreamKeys = 500
 	// maxNodeBody bounds a join or heartbeat body: a heartbeat with
-	// maxStreamKeys figures at their longest is about 22 KiB.
-	maxNodeBody = 32 << 10
+	// maxStreamKeys figures and nodeproto.MaxP2PStreams P2P stats at
+	// their longest is about 80 KiB.
+	maxNodeBody = 128 << 10
 )
 
 type nodeTokenJSON struct {
@@ -378,6 +379,10 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 		WriteError(c, http.StatusBadRequest, codeInvalidRequest, msg)
 		return
 	}
+	if msg := checkP2PStats(hb); msg != "" {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, msg)
+		return
+	}
 	load := routing.NodeLoad{Connections: hb.Connections, EgressBytesPerSec: hb.EgressBytesPerSec, CacheBytes: hb.CacheBytes,
 		BytesServed: hb.BytesServed, Hits: hb.Hits, Misses: hb.Misses, OriginFetches: hb.OriginFetches,
 		Viewers: hb.Viewers, MaxViewers: hb.MaxViewers, MaxEgressBytesPerSec: hb.MaxEgressBytesPerSec}
@@ -399,6 +404,13 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 	case err != nil:
 		a.fail(c, err, nodeNotFound)
 		return
+	}
+	// Answered 200 only once added: a node keeps its batch until then.
+	if len(hb.P2PStreamBytes) > 0 {
+		if err := a.RecordP2PStats(ctx, id, hb.P2PBatch, p2pDeltas(hb.P2PStreamBytes)); err != nil {
+			a.fail(c, err, nodeNotFound)
+			return
+		}
 	}
 	a.nodeMetrics(n, load)
 	resp, err := a.nodeView(ctx, n, hb.InvalidationCursor)

@@ -444,6 +444,11 @@ func TestHeartbeatLimits(t *testing.T) {
 	for len(full.StreamBytes) < maxStreamKeys {
 		full.StreamBytes[ids.New()] = most
 	}
+	// And the most P2P stats, their ids and batch name at their longest.
+	full.P2PStreamBytes, full.P2PBatch = map[string]nodeproto.P2PBytes{}, strings.Repeat("b", 64)
+	for len(full.P2PStreamBytes) < nodeproto.MaxP2PStreams {
+		full.P2PStreamBytes[(ids.New() + strings.Repeat("0", 64))[:64]] = nodeproto.P2PBytes{HTTP: most, P2P: most}
+	}
 	if b, _ := json.Marshal(full); len(b) > maxNodeBody*3/4 {
 		t.Fatalf("the fullest heartbeat is %d bytes: keep a margin under the %d-byte limit", len(b), maxNodeBody)
 	}

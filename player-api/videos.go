@@ -87,6 +87,8 @@ type videoJSON struct {
 	Upload         *uploadJSON       `json:"upload,omitempty"`
 	Playback       videoPlaybackJSON `json:"playback"`
 	Attempts       int               `json:"attempts,omitempty"`
+	// P2PStats is in the answers of GET (one and the list) only.
+	P2PStats *p2pStatsJSON `json:"p2p_stats,omitempty"`
 }
 
 type renditionJSON struct {
@@ -235,9 +237,19 @@ func (a *API) listVideos(c *gin.Context) {
 		a.fail(c, err, videoNotFound)
 		return
 	}
+	idList := make([]string, len(page.Videos))
+	for i, v := range page.Videos {
+		idList[i] = v.ID
+	}
+	st, ok := a.p2pStats(c, idList, videoNotFound)
+	if !ok {
+		return
+	}
 	out := videoListJSON{Data: make([]videoJSON, 0, len(page.Videos)), NextCursor: page.Next}
 	for _, v := range page.Videos {
-		out.Data = append(out.Data, a.videoJSON(v))
+		j := a.videoJSON(v)
+		j.P2PStats = p2pStatsOf(st[v.ID])
+		out.Data = append(out.Data, j)
 	}
 	c.JSON(http.StatusOK, out)
 }
@@ -262,7 +274,13 @@ func (a *API) getVideo(c *gin.Context) {
 		a.fail(c, err, videoNotFound)
 		return
 	}
-	c.JSON(http.StatusOK, a.videoJSON(v))
+	st, ok := a.p2pStats(c, []string{id}, videoNotFound)
+	if !ok {
+		return
+	}
+	j := a.videoJSON(v)
+	j.P2PStats = p2pStatsOf(st[id])
+	c.JSON(http.StatusOK, j)
 }
 
 // updateVideo handles PATCH /v1/videos/:id {"title"?, "p2p"?}.

@@ -210,7 +210,8 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 		<-errc
 		return nil
 	})
-	g.Go(func() error { return heartbeatLoop(gctx, client, join, node, cache, cfg, log) })
+	stats := newP2PBatcher(p2p.TakeStats)
+	g.Go(func() error { return heartbeatLoop(gctx, client, join, node, cache, stats, cfg, log) })
 	err = g.Wait()
 	log.Info("shoal edge stopped")
 	if errors.Is(err, context.Canceled) {
@@ -221,8 +222,10 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 
 // heartbeatLoop joins, then heartbeats every nodeproto.HeartbeatInterval,
 // joining again when the origin forgot the node. A refusal (bad or revoked
-// token) stops the edge: it must not serve as part of the network.
-func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.JoinRequest, node *edgeNode, cache *edgecache.Cache, cfg config.Config, log *slog.Logger) error {
+// token) stops the edge: it must not serve as part of the network. Each
+// heartbeat carries a batch of the P2P tracker's stats, the same one
+// again until a heartbeat is answered.
+func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.JoinRequest, node *edgeNode, cache *edgecache.Cache, p2p *p2pBatcher, cfg config.Config, log *slog.Logger) error {
 	backoff := time.Second
 	joined := false
 	var lastErr string
@@ -242,7 +245,11 @@ func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.Join
 			hb.MaxViewers = cfg.Edge.MaxViewers
 			hb.MaxEgressBytesPerSec = float64(cfg.Edge.MaxEgressMbps) * 1e6 / 8
 			hb.InvalidationCursor, _ = node.cursor.Load().(string)
+			var batch map[string]tracker.Bytes
+			hb.P2PBatch, batch = p2p.next()
+			hb.P2PStreamBytes = heartbeatFigures(batch)
 			if r, err = c.Heartbeat(ctx, id, hb); err == nil {
+				p2p.ack(hb.P2PBatch)
 				node.learn(r, log)
 			} else if errors.Is(err, nodeproto.ErrUnknownNode) {
 				log.Warn("the origin forgot this edge (missed heartbeats?): joining again")

@@ -289,6 +289,15 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 	g.Go(func() error { return puller.Run(gctx) })
 	g.Go(func() error { return httpSrv.run(gctx) })
+	if httpSrv.tracker != nil {
+		p2pTick := time.NewTicker(p2pFlushEvery)
+		defer p2pTick.Stop()
+		stats := newP2PBatcher(httpSrv.tracker.TakeStats)
+		g.Go(func() error {
+			runP2PStats(gctx, p2pTick.C, stats, "origin-"+ids.New(), api.RecordP2PStats, log.With("component", "p2p"))
+			return nil
+		})
+	}
 	g.Go(func() error { return hooks.Run(gctx) })
 	g.Go(func() error { recoverUploads(gctx, api, log.With("component", "api")); return nil })
 	g.Go(func() error { return records.Run(gctx) })

@@ -118,7 +118,26 @@ type Heartbeat struct {
 	MaxEgressBytesPerSec float64 `json:"max_egress_bytes_per_sec,omitempty"`
 	// InvalidationCursor is the last JoinResponse.InvalidationCursor seen.
 	InvalidationCursor string `json:"invalidation_cursor,omitempty"`
+	// P2PStreamBytes are the bytes the players on the node's P2P tracker
+	// reported downloading since the node's previous batch, per live
+	// stream or video id (at most MaxP2PStreams, the biggest first; the
+	// rest wait for the next heartbeat). P2PBatch names the batch: a node
+	// sends the same batch, under the same name, until a heartbeat
+	// carrying it is answered 200, and the origin adds a batch once, so a
+	// lost answer neither loses nor doubles the figures. Players' figures
+	// are claims (the tracker clamps them to what a player can download).
+	P2PStreamBytes map[string]P2PBytes `json:"p2p_stream_bytes,omitempty"`
+	P2PBatch       string              `json:"p2p_batch,omitempty"`
 }
+
+// P2PBytes are bytes players reported downloading, by source.
+type P2PBytes struct {
+	HTTP int64 `json:"http"`
+	P2P  int64 `json:"p2p"`
+}
+
+// MaxP2PStreams is the most ids a heartbeat's P2PStreamBytes may hold.
+const MaxP2PStreams = 500
 
 var idEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
 

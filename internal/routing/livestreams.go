@@ -243,7 +243,7 @@ func (s *Store) DeleteLiveStream(ctx context.Context, id string) error {
 			return err
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Del(ctx, key, streamKeyIndexKey(cur.StreamKeyHash), restreamsKey(id))
+			p.Del(ctx, key, streamKeyIndexKey(cur.StreamKeyHash), restreamsKey(id), p2pKey(id))
 			p.ZRem(ctx, liveStreamsIndex, id)
 			addInvalidation(ctx, p, id, true, false)
 			addKeyRevocation(ctx, p, id)

@@ -22,6 +22,7 @@
 //	shoal:events                   stream events for webhooks (fields type, data, at; see events.go)
 //	shoal:webhook:<id>, shoal:webhooks, shoal:webhookdelivery:<did>, shoal:webhookdue,
 //	shoal:webhookpending:<id>, shoal:webhooklog:<id>   webhooks and their deliveries (see webhooks.go)
+//	shoal:p2p:<id>, shoal:p2pbatch:<source>   players' reported HTTP and P2P bytes (see p2pstats.go)
 //
 // Stream keys and API keys are shown once, when they are made, and only
 // their hash (ids.Hash) is stored: the live stream's hash keeps

@@ -256,6 +256,7 @@ func (s *Store) DeleteVideo(ctx context.Context, id string) error {
 	var del *redis.IntCmd
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		del = p.Del(ctx, videoKey(id))
+		p.Del(ctx, p2pKey(id))
 		p.ZRem(ctx, videosIndex, id)
 		// Harmless for an unknown id: edges forget what they never had.
 		addInvalidation(ctx, p, id, true, false)

@@ -74,6 +74,10 @@ type Config struct {
 	// Now is the clock of rates and idle times (tests inject one).
 	// Default time.Now.
 	Now func() time.Time
+	// MaxStatsRate bounds what one socket's stats reports may add, in
+	// bytes a second (HTTP and P2P together, with a burst of one second's
+	// worth): more is clamped. Default DefaultMaxStatsRate (1 GiB/s).
+	MaxStatsRate int64
 	// Sweep ticks trigger the idle check (tests inject a channel). Default
 	// a ticker every IdleTimeout/4.
 	Sweep <-chan time.Time
@@ -144,6 +148,9 @@ type Tracker struct {
 	bytes      *prometheus.CounterVec
 	badReports prometheus.Counter
 	closes     *prometheus.CounterVec
+
+	pending      map[string]Bytes // per stream or video id, since TakeStats; guarded by mu
+	statsRefused *prometheus.CounterVec
 }
 
 type swarm struct {
@@ -181,6 +188,7 @@ type conn struct {
 	lastSeen    time.Time
 	httpBytes   uint64
 	p2pBytes    uint64
+	stats       statsState
 	closing     bool
 }
 
@@ -196,11 +204,12 @@ func New(cfg Config) (*Tracker, error) {
 			Help: "Reports by peers of another peer's bytes failing verification."}),
 		closes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_p2p_violations_total",
 			Help: "Tracker sockets closed for breaking the protocol or its limits, by reason."}, []string{"reason"}),
+		statsRefused: newStatsRefused(),
 	}
 	t.bytes.WithLabelValues("http")
 	t.bytes.WithLabelValues("p2p")
 	if cfg.Registerer != nil {
-		for _, c := range []prometheus.Collector{t.peers, t.bytes, t.badReports, t.closes} {
+		for _, c := range []prometheus.Collector{t.peers, t.bytes, t.badReports, t.closes, t.statsRefused} {
 			if err := cfg.Registerer.Register(c); err != nil {
 				cancel()
 				return nil, err
@@ -660,19 +669,7 @@ func (t *Tracker) handle(c *conn, m Message) bool {
 			t.kick(ban, websocket.StatusPolicyViolation, "reported by 3 peers for bytes that failed verification", "tampering")
 		}
 	case TypeStats:
-		t.mu.Lock()
-		if *m.HTTP < c.httpBytes || *m.P2P < c.p2pBytes {
-			t.mu.Unlock()
-			t.violation(c, "stats are cumulative: they never decrease", "message")
-			return false
-		}
-		dh, dp := *m.HTTP-c.httpBytes, *m.P2P-c.p2pBytes
-		c.httpBytes, c.p2pBytes = *m.HTTP, *m.P2P
-		sw.httpBytes += dh
-		sw.p2pBytes += dp
-		t.mu.Unlock()
-		t.bytes.WithLabelValues("http").Add(float64(dh))
-		t.bytes.WithLabelValues("p2p").Add(float64(dp))
+		return t.countStats(c, m)
 	}
 	return true
 }
