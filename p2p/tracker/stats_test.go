@@ -16,6 +16,7 @@ func u64(v uint64) *uint64 { return &v }
 func TestTakeStats(t *testing.T) {
 	e := newEnv(t, Config{})
 	a, b, c := e.dial("stream1/720p"), e.dial("stream1/360p"), e.dial("video2/720p")
+	e.clock.Add(time.Second) // the sockets' stats budgets fill from their joins
 	if got := e.tr.TakeStats(); len(got) != 0 {
 		t.Fatalf("deltas before any stats: %v", got)
 	}
@@ -57,13 +58,30 @@ func TestTakeStats(t *testing.T) {
 }
 
 // TestStatsClamped: one socket adds at most MaxStatsRate bytes a second
-// (a burst of one second's worth), by the injected clock; what is over is
-// dropped, not carried, and HTTP and P2P are cut in proportion.
+// from its join on (at most one second's worth saved up), by the injected
+// clock; what is over is dropped, not carried, and HTTP and P2P are cut
+// in proportion. Reconnecting gains nothing.
 func TestStatsClamped(t *testing.T) {
 	e := newEnv(t, Config{MaxStatsRate: 1000})
 	const sw = "stream1/720p"
+	// A socket that reports at once has nothing to add yet, however often
+	// it reconnects.
+	for range 3 {
+		r := e.dial(sw)
+		r.send(Message{Type: TypeStats, HTTP: u64(0), P2P: u64(1000)})
+		r.sync()
+		if got := e.tr.TakeStats(); len(got) != 0 {
+			t.Fatalf("a report right after the join: %v, want nothing", got)
+		}
+		_ = r.ws.CloseNow()
+		waitUntil(t, "the socket to leave", func() bool { n, _, _ := e.tr.SwarmStats(sw); return n == 0 })
+	}
+	if got := testutil.ToFloat64(e.tr.statsRefused.WithLabelValues("clamped")); got != 3 {
+		t.Fatalf("shoal_p2p_stats_refused_total{clamped} = %v, want 3", got)
+	}
 	a := e.dial(sw)
-	// The first second's worth passes.
+	e.clock.Add(time.Second)
+	// A second's worth passes.
 	a.send(Message{Type: TypeStats, HTTP: u64(600), P2P: u64(400)})
 	a.sync()
 	if got := e.tr.TakeStats()["stream1"]; got != (Bytes{HTTP: 600, P2P: 400}) {
@@ -102,11 +120,12 @@ func TestStatsClamped(t *testing.T) {
 	if h, p := testutil.ToFloat64(e.tr.bytes.WithLabelValues("http")), testutil.ToFloat64(e.tr.bytes.WithLabelValues("p2p")); h != 1725 || p != 775 {
 		t.Fatalf("shoal_p2p_bytes_total http=%v p2p=%v, want the clamped figures", h, p)
 	}
-	if got := testutil.ToFloat64(e.tr.statsRefused.WithLabelValues("clamped")); got != 3 {
-		t.Fatalf("shoal_p2p_stats_refused_total{clamped} = %v, want 3", got)
+	if got := testutil.ToFloat64(e.tr.statsRefused.WithLabelValues("clamped")); got != 6 {
+		t.Fatalf("shoal_p2p_stats_refused_total{clamped} = %v, want 6", got)
 	}
 	// Sockets have budgets of their own.
 	b := e.dial(sw)
+	e.clock.Add(time.Second)
 	b.send(Message{Type: TypeStats, HTTP: u64(1000), P2P: u64(0)})
 	b.sync()
 	if got := e.tr.TakeStats()["stream1"]; got != (Bytes{HTTP: 1000}) {
@@ -120,6 +139,7 @@ func TestTakeStatsBounded(t *testing.T) {
 	e := newEnv(t, Config{MaxSwarms: 2})
 	a := e.dial("stream1/720p")
 	b := e.dial("stream2/720p")
+	e.clock.Add(time.Second)
 	a.send(Message{Type: TypeStats, HTTP: u64(1), P2P: u64(0)})
 	b.send(Message{Type: TypeStats, HTTP: u64(2), P2P: u64(0)})
 	a.sync()
@@ -127,6 +147,7 @@ func TestTakeStatsBounded(t *testing.T) {
 	_ = b.ws.CloseNow()
 	waitUntil(t, "stream2's swarm to end", func() bool { n, _, _ := e.tr.SwarmStats("stream2/720p"); return n == 0 })
 	c := e.dial("stream3/720p")
+	e.clock.Add(time.Second)
 	c.send(Message{Type: TypeStats, HTTP: u64(3), P2P: u64(0)})
 	c.sync()
 	a.send(Message{Type: TypeStats, HTTP: u64(5), P2P: u64(0)})

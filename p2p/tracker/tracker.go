@@ -173,6 +173,7 @@ type conn struct {
 	ws      *websocket.Conn
 	out     chan []byte
 	done    chan struct{}
+	wdone   chan struct{} // closed when the writer stops (the socket broke or ended)
 	limiter *rate.Limiter
 
 	addr    string        // the client's network address (Config.ClientIP)
@@ -323,7 +324,7 @@ func (t *Tracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	ws.SetReadLimit(MaxMessageBytes + 1)
-	c := &conn{id: ids.New(), sw: sw, ws: ws, out: make(chan []byte, 64), done: make(chan struct{}),
+	c := &conn{id: ids.New(), sw: sw, ws: ws, out: make(chan []byte, 64), done: make(chan struct{}), wdone: make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(t.cfg.MessageRate), t.cfg.MessageBurst), have: map[string]bool{},
 		addr: addr, req: r.Clone(context.Background()), mediaID: id,
 		heard: map[string]bool{}, reported: map[string]bool{}}
@@ -338,6 +339,9 @@ func (t *Tracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	c.lastSeen = t.cfg.Now()
 	c.authorized = c.lastSeen
+	// The stats budget fills from the join on: a socket that reconnects
+	// gets nothing for the time before it joined.
+	c.stats = statsState{init: true, at: c.lastSeen}
 	sw.peers[c.id] = c
 	t.wg.Add(1) // under mu, before Close sees closed: Close's Wait covers this socket
 	t.mu.Unlock()
@@ -439,6 +443,7 @@ func (t *Tracker) leave(c *conn) {
 // writer sends c's queued messages until the socket ends.
 func (t *Tracker) writer(c *conn) {
 	defer t.wg.Done()
+	defer close(c.wdone)
 	for {
 		select {
 		case <-c.done:
@@ -488,7 +493,7 @@ func (t *Tracker) reply(c *conn, m Message) {
 	defer timer.Stop()
 	select {
 	case c.out <- b:
-	case <-c.done:
+	case <-c.wdone: // the socket broke: nothing is written any more
 	case <-timer.C:
 		t.kick(c, websocket.StatusPolicyViolation, "too slow to read its messages", "slow")
 	}
@@ -537,7 +542,10 @@ func (t *Tracker) sweepIdle() {
 	// or deleted closes the sockets that joined with what no longer
 	// passes.
 	for _, c := range recheck {
-		if st := t.cfg.Authorize(c.req, c.mediaID); st != 0 && st != http.StatusOK && st < 500 {
+		switch st := t.cfg.Authorize(c.req, c.mediaID); {
+		case st == http.StatusConflict:
+			t.kick(c, websocket.StatusPolicyViolation, "peer-assisted delivery was turned off for this stream: fetch over HTTP", "p2p_disabled")
+		case st != 0 && st != http.StatusOK && st < 500:
 			t.kick(c, websocket.StatusPolicyViolation, "access to this stream was revoked (a token expired, or the stream changed)", "revoked")
 		}
 	}

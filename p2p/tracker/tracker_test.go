@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -693,10 +694,45 @@ func TestAccessCheckedAgain(t *testing.T) {
 	a.wantPolicyClose("revoked")
 }
 
+// TestP2PTurnedOff: a stream whose P2P was turned off (Authorize answers
+// 409) is refused at the join with p2p_disabled, and its joined sockets
+// are closed at the next check, saying so.
+func TestP2PTurnedOff(t *testing.T) {
+	var mu sync.Mutex
+	status := http.StatusOK
+	e := newEnv(t, Config{ReauthorizeEvery: 30 * time.Second, Authorize: func(*http.Request, string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return status
+	}})
+	const sw = "stream1/720p"
+	a := e.dial(sw)
+	mu.Lock()
+	status = http.StatusConflict
+	mu.Unlock()
+	resp, err := http.Get(e.srv.URL + Path + "?swarm=" + sw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusConflict || !strings.Contains(string(body), `"code":"p2p_disabled"`) {
+		t.Fatalf("join with P2P off: %d %s", resp.StatusCode, body)
+	}
+	e.clock.Add(31 * time.Second)
+	a.sync()
+	e.sweep <- time.Time{}
+	a.wantPolicyClose("turned off")
+	if got := testutil.ToFloat64(e.tr.closes.WithLabelValues("p2p_disabled")); got != 1 {
+		t.Fatalf("closes{p2p_disabled} = %v", got)
+	}
+}
+
 func TestStats(t *testing.T) {
 	e := newEnv(t, Config{})
 	const sw = "stream1/720p"
 	a, b := e.dial(sw), e.dial(sw)
+	e.clock.Add(time.Second) // the stats budgets fill from the joins
 	u := func(v uint64) *uint64 { return &v }
 	a.send(Message{Type: TypeStats, HTTP: u(100), P2P: u(50)})
 	a.send(Message{Type: TypeStats, HTTP: u(150), P2P: u(300)})
