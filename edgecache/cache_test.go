@@ -187,6 +187,51 @@ func TestCoalescedMissStreams(t *testing.T) {
 	t.Logf("%d of %d clients got their first byte before the origin finished; %d collapsed", early, n, collapsed)
 }
 
+// TestP2PMarkFollowsTheOrigin: the origin's Shoal-P2P mark is kept with
+// a cached object and passed on, and a revalidation (304) takes the mark
+// the origin sends now, so turning P2P off or on reaches objects the edge
+// keeps revalidating.
+func TestP2PMarkFollowsTheOrigin(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	o.put(livePath, []byte("#EXTM3U\n#EXTINF:2,\nseg-0.m4s\n"), origin.CacheLivePlaylist)
+	var mu sync.Mutex
+	off := true
+	o.setHook(func(w http.ResponseWriter, _ *http.Request) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		if off {
+			w.Header().Set(HeaderP2P, "off")
+		}
+		return false
+	})
+	clock := newFakeClock()
+	e := startCache(t, o.srv.URL, t.TempDir(), func(_ *Config, d *Deps) { d.Now = clock.Now })
+	mark := func(want string) {
+		t.Helper()
+		for _, m := range []string{"GET", "HEAD"} {
+			resp := do(t, m, e.url+livePath, nil)
+			if got := resp.hdr.Get(HeaderP2P); got != want {
+				t.Fatalf("%s: Shoal-P2P %q (Cache-Status %q), want %q", m, got, resp.cache, want)
+			}
+		}
+	}
+	mark("off")
+	mu.Lock()
+	off = false
+	mu.Unlock()
+	clock.Advance(1100 * time.Millisecond)
+	mark("") // revalidated: 304 without the mark
+	if reqs := o.requests(); reqs[len(reqs)-1].inm == "" {
+		t.Fatal("no revalidation")
+	}
+	mu.Lock()
+	off = true
+	mu.Unlock()
+	clock.Advance(1100 * time.Millisecond)
+	mark("off")
+}
+
 func TestFreshness(t *testing.T) {
 	t.Parallel()
 	o := newFakeOrigin(t)

@@ -288,6 +288,10 @@ func (c *Cache) fromOrigin(f *fetch) bool {
 		if et := resp.Header.Get("ETag"); et != "" {
 			m.ETag = et
 		}
+		// The stream's marks as the origin says them now: a change (P2P
+		// turned off or on, a policy) reaches copies kept by revalidation.
+		m.Signed = strings.EqualFold(resp.Header.Get(HeaderPolicy), "signed")
+		m.NoP2P = strings.EqualFold(resp.Header.Get(HeaderP2P), "off")
 		o := c.newObject(m, http.StatusOK, f.prev.body)
 		stored := c.mem.put(o)
 		f.grow(o.body)

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -29,7 +30,12 @@ const maxP2PWaiting = 10_000
 type p2pBatcher struct {
 	take func() map[string]tracker.Bytes
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// Batches are named <boot>-<seq>: boot is random per process, seq
+	// grows, so the origin adds each once even when an old one arrives
+	// late (see routing.Store.AddP2PStats).
+	boot    string
+	seq     uint64
 	name    string                   // the batch in flight; "" when none
 	batch   map[string]tracker.Bytes // its figures
 	waiting map[string]tracker.Bytes // taken, not in a batch yet
@@ -61,7 +67,11 @@ func (b *p2pBatcher) next() (string, map[string]tracker.Bytes) {
 	if rest == nil {
 		rest = map[string]tracker.Bytes{}
 	}
-	b.name, b.batch, b.waiting = ids.New(), top, rest
+	if b.boot == "" {
+		b.boot = ids.New()
+	}
+	b.seq++
+	b.name, b.batch, b.waiting = b.boot+"-"+strconv.FormatUint(b.seq, 10), top, rest
 	return b.name, b.batch
 }
 

@@ -99,8 +99,8 @@ func SetCORS(h http.Header) {
 	h.Set("Access-Control-Allow-Origin", "*")
 	h.Set("Access-Control-Allow-Methods", "GET, HEAD, OPTIONS")
 	h.Set("Access-Control-Allow-Headers", "Range, If-None-Match, If-Modified-Since")
-	// Players may read the content sum (to check bytes from peers) and the
-	// policy.
-	h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range, ETag, Cache-Status, "+ContentSHA256Header+", "+PolicyHeader)
+	// Players may read the content sum (to check bytes from peers), the
+	// policy and the P2P mark.
+	h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range, ETag, Cache-Status, "+ContentSHA256Header+", "+PolicyHeader+", "+P2PHeader)
 	h.Set("Access-Control-Max-Age", "86400")
 }

@@ -15,13 +15,18 @@ import (
 // measurements.
 //
 //	shoal:p2p:<id>              hash    http, p2p: bytes (deleted with the live stream or video)
-//	shoal:p2pbatch:<source>     string  the last batch applied from that node (or origin), so a
-//	                                    batch sent again after a lost answer is not counted twice
+//	shoal:p2pbatch:<source>     hash    boot -> the last sequence number applied from that node
+//	                                    (or origin) in that run, so a batch sent again after a lost
+//	                                    answer, or arriving late, is not counted twice
 const (
 	p2pPrefix      = "shoal:p2p:"
 	p2pBatchPrefix = "shoal:p2pbatch:"
-	// P2PBatchTTL is how long a source's last batch id is remembered.
-	P2PBatchTTL = time.Hour
+	// P2PBatchTTL is how long a source's batch log is kept after its last
+	// batch.
+	P2PBatchTTL = 24 * time.Hour
+	// maxP2PBoots bounds a source's batch log: beyond, it keeps only the
+	// current run.
+	maxP2PBoots = 16
 	// maxP2PCounter caps a counter, far from HINCRBY's int64 overflow.
 	maxP2PCounter = 1 << 62
 )
@@ -48,7 +53,16 @@ func (b P2PBytes) Offload() float64 {
 // batch already applied, else one character per id: "1" added, "0" not
 // (no such live stream or video).
 var addP2PScript = redis.NewScript(`
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then return 'dup' end
+local boot, seq = string.match(ARGV[1], '^(.+)-(%d+)$')
+if boot then
+  seq = tonumber(seq)
+  if redis.call('TYPE', KEYS[1]).ok ~= 'hash' then redis.call('DEL', KEYS[1]) end
+  local last = tonumber(redis.call('HGET', KEYS[1], boot) or '0')
+  if seq <= last then return 'dup' end
+elseif ARGV[1] ~= '' then
+  if redis.call('TYPE', KEYS[1]).ok ~= 'string' then redis.call('DEL', KEYS[1]) end
+  if redis.call('GET', KEYS[1]) == ARGV[1] then return 'dup' end
+end
 local cap = tonumber(ARGV[3])
 local out = {}
 local n = (#KEYS - 1) / 3
@@ -73,16 +87,26 @@ for i = 0, n - 1 do
     out[#out + 1] = '0'
   end
 end
-if ARGV[1] ~= '' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+if boot then
+  if redis.call('HLEN', KEYS[1]) >= ` + strconv.Itoa(maxP2PBoots) + ` and redis.call('HEXISTS', KEYS[1], boot) == 0 then redis.call('DEL', KEYS[1]) end
+  redis.call('HSET', KEYS[1], boot, seq)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+elseif ARGV[1] ~= '' then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+end
 return 'ok' .. table.concat(out)`)
 
 // AddP2PStats adds a batch of per-id byte counts reported through the
 // P2P tracker of source (a node id, or an origin's name), in one atomic
 // step. Ids that are not a live stream or video are skipped. batch
-// identifies the batch: the same batch sent again (its answer was lost)
-// is not added twice (only the source's last batch is remembered, for
-// P2PBatchTTL). It returns what was added (zero when the batch was
-// already applied) and whether it was a repeat.
+// identifies the batch, "<boot>-<seq>" (boot random per run of the
+// source, seq growing): a batch whose seq is not above the last one
+// applied from that boot is not added (a batch sent again because its
+// answer was lost, or one arriving late); the log of boots lasts
+// P2PBatchTTL after the source's last batch. Another name is
+// deduplicated against the source's last batch only. It returns what was
+// added (zero when the batch was already applied) and whether it was a
+// repeat.
 func (s *Store) AddP2PStats(ctx context.Context, source, batch string, deltas map[string]P2PBytes) (added P2PBytes, repeat bool, err error) {
 	if len(deltas) == 0 {
 		return P2PBytes{}, false, nil

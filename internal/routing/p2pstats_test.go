@@ -56,6 +56,19 @@ func TestP2PStats(t *testing.T) {
 	if o := (P2PBytes{}).Offload(); o != 0 {
 		t.Fatalf("offload of nothing = %v", o)
 	}
+	// Sequenced batches (<boot>-<seq>): a late or repeated one is not
+	// counted, another run's is.
+	for _, c := range []struct {
+		batch  string
+		repeat bool
+	}{{"runa-1", false}, {"runa-2", false}, {"runa-1", true}, {"runa-2", true}, {"runb-1", false}, {"runa-3", false}, {"runa-3", true}} {
+		if got, repeat = add("edge3", c.batch, map[string]P2PBytes{ls.ID: {HTTP: 1}}); repeat != c.repeat || (got == P2PBytes{}) == !c.repeat {
+			t.Fatalf("batch %s: added %+v, repeat %v", c.batch, got, repeat)
+		}
+	}
+	if stats, _ = s.P2PStats(ctx, []string{ls.ID}); stats[ls.ID].HTTP != 101+4 {
+		t.Fatalf("after sequenced batches: %+v", stats[ls.ID])
+	}
 	// Counters saturate instead of overflowing.
 	for _, b := range []string{"b3", "b4", "b5"} {
 		add("edge1", b, map[string]P2PBytes{v.ID: {P2P: 1 << 61}})

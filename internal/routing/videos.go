@@ -199,35 +199,23 @@ func (s *Store) ListVideos(ctx context.Context, cursor string, limit int) (Video
 // make.
 var ErrInvalidCursor = errors.New("invalid cursor")
 
-// UpdateVideo changes the fields set in u and returns the video.
+// UpdateVideo changes the fields set in u and returns the video. A change
+// of its P2P flag tells the edges (an invalidation that keeps the policy)
+// in the same step.
 func (s *Store) UpdateVideo(ctx context.Context, id string, u VideoUpdate) (Video, error) {
 	p2p := ""
 	if u.P2P != nil {
 		p2p = p2pValue(!*u.P2P)
 	}
-	res, err := updateVideoScript.Run(ctx, s.rdb, []string{videoKey(id)},
-		u.Title != nil, deref(u.Title), formatTime(now()), p2p).Result()
+	res, err := updateVideoScript.Run(ctx, s.rdb, []string{videoKey(id), invalidationsKey},
+		u.Title != nil, deref(u.Title), formatTime(now()), p2p, MaxInvalidations, id).Result()
 	if err != nil {
 		return Video{}, wrapErr("update video", err)
 	}
 	if res.(int64) == 0 {
 		return Video{}, ErrNotFound
 	}
-	v, err := s.GetVideo(ctx, id)
-	if err != nil {
-		return Video{}, err
-	}
-	if res.(int64) == 2 {
-		// Edges keep the P2P flag with what they cached of the video: they
-		// drop it, as for a policy change.
-		if _, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			addInvalidation(ctx, p, id, false, v.PlaybackPolicy == PlaybackSigned)
-			return nil
-		}); err != nil {
-			return Video{}, wrapErr("update video", err)
-		}
-	}
-	return v, nil
+	return s.GetVideo(ctx, id)
 }
 
 func deref(s *string) string {
@@ -237,8 +225,8 @@ func deref(s *string) string {
 	return *s
 }
 
-// updateVideoScript answers 0 for a missing video, 2 when the P2P flag
-// changed, 1 otherwise.
+// updateVideoScript answers 0 for a missing video, 1 otherwise; a change
+// of the P2P flag appends the invalidation addInvalidation would.
 var updateVideoScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if ARGV[1] == '1' then redis.call('HSET', KEYS[1], 'title', ARGV[2]) end
@@ -246,7 +234,11 @@ redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
 if ARGV[4] ~= '' then
   local old = redis.call('HGET', KEYS[1], '` + fieldP2P + `')
   redis.call('HSET', KEYS[1], '` + fieldP2P + `', ARGV[4])
-  if (old == '` + p2pOff + `') ~= (ARGV[4] == '` + p2pOff + `') then return 2 end
+  if (old == '` + p2pOff + `') ~= (ARGV[4] == '` + p2pOff + `') then
+    local signed = '0'
+    if redis.call('HGET', KEYS[1], '` + fieldPlaybackPolicy + `') == '` + PlaybackSigned + `' then signed = '1' end
+    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'id', ARGV[6], 'deleted', '0', 'signed', signed)
+  end
 end
 return 1`)
 
