@@ -178,6 +178,9 @@ type Config struct {
 	// OnDeliveryFailure, when set, is told of each verification failure
 	// reported for a node (for the origin's metrics).
 	OnDeliveryFailure func(nodeID, kind string)
+	// AuditSummary, when set, tells what the origin's own audits of an
+	// edge found (GET /v1/nodes shows it).
+	AuditSummary func(nodeID string) (AuditSummary, bool)
 }
 
 // API serves the control API. Create it with New and mount it with
@@ -218,6 +221,7 @@ type API struct {
 	quarantineReports int
 	audit             Auditor
 	onDeliveryFailure func(nodeID, kind string)
+	auditSummary      func(nodeID string) (AuditSummary, bool)
 	reports           *reportLimiter
 	heartbeats        *heartbeatLimiter
 	heartbeatsLimited *prometheus.CounterVec
@@ -298,6 +302,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		quarantineReports: cfg.QuarantineReports,
 		audit:             cfg.Audit,
 		onDeliveryFailure: cfg.OnDeliveryFailure,
+		auditSummary:      cfg.AuditSummary,
 		reports:           newReportLimiter(time.Now),
 		heartbeats:        newHeartbeatLimiter(time.Now),
 		heartbeatsLimited: prometheus.NewCounterVec(prometheus.CounterOpts{

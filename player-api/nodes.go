@@ -81,6 +81,28 @@ type nodeJSON struct {
 	QuarantinedAt    *time.Time `json:"quarantined_at,omitempty"`
 	// DeliveryReports are the most recent reports viewers sent about it.
 	DeliveryReports []routing.DeliveryReport `json:"delivery_reports"`
+	// Audits is what the origin's mystery-shopper audits of the edge
+	// found; absent before the first.
+	Audits *AuditSummary `json:"audits,omitempty"`
+}
+
+// AuditSummary is what an origin's audits of an edge found (see
+// Config.AuditSummary).
+type AuditSummary struct {
+	// Passed, Failed and Errors count audits that got the published
+	// bytes, other bytes, and no answer to compare.
+	Passed int64 `json:"passed"`
+	Failed int64 `json:"failed"`
+	Errors int64 `json:"errors"`
+	// The latest audit: when, what, its result and what it found.
+	LastAt      time.Time `json:"last_at"`
+	LastPath    string    `json:"last_path"`
+	LastResult  string    `json:"last_result"`
+	LastFinding string    `json:"last_finding"`
+	// TTFBMillis and BytesPerSec are the latest compared audit's time to
+	// the first byte and throughput.
+	TTFBMillis  int64   `json:"ttfb_ms"`
+	BytesPerSec float64 `json:"bytes_per_sec"`
 }
 
 type nodeListJSON struct {
@@ -186,6 +208,11 @@ func (a *API) listNodes(c *gin.Context) {
 	out := nodeListJSON{Data: make([]nodeJSON, 0, len(nodes))}
 	for _, n := range nodes {
 		j := nodeToJSON(n)
+		if a.auditSummary != nil {
+			if sum, ok := a.auditSummary(n.ID); ok {
+				j.Audits = &sum
+			}
+		}
 		j.DeliveryReports = reports[n.ID]
 		out.Data = append(out.Data, j)
 	}

@@ -34,6 +34,11 @@ type auditor struct {
 	signed      func(id string) bool
 	client      *http.Client
 	slots       chan struct{}
+	// userAgent, when set, is sent as a viewer's browser would.
+	userAgent string
+	// timed, when set, is told how long the node took to answer a fetch
+	// (to its headers) and to send the whole body.
+	timed func(ttfb, total time.Duration, n int)
 }
 
 // maxAudits bounds the audits running at once.
@@ -119,12 +124,21 @@ func (a *auditor) get(ctx context.Context, n routing.Node, path string, limit in
 	if err != nil {
 		return nil, 0, err
 	}
+	if a.userAgent != "" {
+		req.Header.Set("User-Agent", a.userAgent)
+		req.Header.Set("Accept", "*/*")
+	}
+	start := time.Now()
 	resp, err := a.client.Do(req)
 	if err != nil {
 		return nil, 0, err
 	}
 	defer resp.Body.Close()
+	ttfb := time.Since(start)
 	body, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err == nil && a.timed != nil {
+		a.timed(ttfb, time.Since(start), len(body))
+	}
 	return body, resp.StatusCode, err
 }
 

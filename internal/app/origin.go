@@ -209,6 +209,13 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	// A key reset (or stream deleted) through any origin disconnects the
 	// stream's publisher here too.
 	keys.revoke = pipe.disconnectPublishers
+	var shop *shopper
+	var auditSummary func(string) (playerapi.AuditSummary, bool)
+	if every := cfg.Route.AuditInterval.Std(); every > 0 {
+		shop = newShopper(hlsDir, contentKey, signed.signed, every, cfg.Route.QuarantineAudits,
+			store.ListNodes, store.QuarantineNode, reg, log.With("component", "audit"))
+		auditSummary = shop.summary
+	}
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
 		SRTURL: srtURL(cfg), WHIP: whipIngest, WHEP: whepPlay, MaxRestreams: cfg.Ingest.MaxRestreams, WebhookAllowPrivate: cfg.WebhookAllowPrivate == "true",
@@ -216,7 +223,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, ClientIP: clientIP, Registerer: reg, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
-		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit,
+		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit, AuditSummary: auditSummary,
 	}, store, pipe, log.With("component", "api"))
 	if err != nil {
 		return err
@@ -297,6 +304,12 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 			runP2PStats(gctx, p2pTick.C, stats, "origin-"+ids.New(), api.RecordP2PStats, log.With("component", "p2p"))
 			return nil
 		})
+	}
+	if shop != nil {
+		// Each edge is due at its own random times; a tick looks for those.
+		auditTick := time.NewTicker(min(max(shop.interval/10, 100*time.Millisecond), 5*time.Second))
+		defer auditTick.Stop()
+		g.Go(func() error { shop.run(gctx, auditTick.C); return nil })
 	}
 	g.Go(func() error { return hooks.Run(gctx) })
 	g.Go(func() error { recoverUploads(gctx, api, log.With("component", "api")); return nil })

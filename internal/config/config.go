@@ -80,6 +80,11 @@ type RouteConfig struct {
 	RegionHeader      string `yaml:"region_header"` // a front proxy's header naming the viewer's region
 	MaxNodesPerToken  int    `yaml:"max_nodes_per_token"`
 	QuarantineReports int    `yaml:"quarantine_reports"`
+	// AuditInterval is how often, on average, the origin audits each edge
+	// as a viewer would (0: never); QuarantineAudits is how many of an
+	// edge's last 10 audits must find wrong bytes to quarantine it.
+	AuditInterval    Duration `yaml:"audit_interval"`
+	QuarantineAudits int      `yaml:"quarantine_audits"`
 }
 
 // VODConfig tunes the VOD job workers.
@@ -187,7 +192,7 @@ func base() Config {
 		},
 		VOD:   VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
 		Edge:  EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},
-		Route: RouteConfig{MaxNodesPerToken: 4, QuarantineReports: 3},
+		Route: RouteConfig{MaxNodesPerToken: 4, QuarantineReports: 3, AuditInterval: Duration(time.Minute), QuarantineAudits: 2},
 	}
 }
 

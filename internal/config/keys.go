@@ -279,6 +279,18 @@ var table = []key{
 	field("route.quarantine_reports", "SHOAL_ROUTE_QUARANTINE_REPORTS",
 		"distinct viewer networks (/24, /48) whose verification failure reports within 10 minutes quarantine an edge (1 to 1000); a confirmed audit quarantines at once",
 		func(c *Config) *int { return &c.Route.QuarantineReports }, parseInt, strconv.Itoa, intRange(1, 1000)),
+	field("route.audit_interval", "SHOAL_ROUTE_AUDIT_INTERVAL",
+		"how often, on average and at random times, the origin fetches a random segment of a stream each edge served, as a viewer would, and checks it against what it published (0: never; 1s to 24h); audits cost at most 1% of an edge's traffic plus 8 MiB",
+		func(c *Config) *Duration { return &c.Route.AuditInterval }, parseDuration, Duration.String,
+		func(d Duration) error {
+			if d == 0 {
+				return nil
+			}
+			return durationRange(Duration(time.Second), Duration(24*time.Hour))(d)
+		}),
+	field("route.quarantine_audits", "SHOAL_ROUTE_QUARANTINE_AUDITS",
+		"how many of an edge's last 10 audits must find bytes other than the origin published to quarantine it (1 to 10)",
+		func(c *Config) *int { return &c.Route.QuarantineAudits }, parseInt, strconv.Itoa, intRange(1, 10)),
 }
 
 // Off as a listen address (edge.addr, rtsp_addr) turns that listener off.

@@ -1,0 +1,282 @@
+package app
+
+import (
+	"context"
+	"crypto/ed25519"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-video/shoal/internal/hlspath"
+	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/routing"
+	playerapi "github.com/shoal-video/shoal/player-api"
+)
+
+// shopper audits edges as a mystery shopper: at random times (on average
+// every interval per edge), over a fresh connection that looks like a
+// viewer's browser, it fetches a random segment of a stream the edge said
+// it served and checks it against what the origin published (the
+// auditor's check). Nobody has to report anything: an edge that serves
+// altered bytes fails its audits, and when threshold of its last
+// auditWindow audits found wrong bytes it is quarantined. Audits cost at
+// most 1% of what the edge says it served, plus auditAllowance. Signed
+// streams are not audited (see auditor).
+//
+// What it cannot see: an edge that tells the origin's address apart from
+// viewers' can serve the audits honestly; viewers' reports still catch it
+// (playerapi). Results are kept in this origin's memory.
+type shopper struct {
+	nodes      func(ctx context.Context) ([]routing.Node, error)
+	quarantine func(ctx context.Context, id, reason string) error
+	auditor    *auditor
+	hlsDir     string
+	interval   time.Duration
+	threshold  int
+	now        func() time.Time
+	rand       *rand.Rand
+	log        *slog.Logger
+	results    *prometheus.CounterVec
+
+	mu    sync.Mutex
+	state map[string]*edgeAudits
+	// last fetch's timing (audits run one at a time)
+	ttfb, total time.Duration
+	fetched     int
+}
+
+// edgeAudits is what the shopper knows of one edge.
+type edgeAudits struct {
+	joined      time.Time
+	next        time.Time
+	recent      []bool // the last auditWindow audits that compared bytes: true = wrong bytes
+	summary     playerapi.AuditSummary
+	auditedByte int64
+}
+
+const (
+	auditWindow = 10
+	// auditAllowance is what audits may cost an edge besides 1% of its
+	// traffic: a few segments, so that a new edge is audited at once.
+	auditAllowance = 8 << 20
+	// auditTimeout bounds one audit.
+	auditTimeout = 15 * time.Second
+	// shopperUserAgent is a current desktop Chrome's.
+	shopperUserAgent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
+)
+
+func newShopper(hlsDir string, contentKey ed25519.PrivateKey, signed func(string) bool, interval time.Duration, threshold int,
+	nodes func(ctx context.Context) ([]routing.Node, error), quarantine func(ctx context.Context, id, reason string) error,
+	reg prometheus.Registerer, log *slog.Logger) *shopper {
+	s := &shopper{nodes: nodes, quarantine: quarantine, hlsDir: hlsDir, interval: interval, threshold: threshold,
+		now: time.Now, rand: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), log: log, state: map[string]*edgeAudits{},
+		results: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_edge_audits_total",
+			Help: "Mystery-shopper audits of edges by result: pass (the published bytes), fail (other bytes), error (no answer to compare)."},
+			[]string{"result"})}
+	reg.MustRegister(s.results)
+	a := newAuditor(hlsDir, contentKey, signed)
+	// A fresh connection for every audit, as a new viewer's.
+	a.client = &http.Client{Timeout: auditTimeout, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	a.userAgent = shopperUserAgent
+	a.timed = func(ttfb, total time.Duration, n int) {
+		s.mu.Lock()
+		s.ttfb, s.total, s.fetched = ttfb, total, n
+		s.mu.Unlock()
+	}
+	s.auditor = a
+	return s
+}
+
+// run audits until ctx ends, looking for edges that are due at every tick.
+func (s *shopper) run(ctx context.Context, tick <-chan time.Time) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+			s.round(ctx)
+		}
+	}
+}
+
+// round audits every active edge that is due, one at a time.
+func (s *shopper) round(ctx context.Context) {
+	nodes, err := s.nodes(ctx)
+	if err != nil {
+		return
+	}
+	now := s.now()
+	seen := make(map[string]bool, len(nodes))
+	var due []routing.Node
+	s.mu.Lock()
+	for _, n := range nodes {
+		if n.Role != "edge" || n.PublicURL == "" {
+			continue
+		}
+		seen[n.ID] = true
+		st := s.state[n.ID]
+		if st == nil || !st.joined.Equal(n.JoinedAt) {
+			// New, or joined again (its traffic counters start over).
+			st = &edgeAudits{joined: n.JoinedAt, next: now}
+			s.state[n.ID] = st
+		}
+		if n.Quarantine == nil && !now.Before(st.next) && st.auditedByte <= n.Load.BytesServed/100+auditAllowance {
+			due = append(due, n)
+		}
+	}
+	for id := range s.state {
+		if !seen[id] {
+			delete(s.state, id)
+		}
+	}
+	s.mu.Unlock()
+	for _, n := range due {
+		if ctx.Err() != nil {
+			return
+		}
+		s.audit(ctx, n)
+	}
+}
+
+// partRe matches LL-HLS part files, which are not audited (they live a
+// few seconds).
+var partRe = regexp.MustCompile(`-p\d+\.(m4s|ts)$`)
+
+// target picks a random segment of a random public stream or video edge n
+// served, that the origin has published; "" when there is none.
+func (s *shopper) target(n routing.Node) string {
+	var idList []string
+	for id := range n.Load.StreamBytes {
+		if ids.Valid(id) && !s.auditor.signed(id) {
+			idList = append(idList, id)
+		}
+	}
+	sort.Strings(idList)
+	s.rand.Shuffle(len(idList), func(i, j int) { idList[i], idList[j] = idList[j], idList[i] })
+	for _, id := range idList {
+		rends, err := os.ReadDir(filepath.Join(s.hlsDir, id))
+		if err != nil {
+			continue
+		}
+		var dirs []string
+		for _, r := range rends {
+			if r.IsDir() && !strings.HasPrefix(r.Name(), ".") {
+				dirs = append(dirs, r.Name())
+			}
+		}
+		s.rand.Shuffle(len(dirs), func(i, j int) { dirs[i], dirs[j] = dirs[j], dirs[i] })
+		for _, r := range dirs {
+			files, err := os.ReadDir(filepath.Join(s.hlsDir, id, r))
+			if err != nil {
+				continue
+			}
+			var segs []string
+			for _, f := range files {
+				name := f.Name()
+				if f.Type().IsRegular() && (strings.HasSuffix(name, ".m4s") || strings.HasSuffix(name, ".ts")) && !partRe.MatchString(name) {
+					segs = append(segs, name)
+				}
+			}
+			if len(segs) > 0 {
+				return hlspath.Prefix + id + "/" + r + "/" + segs[s.rand.IntN(len(segs))]
+			}
+		}
+	}
+	return ""
+}
+
+// audit checks one segment at edge n and acts on the result.
+func (s *shopper) audit(ctx context.Context, n routing.Node) {
+	path := s.target(n)
+	now := s.now()
+	// The next audit at a random time around interval from now.
+	next := now.Add(time.Duration(float64(s.interval) * (0.5 + s.rand.Float64())))
+	if path == "" {
+		s.mu.Lock()
+		if st := s.state[n.ID]; st != nil {
+			st.next = next
+		}
+		s.mu.Unlock()
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, auditTimeout)
+	wrong, right, finding := s.auditor.check(actx, n, path, "segment")
+	cancel()
+	result := "error"
+	switch {
+	case wrong:
+		result = "fail"
+	case right:
+		result = "pass"
+	}
+	s.results.WithLabelValues(result).Inc()
+	var reason string
+	s.mu.Lock()
+	st := s.state[n.ID]
+	if st == nil {
+		s.mu.Unlock()
+		return
+	}
+	st.next = next
+	sum := &st.summary
+	sum.LastAt, sum.LastPath, sum.LastResult, sum.LastFinding = now, path, result, finding
+	switch result {
+	case "pass":
+		sum.Passed++
+	case "fail":
+		sum.Failed++
+	default:
+		sum.Errors++
+	}
+	if result != "error" {
+		st.auditedByte += int64(s.fetched)
+		sum.TTFBMillis = s.ttfb.Milliseconds()
+		if secs := s.total.Seconds(); secs > 0 {
+			sum.BytesPerSec = float64(s.fetched) / secs
+		}
+		st.recent = append(st.recent, wrong)
+		if len(st.recent) > auditWindow {
+			st.recent = st.recent[len(st.recent)-auditWindow:]
+		}
+		bad := 0
+		for _, w := range st.recent {
+			if w {
+				bad++
+			}
+		}
+		if wrong && bad >= s.threshold {
+			reason = fmt.Sprintf("failed %d of its last %d audits (latest %s: %s)", bad, len(st.recent), path, finding)
+		}
+	}
+	s.mu.Unlock()
+	if reason == "" {
+		return
+	}
+	if err := s.quarantine(ctx, n.ID, reason); err != nil {
+		s.log.Error("an edge failed its audits but could not be quarantined", "node", n.ID, "err", err)
+		return
+	}
+	s.log.Warn("node quarantined: it is no longer routed to", "node", n.ID, "reason", reason)
+}
+
+// summary returns what the audits of edge id found, if it was audited.
+func (s *shopper) summary(id string) (playerapi.AuditSummary, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.state[id]
+	if st == nil || st.summary.LastAt.IsZero() {
+		return playerapi.AuditSummary{}, false
+	}
+	return st.summary, true
+}
