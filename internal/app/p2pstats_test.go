@@ -170,7 +170,7 @@ func TestOriginP2PStatsBatches(t *testing.T) {
 	mu.Lock()
 	cur = dead
 	mu.Unlock()
-	ticks(2)
+	ticks(3) // the third is taken once the second flush ended
 	a.report(111, 300)
 	failed := batches()
 	if len(failed) < n+2 || failed[len(failed)-1] != failed[len(failed)-2] {
@@ -179,7 +179,7 @@ func TestOriginP2PStatsBatches(t *testing.T) {
 	mu.Lock()
 	cur = store
 	mu.Unlock()
-	ticks(2)
+	ticks(3) // the resent batch, then the next one, both flushed
 	if got := stats(); got != (routing.P2PBytes{HTTP: 161, P2P: 300}) {
 		t.Fatalf("after Redis came back: %+v, want {161 300}", got)
 	}
