@@ -181,7 +181,7 @@ func TestWatchPageOfReadyVideo(t *testing.T) {
 	st := pageState(t, r.body)
 	want := playerState{Page: "watch", ID: "vid1", Kind: "video", Title: "Holiday", Status: "ready", Progress: 100, Duration: 8,
 		HLSURL: "/hls/vid1/master.m3u8", PosterURL: "/hls/vid1/poster.jpg", StoryboardURL: "/hls/vid1/storyboard.vtt",
-		WatchURL: testPublicURL + "/watch/vid1", EmbedURL: testPublicURL + "/embed/vid1", Controls: true}
+		WatchURL: testPublicURL + "/watch/vid1", EmbedURL: testPublicURL + "/embed/vid1", Controls: true, P2P: true}
 	if st.ServerTime < time.Now().Add(-time.Minute).UnixMilli() || st.ServerTime > time.Now().UnixMilli() {
 		t.Errorf("server_time %d is not now", st.ServerTime)
 	}
