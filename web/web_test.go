@@ -189,6 +189,10 @@ func TestWatchPageOfReadyVideo(t *testing.T) {
 	if !reflect.DeepEqual(st, want) {
 		t.Fatalf("state\n got %+v\nwant %+v", st, want)
 	}
+	// The player reaches the P2P tracker of an edge over ws(s).
+	if csp := r.header.Get("Content-Security-Policy"); !strings.Contains(csp, "connect-src 'self' http: https: ws: wss:;") {
+		t.Errorf("watch page CSP %q", csp)
+	}
 	for _, tc := range []struct{ attr, name, want string }{
 		{"property", "og:title", "Holiday"},
 		{"property", "og:type", "video.other"},

@@ -46,6 +46,8 @@ const p2pStatsJS = `JSON.stringify((() => { const s = window.shoalP2PStats ? win
   s.Buffered = v && v.buffered.length ? v.buffered.end(v.buffered.length - 1) : 0;
   s.Duration = v && isFinite(v.duration) ? v.duration : 0;
   s.Display = el && !el.hidden ? el.textContent : '';
+  const p = window.shoalP2P;
+  s.Debug = p ? {ahead: p.ahead(), swarms: [...p.swarms.entries()].map(([k, w]) => ({k, dead: w.dead, peer: w.peer, rs: w.ws && w.ws.readyState, links: w.links.size}))} : null;
   return s; })())`
 
 func readP2P(t *testing.T, tab *browser.Tab) p2pStats {
@@ -282,5 +284,69 @@ func TestP2PBrowser(t *testing.T) {
 	_, m = n.get("/metrics", "")
 	if s4.Enabled || metric(m, "shoal_p2p_peers", "") != float64(len(bad)) {
 		t.Fatalf("with ?p2p=0: %+v, %v peers on the tracker", s4, metric(m, "shoal_p2p_peers", ""))
+	}
+}
+
+// TestP2PBrowserLive: two Chromium browsers watch a live stream (plain
+// HLS: LL-HLS off, see the README on parts) published with the FFmpeg CLI,
+// through an edge: both join the swarm on the edge's tracker, and the
+// second gets live segments from the first over a data channel, verified.
+func TestP2PBrowserLive(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "SHOAL_HLS_PART_DURATION=0")
+	e := startEdge(t, n, n.nodeToken(), "")
+	n.waitFor("the edge to join", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
+	ls := n.createStream("p2p live")
+	pub := publish(t, clip(t, 90), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	defer pub.Process.Kill()
+	n.firstSegment(ls.ID, "source")
+	b1 := browser.Start(t, browser.WithFlags(p2pBrowserFlags...))
+	b2 := browser.Start(t, browser.WithFlags(p2pBrowserFlags...))
+	watch := n.http + "/watch/" + ls.ID + "?player=hlsjs"
+	const playing = `(() => { const v = document.querySelector('video'); const s = window.shoalP2PStats && window.shoalP2PStats();
+		return !!v && !!s && s.enabled && v.currentTime > 2 && window.shoalDelivery.verified >= 4 })()`
+	tab1 := b1.NewTab(t)
+	if err := tab1.Run(20*time.Second, chromedp.Navigate(watch)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab1.WaitFor(60*time.Second, playing, p2pStatsJS); err != nil {
+		t.Fatal(err)
+	}
+	tab2 := b2.NewTab(t)
+	if err := tab2.Run(20*time.Second, chromedp.Navigate(watch)); err != nil {
+		t.Fatal(err)
+	}
+	const gotFromPeer = `(() => { const v = document.querySelector('video'); const s = window.shoalP2PStats && window.shoalP2PStats();
+		return !!v && !!s && s.p2p_segments >= 1 && v.currentTime > 2 })()`
+	if err := tab2.WaitFor(60*time.Second, gotFromPeer, p2pStatsJS); err != nil {
+		t.Fatal(err)
+	}
+	s1, s2 := readP2P(t, tab1), readP2P(t, tab2)
+	for _, s := range []p2pStats{s1, s2} {
+		d := s.Delivery
+		if d == nil || d.Node == "" || d.Node == "origin" || len(d.Failures) != 0 || s.PeersDropped != 0 {
+			t.Fatalf("a viewer played from %q (not the edge?): %+v", d.Node, s)
+		}
+		for _, o := range d.Delivered {
+			code, body := n.get(o.Path, "")
+			if code != http.StatusOK {
+				continue // left the live window
+			}
+			sum := sha256.Sum256(body)
+			if want := hex.EncodeToString(sum[:]); o.SHA256 != want {
+				t.Fatalf("a viewer played %s with SHA-256 %s (from %q); the origin published %s", o.Path, o.SHA256, o.Node, want)
+			}
+		}
+	}
+	for _, tab := range []*browser.Tab{tab1, tab2} {
+		if err := tab.Run(10*time.Second, chromedp.Navigate("about:blank")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, em := httpGet(t, e.url+"/metrics")
+	t.Logf("live through the edge: the second viewer got %d segments (%d bytes) from peers, %d bytes over HTTP; edge tracker counts p2p=%v",
+		s2.P2PSegments, s2.P2PBytes, s2.HTTPBytes, metric(em, "shoal_p2p_bytes_total", `source="p2p"`))
+	if got := metric(em, "shoal_p2p_violations_total", ""); got != 0 {
+		t.Fatalf("the edge's tracker closed %v sockets for protocol violations", got)
 	}
 }

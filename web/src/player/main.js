@@ -365,6 +365,7 @@ window.shoalP2PStats = () => {
   return {
     enabled: !!p, http_bytes: s.http_bytes || 0, p2p_bytes: s.p2p_bytes || 0, p2p_segments: s.p2p_segments || 0,
     uploaded_bytes: s.uploaded_bytes || 0, peers_dropped: s.peers_dropped || 0, peers: s.peers || 0, bad_reports: s.bad_reports || 0,
+    asked: s.asked || 0, offered: s.offered || 0, failed: s.failed || 0,
   };
 };
 

@@ -277,7 +277,13 @@ export class P2P {
     this.store = new SegmentStore();
     this.swarms = new Map(); // base + '/' + rendition -> Swarm, least recently used first
     this.closed = false;
-    this.stats = { http_bytes: 0, p2p_bytes: 0, p2p_segments: 0, uploaded_bytes: 0, peers_dropped: 0, peers: 0, bad_reports: 0 };
+    // asked: segments asked of peers; offered: peers the tracker offered
+    // for them; failed: tries of a peer that brought nothing (silent, no
+    // connection, no such segment).
+    this.stats = {
+      http_bytes: 0, p2p_bytes: 0, p2p_segments: 0, uploaded_bytes: 0, peers_dropped: 0, peers: 0, bad_reports: 0,
+      asked: 0, offered: 0, failed: 0,
+    };
   }
 
   // swarm returns the swarm of rendition on the node at base, joining it
@@ -502,6 +508,8 @@ class Swarm {
     const welcomed = await Promise.race([this.welcomed, delay(Math.max(0, left()))]);
     if (!welcomed || left() <= 0) return null;
     const peers = await this.want(name, Math.min(1000, left()));
+    this.p2p.stats.asked++;
+    this.p2p.stats.offered += peers.length;
     for (const remote of peers) {
       if (this.dead || (signal && signal.aborted) || left() <= 0) return null;
       if (remote === this.peer || this.banned.has(remote)) continue;
@@ -515,6 +523,7 @@ class Swarm {
       }
       if (got && got.busy) continue;
       if (!got) {
+        this.p2p.stats.failed++;
         if (this.resting.size > 1024) this.resting.clear();
         this.resting.set(remote, performance.now() + REST_MS);
         continue;
