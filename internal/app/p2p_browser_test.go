@@ -88,13 +88,15 @@ func longVideo(t *testing.T, n *node, title string, seconds int) video {
 //  1. Two headless Chromium browsers (separate profiles) watch the same
 //     video: the second gets segments from the first over a WebRTC data
 //     channel, each verified against the signed manifest (the bytes it
-//     played are the origin's), and the tracker counts the P2P bytes.
+//     played are the origin's), and the tracker counts the P2P bytes. A Go
+//     peer gets a segment from the browsers too.
 //  2. The browsers leave; a Go peer (p2p/peer) that serves tampered bytes
 //     (one byte flipped) holds every segment: a browser that asks it gets
 //     its bytes over the data channel, finds they fail verification, drops
 //     it, reports it to the tracker (bad) and plays the origin's bytes over
 //     HTTP. The browser and the Go peer speak one protocol.
-//  3. With ?p2p=0 the page never joins the swarm.
+//  3. With ?p2p=0 the page never joins the swarm; the viewer's switch
+//     leaves it and is remembered.
 func TestP2PBrowser(t *testing.T) {
 	t.Parallel()
 	n := startNode(t)
@@ -177,6 +179,44 @@ func TestP2PBrowser(t *testing.T) {
 	}
 	t.Logf("second viewer: %d segments (%d bytes) from peers, %d bytes over HTTP; first viewer uploaded %d bytes",
 		s2.P2PSegments, s2.P2PBytes, s2.HTTPBytes, readP2P(t, tab1).UploadedBytes)
+
+	// A Go peer gets a segment the browsers hold from one of them (it
+	// offers, a browser answers), verified.
+	keys := n.contentKeys()
+	var segPath string
+	for _, o := range s2.Delivery.Delivered {
+		if o.Node == "p2p" {
+			segPath = o.Path
+		}
+	}
+	parts := strings.Split(segPath, "/") // "", "hls", id, rendition, name
+	if len(parts) != 5 {
+		t.Fatalf("delivered path %q", segPath)
+	}
+	{
+		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+		g, err := peer.Join(ctx, peer.Config{
+			Tracker: "ws" + strings.TrimPrefix(n.http, "http") + "/p2p/ws?swarm=" + v.ID + "/" + parts[3],
+			HTTP:    n.http + "/hls/" + v.ID + "/" + parts[3] + "/", ContentKeys: keys, Loopback: true,
+			// Connecting (ICE, DTLS, SCTP) on a loaded machine: room
+			// enough that the segment does not fall back to HTTP.
+			PeerTimeout: 20 * time.Second,
+		})
+		if err != nil {
+			cancel()
+			t.Fatal(err)
+		}
+		data, from, err := g.Fetch(ctx, parts[4])
+		cancel()
+		_ = g.Close()
+		if err != nil || from != peer.SourceP2P {
+			t.Fatalf("the Go peer's fetch of %s from the browsers: from %q, %v", parts[4], from, err)
+		}
+		sum := sha256.Sum256(data)
+		if hex.EncodeToString(sum[:]) != originSHA[segPath] {
+			t.Fatalf("the Go peer got other bytes of %s than the origin's", segPath)
+		}
+	}
 	// Stats reach the tracker (every 10 s, and when a page leaves).
 	for _, tab := range []*browser.Tab{tab1, tab2} {
 		if err := tab.Run(10*time.Second, chromedp.Navigate("about:blank")); err != nil {
@@ -193,7 +233,6 @@ func TestP2PBrowser(t *testing.T) {
 	}
 
 	// 2. A Go peer serving tampered bytes.
-	keys := n.contentKeys()
 	code, master := n.get("/hls/"+v.ID+"/master.m3u8", "")
 	if code != http.StatusOK {
 		t.Fatalf("master: %d", code)
@@ -284,6 +323,40 @@ func TestP2PBrowser(t *testing.T) {
 	_, m = n.get("/metrics", "")
 	if s4.Enabled || metric(m, "shoal_p2p_peers", "") != float64(len(bad)) {
 		t.Fatalf("with ?p2p=0: %+v, %v peers on the tracker", s4, metric(m, "shoal_p2p_peers", ""))
+	}
+
+	// 4. The viewer's switch: off leaves the swarms at once, and stays off
+	// (localStorage) on the next visit.
+	tab5 := b2.NewTab(t)
+	if err := tab5.Run(20*time.Second, chromedp.Navigate(watch)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab5.WaitFor(60*time.Second, `(() => { const s = window.shoalP2PStats && window.shoalP2PStats(); const d = window.shoalDelivery;
+		return !!s && s.enabled && !!d && d.verified >= 3 && document.getElementById('p2p-toggle').getAttribute('aria-pressed') === 'true' })()`, p2pStatsJS); err != nil {
+		t.Fatal(err)
+	}
+	n.waitFor("the viewer in the swarm", 10*time.Second, func() bool {
+		_, m := n.get("/metrics", "")
+		return metric(m, "shoal_p2p_peers", "") > float64(len(bad))
+	})
+	if err := tab5.Run(10*time.Second, chromedp.Click("#p2p-toggle", chromedp.ByID)); err != nil {
+		t.Fatal(err)
+	}
+	n.waitFor("the viewer out of the swarm", 10*time.Second, func() bool {
+		_, m := n.get("/metrics", "")
+		return metric(m, "shoal_p2p_peers", "") == float64(len(bad))
+	})
+	if err := tab5.Run(20*time.Second, chromedp.Navigate(watch)); err != nil {
+		t.Fatal(err)
+	}
+	if err := tab5.WaitFor(60*time.Second, `(() => { const s = window.shoalP2PStats && window.shoalP2PStats(); const d = window.shoalDelivery;
+		return !!s && !s.enabled && !!d && d.verified >= 3 && localStorage.getItem('shoal.p2p') === 'off'
+			&& document.getElementById('p2p-toggle').getAttribute('aria-pressed') === 'false' })()`, p2pStatsJS); err != nil {
+		t.Fatal(err)
+	}
+	_, m = n.get("/metrics", "")
+	if got := metric(m, "shoal_p2p_peers", ""); got != float64(len(bad)) {
+		t.Fatalf("with the switch off, %v peers on the tracker, want the %d Go peers", got, len(bad))
 	}
 }
 

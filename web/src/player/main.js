@@ -370,14 +370,19 @@ window.shoalP2PStats = () => {
 };
 
 let p2pShown = 0;
-// showP2P shows the share of media bytes that came from peers.
+let p2pTimer = 0;
+// showP2P shows the share of media bytes that came from peers (at most
+// twice a second).
 function showP2P() {
   const s = window.shoalP2PStats();
   root.dataset.p2p = s.enabled ? 'on' : 'off';
   const el = document.getElementById('p2p-share');
   if (!el) return;
   const now = performance.now();
-  if (s.enabled && now - p2pShown < 500) return;
+  if (s.enabled && now - p2pShown < 500) {
+    if (!p2pTimer) p2pTimer = setTimeout(() => { p2pTimer = 0; showP2P(); }, 500);
+    return;
+  }
   p2pShown = now;
   el.hidden = !s.enabled;
   if (!s.enabled) return;

@@ -56,7 +56,15 @@ const SEND_BURST = 40;
 // below the low one.
 const MAX_BUFFERED = 1 << 20;
 const LOW_BUFFERED = 256 << 10;
+// Requests a link queues to serve; past that they are answered none (in
+// order: a text message must not cut into an answer's binary messages),
+// and past MAX_QUEUED the link ends.
 const MAX_SERVE_QUEUE = 16;
+const MAX_QUEUED = 64;
+// A link the remote peer offered that did not open by then ends; a link
+// idle this long may give its place to a new one at the cap.
+const ANSWER_MS = 10000;
+const IDLE_MS = 10000;
 // Swarms (renditions) joined at once: the one playing and the one ABR
 // left last.
 const MAX_SWARMS = 2;
@@ -350,6 +358,22 @@ export class P2P {
     return n;
   }
 
+  // room says whether a new link may open: under the cap, or by ending
+  // the link idle the longest (IDLE_MS at least).
+  room() {
+    if (this.countLinks() < this.maxLinks) return true;
+    let idle = null;
+    const now = performance.now();
+    for (const s of this.swarms.values()) {
+      for (const l of s.links.values()) {
+        if (l.isOpen && !l.pending && !l.serving && now - l.used >= IDLE_MS && (!idle || l.used < idle.used)) idle = l;
+      }
+    }
+    if (!idle) return false;
+    idle.close();
+    return true;
+  }
+
   changed() {
     this.stats.peers = this.countLinks();
     this.onChange(this.stats);
@@ -559,7 +583,7 @@ class Swarm {
     let l = this.links.get(remote);
     const timeout = delay(ms).then(() => 'timeout');
     if (!l) {
-      if (this.p2p.countLinks() >= this.p2p.maxLinks) return null;
+      if (!this.p2p.room()) return { busy: true };
       l = new Link(this, remote, true);
       this.links.set(remote, l);
       this.p2p.changed();
@@ -592,12 +616,16 @@ class Swarm {
       // its offer, the other side answers it.
       if (l.isOpen || !l.offerer || this.peer < from) return;
     } else {
-      if (this.p2p.countLinks() >= this.p2p.maxLinks) return;
+      if (!this.p2p.room()) return;
       l = new Link(this, from, false);
       this.links.set(from, l);
       this.p2p.changed();
     }
     l.answer(desc).catch(() => l.close());
+    // An offerer that never connects does not hold a place.
+    setTimeout(() => {
+      if (!l.isOpen) l.close();
+    }, ANSWER_MS);
   }
 }
 
@@ -617,6 +645,7 @@ class Link {
     this.pending = null; // { id, size, asm, resolve }
     this.queue = []; // requests to serve: { id, segment }
     this.serving = false;
+    this.used = performance.now();
     this.opened = new Promise((resolve) => { this.onOpened = resolve; });
   }
 
@@ -725,6 +754,7 @@ class Link {
   request(name, size) {
     if (this.pending) return Promise.resolve({ busy: true });
     if (this.closed) return Promise.resolve(null);
+    this.used = performance.now();
     return new Promise((resolve) => {
       const id = ++this.nextID;
       this.pending = { id, size, asm: null, resolve };
@@ -763,11 +793,12 @@ class Link {
       return;
     }
     if (m.type === 'get') {
-      if (this.queue.length >= MAX_SERVE_QUEUE) this.sendText({ type: 'none', id: m.id });
-      else {
-        this.queue.push(m);
-        this.serve();
+      if (this.queue.length >= MAX_QUEUED) {
+        this.close();
+        return;
       }
+      this.queue.push(this.queue.length >= MAX_SERVE_QUEUE ? { ...m, none: true } : m);
+      this.serve();
       return;
     }
     const r = this.pending;
@@ -801,7 +832,8 @@ class Link {
     try {
       while (!this.closed && this.queue.length) {
         const g = this.queue.shift();
-        const data = this.p2p.held(this.swarm.rendition, g.segment);
+        this.used = performance.now();
+        const data = g.none ? null : this.p2p.held(this.swarm.rendition, g.segment);
         if (!data) {
           this.sendText({ type: 'none', id: g.id });
           continue;
