@@ -46,7 +46,7 @@ const PEER_TRY_MS = 3000;
 const REST_MS = 30000;
 const PING_MS = 20000;
 const STATS_MS = 10000;
-const HAVE_DEBOUNCE_MS = 300;
+const HAVE_DEBOUNCE_MS = 100;
 const GATHER_MS = 3000;
 // Pace of messages to the tracker, under its limit (20 a second, a burst
 // of 50; over it, it closes the socket).
