@@ -38,6 +38,10 @@ type p2pStats struct {
 	Buffered      float64
 	Duration      float64
 	Display       string
+	Asked         int `json:"asked"`
+	Offered       int `json:"offered"`
+	Failed        int `json:"failed"`
+	Debug         any
 }
 
 const p2pStatsJS = `JSON.stringify((() => { const s = window.shoalP2PStats ? window.shoalP2PStats() : {};
@@ -397,6 +401,14 @@ func TestP2PBrowserLive(t *testing.T) {
 		t.Fatal(err)
 	}
 	var s1, s2 p2pStats
+	defer func() {
+		if t.Failed() {
+			for i, s := range []p2pStats{s1, s2} {
+				s.Delivery = nil
+				t.Logf("viewer %d: %+v", i+1, s)
+			}
+		}
+	}()
 	n.waitFor("a viewer to get a live segment from the other", 60*time.Second, func() bool {
 		s1, s2 = readP2P(t, tab1), readP2P(t, tab2)
 		return s1.P2PSegments+s2.P2PSegments >= 1

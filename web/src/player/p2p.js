@@ -41,6 +41,11 @@ export const MAX_PEER_BUDGET_MS = 5000;
 export const MIN_PEER_BUDGET_MS = 500;
 // One peer gets at most this long of the budget.
 const PEER_TRY_MS = 3000;
+// A segment nobody holds yet is asked for again after WANT_AGAIN_MS, MAX_WANTS
+// times in all, while MIN_TRY_MS of the budget would be left for a peer.
+export const WANT_AGAIN_MS = 600;
+export const MAX_WANTS = 3;
+export const MIN_TRY_MS = 1000;
 // A peer that failed a try (silent, without the segment, gone) is not
 // asked again for this long.
 const REST_MS = 30000;
@@ -84,12 +89,13 @@ export function validPeerID(s) {
 
 // peerBudget is how long peers may take for a segment of segMs
 // milliseconds with aheadS seconds buffered ahead of the playhead: 0 (HTTP
-// at once) at start-up or when the buffer is short (under one segment),
-// else half the buffer ahead, at most MAX_PEER_BUDGET_MS.
+// at once) at start-up or when less than the segment's duration is
+// buffered, else half the buffer ahead (the HTTP fallback keeps the other
+// half), MAX_PEER_BUDGET_MS at most.
 export function peerBudget(aheadS, segMs) {
   const ahead = Number.isFinite(aheadS) ? aheadS * 1000 : 0;
-  if (ahead <= 0 || ahead < segMs) return 0;
-  const b = Math.min(MAX_PEER_BUDGET_MS, Math.floor(ahead / 2));
+  if (ahead <= 0 || !(ahead >= segMs)) return 0;
+  const b = Math.floor(Math.min(MAX_PEER_BUDGET_MS, ahead / 2));
   return b < MIN_PEER_BUDGET_MS ? 0 : b;
 }
 
@@ -102,6 +108,15 @@ export function bufferAhead(v) {
     if (v.buffered.start(i) <= t + 0.5 && v.buffered.end(i) > t) return v.buffered.end(i) - t;
   }
   return 0;
+}
+
+// wantAgainIn is how long to wait before asking the tracker again for a
+// segment nobody offered after want number i (from 0), with leftMs of the
+// budget left: WANT_AGAIN_MS while a try of a peer still fits after it
+// (MIN_TRY_MS), at most MAX_WANTS wants; 0: HTTP now.
+export function wantAgainIn(i, leftMs) {
+  if (i + 1 >= MAX_WANTS || leftMs - WANT_AGAIN_MS < MIN_TRY_MS) return 0;
+  return WANT_AGAIN_MS;
 }
 
 // chunks splits bytes into views of at most size bytes.
@@ -526,14 +541,27 @@ class Swarm {
     });
   }
 
+  // fetch asks the tracker who holds name and tries them within budget
+  // ms. When nobody holds it yet and the budget leaves room, it asks again
+  // a moment later (wantsFor): a viewer with buffer to spare waits for one
+  // that is fetching the segment over HTTP right now (the live edge).
   async fetch(name, size, budget, verify, signal) {
     const end = performance.now() + budget;
     const left = () => end - performance.now();
     const welcomed = await Promise.race([this.welcomed, delay(Math.max(0, left()))]);
     if (!welcomed || left() <= 0) return null;
-    const peers = await this.want(name, Math.min(1000, left()));
-    this.p2p.stats.asked++;
-    this.p2p.stats.offered += peers.length;
+    for (let i = 0; ; i++) {
+      const peers = await this.want(name, Math.min(1000, left()));
+      this.p2p.stats.asked++;
+      this.p2p.stats.offered += peers.length;
+      if (peers.length) return this.tryPeers(peers, name, size, left, verify, signal);
+      const wait = wantAgainIn(i, left());
+      if (!wait || this.dead || (signal && signal.aborted)) return null;
+      await delay(wait);
+    }
+  }
+
+  async tryPeers(peers, name, size, left, verify, signal) {
     for (const remote of peers) {
       if (this.dead || (signal && signal.aborted) || left() <= 0) return null;
       if (remote === this.peer || this.banned.has(remote)) continue;

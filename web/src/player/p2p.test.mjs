@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   CHUNK_BYTES, MAX_HAVE, MAX_SEGMENT_BYTES, MAX_PEER_BUDGET_MS, Reassembly, SegmentStore, TokenBucket, bufferAhead, chunks,
-  parsePeerMessage, parseTrackerMessage, peerBudget,
+  MAX_WANTS, MIN_TRY_MS, WANT_AGAIN_MS, parsePeerMessage, parseTrackerMessage, peerBudget, wantAgainIn,
 } from './p2p.js';
 import { Delivery } from './delivery.js';
 
@@ -94,11 +94,22 @@ test('peerBudget: HTTP at start-up and on a short buffer, peers within half the 
   assert.equal(peerBudget(0, 2000), 0); // start-up: nothing buffered
   assert.equal(peerBudget(1.5, 2000), 0); // less than a segment ahead
   assert.equal(peerBudget(NaN, 2000), 0);
-  assert.equal(peerBudget(2, 2000), 1000);
+  assert.equal(peerBudget(-1, 2000), 0);
+  assert.equal(peerBudget(2, NaN), 0);
+  assert.equal(peerBudget(2, 2000), 1000); // a segment ahead: half of it for peers
   assert.equal(peerBudget(6, 2000), 3000);
   assert.equal(peerBudget(30, 2000), MAX_PEER_BUDGET_MS);
   assert.equal(peerBudget(0.8, 500), 0); // under the least budget worth a try
   assert.equal(peerBudget(1.2, 500), 600);
+});
+
+test('wantAgainIn: ask again while a peer could still be tried, a few times at most', () => {
+  assert.equal(wantAgainIn(0, 5000), WANT_AGAIN_MS);
+  assert.equal(wantAgainIn(1, 5000), WANT_AGAIN_MS);
+  assert.equal(wantAgainIn(MAX_WANTS - 1, 5000), 0);
+  assert.equal(wantAgainIn(0, MIN_TRY_MS + WANT_AGAIN_MS), WANT_AGAIN_MS);
+  assert.equal(wantAgainIn(0, MIN_TRY_MS + WANT_AGAIN_MS - 1), 0); // no time left for a peer after it: HTTP now
+  assert.equal(wantAgainIn(0, 0), 0);
 });
 
 test('bufferAhead reads the range around the playhead', () => {
