@@ -73,8 +73,11 @@ const IDLE_MS = 10000;
 // Swarms (renditions) joined at once: the one playing and the one ABR
 // left last.
 const MAX_SWARMS = 2;
-// A tracker socket that ended is joined again after this long.
+// A tracker socket that ended is joined again after this long; one that
+// never got a welcome (refused, unreachable), after twice as long each time
+// in a row, up to MAX_REJOIN_MS.
 const REJOIN_MS = 5000;
+const MAX_REJOIN_MS = 300000;
 
 const NAME_RE = /^[A-Za-z0-9._-]{1,128}$/;
 const ID_RE = /^[a-z0-9]{1,64}$/;
@@ -117,6 +120,12 @@ export function bufferAhead(v) {
 export function wantAgainIn(i, leftMs) {
   if (i + 1 >= MAX_WANTS || leftMs - WANT_AGAIN_MS < MIN_TRY_MS) return 0;
   return WANT_AGAIN_MS;
+}
+
+// rejoinAfter is how long after its socket ended a swarm is joined again,
+// after n joins in a row that got no welcome (0: the last one had one).
+export function rejoinAfter(n) {
+  return n > 0 ? Math.min(MAX_REJOIN_MS, REJOIN_MS * 2 ** Math.min(n - 1, 16)) : REJOIN_MS;
 }
 
 // chunks splits bytes into views of at most size bytes.
@@ -299,6 +308,7 @@ export class P2P {
     this.onChange = opts.onChange || (() => {});
     this.store = new SegmentStore();
     this.swarms = new Map(); // base + '/' + rendition -> Swarm, least recently used first
+    this.refused = new Map(); // base + '/' + rendition -> joins in a row that got no welcome
     this.closed = false;
     // asked: segments asked of peers; offered: peers the tracker offered
     // for them; failed: tries of a peer that brought nothing (silent, no
@@ -314,9 +324,15 @@ export class P2P {
   swarm(base, rendition) {
     const key = base + '/' + rendition;
     let s = this.swarms.get(key);
-    if (s && s.dead && performance.now() - s.diedAt > REJOIN_MS) {
-      this.swarms.delete(key);
-      s = null;
+    if (s && s.dead) {
+      const n = s.peer ? 0 : (this.refused.get(key) || 0) + 1;
+      if (performance.now() - s.diedAt > rejoinAfter(n)) {
+        this.swarms.delete(key);
+        if (n) this.refused.set(key, n);
+        else this.refused.delete(key);
+        if (this.refused.size > 64) this.refused.clear();
+        s = null;
+      }
     }
     if (s) {
       this.swarms.delete(key);

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   CHUNK_BYTES, MAX_HAVE, MAX_SEGMENT_BYTES, MAX_PEER_BUDGET_MS, Reassembly, SegmentStore, TokenBucket, bufferAhead, chunks,
-  MAX_WANTS, MIN_TRY_MS, WANT_AGAIN_MS, parsePeerMessage, parseTrackerMessage, peerBudget, wantAgainIn,
+  MAX_WANTS, MIN_TRY_MS, WANT_AGAIN_MS, parsePeerMessage, parseTrackerMessage, peerBudget, rejoinAfter, wantAgainIn,
 } from './p2p.js';
 import { Delivery } from './delivery.js';
 
@@ -110,6 +110,10 @@ test('wantAgainIn: ask again while a peer could still be tried, a few times at m
   assert.equal(wantAgainIn(0, MIN_TRY_MS + WANT_AGAIN_MS), WANT_AGAIN_MS);
   assert.equal(wantAgainIn(0, MIN_TRY_MS + WANT_AGAIN_MS - 1), 0); // no time left for a peer after it: HTTP now
   assert.equal(wantAgainIn(0, 0), 0);
+});
+
+test('rejoinAfter: 5 s after a socket that was welcomed, doubling after refusals, 5 min at most', () => {
+  assert.deepEqual([0, 1, 2, 3, 7, 100].map(rejoinAfter), [5000, 5000, 10000, 20000, 300000, 300000]);
 });
 
 test('bufferAhead reads the range around the playhead', () => {
