@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -447,4 +448,83 @@ func TestP2PBrowserLive(t *testing.T) {
 	if got := metric(em, "shoal_p2p_violations_total", ""); got != 0 {
 		t.Fatalf("the edge's tracker closed %v sockets for protocol violations", got)
 	}
+}
+
+// TestP2PBrowserLowLatency: a browser playing a low-latency live stream
+// loads parts, never whole segments; it puts each segment together from
+// its verified parts once a signed manifest lists it, and serves it: a Go
+// peer gets a live segment from it over a data channel, verified.
+func TestP2PBrowserLowLatency(t *testing.T) {
+	t.Parallel()
+	n := startNode(t)
+	ls := n.createStream("p2p ll")
+	pub := publish(t, clip(t, 90), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	defer pub.Process.Kill()
+	n.firstSegment(ls.ID, "source")
+	b := browser.Start(t, browser.WithFlags(p2pBrowserFlags...))
+	tab := b.NewTab(t)
+	if err := tab.Run(20*time.Second, chromedp.Navigate(n.http+"/watch/"+ls.ID+"?player=hlsjs")); err != nil {
+		t.Fatal(err)
+	}
+	// Playing from parts, with whole segments put together to serve.
+	const playingLL = `(() => { const v = document.querySelector('video'); const p = window.shoalPlayer; const q = window.shoalP2P;
+		const i = p && p.latencyInfo(); return !!v && !!i && i.lowLatency && v.currentTime > 4 && !!q
+			&& [...q.store.map.keys()].some((k) => k.startsWith('source/')) })()`
+	if err := tab.WaitFor(60*time.Second, playingLL, p2pStatsJS); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	g, err := peer.Join(ctx, peer.Config{
+		Tracker: "ws" + strings.TrimPrefix(n.http, "http") + "/p2p/ws?swarm=" + ls.ID + "/source",
+		HTTP:    n.http + "/hls/" + ls.ID + "/source/", ContentKeys: n.contentKeys(), Loopback: true,
+		PeerTimeout: 20 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	// What the browser holds: the segments it assembled (the newest ones
+	// it has; the Go peer asks for each at most once).
+	asked := map[string]bool{}
+	var got string
+	n.waitFor("the Go peer to get a segment the browser assembled", 60*time.Second, func() bool {
+		var held []string
+		if err := tab.Run(5*time.Second, chromedp.Evaluate(`[...window.shoalP2P.store.map.keys()].filter((k) => k.startsWith('source/')).map((k) => k.slice(7))`, &held)); err != nil {
+			t.Fatal(err)
+		}
+		for i := len(held) - 1; i >= 0; i-- {
+			name := held[i]
+			if asked[name] {
+				continue
+			}
+			asked[name] = true
+			data, from, err := g.Fetch(ctx, name)
+			if err != nil {
+				t.Logf("fetch %s: %v", name, err)
+				return false
+			}
+			code, body := n.get("/hls/"+ls.ID+"/source/"+name, "")
+			if code == http.StatusOK && !bytes.Equal(body, data) {
+				t.Fatalf("the Go peer got other bytes of %s than the origin's", name)
+			}
+			if from == peer.SourceP2P {
+				got = name
+				return true
+			}
+			t.Logf("%s came over HTTP", name)
+			return false
+		}
+		return false
+	})
+	s := readP2P(t, tab)
+	if s.UploadedBytes == 0 || s.Delivery == nil || len(s.Delivery.Failures) != 0 {
+		t.Fatalf("the browser: %+v", s)
+	}
+	for _, o := range s.Delivery.Delivered {
+		if strings.HasSuffix(o.Path, "/source/"+got) {
+			t.Fatalf("the browser loaded %s whole; the test wants one put together from parts", got)
+		}
+	}
+	t.Logf("low latency: the browser served %s (put together from its parts) to a Go peer; uploaded %d bytes", got, s.UploadedBytes)
 }

@@ -529,6 +529,24 @@ export class Delivery {
     if (!p) return;
     p.noteHTTP(c.base, rendition, bytes.byteLength);
     if (e.kind === 'seg') p.keep(c.base, rendition, name, bytes);
+    if (e.kind === 'part') {
+      p.parts.add(rendition, name, bytes);
+      this.assembling = this.assembleParts(c, rendition).catch(() => {});
+    }
+  }
+
+  // assembleParts puts together, from its verified LL-HLS parts, each
+  // segment of rendition that a manifest from c now lists whole, checks
+  // it against that entry, and gives it to peers (a low-latency player
+  // loads parts, never whole segments).
+  async assembleParts(c, rendition) {
+    const p = this.p2p;
+    for (const seg of p.parts.pending(rendition)) {
+      const e = this.heldEntry(c, rendition, seg);
+      if (!e || e.kind !== 'seg') continue;
+      const whole = p.parts.assemble(rendition, seg, e.size);
+      if (whole && (await this.digest(e, whole)).ok && this.p2p === p) p.keep(c.base, rendition, seg, whole);
+    }
   }
 
   // loadDVRMedia loads a segment or init section a DVR playlist named

@@ -257,6 +257,77 @@ export class SegmentStore {
   }
 }
 
+// partOf reads an LL-HLS part's name, <segment base>-p<k>.m4s: { segment
+// (its segment's name), k }, or null.
+export function partOf(name) {
+  const m = /^(.+)-p([0-9]{1,6})\.m4s$/.exec(name);
+  return m ? { segment: m[1] + '.m4s', k: Number(m[2]) } : null;
+}
+
+// PartAssembler collects the verified LL-HLS parts of the last few
+// segments, so that a player at the live edge (which loads parts, never
+// whole segments) can put a whole segment together once a signed manifest
+// lists it, verify it, and serve it to peers.
+export class PartAssembler {
+  constructor(maxSegments = 4, maxBytes = 32 << 20) {
+    this.maxSegments = maxSegments;
+    this.maxBytes = maxBytes;
+    this.segs = new Map(); // rendition + '/' + segment -> { rendition, segment, parts: Map(k -> bytes), bytes }
+    this.bytes = 0;
+  }
+
+  // add keeps part name's verified bytes (a copy).
+  add(rendition, name, bytes) {
+    const p = partOf(name);
+    if (!p || !validName(p.segment)) return;
+    const key = rendition + '/' + p.segment;
+    let s = this.segs.get(key);
+    if (!s) {
+      s = { rendition, segment: p.segment, parts: new Map(), bytes: 0 };
+      this.segs.set(key, s);
+    }
+    if (s.parts.has(p.k)) return;
+    const b = new Uint8Array(bytes).slice();
+    s.parts.set(p.k, b);
+    s.bytes += b.byteLength;
+    this.bytes += b.byteLength;
+    while (this.segs.size > this.maxSegments || this.bytes > this.maxBytes) this.drop(this.segs.keys().next().value);
+  }
+
+  // pending lists the segments of rendition with parts held.
+  pending(rendition) {
+    return [...this.segs.values()].filter((s) => s.rendition === rendition).map((s) => s.segment);
+  }
+
+  // assemble returns segment's bytes (size of them, as its manifest entry
+  // says), its parts 0, 1, ... put together, or null when they are not all
+  // there; either way the parts are let go once the size is reached or
+  // passed.
+  assemble(rendition, segment, size) {
+    const key = rendition + '/' + segment;
+    const s = this.segs.get(key);
+    if (!s) return null;
+    if (s.bytes < size) return null;
+    this.drop(key);
+    const out = new Uint8Array(size);
+    let off = 0;
+    for (let k = 0; s.parts.has(k); k++) {
+      const b = s.parts.get(k);
+      if (off + b.byteLength > size) return null;
+      out.set(b, off);
+      off += b.byteLength;
+    }
+    return off === size ? out : null;
+  }
+
+  drop(key) {
+    const s = this.segs.get(key);
+    if (!s) return;
+    this.segs.delete(key);
+    this.bytes -= s.bytes;
+  }
+}
+
 // TokenBucket paces bytes (or messages): take(n) resolves when n may go.
 export class TokenBucket {
   constructor(rate, burst, now = () => performance.now()) {
@@ -307,6 +378,7 @@ export class P2P {
     this.upload = new TokenBucket(opts.uploadBytesPerSec || UPLOAD_BYTES_PER_SEC, Math.max(opts.uploadBytesPerSec || UPLOAD_BYTES_PER_SEC, CHUNK_BYTES));
     this.onChange = opts.onChange || (() => {});
     this.store = new SegmentStore();
+    this.parts = new PartAssembler();
     this.swarms = new Map(); // base + '/' + rendition -> Swarm, least recently used first
     this.refused = new Map(); // base + '/' + rendition -> joins in a row that got no welcome
     this.closed = false;

@@ -9,7 +9,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   CHUNK_BYTES, MAX_HAVE, MAX_SEGMENT_BYTES, MAX_PEER_BUDGET_MS, Reassembly, SegmentStore, TokenBucket, bufferAhead, chunks,
-  MAX_WANTS, MIN_TRY_MS, WANT_AGAIN_MS, parsePeerMessage, parseTrackerMessage, peerBudget, rejoinAfter, wantAgainIn,
+  MAX_WANTS, MIN_TRY_MS, PartAssembler, WANT_AGAIN_MS, partOf, parsePeerMessage, parseTrackerMessage, peerBudget, rejoinAfter, wantAgainIn,
 } from './p2p.js';
 import { Delivery } from './delivery.js';
 
@@ -136,6 +136,30 @@ test('TokenBucket paces uploads at its rate after the burst', () => {
   assert.ok(!b.tryTake(1));
 });
 
+test('PartAssembler: a segment from its parts 0, 1, ... of exactly its size; bounded', () => {
+  assert.deepEqual(partOf('s1-0-12-p3.m4s'), { segment: 's1-0-12.m4s', k: 3 });
+  assert.equal(partOf('s1-0-12.m4s'), null);
+  const a = new PartAssembler(2, 1000);
+  a.add('360p', 's1-0-1-p0.m4s', new Uint8Array([1, 2]));
+  a.add('360p', 's1-0-1-p1.m4s', new Uint8Array([3]));
+  a.add('360p', 's1-0-1.m4s', new Uint8Array([9])); // not a part
+  assert.deepEqual(a.pending('360p'), ['s1-0-1.m4s']);
+  assert.equal(a.assemble('360p', 's1-0-1.m4s', 4), null, 'short of the size: wait for more parts');
+  assert.deepEqual(a.assemble('360p', 's1-0-1.m4s', 3), new Uint8Array([1, 2, 3]));
+  assert.deepEqual(a.pending('360p'), []);
+  // Started mid-segment (no part 0): never a whole segment.
+  a.add('360p', 's1-0-2-p1.m4s', new Uint8Array([1, 2, 3]));
+  assert.equal(a.assemble('360p', 's1-0-2.m4s', 3), null);
+  assert.deepEqual(a.pending('360p'), []);
+  // At most 2 segments, 1000 bytes.
+  for (const seg of ['a', 'b', 'c']) a.add('360p', `${seg}-p0.m4s`, new Uint8Array(10));
+  assert.deepEqual(a.pending('360p'), ['b.m4s', 'c.m4s']);
+  a.add('720p', 'd-p0.m4s', new Uint8Array(995));
+  assert.deepEqual(a.pending('360p'), []);
+  assert.deepEqual(a.pending('720p'), ['d.m4s']);
+  assert.equal(a.bytes, 995);
+});
+
 // ---- the verifying loader with peers ---------------------------------------
 
 const enc = new TextEncoder();
@@ -222,4 +246,34 @@ test('no budget (start-up, short buffer): HTTP without asking peers', async () =
   await d.load(`${ORIGIN}${R}/s1-0-3.m4s`, 'media');
   assert.equal(p.calls.length, 0);
   assert.equal(fetches.n, 1);
+});
+
+test('a low-latency player puts a segment together from its verified parts and serves it once a manifest lists it', async () => {
+  const P0 = enc.encode('part zero '.repeat(30));
+  const P1 = enc.encode('part one '.repeat(20));
+  const whole = new Uint8Array([...P0, ...P1]);
+  const sha = async (b) => Buffer.from(await crypto.subtle.digest('SHA-256', b)).toString('hex');
+  let t = `shoal-manifest 1\nkey k1\nid ${ID}\nrendition 360p\nseq 5\ntime ${Date.now()}\nended 0\n`;
+  t += `seg s1-0-4.m4s ${whole.byteLength} ${await sha(whole)} 1000\n`;
+  t += `seg s1-0-5.m4s ${P0.byteLength} ${await sha(P0)} 1000\n`; // not what its parts make
+  const sig = await crypto.subtle.sign({ name: 'Ed25519' }, key.privateKey, enc.encode(t));
+  const text = t + `sig ${Buffer.from(new Uint8Array(sig)).toString('base64url')}\n`;
+  globalThis.fetch = async () => new Response(text);
+  const p = peers([]);
+  p.parts = new PartAssembler();
+  const d = new Delivery({ id: ID, keys: { k1: key.publicKey }, candidates: [{ url: ORIGIN }], p2p: p });
+  const c = d.current();
+  await d.manifest(c, '360p', null, false);
+  const part = { kind: 'part' };
+  d.noteHTTP(c, '360p', 's1-0-4-p0.m4s', part, P0);
+  await d.assembling;
+  assert.deepEqual(p.kept, [], 'part 1 missing: nothing to serve yet');
+  d.noteHTTP(c, '360p', 's1-0-4-p1.m4s', part, P1);
+  await d.assembling;
+  assert.deepEqual(p.kept, [['360p', 's1-0-4.m4s', whole.byteLength]]);
+  d.noteHTTP(c, '360p', 's1-0-5-p0.m4s', part, P1.slice(0, 10));
+  d.noteHTTP(c, '360p', 's1-0-5-p1.m4s', part, P0.slice(10));
+  await d.assembling;
+  assert.deepEqual(p.kept.map((k) => k[1]), ['s1-0-4.m4s'], 'parts that do not make the signed segment are never served');
+  assert.equal(p.http, P0.byteLength + P1.byteLength + 10 + P0.byteLength - 10);
 });
