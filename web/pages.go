@@ -108,6 +108,10 @@ type playerState struct {
 	// switches to it when the viewer seeks back past the live playlist.
 	DVRURL    string  `json:"dvr_url,omitempty"`
 	DVRWindow float64 `json:"dvr_window_s,omitempty"`
+	// P2P: the player may fetch segments from other viewers (peer-assisted
+	// delivery through the node's tracker, /p2p/ws), each verified against
+	// the signed manifest. The viewer may still turn it off.
+	P2P bool `json:"p2p"`
 }
 
 // pageData is what the templates render.
@@ -270,6 +274,7 @@ func (w *Web) state(it item, id, page, token string, c *gin.Context) *playerStat
 		EmbedURL:   w.publicURL + "/embed/" + id,
 		Controls:   true,
 		ServerTime: time.Now().UnixMilli(),
+		P2P:        it.p2p(),
 	}
 	if len(w.contentKeys) > 0 {
 		st.RouteURL, st.ContentKeys = "/v1/route/"+id, w.contentKeys

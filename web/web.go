@@ -155,10 +155,12 @@ func (w *Web) Register(r gin.IRouter) {
 
 // Content-Security-Policy of each kind of page. Scripts and styles come
 // only from this node; media may come from edges (viewer routing sends
-// players to other hosts), so connect-src and media-src allow http(s).
+// players to other hosts), so connect-src and media-src allow http(s);
+// the P2P tracker of the node playing (an edge's too) is a WebSocket, so
+// connect-src allows ws(s) (CSP's http: does not cover ws:).
 const (
 	cspWatch = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: http: https:; " +
-		"media-src 'self' blob: http: https:; connect-src 'self' http: https:; worker-src 'self' blob:; " +
+		"media-src 'self' blob: http: https:; connect-src 'self' http: https: ws: wss:; worker-src 'self' blob:; " +
 		"font-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'"
 )
 

@@ -171,6 +171,26 @@ func TestNewChecksConfig(t *testing.T) {
 	}
 }
 
+// TestPageStateP2P: the page state says whether the owner lets viewers
+// share segments (P2P).
+func TestPageStateP2P(t *testing.T) {
+	t.Parallel()
+	e := newUnitEnv(t)
+	e.store.mu.Lock()
+	v := e.store.videos["vid1"]
+	v.P2POff = true
+	e.store.videos["vid1"] = v
+	ls := e.store.lives["live1"]
+	ls.P2POff = true
+	e.store.lives["live1"] = ls
+	e.store.mu.Unlock()
+	for id, want := range map[string]bool{"vid1": false, "live1": false, "live2": true} {
+		if st := pageState(t, e.get(t, "/watch/"+id).body); st.P2P != want {
+			t.Errorf("%s: p2p %v, want %v", id, st.P2P, want)
+		}
+	}
+}
+
 func TestWatchPageOfReadyVideo(t *testing.T) {
 	t.Parallel()
 	e := newUnitEnv(t)
@@ -181,13 +201,17 @@ func TestWatchPageOfReadyVideo(t *testing.T) {
 	st := pageState(t, r.body)
 	want := playerState{Page: "watch", ID: "vid1", Kind: "video", Title: "Holiday", Status: "ready", Progress: 100, Duration: 8,
 		HLSURL: "/hls/vid1/master.m3u8", PosterURL: "/hls/vid1/poster.jpg", StoryboardURL: "/hls/vid1/storyboard.vtt",
-		WatchURL: testPublicURL + "/watch/vid1", EmbedURL: testPublicURL + "/embed/vid1", Controls: true}
+		WatchURL: testPublicURL + "/watch/vid1", EmbedURL: testPublicURL + "/embed/vid1", Controls: true, P2P: true}
 	if st.ServerTime < time.Now().Add(-time.Minute).UnixMilli() || st.ServerTime > time.Now().UnixMilli() {
 		t.Errorf("server_time %d is not now", st.ServerTime)
 	}
 	st.ServerTime = 0
 	if !reflect.DeepEqual(st, want) {
 		t.Fatalf("state\n got %+v\nwant %+v", st, want)
+	}
+	// The player reaches the P2P tracker of an edge over ws(s).
+	if csp := r.header.Get("Content-Security-Policy"); !strings.Contains(csp, "connect-src 'self' http: https: ws: wss:;") {
+		t.Errorf("watch page CSP %q", csp)
 	}
 	for _, tc := range []struct{ attr, name, want string }{
 		{"property", "og:title", "Holiday"},

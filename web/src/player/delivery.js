@@ -138,7 +138,7 @@ export function parseManifest(bytes) {
 export class Delivery {
   // opts: { id, candidates: [{url, node_id}], keys: {id: CryptoKey},
   // serverOffset (ms to add to Date.now() for the origin's clock), token,
-  // reportURL, onSwitch(candidate), onReport(report) }.
+  // reportURL, onSwitch(candidate), onReport(report), p2p }.
   constructor(opts) {
     this.id = opts.id;
     this.keys = opts.keys;
@@ -147,6 +147,9 @@ export class Delivery {
     this.reportURL = opts.reportURL;
     this.onSwitch = opts.onSwitch || (() => {});
     this.onReport = opts.onReport || (() => {});
+    // p2p: a P2P (p2p.js) that asks peers first for whole segments far
+    // enough ahead of the playhead, or null (HTTP only). Settable.
+    this.p2p = opts.p2p || null;
     this.candidates = opts.candidates.map((c) => ({ base: new URL(c.url, location.href).origin, node: c.node_id || '', bad: false }));
     this.active = 0;
     this.manifests = new Map(); // base + rendition -> { at, promise }
@@ -476,7 +479,9 @@ export class Delivery {
           // cannot be checked: an error for hls.js, not a lie of the edge.
           throw new DeliveryError(KIND.unlisted, `${name} is not in the signed manifest of the playlist that names it`, { soft: !!st.unlisted });
         }
-        return this.check(c, path, name, e, bytes);
+        const buf = await this.check(c, path, name, e, bytes);
+        this.noteHTTP(c, rendition, name, e, bytes);
+        return buf;
       }
     }
     if (!e) {
@@ -489,8 +494,59 @@ export class Delivery {
     }
     if (!e) throw new DeliveryError(KIND.unlisted, `${name} is not in the signed manifest`);
     if (e.kind === 'gap') throw gapError(name);
+    return this.fetchVerified(c, path, rendition, name, e, signal);
+  }
+
+  // fetchVerified fetches the object of manifest entry e and checks it. A
+  // whole segment far enough ahead of the playhead is asked of peers first
+  // (see P2P.budget): their bytes are checked against e like those of HTTP,
+  // and a peer whose bytes fail is dropped and reported; then HTTP from c.
+  async fetchVerified(c, path, rendition, name, e, signal) {
+    const p = this.p2p;
+    if (p && e.kind === 'seg') {
+      const budget = p.budget(e.ms);
+      if (budget > 0) {
+        const bytes = await p.fetch(c.base, rendition, name, e.size, budget, async (b) => (await this.digest(e, b)).ok, signal);
+        if (bytes) {
+          // Verified: served on to others, even when hls.js gave up on it.
+          p.keep(c.base, rendition, name, bytes);
+          if (signal && signal.aborted) throw new DOMException('aborted', 'AbortError');
+          this.accept(path, e.sha256, 'p2p');
+          return bytes.buffer;
+        }
+      }
+    }
     const bytes = await this.fetchBytes(c, path, SEGMENT_TIMEOUT_MS, signal, 'default');
-    return this.check(c, path, name, e, bytes);
+    const buf = await this.check(c, path, name, e, bytes);
+    this.noteHTTP(c, rendition, name, e, bytes);
+    return buf;
+  }
+
+  // noteHTTP counts verified media bytes that came over HTTP and keeps a
+  // whole segment to serve to peers.
+  noteHTTP(c, rendition, name, e, bytes) {
+    const p = this.p2p;
+    if (!p) return;
+    p.noteHTTP(c.base, rendition, bytes.byteLength);
+    if (e.kind === 'seg') p.keep(c.base, rendition, name, bytes);
+    if (e.kind === 'part') {
+      p.parts.add(rendition, name, bytes);
+      this.assembling = this.assembleParts(c, rendition).catch(() => {});
+    }
+  }
+
+  // assembleParts puts together, from its verified LL-HLS parts, each
+  // segment of rendition that a manifest from c now lists whole, checks
+  // it against that entry, and gives it to peers (a low-latency player
+  // loads parts, never whole segments).
+  async assembleParts(c, rendition) {
+    const p = this.p2p;
+    for (const seg of p.parts.pending(rendition)) {
+      const e = this.heldEntry(c, rendition, seg);
+      if (!e || e.kind !== 'seg') continue;
+      const whole = p.parts.assemble(rendition, seg, e.size);
+      if (whole && (await this.digest(e, whole)).ok && this.p2p === p) p.keep(c.base, rendition, seg, whole);
+    }
   }
 
   // loadDVRMedia loads a segment or init section a DVR playlist named
@@ -516,8 +572,7 @@ export class Delivery {
     if (named.kind === 'seg' && Math.abs(named.ms - e.ms) > 1) {
       throw new DeliveryError(KIND.unlisted, `the DVR playlist gives ${name} ${named.ms} ms, the manifest ${e.ms} ms`);
     }
-    const bytes = await this.fetchBytes(c, path, SEGMENT_TIMEOUT_MS, signal, 'default');
-    return this.check(c, path, name, e, bytes);
+    return this.fetchVerified(c, path, rendition, name, e, signal);
   }
 
   // heldEntry looks name up in the verified manifests of rendition that c
@@ -574,15 +629,27 @@ export class Delivery {
 
   // check verifies bytes against manifest entry e and hands them over.
   async check(c, path, name, e, bytes) {
-    const sum = hex(await crypto.subtle.digest('SHA-256', bytes));
-    if (bytes.byteLength !== e.size || sum !== e.sha256) {
+    const { ok, sum } = await this.digest(e, bytes);
+    if (!ok) {
       throw new DeliveryError(KIND.hash, `${name}: ${bytes.byteLength} bytes with SHA-256 ${sum}, the manifest says ${e.size} bytes with ${e.sha256}`,
         { expected: e.sha256, received: sum });
     }
-    this.verified++;
-    this.delivered.push({ path, sha256: sum, node: c.node });
-    if (this.delivered.length > 500) this.delivered.shift();
+    this.accept(path, sum, c.node);
     return bytes.buffer;
+  }
+
+  // digest checks bytes against manifest entry e: { ok, sum (hex SHA-256) }.
+  async digest(e, bytes) {
+    const sum = hex(await crypto.subtle.digest('SHA-256', bytes));
+    return { ok: bytes.byteLength === e.size && sum === e.sha256, sum };
+  }
+
+  // accept counts a verified object handed to the player (node: where it
+  // came from, '' for the origin, 'p2p' for peers).
+  accept(path, sum, node) {
+    this.verified++;
+    this.delivered.push({ path, sha256: sum, node });
+    if (this.delivered.length > 500) this.delivered.shift();
   }
 
   // manifest returns the verified manifest of rendition from candidate c

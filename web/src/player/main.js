@@ -7,6 +7,7 @@ import './player.css';
 import { h, icon, readState, copyButton, replaceChildren, formatTime } from '../common/dom.js';
 import { Player } from './player.js';
 import { Delivery, importKeys } from './delivery.js';
+import { P2P, bufferAhead } from './p2p.js';
 import { WHEPSession, supported as realtimeSupported } from './realtime.js';
 
 const params = new URLSearchParams(location.search);
@@ -24,6 +25,12 @@ let playing = 0; // generation of the current live playback start
 // real-time playback over WebRTC (the toggle, or ?mode=realtime).
 let mode = params.get('mode') === 'realtime' && canRealtime() ? 'realtime' : 'hls';
 let realtime = null; // the WHEPSession while playing in real time
+// Peer-assisted delivery: on unless the stream turns it off, the viewer
+// did (the P2P switch, remembered in localStorage) or the address has
+// ?p2p=0.
+const P2P_KEY = 'shoal.p2p';
+let p2pChoice = readP2PChoice();
+let currentDelivery = null; // the verified session playing, for the P2P switch
 
 function start() {
   const embed = state.page === 'embed';
@@ -45,8 +52,13 @@ function start() {
   });
   if (!embed) setupShare();
   setupModeToggle(player);
+  setupP2PToggle(player);
   // End a real-time session with the page (its DELETE outlives the page).
   window.addEventListener('pagehide', () => stopRealtime(true));
+  // Leave the swarms with the page (the last stats go to the tracker).
+  window.addEventListener('pagehide', () => {
+    if (currentDelivery && currentDelivery.p2p) currentDelivery.p2p.close();
+  });
   route(player);
 }
 
@@ -299,10 +311,112 @@ async function newDelivery() {
     });
     root.dataset.deliveryNode = delivery.current().node || 'origin';
     window.shoalDelivery = delivery; // for support and tests
+    setDeliveryP2P(delivery);
     return delivery;
   } catch {
     return null;
   }
+}
+
+// ---- peer-assisted delivery (P2P) -----------------------------------------
+
+function p2pAllowed() {
+  return !!(state && state.p2p && params.get('p2p') !== '0' && typeof RTCPeerConnection === 'function' && typeof WebSocket === 'function');
+}
+
+function readP2PChoice() {
+  try {
+    return localStorage.getItem(P2P_KEY) !== 'off';
+  } catch {
+    return true;
+  }
+}
+
+function p2pOn() {
+  return p2pAllowed() && p2pChoice;
+}
+
+// setDeliveryP2P gives a verified session its P2P (a new one) when P2P is
+// on, and ends the one it had otherwise: then the player never opens the
+// tracker.
+function setDeliveryP2P(delivery) {
+  const old = currentDelivery && currentDelivery.p2p;
+  if (old && (currentDelivery !== delivery || !p2pOn())) {
+    old.close();
+    currentDelivery.p2p = null;
+  }
+  currentDelivery = delivery;
+  if (delivery && p2pOn() && !delivery.p2p) {
+    delivery.p2p = new P2P({
+      id: state.id, token,
+      ahead: () => bufferAhead(document.querySelector('#player video')),
+      onChange: showP2P,
+    });
+  }
+  window.shoalP2P = delivery ? delivery.p2p : null; // for support and tests
+  showP2P();
+}
+
+// p2pStats are the page's P2P counters (for support and tests): those of
+// the current session, zero without one.
+window.shoalP2PStats = () => {
+  const p = currentDelivery && currentDelivery.p2p;
+  const s = p ? p.stats : {};
+  return {
+    enabled: !!p, http_bytes: s.http_bytes || 0, p2p_bytes: s.p2p_bytes || 0, p2p_segments: s.p2p_segments || 0,
+    uploaded_bytes: s.uploaded_bytes || 0, peers_dropped: s.peers_dropped || 0, peers: s.peers || 0, bad_reports: s.bad_reports || 0,
+    asked: s.asked || 0, offered: s.offered || 0, failed: s.failed || 0,
+  };
+};
+
+let p2pShown = 0;
+let p2pTimer = 0;
+// showP2P shows the share of media bytes that came from peers (at most
+// twice a second).
+function showP2P() {
+  const s = window.shoalP2PStats();
+  root.dataset.p2p = s.enabled ? 'on' : 'off';
+  const el = document.getElementById('p2p-share');
+  if (!el) return;
+  const now = performance.now();
+  if (s.enabled && now - p2pShown < 500) {
+    if (!p2pTimer) p2pTimer = setTimeout(() => { p2pTimer = 0; showP2P(); }, 500);
+    return;
+  }
+  p2pShown = now;
+  el.hidden = !s.enabled;
+  if (!s.enabled) return;
+  const total = s.http_bytes + s.p2p_bytes;
+  const share = total ? Math.round((100 * s.p2p_bytes) / total) : 0;
+  el.textContent = `P2P ${share}% · ${s.peers} peer${s.peers === 1 ? '' : 's'}`;
+  el.title = `From peers: ${mb(s.p2p_bytes)} in ${s.p2p_segments} segments, each checked against the signed manifest; ` +
+    `over HTTP: ${mb(s.http_bytes)}; uploaded to peers: ${mb(s.uploaded_bytes)}` +
+    (s.peers_dropped ? `; ${s.peers_dropped} peer${s.peers_dropped === 1 ? '' : 's'} dropped for sending bytes that failed verification` : '');
+}
+
+function mb(n) {
+  return `${(n / 1e6).toFixed(1)} MB`;
+}
+
+// setupP2PToggle adds the "P2P" switch to the watch page.
+function setupP2PToggle() {
+  const meta = document.querySelector('.watch-meta');
+  if (!meta || state.page !== 'watch' || !p2pAllowed()) return;
+  const btn = h('button', {
+    type: 'button', id: 'p2p-toggle', class: 'btn btn-sm mode-toggle', 'aria-pressed': String(p2pChoice),
+    title: 'P2P: share the video with other viewers over WebRTC (every piece is checked against the signed original). Off: everything comes from the server.',
+  }, icon('signal'), 'P2P');
+  btn.addEventListener('click', () => {
+    p2pChoice = !p2pChoice;
+    try {
+      localStorage.setItem(P2P_KEY, p2pChoice ? 'on' : 'off');
+    } catch {
+      // Not remembered (storage blocked): it still applies to this page.
+    }
+    btn.setAttribute('aria-pressed', String(p2pChoice));
+    setDeliveryP2P(currentDelivery);
+  });
+  meta.append(btn, h('span', { id: 'p2p-share', class: 'latency-text', hidden: true }));
 }
 
 // probeLive looks at the master playlist: "live" when its first variant is
