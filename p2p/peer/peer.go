@@ -101,6 +101,7 @@ type Stats struct {
 	P2PBytes      int64 // downloaded from peers (verified)
 	UploadedBytes int64 // served to peers
 	DroppedPeers  int64 // peers dropped for bytes that failed verification
+	EvictedLinks  int64 // idle links closed to make room under MaxPeers
 }
 
 // Peer is a member of a swarm.
@@ -120,7 +121,7 @@ type Peer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	httpBytes, p2pBytes, uploaded, dropped atomic.Int64
+	httpBytes, p2pBytes, uploaded, dropped, evicted atomic.Int64
 
 	mu     sync.Mutex
 	store  map[string]held
@@ -133,6 +134,10 @@ type Peer struct {
 	wants    map[string][]chan []string
 	manifest *manifest.Manifest
 	closed   bool
+
+	// idleMin: a link unused for that long may be closed to make room
+	// for another at the cap (MaxPeers).
+	idleMin time.Duration
 
 	trackerGone chan struct{}   // closed when the tracker socket ends
 	pingMu      sync.Mutex      // orders pings and pong waiters
@@ -191,6 +196,7 @@ func Join(ctx context.Context, cfg Config) (*Peer, error) {
 	p := &Peer{cfg: cfg, keys: keys, swarmID: swarmID, api: webrtc.NewAPI(webrtc.WithSettingEngine(se)),
 		store: map[string]held{}, links: map[string]*link{}, banned: map[string]bool{}, resting: map[string]time.Time{}, wants: map[string][]chan []string{}}
 	p.sends = rate.NewLimiter(sendRate, sendBurst)
+	p.idleMin = linkIdleMin
 	if cfg.MaxUploadBytesPerSec > 0 {
 		p.upload = rate.NewLimiter(rate.Limit(cfg.MaxUploadBytesPerSec), max(cfg.MaxUploadBytesPerSec, ChunkBytes))
 	}
@@ -227,7 +233,7 @@ func (p *Peer) ID() string { return p.id }
 
 // Stats returns the peer's counters.
 func (p *Peer) Stats() Stats {
-	return Stats{HTTPBytes: p.httpBytes.Load(), P2PBytes: p.p2pBytes.Load(), UploadedBytes: p.uploaded.Load(), DroppedPeers: p.dropped.Load()}
+	return Stats{HTTPBytes: p.httpBytes.Load(), P2PBytes: p.p2pBytes.Load(), UploadedBytes: p.uploaded.Load(), DroppedPeers: p.dropped.Load(), EvictedLinks: p.evicted.Load()}
 }
 
 // Close leaves the swarm and waits for the peer's goroutines.
@@ -273,6 +279,51 @@ const (
 	restAfterFailure = 30 * time.Second
 	maxResting       = 1024
 )
+
+// linkIdleMin is how long a link must have gone unused (no request
+// either way) before it may be closed to make room for another: in a
+// live swarm the holders of the next segment change every segment, so a
+// peer at its cap must let go of old links to reach them.
+const linkIdleMin = time.Second
+
+// evictableLocked returns the least recently used link idle for at least
+// idleMin, nil if none; p.mu is held.
+func (p *Peer) evictableLocked() *link {
+	var victim *link
+	var oldest int64
+	cutoff := time.Now().Add(-p.idleMin).UnixNano()
+	for _, l := range p.links {
+		if l.busy.Load() > 0 {
+			continue
+		}
+		select {
+		case <-l.open:
+		default:
+			continue // still connecting: not idle
+		}
+		if u := l.lastUsed.Load(); u <= cutoff && (victim == nil || u < oldest) {
+			victim, oldest = l, u
+		}
+	}
+	return victim
+}
+
+// makeRoomLocked frees a slot under the cap when an idle link can go: it
+// takes the link out of p.links and returns it for the caller to close
+// once p.mu is released. ok is false when every slot is taken by a link
+// in use.
+func (p *Peer) makeRoomLocked() (victim *link, ok bool) {
+	if len(p.links) < p.cfg.MaxPeers {
+		return nil, true
+	}
+	victim = p.evictableLocked()
+	if victim == nil {
+		return nil, false
+	}
+	delete(p.links, victim.remote)
+	p.evicted.Add(1)
+	return victim, true
+}
 
 // Pace of messages to the tracker: under its limit of 20 a second with a
 // burst of 50.
@@ -470,7 +521,22 @@ func (p *Peer) get(ctx context.Context, name string, limit int64) ([]byte, error
 // the signed manifest: from peers of the swarm first, then over HTTP. A
 // peer whose bytes fail verification is dropped, reported to the tracker
 // and never asked again. Bytes that fail verification are never returned.
+// Peers get two PeerTimeouts in all, then HTTP.
 func (p *Peer) Fetch(ctx context.Context, name string) ([]byte, Source, error) {
+	return p.FetchBy(ctx, name, time.Time{})
+}
+
+// holderPoll is how often FetchBy asks the tracker again while no peer
+// holds the segment.
+const holderPoll = 300 * time.Millisecond
+
+// FetchBy is Fetch for a segment needed later (ahead of a player's
+// playhead): while no peer has delivered it, it asks the tracker again
+// every holderPoll for peers that hold it, until httpAt; then it goes
+// over HTTP. A player sets httpAt where its buffer would run low. The
+// zero httpAt is Fetch's budget (two PeerTimeouts); a past one goes to
+// HTTP at once.
+func (p *Peer) FetchBy(ctx context.Context, name string, httpAt time.Time) ([]byte, Source, error) {
 	if !tracker.ValidSegment(name) {
 		return nil, "", fmt.Errorf("peer: bad segment name %q", name)
 	}
@@ -489,16 +555,52 @@ func (p *Peer) Fetch(ctx context.Context, name string) ([]byte, Source, error) {
 	if e.Size > MaxSegmentBytes {
 		return nil, "", fmt.Errorf("peer: %s is over %d bytes", name, MaxSegmentBytes)
 	}
-	// Peers get two PeerTimeouts in all, then HTTP: a player can't wait
-	// on a row of silent peers.
-	pctx, cancel := context.WithTimeout(ctx, 2*p.cfg.PeerTimeout)
+	// Peers get two PeerTimeouts in all (or until httpAt), then HTTP: a
+	// player can't wait on a row of silent peers.
+	wait := !httpAt.IsZero()
+	if !wait {
+		httpAt = time.Now().Add(2 * p.cfg.PeerTimeout)
+	}
+	pctx, cancel := context.WithDeadline(ctx, httpAt)
 	defer cancel()
-	for _, remote := range p.want(ctx, name) {
+	for pctx.Err() == nil {
+		if data, ok := p.fromPeers(ctx, pctx, name, e); ok {
+			return data, SourceP2P, nil
+		}
 		if ctx.Err() != nil {
 			return nil, "", ctx.Err()
 		}
-		if pctx.Err() != nil {
+		if !wait {
 			break
+		}
+		t := time.NewTimer(holderPoll)
+		select {
+		case <-t.C:
+		case <-pctx.Done():
+		}
+		t.Stop()
+	}
+	if ctx.Err() != nil {
+		return nil, "", ctx.Err()
+	}
+	data, err := p.get(ctx, name, e.Size)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := e.Check(data); err != nil {
+		return nil, "", fmt.Errorf("peer: over HTTP: %w", err)
+	}
+	p.httpBytes.Add(int64(len(data)))
+	p.keep(name, data, SourceHTTP)
+	return data, SourceHTTP, nil
+}
+
+// fromPeers asks the tracker who holds name and tries them in turn
+// within pctx; true with the verified bytes of the first that delivers.
+func (p *Peer) fromPeers(ctx, pctx context.Context, name string, e manifest.Entry) ([]byte, bool) {
+	for _, remote := range p.want(pctx, name) {
+		if pctx.Err() != nil {
+			return nil, false
 		}
 		p.mu.Lock()
 		until, resting := p.resting[remote]
@@ -509,7 +611,7 @@ func (p *Peer) Fetch(ctx context.Context, name string) ([]byte, Source, error) {
 		data, err := p.fromPeer(pctx, remote, name, e.Size)
 		if err != nil {
 			p.cfg.Log.Debug("p2p fetch from a peer failed", "peer", remote, "segment", name, "err", err)
-			if !errors.Is(err, errCapacity) {
+			if !errors.Is(err, errCapacity) && ctx.Err() == nil {
 				// Silent, without the segment it announced, or gone:
 				// not asked again for a while.
 				p.mu.Lock()
@@ -527,18 +629,9 @@ func (p *Peer) Fetch(ctx context.Context, name string) ([]byte, Source, error) {
 		}
 		p.p2pBytes.Add(int64(len(data)))
 		p.keep(name, data, SourceP2P)
-		return data, SourceP2P, nil
+		return data, true
 	}
-	data, err := p.get(ctx, name, e.Size)
-	if err != nil {
-		return nil, "", err
-	}
-	if err := e.Check(data); err != nil {
-		return nil, "", fmt.Errorf("peer: over HTTP: %w", err)
-	}
-	p.httpBytes.Add(int64(len(data)))
-	p.keep(name, data, SourceHTTP)
-	return data, SourceHTTP, nil
+	return nil, false
 }
 
 // drop stops using a peer whose bytes failed verification and reports it.
@@ -607,13 +700,17 @@ func (p *Peer) fromPeer(ctx context.Context, remote, name string, size int64) ([
 	}
 	l := p.links[remote]
 	if l == nil {
-		if len(p.links) >= p.cfg.MaxPeers {
+		victim, ok := p.makeRoomLocked()
+		if !ok {
 			p.mu.Unlock()
 			return nil, errCapacity
 		}
 		l = p.newLink(remote, true)
 		p.links[remote] = l
 		p.mu.Unlock()
+		if victim != nil {
+			victim.close()
+		}
 		if err := l.offer(ctx); err != nil {
 			l.close()
 			return nil, err
@@ -650,6 +747,7 @@ func (p *Peer) signal(from string, data []byte) {
 		return
 	}
 	l := p.links[from]
+	var victim *link
 	switch desc.Type {
 	case webrtc.SDPTypeAnswer:
 		p.mu.Unlock()
@@ -688,14 +786,19 @@ func (p *Peer) signal(from string, data []byte) {
 			return
 		}
 	} else {
-		if len(p.links) >= p.cfg.MaxPeers {
+		v, ok := p.makeRoomLocked()
+		if !ok {
 			p.mu.Unlock()
 			return
 		}
+		victim = v
 		l = p.newLink(from, false)
 		p.links[from] = l
 	}
 	p.mu.Unlock()
+	if victim != nil {
+		victim.close()
+	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()

@@ -259,6 +259,7 @@ func TestConnectionCapAndUploadRate(t *testing.T) {
 	b := w.join(nil)
 	w.fetch(b, "seg-1.m4s", SourceHTTP)
 	c := w.joinWith(Config{MaxPeers: 1})
+	c.idleMin = time.Hour // its one link never counts as idle here
 	start := time.Now()
 	w.fetch(c, "seg-2.m4s", SourceP2P)
 	// 300 KiB at 100 KiB/s with a burst of 100 KiB: at least 2 s.
@@ -533,5 +534,86 @@ func signalsBeforePong(ctx context.Context, t *testing.T, ws *websocket.Conn) in
 		if strings.Contains(string(b), `"pong"`) {
 			return n
 		}
+	}
+}
+
+// TestFetchByWaitsForAHolder: a segment needed later is not taken over
+// HTTP while there is time: the peer asks the tracker again until a peer
+// holds it (here one that fetched it over HTTP meanwhile), and without a
+// holder goes over HTTP at httpAt, not before.
+func TestFetchByWaitsForAHolder(t *testing.T) {
+	w := newWorld(t)
+	a, b := w.join(nil), w.join(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	type res struct {
+		data []byte
+		from Source
+		err  error
+	}
+	out := make(chan res, 1)
+	go func() {
+		data, from, err := b.FetchBy(ctx, "seg-1.m4s", time.Now().Add(40*time.Second))
+		out <- res{data, from, err}
+	}()
+	// b has the manifest: it is past its first look for holders, or at it.
+	waitUntil(t, "b's manifest", func() bool { return w.httpGets(manifest.FileName) >= 1 })
+	w.fetch(a, "seg-1.m4s", SourceHTTP)
+	r := <-out
+	if r.err != nil || r.from != SourceP2P || !bytes.Equal(r.data, w.segments["seg-1.m4s"]) {
+		t.Fatalf("b: from %s, err %v, %d bytes; want a's segment from a peer", r.from, r.err, len(r.data))
+	}
+	if n := w.httpGets("seg-1.m4s"); n != 1 {
+		t.Fatalf("seg-1 fetched %d times over HTTP, want once (by a)", n)
+	}
+	// No holder: HTTP at httpAt, not before.
+	start := time.Now()
+	data, from, err := b.FetchBy(ctx, "seg-2.m4s", start.Add(time.Second))
+	if err != nil || from != SourceHTTP || !bytes.Equal(data, w.segments["seg-2.m4s"]) {
+		t.Fatalf("seg-2: from %s, err %v", from, err)
+	}
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("seg-2 went over HTTP after %v, before httpAt (1 s)", d)
+	}
+	// A past httpAt: HTTP at once, no peer asked.
+	data, from, err = b.FetchBy(ctx, "init.mp4", time.Now().Add(-time.Second))
+	if err != nil || from != SourceHTTP || !bytes.Equal(data, w.segments["init.mp4"]) {
+		t.Fatalf("init: from %s, err %v", from, err)
+	}
+}
+
+// TestIdleLinkMakesRoom: a peer at its cap on connections closes an idle
+// link to reach the one peer that holds what it needs, instead of going
+// over HTTP; a link in use is never closed for it.
+func TestIdleLinkMakesRoom(t *testing.T) {
+	w := newWorld(t)
+	a, b := w.join(nil), w.join(nil)
+	w.fetch(a, "seg-1.m4s", SourceHTTP)
+	w.fetch(b, "seg-2.m4s", SourceHTTP)
+	c := w.joinWith(Config{MaxPeers: 1})
+	c.idleMin = 0
+	w.fetch(c, "seg-1.m4s", SourceP2P) // linked to a, its cap
+	w.fetch(c, "seg-2.m4s", SourceP2P) // a's link idle: closed for b's
+	if s := c.Stats(); s.EvictedLinks != 1 {
+		t.Fatalf("c's stats %+v, want one evicted link", s)
+	}
+	c.mu.Lock()
+	_, toA := c.links[a.ID()]
+	_, toB := c.links[b.ID()]
+	c.mu.Unlock()
+	if toA || !toB {
+		t.Fatalf("c's links: to a %v, to b %v; want b's only", toA, toB)
+	}
+	// A link in use is not idle: busy, it is kept and the cap holds.
+	c.mu.Lock()
+	l := c.links[b.ID()]
+	c.mu.Unlock()
+	done := l.use()
+	defer done()
+	c.mu.Lock()
+	victim, ok := c.makeRoomLocked()
+	c.mu.Unlock()
+	if victim != nil || ok {
+		t.Fatalf("a busy link was taken for eviction (%v, %v)", victim, ok)
 	}
 }
