@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"sync"
@@ -87,6 +88,14 @@ type Config struct {
 	// included; a Fetch gives peers twice that in all, then goes to HTTP.
 	// Default 3 s.
 	PeerTimeout time.Duration
+	// SeedWindow, when set, lets FetchBy seed a segment nobody holds
+	// yet: when the tracker offers no peer for it, the peer waits a
+	// random time below SeedWindow, asks again, and if there is still no
+	// one to ask fetches it over HTTP at once instead of waiting for
+	// httpAt. In a swarm whose players see a live segment at about the
+	// same time, the first to wake seeds it and the others get it from
+	// peers. 0: no seeding (HTTP only at httpAt).
+	SeedWindow time.Duration
 	// StatsInterval is how often Stats go to the tracker. Default 10 s.
 	StatsInterval time.Duration
 	// Mutate, for benchmarks and tests only, alters every segment this peer
@@ -462,6 +471,33 @@ func (p *Peer) entry(ctx context.Context, name string) (manifest.Entry, error) {
 			return e, nil
 		}
 	}
+	for try := 1; ; try++ {
+		e, err := p.freshEntry(ctx, name)
+		if !errors.Is(err, errNotListed) || try == manifestTries {
+			return e, err
+		}
+		// The node's manifest may be a moment behind its playlist.
+		t := time.NewTimer(manifestRetry)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return manifest.Entry{}, err
+		}
+	}
+}
+
+// A segment a fresh manifest does not list is looked up manifestTries
+// times in all, manifestRetry apart.
+const (
+	manifestTries = 4
+	manifestRetry = 250 * time.Millisecond
+)
+
+var errNotListed = errors.New("not in the rendition's manifest")
+
+// freshEntry fetches the manifest and looks name up in it.
+func (p *Peer) freshEntry(ctx context.Context, name string) (manifest.Entry, error) {
 	data, err := p.get(ctx, manifest.FileName, manifest.MaxBytes)
 	if err != nil {
 		return manifest.Entry{}, err
@@ -480,7 +516,10 @@ func (p *Peer) entry(ctx context.Context, name string) (manifest.Entry, error) {
 	p.mu.Unlock()
 	e, ok := nm.Lookup(name)
 	if !ok {
-		return manifest.Entry{}, fmt.Errorf("peer: %s is not in the rendition's manifest", name)
+		if nm.Ended {
+			return manifest.Entry{}, fmt.Errorf("peer: %s is not in the rendition's manifest (ended)", name)
+		}
+		return manifest.Entry{}, fmt.Errorf("peer: %s is %w", name, errNotListed)
 	}
 	if e.Kind == manifest.KindGap {
 		return manifest.Entry{}, fmt.Errorf("peer: %s is a gap: it has no bytes", name)
@@ -563,17 +602,25 @@ func (p *Peer) FetchBy(ctx context.Context, name string, httpAt time.Time) ([]by
 	}
 	pctx, cancel := context.WithDeadline(ctx, httpAt)
 	defer cancel()
-	for pctx.Err() == nil {
-		if data, ok := p.fromPeers(ctx, pctx, name, e); ok {
+	seeding := wait && p.cfg.SeedWindow > 0
+	for round := 0; pctx.Err() == nil; round++ {
+		data, ok, tried := p.fromPeers(ctx, pctx, name, e)
+		if ok {
 			return data, SourceP2P, nil
 		}
 		if ctx.Err() != nil {
 			return nil, "", ctx.Err()
 		}
-		if !wait {
+		if !wait || (seeding && round == 1 && tried == 0) {
+			// Still nobody to ask after the random wait: this peer
+			// seeds the swarm over HTTP now.
 			break
 		}
-		t := time.NewTimer(holderPoll)
+		d := holderPoll
+		if seeding && round == 0 && tried == 0 {
+			d = rand.N(p.cfg.SeedWindow) // who wakes first seeds
+		}
+		t := time.NewTimer(d)
 		select {
 		case <-t.C:
 		case <-pctx.Done():
@@ -597,10 +644,10 @@ func (p *Peer) FetchBy(ctx context.Context, name string, httpAt time.Time) ([]by
 
 // fromPeers asks the tracker who holds name and tries them in turn
 // within pctx; true with the verified bytes of the first that delivers.
-func (p *Peer) fromPeers(ctx, pctx context.Context, name string, e manifest.Entry) ([]byte, bool) {
+func (p *Peer) fromPeers(ctx, pctx context.Context, name string, e manifest.Entry) (data []byte, ok bool, tried int) {
 	for _, remote := range p.want(pctx, name) {
 		if pctx.Err() != nil {
-			return nil, false
+			return nil, false, tried
 		}
 		p.mu.Lock()
 		until, resting := p.resting[remote]
@@ -608,6 +655,7 @@ func (p *Peer) fromPeers(ctx, pctx context.Context, name string, e manifest.Entr
 		if resting && time.Now().Before(until) {
 			continue
 		}
+		tried++
 		data, err := p.fromPeer(pctx, remote, name, e.Size)
 		if err != nil {
 			p.cfg.Log.Debug("p2p fetch from a peer failed", "peer", remote, "segment", name, "err", err)
@@ -629,9 +677,9 @@ func (p *Peer) fromPeers(ctx, pctx context.Context, name string, e manifest.Entr
 		}
 		p.p2pBytes.Add(int64(len(data)))
 		p.keep(name, data, SourceP2P)
-		return data, true
+		return data, true, tried
 	}
-	return nil, false
+	return nil, false, tried
 }
 
 // drop stops using a peer whose bytes failed verification and reports it.

@@ -35,6 +35,9 @@ type world struct {
 
 	mu   sync.Mutex
 	gets map[string]int // HTTP GETs by file name
+	// lagging: the next lagging manifest GETs get an older manifest,
+	// without seg-2 (a node's manifest a moment behind its playlist).
+	lagging int
 }
 
 func randomBytes(seed uint64, n int) []byte {
@@ -71,6 +74,18 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What a node serves a moment before seg-2 is out (see lagging).
+	older := m
+	older.Seq, older.Ended, older.Entries = 2, false, nil
+	for _, e := range m.Entries {
+		if e.URI != "seg-2.m4s" {
+			older.Entries = append(older.Entries, e)
+		}
+	}
+	signedOlder, err := manifest.Sign(older, w.key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	w.segments["corrupt.m4s"] = append([]byte(nil), w.segments["corrupt.m4s"]...)
 	w.segments["corrupt.m4s"][10] ^= 1
 	origin := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
@@ -83,6 +98,16 @@ func newWorld(t *testing.T) *world {
 		w.gets[name]++
 		w.mu.Unlock()
 		if name == manifest.FileName {
+			w.mu.Lock()
+			lag := w.lagging > 0
+			if lag {
+				w.lagging--
+			}
+			w.mu.Unlock()
+			if lag {
+				_, _ = rw.Write(signedOlder)
+				return
+			}
 			_, _ = rw.Write(signed)
 			return
 		}
@@ -615,5 +640,52 @@ func TestIdleLinkMakesRoom(t *testing.T) {
 	c.mu.Unlock()
 	if victim != nil || ok {
 		t.Fatalf("a busy link was taken for eviction (%v, %v)", victim, ok)
+	}
+}
+
+// TestFetchBySeeds: with a SeedWindow, a segment nobody holds is fetched
+// over HTTP after a short random wait (the peer seeds the swarm), not at
+// the player's far httpAt; the next peer gets it from the seed.
+func TestFetchBySeeds(t *testing.T) {
+	w := newWorld(t)
+	a := w.joinWith(Config{SeedWindow: 200 * time.Millisecond})
+	b := w.joinWith(Config{SeedWindow: 200 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	far := time.Now().Add(time.Hour)
+	data, from, err := a.FetchBy(ctx, "seg-1.m4s", far)
+	if err != nil || from != SourceHTTP || !bytes.Equal(data, w.segments["seg-1.m4s"]) {
+		t.Fatalf("a: from %s, err %v; want a seed over HTTP well before httpAt", from, err)
+	}
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	data, from, err = b.FetchBy(ctx, "seg-1.m4s", far)
+	if err != nil || from != SourceP2P || !bytes.Equal(data, w.segments["seg-1.m4s"]) {
+		t.Fatalf("b: from %s, err %v; want a's segment from a peer", from, err)
+	}
+	if n := w.httpGets("seg-1.m4s"); n != 1 {
+		t.Fatalf("seg-1 fetched %d times over HTTP, want once (a's seed)", n)
+	}
+}
+
+// TestManifestBehindPlaylist: a segment the node's manifest does not list
+// yet (its playlist is a moment ahead) is looked up again in a fresh
+// manifest shortly after, instead of failing the fetch.
+func TestManifestBehindPlaylist(t *testing.T) {
+	w := newWorld(t)
+	w.mu.Lock()
+	w.lagging = 2
+	w.mu.Unlock()
+	p := w.join(nil)
+	w.fetch(p, "seg-2.m4s", SourceHTTP)
+	if n := w.httpGets(manifest.FileName); n != 3 {
+		t.Fatalf("%d manifest GETs, want 3 (two behind, then the one listing seg-2)", n)
+	}
+	// A name that never comes fails after a few looks.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, _, err := p.Fetch(ctx, "seg-9.m4s"); err == nil || !strings.Contains(err.Error(), "not in the rendition's manifest") {
+		t.Fatalf("seg-9: %v, want not in the manifest", err)
 	}
 }
