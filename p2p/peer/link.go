@@ -437,6 +437,12 @@ func (l *link) serveOne(ctx context.Context, g uint64Seg) error {
 	if !ok || len(data) > MaxSegmentBytes {
 		return l.sendText(dcMsg{Type: "none", ID: g.id})
 	}
+	if n := l.p.uploading.Add(1); int(n) > l.p.cfg.MaxUploads {
+		l.p.uploading.Add(-1)
+		l.p.refused.Add(1)
+		return l.sendText(dcMsg{Type: "none", ID: g.id})
+	}
+	defer l.p.uploading.Add(-1)
 	size := int64(len(data))
 	if err := l.sendText(dcMsg{Type: "data", ID: g.id, Size: &size}); err != nil {
 		return err

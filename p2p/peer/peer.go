@@ -80,6 +80,12 @@ type Config struct {
 	MaxUploadBytesPerSec int
 	// MaxPeers caps the peer connections open at once. Default 8.
 	MaxPeers int
+	// MaxUploads caps the segments this peer uploads at once; a request
+	// beyond it is answered none at once, so that the asker tries another
+	// holder instead of queueing behind a slow upload. Default 1: with an
+	// upload rate bound, one upload at a time finishes soonest and makes
+	// a new holder soonest.
+	MaxUploads int
 	// Loopback includes loopback ICE candidates (peers on one machine).
 	Loopback bool
 	// ICEServers are STUN/TURN servers; none by default.
@@ -111,6 +117,7 @@ type Stats struct {
 	UploadedBytes int64 // served to peers
 	DroppedPeers  int64 // peers dropped for bytes that failed verification
 	EvictedLinks  int64 // idle links closed to make room under MaxPeers
+	BusyRefusals  int64 // requests answered none because MaxUploads were under way
 }
 
 // Peer is a member of a swarm.
@@ -130,7 +137,8 @@ type Peer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	httpBytes, p2pBytes, uploaded, dropped, evicted atomic.Int64
+	httpBytes, p2pBytes, uploaded, dropped, evicted, refused atomic.Int64
+	uploading                                                atomic.Int32 // uploads in progress
 
 	mu     sync.Mutex
 	store  map[string]held
@@ -172,6 +180,9 @@ func Join(ctx context.Context, cfg Config) (*Peer, error) {
 	}
 	if cfg.PeerTimeout <= 0 {
 		cfg.PeerTimeout = 3 * time.Second
+	}
+	if cfg.MaxUploads <= 0 {
+		cfg.MaxUploads = 1
 	}
 	if cfg.StatsInterval <= 0 {
 		cfg.StatsInterval = 10 * time.Second
@@ -242,7 +253,7 @@ func (p *Peer) ID() string { return p.id }
 
 // Stats returns the peer's counters.
 func (p *Peer) Stats() Stats {
-	return Stats{HTTPBytes: p.httpBytes.Load(), P2PBytes: p.p2pBytes.Load(), UploadedBytes: p.uploaded.Load(), DroppedPeers: p.dropped.Load(), EvictedLinks: p.evicted.Load()}
+	return Stats{HTTPBytes: p.httpBytes.Load(), P2PBytes: p.p2pBytes.Load(), UploadedBytes: p.uploaded.Load(), DroppedPeers: p.dropped.Load(), EvictedLinks: p.evicted.Load(), BusyRefusals: p.refused.Load()}
 }
 
 // Close leaves the swarm and waits for the peer's goroutines.
@@ -286,7 +297,10 @@ func (p *Peer) send(m tracker.Message) error {
 // again; at most maxResting are remembered.
 const (
 	restAfterFailure = 30 * time.Second
-	maxResting       = 1024
+	// restAfterNone: a peer that answered none (busy uploading, or it
+	// dropped the segment) is asked again after this.
+	restAfterNone = time.Second
+	maxResting    = 1024
 )
 
 // linkIdleMin is how long a link must have gone unused (no request
@@ -659,14 +673,21 @@ func (p *Peer) fromPeers(ctx, pctx context.Context, name string, e manifest.Entr
 		data, err := p.fromPeer(pctx, remote, name, e.Size)
 		if err != nil {
 			p.cfg.Log.Debug("p2p fetch from a peer failed", "peer", remote, "segment", name, "err", err)
-			if !errors.Is(err, errCapacity) && ctx.Err() == nil {
+			rest := restAfterFailure
+			if errors.Is(err, errNotHeld) {
+				// Busy with other uploads, or it let the segment go: asked
+				// again soon.
+				rest = restAfterNone
+			}
+			// Not for our own budget ending (pctx) or a cap of ours.
+			if !errors.Is(err, errCapacity) && pctx.Err() == nil {
 				// Silent, without the segment it announced, or gone:
 				// not asked again for a while.
 				p.mu.Lock()
 				if len(p.resting) >= maxResting {
 					clear(p.resting)
 				}
-				p.resting[remote] = time.Now().Add(restAfterFailure)
+				p.resting[remote] = time.Now().Add(rest)
 				p.mu.Unlock()
 			}
 			continue

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -687,5 +688,40 @@ func TestManifestBehindPlaylist(t *testing.T) {
 	defer cancel()
 	if _, _, err := p.Fetch(ctx, "seg-9.m4s"); err == nil || !strings.Contains(err.Error(), "not in the rendition's manifest") {
 		t.Fatalf("seg-9: %v, want not in the manifest", err)
+	}
+}
+
+// TestBusyPeerSaysNone: a peer already uploading its MaxUploads answers
+// none at once, so the asker goes on (here to HTTP) instead of queueing
+// behind a slow upload; the busy peer is asked again soon after.
+func TestBusyPeerSaysNone(t *testing.T) {
+	w := newWorld(t)
+	a := w.joinWith(Config{MaxUploadBytesPerSec: 50 << 10}) // 300 KiB: about 5 s
+	w.fetch(a, "seg-2.m4s", SourceHTTP)
+	b, c := w.join(nil), w.join(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	slow := make(chan error, 1)
+	go func() {
+		_, from, err := b.Fetch(ctx, "seg-2.m4s")
+		if err == nil && from != SourceP2P {
+			err = fmt.Errorf("b got it from %s", from)
+		}
+		slow <- err
+	}()
+	waitUntil(t, "a's upload to b", func() bool { return a.Stats().UploadedBytes > 0 })
+	w.fetch(c, "seg-2.m4s", SourceHTTP)
+	if s := a.Stats(); s.BusyRefusals != 1 {
+		t.Fatalf("a's stats %+v, want one busy refusal", s)
+	}
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	// a said none: c rests it for restAfterNone only.
+	c.mu.Lock()
+	until := c.resting[a.ID()]
+	c.mu.Unlock()
+	if d := time.Until(until); d > restAfterNone {
+		t.Fatalf("a rests %v for c, want at most %v", d, restAfterNone)
 	}
 }
