@@ -80,6 +80,11 @@ type Config struct {
 	MaxUploadBytesPerSec int
 	// MaxPeers caps the peer connections open at once. Default 8.
 	MaxPeers int
+	// MaxHeldBytes bounds the bytes of the verified segments a peer keeps
+	// (to serve and to play again); the oldest go first, the newest is
+	// always kept. Default 64 MiB (and at most 256 segments, what a have
+	// message lists).
+	MaxHeldBytes int64
 	// MaxUploads caps the segments this peer uploads at once; a request
 	// beyond it is answered none at once, so that the asker tries another
 	// holder instead of queueing behind a slow upload. Default 1: with an
@@ -140,11 +145,13 @@ type Peer struct {
 	httpBytes, p2pBytes, uploaded, dropped, evicted, refused atomic.Int64
 	uploading                                                atomic.Int32 // uploads in progress
 
-	mu     sync.Mutex
-	store  map[string]held
-	order  []string // store's names, oldest first
-	links  map[string]*link
-	banned map[string]bool
+	mu    sync.Mutex
+	store map[string]held
+	order []string // store's names, oldest first
+	// heldBytes: the bytes of store's segments.
+	heldBytes int64
+	links     map[string]*link
+	banned    map[string]bool
 	// resting: peers that failed a try (silent, no such segment, gone),
 	// not asked again until then.
 	resting  map[string]time.Time
@@ -180,6 +187,9 @@ func Join(ctx context.Context, cfg Config) (*Peer, error) {
 	}
 	if cfg.PeerTimeout <= 0 {
 		cfg.PeerTimeout = 3 * time.Second
+	}
+	if cfg.MaxHeldBytes <= 0 {
+		cfg.MaxHeldBytes = 64 << 20
 	}
 	if cfg.MaxUploads <= 0 {
 		cfg.MaxUploads = 1
@@ -723,7 +733,10 @@ func (p *Peer) keep(name string, data []byte, from Source) {
 	if _, ok := p.store[name]; !ok {
 		p.store[name] = held{data: data, from: from}
 		p.order = append(p.order, name)
-		for len(p.order) > maxHeld {
+		p.heldBytes += int64(len(data))
+		// The oldest go first; the newest is always kept.
+		for len(p.order) > maxHeld || (len(p.order) > 1 && p.heldBytes > p.cfg.MaxHeldBytes) {
+			p.heldBytes -= int64(len(p.store[p.order[0]].data))
 			delete(p.store, p.order[0])
 			p.order = p.order[1:]
 		}

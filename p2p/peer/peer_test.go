@@ -725,3 +725,28 @@ func TestBusyPeerSaysNone(t *testing.T) {
 		t.Fatalf("a rests %v for c, want at most %v", d, restAfterNone)
 	}
 }
+
+// TestHeldBytesAreBounded: a peer keeps at most MaxHeldBytes of segments,
+// the oldest going first (and no longer announced), the newest always.
+func TestHeldBytesAreBounded(t *testing.T) {
+	w := newWorld(t)
+	a := w.joinWith(Config{MaxHeldBytes: 200 << 10})
+	w.fetch(a, "init.mp4", SourceHTTP)
+	w.fetch(a, "seg-1.m4s", SourceHTTP) // 100 KiB + 900 B: both kept
+	a.mu.Lock()
+	n := len(a.store)
+	a.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("%d segments held, want 2", n)
+	}
+	w.fetch(a, "seg-2.m4s", SourceHTTP) // 300 KiB: over the bound alone
+	a.mu.Lock()
+	names, held := append([]string(nil), a.order...), a.heldBytes
+	a.mu.Unlock()
+	if len(names) != 1 || names[0] != "seg-2.m4s" || held != 300<<10 {
+		t.Fatalf("held %v (%d bytes), want seg-2 only", names, held)
+	}
+	// What went is no longer served: b gets seg-1 over HTTP.
+	b := w.join(nil)
+	w.fetch(b, "seg-1.m4s", SourceHTTP)
+}
