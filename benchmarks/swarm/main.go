@@ -71,17 +71,24 @@ type runOpts struct {
 	seed        uint64
 }
 
-func main() {
-	if os.Getenv(nodeEnv) == "1" {
-		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-		go func() { // the parent holds our stdin: when it is gone, so are we
-			_, _ = io.Copy(io.Discard, os.Stdin)
-			stop()
-		}()
-		code := app.Main(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
-		stop()
-		os.Exit(code)
+// runNodeChild runs the node when this process is the node child; it
+// returns only in the parent.
+func runNodeChild() {
+	if os.Getenv(nodeEnv) != "1" {
+		return
 	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	go func() { // the parent holds our stdin: when it is gone, so are we
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		stop()
+	}()
+	code := app.Main(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+func main() {
+	runNodeChild()
 	var o runOpts
 	var matrix bool
 	var seconds int
@@ -117,7 +124,7 @@ func main() {
 			}
 		}
 	}
-	if err := run(ctx, configs); err != nil {
+	if err := run(ctx, configs, os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-swarm:", err)
 		os.Exit(1)
 	}
@@ -127,7 +134,7 @@ func logf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "bench-swarm: "+format+"\n", args...)
 }
 
-func run(ctx context.Context, configs []runOpts) error {
+func run(ctx context.Context, configs []runOpts, out io.Writer) error {
 	for _, c := range configs {
 		if c.viewers < 1 || c.segment < 500*time.Millisecond || c.seconds <= 0 || c.malicious < 0 || c.malicious >= 1 || c.uploadKbps <= 0 || c.viewers > 500 {
 			return errors.New("want -viewers 1..500, -segment >= 500ms, -seconds > 0, -malicious in [0,1), -upload-kbps > 0")
@@ -158,7 +165,8 @@ func run(ctx context.Context, configs []runOpts) error {
 	for i, c := range configs {
 		if nd == nil || nd.segment != c.segment {
 			nd.stop()
-			if nd, err = startNode(ctx, filepath.Join(dir, fmt.Sprintf("node%d", i)), redisURL, c.segment, clip); err != nil {
+			window := int(c.holdBack) + 3 // the deepest start, and room
+			if nd, err = startNode(ctx, filepath.Join(dir, fmt.Sprintf("node%d", i)), redisURL, c.segment, clip, window); err != nil {
 				return err
 			}
 		}
@@ -166,7 +174,7 @@ func run(ctx context.Context, configs []runOpts) error {
 		if err != nil {
 			return err
 		}
-		fmt.Println(line)
+		fmt.Fprintln(out, line)
 	}
 	return nil
 }
@@ -244,7 +252,7 @@ type node struct {
 	publisherLogTail *tailBuffer
 }
 
-func startNode(ctx context.Context, dataDir, redisURL string, segment time.Duration, clip string) (*node, error) {
+func startNode(ctx context.Context, dataDir, redisURL string, segment time.Duration, clip string, window int) (*node, error) {
 	hp, err := freePort()
 	if err != nil {
 		return nil, err
@@ -325,9 +333,9 @@ func startNode(ctx context.Context, dataDir, redisURL string, segment time.Durat
 	}
 	logf("node up (segment %s): origin %s, edge %s, stream %s; waiting for the live window", segment, n.origin, n.edge, n.streamID)
 	// Enough of a live window for the deepest hold-back.
-	if err := waitFor(ctx, 90*time.Second, "a live window of 6 segments at the edge", func() bool {
+	if err := waitFor(ctx, 90*time.Second, fmt.Sprintf("a live window of %d segments at the edge", window), func() bool {
 		_, b := httpGet(n.edge + n.hlsPath() + "index.m3u8")
-		return bytes.Count(b, []byte("#EXTINF")) >= 6
+		return bytes.Count(b, []byte("#EXTINF")) >= window
 	}); err != nil {
 		return fail(err)
 	}

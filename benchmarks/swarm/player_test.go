@@ -1,9 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"regexp"
 	"testing"
 	"time"
 )
@@ -53,5 +56,38 @@ func TestOriginCopy(t *testing.T) {
 	}
 	if gets != 1 {
 		t.Fatalf("%d origin GETs, want 1 (hashed once)", gets)
+	}
+}
+
+func TestMain(m *testing.M) {
+	runNodeChild() // the benchmark re-executes itself as the node
+	os.Exit(m.Run())
+}
+
+var lineRE = regexp.MustCompile(`^bench-swarm viewers=3 segment=2s offload=[0-9.]+% http_bytes=([0-9]+) p2p_bytes=([0-9]+) tampered_accepted=0 rebuffer_p2p=[0-9.]+s rebuffer_http=[0-9.]+s\n$`)
+
+// TestSmoke runs the whole benchmark small (3 viewers, one malicious, 6 s
+// of media each): redis-server, shoal dev with its edge, the ffmpeg
+// publisher, the P2P and HTTP-only runs; it checks the line it prints,
+// not the figures (too few viewers, too short).
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a node, Redis and ffmpeg (about 30 s)")
+	}
+	o := runOpts{viewers: 3, segment: 2 * time.Second, seconds: 6 * time.Second, malicious: 0.34, holdBack: 1,
+		httpMargin: 1500 * time.Millisecond, uploadKbps: 4000, maxPeers: 8, peerTimeout: 3 * time.Second,
+		seedWindow: time.Second, maxUploads: 1, bitrateKbps: 300, seed: 1}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	var out bytes.Buffer
+	if err := run(ctx, []runOpts{o}, &out); err != nil {
+		t.Fatal(err)
+	}
+	m := lineRE.FindStringSubmatch(out.String())
+	if m == nil {
+		t.Fatalf("output %q", out.String())
+	}
+	if m[1] == "0" && m[2] == "0" {
+		t.Fatalf("no bytes played: %q", out.String())
 	}
 }
