@@ -472,6 +472,7 @@ func (p *Peer) want(ctx context.Context, name string) []string {
 	p.wants[name] = append(p.wants[name], ch)
 	p.mu.Unlock()
 	if err := p.send(tracker.Message{Type: tracker.TypeWant, Segment: name}); err != nil {
+		p.unwant(name, ch)
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.PeerTimeout)
@@ -480,7 +481,31 @@ func (p *Peer) want(ctx context.Context, name string) []string {
 	case peers := <-ch:
 		return peers
 	case <-ctx.Done():
+		// Not waited for any more: a late answer goes to the next asker
+		// of the name (or nowhere), and nothing is left behind.
+		p.unwant(name, ch)
 		return nil
+	case <-p.trackerGone:
+		p.unwant(name, ch)
+		return nil
+	}
+}
+
+// unwant takes ch out of name's waiters, if it is still there.
+func (p *Peer) unwant(name string, ch chan []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	q := p.wants[name]
+	for i, c := range q {
+		if c == ch {
+			q = append(q[:i:i], q[i+1:]...)
+			break
+		}
+	}
+	if len(q) == 0 {
+		delete(p.wants, name)
+	} else {
+		p.wants[name] = q
 	}
 }
 

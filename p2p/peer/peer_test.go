@@ -750,3 +750,31 @@ func TestHeldBytesAreBounded(t *testing.T) {
 	b := w.join(nil)
 	w.fetch(b, "seg-1.m4s", SourceHTTP)
 }
+
+// TestWantsLeaveNothingBehind: a want that gets no answer (the tracker is
+// gone, or the answer is late) leaves no waiter behind: the peer's
+// memory does not grow with unanswered wants, and a want ends at once
+// when the tracker socket has.
+func TestWantsLeaveNothingBehind(t *testing.T) {
+	w := newWorld(t)
+	p := w.join(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if peers := p.want(ctx, "seg-1.m4s"); peers != nil {
+		// The answer may win the race with the cancelled context.
+		t.Logf("answered before the cancel: %v", peers)
+	}
+	w.tracker.Close()
+	<-p.trackerGone
+	for i := range 20 {
+		if peers := p.want(context.Background(), fmt.Sprintf("seg-%d.m4s", i)); peers != nil {
+			t.Fatalf("peers %v from a closed tracker", peers)
+		}
+	}
+	p.mu.Lock()
+	n := len(p.wants)
+	p.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d names still have waiters", n)
+	}
+}
