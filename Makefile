@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/shoal-video/shoal/internal/app.Version=$(VERSION)
 # Go's test timeout for the whole suite; CI allows 90 minutes, we aim well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build run test test-faults deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge bench-latency bench-packager web web-check
+.PHONY: all build run test test-faults deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge bench-latency bench-packager bench-swarm web web-check
 
 all: build
 
@@ -34,7 +34,7 @@ test-faults: deps
 
 # Benchmarks: each prints one summary line of name=value figures, ratios
 # against a peer run side by side in the same command (see benchmarks/README.md).
-bench: bench-transcode bench-vod bench-edge bench-latency bench-packager
+bench: bench-transcode bench-vod bench-edge bench-latency bench-packager bench-swarm
 
 bench-transcode: deps
 	$(GO) run ./benchmarks/transcode $(BENCH_ARGS)
@@ -47,6 +47,11 @@ bench-latency: deps
 
 bench-packager: deps
 	$(GO) run ./benchmarks/packager $(BENCH_ARGS)
+
+# P2P offload: shoal dev (origin + edge), Redis, an ffmpeg publisher and
+# N Go peers as viewers; BENCH_ARGS=-matrix for N=10/30/60 x 2 s/4 s.
+bench-swarm: deps
+	$(GO) run ./benchmarks/swarm $(BENCH_ARGS)
 
 # nginx-light is the peer and wrk loads both; install-deps installs them
 # with everything deps does.

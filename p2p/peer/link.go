@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/pion/webrtc/v4"
 )
@@ -22,6 +24,11 @@ type link struct {
 	doneOnce sync.Once
 	low      chan struct{}
 	serveQ   chan uint64Seg
+
+	// busy counts requests in flight either way; lastUsed is when the
+	// last one began or ended (UnixNano): what eviction looks at.
+	busy     atomic.Int32
+	lastUsed atomic.Int64
 
 	mu      sync.Mutex
 	offerer bool
@@ -72,8 +79,20 @@ const (
 )
 
 func (p *Peer) newLink(remote string, offerer bool) *link {
-	return &link{p: p, remote: remote, offerer: offerer, open: make(chan struct{}), done: make(chan struct{}),
+	l := &link{p: p, remote: remote, offerer: offerer, open: make(chan struct{}), done: make(chan struct{}),
 		low: make(chan struct{}, 1), serveQ: make(chan uint64Seg, 16), pending: map[uint64]*request{}}
+	l.lastUsed.Store(time.Now().UnixNano())
+	return l
+}
+
+// use marks a request in flight on the link until the returned func runs.
+func (l *link) use() func() {
+	l.busy.Add(1)
+	l.lastUsed.Store(time.Now().UnixNano())
+	return func() {
+		l.lastUsed.Store(time.Now().UnixNano())
+		l.busy.Add(-1)
+	}
 }
 
 func (l *link) newPC() (*webrtc.PeerConnection, error) {
@@ -289,6 +308,7 @@ func (l *link) sendText(m dcMsg) error {
 
 // request asks the remote peer for a segment of expect bytes.
 func (l *link) request(ctx context.Context, segment string, expect int64) ([]byte, error) {
+	defer l.use()()
 	r := &request{expect: expect, ch: make(chan result, 1)}
 	l.mu.Lock()
 	l.nextID++
@@ -345,6 +365,7 @@ func (l *link) onMessage(msg webrtc.DataChannelMessage) {
 			l.close()
 			return
 		}
+		l.lastUsed.Store(time.Now().UnixNano())
 		select {
 		case l.serveQ <- uint64Seg{id: m.ID, segment: m.Segment}:
 		default:
@@ -411,10 +432,17 @@ func (l *link) serve() {
 }
 
 func (l *link) serveOne(ctx context.Context, g uint64Seg) error {
+	defer l.use()()
 	data, ok := l.p.served(g.segment)
 	if !ok || len(data) > MaxSegmentBytes {
 		return l.sendText(dcMsg{Type: "none", ID: g.id})
 	}
+	if n := l.p.uploading.Add(1); int(n) > l.p.cfg.MaxUploads {
+		l.p.uploading.Add(-1)
+		l.p.refused.Add(1)
+		return l.sendText(dcMsg{Type: "none", ID: g.id})
+	}
+	defer l.p.uploading.Add(-1)
 	size := int64(len(data))
 	if err := l.sendText(dcMsg{Type: "data", ID: g.id, Size: &size}); err != nil {
 		return err

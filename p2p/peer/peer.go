@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"sync"
@@ -79,6 +80,17 @@ type Config struct {
 	MaxUploadBytesPerSec int
 	// MaxPeers caps the peer connections open at once. Default 8.
 	MaxPeers int
+	// MaxHeldBytes bounds the bytes of the verified segments a peer keeps
+	// (to serve and to play again); the oldest go first, the newest is
+	// always kept. Default 64 MiB (and at most 256 segments, what a have
+	// message lists).
+	MaxHeldBytes int64
+	// MaxUploads caps the segments this peer uploads at once; a request
+	// beyond it is answered none at once, so that the asker tries another
+	// holder instead of queueing behind a slow upload. Default 1: with an
+	// upload rate bound, one upload at a time finishes soonest and makes
+	// a new holder soonest.
+	MaxUploads int
 	// Loopback includes loopback ICE candidates (peers on one machine).
 	Loopback bool
 	// ICEServers are STUN/TURN servers; none by default.
@@ -87,6 +99,14 @@ type Config struct {
 	// included; a Fetch gives peers twice that in all, then goes to HTTP.
 	// Default 3 s.
 	PeerTimeout time.Duration
+	// SeedWindow, when set, lets FetchBy seed a segment nobody holds
+	// yet: when the tracker offers no peer for it, the peer waits a
+	// random time below SeedWindow, asks again, and if there is still no
+	// one to ask fetches it over HTTP at once instead of waiting for
+	// httpAt. In a swarm whose players see a live segment at about the
+	// same time, the first to wake seeds it and the others get it from
+	// peers. 0: no seeding (HTTP only at httpAt).
+	SeedWindow time.Duration
 	// StatsInterval is how often Stats go to the tracker. Default 10 s.
 	StatsInterval time.Duration
 	// Mutate, for benchmarks and tests only, alters every segment this peer
@@ -101,6 +121,8 @@ type Stats struct {
 	P2PBytes      int64 // downloaded from peers (verified)
 	UploadedBytes int64 // served to peers
 	DroppedPeers  int64 // peers dropped for bytes that failed verification
+	EvictedLinks  int64 // idle links closed to make room under MaxPeers
+	BusyRefusals  int64 // requests answered none because MaxUploads were under way
 }
 
 // Peer is a member of a swarm.
@@ -120,19 +142,26 @@ type Peer struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 
-	httpBytes, p2pBytes, uploaded, dropped atomic.Int64
+	httpBytes, p2pBytes, uploaded, dropped, evicted, refused atomic.Int64
+	uploading                                                atomic.Int32 // uploads in progress
 
-	mu     sync.Mutex
-	store  map[string]held
-	order  []string // store's names, oldest first
-	links  map[string]*link
-	banned map[string]bool
+	mu    sync.Mutex
+	store map[string]held
+	order []string // store's names, oldest first
+	// heldBytes: the bytes of store's segments.
+	heldBytes int64
+	links     map[string]*link
+	banned    map[string]bool
 	// resting: peers that failed a try (silent, no such segment, gone),
 	// not asked again until then.
 	resting  map[string]time.Time
 	wants    map[string][]chan []string
 	manifest *manifest.Manifest
 	closed   bool
+
+	// idleMin: a link unused for that long may be closed to make room
+	// for another at the cap (MaxPeers).
+	idleMin time.Duration
 
 	trackerGone chan struct{}   // closed when the tracker socket ends
 	pingMu      sync.Mutex      // orders pings and pong waiters
@@ -158,6 +187,12 @@ func Join(ctx context.Context, cfg Config) (*Peer, error) {
 	}
 	if cfg.PeerTimeout <= 0 {
 		cfg.PeerTimeout = 3 * time.Second
+	}
+	if cfg.MaxHeldBytes <= 0 {
+		cfg.MaxHeldBytes = 64 << 20
+	}
+	if cfg.MaxUploads <= 0 {
+		cfg.MaxUploads = 1
 	}
 	if cfg.StatsInterval <= 0 {
 		cfg.StatsInterval = 10 * time.Second
@@ -191,6 +226,7 @@ func Join(ctx context.Context, cfg Config) (*Peer, error) {
 	p := &Peer{cfg: cfg, keys: keys, swarmID: swarmID, api: webrtc.NewAPI(webrtc.WithSettingEngine(se)),
 		store: map[string]held{}, links: map[string]*link{}, banned: map[string]bool{}, resting: map[string]time.Time{}, wants: map[string][]chan []string{}}
 	p.sends = rate.NewLimiter(sendRate, sendBurst)
+	p.idleMin = linkIdleMin
 	if cfg.MaxUploadBytesPerSec > 0 {
 		p.upload = rate.NewLimiter(rate.Limit(cfg.MaxUploadBytesPerSec), max(cfg.MaxUploadBytesPerSec, ChunkBytes))
 	}
@@ -227,7 +263,7 @@ func (p *Peer) ID() string { return p.id }
 
 // Stats returns the peer's counters.
 func (p *Peer) Stats() Stats {
-	return Stats{HTTPBytes: p.httpBytes.Load(), P2PBytes: p.p2pBytes.Load(), UploadedBytes: p.uploaded.Load(), DroppedPeers: p.dropped.Load()}
+	return Stats{HTTPBytes: p.httpBytes.Load(), P2PBytes: p.p2pBytes.Load(), UploadedBytes: p.uploaded.Load(), DroppedPeers: p.dropped.Load(), EvictedLinks: p.evicted.Load(), BusyRefusals: p.refused.Load()}
 }
 
 // Close leaves the swarm and waits for the peer's goroutines.
@@ -271,8 +307,56 @@ func (p *Peer) send(m tracker.Message) error {
 // again; at most maxResting are remembered.
 const (
 	restAfterFailure = 30 * time.Second
-	maxResting       = 1024
+	// restAfterNone: a peer that answered none (busy uploading, or it
+	// dropped the segment) is asked again after this.
+	restAfterNone = time.Second
+	maxResting    = 1024
 )
+
+// linkIdleMin is how long a link must have gone unused (no request
+// either way) before it may be closed to make room for another: in a
+// live swarm the holders of the next segment change every segment, so a
+// peer at its cap must let go of old links to reach them.
+const linkIdleMin = time.Second
+
+// evictableLocked returns the least recently used link idle for at least
+// idleMin, nil if none; p.mu is held.
+func (p *Peer) evictableLocked() *link {
+	var victim *link
+	var oldest int64
+	cutoff := time.Now().Add(-p.idleMin).UnixNano()
+	for _, l := range p.links {
+		if l.busy.Load() > 0 {
+			continue
+		}
+		select {
+		case <-l.open:
+		default:
+			continue // still connecting: not idle
+		}
+		if u := l.lastUsed.Load(); u <= cutoff && (victim == nil || u < oldest) {
+			victim, oldest = l, u
+		}
+	}
+	return victim
+}
+
+// makeRoomLocked frees a slot under the cap when an idle link can go: it
+// takes the link out of p.links and returns it for the caller to close
+// once p.mu is released. ok is false when every slot is taken by a link
+// in use.
+func (p *Peer) makeRoomLocked() (victim *link, ok bool) {
+	if len(p.links) < p.cfg.MaxPeers {
+		return nil, true
+	}
+	victim = p.evictableLocked()
+	if victim == nil {
+		return nil, false
+	}
+	delete(p.links, victim.remote)
+	p.evicted.Add(1)
+	return victim, true
+}
 
 // Pace of messages to the tracker: under its limit of 20 a second with a
 // burst of 50.
@@ -388,6 +472,7 @@ func (p *Peer) want(ctx context.Context, name string) []string {
 	p.wants[name] = append(p.wants[name], ch)
 	p.mu.Unlock()
 	if err := p.send(tracker.Message{Type: tracker.TypeWant, Segment: name}); err != nil {
+		p.unwant(name, ch)
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.PeerTimeout)
@@ -396,7 +481,31 @@ func (p *Peer) want(ctx context.Context, name string) []string {
 	case peers := <-ch:
 		return peers
 	case <-ctx.Done():
+		// Not waited for any more: a late answer goes to the next asker
+		// of the name (or nowhere), and nothing is left behind.
+		p.unwant(name, ch)
 		return nil
+	case <-p.trackerGone:
+		p.unwant(name, ch)
+		return nil
+	}
+}
+
+// unwant takes ch out of name's waiters, if it is still there.
+func (p *Peer) unwant(name string, ch chan []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	q := p.wants[name]
+	for i, c := range q {
+		if c == ch {
+			q = append(q[:i:i], q[i+1:]...)
+			break
+		}
+	}
+	if len(q) == 0 {
+		delete(p.wants, name)
+	} else {
+		p.wants[name] = q
 	}
 }
 
@@ -411,6 +520,33 @@ func (p *Peer) entry(ctx context.Context, name string) (manifest.Entry, error) {
 			return e, nil
 		}
 	}
+	for try := 1; ; try++ {
+		e, err := p.freshEntry(ctx, name)
+		if !errors.Is(err, errNotListed) || try == manifestTries {
+			return e, err
+		}
+		// The node's manifest may be a moment behind its playlist.
+		t := time.NewTimer(manifestRetry)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return manifest.Entry{}, err
+		}
+	}
+}
+
+// A segment a fresh manifest does not list is looked up manifestTries
+// times in all, manifestRetry apart.
+const (
+	manifestTries = 4
+	manifestRetry = 250 * time.Millisecond
+)
+
+var errNotListed = errors.New("not in the rendition's manifest")
+
+// freshEntry fetches the manifest and looks name up in it.
+func (p *Peer) freshEntry(ctx context.Context, name string) (manifest.Entry, error) {
 	data, err := p.get(ctx, manifest.FileName, manifest.MaxBytes)
 	if err != nil {
 		return manifest.Entry{}, err
@@ -429,7 +565,10 @@ func (p *Peer) entry(ctx context.Context, name string) (manifest.Entry, error) {
 	p.mu.Unlock()
 	e, ok := nm.Lookup(name)
 	if !ok {
-		return manifest.Entry{}, fmt.Errorf("peer: %s is not in the rendition's manifest", name)
+		if nm.Ended {
+			return manifest.Entry{}, fmt.Errorf("peer: %s is not in the rendition's manifest (ended)", name)
+		}
+		return manifest.Entry{}, fmt.Errorf("peer: %s is %w", name, errNotListed)
 	}
 	if e.Kind == manifest.KindGap {
 		return manifest.Entry{}, fmt.Errorf("peer: %s is a gap: it has no bytes", name)
@@ -470,7 +609,22 @@ func (p *Peer) get(ctx context.Context, name string, limit int64) ([]byte, error
 // the signed manifest: from peers of the swarm first, then over HTTP. A
 // peer whose bytes fail verification is dropped, reported to the tracker
 // and never asked again. Bytes that fail verification are never returned.
+// Peers get two PeerTimeouts in all, then HTTP.
 func (p *Peer) Fetch(ctx context.Context, name string) ([]byte, Source, error) {
+	return p.FetchBy(ctx, name, time.Time{})
+}
+
+// holderPoll is how often FetchBy asks the tracker again while no peer
+// holds the segment.
+const holderPoll = 300 * time.Millisecond
+
+// FetchBy is Fetch for a segment needed later (ahead of a player's
+// playhead): while no peer has delivered it, it asks the tracker again
+// every holderPoll for peers that hold it, until httpAt; then it goes
+// over HTTP. A player sets httpAt where its buffer would run low. The
+// zero httpAt is Fetch's budget (two PeerTimeouts); a past one goes to
+// HTTP at once.
+func (p *Peer) FetchBy(ctx context.Context, name string, httpAt time.Time) ([]byte, Source, error) {
 	if !tracker.ValidSegment(name) {
 		return nil, "", fmt.Errorf("peer: bad segment name %q", name)
 	}
@@ -489,45 +643,41 @@ func (p *Peer) Fetch(ctx context.Context, name string) ([]byte, Source, error) {
 	if e.Size > MaxSegmentBytes {
 		return nil, "", fmt.Errorf("peer: %s is over %d bytes", name, MaxSegmentBytes)
 	}
-	// Peers get two PeerTimeouts in all, then HTTP: a player can't wait
-	// on a row of silent peers.
-	pctx, cancel := context.WithTimeout(ctx, 2*p.cfg.PeerTimeout)
+	// Peers get two PeerTimeouts in all (or until httpAt), then HTTP: a
+	// player can't wait on a row of silent peers.
+	wait := !httpAt.IsZero()
+	if !wait {
+		httpAt = time.Now().Add(2 * p.cfg.PeerTimeout)
+	}
+	pctx, cancel := context.WithDeadline(ctx, httpAt)
 	defer cancel()
-	for _, remote := range p.want(ctx, name) {
+	seeding := wait && p.cfg.SeedWindow > 0
+	for round := 0; pctx.Err() == nil; round++ {
+		data, ok, tried := p.fromPeers(ctx, pctx, name, e)
+		if ok {
+			return data, SourceP2P, nil
+		}
 		if ctx.Err() != nil {
 			return nil, "", ctx.Err()
 		}
-		if pctx.Err() != nil {
+		if !wait || (seeding && round == 1 && tried == 0) {
+			// Still nobody to ask after the random wait: this peer
+			// seeds the swarm over HTTP now.
 			break
 		}
-		p.mu.Lock()
-		until, resting := p.resting[remote]
-		p.mu.Unlock()
-		if resting && time.Now().Before(until) {
-			continue
+		d := holderPoll
+		if seeding && round == 0 && tried == 0 {
+			d = rand.N(p.cfg.SeedWindow) // who wakes first seeds
 		}
-		data, err := p.fromPeer(pctx, remote, name, e.Size)
-		if err != nil {
-			p.cfg.Log.Debug("p2p fetch from a peer failed", "peer", remote, "segment", name, "err", err)
-			if !errors.Is(err, errCapacity) {
-				// Silent, without the segment it announced, or gone:
-				// not asked again for a while.
-				p.mu.Lock()
-				if len(p.resting) >= maxResting {
-					clear(p.resting)
-				}
-				p.resting[remote] = time.Now().Add(restAfterFailure)
-				p.mu.Unlock()
-			}
-			continue
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-pctx.Done():
 		}
-		if err := e.Check(data); err != nil {
-			p.drop(remote, name, err)
-			continue
-		}
-		p.p2pBytes.Add(int64(len(data)))
-		p.keep(name, data, SourceP2P)
-		return data, SourceP2P, nil
+		t.Stop()
+	}
+	if ctx.Err() != nil {
+		return nil, "", ctx.Err()
 	}
 	data, err := p.get(ctx, name, e.Size)
 	if err != nil {
@@ -539,6 +689,53 @@ func (p *Peer) Fetch(ctx context.Context, name string) ([]byte, Source, error) {
 	p.httpBytes.Add(int64(len(data)))
 	p.keep(name, data, SourceHTTP)
 	return data, SourceHTTP, nil
+}
+
+// fromPeers asks the tracker who holds name and tries them in turn
+// within pctx; true with the verified bytes of the first that delivers.
+func (p *Peer) fromPeers(ctx, pctx context.Context, name string, e manifest.Entry) (data []byte, ok bool, tried int) {
+	for _, remote := range p.want(pctx, name) {
+		if pctx.Err() != nil {
+			return nil, false, tried
+		}
+		p.mu.Lock()
+		until, resting := p.resting[remote]
+		p.mu.Unlock()
+		if resting && time.Now().Before(until) {
+			continue
+		}
+		tried++
+		data, err := p.fromPeer(pctx, remote, name, e.Size)
+		if err != nil {
+			p.cfg.Log.Debug("p2p fetch from a peer failed", "peer", remote, "segment", name, "err", err)
+			rest := restAfterFailure
+			if errors.Is(err, errNotHeld) {
+				// Busy with other uploads, or it let the segment go: asked
+				// again soon.
+				rest = restAfterNone
+			}
+			// Not for our own budget ending (pctx) or a cap of ours.
+			if !errors.Is(err, errCapacity) && pctx.Err() == nil {
+				// Silent, without the segment it announced, or gone:
+				// not asked again for a while.
+				p.mu.Lock()
+				if len(p.resting) >= maxResting {
+					clear(p.resting)
+				}
+				p.resting[remote] = time.Now().Add(rest)
+				p.mu.Unlock()
+			}
+			continue
+		}
+		if err := e.Check(data); err != nil {
+			p.drop(remote, name, err)
+			continue
+		}
+		p.p2pBytes.Add(int64(len(data)))
+		p.keep(name, data, SourceP2P)
+		return data, true, tried
+	}
+	return nil, false, tried
 }
 
 // drop stops using a peer whose bytes failed verification and reports it.
@@ -561,7 +758,10 @@ func (p *Peer) keep(name string, data []byte, from Source) {
 	if _, ok := p.store[name]; !ok {
 		p.store[name] = held{data: data, from: from}
 		p.order = append(p.order, name)
-		for len(p.order) > maxHeld {
+		p.heldBytes += int64(len(data))
+		// The oldest go first; the newest is always kept.
+		for len(p.order) > maxHeld || (len(p.order) > 1 && p.heldBytes > p.cfg.MaxHeldBytes) {
+			p.heldBytes -= int64(len(p.store[p.order[0]].data))
 			delete(p.store, p.order[0])
 			p.order = p.order[1:]
 		}
@@ -607,13 +807,17 @@ func (p *Peer) fromPeer(ctx context.Context, remote, name string, size int64) ([
 	}
 	l := p.links[remote]
 	if l == nil {
-		if len(p.links) >= p.cfg.MaxPeers {
+		victim, ok := p.makeRoomLocked()
+		if !ok {
 			p.mu.Unlock()
 			return nil, errCapacity
 		}
 		l = p.newLink(remote, true)
 		p.links[remote] = l
 		p.mu.Unlock()
+		if victim != nil {
+			victim.close()
+		}
 		if err := l.offer(ctx); err != nil {
 			l.close()
 			return nil, err
@@ -650,6 +854,7 @@ func (p *Peer) signal(from string, data []byte) {
 		return
 	}
 	l := p.links[from]
+	var victim *link
 	switch desc.Type {
 	case webrtc.SDPTypeAnswer:
 		p.mu.Unlock()
@@ -688,14 +893,19 @@ func (p *Peer) signal(from string, data []byte) {
 			return
 		}
 	} else {
-		if len(p.links) >= p.cfg.MaxPeers {
+		v, ok := p.makeRoomLocked()
+		if !ok {
 			p.mu.Unlock()
 			return
 		}
+		victim = v
 		l = p.newLink(from, false)
 		p.links[from] = l
 	}
 	p.mu.Unlock()
+	if victim != nil {
+		victim.close()
+	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"fmt"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -35,6 +36,9 @@ type world struct {
 
 	mu   sync.Mutex
 	gets map[string]int // HTTP GETs by file name
+	// lagging: the next lagging manifest GETs get an older manifest,
+	// without seg-2 (a node's manifest a moment behind its playlist).
+	lagging int
 }
 
 func randomBytes(seed uint64, n int) []byte {
@@ -71,6 +75,18 @@ func newWorld(t *testing.T) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// What a node serves a moment before seg-2 is out (see lagging).
+	older := m
+	older.Seq, older.Ended, older.Entries = 2, false, nil
+	for _, e := range m.Entries {
+		if e.URI != "seg-2.m4s" {
+			older.Entries = append(older.Entries, e)
+		}
+	}
+	signedOlder, err := manifest.Sign(older, w.key)
+	if err != nil {
+		t.Fatal(err)
+	}
 	w.segments["corrupt.m4s"] = append([]byte(nil), w.segments["corrupt.m4s"]...)
 	w.segments["corrupt.m4s"][10] ^= 1
 	origin := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
@@ -83,6 +99,16 @@ func newWorld(t *testing.T) *world {
 		w.gets[name]++
 		w.mu.Unlock()
 		if name == manifest.FileName {
+			w.mu.Lock()
+			lag := w.lagging > 0
+			if lag {
+				w.lagging--
+			}
+			w.mu.Unlock()
+			if lag {
+				_, _ = rw.Write(signedOlder)
+				return
+			}
 			_, _ = rw.Write(signed)
 			return
 		}
@@ -259,6 +285,7 @@ func TestConnectionCapAndUploadRate(t *testing.T) {
 	b := w.join(nil)
 	w.fetch(b, "seg-1.m4s", SourceHTTP)
 	c := w.joinWith(Config{MaxPeers: 1})
+	c.idleMin = time.Hour // its one link never counts as idle here
 	start := time.Now()
 	w.fetch(c, "seg-2.m4s", SourceP2P)
 	// 300 KiB at 100 KiB/s with a burst of 100 KiB: at least 2 s.
@@ -533,5 +560,221 @@ func signalsBeforePong(ctx context.Context, t *testing.T, ws *websocket.Conn) in
 		if strings.Contains(string(b), `"pong"`) {
 			return n
 		}
+	}
+}
+
+// TestFetchByWaitsForAHolder: a segment needed later is not taken over
+// HTTP while there is time: the peer asks the tracker again until a peer
+// holds it (here one that fetched it over HTTP meanwhile), and without a
+// holder goes over HTTP at httpAt, not before.
+func TestFetchByWaitsForAHolder(t *testing.T) {
+	w := newWorld(t)
+	a, b := w.join(nil), w.join(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	type res struct {
+		data []byte
+		from Source
+		err  error
+	}
+	out := make(chan res, 1)
+	go func() {
+		data, from, err := b.FetchBy(ctx, "seg-1.m4s", time.Now().Add(40*time.Second))
+		out <- res{data, from, err}
+	}()
+	// b has the manifest: it is past its first look for holders, or at it.
+	waitUntil(t, "b's manifest", func() bool { return w.httpGets(manifest.FileName) >= 1 })
+	w.fetch(a, "seg-1.m4s", SourceHTTP)
+	r := <-out
+	if r.err != nil || r.from != SourceP2P || !bytes.Equal(r.data, w.segments["seg-1.m4s"]) {
+		t.Fatalf("b: from %s, err %v, %d bytes; want a's segment from a peer", r.from, r.err, len(r.data))
+	}
+	if n := w.httpGets("seg-1.m4s"); n != 1 {
+		t.Fatalf("seg-1 fetched %d times over HTTP, want once (by a)", n)
+	}
+	// No holder: HTTP at httpAt, not before.
+	start := time.Now()
+	data, from, err := b.FetchBy(ctx, "seg-2.m4s", start.Add(time.Second))
+	if err != nil || from != SourceHTTP || !bytes.Equal(data, w.segments["seg-2.m4s"]) {
+		t.Fatalf("seg-2: from %s, err %v", from, err)
+	}
+	if d := time.Since(start); d < time.Second {
+		t.Fatalf("seg-2 went over HTTP after %v, before httpAt (1 s)", d)
+	}
+	// A past httpAt: HTTP at once, no peer asked.
+	data, from, err = b.FetchBy(ctx, "init.mp4", time.Now().Add(-time.Second))
+	if err != nil || from != SourceHTTP || !bytes.Equal(data, w.segments["init.mp4"]) {
+		t.Fatalf("init: from %s, err %v", from, err)
+	}
+}
+
+// TestIdleLinkMakesRoom: a peer at its cap on connections closes an idle
+// link to reach the one peer that holds what it needs, instead of going
+// over HTTP; a link in use is never closed for it.
+func TestIdleLinkMakesRoom(t *testing.T) {
+	w := newWorld(t)
+	a, b := w.join(nil), w.join(nil)
+	w.fetch(a, "seg-1.m4s", SourceHTTP)
+	w.fetch(b, "seg-2.m4s", SourceHTTP)
+	c := w.joinWith(Config{MaxPeers: 1})
+	c.idleMin = 0
+	w.fetch(c, "seg-1.m4s", SourceP2P) // linked to a, its cap
+	w.fetch(c, "seg-2.m4s", SourceP2P) // a's link idle: closed for b's
+	if s := c.Stats(); s.EvictedLinks != 1 {
+		t.Fatalf("c's stats %+v, want one evicted link", s)
+	}
+	c.mu.Lock()
+	_, toA := c.links[a.ID()]
+	_, toB := c.links[b.ID()]
+	c.mu.Unlock()
+	if toA || !toB {
+		t.Fatalf("c's links: to a %v, to b %v; want b's only", toA, toB)
+	}
+	// A link in use is not idle: busy, it is kept and the cap holds.
+	c.mu.Lock()
+	l := c.links[b.ID()]
+	c.mu.Unlock()
+	done := l.use()
+	defer done()
+	c.mu.Lock()
+	victim, ok := c.makeRoomLocked()
+	c.mu.Unlock()
+	if victim != nil || ok {
+		t.Fatalf("a busy link was taken for eviction (%v, %v)", victim, ok)
+	}
+}
+
+// TestFetchBySeeds: with a SeedWindow, a segment nobody holds is fetched
+// over HTTP after a short random wait (the peer seeds the swarm), not at
+// the player's far httpAt; the next peer gets it from the seed.
+func TestFetchBySeeds(t *testing.T) {
+	w := newWorld(t)
+	a := w.joinWith(Config{SeedWindow: 200 * time.Millisecond})
+	b := w.joinWith(Config{SeedWindow: 200 * time.Millisecond})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	far := time.Now().Add(time.Hour)
+	data, from, err := a.FetchBy(ctx, "seg-1.m4s", far)
+	if err != nil || from != SourceHTTP || !bytes.Equal(data, w.segments["seg-1.m4s"]) {
+		t.Fatalf("a: from %s, err %v; want a seed over HTTP well before httpAt", from, err)
+	}
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	data, from, err = b.FetchBy(ctx, "seg-1.m4s", far)
+	if err != nil || from != SourceP2P || !bytes.Equal(data, w.segments["seg-1.m4s"]) {
+		t.Fatalf("b: from %s, err %v; want a's segment from a peer", from, err)
+	}
+	if n := w.httpGets("seg-1.m4s"); n != 1 {
+		t.Fatalf("seg-1 fetched %d times over HTTP, want once (a's seed)", n)
+	}
+}
+
+// TestManifestBehindPlaylist: a segment the node's manifest does not list
+// yet (its playlist is a moment ahead) is looked up again in a fresh
+// manifest shortly after, instead of failing the fetch.
+func TestManifestBehindPlaylist(t *testing.T) {
+	w := newWorld(t)
+	w.mu.Lock()
+	w.lagging = 2
+	w.mu.Unlock()
+	p := w.join(nil)
+	w.fetch(p, "seg-2.m4s", SourceHTTP)
+	if n := w.httpGets(manifest.FileName); n != 3 {
+		t.Fatalf("%d manifest GETs, want 3 (two behind, then the one listing seg-2)", n)
+	}
+	// A name that never comes fails after a few looks.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if _, _, err := p.Fetch(ctx, "seg-9.m4s"); err == nil || !strings.Contains(err.Error(), "not in the rendition's manifest") {
+		t.Fatalf("seg-9: %v, want not in the manifest", err)
+	}
+}
+
+// TestBusyPeerSaysNone: a peer already uploading its MaxUploads answers
+// none at once, so the asker goes on (here to HTTP) instead of queueing
+// behind a slow upload; the busy peer is asked again soon after.
+func TestBusyPeerSaysNone(t *testing.T) {
+	w := newWorld(t)
+	a := w.joinWith(Config{MaxUploadBytesPerSec: 50 << 10}) // 300 KiB: about 5 s
+	w.fetch(a, "seg-2.m4s", SourceHTTP)
+	b, c := w.join(nil), w.join(nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	slow := make(chan error, 1)
+	go func() {
+		_, from, err := b.Fetch(ctx, "seg-2.m4s")
+		if err == nil && from != SourceP2P {
+			err = fmt.Errorf("b got it from %s", from)
+		}
+		slow <- err
+	}()
+	waitUntil(t, "a's upload to b", func() bool { return a.Stats().UploadedBytes > 0 })
+	w.fetch(c, "seg-2.m4s", SourceHTTP)
+	if s := a.Stats(); s.BusyRefusals != 1 {
+		t.Fatalf("a's stats %+v, want one busy refusal", s)
+	}
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	// a said none: c rests it for restAfterNone only.
+	c.mu.Lock()
+	until := c.resting[a.ID()]
+	c.mu.Unlock()
+	if d := time.Until(until); d > restAfterNone {
+		t.Fatalf("a rests %v for c, want at most %v", d, restAfterNone)
+	}
+}
+
+// TestHeldBytesAreBounded: a peer keeps at most MaxHeldBytes of segments,
+// the oldest going first (and no longer announced), the newest always.
+func TestHeldBytesAreBounded(t *testing.T) {
+	w := newWorld(t)
+	a := w.joinWith(Config{MaxHeldBytes: 200 << 10})
+	w.fetch(a, "init.mp4", SourceHTTP)
+	w.fetch(a, "seg-1.m4s", SourceHTTP) // 100 KiB + 900 B: both kept
+	a.mu.Lock()
+	n := len(a.store)
+	a.mu.Unlock()
+	if n != 2 {
+		t.Fatalf("%d segments held, want 2", n)
+	}
+	w.fetch(a, "seg-2.m4s", SourceHTTP) // 300 KiB: over the bound alone
+	a.mu.Lock()
+	names, held := append([]string(nil), a.order...), a.heldBytes
+	a.mu.Unlock()
+	if len(names) != 1 || names[0] != "seg-2.m4s" || held != 300<<10 {
+		t.Fatalf("held %v (%d bytes), want seg-2 only", names, held)
+	}
+	// What went is no longer served: b gets seg-1 over HTTP.
+	b := w.join(nil)
+	w.fetch(b, "seg-1.m4s", SourceHTTP)
+}
+
+// TestWantsLeaveNothingBehind: a want that gets no answer (the tracker is
+// gone, or the answer is late) leaves no waiter behind: the peer's
+// memory does not grow with unanswered wants, and a want ends at once
+// when the tracker socket has.
+func TestWantsLeaveNothingBehind(t *testing.T) {
+	w := newWorld(t)
+	p := w.join(nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if peers := p.want(ctx, "seg-1.m4s"); peers != nil {
+		// The answer may win the race with the cancelled context.
+		t.Logf("answered before the cancel: %v", peers)
+	}
+	w.tracker.Close()
+	<-p.trackerGone
+	for i := range 20 {
+		if peers := p.want(context.Background(), fmt.Sprintf("seg-%d.m4s", i)); peers != nil {
+			t.Fatalf("peers %v from a closed tracker", peers)
+		}
+	}
+	p.mu.Lock()
+	n := len(p.wants)
+	p.mu.Unlock()
+	if n != 0 {
+		t.Fatalf("%d names still have waiters", n)
 	}
 }
