@@ -112,6 +112,9 @@ type playerState struct {
 	// delivery through the node's tracker, /p2p/ws), each verified against
 	// the signed manifest. The viewer may still turn it off.
 	P2P bool `json:"p2p"`
+	// STUNServers (with P2P) are the STUN servers the player's peer
+	// connections gather their addresses with.
+	STUNServers []string `json:"stun_servers,omitempty"`
 }
 
 // pageData is what the templates render.
@@ -278,6 +281,9 @@ func (w *Web) state(it item, id, page, token string, c *gin.Context) *playerStat
 	}
 	if len(w.contentKeys) > 0 {
 		st.RouteURL, st.ContentKeys = "/v1/route/"+id, w.contentKeys
+	}
+	if st.P2P {
+		st.STUNServers = w.stunServers
 	}
 	st.NeedsToken = st.Signed && token == ""
 	if it.kind == kindLive {

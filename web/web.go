@@ -57,6 +57,9 @@ type Config struct {
 	// DVRWindow is how far back a live stream's DVR playlists reach
 	// (hls.dvr_window; 0: no DVR): the player offers seeking back that far.
 	DVRWindow time.Duration
+	// P2PSTUNServers are the STUN servers (stun: URLs) the player's P2P
+	// connections use; none: host addresses only.
+	P2PSTUNServers []string
 }
 
 // Deps are the collaborators of the pages.
@@ -82,6 +85,7 @@ type Web struct {
 	pages        map[string]*template.Template
 	contentKeys  map[string]string
 	dvrWindow    time.Duration
+	stunServers  []string
 }
 
 // New checks cfg and deps, indexes the embedded assets and parses the
@@ -107,7 +111,7 @@ func New(cfg Config, deps Deps) (*Web, error) {
 		return nil, err
 	}
 	w := &Web{publicURL: pub, publicHost: host, store: deps.Store, isLive: deps.IsLive, log: log, assets: a,
-		contentKeys: cfg.ContentKeys, dvrWindow: cfg.DVRWindow}
+		contentKeys: cfg.ContentKeys, dvrWindow: cfg.DVRWindow, stunServers: cfg.P2PSTUNServers}
 	u, _ := url.Parse(pub)
 	w.dashboardCSP = dashboardCSP(u.Scheme + "://" + u.Host)
 	if w.pages, err = parseTemplates(a); err != nil {

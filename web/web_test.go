@@ -68,6 +68,7 @@ type unitEnv struct {
 	store *fakeStore
 	live  map[string]bool
 	h     http.Handler
+	w     *Web
 }
 
 func newUnitEnv(t *testing.T) *unitEnv {
@@ -88,7 +89,7 @@ func newUnitEnv(t *testing.T) *unitEnv {
 	r := gin.New()
 	r.NoRoute(func(c *gin.Context) { c.JSON(http.StatusNotFound, gin.H{"error": "no route"}) })
 	w.Register(r)
-	e.h = r
+	e.h, e.w = r, w
 	now := time.Now()
 	e.store.lives["live1"] = routing.LiveStream{ID: "live1", Name: "Friday show", PlaybackPolicy: "public", CreatedAt: now}
 	e.store.lives["live2"] = routing.LiveStream{ID: "live2", Name: "Members only", PlaybackPolicy: "signed", CreatedAt: now}
@@ -188,6 +189,14 @@ func TestPageStateP2P(t *testing.T) {
 		if st := pageState(t, e.get(t, "/watch/"+id).body); st.P2P != want {
 			t.Errorf("%s: p2p %v, want %v", id, st.P2P, want)
 		}
+	}
+	// The STUN servers go with P2P.
+	e.w.stunServers = []string{"stun:stun.example.net:3478"}
+	if st := pageState(t, e.get(t, "/watch/live2").body); len(st.STUNServers) != 1 || st.STUNServers[0] != "stun:stun.example.net:3478" {
+		t.Errorf("live2: stun servers %v", st.STUNServers)
+	}
+	if st := pageState(t, e.get(t, "/watch/vid1").body); st.STUNServers != nil {
+		t.Errorf("vid1 (P2P off): stun servers %v", st.STUNServers)
 	}
 }
 

@@ -53,6 +53,10 @@ type Config struct {
 	// link-local addresses: "true", "false", or "auto" (allowed by shoal dev
 	// only).
 	WebhookAllowPrivate string `yaml:"webhook_allow_private"`
+	// P2PSTUNServers are the STUN servers viewers' players use to reach
+	// each other across networks for peer-assisted delivery (comma-separated
+	// stun: URLs; empty: host addresses only, one network).
+	P2PSTUNServers string `yaml:"p2p_stun_servers"`
 
 	Ingest    IngestConfig    `yaml:"ingest"`
 	HLS       HLSConfig       `yaml:"hls"`
@@ -162,6 +166,7 @@ func base() Config {
 		MaxUploadBytes:       20 << 30,
 		UploadAllowedOrigins: "*",
 		WebhookAllowPrivate:  "auto",
+		P2PSTUNServers:       DefaultP2PSTUNServers,
 		Ingest: IngestConfig{
 			ReconnectGrace:          Duration(10 * time.Second),
 			ReadTimeout:             Duration(10 * time.Second),
@@ -337,6 +342,10 @@ func (c *Config) derive() {
 func urlHostPort(host, port string) string {
 	return net.JoinHostPort(strings.ReplaceAll(host, "%", "%25"), port)
 }
+
+// DefaultP2PSTUNServers is the public STUN server viewers' players use by
+// default (the one most WebRTC P2P players ship with).
+const DefaultP2PSTUNServers = "stun:stun.l.google.com:19302"
 
 // applyEnv sets every key whose variable is in environ.
 func applyEnv(c *Config, environ []string) []error {

@@ -64,6 +64,7 @@ func TestDefaultIsValid(t *testing.T) {
 		LogLevel:            "info",
 		LogFormat:           "text",
 		WebhookAllowPrivate: "auto",
+		P2PSTUNServers:      DefaultP2PSTUNServers,
 		Ingest: IngestConfig{ReconnectGrace: Duration(10 * time.Second), ReadTimeout: Duration(10 * time.Second), RTSPUDPPort: 8000,
 			MaxConnections: 1000, MaxConnectionsPerIP: 16, MaxKeyFailuresPerMinute: 10,
 			WHIPUDPPort: 8189, WHIPMaxSessions: 100, WHIPMaxSessionsPerIP: 8, WHEPMaxViewers: 500, SRTLatency: Duration(200 * time.Millisecond), MaxRestreams: 5},

@@ -349,6 +349,7 @@ function setDeliveryP2P(delivery) {
   if (delivery && p2pOn() && !delivery.p2p) {
     delivery.p2p = new P2P({
       id: state.id, token,
+      rtc: state.stun_servers && state.stun_servers.length ? { iceServers: [{ urls: state.stun_servers }] } : {},
       ahead: () => bufferAhead(document.querySelector('#player video')),
       onChange: showP2P,
     });
