@@ -26,12 +26,14 @@ import (
 // shopper audits edges as a mystery shopper: at random times (on average
 // every interval per edge), over a fresh connection that looks like a
 // viewer's browser, it fetches a random segment of a stream the edge said
-// it served and checks it against what the origin published (the
-// auditor's check). Nobody has to report anything: an edge that serves
-// altered bytes fails its audits, and when threshold of its last
-// auditWindow audits found wrong bytes it is quarantined. Audits cost at
-// most 1% of what the edge says it served, plus auditAllowance. Signed
-// streams are not audited (see auditor).
+// it served (or of any the origin published: the edge does not choose)
+// and checks it against what the origin published (the auditor's check).
+// Nobody has to report anything: an edge that serves altered bytes fails
+// its audits, and when threshold of its last auditWindow audits found
+// wrong bytes it is quarantined; an admin's release starts its record
+// over. Audits cost at most 1% of what the edge says it served, plus
+// auditAllowance, but an edge is audited at least every auditFloor
+// intervals. Signed streams are not audited (see auditor).
 //
 // What it cannot see: an edge that tells the origin's address apart from
 // viewers' can serve the audits honestly; viewers' reports still catch it
@@ -59,7 +61,9 @@ type shopper struct {
 type edgeAudits struct {
 	joined      time.Time
 	next        time.Time
-	recent      []bool // the last auditWindow audits that compared bytes: true = wrong bytes
+	last        time.Time // the latest audit that compared bytes
+	quarantined bool      // as last seen: a release starts its record over
+	recent      []bool    // the last auditWindow audits that compared bytes: true = wrong bytes
 	summary     playerapi.AuditSummary
 	auditedByte int64
 }
@@ -69,6 +73,9 @@ const (
 	// auditAllowance is what audits may cost an edge besides 1% of its
 	// traffic: a few segments, so that a new edge is audited at once.
 	auditAllowance = 8 << 20
+	// auditFloor: an edge is audited at least every auditFloor intervals,
+	// whatever it says it served.
+	auditFloor = 10
 	// auditTimeout bounds one audit.
 	auditTimeout = 15 * time.Second
 	// shopperUserAgent is a current desktop Chrome's.
@@ -128,10 +135,19 @@ func (s *shopper) round(ctx context.Context) {
 		st := s.state[n.ID]
 		if st == nil || !st.joined.Equal(n.JoinedAt) {
 			// New, or joined again (its traffic counters start over).
-			st = &edgeAudits{joined: n.JoinedAt, next: now}
+			st = &edgeAudits{joined: n.JoinedAt, next: now, last: now}
 			s.state[n.ID] = st
 		}
-		if n.Quarantine == nil && !now.Before(st.next) && st.auditedByte <= n.Load.BytesServed/100+auditAllowance {
+		if st.quarantined && n.Quarantine == nil {
+			// Released by an admin: earlier failures no longer count.
+			st.recent = nil
+		}
+		st.quarantined = n.Quarantine != nil
+		// The edge's own traffic figure bounds the audits' cost, but an
+		// edge that says it served little is still audited at least every
+		// auditFloor intervals.
+		affordable := st.auditedByte <= n.Load.BytesServed/100+auditAllowance || now.Sub(st.last) >= auditFloor*s.interval
+		if n.Quarantine == nil && !now.Before(st.next) && affordable {
 			due = append(due, n)
 		}
 	}
@@ -153,18 +169,38 @@ func (s *shopper) round(ctx context.Context) {
 // few seconds).
 var partRe = regexp.MustCompile(`-p\d+\.(m4s|ts)$`)
 
-// target picks a random segment of a random public stream or video edge n
-// served, that the origin has published; "" when there is none.
+// target picks a random segment, that the origin has published, of a
+// random public stream or video: half the time one edge n says it served
+// (its heartbeats), otherwise any the origin published, so that an edge
+// cannot keep a stream out of its audits by not reporting it. "" when
+// there is none.
 func (s *shopper) target(n routing.Node) string {
 	var idList []string
 	for id := range n.Load.StreamBytes {
-		if ids.Valid(id) && !s.auditor.signed(id) {
+		if ids.Valid(id) {
 			idList = append(idList, id)
+		}
+	}
+	if len(idList) == 0 || s.rand.IntN(2) == 0 {
+		idList = idList[:0]
+		if all, err := os.ReadDir(s.hlsDir); err == nil {
+			for _, d := range all {
+				if d.IsDir() && ids.Valid(d.Name()) {
+					idList = append(idList, d.Name())
+				}
+			}
 		}
 	}
 	sort.Strings(idList)
 	s.rand.Shuffle(len(idList), func(i, j int) { idList[i], idList[j] = idList[j], idList[i] })
+	tried := 0
 	for _, id := range idList {
+		if s.auditor.signed(id) {
+			continue
+		}
+		if tried++; tried > 20 {
+			break
+		}
 		rends, err := os.ReadDir(filepath.Join(s.hlsDir, id))
 		if err != nil {
 			continue
@@ -240,6 +276,7 @@ func (s *shopper) audit(ctx context.Context, n routing.Node) {
 		sum.Errors++
 	}
 	if result != "error" {
+		st.last = now
 		st.auditedByte += int64(s.fetched)
 		sum.TTFBMillis = s.ttfb.Milliseconds()
 		if secs := s.total.Seconds(); secs > 0 {
