@@ -687,7 +687,9 @@ func (p *Peer) FetchBy(ctx context.Context, name string, httpAt time.Time) ([]by
 		return nil, "", fmt.Errorf("peer: over HTTP: %w", err)
 	}
 	p.httpBytes.Add(int64(len(data)))
-	p.keep(name, data, SourceHTTP)
+	// The store keeps its own copy: what the caller does with data must
+	// not change what this peer serves.
+	p.keep(name, bytes.Clone(data), SourceHTTP)
 	return data, SourceHTTP, nil
 }
 
@@ -732,7 +734,7 @@ func (p *Peer) fromPeers(ctx, pctx context.Context, name string, e manifest.Entr
 			continue
 		}
 		p.p2pBytes.Add(int64(len(data)))
-		p.keep(name, data, SourceP2P)
+		p.keep(name, bytes.Clone(data), SourceP2P) // its own copy, as above
 		return data, true, tried
 	}
 	return nil, false, tried

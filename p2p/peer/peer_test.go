@@ -778,3 +778,37 @@ func TestWantsLeaveNothingBehind(t *testing.T) {
 		t.Fatalf("%d names still have waiters", n)
 	}
 }
+
+// TestFetchedBytesAreTheCallers: what a caller does with the bytes
+// Fetch returned (from HTTP or from a peer) does not change what the
+// peer serves others.
+func TestFetchedBytesAreTheCallers(t *testing.T) {
+	w := newWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := w.join(nil)
+	data, from, err := a.Fetch(ctx, "seg-1.m4s")
+	if err != nil || from != SourceHTTP {
+		t.Fatalf("a: from %s, err %v", from, err)
+	}
+	clear(data) // the caller's to use (a player's buffer, say)
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := w.join(nil)
+	data, from, err = b.Fetch(ctx, "seg-1.m4s")
+	if err != nil || from != SourceP2P || !bytes.Equal(data, w.segments["seg-1.m4s"]) {
+		t.Fatalf("b: from %s, err %v, the origin's bytes %v", from, err, bytes.Equal(data, w.segments["seg-1.m4s"]))
+	}
+	clear(data)
+	if err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// a leaves: c gets the segment from b, whose copy came from a peer.
+	_ = a.Close()
+	c := w.join(nil)
+	w.fetch(c, "seg-1.m4s", SourceP2P)
+	if s := b.Stats(); s.UploadedBytes != 100<<10 {
+		t.Fatalf("b's stats %+v: c's segment did not come from b", s)
+	}
+}
