@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -810,5 +811,71 @@ func TestFetchedBytesAreTheCallers(t *testing.T) {
 	w.fetch(c, "seg-1.m4s", SourceP2P)
 	if s := b.Stats(); s.UploadedBytes != 100<<10 {
 		t.Fatalf("b's stats %+v: c's segment did not come from b", s)
+	}
+}
+
+// TestGetFlood: gets that come while a link answers a big segment are
+// answered in order after it (none past serveDepth), never between its
+// chunks; past maxQueuedGets outstanding, the link ends.
+func TestGetFlood(t *testing.T) {
+	for _, tc := range []struct {
+		gets  int
+		ended bool
+	}{{serveDepth + 14, false}, {maxQueuedGets + 10, true}} {
+		t.Run(fmt.Sprint(tc.gets), func(t *testing.T) {
+			w := newWorld(t)
+			a := w.joinWith(Config{MaxUploadBytesPerSec: 50 << 10}) // 300 KiB: about 5 s
+			w.fetch(a, "seg-2.m4s", SourceHTTP)
+			b := w.join(nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			big := make(chan error, 1)
+			go func() {
+				data, from, err := b.Fetch(ctx, "seg-2.m4s")
+				if err == nil && (from != SourceP2P || !bytes.Equal(data, w.segments["seg-2.m4s"])) {
+					err = fmt.Errorf("b got it from %s", from)
+				}
+				big <- err
+			}()
+			waitUntil(t, "a's upload to b", func() bool { return a.Stats().UploadedBytes > 0 })
+			b.mu.Lock()
+			l := b.links[a.ID()]
+			b.mu.Unlock()
+			if l == nil {
+				t.Fatal("b has no link to a")
+			}
+			// a does not hold seg-1: each get is answered none.
+			errs := make(chan error, tc.gets)
+			for range tc.gets {
+				go func() {
+					_, err := l.request(ctx, "seg-1.m4s", 100<<10)
+					errs <- err
+				}()
+			}
+			for range tc.gets {
+				err := <-errs
+				if tc.ended && (err == nil || errors.Is(err, errNotHeld)) {
+					t.Fatalf("a get of a flood: %v, want the link ended", err)
+				}
+				if !tc.ended && !errors.Is(err, errNotHeld) {
+					t.Fatalf("a get: %v, want none", err)
+				}
+			}
+			err := <-big
+			if tc.ended {
+				waitUntil(t, "a's link to b ended", func() bool {
+					a.mu.Lock()
+					defer a.mu.Unlock()
+					return a.links[b.ID()] == nil
+				})
+				return
+			}
+			if err != nil {
+				t.Fatalf("the big answer: %v", err)
+			}
+			if s := a.Stats(); s.UploadedBytes != 300<<10 {
+				t.Fatalf("a's stats %+v", s)
+			}
+		})
 	}
 }
