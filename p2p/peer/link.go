@@ -291,13 +291,22 @@ func (l *link) close() {
 		if l.p.links[l.remote] == l {
 			delete(l.p.links, l.remote)
 		}
-		l.p.mu.Unlock()
-		if pc != nil {
+		// Counted under p.mu, and only while Close is not at its Wait
+		// (an Add must not race the Wait): a link closed later (a victim
+		// of eviction closed after unlocking, say) closes its connection
+		// here.
+		async := pc != nil && !l.p.waiting
+		if async {
 			l.p.wg.Add(1)
+		}
+		l.p.mu.Unlock()
+		if async {
 			go func() {
 				defer l.p.wg.Done()
 				_ = pc.Close()
 			}()
+		} else if pc != nil {
+			_ = pc.Close()
 		}
 	})
 }

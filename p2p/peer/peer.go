@@ -158,6 +158,10 @@ type Peer struct {
 	wants    map[string][]chan []string
 	manifest *manifest.Manifest
 	closed   bool
+	// waiting: Close is at wg.Wait; no goroutine is counted in wg any
+	// more (a link closed after that, say a victim of eviction closed
+	// after unlocking, closes its connection in the caller's goroutine).
+	waiting bool
 
 	// idleMin: a link unused for that long may be closed to make room
 	// for another at the cap (MaxPeers).
@@ -286,6 +290,9 @@ func (p *Peer) Close() error {
 	// The close handshake ends readTracker; then the rest.
 	_ = p.ws.Close(websocket.StatusNormalClosure, "")
 	p.cancel()
+	p.mu.Lock()
+	p.waiting = true
+	p.mu.Unlock()
 	p.wg.Wait()
 	return nil
 }
