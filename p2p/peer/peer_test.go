@@ -286,7 +286,9 @@ func TestConnectionCapAndUploadRate(t *testing.T) {
 	b := w.join(nil)
 	w.fetch(b, "seg-1.m4s", SourceHTTP)
 	c := w.joinWith(Config{MaxPeers: 1})
+	c.mu.Lock()           // makeRoomLocked reads it under c.mu
 	c.idleMin = time.Hour // its one link never counts as idle here
+	c.mu.Unlock()
 	start := time.Now()
 	w.fetch(c, "seg-2.m4s", SourceP2P)
 	// 300 KiB at 100 KiB/s with a burst of 100 KiB: at least 2 s.
@@ -618,7 +620,9 @@ func TestIdleLinkMakesRoom(t *testing.T) {
 	w.fetch(a, "seg-1.m4s", SourceHTTP)
 	w.fetch(b, "seg-2.m4s", SourceHTTP)
 	c := w.joinWith(Config{MaxPeers: 1})
+	c.mu.Lock() // makeRoomLocked reads it under c.mu
 	c.idleMin = 0
+	c.mu.Unlock()
 	w.fetch(c, "seg-1.m4s", SourceP2P) // linked to a, its cap
 	w.fetch(c, "seg-2.m4s", SourceP2P) // a's link idle: closed for b's
 	if s := c.Stats(); s.EvictedLinks != 1 {
@@ -697,7 +701,9 @@ func TestManifestBehindPlaylist(t *testing.T) {
 // behind a slow upload; the busy peer is asked again soon after.
 func TestBusyPeerSaysNone(t *testing.T) {
 	w := newWorld(t)
-	a := w.joinWith(Config{MaxUploadBytesPerSec: 50 << 10}) // 300 KiB: about 5 s
+	// 300 KiB at 20 KiB/s: about 15 s, ample for c to connect (ICE,
+	// DTLS, SCTP) and ask under -race on a loaded machine.
+	a := w.joinWith(Config{MaxUploadBytesPerSec: 20 << 10})
 	w.fetch(a, "seg-2.m4s", SourceHTTP)
 	b, c := w.join(nil), w.join(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
