@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -883,5 +884,28 @@ func TestGetFlood(t *testing.T) {
 				t.Fatalf("a's stats %+v", s)
 			}
 		})
+	}
+}
+
+// TestLinkClosedAfterClose: a link closed once Close is at its Wait (a
+// victim of eviction closed after unlocking, say) closes its connection
+// before close returns, not in a goroutine that Close no longer waits for.
+func TestLinkClosedAfterClose(t *testing.T) {
+	w := newWorld(t)
+	p := w.join(nil)
+	l := p.newLink("late", true)
+	pc, err := l.newPC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	l.pc = pc
+	l.mu.Unlock()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l.close()
+	if s := pc.ConnectionState(); s != webrtc.PeerConnectionStateClosed {
+		t.Fatalf("the late link's connection is %s after close returned, want closed", s)
 	}
 }
