@@ -511,8 +511,8 @@ func runConfig(ctx context.Context, nd *node, o runOpts) (string, error) {
 	}
 	logf("offload among the honest P2P viewers %.1f%% (the malicious ones, once dropped by the tracker, fetch over HTTP); tampered segments handed to honest players %d; malicious viewers played %d segments; the run took %s",
 		honest, honestTamperedP2P, malSegments, time.Since(start).Round(time.Second))
-	return fmt.Sprintf("bench-swarm viewers=%d segment=%s offload=%.1f%% http_bytes=%d p2p_bytes=%d tampered_accepted=%d rebuffer_p2p=%.1fs rebuffer_http=%.1fs",
-		o.viewers, o.segment, offload, p.httpBytes, p.p2pBytes, p.tampered+h.tampered, p.rebuffer.Seconds(), h.rebuffer.Seconds()), nil
+	return fmt.Sprintf("bench-swarm viewers=%d segment=%s offload=%.1f%% http_bytes=%d p2p_bytes=%d tampered_accepted=%d rebuffer_p2p=%.1fs rebuffer_http=%.1fs errors=%d",
+		o.viewers, o.segment, offload, p.httpBytes, p.p2pBytes, p.tampered+h.tampered, p.rebuffer.Seconds(), h.rebuffer.Seconds(), p.errs+h.errs), nil
 }
 
 func waitFor(ctx context.Context, d time.Duration, what string, cond func() bool) error {

@@ -47,6 +47,16 @@ func (tl *timeline) arrive(ready time.Time, d time.Duration) {
 	tl.next = start.Add(d)
 }
 
+// stop records a stall still in progress at, when the viewer stops
+// watching (the run ended while the playhead waited for a segment).
+func (tl *timeline) stop(at time.Time) {
+	if tl.started && at.After(tl.next) {
+		tl.rebuffer += at.Sub(tl.next)
+		tl.stalls++
+		tl.next = at
+	}
+}
+
 // viewerResult is what one viewer measured.
 type viewerResult struct {
 	httpBytes, p2pBytes int64
@@ -74,10 +84,13 @@ type originCopy struct {
 	sums   map[string]*originSum
 }
 
+// originSum is one segment's hash, taken once it was read whole: an
+// error (a transient one, or the caller's context ending) is not kept,
+// the next caller reads the segment again.
 type originSum struct {
-	once sync.Once
+	mu   sync.Mutex
+	done bool
 	sum  [32]byte
-	err  error
 }
 
 func (o *originCopy) matches(ctx context.Context, name string, data []byte) (bool, error) {
@@ -88,33 +101,39 @@ func (o *originCopy) matches(ctx context.Context, name string, data []byte) (boo
 		o.sums[name] = s
 	}
 	o.mu.Unlock()
-	s.once.Do(func() {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.base+name, nil)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.done {
+		sum, err := o.fetchSum(ctx, name)
 		if err != nil {
-			s.err = err
-			return
+			return false, err
 		}
-		resp, err := o.client.Do(req)
-		if err != nil {
-			s.err = err
-			return
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			s.err = fmt.Errorf("origin GET %s: %s", name, resp.Status)
-			return
-		}
-		h := sha256.New()
-		if _, err := io.Copy(h, resp.Body); err != nil {
-			s.err = err
-			return
-		}
-		copy(s.sum[:], h.Sum(nil))
-	})
-	if s.err != nil {
-		return false, s.err
+		s.sum, s.done = sum, true
 	}
 	return sha256.Sum256(data) == s.sum, nil
+}
+
+// fetchSum reads name from the origin and hashes it.
+func (o *originCopy) fetchSum(ctx context.Context, name string) ([32]byte, error) {
+	var sum [32]byte
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, o.base+name, nil)
+	if err != nil {
+		return sum, err
+	}
+	resp, err := o.client.Do(req)
+	if err != nil {
+		return sum, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return sum, fmt.Errorf("origin GET %s: %s", name, resp.Status)
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, resp.Body); err != nil {
+		return sum, err
+	}
+	copy(sum[:], h.Sum(nil))
+	return sum, nil
 }
 
 // countingTransport counts the bytes of the bodies it reads that are not
@@ -358,6 +377,7 @@ func (v *viewer) watch(ctx context.Context) viewerResult {
 			break
 		}
 	}
+	tl.stop(time.Now()) // a stall the run's end cut short counts too
 	res.rebuffer, res.stalls = tl.rebuffer, tl.stalls
 	res.overheadBytes = v.ct.overhead.Load()
 	if v.p != nil {

@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"regexp"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -32,19 +33,41 @@ func TestTimeline(t *testing.T) {
 	if got := tl.needAt(); !got.Equal(t0.Add(7 * time.Second)) {
 		t.Fatalf("next needed at %v, want 7 s", got.Sub(t0))
 	}
+	// Stopped before the playhead needs the next: no stall.
+	tl.stop(t0.Add(6 * time.Second))
+	if tl.rebuffer != time.Second || tl.stalls != 1 {
+		t.Fatalf("rebuffer %v in %d stalls after a stop in time", tl.rebuffer, tl.stalls)
+	}
+	// The run ends at 10 s, the viewer still waiting since 7 s: 3 s more.
+	tl.stop(t0.Add(10 * time.Second))
+	if tl.rebuffer != 4*time.Second || tl.stalls != 2 {
+		t.Fatalf("rebuffer %v in %d stalls, want the stall in progress (4 s in 2)", tl.rebuffer, tl.stalls)
+	}
+	var never timeline
+	never.stop(t0)
+	if never.rebuffer != 0 || never.stalls != 0 {
+		t.Fatal("a stall before playback started")
+	}
 }
 
 // The reference the benchmark checks players against is the origin's own
 // copy: bytes that differ from it are counted, whatever the peer said.
 func TestOriginCopy(t *testing.T) {
-	gets := 0
+	var gets atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		gets++
+		if gets.Add(1) == 1 {
+			http.Error(w, "a transient failure", http.StatusServiceUnavailable)
+			return
+		}
 		_, _ = w.Write([]byte("the origin's bytes"))
 	}))
 	defer srv.Close()
 	o := &originCopy{base: srv.URL + "/hls/x/source/", client: srv.Client(), sums: map[string]*originSum{}}
 	ctx := context.Background()
+	// A failed read is not kept: the next check reads the origin again.
+	if _, err := o.matches(ctx, "seg-1.m4s", []byte("the origin's bytes")); err == nil {
+		t.Fatal("no error from an origin answering 503")
+	}
 	for _, c := range []struct {
 		data string
 		want bool
@@ -54,8 +77,8 @@ func TestOriginCopy(t *testing.T) {
 			t.Fatalf("%q: %v, %v; want %v", c.data, ok, err, c.want)
 		}
 	}
-	if gets != 1 {
-		t.Fatalf("%d origin GETs, want 1 (hashed once)", gets)
+	if n := gets.Load(); n != 2 {
+		t.Fatalf("%d origin GETs, want 2 (the failure, then hashed once)", n)
 	}
 }
 
@@ -64,7 +87,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-var lineRE = regexp.MustCompile(`^bench-swarm viewers=3 segment=2s offload=[0-9.]+% http_bytes=([0-9]+) p2p_bytes=([0-9]+) tampered_accepted=0 rebuffer_p2p=[0-9.]+s rebuffer_http=[0-9.]+s\n$`)
+var lineRE = regexp.MustCompile(`^bench-swarm viewers=3 segment=2s offload=[0-9.]+% http_bytes=([0-9]+) p2p_bytes=([0-9]+) tampered_accepted=0 rebuffer_p2p=[0-9.]+s rebuffer_http=[0-9.]+s errors=[0-9]+\n$`)
 
 // TestSmoke runs the whole benchmark small (3 viewers, one malicious, 6 s
 // of media each): redis-server, shoal dev with its edge, the ffmpeg

@@ -42,7 +42,17 @@ type link struct {
 type uint64Seg struct {
 	id      uint64
 	segment string
+	none    bool // answered none (the queue was long when it came)
 }
+
+const (
+	// serveDepth is how many gets a link queues to answer; those that
+	// come while as many wait are answered none (in order).
+	serveDepth = 16
+	// maxQueuedGets is how many gets may wait for their answer (data or
+	// none) on a link; one more ends the link.
+	maxQueuedGets = 64
+)
 
 type request struct {
 	id     uint64
@@ -80,7 +90,7 @@ const (
 
 func (p *Peer) newLink(remote string, offerer bool) *link {
 	l := &link{p: p, remote: remote, offerer: offerer, open: make(chan struct{}), done: make(chan struct{}),
-		low: make(chan struct{}, 1), serveQ: make(chan uint64Seg, 16), pending: map[uint64]*request{}}
+		low: make(chan struct{}, 1), serveQ: make(chan uint64Seg, maxQueuedGets), pending: map[uint64]*request{}}
 	l.lastUsed.Store(time.Now().UnixNano())
 	return l
 }
@@ -281,13 +291,22 @@ func (l *link) close() {
 		if l.p.links[l.remote] == l {
 			delete(l.p.links, l.remote)
 		}
-		l.p.mu.Unlock()
-		if pc != nil {
+		// Counted under p.mu, and only while Close is not at its Wait
+		// (an Add must not race the Wait): a link closed later (a victim
+		// of eviction closed after unlocking, say) closes its connection
+		// here.
+		async := pc != nil && !l.p.waiting
+		if async {
 			l.p.wg.Add(1)
+		}
+		l.p.mu.Unlock()
+		if async {
 			go func() {
 				defer l.p.wg.Done()
 				_ = pc.Close()
 			}()
+		} else if pc != nil {
+			_ = pc.Close()
 		}
 	})
 }
@@ -366,10 +385,17 @@ func (l *link) onMessage(msg webrtc.DataChannelMessage) {
 			return
 		}
 		l.lastUsed.Store(time.Now().UnixNano())
+		// Answered in order by serve, never from here: a text message
+		// sent now could fall between the chunks of an answer. Past
+		// serveDepth gets waiting, the answer is none; past
+		// maxQueuedGets the asker is flooding and the link ends.
+		// (onMessage is the only sender, so len is exact enough.)
+		g := uint64Seg{id: m.ID, segment: m.Segment, none: len(l.serveQ) >= serveDepth}
 		select {
-		case l.serveQ <- uint64Seg{id: m.ID, segment: m.Segment}:
+		case l.serveQ <- g:
 		default:
-			_ = l.sendText(dcMsg{Type: "none", ID: m.ID})
+			l.p.cfg.Log.Debug("p2p link closed: too many gets outstanding", "peer", l.remote)
+			l.close()
 		}
 	case "data", "none":
 		l.mu.Lock()
@@ -433,6 +459,9 @@ func (l *link) serve() {
 
 func (l *link) serveOne(ctx context.Context, g uint64Seg) error {
 	defer l.use()()
+	if g.none {
+		return l.sendText(dcMsg{Type: "none", ID: g.id})
+	}
 	data, ok := l.p.served(g.segment)
 	if !ok || len(data) > MaxSegmentBytes {
 		return l.sendText(dcMsg{Type: "none", ID: g.id})

@@ -158,6 +158,10 @@ type Peer struct {
 	wants    map[string][]chan []string
 	manifest *manifest.Manifest
 	closed   bool
+	// waiting: Close is at wg.Wait; no goroutine is counted in wg any
+	// more (a link closed after that, say a victim of eviction closed
+	// after unlocking, closes its connection in the caller's goroutine).
+	waiting bool
 
 	// idleMin: a link unused for that long may be closed to make room
 	// for another at the cap (MaxPeers).
@@ -286,6 +290,9 @@ func (p *Peer) Close() error {
 	// The close handshake ends readTracker; then the rest.
 	_ = p.ws.Close(websocket.StatusNormalClosure, "")
 	p.cancel()
+	p.mu.Lock()
+	p.waiting = true
+	p.mu.Unlock()
 	p.wg.Wait()
 	return nil
 }
@@ -687,7 +694,9 @@ func (p *Peer) FetchBy(ctx context.Context, name string, httpAt time.Time) ([]by
 		return nil, "", fmt.Errorf("peer: over HTTP: %w", err)
 	}
 	p.httpBytes.Add(int64(len(data)))
-	p.keep(name, data, SourceHTTP)
+	// The store keeps its own copy: what the caller does with data must
+	// not change what this peer serves.
+	p.keep(name, bytes.Clone(data), SourceHTTP)
 	return data, SourceHTTP, nil
 }
 
@@ -732,7 +741,7 @@ func (p *Peer) fromPeers(ctx, pctx context.Context, name string, e manifest.Entr
 			continue
 		}
 		p.p2pBytes.Add(int64(len(data)))
-		p.keep(name, data, SourceP2P)
+		p.keep(name, bytes.Clone(data), SourceP2P) // its own copy, as above
 		return data, true, tried
 	}
 	return nil, false, tried

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net/http"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/pion/webrtc/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
@@ -285,7 +287,9 @@ func TestConnectionCapAndUploadRate(t *testing.T) {
 	b := w.join(nil)
 	w.fetch(b, "seg-1.m4s", SourceHTTP)
 	c := w.joinWith(Config{MaxPeers: 1})
+	c.mu.Lock()           // makeRoomLocked reads it under c.mu
 	c.idleMin = time.Hour // its one link never counts as idle here
+	c.mu.Unlock()
 	start := time.Now()
 	w.fetch(c, "seg-2.m4s", SourceP2P)
 	// 300 KiB at 100 KiB/s with a burst of 100 KiB: at least 2 s.
@@ -617,7 +621,9 @@ func TestIdleLinkMakesRoom(t *testing.T) {
 	w.fetch(a, "seg-1.m4s", SourceHTTP)
 	w.fetch(b, "seg-2.m4s", SourceHTTP)
 	c := w.joinWith(Config{MaxPeers: 1})
+	c.mu.Lock() // makeRoomLocked reads it under c.mu
 	c.idleMin = 0
+	c.mu.Unlock()
 	w.fetch(c, "seg-1.m4s", SourceP2P) // linked to a, its cap
 	w.fetch(c, "seg-2.m4s", SourceP2P) // a's link idle: closed for b's
 	if s := c.Stats(); s.EvictedLinks != 1 {
@@ -696,7 +702,9 @@ func TestManifestBehindPlaylist(t *testing.T) {
 // behind a slow upload; the busy peer is asked again soon after.
 func TestBusyPeerSaysNone(t *testing.T) {
 	w := newWorld(t)
-	a := w.joinWith(Config{MaxUploadBytesPerSec: 50 << 10}) // 300 KiB: about 5 s
+	// 300 KiB at 20 KiB/s: about 15 s, ample for c to connect (ICE,
+	// DTLS, SCTP) and ask under -race on a loaded machine.
+	a := w.joinWith(Config{MaxUploadBytesPerSec: 20 << 10})
 	w.fetch(a, "seg-2.m4s", SourceHTTP)
 	b, c := w.join(nil), w.join(nil)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -776,5 +784,128 @@ func TestWantsLeaveNothingBehind(t *testing.T) {
 	p.mu.Unlock()
 	if n != 0 {
 		t.Fatalf("%d names still have waiters", n)
+	}
+}
+
+// TestFetchedBytesAreTheCallers: what a caller does with the bytes
+// Fetch returned (from HTTP or from a peer) does not change what the
+// peer serves others.
+func TestFetchedBytesAreTheCallers(t *testing.T) {
+	w := newWorld(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	a := w.join(nil)
+	data, from, err := a.Fetch(ctx, "seg-1.m4s")
+	if err != nil || from != SourceHTTP {
+		t.Fatalf("a: from %s, err %v", from, err)
+	}
+	clear(data) // the caller's to use (a player's buffer, say)
+	if err := a.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b := w.join(nil)
+	data, from, err = b.Fetch(ctx, "seg-1.m4s")
+	if err != nil || from != SourceP2P || !bytes.Equal(data, w.segments["seg-1.m4s"]) {
+		t.Fatalf("b: from %s, err %v, the origin's bytes %v", from, err, bytes.Equal(data, w.segments["seg-1.m4s"]))
+	}
+	clear(data)
+	if err := b.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// a leaves: c gets the segment from b, whose copy came from a peer.
+	_ = a.Close()
+	c := w.join(nil)
+	w.fetch(c, "seg-1.m4s", SourceP2P)
+	if s := b.Stats(); s.UploadedBytes != 100<<10 {
+		t.Fatalf("b's stats %+v: c's segment did not come from b", s)
+	}
+}
+
+// TestGetFlood: gets that come while a link answers a big segment are
+// answered in order after it (none past serveDepth), never between its
+// chunks; past maxQueuedGets outstanding, the link ends.
+func TestGetFlood(t *testing.T) {
+	for _, tc := range []struct {
+		gets  int
+		ended bool
+	}{{serveDepth + 14, false}, {maxQueuedGets + 10, true}} {
+		t.Run(fmt.Sprint(tc.gets), func(t *testing.T) {
+			w := newWorld(t)
+			a := w.joinWith(Config{MaxUploadBytesPerSec: 50 << 10}) // 300 KiB: about 5 s
+			w.fetch(a, "seg-2.m4s", SourceHTTP)
+			b := w.join(nil)
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			big := make(chan error, 1)
+			go func() {
+				data, from, err := b.Fetch(ctx, "seg-2.m4s")
+				if err == nil && (from != SourceP2P || !bytes.Equal(data, w.segments["seg-2.m4s"])) {
+					err = fmt.Errorf("b got it from %s", from)
+				}
+				big <- err
+			}()
+			waitUntil(t, "a's upload to b", func() bool { return a.Stats().UploadedBytes > 0 })
+			b.mu.Lock()
+			l := b.links[a.ID()]
+			b.mu.Unlock()
+			if l == nil {
+				t.Fatal("b has no link to a")
+			}
+			// a does not hold seg-1: each get is answered none.
+			errs := make(chan error, tc.gets)
+			for range tc.gets {
+				go func() {
+					_, err := l.request(ctx, "seg-1.m4s", 100<<10)
+					errs <- err
+				}()
+			}
+			for range tc.gets {
+				err := <-errs
+				if tc.ended && (err == nil || errors.Is(err, errNotHeld)) {
+					t.Fatalf("a get of a flood: %v, want the link ended", err)
+				}
+				if !tc.ended && !errors.Is(err, errNotHeld) {
+					t.Fatalf("a get: %v, want none", err)
+				}
+			}
+			err := <-big
+			if tc.ended {
+				waitUntil(t, "a's link to b ended", func() bool {
+					a.mu.Lock()
+					defer a.mu.Unlock()
+					return a.links[b.ID()] == nil
+				})
+				return
+			}
+			if err != nil {
+				t.Fatalf("the big answer: %v", err)
+			}
+			if s := a.Stats(); s.UploadedBytes != 300<<10 {
+				t.Fatalf("a's stats %+v", s)
+			}
+		})
+	}
+}
+
+// TestLinkClosedAfterClose: a link closed once Close is at its Wait (a
+// victim of eviction closed after unlocking, say) closes its connection
+// before close returns, not in a goroutine that Close no longer waits for.
+func TestLinkClosedAfterClose(t *testing.T) {
+	w := newWorld(t)
+	p := w.join(nil)
+	l := p.newLink("late", true)
+	pc, err := l.newPC()
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.mu.Lock()
+	l.pc = pc
+	l.mu.Unlock()
+	if err := p.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l.close()
+	if s := pc.ConnectionState(); s != webrtc.PeerConnectionStateClosed {
+		t.Fatalf("the late link's connection is %s after close returned, want closed", s)
 	}
 }
