@@ -21,6 +21,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/shoal-video/shoal/benchmarks/internal/benchutil"
 	"github.com/shoal-video/shoal/edgecache"
 )
 
@@ -231,7 +232,7 @@ func startNginx(ctx context.Context, bin, dir, root string) (*nginxProc, error) 
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	port, err := freePort()
+	port, err := benchutil.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -323,15 +324,6 @@ func (n *nginxProc) workerPIDs() []int {
 		}
 	}
 	return pids
-}
-
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
 }
 
 // procStat returns a process's parent and its CPU time (user + system, all

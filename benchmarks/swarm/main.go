@@ -41,6 +41,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shoal-video/shoal/benchmarks/internal/benchutil"
 	"github.com/shoal-video/shoal/internal/app"
 	"github.com/shoal-video/shoal/p2p/peer"
 )
@@ -197,18 +198,9 @@ func makeClip(path string, kbps int) error {
 	return nil
 }
 
-func freePort() (int, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port, nil
-}
-
 // startRedis runs a redis-server child on a free port.
 func startRedis(dir string) (string, func(), error) {
-	port, err := freePort()
+	port, err := benchutil.FreePort()
 	if err != nil {
 		return "", nil, err
 	}
@@ -253,12 +245,12 @@ type node struct {
 }
 
 func startNode(ctx context.Context, dataDir, redisURL string, segment time.Duration, clip string, window int) (*node, error) {
-	hp, err := freePort()
+	hp, err := benchutil.FreePort()
 	if err != nil {
 		return nil, err
 	}
-	rp, _ := freePort()
-	ep, _ := freePort()
+	rp, _ := benchutil.FreePort()
+	ep, _ := benchutil.FreePort()
 	n := &node{segment: segment, origin: fmt.Sprintf("http://127.0.0.1:%d", hp), edge: fmt.Sprintf("http://127.0.0.1:%d", ep),
 		rendition: "source", originLogTail: &tailBuffer{}, publisherLogTail: &tailBuffer{}}
 	exe, err := os.Executable()

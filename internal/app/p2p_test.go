@@ -61,6 +61,19 @@ func (n *node) lastSegment(id, rendition, query string) string {
 	return last
 }
 
+// startLiveOnEdge starts a node and an edge and publishes a live stream
+// named name (the ffmpeg CLI over RTMP, killed at the end of the test).
+func startLiveOnEdge(t *testing.T, name string) (*node, *edgeProc, liveStream) {
+	t.Helper()
+	n := startNode(t)
+	e := startEdge(t, n, n.nodeToken(), "")
+	n.waitFor("the edge to join", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
+	ls := n.createStream(name)
+	pub := publish(t, clip(t, 60), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	t.Cleanup(func() { _ = pub.Process.Kill() })
+	return n, e, ls
+}
+
 // TestP2PSwarmsOnOriginAndEdge: the tracker on the origin and on an edge
 // refuses deleted ids (404) and signed streams without a valid token (403)
 // before the upgrade, and on each node a Go peer gets a live segment from
@@ -68,12 +81,7 @@ func (n *node) lastSegment(id, rendition, query string) string {
 // manifest.
 func TestP2PSwarmsOnOriginAndEdge(t *testing.T) {
 	t.Parallel()
-	n := startNode(t)
-	e := startEdge(t, n, n.nodeToken(), "")
-	n.waitFor("the edge to join", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
-	ls := n.createStream("swarm")
-	pub := publish(t, clip(t, 60), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
-	defer pub.Process.Kill()
+	n, e, ls := startLiveOnEdge(t, "swarm")
 	members := n.createStream("members")
 	if code, b := n.do(http.MethodPatch, "/v1/live-streams/"+members.ID, testAdminKey, map[string]string{"playback_policy": "signed"}); code != http.StatusOK {
 		t.Fatalf("PATCH: %d %s", code, b)

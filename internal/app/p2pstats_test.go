@@ -301,12 +301,7 @@ func (n *node) metric(series string) float64 {
 // origin's /metrics; a peer on the origin's own tracker is counted too.
 func TestP2PStatsReachTheAPI(t *testing.T) {
 	t.Parallel()
-	n := startNode(t)
-	e := startEdge(t, n, n.nodeToken(), "")
-	n.waitFor("the edge to join", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
-	ls := n.createStream("offload")
-	pub := publish(t, clip(t, 60), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
-	defer pub.Process.Kill()
+	n, e, ls := startLiveOnEdge(t, "offload")
 	n.firstSegment(ls.ID, "source")
 	keys := n.contentKeys()
 	if got := n.p2pStats(ls.ID); got != (p2pStatsJSON{}) {

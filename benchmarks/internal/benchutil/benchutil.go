@@ -3,6 +3,7 @@ package benchutil
 
 import (
 	"fmt"
+	"net"
 	"os/exec"
 	"time"
 )
@@ -21,4 +22,14 @@ func Sh(name string, args ...string) error {
 		return fmt.Errorf("%s: %v\n%s", name, err, out)
 	}
 	return nil
+}
+
+// FreePort returns a TCP port free on 127.0.0.1 now.
+func FreePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
 }
