@@ -46,9 +46,12 @@ const PEER_TRY_MS = 3000;
 export const WANT_AGAIN_MS = 600;
 export const MAX_WANTS = 3;
 export const MIN_TRY_MS = 1000;
-// A peer that failed a try (silent, without the segment, gone) is not
-// asked again for this long.
+// A peer that failed a try (silent, no connection, gone) is not asked
+// again for REST_MS; one that answered none (busy, or it let the segment
+// go) for REST_NONE_MS. A try cut short by the asker's own budget rests
+// nobody.
 const REST_MS = 30000;
+const REST_NONE_MS = 1000;
 const PING_MS = 20000;
 const STATS_MS = 10000;
 const HAVE_DEBOUNCE_MS = 100;
@@ -287,7 +290,7 @@ export class PartAssembler {
       this.segs.set(key, s);
     }
     if (s.parts.has(p.k)) return;
-    const b = new Uint8Array(bytes).slice();
+    const b = copyBytes(bytes);
     s.parts.set(p.k, b);
     s.bytes += b.byteLength;
     this.bytes += b.byteLength;
@@ -360,6 +363,11 @@ export class TokenBucket {
   }
 }
 
+// copyBytes copies an ArrayBuffer or a view of one, once.
+export function copyBytes(b) {
+  return b instanceof ArrayBuffer ? new Uint8Array(b.slice(0)) : new Uint8Array(b);
+}
+
 function delay(ms) {
   return new Promise((r) => setTimeout(r, ms));
 }
@@ -396,6 +404,7 @@ export class P2P {
   swarm(base, rendition) {
     const key = base + '/' + rendition;
     let s = this.swarms.get(key);
+    let dead = null;
     if (s && s.dead) {
       const n = s.peer ? 0 : (this.refused.get(key) || 0) + 1;
       if (performance.now() - s.diedAt > rejoinAfter(n)) {
@@ -403,6 +412,7 @@ export class P2P {
         if (n) this.refused.set(key, n);
         else this.refused.delete(key);
         if (this.refused.size > 64) this.refused.clear();
+        dead = s;
         s = null;
       }
     }
@@ -412,6 +422,9 @@ export class P2P {
       return s;
     }
     s = new Swarm(this, base, rendition);
+    // What the dead socket never reported (noted while it was down, or
+    // since its last stats) goes with the next one's first stats.
+    if (dead) s.carry(dead);
     this.swarms.set(key, s);
     while (this.swarms.size > MAX_SWARMS) {
       const [k, old] = this.swarms.entries().next().value;
@@ -447,7 +460,7 @@ export class P2P {
   keep(base, rendition, name, bytes) {
     if (this.closed || !validName(name)) return;
     // A copy: hls.js may hand the buffer it gets to a worker (detaching it).
-    this.store.put(rendition + '/' + name, new Uint8Array(bytes).slice());
+    this.store.put(rendition + '/' + name, copyBytes(bytes));
     this.swarm(base, rendition).announce();
   }
 
@@ -560,6 +573,13 @@ class Swarm {
     return true;
   }
 
+  // carry adds what the dead swarm old counted and never reported to this
+  // socket's counters (which start from what it has not reported).
+  carry(old) {
+    this.httpBytes += Math.max(0, old.httpBytes - old.sent.http);
+    this.p2pBytes += Math.max(0, old.p2pBytes - old.sent.p2p);
+  }
+
   sendStats() {
     if (this.sent.http === this.httpBytes && this.sent.p2p === this.p2pBytes) return;
     if (this.send({ type: 'stats', http_bytes: this.httpBytes, p2p_bytes: this.p2pBytes })) {
@@ -615,18 +635,27 @@ class Swarm {
         resolve(peers);
       };
       const timer = setTimeout(() => {
-        const q = this.wants.get(name);
-        if (q) {
-          const i = q.indexOf(finish);
-          if (i >= 0) q.splice(i, 1);
-          if (!q.length) this.wants.delete(name);
-        }
+        this.unwant(name, finish);
         finish([]);
       }, ms);
       if (!this.wants.has(name)) this.wants.set(name, []);
       this.wants.get(name).push(finish);
-      if (!this.send({ type: 'want', segment: name })) finish([]);
+      if (!this.send({ type: 'want', segment: name })) {
+        // Never asked: no answer is coming for this waiter.
+        this.unwant(name, finish);
+        finish([]);
+      }
     });
+  }
+
+  // unwant takes a waiter off the queue of name, so that the next peers
+  // answer for name goes to a waiter still asking.
+  unwant(name, finish) {
+    const q = this.wants.get(name);
+    if (!q) return;
+    const i = q.indexOf(finish);
+    if (i >= 0) q.splice(i, 1);
+    if (!q.length) this.wants.delete(name);
   }
 
   // fetch asks the tracker who holds name and tries them within budget
@@ -662,10 +691,15 @@ class Swarm {
         got = null;
       }
       if (got && got.busy) continue;
-      if (!got) {
+      if (!got || got.none) {
         this.p2p.stats.failed++;
-        if (this.resting.size > 1024) this.resting.clear();
-        this.resting.set(remote, performance.now() + REST_MS);
+        // Not for our own budget ending: the peer was not given its try.
+        if (left() > 0 && !(signal && signal.aborted)) {
+          if (this.resting.size > 1024) this.resting.clear();
+          // A peer that answered none (busy, or it let the segment go)
+          // is asked again soon; a silent or failed one after a while.
+          this.resting.set(remote, performance.now() + (got ? REST_NONE_MS : REST_MS));
+        }
         continue;
       }
       if (got.tampered || !(await verify(got.bytes))) {
@@ -694,7 +728,7 @@ class Swarm {
 
   // fromPeer gets name (size bytes) from remote within ms, connecting
   // first when needed: { bytes } (unverified), { tampered } when the peer
-  // announced another size, or null.
+  // announced another size, { none } when it does not hold it, or null.
   async fromPeer(remote, name, size, ms) {
     let l = this.links.get(remote);
     const timeout = delay(ms).then(() => 'timeout');
@@ -814,8 +848,14 @@ class Link {
     this.pc = pc;
     const dc = pc.createDataChannel(LABEL, { ordered: true });
     this.setupDC(pc, dc);
-    await pc.setLocalDescription(await pc.createOffer());
-    await this.signalDesc(pc);
+    try {
+      await pc.setLocalDescription(await pc.createOffer());
+      await this.signalDesc(pc);
+    } catch (err) {
+      // Both offered at once and this side answers (answer closed pc):
+      // the link is the answerer's now, not to be closed for this offer.
+      if (this.pc === pc) throw err;
+    }
   }
 
   async answer(desc) {
@@ -865,8 +905,9 @@ class Link {
   }
 
   // request asks for name: resolves to { bytes } of exactly size bytes,
-  // { tampered } when the peer announces another size, { busy } while
-  // another request waits on this link, or null.
+  // { tampered } when the peer announces another size, { none } when it
+  // does not hold it, { busy } while another request waits on this link,
+  // or null.
   request(name, size) {
     if (this.pending) return Promise.resolve({ busy: true });
     if (this.closed) return Promise.resolve(null);
@@ -924,7 +965,7 @@ class Link {
     }
     if (m.type === 'none') {
       this.pending = null;
-      r.resolve(null);
+      r.resolve({ none: true });
       return;
     }
     if (m.size !== r.size) {

@@ -1,14 +1,16 @@
 // Unit tests of the player's peer-assisted delivery (node --test; `go test
 // ./web/` runs them too): chunking and reassembly of the data-channel
 // protocol, message validation, the bounded store and have set, the "peers
-// or HTTP" decision, the upload pacing, and how the verifying loader
-// treats what peers send. The browsers-and-Go-peers end to end test is
+// or HTTP" decision, the upload pacing, how the verifying loader treats
+// what peers send, and the session's tracker waiters, offer/answer glare,
+// peer rests and stats carried across tracker rejoins (with stand-ins for
+// the browser's WebSocket and RTCPeerConnection). The browsers-and-Go-peers end to end test is
 // internal/app's TestP2PBrowser.
 
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  CHUNK_BYTES, MAX_HAVE, MAX_SEGMENT_BYTES, MAX_PEER_BUDGET_MS, Reassembly, SegmentStore, TokenBucket, bufferAhead, chunks,
+  CHUNK_BYTES, LABEL, P2P, copyBytes, MAX_HAVE, MAX_SEGMENT_BYTES, MAX_PEER_BUDGET_MS, Reassembly, SegmentStore, TokenBucket, bufferAhead, chunks,
   MAX_WANTS, MIN_TRY_MS, PartAssembler, WANT_AGAIN_MS, partOf, parsePeerMessage, parseTrackerMessage, peerBudget, rejoinAfter, wantAgainIn,
 } from './p2p.js';
 import { Delivery } from './delivery.js';
@@ -276,4 +278,205 @@ test('a low-latency player puts a segment together from its verified parts and s
   await d.assembling;
   assert.deepEqual(p.kept.map((k) => k[1]), ['s1-0-4.m4s'], 'parts that do not make the signed segment are never served');
   assert.equal(p.http, P0.byteLength + P1.byteLength + 10 + P0.byteLength - 10);
+});
+
+// ---- the P2P session with a tracker socket and peer connections ------------
+//
+// Node has neither WebSocket nor RTCPeerConnection: FakeWS and FakePC stand
+// for the browser's, the tracker and the remote peer are played by the test.
+
+class FakeWS {
+  static OPEN = 1;
+  static last = null;
+  constructor(url) {
+    this.url = url;
+    this.readyState = 1;
+    this.sent = [];
+    FakeWS.last = this;
+  }
+  send(text) { this.sent.push(JSON.parse(text)); }
+  close() { this.readyState = 3; }
+  receive(m) { this.onmessage({ data: JSON.stringify(m) }); }
+}
+
+// FakeDC is an open data channel to a remote peer whose answers to our
+// messages are onSend(message, dc).
+class FakeDC {
+  constructor(onSend) {
+    this.label = LABEL;
+    this.readyState = 'open';
+    this.bufferedAmount = 0;
+    this.sent = [];
+    this.onSend = onSend;
+  }
+  send(m) {
+    this.sent.push(m);
+    queueMicrotask(() => this.onSend(m, this));
+  }
+  close() { this.readyState = 'closed'; }
+}
+
+// FakePC: createOffer waits until the test settles it, and closing the
+// connection rejects it (as browsers do).
+class FakePC {
+  static all = [];
+  constructor() {
+    this.signalingState = 'stable';
+    this.connectionState = 'new';
+    this.iceGatheringState = 'complete';
+    this.closed = false;
+    this.offers = [];
+    FakePC.all.push(this);
+  }
+  createDataChannel(label) { return { label, readyState: 'connecting', close() {} }; }
+  createOffer() { return new Promise((resolve, reject) => this.offers.push({ resolve, reject })); }
+  async createAnswer() { return { type: 'answer', sdp: 'v=0 answer' }; }
+  async setLocalDescription(d) {
+    if (this.closed) throw new Error('closed');
+    this.localDescription = d;
+    this.signalingState = d.type === 'offer' ? 'have-local-offer' : 'stable';
+  }
+  async setRemoteDescription(d) {
+    if (this.closed) throw new Error('closed');
+    this.signalingState = d.type === 'offer' ? 'have-remote-offer' : 'stable';
+  }
+  addEventListener() {}
+  close() {
+    this.closed = true;
+    this.signalingState = 'closed';
+    for (const o of this.offers) o.reject(new Error('InvalidStateError: closed'));
+  }
+}
+
+globalThis.WebSocket = FakeWS;
+globalThis.RTCPeerConnection = FakePC;
+
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+// joined is a P2P session in the swarm of 360p, welcomed as peer me.
+function joined(me = 'mm1') {
+  const p = new P2P({ id: ID });
+  const s = p.swarm(ORIGIN, '360p');
+  const ws = FakeWS.last;
+  ws.receive({ type: 'welcome', peer: me, swarm: `${ID}/360p` });
+  return { p, s, ws };
+}
+
+// linked opens an answerer's link from remote (it offered) whose data
+// channel answers with onSend.
+async function linked(s, remote, onSend) {
+  s.onSignal(remote, { type: 'offer', sdp: 'v=0 offer' });
+  const l = s.links.get(remote);
+  l.pc.ondatachannel({ channel: new FakeDC(onSend) });
+  await settle();
+  assert.ok(l.isOpen);
+  return l;
+}
+
+test('a want the tracker pacer refused leaves no waiter: the next peers answer goes to the one asking', async () => {
+  const { p, s, ws } = joined();
+  let now = 0;
+  s.sends = new TokenBucket(15, 40, () => now);
+  while (s.sends.tryTake());
+  assert.deepEqual(await s.want('s1-0-3.m4s', 60000), [], 'refused by the pacer: nobody');
+  assert.equal(s.wants.size, 0, 'no waiter left behind for a name never asked');
+  now += 1000;
+  const asking = s.want('s1-0-3.m4s', 2000);
+  assert.deepEqual(ws.sent.at(-1), { type: 'want', segment: 's1-0-3.m4s' });
+  ws.receive({ type: 'peers', segment: 's1-0-3.m4s', peers: ['bb2'] });
+  assert.deepEqual(await asking, ['bb2']);
+  assert.equal(s.wants.size, 0);
+  p.close();
+});
+
+test('glare: the link that answers is not closed by its own offer failing', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { p, s, ws } = joined('zz9');
+  const trying = s.fromPeer('ab1', 's1-0-3.m4s', 100, 3000);
+  const l = s.links.get('ab1');
+  assert.ok(l.offerer);
+  await settle();
+  assert.equal(l.pc.offers.length, 1, 'createOffer pending');
+  // Both offered at once; this side's id is the larger: it answers.
+  s.onSignal('ab1', { type: 'offer', sdp: 'v=0 offer' });
+  await settle();
+  assert.equal(FakePC.all.at(-2).closed, true, 'the offer connection is closed');
+  assert.equal(l.closed, false, 'the link stays, the answerer now');
+  assert.equal(s.links.get('ab1'), l);
+  assert.equal(l.offerer, false);
+  assert.deepEqual(ws.sent.at(-1), { type: 'signal', to: 'ab1', data: { type: 'answer', sdp: 'v=0 answer' } });
+  p.close();
+  assert.equal(await trying, null);
+});
+
+test('rests: 1 s after none, 30 s after silence, none when the asker\'s own budget ran out', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { p, s } = joined();
+  let budget = 2000;
+  const left = () => budget;
+  const verify = async () => true;
+  const none = (m, dc) => {
+    const g = JSON.parse(m);
+    dc.onmessage({ data: JSON.stringify({ type: 'none', id: g.id }) });
+  };
+  await linked(s, 'nn1', none);
+  assert.equal(await s.tryPeers(['nn1'], 's1-0-3.m4s', 100, left, verify), null);
+  const restNone = s.resting.get('nn1') - performance.now();
+  assert.ok(restNone > 0 && restNone <= 1000, `rest after none: ${restNone} ms`);
+
+  await linked(s, 'ss1', () => {});
+  let trying = s.tryPeers(['ss1'], 's1-0-3.m4s', 100, left, verify);
+  await settle();
+  t.mock.timers.tick(2000);
+  assert.equal(await trying, null);
+  const restSilent = s.resting.get('ss1') - performance.now();
+  assert.ok(restSilent > 25000 && restSilent <= 30000, `rest after silence: ${restSilent} ms`);
+
+  await linked(s, 'ss2', () => { budget = 0; }); // silent while our budget runs out
+  trying = s.tryPeers(['ss2'], 's1-0-3.m4s', 100, left, verify);
+  await settle();
+  t.mock.timers.tick(2000);
+  assert.equal(await trying, null);
+  assert.equal(s.resting.has('ss2'), false, 'cut short by our budget: no rest');
+  assert.equal(p.stats.failed, 3);
+  p.close();
+});
+
+test('HTTP bytes noted while the tracker socket is down are reported by the next one', () => {
+  const { p, s, ws } = joined();
+  p.noteHTTP(ORIGIN, '360p', 1000);
+  s.sendStats();
+  assert.deepEqual(ws.sent.at(-1), { type: 'stats', http_bytes: 1000, p2p_bytes: 0 });
+  p.noteHTTP(ORIGIN, '360p', 300); // never reported: the socket closes
+  ws.onclose();
+  assert.ok(s.dead);
+  p.noteHTTP(ORIGIN, '360p', 500); // during the rejoin backoff
+  assert.equal(p.swarm(ORIGIN, '360p'), s, 'still backing off');
+  s.diedAt = performance.now() - rejoinAfter(0) - 1; // as if the backoff had passed
+  p.noteHTTP(ORIGIN, '360p', 200);
+  const s2 = p.swarm(ORIGIN, '360p');
+  assert.notEqual(s2, s, 'rejoined');
+  const ws2 = FakeWS.last;
+  ws2.receive({ type: 'welcome', peer: 'mm2', swarm: `${ID}/360p` });
+  s2.sendStats();
+  assert.deepEqual(ws2.sent.at(-1), { type: 'stats', http_bytes: 1000, p2p_bytes: 0 }, '300 + 500 carried over, 200 its own');
+  p.noteHTTP(ORIGIN, '360p', 50);
+  s2.sendStats();
+  assert.deepEqual(ws2.sent.at(-1), { type: 'stats', http_bytes: 1050, p2p_bytes: 0 });
+  assert.equal(p.stats.http_bytes, 2050);
+  p.close();
+});
+
+test('keep stores its own copy of a segment, from an ArrayBuffer or a view', () => {
+  const { p } = joined();
+  const a = new Uint8Array([1, 2, 3, 4, 5]);
+  p.keep(ORIGIN, '360p', 's1-0-1.m4s', a.subarray(1, 4));
+  const b = new Uint8Array([9, 8, 7]);
+  p.keep(ORIGIN, '360p', 's1-0-2.m4s', b.buffer);
+  a.fill(0);
+  b.fill(0);
+  assert.deepEqual(p.held('360p', 's1-0-1.m4s'), new Uint8Array([2, 3, 4]));
+  assert.deepEqual(p.held('360p', 's1-0-2.m4s'), new Uint8Array([9, 8, 7]));
+  assert.deepEqual(copyBytes(new Uint16Array([0x0102]).subarray(0, 1)), new Uint8Array([2]));
+  p.close();
 });
