@@ -147,7 +147,7 @@ func startNodeOn(t *testing.T, rs *redistest.Server, extraEnv ...string) *node {
 		"SHOAL_RTSP_ADDR=off",
 		"SHOAL_SRT_ADDR=off",
 		"SHOAL_INGEST_WHIP_UDP_PORT=0",
-		"SHOAL_P2P_STUN_SERVERS=", // no network here: host candidates only
+		"SHOAL_P2P_STUN_SERVERS=off", // no network here: host candidates only
 	}, extraEnv...)
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stop = cancel

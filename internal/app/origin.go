@@ -116,7 +116,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 	contentPub := contentKey.Public().(ed25519.PublicKey)
 	pages, err := web.New(web.Config{PublicURL: cfg.PublicURL, ContentKeys: contentKeyMap(contentPub), DVRWindow: cfg.HLS.DVRWindow.Std(),
-		P2PSTUNServers: config.SplitList(cfg.P2PSTUNServers)},
+		P2PSTUNServers: config.P2PSTUNList(cfg.P2PSTUNServers)},
 		web.Deps{Store: store, IsLive: hub.IsLive, Log: log.With("component", "web")})
 	if err != nil {
 		return err

@@ -193,13 +193,14 @@ func (s *shopper) target(n routing.Node) string {
 	}
 	sort.Strings(idList)
 	s.rand.Shuffle(len(idList), func(i, j int) { idList[i], idList[j] = idList[j], idList[i] })
-	tried := 0
-	for _, id := range idList {
+	for i, id := range idList {
+		// A few ids looked at, signed ones included: each costs a policy
+		// lookup.
+		if i >= 20 {
+			break
+		}
 		if s.auditor.signed(id) {
 			continue
-		}
-		if tried++; tried > 20 {
-			break
 		}
 		rends, err := os.ReadDir(filepath.Join(s.hlsDir, id))
 		if err != nil {
@@ -304,6 +305,9 @@ func (s *shopper) audit(ctx context.Context, n routing.Node) {
 		s.log.Error("an edge failed its audits but could not be quarantined", "node", n.ID, "err", err)
 		return
 	}
+	s.mu.Lock()
+	st.quarantined = true // a release seen by the next round starts its record over
+	s.mu.Unlock()
 	s.log.Warn("node quarantined: it is no longer routed to", "node", n.ID, "reason", reason)
 }
 

@@ -651,3 +651,26 @@ func TestTranscodeKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestP2PSTUNServers: STUN servers by default, "off" for none (an empty
+// variable means unset), and URLs without a host and port refused.
+func TestP2PSTUNServers(t *testing.T) {
+	t.Parallel()
+	c, err := Load("", nil)
+	if err != nil || len(P2PSTUNList(c.P2PSTUNServers)) != 1 {
+		t.Fatalf("default: %q, %v", c.P2PSTUNServers, err)
+	}
+	c, err = Load("", []string{"SHOAL_P2P_STUN_SERVERS=OFF"})
+	if err != nil || P2PSTUNList(c.P2PSTUNServers) != nil {
+		t.Fatalf("off: %q %v, %v", c.P2PSTUNServers, P2PSTUNList(c.P2PSTUNServers), err)
+	}
+	c, err = Load("", []string{"SHOAL_P2P_STUN_SERVERS=stun:a.example:3478, stuns:b.example:5349"})
+	if got := P2PSTUNList(c.P2PSTUNServers); err != nil || len(got) != 2 || got[1] != "stuns:b.example:5349" {
+		t.Fatalf("two servers: %v, %v", got, err)
+	}
+	for _, bad := range []string{"stun:", "stun:a b:1", "turn:a.example:3478", "stun:a.example", "a.example:3478"} {
+		if _, err := Load("", []string{"SHOAL_P2P_STUN_SERVERS=" + bad}); err == nil {
+			t.Errorf("%q accepted", bad)
+		}
+	}
+}

@@ -145,8 +145,8 @@ var table = []key{
 		"let webhooks go to loopback, private and link-local addresses (checked after name resolution): true, false, or auto (allowed by shoal dev, refused by shoal origin, so API users cannot make the origin call into its own network)",
 		func(c *Config) *string { return &c.WebhookAllowPrivate }, parseLower, fmtString, oneOf("auto", "true", "false")),
 	field("p2p_stun_servers", "SHOAL_P2P_STUN_SERVERS",
-		"comma-separated STUN servers (stun:host:port) viewers' players use to reach each other across networks for peer-assisted delivery; empty: host addresses only (viewers on one network)",
-		func(c *Config) *string { return &c.P2PSTUNServers }, parseString, fmtString, checkSTUNList),
+		"comma-separated STUN servers (stun:host:port or stuns:host:port) viewers' players use to reach each other across networks for peer-assisted delivery; off: none, host addresses only (viewers on one network)",
+		func(c *Config) *string { return &c.P2PSTUNServers }, parseLower, fmtString, checkP2PSTUN),
 	field("ingest.reconnect_grace", "SHOAL_INGEST_RECONNECT_GRACE",
 		"how long a live stream stays live after its publisher disconnects, waiting for a reconnect (0 to 5m)",
 		func(c *Config) *Duration { return &c.Ingest.ReconnectGrace }, parseDuration, Duration.String,
@@ -283,7 +283,7 @@ var table = []key{
 		"distinct viewer networks (/24, /48) whose verification failure reports within 10 minutes quarantine an edge (1 to 1000); a confirmed audit quarantines at once",
 		func(c *Config) *int { return &c.Route.QuarantineReports }, parseInt, strconv.Itoa, intRange(1, 1000)),
 	field("route.audit_interval", "SHOAL_ROUTE_AUDIT_INTERVAL",
-		"how often, on average and at random times, the origin fetches a random segment of a stream each edge served, as a viewer would, and checks it against what it published (0: never; 1s to 24h); audits cost at most 1% of an edge's traffic plus 8 MiB",
+		"how often, on average and at random times, the origin fetches from each edge, as a viewer would, a random segment of a public stream or video (half the time one the edge reported serving, otherwise any the origin published) and checks it against what it published (0: never; 1s to 24h); audits cost at most 1% of an edge's traffic plus 8 MiB, but an edge is audited at least every 10 intervals",
 		func(c *Config) *Duration { return &c.Route.AuditInterval }, parseDuration, Duration.String,
 		func(d Duration) error {
 			if d == 0 {
@@ -368,6 +368,32 @@ func checkSTUNList(s string) error {
 		}
 	}
 	return nil
+}
+
+// checkP2PSTUN checks p2p_stun_servers: "off", or STUN URLs with a host
+// and a port.
+func checkP2PSTUN(s string) error {
+	if s == Off || s == "" {
+		return nil
+	}
+	for _, u := range splitList(s) {
+		rest, ok := strings.CutPrefix(u, "stun:")
+		if !ok {
+			rest, ok = strings.CutPrefix(u, "stuns:")
+		}
+		if _, port, err := net.SplitHostPort(rest); !ok || err != nil || port == "" || strings.ContainsAny(rest, " /?#") {
+			return fmt.Errorf("%s is not a STUN server URL (stun:host:port)", quote(u))
+		}
+	}
+	return nil
+}
+
+// P2PSTUNList is the STUN servers p2p_stun_servers names (none for "off").
+func P2PSTUNList(s string) []string {
+	if strings.EqualFold(s, Off) {
+		return nil
+	}
+	return splitList(s)
 }
 
 func checkSRTPassphrase(s string) error {
