@@ -1,0 +1,183 @@
+package app
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"log/slog"
+	mrand "math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/routing"
+)
+
+// shopperRig is a shopper over a temporary HLS tree, with an "edge" that
+// serves that tree (altered when tamper is set), a node list it controls
+// and an injected clock.
+type shopperRig struct {
+	s           *shopper
+	pub, signed string
+	mu          sync.Mutex
+	node        routing.Node
+	tamper      bool
+	served      []string // paths the edge was asked for
+	quarantines []string
+	now         time.Time
+}
+
+func newShopperRig(t *testing.T) *shopperRig {
+	t.Helper()
+	dir := t.TempDir()
+	r := &shopperRig{pub: ids.New(), signed: ids.New(), now: time.Unix(1_800_000_000, 0)}
+	for _, id := range []string{r.pub, r.signed} {
+		d := filepath.Join(dir, id, "source")
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range []string{"s-1-0.m4s", "s-1-1.m4s", "s-1-2-p0.m4s", "index.m3u8"} {
+			if err := os.WriteFile(filepath.Join(d, f), []byte(id+"/"+f), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	edge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(strings.TrimPrefix(req.URL.Path, "/hls/"))))
+		if err != nil {
+			http.NotFound(w, req)
+			return
+		}
+		r.mu.Lock()
+		r.served = append(r.served, req.URL.Path)
+		if r.tamper {
+			b[0] ^= 1
+		}
+		r.mu.Unlock()
+		_, _ = w.Write(b)
+	}))
+	t.Cleanup(edge.Close)
+	r.node = routing.Node{ID: ids.New(), Role: "edge", PublicURL: edge.URL, JoinedAt: r.now}
+	_, key, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.s = newShopper(dir, key, func(id string) bool { return id == r.signed }, time.Minute, 2,
+		func(context.Context) ([]routing.Node, error) {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return []routing.Node{r.node}, nil
+		},
+		func(_ context.Context, id, reason string) error {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			r.quarantines = append(r.quarantines, reason)
+			r.node.Quarantine = &routing.Quarantine{Reason: reason}
+			return nil
+		}, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	r.s.now = func() time.Time { r.mu.Lock(); defer r.mu.Unlock(); return r.now }
+	r.s.rand = mrand.New(mrand.NewPCG(1, 2))
+	return r
+}
+
+// audits is how many segments the edge was asked for.
+func (r *shopperRig) audits() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.served)
+}
+
+// quarantined returns the quarantine reasons so far.
+func (r *shopperRig) quarantined() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.quarantines...)
+}
+
+func (r *shopperRig) advance(d time.Duration) {
+	r.mu.Lock()
+	r.now = r.now.Add(d)
+	r.mu.Unlock()
+}
+
+// TestShopperPicksWhatTheOriginPublished: audits fetch whole segments of
+// public ids only (never a signed id, a part or a playlist), from what the
+// origin published even when the edge reports nothing.
+func TestShopperPicksWhatTheOriginPublished(t *testing.T) {
+	r := newShopperRig(t)
+	for range 12 {
+		r.s.round(t.Context())
+		r.advance(2 * time.Minute)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.served) < 10 {
+		t.Fatalf("%d audits in 12 rounds two intervals apart", len(r.served))
+	}
+	for _, p := range r.served {
+		if !strings.HasPrefix(p, "/hls/"+r.pub+"/source/s-1-") || strings.Contains(p, "-p0") || !strings.HasSuffix(p, ".m4s") {
+			t.Fatalf("audited %s", p)
+		}
+	}
+	if sum, ok := r.s.summary(r.node.ID); !ok || sum.Passed != int64(len(r.served)) || sum.Failed != 0 {
+		t.Fatalf("summary %+v", sum)
+	}
+}
+
+// TestShopperFloorAndRelease: an edge that says it served nothing is
+// audited at least every 10 intervals once its allowance is spent; two
+// wrong answers in its last 10 audits quarantine it, and a release starts
+// its record over (one more wrong answer does not quarantine it again).
+func TestShopperFloorAndRelease(t *testing.T) {
+	r := newShopperRig(t)
+	ctx := t.Context()
+	r.s.round(ctx)
+	if r.audits() != 1 {
+		t.Fatalf("first round: %d audits", r.audits())
+	}
+	// The allowance spent: due by time, but not affordable until the floor.
+	r.s.mu.Lock()
+	r.s.state[r.node.ID].auditedByte = auditAllowance + 1
+	r.s.mu.Unlock()
+	r.advance(2 * time.Minute)
+	r.s.round(ctx)
+	if r.audits() != 1 {
+		t.Fatalf("audited beyond its allowance before the floor: %d", r.audits())
+	}
+	r.advance(9 * time.Minute)
+	r.s.round(ctx)
+	if r.audits() != 2 {
+		t.Fatalf("not audited at the floor: %d", r.audits())
+	}
+	// Two wrong answers quarantine it.
+	r.mu.Lock()
+	r.tamper = true
+	r.mu.Unlock()
+	for range 2 {
+		r.advance(11 * time.Minute)
+		r.s.round(ctx)
+	}
+	if len(r.quarantined()) != 1 || !strings.Contains(r.quarantined()[0], "failed 2 of its last") {
+		t.Fatalf("quarantines %q", r.quarantined())
+	}
+	// Quarantined: not audited. Released: one wrong answer is not enough.
+	r.advance(11 * time.Minute)
+	r.s.round(ctx)
+	n := r.audits()
+	r.mu.Lock()
+	r.node.Quarantine = nil
+	r.mu.Unlock()
+	r.advance(11 * time.Minute)
+	r.s.round(ctx)
+	if r.audits() != n+1 || len(r.quarantined()) != 1 {
+		t.Fatalf("after the release: %d audits (was %d), quarantines %q", r.audits(), n, r.quarantined())
+	}
+}
