@@ -373,17 +373,13 @@ func (l *link) onMessage(msg webrtc.DataChannelMessage) {
 		l.mu.Unlock()
 		return
 	}
-	var m dcMsg
-	if len(msg.Data) > 1024 || json.Unmarshal(msg.Data, &m) != nil {
+	m, err := parseDCMsg(msg.Data)
+	if err != nil {
 		l.close()
 		return
 	}
 	switch m.Type {
 	case "get":
-		if !validName(m.Segment) {
-			l.close()
-			return
-		}
 		l.lastUsed.Store(time.Now().UnixNano())
 		// Answered in order by serve, never from here: a text message
 		// sent now could fall between the chunks of an answer. Past
@@ -427,9 +423,33 @@ func (l *link) onMessage(msg webrtc.DataChannelMessage) {
 		r.buf = make([]byte, 0, *m.Size)
 		l.cur = r
 		l.mu.Unlock()
-	default:
-		l.close()
 	}
+}
+
+// maxDCText bounds a text message of the data-channel protocol.
+const maxDCText = 1024
+
+// parseDCMsg parses and checks a text message of the data-channel
+// protocol: get (of a valid segment name), data or none. A data's size is
+// checked against the request it answers (a wrong one is tampering).
+func parseDCMsg(b []byte) (dcMsg, error) {
+	var m dcMsg
+	if len(b) > maxDCText {
+		return dcMsg{}, errors.New("p2p: data-channel message over 1 KiB")
+	}
+	if err := json.Unmarshal(b, &m); err != nil {
+		return dcMsg{}, fmt.Errorf("p2p: bad data-channel message: %w", err)
+	}
+	switch m.Type {
+	case "get":
+		if !validName(m.Segment) {
+			return dcMsg{}, fmt.Errorf("p2p: get of a bad segment name %q", m.Segment)
+		}
+	case "data", "none":
+	default:
+		return dcMsg{}, fmt.Errorf("p2p: unknown data-channel message type %q", m.Type)
+	}
+	return m, nil
 }
 
 // serve answers the remote peer's requests, one at a time.

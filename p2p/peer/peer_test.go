@@ -909,3 +909,38 @@ func TestLinkClosedAfterClose(t *testing.T) {
 		t.Fatalf("the late link's connection is %s after close returned, want closed", s)
 	}
 }
+
+// FuzzDCMessage: whatever a remote peer sends as a text message, the parser
+// never panics, and what it accepts is a get of a valid name, a data or a
+// none, within 1 KiB.
+func FuzzDCMessage(f *testing.F) {
+	for _, s := range []string{
+		`{"type":"get","id":1,"segment":"s-1-0.m4s"}`,
+		`{"type":"data","id":1,"size":300000}`,
+		`{"type":"none","id":7}`,
+		`{"type":"get","id":1,"segment":"../x"}`,
+		`{"type":"data","id":1,"size":-1}`,
+		`{"type":"hello"}`,
+		`[]`, `{"id":18446744073709551615}`, ``,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseDCMsg(b)
+		if err != nil {
+			return
+		}
+		if len(b) > maxDCText {
+			t.Fatalf("accepted %d bytes", len(b))
+		}
+		switch m.Type {
+		case "get":
+			if !validName(m.Segment) {
+				t.Fatalf("accepted a get of %q", m.Segment)
+			}
+		case "data", "none":
+		default:
+			t.Fatalf("accepted type %q", m.Type)
+		}
+	})
+}
