@@ -103,6 +103,10 @@ func newE2E(t *testing.T) *e2e {
 		AdminKey: e2eAdminKey, PublicURL: e.url, RTMPURL: "rtmp://127.0.0.1:1935/live",
 		UploadDir: filepath.Join(data, "uploads"), Videos: vod.Files{SourceDir: filepath.Join(data, "videos"), HLSDir: e.hlsDir},
 		PlaybackKey: e.key,
+		// The origin's audits of edges, as the app's shopper would tell them.
+		AuditSummary: func(string) (playerapi.AuditSummary, bool) {
+			return playerapi.AuditSummary{Passed: 12, Failed: 1, LastResult: "pass", LastFinding: "the node serves the published bytes to the origin", TTFBMillis: 4}, true
+		},
 	}, store, live, log.With("component", "api"))
 	if err != nil {
 		t.Fatal(err)
@@ -804,6 +808,15 @@ func TestBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 		e.shot(t, tab, "dashboard")
+		// Its audits, from GET /v1/nodes.
+		var audits, auditTitle string
+		if err := tab.Run(10*time.Second, chromedp.Text(`#nodes-table tr[data-id="`+node+`"] td.audits`, &audits, chromedp.ByQuery),
+			chromedp.AttributeValue(`#nodes-table tr[data-id="`+node+`"] td.audits span`, "title", &auditTitle, nil, chromedp.ByQuery)); err != nil {
+			t.Fatal(err)
+		}
+		if audits != "12 passed · 1 failed" || !strings.Contains(auditTitle, "first byte in 4 ms") {
+			t.Errorf("audits cell %q, title %q", audits, auditTitle)
+		}
 
 		// At phone width nothing overflows sideways.
 		if err := tab.Run(10*time.Second, browser.SetViewport(375, 740, true)); err != nil {

@@ -43,7 +43,7 @@ export class NodesSection {
     this.table = h('table', { class: 'nodes-table', id: 'nodes-table' },
       h('caption', { class: 'visually-hidden', text: 'Edge nodes in the registry' }),
       h('thead', {}, h('tr', {},
-        ['Node', 'State', 'Region', 'Public URL', 'Viewers', 'Egress', 'Cache', 'Hit ratio', 'Origin fetches', 'Last heartbeat']
+        ['Node', 'State', 'Region', 'Public URL', 'Viewers', 'Egress', 'Cache', 'Hit ratio', 'Origin fetches', 'Audits', 'Last heartbeat']
           .map((t, i) => h('th', { scope: 'col', class: i >= 4 && i <= 8 ? 'num' : null, text: t })))),
       this.tbody);
     this.empty = h('div', { class: 'empty', hidden: true },
@@ -69,8 +69,9 @@ export class NodesSection {
         'Charts are sampled every 5 s by this page from ', h('code', { text: 'GET /v1/nodes' }),
         ' while it is open; they are not stored.'),
       h('div', { class: 'notice', id: 'no-viewer-data' },
-        h('strong', { text: 'Peer-to-peer sharing: no data yet. ' }),
-        'Viewers are what each edge reports (distinct addresses in the last 30 s); Shoal does not share segments between browsers yet, so this dashboard shows no figures for it rather than guesses.'),
+        h('strong', { text: 'What these figures are. ' }),
+        'Viewers, egress and cache are what each edge reports (viewers: distinct addresses in the last 30 s). Audits are the origin\'s own: it fetches a random segment from each edge as a viewer would and compares it with what it published. What viewers share with each other (P2P) is per stream and video: ',
+        h('code', { text: 'p2p_stats' }), ' in the API.'),
       h('div', { class: 'card table-card' }, this.empty, h('div', { class: 'table-scroll' }, this.table)));
     const ro = new ResizeObserver(() => this.resize());
     ro.observe(this.egressBox);
@@ -98,6 +99,7 @@ export class NodesSection {
       h('td', { 'data-label': 'Cache', class: 'num', text: formatBytes(n.cache_bytes) }),
       h('td', { 'data-label': 'Hit ratio', class: 'num', text: `${(n.hit_ratio * 100).toFixed(1)}%` }),
       h('td', { 'data-label': 'Origin fetches', class: 'num', text: String(n.origin_fetches) }),
+      h('td', { 'data-label': 'Audits', class: 'audits' }, auditCell(n.audits)),
       h('td', { 'data-label': 'Last heartbeat', title: n.last_heartbeat, text: timeAgo(n.last_heartbeat) })));
     replaceChildren(this.tbody, rows);
   }
@@ -223,4 +225,13 @@ export class NodesSection {
       if (w > 0) this.charts[name].plot.setSize({ width: w, height: 220 });
     }
   }
+}
+
+// auditCell shows what the origin's audits of an edge found: passed and
+// failed counts, the latest finding as the title.
+export function auditCell(a) {
+  if (!a) return h('span', { class: 'muted', text: 'not yet' });
+  const text = `${a.passed} passed` + (a.failed ? ` · ${a.failed} failed` : '') + (a.errors ? ` · ${a.errors} errors` : '');
+  const ttfb = a.last_result === 'error' ? '' : `, first byte in ${a.ttfb_ms} ms`;
+  return h('span', { class: a.failed ? 'audit-failed' : null, title: `latest (${a.last_result}${ttfb}): ${a.last_finding}`, text });
 }
