@@ -201,46 +201,46 @@ var ErrInvalidCursor = errors.New("invalid cursor")
 
 // UpdateVideo changes the fields set in u and returns the video. A change
 // of its P2P flag tells the edges (an invalidation that keeps the policy)
-// in the same step.
+// in the same transaction.
 func (s *Store) UpdateVideo(ctx context.Context, id string, u VideoUpdate) (Video, error) {
-	p2p := ""
-	if u.P2P != nil {
-		p2p = p2pValue(!*u.P2P)
-	}
-	res, err := updateVideoScript.Run(ctx, s.rdb, []string{videoKey(id), invalidationsKey},
-		u.Title != nil, deref(u.Title), formatTime(now()), p2p, MaxInvalidations, id).Result()
+	const op = "update video"
+	key := videoKey(id)
+	var v Video
+	err := s.watchTx(ctx, op, func(tx *redis.Tx) error {
+		f, err := tx.HGetAll(ctx, key).Result()
+		if err != nil {
+			return err
+		}
+		if v, err = decodeVideo(id, f); err != nil {
+			return err
+		}
+		stamp := formatTime(now())
+		v.UpdatedAt, _ = parseTime(stamp) // as a read gives it back
+		set := []any{fieldUpdatedAt, stamp}
+		if u.Title != nil {
+			v.Title = *u.Title
+			set = append(set, fieldTitle, v.Title)
+		}
+		p2pChanged := false
+		if u.P2P != nil {
+			p2pChanged = v.P2POff == *u.P2P
+			v.P2POff = !*u.P2P
+			set = append(set, fieldP2P, p2pValue(v.P2POff))
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.HSet(ctx, key, set...)
+			if p2pChanged {
+				addInvalidation(ctx, p, id, false, v.PlaybackPolicy == PlaybackSigned)
+			}
+			return nil
+		})
+		return err
+	}, key)
 	if err != nil {
-		return Video{}, wrapErr("update video", err)
+		return Video{}, txErr(op, err)
 	}
-	if res.(int64) == 0 {
-		return Video{}, ErrNotFound
-	}
-	return s.GetVideo(ctx, id)
+	return v, nil
 }
-
-func deref(s *string) string {
-	if s == nil {
-		return ""
-	}
-	return *s
-}
-
-// updateVideoScript answers 0 for a missing video, 1 otherwise; a change
-// of the P2P flag appends the invalidation addInvalidation would.
-var updateVideoScript = redis.NewScript(`
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-if ARGV[1] == '1' then redis.call('HSET', KEYS[1], 'title', ARGV[2]) end
-redis.call('HSET', KEYS[1], 'updated_at', ARGV[3])
-if ARGV[4] ~= '' then
-  local old = redis.call('HGET', KEYS[1], '` + fieldP2P + `')
-  redis.call('HSET', KEYS[1], '` + fieldP2P + `', ARGV[4])
-  if (old == '` + p2pOff + `') ~= (ARGV[4] == '` + p2pOff + `') then
-    local signed = '0'
-    if redis.call('HGET', KEYS[1], '` + fieldPlaybackPolicy + `') == '` + PlaybackSigned + `' then signed = '1' end
-    redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[5], '*', 'id', ARGV[6], 'deleted', '0', 'signed', signed)
-  end
-end
-return 1`)
 
 // DeleteVideo deletes the video's record. A job still queued for it is
 // dropped by the worker that picks it up; the caller removes the files.
