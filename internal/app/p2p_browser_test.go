@@ -200,13 +200,11 @@ func TestP2PBrowser(t *testing.T) {
 	}
 	{
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		g, err := peer.Join(ctx, peer.Config{
-			Tracker: "ws" + strings.TrimPrefix(n.http, "http") + "/p2p/ws?swarm=" + v.ID + "/" + parts[3],
-			HTTP:    n.http + "/hls/" + v.ID + "/" + parts[3] + "/", ContentKeys: keys, Loopback: true,
-			// Connecting (ICE, DTLS, SCTP) on a loaded machine: room
-			// enough that the segment does not fall back to HTTP.
-			PeerTimeout: 20 * time.Second,
-		})
+		cfg := peerConfig(n.http, v.ID, parts[3], keys)
+		// Connecting (ICE, DTLS, SCTP) on a loaded machine: room enough
+		// that the segment does not fall back to HTTP.
+		cfg.PeerTimeout = 20 * time.Second
+		g, err := peer.Join(ctx, cfg)
 		if err != nil {
 			cancel()
 			t.Fatal(err)
@@ -249,14 +247,12 @@ func TestP2PBrowser(t *testing.T) {
 		}
 		rendition, _, _ := strings.Cut(l, "/")
 		ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-		p, err := peer.Join(ctx, peer.Config{
-			Tracker: "ws" + strings.TrimPrefix(n.http, "http") + "/p2p/ws?swarm=" + v.ID + "/" + rendition,
-			HTTP:    n.http + "/hls/" + v.ID + "/" + rendition + "/", ContentKeys: keys, Loopback: true,
-			Mutate: func(b []byte) []byte {
-				b[len(b)/2] ^= 0x01
-				return b
-			},
-		})
+		cfg := peerConfig(n.http, v.ID, rendition, keys)
+		cfg.Mutate = func(b []byte) []byte {
+			b[len(b)/2] ^= 0x01
+			return b
+		}
+		p, err := peer.Join(ctx, cfg)
 		if err != nil {
 			cancel()
 			t.Fatalf("join %s: %v", rendition, err)
@@ -475,11 +471,9 @@ func TestP2PBrowserLowLatency(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	g, err := peer.Join(ctx, peer.Config{
-		Tracker: "ws" + strings.TrimPrefix(n.http, "http") + "/p2p/ws?swarm=" + ls.ID + "/source",
-		HTTP:    n.http + "/hls/" + ls.ID + "/source/", ContentKeys: n.contentKeys(), Loopback: true,
-		PeerTimeout: 20 * time.Second,
-	})
+	cfg := peerConfig(n.http, ls.ID, "source", n.contentKeys())
+	cfg.PeerTimeout = 20 * time.Second
+	g, err := peer.Join(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/p2p/peer"
+	"github.com/shoal-video/shoal/p2p/tracker"
 )
 
 func (n *node) contentKeys() []ed25519.PublicKey {
@@ -59,6 +60,15 @@ func (n *node) lastSegment(id, rendition, query string) string {
 		n.t.Fatalf("no segment in\n%s", body)
 	}
 	return last
+}
+
+// peerConfig is a Go peer's configuration for the swarm of id's
+// rendition on node base (the origin or an edge), over loopback.
+func peerConfig(base, id, rendition string, keys []ed25519.PublicKey) peer.Config {
+	return peer.Config{
+		Tracker: "ws" + strings.TrimPrefix(base, "http") + tracker.Path + "?swarm=" + id + "/" + rendition,
+		HTTP:    base + "/hls/" + id + "/" + rendition + "/", ContentKeys: keys, Loopback: true,
+	}
 }
 
 // startLiveOnEdge starts a node and an edge and publishes a live stream
@@ -115,12 +125,11 @@ func TestP2PSwarmsOnOriginAndEdge(t *testing.T) {
 			t.Helper()
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			p, err := peer.Join(ctx, peer.Config{
-				Tracker: "ws" + strings.TrimPrefix(base, "http") + "/p2p/ws?swarm=" + ls.ID + "/source",
-				HTTP:    base + "/hls/" + ls.ID + "/source/", ContentKeys: keys, Loopback: true,
-				// ICE, DTLS and SCTP under -race on a loaded machine: room
-				// enough that the segment does not fall back to HTTP.
-				PeerTimeout: 20 * time.Second})
+			cfg := peerConfig(base, ls.ID, "source", keys)
+			// ICE, DTLS and SCTP under -race on a loaded machine: room
+			// enough that the segment does not fall back to HTTP.
+			cfg.PeerTimeout = 20 * time.Second
+			p, err := peer.Join(ctx, cfg)
 			if err != nil {
 				t.Fatalf("join at %s: %v", base, err)
 			}

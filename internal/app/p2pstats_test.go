@@ -312,10 +312,9 @@ func TestP2PStatsReachTheAPI(t *testing.T) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		p, err := peer.Join(ctx, peer.Config{
-			Tracker: "ws" + strings.TrimPrefix(base, "http") + "/p2p/ws?swarm=" + ls.ID + "/source",
-			HTTP:    base + "/hls/" + ls.ID + "/source/", ContentKeys: keys, Loopback: true,
-			PeerTimeout: 20 * time.Second, StatsInterval: 100 * time.Millisecond})
+		cfg := peerConfig(base, ls.ID, "source", keys)
+		cfg.PeerTimeout, cfg.StatsInterval = 20*time.Second, 100*time.Millisecond
+		p, err := peer.Join(ctx, cfg)
 		if err != nil {
 			t.Fatalf("join at %s: %v", base, err)
 		}
