@@ -58,13 +58,14 @@ type Config struct {
 	// stun: URLs; empty: host addresses only, one network).
 	P2PSTUNServers string `yaml:"p2p_stun_servers"`
 
-	Ingest    IngestConfig    `yaml:"ingest"`
-	HLS       HLSConfig       `yaml:"hls"`
-	Hub       HubConfig       `yaml:"hub"`
-	Transcode TranscodeConfig `yaml:"transcode"`
-	VOD       VODConfig       `yaml:"vod"`
-	Edge      EdgeConfig      `yaml:"edge"`
-	Route     RouteConfig     `yaml:"route"`
+	Ingest     IngestConfig     `yaml:"ingest"`
+	HLS        HLSConfig        `yaml:"hls"`
+	Hub        HubConfig        `yaml:"hub"`
+	Transcode  TranscodeConfig  `yaml:"transcode"`
+	VOD        VODConfig        `yaml:"vod"`
+	Edge       EdgeConfig       `yaml:"edge"`
+	Route      RouteConfig      `yaml:"route"`
+	Accounting AccountingConfig `yaml:"accounting"`
 }
 
 // EdgeConfig tunes the edge role's cache.
@@ -89,6 +90,20 @@ type RouteConfig struct {
 	// edge's last 10 audits must find wrong bytes to quarantine it.
 	AuditInterval    Duration `yaml:"audit_interval"`
 	QuarantineAudits int      `yaml:"quarantine_audits"`
+}
+
+// AccountingConfig tunes the origin's delivery accounting and viewer
+// analytics.
+type AccountingConfig struct {
+	// Epoch is how long one accounting period is (reports per node, the
+	// reward pool shared out); epochs start at multiples of it since the
+	// Unix epoch.
+	Epoch Duration `yaml:"epoch"`
+	// RewardPool is the points shared out among the nodes each epoch, by
+	// credited bytes weighted by audit pass rate.
+	RewardPool int64 `yaml:"reward_pool"`
+	// Retention is how long epoch figures and analytics are kept.
+	Retention Duration `yaml:"retention"`
 }
 
 // VODConfig tunes the VOD job workers.
@@ -195,9 +210,10 @@ func base() Config {
 			Ladder:     media.DefaultLadder.String(),
 			Preset:     "veryfast",
 		},
-		VOD:   VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
-		Edge:  EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},
-		Route: RouteConfig{MaxNodesPerToken: 4, QuarantineReports: 3, AuditInterval: Duration(time.Minute), QuarantineAudits: 2},
+		VOD:        VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
+		Edge:       EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},
+		Route:      RouteConfig{MaxNodesPerToken: 4, QuarantineReports: 3, AuditInterval: Duration(time.Minute), QuarantineAudits: 2},
+		Accounting: AccountingConfig{Epoch: Duration(time.Hour), RewardPool: 1000, Retention: Duration(90 * 24 * time.Hour)},
 	}
 }
 
