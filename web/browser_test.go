@@ -457,6 +457,32 @@ func TestBrowser(t *testing.T) {
 			playerStateJS+` + ' level ' + window.shoalPlayer.hls.currentLevel + ' ' + document.querySelector('video').videoHeight`); err != nil {
 			t.Error(err)
 		}
+		// Viewer beacons (beacons.js) run when, and only when, the page has a
+		// playback session from the origin; then their figures show this
+		// playback.
+		var beacons struct {
+			Session bool
+			Has     bool
+			Body    struct {
+				Seq       int              `json:"seq"`
+				WatchMS   int              `json:"watch_ms"`
+				StartupMS int              `json:"startup_ms"`
+				Switches  int              `json:"switches"`
+				Bytes     map[string]int64 `json:"bytes"`
+			}
+		}
+		if err := tab.Run(10*time.Second, chromedp.Evaluate(`(() => {
+			const st = JSON.parse(document.getElementById('shoal-state').textContent);
+			return {session: !!st.session, has: !!window.shoalBeacons, body: window.shoalBeacons ? window.shoalBeacons.snapshot() : {}};
+		})()`, &beacons)); err != nil {
+			t.Fatal(err)
+		}
+		if beacons.Has != beacons.Session {
+			t.Errorf("window.shoalBeacons is there: %v, the page has a session: %v", beacons.Has, beacons.Session)
+		}
+		if b := beacons.Body; beacons.Session && (b.Seq < 2 || b.WatchMS < 2000 || b.StartupMS <= 0 || b.Switches < 1 || len(b.Bytes) == 0) {
+			t.Errorf("beacon after playing 3 s and a quality switch: %+v", b)
+		}
 		// At phone width the page fits (nothing overflows sideways).
 		if err := tab.Run(10*time.Second, browser.SetViewport(375, 740, true)); err != nil {
 			t.Fatal(err)

@@ -60,6 +60,10 @@ export const KIND = {
   timeout: 'timeout',
 };
 
+// The failure kinds that are an object failing its checks (not a fetch
+// that failed): what the beacons count as failed.
+const VERIFY_KINDS = new Set([KIND.hash, KIND.unlisted, KIND.badManifest, KIND.staleManifest]);
+
 class DeliveryError extends Error {
   constructor(kind, message, extra = {}) {
     super(message);
@@ -165,7 +169,16 @@ export class Delivery {
     // first segment seen to use it).
     this.dvr = new Map();
     this.ranges = new Map(); // base + rendition -> Map(range start -> { at, ended, pending, promise, manifest })
+    // What the session accepted, for the viewer's beacons (beacons.js):
+    // verified, the objects that passed the checks; failed, those that
+    // failed them (segments, parts, init sections, manifests, playlists;
+    // bytes from peers that failed too); received, the bytes of everything
+    // accepted (verified media, and the manifests and playlists that
+    // passed their checks) per source: a candidate's node id, '' for the
+    // origin, 'p2p' for peers.
     this.verified = 0;
+    this.failed = 0;
+    this.received = new Map();
     this.failures = [];
     this.delivered = []; // the last objects handed to the player: { path, sha256, node }
   }
@@ -259,6 +272,12 @@ export class Delivery {
       } catch (err) {
         if (signal && signal.aborted) throw err;
         if (!(err instanceof DeliveryError)) throw err;
+        // An object that failed its checks, counted once (a manifest's
+        // failure reaches every load that waited for it).
+        if (VERIFY_KINDS.has(err.kind) && !err.soft && !err.counted) {
+          err.counted = true;
+          this.failed++;
+        }
         // The origin is trusted: its failures are errors, not lies. Nor
         // is a soft error a lie (a hinted part that never came).
         if (!c.node || err.soft) throw err;
@@ -358,6 +377,7 @@ export class Delivery {
       }
       this.notePlaylist(rendition, pl, st);
     }
+    this.receive(c.node, bytes.byteLength);
     return bytes.buffer;
   }
 
@@ -506,12 +526,17 @@ export class Delivery {
     if (p && e.kind === 'seg') {
       const budget = p.budget(e.ms);
       if (budget > 0) {
-        const bytes = await p.fetch(c.base, rendition, name, e.size, budget, async (b) => (await this.digest(e, b)).ok, signal);
+        const check = async (b) => {
+          const { ok } = await this.digest(e, b);
+          if (!ok) this.failed++;
+          return ok;
+        };
+        const bytes = await p.fetch(c.base, rendition, name, e.size, budget, check, signal);
         if (bytes) {
           // Verified: served on to others, even when hls.js gave up on it.
           p.keep(c.base, rendition, name, bytes);
           if (signal && signal.aborted) throw new DOMException('aborted', 'AbortError');
-          this.accept(path, e.sha256, 'p2p');
+          this.accept(path, e.sha256, 'p2p', bytes.byteLength);
           return bytes.buffer;
         }
       }
@@ -634,7 +659,7 @@ export class Delivery {
       throw new DeliveryError(KIND.hash, `${name}: ${bytes.byteLength} bytes with SHA-256 ${sum}, the manifest says ${e.size} bytes with ${e.sha256}`,
         { expected: e.sha256, received: sum });
     }
-    this.accept(path, sum, c.node);
+    this.accept(path, sum, c.node, bytes.byteLength);
     return bytes.buffer;
   }
 
@@ -644,12 +669,18 @@ export class Delivery {
     return { ok: bytes.byteLength === e.size && sum === e.sha256, sum };
   }
 
-  // accept counts a verified object handed to the player (node: where it
-  // came from, '' for the origin, 'p2p' for peers).
-  accept(path, sum, node) {
+  // accept counts a verified object of size bytes handed to the player
+  // (node: where it came from, '' for the origin, 'p2p' for peers).
+  accept(path, sum, node, size) {
     this.verified++;
+    this.receive(node, size);
     this.delivered.push({ path, sha256: sum, node });
     if (this.delivered.length > 500) this.delivered.shift();
+  }
+
+  // receive counts n bytes accepted from node (see received).
+  receive(node, n) {
+    if (n > 0) this.received.set(node, (this.received.get(node) || 0) + n);
   }
 
   // manifest returns the verified manifest of rendition from candidate c
@@ -733,6 +764,14 @@ export class Delivery {
     if (range != null) path = rangeManifestPath(this.id, rendition, range);
     else if (st) path += '?' + stateQuery(st);
     const bytes = await this.fetchBytes(c, path, st ? this.blockingTimeout(rendition) : PLAYLIST_TIMEOUT_MS, null);
+    const m = await this.checkManifest(c, rendition, st, range, bytes);
+    this.receive(c.node, bytes.byteLength);
+    return m;
+  }
+
+  // checkManifest parses and checks the manifest bytes fetchManifest
+  // fetched from c (see there).
+  async checkManifest(c, rendition, st, range, bytes) {
     let m;
     try {
       m = parseManifest(bytes);

@@ -9,6 +9,7 @@ import { Player } from './player.js';
 import { Delivery, importKeys } from './delivery.js';
 import { P2P, bufferAhead } from './p2p.js';
 import { WHEPSession, supported as realtimeSupported } from './realtime.js';
+import { Beacons, viewerId } from './beacons.js';
 
 const params = new URLSearchParams(location.search);
 const token = params.get('token') || '';
@@ -31,6 +32,7 @@ let realtime = null; // the WHEPSession while playing in real time
 const P2P_KEY = 'shoal.p2p';
 let p2pChoice = readP2PChoice();
 let currentDelivery = null; // the verified session playing, for the P2P switch
+let beacons = null; // the viewer's beacons (beacons.js), when the page has a session
 
 function start() {
   const embed = state.page === 'embed';
@@ -42,8 +44,10 @@ function start() {
     force: params.get('player') || '',
     clockOffset: serverOffset,
     onLatency: showLatency,
+    onHls: (hls, events, delivery) => { if (beacons) beacons.watchHls(hls, events, delivery); },
   });
   window.shoalPlayer = player; // for support and tests
+  startBeacons(player);
   root.addEventListener('shoal:error', (e) => onError(player, e.detail));
   root.addEventListener('shoal:ended', () => onEnded(player));
   // Shortcuts (k, space, m, f, arrows) also work with nothing focused.
@@ -300,6 +304,9 @@ async function newDelivery() {
   try {
     const u = new URL(state.route_url, location.href);
     if (token) u.searchParams.set('token', token);
+    // The origin remembers the nodes it offered this session: the
+    // beacons' bytes count for those only.
+    if (state.session) u.searchParams.set('session', state.session);
     const res = await fetch(u.href, { cache: 'no-store', credentials: 'omit' });
     if (!res.ok) return null;
     const route = await res.json();
@@ -316,6 +323,30 @@ async function newDelivery() {
   } catch {
     return null;
   }
+}
+
+// startBeacons sends the viewer's beacons (beacons.js) when the page has a
+// playback session from the origin; window.shoalBeacons { flush(final),
+// snapshot() } is for support and tests.
+function startBeacons(player) {
+  if (!state.session || !state.beacon_url) return;
+  let storage = null;
+  try {
+    storage = window.localStorage;
+  } catch {
+    // Storage blocked: a viewer id for this page alone.
+  }
+  beacons = new Beacons({
+    url: new URL(state.beacon_url, location.href).href,
+    session: state.session,
+    viewer: viewerId(storage),
+  });
+  beacons.watchVideo(player.video);
+  beacons.start();
+  window.shoalBeacons = {
+    flush: (final) => beacons.flush(!!final),
+    snapshot: () => beacons.snapshot(),
+  };
 }
 
 // ---- peer-assisted delivery (P2P) -----------------------------------------

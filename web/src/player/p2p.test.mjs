@@ -225,6 +225,12 @@ test('the loader takes a segment from peers only when their bytes match the sign
   assert.deepEqual(p.kept, [['360p', 's1-0-3.m4s', SEG.byteLength]]);
   assert.equal(d.delivered.at(-1).node, 'p2p');
   assert.equal(d.failures.length, 0, 'peers are no candidate edges');
+  // For the beacons: the peers' bytes that failed count as failed, the
+  // segment's as accepted from p2p (the manifest's, from the origin).
+  assert.equal(d.failed, 2);
+  assert.equal(d.verified, 1);
+  assert.equal(d.received.get('p2p'), SEG.byteLength);
+  assert.equal(d.received.get(''), enc.encode(await manifest()).byteLength);
 });
 
 test('tampered bytes from every peer: the segment comes over HTTP, verified', async () => {

@@ -85,7 +85,9 @@ export class Player {
   // root: the .player element rendered by the server (it holds the video
   // and the overlay). opts: { controls, autoplay, muted, token, force,
   // clockOffset (ms to add to Date.now() for the origin's clock),
-  // onLatency(seconds|null, info), onState(kind) }. info: see latencyInfo.
+  // onLatency(seconds|null, info), onState(kind), onHls(hls, Hls.Events,
+  // delivery|null): each hls.js instance made, before it loads anything }.
+  // info: see latencyInfo.
   constructor(root, opts) {
     this.root = root;
     this.opts = opts;
@@ -220,6 +222,7 @@ export class Player {
     }
     const hls = new Hls(config);
     this.hls = hls;
+    if (this.opts.onHls) this.opts.onHls(hls, Hls.Events, delivery);
     hls.on(Hls.Events.MANIFEST_PARSED, () => this.buildQualityMenu());
     hls.on(Hls.Events.LEVEL_SWITCHED, () => this.updateQualityLabel());
     hls.on(Hls.Events.ERROR, (_ev, data) => this.onHlsError(data));
