@@ -83,6 +83,17 @@ function hex(buf) {
   return Array.from(new Uint8Array(buf), (x) => x.toString(16).padStart(2, '0')).join('');
 }
 
+// routeRequest is the URL the player asks where to play from: the page's
+// route_url (relative to href) with the playback token and the session
+// token (the origin remembers the nodes it offered a session: its
+// beacons' bytes count for those only), when there are.
+export function routeRequest(routeURL, href, { token = '', session = '' } = {}) {
+  const u = new URL(routeURL, href);
+  if (token) u.searchParams.set('token', token);
+  if (session) u.searchParams.set('session', session);
+  return u.href;
+}
+
 // importKeys turns { keyId: base64url } into { keyId: CryptoKey }; null when
 // this browser cannot verify (no WebCrypto Ed25519, or an insecure context).
 export async function importKeys(keys) {

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   Delivery, KIND, dvrProblem, parseManifest, parsePlaylist, playlistProblem, playlistState, rangeManifestPath,
-  rangeProblem, rangeStart, stateQuery,
+  rangeProblem, rangeStart, routeRequest, stateQuery,
 } from './delivery.js';
 
 const ID = 'abc123';
@@ -740,4 +740,12 @@ test('the loader never fetches a gap segment, and blames no edge for it', async 
   assert.equal(d4.failures.length, 1);
   assert.equal(d4.failures[0].kind, KIND.unlisted);
   assert.match(d4.failures[0].message, /d-99\.m4s as a gap/);
+});
+
+test('the route request carries the playback token and the session', () => {
+  const page = 'http://origin.test/watch/' + ID;
+  assert.equal(routeRequest('/v1/route/' + ID, page), 'http://origin.test/v1/route/' + ID);
+  assert.equal(routeRequest('/v1/route/' + ID, page, { token: 'a b', session: 'v1.s-e_s.sig' }),
+    'http://origin.test/v1/route/' + ID + '?token=a+b&session=v1.s-e_s.sig');
+  assert.equal(routeRequest('/v1/route/' + ID, page, { session: 'tok' }), 'http://origin.test/v1/route/' + ID + '?session=tok');
 });

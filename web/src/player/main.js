@@ -6,7 +6,7 @@ import '../common/base.css';
 import './player.css';
 import { h, icon, readState, copyButton, replaceChildren, formatTime } from '../common/dom.js';
 import { Player } from './player.js';
-import { Delivery, importKeys } from './delivery.js';
+import { Delivery, importKeys, routeRequest } from './delivery.js';
 import { P2P, bufferAhead } from './p2p.js';
 import { WHEPSession, supported as realtimeSupported } from './realtime.js';
 import { Beacons, viewerId } from './beacons.js';
@@ -302,12 +302,8 @@ async function newDelivery() {
   const keys = await importKeys(state.content_keys);
   if (!keys) return null;
   try {
-    const u = new URL(state.route_url, location.href);
-    if (token) u.searchParams.set('token', token);
-    // The origin remembers the nodes it offered this session: the
-    // beacons' bytes count for those only.
-    if (state.session) u.searchParams.set('session', state.session);
-    const res = await fetch(u.href, { cache: 'no-store', credentials: 'omit' });
+    const u = routeRequest(state.route_url, location.href, { token, session: state.session || '' });
+    const res = await fetch(u, { cache: 'no-store', credentials: 'omit' });
     if (!res.ok) return null;
     const route = await res.json();
     if (!route.candidates || !route.candidates.length) return null;
