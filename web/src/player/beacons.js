@@ -34,7 +34,8 @@
 // - bytes: the bytes the Delivery accepted per source: a node id, "origin"
 //   for the origin, "p2p" for peers; without a Delivery (this browser
 //   cannot verify, or routing did not answer) what hls.js loaded counts as
-//   "origin" (media and playlists; native HLS and WebRTC are not counted).
+//   "origin" (segments, parts, init sections and playlists; native HLS and
+//   WebRTC are not counted).
 //   At most 8 keys: "origin", "p2p" and the first 6 node ids seen, for the
 //   whole page (a key never changes meaning, so the cumulative figures
 //   stay right); the bytes of any further node, or of a node id that is
@@ -263,7 +264,18 @@ export class Beacons {
       if (this.hls === hls) this.hls = null;
     });
     if (delivery) return;
-    hls.on(Events.FRAG_LOADED, (_e, d) => this.addOrigin(d && d.payload ? d.payload.byteLength : 0));
+    // Init sections raise no event of their own: each counts once, with
+    // the first fragment loaded that uses it (it is loaded by then).
+    const inits = new WeakSet();
+    hls.on(Events.FRAG_LOADED, (_e, d) => {
+      let n = d && d.payload ? d.payload.byteLength : 0;
+      const init = d && d.frag && d.frag.initSegment;
+      if (init && init.data && !inits.has(init)) {
+        inits.add(init);
+        n += init.data.byteLength;
+      }
+      this.addOrigin(n);
+    });
     for (const ev of [Events.MANIFEST_LOADED, Events.LEVEL_LOADED, Events.AUDIO_TRACK_LOADED, Events.SUBTITLE_TRACK_LOADED]) {
       if (ev) hls.on(ev, (_e, d) => this.addOrigin(d && d.stats ? d.stats.loaded || 0 : 0));
     }

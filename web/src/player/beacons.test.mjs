@@ -265,9 +265,11 @@ test('without a Delivery, what hls.js loaded counts as the origin', () => {
   b.watchHls(hls, Events, null);
   hls.emit(Events.MANIFEST_LOADED, { stats: { loaded: 300 } });
   hls.emit(Events.LEVEL_LOADED, { stats: { loaded: 700 } });
-  hls.emit(Events.FRAG_LOADED, { payload: new ArrayBuffer(5000) });
+  const initSegment = { data: new Uint8Array(800) };
+  hls.emit(Events.FRAG_LOADED, { frag: { initSegment }, payload: new ArrayBuffer(5000) });
+  hls.emit(Events.FRAG_LOADED, { frag: { initSegment }, payload: new ArrayBuffer(4000) });
   hls.emit(Events.AUDIO_TRACK_LOADED, { stats: { loaded: 100 } });
-  assert.deepEqual(b.snapshot().bytes, { origin: 6100 });
+  assert.deepEqual(b.snapshot().bytes, { origin: 300 + 700 + 800 + 5000 + 4000 + 100 });
 });
 
 test('one beacon in flight; seq grows by one per beacon sent', async () => {
