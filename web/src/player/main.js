@@ -323,7 +323,8 @@ async function newDelivery() {
 
 // startBeacons sends the viewer's beacons (beacons.js) when the page has a
 // playback session from the origin; window.shoalBeacons { flush(final),
-// snapshot() } is for support and tests.
+// snapshot() } is for support and tests. Beacons never stop playback:
+// when they cannot start, the page plays without.
 function startBeacons(player) {
   if (!state.session || !state.beacon_url) return;
   let storage = null;
@@ -332,13 +333,18 @@ function startBeacons(player) {
   } catch {
     // Storage blocked: a viewer id for this page alone.
   }
-  beacons = new Beacons({
-    url: new URL(state.beacon_url, location.href).href,
-    session: state.session,
-    viewer: viewerId(storage),
-  });
-  beacons.watchVideo(player.video);
-  beacons.start();
+  try {
+    beacons = new Beacons({
+      url: new URL(state.beacon_url, location.href).href,
+      session: state.session,
+      viewer: viewerId(storage),
+    });
+    beacons.watchVideo(player.video);
+    beacons.start();
+  } catch {
+    beacons = null;
+    return;
+  }
   window.shoalBeacons = {
     flush: (final) => beacons.flush(!!final),
     snapshot: () => beacons.snapshot(),
