@@ -13,6 +13,7 @@
 package playsession
 
 import (
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -20,6 +21,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/ids"
@@ -169,4 +171,43 @@ func (c Claims) Check(now time.Time, started bool) error {
 		return ErrExpired
 	}
 	return nil
+}
+
+// Keeper mints and parses tokens with a secret it loads once (from the
+// store every origin shares).
+type Keeper struct {
+	load func(ctx context.Context) ([]byte, error)
+
+	mu     sync.Mutex
+	secret []byte
+}
+
+// NewKeeper returns a Keeper whose secret comes from load (called until it
+// succeeds once).
+func NewKeeper(load func(ctx context.Context) ([]byte, error)) *Keeper {
+	return &Keeper{load: load}
+}
+
+// Secret returns the secret, loading it on first use.
+func (k *Keeper) Secret(ctx context.Context) ([]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.secret != nil {
+		return k.secret, nil
+	}
+	s, err := k.load(ctx)
+	if err != nil {
+		return nil, err
+	}
+	k.secret = s
+	return s, nil
+}
+
+// Mint returns a token for a new session of item id of kind, issued now.
+func (k *Keeper) Mint(ctx context.Context, kind, id string) (string, error) {
+	s, err := k.Secret(ctx)
+	if err != nil {
+		return "", err
+	}
+	return Mint(s, kind, id, time.Now())
 }
