@@ -493,3 +493,40 @@ func TestSessionTokenIssued(t *testing.T) {
 	b.clock = time.Now()
 	b.accepted(t, beacon{Session: tok, Seq: 1, WatchMs: 10}, true)
 }
+
+// TestBeaconRateLimit: a network gets a burst of beacons, then 4 a second.
+func TestBeaconRateLimit(t *testing.T) {
+	t.Parallel()
+	b := newBeaconEnv(t)
+	send := func(remote string) int {
+		req := httptest.NewRequest("POST", "/v1/beacons", strings.NewReader(`{"seq":1}`))
+		req.RemoteAddr = remote
+		rec := httptest.NewRecorder()
+		b.h.ServeHTTP(rec, req)
+		return rec.Code
+	}
+	for i := range beaconBurst {
+		// Other addresses of the same /24 share the budget.
+		if code := send(fmt.Sprintf("203.0.113.%d:4000", i%200)); code != http.StatusBadRequest {
+			t.Fatalf("beacon %d: %d", i, code)
+		}
+	}
+	if code := send("203.0.113.7:4000"); code != http.StatusTooManyRequests {
+		t.Fatalf("past the burst: %d", code)
+	}
+	if code := send("203.0.114.7:4000"); code != http.StatusBadRequest {
+		t.Fatalf("another network: %d", code)
+	}
+	b.clock = b.clock.Add(time.Second)
+	for range int(beaconRate) {
+		if code := send("203.0.113.9:4000"); code != http.StatusBadRequest {
+			t.Fatalf("after a second: %d", code)
+		}
+	}
+	if code := send("203.0.113.9:4000"); code != http.StatusTooManyRequests {
+		t.Fatalf("past the rate: %d", code)
+	}
+	if got := promtest.ToFloat64(b.a.beaconMetrics.beacons.WithLabelValues(beaconLimited)); got != 2 {
+		t.Fatalf("rate_limited %v", got)
+	}
+}
