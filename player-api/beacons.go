@@ -58,9 +58,11 @@ const (
 	// since the page load by (the player's clock, rounding).
 	timeSlack = time.Second
 	// Beacon rate per network: a burst of beaconBurst, then beaconRate a
-	// second (many viewers may share a network).
-	beaconBurst = 120
-	beaconRate  = 4.0
+	// second. Many viewers may share a network (a player sends one every
+	// 30 seconds, and a few more on pause and when hidden): this serves
+	// about 500 at once.
+	beaconBurst = 600
+	beaconRate  = 20.0
 )
 
 // Source names other than node ids.
@@ -131,14 +133,18 @@ func checkBeacon(b *beaconRequest) string {
 
 // Outcomes of beacons (shoal_beacons_total's result label).
 const (
-	beaconAccepted  = "accepted"
-	beaconIgnored   = "ignored"   // replayed, or after the final beacon
-	beaconInvalid   = "invalid"   // bad body
-	beaconBadToken  = "unknown"   // garbled or forged session
-	beaconExpired   = "expired"   // the session's time is over
-	beaconTooLarge  = "too_large" // over 4 KiB
-	beaconLimited   = "rate_limited"
-	beaconFailed    = "error" // the store failed
+	beaconAccepted = "accepted"
+	beaconIgnored  = "ignored"   // replayed, or after the final beacon
+	beaconInvalid  = "invalid"   // bad body
+	beaconBadToken = "unknown"   // garbled or forged session
+	beaconExpired  = "expired"   // the session's time is over
+	beaconTooLarge = "too_large" // over 4 KiB
+	beaconLimited  = "rate_limited"
+	beaconFailed   = "error" // the store failed
+)
+
+// Why a beacon changed nothing (returned through UpdateSession).
+const (
 	errBeaconIgnore = beaconError("ignored")
 	errBeaconExpire = beaconError("expired")
 )
