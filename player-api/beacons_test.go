@@ -530,3 +530,56 @@ func TestBeaconRateLimit(t *testing.T) {
 		t.Fatalf("rate_limited %v", got)
 	}
 }
+
+// FuzzBeacon sends arbitrary bodies to POST /v1/beacons (public): the
+// answer is a 202 or a JSON 400, 401, 403, 413 or 429, never a server
+// error, and a node never offered to the session is never credited.
+func FuzzBeacon(f *testing.F) {
+	e := newEnv(f, Config{})
+	secret, err := e.store.SessionSecret(f.Context())
+	if err != nil {
+		f.Fatal(err)
+	}
+	tok, _ := playsession.Mint(secret, playsession.KindVideo, "abc", time.Now())
+	const stranger = "aaaaaaaaaaaaaaaaaaaa"
+	for _, seed := range []string{
+		`{"session":"` + tok + `","seq":1,"watch_ms":1000,"startup_ms":700,"bytes":{"origin":100,"` + stranger + `":5}}`,
+		`{"session":"` + tok + `","seq":2,"final":true,"viewer":"abcdefghijklmnopq","rebuffers":1,"rebuffer_ms":99}`,
+		`{"session":"` + tok + `","seq":1e3}`,
+		`{"session":"` + tok + `","seq":3,"bytes":{"p2p":1125899906842624}}`,
+		`{"session":"s1.vabc.AAAAAAAAAAAAAAAAAAAAAA.1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","seq":1}`,
+		`{}`, `[`, `null`, ``,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		e.a.beaconLimits.mu.Lock()
+		e.a.beaconLimits.buckets = nil // the rate limit is tested apart
+		e.a.beaconLimits.mu.Unlock()
+		req := httptest.NewRequest("POST", "/v1/beacons", strings.NewReader(string(body)))
+		req.Header.Set("Content-Type", "text/plain")
+		rec := httptest.NewRecorder()
+		e.h.ServeHTTP(rec, req)
+		switch rec.Code {
+		case http.StatusAccepted:
+			var out beaconJSON
+			if err := json.Unmarshal(rec.Body.Bytes(), &out); err != nil {
+				t.Fatalf("202 with %s", rec.Body.Bytes())
+			}
+		case http.StatusBadRequest, http.StatusUnauthorized, http.StatusForbidden, http.StatusRequestEntityTooLarge, http.StatusTooManyRequests:
+			var eb errorBody
+			if err := json.Unmarshal(rec.Body.Bytes(), &eb); err != nil || eb.Error.Code == "" {
+				t.Fatalf("%d without a JSON error: %s", rec.Code, rec.Body.Bytes())
+			}
+		default:
+			t.Fatalf("status %d: %s", rec.Code, rec.Body.Bytes())
+		}
+		figs, err := e.store.EpochFigures(t.Context(), routing.EpochStart(time.Now(), DefaultEpoch))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(figs) != 0 {
+			t.Fatalf("a node was credited: %v", figs)
+		}
+	})
+}
