@@ -249,6 +249,11 @@ func (a *API) analytics(c *gin.Context, scope, id, kind string) {
 	}
 	out := analyticsJSON{ID: id, Kind: kind, From: from, To: to, Bucket: bucket, Series: []figuresJSON{},
 		Breakdown: map[string][]breakdownRowJSON{}}
+	uniques, err := a.store.UniqueViewers(ctx, scope, append([][]time.Time{hours}, buckets...))
+	if err != nil {
+		a.fail(c, err, "")
+		return
+	}
 	total := map[string]int64{}
 	i := 0
 	for bi, hs := range buckets {
@@ -261,19 +266,13 @@ func (a *API) analytics(c *gin.Context, scope, id, kind string) {
 			i++
 		}
 		f := figures(sum)
-		if f.UniqueViewers, err = a.store.UniqueViewers(ctx, scope, hs); err != nil {
-			a.fail(c, err, "")
-			return
-		}
+		f.UniqueViewers = uniques[1+bi]
 		start := starts[bi]
 		f.Start = &start
 		out.Series = append(out.Series, f)
 	}
 	out.Totals = figures(total)
-	if out.Totals.UniqueViewers, err = a.store.UniqueViewers(ctx, scope, hours); err != nil {
-		a.fail(c, err, "")
-		return
-	}
+	out.Totals.UniqueViewers = uniques[0]
 	for _, d := range breakdownDims {
 		out.Breakdown[d] = breakdown(total, d)
 	}

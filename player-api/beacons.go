@@ -27,7 +27,7 @@ type AnalyticsStore interface {
 	UpdateSession(ctx context.Context, sid string, update func(st *routing.SessionState, offered map[string]bool) error) error
 	AddAnalytics(ctx context.Context, adds []routing.AnalyticsAdd, retention time.Duration) error
 	AnalyticsHours(ctx context.Context, scope string, hours []time.Time) ([]map[string]int64, error)
-	UniqueViewers(ctx context.Context, scope string, hours []time.Time) (int64, error)
+	UniqueViewers(ctx context.Context, scope string, groups [][]time.Time) ([]int64, error)
 	TopItems(ctx context.Context, hours []time.Time, n int) ([]routing.ItemFigures, error)
 	AddEpochFigures(ctx context.Context, start time.Time, node string, deltas map[string]int64, retention time.Duration) error
 }

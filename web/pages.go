@@ -315,8 +315,10 @@ func (w *Web) state(it item, id, page, token string, c *gin.Context) *playerStat
 			}
 		}
 	}
-	if w.newSession != nil {
-		// Without a session the page still plays; it sends no beacons.
+	if w.newSession != nil && !st.NeedsToken {
+		// Without a session the page still plays; it sends no beacons
+		// (nor does a signed item's page without its token, which cannot
+		// play).
 		if tok, err := w.newSession(c.Request.Context(), it.kind, id); err != nil {
 			w.log.Warn("could not issue a playback session", "id", id, "err", err)
 		} else {

@@ -572,6 +572,13 @@ func TestPageStateSession(t *testing.T) {
 		}
 		seen[cl.Session] = true
 	}
+	// A signed video's page without its token cannot play: no session.
+	if st := pageState(t, e.get(t, "/watch/vid2").body); !st.NeedsToken || st.Session != "" {
+		t.Fatalf("signed video without a token: needs token %v, session %q", st.NeedsToken, st.Session)
+	}
+	if st := pageState(t, e.get(t, "/watch/vid2?token=abc").body); st.Session == "" {
+		t.Fatal("signed video with a token: no session")
+	}
 	e.w.newSession = func(context.Context, string, string) (string, error) { return "", routing.ErrUnavailable }
 	r := e.get(t, "/watch/vid1")
 	if st := pageState(t, r.body); r.status != http.StatusOK || st.Session != "" || st.BeaconURL != "" {

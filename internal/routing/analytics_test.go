@@ -131,8 +131,9 @@ func TestAnalyticsStorage(t *testing.T) {
 		f["x:country:other:v"] != 3 || f["x:country:other:w"] != 30 || len(figs[1]) != 0 {
 		t.Fatalf("figures %v", f)
 	}
-	if n, err := s.UniqueViewers(ctx, "video:abc", []time.Time{h, h.Add(time.Hour)}); err != nil || n != 10 {
-		t.Fatalf("unique viewers %d %v", n, err)
+	if n, err := s.UniqueViewers(ctx, "video:abc", [][]time.Time{{h, h.Add(time.Hour)}, {h.Add(time.Hour)}, nil}); err != nil ||
+		len(n) != 3 || n[0] != 10 || n[1] != 0 || n[2] != 0 {
+		t.Fatalf("unique viewers %v %v", n, err)
 	}
 	top, err := s.TopItems(ctx, []time.Time{h, h.Add(time.Hour)}, 1)
 	if err != nil || len(top) != 1 || top[0] != (ItemFigures{Scope: "live:def", Views: 100}) {
