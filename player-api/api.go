@@ -19,6 +19,7 @@
 package playerapi
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -36,6 +37,7 @@ import (
 	tus "github.com/tus/tusd/v2/pkg/handler"
 
 	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/playsession"
 	"github.com/shoal-video/shoal/internal/routing"
 )
 
@@ -65,6 +67,7 @@ type Store interface {
 	NodeStore
 	RestreamStore
 	P2PStatsStore
+	AnalyticsStore
 }
 
 // Live is what the API needs of the media pipeline.
@@ -181,6 +184,10 @@ type Config struct {
 	// AuditSummary, when set, tells what the origin's own audits of an
 	// edge found (GET /v1/nodes shows it).
 	AuditSummary func(nodeID string) (AuditSummary, bool)
+	// Epoch and Retention are the accounting epoch (0: DefaultEpoch) and
+	// how long its figures and the viewer analytics are kept (0:
+	// DefaultRetention).
+	Epoch, Retention time.Duration
 }
 
 // API serves the control API. Create it with New and mount it with
@@ -226,6 +233,13 @@ type API struct {
 	heartbeats        *heartbeatLimiter
 	heartbeatsLimited *prometheus.CounterVec
 	p2pReported       *prometheus.CounterVec
+
+	// Playback sessions and beacons (beacons.go, analytics.go).
+	now              func() time.Time
+	sessions         *playsession.Keeper
+	beaconLimits     beaconLimiter
+	beaconMetrics    *beaconMetrics
+	epoch, retention time.Duration
 }
 
 // New checks cfg and returns an API backed by store and status. A nil log
@@ -310,9 +324,15 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 			Help: "Node heartbeats refused for their rate (429) or size (413).",
 		}, []string{"reason"}),
 		p2pReported: newP2PReported(),
+
+		now:           time.Now,
+		sessions:      playsession.NewKeeper(store.SessionSecret),
+		beaconMetrics: newBeaconMetrics(),
+		epoch:         cmp.Or(cfg.Epoch, DefaultEpoch),
+		retention:     cmp.Or(cfg.Retention, DefaultRetention),
 	}
 	if cfg.Registerer != nil {
-		for _, m := range []prometheus.Collector{a.heartbeatsLimited, a.p2pReported} {
+		for _, m := range append([]prometheus.Collector{a.heartbeatsLimited, a.p2pReported}, a.beaconMetrics.collectors()...) {
 			if err := cfg.Registerer.Register(m); err != nil {
 				return nil, err
 			}
@@ -398,6 +418,8 @@ func (a *API) Register(r gin.IRouter) {
 	a.registerWebhooks(v1)
 	a.registerPlayback(v1)
 	a.registerNodes(r, v1)
+	a.registerAnalytics(v1)
+	r.POST("/v1/beacons", a.beacon)
 	a.registerWHIP(r)
 	a.registerWHEP(r)
 }

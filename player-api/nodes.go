@@ -540,6 +540,7 @@ func (a *API) chooseRoute(c *gin.Context) (routeJSON, bool) {
 		offered = append(offered, n.ID)
 	}
 	a.reports.offered(reporterNetwork(a.clientIP(c.Request)), offered)
+	a.offerSession(c, id, offered)
 	for _, n := range p.Candidates {
 		out.Candidates = append(out.Candidates, candidateJSON{NodeID: n.ID, URL: n.PublicURL + "/hls/" + id + "/master.m3u8" + query, Region: n.Region})
 	}

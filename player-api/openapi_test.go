@@ -293,6 +293,7 @@ var publicOperations = map[string]bool{
 	"GET /play/{id}":               true,
 	"GET /v1/keys":                 true,
 	"POST /v1/delivery-reports":    true,
+	"POST /v1/beacons":             true,
 	// WHIP: the session URL is the credential; OPTIONS is CORS.
 	"OPTIONS /v1/whip":           true,
 	"PATCH /v1/whip/{session}":   true,
@@ -600,6 +601,25 @@ func TestOpenAPIResponsesMatchSchemas(t *testing.T) {
 	call("GET", "/v1/webhooks/{id}/deliveries", "/v1/webhooks/"+wh+"/deliveries", k, "").wantStatus(t, http.StatusNotFound)
 
 	checkNodesAndRouting(t, e, sc, v2)
+
+	// Beacons and analytics.
+	tok, err := e.a.NewSession(ctx, "video", v2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	call("GET", "/v1/route/{id}", "/v1/route/"+v2+"?session="+tok, "", "").wantStatus(t, http.StatusOK)
+	beacon := `{"session":"` + tok + `","seq":1,"viewer":"abcdefghijklmnop","watch_ms":50,"startup_ms":700,"bytes":{"origin":5}}`
+	call("POST", "/v1/beacons", "/v1/beacons", "", beacon).wantStatus(t, http.StatusAccepted)
+	call("POST", "/v1/beacons", "/v1/beacons", "", beacon).wantStatus(t, http.StatusAccepted)
+	call("POST", "/v1/beacons", "/v1/beacons", "", `{"seq":1}`).wantStatus(t, http.StatusBadRequest)
+	call("POST", "/v1/beacons", "/v1/beacons", "", `{"session":"x","seq":1}`).wantStatus(t, http.StatusUnauthorized)
+	call("GET", "/v1/analytics", "/v1/analytics", k, "").wantStatus(t, http.StatusOK)
+	call("GET", "/v1/analytics", "/v1/analytics?bucket=year", k, "").wantStatus(t, http.StatusBadRequest)
+	call("GET", "/v1/analytics", "/v1/analytics", "", "").wantStatus(t, http.StatusUnauthorized)
+	call("GET", "/v1/analytics/videos/{id}", "/v1/analytics/videos/"+v2+"?bucket=day", k, "").wantStatus(t, http.StatusOK)
+	call("GET", "/v1/analytics/videos/{id}", "/v1/analytics/videos/nosuchvideo", k, "").wantStatus(t, http.StatusNotFound)
+	call("GET", "/v1/analytics/live-streams/{id}", "/v1/analytics/live-streams/nosuchstream", k, "").wantStatus(t, http.StatusNotFound)
+	call("GET", "/v1/analytics/nodes/{id}", "/v1/analytics/nodes/2aw433lo4xqhynuohvea", k, "").wantStatus(t, http.StatusOK)
 }
 
 // checkNodesAndRouting checks the answers of the node and routing routes:

@@ -77,6 +77,10 @@ var routeScopes = map[string]access{
 	"GET /v1/webhooks/:id":                               adminOnly,
 	"DELETE /v1/webhooks/:id":                            adminOnly,
 	"GET /v1/webhooks/:id/deliveries":                    adminOnly,
+	"GET /v1/analytics":                                  videosRead,
+	"GET /v1/analytics/videos/:id":                       videosRead,
+	"GET /v1/analytics/live-streams/:id":                 streamsRead,
+	"GET /v1/analytics/nodes/:id":                        videosRead,
 }
 
 // routeAccess is what the request's route needs of an API key.

@@ -115,6 +115,11 @@ type playerState struct {
 	// STUNServers (with P2P) are the STUN servers the player's peer
 	// connections gather their addresses with.
 	STUNServers []string `json:"stun_servers,omitempty"`
+	// Session is the page's playback session token, issued at render;
+	// the player adds it to its route requests (?session=) and its
+	// beacons, which it POSTs to BeaconURL. Absent: no beacons.
+	Session   string `json:"session,omitempty"`
+	BeaconURL string `json:"beacon_url,omitempty"`
 }
 
 // pageData is what the templates render.
@@ -308,6 +313,16 @@ func (w *Web) state(it item, id, page, token string, c *gin.Context) *playerStat
 			if v.Storyboard {
 				st.StoryboardURL = "/hls/" + id + "/storyboard.vtt"
 			}
+		}
+	}
+	if w.newSession != nil && !st.NeedsToken {
+		// Without a session the page still plays; it sends no beacons
+		// (nor does a signed item's page without its token, which cannot
+		// play).
+		if tok, err := w.newSession(c.Request.Context(), it.kind, id); err != nil {
+			w.log.Warn("could not issue a playback session", "id", id, "err", err)
+		} else {
+			st.Session, st.BeaconURL = tok, "/v1/beacons"
 		}
 	}
 	if page == pageEmbed {

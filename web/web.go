@@ -71,6 +71,11 @@ type Deps struct {
 	IsLive func(id string) bool
 	// Log receives server errors. Nil discards them.
 	Log *slog.Logger
+	// NewSession mints a playback session token for a page of item id
+	// (kind "video" or "live"): the player's beacons (POST /v1/beacons)
+	// and route requests carry it. Nil: pages carry no session and the
+	// player sends no beacons.
+	NewSession func(ctx context.Context, kind, id string) (string, error)
 }
 
 // Web serves the pages. Create it with New and mount it with Register.
@@ -86,6 +91,7 @@ type Web struct {
 	contentKeys  map[string]string
 	dvrWindow    time.Duration
 	stunServers  []string
+	newSession   func(ctx context.Context, kind, id string) (string, error)
 }
 
 // New checks cfg and deps, indexes the embedded assets and parses the
@@ -111,7 +117,8 @@ func New(cfg Config, deps Deps) (*Web, error) {
 		return nil, err
 	}
 	w := &Web{publicURL: pub, publicHost: host, store: deps.Store, isLive: deps.IsLive, log: log, assets: a,
-		contentKeys: cfg.ContentKeys, dvrWindow: cfg.DVRWindow, stunServers: cfg.P2PSTUNServers}
+		contentKeys: cfg.ContentKeys, dvrWindow: cfg.DVRWindow, stunServers: cfg.P2PSTUNServers,
+		newSession: deps.NewSession}
 	u, _ := url.Parse(pub)
 	w.dashboardCSP = dashboardCSP(u.Scheme + "://" + u.Host)
 	if w.pages, err = parseTemplates(a); err != nil {

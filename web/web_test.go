@@ -19,6 +19,7 @@ import (
 
 	"github.com/gin-gonic/gin"
 
+	"github.com/shoal-video/shoal/internal/playsession"
 	"github.com/shoal-video/shoal/internal/routing"
 )
 
@@ -542,5 +543,45 @@ func TestDistIsCommitted(t *testing.T) {
 		if !strings.Contains(string(b), p) {
 			t.Errorf("THIRD_PARTY_LICENSES.txt lacks %s", p)
 		}
+	}
+}
+
+// TestPageStateSession: watch and embed pages carry a fresh playback
+// session token for their item, and the beacon URL; without a way to mint
+// one (or when minting fails) they carry neither and still play.
+func TestPageStateSession(t *testing.T) {
+	t.Parallel()
+	e := newUnitEnv(t)
+	if st := pageState(t, e.get(t, "/watch/vid1").body); st.Session != "" || st.BeaconURL != "" {
+		t.Fatalf("no minter: session %q beacon %q", st.Session, st.BeaconURL)
+	}
+	secret := []byte("a test secret of thirty-two bytes")
+	e.w.newSession = playsession.NewKeeper(func(context.Context) ([]byte, error) { return secret, nil }).Mint
+	seen := map[string]bool{}
+	for _, c := range []struct{ path, kind, id string }{
+		{"/watch/vid1", playsession.KindVideo, "vid1"}, {"/embed/vid1", playsession.KindVideo, "vid1"},
+		{"/watch/live1", playsession.KindLive, "live1"}, {"/embed/live2?token=abc", playsession.KindLive, "live2"},
+	} {
+		st := pageState(t, e.get(t, c.path).body)
+		cl, err := playsession.Parse(secret, st.Session)
+		if err != nil || cl.Kind != c.kind || cl.ItemID != c.id || st.BeaconURL != "/v1/beacons" || seen[cl.Session] {
+			t.Fatalf("%s: session %q (%+v, %v), beacon %q", c.path, st.Session, cl, err, st.BeaconURL)
+		}
+		if time.Since(cl.IssuedAt) > time.Minute {
+			t.Fatalf("%s: issued at %s", c.path, cl.IssuedAt)
+		}
+		seen[cl.Session] = true
+	}
+	// A signed video's page without its token cannot play: no session.
+	if st := pageState(t, e.get(t, "/watch/vid2").body); !st.NeedsToken || st.Session != "" {
+		t.Fatalf("signed video without a token: needs token %v, session %q", st.NeedsToken, st.Session)
+	}
+	if st := pageState(t, e.get(t, "/watch/vid2?token=abc").body); st.Session == "" {
+		t.Fatal("signed video with a token: no session")
+	}
+	e.w.newSession = func(context.Context, string, string) (string, error) { return "", routing.ErrUnavailable }
+	r := e.get(t, "/watch/vid1")
+	if st := pageState(t, r.body); r.status != http.StatusOK || st.Session != "" || st.BeaconURL != "" {
+		t.Fatalf("failed minting: %d, session %q", r.status, st.Session)
 	}
 }

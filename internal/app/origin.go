@@ -25,6 +25,7 @@ import (
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/playback"
+	"github.com/shoal-video/shoal/internal/playsession"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/internal/webhook"
@@ -117,7 +118,8 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	contentPub := contentKey.Public().(ed25519.PublicKey)
 	pages, err := web.New(web.Config{PublicURL: cfg.PublicURL, ContentKeys: contentKeyMap(contentPub), DVRWindow: cfg.HLS.DVRWindow.Std(),
 		P2PSTUNServers: config.P2PSTUNList(cfg.P2PSTUNServers)},
-		web.Deps{Store: store, IsLive: hub.IsLive, Log: log.With("component", "web")})
+		web.Deps{Store: store, IsLive: hub.IsLive, Log: log.With("component", "web"),
+			NewSession: playsession.NewKeeper(store.SessionSecret).Mint})
 	if err != nil {
 		return err
 	}
@@ -225,6 +227,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit, AuditSummary: auditSummary,
+		Epoch: cfg.Accounting.Epoch.Std(), Retention: cfg.Accounting.Retention.Std(),
 	}, store, pipe, log.With("component", "api"))
 	if err != nil {
 		return err

@@ -1,0 +1,129 @@
+package playsession
+
+import (
+	"errors"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+var testSecret = []byte("0123456789abcdef0123456789abcdef")
+
+func TestMintParse(t *testing.T) {
+	now := time.Date(2026, 12, 5, 7, 0, 0, 0, time.UTC)
+	tok, err := Mint(testSecret, KindVideo, "abc123", now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tok) > MaxLen || !regexp.MustCompile(`^[A-Za-z0-9._-]+$`).MatchString(tok) {
+		t.Fatalf("token %q is not URL-safe or too long", tok)
+	}
+	c, err := Parse(testSecret, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Kind != KindVideo || c.ItemID != "abc123" || len(c.Session) != 22 || !c.IssuedAt.Equal(now) {
+		t.Fatalf("claims %+v", c)
+	}
+	long, err := Mint(testSecret, KindLive, strings.Repeat("z", 64), now)
+	if err != nil || len(long) > MaxLen {
+		t.Fatalf("longest token %d chars, %v", len(long), err)
+	}
+	if c, err := Parse(testSecret, long); err != nil || c.Kind != KindLive {
+		t.Fatalf("live token: %+v %v", c, err)
+	}
+	other, _ := Mint(testSecret, KindVideo, "abc123", now)
+	if oc, _ := Parse(testSecret, other); oc.Session == c.Session {
+		t.Fatal("two sessions share an id")
+	}
+	if _, err := Mint(testSecret, "movie", "abc123", now); err == nil {
+		t.Fatal("bad kind minted")
+	}
+	if _, err := Mint(testSecret, KindVideo, "ABC", now); err == nil {
+		t.Fatal("bad id minted")
+	}
+}
+
+func TestParseRejects(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	tok, _ := Mint(testSecret, KindVideo, "abc123", now)
+	parts := strings.Split(tok, ".")
+	flip := func(s string) string {
+		b := []byte(s)
+		if b[0] == 'A' {
+			b[0] = 'B'
+		} else {
+			b[0] = 'A'
+		}
+		return string(b)
+	}
+	for name, c := range map[string]struct {
+		tok  string
+		want error
+	}{
+		"empty":   {"", ErrMalformed},
+		"garbage": {"hello", ErrMalformed},
+		"other secret": {func() string {
+			s, _ := Mint([]byte("another secret, 32 bytes long!!!"), KindVideo, "abc123", now)
+			return s
+		}(), ErrSignature},
+		"other id":       {strings.Join([]string{parts[0], "vabc124", parts[2], parts[3], parts[4]}, "."), ErrSignature},
+		"other kind":     {strings.Join([]string{parts[0], "labc123", parts[2], parts[3], parts[4]}, "."), ErrSignature},
+		"other time":     {strings.Join([]string{parts[0], parts[1], parts[2], "1800000001", parts[4]}, "."), ErrSignature},
+		"other session":  {strings.Join([]string{parts[0], parts[1], flip(parts[2]), parts[3], parts[4]}, "."), ErrSignature},
+		"bad signature":  {strings.Join([]string{parts[0], parts[1], parts[2], parts[3], flip(parts[4])}, "."), ErrSignature},
+		"leading zero":   {strings.Join([]string{parts[0], parts[1], parts[2], "0" + parts[3], parts[4]}, "."), ErrMalformed},
+		"sign in time":   {strings.Join([]string{parts[0], parts[1], parts[2], "-1", parts[4]}, "."), ErrMalformed},
+		"bad kind":       {strings.Join([]string{parts[0], "xabc123", parts[2], parts[3], parts[4]}, "."), ErrMalformed},
+		"bad id":         {strings.Join([]string{parts[0], "vABC", parts[2], parts[3], parts[4]}, "."), ErrMalformed},
+		"version":        {"s2" + tok[2:], ErrMalformed},
+		"extra part":     {tok + ".x", ErrMalformed},
+		"padded sig":     {tok[:len(tok)-1] + "=", ErrMalformed},
+		"too long":       {strings.Repeat("a", MaxLen+1), ErrMalformed},
+		"not base64 sid": {strings.Join([]string{parts[0], parts[1], "!!!!!!!!!!!!!!!!!!!!!!", parts[3], parts[4]}, "."), ErrMalformed},
+	} {
+		if _, err := Parse(testSecret, c.tok); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", name, err, c.want)
+		}
+	}
+}
+
+func TestCheck(t *testing.T) {
+	at := time.Unix(1_800_000_000, 0)
+	c := Claims{IssuedAt: at}
+	for _, x := range []struct {
+		after   time.Duration
+		started bool
+		ok      bool
+	}{
+		{0, false, true}, {StartWindow - time.Second, false, true}, {StartWindow, false, false},
+		{StartWindow, true, true}, {MaxLifetime - time.Second, true, true}, {MaxLifetime, true, false},
+		{-MaxSkew, false, true}, {-MaxSkew - time.Second, false, false},
+	} {
+		err := c.Check(at.Add(x.after), x.started)
+		if (err == nil) != x.ok {
+			t.Errorf("after %s started %v: %v", x.after, x.started, err)
+		}
+	}
+}
+
+// FuzzParse: Parse never panics, and whatever it accepts is a token Mint
+// could have made (it reads back the same).
+func FuzzParse(f *testing.F) {
+	tok, _ := Mint(testSecret, KindVideo, "abc123", time.Unix(1_800_000_000, 0))
+	f.Add(tok)
+	f.Add("s1.vabc.AAAAAAAAAAAAAAAAAAAAAA.1.AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := Parse(testSecret, s)
+		if err != nil {
+			return
+		}
+		k, _ := kindLetter(c.Kind)
+		if s[:len(s)-sigLen-1] != version+"."+k+c.ItemID+"."+c.Session+"."+strconv.FormatInt(c.IssuedAt.Unix(), 10) {
+			t.Fatalf("accepted %q reads back differently: %+v", s, c)
+		}
+	})
+}
