@@ -65,6 +65,7 @@ type Store interface {
 	NodeStore
 	RestreamStore
 	P2PStatsStore
+	AccountingStore
 }
 
 // Live is what the API needs of the media pipeline.
@@ -181,6 +182,9 @@ type Config struct {
 	// AuditSummary, when set, tells what the origin's own audits of an
 	// edge found (GET /v1/nodes shows it).
 	AuditSummary func(nodeID string) (AuditSummary, bool)
+	// Accounting configures delivery accounting per epoch and signs its
+	// reports (epochs.go).
+	Accounting Accounting
 }
 
 // API serves the control API. Create it with New and mount it with
@@ -222,6 +226,7 @@ type API struct {
 	audit             Auditor
 	onDeliveryFailure func(nodeID, kind string)
 	auditSummary      func(nodeID string) (AuditSummary, bool)
+	acct              Accounting
 	reports           *reportLimiter
 	heartbeats        *heartbeatLimiter
 	heartbeatsLimited *prometheus.CounterVec
@@ -303,6 +308,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		audit:             cfg.Audit,
 		onDeliveryFailure: cfg.OnDeliveryFailure,
 		auditSummary:      cfg.AuditSummary,
+		acct:              cfg.Accounting.withDefaults(),
 		reports:           newReportLimiter(time.Now),
 		heartbeats:        newHeartbeatLimiter(time.Now),
 		heartbeatsLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -398,6 +404,7 @@ func (a *API) Register(r gin.IRouter) {
 	a.registerWebhooks(v1)
 	a.registerPlayback(v1)
 	a.registerNodes(r, v1)
+	a.registerEpochs(r, v1)
 	a.registerWHIP(r)
 	a.registerWHEP(r)
 }

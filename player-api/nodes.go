@@ -432,6 +432,10 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 		a.fail(c, err, nodeNotFound)
 		return
 	}
+	if err := a.accountHeartbeat(ctx, n, hb); err != nil {
+		a.fail(c, err, nodeNotFound)
+		return
+	}
 	// Answered 200 only once added: a node keeps its batch until then.
 	if len(hb.P2PStreamBytes) > 0 {
 		if err := a.RecordP2PStats(ctx, id, hb.P2PBatch, p2pDeltas(hb.P2PStreamBytes)); err != nil {
