@@ -33,8 +33,9 @@ import (
 // epochs (routing/epochs.go).
 type AccountingStore interface {
 	AddEpochFigures(ctx context.Context, start time.Time, node string, deltas map[string]int64, retention time.Duration) error
-	AccountHeartbeat(ctx context.Context, start time.Time, node string, hb routing.HeartbeatFigures, now time.Time,
-		maxGap, retention time.Duration) (routing.Accounted, error)
+	AccountHeartbeat(ctx context.Context, node string, hb routing.HeartbeatFigures, now time.Time,
+		epoch, maxGap, retention time.Duration) (routing.Accounted, error)
+	AccountJoin(ctx context.Context, node, tokenID string, now time.Time, retention time.Duration) error
 	EpochFigures(ctx context.Context, start time.Time) (map[string]map[string]int64, error)
 	Epochs(ctx context.Context, max int) ([]time.Time, error)
 	SealEpochReport(ctx context.Context, start time.Time, report []byte, retention time.Duration) ([]byte, error)
@@ -167,10 +168,14 @@ func (a *API) registerEpochs(r gin.IRouter, v1 gin.IRouter) {
 
 // accountHeartbeat adds a node's heartbeat to the current epoch's figures.
 func (a *API) accountHeartbeat(ctx context.Context, n routing.Node, hb nodeproto.Heartbeat) error {
-	now := a.acct.Now()
-	_, err := a.store.AccountHeartbeat(ctx, routing.EpochStart(now, a.acct.Epoch), n.ID,
-		routing.HeartbeatFigures{Sent: hb.Time, BytesServed: hb.BytesServed, TokenID: n.TokenID}, now, nodeproto.NodeTTL, a.acct.Retention)
+	_, err := a.store.AccountHeartbeat(ctx, n.ID, routing.HeartbeatFigures{Sent: hb.Time, BytesServed: hb.BytesServed, TokenID: n.TokenID},
+		a.acct.Now(), a.acct.Epoch, nodeproto.NodeTTL, a.acct.Retention)
 	return err
+}
+
+// accountJoin records a node's join: its uptime counts from now.
+func (a *API) accountJoin(ctx context.Context, n routing.Node) error {
+	return a.store.AccountJoin(ctx, n.ID, n.TokenID, a.acct.Now(), a.acct.Retention)
 }
 
 // AddFigures adds deltas to node's figures in the current epoch (for the

@@ -338,6 +338,10 @@ func (a *API) nodeJoin(c *gin.Context) {
 		a.fail(c, err, "")
 		return
 	}
+	if err := a.accountJoin(c.Request.Context(), n); err != nil {
+		a.fail(c, err, "")
+		return
+	}
 	a.registry.Invalidate()
 	a.log.Info("node joined", "node", n.ID, "role", n.Role, "region", n.Region, "public_url", n.PublicURL)
 	resp, err := a.nodeView(c.Request.Context(), n, "")

@@ -166,22 +166,29 @@ type Accounted struct {
 	ClaimedBytes, UptimeMs, Quarantine int64
 }
 
-// AccountHeartbeat adds a heartbeat of node to the figures of the epoch
-// that starts at start, atomically (heartbeats of one node may reach
-// several origins at once): the bytes the node claims since its previous
-// heartbeat (FigureClaimedBytes), the time since the previous one on
-// now's clock, at most maxGap (FigureUptimeMs), and that time again as
-// FigureQuarantineMs while the node is quarantined.
-func (s *Store) AccountHeartbeat(ctx context.Context, start time.Time, node string, hb HeartbeatFigures, now time.Time,
-	maxGap, retention time.Duration) (Accounted, error) {
+// AccountHeartbeat adds a heartbeat of node, received at now, to the
+// figures of the epochs (of length epoch) atomically (heartbeats of one
+// node may reach several origins at once): the bytes the node claims
+// since its previous heartbeat (FigureClaimedBytes), the time since its
+// previous heartbeat or join, at most maxGap (FigureUptimeMs), and that
+// time again as FigureQuarantineMs while the node is quarantined. When
+// that time began in the previous epoch, the figures are shared between
+// the two epochs in proportion to the time in each: bytes an edge served
+// just before an epoch ended count in that epoch, as the audits and
+// viewers that confirm them do.
+func (s *Store) AccountHeartbeat(ctx context.Context, node string, hb HeartbeatFigures, now time.Time,
+	epoch, maxGap, retention time.Duration) (Accounted, error) {
 	if hb.BytesServed < 0 || hb.BytesServed > maxFigure {
 		return Accounted{}, fmt.Errorf("routing: account heartbeat: bytes_served %d out of range", hb.BytesServed)
 	}
-	id := EpochID(start)
+	start := EpochStart(now, epoch)
+	prev := start.Add(-epoch)
+	id, prevID := EpochID(start), EpochID(prev)
 	res, err := heartbeatFiguresScript.Run(ctx, s.rdb,
-		[]string{epochNodePrefix + node, quarantinePrefix + node, epochNodesKey(id), epochNodeKey(id, node), epochsIndex},
+		[]string{epochNodePrefix + node, quarantinePrefix + node, epochNodesKey(id), epochNodeKey(id, node), epochsIndex,
+			epochNodesKey(prevID), epochNodeKey(prevID, node)},
 		node, hb.Sent.UnixMicro(), hb.BytesServed, now.UnixMilli(), maxGap.Milliseconds(), retention.Milliseconds(),
-		int64(maxFigure), start.UnixMilli(), id, start.Add(-retention).UnixMilli(), hb.TokenID).Int64Slice()
+		int64(maxFigure), start.UnixMilli(), id, prev.Add(-retention).UnixMilli(), hb.TokenID, prev.UnixMilli(), prevID).Int64Slice()
 	if err != nil {
 		return Accounted{}, wrapErr("account heartbeat", err)
 	}
@@ -192,11 +199,12 @@ func (s *Store) AccountHeartbeat(ctx context.Context, start time.Time, node stri
 }
 
 // KEYS: the node's accounting state, its quarantine, the epoch's node
-// set, the node's hash in the epoch, the epochs index. ARGV: 1 node id, 2
-// sent (µs), 3 bytes served, 4 now (ms), 5 max gap (ms), 6 TTL (ms), 7
-// counter cap, 8 epoch start (ms), 9 epoch id, 10 oldest start kept, 11
-// token id. Numbers stay strings where Redis stores them (Lua's tostring
-// would round them).
+// set, the node's hash in the epoch, the epochs index, the previous
+// epoch's node set and the node's hash in it. ARGV: 1 node id, 2 sent
+// (µs), 3 bytes served, 4 now (ms), 5 max gap (ms), 6 TTL (ms), 7 counter
+// cap, 8 epoch start (ms), 9 epoch id, 10 oldest start kept, 11 token id,
+// 12 previous epoch's start (ms), 13 its id. Numbers stay strings where
+// Redis stores them (Lua's tostring would round them).
 var heartbeatFiguresScript = redis.NewScript(luaAddFigures + `
 local sent = tonumber(ARGV[2])
 local prevSent = redis.call('HGET', KEYS[1], 't')
@@ -218,12 +226,40 @@ local q = 0
 if up > 0 and redis.call('EXISTS', KEYS[2]) == 1 then q = up end
 redis.call('HSET', KEYS[1], 't', ARGV[2], 'b', ARGV[3], 'at', at, 'tok', ARGV[11])
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
-local list = {}
-if claimed > 0 then list[#list+1] = 'claimed_bytes'; list[#list+1] = string.format('%d', claimed) end
-if up > 0 then list[#list+1] = 'uptime_ms'; list[#list+1] = string.format('%d', up) end
-if q > 0 then list[#list+1] = 'quarantine_ms'; list[#list+1] = string.format('%d', q) end
-addFigures(KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9], ARGV[10], list)
+-- The part of [now - up, now] before this epoch's start is the previous
+-- epoch's.
+local pc, pu, pq = 0, 0, 0
+local split = tonumber(ARGV[8]) - (now - up)
+if up > 0 and split > 0 then
+  pc = math.floor(claimed * split / up)
+  pu = split
+  if q > 0 then pq = split end
+end
+local function figures(c, u, qq)
+  local list = {}
+  if c > 0 then list[#list+1] = 'claimed_bytes'; list[#list+1] = string.format('%d', c) end
+  if u > 0 then list[#list+1] = 'uptime_ms'; list[#list+1] = string.format('%d', u) end
+  if qq > 0 then list[#list+1] = 'quarantine_ms'; list[#list+1] = string.format('%d', qq) end
+  return list
+end
+addFigures(KEYS[6], KEYS[7], KEYS[5], ARGV[1], ARGV[6], tonumber(ARGV[7]), ARGV[12], ARGV[13], ARGV[10], figures(pc, pu, pq))
+addFigures(KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9], ARGV[10], figures(claimed - pc, up - pu, q - pq))
 return {1, claimed, up, q}`)
+
+// AccountJoin records that node joined at now with the node token
+// tokenID: its uptime counts from then (at its next heartbeat). The cumulative bytes it claimed stay:
+// a node that joins again without restarting goes on counting.
+func (s *Store) AccountJoin(ctx context.Context, node, tokenID string, now time.Time, retention time.Duration) error {
+	err := accountJoinScript.Run(ctx, s.rdb, []string{epochNodePrefix + node}, now.UnixMilli(), retention.Milliseconds(), tokenID).Err()
+	return wrapErr("account join", err)
+}
+
+var accountJoinScript = redis.NewScript(`
+redis.call('HSET', KEYS[1], 'tok', ARGV[3])
+local at = redis.call('HGET', KEYS[1], 'at')
+if not at or tonumber(at) < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'at', ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`)
 
 // NodeAccountToken returns the id of the node token node joined with, as
 // its latest accounted heartbeat said (kept for the retention, after the

@@ -127,7 +127,7 @@ func TestAccountHeartbeat(t *testing.T) {
 	const gap = 7 * time.Second
 	beat := func(sent, at time.Duration, bytes int64) Accounted {
 		t.Helper()
-		a, err := s.AccountHeartbeat(ctx, e, "nodea", HeartbeatFigures{Sent: t0.Add(sent), BytesServed: bytes, TokenID: "tok1"}, t0.Add(at), gap, time.Hour)
+		a, err := s.AccountHeartbeat(ctx, "nodea", HeartbeatFigures{Sent: t0.Add(sent), BytesServed: bytes, TokenID: "tok1"}, t0.Add(at), time.Hour, gap, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -167,7 +167,7 @@ func TestAccountHeartbeat(t *testing.T) {
 	if _, err := s.NodeAccountToken(ctx, "nodeb"); err != ErrNotFound {
 		t.Fatalf("unknown node's token: %v", err)
 	}
-	if _, err := s.AccountHeartbeat(ctx, e, "nodea", HeartbeatFigures{Sent: t0.Add(time.Hour), BytesServed: -1}, t0, gap, time.Hour); err == nil {
+	if _, err := s.AccountHeartbeat(ctx, "nodea", HeartbeatFigures{Sent: t0.Add(time.Hour), BytesServed: -1}, t0, time.Hour, gap, time.Hour); err == nil {
 		t.Fatal("negative bytes accepted")
 	}
 }
@@ -198,7 +198,7 @@ func TestAccountHeartbeatConcurrent(t *testing.T) {
 				s = s2
 			}
 			hb := HeartbeatFigures{Sent: t0.Add(time.Duration(i) * time.Millisecond), BytesServed: int64(i+1) * 1000}
-			if _, err := s.AccountHeartbeat(ctx, e, "nodea", hb, t0, 7*time.Second, time.Hour); err != nil {
+			if _, err := s.AccountHeartbeat(ctx, "nodea", hb, t0, time.Hour, 7*time.Second, time.Hour); err != nil {
 				errs <- err
 			}
 		}()
@@ -214,5 +214,55 @@ func TestAccountHeartbeatConcurrent(t *testing.T) {
 	}
 	if got := f["nodea"][FigureClaimedBytes]; got != n*1000 {
 		t.Fatalf("claimed %d, want %d", got, n*1000)
+	}
+}
+
+// TestAccountHeartbeatSplit: uptime counts from the join, and a heartbeat
+// whose interval began in the previous epoch shares its figures between
+// the two epochs in proportion to the time in each.
+func TestAccountHeartbeatSplit(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := context.Background()
+	const epoch = 10 * time.Second
+	e := EpochStart(time.Now(), epoch)
+	prev := e.Add(-epoch)
+	if err := s.AccountJoin(ctx, "nodea", "tok1", e.Add(-3*time.Second), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// An older join (another origin's late write) does not move it back.
+	if err := s.AccountJoin(ctx, "nodea", "tok1", e.Add(-5*time.Second), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := s.NodeAccountToken(ctx, "nodea"); err != nil || tok != "tok1" {
+		t.Fatalf("token after the join: %q %v", tok, err)
+	}
+	a, err := s.AccountHeartbeat(ctx, "nodea", HeartbeatFigures{Sent: e, BytesServed: 4000, TokenID: "tok1"}, e.Add(time.Second), epoch, 7*time.Second, time.Hour)
+	if err != nil || !a.Counted || a.ClaimedBytes != 4000 || a.UptimeMs != 4000 {
+		t.Fatalf("accounted %+v %v", a, err)
+	}
+	if err := s.QuarantineNode(ctx, "nodea", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AccountHeartbeat(ctx, "nodea", HeartbeatFigures{Sent: e.Add(2 * time.Second), BytesServed: 6000, TokenID: "tok1"}, e.Add(3*time.Second), epoch, 7*time.Second, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.EpochFigures(ctx, prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now, err := s.EpochFigures(ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := before["nodea"]; b[FigureClaimedBytes] != 3000 || b[FigureUptimeMs] != 3000 || b[FigureQuarantineMs] != 0 {
+		t.Errorf("the previous epoch's share: %v", b)
+	}
+	if c := now["nodea"]; c[FigureClaimedBytes] != 1000+2000 || c[FigureUptimeMs] != 1000+2000 || c[FigureQuarantineMs] != 2000 {
+		t.Errorf("this epoch's share: %v", c)
+	}
+	list, err := s.Epochs(ctx, 10)
+	if err != nil || len(list) != 2 || !list[0].Equal(e) || !list[1].Equal(prev) {
+		t.Fatalf("epochs %v %v", list, err)
 	}
 }
