@@ -227,7 +227,7 @@ func VerifyReport(pub ed25519.PublicKey, body []byte, header string) error {
 	if want := manifest.KeyID(pub); keyID != want {
 		return fmt.Errorf("report signature: signed with key %q, not %q", keyID, want)
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(sig)
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(sig)
 	if err != nil || len(raw) != ed25519.SignatureSize {
 		return errors.New("report signature: sig is not an unpadded base64url ed25519 signature")
 	}

@@ -97,6 +97,11 @@ func TestVerifyReport(t *testing.T) {
 	}
 	other := newKey(t).Public().(ed25519.PublicKey)
 	sig := strings.SplitN(s.sig, "sig=", 2)[1]
+	// The same signature bytes with other unused trailing bits: one
+	// signature has one encoding.
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, sig[len(sig)-1])
+	malleated := sig[:len(sig)-1] + string(alphabet[last^1])
 	for name, c := range map[string]struct {
 		pub    ed25519.PublicKey
 		body   []byte
@@ -110,6 +115,7 @@ func TestVerifyReport(t *testing.T) {
 		"not base64url":   {pub, body, "keyid=" + manifest.KeyID(pub) + ", sig=***"},
 		"short signature": {pub, body, "keyid=" + manifest.KeyID(pub) + ", sig=AAAA"},
 		"garbage":         {pub, body, "nonsense"},
+		"other encoding":  {pub, body, "keyid=" + manifest.KeyID(pub) + ", sig=" + malleated},
 		"empty":           {pub, body, ""},
 		"bad key":         {pub[:5], body, s.sig},
 	} {
