@@ -185,6 +185,33 @@ func (a *API) AddFigures(ctx context.Context, node string, deltas map[string]int
 	return a.store.AddEpochFigures(ctx, routing.EpochStart(now, a.acct.Epoch), node, deltas, a.acct.Retention)
 }
 
+// SealEpochs seals the report of every recent epoch (the latest
+// maxEpochsListed with figures) that is over and not sealed yet. The origin
+// calls it periodically, so that a report is made soon after its epoch
+// ended (with the nodes' state then), whether or not anybody asked for it.
+func (a *API) SealEpochs(ctx context.Context) error {
+	if a.acct.Key == nil {
+		return nil
+	}
+	starts, err := a.store.Epochs(ctx, maxEpochsListed)
+	if err != nil {
+		return err
+	}
+	for _, start := range starts {
+		if !a.final(start) || !routing.EpochStart(start, a.acct.Epoch).Equal(start) {
+			continue
+		}
+		if _, _, err := a.report(ctx, start); err != nil && !errors.Is(err, errNoFigures) {
+			return err
+		}
+	}
+	return nil
+}
+
+// SealEvery is how often the origin should call SealEpochs: half an
+// epoch, between 1 s and a minute.
+func (a *API) SealEvery() time.Duration { return min(max(a.acct.Epoch/2, time.Second), time.Minute) }
+
 // signedReport is a report's body and the value of its signature header.
 type signedReport struct {
 	body []byte

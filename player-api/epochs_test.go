@@ -432,3 +432,44 @@ func TestOpenAPIEpochAnswers(t *testing.T) {
 	bare := newEnv(t, Config{})
 	sc.check(t, "/v1/operators/epochs", "GET", bare.doJSON(t, "GET", "/v1/operators/epochs", testAdminKey, "").wantStatus(t, http.StatusServiceUnavailable))
 }
+
+// TestSealEpochs: the origin's periodic call seals the epochs that are
+// over, and only those, without anybody asking for a report.
+func TestSealEpochs(t *testing.T) {
+	t.Parallel()
+	key := newKey(t)
+	start := routing.EpochStart(time.Now(), time.Minute)
+	clock := &testClock{t: start.Add(30 * time.Second)}
+	e := newEnv(t, Config{Accounting: Accounting{Epoch: time.Minute, RewardPool: 10, Key: key, Now: clock.Now}})
+	ctx := t.Context()
+	for _, ep := range []time.Time{start.Add(-time.Minute), start} {
+		if err := e.store.AddEpochFigures(ctx, ep, "nodea", map[string]int64{routing.FigureClaimedBytes: 5}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.a.SealEpochs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The previous epoch ended 30 s ago (its grace is a minute): not yet.
+	if _, err := e.store.SealedEpochReport(ctx, start.Add(-time.Minute)); err != routing.ErrNotFound {
+		t.Fatalf("sealed within the grace: %v", err)
+	}
+	clock.set(start.Add(90 * time.Second))
+	if err := e.a.SealEpochs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.store.SealedEpochReport(ctx, start.Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, _, err := parseSealed(b)
+	if err != nil || !rep.Final || len(rep.Nodes) != 1 || !rep.GeneratedAt.Equal(start.Add(90*time.Second)) {
+		t.Fatalf("sealed %s: %v", b, err)
+	}
+	if _, err := e.store.SealedEpochReport(ctx, start); err != routing.ErrNotFound {
+		t.Fatalf("the current epoch was sealed: %v", err)
+	}
+	if got := e.a.SealEvery(); got != 30*time.Second {
+		t.Fatalf("SealEvery %s", got)
+	}
+}

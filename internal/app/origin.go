@@ -318,6 +318,9 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		g.Go(func() error { shop.run(gctx, auditTick.C); return nil })
 	}
 	g.Go(func() error { return hooks.Run(gctx) })
+	sealTick := time.NewTicker(api.SealEvery())
+	defer sealTick.Stop()
+	g.Go(func() error { sealEpochs(gctx, sealTick.C, api, log.With("component", "accounting")); return nil })
 	g.Go(func() error { recoverUploads(gctx, api, log.With("component", "api")); return nil })
 	g.Go(func() error { return records.Run(gctx) })
 	if vodWorker != nil {
@@ -337,6 +340,22 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	stopPkg()
 	log.Info("shoal origin stopped")
 	return err
+}
+
+// sealEpochs seals the accounting reports of the epochs that are over at
+// every tick, until ctx is done (every origin does; the first to seal an
+// epoch wins).
+func sealEpochs(ctx context.Context, tick <-chan time.Time, api *playerapi.API, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+			if err := api.SealEpochs(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("could not seal the accounting reports of ended epochs; retrying", "err", err)
+			}
+		}
+	}
 }
 
 // recoverUploads finishes the uploads a crash interrupted (see
