@@ -19,7 +19,6 @@
 package playerapi
 
 import (
-	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -68,6 +67,7 @@ type Store interface {
 	RestreamStore
 	P2PStatsStore
 	AnalyticsStore
+	AccountingStore
 }
 
 // Live is what the API needs of the media pipeline.
@@ -184,10 +184,9 @@ type Config struct {
 	// AuditSummary, when set, tells what the origin's own audits of an
 	// edge found (GET /v1/nodes shows it).
 	AuditSummary func(nodeID string) (AuditSummary, bool)
-	// Epoch and Retention are the accounting epoch (0: DefaultEpoch) and
-	// how long its figures and the viewer analytics are kept (0:
-	// DefaultRetention).
-	Epoch, Retention time.Duration
+	// Accounting configures delivery accounting per epoch and signs its
+	// reports (epochs.go).
+	Accounting Accounting
 }
 
 // API serves the control API. Create it with New and mount it with
@@ -229,17 +228,17 @@ type API struct {
 	audit             Auditor
 	onDeliveryFailure func(nodeID, kind string)
 	auditSummary      func(nodeID string) (AuditSummary, bool)
+	acct              Accounting
 	reports           *reportLimiter
 	heartbeats        *heartbeatLimiter
 	heartbeatsLimited *prometheus.CounterVec
 	p2pReported       *prometheus.CounterVec
 
 	// Playback sessions and beacons (beacons.go, analytics.go).
-	now              func() time.Time
-	sessions         *playsession.Keeper
-	beaconLimits     beaconLimiter
-	beaconMetrics    *beaconMetrics
-	epoch, retention time.Duration
+	now           func() time.Time
+	sessions      *playsession.Keeper
+	beaconLimits  beaconLimiter
+	beaconMetrics *beaconMetrics
 }
 
 // New checks cfg and returns an API backed by store and status. A nil log
@@ -317,6 +316,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		audit:             cfg.Audit,
 		onDeliveryFailure: cfg.OnDeliveryFailure,
 		auditSummary:      cfg.AuditSummary,
+		acct:              cfg.Accounting.withDefaults(),
 		reports:           newReportLimiter(time.Now),
 		heartbeats:        newHeartbeatLimiter(time.Now),
 		heartbeatsLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -328,8 +328,6 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		now:           time.Now,
 		sessions:      playsession.NewKeeper(store.SessionSecret),
 		beaconMetrics: newBeaconMetrics(),
-		epoch:         cmp.Or(cfg.Epoch, DefaultEpoch),
-		retention:     cmp.Or(cfg.Retention, DefaultRetention),
 	}
 	if cfg.Registerer != nil {
 		for _, m := range append([]prometheus.Collector{a.heartbeatsLimited, a.p2pReported}, a.beaconMetrics.collectors()...) {
@@ -420,6 +418,7 @@ func (a *API) Register(r gin.IRouter) {
 	a.registerNodes(r, v1)
 	a.registerAnalytics(v1)
 	r.POST("/v1/beacons", a.beacon)
+	a.registerEpochs(r, v1)
 	a.registerWHIP(r)
 	a.registerWHEP(r)
 }

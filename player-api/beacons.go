@@ -32,13 +32,6 @@ type AnalyticsStore interface {
 	AddEpochFigures(ctx context.Context, start time.Time, node string, deltas map[string]int64, retention time.Duration) error
 }
 
-// Defaults of the accounting settings (config accounting.epoch and
-// accounting.retention).
-const (
-	DefaultEpoch     = time.Hour
-	DefaultRetention = 2160 * time.Hour
-)
-
 // Bounds of beacons.
 const (
 	maxBeaconBody = 4 << 10
@@ -474,7 +467,7 @@ func (a *API) viewerCountry(c *gin.Context) string {
 // in the epoch of its arrival, the analytics, the metrics.
 func (a *API) recordBeacon(ctx context.Context, cl playsession.Claims, now time.Time, out beaconOutcome) error {
 	st := out.st
-	epoch := routing.EpochStart(now, a.epoch)
+	epoch := routing.EpochStart(now, a.acct.Epoch)
 	var edge int64
 	for src, d := range out.bytes {
 		if d <= 0 {
@@ -486,7 +479,7 @@ func (a *API) recordBeacon(ctx context.Context, cl playsession.Claims, now time.
 			continue
 		}
 		edge += d
-		if err := a.store.AddEpochFigures(ctx, epoch, src, map[string]int64{routing.FigureViewerBytes: d}, a.retention); err != nil {
+		if err := a.store.AddEpochFigures(ctx, epoch, src, map[string]int64{routing.FigureViewerBytes: d}, a.acct.Retention); err != nil {
 			return err
 		}
 	}
@@ -550,7 +543,7 @@ func (a *API) recordBeacon(ctx context.Context, cl playsession.Claims, now time.
 			adds = append(adds, add)
 		}
 	}
-	if err := a.store.AddAnalytics(ctx, adds, a.retention); err != nil {
+	if err := a.store.AddAnalytics(ctx, adds, a.acct.Retention); err != nil {
 		return err
 	}
 	if out.first {

@@ -147,6 +147,15 @@ func (a *API) deliveryReport(c *gin.Context) {
 	if a.onDeliveryFailure != nil {
 		a.onDeliveryFailure(n.ID, req.Kind)
 	}
+	// The epoch's figures count the failures that could be real: the
+	// audit confirmed it, or a viewer sent to the node reported it and
+	// the audit did not see the node serve the right bytes.
+	if r.Confirmed || (offered && !r.Refuted) {
+		if err := a.AddFigures(ctx, n.ID, map[string]int64{routing.FigureVerifyFailures: 1}); err != nil {
+			a.fail(c, err, "")
+			return
+		}
+	}
 	a.log.Warn("delivery verification failure reported", "node", n.ID, "kind", req.Kind, "url", req.URL,
 		"reporter", reporter, "offered", offered, "confirmed", r.Confirmed, "refuted", r.Refuted, "audit", r.Audit)
 	reason := ""

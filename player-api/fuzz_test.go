@@ -250,3 +250,40 @@ func FuzzNodeProtocol(f *testing.F) {
 		}
 	})
 }
+
+// FuzzVerifyReport gives VerifyReport arbitrary signature headers for a
+// body: it never panics, and accepts only the header the key made for
+// exactly that body (the order of keyid and sig, and spaces, aside).
+func FuzzVerifyReport(f *testing.F) {
+	_, key, _ := ed25519.GenerateKey(nil)
+	pub := key.Public().(ed25519.PublicKey)
+	a := &API{acct: Accounting{Key: key}.withDefaults()}
+	body := []byte(`{"epoch":"20261205T070000Z","nodes":[]}`)
+	good := a.sign(body).sig
+	keyID, sig, _ := strings.Cut(strings.TrimPrefix(good, "keyid="), ", sig=")
+	for _, seed := range []string{
+		good, "sig=" + sig + ", keyid=" + keyID, " keyid=" + keyID + " ,sig=" + sig + " ",
+		"keyid=" + keyID, "sig=" + sig, "keyid=,sig=", ",", "=", "", "keyid=" + keyID + ", sig=" + sig + "==",
+		"keyid=" + keyID + ", sig=" + sig + ", sig=" + sig, strings.Repeat("k", 600),
+	} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		err := VerifyReport(pub, body, header)
+		if err != nil {
+			return
+		}
+		k, s := "", ""
+		for _, part := range strings.Split(header, ",") {
+			name, v, _ := strings.Cut(strings.TrimSpace(part), "=")
+			if name == "keyid" {
+				k = v
+			} else {
+				s = v
+			}
+		}
+		if k != keyID || s != sig {
+			t.Fatalf("verified %q, which is not the signature (%q)", header, good)
+		}
+	})
+}

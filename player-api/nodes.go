@@ -338,6 +338,10 @@ func (a *API) nodeJoin(c *gin.Context) {
 		a.fail(c, err, "")
 		return
 	}
+	if err := a.accountJoin(c.Request.Context(), n); err != nil {
+		a.fail(c, err, "")
+		return
+	}
 	a.registry.Invalidate()
 	a.log.Info("node joined", "node", n.ID, "role", n.Role, "region", n.Region, "public_url", n.PublicURL)
 	resp, err := a.nodeView(c.Request.Context(), n, "")
@@ -429,6 +433,10 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 		WriteError(c, http.StatusNotFound, codeNotFound, nodeNotFound+": join again")
 		return
 	case err != nil:
+		a.fail(c, err, nodeNotFound)
+		return
+	}
+	if err := a.accountHeartbeat(ctx, n, hb); err != nil {
 		a.fail(c, err, nodeNotFound)
 		return
 	}

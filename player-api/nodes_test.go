@@ -184,7 +184,9 @@ func TestRouteCandidatesAndLimits(t *testing.T) {
 func TestDeliveryReports(t *testing.T) {
 	t.Parallel()
 	var audits []string
+	at := time.Now()
 	e := newEnv(t, Config{QuarantineReports: 2, ContentKeys: []ed25519.PublicKey{testPlaybackPub},
+		Accounting: Accounting{Now: func() time.Time { return at }},
 		Audit: func(_ context.Context, n routing.Node, path, kind string) Audit {
 			audits = append(audits, path)
 			return Audit{Confirmed: strings.Contains(path, "bad"), Refuted: strings.Contains(path, "good"), Finding: "audited " + path}
@@ -296,6 +298,15 @@ func TestDeliveryReports(t *testing.T) {
 	keys := decode[keysJSON](t, e.doJSON(t, "GET", "/v1/keys", "", "").wantStatus(t, http.StatusOK))
 	if len(keys.ContentKeys) != 1 || keys.ContentKeys[0].ID != manifest.KeyID(testPlaybackPub) {
 		t.Fatalf("keys %+v", keys)
+	}
+	// The epoch's verification failures: the three offered networks' and
+	// the confirmed one; not the unoffered, refuted or timeout reports.
+	f, err := e.store.EpochFigures(t.Context(), routing.EpochStart(at, DefaultEpoch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f[id][routing.FigureVerifyFailures] != 3 || f[id2][routing.FigureVerifyFailures] != 1 || f[id3][routing.FigureVerifyFailures] != 0 {
+		t.Fatalf("verification failures in the epoch: %v", f)
 	}
 }
 

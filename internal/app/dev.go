@@ -52,7 +52,7 @@ func runDev(ctx context.Context, cfg config.Config, log *slog.Logger, stdout io.
 			if cfg.Edge.Addr != config.EdgeOff {
 				ecfg := devEdgeConfig(cfg)
 				g.Go(func() error {
-					return runEdge(gctx, ecfg, false, log.With("role", "edge"))
+					return runEdge(gctx, ecfg, false, log.With("role", "edge"), testOptions{})
 				})
 			}
 			return printBanner(gctx, o, log, stdout)

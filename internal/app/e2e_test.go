@@ -78,10 +78,24 @@ func clipSized(t *testing.T, w, h, seconds int) string {
 // them) without a separately built binary.
 const runMainEnv = "SHOAL_TEST_RUN_MAIN"
 
+// claimFactorEnv makes a process that TestMain runs an edge whose
+// heartbeats claim this many times the bytes it served (testOptions): a
+// cheating edge, which only the test binary can make.
+const claimFactorEnv = "SHOAL_TEST_EDGE_CLAIM_FACTOR"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(runMainEnv) == "1" {
+		var opts testOptions
+		if f := os.Getenv(claimFactorEnv); f != "" {
+			n, err := strconv.ParseInt(f, 10, 64)
+			if err != nil || n < 1 {
+				fmt.Fprintf(os.Stderr, "%s=%q: want a positive integer\n", claimFactorEnv, f)
+				os.Exit(2)
+			}
+			opts.claimFactor = n
+		}
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-		code := Main(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr)
+		code := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr, opts)
 		stop()
 		os.Exit(code)
 	}

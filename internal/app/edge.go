@@ -37,6 +37,9 @@ type edgeNode struct {
 	// key signs the vouches for viewers' addresses sent to the origin.
 	key ed25519.PrivateKey
 	now func() time.Time
+	// claimFactor, above 1, multiplies the bytes served its heartbeats
+	// claim: a cheating edge, in tests only (testOptions).
+	claimFactor int64
 }
 
 // vouch vouches to the origin for the address of the viewer whose request
@@ -123,7 +126,7 @@ func edgePublicURL(cfg config.Config, explicit bool) string {
 
 // runEdge runs the edge role: the cache on SHOAL_EDGE_ADDR, joined to the
 // origin's registry and heartbeating to it.
-func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog.Logger) error {
+func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog.Logger, opts testOptions) error {
 	if cfg.Edge.Addr == config.EdgeOff {
 		return errors.New(`edge.addr (SHOAL_EDGE_ADDR) is "off": the edge role needs a listen address`)
 	}
@@ -144,7 +147,7 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	node := &edgeNode{key: key, now: time.Now}
+	node := &edgeNode{key: key, now: time.Now, claimFactor: opts.claimFactor}
 	node.clientIP = newClientIPResolver(cfg, newVouchVerifier(node.siblingKey, reg, log.With("component", "vouch"))).IP
 	cache, err := edgecache.New(edgecache.Config{
 		OriginURL: cfg.OriginURL, CacheDir: cacheDir, DiskBytes: cfg.Edge.CacheBytes, MemoryBytes: cfg.Edge.MemoryBytes,
@@ -242,6 +245,9 @@ func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.Join
 			id, _ := node.id.Load().(string)
 			var r nodeproto.HeartbeatResponse
 			hb := heartbeatOf(cache.Stats())
+			if node.claimFactor > 1 {
+				hb.BytesServed *= node.claimFactor
+			}
 			hb.MaxViewers = cfg.Edge.MaxViewers
 			hb.MaxEgressBytesPerSec = float64(cfg.Edge.MaxEgressMbps) * 1e6 / 8
 			hb.InvalidationCursor, _ = node.cursor.Load().(string)

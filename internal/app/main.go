@@ -42,6 +42,20 @@ Environment:
 
 // Main runs the command line args and returns the process exit code.
 func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer) int {
+	return run(ctx, args, environ, stdout, stderr, testOptions{})
+}
+
+// testOptions change a role's behaviour for tests only: the shoal binary
+// never sets them (Main passes none); this package's TestMain does, in
+// the processes tests start.
+type testOptions struct {
+	// claimFactor multiplies the bytes_served an edge's heartbeats claim
+	// (a cheating edge); 0 or 1: the truth.
+	claimFactor int64
+}
+
+// run is Main with test options.
+func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, opts testOptions) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usageText())
 		return 2
@@ -105,7 +119,7 @@ func Main(ctx context.Context, args, environ []string, stdout, stderr io.Writer)
 	case "worker":
 		err = runWorker(ctx, cfg, log)
 	case "edge":
-		err = runEdge(ctx, cfg, lookup(environ, "SHOAL_PUBLIC_URL") != "", log)
+		err = runEdge(ctx, cfg, lookup(environ, "SHOAL_PUBLIC_URL") != "", log, opts)
 	}
 	if err != nil && !errors.Is(err, context.Canceled) {
 		log.Error("shoal stopped", "role", role, "err", err)

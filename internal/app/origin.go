@@ -227,10 +227,14 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit, AuditSummary: auditSummary,
-		Epoch: cfg.Accounting.Epoch.Std(), Retention: cfg.Accounting.Retention.Std(),
+		Accounting: playerapi.Accounting{Epoch: cfg.Accounting.Epoch.Std(), RewardPool: cfg.Accounting.RewardPool,
+			Retention: cfg.Accounting.Retention.Std(), Key: contentKey},
 	}, store, pipe, log.With("component", "api"))
 	if err != nil {
 		return err
+	}
+	if shop != nil {
+		shop.figures = api.AddFigures // before the shopper runs
 	}
 	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLSDir: hlsDir, MetricsToken: cfg.MetricsToken,
 		HLSOptions: []origin.Option{origin.WithSignedPlayback(signed.signed, playbackKey.Public().(ed25519.PublicKey)),
@@ -316,6 +320,9 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		g.Go(func() error { shop.run(gctx, auditTick.C); return nil })
 	}
 	g.Go(func() error { return hooks.Run(gctx) })
+	sealTick := time.NewTicker(api.SealEvery())
+	defer sealTick.Stop()
+	g.Go(func() error { sealEpochs(gctx, sealTick.C, api, log.With("component", "accounting")); return nil })
 	g.Go(func() error { recoverUploads(gctx, api, log.With("component", "api")); return nil })
 	g.Go(func() error { return records.Run(gctx) })
 	if vodWorker != nil {
@@ -335,6 +342,22 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	stopPkg()
 	log.Info("shoal origin stopped")
 	return err
+}
+
+// sealEpochs seals the accounting reports of the epochs that are over at
+// every tick, until ctx is done (every origin does; the first to seal an
+// epoch wins).
+func sealEpochs(ctx context.Context, tick <-chan time.Time, api *playerapi.API, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick:
+			if err := api.SealEpochs(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("could not seal the accounting reports of ended epochs; retrying", "err", err)
+			}
+		}
+	}
 }
 
 // recoverUploads finishes the uploads a crash interrupted (see

@@ -49,6 +49,10 @@ type shopper struct {
 	rand       *rand.Rand
 	log        *slog.Logger
 	results    *prometheus.CounterVec
+	// figures, when set, adds each compared audit to the edge's figures of
+	// the current accounting epoch: a pass its bytes
+	// (routing.FigureAuditBytes), pass and fail their counts.
+	figures func(ctx context.Context, node string, deltas map[string]int64) error
 
 	mu    sync.Mutex
 	state map[string]*edgeAudits
@@ -260,6 +264,7 @@ func (s *shopper) audit(ctx context.Context, n routing.Node) {
 	s.results.WithLabelValues(result).Inc()
 	var reason string
 	s.mu.Lock()
+	fetched := int64(s.fetched)
 	st := s.state[n.ID]
 	if st == nil {
 		s.mu.Unlock()
@@ -298,6 +303,7 @@ func (s *shopper) audit(ctx context.Context, n routing.Node) {
 		}
 	}
 	s.mu.Unlock()
+	s.account(ctx, n.ID, result, fetched)
 	if reason == "" {
 		return
 	}
@@ -309,6 +315,20 @@ func (s *shopper) audit(ctx context.Context, n routing.Node) {
 	st.quarantined = true // a release seen by the next round starts its record over
 	s.mu.Unlock()
 	s.log.Warn("node quarantined: it is no longer routed to", "node", n.ID, "reason", reason)
+}
+
+// account adds an audit's result to the edge's epoch figures.
+func (s *shopper) account(ctx context.Context, node, result string, fetched int64) {
+	if s.figures == nil || result == "error" {
+		return
+	}
+	d := map[string]int64{routing.FigureAuditsFailed: 1}
+	if result == "pass" {
+		d = map[string]int64{routing.FigureAuditsPassed: 1, routing.FigureAuditBytes: fetched}
+	}
+	if err := s.figures(ctx, node, d); err != nil {
+		s.log.Warn("an audit's result could not be added to the edge's accounting figures", "node", node, "err", err)
+	}
 }
 
 // summary returns what the audits of edge id found, if it was audited.

@@ -181,3 +181,30 @@ func TestShopperFloorAndRelease(t *testing.T) {
 		t.Fatalf("after the release: %d audits (was %d), quarantines %q", r.audits(), n, r.quarantined())
 	}
 }
+
+// TestShopperAccountsAudits: a passed audit adds its bytes and a pass to
+// the edge's epoch figures, a failed one a failure (and no bytes).
+func TestShopperAccountsAudits(t *testing.T) {
+	r := newShopperRig(t)
+	var got []map[string]int64
+	r.s.figures = func(_ context.Context, node string, d map[string]int64) error {
+		if node != r.node.ID {
+			t.Errorf("figures of %s, want the audited edge %s", node, r.node.ID)
+		}
+		got = append(got, d)
+		return nil
+	}
+	ctx := t.Context()
+	r.s.round(ctx)
+	r.mu.Lock()
+	r.tamper = true
+	r.mu.Unlock()
+	r.advance(2 * time.Minute)
+	r.s.round(ctx)
+	// Every segment of the rig is "<id>/s-1-N.m4s" with the id's length.
+	size := int64(len(r.pub + "/s-1-0.m4s"))
+	if len(got) != 2 || len(got[0]) != 2 || got[0][routing.FigureAuditsPassed] != 1 || got[0][routing.FigureAuditBytes] != size ||
+		len(got[1]) != 1 || got[1][routing.FigureAuditsFailed] != 1 {
+		t.Fatalf("figures %v", got)
+	}
+}

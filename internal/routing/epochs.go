@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sort"
 	"strconv"
@@ -17,9 +18,19 @@ import (
 //
 //	shoal:epoch:<epoch>:nodes        set     the nodes with figures in that epoch
 //	shoal:epoch:<epoch>:node:<id>    hash    figure name -> counter (Figure* names)
+//	shoal:epochs                     zset    epochs with figures (member the epoch id, score its start, Unix ms)
+//	shoal:epochreport:<epoch>        string  the sealed report of the epoch (see SealEpochReport)
+//	shoal:epochnode:<id>             hash    the node's last accounted heartbeat: t (the node's signed time,
+//	                                         Unix µs), b (its cumulative bytes_served), at (the origin's clock,
+//	                                         Unix ms), tok (the node token id it joined with)
 //
-// Both expire after the retention the caller passes (accounting.retention).
-const epochPrefix = "shoal:epoch:"
+// All expire after the retention the caller passes (accounting.retention).
+const (
+	epochPrefix       = "shoal:epoch:"
+	epochsIndex       = "shoal:epochs"
+	epochReportPrefix = "shoal:epochreport:"
+	epochNodePrefix   = "shoal:epochnode:"
+)
 
 // Figures of a node in an epoch (hash fields).
 const (
@@ -79,18 +90,35 @@ func ParseEpochID(s string) (time.Time, error) {
 func epochNodesKey(id string) string      { return epochPrefix + id + ":nodes" }
 func epochNodeKey(id, node string) string { return epochPrefix + id + ":node:" + node }
 
-// KEYS[1] the epoch's node set, KEYS[2] the node's hash; ARGV[1] the node
-// id, ARGV[2] the TTL in ms, ARGV[3] the counter cap, then name, delta
-// pairs. A counter never passes the cap.
-var addFiguresScript = redis.NewScript(`
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local cap = tonumber(ARGV[3])
-for i = 4, #ARGV, 2 do
-  local v = redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i+1])
-  if v > cap then redis.call('HSET', KEYS[2], ARGV[i], cap) end
+// luaAddFigures is a Lua function for the scripts below: it adds the
+// name, delta pairs of list (strings; deltas > 0) to node's figures in the
+// epoch (nodes: its node set, hash: the node's hash, index: the epochs
+// index with the epoch's start and id), keeping each counter under cap,
+// and makes every key live ttl ms; index entries older than minScore go.
+const luaAddFigures = `
+local function addFigures(nodes, hash, index, node, ttl, cap, start, id, minScore, list)
+  if #list == 0 then return end
+  redis.call('SADD', nodes, node)
+  redis.call('PEXPIRE', nodes, ttl)
+  for i = 1, #list, 2 do
+    local v = redis.call('HINCRBY', hash, list[i], list[i+1])
+    if v > cap then redis.call('HSET', hash, list[i], string.format('%d', cap)) end
+  end
+  redis.call('PEXPIRE', hash, ttl)
+  redis.call('ZADD', index, start, id)
+  redis.call('ZREMRANGEBYSCORE', index, '-inf', '(' .. minScore)
+  redis.call('PEXPIRE', index, ttl)
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
+`
+
+// KEYS: the epoch's node set, the node's hash, the epochs index; ARGV[1]
+// the node id, ARGV[2] the TTL in ms, ARGV[3] the counter cap, ARGV[4]
+// the epoch's start (Unix ms), ARGV[5] its id, ARGV[6] the oldest start
+// the index keeps, then name, delta pairs.
+var addFiguresScript = redis.NewScript(luaAddFigures + `
+local list = {}
+for i = 7, #ARGV do list[#list+1] = ARGV[i] end
+addFigures(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], list)
 return 1`)
 
 // AddEpochFigures adds deltas (figure name -> amount, each >= 0) to node's
@@ -111,12 +139,183 @@ func (s *Store) AddEpochFigures(ctx context.Context, start time.Time, node strin
 	}
 	sort.Strings(names)
 	id := EpochID(start)
-	args := []any{node, retention.Milliseconds(), int64(maxFigure)}
+	args := []any{node, retention.Milliseconds(), int64(maxFigure), start.UnixMilli(), id, start.Add(-retention).UnixMilli()}
 	for _, k := range names {
 		args = append(args, k, deltas[k])
 	}
-	err := addFiguresScript.Run(ctx, s.rdb, []string{epochNodesKey(id), epochNodeKey(id, node)}, args...).Err()
+	err := addFiguresScript.Run(ctx, s.rdb, []string{epochNodesKey(id), epochNodeKey(id, node), epochsIndex}, args...).Err()
 	return wrapErr("add epoch figures", err)
+}
+
+// HeartbeatFigures is what one heartbeat tells the accounting.
+type HeartbeatFigures struct {
+	// Sent is the node's signed time of the heartbeat: heartbeats are
+	// accounted in that order, once each (a replayed or late one is not).
+	Sent time.Time
+	// BytesServed is the node's cumulative bytes_served; a value below
+	// the previous one means the node restarted (the value is then the
+	// delta).
+	BytesServed int64
+	// TokenID is the node token the node joined with.
+	TokenID string
+}
+
+// Accounted is what AccountHeartbeat added.
+type Accounted struct {
+	Counted                            bool // false: a heartbeat sent no later than the last accounted one
+	ClaimedBytes, UptimeMs, Quarantine int64
+}
+
+// AccountHeartbeat adds a heartbeat of node, received at now, to the
+// figures of the epochs (of length epoch) atomically (heartbeats of one
+// node may reach several origins at once): the bytes the node claims
+// since its previous heartbeat (FigureClaimedBytes), the time since its
+// previous heartbeat or join, at most maxGap (FigureUptimeMs), and that
+// time again as FigureQuarantineMs while the node is quarantined. When
+// that time began in the previous epoch, the figures are shared between
+// the two epochs in proportion to the time in each: bytes an edge served
+// just before an epoch ended count in that epoch, as the audits and
+// viewers that confirm them do.
+func (s *Store) AccountHeartbeat(ctx context.Context, node string, hb HeartbeatFigures, now time.Time,
+	epoch, maxGap, retention time.Duration) (Accounted, error) {
+	if hb.BytesServed < 0 || hb.BytesServed > maxFigure {
+		return Accounted{}, fmt.Errorf("routing: account heartbeat: bytes_served %d out of range", hb.BytesServed)
+	}
+	start := EpochStart(now, epoch)
+	prev := start.Add(-epoch)
+	id, prevID := EpochID(start), EpochID(prev)
+	res, err := heartbeatFiguresScript.Run(ctx, s.rdb,
+		[]string{epochNodePrefix + node, quarantinePrefix + node, epochNodesKey(id), epochNodeKey(id, node), epochsIndex,
+			epochNodesKey(prevID), epochNodeKey(prevID, node)},
+		node, hb.Sent.UnixMicro(), hb.BytesServed, now.UnixMilli(), maxGap.Milliseconds(), retention.Milliseconds(),
+		int64(maxFigure), start.UnixMilli(), id, prev.Add(-retention).UnixMilli(), hb.TokenID, prev.UnixMilli(), prevID).Int64Slice()
+	if err != nil {
+		return Accounted{}, wrapErr("account heartbeat", err)
+	}
+	if len(res) != 4 {
+		return Accounted{}, fmt.Errorf("routing: account heartbeat: unexpected reply %v", res)
+	}
+	return Accounted{Counted: res[0] == 1, ClaimedBytes: res[1], UptimeMs: res[2], Quarantine: res[3]}, nil
+}
+
+// KEYS: the node's accounting state, its quarantine, the epoch's node
+// set, the node's hash in the epoch, the epochs index, the previous
+// epoch's node set and the node's hash in it. ARGV: 1 node id, 2 sent
+// (µs), 3 bytes served, 4 now (ms), 5 max gap (ms), 6 TTL (ms), 7 counter
+// cap, 8 epoch start (ms), 9 epoch id, 10 oldest start kept, 11 token id,
+// 12 previous epoch's start (ms), 13 its id. Numbers stay strings where
+// Redis stores them (Lua's tostring would round them).
+var heartbeatFiguresScript = redis.NewScript(luaAddFigures + `
+local sent = tonumber(ARGV[2])
+local prevSent = redis.call('HGET', KEYS[1], 't')
+if prevSent and sent <= tonumber(prevSent) then return {0, 0, 0, 0} end
+local bytes = tonumber(ARGV[3])
+local claimed = bytes
+local prevBytes = redis.call('HGET', KEYS[1], 'b')
+if prevBytes and bytes >= tonumber(prevBytes) then claimed = bytes - tonumber(prevBytes) end
+local now = tonumber(ARGV[4])
+local at = ARGV[4]
+local up = 0
+local prevAt = redis.call('HGET', KEYS[1], 'at')
+if prevAt then
+  up = now - tonumber(prevAt)
+  if up < 0 then up = 0; at = prevAt end
+  if up > tonumber(ARGV[5]) then up = tonumber(ARGV[5]) end
+end
+local q = 0
+if up > 0 and redis.call('EXISTS', KEYS[2]) == 1 then q = up end
+redis.call('HSET', KEYS[1], 't', ARGV[2], 'b', ARGV[3], 'at', at, 'tok', ARGV[11])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+-- The part of [now - up, now] before this epoch's start is the previous
+-- epoch's.
+local pc, pu, pq = 0, 0, 0
+local split = tonumber(ARGV[8]) - (now - up)
+if up > 0 and split > 0 then
+  pc = math.floor(claimed * split / up)
+  pu = split
+  if q > 0 then pq = split end
+end
+local function figures(c, u, qq)
+  local list = {}
+  if c > 0 then list[#list+1] = 'claimed_bytes'; list[#list+1] = string.format('%d', c) end
+  if u > 0 then list[#list+1] = 'uptime_ms'; list[#list+1] = string.format('%d', u) end
+  if qq > 0 then list[#list+1] = 'quarantine_ms'; list[#list+1] = string.format('%d', qq) end
+  return list
+end
+addFigures(KEYS[6], KEYS[7], KEYS[5], ARGV[1], ARGV[6], tonumber(ARGV[7]), ARGV[12], ARGV[13], ARGV[10], figures(pc, pu, pq))
+addFigures(KEYS[3], KEYS[4], KEYS[5], ARGV[1], ARGV[6], tonumber(ARGV[7]), ARGV[8], ARGV[9], ARGV[10], figures(claimed - pc, up - pu, q - pq))
+return {1, claimed, up, q}`)
+
+// AccountJoin records that node joined at now with the node token
+// tokenID: its uptime counts from then (at its next heartbeat). The cumulative bytes it claimed stay:
+// a node that joins again without restarting goes on counting.
+func (s *Store) AccountJoin(ctx context.Context, node, tokenID string, now time.Time, retention time.Duration) error {
+	err := accountJoinScript.Run(ctx, s.rdb, []string{epochNodePrefix + node}, now.UnixMilli(), retention.Milliseconds(), tokenID).Err()
+	return wrapErr("account join", err)
+}
+
+var accountJoinScript = redis.NewScript(`
+redis.call('HSET', KEYS[1], 'tok', ARGV[3])
+local at = redis.call('HGET', KEYS[1], 'at')
+if not at or tonumber(at) < tonumber(ARGV[1]) then redis.call('HSET', KEYS[1], 'at', ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1`)
+
+// NodeAccountToken returns the id of the node token node joined with, as
+// its latest accounted heartbeat said (kept for the retention, after the
+// node left the registry); ErrNotFound when none is known.
+func (s *Store) NodeAccountToken(ctx context.Context, node string) (string, error) {
+	tok, err := s.rdb.HGet(ctx, epochNodePrefix+node, "tok").Result()
+	if errors.Is(err, redis.Nil) {
+		return "", ErrNotFound
+	}
+	return tok, wrapErr("node account token", err)
+}
+
+// Epochs returns the starts of the latest epochs with figures, newest
+// first, at most max.
+func (s *Store) Epochs(ctx context.Context, max int) ([]time.Time, error) {
+	if max <= 0 {
+		return nil, nil
+	}
+	list, err := s.rdb.ZRevRange(ctx, epochsIndex, 0, int64(max-1)).Result()
+	if err != nil {
+		return nil, wrapErr("epochs", err)
+	}
+	out := make([]time.Time, 0, len(list))
+	for _, id := range list {
+		if t, err := ParseEpochID(id); err == nil {
+			out = append(out, t)
+		}
+	}
+	return out, nil
+}
+
+// SealEpochReport stores report as the sealed report of the epoch that
+// starts at start, unless one is stored already, and returns the one
+// stored: every origin serves the first one sealed.
+func (s *Store) SealEpochReport(ctx context.Context, start time.Time, report []byte, retention time.Duration) ([]byte, error) {
+	key := epochReportPrefix + EpochID(start)
+	var get *redis.StringCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.SetNX(ctx, key, report, retention)
+		get = p.Get(ctx, key)
+		return nil
+	})
+	if err != nil {
+		return nil, wrapErr("seal epoch report", err)
+	}
+	return []byte(get.Val()), nil
+}
+
+// SealedEpochReport returns the sealed report of the epoch that starts at
+// start, or ErrNotFound.
+func (s *Store) SealedEpochReport(ctx context.Context, start time.Time) ([]byte, error) {
+	b, err := s.rdb.Get(ctx, epochReportPrefix+EpochID(start)).Bytes()
+	if errors.Is(err, redis.Nil) {
+		return nil, ErrNotFound
+	}
+	return b, wrapErr("sealed epoch report", err)
 }
 
 // EpochFigures returns every node's figures in the epoch that starts at

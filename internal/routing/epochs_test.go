@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 )
@@ -71,5 +72,197 @@ func TestEpochFigures(t *testing.T) {
 	}
 	if got, _ := s.EpochFigures(ctx, next.Add(time.Hour)); len(got) != 0 {
 		t.Fatalf("an empty epoch has %v", got)
+	}
+}
+
+func TestEpochsIndexAndSeal(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := context.Background()
+	e := EpochStart(time.Now(), time.Minute)
+	for i := range 3 {
+		if err := s.AddEpochFigures(ctx, e.Add(time.Duration(-i)*time.Minute), "nodea", map[string]int64{FigureAuditsPassed: 1}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// An epoch older than the retention leaves the index.
+	if err := s.AddEpochFigures(ctx, e.Add(-2*time.Hour), "nodea", map[string]int64{FigureAuditsPassed: 1}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.AddEpochFigures(ctx, e.Add(time.Minute), "nodea", map[string]int64{FigureAuditsPassed: 1}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.Epochs(ctx, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 3 || !list[0].Equal(e.Add(time.Minute)) || !list[1].Equal(e) || !list[2].Equal(e.Add(-time.Minute)) {
+		t.Fatalf("epochs: %v", list)
+	}
+	if all, _ := s.Epochs(ctx, 100); len(all) != 4 {
+		t.Fatalf("the index kept %d epochs, want 4 (one expired)", len(all))
+	}
+	if _, err := s.SealedEpochReport(ctx, e); err != ErrNotFound {
+		t.Fatalf("unsealed: %v", err)
+	}
+	got, err := s.SealEpochReport(ctx, e, []byte("first"), time.Hour)
+	if err != nil || string(got) != "first" {
+		t.Fatalf("seal: %q %v", got, err)
+	}
+	got, err = s.SealEpochReport(ctx, e, []byte("second"), time.Hour)
+	if err != nil || string(got) != "first" {
+		t.Fatalf("a second seal: %q %v, want the first", got, err)
+	}
+	if got, err := s.SealedEpochReport(ctx, e); err != nil || string(got) != "first" {
+		t.Fatalf("sealed: %q %v", got, err)
+	}
+}
+
+func TestAccountHeartbeat(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := context.Background()
+	e := EpochStart(time.Now(), time.Hour)
+	t0 := e.Add(time.Minute)
+	const gap = 7 * time.Second
+	beat := func(sent, at time.Duration, bytes int64) Accounted {
+		t.Helper()
+		a, err := s.AccountHeartbeat(ctx, "nodea", HeartbeatFigures{Sent: t0.Add(sent), BytesServed: bytes, TokenID: "tok1"}, t0.Add(at), time.Hour, gap, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	want := func(a Accounted, counted bool, claimed, up, q int64) {
+		t.Helper()
+		if a.Counted != counted || a.ClaimedBytes != claimed || a.UptimeMs != up || a.Quarantine != q {
+			t.Fatalf("accounted %+v, want counted %v claimed %d uptime %d quarantine %d", a, counted, claimed, up, q)
+		}
+	}
+	want(beat(0, 0, 1000), true, 1000, 0, 0) // first: all of it, no uptime yet
+	want(beat(2*time.Second, 2*time.Second, 1500), true, 500, 2000, 0)
+	want(beat(2*time.Second, 3*time.Second, 9000), false, 0, 0, 0) // replayed (same signed time)
+	want(beat(time.Second, 3*time.Second, 9000), false, 0, 0, 0)   // late
+	want(beat(4*time.Second, 30*time.Second, 1600), true, 100, gap.Milliseconds(), 0)
+	want(beat(5*time.Second, 31*time.Second, 300), true, 300, 1000, 0) // restarted: its counter began again
+	if err := s.QuarantineNode(ctx, "nodea", "test"); err != nil {
+		t.Fatal(err)
+	}
+	want(beat(6*time.Second, 33*time.Second, 300), true, 0, 2000, 2000)
+	// Another origin's clock behind: no negative uptime, and the later
+	// clock stays the reference.
+	want(beat(7*time.Second, 32*time.Second, 400), true, 100, 0, 0)
+	want(beat(8*time.Second, 34*time.Second, 400), true, 0, 1000, 1000)
+	f, err := s.EpochFigures(ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := f["nodea"]
+	if a[FigureClaimedBytes] != 1000+500+100+300+100 || a[FigureUptimeMs] != 2000+7000+1000+2000+1000 || a[FigureQuarantineMs] != 3000 {
+		t.Fatalf("figures %v", a)
+	}
+	if tok, err := s.NodeAccountToken(ctx, "nodea"); err != nil || tok != "tok1" {
+		t.Fatalf("token %q %v", tok, err)
+	}
+	if _, err := s.NodeAccountToken(ctx, "nodeb"); err != ErrNotFound {
+		t.Fatalf("unknown node's token: %v", err)
+	}
+	if _, err := s.AccountHeartbeat(ctx, "nodea", HeartbeatFigures{Sent: t0.Add(time.Hour), BytesServed: -1}, t0, time.Hour, gap, time.Hour); err == nil {
+		t.Fatal("negative bytes accepted")
+	}
+}
+
+// TestAccountHeartbeatConcurrent: heartbeats of one node reaching two
+// origins (two clients) at once, in any order, claim exactly its last
+// cumulative figure in all, never a "restart".
+func TestAccountHeartbeatConcurrent(t *testing.T) {
+	t.Parallel()
+	s1, srv := newTestStore(t)
+	s2, err := NewStore(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s2.Close() })
+	ctx := context.Background()
+	e := EpochStart(time.Now(), time.Hour)
+	t0 := e.Add(time.Minute)
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := s1
+			if i%2 == 1 {
+				s = s2
+			}
+			hb := HeartbeatFigures{Sent: t0.Add(time.Duration(i) * time.Millisecond), BytesServed: int64(i+1) * 1000}
+			if _, err := s.AccountHeartbeat(ctx, "nodea", hb, t0, time.Hour, 7*time.Second, time.Hour); err != nil {
+				errs <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	f, err := s1.EpochFigures(ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f["nodea"][FigureClaimedBytes]; got != n*1000 {
+		t.Fatalf("claimed %d, want %d", got, n*1000)
+	}
+}
+
+// TestAccountHeartbeatSplit: uptime counts from the join, and a heartbeat
+// whose interval began in the previous epoch shares its figures between
+// the two epochs in proportion to the time in each.
+func TestAccountHeartbeatSplit(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := context.Background()
+	const epoch = 10 * time.Second
+	e := EpochStart(time.Now(), epoch)
+	prev := e.Add(-epoch)
+	if err := s.AccountJoin(ctx, "nodea", "tok1", e.Add(-3*time.Second), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	// An older join (another origin's late write) does not move it back.
+	if err := s.AccountJoin(ctx, "nodea", "tok1", e.Add(-5*time.Second), time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := s.NodeAccountToken(ctx, "nodea"); err != nil || tok != "tok1" {
+		t.Fatalf("token after the join: %q %v", tok, err)
+	}
+	a, err := s.AccountHeartbeat(ctx, "nodea", HeartbeatFigures{Sent: e, BytesServed: 4000, TokenID: "tok1"}, e.Add(time.Second), epoch, 7*time.Second, time.Hour)
+	if err != nil || !a.Counted || a.ClaimedBytes != 4000 || a.UptimeMs != 4000 {
+		t.Fatalf("accounted %+v %v", a, err)
+	}
+	if err := s.QuarantineNode(ctx, "nodea", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.AccountHeartbeat(ctx, "nodea", HeartbeatFigures{Sent: e.Add(2 * time.Second), BytesServed: 6000, TokenID: "tok1"}, e.Add(3*time.Second), epoch, 7*time.Second, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	before, err := s.EpochFigures(ctx, prev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now, err := s.EpochFigures(ctx, e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := before["nodea"]; b[FigureClaimedBytes] != 3000 || b[FigureUptimeMs] != 3000 || b[FigureQuarantineMs] != 0 {
+		t.Errorf("the previous epoch's share: %v", b)
+	}
+	if c := now["nodea"]; c[FigureClaimedBytes] != 1000+2000 || c[FigureUptimeMs] != 1000+2000 || c[FigureQuarantineMs] != 2000 {
+		t.Errorf("this epoch's share: %v", c)
+	}
+	list, err := s.Epochs(ctx, 10)
+	if err != nil || len(list) != 2 || !list[0].Equal(e) || !list[1].Equal(prev) {
+		t.Fatalf("epochs %v %v", list, err)
 	}
 }

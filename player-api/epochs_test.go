@@ -1,0 +1,475 @@
+package playerapi
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"encoding/csv"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shoal-video/shoal/internal/manifest"
+	"github.com/shoal-video/shoal/internal/nodeproto"
+	"github.com/shoal-video/shoal/internal/routing"
+)
+
+func TestRewardPoints(t *testing.T) {
+	t.Parallel()
+	row := func(id string, credited, passed, failed int64) EpochRow {
+		return EpochRow{NodeID: id, CreditedBytes: credited, AuditsPassed: passed, AuditsFailed: failed}
+	}
+	for _, c := range []struct {
+		name string
+		rows []EpochRow
+		pool int64
+		want []int64
+	}{
+		// Equal weights: the pool's remainder goes by node id.
+		{"largest remainder, ties by id", []EpochRow{row("c", 5, 0, 0), row("a", 5, 0, 0), row("b", 5, 0, 0)}, 1000, []int64{333, 334, 333}},
+		// 1/6, 2/6, 3/6 of 10: 1.67, 3.33, 5: the largest remainder (.67) gets the point.
+		{"largest remainder", []EpochRow{row("a", 1, 0, 0), row("b", 2, 0, 0), row("c", 3, 0, 0)}, 10, []int64{2, 3, 5}},
+		// Same credited bytes; b passed half its audits: weights 100 and 50.
+		{"weighted by pass rate", []EpochRow{row("a", 100, 4, 0), row("b", 100, 1, 1)}, 3, []int64{2, 1}},
+		// A node that failed every audit earns nothing, whatever it was credited.
+		{"failed every audit", []EpochRow{row("a", 100, 0, 3), row("b", 1, 1, 0)}, 1000, []int64{0, 1000}},
+		{"zero pool", []EpochRow{row("a", 100, 0, 0)}, 0, []int64{0}},
+		{"nobody credited", []EpochRow{row("a", 0, 5, 0), row("b", 0, 0, 0)}, 1000, []int64{0, 0}},
+		{"no weight at all", []EpochRow{row("a", 7, 0, 1)}, 1000, []int64{0}},
+		{"no rows", nil, 1000, nil},
+		// Huge figures: 2^50 bytes against 1 byte (a share of 0.0009 point).
+		{"exact with big figures", []EpochRow{row("a", 1<<50, 0, 0), row("b", 1, 0, 0)}, 1_000_000_000_000, []int64{1_000_000_000_000, 0}},
+	} {
+		rewardPoints(c.rows, c.pool)
+		var sum int64
+		for i, r := range c.rows {
+			sum += r.RewardPoints
+			if r.RewardPoints != c.want[i] {
+				t.Errorf("%s: %s got %d points, want %d", c.name, r.NodeID, r.RewardPoints, c.want[i])
+			}
+		}
+		var wantSum int64
+		for _, w := range c.want {
+			wantSum += w
+		}
+		if sum != wantSum {
+			t.Errorf("%s: %d points given, want %d", c.name, sum, wantSum)
+		}
+	}
+}
+
+func TestEpochRows(t *testing.T) {
+	t.Parallel()
+	rows := epochRows(map[string]map[string]int64{
+		"liar":   {routing.FigureClaimedBytes: 3000, routing.FigureAuditBytes: 600, routing.FigureViewerBytes: 400, routing.FigureAuditsPassed: 3, routing.FigureAuditsFailed: 1},
+		"honest": {routing.FigureClaimedBytes: 900, routing.FigureAuditBytes: 600, routing.FigureViewerBytes: 400, routing.FigureUptimeMs: 1500, routing.FigureQuarantineMs: 250},
+		"silent": {routing.FigureViewerBytes: 400},
+	})
+	if len(rows) != 3 || rows[0].NodeID != "honest" || rows[1].NodeID != "liar" || rows[2].NodeID != "silent" {
+		t.Fatalf("rows %+v", rows)
+	}
+	if rows[0].CreditedBytes != 900 || rows[0].AuditPassRate != 1 || rows[0].UptimeSeconds != 1.5 || rows[0].QuarantineSeconds != 0.25 {
+		t.Errorf("honest: %+v (credited at most its claim)", rows[0])
+	}
+	if rows[1].CreditedBytes != 1000 || rows[1].AuditPassRate != 0.75 {
+		t.Errorf("liar: %+v (credited what was confirmed, not its claim)", rows[1])
+	}
+	if rows[2].CreditedBytes != 0 {
+		t.Errorf("silent: %+v (nothing claimed, nothing credited)", rows[2])
+	}
+}
+
+func TestVerifyReport(t *testing.T) {
+	t.Parallel()
+	k := newKey(t)
+	pub := k.Public().(ed25519.PublicKey)
+	a := &API{acct: Accounting{Key: k}.withDefaults()}
+	body := []byte(`{"epoch":"20261205T070000Z"}`)
+	s := a.sign(body)
+	if !strings.HasPrefix(s.sig, "keyid="+manifest.KeyID(pub)+", sig=") {
+		t.Fatalf("header %q", s.sig)
+	}
+	if err := VerifyReport(pub, body, s.sig); err != nil {
+		t.Fatal(err)
+	}
+	other := newKey(t).Public().(ed25519.PublicKey)
+	sig := strings.SplitN(s.sig, "sig=", 2)[1]
+	// The same signature bytes with other unused trailing bits: one
+	// signature has one encoding.
+	const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+	last := strings.IndexByte(alphabet, sig[len(sig)-1])
+	malleated := sig[:len(sig)-1] + string(alphabet[last^1])
+	for name, c := range map[string]struct {
+		pub    ed25519.PublicKey
+		body   []byte
+		header string
+	}{
+		"tampered body":   {pub, []byte(`{"epoch":"20261205T080000Z"}`), s.sig},
+		"another key":     {other, body, s.sig},
+		"key id swapped":  {other, body, "keyid=" + manifest.KeyID(other) + ", sig=" + sig},
+		"no key id":       {pub, body, "sig=" + sig},
+		"repeated":        {pub, body, s.sig + ", sig=" + sig},
+		"not base64url":   {pub, body, "keyid=" + manifest.KeyID(pub) + ", sig=***"},
+		"short signature": {pub, body, "keyid=" + manifest.KeyID(pub) + ", sig=AAAA"},
+		"garbage":         {pub, body, "nonsense"},
+		"other encoding":  {pub, body, "keyid=" + manifest.KeyID(pub) + ", sig=" + malleated},
+		"empty":           {pub, body, ""},
+		"bad key":         {pub[:5], body, s.sig},
+	} {
+		if err := VerifyReport(c.pub, c.body, c.header); err == nil {
+			t.Errorf("%s: verified", name)
+		}
+	}
+}
+
+// testClock is a clock tests move.
+type testClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *testClock) set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
+// signedGet GETs target with key and checks the answer's signature.
+func (e *env) signedGet(t *testing.T, target, key string, pub ed25519.PublicKey) response {
+	t.Helper()
+	r := e.doJSON(t, "GET", target, key, "").wantStatus(t, http.StatusOK)
+	if err := VerifyReport(pub, r.body, r.header.Get(ReportSignatureHeader)); err != nil {
+		t.Fatalf("GET %s: %v", target, err)
+	}
+	return r
+}
+
+// csvRows parses CSV into maps by column name.
+func csvRows(t *testing.T, b []byte) []map[string]string {
+	t.Helper()
+	recs, err := csv.NewReader(bytes.NewReader(b)).ReadAll()
+	if err != nil || len(recs) == 0 {
+		t.Fatalf("CSV %q: %v", b, err)
+	}
+	var out []map[string]string
+	for _, rec := range recs[1:] {
+		m := map[string]string{}
+		for i, col := range recs[0] {
+			m[col] = rec[i]
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// sameRow checks that a CSV row says what a JSON row does.
+func sameRow(t *testing.T, c map[string]string, r EpochRow) {
+	t.Helper()
+	var m map[string]any
+	b, _ := json.Marshal(r)
+	_ = json.Unmarshal(b, &m)
+	for _, col := range rowColumns {
+		want, _ := m[col]
+		switch w := want.(type) {
+		case float64:
+			got, err := strconv.ParseFloat(c[col], 64)
+			if err != nil || got != w {
+				t.Errorf("%s: CSV %q, JSON %v", col, c[col], w)
+			}
+		case nil:
+			if c[col] != "" {
+				t.Errorf("%s: CSV %q, JSON absent", col, c[col])
+			}
+		default:
+			if c[col] != w {
+				t.Errorf("%s: CSV %q, JSON %v", col, c[col], w)
+			}
+		}
+	}
+}
+
+// TestEpochReports: heartbeats through the API become the claimed bytes
+// and uptime of the current epoch; audits and viewers add the confirmed
+// bytes; the report is signed, its CSV agrees with its JSON, and once the
+// epoch is over it is sealed: byte-identical whatever arrives later.
+func TestEpochReports(t *testing.T) {
+	t.Parallel()
+	key := newKey(t)
+	pub := key.Public().(ed25519.PublicKey)
+	start := routing.EpochStart(time.Now(), time.Minute)
+	clock := &testClock{t: start.Add(10 * time.Second)}
+	e := newEnv(t, Config{Accounting: Accounting{Epoch: time.Minute, RewardPool: 1000, Key: key, Now: clock.Now}})
+	tok := decode[nodeTokenJSON](t, e.doJSON(t, "POST", "/v1/node-tokens", testAdminKey, `{"name":"ops"}`).wantStatus(t, http.StatusCreated))
+	otherTok := decode[nodeTokenJSON](t, e.doJSON(t, "POST", "/v1/node-tokens", testAdminKey, `{"name":"others"}`).wantStatus(t, http.StatusCreated))
+	liarKey, honestKey := newKey(t), newKey(t)
+	liar := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", tok.Token, joinBody(liarKey, "eu", time.Now()), liarKey).wantStatus(t, http.StatusCreated)).ID
+	honest := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", otherTok.Token, joinBody(honestKey, "us", time.Now()), honestKey).wantStatus(t, http.StatusCreated)).ID
+	sent := time.Now()
+	beat := func(node string, token string, k ed25519.PrivateKey, bytes int64) {
+		t.Helper()
+		sent = sent.Add(time.Millisecond)
+		e.nodeReq(t, "/v1/nodes/"+node+"/heartbeat", token, nodeproto.Heartbeat{Time: sent, BytesServed: bytes}, k).wantStatus(t, http.StatusOK)
+	}
+	// The liar says it served 3 MB, the honest edge 1 MB (with a
+	// restart: 600 kB, then 400 kB from zero), 2 s apart.
+	beat(liar, tok.Token, liarKey, 1_000_000)
+	beat(honest, otherTok.Token, honestKey, 600_000)
+	clock.set(start.Add(12 * time.Second))
+	beat(liar, tok.Token, liarKey, 3_000_000)
+	beat(honest, otherTok.Token, honestKey, 400_000)
+	ctx := t.Context()
+	for node, f := range map[string]map[string]int64{
+		liar:   {routing.FigureAuditBytes: 900_000, routing.FigureAuditsPassed: 9, routing.FigureViewerBytes: 100_000},
+		honest: {routing.FigureAuditBytes: 500_000, routing.FigureAuditsPassed: 4, routing.FigureAuditsFailed: 1, routing.FigureViewerBytes: 400_000},
+	} {
+		if err := e.a.AddFigures(ctx, node, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	id := routing.EpochID(start)
+	r := e.signedGet(t, "/v1/operators/epochs/"+id, testAdminKey, pub)
+	rep := decode[EpochReport](t, r)
+	if rep.Final || rep.Epoch != id || !rep.Start.Equal(start) || !rep.End.Equal(start.Add(time.Minute)) || rep.RewardPool != 1000 ||
+		rep.KeyID != manifest.KeyID(pub) || len(rep.Nodes) != 2 {
+		t.Fatalf("report %s", r.body)
+	}
+	rows := map[string]EpochRow{}
+	for _, row := range rep.Nodes {
+		rows[row.NodeID] = row
+	}
+	l, h := rows[liar], rows[honest]
+	if l.ClaimedBytes != 3_000_000 || l.CreditedBytes != 1_000_000 || l.UptimeSeconds != 2 || l.Region != "eu" || l.State != "active" || l.Role != "edge" {
+		t.Errorf("liar %+v", l)
+	}
+	if h.ClaimedBytes != 1_000_000 || h.CreditedBytes != 900_000 || h.AuditPassRate != 0.8 || h.Region != "us" {
+		t.Errorf("honest %+v", h)
+	}
+	// Weights 1 000 000 x 1 and 900 000 x 0.8 = 720 000.
+	if l.RewardPoints != 581 || h.RewardPoints != 419 {
+		t.Errorf("points: liar %d, honest %d", l.RewardPoints, h.RewardPoints)
+	}
+	// CSV: the same rows.
+	rc := e.signedGet(t, "/v1/operators/epochs/"+id+"?format=csv", testAdminKey, pub)
+	if ct := rc.header.Get("Content-Type"); !strings.HasPrefix(ct, "text/csv") {
+		t.Fatalf("content type %q", ct)
+	}
+	crows := csvRows(t, rc.body)
+	if len(crows) != 2 {
+		t.Fatalf("CSV %s", rc.body)
+	}
+	for i, c := range crows {
+		sameRow(t, c, rep.Nodes[i])
+	}
+
+	// The epoch ends; within the grace it is not final yet.
+	clock.set(start.Add(time.Minute + 30*time.Second))
+	if rep := decode[EpochReport](t, e.signedGet(t, "/v1/operators/epochs/"+id, testAdminKey, pub)); rep.Final {
+		t.Fatal("final within the grace")
+	}
+	clock.set(start.Add(2*time.Minute + time.Second))
+	sealed := e.signedGet(t, "/v1/operators/epochs/"+id, testAdminKey, pub)
+	if rep := decode[EpochReport](t, sealed); !rep.Final || len(rep.Nodes) != 2 {
+		t.Fatalf("sealed %s", sealed.body)
+	}
+	// Figures arriving late change nothing: the sealed report is served
+	// byte for byte, signature included.
+	if err := e.store.AddEpochFigures(ctx, start, liar, map[string]int64{routing.FigureViewerBytes: 5_000_000}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	clock.set(start.Add(5 * time.Minute))
+	again := e.signedGet(t, "/v1/operators/epochs/"+id, testAdminKey, pub)
+	if !bytes.Equal(again.body, sealed.body) || again.header.Get(ReportSignatureHeader) != sealed.header.Get(ReportSignatureHeader) {
+		t.Fatalf("a sealed report changed:\n%s\n%s", sealed.body, again.body)
+	}
+	if err := VerifyReport(pub, bytes.Replace(again.body, []byte(`"claimed_bytes":3000000`), []byte(`"claimed_bytes":3000001`), 1),
+		again.header.Get(ReportSignatureHeader)); err == nil {
+		t.Fatal("a tampered report verified")
+	}
+
+	// A later epoch: a heartbeat in it (its 7 s, the most one counts, all
+	// in that epoch).
+	clock.set(start.Add(5*time.Minute + 10*time.Second))
+	beat(liar, tok.Token, liarKey, 3_500_000)
+	list := decode[[]epochSummary](t, e.signedGet(t, "/v1/operators/epochs", testAdminKey, pub))
+	if len(list) != 2 || list[0].Epoch != routing.EpochID(start.Add(5*time.Minute)) || list[0].Final || list[0].Nodes != 1 || list[0].CreditedBytes != 0 ||
+		list[1].Epoch != id || !list[1].Final || list[1].Nodes != 2 || list[1].CreditedBytes != 1_900_000 {
+		t.Fatalf("epochs %+v", list)
+	}
+	if got := decode[[]epochSummary](t, e.signedGet(t, "/v1/operators/epochs?limit=1", testAdminKey, pub)); len(got) != 1 {
+		t.Fatalf("limit 1: %+v", got)
+	}
+
+	// The liar's operator reads its usage with its own node token; the
+	// other operator's token may not.
+	u := decode[nodeUsage](t, e.signedGet(t, "/v1/nodes/"+liar+"/usage", tok.Token, pub))
+	if u.NodeID != liar || len(u.Epochs) != 2 || u.Epochs[1].Epoch != id || u.Epochs[1].ClaimedBytes != 3_000_000 || u.Epochs[1].CreditedBytes != 1_000_000 ||
+		u.Epochs[1].RewardPoints != 581 || !u.Epochs[1].Final || u.Epochs[0].ClaimedBytes != 500_000 {
+		t.Fatalf("usage %+v", u)
+	}
+	uc := csvRows(t, e.signedGet(t, "/v1/nodes/"+liar+"/usage?format=csv", tok.Token, pub).body)
+	if len(uc) != 2 || uc[1]["epoch"] != id || uc[1]["final"] != "true" || uc[1]["start"] != start.Format(time.RFC3339) {
+		t.Fatalf("usage CSV %v", uc)
+	}
+	for i := range uc {
+		sameRow(t, uc[i], u.Epochs[i].EpochRow)
+	}
+	e.doJSON(t, "GET", "/v1/nodes/"+liar+"/usage", otherTok.Token, "").wantError(t, http.StatusForbidden, codeForbidden)
+	e.doJSON(t, "GET", "/v1/nodes/"+liar+"/usage", "nt_wrongwrongwrongwrongwrongwrongwron", "").wantError(t, http.StatusUnauthorized, codeUnauthorized)
+	e.doJSON(t, "GET", "/v1/nodes/"+liar+"/usage", "", "").wantError(t, http.StatusUnauthorized, codeUnauthorized)
+	e.signedGet(t, "/v1/nodes/"+honest+"/usage", otherTok.Token, pub)
+	e.signedGet(t, "/v1/nodes/"+honest+"/usage", e.newKey(t, `["read-only"]`).Key, pub)
+	e.doJSON(t, "GET", "/v1/nodes/"+honest+"/usage", e.newKey(t, `["videos"]`).Key, "").wantError(t, http.StatusForbidden, codeForbidden)
+	e.doJSON(t, "GET", "/v1/operators/epochs", e.newKey(t, `["streams"]`).Key, "").wantError(t, http.StatusForbidden, codeForbidden)
+	e.doJSON(t, "GET", "/v1/nodes/NOTANODE/usage", testAdminKey, "").wantError(t, http.StatusNotFound, codeNotFound)
+
+	// Bad requests.
+	for target, status := range map[string]int{
+		"/v1/operators/epochs/yesterday":                                        http.StatusBadRequest,
+		"/v1/operators/epochs/" + routing.EpochID(start.Add(time.Second)):       http.StatusNotFound, // not an epoch start
+		"/v1/operators/epochs/" + routing.EpochID(start.Add(time.Hour)):         http.StatusNotFound, // not started
+		"/v1/operators/epochs/" + routing.EpochID(start.Add(-24*time.Hour*200)): http.StatusNotFound, // past the retention
+		"/v1/operators/epochs/" + routing.EpochID(start.Add(2*time.Minute)):     http.StatusNotFound, // over, and empty
+		"/v1/operators/epochs/" + id + "?format=xml":                            http.StatusBadRequest,
+		"/v1/operators/epochs?limit=0":                                          http.StatusBadRequest,
+		"/v1/operators/epochs?limit=abc":                                        http.StatusBadRequest,
+	} {
+		code := codeInvalidRequest
+		if status == http.StatusNotFound {
+			code = codeNotFound
+		}
+		e.doJSON(t, "GET", target, testAdminKey, "").wantError(t, status, code)
+	}
+	// Without a signing key there are no reports.
+	bare := newEnv(t, Config{})
+	bare.doJSON(t, "GET", "/v1/operators/epochs", testAdminKey, "").wantError(t, http.StatusServiceUnavailable, codeUnavailable)
+}
+
+// TestSealedOnceAcrossOrigins: two origins on one Redis seal an epoch at
+// once with different clocks (different generated_at): both serve the one
+// stored first.
+func TestSealedOnceAcrossOrigins(t *testing.T) {
+	t.Parallel()
+	key := newKey(t)
+	pub := key.Public().(ed25519.PublicKey)
+	start := routing.EpochStart(time.Now(), time.Minute).Add(-time.Hour)
+	c1, c2 := &testClock{t: start.Add(3 * time.Minute)}, &testClock{t: start.Add(4 * time.Minute)}
+	e1 := newEnv(t, Config{Accounting: Accounting{Epoch: time.Minute, RewardPool: 10, Key: key, Now: c1.Now}})
+	e2 := newEnvOn(t, Config{Accounting: Accounting{Epoch: time.Minute, RewardPool: 10, Key: key, Now: c2.Now}}, e1.redis)
+	if err := e1.store.AddEpochFigures(t.Context(), start, "nodea", map[string]int64{routing.FigureClaimedBytes: 5, routing.FigureAuditBytes: 9}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	got := make([][]byte, 2)
+	for i, e := range []*env{e1, e2} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got[i] = e.doJSON(t, "GET", "/v1/operators/epochs/"+routing.EpochID(start), testAdminKey, "").body
+		}()
+	}
+	wg.Wait()
+	if !bytes.Equal(got[0], got[1]) {
+		t.Fatalf("two origins serve two reports:\n%s\n%s", got[0], got[1])
+	}
+	rep := decode[EpochReport](t, e2.signedGet(t, "/v1/operators/epochs/"+routing.EpochID(start), testAdminKey, pub))
+	if !rep.Final || len(rep.Nodes) != 1 || rep.Nodes[0].CreditedBytes != 5 || rep.Nodes[0].RewardPoints != 10 {
+		t.Fatalf("report %+v", rep)
+	}
+}
+
+// TestOpenAPIEpochAnswers checks the accounting routes' answers against
+// openapi.yaml.
+func TestOpenAPIEpochAnswers(t *testing.T) {
+	t.Parallel()
+	key := newKey(t)
+	start := routing.EpochStart(time.Now(), time.Minute)
+	clock := &testClock{t: start.Add(30 * time.Second)}
+	e := newEnv(t, Config{Accounting: Accounting{Epoch: time.Minute, RewardPool: 100, Key: key, Now: clock.Now}})
+	sc := &schemaChecker{doc: parseSpec(t, openAPISpec)}
+	call := func(path, target, key string) response {
+		t.Helper()
+		r := e.doJSON(t, "GET", target, key, "")
+		sc.check(t, path, "GET", r)
+		return r
+	}
+	k := newKey(t)
+	node := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, joinBody(k, "eu", time.Now()), k).wantStatus(t, http.StatusCreated)).ID
+	e.nodeReq(t, "/v1/nodes/"+node+"/heartbeat", testAdminKey, nodeproto.Heartbeat{Time: time.Now(), BytesServed: 1000}, k).wantStatus(t, http.StatusOK)
+	if err := e.a.AddFigures(t.Context(), node, map[string]int64{routing.FigureAuditBytes: 400, routing.FigureAuditsPassed: 1, routing.FigureAuditsFailed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	past := start.Add(-time.Hour)
+	if err := e.store.AddEpochFigures(t.Context(), past, "aaaaaaaaaaaaaaaaaaaa", map[string]int64{routing.FigureClaimedBytes: 7}, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	id := routing.EpochID(start)
+	call("/v1/operators/epochs", "/v1/operators/epochs", testAdminKey).wantStatus(t, http.StatusOK)
+	call("/v1/operators/epochs", "/v1/operators/epochs?limit=900", testAdminKey).wantStatus(t, http.StatusBadRequest)
+	call("/v1/operators/epochs", "/v1/operators/epochs", "").wantStatus(t, http.StatusUnauthorized)
+	call("/v1/operators/epochs", "/v1/operators/epochs", e.newKey(t, `["videos"]`).Key).wantStatus(t, http.StatusForbidden)
+	for _, ep := range []string{id, routing.EpochID(past)} {
+		call("/v1/operators/epochs/{epoch}", "/v1/operators/epochs/"+ep, testAdminKey).wantStatus(t, http.StatusOK)
+		call("/v1/operators/epochs/{epoch}", "/v1/operators/epochs/"+ep+"?format=csv", testAdminKey).wantStatus(t, http.StatusOK)
+	}
+	call("/v1/operators/epochs/{epoch}", "/v1/operators/epochs/x", testAdminKey).wantStatus(t, http.StatusBadRequest)
+	call("/v1/operators/epochs/{epoch}", "/v1/operators/epochs/"+routing.EpochID(start.Add(time.Hour)), testAdminKey).wantStatus(t, http.StatusNotFound)
+	call("/v1/nodes/{id}/usage", "/v1/nodes/"+node+"/usage", testAdminKey).wantStatus(t, http.StatusOK)
+	call("/v1/nodes/{id}/usage", "/v1/nodes/"+node+"/usage?format=csv", testAdminKey).wantStatus(t, http.StatusOK)
+	call("/v1/nodes/{id}/usage", "/v1/nodes/"+node+"/usage?format=pdf", testAdminKey).wantStatus(t, http.StatusBadRequest)
+	call("/v1/nodes/{id}/usage", "/v1/nodes/x/usage", testAdminKey).wantStatus(t, http.StatusNotFound)
+	tok := decode[nodeTokenJSON](t, e.doJSON(t, "POST", "/v1/node-tokens", testAdminKey, `{"name":"x"}`).wantStatus(t, http.StatusCreated))
+	call("/v1/nodes/{id}/usage", "/v1/nodes/"+node+"/usage", tok.Token).wantStatus(t, http.StatusForbidden)
+	call("/v1/nodes/{id}/usage", "/v1/nodes/"+node+"/usage", "").wantStatus(t, http.StatusUnauthorized)
+	bare := newEnv(t, Config{})
+	sc.check(t, "/v1/operators/epochs", "GET", bare.doJSON(t, "GET", "/v1/operators/epochs", testAdminKey, "").wantStatus(t, http.StatusServiceUnavailable))
+}
+
+// TestSealEpochs: the origin's periodic call seals the epochs that are
+// over, and only those, without anybody asking for a report.
+func TestSealEpochs(t *testing.T) {
+	t.Parallel()
+	key := newKey(t)
+	start := routing.EpochStart(time.Now(), time.Minute)
+	clock := &testClock{t: start.Add(30 * time.Second)}
+	e := newEnv(t, Config{Accounting: Accounting{Epoch: time.Minute, RewardPool: 10, Key: key, Now: clock.Now}})
+	ctx := t.Context()
+	for _, ep := range []time.Time{start.Add(-time.Minute), start} {
+		if err := e.store.AddEpochFigures(ctx, ep, "nodea", map[string]int64{routing.FigureClaimedBytes: 5}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.a.SealEpochs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The previous epoch ended 30 s ago (its grace is a minute): not yet.
+	if _, err := e.store.SealedEpochReport(ctx, start.Add(-time.Minute)); err != routing.ErrNotFound {
+		t.Fatalf("sealed within the grace: %v", err)
+	}
+	clock.set(start.Add(90 * time.Second))
+	if err := e.a.SealEpochs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	b, err := e.store.SealedEpochReport(ctx, start.Add(-time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, _, err := parseSealed(b)
+	if err != nil || !rep.Final || len(rep.Nodes) != 1 || !rep.GeneratedAt.Equal(start.Add(90*time.Second)) {
+		t.Fatalf("sealed %s: %v", b, err)
+	}
+	if _, err := e.store.SealedEpochReport(ctx, start); err != routing.ErrNotFound {
+		t.Fatalf("the current epoch was sealed: %v", err)
+	}
+	if got := e.a.SealEvery(); got != 30*time.Second {
+		t.Fatalf("SealEvery %s", got)
+	}
+}
