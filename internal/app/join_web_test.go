@@ -1,7 +1,9 @@
 package app
 
 import (
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -213,9 +215,41 @@ func TestDashboardJoinEdge(t *testing.T) {
 		t.Errorf("the edge exited: %s", edge.stderr.String())
 	}
 
-	// Only the 404s of APIs this origin may not have yet are logged.
+	// A read-only key sees the nodes but may not issue node tokens: the
+	// panel says that it takes the admin key.
+	code, body := n.do(http.MethodPost, "/v1/api-keys", testAdminKey, map[string]any{"name": "watcher", "scopes": []string{"read-only"}})
+	if code != http.StatusCreated {
+		t.Fatalf("create a read-only API key: %d %s", code, body)
+	}
+	var key struct {
+		Key string `json:"key"`
+	}
+	if err := json.Unmarshal(body, &key); err != nil || key.Key == "" {
+		t.Fatalf("API key answer %s: %v", body, err)
+	}
+	if err := tab.Run(30*time.Second,
+		chromedp.Click("#signout", chromedp.ByID),
+		chromedp.WaitVisible("#api-key", chromedp.ByID),
+		chromedp.SendKeys("#api-key", key.Key+kb.Enter, chromedp.ByID),
+		chromedp.WaitVisible("#join-form", chromedp.ByID),
+		chromedp.SendKeys("#join-name", "not allowed", chromedp.ByID),
+		chromedp.Click("#join-submit", chromedp.ByID)); err != nil {
+		t.Fatal(err)
+	}
+	pollJS(t, tab, 10*time.Second, `(() => { const e = document.getElementById('join-error'); return !e.hidden && e.textContent })()`, &msg, describe)
+	if !strings.Contains(msg, "needs the admin key") {
+		t.Errorf("a read-only key's token request: inline error %q", msg)
+	}
+	var shown bool
+	evalJS(t, tab, `!!document.getElementById('join-command')`, &shown)
+	if shown {
+		t.Errorf("a command is shown though no token was issued")
+	}
+
+	// Only the 404s of APIs this origin may not have yet, and the refused
+	// token request's 403, are logged.
 	for _, e := range tab.Errors() {
-		if !strings.Contains(e, "status of 404") {
+		if !strings.Contains(e, "status of 404") && !strings.Contains(e, "status of 403") {
 			t.Errorf("page error: %s", e)
 		}
 	}
