@@ -36,7 +36,7 @@ export class AnalyticsSection {
     this.rangeSelect = h('select', { id: 'analytics-range' }, Object.entries(RANGES).map(([k, r]) => h('option', { value: k, text: r.label })));
     this.itemSelect.addEventListener('change', () => {
       const [kind, id] = this.itemSelect.value.split(/:(.*)/s);
-      this.item = { kind, id };
+      this.select(kind, id);
       this.refresh();
     });
     this.rangeSelect.addEventListener('change', () => {
@@ -54,6 +54,21 @@ export class AnalyticsSection {
       this.body);
   }
 
+  // select shows an item ("all", or a video's or live stream's) and keeps
+  // it in the address (#analytics/video/<id>), so that it can be linked to.
+  select(kind, id) {
+    this.item = kind === 'all' || !id ? { kind: 'all', id: '' } : { kind, id };
+    const hash = this.item.kind === 'all' ? '#analytics' : `#analytics/${this.item.kind}/${encodeURIComponent(this.item.id)}`;
+    if (location.hash !== hash) history.replaceState(null, '', hash);
+  }
+
+  // fromHash selects the item an address names (see select).
+  fromHash(hash) {
+    const m = /^#analytics\/(video|live_stream)\/([^/]+)$/.exec(hash);
+    const item = m ? { kind: m[1], id: decodeURIComponent(m[2]) } : { kind: 'all', id: '' };
+    if (item.kind !== this.item.kind || item.id !== this.item.id) this.item = item;
+  }
+
   async refresh() {
     const item = this.item;
     const range = this.range;
@@ -69,6 +84,7 @@ export class AnalyticsSection {
     } catch (err) {
       if (item !== this.item || range !== this.range) return;
       this.body.removeAttribute('aria-busy');
+      this.renderItems({ items: this.items || [] }); // the menu still names the item shown
       if (notAvailable(err)) {
         replaceChildren(this.body, unavailable(item.kind === 'all' ? 'Analytics are' : 'Analytics of this item are', err));
         return;
@@ -169,7 +185,7 @@ export class AnalyticsSection {
           h('tbody', {}, items.map((it) => {
             const btn = h('button', { type: 'button', class: 'link-btn', text: this.label(it) });
             btn.addEventListener('click', () => {
-              this.item = { kind: itemKind(it.kind), id: it.id };
+              this.select(itemKind(it.kind), it.id);
               this.refresh();
             });
             return h('tr', { dataset: { id: it.id } }, h('td', {}, btn),

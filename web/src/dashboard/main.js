@@ -130,6 +130,7 @@ class App {
       else link.removeAttribute('aria-current');
     }
     this.current = name;
+    if (name === 'analytics') this.sections.analytics.fromHash(location.hash);
     if (!initial) {
       const heading = document.querySelector(`#panel-${name} h2`);
       if (heading) {
@@ -165,8 +166,10 @@ class App {
   }
 }
 
+// currentSection is the section the address names: #live, #videos,
+// #nodes, #analytics (#analytics/video/<id>: one video's).
 function currentSection() {
-  const s = location.hash.replace(/^#/, '');
+  const s = location.hash.replace(/^#/, '').split('/')[0];
   return SECTIONS.includes(s) ? s : 'live';
 }
 
