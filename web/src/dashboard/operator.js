@@ -80,10 +80,11 @@ export class JoinPanel {
       replaceChildren(this.result);
       this.result.hidden = true;
     });
+    const copy = copyButton('Copy the command', () => cmd, { class: 'btn-primary', done: 'Command copied', ariaLabel: 'Copy the command to run an edge' });
     replaceChildren(this.result,
       h('p', {}, h('strong', { text: `Node token “${tok.name}” issued. ` }), 'Run this on the edge machine:'),
       h('pre', { class: 'cmd' }, h('code', { id: 'join-command', dataset: { tokenId: tok.id }, text: cmd })),
-      h('div', { class: 'card-actions' }, copyButton('Copy the command', () => cmd, { class: 'btn-primary', done: 'Command copied', ariaLabel: 'Copy the command to run an edge' }), close),
+      h('div', { class: 'card-actions' }, copy, close),
       h('ul', { class: 'muted small join-notes' },
         h('li', {}, 'Replace ', h('code', { text: EDGE_URL_PLACEHOLDER }), ' with the URL viewers reach the edge at (', h('code', { text: 'SHOAL_PUBLIC_URL' }),
           '); the edge listens on ', h('code', { text: 'SHOAL_EDGE_ADDR' }), ' and keeps its node key and disk cache in ', h('code', { text: 'SHOAL_DATA_DIR' }), '.'),
@@ -91,7 +92,7 @@ export class JoinPanel {
         h('li', {}, 'Revoke the token with ', h('code', { text: `DELETE /v1/node-tokens/${tok.id}` }), ': its edges leave within 7 seconds.')),
       h('p', { class: 'key-once', role: 'status', text: 'The token is shown only this once: copy the command now. Only its hash is stored.' }));
     this.result.hidden = false;
-    this.result.querySelector('pre').focus?.();
+    copy.focus();
   }
 }
 
