@@ -12,8 +12,11 @@ import {
 import { formatBytes, formatDate, timeAgo } from './ui.js';
 
 // unavailable is the plain message shown where an endpoint is not there.
+// On a 404 the endpoint is not there; otherwise the server's message says
+// why.
 export function unavailable(what, err) {
-  return h('p', { class: 'muted unavailable', dataset: { status: String(err && err.status) }, text: `${what} not available on this server.` });
+  const why = err && err.status !== 404 && err.message ? `: ${err.message}` : '.';
+  return h('p', { class: 'muted unavailable', dataset: { status: String(err && err.status) }, text: `${what} not available on this server${why}` });
 }
 
 // failed is the message shown where loading something failed otherwise.

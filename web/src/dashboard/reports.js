@@ -31,9 +31,10 @@ export function joinCommand(opts) {
 }
 
 // notAvailable tells whether an API error means the endpoint (or the
-// figures asked for) is not there: this server does not have it yet.
+// figures asked for) is not there: this server does not have it (yet), or
+// has it turned off (503, e.g. delivery accounting without a signing key).
 export function notAvailable(err) {
-  return !!err && (err.status === 404 || err.status === 405 || err.status === 501);
+  return !!err && [404, 405, 501, 503].includes(err.status);
 }
 
 // epochLabel formats an epoch id ("20261205T070000Z") or an RFC 3339 time

@@ -29,6 +29,7 @@ test('shellQuote quotes what a shell would split or expand', () => {
 test('notAvailable is true for an endpoint that is not there', () => {
   assert.equal(notAvailable({ status: 404 }), true);
   assert.equal(notAvailable({ status: 405 }), true);
+  assert.equal(notAvailable({ status: 503 }), true);
   assert.equal(notAvailable({ status: 500 }), false);
   assert.equal(notAvailable({ status: 0 }), false);
   assert.equal(notAvailable(null), false);
