@@ -150,7 +150,7 @@ export class AnalyticsSection {
         stat('Objects verified / failed', `${formatCount(t.verified)} / ${formatCount(t.failed)}`, 'verified')),
       h('div', { class: 'charts' },
         fig(`Views per ${unit}`, chart({ kind: 'bar', title: `Views and unique viewers per ${unit}, ${what}`, labels: s.labels,
-          series: [{ name: 'Views', values: s.views }, { name: 'Unique viewers', values: s.unique }], format: formatCount })),
+          series: [{ name: 'Views', values: s.views }, { name: 'Unique viewers', values: s.unique }], format: formatCount, integer: true })),
         fig(`Watch time per ${unit}`, chart({ kind: 'bar', title: `Watch time per ${unit} in ${wu.name}, ${what}`, labels: s.labels,
           series: [{ name: 'Watch time', values: s.watchSeconds.map((v) => v / wu.div) }], format: wu.format })),
         fig('Startup time', chart({ kind: 'line', title: `Startup time p50 and p95 per ${unit}, ${what}`, desc: 'From the play request to the first frame.', labels: s.labels,

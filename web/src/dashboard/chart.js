@@ -15,11 +15,12 @@ const el = (tag, attrs, ...children) => ({ tag, attrs: attrs || {}, children: ch
 
 // niceTicks returns 0 and evenly spaced round values up to at least max
 // (1, 2, 2.5 or 5 times a power of ten apart), about count steps.
-export function niceTicks(max, count = 4) {
+// With integer, steps are whole numbers (for counts).
+export function niceTicks(max, count = 4, integer = false) {
   if (!Number.isFinite(max) || max <= 0) return [0, 1];
   const raw = max / count;
   const pow = 10 ** Math.floor(Math.log10(raw));
-  const step = [1, 2, 2.5, 5, 10].map((m) => m * pow).find((s) => s >= raw);
+  const step = Math.max(integer ? 1 : 0, (integer ? [1, 2, 5, 10] : [1, 2, 2.5, 5, 10]).map((m) => m * pow).find((s) => s >= raw));
   const ticks = [];
   for (let i = 0; ; i++) {
     const v = +(i * step).toPrecision(12);
@@ -36,12 +37,13 @@ export function niceTicks(max, count = 4) {
 //   labels: the x axis, one label per bucket
 //   series: [{name, values: [number|null per bucket], color}]
 //   format: formats a y value (axis, tooltips and the summary)
+//   integer: the values are counts (whole-number axis steps)
 //   width, height: the viewBox (the SVG scales to its box)
-export function chartTree({ kind = 'bar', title, desc = '', labels = [], series = [], format = String, width = 600, height = 220, id }) {
+export function chartTree({ kind = 'bar', title, desc = '', labels = [], series = [], format = String, integer = false, width = 600, height = 220, id }) {
   id = id || `chart${++seq}`;
   const values = series.flatMap((s) => s.values).filter((v) => Number.isFinite(v));
   const max = values.length ? Math.max(...values) : 0;
-  const ticks = niceTicks(max);
+  const ticks = niceTicks(max, 4, integer);
   const top = ticks[ticks.length - 1];
   // The left margin fits the longest y label (11 px text: about 6.2 px a
   // character).

@@ -19,6 +19,12 @@ test('niceTicks spans the maximum in round steps from 0', () => {
   assert.deepEqual(niceTicks(0.031), [0, 0.01, 0.02, 0.03, 0.04]);
   assert.deepEqual(niceTicks(0), [0, 1]);
   assert.deepEqual(niceTicks(NaN), [0, 1]);
+  // Counts: whole-number steps.
+  assert.deepEqual(niceTicks(1, 4, true), [0, 1]);
+  assert.deepEqual(niceTicks(3, 4, true), [0, 1, 2, 3]);
+  assert.deepEqual(niceTicks(10, 4, true), [0, 5, 10]);
+  assert.deepEqual(niceTicks(100, 4, true), [0, 50, 100]);
+  assert.deepEqual(niceTicks(7, 4, true), [0, 2, 4, 6, 8]);
   for (const max of [1, 3, 9.5, 1234, 5e9]) {
     const t = niceTicks(max);
     assert.ok(t[t.length - 1] >= max && t.length <= 7, `${max}: ${t}`);

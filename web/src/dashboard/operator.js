@@ -6,7 +6,7 @@
 import { h, icon, replaceChildren, copyButton, toast } from '../common/dom.js';
 import { chart } from './chart.js';
 import {
-  analyticsPath, confirmedBytes, epochCSVPath, epochLabel, epochRows, formatMs, formatRatio, formatWatch, formatCount,
+  analyticsPath, confirmedBytes, epochCSVPath, epochLabel, epochRows, epochSpan, formatMs, formatRatio, formatWatch, formatCount,
   joinCommand, notAvailable, rowNode, usageChart, EDGE_URL_PLACEHOLDER,
 } from './reports.js';
 import { formatBytes, formatDate, timeAgo } from './ui.js';
@@ -272,7 +272,7 @@ export class EpochsPanel {
         const btn = h('button', { type: 'button', class: 'btn btn-sm epoch-open', 'aria-label': `Show the report of epoch ${epochLabel(e.epoch)}`, text: 'Report' });
         btn.addEventListener('click', () => this.open(e.epoch));
         return h('tr', { dataset: { epoch: e.epoch } },
-          h('td', { 'data-label': 'Epoch', title: `${e.start} to ${e.end}`, text: `${epochLabel(e.epoch)} – ${epochLabel(e.end).slice(-5)}` }),
+          h('td', { 'data-label': 'Epoch', title: `${e.start} to ${e.end}`, text: epochSpan(e) }),
           h('td', { 'data-label': 'Status' }, e.final ? h('span', { class: 'badge badge-ok', text: 'final' }) : h('span', { class: 'badge badge-warn', text: 'open' })),
           h('td', { 'data-label': 'Nodes', class: 'num', text: String(e.nodes || 0) }),
           h('td', { 'data-label': 'Credited', class: 'num', text: formatBytes(e.credited_bytes) }),

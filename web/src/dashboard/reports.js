@@ -38,11 +38,22 @@ export function notAvailable(err) {
 }
 
 // epochLabel formats an epoch id ("20261205T070000Z") or an RFC 3339 time
-// as "12-05 07:00" (UTC).
+// as "12-05 07:00" (UTC), with the seconds when not 0 (short epochs).
 export function epochLabel(v) {
   const m = /^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/.exec(v || '');
-  if (m) return `${m[2]}-${m[3]} ${m[4]}:${m[5]}`;
+  if (m) return `${m[2]}-${m[3]} ${m[4]}:${m[5]}${m[6] === '00' ? '' : ':' + m[6]}`;
+  const t = new Date(v);
+  if (Number.isFinite(t.getTime()) && t.getUTCSeconds()) return `${timeLabel(v, 'hour', true, true)}:${String(t.getUTCSeconds()).padStart(2, '0')}`;
   return timeLabel(v, 'hour', true, true);
+}
+
+// epochSpan labels an epoch with its start and end ("12-05 07:00 – 08:00";
+// the end's date when it is another day's).
+export function epochSpan(e) {
+  const a = epochLabel(e.epoch || e.start);
+  const b = e.end ? epochLabel(e.end) : '';
+  if (!b) return a;
+  return `${a} – ${a.slice(0, 5) === b.slice(0, 5) ? b.slice(6) : b}`;
 }
 
 // timeLabel formats the start of a bucket: "07:00" for hours ("12-05 07:00"

@@ -5,7 +5,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  analyticsPath, analyticsSeries, breakdownRows, confirmedBytes, epochCSVPath, epochLabel, epochRows, formatMs,
+  analyticsPath, analyticsSeries, breakdownRows, confirmedBytes, epochCSVPath, epochLabel, epochRows, epochSpan, formatMs,
   formatRatio, formatWatch, itemKind, watchUnit, joinCommand, joinEnv, notAvailable, shellQuote, usageChart, usageRows,
 } from './reports.js';
 
@@ -39,6 +39,13 @@ test('epoch ids and times are labelled in UTC', () => {
   assert.equal(epochLabel('20261205T070000Z'), '12-05 07:00');
   assert.equal(epochLabel('2026-12-05T08:00:00Z'), '12-05 08:00');
   assert.equal(epochLabel('nonsense'), 'nonsense');
+  // Short epochs (accounting.epoch under a minute) keep their seconds.
+  assert.equal(epochLabel('20261205T075520Z'), '12-05 07:55:20');
+  assert.equal(epochLabel('2026-12-05T07:55:40Z'), '12-05 07:55:40');
+  assert.equal(epochSpan({ epoch: '20261205T070000Z', end: '2026-12-05T08:00:00Z' }), '12-05 07:00 – 08:00');
+  assert.equal(epochSpan({ epoch: '20261205T230000Z', end: '2026-12-06T00:00:00Z' }), '12-05 23:00 – 12-06 00:00');
+  assert.equal(epochSpan({ epoch: '20261205T075520Z', end: '2026-12-05T07:55:40Z' }), '12-05 07:55:20 – 07:55:40');
+  assert.equal(epochSpan({ epoch: '20261205T070000Z' }), '12-05 07:00');
 });
 
 // An epoch report as GET /v1/operators/epochs/{epoch} answers it.
