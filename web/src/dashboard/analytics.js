@@ -148,7 +148,7 @@ export class AnalyticsSection {
         stat('Rebuffers', `${formatCount(t.rebuffers)} · ${formatWatch(t.rebuffer_seconds)}`, 'rebuffers'),
         stat('Errors', formatCount(t.errors), 'errors'),
         stat('Objects verified / failed', `${formatCount(t.verified)} / ${formatCount(t.failed)}`, 'verified')),
-      h('div', { class: 'charts' },
+      h('div', { class: 'charts analytics-charts' },
         fig(`Views per ${unit}`, chart({ kind: 'bar', title: `Views and unique viewers per ${unit}, ${what}`, labels: s.labels,
           series: [{ name: 'Views', values: s.views }, { name: 'Unique viewers', values: s.unique }], format: formatCount, integer: true })),
         fig(`Watch time per ${unit}`, chart({ kind: 'bar', title: `Watch time per ${unit} in ${wu.name}, ${what}`, labels: s.labels,

@@ -80,7 +80,7 @@ export function chartTree({ kind = 'bar', title, desc = '', labels = [], series 
   const marks = el('g', { class: 'chart-marks' });
   if (n && series.length) {
     if (kind === 'bar') {
-      const groupW = slot * 0.8;
+      const groupW = Math.min(slot * 0.8, 48 * series.length); // few buckets: bars stay bars
       const barW = groupW / series.length;
       series.forEach((s, si) => {
         s.values.forEach((v, i) => {

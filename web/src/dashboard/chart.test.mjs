@@ -52,6 +52,13 @@ test('a bar chart is an accessible image with its title, a description of the da
   assert.equal(find(t, 'g').filter((g) => g.attrs.class === 'chart-legend').length, 0);
 });
 
+test('bars of a chart with few buckets stay narrow', () => {
+  const t = chartTree({ kind: 'bar', title: 'One epoch', width: 1000, labels: ['12-05 07:00'], series: [{ name: 'Credited', values: [5] }, { name: 'Claimed', values: [9] }] });
+  const bars = find(t, 'rect').filter((r) => r.attrs.class === 'chart-bar');
+  assert.equal(bars.length, 2);
+  for (const b of bars) assert.ok(b.attrs.width <= 48, `bar ${b.attrs.width} wide`);
+});
+
 test('a line chart breaks its line at missing values and has a legend for several series', () => {
   const t = chartTree({ kind: 'line', title: 'Startup time', labels: ['a', 'b', 'c', 'd'],
     series: [{ name: 'p50', values: [100, null, 200, 250] }, { name: 'p95', values: [400, 500, 600, 700] }], format: (v) => `${v} ms` });
