@@ -49,9 +49,24 @@ func TestDashboardJoinEdge(t *testing.T) {
 		t.Errorf("inline error %q", msg)
 	}
 
-	// Issue a token with a name and a region.
+	// A region the origin would refuse on join: refused here, before a
+	// token is issued.
 	if err := tab.Run(10*time.Second,
 		chromedp.SendKeys("#join-name", "edges from the dashboard", chromedp.ByID),
+		chromedp.SendKeys("#join-region", "eu west", chromedp.ByID),
+		chromedp.Click("#join-submit", chromedp.ByID)); err != nil {
+		t.Fatal(err)
+	}
+	pollJS(t, tab, 10*time.Second, `(() => { const e = document.getElementById('join-error'); return !e.hidden && e.textContent.includes('region') && e.textContent })()`, &msg, describe)
+	var issued bool
+	evalJS(t, tab, `!!document.getElementById('join-command')`, &issued)
+	if !strings.Contains(msg, "only letters, digits") || issued {
+		t.Errorf("region with a space: inline error %q, command shown: %v", msg, issued)
+	}
+
+	// Issue a token with a name and a region.
+	if err := tab.Run(10*time.Second,
+		chromedp.Evaluate(`document.getElementById('join-region').value = ''`, nil),
 		chromedp.SendKeys("#join-region", "eu-test", chromedp.ByID),
 		chromedp.Click("#join-submit", chromedp.ByID)); err != nil {
 		t.Fatal(err)

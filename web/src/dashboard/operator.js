@@ -7,7 +7,7 @@ import { h, icon, replaceChildren, copyButton, toast } from '../common/dom.js';
 import { chart } from './chart.js';
 import {
   analyticsPath, confirmedBytes, epochCSVPath, epochLabel, epochRows, epochSpan, formatMs, formatRatio, formatWatch, formatCount,
-  joinCommand, notAvailable, rowNode, usageChart, EDGE_URL_PLACEHOLDER,
+  joinCommand, notAvailable, regionError, rowNode, usageChart, EDGE_URL_PLACEHOLDER,
 } from './reports.js';
 import { formatBytes, formatDate, timeAgo } from './ui.js';
 
@@ -51,11 +51,17 @@ export class JoinPanel {
         name.focus();
         return;
       }
+      const bad = regionError(region.value);
+      if (bad) {
+        this.showError(bad);
+        region.focus();
+        return;
+      }
       submit.disabled = true;
       try {
         const tok = await this.api.post('/v1/node-tokens', { name: n });
         name.value = '';
-        this.show(tok, region.value.trim());
+        this.show(tok, region.value.trim().toLowerCase());
       } catch (err) {
         this.showError(err.status === 403 ? 'Issuing node tokens needs the admin key (sign in with SHOAL_ADMIN_KEY).' : err.message);
       } finally {
@@ -267,7 +273,8 @@ export class EpochsPanel {
     }
     replaceChildren(this.list, h('div', { class: 'table-scroll' }, h('table', { class: 'nodes-table epochs-table' },
       h('caption', { class: 'visually-hidden', text: 'Reward epochs, newest first' }),
-      h('thead', {}, h('tr', {}, ['Epoch (UTC)', 'Status', 'Nodes', 'Credited', ''].map((t, i) => h('th', { scope: 'col', class: i === 2 || i === 3 ? 'num' : null, text: t })))),
+      h('thead', {}, h('tr', {}, ['Epoch (UTC)', 'Status', 'Nodes', 'Credited'].map((t, i) => h('th', { scope: 'col', class: i === 2 || i === 3 ? 'num' : null, text: t })),
+        h('th', { scope: 'col' }, h('span', { class: 'visually-hidden', text: 'Report' })))),
       h('tbody', {}, epochs.map((e) => {
         const btn = h('button', { type: 'button', class: 'btn btn-sm epoch-open', 'aria-label': `Show the report of epoch ${epochLabel(e.epoch)}`, text: 'Report' });
         btn.addEventListener('click', () => this.open(e.epoch));

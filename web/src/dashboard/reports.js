@@ -14,6 +14,16 @@ export function shellQuote(v) {
   return `'${v.replace(/'/g, `'\\''`)}'`;
 }
 
+// regionError says what is wrong with a node region as the origin checks
+// it on join (letters, digits, '-' and '_', at most 64; case is ignored),
+// or '' when it is fine (empty: no region).
+export function regionError(region) {
+  const r = String(region || '').trim();
+  if (r.length > 64) return 'The region must be at most 64 characters.';
+  if (!/^[A-Za-z0-9_-]*$/.test(r)) return 'The region may hold only letters, digits, “-” and “_” (e.g. eu-west).';
+  return '';
+}
+
 // joinEnv lists the environment of `shoal edge` for a new edge, in order:
 // the origin it joins, the token, its region (when given), the URL viewers
 // reach it at (a placeholder), its listen address and its data directory

@@ -6,7 +6,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   analyticsPath, analyticsSeries, breakdownRows, confirmedBytes, epochCSVPath, epochLabel, epochRows, epochSpan, formatMs,
-  formatRatio, formatWatch, itemKind, watchUnit, joinCommand, joinEnv, notAvailable, shellQuote, usageChart, usageRows,
+  formatRatio, formatWatch, itemKind, regionError, watchUnit, joinCommand, joinEnv, notAvailable, shellQuote, usageChart, usageRows,
 } from './reports.js';
 
 test('the join command runs an edge joined to this origin with the token', () => {
@@ -16,6 +16,17 @@ test('the join command runs an edge joined to this origin with the token', () =>
   const env = Object.fromEntries(joinEnv({ origin: 'http://o:8080', token: 't', region: 'eu-west' }));
   assert.equal(env.SHOAL_REGION, 'eu-west');
   assert.match(joinCommand({ origin: 'http://o:8080', token: 't', region: 'eu-west' }), / SHOAL_REGION=eu-west SHOAL_PUBLIC_URL=/);
+});
+
+test('a region is checked as the origin checks it on join', () => {
+  assert.equal(regionError(''), '');
+  assert.equal(regionError('eu-west_1'), '');
+  assert.equal(regionError('EU-West'), '');
+  assert.match(regionError('eu west'), /only letters, digits/);
+  assert.match(regionError('x;rm'), /only letters, digits/);
+  assert.match(regionError('é'), /only letters, digits/);
+  assert.equal(regionError('a'.repeat(64)), '');
+  assert.match(regionError('a'.repeat(65)), /at most 64/);
 });
 
 test('shellQuote quotes what a shell would split or expand', () => {
