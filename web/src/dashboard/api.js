@@ -14,7 +14,7 @@ export class API {
     this.onUnauthorized = onUnauthorized;
   }
 
-  async req(method, path, body) {
+  async req(method, path, body, raw) {
     const headers = { Authorization: `Bearer ${this.key}` };
     const init = { method, headers, cache: 'no-store', credentials: 'omit' };
     if (body !== undefined) {
@@ -28,6 +28,7 @@ export class API {
       throw new APIError(0, 'network', 'The server cannot be reached. Check your connection.');
     }
     if (res.status === 204) return null;
+    if (raw && res.ok) return res.text();
     let data = null;
     try {
       data = await res.json();
@@ -44,6 +45,8 @@ export class API {
   }
 
   get(path) { return this.req('GET', path); }
+  // text GETs path and returns the body as text (CSV).
+  text(path) { return this.req('GET', path, undefined, true); }
   post(path, body) { return this.req('POST', path, body === undefined ? {} : body); }
   patch(path, body) { return this.req('PATCH', path, body); }
   del(path) { return this.req('DELETE', path); }

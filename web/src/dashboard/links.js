@@ -28,3 +28,9 @@ export function watchLinkButton(api, id, signed) {
   slot.append(btn);
   return slot;
 }
+
+// analyticsLink opens the Analytics tab on a video's or live stream's
+// figures (kind: "video" or "live_stream").
+export function analyticsLink(kind, id, name) {
+  return h('a', { class: 'btn btn-sm analytics-link', href: `#analytics/${kind}/${encodeURIComponent(id)}`, 'aria-label': `Analytics of ${name}`, text: 'Analytics' });
+}

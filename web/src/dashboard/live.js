@@ -6,7 +6,7 @@
 
 import { h, icon, copyButton, toast, replaceChildren } from '../common/dom.js';
 import { confirmDialog, statusBadge, signedBadge, formatDate, P2PToggle } from './ui.js';
-import { watchLinkButton } from './links.js';
+import { analyticsLink, watchLinkButton } from './links.js';
 import { GoLivePanel } from './golive.js';
 import { RestreamPanel } from './restream.js';
 
@@ -182,6 +182,7 @@ class StreamCard {
       h('footer', { class: 'card-actions' },
         this.watchSlot,
         this.goLiveBtn,
+        analyticsLink('live_stream', id, this.ls.name || 'this live stream'),
         h('span', { class: 'spacer' }),
         this.created, del));
     this.title.id = `stream-${id}-title`;

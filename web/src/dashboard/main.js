@@ -1,6 +1,6 @@
 // Entry point of the dashboard: sign in with an API key (kept in this
 // tab's sessionStorage, sent only to this node's /v1 API), then the live
-// streams, videos and nodes sections, refreshed while they are shown.
+// streams, videos, nodes and analytics sections, refreshed while they are shown.
 
 import '../common/base.css';
 import './dashboard.css';
@@ -9,10 +9,11 @@ import { API, checkKey } from './api.js';
 import { LiveSection } from './live.js';
 import { VideosSection } from './videos.js';
 import { NodesSection } from './nodes.js';
+import { AnalyticsSection } from './analytics.js';
 
 const KEY = 'shoal.apiKey';
-const SECTIONS = ['live', 'videos', 'nodes'];
-const POLL_MS = { live: 5000, videos: 4000, nodes: 5000 };
+const SECTIONS = ['live', 'videos', 'nodes', 'analytics'];
+const POLL_MS = { live: 5000, videos: 4000, nodes: 5000, analytics: 30000 };
 
 const signinView = document.getElementById('signin');
 const consoleView = document.getElementById('console');
@@ -99,6 +100,7 @@ class App {
       live: new LiveSection(document.getElementById('panel-live'), api),
       videos: new VideosSection(document.getElementById('panel-videos'), api),
       nodes: new NodesSection(document.getElementById('panel-nodes'), api),
+      analytics: new AnalyticsSection(document.getElementById('panel-analytics'), api),
     };
     this.timers = {};
     this.onHash = () => this.show(currentSection());
@@ -107,8 +109,9 @@ class App {
   start() {
     window.addEventListener('hashchange', this.onHash);
     this.show(currentSection(), true);
-    // Nodes are sampled all the time, for the charts.
-    for (const name of SECTIONS) this.poll(name);
+    // Nodes are sampled all the time, for the charts; analytics are
+    // loaded when shown.
+    for (const name of SECTIONS) if (name !== 'analytics' || this.current === name) this.poll(name);
   }
 
   stop() {
@@ -127,6 +130,7 @@ class App {
       else link.removeAttribute('aria-current');
     }
     this.current = name;
+    if (name === 'analytics') this.sections.analytics.fromHash(location.hash);
     if (!initial) {
       const heading = document.querySelector(`#panel-${name} h2`);
       if (heading) {
@@ -156,13 +160,16 @@ class App {
     }
     if (this.stopped) return;
     const visible = this.current === name || name === 'nodes';
+    if (name === 'analytics' && !visible) return; // loaded again when shown
     const ms = ok ? (visible ? POLL_MS[name] : 30000) : 10000;
     this.timers[name] = setTimeout(() => this.poll(name), ms);
   }
 }
 
+// currentSection is the section the address names: #live, #videos,
+// #nodes, #analytics (#analytics/video/<id>: one video's).
 function currentSection() {
-  const s = location.hash.replace(/^#/, '');
+  const s = location.hash.replace(/^#/, '').split('/')[0];
   return SECTIONS.includes(s) ? s : 'live';
 }
 

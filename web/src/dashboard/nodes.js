@@ -7,6 +7,7 @@ import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { h, replaceChildren } from '../common/dom.js';
 import { formatBitrate, formatBytes, timeAgo } from './ui.js';
+import { EpochsPanel, JoinPanel, NodeDetail } from './operator.js';
 
 const MAX_SAMPLES = 720; // an hour at 5 s
 const COLORS = ['#2dd4bf', '#60a5fa', '#f472b6', '#fbbf24', '#a78bfa', '#34d399', '#fb7185', '#38bdf8', '#facc15', '#c084fc'];
@@ -39,6 +40,9 @@ export class NodesSection {
   }
 
   render() {
+    this.detail = new NodeDetail(this.api, () => this.markSelected());
+    this.join = new JoinPanel(this.api);
+    this.epochs = new EpochsPanel(this.api, (id) => this.names.get(id) || id.slice(0, 8));
     this.tbody = h('tbody', {});
     this.table = h('table', { class: 'nodes-table', id: 'nodes-table' },
       h('caption', { class: 'visually-hidden', text: 'Edge nodes in the registry' }),
@@ -48,8 +52,8 @@ export class NodesSection {
       this.tbody);
     this.empty = h('div', { class: 'empty', hidden: true },
       h('p', {}, h('strong', { text: 'No edge nodes have joined.' }), ' The origin serves every viewer itself until edges join.'),
-      h('p', { class: 'muted' }, 'Start one with ', h('code', { text: 'SHOAL_ORIGIN_URL=… SHOAL_NODE_TOKEN=… bin/shoal edge' }),
-        ' (issue a token with ', h('code', { text: 'POST /v1/node-tokens' }), ').'));
+      h('p', { class: 'muted' }, 'Start one with ', h('code', { text: 'SHOAL_ORIGIN_URL=… SHOAL_NODE_TOKEN=… shoal edge' }),
+        ': “Join as an edge” below issues the token and gives the whole command.'));
     this.egressBox = h('div', { class: 'chart', id: 'chart-egress', role: 'img', 'aria-label': 'Egress by node over time' });
     this.hitBox = h('div', { class: 'chart', id: 'chart-hits', role: 'img', 'aria-label': 'Cache hit ratio by node over time' });
     this.totals = h('div', { class: 'stat-row', id: 'node-totals' });
@@ -72,7 +76,10 @@ export class NodesSection {
         h('strong', { text: 'What these figures are. ' }),
         'Viewers, egress and cache are what each edge reports (viewers: distinct addresses in the last 30 s). Audits are the origin\'s own: it fetches a random segment from each edge as a viewer would and compares it with what it published. What viewers share with each other (P2P) is per stream and video: ',
         h('code', { text: 'p2p_stats' }), ' in the API.'),
-      h('div', { class: 'card table-card' }, this.empty, h('div', { class: 'table-scroll' }, this.table)));
+      h('div', { class: 'card table-card' }, this.empty, h('div', { class: 'table-scroll' }, this.table)),
+      this.detail.el,
+      this.join.el,
+      this.epochs.el);
     const ro = new ResizeObserver(() => this.resize());
     ro.observe(this.egressBox);
   }
@@ -81,6 +88,8 @@ export class NodesSection {
     const data = await this.api.get('/v1/nodes');
     const nodes = data.data;
     this.renderTable(nodes);
+    this.detail.update(nodes);
+    this.epochs.refresh();
     this.sample(nodes);
     this.renderTotals(nodes);
     this.renderCharts();
@@ -89,8 +98,8 @@ export class NodesSection {
   renderTable(nodes) {
     this.empty.hidden = nodes.length > 0;
     this.table.hidden = nodes.length === 0;
-    const rows = nodes.map((n) => h('tr', { dataset: { id: n.id, state: n.state || 'active' } },
-      h('td', { 'data-label': 'Node' }, h('code', { title: n.id, text: n.id.slice(0, 8) })),
+    const rows = nodes.map((n) => h('tr', { dataset: { id: n.id, state: n.state || 'active' }, class: n.id === this.detail.id ? 'selected' : null },
+      h('td', { 'data-label': 'Node' }, this.openButton(n)),
       h('td', { 'data-label': 'State' }, this.stateCell(n)),
       h('td', { 'data-label': 'Region', text: n.region || '—' }),
       h('td', { 'data-label': 'Public URL' }, h('a', { href: n.public_url, target: '_blank', rel: 'noopener', text: n.public_url })),
@@ -102,6 +111,21 @@ export class NodesSection {
       h('td', { 'data-label': 'Audits', class: 'audits' }, auditCell(n.audits)),
       h('td', { 'data-label': 'Last heartbeat', title: n.last_heartbeat, text: timeAgo(n.last_heartbeat) })));
     replaceChildren(this.tbody, rows);
+  }
+
+  // openButton opens the node's page.
+  openButton(n) {
+    const btn = h('button', { type: 'button', class: 'link-btn node-open', title: n.id, 'aria-label': `Open node ${n.id}`, 'aria-controls': 'node-detail' },
+      h('code', { text: n.id.slice(0, 8) }));
+    btn.addEventListener('click', () => {
+      this.detail.open(n.id, n);
+      this.markSelected();
+    });
+    return btn;
+  }
+
+  markSelected() {
+    for (const tr of this.tbody.querySelectorAll('tr')) tr.classList.toggle('selected', tr.dataset.id === this.detail.id);
   }
 
   // stateCell shows whether the node is routed to; a quarantined one has

@@ -4,7 +4,7 @@
 import { Upload } from 'tus-js-client';
 import { h, icon, copyButton, toast, replaceChildren } from '../common/dom.js';
 import { confirmDialog, statusBadge, signedBadge, formatBytes, formatDuration, formatDate, P2PToggle } from './ui.js';
-import { watchLinkButton } from './links.js';
+import { analyticsLink, watchLinkButton } from './links.js';
 
 const CHUNK = 50 * 1024 * 1024;
 
@@ -245,7 +245,7 @@ class VideoCard {
       h('div', { class: 'video-body' },
         h('header', { class: 'card-head' }, this.title, this.badges),
         this.progressRow, this.error, this.meta,
-        h('footer', { class: 'card-actions' }, this.watchSlot, this.copyEmbed, this.p2p.el, h('span', { class: 'spacer' }), del)));
+        h('footer', { class: 'card-actions' }, this.watchSlot, this.copyEmbed, analyticsLink('video', v.id, v.title || 'this video'), this.p2p.el, h('span', { class: 'spacer' }), del)));
   }
 
   update(v) {
