@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
@@ -39,6 +40,8 @@ type auditor struct {
 	// timed, when set, is told how long the node took to answer a fetch
 	// (to its headers) and to send the whole body.
 	timed func(ttfb, total time.Duration, n int)
+	// settle is playlistSettle (tests shorten it).
+	settle time.Duration
 }
 
 // maxAudits bounds the audits running at once.
@@ -50,7 +53,7 @@ const maxLiveManifestAge = 30 * time.Second
 
 func newAuditor(hlsDir string, contentKey ed25519.PrivateKey, signed func(string) bool) *auditor {
 	pub := contentKey.Public().(ed25519.PublicKey)
-	return &auditor{hlsDir: hlsDir, signed: signed, slots: make(chan struct{}, maxAudits),
+	return &auditor{hlsDir: hlsDir, signed: signed, slots: make(chan struct{}, maxAudits), settle: playlistSettle,
 		contentKeys: map[string]ed25519.PublicKey{manifest.KeyID(pub): pub},
 		client: &http.Client{Timeout: 5 * time.Second,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
@@ -81,7 +84,11 @@ func (a *auditor) check(ctx context.Context, n routing.Node, path, kind string) 
 		return false, false, "only rendition files are audited"
 	}
 	if strings.HasSuffix(rel, ".m3u8") && !manifestKind {
-		return false, false, "playlists change every second and are not audited"
+		// A live playlist changes every second; an ended rendition's
+		// never does, and the node must serve it as published.
+		if kind != auditPlaylist || !a.ended(rel[:strings.LastIndexByte(rel, '/')]) {
+			return false, false, "live playlists change every second and are not audited"
+		}
 	}
 	if manifestKind || strings.HasSuffix(rel, "/"+hlspath.ManifestFile) {
 		// The node's manifest must verify and, live, be recent.
@@ -114,6 +121,29 @@ func (a *auditor) check(ctx context.Context, n routing.Node, path, kind string) 
 		return true, false, fmt.Sprintf("the node served %d bytes with SHA-256 %x; the origin published %s", len(body), got, want)
 	}
 	return false, true, "the node serves the published bytes to the origin"
+}
+
+// auditPlaylist is the kind of a mystery shopper's audit of an ended
+// rendition's playlist (the other kinds are those of viewers' reports).
+const auditPlaylist = "playlist"
+
+// playlistSettle is how long ago an ended playlist must have been written
+// to be audited: longer than edges may cache a playlist (an ended one 60 s,
+// plus stale-if-error), so that an honest edge cannot hold an older one
+// (a recording whose stream went live again and ended again).
+const playlistSettle = 2 * time.Minute
+
+// ended tells whether the origin's playlist of rendition dir (id/rendition)
+// ended (#EXT-X-ENDLIST) and has not changed for playlistSettle: every
+// honest edge then serves it byte for byte.
+func (a *auditor) ended(dir string) bool {
+	p := filepath.Join(a.hlsDir, filepath.FromSlash(dir), playlistFile)
+	st, err := os.Stat(p)
+	if err != nil || time.Since(st.ModTime()) < a.settle {
+		return false
+	}
+	b, err := os.ReadFile(p)
+	return err == nil && bytes.Contains(b, []byte("#EXT-X-ENDLIST"))
 }
 
 // get fetches path from node n as a viewer would, reading at most limit

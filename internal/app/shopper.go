@@ -173,12 +173,20 @@ func (s *shopper) round(ctx context.Context) {
 // few seconds).
 var partRe = regexp.MustCompile(`-p\d+\.(m4s|ts)$`)
 
-// target picks a random segment, that the origin has published, of a
-// random public stream or video: half the time one edge n says it served
-// (its heartbeats), otherwise any the origin published, so that an edge
-// cannot keep a stream out of its audits by not reporting it. "" when
-// there is none.
-func (s *shopper) target(n routing.Node) string {
+// Kinds of the shopper's audits.
+const (
+	auditSegment = "segment"
+	// playlistFile is a rendition's media playlist.
+	playlistFile = "index.m3u8"
+)
+
+// target picks a random segment (or, for an ended rendition, now and then
+// its playlist), that the origin has published, of a random public stream
+// or video: half the time one edge n says it served (its heartbeats),
+// otherwise any the origin published, so that an edge cannot keep a
+// stream out of its audits by not reporting it. "" when there is none;
+// kind is auditSegment or auditPlaylist.
+func (s *shopper) target(n routing.Node) (path, kind string) {
 	var idList []string
 	for id := range n.Load.StreamBytes {
 		if ids.Valid(id) {
@@ -229,17 +237,23 @@ func (s *shopper) target(n routing.Node) string {
 					segs = append(segs, name)
 				}
 			}
-			if len(segs) > 0 {
-				return hlspath.Prefix + id + "/" + r + "/" + segs[s.rand.IntN(len(segs))]
+			if len(segs) == 0 {
+				continue
 			}
+			// One audit in four of an ended rendition is of its playlist,
+			// which must be byte for byte the one published.
+			if s.rand.IntN(4) == 0 && s.auditor.ended(id+"/"+r) {
+				return hlspath.Prefix + id + "/" + r + "/" + playlistFile, auditPlaylist
+			}
+			return hlspath.Prefix + id + "/" + r + "/" + segs[s.rand.IntN(len(segs))], auditSegment
 		}
 	}
-	return ""
+	return "", ""
 }
 
-// audit checks one segment at edge n and acts on the result.
+// audit checks one object at edge n and acts on the result.
 func (s *shopper) audit(ctx context.Context, n routing.Node) {
-	path := s.target(n)
+	path, kind := s.target(n)
 	now := s.now()
 	// The next audit at a random time around interval from now.
 	next := now.Add(time.Duration(float64(s.interval) * (0.5 + s.rand.Float64())))
@@ -252,7 +266,7 @@ func (s *shopper) audit(ctx context.Context, n routing.Node) {
 		return
 	}
 	actx, cancel := context.WithTimeout(ctx, auditTimeout)
-	wrong, right, finding := s.auditor.check(actx, n, path, "segment")
+	wrong, right, finding := s.auditor.check(actx, n, path, kind)
 	cancel()
 	result := "error"
 	switch {
@@ -303,6 +317,7 @@ func (s *shopper) audit(ctx context.Context, n routing.Node) {
 		}
 	}
 	s.mu.Unlock()
+	s.log.Debug("edge audited", "node", n.ID, "path", path, "result", result, "finding", finding)
 	s.account(ctx, n.ID, result, fetched)
 	if reason == "" {
 		return

@@ -30,15 +30,18 @@ type shopperRig struct {
 	mu          sync.Mutex
 	node        routing.Node
 	tamper      bool
-	served      []string // paths the edge was asked for
-	quarantines []string
-	now         time.Time
+	// tamperPlaylists alters only the playlists the edge serves.
+	tamperPlaylists bool
+	dir             string
+	served          []string // paths the edge was asked for
+	quarantines     []string
+	now             time.Time
 }
 
 func newShopperRig(t *testing.T) *shopperRig {
 	t.Helper()
 	dir := t.TempDir()
-	r := &shopperRig{pub: ids.New(), signed: ids.New(), now: time.Unix(1_800_000_000, 0)}
+	r := &shopperRig{pub: ids.New(), signed: ids.New(), now: time.Unix(1_800_000_000, 0), dir: dir}
 	for _, id := range []string{r.pub, r.signed} {
 		d := filepath.Join(dir, id, "source")
 		if err := os.MkdirAll(d, 0o755); err != nil {
@@ -58,7 +61,7 @@ func newShopperRig(t *testing.T) *shopperRig {
 		}
 		r.mu.Lock()
 		r.served = append(r.served, req.URL.Path)
-		if r.tamper {
+		if r.tamper || (r.tamperPlaylists && strings.HasSuffix(req.URL.Path, ".m3u8")) {
 			b[0] ^= 1
 		}
 		r.mu.Unlock()
@@ -129,6 +132,79 @@ func TestShopperPicksWhatTheOriginPublished(t *testing.T) {
 	}
 	if sum, ok := r.s.summary(r.node.ID); !ok || sum.Passed != int64(len(r.served)) || sum.Failed != 0 {
 		t.Fatalf("summary %+v", sum)
+	}
+}
+
+// endRendition ends the public id's playlist, as the origin does when a
+// video is finished, settle ago.
+func (r *shopperRig) endRendition(t *testing.T, ago time.Duration) {
+	t.Helper()
+	p := filepath.Join(r.dir, r.pub, "source", playlistFile)
+	if err := os.WriteFile(p, []byte("#EXTM3U\n#EXT-X-ENDLIST\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Now().Add(-ago)
+	if err := os.Chtimes(p, at, at); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestShopperAuditsEndedPlaylists: the playlist of an ended rendition is
+// audited now and then (a live one never is, nor one that ended too
+// recently for every edge to have it); an edge that alters only its
+// playlists is quarantined by those audits.
+func TestShopperAuditsEndedPlaylists(t *testing.T) {
+	r := newShopperRig(t)
+	ctx := t.Context()
+	playlists := func() int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		k := 0
+		for _, p := range r.served {
+			if strings.HasSuffix(p, "/source/index.m3u8") {
+				k++
+			}
+		}
+		return k
+	}
+	for range 20 {
+		r.s.round(ctx)
+		r.advance(2 * time.Minute)
+	}
+	if k := playlists(); k != 0 {
+		t.Fatalf("a live rendition's playlist was audited %d times", k)
+	}
+	r.endRendition(t, time.Minute)
+	for range 20 {
+		r.s.round(ctx)
+		r.advance(2 * time.Minute)
+	}
+	if k := playlists(); k != 0 {
+		t.Fatalf("a playlist that ended a minute ago was audited %d times", k)
+	}
+	r.endRendition(t, playlistSettle+time.Second)
+	for range 20 {
+		r.s.round(ctx)
+		r.advance(2 * time.Minute)
+	}
+	if k := playlists(); k == 0 || k > 15 {
+		t.Fatalf("an ended rendition's playlist audited %d times in 20 audits", k)
+	}
+	if sum, _ := r.s.summary(r.node.ID); sum.Failed != 0 || len(r.quarantined()) != 0 {
+		t.Fatalf("the honest edge: %+v, quarantines %q", sum, r.quarantined())
+	}
+	r.mu.Lock()
+	r.tamperPlaylists = true
+	r.mu.Unlock()
+	for range 40 {
+		if len(r.quarantined()) > 0 {
+			break
+		}
+		r.s.round(ctx)
+		r.advance(2 * time.Minute)
+	}
+	if q := r.quarantined(); len(q) != 1 || !strings.Contains(q[0], "index.m3u8") {
+		t.Fatalf("an edge altering its playlists: quarantines %q", q)
 	}
 }
 
