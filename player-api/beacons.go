@@ -30,6 +30,7 @@ type AnalyticsStore interface {
 	UniqueViewers(ctx context.Context, scope string, groups [][]time.Time) ([]int64, error)
 	TopItems(ctx context.Context, hours []time.Time, n int) ([]routing.ItemFigures, error)
 	AddEpochFigures(ctx context.Context, start time.Time, node string, deltas map[string]int64, retention time.Duration) error
+	AddViewerBytes(ctx context.Context, start time.Time, epoch time.Duration, node, network string, n, netCap int64, retention time.Duration) (int64, error)
 }
 
 // Bounds of beacons.
@@ -42,6 +43,12 @@ const (
 	// worth (a generous 200 Mbit/s).
 	maxViewerBitrate = 25_000_000
 	bytesSlack       = 10 * time.Second
+	// maxNetworkBitrate caps the bytes the viewers of one network (/24,
+	// /48) confirm one node receiving in an epoch: this many bytes a
+	// second of the epoch (40 Mbit/s on average), however many sessions
+	// they open, so a node's operator cannot confirm its own claims by
+	// opening sessions by the thousand from a few networks.
+	maxNetworkBitrate = 5_000_000
 	// Event counts (rebuffers, switches, errors, objects verified or
 	// failed) are capped at countsPerSecond a second since the page load,
 	// plus countsSlack.
@@ -231,7 +238,13 @@ func (a *API) NewSession(ctx context.Context, kind, id string) (string, error) {
 // id, garbled, forged or over is ignored: the route is answered anyway.
 func (a *API) offerSession(c *gin.Context, id string, nodes []string) {
 	tok := c.Query("session")
-	if tok == "" || len(nodes) == 0 {
+	// Only nodes chosen for where the viewer is (the front proxy's region
+	// header), not for a ?region= the client picked: a node's operator
+	// could pick the region of its own node to have it offered.
+	if tok == "" || len(nodes) == 0 || c.Query("region") != "" {
+		return
+	}
+	if !a.beaconLimits.allow(reporterNetwork(a.clientIP(c.Request)), a.now()) {
 		return
 	}
 	ctx := c.Request.Context()
@@ -323,7 +336,10 @@ func (a *API) beacon(c *gin.Context) {
 		a.fail(c, err, "")
 		return
 	}
-	if err := a.recordBeacon(ctx, cl, now, out); err != nil {
+	// Recorded even when the player goes (a final beacon at pagehide): the
+	// session's state says it was.
+	rctx := context.WithoutCancel(ctx)
+	if err := a.recordBeacon(rctx, reporterNetwork(a.clientIP(c.Request)), now, out); err != nil {
 		m.beacons.WithLabelValues(beaconFailed).Inc()
 		a.fail(c, err, "")
 		return
@@ -335,8 +351,12 @@ func (a *API) beacon(c *gin.Context) {
 // beaconOutcome is what an accepted beacon adds.
 type beaconOutcome struct {
 	err error
-	// first: the beacon started the session (a view).
+	// first: the beacon made the session a view (its first with a play:
+	// watch time or a startup time).
 	first bool
+	// from: when the span the beacon reports began (the previous beacon,
+	// or the page load).
+	from time.Time
 	// bytes: the credited delta per source; node: the node the beacon's
 	// figures are counted for ("origin" when none).
 	bytes map[string]int64
@@ -360,17 +380,21 @@ var beaconCounters = []string{"watch_ms", "rebuffer_ms", "rebuffers", "switches"
 // counter that went down adds nothing.
 func (a *API) applyBeacon(c *gin.Context, cl playsession.Claims, req *beaconRequest, now time.Time, st *routing.SessionState, offered map[string]bool) beaconOutcome {
 	out := beaconOutcome{startup: -1, ratioFrom: -1, ratioTo: -1, bytes: map[string]int64{}, deltas: map[string]int64{}}
-	if st.Started && (st.Final || req.Seq <= st.Seq) {
+	// A final beacon does not end the session: the viewer may play again
+	// (a replay, the next broadcast, back from the page cache). Every
+	// figure is cumulative, so only a seq seen before is ignored.
+	if st.Started && req.Seq <= st.Seq {
 		out.err = errBeaconIgnore
 		return out
 	}
+	out.from = st.Last
 	if !st.Started {
 		if cl.Check(now, false) != nil {
 			out.err = errBeaconExpire
 			return out
 		}
-		out.first = true
-		st.Kind, st.Item, st.Start, st.Hour = cl.Kind, cl.ItemID, now, routing.EpochStart(now, time.Hour)
+		out.from = cl.IssuedAt
+		st.Kind, st.Item, st.Start = cl.Kind, cl.ItemID, now
 		st.Viewer = req.Viewer
 		if st.Viewer == "" {
 			st.Viewer = "s:" + cl.Session
@@ -435,14 +459,17 @@ func (a *API) applyBeacon(c *gin.Context, cl playsession.Claims, req *beaconRequ
 	if out.node == "" {
 		out.node = sourceOrigin
 	}
-	if out.first {
-		st.Home = out.node
+	// A view is a session that played (an embed that only buffered is
+	// not one); it counts in the hour, and for the node, of that beacon.
+	if !st.Viewed && (st.Counters["watch_ms"] > 0 || req.StartupMs > 0) {
+		st.Viewed, out.first = true, true
+		st.Hour, st.Home = routing.EpochStart(now, time.Hour), out.node
 	}
-	if req.StartupMs > 0 && !st.Startup {
+	if req.StartupMs > 0 && st.Viewed && !st.Startup {
 		st.Startup = true
 		out.startup = min(req.StartupMs, wallMs)
 	}
-	if w, r := st.Counters["watch_ms"], st.Counters["rebuffer_ms"]; w+r > 0 {
+	if w, r := st.Counters["watch_ms"], st.Counters["rebuffer_ms"]; st.Viewed && w+r > 0 {
 		if b := ratioBucket(float64(r) / float64(w+r)); b != st.RatioBucket {
 			out.ratioFrom, out.ratioTo = st.RatioBucket, b
 			st.RatioBucket = b
@@ -464,10 +491,12 @@ func (a *API) viewerCountry(c *gin.Context) string {
 }
 
 // recordBeacon adds an accepted beacon's figures: the nodes' viewer bytes
-// in the epoch of its arrival, the analytics, the metrics.
-func (a *API) recordBeacon(ctx context.Context, cl playsession.Claims, now time.Time, out beaconOutcome) error {
+// (shared between epochs by the time the beacon's span spent in each, at
+// most maxNetworkBitrate from the viewer's network), the analytics, the
+// metrics.
+func (a *API) recordBeacon(ctx context.Context, network string, now time.Time, out beaconOutcome) error {
 	st := out.st
-	epoch := routing.EpochStart(now, a.acct.Epoch)
+	netCap := int64(a.acct.Epoch.Seconds() * maxNetworkBitrate)
 	var edge int64
 	for src, d := range out.bytes {
 		if d <= 0 {
@@ -478,9 +507,12 @@ func (a *API) recordBeacon(ctx context.Context, cl playsession.Claims, now time.
 			a.beaconMetrics.viewerBytes.WithLabelValues(src).Add(float64(d))
 			continue
 		}
-		edge += d
-		if err := a.store.AddEpochFigures(ctx, epoch, src, map[string]int64{routing.FigureViewerBytes: d}, a.acct.Retention); err != nil {
-			return err
+		for epoch, part := range routing.EpochShares(out.from, now, a.acct.Epoch, d) {
+			added, err := a.store.AddViewerBytes(ctx, epoch, a.acct.Epoch, src, network, part, netCap, a.acct.Retention)
+			if err != nil {
+				return err
+			}
+			edge += added
 		}
 	}
 	a.beaconMetrics.viewerBytes.WithLabelValues("edge").Add(float64(edge))

@@ -218,7 +218,7 @@ func TestForgedBeaconsChangeNoFigure(t *testing.T) {
 	}
 	// Another item's session, naming the node offered for this one:
 	// accepted (it is a session of that item) but credits no node.
-	b.accepted(t, beacon{Session: otherTok, Seq: 1, Bytes: map[string]int64{n1: 5000}}, true)
+	b.accepted(t, beacon{Session: otherTok, Seq: 1, WatchMs: 1000, Bytes: map[string]int64{n1: 5000}}, true)
 	if got := b.viewerBytes(t, t0); got[n1] != 0 || got[n2] != 0 {
 		t.Fatalf("forged beacons credited %v", got)
 	}
@@ -263,28 +263,99 @@ func TestForgedBeaconsChangeNoFigure(t *testing.T) {
 	if got := b.viewerBytes(t, t0); got[n1] != 1500 || got[n2] != 2500 {
 		t.Fatalf("viewer bytes after the second route %v", got)
 	}
-	// After the final beacon, nothing more counts.
-	b.accepted(t, beacon{Session: tok, Seq: 3, Final: true, WatchMs: 2500, Bytes: map[string]int64{n1: 1600, n2: 2500}}, true)
-	b.accepted(t, beacon{Session: tok, Seq: 4, WatchMs: 9000, Bytes: map[string]int64{n1: 9999, n2: 9999}}, false)
-	if got := b.viewerBytes(t, t0); got[n1] != 1600 || got[n2] != 2500 {
-		t.Fatalf("viewer bytes after the final beacon %v", got)
+	// A final beacon does not end the session (the viewer plays again:
+	// a replay, back from the page cache), but its replay is ignored.
+	final := beacon{Session: tok, Seq: 3, Final: true, WatchMs: 2500, Bytes: map[string]int64{n1: 1600, n2: 2500}}
+	b.accepted(t, final, true)
+	b.accepted(t, final, false)
+	b.accepted(t, beacon{Session: tok, Seq: 4, WatchMs: 3000, Bytes: map[string]int64{n1: 1700, n2: 2500}}, true)
+	if got := b.viewerBytes(t, t0); got[n1] != 1700 || got[n2] != 2500 {
+		t.Fatalf("viewer bytes after the final beacon and a replay of the video %v", got)
 	}
 	// A session past its lifetime is refused even though it started.
 	b.clock = t0.Add(playsession.MaxLifetime)
-	b.send(t, beacon{Session: tok, Seq: 5, WatchMs: 9000}, uaDesktop, "").wantError(t, http.StatusForbidden, codeForbidden)
+	b.send(t, beacon{Session: tok, Seq: 6, WatchMs: 9000}, uaDesktop, "").wantError(t, http.StatusForbidden, codeForbidden)
 
 	m := b.a.beaconMetrics
-	for r, want := range map[string]float64{beaconAccepted: 4, beaconIgnored: 2, beaconBadToken: 2, beaconExpired: 2,
+	for r, want := range map[string]float64{beaconAccepted: 5, beaconIgnored: 2, beaconBadToken: 2, beaconExpired: 2,
 		beaconTooLarge: 1, beaconInvalid: 9} {
 		if got := promtest.ToFloat64(m.beacons.WithLabelValues(r)); got != want {
 			t.Errorf("shoal_beacons_total{result=%q} = %v, want %v", r, got, want)
 		}
 	}
-	if got := promtest.ToFloat64(m.viewerBytes.WithLabelValues("edge")); got != 1600+2500 {
+	if got := promtest.ToFloat64(m.viewerBytes.WithLabelValues("edge")); got != 1700+2500 {
 		t.Errorf("shoal_viewer_bytes_total{source=edge} = %v", got)
 	}
 	if got := promtest.ToFloat64(m.sessions); got != 2 {
 		t.Errorf("shoal_playback_sessions_total = %v", got)
+	}
+}
+
+// TestBeaconCollusionBounds: what a node's operator, acting as viewers,
+// can confirm for its own node is bounded. Sessions routed with a region
+// the client picked (?region=) are offered nothing; however many sessions
+// one network opens, it confirms a node at most maxNetworkBitrate bytes a
+// second of the epoch; a page that only buffered is no view.
+func TestBeaconCollusionBounds(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{RegionHeader: "X-Region", Registerer: prometheus.NewRegistry(), Accounting: Accounting{Epoch: 10 * time.Second}})
+	b := &beaconEnv{env: e, clock: t0}
+	e.a.now = func() time.Time { return b.clock }
+	secret, err := e.store.SessionSecret(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.secret = secret
+	v := b.createVideo(t, `{"title":"colluded"}`)
+	n1 := b.join(t, 1)
+	credited := func() int64 {
+		t.Helper()
+		figs, err := b.store.EpochFigures(t.Context(), t0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return figs[n1][routing.FigureViewerBytes]
+	}
+
+	// A region the client chose: n1 is routed to but not offered.
+	picked := b.session(t, playsession.KindVideo, v.ID, t0)
+	b.doJSON(t, "GET", "/v1/route/"+v.ID+"?region=eu&session="+url.QueryEscape(picked), "", "").wantStatus(t, http.StatusOK)
+	b.clock = t0.Add(9 * time.Second)
+	b.accepted(t, beacon{Session: picked, Seq: 1, WatchMs: 8000, StartupMs: 300, Bytes: map[string]int64{n1: 1_000_000}}, true)
+	if got := credited(); got != 0 {
+		t.Fatalf("a session routed with ?region= confirmed %d bytes", got)
+	}
+
+	// Three sessions from one network each claim 30 MB in a 10 s epoch:
+	// the network confirms at most 50 MB.
+	b.clock = t0
+	var toks []string
+	for range 3 {
+		tok := b.session(t, playsession.KindVideo, v.ID, t0)
+		if got := b.route(t, v.ID, tok); len(got) != 1 || got[0] != n1 {
+			t.Fatalf("route offered %v", got)
+		}
+		toks = append(toks, tok)
+	}
+	b.clock = t0.Add(9 * time.Second)
+	for _, tok := range toks {
+		b.accepted(t, beacon{Session: tok, Seq: 1, WatchMs: 8000, StartupMs: 300, Bytes: map[string]int64{n1: 30_000_000}}, true)
+	}
+	if got, want := credited(), int64(10*maxNetworkBitrate); got != want {
+		t.Fatalf("one network confirmed %d bytes in a 10 s epoch, want the cap %d", got, want)
+	}
+
+	// A page that only buffered is no view; once it plays, it is one.
+	views := func() int64 { return b.analyticsOf(t, "/v1/analytics/videos/"+v.ID, "").Totals.Views }
+	before := views()
+	idle := b.session(t, playsession.KindVideo, v.ID, t0)
+	b.accepted(t, beacon{Session: idle, Seq: 1, Bytes: map[string]int64{"origin": 900_000}}, true)
+	if got := views(); got != before {
+		t.Fatalf("a session that never played counted as a view (%d -> %d)", before, got)
+	}
+	b.accepted(t, beacon{Session: idle, Seq: 2, WatchMs: 1000, Bytes: map[string]int64{"origin": 1_000_000}}, true)
+	if got := views(); got != before+1 {
+		t.Fatalf("a session that played: %d views, want %d", got, before+1)
 	}
 }
 
@@ -447,10 +518,12 @@ func TestAnalyticsFromBeacons(t *testing.T) {
 	if empty.Totals.Views != 0 || empty.Totals.StartupMs.P50 != nil || len(empty.Series) != 5 {
 		t.Fatalf("before any beacon %+v", empty)
 	}
-	if got := b.viewerBytes(t, t0)[n1]; got != 700_000 {
+	// s1's second beacon reports 500 000 bytes over 65 minutes, 55 of
+	// them in the first epoch: shared by time, as heartbeats' claims are.
+	if got := b.viewerBytes(t, t0)[n1]; got != 500_000+200_000+423_076 {
 		t.Fatalf("n1 epoch %s viewer bytes %d", routing.EpochID(t0), got)
 	}
-	if got := b.viewerBytes(t, t0.Add(time.Hour))[n1]; got != 500_000 {
+	if got := b.viewerBytes(t, t0.Add(time.Hour))[n1]; got != 76_924 {
 		t.Fatalf("n1 next epoch viewer bytes %d", got)
 	}
 	m := b.a.beaconMetrics

@@ -95,7 +95,7 @@ func (a *auditor) check(ctx context.Context, n routing.Node, path, kind string) 
 		dir := rel[:strings.LastIndexByte(rel, '/')]
 		body, status, err := a.get(ctx, n, hlspath.Prefix+dir+"/"+hlspath.ManifestFile, manifest.MaxBytes)
 		if err != nil || status != http.StatusOK {
-			return false, false, fmt.Sprintf("could not fetch the node's manifest (%v, status %d)", err, status)
+			return false, false, fmt.Sprintf("%s the node's manifest (%v, status %d)", nodeFetchFailed, err, status)
 		}
 		m, err := manifest.Verify(body, a.contentKeys)
 		switch {
@@ -114,7 +114,7 @@ func (a *auditor) check(ctx context.Context, n routing.Node, path, kind string) 
 	}
 	body, status, err := a.get(ctx, n, path, size+1)
 	if err != nil || status != http.StatusOK {
-		return false, false, fmt.Sprintf("could not fetch it from the node (%v, status %d)", err, status)
+		return false, false, fmt.Sprintf("%s it from the node (%v, status %d)", nodeFetchFailed, err, status)
 	}
 	got := sha256.Sum256(body)
 	if hex.EncodeToString(got[:]) != want {
@@ -122,6 +122,11 @@ func (a *auditor) check(ctx context.Context, n routing.Node, path, kind string) 
 	}
 	return false, true, "the node serves the published bytes to the origin"
 }
+
+// nodeFetchFailed starts the finding of an audit the node did not answer
+// (an error, a status other than 200): the node's fault, unlike the
+// origin's (busy, the object gone).
+const nodeFetchFailed = "could not fetch"
 
 // auditPlaylist is the kind of a mystery shopper's audit of an ended
 // rendition's playlist (the other kinds are those of viewers' reports).

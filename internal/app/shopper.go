@@ -318,6 +318,13 @@ func (s *shopper) audit(ctx context.Context, n routing.Node) {
 	}
 	s.mu.Unlock()
 	s.log.Debug("edge audited", "node", n.ID, "path", path, "result", result, "finding", finding)
+	// An audit the edge did not answer counts as failed in its accounting
+	// (its audit pass rate): an edge that refuses audits, or answers
+	// them with errors, is not paid as one that passes them. It does not
+	// quarantine it (its viewers may be served).
+	if result == "error" && strings.HasPrefix(finding, nodeFetchFailed) {
+		result = "unanswered"
+	}
 	s.account(ctx, n.ID, result, fetched)
 	if reason == "" {
 		return
@@ -332,7 +339,8 @@ func (s *shopper) audit(ctx context.Context, n routing.Node) {
 	s.log.Warn("node quarantined: it is no longer routed to", "node", n.ID, "reason", reason)
 }
 
-// account adds an audit's result to the edge's epoch figures.
+// account adds an audit's result (pass, fail, unanswered; an error of the
+// origin's adds nothing) to the edge's epoch figures.
 func (s *shopper) account(ctx context.Context, node, result string, fetched int64) {
 	if s.figures == nil || result == "error" {
 		return

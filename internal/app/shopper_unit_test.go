@@ -30,6 +30,8 @@ type shopperRig struct {
 	mu          sync.Mutex
 	node        routing.Node
 	tamper      bool
+	// refuse makes the edge answer 503.
+	refuse bool
 	// tamperPlaylists alters only the playlists the edge serves.
 	tamperPlaylists bool
 	dir             string
@@ -61,6 +63,11 @@ func newShopperRig(t *testing.T) *shopperRig {
 		}
 		r.mu.Lock()
 		r.served = append(r.served, req.URL.Path)
+		if r.refuse {
+			r.mu.Unlock()
+			http.Error(w, "busy", http.StatusServiceUnavailable)
+			return
+		}
 		if r.tamper || (r.tamperPlaylists && strings.HasSuffix(req.URL.Path, ".m3u8")) {
 			b[0] ^= 1
 		}
@@ -277,10 +284,19 @@ func TestShopperAccountsAudits(t *testing.T) {
 	r.mu.Unlock()
 	r.advance(2 * time.Minute)
 	r.s.round(ctx)
+	// An edge that does not answer an audit fails it in its accounting.
+	r.mu.Lock()
+	r.tamper, r.refuse = false, true
+	r.mu.Unlock()
+	r.advance(2 * time.Minute)
+	r.s.round(ctx)
 	// Every segment of the rig is "<id>/s-1-N.m4s" with the id's length.
 	size := int64(len(r.pub + "/s-1-0.m4s"))
-	if len(got) != 2 || len(got[0]) != 2 || got[0][routing.FigureAuditsPassed] != 1 || got[0][routing.FigureAuditBytes] != size ||
-		len(got[1]) != 1 || got[1][routing.FigureAuditsFailed] != 1 {
+	if len(got) != 3 || len(got[0]) != 2 || got[0][routing.FigureAuditsPassed] != 1 || got[0][routing.FigureAuditBytes] != size ||
+		len(got[1]) != 1 || got[1][routing.FigureAuditsFailed] != 1 || len(got[2]) != 1 || got[2][routing.FigureAuditsFailed] != 1 {
 		t.Fatalf("figures %v", got)
+	}
+	if sum, _ := r.s.summary(r.node.ID); sum.Errors != 1 || len(r.quarantined()) != 0 {
+		t.Fatalf("an unanswered audit: %+v, quarantines %q", sum, r.quarantined())
 	}
 }

@@ -42,9 +42,10 @@ const SessionTTL = time.Hour + time.Minute
 // MaxSessionOffers bounds the nodes remembered as offered to one session.
 const MaxSessionOffers = 32
 
-// offersTTL is how long a session's offers are kept after the last one
-// (a session lives at most 12 hours).
-const offersTTL = 13 * time.Hour
+// offersTTL is how long a session's offers are kept after the last offer
+// or beacon, as its state is: a token that is routed but never beaconed
+// leaves nothing after that.
+const offersTTL = SessionTTL
 
 // MaxBreakdownValues bounds the distinct values of one breakdown (country,
 // device, os, browser) in one scope and hour; later values count as
@@ -120,6 +121,7 @@ type SessionState struct {
 	// rebuffer ratio is counted in (-1: none).
 	Hour        time.Time
 	Home        string
+	Viewed      bool // the session played: it is a view
 	Startup     bool
 	RatioBucket int
 	// Who watched: the viewer id (or the session's), country, device,
@@ -160,6 +162,7 @@ func (s *Store) UpdateSession(ctx context.Context, sid string, update func(st *S
 			p.Del(ctx, key)
 			p.HSet(ctx, key, encodeSession(st))
 			p.PExpire(ctx, key, SessionTTL)
+			p.PExpire(ctx, sessionOffersKey(sid), offersTTL)
 			return nil
 		})
 		return err
@@ -190,7 +193,7 @@ func decodeSession(f map[string]string) SessionState {
 	st.Kind, st.Item, st.Home = f["kind"], f["item"], f["home"]
 	st.Start, st.Last = time.UnixMilli(num("start")).UTC(), time.UnixMilli(num("last")).UTC()
 	st.Hour = time.UnixMilli(num("hour")).UTC()
-	st.Seq, st.Final, st.Startup = num("seq"), f["final"] == "1", f["startup"] == "1"
+	st.Seq, st.Final, st.Startup, st.Viewed = num("seq"), f["final"] == "1", f["startup"] == "1", f["viewed"] == "1"
 	st.RatioBucket = int(num("rb"))
 	st.Viewer, st.Country, st.Device, st.OS, st.Browser = f["viewer"], f["country"], f["device"], f["os"], f["browser"]
 	for k, v := range f {
@@ -217,7 +220,7 @@ func encodeSession(st SessionState) map[string]any {
 	f := map[string]any{
 		"kind": st.Kind, "item": st.Item, "home": st.Home,
 		"start": st.Start.UnixMilli(), "last": st.Last.UnixMilli(), "hour": st.Hour.UnixMilli(),
-		"seq": st.Seq, "final": b(st.Final), "startup": b(st.Startup), "rb": st.RatioBucket,
+		"seq": st.Seq, "final": b(st.Final), "startup": b(st.Startup), "viewed": b(st.Viewed), "rb": st.RatioBucket,
 		"viewer": st.Viewer, "country": st.Country, "device": st.Device, "os": st.OS, "browser": st.Browser,
 	}
 	for k, v := range st.Counters {

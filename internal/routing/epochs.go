@@ -147,6 +147,78 @@ func (s *Store) AddEpochFigures(ctx context.Context, start time.Time, node strin
 	return wrapErr("add epoch figures", err)
 }
 
+// KEYS: the epoch's node set, the node's hash, the epochs index, the
+// network's counter; ARGV[1] the node id, ARGV[2] the TTL in ms, ARGV[3]
+// the counter cap, ARGV[4] the epoch's start (Unix ms), ARGV[5] its id,
+// ARGV[6] the oldest start the index keeps, ARGV[7] the bytes, ARGV[8]
+// the network's cap, ARGV[9] the network counter's TTL in ms. Returns the
+// bytes added.
+var addViewerBytesScript = redis.NewScript(luaAddFigures + `
+local had = tonumber(redis.call('GET', KEYS[4]) or '0')
+local add = math.min(tonumber(ARGV[7]), tonumber(ARGV[8]) - had)
+if add <= 0 then return 0 end
+redis.call('INCRBY', KEYS[4], string.format('%d', add))
+redis.call('PEXPIRE', KEYS[4], ARGV[9])
+addFigures(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4], ARGV[5], ARGV[6], {'` + FigureViewerBytes + `', string.format('%d', add)})
+return add`)
+
+// AddViewerBytes adds n bytes that viewers on network confirmed receiving
+// from node to its FigureViewerBytes in the epoch that starts at start (of
+// length epoch), but no more than netCap from that network in the epoch
+// in all: however many sessions one network opens, it confirms a node at
+// most netCap a epoch. It returns the bytes added.
+//
+//	shoal:epoch:<epoch>:vnet:<node>:<network>   string   bytes confirmed from the network (lives the epoch and a day)
+func (s *Store) AddViewerBytes(ctx context.Context, start time.Time, epoch time.Duration, node, network string, n, netCap int64, retention time.Duration) (int64, error) {
+	if n <= 0 || netCap <= 0 {
+		return 0, nil
+	}
+	id := EpochID(start)
+	netKey := epochPrefix + id + ":vnet:" + node + ":" + network
+	netTTL := start.Add(epoch + 24*time.Hour).Sub(s.now())
+	if netTTL <= 0 {
+		netTTL = time.Hour
+	}
+	added, err := addViewerBytesScript.Run(ctx, s.rdb, []string{epochNodesKey(id), epochNodeKey(id, node), epochsIndex, netKey},
+		node, retention.Milliseconds(), int64(maxFigure), start.UnixMilli(), id, start.Add(-retention).UnixMilli(),
+		n, netCap, netTTL.Milliseconds()).Int64()
+	return added, wrapErr("add viewer bytes", err)
+}
+
+// EpochShares splits amount over the epochs (of length d) that the span
+// from..to covers, in proportion to the time in each (the last one gets
+// what rounding leaves): what was received over a span that crossed an
+// epoch's end counts in both, as heartbeats' claims do. An empty or
+// backwards span puts it all in to's epoch.
+func EpochShares(from, to time.Time, d time.Duration, amount int64) map[time.Time]int64 {
+	last := EpochStart(to, d)
+	if !from.Before(to) || !EpochStart(from, d).Before(last) {
+		return map[time.Time]int64{last: amount}
+	}
+	// At most a day of epochs back: older spans count from there.
+	if from.Before(to.Add(-24 * time.Hour)) {
+		from = to.Add(-24 * time.Hour)
+	}
+	out := map[time.Time]int64{}
+	span := float64(to.Sub(from))
+	left := amount
+	for e := EpochStart(from, d); e.Before(last); e = e.Add(d) {
+		lo, hi := maxTime(e, from), e.Add(d)
+		part := int64(float64(amount) * float64(hi.Sub(lo)) / span)
+		out[e] = part
+		left -= part
+	}
+	out[last] += left
+	return out
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
 // HeartbeatFigures is what one heartbeat tells the accounting.
 type HeartbeatFigures struct {
 	// Sent is the node's signed time of the heartbeat: heartbeats are

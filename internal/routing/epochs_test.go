@@ -266,3 +266,64 @@ func TestAccountHeartbeatSplit(t *testing.T) {
 		t.Fatalf("epochs %v %v", list, err)
 	}
 }
+
+func TestEpochShares(t *testing.T) {
+	t.Parallel()
+	at := func(m int) time.Time {
+		return time.Date(2026, 12, 5, 10, 0, 0, 0, time.UTC).Add(time.Duration(m) * time.Minute)
+	}
+	for _, c := range []struct {
+		from, to int
+		amount   int64
+		want     map[int]int64 // epoch start (minutes) -> share
+	}{
+		{5, 50, 1000, map[int]int64{0: 1000}},                   // one epoch
+		{50, 70, 1000, map[int]int64{0: 500, 60: 500}},          // half in each
+		{5, 70, 500_000, map[int]int64{0: 423_076, 60: 76_924}}, // 55 of 65 minutes, rounding to the last
+		{-70, 10, 800, map[int]int64{-120: 100, -60: 600, 0: 100}},
+		{70, 50, 9, map[int]int64{0: 9}}, // backwards: all in to's epoch
+	} {
+		got := EpochShares(at(c.from), at(c.to), time.Hour, c.amount)
+		want := map[time.Time]int64{}
+		for m, v := range c.want {
+			want[at(m)] = v
+		}
+		if len(got) != len(want) {
+			t.Errorf("%d..%d: %v, want %v", c.from, c.to, got, want)
+			continue
+		}
+		for k, v := range want {
+			if got[k] != v {
+				t.Errorf("%d..%d: %v, want %v", c.from, c.to, got, want)
+			}
+		}
+	}
+	// A span of days counts from a day back.
+	got := EpochShares(at(0).Add(-72*time.Hour), at(0), time.Hour, 2400)
+	var sum int64
+	for _, v := range got {
+		sum += v
+	}
+	if sum != 2400 || got[at(-60)] != 100 || got[at(-25*60)] != 0 {
+		t.Errorf("three days: %v", got)
+	}
+}
+
+func TestAddViewerBytesNetworkCap(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := context.Background()
+	e := EpochStart(time.Now(), time.Hour)
+	for _, c := range []struct {
+		network   string
+		n, wanted int64
+	}{{"198.51.100", 600, 600}, {"198.51.100", 600, 400}, {"198.51.100", 5, 0}, {"203.0.113", 700, 700}} {
+		got, err := s.AddViewerBytes(ctx, e, time.Hour, "nodea", c.network, c.n, 1000, time.Hour)
+		if err != nil || got != c.wanted {
+			t.Fatalf("%s adds %d: %d (%v), want %d", c.network, c.n, got, err, c.wanted)
+		}
+	}
+	if f, _ := s.EpochFigures(ctx, e); f["nodea"][FigureViewerBytes] != 1700 {
+		t.Fatalf("figures %v", f)
+	}
+}
