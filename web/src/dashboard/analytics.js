@@ -64,8 +64,10 @@ export class AnalyticsSection {
 
   // fromHash selects the item an address names (see select).
   fromHash(hash) {
-    const m = /^#analytics\/(video|live_stream)\/([^/]+)$/.exec(hash);
-    const item = m ? { kind: m[1], id: decodeURIComponent(m[2]) } : { kind: 'all', id: '' };
+    // Ids are letters and digits: anything else (a malformed address)
+    // shows everything.
+    const m = /^#analytics\/(video|live_stream)\/([a-z0-9]{1,64})$/.exec(hash);
+    const item = m ? { kind: m[1], id: m[2] } : { kind: 'all', id: '' };
     if (item.kind !== this.item.kind || item.id !== this.item.id) this.item = item;
   }
 

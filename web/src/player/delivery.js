@@ -50,6 +50,9 @@ const DVR_PLAYLIST = 'dvr.m3u8';
 const NAME_RE = /^[a-z0-9][a-z0-9.-]*$/;
 const RENDITION_RE = /^[a-z0-9][a-z0-9_-]*$/;
 
+// MAX_CREDITED bounds the objects remembered as counted (Delivery.credited).
+const MAX_CREDITED = 5000;
+
 // Failure kinds, as the origin's report endpoint names them.
 export const KIND = {
   hash: 'hash_mismatch',
@@ -190,6 +193,8 @@ export class Delivery {
     this.verified = 0;
     this.failed = 0;
     this.received = new Map();
+    // credited: "node path" of the objects whose bytes were counted.
+    this.credited = new Set();
     this.failures = [];
     this.delivered = []; // the last objects handed to the player: { path, sha256, node }
   }
@@ -306,7 +311,9 @@ export class Delivery {
     if (signal) signal.addEventListener('abort', onAbort);
     const timer = setTimeout(() => ctl.abort(), timeout);
     try {
-      const res = await fetch(this.withToken(c.base + path), { credentials: 'omit', cache, signal: ctl.signal });
+      // An edge must answer itself: a redirect (to the origin, another
+      // edge) would have it credited for bytes it did not send.
+      const res = await fetch(this.withToken(c.base + path), { credentials: 'omit', cache, signal: ctl.signal, redirect: c.node ? 'error' : 'follow' });
       if (res.status === 403) throw Object.assign(new Error('forbidden'), { code: 403 });
       if (!res.ok) throw new DeliveryError(KIND.http, `HTTP ${res.status}`, { code: res.status });
       return new Uint8Array(await res.arrayBuffer());
@@ -684,7 +691,15 @@ export class Delivery {
   // (node: where it came from, '' for the origin, 'p2p' for peers).
   accept(path, sum, node, size) {
     this.verified++;
-    this.receive(node, size);
+    // An object fetched again (a seek back, hls.js reloading it) most
+    // likely came from the browser's cache: the node sent it once, and
+    // is credited once.
+    const key = node + ' ' + path;
+    if (!this.credited.has(key)) {
+      this.credited.add(key);
+      if (this.credited.size > MAX_CREDITED) this.credited.delete(this.credited.values().next().value);
+      this.receive(node, size);
+    }
     this.delivered.push({ path, sha256: sum, node });
     if (this.delivered.length > 500) this.delivered.shift();
   }

@@ -749,3 +749,27 @@ test('the route request carries the playback token and the session', () => {
     'http://origin.test/v1/route/' + ID + '?token=a+b&session=v1.s-e_s.sig');
   assert.equal(routeRequest('/v1/route/' + ID, page, { session: 'tok' }), 'http://origin.test/v1/route/' + ID + '?session=tok');
 });
+
+test('an object loaded again is credited to its node once; an edge may not redirect', async () => {
+  fakeFetch({ ...(await routesFor(EDGE)), ...(await routesFor(ORIGIN)) });
+  const served = globalThis.fetch;
+  const redirects = [];
+  globalThis.fetch = (url, init = {}) => {
+    if (init.method !== 'POST') redirects.push([new URL(url).origin, init.redirect]);
+    return served(url, init);
+  };
+  const d = newDelivery();
+  await d.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  const before = d.received.get('edge-1');
+  await d.load(`${EDGE}${R}/s1-0-12-p0.m4s`, 'media');
+  const once = d.received.get('edge-1');
+  assert.equal(once - before, bytesOf('s1-0-12-p0.m4s').byteLength);
+  // A seek back: hls.js loads it again (from the browser's cache).
+  await d.load(`${EDGE}${R}/s1-0-12-p0.m4s`, 'media');
+  assert.equal(d.received.get('edge-1'), once);
+  assert.equal(d.verified, 2);
+  // Edges are fetched with redirect: 'error' (a redirect is a failure),
+  // the origin with 'follow'.
+  assert.ok(redirects.length >= 3);
+  for (const [origin, redirect] of redirects) assert.equal(redirect, origin === EDGE ? 'error' : 'follow', origin);
+});

@@ -120,6 +120,9 @@ async function pollState(player) {
     const next = await fetchState();
     if (!next) continue;
     const changed = next.status !== state.status;
+    // One playback session per page: the beacons carry the first one, so
+    // the route requests must too (each render mints a new one).
+    if (state.session) next.session = state.session;
     state = next;
     if (!changed && (state.status === 'processing' || state.status === 'waiting')) {
       showProcessing(player);
