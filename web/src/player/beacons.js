@@ -87,6 +87,9 @@ export function viewerId(storage, random) {
   }
 }
 
+// MAX_RENEWALS bounds the sessions a page renews (Beacons.renew).
+const MAX_RENEWALS = 24;
+
 export class Beacons {
   // opts: { url (absolute), session, viewer, now() (ms, monotonic),
   // fetch, sendBeacon(url, blob) -> bool, setInterval, clearInterval,
@@ -138,6 +141,12 @@ export class Beacons {
     this.lastFinal = false; // the last beacon sent was a final one
     this.stopped = false;
     this.timer = null;
+    // Renewal: onRefused is called when the origin refuses the session
+    // (opts.onRefused); offset holds the page's figures when the current
+    // session began (null: at the page load).
+    this.onRefused = opts.onRefused || null;
+    this.renewals = 0;
+    this.offset = null;
   }
 
   // start sends the periodic beacons and those of the page's life.
@@ -317,8 +326,41 @@ export class Beacons {
     return out;
   }
 
-  // figures are the body's counters (all but session, seq, final, viewer).
+  // figures are the body's counters (all but session, seq, final, viewer),
+  // since the session began (see renew).
   figures() {
+    const f = this.pageFigures();
+    const o = this.offset;
+    if (!o) return f;
+    for (const k of Object.keys(f)) {
+      if (k === 'bytes' || k === 'startup_ms') continue;
+      f[k] = Math.max(0, f[k] - o[k]);
+    }
+    // The startup of a session that began while playing is not known.
+    if (o.startup_ms) f.startup_ms = 0;
+    const bytes = {};
+    for (const [k, n] of Object.entries(f.bytes)) {
+      const d = n - (o.bytes[k] || 0);
+      if (d > 0) bytes[k] = d;
+    }
+    f.bytes = bytes;
+    return f;
+  }
+
+  // renew goes on with a new playback session (the origin refused the
+  // old one: it expired): its figures count from now, from seq 1.
+  renew(session) {
+    this.offset = this.pageFigures();
+    this.session = session;
+    this.seq = 0;
+    this.lastKey = '';
+    this.lastFinal = false;
+    this.stopped = false;
+    if (this.timer == null) this.timer = this.setInterval(() => this.tick(), INTERVAL_MS);
+  }
+
+  // pageFigures are the counters since the page loaded.
+  pageFigures() {
     this.sample();
     const d = this.delivery;
     const stall = this.stallFrom == null ? 0 : Math.max(0, this.now() - this.stallFrom);
@@ -410,7 +452,15 @@ export class Beacons {
   // answered reads the origin's answer: a session it does not take (401,
   // 403) or a body it never will (413) ends the page's beacons.
   answered(res) {
-    if (res.status === 401 || res.status === 403 || res.status === 413) this.stop();
+    if (res.status === 401 || res.status === 403 || res.status === 413) {
+      this.stop();
+      // An expired session may be renewed (onRefused, at most
+      // MAX_RENEWALS times a page); a body too large never will be.
+      if (res.status !== 413 && this.onRefused && this.renewals < MAX_RENEWALS) {
+        this.renewals++;
+        this.onRefused();
+      }
+    }
     return res.ok;
   }
 

@@ -51,7 +51,8 @@ const Events = {
 
 // setup makes Beacons on a fake clock, video, page and transport. fetches
 // answer at once (202) unless hold is set: then each waits for release().
-function setup({ hold = false, status = 202, beaconOK = true } = {}) {
+function setup({ hold = false, status = 202, beaconOK = true, onRefused = null } = {}) {
+  const answer = { status };
   const clock = { t: 0 };
   const sent = []; // { via: 'fetch'|'beacon', body, init|blob }
   const pending = [];
@@ -64,7 +65,7 @@ function setup({ hold = false, status = 202, beaconOK = true } = {}) {
     fetch: (url, init) => {
       assert.equal(url, URL_);
       sent.push({ via: 'fetch', body: JSON.parse(init.body), init });
-      const res = { ok: status >= 200 && status < 300, status };
+      const res = { ok: answer.status >= 200 && answer.status < 300, status: answer.status };
       if (!hold) return Promise.resolve(res);
       return new Promise((resolve) => pending.push(() => resolve(res)));
     },
@@ -78,7 +79,7 @@ function setup({ hold = false, status = 202, beaconOK = true } = {}) {
       return timers.length;
     },
     clearInterval: () => {},
-    doc, win,
+    doc, win, onRefused,
   });
   const video = new FakeVideo();
   b.watchVideo(video);
@@ -98,7 +99,7 @@ function setup({ hold = false, status = 202, beaconOK = true } = {}) {
     pending.shift()();
     await settle();
   };
-  return { b, clock, sent, timers, doc, win, video, play, advance, release };
+  return { answer, b, clock, sent, timers, doc, win, video, play, advance, release };
 }
 
 // settle lets the promise callbacks of answered beacons run.
@@ -410,6 +411,37 @@ test('a session the origin refuses ends the beacons', async () => {
   timers[0].f();
   win.dispatchEvent(new Event('pagehide'));
   assert.equal(sent.length, 1);
+});
+
+test('a refused session is renewed: the figures count again from the renewal, from seq 1', async () => {
+  let refused = 0;
+  const { b, sent, video, play, advance, answer } = setup({ status: 403, onRefused: () => { refused++; } });
+  b.useDelivery({ verified: 3, failed: 0, received: new Map([[NODE('a'), 1000]]) });
+  play();
+  advance(200, 0);
+  video.fire('playing');
+  advance(4000);
+  await settle();
+  assert.equal(sent.length, 1);
+  assert.equal(refused, 1);
+  answer.status = 202;
+  b.renew('s1.renewed');
+  advance(2000);
+  b.delivery.received.set(NODE('a'), 1500);
+  assert.equal(await b.flush(), true);
+  const body = sent[1].body;
+  assert.equal(body.session, 's1.renewed');
+  assert.equal(body.seq, 1);
+  assert.equal(body.watch_ms, 2000);
+  assert.equal(body.startup_ms, 0);
+  assert.equal(body.verified, 0);
+  assert.deepEqual(body.bytes, { [NODE('a')]: 500 });
+  // A body too large is never renewed.
+  const r = setup({ status: 413, onRefused: () => { refused++; } });
+  r.play();
+  r.video.fire('playing');
+  await settle();
+  assert.equal(refused, 1);
 });
 
 test('at most 8 byte keys, each for good', () => {

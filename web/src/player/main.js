@@ -341,6 +341,7 @@ function startBeacons(player) {
       url: new URL(state.beacon_url, location.href).href,
       session: state.session,
       viewer: viewerId(storage),
+      onRefused: renewSession,
     });
     beacons.watchVideo(player.video);
     beacons.start();
@@ -352,6 +353,24 @@ function startBeacons(player) {
     flush: (final) => beacons.flush(!!final),
     snapshot: () => beacons.snapshot(),
   };
+}
+
+// renewSession goes on with a new playback session when the origin refused
+// the page's (it expired: a page left open for hours): the page's state
+// carries a new one, which is offered the edges again (a route request)
+// and the beacons go on with.
+async function renewSession() {
+  const next = await fetchState();
+  if (!beacons || !next || !next.session || next.session === state.session) return;
+  state.session = next.session;
+  if (state.route_url) {
+    try {
+      await fetch(routeRequest(state.route_url, location.href, { token, session: state.session }), { cache: 'no-store', credentials: 'omit' });
+    } catch {
+      // Bytes from edges count again from the next route.
+    }
+  }
+  beacons.renew(state.session);
 }
 
 // ---- peer-assisted delivery (P2P) -----------------------------------------
