@@ -233,6 +233,23 @@ func (a *API) NewSession(ctx context.Context, kind, id string) (string, error) {
 	return a.sessions.Mint(ctx, kind, id)
 }
 
+// parseSession reads a session token. When its signature does not verify,
+// the secret is read again (at most once a minute) in case another origin
+// made a new one, and the token checked again.
+func (a *API) parseSession(ctx context.Context, tok string) (playsession.Claims, error) {
+	secret, err := a.sessions.Secret(ctx)
+	if err != nil {
+		return playsession.Claims{}, err
+	}
+	cl, err := playsession.Parse(secret, tok)
+	if errors.Is(err, playsession.ErrSignature) && a.sessions.Refresh(ctx) {
+		if secret, err2 := a.sessions.Secret(ctx); err2 == nil {
+			cl, err = playsession.Parse(secret, tok)
+		}
+	}
+	return cl, err
+}
+
 // offerSession remembers, for the session named by the route request's
 // ?session=, the nodes the route offered. A session that is not for this
 // id, garbled, forged or over is ignored: the route is answered anyway.
@@ -248,11 +265,7 @@ func (a *API) offerSession(c *gin.Context, id string, nodes []string) {
 		return
 	}
 	ctx := c.Request.Context()
-	secret, err := a.sessions.Secret(ctx)
-	if err != nil {
-		return
-	}
-	cl, err := playsession.Parse(secret, tok)
+	cl, err := a.parseSession(ctx, tok)
 	if err != nil || cl.ItemID != id || cl.Check(a.now(), true) != nil {
 		return
 	}
@@ -300,13 +313,12 @@ func (a *API) beacon(c *gin.Context) {
 		return
 	}
 	ctx := c.Request.Context()
-	secret, err := a.sessions.Secret(ctx)
-	if err != nil {
+	cl, err := a.parseSession(ctx, req.Session)
+	if err != nil && !errors.Is(err, playsession.ErrMalformed) && !errors.Is(err, playsession.ErrSignature) {
 		m.beacons.WithLabelValues(beaconFailed).Inc()
 		a.fail(c, err, "")
 		return
 	}
-	cl, err := playsession.Parse(secret, req.Session)
 	if err != nil {
 		m.beacons.WithLabelValues(beaconBadToken).Inc()
 		WriteError(c, http.StatusUnauthorized, codeUnauthorized, "unknown playback session: \"session\" must be the token of the page")

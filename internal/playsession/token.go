@@ -177,15 +177,39 @@ func (c Claims) Check(now time.Time, started bool) error {
 // store every origin shares).
 type Keeper struct {
 	load func(ctx context.Context) ([]byte, error)
+	now  func() time.Time
 
-	mu     sync.Mutex
-	secret []byte
+	mu        sync.Mutex
+	secret    []byte
+	refreshed time.Time
 }
+
+// RefreshEvery bounds how often Refresh reads the secret again.
+const RefreshEvery = time.Minute
 
 // NewKeeper returns a Keeper whose secret comes from load (called until it
 // succeeds once).
 func NewKeeper(load func(ctx context.Context) ([]byte, error)) *Keeper {
-	return &Keeper{load: load}
+	return &Keeper{load: load, now: time.Now}
+}
+
+// Refresh reads the secret again, at most once every RefreshEvery, and
+// tells whether it changed: after a token failed to verify, another
+// origin may have made a new one (the store lost it and was filled again).
+func (k *Keeper) Refresh(ctx context.Context) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	now := k.now()
+	if k.secret == nil || now.Sub(k.refreshed) < RefreshEvery {
+		return false
+	}
+	k.refreshed = now
+	s, err := k.load(ctx)
+	if err != nil || hmac.Equal(s, k.secret) {
+		return false
+	}
+	k.secret = s
+	return true
 }
 
 // Secret returns the secret, loading it on first use.
@@ -199,7 +223,7 @@ func (k *Keeper) Secret(ctx context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	k.secret = s
+	k.secret, k.refreshed = s, k.now()
 	return s, nil
 }
 

@@ -1,6 +1,7 @@
 package playsession
 
 import (
+	"context"
 	"errors"
 	"regexp"
 	"strconv"
@@ -126,4 +127,40 @@ func FuzzParse(f *testing.F) {
 			t.Fatalf("accepted %q reads back differently: %+v", s, c)
 		}
 	})
+}
+
+func TestKeeperRefresh(t *testing.T) {
+	t.Parallel()
+	secrets := [][]byte{[]byte("0123456789abcdef0123456789abcdef"), []byte("fedcba9876543210fedcba9876543210")}
+	loads := 0
+	k := NewKeeper(func(context.Context) ([]byte, error) {
+		s := secrets[min(loads, 1)]
+		loads++
+		return s, nil
+	})
+	now := time.Unix(1_800_000_000, 0)
+	k.now = func() time.Time { return now }
+	ctx := context.Background()
+	if k.Refresh(ctx) {
+		t.Fatal("refreshed before the first load")
+	}
+	s, err := k.Secret(ctx)
+	if err != nil || string(s) != string(secrets[0]) {
+		t.Fatalf("secret %q %v", s, err)
+	}
+	now = now.Add(RefreshEvery - time.Second)
+	if k.Refresh(ctx) || loads != 1 {
+		t.Fatalf("refreshed within a minute (%d loads)", loads)
+	}
+	now = now.Add(time.Second)
+	if !k.Refresh(ctx) || loads != 2 {
+		t.Fatalf("not refreshed after a minute (%d loads)", loads)
+	}
+	if s, _ := k.Secret(ctx); string(s) != string(secrets[1]) {
+		t.Fatalf("secret after the refresh %q", s)
+	}
+	now = now.Add(RefreshEvery)
+	if k.Refresh(ctx) {
+		t.Fatal("an unchanged secret reported as changed")
+	}
 }
