@@ -481,7 +481,7 @@ func TestBrowser(t *testing.T) {
 		if !beacons.Session || !beacons.Has {
 			t.Errorf("window.shoalBeacons is there: %v, the page has a session: %v", beacons.Has, beacons.Session)
 		}
-		if b := beacons.Body; (b.Seq < 2 || b.WatchMS < 2000 || b.StartupMS <= 0 || b.Switches < 1 || len(b.Bytes) == 0) {
+		if b := beacons.Body; b.Seq < 2 || b.WatchMS < 2000 || b.StartupMS <= 0 || b.Switches < 1 || len(b.Bytes) == 0 {
 			t.Errorf("beacon after playing 3 s and a quality switch: %+v", b)
 		}
 		// At phone width the page fits (nothing overflows sideways).
