@@ -144,7 +144,7 @@ func within(got, want int64, frac float64) bool {
 // and JSON agree, and a sealed epoch is served byte-identical.
 func TestOperatorAccounting(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, "SHOAL_ROUTE_AUDIT_INTERVAL=1s", "SHOAL_ACCOUNTING_EPOCH=10s", "SHOAL_ACCOUNTING_REWARD_POOL=1000")
+	n := startNode(t, "SHOAL_ROUTE_AUDIT_INTERVAL=1s", "SHOAL_ACCOUNTING_EPOCH=10s", "SHOAL_ACCOUNTING_RETENTION=24h", "SHOAL_ACCOUNTING_REWARD_POOL=1000")
 	pub := n.contentKey()
 	v := readyVideo(t, n, map[string]string{"title": "accounted"})
 	token := n.nodeToken()
