@@ -618,3 +618,53 @@ func TestAnalyticsRangeWithinRetention(t *testing.T) {
 		t.Errorf("default range %s..%s, want the 2h retention up to %s", a.From, a.To, t0)
 	}
 }
+
+// TestBeaconLimiterEvictsLeastRecent: with as many networks tracked as it
+// may, a new network is not refused: it takes the place of the one seen
+// least recently, whose budget starts over; the others keep theirs.
+func TestBeaconLimiterEvictsLeastRecent(t *testing.T) {
+	t.Parallel()
+	l := &beaconLimiter{max: 3}
+	for range beaconBurst {
+		if !l.allow("a", t0) {
+			t.Fatal("a refused within its burst")
+		}
+	}
+	if l.allow("a", t0) {
+		t.Fatal("a allowed past its burst")
+	}
+	for _, n := range []string{"b", "c"} {
+		if !l.allow(n, t0) {
+			t.Fatalf("%s refused", n)
+		}
+	}
+	if l.allow("a", t0) { // a is seen again: c, a... b is the least recent
+		t.Fatal("a allowed past its burst")
+	}
+	// Full, within a second: a new network still gets its burst.
+	for i := range beaconBurst {
+		if !l.allow("d", t0) {
+			t.Fatalf("new network d refused at beacon %d with the table full", i)
+		}
+	}
+	if len(l.buckets) != 3 || l.order.Len() != 3 {
+		t.Fatalf("%d networks tracked (%d in order), want 3", len(l.buckets), l.order.Len())
+	}
+	if _, ok := l.buckets["b"]; ok {
+		t.Fatal("b, the least recently seen, is still tracked")
+	}
+	// a kept its empty bucket; d evicts nothing more by being seen again.
+	if l.allow("a", t0) || l.allow("d", t0) {
+		t.Fatal("a or d allowed past its burst")
+	}
+	// b comes back: it evicts c (the least recent now) and starts afresh.
+	if !l.allow("b", t0) {
+		t.Fatal("b refused")
+	}
+	if _, ok := l.buckets["c"]; ok {
+		t.Fatal("c is still tracked")
+	}
+	if l.allow("a", t0) {
+		t.Fatal("a's budget was reset")
+	}
+}
