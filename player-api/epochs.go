@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -655,13 +656,26 @@ func rowRecord(r EpochRow) []string {
 		i(r.AuditsPassed), i(r.AuditsFailed), f(r.AuditPassRate), f(r.UptimeSeconds), f(r.QuarantineSeconds), i(r.VerificationFailures), i(r.RewardPoints)}
 }
 
-// epochCSV is an epoch report's rows as CSV, a header line first.
+// epochColumns name the epoch on every CSV row: a signed CSV says which
+// epoch it is, and whether it is the sealed report.
+var epochColumns = []string{"epoch", "start", "end", "final"}
+
+func epochRecord(epoch string, start, end time.Time, final bool) []string {
+	return []string{epoch, start.UTC().Format(time.RFC3339), end.UTC().Format(time.RFC3339), strconv.FormatBool(final)}
+}
+
+// csvColumns are the columns of both CSV answers: the epoch's, then a
+// row's.
+var csvColumns = append(slices.Clone(epochColumns), rowColumns...)
+
+// epochCSV is an epoch report's rows as CSV, a header line first: each row
+// with the epoch's name, start, end and whether it is final.
 func epochCSV(rep EpochReport) []byte {
 	var b bytes.Buffer
 	w := csv.NewWriter(&b)
-	_ = w.Write(rowColumns)
+	_ = w.Write(csvColumns)
 	for _, r := range rep.Nodes {
-		_ = w.Write(rowRecord(r))
+		_ = w.Write(append(epochRecord(rep.Epoch, rep.Start, rep.End, rep.Final), rowRecord(r)...))
 	}
 	w.Flush()
 	return b.Bytes()
@@ -672,9 +686,9 @@ func epochCSV(rep EpochReport) []byte {
 func usageCSV(u nodeUsage) []byte {
 	var b bytes.Buffer
 	w := csv.NewWriter(&b)
-	_ = w.Write(append([]string{"epoch", "start", "end", "final"}, rowColumns...))
+	_ = w.Write(csvColumns)
 	for _, e := range u.Epochs {
-		_ = w.Write(append([]string{e.Epoch, e.Start.Format(time.RFC3339), e.End.Format(time.RFC3339), strconv.FormatBool(e.Final)}, rowRecord(e.EpochRow)...))
+		_ = w.Write(append(epochRecord(e.Epoch, e.Start, e.End, e.Final), rowRecord(e.EpochRow)...))
 	}
 	w.Flush()
 	return b.Bytes()

@@ -197,6 +197,18 @@ func sameRow(t *testing.T, c map[string]string, r EpochRow) {
 	}
 }
 
+// sameEpoch checks that a CSV row names the epoch its JSON does.
+func sameEpoch(t *testing.T, c map[string]string, epoch string, start, end time.Time, final bool) {
+	t.Helper()
+	want := map[string]string{"epoch": epoch, "start": start.Format(time.RFC3339), "end": end.Format(time.RFC3339),
+		"final": strconv.FormatBool(final)}
+	for col, w := range want {
+		if c[col] != w {
+			t.Errorf("%s: CSV %q, JSON %q", col, c[col], w)
+		}
+	}
+}
+
 // TestEpochReports: heartbeats through the API become the claimed bytes
 // and uptime of the current epoch; audits and viewers add the confirmed
 // bytes; the report is signed, its CSV agrees with its JSON, and once the
@@ -268,6 +280,7 @@ func TestEpochReports(t *testing.T) {
 	}
 	for i, c := range crows {
 		sameRow(t, c, rep.Nodes[i])
+		sameEpoch(t, c, rep.Epoch, rep.Start, rep.End, rep.Final)
 	}
 
 	// The epoch ends; within the grace it is not final yet.
@@ -279,6 +292,16 @@ func TestEpochReports(t *testing.T) {
 	sealed := e.signedGet(t, "/v1/operators/epochs/"+id, testAdminKey, pub)
 	if rep := decode[EpochReport](t, sealed); !rep.Final || len(rep.Nodes) != 2 {
 		t.Fatalf("sealed %s", sealed.body)
+	}
+	// Its CSV says, on every row, which epoch it is and that it is sealed.
+	sealedRep := decode[EpochReport](t, sealed)
+	sc := csvRows(t, e.signedGet(t, "/v1/operators/epochs/"+id+"?format=csv", testAdminKey, pub).body)
+	if len(sc) != 2 {
+		t.Fatalf("sealed CSV %v", sc)
+	}
+	for i, c := range sc {
+		sameRow(t, c, sealedRep.Nodes[i])
+		sameEpoch(t, c, id, start, start.Add(time.Minute), true)
 	}
 	// Figures arriving late change nothing: the sealed report is served
 	// byte for byte, signature included.
@@ -319,8 +342,9 @@ func TestEpochReports(t *testing.T) {
 	if len(uc) != 2 || uc[1]["epoch"] != id || uc[1]["final"] != "true" || uc[1]["start"] != start.Format(time.RFC3339) {
 		t.Fatalf("usage CSV %v", uc)
 	}
-	for i := range uc {
-		sameRow(t, uc[i], u.Epochs[i].EpochRow)
+	for i, ue := range u.Epochs {
+		sameRow(t, uc[i], ue.EpochRow)
+		sameEpoch(t, uc[i], ue.Epoch, ue.Start, ue.End, ue.Final)
 	}
 	e.doJSON(t, "GET", "/v1/nodes/"+liar+"/usage", otherTok.Token, "").wantError(t, http.StatusForbidden, codeForbidden)
 	e.doJSON(t, "GET", "/v1/nodes/"+liar+"/usage", "nt_wrongwrongwrongwrongwrongwrongwron", "").wantError(t, http.StatusUnauthorized, codeUnauthorized)

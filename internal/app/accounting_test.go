@@ -269,6 +269,10 @@ func TestOperatorAccounting(t *testing.T) {
 			"viewer_bytes": fmt.Sprint(r.ViewerBytes), "audit_bytes": fmt.Sprint(r.AuditBytes), "credited_bytes": fmt.Sprint(r.CreditedBytes),
 			"audits_passed": fmt.Sprint(r.AuditsPassed), "audits_failed": fmt.Sprint(r.AuditsFailed), "reward_points": fmt.Sprint(r.RewardPoints),
 			"verification_failures": fmt.Sprint(r.VerificationFailures),
+			// Every row names its epoch: a signed CSV cannot pass for another
+			// epoch's, nor an in-progress one for the sealed one.
+			"epoch": rep.Epoch, "start": rep.Start.Format(time.RFC3339), "end": rep.End.Format(time.RFC3339),
+			"final": strconv.FormatBool(rep.Final),
 		} {
 			if row[col] != want {
 				t.Errorf("CSV %s of %s: %q, JSON %q", col, r.NodeID, row[col], want)
