@@ -194,7 +194,9 @@ func (a *API) analyticsRange(c *gin.Context) (from, to time.Time, bucket string,
 		}
 		to = t.UTC()
 	}
-	from = to.Add(-24 * time.Hour)
+	// Figures are kept for the retention: no range is longer.
+	keep := a.acct.Retention
+	from = to.Add(-min(24*time.Hour, keep))
 	if s := c.Query("from"); s != "" {
 		t, err := time.Parse(time.RFC3339, s)
 		if err != nil {
@@ -215,6 +217,9 @@ func (a *API) analyticsRange(c *gin.Context) (from, to time.Time, bucket string,
 		return from, to, "", 0, `"from" must be before "to"`
 	case to.Sub(from) > limit:
 		return from, to, "", 0, "the range is too long: at most " + strconv.Itoa(int(limit/(24*time.Hour))) + " days with bucket=" + bucket
+	case to.Sub(from) > keep:
+		return from, to, "", 0, "the range is too long: at most " + keep.String() +
+			" (accounting.retention: how long analytics are kept)"
 	}
 	return from, to, bucket, step, ""
 }

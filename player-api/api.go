@@ -229,6 +229,7 @@ type API struct {
 	onDeliveryFailure func(nodeID, kind string)
 	auditSummary      func(nodeID string) (AuditSummary, bool)
 	acct              Accounting
+	sealed            sealedCache // parsed sealed epoch reports (epochs.go)
 	reports           *reportLimiter
 	heartbeats        *heartbeatLimiter
 	heartbeatsLimited *prometheus.CounterVec

@@ -66,8 +66,13 @@ func TestEveryRouteHasAScope(t *testing.T) {
 		if !authenticated[route] {
 			t.Errorf("routeScopes lists %s, which Register does not mount behind Authenticate", route)
 		}
-		if !slices.Contains(allScopes, a.Scope) || a.Scope == scopeReadOnly {
-			t.Errorf("%s needs scope %q", route, a.Scope)
+		if len(a.Scopes) == 0 {
+			t.Errorf("%s needs no scope", route)
+		}
+		for _, s := range a.Scopes {
+			if !slices.Contains(allScopes, s) || s == scopeReadOnly {
+				t.Errorf("%s needs scope %q", route, s)
+			}
 		}
 		if a.Read && !strings.HasPrefix(route, "GET ") && !strings.HasPrefix(route, "HEAD ") {
 			t.Errorf("read-only keys may call %s, which is not a read", route)
@@ -304,7 +309,11 @@ func TestOpenAPIScopes(t *testing.T) {
 			t.Errorf("%s is not in openapi.yaml", route)
 			continue
 		}
-		want := []any{map[string]any{"bearerAuth": []any{a.Scope}}}
+		var scopes []any
+		for _, s := range a.Scopes {
+			scopes = append(scopes, s)
+		}
+		want := []any{map[string]any{"bearerAuth": scopes}}
 		if a.Read {
 			want = append(want, map[string]any{"bearerAuth": []any{scopeReadOnly}})
 		}
@@ -336,4 +345,36 @@ func TestRouteWithoutScopeIsAdminOnly(t *testing.T) {
 	e.doJSON(t, "GET", "/v1/unlisted", all.Key, "").wantForbidden(t, "admin")
 	e.doJSON(t, "GET", "/v1/unlisted", e.newKey(t, `["admin"]`).Key, "").wantStatus(t, http.StatusNoContent)
 	e.doJSON(t, "GET", "/v1/unlisted", testAdminKey, "").wantStatus(t, http.StatusNoContent)
+}
+
+// TestAnalyticsScopes: the analytics of everything and of a node cover
+// videos and live streams alike: they need both the videos and the
+// streams scope (or read-only, or admin); a video's need videos, a live
+// stream's streams.
+func TestAnalyticsScopes(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	streams := e.newKey(t, `["streams"]`)
+	videos := e.newKey(t, `["videos"]`)
+	both := e.newKey(t, `["videos","streams"]`)
+	readOnly := e.newKey(t, `["read-only"]`)
+	tokens := e.newKey(t, `["playback-tokens"]`)
+	node := ids.New()
+	for _, path := range []string{"/v1/analytics", "/v1/analytics/nodes/" + node} {
+		e.doJSON(t, "GET", path, streams.Key, "").wantForbidden(t, "videos")
+		e.doJSON(t, "GET", path, videos.Key, "").wantForbidden(t, "streams")
+		d := e.doJSON(t, "GET", path, tokens.Key, "").wantError(t, http.StatusForbidden, "forbidden")
+		if want := `this API key lacks the "videos" and "streams" scopes`; d.Message != want {
+			t.Errorf("GET %s with neither: %q, want %q", path, d.Message, want)
+		}
+		for _, k := range []string{both.Key, readOnly.Key, testAdminKey} {
+			e.doJSON(t, "GET", path, k, "").wantStatus(t, http.StatusOK)
+		}
+	}
+	v := decode[videoJSON](t, e.doJSON(t, "POST", "/v1/videos", testAdminKey, `{"title":"v"}`).wantStatus(t, http.StatusCreated))
+	ls := decode[liveStreamJSON](t, e.doJSON(t, "POST", "/v1/live-streams", testAdminKey, `{"name":"s"}`).wantStatus(t, http.StatusCreated))
+	e.doJSON(t, "GET", "/v1/analytics/videos/"+v.ID, videos.Key, "").wantStatus(t, http.StatusOK)
+	e.doJSON(t, "GET", "/v1/analytics/videos/"+v.ID, streams.Key, "").wantForbidden(t, "videos")
+	e.doJSON(t, "GET", "/v1/analytics/live-streams/"+ls.ID, streams.Key, "").wantStatus(t, http.StatusOK)
+	e.doJSON(t, "GET", "/v1/analytics/live-streams/"+ls.ID, videos.Key, "").wantForbidden(t, "streams")
 }

@@ -1,6 +1,7 @@
 package playerapi
 
 import (
+	"container/list"
 	"context"
 	"errors"
 	"math"
@@ -190,33 +191,52 @@ func (m *beaconMetrics) collectors() []prometheus.Collector {
 	return []prometheus.Collector{m.sessions, m.watch, m.rebuffer, m.beacons, m.viewerBytes}
 }
 
-// beaconLimiter bounds beacons per network (a token bucket each).
+// beaconLimiter bounds beacons per network (a token bucket each). It
+// tracks at most max networks (0: maxTracked); when that many are tracked,
+// a new network evicts the least recently seen one, in O(1): beacons come
+// before any check of their token, and a flood of networks must neither
+// lock out new viewers nor make each beacon scan the table.
 type beaconLimiter struct {
 	mu      sync.Mutex
-	buckets map[string]*bucket
+	max     int
+	buckets map[string]*list.Element // network -> its *networkBucket in order
+	order   list.List                // least recently seen at the back
+}
+
+type networkBucket struct {
+	network string
+	bucket
 }
 
 func (l *beaconLimiter) allow(network string, t time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.buckets == nil {
-		l.buckets = map[string]*bucket{}
+		l.buckets = map[string]*list.Element{}
+		l.order.Init()
 	}
-	b := l.buckets[network]
-	if b == nil {
-		if len(l.buckets) >= maxTracked {
-			full := time.Duration(beaconBurst/beaconRate) * time.Second
-			for k, old := range l.buckets {
-				if t.Sub(old.at) >= full {
-					delete(l.buckets, k)
-				}
-			}
-			if len(l.buckets) >= maxTracked {
-				return false
-			}
+	var b *networkBucket
+	if el := l.buckets[network]; el != nil {
+		l.order.MoveToFront(el)
+		b = el.Value.(*networkBucket)
+	} else {
+		limit := l.max
+		if limit <= 0 {
+			limit = maxTracked
 		}
-		b = &bucket{tokens: beaconBurst, at: t}
-		l.buckets[network] = b
+		if len(l.buckets) >= limit {
+			// Reuse the least recently seen network's entry.
+			el := l.order.Back()
+			b = el.Value.(*networkBucket)
+			delete(l.buckets, b.network)
+			l.order.MoveToFront(el)
+			*b = networkBucket{network: network}
+			l.buckets[network] = el
+		} else {
+			b = &networkBucket{network: network}
+			l.buckets[network] = l.order.PushFront(b)
+		}
+		b.bucket = bucket{tokens: beaconBurst, at: t}
 	}
 	b.tokens = min(beaconBurst, b.tokens+t.Sub(b.at).Seconds()*beaconRate)
 	b.at = t

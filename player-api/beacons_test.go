@@ -656,3 +656,88 @@ func FuzzBeacon(f *testing.F) {
 		}
 	})
 }
+
+// TestAnalyticsRangeWithinRetention: no analytics range is longer than
+// accounting.retention (figures are not kept longer), whatever the
+// bucket; without "from" the range is the last 24 hours, or the retention
+// when it is shorter.
+func TestAnalyticsRangeWithinRetention(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{Accounting: Accounting{Retention: 48 * time.Hour}})
+	e.a.now = func() time.Time { return t0 }
+	q := func(from time.Time, bucket string) string {
+		return "/v1/analytics?from=" + from.Format(time.RFC3339) + "&to=" + t0.Format(time.RFC3339) + "&bucket=" + bucket
+	}
+	for _, bucket := range []string{"hour", "day"} {
+		e.doJSON(t, "GET", q(t0.Add(-48*time.Hour), bucket), testAdminKey, "").wantStatus(t, http.StatusOK)
+		d := e.doJSON(t, "GET", q(t0.Add(-49*time.Hour), bucket), testAdminKey, "").wantError(t, http.StatusBadRequest, "invalid_request")
+		if want := "the range is too long: at most 48h0m0s (accounting.retention: how long analytics are kept)"; d.Message != want {
+			t.Errorf("bucket=%s: %q, want %q", bucket, d.Message, want)
+		}
+	}
+	// The bucket's own bound still holds under a longer retention.
+	e2 := newEnvOn(t, Config{Accounting: Accounting{Retention: 90 * 24 * time.Hour}}, e.redis)
+	e2.a.now = func() time.Time { return t0 }
+	d := e2.doJSON(t, "GET", q(t0.Add(-32*24*time.Hour), "hour"), testAdminKey, "").wantError(t, http.StatusBadRequest, "invalid_request")
+	if want := "the range is too long: at most 31 days with bucket=hour"; d.Message != want {
+		t.Errorf("32 days of hours: %q, want %q", d.Message, want)
+	}
+	e2.doJSON(t, "GET", q(t0.Add(-60*24*time.Hour), "day"), testAdminKey, "").wantStatus(t, http.StatusOK)
+	// Default range under a short retention.
+	e3 := newEnvOn(t, Config{Accounting: Accounting{Retention: 2 * time.Hour}}, e.redis)
+	e3.a.now = func() time.Time { return t0 }
+	a := decode[analyticsJSON](t, e3.doJSON(t, "GET", "/v1/analytics", testAdminKey, "").wantStatus(t, http.StatusOK))
+	if !a.From.Equal(t0.Add(-2*time.Hour)) || !a.To.Equal(t0) {
+		t.Errorf("default range %s..%s, want the 2h retention up to %s", a.From, a.To, t0)
+	}
+}
+
+// TestBeaconLimiterEvictsLeastRecent: with as many networks tracked as it
+// may, a new network is not refused: it takes the place of the one seen
+// least recently, whose budget starts over; the others keep theirs.
+func TestBeaconLimiterEvictsLeastRecent(t *testing.T) {
+	t.Parallel()
+	l := &beaconLimiter{max: 3}
+	for range beaconBurst {
+		if !l.allow("a", t0) {
+			t.Fatal("a refused within its burst")
+		}
+	}
+	if l.allow("a", t0) {
+		t.Fatal("a allowed past its burst")
+	}
+	for _, n := range []string{"b", "c"} {
+		if !l.allow(n, t0) {
+			t.Fatalf("%s refused", n)
+		}
+	}
+	if l.allow("a", t0) { // a is seen again: c, a... b is the least recent
+		t.Fatal("a allowed past its burst")
+	}
+	// Full, within a second: a new network still gets its burst.
+	for i := range beaconBurst {
+		if !l.allow("d", t0) {
+			t.Fatalf("new network d refused at beacon %d with the table full", i)
+		}
+	}
+	if len(l.buckets) != 3 || l.order.Len() != 3 {
+		t.Fatalf("%d networks tracked (%d in order), want 3", len(l.buckets), l.order.Len())
+	}
+	if _, ok := l.buckets["b"]; ok {
+		t.Fatal("b, the least recently seen, is still tracked")
+	}
+	// a kept its empty bucket; d evicts nothing more by being seen again.
+	if l.allow("a", t0) || l.allow("d", t0) {
+		t.Fatal("a or d allowed past its burst")
+	}
+	// b comes back: it evicts c (the least recent now) and starts afresh.
+	if !l.allow("b", t0) {
+		t.Fatal("b refused")
+	}
+	if _, ok := l.buckets["c"]; ok {
+		t.Fatal("c is still tracked")
+	}
+	if l.allow("a", t0) {
+		t.Fatal("a's budget was reset")
+	}
+}

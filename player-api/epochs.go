@@ -2,6 +2,7 @@ package playerapi
 
 import (
 	"bytes"
+	"container/list"
 	"context"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -11,9 +12,11 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -189,6 +192,7 @@ func (a *API) AddFigures(ctx context.Context, node string, deltas map[string]int
 // maxEpochsListed with figures) that is over and not sealed yet. The origin
 // calls it periodically, so that a report is made soon after its epoch
 // ended (with the nodes' state then), whether or not anybody asked for it.
+// Epochs known sealed (in the cache) are not fetched again.
 func (a *API) SealEpochs(ctx context.Context) error {
 	if a.acct.Key == nil {
 		return nil
@@ -199,6 +203,9 @@ func (a *API) SealEpochs(ctx context.Context) error {
 	}
 	for _, start := range starts {
 		if !a.final(start) || !routing.EpochStart(start, a.acct.Epoch).Equal(start) {
+			continue
+		}
+		if _, _, ok := a.sealed.get(routing.EpochID(start)); ok {
 			continue
 		}
 		if _, _, err := a.report(ctx, start); err != nil && !errors.Is(err, errNoFigures) {
@@ -283,16 +290,86 @@ func (a *API) final(start time.Time) bool {
 // errNoFigures: a past epoch in which no node has figures.
 var errNoFigures = errors.New("no figures")
 
+// sealedCacheSize bounds the sealed reports kept parsed in memory (more
+// than maxEpochsListed: a listing's are all kept).
+const sealedCacheSize = 256
+
+// sealedCache keeps parsed sealed reports by epoch id, the least recently
+// used evicted first. Sealed reports never change: the listing, a node's
+// usage and SealEpochs, which read up to maxEpochsListed of them at every
+// call, need not fetch and parse them again. Its reports are shared: never
+// modify one.
+type sealedCache struct {
+	mu    sync.Mutex
+	max   int
+	byID  map[string]*list.Element // of *sealedEntry
+	order list.List                // least recently used at the back
+}
+
+type sealedEntry struct {
+	id     string
+	rep    EpochReport
+	signed signedReport
+}
+
+func (s *sealedCache) get(id string) (EpochReport, signedReport, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	el := s.byID[id]
+	if el == nil {
+		return EpochReport{}, signedReport{}, false
+	}
+	s.order.MoveToFront(el)
+	e := el.Value.(*sealedEntry)
+	return e.rep, e.signed, true
+}
+
+func (s *sealedCache) put(id string, rep EpochReport, signed signedReport) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byID == nil {
+		s.byID = map[string]*list.Element{}
+		s.order.Init()
+	}
+	if el := s.byID[id]; el != nil {
+		s.order.MoveToFront(el)
+		return
+	}
+	limit := s.max
+	if limit <= 0 {
+		limit = sealedCacheSize
+	}
+	for len(s.byID) >= limit {
+		old := s.order.Back()
+		delete(s.byID, old.Value.(*sealedEntry).id)
+		s.order.Remove(old)
+	}
+	s.byID[id] = s.order.PushFront(&sealedEntry{id: id, rep: rep, signed: signed})
+}
+
+// sealedReport parses a stored sealed report and keeps it in the cache.
+func (a *API) sealedReport(start time.Time, stored []byte) (EpochReport, signedReport, error) {
+	rep, signed, err := parseSealed(stored)
+	if err == nil {
+		a.sealed.put(routing.EpochID(start), rep, signed)
+	}
+	return rep, signed, err
+}
+
 // report returns the report of the epoch that starts at start, and its
 // signed body: the sealed one when the epoch is over (sealing it first if
 // nobody has), else one made now. errNoFigures for an epoch that is over
-// with no figures (nothing to seal).
+// with no figures (nothing to seal). A sealed report comes from the cache
+// when it is there (never modify it).
 func (a *API) report(ctx context.Context, start time.Time) (EpochReport, signedReport, error) {
 	final := a.final(start)
 	if final {
+		if rep, signed, ok := a.sealed.get(routing.EpochID(start)); ok {
+			return rep, signed, nil
+		}
 		stored, err := a.store.SealedEpochReport(ctx, start)
 		if err == nil {
-			return parseSealed(stored)
+			return a.sealedReport(start, stored)
 		}
 		if !errors.Is(err, routing.ErrNotFound) {
 			return EpochReport{}, signedReport{}, err
@@ -318,7 +395,7 @@ func (a *API) report(ctx context.Context, start time.Time) (EpochReport, signedR
 	if err != nil {
 		return EpochReport{}, signedReport{}, err
 	}
-	return parseSealed(stored)
+	return a.sealedReport(start, stored)
 }
 
 // parseSealed reads a stored sealed report: its signature header, a
@@ -655,13 +732,26 @@ func rowRecord(r EpochRow) []string {
 		i(r.AuditsPassed), i(r.AuditsFailed), f(r.AuditPassRate), f(r.UptimeSeconds), f(r.QuarantineSeconds), i(r.VerificationFailures), i(r.RewardPoints)}
 }
 
-// epochCSV is an epoch report's rows as CSV, a header line first.
+// epochColumns name the epoch on every CSV row: a signed CSV says which
+// epoch it is, and whether it is the sealed report.
+var epochColumns = []string{"epoch", "start", "end", "final"}
+
+func epochRecord(epoch string, start, end time.Time, final bool) []string {
+	return []string{epoch, start.UTC().Format(time.RFC3339), end.UTC().Format(time.RFC3339), strconv.FormatBool(final)}
+}
+
+// csvColumns are the columns of both CSV answers: the epoch's, then a
+// row's.
+var csvColumns = append(slices.Clone(epochColumns), rowColumns...)
+
+// epochCSV is an epoch report's rows as CSV, a header line first: each row
+// with the epoch's name, start, end and whether it is final.
 func epochCSV(rep EpochReport) []byte {
 	var b bytes.Buffer
 	w := csv.NewWriter(&b)
-	_ = w.Write(rowColumns)
+	_ = w.Write(csvColumns)
 	for _, r := range rep.Nodes {
-		_ = w.Write(rowRecord(r))
+		_ = w.Write(append(epochRecord(rep.Epoch, rep.Start, rep.End, rep.Final), rowRecord(r)...))
 	}
 	w.Flush()
 	return b.Bytes()
@@ -672,9 +762,9 @@ func epochCSV(rep EpochReport) []byte {
 func usageCSV(u nodeUsage) []byte {
 	var b bytes.Buffer
 	w := csv.NewWriter(&b)
-	_ = w.Write(append([]string{"epoch", "start", "end", "final"}, rowColumns...))
+	_ = w.Write(csvColumns)
 	for _, e := range u.Epochs {
-		_ = w.Write(append([]string{e.Epoch, e.Start.Format(time.RFC3339), e.End.Format(time.RFC3339), strconv.FormatBool(e.Final)}, rowRecord(e.EpochRow)...))
+		_ = w.Write(append(epochRecord(e.Epoch, e.Start, e.End, e.Final), rowRecord(e.EpochRow)...))
 	}
 	w.Flush()
 	return b.Bytes()

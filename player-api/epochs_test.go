@@ -2,6 +2,7 @@ package playerapi
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/csv"
 	"encoding/json"
@@ -9,9 +10,11 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
@@ -197,6 +200,18 @@ func sameRow(t *testing.T, c map[string]string, r EpochRow) {
 	}
 }
 
+// sameEpoch checks that a CSV row names the epoch its JSON does.
+func sameEpoch(t *testing.T, c map[string]string, epoch string, start, end time.Time, final bool) {
+	t.Helper()
+	want := map[string]string{"epoch": epoch, "start": start.Format(time.RFC3339), "end": end.Format(time.RFC3339),
+		"final": strconv.FormatBool(final)}
+	for col, w := range want {
+		if c[col] != w {
+			t.Errorf("%s: CSV %q, JSON %q", col, c[col], w)
+		}
+	}
+}
+
 // TestEpochReports: heartbeats through the API become the claimed bytes
 // and uptime of the current epoch; audits and viewers add the confirmed
 // bytes; the report is signed, its CSV agrees with its JSON, and once the
@@ -268,6 +283,7 @@ func TestEpochReports(t *testing.T) {
 	}
 	for i, c := range crows {
 		sameRow(t, c, rep.Nodes[i])
+		sameEpoch(t, c, rep.Epoch, rep.Start, rep.End, rep.Final)
 	}
 
 	// The epoch ends; within the grace it is not final yet.
@@ -279,6 +295,16 @@ func TestEpochReports(t *testing.T) {
 	sealed := e.signedGet(t, "/v1/operators/epochs/"+id, testAdminKey, pub)
 	if rep := decode[EpochReport](t, sealed); !rep.Final || len(rep.Nodes) != 2 {
 		t.Fatalf("sealed %s", sealed.body)
+	}
+	// Its CSV says, on every row, which epoch it is and that it is sealed.
+	sealedRep := decode[EpochReport](t, sealed)
+	sc := csvRows(t, e.signedGet(t, "/v1/operators/epochs/"+id+"?format=csv", testAdminKey, pub).body)
+	if len(sc) != 2 {
+		t.Fatalf("sealed CSV %v", sc)
+	}
+	for i, c := range sc {
+		sameRow(t, c, sealedRep.Nodes[i])
+		sameEpoch(t, c, id, start, start.Add(time.Minute), true)
 	}
 	// Figures arriving late change nothing: the sealed report is served
 	// byte for byte, signature included.
@@ -319,8 +345,9 @@ func TestEpochReports(t *testing.T) {
 	if len(uc) != 2 || uc[1]["epoch"] != id || uc[1]["final"] != "true" || uc[1]["start"] != start.Format(time.RFC3339) {
 		t.Fatalf("usage CSV %v", uc)
 	}
-	for i := range uc {
-		sameRow(t, uc[i], u.Epochs[i].EpochRow)
+	for i, ue := range u.Epochs {
+		sameRow(t, uc[i], ue.EpochRow)
+		sameEpoch(t, uc[i], ue.Epoch, ue.Start, ue.End, ue.Final)
 	}
 	e.doJSON(t, "GET", "/v1/nodes/"+liar+"/usage", otherTok.Token, "").wantError(t, http.StatusForbidden, codeForbidden)
 	e.doJSON(t, "GET", "/v1/nodes/"+liar+"/usage", "nt_wrongwrongwrongwrongwrongwrongwron", "").wantError(t, http.StatusUnauthorized, codeUnauthorized)
@@ -471,5 +498,129 @@ func TestSealEpochs(t *testing.T) {
 	}
 	if got := e.a.SealEvery(); got != 30*time.Second {
 		t.Fatalf("SealEvery %s", got)
+	}
+}
+
+// countingStore is the real store, counting the reads of epoch figures and
+// sealed reports.
+type countingStore struct {
+	Store
+	sealedReads, figureReads atomic.Int64
+}
+
+func (s *countingStore) SealedEpochReport(ctx context.Context, start time.Time) ([]byte, error) {
+	s.sealedReads.Add(1)
+	return s.Store.SealedEpochReport(ctx, start)
+}
+
+func (s *countingStore) EpochFigures(ctx context.Context, start time.Time) (map[string]map[string]int64, error) {
+	s.figureReads.Add(1)
+	return s.Store.EpochFigures(ctx, start)
+}
+
+// TestSealedReportsCached: sealed reports never change, so an origin
+// reads and parses each once: later listings, usage and seal rounds answer
+// the same from memory, without reading Redis for them again.
+func TestSealedReportsCached(t *testing.T) {
+	t.Parallel()
+	key := newKey(t)
+	pub := key.Public().(ed25519.PublicKey)
+	start := routing.EpochStart(time.Now(), time.Minute)
+	clock := &testClock{t: start.Add(10 * time.Second)}
+	cfg := Config{Accounting: Accounting{Epoch: time.Minute, RewardPool: 10, Key: key, Now: clock.Now}}
+	e := newEnv(t, cfg)
+	ctx := t.Context()
+	node := ids.New()
+	past := []time.Time{start.Add(-3 * time.Minute), start.Add(-4 * time.Minute), start.Add(-5 * time.Minute)}
+	for i, ep := range append([]time.Time{start}, past...) {
+		if err := e.store.AddEpochFigures(ctx, ep, node, map[string]int64{routing.FigureClaimedBytes: int64(10 + i), routing.FigureAuditBytes: 5}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cs := &countingStore{Store: e.a.store}
+	e.a.store = cs
+	// The first round seals the three past epochs (each read once: not
+	// sealed yet); the next reads none of them again.
+	if err := e.a.SealEpochs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := cs.sealedReads.Load(); got != 3 {
+		t.Fatalf("first seal round: %d sealed report reads, want 3", got)
+	}
+	cs.sealedReads.Store(0)
+	cs.figureReads.Store(0)
+	if err := e.a.SealEpochs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	usage := e.signedGet(t, "/v1/nodes/"+node+"/usage", testAdminKey, pub)
+	list := e.signedGet(t, "/v1/operators/epochs", testAdminKey, pub)
+	if got, figs := cs.sealedReads.Load(), cs.figureReads.Load(); got != 0 || figs != 2 {
+		// The current epoch's figures are read for the usage and the list.
+		t.Fatalf("after sealing: %d sealed report reads, %d figure reads (want 0 and 2)", got, figs)
+	}
+	u := decode[nodeUsage](t, usage)
+	if len(u.Epochs) != 4 || u.Epochs[0].Final || !u.Epochs[1].Final || u.Epochs[1].Epoch != routing.EpochID(past[0]) ||
+		u.Epochs[3].ClaimedBytes != 13 || u.Epochs[3].CreditedBytes != 5 {
+		t.Fatalf("usage %+v", u)
+	}
+	if l := decode[[]epochSummary](t, list); len(l) != 4 || l[1].Epoch != routing.EpochID(past[0]) || !l[1].Final || l[1].CreditedBytes != 5 {
+		t.Fatalf("list %+v", l)
+	}
+
+	// Another origin on the same Redis: its first usage call reads the
+	// sealed reports, its second none.
+	e2 := newEnvOn(t, cfg, e.redis)
+	cs2 := &countingStore{Store: e2.a.store}
+	e2.a.store = cs2
+	first := e2.signedGet(t, "/v1/nodes/"+node+"/usage", testAdminKey, pub)
+	if got := cs2.sealedReads.Load(); got != 3 {
+		t.Fatalf("first usage: %d sealed report reads, want 3", got)
+	}
+	second := e2.signedGet(t, "/v1/nodes/"+node+"/usage", testAdminKey, pub)
+	if got := cs2.sealedReads.Load(); got != 3 {
+		t.Fatalf("second usage: %d sealed report reads in all, want 3 (none again)", got)
+	}
+	if !bytes.Equal(first.body, second.body) || !bytes.Equal(first.body, usage.body) {
+		t.Fatalf("usage differs:\n%s\n%s\n%s", usage.body, first.body, second.body)
+	}
+	// A sealed report from memory is served byte for byte as stored.
+	stored, err := e.store.SealedEpochReport(ctx, past[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := e2.signedGet(t, "/v1/operators/epochs/"+routing.EpochID(past[1]), testAdminKey, pub)
+	if sig, body, _ := bytes.Cut(stored, []byte("\n")); !bytes.Equal(got.body, body) || got.header.Get(ReportSignatureHeader) != string(sig) {
+		t.Fatalf("served %s, stored %s", got.body, stored)
+	}
+	if got := cs2.sealedReads.Load(); got != 3 {
+		t.Fatalf("the report of a cached epoch was read again (%d reads)", got)
+	}
+}
+
+// TestSealedCacheEvictsLeastRecent: the cache of sealed reports keeps at
+// most its size, dropping the least recently used.
+func TestSealedCacheEvictsLeastRecent(t *testing.T) {
+	t.Parallel()
+	c := &sealedCache{max: 2}
+	c.put("a", EpochReport{Epoch: "a"}, signedReport{sig: "sa"})
+	c.put("b", EpochReport{Epoch: "b"}, signedReport{sig: "sb"})
+	if rep, s, ok := c.get("a"); !ok || rep.Epoch != "a" || s.sig != "sa" {
+		t.Fatalf("a: %+v %+v %v", rep, s, ok)
+	}
+	c.put("c", EpochReport{Epoch: "c"}, signedReport{sig: "sc"}) // evicts b, the least recent
+	if _, _, ok := c.get("b"); ok {
+		t.Fatal("b is still cached")
+	}
+	for _, id := range []string{"a", "c"} {
+		if rep, _, ok := c.get(id); !ok || rep.Epoch != id {
+			t.Fatalf("%s not cached", id)
+		}
+	}
+	if len(c.byID) != 2 || c.order.Len() != 2 {
+		t.Fatalf("%d cached (%d in order), want 2", len(c.byID), c.order.Len())
+	}
+	// The default size holds a whole listing.
+	if sealedCacheSize < maxEpochsListed {
+		t.Fatalf("sealedCacheSize %d < maxEpochsListed %d", sealedCacheSize, maxEpochsListed)
 	}
 }

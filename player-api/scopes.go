@@ -24,20 +24,22 @@ const (
 // but admin.
 var defaultScopes = []string{scopeStreams, scopeVideos, scopePlaybackTokens}
 
-// access is what a route asks of an API key: Scope, or, when Read is set,
-// read-only as well. The admin scope grants every route.
+// access is what a route asks of an API key: every one of Scopes, or,
+// when Read is set, read-only instead. The admin scope grants every route.
 type access struct {
-	Scope string
-	Read  bool
+	Scopes []string
+	Read   bool
 }
 
 var (
-	streamsWrite = access{Scope: scopeStreams}
-	streamsRead  = access{Scope: scopeStreams, Read: true}
-	videosWrite  = access{Scope: scopeVideos}
-	videosRead   = access{Scope: scopeVideos, Read: true}
-	adminOnly    = access{Scope: scopeAdmin}
-	adminRead    = access{Scope: scopeAdmin, Read: true}
+	streamsWrite = access{Scopes: []string{scopeStreams}}
+	streamsRead  = access{Scopes: []string{scopeStreams}, Read: true}
+	videosWrite  = access{Scopes: []string{scopeVideos}}
+	videosRead   = access{Scopes: []string{scopeVideos}, Read: true}
+	// allItemsRead reads figures of videos and live streams together.
+	allItemsRead = access{Scopes: []string{scopeVideos, scopeStreams}, Read: true}
+	adminOnly    = access{Scopes: []string{scopeAdmin}}
+	adminRead    = access{Scopes: []string{scopeAdmin}, Read: true}
 )
 
 // routeScopes says, for every route behind Authenticate ("METHOD
@@ -64,7 +66,7 @@ var routeScopes = map[string]access{
 	"HEAD /v1/uploads/:upload":                           videosRead,
 	"PATCH /v1/uploads/:upload":                          videosWrite,
 	"DELETE /v1/uploads/:upload":                         videosWrite,
-	"POST /v1/playback-tokens":                           {Scope: scopePlaybackTokens},
+	"POST /v1/playback-tokens":                           {Scopes: []string{scopePlaybackTokens}},
 	"POST /v1/api-keys":                                  adminOnly,
 	"GET /v1/api-keys":                                   adminOnly,
 	"DELETE /v1/api-keys/:id":                            adminOnly,
@@ -80,10 +82,10 @@ var routeScopes = map[string]access{
 	"GET /v1/webhooks/:id":                               adminOnly,
 	"DELETE /v1/webhooks/:id":                            adminOnly,
 	"GET /v1/webhooks/:id/deliveries":                    adminOnly,
-	"GET /v1/analytics":                                  videosRead,
+	"GET /v1/analytics":                                  allItemsRead,
 	"GET /v1/analytics/videos/:id":                       videosRead,
 	"GET /v1/analytics/live-streams/:id":                 streamsRead,
-	"GET /v1/analytics/nodes/:id":                        videosRead,
+	"GET /v1/analytics/nodes/:id":                        allItemsRead,
 }
 
 // routeAccess is what the request's route needs of an API key.
@@ -105,11 +107,23 @@ var allScopes = routing.APIKeyScopes
 func authorize(c *gin.Context, scopes []string) bool {
 	c.Set(scopesKey, scopes)
 	need := routeAccess(c)
-	if slices.Contains(scopes, scopeAdmin) || slices.Contains(scopes, need.Scope) ||
-		(need.Read && slices.Contains(scopes, scopeReadOnly)) {
+	if slices.Contains(scopes, scopeAdmin) || (need.Read && slices.Contains(scopes, scopeReadOnly)) {
 		return true
 	}
-	WriteError(c, http.StatusForbidden, codeForbidden, fmt.Sprintf("this API key lacks the %q scope", need.Scope))
+	var lacks []string
+	for _, s := range need.Scopes {
+		if !slices.Contains(scopes, s) {
+			lacks = append(lacks, s)
+		}
+	}
+	switch len(lacks) {
+	case 0:
+		return true
+	case 1:
+		WriteError(c, http.StatusForbidden, codeForbidden, fmt.Sprintf("this API key lacks the %q scope", lacks[0]))
+	default:
+		WriteError(c, http.StatusForbidden, codeForbidden, fmt.Sprintf("this API key lacks the %s scopes", strings.Join(quoteEach(lacks), " and ")))
+	}
 	return false
 }
 
@@ -148,10 +162,12 @@ func validScopes(scopes *[]string) ([]string, error) {
 	return out, nil
 }
 
-func quoteAll(list []string) string {
+func quoteAll(list []string) string { return strings.Join(quoteEach(list), ", ") }
+
+func quoteEach(list []string) []string {
 	q := make([]string, len(list))
 	for i, s := range list {
 		q[i] = fmt.Sprintf("%q", s)
 	}
-	return strings.Join(q, ", ")
+	return q
 }

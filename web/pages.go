@@ -256,8 +256,10 @@ func (w *Web) playerPage(c *gin.Context, page string) {
 	} else {
 		d.HTMLClass = "embed"
 	}
-	// The state changes (live, processing): always revalidate.
-	c.Header("Cache-Control", "no-cache")
+	// The state changes (live, processing): always revalidate. Each
+	// render carries its own playback session: no shared cache may keep
+	// one page for many viewers.
+	c.Header("Cache-Control", "private, no-cache")
 	if page == pageEmbed {
 		pageHeaders(c, cspWatch, true)
 	} else {

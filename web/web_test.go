@@ -562,7 +562,12 @@ func TestPageStateSession(t *testing.T) {
 		{"/watch/vid1", playsession.KindVideo, "vid1"}, {"/embed/vid1", playsession.KindVideo, "vid1"},
 		{"/watch/live1", playsession.KindLive, "live1"}, {"/embed/live2?token=abc", playsession.KindLive, "live2"},
 	} {
-		st := pageState(t, e.get(t, c.path).body)
+		r := e.get(t, c.path)
+		// Each render has its own session: a shared cache must not keep it.
+		if cc := r.header.Get("Cache-Control"); cc != "private, no-cache" {
+			t.Fatalf("%s: Cache-Control %q", c.path, cc)
+		}
+		st := pageState(t, r.body)
 		cl, err := playsession.Parse(secret, st.Session)
 		if err != nil || cl.Kind != c.kind || cl.ItemID != c.id || st.BeaconURL != "/v1/beacons" || seen[cl.Session] {
 			t.Fatalf("%s: session %q (%+v, %v), beacon %q", c.path, st.Session, cl, err, st.BeaconURL)

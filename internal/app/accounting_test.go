@@ -144,7 +144,7 @@ func within(got, want int64, frac float64) bool {
 // and JSON agree, and a sealed epoch is served byte-identical.
 func TestOperatorAccounting(t *testing.T) {
 	t.Parallel()
-	n := startNode(t, "SHOAL_ROUTE_AUDIT_INTERVAL=1s", "SHOAL_ACCOUNTING_EPOCH=10s", "SHOAL_ACCOUNTING_REWARD_POOL=1000")
+	n := startNode(t, "SHOAL_ROUTE_AUDIT_INTERVAL=1s", "SHOAL_ACCOUNTING_EPOCH=10s", "SHOAL_ACCOUNTING_RETENTION=24h", "SHOAL_ACCOUNTING_REWARD_POOL=1000")
 	pub := n.contentKey()
 	v := readyVideo(t, n, map[string]string{"title": "accounted"})
 	token := n.nodeToken()
@@ -269,6 +269,10 @@ func TestOperatorAccounting(t *testing.T) {
 			"viewer_bytes": fmt.Sprint(r.ViewerBytes), "audit_bytes": fmt.Sprint(r.AuditBytes), "credited_bytes": fmt.Sprint(r.CreditedBytes),
 			"audits_passed": fmt.Sprint(r.AuditsPassed), "audits_failed": fmt.Sprint(r.AuditsFailed), "reward_points": fmt.Sprint(r.RewardPoints),
 			"verification_failures": fmt.Sprint(r.VerificationFailures),
+			// Every row names its epoch: a signed CSV cannot pass for another
+			// epoch's, nor an in-progress one for the sealed one.
+			"epoch": rep.Epoch, "start": rep.Start.Format(time.RFC3339), "end": rep.End.Format(time.RFC3339),
+			"final": strconv.FormatBool(rep.Final),
 		} {
 			if row[col] != want {
 				t.Errorf("CSV %s of %s: %q, JSON %q", col, r.NodeID, row[col], want)

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode"
 	"unicode/utf8"
 )
@@ -90,6 +91,30 @@ func checkAddrConflict(c *Config) error {
 	}
 	if hh == rh || isWildcardHost(hh) || isWildcardHost(rh) {
 		return fmt.Errorf("port %s is also used by http_addr (%s)", rp, c.HTTPAddr)
+	}
+	return nil
+}
+
+// MinAccountingEpoch is the shortest accounting.epoch: longer than a
+// node's heartbeat timeout (nodeproto.NodeTTL, 7s), else the uptime
+// counted in an epoch could exceed the epoch.
+const MinAccountingEpoch = Duration(10 * time.Second)
+
+// maxRetainedEpochs bounds accounting.retention / accounting.epoch: the
+// epochs whose figures and reports are kept.
+const maxRetainedEpochs = 100000
+
+// checkRetentionEpochs refuses a retention of more than maxRetainedEpochs
+// epochs.
+func checkRetentionEpochs(c *Config) error {
+	e, r := c.Accounting.Epoch, c.Accounting.Retention
+	if e < MinAccountingEpoch {
+		return nil // accounting.epoch says what is wrong
+	}
+	// r > e * maxRetainedEpochs, without overflowing.
+	if n := int64(r) / int64(e); n > maxRetainedEpochs || (n == maxRetainedEpochs && int64(r)%int64(e) != 0) {
+		return fmt.Errorf("%s is more than %d epochs of %s (accounting.epoch): shorten it to %s or less, or lengthen the epoch",
+			r, maxRetainedEpochs, e, Duration(int64(e)*maxRetainedEpochs))
 	}
 	return nil
 }

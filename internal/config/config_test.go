@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/shoal-video/shoal/internal/nodeproto"
 )
 
 // writeFile writes a config file into a fresh temp dir and returns its path.
@@ -376,6 +378,21 @@ func TestValidateMessages(t *testing.T) {
 		{"rtmp url http", func(c *Config) { c.RTMPPublicURL = "http://example.com/live" },
 			`rtmp_public_url (SHOAL_RTMP_PUBLIC_URL): "http://example.com/live" must be an absolute rtmp:// or rtmps:// URL`},
 		{"rtmps url", func(c *Config) { c.RTMPPublicURL = "rtmps://live.example.com:443/app" }, ""},
+		{"epoch min", func(c *Config) {
+			c.Accounting.Epoch, c.Accounting.Retention = Duration(10*time.Second), Duration(24*time.Hour)
+		}, ""},
+		{"epoch shorter than a node's TTL", func(c *Config) { c.Accounting.Epoch = Duration(5 * time.Second) },
+			`accounting.epoch (SHOAL_ACCOUNTING_EPOCH): 5s is out of range 10s..168h`},
+		{"epoch of a second", func(c *Config) { c.Accounting.Epoch = Duration(time.Second) },
+			`accounting.epoch (SHOAL_ACCOUNTING_EPOCH): 1s is out of range 10s..168h`},
+		{"retention of 100000 epochs", func(c *Config) {
+			c.Accounting.Epoch, c.Accounting.Retention = Duration(36*time.Second), Duration(1000*time.Hour)
+		}, ""},
+		{"retention of more than 100000 epochs", func(c *Config) {
+			c.Accounting.Epoch, c.Accounting.Retention = Duration(36*time.Second), Duration(1000*time.Hour+time.Second)
+		}, `accounting.retention (SHOAL_ACCOUNTING_RETENTION): 1000h0m1s is more than 100000 epochs of 36s (accounting.epoch): shorten it to 1000h or less, or lengthen the epoch`},
+		{"default retention, short epochs", func(c *Config) { c.Accounting.Epoch = Duration(10 * time.Second) },
+			`accounting.retention (SHOAL_ACCOUNTING_RETENTION): 2160h is more than 100000 epochs of 10s (accounting.epoch)`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -673,5 +690,15 @@ func TestP2PSTUNServers(t *testing.T) {
 		if _, err := Load("", []string{"SHOAL_P2P_STUN_SERVERS=" + bad}); err == nil {
 			t.Errorf("%q accepted", bad)
 		}
+	}
+}
+
+// TestMinEpochOutlastsNodeTTL: an accounting epoch is longer than the
+// time a node stays registered without a heartbeat, so that the uptime a
+// heartbeat accounts fits in one epoch.
+func TestMinEpochOutlastsNodeTTL(t *testing.T) {
+	t.Parallel()
+	if MinAccountingEpoch.Std() <= nodeproto.NodeTTL {
+		t.Fatalf("MinAccountingEpoch %s, not longer than nodeproto.NodeTTL %s", MinAccountingEpoch, nodeproto.NodeTTL)
 	}
 }

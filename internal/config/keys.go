@@ -295,14 +295,15 @@ var table = []key{
 		"how many of an edge's last 10 audits must find bytes other than the origin published to quarantine it (1 to 10)",
 		func(c *Config) *int { return &c.Route.QuarantineAudits }, parseInt, strconv.Itoa, intRange(1, 10)),
 	field("accounting.epoch", "SHOAL_ACCOUNTING_EPOCH",
-		"how long one accounting period is (1s to 168h): per epoch the origin reports, per node, the bytes it claimed and the bytes viewers and audits confirmed, and shares out the reward pool; epochs start at multiples of it since 1970-01-01 UTC",
-		func(c *Config) *Duration { return &c.Accounting.Epoch }, parseDuration, Duration.String, durationRange(Duration(time.Second), Duration(168*time.Hour))),
+		"how long one accounting period is (10s to 168h; longer than a node's heartbeat timeout, so that its uptime fits in an epoch): per epoch the origin reports, per node, the bytes it claimed and the bytes viewers and audits confirmed, and shares out the reward pool; epochs start at multiples of it since 1970-01-01 UTC",
+		func(c *Config) *Duration { return &c.Accounting.Epoch }, parseDuration, Duration.String, durationRange(MinAccountingEpoch, Duration(168*time.Hour))),
 	field("accounting.reward_pool", "SHOAL_ACCOUNTING_REWARD_POOL",
 		"points shared out among the nodes each epoch, by credited bytes weighted by audit pass rate (0 to 1000000000000; 0: no rewards)",
 		func(c *Config) *int64 { return &c.Accounting.RewardPool }, parseInt64, fmtInt64, int64Range(0, 1_000_000_000_000)),
-	field("accounting.retention", "SHOAL_ACCOUNTING_RETENTION",
-		"how long the origin keeps epoch reports and viewer analytics (1h to 87600h)",
+	alsoCheck(field("accounting.retention", "SHOAL_ACCOUNTING_RETENTION",
+		"how long the origin keeps epoch reports and viewer analytics (1h to 87600h, and at most 100000 epochs)",
 		func(c *Config) *Duration { return &c.Accounting.Retention }, parseDuration, Duration.String, durationRange(Duration(time.Hour), Duration(87600*time.Hour))),
+		checkRetentionEpochs),
 }
 
 // Off as a listen address (edge.addr, rtsp_addr) turns that listener off.
