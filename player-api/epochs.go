@@ -628,12 +628,17 @@ func (a *API) listEpochs(c *gin.Context) {
 		}
 		out = append(out, s)
 	}
-	body, err := json.Marshal(out)
+	body, err := json.Marshal(epochListJSON{Data: out})
 	if err != nil {
 		a.fail(c, err, "")
 		return
 	}
 	writeSigned(c, "application/json; charset=utf-8", a.sign(body))
+}
+
+// epochListJSON is the answer of GET /v1/operators/epochs.
+type epochListJSON struct {
+	Data []epochSummary `json:"data"`
 }
 
 // nodeUsageAuth lets GET /v1/nodes/{id}/usage through with the admin key,

@@ -325,12 +325,12 @@ func TestEpochReports(t *testing.T) {
 	// in that epoch).
 	clock.set(start.Add(5*time.Minute + 10*time.Second))
 	beat(liar, tok.Token, liarKey, 3_500_000)
-	list := decode[[]epochSummary](t, e.signedGet(t, "/v1/operators/epochs", testAdminKey, pub))
+	list := decode[epochListJSON](t, e.signedGet(t, "/v1/operators/epochs", testAdminKey, pub)).Data
 	if len(list) != 2 || list[0].Epoch != routing.EpochID(start.Add(5*time.Minute)) || list[0].Final || list[0].Nodes != 1 || list[0].CreditedBytes != 0 ||
 		list[1].Epoch != id || !list[1].Final || list[1].Nodes != 2 || list[1].CreditedBytes != 1_900_000 {
 		t.Fatalf("epochs %+v", list)
 	}
-	if got := decode[[]epochSummary](t, e.signedGet(t, "/v1/operators/epochs?limit=1", testAdminKey, pub)); len(got) != 1 {
+	if got := decode[epochListJSON](t, e.signedGet(t, "/v1/operators/epochs?limit=1", testAdminKey, pub)).Data; len(got) != 1 {
 		t.Fatalf("limit 1: %+v", got)
 	}
 
@@ -563,7 +563,7 @@ func TestSealedReportsCached(t *testing.T) {
 		u.Epochs[3].ClaimedBytes != 13 || u.Epochs[3].CreditedBytes != 5 {
 		t.Fatalf("usage %+v", u)
 	}
-	if l := decode[[]epochSummary](t, list); len(l) != 4 || l[1].Epoch != routing.EpochID(past[0]) || !l[1].Final || l[1].CreditedBytes != 5 {
+	if l := decode[epochListJSON](t, list).Data; len(l) != 4 || l[1].Epoch != routing.EpochID(past[0]) || !l[1].Final || l[1].CreditedBytes != 5 {
 		t.Fatalf("list %+v", l)
 	}
 

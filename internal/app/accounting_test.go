@@ -208,15 +208,17 @@ func TestOperatorAccounting(t *testing.T) {
 	// the same rows, and a tampered copy does not verify.
 	var sealed string
 	n.waitFor("a sealed epoch with both edges", 30*time.Second, func() bool {
-		var list []struct {
-			Epoch string `json:"epoch"`
-			Final bool   `json:"final"`
-			Nodes int    `json:"nodes"`
+		var list struct {
+			Data []struct {
+				Epoch string `json:"epoch"`
+				Final bool   `json:"final"`
+				Nodes int    `json:"nodes"`
+			} `json:"data"`
 		}
 		if err := json.Unmarshal(n.signedGet("/v1/operators/epochs", testAdminKey, pub), &list); err != nil {
 			t.Fatal(err)
 		}
-		for _, e := range list {
+		for _, e := range list.Data {
 			if e.Final && e.Nodes == 2 {
 				sealed = e.Epoch
 				return true

@@ -266,7 +266,7 @@ export class EpochsPanel {
       replaceChildren(this.list, notAvailable(err) ? unavailable('Epoch reports are', err) : failed('Epochs', err));
       return;
     }
-    epochs = Array.isArray(epochs) ? epochs : (epochs && epochs.data) || [];
+    epochs = (epochs && epochs.data) || [];
     if (!epochs.length) {
       replaceChildren(this.list, h('p', { class: 'muted', text: 'No epochs yet.' }));
       return;
