@@ -32,7 +32,13 @@ type beaconEnv struct {
 
 func newBeaconEnv(t *testing.T) *beaconEnv {
 	t.Helper()
-	e := newEnv(t, Config{RegionHeader: "X-Region", Registerer: prometheus.NewRegistry()})
+	return newBeaconEnvWith(t, Accounting{})
+}
+
+// newBeaconEnvWith is newBeaconEnv with the accounting settings acct.
+func newBeaconEnvWith(t *testing.T, acct Accounting) *beaconEnv {
+	t.Helper()
+	e := newEnv(t, Config{RegionHeader: "X-Region", Registerer: prometheus.NewRegistry(), Accounting: acct})
 	b := &beaconEnv{env: e, clock: t0}
 	e.a.now = func() time.Time { return b.clock }
 	secret, err := e.store.SessionSecret(t.Context())
@@ -298,14 +304,7 @@ func TestForgedBeaconsChangeNoFigure(t *testing.T) {
 // second of the epoch; a page that only buffered is no view.
 func TestBeaconCollusionBounds(t *testing.T) {
 	t.Parallel()
-	e := newEnv(t, Config{RegionHeader: "X-Region", Registerer: prometheus.NewRegistry(), Accounting: Accounting{Epoch: 10 * time.Second}})
-	b := &beaconEnv{env: e, clock: t0}
-	e.a.now = func() time.Time { return b.clock }
-	secret, err := e.store.SessionSecret(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	b.secret = secret
+	b := newBeaconEnvWith(t, Accounting{Epoch: 10 * time.Second})
 	v := b.createVideo(t, `{"title":"colluded"}`)
 	n1 := b.join(t, 1)
 	credited := func() int64 {

@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
@@ -10,9 +9,7 @@ import (
 	"fmt"
 	"math"
 	"net/http"
-	"path"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -25,35 +22,12 @@ import (
 // what the edges served is what this test fetched through them, plus the
 // origin's audits.
 
-// fetchBytes GETs a video's master playlist, its media playlists, inits
-// and segments from base (an edge) and returns the body bytes received.
+// fetchBytes GETs every object of a video from base (an edge) and returns
+// the body bytes received.
 func fetchBytes(t *testing.T, base, id string) int64 {
 	t.Helper()
 	var n int64
-	var walk func(p string)
-	walk = func(p string) {
-		resp, body := httpGet(t, base+p)
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s%s: %d", base, p, resp.StatusCode)
-		}
-		n += int64(len(body))
-		if !strings.HasSuffix(p, ".m3u8") {
-			return
-		}
-		sc := bufio.NewScanner(bytes.NewReader(body))
-		for sc.Scan() {
-			l := strings.TrimSpace(sc.Text())
-			if l == "" || strings.HasPrefix(l, "#") {
-				if i := strings.Index(l, `URI="`); i >= 0 {
-					u := l[i+5:]
-					walk(path.Join(path.Dir(p), u[:strings.IndexByte(u, '"')]))
-				}
-				continue
-			}
-			walk(path.Join(path.Dir(p), l))
-		}
-	}
-	walk("/hls/" + id + "/master.m3u8")
+	walkHLS(t, base, id, func(_ string, body []byte) { n += int64(len(body)) })
 	return n
 }
 

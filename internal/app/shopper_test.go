@@ -13,20 +13,19 @@ import (
 	"time"
 )
 
-// fetchAll GETs a video's master playlist, its media playlists and every
-// segment from base (an edge), so that the edge caches them and reports
-// the video among the streams it served.
-func fetchAll(t *testing.T, base, id string) int {
+// walkHLS GETs a video's master playlist, its media playlists, inits and
+// segments from base (an edge), as a player would, and tells got of each
+// (its path and body).
+func walkHLS(t *testing.T, base, id string, got func(p string, body []byte)) {
 	t.Helper()
-	n := 0
 	var walk func(p string)
 	walk = func(p string) {
 		resp, body := httpGet(t, base+p)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("%s%s: %d", base, p, resp.StatusCode)
 		}
+		got(p, body)
 		if !strings.HasSuffix(p, ".m3u8") {
-			n++
 			return
 		}
 		sc := bufio.NewScanner(bytes.NewReader(body))
@@ -43,6 +42,19 @@ func fetchAll(t *testing.T, base, id string) int {
 		}
 	}
 	walk("/hls/" + id + "/master.m3u8")
+}
+
+// fetchAll GETs every object of a video from base (an edge), so that the
+// edge caches them and reports the video among the streams it served, and
+// returns how many were not playlists.
+func fetchAll(t *testing.T, base, id string) int {
+	t.Helper()
+	n := 0
+	walkHLS(t, base, id, func(p string, _ []byte) {
+		if !strings.HasSuffix(p, ".m3u8") {
+			n++
+		}
+	})
 	return n
 }
 
