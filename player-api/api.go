@@ -19,6 +19,7 @@
 package playerapi
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -184,6 +185,9 @@ type Config struct {
 	// AuditSummary, when set, tells what the origin's own audits of an
 	// edge found (GET /v1/nodes shows it).
 	AuditSummary func(nodeID string) (AuditSummary, bool)
+	// Sessions mints and reads playback session tokens; the pages that
+	// mint them must share it (nil: one of the API's own).
+	Sessions *playsession.Keeper
 	// Accounting configures delivery accounting per epoch and signs its
 	// reports (epochs.go).
 	Accounting Accounting
@@ -327,7 +331,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		p2pReported: newP2PReported(),
 
 		now:           time.Now,
-		sessions:      playsession.NewKeeper(store.SessionSecret),
+		sessions:      cmp.Or(cfg.Sessions, playsession.NewKeeper(store.SessionSecret, store.ReloadSessionSecret)),
 		beaconMetrics: newBeaconMetrics(),
 	}
 	if cfg.Registerer != nil {

@@ -24,6 +24,7 @@ import (
 // viewer analytics.
 type AnalyticsStore interface {
 	SessionSecret(ctx context.Context) ([]byte, error)
+	ReloadSessionSecret(ctx context.Context, current []byte) ([]byte, error)
 	OfferSession(ctx context.Context, sid string, nodes []string) error
 	UpdateSession(ctx context.Context, sid string, update func(st *routing.SessionState, offered map[string]bool) error) error
 	AddAnalytics(ctx context.Context, adds []routing.AnalyticsAdd, retention time.Duration) error
@@ -254,18 +255,25 @@ func (a *API) NewSession(ctx context.Context, kind, id string) (string, error) {
 }
 
 // parseSession reads a session token. When its signature does not verify,
-// the secret is read again (at most once a minute) in case another origin
-// made a new one, and the token checked again.
+// the shared secret is read again (at most once a minute) in case the
+// origins came to another one, and the token checked against it and the
+// one it replaced.
 func (a *API) parseSession(ctx context.Context, tok string) (playsession.Claims, error) {
 	secret, err := a.sessions.Secret(ctx)
 	if err != nil {
 		return playsession.Claims{}, err
 	}
 	cl, err := playsession.Parse(secret, tok)
-	if errors.Is(err, playsession.ErrSignature) && a.sessions.Refresh(ctx) {
+	if !errors.Is(err, playsession.ErrSignature) {
+		return cl, err
+	}
+	if a.sessions.Refresh(ctx) {
 		if secret, err2 := a.sessions.Secret(ctx); err2 == nil {
 			cl, err = playsession.Parse(secret, tok)
 		}
+	}
+	if prev := a.sessions.Previous(); errors.Is(err, playsession.ErrSignature) && prev != nil {
+		cl, err = playsession.Parse(prev, tok)
 	}
 	return cl, err
 }

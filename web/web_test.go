@@ -556,7 +556,7 @@ func TestPageStateSession(t *testing.T) {
 		t.Fatalf("no minter: session %q beacon %q", st.Session, st.BeaconURL)
 	}
 	secret := []byte("a test secret of thirty-two bytes")
-	e.w.newSession = playsession.NewKeeper(func(context.Context) ([]byte, error) { return secret, nil }).Mint
+	e.w.newSession = playsession.NewKeeper(func(context.Context) ([]byte, error) { return secret, nil }, nil).Mint
 	seen := map[string]bool{}
 	for _, c := range []struct{ path, kind, id string }{
 		{"/watch/vid1", playsession.KindVideo, "vid1"}, {"/embed/vid1", playsession.KindVideo, "vid1"},

@@ -116,10 +116,13 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return fmt.Errorf("content signing key: %w", err)
 	}
 	contentPub := contentKey.Public().(ed25519.PublicKey)
+	// One keeper of the playback session secret for the pages that mint
+	// tokens and the API that reads them.
+	sessions := playsession.NewKeeper(store.SessionSecret, store.ReloadSessionSecret)
 	pages, err := web.New(web.Config{PublicURL: cfg.PublicURL, ContentKeys: contentKeyMap(contentPub), DVRWindow: cfg.HLS.DVRWindow.Std(),
 		P2PSTUNServers: config.P2PSTUNList(cfg.P2PSTUNServers)},
 		web.Deps{Store: store, IsLive: hub.IsLive, Log: log.With("component", "web"),
-			NewSession: playsession.NewKeeper(store.SessionSecret).Mint})
+			NewSession: sessions.Mint})
 	if err != nil {
 		return err
 	}
@@ -224,7 +227,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		SRTURL: srtURL(cfg), WHIP: whipIngest, WHEP: whepPlay, MaxRestreams: cfg.Ingest.MaxRestreams, WebhookAllowPrivate: cfg.WebhookAllowPrivate == "true",
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadAllowedOrigins: config.SplitList(cfg.UploadAllowedOrigins), UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, ClientIP: clientIP, Registerer: reg, OnHeartbeat: nodes.heartbeat,
-		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken,
+		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken, Sessions: sessions,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit, AuditSummary: auditSummary,
 		Accounting: playerapi.Accounting{Epoch: cfg.Accounting.Epoch.Std(), RewardPool: cfg.Accounting.RewardPool,

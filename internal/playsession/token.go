@@ -174,42 +174,73 @@ func (c Claims) Check(now time.Time, started bool) error {
 }
 
 // Keeper mints and parses tokens with a secret it loads once (from the
-// store every origin shares).
+// store every origin shares). One Keeper serves both the pages that mint
+// tokens and the API that reads them.
 type Keeper struct {
-	load func(ctx context.Context) ([]byte, error)
-	now  func() time.Time
+	load   func(ctx context.Context) ([]byte, error)
+	reload func(ctx context.Context, current []byte) ([]byte, error)
+	now    func() time.Time
 
 	mu        sync.Mutex
 	secret    []byte
+	previous  []byte // the secret before the last refresh changed it
 	refreshed time.Time
+	reloading bool
 }
 
 // RefreshEvery bounds how often Refresh reads the secret again.
 const RefreshEvery = time.Minute
 
+// refreshTimeout bounds one reload.
+const refreshTimeout = 2 * time.Second
+
 // NewKeeper returns a Keeper whose secret comes from load (called until it
-// succeeds once).
-func NewKeeper(load func(ctx context.Context) ([]byte, error)) *Keeper {
-	return &Keeper{load: load, now: time.Now}
+// succeeds once). reload, when set, reads the shared secret again for
+// Refresh, given the current one (which it may write back where the store
+// lost it, but it never makes a new one).
+func NewKeeper(load func(ctx context.Context) ([]byte, error), reload func(ctx context.Context, current []byte) ([]byte, error)) *Keeper {
+	return &Keeper{load: load, reload: reload, now: time.Now}
 }
 
-// Refresh reads the secret again, at most once every RefreshEvery, and
-// tells whether it changed: after a token failed to verify, another
-// origin may have made a new one (the store lost it and was filled again).
+// Refresh reads the shared secret again, at most once every RefreshEvery
+// (and one reload at a time, outside the lock), and tells whether it
+// changed: after a token failed to verify, the origins may have come to
+// another one (the store lost it and another origin made a new one). The
+// one it replaces is still accepted (Previous) until the next change.
 func (k *Keeper) Refresh(ctx context.Context) bool {
 	k.mu.Lock()
-	defer k.mu.Unlock()
 	now := k.now()
-	if k.secret == nil || now.Sub(k.refreshed) < RefreshEvery {
+	if k.reload == nil || k.secret == nil || k.reloading || now.Sub(k.refreshed) < RefreshEvery {
+		k.mu.Unlock()
+		return false
+	}
+	k.reloading = true
+	cur := k.secret
+	k.mu.Unlock()
+	// Not the request's context: a client that goes away must not leave
+	// the refresh undone for a minute.
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), refreshTimeout)
+	s, err := k.reload(rctx, cur)
+	cancel()
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.reloading = false
+	if err != nil || len(s) < 16 {
 		return false
 	}
 	k.refreshed = now
-	s, err := k.load(ctx)
-	if err != nil || hmac.Equal(s, k.secret) {
+	if hmac.Equal(s, cur) {
 		return false
 	}
-	k.secret = s
+	k.previous, k.secret = cur, s
 	return true
+}
+
+// Previous is the secret a refresh replaced (nil: none), still accepted.
+func (k *Keeper) Previous() []byte {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.previous
 }
 
 // Secret returns the secret, loading it on first use.

@@ -132,35 +132,49 @@ func FuzzParse(f *testing.F) {
 func TestKeeperRefresh(t *testing.T) {
 	t.Parallel()
 	secrets := [][]byte{[]byte("0123456789abcdef0123456789abcdef"), []byte("fedcba9876543210fedcba9876543210")}
-	loads := 0
-	k := NewKeeper(func(context.Context) ([]byte, error) {
-		s := secrets[min(loads, 1)]
-		loads++
-		return s, nil
-	})
+	store := secrets[0]
+	reloads := 0
+	k := NewKeeper(func(context.Context) ([]byte, error) { return store, nil },
+		func(ctx context.Context, current []byte) ([]byte, error) {
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			reloads++
+			return store, nil
+		})
 	now := time.Unix(1_800_000_000, 0)
 	k.now = func() time.Time { return now }
 	ctx := context.Background()
 	if k.Refresh(ctx) {
 		t.Fatal("refreshed before the first load")
 	}
-	s, err := k.Secret(ctx)
-	if err != nil || string(s) != string(secrets[0]) {
+	if s, err := k.Secret(ctx); err != nil || string(s) != string(secrets[0]) {
 		t.Fatalf("secret %q %v", s, err)
 	}
+	// Another origin made a new secret; within a minute it is not read.
+	store = secrets[1]
 	now = now.Add(RefreshEvery - time.Second)
-	if k.Refresh(ctx) || loads != 1 {
-		t.Fatalf("refreshed within a minute (%d loads)", loads)
+	if k.Refresh(ctx) || reloads != 0 {
+		t.Fatalf("refreshed within a minute (%d reloads)", reloads)
 	}
+	// A request that went away does not cancel the reload.
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
 	now = now.Add(time.Second)
-	if !k.Refresh(ctx) || loads != 2 {
-		t.Fatalf("not refreshed after a minute (%d loads)", loads)
+	if !k.Refresh(gone) || reloads != 1 {
+		t.Fatalf("not refreshed after a minute (%d reloads)", reloads)
 	}
-	if s, _ := k.Secret(ctx); string(s) != string(secrets[1]) {
-		t.Fatalf("secret after the refresh %q", s)
+	if s, _ := k.Secret(ctx); string(s) != string(secrets[1]) || string(k.Previous()) != string(secrets[0]) {
+		t.Fatalf("after the refresh: secret %q, previous %q", s, k.Previous())
 	}
 	now = now.Add(RefreshEvery)
 	if k.Refresh(ctx) {
 		t.Fatal("an unchanged secret reported as changed")
+	}
+	// Without a reload, never.
+	k2 := NewKeeper(func(context.Context) ([]byte, error) { return secrets[0], nil }, nil)
+	_, _ = k2.Secret(ctx)
+	if k2.Refresh(ctx) {
+		t.Fatal("a keeper without reload refreshed")
 	}
 }

@@ -73,6 +73,25 @@ func (s *Store) SessionSecret(ctx context.Context) ([]byte, error) {
 	return secret, nil
 }
 
+// ReloadSessionSecret reads the shared session secret again for an origin
+// that holds current: where the store lost it, current is written back
+// (unless another origin wrote one first), never a new one, so origins
+// that still hold the old secret keep agreeing.
+func (s *Store) ReloadSessionSecret(ctx context.Context, current []byte) ([]byte, error) {
+	if err := s.rdb.SetNX(ctx, sessionSecretKey, hex.EncodeToString(current), 0).Err(); err != nil {
+		return nil, wrapErr("session secret", err)
+	}
+	v, err := s.rdb.Get(ctx, sessionSecretKey).Result()
+	if err != nil {
+		return nil, wrapErr("session secret", err)
+	}
+	secret, err := hex.DecodeString(v)
+	if err != nil || len(secret) < 16 {
+		return nil, fmt.Errorf("routing: %s holds no usable secret", sessionSecretKey)
+	}
+	return secret, nil
+}
+
 func sessionKey(sid string) string       { return sessionPrefix + sid }
 func sessionOffersKey(sid string) string { return sessionPrefix + sid + ":offers" }
 

@@ -150,3 +150,27 @@ func TestAnalyticsStorage(t *testing.T) {
 		}
 	}
 }
+
+func TestReloadSessionSecret(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	first, err := s.SessionSecret(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ReloadSessionSecret(ctx, first); err != nil || string(got) != string(first) {
+		t.Fatalf("reload: %x %v", got, err)
+	}
+	// The store lost it: the reload writes back the one the origin holds,
+	// and the next origin to start finds it.
+	if err := s.rdb.Del(ctx, sessionSecretKey).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.ReloadSessionSecret(ctx, first); err != nil || string(got) != string(first) {
+		t.Fatalf("reload after the loss: %x %v", got, err)
+	}
+	if got, err := s.SessionSecret(ctx); err != nil || string(got) != string(first) {
+		t.Fatalf("a new origin's secret %x, want the restored one", got)
+	}
+}
