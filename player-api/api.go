@@ -243,6 +243,7 @@ type API struct {
 	now           func() time.Time
 	sessions      *playsession.Keeper
 	beaconLimits  beaconLimiter
+	offerLimits   beaconLimiter // route requests that record a session's offers
 	beaconMetrics *beaconMetrics
 }
 

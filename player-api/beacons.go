@@ -32,7 +32,7 @@ type AnalyticsStore interface {
 	UniqueViewers(ctx context.Context, scope string, groups [][]time.Time) ([]int64, error)
 	TopItems(ctx context.Context, hours []time.Time, n int) ([]routing.ItemFigures, error)
 	AddEpochFigures(ctx context.Context, start time.Time, node string, deltas map[string]int64, retention time.Duration) error
-	AddViewerBytes(ctx context.Context, start time.Time, epoch time.Duration, node, network string, n, netCap int64, retention time.Duration) (int64, error)
+	AddViewerBytes(ctx context.Context, start time.Time, keep time.Duration, node, network string, n, netCap int64, retention time.Duration) (int64, error)
 }
 
 // Bounds of beacons.
@@ -45,12 +45,12 @@ const (
 	// worth (a generous 200 Mbit/s).
 	maxViewerBitrate = 25_000_000
 	bytesSlack       = 10 * time.Second
-	// maxNetworkBitrate caps the bytes the viewers of one network (/24,
-	// /48) confirm one node receiving in an epoch: this many bytes a
-	// second of the epoch (40 Mbit/s on average), however many sessions
-	// they open, so a node's operator cannot confirm its own claims by
-	// opening sessions by the thousand from a few networks.
-	maxNetworkBitrate = 5_000_000
+	// maxBeaconSpan bounds the span a beacon's bytes are shared over
+	// between epochs: a player sends one every 30 seconds while anything
+	// changes, and bytes fetched after a pause are recent.
+	maxBeaconSpan = 45 * time.Second
+	// beaconWriteTimeout bounds the writes of one beacon.
+	beaconWriteTimeout = 5 * time.Second
 	// Event counts (rebuffers, switches, errors, objects verified or
 	// failed) are capped at countsPerSecond a second since the page load,
 	// plus countsSlack.
@@ -162,12 +162,13 @@ type beaconMetrics struct {
 	rebuffer    prometheus.Counter
 	beacons     *prometheus.CounterVec
 	viewerBytes *prometheus.CounterVec
+	capped      prometheus.Counter
 }
 
 func newBeaconMetrics() *beaconMetrics {
 	m := &beaconMetrics{
 		sessions: prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_playback_sessions_total",
-			Help: "Playback sessions started (a first accepted beacon)."}),
+			Help: "Playback sessions that played (views: the first accepted beacon with watch time or a startup time)."}),
 		watch: prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_watch_seconds_total",
 			Help: "Watch time viewers' beacons reported (accepted, clamped)."}),
 		rebuffer: prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_rebuffer_seconds_total",
@@ -178,6 +179,8 @@ func newBeaconMetrics() *beaconMetrics {
 		viewerBytes: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_viewer_bytes_total",
 			Help: "Bytes viewers' beacons reported received and verified, by source (edge, origin, p2p)."},
 			[]string{"source"}),
+		capped: prometheus.NewCounter(prometheus.CounterOpts{Name: "shoal_viewer_bytes_capped_total",
+			Help: "Bytes viewers' beacons reported from edges that were not credited: past what one viewer network may confirm one node sending in an epoch (accounting.viewer_network_mbps)."}),
 	}
 	for _, r := range []string{beaconAccepted, beaconIgnored, beaconInvalid, beaconBadToken, beaconExpired, beaconTooLarge, beaconLimited, beaconFailed} {
 		m.beacons.WithLabelValues(r)
@@ -189,7 +192,7 @@ func newBeaconMetrics() *beaconMetrics {
 }
 
 func (m *beaconMetrics) collectors() []prometheus.Collector {
-	return []prometheus.Collector{m.sessions, m.watch, m.rebuffer, m.beacons, m.viewerBytes}
+	return []prometheus.Collector{m.sessions, m.watch, m.rebuffer, m.beacons, m.viewerBytes, m.capped}
 }
 
 // beaconLimiter bounds beacons per network (a token bucket each). It
@@ -289,7 +292,7 @@ func (a *API) offerSession(c *gin.Context, id string, nodes []string) {
 	if tok == "" || len(nodes) == 0 || c.Query("region") != "" {
 		return
 	}
-	if !a.beaconLimits.allow(reporterNetwork(a.clientIP(c.Request)), a.now()) {
+	if !a.offerLimits.allow(reporterNetwork(a.clientIP(c.Request)), a.now()) {
 		return
 	}
 	ctx := c.Request.Context()
@@ -357,6 +360,11 @@ func (a *API) beacon(c *gin.Context) {
 		WriteError(c, http.StatusForbidden, codeForbidden, "this playback session is over; reload the page for a new one")
 		return
 	}
+	// The session's state and its figures are written even when the
+	// player goes (a final beacon at pagehide): both or, on an error,
+	// the state alone (the figures are lost, never counted twice).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), beaconWriteTimeout)
+	defer cancel()
 	var out beaconOutcome
 	err = a.store.UpdateSession(ctx, cl.Session, func(st *routing.SessionState, offered map[string]bool) error {
 		out = a.applyBeacon(c, cl, &req, now, st, offered)
@@ -376,10 +384,7 @@ func (a *API) beacon(c *gin.Context) {
 		a.fail(c, err, "")
 		return
 	}
-	// Recorded even when the player goes (a final beacon at pagehide): the
-	// session's state says it was.
-	rctx := context.WithoutCancel(ctx)
-	if err := a.recordBeacon(rctx, reporterNetwork(a.clientIP(c.Request)), now, out); err != nil {
+	if err := a.recordBeacon(ctx, now, out); err != nil {
 		m.beacons.WithLabelValues(beaconFailed).Inc()
 		a.fail(c, err, "")
 		return
@@ -435,6 +440,9 @@ func (a *API) applyBeacon(c *gin.Context, cl playsession.Claims, req *beaconRequ
 		}
 		out.from = cl.IssuedAt
 		st.Kind, st.Item, st.Start = cl.Kind, cl.ItemID, now
+		// Every beacon of the session counts for the network it started
+		// on, wherever later ones come from.
+		st.Network = reporterNetwork(a.clientIP(c.Request))
 		st.Viewer = req.Viewer
 		if st.Viewer == "" {
 			st.Viewer = "s:" + cl.Session
@@ -499,11 +507,20 @@ func (a *API) applyBeacon(c *gin.Context, cl playsession.Claims, req *beaconRequ
 	if out.node == "" {
 		out.node = sourceOrigin
 	}
+	// The session's node is the one that delivered its first bytes
+	// (a page may load before it plays).
+	if st.Home == "" && best > 0 {
+		st.Home = out.node
+	}
 	// A view is a session that played (an embed that only buffered is
-	// not one); it counts in the hour, and for the node, of that beacon.
+	// not one); it counts in the hour of that beacon, for the session's
+	// node.
 	if !st.Viewed && (st.Counters["watch_ms"] > 0 || req.StartupMs > 0) {
 		st.Viewed, out.first = true, true
-		st.Hour, st.Home = routing.EpochStart(now, time.Hour), out.node
+		st.Hour = routing.EpochStart(now, time.Hour)
+		if st.Home == "" {
+			st.Home = out.node
+		}
 	}
 	if req.StartupMs > 0 && st.Viewed && !st.Startup {
 		st.Startup = true
@@ -534,9 +551,17 @@ func (a *API) viewerCountry(c *gin.Context) string {
 // (shared between epochs by the time the beacon's span spent in each, at
 // most maxNetworkBitrate from the viewer's network), the analytics, the
 // metrics.
-func (a *API) recordBeacon(ctx context.Context, network string, now time.Time, out beaconOutcome) error {
+func (a *API) recordBeacon(ctx context.Context, now time.Time, out beaconOutcome) error {
 	st := out.st
-	netCap := int64(a.acct.Epoch.Seconds() * maxNetworkBitrate)
+	netCap := int64(a.acct.Epoch.Seconds() * float64(a.acct.ViewerNetworkMbps) * 125_000)
+	// The span the beacon's bytes were fetched over: since the previous
+	// beacon, at most maxBeaconSpan; a share that would fall in an epoch
+	// already sealed counts in the current one.
+	from := out.from
+	if from.Before(now.Add(-maxBeaconSpan)) {
+		from = now.Add(-maxBeaconSpan)
+	}
+	current := routing.EpochStart(now, a.acct.Epoch)
 	var edge int64
 	for src, d := range out.bytes {
 		if d <= 0 {
@@ -547,12 +572,22 @@ func (a *API) recordBeacon(ctx context.Context, network string, now time.Time, o
 			a.beaconMetrics.viewerBytes.WithLabelValues(src).Add(float64(d))
 			continue
 		}
-		for epoch, part := range routing.EpochShares(out.from, now, a.acct.Epoch, d) {
-			added, err := a.store.AddViewerBytes(ctx, epoch, a.acct.Epoch, src, network, part, netCap, a.acct.Retention)
+		shares := map[time.Time]int64{}
+		for epoch, part := range routing.EpochShares(from, now, a.acct.Epoch, d) {
+			if epoch.Before(current) && a.final(epoch) {
+				epoch = current
+			}
+			shares[epoch] += part
+		}
+		for epoch, part := range shares {
+			// The network's counter lives until the epoch is sealed.
+			keep := epoch.Add(a.acct.Epoch + a.acct.grace() + time.Minute).Sub(now)
+			added, err := a.store.AddViewerBytes(ctx, epoch, keep, src, st.Network, part, netCap, a.acct.Retention)
 			if err != nil {
 				return err
 			}
 			edge += added
+			a.beaconMetrics.capped.Add(float64(part - added))
 		}
 	}
 	a.beaconMetrics.viewerBytes.WithLabelValues("edge").Add(float64(edge))

@@ -304,7 +304,7 @@ func TestForgedBeaconsChangeNoFigure(t *testing.T) {
 // second of the epoch; a page that only buffered is no view.
 func TestBeaconCollusionBounds(t *testing.T) {
 	t.Parallel()
-	b := newBeaconEnvWith(t, Accounting{Epoch: 10 * time.Second})
+	b := newBeaconEnvWith(t, Accounting{Epoch: 10 * time.Second, ViewerNetworkMbps: 40})
 	v := b.createVideo(t, `{"title":"colluded"}`)
 	n1 := b.join(t, 1)
 	credited := func() int64 {
@@ -326,10 +326,11 @@ func TestBeaconCollusionBounds(t *testing.T) {
 	}
 
 	// Three sessions from one network each claim 30 MB in a 10 s epoch:
-	// the network confirms at most 50 MB.
+	// the network confirms at most 50 MB (40 Mbit/s). A fourth session
+	// started there confirms nothing more from another network.
 	b.clock = t0
 	var toks []string
-	for range 3 {
+	for range 4 {
 		tok := b.session(t, playsession.KindVideo, v.ID, t0)
 		if got := b.route(t, v.ID, tok); len(got) != 1 || got[0] != n1 {
 			t.Fatalf("route offered %v", got)
@@ -337,11 +338,21 @@ func TestBeaconCollusionBounds(t *testing.T) {
 		toks = append(toks, tok)
 	}
 	b.clock = t0.Add(9 * time.Second)
-	for _, tok := range toks {
+	b.accepted(t, beacon{Session: toks[3], Seq: 1, WatchMs: 1000}, true)
+	for _, tok := range toks[:3] {
 		b.accepted(t, beacon{Session: tok, Seq: 1, WatchMs: 8000, StartupMs: 300, Bytes: map[string]int64{n1: 30_000_000}}, true)
 	}
-	if got, want := credited(), int64(10*maxNetworkBitrate); got != want {
-		t.Fatalf("one network confirmed %d bytes in a 10 s epoch, want the cap %d", got, want)
+	const netCap = 10 * 40 * 125_000
+	if got := credited(); got != netCap {
+		t.Fatalf("one network confirmed %d bytes in a 10 s epoch, want the cap %d", got, netCap)
+	}
+	b.remote = 1000 // 198.51.4.x: another /24
+	b.accepted(t, beacon{Session: toks[3], Seq: 2, WatchMs: 8000, Bytes: map[string]int64{n1: 30_000_000}}, true)
+	if got := credited(); got != netCap {
+		t.Fatalf("a session that moved networks confirmed %d more bytes", got-netCap)
+	}
+	if got := promtest.ToFloat64(b.a.beaconMetrics.capped); got != 4*30_000_000-netCap {
+		t.Errorf("shoal_viewer_bytes_capped_total = %v, want %d", got, 4*30_000_000-netCap)
 	}
 
 	// A page that only buffered is no view; once it plays, it is one.
@@ -447,6 +458,12 @@ func TestAnalyticsFromBeacons(t *testing.T) {
 		Bytes: map[string]int64{n1: 200_000}}, uaTablet, "").wantStatus(t, http.StatusAccepted)
 	// s4: the live stream, 5 s.
 	b.send(t, beacon{Session: s4, Seq: 1, WatchMs: 5000, StartupMs: 900, Bytes: map[string]int64{"p2p": 100}}, uaDesktop, "eu").wantStatus(t, http.StatusAccepted)
+	// s3's next beacon, 15 s into the next epoch, brings 300 000 bytes
+	// fetched over the last 45 s (its previous beacon is older): 30 s
+	// of them in the first epoch, which is not sealed yet.
+	b.clock = t0.Add(time.Hour + 15*time.Second)
+	b.send(t, beacon{Session: s3, Seq: 2, WatchMs: 10_000, StartupMs: 5000, Errors: 1, Switches: 3, Failed: 1,
+		Bytes: map[string]int64{n1: 500_000}}, uaTablet, "").wantStatus(t, http.StatusAccepted)
 	b.clock = t0.Add(70 * time.Minute)
 	b.send(t, beacon{Session: s1, Seq: 2, Final: true, Viewer: viewer, WatchMs: 60_000, StartupMs: 600, Verified: 20,
 		Bytes: map[string]int64{n1: 1_000_000, "origin": 1000}}, uaDesktop, "eu").wantStatus(t, http.StatusAccepted)
@@ -517,12 +534,13 @@ func TestAnalyticsFromBeacons(t *testing.T) {
 	if empty.Totals.Views != 0 || empty.Totals.StartupMs.P50 != nil || len(empty.Series) != 5 {
 		t.Fatalf("before any beacon %+v", empty)
 	}
-	// s1's second beacon reports 500 000 bytes over 65 minutes, 55 of
-	// them in the first epoch: shared by time, as heartbeats' claims are.
-	if got := b.viewerBytes(t, t0)[n1]; got != 500_000+200_000+423_076 {
+	// s3's second beacon is shared between the epochs by time, as
+	// heartbeats' claims are; s1's, after a long gap, counts its last 45 s,
+	// all in the second epoch.
+	if got := b.viewerBytes(t, t0)[n1]; got != 500_000+200_000+200_000 {
 		t.Fatalf("n1 epoch %s viewer bytes %d", routing.EpochID(t0), got)
 	}
-	if got := b.viewerBytes(t, t0.Add(time.Hour))[n1]; got != 76_924 {
+	if got := b.viewerBytes(t, t0.Add(time.Hour))[n1]; got != 100_000+500_000 {
 		t.Fatalf("n1 next epoch viewer bytes %d", got)
 	}
 	m := b.a.beaconMetrics

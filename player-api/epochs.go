@@ -50,6 +50,8 @@ type AccountingStore interface {
 const (
 	DefaultEpoch     = time.Hour
 	DefaultRetention = 90 * 24 * time.Hour
+	// DefaultViewerNetworkMbps is accounting.viewer_network_mbps's default.
+	DefaultViewerNetworkMbps = 200
 	// maxSealGrace bounds the time after an epoch's end that late
 	// heartbeats and beacons may still arrive before its report is sealed.
 	maxSealGrace = 2 * time.Minute
@@ -61,6 +63,9 @@ type Accounting struct {
 	Epoch time.Duration
 	// RewardPool is the points shared out per epoch.
 	RewardPool int64
+	// ViewerNetworkMbps caps what one viewer network confirms one node
+	// sending, on average over an epoch (0: DefaultViewerNetworkMbps).
+	ViewerNetworkMbps int64
 	// Retention is how long figures and reports are kept (0:
 	// DefaultRetention).
 	Retention time.Duration
@@ -77,6 +82,9 @@ func (a Accounting) withDefaults() Accounting {
 	}
 	if a.Retention <= 0 {
 		a.Retention = DefaultRetention
+	}
+	if a.ViewerNetworkMbps <= 0 {
+		a.ViewerNetworkMbps = DefaultViewerNetworkMbps
 	}
 	if a.Now == nil {
 		a.Now = time.Now

@@ -230,7 +230,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken, Sessions: sessions,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
 		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit, AuditSummary: auditSummary,
-		Accounting: playerapi.Accounting{Epoch: cfg.Accounting.Epoch.Std(), RewardPool: cfg.Accounting.RewardPool,
+		Accounting: playerapi.Accounting{Epoch: cfg.Accounting.Epoch.Std(), RewardPool: cfg.Accounting.RewardPool, ViewerNetworkMbps: cfg.Accounting.ViewerNetworkMbps,
 			Retention: cfg.Accounting.Retention.Std(), Key: contentKey},
 	}, store, pipe, log.With("component", "api"))
 	if err != nil {

@@ -102,6 +102,9 @@ type AccountingConfig struct {
 	// RewardPool is the points shared out among the nodes each epoch, by
 	// credited bytes weighted by audit pass rate.
 	RewardPool int64 `yaml:"reward_pool"`
+	// ViewerNetworkMbps caps what the viewers of one network (/24, /48)
+	// confirm one node sending them, on average over an epoch.
+	ViewerNetworkMbps int64 `yaml:"viewer_network_mbps"`
 	// Retention is how long epoch figures and analytics are kept.
 	Retention Duration `yaml:"retention"`
 }
@@ -213,7 +216,7 @@ func base() Config {
 		VOD:        VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
 		Edge:       EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},
 		Route:      RouteConfig{MaxNodesPerToken: 4, QuarantineReports: 3, AuditInterval: Duration(time.Minute), QuarantineAudits: 2},
-		Accounting: AccountingConfig{Epoch: Duration(time.Hour), RewardPool: 1000, Retention: Duration(90 * 24 * time.Hour)},
+		Accounting: AccountingConfig{Epoch: Duration(time.Hour), RewardPool: 1000, ViewerNetworkMbps: 200, Retention: Duration(90 * 24 * time.Hour)},
 	}
 }
 

@@ -79,7 +79,7 @@ func TestDefaultIsValid(t *testing.T) {
 		VOD:                  VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
 		Edge:                 EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},
 		Route:                RouteConfig{MaxNodesPerToken: 4, QuarantineReports: 3, AuditInterval: Duration(time.Minute), QuarantineAudits: 2},
-		Accounting:           AccountingConfig{Epoch: Duration(time.Hour), RewardPool: 1000, Retention: Duration(90 * 24 * time.Hour)},
+		Accounting:           AccountingConfig{Epoch: Duration(time.Hour), RewardPool: 1000, ViewerNetworkMbps: 200, Retention: Duration(90 * 24 * time.Hour)},
 	}
 	if d != want {
 		t.Errorf("Default() =\n%+v\nwant\n%+v", d, want)

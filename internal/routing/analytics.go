@@ -40,7 +40,7 @@ const (
 const SessionTTL = time.Hour + time.Minute
 
 // MaxSessionOffers bounds the nodes remembered as offered to one session.
-const MaxSessionOffers = 32
+const MaxSessionOffers = 8
 
 // offersTTL is how long a session's offers are kept after the last offer
 // or beacon, as its state is: a token that is routed but never beaconed
@@ -146,6 +146,8 @@ type SessionState struct {
 	// Who watched: the viewer id (or the session's), country, device,
 	// os and browser.
 	Viewer, Country, Device, OS, Browser string
+	// Network is the viewer network (/24, /48) the session started on.
+	Network string
 }
 
 // ErrSessionBusy is returned by UpdateSession when other beacons of the
@@ -214,7 +216,7 @@ func decodeSession(f map[string]string) SessionState {
 	st.Hour = time.UnixMilli(num("hour")).UTC()
 	st.Seq, st.Final, st.Startup, st.Viewed = num("seq"), f["final"] == "1", f["startup"] == "1", f["viewed"] == "1"
 	st.RatioBucket = int(num("rb"))
-	st.Viewer, st.Country, st.Device, st.OS, st.Browser = f["viewer"], f["country"], f["device"], f["os"], f["browser"]
+	st.Viewer, st.Country, st.Device, st.OS, st.Browser, st.Network = f["viewer"], f["country"], f["device"], f["os"], f["browser"], f["net"]
 	for k, v := range f {
 		x, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
@@ -240,7 +242,7 @@ func encodeSession(st SessionState) map[string]any {
 		"kind": st.Kind, "item": st.Item, "home": st.Home,
 		"start": st.Start.UnixMilli(), "last": st.Last.UnixMilli(), "hour": st.Hour.UnixMilli(),
 		"seq": st.Seq, "final": b(st.Final), "startup": b(st.Startup), "viewed": b(st.Viewed), "rb": st.RatioBucket,
-		"viewer": st.Viewer, "country": st.Country, "device": st.Device, "os": st.OS, "browser": st.Browser,
+		"viewer": st.Viewer, "country": st.Country, "device": st.Device, "os": st.OS, "browser": st.Browser, "net": st.Network,
 	}
 	for k, v := range st.Counters {
 		f["c:"+k] = v

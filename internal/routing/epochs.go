@@ -163,22 +163,20 @@ addFigures(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[
 return add`)
 
 // AddViewerBytes adds n bytes that viewers on network confirmed receiving
-// from node to its FigureViewerBytes in the epoch that starts at start (of
-// length epoch), but no more than netCap from that network in the epoch
-// in all: however many sessions one network opens, it confirms a node at
-// most netCap a epoch. It returns the bytes added.
+// from node to its FigureViewerBytes in the epoch that starts at start,
+// but no more than netCap from that network in the epoch in all: however
+// many sessions one network opens, it confirms a node at most netCap an
+// epoch. The network's counter lives keep (until the epoch is sealed). It
+// returns the bytes added.
 //
-//	shoal:epoch:<epoch>:vnet:<node>:<network>   string   bytes confirmed from the network (lives the epoch and a day)
-func (s *Store) AddViewerBytes(ctx context.Context, start time.Time, epoch time.Duration, node, network string, n, netCap int64, retention time.Duration) (int64, error) {
+//	shoal:epoch:<epoch>:vnet:<node>:<network>   string   bytes confirmed from the network
+func (s *Store) AddViewerBytes(ctx context.Context, start time.Time, keep time.Duration, node, network string, n, netCap int64, retention time.Duration) (int64, error) {
 	if n <= 0 || netCap <= 0 {
 		return 0, nil
 	}
 	id := EpochID(start)
 	netKey := epochPrefix + id + ":vnet:" + node + ":" + network
-	netTTL := start.Add(epoch + 24*time.Hour).Sub(s.now())
-	if netTTL <= 0 {
-		netTTL = time.Hour
-	}
+	netTTL := max(keep, time.Minute)
 	added, err := addViewerBytesScript.Run(ctx, s.rdb, []string{epochNodesKey(id), epochNodeKey(id, node), epochsIndex, netKey},
 		node, retention.Milliseconds(), int64(maxFigure), start.UnixMilli(), id, start.Add(-retention).UnixMilli(),
 		n, netCap, netTTL.Milliseconds()).Int64()
