@@ -136,7 +136,7 @@ func checkBeacon(b *beaconRequest) string {
 // Outcomes of beacons (shoal_beacons_total's result label).
 const (
 	beaconAccepted = "accepted"
-	beaconIgnored  = "ignored"   // replayed, or after the final beacon
+	beaconIgnored  = "ignored"   // replayed
 	beaconInvalid  = "invalid"   // bad body
 	beaconBadToken = "unknown"   // garbled or forged session
 	beaconExpired  = "expired"   // the session's time is over
