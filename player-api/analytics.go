@@ -212,14 +212,16 @@ func (a *API) analyticsRange(c *gin.Context) (from, to time.Time, bucket string,
 	default:
 		return from, to, "", 0, `"bucket" must be hour or day`
 	}
+	// Nothing older than the retention is kept: a range reaching further
+	// back starts there (the answer's "from" says so).
+	if to.Sub(from) > keep {
+		from = to.Add(-keep)
+	}
 	switch {
 	case !from.Before(to):
 		return from, to, "", 0, `"from" must be before "to"`
 	case to.Sub(from) > limit:
 		return from, to, "", 0, "the range is too long: at most " + strconv.Itoa(int(limit/(24*time.Hour))) + " days with bucket=" + bucket
-	case to.Sub(from) > keep:
-		return from, to, "", 0, "the range is too long: at most " + keep.String() +
-			" (accounting.retention: how long analytics are kept)"
 	}
 	return from, to, bucket, step, ""
 }
