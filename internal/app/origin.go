@@ -220,6 +220,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if every := cfg.Route.AuditInterval.Std(); every > 0 {
 		shop = newShopper(hlsDir, contentKey, signed.signed, every, cfg.Route.QuarantineAudits,
 			store.ListNodes, store.QuarantineNode, reg, log.With("component", "audit"))
+		shop.known = signed.known
 		auditSummary = shop.summary
 	}
 	api, err := playerapi.New(playerapi.Config{

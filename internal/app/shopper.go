@@ -39,6 +39,9 @@ import (
 // viewers' can serve the audits honestly; viewers' reports still catch it
 // (playerapi). Results are kept in this origin's memory.
 type shopper struct {
+	// known, when set, tells whether an id is a live stream or video
+	// (not deleted).
+	known      func(id string) bool
 	nodes      func(ctx context.Context) ([]routing.Node, error)
 	quarantine func(ctx context.Context, id, reason string) error
 	auditor    *auditor
@@ -211,7 +214,9 @@ func (s *shopper) target(n routing.Node) (path, kind string) {
 		if i >= 20 {
 			break
 		}
-		if s.auditor.signed(id) {
+		// Signed ids are not audited; deleted ones (files may be left
+		// behind) are gone from every edge too.
+		if s.auditor.signed(id) || (s.known != nil && !s.known(id)) {
 			continue
 		}
 		rends, err := os.ReadDir(filepath.Join(s.hlsDir, id))

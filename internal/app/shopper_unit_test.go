@@ -1,6 +1,7 @@
 package app
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -30,8 +31,12 @@ type shopperRig struct {
 	mu          sync.Mutex
 	node        routing.Node
 	tamper      bool
-	// refuse makes the edge answer 503.
+	// refuse makes the edge answer 503; status, when set, another status.
 	refuse bool
+	status int
+	// stale marks the edge's answers as copies it kept while the origin
+	// failed (Cache-Status detail=stale-if-error).
+	stale bool
 	// tamperPlaylists alters only the playlists the edge serves.
 	tamperPlaylists bool
 	dir             string
@@ -63,10 +68,14 @@ func newShopperRig(t *testing.T) *shopperRig {
 		}
 		r.mu.Lock()
 		r.served = append(r.served, req.URL.Path)
-		if r.refuse {
+		if r.refuse || r.status != 0 {
+			code := cmp.Or(r.status, http.StatusServiceUnavailable)
 			r.mu.Unlock()
-			http.Error(w, "busy", http.StatusServiceUnavailable)
+			http.Error(w, "no", code)
 			return
+		}
+		if r.stale {
+			w.Header().Set("Cache-Status", "shoal; fwd=stale; fwd-status=502; detail=stale-if-error")
 		}
 		if r.tamper || (r.tamperPlaylists && strings.HasSuffix(req.URL.Path, ".m3u8")) {
 			b[0] ^= 1
@@ -200,8 +209,21 @@ func TestShopperAuditsEndedPlaylists(t *testing.T) {
 	if sum, _ := r.s.summary(r.node.ID); sum.Failed != 0 || len(r.quarantined()) != 0 {
 		t.Fatalf("the honest edge: %+v, quarantines %q", sum, r.quarantined())
 	}
+	// An edge that serves an older playlist it kept while the origin
+	// failed (stale-if-error) is not failed for it.
 	r.mu.Lock()
-	r.tamperPlaylists = true
+	r.tamperPlaylists, r.stale = true, true
+	r.mu.Unlock()
+	before, _ := r.s.summary(r.node.ID)
+	for range 20 {
+		r.s.round(ctx)
+		r.advance(2 * time.Minute)
+	}
+	if sum, _ := r.s.summary(r.node.ID); sum.Failed != 0 || sum.Errors == before.Errors || len(r.quarantined()) != 0 {
+		t.Fatalf("stale-if-error copies: %+v, quarantines %q", sum, r.quarantined())
+	}
+	r.mu.Lock()
+	r.stale = false
 	r.mu.Unlock()
 	for range 40 {
 		if len(r.quarantined()) > 0 {
@@ -298,5 +320,28 @@ func TestShopperAccountsAudits(t *testing.T) {
 	}
 	if sum, _ := r.s.summary(r.node.ID); sum.Errors != 1 || len(r.quarantined()) != 0 {
 		t.Fatalf("an unanswered audit: %+v, quarantines %q", sum, r.quarantined())
+	}
+	// A 404 (the object gone) is not the edge's fault: nothing counted.
+	r.mu.Lock()
+	r.refuse, r.status = false, http.StatusNotFound
+	r.mu.Unlock()
+	r.advance(2 * time.Minute)
+	r.s.round(ctx)
+	if len(got) != 3 {
+		t.Fatalf("a 404 was accounted: %v", got)
+	}
+	// An id the origin no longer knows (deleted, its files left behind)
+	// is not audited at all.
+	r.mu.Lock()
+	r.status = 0
+	r.mu.Unlock()
+	r.s.known = func(id string) bool { return id != r.pub }
+	n := r.audits()
+	for range 5 {
+		r.advance(11 * time.Minute)
+		r.s.round(ctx)
+	}
+	if r.audits() != n {
+		t.Fatalf("a deleted id was audited %d times", r.audits()-n)
 	}
 }
