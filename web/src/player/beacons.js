@@ -147,6 +147,10 @@ export class Beacons {
     this.onRefused = opts.onRefused || null;
     this.renewals = 0;
     this.offset = null;
+    // accepted: the page's figures in the last beacon the origin took;
+    // lastPage: those of the body made last.
+    this.accepted = null;
+    this.lastPage = null;
   }
 
   // start sends the periodic beacons and those of the page's life.
@@ -330,6 +334,7 @@ export class Beacons {
   // since the session began (see renew).
   figures() {
     const f = this.pageFigures();
+    this.lastPage = { ...f, bytes: { ...f.bytes } };
     const o = this.offset;
     if (!o) return f;
     for (const k of Object.keys(f)) {
@@ -348,9 +353,10 @@ export class Beacons {
   }
 
   // renew goes on with a new playback session (the origin refused the
-  // old one: it expired): its figures count from now, from seq 1.
+  // old one: it expired): its figures count from those of the last beacon
+  // the origin accepted (what it refused is not lost), from seq 1.
   renew(session) {
-    this.offset = this.pageFigures();
+    this.offset = this.accepted;
     this.session = session;
     this.seq = 0;
     this.lastKey = '';
@@ -426,6 +432,7 @@ export class Beacons {
 
   send(f) {
     const body = this.body(++this.seq, false, f);
+    const page = this.lastPage;
     this.lastKey = JSON.stringify(f);
     this.lastAt = this.now();
     this.lastFinal = false;
@@ -438,7 +445,7 @@ export class Beacons {
     } catch (err) {
       p = Promise.reject(err);
     }
-    const done = p.then((res) => this.answered(res), () => false);
+    const done = p.then((res) => this.answered(res, page), () => false);
     this.inflight = done;
     return done.then((ok) => {
       this.inflight = null;
@@ -451,7 +458,8 @@ export class Beacons {
 
   // answered reads the origin's answer: a session it does not take (401,
   // 403) or a body it never will (413) ends the page's beacons.
-  answered(res) {
+  answered(res, page) {
+    if (res.ok && page) this.accepted = page;
     if (res.status === 401 || res.status === 403 || res.status === 413) {
       this.stop();
       // An expired session may be renewed (onRefused, at most
@@ -474,6 +482,7 @@ export class Beacons {
     const key = JSON.stringify(f);
     if (this.empty(f) || (this.lastFinal && key === this.lastKey)) return Promise.resolve(false);
     const json = JSON.stringify(this.body(++this.seq, true, f));
+    const page = this.lastPage;
     this.lastKey = key;
     this.lastAt = this.now();
     this.lastFinal = true;
@@ -483,11 +492,14 @@ export class Beacons {
     } catch {
       sent = false;
     }
-    if (sent) return Promise.resolve(true);
+    if (sent) {
+      this.accepted = page; // queued by the browser: most likely taken
+      return Promise.resolve(true);
+    }
     try {
       return Promise.resolve(this.fetch(this.url, {
         method: 'POST', body: json, keepalive: true, credentials: 'omit', headers: { 'Content-Type': 'text/plain' },
-      })).then((res) => this.answered(res), () => false);
+      })).then((res) => this.answered(res, page), () => false);
     } catch {
       return Promise.resolve(false);
     }

@@ -413,35 +413,56 @@ test('a session the origin refuses ends the beacons', async () => {
   assert.equal(sent.length, 1);
 });
 
-test('a refused session is renewed: the figures count again from the renewal, from seq 1', async () => {
+test('a refused session is renewed: it counts from the last beacon the origin took, from seq 1', async () => {
   let refused = 0;
-  const { b, sent, video, play, advance, answer } = setup({ status: 403, onRefused: () => { refused++; } });
-  b.useDelivery({ verified: 3, failed: 0, received: new Map([[NODE('a'), 1000]]) });
+  const { b, sent, video, play, advance, answer } = setup({ onRefused: () => { refused++; } });
+  const d = { verified: 3, failed: 0, received: new Map([[NODE('a'), 1000]]) };
+  b.useDelivery(d);
   play();
   advance(200, 0);
   video.fire('playing');
   advance(4000);
   await settle();
-  assert.equal(sent.length, 1);
+  assert.equal(sent.length, 1); // the first frame's, taken
+  // An hour later the session is over: the next beacon is refused.
+  answer.status = 403;
+  advance(3000);
+  d.received.set(NODE('a'), 1200);
+  assert.equal(await b.flush(), false);
   assert.equal(refused, 1);
   answer.status = 202;
   b.renew('s1.renewed');
   advance(2000);
-  b.delivery.received.set(NODE('a'), 1500);
+  d.received.set(NODE('a'), 1500);
   assert.equal(await b.flush(), true);
-  const body = sent[1].body;
+  const body = sent[2].body;
   assert.equal(body.session, 's1.renewed');
   assert.equal(body.seq, 1);
-  assert.equal(body.watch_ms, 2000);
+  // The beacon taken was the first frame's (watch time 0): what the
+  // refused one carried counts in the new session.
+  assert.equal(body.watch_ms, 9000);
   assert.equal(body.startup_ms, 0);
   assert.equal(body.verified, 0);
   assert.deepEqual(body.bytes, { [NODE('a')]: 500 });
-  // A body too large is never renewed.
-  const r = setup({ status: 413, onRefused: () => { refused++; } });
+  // Refused before anything was taken: the new session has it all.
+  const r = setup({ status: 403, onRefused: () => { refused++; } });
   r.play();
+  r.advance(150, 0);
   r.video.fire('playing');
+  r.advance(1000);
   await settle();
-  assert.equal(refused, 1);
+  assert.equal(refused, 2);
+  r.answer.status = 202;
+  r.b.renew('s1.again');
+  assert.equal(await r.b.flush(), true);
+  assert.equal(r.sent[1].body.startup_ms, 150);
+  assert.equal(r.sent[1].body.watch_ms, 1000);
+  // A body too large is never renewed.
+  const big = setup({ status: 413, onRefused: () => { refused++; } });
+  big.play();
+  big.video.fire('playing');
+  await settle();
+  assert.equal(refused, 2);
 });
 
 test('at most 8 byte keys, each for good', () => {

@@ -193,8 +193,11 @@ export class Delivery {
     this.verified = 0;
     this.failed = 0;
     this.received = new Map();
-    // credited: "node path" of the objects whose bytes were counted.
-    this.credited = new Set();
+    // credited: "node path" of the objects whose bytes were counted; the
+    // page's (opts.credited) when it makes several Deliveries (a new one
+    // for each switch of mode or of the DVR), so that none counts again
+    // what the browser's cache gives back.
+    this.credited = opts.credited || new Set();
     this.failures = [];
     this.delivered = []; // the last objects handed to the player: { path, sha256, node }
   }

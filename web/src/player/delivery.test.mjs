@@ -773,3 +773,22 @@ test('an object loaded again is credited to its node once; an edge may not redir
   assert.ok(redirects.length >= 3);
   for (const [origin, redirect] of redirects) assert.equal(redirect, origin === EDGE ? 'error' : 'follow', origin);
 });
+
+test('Deliveries of one page share what they credited', async () => {
+  fakeFetch({ ...(await routesFor(EDGE)), ...(await routesFor(ORIGIN)) });
+  const credited = new Set();
+  const mk = () => new Delivery({
+    id: ID, keys, token: 'tok', reportURL: ORIGIN + '/v1/delivery-reports', credited,
+    candidates: [{ url: EDGE, node_id: 'edge-1' }, { url: ORIGIN }],
+  });
+  const d1 = mk();
+  await d1.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  await d1.load(`${EDGE}${R}/s1-0-12-p0.m4s`, 'media');
+  // A new Delivery (the viewer switched to the DVR) loads it again.
+  const d2 = mk();
+  await d2.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  const before = d2.received.get('edge-1');
+  await d2.load(`${EDGE}${R}/s1-0-12-p0.m4s`, 'media');
+  assert.equal(d2.received.get('edge-1'), before);
+  assert.equal(d2.verified, 1);
+});

@@ -33,6 +33,7 @@ const P2P_KEY = 'shoal.p2p';
 let p2pChoice = readP2PChoice();
 let currentDelivery = null; // the verified session playing, for the P2P switch
 let beacons = null; // the viewer's beacons (beacons.js), when the page has a session
+const creditedObjects = new Set(); // objects whose bytes the page's Deliveries counted (Delivery.credited)
 
 function start() {
   const embed = state.page === 'embed';
@@ -313,6 +314,7 @@ async function newDelivery() {
     const delivery = new Delivery({
       id: state.id, candidates: route.candidates, keys, serverOffset, token,
       reportURL: new URL('/v1/delivery-reports', location.href).href,
+      credited: creditedObjects,
       onSwitch: (c) => { root.dataset.deliveryNode = c.node || 'origin'; },
     });
     root.dataset.deliveryNode = delivery.current().node || 'origin';
