@@ -451,6 +451,10 @@ func (a *API) applyBeacon(c *gin.Context, cl playsession.Claims, req *beaconRequ
 		ua := uaparse.Parse(c.GetHeader("User-Agent"))
 		st.Device, st.OS, st.Browser = ua.Device, ua.OS, ua.Browser
 	}
+	if st.Network == "" {
+		// A session that started before sessions kept their network.
+		st.Network = reporterNetwork(a.clientIP(c.Request))
+	}
 	st.Seq, st.Final, st.Last = req.Seq, req.Final, now
 	wall := max(now.Sub(cl.IssuedAt), 0)
 	wallMs := (wall + timeSlack).Milliseconds()
@@ -549,8 +553,8 @@ func (a *API) viewerCountry(c *gin.Context) string {
 
 // recordBeacon adds an accepted beacon's figures: the nodes' viewer bytes
 // (shared between epochs by the time the beacon's span spent in each, at
-// most maxNetworkBitrate from the viewer's network), the analytics, the
-// metrics.
+// most accounting.viewer_network_mbps from the session's network), the
+// analytics, the metrics.
 func (a *API) recordBeacon(ctx context.Context, now time.Time, out beaconOutcome) error {
 	st := out.st
 	netCap := int64(a.acct.Epoch.Seconds() * float64(a.acct.ViewerNetworkMbps) * 125_000)

@@ -6,6 +6,7 @@ import (
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -93,9 +94,9 @@ func (a *auditor) check(ctx context.Context, n routing.Node, path, kind string) 
 	if manifestKind || strings.HasSuffix(rel, "/"+hlspath.ManifestFile) {
 		// The node's manifest must verify and, live, be recent.
 		dir := rel[:strings.LastIndexByte(rel, '/')]
-		body, status, _, err := a.get(ctx, n, hlspath.Prefix+dir+"/"+hlspath.ManifestFile, manifest.MaxBytes)
+		body, status, err := a.get(ctx, n, hlspath.Prefix+dir+"/"+hlspath.ManifestFile, manifest.MaxBytes)
 		if err != nil || status != http.StatusOK {
-			return false, false, fetchFinding(ctx, "the node's manifest", err, status)
+			return false, false, fetchFinding(ctx, "the node's manifest", err, status, true)
 		}
 		m, err := manifest.Verify(body, a.contentKeys)
 		switch {
@@ -112,19 +113,19 @@ func (a *auditor) check(ctx context.Context, n routing.Node, path, kind string) 
 	if err != nil {
 		return false, false, "the origin has no such object (deleted, or never published)"
 	}
-	body, status, stale, err := a.get(ctx, n, path, size+1)
+	body, status, err := a.get(ctx, n, path, size+1)
 	if err != nil || status != http.StatusOK {
-		return false, false, fetchFinding(ctx, "it from the node", err, status)
+		// A 4xx for an object the origin still has is the node's fault
+		// too: an honest edge fetches what it lacks.
+		_, serr := os.Stat(filepath.Join(a.hlsDir, filepath.FromSlash(rel)))
+		return false, false, fetchFinding(ctx, "it from the node", err, status, serr == nil)
 	}
 	got := sha256.Sum256(body)
-	if hex.EncodeToString(got[:]) != want && kind == auditPlaylist {
-		// An honest edge may hold an older ended playlist when the origin
-		// failed it (stale-if-error), or the playlist changed meanwhile
-		// (the stream went live again): not a lie.
-		dir := rel[:strings.LastIndexByte(rel, '/')]
-		if stale || !a.ended(dir) {
-			return false, false, "the node served an older playlist (stale-if-error, or the stream went live again): not compared"
-		}
+	if hex.EncodeToString(got[:]) != want && kind == auditPlaylist && !a.ended(rel[:strings.LastIndexByte(rel, '/')]) {
+		// The playlist changed during the audit (the stream went live
+		// again): not compared. (An older ended copy is not excused: it
+		// was unchanged for longer than any edge may keep one.)
+		return false, false, "the playlist changed during the audit: not compared"
 	}
 	if hex.EncodeToString(got[:]) != want {
 		return true, false, fmt.Sprintf("the node served %d bytes with SHA-256 %x; the origin published %s", len(body), got, want)
@@ -161,27 +162,27 @@ func (a *auditor) ended(dir string) bool {
 }
 
 // fetchFinding says why an object could not be fetched from the node: the
-// node's fault (nodeFetchFailed: no connection, a timeout, a server error)
-// or not (the origin gave up, the object is gone).
-func fetchFinding(ctx context.Context, what string, err error, status int) string {
+// node's fault (nodeFetchFailed: no connection, a timeout, a server error,
+// any other status for an object the origin still has) or not (the origin
+// stopped, the object is gone).
+func fetchFinding(ctx context.Context, what string, err error, status int, published bool) string {
 	switch {
-	case ctx.Err() != nil:
-		return "the audit was cancelled (the origin stopped or gave up)"
-	case err != nil || status >= 500:
+	case errors.Is(ctx.Err(), context.Canceled):
+		return "the audit was cancelled (the origin stopped)"
+	case err != nil || status >= 500 || published:
 		return fmt.Sprintf("%s %s (%v, status %d)", nodeFetchFailed, what, err, status)
 	default:
-		return fmt.Sprintf("the node answered %s with status %d (the object may be gone)", what, status)
+		return fmt.Sprintf("the node answered %s with status %d; the origin no longer has it", what, status)
 	}
 }
 
 // get fetches path from node n as a viewer would, reading at most limit
-// bytes; stale: the node says it served a copy it keeps while the origin
-// fails (Cache-Status detail=stale-if-error).
-func (a *auditor) get(ctx context.Context, n routing.Node, path string, limit int64) (body []byte, status int, stale bool, err error) {
+// bytes.
+func (a *auditor) get(ctx context.Context, n routing.Node, path string, limit int64) (body []byte, status int, err error) {
 	u := strings.TrimRight(n.PublicURL, "/") + path
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, 0, false, err
+		return nil, 0, err
 	}
 	if a.userAgent != "" {
 		req.Header.Set("User-Agent", a.userAgent)
@@ -190,7 +191,7 @@ func (a *auditor) get(ctx context.Context, n routing.Node, path string, limit in
 	start := time.Now()
 	resp, err := a.client.Do(req)
 	if err != nil {
-		return nil, 0, false, err
+		return nil, 0, err
 	}
 	defer resp.Body.Close()
 	ttfb := time.Since(start)
@@ -198,7 +199,7 @@ func (a *auditor) get(ctx context.Context, n routing.Node, path string, limit in
 	if err == nil && a.timed != nil {
 		a.timed(ttfb, time.Since(start), len(body))
 	}
-	return body, resp.StatusCode, strings.Contains(resp.Header.Get("Cache-Status"), "stale-if-error"), err
+	return body, resp.StatusCode, err
 }
 
 // fileSHA256 returns the hex SHA-256 and the size of a file.

@@ -150,6 +150,7 @@ export class Beacons {
     // accepted: the page's figures in the last beacon the origin took;
     // lastPage: those of the body made last.
     this.accepted = null;
+    this.acceptedSeq = 0;
     this.lastPage = null;
   }
 
@@ -359,6 +360,7 @@ export class Beacons {
     this.offset = this.accepted;
     this.session = session;
     this.seq = 0;
+    this.acceptedSeq = 0;
     this.lastKey = '';
     this.lastFinal = false;
     this.stopped = false;
@@ -433,6 +435,7 @@ export class Beacons {
   send(f) {
     const body = this.body(++this.seq, false, f);
     const page = this.lastPage;
+    const seq = this.seq;
     this.lastKey = JSON.stringify(f);
     this.lastAt = this.now();
     this.lastFinal = false;
@@ -445,7 +448,7 @@ export class Beacons {
     } catch (err) {
       p = Promise.reject(err);
     }
-    const done = p.then((res) => this.answered(res, page), () => false);
+    const done = p.then((res) => this.answered(res, page, seq), () => false);
     this.inflight = done;
     return done.then((ok) => {
       this.inflight = null;
@@ -458,8 +461,8 @@ export class Beacons {
 
   // answered reads the origin's answer: a session it does not take (401,
   // 403) or a body it never will (413) ends the page's beacons.
-  answered(res, page) {
-    if (res.ok && page) this.accepted = page;
+  answered(res, page, seq) {
+    if (res.ok && page) this.taken(page, seq);
     if (res.status === 401 || res.status === 403 || res.status === 413) {
       this.stop();
       // An expired session may be renewed (onRefused, at most
@@ -470,6 +473,16 @@ export class Beacons {
       }
     }
     return res.ok;
+  }
+
+  // taken notes that the origin took the beacon seq of page figures page:
+  // only a later one than the last taken counts (answers may come out of
+  // order).
+  taken(page, seq) {
+    if (seq > this.acceptedSeq) {
+      this.accepted = page;
+      this.acceptedSeq = seq;
+    }
   }
 
   // sendFinal sends the last beacon of the page (or of the playback, at
@@ -483,6 +496,7 @@ export class Beacons {
     if (this.empty(f) || (this.lastFinal && key === this.lastKey)) return Promise.resolve(false);
     const json = JSON.stringify(this.body(++this.seq, true, f));
     const page = this.lastPage;
+    const seq = this.seq;
     this.lastKey = key;
     this.lastAt = this.now();
     this.lastFinal = true;
@@ -493,13 +507,13 @@ export class Beacons {
       sent = false;
     }
     if (sent) {
-      this.accepted = page; // queued by the browser: most likely taken
+      this.taken(page, seq); // queued by the browser: most likely taken
       return Promise.resolve(true);
     }
     try {
       return Promise.resolve(this.fetch(this.url, {
         method: 'POST', body: json, keepalive: true, credentials: 'omit', headers: { 'Content-Type': 'text/plain' },
-      })).then((res) => this.answered(res, page), () => false);
+      })).then((res) => this.answered(res, page, seq), () => false);
     } catch {
       return Promise.resolve(false);
     }

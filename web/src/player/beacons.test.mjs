@@ -589,3 +589,21 @@ test('bytes per source are what a Delivery accepted', async () => {
   assert.equal(s.verified, 3);
   assert.equal(s.failed, 1);
 });
+
+test('what the origin took only moves forward, whatever order the answers come in', async () => {
+  const { b, sent, video, play, advance, release } = setup({ hold: true });
+  play();
+  video.fire('playing');
+  advance(2000);
+  b.flush(false); // seq 1 (or 2), held
+  await settle();
+  const inFlight = sent.length;
+  advance(3000);
+  b.flush(true); // the final one goes at once, by sendBeacon: taken
+  assert.equal(sent[sent.length - 1].via, 'beacon');
+  const finalSeq = b.seq;
+  await release(); // the older answer comes late
+  assert.ok(inFlight >= 1);
+  assert.equal(b.acceptedSeq, finalSeq);
+  assert.equal(b.accepted.watch_ms, 5000);
+});
