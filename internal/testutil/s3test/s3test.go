@@ -1,0 +1,277 @@
+// Package s3test runs a real S3 server for tests: SeaweedFS's `weed
+// server` (master, volume server, filer and S3 gateway in one process) on
+// free loopback ports, with its data in t.TempDir(). The weed binary is
+// built once into a cache outside the repository (EnsureWeed;
+// scripts/install-deps.sh builds it for make test and .ci/run).
+//
+// No identities are configured, so the S3 gateway accepts anonymous
+// (unsigned) requests.
+package s3test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/shoal-video/shoal/internal/testutil"
+)
+
+// startTimeout bounds how long Start and Restart wait for S3 to store an
+// object (weed starts four services; a loaded CI machine is slow).
+const startTimeout = 90 * time.Second
+
+// stopTimeout is how long Stop waits after SIGTERM before SIGKILL.
+const stopTimeout = 10 * time.Second
+
+// readyBucket is the bucket the readiness probe writes to.
+const readyBucket = "s3test-ready"
+
+// Server is a weed server process owned by one test.
+type Server struct {
+	// Endpoint is the S3 URL, for example "http://127.0.0.1:40123".
+	Endpoint string
+
+	bin   string
+	dir   string
+	ports ports
+
+	mu   sync.Mutex
+	proc *process // nil while stopped
+}
+
+type ports struct{ master, masterGrpc, volume, volumeGrpc, filer, filerGrpc, s3, s3Grpc int }
+
+type process struct {
+	cmd  *exec.Cmd
+	out  *testutil.Buffer
+	done chan struct{}
+}
+
+// Start builds weed when missing (see EnsureWeed), runs `weed server` on
+// free ports and waits until its S3 gateway stores an object. The server
+// is stopped when the test ends. Start calls t.Fatal when weed cannot be
+// built or does not come up.
+func Start(t testing.TB) *Server {
+	t.Helper()
+	bin, err := EnsureWeed(context.Background(), testWriter{t})
+	if err != nil {
+		t.Fatalf("s3test: %v", err)
+	}
+	s := &Server{bin: bin, dir: t.TempDir()}
+	t.Cleanup(s.Stop)
+	// A port found free can be taken before weed binds it: try again.
+	var lastErr error
+	for range 3 {
+		if s.ports, err = freePorts(); err != nil {
+			t.Fatalf("s3test: free ports: %v", err)
+		}
+		s.Endpoint = "http://127.0.0.1:" + strconv.Itoa(s.ports.s3)
+		if lastErr = s.start(); lastErr == nil {
+			return s
+		}
+	}
+	t.Fatalf("s3test: weed server did not start: %v", lastErr)
+	return nil
+}
+
+// Stop stops weed (SIGTERM, then SIGKILL after a while) and waits for it
+// to exit; the data stays for Restart. Stopping a stopped server does
+// nothing.
+func (s *Server) Stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return
+	}
+	_ = s.proc.cmd.Process.Signal(syscall.SIGTERM)
+	t := time.NewTimer(stopTimeout)
+	defer t.Stop()
+	select {
+	case <-s.proc.done:
+	case <-t.C:
+		_ = s.proc.cmd.Process.Kill()
+		<-s.proc.done
+	}
+	s.proc = nil
+}
+
+// Restart starts weed again on the same ports with the same data and
+// waits until S3 stores an object. A running server is stopped first.
+func (s *Server) Restart(t testing.TB) {
+	t.Helper()
+	s.Stop()
+	// The ports were just released; retry in case one is not yet bindable.
+	deadline := time.Now().Add(startTimeout)
+	tick := time.NewTicker(200 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		err := s.start()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("s3test: restart weed on %s: %v", s.Endpoint, err)
+		}
+		<-tick.C
+	}
+}
+
+// Output is what weed printed so far (for a failing test's message).
+func (s *Server) Output() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return ""
+	}
+	return s.proc.out.String()
+}
+
+func (s *Server) start() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc != nil {
+		return fmt.Errorf("already running")
+	}
+	p := s.ports
+	out := &testutil.Buffer{}
+	cmd := exec.Command(s.bin, "server",
+		"-dir="+s.dir,
+		"-ip=127.0.0.1",
+		"-ip.bind=127.0.0.1",
+		"-master.port="+strconv.Itoa(p.master),
+		"-master.port.grpc="+strconv.Itoa(p.masterGrpc),
+		"-master.volumeSizeLimitMB=64",
+		"-volume.port="+strconv.Itoa(p.volume),
+		"-volume.port.grpc="+strconv.Itoa(p.volumeGrpc),
+		"-volume.max=200", // 64 MB each, grown as written: no preallocation
+		"-filer",
+		"-filer.port="+strconv.Itoa(p.filer),
+		"-filer.port.grpc="+strconv.Itoa(p.filerGrpc),
+		"-s3",
+		"-s3.port="+strconv.Itoa(p.s3),
+		"-s3.port.grpc="+strconv.Itoa(p.s3Grpc),
+		"-s3.port.iceberg=0",
+		"-s3.port.lance=0",
+	)
+	cmd.Dir = s.dir
+	// Each bucket is a collection with its own volumes: grow one volume
+	// at a time (not 7) so that many buckets fit in the volume slots.
+	cmd.Env = append(os.Environ(), "WEED_MASTER_VOLUME_GROWTH_COPY_1=1")
+	cmd.Stdout = out
+	cmd.Stderr = out
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("run %s: %w", s.bin, err)
+	}
+	proc := &process{cmd: cmd, out: out, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(proc.done)
+	}()
+
+	deadline := time.Now().Add(startTimeout)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	var lastErr error
+	for {
+		select {
+		case <-proc.done:
+			return fmt.Errorf("weed exited (%v): %s", cmd.ProcessState, tail(out.Bytes()))
+		default:
+		}
+		if lastErr = probe(s.Endpoint); lastErr == nil {
+			s.proc = proc
+			return nil
+		}
+		if time.Now().After(deadline) {
+			_ = cmd.Process.Kill()
+			<-proc.done
+			return fmt.Errorf("S3 at %s did not store an object within %v (last: %v): %s", s.Endpoint, startTimeout, lastErr, tail(out.Bytes()))
+		}
+		select {
+		case <-proc.done:
+		case <-tick.C:
+		}
+	}
+}
+
+// probe creates the readiness bucket (an existing one is fine) and puts
+// an object in it: S3 answers only once the filer and a volume are up.
+func probe(endpoint string) error {
+	c := &http.Client{Timeout: 5 * time.Second}
+	do := func(method, url string, body []byte) (int, string, error) {
+		req, err := http.NewRequest(method, url, bytes.NewReader(body))
+		if err != nil {
+			return 0, "", err
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		var b bytes.Buffer
+		_, _ = b.ReadFrom(resp.Body)
+		return resp.StatusCode, b.String(), nil
+	}
+	code, body, err := do(http.MethodPut, endpoint+"/"+readyBucket, nil)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK && code != http.StatusConflict {
+		return fmt.Errorf("create bucket: %d %s", code, body)
+	}
+	code, body, err = do(http.MethodPut, endpoint+"/"+readyBucket+"/probe", []byte("ok"))
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("put object: %d %s", code, body)
+	}
+	return nil
+}
+
+func tail(b []byte) []byte {
+	b = bytes.TrimSpace(b)
+	if len(b) > 4000 {
+		b = b[len(b)-4000:]
+	}
+	return b
+}
+
+// freePorts finds eight distinct free TCP ports on 127.0.0.1 (held open
+// together so they differ).
+func freePorts() (ports, error) {
+	var ls []net.Listener
+	defer func() {
+		for _, l := range ls {
+			l.Close()
+		}
+	}()
+	n := make([]int, 8)
+	for i := range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return ports{}, err
+		}
+		ls = append(ls, l)
+		n[i] = l.Addr().(*net.TCPAddr).Port
+	}
+	return ports{n[0], n[1], n[2], n[3], n[4], n[5], n[6], n[7]}, nil
+}
+
+// testWriter logs the weed build's output through t.Log.
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(string(bytes.TrimRight(p, "\n")))
+	return len(p), nil
+}
