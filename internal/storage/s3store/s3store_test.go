@@ -200,7 +200,9 @@ func TestServerStoppedAndRestarted(t *testing.T) {
 	if _, err := s.Put(ctx, "v1/seg1.m4s", bytes.NewReader([]byte("segment one")), 11); err != nil {
 		t.Fatal(err)
 	}
+	stopAt := time.Now()
 	srv.Stop()
+	t.Logf("stopped in %v", time.Since(stopAt).Round(time.Millisecond))
 	start := time.Now()
 	check := func(op string, err error) {
 		t.Helper()
@@ -232,11 +234,66 @@ func TestServerStoppedAndRestarted(t *testing.T) {
 	}
 	t.Logf("six operations failed in %v", time.Since(start).Round(time.Millisecond))
 
+	restartAt := time.Now()
 	srv.Restart(t)
+	t.Logf("restarted in %v", time.Since(restartAt).Round(time.Millisecond))
 	if b, _, err := storage.ReadAll(ctx, s, "v1/seg1.m4s"); err != nil || string(b) != "segment one" {
 		t.Fatalf("after the restart: %q, %v", b, err)
 	}
 	if _, err := s.Put(ctx, "v1/seg2.m4s", bytes.NewReader([]byte("segment two")), 11); err != nil {
 		t.Fatalf("Put after the restart: %v", err)
+	}
+}
+
+// Credentials: explicit keys sign requests; without them the standard AWS
+// variables are used; with neither, requests are anonymous, which a server
+// with identities refuses; wrong keys are refused with a clear error.
+// Not parallel: it sets AWS_* variables.
+func TestCredentials(t *testing.T) {
+	const access, secret = "SHOALTESTACCESSKEY01", "shoal-test-secret-key-0123456789abcdefgh"
+	srv := s3test.StartWithCredentials(t, access, secret)
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	t.Setenv("AWS_SESSION_TOKEN", "")
+	ctx := t.Context()
+	open := func(bucket, ak, sk string) *s3store.Store {
+		t.Helper()
+		s, err := s3store.New(s3store.Config{Endpoint: srv.Endpoint, Bucket: bucket, AccessKey: ak, SecretKey: sk, PathStyle: true, MaxRetries: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	s := open("shoal-creds", access, secret)
+	if err := s.EnsureBucket(ctx); err != nil {
+		t.Fatalf("EnsureBucket with the keys: %v\nweed: %s", err, srv.Output())
+	}
+	if _, err := s.Put(ctx, "v1/a", bytes.NewReader([]byte("signed")), 6); err != nil {
+		t.Fatalf("Put with the keys: %v", err)
+	}
+
+	for name, st := range map[string]*s3store.Store{
+		"anonymous":  open("shoal-creds", "", ""),
+		"wrong keys": open("shoal-creds", access, "not-the-secret-key-0123456789abcdefghijk"),
+	} {
+		if _, err := st.Put(ctx, "v1/b", bytes.NewReader([]byte("x")), 1); err == nil || errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("%s: Put = %v, want a refusal", name, err)
+		} else if !strings.Contains(err.Error(), srv.Endpoint) {
+			t.Errorf("%s: Put error %q does not name the endpoint", name, err)
+		}
+		if _, _, err := storage.ReadAll(ctx, st, "v1/a"); err == nil || errors.Is(err, storage.ErrNotFound) {
+			t.Errorf("%s: Get = %v, want a refusal", name, err)
+		}
+	}
+
+	t.Setenv("AWS_ACCESS_KEY_ID", access)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", secret)
+	env := open("shoal-creds", "", "")
+	if b, _, err := storage.ReadAll(ctx, env, "v1/a"); err != nil || string(b) != "signed" {
+		t.Fatalf("Get with the keys from AWS_*: %q, %v", b, err)
+	}
+	if _, err := env.Put(ctx, "v1/c", bytes.NewReader([]byte("env")), 3); err != nil {
+		t.Fatalf("Put with the keys from AWS_*: %v", err)
 	}
 }

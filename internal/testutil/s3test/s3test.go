@@ -4,23 +4,28 @@
 // built once into a cache outside the repository (EnsureWeed;
 // scripts/install-deps.sh builds it for make test and .ci/run).
 //
-// No identities are configured, so the S3 gateway accepts anonymous
-// (unsigned) requests.
+// Start configures no identities, so the S3 gateway accepts anonymous
+// (unsigned) requests; StartWithCredentials configures one identity and
+// refuses anything else.
 package s3test
 
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
-	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/shoal-video/shoal/internal/testutil"
 )
@@ -29,9 +34,6 @@ import (
 // object (weed starts four services; a loaded CI machine is slow).
 const startTimeout = 90 * time.Second
 
-// stopTimeout is how long Stop waits after SIGTERM before SIGKILL.
-const stopTimeout = 10 * time.Second
-
 // readyBucket is the bucket the readiness probe writes to.
 const readyBucket = "s3test-ready"
 
@@ -39,6 +41,9 @@ const readyBucket = "s3test-ready"
 type Server struct {
 	// Endpoint is the S3 URL, for example "http://127.0.0.1:40123".
 	Endpoint string
+	// AccessKey and SecretKey are the one identity of a server from
+	// StartWithCredentials; empty for Start (anonymous access).
+	AccessKey, SecretKey string
 
 	bin   string
 	dir   string
@@ -62,11 +67,28 @@ type process struct {
 // built or does not come up.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return start(t, "", "")
+}
+
+// StartWithCredentials is Start with one S3 identity (an admin with these
+// keys): unsigned requests and other keys are refused.
+func StartWithCredentials(t testing.TB, accessKey, secretKey string) *Server {
+	t.Helper()
+	return start(t, accessKey, secretKey)
+}
+
+func start(t testing.TB, accessKey, secretKey string) *Server {
+	t.Helper()
 	bin, err := EnsureWeed(context.Background(), testWriter{t})
 	if err != nil {
 		t.Fatalf("s3test: %v", err)
 	}
-	s := &Server{bin: bin, dir: t.TempDir()}
+	s := &Server{bin: bin, dir: t.TempDir(), AccessKey: accessKey, SecretKey: secretKey}
+	if accessKey != "" {
+		if err := s.writeIdentities(); err != nil {
+			t.Fatalf("s3test: %v", err)
+		}
+	}
 	t.Cleanup(s.Stop)
 	// A port found free can be taken before weed binds it: try again.
 	var lastErr error
@@ -83,24 +105,41 @@ func Start(t testing.TB) *Server {
 	return nil
 }
 
-// Stop stops weed (SIGTERM, then SIGKILL after a while) and waits for it
-// to exit; the data stays for Restart. Stopping a stopped server does
-// nothing.
+// configFile is the S3 identities file of a server with credentials.
+func (s *Server) configFile() string { return filepath.Join(s.dir, "s3.json") }
+
+func (s *Server) writeIdentities() error {
+	type cred struct {
+		AccessKey string `json:"accessKey"`
+		SecretKey string `json:"secretKey"`
+	}
+	type identity struct {
+		Name        string   `json:"name"`
+		Credentials []cred   `json:"credentials"`
+		Actions     []string `json:"actions"`
+	}
+	b, err := json.Marshal(map[string][]identity{"identities": {{
+		Name:        "shoal",
+		Credentials: []cred{{s.AccessKey, s.SecretKey}},
+		Actions:     []string{"Admin", "Read", "List", "Tagging", "Write"},
+	}}})
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(s.configFile(), b, 0o600)
+}
+
+// Stop kills weed (SIGKILL: S3 going away as in a crash; what it had
+// stored stays on disk for Restart) and waits for it to exit. Stopping a
+// stopped server does nothing.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.proc == nil {
 		return
 	}
-	_ = s.proc.cmd.Process.Signal(syscall.SIGTERM)
-	t := time.NewTimer(stopTimeout)
-	defer t.Stop()
-	select {
-	case <-s.proc.done:
-	case <-t.C:
-		_ = s.proc.cmd.Process.Kill()
-		<-s.proc.done
-	}
+	_ = s.proc.cmd.Process.Kill()
+	<-s.proc.done
 	s.proc = nil
 }
 
@@ -143,25 +182,29 @@ func (s *Server) start() error {
 	}
 	p := s.ports
 	out := &testutil.Buffer{}
-	cmd := exec.Command(s.bin, "server",
-		"-dir="+s.dir,
+	args := []string{"server",
+		"-dir=" + s.dir,
 		"-ip=127.0.0.1",
 		"-ip.bind=127.0.0.1",
-		"-master.port="+strconv.Itoa(p.master),
-		"-master.port.grpc="+strconv.Itoa(p.masterGrpc),
+		"-master.port=" + strconv.Itoa(p.master),
+		"-master.port.grpc=" + strconv.Itoa(p.masterGrpc),
 		"-master.volumeSizeLimitMB=64",
-		"-volume.port="+strconv.Itoa(p.volume),
-		"-volume.port.grpc="+strconv.Itoa(p.volumeGrpc),
+		"-volume.port=" + strconv.Itoa(p.volume),
+		"-volume.port.grpc=" + strconv.Itoa(p.volumeGrpc),
 		"-volume.max=200", // 64 MB each, grown as written: no preallocation
 		"-filer",
-		"-filer.port="+strconv.Itoa(p.filer),
-		"-filer.port.grpc="+strconv.Itoa(p.filerGrpc),
+		"-filer.port=" + strconv.Itoa(p.filer),
+		"-filer.port.grpc=" + strconv.Itoa(p.filerGrpc),
 		"-s3",
-		"-s3.port="+strconv.Itoa(p.s3),
-		"-s3.port.grpc="+strconv.Itoa(p.s3Grpc),
+		"-s3.port=" + strconv.Itoa(p.s3),
+		"-s3.port.grpc=" + strconv.Itoa(p.s3Grpc),
 		"-s3.port.iceberg=0",
 		"-s3.port.lance=0",
-	)
+	}
+	if s.AccessKey != "" {
+		args = append(args, "-s3.config="+s.configFile())
+	}
+	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	// Each bucket is a collection with its own volumes: grow one volume
 	// at a time (not 7) so that many buckets fit in the volume slots.
@@ -187,7 +230,7 @@ func (s *Server) start() error {
 			return fmt.Errorf("weed exited (%v): %s", cmd.ProcessState, tail(out.Bytes()))
 		default:
 		}
-		if lastErr = probe(s.Endpoint); lastErr == nil {
+		if lastErr = s.probe(); lastErr == nil {
 			s.proc = proc
 			return nil
 		}
@@ -204,36 +247,30 @@ func (s *Server) start() error {
 }
 
 // probe creates the readiness bucket (an existing one is fine) and puts
-// an object in it: S3 answers only once the filer and a volume are up.
-func probe(endpoint string) error {
-	c := &http.Client{Timeout: 5 * time.Second}
-	do := func(method, url string, body []byte) (int, string, error) {
-		req, err := http.NewRequest(method, url, bytes.NewReader(body))
-		if err != nil {
-			return 0, "", err
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
-		var b bytes.Buffer
-		_, _ = b.ReadFrom(resp.Body)
-		return resp.StatusCode, b.String(), nil
+// an object in it, with the server's credentials: S3 answers only once the
+// filer and a volume are up.
+func (s *Server) probe() error {
+	creds := credentials.NewStatic("", "", "", credentials.SignatureAnonymous)
+	if s.AccessKey != "" {
+		creds = credentials.NewStaticV4(s.AccessKey, s.SecretKey, "")
 	}
-	code, body, err := do(http.MethodPut, endpoint+"/"+readyBucket, nil)
+	c, err := minio.New(strings.TrimPrefix(s.Endpoint, "http://"), &minio.Options{
+		Creds: creds, Region: "us-east-1", BucketLookup: minio.BucketLookupPath, MaxRetries: 1,
+	})
 	if err != nil {
 		return err
 	}
-	if code != http.StatusOK && code != http.StatusConflict {
-		return fmt.Errorf("create bucket: %d %s", code, body)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	err = c.MakeBucket(ctx, readyBucket, minio.MakeBucketOptions{})
+	if code := minio.ToErrorResponse(err).Code; code == "BucketAlreadyOwnedByYou" || code == "BucketAlreadyExists" {
+		err = nil
 	}
-	code, body, err = do(http.MethodPut, endpoint+"/"+readyBucket+"/probe", []byte("ok"))
 	if err != nil {
-		return err
+		return fmt.Errorf("create bucket: %w", err)
 	}
-	if code != http.StatusOK {
-		return fmt.Errorf("put object: %d %s", code, body)
+	if _, err := c.PutObject(ctx, readyBucket, "probe", strings.NewReader("ok"), 2, minio.PutObjectOptions{}); err != nil {
+		return fmt.Errorf("put object: %w", err)
 	}
 	return nil
 }
