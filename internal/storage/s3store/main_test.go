@@ -11,8 +11,14 @@ func TestMain(m *testing.M) {
 	if server != nil {
 		server.Stop()
 	}
+	for _, d := range sharedDirs {
+		os.RemoveAll(d)
+	}
 	os.Exit(code)
 }
+
+// sharedDirs are the directories of the shared server, removed at exit.
+var sharedDirs []string
 
 // startT is the testing.TB that starts the shared server outside any one
 // test: its cleanups are never run (TestMain stops the server) and a
@@ -31,6 +37,7 @@ func (s *startT) TempDir() string {
 	if err != nil {
 		s.Fatalf("%v", err)
 	}
+	sharedDirs = append(sharedDirs, d)
 	return d
 }
 func (s *startT) Fatalf(format string, args ...any) {

@@ -141,6 +141,12 @@ func (s *Server) Stop() {
 	_ = s.proc.cmd.Process.Kill()
 	<-s.proc.done
 	s.proc = nil
+	// weed puts its local gRPC sockets in /tmp, whatever the flags; a kill
+	// leaves them behind.
+	p := s.ports
+	for name, port := range map[string]int{"master": p.masterGrpc, "volume": p.volumeGrpc, "filer": p.filerGrpc, "s3": p.s3Grpc} {
+		_ = os.Remove(fmt.Sprintf("/tmp/seaweedfs-%s-grpc-%d.sock", name, port))
+	}
 }
 
 // Restart starts weed again on the same ports with the same data and
@@ -203,6 +209,11 @@ func (s *Server) start() error {
 	}
 	if s.AccessKey != "" {
 		args = append(args, "-s3.config="+s.configFile())
+	}
+	// Unix sockets in the test's directory rather than /tmp (when the path
+	// fits a socket address).
+	if sock := filepath.Join(s.dir, "filer.sock"); len(sock) < 100 {
+		args = append(args, "-filer.localSocket="+sock, "-s3.localSocket="+filepath.Join(s.dir, "s3.sock"))
 	}
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
