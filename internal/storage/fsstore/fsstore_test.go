@@ -3,8 +3,11 @@ package fsstore_test
 import (
 	"bytes"
 	"errors"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"testing/iotest"
 
@@ -124,5 +127,88 @@ func TestFileDirectoryClash(t *testing.T) {
 	}
 	if b, _, err := storage.ReadAll(ctx, s, "x/obj"); err != nil || string(b) != "1" {
 		t.Errorf("x/obj = %q, %v", b, err)
+	}
+}
+
+// The directory walk lists keys in byte order, as S3 does, for random keys
+// whose names sort around "/" ("-", ".", digits), with random prefixes and
+// StartAfter.
+func TestListOrderRandom(t *testing.T) {
+	t.Parallel()
+	const alphabet = "ab-_0z~" // '-' < '/' < '0' < '_' < 'a' < '~'
+	for seed := range uint64(4) {
+		rng := rand.New(rand.NewPCG(seed, 17))
+		word := func() string {
+			b := make([]byte, 1+rng.IntN(3))
+			for i := range b {
+				b[i] = alphabet[rng.IntN(len(alphabet))]
+			}
+			return string(b)
+		}
+		set := map[string]bool{}
+		for range 150 {
+			parts := make([]string, 1+rng.IntN(3))
+			for i := range parts {
+				parts[i] = word()
+			}
+			set[strings.Join(parts, "/")] = true
+		}
+		// A file system cannot have "a" and "a/b": keep only leaves.
+		var keys []string
+		for k := range set {
+			leaf := true
+			for o := range set {
+				if strings.HasPrefix(o, k+"/") {
+					leaf = false
+					break
+				}
+			}
+			if leaf {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+		s := newStore(t)
+		for _, k := range keys {
+			if _, err := s.Put(t.Context(), k, bytes.NewReader(nil), 0); err != nil {
+				t.Fatal(err)
+			}
+		}
+		listed := func(prefix, after string) []string {
+			var out []string
+			for info, err := range s.List(t.Context(), prefix, storage.ListOptions{StartAfter: after}) {
+				if err != nil {
+					t.Fatal(err)
+				}
+				out = append(out, info.Key)
+			}
+			return out
+		}
+		for range 40 {
+			prefix, after := "", ""
+			if rng.IntN(2) == 0 {
+				prefix = keys[rng.IntN(len(keys))]
+				prefix = prefix[:1+rng.IntN(len(prefix))]
+				if strings.HasSuffix(prefix, "/") && rng.IntN(2) == 0 {
+					prefix = strings.TrimSuffix(prefix, "/")
+				}
+			}
+			if rng.IntN(2) == 0 {
+				after = keys[rng.IntN(len(keys))]
+				after = after[:1+rng.IntN(len(after))]
+			}
+			if storage.CheckPrefix(prefix) != nil {
+				continue
+			}
+			var want []string
+			for _, k := range keys {
+				if strings.HasPrefix(k, prefix) && k > after {
+					want = append(want, k)
+				}
+			}
+			if got := listed(prefix, after); !slices.Equal(got, want) {
+				t.Fatalf("seed %d: List(%q, after %q) =\n%v\nwant\n%v", seed, prefix, after, got, want)
+			}
+		}
 	}
 }
