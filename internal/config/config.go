@@ -66,7 +66,29 @@ type Config struct {
 	Edge       EdgeConfig       `yaml:"edge"`
 	Route      RouteConfig      `yaml:"route"`
 	Accounting AccountingConfig `yaml:"accounting"`
+	Storage    StorageConfig    `yaml:"storage"`
 }
+
+// StorageConfig says where media objects are kept (internal/storage). Not
+// used yet: the origins still write HLS, recordings and uploads under
+// DataDir; a later step of issue 17 moves them onto the storage layer.
+type StorageConfig struct {
+	Backend  string `yaml:"backend"`  // "fs" (under DataDir) or "s3"
+	Endpoint string `yaml:"endpoint"` // s3: http(s)://host[:port]
+	Bucket   string `yaml:"bucket"`   // s3: created when missing
+	Region   string `yaml:"region"`
+	// AccessKey and SecretKey: empty takes AWS_ACCESS_KEY_ID and
+	// AWS_SECRET_ACCESS_KEY; those unset too, requests are anonymous.
+	AccessKey string `yaml:"access_key"`
+	SecretKey string `yaml:"secret_key"`
+	PathStyle bool   `yaml:"path_style"` // s3: always <endpoint>/<bucket>/<key>
+}
+
+// Storage backends (storage.backend).
+const (
+	StorageFS = "fs"
+	StorageS3 = "s3"
+)
 
 // EdgeConfig tunes the edge role's cache.
 type EdgeConfig struct {
@@ -217,6 +239,7 @@ func base() Config {
 		Edge:       EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},
 		Route:      RouteConfig{MaxNodesPerToken: 4, QuarantineReports: 3, AuditInterval: Duration(time.Minute), QuarantineAudits: 2},
 		Accounting: AccountingConfig{Epoch: Duration(time.Hour), RewardPool: 1000, ViewerNetworkMbps: 200, Retention: Duration(90 * 24 * time.Hour)},
+		Storage:    StorageConfig{Backend: StorageFS, Region: "us-east-1"},
 	}
 }
 
@@ -280,7 +303,7 @@ func (c *Config) problems() []error {
 }
 
 // Redacted returns a copy that is safe to log: AdminKey, NodeToken and the
-// SRT passphrase are "***" when set and the password in RedisURL is
+// SRT passphrase, the metrics token and storage.secret_key are "***" when set and the password in RedisURL is
 // replaced with "***".
 func (c Config) Redacted() Config {
 	if c.AdminKey != "" {
@@ -294,6 +317,9 @@ func (c Config) Redacted() Config {
 	}
 	if c.MetricsToken != "" {
 		c.MetricsToken = "***"
+	}
+	if c.Storage.SecretKey != "" {
+		c.Storage.SecretKey = "***"
 	}
 	c.RedisURL = redactURL(c.RedisURL)
 	return c

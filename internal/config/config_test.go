@@ -80,6 +80,7 @@ func TestDefaultIsValid(t *testing.T) {
 		Edge:                 EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},
 		Route:                RouteConfig{MaxNodesPerToken: 4, QuarantineReports: 3, AuditInterval: Duration(time.Minute), QuarantineAudits: 2},
 		Accounting:           AccountingConfig{Epoch: Duration(time.Hour), RewardPool: 1000, ViewerNetworkMbps: 200, Retention: Duration(90 * 24 * time.Hour)},
+		Storage:              StorageConfig{Backend: "fs", Region: "us-east-1"},
 	}
 	if d != want {
 		t.Errorf("Default() =\n%+v\nwant\n%+v", d, want)
@@ -393,6 +394,32 @@ func TestValidateMessages(t *testing.T) {
 		}, `accounting.retention (SHOAL_ACCOUNTING_RETENTION): 1000h0m1s is more than 100000 epochs of 36s (accounting.epoch): shorten it to 1000h or less, or lengthen the epoch`},
 		{"default retention, short epochs", func(c *Config) { c.Accounting.Epoch = Duration(10 * time.Second) },
 			`accounting.retention (SHOAL_ACCOUNTING_RETENTION): 2160h is more than 100000 epochs of 10s (accounting.epoch)`},
+		{"s3 storage", func(c *Config) {
+			c.Storage = StorageConfig{Backend: "s3", Endpoint: "http://127.0.0.1:8333", Bucket: "shoal-media", Region: "us-east-1"}
+		}, ""},
+		{"s3 storage with keys", func(c *Config) {
+			c.Storage = StorageConfig{Backend: "s3", Endpoint: "https://s3.eu-west-1.amazonaws.com", Bucket: "my.bucket-1", Region: "eu-west-1", AccessKey: "AKIA", SecretKey: "secret"}
+		}, ""},
+		{"unknown storage backend", func(c *Config) { c.Storage.Backend = "gcs" },
+			`storage.backend (SHOAL_STORAGE_BACKEND): "gcs" is not one of fs, s3`},
+		{"s3 without endpoint", func(c *Config) { c.Storage.Backend = "s3"; c.Storage.Bucket = "media" },
+			`storage.endpoint (SHOAL_STORAGE_ENDPOINT): required when storage.backend is s3`},
+		{"s3 without bucket", func(c *Config) { c.Storage.Backend = "s3"; c.Storage.Endpoint = "http://s3.local" },
+			`storage.bucket (SHOAL_STORAGE_BUCKET): required when storage.backend is s3`},
+		{"endpoint without scheme", func(c *Config) { c.Storage.Endpoint = "s3.local:8333" },
+			`storage.endpoint (SHOAL_STORAGE_ENDPOINT):`},
+		{"endpoint with a path", func(c *Config) { c.Storage.Endpoint = "http://s3.local/bucket" },
+			`storage.endpoint (SHOAL_STORAGE_ENDPOINT): "http://s3.local/bucket" must be scheme://host[:port]`},
+		{"bucket with capitals", func(c *Config) { c.Storage.Bucket = "Media" },
+			`storage.bucket (SHOAL_STORAGE_BUCKET): "Media" may have only lowercase letters`},
+		{"bucket too short", func(c *Config) { c.Storage.Bucket = "ab" },
+			`storage.bucket (SHOAL_STORAGE_BUCKET): "ab" must be 3 to 63 characters`},
+		{"bucket an IP", func(c *Config) { c.Storage.Bucket = "10.0.0.1" },
+			`storage.bucket (SHOAL_STORAGE_BUCKET): "10.0.0.1" is not a valid bucket name`},
+		{"empty region", func(c *Config) { c.Storage.Region = "" },
+			`storage.region (SHOAL_STORAGE_REGION): must not be empty`},
+		{"access key alone", func(c *Config) { c.Storage.AccessKey = "AKIA" },
+			`storage.secret_key (SHOAL_STORAGE_SECRET_KEY): give storage.access_key and storage.secret_key together`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -481,7 +508,11 @@ func TestRedacted(t *testing.T) {
 	c.AdminKey = "adm_0123456789abcdefghij"
 	c.RedisURL = "rediss://user:s3cr%40t@redis.example.com:6380/1"
 	c.Ingest.SRTPassphrase = "correct horse battery"
+	c.Storage.AccessKey, c.Storage.SecretKey = "AKIAEXAMPLE", "wJalrXUtnFEMI"
 	r := c.Redacted()
+	if r.Storage.SecretKey != "***" || strings.Contains(fmt.Sprintf("%+v", r), "wJalr") {
+		t.Errorf("the storage secret key shows: %+v", r.Storage)
+	}
 	if r.AdminKey != "***" {
 		t.Errorf("AdminKey = %q", r.AdminKey)
 	}
@@ -567,6 +598,9 @@ func TestKeysDefaults(t *testing.T) {
 		"hls.part_duration":      "500ms",
 		"hls.dvr_window":         "2h",
 		"hub.queue_size":         "1024",
+		"storage.backend":        "fs",
+		"storage.endpoint":       "",
+		"storage.region":         "us-east-1",
 	} {
 		if got[key] != want {
 			t.Errorf("Keys() default of %s = %q, want %q", key, got[key], want)

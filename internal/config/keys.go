@@ -307,6 +307,83 @@ var table = []key{
 		"how long the origin keeps epoch reports and viewer analytics (1h to 87600h, and at most 100000 epochs)",
 		func(c *Config) *Duration { return &c.Accounting.Retention }, parseDuration, Duration.String, durationRange(Duration(time.Hour), Duration(87600*time.Hour))),
 		checkRetentionEpochs),
+	field("storage.backend", "SHOAL_STORAGE_BACKEND",
+		"where media objects are kept: fs (under data_dir) or s3 (storage.endpoint and storage.bucket); the storage layer exists, origins do not use it yet",
+		func(c *Config) *string { return &c.Storage.Backend }, parseLower, fmtString, oneOf(StorageFS, StorageS3)),
+	alsoCheck(field("storage.endpoint", "SHOAL_STORAGE_ENDPOINT",
+		"s3: the server's URL, http:// or https://host[:port] (e.g. https://s3.eu-west-1.amazonaws.com); required with s3",
+		func(c *Config) *string { return &c.Storage.Endpoint }, parseString, fmtString, checkStorageEndpoint),
+		requiredWithS3(func(c *Config) string { return c.Storage.Endpoint })),
+	alsoCheck(field("storage.bucket", "SHOAL_STORAGE_BUCKET",
+		"s3: the bucket (3 to 63 lowercase letters, digits, dots and hyphens), created when missing; required with s3",
+		func(c *Config) *string { return &c.Storage.Bucket }, parseString, fmtString, checkBucket),
+		requiredWithS3(func(c *Config) string { return c.Storage.Bucket })),
+	field("storage.region", "SHOAL_STORAGE_REGION",
+		"s3: the bucket's region",
+		func(c *Config) *string { return &c.Storage.Region }, parseString, fmtString, checkNonEmpty),
+	field("storage.access_key", "SHOAL_STORAGE_ACCESS_KEY",
+		"s3: access key id; empty takes AWS_ACCESS_KEY_ID (and AWS_SECRET_ACCESS_KEY), and with neither, requests are anonymous",
+		func(c *Config) *string { return &c.Storage.AccessKey }, parseString, fmtString, func(string) error { return nil }),
+	alsoCheck(field("storage.secret_key", "SHOAL_STORAGE_SECRET_KEY",
+		"s3: secret access key, given with storage.access_key",
+		func(c *Config) *string { return &c.Storage.SecretKey }, parseString, fmtString, func(string) error { return nil }),
+		checkStorageKeys),
+	field("storage.path_style", "SHOAL_STORAGE_PATH_STYLE",
+		"s3: address the bucket as <endpoint>/<bucket> always: true or false (false: virtual-hosted <bucket>.<endpoint> for AWS, path style elsewhere)",
+		func(c *Config) *bool { return &c.Storage.PathStyle }, parseBool, strconv.FormatBool, func(bool) error { return nil }),
+}
+
+// checkStorageEndpoint checks an S3 endpoint: empty, or scheme://host[:port].
+func checkStorageEndpoint(s string) error {
+	if s == "" {
+		return nil
+	}
+	if err := checkBaseURL(s, "http", "https"); err != nil {
+		return err
+	}
+	if u, _ := url.Parse(s); u.Path != "" || u.User != nil {
+		return fmt.Errorf("%s must be scheme://host[:port], without a path or credentials", quote(s))
+	}
+	return nil
+}
+
+// checkBucket checks an S3 bucket name (the portable rules): empty is
+// checked by requiredWithS3.
+func checkBucket(s string) error {
+	if s == "" {
+		return nil
+	}
+	if len(s) < 3 || len(s) > 63 {
+		return fmt.Errorf("%s must be 3 to 63 characters", quote(s))
+	}
+	for i, r := range s {
+		ok := r >= 'a' && r <= 'z' || r >= '0' && r <= '9' || ((r == '-' || r == '.') && i > 0 && i < len(s)-1)
+		if !ok {
+			return fmt.Errorf("%s may have only lowercase letters, digits, and dots and hyphens inside", quote(s))
+		}
+	}
+	if strings.Contains(s, "..") || net.ParseIP(s) != nil {
+		return fmt.Errorf("%s is not a valid bucket name (no \"..\", not an IP address)", quote(s))
+	}
+	return nil
+}
+
+// requiredWithS3 refuses an empty value when storage.backend is s3.
+func requiredWithS3(get func(c *Config) string) func(c *Config) error {
+	return func(c *Config) error {
+		if c.Storage.Backend == StorageS3 && get(c) == "" {
+			return errors.New("required when storage.backend is s3")
+		}
+		return nil
+	}
+}
+
+// checkStorageKeys refuses one of access_key and secret_key without the other.
+func checkStorageKeys(c *Config) error {
+	if (c.Storage.AccessKey == "") != (c.Storage.SecretKey == "") {
+		return errors.New("give storage.access_key and storage.secret_key together, or neither (then AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY are used)")
+	}
+	return nil
 }
 
 // Off as a listen address (edge.addr, rtsp_addr) turns that listener off.
