@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/shoal-video/shoal/internal/app.Version=$(VERSION)
 # Go's test timeout for the whole suite; CI allows 90 minutes, we aim well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build run test test-faults deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge bench-latency bench-packager bench-swarm web web-check
+.PHONY: all build run test test-faults deps test-deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge bench-latency bench-packager bench-swarm web web-check
 
 all: build
 
@@ -22,7 +22,15 @@ build:
 run: deps build
 	@scripts/run.sh
 
-test: deps
+# SeaweedFS's weed, the real S3 server of the storage tests
+# (internal/testutil/s3test), built from source once into
+# ~/.cache/shoal/weed-<version> (a few minutes the first time; needs the Go
+# module proxy), or taken from $$SHOAL_WEED. make run does not need it.
+test-deps:
+	@$(GO) run ./internal/testutil/s3test/buildweed </dev/null >/dev/null || \
+		{ echo "make: could not build SeaweedFS (weed) for the S3 storage tests; see the go output above" >&2; exit 1; }
+
+test: deps test-deps
 	$(GO) vet ./...
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
 

@@ -35,21 +35,8 @@ install_redocly() {
     echo "install-deps: could not install the Redocly CLI; the OpenAPI lint test will skip" >&2
 }
 
-# SeaweedFS's weed is the real S3 server of the storage tests
-# (internal/testutil/s3test): built from source once (a few minutes, needs
-# the Go module proxy) into ~/.cache/shoal/weed-<version>/weed, or taken
-# from $SHOAL_WEED. The tests build it themselves when it is missing; doing
-# it here keeps that out of the test timeout.
-install_weed() {
-  (cd "$(dirname "$0")/.." && go run ./internal/testutil/s3test/buildweed >/dev/null </dev/null) || {
-    echo "install-deps: could not build SeaweedFS (weed) for the S3 storage tests; see the go output above" >&2
-    exit 1
-  }
-}
-
 if [ ${#missing[@]} -eq 0 ]; then
   install_redocly
-  install_weed
   exit 0
 fi
 
@@ -67,4 +54,3 @@ export DEBIAN_FRONTEND=noninteractive
 "${sudo[@]}" apt-get update -q
 "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
 install_redocly
-install_weed
