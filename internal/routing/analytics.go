@@ -59,18 +59,7 @@ func (s *Store) SessionSecret(ctx context.Context) ([]byte, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
-	if err := s.rdb.SetNX(ctx, sessionSecretKey, hex.EncodeToString(b[:]), 0).Err(); err != nil {
-		return nil, wrapErr("session secret", err)
-	}
-	v, err := s.rdb.Get(ctx, sessionSecretKey).Result()
-	if err != nil {
-		return nil, wrapErr("session secret", err)
-	}
-	secret, err := hex.DecodeString(v)
-	if err != nil || len(secret) < 16 {
-		return nil, fmt.Errorf("routing: %s holds no usable secret", sessionSecretKey)
-	}
-	return secret, nil
+	return s.sessionSecret(ctx, b[:])
 }
 
 // ReloadSessionSecret reads the shared session secret again for an origin
@@ -78,18 +67,24 @@ func (s *Store) SessionSecret(ctx context.Context) ([]byte, error) {
 // (unless another origin wrote one first), never a new one, so origins
 // that still hold the old secret keep agreeing.
 func (s *Store) ReloadSessionSecret(ctx context.Context, current []byte) ([]byte, error) {
-	if err := s.rdb.SetNX(ctx, sessionSecretKey, hex.EncodeToString(current), 0).Err(); err != nil {
+	return s.sessionSecret(ctx, current)
+}
+
+// sessionSecret stores secret unless a secret is stored, and returns the
+// stored one.
+func (s *Store) sessionSecret(ctx context.Context, secret []byte) ([]byte, error) {
+	if err := s.rdb.SetNX(ctx, sessionSecretKey, hex.EncodeToString(secret), 0).Err(); err != nil {
 		return nil, wrapErr("session secret", err)
 	}
 	v, err := s.rdb.Get(ctx, sessionSecretKey).Result()
 	if err != nil {
 		return nil, wrapErr("session secret", err)
 	}
-	secret, err := hex.DecodeString(v)
-	if err != nil || len(secret) < 16 {
+	stored, err := hex.DecodeString(v)
+	if err != nil || len(stored) < 16 {
 		return nil, fmt.Errorf("routing: %s holds no usable secret", sessionSecretKey)
 	}
-	return secret, nil
+	return stored, nil
 }
 
 func sessionKey(sid string) string       { return sessionPrefix + sid }
