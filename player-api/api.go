@@ -62,6 +62,8 @@ type Store interface {
 	VerifyAPIKey(ctx context.Context, key string) (routing.APIKey, error)
 	ListAPIKeys(ctx context.Context) ([]routing.APIKey, error)
 	DeleteAPIKey(ctx context.Context, id string) error
+	// UploadLocker gives out the tus uploads' locks, leased in Redis.
+	UploadLocker(ttl time.Duration, log *slog.Logger) *routing.UploadLocker
 	VideoStore
 	WebhookStore
 	NodeStore
@@ -214,9 +216,12 @@ type API struct {
 	status    Live
 	videos    Videos
 	tus       *tus.UnroutedHandler
-	uploadDir string        // tus uploads in progress
-	tusLocks  patientLocker // tusd's upload locks, also taken by RecoverUploads
-	log       *slog.Logger
+	uploadDir string     // tus uploads in progress
+	tusLocks  *tusLocker // tusd's upload locks (in Redis), also taken by RecoverUploads
+	// recoverWait, when set, replaces RecoverUploads' wait for a lock
+	// (tests).
+	recoverWait time.Duration
+	log         *slog.Logger
 
 	playbackKey  ed25519.PrivateKey // nil: signed playback is not configured
 	regionHeader string

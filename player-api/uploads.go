@@ -17,7 +17,6 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/tus/tusd/v2/pkg/filestore"
 	tus "github.com/tus/tusd/v2/pkg/handler"
-	"github.com/tus/tusd/v2/pkg/memorylocker"
 	expslog "golang.org/x/exp/slog"
 
 	"github.com/shoal-video/shoal/internal/ids"
@@ -45,7 +44,7 @@ func (a *API) newTusHandler(dir string, origins []string) (*tus.UnroutedHandler,
 	}
 	composer := tus.NewStoreComposer()
 	filestore.New(dir).UseIn(composer)
-	a.tusLocks = patientLocker{memorylocker.New()}
+	a.tusLocks = &tusLocker{locks: a.store.UploadLocker(0, a.log)}
 	a.tusLocks.UseIn(composer)
 	return tus.NewUnroutedHandler(tus.Config{
 		// Absolute, so that Location headers name the public URL even
@@ -154,29 +153,72 @@ func (a *API) renewing(next gin.HandlerFunc) gin.HandlerFunc {
 	}
 }
 
-// patientLocker is tusd's in-memory locker, except that a request waiting
-// for an upload's lock does not ask the holder to let go: it waits (up to
-// tusd's lock timeout) for the holder to finish. tusd 2.9.1 handles such a
-// request by cancelling the holder from the waiting goroutine, which races
-// with the holder's body reader (seen under -race when a client whose
-// PATCH dropped comes back with HEAD). A dropped PATCH ends by itself as
-// soon as reading its body fails, so the resume only waits that long.
-type patientLocker struct{ inner *memorylocker.MemoryLocker }
+// tusLocker is tusd's Locker on upload locks leased in Redis, so that two
+// origins sharing Redis and the upload directory never write one upload
+// at once: a client may resume an upload at any origin.
+//
+// It is patient: a request waiting for an upload's lock does not ask the
+// holder to let go (tusd's requestRelease is never called); it waits, up
+// to tusd's lock timeout, for the holder to finish. tusd 2.9.1 handles
+// such a request by cancelling the holder from the waiting goroutine,
+// which races with the holder's body reader (seen under -race when a
+// client whose PATCH dropped comes back with HEAD), and a holder at
+// another origin could not be reached anyway. A dropped PATCH ends by
+// itself as soon as reading its body fails, so the resume only waits that
+// long; a holder whose origin died holds the lease until its TTL runs out.
+type tusLocker struct {
+	locks *routing.UploadLocker
+	// waiting, when set, is called when a request finds an upload's lock
+	// held and starts waiting for it (tests).
+	waiting func(id string)
+}
 
-func (l patientLocker) UseIn(c *tus.StoreComposer) { c.UseLocker(l) }
+func (l *tusLocker) UseIn(c *tus.StoreComposer) { c.UseLocker(l) }
 
-func (l patientLocker) NewLock(id string) (tus.Lock, error) {
-	lock, err := l.inner.NewLock(id)
+func (l *tusLocker) NewLock(id string) (tus.Lock, error) {
+	lock, err := l.locks.NewLock(id)
+	if errors.Is(err, routing.ErrInvalidUploadID) {
+		return nil, tus.ErrNotFound
+	}
 	if err != nil {
 		return nil, err
 	}
-	return patientLock{inner: lock}, nil
+	return tusLock{lock: lock, id: id, waiting: l.waiting}, nil
 }
 
-type patientLock struct{ inner tus.Lock }
+type tusLock struct {
+	lock    *routing.UploadLock
+	id      string
+	waiting func(id string)
+}
 
-func (l patientLock) Lock(ctx context.Context, _ func()) error { return l.inner.Lock(ctx, func() {}) }
-func (l patientLock) Unlock() error                            { return l.inner.Unlock() }
+// Lock takes the lock, waiting while it is held; when ctx ends first it
+// answers tusd's ErrLockTimeout, as tusd's own lockers do, and 503 when
+// Redis is unreachable.
+func (l tusLock) Lock(ctx context.Context, _ func()) error {
+	ok, err := l.lock.TryLock(ctx)
+	if err == nil && !ok {
+		if l.waiting != nil {
+			l.waiting(l.id)
+		}
+		err = l.lock.Lock(ctx)
+	}
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return tus.ErrLockTimeout
+	case errors.Is(err, routing.ErrUnavailable):
+		return tusError(http.StatusServiceUnavailable, codeUnavailable, unavailableMessage)
+	default:
+		return err
+	}
+}
+
+// Unlock releases the lock. A lease lost meanwhile, or a Redis that cannot
+// be reached (the lease then expires by itself), is not the request's
+// failure: tusd ignores Unlock's error, and the loss was logged.
+func (l tusLock) Unlock() error { return l.lock.Unlock() }
 
 // tusError makes a tus hook error that answers with Shoal's JSON error
 // shape.
@@ -334,6 +376,15 @@ func (a *API) RecoverUploads(ctx context.Context) (int, error) {
 	return done, errors.Join(errs...)
 }
 
+// recoverLockWait is how long RecoverUploads waits for an upload's lock:
+// past the lease's TTL, so that a lease left by a dead holder has expired.
+func (a *API) recoverLockWait() time.Duration {
+	if a.recoverWait > 0 {
+		return a.recoverWait
+	}
+	return a.tusLocks.locks.TTL() + 5*time.Second
+}
+
 // recoverUpload recovers the upload whose tusd info file is p.
 func (a *API) recoverUpload(ctx context.Context, p string) (bool, error) {
 	b, err := os.ReadFile(p)
@@ -362,16 +413,30 @@ func (a *API) recoverUpload(ctx context.Context, p string) (bool, error) {
 	case err != nil:
 		return false, err
 	}
-	// A client resuming the upload right now holds its lock: leave it be.
-	lock, err := a.tusLocks.NewLock(id)
+	// An upload still missing bytes is its client's to resume (checked
+	// again below, under the lock): it needs no lock, which a PATCH may
+	// hold for as long as the client sends.
+	if st, err := os.Stat(data); err == nil && v.HeldBy("tus:"+id) && !info.SizeIsDeferred && st.Size() < info.Size {
+		return false, nil
+	}
+	// A request for the upload at any origin holds its lock: wait for it.
+	// A lease left by a holder that died (this origin, before a restart)
+	// expires within the lease's TTL, so the wait outlasts it; a lock
+	// still held then belongs to a live request, which finishes the
+	// upload itself: leave it be.
+	lock, err := a.tusLocks.locks.NewLock(id)
 	if err != nil {
 		return false, err
 	}
-	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	err = lock.Lock(lctx, func() {})
+	lctx, cancel := context.WithTimeout(ctx, a.recoverLockWait())
+	err = lock.Lock(lctx)
 	cancel()
-	if err != nil {
+	switch {
+	case err != nil && ctx.Err() == nil && lctx.Err() != nil:
+		a.log.Info("tus upload: left to the request that holds its lock", "upload", id)
 		return false, nil
+	case err != nil:
+		return false, err
 	}
 	defer func() { _ = lock.Unlock() }()
 	if !exists(p) {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	tus "github.com/tus/tusd/v2/pkg/handler"
 
@@ -488,7 +489,9 @@ func TestTusRecoveryAfterCrash(t *testing.T) {
 	e.doJSON(t, "DELETE", "/v1/videos/"+gone.ID, testAdminKey, "").wantStatus(t, http.StatusNoContent)
 
 	// A client resuming upload 1 right now holds its lock: recovery
-	// leaves it, then finishes it once the lock is free.
+	// leaves it (after a wait, shortened here), then finishes it once the
+	// lock is free.
+	e.a.recoverWait = 300 * time.Millisecond
 	lock, err := e.a.tusLocks.NewLock(id1)
 	if err != nil {
 		t.Fatal(err)

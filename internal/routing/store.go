@@ -23,6 +23,7 @@
 //	shoal:webhook:<id>, shoal:webhooks, shoal:webhookdelivery:<did>, shoal:webhookdue,
 //	shoal:webhookpending:<id>, shoal:webhooklog:<id>   webhooks and their deliveries (see webhooks.go)
 //	shoal:p2p:<id>, shoal:p2pbatch:<source>   players' reported HTTP and P2P bytes (see p2pstats.go)
+//	shoal:uploadlock:<upload id>   string the token of the holder of a tus upload's lock, with a TTL (see uploadlock.go)
 //
 // Stream keys and API keys are shown once, when they are made, and only
 // their hash (ids.Hash) is stored: the live stream's hash keeps
