@@ -103,7 +103,8 @@ func TestUploadLockRenewalKeepsItHeld(t *testing.T) {
 	t.Parallel()
 	s1, srv := newTestStore(t)
 	s2 := secondStore(t, srv)
-	const ttl = 300 * time.Millisecond
+	// Long enough that a loaded machine renews in time (every 200 ms).
+	const ttl = 600 * time.Millisecond
 	l := s1.UploadLocker(ttl, nil)
 	renewed := make(chan bool, 100)
 	l.onRenew = func(held bool, _ error) { renewed <- held }
@@ -114,7 +115,7 @@ func TestUploadLockRenewalKeepsItHeld(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.After(20 * time.Second)
-	for n := 0; time.Since(start) < 3*ttl; n++ {
+	for n := 0; time.Since(start) < 2*ttl; n++ {
 		select {
 		case held := <-renewed:
 			if !held {
