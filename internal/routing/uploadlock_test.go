@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -103,30 +104,47 @@ func TestUploadLockRenewalKeepsItHeld(t *testing.T) {
 	t.Parallel()
 	s1, srv := newTestStore(t)
 	s2 := secondStore(t, srv)
-	// Long enough that a loaded machine renews in time (every 200 ms).
-	const ttl = 600 * time.Millisecond
+	// The renewals come when the test says (no race with the clock): the
+	// lease is renewed to its full TTL each time.
+	const ttl = 5 * time.Second
 	l := s1.UploadLocker(ttl, nil)
-	renewed := make(chan bool, 100)
+	tick := make(chan time.Time)
+	l.ticker = func(time.Duration) (<-chan time.Time, func()) { return tick, func() {} }
+	renewed := make(chan bool, 1)
 	l.onRenew = func(held bool, _ error) { renewed <- held }
 	a, _ := l.NewLock("held-00000000")
 	b, _ := s2.UploadLocker(0, nil).NewLock("held-00000000")
-	start := time.Now()
 	if err := a.Lock(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.After(20 * time.Second)
-	for n := 0; time.Since(start) < 2*ttl; n++ {
-		select {
-		case held := <-renewed:
-			if !held {
-				t.Fatalf("renewal %d found the lease lost", n)
+	key := uploadLockPrefix + "held-00000000"
+	left := func() time.Duration {
+		d, err := s1.rdb.PTTL(t.Context(), key).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	for range 3 {
+		// Some of the lease has run out...
+		deadline := time.Now().Add(10 * time.Second)
+		for left() > ttl-100*time.Millisecond {
+			if time.Now().After(deadline) {
+				t.Fatal("the lease does not run down")
 			}
-		case <-deadline:
-			t.Fatal("no renewals")
+			runtime.Gosched()
+		}
+		// ...and a renewal gives it its whole TTL again.
+		tick <- time.Now()
+		if !<-renewed {
+			t.Fatal("the renewal found the lease lost")
+		}
+		if d := left(); d <= ttl-100*time.Millisecond {
+			t.Fatalf("after a renewal %v of the lease are left, want nearly %v", d, ttl)
 		}
 	}
 	if ok, err := b.TryLock(t.Context()); ok || err != nil {
-		t.Fatalf("after %v (TTL %v) another store took the lock: %v, %v", time.Since(start), ttl, ok, err)
+		t.Fatalf("another store took the lock: %v, %v", ok, err)
 	}
 	if err := a.Unlock(); err != nil {
 		t.Fatalf("Unlock: %v", err)
