@@ -158,7 +158,8 @@ func (a *API) renewing(next gin.HandlerFunc) gin.HandlerFunc {
 // at once: a client may resume an upload at any origin.
 //
 // It is patient: a request waiting for an upload's lock does not ask the
-// holder to let go (tusd's requestRelease is never called); it waits, up
+// holder to let go (tusd's requestRelease is called only when the holder's
+// own lease is lost, to stop its writes: see tusLock.Lock); it waits, up
 // to tusd's lock timeout, for the holder to finish. tusd 2.9.1 handles
 // such a request by cancelling the holder from the waiting goroutine,
 // which races with the holder's body reader (seen under -race when a
@@ -195,7 +196,11 @@ type tusLock struct {
 // Lock takes the lock, waiting while it is held; when ctx ends first it
 // answers tusd's ErrLockTimeout, as tusd's own lockers do, and 503 when
 // Redis is unreachable.
-func (l tusLock) Lock(ctx context.Context, _ func()) error {
+func (l tusLock) Lock(ctx context.Context, requestRelease func()) error {
+	// A lease lost while held (Redis lost it, or could not be reached for
+	// two thirds of its TTL) stops this request's writes: tusd's
+	// requestRelease ends it, as when another request wants the upload.
+	l.lock.WhenLost(requestRelease)
 	ok, err := l.lock.TryLock(ctx)
 	if err == nil && !ok {
 		if l.waiting != nil {

@@ -127,7 +127,18 @@ type UploadLock struct {
 	base  context.Context // the Lock call's values, without its cancellation
 	stop  chan struct{}   // closed by Unlock: stop renewing
 	done  chan struct{}   // closed when the renewal goroutine has returned
+
+	// onLost, when set (WhenLost), is called once when the lease is, or
+	// may be, lost while held.
+	onLost func()
 }
+
+// WhenLost sets f to be called (from the renewal goroutine, before Unlock
+// returns) when the lease is lost while held: a renewal found it taken,
+// or renewals failed for so long that it may have expired. The holder must
+// then stop writing: another origin may take the upload over. Call it
+// before Lock.
+func (k *UploadLock) WhenLost(f func()) { k.onLost = f }
 
 // TryLock takes the lock if nobody holds it, without waiting. It returns
 // false when another holder has it; a Redis failure wraps ErrUnavailable.
@@ -139,7 +150,20 @@ func (k *UploadLock) TryLock(ctx context.Context) (bool, error) {
 	_, _ = rand.Read(b[:])
 	token := hex.EncodeToString(b[:])
 	ok, err := k.l.s.rdb.SetNX(ctx, k.key, token, k.l.ttl).Result()
+	if err == nil && !ok {
+		// A retried SET whose first try took the lock answers "not set":
+		// the lease holds this attempt's token then.
+		v, gerr := k.l.s.rdb.Get(ctx, k.key).Result()
+		ok, err = gerr == nil && v == token, nil
+		if gerr != nil && !errors.Is(gerr, redis.Nil) {
+			err = gerr
+		}
+	}
 	if err != nil {
+		// The SET may have taken the lock before failing: give it back.
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+		_ = unlockScript.Run(cctx, k.l.s.rdb, []string{k.key}, token).Err()
+		cancel()
 		return false, wrapErr("upload lock", err)
 	}
 	if !ok {
@@ -188,11 +212,10 @@ func (k *UploadLock) Lock(ctx context.Context) error {
 }
 
 // renew keeps the lease alive until Unlock. A lease found lost (it
-// expired, after renewals failed or stalled, and another holder took it)
-// is logged and no longer renewed. The request that holds the lock is not
-// told: tusd's Lock interface has no way to interrupt the holder, so its
-// PATCH goes on writing; the other holder's writes are then checked by
-// tusd against the upload's offset, not excluded.
+// expired, after renewals failed or stalled, and another holder took it),
+// or one whose renewals failed for so long that it may expire before the
+// next one, is logged, no longer renewed, and reported to onLost, so that
+// the holder stops writing before another origin takes the upload over.
 func (k *UploadLock) renew() {
 	defer close(k.done)
 	newTicker := k.l.ticker
@@ -204,6 +227,14 @@ func (k *UploadLock) renew() {
 	}
 	tick, stopTick := newTicker(k.l.ttl / 3)
 	defer stopTick()
+	// failures counts renewals in a row that could not reach Redis: after
+	// two (two thirds of the TTL) the lease may lapse before the next.
+	failures := 0
+	lost := func() {
+		if k.onLost != nil {
+			k.onLost()
+		}
+	}
 	for {
 		select {
 		case <-k.stop:
@@ -226,7 +257,17 @@ func (k *UploadLock) renew() {
 			hook(held, err)
 		}
 		if err == nil && !held {
+			lost()
 			return
+		}
+		if err != nil {
+			if failures++; failures >= 2 {
+				k.l.log.Error("upload lock: renewals failing; the lease may lapse, the upload's request is stopped", "upload", k.id)
+				lost()
+				return
+			}
+		} else {
+			failures = 0
 		}
 	}
 }

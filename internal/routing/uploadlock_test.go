@@ -3,9 +3,12 @@ package routing
 import (
 	"context"
 	"errors"
+	"io"
 	"log/slog"
+	"net"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -166,6 +169,8 @@ func TestUploadLockExpiresWhenTheHolderStops(t *testing.T) {
 	l.onRenew = func(held bool, _ error) { renewed <- held }
 	const id = "dead-11111111"
 	a, _ := l.NewLock(id)
+	lost := make(chan struct{})
+	a.WhenLost(func() { close(lost) })
 	b, _ := s2.UploadLocker(0, nil).NewLock(id)
 	if err := a.Lock(t.Context()); err != nil {
 		t.Fatal(err)
@@ -188,6 +193,12 @@ func TestUploadLockExpiresWhenTheHolderStops(t *testing.T) {
 	if !strings.Contains(logs.String(), "lease lost") {
 		t.Errorf("the lost lease was not logged: %q", logs.String())
 	}
+	// The holder is told, to stop writing (tusd's requestRelease).
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the holder was not told its lease was lost")
+	}
 	if err := a.Unlock(); !errors.Is(err, ErrLockLost) {
 		t.Fatalf("Unlock after the lease was lost: %v, want ErrLockLost", err)
 	}
@@ -196,5 +207,114 @@ func TestUploadLockExpiresWhenTheHolderStops(t *testing.T) {
 	}
 	if err := b.Unlock(); err != nil {
 		t.Fatalf("the new holder's Unlock: %v", err)
+	}
+}
+
+// A SET NX whose answer comes too late is retried by the Redis client, and
+// the retry answers "not set" although the first try took the lock: the
+// lock sees its own token and holds it (before, the lease was orphaned for
+// its TTL and the upload blocked). Redis's first OK is held back by a proxy
+// until the client has given up on it and asked again.
+func TestUploadLockSurvivesARetriedSet(t *testing.T) {
+	t.Parallel()
+	s1, srv := newTestStore(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ln.Close() })
+	retried := make(chan struct{}) // closed when a second connection comes
+	var conns atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			first := conns.Add(1) == 1
+			if !first && conns.Load() == 2 {
+				close(retried)
+			}
+			up, err := net.Dial("tcp", srv.Addr)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			go func() { _, _ = io.Copy(up, c); _ = up.Close() }()
+			go func() {
+				defer c.Close()
+				buf := make([]byte, 4096)
+				held := false
+				for {
+					n, err := up.Read(buf)
+					if err != nil {
+						return
+					}
+					if first && !held && string(buf[:n]) == "+OK\r\n" {
+						held = true
+						<-retried // the client gave up on this answer
+					}
+					if _, err := c.Write(buf[:n]); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	s2, err := NewStore("redis://" + ln.Addr().String() + "/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s2.Close() })
+	k, _ := s2.UploadLocker(0, nil).NewLock("retried-00000000")
+	ok, err := k.TryLock(t.Context())
+	if !ok || err != nil {
+		tok, _ := s1.rdb.Get(t.Context(), uploadLockPrefix+"retried-00000000").Result()
+		t.Fatalf("TryLock = %v, %v; the lease holds %q", ok, err, tok)
+	}
+	if err := k.Unlock(); err != nil {
+		t.Fatalf("Unlock: %v", err)
+	}
+	if n, _ := s1.rdb.Exists(t.Context(), uploadLockPrefix+"retried-00000000").Result(); n != 0 {
+		t.Fatal("the lease is still there after Unlock")
+	}
+}
+
+// Renewals that cannot reach Redis twice in a row (two thirds of the TTL)
+// tell the holder its lease may lapse, so that it stops writing before
+// another origin may take the upload over.
+func TestUploadLockFailingRenewalsTellTheHolder(t *testing.T) {
+	t.Parallel()
+	s1, srv := newTestStore(t)
+	l := s1.UploadLocker(time.Minute, nil)
+	tick := make(chan time.Time)
+	l.ticker = func(time.Duration) (<-chan time.Time, func()) { return tick, func() {} }
+	renewed := make(chan error, 1)
+	l.onRenew = func(_ bool, err error) { renewed <- err }
+	a, _ := l.NewLock("cut-22222222")
+	lost := make(chan struct{})
+	a.WhenLost(func() { close(lost) })
+	if err := a.Lock(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	srv.Kill()
+	tick <- time.Now()
+	if err := <-renewed; err == nil {
+		t.Fatal("a renewal reached a dead Redis")
+	}
+	select {
+	case <-lost:
+		t.Fatal("told after one failed renewal")
+	default:
+	}
+	tick <- time.Now()
+	<-renewed
+	select {
+	case <-lost:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the holder was not told after two failed renewals")
+	}
+	if err := a.Unlock(); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Unlock with Redis down: %v, want ErrUnavailable", err)
 	}
 }
