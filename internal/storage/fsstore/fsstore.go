@@ -96,6 +96,11 @@ func (s *Store) put(ctx context.Context, key string, r io.Reader, size int64) (s
 	if _, err := io.Copy(f, storage.ExactReader(ctxReader{ctx, r}, size)); err != nil {
 		return storage.Info{}, err
 	}
+	// Readable as files written by other means are (CreateTemp makes
+	// them 0600): a worker or a web server may read the data dir.
+	if err := f.Chmod(objectPerms); err != nil {
+		return storage.Info{}, err
+	}
 	if err := f.Sync(); err != nil {
 		return storage.Info{}, err
 	}
@@ -111,6 +116,9 @@ func (s *Store) put(ctx context.Context, key string, r io.Reader, size int64) (s
 	}
 	dst := s.path(key)
 	dir := filepath.Dir(dst)
+	// The directories Put makes are synced into their parents too, or an
+	// acknowledged object in a new directory could vanish in a crash.
+	made := s.missingDirs(dir)
 	// A DeletePrefix running at the same time may remove the directory
 	// between MkdirAll and Rename: try again.
 	for range 5 {
@@ -128,7 +136,28 @@ func (s *Store) put(ctx context.Context, key string, r io.Reader, size int64) (s
 	if err := syncDir(dir); err != nil {
 		return storage.Info{}, err
 	}
+	for _, d := range made {
+		if err := syncDir(filepath.Dir(d)); err != nil {
+			return storage.Info{}, err
+		}
+	}
 	return info(key, fi), nil
+}
+
+// objectPerms are the permissions of the objects Put writes.
+const objectPerms = 0o644
+
+// missingDirs are dir and those of its parents under the root that do not
+// exist yet, deepest first.
+func (s *Store) missingDirs(dir string) []string {
+	var out []string
+	for d := dir; d != s.root && len(d) > len(s.root); d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		}
+		out = append(out, d)
+	}
+	return out
 }
 
 // ctxReader stops reading once ctx is done.

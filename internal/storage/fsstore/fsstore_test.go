@@ -66,6 +66,11 @@ func TestFilesOnDisk(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(s.Root(), "v1", "720p", "seg1.m4s")); err != nil || string(b) != "abc" {
 		t.Fatalf("file: %q, %v", b, err)
 	}
+	// Readable by others (a worker, a web server), as written files are.
+	if fi, err := os.Stat(filepath.Join(s.Root(), "v1", "720p", "seg1.m4s")); err != nil || fi.Mode().Perm() != 0o644 {
+		t.Fatalf("object mode %v, %v; want 0644", fi.Mode(), err)
+	}
+
 	if _, err := s.Put(ctx, "v1/720p/seg2.m4s", iotest.TimeoutReader(bytes.NewReader(make([]byte, 100_000))), 100_000); err == nil {
 		t.Fatal("Put from a failing reader succeeded")
 	}

@@ -66,9 +66,10 @@ type Config struct {
 	// DefaultDialTimeout.
 	DialTimeout time.Duration
 	// RequestTimeout bounds the wait for the server's answer to a request
-	// once sent (response headers), and the whole of Stat, Delete, a List
-	// page, DeletePrefix batches and EnsureBucket; it does not cut the
-	// transfer of a large body. Default DefaultRequestTimeout.
+	// once sent (response headers, a List page's too), and the whole of
+	// Stat, Delete, DeletePrefix batches and EnsureBucket; it does not cut
+	// the transfer of a body (an object, a List page) that stalls after
+	// its headers. Default DefaultRequestTimeout.
 	RequestTimeout time.Duration
 	// MaxRetries is how many times a request that failed on the network or
 	// with a 5xx is tried in all (with a short backoff); default
