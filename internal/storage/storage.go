@@ -39,6 +39,9 @@ var (
 	// ErrSizeMismatch: Put was given a size and the reader held fewer or
 	// more bytes; nothing was stored.
 	ErrSizeMismatch = errors.New("storage: size does not match the data")
+	// ErrNoBucket: the store's bucket does not exist (a misconfiguration,
+	// or it was deleted): not one object missing, every one.
+	ErrNoBucket = errors.New("storage: the bucket does not exist")
 )
 
 // UnknownSize is the size to give Put when the length of the data is not

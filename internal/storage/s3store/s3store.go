@@ -199,7 +199,7 @@ func (s *Store) wrap(op, key string, err error) error {
 	if errors.As(err, &er) {
 		switch {
 		case er.Code == "NoSuchBucket":
-			return fmt.Errorf("s3store: %s %s: %s does not exist (EnsureBucket creates it): %w", op, key, s.desc, storage.ErrNotFound)
+			return fmt.Errorf("s3store: %s %s: %s does not exist (EnsureBucket creates it): %w", op, key, s.desc, storage.ErrNoBucket)
 		case er.Code == "NoSuchKey" || er.StatusCode == http.StatusNotFound:
 			return fmt.Errorf("s3store: %s %s: %w", op, key, storage.ErrNotFound)
 		case er.Code == "InvalidRange" || er.StatusCode == http.StatusRequestedRangeNotSatisfiable:
@@ -321,7 +321,15 @@ func (s *Store) Stat(ctx context.Context, key string) (storage.Info, error) {
 	defer cancel()
 	oi, err := s.client.StatObject(ctx, s.bucket, key, minio.StatObjectOptions{})
 	if err != nil {
-		return storage.Info{}, s.wrap("stat", key, err)
+		err = s.wrap("stat", key, err)
+		// A HEAD's 404 has no body to say whether the object or the
+		// bucket is missing: ask.
+		if errors.Is(err, storage.ErrNotFound) {
+			if ok, berr := s.client.BucketExists(ctx, s.bucket); berr == nil && !ok {
+				err = fmt.Errorf("s3store: stat %s: %s does not exist (EnsureBucket creates it): %w", key, s.desc, storage.ErrNoBucket)
+			}
+		}
+		return storage.Info{}, err
 	}
 	return storage.Info{Key: key, Size: oi.Size, ModTime: oi.LastModified, ETag: quote(oi.ETag)}, nil
 }

@@ -91,9 +91,23 @@ func TestMissingBucket(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = s.Stat(t.Context(), "a/b")
-	if !errors.Is(err, storage.ErrNotFound) {
-		t.Errorf("Stat in a missing bucket: %v, want ErrNotFound", err)
+	// Not "object not found": a missing bucket is every object gone, a
+	// misconfiguration callers must not take for one deleted object.
+	ctx := t.Context()
+	_, err = s.Stat(ctx, "a/b")
+	if !errors.Is(err, storage.ErrNoBucket) || errors.Is(err, storage.ErrNotFound) {
+		t.Errorf("Stat in a missing bucket: %v, want ErrNoBucket", err)
+	}
+	if _, _, err := s.Get(ctx, "a/b", storage.Range{}); !errors.Is(err, storage.ErrNoBucket) {
+		t.Errorf("Get in a missing bucket: %v, want ErrNoBucket", err)
+	}
+	for _, err := range s.List(ctx, "", storage.ListOptions{}) {
+		if !errors.Is(err, storage.ErrNoBucket) {
+			t.Errorf("List in a missing bucket: %v, want ErrNoBucket", err)
+		}
+	}
+	if err := s.Delete(ctx, "a/b"); !errors.Is(err, storage.ErrNoBucket) {
+		t.Errorf("Delete in a missing bucket: %v, want ErrNoBucket", err)
 	}
 }
 
