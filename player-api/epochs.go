@@ -611,32 +611,50 @@ func (a *API) listEpochs(c *gin.Context) {
 	if !ok {
 		return
 	}
-	ctx := c.Request.Context()
-	starts, err := a.store.Epochs(ctx, limit)
+	reps, err := a.recentReports(c.Request.Context(), limit)
 	if err != nil {
 		a.fail(c, err, "")
 		return
 	}
-	out := make([]epochSummary, 0, len(starts))
-	for _, start := range starts {
-		if !routing.EpochStart(start, a.acct.Epoch).Equal(start) {
-			continue // an epoch of another length (the setting changed)
-		}
-		rep, _, err := a.report(ctx, start)
-		if errors.Is(err, errNoFigures) {
-			continue
-		}
-		if err != nil {
-			a.fail(c, err, "")
-			return
-		}
+	out := make([]epochSummary, 0, len(reps))
+	for _, rep := range reps {
 		s := epochSummary{Epoch: rep.Epoch, Start: rep.Start, End: rep.End, Final: rep.Final, Nodes: len(rep.Nodes)}
 		for _, r := range rep.Nodes {
 			s.CreditedBytes += r.CreditedBytes
 		}
 		out = append(out, s)
 	}
-	body, err := json.Marshal(epochListJSON{Data: out})
+	a.writeSignedJSON(c, epochListJSON{Data: out})
+}
+
+// recentReports are the reports of the latest limit epochs with figures,
+// newest first (epochs of another length, from before the setting
+// changed, are left out).
+func (a *API) recentReports(ctx context.Context, limit int) ([]EpochReport, error) {
+	starts, err := a.store.Epochs(ctx, limit)
+	if err != nil {
+		return nil, err
+	}
+	var out []EpochReport
+	for _, start := range starts {
+		if !routing.EpochStart(start, a.acct.Epoch).Equal(start) {
+			continue
+		}
+		rep, _, err := a.report(ctx, start)
+		if errors.Is(err, errNoFigures) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rep)
+	}
+	return out, nil
+}
+
+// writeSignedJSON answers v as JSON, its body signed.
+func (a *API) writeSignedJSON(c *gin.Context, v any) {
+	body, err := json.Marshal(v)
 	if err != nil {
 		a.fail(c, err, "")
 		return
@@ -696,26 +714,14 @@ func (a *API) getNodeUsage(c *gin.Context) {
 	if !ok {
 		return
 	}
-	ctx := c.Request.Context()
-	starts, err := a.store.Epochs(ctx, limit)
+	reps, err := a.recentReports(c.Request.Context(), limit)
 	if err != nil {
 		a.fail(c, err, "")
 		return
 	}
 	out := nodeUsage{NodeID: id, GeneratedAt: a.acct.Now().UTC().Truncate(time.Millisecond),
 		KeyID: manifest.KeyID(a.acct.Key.Public().(ed25519.PublicKey)), Epochs: []usageJSON{}}
-	for _, start := range starts {
-		if !routing.EpochStart(start, a.acct.Epoch).Equal(start) {
-			continue
-		}
-		rep, _, err := a.report(ctx, start)
-		if errors.Is(err, errNoFigures) {
-			continue
-		}
-		if err != nil {
-			a.fail(c, err, "")
-			return
-		}
+	for _, rep := range reps {
 		for _, r := range rep.Nodes {
 			if r.NodeID == id {
 				out.Epochs = append(out.Epochs, usageJSON{Epoch: rep.Epoch, Start: rep.Start, End: rep.End, Final: rep.Final, EpochRow: r})
@@ -726,12 +732,7 @@ func (a *API) getNodeUsage(c *gin.Context) {
 		writeSigned(c, csvType, a.sign(usageCSV(out)))
 		return
 	}
-	body, err := json.Marshal(out)
-	if err != nil {
-		a.fail(c, err, "")
-		return
-	}
-	writeSigned(c, "application/json; charset=utf-8", a.sign(body))
+	a.writeSignedJSON(c, out)
 }
 
 // rowColumns are the CSV columns of a row, named as its JSON fields.
