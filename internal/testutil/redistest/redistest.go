@@ -118,18 +118,8 @@ func (s *Server) Restart(t testing.TB) {
 	s.Kill()
 	// The port was just released; retry briefly in case it is not yet
 	// bindable.
-	deadline := time.Now().Add(startTimeout)
-	tick := time.NewTicker(50 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := s.start()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redistest: restart redis-server on %s: %v", s.Addr, err)
-		}
-		<-tick.C
+	if err := testutil.Retry(startTimeout, 50*time.Millisecond, s.start); err != nil {
+		t.Fatalf("redistest: restart redis-server on %s: %v", s.Addr, err)
 	}
 }
 

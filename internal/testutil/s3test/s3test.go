@@ -155,18 +155,8 @@ func (s *Server) Restart(t testing.TB) {
 	t.Helper()
 	s.Stop()
 	// The ports were just released; retry in case one is not yet bindable.
-	deadline := time.Now().Add(startTimeout)
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		err := s.start()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("s3test: restart weed on %s: %v", s.Endpoint, err)
-		}
-		<-tick.C
+	if err := testutil.Retry(startTimeout, 200*time.Millisecond, s.start); err != nil {
+		t.Fatalf("s3test: restart weed on %s: %v", s.Endpoint, err)
 	}
 }
 
