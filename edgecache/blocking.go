@@ -148,24 +148,6 @@ func keyPath(key string) string {
 	return key
 }
 
-// isPart reports whether key names an LL-HLS part, "<segment>-p<k>.m4s".
-func isPart(key string) bool {
-	name, ok := strings.CutSuffix(key, ".m4s")
-	if !ok {
-		return false
-	}
-	i := strings.LastIndex(name, "-p")
-	if i < 0 || i+2 == len(name) {
-		return false
-	}
-	for _, c := range name[i+2:] {
-		if c < '0' || c > '9' {
-			return false
-		}
-	}
-	return true
-}
-
 // upstreamURL is the URL key is fetched from at base, with the viewer's
 // token.
 func upstreamURL(base, key, token string) string {
@@ -184,7 +166,7 @@ func upstreamURL(base, key, token string) string {
 // origin holds the preload-hinted one until it exists), OriginTimeout for
 // everything else. Pauses in a body are bounded by OriginTimeout always.
 func (c *Cache) headerTimeout(key string) time.Duration {
-	if isBlockingKey(key) || isPart(key) {
+	if isBlockingKey(key) || hlspath.IsPart(key) {
 		return c.cfg.BlockingTimeout
 	}
 	return c.cfg.OriginTimeout

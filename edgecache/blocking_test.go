@@ -360,16 +360,6 @@ func TestBlockingKey(t *testing.T) {
 			t.Errorf("blockingKey(%q, %q) = %q, %v; want %q, %v", tc.path, tc.q, key, ok, tc.key, tc.ok)
 		}
 	}
-	parts := map[string]bool{
-		"/hls/a/b/s1-0-14-p0.m4s": true, "/hls/a/b/s1-0-14-p12.m4s": true,
-		"/hls/a/b/s1-0-14.m4s": false, "/hls/a/b/s1-0-14-p.m4s": false, "/hls/a/b/x-px.m4s": false,
-		"/hls/a/b/s1-0-14-p0.mp4": false,
-	}
-	for k, want := range parts {
-		if isPart(k) != want {
-			t.Errorf("isPart(%q) = %v", k, !want)
-		}
-	}
 }
 
 func FuzzBlockingKey(f *testing.F) {

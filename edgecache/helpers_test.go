@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/shoal-video/shoal/packager/origin"
+
+	"github.com/shoal-video/shoal/internal/hlspath"
 )
 
 // fakeFile is one object of the fake origin.
@@ -261,7 +263,7 @@ func (o *fakeOrigin) serve(w http.ResponseWriter, r *http.Request) {
 		f, ok = o.waitPart(r)
 	}
 	if !ok {
-		if isPart(r.URL.Path) {
+		if hlspath.IsPart(r.URL.Path) {
 			// A part that does not exist (yet): no-store, as the origin says.
 			noStoreError(w, http.StatusNotFound)
 			return

@@ -307,7 +307,7 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 	// Parts come from the origin only: the one named by the playlist's
 	// preload hint is held there until it exists, longer than a sibling
 	// is given (SiblingTimeout) before it is skipped as failing.
-	siblings := segment && !isPart(key)
+	siblings := segment && !hlspath.IsPart(key)
 	flightKey := key
 	if siblings && (fromSibling || c.selfOwns(key)) {
 		// A sibling's request must not wait on a fetch that may be waiting

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -172,10 +171,6 @@ func (s *shopper) round(ctx context.Context) {
 	}
 }
 
-// partRe matches LL-HLS part files, which are not audited (they live a
-// few seconds).
-var partRe = regexp.MustCompile(`-p\d+\.(m4s|ts)$`)
-
 // Kinds of the shopper's audits.
 const (
 	auditSegment = "segment"
@@ -238,7 +233,7 @@ func (s *shopper) target(n routing.Node) (path, kind string) {
 			var segs []string
 			for _, f := range files {
 				name := f.Name()
-				if f.Type().IsRegular() && (strings.HasSuffix(name, ".m4s") || strings.HasSuffix(name, ".ts")) && !partRe.MatchString(name) {
+				if f.Type().IsRegular() && (strings.HasSuffix(name, ".m4s") || strings.HasSuffix(name, ".ts")) && !hlspath.IsPart(name) { // parts live a few seconds
 					segs = append(segs, name)
 				}
 			}

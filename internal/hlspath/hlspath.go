@@ -64,6 +64,25 @@ func RangeManifest(name string) (uint64, bool) {
 // next to master.m3u8 (each rendition's is <rendition>/dvr.m3u8).
 const DVRMaster = "dvr.m3u8"
 
+// IsPart reports whether name (a file name, or a path ending in one)
+// names an LL-HLS partial segment, "<segment>-p<k>.m4s".
+func IsPart(name string) bool {
+	name, ok := strings.CutSuffix(name, ".m4s")
+	if !ok {
+		return false
+	}
+	i := strings.LastIndex(name, "-p")
+	if i < 0 || i+2 == len(name) {
+		return false
+	}
+	for _, c := range name[i+2:] {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return true
+}
+
 // IsMaster reports whether rel, a path Parse returned, is a master
 // playlist.
 func IsMaster(rel string) bool {

@@ -34,3 +34,16 @@ func TestParse(t *testing.T) {
 		t.Error("IsMaster")
 	}
 }
+
+func TestIsPart(t *testing.T) {
+	parts := map[string]bool{
+		"/hls/a/b/s1-0-14-p0.m4s": true, "/hls/a/b/s1-0-14-p12.m4s": true, "s1-0-14-p3.m4s": true,
+		"/hls/a/b/s1-0-14.m4s": false, "/hls/a/b/s1-0-14-p.m4s": false, "/hls/a/b/x-px.m4s": false,
+		"/hls/a/b/s1-0-14-p0.mp4": false,
+	}
+	for k, want := range parts {
+		if IsPart(k) != want {
+			t.Errorf("IsPart(%q) = %v", k, !want)
+		}
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"net/url"
 	"path"
-	"regexp"
 	"strconv"
 	"time"
 
@@ -174,9 +173,6 @@ func (h *Handler) serveLivePlaylist(w http.ResponseWriter, r *http.Request, rel,
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
 	return true
 }
-
-// partRe matches the names of LL-HLS partial segments.
-var partRe = regexp.MustCompile(`-p[0-9]+\.m4s$`)
 
 // servePart answers a partial segment from the live registry, waiting for
 // the one the playlist's preload hint announces.

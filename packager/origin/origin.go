@@ -217,7 +217,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if h.live != nil {
-		if partRe.MatchString(rel) {
+		if hlspath.IsPart(rel) {
 			h.servePart(w, r, rel)
 			return
 		}
