@@ -242,13 +242,7 @@ func (l *beaconLimiter) allow(network string, t time.Time) bool {
 		}
 		b.bucket = bucket{tokens: beaconBurst, at: t}
 	}
-	b.tokens = min(beaconBurst, b.tokens+t.Sub(b.at).Seconds()*beaconRate)
-	b.at = t
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return b.take(t, beaconBurst, beaconRate)
 }
 
 // NewSession mints a playback session token for a page of item id (kind

@@ -306,6 +306,25 @@ type bucket struct {
 	at     time.Time
 }
 
+// refill adds what rate a second earned since the last call, up to burst
+// (a clock going back earns nothing).
+func (b *bucket) refill(t time.Time, burst, rate float64) {
+	if d := t.Sub(b.at); d > 0 {
+		b.tokens = min(burst, b.tokens+d.Seconds()*rate)
+		b.at = t
+	}
+}
+
+// take refills the bucket and takes a token if there is one.
+func (b *bucket) take(t time.Time, burst, rate float64) bool {
+	b.refill(t, burst, rate)
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}
+
 // Report rate: a burst of reportBurst, then reportRate per second, per
 // network; at most maxTracked networks, audits and offers are remembered.
 // When a table is full its stale entries are dropped; if none is, the new
@@ -344,13 +363,7 @@ func (l *reportLimiter) allow(network string) bool {
 		b = &bucket{tokens: reportBurst, at: t}
 		l.buckets[network] = b
 	}
-	b.tokens = min(reportBurst, b.tokens+t.Sub(b.at).Seconds()*reportRate)
-	b.at = t
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return b.take(t, reportBurst, reportRate)
 }
 
 // audited returns the verdict of an audit of key within auditEvery.

@@ -761,23 +761,23 @@ var csvColumns = append(slices.Clone(epochColumns), rowColumns...)
 // epochCSV is an epoch report's rows as CSV, a header line first: each row
 // with the epoch's name, start, end and whether it is final.
 func epochCSV(rep EpochReport) []byte {
-	var b bytes.Buffer
-	w := csv.NewWriter(&b)
-	_ = w.Write(csvColumns)
-	for _, r := range rep.Nodes {
-		_ = w.Write(append(epochRecord(rep.Epoch, rep.Start, rep.End, rep.Final), rowRecord(r)...))
+	rows := make([]usageJSON, len(rep.Nodes))
+	for i, r := range rep.Nodes {
+		rows[i] = usageJSON{Epoch: rep.Epoch, Start: rep.Start, End: rep.End, Final: rep.Final, EpochRow: r}
 	}
-	w.Flush()
-	return b.Bytes()
+	return rowsCSV(rows)
 }
 
 // usageCSV is a node's usage as CSV: each epoch's row, after the epoch's
 // name, start, end and whether it is final.
-func usageCSV(u nodeUsage) []byte {
+func usageCSV(u nodeUsage) []byte { return rowsCSV(u.Epochs) }
+
+// rowsCSV is rows as CSV, a header line first.
+func rowsCSV(rows []usageJSON) []byte {
 	var b bytes.Buffer
 	w := csv.NewWriter(&b)
 	_ = w.Write(csvColumns)
-	for _, e := range u.Epochs {
+	for _, e := range rows {
 		_ = w.Write(append(epochRecord(e.Epoch, e.Start, e.End, e.Final), rowRecord(e.EpochRow)...))
 	}
 	w.Flush()

@@ -54,10 +54,7 @@ func (l *heartbeatLimiter) allow(id string) (bool, time.Duration) {
 		b = &bucket{tokens: heartbeatBurst, at: t}
 		l.buckets[id] = b
 	}
-	if d := t.Sub(b.at); d > 0 {
-		b.tokens = min(heartbeatBurst, b.tokens+d.Seconds()*heartbeatRate)
-		b.at = t
-	}
+	b.refill(t, heartbeatBurst, heartbeatRate)
 	if b.tokens < 1 {
 		return false, time.Duration((1 - b.tokens) / heartbeatRate * float64(time.Second))
 	}
