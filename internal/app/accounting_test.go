@@ -3,7 +3,6 @@ package app
 import (
 	"bytes"
 	"crypto/ed25519"
-	"encoding/base64"
 	"encoding/csv"
 	"encoding/json"
 	"fmt"
@@ -34,20 +33,11 @@ func fetchBytes(t *testing.T, base, id string) int64 {
 // contentKey is the origin's content key, as GET /v1/keys publishes it.
 func (n *node) contentKey() ed25519.PublicKey {
 	n.t.Helper()
-	code, b := n.get("/v1/keys", "")
-	var keys struct {
-		ContentKeys []struct {
-			PublicKey string `json:"public_key"`
-		} `json:"content_keys"`
+	keys := n.contentKeys()
+	if len(keys) == 0 {
+		n.t.Fatal("GET /v1/keys: no content key")
 	}
-	if code != http.StatusOK || json.Unmarshal(b, &keys) != nil || len(keys.ContentKeys) == 0 {
-		n.t.Fatalf("GET /v1/keys: %d %s", code, b)
-	}
-	k, err := base64.RawURLEncoding.DecodeString(keys.ContentKeys[0].PublicKey)
-	if err != nil || len(k) != ed25519.PublicKeySize {
-		n.t.Fatalf("content key %q: %v", keys.ContentKeys[0].PublicKey, err)
-	}
-	return k
+	return keys[0]
 }
 
 // signedGet GETs path with key and checks its signature with pub.

@@ -1,11 +1,10 @@
 package app
 
 import (
+	"bytes"
 	"encoding/json"
 	"math"
 	"net/http"
-	"regexp"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -24,15 +23,10 @@ func edgeBytesServed(t *testing.T, url string) int64 {
 	if resp.StatusCode != http.StatusOK {
 		t.Fatalf("%s/metrics: %d", url, resp.StatusCode)
 	}
-	m := regexp.MustCompile(`(?m)^shoal_edge_bytes_served_total (\S+)$`).FindSubmatch(body)
-	if m == nil {
+	if !bytes.Contains(body, []byte("\nshoal_edge_bytes_served_total ")) {
 		t.Fatalf("%s/metrics has no shoal_edge_bytes_served_total", url)
 	}
-	v, err := strconv.ParseFloat(string(m[1]), 64)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return int64(v)
+	return int64(metric(body, "shoal_edge_bytes_served_total", ""))
 }
 
 // frontProxy adds the header name: value to the tab's requests for URLs

@@ -5,6 +5,7 @@ import (
 	"math"
 	"net/http"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -135,7 +136,7 @@ func TestDashboardOperatorViews(t *testing.T) {
 	var shown string
 	pollJS(t, tab, 15*time.Second, `(() => { const c = document.querySelector('#node-usage td.credited'); return c && c.textContent })()`, &shown, describe)
 	var want string
-	evalJS(t, tab, `(() => { const n = `+jsonNumber(credited)+`; const u = ['B','KB','MB','GB','TB']; let i = 0, x = n;
+	evalJS(t, tab, `(() => { const n = `+strconv.FormatInt(credited, 10)+`; const u = ['B','KB','MB','GB','TB']; let i = 0, x = n;
 		while (x >= 1000 && i < u.length - 1) { x /= 1000; i++; } return (x >= 100 || i === 0 ? Math.round(x) : x.toFixed(1)) + ' ' + u[i] })()`, &want)
 	if shown != want {
 		t.Errorf("node page: credited %q, the API says %d bytes (%s)", shown, credited, want)
@@ -182,9 +183,4 @@ func seconds(t *testing.T, s string) float64 {
 		}
 	}
 	return total
-}
-
-func jsonNumber(v int64) string {
-	b, _ := json.Marshal(v)
-	return string(b)
 }

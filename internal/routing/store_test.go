@@ -17,15 +17,23 @@ import (
 	"github.com/shoal-video/shoal/internal/testutil/redistest"
 )
 
-// newTestStore starts a private Redis and returns a Store on it.
-func newTestStore(t *testing.T) (*Store, *redistest.Server) {
+// secondStore is a Store on srv (another one there: another origin's
+// connection), closed when the test ends.
+func secondStore(t *testing.T, srv *redistest.Server) *Store {
 	t.Helper()
-	srv := redistest.Start(t)
 	s, err := NewStore(srv.URL)
 	if err != nil {
 		t.Fatalf("NewStore(%q): %v", srv.URL, err)
 	}
 	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// newTestStore starts a private Redis and returns a Store on it.
+func newTestStore(t *testing.T) (*Store, *redistest.Server) {
+	t.Helper()
+	srv := redistest.Start(t)
+	s := secondStore(t, srv)
 	if err := s.Ping(t.Context()); err != nil {
 		t.Fatalf("Ping: %v", err)
 	}

@@ -13,19 +13,7 @@ import (
 	"time"
 
 	"github.com/shoal-video/shoal/internal/testutil"
-	"github.com/shoal-video/shoal/internal/testutil/redistest"
 )
-
-// secondStore is another Store on srv: another origin's connection.
-func secondStore(t *testing.T, srv *redistest.Server) *Store {
-	t.Helper()
-	s, err := NewStore(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s.Close() })
-	return s
-}
 
 func TestUploadLockExcludesAcrossStores(t *testing.T) {
 	t.Parallel()
