@@ -10,7 +10,6 @@
 // Unlike S3, a directory cannot also be a file: with an object at "a",
 // a Put of "a/b" fails, and the other way round.
 //
-// Not used yet by the packager, workers, uploads or HTTP server (issue 17).
 package fsstore
 
 import (
@@ -114,6 +113,16 @@ func (s *Store) put(ctx context.Context, key string, r io.Reader, size int64) (s
 	if err := ctx.Err(); err != nil {
 		return storage.Info{}, err
 	}
+	if err := s.place(key, f.Name()); err != nil {
+		return storage.Info{}, err
+	}
+	committed = true
+	return info(key, fi), nil
+}
+
+// place renames the synced file src to key's file, making (and syncing)
+// the directories it needs. src is left where it was when it fails.
+func (s *Store) place(key, src string) error {
 	dst := s.path(key)
 	dir := filepath.Dir(dst)
 	// The directories Put makes are synced into their parents too, or an
@@ -121,25 +130,78 @@ func (s *Store) put(ctx context.Context, key string, r io.Reader, size int64) (s
 	made := s.missingDirs(dir)
 	// A DeletePrefix running at the same time may remove the directory
 	// between MkdirAll and Rename: try again.
+	var err error
 	for range 5 {
 		if err = os.MkdirAll(dir, 0o755); err != nil {
-			return storage.Info{}, err
+			return err
 		}
-		if err = os.Rename(f.Name(), dst); !errors.Is(err, fs.ErrNotExist) {
+		if err = os.Rename(src, dst); !errors.Is(err, fs.ErrNotExist) {
 			break
 		}
 	}
 	if err != nil {
-		return storage.Info{}, err
+		return err
 	}
-	committed = true
 	if err := syncDir(dir); err != nil {
-		return storage.Info{}, err
+		return err
 	}
 	for _, d := range made {
 		if err := syncDir(filepath.Dir(d)); err != nil {
-			return storage.Info{}, err
+			return err
 		}
+	}
+	return nil
+}
+
+// Path implements storage.Local.
+func (s *Store) Path(key string) (string, bool) {
+	if storage.CheckKey(key) != nil {
+		return "", false
+	}
+	return s.path(key), true
+}
+
+// Import implements storage.Local: the file is synced and renamed into
+// place (copied when it is on another file system).
+func (s *Store) Import(ctx context.Context, key, file string) (storage.Info, error) {
+	if err := storage.CheckKey(key); err != nil {
+		return storage.Info{}, err
+	}
+	f, err := os.OpenFile(file, os.O_RDWR, 0)
+	if err != nil {
+		return storage.Info{}, fmt.Errorf("fsstore: import %s: %w", key, err)
+	}
+	err = f.Chmod(objectPerms)
+	if err == nil {
+		err = f.Sync()
+	}
+	fi, serr := f.Stat()
+	if err == nil {
+		err = serr
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		return storage.Info{}, fmt.Errorf("fsstore: import %s: %w", key, err)
+	}
+	if err := s.place(key, file); errors.Is(err, syscall.EXDEV) {
+		// Another file system: copy, then remove the original.
+		f, err := os.Open(file)
+		if err != nil {
+			return storage.Info{}, fmt.Errorf("fsstore: import %s: %w", key, err)
+		}
+		defer f.Close()
+		inf, err := s.Put(ctx, key, f, fi.Size())
+		if err == nil {
+			_ = os.Remove(file)
+		}
+		return inf, err
+	} else if err != nil {
+		return storage.Info{}, fmt.Errorf("fsstore: import %s: %w", key, err)
 	}
 	return info(key, fi), nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -55,6 +56,9 @@ var cases = []struct {
 	{"ReaderDuringOverwrite", testReaderDuringOverwrite},
 	{"ConcurrentPuts", testConcurrentPuts},
 	{"ConcurrentOverwrites", testConcurrentOverwrites},
+	{"Seeker", testSeeker},
+	{"PutFile", testPutFile},
+	{"Sub", testSub},
 }
 
 func ctx(t *testing.T) context.Context { return t.Context() }
@@ -758,5 +762,107 @@ func testConcurrentOverwrites(t *testing.T, s storage.Store) {
 	got := get(t, s, "co/obj")
 	if !slices.ContainsFunc(versions, func(v []byte) bool { return bytes.Equal(v, got) }) {
 		t.Errorf("after concurrent puts the object (%d bytes) is none of the versions", len(got))
+	}
+}
+
+// A Seeker serves ranges the way http.ServeContent asks for them.
+func testSeeker(t *testing.T, s storage.Store) {
+	data := pattern(100_000, 7)
+	info := put(t, s, "v/seek.m4s", data)
+	r := storage.NewSeeker(ctx(t), s, info)
+	defer r.Close()
+	if n, err := r.Seek(0, io.SeekEnd); err != nil || n != int64(len(data)) {
+		t.Fatalf("Seek(0, end) = %d, %v", n, err)
+	}
+	if _, err := r.Seek(50_000, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 10)
+	if _, err := io.ReadFull(r, got); err != nil || !bytes.Equal(got, data[50_000:50_010]) {
+		t.Fatalf("read at 50000: %v", err)
+	}
+	if _, err := r.Seek(-10, io.SeekEnd); err != nil {
+		t.Fatal(err)
+	}
+	rest, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(rest, data[len(data)-10:]) {
+		t.Fatalf("read the last 10 bytes: %q, %v", rest, err)
+	}
+	if _, err := r.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	all, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(all, data) {
+		t.Fatalf("read all: %d bytes, %v", len(all), err)
+	}
+	// Overwritten since the Info was taken: a read fails, never mixes.
+	put(t, s, "v/seek.m4s", pattern(100_000, 8))
+	if _, err := r.Seek(1, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(r); err == nil {
+		t.Fatal("reading an object that changed succeeded")
+	}
+}
+
+// PutFile stores a local file; with move the file is gone afterwards.
+func testPutFile(t *testing.T, s storage.Store) {
+	dir := t.TempDir()
+	for _, move := range []bool{false, true} {
+		data := pattern(70_000, 3)
+		file := dir + "/upload"
+		if err := os.WriteFile(file, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		key := fmt.Sprintf("v/file-%t", move)
+		info, err := storage.PutFile(ctx(t), s, key, file, move)
+		if err != nil {
+			t.Fatalf("PutFile(move=%t): %v", move, err)
+		}
+		if info.Size != int64(len(data)) || info.Key != key {
+			t.Fatalf("PutFile(move=%t) = %+v", move, info)
+		}
+		if got := get(t, s, key); !bytes.Equal(got, data) {
+			t.Fatalf("PutFile(move=%t) stored %d bytes", move, len(got))
+		}
+		if _, err := os.Stat(file); move != errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("PutFile(move=%t): the file afterwards: %v", move, err)
+		}
+		os.Remove(file)
+	}
+	if _, err := storage.PutFile(ctx(t), s, "v/missing", dir+"/nothing", true); err == nil {
+		t.Fatal("PutFile of a missing file succeeded")
+	}
+}
+
+// Sub sees only its directory, with keys relative to it.
+func testSub(t *testing.T, s storage.Store) {
+	sub := storage.Sub(s, "hls")
+	put(t, s, "hlsx/a", []byte("outside"))
+	put(t, sub, "v1/a.m4s", []byte("a"))
+	put(t, sub, "v1/b.m4s", []byte("b"))
+	if got := get(t, s, "hls/v1/a.m4s"); string(got) != "a" {
+		t.Fatalf("the parent holds %q at hls/v1/a.m4s", got)
+	}
+	if got := keys(list(t, sub, "", storage.ListOptions{})); !slices.Equal(got, []string{"v1/a.m4s", "v1/b.m4s"}) {
+		t.Fatalf("Sub lists %q", got)
+	}
+	if got := keys(list(t, sub, "v1/", storage.ListOptions{StartAfter: "v1/a.m4s"})); !slices.Equal(got, []string{"v1/b.m4s"}) {
+		t.Fatalf("Sub lists after v1/a.m4s: %q", got)
+	}
+	info, err := sub.Stat(ctx(t), "v1/b.m4s")
+	if err != nil || info.Key != "v1/b.m4s" {
+		t.Fatalf("Stat = %+v, %v", info, err)
+	}
+	for _, bad := range []string{"", "../hlsx/a", "/v1/a.m4s"} {
+		if _, err := sub.Stat(ctx(t), bad); !errors.Is(err, storage.ErrInvalidKey) {
+			t.Fatalf("Stat(%q) = %v, want ErrInvalidKey", bad, err)
+		}
+	}
+	if err := sub.DeletePrefix(ctx(t), "v1/"); err != nil {
+		t.Fatal(err)
+	}
+	if got := keys(list(t, s, "", storage.ListOptions{})); !slices.Equal(got, []string{"hlsx/a"}) {
+		t.Fatalf("after DeletePrefix the parent holds %q", got)
 	}
 }
