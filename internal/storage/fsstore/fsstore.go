@@ -9,7 +9,6 @@
 //
 // Unlike S3, a directory cannot also be a file: with an object at "a",
 // a Put of "a/b" fails, and the other way round.
-//
 package fsstore
 
 import (
