@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"github.com/shoal-video/shoal/internal/storage"
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 	"io"
 	"log/slog"
 	"net/http"
@@ -131,7 +133,7 @@ func newEnvOn(t testing.TB, cfg Config, srv *redistest.Server) *env {
 	if cfg.UploadDir == "" {
 		cfg.UploadDir = filepath.Join(data, "uploads")
 	}
-	e.files = vod.Files{SourceDir: filepath.Join(data, "videos"), HLSDir: filepath.Join(data, "hls")}
+	e.files = testFiles(t, data)
 	cfg.Videos = e.files
 	api, err := New(cfg, store, e.status, log)
 	if err != nil {
@@ -649,7 +651,7 @@ func TestUnknownRoutesUnderV1(t *testing.T) {
 func TestNewValidates(t *testing.T) {
 	t.Parallel()
 	good := Config{AdminKey: testAdminKey, PublicURL: testPublicURL, RTMPURL: testRTMPURL,
-		UploadDir: t.TempDir(), Videos: vod.Files{SourceDir: t.TempDir(), HLSDir: t.TempDir()}}
+		UploadDir: t.TempDir(), Videos: testFiles(t, t.TempDir())}
 	store, err := routing.NewStore("redis://127.0.0.1:1/0")
 	if err != nil {
 		t.Fatal(err)
@@ -777,4 +779,20 @@ func TestIngestURLsWithKeyOnlyWhenMade(t *testing.T) {
 			t.Errorf("answer lacks the RTMP server: %s", body)
 		}
 	}
+}
+
+// testFiles are the video files of a node with its data dir at data.
+func testFiles(t testing.TB, data string) vod.Files {
+	t.Helper()
+	media, err := fsstore.New(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return vod.Files{Store: media, RecordDir: filepath.Join(data, "videos"), WorkDir: filepath.Join(data, "work")}
+}
+
+// sourcePath is the file of video id's source in files (on local disk).
+func sourcePath(files vod.Files, id string) string {
+	p, _ := storage.LocalPath(files.Store, vod.SourceKey(id))
+	return p
 }

@@ -248,6 +248,9 @@ func (a *API) tusStoreError(err error) error {
 		return tusError(http.StatusConflict, codeConflict, msg)
 	case errors.Is(err, routing.ErrUnavailable):
 		return tusError(http.StatusServiceUnavailable, codeUnavailable, unavailableMessage)
+	case errors.As(err, new(*mediaStoreError)):
+		a.log.Error("tus upload: the media store failed", "err", err)
+		return tusError(http.StatusServiceUnavailable, codeUnavailable, "the media store is unavailable: finish the upload again in a moment")
 	default:
 		a.log.Error("tus upload: store failed", "err", err)
 		return tusError(http.StatusInternalServerError, codeInternal, "internal error")
@@ -295,10 +298,6 @@ func (a *API) completeTus(ctx context.Context, info tus.FileInfo) error {
 	vid := info.MetaData[tusVideoIDKey]
 	how := "tus:" + info.ID
 	path := info.Storage["Path"]
-	dst := a.videos.SourcePath(vid)
-	if err := os.MkdirAll(filepath.Dir(dst), uploadDirPerms); err != nil {
-		return err
-	}
 	// Only the upload that holds the video's reservation may make its
 	// source: one whose lease ran out while another took the video over,
 	// or one completed before, must not move a file over the source (nor
@@ -321,27 +320,23 @@ func (a *API) completeTus(ctx context.Context, info tus.FileInfo) error {
 		}
 		return tusError(http.StatusConflict, codeConflict, errLeaseLost.Error())
 	}
-	// The data reaches the disk before the video is queued on it, and the
-	// move is journaled by the .info file, removed only once the video
-	// is queued: a crash anywhere in between is finished by
+	// The data reaches the disk before it is moved into the media store,
+	// and the move is journaled by the .info file, removed only once the
+	// video is queued: a crash anywhere in between is finished by
 	// RecoverUploads at the next start.
+	file := path
 	switch err := syncPath(path); {
 	case err == nil:
-		if err := os.Rename(path, dst); err != nil {
-			return fmt.Errorf("moving the finished upload: %w", err)
-		}
-		if err := syncPath(filepath.Dir(dst)); err != nil {
-			return fmt.Errorf("moving the finished upload: %w", err)
-		}
 	case errors.Is(err, os.ErrNotExist):
-		// Moved before a crash.
-		if _, err := os.Stat(dst); err != nil {
+		// Moved into the store before a crash.
+		if _, err := a.videos.SourceSize(ctx, vid); err != nil {
 			return fmt.Errorf("the finished upload is gone: %w", err)
 		}
+		file = ""
 	default:
 		return fmt.Errorf("saving the finished upload: %w", err)
 	}
-	_, err = a.sourceArrived(ctx, vid, how, dst, info.Size)
+	_, err = a.sourceArrived(ctx, vid, how, file, info.Size)
 	var nv *notAVideoError
 	if errors.As(err, &nv) {
 		_ = os.Remove(path + ".info")
@@ -460,8 +455,8 @@ func (a *API) recoverUpload(ctx context.Context, p string) (bool, error) {
 	received := int64(-1)
 	if st, err := os.Stat(data); err == nil {
 		received = st.Size()
-	} else if st, err := os.Stat(a.videos.SourcePath(vid)); err == nil {
-		received = st.Size()
+	} else if size, err := a.videos.SourceSize(ctx, vid); err == nil {
+		received = size
 	}
 	switch {
 	case received < 0:

@@ -72,7 +72,7 @@ func TestTusResumesAtAnotherOrigin(t *testing.T) {
 	}
 	b.tusReq(t, "PATCH", path, patchHeaders(half), clip[half:]).wantStatus(t, http.StatusNoContent)
 
-	stored, err := os.ReadFile(b.files.SourcePath(v.ID))
+	stored, err := os.ReadFile(sourcePath(b.files, v.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -184,7 +184,7 @@ func TestTusPatchesAtTwoOriginsDoNotInterleave(t *testing.T) {
 		t.Fatalf("HEAD at B: offset %d, want %d", off, 2*third)
 	}
 	b.tusReq(t, "PATCH", path, patchHeaders(off), clip[off:]).wantStatus(t, http.StatusNoContent)
-	stored, err := os.ReadFile(b.files.SourcePath(v.ID))
+	stored, err := os.ReadFile(sourcePath(b.files, v.ID))
 	if err != nil || sha256.Sum256(stored) != sha256.Sum256(clip) {
 		t.Fatalf("the upload written at two origins is not the file (%v)", err)
 	}

@@ -40,13 +40,20 @@ type VideoStore interface {
 
 // Videos is what the API needs of the media side for uploads.
 type Videos interface {
-	// SourcePath is where the source of video id is kept once uploaded.
-	SourcePath(id string) string
 	// Probe checks that the file at path is a usable video and returns its
 	// duration; its error is a message for people ("not a video file: ...").
 	Probe(path string) (time.Duration, error)
+	// FetchSource returns a local file holding video id's stored source
+	// (a download when the store is remote) and what removes it.
+	FetchSource(ctx context.Context, id string) (path string, done func(), err error)
+	// KeepSource moves the local file at file into the media store as the
+	// source of video id.
+	KeepSource(ctx context.Context, id, file string) error
+	// SourceSize is the size of video id's stored source (an error
+	// matching storage.ErrNotFound when there is none).
+	SourceSize(ctx context.Context, id string) (int64, error)
 	// RemoveVideo deletes every file of video id (source and outputs).
-	RemoveVideo(id string) error
+	RemoveVideo(ctx context.Context, id string) error
 	// SaveRecord keeps a copy of video id's record next to its files, for
 	// a Redis that loses its data.
 	SaveRecord(id string, fields map[string]string) error
@@ -329,7 +336,7 @@ func (a *API) deleteVideo(c *gin.Context) {
 		a.fail(c, err, videoNotFound)
 		return
 	}
-	if err := a.videos.RemoveVideo(id); err != nil {
+	if err := a.videos.RemoveVideo(c.Request.Context(), id); err != nil {
 		a.logServerError(c, http.StatusInternalServerError, fmt.Errorf("removing the files of deleted video %s: %w", id, err))
 	}
 	c.Status(http.StatusNoContent)
@@ -337,7 +344,8 @@ func (a *API) deleteVideo(c *gin.Context) {
 
 // putSource handles PUT /v1/videos/:id/source: the whole file as the raw
 // body, or as the first file part of a multipart/form-data body. The file
-// is streamed to disk, never held in memory.
+// is streamed to local disk (never held in memory), probed, and then moved
+// into the media store.
 func (a *API) putSource(c *gin.Context) {
 	id, ok := videoID(c)
 	if !ok {
@@ -365,9 +373,8 @@ func (a *API) putSource(c *gin.Context) {
 		lost(cause)
 		_ = http.NewResponseController(c.Writer).SetReadDeadline(time.Now())
 	})
-	dst := a.videos.SourcePath(id)
 	var redisErr error
-	n, err := a.receive(c.Request.WithContext(rctx), c, dst, tag, func() bool {
+	file, n, err := a.receive(c.Request.WithContext(rctx), c, id, tag, func() bool {
 		ok, rerr := a.store.RenewUpload(ctx, id, how)
 		redisErr = rerr
 		return ok && rerr == nil
@@ -385,7 +392,7 @@ func (a *API) putSource(c *gin.Context) {
 		return
 	}
 	if err != nil {
-		// The part file is gone (receive); dst is not this upload's.
+		// The part file is gone (receive).
 		// Release the reservation even when the client has gone.
 		_ = a.store.AbortUpload(context.WithoutCancel(ctx), id, how)
 		var tooLarge *http.MaxBytesError
@@ -399,7 +406,7 @@ func (a *API) putSource(c *gin.Context) {
 		}
 		return
 	}
-	v, err := a.sourceArrived(context.WithoutCancel(ctx), id, how, dst, n)
+	v, err := a.sourceArrived(context.WithoutCancel(ctx), id, how, file, n)
 	if err != nil {
 		a.answerArrival(c, err)
 		return
@@ -475,10 +482,13 @@ func (c ctxReader) Read(p []byte) (int, error) {
 }
 
 // receive streams the request body (or its first multipart file part) to
-// dst through a temporary file, at most a.maxUpload bytes.
-func (a *API) receive(req *http.Request, c *gin.Context, dst, tag string, stillHeld func() bool) (int64, error) {
-	if err := os.MkdirAll(filepath.Dir(dst), uploadDirPerms); err != nil {
-		return 0, err
+// a file of its own in the upload directory, at most a.maxUpload bytes,
+// and returns its path once it is synced and the upload still holds the
+// video. On failure nothing is left.
+func (a *API) receive(req *http.Request, c *gin.Context, id, tag string, stillHeld func() bool) (string, int64, error) {
+	dir := filepath.Join(a.uploadDir, putDir)
+	if err := os.MkdirAll(dir, uploadDirPerms); err != nil {
+		return "", 0, err
 	}
 	body := http.MaxBytesReader(c.Writer, ctxReader{req.Context(), req.Body}, a.maxUpload)
 	var src io.Reader = body
@@ -487,10 +497,10 @@ func (a *API) receive(req *http.Request, c *gin.Context, dst, tag string, stillH
 		for {
 			p, err := mr.NextPart()
 			if errors.Is(err, io.EOF) {
-				return 0, errNoFilePart
+				return "", 0, errNoFilePart
 			}
 			if err != nil {
-				return 0, err
+				return "", 0, err
 			}
 			if p.FileName() != "" {
 				src = p
@@ -498,10 +508,10 @@ func (a *API) receive(req *http.Request, c *gin.Context, dst, tag string, stillH
 			}
 		}
 	}
-	tmp := dst + "." + tag + ".part"
+	tmp := filepath.Join(dir, id+"."+tag+".part")
 	f, err := os.Create(tmp)
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
 	n, err := io.Copy(f, src)
 	if err == nil {
@@ -513,39 +523,62 @@ func (a *API) receive(req *http.Request, c *gin.Context, dst, tag string, stillH
 	if err == nil && !stillHeld() {
 		err = errLeaseLost
 	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err == nil {
-		err = syncPath(filepath.Dir(dst))
-	}
 	if err != nil {
 		_ = os.Remove(tmp)
-		return 0, err
+		return "", 0, err
 	}
-	return n, nil
+	return tmp, n, nil
 }
 
-// sourceArrived probes a complete source and queues the video, or fails it
-// with the probe's message.
-func (a *API) sourceArrived(ctx context.Context, id, how, path string, size int64) (routing.Video, error) {
-	dur, perr := a.videos.Probe(path)
+// putDir is the directory of the upload directory where PUT uploads are
+// received.
+const putDir = "put"
+
+// mediaStoreError is a failure of the media store (S3 down, a full disk)
+// while a finished upload was being kept: the uploader may send it again.
+type mediaStoreError struct{ err error }
+
+func (e *mediaStoreError) Error() string { return "keeping the uploaded source: " + e.err.Error() }
+func (e *mediaStoreError) Unwrap() error { return e.err }
+
+// sourceArrived probes a complete source, moves it into the media store
+// and queues the video, or fails it with the probe's message. file is the
+// local file received, or "" when it was moved into the store before a
+// crash (tus recovery).
+func (a *API) sourceArrived(ctx context.Context, id, how, file string, size int64) (routing.Video, error) {
+	probed := file
+	if file == "" {
+		path, done, err := a.videos.FetchSource(ctx, id)
+		if err != nil {
+			return routing.Video{}, &mediaStoreError{err}
+		}
+		defer done()
+		probed = path
+	}
+	dur, perr := a.videos.Probe(probed)
 	if perr != nil {
 		if err := a.store.FailVideo(ctx, id, how, perr.Error()); err != nil {
 			return routing.Video{}, err
 		}
-		_ = os.Remove(path) // nothing will ever read it
+		if file != "" {
+			_ = os.Remove(file) // nothing will ever read it
+		}
 		a.keepRecord(ctx, id)
 		return routing.Video{}, &notAVideoError{msg: perr.Error()}
+	}
+	if file != "" {
+		if err := a.videos.KeepSource(ctx, id, file); err != nil {
+			_ = os.Remove(file)
+			_ = a.store.AbortUpload(ctx, id, how)
+			return routing.Video{}, &mediaStoreError{err}
+		}
 	}
 	if err := a.store.SourceReceived(ctx, id, how, routing.SourceInfo{Bytes: size, Duration: dur}); err != nil {
 		// Let the uploader try again later rather than leave the video
 		// reserved by an upload that is over (best effort: Redis may be
-		// what failed). On a conflict another upload holds the video now:
-		// the file at path may be its, and is left alone.
+		// what failed). The stored source is replaced by the next upload.
 		if !errors.Is(err, routing.ErrConflict) {
 			_ = a.store.AbortUpload(ctx, id, how)
-			_ = os.Remove(path)
 		}
 		return routing.Video{}, err
 	}
@@ -585,6 +618,10 @@ func (a *API) answerArrival(c *gin.Context, err error) {
 		WriteError(c, http.StatusUnprocessableEntity, codeNotAVideo, nv.msg)
 	case errors.Is(err, routing.ErrConflict):
 		WriteError(c, http.StatusConflict, codeConflict, "the video was changed while its source was uploading; create a new video")
+	case errors.As(err, new(*mediaStoreError)):
+		a.logServerError(c, http.StatusServiceUnavailable, err)
+		c.Header("Retry-After", "5")
+		WriteError(c, http.StatusServiceUnavailable, codeUnavailable, "the media store is unavailable: send the file again in a moment")
 	default:
 		a.fail(c, err, videoNotFound)
 	}

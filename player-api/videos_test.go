@@ -129,7 +129,7 @@ func TestPutSource(t *testing.T) {
 		got.Duration == nil || *got.Duration < 1.9 || *got.Duration > 2.2 {
 		t.Fatalf("after PUT: %+v", got)
 	}
-	stored, err := os.ReadFile(e.files.SourcePath(v.ID))
+	stored, err := os.ReadFile(sourcePath(e.files, v.ID))
 	if err != nil || !bytes.Equal(stored, clip) {
 		t.Fatalf("stored source differs from the upload (%v)", err)
 	}
@@ -146,14 +146,14 @@ func TestPutSource(t *testing.T) {
 	fw.Write(clip)
 	mw.Close()
 	e.put(t, v2.ID, mp.Bytes(), mw.FormDataContentType()).wantStatus(t, http.StatusAccepted)
-	stored, _ = os.ReadFile(e.files.SourcePath(v2.ID))
+	stored, _ = os.ReadFile(sourcePath(e.files, v2.ID))
 	if !bytes.Equal(stored, clip) {
 		t.Fatal("multipart source differs from the file part")
 	}
 
 	// Deleting removes the files.
 	e.doJSON(t, "DELETE", "/v1/videos/"+v.ID, testAdminKey, "").wantStatus(t, http.StatusNoContent)
-	if _, err := os.Stat(e.files.SourcePath(v.ID)); !os.IsNotExist(err) {
+	if _, err := os.Stat(sourcePath(e.files, v.ID)); !os.IsNotExist(err) {
 		t.Fatalf("source still there after DELETE: %v", err)
 	}
 }
@@ -199,7 +199,7 @@ func TestPutSourceTooLarge(t *testing.T) {
 	if rec.Code != http.StatusRequestEntityTooLarge {
 		t.Fatalf("streamed oversize upload: status %d %s", rec.Code, rec.Body)
 	}
-	if _, err := os.Stat(e.files.SourcePath(v.ID)); !os.IsNotExist(err) {
+	if _, err := os.Stat(sourcePath(e.files, v.ID)); !os.IsNotExist(err) {
 		t.Fatalf("a refused upload left a source: %v", err)
 	}
 	if got := e.getVideo(t, v.ID); got.Status != "waiting" || got.Upload == nil {
@@ -272,7 +272,7 @@ func TestTusUploadResumes(t *testing.T) {
 	patch(half+10, clip[half+10:]).wantStatus(t, http.StatusConflict)
 	patch(half, clip[half:]).wantStatus(t, http.StatusNoContent)
 
-	stored, err := os.ReadFile(e.files.SourcePath(v.ID))
+	stored, err := os.ReadFile(sourcePath(e.files, v.ID))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -469,10 +469,10 @@ func TestTusRecoveryAfterCrash(t *testing.T) {
 	moved := e.createVideo(t, `{"title":"moved"}`)
 	id2 := start(moved.ID, len(clip), len(clip)/3, clip)
 	crashAfterLastByte(id2, clip)
-	if err := os.MkdirAll(filepath.Dir(e.files.SourcePath(moved.ID)), 0o755); err != nil {
+	if err := os.MkdirAll(filepath.Dir(sourcePath(e.files, moved.ID)), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Rename(filepath.Join(dir, id2), e.files.SourcePath(moved.ID)); err != nil {
+	if err := os.Rename(filepath.Join(dir, id2), sourcePath(e.files, moved.ID)); err != nil {
 		t.Fatal(err)
 	}
 	// 3. A complete upload of a text file: the video fails, saying why.
@@ -518,7 +518,7 @@ func TestTusRecoveryAfterCrash(t *testing.T) {
 		if got.Status != "processing" || got.SourceBytes != int64(len(clip)) {
 			t.Errorf("%s after recovery: %+v", v.Title, got)
 		}
-		stored, err := os.ReadFile(e.files.SourcePath(v.ID))
+		stored, err := os.ReadFile(sourcePath(e.files, v.ID))
 		if err != nil || sha256.Sum256(stored) != sha256.Sum256(clip) {
 			t.Errorf("%s: the recovered source is not the upload (%v)", v.Title, err)
 		}
@@ -582,7 +582,7 @@ func TestTusSecondCompletionKeepsTheSource(t *testing.T) {
 	if !errors.As(err, &te) || te.HTTPResponse.StatusCode != http.StatusConflict {
 		t.Fatalf("a second completion: %v, want a 409", err)
 	}
-	stored, err := os.ReadFile(e.files.SourcePath(v.ID))
+	stored, err := os.ReadFile(sourcePath(e.files, v.ID))
 	if err != nil || sha256.Sum256(stored) != sha256.Sum256(clip) {
 		t.Fatalf("the source was replaced or removed by a second completion (%v)", err)
 	}

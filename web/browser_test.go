@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 	"io"
 	"log/slog"
 	"net/http"
@@ -99,9 +100,13 @@ func newE2E(t *testing.T) *e2e {
 	srv := httptest.NewUnstartedServer(nil)
 	e.url = "http://" + srv.Listener.Addr().String()
 	live := &liveSet{live: map[string]bool{}}
+	objects, err := fsstore.New(data)
+	if err != nil {
+		t.Fatal(err)
+	}
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: e2eAdminKey, PublicURL: e.url, RTMPURL: "rtmp://127.0.0.1:1935/live",
-		UploadDir: filepath.Join(data, "uploads"), Videos: vod.Files{SourceDir: filepath.Join(data, "videos"), HLSDir: e.hlsDir},
+		UploadDir: filepath.Join(data, "uploads"), Videos: vod.Files{Store: objects, RecordDir: filepath.Join(data, "videos"), WorkDir: filepath.Join(data, "work")},
 		PlaybackKey: e.key,
 		// The origin's audits of edges, as the app's shopper would tell them.
 		AuditSummary: func(string) (playerapi.AuditSummary, bool) {

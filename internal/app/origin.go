@@ -64,6 +64,11 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return err
 	}
 	defer store.Close()
+	objects, err := openMediaStore(ctx, cfg, log.With("component", "storage"))
+	if err != nil {
+		return fmt.Errorf("media store: %w", err)
+	}
+	files := videoFiles(cfg, objects)
 
 	hub, err := stream.New(stream.Config{QueueSize: cfg.Hub.QueueSize, Grace: cfg.Ingest.ReconnectGrace.Std()},
 		stream.Deps{Log: log.With("component", "hub"), Registerer: reg})
@@ -127,7 +132,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return err
 	}
 	signed := newPolicyCache(store, filepath.Join(cfg.DataDir, "policies"))
-	records := newLiveRecords(store, hub.IsLive, videoFiles(cfg), filepath.Join(cfg.DataDir, "redis-epoch"), log.With("component", "live"))
+	records := newLiveRecords(store, hub.IsLive, files, filepath.Join(cfg.DataDir, "redis-epoch"), log.With("component", "live"))
 	announcer := newLiveAnnouncer(hub, store, log.With("component", "events"), func(ls routing.LiveStream) {
 		signed.remember(ls)
 		records.seen(ls)
@@ -226,7 +231,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	api, err := playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
 		SRTURL: srtURL(cfg), WHIP: whipIngest, WHEP: whepPlay, MaxRestreams: cfg.Ingest.MaxRestreams, WebhookAllowPrivate: cfg.WebhookAllowPrivate == "true",
-		MaxUploadBytes: cfg.MaxUploadBytes, UploadAllowedOrigins: config.SplitList(cfg.UploadAllowedOrigins), UploadDir: uploadDir(cfg), Videos: videoFiles(cfg),
+		MaxUploadBytes: cfg.MaxUploadBytes, UploadAllowedOrigins: config.SplitList(cfg.UploadAllowedOrigins), UploadDir: uploadDir(cfg), Videos: files,
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, ClientIP: clientIP, Registerer: reg, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken, Sessions: sessions,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
@@ -260,12 +265,12 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		if tc != nil {
 			backend = tc.Backend()
 		}
-		if vodWorker, err = newVODWorker(cfg, store, backend, log.With("component", "vod"), reg); err != nil {
+		if vodWorker, err = newVODWorker(cfg, store, objects, backend, log.With("component", "vod"), reg); err != nil {
 			return err
 		}
 	}
 
-	log.Info("shoal origin starting", "version", Version, "config", fmt.Sprintf("%+v", cfg.Redacted()))
+	log.Info("shoal origin starting", "version", Version, "media_store", describeStore(cfg), "config", fmt.Sprintf("%+v", cfg.Redacted()))
 	if err := store.Ping(ctx); err != nil {
 		log.Warn("redis is not reachable yet; the API answers 503 until it is", "err", err)
 	}

@@ -27,7 +27,7 @@ func TestLiveRecordsRestored(t *testing.T) {
 	var live atomic.Bool
 	live.Store(true)
 	logs := &testutil.Buffer{}
-	r := newLiveRecords(store, func(id string) bool { return id == ls.ID && live.Load() }, vod.Files{SourceDir: t.TempDir()},
+	r := newLiveRecords(store, func(id string) bool { return id == ls.ID && live.Load() }, vod.Files{RecordDir: t.TempDir()},
 		filepath.Join(t.TempDir(), "redis-epoch"), slog.New(slog.NewTextHandler(logs, nil)))
 	r.seen(snap)
 	r.check(ctx) // the record is there: nothing to do
@@ -72,7 +72,7 @@ func TestVideoRecordsRestored(t *testing.T) {
 	t.Parallel()
 	store, rs := newTestStore(t)
 	ctx := t.Context()
-	files := vod.Files{SourceDir: t.TempDir()}
+	files := vod.Files{RecordDir: t.TempDir()}
 	keep := func(id string) {
 		t.Helper()
 		f, err := store.VideoFields(ctx, id)

@@ -14,23 +14,19 @@ import (
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/packager"
 	"github.com/shoal-video/shoal/transcode"
 	"github.com/shoal-video/shoal/transcode/vod"
 )
 
-// videoFiles is where this node keeps video sources and HLS trees.
-func videoFiles(cfg config.Config) vod.Files {
-	return vod.Files{SourceDir: filepath.Join(cfg.DataDir, "videos"), HLSDir: filepath.Join(cfg.DataDir, "hls")}
-}
-
 // uploadDir keeps tus uploads until they complete.
 func uploadDir(cfg config.Config) string { return filepath.Join(cfg.DataDir, "uploads") }
 
 // newVODWorker builds a VOD worker reading the job queue in store. backend
 // is the encoder backend already picked for this node, or "" to pick one.
-func newVODWorker(cfg config.Config, store *routing.Store, backend string, log *slog.Logger, reg prometheus.Registerer) (*vod.Worker, error) {
+func newVODWorker(cfg config.Config, store *routing.Store, objects storage.Store, backend string, log *slog.Logger, reg prometheus.Registerer) (*vod.Worker, error) {
 	ladder, err := media.ParseLadder(cfg.Transcode.Ladder)
 	if err != nil {
 		return nil, fmt.Errorf("transcode.ladder: %w", err)
@@ -40,9 +36,8 @@ func newVODWorker(cfg config.Config, store *routing.Store, backend string, log *
 			return nil, err
 		}
 	}
-	files := videoFiles(cfg)
 	return vod.New(vod.Config{
-		SourceDir: files.SourceDir, HLSDir: files.HLSDir, Consumer: consumerName(),
+		Files: videoFiles(cfg, objects), Consumer: consumerName(),
 		IdleTimeout: cfg.VOD.IdleTimeout.Std(), MaxAttempts: cfg.VOD.MaxAttempts, Concurrency: max(cfg.VOD.Workers, 1),
 		Ladder: ladder, Backend: backend, Preset: cfg.Transcode.Preset, SegmentDuration: cfg.HLS.SegmentDuration.Std(),
 	}, vod.Deps{Queue: store, Log: log, Registerer: reg, NewPackager: vodPackager})

@@ -15,8 +15,10 @@ import (
 
 // runWorker runs the worker role: VOD jobs from the Redis queue, plus the
 // operations endpoints (/healthz, /readyz, /metrics) on SHOAL_HTTP_ADDR.
-// Sources and outputs are read and written under SHOAL_DATA_DIR, which the
-// worker shares with the origin (same machine or a shared file system).
+// Sources and outputs are read and written in the media store: with the
+// fs backend, SHOAL_DATA_DIR, which the worker shares with the origin (same
+// machine or a shared file system); with s3, the bucket, and the data dir
+// is the worker's own scratch space.
 func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.VOD.Workers < 1 {
 		return fmt.Errorf("vod.workers (SHOAL_VOD_WORKERS) is %d: a worker needs at least 1", cfg.VOD.Workers)
@@ -28,7 +30,11 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer store.Close()
-	w, err := newVODWorker(cfg, store, "", log.With("component", "vod"), reg)
+	objects, err := openMediaStore(ctx, cfg, log.With("component", "storage"))
+	if err != nil {
+		return fmt.Errorf("media store: %w", err)
+	}
+	w, err := newVODWorker(cfg, store, objects, "", log.With("component", "vod"), reg)
 	if err != nil {
 		return err
 	}
@@ -38,7 +44,7 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 		return err
 	}
 	defer httpSrv.close()
-	log.Info("shoal worker starting", "version", Version, "config", fmt.Sprintf("%+v", cfg.Redacted()))
+	log.Info("shoal worker starting", "version", Version, "media_store", describeStore(cfg), "config", fmt.Sprintf("%+v", cfg.Redacted()))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(gctx) })
 	g.Go(func() error { return httpSrv.run(gctx) })

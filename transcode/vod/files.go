@@ -2,28 +2,103 @@ package vod
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
 
 // Files is where a node keeps the files of videos: the uploaded sources
-// and the published HLS trees. The control API stores and probes sources
-// and removes deleted videos through it.
+// and the published HLS trees in the media store (local disk or S3), and
+// the copies of video records and work files on local disk. The control
+// API stores and probes sources and removes deleted videos through it.
 type Files struct {
-	SourceDir string // <SourceDir>/<id>/source
-	HLSDir    string // <HLSDir>/<id>/...
+	// Store holds the sources (SourceKey) and the HLS trees ("hls/<id>/...",
+	// see HLS).
+	Store storage.Store
+	// RecordDir keeps the copies of video records: <RecordDir>/<id>/record.json.
+	RecordDir string
+	// WorkDir is local scratch space: sources fetched from a remote store
+	// and outputs being built.
+	WorkDir string
 }
 
-// SourcePath is where the source of video id is kept.
-func (f Files) SourcePath(id string) string { return SourcePath(f.SourceDir, id) }
+// HLSPrefix is the directory of the media store that holds HLS trees.
+const HLSPrefix = "hls"
+
+// SourceKey is the key of video id's source in the media store.
+func SourceKey(id string) string { return "videos/" + id + "/source" }
+
+// HLS is the part of the store that holds HLS trees, keyed "<id>/...".
+func (f Files) HLS() storage.Store { return storage.Sub(f.Store, HLSPrefix) }
+
+// KeepSource makes the local file at file the source of video id, moving
+// it into the store (a rename on local disk, an upload to S3).
+func (f Files) KeepSource(ctx context.Context, id, file string) error {
+	if !ids.Valid(id) {
+		return fmt.Errorf("vod: invalid video id %q", id)
+	}
+	_, err := storage.PutFile(ctx, f.Store, SourceKey(id), file, true)
+	return err
+}
+
+// SourceSize is the size of video id's stored source; an error matching
+// storage.ErrNotFound when there is none.
+func (f Files) SourceSize(ctx context.Context, id string) (int64, error) {
+	if !ids.Valid(id) {
+		return 0, fmt.Errorf("vod: invalid video id %q", id)
+	}
+	info, err := f.Store.Stat(ctx, SourceKey(id))
+	return info.Size, err
+}
+
+// FetchSource returns a local file holding video id's source: the stored
+// file itself on local disk, else a copy downloaded into WorkDir, removed
+// by done. A missing source is an error matching storage.ErrNotFound.
+func (f Files) FetchSource(ctx context.Context, id string) (path string, done func(), err error) {
+	if !ids.Valid(id) {
+		return "", nil, fmt.Errorf("vod: invalid video id %q", id)
+	}
+	key := SourceKey(id)
+	if p, ok := storage.LocalPath(f.Store, key); ok {
+		if _, err := f.Store.Stat(ctx, key); err != nil {
+			return "", nil, err
+		}
+		return p, func() {}, nil
+	}
+	rc, _, err := f.Store.Get(ctx, key, storage.Range{})
+	if err != nil {
+		return "", nil, err
+	}
+	defer rc.Close()
+	if err := os.MkdirAll(f.WorkDir, 0o755); err != nil {
+		return "", nil, err
+	}
+	tmp, err := os.CreateTemp(f.WorkDir, id+"-source-*")
+	if err != nil {
+		return "", nil, err
+	}
+	done = func() { _ = os.Remove(tmp.Name()) }
+	_, err = io.Copy(tmp, rc)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		done()
+		return "", nil, fmt.Errorf("vod: fetching the source of %s: %w", id, err)
+	}
+	return tmp.Name(), done, nil
+}
+
 
 // Probe checks that path holds a video this node can transcode and returns
 // its duration. The error is a message for the uploader, such as "not a
@@ -66,14 +141,16 @@ func checkLimits(info ffmpeg.FileInfo) error {
 	return nil
 }
 
-// RemoveVideo deletes the source and the HLS tree of video id.
-func (f Files) RemoveVideo(id string) error {
+// RemoveVideo deletes the source, the HLS tree and the record copy of
+// video id.
+func (f Files) RemoveVideo(ctx context.Context, id string) error {
 	if !ids.Valid(id) {
 		return fmt.Errorf("vod: invalid video id %q", id)
 	}
 	return errors.Join(
-		os.RemoveAll(filepath.Join(f.SourceDir, id)),
-		os.RemoveAll(filepath.Join(f.HLSDir, id)),
+		f.Store.Delete(ctx, SourceKey(id)),
+		f.Store.DeletePrefix(ctx, HLSPrefix+"/"+id+"/"),
+		os.RemoveAll(filepath.Join(f.RecordDir, id)),
 	)
 }
 
@@ -97,7 +174,7 @@ func (f Files) SaveRecord(id string, fields map[string]string) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Join(f.SourceDir, id)
+	dir := filepath.Join(f.RecordDir, id)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
@@ -126,7 +203,7 @@ func (f Files) DropRecord(id string) error {
 	if !ids.Valid(id) {
 		return fmt.Errorf("vod: invalid video id %q", id)
 	}
-	dir := filepath.Join(f.SourceDir, id)
+	dir := filepath.Join(f.RecordDir, id)
 	err := os.Remove(filepath.Join(dir, recordFile))
 	_ = os.Remove(filepath.Join(dir, recordLock))
 	_ = os.Remove(dir) // only when empty
@@ -163,7 +240,7 @@ func lockFile(path string) (func(), error) {
 // Records calls fn with every video record copy kept (SaveRecord); an
 // unreadable one is skipped. It stops at the first error fn returns.
 func (f Files) Records(fn func(id string, fields map[string]string) error) error {
-	entries, err := os.ReadDir(f.SourceDir)
+	entries, err := os.ReadDir(f.RecordDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
@@ -174,7 +251,7 @@ func (f Files) Records(fn func(id string, fields map[string]string) error) error
 		if !e.IsDir() || !ids.Valid(e.Name()) {
 			continue
 		}
-		b, err := os.ReadFile(filepath.Join(f.SourceDir, e.Name(), recordFile))
+		b, err := os.ReadFile(filepath.Join(f.RecordDir, e.Name(), recordFile))
 		if err != nil {
 			continue
 		}

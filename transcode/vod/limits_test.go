@@ -24,7 +24,7 @@ func TestSourceLimits(t *testing.T) {
 		}
 		return p
 	}
-	f := Files{SourceDir: dir, HLSDir: dir}
+	f := Files{RecordDir: dir, WorkDir: dir}
 	if d, err := f.Probe(mk("ok.mp4", "30")); err != nil || d < 900*time.Millisecond {
 		t.Fatalf("a 1 s 30 fps clip: %s, %v", d, err)
 	}

@@ -15,7 +15,7 @@ import (
 // nothing behind.
 func TestSaveRecordKeepsTheNewest(t *testing.T) {
 	t.Parallel()
-	f := Files{SourceDir: t.TempDir()}
+	f := Files{RecordDir: t.TempDir()}
 	const id = "abcdefghij0123456789"
 	at := func(s int) map[string]string {
 		return map[string]string{"status": fmt.Sprint("s", s), "updated_at": time.Unix(1_800_000_000+int64(s), 0).UTC().Format(time.RFC3339Nano)}
@@ -57,20 +57,20 @@ func TestSaveRecordKeepsTheNewest(t *testing.T) {
 	if got := read(); got["status"] != "s59" {
 		t.Fatalf("after concurrent writers: %v, want the newest (s59)", got)
 	}
-	entries, _ := os.ReadDir(filepath.Join(f.SourceDir, id))
+	entries, _ := os.ReadDir(filepath.Join(f.RecordDir, id))
 	for _, e := range entries {
 		if filepath.Ext(e.Name()) == ".tmp" {
 			t.Fatalf("temporary file %s left", e.Name())
 		}
 	}
-	b, _ := os.ReadFile(filepath.Join(f.SourceDir, id, recordFile))
+	b, _ := os.ReadFile(filepath.Join(f.RecordDir, id, recordFile))
 	if !json.Valid(b) {
 		t.Fatalf("the copy is not JSON: %q", b)
 	}
 	if err := f.DropRecord(id); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(filepath.Join(f.SourceDir, id)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(f.RecordDir, id)); !os.IsNotExist(err) {
 		t.Fatalf("the video's directory is left after DropRecord: %v", err)
 	}
 	if err := f.SaveRecord("../x", at(1)); err == nil {

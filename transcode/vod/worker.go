@@ -3,10 +3,14 @@
 // streams (transcode/ffmpeg, the packager), adds a poster and a storyboard,
 // and publishes the result next to the live streams' HLS.
 //
-// A job's output is built in a staging directory private to its attempt
-// and moved into place with a rename only when it is complete, so a player
-// never sees a half-written or mixed rendition, and an attempt that fails
-// or is taken over leaves nothing behind in the published tree. Workers
+// A job's source is read from the media store (in place on local disk,
+// downloaded from S3), and its output is built in a local staging
+// directory private to its attempt. Only a complete output is published
+// into the store: what an earlier attempt left there is removed first, the
+// media go in before the rendition playlists and the master playlist last,
+// and the video is marked ready only after that, so a player never sees a
+// half-written rendition, and an attempt that fails or is taken over
+// publishes nothing. Workers
 // touch the jobs they hold; a worker that dies stops touching its job and
 // another one takes it over after Config.IdleTimeout (see routing's job
 // queue).
@@ -16,6 +20,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -31,6 +36,7 @@ import (
 	"github.com/shoal-video/shoal/internal/logx"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
 
@@ -50,12 +56,11 @@ type Queue interface {
 
 // Config configures a worker.
 type Config struct {
-	// SourceDir holds uploaded sources: <SourceDir>/<video id>/source.
-	SourceDir string
-	// HLSDir is where HLS trees are published (<HLSDir>/<video id>/...),
-	// the packager's directory. Staging directories are made below it, in
-	// StagingDir, so that publishing is a rename on one file system.
-	HLSDir string
+	// Files are the media store (sources, published HLS trees), the
+	// record copies and the local work directory, in which staging
+	// directories are made (on the data dir's file system, publishing to
+	// a local store is a rename).
+	Files Files
 	// Consumer names this worker in the queue; unique per process.
 	Consumer string
 	// IdleTimeout is how long a job may go untouched before another worker
@@ -77,12 +82,9 @@ type Config struct {
 	SegmentDuration time.Duration
 }
 
-// StagingDir is the directory below HLSDir where jobs build their output.
-// It is not a valid id, so the origin never serves it.
-const StagingDir = ".staging"
-
-// SourcePath is where the source of video id is kept.
-func SourcePath(sourceDir, id string) string { return filepath.Join(sourceDir, id, "source") }
+// StagingDir is the directory below Files.WorkDir where jobs build their
+// output.
+const StagingDir = "staging"
 
 // Deps are the worker's collaborators.
 type Deps struct {
@@ -116,8 +118,8 @@ func New(cfg Config, deps Deps) (*Worker, error) {
 	if deps.NewPackager == nil {
 		errs = append(errs, errors.New("vod: NewPackager is required"))
 	}
-	if cfg.SourceDir == "" || cfg.HLSDir == "" {
-		errs = append(errs, errors.New("vod: SourceDir and HLSDir are required"))
+	if cfg.Files.Store == nil || cfg.Files.RecordDir == "" || cfg.Files.WorkDir == "" {
+		errs = append(errs, errors.New("vod: Files.Store, Files.RecordDir and Files.WorkDir are required"))
 	}
 	if cfg.Consumer == "" {
 		errs = append(errs, errors.New("vod: Consumer is required"))
@@ -308,8 +310,11 @@ func (w *Worker) run(ctx context.Context, consumer string, job routing.Job) {
 		}
 		return
 	}
-	final := filepath.Join(w.cfg.HLSDir, job.VideoID)
-	if err := publishDir(filepath.Join(staging, job.VideoID), final, filepath.Join(w.cfg.HLSDir, StagingDir)); err != nil {
+	if err := w.publish(ctx, job.VideoID, filepath.Join(staging, job.VideoID)); err != nil {
+		if ctx.Err() != nil {
+			log.Info("shutting down: the job stays queued for another worker")
+			return
+		}
 		_, _ = w.queue.FailJob(ctx, job, st.Attempt, "publishing the output failed: "+err.Error(), false, w.cfg.MaxAttempts)
 		w.jobs.WithLabelValues("retry").Inc()
 		log.Error("publishing the output", "err", err)
@@ -320,7 +325,7 @@ func (w *Worker) run(ctx context.Context, consumer string, job routing.Job) {
 			// Deleted meanwhile: take the files back. (Taken over: the
 			// other attempt's output, identical, replaces this one.)
 			if errors.Is(err, routing.ErrVideoDeleted) {
-				_ = os.RemoveAll(final)
+				_ = w.cfg.Files.HLS().DeletePrefix(ctx, job.VideoID+"/")
 			}
 			w.jobs.WithLabelValues("lost").Inc()
 			log.Warn("job lost before it could finish", "err", err)
@@ -338,7 +343,7 @@ func (w *Worker) run(ctx context.Context, consumer string, job routing.Job) {
 // keepRecord saves a copy of the video's record next to its source, for a
 // Redis that loses its data (Files.SaveRecord); best effort.
 func (w *Worker) keepRecord(ctx context.Context, id string, log *slog.Logger) {
-	files := Files{SourceDir: w.cfg.SourceDir}
+	files := w.cfg.Files
 	fields, err := w.queue.VideoFields(ctx, id)
 	if err == nil {
 		err = files.SaveRecord(id, fields)
@@ -383,16 +388,20 @@ func (w *Worker) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, 
 // returns (the output is its subdirectory <id>; the caller removes what is
 // left of it).
 func (w *Worker) process(ctx context.Context, id string, st routing.JobStart, progress func(float64)) (routing.JobOutcome, string, error) {
-	stagingRoot := filepath.Join(w.cfg.HLSDir, StagingDir)
+	stagingRoot := filepath.Join(w.cfg.Files.WorkDir, StagingDir)
 	removeStaleStaging(stagingRoot, id, st.Attempt, w.log)
 	staging := filepath.Join(stagingRoot, fmt.Sprintf("%s-%d-%s", id, st.Attempt, ids.New()[:6]))
 	if err := os.MkdirAll(staging, 0o755); err != nil {
 		return routing.JobOutcome{}, staging, err
 	}
-	src := SourcePath(w.cfg.SourceDir, id)
-	if _, err := os.Stat(src); err != nil {
-		return routing.JobOutcome{}, staging, fmt.Errorf("%w: the uploaded source is missing on this worker (%v)", ffmpeg.ErrNotVideo, err)
+	// A source missing from the store is retried like any other failure
+	// (a store that is down, or a replica not there yet), never taken for
+	// a file that is not a video: the attempts bound it.
+	src, done, err := w.cfg.Files.FetchSource(ctx, id)
+	if err != nil {
+		return routing.JobOutcome{}, staging, fmt.Errorf("reading the uploaded source: %w", err)
 	}
+	defer done()
 	ladder := w.cfg.Ladder
 	if st.Video.Ladder != "" {
 		l, err := media.ParseLadder(st.Video.Ladder)
@@ -440,18 +449,58 @@ func removeStaleStaging(root, id string, attempt int, log *slog.Logger) {
 	}
 }
 
-// publishDir moves the complete tree staging to final, replacing a tree
-// already there (an earlier attempt's): the old one is first renamed away
-// into trashDir, so final is never a mix of both.
-func publishDir(staging, final, trashDir string) error {
-	if _, err := os.Stat(final); err == nil {
-		old := filepath.Join(trashDir, "old-"+filepath.Base(final)+"-"+ids.New()[:6])
-		if err := os.Rename(final, old); err != nil {
+// publishConcurrency bounds the uploads of one publish at once.
+const publishConcurrency = 8
+
+// publish puts the complete tree in dir into the store as video id's HLS,
+// replacing what an earlier attempt left: that is removed first, then the
+// media files go in, then the rendition playlists, then the master
+// playlist, so that a tree with a master playlist is whole.
+func (w *Worker) publish(ctx context.Context, id, dir string) error {
+	hls := w.cfg.Files.HLS()
+	if err := hls.DeletePrefix(ctx, id+"/"); err != nil {
+		return fmt.Errorf("removing an earlier attempt's output: %w", err)
+	}
+	var media, playlists []string
+	var master string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
 			return err
 		}
-		defer os.RemoveAll(old)
+		rel, err := filepath.Rel(dir, p)
+		if err != nil {
+			return err
+		}
+		switch rel = filepath.ToSlash(rel); {
+		case rel == "master.m3u8":
+			master = rel
+		case strings.HasSuffix(rel, ".m3u8"):
+			playlists = append(playlists, rel)
+		default:
+			media = append(media, rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
-	return os.Rename(staging, final)
+	if master == "" {
+		return errors.New("the output has no master playlist")
+	}
+	for _, batch := range [][]string{media, playlists, {master}} {
+		g, gctx := errgroup.WithContext(ctx)
+		g.SetLimit(publishConcurrency)
+		for _, rel := range batch {
+			g.Go(func() error {
+				_, err := storage.PutFile(gctx, hls, id+"/"+rel, filepath.Join(dir, filepath.FromSlash(rel)), true)
+				return err
+			})
+		}
+		if err := g.Wait(); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // describe turns an error into the message a person reads in the video's

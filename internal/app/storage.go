@@ -1,0 +1,70 @@
+package app
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"time"
+
+	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/storage"
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
+	"github.com/shoal-video/shoal/internal/storage/s3store"
+	"github.com/shoal-video/shoal/transcode/vod"
+)
+
+// openMediaStore opens the media store cfg names: the data dir itself
+// (fs: sources under videos/, HLS under hls/, as before the storage layer
+// existed), or an S3 bucket, created when missing. A bucket that cannot be
+// reached at start is not fatal: ensuring it is retried in the background
+// (every 5 s, logged) until ctx ends, and uploads and jobs fail and retry
+// meanwhile.
+func openMediaStore(ctx context.Context, cfg config.Config, log *slog.Logger) (storage.Store, error) {
+	if cfg.Storage.Backend != config.StorageS3 {
+		return fsstore.New(cfg.DataDir)
+	}
+	s, err := s3store.New(s3store.Config{Endpoint: cfg.Storage.Endpoint, Bucket: cfg.Storage.Bucket, Region: cfg.Storage.Region,
+		AccessKey: cfg.Storage.AccessKey, SecretKey: cfg.Storage.SecretKey, PathStyle: cfg.Storage.PathStyle})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.EnsureBucket(ctx); err != nil {
+		log.Warn("the media store is not reachable yet; retrying in the background", "err", err)
+		go func() {
+			t := time.NewTicker(5 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+				}
+				if err := s.EnsureBucket(ctx); err == nil {
+					log.Info("the media store is reachable", "bucket", cfg.Storage.Bucket)
+					return
+				} else if ctx.Err() == nil {
+					log.Warn("the media store is still not reachable", "err", err)
+				}
+			}
+		}()
+	}
+	return s, nil
+}
+
+// videoFiles is where this node keeps video sources and HLS trees (the
+// media store), record copies and work files (the data dir).
+func videoFiles(cfg config.Config, media storage.Store) vod.Files {
+	return vod.Files{Store: media, RecordDir: filepath.Join(cfg.DataDir, "videos"), WorkDir: filepath.Join(cfg.DataDir, "work")}
+}
+
+// hlsStore is the part of the media store that holds HLS trees.
+func hlsStore(media storage.Store) storage.Store { return vod.Files{Store: media}.HLS() }
+
+// describeStore names the media store for the start-up log.
+func describeStore(cfg config.Config) string {
+	if cfg.Storage.Backend == config.StorageS3 {
+		return fmt.Sprintf("s3 bucket %s at %s", cfg.Storage.Bucket, cfg.Storage.Endpoint)
+	}
+	return "fs under " + cfg.DataDir
+}
