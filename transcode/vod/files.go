@@ -99,7 +99,6 @@ func (f Files) FetchSource(ctx context.Context, id string) (path string, done fu
 	return tmp.Name(), done, nil
 }
 
-
 // Probe checks that path holds a video this node can transcode and returns
 // its duration. The error is a message for the uploader, such as "not a
 // video file: no video stream found".
