@@ -122,6 +122,22 @@ type Deps struct {
 	// Live, when set, receives every live playlist (with LL-HLS parts)
 	// and the parts themselves, for the origin to serve from memory.
 	Live *live.Registry
+	// Files, when set, hears of every file the packager writes (a mirror
+	// copying the output to the media store).
+	Files FileEvents
+}
+
+// FileEvents hears what the packager does to its directory, in the order
+// it does it. Calls must not block for long (they are made while writing).
+type FileEvents interface {
+	// Written: the file rel ("<id>/...", relative to Config.Dir) was
+	// written, replaced or appended to.
+	Written(rel string)
+	// Reset: stream id's tree is about to be removed (a new session
+	// replaces it, or the stream was deleted).
+	Reset(id string)
+	// Ended: stream id's session ended; its files are final.
+	Ended(id string)
 }
 
 // Packager writes HLS for every publication in the hub.
@@ -133,7 +149,8 @@ type Packager struct {
 	watcher *stream.Watcher
 	live    *live.Registry
 
-	fs storage
+	fs     storage
+	events FileEvents // nil: nobody listens
 
 	segments   *prometheus.CounterVec
 	gaps       *prometheus.CounterVec
@@ -207,7 +224,7 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 		deps.Now = time.Now
 	}
 	p := &Packager{
-		cfg: cfg, log: deps.Log, format: f, now: deps.Now, live: deps.Live,
+		cfg: cfg, log: deps.Log, format: f, now: deps.Now, live: deps.Live, events: deps.Files,
 		streams:    map[string]*streamState{},
 		ending:     map[string]chan struct{}{},
 		removed:    map[string]bool{},
@@ -227,6 +244,14 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 		written: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_packager_written_bytes_total", Help: "Bytes of segments, playlists and init sections written to disk.",
 		}),
+	}
+	if p.events != nil {
+		dir := filepath.Clean(cfg.Dir)
+		p.fs.written = func(path string) {
+			if rel, err := filepath.Rel(dir, path); err == nil && !strings.HasPrefix(rel, "..") {
+				p.events.Written(filepath.ToSlash(rel))
+			}
+		}
 	}
 	if deps.Registerer != nil {
 		for _, c := range []prometheus.Collector{p.segments, p.gaps, p.errors, p.written} {
@@ -359,6 +384,7 @@ func (p *Packager) join(id string) (*streamState, error) {
 	if p.live != nil {
 		p.live.RemoveStream(id)
 	}
+	p.reset(id)
 	old, err := p.trash(dir)
 	if err != nil {
 		p.mu.Unlock()
@@ -379,6 +405,13 @@ func (p *Packager) join(id string) (*streamState, error) {
 	p.mu.Unlock()
 	p.emptyTrash(old) // slow for a long recording: outside the lock
 	return st, nil
+}
+
+// reset tells the listener that stream id's tree is about to go.
+func (p *Packager) reset(id string) {
+	if p.events != nil {
+		p.events.Reset(id)
+	}
 }
 
 // trashPrefix starts the names of directories being deleted: never a
@@ -431,6 +464,7 @@ func (p *Packager) leave(st *streamState) {
 			if p.live != nil {
 				p.live.RemoveStream(st.id)
 			}
+			p.reset(st.id)
 			var err error
 			if old, err = p.trash(st.dir); err != nil {
 				p.log.Error("removing the HLS output of a deleted stream", "stream", st.id, "err", err)
@@ -508,6 +542,9 @@ func (p *Packager) endLocked(st *streamState) func() {
 			a.ended = true
 			a.writePlaylists()
 		}
+		if p.events != nil {
+			p.events.Ended(st.id)
+		}
 		p.mu.Lock()
 		if p.ending[st.id] == done {
 			delete(p.ending, st.id)
@@ -544,6 +581,7 @@ func (p *Packager) Remove(id string) error {
 	if p.live != nil {
 		p.live.RemoveStream(id)
 	}
+	p.reset(id)
 	old, err := p.trash(filepath.Join(p.cfg.Dir, id))
 	p.mu.Unlock()
 	if err != nil {

@@ -16,6 +16,9 @@ import (
 // temporary file, appendFile cuts the file back to where it was.
 type storage struct {
 	noSync bool
+	// written, when set, is told the path of every file written or
+	// appended to.
+	written func(path string)
 	// failWrite, set by tests only, makes a write fail like a full disk:
 	// when it returns an error for the file at path, the first n bytes of
 	// data are written and the write fails with that error (mkdirAll asks
@@ -70,6 +73,9 @@ func (s *storage) writeFile(path string, data []byte) error {
 	// less durable, not undone, so the write is not reported as failed
 	// (that would list a segment that is there as a gap).
 	_ = s.syncDir(filepath.Dir(path))
+	if s.written != nil {
+		s.written(path)
+	}
 	return nil
 }
 
@@ -119,7 +125,13 @@ func (s *storage) appendFile(path string, data []byte) error {
 		f.Close()
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	if s.written != nil {
+		s.written(path)
+	}
+	return nil
 }
 
 // syncDir makes the renames into dir durable.

@@ -178,7 +178,7 @@ func TestVODUploadBecomesReady(t *testing.T) {
 		t.Fatalf("storyboard sprite: %d", code)
 	}
 	// Nothing is left in the staging area.
-	if ents, _ := os.ReadDir(filepath.Join(n.dataDir, "hls", ".staging")); len(ents) != 0 {
+	if ents, _ := os.ReadDir(filepath.Join(n.dataDir, "work", "staging")); len(ents) != 0 {
 		t.Errorf("staging left behind: %v", ents)
 	}
 	code, metrics := n.get("/metrics", "")
@@ -509,7 +509,7 @@ func TestVODWorkerKilledMidJob(t *testing.T) {
 	if d := probeDuration(t, v.Playback.HLSURL); d < 19.5 || d > 20.5 {
 		t.Fatalf("ffprobe measures %.3f s, want 20", d)
 	}
-	if ents, _ := os.ReadDir(filepath.Join(n.dataDir, "hls", ".staging")); len(ents) != 0 {
+	if ents, _ := os.ReadDir(filepath.Join(n.dataDir, "work", "staging")); len(ents) != 0 {
 		t.Errorf("staging left behind: %v", ents)
 	}
 	// The signed webhook says ready, once.

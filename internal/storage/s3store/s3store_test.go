@@ -17,34 +17,8 @@ import (
 	"github.com/shoal-video/shoal/internal/testutil/s3test"
 )
 
-// server is one SeaweedFS shared by the tests that do not stop it; each
-// test has its own bucket.
-var (
-	serverOnce sync.Once
-	server     *s3test.Server
-	serverErr  string
-	buckets    atomic.Int64
-)
-
-func sharedServer(t *testing.T) *s3test.Server {
-	t.Helper()
-	serverOnce.Do(func() {
-		// Started outside any one test's cleanup: it lives until the
-		// test binary exits (TestMain stops it).
-		st := &startT{}
-		func() {
-			defer func() { recover() }()
-			server = s3test.Start(st)
-		}()
-		if server == nil {
-			serverErr = st.msg
-		}
-	})
-	if server == nil {
-		t.Fatalf("no S3 server: %s", serverErr)
-	}
-	return server
-}
+// buckets numbers the buckets of the tests on the shared server.
+var buckets atomic.Int64
 
 func newStore(t *testing.T, srv *s3test.Server, mod func(*s3store.Config)) *s3store.Store {
 	t.Helper()
@@ -68,13 +42,13 @@ func newStore(t *testing.T, srv *s3test.Server, mod func(*s3store.Config)) *s3st
 
 func TestConformance(t *testing.T) {
 	t.Parallel()
-	srv := sharedServer(t)
+	srv := s3test.Shared(t)
 	storagetest.Run(t, func(t *testing.T) storage.Store { return newStore(t, srv, nil) })
 }
 
 func TestEnsureBucketTwice(t *testing.T) {
 	t.Parallel()
-	srv := sharedServer(t)
+	srv := s3test.Shared(t)
 	s := newStore(t, srv, func(c *s3store.Config) { c.Bucket = "shoal-twice" })
 	if err := s.EnsureBucket(t.Context()); err != nil {
 		t.Fatalf("EnsureBucket on an existing bucket: %v", err)
@@ -86,7 +60,7 @@ func TestEnsureBucketTwice(t *testing.T) {
 
 func TestMissingBucket(t *testing.T) {
 	t.Parallel()
-	srv := sharedServer(t)
+	srv := s3test.Shared(t)
 	s, err := s3store.New(s3store.Config{Endpoint: srv.Endpoint, Bucket: "shoal-never-created", PathStyle: true})
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,120 @@
+package app
+
+import (
+	"io/fs"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-video/shoal/internal/storage"
+	"github.com/shoal-video/shoal/internal/storage/s3store"
+	"github.com/shoal-video/shoal/internal/testutil"
+	"github.com/shoal-video/shoal/internal/testutil/redistest"
+	"github.com/shoal-video/shoal/internal/testutil/s3test"
+)
+
+// s3Env is the environment of a node keeping media in bucket on srv.
+func s3Env(srv *s3test.Server, bucket string) []string {
+	return []string{"SHOAL_STORAGE_BACKEND=s3", "SHOAL_STORAGE_ENDPOINT=" + srv.Endpoint, "SHOAL_STORAGE_BUCKET=" + bucket,
+		"SHOAL_STORAGE_PATH_STYLE=true"}
+}
+
+// bucketKeys lists the keys under prefix in bucket on srv.
+func bucketKeys(t *testing.T, srv *s3test.Server, bucket, prefix string) []string {
+	t.Helper()
+	s, err := s3store.New(s3store.Config{Endpoint: srv.Endpoint, Bucket: bucket, PathStyle: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for info, err := range s.List(t.Context(), prefix, storage.ListOptions{}) {
+		if err != nil {
+			t.Fatalf("listing %s: %v", prefix, err)
+		}
+		keys = append(keys, info.Key)
+	}
+	return keys
+}
+
+// mediaFiles are the media files (sources, segments, playlists, images)
+// under dir.
+func mediaFiles(t *testing.T, dir string) []string {
+	t.Helper()
+	var found []string
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		switch name := d.Name(); {
+		case name == "source", strings.HasSuffix(name, ".part"), slices.Contains([]string{".m4s", ".ts", ".mp4", ".m3u8", ".jpg", ".vtt"}, filepath.Ext(name)):
+			found = append(found, p)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return found
+}
+
+// Two origins share only Redis and an S3 bucket: a video uploaded through
+// A, which runs no worker, is transcoded by B's worker from the bucket,
+// published there, and played in full from either origin; neither keeps a
+// media file in its data dir.
+func TestVODOnS3AtAnyOrigin(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t)
+	rs := redistest.Start(t)
+	const bucket = "shoal-media"
+	a := startNodeOn(t, rs, append(s3Env(srv, bucket), "SHOAL_VOD_WORKERS=0")...)
+	b := startNodeOn(t, rs, s3Env(srv, bucket)...)
+
+	src := testutil.MakeMP4(t, 640, 360, 6)
+	v := a.createVideo("on s3")
+	start := time.Now()
+	if code, body := putFile(t, v.Upload.DirectURL, testAdminKey, src); code != http.StatusAccepted {
+		t.Fatalf("PUT source at A: %d %s", code, body)
+	}
+	if keys := bucketKeys(t, srv, bucket, "videos/"+v.ID+"/"); !slices.Equal(keys, []string{"videos/" + v.ID + "/source"}) {
+		t.Fatalf("the bucket holds %q for the source", keys)
+	}
+	v = b.waitVideo(v.ID, 90*time.Second)
+	t.Logf("6 s 360p clip on S3: upload at A to ready (worker at B) in %s", time.Since(start).Round(time.Millisecond))
+	if v.Status != "ready" || v.Attempts != 1 {
+		t.Fatalf("video (want ready at the first attempt): %+v", v)
+	}
+	keys := bucketKeys(t, srv, bucket, "hls/"+v.ID+"/")
+	for _, want := range []string{"master.m3u8", "360p/index.m3u8", "poster.jpg", "storyboard.vtt"} {
+		if !slices.Contains(keys, "hls/"+v.ID+"/"+want) {
+			t.Errorf("the bucket lacks hls/%s/%s: %q", v.ID, want, keys)
+		}
+	}
+	for _, n := range []*node{a, b} {
+		url := n.http + "/hls/" + v.ID + "/master.m3u8"
+		if d := probeDuration(t, url); d < 5.5 || d > 6.5 {
+			t.Errorf("ffprobe of %s measures %.3f s, want 6 ± 0.5", url, d)
+		}
+		if code, poster := n.get("/hls/"+v.ID+"/poster.jpg", ""); code != 200 || len(poster) < 100 {
+			t.Errorf("poster at %s: %d, %d bytes", n.http, code, len(poster))
+		}
+	}
+	for _, n := range []*node{a, b} {
+		if files := mediaFiles(t, n.dataDir); len(files) != 0 {
+			t.Errorf("media files left in a data dir: %q", files)
+		}
+	}
+
+	// Deleting the video at A removes its objects from the bucket.
+	if code, body := a.do(http.MethodDelete, "/v1/videos/"+v.ID, testAdminKey, nil); code != http.StatusNoContent {
+		t.Fatalf("DELETE: %d %s", code, body)
+	}
+	if keys := bucketKeys(t, srv, bucket, ""); len(keys) != 0 {
+		t.Fatalf("the bucket still holds %q after the delete", keys)
+	}
+	if code, _ := b.get("/hls/"+v.ID+"/master.m3u8", ""); code != http.StatusNotFound {
+		t.Fatalf("the deleted video's playlist at B: %d", code)
+	}
+}
