@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shoal-video/shoal/internal/manifest"
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 	"github.com/shoal-video/shoal/packager/live"
 )
 
@@ -74,7 +75,7 @@ func newLLServer(t *testing.T) (*live.Registry, *httptest.Server, ed25519.Public
 	}
 	reg := live.New()
 	pub, priv, _ := ed25519.GenerateKey(nil)
-	srv := httptest.NewServer(NewHandler(root, WithLive(reg), WithContentKey(priv)))
+	srv := httptest.NewServer(NewHandler(dirStore(t, root), WithLive(reg), WithContentKey(priv)))
 	t.Cleanup(srv.Close)
 	return reg, srv, pub
 }
@@ -121,7 +122,7 @@ func TestBlockingReload(t *testing.T) {
 	}
 
 	// The stream ends: waiters are answered from the disk.
-	if err := os.WriteFile(filepath.Join(srv.Config.Handler.(*Handler).Dir, "abc", "720p", "index.m3u8"),
+	if err := os.WriteFile(filepath.Join(srv.Config.Handler.(*Handler).store.(*fsstore.Store).Root(), "abc", "720p", "index.m3u8"),
 		[]byte("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\ns-0-6.m4s\n#EXT-X-ENDLIST\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +221,7 @@ func TestDeltaUpdate(t *testing.T) {
 func TestRangeManifest(t *testing.T) {
 	t.Parallel()
 	_, srv, pub := newLLServer(t)
-	dir := filepath.Join(srv.Config.Handler.(*Handler).Dir, "abc", "720p")
+	dir := filepath.Join(srv.Config.Handler.(*Handler).store.(*fsstore.Store).Root(), "abc", "720p")
 	var rec strings.Builder
 	rec.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-TARGETDURATION:2\n")
 	for i := 0; i < 150; i++ {
