@@ -290,11 +290,7 @@ func (h *Handler) serveObject(w http.ResponseWriter, r *http.Request, rel, ext s
 	if ext == ".jpg" || ext == ".vtt" {
 		hdr.Set("Cache-Control", CacheStill)
 	}
-	etag := info.ETag
-	if etag == "" { // a backend that has none: size and time
-		etag = `"` + strconv.FormatInt(info.Size, 36) + "-" + strconv.FormatInt(info.ModTime.UnixNano(), 36) + `"`
-	}
-	hdr.Set("ETag", etag)
+	hdr.Set("ETag", info.ETag) // a new one when the object is overwritten
 	content := storage.NewSeeker(ctx, h.store, info)
 	defer content.Close()
 	http.ServeContent(w, r, "", info.ModTime, content)
