@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 	"github.com/shoal-video/shoal/packager/origin"
 )
 
@@ -429,7 +430,11 @@ func TestCORSAndMethods(t *testing.T) {
 	o := newFakeOrigin(t)
 	e := startCache(t, o.srv.URL, t.TempDir(), nil)
 	ref := httptest.NewRecorder()
-	origin.NewHandler(t.TempDir()).ServeHTTP(ref, httptest.NewRequest(http.MethodOptions, segPath, nil))
+	hlsStore, err := fsstore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	origin.NewHandler(hlsStore).ServeHTTP(ref, httptest.NewRequest(http.MethodOptions, segPath, nil))
 	for _, method := range []string{http.MethodOptions, http.MethodPost} {
 		rec := httptest.NewRecorder()
 		e.c.ServeHTTP(rec, httptest.NewRequest(method, segPath, nil))

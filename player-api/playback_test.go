@@ -17,6 +17,7 @@ import (
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/playback"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 	"github.com/shoal-video/shoal/packager/origin"
 )
 
@@ -274,7 +275,11 @@ func TestSignedPlaybackEndToEnd(t *testing.T) {
 			}
 		}
 	}
-	srv := httptest.NewServer(origin.NewHandler(hls, origin.WithSignedPlayback(storeSigned(e.store), testPlaybackPub)))
+	hlsStore, err := fsstore.New(hls)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(origin.NewHandler(hlsStore, origin.WithSignedPlayback(storeSigned(e.store), testPlaybackPub)))
 	t.Cleanup(srv.Close)
 	fetch := func(url string) (int, string) {
 		t.Helper()

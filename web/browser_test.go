@@ -29,6 +29,7 @@ import (
 	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/playback"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/testutil/browser"
 	"github.com/shoal-video/shoal/internal/testutil/redistest"
@@ -132,7 +133,11 @@ func newE2E(t *testing.T) *e2e {
 		}
 		return false
 	}
-	hls := gin.WrapH(origin.NewHandler(e.hlsDir, origin.WithSignedPlayback(signed, e.key.Public().(ed25519.PublicKey))))
+	hlsStore, err := fsstore.New(e.hlsDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hls := gin.WrapH(origin.NewHandler(hlsStore, origin.WithSignedPlayback(signed, e.key.Public().(ed25519.PublicKey))))
 
 	r := gin.New()
 	r.ContextWithFallback = true

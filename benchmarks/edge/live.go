@@ -31,6 +31,7 @@ import (
 	"github.com/shoal-video/shoal/edgecache"
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 	"github.com/shoal-video/shoal/packager/origin"
 )
 
@@ -191,7 +192,11 @@ func liveBench(ctx context.Context, dir string, o options) (liveResult, error) {
 		return res, err
 	}
 	keys := map[string]ed25519.PublicKey{manifest.KeyID(contentKey.Public().(ed25519.PublicKey)): contentKey.Public().(ed25519.PublicKey)}
-	oc := &originCounter{h: origin.NewHandler(hls, origin.WithContentKey(contentKey)), gets: map[string]int{}, heads: map[string]int{}, getters: map[string][]string{}}
+	hlsStore, err := fsstore.New(hls)
+	if err != nil {
+		return res, err
+	}
+	oc := &originCounter{h: origin.NewHandler(hlsStore, origin.WithContentKey(contentKey)), gets: map[string]int{}, heads: map[string]int{}, getters: map[string][]string{}}
 	oln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return res, err

@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 	"github.com/shoal-video/shoal/packager/origin"
 )
 
@@ -54,7 +55,11 @@ func staticBench(ctx context.Context, dir string, o options) (staticResult, erro
 	// object, then once a minute for the playlist (a finished one, fresh for
 	// a minute by the origin's rules: a revalidation answered 304).
 	var originGets atomic.Int64
-	oh := origin.NewHandler(filepath.Join(root, "hls"))
+	hlsStore, err := fsstore.New(filepath.Join(root, "hls"))
+	if err != nil {
+		return res, err
+	}
+	oh := origin.NewHandler(hlsStore)
 	oln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return res, err

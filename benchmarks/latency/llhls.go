@@ -21,6 +21,7 @@ import (
 	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
 
 	"github.com/shoal-video/shoal/edgecache"
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/packager"
 	"github.com/shoal-video/shoal/packager/live"
@@ -48,7 +49,11 @@ func measureLLHLS(ctx context.Context, hub *stream.Hub, dir, id string, part tim
 	defer func() { cancel(); wg.Wait() }()
 	wg.Add(1)
 	go func() { defer wg.Done(); _ = pkg.Run(ctx) }()
-	originURL, err := serveOn(ctx, &wg, origin.NewHandler(hlsDir, origin.WithLive(reg)))
+	hlsStore, err := fsstore.New(hlsDir)
+	if err != nil {
+		return nil, err
+	}
+	originURL, err := serveOn(ctx, &wg, origin.NewHandler(hlsStore, origin.WithLive(reg)))
 	if err != nil {
 		return nil, err
 	}

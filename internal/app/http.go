@@ -14,6 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 	"github.com/shoal-video/shoal/p2p/tracker"
 	"github.com/shoal-video/shoal/packager/origin"
 	playerapi "github.com/shoal-video/shoal/player-api"
@@ -89,7 +90,11 @@ func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
 
 	var p2p *tracker.Tracker
 	if cfg.HLSDir != "" {
-		var h http.Handler = origin.NewHandler(cfg.HLSDir, cfg.HLSOptions...)
+		hlsStore, err := fsstore.New(cfg.HLSDir) // TODO(issue 17): the configured store
+		if err != nil {
+			return nil, err
+		}
+		var h http.Handler = origin.NewHandler(hlsStore, cfg.HLSOptions...)
 		if cfg.P2P {
 			var err error
 			if p2p, err = newTracker(h, cfg.ClientIP, deps.Registry, deps.Log.With("component", "p2p")); err != nil {

@@ -17,7 +17,8 @@ import (
 
 // WithLive makes the handler serve live playlists and LL-HLS partial
 // segments from reg (what the packager publishes there), and answer
-// blocking playlist reloads. What reg does not hold is served from disk.
+// blocking playlist reloads. What reg does not hold is served from the
+// store.
 func WithLive(reg *live.Registry) Option {
 	return func(h *Handler) { h.live = reg }
 }
@@ -86,7 +87,7 @@ func blockingCache(s *live.Snapshot) string {
 
 // waitLive returns the snapshot of the live playlist key that r asks for:
 // the current one, or with _HLS_msn the first that holds what it names. It
-// returns nil, true when the playlist is not live here (serve the disk),
+// returns nil, true when the playlist is not live here (serve the store),
 // and false when it answered r itself (an error, or the client left).
 func (h *Handler) waitLive(w http.ResponseWriter, r *http.Request, key string) (*live.Snapshot, bool, bool) {
 	snap := h.live.Get(key)
@@ -118,7 +119,7 @@ func (h *Handler) waitLive(w http.ResponseWriter, r *http.Request, key string) (
 		refuse(w, http.StatusServiceUnavailable, "the playlist did not reach _HLS_msn/_HLS_part in time")
 		return nil, false, false
 	}
-	// nil: the playlist ended while waiting; the disk has the answer.
+	// nil: the playlist ended while waiting; the store has the answer.
 	return got, got != nil, true
 }
 
@@ -139,7 +140,7 @@ func refuse(w http.ResponseWriter, code int, msg string) {
 }
 
 // serveLivePlaylist answers a playlist from the live registry; false when
-// the registry does not hold it (the caller serves the disk).
+// the registry does not hold it (the caller serves the store).
 func (h *Handler) serveLivePlaylist(w http.ResponseWriter, r *http.Request, rel, token string, signed bool) bool {
 	snap, blocked, ok := h.waitLive(w, r, rel)
 	if !ok {

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/shoal-video/shoal/internal/manifest"
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 	"github.com/shoal-video/shoal/packager/live"
 )
 
@@ -74,7 +75,7 @@ func newLLServer(t *testing.T) (*live.Registry, *httptest.Server, ed25519.Public
 	}
 	reg := live.New()
 	pub, priv, _ := ed25519.GenerateKey(nil)
-	srv := httptest.NewServer(NewHandler(root, WithLive(reg), WithContentKey(priv)))
+	srv := httptest.NewServer(NewHandler(dirStore(t, root), WithLive(reg), WithContentKey(priv)))
 	t.Cleanup(srv.Close)
 	return reg, srv, pub
 }
@@ -121,7 +122,7 @@ func TestBlockingReload(t *testing.T) {
 	}
 
 	// The stream ends: waiters are answered from the disk.
-	if err := os.WriteFile(filepath.Join(srv.Config.Handler.(*Handler).Dir, "abc", "720p", "index.m3u8"),
+	if err := os.WriteFile(filepath.Join(srv.Config.Handler.(*Handler).store.(*fsstore.Store).Root(), "abc", "720p", "index.m3u8"),
 		[]byte("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\ns-0-6.m4s\n#EXT-X-ENDLIST\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +221,7 @@ func TestDeltaUpdate(t *testing.T) {
 func TestRangeManifest(t *testing.T) {
 	t.Parallel()
 	_, srv, pub := newLLServer(t)
-	dir := filepath.Join(srv.Config.Handler.(*Handler).Dir, "abc", "720p")
+	dir := filepath.Join(srv.Config.Handler.(*Handler).store.(*fsstore.Store).Root(), "abc", "720p")
 	var rec strings.Builder
 	rec.WriteString("#EXTM3U\n#EXT-X-VERSION:7\n#EXT-X-PLAYLIST-TYPE:EVENT\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-TARGETDURATION:2\n")
 	for i := 0; i < 150; i++ {
@@ -252,6 +253,7 @@ func TestRangeManifest(t *testing.T) {
 		return m, a
 	}
 	m, a := fetch(0)
+	range0 := a.body
 	if len(m.Entries) != 101 || m.Entries[0].URI != "init-r-0.mp4" || m.Entries[100].URI != "r-99.m4s" || !m.Ended || m.Seq != 100 ||
 		a.hdr.Get("Cache-Control") != CacheEndedPlaylist {
 		t.Fatalf("range 0: %d entries, ended %v, seq %d, %v", len(m.Entries), m.Ended, m.Seq, a.hdr)
@@ -292,10 +294,35 @@ func TestRangeManifest(t *testing.T) {
 	if a.code != 200 || err != nil || lm.Seq != 200 || !lm.Ended || lm.Entries[1].URI != "r-0.m4s" || len(lm.Entries) != 64 {
 		t.Fatalf("a range the recording starts in: %d %v seq %d ended %v %d entries", a.code, err, lm.Seq, lm.Ended, len(lm.Entries))
 	}
+	// A final range outlives appends to its recording (it is not made
+	// again: a segment it lists is gone, and it is still answered).
+	if err := os.Remove(filepath.Join(dir, "r-5.m4s")); err != nil {
+		t.Fatal(err)
+	}
 	f, _ := os.OpenFile(filepath.Join(dir, "recording.m3u8"), os.O_APPEND|os.O_WRONLY, 0)
 	f.WriteString("#EXT-X-ENDLIST\n")
 	f.Close()
 	if m, _ := fetch(100); !m.Ended || len(m.Entries) != 52 {
 		t.Fatalf("range 100 after the end: ended %v", m.Ended)
+	}
+	if _, a := fetch(0); a.body != range0 {
+		t.Fatalf("final range 0 made again after an append:\n%s", a.body)
+	}
+	// A new broadcast replaces the recording (as long, other segments):
+	// its ranges are made from it.
+	for i := 0; i < 150; i++ {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("q-%d.m4s", i)), []byte(fmt.Sprint("new segment ", i)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tmp := filepath.Join(dir, "recording.m3u8.tmp")
+	if err := os.WriteFile(tmp, []byte(strings.ReplaceAll(rec.String(), "\nr-", "\nq-")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "recording.m3u8")); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := fetch(0); len(m.Entries) != 101 || m.Entries[1].URI != "q-0.m4s" || m.Entries[1].Check([]byte("new segment 0")) != nil {
+		t.Fatalf("range 0 of a new broadcast: %d entries, %+v", len(m.Entries), m.Entries[1])
 	}
 }

@@ -2,14 +2,14 @@ package origin
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
-	"os"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +17,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/manifest"
+	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/packager/live"
 )
 
@@ -43,14 +44,14 @@ const recordingTailBytes = 16 << 10
 // just after index.m3u8, may be a segment ahead: its newer segments are
 // listed too and counted in the sequence. Without a usable recording, the
 // window alone.
-func liveObjects(recording string, objs []manifest.Object, next uint64) ([]manifest.Object, uint64) {
+func liveObjects(ctx context.Context, s storage.Store, recording string, objs []manifest.Object, next uint64) ([]manifest.Object, uint64) {
 	last := ""
 	for _, o := range objs {
 		if o.Kind == manifest.KindSegment {
 			last = o.URI
 		}
 	}
-	tail, err := readTail(recording, recordingTailBytes)
+	tail, err := readTail(ctx, s, recording, recordingTailBytes)
 	if err != nil || last == "" {
 		return objs, next
 	}
@@ -85,20 +86,23 @@ func liveObjects(recording string, objs []manifest.Object, next uint64) ([]manif
 	return append(append(inits, out...), parts...), next + uint64(ahead)
 }
 
-// readTail reads the last n bytes of a file, from the first whole line.
-func readTail(path string, n int64) ([]byte, error) {
-	f, err := os.Open(path)
+// readTail reads the last n bytes of the object at key (more if it grew
+// meanwhile), from the first whole line, with a ranged Get.
+func readTail(ctx context.Context, s storage.Store, key string, n int64) ([]byte, error) {
+	info, err := s.Stat(ctx, key)
 	if err != nil {
 		return nil, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
+	off := max(0, info.Size-n)
+	// To the end, whatever it is now: a line cut short would read as a
+	// segment with a truncated name.
+	rc, _, err := s.Get(ctx, key, storage.Range{Offset: off})
 	if err != nil {
 		return nil, err
 	}
-	off := max(0, st.Size()-n)
-	b := make([]byte, st.Size()-off)
-	if _, err := f.ReadAt(b, off); err != nil {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
 		return nil, err
 	}
 	if off > 0 {
@@ -135,7 +139,7 @@ type manifestCache struct {
 }
 
 type signedManifest struct {
-	playlist string // path, size and modification time of index.m3u8
+	playlist string // ETag and size of index.m3u8 (or the live snapshot's ETag)
 	data     []byte
 	ended    bool
 	at       time.Time
@@ -156,7 +160,7 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rel stri
 			return
 		}
 	}
-	data, ended, err := h.manifest(rel, snap)
+	data, ended, err := h.manifest(r.Context(), rel, snap)
 	cc := CacheLivePlaylist
 	switch {
 	case ended:
@@ -167,15 +171,12 @@ func (h *Handler) serveManifest(w http.ResponseWriter, r *http.Request, rel stri
 	serveManifestBytes(w, r, data, err, cc)
 }
 
-// serveManifestBytes answers a signed manifest (data, or err: 404 when it
-// has nothing to list) with Cache-Control cc and its ETag.
+// serveManifestBytes answers a signed manifest (data, or err: see
+// writeError; 404 when it has nothing to list) with Cache-Control cc and
+// its ETag.
 func serveManifestBytes(w http.ResponseWriter, r *http.Request, data []byte, err error, cc string) {
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	case err != nil:
-		http.Error(w, "unavailable", http.StatusInternalServerError)
+	if err != nil {
+		writeError(w, err)
 		return
 	}
 	hdr := w.Header()
@@ -188,21 +189,24 @@ func serveManifestBytes(w http.ResponseWriter, r *http.Request, data []byte, err
 // manifest returns the signed manifest of rel's rendition, from the cache
 // when its playlist has not changed (and, live, it is younger than
 // liveManifestTTL). The playlist is snap, the live one in memory, or
-// without it the file.
-func (h *Handler) manifest(rel string, snap *live.Snapshot) ([]byte, bool, error) {
+// without it the stored one. Errors of the store are marked (storeError).
+func (h *Handler) manifest(ctx context.Context, rel string, snap *live.Snapshot) ([]byte, bool, error) {
 	dir := path.Dir(rel)
 	id, rendition, _ := strings.Cut(dir, "/")
-	plPath := filepath.Join(h.Dir, filepath.FromSlash(dir), "index.m3u8")
+	plKey := dir + "/index.m3u8"
 	var ident string
 	if snap != nil {
 		ident = "live-" + snap.ETag
 	} else {
-		st, err := os.Stat(plPath)
+		info, err := h.store.Stat(ctx, plKey)
 		if err != nil {
-			return nil, false, err
+			return nil, false, storeError(err)
 		}
-		ident = strconv.FormatInt(st.Size(), 10) + "-" + strconv.FormatInt(st.ModTime().UnixNano(), 10)
+		ident = info.ETag + "-" + strconv.FormatInt(info.Size, 10)
 	}
+	// Shared by every request that waits for it: one that leaves does not
+	// cancel it.
+	ctx = context.WithoutCancel(ctx)
 	now := h.clock()
 	h.manifests.mu.Lock()
 	if h.manifests.entries == nil {
@@ -219,13 +223,13 @@ func (h *Handler) manifest(rel string, snap *live.Snapshot) ([]byte, bool, error
 			pl = snap.Data
 		} else {
 			var err error
-			if pl, err = os.ReadFile(plPath); err != nil {
-				return nil, err
+			if pl, _, err = storage.ReadAll(ctx, h.store, plKey); err != nil {
+				return nil, storeError(err)
 			}
 		}
 		objs, next, ended := manifest.PlaylistObjects(pl)
 		if !ended {
-			objs, next = liveObjects(filepath.Join(h.Dir, filepath.FromSlash(dir), "recording.m3u8"), objs, next)
+			objs, next = liveObjects(ctx, h.store, dir+"/recording.m3u8", objs, next)
 		}
 		if snap != nil && len(snap.Served) > 0 {
 			// Every part still served, not only those the playlist lists:
@@ -244,8 +248,8 @@ func (h *Handler) manifest(rel string, snap *live.Snapshot) ([]byte, bool, error
 		m := manifest.Manifest{ID: id, Rendition: rendition, Seq: next, Time: now, Ended: ended,
 			Entries: make([]manifest.Entry, 0, len(objs))}
 		for _, o := range objs {
-			e, err := h.entry(path.Join(dir, o.URI), o)
-			if o.Kind == manifest.KindPart && errors.Is(err, os.ErrNotExist) {
+			e, err := h.entry(ctx, path.Join(dir, o.URI), o)
+			if o.Kind == manifest.KindPart && errors.Is(err, storage.ErrNotFound) {
 				// Dropped since the snapshot was taken: no longer served.
 				continue
 			}
@@ -275,7 +279,8 @@ func (h *Handler) manifest(rel string, snap *live.Snapshot) ([]byte, bool, error
 }
 
 // entry describes one object of a manifest, hashing it (once) if needed.
-func (h *Handler) entry(rel string, o manifest.Object) (manifest.Entry, error) {
+// Errors of the store are marked (storeError).
+func (h *Handler) entry(ctx context.Context, rel string, o manifest.Object) (manifest.Entry, error) {
 	if _, ok := ParsePath(Prefix + rel); !ok || strings.HasSuffix(rel, ".m3u8") {
 		return manifest.Entry{}, errors.New("not a media file name")
 	}
@@ -289,7 +294,7 @@ func (h *Handler) entry(rel string, o manifest.Object) (manifest.Entry, error) {
 		}
 		p, ok := h.live.LookupPart(rel)
 		if !ok {
-			return manifest.Entry{}, os.ErrNotExist
+			return manifest.Entry{}, fmt.Errorf("part %s: %w", rel, storage.ErrNotFound)
 		}
 		e := manifest.Entry{Kind: o.Kind, URI: o.URI, Size: int64(len(p.Data)), Duration: o.Duration}
 		if _, err := hex.Decode(e.SHA256[:], []byte(p.SHA256)); err != nil {
@@ -297,20 +302,15 @@ func (h *Handler) entry(rel string, o manifest.Object) (manifest.Entry, error) {
 		}
 		return e, nil
 	}
-	f, err := os.Open(filepath.Join(h.Dir, filepath.FromSlash(rel)))
+	info, err := h.store.Stat(ctx, rel)
+	if err != nil {
+		return manifest.Entry{}, storeError(err)
+	}
+	sum, err := h.contentSHA256(ctx, rel, info)
 	if err != nil {
 		return manifest.Entry{}, err
 	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return manifest.Entry{}, err
-	}
-	sum, err := h.contentSHA256(rel, f, st)
-	if err != nil {
-		return manifest.Entry{}, err
-	}
-	e := manifest.Entry{Kind: o.Kind, URI: o.URI, Size: st.Size(), Duration: o.Duration}
+	e := manifest.Entry{Kind: o.Kind, URI: o.URI, Size: info.Size, Duration: o.Duration}
 	if _, err := hex.Decode(e.SHA256[:], []byte(sum)); err != nil {
 		return manifest.Entry{}, err
 	}
@@ -326,10 +326,22 @@ func (h *Handler) clock() time.Time {
 
 // rangeManifest is a signed range manifest and what it was made from.
 type rangeManifest struct {
-	from  os.FileInfo // the recording it was made from (final ones: its file)
+	from  storage.Info // the recording it was made from
 	data  []byte
 	final bool
+	// end and mark identify a final range's recording without its inode:
+	// mark is the bytes of the recording just before offset end, which
+	// ends with the line of the range's last segment. A recording is only
+	// appended to while its stream lasts and segment names carry the
+	// session, so a recording with the same bytes there holds the same
+	// range; a new broadcast's recording does not.
+	end  int64
+	mark []byte
 }
+
+// rangeMarkBytes is how much of the recording before a final range's end
+// identifies it (rangeManifest.mark).
+const rangeMarkBytes = 256
 
 // serveRangeManifest answers /hls/<id>/<rendition>/manifest-<n>.txt: the
 // signed manifest of the recording's segments n to n+99 (see
@@ -339,7 +351,7 @@ func (h *Handler) serveRangeManifest(w http.ResponseWriter, r *http.Request, rel
 		http.Error(w, "not found", http.StatusNotFound)
 		return
 	}
-	data, final, err := h.rangeManifest(rel, n)
+	data, final, err := h.rangeManifest(r.Context(), rel, n)
 	cc := CacheLivePlaylist
 	if final {
 		cc = CacheEndedPlaylist
@@ -347,28 +359,42 @@ func (h *Handler) serveRangeManifest(w http.ResponseWriter, r *http.Request, rel
 	serveManifestBytes(w, r, data, err, cc)
 }
 
-func (h *Handler) rangeManifest(rel string, n uint64) ([]byte, bool, error) {
+// rangeManifest returns the range manifest of rel (n: its first segment).
+// Errors of the store are marked (storeError).
+func (h *Handler) rangeManifest(ctx context.Context, rel string, n uint64) ([]byte, bool, error) {
 	dir := path.Dir(rel)
 	id, rendition, _ := strings.Cut(dir, "/")
-	recPath := filepath.Join(h.Dir, filepath.FromSlash(dir), "recording.m3u8")
-	st, err := os.Stat(recPath)
+	recKey := dir + "/recording.m3u8"
+	st, err := h.store.Stat(ctx, recKey)
 	if err != nil {
-		return nil, false, err
+		return nil, false, storeError(err)
 	}
 	key := dir + "\x00" + strconv.FormatUint(n, 10)
 	h.manifests.mu.Lock()
 	c, ok := h.manifests.ranges[key]
 	h.manifests.mu.Unlock()
-	// A final range stays valid while the recording is the same file
-	// (appends keep it; a new broadcast replaces it); another one while
-	// the recording is unchanged.
-	if ok && (c.final && os.SameFile(c.from, st) || c.from.Size() == st.Size() && c.from.ModTime().Equal(st.ModTime()) && os.SameFile(c.from, st)) {
+	// Any range stays valid while the recording is unchanged; a final one
+	// while the recording is the same broadcast's (appends keep it; a new
+	// broadcast replaces it).
+	if ok && c.from.ETag == st.ETag && c.from.Size == st.Size {
 		return c.data, c.final, nil
 	}
+	if ok && c.final && h.sameRecording(ctx, recKey, st, c) {
+		h.manifests.mu.Lock()
+		if cur, ok := h.manifests.ranges[key]; ok && cur.from.ETag == c.from.ETag {
+			cur.from = st // checked: the next request needs only the Stat
+			h.manifests.ranges[key] = cur
+		}
+		h.manifests.mu.Unlock()
+		return c.data, c.final, nil
+	}
+	// Shared by every request that waits for it: one that leaves does not
+	// cancel it.
+	ctx = context.WithoutCancel(ctx)
 	v, err, _ := h.hashGroup.Do("range\x00"+key, func() (any, error) {
-		rec, err := os.ReadFile(recPath)
+		rec, from, err := storage.ReadAll(ctx, h.store, recKey)
 		if err != nil {
-			return nil, err
+			return nil, storeError(err)
 		}
 		objs, next, ended := manifest.PlaylistObjects(rec)
 		total := countSegments(objs)
@@ -376,10 +402,10 @@ func (h *Handler) rangeManifest(rel string, n uint64) ([]byte, bool, error) {
 		// A recording may start mid-range (a rendition that joined the
 		// stream late): the range lists what it has.
 		if n+hlspath.RangeManifestSegments <= first || n >= next {
-			return nil, os.ErrNotExist
+			return nil, fmt.Errorf("range manifest %d of %s: %w", n, dir, storage.ErrNotFound)
 		}
 		m := manifest.Manifest{ID: id, Rendition: rendition, Time: h.clock()}
-		seq, init, listedInit := first, "", ""
+		seq, init, listedInit, last := first, "", "", ""
 		count := 0
 		for _, o := range objs {
 			switch o.Kind {
@@ -391,18 +417,19 @@ func (h *Handler) rangeManifest(rel string, n uint64) ([]byte, bool, error) {
 			}
 			if seq >= n && seq < n+hlspath.RangeManifestSegments {
 				if init != "" && init != listedInit {
-					e, err := h.entry(path.Join(dir, init), manifest.Object{Kind: manifest.KindInit, URI: init})
+					e, err := h.entry(ctx, path.Join(dir, init), manifest.Object{Kind: manifest.KindInit, URI: init})
 					if err != nil {
 						return nil, fmt.Errorf("range manifest of %s: %s: %w", dir, init, err)
 					}
 					m.Entries = append(m.Entries, e)
 					listedInit = init
 				}
-				e, err := h.entry(path.Join(dir, o.URI), o)
+				e, err := h.entry(ctx, path.Join(dir, o.URI), o)
 				if err != nil {
 					return nil, fmt.Errorf("range manifest of %s: %s: %w", dir, o.URI, err)
 				}
 				m.Entries = append(m.Entries, e)
+				last = o.URI
 				count++
 			}
 			seq++
@@ -413,7 +440,15 @@ func (h *Handler) rangeManifest(rel string, n uint64) ([]byte, bool, error) {
 		if err != nil {
 			return nil, err
 		}
-		rm := rangeManifest{from: st, data: data, final: m.Ended}
+		rm := rangeManifest{from: from, data: data, final: m.Ended}
+		if rm.final && last != "" {
+			// The end of the last segment's line (names are unique in a
+			// recording).
+			if i := bytes.Index(rec, []byte("\n"+last+"\n")); i >= 0 {
+				rm.end = int64(i + len(last) + 2)
+				rm.mark = bytes.Clone(rec[max(0, rm.end-rangeMarkBytes):rm.end])
+			}
+		}
 		h.manifests.mu.Lock()
 		if h.manifests.ranges == nil || len(h.manifests.ranges) >= maxManifests {
 			h.manifests.ranges = map[string]rangeManifest{}
@@ -427,4 +462,21 @@ func (h *Handler) rangeManifest(rel string, n uint64) ([]byte, bool, error) {
 	}
 	rm := v.(rangeManifest)
 	return rm.data, rm.final, nil
+}
+
+// sameRecording tells whether the recording at key (now st) still holds
+// the final range c: it has c's mark at the same place. Any error reads as
+// no (the range is made again).
+func (h *Handler) sameRecording(ctx context.Context, key string, st storage.Info, c rangeManifest) bool {
+	if len(c.mark) == 0 || st.Size < c.end {
+		return false
+	}
+	off := c.end - int64(len(c.mark))
+	rc, got, err := h.store.Get(ctx, key, storage.Range{Offset: off, Length: int64(len(c.mark))})
+	if err != nil {
+		return false
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(io.LimitReader(rc, int64(len(c.mark))+1))
+	return err == nil && got.Size >= c.end && bytes.Equal(b, c.mark)
 }

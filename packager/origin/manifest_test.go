@@ -37,7 +37,7 @@ func TestManifest(t *testing.T) {
 	_, priv, _ := ed25519.GenerateKey(nil)
 	var clock atomic.Int64
 	clock.Store(time.Date(2026, 12, 4, 12, 0, 0, 0, time.UTC).UnixMilli())
-	h := NewHandler(root, WithContentKey(priv), withClock(func() time.Time { return time.UnixMilli(clock.Load()) }))
+	h := NewHandler(dirStore(t, root), WithContentKey(priv), withClock(func() time.Time { return time.UnixMilli(clock.Load()) }))
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	keys := map[string]ed25519.PublicKey{manifest.KeyID(priv.Public().(ed25519.PublicKey)): priv.Public().(ed25519.PublicKey)}
@@ -97,7 +97,7 @@ func TestManifest(t *testing.T) {
 		t.Errorf("missing rendition: %d", resp.StatusCode)
 	}
 	// Without a content key there is no manifest.
-	plain := httptest.NewServer(NewHandler(root))
+	plain := httptest.NewServer(NewHandler(dirStore(t, root)))
 	t.Cleanup(plain.Close)
 	if resp, _ := get(t, plain.URL+"/hls/abc/720p/manifest.txt", nil); resp.StatusCode != http.StatusNotFound {
 		t.Errorf("no key: %d", resp.StatusCode)
@@ -132,7 +132,7 @@ func TestLiveManifestReachesBeforeTheWindow(t *testing.T) {
 		}
 	}
 	_, priv, _ := ed25519.GenerateKey(nil)
-	srv := httptest.NewServer(NewHandler(root, WithContentKey(priv)))
+	srv := httptest.NewServer(NewHandler(dirStore(t, root), WithContentKey(priv)))
 	t.Cleanup(srv.Close)
 	_, body := get(t, srv.URL+"/hls/abc/720p/manifest.txt", nil)
 	pub := priv.Public().(ed25519.PublicKey)
@@ -180,7 +180,7 @@ func TestLiveManifestLongRecording(t *testing.T) {
 		}
 	}
 	_, priv, _ := ed25519.GenerateKey(nil)
-	srv := httptest.NewServer(NewHandler(root, WithContentKey(priv)))
+	srv := httptest.NewServer(NewHandler(dirStore(t, root), WithContentKey(priv)))
 	t.Cleanup(srv.Close)
 	_, body := get(t, srv.URL+"/hls/abc/720p/manifest.txt", nil)
 	pub := priv.Public().(ed25519.PublicKey)
@@ -233,7 +233,7 @@ func TestManifestWithGaps(t *testing.T) {
 		}
 	}
 	_, priv, _ := ed25519.GenerateKey(nil)
-	srv := httptest.NewServer(NewHandler(root, WithContentKey(priv)))
+	srv := httptest.NewServer(NewHandler(dirStore(t, root), WithContentKey(priv)))
 	t.Cleanup(srv.Close)
 	pub := priv.Public().(ed25519.PublicKey)
 	keys := map[string]ed25519.PublicKey{manifest.KeyID(pub): pub}

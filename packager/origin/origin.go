@@ -9,13 +9,21 @@
 // as immutable; playlists of a live stream are cacheable for one second and
 // finished ones for a minute. Every answer allows any origin (CORS) and
 // byte ranges. Ids and names are checked against strict patterns before
-// they touch the file system: nothing outside the HLS directory is reachable.
+// they reach the store: nothing outside the HLS tree is reachable.
+//
+// Every file is read through a storage.Store whose keys are the paths
+// below Prefix ("<id>/<rendition>/<file>", "<id>/master.m3u8"): a local
+// directory (fsstore) or a bucket (s3store), so that any origin sharing the
+// bucket serves any finished video. A missing object is 404; any other
+// error of the store (S3 down, a disk I/O error) is 503 "unavailable" with
+// Retry-After: 1 and no-store, never an answer a cache keeps.
 //
 // Immutable objects (segments, init sections, poster and storyboard files)
-// carry Shoal-Content-SHA256, the hex SHA-256 of the whole file, on GET and
-// HEAD, so that an edge can check bytes a sibling edge relayed. Each file is
-// hashed once: the sums are kept in a bounded LRU keyed by path, size and
-// modification time.
+// carry Shoal-Content-SHA256, the hex SHA-256 of the whole object, on GET
+// and HEAD, so that an edge can check bytes a sibling edge relayed, and the
+// store's ETag (which changes when the object is overwritten). Each object
+// is hashed once: the sums are kept in a bounded LRU keyed by key, ETag and
+// size.
 //
 // # Signed playback
 //
@@ -34,17 +42,16 @@ package origin
 import (
 	"bytes"
 	"container/list"
+	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
-	"os"
 	"path"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -55,6 +62,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/playback"
+	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/packager/live"
 )
 
@@ -90,9 +98,9 @@ const (
 // WithHashCacheEntries is not given.
 const DefaultHashCacheEntries = 8192
 
-// Handler serves files under Dir. Create it with NewHandler.
+// Handler serves the HLS tree of a store. Create it with NewHandler.
 type Handler struct {
-	Dir string
+	store storage.Store
 
 	signed   func(id string) bool
 	known    func(id string) bool
@@ -157,9 +165,11 @@ func withClock(now func() time.Time) Option {
 	return func(h *Handler) { h.now = now }
 }
 
-// NewHandler returns a handler for the HLS tree at dir.
-func NewHandler(dir string, opts ...Option) *Handler {
-	h := &Handler{Dir: dir}
+// NewHandler returns a handler for the HLS tree held by store, whose keys
+// are the paths below Prefix: "<id>/master.m3u8", "<id>/poster.jpg",
+// "<id>/<rendition>/<file>".
+func NewHandler(store storage.Store, opts ...Option) *Handler {
+	h := &Handler{store: store}
 	for _, o := range opts {
 		o(h)
 	}
@@ -225,46 +235,19 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	full := filepath.Join(h.Dir, filepath.FromSlash(rel))
-	f, err := os.Open(full)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			http.Error(w, "not found", http.StatusNotFound)
-		} else {
-			http.Error(w, "unavailable", http.StatusInternalServerError)
-		}
-		return
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil || !st.Mode().IsRegular() {
-		http.Error(w, "not found", http.StatusNotFound)
-		return
-	}
-	ext := filepath.Ext(rel)
-	hdr := w.Header()
-	hdr.Set("Content-Type", contentTypes[ext])
+	ext := path.Ext(rel)
 	if ext != ".m3u8" {
-		sum, err := h.contentSHA256(rel, f, st)
-		if err != nil {
-			http.Error(w, "unavailable", http.StatusInternalServerError)
-			return
-		}
-		hdr.Set(ContentSHA256Header, sum)
-		hdr.Set("Cache-Control", CacheImmutable)
-		if ext == ".jpg" || ext == ".vtt" {
-			hdr.Set("Cache-Control", CacheStill)
-		}
-		hdr.Set("ETag", `"`+strconv.FormatInt(st.Size(), 36)+"-"+strconv.FormatInt(st.ModTime().UnixNano(), 36)+`"`)
-		http.ServeContent(w, r, "", st.ModTime(), f)
+		h.serveObject(w, r, rel, ext)
 		return
 	}
 	// Playlists are small: read them whole so the ETag matches the bytes.
-	data, err := os.ReadFile(full)
+	data, _, err := storage.ReadAll(r.Context(), h.store, rel)
 	if err != nil {
-		http.Error(w, "unavailable", http.StatusInternalServerError)
+		writeError(w, storeError(err))
 		return
 	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", contentTypes[ext])
 	if signed {
 		// The answer depends on Shoal-Edge; it is the same for every
 		// viewer holding the same token (the token is in the URL).
@@ -283,6 +266,70 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		hdr.Set("Cache-Control", CacheLivePlaylist)
 	}
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(data))
+}
+
+// serveObject answers an immutable object (a segment, an init section, a
+// poster or storyboard file): ranges, HEAD and conditional requests read
+// only what they need from the store.
+func (h *Handler) serveObject(w http.ResponseWriter, r *http.Request, rel, ext string) {
+	ctx := r.Context()
+	info, err := h.store.Stat(ctx, rel)
+	if err != nil {
+		writeError(w, storeError(err))
+		return
+	}
+	sum, err := h.contentSHA256(ctx, rel, info)
+	if err != nil {
+		writeError(w, err)
+		return
+	}
+	hdr := w.Header()
+	hdr.Set("Content-Type", contentTypes[ext])
+	hdr.Set(ContentSHA256Header, sum)
+	hdr.Set("Cache-Control", CacheImmutable)
+	if ext == ".jpg" || ext == ".vtt" {
+		hdr.Set("Cache-Control", CacheStill)
+	}
+	hdr.Set("ETag", info.ETag) // a new one when the object is overwritten
+	content := storage.NewSeeker(ctx, h.store, info)
+	defer content.Close()
+	http.ServeContent(w, r, "", info.ModTime, content)
+}
+
+// unavailableError is an error of the store other than a missing object
+// (S3 down or slow, a disk I/O error): answered 503, to be retried.
+type unavailableError struct{ err error }
+
+func (e *unavailableError) Error() string { return e.err.Error() }
+func (e *unavailableError) Unwrap() error { return e.err }
+
+// storeError marks an error of the store that is not a missing object (or
+// an invalid key, which is one that cannot exist) as unavailable.
+func storeError(err error) error {
+	if err == nil || errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrInvalidKey) {
+		return err
+	}
+	var u *unavailableError
+	if errors.As(err, &u) {
+		return err
+	}
+	return &unavailableError{err}
+}
+
+// writeError answers err: 404 for a missing object, 503 with Retry-After
+// when the store is unavailable (see storeError), 500 otherwise (a
+// playlist that names a file outside its directory, a signing failure).
+func writeError(w http.ResponseWriter, err error) {
+	var u *unavailableError
+	switch {
+	case errors.Is(err, storage.ErrNotFound) || errors.Is(err, storage.ErrInvalidKey):
+		http.Error(w, "not found", http.StatusNotFound)
+	case errors.As(err, &u):
+		w.Header().Set("Retry-After", "1")
+		refuse(w, http.StatusServiceUnavailable, "unavailable")
+	default:
+		http.Error(w, "unavailable", http.StatusInternalServerError)
+	}
 }
 
 // authorize checks the request's playback token for id. It returns the
@@ -331,31 +378,40 @@ func forbid(w http.ResponseWriter, reason string) {
 	http.Error(w, reason, http.StatusForbidden)
 }
 
-// contentSHA256 returns the hex SHA-256 of the open file f (rel, with info
-// st), from the cache or by reading it once; concurrent misses for the same
-// file share one read.
-func (h *Handler) contentSHA256(rel string, f *os.File, st os.FileInfo) (string, error) {
+// contentSHA256 returns the hex SHA-256 of the object at key (described by
+// info), from the cache or by reading it once; concurrent misses for the
+// same object share one read, which a client that leaves does not cancel.
+// Errors of the store are marked (storeError).
+func (h *Handler) contentSHA256(ctx context.Context, key string, info storage.Info) (string, error) {
 	h.hashOnce.Do(func() { h.hashes = newHashCache(h.hashEntries) })
-	key := rel + "\x00" + strconv.FormatInt(st.Size(), 10) + "\x00" + strconv.FormatInt(st.ModTime().UnixNano(), 10)
-	if sum, ok := h.hashes.get(key); ok {
+	ck := key + "\x00" + info.ETag + "\x00" + strconv.FormatInt(info.Size, 10)
+	if sum, ok := h.hashes.get(ck); ok {
 		return sum, nil
 	}
-	v, err, _ := h.hashGroup.Do(key, func() (any, error) {
-		if sum, ok := h.hashes.get(key); ok {
+	ctx = context.WithoutCancel(ctx)
+	v, err, _ := h.hashGroup.Do(ck, func() (any, error) {
+		if sum, ok := h.hashes.get(ck); ok {
 			return sum, nil
 		}
 		h.hashReads.Add(1)
-		d := sha256.New()
-		// A section reader leaves f's offset alone for ServeContent.
-		n, err := io.Copy(d, io.NewSectionReader(f, 0, st.Size()))
+		rc, got, err := h.store.Get(ctx, key, storage.Range{})
 		if err != nil {
-			return "", err
+			return "", storeError(err)
 		}
-		if n != st.Size() {
-			return "", io.ErrUnexpectedEOF
+		defer rc.Close()
+		if got.ETag != info.ETag || got.Size != info.Size {
+			return "", storeError(fmt.Errorf("origin: %s changed while it was hashed", key))
+		}
+		d := sha256.New()
+		n, err := io.Copy(d, rc)
+		if err == nil && n != info.Size {
+			err = io.ErrUnexpectedEOF
+		}
+		if err != nil {
+			return "", storeError(fmt.Errorf("origin: hash %s: %w", key, err))
 		}
 		sum := hex.EncodeToString(d.Sum(nil))
-		h.hashes.add(key, sum)
+		h.hashes.add(ck, sum)
 		return sum, nil
 	})
 	if err != nil {
@@ -364,9 +420,9 @@ func (h *Handler) contentSHA256(rel string, f *os.File, st os.FileInfo) (string,
 	return v.(string), nil
 }
 
-// hashCache is a bounded LRU of content hashes, keyed by path, size and
-// modification time (so a replaced file is never answered with its
-// predecessor's hash). It is safe for concurrent use.
+// hashCache is a bounded LRU of content hashes, keyed by key, ETag and
+// size (so a replaced object is never answered with its predecessor's
+// hash). It is safe for concurrent use.
 type hashCache struct {
 	mu    sync.Mutex
 	max   int

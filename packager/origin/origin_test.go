@@ -16,7 +16,18 @@ import (
 	"time"
 
 	"github.com/shoal-video/shoal/internal/playback"
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 )
+
+// dirStore is the store of the HLS tree in dir.
+func dirStore(t testing.TB, dir string) *fsstore.Store {
+	t.Helper()
+	s, err := fsstore.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
 
 func setup(t *testing.T) (*httptest.Server, string) {
 	t.Helper()
@@ -38,7 +49,7 @@ func setup(t *testing.T) (*httptest.Server, string) {
 	must(os.WriteFile(filepath.Join(dir, "abc", "storyboard-0.jpg"), []byte("\xff\xd8jpeg"), 0o644))
 	// A secret next to the HLS directory that no path may reach.
 	must(os.WriteFile(filepath.Join(root, "secret.m3u8"), []byte("secret"), 0o644))
-	srv := httptest.NewServer(NewHandler(dir))
+	srv := httptest.NewServer(NewHandler(dirStore(t, dir)))
 	t.Cleanup(srv.Close)
 	return srv, dir
 }
@@ -201,7 +212,7 @@ func TestContentSHA256(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	h := NewHandler(root)
+	h := NewHandler(dirStore(t, root))
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	immutable := 0
@@ -290,7 +301,7 @@ func TestHashCacheBounded(t *testing.T) {
 
 	// Through the handler: at most n sums are kept.
 	_, dir := setup(t)
-	h := NewHandler(dir, WithHashCacheEntries(1))
+	h := NewHandler(dirStore(t, dir), WithHashCacheEntries(1))
 	hs := httptest.NewServer(h)
 	t.Cleanup(hs.Close)
 	for _, p := range []string{"/hls/abc/source/x-0.m4s", "/hls/abc/poster.jpg", "/hls/abc/source/x-0.m4s"} {
@@ -353,7 +364,7 @@ func signedSetup(t *testing.T, opts ...Option) (*httptest.Server, *Handler) {
 		}
 	}
 	opts = append([]Option{withClock(sigClock), WithSignedPlayback(func(id string) bool { return id == "sig" }, sigPub)}, opts...)
-	h := NewHandler(root, opts...)
+	h := NewHandler(dirStore(t, root), opts...)
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, h
