@@ -29,7 +29,6 @@ import (
 	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/playback"
 	"github.com/shoal-video/shoal/internal/routing"
-	"github.com/shoal-video/shoal/internal/storage/fsstore"
 	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/testutil/browser"
 	"github.com/shoal-video/shoal/internal/testutil/redistest"

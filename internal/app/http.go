@@ -14,7 +14,7 @@ import (
 	"github.com/gin-gonic/gin"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/shoal-video/shoal/internal/storage/fsstore"
+	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/p2p/tracker"
 	"github.com/shoal-video/shoal/packager/origin"
 	playerapi "github.com/shoal-video/shoal/player-api"
@@ -23,13 +23,13 @@ import (
 
 type httpConfig struct {
 	Addr       string
-	HLSDir     string // "" serves no HLS
+	HLS        storage.Store // the HLS trees ("<id>/..."); nil serves no HLS
 	HLSOptions []origin.Option
 	// WrapHLS, when set, wraps the HLS handler (metrics).
 	WrapHLS func(http.Handler) http.Handler
 	// MetricsToken, when set, is the bearer token /metrics asks for.
 	MetricsToken string
-	// P2P mounts the P2P tracker at /p2p/ws (needs HLSDir); ClientIP is
+	// P2P mounts the P2P tracker at /p2p/ws (needs HLS); ClientIP is
 	// how it tells its peers' addresses apart (trusted proxies).
 	P2P      bool
 	ClientIP func(*http.Request) string
@@ -89,12 +89,8 @@ func newHTTPServer(cfg httpConfig, deps httpDeps) (*httpServer, error) {
 	})
 
 	var p2p *tracker.Tracker
-	if cfg.HLSDir != "" {
-		hlsStore, err := fsstore.New(cfg.HLSDir) // TODO(issue 17): the configured store
-		if err != nil {
-			return nil, err
-		}
-		var h http.Handler = origin.NewHandler(hlsStore, cfg.HLSOptions...)
+	if cfg.HLS != nil {
+		var h http.Handler = origin.NewHandler(cfg.HLS, cfg.HLSOptions...)
 		if cfg.P2P {
 			var err error
 			if p2p, err = newTracker(h, cfg.ClientIP, deps.Registry, deps.Log.With("component", "p2p")); err != nil {

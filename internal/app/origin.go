@@ -99,8 +99,19 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	// Live playlists and LL-HLS parts go from the packager to the origin's
 	// HTTP handler in memory.
 	livePlaylists := live.New()
+	// With S3, the packager writes into a local spool that the mirror
+	// uploads as it goes; the origin reads the spool first, then S3.
+	hlsDir := filepath.Join(cfg.DataDir, "hls")
+	hls, mirror, err := liveOutput(cfg, hlsDir, objects, log.With("component", "storage"), reg)
+	if err != nil {
+		return err
+	}
+	var fileEvents packager.FileEvents
+	if mirror != nil {
+		fileEvents = mirror
+	}
 	pkg, err := packager.New(packager.Config{
-		Dir:             filepath.Join(cfg.DataDir, "hls"),
+		Dir:             hlsDir,
 		SegmentDuration: cfg.HLS.SegmentDuration.Std(),
 		LiveWindow:      cfg.HLS.LiveWindow,
 		Format:          cfg.HLS.Format,
@@ -112,7 +123,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		Linger:      2 * time.Second,
 		ServeSource: serveSource,
 		Renditions:  masterRenditions(tc, cfg.Transcode.Passthrough),
-	}, packager.Deps{Log: log.With("component", "packager"), Hub: hub, Registerer: reg, Live: livePlaylists})
+	}, packager.Deps{Log: log.With("component", "packager"), Hub: hub, Registerer: reg, Live: livePlaylists, Files: fileEvents})
 	if err != nil {
 		return err
 	}
@@ -214,7 +225,6 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return err
 	}
-	hlsDir := filepath.Join(cfg.DataDir, "hls")
 	nodes := newNodeMetrics(reg)
 	pipe := pipeline{hub: hub, ingest: rtmpIngest, rtsp: rtspIngest, srt: srtIngest, whip: whipIngest, restream: restreamer, keys: keys, pull: puller, pkg: pkg, tc: tc}
 	// A key reset (or stream deleted) through any origin disconnects the
@@ -245,7 +255,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if shop != nil {
 		shop.figures = api.AddFigures // before the shopper runs
 	}
-	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLSDir: hlsDir, MetricsToken: cfg.MetricsToken,
+	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLS: hls, MetricsToken: cfg.MetricsToken,
 		HLSOptions: []origin.Option{origin.WithSignedPlayback(signed.signed, playbackKey.Public().(ed25519.PublicKey)),
 			origin.WithContentKey(contentKey), origin.WithLive(livePlaylists), origin.WithKnown(signed.known), origin.WithP2P(signed.p2pOff), origin.WithClientIP(hlsClientIP)},
 		WrapHLS: nodes.countEdgeFetches, P2P: true, ClientIP: clientIP},
@@ -284,6 +294,14 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	defer stopHub()
 	var hubGroup errgroup.Group
 	hubGroup.Go(func() error { return hub.Run(hubCtx) })
+	// The mirror outlives the packager: what it writes as streams end
+	// goes up before the origin stops (for at most mirrorDrain).
+	mirrorCtx, stopMirror := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopMirror()
+	var mirrorGroup errgroup.Group
+	if mirror != nil {
+		mirrorGroup.Go(func() error { return mirror.Run(mirrorCtx, mirrorDrain) })
+	}
 	pkgCtx, stopPkg := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopPkg()
 	var pkgGroup errgroup.Group
@@ -349,6 +367,8 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	_ = hubGroup.Wait()
 	_ = pkgGroup.Wait()
 	stopPkg()
+	stopMirror()
+	_ = mirrorGroup.Wait()
 	log.Info("shoal origin stopped")
 	return err
 }

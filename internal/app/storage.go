@@ -7,9 +7,12 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/shoal-video/shoal/internal/config"
 	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/internal/storage/fsstore"
+	"github.com/shoal-video/shoal/internal/storage/mirror"
 	"github.com/shoal-video/shoal/internal/storage/s3store"
 	"github.com/shoal-video/shoal/transcode/vod"
 )
@@ -60,6 +63,35 @@ func videoFiles(cfg config.Config, media storage.Store) vod.Files {
 
 // hlsStore is the part of the media store that holds HLS trees.
 func hlsStore(media storage.Store) storage.Store { return vod.Files{Store: media}.HLS() }
+
+// mirrorDrain is how long a stopping origin goes on uploading its live
+// files; what is left is uploaded at the next start.
+const mirrorDrain = 10 * time.Second
+
+// liveOutput is where the origin reads HLS from, given that its packager
+// writes into hlsDir: with fs, the media store's HLS trees are hlsDir
+// itself; with s3, hlsDir is a spool that a mirror (returned) uploads to
+// the bucket, and reads look there first, then in the bucket.
+func liveOutput(cfg config.Config, hlsDir string, media storage.Store, log *slog.Logger, reg prometheus.Registerer) (storage.Store, *mirror.Mirror, error) {
+	remote := hlsStore(media)
+	if cfg.Storage.Backend != config.StorageS3 {
+		return remote, nil, nil
+	}
+	local, err := fsstore.New(hlsDir)
+	if err != nil {
+		return nil, nil, err
+	}
+	m, err := mirror.New(mirror.Config{Dir: hlsDir}, mirror.Deps{Store: remote, Log: log, Registerer: reg})
+	if err != nil {
+		return nil, nil, err
+	}
+	if n, err := m.Scan(); err != nil {
+		log.Warn("could not scan the spool for files an earlier run left", "err", err)
+	} else if n > 0 {
+		log.Info("uploading the live files an earlier run left in the spool", "files", n)
+	}
+	return storage.Overlay(local, remote), m, nil
+}
 
 // describeStore names the media store for the start-up log.
 func describeStore(cfg config.Config) string {
