@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -116,5 +117,81 @@ func TestVODOnS3AtAnyOrigin(t *testing.T) {
 	}
 	if code, _ := b.get("/hls/"+v.ID+"/master.m3u8", ""); code != http.StatusNotFound {
 		t.Fatalf("the deleted video's playlist at B: %d", code)
+	}
+}
+
+// metricValue is the value of the first sample of name in n's /metrics.
+func (n *node) metricValue(name string) float64 {
+	n.t.Helper()
+	_, body := n.get("/metrics", "")
+	for _, line := range strings.Split(string(body), "\n") {
+		if rest, ok := strings.CutPrefix(line, name+" "); ok {
+			v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			if err == nil {
+				return v
+			}
+		}
+	}
+	return -1
+}
+
+// countSegments counts the segments a media playlist lists.
+func countSegments(pl string) int { return strings.Count(pl, "#EXTINF:") }
+
+// A live stream on S3 while the S3 server is down for 20 s: its segments
+// wait in the origin's spool and go up when S3 is back, and the recording,
+// whole, plays from another origin once the stream has ended; the spool
+// is empty then.
+func TestLiveOnS3SurvivesAnOutage(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t)
+	rs := redistest.Start(t)
+	const bucket = "shoal-live"
+	a := startNodeOn(t, rs, s3Env(srv, bucket)...)
+	b := startNodeOn(t, rs, append(s3Env(srv, bucket), "SHOAL_VOD_WORKERS=0")...)
+	ls := a.createStream("live on s3")
+	file := clip(t, 36)
+	pub := publish(t, file, ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	a.waitFor("a segment in the bucket", 20*time.Second, func() bool {
+		for _, k := range bucketKeys(t, srv, bucket, "hls/"+ls.ID+"/source/") {
+			if strings.HasSuffix(k, ".m4s") {
+				return true
+			}
+		}
+		return false
+	})
+	srv.Stop()
+	stopped := countSegments(a.playlist(ls.ID, "source/recording.m3u8"))
+	a.waitFor("20 s of stream with S3 down", 40*time.Second, func() bool {
+		return countSegments(a.playlist(ls.ID, "source/recording.m3u8")) >= stopped+10
+	})
+	if v := a.metricValue("shoal_storage_spool_objects"); v < 10 {
+		t.Errorf("shoal_storage_spool_objects = %v with S3 down for 20 s, want at least 10", v)
+	}
+	srv.Restart(t)
+	if err := pub.Wait(); err != nil {
+		t.Fatalf("ffmpeg publish: %v", err)
+	}
+	a.waitFor("ENDLIST", 20*time.Second, func() bool { return a.ended(ls.ID, "index.m3u8") })
+	a.waitFor("the spool to empty", 60*time.Second, func() bool {
+		return a.metricValue("shoal_storage_spool_objects") == 0 && len(mediaFiles(t, a.dataDir)) == 0
+	})
+	if !strings.Contains(a.stderr.String(), "the media store is back") {
+		t.Errorf("no log line says the spool was flushed")
+	}
+	// Every segment the recording lists is in the bucket, and the whole
+	// recording plays from B.
+	rec := b.playlist(ls.ID, "source/recording.m3u8")
+	if !strings.Contains(rec, "#EXT-X-ENDLIST") || strings.Contains(rec, "#EXT-X-GAP") {
+		t.Fatalf("the recording at B:\n%s", rec)
+	}
+	keys := bucketKeys(t, srv, bucket, "hls/"+ls.ID+"/")
+	for _, line := range strings.Split(rec, "\n") {
+		if strings.HasSuffix(line, ".m4s") && !slices.Contains(keys, "hls/"+ls.ID+"/source/"+line) {
+			t.Errorf("segment %s is not in the bucket", line)
+		}
+	}
+	if d := probeDuration(t, b.http+"/hls/"+ls.ID+"/master.m3u8"); d < 34 || d > 38 {
+		t.Fatalf("the recording at B lasts %.3f s, want 36 ± 2", d)
 	}
 }
