@@ -114,6 +114,8 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 		switch {
 		case errors.Is(err, ingest.ErrKeyRateLimited):
 			reason, msg = "too_many_failures", "authentication failed: "+err.Error()
+		case errors.Is(err, ingest.ErrLiveElsewhere):
+			reason, code, msg = "live_elsewhere", "NetStream.Publish.BadName", err.Error()
 		case !errors.Is(err, ingest.ErrUnknownKey):
 			reason, code, msg = "auth_unavailable", "NetStream.Publish.Failed", "the server cannot check stream keys now; try again shortly"
 		}

@@ -269,6 +269,8 @@ func (s *Server) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Re
 		case errors.Is(err, ingest.ErrKeyRateLimited):
 			// RTSP has no 429: 453 Not Enough Bandwidth would mislead.
 			reason, status = "too_many_failures", base.StatusForbidden
+		case errors.Is(err, ingest.ErrLiveElsewhere):
+			reason, status = "live_elsewhere", base.StatusForbidden
 		case !errors.Is(err, ingest.ErrUnknownKey):
 			reason, status = "auth_unavailable", base.StatusServiceUnavailable
 		}

@@ -344,6 +344,8 @@ func (s *Server) admit(ctx context.Context, req gosrt.ConnRequest, c *conn) bool
 		switch {
 		case errors.Is(err, ingest.ErrKeyRateLimited):
 			reason, code = "too_many_failures", gosrt.REJX_OVERLOAD
+		case errors.Is(err, ingest.ErrLiveElsewhere):
+			reason, code = "live_elsewhere", gosrt.REJX_CONFLICT
 		case !errors.Is(err, ingest.ErrUnknownKey):
 			reason, code = "auth_unavailable", gosrt.REJX_DOWN
 		}

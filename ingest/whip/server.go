@@ -334,6 +334,10 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 		s.refuse(w, http.StatusNotFound, "not_found", "unknown_stream", "no such live stream")
 		return
 	}
+	if errors.Is(err, ingest.ErrLiveElsewhere) {
+		s.refuse(w, http.StatusConflict, "conflict", "live_elsewhere", err.Error())
+		return
+	}
 	if errors.Is(err, ingest.ErrNotPermitted) {
 		s.refuse(w, http.StatusForbidden, "forbidden", "forbidden", err.Error())
 		return

@@ -34,6 +34,7 @@ type pipeline struct {
 	pull     *rtsp.Puller
 	pkg      *packager.Packager
 	tc       *transcode.Transcoder // nil with transcoding off
+	owners   *liveOwners
 }
 
 func (p pipeline) Problem(id string) string {
@@ -45,15 +46,17 @@ func (p pipeline) Problem(id string) string {
 	return p.pkg.Problem(id)
 }
 
-func (p pipeline) IsLive(id string) bool { return p.hub.IsLive(id) }
+// IsLive tells whether stream id is live here or at another origin.
+func (p pipeline) IsLive(id string) bool { return p.owners.isLiveAnywhere(id) }
 
 func (p pipeline) Pull(id string) (playerapi.PullState, bool) {
 	st, ok := p.pull.Status(id)
 	return playerapi.PullState{State: st.State, LastError: st.LastError, Since: st.Since}, ok
 }
 
-// pullSources lists the live streams to pull from their source URL.
-func pullSources(store *routing.Store) func(ctx context.Context) ([]rtsp.Source, error) {
+// pullSources lists the live streams to pull from their source URL: those
+// no other origin ingests (each is claimed here first).
+func pullSources(store *routing.Store, owners *liveOwners) func(ctx context.Context) ([]rtsp.Source, error) {
 	return func(ctx context.Context) ([]rtsp.Source, error) {
 		list, err := store.ListLiveStreams(ctx)
 		if err != nil {
@@ -61,7 +64,7 @@ func pullSources(store *routing.Store) func(ctx context.Context) ([]rtsp.Source,
 		}
 		var out []rtsp.Source
 		for _, ls := range list {
-			if ls.SourceURL != "" {
+			if ls.SourceURL != "" && owners.claim(ctx, ls.ID) == nil {
 				out = append(out, rtsp.Source{ID: ls.ID, URL: ls.SourceURL})
 			}
 		}

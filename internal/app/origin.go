@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"slices"
 	"time"
@@ -132,12 +133,14 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return fmt.Errorf("content signing key: %w", err)
 	}
 	contentPub := contentKey.Public().(ed25519.PublicKey)
+	// Which origin ingests each live stream (several may share Redis).
+	owners := newLiveOwners(store, cfg.PublicURL, hub.IsLive, log.With("component", "live"))
 	// One keeper of the playback session secret for the pages that mint
 	// tokens and the API that reads them.
 	sessions := playsession.NewKeeper(store.SessionSecret, store.ReloadSessionSecret)
 	pages, err := web.New(web.Config{PublicURL: cfg.PublicURL, ContentKeys: contentKeyMap(contentPub), DVRWindow: cfg.HLS.DVRWindow.Std(),
 		P2PSTUNServers: config.P2PSTUNList(cfg.P2PSTUNServers)},
-		web.Deps{Store: store, IsLive: hub.IsLive, Log: log.With("component", "web"),
+		web.Deps{Store: store, IsLive: owners.isLiveAnywhere, Log: log.With("component", "web"),
 			NewSession: sessions.Mint})
 	if err != nil {
 		return err
@@ -175,6 +178,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if n := cfg.Ingest.MaxKeyFailuresPerMinute; n > 0 {
 		auth = ingest.NewKeyGuard(n, time.Minute/time.Duration(n)).Guard(keys)
 	}
+	auth = owners.guard(auth)
 	rtmpIngest, err := rtmp.New(rtmp.Config{Addr: cfg.RTMPAddr, ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
 		rtmp.Deps{Log: log.With("component", "rtmp"), Auth: auth, Hub: hub, Registerer: reg, Limits: limits})
 	if err != nil {
@@ -201,14 +205,14 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		defer srtIngest.Close()
 	}
 	whipIngest, err := whip.New(whipConfig(cfg), whip.Deps{Log: log.With("component", "whip"), Auth: auth, Hub: hub, Registerer: reg,
-		StreamAuth: apiKeyPublish{store: store, adminKeyHash: ids.Hash(cfg.AdminKey)},
+		StreamAuth: owners.guardStream(apiKeyPublish{store: store, adminKeyHash: ids.Hash(cfg.AdminKey)}),
 		Convert:    whipConverters{preset: cfg.Transcode.Preset, segment: cfg.HLS.SegmentDuration.Std(), log: log.With("component", "whip")},
 		ClientIP:   clientIP})
 	if err != nil {
 		return err
 	}
 	puller, err := rtsp.NewPuller(rtsp.PullConfig{ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
-		rtsp.PullDeps{Log: log.With("component", "rtsp-pull"), Hub: hub, Registerer: reg, Sources: pullSources(store)})
+		rtsp.PullDeps{Log: log.With("component", "rtsp-pull"), Hub: hub, Registerer: reg, Sources: pullSources(store, owners)})
 	if err != nil {
 		return err
 	}
@@ -226,10 +230,11 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return err
 	}
 	nodes := newNodeMetrics(reg)
-	pipe := pipeline{hub: hub, ingest: rtmpIngest, rtsp: rtspIngest, srt: srtIngest, whip: whipIngest, restream: restreamer, keys: keys, pull: puller, pkg: pkg, tc: tc}
+	pipe := pipeline{hub: hub, ingest: rtmpIngest, rtsp: rtspIngest, srt: srtIngest, whip: whipIngest, restream: restreamer, keys: keys, pull: puller, pkg: pkg, tc: tc, owners: owners}
 	// A key reset (or stream deleted) through any origin disconnects the
 	// stream's publisher here too.
 	keys.revoke = pipe.disconnectPublishers
+	owners.disconnect = pipe.disconnectPublishers
 	var shop *shopper
 	var auditSummary func(string) (playerapi.AuditSummary, bool)
 	if every := cfg.Route.AuditInterval.Std(); every > 0 {
@@ -258,7 +263,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, HLS: hls, MetricsToken: cfg.MetricsToken,
 		HLSOptions: []origin.Option{origin.WithSignedPlayback(signed.signed, playbackKey.Public().(ed25519.PublicKey)),
 			origin.WithContentKey(contentKey), origin.WithLive(livePlaylists), origin.WithKnown(signed.known), origin.WithP2P(signed.p2pOff), origin.WithClientIP(hlsClientIP)},
-		WrapHLS: nodes.countEdgeFetches, P2P: true, ClientIP: clientIP},
+		WrapHLS: func(h http.Handler) http.Handler { return nodes.countEdgeFetches(owners.proxy(h)) }, P2P: true, ClientIP: clientIP},
 		httpDeps{Log: log.With("component", "http"), API: api, Web: pages, Ready: store, Registry: reg})
 	if err != nil {
 		return err
@@ -316,6 +321,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return keys.Run(gctx) })
+	g.Go(func() error { owners.run(gctx); return nil })
 	g.Go(func() error { migrateStreamKeys(gctx, store, log); return nil })
 	g.Go(func() error { return rtmpIngest.Run(gctx) })
 	if rtspIngest != nil {

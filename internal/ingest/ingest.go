@@ -45,6 +45,24 @@ var ErrNotPermitted = errors.New(`this API key lacks the "streams" scope`)
 // that does not exist.
 var ErrUnknownStream = errors.New("unknown live stream")
 
+// ErrLiveElsewhere is matched (errors.Is) by the error an Authorizer or
+// StreamAuthorizer returns for a live stream that another origin ingests
+// right now (a LiveElsewhereError).
+var ErrLiveElsewhere = errors.New("the stream is live at another origin")
+
+// LiveElsewhereError says which origin ingests the stream.
+type LiveElsewhereError struct {
+	// Origin is the owning origin's public URL.
+	Origin string
+}
+
+func (e *LiveElsewhereError) Error() string {
+	return "this stream is live at another origin (" + e.Origin + "): publish there, or wait until that broadcast ends"
+}
+
+// Is makes the error match ErrLiveElsewhere.
+func (e *LiveElsewhereError) Is(target error) bool { return target == ErrLiveElsewhere }
+
 // StreamAuthorizer checks a credential other than the stream key (an API
 // key) for publishing to the live stream streamID. It returns nil,
 // ErrUnknownKey for a credential it does not accept, ErrUnknownStream, or

@@ -1,0 +1,273 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/shoal-video/shoal/internal/hlspath"
+	"github.com/shoal-video/shoal/internal/ingest"
+	"github.com/shoal-video/shoal/internal/routing"
+)
+
+// liveOwners keeps this origin's leases on the live streams it ingests
+// (routing.ClaimLiveStream), so that several origins sharing Redis never
+// ingest one stream twice, and tells where a stream live elsewhere is.
+//
+//   - A publisher is authorized only once its stream is claimed (guard):
+//     a stream live at another origin is refused with the origin's URL.
+//     With Redis down, publishing goes on (a single origin must not stop);
+//     the claim is made when Redis is back.
+//   - Every third of the TTL the leases of the streams live here are
+//     renewed and the others released. A stream another origin took over
+//     meanwhile (Redis lost the lease) has its publisher here disconnected.
+//   - owner tells who ingests a stream (cached for a second), for the
+//     status the API gives and for the HLS of a stream live elsewhere,
+//     which is proxied to its owner (proxy).
+type liveOwners struct {
+	store      *routing.Store
+	self       string // this origin's public URL
+	ttl        time.Duration
+	isLive     func(id string) bool // live in this origin's hub
+	disconnect func(id string)
+	log        *slog.Logger
+
+	mu   sync.Mutex
+	held map[string]time.Time // claimed here: when last claimed or authorized
+	seen map[string]ownerSeen // owners looked up
+}
+
+type ownerSeen struct {
+	owner string
+	at    time.Time
+}
+
+// ownerCacheTTL bounds how stale an owner lookup may be.
+const ownerCacheTTL = time.Second
+
+func newLiveOwners(store *routing.Store, self string, isLive func(string) bool, log *slog.Logger) *liveOwners {
+	return &liveOwners{store: store, self: strings.TrimSuffix(self, "/"), ttl: routing.DefaultLiveOwnerTTL, isLive: isLive,
+		disconnect: func(string) {}, log: log, held: map[string]time.Time{}, seen: map[string]ownerSeen{}}
+}
+
+// claim makes this origin the owner of stream id, unless another holds it.
+func (o *liveOwners) claim(ctx context.Context, id string) error {
+	owner, err := o.store.ClaimLiveStream(ctx, id, o.self, o.ttl)
+	if err != nil && !errors.Is(err, routing.ErrUnavailable) {
+		return err
+	}
+	if err == nil && owner != o.self {
+		o.remember(id, owner)
+		return &ingest.LiveElsewhereError{Origin: owner}
+	}
+	if err != nil {
+		o.log.Warn("redis is unreachable: the stream is taken without a lease, claimed once redis is back", "stream", id, "err", err)
+	}
+	o.mu.Lock()
+	o.held[id] = time.Now()
+	o.mu.Unlock()
+	o.remember(id, o.self)
+	return nil
+}
+
+// guard is auth, then the claim of the stream.
+func (o *liveOwners) guard(auth ingest.Authorizer) ingest.Authorizer {
+	return ingest.AuthorizerFunc(func(ctx context.Context, key string) (string, error) {
+		id, err := auth.Authorize(ctx, key)
+		if err != nil {
+			return "", err
+		}
+		if err := o.claim(ctx, id); err != nil {
+			return "", err
+		}
+		return id, nil
+	})
+}
+
+// streamAuthFunc adapts a function to ingest.StreamAuthorizer.
+type streamAuthFunc func(ctx context.Context, id, credential string) error
+
+func (f streamAuthFunc) AuthorizeStream(ctx context.Context, id, credential string) error {
+	return f(ctx, id, credential)
+}
+
+// guardStream is auth (an API key publishing to a named stream), then the
+// claim of the stream.
+func (o *liveOwners) guardStream(auth ingest.StreamAuthorizer) ingest.StreamAuthorizer {
+	return streamAuthFunc(func(ctx context.Context, id, credential string) error {
+		if err := auth.AuthorizeStream(ctx, id, credential); err != nil {
+			return err
+		}
+		return o.claim(ctx, id)
+	})
+}
+
+// run renews and releases the leases every third of the TTL until ctx is
+// done, then releases them all.
+func (o *liveOwners) run(ctx context.Context) {
+	t := time.NewTicker(o.ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			o.releaseAll()
+			return
+		case <-t.C:
+		}
+		o.renew(ctx)
+	}
+}
+
+// renew renews the leases of the streams live here (or authorized less
+// than a TTL ago: a publisher still starting) and releases the others.
+func (o *liveOwners) renew(ctx context.Context) {
+	o.mu.Lock()
+	var keep, drop []string
+	for id, at := range o.held {
+		if o.isLive(id) || time.Since(at) < o.ttl {
+			keep = append(keep, id)
+		} else {
+			drop = append(drop, id)
+			delete(o.held, id)
+		}
+	}
+	o.mu.Unlock()
+	for _, id := range drop {
+		if err := o.store.ReleaseLiveStream(ctx, id, o.self); err != nil && ctx.Err() == nil {
+			o.log.Warn("could not release a live stream's lease; it expires by itself", "stream", id, "err", err)
+		}
+		o.forget(id)
+	}
+	for _, id := range keep {
+		owner, err := o.store.ClaimLiveStream(ctx, id, o.self, o.ttl)
+		if err != nil {
+			continue // Redis down: tried again at the next tick
+		}
+		if owner != o.self {
+			o.log.Error("another origin took over a live stream ingested here (its lease was lost): disconnecting the publisher here",
+				"stream", id, "owner", owner)
+			o.mu.Lock()
+			delete(o.held, id)
+			o.mu.Unlock()
+			o.remember(id, owner)
+			o.disconnect(id)
+		}
+	}
+}
+
+// releaseAll releases every lease held (the origin stops; its streams
+// ended).
+func (o *liveOwners) releaseAll() {
+	o.mu.Lock()
+	held := o.held
+	o.held = map[string]time.Time{}
+	o.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	for id := range held {
+		_ = o.store.ReleaseLiveStream(ctx, id, o.self)
+	}
+}
+
+func (o *liveOwners) remember(id, owner string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if len(o.seen) > 4096 {
+		clear(o.seen)
+	}
+	o.seen[id] = ownerSeen{owner: owner, at: time.Now()}
+}
+
+func (o *liveOwners) forget(id string) {
+	o.mu.Lock()
+	delete(o.seen, id)
+	o.mu.Unlock()
+}
+
+// owner is the origin that ingests stream id ("" when none does, or
+// Redis cannot tell).
+func (o *liveOwners) owner(ctx context.Context, id string) string {
+	if o.isLive(id) {
+		return o.self
+	}
+	o.mu.Lock()
+	s, ok := o.seen[id]
+	o.mu.Unlock()
+	if ok && time.Since(s.at) < ownerCacheTTL {
+		return s.owner
+	}
+	owners, err := o.store.LiveStreamOwners(ctx, id)
+	if err != nil {
+		return ""
+	}
+	o.remember(id, owners[id])
+	return owners[id]
+}
+
+// isLiveAnywhere tells whether stream id is live here or at another
+// origin.
+func (o *liveOwners) isLiveAnywhere(id string) bool {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	return o.owner(ctx, id) != ""
+}
+
+// forwardedHeader marks a request an origin proxies to the owner of a
+// live stream: the owner never proxies it again.
+const forwardedHeader = "Shoal-Origin-Forwarded"
+
+// proxy wraps the HLS handler: the playlists and segments of a stream
+// live at another origin are fetched from that origin (which has the live
+// playlists and parts in memory), once; everything else is served here.
+func (o *liveOwners) proxy(next http.Handler) http.Handler {
+	var mu sync.Mutex
+	proxies := map[string]*httputil.ReverseProxy{}
+	proxyTo := func(owner string) *httputil.ReverseProxy {
+		mu.Lock()
+		defer mu.Unlock()
+		if p := proxies[owner]; p != nil {
+			return p
+		}
+		u, err := url.Parse(owner)
+		if err != nil {
+			return nil
+		}
+		p := &httputil.ReverseProxy{
+			Rewrite: func(r *httputil.ProxyRequest) {
+				r.SetURL(u)
+				r.Out.Host = u.Host
+				r.Out.Header.Set(forwardedHeader, "1")
+			},
+			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+				o.log.Warn("the origin that ingests a live stream did not answer", "owner", owner, "path", r.URL.Path, "err", err)
+				w.Header().Set("Retry-After", "1")
+				http.Error(w, "the origin ingesting this stream is unreachable", http.StatusBadGateway)
+			},
+		}
+		if len(proxies) > 64 {
+			clear(proxies)
+		}
+		proxies[owner] = p
+		return p
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(forwardedHeader) == "" {
+			if rel, ok := hlspath.Parse(r.URL.Path); ok {
+				id, _, _ := strings.Cut(rel, "/")
+				if owner := o.owner(r.Context(), id); owner != "" && owner != o.self {
+					if p := proxyTo(owner); p != nil {
+						p.ServeHTTP(w, r)
+						return
+					}
+				}
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
+}
