@@ -27,6 +27,7 @@ import (
 	"github.com/shoal-video/shoal/internal/playback"
 	"github.com/shoal-video/shoal/internal/playsession"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/internal/webhook"
 	"github.com/shoal-video/shoal/packager"
@@ -210,6 +211,11 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return err
 	}
 	hlsDir := filepath.Join(cfg.DataDir, "hls")
+	// The audits read what was published through the storage interface.
+	hlsStore, err := fsstore.New(hlsDir)
+	if err != nil {
+		return err
+	}
 	nodes := newNodeMetrics(reg)
 	pipe := pipeline{hub: hub, ingest: rtmpIngest, rtsp: rtspIngest, srt: srtIngest, whip: whipIngest, restream: restreamer, keys: keys, pull: puller, pkg: pkg, tc: tc}
 	// A key reset (or stream deleted) through any origin disconnects the
@@ -218,7 +224,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	var shop *shopper
 	var auditSummary func(string) (playerapi.AuditSummary, bool)
 	if every := cfg.Route.AuditInterval.Std(); every > 0 {
-		shop = newShopper(hlsDir, contentKey, signed.signed, every, cfg.Route.QuarantineAudits,
+		shop = newShopper(hlsStore, contentKey, signed.signed, every, cfg.Route.QuarantineAudits,
 			store.ListNodes, store.QuarantineNode, reg, log.With("component", "audit"))
 		shop.known = signed.known
 		auditSummary = shop.summary
@@ -230,7 +236,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, ClientIP: clientIP, Registerer: reg, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken, Sessions: sessions,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
-		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit, AuditSummary: auditSummary,
+		Audit: newAuditor(hlsStore, contentKey, signed.signed).audit, AuditSummary: auditSummary,
 		Accounting: playerapi.Accounting{Epoch: cfg.Accounting.Epoch.Std(), RewardPool: cfg.Accounting.RewardPool, ViewerNetworkMbps: cfg.Accounting.ViewerNetworkMbps,
 			Retention: cfg.Accounting.Retention.Std(), Key: contentKey},
 	}, store, pipe, log.With("component", "api"))
