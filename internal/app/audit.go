@@ -10,14 +10,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/storage"
 	playerapi "github.com/shoal-video/shoal/player-api"
 )
 
@@ -30,8 +29,13 @@ import (
 // then use to watch from anywhere; their edges are judged by the reports
 // alone. At most maxAudits run at once (more are skipped), and no more is
 // read than the object can be.
+//
+// What the origin published is read from store, whose keys are the HLS
+// paths without their prefix ("<id>/<rendition>/<file>"). When the store
+// fails (S3 down), the audit is inconclusive: nothing is held against the
+// node.
 type auditor struct {
-	hlsDir      string
+	store       storage.Store
 	contentKeys map[string]ed25519.PublicKey
 	signed      func(id string) bool
 	client      *http.Client
@@ -52,9 +56,9 @@ const maxAudits = 4
 // player applies the same bound).
 const maxLiveManifestAge = 30 * time.Second
 
-func newAuditor(hlsDir string, contentKey ed25519.PrivateKey, signed func(string) bool) *auditor {
+func newAuditor(store storage.Store, contentKey ed25519.PrivateKey, signed func(string) bool) *auditor {
 	pub := contentKey.Public().(ed25519.PublicKey)
-	return &auditor{hlsDir: hlsDir, signed: signed, slots: make(chan struct{}, maxAudits), settle: playlistSettle,
+	return &auditor{store: store, signed: signed, slots: make(chan struct{}, maxAudits), settle: playlistSettle,
 		contentKeys: map[string]ed25519.PublicKey{manifest.KeyID(pub): pub},
 		client: &http.Client{Timeout: 5 * time.Second,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
@@ -84,16 +88,15 @@ func (a *auditor) check(ctx context.Context, n routing.Node, path, kind string) 
 	if strings.Count(rel, "/") != 2 {
 		return false, false, "only rendition files are audited"
 	}
-	if strings.HasSuffix(rel, ".m3u8") && !manifestKind {
-		// A live playlist changes every second; an ended rendition's
-		// never does, and the node must serve it as published.
-		if kind != auditPlaylist || !a.ended(rel[:strings.LastIndexByte(rel, '/')]) {
-			return false, false, "live playlists change every second and are not audited"
-		}
+	dir := rel[:strings.LastIndexByte(rel, '/')]
+	// A live playlist changes every second; an ended rendition's never
+	// does, and the node must serve it as published.
+	playlist := strings.HasSuffix(rel, ".m3u8") && !manifestKind
+	if playlist && kind != auditPlaylist {
+		return false, false, livePlaylists
 	}
 	if manifestKind || strings.HasSuffix(rel, "/"+hlspath.ManifestFile) {
 		// The node's manifest must verify and, live, be recent.
-		dir := rel[:strings.LastIndexByte(rel, '/')]
 		body, status, err := a.get(ctx, n, hlspath.Prefix+dir+"/"+hlspath.ManifestFile, manifest.MaxBytes)
 		if err != nil || status != http.StatusOK {
 			return false, false, fetchFinding(ctx, "the node's manifest", err, status, true)
@@ -109,28 +112,61 @@ func (a *auditor) check(ctx context.Context, n routing.Node, path, kind string) 
 		}
 		return false, true, "the node's manifest verifies and is recent"
 	}
-	want, size, err := fileSHA256(filepath.Join(a.hlsDir, filepath.FromSlash(rel)))
-	if err != nil {
+	pub, err := a.published(ctx, rel)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
 		return false, false, "the origin has no such object (deleted, or never published)"
+	case err != nil:
+		return false, false, originFailed(ctx, "read what it published", err)
+	case playlist && !a.settled(pub):
+		return false, false, livePlaylists
 	}
-	body, status, err := a.get(ctx, n, path, size+1)
+	body, status, err := a.get(ctx, n, path, pub.size+1)
 	if err != nil || status != http.StatusOK {
 		// A 4xx for an object the origin still has is the node's fault
-		// too: an honest edge fetches what it lacks.
-		_, serr := os.Stat(filepath.Join(a.hlsDir, filepath.FromSlash(rel)))
-		return false, false, fetchFinding(ctx, "it from the node", err, status, serr == nil)
+		// too: an honest edge fetches what it lacks. (A failure, a 5xx
+		// is the node's whatever the origin has.)
+		has := true
+		if err == nil && status < http.StatusInternalServerError {
+			_, serr := a.store.Stat(ctx, rel)
+			switch {
+			case errors.Is(serr, storage.ErrNotFound):
+				has = false
+			case serr != nil:
+				return false, false, originFailed(ctx, fmt.Sprintf("check that it still has the object the node answered with status %d", status), serr)
+			}
+		}
+		return false, false, fetchFinding(ctx, "it from the node", err, status, has)
 	}
 	got := sha256.Sum256(body)
-	if hex.EncodeToString(got[:]) != want && kind == auditPlaylist && !a.ended(rel[:strings.LastIndexByte(rel, '/')]) {
+	if hex.EncodeToString(got[:]) != pub.sum && playlist {
 		// The playlist changed during the audit (the stream went live
 		// again): not compared. (An older ended copy is not excused: it
 		// was unchanged for longer than any edge may keep one.)
-		return false, false, "the playlist changed during the audit: not compared"
+		cur, err := a.store.Stat(ctx, rel)
+		if err != nil && !errors.Is(err, storage.ErrNotFound) {
+			return false, false, originFailed(ctx, "check that its playlist did not change during the audit", err)
+		}
+		if err != nil || cur.ETag != pub.info.ETag {
+			return false, false, "the playlist changed during the audit: not compared"
+		}
 	}
-	if hex.EncodeToString(got[:]) != want {
-		return true, false, fmt.Sprintf("the node served %d bytes with SHA-256 %x; the origin published %s", len(body), got, want)
+	if hex.EncodeToString(got[:]) != pub.sum {
+		return true, false, fmt.Sprintf("the node served %d bytes with SHA-256 %x; the origin published %s", len(body), got, pub.sum)
 	}
 	return false, true, "the node serves the published bytes to the origin"
+}
+
+// livePlaylists is the finding of an audit of a playlist that may change.
+const livePlaylists = "live playlists change every second and are not audited"
+
+// originFailed is the finding of an audit that the origin's store failed
+// (S3 down or slow): inconclusive, nothing held against the node.
+func originFailed(ctx context.Context, what string, err error) string {
+	if errors.Is(ctx.Err(), context.Canceled) {
+		return "the audit was cancelled (the origin stopped)"
+	}
+	return fmt.Sprintf("not audited: the origin could not %s (%v)", what, err)
 }
 
 // nodeFetchFailed starts the finding of an audit the node did not answer
@@ -150,15 +186,16 @@ const playlistSettle = 2 * time.Minute
 
 // ended tells whether the origin's playlist of rendition dir (id/rendition)
 // ended (#EXT-X-ENDLIST) and has not changed for playlistSettle: every
-// honest edge then serves it byte for byte.
-func (a *auditor) ended(dir string) bool {
-	p := filepath.Join(a.hlsDir, filepath.FromSlash(dir), playlistFile)
-	st, err := os.Stat(p)
-	if err != nil || time.Since(st.ModTime()) < a.settle {
-		return false
-	}
-	b, err := os.ReadFile(p)
-	return err == nil && bytes.Contains(b, []byte("#EXT-X-ENDLIST"))
+// honest edge then serves it byte for byte. A playlist the store cannot
+// read is not.
+func (a *auditor) ended(ctx context.Context, dir string) bool {
+	pub, err := a.published(ctx, dir+"/"+playlistFile)
+	return err == nil && a.settled(pub)
+}
+
+// settled tells whether pub is an ended playlist written settle ago.
+func (a *auditor) settled(pub publishedObject) bool {
+	return pub.endList && time.Since(pub.info.ModTime) >= a.settle
 }
 
 // fetchFinding says why an object could not be fetched from the node: the
@@ -202,17 +239,36 @@ func (a *auditor) get(ctx context.Context, n routing.Node, path string, limit in
 	return body, resp.StatusCode, err
 }
 
-// fileSHA256 returns the hex SHA-256 and the size of a file.
-func fileSHA256(path string) (string, int64, error) {
-	f, err := os.Open(path)
+// publishedObject is the origin's copy of an object, as read for an audit.
+type publishedObject struct {
+	// sum is the hex SHA-256 of the size bytes read.
+	sum  string
+	size int64
+	// info is the store's (ModTime, ETag) of the version read.
+	info storage.Info
+	// endList: a playlist (.m3u8) that ends (#EXT-X-ENDLIST).
+	endList bool
+}
+
+// published streams the object at key from the store into SHA-256 (a
+// playlist is kept to look for its end). An object the store does not
+// have is an error that matches storage.ErrNotFound.
+func (a *auditor) published(ctx context.Context, key string) (publishedObject, error) {
+	rc, info, err := a.store.Get(ctx, key, storage.Range{})
 	if err != nil {
-		return "", 0, err
+		return publishedObject{}, err
 	}
-	defer f.Close()
+	defer rc.Close()
 	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return "", 0, err
+	var w io.Writer = h
+	var text bytes.Buffer
+	if strings.HasSuffix(key, ".m3u8") {
+		w = io.MultiWriter(h, &text)
 	}
-	return hex.EncodeToString(h.Sum(nil)), n, nil
+	n, err := io.Copy(w, rc)
+	if err != nil {
+		return publishedObject{}, fmt.Errorf("read %s: %w", key, err)
+	}
+	return publishedObject{sum: hex.EncodeToString(h.Sum(nil)), size: n, info: info,
+		endList: bytes.Contains(text.Bytes(), []byte("#EXT-X-ENDLIST"))}, nil
 }

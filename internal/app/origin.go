@@ -238,7 +238,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	var shop *shopper
 	var auditSummary func(string) (playerapi.AuditSummary, bool)
 	if every := cfg.Route.AuditInterval.Std(); every > 0 {
-		shop = newShopper(hlsDir, contentKey, signed.signed, every, cfg.Route.QuarantineAudits,
+		shop = newShopper(hls, contentKey, signed.signed, every, cfg.Route.QuarantineAudits,
 			store.ListNodes, store.QuarantineNode, reg, log.With("component", "audit"))
 		shop.known = signed.known
 		auditSummary = shop.summary
@@ -250,7 +250,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, ClientIP: clientIP, Registerer: reg, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken, Sessions: sessions,
 		QuarantineReports: cfg.Route.QuarantineReports, OnDeliveryFailure: nodes.deliveryFailure,
-		Audit: newAuditor(hlsDir, contentKey, signed.signed).audit, AuditSummary: auditSummary,
+		Audit: newAuditor(hls, contentKey, signed.signed).audit, AuditSummary: auditSummary,
 		Accounting: playerapi.Accounting{Epoch: cfg.Accounting.Epoch.Std(), RewardPool: cfg.Accounting.RewardPool, ViewerNetworkMbps: cfg.Accounting.ViewerNetworkMbps,
 			Retention: cfg.Accounting.Retention.Std(), Key: contentKey},
 	}, store, pipe, log.With("component", "api"))

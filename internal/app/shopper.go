@@ -4,11 +4,10 @@ import (
 	"context"
 	"crypto/ed25519"
 	"fmt"
+	"iter"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -19,6 +18,7 @@ import (
 	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/storage"
 	playerapi "github.com/shoal-video/shoal/player-api"
 )
 
@@ -44,13 +44,14 @@ type shopper struct {
 	nodes      func(ctx context.Context) ([]routing.Node, error)
 	quarantine func(ctx context.Context, id, reason string) error
 	auditor    *auditor
-	hlsDir     string
-	interval   time.Duration
-	threshold  int
-	now        func() time.Time
-	rand       *rand.Rand
-	log        *slog.Logger
-	results    *prometheus.CounterVec
+	// store holds what the origin published (the auditor's store).
+	store     storage.Store
+	interval  time.Duration
+	threshold int
+	now       func() time.Time
+	rand      *rand.Rand
+	log       *slog.Logger
+	results   *prometheus.CounterVec
 	// figures, when set, adds each compared audit to the edge's figures of
 	// the current accounting epoch: a pass its bytes
 	// (routing.FigureAuditBytes), pass and fail their counts.
@@ -88,16 +89,16 @@ const (
 	shopperUserAgent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
 
-func newShopper(hlsDir string, contentKey ed25519.PrivateKey, signed func(string) bool, interval time.Duration, threshold int,
+func newShopper(store storage.Store, contentKey ed25519.PrivateKey, signed func(string) bool, interval time.Duration, threshold int,
 	nodes func(ctx context.Context) ([]routing.Node, error), quarantine func(ctx context.Context, id, reason string) error,
 	reg prometheus.Registerer, log *slog.Logger) *shopper {
-	s := &shopper{nodes: nodes, quarantine: quarantine, hlsDir: hlsDir, interval: interval, threshold: threshold,
+	s := &shopper{nodes: nodes, quarantine: quarantine, store: store, interval: interval, threshold: threshold,
 		now: time.Now, rand: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), log: log, state: map[string]*edgeAudits{},
 		results: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shoal_edge_audits_total",
 			Help: "Mystery-shopper audits of edges by result: pass (the published bytes), fail (other bytes), error (no answer to compare)."},
 			[]string{"result"})}
 	reg.MustRegister(s.results)
-	a := newAuditor(hlsDir, contentKey, signed)
+	a := newAuditor(store, contentKey, signed)
 	// A fresh connection for every audit, as a new viewer's.
 	a.client = &http.Client{Timeout: auditTimeout, Transport: &http.Transport{DisableKeepAlives: true, Proxy: nil},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
@@ -182,67 +183,66 @@ const (
 // its playlist), that the origin has published, of a random public stream
 // or video: half the time one edge n says it served (its heartbeats),
 // otherwise any the origin published, so that an edge cannot keep a
-// stream out of its audits by not reporting it. "" when there is none;
-// kind is auditSegment or auditPlaylist.
-func (s *shopper) target(n routing.Node) (path, kind string) {
-	var idList []string
+// stream out of its audits by not reporting it. "" when there is none, or
+// the store cannot be listed; kind is auditSegment or auditPlaylist.
+func (s *shopper) target(ctx context.Context, n routing.Node) (path, kind string) {
+	var reported []string
 	for id := range n.Load.StreamBytes {
 		if ids.Valid(id) {
-			idList = append(idList, id)
+			reported = append(reported, id)
 		}
 	}
-	if len(idList) == 0 || s.rand.IntN(2) == 0 {
-		idList = idList[:0]
-		if all, err := os.ReadDir(s.hlsDir); err == nil {
-			for _, d := range all {
-				if d.IsDir() && ids.Valid(d.Name()) {
-					idList = append(idList, d.Name())
+	// Any published id: those in the store from a random one on (see
+	// publishedIDs), never by listing all of the store.
+	published := len(reported) == 0 || s.rand.IntN(2) == 0
+	var cands iter.Seq2[string, error]
+	if published {
+		cands = s.publishedIDs(ctx)
+	} else {
+		sort.Strings(reported)
+		s.rand.Shuffle(len(reported), func(i, j int) { reported[i], reported[j] = reported[j], reported[i] })
+		cands = func(yield func(string, error) bool) {
+			for _, id := range reported {
+				if !yield(id, nil) {
+					return
 				}
 			}
 		}
 	}
-	sort.Strings(idList)
-	s.rand.Shuffle(len(idList), func(i, j int) { idList[i], idList[j] = idList[j], idList[i] })
-	for i, id := range idList {
+	looked := 0
+	for id, err := range cands {
+		if err != nil {
+			s.log.Debug("no audit: the published streams could not be listed", "node", n.ID, "err", err)
+			return "", ""
+		}
 		// A few ids looked at, signed ones included: each costs a policy
-		// lookup.
-		if i >= 20 {
+		// lookup (and, published, a short listing).
+		if looked++; looked > 20 {
 			break
 		}
 		// Signed ids are not audited; deleted ones (files may be left
 		// behind) are gone from every edge too.
-		if s.auditor.signed(id) || (s.known != nil && !s.known(id)) {
+		if !ids.Valid(id) || s.auditor.signed(id) || (s.known != nil && !s.known(id)) {
 			continue
 		}
-		rends, err := os.ReadDir(filepath.Join(s.hlsDir, id))
+		rends, err := s.renditions(ctx, id)
 		if err != nil {
-			continue
+			s.log.Debug("no audit: a stream's renditions could not be listed", "node", n.ID, "id", id, "err", err)
+			return "", ""
 		}
-		var dirs []string
+		s.rand.Shuffle(len(rends), func(i, j int) { rends[i], rends[j] = rends[j], rends[i] })
 		for _, r := range rends {
-			if r.IsDir() && !strings.HasPrefix(r.Name(), ".") {
-				dirs = append(dirs, r.Name())
-			}
-		}
-		s.rand.Shuffle(len(dirs), func(i, j int) { dirs[i], dirs[j] = dirs[j], dirs[i] })
-		for _, r := range dirs {
-			files, err := os.ReadDir(filepath.Join(s.hlsDir, id, r))
+			segs, err := s.segments(ctx, id+"/"+r)
 			if err != nil {
-				continue
-			}
-			var segs []string
-			for _, f := range files {
-				name := f.Name()
-				if f.Type().IsRegular() && (strings.HasSuffix(name, ".m4s") || strings.HasSuffix(name, ".ts")) && !hlspath.IsPart(name) { // parts live a few seconds
-					segs = append(segs, name)
-				}
+				s.log.Debug("no audit: a rendition could not be listed", "node", n.ID, "rendition", id+"/"+r, "err", err)
+				return "", ""
 			}
 			if len(segs) == 0 {
 				continue
 			}
 			// One audit in four of an ended rendition is of its playlist,
 			// which must be byte for byte the one published.
-			if s.rand.IntN(4) == 0 && s.auditor.ended(id+"/"+r) {
+			if s.rand.IntN(4) == 0 && s.auditor.ended(ctx, id+"/"+r) {
 				return hlspath.Prefix + id + "/" + r + "/" + playlistFile, auditPlaylist
 			}
 			return hlspath.Prefix + id + "/" + r + "/" + segs[s.rand.IntN(len(segs))], auditSegment
@@ -251,9 +251,134 @@ func (s *shopper) target(n routing.Node) (path, kind string) {
 	return "", ""
 }
 
+// idAlphabet holds the characters of ids (ids.Valid), in byte order.
+const idAlphabet = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+// publishedIDs yields the ids of the published streams and videos in
+// key order from a random key on, wrapping around once to those before
+// it: one short listing per id (the store is never listed whole). Ids
+// are random (ids.New), so which comes first is random too, each id as
+// likely as the gap of keys before it is wide.
+func (s *shopper) publishedIDs(ctx context.Context) iter.Seq2[string, error] {
+	start := make([]byte, 20)
+	for i := range start {
+		start[i] = idAlphabet[s.rand.IntN(len(idAlphabet))]
+	}
+	return func(yield func(string, error) bool) {
+		after, wrapped := string(start), false
+		for {
+			id, err := s.nextID(ctx, after)
+			switch {
+			case err != nil:
+				yield("", err)
+				return
+			case id == "" && wrapped:
+				return
+			case id == "":
+				after, wrapped = "", true
+				continue
+			case wrapped && id >= string(start):
+				return // round to the first one
+			}
+			if !yield(id, nil) {
+				return
+			}
+			// Every key under "<id>/" is before "<id>0" ("/" is followed
+			// by "0" in byte order).
+			after = id + "0"
+		}
+	}
+}
+
+// nextID returns the id of the first key after after, "" when there is
+// none.
+func (s *shopper) nextID(ctx context.Context, after string) (string, error) {
+	files := 0
+	for info, err := range s.store.List(ctx, "", storage.ListOptions{StartAfter: after}) {
+		if err != nil {
+			return "", err
+		}
+		if id, _, ok := strings.Cut(info.Key, "/"); ok {
+			return id, nil
+		}
+		// An object beside the ids, not a stream's: a few are passed over.
+		if files++; files >= maxListedFiles {
+			break
+		}
+	}
+	return "", nil
+}
+
+// Bounds of the shopper's listings of the store.
+const (
+	// maxListedFiles: objects passed over beside the ids or the renditions.
+	maxListedFiles = 100
+	// maxRenditions: renditions of one id looked at.
+	maxRenditions = 32
+	// maxListedSegments: objects of one rendition listed (a recording of
+	// a day in 2 s segments has 43,200); a segment is picked among them.
+	maxListedSegments = 100_000
+)
+
+// renditions lists the renditions of id: one short listing for each,
+// which starts past the keys of the one before.
+func (s *shopper) renditions(ctx context.Context, id string) ([]string, error) {
+	var out []string
+	after, files := "", 0
+	for len(out) < maxRenditions {
+		found := false
+		for info, err := range s.store.List(ctx, id+"/", storage.ListOptions{StartAfter: after}) {
+			if err != nil {
+				return nil, err
+			}
+			r, _, ok := strings.Cut(strings.TrimPrefix(info.Key, id+"/"), "/")
+			if !ok {
+				// A file of the id (master.m3u8), not a rendition's.
+				if files++; files >= maxListedFiles {
+					return out, nil
+				}
+				after = info.Key
+				continue
+			}
+			out = append(out, r)
+			// Every key under "<id>/<r>/" is before "<id>/<r>0" ("/" is
+			// followed by "0" in byte order).
+			after = id + "/" + r + "0"
+			found = true
+			break
+		}
+		if !found {
+			break
+		}
+	}
+	return out, nil
+}
+
+// segments lists the whole segments of rendition dir (id/rendition): its
+// .m4s and .ts files but the LL-HLS parts, which live a few seconds.
+func (s *shopper) segments(ctx context.Context, dir string) ([]string, error) {
+	var segs []string
+	listed := 0
+	for info, err := range s.store.List(ctx, dir+"/", storage.ListOptions{}) {
+		if err != nil {
+			return nil, err
+		}
+		name := strings.TrimPrefix(info.Key, dir+"/")
+		if !strings.Contains(name, "/") && (strings.HasSuffix(name, ".m4s") || strings.HasSuffix(name, ".ts")) && !hlspath.IsPart(name) {
+			segs = append(segs, name)
+		}
+		if listed++; listed >= maxListedSegments {
+			break
+		}
+	}
+	return segs, nil
+}
+
 // audit checks one object at edge n and acts on the result.
 func (s *shopper) audit(ctx context.Context, n routing.Node) {
-	path, kind := s.target(n)
+	actx, cancel := context.WithTimeout(ctx, auditTimeout)
+	defer cancel()
+	path, kind := s.target(actx, n)
 	now := s.now()
 	// The next audit at a random time around interval from now.
 	next := now.Add(time.Duration(float64(s.interval) * (0.5 + s.rand.Float64())))
@@ -265,7 +390,6 @@ func (s *shopper) audit(ctx context.Context, n routing.Node) {
 		s.mu.Unlock()
 		return
 	}
-	actx, cancel := context.WithTimeout(ctx, auditTimeout)
 	wrong, right, finding := s.auditor.check(actx, n, path, kind)
 	cancel()
 	result := "error"

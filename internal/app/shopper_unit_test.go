@@ -20,6 +20,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/storage/fsstore"
 )
 
 // shopperRig is a shopper over a temporary HLS tree, with an "edge" that
@@ -89,7 +90,11 @@ func newShopperRig(t *testing.T) *shopperRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.s = newShopper(dir, key, func(id string) bool { return id == r.signed }, time.Minute, 2,
+	store, err := fsstore.New(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.s = newShopper(store, key, func(id string) bool { return id == r.signed }, time.Minute, 2,
 		func(context.Context) ([]routing.Node, error) {
 			r.mu.Lock()
 			defer r.mu.Unlock()
