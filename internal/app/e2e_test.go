@@ -21,6 +21,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/testutil/redistest"
+	"github.com/shoal-video/shoal/internal/testutil/s3test"
 )
 
 // These tests run `shoal dev` in process against a real redis-server and
@@ -100,6 +101,7 @@ func TestMain(m *testing.M) {
 		os.Exit(code)
 	}
 	code := m.Run()
+	s3test.StopShared()
 	if clipDir != "" {
 		os.RemoveAll(clipDir)
 	}

@@ -3,6 +3,7 @@ package app
 import (
 	"io/fs"
 	"net/http"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -67,7 +68,7 @@ func mediaFiles(t *testing.T, dir string) []string {
 // media file in its data dir.
 func TestVODOnS3AtAnyOrigin(t *testing.T) {
 	t.Parallel()
-	srv := s3test.Start(t)
+	srv := s3test.Shared(t)
 	rs := redistest.Start(t)
 	const bucket = "shoal-media"
 	a := startNodeOn(t, rs, append(s3Env(srv, bucket), "SHOAL_VOD_WORKERS=0")...)
@@ -193,5 +194,52 @@ func TestLiveOnS3SurvivesAnOutage(t *testing.T) {
 	}
 	if d := probeDuration(t, b.http+"/hls/"+ls.ID+"/master.m3u8"); d < 34 || d > 38 {
 		t.Fatalf("the recording at B lasts %.3f s, want 36 ± 2", d)
+	}
+}
+
+// A live stream belongs to the origin that ingests it: the other origin
+// says it is live, serves its HLS (from the owner), and refuses a second
+// publish of the same key with the owner's URL; once it ends, either origin
+// serves the recording from the bucket and says it is idle.
+func TestLiveStreamOwnedByOneOrigin(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	rs := redistest.Start(t)
+	const bucket = "shoal-owned"
+	a := startNodeOn(t, rs, s3Env(srv, bucket)...)
+	b := startNodeOn(t, rs, append(s3Env(srv, bucket), "SHOAL_VOD_WORKERS=0")...)
+	ls := a.createStream("owned")
+	pub := publish(t, clip(t, 12), ls.Ingest.RTMPURL+"/"+ls.StreamKey)
+	a.waitFor("the master playlist at A", 15*time.Second, func() bool {
+		code, _ := a.get("/hls/"+ls.ID+"/master.m3u8", "")
+		return code == 200
+	})
+	if s := b.status(ls.ID); s != "live" {
+		t.Fatalf("status at B while A ingests = %q, want live", s)
+	}
+	if got := probeVideo(t, b.http+"/hls/"+ls.ID+"/master.m3u8"); got != "h264,640,360" {
+		t.Fatalf("live HLS through B = %q", got)
+	}
+	// The same key at B is refused, saying where the stream is live.
+	second := exec.Command("ffmpeg", "-v", "error", "-re", "-i", clip(t, 12), "-c", "copy", "-f", "flv",
+		strings.Replace(ls.Ingest.RTMPURL, a.rtmp, b.rtmp, 1)+"/"+ls.StreamKey)
+	out, err := second.CombinedOutput()
+	if err == nil {
+		t.Fatalf("a second publish at B succeeded:\n%s", out)
+	}
+	b.waitFor("B's refusal in its log", 5*time.Second, func() bool {
+		return strings.Contains(b.stderr.String(), "reason=live_elsewhere")
+	})
+	if !strings.Contains(string(out), "live at another origin ("+a.http+")") {
+		t.Errorf("ffmpeg at B was not told where the stream is live:\n%s", out)
+	}
+	if err := pub.Wait(); err != nil {
+		t.Fatalf("ffmpeg publish at A: %v", err)
+	}
+	a.waitFor("ENDLIST", 20*time.Second, func() bool { return a.ended(ls.ID, "index.m3u8") })
+	b.waitFor("status idle at B", 20*time.Second, func() bool { return b.status(ls.ID) == "idle" })
+	a.waitFor("A's spool to empty", 30*time.Second, func() bool { return len(mediaFiles(t, a.dataDir)) == 0 })
+	if d := probeDuration(t, b.http+"/hls/"+ls.ID+"/master.m3u8"); d < 11 || d > 13 {
+		t.Fatalf("the recording at B lasts %.3f s, want 12 ± 1", d)
 	}
 }
