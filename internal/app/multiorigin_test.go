@@ -74,6 +74,13 @@ func TestVODOnS3AtAnyOrigin(t *testing.T) {
 	a := startNodeOn(t, rs, append(s3Env(srv, bucket), "SHOAL_VOD_WORKERS=0")...)
 	b := startNodeOn(t, rs, s3Env(srv, bucket)...)
 
+	// Both sign with the same keys: what one signs, the other's edges and
+	// players accept.
+	_, keysA := a.get("/v1/keys", "")
+	_, keysB := b.get("/v1/keys", "")
+	if string(keysA) != string(keysB) || !strings.Contains(string(keysA), "content") {
+		t.Fatalf("the origins publish different keys:\nA: %s\nB: %s", keysA, keysB)
+	}
 	src := testutil.MakeMP4(t, 640, 360, 6)
 	v := a.createVideo("on s3")
 	start := time.Now()

@@ -25,7 +25,6 @@ import (
 	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/media"
-	"github.com/shoal-video/shoal/internal/playback"
 	"github.com/shoal-video/shoal/internal/playsession"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/stream"
@@ -128,7 +127,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return err
 	}
-	contentKey, err := playback.LoadOrCreateKey(filepath.Join(cfg.DataDir, "content-key.pem"))
+	contentKey, err := sharedSigningKey(ctx, store, "content", filepath.Join(cfg.DataDir, "content-key.pem"), log)
 	if err != nil {
 		return fmt.Errorf("content signing key: %w", err)
 	}
@@ -216,7 +215,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return err
 	}
-	playbackKey, err := playback.LoadOrCreateKey(filepath.Join(cfg.DataDir, "playback-key.pem"))
+	playbackKey, err := sharedSigningKey(ctx, store, "playback", filepath.Join(cfg.DataDir, "playback-key.pem"), log)
 	if err != nil {
 		return fmt.Errorf("playback signing key: %w", err)
 	}

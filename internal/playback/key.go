@@ -64,16 +64,59 @@ func checkPrivate(path string) error {
 	return nil
 }
 
+// encodeKey is priv as a PEM PKCS #8 file.
+func encodeKey(priv ed25519.PrivateKey) ([]byte, error) {
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		return nil, fmt.Errorf("playback: encoding the key: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: pemPrivateKey, Bytes: der}), nil
+}
+
+// ReplaceKey writes priv to the key file at path in place of the one
+// there (mode 0600, atomically: a temporary file renamed over it).
+func ReplaceKey(path string, priv ed25519.PrivateKey) error {
+	data, err := encodeKey(priv)
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("playback: creating the key's directory: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, ".playback-key-*")
+	if err != nil {
+		return fmt.Errorf("playback: replacing the key: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	err = tmp.Chmod(KeyFileMode)
+	if err == nil {
+		_, err = tmp.Write(data)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
+		return fmt.Errorf("playback: replacing the key: %w", err)
+	}
+	return nil
+}
+
 func createKey(path string) (ed25519.PrivateKey, error) {
 	_, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("playback: generating a key: %w", err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	data, err := encodeKey(priv)
 	if err != nil {
-		return nil, fmt.Errorf("playback: encoding the key: %w", err)
+		return nil, err
 	}
-	data := pem.EncodeToMemory(&pem.Block{Type: pemPrivateKey, Bytes: der})
 	dir := filepath.Dir(path)
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("playback: creating the key's directory: %w", err)
