@@ -36,6 +36,10 @@ type streamState struct {
 
 	mu         sync.Mutex
 	runs       int // rendition runs started in this session
+	// resumed: what the tracks' recordings continue (Config.Resume), by
+	// directory name, each taken once (under resumedMu).
+	resumed   map[string]resumed
+	resumedMu sync.Mutex
 	renditions map[string]*variantInfo
 	// The audio group is one media playlist for the whole stream: the
 	// rendition that owns it writes it; when the owner ends while the

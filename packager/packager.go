@@ -101,6 +101,14 @@ type Config struct {
 	// (<rendition>/dvr.m3u8, with the master playlist dvr.m3u8 next to
 	// master.m3u8) beside the short live one, in the live registry.
 	DVRWindow time.Duration
+	// Resume, when set, is asked at the start of each session of stream
+	// id for the recordings of a session of it that never ended (its
+	// origin died: resume.go), by playlist directory ("source", "720p",
+	// "audio", ...), each the bytes of its recording.m3u8; nil when there
+	// is none. Those recordings are continued, and the previous tree is
+	// not reset. It is called with the packager's lock held: it must
+	// return promptly (bound its I/O).
+	Resume func(id string) map[string][]byte
 	// NoSync leaves out the fsync of every finished file and of its
 	// directory after the rename (storage.go). Benchmarks only: it
 	// measures what the syncs cost.
@@ -384,7 +392,16 @@ func (p *Packager) join(id string) (*streamState, error) {
 	if p.live != nil {
 		p.live.RemoveStream(id)
 	}
-	p.reset(id)
+	var resumed map[string]resumed
+	if p.cfg.Resume != nil {
+		resumed = parseAll(p.cfg.Resume(id))
+	}
+	if resumed == nil {
+		p.reset(id)
+	} else {
+		p.log.Warn("taking over a broadcast whose origin stopped mid-stream: its recordings are continued", "stream", id,
+			"playlists", len(resumed))
+	}
 	old, err := p.trash(dir)
 	if err != nil {
 		p.mu.Unlock()
@@ -400,6 +417,7 @@ func (p *Packager) join(id string) (*streamState, error) {
 		p: p, id: id, dir: dir, active: 1,
 		session:    strconv.FormatInt(time.Now().UnixMilli(), 36),
 		renditions: map[string]*variantInfo{},
+		resumed:    resumed,
 	}
 	p.streams[id] = st
 	p.mu.Unlock()

@@ -181,6 +181,9 @@ func (r *rendition) setTracks(tracks []media.Track, restart bool) {
 
 func (r *rendition) newTrackOut(dir string, t media.Track) *trackOut {
 	out := &trackOut{r: r, dir: dir, key: r.st.id + "/" + filepath.Base(dir), track: t, isAudio: !t.IsVideo(), segStart: -1}
+	if res, ok := r.st.takeResumed(dir); ok {
+		out.rec.resumeFrom(res)
+	}
 	out.makeDir()
 	return out
 }
@@ -1099,6 +1102,11 @@ type recording struct {
 	numbered            bool
 	backlog             []playlist.Segment
 	failed              bool
+	// resume: the segment lines of the recording this one continues,
+	// written once before its own segments (resume.go), with its target
+	// duration.
+	resume       []byte
+	resumeTarget float64
 }
 
 // maxRecordingBacklog bounds the segments a recording holds while the disk
@@ -1159,8 +1167,12 @@ func (rc *recording) flush(t *trackOut, target float64) error {
 		return dst
 	}
 	var err error
-	target = max(target, rc.target)
+	target = max(target, rc.target, rc.resumeTarget)
 	switch {
+	case !rc.started && rc.resume != nil:
+		// The recording taken over, then a discontinuity.
+		rc.backlog[0].Discontinuity = true
+		err = t.r.p.writeFile(path, lines(append(playlist.Header(rc.media(t, target)), rc.resume...)))
 	case !rc.started:
 		err = t.r.p.writeFile(path, lines(playlist.Header(rc.media(t, target))))
 	case target > rc.target:
@@ -1180,6 +1192,7 @@ func (rc *recording) flush(t *trackOut, target float64) error {
 	}
 	rc.started, rc.target, rc.prevInit = true, target, prevInit
 	rc.backlog = rc.backlog[:0]
+	rc.resume = nil
 	return nil
 }
 
@@ -1190,6 +1203,15 @@ func (rc *recording) finish(t *trackOut) error {
 		if err := rc.flush(t, t.r.st.targetDuration(0)); err != nil {
 			return err
 		}
+	}
+	if !rc.started && rc.resume != nil && !rc.failed {
+		// Nothing recorded in this session: the recording taken over,
+		// as it was, is the whole of it.
+		data := append(playlist.Header(rc.media(t, max(rc.target, rc.resumeTarget))), rc.resume...)
+		if err := t.r.p.writeFile(rc.path(t), data); err != nil {
+			return err
+		}
+		rc.started, rc.resume = true, nil
 	}
 	if !rc.started {
 		// Nothing was recorded: an empty VOD playlist says so.

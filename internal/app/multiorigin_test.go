@@ -2,6 +2,7 @@ package app
 
 import (
 	"io/fs"
+	"fmt"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -249,4 +250,103 @@ func TestLiveStreamOwnedByOneOrigin(t *testing.T) {
 	if d := probeDuration(t, b.http+"/hls/"+ls.ID+"/master.m3u8"); d < 11 || d > 13 {
 		t.Fatalf("the recording at B lasts %.3f s, want 12 ± 1", d)
 	}
+}
+
+// The origin ingesting a live stream dies (kill -9): once its lease has
+// run out, the creator's reconnect to another origin is accepted, and that
+// origin continues the broadcast's recording from the bucket: the recording
+// has both parts, with a discontinuity between them.
+func TestLiveTakeOverAfterTheOwnerDies(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	rs := redistest.Start(t)
+	const bucket = "shoal-takeover"
+	b := startNodeOn(t, rs, append(s3Env(srv, bucket), "SHOAL_VOD_WORKERS=0")...)
+	httpA, rtmpA := freePort(t), freePort(t)
+	urlA := fmt.Sprintf("http://127.0.0.1:%d", httpA)
+	a := startProc(t, "origin", append(s3Env(srv, bucket),
+		"SHOAL_REDIS_URL="+rs.URL, "SHOAL_DATA_DIR="+t.TempDir(), "SHOAL_ADMIN_KEY="+testAdminKey,
+		fmt.Sprintf("SHOAL_HTTP_ADDR=127.0.0.1:%d", httpA), "SHOAL_PUBLIC_URL="+urlA,
+		fmt.Sprintf("SHOAL_RTMP_ADDR=127.0.0.1:%d", rtmpA), "SHOAL_RTSP_ADDR=off", "SHOAL_SRT_ADDR=off",
+		"SHOAL_TRANSCODE_MAX_LADDERS=0", "SHOAL_INGEST_WHIP_UDP_PORT=0", "SHOAL_P2P_STUN_SERVERS=off")...)
+	b.waitFor("origin A", 20*time.Second, func() bool {
+		resp, err := http.Get(urlA + "/readyz")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	ls := b.createStream("taken over")
+	pubA := publish(t, clip(t, 60), fmt.Sprintf("rtmp://127.0.0.1:%d/live/%s", rtmpA, ls.StreamKey))
+	recKey := "hls/" + ls.ID + "/source/recording.m3u8"
+	var partA string
+	b.waitFor("3 segments of A's recording in the bucket", 30*time.Second, func() bool {
+		s3, err := s3store.New(s3store.Config{Endpoint: srv.Endpoint, Bucket: bucket, PathStyle: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec, _, err := storage.ReadAll(t.Context(), s3, recKey)
+		partA = string(rec)
+		return err == nil && countSegments(partA) >= 3
+	})
+	if err := a.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = a.cmd.Wait()
+	_ = pubA.Wait() // the connection is gone
+	// The creator reconnects to B until B takes the stream (A's lease
+	// runs out within 10 s).
+	var pubB *exec.Cmd
+	refusals := 0
+	b.waitFor("B to take the stream over", 30*time.Second, func() bool {
+		cmd := exec.Command("ffmpeg", "-v", "error", "-re", "-i", clip(t, 8), "-c", "copy", "-f", "flv", b.rtmp+"/"+ls.StreamKey)
+		done := make(chan error, 1)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { done <- cmd.Wait() }()
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				refusals++
+				return false
+			case <-tick.C:
+				if strings.Contains(b.stderr.String(), "taking over a broadcast") {
+					pubB = cmd
+					go func() { <-done }()
+					return true
+				}
+			}
+		}
+	})
+	t.Logf("B refused %d reconnects while A's lease lived", refusals)
+	b.waitFor("ENDLIST at B", 40*time.Second, func() bool { return b.ended(ls.ID, "index.m3u8") })
+	_ = pubB
+	rec := b.playlist(ls.ID, "source/recording.m3u8")
+	before, after, ok := strings.Cut(rec, "#EXT-X-DISCONTINUITY\n")
+	if !ok || countSegments(before) < 3 || countSegments(after) < 3 || !strings.HasSuffix(rec, "#EXT-X-ENDLIST\n") {
+		t.Fatalf("the recording at B does not hold both parts:\n%s", rec)
+	}
+	if !strings.HasPrefix(rec, partA[:strings.Index(partA, "#EXTINF")]) && !strings.Contains(rec, partA[strings.Index(partA, "#EXT-X-MAP"):]) {
+		t.Fatalf("the recording at B does not start with A's:\nA:\n%s\nB:\n%s", partA, rec)
+	}
+	want := sumDurations(before) + sumDurations(after)
+	if d := probeDuration(t, b.http+"/hls/"+ls.ID+"/master.m3u8"); d < want-1 || d > want+1 {
+		t.Fatalf("the recording plays for %.3f s, want %.3f (A's part and B's)", d, want)
+	}
+}
+
+// sumDurations adds up the EXTINF durations of playlist lines.
+func sumDurations(pl string) float64 {
+	total := 0.0
+	for _, line := range strings.Split(pl, "\n") {
+		if d, ok := strings.CutPrefix(line, "#EXTINF:"); ok {
+			v, _ := strconv.ParseFloat(strings.TrimSuffix(d, ","), 64)
+			total += v
+		}
+	}
+	return total
 }

@@ -107,8 +107,11 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return err
 	}
 	var fileEvents packager.FileEvents
+	var resume func(string) map[string][]byte
 	if mirror != nil {
-		fileEvents = mirror
+		// A broadcast taken over from an origin that died continues its
+		// recording from the bucket.
+		fileEvents, resume = mirror, resumeFrom(hlsStore(objects), log.With("component", "packager"))
 	}
 	pkg, err := packager.New(packager.Config{
 		Dir:             hlsDir,
@@ -123,6 +126,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		Linger:      2 * time.Second,
 		ServeSource: serveSource,
 		Renditions:  masterRenditions(tc, cfg.Transcode.Passthrough),
+		Resume:      resume,
 	}, packager.Deps{Log: log.With("component", "packager"), Hub: hub, Registerer: reg, Live: livePlaylists, Files: fileEvents})
 	if err != nil {
 		return err

@@ -1,10 +1,13 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -99,4 +102,49 @@ func describeStore(cfg config.Config) string {
 		return fmt.Sprintf("s3 bucket %s at %s", cfg.Storage.Bucket, cfg.Storage.Endpoint)
 	}
 	return "fs under " + cfg.DataDir
+}
+
+// resumeFrom returns the packager's Config.Resume on the media store's HLS
+// trees: the recordings of stream id that never ended (the origin that
+// ingested it died; another origin takes it over), by playlist directory.
+// The directories are the master playlist's and the audio group's; it
+// gives up (nil: a new recording) when the store does not answer within
+// 3 s.
+func resumeFrom(remote storage.Store, log *slog.Logger) func(id string) map[string][]byte {
+	return func(id string) map[string][]byte {
+		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+		defer cancel()
+		master, _, err := storage.ReadAll(ctx, remote, id+"/master.m3u8")
+		if err != nil {
+			if !errors.Is(err, storage.ErrNotFound) {
+				log.Warn("could not read a stream's previous session from the media store: it starts a new recording", "stream", id, "err", err)
+			}
+			return nil
+		}
+		dirs := map[string]bool{"audio": true}
+		for _, line := range strings.Split(string(master), "\n") {
+			if dir, ok := strings.CutSuffix(strings.TrimSpace(line), "/index.m3u8"); ok && !strings.Contains(dir, "/") && !strings.HasPrefix(dir, "#") {
+				dirs[dir] = true
+			}
+			if _, uri, ok := strings.Cut(line, `URI="`); ok {
+				if dir, ok := strings.CutSuffix(strings.Split(uri, `"`)[0], "/index.m3u8"); ok && !strings.Contains(dir, "/") {
+					dirs[dir] = true
+				}
+			}
+		}
+		out := map[string][]byte{}
+		for dir := range dirs {
+			rec, _, err := storage.ReadAll(ctx, remote, id+"/"+dir+"/recording.m3u8")
+			if err != nil {
+				continue
+			}
+			if !bytes.Contains(rec, []byte("#EXT-X-ENDLIST")) {
+				out[dir] = rec
+			}
+		}
+		if len(out) == 0 {
+			return nil
+		}
+		return out
+	}
 }

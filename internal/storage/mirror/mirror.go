@@ -20,6 +20,7 @@
 package mirror
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -101,6 +102,10 @@ type Mirror struct {
 	streams map[string]*stream
 	ready   chan struct{} // signalled when work may be available
 	objects int           // files pending, for the gauge
+	// leftover: streams whose files an earlier run left (Scan) and no
+	// session of this run has reset: their playlists replace the store's
+	// only when they extend them (see put).
+	leftover map[string]bool
 	// failing: since when uploads fail (zero: they do not).
 	failing time.Time
 	flushed int // uploads since failing began
@@ -132,7 +137,7 @@ func New(cfg Config, deps Deps) (*Mirror, error) {
 		deps.Now = time.Now
 	}
 	m := &Mirror{cfg: cfg, store: deps.Store, ctx: context.Background(), log: deps.Log, now: deps.Now, warn: logx.NewLimiter(30 * time.Second),
-		streams: map[string]*stream{}, ready: make(chan struct{}, 1),
+		streams: map[string]*stream{}, ready: make(chan struct{}, 1), leftover: map[string]bool{},
 		spool: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_storage_spool_objects",
 			Help: "Live files written to local disk and not yet in the media store (they wait there while the store fails).",
@@ -203,6 +208,9 @@ func (m *Mirror) Scan() (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("mirror: scanning %s: %w", id, err)
 		}
+		m.mu.Lock()
+		m.leftover[id] = true
+		m.mu.Unlock()
 		for _, rel := range slices.Concat(media, playlists, masters) {
 			m.Written(rel)
 			n++
@@ -240,6 +248,7 @@ func (m *Mirror) Reset(id string) {
 		return
 	}
 	m.mu.Lock()
+	delete(m.leftover, id)
 	s := m.stream(id)
 	s.gen++
 	for _, e := range s.pending {
@@ -544,6 +553,15 @@ func (m *Mirror) put(e entry) error {
 	if err != nil {
 		return err
 	}
+	if m.isLeftover(e.rel) && strings.HasSuffix(e.rel, ".m3u8") {
+		if keep, err := m.storeHasOther(e.rel, path); err != nil {
+			return err
+		} else if keep {
+			m.log.Info("not uploading a playlist an earlier run left: the store's copy is not an earlier state of it (another origin took the stream over)",
+				"playlist", e.rel)
+			return nil
+		}
+	}
 	if _, err := m.store.Put(m.ctx, e.rel, f, st.Size()); err != nil {
 		m.uploads.WithLabelValues("error").Inc()
 		return err
@@ -585,4 +603,31 @@ func (m *Mirror) removeLocal(id string, gen int) {
 	if err != nil {
 		m.log.Warn("removing a stream's local files after their upload", "stream", id, "err", err)
 	}
+}
+
+func (m *Mirror) isLeftover(rel string) bool {
+	id, _, _ := strings.Cut(rel, "/")
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.leftover[id]
+}
+
+// storeHasOther reports whether the store holds a copy of the playlist rel
+// that the local file at path does not extend: an origin that restarts
+// after another took its broadcast over must not put its own, older
+// recording over the one the other continued.
+func (m *Mirror) storeHasOther(rel, path string) (bool, error) {
+	remote, _, err := storage.ReadAll(m.ctx, m.store, rel)
+	if errors.Is(err, storage.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	local, err := os.ReadFile(path)
+	if err != nil {
+		return false, err
+	}
+	remote = bytes.TrimSuffix(remote, []byte("#EXT-X-ENDLIST\n"))
+	return !bytes.HasPrefix(local, remote), nil
 }

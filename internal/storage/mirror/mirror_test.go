@@ -311,3 +311,48 @@ func TestScanUploadsWhatWasLeft(t *testing.T) {
 		t.Fatalf("upload order %q: want media, then playlists, then the master", order)
 	}
 }
+
+// An origin that restarts after another took its broadcast over does not
+// put its older recording over the one the other continued; a recording
+// the store holds an earlier state of is uploaded.
+func TestScanKeepsARecordingTakenOver(t *testing.T) {
+	t.Parallel()
+	e := start(t, false)
+	const taken, mine = "stream5abc", "stream6abc"
+	put := func(key, data string) {
+		t.Helper()
+		if _, err := e.store.Store.Put(t.Context(), key, strings.NewReader(data), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(taken+"/720p/recording.m3u8", "old part\n#EXT-X-DISCONTINUITY\nnew part\n")
+	put(mine+"/720p/recording.m3u8", "old part\n")
+	for rel, data := range map[string]string{
+		taken + "/720p/recording.m3u8": "old part\nmore\n#EXT-X-ENDLIST\n",
+		taken + "/720p/x-0-9.m4s":      "late segment",
+		mine + "/720p/recording.m3u8":  "old part\nmore\n#EXT-X-ENDLIST\n",
+	} {
+		p := filepath.Join(e.dir, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.run()
+	e.waitFor("the spool to empty", 20*time.Second, func() bool {
+		_, err1 := os.Stat(filepath.Join(e.dir, taken))
+		_, err2 := os.Stat(filepath.Join(e.dir, mine))
+		return os.IsNotExist(err1) && os.IsNotExist(err2)
+	})
+	if got, _ := e.object(taken + "/720p/recording.m3u8"); got != "old part\n#EXT-X-DISCONTINUITY\nnew part\n" {
+		t.Fatalf("the recording taken over was replaced: %q", got)
+	}
+	if got, _ := e.object(taken + "/720p/x-0-9.m4s"); got != "late segment" {
+		t.Fatalf("the late segment: %q", got)
+	}
+	if got, _ := e.object(mine + "/720p/recording.m3u8"); got != "old part\nmore\n#EXT-X-ENDLIST\n" {
+		t.Fatalf("the recording that extends the store's: %q", got)
+	}
+}

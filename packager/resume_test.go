@@ -1,0 +1,178 @@
+package packager
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/stream"
+)
+
+// events records what the packager tells a mirror.
+type events struct {
+	mu     sync.Mutex
+	resets []string
+	ended  []string
+}
+
+func (e *events) Written(string) {}
+func (e *events) Reset(id string) {
+	e.mu.Lock()
+	e.resets = append(e.resets, id)
+	e.mu.Unlock()
+}
+func (e *events) Ended(id string) {
+	e.mu.Lock()
+	e.ended = append(e.ended, id)
+	e.mu.Unlock()
+}
+
+func (e *events) counts() (resets, ended int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.resets), len(e.ended)
+}
+
+// rigWith is newRig with a Resume function and a listener.
+func rigWith(t *testing.T, resume func(string) map[string][]byte, ev FileEvents) *rig {
+	t.Helper()
+	hub, err := stream.New(stream.Config{QueueSize: 100000}, stream.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	p, err := New(Config{Dir: dir, SegmentDuration: 2 * time.Second, LiveWindow: 3, Format: FormatFMP4, Resume: resume},
+		Deps{Hub: hub, Log: slog.New(slog.DiscardHandler), Files: ev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &rig{pkg: p, hub: hub, dir: dir, done: make(chan struct{}), stop: cancel}
+	go func() { _ = hub.Run(ctx) }()
+	go func() { _ = p.Run(ctx); close(r.done) }()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return r
+}
+
+// broadcast publishes seconds of stream abc on r and waits for its ENDLIST.
+func (r *rig) broadcast(t *testing.T, seconds float64) {
+	t.Helper()
+	pub, err := r.hub.Publish(media.StreamKey{Name: "abc", Rendition: media.RenditionSource}, tracks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(pub, seconds, 60)
+	pub.Close()
+	for _, dir := range []string{"source", "audio"} {
+		waitFor(t, dir+" ENDLIST", func() bool {
+			b, _ := os.ReadFile(filepath.Join(r.dir, "abc", dir, "index.m3u8"))
+			return strings.Contains(string(b), "#EXT-X-ENDLIST")
+		})
+	}
+}
+
+// A session that takes over a broadcast whose origin died continues its
+// recordings: the old segments, a discontinuity, the new ones; the tree is
+// not reset. A copy torn mid-append is cut after its last whole segment.
+func TestTakeOverContinuesTheRecording(t *testing.T) {
+	t.Parallel()
+	a := rigWith(t, nil, nil)
+	a.broadcast(t, 6)
+	left := map[string][]byte{}
+	for _, dir := range []string{"source", "audio"} {
+		rec, err := os.ReadFile(filepath.Join(a.dir, "abc", dir, "recording.m3u8"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As the dead origin left it: no ENDLIST, and the source's copy
+		// torn in the middle of a segment's lines.
+		rec = []byte(strings.TrimSuffix(string(rec), "#EXT-X-ENDLIST\n"))
+		if dir == "source" {
+			rec = append(rec, "#EXTINF:2.000,\nabc-0-"...)
+		}
+		left[dir] = rec
+	}
+	ev := &events{}
+	var asked []string
+	var mu sync.Mutex
+	var ended atomic.Bool // the broadcast taken over ended cleanly
+	b := rigWith(t, func(id string) map[string][]byte {
+		mu.Lock()
+		defer mu.Unlock()
+		asked = append(asked, id)
+		if ended.Load() {
+			return nil
+		}
+		return left
+	}, ev)
+	b.broadcast(t, 4)
+	if resets, _ := ev.counts(); resets != 0 {
+		t.Fatalf("the tree taken over was reset %d times", resets)
+	}
+	mu.Lock()
+	if len(asked) != 1 || asked[0] != "abc" {
+		t.Fatalf("Resume asked for %q, want abc once", asked)
+	}
+	mu.Unlock()
+	for _, dir := range []string{"source", "audio"} {
+		rec, err := os.ReadFile(filepath.Join(b.dir, "abc", dir, "recording.m3u8"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := string(rec)
+		old := strings.TrimSuffix(string(left[dir]), "#EXTINF:2.000,\nabc-0-")
+		body := old[strings.Index(old, "#EXT-X-MAP"):]
+		if !strings.Contains(s, body+"#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=") {
+			t.Fatalf("%s: the recording does not continue the old one with a discontinuity:\n%s", dir, s)
+		}
+		if !strings.HasSuffix(s, "#EXT-X-ENDLIST\n") || strings.Contains(s, "abc-0-\n") {
+			t.Fatalf("%s recording:\n%s", dir, s)
+		}
+		vod := readPlaylist(t, filepath.Join(b.dir, "abc", dir, "index.m3u8"))
+		total := 0.0
+		for _, seg := range segments(vod) {
+			total += seg.Duration
+		}
+		if total < 9.8 || total > 10.2 {
+			t.Errorf("%s: the VOD of the recording lasts %.3f s, want 10 (6 + 4)", dir, total)
+		}
+	}
+	// A session after a clean end does not continue it.
+	ended.Store(true)
+	b.broadcast(t, 2)
+	waitFor(t, "the second session's end", func() bool { _, ended := ev.counts(); return ended == 2 })
+	if resets, _ := ev.counts(); resets != 1 {
+		t.Fatalf("a new session after a clean end: %d resets, want 1", resets)
+	}
+}
+
+func TestParseResumed(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		name, in string
+		ok       bool
+		seq      uint64
+		body     string
+		init     string
+	}{
+		{"empty", "", false, 0, "", ""},
+		{"header only", "#EXTM3U\n#EXT-X-TARGETDURATION:2\n", false, 0, "", ""},
+		{"whole", "#EXTM3U\n#EXT-X-MEDIA-SEQUENCE:7\n#EXT-X-TARGETDURATION:2\n#EXT-X-MAP:URI=\"i1.mp4\"\n#EXTINF:2.000,\na.m4s\n#EXTINF:2.000,\nb.m4s\n",
+			true, 7, "#EXT-X-MAP:URI=\"i1.mp4\"\n#EXTINF:2.000,\na.m4s\n#EXTINF:2.000,\nb.m4s\n", "i1.mp4"},
+		{"torn after a new init", "#EXTM3U\n#EXT-X-MAP:URI=\"i1.mp4\"\n#EXTINF:2.000,\na.m4s\n#EXT-X-DISCONTINUITY\n#EXT-X-MAP:URI=\"i2.mp4\"\n#EXTINF:2.0",
+			true, 0, "#EXT-X-MAP:URI=\"i1.mp4\"\n#EXTINF:2.000,\na.m4s\n", "i1.mp4"},
+		{"ended", "#EXTM3U\n#EXTINF:2.000,\na.m4s\n#EXT-X-ENDLIST\n", true, 0, "#EXTINF:2.000,\na.m4s\n", ""},
+	} {
+		r, ok := parseResumed([]byte(c.in))
+		if ok != c.ok || r.firstSeq != c.seq || string(r.body) != c.body || r.lastInit != c.init {
+			t.Errorf("%s: got %+v %t", c.name, r, ok)
+		}
+	}
+}
