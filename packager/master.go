@@ -34,12 +34,12 @@ type streamState struct {
 	// back in time (Config.Linger).
 	linger *time.Timer
 
-	mu         sync.Mutex
-	runs       int // rendition runs started in this session
+	mu   sync.Mutex
+	runs int // rendition runs started in this session
 	// resumed: what the tracks' recordings continue (Config.Resume), by
 	// directory name, each taken once (under resumedMu).
-	resumed   map[string]resumed
-	resumedMu sync.Mutex
+	resumed    map[string]resumed
+	resumedMu  sync.Mutex
 	renditions map[string]*variantInfo
 	// The audio group is one media playlist for the whole stream: the
 	// rendition that owns it writes it; when the owner ends while the

@@ -1,8 +1,8 @@
 package app
 
 import (
-	"io/fs"
 	"fmt"
+	"io/fs"
 	"net/http"
 	"os/exec"
 	"path/filepath"
