@@ -325,6 +325,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return keys.Run(gctx) })
 	g.Go(func() error { owners.run(gctx); return nil })
+	g.Go(func() error { announceOrigin(gctx, store, cfg.PublicURL, log.With("component", "origins")); return nil })
 	g.Go(func() error { migrateStreamKeys(gctx, store, log); return nil })
 	g.Go(func() error { return rtmpIngest.Run(gctx) })
 	if rtspIngest != nil {
