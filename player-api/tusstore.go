@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -41,6 +43,22 @@ type tusObjects struct {
 	store storage.Store
 	// partMax, when above zero, replaces tusPartMax (tests).
 	partMax *atomic.Int64
+	// release gives back the video an upload that could not be created
+	// had reserved (tusCreate ran first).
+	release func(ctx context.Context, info tus.FileInfo)
+	log     *slog.Logger
+}
+
+// unavailable is the answer to a tus request when the media store fails
+// (S3 unreachable): 503, to try again, rather than tusd's 500.
+func (s tusObjects) unavailable(op, id string, err error) error {
+	if errors.Is(err, tus.ErrNotFound) {
+		return err
+	}
+	s.log.Error("tus upload: the media store failed", "op", op, "upload", id, "err", err)
+	e := tusError(http.StatusServiceUnavailable, codeUnavailable, "the media store is unavailable: try again in a moment").(tus.Error)
+	e.HTTPResponse.Header["Retry-After"] = "1"
+	return e
 }
 
 const (
@@ -78,9 +96,12 @@ func (s tusObjects) NewUpload(ctx context.Context, info tus.FileInfo) (tus.Uploa
 	}
 	info.Offset = 0
 	info.Storage = map[string]string{"Type": "shoal-store", "Key": info.ID + "/"}
-	u := &tusObject{store: s.store, info: info, partMax: s.maxPart()}
+	u := &tusObject{store: s.store, info: info, partMax: s.maxPart(), fail: s.unavailable}
 	if err := u.writeInfo(ctx); err != nil {
-		return nil, err
+		if s.release != nil {
+			s.release(context.WithoutCancel(ctx), info)
+		}
+		return nil, s.unavailable("create", info.ID, err)
 	}
 	return u, nil
 }
@@ -91,14 +112,14 @@ func (s tusObjects) GetUpload(ctx context.Context, id string) (tus.Upload, error
 	}
 	info, err := readTusInfo(ctx, s.store, id)
 	if err != nil {
-		return nil, err
+		return nil, s.unavailable("get", id, err)
 	}
 	parts, err := tusParts(ctx, s.store, id)
 	if err != nil {
-		return nil, err
+		return nil, s.unavailable("get", id, err)
 	}
 	info.Offset = partsEnd(parts)
-	return &tusObject{store: s.store, info: info, partMax: s.maxPart()}, nil
+	return &tusObject{store: s.store, info: info, partMax: s.maxPart(), fail: s.unavailable}, nil
 }
 
 func (s tusObjects) maxPart() int64 {
@@ -182,6 +203,7 @@ type tusObject struct {
 	store   storage.Store
 	info    tus.FileInfo
 	partMax int64
+	fail    func(op, id string, err error) error
 }
 
 func (u *tusObject) writeInfo(ctx context.Context) error {
@@ -219,14 +241,14 @@ func (u *tusObject) WriteChunk(ctx context.Context, offset int64, src io.Reader)
 			// Parts from this offset on, left by a writer that lost its
 			// lock, must not be counted after this one.
 			if err := u.dropPartsFrom(ctx, offset); err != nil {
-				return 0, err
+				return 0, u.fail("write", u.info.ID, err)
 			}
 		}
 		at := offset + written
 		part := io.MultiReader(bytes.NewReader(first), io.LimitReader(src, u.partMax-1))
 		info, err := u.store.Put(ctx, tusPartKey(u.info.ID, at), part, storage.UnknownSize)
 		if err != nil {
-			return written, err
+			return written, u.fail("write", u.info.ID, err)
 		}
 		written += info.Size
 		u.info.Offset = offset + written
@@ -267,13 +289,19 @@ func (u *tusObject) FinishUpload(context.Context) error { return nil }
 
 // Terminate deletes the upload's objects.
 func (u *tusObject) Terminate(ctx context.Context) error {
-	return u.store.DeletePrefix(ctx, u.info.ID+"/")
+	if err := u.store.DeletePrefix(ctx, u.info.ID+"/"); err != nil {
+		return u.fail("terminate", u.info.ID, err)
+	}
+	return nil
 }
 
 func (u *tusObject) DeclareLength(ctx context.Context, length int64) error {
 	u.info.Size = length
 	u.info.SizeIsDeferred = false
-	return u.writeInfo(ctx)
+	if err := u.writeInfo(ctx); err != nil {
+		return u.fail("declare length", u.info.ID, err)
+	}
+	return nil
 }
 
 // partsReader reads parts one after the other.

@@ -16,6 +16,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/internal/storage/s3store"
@@ -33,8 +34,14 @@ var buckets atomic.Int64
 // of a deployment on S3. It also returns the bucket.
 func s3Origins(t *testing.T) (a, b *env, media storage.Store) {
 	t.Helper()
-	srv := s3test.Shared(t)
-	s3, err := s3store.New(s3store.Config{Endpoint: srv.Endpoint, Bucket: fmt.Sprintf("shoal-api-%d", buckets.Add(1)), PathStyle: true})
+	return s3OriginsOn(t, s3test.Shared(t), s3store.Config{})
+}
+
+// s3OriginsOn is s3Origins on srv, with cfg's timeouts.
+func s3OriginsOn(t *testing.T, srv *s3test.Server, cfg s3store.Config) (a, b *env, media storage.Store) {
+	t.Helper()
+	cfg.Endpoint, cfg.Bucket, cfg.PathStyle = srv.Endpoint, fmt.Sprintf("shoal-api-%d", buckets.Add(1)), true
+	s3, err := s3store.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,4 +359,37 @@ func TestTusOnS3RecoveryAfterCrash(t *testing.T) {
 	if n, err := b.a.RecoverUploads(ctx); n != 0 || err != nil {
 		t.Errorf("second RecoverUploads = %d, %v; want 0, nil", n, err)
 	}
+}
+
+// While the bucket cannot be reached, tus requests answer 503 (try again)
+// rather than 500, and an upload that could not be created does not keep
+// its video reserved (the video offers its upload URLs again).
+func TestTusOnS3Unavailable(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Start(t)
+	a, _, _ := s3OriginsOn(t, srv, s3store.Config{DialTimeout: time.Second, RequestTimeout: 2 * time.Second, MaxRetries: 2})
+	clip, err := os.ReadFile(testutil.MakeMP4(t, 320, 240, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := a.createVideo(t, `{"title":"before the outage"}`)
+	path, _ := a.tusCreate(t, before.ID, len(clip))
+	half := len(clip) / 2
+	a.tusReq(t, "PATCH", path, patchHeaders(0), clip[:half]).wantStatus(t, http.StatusNoContent)
+	during := a.createVideo(t, `{"title":"during the outage"}`)
+
+	srv.Stop()
+	r := a.tusReq(t, "POST", "/v1/uploads/", map[string]string{
+		"Upload-Length": strconv.Itoa(len(clip)), "Upload-Metadata": tusMeta("video_id", during.ID),
+	}, nil)
+	r.wantError(t, http.StatusServiceUnavailable, codeUnavailable)
+	if r.header.Get("Retry-After") != "1" {
+		t.Errorf("503 without Retry-After: %v", r.header)
+	}
+	if got := a.getVideo(t, during.ID); got.Status != "waiting" || got.Upload == nil {
+		t.Fatalf("the video whose upload could not be created is still reserved: %+v", got)
+	}
+	a.tusReq(t, "HEAD", path, nil, nil).wantStatus(t, http.StatusServiceUnavailable)
+	a.tusReq(t, "PATCH", path, patchHeaders(half), clip[half:]).wantError(t, http.StatusServiceUnavailable, codeUnavailable)
+	a.tusReq(t, "DELETE", path, nil, nil).wantError(t, http.StatusServiceUnavailable, codeUnavailable)
 }

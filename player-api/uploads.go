@@ -45,7 +45,11 @@ func (a *API) newTusHandler(dir string, origins []string) (*tus.UnroutedHandler,
 	}
 	composer := tus.NewStoreComposer()
 	if a.tusStore != nil {
-		tusObjects{store: a.tusStore, partMax: &a.tusPartMax}.UseIn(composer)
+		tusObjects{store: a.tusStore, partMax: &a.tusPartMax, log: a.log, release: func(ctx context.Context, info tus.FileInfo) {
+			if vid := info.MetaData[tusVideoIDKey]; ids.Valid(vid) {
+				_ = a.store.AbortUpload(ctx, vid, "tus:"+info.ID)
+			}
+		}}.UseIn(composer)
 	} else {
 		filestore.New(dir).UseIn(composer)
 	}
