@@ -29,10 +29,11 @@ import (
 // An upload is objects under "<upload id>/" of the store:
 //   - "info": tusd's FileInfo as JSON, written when the upload is created
 //     (and when a deferred length is declared); its offset is not kept.
-//   - "part-<offset, 20 digits>": the bytes of one PATCH, from that offset.
-//     A part is one Put: an interrupted PATCH stores the bytes that
-//     arrived before it ended as its part, or nothing when the store
-//     failed; never a part of a part.
+//   - "part-<offset, 20 digits>": bytes of a PATCH from that offset: one
+//     part per PATCH, or several of at most tusPartMax bytes for a longer
+//     one. A part is one Put, so it is stored whole or not at all: an
+//     interrupted PATCH keeps the bytes that arrived before it ended (its
+//     last part is what arrived), none of a part whose Put failed.
 //
 // The offset is the end of the parts that follow each other from 0 (a
 // part left by a writer that lost its lock, which does not start where
@@ -52,7 +53,7 @@ type tusObjects struct {
 // unavailable is the answer to a tus request when the media store fails
 // (S3 unreachable): 503, to try again, rather than tusd's 500.
 func (s tusObjects) unavailable(op, id string, err error) error {
-	if errors.Is(err, tus.ErrNotFound) {
+	if errors.Is(err, tus.ErrNotFound) || errors.Is(err, errBadTusInfo) {
 		return err
 	}
 	s.log.Error("tus upload: the media store failed", "op", op, "upload", id, "err", err)
@@ -245,17 +246,28 @@ func (u *tusObject) WriteChunk(ctx context.Context, offset int64, src io.Reader)
 			}
 		}
 		at := offset + written
-		part := io.MultiReader(bytes.NewReader(first), io.LimitReader(src, u.partMax-1))
-		info, err := u.store.Put(ctx, tusPartKey(u.info.ID, at), part, storage.UnknownSize)
-		if err != nil {
+		part := &countingReader{r: io.MultiReader(bytes.NewReader(first), io.LimitReader(src, u.partMax-1))}
+		if _, err := u.store.Put(ctx, tusPartKey(u.info.ID, at), part, storage.UnknownSize); err != nil {
 			return written, u.fail("write", u.info.ID, err)
 		}
-		written += info.Size
+		written += part.n
 		u.info.Offset = offset + written
-		if info.Size < u.partMax {
+		if part.n < u.partMax {
 			return written, nil
 		}
 	}
+}
+
+// countingReader counts the bytes read from r.
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
 }
 
 // dropPartsFrom deletes the parts that start at offset or after.
