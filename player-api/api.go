@@ -29,6 +29,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unicode"
 
@@ -39,6 +40,7 @@ import (
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/playsession"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/storage"
 )
 
 // DefaultMaxBodyBytes is the largest JSON request body accepted when
@@ -147,8 +149,14 @@ type Config struct {
 	// UploadAllowedOrigins are the web origins (scheme://host[:port])
 	// whose pages may upload with tus; empty or "*": any.
 	UploadAllowedOrigins []string
-	// UploadDir keeps tus uploads until they complete. Required.
+	// UploadDir keeps tus uploads until they complete (unless UploadStore
+	// is set), and the finished ones while they are probed. Required.
 	UploadDir string
+	// UploadStore, when set, keeps tus uploads until they complete instead
+	// of UploadDir (tusObjects), so that any origin sharing it and Redis
+	// can resume an upload begun at another: the media store when it is
+	// shared (S3). Nil: tusd's file store in UploadDir.
+	UploadStore storage.Store
 	// Videos stores, probes and removes video files. Required.
 	Videos Videos
 	// PlaybackKey is the origin's ed25519 key that POST /v1/playback-tokens
@@ -216,8 +224,12 @@ type API struct {
 	status    Live
 	videos    Videos
 	tus       *tus.UnroutedHandler
-	uploadDir string     // tus uploads in progress
-	tusLocks  *tusLocker // tusd's upload locks (in Redis), also taken by RecoverUploads
+	uploadDir string        // tus uploads in progress (unless tusStore is set)
+	tusStore  storage.Store // tus uploads in progress, when they are kept in the media store
+	// tusPartMax, when set, bounds the parts of uploads in tusStore
+	// (tests).
+	tusPartMax atomic.Int64
+	tusLocks   *tusLocker // tusd's upload locks (in Redis), also taken by RecoverUploads
 	// recoverWait, when set, replaces RecoverUploads' wait for a lock
 	// (tests).
 	recoverWait time.Duration
@@ -361,6 +373,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		a.quarantineReports = DefaultQuarantineReports
 	}
 	a.uploadDir = cfg.UploadDir
+	a.tusStore = cfg.UploadStore
 	if a.tus, err = a.newTusHandler(cfg.UploadDir, cfg.UploadAllowedOrigins); err != nil {
 		return nil, err
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/testutil/redistest"
+	"github.com/shoal-video/shoal/internal/testutil/s3test"
 	"github.com/shoal-video/shoal/transcode/vod"
 )
 
@@ -34,7 +35,9 @@ const (
 
 func TestMain(m *testing.M) {
 	gin.SetMode(gin.TestMode)
-	os.Exit(m.Run())
+	code := m.Run()
+	s3test.StopShared()
+	os.Exit(code)
 }
 
 // fakeStatus stands in for the media pipeline (the hub, ingest and the
@@ -133,8 +136,12 @@ func newEnvOn(t testing.TB, cfg Config, srv *redistest.Server) *env {
 	if cfg.UploadDir == "" {
 		cfg.UploadDir = filepath.Join(data, "uploads")
 	}
-	e.files = testFiles(t, data)
-	cfg.Videos = e.files
+	if files, ok := cfg.Videos.(vod.Files); ok {
+		e.files = files
+	} else {
+		e.files = testFiles(t, data)
+		cfg.Videos = e.files
+	}
 	api, err := New(cfg, store, e.status, log)
 	if err != nil {
 		t.Fatalf("New: %v", err)

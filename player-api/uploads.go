@@ -35,7 +35,8 @@ const tusVideoIDKey = "video_id"
 // before it reaches tusd's file store.
 var uploadIDRe = regexp.MustCompile(`^[a-z0-9]{1,64}-[a-z0-9]{8}$`)
 
-// newTusHandler builds the tus handler; partial uploads live in dir.
+// newTusHandler builds the tus handler; partial uploads live in dir, or
+// in a.tusStore when it is set.
 // Pages of the origins listed (all when empty or "*") may upload from a
 // browser; tusd answers other sites' CORS requests 403.
 func (a *API) newTusHandler(dir string, origins []string) (*tus.UnroutedHandler, error) {
@@ -43,7 +44,15 @@ func (a *API) newTusHandler(dir string, origins []string) (*tus.UnroutedHandler,
 		return nil, fmt.Errorf("playerapi: upload directory: %w", err)
 	}
 	composer := tus.NewStoreComposer()
-	filestore.New(dir).UseIn(composer)
+	if a.tusStore != nil {
+		tusObjects{store: a.tusStore, partMax: &a.tusPartMax, log: a.log, release: func(ctx context.Context, info tus.FileInfo) {
+			if vid := info.MetaData[tusVideoIDKey]; ids.Valid(vid) {
+				_ = a.store.AbortUpload(ctx, vid, "tus:"+info.ID)
+			}
+		}}.UseIn(composer)
+	} else {
+		filestore.New(dir).UseIn(composer)
+	}
 	a.tusLocks = &tusLocker{locks: a.store.UploadLocker(0, a.log)}
 	a.tusLocks.UseIn(composer)
 	return tus.NewUnroutedHandler(tus.Config{
@@ -293,11 +302,10 @@ func (a *API) tusFinish(hook tus.HookEvent) (tus.HTTPResponse, error) {
 // completeTus makes the finished upload info the source of its video. It
 // is idempotent, so that RecoverUploads can finish what a crash
 // interrupted: a data file already moved is taken from the video's source
-// path.
+// path; parts in the media store are assembled again.
 func (a *API) completeTus(ctx context.Context, info tus.FileInfo) error {
 	vid := info.MetaData[tusVideoIDKey]
 	how := "tus:" + info.ID
-	path := info.Storage["Path"]
 	// Only the upload that holds the video's reservation may make its
 	// source: one whose lease ran out while another took the video over,
 	// or one completed before, must not move a file over the source (nor
@@ -313,40 +321,77 @@ func (a *API) completeTus(ctx context.Context, info tus.FileInfo) error {
 		}
 	}
 	if !held {
-		_ = os.Remove(path)
-		_ = os.Remove(path + ".info")
+		a.dropTus(ctx, info, true)
 		if err == nil && v.Status != routing.VideoWaiting {
 			return tusError(http.StatusConflict, codeConflict, "this video already has a source (status "+v.Status+"); create a new video to upload another file")
 		}
 		return tusError(http.StatusConflict, codeConflict, errLeaseLost.Error())
 	}
-	// The data reaches the disk before it is moved into the media store,
-	// and the move is journaled by the .info file, removed only once the
-	// video is queued: a crash anywhere in between is finished by
-	// RecoverUploads at the next start.
-	file := path
-	switch err := syncPath(path); {
-	case err == nil:
-	case errors.Is(err, os.ErrNotExist):
-		// Moved into the store before a crash.
-		if _, err := a.videos.SourceSize(ctx, vid); err != nil {
-			return fmt.Errorf("the finished upload is gone: %w", err)
-		}
-		file = ""
-	default:
-		return fmt.Errorf("saving the finished upload: %w", err)
+	file, err := a.finishedTusFile(ctx, vid, info)
+	if errors.As(err, new(*mediaStoreError)) {
+		return a.tusStoreError(err)
+	}
+	if err != nil {
+		return err
 	}
 	_, err = a.sourceArrived(ctx, vid, how, file, info.Size)
 	var nv *notAVideoError
 	if errors.As(err, &nv) {
-		_ = os.Remove(path + ".info")
+		a.dropTus(ctx, info, false)
 		return tusError(http.StatusUnprocessableEntity, codeNotAVideo, nv.msg)
 	}
 	if err != nil {
 		return a.tusStoreError(err)
 	}
-	_ = os.Remove(path + ".info")
+	a.dropTus(ctx, info, false)
 	return nil
+}
+
+// finishedTusFile is the local file of a finished upload, synced, or ""
+// when it was moved into the media store (the video's source) before a
+// crash.
+func (a *API) finishedTusFile(ctx context.Context, vid string, info tus.FileInfo) (string, error) {
+	if a.tusStore != nil {
+		// The parts stay in the store until the video is queued: they
+		// are assembled again after a crash.
+		return a.assembleTus(ctx, info.ID, info.Size)
+	}
+	// The data reaches the disk before it is moved into the media store,
+	// and the move is journaled by the .info file, removed only once the
+	// video is queued: a crash anywhere in between is finished by
+	// RecoverUploads at the next start.
+	path := info.Storage["Path"]
+	switch err := syncPath(path); {
+	case err == nil:
+		return path, nil
+	case errors.Is(err, os.ErrNotExist):
+		// Moved into the store before a crash.
+		if _, err := a.videos.SourceSize(ctx, vid); err != nil {
+			return "", fmt.Errorf("the finished upload is gone: %w", err)
+		}
+		return "", nil
+	default:
+		return "", fmt.Errorf("saving the finished upload: %w", err)
+	}
+}
+
+// dropTus removes what is left of upload info once it is over: its
+// journal (the .info file), and with data its data file too; in the media
+// store, all its objects (best effort: RecoverUploads removes what is
+// left).
+func (a *API) dropTus(ctx context.Context, info tus.FileInfo, data bool) {
+	if a.tusStore != nil {
+		_ = os.Remove(filepath.Join(a.uploadDir, info.ID+tusAssembledSuffix))
+		if err := a.tusStore.DeletePrefix(ctx, info.ID+"/"); err != nil {
+			a.log.Warn("tus upload: removing its objects from the media store", "upload", info.ID, "err", err)
+		}
+		return
+	}
+	path := info.Storage["Path"]
+	if data {
+		_ = os.Remove(path)
+	}
+	_ = os.Remove(path + ".info")
 }
 
 // RecoverUploads finishes what a crash or a kill interrupted in the tus
@@ -358,6 +403,9 @@ func (a *API) completeTus(ctx context.Context, info tus.FileInfo) error {
 // needs Redis; the origin calls it at start until it succeeds. It returns
 // how many uploads it finished.
 func (a *API) RecoverUploads(ctx context.Context) (int, error) {
+	if a.tusStore != nil {
+		return a.recoverStoreUploads(ctx)
+	}
 	infos, err := filepath.Glob(filepath.Join(a.uploadDir, "*.info"))
 	if err != nil {
 		return 0, err
