@@ -401,9 +401,10 @@ func sealEpochs(ctx context.Context, tick <-chan time.Time, api *playerapi.API, 
 }
 
 // recoverUploads finishes the uploads a crash interrupted (see
-// playerapi.API.RecoverUploads), retrying while Redis is unreachable.
+// playerapi.API.RecoverUploads), retrying while Redis or the media store
+// fails.
 func recoverUploads(ctx context.Context, api *playerapi.API, log *slog.Logger) {
-	const retry = 5 * time.Second
+	retry := 5 * time.Second
 	for {
 		n, err := api.RecoverUploads(ctx)
 		if n > 0 {
@@ -412,16 +413,15 @@ func recoverUploads(ctx context.Context, api *playerapi.API, log *slog.Logger) {
 		if err == nil {
 			return
 		}
-		if !errors.Is(err, routing.ErrUnavailable) {
-			log.Error("finishing interrupted uploads", "err", err)
-			return
-		}
+		// Redis or the media store down: tried again, less and less
+		// often (at most every minute), until it works.
 		log.Warn("finishing interrupted uploads; retrying", "err", err, "in", retry)
 		select {
 		case <-ctx.Done():
 			return
 		case <-time.After(retry):
 		}
+		retry = min(2*retry, time.Minute)
 	}
 }
 
