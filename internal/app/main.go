@@ -32,6 +32,7 @@ Roles:
   origin    RTMP ingest, HLS packager, origin HTTP, REST API and uploads
   worker    VOD transcoding jobs from the Redis queue (shares SHOAL_DATA_DIR with the origin)
   edge      caching edge node: joins the origin (SHOAL_ORIGIN_URL, SHOAL_NODE_TOKEN), serves /hls/ on SHOAL_EDGE_ADDR
+  gc        list (--delete: remove) media store objects no video or live stream owns
   version   print the version
   help      this text
 
@@ -68,6 +69,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, 
 	case "help", "--help", "-h":
 		fmt.Fprint(stdout, usageText())
 		return 0
+	case "gc":
+		return runGC(ctx, rest, environ, stdout, stderr)
 	case "dev", "origin", "worker", "edge":
 	default:
 		fmt.Fprintf(stderr, "shoal: unknown role %q\n\n%s", role, usageText())

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/internal/storage/s3store"
 	"github.com/shoal-video/shoal/internal/testutil"
@@ -349,4 +350,67 @@ func sumDurations(pl string) float64 {
 		}
 	}
 	return total
+}
+
+// shoal gc lists the objects of ids Redis does not know, removes them with
+// --delete, never a video's, and refuses when most of the store looks
+// orphaned.
+func TestGCRemovesOrphans(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	rs := redistest.Start(t)
+	const bucket = "shoal-gc"
+	a := startNodeOn(t, rs, s3Env(srv, bucket)...)
+	v := a.createVideo("kept")
+	if code, body := putFile(t, v.Upload.DirectURL, testAdminKey, testutil.MakeMP4(t, 320, 240, 2)); code != http.StatusAccepted {
+		t.Fatalf("PUT source: %d %s", code, body)
+	}
+	a.waitVideo(v.ID, 60*time.Second)
+	s3, err := s3store.New(s3store.Config{Endpoint: srv.Endpoint, Bucket: bucket, PathStyle: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orphanID := ids.New()
+	for _, k := range []string{"hls/" + orphanID + "/master.m3u8", "hls/" + orphanID + "/source/a.m4s", "videos/" + orphanID + "/source"} {
+		if _, err := s3.Put(t.Context(), k, strings.NewReader("left behind"), 11); err != nil {
+			t.Fatal(err)
+		}
+	}
+	env := append(s3Env(srv, bucket), "SHOAL_REDIS_URL="+rs.URL, "SHOAL_DATA_DIR="+t.TempDir())
+	gc := func(args ...string) (int, string, string) {
+		var out, errOut testutil.Buffer
+		code := Main(t.Context(), append([]string{"gc"}, args...), env, &out, &errOut)
+		return code, out.String(), errOut.String()
+	}
+	code, out, errOut := gc()
+	if code != 0 || !strings.Contains(out, "orphan hls/"+orphanID+"/\t2 objects\t22 bytes") ||
+		!strings.Contains(out, "orphan videos/"+orphanID+"/\t1 objects") || !strings.Contains(out, "2 of 4 ids") ||
+		strings.Contains(out, v.ID) {
+		t.Fatalf("gc (dry run): %d\n%s\n%s", code, out, errOut)
+	}
+	if keys := bucketKeys(t, srv, bucket, "hls/"+orphanID+"/"); len(keys) != 2 {
+		t.Fatalf("a dry run removed objects: %q", keys)
+	}
+	if code, out, errOut := gc("--delete"); code != 0 || !strings.Contains(out, "removed 2 of 2 orphaned ids") {
+		t.Fatalf("gc --delete: %d\n%s\n%s", code, out, errOut)
+	}
+	if keys := bucketKeys(t, srv, bucket, ""); slices.ContainsFunc(keys, func(k string) bool { return strings.Contains(k, orphanID) }) ||
+		!slices.Contains(keys, "hls/"+v.ID+"/master.m3u8") || !slices.Contains(keys, "videos/"+v.ID+"/source") {
+		t.Fatalf("after gc --delete the bucket holds %q", keys)
+	}
+	// Most of the store orphaned: refused without --force.
+	for range 3 {
+		if _, err := s3.Put(t.Context(), "hls/"+ids.New()+"/master.m3u8", strings.NewReader("x"), 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if code, _, errOut := gc("--delete"); code != 1 || !strings.Contains(errOut, "more than half the store looks orphaned") {
+		t.Fatalf("gc --delete with most of the store orphaned: %d\n%s", code, errOut)
+	}
+	if code, out, _ := gc("--delete", "--force"); code != 0 || !strings.Contains(out, "removed 3 of 3") {
+		t.Fatalf("gc --delete --force: %d\n%s", code, out)
+	}
+	if code, _, errOut := gc("extra"); code != 2 || !strings.Contains(errOut, "unexpected argument") {
+		t.Fatalf("gc with an argument: %d %s", code, errOut)
+	}
 }
