@@ -69,9 +69,8 @@ type Config struct {
 	Storage    StorageConfig    `yaml:"storage"`
 }
 
-// StorageConfig says where media objects are kept (internal/storage). Not
-// used yet: the origins still write HLS, recordings and uploads under
-// DataDir; a later step of issue 17 moves them onto the storage layer.
+// StorageConfig says where media objects are kept (internal/storage): HLS
+// trees, recordings, upload sources and, with s3, tus uploads.
 type StorageConfig struct {
 	Backend  string `yaml:"backend"`  // "fs" (under DataDir) or "s3"
 	Endpoint string `yaml:"endpoint"` // s3: http(s)://host[:port]

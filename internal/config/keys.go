@@ -308,7 +308,7 @@ var table = []key{
 		func(c *Config) *Duration { return &c.Accounting.Retention }, parseDuration, Duration.String, durationRange(Duration(time.Hour), Duration(87600*time.Hour))),
 		checkRetentionEpochs),
 	field("storage.backend", "SHOAL_STORAGE_BACKEND",
-		"where media objects are kept: fs (under data_dir) or s3 (storage.endpoint and storage.bucket); the storage layer exists, origins do not use it yet",
+		"where media objects are kept: fs (under data_dir) or s3 (storage.endpoint and storage.bucket; several origins may share the bucket)",
 		func(c *Config) *string { return &c.Storage.Backend }, parseLower, fmtString, oneOf(StorageFS, StorageS3)),
 	alsoCheck(field("storage.endpoint", "SHOAL_STORAGE_ENDPOINT",
 		"s3: the server's URL, http:// or https://host[:port] (e.g. https://s3.eu-west-1.amazonaws.com); required with s3",

@@ -3,9 +3,9 @@
 // paths such as "<id>/<rendition>/<file>", with two backends: fsstore
 // (a directory on local disk) and s3store (any S3-compatible server).
 //
-// Not used yet: the packager, the VOD workers, uploads and the HTTP server
-// still write and read the data directory directly; a later step moves
-// them onto this interface (issue 17).
+// The VOD workers, uploads and the origin's HTTP server go through it; the
+// live packager writes local files that package mirror copies to the
+// store (with S3), and Overlay reads them from either.
 //
 // Every backend passes the same conformance suite (storagetest.Run):
 //   - Put is atomic: a reader sees the old object or the new one, never a
