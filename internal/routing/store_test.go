@@ -144,10 +144,10 @@ func TestLiveStreamCRUD(t *testing.T) {
 	// telling edges about the deletion and the id's tombstone (which
 	// expires).
 	keys, err := s.rdb.Keys(ctx, "*").Result()
-	if err != nil || len(leftBehind(keys)) != 0 {
+	if err != nil || len(leftBehind(s, keys)) != 0 {
 		t.Errorf("keys left after delete: %v, %v", keys, err)
 	}
-	if ttl := s.rdb.TTL(ctx, deletedKey(ls.ID)).Val(); ttl <= 0 || ttl > DeletedTTL {
+	if ttl := s.rdb.TTL(ctx, s.deletedKey(ls.ID)).Val(); ttl <= 0 || ttl > DeletedTTL {
 		t.Errorf("the tombstone's TTL is %s", ttl)
 	}
 	if gone, err := s.WasDeleted(ctx, ls.ID); !gone || err != nil {
@@ -183,7 +183,7 @@ func TestMissingLiveStream(t *testing.T) {
 		t.Errorf("LiveStreamIDByKey: %v", err)
 	}
 	// Updating a missing stream must not create it.
-	if n, _ := s.rdb.Exists(ctx, liveStreamKey(id)).Result(); n != 0 {
+	if n, _ := s.rdb.Exists(ctx, s.liveStreamKey(id)).Result(); n != 0 {
 		t.Errorf("UpdateLiveStream of a missing stream created it")
 	}
 }
@@ -216,7 +216,7 @@ func TestResetStreamKey(t *testing.T) {
 		t.Errorf("GetLiveStream shows key %q, hash %q; want no key and the new key's hash", got.StreamKey, got.StreamKeyHash)
 	}
 	noPlainKeys(t, s, ls.StreamKey, reset.StreamKey)
-	if n, _ := s.rdb.Keys(ctx, streamKeyPrefix+"*").Result(); len(n) != 1 {
+	if n, _ := s.rdb.Keys(ctx, s.k(streamKeyPrefix)+"*").Result(); len(n) != 1 {
 		t.Errorf("stream key index has %d entries, want 1", len(n))
 	}
 }
@@ -257,17 +257,17 @@ func TestConcurrentResetAndDeleteLeaveNoOrphans(t *testing.T) {
 	}
 	wg.Wait()
 	keys, err := s.rdb.Keys(ctx, "*").Result()
-	if err != nil || len(leftBehind(keys)) != 0 {
+	if err != nil || len(leftBehind(s, keys)) != 0 {
 		t.Errorf("keys left after concurrent resets and deletes: %v, %v", keys, err)
 	}
 }
 
 // leftBehind is keys without what a deletion leaves on purpose: the
 // invalidation feed, the key revocations and tombstones (they expire).
-func leftBehind(keys []string) []string {
+func leftBehind(s *Store, keys []string) []string {
 	var out []string
 	for _, k := range keys {
-		if k != invalidationsKey && k != keyRevocationsKey && !strings.HasPrefix(k, "shoal:deleted:") {
+		if k != s.k(invalidationsKey) && k != s.k(keyRevocationsKey) && !strings.HasPrefix(k, s.k("deleted:")) {
 			out = append(out, k)
 		}
 	}
@@ -386,7 +386,7 @@ func writeLegacyAPIKey(t *testing.T, s *Store, name string) (string, string) {
 	t.Helper()
 	key, id := ids.NewSecret("shoal"), ids.New()
 	h := ids.Hash(key)
-	if err := s.rdb.HSet(t.Context(), apiKeyPrefix+h, fieldID, id, fieldName, name,
+	if err := s.rdb.HSet(t.Context(), s.k(apiKeyPrefix)+h, fieldID, id, fieldName, name,
 		fieldCreatedAt, formatTime(now()), fieldKeyHash, h).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -517,14 +517,14 @@ func TestServerErrorIsNotUnavailable(t *testing.T) {
 	ctx := t.Context()
 	// A key of the wrong type makes Redis answer WRONGTYPE: a bug, not an
 	// outage.
-	if err := s.rdb.Set(ctx, liveStreamKey("wrongtype"), "x", 0).Err(); err != nil {
+	if err := s.rdb.Set(ctx, s.liveStreamKey("wrongtype"), "x", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	_, err := s.GetLiveStream(ctx, "wrongtype")
 	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotFound) {
 		t.Errorf("GetLiveStream on a WRONGTYPE key = %v, want a plain error", err)
 	}
-	if err := s.rdb.HSet(ctx, liveStreamKey("corrupt"), fieldName, "n", fieldStreamKeyHash, "x", fieldCreatedAt, "yesterday").Err(); err != nil {
+	if err := s.rdb.HSet(ctx, s.liveStreamKey("corrupt"), fieldName, "n", fieldStreamKeyHash, "x", fieldCreatedAt, "yesterday").Err(); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.UpdateLiveStream(ctx, "corrupt", LiveStreamUpdate{Name: ptr("m")})
@@ -701,14 +701,14 @@ func TestMigrateLegacyStreamKey(t *testing.T) {
 	ctx := t.Context()
 	const id, plain = "legacy1", "sk_legacylegacylegacylegacylegacyle"
 	// Exactly what the old CreateLiveStream wrote.
-	if err := s.rdb.HSet(ctx, liveStreamKey(id), fieldName, "old show", fieldLegacyStreamKey, plain,
+	if err := s.rdb.HSet(ctx, s.liveStreamKey(id), fieldName, "old show", fieldLegacyStreamKey, plain,
 		fieldCreatedAt, formatTime(now()), fieldPlaybackPolicy, PlaybackPublic, fieldLadder, "", fieldSourceURL, "").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.rdb.Set(ctx, "shoal:streamkey:"+ids.Hash(plain), id, 0).Err(); err != nil {
+	if err := s.rdb.Set(ctx, s.k(streamKeyPrefix)+ids.Hash(plain), id, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.rdb.ZAdd(ctx, liveStreamsIndex, redis.Z{Score: 1, Member: id}).Err(); err != nil {
+	if err := s.rdb.ZAdd(ctx, s.k(liveStreamsIndex), redis.Z{Score: 1, Member: id}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// A record made the new way is left alone.
@@ -749,7 +749,7 @@ func TestMigrateLegacyStreamKey(t *testing.T) {
 	if got, err := s.LiveStreamIDByKey(ctx, reset.StreamKey); err != nil || got != id {
 		t.Errorf("new key resolves to %q, %v", got, err)
 	}
-	if n, _ := s.rdb.Keys(ctx, streamKeyPrefix+"*").Result(); len(n) != 2 {
+	if n, _ := s.rdb.Keys(ctx, s.k(streamKeyPrefix)+"*").Result(); len(n) != 2 {
 		t.Errorf("stream key index has %d entries, want 2", len(n))
 	}
 }
@@ -761,10 +761,10 @@ func TestResetLegacyStreamKey(t *testing.T) {
 	s, _ := newTestStore(t)
 	ctx := t.Context()
 	const id, plain = "legacy2", "sk_legacylegacylegacylegacylegacy22"
-	if err := s.rdb.HSet(ctx, liveStreamKey(id), fieldName, "old", fieldLegacyStreamKey, plain, fieldCreatedAt, formatTime(now())).Err(); err != nil {
+	if err := s.rdb.HSet(ctx, s.liveStreamKey(id), fieldName, "old", fieldLegacyStreamKey, plain, fieldCreatedAt, formatTime(now())).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.rdb.Set(ctx, streamKeyPrefix+ids.Hash(plain), id, 0).Err(); err != nil {
+	if err := s.rdb.Set(ctx, s.k(streamKeyPrefix)+ids.Hash(plain), id, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	reset, err := s.ResetStreamKey(ctx, id)

@@ -34,7 +34,7 @@ import (
 // of "<webhook id>:<event entry id>", so one event makes at most one
 // delivery per webhook whatever happens to the dispatchers.
 //
-// The dispatchers read the events stream (eventsKey) through the consumer
+// The dispatchers read the events stream (s.k(eventsKey)) through the consumer
 // group "webhooks". FanOutWebhookEvent turns an entry into one delivery per
 // webhook subscribed to its type and acknowledges it, in one script that does
 // nothing when the entry was already acknowledged: an entry a dead dispatcher
@@ -56,12 +56,12 @@ import (
 // deleted, unless it is still pending: it is deleted when it completes.
 // Deleting a webhook deletes its pending deliveries and its log.
 const (
-	webhookPrefix         = "shoal:webhook:"
-	webhooksIndex         = "shoal:webhooks"
-	webhookDeliveryPrefix = "shoal:webhookdelivery:"
-	webhookDueKey         = "shoal:webhookdue"
-	webhookPendingPrefix  = "shoal:webhookpending:"
-	webhookLogPrefix      = "shoal:webhooklog:"
+	webhookPrefix         = "webhook:"
+	webhooksIndex         = "webhooks"
+	webhookDeliveryPrefix = "webhookdelivery:"
+	webhookDueKey         = "webhookdue"
+	webhookPendingPrefix  = "webhookpending:"
+	webhookLogPrefix      = "webhooklog:"
 
 	// webhookEventsGroup is the consumer group of the dispatchers on the
 	// events stream.
@@ -185,10 +185,10 @@ type WebhookEvent struct {
 // ID is the event's id in delivered bodies: "evt_" + the entry id.
 func (e WebhookEvent) ID() string { return "evt_" + e.EntryID }
 
-func webhookKey(id string) string         { return webhookPrefix + id }
-func webhookLogKey(id string) string      { return webhookLogPrefix + id }
-func webhookPendingKey(id string) string  { return webhookPendingPrefix + id }
-func webhookDeliveryKey(id string) string { return webhookDeliveryPrefix + id }
+func (s *Store) webhookKey(id string) string         { return s.k(webhookPrefix) + id }
+func (s *Store) webhookLogKey(id string) string      { return s.k(webhookLogPrefix) + id }
+func (s *Store) webhookPendingKey(id string) string  { return s.k(webhookPendingPrefix) + id }
+func (s *Store) webhookDeliveryKey(id string) string { return s.k(webhookDeliveryPrefix) + id }
 
 // normalizeEventTypes returns events deduplicated in the order of
 // EventTypes, or an error naming the first unknown type.
@@ -228,13 +228,13 @@ func (s *Store) CreateWebhook(ctx context.Context, spec WebhookSpec) (Webhook, e
 		CreatedAt: s.now(),
 	}
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, webhookKey(w.ID),
+		p.HSet(ctx, s.webhookKey(w.ID),
 			whFieldURL, w.URL,
 			whFieldEvents, strings.Join(w.Events, ","),
 			whFieldSecret, w.Secret,
 			fieldCreatedAt, formatTime(w.CreatedAt),
 		)
-		p.ZAdd(ctx, webhooksIndex, redis.Z{Score: float64(w.CreatedAt.UnixMilli()), Member: w.ID})
+		p.ZAdd(ctx, s.k(webhooksIndex), redis.Z{Score: float64(w.CreatedAt.UnixMilli()), Member: w.ID})
 		return nil
 	})
 	if err != nil {
@@ -245,20 +245,20 @@ func (s *Store) CreateWebhook(ctx context.Context, spec WebhookSpec) (Webhook, e
 
 // GetWebhook returns the webhook id, or ErrNotFound.
 func (s *Store) GetWebhook(ctx context.Context, id string) (Webhook, error) {
-	f, err := s.rdb.HGetAll(ctx, webhookKey(id)).Result()
+	f, err := s.rdb.HGetAll(ctx, s.webhookKey(id)).Result()
 	if err != nil {
 		return Webhook{}, wrapErr("get webhook", err)
 	}
-	return decodeWebhook(id, f)
+	return s.decodeWebhook(id, f)
 }
 
 // ListWebhooks returns every webhook, newest first.
 func (s *Store) ListWebhooks(ctx context.Context) ([]Webhook, error) {
-	idList, err := s.rdb.ZRevRange(ctx, webhooksIndex, 0, -1).Result()
+	idList, err := s.rdb.ZRevRange(ctx, s.k(webhooksIndex), 0, -1).Result()
 	if err != nil {
 		return nil, wrapErr("list webhooks", err)
 	}
-	out, _, err := records(ctx, s, "list webhooks", webhookPrefix, idList, decodeWebhook)
+	out, _, err := records(ctx, s, "list webhooks", s.k(webhookPrefix), idList, s.decodeWebhook)
 	if err != nil {
 		return nil, err
 	}
@@ -277,8 +277,8 @@ func (s *Store) ListWebhooks(ctx context.Context) ([]Webhook, error) {
 // complete; its result is not recorded.
 func (s *Store) DeleteWebhook(ctx context.Context, id string) error {
 	res, err := deleteWebhookScript.Run(ctx, s.rdb,
-		[]string{webhookKey(id), webhooksIndex, webhookDueKey, webhookPendingKey(id), webhookLogKey(id)},
-		id, webhookDeliveryPrefix).Int()
+		[]string{s.webhookKey(id), s.k(webhooksIndex), s.k(webhookDueKey), s.webhookPendingKey(id), s.webhookLogKey(id)},
+		id, s.k(webhookDeliveryPrefix)).Int()
 	if err != nil {
 		return wrapErr("delete webhook", err)
 	}
@@ -317,8 +317,8 @@ func (s *Store) ListWebhookDeliveries(ctx context.Context, id string) ([]Webhook
 		log    *redis.StringSliceCmd
 	)
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		exists = p.Exists(ctx, webhookKey(id))
-		log = p.LRange(ctx, webhookLogKey(id), 0, WebhookLogSize-1)
+		exists = p.Exists(ctx, s.webhookKey(id))
+		log = p.LRange(ctx, s.webhookLogKey(id), 0, WebhookLogSize-1)
 		return nil
 	})
 	if err != nil {
@@ -335,7 +335,7 @@ func (s *Store) ListWebhookDeliveries(ctx context.Context, id string) ([]Webhook
 	cmds := make([]*redis.SliceCmd, len(dids))
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, did := range dids {
-			cmds[i] = p.HMGet(ctx, webhookDeliveryKey(did), deliveryListFields...)
+			cmds[i] = p.HMGet(ctx, s.webhookDeliveryKey(did), deliveryListFields...)
 		}
 		return nil
 	})
@@ -353,7 +353,7 @@ func (s *Store) ListWebhookDeliveries(ctx context.Context, id string) ([]Webhook
 		if f[whFieldWebhookID] != id {
 			continue // deleted meanwhile
 		}
-		d, err := decodeWebhookDelivery(did, f)
+		d, err := s.decodeWebhookDelivery(did, f)
 		if err != nil {
 			return nil, err
 		}
@@ -370,7 +370,7 @@ func (s *Store) ReadWebhookEvents(ctx context.Context, consumer string, count in
 	block = max(block, time.Millisecond) // 0 would block forever
 	read := func() ([]redis.XStream, error) {
 		return s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-			Group: webhookEventsGroup, Consumer: consumer, Streams: []string{eventsKey, ">"},
+			Group: webhookEventsGroup, Consumer: consumer, Streams: []string{s.k(eventsKey), ">"},
 			Count: int64(count), Block: block,
 		}).Result()
 	}
@@ -401,7 +401,7 @@ func (s *Store) ReadWebhookEvents(ctx context.Context, consumer string, count in
 // longer than minIdle.
 func (s *Store) ReclaimWebhookEvents(ctx context.Context, consumer string, minIdle time.Duration, count int) ([]WebhookEvent, error) {
 	msgs, _, err := s.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-		Stream: eventsKey, Group: webhookEventsGroup, Consumer: consumer,
+		Stream: s.k(eventsKey), Group: webhookEventsGroup, Consumer: consumer,
 		MinIdle: minIdle, Start: "0-0", Count: int64(count),
 	}).Result()
 	if isNoGroup(err) {
@@ -420,7 +420,7 @@ func (s *Store) ReclaimWebhookEvents(ctx context.Context, consumer string, minId
 func isNoGroup(err error) bool { return err != nil && redis.HasErrorPrefix(err, "NOGROUP") }
 
 func (s *Store) createWebhookEventsGroup(ctx context.Context) error {
-	err := s.rdb.XGroupCreateMkStream(ctx, eventsKey, webhookEventsGroup, "0").Err()
+	err := s.rdb.XGroupCreateMkStream(ctx, s.k(eventsKey), webhookEventsGroup, "0").Err()
 	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return wrapErr("create webhook events group", err)
 	}
@@ -471,9 +471,9 @@ func WebhookBody(ev WebhookEvent) []byte {
 // acknowledged (another dispatcher fanned it out) or nobody subscribes.
 func (s *Store) FanOutWebhookEvent(ctx context.Context, ev WebhookEvent) (int, error) {
 	t := now()
-	n, err := fanOutScript.Run(ctx, s.rdb, []string{eventsKey, webhooksIndex, webhookDueKey},
+	n, err := fanOutScript.Run(ctx, s.rdb, []string{s.k(eventsKey), s.k(webhooksIndex), s.k(webhookDueKey)},
 		webhookEventsGroup, ev.EntryID, ev.Type, WebhookBody(ev), formatTime(t), t.UnixMilli(),
-		WebhookLogSize, webhookPrefix, webhookDeliveryPrefix, ev.ID(), webhookPendingPrefix, webhookLogPrefix,
+		WebhookLogSize, s.k(webhookPrefix), s.k(webhookDeliveryPrefix), ev.ID(), s.k(webhookPendingPrefix), s.k(webhookLogPrefix),
 	).Int()
 	if err != nil {
 		return 0, wrapErr("fan out event", err)
@@ -518,8 +518,8 @@ return n`)
 func (s *Store) ClaimWebhookDelivery(ctx context.Context, now time.Time, lease time.Duration) (ClaimedWebhookDelivery, error) {
 	until := now.Add(lease)
 	token := ids.New()
-	res, err := claimDeliveryScript.Run(ctx, s.rdb, []string{webhookDueKey},
-		now.UnixMilli(), until.UnixMilli(), token, webhookDeliveryPrefix, webhookPrefix,
+	res, err := claimDeliveryScript.Run(ctx, s.rdb, []string{s.k(webhookDueKey)},
+		now.UnixMilli(), until.UnixMilli(), token, s.k(webhookDeliveryPrefix), s.k(webhookPrefix),
 		formatTime(now.UTC().Truncate(time.Microsecond))).Slice()
 	if errors.Is(err, redis.Nil) {
 		return ClaimedWebhookDelivery{}, ErrNotFound
@@ -586,7 +586,7 @@ func (s *Store) FinishWebhookDelivery(ctx context.Context, c ClaimedWebhookDeliv
 		next = formatTime(r.NextAttempt.UTC().Truncate(time.Microsecond))
 	}
 	res, err := finishDeliveryScript.Run(ctx, s.rdb,
-		[]string{webhookDeliveryKey(c.ID), webhookDueKey, webhookPendingKey(c.WebhookID), webhookLogKey(c.WebhookID)},
+		[]string{s.webhookDeliveryKey(c.ID), s.k(webhookDueKey), s.webhookPendingKey(c.WebhookID), s.webhookLogKey(c.WebhookID)},
 		c.ID, c.Lease, r.State, r.StatusCode, r.Error, nextMS, next, formatTime(at.UTC().Truncate(time.Microsecond)),
 	).Text()
 	if err != nil {
@@ -623,7 +623,7 @@ return 'ok'`)
 // PendingWebhookDeliveries counts the deliveries not yet delivered or
 // failed, of every webhook.
 func (s *Store) PendingWebhookDeliveries(ctx context.Context) (int64, error) {
-	n, err := s.rdb.ZCard(ctx, webhookDueKey).Result()
+	n, err := s.rdb.ZCard(ctx, s.k(webhookDueKey)).Result()
 	if err != nil {
 		return 0, wrapErr("count webhook deliveries", err)
 	}
@@ -635,7 +635,7 @@ func (s *Store) PendingWebhookDeliveries(ctx context.Context) (int64, error) {
 // dispatcher is at them, or died holding them).
 func (s *Store) WebhookEventBacklog(ctx context.Context) (int64, error) {
 	const op = "count webhook events"
-	groups, err := s.rdb.XInfoGroups(ctx, eventsKey).Result()
+	groups, err := s.rdb.XInfoGroups(ctx, s.k(eventsKey)).Result()
 	if err != nil {
 		if redis.HasErrorPrefix(err, "no such key") { // HasErrorPrefix drops "ERR "
 			return 0, nil
@@ -651,14 +651,14 @@ func (s *Store) WebhookEventBacklog(ctx context.Context) (int64, error) {
 		}
 		// Redis cannot tell the lag (entries were deleted from the
 		// middle of the stream): count what follows the last read.
-		unread, err := s.rdb.XRange(ctx, eventsKey, "("+g.LastDeliveredID, "+").Result()
+		unread, err := s.rdb.XRange(ctx, s.k(eventsKey), "("+g.LastDeliveredID, "+").Result()
 		if err != nil {
 			return 0, wrapErr(op, err)
 		}
 		return int64(len(unread)) + g.Pending, nil
 	}
 	// No dispatcher has read yet.
-	n, err := s.rdb.XLen(ctx, eventsKey).Result()
+	n, err := s.rdb.XLen(ctx, s.k(eventsKey)).Result()
 	if err != nil {
 		return 0, wrapErr(op, err)
 	}
@@ -670,31 +670,31 @@ func corruptWebhookRecord(key string, err error) error {
 	return fmt.Errorf("routing: corrupt record %s: %w", key, err)
 }
 
-func decodeWebhook(id string, f map[string]string) (Webhook, error) {
+func (s *Store) decodeWebhook(id string, f map[string]string) (Webhook, error) {
 	if len(f) == 0 {
 		return Webhook{}, ErrNotFound
 	}
 	created, err := parseTime(f[fieldCreatedAt])
 	if err != nil {
-		return Webhook{}, corruptWebhookRecord(webhookKey(id), err)
+		return Webhook{}, corruptWebhookRecord(s.webhookKey(id), err)
 	}
 	w := Webhook{ID: id, URL: f[whFieldURL], Secret: f[whFieldSecret], CreatedAt: created}
 	if e := f[whFieldEvents]; e != "" {
 		w.Events = strings.Split(e, ",")
 	}
 	if w.URL == "" || w.Secret == "" || len(w.Events) == 0 {
-		return Webhook{}, corruptWebhookRecord(webhookKey(id), errors.New("no url, secret or events"))
+		return Webhook{}, corruptWebhookRecord(s.webhookKey(id), errors.New("no url, secret or events"))
 	}
 	return w, nil
 }
 
-func decodeWebhookDelivery(id string, f map[string]string) (WebhookDelivery, error) {
+func (s *Store) decodeWebhookDelivery(id string, f map[string]string) (WebhookDelivery, error) {
 	d := WebhookDelivery{
 		ID: id, WebhookID: f[whFieldWebhookID], EventID: f[whFieldEventID], Type: f[whFieldType],
 		State: f[whFieldState], LastError: f[whFieldLastError],
 	}
 	bad := func(field string, err error) (WebhookDelivery, error) {
-		return WebhookDelivery{}, corruptWebhookRecord(webhookDeliveryKey(id), fmt.Errorf("field %s: %w", field, err))
+		return WebhookDelivery{}, corruptWebhookRecord(s.webhookDeliveryKey(id), fmt.Errorf("field %s: %w", field, err))
 	}
 	var err error
 	if d.Attempts, err = strconv.Atoi(f[whFieldAttempts]); err != nil {

@@ -167,7 +167,7 @@ func TestWebhookEventFanOut(t *testing.T) {
 		t.Errorf("an unknown type made %d deliveries", n)
 	}
 	// Both are acknowledged.
-	if p, _ := s.rdb.XPending(ctx, eventsKey, webhookEventsGroup).Result(); p.Count != 0 {
+	if p, _ := s.rdb.XPending(ctx, s.k(eventsKey), webhookEventsGroup).Result(); p.Count != 0 {
 		t.Errorf("%d events still pending", p.Count)
 	}
 	if n, _ := s.PendingWebhookDeliveries(ctx); n != 2 {
@@ -432,7 +432,7 @@ func TestDeleteWebhookDropsPendingDeliveries(t *testing.T) {
 	if len(keys) != 0 {
 		t.Errorf("keys of the deleted webhook left: %v", keys)
 	}
-	if dk, _ := s.rdb.Keys(ctx, webhookDeliveryPrefix+"*").Result(); len(dk) != 3 {
+	if dk, _ := s.rdb.Keys(ctx, s.k(webhookDeliveryPrefix)+"*").Result(); len(dk) != 3 {
 		t.Errorf("%d delivery records, want keep's 3", len(dk))
 	}
 }
@@ -476,7 +476,7 @@ func TestWebhookLogIsCapped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if dk, _ := s.rdb.Keys(ctx, webhookDeliveryPrefix+"*").Result(); len(dk) != WebhookLogSize {
+	if dk, _ := s.rdb.Keys(ctx, s.k(webhookDeliveryPrefix)+"*").Result(); len(dk) != WebhookLogSize {
 		t.Errorf("%d delivery records kept, want %d", len(dk), WebhookLogSize)
 	}
 	for _, d := range deliveries(t, s, w.ID) {
@@ -491,7 +491,7 @@ func TestWebhookLogIsCapped(t *testing.T) {
 	for _, ev := range readAll(t, s, "a") {
 		fanOut(t, s, ev)
 	}
-	if dk, _ := s.rdb.Keys(ctx, webhookDeliveryPrefix+"*").Result(); len(dk) != WebhookLogSize {
+	if dk, _ := s.rdb.Keys(ctx, s.k(webhookDeliveryPrefix)+"*").Result(); len(dk) != WebhookLogSize {
 		t.Errorf("%d delivery records kept, want %d", len(dk), WebhookLogSize)
 	}
 }
