@@ -11,11 +11,7 @@ import (
 func TestSessionSecretIsShared(t *testing.T) {
 	t.Parallel()
 	s, srv := newTestStore(t)
-	other, err := NewStore(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := secondStore(t, srv)
 	a, err := s.SessionSecret(t.Context())
 	if err != nil {
 		t.Fatal(err)

@@ -79,10 +79,11 @@ func TestNodeRegistry(t *testing.T) {
 func watchExpired(t *testing.T, s *Store) <-chan *redis.Message {
 	t.Helper()
 	ctx := t.Context()
-	if err := s.rdb.ConfigSet(ctx, "notify-keyspace-events", "Ex").Err(); err != nil {
+	srv := serverOf(ctx, t, s)
+	if err := srv.ConfigSet(ctx, "notify-keyspace-events", "Ex").Err(); err != nil {
 		t.Fatal(err)
 	}
-	sub := s.rdb.PSubscribe(ctx, "__keyevent@*__:expired")
+	sub := srv.PSubscribe(ctx, "__keyevent@*__:expired")
 	t.Cleanup(func() { _ = sub.Close() })
 	if _, err := sub.Receive(ctx); err != nil { // the subscription is in place
 		t.Fatal(err)

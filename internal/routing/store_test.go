@@ -19,7 +19,7 @@ import (
 
 // secondStore is a Store on srv (another one there: another origin's
 // connection), closed when the test ends.
-func secondStore(t *testing.T, srv *redistest.Server) *Store {
+func secondStore(t *testing.T, srv *testRedis) *Store {
 	t.Helper()
 	s, err := NewStore(srv.URL)
 	if err != nil {
@@ -29,10 +29,19 @@ func secondStore(t *testing.T, srv *redistest.Server) *Store {
 	return s
 }
 
-// newTestStore starts a private Redis and returns a Store on it.
-func newTestStore(t *testing.T) (*Store, *redistest.Server) {
+// newTestStore starts a private Redis and returns a Store on it. With
+// SHOAL_TEST_REDIS=cluster it starts a three-master Redis Cluster instead
+// (see cluster_test.go).
+func newTestStore(t *testing.T) (*Store, *testRedis) {
 	t.Helper()
-	srv := redistest.Start(t)
+	srv := &testRedis{}
+	if onCluster() {
+		srv.cluster = redistest.StartCluster(t)
+		srv.URL = srv.cluster.URL
+	} else {
+		srv.single = redistest.Start(t)
+		srv.URL = srv.single.URL
+	}
 	s := secondStore(t, srv)
 	if err := s.Ping(t.Context()); err != nil {
 		t.Fatalf("Ping: %v", err)
@@ -143,7 +152,7 @@ func TestLiveStreamCRUD(t *testing.T) {
 	// Nothing is left behind in Redis but the (bounded) invalidation feed
 	// telling edges about the deletion and the id's tombstone (which
 	// expires).
-	keys, err := s.rdb.Keys(ctx, "*").Result()
+	keys, err := allKeys(ctx, s, "*")
 	if err != nil || len(leftBehind(s, keys)) != 0 {
 		t.Errorf("keys left after delete: %v, %v", keys, err)
 	}
@@ -216,7 +225,7 @@ func TestResetStreamKey(t *testing.T) {
 		t.Errorf("GetLiveStream shows key %q, hash %q; want no key and the new key's hash", got.StreamKey, got.StreamKeyHash)
 	}
 	noPlainKeys(t, s, ls.StreamKey, reset.StreamKey)
-	if n, _ := s.rdb.Keys(ctx, s.k(streamKeyPrefix)+"*").Result(); len(n) != 1 {
+	if n, _ := allKeys(ctx, s, s.k(streamKeyPrefix)+"*"); len(n) != 1 {
 		t.Errorf("stream key index has %d entries, want 1", len(n))
 	}
 }
@@ -256,7 +265,7 @@ func TestConcurrentResetAndDeleteLeaveNoOrphans(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	keys, err := s.rdb.Keys(ctx, "*").Result()
+	keys, err := allKeys(ctx, s, "*")
 	if err != nil || len(leftBehind(s, keys)) != 0 {
 		t.Errorf("keys left after concurrent resets and deletes: %v, %v", keys, err)
 	}
@@ -324,7 +333,7 @@ func TestAPIKeys(t *testing.T) {
 		}
 	}
 	// Only the hash is stored.
-	keys, _ := s.rdb.Keys(ctx, "*").Result()
+	keys, _ := allKeys(ctx, s, "*")
 	for _, k := range keys {
 		if strings.Contains(k, key) {
 			t.Errorf("plain key in Redis key name %q", k)
@@ -635,7 +644,7 @@ func TestLiveStreamPlaybackPolicy(t *testing.T) {
 func noPlainKeys(t *testing.T, s *Store, secrets ...string) {
 	t.Helper()
 	ctx := t.Context()
-	keys, err := s.rdb.Keys(ctx, "*").Result()
+	keys, err := allKeys(ctx, s, "*")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -749,7 +758,7 @@ func TestMigrateLegacyStreamKey(t *testing.T) {
 	if got, err := s.LiveStreamIDByKey(ctx, reset.StreamKey); err != nil || got != id {
 		t.Errorf("new key resolves to %q, %v", got, err)
 	}
-	if n, _ := s.rdb.Keys(ctx, s.k(streamKeyPrefix)+"*").Result(); len(n) != 2 {
+	if n, _ := allKeys(ctx, s, s.k(streamKeyPrefix)+"*"); len(n) != 2 {
 		t.Errorf("stream key index has %d entries, want 2", len(n))
 	}
 }

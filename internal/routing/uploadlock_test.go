@@ -205,6 +205,7 @@ func TestUploadLockExpiresWhenTheHolderStops(t *testing.T) {
 // until the client has given up on it and asked again.
 func TestUploadLockSurvivesARetriedSet(t *testing.T) {
 	t.Parallel()
+	singleRedisOnly(t)
 	s1, srv := newTestStore(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -223,7 +224,7 @@ func TestUploadLockSurvivesARetriedSet(t *testing.T) {
 			if !first && conns.Load() == 2 {
 				close(retried)
 			}
-			up, err := net.Dial("tcp", srv.Addr)
+			up, err := net.Dial("tcp", srv.single.Addr)
 			if err != nil {
 				_ = c.Close()
 				continue
