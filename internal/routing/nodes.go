@@ -179,27 +179,50 @@ func (s *Store) NodeHeartbeat(ctx context.Context, id string, load NodeLoad, ttl
 	if err != nil {
 		return fmt.Errorf("routing: heartbeat: %w", err)
 	}
-	t := now()
-	res, err := heartbeatScript.Run(ctx, s.rdb, []string{s.k(nodePrefix) + id, s.k(nodesIndex)},
-		string(b), formatTime(t), ttl.Milliseconds(), t.UnixMilli(), id, s.k(nodeTokenIDPrefix),
-		s.k(tokenIdentitiesPrefix), IdentityWindow.Milliseconds()).Text()
-	if err != nil {
-		return wrapErr("heartbeat", err)
+	// The keys of the node's token depend on the token id in its record:
+	// read it, then have the script check that it did not change, so
+	// every key the script touches is declared (Redis Cluster).
+	var res string
+	for range maxTxAttempts {
+		tok, err := s.rdb.HGet(ctx, s.k(nodePrefix)+id, "token_id").Result()
+		if errors.Is(err, redis.Nil) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return wrapErr("heartbeat", err)
+		}
+		t := now()
+		res, err = heartbeatScript.Run(ctx, s.rdb,
+			[]string{s.k(nodePrefix) + id, s.k(nodesIndex), s.k(nodeTokenIDPrefix) + tok, s.k(tokenIdentitiesPrefix) + tok},
+			string(b), formatTime(t), ttl.Milliseconds(), t.UnixMilli(), id, tok, IdentityWindow.Milliseconds()).Text()
+		if err != nil {
+			return wrapErr("heartbeat", err)
+		}
+		if res != "stale" {
+			break
+		}
 	}
 	switch res {
 	case "ok":
 		return nil
 	case "revoked":
 		return ErrTokenRevoked
+	case "stale":
+		return fmt.Errorf("routing: heartbeat: %w", errTxConflict)
 	default:
 		return ErrNotFound
 	}
 }
 
+// KEYS: 1 node, 2 nodes index, 3 the token's id key, 4 the token's
+// identities (both of the token id read before: "stale" when it changed).
+// ARGV: 1 load, 2 now (text), 3 ttl (ms), 4 now (ms), 5 node id,
+// 6 token id, 7 identity window (ms).
 var heartbeatScript = redis.NewScript(`
 local tok = redis.call('HGET', KEYS[1], 'token_id')
 if not tok then return 'missing' end
-if tok ~= 'admin' and redis.call('EXISTS', ARGV[6] .. tok) == 0 then
+if tok ~= ARGV[6] then return 'stale' end
+if tok ~= 'admin' and redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[5])
   return 'revoked'
@@ -209,10 +232,9 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
 if tok ~= 'admin' then
   -- The identity stays counted against its token while it lives.
-  local ids = ARGV[7] .. tok
-  if redis.call('EXISTS', ids) == 1 then
-    redis.call('ZADD', ids, ARGV[4], ARGV[5])
-    redis.call('PEXPIRE', ids, ARGV[8])
+  if redis.call('EXISTS', KEYS[4]) == 1 then
+    redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+    redis.call('PEXPIRE', KEYS[4], ARGV[7])
   end
 end
 return 'ok'`)

@@ -3,6 +3,8 @@ package routing
 import (
 	"cmp"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -276,26 +278,63 @@ func (s *Store) ListWebhooks(ctx context.Context) ([]Webhook, error) {
 // delivery log, or returns ErrNotFound. An attempt in flight may still
 // complete; its result is not recorded.
 func (s *Store) DeleteWebhook(ctx context.Context, id string) error {
-	res, err := deleteWebhookScript.Run(ctx, s.rdb,
-		[]string{s.webhookKey(id), s.k(webhooksIndex), s.k(webhookDueKey), s.webhookPendingKey(id), s.webhookLogKey(id)},
-		id, s.k(webhookDeliveryPrefix)).Int()
-	if err != nil {
-		return wrapErr("delete webhook", err)
+	// The deliveries to delete are read first and declared to the script,
+	// which answers -1 (and deletes nothing) when the webhook gained one
+	// meanwhile: every key it touches is in KEYS (Redis Cluster).
+	for range maxTxAttempts {
+		var (
+			pending *redis.StringSliceCmd
+			logged  *redis.StringSliceCmd
+		)
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			pending = p.SMembers(ctx, s.webhookPendingKey(id))
+			logged = p.LRange(ctx, s.webhookLogKey(id), 0, -1)
+			return nil
+		})
+		if err != nil {
+			return wrapErr("delete webhook", err)
+		}
+		keys := []string{s.webhookKey(id), s.k(webhooksIndex), s.k(webhookDueKey), s.webhookPendingKey(id), s.webhookLogKey(id)}
+		args := []any{id}
+		seen := map[string]bool{}
+		for _, did := range append(pending.Val(), logged.Val()...) {
+			if !seen[did] {
+				seen[did] = true
+				keys = append(keys, s.webhookDeliveryKey(did))
+				args = append(args, did)
+			}
+		}
+		res, err := deleteWebhookScript.Run(ctx, s.rdb, keys, args...).Int()
+		if err != nil {
+			return wrapErr("delete webhook", err)
+		}
+		switch res {
+		case 0:
+			return ErrNotFound
+		case 1:
+			return nil
+		}
 	}
-	if res == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return fmt.Errorf("routing: delete webhook: %w", errTxConflict)
 }
 
+// KEYS: 1 webhook, 2 webhooks index, 3 due deliveries, 4 pending
+// deliveries, 5 delivery log, 6... the deliveries in 4 and 5 when read.
+// ARGV: 1 webhook id, 2... the ids of the deliveries of KEYS[6...].
+// Answers 0 when the webhook is gone, -1 (nothing done) when a delivery
+// not declared is pending or logged, 1 when deleted.
 var deleteWebhookScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for _, d in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-  redis.call('ZREM', KEYS[3], d)
-  redis.call('DEL', ARGV[2] .. d)
+local declared = {}
+for i = 2, #ARGV do declared[ARGV[i]] = true end
+local all = redis.call('SMEMBERS', KEYS[4])
+for _, d in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do table.insert(all, d) end
+for _, d in ipairs(all) do
+  if not declared[d] then return -1 end
 end
-for _, d in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do
-  redis.call('DEL', ARGV[2] .. d)
+for i = 2, #ARGV do
+  redis.call('ZREM', KEYS[3], ARGV[i])
+  redis.call('DEL', KEYS[i + 4])
 end
 redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -470,42 +509,108 @@ func WebhookBody(ev WebhookEvent) []byte {
 // returns how many deliveries it created: 0 when ev was already
 // acknowledged (another dispatcher fanned it out) or nobody subscribes.
 func (s *Store) FanOutWebhookEvent(ctx context.Context, ev WebhookEvent) (int, error) {
-	t := now()
-	n, err := fanOutScript.Run(ctx, s.rdb, []string{s.k(eventsKey), s.k(webhooksIndex), s.k(webhookDueKey)},
-		webhookEventsGroup, ev.EntryID, ev.Type, WebhookBody(ev), formatTime(t), t.UnixMilli(),
-		WebhookLogSize, s.k(webhookPrefix), s.k(webhookDeliveryPrefix), ev.ID(), s.k(webhookPendingPrefix), s.k(webhookLogPrefix),
-	).Int()
-	if err != nil {
-		return 0, wrapErr("fan out event", err)
+	// The webhooks, and the deliveries their logs may push out, are read
+	// first and declared to the script, which answers -2 (and does
+	// nothing) when they changed meanwhile: every key it touches is in
+	// KEYS (Redis Cluster).
+	for range maxTxAttempts {
+		wids, err := s.rdb.ZRange(ctx, s.k(webhooksIndex), 0, -1).Result()
+		if err != nil {
+			return 0, wrapErr("fan out event", err)
+		}
+		olds := make([]*redis.StringSliceCmd, len(wids))
+		if len(wids) > 0 {
+			_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i, wid := range wids {
+					olds[i] = p.LRange(ctx, s.webhookLogKey(wid), WebhookLogSize-1, -1)
+				}
+				return nil
+			})
+			if err != nil {
+				return 0, wrapErr("fan out event", err)
+			}
+		}
+		t := now()
+		keys := []string{s.k(eventsKey), s.k(webhooksIndex), s.k(webhookDueKey)}
+		args := []any{webhookEventsGroup, ev.EntryID, ev.Type, WebhookBody(ev), formatTime(t), t.UnixMilli(),
+			WebhookLogSize, ev.ID(), len(wids)}
+		for i, wid := range wids {
+			did := webhookDeliveryID(wid, ev.EntryID)
+			keys = append(keys, s.webhookKey(wid), s.webhookDeliveryKey(did), s.webhookPendingKey(wid), s.webhookLogKey(wid))
+			args = append(args, wid, did, len(olds[i].Val()))
+			for _, old := range olds[i].Val() {
+				keys = append(keys, s.webhookDeliveryKey(old))
+				args = append(args, old)
+			}
+		}
+		n, err := fanOutScript.Run(ctx, s.rdb, keys, args...).Int()
+		if err != nil {
+			return 0, wrapErr("fan out event", err)
+		}
+		if n != -2 {
+			return max(n, 0), nil
+		}
 	}
-	return max(n, 0), nil
+	return 0, fmt.Errorf("routing: fan out event: %w", errTxConflict)
 }
 
+// webhookDeliveryID is the id of the delivery of the event entryID to the
+// webhook wid: the same for every dispatcher, so an event fanned out twice
+// makes one delivery.
+func webhookDeliveryID(wid, entryID string) string {
+	sum := sha1.Sum([]byte(wid + ":" + entryID))
+	return hex.EncodeToString(sum[:])[:20]
+}
+
+// KEYS: 1 events, 2 webhooks index, 3 due deliveries; then for each
+// webhook: its record, the delivery, its pending set, its log, and the
+// deliveries its log held from position log size - 1 on (those a new
+// delivery may push out).
 // ARGV: 1 group, 2 entry id, 3 type, 4 body, 5 now (text), 6 now (ms),
-// 7 log size, 8 webhook prefix, 9 delivery prefix, 10 event id,
-// 11 pending prefix, 12 log prefix.
+// 7 log size, 8 event id, 9 the number of webhooks; then for each webhook:
+// its id, the delivery id, the number of old deliveries, their ids.
+// Answers -2, doing nothing, when the webhooks or their logs are not those
+// declared; -1 when the event was acknowledged already; else the number of
+// deliveries made.
 var fanOutScript = redis.NewScript(`
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
 local cap = tonumber(ARGV[7])
+local hooks = {}
+local a, k = 10, 4
+for i = 1, tonumber(ARGV[9]) do
+  local h = {wid = ARGV[a], did = ARGV[a + 1], hk = KEYS[k], dk = KEYS[k + 1], pk = KEYS[k + 2], lk = KEYS[k + 3], olds = {}}
+  local nold = tonumber(ARGV[a + 2])
+  a, k = a + 3, k + 4
+  for j = 1, nold do
+    h.olds[ARGV[a]] = KEYS[k]
+    a, k = a + 1, k + 1
+  end
+  hooks[i] = h
+end
+local wids = redis.call('ZRANGE', KEYS[2], 0, -1)
+if #wids ~= #hooks then return -2 end
+for i, wid in ipairs(wids) do
+  local h = hooks[i]
+  if wid ~= h.wid then return -2 end
+  for _, old in ipairs(redis.call('LRANGE', h.lk, cap - 1, -1)) do
+    if not h.olds[old] then return -2 end
+  end
+end
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
 local n = 0
-for _, wid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local evs = redis.call('HGET', ARGV[8] .. wid, 'events')
+for _, h in ipairs(hooks) do
+  local evs = redis.call('HGET', h.hk, 'events')
   if evs and string.find(',' .. evs .. ',', ',' .. ARGV[3] .. ',', 1, true) then
-    local did = string.sub(redis.sha1hex(wid .. ':' .. ARGV[2]), 1, 20)
-    local dk = ARGV[9] .. did
-    if redis.call('EXISTS', dk) == 0 then
-      redis.call('HSET', dk, 'webhook_id', wid, 'event_id', ARGV[10], 'type', ARGV[3], 'body', ARGV[4],
+    if redis.call('EXISTS', h.dk) == 0 then
+      redis.call('HSET', h.dk, 'webhook_id', h.wid, 'event_id', ARGV[8], 'type', ARGV[3], 'body', ARGV[4],
         'attempts', 0, 'state', 'pending', 'last_status', 0, 'last_error', '',
         'next_attempt_at', ARGV[5], 'created_at', ARGV[5], 'updated_at', ARGV[5], 'lease', '')
-      redis.call('ZADD', KEYS[3], ARGV[6], did)
-      local pk = ARGV[11] .. wid
-      redis.call('SADD', pk, did)
-      local lk = ARGV[12] .. wid
-      redis.call('LPUSH', lk, did)
-      for _, old in ipairs(redis.call('LRANGE', lk, cap, -1)) do
-        if redis.call('SISMEMBER', pk, old) == 0 then redis.call('DEL', ARGV[9] .. old) end
+      redis.call('ZADD', KEYS[3], ARGV[6], h.did)
+      redis.call('SADD', h.pk, h.did)
+      redis.call('LPUSH', h.lk, h.did)
+      for _, old in ipairs(redis.call('LRANGE', h.lk, cap, -1)) do
+        if redis.call('SISMEMBER', h.pk, old) == 0 then redis.call('DEL', h.olds[old]) end
       end
-      redis.call('LTRIM', lk, 0, cap - 1)
+      redis.call('LTRIM', h.lk, 0, cap - 1)
       n = n + 1
     end
   end
@@ -516,16 +621,49 @@ return n`)
 // longest at now, with a lease of the given length, and counts the attempt.
 // It returns ErrNotFound when no delivery is due.
 func (s *Store) ClaimWebhookDelivery(ctx context.Context, now time.Time, lease time.Duration) (ClaimedWebhookDelivery, error) {
+	const op = "claim webhook delivery"
 	until := now.Add(lease)
 	token := ids.New()
-	res, err := claimDeliveryScript.Run(ctx, s.rdb, []string{s.k(webhookDueKey)},
-		now.UnixMilli(), until.UnixMilli(), token, s.k(webhookDeliveryPrefix), s.k(webhookPrefix),
-		formatTime(now.UTC().Truncate(time.Microsecond))).Slice()
-	if errors.Is(err, redis.Nil) {
-		return ClaimedWebhookDelivery{}, ErrNotFound
-	}
-	if err != nil {
-		return ClaimedWebhookDelivery{}, wrapErr("claim webhook delivery", err)
+	// The delivery due first and its webhook are read, then declared to
+	// the script, which answers "stale" when either changed meanwhile and
+	// "dropped" when it dropped a delivery whose webhook is gone: every
+	// key it touches is in KEYS (Redis Cluster).
+	var res []any
+	for tries, drops := 0, 0; ; tries++ {
+		if drops == 10 {
+			// Dropping more can wait for the next claim.
+			return ClaimedWebhookDelivery{}, ErrNotFound
+		}
+		if tries == maxTxAttempts {
+			return ClaimedWebhookDelivery{}, fmt.Errorf("routing: %s: %w", op, errTxConflict)
+		}
+		due, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.k(webhookDueKey), ByScore: true,
+			Start: "-inf", Stop: strconv.FormatInt(now.UnixMilli(), 10), Count: 1}).Result()
+		if err != nil {
+			return ClaimedWebhookDelivery{}, wrapErr(op, err)
+		}
+		if len(due) == 0 {
+			return ClaimedWebhookDelivery{}, ErrNotFound
+		}
+		did := due[0]
+		wid, err := s.rdb.HGet(ctx, s.webhookDeliveryKey(did), whFieldWebhookID).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return ClaimedWebhookDelivery{}, wrapErr(op, err)
+		}
+		res, err = claimDeliveryScript.Run(ctx, s.rdb,
+			[]string{s.k(webhookDueKey), s.webhookDeliveryKey(did), s.webhookKey(wid)},
+			now.UnixMilli(), until.UnixMilli(), token, did, wid,
+			formatTime(now.UTC().Truncate(time.Microsecond))).Slice()
+		if err != nil {
+			return ClaimedWebhookDelivery{}, wrapErr(op, err)
+		}
+		if len(res) == 1 { // "stale" or "dropped": look again
+			if res[0] == "dropped" {
+				drops++
+			}
+			continue
+		}
+		break
 	}
 	str := func(i int) string {
 		if i < len(res) {
@@ -542,28 +680,30 @@ func (s *Store) ClaimWebhookDelivery(ctx context.Context, now time.Time, lease t
 	}, nil
 }
 
-// ARGV: 1 now (ms), 2 lease end (ms), 3 lease token, 4 delivery prefix,
-// 5 webhook prefix, 6 now (text). Deliveries whose webhook is gone (which
-// DeleteWebhook does not leave behind) are dropped on the way.
+// KEYS: 1 due deliveries, 2 the delivery due first when read, 3 its
+// webhook then.
+// ARGV: 1 now (ms), 2 lease end (ms), 3 lease token, 4 delivery id,
+// 5 webhook id ("" when the delivery had none), 6 now (text).
+// Answers {"stale"} when the delivery due first or its webhook id changed,
+// {"dropped"} when it dropped the delivery (its webhook is gone, which
+// DeleteWebhook does not leave behind, or it is no longer pending), else
+// the claim.
 var claimDeliveryScript = redis.NewScript(`
-for i = 1, 10 do
-  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
-  if #due == 0 then return false end
-  local did = due[1]
-  local dk = ARGV[4] .. did
-  local d = redis.call('HMGET', dk, 'webhook_id', 'event_id', 'type', 'body', 'state')
-  local hook = {false, false}
-  if d[1] then hook = redis.call('HMGET', ARGV[5] .. d[1], 'url', 'secret') end
-  if hook[1] and d[5] == 'pending' then
-    redis.call('ZADD', KEYS[1], ARGV[2], did)
-    local n = redis.call('HINCRBY', dk, 'attempts', 1)
-    redis.call('HSET', dk, 'lease', ARGV[3], 'updated_at', ARGV[6])
-    return {did, n, hook[1], hook[2], d[1], d[2], d[3], d[4]}
-  end
-  redis.call('ZREM', KEYS[1], did)
-  if not hook[1] then redis.call('DEL', dk) end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
+if due[1] ~= ARGV[4] then return {'stale'} end
+local d = redis.call('HMGET', KEYS[2], 'webhook_id', 'event_id', 'type', 'body', 'state')
+if (d[1] or '') ~= ARGV[5] then return {'stale'} end
+local hook = {false, false}
+if d[1] then hook = redis.call('HMGET', KEYS[3], 'url', 'secret') end
+if hook[1] and d[5] == 'pending' then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+  local n = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+  redis.call('HSET', KEYS[2], 'lease', ARGV[3], 'updated_at', ARGV[6])
+  return {ARGV[4], n, hook[1], hook[2], d[1], d[2], d[3], d[4]}
 end
-return false`)
+redis.call('ZREM', KEYS[1], ARGV[4])
+if not hook[1] then redis.call('DEL', KEYS[2]) end
+return {'dropped'}`)
 
 // FinishWebhookDelivery records the outcome of the attempt c. It returns
 // ErrWebhookDeliveryLost, recording nothing, when the delivery was deleted,
