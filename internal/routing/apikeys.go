@@ -56,10 +56,10 @@ func (k APIKey) HasScope(s string) bool {
 
 const (
 	apiKeyPrefix = "apikey:"
-	// s.k(apiKeysIndex) maps each API key's id to the hash of the key, so a key
+	// apiKeysIndex maps each API key's id to the hash of the key, so a key
 	// can be listed and revoked by id.
 	apiKeysIndex = "apikeys"
-	// s.k(apiKeysIndexed) is set once every key issued before the index existed
+	// apiKeysIndexed is set once every key issued before the index existed
 	// was added to it.
 	apiKeysIndexed = "apikeys:indexed"
 

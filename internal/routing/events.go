@@ -22,7 +22,7 @@ const (
 // EventTypes lists every event type, in documentation order.
 var EventTypes = []string{EventVideoReady, EventVideoFailed, EventLiveStreamStarted, EventLiveStreamEnded, EventRestreamFailed}
 
-// s.k(eventsKey) is a Redis stream of everything that happened that webhooks may
+// eventsKey is a Redis stream of everything that happened that webhooks may
 // want to hear about. Each entry has the fields "type" (one of EventTypes),
 // "data" (a JSON object describing the subject) and "at" (RFC 3339 time).
 // Producers that change state and announce it do both in one script or

@@ -96,6 +96,7 @@ func (s *Store) EnsureJobQueue(ctx context.Context) error {
 // left idle for longer than minIdle, otherwise a new one, waiting up to
 // block for it. ok is false when none arrived in time.
 func (s *Store) NextJob(ctx context.Context, consumer string, block, minIdle time.Duration) (job Job, ok bool, err error) {
+	s.maybeMaintainStreams(ctx)
 	// Whose job it was is asked first: XAUTOCLAIM does not say.
 	pend, err := s.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
 		Stream: s.k(jobsKey), Group: jobsGroup, Idle: minIdle, Start: "-", End: "+", Count: 1,

@@ -4,7 +4,10 @@
 //
 // # Redis schema
 //
-// Every key starts with "shoal:". Times are stored as RFC 3339 strings in UTC
+// Every key starts with "shoal:" ("{shoal}:" on a Redis Cluster: one hash
+// tag, so that every script and transaction stays in one slot; each script
+// is given every key it touches in KEYS). Below, names are shown with
+// "shoal:". Times are stored as RFC 3339 strings in UTC
 // with microsecond precision.
 //
 //	shoal:livestream:<id>          hash   name, stream_key_hash (sha256 of the key), created_at, playback_policy
@@ -18,8 +21,10 @@
 //	                                      ladder, playback_policy, upload, source_bytes, poster, storyboard,
 //	                                      attempts, last_error, worker, created_at, updated_at
 //	shoal:videos                   zset   member <id>, score created_at in Unix microseconds
-//	shoal:jobs:vod                 stream VOD jobs (field video), consumer group "workers" (see jobs.go)
-//	shoal:events                   stream events for webhooks (fields type, data, at; see events.go)
+//	shoal:jobs:vod                 stream VOD jobs (field video), consumer group "workers" (see jobs.go);
+//	                                      acknowledged entries trimmed (see streams.go)
+//	shoal:events                   stream events for webhooks (fields type, data, at; see events.go);
+//	                                      MAXLEN ~ and acknowledged entries trimmed (see streams.go)
 //	shoal:webhook:<id>, shoal:webhooks, shoal:webhookdelivery:<did>, shoal:webhookdue,
 //	shoal:webhookpending:<id>, shoal:webhooklog:<id>   webhooks and their deliveries (see webhooks.go)
 //	shoal:p2p:<id>, shoal:p2pbatch:<source>   players' reported HTTP and P2P bytes (see p2pstats.go)
@@ -53,6 +58,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -93,6 +99,9 @@ type Store struct {
 	// clock is the time upload leases are reckoned in and new webhooks
 	// are stamped with (time.Now when nil; tests set it before use).
 	clock func() time.Time
+	// maintainedAt is when (s.nowMs) this Store last trimmed the streams
+	// (see streams.go); 0: never.
+	maintainedAt atomic.Int64
 }
 
 func (s *Store) nowMs() int64 {

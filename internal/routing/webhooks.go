@@ -36,7 +36,7 @@ import (
 // of "<webhook id>:<event entry id>", so one event makes at most one
 // delivery per webhook whatever happens to the dispatchers.
 //
-// The dispatchers read the events stream (s.k(eventsKey)) through the consumer
+// The dispatchers read the events stream (eventsKey) through the consumer
 // group "webhooks". FanOutWebhookEvent turns an entry into one delivery per
 // webhook subscribed to its type and acknowledges it, in one script that does
 // nothing when the entry was already acknowledged: an entry a dead dispatcher
@@ -406,6 +406,7 @@ func (s *Store) ListWebhookDeliveries(ctx context.Context, id string) ([]Webhook
 // first. They stay pending in the group until FanOutWebhookEvent.
 func (s *Store) ReadWebhookEvents(ctx context.Context, consumer string, count int, block time.Duration) ([]WebhookEvent, error) {
 	const op = "read events"
+	s.maybeMaintainStreams(ctx)
 	block = max(block, time.Millisecond) // 0 would block forever
 	read := func() ([]redis.XStream, error) {
 		return s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
