@@ -25,20 +25,28 @@ func secondStore(t *testing.T, srv *testRedis) *Store {
 	if err != nil {
 		t.Fatalf("NewStore(%q): %v", srv.URL, err)
 	}
+	if srv.prefix != "" {
+		s.prefix = srv.prefix
+	}
+	recordScripts(t, s)
 	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
-// newTestStore starts a private Redis and returns a Store on it. With
-// SHOAL_TEST_REDIS=cluster it starts a three-master Redis Cluster instead
-// (see cluster_test.go).
+// newTestStore starts a private Redis and returns a Store on it. On a
+// cluster (SHOAL_TEST_REDIS=cluster: one per test; or the one
+// TestRoutingOnRedisCluster shares) see cluster_test.go.
 func newTestStore(t *testing.T) (*Store, *testRedis) {
 	t.Helper()
 	srv := &testRedis{}
-	if onCluster() {
+	switch {
+	case sharedClusterURL() != "":
+		srv.URL = sharedClusterURL()
+		srv.prefix = fmt.Sprintf("{shoal-%d}:", testPrefixes.Add(1))
+	case onCluster():
 		srv.cluster = redistest.StartCluster(t)
 		srv.URL = srv.cluster.URL
-	} else {
+	default:
 		srv.single = redistest.Start(t)
 		srv.URL = srv.single.URL
 	}
@@ -456,6 +464,7 @@ func TestLegacyAPIKeys(t *testing.T) {
 func TestRedisDiesAndComesBack(t *testing.T) {
 	t.Parallel()
 	s, srv := newTestStore(t)
+	srv.ownRedis(t)
 	ls, err := s.CreateLiveStream(t.Context(), LiveStreamSpec{Name: "before"})
 	if err != nil {
 		t.Fatal(err)

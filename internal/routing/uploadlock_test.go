@@ -275,6 +275,7 @@ func TestUploadLockSurvivesARetriedSet(t *testing.T) {
 func TestUploadLockFailingRenewalsTellTheHolder(t *testing.T) {
 	t.Parallel()
 	s1, srv := newTestStore(t)
+	srv.ownRedis(t)
 	l := s1.UploadLocker(time.Minute, nil)
 	tick := make(chan time.Time)
 	l.ticker = func(time.Duration) (<-chan time.Time, func()) { return tick, func() {} }

@@ -499,6 +499,7 @@ func TestWebhookLogIsCapped(t *testing.T) {
 func TestWebhookEventsGroupComesBack(t *testing.T) {
 	t.Parallel()
 	s, srv := newTestStore(t)
+	srv.ownRedis(t)
 	ctx := t.Context()
 	// Reading creates the group; reading again finds nothing.
 	if evs := readAll(t, s, "a"); len(evs) != 0 {
