@@ -59,7 +59,8 @@ func newTestStore(t *testing.T) (*Store, *testRedis) {
 
 func TestNewStoreBadURL(t *testing.T) {
 	t.Parallel()
-	for _, u := range []string{"", "http://localhost:6379", "redis://:secretpw@host:notaport/0", "redis://localhost:6379/notadb", "::"} {
+	for _, u := range []string{"", "http://localhost:6379", "redis://:secretpw@host:notaport/0", "redis://localhost:6379/notadb", "::",
+		"redis+cluster://a:1,,b:2/", "redis+cluster://:secretpw@a:1,b/", "redis+cluster://a:1/2", "rediss+cluster://", "redis+cluster://a:1/?x=%zz"} {
 		s, err := NewStore(u)
 		if err == nil {
 			s.Close()
@@ -72,6 +73,45 @@ func TestNewStoreBadURL(t *testing.T) {
 		if strings.Contains(err.Error(), "secretpw") {
 			t.Errorf("NewStore(%q) error leaks the password: %q", u, err)
 		}
+	}
+}
+
+// A redis+cluster:// URL makes a cluster client on its nodes, and names
+// keys with the {shoal} hash tag; redis:// keeps the shoal: names.
+func TestNewStoreCluster(t *testing.T) {
+	t.Parallel()
+	s, err := NewStore("redis+cluster://u:pw@127.0.0.1:1,127.0.0.1:2/?dial_timeout=3s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, ok := s.rdb.(*redis.ClusterClient)
+	if !ok || !s.Cluster() {
+		t.Fatalf("client %T, Cluster() = %v", s.rdb, s.Cluster())
+	}
+	o := c.Options()
+	if !reflect.DeepEqual(o.Addrs, []string{"127.0.0.1:1", "127.0.0.1:2"}) || o.Username != "u" || o.Password != "pw" ||
+		o.DialTimeout != dialTimeout || o.ReadTimeout != ioTimeout || o.MaxRetries != maxRetries {
+		t.Fatalf("options = %+v", o)
+	}
+	if k := s.k(videoPrefix) + "v1"; k != "{shoal}:video:v1" {
+		t.Fatalf("key %q", k)
+	}
+	tls, err := NewStore("rediss+cluster://cache:6380")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tls.Close()
+	if o := tls.rdb.(*redis.ClusterClient).Options(); o.TLSConfig == nil || !reflect.DeepEqual(o.Addrs, []string{"cache:6380"}) {
+		t.Fatalf("TLS options = %+v", o)
+	}
+	single, err := NewStore("redis://127.0.0.1:1/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer single.Close()
+	if single.Cluster() || single.k(videoPrefix)+"v1" != "shoal:video:v1" {
+		t.Fatalf("single Redis: cluster %v, key %q", single.Cluster(), single.k(videoPrefix)+"v1")
 	}
 }
 
