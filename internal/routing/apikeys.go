@@ -223,9 +223,13 @@ func (s *Store) indexLegacyAPIKeys(ctx context.Context) error {
 	if n == 1 {
 		return nil
 	}
+	node, err := s.scanNode(ctx)
+	if err != nil {
+		return wrapErr("index API keys", err)
+	}
 	var cursor uint64
 	for {
-		keys, next, err := s.rdb.Scan(ctx, cursor, s.k(apiKeyPrefix)+"*", 1000).Result()
+		keys, next, err := node.Scan(ctx, cursor, s.k(apiKeyPrefix)+"*", 1000).Result()
 		if err != nil {
 			return wrapErr("index API keys", err)
 		}

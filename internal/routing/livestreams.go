@@ -380,9 +380,13 @@ func (s *Store) decodeLiveStream(id string, f map[string]string) (LiveStream, er
 func (s *Store) MigrateStreamKeys(ctx context.Context, batch int64) (int, error) {
 	const op = "migrate stream keys"
 	migrated := 0
+	node, err := s.scanNode(ctx)
+	if err != nil {
+		return 0, wrapErr(op, err)
+	}
 	var cursor uint64
 	for {
-		keys, next, err := s.rdb.ScanType(ctx, cursor, s.k(liveStreamPrefix)+"*", batch, "hash").Result()
+		keys, next, err := node.ScanType(ctx, cursor, s.k(liveStreamPrefix)+"*", batch, "hash").Result()
 		if err != nil {
 			return migrated, wrapErr(op, err)
 		}

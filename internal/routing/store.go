@@ -188,6 +188,17 @@ const (
 // k is the full name of the key name (without the prefix) in s's Redis.
 func (s *Store) k(name string) string { return s.prefix + name }
 
+// scanNode is where SCAN finds s's keys: s's Redis, or the master of the
+// cluster that serves their hash slot (a cluster client sends SCAN to any
+// node).
+func (s *Store) scanNode(ctx context.Context) (redis.Cmdable, error) {
+	c, ok := s.rdb.(*redis.ClusterClient)
+	if !ok {
+		return s.rdb, nil
+	}
+	return c.MasterForKey(ctx, s.k(""))
+}
+
 // Cluster reports whether s talks to a Redis Cluster.
 func (s *Store) Cluster() bool { return s.cluster }
 
