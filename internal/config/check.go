@@ -148,12 +148,15 @@ func checkRedisURL(s string) error {
 	if s == "" {
 		return errors.New("must not be empty")
 	}
+	if scheme, rest, ok := strings.Cut(s, "://"); ok && (scheme == "redis+cluster" || scheme == "rediss+cluster") {
+		return checkRedisClusterURL(s, rest)
+	}
 	u, err := url.Parse(s)
 	if err != nil {
 		return fmt.Errorf("%s is not a URL: %w", quote(redactURL(s)), urlErr(err))
 	}
 	if u.Scheme != "redis" && u.Scheme != "rediss" {
-		return fmt.Errorf("%s must start with redis:// or rediss://", quote(redactURL(s)))
+		return fmt.Errorf("%s must start with redis://, rediss://, redis+cluster:// or rediss+cluster://", quote(redactURL(s)))
 	}
 	if u.Host == "" || u.Hostname() == "" {
 		return fmt.Errorf("%s has no host", quote(redactURL(s)))
@@ -163,6 +166,35 @@ func checkRedisURL(s string) error {
 		if err != nil || n < 0 {
 			return fmt.Errorf("%s: the path must be /<database number>, got %s", quote(redactURL(s)), quote(u.Path))
 		}
+	}
+	return nil
+}
+
+// checkRedisClusterURL checks redis+cluster://[user:password@]host:port,host:port/[?query]
+// (rest is what follows "://").
+func checkRedisClusterURL(s, rest string) error {
+	rest, query, _ := strings.Cut(rest, "?")
+	hosts, path, _ := strings.Cut(rest, "/")
+	if path != "" {
+		return fmt.Errorf("%s: a Redis Cluster has no database number, got path %s", quote(redactURL(s)), quote("/"+path))
+	}
+	if i := strings.LastIndex(hosts, "@"); i >= 0 {
+		hosts = hosts[i+1:]
+	}
+	if hosts == "" {
+		return fmt.Errorf("%s has no host", quote(redactURL(s)))
+	}
+	for _, h := range strings.Split(hosts, ",") {
+		host, port, err := net.SplitHostPort(h)
+		if err != nil || host == "" {
+			return fmt.Errorf("%s: each node must be host:port, got %s", quote(redactURL(s)), quote(h))
+		}
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return fmt.Errorf("%s: bad port in %s", quote(redactURL(s)), quote(h))
+		}
+	}
+	if _, err := url.ParseQuery(query); err != nil {
+		return fmt.Errorf("%s: bad query: %w", quote(redactURL(s)), err)
 	}
 	return nil
 }

@@ -327,6 +327,24 @@ func (c Config) Redacted() Config {
 // redactURL replaces the password of a URL with ***. A string that does not
 // parse but might hold credentials is replaced whole.
 func redactURL(s string) string {
+	if scheme, rest, ok := strings.Cut(s, "://"); ok && strings.HasSuffix(scheme, "+cluster") {
+		// Several hosts, which url.Parse refuses: redact the userinfo by
+		// hand.
+		auth, tail, _ := strings.Cut(rest, "/")
+		i := strings.LastIndex(auth, "@")
+		if i < 0 {
+			return s
+		}
+		user, _, hasPW := strings.Cut(auth[:i], ":")
+		if !hasPW {
+			return s
+		}
+		out := scheme + "://" + user + ":***" + auth[i:]
+		if strings.Contains(rest, "/") {
+			out += "/" + tail
+		}
+		return out
+	}
 	u, err := url.Parse(s)
 	if err != nil {
 		if strings.Contains(s, "@") {

@@ -273,7 +273,7 @@ hub:
 		p + `: hls.live_window at line 11: invalid value "six": not a whole number`,
 		`SHOAL_INGEST_READ_TIMEOUT (ingest.read_timeout): invalid value "soon": not a duration`,
 		`SHOAL_HUB_QUEUE_SIZE (hub.queue_size): invalid value "1e3": not a whole number`,
-		`redis_url (SHOAL_REDIS_URL): "http://localhost:6379" must start with redis:// or rediss://`,
+		`redis_url (SHOAL_REDIS_URL): "http://localhost:6379" must start with redis://, rediss://, redis+cluster:// or rediss+cluster://`,
 		`http_addr (SHOAL_HTTP_ADDR): "8080" is not a host:port listen address: missing port in address`,
 		`admin_key (SHOAL_ADMIN_KEY): must be at least 16 characters, got 5`,
 		`public_url (SHOAL_PUBLIC_URL): "ftp://example.com" must be an absolute http:// or https:// URL`,
@@ -365,6 +365,18 @@ func TestValidateMessages(t *testing.T) {
 		{"redis tls", func(c *Config) { c.RedisURL = "rediss://default:pw@cache:6380" }, ""},
 		{"redis unparseable", func(c *Config) { c.RedisURL = "redis://user:pw@host:port/0" },
 			`redis_url (SHOAL_REDIS_URL): "***" is not a URL`},
+		{"redis cluster", func(c *Config) { c.RedisURL = "redis+cluster://u:pw@10.0.0.1:7000,10.0.0.2:7000,[::1]:7001/" }, ""},
+		{"redis cluster tls one node", func(c *Config) { c.RedisURL = "rediss+cluster://cache:6380?dial_timeout=2s" }, ""},
+		{"redis cluster db", func(c *Config) { c.RedisURL = "redis+cluster://:pw@a:7000,b:7000/1" },
+			`redis_url (SHOAL_REDIS_URL): "redis+cluster://:***@a:7000,b:7000/1": a Redis Cluster has no database number, got path "/1"`},
+		{"redis cluster no port", func(c *Config) { c.RedisURL = "redis+cluster://a:7000,b/" },
+			`redis_url (SHOAL_REDIS_URL): "redis+cluster://a:7000,b/": each node must be host:port, got "b"`},
+		{"redis cluster empty node", func(c *Config) { c.RedisURL = "redis+cluster://a:7000,,b:1/" },
+			`redis_url (SHOAL_REDIS_URL): "redis+cluster://a:7000,,b:1/": each node must be host:port, got ""`},
+		{"redis cluster no host", func(c *Config) { c.RedisURL = "redis+cluster:///" },
+			`redis_url (SHOAL_REDIS_URL): "redis+cluster:///" has no host`},
+		{"redis cluster bad port", func(c *Config) { c.RedisURL = "redis+cluster://a:99999/" },
+			`redis_url (SHOAL_REDIS_URL): "redis+cluster://a:99999/": bad port in "a:99999"`},
 		{"public url empty", func(c *Config) { c.PublicURL = "" },
 			`public_url (SHOAL_PUBLIC_URL): must not be empty (it could not be derived from http_addr)`},
 		{"public url relative", func(c *Config) { c.PublicURL = "/shoal" },
@@ -535,6 +547,10 @@ func TestRedacted(t *testing.T) {
 		"redis://u:pw@host:notaport/0":   "***", // unparseable, with credentials
 		"redis://host:notaport/0":        "redis://host:notaport/0",
 		"redis://u:p@h/0?dial_timeout=1": "redis://u:***@h/0?dial_timeout=1",
+		"redis+cluster://u:p@a:1,b:2/":   "redis+cluster://u:***@a:1,b:2/",
+		"redis+cluster://u@a:1,b:2/":     "redis+cluster://u@a:1,b:2/",
+		"rediss+cluster://:p@w@a:1?x=1":  "rediss+cluster://:***@a:1?x=1",
+		"redis+cluster://a:1,b:2":        "redis+cluster://a:1,b:2",
 	} {
 		if got := redactURL(in); got != want {
 			t.Errorf("redactURL(%q) = %q, want %q", in, got, want)

@@ -29,9 +29,9 @@ import (
 // EpochID of its start. The analytics keys expire after the retention the
 // caller passes (accounting.retention).
 const (
-	sessionSecretKey = "shoal:session-secret"
-	sessionPrefix    = "shoal:sess:"
-	analyticsPrefix  = "shoal:an:"
+	sessionSecretKey = "session-secret"
+	sessionPrefix    = "sess:"
+	analyticsPrefix  = "an:"
 )
 
 // SessionTTL is how long a session's state is kept after its last beacon.
@@ -73,22 +73,22 @@ func (s *Store) ReloadSessionSecret(ctx context.Context, current []byte) ([]byte
 // sessionSecret stores secret unless a secret is stored, and returns the
 // stored one.
 func (s *Store) sessionSecret(ctx context.Context, secret []byte) ([]byte, error) {
-	if err := s.rdb.SetNX(ctx, sessionSecretKey, hex.EncodeToString(secret), 0).Err(); err != nil {
+	if err := s.rdb.SetNX(ctx, s.k(sessionSecretKey), hex.EncodeToString(secret), 0).Err(); err != nil {
 		return nil, wrapErr("session secret", err)
 	}
-	v, err := s.rdb.Get(ctx, sessionSecretKey).Result()
+	v, err := s.rdb.Get(ctx, s.k(sessionSecretKey)).Result()
 	if err != nil {
 		return nil, wrapErr("session secret", err)
 	}
 	stored, err := hex.DecodeString(v)
 	if err != nil || len(stored) < 16 {
-		return nil, fmt.Errorf("routing: %s holds no usable secret", sessionSecretKey)
+		return nil, fmt.Errorf("routing: %s holds no usable secret", s.k(sessionSecretKey))
 	}
 	return stored, nil
 }
 
-func sessionKey(sid string) string       { return sessionPrefix + sid }
-func sessionOffersKey(sid string) string { return sessionPrefix + sid + ":offers" }
+func (s *Store) sessionKey(sid string) string       { return s.k(sessionPrefix) + sid }
+func (s *Store) sessionOffersKey(sid string) string { return s.k(sessionPrefix) + sid + ":offers" }
 
 // KEYS[1] the offers set; ARGV[1] the cap, ARGV[2] the TTL in ms, then
 // node ids. Ids past the cap are not added.
@@ -111,7 +111,7 @@ func (s *Store) OfferSession(ctx context.Context, sid string, nodes []string) er
 	for _, n := range nodes {
 		args = append(args, n)
 	}
-	return wrapErr("offer session", offerScript.Run(ctx, s.rdb, []string{sessionOffersKey(sid)}, args...).Err())
+	return wrapErr("offer session", offerScript.Run(ctx, s.rdb, []string{s.sessionOffersKey(sid)}, args...).Err())
 }
 
 // SessionState is what the origin keeps of a playback session between
@@ -154,7 +154,7 @@ var ErrSessionBusy = errors.New("routing: playback session is being updated conc
 // (its error is returned) or another update of the session came first (it
 // is retried). The state then lives SessionTTL.
 func (s *Store) UpdateSession(ctx context.Context, sid string, update func(st *SessionState, offered map[string]bool) error) error {
-	key := sessionKey(sid)
+	key := s.sessionKey(sid)
 	var userErr error
 	txf := func(tx *redis.Tx) error {
 		userErr = nil
@@ -162,7 +162,7 @@ func (s *Store) UpdateSession(ctx context.Context, sid string, update func(st *S
 		if err != nil {
 			return err
 		}
-		offers, err := tx.SMembers(ctx, sessionOffersKey(sid)).Result()
+		offers, err := tx.SMembers(ctx, s.sessionOffersKey(sid)).Result()
 		if err != nil {
 			return err
 		}
@@ -178,7 +178,7 @@ func (s *Store) UpdateSession(ctx context.Context, sid string, update func(st *S
 			p.Del(ctx, key)
 			p.HSet(ctx, key, encodeSession(st))
 			p.PExpire(ctx, key, SessionTTL)
-			p.PExpire(ctx, sessionOffersKey(sid), offersTTL)
+			p.PExpire(ctx, s.sessionOffersKey(sid), offersTTL)
 			return nil
 		})
 		return err
@@ -276,11 +276,13 @@ type BreakdownAdd struct {
 // HourID names an analytics hour (the hour that holds t).
 func HourID(t time.Time) string { return EpochID(EpochStart(t, time.Hour)) }
 
-func analyticsKey(scope string, hour time.Time) string {
-	return analyticsPrefix + scope + ":" + HourID(hour)
+func (s *Store) analyticsKey(scope string, hour time.Time) string {
+	return s.k(analyticsPrefix) + scope + ":" + HourID(hour)
 }
 
-func itemsKey(hour time.Time) string { return analyticsPrefix + "items:" + HourID(hour) }
+func (s *Store) itemsKey(hour time.Time) string {
+	return s.k(analyticsPrefix) + "items:" + HourID(hour)
+}
 
 // KEYS: the hash, the HLL, the items zsets (views, watch). ARGV[1] the TTL
 // in ms, ARGV[2] the viewer ("" none), ARGV[3] the item member ("" none),
@@ -329,7 +331,7 @@ func (s *Store) AddAnalytics(ctx context.Context, adds []AnalyticsAdd, retention
 	}
 	run := func(p redis.Pipeliner) error {
 		for _, a := range adds {
-			key := analyticsKey(a.Scope, a.Hour)
+			key := s.analyticsKey(a.Scope, a.Hour)
 			item := ""
 			if a.Item {
 				item = a.Scope
@@ -348,7 +350,7 @@ func (s *Store) AddAnalytics(ctx context.Context, adds []AnalyticsAdd, retention
 			for _, b := range a.Breakdown {
 				args = append(args, b.Dim, b.Value, b.Views, b.WatchMs)
 			}
-			ik := itemsKey(a.Hour)
+			ik := s.itemsKey(a.Hour)
 			addAnalyticsScript.EvalSha(ctx, p, []string{key, key + ":hll", ik, ik + ":w"}, args...)
 		}
 		return nil
@@ -370,7 +372,7 @@ func (s *Store) AnalyticsHours(ctx context.Context, scope string, hours []time.T
 	cmds := make([]*redis.MapStringStringCmd, len(hours))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, h := range hours {
-			cmds[i] = p.HGetAll(ctx, analyticsKey(scope, h))
+			cmds[i] = p.HGetAll(ctx, s.analyticsKey(scope, h))
 		}
 		return nil
 	})
@@ -402,7 +404,7 @@ func (s *Store) UniqueViewers(ctx context.Context, scope string, groups [][]time
 			}
 			keys := make([]string, len(hours))
 			for j, h := range hours {
-				keys[j] = analyticsKey(scope, h) + ":hll"
+				keys[j] = s.analyticsKey(scope, h) + ":hll"
 			}
 			cmds[i] = p.PFCount(ctx, keys...)
 		}
@@ -434,7 +436,7 @@ func (s *Store) TopItems(ctx context.Context, hours []time.Time, n int) ([]ItemF
 	}
 	vk, wk := make([]string, len(hours)), make([]string, len(hours))
 	for i, h := range hours {
-		vk[i], wk[i] = itemsKey(h), itemsKey(h)+":w"
+		vk[i], wk[i] = s.itemsKey(h), s.itemsKey(h)+":w"
 	}
 	views, err := s.rdb.ZUnionWithScores(ctx, redis.ZStore{Keys: vk}).Result()
 	if err != nil {

@@ -11,11 +11,7 @@ import (
 func TestSessionSecretIsShared(t *testing.T) {
 	t.Parallel()
 	s, srv := newTestStore(t)
-	other, err := NewStore(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := secondStore(t, srv)
 	a, err := s.SessionSecret(t.Context())
 	if err != nil {
 		t.Fatal(err)
@@ -59,7 +55,7 @@ func TestSessionOffersAndUpdates(t *testing.T) {
 	if len(offered) != MaxSessionOffers || !offered["node00"] || offered[nodes[MaxSessionOffers]] {
 		t.Fatalf("%d offered: %v", len(offered), offered)
 	}
-	if ttl := s.rdb.PTTL(ctx, sessionKey("sid")).Val(); ttl <= 0 || ttl > SessionTTL {
+	if ttl := s.rdb.PTTL(ctx, s.sessionKey("sid")).Val(); ttl <= 0 || ttl > SessionTTL {
 		t.Fatalf("session TTL %s", ttl)
 	}
 	// An update that fails writes nothing.
@@ -144,7 +140,7 @@ func TestAnalyticsStorage(t *testing.T) {
 		t.Fatalf("top of the first hour %+v", top)
 	}
 	c := s.rdb
-	for _, k := range []string{analyticsKey("video:abc", h), analyticsKey("video:abc", h) + ":hll", itemsKey(h), itemsKey(h) + ":w"} {
+	for _, k := range []string{s.analyticsKey("video:abc", h), s.analyticsKey("video:abc", h) + ":hll", s.itemsKey(h), s.itemsKey(h) + ":w"} {
 		if ttl := c.PTTL(ctx, k).Val(); ttl <= 47*time.Hour || ttl > 48*time.Hour {
 			t.Errorf("%s TTL %s", k, ttl)
 		}
@@ -164,7 +160,7 @@ func TestReloadSessionSecret(t *testing.T) {
 	}
 	// The store lost it: the reload writes back the one the origin holds,
 	// and the next origin to start finds it.
-	if err := s.rdb.Del(ctx, sessionSecretKey).Err(); err != nil {
+	if err := s.rdb.Del(ctx, s.k(sessionSecretKey)).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := s.ReloadSessionSecret(ctx, first); err != nil || string(got) != string(first) {

@@ -55,13 +55,13 @@ func (k APIKey) HasScope(s string) bool {
 }
 
 const (
-	apiKeyPrefix = "shoal:apikey:"
+	apiKeyPrefix = "apikey:"
 	// apiKeysIndex maps each API key's id to the hash of the key, so a key
 	// can be listed and revoked by id.
-	apiKeysIndex = "shoal:apikeys"
+	apiKeysIndex = "apikeys"
 	// apiKeysIndexed is set once every key issued before the index existed
 	// was added to it.
-	apiKeysIndexed = "shoal:apikeys:indexed"
+	apiKeysIndexed = "apikeys:indexed"
 
 	fieldID      = "id"
 	fieldKeyHash = "key_hash"
@@ -80,14 +80,14 @@ func (s *Store) CreateAPIKey(ctx context.Context, name string, scopes []string) 
 	hash := ids.Hash(plaintext)
 	info = APIKey{ID: ids.New(), Name: name, Scopes: slices.Clone(scopes), CreatedAt: now()}
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, apiKeyPrefix+hash,
+		p.HSet(ctx, s.k(apiKeyPrefix)+hash,
 			fieldID, info.ID,
 			fieldName, info.Name,
 			fieldScopes, strings.Join(info.Scopes, ","),
 			fieldCreatedAt, formatTime(info.CreatedAt),
 			fieldKeyHash, hash,
 		)
-		p.HSet(ctx, apiKeysIndex, info.ID, hash)
+		p.HSet(ctx, s.k(apiKeysIndex), info.ID, hash)
 		return nil
 	})
 	if err != nil {
@@ -101,31 +101,31 @@ func (s *Store) CreateAPIKey(ctx context.Context, name string, scopes []string) 
 // time, so a revocation applies at once on every node sharing the store.
 func (s *Store) VerifyAPIKey(ctx context.Context, key string) (APIKey, error) {
 	hash := ids.Hash(key)
-	f, err := s.rdb.HGetAll(ctx, apiKeyPrefix+hash).Result()
+	f, err := s.rdb.HGetAll(ctx, s.k(apiKeyPrefix)+hash).Result()
 	if err != nil {
 		return APIKey{}, wrapErr("verify API key", err)
 	}
 	if len(f) == 0 || !ids.Equal(f[fieldKeyHash], hash) {
 		return APIKey{}, ErrNotFound
 	}
-	k, err := decodeAPIKey(f)
+	k, err := s.decodeAPIKey(f)
 	if err != nil {
 		return APIKey{}, err
 	}
 	if k.Legacy && ids.Valid(k.ID) {
 		// A key issued before the index: index it now, so that it can be
 		// listed and revoked by id.
-		if err := s.rdb.HSetNX(ctx, apiKeysIndex, k.ID, hash).Err(); err != nil {
+		if err := s.rdb.HSetNX(ctx, s.k(apiKeysIndex), k.ID, hash).Err(); err != nil {
 			return APIKey{}, wrapErr("verify API key", err)
 		}
 	}
 	return k, nil
 }
 
-func decodeAPIKey(f map[string]string) (APIKey, error) {
+func (s *Store) decodeAPIKey(f map[string]string) (APIKey, error) {
 	created, err := parseTime(f[fieldCreatedAt])
 	if err != nil {
-		return APIKey{}, &decodeError{key: apiKeyPrefix + "<hash>", err: err}
+		return APIKey{}, &decodeError{key: s.k(apiKeyPrefix) + "<hash>", err: err}
 	}
 	k := APIKey{ID: f[fieldID], Name: f[fieldName], CreatedAt: created}
 	raw, ok := f[fieldScopes]
@@ -143,14 +143,14 @@ func (s *Store) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
 	if err := s.indexLegacyAPIKeys(ctx); err != nil {
 		return nil, err
 	}
-	index, err := s.rdb.HGetAll(ctx, apiKeysIndex).Result()
+	index, err := s.rdb.HGetAll(ctx, s.k(apiKeysIndex)).Result()
 	if err != nil {
 		return nil, wrapErr("list API keys", err)
 	}
 	p := s.rdb.Pipeline()
 	cmds := make([]*redis.MapStringStringCmd, 0, len(index))
 	for _, hash := range index {
-		cmds = append(cmds, p.HGetAll(ctx, apiKeyPrefix+hash))
+		cmds = append(cmds, p.HGetAll(ctx, s.k(apiKeyPrefix)+hash))
 	}
 	if len(cmds) > 0 {
 		if _, err := p.Exec(ctx); err != nil {
@@ -163,7 +163,7 @@ func (s *Store) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
 		if len(f) == 0 {
 			continue // revoked meanwhile
 		}
-		k, err := decodeAPIKey(f)
+		k, err := s.decodeAPIKey(f)
 		if err != nil {
 			return nil, err
 		}
@@ -181,13 +181,13 @@ func (s *Store) ListAPIKeys(ctx context.Context) ([]APIKey, error) {
 // DeleteAPIKey revokes the API key id: from then on it is refused on every
 // node. It returns ErrNotFound when there is no such key.
 func (s *Store) DeleteAPIKey(ctx context.Context, id string) error {
-	hash, err := s.rdb.HGet(ctx, apiKeysIndex, id).Result()
+	hash, err := s.rdb.HGet(ctx, s.k(apiKeysIndex), id).Result()
 	if errors.Is(err, redis.Nil) {
 		// Maybe a key issued before the index that was never used since.
 		if err := s.indexLegacyAPIKeys(ctx); err != nil {
 			return err
 		}
-		hash, err = s.rdb.HGet(ctx, apiKeysIndex, id).Result()
+		hash, err = s.rdb.HGet(ctx, s.k(apiKeysIndex), id).Result()
 	}
 	if errors.Is(err, redis.Nil) {
 		return ErrNotFound
@@ -197,8 +197,8 @@ func (s *Store) DeleteAPIKey(ctx context.Context, id string) error {
 	}
 	var deleted *redis.IntCmd
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		deleted = p.Del(ctx, apiKeyPrefix+hash)
-		p.HDel(ctx, apiKeysIndex, id)
+		deleted = p.Del(ctx, s.k(apiKeyPrefix)+hash)
+		p.HDel(ctx, s.k(apiKeysIndex), id)
 		return nil
 	})
 	if err != nil {
@@ -216,16 +216,20 @@ func (s *Store) DeleteAPIKey(ctx context.Context, id string) error {
 // Shoal, still running during an upgrade, issues after that is indexed by
 // VerifyAPIKey at its first use.
 func (s *Store) indexLegacyAPIKeys(ctx context.Context) error {
-	n, err := s.rdb.Exists(ctx, apiKeysIndexed).Result()
+	n, err := s.rdb.Exists(ctx, s.k(apiKeysIndexed)).Result()
 	if err != nil {
 		return wrapErr("index API keys", err)
 	}
 	if n == 1 {
 		return nil
 	}
+	node, err := s.scanNode(ctx)
+	if err != nil {
+		return wrapErr("index API keys", err)
+	}
 	var cursor uint64
 	for {
-		keys, next, err := s.rdb.Scan(ctx, cursor, apiKeyPrefix+"*", 1000).Result()
+		keys, next, err := node.Scan(ctx, cursor, s.k(apiKeyPrefix)+"*", 1000).Result()
 		if err != nil {
 			return wrapErr("index API keys", err)
 		}
@@ -246,10 +250,10 @@ func (s *Store) indexLegacyAPIKeys(ctx context.Context) error {
 				}
 				id, _ := v[0].(string)
 				hash, _ := v[1].(string)
-				if !ids.Valid(id) || keys[i] != apiKeyPrefix+hash {
+				if !ids.Valid(id) || keys[i] != s.k(apiKeyPrefix)+hash {
 					continue
 				}
-				w.HSetNX(ctx, apiKeysIndex, id, hash)
+				w.HSetNX(ctx, s.k(apiKeysIndex), id, hash)
 			}
 			if _, err := w.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 				return wrapErr("index API keys", err)
@@ -259,5 +263,5 @@ func (s *Store) indexLegacyAPIKeys(ctx context.Context) error {
 			break
 		}
 	}
-	return wrapErr("index API keys", s.rdb.Set(ctx, apiKeysIndexed, "1", 0).Err())
+	return wrapErr("index API keys", s.rdb.Set(ctx, s.k(apiKeysIndexed), "1", 0).Err())
 }

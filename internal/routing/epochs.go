@@ -26,10 +26,10 @@ import (
 //
 // All expire after the retention the caller passes (accounting.retention).
 const (
-	epochPrefix       = "shoal:epoch:"
-	epochsIndex       = "shoal:epochs"
-	epochReportPrefix = "shoal:epochreport:"
-	epochNodePrefix   = "shoal:epochnode:"
+	epochPrefix       = "epoch:"
+	epochsIndex       = "epochs"
+	epochReportPrefix = "epochreport:"
+	epochNodePrefix   = "epochnode:"
 )
 
 // Figures of a node in an epoch (hash fields).
@@ -87,8 +87,8 @@ func ParseEpochID(s string) (time.Time, error) {
 	return t, nil
 }
 
-func epochNodesKey(id string) string      { return epochPrefix + id + ":nodes" }
-func epochNodeKey(id, node string) string { return epochPrefix + id + ":node:" + node }
+func (s *Store) epochNodesKey(id string) string      { return s.k(epochPrefix) + id + ":nodes" }
+func (s *Store) epochNodeKey(id, node string) string { return s.k(epochPrefix) + id + ":node:" + node }
 
 // luaAddFigures is a Lua function for the scripts below: it adds the
 // name, delta pairs of list (strings; deltas > 0) to node's figures in the
@@ -143,7 +143,7 @@ func (s *Store) AddEpochFigures(ctx context.Context, start time.Time, node strin
 	for _, k := range names {
 		args = append(args, k, deltas[k])
 	}
-	err := addFiguresScript.Run(ctx, s.rdb, []string{epochNodesKey(id), epochNodeKey(id, node), epochsIndex}, args...).Err()
+	err := addFiguresScript.Run(ctx, s.rdb, []string{s.epochNodesKey(id), s.epochNodeKey(id, node), s.k(epochsIndex)}, args...).Err()
 	return wrapErr("add epoch figures", err)
 }
 
@@ -175,9 +175,9 @@ func (s *Store) AddViewerBytes(ctx context.Context, start time.Time, keep time.D
 		return 0, nil
 	}
 	id := EpochID(start)
-	netKey := epochPrefix + id + ":vnet:" + node + ":" + network
+	netKey := s.k(epochPrefix) + id + ":vnet:" + node + ":" + network
 	netTTL := max(keep, time.Minute)
-	added, err := addViewerBytesScript.Run(ctx, s.rdb, []string{epochNodesKey(id), epochNodeKey(id, node), epochsIndex, netKey},
+	added, err := addViewerBytesScript.Run(ctx, s.rdb, []string{s.epochNodesKey(id), s.epochNodeKey(id, node), s.k(epochsIndex), netKey},
 		node, retention.Milliseconds(), int64(maxFigure), start.UnixMilli(), id, start.Add(-retention).UnixMilli(),
 		n, netCap, netTTL.Milliseconds()).Int64()
 	return added, wrapErr("add viewer bytes", err)
@@ -255,8 +255,8 @@ func (s *Store) AccountHeartbeat(ctx context.Context, node string, hb HeartbeatF
 	prev := start.Add(-epoch)
 	id, prevID := EpochID(start), EpochID(prev)
 	res, err := heartbeatFiguresScript.Run(ctx, s.rdb,
-		[]string{epochNodePrefix + node, quarantinePrefix + node, epochNodesKey(id), epochNodeKey(id, node), epochsIndex,
-			epochNodesKey(prevID), epochNodeKey(prevID, node)},
+		[]string{s.k(epochNodePrefix) + node, s.k(quarantinePrefix) + node, s.epochNodesKey(id), s.epochNodeKey(id, node), s.k(epochsIndex),
+			s.epochNodesKey(prevID), s.epochNodeKey(prevID, node)},
 		node, hb.Sent.UnixMicro(), hb.BytesServed, now.UnixMilli(), maxGap.Milliseconds(), retention.Milliseconds(),
 		int64(maxFigure), start.UnixMilli(), id, prev.Add(-retention).UnixMilli(), hb.TokenID, prev.UnixMilli(), prevID).Int64Slice()
 	if err != nil {
@@ -320,7 +320,7 @@ return {1, claimed, up, q}`)
 // tokenID: its uptime counts from then (at its next heartbeat). The cumulative bytes it claimed stay:
 // a node that joins again without restarting goes on counting.
 func (s *Store) AccountJoin(ctx context.Context, node, tokenID string, now time.Time, retention time.Duration) error {
-	err := accountJoinScript.Run(ctx, s.rdb, []string{epochNodePrefix + node}, now.UnixMilli(), retention.Milliseconds(), tokenID).Err()
+	err := accountJoinScript.Run(ctx, s.rdb, []string{s.k(epochNodePrefix) + node}, now.UnixMilli(), retention.Milliseconds(), tokenID).Err()
 	return wrapErr("account join", err)
 }
 
@@ -335,7 +335,7 @@ return 1`)
 // its latest accounted heartbeat said (kept for the retention, after the
 // node left the registry); ErrNotFound when none is known.
 func (s *Store) NodeAccountToken(ctx context.Context, node string) (string, error) {
-	tok, err := s.rdb.HGet(ctx, epochNodePrefix+node, "tok").Result()
+	tok, err := s.rdb.HGet(ctx, s.k(epochNodePrefix)+node, "tok").Result()
 	if errors.Is(err, redis.Nil) {
 		return "", ErrNotFound
 	}
@@ -348,7 +348,7 @@ func (s *Store) Epochs(ctx context.Context, max int) ([]time.Time, error) {
 	if max <= 0 {
 		return nil, nil
 	}
-	list, err := s.rdb.ZRevRange(ctx, epochsIndex, 0, int64(max-1)).Result()
+	list, err := s.rdb.ZRevRange(ctx, s.k(epochsIndex), 0, int64(max-1)).Result()
 	if err != nil {
 		return nil, wrapErr("epochs", err)
 	}
@@ -365,7 +365,7 @@ func (s *Store) Epochs(ctx context.Context, max int) ([]time.Time, error) {
 // starts at start, unless one is stored already, and returns the one
 // stored: every origin serves the first one sealed.
 func (s *Store) SealEpochReport(ctx context.Context, start time.Time, report []byte, retention time.Duration) ([]byte, error) {
-	key := epochReportPrefix + EpochID(start)
+	key := s.k(epochReportPrefix) + EpochID(start)
 	var get *redis.StringCmd
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.SetNX(ctx, key, report, retention)
@@ -381,7 +381,7 @@ func (s *Store) SealEpochReport(ctx context.Context, start time.Time, report []b
 // SealedEpochReport returns the sealed report of the epoch that starts at
 // start, or ErrNotFound.
 func (s *Store) SealedEpochReport(ctx context.Context, start time.Time) ([]byte, error) {
-	b, err := s.rdb.Get(ctx, epochReportPrefix+EpochID(start)).Bytes()
+	b, err := s.rdb.Get(ctx, s.k(epochReportPrefix)+EpochID(start)).Bytes()
 	if errors.Is(err, redis.Nil) {
 		return nil, ErrNotFound
 	}
@@ -392,7 +392,7 @@ func (s *Store) SealedEpochReport(ctx context.Context, start time.Time) ([]byte,
 // start (node id -> figure name -> value); empty when none were recorded.
 func (s *Store) EpochFigures(ctx context.Context, start time.Time) (map[string]map[string]int64, error) {
 	id := EpochID(start)
-	nodes, err := s.rdb.SMembers(ctx, epochNodesKey(id)).Result()
+	nodes, err := s.rdb.SMembers(ctx, s.epochNodesKey(id)).Result()
 	if err != nil {
 		return nil, wrapErr("epoch figures", err)
 	}
@@ -400,7 +400,7 @@ func (s *Store) EpochFigures(ctx context.Context, start time.Time) (map[string]m
 	cmds := make([]*redis.MapStringStringCmd, len(nodes))
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, n := range nodes {
-			cmds[i] = p.HGetAll(ctx, epochNodeKey(id, n))
+			cmds[i] = p.HGetAll(ctx, s.epochNodeKey(id, n))
 		}
 		return nil
 	})

@@ -178,11 +178,7 @@ func TestAccountHeartbeat(t *testing.T) {
 func TestAccountHeartbeatConcurrent(t *testing.T) {
 	t.Parallel()
 	s1, srv := newTestStore(t)
-	s2, err := NewStore(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = s2.Close() })
+	s2 := secondStore(t, srv)
 	ctx := context.Background()
 	e := EpochStart(time.Now(), time.Hour)
 	t0 := e.Add(time.Minute)

@@ -28,7 +28,7 @@ var EventTypes = []string{EventVideoReady, EventVideoFailed, EventLiveStreamStar
 // Producers that change state and announce it do both in one script or
 // transaction, so an event is never lost nor announced for a change that did
 // not happen.
-const eventsKey = "shoal:events"
+const eventsKey = "events"
 
 // eventsMaxLen bounds the events stream (approximately); the webhook
 // dispatcher reads it through a consumer group long before that.
@@ -41,13 +41,13 @@ func (s *Store) PublishEvent(ctx context.Context, typ string, data any) error {
 	if err != nil {
 		return fmt.Errorf("routing: encoding %s event: %w", typ, err)
 	}
-	err = s.rdb.XAdd(ctx, eventArgs(typ, body)).Err()
+	err = s.rdb.XAdd(ctx, s.eventArgs(typ, body)).Err()
 	return wrapErr("publish event", err)
 }
 
-func eventArgs(typ string, body []byte) *redis.XAddArgs {
+func (s *Store) eventArgs(typ string, body []byte) *redis.XAddArgs {
 	return &redis.XAddArgs{
-		Stream: eventsKey, MaxLen: eventsMaxLen, Approx: true,
+		Stream: s.k(eventsKey), MaxLen: eventsMaxLen, Approx: true,
 		Values: []any{"type", typ, "data", string(body), "at", formatTime(now())},
 	}
 }

@@ -15,7 +15,7 @@ import (
 // stream or video, or changes a live stream's playback policy, and one
 // when a new broadcast of a live stream starts; edges get the entries
 // after their cursor in every heartbeat answer.
-const invalidationsKey = "shoal:invalidations"
+const invalidationsKey = "invalidations"
 
 // MaxInvalidations is how many invalidations are kept (an edge that was
 // away for longer than that many changes gets them all again on joining).
@@ -29,31 +29,31 @@ type Invalidation struct {
 	Signed  bool // the playback policy now (when not deleted)
 }
 
-func addInvalidation(ctx context.Context, p redis.Pipeliner, id string, deleted, signed bool) {
+func (s *Store) addInvalidation(ctx context.Context, p redis.Pipeliner, id string, deleted, signed bool) {
 	b := func(v bool) string {
 		if v {
 			return "1"
 		}
 		return "0"
 	}
-	p.XAdd(ctx, &redis.XAddArgs{Stream: invalidationsKey, MaxLen: MaxInvalidations, Approx: true,
+	p.XAdd(ctx, &redis.XAddArgs{Stream: s.k(invalidationsKey), MaxLen: MaxInvalidations, Approx: true,
 		Values: []any{"id", id, "deleted", b(deleted), "signed", b(signed)}})
 	if deleted {
 		// A tombstone: the id's files, while they are being removed (or
 		// any left behind), are never served again.
-		p.Set(ctx, deletedKey(id), "1", DeletedTTL)
+		p.Set(ctx, s.deletedKey(id), "1", DeletedTTL)
 	}
 }
 
 // DeletedTTL is how long a deleted id's tombstone lasts.
 const DeletedTTL = 30 * 24 * time.Hour
 
-func deletedKey(id string) string { return "shoal:deleted:" + id }
+func (s *Store) deletedKey(id string) string { return s.k("deleted:" + id) }
 
 // WasDeleted reports whether id was a live stream or video that was deleted
 // (in the last DeletedTTL).
 func (s *Store) WasDeleted(ctx context.Context, id string) (bool, error) {
-	n, err := s.rdb.Exists(ctx, deletedKey(id)).Result()
+	n, err := s.rdb.Exists(ctx, s.deletedKey(id)).Result()
 	if err != nil {
 		return false, wrapErr("deleted check", err)
 	}
@@ -68,7 +68,7 @@ func (s *Store) Invalidations(ctx context.Context, cursor string, max int64) ([]
 	if cursor != "" {
 		start = "(" + cursor
 	}
-	msgs, err := s.rdb.XRangeN(ctx, invalidationsKey, start, "+", max).Result()
+	msgs, err := s.rdb.XRangeN(ctx, s.k(invalidationsKey), start, "+", max).Result()
 	if err != nil {
 		return nil, cursor, wrapErr("invalidations", err)
 	}
@@ -89,7 +89,7 @@ func (s *Store) Invalidations(ctx context.Context, cursor string, max int64) ([]
 // for a minute).
 func (s *Store) InvalidateCached(ctx context.Context, id string, signed bool) error {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		addInvalidation(ctx, p, id, false, signed)
+		s.addInvalidation(ctx, p, id, false, signed)
 		return nil
 	})
 	return wrapErr("invalidate", err)

@@ -23,7 +23,7 @@ import (
 // taken for dead and comes back can neither report progress nor finish a
 // job that another attempt now owns.
 const (
-	jobsKey   = "shoal:jobs:vod"
+	jobsKey   = "jobs:vod"
 	jobsGroup = "workers"
 )
 
@@ -85,7 +85,7 @@ func jobLost(res string) error {
 // EnsureJobQueue creates the job stream and its consumer group when they do
 // not exist yet.
 func (s *Store) EnsureJobQueue(ctx context.Context) error {
-	err := s.rdb.XGroupCreateMkStream(ctx, jobsKey, jobsGroup, "0").Err()
+	err := s.rdb.XGroupCreateMkStream(ctx, s.k(jobsKey), jobsGroup, "0").Err()
 	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return wrapErr("create job queue", err)
 	}
@@ -96,16 +96,17 @@ func (s *Store) EnsureJobQueue(ctx context.Context) error {
 // left idle for longer than minIdle, otherwise a new one, waiting up to
 // block for it. ok is false when none arrived in time.
 func (s *Store) NextJob(ctx context.Context, consumer string, block, minIdle time.Duration) (job Job, ok bool, err error) {
+	s.maybeMaintainStreams(ctx)
 	// Whose job it was is asked first: XAUTOCLAIM does not say.
 	pend, err := s.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
-		Stream: jobsKey, Group: jobsGroup, Idle: minIdle, Start: "-", End: "+", Count: 1,
+		Stream: s.k(jobsKey), Group: jobsGroup, Idle: minIdle, Start: "-", End: "+", Count: 1,
 	}).Result()
 	if err != nil && !errors.Is(err, redis.Nil) {
 		return Job{}, false, wrapErr("read job queue", err)
 	}
 	if len(pend) > 0 {
 		msgs, _, err := s.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-			Stream: jobsKey, Group: jobsGroup, Consumer: consumer, MinIdle: minIdle, Start: pend[0].ID, Count: 1,
+			Stream: s.k(jobsKey), Group: jobsGroup, Consumer: consumer, MinIdle: minIdle, Start: pend[0].ID, Count: 1,
 		}).Result()
 		if err != nil {
 			return Job{}, false, wrapErr("reclaim job", err)
@@ -117,7 +118,7 @@ func (s *Store) NextJob(ctx context.Context, consumer string, block, minIdle tim
 		}
 	}
 	streams, err := s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-		Group: jobsGroup, Consumer: consumer, Streams: []string{jobsKey, ">"}, Count: 1, Block: block,
+		Group: jobsGroup, Consumer: consumer, Streams: []string{s.k(jobsKey), ">"}, Count: 1, Block: block,
 	}).Result()
 	if errors.Is(err, redis.Nil) {
 		return Job{}, false, nil
@@ -145,7 +146,7 @@ func (s *Store) StartJob(ctx context.Context, job Job, consumer string, maxAttem
 	if job.Reclaimed {
 		reason = fmt.Sprintf("worker %s stopped while processing", job.From)
 	}
-	res, err := startJobScript.Run(ctx, s.rdb, []string{videoKey(job.VideoID), jobsKey, eventsKey},
+	res, err := startJobScript.Run(ctx, s.rdb, []string{s.videoKey(job.VideoID), s.k(jobsKey), s.k(eventsKey)},
 		job.EntryID, jobsGroup, consumer, maxAttempts, formatTime(now()), eventsMaxLen, job.VideoID, reason).StringSlice()
 	if err != nil {
 		return JobStart{}, wrapErr("start job", err)
@@ -189,7 +190,7 @@ return {'ok', tostring(a)}`)
 // idle time so that no other worker reclaims it. It returns ErrJobLost when
 // the attempt no longer owns the job.
 func (s *Store) TouchJob(ctx context.Context, job Job, consumer string, attempt, progress int) error {
-	res, err := touchJobScript.Run(ctx, s.rdb, []string{videoKey(job.VideoID), jobsKey},
+	res, err := touchJobScript.Run(ctx, s.rdb, []string{s.videoKey(job.VideoID), s.k(jobsKey)},
 		attempt, progress, formatTime(now()), job.EntryID, jobsGroup, consumer).Text()
 	if err != nil {
 		return wrapErr("touch job", err)
@@ -219,7 +220,7 @@ func (s *Store) FinishJob(ctx context.Context, job Job, attempt int, out JobOutc
 	if err != nil {
 		return fmt.Errorf("routing: finish job: %w", err)
 	}
-	res, err := finishJobScript.Run(ctx, s.rdb, []string{videoKey(job.VideoID), jobsKey, eventsKey},
+	res, err := finishJobScript.Run(ctx, s.rdb, []string{s.videoKey(job.VideoID), s.k(jobsKey), s.k(eventsKey)},
 		attempt, job.EntryID, jobsGroup, formatSeconds(out.Duration), string(rend),
 		boolField(out.Poster), boolField(out.Storyboard), formatTime(now()), eventsMaxLen, job.VideoID).Text()
 	if err != nil {
@@ -259,7 +260,7 @@ return 'ok'`)
 // otherwise the job is queued again for a new attempt. retry tells which
 // happened. ErrJobLost is returned when attempt no longer owns the job.
 func (s *Store) FailJob(ctx context.Context, job Job, attempt int, msg string, permanent bool, maxAttempts int) (retry bool, err error) {
-	res, err := failJobScript.Run(ctx, s.rdb, []string{videoKey(job.VideoID), jobsKey, eventsKey},
+	res, err := failJobScript.Run(ctx, s.rdb, []string{s.videoKey(job.VideoID), s.k(jobsKey), s.k(eventsKey)},
 		attempt, job.EntryID, jobsGroup, msg, boolField(permanent), maxAttempts, formatTime(now()),
 		eventsMaxLen, job.VideoID).Text()
 	if err != nil {
@@ -302,7 +303,7 @@ type JobQueueStats struct {
 
 // JobQueue returns the queue's figures (zero before the queue exists).
 func (s *Store) JobQueue(ctx context.Context) (JobQueueStats, error) {
-	groups, err := s.rdb.XInfoGroups(ctx, jobsKey).Result()
+	groups, err := s.rdb.XInfoGroups(ctx, s.k(jobsKey)).Result()
 	if err != nil {
 		if redis.HasErrorPrefix(err, "no such key") { // HasErrorPrefix drops "ERR "
 			return JobQueueStats{}, nil

@@ -19,7 +19,7 @@ import (
 // stream's publisher and forgets the keys it remembered for the stream, so
 // the old key is not accepted from its memory even if Redis goes down right
 // after the reset was answered.
-const keyRevocationsKey = "shoal:keyrevocations"
+const keyRevocationsKey = "keyrevocations"
 
 // MaxKeyRevocations is how many key revocations are kept.
 const MaxKeyRevocations = 10000
@@ -30,15 +30,15 @@ type KeyRevocation struct {
 	ID     string
 }
 
-func addKeyRevocation(ctx context.Context, p redis.Pipeliner, id string) {
-	p.XAdd(ctx, &redis.XAddArgs{Stream: keyRevocationsKey, MaxLen: MaxKeyRevocations, Approx: true,
+func (s *Store) addKeyRevocation(ctx context.Context, p redis.Pipeliner, id string) {
+	p.XAdd(ctx, &redis.XAddArgs{Stream: s.k(keyRevocationsKey), MaxLen: MaxKeyRevocations, Approx: true,
 		Values: []any{"id", id}})
 }
 
 // KeyRevocationsCursor is the cursor of the latest key revocation ("0-0"
 // when there is none yet): following from it gets every later one.
 func (s *Store) KeyRevocationsCursor(ctx context.Context) (string, error) {
-	msgs, err := s.rdb.XRevRangeN(ctx, keyRevocationsKey, "+", "-", 1).Result()
+	msgs, err := s.rdb.XRevRangeN(ctx, s.k(keyRevocationsKey), "+", "-", 1).Result()
 	if err != nil {
 		return "", wrapErr("key revocations", err)
 	}
@@ -55,7 +55,7 @@ func (s *Store) KeyRevocations(ctx context.Context, cursor string, block time.Du
 	if block <= 0 {
 		block = -1 // no BLOCK: BLOCK 0 would wait forever
 	}
-	streams, err := s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{keyRevocationsKey, cursor}, Count: 1000, Block: block}).Result()
+	streams, err := s.rdb.XRead(ctx, &redis.XReadArgs{Streams: []string{s.k(keyRevocationsKey), cursor}, Count: 1000, Block: block}).Result()
 	if errors.Is(err, redis.Nil) {
 		return nil, cursor, nil
 	}

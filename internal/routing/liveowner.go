@@ -28,9 +28,9 @@ import (
 // owner's last renewal.
 const DefaultLiveOwnerTTL = 10 * time.Second
 
-const liveOwnerPrefix = "shoal:liveowner:"
+const liveOwnerPrefix = "liveowner:"
 
-func liveOwnerKey(id string) string { return liveOwnerPrefix + "{" + id + "}" }
+func (s *Store) liveOwnerKey(id string) string { return s.k(liveOwnerPrefix) + "{" + id + "}" }
 
 // claimLiveScript makes ARGV[1] the owner of KEYS[1] for ARGV[2] ms unless
 // another owner holds it; it returns the owner after the claim.
@@ -56,7 +56,7 @@ func (s *Store) ClaimLiveStream(ctx context.Context, id, owner string, ttl time.
 	if ttl <= 0 {
 		ttl = DefaultLiveOwnerTTL
 	}
-	got, err := claimLiveScript.Run(ctx, s.rdb, []string{liveOwnerKey(id)}, owner, ttl.Milliseconds()).Text()
+	got, err := claimLiveScript.Run(ctx, s.rdb, []string{s.liveOwnerKey(id)}, owner, ttl.Milliseconds()).Text()
 	if err != nil {
 		return "", wrapErr("claim live stream", err)
 	}
@@ -68,7 +68,7 @@ func (s *Store) ReleaseLiveStream(ctx context.Context, id, owner string) error {
 	if !ids.Valid(id) {
 		return fmt.Errorf("routing: invalid live stream id %q", id)
 	}
-	return wrapErr("release live stream", unlockScript.Run(ctx, s.rdb, []string{liveOwnerKey(id)}, owner).Err())
+	return wrapErr("release live stream", unlockScript.Run(ctx, s.rdb, []string{s.liveOwnerKey(id)}, owner).Err())
 }
 
 // LiveStreamOwners returns the owner of each live stream of ids that is
@@ -79,7 +79,7 @@ func (s *Store) LiveStreamOwners(ctx context.Context, list ...string) (map[strin
 	cmds := make(map[string]*redis.StringCmd, len(list))
 	for _, id := range list {
 		if ids.Valid(id) {
-			cmds[id] = pipe.Get(ctx, liveOwnerKey(id))
+			cmds[id] = pipe.Get(ctx, s.liveOwnerKey(id))
 		}
 	}
 	if len(cmds) == 0 {

@@ -56,6 +56,9 @@ func TestLiveStreamOwner(t *testing.T) {
 	if _, err := s.ClaimLiveStream(ctx, "../x", a, 0); err == nil {
 		t.Fatal("an invalid id was accepted")
 	}
+	if !rs.killable() {
+		return // a shared cluster: Redis down is tested in the other runs
+	}
 	rs.Kill()
 	if _, err := s.ClaimLiveStream(ctx, id, a, 0); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("claim with Redis down: %v, want ErrUnavailable", err)

@@ -69,9 +69,9 @@ func errPlaybackPolicy(p string) error {
 }
 
 const (
-	liveStreamPrefix = "shoal:livestream:"
-	liveStreamsIndex = "shoal:livestreams"
-	streamKeyPrefix  = "shoal:streamkey:"
+	liveStreamPrefix = "livestream:"
+	liveStreamsIndex = "livestreams"
+	streamKeyPrefix  = "streamkey:"
 
 	fieldName          = "name"
 	fieldStreamKeyHash = "stream_key_hash"
@@ -96,12 +96,12 @@ func p2pValue(off bool) string {
 	return "on"
 }
 
-func liveStreamKey(id string) string { return liveStreamPrefix + id }
+func (s *Store) liveStreamKey(id string) string { return s.k(liveStreamPrefix) + id }
 
-// streamKeyIndexKey is the index entry of the stream key whose hash is h.
+// s.streamKeyIndexKey is the index entry of the stream key whose hash is h.
 // (The index was always keyed by the hash, so records from before keys
 // were stored hashed have theirs already.)
-func streamKeyIndexKey(h string) string { return streamKeyPrefix + h }
+func (s *Store) streamKeyIndexKey(h string) string { return s.k(streamKeyPrefix) + h }
 
 // CreateLiveStream creates a live stream with a fresh id and stream key.
 func (s *Store) CreateLiveStream(ctx context.Context, spec LiveStreamSpec) (LiveStream, error) {
@@ -124,7 +124,7 @@ func (s *Store) CreateLiveStream(ctx context.Context, spec LiveStreamSpec) (Live
 		return LiveStream{}, errPlaybackPolicy(ls.PlaybackPolicy)
 	}
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, liveStreamKey(ls.ID),
+		p.HSet(ctx, s.liveStreamKey(ls.ID),
 			fieldName, ls.Name,
 			fieldStreamKeyHash, ls.StreamKeyHash,
 			fieldCreatedAt, formatTime(ls.CreatedAt),
@@ -133,8 +133,8 @@ func (s *Store) CreateLiveStream(ctx context.Context, spec LiveStreamSpec) (Live
 			fieldSourceURL, ls.SourceURL,
 			fieldP2P, p2pValue(ls.P2POff),
 		)
-		p.Set(ctx, streamKeyIndexKey(ls.StreamKeyHash), ls.ID, 0)
-		p.ZAdd(ctx, liveStreamsIndex, redis.Z{Score: float64(ls.CreatedAt.UnixMilli()), Member: ls.ID})
+		p.Set(ctx, s.streamKeyIndexKey(ls.StreamKeyHash), ls.ID, 0)
+		p.ZAdd(ctx, s.k(liveStreamsIndex), redis.Z{Score: float64(ls.CreatedAt.UnixMilli()), Member: ls.ID})
 		return nil
 	})
 	if err != nil {
@@ -145,20 +145,20 @@ func (s *Store) CreateLiveStream(ctx context.Context, spec LiveStreamSpec) (Live
 
 // GetLiveStream returns the live stream id, or ErrNotFound.
 func (s *Store) GetLiveStream(ctx context.Context, id string) (LiveStream, error) {
-	fields, err := s.rdb.HGetAll(ctx, liveStreamKey(id)).Result()
+	fields, err := s.rdb.HGetAll(ctx, s.liveStreamKey(id)).Result()
 	if err != nil {
 		return LiveStream{}, wrapErr("get live stream", err)
 	}
-	return decodeLiveStream(id, fields)
+	return s.decodeLiveStream(id, fields)
 }
 
 // ListLiveStreams returns every live stream, newest first.
 func (s *Store) ListLiveStreams(ctx context.Context) ([]LiveStream, error) {
-	idList, err := s.rdb.ZRevRange(ctx, liveStreamsIndex, 0, -1).Result()
+	idList, err := s.rdb.ZRevRange(ctx, s.k(liveStreamsIndex), 0, -1).Result()
 	if err != nil {
 		return nil, wrapErr("list live streams", err)
 	}
-	out, _, err := records(ctx, s, "list live streams", liveStreamPrefix, idList, decodeLiveStream)
+	out, _, err := records(ctx, s, "list live streams", s.k(liveStreamPrefix), idList, s.decodeLiveStream)
 	if err != nil {
 		return nil, err
 	}
@@ -178,7 +178,7 @@ func (s *Store) UpdateLiveStream(ctx context.Context, id string, u LiveStreamUpd
 	if u.PlaybackPolicy != nil && !ValidPlaybackPolicy(*u.PlaybackPolicy) {
 		return LiveStream{}, errPlaybackPolicy(*u.PlaybackPolicy)
 	}
-	key := liveStreamKey(id)
+	key := s.liveStreamKey(id)
 	var ls LiveStream
 	err := s.watchTx(ctx, op, func(tx *redis.Tx) error {
 		cur, err := s.getForUpdate(ctx, tx, id)
@@ -215,7 +215,7 @@ func (s *Store) UpdateLiveStream(ctx context.Context, id string, u LiveStreamUpd
 			_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 				p.HSet(ctx, key, set...)
 				if policyChanged {
-					addInvalidation(ctx, p, id, false, cur.PlaybackPolicy == PlaybackSigned)
+					s.addInvalidation(ctx, p, id, false, cur.PlaybackPolicy == PlaybackSigned)
 				}
 				return nil
 			})
@@ -236,17 +236,17 @@ func (s *Store) UpdateLiveStream(ctx context.Context, id string, u LiveStreamUpd
 // ErrNotFound. The stream key stops working at once.
 func (s *Store) DeleteLiveStream(ctx context.Context, id string) error {
 	const op = "delete live stream"
-	key := liveStreamKey(id)
+	key := s.liveStreamKey(id)
 	err := s.watchTx(ctx, op, func(tx *redis.Tx) error {
 		cur, err := s.getForUpdate(ctx, tx, id)
 		if err != nil {
 			return err
 		}
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			p.Del(ctx, key, streamKeyIndexKey(cur.StreamKeyHash), restreamsKey(id), p2pKey(id))
-			p.ZRem(ctx, liveStreamsIndex, id)
-			addInvalidation(ctx, p, id, true, false)
-			addKeyRevocation(ctx, p, id)
+			p.Del(ctx, key, s.streamKeyIndexKey(cur.StreamKeyHash), s.restreamsKey(id), s.p2pKey(id))
+			p.ZRem(ctx, s.k(liveStreamsIndex), id)
+			s.addInvalidation(ctx, p, id, true, false)
+			s.addKeyRevocation(ctx, p, id)
 			return nil
 		})
 		return err
@@ -263,7 +263,7 @@ func (s *Store) DeleteLiveStream(ctx context.Context, id string) error {
 // to forget it and disconnect its publisher (see KeyRevocations).
 func (s *Store) ResetStreamKey(ctx context.Context, id string) (LiveStream, error) {
 	const op = "reset stream key"
-	key := liveStreamKey(id)
+	key := s.liveStreamKey(id)
 	var ls LiveStream
 	err := s.watchTx(ctx, op, func(tx *redis.Tx) error {
 		cur, err := s.getForUpdate(ctx, tx, id)
@@ -275,9 +275,9 @@ func (s *Store) ResetStreamKey(ctx context.Context, id string) (LiveStream, erro
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.HSet(ctx, key, fieldStreamKeyHash, newHash)
 			p.HDel(ctx, key, fieldLegacyStreamKey)
-			p.Del(ctx, streamKeyIndexKey(cur.StreamKeyHash))
-			p.Set(ctx, streamKeyIndexKey(newHash), id, 0)
-			addKeyRevocation(ctx, p, id)
+			p.Del(ctx, s.streamKeyIndexKey(cur.StreamKeyHash))
+			p.Set(ctx, s.streamKeyIndexKey(newHash), id, 0)
+			s.addKeyRevocation(ctx, p, id)
 			return nil
 		})
 		if err != nil {
@@ -296,7 +296,7 @@ func (s *Store) ResetStreamKey(ctx context.Context, id string) (LiveStream, erro
 // LiveStreamIDByKey returns the id of the live stream whose stream key is
 // streamKey, or ErrNotFound.
 func (s *Store) LiveStreamIDByKey(ctx context.Context, streamKey string) (string, error) {
-	id, err := s.rdb.Get(ctx, streamKeyIndexKey(ids.Hash(streamKey))).Result()
+	id, err := s.rdb.Get(ctx, s.streamKeyIndexKey(ids.Hash(streamKey))).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", ErrNotFound
 	}
@@ -308,11 +308,11 @@ func (s *Store) LiveStreamIDByKey(ctx context.Context, streamKey string) (string
 
 // getForUpdate reads the live stream id inside a WATCH transaction.
 func (s *Store) getForUpdate(ctx context.Context, tx *redis.Tx, id string) (LiveStream, error) {
-	fields, err := tx.HGetAll(ctx, liveStreamKey(id)).Result()
+	fields, err := tx.HGetAll(ctx, s.liveStreamKey(id)).Result()
 	if err != nil {
 		return LiveStream{}, err
 	}
-	return decodeLiveStream(id, fields)
+	return s.decodeLiveStream(id, fields)
 }
 
 // txErr wraps an error from watchTx: ErrNotFound and the package's own
@@ -340,13 +340,13 @@ func (e *decodeError) Error() string {
 
 func (e *decodeError) Unwrap() error { return e.err }
 
-func decodeLiveStream(id string, f map[string]string) (LiveStream, error) {
+func (s *Store) decodeLiveStream(id string, f map[string]string) (LiveStream, error) {
 	if len(f) == 0 {
 		return LiveStream{}, ErrNotFound
 	}
 	created, err := parseTime(f[fieldCreatedAt])
 	if err != nil {
-		return LiveStream{}, &decodeError{key: liveStreamKey(id), err: err}
+		return LiveStream{}, &decodeError{key: s.liveStreamKey(id), err: err}
 	}
 	ls := LiveStream{
 		ID:             id,
@@ -363,7 +363,7 @@ func decodeLiveStream(id string, f map[string]string) (LiveStream, error) {
 		ls.StreamKeyHash = ids.Hash(f[fieldLegacyStreamKey])
 	}
 	if ls.StreamKeyHash == "" {
-		return LiveStream{}, &decodeError{key: liveStreamKey(id), err: errors.New("no stream key")}
+		return LiveStream{}, &decodeError{key: s.liveStreamKey(id), err: errors.New("no stream key")}
 	}
 	if ls.PlaybackPolicy == "" {
 		ls.PlaybackPolicy = PlaybackPublic
@@ -380,14 +380,18 @@ func decodeLiveStream(id string, f map[string]string) (LiveStream, error) {
 func (s *Store) MigrateStreamKeys(ctx context.Context, batch int64) (int, error) {
 	const op = "migrate stream keys"
 	migrated := 0
+	node, err := s.scanNode(ctx)
+	if err != nil {
+		return 0, wrapErr(op, err)
+	}
 	var cursor uint64
 	for {
-		keys, next, err := s.rdb.ScanType(ctx, cursor, liveStreamPrefix+"*", batch, "hash").Result()
+		keys, next, err := node.ScanType(ctx, cursor, s.k(liveStreamPrefix)+"*", batch, "hash").Result()
 		if err != nil {
 			return migrated, wrapErr(op, err)
 		}
 		for _, key := range keys {
-			id := strings.TrimPrefix(key, liveStreamPrefix)
+			id := strings.TrimPrefix(key, s.k(liveStreamPrefix))
 			if !ids.Valid(id) {
 				continue
 			}
@@ -409,7 +413,7 @@ func (s *Store) MigrateStreamKeys(ctx context.Context, batch int64) (int, error)
 // migrateStreamKey hashes live stream id's plain stream key, if it has one.
 func (s *Store) migrateStreamKey(ctx context.Context, id string) (bool, error) {
 	const op = "migrate stream key"
-	key := liveStreamKey(id)
+	key := s.liveStreamKey(id)
 	done := false
 	err := s.watchTx(ctx, op, func(tx *redis.Tx) error {
 		done = false
@@ -430,7 +434,7 @@ func (s *Store) migrateStreamKey(ctx context.Context, id string) (bool, error) {
 			if h == "" {
 				h = ids.Hash(plain)
 				p.HSet(ctx, key, fieldStreamKeyHash, h)
-				p.SetNX(ctx, streamKeyIndexKey(h), id, 0)
+				p.SetNX(ctx, s.streamKeyIndexKey(h), id, 0)
 			}
 			p.HDel(ctx, key, fieldLegacyStreamKey)
 			return nil
@@ -455,7 +459,7 @@ func (s *Store) RestoreLiveStream(ctx context.Context, ls LiveStream) (bool, err
 		return false, fmt.Errorf("restore live stream %q: incomplete record", ls.ID)
 	}
 	n, err := restoreLiveStreamScript.Run(ctx, s.rdb,
-		[]string{liveStreamKey(ls.ID), deletedKey(ls.ID), streamKeyIndexKey(ls.StreamKeyHash), liveStreamsIndex},
+		[]string{s.liveStreamKey(ls.ID), s.deletedKey(ls.ID), s.streamKeyIndexKey(ls.StreamKeyHash), s.k(liveStreamsIndex)},
 		ls.ID, ls.Name, ls.StreamKeyHash, formatTime(ls.CreatedAt), ls.PlaybackPolicy, ls.Ladder, ls.SourceURL,
 		ls.CreatedAt.UnixMilli(), p2pValue(ls.P2POff)).Int()
 	if err != nil {

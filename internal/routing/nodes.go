@@ -21,10 +21,10 @@ import (
 //	                                        last_heartbeat, load (JSON); expires NodeTTL after the last heartbeat
 //	shoal:nodes                      zset   node ids by last heartbeat (Unix ms); pruned of expired nodes
 const (
-	nodeTokenPrefix   = "shoal:nodetoken:"
-	nodeTokenIDPrefix = "shoal:nodetokenid:"
-	nodePrefix        = "shoal:node:"
-	nodesIndex        = "shoal:nodes"
+	nodeTokenPrefix   = "nodetoken:"
+	nodeTokenIDPrefix = "nodetokenid:"
+	nodePrefix        = "node:"
+	nodesIndex        = "nodes"
 )
 
 // NodeToken is an issued node token (its secret is shown once).
@@ -90,8 +90,8 @@ func (s *Store) CreateNodeToken(ctx context.Context, name string) (string, NodeT
 	t := NodeToken{ID: ids.New(), Name: name, CreatedAt: now()}
 	h := ids.Hash(plain)
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, nodeTokenPrefix+h, "id", t.ID, fieldName, t.Name, fieldCreatedAt, formatTime(t.CreatedAt))
-		p.Set(ctx, nodeTokenIDPrefix+t.ID, h, 0)
+		p.HSet(ctx, s.k(nodeTokenPrefix)+h, "id", t.ID, fieldName, t.Name, fieldCreatedAt, formatTime(t.CreatedAt))
+		p.Set(ctx, s.k(nodeTokenIDPrefix)+t.ID, h, 0)
 		return nil
 	})
 	if err != nil {
@@ -102,7 +102,7 @@ func (s *Store) CreateNodeToken(ctx context.Context, name string) (string, NodeT
 
 // VerifyNodeToken returns the token's record, or ErrNotFound.
 func (s *Store) VerifyNodeToken(ctx context.Context, token string) (NodeToken, error) {
-	f, err := s.rdb.HGetAll(ctx, nodeTokenPrefix+ids.Hash(token)).Result()
+	f, err := s.rdb.HGetAll(ctx, s.k(nodeTokenPrefix)+ids.Hash(token)).Result()
 	if err != nil {
 		return NodeToken{}, wrapErr("verify node token", err)
 	}
@@ -119,7 +119,7 @@ func (s *Store) VerifyNodeToken(ctx context.Context, token string) (NodeToken, e
 // RevokeNodeToken deletes the token id; nodes that joined with it are
 // refused at their next heartbeat.
 func (s *Store) RevokeNodeToken(ctx context.Context, id string) error {
-	h, err := s.rdb.Get(ctx, nodeTokenIDPrefix+id).Result()
+	h, err := s.rdb.Get(ctx, s.k(nodeTokenIDPrefix)+id).Result()
 	if errors.Is(err, redis.Nil) {
 		return ErrNotFound
 	}
@@ -127,7 +127,7 @@ func (s *Store) RevokeNodeToken(ctx context.Context, id string) error {
 		return wrapErr("revoke node token", err)
 	}
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, nodeTokenPrefix+h, nodeTokenIDPrefix+id)
+		p.Del(ctx, s.k(nodeTokenPrefix)+h, s.k(nodeTokenIDPrefix)+id)
 		return nil
 	})
 	return wrapErr("revoke node token", err)
@@ -138,13 +138,13 @@ func (s *Store) RevokeNodeToken(ctx context.Context, id string) error {
 func (s *Store) JoinNode(ctx context.Context, n Node, ttl time.Duration) error {
 	t := now()
 	load, _ := json.Marshal(n.Load)
-	key := nodePrefix + n.ID
+	key := s.k(nodePrefix) + n.ID
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.Del(ctx, key)
 		p.HSet(ctx, key, "role", n.Role, "region", n.Region, "public_url", n.PublicURL, "public_key", n.PublicKey,
 			"token_id", n.TokenID, "joined_at", formatTime(t), "last_heartbeat", formatTime(t), "load", string(load))
 		p.PExpire(ctx, key, ttl)
-		p.ZAdd(ctx, nodesIndex, redis.Z{Score: float64(t.UnixMilli()), Member: n.ID})
+		p.ZAdd(ctx, s.k(nodesIndex), redis.Z{Score: float64(t.UnixMilli()), Member: n.ID})
 		return nil
 	})
 	return wrapErr("join node", err)
@@ -153,11 +153,11 @@ func (s *Store) JoinNode(ctx context.Context, n Node, ttl time.Duration) error {
 // GetNode returns the live node id, or ErrNotFound (never joined, or its
 // heartbeats stopped).
 func (s *Store) GetNode(ctx context.Context, id string) (Node, error) {
-	f, err := s.rdb.HGetAll(ctx, nodePrefix+id).Result()
+	f, err := s.rdb.HGetAll(ctx, s.k(nodePrefix)+id).Result()
 	if err != nil {
 		return Node{}, wrapErr("get node", err)
 	}
-	n, err := decodeNode(id, f)
+	n, err := s.decodeNode(id, f)
 	if err != nil {
 		return Node{}, err
 	}
@@ -179,27 +179,50 @@ func (s *Store) NodeHeartbeat(ctx context.Context, id string, load NodeLoad, ttl
 	if err != nil {
 		return fmt.Errorf("routing: heartbeat: %w", err)
 	}
-	t := now()
-	res, err := heartbeatScript.Run(ctx, s.rdb, []string{nodePrefix + id, nodesIndex},
-		string(b), formatTime(t), ttl.Milliseconds(), t.UnixMilli(), id, nodeTokenIDPrefix,
-		tokenIdentitiesPrefix, IdentityWindow.Milliseconds()).Text()
-	if err != nil {
-		return wrapErr("heartbeat", err)
+	// The keys of the node's token depend on the token id in its record:
+	// read it, then have the script check that it did not change, so
+	// every key the script touches is declared (Redis Cluster).
+	var res string
+	for range maxTxAttempts {
+		tok, err := s.rdb.HGet(ctx, s.k(nodePrefix)+id, "token_id").Result()
+		if errors.Is(err, redis.Nil) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return wrapErr("heartbeat", err)
+		}
+		t := now()
+		res, err = heartbeatScript.Run(ctx, s.rdb,
+			[]string{s.k(nodePrefix) + id, s.k(nodesIndex), s.k(nodeTokenIDPrefix) + tok, s.k(tokenIdentitiesPrefix) + tok},
+			string(b), formatTime(t), ttl.Milliseconds(), t.UnixMilli(), id, tok, IdentityWindow.Milliseconds()).Text()
+		if err != nil {
+			return wrapErr("heartbeat", err)
+		}
+		if res != "stale" {
+			break
+		}
 	}
 	switch res {
 	case "ok":
 		return nil
 	case "revoked":
 		return ErrTokenRevoked
+	case "stale":
+		return fmt.Errorf("routing: heartbeat: %w", errTxConflict)
 	default:
 		return ErrNotFound
 	}
 }
 
+// KEYS: 1 node, 2 nodes index, 3 the token's id key, 4 the token's
+// identities (both of the token id read before: "stale" when it changed).
+// ARGV: 1 load, 2 now (text), 3 ttl (ms), 4 now (ms), 5 node id,
+// 6 token id, 7 identity window (ms).
 var heartbeatScript = redis.NewScript(`
 local tok = redis.call('HGET', KEYS[1], 'token_id')
 if not tok then return 'missing' end
-if tok ~= 'admin' and redis.call('EXISTS', ARGV[6] .. tok) == 0 then
+if tok ~= ARGV[6] then return 'stale' end
+if tok ~= 'admin' and redis.call('EXISTS', KEYS[3]) == 0 then
   redis.call('DEL', KEYS[1])
   redis.call('ZREM', KEYS[2], ARGV[5])
   return 'revoked'
@@ -209,10 +232,9 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[5])
 if tok ~= 'admin' then
   -- The identity stays counted against its token while it lives.
-  local ids = ARGV[7] .. tok
-  if redis.call('EXISTS', ids) == 1 then
-    redis.call('ZADD', ids, ARGV[4], ARGV[5])
-    redis.call('PEXPIRE', ids, ARGV[8])
+  if redis.call('EXISTS', KEYS[4]) == 1 then
+    redis.call('ZADD', KEYS[4], ARGV[4], ARGV[5])
+    redis.call('PEXPIRE', KEYS[4], ARGV[7])
   end
 end
 return 'ok'`)
@@ -220,11 +242,11 @@ return 'ok'`)
 // ListNodes returns the live nodes, most recently seen first. Nodes whose
 // record expired are pruned from the index on the way.
 func (s *Store) ListNodes(ctx context.Context) ([]Node, error) {
-	idList, err := s.rdb.ZRevRange(ctx, nodesIndex, 0, -1).Result()
+	idList, err := s.rdb.ZRevRange(ctx, s.k(nodesIndex), 0, -1).Result()
 	if err != nil {
 		return nil, wrapErr("list nodes", err)
 	}
-	out, gone, err := records(ctx, s, "list nodes", nodePrefix, idList, decodeNode)
+	out, gone, err := records(ctx, s, "list nodes", s.k(nodePrefix), idList, s.decodeNode)
 	if err != nil {
 		return nil, err
 	}
@@ -246,26 +268,26 @@ func (s *Store) ListNodes(ctx context.Context) ([]Node, error) {
 		for i, id := range gone {
 			members[i] = id
 		}
-		_ = s.rdb.ZRem(ctx, nodesIndex, members...).Err()
+		_ = s.rdb.ZRem(ctx, s.k(nodesIndex), members...).Err()
 	}
 	return out, nil
 }
 
-func decodeNode(id string, f map[string]string) (Node, error) {
+func (s *Store) decodeNode(id string, f map[string]string) (Node, error) {
 	if len(f) == 0 || f["role"] == "" {
 		return Node{}, ErrNotFound
 	}
 	n := Node{ID: id, Role: f["role"], Region: f["region"], PublicURL: f["public_url"], PublicKey: f["public_key"], TokenID: f["token_id"]}
 	var err error
 	if n.JoinedAt, err = parseTime(f["joined_at"]); err != nil {
-		return Node{}, &decodeError{key: nodePrefix + id, err: err}
+		return Node{}, &decodeError{key: s.k(nodePrefix) + id, err: err}
 	}
 	if n.LastSeen, err = parseTime(f["last_heartbeat"]); err != nil {
-		return Node{}, &decodeError{key: nodePrefix + id, err: err}
+		return Node{}, &decodeError{key: s.k(nodePrefix) + id, err: err}
 	}
-	if s := f["load"]; s != "" {
-		if err := json.Unmarshal([]byte(s), &n.Load); err != nil {
-			return Node{}, &decodeError{key: nodePrefix + id, err: fmt.Errorf("load: %w", err)}
+	if load := f["load"]; load != "" {
+		if err := json.Unmarshal([]byte(load), &n.Load); err != nil {
+			return Node{}, &decodeError{key: s.k(nodePrefix) + id, err: fmt.Errorf("load: %w", err)}
 		}
 	}
 	return n, nil

@@ -32,7 +32,7 @@ func TestNodeRegistry(t *testing.T) {
 	if err := s.JoinNode(ctx, Node{ID: "edgeb", Role: "edge", PublicURL: "http://b:8081", TokenID: AdminTokenID}, 300*time.Millisecond); err != nil {
 		t.Fatal(err)
 	}
-	if ttl, err := s.rdb.PTTL(ctx, nodePrefix+"edgeb").Result(); err != nil || ttl <= 0 || ttl > 300*time.Millisecond {
+	if ttl, err := s.rdb.PTTL(ctx, s.k(nodePrefix)+"edgeb").Result(); err != nil || ttl <= 0 || ttl > 300*time.Millisecond {
 		t.Fatalf("edgeb's record lives %s (%v), want at most 300ms", ttl, err)
 	}
 	load := NodeLoad{Connections: 3, Hits: 3, Misses: 1, StreamBytes: map[string]int64{"abc": 10}}
@@ -48,7 +48,7 @@ func TestNodeRegistry(t *testing.T) {
 		t.Fatalf("ListNodes = %+v", list)
 	}
 	// edgeb stops heartbeating: it leaves once Redis expires its record.
-	waitExpired(t, expired, nodePrefix+"edgeb")
+	waitExpired(t, expired, s.k(nodePrefix)+"edgeb")
 	list, _ = s.ListNodes(ctx)
 	if len(list) != 1 || list[0].ID != "edgea" {
 		t.Fatalf("after edgeb's TTL: %+v", list)
@@ -79,10 +79,11 @@ func TestNodeRegistry(t *testing.T) {
 func watchExpired(t *testing.T, s *Store) <-chan *redis.Message {
 	t.Helper()
 	ctx := t.Context()
-	if err := s.rdb.ConfigSet(ctx, "notify-keyspace-events", "Ex").Err(); err != nil {
+	srv := serverOf(ctx, t, s)
+	if err := srv.ConfigSet(ctx, "notify-keyspace-events", "Ex").Err(); err != nil {
 		t.Fatal(err)
 	}
-	sub := s.rdb.PSubscribe(ctx, "__keyevent@*__:expired")
+	sub := srv.PSubscribe(ctx, "__keyevent@*__:expired")
 	t.Cleanup(func() { _ = sub.Close() })
 	if _, err := sub.Receive(ctx); err != nil { // the subscription is in place
 		t.Fatal(err)
@@ -266,13 +267,13 @@ func TestTrustRecords(t *testing.T) {
 	}
 	// Heartbeats keep an identity counted (its last-seen time moves on):
 	// age it, and a heartbeat brings it back to now.
-	if err := s.rdb.ZAdd(ctx, tokenIdentitiesPrefix+tok.ID, redis.Z{Score: 1, Member: "n1"}).Err(); err != nil {
+	if err := s.rdb.ZAdd(ctx, s.k(tokenIdentitiesPrefix)+tok.ID, redis.Z{Score: 1, Member: "n1"}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.NodeHeartbeat(ctx, "n1", NodeLoad{}, time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	if after, _ := s.rdb.ZScore(ctx, tokenIdentitiesPrefix+tok.ID, "n1").Result(); after < float64(now().Add(-time.Minute).UnixMilli()) {
+	if after, _ := s.rdb.ZScore(ctx, s.k(tokenIdentitiesPrefix)+tok.ID, "n1").Result(); after < float64(now().Add(-time.Minute).UnixMilli()) {
 		t.Fatalf("a heartbeat left the identity's last-seen time at %v", after)
 	}
 	if err := s.QuarantineNode(ctx, "n1", "served bad bytes"); err != nil {

@@ -19,8 +19,8 @@ import (
 //	                                    (or origin) in that run, so a batch sent again after a lost
 //	                                    answer, or arriving late, is not counted twice
 const (
-	p2pPrefix      = "shoal:p2p:"
-	p2pBatchPrefix = "shoal:p2pbatch:"
+	p2pPrefix      = "p2p:"
+	p2pBatchPrefix = "p2pbatch:"
 	// P2PBatchTTL is how long a source's batch log is kept after its last
 	// batch.
 	P2PBatchTTL = 24 * time.Hour
@@ -31,7 +31,7 @@ const (
 	maxP2PCounter = 1 << 62
 )
 
-func p2pKey(id string) string { return p2pPrefix + id }
+func (s *Store) p2pKey(id string) string { return s.k(p2pPrefix) + id }
 
 // P2PBytes is what players reported downloading, by source.
 type P2PBytes struct {
@@ -113,11 +113,11 @@ func (s *Store) AddP2PStats(ctx context.Context, source, batch string, deltas ma
 	}
 	keys := make([]string, 0, 1+3*len(deltas))
 	args := make([]any, 0, 3+2*len(deltas))
-	keys = append(keys, p2pBatchPrefix+source)
+	keys = append(keys, s.k(p2pBatchPrefix)+source)
 	args = append(args, batch, P2PBatchTTL.Milliseconds(), strconv.FormatInt(maxP2PCounter, 10))
 	order := make([]P2PBytes, 0, len(deltas))
 	for id, d := range deltas {
-		keys = append(keys, liveStreamKey(id), videoKey(id), p2pKey(id))
+		keys = append(keys, s.liveStreamKey(id), s.videoKey(id), s.p2pKey(id))
 		args = append(args, max(d.HTTP, 0), max(d.P2P, 0))
 		order = append(order, d)
 	}
@@ -146,7 +146,7 @@ func (s *Store) P2PStats(ctx context.Context, idList []string) (map[string]P2PBy
 	cmds := make([]*redis.SliceCmd, len(idList))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range idList {
-			cmds[i] = p.HMGet(ctx, p2pKey(id), "http", "p2p")
+			cmds[i] = p.HMGet(ctx, s.p2pKey(id), "http", "p2p")
 		}
 		return nil
 	})

@@ -84,7 +84,7 @@ func TestP2PStats(t *testing.T) {
 	if err := s.DeleteVideo(ctx, v.ID); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{p2pKey(ls.ID), p2pKey(v.ID), p2pKey("nosuchstream")} {
+	for _, k := range []string{s.p2pKey(ls.ID), s.p2pKey(v.ID), s.p2pKey("nosuchstream")} {
 		if n, err := s.rdb.Exists(ctx, k).Result(); err != nil || n != 0 {
 			t.Fatalf("%s still exists (%d, %v)", k, n, err)
 		}
@@ -92,7 +92,7 @@ func TestP2PStats(t *testing.T) {
 	if got, _ = add("edge1", "b6", map[string]P2PBytes{ls.ID: {HTTP: 1}, v.ID: {P2P: 1}}); got != (P2PBytes{}) {
 		t.Fatalf("added %+v for deleted ids", got)
 	}
-	for _, k := range []string{p2pKey(ls.ID), p2pKey(v.ID)} {
+	for _, k := range []string{s.p2pKey(ls.ID), s.p2pKey(v.ID)} {
 		if n, _ := s.rdb.Exists(ctx, k).Result(); n != 0 {
 			t.Fatalf("%s recreated after the delete", k)
 		}

@@ -16,13 +16,13 @@ import (
 // those of the videos it keeps a copy of next to their sources
 // (VideoFields, RestoreVideo), re-queueing the ones being processed.
 
-const epochKey = "shoal:epoch"
+const epochKey = "epoch"
 
 // Epoch is the mark of this Redis's data ("" when there is none: a Redis
 // used for the first time, or one that lost its data). An origin that
 // sees it change or go restores what it kept, then calls MarkEpoch.
 func (s *Store) Epoch(ctx context.Context) (string, error) {
-	v, err := s.rdb.Get(ctx, epochKey).Result()
+	v, err := s.rdb.Get(ctx, s.k(epochKey)).Result()
 	if errors.Is(err, redis.Nil) {
 		return "", nil
 	}
@@ -34,7 +34,7 @@ func (s *Store) Epoch(ctx context.Context) (string, error) {
 
 // MarkEpoch gives this Redis a mark if it has none and returns the mark.
 func (s *Store) MarkEpoch(ctx context.Context) (string, error) {
-	if err := s.rdb.SetNX(ctx, epochKey, ids.New(), 0).Err(); err != nil {
+	if err := s.rdb.SetNX(ctx, s.k(epochKey), ids.New(), 0).Err(); err != nil {
 		return "", wrapErr("epoch", err)
 	}
 	return s.Epoch(ctx)
@@ -43,14 +43,14 @@ func (s *Store) MarkEpoch(ctx context.Context) (string, error) {
 // VideoFields is the record of video id as Redis holds it (for a copy that
 // RestoreVideo can write back), or ErrNotFound.
 func (s *Store) VideoFields(ctx context.Context, id string) (map[string]string, error) {
-	f, err := s.rdb.HGetAll(ctx, videoKey(id)).Result()
+	f, err := s.rdb.HGetAll(ctx, s.videoKey(id)).Result()
 	if err != nil {
 		return nil, wrapErr("get video", err)
 	}
 	if len(f) == 0 {
 		return nil, ErrNotFound
 	}
-	if _, err := decodeVideo(id, f); err != nil {
+	if _, err := s.decodeVideo(id, f); err != nil {
 		return nil, err
 	}
 	return f, nil
@@ -61,7 +61,7 @@ func (s *Store) VideoFields(ctx context.Context, id string) (map[string]string, 
 // that was being processed is queued again. It reports whether it wrote
 // the record and whether it queued a job.
 func (s *Store) RestoreVideo(ctx context.Context, id string, fields map[string]string) (restored, queued bool, err error) {
-	v, err := decodeVideo(id, fields)
+	v, err := s.decodeVideo(id, fields)
 	if err != nil || !ids.Valid(id) {
 		return false, false, fmt.Errorf("restore video %q: not a video record (%v)", id, err)
 	}
@@ -78,7 +78,7 @@ func (s *Store) RestoreVideo(ctx context.Context, id string, fields map[string]s
 		}
 		args = append(args, k, val)
 	}
-	n, err := restoreVideoScript.Run(ctx, s.rdb, []string{videoKey(id), deletedKey(id), videosIndex, jobsKey}, args...).Int()
+	n, err := restoreVideoScript.Run(ctx, s.rdb, []string{s.videoKey(id), s.deletedKey(id), s.k(videosIndex), s.k(jobsKey)}, args...).Int()
 	if err != nil {
 		return false, false, wrapErr("restore video", err)
 	}

@@ -24,7 +24,7 @@ func TestRestoreLiveStream(t *testing.T) {
 	if ok, err := s.RestoreLiveStream(ctx, snap); ok || err != nil {
 		t.Fatalf("restoring an existing record: %v %v, want false", ok, err)
 	}
-	if err := s.rdb.FlushAll(ctx).Err(); err != nil {
+	if err := flushAll(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := s.GetLiveStream(ctx, ls.ID); !errors.Is(err, ErrNotFound) {
@@ -87,7 +87,7 @@ func TestRestoreVideo(t *testing.T) {
 	if ok, _, err := s.RestoreVideo(ctx, v.ID, fields); ok || err != nil {
 		t.Fatalf("restoring a deleted video: %v %v", ok, err)
 	}
-	if err := s.rdb.FlushAll(ctx).Err(); err != nil {
+	if err := flushAll(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	if e, _ := s.Epoch(ctx); e != "" {
@@ -129,7 +129,7 @@ func TestRestoredJobFencesTheOldAttempt(t *testing.T) {
 	if st, err := s.StartJob(ctx, old, "w1", 3); err != nil || st.Attempt != 1 {
 		t.Fatalf("start: %+v %v", st, err)
 	}
-	if err := s.rdb.FlushAll(ctx).Err(); err != nil {
+	if err := flushAll(ctx, s); err != nil {
 		t.Fatal(err)
 	}
 	if ok, queued, err := s.RestoreVideo(ctx, v.ID, fields); !ok || !queued || err != nil {

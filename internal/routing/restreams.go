@@ -29,9 +29,9 @@ type Restream struct {
 // targets as allowed.
 var ErrTooMany = errors.New("too many restream targets")
 
-const restreamsPrefix = "shoal:restreams:" // hash: target id -> Restream JSON
+const restreamsPrefix = "restreams:" // hash: target id -> Restream JSON
 
-func restreamsKey(id string) string { return restreamsPrefix + id }
+func (s *Store) restreamsKey(id string) string { return s.k(restreamsPrefix) + id }
 
 // AddRestream adds a target to live stream id, which may have at most max;
 // it returns ErrNotFound for an unknown stream and ErrTooMany past max.
@@ -42,7 +42,7 @@ func (s *Store) AddRestream(ctx context.Context, id string, r Restream, max int)
 	if err != nil {
 		return Restream{}, fmt.Errorf("routing: %s: %w", op, err)
 	}
-	key, lsKey := restreamsKey(id), liveStreamKey(id)
+	key, lsKey := s.restreamsKey(id), s.liveStreamKey(id)
 	err = s.watchTx(ctx, op, func(tx *redis.Tx) error {
 		n, err := tx.Exists(ctx, lsKey).Result()
 		if err != nil {
@@ -75,7 +75,7 @@ func (s *Store) AddRestream(ctx context.Context, id string, r Restream, max int)
 
 // ListRestreams returns live stream id's targets, oldest first.
 func (s *Store) ListRestreams(ctx context.Context, id string) ([]Restream, error) {
-	m, err := s.rdb.HGetAll(ctx, restreamsKey(id)).Result()
+	m, err := s.rdb.HGetAll(ctx, s.restreamsKey(id)).Result()
 	if err != nil {
 		return nil, wrapErr("list restreams", err)
 	}
@@ -83,7 +83,7 @@ func (s *Store) ListRestreams(ctx context.Context, id string) ([]Restream, error
 	for field, v := range m {
 		var r Restream
 		if err := json.Unmarshal([]byte(v), &r); err != nil {
-			return nil, &decodeError{key: restreamsKey(id) + " " + field, err: err}
+			return nil, &decodeError{key: s.restreamsKey(id) + " " + field, err: err}
 		}
 		out = append(out, r)
 	}
@@ -99,7 +99,7 @@ func (s *Store) ListRestreams(ctx context.Context, id string) ([]Restream, error
 // DeleteRestream removes target rid of live stream id, or returns
 // ErrNotFound.
 func (s *Store) DeleteRestream(ctx context.Context, id, rid string) error {
-	n, err := s.rdb.HDel(ctx, restreamsKey(id), rid).Result()
+	n, err := s.rdb.HDel(ctx, s.restreamsKey(id), rid).Result()
 	if err != nil {
 		return wrapErr("delete restream", err)
 	}

@@ -16,7 +16,7 @@ import (
 // other, and every origin signs manifests and reports with the key edges
 // and players were given. Redis is trusted with them (as with the
 // playback session secret).
-const signingKeyPrefix = "shoal:signingkey:"
+const signingKeyPrefix = "signingkey:"
 
 var signingKeyName = regexp.MustCompile(`^[a-z][a-z0-9-]{0,31}$`)
 
@@ -29,7 +29,7 @@ func (s *Store) ShareSigningKey(ctx context.Context, name string, seed []byte) (
 	if len(seed) != 32 {
 		return nil, fmt.Errorf("routing: a signing key seed of %d bytes, want 32", len(seed))
 	}
-	key := signingKeyPrefix + name
+	key := s.k(signingKeyPrefix) + name
 	if err := s.rdb.SetNX(ctx, key, hex.EncodeToString(seed), 0).Err(); err != nil {
 		return nil, wrapErr("share signing key", err)
 	}

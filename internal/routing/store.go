@@ -4,7 +4,10 @@
 //
 // # Redis schema
 //
-// Every key starts with "shoal:". Times are stored as RFC 3339 strings in UTC
+// Every key starts with "shoal:" ("{shoal}:" on a Redis Cluster: one hash
+// tag, so that every script and transaction stays in one slot; each script
+// is given every key it touches in KEYS). Below, names are shown with
+// "shoal:". Times are stored as RFC 3339 strings in UTC
 // with microsecond precision.
 //
 //	shoal:livestream:<id>          hash   name, stream_key_hash (sha256 of the key), created_at, playback_policy
@@ -18,8 +21,10 @@
 //	                                      ladder, playback_policy, upload, source_bytes, poster, storyboard,
 //	                                      attempts, last_error, worker, created_at, updated_at
 //	shoal:videos                   zset   member <id>, score created_at in Unix microseconds
-//	shoal:jobs:vod                 stream VOD jobs (field video), consumer group "workers" (see jobs.go)
-//	shoal:events                   stream events for webhooks (fields type, data, at; see events.go)
+//	shoal:jobs:vod                 stream VOD jobs (field video), consumer group "workers" (see jobs.go);
+//	                                      acknowledged entries trimmed (see streams.go)
+//	shoal:events                   stream events for webhooks (fields type, data, at; see events.go);
+//	                                      MAXLEN ~ and acknowledged entries trimmed (see streams.go)
 //	shoal:webhook:<id>, shoal:webhooks, shoal:webhookdelivery:<did>, shoal:webhookdue,
 //	shoal:webhookpending:<id>, shoal:webhooklog:<id>   webhooks and their deliveries (see webhooks.go)
 //	shoal:p2p:<id>, shoal:p2pbatch:<source>   players' reported HTTP and P2P bytes (see p2pstats.go)
@@ -50,7 +55,10 @@ import (
 	"errors"
 	"fmt"
 	mrand "math/rand/v2"
+	"net"
 	"net/url"
+	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -84,10 +92,16 @@ const (
 // Store reads and writes Shoal's state in Redis. It is safe for concurrent
 // use.
 type Store struct {
-	rdb *redis.Client
+	rdb redis.UniversalClient
+	// prefix starts every key name (singlePrefix or clusterPrefix).
+	prefix  string
+	cluster bool
 	// clock is the time upload leases are reckoned in and new webhooks
 	// are stamped with (time.Now when nil; tests set it before use).
 	clock func() time.Time
+	// maintainedAt is when (s.nowMs) this Store last trimmed the streams
+	// (see streams.go); 0: never.
+	maintainedAt atomic.Int64
 }
 
 func (s *Store) nowMs() int64 {
@@ -105,24 +119,53 @@ func (s *Store) now() time.Time {
 	return now()
 }
 
-// NewStore returns a Store for the Redis at redisURL (redis:// or rediss://,
-// as accepted by go-redis). It does not connect; use Ping to check that
-// Redis is reachable.
+// NewStore returns a Store for the Redis at redisURL. It does not connect;
+// use Ping to check that Redis is reachable.
+//
+// A single Redis is named by a redis:// or rediss:// URL, as accepted by
+// go-redis (redis://[user:password@]host:port/db). A Redis Cluster is named
+// by redis+cluster:// (rediss+cluster:// for TLS) and one or more of its
+// nodes, separated by commas: redis+cluster://[user:password@]host1:port1,host2:port2/
+// (the client learns the rest of the cluster from them; a cluster has no
+// database number). Query parameters are those go-redis accepts.
+//
+// On a cluster every key is named "{shoal}:..." instead of "shoal:...":
+// the hash tag puts all of Shoal's keys in one hash slot, so the scripts
+// and MULTI/EXEC transactions that touch several of them run there.
 //
 // Timeouts are short (1 s to dial, read or write, one retry) so that a dead
 // Redis fails requests fast. While Redis is down, operations fail with
 // ErrUnavailable; once it is back, the Store reconnects by itself within
 // about a second.
 func NewStore(redisURL string) (*Store, error) {
-	opt, err := redis.ParseURL(redisURL)
-	if err != nil {
+	bad := func(err error) error {
 		// A *url.Error quotes the whole URL, password included; keep only
 		// its cause.
 		var uerr *url.Error
 		if errors.As(err, &uerr) {
 			err = uerr.Err
 		}
-		return nil, fmt.Errorf("routing: invalid Redis URL %s: %w", redactURL(redisURL), err)
+		return fmt.Errorf("routing: invalid Redis URL %s: %w", redactURL(redisURL), err)
+	}
+	if curl, ok, err := clusterURL(redisURL); ok {
+		if err != nil {
+			return nil, bad(err)
+		}
+		opt, err := redis.ParseClusterURL(curl)
+		if err != nil {
+			return nil, bad(err)
+		}
+		opt.DialTimeout = dialTimeout
+		opt.ReadTimeout = ioTimeout
+		opt.WriteTimeout = ioTimeout
+		opt.MaxRetries = maxRetries
+		opt.DialerRetries = 1
+		opt.ContextTimeoutEnabled = true
+		return &Store{rdb: redis.NewClusterClient(opt), prefix: clusterPrefix, cluster: true}, nil
+	}
+	opt, err := redis.ParseURL(redisURL)
+	if err != nil {
+		return nil, bad(err)
 	}
 	opt.DialTimeout = dialTimeout
 	opt.ReadTimeout = ioTimeout
@@ -130,7 +173,82 @@ func NewStore(redisURL string) (*Store, error) {
 	opt.MaxRetries = maxRetries
 	opt.DialerRetries = 1 // MaxRetries already retries the command
 	opt.ContextTimeoutEnabled = true
-	return &Store{rdb: redis.NewClient(opt)}, nil
+	return &Store{rdb: redis.NewClient(opt), prefix: singlePrefix}, nil
+}
+
+const (
+	// singlePrefix starts every key on a single Redis (the names Shoal
+	// has always used, so an upgrade finds its data).
+	singlePrefix = "shoal:"
+	// clusterPrefix starts every key on a Redis Cluster: one hash tag,
+	// so all keys hash to one slot.
+	clusterPrefix = "{shoal}:"
+)
+
+// k is the full name of the key name (without the prefix) in s's Redis.
+func (s *Store) k(name string) string { return s.prefix + name }
+
+// scanNode is where SCAN finds s's keys: s's Redis, or the master of the
+// cluster that serves their hash slot (a cluster client sends SCAN to any
+// node).
+func (s *Store) scanNode(ctx context.Context) (redis.Cmdable, error) {
+	c, ok := s.rdb.(*redis.ClusterClient)
+	if !ok {
+		return s.rdb, nil
+	}
+	return c.MasterForKey(ctx, s.k(""))
+}
+
+// Cluster reports whether s talks to a Redis Cluster.
+func (s *Store) Cluster() bool { return s.cluster }
+
+// clusterURL turns redis+cluster://[userinfo@]h1:p1,h2:p2/[?query] into the
+// form redis.ParseClusterURL reads (redis://[userinfo@]h1:p1?addr=h2:p2...).
+// ok is false for a URL of another scheme.
+func clusterURL(raw string) (out string, ok bool, err error) {
+	scheme, rest, found := strings.Cut(raw, "://")
+	if !found {
+		return "", false, nil
+	}
+	var base string
+	switch strings.ToLower(scheme) {
+	case "redis+cluster":
+		base = "redis"
+	case "rediss+cluster":
+		base = "rediss"
+	default:
+		return "", false, nil
+	}
+	rest, query, _ := strings.Cut(rest, "?")
+	hostPart, path, _ := strings.Cut(rest, "/")
+	if path != "" && path != "0" {
+		return "", true, fmt.Errorf("a Redis Cluster has no database number (path /%s)", path)
+	}
+	userinfo := ""
+	if i := strings.LastIndex(hostPart, "@"); i >= 0 {
+		userinfo, hostPart = hostPart[:i+1], hostPart[i+1:]
+	}
+	hosts := strings.Split(hostPart, ",")
+	q, err := url.ParseQuery(query)
+	if err != nil {
+		return "", true, err
+	}
+	for i, h := range hosts {
+		if h == "" {
+			return "", true, errors.New("an empty node address in the cluster's list")
+		}
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			return "", true, fmt.Errorf("node %q: %w", h, err)
+		}
+		if i > 0 {
+			q.Add("addr", h)
+		}
+	}
+	out = base + "://" + userinfo + hosts[0]
+	if len(q) > 0 {
+		out += "?" + q.Encode()
+	}
+	return out, true, nil
 }
 
 // Close closes the connections to Redis. Operations after Close fail.

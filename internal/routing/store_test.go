@@ -19,20 +19,37 @@ import (
 
 // secondStore is a Store on srv (another one there: another origin's
 // connection), closed when the test ends.
-func secondStore(t *testing.T, srv *redistest.Server) *Store {
+func secondStore(t *testing.T, srv *testRedis) *Store {
 	t.Helper()
 	s, err := NewStore(srv.URL)
 	if err != nil {
 		t.Fatalf("NewStore(%q): %v", srv.URL, err)
 	}
+	if srv.prefix != "" {
+		s.prefix = srv.prefix
+	}
+	recordScripts(t, s)
 	t.Cleanup(func() { _ = s.Close() })
 	return s
 }
 
-// newTestStore starts a private Redis and returns a Store on it.
-func newTestStore(t *testing.T) (*Store, *redistest.Server) {
+// newTestStore starts a private Redis and returns a Store on it. On a
+// cluster (SHOAL_TEST_REDIS=cluster: one per test; or the one
+// TestRoutingOnRedisCluster shares) see cluster_test.go.
+func newTestStore(t *testing.T) (*Store, *testRedis) {
 	t.Helper()
-	srv := redistest.Start(t)
+	srv := &testRedis{}
+	switch {
+	case sharedClusterURL() != "":
+		srv.URL = sharedClusterURL()
+		srv.prefix = fmt.Sprintf("{shoal-%d}:", testPrefixes.Add(1))
+	case onCluster():
+		srv.cluster = redistest.StartCluster(t)
+		srv.URL = srv.cluster.URL
+	default:
+		srv.single = redistest.Start(t)
+		srv.URL = srv.single.URL
+	}
 	s := secondStore(t, srv)
 	if err := s.Ping(t.Context()); err != nil {
 		t.Fatalf("Ping: %v", err)
@@ -42,7 +59,8 @@ func newTestStore(t *testing.T) (*Store, *redistest.Server) {
 
 func TestNewStoreBadURL(t *testing.T) {
 	t.Parallel()
-	for _, u := range []string{"", "http://localhost:6379", "redis://:secretpw@host:notaport/0", "redis://localhost:6379/notadb", "::"} {
+	for _, u := range []string{"", "http://localhost:6379", "redis://:secretpw@host:notaport/0", "redis://localhost:6379/notadb", "::",
+		"redis+cluster://a:1,,b:2/", "redis+cluster://:secretpw@a:1,b/", "redis+cluster://a:1/2", "rediss+cluster://", "redis+cluster://a:1/?x=%zz"} {
 		s, err := NewStore(u)
 		if err == nil {
 			s.Close()
@@ -55,6 +73,45 @@ func TestNewStoreBadURL(t *testing.T) {
 		if strings.Contains(err.Error(), "secretpw") {
 			t.Errorf("NewStore(%q) error leaks the password: %q", u, err)
 		}
+	}
+}
+
+// A redis+cluster:// URL makes a cluster client on its nodes, and names
+// keys with the {shoal} hash tag; redis:// keeps the shoal: names.
+func TestNewStoreCluster(t *testing.T) {
+	t.Parallel()
+	s, err := NewStore("redis+cluster://u:pw@127.0.0.1:1,127.0.0.1:2/?dial_timeout=3s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c, ok := s.rdb.(*redis.ClusterClient)
+	if !ok || !s.Cluster() {
+		t.Fatalf("client %T, Cluster() = %v", s.rdb, s.Cluster())
+	}
+	o := c.Options()
+	if !reflect.DeepEqual(o.Addrs, []string{"127.0.0.1:1", "127.0.0.1:2"}) || o.Username != "u" || o.Password != "pw" ||
+		o.DialTimeout != dialTimeout || o.ReadTimeout != ioTimeout || o.MaxRetries != maxRetries {
+		t.Fatalf("options = %+v", o)
+	}
+	if k := s.k(videoPrefix) + "v1"; k != "{shoal}:video:v1" {
+		t.Fatalf("key %q", k)
+	}
+	tls, err := NewStore("rediss+cluster://cache:6380")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tls.Close()
+	if o := tls.rdb.(*redis.ClusterClient).Options(); o.TLSConfig == nil || !reflect.DeepEqual(o.Addrs, []string{"cache:6380"}) {
+		t.Fatalf("TLS options = %+v", o)
+	}
+	single, err := NewStore("redis://127.0.0.1:1/0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer single.Close()
+	if single.Cluster() || single.k(videoPrefix)+"v1" != "shoal:video:v1" {
+		t.Fatalf("single Redis: cluster %v, key %q", single.Cluster(), single.k(videoPrefix)+"v1")
 	}
 }
 
@@ -143,11 +200,11 @@ func TestLiveStreamCRUD(t *testing.T) {
 	// Nothing is left behind in Redis but the (bounded) invalidation feed
 	// telling edges about the deletion and the id's tombstone (which
 	// expires).
-	keys, err := s.rdb.Keys(ctx, "*").Result()
-	if err != nil || len(leftBehind(keys)) != 0 {
+	keys, err := allKeys(ctx, s, "*")
+	if err != nil || len(leftBehind(s, keys)) != 0 {
 		t.Errorf("keys left after delete: %v, %v", keys, err)
 	}
-	if ttl := s.rdb.TTL(ctx, deletedKey(ls.ID)).Val(); ttl <= 0 || ttl > DeletedTTL {
+	if ttl := s.rdb.TTL(ctx, s.deletedKey(ls.ID)).Val(); ttl <= 0 || ttl > DeletedTTL {
 		t.Errorf("the tombstone's TTL is %s", ttl)
 	}
 	if gone, err := s.WasDeleted(ctx, ls.ID); !gone || err != nil {
@@ -183,7 +240,7 @@ func TestMissingLiveStream(t *testing.T) {
 		t.Errorf("LiveStreamIDByKey: %v", err)
 	}
 	// Updating a missing stream must not create it.
-	if n, _ := s.rdb.Exists(ctx, liveStreamKey(id)).Result(); n != 0 {
+	if n, _ := s.rdb.Exists(ctx, s.liveStreamKey(id)).Result(); n != 0 {
 		t.Errorf("UpdateLiveStream of a missing stream created it")
 	}
 }
@@ -216,7 +273,7 @@ func TestResetStreamKey(t *testing.T) {
 		t.Errorf("GetLiveStream shows key %q, hash %q; want no key and the new key's hash", got.StreamKey, got.StreamKeyHash)
 	}
 	noPlainKeys(t, s, ls.StreamKey, reset.StreamKey)
-	if n, _ := s.rdb.Keys(ctx, streamKeyPrefix+"*").Result(); len(n) != 1 {
+	if n, _ := allKeys(ctx, s, s.k(streamKeyPrefix)+"*"); len(n) != 1 {
 		t.Errorf("stream key index has %d entries, want 1", len(n))
 	}
 }
@@ -256,18 +313,18 @@ func TestConcurrentResetAndDeleteLeaveNoOrphans(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	keys, err := s.rdb.Keys(ctx, "*").Result()
-	if err != nil || len(leftBehind(keys)) != 0 {
+	keys, err := allKeys(ctx, s, "*")
+	if err != nil || len(leftBehind(s, keys)) != 0 {
 		t.Errorf("keys left after concurrent resets and deletes: %v, %v", keys, err)
 	}
 }
 
 // leftBehind is keys without what a deletion leaves on purpose: the
 // invalidation feed, the key revocations and tombstones (they expire).
-func leftBehind(keys []string) []string {
+func leftBehind(s *Store, keys []string) []string {
 	var out []string
 	for _, k := range keys {
-		if k != invalidationsKey && k != keyRevocationsKey && !strings.HasPrefix(k, "shoal:deleted:") {
+		if k != s.k(invalidationsKey) && k != s.k(keyRevocationsKey) && !strings.HasPrefix(k, s.k("deleted:")) {
 			out = append(out, k)
 		}
 	}
@@ -324,7 +381,7 @@ func TestAPIKeys(t *testing.T) {
 		}
 	}
 	// Only the hash is stored.
-	keys, _ := s.rdb.Keys(ctx, "*").Result()
+	keys, _ := allKeys(ctx, s, "*")
 	for _, k := range keys {
 		if strings.Contains(k, key) {
 			t.Errorf("plain key in Redis key name %q", k)
@@ -386,7 +443,7 @@ func writeLegacyAPIKey(t *testing.T, s *Store, name string) (string, string) {
 	t.Helper()
 	key, id := ids.NewSecret("shoal"), ids.New()
 	h := ids.Hash(key)
-	if err := s.rdb.HSet(t.Context(), apiKeyPrefix+h, fieldID, id, fieldName, name,
+	if err := s.rdb.HSet(t.Context(), s.k(apiKeyPrefix)+h, fieldID, id, fieldName, name,
 		fieldCreatedAt, formatTime(now()), fieldKeyHash, h).Err(); err != nil {
 		t.Fatal(err)
 	}
@@ -447,6 +504,7 @@ func TestLegacyAPIKeys(t *testing.T) {
 func TestRedisDiesAndComesBack(t *testing.T) {
 	t.Parallel()
 	s, srv := newTestStore(t)
+	srv.ownRedis(t)
 	ls, err := s.CreateLiveStream(t.Context(), LiveStreamSpec{Name: "before"})
 	if err != nil {
 		t.Fatal(err)
@@ -517,14 +575,14 @@ func TestServerErrorIsNotUnavailable(t *testing.T) {
 	ctx := t.Context()
 	// A key of the wrong type makes Redis answer WRONGTYPE: a bug, not an
 	// outage.
-	if err := s.rdb.Set(ctx, liveStreamKey("wrongtype"), "x", 0).Err(); err != nil {
+	if err := s.rdb.Set(ctx, s.liveStreamKey("wrongtype"), "x", 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	_, err := s.GetLiveStream(ctx, "wrongtype")
 	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, ErrNotFound) {
 		t.Errorf("GetLiveStream on a WRONGTYPE key = %v, want a plain error", err)
 	}
-	if err := s.rdb.HSet(ctx, liveStreamKey("corrupt"), fieldName, "n", fieldStreamKeyHash, "x", fieldCreatedAt, "yesterday").Err(); err != nil {
+	if err := s.rdb.HSet(ctx, s.liveStreamKey("corrupt"), fieldName, "n", fieldStreamKeyHash, "x", fieldCreatedAt, "yesterday").Err(); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.UpdateLiveStream(ctx, "corrupt", LiveStreamUpdate{Name: ptr("m")})
@@ -635,7 +693,7 @@ func TestLiveStreamPlaybackPolicy(t *testing.T) {
 func noPlainKeys(t *testing.T, s *Store, secrets ...string) {
 	t.Helper()
 	ctx := t.Context()
-	keys, err := s.rdb.Keys(ctx, "*").Result()
+	keys, err := allKeys(ctx, s, "*")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -701,14 +759,14 @@ func TestMigrateLegacyStreamKey(t *testing.T) {
 	ctx := t.Context()
 	const id, plain = "legacy1", "sk_legacylegacylegacylegacylegacyle"
 	// Exactly what the old CreateLiveStream wrote.
-	if err := s.rdb.HSet(ctx, liveStreamKey(id), fieldName, "old show", fieldLegacyStreamKey, plain,
+	if err := s.rdb.HSet(ctx, s.liveStreamKey(id), fieldName, "old show", fieldLegacyStreamKey, plain,
 		fieldCreatedAt, formatTime(now()), fieldPlaybackPolicy, PlaybackPublic, fieldLadder, "", fieldSourceURL, "").Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.rdb.Set(ctx, "shoal:streamkey:"+ids.Hash(plain), id, 0).Err(); err != nil {
+	if err := s.rdb.Set(ctx, s.k(streamKeyPrefix)+ids.Hash(plain), id, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.rdb.ZAdd(ctx, liveStreamsIndex, redis.Z{Score: 1, Member: id}).Err(); err != nil {
+	if err := s.rdb.ZAdd(ctx, s.k(liveStreamsIndex), redis.Z{Score: 1, Member: id}).Err(); err != nil {
 		t.Fatal(err)
 	}
 	// A record made the new way is left alone.
@@ -749,7 +807,7 @@ func TestMigrateLegacyStreamKey(t *testing.T) {
 	if got, err := s.LiveStreamIDByKey(ctx, reset.StreamKey); err != nil || got != id {
 		t.Errorf("new key resolves to %q, %v", got, err)
 	}
-	if n, _ := s.rdb.Keys(ctx, streamKeyPrefix+"*").Result(); len(n) != 2 {
+	if n, _ := allKeys(ctx, s, s.k(streamKeyPrefix)+"*"); len(n) != 2 {
 		t.Errorf("stream key index has %d entries, want 2", len(n))
 	}
 }
@@ -761,10 +819,10 @@ func TestResetLegacyStreamKey(t *testing.T) {
 	s, _ := newTestStore(t)
 	ctx := t.Context()
 	const id, plain = "legacy2", "sk_legacylegacylegacylegacylegacy22"
-	if err := s.rdb.HSet(ctx, liveStreamKey(id), fieldName, "old", fieldLegacyStreamKey, plain, fieldCreatedAt, formatTime(now())).Err(); err != nil {
+	if err := s.rdb.HSet(ctx, s.liveStreamKey(id), fieldName, "old", fieldLegacyStreamKey, plain, fieldCreatedAt, formatTime(now())).Err(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.rdb.Set(ctx, streamKeyPrefix+ids.Hash(plain), id, 0).Err(); err != nil {
+	if err := s.rdb.Set(ctx, s.k(streamKeyPrefix)+ids.Hash(plain), id, 0).Err(); err != nil {
 		t.Fatal(err)
 	}
 	reset, err := s.ResetStreamKey(ctx, id)

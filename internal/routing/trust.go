@@ -21,11 +21,11 @@ import (
 //	shoal:nodereporters:<node id>  zset  viewer networks whose reports count against the node, by last report (Unix ms)
 //	shoal:placement-secret         string the key of placement hashing (made once, shared by origins)
 const (
-	tokenIdentitiesPrefix = "shoal:nodetokenids:"
-	quarantinePrefix      = "shoal:nodequarantine:"
-	reportsPrefix         = "shoal:nodereports:"
-	reportersPrefix       = "shoal:nodereporters:"
-	placementSecretKey    = "shoal:placement-secret"
+	tokenIdentitiesPrefix = "nodetokenids:"
+	quarantinePrefix      = "nodequarantine:"
+	reportsPrefix         = "nodereports:"
+	reportersPrefix       = "nodereporters:"
+	placementSecretKey    = "placement-secret"
 )
 
 // IdentityWindow is how long an identity a token joined with counts against
@@ -47,7 +47,7 @@ var ErrTooManyIdentities = errors.New("this node token already holds its maximum
 // again with an identity the token already holds is always accepted.
 func (s *Store) JoinNodeCapped(ctx context.Context, n Node, ttl time.Duration, max int) error {
 	if max > 0 && n.TokenID != AdminTokenID {
-		key := tokenIdentitiesPrefix + n.TokenID
+		key := s.k(tokenIdentitiesPrefix) + n.TokenID
 		t := now()
 		res, err := claimIdentityScript.Run(ctx, s.rdb, []string{key}, n.ID, t.UnixMilli(),
 			t.Add(-IdentityWindow).UnixMilli(), max, IdentityWindow.Milliseconds()).Int()
@@ -72,7 +72,7 @@ return 1`)
 
 // TokenIdentities returns how many identities token id holds now.
 func (s *Store) TokenIdentities(ctx context.Context, tokenID string) (int64, error) {
-	n, err := s.rdb.ZCount(ctx, tokenIdentitiesPrefix+tokenID, strconv.FormatInt(now().Add(-IdentityWindow).UnixMilli(), 10), "+inf").Result()
+	n, err := s.rdb.ZCount(ctx, s.k(tokenIdentitiesPrefix)+tokenID, strconv.FormatInt(now().Add(-IdentityWindow).UnixMilli(), 10), "+inf").Result()
 	return n, wrapErr("token identities", err)
 }
 
@@ -86,8 +86,8 @@ type Quarantine struct {
 // if it leaves and joins again). The first reason is kept.
 func (s *Store) QuarantineNode(ctx context.Context, id, reason string) error {
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSetNX(ctx, quarantinePrefix+id, "reason", reason)
-		p.HSetNX(ctx, quarantinePrefix+id, "at", formatTime(now()))
+		p.HSetNX(ctx, s.k(quarantinePrefix)+id, "reason", reason)
+		p.HSetNX(ctx, s.k(quarantinePrefix)+id, "at", formatTime(now()))
 		return nil
 	})
 	return wrapErr("quarantine node", err)
@@ -95,7 +95,7 @@ func (s *Store) QuarantineNode(ctx context.Context, id, reason string) error {
 
 // ReleaseNode lifts node id's quarantine; ErrNotFound if it had none.
 func (s *Store) ReleaseNode(ctx context.Context, id string) error {
-	n, err := s.rdb.Del(ctx, quarantinePrefix+id).Result()
+	n, err := s.rdb.Del(ctx, s.k(quarantinePrefix)+id).Result()
 	if err != nil {
 		return wrapErr("release node", err)
 	}
@@ -114,7 +114,7 @@ func (s *Store) Quarantines(ctx context.Context, idList []string) (map[string]Qu
 	cmds := make([]*redis.MapStringStringCmd, len(idList))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range idList {
-			cmds[i] = p.HGetAll(ctx, quarantinePrefix+id)
+			cmds[i] = p.HGetAll(ctx, s.k(quarantinePrefix)+id)
 		}
 		return nil
 	})
@@ -154,7 +154,7 @@ func (s *Store) AddDeliveryReport(ctx context.Context, id string, r DeliveryRepo
 	if err != nil {
 		return fmt.Errorf("routing: report: %w", err)
 	}
-	key := reportsPrefix + id
+	key := s.k(reportsPrefix) + id
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.LPush(ctx, key, b)
 		p.LTrim(ctx, key, 0, MaxReportsKept-1)
@@ -168,7 +168,7 @@ func (s *Store) AddDeliveryReport(ctx context.Context, id string, r DeliveryRepo
 // distinct networks did within window.
 func (s *Store) AddReporter(ctx context.Context, id, network string, window time.Duration) (int64, error) {
 	t := now()
-	key := reportersPrefix + id
+	key := s.k(reportersPrefix) + id
 	var count *redis.IntCmd
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 		p.ZAdd(ctx, key, redis.Z{Score: float64(t.UnixMilli()), Member: network})
@@ -193,7 +193,7 @@ func (s *Store) RecentDeliveryReports(ctx context.Context, idList []string, n in
 	cmds := make([]*redis.StringSliceCmd, len(idList))
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, id := range idList {
-			cmds[i] = p.LRange(ctx, reportsPrefix+id, 0, int64(n)-1)
+			cmds[i] = p.LRange(ctx, s.k(reportsPrefix)+id, 0, int64(n)-1)
 		}
 		return nil
 	})
@@ -224,16 +224,16 @@ func (s *Store) PlacementSecret(ctx context.Context) ([]byte, error) {
 	if _, err := rand.Read(b[:]); err != nil {
 		return nil, err
 	}
-	if err := s.rdb.SetNX(ctx, placementSecretKey, hex.EncodeToString(b[:]), 0).Err(); err != nil {
+	if err := s.rdb.SetNX(ctx, s.k(placementSecretKey), hex.EncodeToString(b[:]), 0).Err(); err != nil {
 		return nil, wrapErr("placement secret", err)
 	}
-	v, err := s.rdb.Get(ctx, placementSecretKey).Result()
+	v, err := s.rdb.Get(ctx, s.k(placementSecretKey)).Result()
 	if err != nil {
 		return nil, wrapErr("placement secret", err)
 	}
 	secret, err := hex.DecodeString(v)
 	if err != nil || len(secret) < 16 {
-		return nil, fmt.Errorf("routing: %s holds no usable secret", placementSecretKey)
+		return nil, fmt.Errorf("routing: %s holds no usable secret", s.k(placementSecretKey))
 	}
 	return secret, nil
 }

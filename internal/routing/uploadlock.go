@@ -37,7 +37,7 @@ var ErrInvalidUploadID = errors.New("invalid upload id")
 var ErrLockLost = errors.New("upload lock lost")
 
 const (
-	uploadLockPrefix = "shoal:uploadlock:"
+	uploadLockPrefix = "uploadlock:"
 	// maxUploadIDLen bounds the ids a key is made of (Shoal's upload ids
 	// are a video id, a dash and 8 characters: at most 73).
 	maxUploadIDLen = 128
@@ -113,7 +113,7 @@ func (l *UploadLocker) NewLock(id string) (*UploadLock, error) {
 	if !validUploadID(id) {
 		return nil, fmt.Errorf("routing: upload lock: %w: %q", ErrInvalidUploadID, id)
 	}
-	return &UploadLock{l: l, id: id, key: uploadLockPrefix + id}, nil
+	return &UploadLock{l: l, id: id, key: l.s.k(uploadLockPrefix) + id}, nil
 }
 
 // UploadLock is one upload's lock. Lock and Unlock must not be called

@@ -31,7 +31,7 @@ func TestUploadLockExcludesAcrossStores(t *testing.T) {
 	if err := a.Lock(t.Context()); err != nil {
 		t.Fatalf("Lock: %v", err)
 	}
-	if ttl := s1.rdb.PTTL(t.Context(), uploadLockPrefix+id).Val(); ttl <= 0 || ttl > DefaultUploadLockTTL {
+	if ttl := s1.rdb.PTTL(t.Context(), s1.k(uploadLockPrefix)+id).Val(); ttl <= 0 || ttl > DefaultUploadLockTTL {
 		t.Fatalf("lease TTL %v, want (0, %v]", ttl, DefaultUploadLockTTL)
 	}
 	if ok, err := b.TryLock(t.Context()); ok || err != nil {
@@ -69,7 +69,7 @@ func TestUploadLockExcludesAcrossStores(t *testing.T) {
 	if err := b.Unlock(); err != nil {
 		t.Fatalf("Unlock: %v", err)
 	}
-	if n := s1.rdb.Exists(t.Context(), uploadLockPrefix+id).Val(); n != 0 {
+	if n := s1.rdb.Exists(t.Context(), s1.k(uploadLockPrefix)+id).Val(); n != 0 {
 		t.Fatal("the lease is still there after Unlock")
 	}
 	// Released, it can be taken again.
@@ -108,7 +108,7 @@ func TestUploadLockRenewalKeepsItHeld(t *testing.T) {
 	if err := a.Lock(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	key := uploadLockPrefix + "held-00000000"
+	key := s1.k(uploadLockPrefix) + "held-00000000"
 	left := func() time.Duration {
 		d, err := s1.rdb.PTTL(t.Context(), key).Result()
 		if err != nil {
@@ -190,7 +190,7 @@ func TestUploadLockExpiresWhenTheHolderStops(t *testing.T) {
 	if err := a.Unlock(); !errors.Is(err, ErrLockLost) {
 		t.Fatalf("Unlock after the lease was lost: %v, want ErrLockLost", err)
 	}
-	if got := s1.rdb.Get(t.Context(), uploadLockPrefix+id).Val(); got != b.token {
+	if got := s1.rdb.Get(t.Context(), s1.k(uploadLockPrefix)+id).Val(); got != b.token {
 		t.Fatalf("the new holder's lease is %q after the old holder's Unlock, want its token", got)
 	}
 	if err := b.Unlock(); err != nil {
@@ -205,6 +205,7 @@ func TestUploadLockExpiresWhenTheHolderStops(t *testing.T) {
 // until the client has given up on it and asked again.
 func TestUploadLockSurvivesARetriedSet(t *testing.T) {
 	t.Parallel()
+	singleRedisOnly(t)
 	s1, srv := newTestStore(t)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -223,7 +224,7 @@ func TestUploadLockSurvivesARetriedSet(t *testing.T) {
 			if !first && conns.Load() == 2 {
 				close(retried)
 			}
-			up, err := net.Dial("tcp", srv.Addr)
+			up, err := net.Dial("tcp", srv.single.Addr)
 			if err != nil {
 				_ = c.Close()
 				continue
@@ -257,13 +258,13 @@ func TestUploadLockSurvivesARetriedSet(t *testing.T) {
 	k, _ := s2.UploadLocker(0, nil).NewLock("retried-00000000")
 	ok, err := k.TryLock(t.Context())
 	if !ok || err != nil {
-		tok, _ := s1.rdb.Get(t.Context(), uploadLockPrefix+"retried-00000000").Result()
+		tok, _ := s1.rdb.Get(t.Context(), s1.k(uploadLockPrefix)+"retried-00000000").Result()
 		t.Fatalf("TryLock = %v, %v; the lease holds %q", ok, err, tok)
 	}
 	if err := k.Unlock(); err != nil {
 		t.Fatalf("Unlock: %v", err)
 	}
-	if n, _ := s1.rdb.Exists(t.Context(), uploadLockPrefix+"retried-00000000").Result(); n != 0 {
+	if n, _ := s1.rdb.Exists(t.Context(), s1.k(uploadLockPrefix)+"retried-00000000").Result(); n != 0 {
 		t.Fatal("the lease is still there after Unlock")
 	}
 }
@@ -274,6 +275,7 @@ func TestUploadLockSurvivesARetriedSet(t *testing.T) {
 func TestUploadLockFailingRenewalsTellTheHolder(t *testing.T) {
 	t.Parallel()
 	s1, srv := newTestStore(t)
+	srv.ownRedis(t)
 	l := s1.UploadLocker(time.Minute, nil)
 	tick := make(chan time.Time)
 	l.ticker = func(time.Duration) (<-chan time.Time, func()) { return tick, func() {} }

@@ -87,8 +87,8 @@ type VideoPage struct {
 }
 
 const (
-	videoPrefix = "shoal:video:"
-	videosIndex = "shoal:videos"
+	videoPrefix = "video:"
+	videosIndex = "videos"
 
 	fieldTitle       = "title"
 	fieldStatus      = "status"
@@ -104,7 +104,7 @@ const (
 	fieldUpdatedAt   = "updated_at"
 )
 
-func videoKey(id string) string { return videoPrefix + id }
+func (s *Store) videoKey(id string) string { return s.k(videoPrefix) + id }
 
 // CreateVideo creates a video waiting for its source.
 func (s *Store) CreateVideo(ctx context.Context, spec VideoSpec) (Video, error) {
@@ -120,7 +120,7 @@ func (s *Store) CreateVideo(ctx context.Context, spec VideoSpec) (Video, error) 
 		return Video{}, errPlaybackPolicy(v.PlaybackPolicy)
 	}
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, videoKey(v.ID),
+		p.HSet(ctx, s.videoKey(v.ID),
 			fieldTitle, v.Title,
 			fieldStatus, v.Status,
 			fieldProgress, 0,
@@ -130,7 +130,7 @@ func (s *Store) CreateVideo(ctx context.Context, spec VideoSpec) (Video, error) 
 			fieldCreatedAt, formatTime(t),
 			fieldUpdatedAt, formatTime(t),
 		)
-		p.ZAdd(ctx, videosIndex, redis.Z{Score: float64(t.UnixMicro()), Member: v.ID})
+		p.ZAdd(ctx, s.k(videosIndex), redis.Z{Score: float64(t.UnixMicro()), Member: v.ID})
 		return nil
 	})
 	if err != nil {
@@ -141,11 +141,11 @@ func (s *Store) CreateVideo(ctx context.Context, spec VideoSpec) (Video, error) 
 
 // GetVideo returns the video id, or ErrNotFound.
 func (s *Store) GetVideo(ctx context.Context, id string) (Video, error) {
-	f, err := s.rdb.HGetAll(ctx, videoKey(id)).Result()
+	f, err := s.rdb.HGetAll(ctx, s.videoKey(id)).Result()
 	if err != nil {
 		return Video{}, wrapErr("get video", err)
 	}
-	return decodeVideo(id, f)
+	return s.decodeVideo(id, f)
 }
 
 // ListVideos returns up to limit videos, newest first, starting after the
@@ -165,7 +165,7 @@ func (s *Store) ListVideos(ctx context.Context, cursor string, limit int) (Video
 	}
 	// Members with the cursor's score sort in reverse lexical order; those
 	// not after the cursor are skipped, so fetch a little more than asked.
-	zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, videosIndex, &redis.ZRangeBy{
+	zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, s.k(videosIndex), &redis.ZRangeBy{
 		Max: maxScore, Min: "-inf", Count: int64(limit) + 32,
 	}).Result()
 	if err != nil {
@@ -189,7 +189,7 @@ func (s *Store) ListVideos(ctx context.Context, cursor string, limit int) (Video
 	for i, z := range keep {
 		idList[i] = z.Member.(string)
 	}
-	if page.Videos, _, err = records(ctx, s, "list videos", videoPrefix, idList, decodeVideo); err != nil {
+	if page.Videos, _, err = records(ctx, s, "list videos", s.k(videoPrefix), idList, s.decodeVideo); err != nil {
 		return VideoPage{}, err
 	}
 	return page, nil
@@ -204,14 +204,14 @@ var ErrInvalidCursor = errors.New("invalid cursor")
 // in the same transaction.
 func (s *Store) UpdateVideo(ctx context.Context, id string, u VideoUpdate) (Video, error) {
 	const op = "update video"
-	key := videoKey(id)
+	key := s.videoKey(id)
 	var v Video
 	err := s.watchTx(ctx, op, func(tx *redis.Tx) error {
 		f, err := tx.HGetAll(ctx, key).Result()
 		if err != nil {
 			return err
 		}
-		if v, err = decodeVideo(id, f); err != nil {
+		if v, err = s.decodeVideo(id, f); err != nil {
 			return err
 		}
 		stamp := formatTime(now())
@@ -230,7 +230,7 @@ func (s *Store) UpdateVideo(ctx context.Context, id string, u VideoUpdate) (Vide
 		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			p.HSet(ctx, key, set...)
 			if p2pChanged {
-				addInvalidation(ctx, p, id, false, v.PlaybackPolicy == PlaybackSigned)
+				s.addInvalidation(ctx, p, id, false, v.PlaybackPolicy == PlaybackSigned)
 			}
 			return nil
 		})
@@ -247,11 +247,11 @@ func (s *Store) UpdateVideo(ctx context.Context, id string, u VideoUpdate) (Vide
 func (s *Store) DeleteVideo(ctx context.Context, id string) error {
 	var del *redis.IntCmd
 	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		del = p.Del(ctx, videoKey(id))
-		p.Del(ctx, p2pKey(id))
-		p.ZRem(ctx, videosIndex, id)
+		del = p.Del(ctx, s.videoKey(id))
+		p.Del(ctx, s.p2pKey(id))
+		p.ZRem(ctx, s.k(videosIndex), id)
 		// Harmless for an unknown id: edges forget what they never had.
-		addInvalidation(ctx, p, id, true, false)
+		s.addInvalidation(ctx, p, id, true, false)
 		return nil
 	})
 	if err != nil {
@@ -268,7 +268,7 @@ func (s *Store) DeleteVideo(ctx context.Context, id string) error {
 // with an error wrapping ErrConflict when the video already has a source or
 // an upload in progress.
 func (s *Store) BeginUpload(ctx context.Context, id, how string) error {
-	res, err := beginUploadScript.Run(ctx, s.rdb, []string{videoKey(id)}, how, formatTime(now()),
+	res, err := beginUploadScript.Run(ctx, s.rdb, []string{s.videoKey(id)}, how, formatTime(now()),
 		s.nowMs(), UploadLease.Milliseconds()).Result()
 	if err != nil {
 		return wrapErr("begin upload", err)
@@ -295,7 +295,7 @@ const UploadLease = 10 * time.Minute
 // lease ran out and it was taken over); a video no longer waiting for its
 // source is left to the upload's own checks.
 func (s *Store) RenewUpload(ctx context.Context, id, how string) (bool, error) {
-	res, err := renewUploadScript.Run(ctx, s.rdb, []string{videoKey(id)}, how, s.nowMs(), UploadLease.Milliseconds()).Int()
+	res, err := renewUploadScript.Run(ctx, s.rdb, []string{s.videoKey(id)}, how, s.nowMs(), UploadLease.Milliseconds()).Int()
 	if err != nil {
 		return false, wrapErr("renew upload", err)
 	}
@@ -325,7 +325,7 @@ return 1`)
 // AbortUpload releases a reservation made by BeginUpload with the same how,
 // so that the source can be uploaded again. Other states are left alone.
 func (s *Store) AbortUpload(ctx context.Context, id, how string) error {
-	err := abortUploadScript.Run(ctx, s.rdb, []string{videoKey(id)}, how, formatTime(now())).Err()
+	err := abortUploadScript.Run(ctx, s.rdb, []string{s.videoKey(id)}, how, formatTime(now())).Err()
 	return wrapErr("abort upload", err)
 }
 
@@ -348,7 +348,7 @@ type SourceInfo struct {
 // hold the upload reservation (the video was reset or deleted meanwhile:
 // ErrNotFound).
 func (s *Store) SourceReceived(ctx context.Context, id, how string, info SourceInfo) error {
-	res, err := sourceReceivedScript.Run(ctx, s.rdb, []string{videoKey(id), jobsKey},
+	res, err := sourceReceivedScript.Run(ctx, s.rdb, []string{s.videoKey(id), s.k(jobsKey)},
 		how, info.Bytes, formatSeconds(info.Duration), formatTime(now()), id).Result()
 	return uploadOutcome("queue video", res, err)
 }
@@ -382,7 +382,7 @@ return 'ok'`)
 // with msg (a message for people) and announces video.failed. It is for
 // sources refused on arrival; failures of jobs go through FailJob.
 func (s *Store) FailVideo(ctx context.Context, id, how, msg string) error {
-	res, err := failVideoScript.Run(ctx, s.rdb, []string{videoKey(id), eventsKey},
+	res, err := failVideoScript.Run(ctx, s.rdb, []string{s.videoKey(id), s.k(eventsKey)},
 		how, msg, formatTime(now()), eventsMaxLen, id).Result()
 	return uploadOutcome("fail video", res, err)
 }
@@ -400,7 +400,7 @@ func formatSeconds(d time.Duration) string {
 	return strconv.FormatFloat(d.Seconds(), 'f', 3, 64)
 }
 
-func decodeVideo(id string, f map[string]string) (Video, error) {
+func (s *Store) decodeVideo(id string, f map[string]string) (Video, error) {
 	if len(f) == 0 {
 		return Video{}, ErrNotFound
 	}
@@ -410,7 +410,7 @@ func decodeVideo(id string, f map[string]string) (Video, error) {
 		Poster: f[fieldPoster] == "1", Storyboard: f[fieldStoryboard] == "1", P2POff: f[fieldP2P] == p2pOff,
 	}
 	bad := func(field string, err error) (Video, error) {
-		return Video{}, &decodeError{key: videoKey(id), err: fmt.Errorf("field %s: %w", field, err)}
+		return Video{}, &decodeError{key: s.videoKey(id), err: fmt.Errorf("field %s: %w", field, err)}
 	}
 	var err error
 	if v.CreatedAt, err = parseTime(f[fieldCreatedAt]); err != nil {

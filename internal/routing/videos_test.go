@@ -97,7 +97,7 @@ func TestFailVideoAnnounces(t *testing.T) {
 
 func readEvents(t *testing.T, s *Store) []map[string]any {
 	t.Helper()
-	msgs, err := s.rdb.XRange(t.Context(), eventsKey, "-", "+").Result()
+	msgs, err := s.rdb.XRange(t.Context(), s.k(eventsKey), "-", "+").Result()
 	if err != nil {
 		t.Fatal(err)
 	}

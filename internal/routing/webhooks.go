@@ -3,6 +3,8 @@ package routing
 import (
 	"cmp"
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -56,12 +58,12 @@ import (
 // deleted, unless it is still pending: it is deleted when it completes.
 // Deleting a webhook deletes its pending deliveries and its log.
 const (
-	webhookPrefix         = "shoal:webhook:"
-	webhooksIndex         = "shoal:webhooks"
-	webhookDeliveryPrefix = "shoal:webhookdelivery:"
-	webhookDueKey         = "shoal:webhookdue"
-	webhookPendingPrefix  = "shoal:webhookpending:"
-	webhookLogPrefix      = "shoal:webhooklog:"
+	webhookPrefix         = "webhook:"
+	webhooksIndex         = "webhooks"
+	webhookDeliveryPrefix = "webhookdelivery:"
+	webhookDueKey         = "webhookdue"
+	webhookPendingPrefix  = "webhookpending:"
+	webhookLogPrefix      = "webhooklog:"
 
 	// webhookEventsGroup is the consumer group of the dispatchers on the
 	// events stream.
@@ -185,10 +187,10 @@ type WebhookEvent struct {
 // ID is the event's id in delivered bodies: "evt_" + the entry id.
 func (e WebhookEvent) ID() string { return "evt_" + e.EntryID }
 
-func webhookKey(id string) string         { return webhookPrefix + id }
-func webhookLogKey(id string) string      { return webhookLogPrefix + id }
-func webhookPendingKey(id string) string  { return webhookPendingPrefix + id }
-func webhookDeliveryKey(id string) string { return webhookDeliveryPrefix + id }
+func (s *Store) webhookKey(id string) string         { return s.k(webhookPrefix) + id }
+func (s *Store) webhookLogKey(id string) string      { return s.k(webhookLogPrefix) + id }
+func (s *Store) webhookPendingKey(id string) string  { return s.k(webhookPendingPrefix) + id }
+func (s *Store) webhookDeliveryKey(id string) string { return s.k(webhookDeliveryPrefix) + id }
 
 // normalizeEventTypes returns events deduplicated in the order of
 // EventTypes, or an error naming the first unknown type.
@@ -228,13 +230,13 @@ func (s *Store) CreateWebhook(ctx context.Context, spec WebhookSpec) (Webhook, e
 		CreatedAt: s.now(),
 	}
 	_, err = s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.HSet(ctx, webhookKey(w.ID),
+		p.HSet(ctx, s.webhookKey(w.ID),
 			whFieldURL, w.URL,
 			whFieldEvents, strings.Join(w.Events, ","),
 			whFieldSecret, w.Secret,
 			fieldCreatedAt, formatTime(w.CreatedAt),
 		)
-		p.ZAdd(ctx, webhooksIndex, redis.Z{Score: float64(w.CreatedAt.UnixMilli()), Member: w.ID})
+		p.ZAdd(ctx, s.k(webhooksIndex), redis.Z{Score: float64(w.CreatedAt.UnixMilli()), Member: w.ID})
 		return nil
 	})
 	if err != nil {
@@ -245,20 +247,20 @@ func (s *Store) CreateWebhook(ctx context.Context, spec WebhookSpec) (Webhook, e
 
 // GetWebhook returns the webhook id, or ErrNotFound.
 func (s *Store) GetWebhook(ctx context.Context, id string) (Webhook, error) {
-	f, err := s.rdb.HGetAll(ctx, webhookKey(id)).Result()
+	f, err := s.rdb.HGetAll(ctx, s.webhookKey(id)).Result()
 	if err != nil {
 		return Webhook{}, wrapErr("get webhook", err)
 	}
-	return decodeWebhook(id, f)
+	return s.decodeWebhook(id, f)
 }
 
 // ListWebhooks returns every webhook, newest first.
 func (s *Store) ListWebhooks(ctx context.Context) ([]Webhook, error) {
-	idList, err := s.rdb.ZRevRange(ctx, webhooksIndex, 0, -1).Result()
+	idList, err := s.rdb.ZRevRange(ctx, s.k(webhooksIndex), 0, -1).Result()
 	if err != nil {
 		return nil, wrapErr("list webhooks", err)
 	}
-	out, _, err := records(ctx, s, "list webhooks", webhookPrefix, idList, decodeWebhook)
+	out, _, err := records(ctx, s, "list webhooks", s.k(webhookPrefix), idList, s.decodeWebhook)
 	if err != nil {
 		return nil, err
 	}
@@ -276,26 +278,63 @@ func (s *Store) ListWebhooks(ctx context.Context) ([]Webhook, error) {
 // delivery log, or returns ErrNotFound. An attempt in flight may still
 // complete; its result is not recorded.
 func (s *Store) DeleteWebhook(ctx context.Context, id string) error {
-	res, err := deleteWebhookScript.Run(ctx, s.rdb,
-		[]string{webhookKey(id), webhooksIndex, webhookDueKey, webhookPendingKey(id), webhookLogKey(id)},
-		id, webhookDeliveryPrefix).Int()
-	if err != nil {
-		return wrapErr("delete webhook", err)
+	// The deliveries to delete are read first and declared to the script,
+	// which answers -1 (and deletes nothing) when the webhook gained one
+	// meanwhile: every key it touches is in KEYS (Redis Cluster).
+	for range maxTxAttempts {
+		var (
+			pending *redis.StringSliceCmd
+			logged  *redis.StringSliceCmd
+		)
+		_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+			pending = p.SMembers(ctx, s.webhookPendingKey(id))
+			logged = p.LRange(ctx, s.webhookLogKey(id), 0, -1)
+			return nil
+		})
+		if err != nil {
+			return wrapErr("delete webhook", err)
+		}
+		keys := []string{s.webhookKey(id), s.k(webhooksIndex), s.k(webhookDueKey), s.webhookPendingKey(id), s.webhookLogKey(id)}
+		args := []any{id}
+		seen := map[string]bool{}
+		for _, did := range append(pending.Val(), logged.Val()...) {
+			if !seen[did] {
+				seen[did] = true
+				keys = append(keys, s.webhookDeliveryKey(did))
+				args = append(args, did)
+			}
+		}
+		res, err := deleteWebhookScript.Run(ctx, s.rdb, keys, args...).Int()
+		if err != nil {
+			return wrapErr("delete webhook", err)
+		}
+		switch res {
+		case 0:
+			return ErrNotFound
+		case 1:
+			return nil
+		}
 	}
-	if res == 0 {
-		return ErrNotFound
-	}
-	return nil
+	return fmt.Errorf("routing: delete webhook: %w", errTxConflict)
 }
 
+// KEYS: 1 webhook, 2 webhooks index, 3 due deliveries, 4 pending
+// deliveries, 5 delivery log, 6... the deliveries in 4 and 5 when read.
+// ARGV: 1 webhook id, 2... the ids of the deliveries of KEYS[6...].
+// Answers 0 when the webhook is gone, -1 (nothing done) when a delivery
+// not declared is pending or logged, 1 when deleted.
 var deleteWebhookScript = redis.NewScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-for _, d in ipairs(redis.call('SMEMBERS', KEYS[4])) do
-  redis.call('ZREM', KEYS[3], d)
-  redis.call('DEL', ARGV[2] .. d)
+local declared = {}
+for i = 2, #ARGV do declared[ARGV[i]] = true end
+local all = redis.call('SMEMBERS', KEYS[4])
+for _, d in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do table.insert(all, d) end
+for _, d in ipairs(all) do
+  if not declared[d] then return -1 end
 end
-for _, d in ipairs(redis.call('LRANGE', KEYS[5], 0, -1)) do
-  redis.call('DEL', ARGV[2] .. d)
+for i = 2, #ARGV do
+  redis.call('ZREM', KEYS[3], ARGV[i])
+  redis.call('DEL', KEYS[i + 4])
 end
 redis.call('DEL', KEYS[1], KEYS[4], KEYS[5])
 redis.call('ZREM', KEYS[2], ARGV[1])
@@ -317,8 +356,8 @@ func (s *Store) ListWebhookDeliveries(ctx context.Context, id string) ([]Webhook
 		log    *redis.StringSliceCmd
 	)
 	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		exists = p.Exists(ctx, webhookKey(id))
-		log = p.LRange(ctx, webhookLogKey(id), 0, WebhookLogSize-1)
+		exists = p.Exists(ctx, s.webhookKey(id))
+		log = p.LRange(ctx, s.webhookLogKey(id), 0, WebhookLogSize-1)
 		return nil
 	})
 	if err != nil {
@@ -335,7 +374,7 @@ func (s *Store) ListWebhookDeliveries(ctx context.Context, id string) ([]Webhook
 	cmds := make([]*redis.SliceCmd, len(dids))
 	_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, did := range dids {
-			cmds[i] = p.HMGet(ctx, webhookDeliveryKey(did), deliveryListFields...)
+			cmds[i] = p.HMGet(ctx, s.webhookDeliveryKey(did), deliveryListFields...)
 		}
 		return nil
 	})
@@ -353,7 +392,7 @@ func (s *Store) ListWebhookDeliveries(ctx context.Context, id string) ([]Webhook
 		if f[whFieldWebhookID] != id {
 			continue // deleted meanwhile
 		}
-		d, err := decodeWebhookDelivery(did, f)
+		d, err := s.decodeWebhookDelivery(did, f)
 		if err != nil {
 			return nil, err
 		}
@@ -367,10 +406,11 @@ func (s *Store) ListWebhookDeliveries(ctx context.Context, id string) ([]Webhook
 // first. They stay pending in the group until FanOutWebhookEvent.
 func (s *Store) ReadWebhookEvents(ctx context.Context, consumer string, count int, block time.Duration) ([]WebhookEvent, error) {
 	const op = "read events"
+	s.maybeMaintainStreams(ctx)
 	block = max(block, time.Millisecond) // 0 would block forever
 	read := func() ([]redis.XStream, error) {
 		return s.rdb.XReadGroup(ctx, &redis.XReadGroupArgs{
-			Group: webhookEventsGroup, Consumer: consumer, Streams: []string{eventsKey, ">"},
+			Group: webhookEventsGroup, Consumer: consumer, Streams: []string{s.k(eventsKey), ">"},
 			Count: int64(count), Block: block,
 		}).Result()
 	}
@@ -401,7 +441,7 @@ func (s *Store) ReadWebhookEvents(ctx context.Context, consumer string, count in
 // longer than minIdle.
 func (s *Store) ReclaimWebhookEvents(ctx context.Context, consumer string, minIdle time.Duration, count int) ([]WebhookEvent, error) {
 	msgs, _, err := s.rdb.XAutoClaim(ctx, &redis.XAutoClaimArgs{
-		Stream: eventsKey, Group: webhookEventsGroup, Consumer: consumer,
+		Stream: s.k(eventsKey), Group: webhookEventsGroup, Consumer: consumer,
 		MinIdle: minIdle, Start: "0-0", Count: int64(count),
 	}).Result()
 	if isNoGroup(err) {
@@ -420,7 +460,7 @@ func (s *Store) ReclaimWebhookEvents(ctx context.Context, consumer string, minId
 func isNoGroup(err error) bool { return err != nil && redis.HasErrorPrefix(err, "NOGROUP") }
 
 func (s *Store) createWebhookEventsGroup(ctx context.Context) error {
-	err := s.rdb.XGroupCreateMkStream(ctx, eventsKey, webhookEventsGroup, "0").Err()
+	err := s.rdb.XGroupCreateMkStream(ctx, s.k(eventsKey), webhookEventsGroup, "0").Err()
 	if err != nil && !redis.HasErrorPrefix(err, "BUSYGROUP") {
 		return wrapErr("create webhook events group", err)
 	}
@@ -470,42 +510,108 @@ func WebhookBody(ev WebhookEvent) []byte {
 // returns how many deliveries it created: 0 when ev was already
 // acknowledged (another dispatcher fanned it out) or nobody subscribes.
 func (s *Store) FanOutWebhookEvent(ctx context.Context, ev WebhookEvent) (int, error) {
-	t := now()
-	n, err := fanOutScript.Run(ctx, s.rdb, []string{eventsKey, webhooksIndex, webhookDueKey},
-		webhookEventsGroup, ev.EntryID, ev.Type, WebhookBody(ev), formatTime(t), t.UnixMilli(),
-		WebhookLogSize, webhookPrefix, webhookDeliveryPrefix, ev.ID(), webhookPendingPrefix, webhookLogPrefix,
-	).Int()
-	if err != nil {
-		return 0, wrapErr("fan out event", err)
+	// The webhooks, and the deliveries their logs may push out, are read
+	// first and declared to the script, which answers -2 (and does
+	// nothing) when they changed meanwhile: every key it touches is in
+	// KEYS (Redis Cluster).
+	for range maxTxAttempts {
+		wids, err := s.rdb.ZRange(ctx, s.k(webhooksIndex), 0, -1).Result()
+		if err != nil {
+			return 0, wrapErr("fan out event", err)
+		}
+		olds := make([]*redis.StringSliceCmd, len(wids))
+		if len(wids) > 0 {
+			_, err = s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for i, wid := range wids {
+					olds[i] = p.LRange(ctx, s.webhookLogKey(wid), WebhookLogSize-1, -1)
+				}
+				return nil
+			})
+			if err != nil {
+				return 0, wrapErr("fan out event", err)
+			}
+		}
+		t := now()
+		keys := []string{s.k(eventsKey), s.k(webhooksIndex), s.k(webhookDueKey)}
+		args := []any{webhookEventsGroup, ev.EntryID, ev.Type, WebhookBody(ev), formatTime(t), t.UnixMilli(),
+			WebhookLogSize, ev.ID(), len(wids)}
+		for i, wid := range wids {
+			did := webhookDeliveryID(wid, ev.EntryID)
+			keys = append(keys, s.webhookKey(wid), s.webhookDeliveryKey(did), s.webhookPendingKey(wid), s.webhookLogKey(wid))
+			args = append(args, wid, did, len(olds[i].Val()))
+			for _, old := range olds[i].Val() {
+				keys = append(keys, s.webhookDeliveryKey(old))
+				args = append(args, old)
+			}
+		}
+		n, err := fanOutScript.Run(ctx, s.rdb, keys, args...).Int()
+		if err != nil {
+			return 0, wrapErr("fan out event", err)
+		}
+		if n != -2 {
+			return max(n, 0), nil
+		}
 	}
-	return max(n, 0), nil
+	return 0, fmt.Errorf("routing: fan out event: %w", errTxConflict)
 }
 
+// webhookDeliveryID is the id of the delivery of the event entryID to the
+// webhook wid: the same for every dispatcher, so an event fanned out twice
+// makes one delivery.
+func webhookDeliveryID(wid, entryID string) string {
+	sum := sha1.Sum([]byte(wid + ":" + entryID))
+	return hex.EncodeToString(sum[:])[:20]
+}
+
+// KEYS: 1 events, 2 webhooks index, 3 due deliveries; then for each
+// webhook: its record, the delivery, its pending set, its log, and the
+// deliveries its log held from position log size - 1 on (those a new
+// delivery may push out).
 // ARGV: 1 group, 2 entry id, 3 type, 4 body, 5 now (text), 6 now (ms),
-// 7 log size, 8 webhook prefix, 9 delivery prefix, 10 event id,
-// 11 pending prefix, 12 log prefix.
+// 7 log size, 8 event id, 9 the number of webhooks; then for each webhook:
+// its id, the delivery id, the number of old deliveries, their ids.
+// Answers -2, doing nothing, when the webhooks or their logs are not those
+// declared; -1 when the event was acknowledged already; else the number of
+// deliveries made.
 var fanOutScript = redis.NewScript(`
-if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
 local cap = tonumber(ARGV[7])
+local hooks = {}
+local a, k = 10, 4
+for i = 1, tonumber(ARGV[9]) do
+  local h = {wid = ARGV[a], did = ARGV[a + 1], hk = KEYS[k], dk = KEYS[k + 1], pk = KEYS[k + 2], lk = KEYS[k + 3], olds = {}}
+  local nold = tonumber(ARGV[a + 2])
+  a, k = a + 3, k + 4
+  for j = 1, nold do
+    h.olds[ARGV[a]] = KEYS[k]
+    a, k = a + 1, k + 1
+  end
+  hooks[i] = h
+end
+local wids = redis.call('ZRANGE', KEYS[2], 0, -1)
+if #wids ~= #hooks then return -2 end
+for i, wid in ipairs(wids) do
+  local h = hooks[i]
+  if wid ~= h.wid then return -2 end
+  for _, old in ipairs(redis.call('LRANGE', h.lk, cap - 1, -1)) do
+    if not h.olds[old] then return -2 end
+  end
+end
+if redis.call('XACK', KEYS[1], ARGV[1], ARGV[2]) == 0 then return -1 end
 local n = 0
-for _, wid in ipairs(redis.call('ZRANGE', KEYS[2], 0, -1)) do
-  local evs = redis.call('HGET', ARGV[8] .. wid, 'events')
+for _, h in ipairs(hooks) do
+  local evs = redis.call('HGET', h.hk, 'events')
   if evs and string.find(',' .. evs .. ',', ',' .. ARGV[3] .. ',', 1, true) then
-    local did = string.sub(redis.sha1hex(wid .. ':' .. ARGV[2]), 1, 20)
-    local dk = ARGV[9] .. did
-    if redis.call('EXISTS', dk) == 0 then
-      redis.call('HSET', dk, 'webhook_id', wid, 'event_id', ARGV[10], 'type', ARGV[3], 'body', ARGV[4],
+    if redis.call('EXISTS', h.dk) == 0 then
+      redis.call('HSET', h.dk, 'webhook_id', h.wid, 'event_id', ARGV[8], 'type', ARGV[3], 'body', ARGV[4],
         'attempts', 0, 'state', 'pending', 'last_status', 0, 'last_error', '',
         'next_attempt_at', ARGV[5], 'created_at', ARGV[5], 'updated_at', ARGV[5], 'lease', '')
-      redis.call('ZADD', KEYS[3], ARGV[6], did)
-      local pk = ARGV[11] .. wid
-      redis.call('SADD', pk, did)
-      local lk = ARGV[12] .. wid
-      redis.call('LPUSH', lk, did)
-      for _, old in ipairs(redis.call('LRANGE', lk, cap, -1)) do
-        if redis.call('SISMEMBER', pk, old) == 0 then redis.call('DEL', ARGV[9] .. old) end
+      redis.call('ZADD', KEYS[3], ARGV[6], h.did)
+      redis.call('SADD', h.pk, h.did)
+      redis.call('LPUSH', h.lk, h.did)
+      for _, old in ipairs(redis.call('LRANGE', h.lk, cap, -1)) do
+        if redis.call('SISMEMBER', h.pk, old) == 0 then redis.call('DEL', h.olds[old]) end
       end
-      redis.call('LTRIM', lk, 0, cap - 1)
+      redis.call('LTRIM', h.lk, 0, cap - 1)
       n = n + 1
     end
   end
@@ -516,16 +622,49 @@ return n`)
 // longest at now, with a lease of the given length, and counts the attempt.
 // It returns ErrNotFound when no delivery is due.
 func (s *Store) ClaimWebhookDelivery(ctx context.Context, now time.Time, lease time.Duration) (ClaimedWebhookDelivery, error) {
+	const op = "claim webhook delivery"
 	until := now.Add(lease)
 	token := ids.New()
-	res, err := claimDeliveryScript.Run(ctx, s.rdb, []string{webhookDueKey},
-		now.UnixMilli(), until.UnixMilli(), token, webhookDeliveryPrefix, webhookPrefix,
-		formatTime(now.UTC().Truncate(time.Microsecond))).Slice()
-	if errors.Is(err, redis.Nil) {
-		return ClaimedWebhookDelivery{}, ErrNotFound
-	}
-	if err != nil {
-		return ClaimedWebhookDelivery{}, wrapErr("claim webhook delivery", err)
+	// The delivery due first and its webhook are read, then declared to
+	// the script, which answers "stale" when either changed meanwhile and
+	// "dropped" when it dropped a delivery whose webhook is gone: every
+	// key it touches is in KEYS (Redis Cluster).
+	var res []any
+	for tries, drops := 0, 0; ; tries++ {
+		if drops == 10 {
+			// Dropping more can wait for the next claim.
+			return ClaimedWebhookDelivery{}, ErrNotFound
+		}
+		if tries == maxTxAttempts {
+			return ClaimedWebhookDelivery{}, fmt.Errorf("routing: %s: %w", op, errTxConflict)
+		}
+		due, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.k(webhookDueKey), ByScore: true,
+			Start: "-inf", Stop: strconv.FormatInt(now.UnixMilli(), 10), Count: 1}).Result()
+		if err != nil {
+			return ClaimedWebhookDelivery{}, wrapErr(op, err)
+		}
+		if len(due) == 0 {
+			return ClaimedWebhookDelivery{}, ErrNotFound
+		}
+		did := due[0]
+		wid, err := s.rdb.HGet(ctx, s.webhookDeliveryKey(did), whFieldWebhookID).Result()
+		if err != nil && !errors.Is(err, redis.Nil) {
+			return ClaimedWebhookDelivery{}, wrapErr(op, err)
+		}
+		res, err = claimDeliveryScript.Run(ctx, s.rdb,
+			[]string{s.k(webhookDueKey), s.webhookDeliveryKey(did), s.webhookKey(wid)},
+			now.UnixMilli(), until.UnixMilli(), token, did, wid,
+			formatTime(now.UTC().Truncate(time.Microsecond))).Slice()
+		if err != nil {
+			return ClaimedWebhookDelivery{}, wrapErr(op, err)
+		}
+		if len(res) == 1 { // "stale" or "dropped": look again
+			if res[0] == "dropped" {
+				drops++
+			}
+			continue
+		}
+		break
 	}
 	str := func(i int) string {
 		if i < len(res) {
@@ -542,28 +681,30 @@ func (s *Store) ClaimWebhookDelivery(ctx context.Context, now time.Time, lease t
 	}, nil
 }
 
-// ARGV: 1 now (ms), 2 lease end (ms), 3 lease token, 4 delivery prefix,
-// 5 webhook prefix, 6 now (text). Deliveries whose webhook is gone (which
-// DeleteWebhook does not leave behind) are dropped on the way.
+// KEYS: 1 due deliveries, 2 the delivery due first when read, 3 its
+// webhook then.
+// ARGV: 1 now (ms), 2 lease end (ms), 3 lease token, 4 delivery id,
+// 5 webhook id ("" when the delivery had none), 6 now (text).
+// Answers {"stale"} when the delivery due first or its webhook id changed,
+// {"dropped"} when it dropped the delivery (its webhook is gone, which
+// DeleteWebhook does not leave behind, or it is no longer pending), else
+// the claim.
 var claimDeliveryScript = redis.NewScript(`
-for i = 1, 10 do
-  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
-  if #due == 0 then return false end
-  local did = due[1]
-  local dk = ARGV[4] .. did
-  local d = redis.call('HMGET', dk, 'webhook_id', 'event_id', 'type', 'body', 'state')
-  local hook = {false, false}
-  if d[1] then hook = redis.call('HMGET', ARGV[5] .. d[1], 'url', 'secret') end
-  if hook[1] and d[5] == 'pending' then
-    redis.call('ZADD', KEYS[1], ARGV[2], did)
-    local n = redis.call('HINCRBY', dk, 'attempts', 1)
-    redis.call('HSET', dk, 'lease', ARGV[3], 'updated_at', ARGV[6])
-    return {did, n, hook[1], hook[2], d[1], d[2], d[3], d[4]}
-  end
-  redis.call('ZREM', KEYS[1], did)
-  if not hook[1] then redis.call('DEL', dk) end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, 1)
+if due[1] ~= ARGV[4] then return {'stale'} end
+local d = redis.call('HMGET', KEYS[2], 'webhook_id', 'event_id', 'type', 'body', 'state')
+if (d[1] or '') ~= ARGV[5] then return {'stale'} end
+local hook = {false, false}
+if d[1] then hook = redis.call('HMGET', KEYS[3], 'url', 'secret') end
+if hook[1] and d[5] == 'pending' then
+  redis.call('ZADD', KEYS[1], ARGV[2], ARGV[4])
+  local n = redis.call('HINCRBY', KEYS[2], 'attempts', 1)
+  redis.call('HSET', KEYS[2], 'lease', ARGV[3], 'updated_at', ARGV[6])
+  return {ARGV[4], n, hook[1], hook[2], d[1], d[2], d[3], d[4]}
 end
-return false`)
+redis.call('ZREM', KEYS[1], ARGV[4])
+if not hook[1] then redis.call('DEL', KEYS[2]) end
+return {'dropped'}`)
 
 // FinishWebhookDelivery records the outcome of the attempt c. It returns
 // ErrWebhookDeliveryLost, recording nothing, when the delivery was deleted,
@@ -586,7 +727,7 @@ func (s *Store) FinishWebhookDelivery(ctx context.Context, c ClaimedWebhookDeliv
 		next = formatTime(r.NextAttempt.UTC().Truncate(time.Microsecond))
 	}
 	res, err := finishDeliveryScript.Run(ctx, s.rdb,
-		[]string{webhookDeliveryKey(c.ID), webhookDueKey, webhookPendingKey(c.WebhookID), webhookLogKey(c.WebhookID)},
+		[]string{s.webhookDeliveryKey(c.ID), s.k(webhookDueKey), s.webhookPendingKey(c.WebhookID), s.webhookLogKey(c.WebhookID)},
 		c.ID, c.Lease, r.State, r.StatusCode, r.Error, nextMS, next, formatTime(at.UTC().Truncate(time.Microsecond)),
 	).Text()
 	if err != nil {
@@ -623,7 +764,7 @@ return 'ok'`)
 // PendingWebhookDeliveries counts the deliveries not yet delivered or
 // failed, of every webhook.
 func (s *Store) PendingWebhookDeliveries(ctx context.Context) (int64, error) {
-	n, err := s.rdb.ZCard(ctx, webhookDueKey).Result()
+	n, err := s.rdb.ZCard(ctx, s.k(webhookDueKey)).Result()
 	if err != nil {
 		return 0, wrapErr("count webhook deliveries", err)
 	}
@@ -635,7 +776,7 @@ func (s *Store) PendingWebhookDeliveries(ctx context.Context) (int64, error) {
 // dispatcher is at them, or died holding them).
 func (s *Store) WebhookEventBacklog(ctx context.Context) (int64, error) {
 	const op = "count webhook events"
-	groups, err := s.rdb.XInfoGroups(ctx, eventsKey).Result()
+	groups, err := s.rdb.XInfoGroups(ctx, s.k(eventsKey)).Result()
 	if err != nil {
 		if redis.HasErrorPrefix(err, "no such key") { // HasErrorPrefix drops "ERR "
 			return 0, nil
@@ -651,14 +792,14 @@ func (s *Store) WebhookEventBacklog(ctx context.Context) (int64, error) {
 		}
 		// Redis cannot tell the lag (entries were deleted from the
 		// middle of the stream): count what follows the last read.
-		unread, err := s.rdb.XRange(ctx, eventsKey, "("+g.LastDeliveredID, "+").Result()
+		unread, err := s.rdb.XRange(ctx, s.k(eventsKey), "("+g.LastDeliveredID, "+").Result()
 		if err != nil {
 			return 0, wrapErr(op, err)
 		}
 		return int64(len(unread)) + g.Pending, nil
 	}
 	// No dispatcher has read yet.
-	n, err := s.rdb.XLen(ctx, eventsKey).Result()
+	n, err := s.rdb.XLen(ctx, s.k(eventsKey)).Result()
 	if err != nil {
 		return 0, wrapErr(op, err)
 	}
@@ -670,31 +811,31 @@ func corruptWebhookRecord(key string, err error) error {
 	return fmt.Errorf("routing: corrupt record %s: %w", key, err)
 }
 
-func decodeWebhook(id string, f map[string]string) (Webhook, error) {
+func (s *Store) decodeWebhook(id string, f map[string]string) (Webhook, error) {
 	if len(f) == 0 {
 		return Webhook{}, ErrNotFound
 	}
 	created, err := parseTime(f[fieldCreatedAt])
 	if err != nil {
-		return Webhook{}, corruptWebhookRecord(webhookKey(id), err)
+		return Webhook{}, corruptWebhookRecord(s.webhookKey(id), err)
 	}
 	w := Webhook{ID: id, URL: f[whFieldURL], Secret: f[whFieldSecret], CreatedAt: created}
 	if e := f[whFieldEvents]; e != "" {
 		w.Events = strings.Split(e, ",")
 	}
 	if w.URL == "" || w.Secret == "" || len(w.Events) == 0 {
-		return Webhook{}, corruptWebhookRecord(webhookKey(id), errors.New("no url, secret or events"))
+		return Webhook{}, corruptWebhookRecord(s.webhookKey(id), errors.New("no url, secret or events"))
 	}
 	return w, nil
 }
 
-func decodeWebhookDelivery(id string, f map[string]string) (WebhookDelivery, error) {
+func (s *Store) decodeWebhookDelivery(id string, f map[string]string) (WebhookDelivery, error) {
 	d := WebhookDelivery{
 		ID: id, WebhookID: f[whFieldWebhookID], EventID: f[whFieldEventID], Type: f[whFieldType],
 		State: f[whFieldState], LastError: f[whFieldLastError],
 	}
 	bad := func(field string, err error) (WebhookDelivery, error) {
-		return WebhookDelivery{}, corruptWebhookRecord(webhookDeliveryKey(id), fmt.Errorf("field %s: %w", field, err))
+		return WebhookDelivery{}, corruptWebhookRecord(s.webhookDeliveryKey(id), fmt.Errorf("field %s: %w", field, err))
 	}
 	var err error
 	if d.Attempts, err = strconv.Atoi(f[whFieldAttempts]); err != nil {

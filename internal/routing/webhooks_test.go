@@ -70,7 +70,7 @@ func TestWebhookCRUD(t *testing.T) {
 	if list, err := s.ListWebhooks(ctx); err != nil || len(list) != 0 {
 		t.Errorf("ListWebhooks after deletes = %v, %v", list, err)
 	}
-	if keys, _ := s.rdb.Keys(ctx, "*").Result(); len(keys) != 0 {
+	if keys, _ := allKeys(ctx, s, "*"); len(keys) != 0 {
 		t.Errorf("keys left: %v", keys)
 	}
 }
@@ -88,7 +88,7 @@ func TestCreateWebhookRefusesBadSpecs(t *testing.T) {
 			t.Errorf("CreateWebhook(%+v) = %+v, want an error", spec, w)
 		}
 	}
-	if keys, _ := s.rdb.Keys(t.Context(), "*").Result(); len(keys) != 0 {
+	if keys, _ := allKeys(t.Context(), s, "*"); len(keys) != 0 {
 		t.Errorf("refused specs left keys: %v", keys)
 	}
 }
@@ -167,7 +167,7 @@ func TestWebhookEventFanOut(t *testing.T) {
 		t.Errorf("an unknown type made %d deliveries", n)
 	}
 	// Both are acknowledged.
-	if p, _ := s.rdb.XPending(ctx, eventsKey, webhookEventsGroup).Result(); p.Count != 0 {
+	if p, _ := s.rdb.XPending(ctx, s.k(eventsKey), webhookEventsGroup).Result(); p.Count != 0 {
 		t.Errorf("%d events still pending", p.Count)
 	}
 	if n, _ := s.PendingWebhookDeliveries(ctx); n != 2 {
@@ -428,11 +428,11 @@ func TestDeleteWebhookDropsPendingDeliveries(t *testing.T) {
 			t.Fatalf("claimed a delivery of the deleted webhook: %+v", c)
 		}
 	}
-	keys, _ := s.rdb.Keys(ctx, "*"+drop.ID+"*").Result()
+	keys, _ := allKeys(ctx, s, "*"+drop.ID+"*")
 	if len(keys) != 0 {
 		t.Errorf("keys of the deleted webhook left: %v", keys)
 	}
-	if dk, _ := s.rdb.Keys(ctx, webhookDeliveryPrefix+"*").Result(); len(dk) != 3 {
+	if dk, _ := allKeys(ctx, s, s.k(webhookDeliveryPrefix)+"*"); len(dk) != 3 {
 		t.Errorf("%d delivery records, want keep's 3", len(dk))
 	}
 }
@@ -476,7 +476,7 @@ func TestWebhookLogIsCapped(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if dk, _ := s.rdb.Keys(ctx, webhookDeliveryPrefix+"*").Result(); len(dk) != WebhookLogSize {
+	if dk, _ := allKeys(ctx, s, s.k(webhookDeliveryPrefix)+"*"); len(dk) != WebhookLogSize {
 		t.Errorf("%d delivery records kept, want %d", len(dk), WebhookLogSize)
 	}
 	for _, d := range deliveries(t, s, w.ID) {
@@ -491,7 +491,7 @@ func TestWebhookLogIsCapped(t *testing.T) {
 	for _, ev := range readAll(t, s, "a") {
 		fanOut(t, s, ev)
 	}
-	if dk, _ := s.rdb.Keys(ctx, webhookDeliveryPrefix+"*").Result(); len(dk) != WebhookLogSize {
+	if dk, _ := allKeys(ctx, s, s.k(webhookDeliveryPrefix)+"*"); len(dk) != WebhookLogSize {
 		t.Errorf("%d delivery records kept, want %d", len(dk), WebhookLogSize)
 	}
 }
@@ -499,6 +499,7 @@ func TestWebhookLogIsCapped(t *testing.T) {
 func TestWebhookEventsGroupComesBack(t *testing.T) {
 	t.Parallel()
 	s, srv := newTestStore(t)
+	srv.ownRedis(t)
 	ctx := t.Context()
 	// Reading creates the group; reading again finds nothing.
 	if evs := readAll(t, s, "a"); len(evs) != 0 {

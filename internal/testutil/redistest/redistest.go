@@ -36,6 +36,8 @@ type Server struct {
 	bin  string
 	port int
 	dir  string
+	// extra are more redis-server arguments (cluster mode).
+	extra []string
 
 	mu   sync.Mutex
 	proc *process // nil while killed
@@ -53,18 +55,24 @@ type process struct {
 // redis-server is not installed or does not come up.
 func Start(t testing.TB) *Server {
 	t.Helper()
+	return start(t, nil, freePort)
+}
+
+// start runs a Server with the extra arguments on a port from pick.
+func start(t testing.TB, extra []string, pick func() (int, error)) *Server {
+	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
 		t.Fatalf("redistest: redis-server not found on PATH (install the Debian package redis-server): %v", err)
 	}
-	s := &Server{bin: bin, dir: t.TempDir()}
+	s := &Server{bin: bin, dir: t.TempDir(), extra: extra}
 	t.Cleanup(s.Kill)
 
 	// A free port found by listening on :0 can be taken by someone else
 	// before redis-server binds it, so try a few ports.
 	var lastErr error
 	for range 5 {
-		port, err := freePort()
+		port, err := pick()
 		if err != nil {
 			t.Fatalf("redistest: find a free port: %v", err)
 		}
@@ -140,6 +148,7 @@ func (s *Server) start() error {
 		"--dir", s.dir,
 		"--daemonize", "no",
 	)
+	cmd.Args = append(cmd.Args, s.extra...)
 	cmd.Stdout = out
 	cmd.Stderr = out
 	if err := cmd.Start(); err != nil {

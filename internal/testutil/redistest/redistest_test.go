@@ -3,6 +3,7 @@ package redistest
 import (
 	"bufio"
 	"net"
+	"strings"
 	"testing"
 	"time"
 )
@@ -80,5 +81,41 @@ func TestFlushAll(t *testing.T) {
 	s.FlushAll(t)
 	if got := do("EXISTS k"); got != ":0\r\n" {
 		t.Fatalf("EXISTS after FlushAll = %q", got)
+	}
+}
+
+func TestStartCluster(t *testing.T) {
+	c := StartCluster(t)
+	if len(c.Nodes) != 3 {
+		t.Fatalf("%d nodes", len(c.Nodes))
+	}
+	want := "redis+cluster://" + c.Nodes[0].Addr + "," + c.Nodes[1].Addr + "," + c.Nodes[2].Addr + "/"
+	if c.URL != want {
+		t.Fatalf("URL %q, want %q", c.URL, want)
+	}
+	// Three masters, each serving a share of the 16384 slots.
+	for _, n := range c.Nodes {
+		info, err := command(n.Addr, "CLUSTER", "INFO")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, line := range []string{"cluster_state:ok", "cluster_slots_assigned:16384", "cluster_known_nodes:3", "cluster_size:3"} {
+			if !strings.Contains(info, line+"\r\n") {
+				t.Errorf("%s: CLUSTER INFO lacks %s:\n%s", n.Addr, line, info)
+			}
+		}
+	}
+	// A key is refused by a node that does not serve its slot: the nodes
+	// really are one cluster, not three servers.
+	moved := 0
+	for _, n := range c.Nodes {
+		if _, err := command(n.Addr, "SET", "k", "v"); err != nil && strings.HasPrefix(err.Error(), "MOVED ") {
+			moved++
+		} else if err != nil {
+			t.Fatalf("%s: SET: %v", n.Addr, err)
+		}
+	}
+	if moved != 2 {
+		t.Fatalf("%d nodes answered MOVED for one key, want 2", moved)
 	}
 }
