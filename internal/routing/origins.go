@@ -16,7 +16,7 @@ import (
 //
 //	shoal:origins   sorted set  origin public URL -> when its announcement expires (unix ms)
 
-const originsKey = "shoal:origins"
+const originsKey = "origins"
 
 // DefaultOriginTTL is how long an origin's announcement lasts; origins
 // announce themselves every third of it.
@@ -34,21 +34,21 @@ func (s *Store) AnnounceOrigin(ctx context.Context, publicURL string, ttl time.D
 	}
 	now := s.nowMs()
 	p := s.rdb.Pipeline()
-	p.ZAdd(ctx, originsKey, redis.Z{Score: float64(now + ttl.Milliseconds()), Member: publicURL})
-	p.ZRemRangeByScore(ctx, originsKey, "-inf", "("+strconv.FormatInt(now, 10))
+	p.ZAdd(ctx, s.k(originsKey), redis.Z{Score: float64(now + ttl.Milliseconds()), Member: publicURL})
+	p.ZRemRangeByScore(ctx, s.k(originsKey), "-inf", "("+strconv.FormatInt(now, 10))
 	_, err := p.Exec(ctx)
 	return wrapErr("announce origin", err)
 }
 
 // WithdrawOrigin forgets the origin at publicURL (it is stopping).
 func (s *Store) WithdrawOrigin(ctx context.Context, publicURL string) error {
-	return wrapErr("withdraw origin", s.rdb.ZRem(ctx, originsKey, publicURL).Err())
+	return wrapErr("withdraw origin", s.rdb.ZRem(ctx, s.k(originsKey), publicURL).Err())
 }
 
 // ListOrigins returns the public URLs of the origins whose announcements
 // have not expired, in byte order.
 func (s *Store) ListOrigins(ctx context.Context) ([]string, error) {
-	urls, err := s.rdb.ZRangeByScore(ctx, originsKey, &redis.ZRangeBy{Min: strconv.FormatInt(s.nowMs(), 10), Max: "+inf"}).Result()
+	urls, err := s.rdb.ZRangeByScore(ctx, s.k(originsKey), &redis.ZRangeBy{Min: strconv.FormatInt(s.nowMs(), 10), Max: "+inf"}).Result()
 	if err != nil {
 		return nil, wrapErr("list origins", err)
 	}
