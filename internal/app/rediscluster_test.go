@@ -2,7 +2,8 @@ package app
 
 import (
 	"context"
-	"net/http"
+	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -15,11 +16,12 @@ import (
 	"github.com/shoal-video/shoal/internal/testutil/s3test"
 )
 
-// Two origins and an edge on a three-master Redis Cluster (SHOAL_REDIS_URL=
-// redis+cluster://...) and SeaweedFS, each with a data dir of its own: a
-// video uploaded at A is packaged by B's workers and plays at A, B and the
-// edge; a live stream published at B plays at A and through the edge.
-// Shoal's keys are on the cluster, named with the {shoal} hash tag.
+// Two origins, a worker and an edge on a three-master Redis Cluster
+// (SHOAL_REDIS_URL=redis+cluster://...) and SeaweedFS, each with a data dir
+// of its own: a tus upload started at A and resumed at B is transcoded by
+// the worker and plays at A, B and the edge; a live stream published at B
+// plays at A and through the edge. Shoal's keys are on the cluster, named
+// with the {shoal} hash tag.
 func TestTwoOriginsOnRedisCluster(t *testing.T) {
 	t.Parallel()
 	srv := s3test.Shared(t)
@@ -27,7 +29,9 @@ func TestTwoOriginsOnRedisCluster(t *testing.T) {
 	rs := &redistest.Server{Addr: c.Nodes[0].Addr, URL: c.URL}
 	const bucket = "shoal-cluster"
 	a := startNodeOn(t, rs, append(s3Env(srv, bucket), "SHOAL_VOD_WORKERS=0")...)
-	b := startNodeOn(t, rs, s3Env(srv, bucket)...)
+	b := startNodeOn(t, rs, append(s3Env(srv, bucket), "SHOAL_VOD_WORKERS=0")...)
+	worker := startProc(t, "worker", append(s3Env(srv, bucket), "SHOAL_REDIS_URL="+c.URL, "SHOAL_DATA_DIR="+t.TempDir(),
+		fmt.Sprintf("SHOAL_HTTP_ADDR=127.0.0.1:%d", freePort(t)), "SHOAL_TRANSCODE_HWACCEL=none")...)
 
 	// An edge joins A with a token made at A; both origins list it (the
 	// registry is on the cluster; its heartbeats run a script there).
@@ -39,13 +43,18 @@ func TestTwoOriginsOnRedisCluster(t *testing.T) {
 		})
 	}
 
-	// A video uploaded at A is packaged by B's workers.
-	src := testutil.MakeMP4(t, 640, 360, 4)
-	v := a.createVideo("on a cluster")
-	if code, body := putFile(t, v.Upload.DirectURL, testAdminKey, src); code != http.StatusAccepted {
-		t.Fatalf("PUT source at A: %d %s", code, body)
+	// A tus upload started at A and resumed at B is transcoded by the
+	// worker.
+	data, err := os.ReadFile(testutil.MakeMP4(t, 640, 360, 4))
+	if err != nil {
+		t.Fatal(err)
 	}
+	v := a.createVideo("on a cluster")
+	tusAcrossOrigins(t, srv, bucket, a, b, v, data)
 	v = b.waitVideo(v.ID, 90*time.Second)
+	if !strings.Contains(worker.stderr.String(), "video ready") {
+		t.Errorf("the worker did not make the video ready:\n%s", worker.stderr.String())
+	}
 	if v.Status != "ready" || v.Attempts != 1 {
 		t.Fatalf("video (want ready at the first attempt): %+v", v)
 	}
@@ -91,7 +100,7 @@ func TestTwoOriginsOnRedisCluster(t *testing.T) {
 		mu    sync.Mutex
 		stray []string
 	)
-	err := cl.ForEachMaster(t.Context(), func(ctx context.Context, m *redis.Client) error {
+	err = cl.ForEachMaster(t.Context(), func(ctx context.Context, m *redis.Client) error {
 		keys, err := m.Keys(ctx, "shoal:*").Result()
 		mu.Lock()
 		stray = append(stray, keys...)

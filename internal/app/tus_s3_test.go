@@ -34,6 +34,33 @@ func TestTusOnS3ResumesAtAnotherOrigin(t *testing.T) {
 		t.Fatal(err)
 	}
 	v := a.createVideo("tus on s3")
+	tusAcrossOrigins(t, srv, bucket, a, b, v, data)
+	v = a.waitVideo(v.ID, 90*time.Second)
+	if v.Status != "ready" {
+		t.Fatalf("video: %+v", v)
+	}
+	if d := probeDuration(t, a.http+"/hls/"+v.ID+"/master.m3u8"); d < 5.5 || d > 6.5 {
+		t.Fatalf("ffprobe measures %.3f s, want 6", d)
+	}
+	if keys := bucketKeys(t, srv, bucket, "uploads/"); len(keys) != 0 {
+		t.Fatalf("the bucket still holds %q after the upload", keys)
+	}
+	for _, n := range []*node{a, b} {
+		entries, _ := os.ReadDir(filepath.Join(n.dataDir, "uploads"))
+		for _, e := range entries {
+			if !e.IsDir() {
+				t.Errorf("%s is left in an upload directory", e.Name())
+			}
+		}
+	}
+}
+
+// tusAcrossOrigins sends data as video v's source with tus: created at A,
+// the connection to A dropping after 40% of it, resumed at B from the
+// offset B tells (the partial upload is in the bucket). It returns the
+// upload id.
+func tusAcrossOrigins(t *testing.T, srv *s3test.Server, bucket string, a, b *node, v video, data []byte) string {
+	t.Helper()
 	c := tusClient{t: t, key: testAdminKey}
 	resp, err := c.do(http.MethodPost, v.Upload.TusURL, map[string]string{
 		"Upload-Length":   strconv.Itoa(len(data)),
@@ -74,22 +101,5 @@ func TestTusOnS3ResumesAtAnotherOrigin(t *testing.T) {
 	if err != nil || resp.StatusCode != http.StatusNoContent {
 		t.Fatalf("resumed PATCH at B: %v %v", resp, err)
 	}
-	v = a.waitVideo(v.ID, 90*time.Second)
-	if v.Status != "ready" {
-		t.Fatalf("video: %+v", v)
-	}
-	if d := probeDuration(t, a.http+"/hls/"+v.ID+"/master.m3u8"); d < 5.5 || d > 6.5 {
-		t.Fatalf("ffprobe measures %.3f s, want 6", d)
-	}
-	if keys := bucketKeys(t, srv, bucket, "uploads/"); len(keys) != 0 {
-		t.Fatalf("the bucket still holds %q after the upload", keys)
-	}
-	for _, n := range []*node{a, b} {
-		entries, _ := os.ReadDir(filepath.Join(n.dataDir, "uploads"))
-		for _, e := range entries {
-			if !e.IsDir() {
-				t.Errorf("%s is left in an upload directory", e.Name())
-			}
-		}
-	}
+	return id
 }
