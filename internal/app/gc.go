@@ -173,4 +173,3 @@ func knownID(ctx context.Context, store *routing.Store, id string, streams bool)
 	}
 	return false, err
 }
-
