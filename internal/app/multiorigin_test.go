@@ -251,6 +251,13 @@ func TestLiveStreamOwnedByOneOrigin(t *testing.T) {
 	if d := probeDuration(t, b.http+"/hls/"+ls.ID+"/master.m3u8"); d < 11 || d > 13 {
 		t.Fatalf("the recording at B lasts %.3f s, want 12 ± 1", d)
 	}
+	// Deleting the stream at B removes its recording from the bucket.
+	if code, body := b.do(http.MethodDelete, "/v1/live-streams/"+ls.ID, testAdminKey, nil); code != http.StatusNoContent {
+		t.Fatalf("DELETE at B: %d %s", code, body)
+	}
+	b.waitFor("the recording to leave the bucket", 20*time.Second, func() bool {
+		return len(bucketKeys(t, srv, bucket, "hls/"+ls.ID+"/")) == 0
+	})
 }
 
 // The origin ingesting a live stream dies (kill -9): once its lease has
