@@ -280,11 +280,21 @@ func (w *Worker) run(ctx context.Context, consumer string, job routing.Job) {
 	var g errgroup.Group
 	g.Go(func() error { w.keepAlive(jobCtx, cancel, consumer, job, st.Attempt, &progress); return nil })
 	out, staging, err := w.process(jobCtx, job.VideoID, st, func(f float64) { progress.Store(int64(f * 99)) })
+	defer os.RemoveAll(staging)
+	// The output is published while the job is still touched (a long
+	// upload to S3 must not let another worker take the job over), and
+	// only while this attempt holds it.
+	var perr error
+	if err == nil && jobCtx.Err() == nil {
+		perr = w.publish(jobCtx, job, st.Attempt, consumer, filepath.Join(staging, job.VideoID))
+	}
 	lost := context.Cause(jobCtx)
 	cancel(nil)
 	_ = g.Wait()
-	defer os.RemoveAll(staging)
 
+	if lost == nil && errors.Is(perr, routing.ErrJobLost) {
+		lost = perr
+	}
 	switch {
 	case errors.Is(lost, routing.ErrJobLost):
 		w.jobs.WithLabelValues("lost").Inc()
@@ -310,14 +320,10 @@ func (w *Worker) run(ctx context.Context, consumer string, job routing.Job) {
 		}
 		return
 	}
-	if err := w.publish(ctx, job.VideoID, filepath.Join(staging, job.VideoID)); err != nil {
-		if ctx.Err() != nil {
-			log.Info("shutting down: the job stays queued for another worker")
-			return
-		}
-		_, _ = w.queue.FailJob(ctx, job, st.Attempt, "publishing the output failed: "+err.Error(), false, w.cfg.MaxAttempts)
+	if perr != nil {
+		_, _ = w.queue.FailJob(ctx, job, st.Attempt, "publishing the output failed: "+perr.Error(), false, w.cfg.MaxAttempts)
 		w.jobs.WithLabelValues("retry").Inc()
-		log.Error("publishing the output", "err", err)
+		log.Error("publishing the output", "err", perr)
 		return
 	}
 	if err := w.queue.FinishJob(ctx, job, st.Attempt, out); err != nil {
@@ -453,11 +459,17 @@ func removeStaleStaging(root, id string, attempt int, log *slog.Logger) {
 const publishConcurrency = 8
 
 // publish puts the complete tree in dir into the store as video id's HLS,
-// replacing what an earlier attempt left: that is removed first, then the
-// media files go in, then the rendition playlists, then the master
-// playlist, so that a tree with a master playlist is whole.
-func (w *Worker) publish(ctx context.Context, id, dir string) error {
+// replacing what an earlier attempt left: that is removed first (once the
+// queue says this attempt still holds the job: a stale attempt must never
+// delete a tree another one published), then the media files go in, then
+// the rendition playlists, then the master playlist, so that a tree with
+// a master playlist is whole.
+func (w *Worker) publish(ctx context.Context, job routing.Job, attempt int, consumer, dir string) error {
+	id := job.VideoID
 	hls := w.cfg.Files.HLS()
+	if err := w.queue.TouchJob(ctx, job, consumer, attempt, 99); err != nil {
+		return fmt.Errorf("before publishing: %w", err)
+	}
 	if err := hls.DeletePrefix(ctx, id+"/"); err != nil {
 		return fmt.Errorf("removing an earlier attempt's output: %w", err)
 	}
