@@ -106,9 +106,10 @@ type Config struct {
 	// origin died: resume.go), by playlist directory ("source", "720p",
 	// "audio", ...), each the bytes of its recording.m3u8; nil when there
 	// is none. Those recordings are continued, and the previous tree is
-	// not reset. It is called with the packager's lock held: it must
-	// return promptly (bound its I/O).
-	Resume func(id string) map[string][]byte
+	// not reset; on an error it is not reset either (a new recording
+	// starts). It is called with the packager's lock held: it must return
+	// promptly (bound its I/O).
+	Resume func(id string) (map[string][]byte, error)
 	// NoSync leaves out the fsync of every finished file and of its
 	// directory after the rename (storage.go). Benchmarks only: it
 	// measures what the syncs cost.
@@ -146,6 +147,9 @@ type FileEvents interface {
 	Reset(id string)
 	// Ended: stream id's session ended; its files are final.
 	Ended(id string)
+	// Resumed: a session of stream id began without resetting the tree
+	// (it continues a broadcast another origin left: Config.Resume).
+	Resumed(id string)
 }
 
 // Packager writes HLS for every publication in the hub.
@@ -393,14 +397,29 @@ func (p *Packager) join(id string) (*streamState, error) {
 		p.live.RemoveStream(id)
 	}
 	var resumed map[string]resumed
+	keep := false // the store's tree is not to be reset
 	if p.cfg.Resume != nil {
-		resumed = parseAll(p.cfg.Resume(id))
+		recs, err := p.cfg.Resume(id)
+		if err != nil {
+			// Perhaps a broadcast to take over: its objects are kept,
+			// though this session starts a recording of its own.
+			keep = true
+			p.log.Warn("could not tell whether a broadcast is to be taken over: a new recording starts, and the stream's stored objects are kept",
+				"stream", id, "err", err)
+		}
+		resumed = parseAll(recs)
 	}
-	if resumed == nil {
-		p.reset(id)
-	} else {
+	switch {
+	case resumed != nil:
 		p.log.Warn("taking over a broadcast whose origin stopped mid-stream: its recordings are continued", "stream", id,
 			"playlists", len(resumed))
+		fallthrough
+	case keep:
+		if p.events != nil {
+			p.events.Resumed(id)
+		}
+	default:
+		p.reset(id)
 	}
 	old, err := p.trash(dir)
 	if err != nil {

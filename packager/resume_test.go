@@ -23,6 +23,7 @@ type events struct {
 }
 
 func (e *events) Written(string) {}
+func (e *events) Resumed(string) {}
 func (e *events) Reset(id string) {
 	e.mu.Lock()
 	e.resets = append(e.resets, id)
@@ -41,7 +42,7 @@ func (e *events) counts() (resets, ended int) {
 }
 
 // rigWith is newRig with a Resume function and a listener.
-func rigWith(t *testing.T, resume func(string) map[string][]byte, ev FileEvents) *rig {
+func rigWith(t *testing.T, resume func(string) (map[string][]byte, error), ev FileEvents) *rig {
 	t.Helper()
 	hub, err := stream.New(stream.Config{QueueSize: 100000}, stream.Deps{})
 	if err != nil {
@@ -71,10 +72,12 @@ func (r *rig) broadcast(t *testing.T, seconds float64) {
 	feed(pub, seconds, 60)
 	pub.Close()
 	for _, dir := range []string{"source", "audio"} {
-		waitFor(t, dir+" ENDLIST", func() bool {
-			b, _ := os.ReadFile(filepath.Join(r.dir, "abc", dir, "index.m3u8"))
-			return strings.Contains(string(b), "#EXT-X-ENDLIST")
-		})
+		for _, name := range []string{"index.m3u8", "recording.m3u8"} {
+			waitFor(t, dir+"/"+name+" ENDLIST", func() bool {
+				b, _ := os.ReadFile(filepath.Join(r.dir, "abc", dir, name))
+				return strings.Contains(string(b), "#EXT-X-ENDLIST")
+			})
+		}
 	}
 }
 
@@ -103,14 +106,14 @@ func TestTakeOverContinuesTheRecording(t *testing.T) {
 	var asked []string
 	var mu sync.Mutex
 	var ended atomic.Bool // the broadcast taken over ended cleanly
-	b := rigWith(t, func(id string) map[string][]byte {
+	b := rigWith(t, func(id string) (map[string][]byte, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		asked = append(asked, id)
 		if ended.Load() {
-			return nil
+			return nil, nil
 		}
-		return left
+		return left, nil
 	}, ev)
 	b.broadcast(t, 4)
 	if resets, _ := ev.counts(); resets != 0 {
@@ -145,6 +148,7 @@ func TestTakeOverContinuesTheRecording(t *testing.T) {
 		}
 	}
 	// A session after a clean end does not continue it.
+	waitFor(t, "the first session's end", func() bool { _, ended := ev.counts(); return ended == 1 })
 	ended.Store(true)
 	b.broadcast(t, 2)
 	waitFor(t, "the second session's end", func() bool { _, ended := ev.counts(); return ended == 2 })

@@ -107,11 +107,11 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		return err
 	}
 	var fileEvents packager.FileEvents
-	var resume func(string) map[string][]byte
+	var resume func(string) (map[string][]byte, error)
 	if mirror != nil {
 		// A broadcast taken over from an origin that died continues its
 		// recording from the bucket.
-		fileEvents, resume = mirror, resumeFrom(hlsStore(objects), log.With("component", "packager"))
+		fileEvents, resume = mirror, resumeFrom(hlsDir, hlsStore(objects))
 	}
 	pkg, err := packager.New(packager.Config{
 		Dir:             hlsDir,

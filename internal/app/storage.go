@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -107,19 +108,23 @@ func describeStore(cfg config.Config) string {
 // resumeFrom returns the packager's Config.Resume on the media store's HLS
 // trees: the recordings of stream id that never ended (the origin that
 // ingested it died; another origin takes it over), by playlist directory.
-// The directories are the master playlist's and the audio group's; it
-// gives up (nil: a new recording) when the store does not answer within
-// 3 s.
-func resumeFrom(remote storage.Store, log *slog.Logger) func(id string) map[string][]byte {
-	return func(id string) map[string][]byte {
+// A stream whose tree is still in this origin's spool (hlsDir) was this
+// origin's own: nothing to take over. The directories are the master
+// playlist's and the audio group's. A store that fails (or does not answer
+// within 3 s) is an error: the packager then keeps the stored objects.
+func resumeFrom(hlsDir string, remote storage.Store) func(id string) (map[string][]byte, error) {
+	return func(id string) (map[string][]byte, error) {
+		if _, err := os.Stat(filepath.Join(hlsDir, id)); err == nil {
+			return nil, nil
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
 		master, _, err := storage.ReadAll(ctx, remote, id+"/master.m3u8")
+		if errors.Is(err, storage.ErrNotFound) {
+			return nil, nil
+		}
 		if err != nil {
-			if !errors.Is(err, storage.ErrNotFound) {
-				log.Warn("could not read a stream's previous session from the media store: it starts a new recording", "stream", id, "err", err)
-			}
-			return nil
+			return nil, err
 		}
 		dirs := map[string]bool{"audio": true}
 		for _, line := range strings.Split(string(master), "\n") {
@@ -135,16 +140,19 @@ func resumeFrom(remote storage.Store, log *slog.Logger) func(id string) map[stri
 		out := map[string][]byte{}
 		for dir := range dirs {
 			rec, _, err := storage.ReadAll(ctx, remote, id+"/"+dir+"/recording.m3u8")
-			if err != nil {
+			if errors.Is(err, storage.ErrNotFound) {
 				continue
+			}
+			if err != nil {
+				return nil, err
 			}
 			if !bytes.Contains(rec, []byte("#EXT-X-ENDLIST")) {
 				out[dir] = rec
 			}
 		}
 		if len(out) == 0 {
-			return nil
+			return nil, nil
 		}
-		return out
+		return out, nil
 	}
 }

@@ -26,7 +26,9 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"io"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -106,9 +108,14 @@ type Mirror struct {
 	// session of this run has reset: their playlists replace the store's
 	// only when they extend them (see put).
 	leftover map[string]bool
+	// judged: whether the recording of a leftover stream's playlist
+	// directory ("<id>/<dir>") was taken over (see takenOver).
+	judged map[string]bool
+	// uploaded: an upload succeeded since the last look (the store
+	// answers: a failing episode is over).
+	uploaded bool
 	// failing: since when uploads fail (zero: they do not).
 	failing time.Time
-	flushed int // uploads since failing began
 
 	spool    prometheus.Gauge
 	uploads  *prometheus.CounterVec
@@ -137,7 +144,7 @@ func New(cfg Config, deps Deps) (*Mirror, error) {
 		deps.Now = time.Now
 	}
 	m := &Mirror{cfg: cfg, store: deps.Store, ctx: context.Background(), log: deps.Log, now: deps.Now, warn: logx.NewLimiter(30 * time.Second),
-		streams: map[string]*stream{}, ready: make(chan struct{}, 1), leftover: map[string]bool{},
+		streams: map[string]*stream{}, ready: make(chan struct{}, 1), leftover: map[string]bool{}, judged: map[string]bool{},
 		spool: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_storage_spool_objects",
 			Help: "Live files written to local disk and not yet in the media store (they wait there while the store fails).",
@@ -262,6 +269,25 @@ func (m *Mirror) Reset(id string) {
 	m.signal()
 }
 
+// Resumed says a session of stream id began that continues the broadcast
+// in the store (another origin's, which died): nothing is removed, and
+// what was queued for an earlier session here (an end, files) stays
+// queued, but no earlier end removes the new session's local tree.
+func (m *Mirror) Resumed(id string) {
+	if !ids.Valid(id) {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.leftover, id)
+	for dir := range m.judged {
+		if strings.HasPrefix(dir, id+"/") {
+			delete(m.judged, dir)
+		}
+	}
+	m.stream(id).gen++
+}
+
 // Ended says stream id's session ended: once its files are in the store,
 // its local tree is removed (unless a new session began meanwhile).
 func (m *Mirror) Ended(id string) {
@@ -320,8 +346,26 @@ func (m *Mirror) Run(ctx context.Context, drain time.Duration) error {
 	for {
 		id, wait := m.next()
 		if id != "" {
-			work <- id
-			continue
+			select {
+			case work <- id:
+				continue
+			case <-stopping:
+				// Every worker is busy (a store that hangs): the id
+				// waits; the drain starts.
+				m.unbusy(id)
+				stopping = nil
+				dt := time.NewTimer(drain)
+				defer dt.Stop()
+				deadline = dt.C
+				continue
+			case <-deadline:
+				m.unbusy(id)
+				cancelUploads()
+				close(work)
+				_ = g.Wait()
+				m.warnLeft()
+				return nil
+			}
 		}
 		if deadline != nil && m.drained() {
 			break
@@ -340,15 +384,29 @@ func (m *Mirror) Run(ctx context.Context, drain time.Duration) error {
 			cancelUploads()
 			close(work)
 			_ = g.Wait()
-			if n := m.Pending(); n > 0 {
-				m.log.Warn("stopping with live files not yet in the media store: they are uploaded at the next start", "files", n)
-			}
+			m.warnLeft()
 			return nil
 		}
 		t.Stop()
 	}
 	close(work)
 	return g.Wait()
+}
+
+// unbusy gives back stream id, picked by next but not handed to a worker.
+func (m *Mirror) unbusy(id string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if s := m.streams[id]; s != nil {
+		s.busy = false
+	}
+}
+
+// warnLeft says what stopping leaves on disk.
+func (m *Mirror) warnLeft() {
+	if n := m.Pending(); n > 0 {
+		m.log.Warn("stopping with live files not yet in the media store: they are uploaded at the next start", "files", n)
+	}
 }
 
 // drained reports whether nothing is queued or being worked on.
@@ -416,7 +474,7 @@ func (m *Mirror) process(id string) {
 				j++
 			}
 			var n int
-			n, err = m.upload(batch[done:j])
+			n, err = m.upload(id, batch[done:j])
 			done += n
 		}
 	}
@@ -426,7 +484,7 @@ func (m *Mirror) process(id string) {
 	s.busy = false
 	if err == nil {
 		s.retryAt = time.Time{}
-		if !m.failing.IsZero() {
+		if !m.failing.IsZero() && m.uploaded {
 			m.recovered()
 		}
 		if len(s.pending) > 0 {
@@ -451,12 +509,15 @@ func (m *Mirror) process(id string) {
 	left = kept
 	s.pending = append(left, s.pending...)
 	m.spool.Set(float64(m.objects))
+	if m.ctx.Err() != nil {
+		return // the drain ran out: what is left waits for the next start
+	}
 	backoff := 100 * time.Millisecond
 	if !m.failing.IsZero() {
 		backoff = min(m.cfg.MaxBackoff, max(backoff, m.now().Sub(m.failing)/4))
 	} else {
 		m.failing = m.now()
-		m.flushed = 0
+		m.uploaded = false
 		m.failures.Inc()
 		m.log.Warn("the media store is failing: live files stay on local disk and are uploaded in order once it is back",
 			"stream", id, "err", err)
@@ -484,48 +545,144 @@ func countFiles(es []entry) int {
 	return n
 }
 
-// upload puts the files of es into the store: media, then rendition
-// playlists, then master playlists. It
-// returns how many entries of es are done (from the front), and the first
-// error. A file that is no longer on disk (its tree was reset) is done.
-func (m *Mirror) upload(es []entry) (int, error) {
-	var media, playlists, masters []int
+// upload puts the files of es (one stream's) into the store: media, then
+// rendition playlists, then master playlists. It returns how many entries
+// of es are done (from the front), and the first error. A file that is no
+// longer on disk (its tree was reset) is done.
+//
+// Playlists are read before they go up, and go up only if no media file
+// of the stream was written since the batch was taken: one that was may be
+// listed in what was read, so they wait behind it (queued again), and a
+// playlist never reaches the store before a segment it lists.
+func (m *Mirror) upload(id string, es []entry) (int, error) {
+	var media, playlists []int
 	for i, e := range es {
-		switch {
-		case !strings.HasSuffix(e.rel, ".m3u8"):
-			media = append(media, i)
-		case strings.Count(e.rel, "/") == 1:
-			masters = append(masters, i)
-		default:
+		if strings.HasSuffix(e.rel, ".m3u8") {
 			playlists = append(playlists, i)
+		} else {
+			media = append(media, i)
 		}
 	}
+	// Rendition playlists before masters, recordings first among them
+	// (whether an earlier run's recording was taken over decides the
+	// others: snapshot).
+	slices.SortStableFunc(playlists, func(a, b int) int { return playlistRank(es[a].rel) - playlistRank(es[b].rel) })
 	ok := make([]bool, len(es))
-	for _, group := range [][]int{media, playlists, masters} {
-		var g errgroup.Group
-		g.SetLimit(4)
-		for _, i := range group {
-			g.Go(func() error {
-				if err := m.put(es[i]); err != nil {
-					return err
-				}
-				ok[i] = true
-				return nil
-			})
+	fail := func(err error) (int, error) {
+		n := 0
+		for n < len(es) && ok[n] {
+			n++
 		}
-		if err := g.Wait(); err != nil {
-			// Done: the leading entries that went up. The rest is tried
-			// again in order (uploading a file twice is harmless).
-			n := 0
-			for n < len(es) && ok[n] {
-				n++
+		m.settle(es[:n])
+		return n, err
+	}
+	var g errgroup.Group
+	g.SetLimit(4)
+	for _, i := range media {
+		g.Go(func() error {
+			if err := m.putFile(es[i]); err != nil {
+				return err
 			}
-			m.settle(es[:n])
-			return n, err
+			ok[i] = true
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return fail(err)
+	}
+	if len(playlists) > 0 {
+		snaps, err := m.snapshot(id, es, playlists)
+		if err != nil {
+			return fail(err)
+		}
+		if m.mediaPending(id) {
+			// Behind the media written meanwhile.
+			for _, i := range playlists {
+				ok[i] = true
+			}
+			m.settle(es)
+			for _, i := range playlists {
+				m.Written(es[i].rel)
+			}
+			return len(es), nil
+		}
+		for _, rank := range []int{0, 1, 2} {
+			var g errgroup.Group
+			g.SetLimit(4)
+			for _, i := range playlists {
+				if playlistRank(es[i].rel) != rank {
+					continue
+				}
+				g.Go(func() error {
+					if data, up := snaps[i]; up {
+						if err := m.putBytes(es[i], data); err != nil {
+							return err
+						}
+					}
+					ok[i] = true
+					return nil
+				})
+			}
+			if err := g.Wait(); err != nil {
+				return fail(err)
+			}
 		}
 	}
 	m.settle(es)
 	return len(es), nil
+}
+
+// playlistRank orders playlists: recordings, other rendition playlists,
+// master playlists.
+func playlistRank(rel string) int {
+	switch {
+	case strings.Count(rel, "/") == 1:
+		return 2
+	case path.Base(rel) == "recording.m3u8":
+		return 0
+	}
+	return 1
+}
+
+// snapshot reads the playlists es[i] for i in idx, those to upload (a file
+// gone is not; nor are the playlists of an earlier run's broadcast that
+// another origin took over, see takenOver).
+func (m *Mirror) snapshot(id string, es []entry, idx []int) (map[int][]byte, error) {
+	out := map[int][]byte{}
+	for _, i := range idx {
+		rel := es[i].rel
+		data, err := os.ReadFile(filepath.Join(m.cfg.Dir, filepath.FromSlash(rel)))
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m.isLeftover(id) {
+			over, err := m.takenOver(id, rel, data)
+			if err != nil {
+				return nil, err
+			}
+			if over {
+				m.log.Info("not uploading a playlist an earlier run left: another origin took the broadcast over and continued its recording",
+					"playlist", rel)
+				continue
+			}
+		}
+		out[i] = data
+	}
+	return out, nil
+}
+
+// mediaPending reports whether a media file of stream id waits in the
+// queue.
+func (m *Mirror) mediaPending(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.streams[id]
+	return s != nil && slices.ContainsFunc(s.pending, func(e entry) bool {
+		return e.kind == kindFile && !strings.HasSuffix(e.rel, ".m3u8")
+	})
 }
 
 // settle counts entries as uploaded.
@@ -539,9 +696,9 @@ func (m *Mirror) settle(es []entry) {
 	m.mu.Unlock()
 }
 
-func (m *Mirror) put(e entry) error {
-	path := filepath.Join(m.cfg.Dir, filepath.FromSlash(e.rel))
-	f, err := os.Open(path)
+// putFile uploads the media file of e.
+func (m *Mirror) putFile(e entry) error {
+	f, err := os.Open(filepath.Join(m.cfg.Dir, filepath.FromSlash(e.rel)))
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil // reset since: nothing to upload
 	}
@@ -553,21 +710,24 @@ func (m *Mirror) put(e entry) error {
 	if err != nil {
 		return err
 	}
-	if m.isLeftover(e.rel) && strings.HasSuffix(e.rel, ".m3u8") {
-		if keep, err := m.storeHasOther(e.rel, path); err != nil {
-			return err
-		} else if keep {
-			m.log.Info("not uploading a playlist an earlier run left: the store's copy is not an earlier state of it (another origin took the stream over)",
-				"playlist", e.rel)
-			return nil
-		}
-	}
-	if _, err := m.store.Put(m.ctx, e.rel, f, st.Size()); err != nil {
+	return m.put(e, f, st.Size())
+}
+
+// putBytes uploads data as the playlist of e.
+func (m *Mirror) putBytes(e entry, data []byte) error {
+	return m.put(e, bytes.NewReader(data), int64(len(data)))
+}
+
+func (m *Mirror) put(e entry, r io.Reader, size int64) error {
+	if _, err := m.store.Put(m.ctx, e.rel, r, size); err != nil {
 		m.uploads.WithLabelValues("error").Inc()
 		return err
 	}
 	m.uploads.WithLabelValues("ok").Inc()
 	m.delay.Observe(m.now().Sub(e.queued).Seconds())
+	m.mu.Lock()
+	m.uploaded = true
+	m.mu.Unlock()
 	return nil
 }
 
@@ -605,29 +765,69 @@ func (m *Mirror) removeLocal(id string, gen int) {
 	}
 }
 
-func (m *Mirror) isLeftover(rel string) bool {
-	id, _, _ := strings.Cut(rel, "/")
+func (m *Mirror) isLeftover(id string) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.leftover[id]
 }
 
-// storeHasOther reports whether the store holds a copy of the playlist rel
-// that the local file at path does not extend: an origin that restarts
-// after another took its broadcast over must not put its own, older
-// recording over the one the other continued.
-func (m *Mirror) storeHasOther(rel, path string) (bool, error) {
-	remote, _, err := storage.ReadAll(m.ctx, m.store, rel)
-	if errors.Is(err, storage.ErrNotFound) {
-		return false, nil
+// takenOver reports whether the playlist rel (local content data) of a
+// broadcast an earlier run left belongs to a broadcast another origin took
+// over: its recording in the store is not an earlier state of the local
+// one (the other origin continued it). A rendition playlist is judged by
+// its directory's recording, a master playlist by any recording of the
+// stream; the answers are kept while the stream is a leftover.
+func (m *Mirror) takenOver(id, rel string, data []byte) (bool, error) {
+	dirs := []string{path.Dir(rel)}
+	if strings.Count(rel, "/") == 1 {
+		ents, err := os.ReadDir(filepath.Join(m.cfg.Dir, id))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, err
+		}
+		dirs = dirs[:0]
+		for _, e := range ents {
+			if e.IsDir() {
+				dirs = append(dirs, id+"/"+e.Name())
+			}
+		}
 	}
-	if err != nil {
+	for _, dir := range dirs {
+		over, err := m.recordingTakenOver(dir, rel, data)
+		if over || err != nil {
+			return over, err
+		}
+	}
+	return false, nil
+}
+
+// recordingTakenOver judges the recording of the playlist directory dir
+// (once; data is its local content when rel is that recording).
+func (m *Mirror) recordingTakenOver(dir, rel string, data []byte) (bool, error) {
+	m.mu.Lock()
+	over, known := m.judged[dir]
+	m.mu.Unlock()
+	if known {
+		return over, nil
+	}
+	recKey := dir + "/recording.m3u8"
+	remote, _, err := storage.ReadAll(m.ctx, m.store, recKey)
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		over = false
+	case err != nil:
 		return false, err
+	default:
+		local := data
+		if rel != recKey {
+			if local, err = os.ReadFile(filepath.Join(m.cfg.Dir, filepath.FromSlash(recKey))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return false, err
+			}
+		}
+		remote = bytes.TrimSuffix(remote, []byte("#EXT-X-ENDLIST\n"))
+		over = !bytes.HasPrefix(local, remote)
 	}
-	local, err := os.ReadFile(path)
-	if err != nil {
-		return false, err
-	}
-	remote = bytes.TrimSuffix(remote, []byte("#EXT-X-ENDLIST\n"))
-	return !bytes.HasPrefix(local, remote), nil
+	m.mu.Lock()
+	m.judged[dir] = over
+	m.mu.Unlock()
+	return over, nil
 }

@@ -326,11 +326,18 @@ func TestScanKeepsARecordingTakenOver(t *testing.T) {
 		}
 	}
 	put(taken+"/720p/recording.m3u8", "old part\n#EXT-X-DISCONTINUITY\nnew part\n")
+	put(taken+"/720p/index.m3u8", "the other origin's index")
+	put(taken+"/master.m3u8", "the other origin's master")
 	put(mine+"/720p/recording.m3u8", "old part\n")
+	put(mine+"/720p/index.m3u8", "a live window")
 	for rel, data := range map[string]string{
 		taken + "/720p/recording.m3u8": "old part\nmore\n#EXT-X-ENDLIST\n",
+		taken + "/720p/index.m3u8":     "my VOD index",
+		taken + "/master.m3u8":         "my master",
 		taken + "/720p/x-0-9.m4s":      "late segment",
 		mine + "/720p/recording.m3u8":  "old part\nmore\n#EXT-X-ENDLIST\n",
+		mine + "/720p/index.m3u8":      "my VOD index",
+		mine + "/master.m3u8":          "my master",
 	} {
 		p := filepath.Join(e.dir, filepath.FromSlash(rel))
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -354,5 +361,15 @@ func TestScanKeepsARecordingTakenOver(t *testing.T) {
 	}
 	if got, _ := e.object(mine + "/720p/recording.m3u8"); got != "old part\nmore\n#EXT-X-ENDLIST\n" {
 		t.Fatalf("the recording that extends the store's: %q", got)
+	}
+	// The other playlists follow their recording: kept where it was taken
+	// over, replaced (the finished VOD index) where it was not.
+	for key, want := range map[string]string{
+		taken + "/720p/index.m3u8": "the other origin's index", taken + "/master.m3u8": "the other origin's master",
+		mine + "/720p/index.m3u8": "my VOD index", mine + "/master.m3u8": "my master",
+	} {
+		if got, _ := e.object(key); got != want {
+			t.Errorf("%s in the store: %q, want %q", key, got, want)
+		}
 	}
 }
