@@ -15,6 +15,10 @@
 //     only when their SHA-256 matches the digest the origin announces in a
 //     HEAD (Shoal-Content-SHA256); a sibling that fails is skipped for 30 s.
 //   - Every answer carries an RFC 9211 Cache-Status header.
+//   - With several origins (Config.OriginURL, Deps.Origins), every request
+//     to the origin goes to the preferred one, and once more to the next
+//     one on a connection error, a stall or a 502/503/504; an origin that
+//     failed is tried last for 10 s (origins.go).
 //
 // LL-HLS blocking playlist reloads pass through with coalescing (blocking.go):
 //
@@ -99,6 +103,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/logx"
+	"github.com/shoal-video/shoal/internal/originset"
 )
 
 // Defaults for Config fields left zero.
@@ -139,7 +144,9 @@ const siblingBadFor = 30 * time.Second
 
 // Config configures a Cache.
 type Config struct {
-	// OriginURL is the origin's base URL, e.g. "http://origin:8080". Required.
+	// OriginURL is the origin's base URL, e.g. "http://origin:8080", or
+	// several separated by commas, the preferred first (see origins.go).
+	// Required unless Deps.Origins is set.
 	OriginURL string
 	// Self is this edge's public URL: its identity among its siblings in
 	// rendezvous hashing. Required when Deps.Siblings is set.
@@ -200,6 +207,11 @@ type Deps struct {
 	// Now is the clock freshness, staleness, marks and the egress rate are
 	// reckoned by (default time.Now; tests advance their own).
 	Now func() time.Time
+	// Origins, when set, are the origins fetched from (Config.OriginURL is
+	// then ignored): the edge shares them with its node protocol client,
+	// which adds the origins it learns. Nil: the origins of
+	// Config.OriginURL, failures reckoned by Now.
+	Origins *originset.Set
 
 	// ticks, when set, replaces Run's one-second ticker (tests tick by
 	// hand), and ticked, when set, is called once a tick has been handled.
@@ -236,6 +248,7 @@ type Stats struct {
 	Hits              int64   // answers from the cache (negative hits included)
 	Misses            int64   // answers that waited on an upstream fetch (collapsed included)
 	OriginFetches     int64   // GETs sent to the origin
+	OriginFailovers   int64   // requests sent again to the next origin because one failed
 	SiblingFetches    int64   // objects obtained from a sibling and verified
 	SiblingFailures   int64   // sibling attempts that failed (error, timeout, bad bytes)
 	CorruptObjects    int64   // disk objects dropped for not matching their SHA-256
@@ -257,7 +270,7 @@ var nameRe = regexp.MustCompile("^[A-Za-z*][A-Za-z0-9:/!#$%&'*+.^_`|~-]*$")
 // Cache is an edge cache. It is an http.Handler.
 type Cache struct {
 	cfg      Config
-	origin   string // OriginURL without a trailing slash
+	origins  *originset.Set
 	log      *slog.Logger
 	client   *http.Client
 	siblings func() []Sibling
@@ -296,6 +309,7 @@ type Cache struct {
 	hits        atomic.Int64
 	misses      atomic.Int64
 	originGets  atomic.Int64
+	failovers   atomic.Int64
 	siblingOK   atomic.Int64
 	siblingFail atomic.Int64
 	corrupt     atomic.Int64
@@ -378,12 +392,16 @@ func (c *Cache) Invalidate(invs []Invalidation) {
 // that is done.
 func New(cfg Config, deps Deps) (*Cache, error) {
 	var errs []error
-	u, err := url.Parse(cfg.OriginURL)
+	var originURLs []string
 	switch {
+	case deps.Origins != nil:
 	case cfg.OriginURL == "":
 		errs = append(errs, errors.New("edgecache: OriginURL is required"))
-	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
-		errs = append(errs, fmt.Errorf("edgecache: OriginURL must be an http(s) URL, got %q", cfg.OriginURL))
+	default:
+		var err error
+		if originURLs, err = originset.Parse(cfg.OriginURL); err != nil {
+			errs = append(errs, fmt.Errorf("edgecache: OriginURL must be http(s) URLs separated by commas: %w", err))
+		}
 	}
 	if cfg.CacheDir == "" {
 		errs = append(errs, errors.New("edgecache: CacheDir is required"))
@@ -438,6 +456,13 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	if deps.Now == nil {
 		deps.Now = time.Now
 	}
+	origins := deps.Origins
+	if origins == nil {
+		var err error
+		if origins, err = originset.New(originURLs, deps.Now); err != nil {
+			return nil, fmt.Errorf("edgecache: %w", err)
+		}
+	}
 	client := deps.Client
 	if client == nil {
 		client = &http.Client{
@@ -454,7 +479,7 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 	}
 	c := &Cache{
 		cfg:      cfg,
-		origin:   strings.TrimRight(cfg.OriginURL, "/"),
+		origins:  origins,
 		log:      deps.Log,
 		client:   client,
 		siblings: deps.Siblings,
@@ -577,6 +602,7 @@ func (c *Cache) Stats() Stats {
 		Hits:              c.hits.Load(),
 		Misses:            c.misses.Load(),
 		OriginFetches:     c.originGets.Load(),
+		OriginFailovers:   c.failovers.Load(),
 		SiblingFetches:    c.siblingOK.Load(),
 		SiblingFailures:   c.siblingFail.Load(),
 		CorruptObjects:    c.corrupt.Load(),
@@ -645,17 +671,17 @@ func (c *Cache) viewerIP(r *http.Request) string {
 	return host
 }
 
-// upstreamRequest makes a request to the origin for key with token,
-// vouching for the viewer at viewerIP when it carries a token.
-func (c *Cache) upstreamRequest(ctx context.Context, method, key, token, viewerIP string) (*http.Request, error) {
-	u := upstreamURL(c.origin, key, token)
+// upstreamRequest makes a request to the origin at base for key with
+// token, vouching for the viewer at viewerIP when it carries a token.
+func (c *Cache) upstreamRequest(ctx context.Context, base, method, key, token, viewerIP string) (*http.Request, error) {
+	u := upstreamURL(base, key, token)
 	req, err := http.NewRequestWithContext(ctx, method, u, nil)
 	if err != nil {
 		return nil, err
 	}
 	req.Header.Set(HeaderEdge, "1")
 	if token != "" && c.vouch != nil && viewerIP != "" {
-		c.vouch(req, u[len(c.origin):], viewerIP)
+		c.vouch(req, u[len(base):], viewerIP)
 	}
 	return req, nil
 }

@@ -242,20 +242,16 @@ func (c *Cache) fromOrigin(f *fetch) bool {
 	if f.prev != nil {
 		fwd = "stale"
 	}
-	ctx, wd := newWatchdog(f.ctx, c.headerTimeout(f.key), c.cfg.OriginTimeout)
-	defer wd.stop()
-	req, err := c.upstreamRequest(ctx, http.MethodGet, f.key, f.token, f.viewerIP)
-	if err != nil {
-		return false
-	}
 	revalidate := f.prev != nil && f.prev.ETag != "" && f.prev.body != nil
+	var prep func(*http.Request)
 	if revalidate {
-		req.Header.Set("If-None-Match", f.prev.ETag)
+		prep = func(req *http.Request) { req.Header.Set("If-None-Match", f.prev.ETag) }
 	}
-	c.originGets.Add(1)
-	c.m.originFetches.Inc()
-	resp, err := c.client.Do(req)
+	resp, ctx, wd, err := c.originDo(f.ctx, http.MethodGet, f.key, f.token, f.viewerIP, c.headerTimeout(f.key), prep, true)
 	if err != nil {
+		if ctx == nil {
+			return false
+		}
 		c.reportError("origin fetch failed", "path", f.key, "err", upstreamErr(ctx, err))
 		if c.publishStale(f, 0) {
 			return true
@@ -265,6 +261,7 @@ func (c *Cache) fromOrigin(f *fetch) bool {
 		f.end(true)
 		return true
 	}
+	defer wd.stop()
 	defer resp.Body.Close()
 	wd.kick()
 	if strings.EqualFold(resp.Header.Get(HeaderPolicy), "signed") {
@@ -665,17 +662,13 @@ type headResult struct {
 
 // originHead asks the origin for an object's headers and digest.
 func (c *Cache) originHead(ctx context.Context, f *fetch) headResult {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.OriginTimeout)
-	defer cancel()
-	req, err := c.upstreamRequest(ctx, http.MethodHead, f.key, f.token, f.viewerIP)
-	if err != nil {
-		return headResult{err: err}
-	}
-	resp, err := c.client.Do(req)
+	// The whole HEAD within OriginTimeout (its watchdog is never kicked).
+	resp, _, wd, err := c.originDo(ctx, http.MethodHead, f.key, f.token, f.viewerIP, c.cfg.OriginTimeout, nil, false)
 	if err != nil {
 		return headResult{err: err}
 	}
 	resp.Body.Close()
+	wd.stop()
 	d := strings.ToLower(strings.TrimSpace(resp.Header.Get(HeaderDigest)))
 	if len(d) != 64 {
 		d = ""

@@ -11,6 +11,7 @@ type metrics struct {
 	hit, miss, collapsed, negative prometheus.Counter
 	bytesServed                    prometheus.Counter
 	originFetches                  prometheus.Counter
+	originFailovers                prometheus.Counter
 	siblingOK, siblingFailed       prometheus.Counter
 	corrupt, stale, spooled        prometheus.Counter
 	streamsEvicted                 prometheus.Counter
@@ -30,6 +31,10 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 	originFetches := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "shoal_edge_origin_fetches_total",
 		Help: "GET requests the edge cache sent to the origin.",
+	})
+	originFailovers := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "shoal_edge_origin_failovers_total",
+		Help: "Requests the edge cache sent again to the next origin because the preferred one failed (a connection error, a stall, or 502/503/504).",
 	})
 	sibling := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "shoal_edge_sibling_fetches_total",
@@ -59,7 +64,7 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		}, func() float64 { return float64(f()) })
 	}
 	if reg != nil {
-		for _, col := range []prometheus.Collector{requests, bytesServed, originFetches, sibling, corrupt, stale, spooled, streamsEvicted,
+		for _, col := range []prometheus.Collector{requests, bytesServed, originFetches, originFailovers, sibling, corrupt, stale, spooled, streamsEvicted,
 			tier("memory", c.mem.bytes), tier("disk", c.disk.bytes)} {
 			if err := reg.Register(col); err != nil {
 				return nil, fmt.Errorf("edgecache: registering metrics: %w", err)
@@ -67,18 +72,19 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		}
 	}
 	return &metrics{
-		hit:            requests.WithLabelValues("hit"),
-		miss:           requests.WithLabelValues("miss"),
-		collapsed:      requests.WithLabelValues("collapsed"),
-		negative:       requests.WithLabelValues("negative"),
-		bytesServed:    bytesServed,
-		originFetches:  originFetches,
-		siblingOK:      sibling.WithLabelValues("ok"),
-		siblingFailed:  sibling.WithLabelValues("failed"),
-		corrupt:        corrupt,
-		stale:          stale,
-		spooled:        spooled,
-		streamsEvicted: streamsEvicted,
+		hit:             requests.WithLabelValues("hit"),
+		miss:            requests.WithLabelValues("miss"),
+		collapsed:       requests.WithLabelValues("collapsed"),
+		negative:        requests.WithLabelValues("negative"),
+		bytesServed:     bytesServed,
+		originFetches:   originFetches,
+		originFailovers: originFailovers,
+		siblingOK:       sibling.WithLabelValues("ok"),
+		siblingFailed:   sibling.WithLabelValues("failed"),
+		corrupt:         corrupt,
+		stale:           stale,
+		spooled:         spooled,
+		streamsEvicted:  streamsEvicted,
 	}, nil
 }
 

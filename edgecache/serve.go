@@ -609,38 +609,34 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 
 // passthrough streams an object too big to cache from the origin.
 func (c *Cache) passthrough(w http.ResponseWriter, r *http.Request, key, id string, a *access) {
-	ctx, wd := newWatchdog(r.Context(), c.headerTimeout(key), c.cfg.OriginTimeout)
-	defer wd.stop()
 	token := r.URL.Query().Get("token")
 	ip := ""
 	if token != "" {
 		ip = c.viewerIP(r)
 	}
-	req, err := c.upstreamRequest(ctx, r.Method, key, token, ip)
-	if err != nil {
-		http.Error(w, "bad request", http.StatusBadRequest)
-		return
-	}
-	for _, k := range []string{"Range", "If-Range", "If-None-Match", "If-Modified-Since"} {
-		if v := r.Header[k]; v != nil {
-			req.Header[k] = v
+	prep := func(req *http.Request) {
+		for _, k := range []string{"Range", "If-Range", "If-None-Match", "If-Modified-Since"} {
+			if v := r.Header[k]; v != nil {
+				req.Header[k] = v
+			}
 		}
 	}
-	c.originGets.Add(1)
-	c.m.originFetches.Inc()
 	h := w.Header()
 	h[HeaderCacheStatus] = []string{c.cachePrefix + "fwd=miss; detail=origin"}
 	c.misses.Add(1)
 	c.m.miss.Inc()
-	resp, err := c.client.Do(req)
+	resp, ctx, wd, err := c.originDo(r.Context(), r.Method, key, token, ip, c.headerTimeout(key), prep, true)
 	if err != nil {
-		if r.Context().Err() == nil {
+		if r.Context().Err() == nil && ctx != nil {
 			c.reportError("origin fetch failed", "path", key, "err", upstreamErr(ctx, err))
 			h["Cache-Control"] = hvNoStore
 			http.Error(w, "bad gateway", http.StatusBadGateway)
+		} else if ctx == nil {
+			http.Error(w, "bad request", http.StatusBadRequest)
 		}
 		return
 	}
+	defer wd.stop()
 	defer resp.Body.Close()
 	wd.kick()
 	if !c.authorize(w, r, id, strings.EqualFold(resp.Header.Get(HeaderPolicy), "signed"), a) {

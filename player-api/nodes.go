@@ -36,6 +36,9 @@ type NodeStore interface {
 	RecentDeliveryReports(ctx context.Context, idList []string, n int) (map[string][]routing.DeliveryReport, error)
 	PlacementSecret(ctx context.Context) ([]byte, error)
 	Invalidations(ctx context.Context, cursor string, max int64) ([]routing.Invalidation, string, error)
+	// ListOrigins lists the origins announced on this Redis (heartbeat
+	// and join answers carry them: edges fail over to them).
+	ListOrigins(ctx context.Context) ([]string, error)
 }
 
 const (
@@ -464,7 +467,8 @@ var cursorRe = regexp.MustCompile(`^[0-9]{1,20}-[0-9]{1,20}$`)
 const maxInvalidationsPerAnswer = 1000
 
 // nodeView is what a node learns at each join and heartbeat: its
-// siblings, the playback key and the invalidations after cursor.
+// siblings, the playback key, the invalidations after cursor and the
+// origins announced in the registry.
 func (a *API) nodeView(ctx context.Context, self routing.Node, cursor string) (nodeproto.JoinResponse, error) {
 	nodes, err := a.registry.Nodes(ctx)
 	if err != nil && nodes == nil {
@@ -478,6 +482,13 @@ func (a *API) nodeView(ctx context.Context, self routing.Node, cursor string) (n
 		PlaybackPublicKey: a.playbackPublicKey(), Siblings: []nodeproto.Sibling{}, InvalidationCursor: next}
 	for _, i := range inv {
 		resp.Invalidations = append(resp.Invalidations, nodeproto.Invalidation{ID: i.ID, Deleted: i.Deleted, Signed: i.Signed})
+	}
+	// Without the list, the node keeps the origins it knows: not a
+	// reason to fail the heartbeat.
+	if origins, err := a.store.ListOrigins(ctx); err == nil {
+		resp.Origins = origins
+	} else if ctx.Err() == nil {
+		a.log.Warn("cannot list the origins for a node", "node", self.ID, "err", err)
 	}
 	for _, n := range nodes {
 		if n.ID != self.ID && n.Role == "edge" && n.Region == self.Region && n.Quarantine == nil {

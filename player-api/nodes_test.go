@@ -478,3 +478,41 @@ func TestHeartbeatLimits(t *testing.T) {
 		t.Fatalf("registered series: %d, %v", n, err)
 	}
 }
+
+// The answers to a join and to a heartbeat list the origins announced in
+// the registry (edges learn them and fail over to them); none announced,
+// the field is absent (the edge keeps what it knows).
+func TestNodeAnswersListTheOrigins(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	k := newKey(t)
+	now := time.Now()
+	first := e.nodeReq(t, "/v1/nodes/join", testAdminKey, joinBody(k, "eu", now), k).wantStatus(t, http.StatusCreated)
+	if strings.Contains(string(first.body), `"origins"`) {
+		t.Fatalf("no origin announced, the join answer lists some: %s", first.body)
+	}
+	ctx := context.Background()
+	for _, u := range []string{"https://origin-b.example", "https://origin-a.example"} {
+		if err := e.store.AnnounceOrigin(ctx, u, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{"https://origin-a.example", "https://origin-b.example"}
+	rj := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, joinBody(k, "eu", now), k).wantStatus(t, http.StatusCreated))
+	if fmt.Sprint(rj.Origins) != fmt.Sprint(want) {
+		t.Fatalf("join answer origins %q, want %q", rj.Origins, want)
+	}
+	hb := nodeproto.Heartbeat{Time: now}
+	rh := decode[nodeproto.HeartbeatResponse](t, e.nodeReq(t, "/v1/nodes/"+rj.ID+"/heartbeat", testAdminKey, hb, k).wantStatus(t, http.StatusOK))
+	if fmt.Sprint(rh.Origins) != fmt.Sprint(want) {
+		t.Fatalf("heartbeat answer origins %q, want %q", rh.Origins, want)
+	}
+	// A withdrawn origin is no longer listed.
+	if err := e.store.WithdrawOrigin(ctx, "https://origin-a.example"); err != nil {
+		t.Fatal(err)
+	}
+	rh = decode[nodeproto.HeartbeatResponse](t, e.nodeReq(t, "/v1/nodes/"+rj.ID+"/heartbeat", testAdminKey, hb, k).wantStatus(t, http.StatusOK))
+	if fmt.Sprint(rh.Origins) != "[https://origin-b.example]" {
+		t.Fatalf("heartbeat answer origins after a withdrawal %q", rh.Origins)
+	}
+}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/shoal-video/shoal/edgecache"
 	"github.com/shoal-video/shoal/internal/config"
 	"github.com/shoal-video/shoal/internal/nodeproto"
+	"github.com/shoal-video/shoal/internal/originset"
 	"github.com/shoal-video/shoal/internal/playback"
 	"github.com/shoal-video/shoal/p2p/tracker"
 )
@@ -32,6 +34,9 @@ type edgeNode struct {
 	cursor    atomic.Value // string: the invalidation feed's cursor
 	joined    atomic.Bool
 	cache     *edgecache.Cache
+	// origins are the configured origins and those learned from the
+	// answers' "origins", shared by the cache and the node client.
+	origins *originset.Set
 	// clientIP finds a viewer's address (trusted proxies).
 	clientIP func(*http.Request) string
 	// key signs the vouches for viewers' addresses sent to the origin.
@@ -70,6 +75,11 @@ func (e *edgeNode) learn(r nodeproto.JoinResponse, log *slog.Logger) {
 	}
 	e.siblings.Store(sib)
 	e.sibKeys.Store(keys)
+	// An answer without "origins" (the origin could not list them) changes
+	// nothing.
+	if r.Origins != nil && e.origins != nil && e.origins.Learn(r.Origins) {
+		log.Info("origins changed", "origins", strings.Join(e.origins.All(), ","))
+	}
 	if r.PlaybackPublicKey != "" {
 		if pub, err := playback.ParsePublicKey(r.PlaybackPublicKey); err == nil {
 			e.playbackK.Store(pub)
@@ -125,7 +135,9 @@ func edgePublicURL(cfg config.Config, explicit bool) string {
 }
 
 // runEdge runs the edge role: the cache on SHOAL_EDGE_ADDR, joined to the
-// origin's registry and heartbeating to it.
+// origin's registry and heartbeating to it. With several origins
+// (configured, or learned from the answers), the cache and the node client
+// fail over between them (internal/originset).
 func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog.Logger, opts testOptions) error {
 	if cfg.Edge.Addr == config.EdgeOff {
 		return errors.New(`edge.addr (SHOAL_EDGE_ADDR) is "off": the edge role needs a listen address`)
@@ -147,18 +159,22 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	node := &edgeNode{key: key, now: time.Now, claimFactor: opts.claimFactor}
+	origins, err := originset.New(cfg.OriginURLs(), time.Now)
+	if err != nil {
+		return fmt.Errorf("origin_url (SHOAL_ORIGIN_URL): %w", err)
+	}
+	node := &edgeNode{key: key, now: time.Now, claimFactor: opts.claimFactor, origins: origins}
 	node.clientIP = newClientIPResolver(cfg, newVouchVerifier(node.siblingKey, reg, log.With("component", "vouch"))).IP
 	cache, err := edgecache.New(edgecache.Config{
-		OriginURL: cfg.OriginURL, CacheDir: cacheDir, DiskBytes: cfg.Edge.CacheBytes, MemoryBytes: cfg.Edge.MemoryBytes,
+		CacheDir: cacheDir, DiskBytes: cfg.Edge.CacheBytes, MemoryBytes: cfg.Edge.MemoryBytes,
 		Self: publicURL,
 	}, edgecache.Deps{Log: log.With("component", "edgecache"), Registerer: reg, Siblings: node.siblingList, Access: node.access,
-		ClientIP: node.clientIP, Vouch: node.vouch})
+		ClientIP: node.clientIP, Vouch: node.vouch, Origins: origins})
 	if err != nil {
 		return err
 	}
 	node.cache = cache
-	client := &nodeproto.Client{OriginURL: cfg.OriginURL, Token: cfg.NodeToken, Key: key}
+	client := &nodeproto.Client{Origins: origins, Token: cfg.NodeToken, Key: key}
 	join := nodeproto.JoinRequest{Role: "edge", Region: cfg.Region, PublicURL: publicURL}
 
 	// Peers connect to the edge itself: their address is the connection's
@@ -194,7 +210,7 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 		MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}
 
 	log.Info("shoal edge starting", "version", Version, "node", nodeproto.NodeID(key.Public().(ed25519.PublicKey)),
-		"public_url", publicURL, "origin", cfg.OriginURL, "region", cfg.Region, "config", fmt.Sprintf("%+v", cfg.Redacted()))
+		"public_url", publicURL, "origins", cfg.OriginURL, "region", cfg.Region, "config", fmt.Sprintf("%+v", cfg.Redacted()))
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return cache.Run(gctx) })
 	g.Go(func() error {

@@ -336,9 +336,10 @@ func TestWatchPageVerifiesEdges(t *testing.T) {
 // like a player sees no error and keeps getting the window it had.
 func TestLiveThroughEdgeSurvivesOriginOutage(t *testing.T) {
 	t.Parallel()
-	n := startNode(t)
-	target, _ := url.Parse(n.http)
-	proxy := httputil.NewSingleHostReverseProxy(target)
+	// The origin is reached through front, its public URL (what it
+	// announces to edges): down, the origin is unreachable at every URL
+	// the edge knows.
+	var proxy atomic.Pointer[httputil.ReverseProxy]
 	var down atomic.Bool
 	front := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if down.Load() {
@@ -352,9 +353,16 @@ func TestLiveThroughEdgeSurvivesOriginOutage(t *testing.T) {
 			http.Error(w, "down", http.StatusBadGateway)
 			return
 		}
-		proxy.ServeHTTP(w, r)
+		if p := proxy.Load(); p != nil {
+			p.ServeHTTP(w, r)
+			return
+		}
+		http.Error(w, "not started", http.StatusServiceUnavailable)
 	}))
 	t.Cleanup(front.Close)
+	n := startNode(t, "SHOAL_PUBLIC_URL="+front.URL)
+	target, _ := url.Parse(n.http)
+	proxy.Store(httputil.NewSingleHostReverseProxy(target))
 	e := startEdge(t, n, n.nodeToken(), "", "SHOAL_ORIGIN_URL="+front.URL)
 	n.waitFor("the edge in /v1/nodes", 20*time.Second, func() bool { return len(n.nodes()) == 1 })
 

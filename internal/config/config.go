@@ -40,7 +40,7 @@ type Config struct {
 	// scheme://host[:port]) whose pages may upload with tus; "*": any.
 	UploadAllowedOrigins string `yaml:"upload_allowed_origins"`
 	// OriginURL, Region and NodeToken are how an edge joins the network.
-	OriginURL string `yaml:"origin_url"` // no trailing slash
+	OriginURL string `yaml:"origin_url"` // no trailing slash; several comma-separated (OriginURLs)
 	Region    string `yaml:"region"`
 	NodeToken string `yaml:"node_token"`
 	// MetricsToken, when set, is the bearer token /metrics asks for.

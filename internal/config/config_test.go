@@ -317,6 +317,13 @@ func TestValidateMessages(t *testing.T) {
 			`upload_allowed_origins (SHOAL_UPLOAD_ALLOWED_ORIGINS): * allows every origin: list it alone`},
 		{"upload origins empty", func(c *Config) { c.UploadAllowedOrigins = " , " },
 			`upload_allowed_origins (SHOAL_UPLOAD_ALLOWED_ORIGINS): empty: list origins such as https://app.example.com, or * for any`},
+		{"origin urls", func(c *Config) { c.OriginURL = "http://origin-a.internal:8080,https://origin-b.example" }, ""},
+		{"origin urls with an empty entry", func(c *Config) { c.OriginURL = "http://origin-a.internal:8080,,https://origin-b.example" },
+			`origin_url (SHOAL_ORIGIN_URL): an empty entry in the list: separate the origins' URLs with single commas`},
+		{"origin urls not http", func(c *Config) { c.OriginURL = "http://origin-a.internal:8080,ftp://origin-b.example" },
+			`origin_url (SHOAL_ORIGIN_URL): "ftp://origin-b.example" must be an absolute http:// or https:// URL`},
+		{"origin urls twice", func(c *Config) { c.OriginURL = "https://origin-b.example,https://origin-b.example" },
+			`origin_url (SHOAL_ORIGIN_URL): "https://origin-b.example" is listed twice`},
 		{"whip public ips", func(c *Config) { c.Ingest.WHIPPublicIPs = "203.0.113.7, 2001:db8::1" }, ""},
 		{"whip public ip bad", func(c *Config) { c.Ingest.WHIPPublicIPs = "203.0.113.7,example.com" },
 			`ingest.whip_public_ips (SHOAL_INGEST_WHIP_PUBLIC_IPS): "example.com" is not an IP address`},
@@ -750,5 +757,28 @@ func TestMinEpochOutlastsNodeTTL(t *testing.T) {
 	t.Parallel()
 	if MinAccountingEpoch.Std() <= nodeproto.NodeTTL {
 		t.Fatalf("MinAccountingEpoch %s, not longer than nodeproto.NodeTTL %s", MinAccountingEpoch, nodeproto.NodeTTL)
+	}
+}
+
+// SHOAL_ORIGIN_URL takes several origins: blanks and trailing slashes
+// are dropped from each, and OriginURLs lists them in order.
+func TestOriginURLList(t *testing.T) {
+	t.Parallel()
+	got, err := Load("", []string{"SHOAL_ORIGIN_URL= http://origin-a.internal:8080/ , https://origin-b.example/"})
+	if err != nil {
+		t.Fatalf("Load: %v", err)
+	}
+	if got.OriginURL != "http://origin-a.internal:8080,https://origin-b.example" {
+		t.Errorf("OriginURL = %q", got.OriginURL)
+	}
+	if l := got.OriginURLs(); len(l) != 2 || l[0] != "http://origin-a.internal:8080" || l[1] != "https://origin-b.example" {
+		t.Errorf("OriginURLs() = %q", l)
+	}
+	if l := Default().OriginURLs(); l != nil {
+		t.Errorf("OriginURLs() of the default = %q, want none", l)
+	}
+	if _, err := Load("", []string{"SHOAL_ORIGIN_URL=http://origin-a.internal:8080,origin-b:8080"}); err == nil ||
+		!strings.Contains(err.Error(), "origin_url (SHOAL_ORIGIN_URL)") {
+		t.Errorf("an entry without a scheme: %v", err)
 	}
 }

@@ -127,8 +127,8 @@ var table = []key{
 		"web origins (comma-separated scheme://host[:port]) whose pages may upload with tus (the CORS preflight and answers); * allows any site's pages (the API key is still needed)",
 		func(c *Config) *string { return &c.UploadAllowedOrigins }, parseString, fmtString, checkOrigins),
 	field("origin_url", "SHOAL_ORIGIN_URL",
-		"edge role: the origin's http(s) URL it joins and fetches from, no trailing slash (required by shoal edge)",
-		func(c *Config) *string { return &c.OriginURL }, parseBaseURL, fmtString, checkOptionalURL),
+		"edge role: the origin's http(s) URL it joins and fetches from, or several comma-separated (the first preferred; requests fail over to the next), no trailing slash (required by shoal edge); the edge also learns the deployment's other origins from its heartbeats",
+		func(c *Config) *string { return &c.OriginURL }, parseOriginURLs, fmtString, checkOriginURLs),
 	field("region", "SHOAL_REGION",
 		"this node's region, e.g. eu-west (letters, digits, - and _); viewers are routed to edges of their region",
 		func(c *Config) *string { return &c.Region }, parseLower, fmtString, checkRegion),
@@ -513,11 +513,52 @@ func checkRTPPort(p int) error {
 	return nil
 }
 
-func checkOptionalURL(s string) error {
+// parseOriginURLs trims each entry of a comma-separated list of base URLs
+// (blanks, a trailing slash); empty entries stay for the check to refuse.
+func parseOriginURLs(raw string) (string, error) {
+	if strings.TrimSpace(raw) == "" {
+		return "", nil
+	}
+	list := strings.Split(raw, ",")
+	for i, s := range list {
+		list[i] = strings.TrimSuffix(strings.TrimSpace(s), "/")
+	}
+	return strings.Join(list, ","), nil
+}
+
+// checkOriginURLs checks origin_url: empty, or comma-separated http(s)
+// base URLs, each once.
+func checkOriginURLs(s string) error {
 	if s == "" {
 		return nil
 	}
-	return checkBaseURL(s, "http", "https")
+	seen := map[string]bool{}
+	for _, u := range strings.Split(s, ",") {
+		u = strings.TrimSpace(u)
+		if u == "" {
+			return errors.New("an empty entry in the list: separate the origins' URLs with single commas")
+		}
+		if err := checkBaseURL(u, "http", "https"); err != nil {
+			return err
+		}
+		if seen[u] {
+			return fmt.Errorf("%s is listed twice", quote(u))
+		}
+		seen[u] = true
+	}
+	return nil
+}
+
+// OriginURLs are the origins of origin_url, the preferred first.
+func (c Config) OriginURLs() []string {
+	if c.OriginURL == "" {
+		return nil
+	}
+	list := strings.Split(c.OriginURL, ",")
+	for i, u := range list {
+		list[i] = strings.TrimSuffix(strings.TrimSpace(u), "/")
+	}
+	return list
 }
 
 func checkRegion(s string) error {

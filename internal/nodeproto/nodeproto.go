@@ -28,6 +28,8 @@ import (
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/shoal-video/shoal/internal/originset"
 )
 
 // SignatureHeader carries the base64 ed25519 signature of the request body.
@@ -85,6 +87,12 @@ type JoinResponse struct {
 	// InvalidationCursor back with its next heartbeat.
 	Invalidations      []Invalidation `json:"invalidations,omitempty"`
 	InvalidationCursor string         `json:"invalidation_cursor,omitempty"`
+	// Origins are the public URLs of the origins announced in the
+	// registry (the one answering among them, normally): a node adds them
+	// to the origins it fails over to, and drops those it learned that
+	// are no longer listed. Absent when the origin could not list them
+	// (then the node keeps what it knows).
+	Origins []string `json:"origins,omitempty"`
 }
 
 // Invalidation tells a node to drop what it cached of a live stream or
@@ -180,11 +188,21 @@ func CheckTime(t, now time.Time) error {
 }
 
 // Client is a node's side of the protocol.
+//
+// With several origins (Origins), each request goes to the preferred one,
+// and once more to the next one on a connection error or a 502, 503 or
+// 504; an origin that failed is tried after the others for
+// originset.AvoidFor. Every origin shares the registry (Redis), so a node
+// that joined at one heartbeats at any other.
 type Client struct {
-	OriginURL string // e.g. http://origin:8080
-	Token     string // node token (or the admin key)
-	Key       ed25519.PrivateKey
-	HTTP      *http.Client
+	OriginURL string // e.g. http://origin:8080; ignored when Origins is set
+	// Origins, when set, are the origins the client talks to (shared with
+	// the edge cache; the origins a JoinResponse lists are added to them
+	// by the caller, Origins.Learn).
+	Origins *originset.Set
+	Token   string // node token (or the admin key)
+	Key     ed25519.PrivateKey
+	HTTP    *http.Client
 }
 
 // ErrRefused wraps an answer of the origin that the node cannot fix by
@@ -216,23 +234,52 @@ func (c *Client) post(ctx context.Context, path string, in, out any) error {
 	if err != nil {
 		return err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.OriginURL, "/")+path, bytes.NewReader(body))
-	if err != nil {
-		return err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+c.Token)
-	req.Header.Set(SignatureHeader, Sign(c.Key, body))
+	sig := Sign(c.Key, body)
 	hc := c.HTTP
 	if hc == nil {
 		hc = &http.Client{Timeout: 10 * time.Second}
 	}
-	resp, err := hc.Do(req)
-	if err != nil {
-		return err
+	origins := []string{strings.TrimSuffix(c.OriginURL, "/")}
+	if c.Origins != nil {
+		origins = c.Origins.Attempts()
 	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var (
+		resp *http.Response
+		data []byte
+	)
+	for i, base := range origins {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+path, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+c.Token)
+		req.Header.Set(SignatureHeader, sig)
+		last := i == len(origins)-1
+		resp, err = hc.Do(req)
+		if err != nil {
+			if c.Origins != nil && ctx.Err() == nil {
+				c.Origins.Failed(base)
+			}
+			if last || ctx.Err() != nil {
+				return err
+			}
+			continue
+		}
+		data, _ = io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		if c.Origins == nil {
+			break
+		}
+		if !originset.FailoverStatus(resp.StatusCode) {
+			c.Origins.Succeeded(base)
+			break
+		}
+		c.Origins.Failed(base)
+		if last {
+			break
+		}
+	}
 	switch {
 	case resp.StatusCode == http.StatusOK || resp.StatusCode == http.StatusCreated:
 		return json.Unmarshal(data, out)
