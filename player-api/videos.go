@@ -567,6 +567,16 @@ func (a *API) sourceArrived(ctx context.Context, id, how, file string, size int6
 		return routing.Video{}, &notAVideoError{msg: perr.Error()}
 	}
 	if file != "" {
+		// The probe and the move may take long: the upload must still
+		// hold the video, or it would replace the source of the upload
+		// that took over.
+		if held, err := a.store.RenewUpload(ctx, id, how); err != nil || !held {
+			_ = os.Remove(file)
+			if err != nil {
+				return routing.Video{}, err
+			}
+			return routing.Video{}, fmt.Errorf("%w: %w", routing.ErrConflict, errLeaseLost)
+		}
 		if err := a.videos.KeepSource(ctx, id, file); err != nil {
 			_ = os.Remove(file)
 			_ = a.store.AbortUpload(ctx, id, how)

@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/hlspath"
@@ -37,6 +38,11 @@ type liveOwners struct {
 	isLive     func(id string) bool // live in this origin's hub
 	disconnect func(id string)
 	log        *slog.Logger
+
+	// draining: the origin is stopping; the leases it holds are renewed
+	// until run's context ends, live or not (what it wrote of them is
+	// still going up to the store).
+	draining atomic.Bool
 
 	mu   sync.Mutex
 	held map[string]time.Time // claimed here: when last claimed or authorized
@@ -130,7 +136,7 @@ func (o *liveOwners) renew(ctx context.Context) {
 	o.mu.Lock()
 	var keep, drop []string
 	for id, at := range o.held {
-		if o.isLive(id) || time.Since(at) < o.ttl {
+		if o.draining.Load() || o.isLive(id) || time.Since(at) < o.ttl {
 			keep = append(keep, id)
 		} else {
 			drop = append(drop, id)
@@ -202,8 +208,12 @@ func (o *liveOwners) owner(ctx context.Context, id string) string {
 	if ok && time.Since(s.at) < ownerCacheTTL {
 		return s.owner
 	}
+	// Every HLS request asks: a slow Redis must not hold them all.
+	ctx, cancel := context.WithTimeout(ctx, 250*time.Millisecond)
+	defer cancel()
 	owners, err := o.store.LiveStreamOwners(ctx, id)
 	if err != nil {
+		o.remember(id, "") // served here meanwhile; asked again in a second
 		return ""
 	}
 	o.remember(id, owners[id])

@@ -307,6 +307,13 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	// goes up before the origin stops (for at most mirrorDrain).
 	mirrorCtx, stopMirror := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopMirror()
+	// The leases on live streams outlive the packager and the mirror: an
+	// origin that stops keeps its streams until all it wrote of them is in
+	// the store, so an origin taking them over continues them whole.
+	ownersCtx, stopOwners := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopOwners()
+	var ownersGroup errgroup.Group
+	ownersGroup.Go(func() error { owners.run(ownersCtx); return nil })
 	var mirrorGroup errgroup.Group
 	if mirror != nil {
 		mirrorGroup.Go(func() error { return mirror.Run(mirrorCtx, mirrorDrain) })
@@ -325,7 +332,6 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return keys.Run(gctx) })
-	g.Go(func() error { owners.run(gctx); return nil })
 	g.Go(func() error { announceOrigin(gctx, store, cfg.PublicURL, log.With("component", "origins")); return nil })
 	g.Go(func() error { migrateStreamKeys(gctx, store, log); return nil })
 	g.Go(func() error { return rtmpIngest.Run(gctx) })
@@ -367,6 +373,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		g.Go(func() error { return vodWorker.Run(gctx) })
 	}
 	err = g.Wait()
+	owners.draining.Store(true)
 
 	// Shutdown ends the live sources first, so that every ladder flushes its
 	// encoders and ends its renditions, then the hub (ending whatever is
@@ -380,6 +387,8 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	stopPkg()
 	stopMirror()
 	_ = mirrorGroup.Wait()
+	stopOwners()
+	_ = ownersGroup.Wait()
 	log.Info("shoal origin stopped")
 	return err
 }
