@@ -202,10 +202,15 @@ func (o *liveOwners) owner(ctx context.Context, id string) string {
 	if o.isLive(id) {
 		return o.self
 	}
+	// Here, the hub is the truth: a lease held while a publisher is still
+	// starting (or while the origin drains) is not a live stream.
 	o.mu.Lock()
 	s, ok := o.seen[id]
 	o.mu.Unlock()
 	if ok && time.Since(s.at) < ownerCacheTTL {
+		if s.owner == o.self {
+			return ""
+		}
 		return s.owner
 	}
 	// Every HLS request asks: a slow Redis must not hold them all.
@@ -217,6 +222,9 @@ func (o *liveOwners) owner(ctx context.Context, id string) string {
 		return ""
 	}
 	o.remember(id, owners[id])
+	if owners[id] == o.self {
+		return ""
+	}
 	return owners[id]
 }
 
