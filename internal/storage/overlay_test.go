@@ -3,6 +3,7 @@ package storage_test
 import (
 	"bytes"
 	"errors"
+	"io"
 	"slices"
 	"testing"
 
@@ -90,5 +91,33 @@ func TestOverlayReadsLocalFirst(t *testing.T) {
 		for info, err := range s.List(ctx, "", storage.ListOptions{}) {
 			t.Fatalf("left after DeletePrefix: %+v %v", info, err)
 		}
+	}
+}
+
+// An object that leaves the local layer (uploaded, its spool removed)
+// while it is being served is read whole from the remote one.
+func TestOverlaySeekerAcrossLayers(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	local, remote := newFS(t), newFS(t)
+	o := storage.Overlay(local, remote)
+	data := bytes.Repeat([]byte("segment "), 10_000)
+	for _, s := range []storage.Store{local, remote} {
+		if _, err := s.Put(ctx, "v/seg.m4s", bytes.NewReader(data), int64(len(data))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info, err := o.Stat(ctx, "v/seg.m4s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := local.Delete(ctx, "v/seg.m4s"); err != nil {
+		t.Fatal(err)
+	}
+	r := storage.NewSeeker(ctx, o, info)
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, data) {
+		t.Fatalf("read across layers: %d bytes, %v", len(got), err)
 	}
 }
