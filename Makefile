@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/shoal-video/shoal/internal/app.Version=$(VERSION)
 # Go's test timeout for the whole suite; CI allows 90 minutes, we aim well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build run test test-faults deps test-deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge bench-latency bench-packager bench-swarm web web-check
+.PHONY: all build run test test-faults deps test-deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge bench-latency bench-packager bench-swarm bench-storage web web-check
 
 all: build
 
@@ -42,7 +42,7 @@ test-faults: deps
 
 # Benchmarks: each prints one summary line of name=value figures, ratios
 # against a peer run side by side in the same command (see benchmarks/README.md).
-bench: bench-transcode bench-vod bench-edge bench-latency bench-packager bench-swarm
+bench: bench-transcode bench-vod bench-edge bench-latency bench-packager bench-swarm bench-storage
 
 bench-transcode: deps
 	$(GO) run ./benchmarks/transcode $(BENCH_ARGS)
@@ -55,6 +55,11 @@ bench-latency: deps
 
 bench-packager: deps
 	$(GO) run ./benchmarks/packager $(BENCH_ARGS)
+
+# Media on S3 (a local SeaweedFS, built by test-deps) against the local
+# disk: VOD upload to ready on each, live upload delays on S3.
+bench-storage: deps test-deps
+	$(GO) run ./benchmarks/storage $(BENCH_ARGS)
 
 # P2P offload: shoal dev (origin + edge), Redis, an ffmpeg publisher and
 # N Go peers as viewers; BENCH_ARGS=-matrix for N=10/30/60 x 2 s/4 s.

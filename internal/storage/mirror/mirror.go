@@ -452,6 +452,7 @@ func (m *Mirror) process(id string) {
 	batch := s.pending
 	s.pending = nil
 	gen := s.gen
+	read := m.readPlaylists(batch)
 	m.mu.Unlock()
 
 	done := 0
@@ -474,7 +475,7 @@ func (m *Mirror) process(id string) {
 				j++
 			}
 			var n int
-			n, err = m.upload(id, batch[done:j])
+			n, err = m.upload(id, batch[done:j], read)
 			done += n
 		}
 	}
@@ -550,11 +551,10 @@ func countFiles(es []entry) int {
 // of es are done (from the front), and the first error. A file that is no
 // longer on disk (its tree was reset) is done.
 //
-// Playlists are read before they go up, and go up only if no media file
-// of the stream was written since the batch was taken: one that was may be
-// listed in what was read, so they wait behind it (queued again), and a
-// playlist never reaches the store before a segment it lists.
-func (m *Mirror) upload(id string, es []entry) (int, error) {
+// Playlists go up as they were read when the batch was taken (read),
+// never as they are now: a segment written since may be listed in the
+// file, and is not in the batch.
+func (m *Mirror) upload(id string, es []entry, read map[string][]byte) (int, error) {
 	var media, playlists []int
 	for i, e := range es {
 		if strings.HasSuffix(e.rel, ".m3u8") {
@@ -591,20 +591,9 @@ func (m *Mirror) upload(id string, es []entry) (int, error) {
 		return fail(err)
 	}
 	if len(playlists) > 0 {
-		snaps, err := m.snapshot(id, es, playlists)
+		snaps, err := m.judge(id, es, playlists, read)
 		if err != nil {
 			return fail(err)
-		}
-		if m.mediaPending(id) {
-			// Behind the media written meanwhile.
-			for _, i := range playlists {
-				ok[i] = true
-			}
-			m.settle(es)
-			for _, i := range playlists {
-				m.Written(es[i].rel)
-			}
-			return len(es), nil
 		}
 		for _, rank := range []int{0, 1, 2} {
 			var g errgroup.Group
@@ -644,19 +633,17 @@ func playlistRank(rel string) int {
 	return 1
 }
 
-// snapshot reads the playlists es[i] for i in idx, those to upload (a file
-// gone is not; nor are the playlists of an earlier run's broadcast that
-// another origin took over, see takenOver).
-func (m *Mirror) snapshot(id string, es []entry, idx []int) (map[int][]byte, error) {
+// judge returns the playlists es[i] for i in idx to upload, with the
+// bytes read when the batch was taken: not a file that was gone, nor the
+// playlists of an earlier run's broadcast that another origin took over
+// (see takenOver).
+func (m *Mirror) judge(id string, es []entry, idx []int, read map[string][]byte) (map[int][]byte, error) {
 	out := map[int][]byte{}
 	for _, i := range idx {
 		rel := es[i].rel
-		data, err := os.ReadFile(filepath.Join(m.cfg.Dir, filepath.FromSlash(rel)))
-		if errors.Is(err, fs.ErrNotExist) {
+		data, ok := read[rel]
+		if !ok {
 			continue
-		}
-		if err != nil {
-			return nil, err
 		}
 		if m.isLeftover(id) {
 			over, err := m.takenOver(id, rel, data)
@@ -674,15 +661,21 @@ func (m *Mirror) snapshot(id string, es []entry, idx []int) (map[int][]byte, err
 	return out, nil
 }
 
-// mediaPending reports whether a media file of stream id waits in the
-// queue.
-func (m *Mirror) mediaPending(id string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	s := m.streams[id]
-	return s != nil && slices.ContainsFunc(s.pending, func(e entry) bool {
-		return e.kind == kindFile && !strings.HasSuffix(e.rel, ".m3u8")
-	})
+// readPlaylists reads the playlists of batch (m.mu held: the packager,
+// which tells of a segment before it writes the playlist that lists it,
+// waits, so every segment a playlist read here lists is in batch or up
+// already). A file that is gone is left out.
+func (m *Mirror) readPlaylists(batch []entry) map[string][]byte {
+	out := map[string][]byte{}
+	for _, e := range batch {
+		if e.kind != kindFile || !strings.HasSuffix(e.rel, ".m3u8") {
+			continue
+		}
+		if data, err := os.ReadFile(filepath.Join(m.cfg.Dir, filepath.FromSlash(e.rel))); err == nil {
+			out[e.rel] = data
+		}
+	}
+	return out
 }
 
 // settle counts entries as uploaded.
