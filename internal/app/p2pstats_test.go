@@ -417,6 +417,28 @@ func newHeartbeatFaults(t *testing.T, origin string) (*heartbeatFaults, *httptes
 		t.Fatal(err)
 	}
 	f := &heartbeatFaults{proxy: httputil.NewSingleHostReverseProxy(u)}
+	// The edge knows its origin through this proxy only: the origins the
+	// answers list (the origin's own URL) are left out, or the edge would
+	// fail over to it round the faults.
+	f.proxy.ModifyResponse = func(resp *http.Response) error {
+		if resp.Request.Method != http.MethodPost || !strings.HasPrefix(resp.Request.URL.Path, "/v1/nodes") {
+			return nil
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			return err
+		}
+		var m map[string]json.RawMessage
+		if json.Unmarshal(b, &m) == nil {
+			delete(m, "origins")
+			b, _ = json.Marshal(m)
+		}
+		resp.Body = io.NopCloser(bytes.NewReader(b))
+		resp.ContentLength = int64(len(b))
+		resp.Header.Set("Content-Length", strconv.Itoa(len(b)))
+		return nil
+	}
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
 	return f, srv
