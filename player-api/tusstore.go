@@ -471,18 +471,8 @@ func (a *API) recoverStoreUpload(ctx context.Context, id string) (bool, error) {
 			return false, nil
 		}
 	}
-	lock, err := a.tusLocks.locks.NewLock(id)
-	if err != nil {
-		return false, err
-	}
-	lctx, cancel := context.WithTimeout(ctx, a.recoverLockWait())
-	err = lock.Lock(lctx)
-	cancel()
-	switch {
-	case err != nil && ctx.Err() == nil && lctx.Err() != nil:
-		a.log.Info("tus upload: left to the request that holds its lock", "upload", id)
-		return false, nil
-	case err != nil:
+	lock, err := a.recoveryLock(ctx, id)
+	if lock == nil {
 		return false, err
 	}
 	defer func() { _ = lock.Unlock() }()

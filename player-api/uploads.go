@@ -424,6 +424,28 @@ func (a *API) RecoverUploads(ctx context.Context) (int, error) {
 	return done, errors.Join(errs...)
 }
 
+// recoveryLock takes upload id's lock for RecoverUploads, waiting out a
+// lease its dead holder left (recoverLockWait). It returns nil and no
+// error when a live request holds the lock: that request finishes the
+// upload itself.
+func (a *API) recoveryLock(ctx context.Context, id string) (*routing.UploadLock, error) {
+	lock, err := a.tusLocks.locks.NewLock(id)
+	if err != nil {
+		return nil, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, a.recoverLockWait())
+	err = lock.Lock(lctx)
+	cancel()
+	switch {
+	case err != nil && ctx.Err() == nil && lctx.Err() != nil:
+		a.log.Info("tus upload: left to the request that holds its lock", "upload", id)
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	return lock, nil
+}
+
 // recoverLockWait is how long RecoverUploads waits for an upload's lock:
 // past the lease's TTL, so that a lease left by a dead holder has expired.
 func (a *API) recoverLockWait() time.Duration {
@@ -472,18 +494,8 @@ func (a *API) recoverUpload(ctx context.Context, p string) (bool, error) {
 	// expires within the lease's TTL, so the wait outlasts it; a lock
 	// still held then belongs to a live request, which finishes the
 	// upload itself: leave it be.
-	lock, err := a.tusLocks.locks.NewLock(id)
-	if err != nil {
-		return false, err
-	}
-	lctx, cancel := context.WithTimeout(ctx, a.recoverLockWait())
-	err = lock.Lock(lctx)
-	cancel()
-	switch {
-	case err != nil && ctx.Err() == nil && lctx.Err() != nil:
-		a.log.Info("tus upload: left to the request that holds its lock", "upload", id)
-		return false, nil
-	case err != nil:
+	lock, err := a.recoveryLock(ctx, id)
+	if lock == nil {
 		return false, err
 	}
 	defer func() { _ = lock.Unlock() }()

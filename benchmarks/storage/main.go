@@ -96,7 +96,7 @@ func run(seconds, liveSeconds int) error {
 	if err := makeClip(liveClip, liveSeconds); err != nil {
 		return fmt.Errorf("making the live clip: %w", err)
 	}
-	redisURL, stopRedis, err := startRedis(dir)
+	redisURL, stopRedis, err := benchutil.StartRedis(dir)
 	if err != nil {
 		return err
 	}
@@ -138,28 +138,6 @@ func makeClip(path string, seconds int) error {
 		"-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-b:v", "3M", "-c:a", "aac", "-shortest", path)
 }
 
-func startRedis(dir string) (string, func(), error) {
-	port, err := benchutil.FreePort()
-	if err != nil {
-		return "", nil, err
-	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("redis-server: %w", err)
-	}
-	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
-	url := "redis://127.0.0.1:" + strconv.Itoa(port) + "/0"
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if out, err := exec.Command("redis-cli", "-p", strconv.Itoa(port), "ping").Output(); err == nil && strings.TrimSpace(string(out)) == "PONG" {
-			return url, stop, nil
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", nil, errors.New("redis-server did not answer in 10 s")
-		}
-	}
-}
 
 // node is `shoal dev` in a child process.
 type node struct {

@@ -29,7 +29,6 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -154,7 +153,7 @@ func run(ctx context.Context, configs []runOpts, out io.Writer) error {
 	if err := makeClip(clip, configs[0].bitrateKbps); err != nil {
 		return err
 	}
-	redisURL, stopRedis, err := startRedis(dir)
+	redisURL, stopRedis, err := benchutil.StartRedis(dir)
 	if err != nil {
 		return err
 	}
@@ -199,34 +198,6 @@ func makeClip(path string, kbps int) error {
 }
 
 // startRedis runs a redis-server child on a free port.
-func startRedis(dir string) (string, func(), error) {
-	port, err := benchutil.FreePort()
-	if err != nil {
-		return "", nil, err
-	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("redis-server: %w", err)
-	}
-	stop := func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", nil, errors.New("redis-server did not listen in 10 s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	return "redis://" + addr + "/0", stop, nil
-}
 
 // node is `shoal dev` with its edge in a child process, and the live
 // stream it carries.
