@@ -138,7 +138,6 @@ func makeClip(path string, seconds int) error {
 		"-c:v", "libx264", "-preset", "veryfast", "-g", "60", "-b:v", "3M", "-c:a", "aac", "-shortest", path)
 }
 
-
 // node is `shoal dev` in a child process.
 type node struct {
 	url, rtmp string
