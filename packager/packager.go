@@ -404,7 +404,7 @@ func (p *Packager) join(id string) (*streamState, error) {
 			// Perhaps a broadcast to take over: its objects are kept,
 			// though this session starts a recording of its own.
 			keep = true
-			p.log.Warn("could not tell whether a broadcast is to be taken over: a new recording starts, and the stream's stored objects are kept",
+			p.log.Warn("could not tell whether a broadcast is to be taken over: a new recording starts; the stream's stored segments are kept (its playlists are replaced)",
 				"stream", id, "err", err)
 		}
 		resumed = parseAll(recs)

@@ -32,10 +32,14 @@ import (
 //     status the API gives and for the HLS of a stream live elsewhere,
 //     which is proxied to its owner (proxy).
 type liveOwners struct {
-	store      *routing.Store
-	self       string // this origin's public URL
-	ttl        time.Duration
-	isLive     func(id string) bool // live in this origin's hub
+	store  *routing.Store
+	self   string // this origin's public URL
+	ttl    time.Duration
+	isLive func(id string) bool // live in this origin's hub
+	// spooled, when set, tells whether the stream's files are not all in
+	// the store yet: its lease is kept meanwhile, so that no origin takes
+	// a broadcast that ended here for one to continue.
+	spooled    func(id string) bool
 	disconnect func(id string)
 	log        *slog.Logger
 
@@ -136,7 +140,7 @@ func (o *liveOwners) renew(ctx context.Context) {
 	o.mu.Lock()
 	var keep, drop []string
 	for id, at := range o.held {
-		if o.draining.Load() || o.isLive(id) || time.Since(at) < o.ttl {
+		if o.draining.Load() || o.isLive(id) || time.Since(at) < o.ttl || o.spooled != nil && o.spooled(id) {
 			keep = append(keep, id)
 		} else {
 			drop = append(drop, id)
@@ -263,9 +267,10 @@ func (o *liveOwners) proxy(next http.Handler) http.Handler {
 				r.Out.Header.Set(forwardedHeader, "1")
 			},
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-				o.log.Warn("the origin that ingests a live stream did not answer", "owner", owner, "path", r.URL.Path, "err", err)
-				w.Header().Set("Retry-After", "1")
-				http.Error(w, "the origin ingesting this stream is unreachable", http.StatusBadGateway)
+				// The owner is stopping (or gone): what the store has is
+				// served here, behind the live edge.
+				o.log.Warn("the origin that ingests a live stream did not answer; serving it from the store", "owner", owner, "path", r.URL.Path, "err", err)
+				next.ServeHTTP(w, r)
 			},
 		}
 		if len(proxies) > 64 {

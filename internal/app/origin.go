@@ -138,6 +138,9 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	contentPub := contentKey.Public().(ed25519.PublicKey)
 	// Which origin ingests each live stream (several may share Redis).
 	owners := newLiveOwners(store, cfg.PublicURL, hub.IsLive, log.With("component", "live"))
+	if mirror != nil {
+		owners.spooled = mirror.PendingFor
+	}
 	// One keeper of the playback session secret for the pages that mint
 	// tokens and the API that reads them.
 	sessions := playsession.NewKeeper(store.SessionSecret, store.ReloadSessionSecret)

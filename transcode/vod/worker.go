@@ -297,6 +297,10 @@ func (w *Worker) run(ctx context.Context, consumer string, job routing.Job) {
 	}
 	switch {
 	case errors.Is(lost, routing.ErrJobLost):
+		if errors.Is(lost, routing.ErrVideoDeleted) {
+			// Deleted while its output went up: what went up goes too.
+			_ = w.cfg.Files.HLS().DeletePrefix(ctx, job.VideoID+"/")
+		}
 		w.jobs.WithLabelValues("lost").Inc()
 		log.Warn("job lost (taken over or deleted); output discarded", "reason", lost)
 		return

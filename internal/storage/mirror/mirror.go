@@ -301,6 +301,15 @@ func (m *Mirror) Ended(id string) {
 	m.signal()
 }
 
+// PendingFor reports whether stream id has anything not yet done: files
+// to upload, a reset or an end.
+func (m *Mirror) PendingFor(id string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.streams[id]
+	return s != nil && (s.busy || len(s.pending) > 0)
+}
+
 // Pending is the number of files not yet in the store.
 func (m *Mirror) Pending() int {
 	m.mu.Lock()
@@ -465,7 +474,15 @@ func (m *Mirror) process(id string) {
 				done++
 			}
 		case kindEnd:
-			if e.gen == gen {
+			switch {
+			case e.gen != gen:
+			case countFiles(batch[done+1:]) > 0:
+				// Files written after the end are in this batch (a
+				// recording finished at start): the end goes behind them.
+				m.mu.Lock()
+				s.pending = append(s.pending, e)
+				m.mu.Unlock()
+			default:
 				m.removeLocal(id, e.gen)
 			}
 			done++

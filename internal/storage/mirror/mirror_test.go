@@ -84,7 +84,11 @@ func start(t *testing.T, own bool) *env {
 	return e
 }
 
-func (e *env) run() {
+func (e *env) run() { e.runAfterScan(nil) }
+
+// runAfterScan is run, calling afterScan (when set) between the Scan and
+// the start of the uploads, as the packager finishes recordings there.
+func (e *env) runAfterScan(afterScan func()) {
 	e.t.Helper()
 	m, err := mirror.New(mirror.Config{Dir: e.dir, MaxBackoff: 500 * time.Millisecond},
 		mirror.Deps{Store: e.store, Log: slog.New(slog.NewTextHandler(e.logs, nil))})
@@ -95,6 +99,9 @@ func (e *env) run() {
 		e.t.Fatal(err)
 	}
 	e.m = m
+	if afterScan != nil {
+		afterScan()
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- m.Run(ctx, 5*time.Second) }()
@@ -370,6 +377,42 @@ func TestScanKeepsARecordingTakenOver(t *testing.T) {
 	} {
 		if got, _ := e.object(key); got != want {
 			t.Errorf("%s in the store: %q, want %q", key, got, want)
+		}
+	}
+}
+
+// A recording an earlier run left open is finished after the Scan (the
+// packager appends ENDLIST at start): the finished one goes up before the
+// local tree is removed.
+func TestScanThenFinishedRecording(t *testing.T) {
+	t.Parallel()
+	e := start(t, false)
+	const id = "stream7abc"
+	for rel, data := range map[string]string{
+		id + "/master.m3u8":         "master",
+		id + "/720p/recording.m3u8": "seg0\n",
+		id + "/720p/index.m3u8":     "live window",
+		id + "/720p/x-0-0.m4s":      "segment",
+	} {
+		p := filepath.Join(e.dir, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.runAfterScan(func() {
+		e.write(id+"/720p/index.m3u8", "seg0\n#EXT-X-ENDLIST\n")
+		e.write(id+"/720p/recording.m3u8", "seg0\n#EXT-X-ENDLIST\n")
+	})
+	e.waitFor("the local tree to go", 20*time.Second, func() bool {
+		_, err := os.Stat(filepath.Join(e.dir, id))
+		return os.IsNotExist(err)
+	})
+	for _, key := range []string{id + "/720p/recording.m3u8", id + "/720p/index.m3u8"} {
+		if got, _ := e.object(key); got != "seg0\n#EXT-X-ENDLIST\n" {
+			t.Fatalf("%s in the store: %q", key, got)
 		}
 	}
 }
