@@ -153,6 +153,14 @@ func (o *liveOwners) renew(ctx context.Context) {
 			o.log.Warn("could not release a live stream's lease; it expires by itself", "stream", id, "err", err)
 		}
 		o.forget(id)
+		// A publisher authorized meanwhile claimed the lease we just
+		// released: claim it again at once.
+		o.mu.Lock()
+		_, again := o.held[id]
+		o.mu.Unlock()
+		if again {
+			keep = append(keep, id)
+		}
 	}
 	for _, id := range keep {
 		owner, err := o.store.ClaimLiveStream(ctx, id, o.self, o.ttl)

@@ -121,7 +121,9 @@ func resumeFrom(hlsDir string, remote storage.Store) func(id string) (map[string
 		defer cancel()
 		master, _, err := storage.ReadAll(ctx, remote, id+"/master.m3u8")
 		if errors.Is(err, storage.ErrNotFound) {
-			return nil, nil
+			// A broadcast younger than its first master playlist: its
+			// recordings are found by listing (few objects yet).
+			return listRecordings(ctx, remote, id)
 		}
 		if err != nil {
 			return nil, err
@@ -155,4 +157,41 @@ func resumeFrom(hlsDir string, remote storage.Store) func(id string) (map[string
 		}
 		return out, nil
 	}
+}
+
+// maxResumeList bounds the objects resumeFrom lists for a broadcast that
+// has no master playlist in the store.
+const maxResumeList = 10_000
+
+// listRecordings returns the unfinished recordings under id's tree, found
+// by listing it.
+func listRecordings(ctx context.Context, remote storage.Store, id string) (map[string][]byte, error) {
+	out := map[string][]byte{}
+	n := 0
+	for info, err := range remote.List(ctx, id+"/", storage.ListOptions{}) {
+		if err != nil {
+			return nil, err
+		}
+		if n++; n > maxResumeList {
+			break
+		}
+		dir, ok := strings.CutSuffix(strings.TrimPrefix(info.Key, id+"/"), "/recording.m3u8")
+		if !ok || strings.Contains(dir, "/") {
+			continue
+		}
+		rec, _, err := storage.ReadAll(ctx, remote, info.Key)
+		if errors.Is(err, storage.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Contains(rec, []byte("#EXT-X-ENDLIST")) {
+			out[dir] = rec
+		}
+	}
+	if len(out) == 0 {
+		return nil, nil
+	}
+	return out, nil
 }
