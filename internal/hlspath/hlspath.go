@@ -6,6 +6,7 @@ package hlspath
 
 import (
 	"net/http"
+	"path"
 	"regexp"
 	"strconv"
 	"strings"
@@ -123,3 +124,19 @@ func SetCORS(h http.Header) {
 	h.Set("Access-Control-Expose-Headers", "Content-Length, Content-Range, ETag, Cache-Status, "+ContentSHA256Header+", "+PolicyHeader+", "+P2PHeader)
 	h.Set("Access-Control-Max-Age", "86400")
 }
+
+// contentTypes are the media types of the files of an HLS tree, by
+// extension.
+var contentTypes = map[string]string{
+	".jpg":  "image/jpeg",
+	".vtt":  "text/vtt; charset=utf-8",
+	".m3u8": "application/vnd.apple.mpegurl",
+	".m4s":  "video/iso.segment",
+	".mp4":  "video/mp4",
+	".ts":   "video/mp2t",
+}
+
+// ContentType is the media type of an HLS tree's file named name (by its
+// extension: ".m3u8", ".m4s", ".mp4", ".ts", ".jpg", ".vtt"), "" for
+// another extension.
+func ContentType(name string) string { return contentTypes[path.Ext(name)] }

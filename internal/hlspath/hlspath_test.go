@@ -47,3 +47,14 @@ func TestIsPart(t *testing.T) {
 		}
 	}
 }
+
+func TestContentType(t *testing.T) {
+	for name, want := range map[string]string{
+		"a/b/index.m3u8": "application/vnd.apple.mpegurl", "x-0-1.m4s": "video/iso.segment", "init-x-0-0.mp4": "video/mp4",
+		"s.ts": "video/mp2t", "poster.jpg": "image/jpeg", "storyboard.vtt": "text/vtt; charset=utf-8", "source": "", "x.exe": "",
+	} {
+		if got := ContentType(name); got != want {
+			t.Errorf("ContentType(%q) = %q, want %q", name, got, want)
+		}
+	}
+}

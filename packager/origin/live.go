@@ -150,7 +150,7 @@ func (h *Handler) serveLivePlaylist(w http.ResponseWriter, r *http.Request, rel,
 		return false
 	}
 	hdr := w.Header()
-	hdr.Set("Content-Type", contentTypes[".m3u8"])
+	hdr.Set("Content-Type", hlspath.ContentType(".m3u8"))
 	data, etag := snap.Data, snap.ETag
 	if skip := r.URL.Query().Get(ParamSkip); snap.Delta != nil && (skip == "YES" || skip == "v2") {
 		data, etag = snap.Delta, snap.DeltaETag
@@ -194,7 +194,7 @@ func (h *Handler) servePart(w http.ResponseWriter, r *http.Request, rel string) 
 		return
 	}
 	hdr := w.Header()
-	hdr.Set("Content-Type", contentTypes[".m4s"])
+	hdr.Set("Content-Type", hlspath.ContentType(".m4s"))
 	hdr.Set(ContentSHA256Header, p.SHA256)
 	hdr.Set("Cache-Control", CacheImmutable)
 	hdr.Set("ETag", `"`+p.SHA256[:24]+`"`)

@@ -69,15 +69,6 @@ import (
 // Prefix is the URL path prefix of HLS.
 const Prefix = hlspath.Prefix
 
-var contentTypes = map[string]string{
-	".jpg":  "image/jpeg",
-	".vtt":  "text/vtt; charset=utf-8",
-	".m3u8": "application/vnd.apple.mpegurl",
-	".m4s":  "video/iso.segment",
-	".mp4":  "video/mp4",
-	".ts":   "video/mp2t",
-}
-
 // Cache-Control values.
 const (
 	CacheImmutable     = "public, max-age=31536000, immutable"
@@ -247,7 +238,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	hdr := w.Header()
-	hdr.Set("Content-Type", contentTypes[ext])
+	hdr.Set("Content-Type", hlspath.ContentType(rel))
 	if signed {
 		// The answer depends on Shoal-Edge; it is the same for every
 		// viewer holding the same token (the token is in the URL).
@@ -284,7 +275,7 @@ func (h *Handler) serveObject(w http.ResponseWriter, r *http.Request, rel, ext s
 		return
 	}
 	hdr := w.Header()
-	hdr.Set("Content-Type", contentTypes[ext])
+	hdr.Set("Content-Type", hlspath.ContentType(rel))
 	hdr.Set(ContentSHA256Header, sum)
 	hdr.Set("Cache-Control", CacheImmutable)
 	if ext == ".jpg" || ext == ".vtt" {

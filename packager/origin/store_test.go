@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/internal/storage/s3store"
@@ -77,7 +78,7 @@ func TestServesFromS3(t *testing.T) {
 		if resp.StatusCode != 200 || body != string(data) {
 			t.Fatalf("%s: %d, %d bytes, want 200 and %d bytes", key, resp.StatusCode, len(body), len(data))
 		}
-		if resp.Header.Get("Access-Control-Allow-Origin") != "*" || resp.Header.Get("Content-Type") != contentTypes[filepath.Ext(key)] {
+		if resp.Header.Get("Access-Control-Allow-Origin") != "*" || resp.Header.Get("Content-Type") != hlspath.ContentType(key) {
 			t.Errorf("%s: headers %v", key, resp.Header)
 		}
 		if strings.HasSuffix(key, ".m3u8") {

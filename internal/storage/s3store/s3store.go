@@ -30,6 +30,7 @@ import (
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
+	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/storage"
 )
 
@@ -454,19 +455,11 @@ func quote(etag string) string {
 // contentType is what an HTTP client fetching the object straight from
 // the bucket is told.
 func contentType(key string) string {
-	switch ext := path.Ext(key); ext {
-	case ".m3u8":
-		return "application/vnd.apple.mpegurl"
-	case ".m4s":
-		return "video/iso.segment"
-	case ".ts":
-		return "video/mp2t"
-	case ".mp4":
-		return "video/mp4"
-	default:
-		if t := mime.TypeByExtension(ext); t != "" {
-			return t
-		}
-		return "application/octet-stream"
+	if t := hlspath.ContentType(key); t != "" {
+		return t
 	}
+	if t := mime.TypeByExtension(path.Ext(key)); t != "" {
+		return t
+	}
+	return "application/octet-stream"
 }
