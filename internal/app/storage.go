@@ -119,25 +119,9 @@ func resumeFrom(hlsDir string, remote storage.Store) func(id string) (map[string
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
 		defer cancel()
-		master, _, err := storage.ReadAll(ctx, remote, id+"/master.m3u8")
-		if errors.Is(err, storage.ErrNotFound) {
-			// A broadcast younger than its first master playlist: its
-			// recordings are found by listing (few objects yet).
-			return listRecordings(ctx, remote, id)
-		}
+		dirs, err := recordingDirs(ctx, remote, id)
 		if err != nil {
 			return nil, err
-		}
-		dirs := map[string]bool{"audio": true}
-		for _, line := range strings.Split(string(master), "\n") {
-			if dir, ok := strings.CutSuffix(strings.TrimSpace(line), "/index.m3u8"); ok && !strings.Contains(dir, "/") && !strings.HasPrefix(dir, "#") {
-				dirs[dir] = true
-			}
-			if _, uri, ok := strings.Cut(line, `URI="`); ok {
-				if dir, ok := strings.CutSuffix(strings.Split(uri, `"`)[0], "/index.m3u8"); ok && !strings.Contains(dir, "/") {
-					dirs[dir] = true
-				}
-			}
 		}
 		out := map[string][]byte{}
 		for dir := range dirs {
@@ -163,35 +147,41 @@ func resumeFrom(hlsDir string, remote storage.Store) func(id string) (map[string
 // has no master playlist in the store.
 const maxResumeList = 10_000
 
-// listRecordings returns the unfinished recordings under id's tree, found
-// by listing it.
-func listRecordings(ctx context.Context, remote storage.Store, id string) (map[string][]byte, error) {
-	out := map[string][]byte{}
-	n := 0
-	for info, err := range remote.List(ctx, id+"/", storage.ListOptions{}) {
-		if err != nil {
-			return nil, err
+// recordingDirs are the playlist directories of stream id's tree in the
+// store: the master playlist's and the audio group's, or, for a broadcast
+// younger than its first master playlist, those a listing finds (few
+// objects yet).
+func recordingDirs(ctx context.Context, remote storage.Store, id string) (map[string]bool, error) {
+	dirs := map[string]bool{}
+	master, _, err := storage.ReadAll(ctx, remote, id+"/master.m3u8")
+	switch {
+	case errors.Is(err, storage.ErrNotFound):
+		n := 0
+		for info, err := range remote.List(ctx, id+"/", storage.ListOptions{}) {
+			if err != nil {
+				return nil, err
+			}
+			if n++; n > maxResumeList {
+				break
+			}
+			if dir, ok := strings.CutSuffix(strings.TrimPrefix(info.Key, id+"/"), "/recording.m3u8"); ok && !strings.Contains(dir, "/") {
+				dirs[dir] = true
+			}
 		}
-		if n++; n > maxResumeList {
-			break
+		return dirs, nil
+	case err != nil:
+		return nil, err
+	}
+	dirs["audio"] = true
+	for _, line := range strings.Split(string(master), "\n") {
+		if dir, ok := strings.CutSuffix(strings.TrimSpace(line), "/index.m3u8"); ok && !strings.Contains(dir, "/") && !strings.HasPrefix(dir, "#") {
+			dirs[dir] = true
 		}
-		dir, ok := strings.CutSuffix(strings.TrimPrefix(info.Key, id+"/"), "/recording.m3u8")
-		if !ok || strings.Contains(dir, "/") {
-			continue
-		}
-		rec, _, err := storage.ReadAll(ctx, remote, info.Key)
-		if errors.Is(err, storage.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if !bytes.Contains(rec, []byte("#EXT-X-ENDLIST")) {
-			out[dir] = rec
+		if _, uri, ok := strings.Cut(line, `URI="`); ok {
+			if dir, ok := strings.CutSuffix(strings.Split(uri, `"`)[0], "/index.m3u8"); ok && !strings.Contains(dir, "/") {
+				dirs[dir] = true
+			}
 		}
 	}
-	if len(out) == 0 {
-		return nil, nil
-	}
-	return out, nil
+	return dirs, nil
 }

@@ -124,25 +124,38 @@ func (e *env) runAfterScan(afterScan func()) {
 // write writes rel under the spool and tells the mirror.
 func (e *env) write(rel, data string) {
 	e.t.Helper()
-	p := filepath.Join(e.dir, filepath.FromSlash(rel))
-	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-		e.t.Fatal(err)
-	}
-	if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-		e.t.Fatal(err)
-	}
+	e.leave(map[string]string{rel: data})
 	e.m.Written(rel)
+}
+
+// leave writes files under the spool without telling the mirror, as an
+// earlier run left them.
+func (e *env) leave(files map[string]string) {
+	e.t.Helper()
+	for rel, data := range files {
+		p := filepath.Join(e.dir, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			e.t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			e.t.Fatal(err)
+		}
+	}
 }
 
 // waitFor polls cond every 20 ms for at most d.
 func (e *env) waitFor(what string, d time.Duration, cond func() bool) {
 	e.t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.NewTimer(d)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
 	for !cond() {
-		if time.Now().After(deadline) {
+		select {
+		case <-deadline.C:
 			e.t.Fatalf("timed out after %s waiting for %s", d, what)
+		case <-tick.C:
 		}
-		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -288,20 +301,12 @@ func TestScanUploadsWhatWasLeft(t *testing.T) {
 	t.Parallel()
 	e := start(t, false)
 	const id = "stream4abc"
-	for rel, data := range map[string]string{
+	e.leave(map[string]string{
 		id + "/master.m3u8":         "master",
 		id + "/720p/recording.m3u8": "recording",
 		id + "/720p/x-0-0.m4s":      "segment",
 		id + "/720p/init-x-0-0.mp4": "init",
-	} {
-		p := filepath.Join(e.dir, filepath.FromSlash(rel))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	e.run()
 	e.waitFor("the local tree to go", 20*time.Second, func() bool {
 		_, err := os.Stat(filepath.Join(e.dir, id))
@@ -337,7 +342,7 @@ func TestScanKeepsARecordingTakenOver(t *testing.T) {
 	put(taken+"/master.m3u8", "the other origin's master")
 	put(mine+"/720p/recording.m3u8", "old part\n")
 	put(mine+"/720p/index.m3u8", "a live window")
-	for rel, data := range map[string]string{
+	e.leave(map[string]string{
 		taken + "/720p/recording.m3u8": "old part\nmore\n#EXT-X-ENDLIST\n",
 		taken + "/720p/index.m3u8":     "my VOD index",
 		taken + "/master.m3u8":         "my master",
@@ -345,15 +350,7 @@ func TestScanKeepsARecordingTakenOver(t *testing.T) {
 		mine + "/720p/recording.m3u8":  "old part\nmore\n#EXT-X-ENDLIST\n",
 		mine + "/720p/index.m3u8":      "my VOD index",
 		mine + "/master.m3u8":          "my master",
-	} {
-		p := filepath.Join(e.dir, filepath.FromSlash(rel))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	e.run()
 	e.waitFor("the spool to empty", 20*time.Second, func() bool {
 		_, err1 := os.Stat(filepath.Join(e.dir, taken))
@@ -388,20 +385,12 @@ func TestScanThenFinishedRecording(t *testing.T) {
 	t.Parallel()
 	e := start(t, false)
 	const id = "stream7abc"
-	for rel, data := range map[string]string{
+	e.leave(map[string]string{
 		id + "/master.m3u8":         "master",
 		id + "/720p/recording.m3u8": "seg0\n",
 		id + "/720p/index.m3u8":     "live window",
 		id + "/720p/x-0-0.m4s":      "segment",
-	} {
-		p := filepath.Join(e.dir, filepath.FromSlash(rel))
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+	})
 	e.runAfterScan(func() {
 		e.write(id+"/720p/index.m3u8", "seg0\n#EXT-X-ENDLIST\n")
 		e.write(id+"/720p/recording.m3u8", "seg0\n#EXT-X-ENDLIST\n")

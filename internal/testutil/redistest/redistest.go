@@ -9,6 +9,7 @@ package redistest
 import (
 	"bufio"
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -40,14 +41,7 @@ type Server struct {
 	extra []string
 
 	mu   sync.Mutex
-	proc *process // nil while killed
-}
-
-// process is one run of redis-server; done is closed once it has exited.
-type process struct {
-	cmd  *exec.Cmd
-	out  *testutil.Buffer
-	done chan struct{}
+	proc *testutil.Process // nil while killed
 }
 
 // Start runs redis-server on a free port and waits until it answers PING.
@@ -95,8 +89,7 @@ func (s *Server) Kill() {
 	if s.proc == nil {
 		return
 	}
-	_ = s.proc.cmd.Process.Kill()
-	<-s.proc.done
+	s.proc.Kill()
 	s.proc = nil
 }
 
@@ -139,7 +132,6 @@ func (s *Server) start() error {
 	if s.proc != nil {
 		return fmt.Errorf("already running")
 	}
-	out := &testutil.Buffer{}
 	cmd := exec.Command(s.bin,
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
@@ -149,41 +141,20 @@ func (s *Server) start() error {
 		"--daemonize", "no",
 	)
 	cmd.Args = append(cmd.Args, s.extra...)
-	cmd.Stdout = out
-	cmd.Stderr = out
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("run %s: %w", s.bin, err)
+	p, err := testutil.StartProcess(cmd)
+	if err != nil {
+		return err
 	}
-	p := &process{cmd: cmd, out: out, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		close(p.done)
-	}()
-
-	deadline := time.Now().Add(startTimeout)
-	tick := time.NewTicker(10 * time.Millisecond)
-	defer tick.Stop()
-	for {
-		select {
-		case <-p.done:
-			return fmt.Errorf("redis-server exited (%v) on port %d: %s", cmd.ProcessState, s.port, bytes.TrimSpace(out.Bytes()))
-		default:
-		}
-		if checkServer(s.Addr, cmd.Process.Pid) == nil {
-			s.proc = p
-			return nil
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-p.done
-			return fmt.Errorf("redis-server on port %d did not answer PING within %v: %s", s.port, startTimeout, bytes.TrimSpace(out.Bytes()))
-		}
-		// Until the next try, or the process's exit (checked above).
-		select {
-		case <-p.done:
-		case <-tick.C:
-		}
+	err = p.WaitReady(startTimeout, 10*time.Millisecond, func() error { return checkServer(s.Addr, cmd.Process.Pid) })
+	var exited *testutil.ExitedError
+	switch {
+	case errors.As(err, &exited):
+		return fmt.Errorf("redis-server exited (%v) on port %d: %s", exited.State, s.port, bytes.TrimSpace(p.Out.Bytes()))
+	case err != nil:
+		return fmt.Errorf("redis-server on port %d did not answer PING within %v: %s", s.port, startTimeout, bytes.TrimSpace(p.Out.Bytes()))
 	}
+	s.proc = p
+	return nil
 }
 
 // checkServer asks the server at addr for INFO server and checks that it is

@@ -55,7 +55,7 @@ func (s *Server) pid(t *testing.T) int {
 	if s.proc == nil {
 		t.Fatal("server is not running")
 	}
-	return s.proc.cmd.Process.Pid
+	return s.proc.Cmd.Process.Pid
 }
 
 func TestFlushAll(t *testing.T) {

@@ -13,6 +13,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -50,16 +51,10 @@ type Server struct {
 	ports ports
 
 	mu   sync.Mutex
-	proc *process // nil while stopped
+	proc *testutil.Process // nil while stopped
 }
 
 type ports struct{ master, masterGrpc, volume, volumeGrpc, filer, filerGrpc, s3, s3Grpc int }
-
-type process struct {
-	cmd  *exec.Cmd
-	out  *testutil.Buffer
-	done chan struct{}
-}
 
 // Start builds weed when missing (see EnsureWeed), runs `weed server` on
 // free ports and waits until its S3 gateway stores an object. The server
@@ -138,8 +133,7 @@ func (s *Server) Stop() {
 	if s.proc == nil {
 		return
 	}
-	_ = s.proc.cmd.Process.Kill()
-	<-s.proc.done
+	s.proc.Kill()
 	s.proc = nil
 	// weed puts its local gRPC sockets in /tmp, whatever the flags; a kill
 	// leaves them behind.
@@ -167,7 +161,7 @@ func (s *Server) Output() string {
 	if s.proc == nil {
 		return ""
 	}
-	return s.proc.out.String()
+	return s.proc.Out.String()
 }
 
 func (s *Server) start() error {
@@ -177,7 +171,6 @@ func (s *Server) start() error {
 		return fmt.Errorf("already running")
 	}
 	p := s.ports
-	out := &testutil.Buffer{}
 	args := []string{"server",
 		"-dir=" + s.dir,
 		"-ip=127.0.0.1",
@@ -210,41 +203,20 @@ func (s *Server) start() error {
 	// Each bucket is a collection with its own volumes: grow one volume
 	// at a time (not 7) so that many buckets fit in the volume slots.
 	cmd.Env = append(os.Environ(), "WEED_MASTER_VOLUME_GROWTH_COPY_1=1")
-	cmd.Stdout = out
-	cmd.Stderr = out
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("run %s: %w", s.bin, err)
+	proc, err := testutil.StartProcess(cmd)
+	if err != nil {
+		return err
 	}
-	proc := &process{cmd: cmd, out: out, done: make(chan struct{})}
-	go func() {
-		_ = cmd.Wait()
-		close(proc.done)
-	}()
-
-	deadline := time.Now().Add(startTimeout)
-	tick := time.NewTicker(100 * time.Millisecond)
-	defer tick.Stop()
-	var lastErr error
-	for {
-		select {
-		case <-proc.done:
-			return fmt.Errorf("weed exited (%v): %s", cmd.ProcessState, tail(out.Bytes()))
-		default:
-		}
-		if lastErr = s.probe(); lastErr == nil {
-			s.proc = proc
-			return nil
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-proc.done
-			return fmt.Errorf("S3 at %s did not store an object within %v (last: %v): %s", s.Endpoint, startTimeout, lastErr, tail(out.Bytes()))
-		}
-		select {
-		case <-proc.done:
-		case <-tick.C:
-		}
+	err = proc.WaitReady(startTimeout, 100*time.Millisecond, s.probe)
+	var exited *testutil.ExitedError
+	switch {
+	case errors.As(err, &exited):
+		return fmt.Errorf("weed exited (%v): %s", exited.State, tail(proc.Out.Bytes()))
+	case err != nil:
+		return fmt.Errorf("S3 at %s did not store an object within %v (last: %v): %s", s.Endpoint, startTimeout, err, tail(proc.Out.Bytes()))
 	}
+	s.proc = proc
+	return nil
 }
 
 // probe creates the readiness bucket (an existing one is fine) and puts
