@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
@@ -81,8 +82,12 @@ type Transcoder struct {
 	log     *slog.Logger
 	hub     Hub
 	ladders LadderSource
+	accel   Accel
 	backend string
 	limit   int
+	// limitFrom says where limit comes from ("configured", "default" or
+	// "measured"; see nodeproto.Transcoding).
+	limitFrom string
 	watcher *stream.Watcher
 
 	running   prometheus.Gauge
@@ -129,16 +134,18 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 		deps.Log = slog.Default()
 	}
 	ffmpeg.SetLogger(deps.Log)
-	backend, err := PickBackend(cfg.HWAccel, deps.Log)
+	accel, err := PickAccel(cfg.HWAccel, deps.Log)
 	if err != nil {
 		return nil, err
 	}
-	limit := cfg.MaxLadders
+	backend := accel.Backend
+	limit, limitFrom := cfg.MaxLadders, "configured"
 	if limit < 0 {
-		limit = defaultLimit(backend)
+		limit, limitFrom = defaultLimit(backend), "default"
 	}
 	t := &Transcoder{
-		cfg: cfg, log: deps.Log, hub: deps.Hub, ladders: deps.Ladders, backend: backend, limit: limit,
+		cfg: cfg, log: deps.Log, hub: deps.Hub, ladders: deps.Ladders, accel: accel, backend: backend,
+		limit: limit, limitFrom: limitFrom,
 		claims: map[string]uint64{}, problems: map[string]string{}, rungs: map[string][]string{},
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_transcode_ladders_running", Help: "ABR ladders this node is encoding now.",
@@ -177,6 +184,17 @@ func (t *Transcoder) Backend() string { return t.backend }
 
 // Limit is how many ladders this node runs at most.
 func (t *Transcoder) Limit() int { return t.limit }
+
+// Accel is what the hardware probe found at New.
+func (t *Transcoder) Accel() Accel { return t.accel }
+
+// Capabilities is what this node's live transcoding can do, for its entry
+// in /v1/nodes.
+func (t *Transcoder) Capabilities() nodeproto.Transcoding {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.accel.Capabilities(t.limit, t.limitFrom)
+}
 
 func defaultLimit(backend string) int {
 	if backend != ffmpeg.BackendSoftware {
