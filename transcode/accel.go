@@ -3,8 +3,10 @@ package transcode
 import (
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/shoal-video/shoal/internal/nodeproto"
+	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
 
 // Accel is how a node transcodes, as PickAccel found it once at start: the
@@ -39,4 +41,11 @@ func (a Accel) Capabilities(ladders int, from string) nodeproto.Transcoding {
 		Encoder: a.Backend, Decode: "cpu", GPUs: []nodeproto.GPU{},
 		Ladders: ladders, LaddersFrom: from, Summary: a.Summary,
 	}
+}
+
+// PipelineConfig is the ffmpeg pipeline configuration for a ladder
+// transcoded with a: its encoder backend and hardware, the x264 preset
+// (hardware encoders use the closest match) and the keyframe interval.
+func (a Accel) PipelineConfig(preset string, keyframeInterval time.Duration, log *slog.Logger) ffmpeg.Config {
+	return ffmpeg.Config{Backend: a.Backend, Preset: preset, KeyframeInterval: keyframeInterval, Log: log}
 }

@@ -120,9 +120,9 @@ func (j *job) openPipe() {
 	for i, r := range ladder {
 		rungs[i] = ffmpeg.Rung{Name: r.Name(), Height: r.Height, Bitrate: r.Bitrate}
 	}
-	p, err := ffmpeg.New(ffmpeg.Config{
-		Backend: j.backend, Preset: j.t.cfg.Preset, KeyframeInterval: j.t.cfg.SegmentDuration, Log: j.t.log,
-	}, src, rungs)
+	cfg := j.t.accel.PipelineConfig(j.t.cfg.Preset, j.t.cfg.SegmentDuration, j.t.log)
+	cfg.Backend = j.backend // software after a hardware failure
+	p, err := ffmpeg.New(cfg, src, rungs)
 	if err != nil {
 		j.fail(err)
 		return
