@@ -14,9 +14,11 @@ import (
 
 // job transcodes one source publication.
 type job struct {
-	t       *Transcoder
-	id      string
-	backend string
+	t  *Transcoder
+	id string
+	// cpuOnly is set once the hardware failed for this job: it decodes,
+	// scales and encodes on the CPU from then on.
+	cpuOnly bool
 	log     *slog.Logger
 	ladder  media.Ladder
 
@@ -121,7 +123,9 @@ func (j *job) openPipe() {
 		rungs[i] = ffmpeg.Rung{Name: r.Name(), Height: r.Height, Bitrate: r.Bitrate}
 	}
 	cfg := j.t.accel.PipelineConfig(j.t.cfg.Preset, j.t.cfg.SegmentDuration, j.t.log)
-	cfg.Backend = j.backend // software after a hardware failure
+	if j.cpuOnly { // after a hardware failure
+		cfg.Backend, cfg.GPU = ffmpeg.BackendSoftware, nil
+	}
 	p, err := ffmpeg.New(cfg, src, rungs)
 	if err != nil {
 		j.fail(err)
@@ -133,17 +137,23 @@ func (j *job) openPipe() {
 		names[i] = r.Name
 	}
 	j.t.setRungs(j.id, names)
-	j.log.Info("transcoding started", "backend", j.backend, "ladder", ladder.String(), "source", src.Codec)
+	gpu := ""
+	if cfg.GPU != nil && cfg.GPU.Decodes(src.Codec) {
+		gpu = cfg.GPU.Name
+	}
+	j.log.Info("transcoding started", "backend", cfg.Backend, "gpu", gpu, "ladder", ladder.String(), "source", src.Codec)
 }
 
-// fail handles a pipeline error: a hardware backend falls back to software,
-// software falls back to forwarding the source unchanged.
+// fail handles a pipeline error: a pipeline using hardware (a GPU that
+// decodes and scales, a hardware encoder) falls back to the CPU, replaying
+// the current GOP; the CPU falls back to forwarding the source unchanged.
 func (j *job) fail(err error) {
 	j.closePipe()
-	if j.backend != ffmpeg.BackendSoftware {
-		j.log.Error("hardware transcoding failed; falling back to the software encoder", "backend", j.backend, "err", err)
+	if !j.cpuOnly && (j.t.accel.Backend != ffmpeg.BackendSoftware || len(j.t.accel.GPUs) > 0) {
+		j.log.Error("hardware transcoding failed; falling back to the CPU (x264)", "backend", j.t.accel.Backend,
+			"decode", j.t.accel.Decode(), "err", err)
 		j.t.fallbacks.WithLabelValues(ffmpeg.BackendSoftware).Inc()
-		j.backend = ffmpeg.BackendSoftware
+		j.cpuOnly = true
 		for name, p := range j.pubs {
 			p.Close() // new encoders: the rungs continue after a discontinuity
 			delete(j.pubs, name)
@@ -179,7 +189,7 @@ func (j *job) checkBehind(dropped uint64) {
 	}
 	if ok, _ := j.behindLog.Allow(); ok {
 		j.log.Warn("transcoding is falling behind live: source frames were dropped; use a faster preset, a smaller ladder or a GPU",
-			"backend", j.backend, "dropped_total", dropped)
+			"backend", j.pipeBackend(), "dropped_total", dropped)
 	}
 }
 
@@ -197,6 +207,14 @@ func (j *job) replay() {
 			return
 		}
 	}
+}
+
+// pipeBackend names the encoder the pipeline uses now.
+func (j *job) pipeBackend() string {
+	if j.pipe != nil {
+		return j.pipe.Backend()
+	}
+	return ""
 }
 
 func (j *job) closePipe() {

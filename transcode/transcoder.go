@@ -54,7 +54,7 @@ type Config struct {
 	// MaxLadders is how many ladders may run at once; 0 turns transcoding
 	// off, a negative value picks a default from the hardware.
 	MaxLadders int
-	// HWAccel is HWAuto, HWNone, HWNVENC or HWQSV.
+	// HWAccel is HWAuto, HWNone (HWSoftware), HWCUDA, HWNVENC or HWQSV.
 	HWAccel string
 	// Preset is the x264 preset (hardware encoders use the closest match).
 	Preset string
@@ -83,12 +83,11 @@ type Transcoder struct {
 	hub     Hub
 	ladders LadderSource
 	accel   Accel
-	backend string
 	limit   int
 	// limitFrom says where limit comes from ("configured", "default" or
 	// "measured"; see nodeproto.Transcoding).
 	limitFrom string
-	watcher *stream.Watcher
+	watcher   *stream.Watcher
 
 	running   prometheus.Gauge
 	limitG    prometheus.Gauge
@@ -138,13 +137,12 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 	if err != nil {
 		return nil, err
 	}
-	backend := accel.Backend
 	limit, limitFrom := cfg.MaxLadders, "configured"
 	if limit < 0 {
-		limit, limitFrom = defaultLimit(backend), "default"
+		limit, limitFrom = defaultLimit(accel.Backend), "default"
 	}
 	t := &Transcoder{
-		cfg: cfg, log: deps.Log, hub: deps.Hub, ladders: deps.Ladders, accel: accel, backend: backend,
+		cfg: cfg, log: deps.Log, hub: deps.Hub, ladders: deps.Ladders, accel: accel,
 		limit: limit, limitFrom: limitFrom,
 		claims: map[string]uint64{}, problems: map[string]string{}, rungs: map[string][]string{},
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
@@ -166,13 +164,13 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 	}
 	t.limitG.Set(float64(limit))
 	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{t.running, t.limitG, t.refused, t.fallbacks, t.behind} {
+		for _, c := range []prometheus.Collector{t.running, t.limitG, t.refused, t.fallbacks, t.behind, NewAccelCollector(accel)} {
 			if err := deps.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("transcode: register metrics: %w", err)
 			}
 		}
 	}
-	deps.Log.Info("transcoding", "backend", backend, "max_ladders", limit, "ladder", cfg.Ladder.String())
+	deps.Log.Info("transcoding", "backend", accel.Backend, "decode", accel.Decode(), "max_ladders", limit, "ladder", cfg.Ladder.String())
 	t.watcher = deps.Hub.Watch(func(k media.StreamKey) bool {
 		return k.Rendition == media.RenditionSource && t.claim(k.Name, true)
 	})
@@ -180,7 +178,7 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 }
 
 // Backend names the encoder backend in use.
-func (t *Transcoder) Backend() string { return t.backend }
+func (t *Transcoder) Backend() string { return t.accel.Backend }
 
 // Limit is how many ladders this node runs at most.
 func (t *Transcoder) Limit() int { return t.limit }
@@ -201,31 +199,6 @@ func defaultLimit(backend string) int {
 		return 8
 	}
 	return max(1, runtime.NumCPU()/2)
-}
-
-// PickBackend resolves a hwaccel setting (HW*) to an ffmpeg backend name;
-// HWAuto probes each hardware encoder with a real encode.
-func PickBackend(hw string, log *slog.Logger) (string, error) {
-	switch hw {
-	case HWNone:
-		return ffmpeg.BackendSoftware, nil
-	case HWNVENC, HWQSV:
-		if err := ffmpeg.Probe(hw); err != nil {
-			return "", fmt.Errorf("transcode: %s was asked for but does not work here: %w", hw, err)
-		}
-		return hw, nil
-	case HWAuto, "":
-		for _, b := range []string{ffmpeg.BackendNVENC, ffmpeg.BackendQSV} {
-			err := ffmpeg.Probe(b)
-			if err == nil {
-				log.Info("transcode: hardware encoder found", "backend", b)
-				return b, nil
-			}
-			log.Info("transcode: hardware encoder not usable", "backend", b, "reason", err)
-		}
-		return ffmpeg.BackendSoftware, nil
-	}
-	return "", fmt.Errorf("transcode: unknown hwaccel %q (want auto, none, nvenc or qsv)", hw)
 }
 
 // Claimed reports whether this node transcodes stream id. The transcoder's
@@ -366,7 +339,7 @@ func (t *Transcoder) Run(ctx context.Context) error {
 		g.Go(func() error {
 			defer t.release(sub.Key().Name, gen)
 			id := sub.Key().Name
-			j := &job{t: t, id: id, backend: t.backend, log: t.log.With("stream", id), ladder: t.ladderFor(ctx, id)}
+			j := &job{t: t, id: id, log: t.log.With("stream", id), ladder: t.ladderFor(ctx, id)}
 			j.run(context.WithoutCancel(ctx), sub)
 			return nil
 		})

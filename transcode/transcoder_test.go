@@ -471,7 +471,7 @@ func TestNewValidatesConfig(t *testing.T) {
 		"zero segment duration": {func(c *Config, _ *Deps) { c.SegmentDuration = 0 }, "segment duration"},
 		"negative segment":      {func(c *Config, _ *Deps) { c.SegmentDuration = -time.Second }, "segment duration"},
 		"nil hub":               {func(_ *Config, d *Deps) { d.Hub = nil }, "Hub"},
-		"unknown hwaccel":       {func(c *Config, _ *Deps) { c.HWAccel = "cuda" }, "hwaccel"},
+		"unknown hwaccel":       {func(c *Config, _ *Deps) { c.HWAccel = "vaapi" }, "hwaccel"},
 	} {
 		cfg, deps := good, Deps{Log: quiet, Hub: hub}
 		c.mutate(&cfg, &deps)
@@ -497,7 +497,7 @@ func TestHardwareFailureFallsBackToSoftware(t *testing.T) {
 	tc := startTranscoder(t, hub, softwareConfig("240p:400k", 1))
 	// As if auto had found QSV and it broke once streams started: its
 	// encoders fail to open here.
-	tc.Transcoder.backend = ffmpeg.BackendQSV
+	tc.Transcoder.accel.Backend = ffmpeg.BackendQSV
 	w := hub.Watch(func(k media.StreamKey) bool { return k.Rendition != media.RenditionSource })
 	defer w.Close()
 	pub, err := hub.Publish(media.StreamKey{Name: "hw", Rendition: media.RenditionSource}, []media.Track{track})

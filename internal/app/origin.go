@@ -283,11 +283,12 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	}
 	var vodWorker *vod.Worker
 	if worker {
-		backend := "" // probed once per node: the live transcoder has done it
+		var accel *transcode.Accel // probed once per node: the live transcoder has done it
 		if tc != nil {
-			backend = tc.Backend()
+			a := tc.Accel()
+			accel = &a
 		}
-		if vodWorker, err = newVODWorker(cfg, store, objects, backend, log.With("component", "vod"), reg); err != nil {
+		if vodWorker, err = newVODWorker(cfg, store, objects, accel, log.With("component", "vod"), reg); err != nil {
 			return err
 		}
 	}

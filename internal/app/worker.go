@@ -34,7 +34,7 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("media store: %w", err)
 	}
-	w, err := newVODWorker(cfg, store, objects, "", log.With("component", "vod"), reg)
+	w, err := newVODWorker(cfg, store, objects, nil, log.With("component", "vod"), reg)
 	if err != nil {
 		return err
 	}

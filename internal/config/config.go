@@ -183,7 +183,7 @@ type HubConfig struct {
 
 // TranscodeConfig tunes the ABR ladder encoder.
 type TranscodeConfig struct {
-	HWAccel     string `yaml:"hwaccel"`     // auto, none, nvenc or qsv
+	HWAccel     string `yaml:"hwaccel"`     // auto, software (none), cuda, nvenc or qsv
 	MaxLadders  int    `yaml:"max_ladders"` // -1: from the hardware; 0: off
 	Ladder      string `yaml:"ladder"`      // "1080p:5000k,720p:3000k,..."
 	Passthrough bool   `yaml:"passthrough"` // also serve the source as it came

@@ -230,7 +230,7 @@ var table = []key{
 		"access units buffered per stream subscriber before it drops until the next keyframe (16 to 100000)",
 		func(c *Config) *int { return &c.Hub.QueueSize }, parseInt, strconv.Itoa, intRange(16, 100000)),
 	field("transcode.hwaccel", "SHOAL_TRANSCODE_HWACCEL",
-		"video encoder: auto (probe NVENC, then QSV, else x264), none (x264 on the CPU), nvenc or qsv",
+		"where video is transcoded: auto (probe NVIDIA GPUs, then QSV, else the CPU), software or none (the CPU), cuda (NVDEC + scale_cuda, NVENC where present), nvenc or qsv",
 		func(c *Config) *string { return &c.Transcode.HWAccel }, parseLower, fmtString, checkHWAccel),
 	field("transcode.max_ladders", "SHOAL_TRANSCODE_MAX_LADDERS",
 		"ABR ladders this node encodes at once; more streams are served as they came; 0 turns transcoding off, -1 picks from the hardware (CPU cores / 2, or 8 with a GPU encoder)",
@@ -602,12 +602,12 @@ func parseBool(raw string) (bool, error) {
 
 func checkHWAccel(s string) error {
 	switch s {
-	case "auto", "none", "nvenc", "qsv":
+	case "auto", "none", "software", "cuda", "nvenc", "qsv":
 		return nil
 	case "vaapi":
 		return fmt.Errorf("vaapi is not supported: VAAPI encoders need hardware frame contexts, which go-astiav v0.16 (the release for FFmpeg 5.1) does not expose; use qsv on Intel GPUs")
 	}
-	return fmt.Errorf("%s is not one of auto, none, nvenc, qsv", quote(s))
+	return fmt.Errorf("%s is not one of auto, software, none, cuda, nvenc, qsv", quote(s))
 }
 
 func checkLadder(s string) error {

@@ -31,11 +31,17 @@ type encoderSettings struct {
 	frameRate astiav.Rational
 	gop       int    // frames; keyframes are forced on the grid, this is a backstop
 	preset    string // x264 preset name; hardware backends map it
+	// gpuIndex is the NVIDIA GPU an NVENC session opens on.
+	gpuIndex int
+	// gpuFrames, when set, makes the encoder take frames in GPU memory:
+	// it is called on the context before it opens, to hand it the
+	// hardware frames context those frames come from.
+	gpuFrames func(*astiav.CodecContext) error
 }
 
 // backend opens H.264 encoders. Each hardware encoder lives in a file of
-// its own; all of them take frames from system memory, so decoding and
-// scaling stay shared.
+// its own; all of them take frames from system memory, and NVENC also
+// takes frames in GPU memory (encoderSettings.gpuFrames).
 type backend interface {
 	name() string
 	pixelFormat() astiav.PixelFormat
@@ -67,6 +73,13 @@ func openEncoder(codecName string, pix astiav.PixelFormat, s encoderSettings, op
 	}
 	cc.SetWidth(s.rung.Width)
 	cc.SetHeight(s.rung.Height)
+	if s.gpuFrames != nil {
+		pix = astiav.PixelFormatCuda
+		if err := s.gpuFrames(cc); err != nil {
+			cc.Free()
+			return nil, err
+		}
+	}
 	cc.SetPixelFormat(pix)
 	// One tick per frame: x264's rate control gives measurably better
 	// quality (about 0.5 dB PSNR at the same size) with a time base of

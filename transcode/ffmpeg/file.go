@@ -462,7 +462,7 @@ func (j *fileJob) finish() (FileResult, error) {
 			return FileResult{}, err
 		}
 	}
-	res := FileResult{Duration: j.done(), Backend: j.lad.backend.name(), Frames: j.frames}
+	res := FileResult{Duration: j.done(), Backend: j.lad.encoderName(), Frames: j.frames}
 	j.progress(true)
 	return res, nil
 }

@@ -45,9 +45,19 @@ func rssBytes(t *testing.T) int64 {
 // (demux, decode, scale, encode, flush or abandon, close) does not make the
 // process grow. Not parallel, so that no other test's memory is counted.
 func TestPipelineDoesNotLeak(t *testing.T) {
+	checkNoLeak(t, Config{Preset: "ultrafast", KeyframeInterval: 500 * time.Millisecond, Log: quiet})
+}
+
+// The same with the ladder's filter graph (the GPU path's plumbing, with
+// the scale filter on the CPU).
+func TestGraphPipelineDoesNotLeak(t *testing.T) {
+	checkNoLeak(t, Config{Preset: "ultrafast", KeyframeInterval: 500 * time.Millisecond, Log: quiet, graphOnCPU: true})
+}
+
+func checkNoLeak(t *testing.T, cfg Config) {
+	t.Helper()
 	src := makeTS(t, 320, 240, 1, 15)
 	rungs := []Rung{{Name: "240p", Height: 240, Bitrate: 400_000}, {Name: "160p", Height: 160, Bitrate: 200_000}}
-	cfg := Config{Preset: "ultrafast", KeyframeInterval: 500 * time.Millisecond, Log: quiet}
 	const warmup, iterations = 10, 40
 	var base, baseHeap int64
 	for i := range iterations {

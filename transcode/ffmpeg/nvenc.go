@@ -1,9 +1,14 @@
 package ffmpeg
 
-import "github.com/asticode/go-astiav"
+import (
+	"strconv"
 
-// nvenc encodes with NVIDIA's NVENC (h264_nvenc). Frames are uploaded from
-// system memory by the encoder; decoding and scaling stay on the CPU.
+	"github.com/asticode/go-astiav"
+)
+
+// nvenc encodes with NVIDIA's NVENC (h264_nvenc): frames scaled on the GPU
+// (Config.GPU) go to it without leaving GPU memory; frames decoded and
+// scaled on the CPU are uploaded by the encoder.
 type nvenc struct{}
 
 func (nvenc) name() string                    { return BackendNVENC }
@@ -18,6 +23,7 @@ func (nvenc) open(s encoderSettings) (*astiav.CodecContext, error) {
 		"bf":          "2",
 		"forced-idr":  "1",
 		"no-scenecut": "1",
+		"gpu":         strconv.Itoa(s.gpuIndex),
 	})
 }
 

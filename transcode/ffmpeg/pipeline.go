@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,8 +36,19 @@ type Config struct {
 	// KeyframeInterval is the spacing of the forced keyframes: the segment
 	// duration, so that every rung can be cut at the same instants.
 	KeyframeInterval time.Duration
+	// GPU, when set, decodes the codecs it decodes (NVDEC) and scales
+	// every rung on it (scale_cuda, one filter graph for the ladder); with
+	// the nvenc backend the scaled frames go to NVENC without leaving the
+	// GPU, with x264 they are downloaded. A ladder takes one NVENC session
+	// per rung; when the GPU has too few left, it encodes with x264.
+	GPU *GPU
 	// Log receives rate-limited warnings about bad input.
 	Log *slog.Logger
+
+	// graphOnCPU scales with a filter graph (swscale's scale filter) as
+	// the GPU path does with scale_cuda: tests check that path's plumbing
+	// on machines without a GPU.
+	graphOnCPU bool
 }
 
 // Emit receives an encoded access unit of rung i (H.264 NAL units, PTS and
@@ -51,6 +63,7 @@ type Pipeline struct {
 	src  media.Track
 
 	dec     *astiav.CodecContext
+	onGPU   bool // dec decodes with NVDEC
 	decoded *astiav.Frame
 	pkt     *astiav.Packet
 	waitKey bool
@@ -75,6 +88,17 @@ type ladder struct {
 	nextKey  int64 // next grid instant in 90 kHz ticks
 	haveGrid bool
 	interval int64
+
+	// graph scales every rung at once (GPU frames, or graphOnCPU); nil
+	// when each rung scales with swscale.
+	graph *frameGraph
+	// sessions is how many NVENC sessions the open encoders hold on
+	// cfg.GPU; encoder is the backend they use (cfg's, or software when
+	// the GPU had no session left).
+	sessions int
+	encoder  backend
+	// gpuFrames tells whether the open outputs get frames in GPU memory.
+	gpuFrames bool
 }
 
 // output is one rung: its scaler, its reused picture and its encoder, driven
@@ -82,7 +106,9 @@ type ladder struct {
 // with each other and with the decoding of the next frames. The worker owns
 // the C objects while it runs; the pipeline touches them only after sync.
 type output struct {
-	rung   Rung
+	rung Rung
+	// scaler and frame scale the decoded pictures; both are nil when the
+	// ladder's filter graph scales (jobs then carry scaled frames).
 	scaler *astiav.SoftwareScaleContext
 	frame  *astiav.Frame
 	enc    *astiav.CodecContext
@@ -167,14 +193,28 @@ func New(cfg Config, src media.Track, rungs []Rung) (*Pipeline, error) {
 	if dec == nil {
 		return nil, errors.New("transcode: allocating the decoder failed")
 	}
-	dec.SetThreadCount(0)
+	onGPU := cfg.GPU != nil && cfg.GPU.Decodes(src.Codec)
+	if onGPU {
+		// NVDEC decodes; pickCUDA keeps the pictures in GPU memory (FFmpeg
+		// decodes on the CPU instead if NVDEC refuses the stream, and the
+		// ladder then scales those pictures on the CPU).
+		dec.SetHardwareDeviceContext(cfg.GPU.dev)
+		dec.SetPixelFormatCallback(pickCUDA)
+		dec.SetExtraHardwareFrames(4)
+		dec.SetThreadCount(1)
+	} else {
+		dec.SetThreadCount(0)
+	}
 	if err := dec.Open(codec, nil); err != nil {
+		if onGPU {
+			dec.SetPixelFormatCallback(nil)
+		}
 		dec.Free()
 		return nil, fmt.Errorf("transcode: opening the %s decoder: %w", src.Codec, err)
 	}
 	p := &Pipeline{
 		ladder: l, warn: logx.NewLimiter(5 * time.Second),
-		src: src, dec: dec,
+		src: src, dec: dec, onGPU: onGPU,
 		decoded: astiav.AllocFrame(), pkt: astiav.AllocPacket(),
 		waitKey: true,
 	}
@@ -202,8 +242,20 @@ func newLadder(cfg Config, rungs []Rung) (*ladder, error) {
 		interval: media.Ticks(cfg.KeyframeInterval, 90000)}, nil
 }
 
-// Backend names the encoder backend in use.
-func (p *Pipeline) Backend() string { return p.backend.name() }
+// Backend names the encoder backend in use: the configured one, or
+// software when a GPU had no NVENC session left for the ladder.
+func (p *Pipeline) Backend() string { return p.ladder.encoderName() }
+
+// OnGPU tells whether the frames are decoded and scaled on the GPU (known
+// once the first frame was decoded).
+func (p *Pipeline) OnGPU() bool { return p.onGPU && p.ladder.gpuFrames }
+
+func (p *ladder) encoderName() string {
+	if p.encoder != nil {
+		return p.encoder.name()
+	}
+	return p.backend.name()
+}
 
 // Push decodes one access unit of the source video track (90 kHz clock) and
 // emits whatever the encoders produce. Undecodable input is skipped until
@@ -233,6 +285,9 @@ func (p *Pipeline) Push(au *media.AccessUnit, emit Emit) error {
 	err = p.dec.SendPacket(p.pkt)
 	p.pkt.Unref()
 	if err != nil && !errors.Is(err, astiav.ErrEagain) {
+		if gerr := p.gpuFailure(err); gerr != nil {
+			return gerr
+		}
 		p.badInput("the decoder refused an access unit", err)
 		p.waitKey = true
 		return nil
@@ -255,6 +310,9 @@ func (p *Pipeline) Flush(emit Emit) error {
 func (p *Pipeline) Close() {
 	p.ladder.closeOutputs()
 	if p.dec != nil {
+		if p.onGPU {
+			p.dec.SetPixelFormatCallback(nil)
+		}
 		p.dec.Free()
 		p.dec = nil
 	}
@@ -266,6 +324,17 @@ func (p *Pipeline) Close() {
 		p.pkt.Free()
 		p.pkt = nil
 	}
+}
+
+// gpuFailure returns an error for a decoder error that means the GPU
+// failed, so that the caller moves the stream to the CPU: with NVDEC
+// decoding, anything but invalid data (which the CPU decoder would reject
+// too, and which is skipped as bad input) is the GPU's.
+func (p *Pipeline) gpuFailure(err error) error {
+	if !p.onGPU || errors.Is(err, astiav.ErrInvaliddata) {
+		return nil
+	}
+	return fmt.Errorf("transcode: decoding on the GPU (%s): %w", p.cfg.GPU.Name, err)
 }
 
 func (p *Pipeline) badInput(msg string, err error) {
@@ -352,6 +421,9 @@ func (p *Pipeline) drainDecoder(emit Emit) error {
 			return nil
 		}
 		if err != nil {
+			if gerr := p.gpuFailure(err); gerr != nil {
+				return gerr
+			}
 			p.badInput("decoding", err)
 			return nil
 		}
@@ -391,6 +463,9 @@ func (p *ladder) encodeFrame(f *astiav.Frame, emit Emit) error {
 		key = true
 		p.nextKey += ((pts-p.nextKey)/p.interval + 1) * p.interval
 	}
+	if p.graph != nil {
+		return p.scaleInGraph(f, pts, key, emit)
+	}
 	// Every rung gets a reference of its own to the decoded picture, which
 	// lives until the last of them is done with it.
 	for _, o := range p.outs {
@@ -401,6 +476,41 @@ func (p *ladder) encodeFrame(f *astiav.Frame, emit Emit) error {
 		o.work <- rungJob{f: ref, pts: pts, key: key}
 	}
 	return p.emitReady(emit)
+}
+
+// scaleInGraph runs a decoded frame through the ladder's filter graph and
+// hands each rung its scaled frame. The graph's filters give one frame per
+// frame, at once, with the input's timestamp.
+func (p *ladder) scaleInGraph(f *astiav.Frame, pts int64, key bool, emit Emit) error {
+	if err := p.graph.push(f); err != nil {
+		return fmt.Errorf("transcode: scaling %s: %w", p.scaledWhere(), err)
+	}
+	for i, o := range p.outs {
+		for {
+			sf := astiav.AllocFrame()
+			if sf == nil {
+				return errors.New("transcode: allocating a frame failed")
+			}
+			ok, err := p.graph.pull(i, sf)
+			if err != nil || !ok {
+				sf.Free()
+				if err != nil {
+					return fmt.Errorf("transcode: scaling %s to %s: %w", p.scaledWhere(), o.rung.Name, err)
+				}
+				break
+			}
+			o.work <- rungJob{f: sf, pts: sf.Pts(), key: key && sf.Pts() == pts}
+		}
+	}
+	return p.emitReady(emit)
+}
+
+// scaledWhere says where the graph scales, for errors.
+func (p *ladder) scaledWhere() string {
+	if p.cfg.GPU != nil && !p.cfg.graphOnCPU {
+		return "on the GPU (" + p.cfg.GPU.Name + ")"
+	}
+	return "in the filter graph"
 }
 
 // emitReady emits what the rung workers have encoded so far, rung by rung in
@@ -445,12 +555,15 @@ func (p *ladder) encodeRung(i int, o *output, f *astiav.Frame, pts int64, key bo
 		encPTS = o.lastPTS + 1
 	}
 	o.lastPTS, o.sent = encPTS, true
-	dst := o.frame
-	if err := makeWritable(dst); err != nil {
-		return fmt.Errorf("transcode: frame buffer: %w", err)
-	}
-	if err := o.scaler.ScaleFrame(f, dst); err != nil {
-		return fmt.Errorf("transcode: scaling to %s: %w", o.rung.Name, err)
+	dst := f // scaled by the ladder's graph
+	if o.scaler != nil {
+		dst = o.frame
+		if err := makeWritable(dst); err != nil {
+			return fmt.Errorf("transcode: frame buffer: %w", err)
+		}
+		if err := o.scaler.ScaleFrame(f, dst); err != nil {
+			return fmt.Errorf("transcode: scaling to %s: %w", o.rung.Name, err)
+		}
 	}
 	dst.SetPts(encPTS)
 	dst.SetPictureType(astiav.PictureTypeNone)
@@ -460,7 +573,7 @@ func (p *ladder) encodeRung(i int, o *output, f *astiav.Frame, pts int64, key bo
 		dst.SetKeyFrame(true)
 	}
 	if err := o.enc.SendFrame(dst); err != nil {
-		return fmt.Errorf("transcode: encoding %s with %s: %w", o.rung.Name, p.backend.name(), err)
+		return fmt.Errorf("transcode: encoding %s with %s: %w", o.rung.Name, p.encoder.name(), err)
 	}
 	return p.drainEncoder(i, o, emit)
 }
@@ -550,41 +663,113 @@ func (p *ladder) openOutputs(f *astiav.Frame) error {
 	w, h := f.Width(), f.Height()
 	fps := p.sourceRate()
 	gop := int(fps.Float64()*p.cfg.KeyframeInterval.Seconds()*4 + 0.5)
-	outs := make([]*output, 0, len(p.rungs))
-	for _, r := range p.rungs {
+	rungs := make([]Rung, len(p.rungs))
+	for i, r := range p.rungs {
 		// Never upscale, even when the source shrinks mid-stream.
 		r.Height = min(r.Height, h&^1)
 		r.Width = EvenWidth(w, h, r.Height)
-		scaler, err := astiav.CreateSoftwareScaleContext(w, h, f.PixelFormat(), r.Width, r.Height,
-			p.backend.pixelFormat(), astiav.NewSoftwareScaleContextFlags(astiav.SoftwareScaleContextFlagBilinear))
+		rungs[i] = r
+	}
+	p.encoder = p.backend
+	if p.backend.name() == BackendNVENC && p.cfg.GPU != nil {
+		// One NVENC session per rung, counted per GPU.
+		if p.cfg.GPU.reserveNVENC(len(rungs)) {
+			p.sessions = len(rungs)
+		} else {
+			p.encoder = software{}
+			p.log.Warn("transcode: the GPU has no NVENC session left for this ladder; it encodes with x264",
+				"gpu", p.cfg.GPU.Name, "sessions", p.cfg.GPU.NVENCSessions, "rungs", len(rungs))
+		}
+	}
+	gpuFrames := f.PixelFormat() == astiav.PixelFormatCuda
+	if gpuFrames || p.cfg.graphOnCPU {
+		g, err := newFrameGraph(f, p.graphDesc(rungs, gpuFrames), len(rungs))
 		if err != nil {
-			freeOutputs(outs)
-			return fmt.Errorf("transcode: scaler %dx%d -> %dx%d: %w", w, h, r.Width, r.Height, err)
+			p.releaseSessions()
+			return fmt.Errorf("transcode: scaling %s: %w", p.scaledWhere(), err)
 		}
-		enc, err := p.backend.open(encoderSettings{rung: r, frameRate: fps, gop: gop, preset: p.cfg.Preset})
+		p.graph = g
+	}
+	outs := make([]*output, 0, len(rungs))
+	fail := func(err error) error {
+		freeOutputs(outs)
+		p.graph.free()
+		p.graph = nil
+		p.releaseSessions()
+		return err
+	}
+	for i, r := range rungs {
+		s := encoderSettings{rung: r, frameRate: fps, gop: gop, preset: p.cfg.Preset}
+		if p.cfg.GPU != nil {
+			s.gpuIndex = p.cfg.GPU.Index
+		}
+		o := &output{rung: r, pkt: astiav.AllocPacket(), work: make(chan rungJob, queueDepth), exited: make(chan struct{})}
+		if gpuFrames && p.encoder.name() == BackendNVENC {
+			s.gpuFrames = func(cc *astiav.CodecContext) error { return p.graph.feedEncoder(cc, i) }
+		}
+		if p.graph == nil {
+			scaler, err := astiav.CreateSoftwareScaleContext(w, h, f.PixelFormat(), r.Width, r.Height,
+				p.encoder.pixelFormat(), astiav.NewSoftwareScaleContextFlags(astiav.SoftwareScaleContextFlagBilinear))
+			if err != nil {
+				o.pkt.Free()
+				return fail(fmt.Errorf("transcode: scaler %dx%d -> %dx%d: %w", w, h, r.Width, r.Height, err))
+			}
+			o.scaler = scaler
+			o.frame = astiav.AllocFrame()
+			o.frame.SetWidth(r.Width)
+			o.frame.SetHeight(r.Height)
+			o.frame.SetPixelFormat(p.encoder.pixelFormat())
+			if err := o.frame.AllocBuffer(0); err != nil {
+				o.free()
+				return fail(fmt.Errorf("transcode: frame buffer: %w", err))
+			}
+		}
+		enc, err := p.encoder.open(s)
 		if err != nil {
-			scaler.Free()
-			freeOutputs(outs)
-			return fmt.Errorf("transcode: %w", err)
+			o.free()
+			return fail(fmt.Errorf("transcode: %w", err))
 		}
-		frame := astiav.AllocFrame()
-		frame.SetWidth(r.Width)
-		frame.SetHeight(r.Height)
-		frame.SetPixelFormat(p.backend.pixelFormat())
-		if err := frame.AllocBuffer(0); err != nil {
-			frame.Free()
-			enc.Free()
-			scaler.Free()
-			freeOutputs(outs)
-			return fmt.Errorf("transcode: frame buffer: %w", err)
-		}
-		o := &output{rung: r, scaler: scaler, frame: frame, enc: enc, pkt: astiav.AllocPacket(),
-			work: make(chan rungJob, queueDepth), exited: make(chan struct{})}
+		o.enc = enc
 		go o.loop(p)
 		outs = append(outs, o)
 	}
-	p.outs, p.inW, p.inH, p.inFmt = outs, w, h, f.PixelFormat()
+	if p.cfg.GPU != nil {
+		p.cfg.GPU.addLadder(1)
+	}
+	p.outs, p.inW, p.inH, p.inFmt, p.gpuFrames = outs, w, h, f.PixelFormat(), gpuFrames
 	return nil
+}
+
+// graphDesc is the filter graph that scales a frame to every rung: on the
+// GPU with scale_cuda, downloaded unless NVENC takes GPU frames; on the
+// CPU (graphOnCPU) with the scale filter.
+func (p *ladder) graphDesc(rungs []Rung, gpuFrames bool) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "[in]split=%d", len(rungs))
+	for i := range rungs {
+		fmt.Fprintf(&b, "[s%d]", i)
+	}
+	pix := p.encoder.pixelFormat().Name()
+	for i, r := range rungs {
+		fmt.Fprintf(&b, ";[s%d]", i)
+		if gpuFrames {
+			fmt.Fprintf(&b, "scale_cuda=w=%d:h=%d:interp_algo=bilinear:format=%s", r.Width, r.Height, pix)
+			if p.encoder.name() != BackendNVENC {
+				fmt.Fprintf(&b, ",hwdownload,format=%s", pix)
+			}
+		} else {
+			fmt.Fprintf(&b, "scale=w=%d:h=%d:flags=bilinear,format=%s", r.Width, r.Height, pix)
+		}
+		fmt.Fprintf(&b, "[out%d]", i)
+	}
+	return b.String()
+}
+
+func (p *ladder) releaseSessions() {
+	if p.sessions > 0 {
+		p.cfg.GPU.releaseNVENC(p.sessions)
+		p.sessions = 0
+	}
 }
 
 // EvenWidth is the even width that keeps a w x h picture's aspect ratio at
@@ -602,9 +787,16 @@ func EvenWidth(w, h, height int) int {
 }
 
 func (p *ladder) closeOutputs() {
+	if p.outs != nil && p.cfg.GPU != nil {
+		p.cfg.GPU.addLadder(-1)
+	}
 	freeOutputs(p.outs)
 	p.outs = nil
 	p.inW, p.inH = 0, 0
+	// The encoders are freed before the graph whose frames they took.
+	p.graph.free()
+	p.graph = nil
+	p.releaseSessions()
 }
 
 func freeOutputs(outs []*output) {
@@ -612,9 +804,20 @@ func freeOutputs(outs []*output) {
 		o.stop.Store(true)
 		close(o.work)
 		<-o.exited
-		o.scaler.Free()
-		o.frame.Free()
-		o.enc.Free()
-		o.pkt.Free()
+		o.free()
 	}
+}
+
+// free frees the output's C objects (those it has).
+func (o *output) free() {
+	if o.scaler != nil {
+		o.scaler.Free()
+	}
+	if o.frame != nil {
+		o.frame.Free()
+	}
+	if o.enc != nil {
+		o.enc.Free()
+	}
+	o.pkt.Free()
 }

@@ -28,6 +28,13 @@ type rungOut struct {
 
 func run(t testing.TB, cfg Config, path string, rungs []Rung, mutate func(i int, au *media.AccessUnit)) []rungOut {
 	t.Helper()
+	return runWith(t, cfg, path, rungs, mutate, nil)
+}
+
+// runWith is run; inspect, when set, sees the pipeline after the flush,
+// before it closes.
+func runWith(t testing.TB, cfg Config, path string, rungs []Rung, mutate func(i int, au *media.AccessUnit), inspect func(*Pipeline)) []rungOut {
+	t.Helper()
 	var p *Pipeline
 	outs := make([]rungOut, len(rungs))
 	emit := func(i int, au *media.AccessUnit) {
@@ -61,6 +68,9 @@ func run(t testing.TB, cfg Config, path string, rungs []Rung, mutate func(i int,
 	if err := p.Flush(emit); err != nil {
 		t.Fatal(err)
 	}
+	if inspect != nil {
+		inspect(p)
+	}
 	p.Close()
 	return outs
 }
@@ -69,7 +79,7 @@ var quiet = slog.New(slog.DiscardHandler)
 
 func TestLadderAlignedKeyframes(t *testing.T) {
 	t.Parallel()
-	outs := alignedLadder(t, BackendSoftware)
+	outs := alignedLadder(t, Config{Backend: BackendSoftware, Preset: "veryfast", KeyframeInterval: time.Second, Log: quiet})
 	for i, o := range outs {
 		bframes := false
 		for _, au := range o.aus {

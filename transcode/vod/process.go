@@ -20,7 +20,10 @@ import (
 
 // Settings is how a file is transcoded.
 type Settings struct {
-	Backend         string
+	Backend string
+	// GPU is where NVENC sessions are counted when Backend is nvenc
+	// (files are decoded and scaled on the CPU).
+	GPU             *ffmpeg.GPU
 	Preset          string
 	SegmentDuration time.Duration
 	Log             *slog.Logger
@@ -89,7 +92,7 @@ func Transcode(ctx context.Context, s Settings, id, src, root string, ladder med
 	poster := false
 	res, err := ffmpeg.TranscodeFile(ctx, src, ffmpeg.FileConfig{
 		Config: ffmpeg.Config{
-			Backend: s.Backend, Preset: s.Preset, KeyframeInterval: s.SegmentDuration, Log: s.Log,
+			Backend: s.Backend, GPU: s.GPU, Preset: s.Preset, KeyframeInterval: s.SegmentDuration, Log: s.Log,
 		},
 		Rungs:             frungs,
 		ThumbnailInterval: sb.interval,

@@ -76,6 +76,9 @@ type Config struct {
 	// Backend is the encoder backend (ffmpeg.Backend*); when it is a
 	// hardware one and fails, the job is retried at once with software.
 	Backend string
+	// GPUs are the node's NVIDIA GPUs (transcode.Accel.GPUs): with the
+	// nvenc backend, each job counts its NVENC sessions on the least busy.
+	GPUs []*ffmpeg.GPU
 	// Preset is the x264 preset.
 	Preset string
 	// SegmentDuration is the HLS segment length.
@@ -422,6 +425,9 @@ func (w *Worker) process(ctx context.Context, id string, st routing.JobStart, pr
 	}
 	s := Settings{Backend: w.cfg.Backend, Preset: w.cfg.Preset, SegmentDuration: w.cfg.SegmentDuration, NewPackager: w.newPackager,
 		Log: w.log.With("video", id)}
+	if s.Backend == ffmpeg.BackendNVENC {
+		s.GPU = ffmpeg.LeastBusy(w.cfg.GPUs)
+	}
 	out, err := Transcode(ctx, s, id, src, staging, ladder, progress)
 	if err != nil && s.Backend != ffmpeg.BackendSoftware && ctx.Err() == nil && !errors.Is(err, ffmpeg.ErrNotVideo) {
 		w.log.Warn("hardware encoding failed; retrying the job with software", "video", id, "backend", s.Backend, "err", err)
@@ -431,7 +437,7 @@ func (w *Worker) process(ctx context.Context, id string, st routing.JobStart, pr
 		if err := os.MkdirAll(staging, 0o755); err != nil {
 			return routing.JobOutcome{}, staging, err
 		}
-		s.Backend = ffmpeg.BackendSoftware
+		s.Backend, s.GPU = ffmpeg.BackendSoftware, nil
 		out, err = Transcode(ctx, s, id, src, staging, ladder, progress)
 	}
 	return out, staging, err

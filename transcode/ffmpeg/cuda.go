@@ -1,0 +1,289 @@
+package ffmpeg
+
+// The C below does what go-astiav v0.16 (the last release for FFmpeg 5.1)
+// has no binding for, and nothing more:
+//   - a filter graph whose source takes hardware frames: the buffer source
+//     needs the decoder's hw_frames_ctx (av_buffersrc_parameters_set), and
+//     an encoder fed GPU frames needs the graph's output hw_frames_ctx;
+//   - asking the NVIDIA driver (libcuda, loaded with dlopen so that Shoal
+//     builds and runs on machines without it) for its GPUs' names, and NVML
+//     for their memory in use.
+
+/*
+#cgo pkg-config: libavutil libavcodec libavfilter
+#cgo LDFLAGS: -ldl
+#include <dlfcn.h>
+#include <stdio.h>
+#include <string.h>
+#include <libavcodec/avcodec.h>
+#include <libavfilter/avfilter.h>
+#include <libavfilter/buffersink.h>
+#include <libavfilter/buffersrc.h>
+#include <libavutil/mem.h>
+
+typedef struct {
+	AVFilterGraph *graph;
+	AVFilterContext *src;
+	AVFilterContext **sinks;
+	int n;
+} shoal_graph;
+
+static void shoal_graph_free(shoal_graph *g) {
+	if (!g) return;
+	avfilter_graph_free(&g->graph);
+	av_free(g->sinks);
+	av_free(g);
+}
+
+// shoal_graph_new builds desc (one input labelled "in", n outputs labelled
+// "out0".."out<n-1>") between a buffer source shaped like f, with f's
+// hardware frames context when it has one, and n buffer sinks.
+static int shoal_graph_new(shoal_graph **out, const AVFrame *f, const char *desc, int n) {
+	int ret = AVERROR(ENOMEM);
+	AVFilterInOut *ins = NULL, *outs = NULL;
+	shoal_graph *g = av_mallocz(sizeof(*g));
+	if (!g) return ret;
+	g->n = n;
+	g->graph = avfilter_graph_alloc();
+	g->sinks = av_calloc(n, sizeof(*g->sinks));
+	if (!g->graph || !g->sinks) goto fail;
+	g->graph->nb_threads = 1;
+	char args[256];
+	int sn = f->sample_aspect_ratio.num > 0 ? f->sample_aspect_ratio.num : 1;
+	int sd = f->sample_aspect_ratio.den > 0 ? f->sample_aspect_ratio.den : 1;
+	snprintf(args, sizeof(args), "video_size=%dx%d:pix_fmt=%d:time_base=1/90000:pixel_aspect=%d/%d",
+		f->width, f->height, f->format, sn, sd);
+	ret = avfilter_graph_create_filter(&g->src, avfilter_get_by_name("buffer"), "in", args, NULL, g->graph);
+	if (ret < 0) goto fail;
+	if (f->hw_frames_ctx) {
+		AVBufferSrcParameters *p = av_buffersrc_parameters_alloc();
+		if (!p) { ret = AVERROR(ENOMEM); goto fail; }
+		p->hw_frames_ctx = f->hw_frames_ctx; // referenced by the call
+		ret = av_buffersrc_parameters_set(g->src, p);
+		av_free(p);
+		if (ret < 0) goto fail;
+	}
+	for (int i = 0; i < n; i++) {
+		char name[32];
+		snprintf(name, sizeof(name), "out%d", i);
+		ret = avfilter_graph_create_filter(&g->sinks[i], avfilter_get_by_name("buffersink"), name, NULL, NULL, g->graph);
+		if (ret < 0) goto fail;
+	}
+	ret = AVERROR(ENOMEM);
+	outs = avfilter_inout_alloc();
+	if (!outs) goto fail;
+	outs->name = av_strdup("in");
+	outs->filter_ctx = g->src;
+	for (int i = n - 1; i >= 0; i--) {
+		AVFilterInOut *io = avfilter_inout_alloc();
+		if (!io) goto fail;
+		char name[32];
+		snprintf(name, sizeof(name), "out%d", i);
+		io->name = av_strdup(name);
+		io->filter_ctx = g->sinks[i];
+		io->next = ins;
+		ins = io;
+	}
+	ret = avfilter_graph_parse_ptr(g->graph, desc, &ins, &outs, NULL);
+	if (ret < 0) goto fail;
+	ret = avfilter_graph_config(g->graph, NULL);
+	if (ret < 0) goto fail;
+	avfilter_inout_free(&ins);
+	avfilter_inout_free(&outs);
+	*out = g;
+	return 0;
+fail:
+	avfilter_inout_free(&ins);
+	avfilter_inout_free(&outs);
+	shoal_graph_free(g);
+	return ret;
+}
+
+static int shoal_graph_push(shoal_graph *g, AVFrame *f) {
+	return av_buffersrc_add_frame_flags(g->src, f, AV_BUFFERSRC_FLAG_KEEP_REF);
+}
+
+static int shoal_graph_pull(shoal_graph *g, int i, AVFrame *f) {
+	return av_buffersink_get_frame(g->sinks[i], f);
+}
+
+// shoal_encoder_use_graph_frames makes an encoder (not yet opened) take the
+// hardware frames output i of g makes.
+static int shoal_encoder_use_graph_frames(AVCodecContext *cc, shoal_graph *g, int i) {
+	AVBufferRef *r = av_buffersink_get_hw_frames_ctx(g->sinks[i]);
+	if (!r) return AVERROR(EINVAL);
+	av_buffer_unref(&cc->hw_frames_ctx);
+	cc->hw_frames_ctx = av_buffer_ref(r);
+	return cc->hw_frames_ctx ? 0 : AVERROR(ENOMEM);
+}
+
+static int shoal_codec_context_width(const AVCodecContext *cc) { return cc->width; }
+
+// The NVIDIA driver, loaded at run time. CUresult and nvmlReturn_t are ints
+// (0: success); a CUdevice is an int; an nvmlDevice_t a pointer.
+typedef int (*cu_init_t)(unsigned int);
+typedef int (*cu_count_t)(int *);
+typedef int (*cu_get_t)(int *, int);
+typedef int (*cu_name_t)(char *, int, int);
+typedef struct { unsigned long long total, free, used; } shoal_nvml_memory;
+typedef int (*nvml_init_t)(void);
+typedef int (*nvml_handle_t)(unsigned int, void **);
+typedef int (*nvml_memory_t)(void *, shoal_nvml_memory *);
+
+// shoal_cuda_devices loads libcuda and counts its devices: -1 when the
+// library is missing (why says so), -2 when cuInit fails (*code is its
+// CUresult).
+static int shoal_cuda_devices(int *count, int *code, char *why, int whylen) {
+	void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+	if (!lib) {
+		snprintf(why, whylen, "%s", dlerror());
+		return -1;
+	}
+	cu_init_t init = (cu_init_t)dlsym(lib, "cuInit");
+	cu_count_t cnt = (cu_count_t)dlsym(lib, "cuDeviceGetCount");
+	if (!init || !cnt) {
+		snprintf(why, whylen, "libcuda.so.1 lacks cuInit or cuDeviceGetCount");
+		return -1;
+	}
+	*code = init(0);
+	if (*code != 0) return -2;
+	*code = cnt(count);
+	return *code == 0 ? 0 : -2;
+}
+
+static int shoal_cuda_name(int index, char *name, int len) {
+	void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+	if (!lib) return -1;
+	cu_get_t get = (cu_get_t)dlsym(lib, "cuDeviceGet");
+	cu_name_t nm = (cu_name_t)dlsym(lib, "cuDeviceGetName");
+	int dev = 0;
+	if (!get || !nm || get(&dev, index) != 0) return -1;
+	return nm(name, len, dev) == 0 ? 0 : -1;
+}
+
+// shoal_gpu_memory_used is the memory in use on GPU index (NVML), or -1.
+static long long shoal_gpu_memory_used(unsigned int index) {
+	void *lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
+	if (!lib) return -1;
+	nvml_init_t init = (nvml_init_t)dlsym(lib, "nvmlInit_v2");
+	nvml_handle_t handle = (nvml_handle_t)dlsym(lib, "nvmlDeviceGetHandleByIndex_v2");
+	nvml_memory_t memory = (nvml_memory_t)dlsym(lib, "nvmlDeviceGetMemoryInfo");
+	void *dev = NULL;
+	shoal_nvml_memory m;
+	if (!init || !handle || !memory || init() != 0 || handle(index, &dev) != 0 || memory(dev, &m) != 0) return -1;
+	return (long long)m.used;
+}
+*/
+import "C"
+
+import (
+	"errors"
+	"fmt"
+	"unsafe"
+
+	"github.com/asticode/go-astiav"
+)
+
+// cFrame is f's AVFrame (go-astiav exposes it).
+func cFrame(f *astiav.Frame) *C.AVFrame { return (*C.AVFrame)(f.UnsafePointer()) }
+
+// cCodecContext is cc's AVCodecContext. go-astiav v0.16 does not expose it;
+// its CodecContext's first field is that pointer, which
+// TestCodecContextLayout checks against the width the C side reads.
+func cCodecContext(cc *astiav.CodecContext) *C.AVCodecContext {
+	return *(**C.AVCodecContext)(unsafe.Pointer(cc))
+}
+
+// codecContextWidth reads cc's width on the C side (for the layout test).
+func codecContextWidth(cc *astiav.CodecContext) int {
+	return int(C.shoal_codec_context_width(cCodecContext(cc)))
+}
+
+// frameGraph is one filter graph that turns a decoded frame into one frame
+// per rung: scale_cuda on the GPU (and hwdownload where a rung's encoder
+// takes system memory), or swscale in tests of the same plumbing on the
+// CPU.
+type frameGraph struct {
+	g *C.shoal_graph
+	n int
+}
+
+// newFrameGraph builds desc for frames shaped like f (see shoal_graph_new
+// for the labels).
+func newFrameGraph(f *astiav.Frame, desc string, n int) (*frameGraph, error) {
+	cdesc := C.CString(desc)
+	defer C.free(unsafe.Pointer(cdesc))
+	var g *C.shoal_graph
+	if ret := C.shoal_graph_new(&g, cFrame(f), cdesc, C.int(n)); ret < 0 {
+		return nil, fmt.Errorf("filter graph %q: %w", desc, astiav.Error(ret))
+	}
+	return &frameGraph{g: g, n: n}, nil
+}
+
+// push hands the graph a reference to f.
+func (g *frameGraph) push(f *astiav.Frame) error {
+	if ret := C.shoal_graph_push(g.g, cFrame(f)); ret < 0 {
+		return astiav.Error(ret)
+	}
+	return nil
+}
+
+// pull takes output i's next frame into f; false when it has none yet.
+func (g *frameGraph) pull(i int, f *astiav.Frame) (bool, error) {
+	ret := C.shoal_graph_pull(g.g, C.int(i), cFrame(f))
+	if ret >= 0 {
+		return true, nil
+	}
+	err := astiav.Error(ret)
+	if errors.Is(err, astiav.ErrEagain) || errors.Is(err, astiav.ErrEof) {
+		return false, nil
+	}
+	return false, err
+}
+
+// feedEncoder makes cc (not yet opened) take output i's hardware frames.
+func (g *frameGraph) feedEncoder(cc *astiav.CodecContext, i int) error {
+	if ret := C.shoal_encoder_use_graph_frames(cCodecContext(cc), g.g, C.int(i)); ret < 0 {
+		return fmt.Errorf("handing the scaler's GPU frames to the encoder: %w", astiav.Error(ret))
+	}
+	return nil
+}
+
+func (g *frameGraph) free() {
+	if g != nil && g.g != nil {
+		C.shoal_graph_free(g.g)
+		g.g = nil
+	}
+}
+
+// errNoDriver is cudaDevices' answer on a machine without NVIDIA's driver.
+var errNoDriver = errors.New("no NVIDIA driver")
+
+// cudaDevices counts the CUDA devices the driver sees.
+func cudaDevices() (int, error) {
+	var count, code C.int
+	why := make([]byte, 256)
+	switch C.shoal_cuda_devices(&count, &code, (*C.char)(unsafe.Pointer(&why[0])), C.int(len(why))) {
+	case -1:
+		return 0, fmt.Errorf("%w (%s)", errNoDriver, C.GoString((*C.char)(unsafe.Pointer(&why[0]))))
+	case -2:
+		if code == 100 { // CUDA_ERROR_NO_DEVICE
+			return 0, nil
+		}
+		return 0, fmt.Errorf("the NVIDIA driver failed to start (CUDA error %d)", int(code))
+	}
+	return int(count), nil
+}
+
+// cudaDeviceName is the marketing name of CUDA device index ("NVIDIA H200").
+func cudaDeviceName(index int) string {
+	name := make([]byte, 256)
+	if C.shoal_cuda_name(C.int(index), (*C.char)(unsafe.Pointer(&name[0])), C.int(len(name))) != 0 {
+		return fmt.Sprintf("NVIDIA GPU %d", index)
+	}
+	return C.GoString((*C.char)(unsafe.Pointer(&name[0])))
+}
+
+// GPUMemoryUsed is the memory in use on GPU index as NVML reports it, or -1
+// where NVML is missing.
+func GPUMemoryUsed(index int) int64 { return int64(C.shoal_gpu_memory_used(C.uint(index))) }

@@ -1,0 +1,341 @@
+package ffmpeg
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/asticode/go-astiav"
+
+	"github.com/shoal-video/shoal/internal/media"
+)
+
+// GPU is an NVIDIA GPU as ProbeGPUs found it. A pipeline whose
+// Config.GPU is set decodes on it (NVDEC) the codecs it decodes, scales
+// there (scale_cuda), and hands the scaled frames straight to NVENC when the
+// backend is nvenc, or downloads them for x264 otherwise.
+type GPU struct {
+	Index int
+	Name  string
+	// NVDEC lists the codecs ("h264", "hevc") a probe decoded on the GPU.
+	NVDEC []string
+	// NVENC tells whether an H.264 encode session opened and encoded a
+	// frame; NVENCSessions how many the probe could hold open at once
+	// (consumer cards cap them; the probe stops at maxProbedSessions).
+	NVENC         bool
+	NVENCSessions int
+	// Problem says what did not work, when something did not.
+	Problem string
+
+	dev *astiav.HardwareDeviceContext
+
+	mu       sync.Mutex
+	sessions int // NVENC sessions in use
+	ladders  int // pipelines using the GPU
+}
+
+// maxProbedSessions bounds the NVENC sessions the probe opens at once.
+const maxProbedSessions = 32
+
+// Decodes reports whether the GPU decodes codec c.
+func (g *GPU) Decodes(c media.Codec) bool {
+	var name string
+	switch c {
+	case media.CodecH264:
+		name = "h264"
+	case media.CodecH265:
+		name = "hevc"
+	default:
+		return false
+	}
+	for _, n := range g.NVDEC {
+		if n == name {
+			return true
+		}
+	}
+	return false
+}
+
+// Describe is the GPU's probe result in a few words: "NVIDIA H200 (GPU 0):
+// NVDEC h264/hevc yes, NVENC no".
+func (g *GPU) Describe() string {
+	dec := "NVDEC no"
+	if len(g.NVDEC) > 0 {
+		dec = "NVDEC " + strings.Join(g.NVDEC, "/") + " yes"
+	}
+	enc := "NVENC no"
+	if g.NVENC {
+		enc = fmt.Sprintf("NVENC yes (%d sessions", g.NVENCSessions)
+		if g.NVENCSessions >= maxProbedSessions {
+			enc = fmt.Sprintf("NVENC yes (%d+ sessions", g.NVENCSessions)
+		}
+		enc += ")"
+	}
+	return fmt.Sprintf("%s (GPU %d): %s, %s", g.Name, g.Index, dec, enc)
+}
+
+// InUse returns the NVENC sessions and the pipelines using the GPU now.
+func (g *GPU) InUse() (sessions, ladders int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.sessions, g.ladders
+}
+
+// reserveNVENC takes n encode sessions if the GPU has that many free.
+func (g *GPU) reserveNVENC(n int) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if !g.NVENC || g.sessions+n > g.NVENCSessions {
+		return false
+	}
+	g.sessions += n
+	return true
+}
+
+func (g *GPU) releaseNVENC(n int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.sessions -= n
+}
+
+func (g *GPU) addLadder(d int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.ladders += d
+}
+
+// LeastBusy returns the GPU with the fewest pipelines, or nil.
+func LeastBusy(gpus []*GPU) *GPU {
+	var best *GPU
+	bestN := 0
+	for _, g := range gpus {
+		_, n := g.InUse()
+		if best == nil || n < bestN {
+			best, bestN = g, n
+		}
+	}
+	return best
+}
+
+// ErrNoGPU is ProbeGPUs' answer on a machine without a usable NVIDIA GPU;
+// the error says why.
+var ErrNoGPU = errors.New("no NVIDIA GPU")
+
+// ProbeGPUs finds the NVIDIA GPUs and what each can do, for real: it opens a
+// CUDA device, decodes a tiny H.264 and H.265 picture on it and opens
+// H.264 encode sessions. A GPU that FFmpeg cannot open at all is left out;
+// with none, the error matches ErrNoGPU and says why.
+func ProbeGPUs() ([]*GPU, error) {
+	n, err := cudaDevices()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrNoGPU, err)
+	}
+	if n == 0 {
+		return nil, fmt.Errorf("%w: the NVIDIA driver sees no device", ErrNoGPU)
+	}
+	probing.Add(1)
+	defer probing.Add(-1)
+	var gpus []*GPU
+	var problems []string
+	for i := range n {
+		g := &GPU{Index: i, Name: cudaDeviceName(i)}
+		dev, err := astiav.CreateHardwareDeviceContext(astiav.HardwareDeviceTypeCUDA, strconv.Itoa(i), nil)
+		if err != nil {
+			problems = append(problems, fmt.Sprintf("%s (GPU %d): FFmpeg could not open it: %v", g.Name, i, err))
+			continue
+		}
+		g.dev = dev
+		var why []string
+		for _, c := range []struct {
+			name, encoder string
+			id            astiav.CodecID
+		}{{"h264", "libx264", astiav.CodecIDH264}, {"hevc", "libx265", astiav.CodecIDHevc}} {
+			if err := probeNVDEC(dev, c.id, c.encoder); err != nil {
+				why = append(why, fmt.Sprintf("NVDEC %s: %v", c.name, err))
+				continue
+			}
+			g.NVDEC = append(g.NVDEC, c.name)
+		}
+		g.NVENCSessions, err = probeNVENC(i)
+		g.NVENC = g.NVENCSessions > 0
+		if err != nil {
+			why = append(why, "NVENC: "+err.Error())
+		}
+		g.Problem = strings.Join(why, "; ")
+		gpus = append(gpus, g)
+	}
+	if len(gpus) == 0 {
+		return nil, fmt.Errorf("%w: %s", ErrNoGPU, strings.Join(problems, "; "))
+	}
+	return gpus, nil
+}
+
+// probeNVDEC encodes one small picture in software with encoder and decodes
+// it on dev; the picture must come out in GPU memory (FFmpeg falls back to
+// the CPU quietly when NVDEC refuses a stream).
+func probeNVDEC(dev *astiav.HardwareDeviceContext, id astiav.CodecID, encoder string) error {
+	data, err := encodeProbePicture(encoder)
+	if err != nil {
+		return err
+	}
+	codec := astiav.FindDecoder(id)
+	if codec == nil {
+		return errors.New("no decoder in this FFmpeg build")
+	}
+	dec := astiav.AllocCodecContext(codec)
+	if dec == nil {
+		return errors.New("allocating the decoder failed")
+	}
+	defer dec.Free()
+	dec.SetHardwareDeviceContext(dev)
+	dec.SetPixelFormatCallback(pickCUDA)
+	defer dec.SetPixelFormatCallback(nil)
+	if err := dec.Open(codec, nil); err != nil {
+		return fmt.Errorf("opening the decoder: %w", err)
+	}
+	pkt := astiav.AllocPacket()
+	defer pkt.Free()
+	if err := pkt.FromData(append(data, make([]byte, padding)...)); err != nil {
+		return err
+	}
+	pkt.SetSize(len(data))
+	f := astiav.AllocFrame()
+	defer f.Free()
+	if err := dec.SendPacket(pkt); err != nil {
+		return fmt.Errorf("decoding: %w", err)
+	}
+	if err := dec.SendPacket(nil); err != nil && !errors.Is(err, astiav.ErrEof) {
+		return fmt.Errorf("decoding: %w", err)
+	}
+	for {
+		err := dec.ReceiveFrame(f)
+		if errors.Is(err, astiav.ErrEof) || errors.Is(err, astiav.ErrEagain) {
+			return errors.New("the decoder gave no picture")
+		}
+		if err != nil {
+			return fmt.Errorf("decoding: %w", err)
+		}
+		defer f.Unref()
+		if f.PixelFormat() != astiav.PixelFormatCuda {
+			return fmt.Errorf("the picture was decoded on the CPU (%s), not by NVDEC", f.PixelFormat())
+		}
+		return nil
+	}
+}
+
+// pickCUDA is a decoder's get_format: GPU frames when offered, else the
+// software format FFmpeg lists last.
+func pickCUDA(pfs []astiav.PixelFormat) astiav.PixelFormat {
+	for _, pf := range pfs {
+		if pf == astiav.PixelFormatCuda {
+			return pf
+		}
+	}
+	if len(pfs) == 0 {
+		return astiav.PixelFormatNone
+	}
+	return pfs[len(pfs)-1]
+}
+
+// encodeProbePicture is one 256x144 picture encoded with a software encoder
+// (libx264, libx265), parameter sets in band.
+func encodeProbePicture(encoder string) ([]byte, error) {
+	codec := astiav.FindEncoderByName(encoder)
+	if codec == nil {
+		return nil, fmt.Errorf("no %s in this FFmpeg build to make a test picture", encoder)
+	}
+	s := encoderSettings{rung: Rung{Width: 256, Height: 144, Bitrate: 200_000}, frameRate: astiav.NewRational(30, 1), gop: 1}
+	opts := map[string]string{"preset": "ultrafast"}
+	if encoder == "libx265" {
+		opts["x265-params"] = "log-level=none"
+	}
+	enc, err := openEncoder(encoder, astiav.PixelFormatYuv420P, s, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer enc.Free()
+	return encodeOne(enc, astiav.PixelFormatYuv420P)
+}
+
+// encodeOne encodes one blank picture with enc and returns the bytes.
+func encodeOne(enc *astiav.CodecContext, pix astiav.PixelFormat) ([]byte, error) {
+	f := astiav.AllocFrame()
+	defer f.Free()
+	f.SetWidth(enc.Width())
+	f.SetHeight(enc.Height())
+	f.SetPixelFormat(pix)
+	if err := f.AllocBuffer(0); err != nil {
+		return nil, fmt.Errorf("probe frame: %w", err)
+	}
+	f.SetPts(0)
+	if err := enc.SendFrame(f); err != nil {
+		return nil, fmt.Errorf("encoding a frame: %w", err)
+	}
+	if err := enc.SendFrame(nil); err != nil {
+		return nil, fmt.Errorf("flushing: %w", err)
+	}
+	pkt := astiav.AllocPacket()
+	defer pkt.Free()
+	var out []byte
+	for {
+		err := enc.ReceivePacket(pkt)
+		if err == nil {
+			out = append(out, pkt.Data()...)
+			pkt.Unref()
+			continue
+		}
+		if errors.Is(err, astiav.ErrEof) {
+			if len(out) == 0 {
+				return nil, errors.New("the encoder produced nothing")
+			}
+			return out, nil
+		}
+		if !errors.Is(err, astiav.ErrEagain) {
+			return nil, fmt.Errorf("encoding a frame: %w", err)
+		}
+	}
+}
+
+// probeNVENC opens H.264 NVENC sessions on GPU index, each encoding one
+// frame, and holds them until one fails or maxProbedSessions are open: only
+// opening them tells how many a card allows (NVML reports a capacity even
+// on GPUs without an encoder). It returns how many opened; the error says
+// why the first failed when none did.
+func probeNVENC(index int) (int, error) {
+	var open []*astiav.CodecContext
+	defer func() {
+		for _, cc := range open {
+			cc.Free()
+		}
+	}()
+	for len(open) < maxProbedSessions {
+		s := encoderSettings{rung: Rung{Width: 256, Height: 144, Bitrate: 200_000},
+			frameRate: astiav.NewRational(30, 1), gop: 60, preset: "veryfast", gpuIndex: index}
+		enc, err := nvenc{}.open(s)
+		if err != nil {
+			if len(open) == 0 {
+				return 0, nvencError(err)
+			}
+			return len(open), nil
+		}
+		open = append(open, enc)
+		if _, err := encodeOne(enc, astiav.PixelFormatYuv420P); err != nil {
+			if len(open) == 1 {
+				return 0, nvencError(err)
+			}
+			return len(open) - 1, nil // it opened but could not encode
+		}
+	}
+	return len(open), nil
+}
+
+// nvencError words an NVENC failure for an operator: FFmpeg says "Generic
+// error in an external library" for a GPU without an encoder.
+func nvencError(err error) error {
+	if errors.Is(err, astiav.ErrExternal) {
+		return fmt.Errorf("this GPU has no H.264 encoder, or its driver refused a session (%w)", err)
+	}
+	return err
+}
