@@ -19,6 +19,7 @@ package ffmpeg
 #include <libavfilter/avfilter.h>
 #include <libavfilter/buffersink.h>
 #include <libavfilter/buffersrc.h>
+#include <libavutil/hwcontext.h>
 #include <libavutil/mem.h>
 
 typedef struct {
@@ -119,6 +120,21 @@ static int shoal_encoder_use_graph_frames(AVCodecContext *cc, shoal_graph *g, in
 
 static int shoal_codec_context_width(const AVCodecContext *cc) { return cc->width; }
 
+// shoal_cuda_device_open opens CUDA device index for FFmpeg.
+static int shoal_cuda_device_open(int index, AVBufferRef **dev) {
+	char name[16];
+	snprintf(name, sizeof(name), "%d", index);
+	return av_hwdevice_ctx_create(dev, AV_HWDEVICE_TYPE_CUDA, name, NULL, 0);
+}
+
+// shoal_codec_use_device gives a decoder (not yet opened) a reference of
+// its own to dev, which avcodec_free_context drops.
+static int shoal_codec_use_device(AVCodecContext *cc, AVBufferRef *dev) {
+	av_buffer_unref(&cc->hw_device_ctx);
+	cc->hw_device_ctx = av_buffer_ref(dev);
+	return cc->hw_device_ctx ? 0 : AVERROR(ENOMEM);
+}
+
 // The NVIDIA driver, loaded at run time. CUresult and nvmlReturn_t are ints
 // (0: success); a CUdevice is an int; an nvmlDevice_t a pointer.
 typedef int (*cu_init_t)(unsigned int);
@@ -183,6 +199,29 @@ import (
 
 	"github.com/asticode/go-astiav"
 )
+
+// cudaDevice is an FFmpeg CUDA device context, held for the process's
+// life. go-astiav v0.16's CodecContext.Free drops the reference its
+// HardwareDeviceContext holds (not the codec's own), so a device shared by
+// several decoders is bound here instead.
+type cudaDevice struct{ ref *C.AVBufferRef }
+
+// openCUDADevice opens CUDA device index.
+func openCUDADevice(index int) (*cudaDevice, error) {
+	var ref *C.AVBufferRef
+	if ret := C.shoal_cuda_device_open(C.int(index), &ref); ret < 0 {
+		return nil, astiav.Error(ret)
+	}
+	return &cudaDevice{ref: ref}, nil
+}
+
+// attach gives decoder cc (not yet opened) a reference to the device.
+func (d *cudaDevice) attach(cc *astiav.CodecContext) error {
+	if ret := C.shoal_codec_use_device(cCodecContext(cc), d.ref); ret < 0 {
+		return fmt.Errorf("giving the decoder the GPU: %w", astiav.Error(ret))
+	}
+	return nil
+}
 
 // cFrame is f's AVFrame (go-astiav exposes it).
 func cFrame(f *astiav.Frame) *C.AVFrame { return (*C.AVFrame)(f.UnsafePointer()) }

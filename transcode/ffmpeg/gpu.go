@@ -3,7 +3,6 @@ package ffmpeg
 import (
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 
@@ -29,7 +28,7 @@ type GPU struct {
 	// Problem says what did not work, when something did not.
 	Problem string
 
-	dev *astiav.HardwareDeviceContext
+	dev *cudaDevice
 
 	mu       sync.Mutex
 	sessions int // NVENC sessions in use
@@ -39,8 +38,12 @@ type GPU struct {
 // maxProbedSessions bounds the NVENC sessions the probe opens at once.
 const maxProbedSessions = 32
 
-// Decodes reports whether the GPU decodes codec c.
+// Decodes reports whether the GPU decodes codec c (the probe decoded it on
+// the device this process holds open).
 func (g *GPU) Decodes(c media.Codec) bool {
+	if g.dev == nil {
+		return false
+	}
 	var name string
 	switch c {
 	case media.CodecH264:
@@ -141,7 +144,7 @@ func ProbeGPUs() ([]*GPU, error) {
 	var problems []string
 	for i := range n {
 		g := &GPU{Index: i, Name: cudaDeviceName(i)}
-		dev, err := astiav.CreateHardwareDeviceContext(astiav.HardwareDeviceTypeCUDA, strconv.Itoa(i), nil)
+		dev, err := openCUDADevice(i)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s (GPU %d): FFmpeg could not open it: %v", g.Name, i, err))
 			continue
@@ -175,7 +178,7 @@ func ProbeGPUs() ([]*GPU, error) {
 // probeNVDEC encodes one small picture in software with encoder and decodes
 // it on dev; the picture must come out in GPU memory (FFmpeg falls back to
 // the CPU quietly when NVDEC refuses a stream).
-func probeNVDEC(dev *astiav.HardwareDeviceContext, id astiav.CodecID, encoder string) error {
+func probeNVDEC(dev *cudaDevice, id astiav.CodecID, encoder string) error {
 	data, err := encodeProbePicture(encoder)
 	if err != nil {
 		return err
@@ -189,7 +192,9 @@ func probeNVDEC(dev *astiav.HardwareDeviceContext, id astiav.CodecID, encoder st
 		return errors.New("allocating the decoder failed")
 	}
 	defer dec.Free()
-	dec.SetHardwareDeviceContext(dev)
+	if err := dev.attach(dec); err != nil {
+		return err
+	}
 	dec.SetPixelFormatCallback(pickCUDA)
 	defer dec.SetPixelFormatCallback(nil)
 	if err := dec.Open(codec, nil); err != nil {

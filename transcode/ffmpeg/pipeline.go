@@ -198,7 +198,10 @@ func New(cfg Config, src media.Track, rungs []Rung) (*Pipeline, error) {
 		// NVDEC decodes; pickCUDA keeps the pictures in GPU memory (FFmpeg
 		// decodes on the CPU instead if NVDEC refuses the stream, and the
 		// ladder then scales those pictures on the CPU).
-		dec.SetHardwareDeviceContext(cfg.GPU.dev)
+		if err := cfg.GPU.dev.attach(dec); err != nil {
+			dec.Free()
+			return nil, fmt.Errorf("transcode: %w", err)
+		}
 		dec.SetPixelFormatCallback(pickCUDA)
 		dec.SetExtraHardwareFrames(4)
 		dec.SetThreadCount(1)
