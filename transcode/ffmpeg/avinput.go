@@ -278,13 +278,14 @@ func (in *input) read() (int, error) {
 
 // decoder is a libavcodec decoder of one stream of an input.
 type decoder struct {
-	cc   *C.AVCodecContext
-	name string
+	cc    *C.AVCodecContext
+	name  string
+	onGPU bool // NVDEC decodes
 }
 
 // openDecoder opens a decoder for stream i with threads threads (0: as many
-// as the machine has).
-func (in *input) openDecoder(i, threads int) (*decoder, error) {
+// as the machine has), on gpu when it is set and decodes the codec.
+func (in *input) openDecoder(i, threads int, gpu *GPU) (*decoder, error) {
 	st := in.stream(i)
 	name := in.codecName(i)
 	codec := C.avcodec_find_decoder(st.codecpar.codec_id)
@@ -303,6 +304,13 @@ func (in *input) openDecoder(i, threads int) (*decoder, error) {
 	cc.pkt_timebase = st.time_base
 	cc.thread_count = C.int(threads)
 	cc.max_pixels = maxPixels
+	if gpu.decodes(name) {
+		if err := gpu.dev.attachC(cc); err != nil {
+			d.free()
+			return nil, err
+		}
+		d.onGPU = true
+	}
 	if err := avErr(C.avcodec_open2(cc, codec, nil)); err != nil {
 		d.free()
 		return nil, fmt.Errorf("opening the %s decoder: %w", name, err)

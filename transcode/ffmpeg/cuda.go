@@ -127,12 +127,27 @@ static int shoal_cuda_device_open(int index, AVBufferRef **dev) {
 	return av_hwdevice_ctx_create(dev, AV_HWDEVICE_TYPE_CUDA, name, NULL, 0);
 }
 
-// shoal_codec_use_device gives a decoder (not yet opened) a reference of
-// its own to dev, which avcodec_free_context drops.
+// shoal_get_cuda is a decoder's get_format: pictures in GPU memory when
+// NVDEC takes the stream, else FFmpeg's default (a software format).
+static enum AVPixelFormat shoal_get_cuda(AVCodecContext *cc, const enum AVPixelFormat *fmts) {
+	for (const enum AVPixelFormat *p = fmts; *p != AV_PIX_FMT_NONE; p++) {
+		if (*p == AV_PIX_FMT_CUDA) return *p;
+	}
+	return avcodec_default_get_format(cc, fmts);
+}
+
+// shoal_codec_use_device makes a decoder (not yet opened) decode on dev: a
+// reference of its own to it (avcodec_free_context drops it), shoal_get_cuda,
+// and a few surfaces more than the stream needs, for the frames the ladder
+// holds while it scales them.
 static int shoal_codec_use_device(AVCodecContext *cc, AVBufferRef *dev) {
 	av_buffer_unref(&cc->hw_device_ctx);
 	cc->hw_device_ctx = av_buffer_ref(dev);
-	return cc->hw_device_ctx ? 0 : AVERROR(ENOMEM);
+	if (!cc->hw_device_ctx) return AVERROR(ENOMEM);
+	cc->get_format = shoal_get_cuda;
+	cc->extra_hw_frames = 4;
+	cc->thread_count = 1;
+	return 0;
 }
 
 // The NVIDIA driver, loaded at run time. CUresult and nvmlReturn_t are ints
@@ -215,12 +230,35 @@ func openCUDADevice(index int) (*cudaDevice, error) {
 	return &cudaDevice{ref: ref}, nil
 }
 
-// attach gives decoder cc (not yet opened) a reference to the device.
+// attach makes decoder cc (not yet opened) decode on the device (see
+// shoal_codec_use_device).
 func (d *cudaDevice) attach(cc *astiav.CodecContext) error {
-	if ret := C.shoal_codec_use_device(cCodecContext(cc), d.ref); ret < 0 {
+	return d.attachC(cCodecContext(cc))
+}
+
+func (d *cudaDevice) attachC(cc *C.AVCodecContext) error {
+	if ret := C.shoal_codec_use_device(cc, d.ref); ret < 0 {
 		return fmt.Errorf("giving the decoder the GPU: %w", astiav.Error(ret))
 	}
 	return nil
+}
+
+// softwareFrame returns f when its picture is in system memory, else a
+// copy downloaded from the GPU, and a func that frees what it allocated.
+func softwareFrame(f *astiav.Frame) (*astiav.Frame, func(), error) {
+	if f.PixelFormat() != astiav.PixelFormatCuda {
+		return f, func() {}, nil
+	}
+	sw := astiav.AllocFrame()
+	if sw == nil {
+		return nil, nil, errors.New("allocating a frame failed")
+	}
+	if err := f.TransferHardwareData(sw); err != nil {
+		sw.Free()
+		return nil, nil, fmt.Errorf("downloading a picture from the GPU: %w", err)
+	}
+	sw.SetPts(f.Pts())
+	return sw, sw.Free, nil
 }
 
 // cFrame is f's AVFrame (go-astiav exposes it).

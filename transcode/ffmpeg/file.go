@@ -34,7 +34,7 @@ type FileInfo struct {
 // decodes its first frame to prove it is usable. Errors for input that is
 // not a usable video wrap ErrNotVideo.
 func ProbeFile(path string) (FileInfo, error) {
-	src, err := openSource(path, 1)
+	src, err := openSource(path, 1, nil)
 	if err != nil {
 		return FileInfo{}, err
 	}
@@ -83,7 +83,7 @@ type source struct {
 }
 
 // openSource opens path and the decoder of its best video stream.
-func openSource(path string, threads int) (*source, error) {
+func openSource(path string, threads int, gpu *GPU) (*source, error) {
 	in, err := openInput(path)
 	if err != nil {
 		return nil, err
@@ -97,7 +97,7 @@ func openSource(path string, threads int) (*source, error) {
 		in.close()
 		return nil, fmt.Errorf("%w: the video's pictures are too large (%dx%d)", ErrNotVideo, w, h)
 	}
-	vdec, err := in.openDecoder(v, threads)
+	vdec, err := in.openDecoder(v, threads, gpu)
 	if err != nil {
 		codec := in.codecName(v)
 		in.close()
@@ -214,6 +214,7 @@ type FileResult struct {
 	Duration time.Duration // media time transcoded
 	Backend  string        // the encoder backend used
 	Frames   int           // decoded source pictures given to the encoders
+	OnGPU    bool          // decoded (NVDEC) and scaled on the GPU
 }
 
 // progressEvery is the least wall time between two Progress calls.
@@ -236,7 +237,7 @@ func TranscodeFile(ctx context.Context, path string, cfg FileConfig, sink FileSi
 	if err != nil {
 		return FileResult{}, err
 	}
-	src, err := openSource(path, 0)
+	src, err := openSource(path, 0, cfg.GPU)
 	if err != nil {
 		return FileResult{}, err
 	}
@@ -386,7 +387,7 @@ func (j *fileJob) setup() error {
 
 func (j *fileJob) openAudio() error {
 	var err error
-	if j.adec, err = j.in.openDecoder(j.a, 1); err != nil {
+	if j.adec, err = j.in.openDecoder(j.a, 1, nil); err != nil {
 		return err
 	}
 	j.atb = j.in.timeBase(j.a)
@@ -462,7 +463,8 @@ func (j *fileJob) finish() (FileResult, error) {
 			return FileResult{}, err
 		}
 	}
-	res := FileResult{Duration: j.done(), Backend: j.lad.encoderName(), Frames: j.frames}
+	res := FileResult{Duration: j.done(), Backend: j.lad.encoderName(), Frames: j.frames,
+		OnGPU: j.src.vdec.onGPU && j.lad.gpuFrames}
 	j.progress(true)
 	return res, nil
 }
@@ -563,6 +565,16 @@ func (j *fileJob) videoFrame(f *astiav.Frame) error {
 		}
 	}
 	at := media.Duration(pts, 90000)
+	if f.PixelFormat() == astiav.PixelFormatCuda &&
+		(j.wantThumbnail(at) || !j.posterDone && (at >= j.posterAt || j.fallback == nil)) {
+		// Thumbnails and the poster are made on the CPU from a copy.
+		sw, free, err := softwareFrame(f)
+		if err != nil {
+			return err
+		}
+		defer free()
+		f = sw
+	}
 	if err := j.thumbnails(f, at); err != nil {
 		return err
 	}
@@ -655,9 +667,14 @@ func (j *fileJob) audioFrame(f *astiav.Frame) error {
 // gap in the video.
 const maxThumbsPerFrame = 10
 
+// wantThumbnail tells whether the picture at at makes a thumbnail.
+func (j *fileJob) wantThumbnail(at time.Duration) bool {
+	return j.cfg.ThumbnailInterval > 0 && j.sink.Thumbnail != nil && at >= j.nextThumb
+}
+
 func (j *fileJob) thumbnails(f *astiav.Frame, at time.Duration) error {
 	iv := j.cfg.ThumbnailInterval
-	if iv <= 0 || j.sink.Thumbnail == nil || at < j.nextThumb {
+	if !j.wantThumbnail(at) {
 		return nil
 	}
 	if j.thumbs == nil {

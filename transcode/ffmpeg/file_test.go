@@ -324,8 +324,29 @@ func checkImage(t *testing.T, img *image.RGBA, w, h int) {
 
 func TestTranscodeFileMP4(t *testing.T) {
 	t.Parallel()
+	checkTranscodeFileMP4(t, fileConfig(twoRungs), BackendSoftware)
+}
+
+// The same file decoded by NVDEC and scaled by scale_cuda (encoded by NVENC
+// where the GPU has it): same frames, keyframes, audio, thumbnails and
+// poster (made from pictures downloaded from the GPU).
+func TestGPUTranscodeFileMP4(t *testing.T) {
+	gpus := needGPU(t)
+	cfg := fileConfig(twoRungs)
+	cfg.GPU = gpus[0]
+	want := BackendSoftware
+	if gpus[0].NVENC {
+		cfg.Backend, want = BackendNVENC, BackendNVENC
+	}
+	if res := checkTranscodeFileMP4(t, cfg, want); !res.OnGPU {
+		t.Fatalf("result %+v: the file was not decoded and scaled on the GPU", res)
+	}
+}
+
+func checkTranscodeFileMP4(t *testing.T, cfg FileConfig, backend string) FileResult {
+	t.Helper()
 	src := mp4Clip(t)
-	o, res := transcode(t, src, fileConfig(twoRungs))
+	o, res := transcode(t, src, cfg)
 	if o.starts != 1 || o.calls[0] != "start" {
 		t.Fatalf("calls %v: Start must come once, first", o.calls)
 	}
@@ -343,12 +364,13 @@ func TestTranscodeFileMP4(t *testing.T) {
 		t.Fatalf("%d posters", len(o.posters))
 	}
 	checkImage(t, o.posters[0], 320, 240) // never upscaled
-	if res.Frames != 120 || res.Backend != BackendSoftware || res.Duration < 3900*time.Millisecond || res.Duration > 4100*time.Millisecond {
+	if res.Frames != 120 || res.Backend != backend || res.Duration < 3900*time.Millisecond || res.Duration > 4100*time.Millisecond {
 		t.Errorf("result %+v", res)
 	}
 	if len(o.progress) == 0 || o.progress[len(o.progress)-1] != res.Duration {
 		t.Errorf("progress %v, want it to end with %s", o.progress, res.Duration)
 	}
+	return res
 }
 
 // Other containers and codecs: VP9 + Opus in WebM, MPEG-4 part 2 + mono

@@ -3,6 +3,7 @@ package ffmpeg
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 
@@ -41,24 +42,18 @@ const maxProbedSessions = 32
 // Decodes reports whether the GPU decodes codec c (the probe decoded it on
 // the device this process holds open).
 func (g *GPU) Decodes(c media.Codec) bool {
-	if g.dev == nil {
-		return false
-	}
-	var name string
 	switch c {
 	case media.CodecH264:
-		name = "h264"
+		return g.decodes("h264")
 	case media.CodecH265:
-		name = "hevc"
-	default:
-		return false
-	}
-	for _, n := range g.NVDEC {
-		if n == name {
-			return true
-		}
+		return g.decodes("hevc")
 	}
 	return false
+}
+
+// decodes reports whether the GPU decodes the codec FFmpeg names name.
+func (g *GPU) decodes(name string) bool {
+	return g != nil && g.dev != nil && slices.Contains(g.NVDEC, name)
 }
 
 // Describe is the GPU's probe result in a few words: "NVIDIA H200 (GPU 0):
@@ -195,8 +190,6 @@ func probeNVDEC(dev *cudaDevice, id astiav.CodecID, encoder string) error {
 	if err := dev.attach(dec); err != nil {
 		return err
 	}
-	dec.SetPixelFormatCallback(pickCUDA)
-	defer dec.SetPixelFormatCallback(nil)
 	if err := dec.Open(codec, nil); err != nil {
 		return fmt.Errorf("opening the decoder: %w", err)
 	}
@@ -228,20 +221,6 @@ func probeNVDEC(dev *cudaDevice, id astiav.CodecID, encoder string) error {
 		}
 		return nil
 	}
-}
-
-// pickCUDA is a decoder's get_format: GPU frames when offered, else the
-// software format FFmpeg lists last.
-func pickCUDA(pfs []astiav.PixelFormat) astiav.PixelFormat {
-	for _, pf := range pfs {
-		if pf == astiav.PixelFormatCuda {
-			return pf
-		}
-	}
-	if len(pfs) == 0 {
-		return astiav.PixelFormatNone
-	}
-	return pfs[len(pfs)-1]
 }
 
 // encodeProbePicture is one 256x144 picture encoded with a software encoder

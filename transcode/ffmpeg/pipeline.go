@@ -195,23 +195,17 @@ func New(cfg Config, src media.Track, rungs []Rung) (*Pipeline, error) {
 	}
 	onGPU := cfg.GPU != nil && cfg.GPU.Decodes(src.Codec)
 	if onGPU {
-		// NVDEC decodes; pickCUDA keeps the pictures in GPU memory (FFmpeg
+		// NVDEC decodes and the pictures stay in GPU memory (FFmpeg
 		// decodes on the CPU instead if NVDEC refuses the stream, and the
 		// ladder then scales those pictures on the CPU).
 		if err := cfg.GPU.dev.attach(dec); err != nil {
 			dec.Free()
 			return nil, fmt.Errorf("transcode: %w", err)
 		}
-		dec.SetPixelFormatCallback(pickCUDA)
-		dec.SetExtraHardwareFrames(4)
-		dec.SetThreadCount(1)
 	} else {
 		dec.SetThreadCount(0)
 	}
 	if err := dec.Open(codec, nil); err != nil {
-		if onGPU {
-			dec.SetPixelFormatCallback(nil)
-		}
 		dec.Free()
 		return nil, fmt.Errorf("transcode: opening the %s decoder: %w", src.Codec, err)
 	}
@@ -313,9 +307,6 @@ func (p *Pipeline) Flush(emit Emit) error {
 func (p *Pipeline) Close() {
 	p.ladder.closeOutputs()
 	if p.dec != nil {
-		if p.onGPU {
-			p.dec.SetPixelFormatCallback(nil)
-		}
 		p.dec.Free()
 		p.dec = nil
 	}

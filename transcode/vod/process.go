@@ -21,8 +21,8 @@ import (
 // Settings is how a file is transcoded.
 type Settings struct {
 	Backend string
-	// GPU is where NVENC sessions are counted when Backend is nvenc
-	// (files are decoded and scaled on the CPU).
+	// GPU, when set, decodes (NVDEC) and scales the file, and counts the
+	// NVENC sessions when Backend is nvenc.
 	GPU             *ffmpeg.GPU
 	Preset          string
 	SegmentDuration time.Duration

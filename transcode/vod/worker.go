@@ -76,8 +76,9 @@ type Config struct {
 	// Backend is the encoder backend (ffmpeg.Backend*); when it is a
 	// hardware one and fails, the job is retried at once with software.
 	Backend string
-	// GPUs are the node's NVIDIA GPUs (transcode.Accel.GPUs): with the
-	// nvenc backend, each job counts its NVENC sessions on the least busy.
+	// GPUs are the NVIDIA GPUs that decode and scale (transcode.Accel.GPUs):
+	// each job decodes on the least busy and, with the nvenc backend,
+	// counts its NVENC sessions there.
 	GPUs []*ffmpeg.GPU
 	// Preset is the x264 preset.
 	Preset string
@@ -425,12 +426,10 @@ func (w *Worker) process(ctx context.Context, id string, st routing.JobStart, pr
 	}
 	s := Settings{Backend: w.cfg.Backend, Preset: w.cfg.Preset, SegmentDuration: w.cfg.SegmentDuration, NewPackager: w.newPackager,
 		Log: w.log.With("video", id)}
-	if s.Backend == ffmpeg.BackendNVENC {
-		s.GPU = ffmpeg.LeastBusy(w.cfg.GPUs)
-	}
+	s.GPU = ffmpeg.LeastBusy(w.cfg.GPUs)
 	out, err := Transcode(ctx, s, id, src, staging, ladder, progress)
-	if err != nil && s.Backend != ffmpeg.BackendSoftware && ctx.Err() == nil && !errors.Is(err, ffmpeg.ErrNotVideo) {
-		w.log.Warn("hardware encoding failed; retrying the job with software", "video", id, "backend", s.Backend, "err", err)
+	if err != nil && (s.Backend != ffmpeg.BackendSoftware || s.GPU != nil) && ctx.Err() == nil && !errors.Is(err, ffmpeg.ErrNotVideo) {
+		w.log.Warn("hardware transcoding failed; retrying the job on the CPU", "video", id, "backend", s.Backend, "err", err)
 		if err := os.RemoveAll(staging); err != nil {
 			return routing.JobOutcome{}, staging, err
 		}
