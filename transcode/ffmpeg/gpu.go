@@ -1,6 +1,7 @@
 package ffmpeg
 
 import (
+	_ "embed"
 	"errors"
 	"fmt"
 	"slices"
@@ -146,11 +147,8 @@ func ProbeGPUs() ([]*GPU, error) {
 		}
 		g.dev = dev
 		var why []string
-		for _, c := range []struct {
-			name, encoder string
-			id            astiav.CodecID
-		}{{"h264", "libx264", astiav.CodecIDH264}, {"hevc", "libx265", astiav.CodecIDHevc}} {
-			if err := probeNVDEC(dev, c.id, c.encoder); err != nil {
+		for _, c := range probePictures {
+			if err := probeNVDEC(dev, c.id, c.data); err != nil {
 				why = append(why, fmt.Sprintf("NVDEC %s: %v", c.name, err))
 				continue
 			}
@@ -170,14 +168,27 @@ func ProbeGPUs() ([]*GPU, error) {
 	return gpus, nil
 }
 
-// probeNVDEC encodes one small picture in software with encoder and decodes
-// it on dev; the picture must come out in GPU memory (FFmpeg falls back to
-// the CPU quietly when NVDEC refuses a stream).
-func probeNVDEC(dev *cudaDevice, id astiav.CodecID, encoder string) error {
-	data, err := encodeProbePicture(encoder)
-	if err != nil {
-		return err
-	}
+// probePictures are one 256x144 picture in each codec NVDEC is probed for,
+// parameter sets in band. Made with the ffmpeg CLI:
+//
+//	ffmpeg -f lavfi -i testsrc2=s=256x144:r=30 -frames:v 1 -c:v libx264 -preset ultrafast -pix_fmt yuv420p -f h264 picture.h264
+//	ffmpeg -f lavfi -i testsrc2=s=256x144:r=30 -frames:v 1 -c:v libx265 -preset ultrafast -pix_fmt yuv420p -f hevc picture.hevc
+var probePictures = []struct {
+	name string
+	id   astiav.CodecID
+	data []byte
+}{{"h264", astiav.CodecIDH264, probeH264}, {"hevc", astiav.CodecIDHevc, probeHEVC}}
+
+//go:embed probedata/picture.h264
+var probeH264 []byte
+
+//go:embed probedata/picture.hevc
+var probeHEVC []byte
+
+// probeNVDEC decodes data on dev (with dev nil: on the CPU, which checks
+// the probe pictures); the picture must come out in GPU memory (FFmpeg
+// falls back to the CPU quietly when NVDEC refuses a stream).
+func probeNVDEC(dev *cudaDevice, id astiav.CodecID, data []byte) error {
 	codec := astiav.FindDecoder(id)
 	if codec == nil {
 		return errors.New("no decoder in this FFmpeg build")
@@ -187,15 +198,17 @@ func probeNVDEC(dev *cudaDevice, id astiav.CodecID, encoder string) error {
 		return errors.New("allocating the decoder failed")
 	}
 	defer dec.Free()
-	if err := dev.attach(dec); err != nil {
-		return err
+	if dev != nil {
+		if err := dev.attach(dec); err != nil {
+			return err
+		}
 	}
 	if err := dec.Open(codec, nil); err != nil {
 		return fmt.Errorf("opening the decoder: %w", err)
 	}
 	pkt := astiav.AllocPacket()
 	defer pkt.Free()
-	if err := pkt.FromData(append(data, make([]byte, padding)...)); err != nil {
+	if err := pkt.FromData(append(slices.Clip(data), make([]byte, padding)...)); err != nil {
 		return err
 	}
 	pkt.SetSize(len(data))
@@ -207,40 +220,21 @@ func probeNVDEC(dev *cudaDevice, id astiav.CodecID, encoder string) error {
 	if err := dec.SendPacket(nil); err != nil && !errors.Is(err, astiav.ErrEof) {
 		return fmt.Errorf("decoding: %w", err)
 	}
-	for {
-		err := dec.ReceiveFrame(f)
-		if errors.Is(err, astiav.ErrEof) || errors.Is(err, astiav.ErrEagain) {
-			return errors.New("the decoder gave no picture")
-		}
-		if err != nil {
-			return fmt.Errorf("decoding: %w", err)
-		}
-		defer f.Unref()
-		if f.PixelFormat() != astiav.PixelFormatCuda {
-			return fmt.Errorf("the picture was decoded on the CPU (%s), not by NVDEC", f.PixelFormat())
-		}
-		return nil
+	err := dec.ReceiveFrame(f)
+	if errors.Is(err, astiav.ErrEof) || errors.Is(err, astiav.ErrEagain) {
+		return errors.New("the decoder gave no picture")
 	}
-}
-
-// encodeProbePicture is one 256x144 picture encoded with a software encoder
-// (libx264, libx265), parameter sets in band.
-func encodeProbePicture(encoder string) ([]byte, error) {
-	codec := astiav.FindEncoderByName(encoder)
-	if codec == nil {
-		return nil, fmt.Errorf("no %s in this FFmpeg build to make a test picture", encoder)
-	}
-	s := encoderSettings{rung: Rung{Width: 256, Height: 144, Bitrate: 200_000}, frameRate: astiav.NewRational(30, 1), gop: 1}
-	opts := map[string]string{"preset": "ultrafast"}
-	if encoder == "libx265" {
-		opts["x265-params"] = "log-level=none"
-	}
-	enc, err := openEncoder(encoder, astiav.PixelFormatYuv420P, s, opts)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("decoding: %w", err)
 	}
-	defer enc.Free()
-	return encodeOne(enc, astiav.PixelFormatYuv420P)
+	defer f.Unref()
+	if f.Width() != 256 || f.Height() != 144 {
+		return fmt.Errorf("decoded a %dx%d picture, want 256x144", f.Width(), f.Height())
+	}
+	if dev != nil && f.PixelFormat() != astiav.PixelFormatCuda {
+		return fmt.Errorf("the picture was decoded on the CPU (%s), not by NVDEC", f.PixelFormat())
+	}
+	return nil
 }
 
 // encodeOne encodes one blank picture with enc and returns the bytes.

@@ -314,3 +314,13 @@ func alignedLadderWith(t *testing.T, cfg Config, before func(*Pipeline)) []rungO
 	}
 	return outs
 }
+
+// The pictures the probe hands NVDEC decode (here on the CPU) to 256x144.
+func TestProbePicturesDecode(t *testing.T) {
+	t.Parallel()
+	for _, p := range probePictures {
+		if err := probeNVDEC(nil, p.id, p.data); err != nil {
+			t.Errorf("%s: %v", p.name, err)
+		}
+	}
+}
