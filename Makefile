@@ -9,7 +9,7 @@ LDFLAGS := -X github.com/shoal-video/shoal/internal/app.Version=$(VERSION)
 # Go's test timeout for the whole suite; CI allows 90 minutes, we aim well under 30.
 TEST_TIMEOUT ?= 25m
 
-.PHONY: all build run test test-faults deps test-deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge bench-latency bench-packager bench-swarm bench-storage web web-check
+.PHONY: all build run test test-gpu test-faults deps test-deps fuzz vet fmt clean bench bench-transcode bench-vod bench-edge bench-latency bench-packager bench-swarm bench-storage web web-check
 
 all: build
 
@@ -33,6 +33,11 @@ test-deps:
 test: deps test-deps
 	$(GO) vet ./...
 	$(GO) test -race -timeout $(TEST_TIMEOUT) ./...
+
+# The GPU tests (NVDEC, scale_cuda, NVENC; make test skips them), on a
+# machine with an NVIDIA GPU and its driver (see README, GPU transcoding).
+test-gpu: deps
+	SHOAL_TEST_GPU=1 $(GO) test -count=1 -timeout 15m -v -run 'GPU|NVENC' ./transcode/ffmpeg
 
 # The fault suite (faults/): real shoal processes under a connection flood,
 # kill -9, a full disk, Redis emptied and forged or revoked credentials; it
