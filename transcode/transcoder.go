@@ -7,7 +7,9 @@
 //
 // A node runs at most Config.MaxLadders ladders. A stream past that limit is
 // not transcoded (Claim says so, and the packager then serves the source as
-// it came), so no ladder ever falls behind live for lack of capacity.
+// it came), so no ladder ever falls behind live for lack of capacity. With
+// MaxLadders -1 the node measures that limit itself (capacity.go), once, and
+// keeps the figure in its data directory.
 package transcode
 
 import (
@@ -52,7 +54,8 @@ type Config struct {
 	// its height.
 	Ladder media.Ladder
 	// MaxLadders is how many ladders may run at once; 0 turns transcoding
-	// off, a negative value picks a default from the hardware.
+	// off, a negative value has Run measure it (MeasureCapacity), with a
+	// default from the hardware until then or if that fails.
 	MaxLadders int
 	// HWAccel is HWAuto, HWNone (HWSoftware), HWCUDA, HWNVENC or HWQSV.
 	HWAccel string
@@ -60,6 +63,9 @@ type Config struct {
 	Preset string
 	// SegmentDuration spaces the keyframes forced in every rung.
 	SegmentDuration time.Duration
+	// CacheDir, when set, is where the measured capacity is kept (the
+	// data directory), so that a restart does not measure it again.
+	CacheDir string
 }
 
 // LadderSource tells a stream's own ladder ("" when it uses the node's).
@@ -87,10 +93,19 @@ type Transcoder struct {
 	// limitFrom says where limit comes from ("configured", "default" or
 	// "measured"; see nodeproto.Transcoding).
 	limitFrom string
+	// realtimeX is how many times faster than real time one ladder ran in
+	// the self-benchmark (0 before it ran).
+	realtimeX float64
 	watcher   *stream.Watcher
+
+	// measure tells Run to measure the capacity (MaxLadders -1 and
+	// nothing cached); bench is what it measures.
+	measure bool
+	bench   CapacityConfig
 
 	running   prometheus.Gauge
 	limitG    prometheus.Gauge
+	realtimeG prometheus.Gauge
 	refused   prometheus.Counter
 	fallbacks *prometheus.CounterVec
 	behind    prometheus.Counter
@@ -108,6 +123,9 @@ type Transcoder struct {
 	// published), is called after the running, refused or dropped metrics
 	// changed, so that tests wait for the change rather than poll.
 	onMetrics func()
+	// onMeasured, when set (by tests, before Run), is called when a
+	// capacity measurement ended, whatever its outcome.
+	onMeasured func(Capacity, error)
 }
 
 func (t *Transcoder) metricsChanged() {
@@ -144,12 +162,17 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 	t := &Transcoder{
 		cfg: cfg, log: deps.Log, hub: deps.Hub, ladders: deps.Ladders, accel: accel,
 		limit: limit, limitFrom: limitFrom,
+		bench:  CapacityConfig{Ladder: cfg.Ladder, Preset: cfg.Preset, KeyframeInterval: cfg.SegmentDuration, Log: deps.Log},
 		claims: map[string]uint64{}, problems: map[string]string{}, rungs: map[string][]string{},
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_transcode_ladders_running", Help: "ABR ladders this node is encoding now.",
 		}),
 		limitG: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_transcode_ladders_limit", Help: "ABR ladders this node runs at most.",
+		}),
+		realtimeG: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "shoal_transcode_ladder_realtime_factor",
+			Help: "How many times faster than real time one ladder of this node's ladder ran alone in its capacity self-benchmark (0 when it did not run).",
 		}),
 		refused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "shoal_transcode_refused_total", Help: "Sources not transcoded because the node was at its limit (served as they came).",
@@ -162,15 +185,19 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 			Name: "shoal_transcode_fallbacks_total", Help: "Ladders that failed and fell back to the software encoder or to copying the source.",
 		}, []string{"to"}),
 	}
-	t.limitG.Set(float64(limit))
+	if cfg.MaxLadders < 0 {
+		t.measure = !t.useCachedCapacity()
+	}
+	t.limitG.Set(float64(t.limit))
+	t.realtimeG.Set(t.realtimeX)
 	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{t.running, t.limitG, t.refused, t.fallbacks, t.behind, NewAccelCollector(accel)} {
+		for _, c := range []prometheus.Collector{t.running, t.limitG, t.realtimeG, t.refused, t.fallbacks, t.behind, NewAccelCollector(accel)} {
 			if err := deps.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("transcode: register metrics: %w", err)
 			}
 		}
 	}
-	deps.Log.Info("transcoding", "backend", accel.Backend, "decode", accel.Decode(), "max_ladders", limit, "ladder", cfg.Ladder.String())
+	deps.Log.Info("transcoding", "backend", accel.Backend, "decode", accel.Decode(), "max_ladders", t.limit, "from", t.limitFrom, "ladder", cfg.Ladder.String())
 	t.watcher = deps.Hub.Watch(func(k media.StreamKey) bool {
 		return k.Rendition == media.RenditionSource && t.claim(k.Name, true)
 	})
@@ -181,7 +208,11 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 func (t *Transcoder) Backend() string { return t.accel.Backend }
 
 // Limit is how many ladders this node runs at most.
-func (t *Transcoder) Limit() int { return t.limit }
+func (t *Transcoder) Limit() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.limit
+}
 
 // Accel is what the hardware probe found at New.
 func (t *Transcoder) Accel() Accel { return t.accel }
@@ -191,7 +222,9 @@ func (t *Transcoder) Accel() Accel { return t.accel }
 func (t *Transcoder) Capabilities() nodeproto.Transcoding {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.accel.Capabilities(t.limit, t.limitFrom)
+	c := t.accel.Capabilities(t.limit, t.limitFrom)
+	c.RealtimeX = t.realtimeX
+	return c
 }
 
 func defaultLimit(backend string) int {
@@ -327,9 +360,21 @@ func (t *Transcoder) ladderFor(ctx context.Context, id string) media.Ladder {
 // returns once every ladder has finished. Ladders already running when ctx
 // is done go on until their source ends (end it in the hub), so that they
 // flush their encoders and end their renditions properly.
+//
+// With MaxLadders -1 and no figure cached, Run first measures the node's
+// capacity in the background (MeasureCapacity) while streams are already
+// taken with the default limit, and replaces that limit with the figure.
 func (t *Transcoder) Run(ctx context.Context) error {
 	defer t.watcher.Close()
 	var g errgroup.Group
+	mctx, stopMeasuring := context.WithCancel(ctx)
+	defer stopMeasuring()
+	if t.measure {
+		g.Go(func() error {
+			t.measureCapacity(mctx)
+			return nil
+		})
+	}
 	for {
 		sub, err := t.watcher.Next(ctx)
 		if err != nil {
@@ -344,5 +389,6 @@ func (t *Transcoder) Run(ctx context.Context) error {
 			return nil
 		})
 	}
+	stopMeasuring() // nothing more to serve
 	return g.Wait()
 }

@@ -60,8 +60,15 @@ type running struct {
 
 func startTranscoder(t *testing.T, hub *stream.Hub, cfg Config) *running {
 	t.Helper()
+	return startTranscoderWith(t, hub, cfg, quiet, nil)
+}
+
+// startTranscoderWith is startTranscoder logging to log, with prepare
+// (when set) called between New and Run.
+func startTranscoderWith(t *testing.T, hub *stream.Hub, cfg Config, log *slog.Logger, prepare func(*Transcoder)) *running {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	tc, err := New(cfg, Deps{Log: quiet, Hub: hub, Registerer: reg})
+	tc, err := New(cfg, Deps{Log: log, Hub: hub, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,6 +78,9 @@ func startTranscoder(t *testing.T, hub *stream.Hub, cfg Config) *running {
 		case metrics <- struct{}{}:
 		default:
 		}
+	}
+	if prepare != nil {
+		prepare(tc)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

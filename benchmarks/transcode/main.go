@@ -6,19 +6,30 @@
 //
 // ratio = ffmpeg_s / ours_s (above 1: we are faster). PSNR is the mean over
 // the rungs of each output against the source scaled to the rung's size.
-// With SHOAL_TEST_GPU=1 it also runs both with NVENC and finds how many
-// concurrent 1080p ladders keep real time.
+//
+// With SHOAL_TEST_GPU=1 it also counts the concurrent 1080p ladders that
+// keep real time for Shoal on the CPU only, Shoal with the GPU and the
+// ffmpeg CLI with the same GPU pipeline, and prints a second line:
+//
+//	bench-transcode-gpu clip_s=.. cpu_ladders=.. gpu_ladders=.. cli_gpu_ladders=.. gpu_over_cpu=.. gpu_over_cli=.. self_cpu=.. self_gpu=.. gpu_path=.. cli_path=..
+//
+// -count cpu (or any of cpu,gpu,cli) runs only those counts and prints them
+// on a bench-transcode-ladders line, so the counting runs without a GPU.
 package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,6 +39,7 @@ import (
 
 	"github.com/shoal-video/shoal/benchmarks/internal/benchutil"
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/transcode"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
 
@@ -47,14 +59,26 @@ func main() {
 	seconds := flag.Int("seconds", 20, "length of the 1080p30 test clip")
 	preset := flag.String("preset", "veryfast", "x264 preset for both")
 	keep := flag.Bool("keep", false, "keep the work directory")
+	count := flag.String("count", "", "only count the concurrent ladders that keep real time for these runners: cpu, gpu, cli (comma-separated)")
+	maxLadders := flag.Int("max-ladders", 64, "the most concurrent ladders a count tries")
 	flag.Parse()
-	if err := run(*seconds, *preset, *keep); err != nil {
+	var runners []string
+	if *count != "" {
+		for _, r := range strings.Split(*count, ",") {
+			if !slices.Contains([]string{"cpu", "gpu", "cli"}, r) {
+				fmt.Fprintf(os.Stderr, "bench-transcode: -count %q: want cpu, gpu or cli\n", r)
+				os.Exit(2)
+			}
+			runners = append(runners, r)
+		}
+	}
+	if err := run(*seconds, *preset, *keep, runners, *maxLadders); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-transcode:", err)
 		os.Exit(1)
 	}
 }
 
-func run(seconds int, preset string, keep bool) error {
+func run(seconds int, preset string, keep bool, count []string, maxLadders int) error {
 	ffmpeg.SetLogger(discardLogger())
 	dir, err := os.MkdirTemp("", "bench-transcode-")
 	if err != nil {
@@ -71,13 +95,24 @@ func run(seconds int, preset string, keep bool) error {
 		"-pix_fmt", "yuv420p", "-f", "mpegts", src); err != nil {
 		return fmt.Errorf("making the source clip: %w", err)
 	}
+	if len(count) > 0 {
+		return countLadders("bench-transcode-ladders", src, seconds, preset, count, maxLadders)
+	}
 
-	oursS, err := benchutil.TimeIt(func() error { return ours(src, dir, "ours", ffmpeg.BackendSoftware, preset) })
+	cpu, err := transcode.PickAccel(transcode.HWNone, discardLogger())
+	if err != nil {
+		return err
+	}
+	oursS, err := benchutil.TimeIt(func() error {
+		return ours(context.Background(), src, cpu.PipelineConfig(preset, 2*time.Second, discardLogger()), dir, "ours")
+	})
 	if err != nil {
 		return fmt.Errorf("ours: %w", err)
 	}
 	peak := peakRSSMB()
-	cliS, err := benchutil.TimeIt(func() error { return cli(src, dir, "cli", "libx264", preset) })
+	cliS, err := benchutil.TimeIt(func() error {
+		return runCLI(context.Background(), cliArgs(src, cliCPU, preset, outFiles(dir, "cli")))
+	})
 	if err != nil {
 		return fmt.Errorf("ffmpeg CLI: %w", err)
 	}
@@ -93,22 +128,38 @@ func run(seconds int, preset string, keep bool) error {
 		oursS, cliS, cliS/oursS, float64(seconds)/oursS, peak, psnrOurs, psnrCLI)
 
 	if os.Getenv("SHOAL_TEST_GPU") == "1" {
-		return gpu(src, dir, seconds, preset)
+		return countLadders("bench-transcode-gpu", src, seconds, preset, []string{"cpu", "gpu", "cli"}, maxLadders)
 	}
 	return nil
 }
 
-// ours runs Shoal's pipeline on src and writes each rung as raw H.264.
-func ours(src, dir, prefix, backend, preset string) error {
-	files := make([]*bufio.Writer, len(ladder))
+// outFiles names the files of each rung of prefix in dir.
+func outFiles(dir, prefix string) []string {
+	out := make([]string, len(ladder))
 	for i, r := range ladder {
-		f, err := os.Create(filepath.Join(dir, prefix+"-"+r.name+".h264"))
-		if err != nil {
-			return err
+		out[i] = filepath.Join(dir, prefix+"-"+r.name+".h264")
+	}
+	return out
+}
+
+// ours runs Shoal's pipeline with cfg on src and writes each rung as raw
+// H.264 to dir/prefix-<rung>.h264, or nowhere when dir is "".
+func ours(ctx context.Context, src string, cfg ffmpeg.Config, dir, prefix string) error {
+	files := make([]io.Writer, len(ladder))
+	for i := range ladder {
+		files[i] = io.Discard
+	}
+	if dir != "" {
+		for i, name := range outFiles(dir, prefix) {
+			f, err := os.Create(name)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			w := bufio.NewWriterSize(f, 1<<20)
+			defer w.Flush()
+			files[i] = w
 		}
-		defer f.Close()
-		files[i] = bufio.NewWriterSize(f, 1<<20)
-		defer files[i].Flush()
 	}
 	rungs := make([]ffmpeg.Rung, len(ladder))
 	for i, r := range ladder {
@@ -126,51 +177,237 @@ func ours(src, dir, prefix, backend, preset string) error {
 		}
 	}
 	err := ffmpeg.DemuxVideo(src, func(tr media.Track, au *media.AccessUnit) error {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		if p == nil {
 			var err error
-			p, err = ffmpeg.New(ffmpeg.Config{Backend: backend, Preset: preset, KeyframeInterval: 2 * time.Second, Log: discardLogger()}, tr, rungs)
-			if err != nil {
+			if p, err = ffmpeg.New(cfg, tr, rungs); err != nil {
 				return err
 			}
 		}
 		return p.Push(au, emit)
 	})
+	if p != nil {
+		defer p.Close()
+	}
 	if err != nil {
 		return err
 	}
 	if p == nil {
 		return errors.New("no video in the source")
 	}
-	defer p.Close()
 	if err := p.Flush(emit); err != nil {
 		return err
 	}
 	return werr
 }
 
-// cli runs the ffmpeg CLI doing the same ladder with the same settings.
-func cli(src, dir, prefix, encoder, preset string) error {
+// CLI pipelines.
+const (
+	cliCPU       = "x264"                  // decode, split and scale on the CPU, x264
+	cliGPUx264   = "nvdec+scale_cuda+x264" // NVDEC, scale_cuda, download, x264
+	cliGPUNVENC  = "nvdec+scale_cuda+nvenc"
+	cliGPUOutput = "/dev/null"
+)
+
+// cliArgs is the ffmpeg CLI doing the same ladder with the same settings in
+// one process, with pipeline (cli*), writing each rung to outs.
+func cliArgs(src, pipeline, preset string, outs []string) []string {
 	var split strings.Builder
 	split.WriteString("[0:v]split=3")
 	for i := range ladder {
 		fmt.Fprintf(&split, "[s%d]", i)
 	}
 	for i, r := range ladder {
-		fmt.Fprintf(&split, ";[s%d]scale=%d:%d:flags=bilinear[o%d]", i, r.width, r.height, i)
+		switch pipeline {
+		case cliCPU:
+			fmt.Fprintf(&split, ";[s%d]scale=%d:%d:flags=bilinear[o%d]", i, r.width, r.height, i)
+		case cliGPUx264:
+			fmt.Fprintf(&split, ";[s%d]scale_cuda=%d:%d:interp_algo=bilinear:format=yuv420p,hwdownload,format=yuv420p[o%d]", i, r.width, r.height, i)
+		case cliGPUNVENC:
+			fmt.Fprintf(&split, ";[s%d]scale_cuda=%d:%d:interp_algo=bilinear[o%d]", i, r.width, r.height, i)
+		}
 	}
-	args := []string{"-v", "error", "-y", "-i", src, "-filter_complex", split.String()}
+	args := []string{"-nostdin", "-v", "error", "-y"}
+	if pipeline != cliCPU {
+		args = append(args, "-hwaccel", "cuda", "-hwaccel_output_format", "cuda")
+	}
+	args = append(args, "-i", src, "-filter_complex", split.String())
 	for i, r := range ladder {
-		args = append(args, "-map", fmt.Sprintf("[o%d]", i), "-c:v", encoder)
-		if encoder == "libx264" {
-			args = append(args, "-preset", preset, "-profile:v", "high", "-x264-params", "scenecut=0:open-gop=0")
+		args = append(args, "-map", fmt.Sprintf("[o%d]", i))
+		if pipeline == cliGPUNVENC {
+			args = append(args, "-c:v", "h264_nvenc", "-preset", "p2", "-tune", "ll", "-rc", "cbr", "-bf", "2", "-no-scenecut", "1")
 		} else {
-			args = append(args, "-preset", "p2", "-tune", "ll", "-rc", "cbr", "-bf", "2", "-no-scenecut", "1")
+			args = append(args, "-c:v", "libx264", "-preset", preset, "-profile:v", "high", "-x264-params", "scenecut=0:open-gop=0")
 		}
 		args = append(args, "-b:v", strconv.Itoa(r.bitrate), "-maxrate", strconv.Itoa(r.bitrate*11/10),
 			"-bufsize", strconv.Itoa(r.bitrate*2), "-force_key_frames", "expr:gte(t,n_forced*2)",
-			"-forced-idr", "1", "-f", "h264", filepath.Join(dir, prefix+"-"+r.name+".h264"))
+			"-forced-idr", "1", "-f", "h264", outs[i])
 	}
-	return benchutil.Sh("ffmpeg", args...)
+	return args
+}
+
+// runCLI runs the ffmpeg CLI until it ends or ctx is done; its error
+// carries the CLI's output.
+func runCLI(ctx context.Context, args []string) error {
+	out, err := exec.CommandContext(ctx, "ffmpeg", args...).CombinedOutput()
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	if err != nil {
+		return fmt.Errorf("ffmpeg: %v\n%s", err, out)
+	}
+	return nil
+}
+
+// ladderRunner runs one ladder over the whole source.
+type ladderRunner func(ctx context.Context) error
+
+// countLadders counts, for each runner named (cpu: Shoal on the CPU only;
+// gpu: Shoal with what transcode.PickAccel finds, as a node with hwaccel
+// auto; cli: the ffmpeg CLI with the GPU pipeline), the concurrent ladders
+// that keep real time, with the self-benchmark's figure for Shoal's, and
+// prints one line named name.
+func countLadders(name, src string, seconds int, preset string, runners []string, maxLadders int) error {
+	clip := time.Duration(seconds) * time.Second
+	counts := map[string]int{}
+	fields := []string{fmt.Sprintf("clip_s=%d", seconds)}
+	for _, r := range runners {
+		var run ladderRunner
+		switch r {
+		case "cpu", "gpu":
+			hw := transcode.HWNone
+			if r == "gpu" {
+				hw = transcode.HWAuto
+			}
+			accel, err := transcode.PickAccel(hw, discardLogger())
+			if err != nil {
+				return err
+			}
+			cfg := accel.PipelineConfig(preset, 2*time.Second, discardLogger())
+			run = func(ctx context.Context) error { return ours(ctx, src, cfg, "", "") }
+			self, err := selfBenchmark(accel, preset)
+			if err != nil {
+				return fmt.Errorf("%s self-benchmark: %w", r, err)
+			}
+			fields = append(fields, fmt.Sprintf("self_%s=%d", r, self))
+			if r == "gpu" {
+				caps := accel.Capabilities(0, "")
+				fields = append(fields, "gpu_path="+caps.Encoder+"+decode_"+caps.Decode)
+			}
+		case "cli":
+			pipeline := cliGPUx264
+			if ffmpeg.Probe(ffmpeg.BackendNVENC) == nil {
+				pipeline = cliGPUNVENC
+			}
+			outs := make([]string, len(ladder))
+			for i := range outs {
+				outs[i] = cliGPUOutput
+			}
+			args := cliArgs(src, pipeline, preset, outs)
+			run = func(ctx context.Context) error { return runCLI(ctx, args) }
+			fields = append(fields, "cli_path="+pipeline)
+		}
+		n, err := realtimeLadders(r, clip, maxLadders, run)
+		if err != nil {
+			return fmt.Errorf("counting %s ladders: %w", r, err)
+		}
+		counts[r] = n
+	}
+	key := map[string]string{"cpu": "cpu_ladders", "gpu": "gpu_ladders", "cli": "cli_gpu_ladders"}
+	var figures []string
+	for _, r := range []string{"cpu", "gpu", "cli"} {
+		if n, ok := counts[r]; ok {
+			figures = append(figures, fmt.Sprintf("%s=%d", key[r], n))
+		}
+	}
+	ratio := func(a, b string) {
+		na, okA := counts[a]
+		nb, okB := counts[b]
+		if okA && okB {
+			v := math.Inf(1)
+			if nb > 0 {
+				v = float64(na) / float64(nb)
+			}
+			figures = append(figures, fmt.Sprintf("%s_over_%s=%.2f", a, b, v))
+		}
+	}
+	ratio("gpu", "cpu")
+	ratio("gpu", "cli")
+	fmt.Println(name + " " + strings.Join(slices.Concat(fields[:1], figures, fields[1:]), " "))
+	return nil
+}
+
+// selfBenchmark is the capacity figure a node transcoding this ladder with
+// accel would measure for itself at start (transcode.MeasureCapacity).
+func selfBenchmark(accel transcode.Accel, preset string) (int, error) {
+	l := make(media.Ladder, len(ladder))
+	for i, r := range ladder {
+		l[i] = media.Rung{Height: r.height, Bitrate: r.bitrate}
+	}
+	c, err := transcode.MeasureCapacity(context.Background(), accel,
+		transcode.CapacityConfig{Ladder: l, Preset: preset, KeyframeInterval: 2 * time.Second, SourceHeight: 1080, Log: discardLogger()})
+	return c.Ladders, err
+}
+
+// realtimeLadders counts the ladders that keep real time when run n at
+// once: a count passes when all n ladders are done within the clip's
+// length (they are stopped there otherwise). It tries 1, 2, 4, ... up to
+// the first count that fails (or max), then bisects between the last count
+// that passed and that one.
+func realtimeLadders(name string, clip time.Duration, maxN int, run ladderRunner) (int, error) {
+	try := func(n int) (bool, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), clip)
+		defer cancel()
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		start := time.Now()
+		for i := range n {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = run(ctx)
+			}()
+		}
+		wg.Wait()
+		took := time.Since(start)
+		err := errors.Join(errs...)
+		if errors.Is(err, context.DeadlineExceeded) || (err == nil && took > clip) {
+			fmt.Fprintf(os.Stderr, "%s: %s did not finish within %s\n", name, ladders(n), clip)
+			return false, nil
+		}
+		if err != nil {
+			return false, err
+		}
+		fmt.Fprintf(os.Stderr, "%s: %s took %.2f s\n", name, ladders(n), took.Seconds())
+		return true, nil
+	}
+	pass, fail := 0, 0
+	for n := 1; fail == 0 && pass < maxN; n = min(maxN, 2*n) {
+		ok, err := try(n)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			pass = n
+		} else {
+			fail = n
+		}
+	}
+	for fail-pass > 1 {
+		mid := (pass + fail) / 2
+		ok, err := try(mid)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			pass = mid
+		} else {
+			fail = mid
+		}
+	}
+	return pass, nil
 }
 
 var psnrRe = regexp.MustCompile(`average:([0-9.]+|inf)`)
@@ -195,46 +432,11 @@ func meanPSNR(src, dir, prefix string) (float64, error) {
 	return sum / float64(len(ladder)), nil
 }
 
-// gpu repeats the comparison with NVENC and finds how many concurrent
-// 1080p ladders keep real time.
-func gpu(src, dir string, seconds int, preset string) error {
-	if err := ffmpeg.Probe(ffmpeg.BackendNVENC); err != nil {
-		return fmt.Errorf("SHOAL_TEST_GPU=1 but NVENC does not work: %w", err)
+func ladders(n int) string {
+	if n == 1 {
+		return "1 ladder"
 	}
-	oursS, err := benchutil.TimeIt(func() error { return ours(src, dir, "gpu", ffmpeg.BackendNVENC, preset) })
-	if err != nil {
-		return fmt.Errorf("ours with NVENC: %w", err)
-	}
-	cliS, err := benchutil.TimeIt(func() error { return cli(src, dir, "gpucli", "h264_nvenc", preset) })
-	if err != nil {
-		return fmt.Errorf("ffmpeg CLI with NVENC: %w", err)
-	}
-	best := 0
-	for n := 1; n <= 64; n *= 2 {
-		var wg sync.WaitGroup
-		errs := make([]error, n)
-		start := time.Now()
-		for i := 0; i < n; i++ {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				errs[i] = ours(src, dir, fmt.Sprintf("conc%d", i), ffmpeg.BackendNVENC, preset)
-			}()
-		}
-		wg.Wait()
-		el := time.Since(start).Seconds()
-		if err := errors.Join(errs...); err != nil {
-			fmt.Fprintf(os.Stderr, "%d concurrent ladders failed: %v\n", n, err)
-			break
-		}
-		if el > float64(seconds) {
-			break
-		}
-		best = n
-	}
-	fmt.Printf("bench-transcode-gpu ours_s=%.2f ffmpeg_s=%.2f ratio=%.2f realtime_x=%.2f realtime_ladders_1080p=%d\n",
-		oursS, cliS, cliS/oursS, float64(seconds)/oursS, best)
-	return nil
+	return strconv.Itoa(n) + " ladders"
 }
 
 // peakRSSMB is this process's peak resident set (VmHWM) in MiB.

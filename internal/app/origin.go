@@ -86,7 +86,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		}
 		tc, err = transcode.New(transcode.Config{
 			Ladder: ladder, MaxLadders: cfg.Transcode.MaxLadders, HWAccel: cfg.Transcode.HWAccel,
-			Preset: cfg.Transcode.Preset, SegmentDuration: cfg.HLS.SegmentDuration.Std(),
+			Preset: cfg.Transcode.Preset, SegmentDuration: cfg.HLS.SegmentDuration.Std(), CacheDir: cfg.DataDir,
 		}, transcode.Deps{Log: log.With("component", "transcode"), Hub: hub, Registerer: reg, Ladders: streamLadders{store}})
 		if err != nil {
 			return err

@@ -233,7 +233,7 @@ var table = []key{
 		"where video is transcoded: auto (probe NVIDIA GPUs, then QSV, else the CPU), software or none (the CPU), cuda (NVDEC + scale_cuda, NVENC where present), nvenc or qsv",
 		func(c *Config) *string { return &c.Transcode.HWAccel }, parseLower, fmtString, checkHWAccel),
 	field("transcode.max_ladders", "SHOAL_TRANSCODE_MAX_LADDERS",
-		"ABR ladders this node encodes at once; more streams are served as they came; 0 turns transcoding off, -1 picks from the hardware (CPU cores / 2, or 8 with a GPU encoder)",
+		"ABR ladders this node encodes at once; more streams are served as they came; 0 turns transcoding off, -1 measures it with a self-benchmark at start, cached in the data directory",
 		func(c *Config) *int { return &c.Transcode.MaxLadders }, parseInt, strconv.Itoa, intRange(-1, 1000)),
 	field("transcode.ladder", "SHOAL_TRANSCODE_LADDER",
 		"the node's ABR ladder, HEIGHTp:BITRATE rungs; a source gets the rungs at or below its height, never upscaled, widths keep its aspect ratio",
