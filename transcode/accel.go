@@ -171,7 +171,10 @@ func (a Accel) Capabilities(ladders int, from string) nodeproto.Transcoding {
 func (a Accel) PipelineConfig(preset string, keyframeInterval time.Duration, log *slog.Logger) ffmpeg.Config {
 	cfg := ffmpeg.Config{Backend: a.Backend, Preset: preset, KeyframeInterval: keyframeInterval, Log: log}
 	if len(a.GPUs) > 0 {
-		cfg.GPU = ffmpeg.LeastBusy(a.GPUs)
+		if cfg.GPU = ffmpeg.LeastBusy(a.GPUs); cfg.GPU == nil {
+			// Every GPU was set aside after failing: the CPU does it all.
+			cfg.Backend = ffmpeg.BackendSoftware
+		}
 	} else if a.Backend == ffmpeg.BackendNVENC {
 		// NVENC sessions are counted on the GPU that encodes.
 		var encoders []*ffmpeg.GPU

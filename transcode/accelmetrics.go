@@ -5,8 +5,6 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
 
 var (
@@ -22,6 +20,8 @@ var (
 		"NVENC sessions the ladders on the GPU hold now.", []string{"gpu"}, nil)
 	gpuLaddersDesc = prometheus.NewDesc("shoal_transcode_gpu_ladders",
 		"Ladders running on the GPU now.", []string{"gpu"}, nil)
+	gpuHealthyDesc = prometheus.NewDesc("shoal_transcode_gpu_healthy",
+		"1 while the GPU takes new ladders; 0 once 3 ladders in a row failed on it (they moved to the CPU).", []string{"gpu"}, nil)
 	gpuMemoryDesc = prometheus.NewDesc("shoal_transcode_gpu_memory_used_bytes",
 		"Memory in use on the GPU, all processes (NVML).", []string{"gpu"}, nil)
 )
@@ -35,7 +35,7 @@ type accelCollector struct{ a Accel }
 func NewAccelCollector(a Accel) prometheus.Collector { return accelCollector{a} }
 
 func (c accelCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{accelInfoDesc, gpuInfoDesc, gpuSessionsDesc, gpuSessionsUsedDesc, gpuLaddersDesc, gpuMemoryDesc} {
+	for _, d := range []*prometheus.Desc{accelInfoDesc, gpuInfoDesc, gpuSessionsDesc, gpuSessionsUsedDesc, gpuLaddersDesc, gpuHealthyDesc, gpuMemoryDesc} {
 		ch <- d
 	}
 }
@@ -53,7 +53,12 @@ func (c accelCollector) Collect(ch chan<- prometheus.Metric) {
 		sessions, ladders := g.InUse()
 		ch <- prometheus.MustNewConstMetric(gpuSessionsUsedDesc, prometheus.GaugeValue, float64(sessions), idx)
 		ch <- prometheus.MustNewConstMetric(gpuLaddersDesc, prometheus.GaugeValue, float64(ladders), idx)
-		if used := ffmpeg.GPUMemoryUsed(g.Index); used >= 0 {
+		healthy := 0.0
+		if g.Healthy() {
+			healthy = 1
+		}
+		ch <- prometheus.MustNewConstMetric(gpuHealthyDesc, prometheus.GaugeValue, healthy, idx)
+		if used := g.MemoryUsed(); used >= 0 {
 			ch <- prometheus.MustNewConstMetric(gpuMemoryDesc, prometheus.GaugeValue, float64(used), idx)
 		}
 	}

@@ -37,6 +37,10 @@ type encoderSettings struct {
 	// it is called on the context before it opens, to hand it the
 	// hardware frames context those frames come from.
 	gpuFrames func(*astiav.CodecContext) error
+	// device, for NVENC fed from system memory, is the GPU's CUDA
+	// context the session uses (without it NVENC creates one per session
+	// on GPU gpuIndex).
+	device *cudaDevice
 }
 
 // backend opens H.264 encoders. Each hardware encoder lives in a file of
@@ -76,6 +80,11 @@ func openEncoder(codecName string, pix astiav.PixelFormat, s encoderSettings, op
 	if s.gpuFrames != nil {
 		pix = astiav.PixelFormatCuda
 		if err := s.gpuFrames(cc); err != nil {
+			cc.Free()
+			return nil, err
+		}
+	} else if s.device != nil {
+		if err := s.device.bindEncoder(cc); err != nil {
 			cc.Free()
 			return nil, err
 		}

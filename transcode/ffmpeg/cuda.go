@@ -136,18 +136,40 @@ static enum AVPixelFormat shoal_get_cuda(AVCodecContext *cc, const enum AVPixelF
 	return avcodec_default_get_format(cc, fmts);
 }
 
-// shoal_codec_use_device makes a decoder (not yet opened) decode on dev: a
-// reference of its own to it (avcodec_free_context drops it), shoal_get_cuda,
-// and a few surfaces more than the stream needs, for the frames the ladder
-// holds while it scales them.
-static int shoal_codec_use_device(AVCodecContext *cc, AVBufferRef *dev) {
+// shoal_codec_set_device gives a codec context (not yet opened) a reference
+// of its own to dev, which avcodec_free_context drops: an NVENC encoder fed
+// from system memory then uses the device's CUDA context instead of
+// creating one per session.
+static int shoal_codec_set_device(AVCodecContext *cc, AVBufferRef *dev) {
 	av_buffer_unref(&cc->hw_device_ctx);
 	cc->hw_device_ctx = av_buffer_ref(dev);
-	if (!cc->hw_device_ctx) return AVERROR(ENOMEM);
+	return cc->hw_device_ctx ? 0 : AVERROR(ENOMEM);
+}
+
+// shoal_codec_use_device makes a decoder (not yet opened) decode on dev
+// with shoal_get_cuda, on one thread (NVDEC does the work). The ladder
+// copies every picture at once (scale_cuda), so no extra surfaces.
+static int shoal_codec_use_device(AVCodecContext *cc, AVBufferRef *dev) {
+	int ret = shoal_codec_set_device(cc, dev);
+	if (ret < 0) return ret;
 	cc->get_format = shoal_get_cuda;
-	cc->extra_hw_frames = 4;
 	cc->thread_count = 1;
 	return 0;
+}
+
+// shoal_frame_sw_format is the layout of a GPU frame's pictures (nv12,
+// p010...), or -1 for a frame in system memory.
+static int shoal_frame_sw_format(const AVFrame *f) {
+	if (!f->hw_frames_ctx) return -1;
+	return ((AVHWFramesContext *)f->hw_frames_ctx->data)->sw_format;
+}
+
+static int shoal_frame_copy_props(AVFrame *dst, const AVFrame *src) { return av_frame_copy_props(dst, src); }
+
+// shoal_have_lib tells whether the shared library name loads.
+static int shoal_have_lib(const char *name) {
+	void *lib = dlopen(name, RTLD_NOW | RTLD_LOCAL);
+	return lib != NULL;
 }
 
 // The NVIDIA driver, loaded at run time. CUresult and nvmlReturn_t are ints
@@ -156,9 +178,10 @@ typedef int (*cu_init_t)(unsigned int);
 typedef int (*cu_count_t)(int *);
 typedef int (*cu_get_t)(int *, int);
 typedef int (*cu_name_t)(char *, int, int);
+typedef int (*cu_pci_t)(char *, int, int);
 typedef struct { unsigned long long total, free, used; } shoal_nvml_memory;
 typedef int (*nvml_init_t)(void);
-typedef int (*nvml_handle_t)(unsigned int, void **);
+typedef int (*nvml_handle_t)(const char *, void **);
 typedef int (*nvml_memory_t)(void *, shoal_nvml_memory *);
 
 // shoal_cuda_devices loads libcuda and counts its devices: -1 when the
@@ -192,16 +215,29 @@ static int shoal_cuda_name(int index, char *name, int len) {
 	return nm(name, len, dev) == 0 ? 0 : -1;
 }
 
-// shoal_gpu_memory_used is the memory in use on GPU index (NVML), or -1.
-static long long shoal_gpu_memory_used(unsigned int index) {
+// shoal_cuda_pci is CUDA device index's PCI bus id ("0000:17:00.0"): NVML
+// numbers GPUs in PCI order, CUDA fastest first, so they meet by bus id.
+static int shoal_cuda_pci(int index, char *id, int len) {
+	void *lib = dlopen("libcuda.so.1", RTLD_NOW | RTLD_LOCAL);
+	if (!lib) return -1;
+	cu_get_t get = (cu_get_t)dlsym(lib, "cuDeviceGet");
+	cu_pci_t pci = (cu_pci_t)dlsym(lib, "cuDeviceGetPCIBusId");
+	int dev = 0;
+	if (!get || !pci || get(&dev, index) != 0) return -1;
+	return pci(id, len, dev) == 0 ? 0 : -1;
+}
+
+// shoal_gpu_memory_used is the memory in use on the GPU at PCI bus id
+// (NVML), or -1.
+static long long shoal_gpu_memory_used(const char *pci) {
 	void *lib = dlopen("libnvidia-ml.so.1", RTLD_NOW | RTLD_LOCAL);
 	if (!lib) return -1;
 	nvml_init_t init = (nvml_init_t)dlsym(lib, "nvmlInit_v2");
-	nvml_handle_t handle = (nvml_handle_t)dlsym(lib, "nvmlDeviceGetHandleByIndex_v2");
+	nvml_handle_t handle = (nvml_handle_t)dlsym(lib, "nvmlDeviceGetHandleByPciBusId_v2");
 	nvml_memory_t memory = (nvml_memory_t)dlsym(lib, "nvmlDeviceGetMemoryInfo");
 	void *dev = NULL;
 	shoal_nvml_memory m;
-	if (!init || !handle || !memory || init() != 0 || handle(index, &dev) != 0 || memory(dev, &m) != 0) return -1;
+	if (!init || !handle || !memory || init() != 0 || handle(pci, &dev) != 0 || memory(dev, &m) != 0) return -1;
 	return (long long)m.used;
 }
 */
@@ -236,6 +272,26 @@ func (d *cudaDevice) attach(cc *astiav.CodecContext) error {
 	return d.attachC(cCodecContext(cc))
 }
 
+// bindEncoder has NVENC encoder cc (not yet opened), fed from system
+// memory, use the device's CUDA context.
+func (d *cudaDevice) bindEncoder(cc *astiav.CodecContext) error {
+	if ret := C.shoal_codec_set_device(cCodecContext(cc), d.ref); ret < 0 {
+		return fmt.Errorf("giving the encoder the GPU: %w", astiav.Error(ret))
+	}
+	return nil
+}
+
+// swFormat is the layout of a GPU frame's pictures, or -1 for a frame in
+// system memory.
+func swFormat(f *astiav.Frame) int { return int(C.shoal_frame_sw_format(cFrame(f))) }
+
+// haveLib tells whether the shared library name loads here.
+func haveLib(name string) bool {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	return C.shoal_have_lib(cname) != 0
+}
+
 func (d *cudaDevice) attachC(cc *C.AVCodecContext) error {
 	if ret := C.shoal_codec_use_device(cc, d.ref); ret < 0 {
 		return fmt.Errorf("giving the decoder the GPU: %w", astiav.Error(ret))
@@ -257,7 +313,11 @@ func softwareFrame(f *astiav.Frame) (*astiav.Frame, func(), error) {
 		sw.Free()
 		return nil, nil, fmt.Errorf("downloading a picture from the GPU: %w", err)
 	}
-	sw.SetPts(f.Pts())
+	// Timestamps, color range and space, for thumbnails true to the source.
+	if ret := C.shoal_frame_copy_props(cFrame(sw), cFrame(f)); ret < 0 {
+		sw.Free()
+		return nil, nil, fmt.Errorf("copying a picture's properties: %w", astiav.Error(ret))
+	}
 	return sw, sw.Free, nil
 }
 
@@ -361,6 +421,19 @@ func cudaDeviceName(index int) string {
 	return C.GoString((*C.char)(unsafe.Pointer(&name[0])))
 }
 
-// GPUMemoryUsed is the memory in use on GPU index as NVML reports it, or -1
-// where NVML is missing.
-func GPUMemoryUsed(index int) int64 { return int64(C.shoal_gpu_memory_used(C.uint(index))) }
+// cudaPCIBusID is CUDA device index's PCI bus id, or "" when unknown.
+func cudaPCIBusID(index int) string {
+	id := make([]byte, 64)
+	if C.shoal_cuda_pci(C.int(index), (*C.char)(unsafe.Pointer(&id[0])), C.int(len(id))) != 0 {
+		return ""
+	}
+	return C.GoString((*C.char)(unsafe.Pointer(&id[0])))
+}
+
+// gpuMemoryUsed is the memory in use on the GPU at PCI bus id pci as NVML
+// reports it, or -1 where NVML is missing.
+func gpuMemoryUsed(pci string) int64 {
+	cpci := C.CString(pci)
+	defer C.free(unsafe.Pointer(cpci))
+	return int64(C.shoal_gpu_memory_used(cpci))
+}

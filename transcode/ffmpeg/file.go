@@ -315,7 +315,7 @@ func (j *fileJob) warnf(msg string, args ...any) {
 
 func (j *fileJob) close() {
 	// The rung workers first: they may still hold decoded pictures.
-	j.lad.closeOutputs()
+	j.lad.release()
 	if j.thumbs != nil {
 		j.thumbs.free()
 	}
@@ -456,6 +456,7 @@ func (j *fileJob) finish() (FileResult, error) {
 		}
 	}
 	if err := j.lad.flushEncoders(j.emitVideo); err != nil {
+		j.lad.failed = true
 		return FileResult{}, err
 	}
 	if !j.posterDone && j.fallback != nil {
@@ -552,9 +553,17 @@ func (j *fileJob) videoPTS(ts int64) int64 {
 }
 
 func (j *fileJob) videoFrame(f *astiav.Frame) error {
+	if j.src.vdec.onGPU && f.PixelFormat() != astiav.PixelFormatCuda {
+		// NVDEC refused the file and FFmpeg decodes it on one CPU thread:
+		// the caller retries on the CPU.
+		j.lad.failed = true
+		return fmt.Errorf("transcode: NVDEC on %s did not take this %s video (FFmpeg decoded it to %s)",
+			j.cfg.GPU.Name, j.in.codecName(j.src.v), f.PixelFormat())
+	}
 	pts := j.videoPTS(bestEffortTS(f))
 	f.SetPts(pts)
 	if err := j.lad.encodeFrame(f, j.emitVideo); err != nil {
+		j.lad.failed = true
 		return err
 	}
 	j.frames++

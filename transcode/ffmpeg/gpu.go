@@ -31,11 +31,53 @@ type GPU struct {
 	Problem string
 
 	dev *cudaDevice
+	pci string // PCI bus id, to find the GPU in NVML
 
 	mu       sync.Mutex
 	sessions int // NVENC sessions in use
 	ladders  int // pipelines using the GPU
+	// failures counts the ladders in a row that failed on the GPU; at
+	// maxFailures the GPU takes no new ladders (a sticky CUDA error
+	// poisons its context for the process's life).
+	failures int
 }
+
+// maxFailures is how many ladders in a row may fail on a GPU before it is
+// set aside.
+const maxFailures = 3
+
+// Healthy tells whether the GPU takes new ladders: fewer than maxFailures
+// ladders in a row failed on it.
+func (g *GPU) Healthy() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.failures < maxFailures
+}
+
+// ladderEnded records how a ladder on the GPU ended: failed, or having
+// encoded GPU frames without an error.
+func (g *GPU) ladderEnded(failed bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if failed {
+		g.failures++
+	} else {
+		g.failures = 0
+	}
+}
+
+// MemoryUsed is the memory in use on the GPU, all processes, as NVML
+// reports it; -1 where NVML is missing.
+func (g *GPU) MemoryUsed() int64 {
+	if g.pci == "" {
+		return -1
+	}
+	return gpuMemoryUsed(g.pci)
+}
+
+// containerHint is said when a driver library NVDEC or NVENC needs is
+// missing: containers get them only with the video capability.
+const containerHint = " (in a container, set NVIDIA_DRIVER_CAPABILITIES=compute,video,utility)"
 
 // maxProbedSessions bounds the NVENC sessions the probe opens at once.
 const maxProbedSessions = 32
@@ -105,11 +147,14 @@ func (g *GPU) addLadder(d int) {
 	g.ladders += d
 }
 
-// LeastBusy returns the GPU with the fewest pipelines, or nil.
+// LeastBusy returns the healthy GPU with the fewest pipelines, or nil.
 func LeastBusy(gpus []*GPU) *GPU {
 	var best *GPU
 	bestN := 0
 	for _, g := range gpus {
+		if !g.Healthy() {
+			continue
+		}
 		_, n := g.InUse()
 		if best == nil || n < bestN {
 			best, bestN = g, n
@@ -139,7 +184,7 @@ func ProbeGPUs() ([]*GPU, error) {
 	var gpus []*GPU
 	var problems []string
 	for i := range n {
-		g := &GPU{Index: i, Name: cudaDeviceName(i)}
+		g := &GPU{Index: i, Name: cudaDeviceName(i), pci: cudaPCIBusID(i)}
 		dev, err := openCUDADevice(i)
 		if err != nil {
 			problems = append(problems, fmt.Sprintf("%s (GPU %d): FFmpeg could not open it: %v", g.Name, i, err))
@@ -154,9 +199,15 @@ func ProbeGPUs() ([]*GPU, error) {
 			}
 			g.NVDEC = append(g.NVDEC, c.name)
 		}
-		g.NVENCSessions, err = probeNVENC(i)
+		if len(g.NVDEC) == 0 && !haveLib("libnvcuvid.so.1") {
+			why = append(why, "NVDEC: the driver's libnvcuvid.so.1 is missing"+containerHint)
+		}
+		g.NVENCSessions, err = probeNVENC(dev, i)
 		g.NVENC = g.NVENCSessions > 0
 		if err != nil {
+			if !haveLib("libnvidia-encode.so.1") {
+				err = errors.New("the driver's libnvidia-encode.so.1 is missing" + containerHint)
+			}
 			why = append(why, "NVENC: "+err.Error())
 		}
 		g.Problem = strings.Join(why, "; ")
@@ -281,7 +332,7 @@ func encodeOne(enc *astiav.CodecContext, pix astiav.PixelFormat) ([]byte, error)
 // opening them tells how many a card allows (NVML reports a capacity even
 // on GPUs without an encoder). It returns how many opened; the error says
 // why the first failed when none did.
-func probeNVENC(index int) (int, error) {
+func probeNVENC(dev *cudaDevice, index int) (int, error) {
 	var open []*astiav.CodecContext
 	defer func() {
 		for _, cc := range open {
@@ -290,7 +341,7 @@ func probeNVENC(index int) (int, error) {
 	}()
 	for len(open) < maxProbedSessions {
 		s := encoderSettings{rung: Rung{Width: 256, Height: 144, Bitrate: 200_000},
-			frameRate: astiav.NewRational(30, 1), gop: 60, preset: "veryfast", gpuIndex: index}
+			frameRate: astiav.NewRational(30, 1), gop: 60, preset: "veryfast", gpuIndex: index, device: dev}
 		enc, err := nvenc{}.open(s)
 		if err != nil {
 			if len(open) == 0 {

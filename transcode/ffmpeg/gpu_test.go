@@ -253,7 +253,7 @@ func TestGPUPipelineDoesNotLeak(t *testing.T) {
 		}
 		runtime.GC()
 		debug.FreeOSMemory()
-		heap, used := CHeapInUse(), GPUMemoryUsed(g.Index)
+		heap, used := CHeapInUse(), g.MemoryUsed()
 		if i == warmup-1 {
 			baseHeap, baseGPU = heap, used
 			continue
@@ -262,7 +262,7 @@ func TestGPUPipelineDoesNotLeak(t *testing.T) {
 			t.Logf("run %d: C heap %+.2f MiB, GPU memory %+.1f MiB since warm-up", i, float64(heap-baseHeap)/(1<<20), float64(used-baseGPU)/(1<<20))
 		}
 	}
-	heap, used := CHeapInUse(), GPUMemoryUsed(g.Index)
+	heap, used := CHeapInUse(), g.MemoryUsed()
 	if grew := heap - baseHeap; grew > 8<<20 {
 		t.Errorf("the C heap grew by %.1f MiB over %d frames", float64(grew)/(1<<20), (runs-warmup)*300)
 	}
@@ -323,4 +323,66 @@ func TestProbePicturesDecode(t *testing.T) {
 			t.Errorf("%s: %v", p.name, err)
 		}
 	}
+}
+
+// A ladder counts on its GPU from New (so that ladders started together
+// spread), and one that fails on the GPU counts against it: after three in
+// a row the GPU takes no new ladders. Here the failure is real: NVENC
+// cannot open on a machine without NVIDIA's driver.
+func TestLadderFailuresSetAGPUAside(t *testing.T) {
+	t.Parallel()
+	if os.Getenv("SHOAL_TEST_GPU") == "1" {
+		t.Skip("NVENC may work here: the failure this test needs cannot be made")
+	}
+	g := &GPU{Name: "test GPU", NVENC: true, NVENCSessions: 8}
+	src := makeTS(t, 320, 240, 1, 30)
+	track, aus := demuxAll(t, src)
+	for i := range maxFailures {
+		if LeastBusy([]*GPU{g}) != g {
+			t.Fatalf("after %d failures the GPU is set aside, want it after %d", i, maxFailures)
+		}
+		p, err := New(Config{Backend: BackendNVENC, Preset: "ultrafast", KeyframeInterval: time.Second, GPU: g, Log: quiet}, track,
+			[]Rung{{Name: "144p", Height: 144, Bitrate: 150_000}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, l := g.InUse(); l != 1 {
+			t.Fatalf("%d ladders on the GPU before the first frame, want 1", l)
+		}
+		var perr error
+		for _, au := range aus {
+			if perr = p.Push(au, func(int, *media.AccessUnit) {}); perr != nil {
+				break
+			}
+		}
+		if perr == nil {
+			t.Fatal("NVENC encoded without NVIDIA's driver")
+		}
+		p.Close()
+		if s, l := g.InUse(); s != 0 || l != 0 {
+			t.Fatalf("after Close: %d sessions and %d ladders in use", s, l)
+		}
+	}
+	if g.Healthy() || LeastBusy([]*GPU{g}) != nil {
+		t.Fatalf("the GPU still takes ladders after %d failures in a row", maxFailures)
+	}
+	g.ladderEnded(false)
+	if !g.Healthy() {
+		t.Fatal("a ladder that went well does not clear the failures")
+	}
+}
+
+// demuxAll reads the video of a file as access units.
+func demuxAll(t *testing.T, path string) (media.Track, []*media.AccessUnit) {
+	t.Helper()
+	var track media.Track
+	var aus []*media.AccessUnit
+	if err := DemuxVideo(path, func(tr media.Track, au *media.AccessUnit) error {
+		track = tr
+		aus = append(aus, au)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return track, aus
 }

@@ -15,7 +15,7 @@ func (nvenc) name() string                    { return BackendNVENC }
 func (nvenc) pixelFormat() astiav.PixelFormat { return astiav.PixelFormatYuv420P }
 
 func (nvenc) open(s encoderSettings) (*astiav.CodecContext, error) {
-	return openEncoder("h264_nvenc", astiav.PixelFormatYuv420P, s, map[string]string{
+	opts := map[string]string{
 		"preset":      nvencPreset(s.preset),
 		"tune":        "ll",
 		"profile":     "high",
@@ -23,8 +23,11 @@ func (nvenc) open(s encoderSettings) (*astiav.CodecContext, error) {
 		"bf":          "2",
 		"forced-idr":  "1",
 		"no-scenecut": "1",
-		"gpu":         strconv.Itoa(s.gpuIndex),
-	})
+	}
+	if s.gpuFrames == nil && s.device == nil {
+		opts["gpu"] = strconv.Itoa(s.gpuIndex)
+	}
+	return openEncoder("h264_nvenc", astiav.PixelFormatYuv420P, s, opts)
 }
 
 // nvencPreset maps an x264 preset name to the closest NVENC preset (p1

@@ -63,7 +63,7 @@ type Pipeline struct {
 	src  media.Track
 
 	dec     *astiav.CodecContext
-	onGPU   bool // dec decodes with NVDEC
+	onGPU   bool // dec decodes with NVDEC (see also ladder.onGPU)
 	decoded *astiav.Frame
 	pkt     *astiav.Packet
 	waitKey bool
@@ -84,6 +84,7 @@ type ladder struct {
 	inW   int
 	inH   int
 	inFmt astiav.PixelFormat
+	inSW  int // the GPU frames' picture layout (swFormat)
 
 	nextKey  int64 // next grid instant in 90 kHz ticks
 	haveGrid bool
@@ -99,6 +100,10 @@ type ladder struct {
 	encoder  backend
 	// gpuFrames tells whether the open outputs get frames in GPU memory.
 	gpuFrames bool
+	// counted is set while the ladder counts as one of cfg.GPU's; failed
+	// once an error came out of it, encodedOnGPU once it encoded frames
+	// scaled on the GPU (for the GPU's health).
+	counted, failed, encodedOnGPU bool
 }
 
 // output is one rung: its scaler, its reused picture and its encoder, driven
@@ -235,8 +240,28 @@ func newLadder(cfg Config, rungs []Rung) (*ladder, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	return &ladder{cfg: cfg, backend: b, log: cfg.Log, rungs: rungs,
-		interval: media.Ticks(cfg.KeyframeInterval, 90000)}, nil
+	l := &ladder{cfg: cfg, backend: b, log: cfg.Log, rungs: rungs,
+		interval: media.Ticks(cfg.KeyframeInterval, 90000)}
+	if cfg.GPU != nil {
+		// Counted from now, so that ladders started together spread
+		// over the GPUs.
+		cfg.GPU.addLadder(1)
+		l.counted = true
+	}
+	return l, nil
+}
+
+// release closes the outputs and stops counting the ladder on its GPU,
+// telling the GPU how it went.
+func (p *ladder) release() {
+	p.closeOutputs()
+	if p.counted {
+		p.counted = false
+		p.cfg.GPU.addLadder(-1)
+		if p.failed || p.encodedOnGPU {
+			p.cfg.GPU.ladderEnded(p.failed)
+		}
+	}
 }
 
 // Backend names the encoder backend in use: the configured one, or
@@ -283,6 +308,7 @@ func (p *Pipeline) Push(au *media.AccessUnit, emit Emit) error {
 	p.pkt.Unref()
 	if err != nil && !errors.Is(err, astiav.ErrEagain) {
 		if gerr := p.gpuFailure(err); gerr != nil {
+			p.failed = true
 			return gerr
 		}
 		p.badInput("the decoder refused an access unit", err)
@@ -300,12 +326,16 @@ func (p *Pipeline) Flush(emit Emit) error {
 	if err := p.drainDecoder(emit); err != nil {
 		return err
 	}
-	return p.flushEncoders(emit)
+	if err := p.flushEncoders(emit); err != nil {
+		p.failed = true
+		return err
+	}
+	return nil
 }
 
 // Close frees every C object. The pipeline is unusable afterwards.
 func (p *Pipeline) Close() {
-	p.ladder.closeOutputs()
+	p.ladder.release()
 	if p.dec != nil {
 		p.dec.Free()
 		p.dec = nil
@@ -416,14 +446,24 @@ func (p *Pipeline) drainDecoder(emit Emit) error {
 		}
 		if err != nil {
 			if gerr := p.gpuFailure(err); gerr != nil {
+				p.failed = true
 				return gerr
 			}
 			p.badInput("decoding", err)
 			return nil
 		}
+		if pf := p.decoded.PixelFormat(); p.onGPU && pf != astiav.PixelFormatCuda {
+			// NVDEC refused the stream and FFmpeg decodes it on one CPU
+			// thread: the caller moves it to a CPU pipeline instead.
+			p.decoded.Unref()
+			p.failed = true
+			return fmt.Errorf("transcode: NVDEC on %s did not take this %s stream (FFmpeg decoded it to %s)",
+				p.cfg.GPU.Name, p.src.Codec, pf)
+		}
 		err = p.encodeFrame(p.decoded, emit)
 		p.decoded.Unref()
 		if err != nil {
+			p.failed = true
 			return err
 		}
 	}
@@ -433,9 +473,9 @@ func (p *Pipeline) drainDecoder(emit Emit) error {
 // encodes it, forcing a keyframe on the first frame at or after each grid
 // instant.
 func (p *ladder) encodeFrame(f *astiav.Frame, emit Emit) error {
-	if f.Width() != p.inW || f.Height() != p.inH || f.PixelFormat() != p.inFmt {
+	if f.Width() != p.inW || f.Height() != p.inH || f.PixelFormat() != p.inFmt || swFormat(f) != p.inSW {
 		if p.outs != nil {
-			p.log.Info("transcode: the source changed size; restarting the encoders",
+			p.log.Info("transcode: the source changed size or format; restarting the encoders",
 				"from", fmt.Sprintf("%dx%d", p.inW, p.inH), "to", fmt.Sprintf("%dx%d", f.Width(), f.Height()))
 			if err := p.flushEncoders(emit); err != nil {
 				return err
@@ -495,6 +535,9 @@ func (p *ladder) scaleInGraph(f *astiav.Frame, pts int64, key bool, emit Emit) e
 			}
 			o.work <- rungJob{f: sf, pts: sf.Pts(), key: key && sf.Pts() == pts}
 		}
+	}
+	if p.gpuFrames {
+		p.encodedOnGPU = true
 	}
 	return p.emitReady(emit)
 }
@@ -694,8 +737,8 @@ func (p *ladder) openOutputs(f *astiav.Frame) error {
 	}
 	for i, r := range rungs {
 		s := encoderSettings{rung: r, frameRate: fps, gop: gop, preset: p.cfg.Preset}
-		if p.cfg.GPU != nil {
-			s.gpuIndex = p.cfg.GPU.Index
+		if p.cfg.GPU != nil && p.encoder.name() == BackendNVENC {
+			s.gpuIndex, s.device = p.cfg.GPU.Index, p.cfg.GPU.dev
 		}
 		o := &output{rung: r, pkt: astiav.AllocPacket(), work: make(chan rungJob, queueDepth), exited: make(chan struct{})}
 		if gpuFrames && p.encoder.name() == BackendNVENC {
@@ -727,10 +770,7 @@ func (p *ladder) openOutputs(f *astiav.Frame) error {
 		go o.loop(p)
 		outs = append(outs, o)
 	}
-	if p.cfg.GPU != nil {
-		p.cfg.GPU.addLadder(1)
-	}
-	p.outs, p.inW, p.inH, p.inFmt, p.gpuFrames = outs, w, h, f.PixelFormat(), gpuFrames
+	p.outs, p.inW, p.inH, p.inFmt, p.inSW, p.gpuFrames = outs, w, h, f.PixelFormat(), swFormat(f), gpuFrames
 	return nil
 }
 
@@ -781,9 +821,6 @@ func EvenWidth(w, h, height int) int {
 }
 
 func (p *ladder) closeOutputs() {
-	if p.outs != nil && p.cfg.GPU != nil {
-		p.cfg.GPU.addLadder(-1)
-	}
 	freeOutputs(p.outs)
 	p.outs = nil
 	p.inW, p.inH = 0, 0
