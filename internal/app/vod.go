@@ -17,27 +17,22 @@ import (
 	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/packager"
-	"github.com/shoal-video/shoal/transcode"
 	"github.com/shoal-video/shoal/transcode/vod"
 )
 
 // uploadDir keeps tus uploads until they complete.
 func uploadDir(cfg config.Config) string { return filepath.Join(cfg.DataDir, "uploads") }
 
-// newVODWorker builds a VOD worker reading the job queue in store. backend
-// is the encoder backend already picked for this node, or "" to pick one.
-func newVODWorker(cfg config.Config, store *routing.Store, objects storage.Store, backend string, log *slog.Logger, reg prometheus.Registerer) (*vod.Worker, error) {
+// newVODWorker builds a VOD worker reading the job queue in store as
+// consumer (consumerName), encoding with backend, the encoder backend
+// already picked for this node.
+func newVODWorker(cfg config.Config, store *routing.Store, objects storage.Store, backend, consumer string, log *slog.Logger, reg prometheus.Registerer) (*vod.Worker, error) {
 	ladder, err := media.ParseLadder(cfg.Transcode.Ladder)
 	if err != nil {
 		return nil, fmt.Errorf("transcode.ladder: %w", err)
 	}
-	if backend == "" {
-		if backend, err = transcode.PickBackend(cfg.Transcode.HWAccel, log); err != nil {
-			return nil, err
-		}
-	}
 	return vod.New(vod.Config{
-		Files: videoFiles(cfg, objects), Consumer: consumerName(),
+		Files: videoFiles(cfg, objects), Consumer: consumer,
 		IdleTimeout: cfg.VOD.IdleTimeout.Std(), MaxAttempts: cfg.VOD.MaxAttempts, Concurrency: max(cfg.VOD.Workers, 1),
 		Ladder: ladder, Backend: backend, Preset: cfg.Transcode.Preset, SegmentDuration: cfg.HLS.SegmentDuration.Std(),
 	}, vod.Deps{Queue: store, Log: log, Registerer: reg, NewPackager: vodPackager})
