@@ -5,7 +5,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"log/slog"
-	"strings"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/config"
@@ -36,7 +35,7 @@ type selfAnnouncer struct {
 // origin replaces its record).
 func newOriginAnnouncer(store *routing.Store, cfg config.Config, transcode func() *nodeproto.Transcoding, log *slog.Logger) selfAnnouncer {
 	return selfAnnouncer{store: store, originURL: cfg.PublicURL, transcode: transcode, log: log,
-		node: routing.AnnouncedNode{ID: originNodeID(cfg.PublicURL), Role: routing.RoleOrigin, Region: nodeRegion(cfg.Region),
+		node: routing.AnnouncedNode{ID: originNodeID(cfg.PublicURL), Role: routing.RoleOrigin, Region: cfg.Region,
 			PublicURL: cfg.PublicURL, StartedAt: time.Now()}}
 }
 
@@ -47,7 +46,7 @@ func newOriginAnnouncer(store *routing.Store, cfg config.Config, transcode func(
 func newWorkerAnnouncer(store *routing.Store, cfg config.Config, consumer string, accel transcode.Accel, log *slog.Logger) selfAnnouncer {
 	caps := vodCapabilities(cfg, accel)
 	return selfAnnouncer{store: store, transcode: func() *nodeproto.Transcoding { return caps }, log: log,
-		node: routing.AnnouncedNode{ID: workerNodeID(consumer), Role: routing.RoleWorker, Region: nodeRegion(cfg.Region), StartedAt: time.Now()}}
+		node: routing.AnnouncedNode{ID: workerNodeID(consumer), Role: routing.RoleWorker, Region: cfg.Region, StartedAt: time.Now()}}
 }
 
 // workerNodeID is the announced node id of the worker named consumer in
@@ -80,9 +79,6 @@ func originNodeID(publicURL string) string {
 	sum := sha256.Sum256([]byte(publicURL))
 	return "origin-" + hex.EncodeToString(sum[:8])
 }
-
-// nodeRegion is SHOAL_REGION as edges' joins record it: lower case.
-func nodeRegion(r string) string { return strings.ToLower(strings.TrimSpace(r)) }
 
 // run announces until ctx is done, then withdraws.
 func (a selfAnnouncer) run(ctx context.Context) {
