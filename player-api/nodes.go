@@ -39,6 +39,10 @@ type NodeStore interface {
 	// ListOrigins lists the origins announced on this Redis (heartbeat
 	// and join answers carry them: edges fail over to them).
 	ListOrigins(ctx context.Context) ([]string, error)
+	// AnnouncedNodes lists the origins and workers announced on this
+	// Redis (GET /v1/nodes lists them after the joined nodes; they are
+	// never routed to).
+	AnnouncedNodes(ctx context.Context) ([]routing.AnnouncedNode, error)
 }
 
 const (
@@ -87,6 +91,9 @@ type nodeJSON struct {
 	// Audits is what the origin's mystery-shopper audits of the edge
 	// found; absent before the first.
 	Audits *AuditSummary `json:"audits,omitempty"`
+	// Transcode is what an origin or a worker transcodes with; absent
+	// for edges and for nodes that do not transcode.
+	Transcode *nodeproto.Transcoding `json:"transcode,omitempty"`
 }
 
 // AuditSummary is what an origin's audits of an edge found (see
@@ -219,7 +226,36 @@ func (a *API) listNodes(c *gin.Context) {
 		j.DeliveryReports = reports[n.ID]
 		out.Data = append(out.Data, j)
 	}
+	announced, err := a.store.AnnouncedNodes(ctx)
+	if err != nil {
+		a.fail(c, err, nodeNotFound)
+		return
+	}
+	for _, n := range announced {
+		out.Data = append(out.Data, announcedToJSON(n))
+	}
 	c.JSON(http.StatusOK, out)
+}
+
+// announcedToJSON is an origin's or a worker's entry in GET /v1/nodes:
+// active (never quarantined, never routed to), joined when it started, no
+// edge figures.
+func announcedToJSON(n routing.AnnouncedNode) nodeJSON {
+	out := nodeJSON{ID: n.ID, Role: n.Role, Region: n.Region, PublicURL: n.PublicURL, JoinedAt: n.StartedAt, LastHeartbeat: n.LastSeen,
+		State: "active", DeliveryReports: []routing.DeliveryReport{}}
+	if n.Transcode != nil {
+		// Lists are [] rather than null.
+		tc := *n.Transcode
+		tc.GPUs = make([]nodeproto.GPU, len(n.Transcode.GPUs))
+		for i, g := range n.Transcode.GPUs {
+			if g.NVDEC == nil {
+				g.NVDEC = []string{}
+			}
+			tc.GPUs[i] = g
+		}
+		out.Transcode = &tc
+	}
+	return out
 }
 
 // releaseNode lifts a node's quarantine: it is routed to again.

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
+	"reflect"
 	"regexp"
 	"slices"
 	"sort"
@@ -655,6 +656,9 @@ func checkNodesAndRouting(t *testing.T, e *env, sc *schemaChecker, video string)
 		t.Errorf("GET /v1/nodes with no node: %s, want {\"data\":[]}", r.body)
 	}
 	call("GET", "/v1/nodes", "/v1/nodes", "", "").wantStatus(t, http.StatusUnauthorized)
+	// An origin and a worker announced on this Redis are listed with what
+	// they transcode with (and never routed to: the origin serves below).
+	announced := checkAnnouncedNodes(t, e, func() response { return call("GET", "/v1/nodes", "/v1/nodes", k, "") })
 	call("POST", "/v1/node-tokens", "/v1/node-tokens", k, `{"name":""}`).wantStatus(t, http.StatusBadRequest)
 	nt := decode[token](t, call("POST", "/v1/node-tokens", "/v1/node-tokens", k, `{"name":"edges eu-west"}`).wantStatus(t, http.StatusCreated))
 	other := decode[token](t, call("POST", "/v1/node-tokens", "/v1/node-tokens", k, `{"name":"other"}`).wantStatus(t, http.StatusCreated))
@@ -738,6 +742,23 @@ func checkNodesAndRouting(t *testing.T, e *env, sc *schemaChecker, video string)
 	nodeCall(hbPath, hbTarget, nt.Token, stale, nodeproto.Sign(priv, stale)).wantStatus(t, http.StatusForbidden)
 	if r := call("GET", "/v1/nodes", "/v1/nodes", k, "").wantStatus(t, http.StatusOK); !bytes.Contains(r.body, []byte(`"id":"`+node+`"`)) {
 		t.Errorf("GET /v1/nodes does not list node %s: %s", node, r.body)
+	} else {
+		// The joined edge first, with no transcode; then the origin and
+		// the worker.
+		var list struct {
+			Data []map[string]any `json:"data"`
+		}
+		if err := json.Unmarshal(r.body, &list); err != nil || len(list.Data) != 1+len(announced) {
+			t.Fatalf("GET /v1/nodes: %s (%v), want the edge and %d announced nodes", r.body, err, len(announced))
+		}
+		if _, ok := list.Data[0]["transcode"]; list.Data[0]["id"] != node || list.Data[0]["role"] != "edge" || ok {
+			t.Errorf("first node %v, want the edge %s without transcode", list.Data[0], node)
+		}
+		for i, id := range announced {
+			if list.Data[1+i]["id"] != id {
+				t.Errorf("node %d is %v, want %s", 1+i, list.Data[1+i]["id"], id)
+			}
+		}
 	}
 
 	// The edge is alive: it serves.
@@ -758,6 +779,46 @@ func checkNodesAndRouting(t *testing.T, e *env, sc *schemaChecker, video string)
 	nodeCall(hbPath, hbTarget, nt.Token, hb, nodeproto.Sign(priv, hb)).wantStatus(t, http.StatusUnauthorized)
 	nodeCall(hbPath, hbTarget, k, hb, nodeproto.Sign(priv, hb)).wantStatus(t, http.StatusForbidden)
 	nodeCall(hbPath, hbTarget, k, hb, nodeproto.Sign(priv, hb)).wantStatus(t, http.StatusNotFound)
+}
+
+// checkAnnouncedNodes announces an origin that transcodes on a GPU and a
+// worker in e's Redis, checks their entries in GET /v1/nodes (list) and
+// returns their ids in the order listed.
+func checkAnnouncedNodes(t *testing.T, e *env, list func() response) []string {
+	t.Helper()
+	started := time.Now().Add(-time.Minute).UTC().Truncate(time.Second)
+	gpu := &nodeproto.Transcoding{Encoder: "software", Decode: "cuda", Ladders: 14, LaddersFrom: "measured", RealtimeX: 2.5,
+		GPUs:    []nodeproto.GPU{{Index: 0, Name: "NVIDIA H200", NVDEC: []string{"h264", "hevc"}, Problem: "no NVENC on this GPU"}},
+		Summary: "NVIDIA H200: NVDEC h264/hevc yes, NVENC no: decoding and scaling on the GPU, encoding on the CPU"}
+	cpu := &nodeproto.Transcoding{Encoder: "software", Decode: "cpu", GPUs: []nodeproto.GPU{}, Ladders: 2, LaddersFrom: "configured",
+		Summary: "encoding with software"}
+	origin := routing.AnnouncedNode{ID: "origin-0123456789abcdef", Role: routing.RoleOrigin, Region: "eu-west",
+		PublicURL: "https://origin2.example.com", StartedAt: started, Transcode: gpu}
+	worker := routing.AnnouncedNode{ID: "worker-gpu1-4242-abcd", Role: routing.RoleWorker, StartedAt: started, Transcode: cpu}
+	plain := routing.AnnouncedNode{ID: "origin-fedcba9876543210", Role: routing.RoleOrigin, PublicURL: "http://origin3:8080", StartedAt: started}
+	for _, n := range []routing.AnnouncedNode{worker, origin, plain} {
+		if err := e.store.AnnounceNode(t.Context(), n, time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := decode[nodeListJSON](t, list().wantStatus(t, http.StatusOK)).Data
+	want := []routing.AnnouncedNode{origin, plain, worker}
+	if len(got) != len(want) {
+		t.Fatalf("GET /v1/nodes lists %+v, want the announced %+v", got, want)
+	}
+	ids := make([]string, len(want))
+	for i, w := range want {
+		g := got[i]
+		ids[i] = w.ID
+		if g.ID != w.ID || g.Role != w.Role || g.Region != w.Region || g.PublicURL != w.PublicURL || g.State != "active" ||
+			!g.JoinedAt.Equal(started) || time.Since(g.LastHeartbeat) > time.Minute || g.DeliveryReports == nil || g.Audits != nil {
+			t.Errorf("node %d: %+v, want %+v", i, g, w)
+		}
+		if !reflect.DeepEqual(g.Transcode, w.Transcode) {
+			t.Errorf("node %s transcode %+v, want %+v", w.ID, g.Transcode, w.Transcode)
+		}
+	}
+	return ids
 }
 
 // checkParam checks value against the schema of the reusable parameter name.

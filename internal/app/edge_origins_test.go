@@ -98,11 +98,14 @@ func TestEdgeLearnsOriginsAndFailsOver(t *testing.T) {
 		}
 		var out struct {
 			Data []struct {
+				Role          string    `json:"role"`
 				PublicURL     string    `json:"public_url"`
 				LastHeartbeat time.Time `json:"last_heartbeat"`
 			} `json:"data"`
 		}
 		_ = json.Unmarshal(body, &out)
-		return len(out.Data) == 1 && out.Data[0].PublicURL == e.url && out.Data[0].LastHeartbeat.After(stopped.Add(nodeproto.HeartbeatInterval))
+		// The edge first; B itself is listed after it (role origin).
+		return len(out.Data) >= 1 && out.Data[0].Role == "edge" && (len(out.Data) == 1 || out.Data[1].Role != "edge") &&
+			out.Data[0].PublicURL == e.url && out.Data[0].LastHeartbeat.After(stopped.Add(nodeproto.HeartbeatInterval))
 	})
 }

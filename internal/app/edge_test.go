@@ -76,7 +76,21 @@ type nodeInfo struct {
 	HitRatio  float64 `json:"hit_ratio"`
 }
 
+// nodes lists the edges in GET /v1/nodes (the joined nodes; not the
+// origins and workers listed after them).
 func (n *node) nodes() []nodeInfo {
+	n.t.Helper()
+	var edges []nodeInfo
+	for _, ni := range n.allNodes() {
+		if ni.Role == "edge" {
+			edges = append(edges, ni)
+		}
+	}
+	return edges
+}
+
+// allNodes lists every entry of GET /v1/nodes: edges, origins, workers.
+func (n *node) allNodes() []nodeInfo {
 	n.t.Helper()
 	code, b := n.get("/v1/nodes", testAdminKey)
 	if code != http.StatusOK {

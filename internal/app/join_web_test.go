@@ -165,6 +165,21 @@ func TestDashboardJoinEdge(t *testing.T) {
 	if region != "eu-test" {
 		t.Errorf("the table shows region %q for the edge, want eu-test", region)
 	}
+	// The origin (GET /v1/nodes lists it after the edge) is in a table of
+	// its own, with what it transcodes with: not among the edges, their
+	// totals or charts.
+	var servers struct {
+		Edges, EdgeTotal, Origin, Encoder string
+	}
+	pollJS(t, tab, 20*time.Second, `!!document.querySelector('#servers-table tr[data-id="`+originNodeID(n.http)+`"]')`, &ok, describe)
+	evalJS(t, tab, `(() => ({
+		Edges: String(document.querySelectorAll('#nodes-table tbody tr').length),
+		EdgeTotal: document.querySelector('#node-totals .stat-value').textContent,
+		Origin: document.querySelector('#servers-table tr[data-id="`+originNodeID(n.http)+`"]').dataset.role,
+		Encoder: document.querySelector('#servers-table tr[data-id="`+originNodeID(n.http)+`"] .transcode-encoder').textContent }))()`, &servers)
+	if servers.Edges != "1" || servers.EdgeTotal != "1" || servers.Origin != "origin" || servers.Encoder == "" {
+		t.Errorf("nodes section: %+v, want 1 edge in the table and totals, and the origin apart with its encoder", servers)
+	}
 
 	// Its page opens from the table: state and region, and the figures
 	// (or a plain "not available" where this origin has no such API).

@@ -25,6 +25,7 @@ import (
 	"github.com/shoal-video/shoal/internal/ingest"
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/playsession"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/stream"
@@ -281,17 +282,31 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return err
 	}
+	// What this node transcodes with, for its announcement: its live
+	// ladders', read again at each (a self-benchmark may change them), or
+	// else its VOD worker's.
+	var transcodeCaps func() *nodeproto.Transcoding
+	if tc != nil {
+		transcodeCaps = func() *nodeproto.Transcoding { c := tc.Capabilities(); return &c }
+	}
 	var vodWorker *vod.Worker
 	if worker {
-		var accel *transcode.Accel // probed once per node: the live transcoder has done it
+		vlog := log.With("component", "vod")
+		var accel transcode.Accel
 		if tc != nil {
-			a := tc.Accel()
-			accel = &a
+			accel = tc.Accel() // probed once per node: the live transcoder has done it
+		} else if accel, err = transcode.PickAccel(cfg.Transcode.HWAccel, vlog); err != nil {
+			return err
+		} else {
+			reg.MustRegister(transcode.NewAccelCollector(accel))
+			caps := vodCapabilities(cfg, accel)
+			transcodeCaps = func() *nodeproto.Transcoding { return caps }
 		}
-		if vodWorker, err = newVODWorker(cfg, store, objects, accel, log.With("component", "vod"), reg); err != nil {
+		if vodWorker, err = newVODWorker(cfg, store, objects, accel, consumerName(), vlog, reg); err != nil {
 			return err
 		}
 	}
+	self := newOriginAnnouncer(store, cfg, transcodeCaps, log.With("component", "announce"))
 
 	log.Info("shoal origin starting", "version", Version, "media_store", describeStore(cfg), "config", fmt.Sprintf("%+v", cfg.Redacted()))
 	if err := store.Ping(ctx); err != nil {
@@ -336,7 +351,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return keys.Run(gctx) })
-	g.Go(func() error { announceOrigin(gctx, store, cfg.PublicURL, log.With("component", "origins")); return nil })
+	g.Go(func() error { self.run(gctx); return nil })
 	g.Go(func() error { migrateStreamKeys(gctx, store, log); return nil })
 	g.Go(func() error { return rtmpIngest.Run(gctx) })
 	if rtspIngest != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -40,6 +41,19 @@ func TestTwoOriginsOnRedisCluster(t *testing.T) {
 		n.waitFor("the edge in /v1/nodes", 20*time.Second, func() bool {
 			ns := n.nodes()
 			return len(ns) == 1 && ns[0].PublicURL == edge.url
+		})
+	}
+
+	// Both origins and the worker announce themselves there: listed
+	// after the edge.
+	for _, n := range []*node{a, b} {
+		n.waitFor("both origins and the worker in /v1/nodes", 20*time.Second, func() bool {
+			all := n.allNodes()
+			roles := make([]string, len(all))
+			for i, ni := range all {
+				roles[i] = ni.Role
+			}
+			return slices.Equal(roles, []string{"edge", "origin", "origin", "worker"})
 		})
 	}
 
@@ -91,7 +105,8 @@ func TestTwoOriginsOnRedisCluster(t *testing.T) {
 	// The records are on the cluster, under the hash tag.
 	cl := redis.NewClusterClient(&redis.ClusterOptions{Addrs: []string{c.Nodes[0].Addr}})
 	defer cl.Close()
-	for _, k := range []string{"{shoal}:livestream:" + ls.ID, "{shoal}:video:" + v.ID, "{shoal}:jobs:vod"} {
+	for _, k := range []string{"{shoal}:livestream:" + ls.ID, "{shoal}:video:" + v.ID, "{shoal}:jobs:vod",
+		"{shoal}:announcednode:" + originNodeID(a.http), "{shoal}:announcednodes"} {
 		if n, err := cl.Exists(t.Context(), k).Result(); err != nil || n != 1 {
 			t.Errorf("EXISTS %s on the cluster = %d, %v", k, n, err)
 		}

@@ -24,23 +24,16 @@ import (
 // uploadDir keeps tus uploads until they complete.
 func uploadDir(cfg config.Config) string { return filepath.Join(cfg.DataDir, "uploads") }
 
-// newVODWorker builds a VOD worker reading the job queue in store. accel
-// is what the live transcoder's probe already found on this node, or nil
-// to probe.
-func newVODWorker(cfg config.Config, store *routing.Store, objects storage.Store, accel *transcode.Accel, log *slog.Logger, reg prometheus.Registerer) (*vod.Worker, error) {
+// newVODWorker builds a VOD worker reading the job queue in store as
+// consumer (consumerName), transcoding with accel, what the hardware probe
+// already found on this node.
+func newVODWorker(cfg config.Config, store *routing.Store, objects storage.Store, accel transcode.Accel, consumer string, log *slog.Logger, reg prometheus.Registerer) (*vod.Worker, error) {
 	ladder, err := media.ParseLadder(cfg.Transcode.Ladder)
 	if err != nil {
 		return nil, fmt.Errorf("transcode.ladder: %w", err)
 	}
-	if accel == nil {
-		a, err := transcode.PickAccel(cfg.Transcode.HWAccel, log)
-		if err != nil {
-			return nil, err
-		}
-		accel = &a
-	}
 	return vod.New(vod.Config{
-		Files: videoFiles(cfg, objects), Consumer: consumerName(),
+		Files: videoFiles(cfg, objects), Consumer: consumer,
 		IdleTimeout: cfg.VOD.IdleTimeout.Std(), MaxAttempts: cfg.VOD.MaxAttempts, Concurrency: max(cfg.VOD.Workers, 1),
 		Ladder: ladder, Backend: accel.Backend, GPUs: accel.GPUs, Preset: cfg.Transcode.Preset, SegmentDuration: cfg.HLS.SegmentDuration.Std(),
 	}, vod.Deps{Queue: store, Log: log, Registerer: reg, NewPackager: vodPackager})

@@ -11,10 +11,12 @@ import (
 
 	"github.com/shoal-video/shoal/internal/config"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/transcode"
 )
 
 // runWorker runs the worker role: VOD jobs from the Redis queue, plus the
 // operations endpoints (/healthz, /readyz, /metrics) on SHOAL_HTTP_ADDR.
+// It announces itself in Redis while it runs (GET /v1/nodes lists it).
 // Sources and outputs are read and written in the media store: with the
 // fs backend, SHOAL_DATA_DIR, which the worker shares with the origin (same
 // machine or a shared file system); with s3, the bucket, and the data dir
@@ -34,10 +36,18 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("media store: %w", err)
 	}
-	w, err := newVODWorker(cfg, store, objects, nil, log.With("component", "vod"), reg)
+	vlog := log.With("component", "vod")
+	accel, err := transcode.PickAccel(cfg.Transcode.HWAccel, vlog)
 	if err != nil {
 		return err
 	}
+	reg.MustRegister(transcode.NewAccelCollector(accel))
+	consumer := consumerName()
+	w, err := newVODWorker(cfg, store, objects, accel, consumer, vlog, reg)
+	if err != nil {
+		return err
+	}
+	self := newWorkerAnnouncer(store, cfg, consumer, accel, log.With("component", "announce"))
 	httpSrv, err := newHTTPServer(httpConfig{Addr: cfg.HTTPAddr, MetricsToken: cfg.MetricsToken},
 		httpDeps{Log: log.With("component", "http"), Ready: store, Registry: reg})
 	if err != nil {
@@ -48,6 +58,7 @@ func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return w.Run(gctx) })
 	g.Go(func() error { return httpSrv.run(gctx) })
+	g.Go(func() error { self.run(gctx); return nil })
 	err = g.Wait()
 	log.Info("shoal worker stopped")
 	return err

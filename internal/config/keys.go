@@ -130,7 +130,7 @@ var table = []key{
 		"edge role: the origin's http(s) URL it joins and fetches from, or several comma-separated (the first preferred; requests fail over to the next), no trailing slash (required by shoal edge); the edge also learns the deployment's other origins from its heartbeats",
 		func(c *Config) *string { return &c.OriginURL }, parseOriginURLs, fmtString, checkOriginURLs),
 	field("region", "SHOAL_REGION",
-		"this node's region, e.g. eu-west (letters, digits, - and _); viewers are routed to edges of their region",
+		"this node's region, e.g. eu-west (letters, digits, - and _); viewers are routed to edges of their region; origins and workers show theirs in GET /v1/nodes",
 		func(c *Config) *string { return &c.Region }, parseLower, fmtString, checkRegion),
 	field("node_token", "SHOAL_NODE_TOKEN",
 		"edge role: the token it joins with (POST /v1/node-tokens issues one; the admin key works too); unset by default",

@@ -1,7 +1,10 @@
 // Nodes: the edges in the registry (GET /v1/nodes) and charts of their
 // egress and cache hit ratio over time. The API gives only the current
 // figures, so the charts are sampled here, in the browser, while the
-// dashboard is open: they start empty and cover this session only.
+// dashboard is open: they start empty and cover this session only. The
+// origins and workers GET /v1/nodes lists after the edges have a table of
+// their own (what they transcode with); they are never in the edges'
+// table, totals or charts.
 
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
@@ -54,13 +57,23 @@ export class NodesSection {
       h('p', {}, h('strong', { text: 'No edge nodes have joined.' }), ' The origin serves every viewer itself until edges join.'),
       h('p', { class: 'muted' }, 'Start one with ', h('code', { text: 'SHOAL_ORIGIN_URL=… SHOAL_NODE_TOKEN=… shoal edge' }),
         ': “Join as an edge” below issues the token and gives the whole command.'));
+    this.serversBody = h('tbody', {});
+    this.servers = h('section', { class: 'card table-card servers', id: 'servers', 'aria-labelledby': 'servers-title', hidden: true },
+      h('div', { class: 'card-head' }, h('h3', { id: 'servers-title', text: 'Origins and workers' })),
+      h('p', { class: 'muted small', text: 'This deployment\'s own processes (they share its Redis and are never routed to): what each transcodes with, as its hardware probe and self-benchmark found.' }),
+      h('div', { class: 'table-scroll' }, h('table', { class: 'nodes-table', id: 'servers-table' },
+        h('caption', { class: 'visually-hidden', text: 'Origins and workers' }),
+        h('thead', {}, h('tr', {},
+          ['Node', 'Role', 'Region', 'Public URL', 'Encoder', 'Decode', 'GPUs', 'Ladders', 'Last seen']
+            .map((t, i) => h('th', { scope: 'col', class: i === 7 ? 'num' : null, text: t })))),
+        this.serversBody)));
     this.egressBox = h('div', { class: 'chart', id: 'chart-egress', role: 'img', 'aria-label': 'Egress by node over time' });
     this.hitBox = h('div', { class: 'chart', id: 'chart-hits', role: 'img', 'aria-label': 'Cache hit ratio by node over time' });
     this.totals = h('div', { class: 'stat-row', id: 'node-totals' });
     replaceChildren(this.root,
       h('div', { class: 'panel-head' },
         h('h2', { text: 'Nodes and traffic' }),
-        h('p', { class: 'muted', text: 'Edges join the origin, heartbeat every 2 s, and leave the list 7 s after their last heartbeat. The origin itself is not listed.' })),
+        h('p', { class: 'muted', text: 'Edges join the origin, heartbeat every 2 s, and leave the list 7 s after their last heartbeat. Origins and workers are listed below the edges.' })),
       this.totals,
       h('div', { class: 'charts' },
         h('figure', { class: 'card chart-card' },
@@ -78,6 +91,7 @@ export class NodesSection {
         h('code', { text: 'p2p_stats' }), ' in the API.'),
       h('div', { class: 'card table-card' }, this.empty, h('div', { class: 'table-scroll' }, this.table)),
       this.detail.el,
+      this.servers,
       this.join.el,
       this.epochs.el);
     const ro = new ResizeObserver(() => this.resize());
@@ -86,7 +100,9 @@ export class NodesSection {
 
   async refresh() {
     const data = await this.api.get('/v1/nodes');
-    const nodes = data.data;
+    // Edges (joined nodes); origins and workers apart.
+    const nodes = data.data.filter((n) => isEdge(n));
+    this.renderServers(data.data.filter((n) => !isEdge(n)));
     this.renderTable(nodes);
     this.detail.update(nodes);
     this.epochs.refresh();
@@ -111,6 +127,31 @@ export class NodesSection {
       h('td', { 'data-label': 'Audits', class: 'audits' }, auditCell(n.audits)),
       h('td', { 'data-label': 'Last heartbeat', title: n.last_heartbeat, text: timeAgo(n.last_heartbeat) })));
     replaceChildren(this.tbody, rows);
+  }
+
+  // renderServers lists the origins and workers with what they transcode
+  // with.
+  renderServers(list) {
+    this.servers.hidden = list.length === 0;
+    replaceChildren(this.serversBody, list.map((n) => {
+      const tc = n.transcode;
+      const gpus = tc && tc.gpus && tc.gpus.length
+        ? tc.gpus.map((g) => `${g.name}${g.nvenc ? ` (NVENC ×${g.nvenc_sessions})` : ' (no NVENC)'}`).join(', ')
+        : '—';
+      const ladders = tc ? `${tc.ladders} (${tc.ladders_from})` : '—';
+      return h('tr', { dataset: { id: n.id, role: n.role } },
+        h('td', { 'data-label': 'Node' }, h('code', { title: n.id, text: n.id })),
+        h('td', { 'data-label': 'Role', text: n.role }),
+        h('td', { 'data-label': 'Region', text: n.region || '—' }),
+        h('td', { 'data-label': 'Public URL' }, n.public_url
+          ? h('a', { href: n.public_url, target: '_blank', rel: 'noopener', text: n.public_url })
+          : h('span', { class: 'muted', text: '—' })),
+        h('td', { 'data-label': 'Encoder', class: 'transcode-encoder', title: tc ? tc.summary : 'does not transcode', text: tc ? tc.encoder : 'does not transcode' }),
+        h('td', { 'data-label': 'Decode', text: tc ? tc.decode : '—' }),
+        h('td', { 'data-label': 'GPUs', text: gpus }),
+        h('td', { 'data-label': 'Ladders', class: 'num transcode-ladders', text: ladders }),
+        h('td', { 'data-label': 'Last seen', title: n.last_heartbeat, text: timeAgo(n.last_heartbeat) }));
+    }));
   }
 
   // openButton opens the node's page.
@@ -249,6 +290,12 @@ export class NodesSection {
       if (w > 0) this.charts[name].plot.setSize({ width: w, height: 220 });
     }
   }
+}
+
+// isEdge tells a joined edge from the origins and workers GET /v1/nodes
+// lists after the edges.
+function isEdge(n) {
+  return !n.role || n.role === 'edge';
 }
 
 // auditCell shows what the origin's audits of an edge found: passed and
