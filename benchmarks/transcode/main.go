@@ -285,8 +285,10 @@ func countLadders(name, src string, seconds int, preset string, runners []string
 			if err != nil {
 				return err
 			}
-			cfg := accel.PipelineConfig(preset, 2*time.Second, discardLogger())
-			run = func(ctx context.Context) error { return ours(ctx, src, cfg, "", "") }
+			// Each ladder asks for its GPU, as a node's do (the least busy).
+			run = func(ctx context.Context) error {
+				return ours(ctx, src, accel.PipelineConfig(preset, 2*time.Second, discardLogger()), "", "")
+			}
 			self, err := selfBenchmark(accel, preset)
 			if err != nil {
 				return fmt.Errorf("%s self-benchmark: %w", r, err)
