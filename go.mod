@@ -3,6 +3,7 @@ module github.com/shoal-video/shoal
 go 1.26.8
 
 require (
+	github.com/abema/go-mp4 v1.7.1
 	github.com/asticode/go-astiav v0.16.0
 	github.com/bluenviron/gohlslib/v2 v2.2.0
 	github.com/bluenviron/gortmplib v1.0.1
@@ -45,7 +46,6 @@ require (
 )
 
 require (
-	github.com/abema/go-mp4 v1.7.1 // indirect
 	github.com/asticode/go-astikit v0.42.0 // indirect
 	github.com/asticode/go-astits v1.16.0 // indirect
 	github.com/benburkert/openpgp v0.0.0-20160410205803-c2471f86866c // indirect
