@@ -572,14 +572,18 @@ func (a *API) nodeView(ctx context.Context, self routing.Node, cursor string) (n
 	if err != nil && nodes == nil {
 		return nodeproto.JoinResponse{}, err
 	}
-	inv, next, err := a.store.Invalidations(ctx, cursor, maxInvalidationsPerAnswer)
-	if err != nil {
-		return nodeproto.JoinResponse{}, err
-	}
 	resp := nodeproto.JoinResponse{ID: self.ID, HeartbeatIntervalSeconds: nodeproto.HeartbeatInterval.Seconds(),
-		PlaybackPublicKey: a.playbackPublicKey(), Siblings: []nodeproto.Sibling{}, InvalidationCursor: next}
-	for _, i := range inv {
-		resp.Invalidations = append(resp.Invalidations, nodeproto.Invalidation{ID: i.ID, Deleted: i.Deleted, Signed: i.Signed})
+		PlaybackPublicKey: a.playbackPublicKey(), Siblings: []nodeproto.Sibling{}}
+	// A worker caches nothing: it has nothing to invalidate.
+	if self.Role == nodeproto.RoleEdge {
+		inv, next, err := a.store.Invalidations(ctx, cursor, maxInvalidationsPerAnswer)
+		if err != nil {
+			return nodeproto.JoinResponse{}, err
+		}
+		resp.InvalidationCursor = next
+		for _, i := range inv {
+			resp.Invalidations = append(resp.Invalidations, nodeproto.Invalidation{ID: i.ID, Deleted: i.Deleted, Signed: i.Signed})
+		}
 	}
 	// Without the list, the node keeps the origins it knows: not a
 	// reason to fail the heartbeat.

@@ -111,6 +111,11 @@ type staged struct {
 	used   int64
 	files  map[string]int64 // path -> size
 	busy   map[string]bool  // paths being written
+	// sealed: a completion began, so the files are what it checks and
+	// publishes: no upload may change them any more.
+	sealed bool
+	// completing: a completion is running (another waits its answer).
+	completing bool
 }
 
 // New validates cfg.
@@ -409,6 +414,10 @@ func (o *Origin) PutFile(ctx context.Context, node string, ref nodeproto.JobRef,
 	}
 	// Reserve the room first: uploads of one job run side by side.
 	o.mu.Lock()
+	if s.sealed {
+		o.mu.Unlock()
+		return protoError(http.StatusConflict, "conflict", "this job's output is being completed: its files can no longer change")
+	}
 	if s.busy[path] {
 		o.mu.Unlock()
 		return protoError(http.StatusConflict, "conflict", "%s is being uploaded already", path)
@@ -449,7 +458,9 @@ func (o *Origin) PutFile(ctx context.Context, node string, ref nodeproto.JobRef,
 		err = cerr
 	}
 	if err != nil {
-		return fmt.Errorf("receiving %s: %w", path, err)
+		// The worker's connection broke off: its business, not the
+		// origin's trouble.
+		return protoError(http.StatusBadRequest, "invalid_request", "receiving %s: %v", path, err)
 	}
 	if n != size {
 		return protoError(http.StatusBadRequest, nodeproto.CodeHashMismatch, "%s: the body has %d bytes, %d were declared", path, n, size)
@@ -510,6 +521,29 @@ func (o *Origin) Complete(ctx context.Context, node string, ref nodeproto.JobRef
 	if err != nil {
 		return err
 	}
+	// From now on the staged files are what is checked and published: no
+	// upload may replace one between its check and its publication, and
+	// one completion runs at a time.
+	s, err := o.stage(ctx, ref)
+	if err != nil {
+		return err
+	}
+	o.mu.Lock()
+	switch {
+	case s.completing:
+		o.mu.Unlock()
+		return protoError(http.StatusConflict, "conflict", "this job is being completed already")
+	case len(s.busy) > 0:
+		o.mu.Unlock()
+		return protoError(http.StatusConflict, "conflict", "files of this job are still being uploaded: complete once every upload is answered")
+	}
+	s.sealed, s.completing = true, true
+	o.mu.Unlock()
+	defer func() {
+		o.mu.Lock()
+		s.completing = false
+		o.mu.Unlock()
+	}()
 	if err := o.touch(ctx, job, node, ref.Attempt, 99); err != nil {
 		return err
 	}
