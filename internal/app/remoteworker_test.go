@@ -27,6 +27,7 @@ import (
 	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/testutil"
+	"github.com/shoal-video/shoal/internal/testutil/s3test"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 	"github.com/shoal-video/shoal/transcode/remote"
 	"github.com/shoal-video/shoal/transcode/vod"
@@ -752,4 +753,35 @@ func TestRemoteWorkerKilledMidJob(t *testing.T) {
 	n.waitFor("the restarted worker to clear its scratch files", 30*time.Second, func() bool {
 		return strings.Contains(again.stderr.String(), "remote VOD worker started") && len(filesUnder(t, filepath.Join(victim.dataDir, "work"))) == 0
 	})
+}
+
+// With the media store on S3 (with keys), a remote worker fetches the
+// source from a presigned URL of the bucket, never from the origin, and
+// the video becomes ready.
+func TestRemoteWorkerPresignedSource(t *testing.T) {
+	t.Parallel()
+	const access, secret = "SHOALREMOTEACCESS001", "shoal-remote-secret-key-0123456789abcdef"
+	srv := s3test.StartWithCredentials(t, access, secret)
+	n := startNode(t, append(s3Env(srv, "shoal-remote"), "SHOAL_STORAGE_ACCESS_KEY="+access, "SHOAL_STORAGE_SECRET_KEY="+secret,
+		"SHOAL_VOD_WORKERS=0")...)
+	token, _ := n.nodeTokenWithID("s3 worker")
+	w := startRemoteWorker(t, n, token, "SHOAL_TRANSCODE_MAX_LADDERS=0")
+	v := n.createVideo("from the bucket")
+	if code, body := putFile(t, v.Upload.DirectURL, testAdminKey, testutil.MakeMP4(t, 640, 360, 4)); code != http.StatusAccepted {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	v = n.waitVideo(v.ID, 120*time.Second)
+	if v.Status != "ready" || v.Attempts != 1 {
+		t.Fatalf("video: %+v\nworker log:\n%s", v, w.stderr.String())
+	}
+	if d := probeDuration(t, v.Playback.HLSURL); d < 3.5 || d > 4.5 {
+		t.Fatalf("ffprobe measures %.3f s, want 4", d)
+	}
+	_, metrics := n.get("/metrics", "")
+	if strings.Contains(string(metrics), `route="/v1/worker/jobs/:job/source"`) {
+		t.Errorf("the worker fetched the source from the origin, not the bucket")
+	}
+	if !strings.Contains(string(metrics), `route="/v1/worker/jobs/:job/complete",status="200"`) {
+		t.Errorf("/metrics shows no completion")
+	}
 }
