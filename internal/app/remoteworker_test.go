@@ -19,12 +19,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/manifest"
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/nodeproto"
+	"github.com/shoal-video/shoal/internal/playback"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/testutil/s3test"
@@ -784,4 +786,69 @@ func TestRemoteWorkerPresignedSource(t *testing.T) {
 	if !strings.Contains(string(metrics), `route="/v1/worker/jobs/:job/complete",status="200"`) {
 		t.Errorf("/metrics shows no completion")
 	}
+}
+
+// A remote worker that stalls (SIGSTOP) past the idle timeout loses its
+// job to another; when it wakes up, the origin answers its reports "gone"
+// and it drops its work: nothing of it is published, the other's output
+// is.
+func TestRemoteWorkerStalledLosesJob(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "SHOAL_VOD_WORKERS=0", "SHOAL_VOD_IDLE_TIMEOUT=3s")
+	token, _ := n.nodeTokenWithID("two workers")
+	workers := []*remoteWorker{
+		startRemoteWorker(t, n, token, "SHOAL_TRANSCODE_MAX_LADDERS=0"),
+		startRemoteWorker(t, n, token, "SHOAL_TRANSCODE_MAX_LADDERS=0"),
+	}
+	src := testutil.MakeMP4(t, 854, 480, 12)
+	v := n.createVideo("outlives a stalled worker")
+	if code, body := putFile(t, v.Upload.DirectURL, testAdminKey, src); code != http.StatusAccepted {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	var stalled, other *remoteWorker
+	n.waitFor("a worker to take the job", 60*time.Second, func() bool {
+		for i, w := range workers {
+			if strings.Contains(w.stderr.String(), "processing video") {
+				stalled, other = w, workers[1-i]
+				return true
+			}
+		}
+		return false
+	})
+	if err := stalled.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	n.waitFor("the other worker to take the job over", 60*time.Second, func() bool {
+		return strings.Contains(other.stderr.String(), "processing video")
+	})
+	if err := stalled.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	n.waitFor("the stalled worker to drop the job", 60*time.Second, func() bool {
+		return strings.Contains(stalled.stderr.String(), "the origin took the job away")
+	})
+	v = n.waitVideo(v.ID, 120*time.Second)
+	if v.Status != "ready" || v.Attempts != 2 {
+		t.Fatalf("video: %+v", v)
+	}
+	if d := probeDuration(t, v.Playback.HLSURL); d < 11.5 || d > 12.5 {
+		t.Fatalf("ffprobe measures %.3f s, want 12", d)
+	}
+	jobs := n.joinedWorkers()
+	if s, o := jobs[nodeIDOf(t, stalled)], jobs[nodeIDOf(t, other)]; s.Jobs == nil || o.Jobs == nil || s.Jobs.Done != 0 || o.Jobs.Done != 1 {
+		t.Errorf("jobs: the stalled worker %+v, the other %+v", s.Jobs, o.Jobs)
+	}
+	n.waitFor("the stalled worker's scratch files to go", 10*time.Second, func() bool {
+		return len(filesUnder(t, filepath.Join(stalled.dataDir, "work"))) == 0
+	})
+}
+
+// nodeIDOf is the node id of the remote worker w (from its key).
+func nodeIDOf(t *testing.T, w *remoteWorker) string {
+	t.Helper()
+	key, err := playback.LoadOrCreateKey(filepath.Join(w.dataDir, "node.key"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nodeproto.NodeID(key.Public().(ed25519.PublicKey))
 }

@@ -98,15 +98,15 @@ func (c *Client) signedDo(ctx context.Context, hc *http.Client, method, origin, 
 	return hc.Do(req)
 }
 
-// workerJSON posts in as JSON to origin's path and decodes a 200/201
-// answer into out (nil: none expected). It returns the status.
-func (c *Client) workerJSON(ctx context.Context, origin, path string, in, out any) (int, error) {
+// workerJSON posts in as JSON to origin's path with hc and decodes a
+// 200/201 answer into out (nil: none expected). It returns the status.
+func (c *Client) workerJSON(ctx context.Context, hc *http.Client, origin, path string, in, out any) (int, error) {
 	body, err := json.Marshal(in)
 	if err != nil {
 		return 0, err
 	}
 	sum := sha256.Sum256(body)
-	resp, err := c.signedDo(ctx, c.short(), http.MethodPost, origin, path, bytes.NewReader(body), int64(len(body)),
+	resp, err := c.signedDo(ctx, hc, http.MethodPost, origin, path, bytes.NewReader(body), int64(len(body)),
 		hex.EncodeToString(sum[:]), http.Header{"Content-Type": {"application/json"}})
 	if err != nil {
 		return 0, err
@@ -150,7 +150,7 @@ func (c *Client) Claim(ctx context.Context) (job WorkerJob, origin string, ok bo
 	}
 	for i, base := range origins {
 		var status int
-		status, err = c.workerJSON(ctx, base, WorkerPrefix+"/claim", ClaimRequest{}, &job)
+		status, err = c.workerJSON(ctx, c.short(), base, WorkerPrefix+"/claim", ClaimRequest{}, &job)
 		failover := err != nil && ctx.Err() == nil && (status == 0 || originset.FailoverStatus(status))
 		if c.Origins != nil && ctx.Err() == nil {
 			if failover {
@@ -180,14 +180,14 @@ func jobPath(job string, rest string) string {
 // ReportProgress reports the progress (0 to 100) of job to origin; the
 // error matches ErrJobGone when the node no longer holds it.
 func (c *Client) ReportProgress(ctx context.Context, origin, job string, progress int) error {
-	_, err := c.workerJSON(ctx, origin, jobPath(job, "/progress"), Progress{Progress: progress}, nil)
+	_, err := c.workerJSON(ctx, c.short(), origin, jobPath(job, "/progress"), Progress{Progress: progress}, nil)
 	return err
 }
 
 // ReportFailure reports that job failed.
 func (c *Client) ReportFailure(ctx context.Context, origin, job string, f Failure) (Failed, error) {
 	var out Failed
-	_, err := c.workerJSON(ctx, origin, jobPath(job, "/fail"), f, &out)
+	_, err := c.workerJSON(ctx, c.short(), origin, jobPath(job, "/fail"), f, &out)
 	return out, err
 }
 
@@ -196,8 +196,10 @@ func (c *Client) ReportFailure(ctx context.Context, origin, job string, f Failur
 // CodeOutputRejected.
 func (c *Client) Complete(ctx context.Context, origin string, m Complete) (Completed, error) {
 	var out Completed
-	// The origin hashes and publishes everything before it answers.
-	_, err := c.workerJSON(context.WithoutCancel(ctx), origin, jobPath(m.Job, "/complete"), m, &out)
+	// The origin hashes and publishes everything before it answers (it
+	// keeps the job meanwhile): as long as that takes, with the transfer
+	// client.
+	_, err := c.workerJSON(context.WithoutCancel(ctx), c.transfer(), origin, jobPath(m.Job, "/complete"), m, &out)
 	if err == nil && ctx.Err() != nil {
 		err = ctx.Err()
 	}

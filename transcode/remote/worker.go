@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"math/rand/v2"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -359,8 +360,10 @@ func (w *Worker) complete(ctx context.Context, origin string, m nodeproto.Comple
 		if out, err = w.deps.Client.Complete(ctx, origin, m); err == nil {
 			return out, nil
 		}
+		// A completion still running at the origin (this one's, whose
+		// answer was lost) is waited for.
 		var werr *nodeproto.WorkerError
-		if ctx.Err() != nil || (errors.As(err, &werr) && werr.Permanent()) {
+		if ctx.Err() != nil || (errors.As(err, &werr) && werr.Permanent() && werr.Status != http.StatusConflict) {
 			break
 		}
 		select {
