@@ -201,6 +201,9 @@ type Config struct {
 	// Accounting configures delivery accounting per epoch and signs its
 	// reports (epochs.go).
 	Accounting Accounting
+	// WorkerJobs hands VOD jobs to remote workers (the /v1/worker routes,
+	// workers.go); nil: those routes answer 503.
+	WorkerJobs WorkerJobs
 }
 
 // API serves the control API. Create it with New and mount it with
@@ -239,6 +242,7 @@ type API struct {
 	regionHeader string
 	clientIP     func(*http.Request) string
 	onHeartbeat  func(n routing.Node, load routing.NodeLoad)
+	workerJobs   WorkerJobs
 
 	registry          *routing.Registry
 	secretMu          sync.Mutex
@@ -332,6 +336,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		regionHeader:   cfg.RegionHeader,
 		clientIP:       cfg.ClientIP,
 		onHeartbeat:    cfg.OnHeartbeat,
+		workerJobs:     cfg.WorkerJobs,
 
 		contentKeys:       cfg.ContentKeys,
 		maxNodesPerToken:  cfg.MaxNodesPerToken,
@@ -440,6 +445,7 @@ func (a *API) Register(r gin.IRouter) {
 	a.registerWebhooks(v1)
 	a.registerPlayback(v1)
 	a.registerNodes(r, v1)
+	a.registerWorkers(r)
 	a.registerAnalytics(v1)
 	r.POST("/v1/beacons", a.beacon)
 	a.registerEpochs(r, v1)

@@ -43,6 +43,8 @@ type NodeStore interface {
 	// Redis (GET /v1/nodes lists them after the joined nodes; they are
 	// never routed to).
 	AnnouncedNodes(ctx context.Context) ([]routing.AnnouncedNode, error)
+	// WorkerStats are what joined workers' VOD jobs came to.
+	WorkerStats(ctx context.Context, idList []string) (map[string]routing.WorkerStats, error)
 }
 
 const (
@@ -94,6 +96,19 @@ type nodeJSON struct {
 	// Transcode is what an origin or a worker transcodes with; absent
 	// for edges and for nodes that do not transcode.
 	Transcode *nodeproto.Transcoding `json:"transcode,omitempty"`
+	// Jobs is what a joined worker's VOD jobs came to; absent for other
+	// nodes.
+	Jobs *workerJobsJSON `json:"jobs,omitempty"`
+}
+
+// workerJobsJSON counts a remote worker's VOD jobs by outcome.
+type workerJobsJSON struct {
+	Done     int64 `json:"done"`
+	Rejected int64 `json:"rejected"`
+	Failed   int64 `json:"failed"`
+	// LastRejection is why the origin refused the latest rejected output.
+	LastRejection   string     `json:"last_rejection,omitempty"`
+	LastRejectionAt *time.Time `json:"last_rejection_at,omitempty"`
 }
 
 // AuditSummary is what an origin's audits of an edge found (see
@@ -196,7 +211,25 @@ func nodeToJSON(n routing.Node) nodeJSON {
 		at := q.At
 		out.QuarantinedAt = &at
 	}
+	out.Transcode = listedTranscode(n.Load.Transcode)
 	return out
+}
+
+// listedTranscode is t as GET /v1/nodes lists it: lists are [] rather
+// than null.
+func listedTranscode(t *nodeproto.Transcoding) *nodeproto.Transcoding {
+	if t == nil {
+		return nil
+	}
+	tc := *t
+	tc.GPUs = make([]nodeproto.GPU, len(t.GPUs))
+	for i, g := range t.GPUs {
+		if g.NVDEC == nil {
+			g.NVDEC = []string{}
+		}
+		tc.GPUs[i] = g
+	}
+	return &tc
 }
 
 func (a *API) listNodes(c *gin.Context) {
@@ -215,6 +248,17 @@ func (a *API) listNodes(c *gin.Context) {
 		a.fail(c, err, nodeNotFound)
 		return
 	}
+	var workers []string
+	for _, n := range nodes {
+		if n.Role == nodeproto.RoleWorker {
+			workers = append(workers, n.ID)
+		}
+	}
+	work, err := a.store.WorkerStats(ctx, workers)
+	if err != nil {
+		a.fail(c, err, nodeNotFound)
+		return
+	}
 	out := nodeListJSON{Data: make([]nodeJSON, 0, len(nodes))}
 	for _, n := range nodes {
 		j := nodeToJSON(n)
@@ -224,6 +268,14 @@ func (a *API) listNodes(c *gin.Context) {
 			}
 		}
 		j.DeliveryReports = reports[n.ID]
+		if n.Role == nodeproto.RoleWorker {
+			ws := work[n.ID]
+			j.Jobs = &workerJobsJSON{Done: ws.Done, Rejected: ws.Rejected, Failed: ws.Failed, LastRejection: ws.LastRejection}
+			if !ws.LastRejectionAt.IsZero() {
+				at := ws.LastRejectionAt
+				j.Jobs.LastRejectionAt = &at
+			}
+		}
 		out.Data = append(out.Data, j)
 	}
 	announced, err := a.store.AnnouncedNodes(ctx)
@@ -243,18 +295,7 @@ func (a *API) listNodes(c *gin.Context) {
 func announcedToJSON(n routing.AnnouncedNode) nodeJSON {
 	out := nodeJSON{ID: n.ID, Role: n.Role, Region: n.Region, PublicURL: n.PublicURL, JoinedAt: n.StartedAt, LastHeartbeat: n.LastSeen,
 		State: "active", DeliveryReports: []routing.DeliveryReport{}}
-	if n.Transcode != nil {
-		// Lists are [] rather than null.
-		tc := *n.Transcode
-		tc.GPUs = make([]nodeproto.GPU, len(n.Transcode.GPUs))
-		for i, g := range n.Transcode.GPUs {
-			if g.NVDEC == nil {
-				g.NVDEC = []string{}
-			}
-			tc.GPUs[i] = g
-		}
-		out.Transcode = &tc
-	}
+	out.Transcode = listedTranscode(n.Transcode)
 	return out
 }
 
@@ -287,32 +328,40 @@ func validNodeID(id string) bool {
 	return true
 }
 
-// nodeAuth checks the node token of a join or heartbeat and returns the
-// token id (routing.AdminTokenID for the admin key) and the raw body.
-func (a *API) nodeAuth(c *gin.Context) (tokenID string, body []byte, ok bool) {
+// nodeToken checks the node token of a node's request and returns the
+// token id (routing.AdminTokenID for the admin key).
+func (a *API) nodeToken(c *gin.Context) (tokenID string, ok bool) {
 	c.Header("Cache-Control", "no-store")
 	tok, found := bearerToken(c.GetHeader("Authorization"))
 	if !found {
 		unauthorized(c, `missing node token; send "Authorization: Bearer <node token>" (POST /v1/node-tokens issues one)`)
-		return "", nil, false
+		return "", false
 	}
 	if ids.Equal(ids.Hash(tok), a.adminKeyHash) {
-		tokenID = routing.AdminTokenID
-	} else {
-		if !ids.LooksLikeSecret("nt", tok) {
-			unauthorized(c, "invalid node token")
-			return "", nil, false
-		}
-		t, err := a.store.VerifyNodeToken(c.Request.Context(), tok)
-		if errors.Is(err, routing.ErrNotFound) {
-			unauthorized(c, "invalid or revoked node token")
-			return "", nil, false
-		}
-		if err != nil {
-			a.fail(c, err, "")
-			return "", nil, false
-		}
-		tokenID = t.ID
+		return routing.AdminTokenID, true
+	}
+	if !ids.LooksLikeSecret("nt", tok) {
+		unauthorized(c, "invalid node token")
+		return "", false
+	}
+	t, err := a.store.VerifyNodeToken(c.Request.Context(), tok)
+	if errors.Is(err, routing.ErrNotFound) {
+		unauthorized(c, "invalid or revoked node token")
+		return "", false
+	}
+	if err != nil {
+		a.fail(c, err, "")
+		return "", false
+	}
+	return t.ID, true
+}
+
+// nodeAuth checks the node token of a join or heartbeat and returns the
+// token id (routing.AdminTokenID for the admin key) and the raw body.
+func (a *API) nodeAuth(c *gin.Context) (tokenID string, body []byte, ok bool) {
+	tokenID, ok = a.nodeToken(c)
+	if !ok {
+		return "", nil, false
 	}
 	body, err := readLimited(c, maxNodeBody)
 	if err != nil {
@@ -351,8 +400,8 @@ func (a *API) nodeJoin(c *gin.Context) {
 			`the join's signed "token_sha256" is not the SHA-256 of the token it was sent with (a join replayed with another token?)`)
 		return
 	}
-	if req.Role != "edge" {
-		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `"role" must be "edge"`)
+	if req.Role != nodeproto.RoleEdge && req.Role != nodeproto.RoleWorker {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `"role" must be "edge" or "worker"`)
 		return
 	}
 	region, err := validRegion(req.Region)
@@ -360,13 +409,20 @@ func (a *API) nodeJoin(c *gin.Context) {
 		WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
 		return
 	}
-	publicURL, err := checkURL("public_url", req.PublicURL, "http", "https")
-	if err != nil {
-		WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
+	// A worker serves nothing: its public URL is optional.
+	publicURL := ""
+	if req.Role == nodeproto.RoleEdge || req.PublicURL != "" {
+		if publicURL, err = checkURL("public_url", req.PublicURL, "http", "https"); err != nil {
+			WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
+			return
+		}
+	}
+	if msg := checkTranscode(req.Role, req.Transcode); msg != "" {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, msg)
 		return
 	}
 	n := routing.Node{ID: nodeproto.NodeID(pub), Role: req.Role, Region: region, PublicURL: publicURL,
-		PublicKey: req.PublicKey, TokenID: tokenID}
+		PublicKey: req.PublicKey, TokenID: tokenID, Load: routing.NodeLoad{Transcode: req.Transcode}}
 	switch err := a.store.JoinNodeCapped(c.Request.Context(), n, nodeproto.NodeTTL, a.maxNodesPerToken); {
 	case errors.Is(err, routing.ErrTooManyIdentities):
 		WriteError(c, http.StatusForbidden, "too_many_identities", fmt.Sprintf(
@@ -453,9 +509,13 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 		WriteError(c, http.StatusBadRequest, codeInvalidRequest, msg)
 		return
 	}
+	if msg := checkTranscode(n.Role, hb.Transcode); msg != "" {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, msg)
+		return
+	}
 	load := routing.NodeLoad{Connections: hb.Connections, EgressBytesPerSec: hb.EgressBytesPerSec, CacheBytes: hb.CacheBytes,
 		BytesServed: hb.BytesServed, Hits: hb.Hits, Misses: hb.Misses, OriginFetches: hb.OriginFetches,
-		Viewers: hb.Viewers, MaxViewers: hb.MaxViewers, MaxEgressBytesPerSec: hb.MaxEgressBytesPerSec}
+		Viewers: hb.Viewers, MaxViewers: hb.MaxViewers, MaxEgressBytesPerSec: hb.MaxEgressBytesPerSec, Transcode: hb.Transcode}
 	if len(hb.StreamBytes) <= maxStreamKeys {
 		load.StreamBytes = map[string]int64{}
 		for k, v := range hb.StreamBytes {
@@ -486,7 +546,9 @@ func (a *API) nodeHeartbeat(c *gin.Context) {
 			return
 		}
 	}
-	a.nodeMetrics(n, load)
+	if n.Role == nodeproto.RoleEdge {
+		a.nodeMetrics(n, load) // the edges' delivery figures
+	}
 	resp, err := a.nodeView(ctx, n, hb.InvalidationCursor)
 	if err != nil {
 		a.fail(c, err, "")
@@ -510,14 +572,18 @@ func (a *API) nodeView(ctx context.Context, self routing.Node, cursor string) (n
 	if err != nil && nodes == nil {
 		return nodeproto.JoinResponse{}, err
 	}
-	inv, next, err := a.store.Invalidations(ctx, cursor, maxInvalidationsPerAnswer)
-	if err != nil {
-		return nodeproto.JoinResponse{}, err
-	}
 	resp := nodeproto.JoinResponse{ID: self.ID, HeartbeatIntervalSeconds: nodeproto.HeartbeatInterval.Seconds(),
-		PlaybackPublicKey: a.playbackPublicKey(), Siblings: []nodeproto.Sibling{}, InvalidationCursor: next}
-	for _, i := range inv {
-		resp.Invalidations = append(resp.Invalidations, nodeproto.Invalidation{ID: i.ID, Deleted: i.Deleted, Signed: i.Signed})
+		PlaybackPublicKey: a.playbackPublicKey(), Siblings: []nodeproto.Sibling{}}
+	// A worker caches nothing: it has nothing to invalidate.
+	if self.Role == nodeproto.RoleEdge {
+		inv, next, err := a.store.Invalidations(ctx, cursor, maxInvalidationsPerAnswer)
+		if err != nil {
+			return nodeproto.JoinResponse{}, err
+		}
+		resp.InvalidationCursor = next
+		for _, i := range inv {
+			resp.Invalidations = append(resp.Invalidations, nodeproto.Invalidation{ID: i.ID, Deleted: i.Deleted, Signed: i.Signed})
+		}
 	}
 	// Without the list, the node keeps the origins it knows: not a
 	// reason to fail the heartbeat.
@@ -527,11 +593,26 @@ func (a *API) nodeView(ctx context.Context, self routing.Node, cursor string) (n
 		a.log.Warn("cannot list the origins for a node", "node", self.ID, "err", err)
 	}
 	for _, n := range nodes {
-		if n.ID != self.ID && n.Role == "edge" && n.Region == self.Region && n.Quarantine == nil {
+		if self.Role == nodeproto.RoleEdge && n.ID != self.ID && n.Role == nodeproto.RoleEdge && n.Region == self.Region && n.Quarantine == nil {
 			resp.Siblings = append(resp.Siblings, nodeproto.Sibling{ID: n.ID, URL: n.PublicURL, PublicKey: n.PublicKey})
 		}
 	}
 	return resp, nil
+}
+
+// checkTranscode checks what a node says it transcodes with: only workers
+// say it, and absurd claims are refused.
+func checkTranscode(role string, t *nodeproto.Transcoding) string {
+	if t == nil {
+		return ""
+	}
+	if role != nodeproto.RoleWorker {
+		return `"transcode" is for workers: an edge does not transcode`
+	}
+	if err := t.Check(); err != nil {
+		return err.Error()
+	}
+	return ""
 }
 
 func validRegion(r string) (string, error) {

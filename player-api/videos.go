@@ -41,8 +41,9 @@ type VideoStore interface {
 // Videos is what the API needs of the media side for uploads.
 type Videos interface {
 	// Probe checks that the file at path is a usable video and returns its
-	// duration; its error is a message for people ("not a video file: ...").
-	Probe(path string) (time.Duration, error)
+	// duration and picture size; its error is a message for people ("not
+	// a video file: ...").
+	Probe(path string) (routing.SourceInfo, error)
 	// FetchSource returns a local file holding video id's stored source
 	// (a download when the store is remote) and what removes it.
 	FetchSource(ctx context.Context, id string) (path string, done func(), err error)
@@ -555,7 +556,7 @@ func (a *API) sourceArrived(ctx context.Context, id, how, file string, size int6
 		defer done()
 		probed = path
 	}
-	dur, perr := a.videos.Probe(probed)
+	info, perr := a.videos.Probe(probed)
 	if perr != nil {
 		if err := a.store.FailVideo(ctx, id, how, perr.Error()); err != nil {
 			return routing.Video{}, err
@@ -583,7 +584,8 @@ func (a *API) sourceArrived(ctx context.Context, id, how, file string, size int6
 			return routing.Video{}, &mediaStoreError{err}
 		}
 	}
-	if err := a.store.SourceReceived(ctx, id, how, routing.SourceInfo{Bytes: size, Duration: dur}); err != nil {
+	info.Bytes = size
+	if err := a.store.SourceReceived(ctx, id, how, info); err != nil {
 		// Let the uploader try again later rather than leave the video
 		// reserved by an upload that is over (best effort: Redis may be
 		// what failed). The stored source is replaced by the next upload.

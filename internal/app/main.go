@@ -30,7 +30,8 @@ Usage:
 Roles:
   dev       every role in one process (prints URLs, an admin key and a stream key)
   origin    RTMP ingest, HLS packager, origin HTTP, REST API and uploads
-  worker    VOD transcoding jobs from the Redis queue (shares SHOAL_DATA_DIR with the origin)
+  worker    VOD transcoding jobs: from the Redis queue (shares SHOAL_DATA_DIR or S3 with the origin),
+            or, with SHOAL_ORIGIN_URL and SHOAL_NODE_TOKEN, from the origin over HTTP (no Redis, no shared disk)
   edge      caching edge node: joins the origin (SHOAL_ORIGIN_URL, SHOAL_NODE_TOKEN), serves /hls/ on SHOAL_EDGE_ADDR
   gc        list (--delete: remove) media store objects no video or live stream owns
   version   print the version
@@ -105,8 +106,9 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, 
 	// So is FFmpeg's: its warnings go to our log, rate-limited, never to
 	// stderr (the encoders' statistics at close included).
 	ffmpeg.SetLogger(log.With("component", "ffmpeg"))
-	// One process per data dir (a worker shares its origin's, by design).
-	if role != "worker" {
+	// One process per data dir (a worker on Redis shares its origin's, by
+	// design; a remote worker keeps its own identity in its own).
+	if role != "worker" || cfg.OriginURL != "" {
 		release, err := lockDataDir(cfg.DataDir)
 		if err != nil {
 			log.Error("shoal cannot start", "role", role, "err", err)
@@ -132,7 +134,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, 
 }
 
 // roleProblems lists what role needs that cfg lacks (nil when nothing):
-// an edge joins an origin with a node token and listens somewhere.
+// an edge joins an origin with a node token and listens somewhere; a
+// worker that joins an origin has a node token.
 func roleProblems(role string, cfg config.Config) error {
 	var errs []error
 	if role == "edge" {
@@ -145,6 +148,9 @@ func roleProblems(role string, cfg config.Config) error {
 		if cfg.NodeToken == "" {
 			errs = append(errs, errors.New("node_token (SHOAL_NODE_TOKEN) is required for the edge role: POST /v1/node-tokens on the origin issues one (the admin key works too)"))
 		}
+	}
+	if role == "worker" && cfg.OriginURL != "" && cfg.NodeToken == "" {
+		errs = append(errs, errors.New("node_token (SHOAL_NODE_TOKEN) is required for a worker that joins an origin (SHOAL_ORIGIN_URL): POST /v1/node-tokens on the origin issues one (the admin key works too)"))
 	}
 	return errors.Join(errs...)
 }

@@ -242,6 +242,12 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	// stream's publisher here too.
 	keys.revoke = pipe.disconnectPublishers
 	owners.disconnect = pipe.disconnectPublishers
+	// Remote workers (joined nodes of role "worker") take VOD jobs
+	// through this origin.
+	workerJobs, err := newRemoteJobs(cfg, store, files, log.With("component", "remote-jobs"), reg)
+	if err != nil {
+		return err
+	}
 	var shop *shopper
 	var auditSummary func(string) (playerapi.AuditSummary, bool)
 	if every := cfg.Route.AuditInterval.Std(); every > 0 {
@@ -261,6 +267,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		Audit: newAuditor(hls, contentKey, signed.signed).audit, AuditSummary: auditSummary,
 		Accounting: playerapi.Accounting{Epoch: cfg.Accounting.Epoch.Std(), RewardPool: cfg.Accounting.RewardPool, ViewerNetworkMbps: cfg.Accounting.ViewerNetworkMbps,
 			Retention: cfg.Accounting.Retention.Std(), Key: contentKey},
+		WorkerJobs: workerJobs,
 	}, store, pipe, log.With("component", "api"))
 	if err != nil {
 		return err

@@ -18,6 +18,7 @@ import (
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/packager"
 	"github.com/shoal-video/shoal/transcode"
+	"github.com/shoal-video/shoal/transcode/remote"
 	"github.com/shoal-video/shoal/transcode/vod"
 )
 
@@ -37,6 +38,20 @@ func newVODWorker(cfg config.Config, store *routing.Store, objects storage.Store
 		IdleTimeout: cfg.VOD.IdleTimeout.Std(), MaxAttempts: cfg.VOD.MaxAttempts, Concurrency: max(cfg.VOD.Workers, 1),
 		Ladder: ladder, Backend: accel.Backend, GPUs: accel.GPUs, Preset: cfg.Transcode.Preset, SegmentDuration: cfg.HLS.SegmentDuration.Std(),
 	}, vod.Deps{Queue: store, Log: log, Registerer: reg, NewPackager: vodPackager})
+}
+
+// newRemoteJobs is the origin's side of remote VOD workers' jobs: the same
+// queue, ladder, preset, segment duration, idle timeout and attempts as its
+// local workers.
+func newRemoteJobs(cfg config.Config, store *routing.Store, files vod.Files, log *slog.Logger, reg prometheus.Registerer) (*remote.Origin, error) {
+	ladder, err := media.ParseLadder(cfg.Transcode.Ladder)
+	if err != nil {
+		return nil, fmt.Errorf("transcode.ladder: %w", err)
+	}
+	return remote.New(remote.Config{
+		Files: files, Ladder: ladder, Preset: cfg.Transcode.Preset, SegmentDuration: cfg.HLS.SegmentDuration.Std(),
+		IdleTimeout: cfg.VOD.IdleTimeout.Std(), MaxAttempts: cfg.VOD.MaxAttempts,
+	}, remote.Deps{Queue: store, Log: log, Registerer: reg})
 }
 
 // vodPackager is the live packager writing a VOD job's HLS (the live

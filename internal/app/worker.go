@@ -20,10 +20,14 @@ import (
 // Sources and outputs are read and written in the media store: with the
 // fs backend, SHOAL_DATA_DIR, which the worker shares with the origin (same
 // machine or a shared file system); with s3, the bucket, and the data dir
-// is the worker's own scratch space.
+// is the worker's own scratch space. With SHOAL_ORIGIN_URL set, it is a
+// remote worker instead (runRemoteWorker): no Redis, no shared disk.
 func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
 	if cfg.VOD.Workers < 1 {
 		return fmt.Errorf("vod.workers (SHOAL_VOD_WORKERS) is %d: a worker needs at least 1", cfg.VOD.Workers)
+	}
+	if cfg.OriginURL != "" {
+		return runRemoteWorker(ctx, cfg, log)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

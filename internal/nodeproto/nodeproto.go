@@ -1,6 +1,7 @@
-// Package nodeproto is the protocol between independently run nodes (edges)
-// and the origin's registry: join, then heartbeat every few seconds. Nodes
-// never touch Redis; the origin records them.
+// Package nodeproto is the protocol between independently run nodes (edges
+// and remote workers) and the origin's registry: join, then heartbeat every
+// few seconds; remote workers then do VOD jobs through the worker protocol
+// (worker.go). Nodes never touch Redis; the origin records them.
 //
 // A node proves who it is with an ed25519 key it generated on first start:
 // its id is derived from the public key, and every request body is signed
@@ -56,7 +57,15 @@ type JoinRequest struct {
 	// with: the signed body is bound to it, so that a join captured and
 	// replayed with another token is refused.
 	TokenSHA256 string `json:"token_sha256"`
+	// Transcode is what a worker transcodes with (role "worker" only).
+	Transcode *Transcoding `json:"transcode,omitempty"`
 }
+
+// Node roles that join.
+const (
+	RoleEdge   = "edge"
+	RoleWorker = "worker"
+)
 
 // TokenSHA256 is the hex SHA-256 of a bearer token, as JoinRequest binds it.
 func TokenSHA256(token string) string {
@@ -136,6 +145,10 @@ type Heartbeat struct {
 	// are claims (the tracker clamps them to what a player can download).
 	P2PStreamBytes map[string]P2PBytes `json:"p2p_stream_bytes,omitempty"`
 	P2PBatch       string              `json:"p2p_batch,omitempty"`
+	// Transcode is what a worker transcodes with now (role "worker"
+	// only; its self-benchmark may have changed the figures since it
+	// joined). The origin keeps the latest.
+	Transcode *Transcoding `json:"transcode,omitempty"`
 }
 
 // P2PBytes are bytes players reported downloading, by source.
@@ -203,6 +216,10 @@ type Client struct {
 	Token   string // node token (or the admin key)
 	Key     ed25519.PrivateKey
 	HTTP    *http.Client
+	// TransferHTTP, when set, is the client of a worker's downloads and
+	// uploads (no overall timeout: they last as long as the file needs);
+	// default http.DefaultClient.
+	TransferHTTP *http.Client
 }
 
 // ErrRefused wraps an answer of the origin that the node cannot fix by

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/nodeproto"
 )
 
 // Node tokens let independently run nodes (edges, workers) join. A node
@@ -70,6 +71,9 @@ type NodeLoad struct {
 	// MaxEgressBytesPerSec is the egress the node says it can send (0:
 	// not declared); at 90% of it the node takes no more viewers.
 	MaxEgressBytesPerSec float64 `json:"max_egress_bytes_per_sec,omitempty"`
+	// Transcode is what a worker says it transcodes with (its join's,
+	// then its latest heartbeat's); nil for edges.
+	Transcode *nodeproto.Transcoding `json:"transcode,omitempty"`
 }
 
 // HitRatio is hits / (hits + misses), or 0 before any request.

@@ -38,12 +38,17 @@ type Video struct {
 	Ladder         string // per-video ladder ("" = the worker's default)
 	PlaybackPolicy string
 	SourceBytes    int64
-	Poster         bool // poster.jpg exists
-	Storyboard     bool // storyboard.vtt and its sprite exist
-	P2POff         bool // peer-assisted delivery turned off
-	Attempts       int  // processing attempts started
-	CreatedAt      time.Time
-	UpdatedAt      time.Time
+	// SourceWidth and SourceHeight are the source's picture size as the
+	// upload's probe found it (0: not recorded, a video uploaded before
+	// they were).
+	SourceWidth  int
+	SourceHeight int
+	Poster       bool // poster.jpg exists
+	Storyboard   bool // storyboard.vtt and its sprite exist
+	P2POff       bool // peer-assisted delivery turned off
+	Attempts     int  // processing attempts started
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
 
 	// upload is how the source is arriving ("" none, "put", "tus:<id>",
 	// "received" once complete).
@@ -98,6 +103,8 @@ const (
 	fieldRenditions  = "renditions"
 	fieldUpload      = "upload"
 	fieldSourceBytes = "source_bytes"
+	fieldSourceW     = "source_width"
+	fieldSourceH     = "source_height"
 	fieldPoster      = "poster"
 	fieldStoryboard  = "storyboard"
 	fieldAttempts    = "attempts"
@@ -340,6 +347,8 @@ return 1`)
 type SourceInfo struct {
 	Bytes    int64
 	Duration time.Duration
+	// Width and Height are the picture's size (0: unknown).
+	Width, Height int
 }
 
 // SourceReceived records that the upload how completed and queues the video
@@ -349,7 +358,7 @@ type SourceInfo struct {
 // ErrNotFound).
 func (s *Store) SourceReceived(ctx context.Context, id, how string, info SourceInfo) error {
 	res, err := sourceReceivedScript.Run(ctx, s.rdb, []string{s.videoKey(id), s.k(jobsKey)},
-		how, info.Bytes, formatSeconds(info.Duration), formatTime(now()), id).Result()
+		how, info.Bytes, formatSeconds(info.Duration), formatTime(now()), id, info.Width, info.Height).Result()
 	return uploadOutcome("queue video", res, err)
 }
 
@@ -374,7 +383,7 @@ local v = redis.call('HMGET', KEYS[1], 'status', 'upload')
 if not v[1] then return 'missing' end
 if v[1] ~= 'waiting' or v[2] ~= ARGV[1] then return 'conflict' end
 redis.call('HSET', KEYS[1], 'status', 'processing', 'upload', 'received', 'progress', 0,
-  'source_bytes', ARGV[2], 'duration', ARGV[3], 'updated_at', ARGV[4])
+  'source_bytes', ARGV[2], 'duration', ARGV[3], 'updated_at', ARGV[4], 'source_width', ARGV[6], 'source_height', ARGV[7])
 redis.call('XADD', KEYS[2], '*', 'video', ARGV[5])
 return 'ok'`)
 
@@ -424,7 +433,7 @@ func (s *Store) decodeVideo(id string, f map[string]string) (Video, error) {
 	ints := []struct {
 		field string
 		dst   *int
-	}{{fieldProgress, &v.Progress}, {fieldAttempts, &v.Attempts}}
+	}{{fieldProgress, &v.Progress}, {fieldAttempts, &v.Attempts}, {fieldSourceW, &v.SourceWidth}, {fieldSourceH, &v.SourceHeight}}
 	for _, it := range ints {
 		if s := f[it.field]; s != "" {
 			if *it.dst, err = strconv.Atoi(s); err != nil {

@@ -108,6 +108,13 @@ type Store interface {
 	DeletePrefix(ctx context.Context, prefix string) error
 }
 
+// Presigner is a Store whose objects can be fetched over plain HTTP with a
+// URL that carries its own authorization (S3's presigned URLs), by a client
+// that holds no credentials of the store; the URL expires after expiry.
+type Presigner interface {
+	PresignGet(ctx context.Context, key string, expiry time.Duration) (string, error)
+}
+
 // ReadAll reads the whole object at key (a small playlist, a manifest).
 func ReadAll(ctx context.Context, s Store, key string) ([]byte, Info, error) {
 	rc, info, err := s.Get(ctx, key, Range{})

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
@@ -100,20 +101,21 @@ func (f Files) FetchSource(ctx context.Context, id string) (path string, done fu
 }
 
 // Probe checks that path holds a video this node can transcode and returns
-// its duration. The error is a message for the uploader, such as "not a
-// video file: no video stream found".
-func (f Files) Probe(path string) (time.Duration, error) {
+// its duration and picture size (Bytes is left to the caller). The error
+// is a message for the uploader, such as "not a video file: no video
+// stream found".
+func (f Files) Probe(path string) (routing.SourceInfo, error) {
 	info, err := ffmpeg.ProbeFile(path)
 	if err != nil {
 		if errors.Is(err, ffmpeg.ErrNotVideo) {
-			return 0, errors.New(describe(err))
+			return routing.SourceInfo{}, errors.New(describe(err))
 		}
-		return 0, fmt.Errorf("the file could not be read: %w", err)
+		return routing.SourceInfo{}, fmt.Errorf("the file could not be read: %w", err)
 	}
 	if err := checkLimits(info); err != nil {
-		return 0, err
+		return routing.SourceInfo{}, err
 	}
-	return info.Duration, nil
+	return routing.SourceInfo{Duration: info.Duration, Width: info.Width, Height: info.Height}, nil
 }
 
 // Limits on what a VOD job takes: a file that claims more would hold a

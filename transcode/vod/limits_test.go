@@ -25,8 +25,8 @@ func TestSourceLimits(t *testing.T) {
 		return p
 	}
 	f := Files{RecordDir: dir, WorkDir: dir}
-	if d, err := f.Probe(mk("ok.mp4", "30")); err != nil || d < 900*time.Millisecond {
-		t.Fatalf("a 1 s 30 fps clip: %s, %v", d, err)
+	if got, err := f.Probe(mk("ok.mp4", "30")); err != nil || got.Duration < 900*time.Millisecond || got.Width != 160 || got.Height != 120 {
+		t.Fatalf("a 1 s 160x120 30 fps clip: %+v, %v", got, err)
 	}
 	if _, err := f.Probe(mk("fast.mp4", "240")); err == nil || !strings.Contains(err.Error(), "240 frames per second") {
 		t.Fatalf("a 240 fps clip: %v", err)

@@ -357,19 +357,31 @@ func (w *Worker) run(ctx context.Context, consumer string, job routing.Job) {
 // keepRecord saves a copy of the video's record next to its source, for a
 // Redis that loses its data (Files.SaveRecord); best effort.
 func (w *Worker) keepRecord(ctx context.Context, id string, log *slog.Logger) {
-	files := w.cfg.Files
-	fields, err := w.queue.VideoFields(ctx, id)
+	KeepRecord(ctx, w.cfg.Files, w.queue, id, log)
+}
+
+// RecordSource reads a video's record as Redis holds it; *routing.Store
+// implements it.
+type RecordSource interface {
+	VideoFields(ctx context.Context, id string) (map[string]string, error)
+}
+
+// KeepRecord saves a copy of video id's record, read from q, next to its
+// source in files, for a Redis that loses its data (Files.SaveRecord);
+// best effort: a failure is logged.
+func KeepRecord(ctx context.Context, files Files, q RecordSource, id string, log *slog.Logger) {
+	fields, err := q.VideoFields(ctx, id)
 	if err == nil {
 		err = files.SaveRecord(id, fields)
 	}
 	if err == nil {
 		// Deleted while the copy was written: it must not outlive it.
-		if _, err = w.queue.VideoFields(ctx, id); errors.Is(err, routing.ErrNotFound) {
+		if _, err = q.VideoFields(ctx, id); errors.Is(err, routing.ErrNotFound) {
 			err = files.DropRecord(id)
 		}
 	}
 	if err != nil && !errors.Is(err, routing.ErrNotFound) {
-		log.Warn("keeping a copy of the video's record", "err", err)
+		log.Warn("keeping a copy of the video's record", "video", id, "err", err)
 	}
 }
 
@@ -427,19 +439,29 @@ func (w *Worker) process(ctx context.Context, id string, st routing.JobStart, pr
 	s := Settings{Backend: w.cfg.Backend, Preset: w.cfg.Preset, SegmentDuration: w.cfg.SegmentDuration, NewPackager: w.newPackager,
 		Log: w.log.With("video", id)}
 	s.GPU = ffmpeg.LeastBusy(w.cfg.GPUs)
+	out, err := TranscodeJob(ctx, s, id, src, staging, ladder, progress)
+	return out, staging, err
+}
+
+// TranscodeJob is Transcode as a VOD job runs it, into the empty
+// directory staging: when a hardware backend or GPU fails on the file
+// (and the file is a video), the job is done again on the CPU.
+func TranscodeJob(ctx context.Context, s Settings, id, src, staging string, ladder media.Ladder, progress func(float64)) (routing.JobOutcome, error) {
 	out, err := Transcode(ctx, s, id, src, staging, ladder, progress)
 	if err != nil && (s.Backend != ffmpeg.BackendSoftware || s.GPU != nil) && ctx.Err() == nil && !errors.Is(err, ffmpeg.ErrNotVideo) {
-		w.log.Warn("hardware transcoding failed; retrying the job on the CPU", "video", id, "backend", s.Backend, "err", err)
+		if s.Log != nil {
+			s.Log.Warn("hardware transcoding failed; retrying the job on the CPU", "video", id, "backend", s.Backend, "err", err)
+		}
 		if err := os.RemoveAll(staging); err != nil {
-			return routing.JobOutcome{}, staging, err
+			return routing.JobOutcome{}, err
 		}
 		if err := os.MkdirAll(staging, 0o755); err != nil {
-			return routing.JobOutcome{}, staging, err
+			return routing.JobOutcome{}, err
 		}
 		s.Backend, s.GPU = ffmpeg.BackendSoftware, nil
 		out, err = Transcode(ctx, s, id, src, staging, ladder, progress)
 	}
-	return out, staging, err
+	return out, err
 }
 
 // removeStaleStaging removes what earlier attempts at video id left in
@@ -467,18 +489,22 @@ func removeStaleStaging(root, id string, attempt int, log *slog.Logger) {
 // publishConcurrency bounds the uploads of one publish at once.
 const publishConcurrency = 8
 
-// publish puts the complete tree in dir into the store as video id's HLS,
-// replacing what an earlier attempt left: that is removed first (once the
-// queue says this attempt still holds the job: a stale attempt must never
-// delete a tree another one published), then the media files go in, then
-// the rendition playlists, then the master playlist, so that a tree with
-// a master playlist is whole.
+// publish puts the complete tree in dir into the store as video job's HLS
+// (Publish), once the queue says this attempt still holds the job.
 func (w *Worker) publish(ctx context.Context, job routing.Job, attempt int, consumer, dir string) error {
-	id := job.VideoID
-	hls := w.cfg.Files.HLS()
 	if err := w.queue.TouchJob(ctx, job, consumer, attempt, 99); err != nil {
 		return fmt.Errorf("before publishing: %w", err)
 	}
+	return Publish(ctx, w.cfg.Files.HLS(), job.VideoID, dir)
+}
+
+// Publish puts the complete HLS tree in dir into hls (the store's HLS
+// part, Files.HLS) as video id's, replacing what an earlier attempt left:
+// that is removed first, then the media files go in, then the rendition
+// playlists, then the master playlist, so that a tree with a master
+// playlist is whole. The caller checks first that its attempt still holds
+// the job: a stale attempt must never delete a tree another one published.
+func Publish(ctx context.Context, hls storage.Store, id, dir string) error {
 	if err := hls.DeletePrefix(ctx, id+"/"); err != nil {
 		return fmt.Errorf("removing an earlier attempt's output: %w", err)
 	}

@@ -165,6 +165,23 @@ func New(cfg Config) (*Store, error) {
 	}, nil
 }
 
+var _ storage.Presigner = (*Store)(nil)
+
+// PresignGet returns a URL that GETs the object at key (ranges allowed)
+// without credentials until expiry (1 s to 7 days), signed with the store's
+// keys; a store without keys (anonymous) has nothing to sign with and
+// returns an error. It does no I/O: the object need not exist.
+func (s *Store) PresignGet(ctx context.Context, key string, expiry time.Duration) (string, error) {
+	if err := storage.CheckKey(key); err != nil {
+		return "", err
+	}
+	u, err := s.client.PresignedGetObject(ctx, s.bucket, key, expiry, nil)
+	if err != nil {
+		return "", s.wrap("presign", key, err)
+	}
+	return u.String(), nil
+}
+
 // EnsureBucket creates the bucket when it does not exist.
 func (s *Store) EnsureBucket(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, s.timeout)

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -260,6 +262,36 @@ func TestCredentials(t *testing.T) {
 	if _, err := s.Put(ctx, "v1/a", bytes.NewReader([]byte("signed")), 6); err != nil {
 		t.Fatalf("Put with the keys: %v", err)
 	}
+	// A presigned URL carries the keys' signature for that object only.
+	u, err := s.PresignGet(ctx, "v1/a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fetch := func(u string, rng ...string) (int, string) {
+		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+		for _, r := range rng {
+			req.Header.Set("Range", r)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, b := fetch(u); code != http.StatusOK || b != "signed" {
+		t.Errorf("GET of the presigned URL: %d %q", code, b)
+	}
+	if code, b := fetch(u, "bytes=2-"); code != http.StatusPartialContent || b != "gned" {
+		t.Errorf("ranged GET of the presigned URL: %d %q", code, b)
+	}
+	if code, _ := fetch(strings.Replace(u, "/v1/a?", "/v1/b?", 1)); code != http.StatusForbidden {
+		t.Errorf("the presigned URL with another key: %d, want 403", code)
+	}
+	if code, _ := fetch(u[:strings.Index(u, "?")]); code != http.StatusForbidden {
+		t.Errorf("the URL without its signature: %d, want 403", code)
+	}
 
 	for name, st := range map[string]*s3store.Store{
 		"anonymous":  open("shoal-creds", "", ""),
@@ -283,5 +315,20 @@ func TestCredentials(t *testing.T) {
 	}
 	if _, err := env.Put(ctx, "v1/c", bytes.NewReader([]byte("env")), 3); err != nil {
 		t.Fatalf("Put with the keys from AWS_*: %v", err)
+	}
+}
+
+// Without keys there is nothing to presign with: PresignGet says so (the
+// origin then serves sources itself); an invalid key is refused before any
+// I/O. (TestCredentials fetches presigned URLs.)
+func TestPresignGetAnonymous(t *testing.T) {
+	t.Parallel()
+	srv := s3test.Shared(t)
+	s := newStore(t, srv, nil)
+	if u, err := s.PresignGet(t.Context(), "videos/abc/source", time.Minute); err == nil || !strings.Contains(err.Error(), "anonymous") {
+		t.Errorf("presigning without keys: %q, %v", u, err)
+	}
+	if _, err := s.PresignGet(t.Context(), "../x", time.Minute); !errors.Is(err, storage.ErrInvalidKey) {
+		t.Errorf("presigning ../x: %v", err)
 	}
 }

@@ -1,0 +1,119 @@
+package routing
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/shoal-video/shoal/internal/nodeproto"
+)
+
+// The holder of a job is the consumer that started its current attempt,
+// with the attempt's number and queue entry; a claim without blocking
+// (negative block) answers at once; a source's size recorded at upload
+// comes back with the video.
+func TestJobHolder(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	if err := s.EnsureJobQueue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, err := s.NextJob(ctx, "node-a", -1, time.Hour); ok || err != nil {
+		t.Fatalf("NextJob without blocking on an empty queue: %v, %v", ok, err)
+	}
+	v, err := s.CreateVideo(ctx, VideoSpec{Title: "clip"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Waiting: no attempt yet, no holder.
+	if h, err := s.JobHolder(ctx, v.ID); err != nil || h != (JobHolder{Status: VideoWaiting}) {
+		t.Fatalf("holder of a waiting video: %+v, %v", h, err)
+	}
+	if err := s.BeginUpload(ctx, v.ID, "put"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SourceReceived(ctx, v.ID, "put", SourceInfo{Bytes: 10, Duration: 5 * time.Second, Width: 854, Height: 480}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.GetVideo(ctx, v.ID); err != nil || got.SourceWidth != 854 || got.SourceHeight != 480 || got.Duration != 5*time.Second {
+		t.Fatalf("video after the upload: %+v, %v", got, err)
+	}
+	j, ok, err := s.NextJob(ctx, "node-a", -1, time.Hour)
+	if !ok || err != nil {
+		t.Fatalf("NextJob without blocking: %v, %v", ok, err)
+	}
+	if _, err := s.StartJob(ctx, j, "node-a", 3); err != nil {
+		t.Fatal(err)
+	}
+	h, err := s.JobHolder(ctx, v.ID)
+	if err != nil || h != (JobHolder{Worker: "node-a", Attempt: 1, Entry: j.EntryID, Status: VideoProcessing}) {
+		t.Fatalf("holder: %+v, %v", h, err)
+	}
+	// Failed and queued again, then taken by another: the holder moves.
+	if retry, err := s.FailJob(ctx, j, 1, "bad output", false, 3); err != nil || !retry {
+		t.Fatalf("FailJob: %v %v", retry, err)
+	}
+	j2, ok, err := s.NextJob(ctx, "node-b", -1, time.Hour)
+	if !ok || err != nil {
+		t.Fatalf("NextJob after the retry: %v, %v", ok, err)
+	}
+	if _, err := s.StartJob(ctx, j2, "node-b", 3); err != nil {
+		t.Fatal(err)
+	}
+	if h, _ := s.JobHolder(ctx, v.ID); h.Worker != "node-b" || h.Attempt != 2 || h.Entry != j2.EntryID {
+		t.Fatalf("holder after the retry: %+v", h)
+	}
+	if _, err := s.JobHolder(ctx, "nosuchvideo"); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("holder of no video: %v", err)
+	}
+}
+
+// A worker's outcomes are counted, the last rejection's reason kept.
+func TestWorkerStats(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	for _, o := range []struct{ outcome, reason string }{
+		{WorkDone, ""}, {WorkRejected, "first"}, {WorkDone, ""}, {WorkRejected, "rendition 480p lasts 2 s"}, {WorkFailed, ""},
+	} {
+		if err := s.AddWorkerOutcome(ctx, "n1", o.outcome, o.reason); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, err := s.WorkerStats(ctx, []string{"n1", "n2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := st["n1"]
+	if got.Done != 2 || got.Rejected != 2 || got.Failed != 1 || got.LastRejection != "rendition 480p lasts 2 s" || got.LastRejectionAt.IsZero() {
+		t.Errorf("stats of n1: %+v", got)
+	}
+	if _, ok := st["n2"]; ok || len(st) != 1 {
+		t.Errorf("stats: %+v", st)
+	}
+}
+
+// What a worker says it transcodes with is kept with its load.
+func TestNodeTranscode(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	tc := &nodeproto.Transcoding{Encoder: "software", Decode: "cpu", GPUs: []nodeproto.GPU{}, Ladders: 2, LaddersFrom: "configured"}
+	n := Node{ID: "w1", Role: "worker", PublicKey: "k", TokenID: AdminTokenID, Load: NodeLoad{Transcode: tc}}
+	if err := s.JoinNode(ctx, n, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	got, err := s.GetNode(ctx, "w1")
+	if err != nil || got.Load.Transcode == nil || got.Load.Transcode.Ladders != 2 || got.Role != "worker" {
+		t.Fatalf("joined worker: %+v, %v", got, err)
+	}
+	tc2 := *tc
+	tc2.Ladders, tc2.LaddersFrom = 5, "measured"
+	if err := s.NodeHeartbeat(ctx, "w1", NodeLoad{Transcode: &tc2}, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.GetNode(ctx, "w1"); got.Load.Transcode == nil || got.Load.Transcode.Ladders != 5 || got.Load.Transcode.LaddersFrom != "measured" {
+		t.Fatalf("after a heartbeat: %+v", got.Load.Transcode)
+	}
+}

@@ -1,0 +1,141 @@
+package playerapi
+
+import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/nodeproto"
+	"github.com/shoal-video/shoal/transcode/remote"
+)
+
+// workerReq sends a worker-protocol request signed with signer as node
+// id (nil signer: unsigned).
+func (e *env) workerReq(t *testing.T, method, target, token string, body []byte, signer ed25519.PrivateKey, id string) response {
+	t.Helper()
+	req := httptest.NewRequest(method, target, bytes.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	if signer != nil {
+		sum := sha256.Sum256(body)
+		nodeproto.SignWorkerRequest(req, signer, target, hex.EncodeToString(sum[:]), int64(len(body)), time.Now())
+		if id != "" {
+			req.Header.Set(nodeproto.NodeHeader, id+" "+strings.Fields(req.Header.Get(nodeproto.NodeHeader))[1])
+		}
+	}
+	rec := httptest.NewRecorder()
+	e.h.ServeHTTP(rec, req)
+	return response{status: rec.Code, header: rec.Header(), body: rec.Body.Bytes()}
+}
+
+// Workers join with their transcode capabilities (refused when absurd, or
+// from an edge), heartbeat them, and are listed with them and their jobs;
+// the worker routes take only a live joined worker signing with its own
+// key, never an edge nor a quarantined node; answers match the spec.
+func TestWorkerJoinAndAuth(t *testing.T) {
+	t.Parallel()
+	sc := &schemaChecker{doc: parseSpec(t, openAPISpec)}
+	e := newEnv(t, Config{})
+	// The origin's side, on the env's store and files.
+	jobs, err := remote.New(remote.Config{Files: e.files, Ladder: media.DefaultLadder, Preset: "veryfast", SegmentDuration: 2 * time.Second,
+		IdleTimeout: 30 * time.Second, MaxAttempts: 3}, remote.Deps{Queue: e.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Without the origin's side, the worker routes are unavailable.
+	k := newKey(t)
+	if r := e.workerReq(t, "POST", "/v1/worker/claim", testAdminKey, []byte(`{}`), k, ""); r.status != http.StatusServiceUnavailable {
+		t.Fatalf("a claim with no WorkerJobs: %d %s", r.status, r.body)
+	}
+	e = newEnvOn(t, Config{WorkerJobs: jobs}, e.redis)
+	call := func(r response, path, method string, want int) response {
+		t.Helper()
+		sc.check(t, path, method, r)
+		if r.status != want {
+			t.Fatalf("%s %s: %d %s, want %d", method, path, r.status, r.body, want)
+		}
+		return r
+	}
+
+	caps := nodeproto.Transcoding{Encoder: "software", Decode: "cpu", GPUs: []nodeproto.GPU{}, Ladders: 2, LaddersFrom: "configured", Summary: "x264"}
+	join := func(k ed25519.PrivateKey, role, url string, tc *nodeproto.Transcoding) response {
+		j := joinBody(k, "eu-west", time.Now())
+		j.Role, j.PublicURL, j.Transcode = role, url, tc
+		return e.nodeReq(t, "/v1/nodes/join", testAdminKey, j, k)
+	}
+	call(join(k, "worker", "", &caps), "/v1/nodes/join", "POST", http.StatusCreated)
+	id := nodeproto.NodeID(k.Public().(ed25519.PublicKey))
+	absurd := caps
+	absurd.Ladders = 1_000_000
+	call(join(newKey(t), "worker", "", &absurd), "/v1/nodes/join", "POST", http.StatusBadRequest)
+	edge := newKey(t)
+	call(join(edge, "edge", "http://edge.test:8081", &caps), "/v1/nodes/join", "POST", http.StatusBadRequest)
+	call(join(edge, "edge", "", nil), "/v1/nodes/join", "POST", http.StatusBadRequest)
+	call(join(edge, "origin", "http://edge.test:8081", nil), "/v1/nodes/join", "POST", http.StatusBadRequest)
+	call(join(edge, "edge", "http://edge.test:8081", nil), "/v1/nodes/join", "POST", http.StatusCreated)
+
+	// A heartbeat changes what the worker says it transcodes with.
+	measured := caps
+	measured.Ladders, measured.LaddersFrom, measured.RealtimeX = 3, "measured", 2.5
+	call(e.nodeReq(t, "/v1/nodes/"+id+"/heartbeat", testAdminKey, nodeproto.Heartbeat{Time: time.Now(), Transcode: &measured}, k),
+		"/v1/nodes/{id}/heartbeat", "POST", http.StatusOK)
+	r := call(e.do(t, "GET", "/v1/nodes", testAdminKey, nil), "/v1/nodes", "GET", http.StatusOK)
+	var list struct {
+		Data []nodeJSON `json:"data"`
+	}
+	if err := json.Unmarshal(r.body, &list); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range list.Data {
+		switch n.ID {
+		case id:
+			if n.Role != "worker" || n.PublicURL != "" || n.Transcode == nil || n.Transcode.Ladders != 3 || n.Transcode.LaddersFrom != "measured" ||
+				n.Jobs == nil || n.Jobs.Done != 0 {
+				t.Errorf("the worker in /v1/nodes: %+v %+v", n, n.Transcode)
+			}
+		default:
+			if n.Transcode != nil || n.Jobs != nil {
+				t.Errorf("the edge in /v1/nodes: %+v", n)
+			}
+		}
+	}
+	// Never routed to: the only edge is.
+	vid := decode[videoJSON](t, e.doJSON(t, "POST", "/v1/videos", testAdminKey, `{}`).wantStatus(t, http.StatusCreated)).ID
+	rt := decode[routeJSON](t, e.do(t, "GET", "/v1/route/"+vid, "", nil).wantStatus(t, http.StatusOK))
+	for _, c := range rt.Candidates {
+		if c.NodeID == id {
+			t.Errorf("a viewer was offered the worker: %+v", rt)
+		}
+	}
+
+	// The worker routes.
+	const claim = "/v1/worker/claim"
+	call(e.workerReq(t, "POST", claim, testAdminKey, []byte(`{}`), k, ""), claim, "POST", http.StatusNoContent)
+	call(e.workerReq(t, "POST", claim, testAdminKey, []byte(`{}`), nil, ""), claim, "POST", http.StatusUnauthorized)
+	call(e.workerReq(t, "POST", claim, testAdminKey, []byte(`{}`), newKey(t), id), claim, "POST", http.StatusForbidden)
+	call(e.workerReq(t, "POST", claim, testAdminKey, []byte(`{}`), newKey(t), ""), claim, "POST", http.StatusNotFound)
+	call(e.workerReq(t, "POST", claim, "nt_"+strings.Repeat("x", 32), []byte(`{}`), k, ""), claim, "POST", http.StatusUnauthorized)
+	call(e.workerReq(t, "POST", claim, testAdminKey, []byte(`{"wait":5}`), k, ""), claim, "POST", http.StatusBadRequest)
+	call(e.workerReq(t, "POST", claim, testAdminKey, []byte(`{}`), edge, ""), claim, "POST", http.StatusForbidden)
+	const progress = "/v1/worker/jobs/{job}/progress"
+	call(e.workerReq(t, "POST", "/v1/worker/jobs/"+vid+".1.1-0/progress", testAdminKey, []byte(`{"progress":5}`), k, ""), progress, "POST", http.StatusGone)
+	call(e.workerReq(t, "POST", "/v1/worker/jobs/"+vid+".1.1-0/progress", testAdminKey, []byte(`{"progress":500}`), k, ""), progress, "POST", http.StatusBadRequest)
+	call(e.workerReq(t, "POST", "/v1/worker/jobs/nonsense/progress", testAdminKey, []byte(`{"progress":5}`), k, ""), progress, "POST", http.StatusNotFound)
+	const source = "/v1/worker/jobs/{job}/source"
+	call(e.workerReq(t, "GET", "/v1/worker/jobs/"+vid+".1.1-0/source", testAdminKey, nil, k, ""), source, "GET", http.StatusGone)
+	// Quarantined, a worker takes nothing.
+	if err := e.store.QuarantineNode(t.Context(), id, "caught lying"); err != nil {
+		t.Fatal(err)
+	}
+	r = call(e.workerReq(t, "POST", claim, testAdminKey, []byte(`{}`), k, ""), claim, "POST", http.StatusForbidden)
+	if !strings.Contains(string(r.body), "quarantined") {
+		t.Errorf("a quarantined worker's claim: %s", r.body)
+	}
+}
