@@ -51,6 +51,12 @@ const (
 	FigureQuarantineMs = "quarantine_ms"
 	// FigureVerifyFailures: verification failures viewers reported.
 	FigureVerifyFailures = "verification_failures"
+	// FigureTranscodedPixels: pixels of a remote worker's outputs that
+	// the origin published (width x height x frames, over the
+	// renditions); FigureSegmentsVerified: segments of those outputs the
+	// origin transcoded again and found matching.
+	FigureTranscodedPixels = "transcoded_pixels"
+	FigureSegmentsVerified = "segments_verified"
 )
 
 // maxFigure caps a counter (1 PiB), below 2^53 so that Lua compares it

@@ -2,6 +2,8 @@ package routing
 
 import (
 	"context"
+	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -13,9 +15,15 @@ import (
 // is the node id). What their jobs came to is kept per node, for
 // GET /v1/nodes:
 //
-//	shoal:nodework:<node id>  hash  done, rejected, failed (counters), last_rejection, last_rejection_at;
-//	                                expires workStatsTTL after the last change
-const nodeWorkPrefix = "nodework:"
+//	shoal:nodework:<node id>  hash  done, rejected, failed, segments_verified, verify_failed,
+//	                                verify_errors, transcoded_pixels (counters), last_rejection,
+//	                                last_rejection_at; expires workStatsTTL after the last change
+//	shoal:jobavoid:<video id> hash  node id -> when its output of the video was refused (Unix ms);
+//	                                expires with the newest entry (AvoidWorker)
+const (
+	nodeWorkPrefix = "nodework:"
+	jobAvoidPrefix = "jobavoid:"
+)
 
 // workStatsTTL is how long a node's job figures are kept after the last
 // change.
@@ -55,11 +63,34 @@ const (
 	WorkFailed   = "failed"   // the worker reported a failure
 )
 
+// Figures of a remote worker's outputs (AddWorkerFigures), kept beside
+// the outcomes.
+const (
+	// WorkSegmentsVerified: segments of its published outputs that the
+	// origin transcoded again and found matching (transcode/verify).
+	WorkSegmentsVerified = "segments_verified"
+	// WorkVerifyFailed: segments that failed that check (each refused its
+	// output).
+	WorkVerifyFailed = "verify_failed"
+	// WorkVerifyErrors: checks the origin could not make (its own
+	// trouble: the worker is not blamed).
+	WorkVerifyErrors = "verify_errors"
+	// WorkPixels: pixels of its published outputs, width x height x
+	// frames summed over the renditions.
+	WorkPixels = "transcoded_pixels"
+)
+
 // WorkerStats are what a remote worker's jobs came to.
 type WorkerStats struct {
 	Done     int64
 	Rejected int64
 	Failed   int64
+	// SegmentsVerified, VerifyFailed, VerifyErrors and TranscodedPixels
+	// are the Work* figures of the same names.
+	SegmentsVerified int64
+	VerifyFailed     int64
+	VerifyErrors     int64
+	TranscodedPixels int64
 	// LastRejection is why the latest rejected output was refused.
 	LastRejection   string
 	LastRejectionAt time.Time
@@ -78,6 +109,40 @@ func (s *Store) AddWorkerOutcome(ctx context.Context, id, outcome, reason string
 		return nil
 	})
 	return wrapErr("worker outcome", err)
+}
+
+// AddWorkerFigures adds deltas (Work* figure name -> amount, each >= 0)
+// to node id's figures and returns the totals of those figures after the
+// change.
+func (s *Store) AddWorkerFigures(ctx context.Context, id string, deltas map[string]int64) (map[string]int64, error) {
+	names := make([]string, 0, len(deltas))
+	for k, v := range deltas {
+		if v < 0 {
+			return nil, fmt.Errorf("routing: worker figure %s: negative delta %d", k, v)
+		}
+		names = append(names, k)
+	}
+	if len(names) == 0 {
+		return map[string]int64{}, nil
+	}
+	slices.Sort(names)
+	key := s.k(nodeWorkPrefix) + id
+	cmds := make([]*redis.IntCmd, len(names))
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		for i, k := range names {
+			cmds[i] = p.HIncrBy(ctx, key, k, deltas[k])
+		}
+		p.PExpire(ctx, key, workStatsTTL)
+		return nil
+	})
+	if err != nil {
+		return nil, wrapErr("worker figures", err)
+	}
+	out := make(map[string]int64, len(names))
+	for i, k := range names {
+		out[k] = cmds[i].Val()
+	}
+	return out, nil
 }
 
 // WorkerStats returns the job figures of each of the node ids that has
@@ -103,9 +168,72 @@ func (s *Store) WorkerStats(ctx context.Context, idList []string) (map[string]Wo
 			continue
 		}
 		n := func(k string) int64 { v, _ := strconv.ParseInt(f[k], 10, 64); return v }
-		ws := WorkerStats{Done: n(WorkDone), Rejected: n(WorkRejected), Failed: n(WorkFailed), LastRejection: f["last_rejection"]}
+		ws := WorkerStats{Done: n(WorkDone), Rejected: n(WorkRejected), Failed: n(WorkFailed), LastRejection: f["last_rejection"],
+			SegmentsVerified: n(WorkSegmentsVerified), VerifyFailed: n(WorkVerifyFailed), VerifyErrors: n(WorkVerifyErrors), TranscodedPixels: n(WorkPixels)}
 		ws.LastRejectionAt, _ = parseTime(f["last_rejection_at"])
 		out[idList[i]] = ws
 	}
 	return out, nil
 }
+
+// AvoidWorker records that node's output of video id was refused: the
+// job's next attempts should go to another worker while one is available
+// (DeferJob), for avoidFor from now (the record of the video's refusals
+// lasts as long as the latest).
+func (s *Store) AvoidWorker(ctx context.Context, id, node string, avoidFor time.Duration) error {
+	if avoidFor <= 0 {
+		return nil
+	}
+	key := s.k(jobAvoidPrefix) + id
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HSet(ctx, key, node, now().Add(avoidFor).UnixMilli())
+		p.PExpire(ctx, key, avoidFor)
+		return nil
+	})
+	return wrapErr("avoid worker", err)
+}
+
+// AvoidedWorkers returns the nodes video id's job should avoid now (see
+// AvoidWorker), each with when that ends.
+func (s *Store) AvoidedWorkers(ctx context.Context, id string) (map[string]time.Time, error) {
+	f, err := s.rdb.HGetAll(ctx, s.k(jobAvoidPrefix)+id).Result()
+	if err != nil {
+		return nil, wrapErr("avoided workers", err)
+	}
+	out := map[string]time.Time{}
+	t := now()
+	for node, v := range f {
+		ms, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			continue
+		}
+		if until := time.UnixMilli(ms); until.After(t) {
+			out[node] = until
+		}
+	}
+	return out, nil
+}
+
+// DeferJob puts job, which a worker has just read from the queue
+// (NextJob) but should not run, back at the end of the queue for another
+// worker, without starting an attempt: the entry is acknowledged and the
+// video queued again. An attempt that held this very entry (a reclaimed
+// job) is fenced off, as StartJob would. It reports false, changing
+// nothing but acknowledging the entry, when the video is no longer
+// processing or is gone.
+func (s *Store) DeferJob(ctx context.Context, job Job) (bool, error) {
+	res, err := deferJobScript.Run(ctx, s.rdb, []string{s.videoKey(job.VideoID), s.k(jobsKey)},
+		job.EntryID, jobsGroup, job.VideoID).Text()
+	if err != nil {
+		return false, wrapErr("defer job", err)
+	}
+	return res == jobOK, nil
+}
+
+var deferJobScript = redis.NewScript(`
+redis.call('XACK', KEYS[2], ARGV[2], ARGV[1])
+local v = redis.call('HMGET', KEYS[1], 'status', 'job')
+if not v[1] or v[1] ~= 'processing' then return 'done' end
+local id = redis.call('XADD', KEYS[2], '*', 'video', ARGV[3])
+if v[2] == ARGV[1] then redis.call('HSET', KEYS[1], 'job', id) end
+return 'ok'`)

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/shoal-video/shoal/internal/nodeproto"
 )
 
@@ -91,6 +93,114 @@ func TestWorkerStats(t *testing.T) {
 	}
 	if _, ok := st["n2"]; ok || len(st) != 1 {
 		t.Errorf("stats: %+v", st)
+	}
+	// The verification figures add up, and each call returns the totals.
+	if tot, err := s.AddWorkerFigures(ctx, "n1", map[string]int64{WorkSegmentsVerified: 4, WorkPixels: 1000}); err != nil || tot[WorkSegmentsVerified] != 4 || tot[WorkPixels] != 1000 || len(tot) != 2 {
+		t.Fatalf("AddWorkerFigures: %v, %v", tot, err)
+	}
+	tot, err := s.AddWorkerFigures(ctx, "n1", map[string]int64{WorkSegmentsVerified: 2, WorkVerifyFailed: 1, WorkVerifyErrors: 0})
+	if err != nil || tot[WorkSegmentsVerified] != 6 || tot[WorkVerifyFailed] != 1 || tot[WorkVerifyErrors] != 0 {
+		t.Fatalf("AddWorkerFigures again: %v, %v", tot, err)
+	}
+	if _, err := s.AddWorkerFigures(ctx, "n1", map[string]int64{WorkVerifyFailed: -1}); err == nil {
+		t.Error("a negative delta was taken")
+	}
+	st, err = s.WorkerStats(ctx, []string{"n1"})
+	if got := st["n1"]; err != nil || got.SegmentsVerified != 6 || got.VerifyFailed != 1 || got.VerifyErrors != 0 || got.TranscodedPixels != 1000 || got.Done != 2 {
+		t.Errorf("stats of n1 with figures: %+v, %v", got, err)
+	}
+}
+
+// A job whose output a worker had refused is put back for another worker
+// (DeferJob) without an attempt being started: the entry is acknowledged,
+// the video queued again; an attempt that held the deferred entry is
+// fenced off; a video no longer processing is not queued again. The
+// workers to avoid are those recorded within their window.
+func TestDeferJob(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	if err := s.EnsureJobQueue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v, err := s.CreateVideo(ctx, VideoSpec{Title: "clip"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.BeginUpload(ctx, v.ID, "put"); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SourceReceived(ctx, v.ID, "put", SourceInfo{Bytes: 10, Duration: 5 * time.Second, Width: 640, Height: 360}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.AvoidedWorkers(ctx, v.ID); err != nil || len(got) != 0 {
+		t.Fatalf("avoided before any refusal: %v, %v", got, err)
+	}
+	if err := s.AvoidWorker(ctx, v.ID, "cheat", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.AvoidedWorkers(ctx, v.ID); err != nil || len(got) != 1 || got["cheat"].Before(time.Now().Add(59*time.Minute)) {
+		t.Fatalf("avoided: %v, %v", got, err)
+	}
+
+	j, ok, err := s.NextJob(ctx, "cheat", -1, time.Hour)
+	if !ok || err != nil {
+		t.Fatalf("NextJob: %v %v", ok, err)
+	}
+	if ok, err := s.DeferJob(ctx, j); !ok || err != nil {
+		t.Fatalf("DeferJob: %v %v", ok, err)
+	}
+	// No attempt began; the job is the next one read, under a new entry,
+	// and nothing is pending for the deferring consumer.
+	if got, _ := s.GetVideo(ctx, v.ID); got.Attempts != 0 || got.Status != VideoProcessing {
+		t.Fatalf("video after the deferral: %+v", got)
+	}
+	q, err := s.JobQueue(ctx)
+	if err != nil || q.Running != 0 {
+		t.Fatalf("queue after the deferral: %+v %v", q, err)
+	}
+	j2, ok, err := s.NextJob(ctx, "honest", -1, time.Hour)
+	if !ok || err != nil || j2.VideoID != v.ID || j2.EntryID == j.EntryID {
+		t.Fatalf("the deferred job: %+v %v %v", j2, ok, err)
+	}
+	st, err := s.StartJob(ctx, j2, "honest", 3)
+	if err != nil || st.Attempt != 1 {
+		t.Fatalf("StartJob: %+v %v", st, err)
+	}
+	// An attempt whose entry is deferred (a reclaimed job) is fenced off.
+	if ok, err := s.DeferJob(ctx, j2); !ok || err != nil {
+		t.Fatalf("DeferJob of a held entry: %v %v", ok, err)
+	}
+	if err := s.TouchJob(ctx, j2, "honest", 1, 50); !errors.Is(err, ErrJobLost) {
+		t.Fatalf("touching a deferred attempt: %v", err)
+	}
+	j3, ok, err := s.NextJob(ctx, "other", -1, time.Hour)
+	if !ok || err != nil || j3.VideoID != v.ID {
+		t.Fatalf("the job deferred again: %+v %v %v", j3, ok, err)
+	}
+	st, err = s.StartJob(ctx, j3, "other", 3)
+	if err != nil || st.Attempt != 2 {
+		t.Fatalf("StartJob after the fence: %+v %v", st, err)
+	}
+	if err := s.FinishJob(ctx, j3, 2, JobOutcome{Duration: 5 * time.Second}); err != nil {
+		t.Fatal(err)
+	}
+	// A video no longer processing is not queued again.
+	if err := s.rdb.XAdd(ctx, &redis.XAddArgs{Stream: s.k(jobsKey), Values: []any{"video", v.ID}}).Err(); err != nil {
+		t.Fatal(err)
+	}
+	j4, ok, err := s.NextJob(ctx, "cheat", -1, time.Hour)
+	if !ok || err != nil {
+		t.Fatalf("NextJob of a duplicate: %v %v", ok, err)
+	}
+	if ok, err := s.DeferJob(ctx, j4); ok || err != nil {
+		t.Fatalf("DeferJob of a ready video's entry: %v %v", ok, err)
+	}
+	if _, ok, _ := s.NextJob(ctx, "other", -1, time.Hour); ok {
+		t.Fatal("a ready video's entry was queued again")
+	}
+	if q, _ := s.JobQueue(ctx); q.Running != 0 {
+		t.Fatalf("pending after all: %+v", q)
 	}
 }
 
