@@ -188,6 +188,10 @@ type TranscodeConfig struct {
 	Ladder      string `yaml:"ladder"`      // "1080p:5000k,720p:3000k,..."
 	Passthrough bool   `yaml:"passthrough"` // also serve the source as it came
 	Preset      string `yaml:"preset"`      // x264 preset
+	// VerifyFraction is the share of the segments of each remote
+	// worker's output (per rendition) that the origin transcodes again
+	// and compares before it publishes it: 0 none, 1 every one.
+	VerifyFraction float64 `yaml:"verify_fraction"`
 }
 
 // base returns the defaults before derivation: PublicURL and RTMPPublicURL
@@ -233,6 +237,8 @@ func base() Config {
 			MaxLadders: -1,
 			Ladder:     media.DefaultLadder.String(),
 			Preset:     "veryfast",
+			// One segment in 50 (at least one per rendition).
+			VerifyFraction: 0.02,
 		},
 		VOD:        VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
 		Edge:       EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},

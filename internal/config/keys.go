@@ -6,6 +6,7 @@ import (
 
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"slices"
@@ -245,6 +246,9 @@ var table = []key{
 		"x264 preset (ultrafast .. veryslow); hardware encoders use their closest preset",
 		func(c *Config) *string { return &c.Transcode.Preset }, parseLower, fmtString,
 		oneOf("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")),
+	field("transcode.verify_fraction", "SHOAL_TRANSCODE_VERIFY_FRACTION",
+		"origin: the share of each remote worker's segments (per rendition, at least one) that the origin transcodes again and compares with the worker's before it publishes the output, picked unpredictably for the worker (0 to 1; 0: none, 1: every segment); 3 failed segments quarantine the worker",
+		func(c *Config) *float64 { return &c.Transcode.VerifyFraction }, parseFloat, fmtFloat, floatRange(0, 1)),
 	field("vod.workers", "SHOAL_VOD_WORKERS",
 		"VOD jobs a worker runs at once (0 to 64); shoal dev runs its in-process worker only when above 0",
 		func(c *Config) *int { return &c.VOD.Workers }, parseInt, strconv.Itoa, intRange(0, 64)),
@@ -582,6 +586,25 @@ func parseInt64(raw string) (int64, error) {
 }
 
 func fmtInt64(v int64) string { return strconv.FormatInt(v, 10) }
+
+func parseFloat(raw string) (float64, error) {
+	v, err := strconv.ParseFloat(strings.TrimSpace(raw), 64)
+	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
+		return 0, fmt.Errorf("not a number")
+	}
+	return v, nil
+}
+
+func fmtFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
+
+func floatRange(lo, hi float64) func(float64) error {
+	return func(v float64) error {
+		if v < lo || v > hi {
+			return fmt.Errorf("%s is out of range %s..%s", fmtFloat(v), fmtFloat(lo), fmtFloat(hi))
+		}
+		return nil
+	}
+}
 
 func int64Range(lo, hi int64) func(int64) error {
 	return func(v int64) error {
