@@ -35,10 +35,16 @@ type output struct {
 	// source is the source's duration, as the upload's probe found it.
 	source  time.Duration
 	segment time.Duration
+	// sample re-checks a share of the segments; nil: none.
+	sample *sampler
 }
 
 // rejection is a check an output failed: it is refused for reason.
-type rejection struct{ reason string }
+// verify: it was the sampled re-check (it counts towards quarantine).
+type rejection struct {
+	reason string
+	verify bool
+}
 
 func (r *rejection) Error() string { return r.reason }
 
@@ -46,10 +52,21 @@ func reject(format string, args ...any) error {
 	return &rejection{reason: fmt.Sprintf(format, args...)}
 }
 
+// checked is what the checks of an output found: what the finished job
+// records, the pixels of its video renditions (width x height x frames,
+// summed: the worker's credit) and how many segments the sampled re-check
+// passed.
+type checked struct {
+	routing.JobOutcome
+	pixels   int64
+	verified int
+}
+
 // checkOutput runs the origin's checks of a worker's output, in order, and
 // returns what the finished job records. The first check that fails
-// refuses the output (a *rejection); another error is the origin's own
-// trouble (a file it cannot read). The checks:
+// refuses the output (a *rejection); a re-check the origin could not make
+// is a *checkError; another error is the origin's own trouble (a file it
+// cannot read). The checks:
 //
 //   - files: the staged files are exactly those of the worker's signed
 //     manifest, each of the size and SHA-256 it declares;
@@ -60,27 +77,31 @@ func reject(format string, args ...any) error {
 //     proportions;
 //   - durations: each rendition lasts as long as the source, within one
 //     segment;
-//   - stills: the poster and storyboard are what they claim to be.
-//
-// The sampled re-transcode of segments (transcode/verify) joins this list
-// after durations: it relies on the rungs and durations checked first.
-func checkOutput(ctx context.Context, o output) (routing.JobOutcome, error) {
-	c := &checker{output: o, durations: map[string]time.Duration{}}
+//   - stills: the poster and storyboard are what they claim to be;
+//   - segments: every video segment parses, with pictures of its
+//     rendition's size, and lasts at most a minute (verifying.go);
+//   - samples: the sampled segments of each video rendition, transcoded
+//     again by the origin, match (transcode/verify; verifying.go). The
+//     costly check, last: it relies on everything checked before.
+func checkOutput(ctx context.Context, o output) (checked, error) {
+	c := &checker{output: o, durations: map[string]time.Duration{}, segments: map[string][]videoSegment{}}
 	for _, check := range []func(context.Context) error{
 		c.checkFiles,
 		c.checkPlaylists,
 		c.checkRenditions,
 		c.checkDurations,
 		c.checkStills,
+		c.checkSegments,
+		c.checkSamples,
 	} {
 		if err := ctx.Err(); err != nil {
-			return routing.JobOutcome{}, err
+			return checked{}, err
 		}
 		if err := check(ctx); err != nil {
-			return routing.JobOutcome{}, err
+			return checked{}, err
 		}
 	}
-	return c.outcome(), nil
+	return checked{JobOutcome: c.outcome(), pixels: c.pixels, verified: c.verified}, nil
 }
 
 // checker holds what the checks learn as they go.
@@ -90,6 +111,9 @@ type checker struct {
 	variants  []variant                       // the master playlist's, in order
 	audio     bool                            // the master has the audio group
 	durations map[string]time.Duration        // each rendition's (audio too), from its playlist
+	segments  map[string][]videoSegment       // each rendition's (audio too), in order
+	pixels    int64                           // of the video renditions' segments
+	verified  int                             // sampled segments that passed
 }
 
 // variant is a variant stream of the master playlist.
@@ -248,6 +272,7 @@ func (c *checker) checkRendition(r string) error {
 	listed := map[string]bool{index: true}
 	var segments []string
 	var d time.Duration
+	init := ""
 	for _, o := range objs {
 		p := r + "/" + o.URI
 		if strings.Contains(o.URI, "/") || nodeproto.CheckOutputPath(p) != nil || strings.HasSuffix(o.URI, ".m3u8") {
@@ -261,8 +286,14 @@ func (c *checker) checkRendition(r string) error {
 			return reject("%s has a gap at %s", index, o.URI)
 		case o.Kind == manifest.KindSegment:
 			segments = append(segments, o.URI)
+			c.segments[r] = append(c.segments[r], videoSegment{uri: o.URI, duration: o.Duration, init: init})
 			d += o.Duration
-		case o.Kind != manifest.KindInit:
+		case o.Kind == manifest.KindInit:
+			if init != "" {
+				return reject("%s lists the initialization sections %s and %s: a rendition has one", index, init, o.URI)
+			}
+			init = o.URI
+		default:
 			return reject("%s lists %s, which is not a segment or an initialization section", index, o.URI)
 		}
 		listed[p] = true
@@ -504,9 +535,13 @@ func errOrKind(err error, kind m3u8.ListType) string {
 
 func seconds(d time.Duration) string { return strconv.FormatFloat(d.Seconds(), 'f', 3, 64) + " s" }
 
-func clip(s string) string {
-	if len(s) > 80 {
-		s = s[:80] + "..."
+func clip(s string, n ...int) string {
+	limit := 80
+	if len(n) > 0 {
+		limit = n[0]
+	}
+	if len(s) > limit {
+		s = s[:limit] + "..."
 	}
 	return strings.ToValidUTF8(s, "?")
 }

@@ -1,11 +1,14 @@
 package remote
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/packager"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
+	"github.com/shoal-video/shoal/transcode/verify"
 	"github.com/shoal-video/shoal/transcode/vod"
 )
 
@@ -23,9 +27,19 @@ import (
 // the tree and the outcome.
 func honestTree(t *testing.T) (string, routing.JobOutcome) {
 	t.Helper()
+	tree, out, _ := transcodeTree(t, "testsrc2")
+	return tree, out
+}
+
+// transcodeTree transcodes a 4 s 640x360 clip of the lavfi source
+// pattern (testsrc2, smptebars, ...) to 360p:700k,240p:400k in 1 s
+// segments as a worker does, and returns the tree, the outcome and the
+// source file.
+func transcodeTree(t *testing.T, pattern string) (string, routing.JobOutcome, string) {
+	t.Helper()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.mp4")
-	if out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x360:rate=30",
+	if out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", pattern+"=size=640x360:rate=30",
 		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "4", "-c:v", "libx264", "-preset", "ultrafast",
 		"-pix_fmt", "yuv420p", "-c:a", "aac", src).CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg: %v\n%s", err, out)
@@ -41,7 +55,7 @@ func honestTree(t *testing.T) (string, routing.JobOutcome) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return filepath.Join(dir, "out", "vid"), out
+	return filepath.Join(dir, "out", "vid"), out, src
 }
 
 // The origin's checks accept an honest output and refuse every way of
@@ -106,6 +120,13 @@ func TestCheckOutput(t *testing.T) {
 		}
 		t.Fatal("no segment")
 		return ""
+	}
+	initOf := func(dir, r string) string {
+		m := regexp.MustCompile(`#EXT-X-MAP:URI="([^"]+)"`).FindStringSubmatch(read(dir, r+"/index.m3u8"))
+		if m == nil {
+			t.Fatal("no initialization section")
+		}
+		return m[1]
 	}
 	for _, c := range []struct {
 		name, want string
@@ -185,6 +206,21 @@ func TestCheckOutput(t *testing.T) {
 			write(dir, "poster.jpg", "<html>")
 			rebuild(dir, m)
 		}},
+		{"a segment that is no video", "is not a segment of H.264 video", func(dir string, m *nodeproto.Complete) {
+			write(dir, "240p/"+firstSegment(dir, "240p"), "not a segment at all")
+			rebuild(dir, m)
+		}},
+		{"a rendition whose pictures are another rung's", "holds 640x360 pictures; the rendition is 428x240", func(dir string, m *nodeproto.Complete) {
+			write(dir, "240p/"+initOf(dir, "240p"), read(dir, "360p/"+initOf(dir, "360p")))
+			rebuild(dir, m)
+		}},
+		{"two initialization sections", "a rendition has one", func(dir string, m *nodeproto.Complete) {
+			write(dir, "240p/init2.mp4", read(dir, "240p/"+initOf(dir, "240p")))
+			pl := read(dir, "240p/index.m3u8")
+			i := strings.LastIndex(pl, "#EXTINF")
+			write(dir, "240p/index.m3u8", pl[:i]+"#EXT-X-MAP:URI=\"init2.mp4\"\n"+pl[i:])
+			rebuild(dir, m)
+		}},
 		{"a storyboard naming a missing sprite", "which the output does not have", func(dir string, m *nodeproto.Complete) {
 			write(dir, "storyboard.vtt", read(dir, "storyboard.vtt")+"\n00:00:09.000 --> 00:00:10.000\nstoryboard-7.jpg#xywh=0,0,160,90\n")
 			rebuild(dir, m)
@@ -197,5 +233,111 @@ func TestCheckOutput(t *testing.T) {
 				t.Fatalf("got %v, want a refusal saying %q", err, c.want)
 			}
 		})
+	}
+}
+
+// segmentsOf lists the segments of rendition r's playlist in tree.
+func segmentsOf(t *testing.T, tree, r string) []string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(tree, r, "index.m3u8"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasSuffix(l, ".m4s") {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// probeFrames counts the video frames of rendition r in tree with ffprobe
+// and returns them with the picture size.
+func probeFrames(t *testing.T, tree, r string) (frames, w, h int64) {
+	t.Helper()
+	out, err := exec.Command("ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets",
+		"-show_entries", "stream=width,height,nb_read_packets", "-of", "csv=p=0", filepath.Join(tree, r, "index.m3u8")).Output()
+	if err != nil {
+		t.Fatalf("ffprobe %s: %v", r, err)
+	}
+	if _, err := fmt.Sscanf(strings.TrimSpace(string(out)), "%d,%d,%d", &w, &h, &frames); err != nil {
+		t.Fatalf("ffprobe %s: %q: %v", r, out, err)
+	}
+	return frames, w, h
+}
+
+// The sampled re-check (fraction 1: every segment): an honest output
+// passes with every video segment verified and its pixels counted as
+// ffprobe counts its frames; the same output with one segment replaced by
+// the same segment of another picture, made by the same encoder (the
+// files, playlists, sizes and structure all still right), is refused for
+// that segment's quality, a refusal that counts towards quarantine; a
+// re-check that cannot be made (the source gone) is no refusal.
+func TestCheckOutputSamples(t *testing.T) {
+	t.Parallel()
+	tree, out, src := transcodeTree(t, "testsrc2")
+	other, _, _ := transcodeTree(t, "smptebars")
+	ladder, _ := media.ParseLadder("360p:700k,240p:400k")
+	const job = "vid.1.1-0"
+	key := seedKey([]byte("a secret of the origin's, 32 bytes"))
+	run := func(dir, source string, fraction float64) (checked, error) {
+		m, err := BuildManifest(dir, job, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return checkOutput(t.Context(), output{dir: dir, manifest: m, rungs: ladder.For(360), sourceWidth: 640, sourceHeight: 360,
+			source: 4 * time.Second, segment: time.Second, sample: &sampler{
+				fraction: fraction,
+				seed:     func(r string) []byte { return sampleSeed(key, job, r) },
+				source:   func(context.Context) (string, func(), error) { return source, func() {}, nil },
+				settings: verify.Settings{Preset: "ultrafast", SegmentDuration: time.Second},
+				check:    verify.Check, limit: 2,
+			}})
+	}
+	began := time.Now()
+	got, err := run(tree, src, 1)
+	if err != nil {
+		t.Fatalf("the honest output: %v", err)
+	}
+	segs := len(segmentsOf(t, tree, "360p")) + len(segmentsOf(t, tree, "240p"))
+	var pixels int64
+	for _, r := range []string{"360p", "240p"} {
+		n, w, h := probeFrames(t, tree, r)
+		pixels += n * w * h
+	}
+	t.Logf("honest: %d segments verified in %s, %d pixels", got.verified, time.Since(began).Round(time.Millisecond), got.pixels)
+	if got.verified != segs || got.pixels != pixels || got.Duration < 3900*time.Millisecond {
+		t.Fatalf("the honest output: %d segments verified (want %d), %d pixels (ffprobe counts %d)", got.verified, segs, got.pixels, pixels)
+	}
+	// A smaller fraction checks fewer, at least one per rendition.
+	if got, err := run(tree, src, 0.01); err != nil || got.verified < 2 || got.verified >= segs || got.pixels != pixels {
+		t.Fatalf("the honest output at 1%%: %d verified, %v", got.verified, err)
+	}
+
+	// One segment of 240p replaced by the same segment of another picture.
+	cheat := t.TempDir()
+	if err := os.CopyFS(cheat, os.DirFS(tree)); err != nil {
+		t.Fatal(err)
+	}
+	victim := segmentsOf(t, tree, "240p")[1]
+	b, err := os.ReadFile(filepath.Join(other, "240p", segmentsOf(t, other, "240p")[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(cheat, "240p", victim), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err = run(cheat, src, 1)
+	var rej *rejection
+	if !errors.As(err, &rej) || !rej.verify || !strings.Contains(rej.reason, "240p/"+victim) || !strings.Contains(rej.reason, "quality: PSNR") {
+		t.Fatalf("the tampered output: %v, want a re-check refusal of 240p/%s for its quality", err, victim)
+	}
+	t.Logf("tampered: %s", rej.reason)
+
+	// The source gone: the check could not be made.
+	_, err = run(tree, filepath.Join(t.TempDir(), "gone.mp4"), 1)
+	if ce, ok := isCheckError(err); !ok || errors.As(err, &rej) || !strings.Contains(ce.Error(), "could not check") {
+		t.Fatalf("a re-check without the source: %v, want a check error", err)
 	}
 }

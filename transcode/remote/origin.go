@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +38,7 @@ import (
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
+	"github.com/shoal-video/shoal/transcode/verify"
 	"github.com/shoal-video/shoal/transcode/vod"
 )
 
@@ -53,6 +55,15 @@ type Queue interface {
 	GetVideo(ctx context.Context, id string) (routing.Video, error)
 	VideoFields(ctx context.Context, id string) (map[string]string, error)
 	AddWorkerOutcome(ctx context.Context, id, outcome, reason string) error
+	AddWorkerFigures(ctx context.Context, id string, deltas map[string]int64) (map[string]int64, error)
+	QuarantineNode(ctx context.Context, id, reason string) error
+	// PlacementSecret keys the sampling of segments to re-check.
+	PlacementSecret(ctx context.Context) ([]byte, error)
+	AvoidWorker(ctx context.Context, id, node string, avoidFor time.Duration) error
+	AvoidedWorkers(ctx context.Context, id string) (map[string]time.Time, error)
+	DeferJob(ctx context.Context, job routing.Job) (bool, error)
+	ListNodes(ctx context.Context) ([]routing.Node, error)
+	AnnouncedNodes(ctx context.Context) ([]routing.AnnouncedNode, error)
 }
 
 // Config configures the origin's side.
@@ -74,7 +85,24 @@ type Config struct {
 	// PresignTTL is how long a presigned source URL lasts, where the media
 	// store makes them (storage.Presigner); 0: 6 hours.
 	PresignTTL time.Duration
+	// VerifyFraction is the share of each output's segments (per
+	// rendition, at least one) the origin transcodes again and compares
+	// before it publishes the output (verifying.go); 0: none.
+	VerifyFraction float64
+	// VerifyConcurrency bounds the segment checks running at once on this
+	// origin, all outputs together; 0: half the CPUs, at least 1.
+	VerifyConcurrency int
+	// LocalWorkers: this origin runs VOD workers of its own on the queue,
+	// so a job refused from a remote worker always has another worker.
+	LocalWorkers bool
 }
+
+// AvoidFor is how long after a worker's output of a video was refused the
+// video's job goes to other workers first: while one is available (a
+// joined worker, neither quarantined nor refused for this video, or a
+// worker that reads the queue itself), the refused worker is not handed
+// the job again.
+const AvoidFor = 10 * time.Minute
 
 // StagingDir is the directory below Files.WorkDir where the outputs of
 // remote jobs arrive, one directory per attempt.
@@ -85,6 +113,10 @@ type Deps struct {
 	Queue      Queue
 	Log        *slog.Logger
 	Registerer prometheus.Registerer
+	// Figures, when set, adds to a node's figures of the current
+	// accounting epoch (routing.Figure* names): a worker's published
+	// pixels and verified segments are credited there.
+	Figures func(ctx context.Context, node string, deltas map[string]int64) error
 }
 
 // Origin is the origin's side of remote VOD jobs. Its methods take the id
@@ -92,10 +124,18 @@ type Deps struct {
 // its request signed with its key): a node may act only on the jobs it
 // claimed.
 type Origin struct {
-	cfg   Config
-	queue Queue
-	log   *slog.Logger
-	jobs  *prometheus.CounterVec
+	cfg     Config
+	queue   Queue
+	log     *slog.Logger
+	figures func(ctx context.Context, node string, deltas map[string]int64) error
+	jobs    *prometheus.CounterVec
+	// The sampled re-check: its concurrency, outcomes and durations, and
+	// the key of its seeds (derived once from the placement secret).
+	verifySem     chan struct{}
+	verifyResults *prometheus.CounterVec
+	verifySeconds prometheus.Histogram
+	seedMu        sync.Mutex
+	seedKey       []byte
 
 	ensureMu sync.Mutex
 	ensured  bool // the job queue's consumer group exists
@@ -139,6 +179,12 @@ func New(cfg Config, deps Deps) (*Origin, error) {
 	if cfg.MaxAttempts < 1 {
 		errs = append(errs, fmt.Errorf("remote: max attempts must be at least 1, got %d", cfg.MaxAttempts))
 	}
+	if !(cfg.VerifyFraction >= 0 && cfg.VerifyFraction <= 1) {
+		errs = append(errs, fmt.Errorf("remote: the verified fraction must be within 0..1, got %v", cfg.VerifyFraction))
+	}
+	if cfg.VerifyConcurrency < 0 {
+		errs = append(errs, fmt.Errorf("remote: the verify concurrency must not be negative, got %d", cfg.VerifyConcurrency))
+	}
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
@@ -148,18 +194,36 @@ func New(cfg Config, deps Deps) (*Origin, error) {
 	if deps.Log == nil {
 		deps.Log = slog.Default()
 	}
-	o := &Origin{cfg: cfg, queue: deps.Queue, log: deps.Log, staged: map[string]*staged{},
+	if cfg.VerifyConcurrency == 0 {
+		cfg.VerifyConcurrency = max(runtime.NumCPU()/2, 1)
+	}
+	o := &Origin{cfg: cfg, queue: deps.Queue, log: deps.Log, figures: deps.Figures, staged: map[string]*staged{},
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_vod_remote_jobs_total",
-			Help: "VOD job attempts of remote workers by outcome: claimed, ready, rejected (the output failed the origin's checks), failed (the worker reported a failure), lost (taken away meanwhile).",
+			Help: "VOD job attempts of remote workers by outcome: claimed, ready, rejected (the output failed the origin's checks), failed (the worker reported a failure), lost (taken away meanwhile), unverified (the origin could not make its re-check: retried, nobody blamed), deferred (handed back for another worker than the one whose output of it was refused).",
 		}, []string{"outcome"}),
+		verifySem: make(chan struct{}, cfg.VerifyConcurrency),
+		verifyResults: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_vod_verify_segments_total",
+			Help: "Segments of remote workers' outputs the origin transcoded again and compared (transcode/verify), by result: passed, failed (the output was refused), error (the check could not be made).",
+		}, []string{"result"}),
+		verifySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shoal_vod_verify_seconds",
+			Help:    "Time one segment's re-check took (decoding, the reference encode, the comparison), checks that were made.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64},
+		}),
 	}
-	for _, outcome := range []string{"claimed", "ready", "rejected", "failed", "lost"} {
+	for _, outcome := range []string{"claimed", "ready", "rejected", "failed", "lost", "unverified", "deferred"} {
 		o.jobs.WithLabelValues(outcome)
 	}
+	for _, r := range []string{"passed", "failed", "error"} {
+		o.verifyResults.WithLabelValues(r)
+	}
 	if deps.Registerer != nil {
-		if err := deps.Registerer.Register(o.jobs); err != nil {
-			return nil, fmt.Errorf("remote: register metrics: %w", err)
+		for _, c := range []prometheus.Collector{o.jobs, o.verifyResults, o.verifySeconds} {
+			if err := deps.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("remote: register metrics: %w", err)
+			}
 		}
 	}
 	return o, nil
@@ -204,6 +268,13 @@ func (o *Origin) Claim(ctx context.Context, node string) (job nodeproto.WorkerJo
 			log.Warn("dropping a job with an invalid video id")
 			_, _ = o.queue.StartJob(ctx, j, c, 0)
 			continue
+		}
+		switch deferred, err := o.deferJob(ctx, j, node, log); {
+		case err != nil:
+			return nodeproto.WorkerJob{}, false, err
+		case deferred:
+			// The node backs off; another worker takes the job.
+			return nodeproto.WorkerJob{}, false, nil
 		}
 		st, err := o.queue.StartJob(ctx, j, c, o.cfg.MaxAttempts)
 		if err != nil {
@@ -566,7 +637,10 @@ func (o *Origin) Complete(ctx context.Context, node string, ref nodeproto.JobRef
 	}
 	var rej *rejection
 	if errors.As(err, &rej) {
-		return o.reject(ctx, node, ref, job, rej.reason, log)
+		return o.reject(ctx, node, ref, job, rej, log)
+	}
+	if ce, ok := isCheckError(err); ok {
+		return o.unverified(ctx, node, ref, job, ce, log)
 	}
 	if err != nil {
 		return err // the store or Redis: the worker may complete again
@@ -585,7 +659,7 @@ func (o *Origin) Complete(ctx context.Context, node string, ref nodeproto.JobRef
 	}
 	cancel(nil)
 	wg.Wait()
-	if err := o.queue.FinishJob(ctx, job, ref.Attempt, out); err != nil {
+	if err := o.queue.FinishJob(ctx, job, ref.Attempt, out.JobOutcome); err != nil {
 		if errors.Is(err, routing.ErrJobLost) {
 			if errors.Is(err, routing.ErrVideoDeleted) {
 				_ = o.cfg.Files.HLS().DeletePrefix(ctx, ref.VideoID+"/")
@@ -602,23 +676,146 @@ func (o *Origin) Complete(ctx context.Context, node string, ref nodeproto.JobRef
 	if err := o.queue.AddWorkerOutcome(ctx, node, routing.WorkDone, ""); err != nil {
 		log.Warn("counting a worker's job", "err", err)
 	}
-	log.Info("video ready (remote worker)", "duration", out.Duration, "renditions", len(out.Renditions))
+	o.credit(ctx, node, out, log)
+	log.Info("video ready (remote worker)", "duration", out.Duration, "renditions", len(out.Renditions),
+		"segments_verified", out.verified, "pixels", out.pixels)
 	return nil
 }
 
-// reject refuses an output: the attempt fails, the node's record notes it.
-func (o *Origin) reject(ctx context.Context, node string, ref nodeproto.JobRef, job routing.Job, reason string, log *slog.Logger) error {
+// credit adds a published output's pixels and verified segments to its
+// worker's figures and to its figures of the current accounting epoch.
+func (o *Origin) credit(ctx context.Context, node string, out checked, log *slog.Logger) {
+	if _, err := o.queue.AddWorkerFigures(ctx, node, map[string]int64{
+		routing.WorkSegmentsVerified: int64(out.verified), routing.WorkPixels: out.pixels}); err != nil {
+		log.Warn("counting a worker's published output", "err", err)
+	}
+	if o.figures == nil {
+		return
+	}
+	if err := o.figures(ctx, node, map[string]int64{
+		routing.FigureSegmentsVerified: int64(out.verified), routing.FigureTranscodedPixels: out.pixels}); err != nil {
+		log.Warn("crediting a worker's published output to the accounting epoch", "err", err)
+	}
+}
+
+// reject refuses an output: the attempt fails, the node's record notes it,
+// and the job's next attempts go to other workers while one is available
+// (deferJob). A segment that failed the sampled re-check also counts
+// towards the node's quarantine: at QuarantineAfter, it takes no more
+// jobs.
+func (o *Origin) reject(ctx context.Context, node string, ref nodeproto.JobRef, job routing.Job, rej *rejection, log *slog.Logger) error {
+	reason := rej.reason
 	o.drop(ref)
 	o.jobs.WithLabelValues("rejected").Inc()
 	log.Warn("refused a remote worker's output", "reason", reason)
 	if err := o.queue.AddWorkerOutcome(ctx, node, routing.WorkRejected, reason); err != nil {
 		log.Warn("counting a worker's refused output", "err", err)
 	}
+	if rej.verify {
+		o.verifyFailed(ctx, node, reason, log)
+	}
+	if err := o.queue.AvoidWorker(ctx, ref.VideoID, node, AvoidFor); err != nil {
+		log.Warn("recording the worker the job should avoid", "err", err)
+	}
 	_, err := o.queue.FailJob(ctx, job, ref.Attempt, "the output of worker "+node+" was refused: "+reason, false, o.cfg.MaxAttempts)
 	if err != nil && !errors.Is(err, routing.ErrJobLost) {
 		log.Error("recording a refused output's job", "err", err)
 	}
 	return protoError(http.StatusUnprocessableEntity, nodeproto.CodeOutputRejected, "the output was refused: %s", reason)
+}
+
+// verifyFailed counts a segment of node's that failed the re-check, and
+// quarantines the node at QuarantineAfter.
+func (o *Origin) verifyFailed(ctx context.Context, node, reason string, log *slog.Logger) {
+	tot, err := o.queue.AddWorkerFigures(ctx, node, map[string]int64{routing.WorkVerifyFailed: 1})
+	if err != nil {
+		log.Warn("counting a worker's failed re-check", "err", err)
+		return
+	}
+	if n := tot[routing.WorkVerifyFailed]; n >= QuarantineAfter {
+		why := fmt.Sprintf("%d of its segments failed the origin's re-check of remote transcodes; the last: %s", n, clip(reason, 300))
+		if err := o.queue.QuarantineNode(ctx, node, why); err != nil {
+			log.Error("quarantining a worker whose transcodes failed the re-check", "err", err)
+			return
+		}
+		log.Warn("quarantined a remote worker: its transcodes failed the re-check", "failed_segments", n)
+	}
+}
+
+// unverified ends an attempt whose output the origin could not re-check
+// (its own trouble, ce): nothing is published, the attempt fails and the
+// job is retried (by any worker, this one included), and the node is not
+// blamed: its refusals and failures do not count it, only its
+// verify_errors figure. The node is told the job is gone.
+func (o *Origin) unverified(ctx context.Context, node string, ref nodeproto.JobRef, job routing.Job, ce *checkError, log *slog.Logger) error {
+	o.drop(ref)
+	o.jobs.WithLabelValues("unverified").Inc()
+	log.Error("could not re-check a remote worker's output: the job is retried, the worker is not blamed", "err", ce.err)
+	if _, err := o.queue.AddWorkerFigures(ctx, node, map[string]int64{routing.WorkVerifyErrors: 1}); err != nil {
+		log.Warn("counting a check the origin could not make", "err", err)
+	}
+	msg := "the origin could not check the output of worker " + node + ": " + clip(ce.err.Error(), 300)
+	if _, err := o.queue.FailJob(ctx, job, ref.Attempt, msg, false, o.cfg.MaxAttempts); err != nil && !errors.Is(err, routing.ErrJobLost) {
+		log.Error("recording an unchecked output's job", "err", err)
+	}
+	return gone("the origin could not check its output (" + clip(ce.err.Error(), 200) + "); the job is retried")
+}
+
+// deferJob hands job back to the queue, unstarted, when node's output of
+// its video was refused within AvoidFor and another worker is available
+// (otherWorker): it reports whether it did (the node then gets no job
+// this time). With no other worker, node is handed the job again.
+func (o *Origin) deferJob(ctx context.Context, j routing.Job, node string, log *slog.Logger) (bool, error) {
+	avoided, err := o.queue.AvoidedWorkers(ctx, j.VideoID)
+	if err != nil {
+		return false, err
+	}
+	if _, ok := avoided[node]; !ok {
+		return false, nil
+	}
+	other, err := o.otherWorker(ctx, node, avoided)
+	if err != nil {
+		return false, err
+	}
+	if !other {
+		log.Info("no other worker is available: the job goes again to the worker whose output of it was refused")
+		return false, nil
+	}
+	if _, err := o.queue.DeferJob(ctx, j); err != nil {
+		return false, err
+	}
+	o.jobs.WithLabelValues("deferred").Inc()
+	log.Info("job deferred: it goes to another worker than the one whose output of it was refused")
+	return true, nil
+}
+
+// otherWorker tells whether a worker other than node may take a job that
+// avoids the nodes in avoided: a joined worker, neither quarantined nor
+// avoided; a worker process on the queue itself (announced, role worker);
+// or this origin's own VOD workers.
+func (o *Origin) otherWorker(ctx context.Context, node string, avoided map[string]time.Time) (bool, error) {
+	if o.cfg.LocalWorkers {
+		return true, nil
+	}
+	nodes, err := o.queue.ListNodes(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, n := range nodes {
+		if _, bad := avoided[n.ID]; n.Role == nodeproto.RoleWorker && n.ID != node && n.Quarantine == nil && !bad {
+			return true, nil
+		}
+	}
+	announced, err := o.queue.AnnouncedNodes(ctx)
+	if err != nil {
+		return false, err
+	}
+	for _, n := range announced {
+		if n.Role == routing.RoleWorker {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // keepAlive touches the job every progress interval until ctx is done;
@@ -640,23 +837,84 @@ func (o *Origin) keepAlive(ctx context.Context, cancel context.CancelCauseFunc, 
 }
 
 // check runs the checks on ref's staged output (checks.go) and returns
-// what the finished job records.
-func (o *Origin) check(ctx context.Context, ref nodeproto.JobRef, v routing.Video, m nodeproto.Complete) (routing.JobOutcome, error) {
+// what they found.
+func (o *Origin) check(ctx context.Context, ref nodeproto.JobRef, v routing.Video, m nodeproto.Complete) (checked, error) {
 	ladder, err := o.ladderOf(v)
 	if err != nil {
-		return routing.JobOutcome{}, err
+		return checked{}, err
 	}
 	w, h := v.SourceWidth, v.SourceHeight
 	if h <= 0 {
 		// Uploaded before the size was recorded: the origin probes it.
 		if w, h, err = o.probeSize(ctx, ref.VideoID); err != nil {
-			return routing.JobOutcome{}, fmt.Errorf("probing the source: %w", err)
+			return checked{}, fmt.Errorf("probing the source: %w", err)
 		}
 	}
-	return checkOutput(ctx, output{
+	out := output{
 		dir: o.stagingDir(ref), manifest: m, rungs: ladder.For(h), sourceWidth: w, sourceHeight: h,
 		source: v.Duration, segment: o.cfg.SegmentDuration,
-	})
+	}
+	if o.cfg.VerifyFraction > 0 {
+		key, err := o.sampleKey(ctx)
+		if err != nil {
+			return checked{}, err
+		}
+		out.sample = &sampler{
+			fraction: o.cfg.VerifyFraction,
+			seed:     func(r string) []byte { return sampleSeed(key, ref.String(), r) },
+			source: func(ctx context.Context) (string, func(), error) {
+				// On local disk the stored file itself; from S3 a copy in
+				// the origin's scratch, removed once the checks end.
+				return o.cfg.Files.FetchSource(ctx, ref.VideoID)
+			},
+			settings: verify.Settings{Preset: o.cfg.Preset, SegmentDuration: o.cfg.SegmentDuration},
+			check:    o.verifySegment,
+			limit:    o.cfg.VerifyConcurrency,
+		}
+	}
+	return checkOutput(ctx, out)
+}
+
+// sampleKey returns the key of sampling seeds, derived from the placement
+// secret (read once).
+func (o *Origin) sampleKey(ctx context.Context) ([]byte, error) {
+	o.seedMu.Lock()
+	defer o.seedMu.Unlock()
+	if o.seedKey != nil {
+		return o.seedKey, nil
+	}
+	secret, err := o.queue.PlacementSecret(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("the sampling secret: %w", err)
+	}
+	o.seedKey = seedKey(secret)
+	return o.seedKey, nil
+}
+
+// verifySegment runs one segment's check once one of the origin's
+// VerifyConcurrency slots is free, and counts it.
+func (o *Origin) verifySegment(ctx context.Context, req verify.Request) (verify.Report, error) {
+	select {
+	case <-ctx.Done():
+		return verify.Report{}, ctx.Err()
+	case o.verifySem <- struct{}{}:
+	}
+	defer func() { <-o.verifySem }()
+	began := time.Now()
+	rep, err := verify.Check(ctx, req)
+	switch {
+	case ctx.Err() != nil:
+		// Stopped: not a result.
+	case err != nil:
+		o.verifyResults.WithLabelValues("error").Inc()
+	case rep.Passed:
+		o.verifyResults.WithLabelValues("passed").Inc()
+		o.verifySeconds.Observe(time.Since(began).Seconds())
+	default:
+		o.verifyResults.WithLabelValues("failed").Inc()
+		o.verifySeconds.Observe(time.Since(began).Seconds())
+	}
+	return rep, err
 }
 
 func (o *Origin) probeSize(ctx context.Context, id string) (int, int, error) {

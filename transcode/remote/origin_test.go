@@ -2,6 +2,7 @@ package remote
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -9,8 +10,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/nodeproto"
@@ -31,6 +36,13 @@ type originEnv struct {
 
 func newOriginEnv(t *testing.T) *originEnv {
 	t.Helper()
+	return newOriginEnvWith(t, nil, Deps{})
+}
+
+// newOriginEnvWith is newOriginEnv with its config changed by change and
+// deps' Figures and Registerer.
+func newOriginEnvWith(t *testing.T, change func(*Config), deps Deps) *originEnv {
+	t.Helper()
 	rs := redistest.Start(t)
 	store, err := routing.NewStore(rs.URL)
 	if err != nil {
@@ -43,8 +55,13 @@ func newOriginEnv(t *testing.T) *originEnv {
 		t.Fatal(err)
 	}
 	files := vod.Files{Store: objects, RecordDir: filepath.Join(dir, "videos"), WorkDir: filepath.Join(dir, "work")}
-	o, err := New(Config{Files: files, Ladder: media.DefaultLadder, Preset: "veryfast", SegmentDuration: 2 * time.Second,
-		IdleTimeout: 30 * time.Second, MaxAttempts: 3}, Deps{Queue: store})
+	cfg := Config{Files: files, Ladder: media.DefaultLadder, Preset: "veryfast", SegmentDuration: 2 * time.Second,
+		IdleTimeout: 30 * time.Second, MaxAttempts: 3}
+	if change != nil {
+		change(&cfg)
+	}
+	deps.Queue = store
+	o, err := New(cfg, deps)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,5 +252,207 @@ func TestOriginJobs(t *testing.T) {
 	}
 	if _, ref2 := e.claim(nodeB); ref2.Attempt != 2 || ref2.VideoID != id {
 		t.Errorf("the retry: %+v", ref2)
+	}
+}
+
+// complete uploads the output tree as node's output of ref and completes
+// it.
+func (e *originEnv) complete(node string, ref nodeproto.JobRef, tree string, out routing.JobOutcome) error {
+	e.t.Helper()
+	m, err := BuildManifest(tree, ref.String(), out)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, f := range m.Files {
+		b, err := os.ReadFile(filepath.Join(tree, filepath.FromSlash(f.Path)))
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if err := e.o.PutFile(e.t.Context(), node, ref, f.Path, int64(len(b)), f.SHA256, bytes.NewReader(b)); err != nil {
+			e.t.Fatalf("PutFile %s: %v", f.Path, err)
+		}
+	}
+	return e.o.Complete(e.t.Context(), node, ref, m)
+}
+
+// Sampled verification at the origin (every segment re-checked): a
+// worker whose output has a segment of another picture is refused with
+// the re-check's reason each time; with no other worker it is handed the
+// job again, with one it is not (the job is deferred, no attempt spent);
+// the other's honest output is published and credited (its verified
+// segments and pixels, to its figures and to the accounting epoch's); at
+// QuarantineAfter failed segments the cheat is quarantined. A re-check
+// the origin cannot make (the source gone) publishes nothing and blames
+// nobody: the attempt is retried, by the same worker if it claims it.
+func TestOriginVerifies(t *testing.T) {
+	t.Parallel()
+	tree, out, srcPath := transcodeTree(t, "testsrc2")
+	other, _, _ := transcodeTree(t, "smptebars")
+	cheat := t.TempDir()
+	if err := os.CopyFS(cheat, os.DirFS(tree)); err != nil {
+		t.Fatal(err)
+	}
+	for i, seg := range segmentsOf(t, tree, "360p") {
+		if i%2 == 1 {
+			b, _ := os.ReadFile(filepath.Join(other, "360p", segmentsOf(t, other, "360p")[i]))
+			if err := os.WriteFile(filepath.Join(cheat, "360p", seg), b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var pixels int64
+	for _, r := range []string{"360p", "240p"} {
+		n, w, h := probeFrames(t, tree, r)
+		pixels += n * w * h
+	}
+	var mu sync.Mutex
+	credited := map[string]map[string]int64{}
+	reg := prometheus.NewRegistry()
+	e := newOriginEnvWith(t, func(c *Config) {
+		c.VerifyFraction, c.MaxAttempts, c.Preset, c.SegmentDuration = 1, 10, "ultrafast", time.Second
+	}, Deps{Registerer: reg, Figures: func(_ context.Context, node string, d map[string]int64) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if credited[node] == nil {
+			credited[node] = map[string]int64{}
+		}
+		for k, v := range d {
+			credited[node][k] += v
+		}
+		return nil
+	}})
+	ctx := t.Context()
+	src, err := os.ReadFile(srcPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info := routing.SourceInfo{Duration: 4 * time.Second, Width: 640, Height: 360}
+	const ladder = "360p:700k,240p:400k"
+	join := func(id string) {
+		if err := e.store.JoinNode(ctx, routing.Node{ID: id, Role: nodeproto.RoleWorker, PublicKey: "k", TokenID: routing.AdminTokenID}, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stats := func(id string) routing.WorkerStats {
+		st, err := e.store.WorkerStats(ctx, []string{id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st[id]
+	}
+	refused := func(step string, err error) {
+		t.Helper()
+		var we *nodeproto.WorkerError
+		if !errors.As(err, &we) || we.Status != http.StatusUnprocessableEntity || !strings.Contains(we.Message, "failed the origin's re-check") ||
+			!strings.Contains(we.Message, "360p/") || !strings.Contains(we.Message, "quality") {
+			t.Fatalf("%s: %v, want a refusal by the re-check", step, err)
+		}
+	}
+
+	// The cheat alone: refused, and handed the job again.
+	join(nodeB)
+	v1 := e.queued(ladder, src, info)
+	_, ref := e.claim(nodeB)
+	refused("the cheat's first output", e.complete(nodeB, ref, cheat, out))
+	_, ref = e.claim(nodeB)
+	if ref.VideoID != v1 || ref.Attempt != 2 {
+		t.Fatalf("with no other worker, the cheat's claim: %+v", ref)
+	}
+	refused("the cheat's second output", e.complete(nodeB, ref, cheat, out))
+	if st := stats(nodeB); st.VerifyFailed != 2 || st.Rejected != 2 || st.SegmentsVerified != 0 {
+		t.Fatalf("the cheat's figures: %+v", st)
+	}
+	if q, _ := e.store.Quarantines(ctx, []string{nodeB}); len(q) != 0 {
+		t.Fatalf("quarantined after 2 failures: %+v", q)
+	}
+
+	// Another worker joined: the cheat's claim is deferred, the other
+	// takes the job (attempt 3: no attempt was spent on the deferral).
+	join(nodeA)
+	if job, ok, err := e.o.Claim(ctx, nodeB); ok || err != nil {
+		t.Fatalf("the cheat's claim with another worker available: %+v %v %v", job, ok, err)
+	}
+	_, ref = e.claim(nodeA)
+	if ref.VideoID != v1 || ref.Attempt != 3 {
+		t.Fatalf("the other's claim: %+v", ref)
+	}
+	if err := e.complete(nodeA, ref, tree, out); err != nil {
+		t.Fatalf("the honest output: %v", err)
+	}
+	if v, _ := e.store.GetVideo(ctx, v1); v.Status != routing.VideoReady || v.Attempts != 3 {
+		t.Fatalf("the video: %+v", v)
+	}
+	segs := int64(len(segmentsOf(t, tree, "360p")) + len(segmentsOf(t, tree, "240p")))
+	if st := stats(nodeA); st.Done != 1 || st.SegmentsVerified != segs || st.TranscodedPixels != pixels || st.VerifyFailed != 0 {
+		t.Fatalf("the honest worker's figures: %+v (want %d segments, %d pixels)", st, segs, pixels)
+	}
+	mu.Lock()
+	if c := credited[nodeA]; c[routing.FigureSegmentsVerified] != segs || c[routing.FigureTranscodedPixels] != pixels || len(credited) != 1 {
+		t.Fatalf("credited to the epoch: %+v", credited)
+	}
+	mu.Unlock()
+
+	// A third failed segment quarantines the cheat.
+	e.queued(ladder, src, info)
+	_, ref = e.claim(nodeB)
+	refused("the cheat's third output", e.complete(nodeB, ref, cheat, out))
+	q, _ := e.store.Quarantines(ctx, []string{nodeB})
+	if qq, ok := q[nodeB]; !ok || !strings.Contains(qq.Reason, "3 of its segments failed the origin's re-check") {
+		t.Fatalf("the cheat's quarantine: %+v", q)
+	}
+
+	// The source gone: nothing published, nobody blamed, the job retried.
+	v3 := e.queued(ladder, src, info)
+	_, ref = e.claim(nodeA)
+	if ref.VideoID == v3 {
+		t.Fatalf("claimed %+v: the cheat's refused video should come first", ref)
+	}
+	if err := e.complete(nodeA, ref, tree, out); err != nil {
+		t.Fatalf("the honest output of the second video: %v", err)
+	}
+	_, ref = e.claim(nodeA)
+	if ref.VideoID != v3 {
+		t.Fatalf("claimed %+v, want the third video", ref)
+	}
+	if err := e.files.Store.Delete(ctx, vod.SourceKey(v3)); err != nil {
+		t.Fatal(err)
+	}
+	err = e.complete(nodeA, ref, tree, out)
+	if status(err) != http.StatusGone || !strings.Contains(err.Error(), "could not check") {
+		t.Fatalf("a completion the origin cannot check: %v", err)
+	}
+	if st := stats(nodeA); st.VerifyErrors != 1 || st.Rejected != 0 || st.Failed != 0 || st.VerifyFailed != 0 || st.Done != 2 {
+		t.Fatalf("the honest worker's figures after the check error: %+v", st)
+	}
+	if _, err := os.Stat(filepath.Join(e.files.WorkDir, StagingDir, ref.String())); !os.IsNotExist(err) {
+		t.Errorf("the unchecked attempt's staging is still there: %v", err)
+	}
+	if code, _ := e.files.HLS().Stat(ctx, v3+"/master.m3u8"); code.Size != 0 {
+		t.Errorf("something of the unchecked output was published")
+	}
+	if _, ref2 := e.claim(nodeA); ref2.VideoID != v3 || ref2.Attempt != 2 {
+		t.Errorf("the retry after the check error: %+v", ref2)
+	}
+	mf, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, f := range mf {
+		for _, m := range f.GetMetric() {
+			switch f.GetName() {
+			case "shoal_vod_verify_segments_total", "shoal_vod_remote_jobs_total":
+				got[f.GetName()+"/"+m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+			case "shoal_vod_verify_seconds":
+				got[f.GetName()] = float64(m.GetHistogram().GetSampleCount())
+			}
+		}
+	}
+	t.Logf("metrics: %v", got)
+	if got["shoal_vod_verify_segments_total/passed"] < float64(2*segs) || got["shoal_vod_verify_segments_total/failed"] != 3 ||
+		got["shoal_vod_verify_segments_total/error"] != 0 || got["shoal_vod_remote_jobs_total/deferred"] != 1 ||
+		got["shoal_vod_remote_jobs_total/unverified"] != 1 || got["shoal_vod_remote_jobs_total/rejected"] != 3 ||
+		got["shoal_vod_verify_seconds"] != got["shoal_vod_verify_segments_total/passed"]+3 {
+		t.Errorf("metrics: %v", got)
 	}
 }

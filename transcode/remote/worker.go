@@ -64,6 +64,14 @@ type WorkerDeps struct {
 	// Ready, when set, is closed once the node may claim jobs (it has
 	// joined the origin).
 	Ready <-chan struct{}
+	// BeforeManifest, when set, is called with a job's source file and
+	// finished output tree (the video's directory) before the worker
+	// describes it
+	// (BuildManifest) and uploads it; an error fails the job. A test
+	// hook: a test's cheating worker changes its output there, as a
+	// dishonest operator's modified worker would, so that the hashes it
+	// signs match what it uploads.
+	BeforeManifest func(ctx context.Context, job nodeproto.WorkerJob, source, tree string) error
 }
 
 // Worker claims VOD jobs from the origins and does them: download the
@@ -319,10 +327,16 @@ func (w *Worker) transcode(ctx context.Context, origin string, job nodeproto.Wor
 	if err != nil {
 		return nodeproto.Complete{}, err
 	}
+	tree := filepath.Join(dir, "out", job.VideoID)
+	if w.deps.BeforeManifest != nil {
+		if err := w.deps.BeforeManifest(ctx, job, src, tree); err != nil {
+			return nodeproto.Complete{}, err
+		}
+	}
 	// The source is no longer needed: the room goes to the output.
 	_ = os.Remove(src)
 	progress.Store(99)
-	return BuildManifest(filepath.Join(dir, "out", job.VideoID), job.Job, out)
+	return BuildManifest(tree, job.Job, out)
 }
 
 // uploadConcurrency bounds a job's uploads at once.

@@ -1,0 +1,294 @@
+package remote
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/transcode/ffmpeg"
+	"github.com/shoal-video/shoal/transcode/verify"
+)
+
+// Sampled verification: before it publishes a worker's output, the origin
+// transcodes again a share of its segments (Config.VerifyFraction, per
+// rendition, at least one) and compares them with the worker's
+// (transcode/verify). The segments are picked by verify.Sample with a seed
+// the worker cannot know: an HMAC of the job's attempt and the rendition,
+// keyed with a key derived from the origin's placement secret. A segment
+// that fails refuses the output; QuarantineAfter of them quarantine the
+// worker. A check the origin could not make (its own trouble: the source
+// unreadable, the reference encode failing) blames nobody: the attempt is
+// retried.
+
+// QuarantineAfter is how many of a worker's segments must fail the
+// origin's re-check (over the 7 days its figures are kept after the last
+// change) for it to be quarantined: it takes no more jobs until an
+// operator releases it.
+const QuarantineAfter = 3
+
+// maxVerifiedSpan is the longest segment the checks take: the ladder
+// forces a keyframe every segment duration, so only a source with a
+// frame more than a minute long makes one so long (verify refuses longer
+// spans).
+const maxVerifiedSpan = 60 * time.Second
+
+// seedLabel names the key sampling seeds are made with, derived from the
+// placement secret (a secret of the origins', never sent to a worker).
+const seedLabel = "shoal transcode/remote: verify sample seeds v1"
+
+// sampler is how an output's segments are sampled and checked.
+type sampler struct {
+	fraction float64
+	// seed is the sampling seed of a rendition of this attempt.
+	seed func(rendition string) []byte
+	// source returns a local file with the video's source (fetched at
+	// most once per output), removed by done.
+	source   func(ctx context.Context) (path string, done func(), err error)
+	settings verify.Settings
+	// check runs one segment's check (verify.Check, bounded by the
+	// origin's concurrency); at most limit of an output's run at once
+	// (0: no bound), so that no more segments than that are in memory.
+	check func(ctx context.Context, req verify.Request) (verify.Report, error)
+	limit int
+}
+
+// checkError is a check the origin could not make: it refuses nothing and
+// blames nobody.
+type checkError struct{ err error }
+
+func (e *checkError) Error() string { return "the origin could not check the output: " + e.err.Error() }
+func (e *checkError) Unwrap() error { return e.err }
+
+// videoSegment is a segment of a video rendition as its playlist lists
+// it.
+type videoSegment struct {
+	uri      string
+	duration time.Duration
+	init     string // the initialization section's URI; "" for MPEG-TS
+}
+
+// checkSegments: every segment of every video rendition parses (H.264 in
+// fMP4 with its initialization section, or MPEG-TS), holds pictures of
+// the rendition's size and lasts no more than the checks take; the frames
+// counted make the output's pixels (the worker's credit). Cheap: nothing
+// is decoded.
+func (c *checker) checkSegments(ctx context.Context) error {
+	for _, rung := range c.rungs {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		name := rung.Name()
+		var w, h int
+		for _, r := range c.manifest.Renditions {
+			if r.Name == name {
+				w, h = r.Width, r.Height
+			}
+		}
+		inits := map[string][]byte{}
+		var frames int64
+		for _, s := range c.segments[name] {
+			if s.duration > maxVerifiedSpan {
+				return reject("%s/%s lasts %s: a segment of this ladder lasts at most %s", name, s.uri, seconds(s.duration), seconds(maxVerifiedSpan))
+			}
+			seg, err := c.readSegment(name, s, inits)
+			if err != nil {
+				return err
+			}
+			p, err := verify.ParseSegment(seg)
+			if err != nil {
+				return reject("%s/%s is not a segment of H.264 video: %v", name, s.uri, clipErr(err))
+			}
+			if p.Track.Width != w || p.Track.Height != h {
+				return reject("%s/%s holds %dx%d pictures; the rendition is %dx%d", name, s.uri, p.Track.Width, p.Track.Height, w, h)
+			}
+			frames += int64(len(p.Samples))
+		}
+		c.pixels += frames * int64(w) * int64(h)
+	}
+	return nil
+}
+
+// readSegment reads segment s of rendition r with its initialization section
+// (read once into inits).
+func (c *checker) readSegment(r string, s videoSegment, inits map[string][]byte) (verify.Segment, error) {
+	var seg verify.Segment
+	if s.init != "" {
+		b, ok := inits[s.init]
+		if !ok {
+			var err error
+			if b, err = os.ReadFile(c.path(r + "/" + s.init)); err != nil {
+				return seg, err
+			}
+			inits[s.init] = b
+		}
+		seg.Init = b
+	}
+	b, err := os.ReadFile(c.path(r + "/" + s.uri))
+	if err != nil {
+		return seg, err
+	}
+	seg.Media = b
+	return seg, nil
+}
+
+// pick is a segment chosen for the re-check.
+type pick struct {
+	rung media.Rung
+	seg  videoSegment
+	at   verify.Pick
+}
+
+// checkSamples: the sampled segments of every video rendition match what
+// the origin makes of the same window of the source (transcode/verify).
+// The first that fails refuses the output (the others still running are
+// stopped); a check that could not be made is a *checkError.
+func (c *checker) checkSamples(ctx context.Context) error {
+	s := c.sample
+	if s == nil || s.fraction <= 0 {
+		return nil
+	}
+	var picks []pick
+	for _, rung := range c.rungs {
+		segs := c.segments[rung.Name()]
+		list := make([]verify.PlaylistSegment, len(segs))
+		for i, sg := range segs {
+			list[i] = verify.PlaylistSegment{URI: sg.uri, Duration: sg.duration}
+		}
+		chosen, err := verify.Sample(list, s.fraction, s.seed(rung.Name()))
+		if err != nil {
+			return &checkError{err: err}
+		}
+		for _, p := range chosen {
+			picks = append(picks, pick{rung: rung, seg: segs[p.Index], at: p})
+		}
+	}
+	if len(picks) == 0 {
+		return nil
+	}
+	src, done, err := s.source(ctx)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return &checkError{err: fmt.Errorf("the source: %w", err)}
+	}
+	defer done()
+
+	gctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var (
+		mu       sync.Mutex
+		failed   error // the first failure
+		checkErr error
+		passed   int
+	)
+	var g errgroup.Group
+	if s.limit > 0 {
+		g.SetLimit(s.limit)
+	}
+	// The initialization sections, read once (small); each segment is
+	// read when its check starts.
+	inits := map[string]map[string][]byte{}
+	for _, p := range picks {
+		name := p.rung.Name()
+		if inits[name] == nil {
+			inits[name] = map[string][]byte{}
+			if _, err := c.readSegment(name, p.seg, inits[name]); err != nil {
+				return fmt.Errorf("reading %s/%s: %w", name, p.seg.uri, err)
+			}
+		}
+	}
+	var readErr error
+	for _, p := range picks {
+		name := p.rung.Name()
+		g.Go(func() error {
+			if gctx.Err() != nil {
+				return nil
+			}
+			seg, err := c.readSegment(name, p.seg, inits[name])
+			if err != nil {
+				mu.Lock()
+				readErr = cmpErr(readErr, fmt.Errorf("reading %s/%s: %w", name, p.seg.uri, err))
+				mu.Unlock()
+				stop()
+				return nil
+			}
+			req := verify.Request{Source: src, Segment: seg, Start: p.at.Start, End: p.at.End,
+				Rung:     ffmpeg.Rung{Name: name, Height: p.rung.Height, Bitrate: p.rung.Bitrate},
+				Settings: s.settings}
+			rep, err := s.check(gctx, req)
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case gctx.Err() != nil:
+				// Stopped: another failed, or the job ended.
+			case err != nil:
+				if checkErr == nil {
+					checkErr = fmt.Errorf("%s/%s: %w", name, p.seg.uri, err)
+				}
+				stop()
+			case !rep.Passed:
+				if failed == nil {
+					failed = &rejection{verify: true, reason: fmt.Sprintf("%s/%s (%s to %s) failed the origin's re-check: %s",
+						name, p.seg.uri, seconds(p.at.Start), seconds(p.at.End), clip(rep.Reason(), 400))}
+				}
+				stop()
+			default:
+				passed++
+			}
+			return nil
+		})
+	}
+	_ = g.Wait()
+	switch {
+	case failed != nil:
+		return failed
+	case ctx.Err() != nil:
+		return ctx.Err()
+	case readErr != nil:
+		return readErr
+	case checkErr != nil:
+		return &checkError{err: checkErr}
+	}
+	c.verified = passed
+	return nil
+}
+
+// sampleSeed is the seed of rendition r's sample in the attempt job: an
+// HMAC of both under key (itself derived from the origins' secret).
+func sampleSeed(key []byte, job, r string) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(job))
+	m.Write([]byte{0})
+	m.Write([]byte(r))
+	return m.Sum(nil)
+}
+
+// seedKey derives the key of sampling seeds from secret.
+func seedKey(secret []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(seedLabel))
+	return m.Sum(nil)
+}
+
+func clipErr(err error) string {
+	if err == nil {
+		return ""
+	}
+	return clip(err.Error(), 200)
+}
+
+// isCheckError tells a check the origin could not make.
+func isCheckError(err error) (*checkError, bool) {
+	var ce *checkError
+	ok := errors.As(err, &ce)
+	return ce, ok
+}
