@@ -133,6 +133,12 @@ type EpochRow struct {
 	UptimeSeconds        float64 `json:"uptime_seconds"`
 	QuarantineSeconds    float64 `json:"quarantine_seconds"`
 	VerificationFailures int64   `json:"verification_failures"`
+	// TranscodedPixels and SegmentsVerified are a remote worker's
+	// published outputs' pixels (width x height x frames over the
+	// renditions) and their segments the origin transcoded again and
+	// found matching, in the epoch; not rewarded (yet).
+	TranscodedPixels int64 `json:"transcoded_pixels"`
+	SegmentsVerified int64 `json:"segments_verified"`
 	// RewardPoints is the node's share of the pool: by CreditedBytes x
 	// AuditPassRate, in integers by the largest remainder.
 	RewardPoints int64 `json:"reward_points"`
@@ -460,7 +466,8 @@ func epochRows(figures map[string]map[string]int64) []EpochRow {
 		r := EpochRow{NodeID: node, ClaimedBytes: f[routing.FigureClaimedBytes], ViewerBytes: f[routing.FigureViewerBytes],
 			AuditBytes: f[routing.FigureAuditBytes], AuditsPassed: f[routing.FigureAuditsPassed], AuditsFailed: f[routing.FigureAuditsFailed],
 			UptimeSeconds: float64(f[routing.FigureUptimeMs]) / 1000, QuarantineSeconds: float64(f[routing.FigureQuarantineMs]) / 1000,
-			VerificationFailures: f[routing.FigureVerifyFailures], AuditPassRate: 1}
+			VerificationFailures: f[routing.FigureVerifyFailures], AuditPassRate: 1,
+			TranscodedPixels: f[routing.FigureTranscodedPixels], SegmentsVerified: f[routing.FigureSegmentsVerified]}
 		r.CreditedBytes = min(r.ClaimedBytes, r.ViewerBytes+r.AuditBytes)
 		if n := r.AuditsPassed + r.AuditsFailed; n > 0 {
 			r.AuditPassRate = float64(r.AuditsPassed) / float64(n)
@@ -737,13 +744,15 @@ func (a *API) getNodeUsage(c *gin.Context) {
 
 // rowColumns are the CSV columns of a row, named as its JSON fields.
 var rowColumns = []string{"node_id", "region", "role", "state", "claimed_bytes", "viewer_bytes", "audit_bytes", "credited_bytes",
-	"audits_passed", "audits_failed", "audit_pass_rate", "uptime_seconds", "quarantine_seconds", "verification_failures", "reward_points"}
+	"audits_passed", "audits_failed", "audit_pass_rate", "uptime_seconds", "quarantine_seconds", "verification_failures",
+	"transcoded_pixels", "segments_verified", "reward_points"}
 
 func rowRecord(r EpochRow) []string {
 	i := func(v int64) string { return strconv.FormatInt(v, 10) }
 	f := func(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
 	return []string{r.NodeID, r.Region, r.Role, r.State, i(r.ClaimedBytes), i(r.ViewerBytes), i(r.AuditBytes), i(r.CreditedBytes),
-		i(r.AuditsPassed), i(r.AuditsFailed), f(r.AuditPassRate), f(r.UptimeSeconds), f(r.QuarantineSeconds), i(r.VerificationFailures), i(r.RewardPoints)}
+		i(r.AuditsPassed), i(r.AuditsFailed), f(r.AuditPassRate), f(r.UptimeSeconds), f(r.QuarantineSeconds), i(r.VerificationFailures),
+		i(r.TranscodedPixels), i(r.SegmentsVerified), i(r.RewardPoints)}
 }
 
 // epochColumns name the epoch on every CSV row: a signed CSV says which

@@ -67,14 +67,16 @@ func TestRewardPoints(t *testing.T) {
 func TestEpochRows(t *testing.T) {
 	t.Parallel()
 	rows := epochRows(map[string]map[string]int64{
-		"liar":   {routing.FigureClaimedBytes: 3000, routing.FigureAuditBytes: 600, routing.FigureViewerBytes: 400, routing.FigureAuditsPassed: 3, routing.FigureAuditsFailed: 1},
-		"honest": {routing.FigureClaimedBytes: 900, routing.FigureAuditBytes: 600, routing.FigureViewerBytes: 400, routing.FigureUptimeMs: 1500, routing.FigureQuarantineMs: 250},
+		"liar": {routing.FigureClaimedBytes: 3000, routing.FigureAuditBytes: 600, routing.FigureViewerBytes: 400, routing.FigureAuditsPassed: 3, routing.FigureAuditsFailed: 1},
+		"honest": {routing.FigureClaimedBytes: 900, routing.FigureAuditBytes: 600, routing.FigureViewerBytes: 400, routing.FigureUptimeMs: 1500, routing.FigureQuarantineMs: 250,
+			routing.FigureTranscodedPixels: 7_000_000, routing.FigureSegmentsVerified: 5},
 		"silent": {routing.FigureViewerBytes: 400},
 	})
 	if len(rows) != 3 || rows[0].NodeID != "honest" || rows[1].NodeID != "liar" || rows[2].NodeID != "silent" {
 		t.Fatalf("rows %+v", rows)
 	}
-	if rows[0].CreditedBytes != 900 || rows[0].AuditPassRate != 1 || rows[0].UptimeSeconds != 1.5 || rows[0].QuarantineSeconds != 0.25 {
+	if rows[0].CreditedBytes != 900 || rows[0].AuditPassRate != 1 || rows[0].UptimeSeconds != 1.5 || rows[0].QuarantineSeconds != 0.25 ||
+		rows[0].TranscodedPixels != 7_000_000 || rows[0].SegmentsVerified != 5 {
 		t.Errorf("honest: %+v (credited at most its claim)", rows[0])
 	}
 	if rows[1].CreditedBytes != 1000 || rows[1].AuditPassRate != 0.75 {
@@ -431,7 +433,8 @@ func TestOpenAPIEpochAnswers(t *testing.T) {
 	k := newKey(t)
 	node := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, joinBody(k, "eu", time.Now()), k).wantStatus(t, http.StatusCreated)).ID
 	e.nodeReq(t, "/v1/nodes/"+node+"/heartbeat", testAdminKey, nodeproto.Heartbeat{Time: time.Now(), BytesServed: 1000}, k).wantStatus(t, http.StatusOK)
-	if err := e.a.AddFigures(t.Context(), node, map[string]int64{routing.FigureAuditBytes: 400, routing.FigureAuditsPassed: 1, routing.FigureAuditsFailed: 1}); err != nil {
+	if err := e.a.AddFigures(t.Context(), node, map[string]int64{routing.FigureAuditBytes: 400, routing.FigureAuditsPassed: 1, routing.FigureAuditsFailed: 1,
+		routing.FigureTranscodedPixels: 1 << 40, routing.FigureSegmentsVerified: 3}); err != nil {
 		t.Fatal(err)
 	}
 	past := start.Add(-time.Hour)

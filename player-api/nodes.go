@@ -106,6 +106,14 @@ type workerJobsJSON struct {
 	Done     int64 `json:"done"`
 	Rejected int64 `json:"rejected"`
 	Failed   int64 `json:"failed"`
+	// SegmentsVerified, VerifyFailed and VerifyErrors count the origin's
+	// re-checks of its segments (passed in published outputs, failed,
+	// could not be made); TranscodedPixels are its published outputs'
+	// pixels (width x height x frames over the renditions).
+	SegmentsVerified int64 `json:"segments_verified"`
+	VerifyFailed     int64 `json:"verify_failed"`
+	VerifyErrors     int64 `json:"verify_errors"`
+	TranscodedPixels int64 `json:"transcoded_pixels"`
 	// LastRejection is why the origin refused the latest rejected output.
 	LastRejection   string     `json:"last_rejection,omitempty"`
 	LastRejectionAt *time.Time `json:"last_rejection_at,omitempty"`
@@ -270,7 +278,8 @@ func (a *API) listNodes(c *gin.Context) {
 		j.DeliveryReports = reports[n.ID]
 		if n.Role == nodeproto.RoleWorker {
 			ws := work[n.ID]
-			j.Jobs = &workerJobsJSON{Done: ws.Done, Rejected: ws.Rejected, Failed: ws.Failed, LastRejection: ws.LastRejection}
+			j.Jobs = &workerJobsJSON{Done: ws.Done, Rejected: ws.Rejected, Failed: ws.Failed, LastRejection: ws.LastRejection,
+				SegmentsVerified: ws.SegmentsVerified, VerifyFailed: ws.VerifyFailed, VerifyErrors: ws.VerifyErrors, TranscodedPixels: ws.TranscodedPixels}
 			if !ws.LastRejectionAt.IsZero() {
 				at := ws.LastRejectionAt
 				j.Jobs.LastRejectionAt = &at

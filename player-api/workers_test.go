@@ -14,6 +14,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/nodeproto"
+	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/transcode/remote"
 )
 
@@ -86,6 +87,11 @@ func TestWorkerJoinAndAuth(t *testing.T) {
 	measured.Ladders, measured.LaddersFrom, measured.RealtimeX = 3, "measured", 2.5
 	call(e.nodeReq(t, "/v1/nodes/"+id+"/heartbeat", testAdminKey, nodeproto.Heartbeat{Time: time.Now(), Transcode: &measured}, k),
 		"/v1/nodes/{id}/heartbeat", "POST", http.StatusOK)
+	// What the origin's re-checks of its outputs came to.
+	if _, err := e.store.AddWorkerFigures(t.Context(), id, map[string]int64{routing.WorkSegmentsVerified: 12, routing.WorkVerifyFailed: 1,
+		routing.WorkVerifyErrors: 2, routing.WorkPixels: 3_000_000}); err != nil {
+		t.Fatal(err)
+	}
 	r := call(e.do(t, "GET", "/v1/nodes", testAdminKey, nil), "/v1/nodes", "GET", http.StatusOK)
 	var list struct {
 		Data []nodeJSON `json:"data"`
@@ -97,7 +103,8 @@ func TestWorkerJoinAndAuth(t *testing.T) {
 		switch n.ID {
 		case id:
 			if n.Role != "worker" || n.PublicURL != "" || n.Transcode == nil || n.Transcode.Ladders != 3 || n.Transcode.LaddersFrom != "measured" ||
-				n.Jobs == nil || n.Jobs.Done != 0 {
+				n.Jobs == nil || n.Jobs.Done != 0 || n.Jobs.SegmentsVerified != 12 || n.Jobs.VerifyFailed != 1 || n.Jobs.VerifyErrors != 2 ||
+				n.Jobs.TranscodedPixels != 3_000_000 {
 				t.Errorf("the worker in /v1/nodes: %+v %+v", n, n.Transcode)
 			}
 		default:
