@@ -243,8 +243,13 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	keys.revoke = pipe.disconnectPublishers
 	owners.disconnect = pipe.disconnectPublishers
 	// Remote workers (joined nodes of role "worker") take VOD jobs
-	// through this origin.
-	workerJobs, err := newRemoteJobs(cfg, store, files, log.With("component", "remote-jobs"), reg)
+	// through this origin; their published work is credited to the
+	// accounting epoch through the API (made below, before any request).
+	var api *playerapi.API
+	credit := func(ctx context.Context, node string, deltas map[string]int64) error {
+		return api.AddFigures(ctx, node, deltas)
+	}
+	workerJobs, err := newRemoteJobs(cfg, store, files, worker, credit, log.With("component", "remote-jobs"), reg)
 	if err != nil {
 		return err
 	}
@@ -256,7 +261,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		shop.known = signed.known
 		auditSummary = shop.summary
 	}
-	api, err := playerapi.New(playerapi.Config{
+	api, err = playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
 		SRTURL: srtURL(cfg), WHIP: whipIngest, WHEP: whepPlay, MaxRestreams: cfg.Ingest.MaxRestreams, WebhookAllowPrivate: cfg.WebhookAllowPrivate == "true",
 		MaxUploadBytes: cfg.MaxUploadBytes, UploadAllowedOrigins: config.SplitList(cfg.UploadAllowedOrigins), UploadDir: uploadDir(cfg), Videos: files,

@@ -86,17 +86,23 @@ func (n *node) nodeTokenWithID(name string) (token, id string) {
 
 // joinedWorker is a joined worker's entry in GET /v1/nodes.
 type joinedWorker struct {
-	ID        string                 `json:"id"`
-	Role      string                 `json:"role"`
-	Region    string                 `json:"region"`
-	PublicURL string                 `json:"public_url"`
-	State     string                 `json:"state"`
-	Transcode *nodeproto.Transcoding `json:"transcode"`
-	Jobs      *struct {
-		Done          int64  `json:"done"`
-		Rejected      int64  `json:"rejected"`
-		Failed        int64  `json:"failed"`
-		LastRejection string `json:"last_rejection"`
+	ID        string `json:"id"`
+	Role      string `json:"role"`
+	Region    string `json:"region"`
+	PublicURL string `json:"public_url"`
+	State     string `json:"state"`
+	// QuarantineReason is why the node is quarantined.
+	QuarantineReason string                 `json:"quarantine_reason"`
+	Transcode        *nodeproto.Transcoding `json:"transcode"`
+	Jobs             *struct {
+		Done             int64  `json:"done"`
+		Rejected         int64  `json:"rejected"`
+		Failed           int64  `json:"failed"`
+		SegmentsVerified int64  `json:"segments_verified"`
+		VerifyFailed     int64  `json:"verify_failed"`
+		VerifyErrors     int64  `json:"verify_errors"`
+		TranscodedPixels int64  `json:"transcoded_pixels"`
+		LastRejection    string `json:"last_rejection"`
 	} `json:"jobs"`
 }
 

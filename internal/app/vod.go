@@ -1,6 +1,7 @@
 package app
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"os"
@@ -42,8 +43,12 @@ func newVODWorker(cfg config.Config, store *routing.Store, objects storage.Store
 
 // newRemoteJobs is the origin's side of remote VOD workers' jobs: the same
 // queue, ladder, preset, segment duration, idle timeout and attempts as its
-// local workers.
-func newRemoteJobs(cfg config.Config, store *routing.Store, files vod.Files, log *slog.Logger, reg prometheus.Registerer) (*remote.Origin, error) {
+// local workers, the share of segments re-checked before publishing
+// (transcode.verify_fraction); localWorkers says this origin runs VOD
+// workers of its own, and credit adds a worker's published work to the
+// accounting epoch.
+func newRemoteJobs(cfg config.Config, store *routing.Store, files vod.Files, localWorkers bool,
+	credit func(ctx context.Context, node string, deltas map[string]int64) error, log *slog.Logger, reg prometheus.Registerer) (*remote.Origin, error) {
 	ladder, err := media.ParseLadder(cfg.Transcode.Ladder)
 	if err != nil {
 		return nil, fmt.Errorf("transcode.ladder: %w", err)
@@ -51,7 +56,8 @@ func newRemoteJobs(cfg config.Config, store *routing.Store, files vod.Files, log
 	return remote.New(remote.Config{
 		Files: files, Ladder: ladder, Preset: cfg.Transcode.Preset, SegmentDuration: cfg.HLS.SegmentDuration.Std(),
 		IdleTimeout: cfg.VOD.IdleTimeout.Std(), MaxAttempts: cfg.VOD.MaxAttempts,
-	}, remote.Deps{Queue: store, Log: log, Registerer: reg})
+		VerifyFraction: cfg.Transcode.VerifyFraction, LocalWorkers: localWorkers,
+	}, remote.Deps{Queue: store, Log: log, Registerer: reg, Figures: credit})
 }
 
 // vodPackager is the live packager writing a VOD job's HLS (the live
