@@ -260,7 +260,7 @@ var scripts = map[string]*redis.Script{
 	"abortUploadScript": abortUploadScript, "sourceReceivedScript": sourceReceivedScript,
 	"failVideoScript": failVideoScript, "deleteWebhookScript": deleteWebhookScript,
 	"fanOutScript": fanOutScript, "claimDeliveryScript": claimDeliveryScript,
-	"finishDeliveryScript": finishDeliveryScript,
+	"finishDeliveryScript": finishDeliveryScript, "deferJobScript": deferJobScript,
 }
 
 // TestRoutingOnRedisCluster runs the package's tests on a three-master
