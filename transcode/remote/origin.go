@@ -785,7 +785,9 @@ func (o *Origin) deferJob(ctx context.Context, j routing.Job, node string, log *
 		return false, err
 	}
 	o.jobs.WithLabelValues("deferred").Inc()
-	log.Info("job deferred: it goes to another worker than the one whose output of it was refused")
+	// At every claim of the refused worker while it waits: counted, and
+	// logged at debug level only.
+	log.Debug("job deferred: it goes to another worker than the one whose output of it was refused")
 	return true, nil
 }
 
