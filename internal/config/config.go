@@ -188,6 +188,7 @@ type TranscodeConfig struct {
 	Ladder      string `yaml:"ladder"`      // "1080p:5000k,720p:3000k,..."
 	Passthrough bool   `yaml:"passthrough"` // also serve the source as it came
 	Preset      string `yaml:"preset"`      // x264 preset
+	Remote      string `yaml:"remote"`      // off, prefer or only: live ladders on remote workers
 }
 
 // base returns the defaults before derivation: PublicURL and RTMPPublicURL
@@ -233,6 +234,7 @@ func base() Config {
 			MaxLadders: -1,
 			Ladder:     media.DefaultLadder.String(),
 			Preset:     "veryfast",
+			Remote:     "off",
 		},
 		VOD:        VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
 		Edge:       EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},
