@@ -155,6 +155,7 @@ func (o *LiveOrigin) ClaimLive(ctx context.Context, w LiveWorker) (nodeproto.Liv
 	if lw == nil {
 		lw = &liveWorker{wake: make(chan struct{}, 1)}
 		o.workers[w.ID] = lw
+		o.log.Info("a remote worker waits for live ladders", "node", w.ID, "region", w.Region, "ladders", w.Ladders)
 	}
 	lw.info = w
 	lw.polling++
