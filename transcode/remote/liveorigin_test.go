@@ -69,6 +69,19 @@ type rungOut struct {
 // the source's first frame, none missing, equal across rungs.
 func TestRemoteLiveFailover(t *testing.T) {
 	t.Parallel()
+	t.Run("to another worker", func(t *testing.T) {
+		t.Parallel()
+		testRemoteLiveFailover(t, []string{"wa", "wb"}, "worker")
+	})
+	t.Run("to the origin's CPU", func(t *testing.T) {
+		t.Parallel()
+		testRemoteLiveFailover(t, []string{"wa"}, "cpu")
+	})
+}
+
+// testRemoteLiveFailover runs the stream with workers, kills the one that
+// took it, and expects a failover to "worker" or "cpu".
+func testRemoteLiveFailover(t *testing.T, workerIDs []string, to string) {
 	log := slog.New(slog.DiscardHandler)
 	track, aus := demuxClip(t, shoaltest.MakeTS(t, 640, 360, 6, 45)) // source GOP 1.5 s, off the 1 s grid
 	hub, err := stream.New(stream.Config{QueueSize: 1 << 16}, stream.Deps{Log: log})
@@ -96,7 +109,7 @@ func TestRemoteLiveFailover(t *testing.T) {
 	claimed := make(chan string, 4)
 	wctx := map[string]context.CancelFunc{}
 	var workers sync.WaitGroup
-	for _, id := range []string{"wa", "wb"} {
+	for _, id := range workerIDs {
 		ctx, cancel := context.WithCancel(context.Background())
 		wctx[id] = cancel
 		workers.Add(1)
@@ -111,7 +124,7 @@ func TestRemoteLiveFailover(t *testing.T) {
 	deadline := time.Now().Add(30 * time.Second)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for lo.Available() < 2 {
+	for lo.Available() < len(workerIDs) {
 		if time.Now().After(deadline) {
 			t.Fatal("the workers never claimed")
 		}
@@ -177,7 +190,8 @@ func TestRemoteLiveFailover(t *testing.T) {
 	}
 	// Feed the source about as fast as the ladder encodes it (a live
 	// source comes in real time): at most 1.5 s ahead of the output.
-	// Kill the first worker once its output is 1.5 s in (mid-segment).
+	// Kill the first worker once its output is 2.5 s in (mid-segment, past
+	// the source keyframe at 1.5 s: the replacement starts off the grid).
 	first := aus[0].PTS
 	killed, victim := false, ""
 	for _, au := range aus {
@@ -188,7 +202,7 @@ func TestRemoteLiveFailover(t *testing.T) {
 				t.Fatalf("no output past %d (source at %d)", out()-first, au.PTS-first)
 			}
 		}
-		if !killed && out()-first >= 135000 {
+		if !killed && out()-first >= 225000 {
 			killed, victim = true, <-claimed
 			wctx[victim]()
 		}
@@ -197,8 +211,10 @@ func TestRemoteLiveFailover(t *testing.T) {
 	if !killed {
 		t.Fatal("the first worker was never killed")
 	}
-	if next := <-claimed; next == victim {
-		t.Fatalf("worker %s took the stream again after it was killed", next)
+	if to == "worker" {
+		if next := <-claimed; next == victim {
+			t.Fatalf("worker %s took the stream again after it was killed", next)
+		}
 	}
 	pub.Close()
 	outsMu.Lock()
@@ -215,8 +231,8 @@ func TestRemoteLiveFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	if n := counterValue(t, reg, "shoal_transcode_remote_failovers_total", "worker"); n != 1 {
-		t.Errorf("failovers to a worker: %v, want 1", n)
+	if n := counterValue(t, reg, "shoal_transcode_remote_failovers_total", to); n != 1 {
+		t.Errorf("failovers to %s: %v, want 1", to, n)
 	}
 	last := aus[len(aus)-1].PTS
 	var keys0 []int64
