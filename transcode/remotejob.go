@@ -83,9 +83,11 @@ func (j *job) sourceHeader() nodeproto.LiveSource {
 func (j *job) startRemote(rl RemoteLadder) {
 	j.remote = rl
 	from := j.replayFrom()
+	// The worker's lag is counted from now (the newest source frame), so
+	// that a long replay does not count against it.
 	start := j.anchor90k()
 	if len(from) > 0 {
-		start = from[0].PTS * 90000 / int64(j.tracks[j.vIdx].ClockRate)
+		start = from[len(from)-1].PTS * 90000 / int64(j.tracks[j.vIdx].ClockRate)
 	}
 	j.remoteOut = &outPos{pts: start}
 	rl.Start(j.sourceHeader())

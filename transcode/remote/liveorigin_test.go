@@ -314,3 +314,77 @@ func demuxClip(t *testing.T, path string) (media.Track, []*media.AccessUnit) {
 	}
 	return track, aus
 }
+
+// With no worker waiting, a prefer stream is encoded here, an only stream
+// is not transcoded at all (served as it came, counted as refused).
+func TestRemoteModesWithoutWorkers(t *testing.T) {
+	t.Parallel()
+	log := slog.New(slog.DiscardHandler)
+	clip := shoaltest.MakeTS(t, 640, 360, 1, 30)
+	for _, mode := range []string{transcode.RemotePrefer, transcode.RemoteOnly} {
+		t.Run(mode, func(t *testing.T) {
+			t.Parallel()
+			track, aus := demuxClip(t, clip) // the hub stamps what it publishes: one copy each
+			hub, err := stream.New(stream.Config{QueueSize: 1 << 16}, stream.Deps{Log: log})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hctx, hcancel := context.WithCancel(context.Background())
+			hubDone := make(chan struct{})
+			go func() { _ = hub.Run(hctx); close(hubDone) }()
+			t.Cleanup(func() { hcancel(); <-hubDone })
+			ladder, _ := media.ParseLadder("240p:400k")
+			reg := prometheus.NewRegistry()
+			tc, err := transcode.New(transcode.Config{Ladder: ladder, MaxLadders: 1, HWAccel: transcode.HWNone, Preset: "ultrafast",
+				SegmentDuration: time.Second, Remote: mode}, transcode.Deps{Log: log, Hub: hub, Registerer: reg, Remote: NewLiveOrigin(LiveConfig{}, log)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tctx, tcancel := context.WithCancel(context.Background())
+			tcDone := make(chan error, 1)
+			go func() { tcDone <- tc.Run(tctx) }()
+			w := hub.Watch(func(k media.StreamKey) bool { return k.Rendition != media.RenditionSource })
+			defer w.Close()
+			pub, err := hub.Publish(media.StreamKey{Name: "nw", Rendition: media.RenditionSource}, []media.Track{track})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if claimed := tc.Claimed("nw"); claimed != (mode == transcode.RemotePrefer) {
+				t.Errorf("claimed %v", claimed)
+			}
+			for _, au := range aus {
+				pub.Write(au)
+			}
+			pub.Close()
+			if mode == transcode.RemotePrefer {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				sub, err := w.Next(ctx)
+				if err != nil {
+					t.Fatalf("no rung published here: %v", err)
+				}
+				n := 0
+				_ = sub.Each(ctx, func([]media.Track, bool) {}, func(*media.AccessUnit) { n++ })
+				sub.Close()
+				if sub.Key().Rendition != "240p" || n != len(aus) {
+					t.Errorf("rendition %s with %d access units, want 240p with %d", sub.Key().Rendition, n, len(aus))
+				}
+			}
+			tcancel()
+			if err := <-tcDone; err != nil {
+				t.Fatal(err)
+			}
+			refused := 0.0
+			if mfs, err := reg.Gather(); err == nil {
+				for _, mf := range mfs {
+					if mf.GetName() == "shoal_transcode_refused_total" {
+						refused = mf.GetMetric()[0].GetCounter().GetValue()
+					}
+				}
+			}
+			if want := map[string]float64{transcode.RemotePrefer: 0, transcode.RemoteOnly: 1}[mode]; refused != want {
+				t.Errorf("refused %v, want %v", refused, want)
+			}
+		})
+	}
+}
