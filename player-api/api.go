@@ -204,6 +204,9 @@ type Config struct {
 	// WorkerJobs hands VOD jobs to remote workers (the /v1/worker routes,
 	// workers.go); nil: those routes answer 503.
 	WorkerJobs WorkerJobs
+	// WorkerLive hands live ladders to remote workers (the
+	// /v1/worker/live routes); nil: none.
+	WorkerLive WorkerLive
 }
 
 // API serves the control API. Create it with New and mount it with
@@ -243,6 +246,7 @@ type API struct {
 	clientIP     func(*http.Request) string
 	onHeartbeat  func(n routing.Node, load routing.NodeLoad)
 	workerJobs   WorkerJobs
+	workerLive   WorkerLive
 
 	registry          *routing.Registry
 	secretMu          sync.Mutex
@@ -337,6 +341,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		clientIP:       cfg.ClientIP,
 		onHeartbeat:    cfg.OnHeartbeat,
 		workerJobs:     cfg.WorkerJobs,
+		workerLive:     cfg.WorkerLive,
 
 		contentKeys:       cfg.ContentKeys,
 		maxNodesPerToken:  cfg.MaxNodesPerToken,

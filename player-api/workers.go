@@ -42,6 +42,7 @@ func (a *API) registerWorkers(r gin.IRouter) {
 	r.PUT("/v1/worker/jobs/:job/files/*path", a.workerPutFile)
 	r.POST("/v1/worker/jobs/:job/complete", a.workerComplete)
 	r.POST("/v1/worker/jobs/:job/fail", a.workerFail)
+	a.registerWorkerLive(r)
 }
 
 // workerRequest is an authenticated worker request.
@@ -59,7 +60,7 @@ type workerRequest struct {
 // the job. On failure it has answered.
 func (a *API) workerAuth(c *gin.Context, limit int64) (workerRequest, bool) {
 	var w workerRequest
-	if a.workerJobs == nil {
+	if a.workerJobs == nil && !isWorkerLive(c) {
 		WriteError(c, http.StatusServiceUnavailable, codeUnavailable, "this origin hands out no VOD jobs to remote workers")
 		return w, false
 	}
@@ -92,15 +93,17 @@ func (a *API) workerAuth(c *gin.Context, limit int64) (workerRequest, bool) {
 		return w, false
 	}
 	sum, size := nodeproto.EmptySHA256, int64(0)
-	switch c.Request.Method {
-	case http.MethodPost:
+	switch {
+	case limit == streamedBody:
+		sum, size = nodeproto.StreamSHA256, -1 // read by the handler
+	case c.Request.Method == http.MethodPost:
 		if w.body, err = readLimited(c, limit); err != nil {
 			WriteError(c, http.StatusRequestEntityTooLarge, codePayloadTooLarge, fmt.Sprintf("the request body is larger than %d bytes", limit))
 			return w, false
 		}
 		h := sha256.Sum256(w.body)
 		sum, size = hex.EncodeToString(h[:]), int64(len(w.body))
-	case http.MethodPut:
+	case c.Request.Method == http.MethodPut:
 		if size = c.Request.ContentLength; size < 0 {
 			WriteError(c, http.StatusLengthRequired, codeInvalidRequest, "send the file with its Content-Length (it is signed)")
 			return w, false

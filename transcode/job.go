@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/logx"
@@ -56,6 +57,37 @@ type job struct {
 	// last is the latest publisher of every rendition this job published,
 	// to end them all when the job ends.
 	last map[string]*stream.Publisher
+
+	// mu guards the job's state when a remote worker carries the ladder:
+	// its renditions are published from a goroutine of their own
+	// (readRemote) beside the subscriber's.
+	mu sync.Mutex
+	// remoteJob: the ladder was handed to remote workers. anchor (the
+	// source video's clock) is the keyframe grid's origin, the PTS of the
+	// first source video access unit of the connection, so that whoever
+	// takes over keys at the same instants.
+	remoteJob  bool
+	anchor     int64
+	haveAnchor bool
+	// pending is the remote worker reserved for this job, started once the
+	// anchor is known; remote is the one carrying the ladder now, and
+	// remoteOut where its output stands.
+	pending       RemoteLadder
+	remote        RemoteLadder
+	remoteOut     *outPos
+	failedWorkers []string
+	// lastOut is where each rung's published output stands; resume, after
+	// a failover, makes a rung go on only from its replacement's first
+	// keyframe past it.
+	lastOut map[string]outPos
+	resume  map[string]outPos
+	// lastKey is the PTS of each rung's latest published keyframe: a
+	// replacement starts from a source keyframe at or before the
+	// earliest of them, so that it re-encodes the segment its
+	// predecessor was in.
+	lastKey map[string]int64
+	ending  bool
+	frames  sync.WaitGroup // readRemote goroutines
 }
 
 func (j *job) run(ctx context.Context, sub *stream.Subscriber) {
@@ -64,13 +96,32 @@ func (j *job) run(ctx context.Context, sub *stream.Subscriber) {
 	j.t.setProblem(j.id, "") // a new broadcast starts clean
 	j.pubs = map[string]*stream.Publisher{}
 	j.last = map[string]*stream.Publisher{}
+	j.lastOut = map[string]outPos{}
+	j.lastKey = map[string]int64{}
 	defer j.endAll()
-	_ = sub.Each(ctx, j.start, func(au *media.AccessUnit) {
+	defer func() {
+		if j.pending != nil {
+			j.pending.Close()
+			j.pending = nil
+		}
+	}()
+	_ = sub.Each(ctx, func(tracks []media.Track, restart bool) {
+		j.mu.Lock()
+		defer j.mu.Unlock()
+		j.start(tracks, restart)
+	}, func(au *media.AccessUnit) {
+		j.mu.Lock()
+		defer j.mu.Unlock()
 		if au.Keyframe && au.Track == j.vIdx {
 			j.checkBehind(sub.Dropped())
 		}
 		j.handle(au)
 	}) // ends with the source (or ctx)
+	if j.remoteJob {
+		j.endRemote()
+	}
+	j.mu.Lock()
+	defer j.mu.Unlock()
 	j.flush()
 	j.closePipe()
 }
@@ -86,9 +137,9 @@ func (j *job) start(tracks []media.Track, restart bool) {
 		clear(j.recentAudio)
 		j.recentAudio = j.recentAudio[:0]
 		j.copy = j.broken
-		for name, p := range j.pubs {
-			p.Close() // the hub waits for the reconnect that emit makes
-			delete(j.pubs, name)
+		j.closePubs() // the hub waits for the reconnect that emit makes
+		if j.remoteJob {
+			j.restartRemote()
 		}
 	}
 	j.tracks, j.vIdx, j.aIdx = tracks, -1, -1
@@ -109,8 +160,8 @@ func (j *job) start(tracks []media.Track, restart bool) {
 		j.copy = true
 		return
 	}
-	if j.copy {
-		return
+	if j.copy || j.pending != nil {
+		return // a remote worker starts with the first video access unit
 	}
 	j.openPipe()
 }
@@ -123,6 +174,9 @@ func (j *job) openPipe() {
 		rungs[i] = ffmpeg.Rung{Name: r.Name(), Height: r.Height, Bitrate: r.Bitrate}
 	}
 	cfg := j.t.accel.PipelineConfig(j.t.cfg.Preset, j.t.cfg.SegmentDuration, j.t.log)
+	if j.remoteJob && j.haveAnchor { // on the remote workers' grid
+		cfg.Anchored, cfg.KeyframeAnchor = true, j.anchor90k()
+	}
 	if j.cpuOnly { // after a hardware failure
 		cfg.Backend, cfg.GPU = ffmpeg.BackendSoftware, nil
 	}
@@ -154,10 +208,7 @@ func (j *job) fail(err error) {
 			"decode", j.t.accel.Decode(), "err", err)
 		j.t.fallbacks.WithLabelValues(ffmpeg.BackendSoftware).Inc()
 		j.cpuOnly = true
-		for name, p := range j.pubs {
-			p.Close() // new encoders: the rungs continue after a discontinuity
-			delete(j.pubs, name)
-		}
+		j.closePubs() // new encoders: the rungs continue after a discontinuity
 		j.openPipe()
 		j.replay()
 		return
@@ -198,7 +249,7 @@ const maxGOP = 600
 
 // replay feeds the current GOP to a pipeline that replaced a failed one.
 func (j *job) replay() {
-	for _, au := range j.gop {
+	for _, au := range j.replayFrom() {
 		if j.pipe == nil {
 			return
 		}
@@ -234,11 +285,26 @@ func (j *job) handle(au *media.AccessUnit) {
 		if !au.NTP.IsZero() {
 			j.srcZero = au.NTP.Add(-media.Duration(au.DTS, j.tracks[j.vIdx].ClockRate))
 		}
-		if au.Keyframe || len(j.gop) >= maxGOP {
+		switch {
+		case j.remoteJob && au.Keyframe:
+			j.trimGOP() // back to the rungs' latest keyframe
+		case au.Keyframe || len(j.gop) >= maxGOP:
 			clear(j.gop)
 			j.gop = j.gop[:0]
 		}
 		j.gop = append(j.gop, au)
+		if !j.haveAnchor {
+			j.anchor, j.haveAnchor = au.PTS, true
+			if rl := j.pending; rl != nil {
+				j.pending = nil
+				j.startRemote(rl) // sends the GOP, this access unit included
+				return
+			}
+		}
+		if j.remote != nil {
+			j.sendRemote(au)
+			return
+		}
 		if j.pipe == nil {
 			return
 		}
@@ -304,16 +370,35 @@ func (j *job) emit(i int, au *media.AccessUnit) {
 	if i >= len(rungs) {
 		return
 	}
+	j.emitRung(rungs[i], au)
+}
+
+// emitRung publishes an encoded access unit of rung r (this node's
+// pipeline's or a remote worker's). After a failover a rung goes on from
+// its replacement's first keyframe past what it published, in the same
+// publication: the segment the failed encoder was in ends at that
+// keyframe, none is missing, and the keyframes stay on the grid.
+func (j *job) emitRung(r ffmpeg.Rung, au *media.AccessUnit) {
+	name := r.Name
+	if from, ok := j.resume[name]; ok {
+		if !au.Keyframe || au.PTS <= from.pts || au.DTS <= from.dts {
+			return
+		}
+		delete(j.resume, name)
+	}
+	j.lastOut[name] = outPos{au.PTS, au.DTS}
+	if au.Keyframe {
+		j.lastKey[name] = au.PTS
+	}
 	if au.NTP.IsZero() && !j.srcZero.IsZero() {
 		au.NTP = j.srcZero.Add(media.Duration(au.DTS, j.tracks[j.vIdx].ClockRate))
 	}
-	name := rungs[i].Name
 	p := j.pubs[name]
 	if p == nil {
 		if !au.Keyframe {
 			return
 		}
-		tracks := []media.Track{rungs[i].Track(au)}
+		tracks := []media.Track{r.Track(au)}
 		if j.aIdx >= 0 {
 			tracks = append(tracks, j.tracks[j.aIdx])
 		}
@@ -357,6 +442,17 @@ func (j *job) publish(name string, tracks []media.Track) (*stream.Publisher, err
 	j.pubs[name] = p
 	j.last[name] = p
 	return p, nil
+}
+
+// closePubs closes the rung publishers: the next access unit of each
+// publishes it again (the hub waits for that reconnect), after a
+// discontinuity.
+func (j *job) closePubs() {
+	for name, p := range j.pubs {
+		p.Close()
+		delete(j.pubs, name)
+	}
+	clear(j.resume)
 }
 
 // endAll ends every rendition this job published at once (no reconnect

@@ -66,6 +66,9 @@ type Config struct {
 	// CacheDir, when set, is where the measured capacity is kept (the
 	// data directory), so that a restart does not measure it again.
 	CacheDir string
+	// Remote is RemoteOff (""), RemotePrefer or RemoteOnly: whether a new
+	// stream's ladder goes to a remote worker (Deps.Remote).
+	Remote string
 }
 
 // LadderSource tells a stream's own ladder ("" when it uses the node's).
@@ -80,6 +83,8 @@ type Deps struct {
 	Registerer prometheus.Registerer
 	// Ladders, when set, is asked for each stream's own ladder.
 	Ladders LadderSource
+	// Remote hands ladders to remote workers (Config.Remote).
+	Remote RemoteLadders
 }
 
 // Transcoder runs the ladders of one node.
@@ -88,6 +93,7 @@ type Transcoder struct {
 	log     *slog.Logger
 	hub     Hub
 	ladders LadderSource
+	remote  RemoteLadders
 	accel   Accel
 	limit   int
 	// limitFrom says where limit comes from ("configured", "default" or
@@ -109,6 +115,7 @@ type Transcoder struct {
 	refused   prometheus.Counter
 	fallbacks *prometheus.CounterVec
 	behind    prometheus.Counter
+	failovers *prometheus.CounterVec
 
 	mu sync.Mutex
 	// claims maps a stream id to the generation of the job holding its
@@ -118,6 +125,11 @@ type Transcoder struct {
 	claimGen uint64
 	problems map[string]string   // stream id -> why its ladder failed
 	rungs    map[string][]string // stream id -> the renditions its ladder publishes
+	// reserved holds the remote worker reserved for a stream's next job;
+	// remoteGen the generation of the jobs carried remotely, which do not
+	// count against the node's own limit.
+	reserved  map[string]RemoteLadder
+	remoteGen map[string]uint64
 
 	// onMetrics, when set (by tests, after New and before any source is
 	// published), is called after the running, refused or dropped metrics
@@ -147,6 +159,16 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 	if cfg.SegmentDuration <= 0 {
 		return nil, errors.New("transcode: segment duration must be positive")
 	}
+	switch cfg.Remote {
+	case "", RemoteOff:
+		cfg.Remote = RemoteOff
+	case RemotePrefer, RemoteOnly:
+		if deps.Remote == nil {
+			return nil, fmt.Errorf("transcode: remote %q needs Deps.Remote", cfg.Remote)
+		}
+	default:
+		return nil, fmt.Errorf("transcode: remote must be off, prefer or only, not %q", cfg.Remote)
+	}
 	if deps.Log == nil {
 		deps.Log = slog.Default()
 	}
@@ -160,7 +182,8 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 		limit, limitFrom = defaultLimit(accel.Backend), "default"
 	}
 	t := &Transcoder{
-		cfg: cfg, log: deps.Log, hub: deps.Hub, ladders: deps.Ladders, accel: accel,
+		cfg: cfg, log: deps.Log, hub: deps.Hub, ladders: deps.Ladders, remote: deps.Remote, accel: accel,
+		reserved: map[string]RemoteLadder{}, remoteGen: map[string]uint64{},
 		limit: limit, limitFrom: limitFrom,
 		bench:  CapacityConfig{Ladder: cfg.Ladder, Preset: cfg.Preset, KeyframeInterval: cfg.SegmentDuration, Log: deps.Log},
 		claims: map[string]uint64{}, problems: map[string]string{}, rungs: map[string][]string{},
@@ -181,6 +204,10 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 			Name: "shoal_transcode_dropped_source_access_units_total",
 			Help: "Source access units a ladder lost because it could not keep up with live (use a faster preset, a smaller ladder or a GPU).",
 		}),
+		failovers: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_transcode_remote_failovers_total",
+			Help: "Live ladders taken over from a remote worker that died, stopped or fell behind, by another worker or by this node's CPU.",
+		}, []string{"to"}),
 		fallbacks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_transcode_fallbacks_total", Help: "Ladders that failed and fell back to the software encoder or to copying the source.",
 		}, []string{"to"}),
@@ -191,7 +218,7 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 	t.limitG.Set(float64(t.limit))
 	t.realtimeG.Set(t.realtimeX)
 	if deps.Registerer != nil {
-		for _, c := range []prometheus.Collector{t.running, t.limitG, t.realtimeG, t.refused, t.fallbacks, t.behind, NewAccelCollector(accel)} {
+		for _, c := range []prometheus.Collector{t.running, t.limitG, t.realtimeG, t.refused, t.fallbacks, t.failovers, t.behind, NewAccelCollector(accel)} {
 			if err := deps.Registerer.Register(c); err != nil {
 				return nil, fmt.Errorf("transcode: register metrics: %w", err)
 			}
@@ -260,10 +287,24 @@ func (t *Transcoder) claim(id string, forJob bool) bool {
 		if forJob {
 			t.claimGen++
 			t.claims[id] = t.claimGen
+			t.reserveLocked(id)
 		}
 		return true
 	}
-	if len(t.claims) >= t.limit {
+	if t.reserveLocked(id) {
+		t.claimGen++
+		t.claims[id] = t.claimGen
+		t.running.Set(float64(len(t.claims)))
+		t.metricsChanged()
+		return true
+	}
+	if t.cfg.Remote == RemoteOnly {
+		t.refused.Inc()
+		t.metricsChanged()
+		t.log.Warn("no remote worker has room for the ladder; the source is served as it came", "stream", id)
+		return false
+	}
+	if len(t.claims)-len(t.remoteGen) >= t.limit {
 		if t.limit > 0 {
 			t.refused.Inc()
 			t.metricsChanged()
@@ -328,6 +369,9 @@ func (t *Transcoder) release(id string, gen uint64) {
 	if t.claims[id] == gen {
 		delete(t.claims, id)
 	}
+	if t.remoteGen[id] == gen {
+		delete(t.remoteGen, id)
+	}
 	t.running.Set(float64(len(t.claims)))
 	t.metricsChanged()
 }
@@ -385,10 +429,51 @@ func (t *Transcoder) Run(ctx context.Context) error {
 			defer t.release(sub.Key().Name, gen)
 			id := sub.Key().Name
 			j := &job{t: t, id: id, log: t.log.With("stream", id), ladder: t.ladderFor(ctx, id)}
+			j.pending = t.takeReserved(id, gen)
+			j.remoteJob = j.pending != nil
 			j.run(context.WithoutCancel(ctx), sub)
 			return nil
 		})
 	}
 	stopMeasuring() // nothing more to serve
 	return g.Wait()
+}
+
+// reserveLocked reserves a remote worker for id's next job, when remote
+// transcoding is on and none is reserved yet; it reports whether one is.
+// Called with t.mu held.
+func (t *Transcoder) reserveLocked(id string) bool {
+	if t.cfg.Remote == RemoteOff {
+		return false
+	}
+	if _, ok := t.reserved[id]; ok {
+		return true
+	}
+	rl, ok := t.remote.Reserve(id, nil)
+	if ok {
+		t.reserved[id] = rl
+	}
+	return ok
+}
+
+// takeReserved hands id's reserved remote worker to the job of generation
+// gen (nil when none is reserved: the job encodes here).
+func (t *Transcoder) takeReserved(id string, gen uint64) RemoteLadder {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	rl := t.reserved[id]
+	delete(t.reserved, id)
+	if rl != nil {
+		t.remoteGen[id] = gen
+	}
+	return rl
+}
+
+// reserve reserves a remote worker for a running job of id (a failover,
+// a reconnect), none of exclude.
+func (t *Transcoder) reserve(id string, exclude []string) (RemoteLadder, bool) {
+	if t.cfg.Remote == RemoteOff {
+		return nil, false
+	}
+	return t.remote.Reserve(id, exclude)
 }

@@ -37,6 +37,7 @@ import (
 	"github.com/shoal-video/shoal/restream"
 	"github.com/shoal-video/shoal/transcode"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
+	"github.com/shoal-video/shoal/transcode/remote"
 	"github.com/shoal-video/shoal/transcode/vod"
 	"github.com/shoal-video/shoal/web"
 	"github.com/shoal-video/shoal/whep"
@@ -80,7 +81,15 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	// whether a source is replaced by a ladder.
 	var tc *transcode.Transcoder
 	var serveSource func(id string) bool
-	if cfg.Transcode.MaxLadders != 0 {
+	// With transcode.remote, joined remote workers take live ladders
+	// (the /v1/worker/live routes).
+	var liveOrigin *remote.LiveOrigin
+	var workerLive playerapi.WorkerLive
+	if cfg.Transcode.Remote != transcode.RemoteOff {
+		liveOrigin = remote.NewLiveOrigin(remote.LiveConfig{Region: cfg.Region}, log.With("component", "remote-live"))
+		workerLive = liveOrigin
+	}
+	if cfg.Transcode.MaxLadders != 0 || liveOrigin != nil {
 		ladder, err := media.ParseLadder(cfg.Transcode.Ladder)
 		if err != nil {
 			return fmt.Errorf("transcode.ladder: %w", err)
@@ -88,7 +97,8 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		tc, err = transcode.New(transcode.Config{
 			Ladder: ladder, MaxLadders: cfg.Transcode.MaxLadders, HWAccel: cfg.Transcode.HWAccel,
 			Preset: cfg.Transcode.Preset, SegmentDuration: cfg.HLS.SegmentDuration.Std(), CacheDir: cfg.DataDir,
-		}, transcode.Deps{Log: log.With("component", "transcode"), Hub: hub, Registerer: reg, Ladders: streamLadders{store}})
+			Remote: cfg.Transcode.Remote,
+		}, transcode.Deps{Log: log.With("component", "transcode"), Hub: hub, Registerer: reg, Ladders: streamLadders{store}, Remote: remoteLadders(liveOrigin)})
 		if err != nil {
 			return err
 		}
@@ -272,7 +282,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 		Audit: newAuditor(hls, contentKey, signed.signed).audit, AuditSummary: auditSummary,
 		Accounting: playerapi.Accounting{Epoch: cfg.Accounting.Epoch.Std(), RewardPool: cfg.Accounting.RewardPool, ViewerNetworkMbps: cfg.Accounting.ViewerNetworkMbps,
 			Retention: cfg.Accounting.Retention.Std(), Key: contentKey},
-		WorkerJobs: workerJobs,
+		WorkerJobs: workerJobs, WorkerLive: workerLive,
 	}, store, pipe, log.With("component", "api"))
 	if err != nil {
 		return err
@@ -529,4 +539,12 @@ func migrateStreamKeys(ctx context.Context, store *routing.Store, log *slog.Logg
 		case <-time.After(5 * time.Second):
 		}
 	}
+}
+
+// remoteLadders is lo as the transcoder's RemoteLadders (nil when off).
+func remoteLadders(lo *remote.LiveOrigin) transcode.RemoteLadders {
+	if lo == nil {
+		return nil
+	}
+	return lo
 }

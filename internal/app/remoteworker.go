@@ -95,6 +95,15 @@ func runRemoteWorker(ctx context.Context, cfg config.Config, log *slog.Logger) e
 		select {
 		case <-gctx.Done():
 			return nil
+		case <-self.ready:
+		}
+		live := &remoteLive{client: client, origins: origins, accel: accel, preset: cfg.Transcode.Preset, log: log.With("component", "live")}
+		return live.run(gctx, self.caps.Load().Ladders)
+	})
+	g.Go(func() error {
+		select {
+		case <-gctx.Done():
+			return nil
 		case <-self.joinedCh:
 		}
 		if measure {

@@ -192,6 +192,7 @@ type TranscodeConfig struct {
 	// worker's output (per rendition) that the origin transcodes again
 	// and compares before it publishes it: 0 none, 1 every one.
 	VerifyFraction float64 `yaml:"verify_fraction"`
+	Remote         string  `yaml:"remote"` // off, prefer or only: live ladders on remote workers
 }
 
 // base returns the defaults before derivation: PublicURL and RTMPPublicURL
@@ -239,6 +240,7 @@ func base() Config {
 			Preset:     "veryfast",
 			// One segment in 50 (at least one per rendition).
 			VerifyFraction: 0.02,
+			Remote:         "off",
 		},
 		VOD:        VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
 		Edge:       EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},

@@ -73,7 +73,7 @@ func TestDefaultIsValid(t *testing.T) {
 		HLS: HLSConfig{SegmentDuration: Duration(2 * time.Second), LiveWindow: 6, Format: "fmp4", PartDuration: Duration(500 * time.Millisecond), DVRWindow: Duration(2 * time.Hour)},
 		Hub: HubConfig{QueueSize: 1024},
 		Transcode: TranscodeConfig{HWAccel: "auto", MaxLadders: -1, Ladder: "1080p:5000k,720p:3000k,480p:1200k,360p:700k",
-			Preset: "veryfast", VerifyFraction: 0.02},
+			Preset: "veryfast", VerifyFraction: 0.02, Remote: "off"},
 		MaxUploadBytes:       20 << 30,
 		UploadAllowedOrigins: "*",
 		VOD:                  VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
@@ -713,17 +713,17 @@ func TestTranscodeKeys(t *testing.T) {
 	t.Parallel()
 	c, err := Load("", []string{"SHOAL_TRANSCODE_HWACCEL=NONE", "SHOAL_TRANSCODE_MAX_LADDERS=0",
 		"SHOAL_TRANSCODE_LADDER=480p:1M,720p:2500k", "SHOAL_TRANSCODE_PASSTHROUGH=true", "SHOAL_TRANSCODE_PRESET=superfast",
-		"SHOAL_TRANSCODE_VERIFY_FRACTION= 0.5 "})
+		"SHOAL_TRANSCODE_VERIFY_FRACTION= 0.5 ", "SHOAL_TRANSCODE_REMOTE=Only"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Transcode != (TranscodeConfig{HWAccel: "none", MaxLadders: 0, Ladder: "480p:1M,720p:2500k", Passthrough: true, Preset: "superfast", VerifyFraction: 0.5}) {
+	if c.Transcode != (TranscodeConfig{HWAccel: "none", MaxLadders: 0, Ladder: "480p:1M,720p:2500k", Passthrough: true, Preset: "superfast", VerifyFraction: 0.5, Remote: "only"}) {
 		t.Fatalf("transcode config %+v", c.Transcode)
 	}
 	_, err = Load("", []string{"SHOAL_TRANSCODE_HWACCEL=vaapi", "SHOAL_TRANSCODE_LADDER=720p", "SHOAL_TRANSCODE_PASSTHROUGH=maybe", "SHOAL_TRANSCODE_PRESET=quick",
-		"SHOAL_TRANSCODE_VERIFY_FRACTION=2%"})
+		"SHOAL_TRANSCODE_VERIFY_FRACTION=2%", "SHOAL_TRANSCODE_REMOTE=always"})
 	for _, want := range []string{"transcode.hwaccel (SHOAL_TRANSCODE_HWACCEL): vaapi is not supported", "transcode.ladder (SHOAL_TRANSCODE_LADDER)", "SHOAL_TRANSCODE_PASSTHROUGH", "transcode.preset (SHOAL_TRANSCODE_PRESET)",
-		`SHOAL_TRANSCODE_VERIFY_FRACTION (transcode.verify_fraction): invalid value "2%": not a number`} {
+		`SHOAL_TRANSCODE_VERIFY_FRACTION (transcode.verify_fraction): invalid value "2%": not a number`, "transcode.remote (SHOAL_TRANSCODE_REMOTE)"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)
 		}

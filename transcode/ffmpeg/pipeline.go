@@ -36,6 +36,13 @@ type Config struct {
 	// KeyframeInterval is the spacing of the forced keyframes: the segment
 	// duration, so that every rung can be cut at the same instants.
 	KeyframeInterval time.Duration
+	// Anchored puts the keyframe grid at KeyframeAnchor + k*KeyframeInterval
+	// (90 kHz ticks) rather than starting it at the first frame, so that a
+	// pipeline replacing another (a remote worker's, a failed one) forces
+	// keyframes at the same instants. The first frame is a keyframe either
+	// way: an encoder starts with one.
+	Anchored       bool
+	KeyframeAnchor int64
 	// GPU, when set, decodes the codecs it decodes (NVDEC) and scales
 	// every rung on it (scale_cuda, one filter graph for the ladder); with
 	// the nvenc backend the scaled frames go to NVENC without leaving the
@@ -491,6 +498,9 @@ func (p *ladder) encodeFrame(f *astiav.Frame, emit Emit) error {
 	key := false
 	if !p.haveGrid {
 		p.nextKey, p.haveGrid, key = pts+p.interval, true, true
+		if p.cfg.Anchored { // the first grid instant after pts
+			p.nextKey = p.cfg.KeyframeAnchor + (floorDiv(pts-p.cfg.KeyframeAnchor, p.interval)+1)*p.interval
+		}
 	} else if pts >= p.nextKey {
 		// The first grid instant after pts (a jump in the timestamps
 		// costs no more than a step).

@@ -1,0 +1,97 @@
+package nodeproto
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/shoal-video/shoal/internal/ids"
+)
+
+// Remote live ladders (liveframe.go has the bodies' framing):
+//
+//	POST /v1/worker/live/claim                        {}             -> 200 LiveAssignment, 204 none within the wait
+//	GET  /v1/worker/live/<assignment>/source                         -> 200 the source body (LiveSource, video, ticks)
+//	POST /v1/worker/live/<assignment>/renditions      the renditions body (LiveRenditions, the rungs) -> 204
+//
+// The claim is a long poll: the origin answers when it hands the worker a
+// stream's ladder, or 204 after a bounded wait, and the worker asks again.
+// The source body goes on as long as the stream (the origin ends it when
+// the source ends); the renditions body is streamed back as it is encoded,
+// so its SHA-256 and size cannot be signed beforehand: its request is
+// signed with StreamSHA256 and size -1, and the assignment id, handed only
+// to the claiming node, binds it to that node.
+
+// StreamSHA256 stands for the SHA-256 in the signature of a request whose
+// body is streamed (its size is signed as -1).
+const StreamSHA256 = "stream"
+
+// LiveAssignment is a claimed live ladder.
+type LiveAssignment struct {
+	// Assignment names it in the worker's requests about it.
+	Assignment string `json:"assignment"`
+	// Stream is the live stream's id.
+	Stream string `json:"stream"`
+}
+
+// Check checks an assignment's fields.
+func (a LiveAssignment) Check() error {
+	if !ids.Valid(a.Assignment) || !ids.Valid(a.Stream) {
+		return fmt.Errorf("the origin answered an unusable live assignment %q", clipMessage(a.Assignment))
+	}
+	return nil
+}
+
+func livePath(assignment, rest string) string {
+	return WorkerPrefix + "/live/" + url.PathEscape(assignment) + rest
+}
+
+// ClaimLive asks origin for a live ladder; ok is false when none came
+// within the origin's wait.
+func (c *Client) ClaimLive(ctx context.Context, origin string, hc *http.Client) (a LiveAssignment, ok bool, err error) {
+	if hc == nil {
+		hc = c.transfer()
+	}
+	status, err := c.workerJSON(ctx, hc, strings.TrimSuffix(origin, "/"), WorkerPrefix+"/live/claim", ClaimRequest{}, &a)
+	if err != nil || status == http.StatusNoContent {
+		return LiveAssignment{}, false, err
+	}
+	if err := a.Check(); err != nil {
+		return LiveAssignment{}, false, err
+	}
+	return a, true, nil
+}
+
+// OpenLiveSource opens the source body of assignment: the caller reads it
+// (NewLiveReader) and closes it.
+func (c *Client) OpenLiveSource(ctx context.Context, origin, assignment string) (io.ReadCloser, error) {
+	resp, err := c.signedDo(ctx, c.transfer(), http.MethodGet, origin, livePath(assignment, "/source"), nil, 0, "", nil)
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		defer resp.Body.Close()
+		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		return nil, workerError(resp.StatusCode, data)
+	}
+	return resp.Body, nil
+}
+
+// PostLiveRenditions streams body (a renditions body) to origin as
+// assignment's renditions, until body ends.
+func (c *Client) PostLiveRenditions(ctx context.Context, origin, assignment string, body io.Reader) error {
+	resp, err := c.signedDo(ctx, c.transfer(), http.MethodPost, origin, livePath(assignment, "/renditions"), body, -1, StreamSHA256,
+		http.Header{"Content-Type": {"application/octet-stream"}})
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if resp.StatusCode == http.StatusNoContent || resp.StatusCode == http.StatusOK {
+		return nil
+	}
+	return workerError(resp.StatusCode, data)
+}

@@ -1,0 +1,443 @@
+package remote
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/nodeproto"
+	"github.com/shoal-video/shoal/transcode"
+)
+
+// LiveConfig configures the origin's side of remote live ladders.
+type LiveConfig struct {
+	// Region is the origin's: a worker of the same region is preferred.
+	Region string
+	// PollWait bounds a worker's claim (long poll); 0: 20 s.
+	PollWait time.Duration
+	// QueueLen bounds the source access units queued for a worker; a
+	// worker that lets more pile up is replaced. 0: 1200.
+	QueueLen int
+	// TickEvery is how often an idle source body carries a tick; 0: 1 s.
+	TickEvery time.Duration
+}
+
+// LiveWorker is what the origin knows of a worker that claims live
+// ladders (its node record).
+type LiveWorker struct {
+	ID     string
+	Region string
+	// Ladders is how many ladders it advertised (its self-benchmark).
+	Ladders  int
+	LastSeen time.Time
+}
+
+// LiveOrigin hands live ladders to remote workers: the transcoder
+// reserves a worker for a stream (Reserve, transcode.RemoteLadders), the
+// worker learns of it at its claim (ClaimLive, a long poll), reads the
+// source body (ServeSource) and posts the renditions body
+// (ReceiveRenditions), which the transcoder publishes into the hub.
+type LiveOrigin struct {
+	cfg LiveConfig
+	log *slog.Logger
+	now func() time.Time
+
+	mu      sync.Mutex
+	workers map[string]*liveWorker
+	assigns map[string]*liveAssignment
+}
+
+// liveWorker is a worker that claims live ladders.
+type liveWorker struct {
+	info     LiveWorker
+	polling  int       // claims waiting now
+	polled   time.Time // when its latest claim ended
+	assigned int       // assignments it holds
+	queue    []*liveAssignment
+	wake     chan struct{}
+}
+
+// NewLiveOrigin validates cfg.
+func NewLiveOrigin(cfg LiveConfig, log *slog.Logger) *LiveOrigin {
+	if cfg.PollWait <= 0 {
+		cfg.PollWait = 20 * time.Second
+	}
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = 1200
+	}
+	if cfg.TickEvery <= 0 {
+		cfg.TickEvery = time.Second
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	return &LiveOrigin{cfg: cfg, log: log, now: time.Now, workers: map[string]*liveWorker{}, assigns: map[string]*liveAssignment{}}
+}
+
+var _ transcode.RemoteLadders = (*LiveOrigin)(nil)
+
+// available reports whether w may be handed a ladder now: it claims, or
+// claimed within two poll waits (between two claims).
+func (o *LiveOrigin) available(w *liveWorker, now time.Time) bool {
+	return w.polling > 0 || now.Sub(w.polled) < 2*o.cfg.PollWait
+}
+
+// Available is how many workers could be handed a ladder now (claiming,
+// with room).
+func (o *LiveOrigin) Available() int {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	n, now := 0, o.now()
+	for _, w := range o.workers {
+		if o.available(w, now) && w.info.Ladders-w.assigned > 0 {
+			n++
+		}
+	}
+	return n
+}
+
+// Reserve picks the worker with the most room (its advertised ladders
+// minus those it carries), then of the origin's region, then with the
+// latest heartbeat, among those claiming now and not in exclude.
+func (o *LiveOrigin) Reserve(stream string, exclude []string) (transcode.RemoteLadder, bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	now := o.now()
+	var best *liveWorker
+	for _, w := range o.workers {
+		if !o.available(w, now) || w.info.Ladders-w.assigned <= 0 || slices.Contains(exclude, w.info.ID) {
+			continue
+		}
+		if best == nil || better(w, best, o.cfg.Region) {
+			best = w
+		}
+	}
+	if best == nil {
+		return nil, false
+	}
+	best.assigned++
+	a := &liveAssignment{
+		o: o, id: ids.New(), stream: stream, worker: best.info.ID,
+		src: make(chan *media.AccessUnit, o.cfg.QueueLen), srcEnd: make(chan struct{}),
+		frames: make(chan nodeproto.LiveFrame), bodyDone: make(chan struct{}), done: make(chan struct{}),
+	}
+	o.assigns[a.id] = a
+	return a, true
+}
+
+// better orders workers for a new ladder.
+func better(a, b *liveWorker, region string) bool {
+	if fa, fb := a.info.Ladders-a.assigned, b.info.Ladders-b.assigned; fa != fb {
+		return fa > fb
+	}
+	if ra, rb := a.info.Region == region, b.info.Region == region; ra != rb {
+		return ra
+	}
+	if !a.info.LastSeen.Equal(b.info.LastSeen) {
+		return a.info.LastSeen.After(b.info.LastSeen)
+	}
+	return a.info.ID < b.info.ID
+}
+
+// ClaimLive is a worker's claim: it waits (at most PollWait, or ctx) for a
+// ladder handed to the worker and returns it, ok false when none came.
+func (o *LiveOrigin) ClaimLive(ctx context.Context, w LiveWorker) (nodeproto.LiveAssignment, bool, error) {
+	o.mu.Lock()
+	lw := o.workers[w.ID]
+	if lw == nil {
+		lw = &liveWorker{wake: make(chan struct{}, 1)}
+		o.workers[w.ID] = lw
+		o.log.Info("a remote worker waits for live ladders", "node", w.ID, "region", w.Region, "ladders", w.Ladders)
+	}
+	lw.info = w
+	lw.polling++
+	o.mu.Unlock()
+	defer func() {
+		o.mu.Lock()
+		lw.polling--
+		lw.polled = o.now()
+		o.mu.Unlock()
+	}()
+	t := time.NewTimer(o.cfg.PollWait)
+	defer t.Stop()
+	for {
+		o.mu.Lock()
+		for len(lw.queue) > 0 {
+			a := lw.queue[0]
+			lw.queue = lw.queue[1:]
+			if a.closed() {
+				continue
+			}
+			o.mu.Unlock()
+			return nodeproto.LiveAssignment{Assignment: a.id, Stream: a.stream}, true, nil
+		}
+		o.mu.Unlock()
+		select {
+		case <-ctx.Done():
+			return nodeproto.LiveAssignment{}, false, nil
+		case <-t.C:
+			return nodeproto.LiveAssignment{}, false, nil
+		case <-lw.wake:
+		}
+	}
+}
+
+// assignment returns the node's assignment id, or a protocol error.
+func (o *LiveOrigin) assignment(node, id string) (*liveAssignment, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	a := o.assigns[id]
+	switch {
+	case a == nil || a.closed():
+		return nil, &nodeproto.WorkerError{Status: http.StatusGone, Code: "assignment_gone", Message: "no such live assignment (it ended, or went to another worker)"}
+	case a.worker != node:
+		return nil, &nodeproto.WorkerError{Status: http.StatusForbidden, Code: nodeproto.CodeNotYourJob, Message: "this live assignment is another worker's"}
+	}
+	return a, nil
+}
+
+// ServeSource writes the assignment's source body to out: its header, the
+// source video from the GOP the assignment started at, ticks while the
+// source is idle; it returns nil when the source ended, an error when the
+// worker went away (which fails the assignment) or it was closed.
+func (o *LiveOrigin) ServeSource(ctx context.Context, node, id string, start func(), out *nodeproto.LiveWriter) error {
+	a, err := o.assignment(node, id)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	if a.srcOpened {
+		a.mu.Unlock()
+		return &nodeproto.WorkerError{Status: http.StatusConflict, Code: "conflict", Message: "the source of this assignment is already being read"}
+	}
+	a.srcOpened = true
+	a.mu.Unlock()
+	start()
+	fail := func(err error) error {
+		a.fail(fmt.Errorf("the source body to worker %s broke: %w", node, err))
+		return err
+	}
+	if err := out.WriteSource(a.hdr); err != nil {
+		return fail(err)
+	}
+	tick := time.NewTicker(o.cfg.TickEvery)
+	defer tick.Stop()
+	for {
+		select {
+		case au := <-a.src:
+			if err := out.WriteAU(au); err != nil {
+				return fail(err)
+			}
+			continue
+		default:
+		}
+		select {
+		case au := <-a.src:
+			if err := out.WriteAU(au); err != nil {
+				return fail(err)
+			}
+		case <-a.srcEnd:
+			if len(a.src) > 0 {
+				continue
+			}
+			return nil
+		case <-tick.C:
+			if err := out.WriteTick(); err != nil {
+				return fail(err)
+			}
+		case <-a.done:
+			return errors.New("the assignment was closed")
+		case <-ctx.Done():
+			return fail(ctx.Err())
+		}
+	}
+}
+
+// ReceiveRenditions reads the worker's renditions body and hands its
+// frames to the transcoder's job. The body must start with its header.
+func (o *LiveOrigin) ReceiveRenditions(ctx context.Context, node, id string, body io.Reader) error {
+	a, err := o.assignment(node, id)
+	if err != nil {
+		return err
+	}
+	a.mu.Lock()
+	if a.outOpened {
+		a.mu.Unlock()
+		return &nodeproto.WorkerError{Status: http.StatusConflict, Code: "conflict", Message: "the renditions of this assignment are already being received"}
+	}
+	a.outOpened = true
+	a.mu.Unlock()
+	r := nodeproto.NewLiveReader(body)
+	first := true
+	for {
+		f, err := r.Next()
+		if errors.Is(err, io.EOF) {
+			a.endBody(nil)
+			return nil
+		}
+		if err == nil && first && f.Renditions == nil && f.Kind != nodeproto.LiveKindTick {
+			err = errors.New("the renditions body must start with its header")
+		}
+		if err == nil && f.Source != nil {
+			err = errors.New("a source header in a renditions body")
+		}
+		if err != nil {
+			err = fmt.Errorf("the renditions body of worker %s: %w", node, err)
+			a.endBody(err)
+			return &nodeproto.WorkerError{Status: http.StatusBadRequest, Code: "invalid_request", Message: err.Error()}
+		}
+		if f.Kind == nodeproto.LiveKindTick {
+			continue
+		}
+		first = false
+		select {
+		case a.frames <- f:
+		case <-a.done:
+			return &nodeproto.WorkerError{Status: http.StatusGone, Code: "assignment_gone", Message: "the assignment ended (another worker or the origin took over)"}
+		case <-ctx.Done():
+			a.endBody(ctx.Err())
+			return ctx.Err()
+		}
+	}
+}
+
+// liveAssignment is one stream's ladder on one worker.
+type liveAssignment struct {
+	o                      *LiveOrigin
+	id, stream, worker     string
+	hdr                    nodeproto.LiveSource
+	src                    chan *media.AccessUnit
+	srcEnd                 chan struct{} // closed by End
+	frames                 chan nodeproto.LiveFrame
+	bodyDone               chan struct{} // closed when the renditions body ended
+	done                   chan struct{} // closed by Close or a failure
+	mu                     sync.Mutex
+	srcOpened, outOpened   bool
+	ended, closing, bodyOK bool
+	err                    error
+}
+
+func (a *liveAssignment) Worker() string { return a.worker }
+
+func (a *liveAssignment) closed() bool {
+	select {
+	case <-a.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Start queues the assignment for the worker's claim.
+func (a *liveAssignment) Start(hdr nodeproto.LiveSource) {
+	a.hdr = hdr
+	o := a.o
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if w := o.workers[a.worker]; w != nil {
+		w.queue = append(w.queue, a)
+		select {
+		case w.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (a *liveAssignment) Send(au *media.AccessUnit) bool {
+	if a.closed() {
+		return false
+	}
+	select {
+	case a.src <- au:
+		return true
+	default:
+		a.fail(fmt.Errorf("worker %s let %d source access units pile up", a.worker, cap(a.src)))
+		return false
+	}
+}
+
+func (a *liveAssignment) End() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if !a.ended {
+		a.ended = true
+		close(a.srcEnd)
+	}
+}
+
+func (a *liveAssignment) endBody(err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	select {
+	case <-a.bodyDone:
+		return
+	default:
+	}
+	if err == nil && !a.ended {
+		err = errors.New("the worker ended its renditions before the source ended")
+	}
+	if a.err == nil {
+		a.err = err
+	}
+	a.bodyOK = err == nil
+	close(a.bodyDone)
+}
+
+// Recv returns the worker's next frame.
+func (a *liveAssignment) Recv() (nodeproto.LiveFrame, error) {
+	select {
+	case f := <-a.frames:
+		return f, nil
+	case <-a.bodyDone:
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.bodyOK {
+			return nodeproto.LiveFrame{}, io.EOF
+		}
+		return nodeproto.LiveFrame{}, a.err
+	case <-a.done:
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.err != nil {
+			return nodeproto.LiveFrame{}, a.err
+		}
+		return nodeproto.LiveFrame{}, errors.New("the assignment was closed")
+	}
+}
+
+// fail ends the assignment with err (the worker went away).
+func (a *liveAssignment) fail(err error) {
+	a.mu.Lock()
+	if a.err == nil {
+		a.err = err
+	}
+	a.mu.Unlock()
+	a.Close()
+}
+
+// Close ends the assignment and frees the worker's slot.
+func (a *liveAssignment) Close() {
+	a.mu.Lock()
+	if a.closing {
+		a.mu.Unlock()
+		return
+	}
+	a.closing = true
+	close(a.done)
+	a.mu.Unlock()
+	o := a.o
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.assigns, a.id)
+	if w := o.workers[a.worker]; w != nil {
+		w.assigned--
+	}
+}
