@@ -456,3 +456,140 @@ func TestOriginVerifies(t *testing.T) {
 		t.Errorf("metrics: %v", got)
 	}
 }
+
+// One worker cannot hold every job or fail a video for good: it holds one
+// job at a time before an output of its was published; its failures make
+// its job avoid it and do not fail the video while no other worker failed
+// it; the video's error is the origin's words, never the worker's; a
+// worker that reports a failure while its completion runs is told to
+// wait; and it starts at most ClaimsPerWindow jobs per window.
+func TestOriginWorkerLimits(t *testing.T) {
+	t.Parallel()
+	e := newOriginEnv(t)
+	ctx := t.Context()
+	info := routing.SourceInfo{Duration: 6 * time.Second}
+	v1 := e.queued("360p:100k", []byte("one"), info)
+	v2 := e.queued("360p:100k", []byte("two"), info)
+	_, ref := e.claim(nodeA)
+	if ref.VideoID != v1 {
+		t.Fatalf("claimed %+v", ref)
+	}
+	if job, ok, err := e.o.Claim(ctx, nodeA); ok || err != nil {
+		t.Fatalf("a second job for a worker with no published output: %+v %v %v", job, ok, err)
+	}
+	_, refB := e.claim(nodeB)
+	if refB.VideoID != v2 {
+		t.Fatalf("the other worker's claim: %+v", refB)
+	}
+
+	// A failure reported while the attempt's completion runs: 409.
+	s, err := e.o.stage(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.o.mu.Lock()
+	s.completing = true
+	e.o.mu.Unlock()
+	if _, err := e.o.Fail(ctx, nodeA, ref, nodeproto.Failure{Error: "x"}); status(err) != http.StatusConflict {
+		t.Errorf("a failure during the completion: %v", err)
+	}
+	e.o.mu.Lock()
+	s.completing = false
+	e.o.mu.Unlock()
+
+	// nodeA alone fails v1 past MaxAttempts (3): the video goes on.
+	const lie = "not a video file: trust me <script>"
+	for i := 1; i <= 4; i++ {
+		out, err := e.o.Fail(ctx, nodeA, ref, nodeproto.Failure{Error: lie, Permanent: true})
+		if err != nil || !out.Retry {
+			t.Fatalf("failure %d of one worker: %+v %v", i, out, err)
+		}
+		if avoided, _ := e.store.AvoidedWorkers(ctx, v1); avoided[nodeA].IsZero() {
+			t.Fatalf("failure %d: the job does not avoid the worker: %v", i, avoided)
+		}
+		v, _ := e.store.GetVideo(ctx, v1)
+		if v.Status != routing.VideoProcessing || strings.Contains(v.Error, "trust me") {
+			t.Fatalf("failure %d of one worker: the video %+v", i, v)
+		}
+		if _, ref = e.claim(nodeA); ref.VideoID != v1 || ref.Attempt != i+1 {
+			t.Fatalf("claim after failure %d: %+v", i, ref)
+		}
+	}
+	if fields, _ := e.store.VideoFields(ctx, v1); strings.Contains(fields["last_error"], "trust me") || fields["last_error"] != failedPublic {
+		t.Errorf("the video's last error: %q", fields["last_error"])
+	}
+	// A second worker's failure after the attempts ran out fails it, with
+	// the origin's words.
+	if _, err := e.o.Fail(ctx, nodeA, ref, nodeproto.Failure{Error: lie}); err != nil {
+		t.Fatal(err)
+	}
+	const nodeC = "cccccccccccccccccccc"
+	if _, ref = e.claim(nodeC); ref.VideoID != v1 {
+		t.Fatalf("the second worker's claim: %+v", ref)
+	}
+	if out, err := e.o.Fail(ctx, nodeC, ref, nodeproto.Failure{Error: lie}); err != nil || out.Retry {
+		t.Fatalf("the second worker's failure after the attempts ran out: %+v %v", out, err)
+	}
+	if v, _ := e.store.GetVideo(ctx, v1); v.Status != routing.VideoFailed || v.Error != failedPublic {
+		t.Fatalf("the video failed by two workers: %+v", v)
+	}
+
+	// The claims of one worker per window.
+	e2 := newOriginEnv(t)
+	v := e2.queued("360p:100k", []byte("three"), info)
+	for i := range ClaimsPerWindow {
+		_, ref := e2.claim(nodeA)
+		if ref.VideoID != v {
+			t.Fatalf("claim %d: %+v", i, ref)
+		}
+		if _, err := e2.o.Fail(ctx, nodeA, ref, nodeproto.Failure{Error: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if job, ok, err := e2.o.Claim(ctx, nodeA); ok || err != nil {
+		t.Fatalf("a claim past the window's: %+v %v %v", job, ok, err)
+	}
+	if _, ref := e2.claim(nodeB); ref.VideoID != v {
+		t.Fatalf("another worker's claim: %+v", ref)
+	}
+}
+
+// An attempt whose progress stops advancing, or that runs past its time
+// limit, is ended by the origin as failed by its worker.
+func TestOriginJobTimeLimits(t *testing.T) {
+	t.Parallel()
+	e := newOriginEnv(t)
+	ctx := t.Context()
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	e.o.now = func() time.Time { return clock }
+	id := e.queued("360p:100k", []byte("src"), routing.SourceInfo{Duration: 6 * time.Second})
+	_, ref := e.claim(nodeA)
+	clock = clock.Add(StallAfter - time.Second)
+	if err := e.o.Progress(ctx, nodeA, ref, 0); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(2 * time.Second)
+	if err := e.o.Progress(ctx, nodeA, ref, 0); status(err) != http.StatusGone {
+		t.Fatalf("progress that did not advance for %s: %v", StallAfter, err)
+	}
+	if st, _ := e.store.WorkerStats(ctx, []string{nodeA}); st[nodeA].Failed != 1 {
+		t.Errorf("the stalled worker's failures: %+v", st[nodeA])
+	}
+	if v, _ := e.store.GetVideo(ctx, id); v.Status != routing.VideoProcessing {
+		t.Errorf("the video after a stalled attempt: %+v", v)
+	}
+	// Progress that advances, past the time limit.
+	_, ref = e.claim(nodeB)
+	limit := JobTimeBase + JobTimePerSource*6*time.Second
+	for p := 1; clock.Add(StallAfter / 2).Before(clock.Add(limit)); p++ {
+		clock = clock.Add(StallAfter / 2)
+		limit -= StallAfter / 2
+		if err := e.o.Progress(ctx, nodeB, ref, p); err != nil {
+			t.Fatalf("advancing progress at %d: %v", p, err)
+		}
+	}
+	clock = clock.Add(StallAfter / 2)
+	if err := e.o.Progress(ctx, nodeB, ref, 98); status(err) != http.StatusGone {
+		t.Fatalf("progress past the time limit: %v", err)
+	}
+}
