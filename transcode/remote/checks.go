@@ -285,6 +285,10 @@ func (c *checker) checkRendition(r string) error {
 		case o.Gap:
 			return reject("%s has a gap at %s", index, o.URI)
 		case o.Kind == manifest.KindSegment:
+			if o.Duration <= 0 || o.Duration > c.segment*3/2 {
+				return reject("%s gives %s the duration %s: a segment of this ladder lasts more than 0 and at most %s",
+					index, clip(o.URI), seconds(o.Duration), seconds(c.segment*3/2))
+			}
 			segments = append(segments, o.URI)
 			c.segments[r] = append(c.segments[r], videoSegment{uri: o.URI, duration: o.Duration, init: init})
 			d += o.Duration

@@ -221,6 +221,29 @@ func TestCheckOutput(t *testing.T) {
 			write(dir, "240p/index.m3u8", pl[:i]+"#EXT-X-MAP:URI=\"init2.mp4\"\n"+pl[i:])
 			rebuild(dir, m)
 		}},
+		{"a segment of EXTINF 0", "a segment of this ladder lasts more than 0", func(dir string, m *nodeproto.Complete) {
+			setExtinf(t, dir, "360p", 1, "0")
+			rebuild(dir, m)
+		}},
+		{"a segment of a negative EXTINF", "a segment of this ladder lasts more than 0", func(dir string, m *nodeproto.Complete) {
+			setExtinf(t, dir, "240p", 0, "-1.000")
+			rebuild(dir, m)
+		}},
+		{"a segment longer than the ladder's", "a segment of this ladder lasts more than 0", func(dir string, m *nodeproto.Complete) {
+			setExtinf(t, dir, "240p", 0, "1.600")
+			rebuild(dir, m)
+		}},
+		{"an EXTINF other than the samples' span", "by its samples; its playlist says", func(dir string, m *nodeproto.Complete) {
+			setExtinf(t, dir, "360p", 0, "0.500")
+			rebuild(dir, m)
+		}},
+		{"a segment that does not start where the one before ended", "the segment before it ended at", func(dir string, m *nodeproto.Complete) {
+			segs := segmentsOf(t, dir, "240p")
+			a, b := read(dir, "240p/"+segs[1]), read(dir, "240p/"+segs[2])
+			write(dir, "240p/"+segs[1], b)
+			write(dir, "240p/"+segs[2], a)
+			rebuild(dir, m)
+		}},
 		{"a storyboard naming a missing sprite", "which the output does not have", func(dir string, m *nodeproto.Complete) {
 			write(dir, "storyboard.vtt", read(dir, "storyboard.vtt")+"\n00:00:09.000 --> 00:00:10.000\nstoryboard-7.jpg#xywh=0,0,160,90\n")
 			rebuild(dir, m)
@@ -233,6 +256,33 @@ func TestCheckOutput(t *testing.T) {
 				t.Fatalf("got %v, want a refusal saying %q", err, c.want)
 			}
 		})
+	}
+}
+
+// setExtinf sets the EXTINF of segment i of rendition r's playlist in
+// dir to v.
+func setExtinf(t *testing.T, dir, r string, i int, v string) {
+	t.Helper()
+	p := filepath.Join(dir, r, "index.m3u8")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	n := 0
+	for k, l := range lines {
+		if strings.HasPrefix(l, "#EXTINF:") {
+			if n == i {
+				lines[k] = "#EXTINF:" + v + ","
+			}
+			n++
+		}
+	}
+	if n <= i {
+		t.Fatalf("%s has %d segments", p, n)
+	}
+	if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
