@@ -434,7 +434,56 @@ func (c *checker) checkDurations(context.Context) error {
 	return nil
 }
 
-var storyboardRefRe = regexp.MustCompile(`storyboard-[0-9]{1,6}\.jpg`)
+// The lines of a storyboard's cues, exactly as the VOD worker writes them
+// (transcode/vod's storyboard.go): a timing, then the sprite's name and
+// the frame's place in it. Nothing else is accepted: the player resolves
+// the name against the storyboard's URL and adds the playback token.
+var (
+	vttTimingRe  = regexp.MustCompile(`^([0-9]{2}):([0-5][0-9]):([0-5][0-9])\.([0-9]{3}) --> ([0-9]{2}):([0-5][0-9]):([0-5][0-9])\.([0-9]{3})$`)
+	vttPayloadRe = regexp.MustCompile(`^(storyboard-[0-9]{1,6}\.jpg)#xywh=[0-9]{1,5},[0-9]{1,5},[0-9]{1,5},[0-9]{1,5}$`)
+)
+
+// parseStoryboard checks a storyboard track line by line and returns the
+// sprites its cues name.
+func parseStoryboard(vtt []byte) (map[string]bool, error) {
+	lines := strings.Split(string(vtt), "\n")
+	if lines[0] != "WEBVTT" {
+		return nil, reject("storyboard.vtt does not begin with the line WEBVTT")
+	}
+	named := map[string]bool{}
+	ms := func(m []string) int64 {
+		var n [4]int64
+		for i := range n {
+			n[i], _ = strconv.ParseInt(m[i], 10, 64)
+		}
+		return ((n[0]*60+n[1])*60+n[2])*1000 + n[3]
+	}
+	for i := 1; i < len(lines); i++ {
+		if lines[i] == "" {
+			continue
+		}
+		t := vttTimingRe.FindStringSubmatch(lines[i])
+		if t == nil {
+			return nil, reject("storyboard.vtt line %d is %q: a cue's timing (hh:mm:ss.mmm --> hh:mm:ss.mmm) was expected", i+1, clip(lines[i]))
+		}
+		if ms(t[1:5]) >= ms(t[5:9]) {
+			return nil, reject("storyboard.vtt line %d: the cue ends before it begins", i+1)
+		}
+		if i+1 >= len(lines) {
+			return nil, reject("storyboard.vtt ends after a cue's timing")
+		}
+		i++
+		p := vttPayloadRe.FindStringSubmatch(lines[i])
+		if p == nil {
+			return nil, reject("storyboard.vtt line %d is %q: a cue names a sprite of the output (storyboard-N.jpg#xywh=x,y,w,h)", i+1, clip(lines[i]))
+		}
+		named[p[1]] = true
+		if i+1 < len(lines) && lines[i+1] != "" {
+			return nil, reject("storyboard.vtt line %d: a cue has one line", i+2)
+		}
+	}
+	return named, nil
+}
 
 // checkStills: the poster and the storyboard's sprites are JPEG, the
 // storyboard is WebVTT naming exactly the sprites the output has.
@@ -477,12 +526,9 @@ func (c *checker) checkStills(context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !bytes.HasPrefix(vtt, []byte("WEBVTT")) {
-		return reject("storyboard.vtt is not WebVTT")
-	}
-	named := map[string]bool{}
-	for _, m := range storyboardRefRe.FindAll(vtt, -1) {
-		named[string(m)] = true
+	named, err := parseStoryboard(vtt)
+	if err != nil {
+		return err
 	}
 	for n := range named {
 		if _, ok := c.files[n]; !ok {

@@ -244,6 +244,26 @@ func TestCheckOutput(t *testing.T) {
 			write(dir, "240p/"+segs[2], a)
 			rebuild(dir, m)
 		}},
+		{"a storyboard cue elsewhere", "a cue names a sprite of the output", func(dir string, m *nodeproto.Complete) {
+			write(dir, "storyboard.vtt", strings.Replace(read(dir, "storyboard.vtt"), "storyboard-0.jpg#", "https://evil.example/storyboard-0.jpg#", 1))
+			rebuild(dir, m)
+		}},
+		{"a storyboard cue with a protocol-relative sprite", "a cue names a sprite of the output", func(dir string, m *nodeproto.Complete) {
+			write(dir, "storyboard.vtt", strings.Replace(read(dir, "storyboard.vtt"), "storyboard-0.jpg#", "//evil.example/storyboard-0.jpg#", 1))
+			rebuild(dir, m)
+		}},
+		{"a storyboard with a stray line", "a cue has one line", func(dir string, m *nodeproto.Complete) {
+			write(dir, "storyboard.vtt", strings.Replace(read(dir, "storyboard.vtt"), "#xywh=0,0,", "#xywh=0,0,", 1)+"\n00:00:09.000 --> 00:00:10.000\nstoryboard-0.jpg#xywh=0,0,160,90\nhttps://evil.example/x.jpg\n")
+			rebuild(dir, m)
+		}},
+		{"a storyboard cue ending before it begins", "the cue ends before it begins", func(dir string, m *nodeproto.Complete) {
+			write(dir, "storyboard.vtt", read(dir, "storyboard.vtt")+"\n00:00:10.000 --> 00:00:09.000\nstoryboard-0.jpg#xywh=0,0,160,90\n")
+			rebuild(dir, m)
+		}},
+		{"a storyboard with a CR", "a cue's timing", func(dir string, m *nodeproto.Complete) {
+			write(dir, "storyboard.vtt", read(dir, "storyboard.vtt")+"\n00:00:09.000 --> 00:00:10.000\rstoryboard-0.jpg#xywh=0,0,160,90\n")
+			rebuild(dir, m)
+		}},
 		{"a storyboard naming a missing sprite", "which the output does not have", func(dir string, m *nodeproto.Complete) {
 			write(dir, "storyboard.vtt", read(dir, "storyboard.vtt")+"\n00:00:09.000 --> 00:00:10.000\nstoryboard-7.jpg#xywh=0,0,160,90\n")
 			rebuild(dir, m)
