@@ -182,7 +182,6 @@ type Origin struct {
 	ensured  bool // the job queue's consumer group exists
 	mu       sync.Mutex
 	staged   map[string]*staged // by JobRef
-	swept    time.Time
 	// claiming: nodes with a claim running on this origin; running: the
 	// time limits of the attempts claimed through it, by JobRef.
 	claiming map[string]bool
@@ -199,11 +198,12 @@ type runState struct {
 
 // staged is what one attempt has uploaded so far.
 type staged struct {
-	dir    string
-	budget int64
-	used   int64
-	files  map[string]int64 // path -> size
-	busy   map[string]bool  // paths being written
+	dir      string
+	budget   int64
+	used     int64
+	maxFiles int              // files the output may have (its segments, playlists and stills)
+	files    map[string]int64 // path -> size
+	busy     map[string]bool  // paths being written
 	// sealed: a completion began, so the files are what it checks and
 	// publishes: no upload may change them any more.
 	sealed bool
@@ -306,7 +306,6 @@ func (o *Origin) Claim(ctx context.Context, node string) (job nodeproto.WorkerJo
 	if err := o.ensureQueue(ctx); err != nil {
 		return nodeproto.WorkerJob{}, false, err
 	}
-	o.sweep(ctx)
 	// One claim of a node at a time (on this origin), within its limits.
 	o.mu.Lock()
 	if o.claiming[node] {
@@ -536,6 +535,22 @@ func (o *Origin) budget(v routing.Video, ladder media.Ladder) int64 {
 	return int64(float64(bps)/8*d.Seconds())*4 + 64<<20
 }
 
+// maxFiles bounds the files of one output of v: per rendition (the rungs
+// and audio) twice its segments over the source's duration (a day when
+// unknown) and 16, and 2000 for the master, stills and sprites.
+func (o *Origin) maxFiles(v routing.Video, ladder media.Ladder) int {
+	d := v.Duration
+	if d <= 0 {
+		d = 24 * time.Hour
+	}
+	segs := int(d/o.cfg.SegmentDuration) + 1
+	return (len(ladder.For(v.SourceHeight))+1)*(2*segs+16) + 2000
+}
+
+// MinFreeBytes is the free space the staging's file system keeps: an
+// upload that would leave less is refused (503) before its body is read.
+const MinFreeBytes = 2 << 30
+
 // hold checks that node holds attempt ref of the job, and returns the job.
 func (o *Origin) hold(ctx context.Context, node string, ref nodeproto.JobRef) (routing.Job, error) {
 	h, err := o.queue.JobHolder(ctx, ref.VideoID)
@@ -615,7 +630,8 @@ func (o *Origin) stage(ctx context.Context, ref nodeproto.JobRef) (*staged, erro
 	if err != nil {
 		return nil, err
 	}
-	s = &staged{dir: o.stagingDir(ref), budget: o.budget(v, ladder), files: map[string]int64{}, busy: map[string]bool{}}
+	s = &staged{dir: o.stagingDir(ref), budget: o.budget(v, ladder), maxFiles: o.maxFiles(v, ladder),
+		files: map[string]int64{}, busy: map[string]bool{}}
 	_ = filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return nil
@@ -683,11 +699,21 @@ func (o *Origin) PutFile(ctx context.Context, node string, ref nodeproto.JobRef,
 		o.mu.Unlock()
 		return protoError(http.StatusConflict, "conflict", "%s is being uploaded already", path)
 	}
-	old := s.files[path]
+	old, had := s.files[path]
+	if !had && len(s.files)+len(s.busy) >= s.maxFiles {
+		o.mu.Unlock()
+		return protoError(http.StatusRequestEntityTooLarge, nodeproto.CodeTooLarge,
+			"this output would have more than the %d files it may (its renditions' segments over the source's duration, with a margin)", s.maxFiles)
+	}
 	if s.used-old+size > s.budget {
 		o.mu.Unlock()
 		return protoError(http.StatusRequestEntityTooLarge, nodeproto.CodeTooLarge,
 			"this output would take more than the %d bytes it may (its ladder's bitrates over the source's duration, with a margin)", s.budget)
+	}
+	if free, err := freeBytes(o.cfg.Files.WorkDir); err == nil && free-size < MinFreeBytes {
+		o.mu.Unlock()
+		o.log.Warn("refusing a remote worker's upload: the staging disk is nearly full", "free_bytes", free, "size", size)
+		return protoError(http.StatusServiceUnavailable, "unavailable", "the origin is short of disk space; send the file again later")
 	}
 	s.busy[path] = true
 	s.used += size
@@ -706,22 +732,26 @@ func (o *Origin) PutFile(ctx context.Context, node string, ref nodeproto.JobRef,
 	}()
 	dst := filepath.Join(s.dir, filepath.FromSlash(path))
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
+		return o.stagingTrouble(ref, path, err)
 	}
 	f, err := os.CreateTemp(filepath.Dir(dst), ".upload-*")
 	if err != nil {
-		return err
+		return o.stagingTrouble(ref, path, err)
 	}
 	defer os.Remove(f.Name()) // after the rename, a no-op
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, size+1))
+	in := &bodyReader{r: io.LimitReader(body, size+1)}
+	n, err := io.Copy(io.MultiWriter(f, h), in)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
+	if in.err != nil {
 		// The worker's connection broke off: its business, not the
 		// origin's trouble.
-		return protoError(http.StatusBadRequest, "invalid_request", "receiving %s: %v", path, err)
+		return protoError(http.StatusBadRequest, "invalid_request", "receiving %s: the body broke off: %v", path, in.err)
+	}
+	if err != nil {
+		return o.stagingTrouble(ref, path, err)
 	}
 	if n != size {
 		return protoError(http.StatusBadRequest, nodeproto.CodeHashMismatch, "%s: the body has %d bytes, %d were declared", path, n, size)
@@ -730,10 +760,32 @@ func (o *Origin) PutFile(ctx context.Context, node string, ref nodeproto.JobRef,
 		return protoError(http.StatusBadRequest, nodeproto.CodeHashMismatch, "%s: the body's SHA-256 is %s, %s was declared", path, got, sum)
 	}
 	if err := os.Rename(f.Name(), dst); err != nil {
-		return err
+		return o.stagingTrouble(ref, path, err)
 	}
 	ok = true
 	return nil
+}
+
+// bodyReader remembers the error of reading an upload's body, to tell it
+// from the origin's own trouble writing it.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		b.err = err
+	}
+	return n, err
+}
+
+// stagingTrouble is the origin's own failure to stage a file (a full
+// disk): logged with its path, answered 503 without it.
+func (o *Origin) stagingTrouble(ref nodeproto.JobRef, path string, err error) error {
+	o.log.Error("staging a remote worker's file", "job", ref.String(), "file", path, "err", err)
+	return protoError(http.StatusServiceUnavailable, "unavailable", "the origin cannot store %s now; send it again later", path)
 }
 
 // Fail ends node's attempt ref with f. A worker is not trusted to fail a
@@ -1154,28 +1206,45 @@ func (o *Origin) probeSize(ctx context.Context, id string) (int, int, error) {
 	return info.Width, info.Height, nil
 }
 
-// sweepEvery bounds how often a claim looks for staging directories that
-// no attempt will finish.
+// sweepEvery is how often Run looks for staging directories that no
+// attempt will finish.
 const sweepEvery = time.Minute
+
+// Run sweeps the staging every sweepEvery (once at the start) until ctx
+// ends; it starts no goroutine.
+func (o *Origin) Run(ctx context.Context) error {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		o.sweep(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
 
 // sweep removes the staging of attempts that no longer hold their job (a
 // worker that died, or whose job went elsewhere): nothing will complete
-// them.
+// them; and forgets the time limits of attempts long past them. Every
+// entry is looked at.
 func (o *Origin) sweep(ctx context.Context) {
+	now := o.now()
 	o.mu.Lock()
-	if time.Since(o.swept) < sweepEvery {
-		o.mu.Unlock()
-		return
+	for k, st := range o.running {
+		if now.Sub(st.deadline) > time.Hour {
+			delete(o.running, k)
+		}
 	}
-	o.swept = time.Now()
 	o.mu.Unlock()
 	root := filepath.Join(o.cfg.Files.WorkDir, StagingDir)
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return
 	}
-	for i, e := range ents {
-		if i >= 1000 || ctx.Err() != nil {
+	for _, e := range ents {
+		if ctx.Err() != nil {
 			return
 		}
 		ref, err := nodeproto.ParseJobRef(e.Name())

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -591,5 +592,90 @@ func TestOriginJobTimeLimits(t *testing.T) {
 	clock = clock.Add(StallAfter / 2)
 	if err := e.o.Progress(ctx, nodeB, ref, 98); status(err) != http.StatusGone {
 		t.Fatalf("progress past the time limit: %v", err)
+	}
+}
+
+// The origin's own trouble staging a file is a 503 that does not show
+// its staging path; a body that broke off stays the worker's 400.
+func TestOriginStagingTrouble(t *testing.T) {
+	t.Parallel()
+	e := newOriginEnv(t)
+	ctx := t.Context()
+	e.queued("360p:100k", []byte("src"), routing.SourceInfo{Duration: 6 * time.Second})
+	_, ref := e.claim(nodeA)
+	dir := filepath.Join(e.files.WorkDir, StagingDir, ref.String())
+	poster := []byte("poster")
+	if err := e.o.PutFile(ctx, nodeA, ref, "poster.jpg", int64(len(poster)), sum(poster), bytes.NewReader(poster)); err != nil {
+		t.Fatal(err)
+	}
+	// A file where the rendition's directory should be: it cannot be made.
+	if err := os.WriteFile(filepath.Join(dir, "360p"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("segment")
+	err := e.o.PutFile(ctx, nodeA, ref, "360p/a.m4s", int64(len(body)), sum(body), bytes.NewReader(body))
+	var we *nodeproto.WorkerError
+	if !errors.As(err, &we) || we.Status != http.StatusServiceUnavailable || strings.Contains(we.Message, e.files.WorkDir) {
+		t.Fatalf("a file the origin cannot stage: %v", err)
+	}
+	pr, pw := io.Pipe()
+	pw.CloseWithError(errors.New("connection reset"))
+	if err := e.o.PutFile(ctx, nodeA, ref, "poster.jpg", 10, sum(nil), pr); status(err) != http.StatusBadRequest {
+		t.Fatalf("a body that broke off: %v", err)
+	}
+}
+
+// An output's file count is bounded as its files arrive (empty files
+// too), and Run sweeps every stale staging directory, however many.
+func TestOriginStagingBounds(t *testing.T) {
+	t.Parallel()
+	e := newOriginEnv(t)
+	ctx := t.Context()
+	e.queued("360p:100k", []byte("src"), routing.SourceInfo{Duration: 6 * time.Second, Height: 360})
+	_, ref := e.claim(nodeA)
+	// 360p and audio, 4 segments of 2 s each counted twice, 16 more each,
+	// and 2000.
+	const limit = 2*(2*4+16) + 2000
+	for i := range limit {
+		if err := e.o.PutFile(ctx, nodeA, ref, fmt.Sprintf("360p/s%d.m4s", i), 0, nodeproto.EmptySHA256, bytes.NewReader(nil)); err != nil {
+			t.Fatalf("file %d: %v", i, err)
+		}
+	}
+	if err := e.o.PutFile(ctx, nodeA, ref, "360p/one-more.m4s", 0, nodeproto.EmptySHA256, bytes.NewReader(nil)); status(err) != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a file past the output's count: %v", err)
+	}
+	if err := e.o.PutFile(ctx, nodeA, ref, "360p/s0.m4s", 0, nodeproto.EmptySHA256, bytes.NewReader(nil)); err != nil {
+		t.Fatalf("a file sent again: %v", err)
+	}
+
+	root := filepath.Join(e.files.WorkDir, StagingDir)
+	for i := range 1200 {
+		if err := os.MkdirAll(filepath.Join(root, fmt.Sprintf("stale-%04d", i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- e.o.Run(runCtx) }()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+	for {
+		ents, err := os.ReadDir(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ents) == 1 && ents[0].Name() == ref.String() {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("the sweep left %d entries", len(ents))
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
