@@ -243,6 +243,9 @@ type API struct {
 	clientIP     func(*http.Request) string
 	onHeartbeat  func(n routing.Node, load routing.NodeLoad)
 	workerJobs   WorkerJobs
+	// completions are the slots of remote workers' completions running at
+	// once (their bodies read, their outputs checked).
+	completions chan struct{}
 
 	registry          *routing.Registry
 	secretMu          sync.Mutex
@@ -337,6 +340,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		clientIP:       cfg.ClientIP,
 		onHeartbeat:    cfg.OnHeartbeat,
 		workerJobs:     cfg.WorkerJobs,
+		completions:    make(chan struct{}, maxCompletions),
 
 		contentKeys:       cfg.ContentKeys,
 		maxNodesPerToken:  cfg.MaxNodesPerToken,

@@ -281,6 +281,9 @@ func (c *checker) checkRendition(r string) error {
 		if _, ok := c.files[p]; !ok {
 			return reject("%s lists %s, which the output does not have", index, o.URI)
 		}
+		if listed[p] && o.Kind != manifest.KindInit {
+			return reject("%s lists %s twice", index, o.URI)
+		}
 		switch {
 		case o.Gap:
 			return reject("%s has a gap at %s", index, o.URI)
@@ -304,6 +307,9 @@ func (c *checker) checkRendition(r string) error {
 	}
 	if len(segments) == 0 {
 		return reject("%s lists no segment", index)
+	}
+	if most := c.maxSegments(); most > 0 && len(segments) > most {
+		return reject("%s lists %d segments: a rendition of this source has at most %d", index, len(segments), most)
 	}
 	if rec := r + "/recording.m3u8"; c.files[rec].Path != "" {
 		robjs, err := c.mediaPlaylist(rec)
@@ -331,6 +337,16 @@ func (c *checker) checkRendition(r string) error {
 	}
 	c.durations[r] = d
 	return nil
+}
+
+// maxSegments bounds a rendition's segments: twice the source's duration
+// over the segment duration, and 4 (0: the source's duration is unknown;
+// checkDurations bounds the output by its first rendition's then).
+func (c *checker) maxSegments() int {
+	if c.source <= 0 || c.segment <= 0 {
+		return 0
+	}
+	return int(2*c.source/c.segment) + 4
 }
 
 // mediaPlaylist parses the media playlist rel strictly (a finished VOD

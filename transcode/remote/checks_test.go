@@ -221,6 +221,22 @@ func TestCheckOutput(t *testing.T) {
 			write(dir, "240p/index.m3u8", pl[:i]+"#EXT-X-MAP:URI=\"init2.mp4\"\n"+pl[i:])
 			rebuild(dir, m)
 		}},
+		{"a segment listed twice", "twice", func(dir string, m *nodeproto.Complete) {
+			seg := firstSegment(dir, "240p")
+			write(dir, "240p/index.m3u8", strings.Replace(read(dir, "240p/index.m3u8"), "#EXT-X-ENDLIST", "#EXTINF:0.100,\n"+seg+"\n#EXT-X-ENDLIST", 1))
+			rebuild(dir, m)
+		}},
+		{"more segments than the source makes", "a rendition of this source has at most 12", func(dir string, m *nodeproto.Complete) {
+			pl := read(dir, "240p/index.m3u8")
+			var more strings.Builder
+			for i := range 12 {
+				name := fmt.Sprintf("x%d.m4s", i)
+				write(dir, "240p/"+name, "x")
+				fmt.Fprintf(&more, "#EXTINF:0.010,\n%s\n", name)
+			}
+			write(dir, "240p/index.m3u8", strings.Replace(pl, "#EXT-X-ENDLIST", more.String()+"#EXT-X-ENDLIST", 1))
+			rebuild(dir, m)
+		}},
 		{"a segment of EXTINF 0", "a segment of this ladder lasts more than 0", func(dir string, m *nodeproto.Complete) {
 			setExtinf(t, dir, "360p", 1, "0")
 			rebuild(dir, m)
