@@ -60,6 +60,9 @@ type checked struct {
 	routing.JobOutcome
 	pixels   int64
 	verified int
+	// playlists are the playlists to publish, by path, written by the
+	// origin from what it checked (rewrite.go).
+	playlists map[string][]byte
 }
 
 // checkOutput runs the origin's checks of a worker's output, in order, and
@@ -84,7 +87,8 @@ type checked struct {
 //     again by the origin, match (transcode/verify; verifying.go). The
 //     costly check, last: it relies on everything checked before.
 func checkOutput(ctx context.Context, o output) (checked, error) {
-	c := &checker{output: o, durations: map[string]time.Duration{}, segments: map[string][]videoSegment{}}
+	c := &checker{output: o, durations: map[string]time.Duration{}, segments: map[string][]videoSegment{},
+		codecs: map[string]string{}, frames: map[string]int64{}}
 	for _, check := range []func(context.Context) error{
 		c.checkFiles,
 		c.checkPlaylists,
@@ -92,6 +96,7 @@ func checkOutput(ctx context.Context, o output) (checked, error) {
 		c.checkDurations,
 		c.checkStills,
 		c.checkSegments,
+		c.checkPublished,
 		c.checkSamples,
 	} {
 		if err := ctx.Err(); err != nil {
@@ -101,7 +106,18 @@ func checkOutput(ctx context.Context, o output) (checked, error) {
 			return checked{}, err
 		}
 	}
-	return checked{JobOutcome: c.outcome(), pixels: c.pixels, verified: c.verified}, nil
+	return checked{JobOutcome: c.outcome(), pixels: c.pixels, verified: c.verified, playlists: c.published}, nil
+}
+
+// checkPublished: the playlists the origin will publish in place of the
+// worker's can be written (rewrite.go): the audio is AAC.
+func (c *checker) checkPublished(context.Context) error {
+	pl, err := c.playlists()
+	if err != nil {
+		return err
+	}
+	c.published = pl
+	return nil
 }
 
 // checker holds what the checks learn as they go.
@@ -114,6 +130,9 @@ type checker struct {
 	segments  map[string][]videoSegment       // each rendition's (audio too), in order
 	pixels    int64                           // of the video renditions' segments
 	verified  int                             // sampled segments that passed
+	codecs    map[string]string               // each video rendition's, RFC 6381, from its SPS
+	frames    map[string]int64                // each video rendition's, counted
+	published map[string][]byte               // the playlists to publish (rewrite.go)
 }
 
 // variant is a variant stream of the master playlist.
@@ -193,6 +212,9 @@ func (c *checker) checkPlaylists(ctx context.Context) error {
 	data, err := os.ReadFile(c.path("master.m3u8"))
 	if err != nil {
 		return err
+	}
+	if i, bad := controlChar(data); bad {
+		return reject("master.m3u8 has a control character (0x%02x) at byte %d", data[i], i)
 	}
 	pl, kind, err := m3u8.DecodeFrom(bytes.NewReader(data), true)
 	if err != nil || kind != m3u8.MASTER {
@@ -355,6 +377,9 @@ func (c *checker) mediaPlaylist(rel string) ([]manifest.Object, error) {
 	data, err := os.ReadFile(c.path(rel))
 	if err != nil {
 		return nil, err
+	}
+	if i, bad := controlChar(data); bad {
+		return nil, reject("%s has a control character (0x%02x) at byte %d", rel, data[i], i)
 	}
 	pl, kind, err := m3u8.DecodeFrom(bytes.NewReader(data), true)
 	if err != nil || kind != m3u8.MEDIA {

@@ -1,17 +1,22 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/grafov/m3u8"
 
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/nodeproto"
@@ -237,6 +242,10 @@ func TestCheckOutput(t *testing.T) {
 			write(dir, "240p/index.m3u8", strings.Replace(pl, "#EXT-X-ENDLIST", more.String()+"#EXT-X-ENDLIST", 1))
 			rebuild(dir, m)
 		}},
+		{"a playlist line hidden behind a CR", "has a control character (0x0d)", func(dir string, m *nodeproto.Complete) {
+			write(dir, "240p/index.m3u8", strings.Replace(read(dir, "240p/index.m3u8"), "#EXT-X-ENDLIST", "#EXT-X-ENDLIST\r#EXT-X-KEY:METHOD=AES-128,URI=\"https://evil.example/k\"", 1))
+			rebuild(dir, m)
+		}},
 		{"a segment of EXTINF 0", "a segment of this ladder lasts more than 0", func(dir string, m *nodeproto.Complete) {
 			setExtinf(t, dir, "360p", 1, "0")
 			rebuild(dir, m)
@@ -427,3 +436,93 @@ func TestCheckOutputSamples(t *testing.T) {
 		t.Fatalf("a re-check without the source: %v, want a check error", err)
 	}
 }
+
+// What is published is what was checked: the origin writes the playlists
+// itself from the checked renditions, segments and durations (the VOD
+// packager's format), with BANDWIDTH measured and CODECS read from the
+// output, so whatever else a worker wrote into its playlists goes nowhere.
+func TestCheckedPlaylists(t *testing.T) {
+	t.Parallel()
+	tree, out := honestTree(t)
+	ladder, _ := media.ParseLadder("360p:700k,240p:400k")
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(tree)); err != nil {
+		t.Fatal(err)
+	}
+	read := func(rel string) string {
+		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(rel)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	write := func(rel, s string) {
+		if err := os.WriteFile(filepath.Join(dir, filepath.FromSlash(rel)), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	honestMaster, honest360 := read("master.m3u8"), read("360p/index.m3u8")
+	master := strings.Replace(honestMaster, "#EXT-X-INDEPENDENT-SEGMENTS\n", "#EXT-X-INDEPENDENT-SEGMENTS\n"+
+		`#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="x",URI="https://evil.example/subs.m3u8"`+"\n"+
+		`#EXT-X-SESSION-DATA:DATA-ID="com.evil",URI="https://evil.example/data.json"`+"\n"+
+		`#EXT-X-CONTENT-STEERING:SERVER-URI="https://evil.example/steer"`+"\n", 1)
+	master = regexp.MustCompile(`BANDWIDTH=[0-9]+`).ReplaceAllString(master, "BANDWIDTH=1")
+	master = strings.ReplaceAll(master, `CODECS="avc1.`, `CODECS="evil,avc1.`)
+	write("master.m3u8", master)
+	media360 := strings.Replace(honest360, "#EXT-X-TARGETDURATION:1\n", "#EXT-X-TARGETDURATION:1\n"+
+		`#EXT-X-KEY:METHOD=AES-128,URI="https://evil.example/key"`+"\n"+
+		`#EXT-X-DATERANGE:ID="ad",START-DATE="2026-01-01T00:00:00Z",X-ASSET-URI="https://evil.example/ad.m3u8"`+"\n", 1)
+	write("360p/index.m3u8", media360)
+	m, err := BuildManifest(dir, "vid.1.1-0", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := checkOutput(t.Context(), output{dir: dir, manifest: m, rungs: ladder.For(360), sourceWidth: 640, sourceHeight: 360,
+		source: 4 * time.Second, segment: time.Second})
+	if err != nil {
+		t.Fatalf("checks: %v", err)
+	}
+	for _, p := range []string{"master.m3u8", "360p/index.m3u8", "360p/recording.m3u8", "240p/index.m3u8", "audio/index.m3u8"} {
+		b, ok := got.playlists[p]
+		if !ok {
+			t.Fatalf("no %s written: %v", p, slices.Collect(maps.Keys(got.playlists)))
+		}
+		for _, bad := range []string{"evil", "KEY", "DATERANGE", "SESSION-DATA", "STEERING", "SUBTITLES", "BYTERANGE"} {
+			if strings.Contains(string(b), bad) {
+				t.Errorf("%s has %q:\n%s", p, bad, b)
+			}
+		}
+	}
+	// The media playlists are the packager's, without the worker's
+	// wall-clock times.
+	noPDT := regexp.MustCompile(`(?m)^#EXT-X-PROGRAM-DATE-TIME:.*\n`)
+	for _, r := range []string{"360p", "240p", "audio"} {
+		want := noPDT.ReplaceAllString(read(r+"/index.m3u8"), "")
+		if r == "360p" {
+			want = noPDT.ReplaceAllString(honest360, "")
+		}
+		if string(got.playlists[r+"/index.m3u8"]) != want {
+			t.Errorf("%s/index.m3u8:\n%s\nwant\n%s", r, got.playlists[r+"/index.m3u8"], want)
+		}
+	}
+	// The master: the packager's codecs, measured bandwidths near the
+	// packager's own, in its order.
+	pl, kind, err := m3u8.DecodeFrom(bytes.NewReader(got.playlists["master.m3u8"]), true)
+	if err != nil || kind != m3u8.MASTER {
+		t.Fatalf("the written master: %v\n%s", err, got.playlists["master.m3u8"])
+	}
+	hpl, _, _ := m3u8.DecodeFrom(strings.NewReader(honestMaster), true)
+	vs, hvs := pl.(*m3u8.MasterPlaylist).Variants, hpl.(*m3u8.MasterPlaylist).Variants
+	if len(vs) != 2 || len(hvs) != 2 {
+		t.Fatalf("variants: %d, %d", len(vs), len(hvs))
+	}
+	for i, v := range vs {
+		h := hvs[i]
+		if v.URI != h.URI || v.Codecs != h.Codecs || v.Resolution != h.Resolution || v.Audio != "audio" ||
+			float64(v.Bandwidth) < 0.5*float64(h.Bandwidth) || float64(v.Bandwidth) > 2*float64(h.Bandwidth) {
+			t.Errorf("variant %d: %+v, the packager's %+v", i, v.VariantParams, h.VariantParams)
+		}
+	}
+	t.Logf("written master:\n%s", got.playlists["master.m3u8"])
+}
+

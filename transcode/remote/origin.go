@@ -894,6 +894,13 @@ func (o *Origin) Complete(ctx context.Context, node string, ref nodeproto.JobRef
 	if err != nil {
 		return err // the store or Redis: the worker may complete again
 	}
+	// The playlists published are the origin's, written from what it
+	// checked (rewrite.go), not the worker's.
+	for rel, b := range out.playlists {
+		if err := os.WriteFile(filepath.Join(o.stagingDir(ref), filepath.FromSlash(rel)), b, 0o644); err != nil {
+			return fmt.Errorf("writing the checked playlists: %w", err)
+		}
+	}
 	if err := vod.Publish(jobCtx, o.cfg.Files.HLS(), ref.VideoID, o.stagingDir(ref)); err != nil {
 		if lost := context.Cause(jobCtx); errors.Is(lost, routing.ErrJobLost) {
 			o.jobs.WithLabelValues("lost").Inc()

@@ -383,6 +383,16 @@ func TestOriginVerifies(t *testing.T) {
 	if v, _ := e.store.GetVideo(ctx, v1); v.Status != routing.VideoReady || v.Attempts != 3 {
 		t.Fatalf("the video: %+v", v)
 	}
+	// What was published is the origin's playlists, not the worker's.
+	if rc, _, err := e.files.HLS().Get(ctx, v1+"/360p/index.m3u8", storage.Range{}); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		if !bytes.Contains(b, []byte("#EXTINF:")) || bytes.Contains(b, []byte("PROGRAM-DATE-TIME")) {
+			t.Errorf("the published 360p/index.m3u8 is not the origin's:\n%s", b)
+		}
+	}
 	segs := int64(len(segmentsOf(t, tree, "360p")) + len(segmentsOf(t, tree, "240p")))
 	if st := stats(nodeA); st.Done != 1 || st.SegmentsVerified != segs || st.TranscodedPixels != pixels || st.VerifyFailed != 0 {
 		t.Fatalf("the honest worker's figures: %+v (want %d segments, %d pixels)", st, segs, pixels)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -124,7 +125,11 @@ func (c *checker) checkSegments(ctx context.Context) error {
 			}
 			next = p.Start + p.Duration
 			frames += int64(len(p.Samples))
+			if _, ok := c.codecs[name]; !ok && len(p.Track.SPS) >= 4 {
+				c.codecs[name] = "avc1." + hex.EncodeToString(p.Track.SPS[1:4])
+			}
 		}
+		c.frames[name] = frames
 		c.pixels += frames * int64(w) * int64(h)
 	}
 	return nil
