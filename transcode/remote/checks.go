@@ -35,6 +35,9 @@ type output struct {
 	// source is the source's duration, as the upload's probe found it.
 	source  time.Duration
 	segment time.Duration
+	// frameRate is the source's, as the upload's probe guessed it (0:
+	// unknown): it caps the frames credited per segment.
+	frameRate float64
 	// sample re-checks a share of the segments; nil: none.
 	sample *sampler
 }

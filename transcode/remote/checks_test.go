@@ -526,3 +526,31 @@ func TestCheckedPlaylists(t *testing.T) {
 	t.Logf("written master:\n%s", got.playlists["master.m3u8"])
 }
 
+// The frames credited per segment are at most its EXTINF at the source's
+// frame rate (a tenth more, and one): a worker cannot inflate its credit
+// with frames the source does not have.
+func TestCheckCreditCap(t *testing.T) {
+	t.Parallel()
+	tree, out := honestTree(t)
+	ladder, _ := media.ParseLadder("360p:700k,240p:400k")
+	m, err := BuildManifest(tree, "vid.1.1-0", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pixels := func(fps float64) int64 {
+		got, err := checkOutput(t.Context(), output{dir: tree, manifest: m, rungs: ladder.For(360), sourceWidth: 640, sourceHeight: 360,
+			source: 4 * time.Second, segment: time.Second, frameRate: fps})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.pixels
+	}
+	// The clip: 30 fps, four 1 s segments per rendition.
+	if got, want := pixels(30), int64(120*640*360+120*428*240); got != want {
+		t.Errorf("credited at the source's frame rate: %d, want %d", got, want)
+	}
+	// Had the source 10 fps, at most 12 frames a segment count.
+	if got, want := pixels(10), int64(4*12*640*360+4*12*428*240); got != want {
+		t.Errorf("credited at 10 fps: %d, want %d", got, want)
+	}
+}

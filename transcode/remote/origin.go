@@ -1135,7 +1135,7 @@ func (o *Origin) check(ctx context.Context, ref nodeproto.JobRef, v routing.Vide
 	}
 	out := output{
 		dir: o.stagingDir(ref), manifest: m, rungs: ladder.For(h), sourceWidth: w, sourceHeight: h,
-		source: v.Duration, segment: o.cfg.SegmentDuration,
+		source: v.Duration, segment: o.cfg.SegmentDuration, frameRate: v.SourceFrameRate,
 	}
 	if o.cfg.VerifyFraction > 0 {
 		key, err := o.sampleKey(ctx)

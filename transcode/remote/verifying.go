@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -124,7 +125,7 @@ func (c *checker) checkSegments(ctx context.Context) error {
 				}
 			}
 			next = p.Start + p.Duration
-			frames += int64(len(p.Samples))
+			frames += min(int64(len(p.Samples)), c.maxFrames(s.duration))
 			if _, ok := c.codecs[name]; !ok && len(p.Track.SPS) >= 4 {
 				c.codecs[name] = "avc1." + hex.EncodeToString(p.Track.SPS[1:4])
 			}
@@ -133,6 +134,20 @@ func (c *checker) checkSegments(ctx context.Context) error {
 		c.pixels += frames * int64(w) * int64(h)
 	}
 	return nil
+}
+
+// defaultFrameRate caps the frames credited per second of a source whose
+// frame rate was not recorded: the pipeline's own default.
+const defaultFrameRate = 60
+
+// maxFrames is the most frames credited for a segment of duration d: d
+// at the source's frame rate, a tenth more, and one.
+func (c *checker) maxFrames(d time.Duration) int64 {
+	fps := c.frameRate
+	if !(fps > 0 && fps <= 1000) {
+		fps = defaultFrameRate
+	}
+	return int64(math.Ceil(d.Seconds()*fps*1.1)) + 1
 }
 
 // ticks converts 90 kHz ticks to a duration.
