@@ -689,3 +689,38 @@ func TestOriginStagingBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A job taken over from a worker that stopped reporting counts as that
+// worker's failure: the job avoids it.
+func TestOriginReclaimBlames(t *testing.T) {
+	t.Parallel()
+	e := newOriginEnvWith(t, func(c *Config) { c.IdleTimeout = time.Second }, Deps{})
+	ctx := t.Context()
+	id := e.queued("360p:100k", []byte("src"), routing.SourceInfo{Duration: 6 * time.Second})
+	if _, ref := e.claim(nodeA); ref.VideoID != id {
+		t.Fatalf("claimed %+v", ref)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(20 * time.Second)
+	for {
+		job, ok, err := e.o.Claim(ctx, nodeB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			if job.VideoID != id || job.Attempt != 2 {
+				t.Fatalf("the job taken over: %+v", job)
+			}
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("the idle job was never taken over")
+		}
+	}
+	if avoided, _ := e.store.AvoidedWorkers(ctx, id); avoided[nodeA].IsZero() {
+		t.Errorf("the job does not avoid the worker that stopped: %v", avoided)
+	}
+}
