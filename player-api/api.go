@@ -247,6 +247,9 @@ type API struct {
 	onHeartbeat  func(n routing.Node, load routing.NodeLoad)
 	workerJobs   WorkerJobs
 	workerLive   WorkerLive
+	// completions are the slots of remote workers' completions running at
+	// once (their bodies read, their outputs checked).
+	completions chan struct{}
 
 	registry          *routing.Registry
 	secretMu          sync.Mutex
@@ -342,6 +345,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		onHeartbeat:    cfg.OnHeartbeat,
 		workerJobs:     cfg.WorkerJobs,
 		workerLive:     cfg.WorkerLive,
+		completions:    make(chan struct{}, maxCompletions),
 
 		contentKeys:       cfg.ContentKeys,
 		maxNodesPerToken:  cfg.MaxNodesPerToken,

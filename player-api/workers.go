@@ -277,7 +277,20 @@ func (a *API) workerPutFile(c *gin.Context) {
 	c.Status(http.StatusNoContent)
 }
 
+// maxCompletions bounds the remote workers' completions this origin runs
+// at once (a body of up to nodeproto.MaxCompleteBytes each, then the
+// output's checks): more are answered 503, to send again later.
+const maxCompletions = 8
+
 func (a *API) workerComplete(c *gin.Context) {
+	select {
+	case a.completions <- struct{}{}:
+		defer func() { <-a.completions }()
+	default:
+		c.Header("Retry-After", "5")
+		WriteError(c, http.StatusServiceUnavailable, codeUnavailable, "the origin is completing as many jobs as it can at once: send the completion again in a few seconds")
+		return
+	}
 	w, ok := a.workerAuth(c, nodeproto.MaxCompleteBytes)
 	if !ok {
 		return

@@ -146,3 +146,30 @@ func TestWorkerJoinAndAuth(t *testing.T) {
 		t.Errorf("a quarantined worker's claim: %s", r.body)
 	}
 }
+
+// Completions running at once are bounded: past maxCompletions, one is
+// answered 503 before its body is read or its sender looked up.
+func TestWorkerCompletionsBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	jobs, err := remote.New(remote.Config{Files: e.files, Ladder: media.DefaultLadder, Preset: "veryfast", SegmentDuration: 2 * time.Second,
+		IdleTimeout: 30 * time.Second, MaxAttempts: 3}, remote.Deps{Queue: e.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e = newEnvOn(t, Config{WorkerJobs: jobs}, e.redis)
+	k := newKey(t)
+	const target = "/v1/worker/jobs/abc.1.1-0/complete"
+	for range maxCompletions {
+		e.a.completions <- struct{}{}
+	}
+	if r := e.workerReq(t, "POST", target, testAdminKey, []byte(`{}`), k, ""); r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+		t.Fatalf("a completion past the bound: %d %s", r.status, r.body)
+	}
+	for range maxCompletions {
+		<-e.a.completions
+	}
+	if r := e.workerReq(t, "POST", target, testAdminKey, []byte(`{}`), k, ""); r.status != http.StatusNotFound {
+		t.Fatalf("a completion of an unknown node within the bound: %d %s", r.status, r.body)
+	}
+}

@@ -43,12 +43,15 @@ type Video struct {
 	// they were).
 	SourceWidth  int
 	SourceHeight int
-	Poster       bool // poster.jpg exists
-	Storyboard   bool // storyboard.vtt and its sprite exist
-	P2POff       bool // peer-assisted delivery turned off
-	Attempts     int  // processing attempts started
-	CreatedAt    time.Time
-	UpdatedAt    time.Time
+	// SourceFrameRate is the source's frame rate as the upload's probe
+	// guessed it (0: not recorded).
+	SourceFrameRate float64
+	Poster          bool // poster.jpg exists
+	Storyboard      bool // storyboard.vtt and its sprite exist
+	P2POff          bool // peer-assisted delivery turned off
+	Attempts        int  // processing attempts started
+	CreatedAt       time.Time
+	UpdatedAt       time.Time
 
 	// upload is how the source is arriving ("" none, "put", "tus:<id>",
 	// "received" once complete).
@@ -105,6 +108,7 @@ const (
 	fieldSourceBytes = "source_bytes"
 	fieldSourceW     = "source_width"
 	fieldSourceH     = "source_height"
+	fieldSourceFPS   = "source_fps"
 	fieldPoster      = "poster"
 	fieldStoryboard  = "storyboard"
 	fieldAttempts    = "attempts"
@@ -349,6 +353,9 @@ type SourceInfo struct {
 	Duration time.Duration
 	// Width and Height are the picture's size (0: unknown).
 	Width, Height int
+	// FrameRate is the video's frame rate as the probe guessed it (0:
+	// unknown).
+	FrameRate float64
 }
 
 // SourceReceived records that the upload how completed and queues the video
@@ -358,7 +365,8 @@ type SourceInfo struct {
 // ErrNotFound).
 func (s *Store) SourceReceived(ctx context.Context, id, how string, info SourceInfo) error {
 	res, err := sourceReceivedScript.Run(ctx, s.rdb, []string{s.videoKey(id), s.k(jobsKey)},
-		how, info.Bytes, formatSeconds(info.Duration), formatTime(now()), id, info.Width, info.Height).Result()
+		how, info.Bytes, formatSeconds(info.Duration), formatTime(now()), id, info.Width, info.Height,
+		strconv.FormatFloat(info.FrameRate, 'f', 3, 64)).Result()
 	return uploadOutcome("queue video", res, err)
 }
 
@@ -383,7 +391,7 @@ local v = redis.call('HMGET', KEYS[1], 'status', 'upload')
 if not v[1] then return 'missing' end
 if v[1] ~= 'waiting' or v[2] ~= ARGV[1] then return 'conflict' end
 redis.call('HSET', KEYS[1], 'status', 'processing', 'upload', 'received', 'progress', 0,
-  'source_bytes', ARGV[2], 'duration', ARGV[3], 'updated_at', ARGV[4], 'source_width', ARGV[6], 'source_height', ARGV[7])
+  'source_bytes', ARGV[2], 'duration', ARGV[3], 'updated_at', ARGV[4], 'source_width', ARGV[6], 'source_height', ARGV[7], 'source_fps', ARGV[8])
 redis.call('XADD', KEYS[2], '*', 'video', ARGV[5])
 return 'ok'`)
 
@@ -439,6 +447,11 @@ func (s *Store) decodeVideo(id string, f map[string]string) (Video, error) {
 			if *it.dst, err = strconv.Atoi(s); err != nil {
 				return bad(it.field, err)
 			}
+		}
+	}
+	if s := f[fieldSourceFPS]; s != "" {
+		if v.SourceFrameRate, err = strconv.ParseFloat(s, 64); err != nil {
+			return bad(fieldSourceFPS, err)
 		}
 	}
 	if s := f[fieldSourceBytes]; s != "" {

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strconv"
@@ -237,3 +238,83 @@ if not v[1] or v[1] ~= 'processing' then return 'done' end
 local id = redis.call('XADD', KEYS[2], '*', 'video', ARGV[3])
 if v[2] == ARGV[1] then redis.call('HSET', KEYS[1], 'job', id) end
 return 'ok'`)
+
+// Keys of remote workers' job limits:
+//
+//	shoal:jobfailers:<video id>   hash    node id -> failed or refused attempts of the video's
+//	                                      job; expires jobFailersTTL after the last change
+//	shoal:workerclaims:<node id>  string  jobs the node started in the current window (CountWorkerClaim)
+const (
+	jobFailersPrefix   = "jobfailers:"
+	workerClaimsPrefix = "workerclaims:"
+)
+
+// jobFailersTTL is how long a video's record of the workers that failed
+// its job is kept after the last change.
+const jobFailersTTL = 7 * 24 * time.Hour
+
+// AddJobFailure records that node failed an attempt at video id's job (it
+// reported a failure, or its output was refused) and returns how many
+// distinct nodes have failed it.
+func (s *Store) AddJobFailure(ctx context.Context, id, node string) (int, error) {
+	key := s.k(jobFailersPrefix) + id
+	var n *redis.IntCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.HIncrBy(ctx, key, node, 1)
+		p.PExpire(ctx, key, jobFailersTTL)
+		n = p.HLen(ctx, key)
+		return nil
+	})
+	if err != nil {
+		return 0, wrapErr("job failure", err)
+	}
+	return int(n.Val()), nil
+}
+
+// CountWorkerClaim counts a job node started (add 1) or only reads the
+// count (add 0), within a fixed window of the given length that begins
+// at the first job counted, and returns the count.
+func (s *Store) CountWorkerClaim(ctx context.Context, node string, add int64, window time.Duration) (int64, error) {
+	key := s.k(workerClaimsPrefix) + node
+	if add == 0 {
+		n, err := s.rdb.Get(ctx, key).Int64()
+		if errors.Is(err, redis.Nil) {
+			return 0, nil
+		}
+		return n, wrapErr("worker claims", err)
+	}
+	var n *redis.IntCmd
+	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.SetNX(ctx, key, 0, window)
+		n = p.IncrBy(ctx, key, add)
+		return nil
+	})
+	if err != nil {
+		return 0, wrapErr("worker claims", err)
+	}
+	return n.Val(), nil
+}
+
+// WorkerJobsHeld counts the job queue entries consumer holds that were
+// touched within idle (older ones go to the next worker that claims):
+// the jobs it is running. It counts at most limit+1.
+func (s *Store) WorkerJobsHeld(ctx context.Context, consumer string, idle time.Duration, limit int) (int, error) {
+	pend, err := s.rdb.XPendingExt(ctx, &redis.XPendingExtArgs{
+		Stream: s.k(jobsKey), Group: jobsGroup, Start: "-", End: "+", Count: 1000, Consumer: consumer,
+	}).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		if redis.HasErrorPrefix(err, "NOGROUP") {
+			return 0, nil
+		}
+		return 0, wrapErr("worker jobs", err)
+	}
+	n := 0
+	for _, p := range pend {
+		if p.Idle < idle {
+			if n++; n > limit {
+				break
+			}
+		}
+	}
+	return n, nil
+}

@@ -35,10 +35,10 @@ func TestJobHolder(t *testing.T) {
 	if err := s.BeginUpload(ctx, v.ID, "put"); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SourceReceived(ctx, v.ID, "put", SourceInfo{Bytes: 10, Duration: 5 * time.Second, Width: 854, Height: 480}); err != nil {
+	if err := s.SourceReceived(ctx, v.ID, "put", SourceInfo{Bytes: 10, Duration: 5 * time.Second, Width: 854, Height: 480, FrameRate: 29.97}); err != nil {
 		t.Fatal(err)
 	}
-	if got, err := s.GetVideo(ctx, v.ID); err != nil || got.SourceWidth != 854 || got.SourceHeight != 480 || got.Duration != 5*time.Second {
+	if got, err := s.GetVideo(ctx, v.ID); err != nil || got.SourceWidth != 854 || got.SourceHeight != 480 || got.SourceFrameRate != 29.97 || got.Duration != 5*time.Second {
 		t.Fatalf("video after the upload: %+v, %v", got, err)
 	}
 	j, ok, err := s.NextJob(ctx, "node-a", -1, time.Hour)

@@ -35,6 +35,9 @@ type output struct {
 	// source is the source's duration, as the upload's probe found it.
 	source  time.Duration
 	segment time.Duration
+	// frameRate is the source's, as the upload's probe guessed it (0:
+	// unknown): it caps the frames credited per segment.
+	frameRate float64
 	// sample re-checks a share of the segments; nil: none.
 	sample *sampler
 }
@@ -60,6 +63,9 @@ type checked struct {
 	routing.JobOutcome
 	pixels   int64
 	verified int
+	// playlists are the playlists to publish, by path, written by the
+	// origin from what it checked (rewrite.go).
+	playlists map[string][]byte
 }
 
 // checkOutput runs the origin's checks of a worker's output, in order, and
@@ -84,7 +90,8 @@ type checked struct {
 //     again by the origin, match (transcode/verify; verifying.go). The
 //     costly check, last: it relies on everything checked before.
 func checkOutput(ctx context.Context, o output) (checked, error) {
-	c := &checker{output: o, durations: map[string]time.Duration{}, segments: map[string][]videoSegment{}}
+	c := &checker{output: o, durations: map[string]time.Duration{}, segments: map[string][]videoSegment{},
+		codecs: map[string]string{}, frames: map[string]int64{}}
 	for _, check := range []func(context.Context) error{
 		c.checkFiles,
 		c.checkPlaylists,
@@ -92,6 +99,7 @@ func checkOutput(ctx context.Context, o output) (checked, error) {
 		c.checkDurations,
 		c.checkStills,
 		c.checkSegments,
+		c.checkPublished,
 		c.checkSamples,
 	} {
 		if err := ctx.Err(); err != nil {
@@ -101,7 +109,18 @@ func checkOutput(ctx context.Context, o output) (checked, error) {
 			return checked{}, err
 		}
 	}
-	return checked{JobOutcome: c.outcome(), pixels: c.pixels, verified: c.verified}, nil
+	return checked{JobOutcome: c.outcome(), pixels: c.pixels, verified: c.verified, playlists: c.published}, nil
+}
+
+// checkPublished: the playlists the origin will publish in place of the
+// worker's can be written (rewrite.go): the audio is AAC.
+func (c *checker) checkPublished(context.Context) error {
+	pl, err := c.playlists()
+	if err != nil {
+		return err
+	}
+	c.published = pl
+	return nil
 }
 
 // checker holds what the checks learn as they go.
@@ -114,6 +133,9 @@ type checker struct {
 	segments  map[string][]videoSegment       // each rendition's (audio too), in order
 	pixels    int64                           // of the video renditions' segments
 	verified  int                             // sampled segments that passed
+	codecs    map[string]string               // each video rendition's, RFC 6381, from its SPS
+	frames    map[string]int64                // each video rendition's, counted
+	published map[string][]byte               // the playlists to publish (rewrite.go)
 }
 
 // variant is a variant stream of the master playlist.
@@ -193,6 +215,9 @@ func (c *checker) checkPlaylists(ctx context.Context) error {
 	data, err := os.ReadFile(c.path("master.m3u8"))
 	if err != nil {
 		return err
+	}
+	if i, bad := controlChar(data); bad {
+		return reject("master.m3u8 has a control character (0x%02x) at byte %d", data[i], i)
 	}
 	pl, kind, err := m3u8.DecodeFrom(bytes.NewReader(data), true)
 	if err != nil || kind != m3u8.MASTER {
@@ -281,10 +306,17 @@ func (c *checker) checkRendition(r string) error {
 		if _, ok := c.files[p]; !ok {
 			return reject("%s lists %s, which the output does not have", index, o.URI)
 		}
+		if listed[p] && o.Kind != manifest.KindInit {
+			return reject("%s lists %s twice", index, o.URI)
+		}
 		switch {
 		case o.Gap:
 			return reject("%s has a gap at %s", index, o.URI)
 		case o.Kind == manifest.KindSegment:
+			if o.Duration <= 0 || o.Duration > c.segment*3/2 {
+				return reject("%s gives %s the duration %s: a segment of this ladder lasts more than 0 and at most %s",
+					index, clip(o.URI), seconds(o.Duration), seconds(c.segment*3/2))
+			}
 			segments = append(segments, o.URI)
 			c.segments[r] = append(c.segments[r], videoSegment{uri: o.URI, duration: o.Duration, init: init})
 			d += o.Duration
@@ -300,6 +332,9 @@ func (c *checker) checkRendition(r string) error {
 	}
 	if len(segments) == 0 {
 		return reject("%s lists no segment", index)
+	}
+	if most := c.maxSegments(); most > 0 && len(segments) > most {
+		return reject("%s lists %d segments: a rendition of this source has at most %d", index, len(segments), most)
 	}
 	if rec := r + "/recording.m3u8"; c.files[rec].Path != "" {
 		robjs, err := c.mediaPlaylist(rec)
@@ -329,12 +364,25 @@ func (c *checker) checkRendition(r string) error {
 	return nil
 }
 
+// maxSegments bounds a rendition's segments: twice the source's duration
+// over the segment duration, and 4 (0: the source's duration is unknown;
+// checkDurations bounds the output by its first rendition's then).
+func (c *checker) maxSegments() int {
+	if c.source <= 0 || c.segment <= 0 {
+		return 0
+	}
+	return int(2*c.source/c.segment) + 4
+}
+
 // mediaPlaylist parses the media playlist rel strictly (a finished VOD
 // playlist) and returns the objects it lists.
 func (c *checker) mediaPlaylist(rel string) ([]manifest.Object, error) {
 	data, err := os.ReadFile(c.path(rel))
 	if err != nil {
 		return nil, err
+	}
+	if i, bad := controlChar(data); bad {
+		return nil, reject("%s has a control character (0x%02x) at byte %d", rel, data[i], i)
 	}
 	pl, kind, err := m3u8.DecodeFrom(bytes.NewReader(data), true)
 	if err != nil || kind != m3u8.MEDIA {
@@ -430,7 +478,56 @@ func (c *checker) checkDurations(context.Context) error {
 	return nil
 }
 
-var storyboardRefRe = regexp.MustCompile(`storyboard-[0-9]{1,6}\.jpg`)
+// The lines of a storyboard's cues, exactly as the VOD worker writes them
+// (transcode/vod's storyboard.go): a timing, then the sprite's name and
+// the frame's place in it. Nothing else is accepted: the player resolves
+// the name against the storyboard's URL and adds the playback token.
+var (
+	vttTimingRe  = regexp.MustCompile(`^([0-9]{2}):([0-5][0-9]):([0-5][0-9])\.([0-9]{3}) --> ([0-9]{2}):([0-5][0-9]):([0-5][0-9])\.([0-9]{3})$`)
+	vttPayloadRe = regexp.MustCompile(`^(storyboard-[0-9]{1,6}\.jpg)#xywh=[0-9]{1,5},[0-9]{1,5},[0-9]{1,5},[0-9]{1,5}$`)
+)
+
+// parseStoryboard checks a storyboard track line by line and returns the
+// sprites its cues name.
+func parseStoryboard(vtt []byte) (map[string]bool, error) {
+	lines := strings.Split(string(vtt), "\n")
+	if lines[0] != "WEBVTT" {
+		return nil, reject("storyboard.vtt does not begin with the line WEBVTT")
+	}
+	named := map[string]bool{}
+	ms := func(m []string) int64 {
+		var n [4]int64
+		for i := range n {
+			n[i], _ = strconv.ParseInt(m[i], 10, 64)
+		}
+		return ((n[0]*60+n[1])*60+n[2])*1000 + n[3]
+	}
+	for i := 1; i < len(lines); i++ {
+		if lines[i] == "" {
+			continue
+		}
+		t := vttTimingRe.FindStringSubmatch(lines[i])
+		if t == nil {
+			return nil, reject("storyboard.vtt line %d is %q: a cue's timing (hh:mm:ss.mmm --> hh:mm:ss.mmm) was expected", i+1, clip(lines[i]))
+		}
+		if ms(t[1:5]) >= ms(t[5:9]) {
+			return nil, reject("storyboard.vtt line %d: the cue ends before it begins", i+1)
+		}
+		if i+1 >= len(lines) {
+			return nil, reject("storyboard.vtt ends after a cue's timing")
+		}
+		i++
+		p := vttPayloadRe.FindStringSubmatch(lines[i])
+		if p == nil {
+			return nil, reject("storyboard.vtt line %d is %q: a cue names a sprite of the output (storyboard-N.jpg#xywh=x,y,w,h)", i+1, clip(lines[i]))
+		}
+		named[p[1]] = true
+		if i+1 < len(lines) && lines[i+1] != "" {
+			return nil, reject("storyboard.vtt line %d: a cue has one line", i+2)
+		}
+	}
+	return named, nil
+}
 
 // checkStills: the poster and the storyboard's sprites are JPEG, the
 // storyboard is WebVTT naming exactly the sprites the output has.
@@ -473,12 +570,9 @@ func (c *checker) checkStills(context.Context) error {
 	if err != nil {
 		return err
 	}
-	if !bytes.HasPrefix(vtt, []byte("WEBVTT")) {
-		return reject("storyboard.vtt is not WebVTT")
-	}
-	named := map[string]bool{}
-	for _, m := range storyboardRefRe.FindAll(vtt, -1) {
-		named[string(m)] = true
+	named, err := parseStoryboard(vtt)
+	if err != nil {
+		return err
 	}
 	for n := range named {
 		if _, ok := c.files[n]; !ok {

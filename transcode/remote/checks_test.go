@@ -1,17 +1,22 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/grafov/m3u8"
 
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/nodeproto"
@@ -221,6 +226,69 @@ func TestCheckOutput(t *testing.T) {
 			write(dir, "240p/index.m3u8", pl[:i]+"#EXT-X-MAP:URI=\"init2.mp4\"\n"+pl[i:])
 			rebuild(dir, m)
 		}},
+		{"a segment listed twice", "twice", func(dir string, m *nodeproto.Complete) {
+			seg := firstSegment(dir, "240p")
+			write(dir, "240p/index.m3u8", strings.Replace(read(dir, "240p/index.m3u8"), "#EXT-X-ENDLIST", "#EXTINF:0.100,\n"+seg+"\n#EXT-X-ENDLIST", 1))
+			rebuild(dir, m)
+		}},
+		{"more segments than the source makes", "a rendition of this source has at most 12", func(dir string, m *nodeproto.Complete) {
+			pl := read(dir, "240p/index.m3u8")
+			var more strings.Builder
+			for i := range 12 {
+				name := fmt.Sprintf("x%d.m4s", i)
+				write(dir, "240p/"+name, "x")
+				fmt.Fprintf(&more, "#EXTINF:0.010,\n%s\n", name)
+			}
+			write(dir, "240p/index.m3u8", strings.Replace(pl, "#EXT-X-ENDLIST", more.String()+"#EXT-X-ENDLIST", 1))
+			rebuild(dir, m)
+		}},
+		{"a playlist line hidden behind a CR", "has a control character (0x0d)", func(dir string, m *nodeproto.Complete) {
+			write(dir, "240p/index.m3u8", strings.Replace(read(dir, "240p/index.m3u8"), "#EXT-X-ENDLIST", "#EXT-X-ENDLIST\r#EXT-X-KEY:METHOD=AES-128,URI=\"https://evil.example/k\"", 1))
+			rebuild(dir, m)
+		}},
+		{"a segment of EXTINF 0", "a segment of this ladder lasts more than 0", func(dir string, m *nodeproto.Complete) {
+			setExtinf(t, dir, "360p", 1, "0")
+			rebuild(dir, m)
+		}},
+		{"a segment of a negative EXTINF", "a segment of this ladder lasts more than 0", func(dir string, m *nodeproto.Complete) {
+			setExtinf(t, dir, "240p", 0, "-1.000")
+			rebuild(dir, m)
+		}},
+		{"a segment longer than the ladder's", "a segment of this ladder lasts more than 0", func(dir string, m *nodeproto.Complete) {
+			setExtinf(t, dir, "240p", 0, "1.600")
+			rebuild(dir, m)
+		}},
+		{"an EXTINF other than the samples' span", "by its samples; its playlist says", func(dir string, m *nodeproto.Complete) {
+			setExtinf(t, dir, "360p", 0, "0.500")
+			rebuild(dir, m)
+		}},
+		{"a segment that does not start where the one before ended", "the segment before it ended at", func(dir string, m *nodeproto.Complete) {
+			segs := segmentsOf(t, dir, "240p")
+			a, b := read(dir, "240p/"+segs[1]), read(dir, "240p/"+segs[2])
+			write(dir, "240p/"+segs[1], b)
+			write(dir, "240p/"+segs[2], a)
+			rebuild(dir, m)
+		}},
+		{"a storyboard cue elsewhere", "a cue names a sprite of the output", func(dir string, m *nodeproto.Complete) {
+			write(dir, "storyboard.vtt", strings.Replace(read(dir, "storyboard.vtt"), "storyboard-0.jpg#", "https://evil.example/storyboard-0.jpg#", 1))
+			rebuild(dir, m)
+		}},
+		{"a storyboard cue with a protocol-relative sprite", "a cue names a sprite of the output", func(dir string, m *nodeproto.Complete) {
+			write(dir, "storyboard.vtt", strings.Replace(read(dir, "storyboard.vtt"), "storyboard-0.jpg#", "//evil.example/storyboard-0.jpg#", 1))
+			rebuild(dir, m)
+		}},
+		{"a storyboard with a stray line", "a cue has one line", func(dir string, m *nodeproto.Complete) {
+			write(dir, "storyboard.vtt", strings.Replace(read(dir, "storyboard.vtt"), "#xywh=0,0,", "#xywh=0,0,", 1)+"\n00:00:09.000 --> 00:00:10.000\nstoryboard-0.jpg#xywh=0,0,160,90\nhttps://evil.example/x.jpg\n")
+			rebuild(dir, m)
+		}},
+		{"a storyboard cue ending before it begins", "the cue ends before it begins", func(dir string, m *nodeproto.Complete) {
+			write(dir, "storyboard.vtt", read(dir, "storyboard.vtt")+"\n00:00:10.000 --> 00:00:09.000\nstoryboard-0.jpg#xywh=0,0,160,90\n")
+			rebuild(dir, m)
+		}},
+		{"a storyboard with a CR", "a cue's timing", func(dir string, m *nodeproto.Complete) {
+			write(dir, "storyboard.vtt", read(dir, "storyboard.vtt")+"\n00:00:09.000 --> 00:00:10.000\rstoryboard-0.jpg#xywh=0,0,160,90\n")
+			rebuild(dir, m)
+		}},
 		{"a storyboard naming a missing sprite", "which the output does not have", func(dir string, m *nodeproto.Complete) {
 			write(dir, "storyboard.vtt", read(dir, "storyboard.vtt")+"\n00:00:09.000 --> 00:00:10.000\nstoryboard-7.jpg#xywh=0,0,160,90\n")
 			rebuild(dir, m)
@@ -233,6 +301,33 @@ func TestCheckOutput(t *testing.T) {
 				t.Fatalf("got %v, want a refusal saying %q", err, c.want)
 			}
 		})
+	}
+}
+
+// setExtinf sets the EXTINF of segment i of rendition r's playlist in
+// dir to v.
+func setExtinf(t *testing.T, dir, r string, i int, v string) {
+	t.Helper()
+	p := filepath.Join(dir, r, "index.m3u8")
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	n := 0
+	for k, l := range lines {
+		if strings.HasPrefix(l, "#EXTINF:") {
+			if n == i {
+				lines[k] = "#EXTINF:" + v + ","
+			}
+			n++
+		}
+	}
+	if n <= i {
+		t.Fatalf("%s has %d segments", p, n)
+	}
+	if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -339,5 +434,123 @@ func TestCheckOutputSamples(t *testing.T) {
 	_, err = run(tree, filepath.Join(t.TempDir(), "gone.mp4"), 1)
 	if ce, ok := isCheckError(err); !ok || errors.As(err, &rej) || !strings.Contains(ce.Error(), "could not check") {
 		t.Fatalf("a re-check without the source: %v, want a check error", err)
+	}
+}
+
+// What is published is what was checked: the origin writes the playlists
+// itself from the checked renditions, segments and durations (the VOD
+// packager's format), with BANDWIDTH measured and CODECS read from the
+// output, so whatever else a worker wrote into its playlists goes nowhere.
+func TestCheckedPlaylists(t *testing.T) {
+	t.Parallel()
+	tree, out := honestTree(t)
+	ladder, _ := media.ParseLadder("360p:700k,240p:400k")
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(tree)); err != nil {
+		t.Fatal(err)
+	}
+	read := func(rel string) string {
+		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(rel)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(b)
+	}
+	write := func(rel, s string) {
+		if err := os.WriteFile(filepath.Join(dir, filepath.FromSlash(rel)), []byte(s), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	honestMaster, honest360 := read("master.m3u8"), read("360p/index.m3u8")
+	master := strings.Replace(honestMaster, "#EXT-X-INDEPENDENT-SEGMENTS\n", "#EXT-X-INDEPENDENT-SEGMENTS\n"+
+		`#EXT-X-MEDIA:TYPE=SUBTITLES,GROUP-ID="subs",NAME="x",URI="https://evil.example/subs.m3u8"`+"\n"+
+		`#EXT-X-SESSION-DATA:DATA-ID="com.evil",URI="https://evil.example/data.json"`+"\n"+
+		`#EXT-X-CONTENT-STEERING:SERVER-URI="https://evil.example/steer"`+"\n", 1)
+	master = regexp.MustCompile(`BANDWIDTH=[0-9]+`).ReplaceAllString(master, "BANDWIDTH=1")
+	master = strings.ReplaceAll(master, `CODECS="avc1.`, `CODECS="evil,avc1.`)
+	write("master.m3u8", master)
+	media360 := strings.Replace(honest360, "#EXT-X-TARGETDURATION:1\n", "#EXT-X-TARGETDURATION:1\n"+
+		`#EXT-X-KEY:METHOD=AES-128,URI="https://evil.example/key"`+"\n"+
+		`#EXT-X-DATERANGE:ID="ad",START-DATE="2026-01-01T00:00:00Z",X-ASSET-URI="https://evil.example/ad.m3u8"`+"\n", 1)
+	write("360p/index.m3u8", media360)
+	m, err := BuildManifest(dir, "vid.1.1-0", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := checkOutput(t.Context(), output{dir: dir, manifest: m, rungs: ladder.For(360), sourceWidth: 640, sourceHeight: 360,
+		source: 4 * time.Second, segment: time.Second})
+	if err != nil {
+		t.Fatalf("checks: %v", err)
+	}
+	for _, p := range []string{"master.m3u8", "360p/index.m3u8", "360p/recording.m3u8", "240p/index.m3u8", "audio/index.m3u8"} {
+		b, ok := got.playlists[p]
+		if !ok {
+			t.Fatalf("no %s written: %v", p, slices.Collect(maps.Keys(got.playlists)))
+		}
+		for _, bad := range []string{"evil", "KEY", "DATERANGE", "SESSION-DATA", "STEERING", "SUBTITLES", "BYTERANGE"} {
+			if strings.Contains(string(b), bad) {
+				t.Errorf("%s has %q:\n%s", p, bad, b)
+			}
+		}
+	}
+	// The media playlists are the packager's, without the worker's
+	// wall-clock times.
+	noPDT := regexp.MustCompile(`(?m)^#EXT-X-PROGRAM-DATE-TIME:.*\n`)
+	for _, r := range []string{"360p", "240p", "audio"} {
+		want := noPDT.ReplaceAllString(read(r+"/index.m3u8"), "")
+		if r == "360p" {
+			want = noPDT.ReplaceAllString(honest360, "")
+		}
+		if string(got.playlists[r+"/index.m3u8"]) != want {
+			t.Errorf("%s/index.m3u8:\n%s\nwant\n%s", r, got.playlists[r+"/index.m3u8"], want)
+		}
+	}
+	// The master: the packager's codecs, measured bandwidths near the
+	// packager's own, in its order.
+	pl, kind, err := m3u8.DecodeFrom(bytes.NewReader(got.playlists["master.m3u8"]), true)
+	if err != nil || kind != m3u8.MASTER {
+		t.Fatalf("the written master: %v\n%s", err, got.playlists["master.m3u8"])
+	}
+	hpl, _, _ := m3u8.DecodeFrom(strings.NewReader(honestMaster), true)
+	vs, hvs := pl.(*m3u8.MasterPlaylist).Variants, hpl.(*m3u8.MasterPlaylist).Variants
+	if len(vs) != 2 || len(hvs) != 2 {
+		t.Fatalf("variants: %d, %d", len(vs), len(hvs))
+	}
+	for i, v := range vs {
+		h := hvs[i]
+		if v.URI != h.URI || v.Codecs != h.Codecs || v.Resolution != h.Resolution || v.Audio != "audio" ||
+			float64(v.Bandwidth) < 0.5*float64(h.Bandwidth) || float64(v.Bandwidth) > 2*float64(h.Bandwidth) {
+			t.Errorf("variant %d: %+v, the packager's %+v", i, v.VariantParams, h.VariantParams)
+		}
+	}
+	t.Logf("written master:\n%s", got.playlists["master.m3u8"])
+}
+
+// The frames credited per segment are at most its EXTINF at the source's
+// frame rate (a tenth more, and one): a worker cannot inflate its credit
+// with frames the source does not have.
+func TestCheckCreditCap(t *testing.T) {
+	t.Parallel()
+	tree, out := honestTree(t)
+	ladder, _ := media.ParseLadder("360p:700k,240p:400k")
+	m, err := BuildManifest(tree, "vid.1.1-0", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pixels := func(fps float64) int64 {
+		got, err := checkOutput(t.Context(), output{dir: tree, manifest: m, rungs: ladder.For(360), sourceWidth: 640, sourceHeight: 360,
+			source: 4 * time.Second, segment: time.Second, frameRate: fps})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got.pixels
+	}
+	// The clip: 30 fps, four 1 s segments per rendition.
+	if got, want := pixels(30), int64(120*640*360+120*428*240); got != want {
+		t.Errorf("credited at the source's frame rate: %d, want %d", got, want)
+	}
+	// Had the source 10 fps, at most 12 frames a segment count.
+	if got, want := pixels(10), int64(4*12*640*360+4*12*428*240); got != want {
+		t.Errorf("credited at 10 fps: %d, want %d", got, want)
 	}
 }

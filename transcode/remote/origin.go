@@ -62,6 +62,14 @@ type Queue interface {
 	AvoidWorker(ctx context.Context, id, node string, avoidFor time.Duration) error
 	AvoidedWorkers(ctx context.Context, id string) (map[string]time.Time, error)
 	DeferJob(ctx context.Context, job routing.Job) (bool, error)
+	// The limits of a node's jobs: its record, its published outputs,
+	// the jobs it holds and starts, and the distinct nodes that failed a
+	// video's job.
+	GetNode(ctx context.Context, id string) (routing.Node, error)
+	WorkerStats(ctx context.Context, ids []string) (map[string]routing.WorkerStats, error)
+	WorkerJobsHeld(ctx context.Context, consumer string, idle time.Duration, limit int) (int, error)
+	CountWorkerClaim(ctx context.Context, node string, add int64, window time.Duration) (int64, error)
+	AddJobFailure(ctx context.Context, id, node string) (int, error)
 	ListNodes(ctx context.Context) ([]routing.Node, error)
 	AnnouncedNodes(ctx context.Context) ([]routing.AnnouncedNode, error)
 }
@@ -104,6 +112,39 @@ type Config struct {
 // the job again.
 const AvoidFor = 10 * time.Minute
 
+// Limits of one node's jobs. A node holds at most one job until an output
+// of its was published, then as many as the live ladders it says it runs
+// at once (its heartbeat's transcode.ladders), at most MaxJobsPerNode. It
+// starts at most ClaimsPerWindow jobs per ClaimWindow.
+const (
+	MaxJobsPerNode  = 4
+	ClaimsPerWindow = 10
+	ClaimWindow     = time.Minute
+)
+
+// A job's time on a remote worker: at most JobTimeBase plus
+// JobTimePerSource times the source's duration (a day when it is
+// unknown), and its progress must advance at least every StallAfter;
+// otherwise the origin ends the attempt as failed by the worker.
+const (
+	JobTimeBase      = 30 * time.Minute
+	JobTimePerSource = 20
+	StallAfter       = 20 * time.Minute
+)
+
+// A video fails for good only once FailersNeeded distinct workers (at
+// most MaxAttempts) failed its job, or once its attempts reach
+// MaxAttempts times AttemptsCapFactor whoever failed them (a worker alone
+// in the pool that fails everything).
+const (
+	FailersNeeded     = 2
+	AttemptsCapFactor = 4
+)
+
+// failedPublic is what a video whose job a remote worker failed says: never
+// the worker's own words (those are logged).
+const failedPublic = "a remote worker could not transcode the video"
+
 // StagingDir is the directory below Files.WorkDir where the outputs of
 // remote jobs arrive, one directory per attempt.
 const StagingDir = "remote"
@@ -141,16 +182,28 @@ type Origin struct {
 	ensured  bool // the job queue's consumer group exists
 	mu       sync.Mutex
 	staged   map[string]*staged // by JobRef
-	swept    time.Time
+	// claiming: nodes with a claim running on this origin; running: the
+	// time limits of the attempts claimed through it, by JobRef.
+	claiming map[string]bool
+	running  map[string]*runState
+	now      func() time.Time
+}
+
+// runState is the time limit of an attempt and the progress it made.
+type runState struct {
+	deadline time.Time
+	progress int
+	advanced time.Time // when progress last went up
 }
 
 // staged is what one attempt has uploaded so far.
 type staged struct {
-	dir    string
-	budget int64
-	used   int64
-	files  map[string]int64 // path -> size
-	busy   map[string]bool  // paths being written
+	dir      string
+	budget   int64
+	used     int64
+	maxFiles int              // files the output may have (its segments, playlists and stills)
+	files    map[string]int64 // path -> size
+	busy     map[string]bool  // paths being written
 	// sealed: a completion began, so the files are what it checks and
 	// publishes: no upload may change them any more.
 	sealed bool
@@ -198,6 +251,7 @@ func New(cfg Config, deps Deps) (*Origin, error) {
 		cfg.VerifyConcurrency = max(runtime.NumCPU()/2, 1)
 	}
 	o := &Origin{cfg: cfg, queue: deps.Queue, log: deps.Log, figures: deps.Figures, staged: map[string]*staged{},
+		claiming: map[string]bool{}, running: map[string]*runState{}, now: time.Now,
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_vod_remote_jobs_total",
 			Help: "VOD job attempts of remote workers by outcome: claimed, ready, rejected (the output failed the origin's checks), failed (the worker reported a failure), lost (taken away meanwhile), unverified (the origin could not make its re-check: retried, nobody blamed), deferred (handed back for another worker than the one whose output of it was refused).",
@@ -252,7 +306,22 @@ func (o *Origin) Claim(ctx context.Context, node string) (job nodeproto.WorkerJo
 	if err := o.ensureQueue(ctx); err != nil {
 		return nodeproto.WorkerJob{}, false, err
 	}
-	o.sweep(ctx)
+	// One claim of a node at a time (on this origin), within its limits.
+	o.mu.Lock()
+	if o.claiming[node] {
+		o.mu.Unlock()
+		return nodeproto.WorkerJob{}, false, nil
+	}
+	o.claiming[node] = true
+	o.mu.Unlock()
+	defer func() {
+		o.mu.Lock()
+		delete(o.claiming, node)
+		o.mu.Unlock()
+	}()
+	if room, err := o.mayClaim(ctx, node); err != nil || !room {
+		return nodeproto.WorkerJob{}, false, err
+	}
 	c := consumer(node)
 	// A few entries may be skipped (deleted videos, duplicates): more are
 	// left for the next claim.
@@ -269,6 +338,11 @@ func (o *Origin) Claim(ctx context.Context, node string) (job nodeproto.WorkerJo
 			_, _ = o.queue.StartJob(ctx, j, c, 0)
 			continue
 		}
+		if j.Reclaimed && j.From != "" {
+			// Its worker stopped touching it: that counts as a failure
+			// of that worker's (taken over, the attempt is lost).
+			o.blame(ctx, j.VideoID, j.From, log)
+		}
 		switch deferred, err := o.deferJob(ctx, j, node, log); {
 		case err != nil:
 			return nodeproto.WorkerJob{}, false, err
@@ -276,7 +350,7 @@ func (o *Origin) Claim(ctx context.Context, node string) (job nodeproto.WorkerJo
 			// The node backs off; another worker takes the job.
 			return nodeproto.WorkerJob{}, false, nil
 		}
-		st, err := o.queue.StartJob(ctx, j, c, o.cfg.MaxAttempts)
+		st, err := o.queue.StartJob(ctx, j, c, o.cfg.MaxAttempts*AttemptsCapFactor)
 		if err != nil {
 			return nodeproto.WorkerJob{}, false, err
 		}
@@ -304,6 +378,10 @@ func (o *Origin) Claim(ctx context.Context, node string) (job nodeproto.WorkerJo
 			log.Info("a remote worker claimed a job", "attempt", st.Attempt)
 		}
 		o.jobs.WithLabelValues("claimed").Inc()
+		if _, err := o.queue.CountWorkerClaim(ctx, node, 1, ClaimWindow); err != nil {
+			log.Warn("counting a worker's claim", "err", err)
+		}
+		o.startRun(ref, st.Video.Duration)
 		out := nodeproto.WorkerJob{
 			Job: ref.String(), VideoID: ref.VideoID, Attempt: ref.Attempt,
 			Ladder: ladder.String(), Preset: o.cfg.Preset, SegmentDurationSeconds: o.cfg.SegmentDuration.Seconds(),
@@ -321,6 +399,105 @@ func (o *Origin) Claim(ctx context.Context, node string) (job nodeproto.WorkerJo
 		return out, true, nil
 	}
 	return nodeproto.WorkerJob{}, false, nil
+}
+
+// mayClaim tells whether node may start another job now: it started
+// fewer than ClaimsPerWindow within the window, and holds fewer than its
+// limit (jobLimit).
+func (o *Origin) mayClaim(ctx context.Context, node string) (bool, error) {
+	started, err := o.queue.CountWorkerClaim(ctx, node, 0, ClaimWindow)
+	if err != nil {
+		return false, err
+	}
+	if started >= ClaimsPerWindow {
+		o.log.Debug("a worker's claim refused: it started too many jobs lately", "node", node, "started", started)
+		return false, nil
+	}
+	limit, err := o.jobLimit(ctx, node)
+	if err != nil {
+		return false, err
+	}
+	held, err := o.queue.WorkerJobsHeld(ctx, consumer(node), o.cfg.IdleTimeout, limit)
+	if err != nil {
+		return false, err
+	}
+	if held >= limit {
+		o.log.Debug("a worker's claim refused: it holds as many jobs as it may", "node", node, "held", held, "limit", limit)
+		return false, nil
+	}
+	return true, nil
+}
+
+// jobLimit is how many jobs node may hold at once: one until an output
+// of its was published, then the live ladders it says it runs at once,
+// within 1..MaxJobsPerNode.
+func (o *Origin) jobLimit(ctx context.Context, node string) (int, error) {
+	stats, err := o.queue.WorkerStats(ctx, []string{node})
+	if err != nil {
+		return 0, err
+	}
+	if stats[node].Done == 0 {
+		return 1, nil
+	}
+	n, err := o.queue.GetNode(ctx, node)
+	if errors.Is(err, routing.ErrNotFound) {
+		return 1, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	ladders := 1
+	if n.Load.Transcode != nil {
+		ladders = n.Load.Transcode.Ladders
+	}
+	return min(max(ladders, 1), MaxJobsPerNode), nil
+}
+
+// startRun starts the clock of an attempt just claimed, at most
+// JobTimeBase + JobTimePerSource x the source's duration (a day when it
+// is unknown).
+func (o *Origin) startRun(ref nodeproto.JobRef, source time.Duration) {
+	limit := 24 * time.Hour
+	if source > 0 {
+		limit = JobTimeBase + JobTimePerSource*source
+	}
+	now := o.now()
+	o.mu.Lock()
+	o.running[ref.String()] = &runState{deadline: now.Add(limit), advanced: now}
+	o.mu.Unlock()
+}
+
+// overdue records progress of ref and tells why its attempt must end
+// ("": it may go on): past its time limit, or no progress for StallAfter.
+// An attempt this origin did not start (claimed through another, or
+// before a restart) starts its clock here.
+func (o *Origin) overdue(ctx context.Context, ref nodeproto.JobRef, progress int) string {
+	o.mu.Lock()
+	st := o.running[ref.String()]
+	o.mu.Unlock()
+	if st == nil {
+		var d time.Duration
+		if v, err := o.queue.GetVideo(ctx, ref.VideoID); err == nil {
+			d = v.Duration
+		}
+		o.startRun(ref, d)
+		o.mu.Lock()
+		st = o.running[ref.String()]
+		o.mu.Unlock()
+	}
+	now := o.now()
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if progress > st.progress {
+		st.progress, st.advanced = progress, now
+	}
+	switch {
+	case now.After(st.deadline):
+		return "it ran past its time limit"
+	case now.Sub(st.advanced) > StallAfter:
+		return fmt.Sprintf("its progress did not advance for %s", StallAfter)
+	}
+	return ""
 }
 
 // ensureQueue makes the job queue's consumer group, once.
@@ -358,6 +535,22 @@ func (o *Origin) budget(v routing.Video, ladder media.Ladder) int64 {
 	return int64(float64(bps)/8*d.Seconds())*4 + 64<<20
 }
 
+// maxFiles bounds the files of one output of v: per rendition (the rungs
+// and audio) twice its segments over the source's duration (a day when
+// unknown) and 16, and 2000 for the master, stills and sprites.
+func (o *Origin) maxFiles(v routing.Video, ladder media.Ladder) int {
+	d := v.Duration
+	if d <= 0 {
+		d = 24 * time.Hour
+	}
+	segs := int(d/o.cfg.SegmentDuration) + 1
+	return (len(ladder.For(v.SourceHeight))+1)*(2*segs+16) + 2000
+}
+
+// MinFreeBytes is the free space the staging's file system keeps: an
+// upload that would leave less is refused (503) before its body is read.
+const MinFreeBytes = 2 << 30
+
 // hold checks that node holds attempt ref of the job, and returns the job.
 func (o *Origin) hold(ctx context.Context, node string, ref nodeproto.JobRef) (routing.Job, error) {
 	h, err := o.queue.JobHolder(ctx, ref.VideoID)
@@ -390,6 +583,17 @@ func (o *Origin) Progress(ctx context.Context, node string, ref nodeproto.JobRef
 	job, err := o.hold(ctx, node, ref)
 	if err != nil {
 		return err
+	}
+	if why := o.overdue(ctx, ref, progress); why != "" {
+		o.log.Warn("ending a remote worker's attempt", "node", node, "video", ref.VideoID, "attempt", ref.Attempt, "why", why)
+		if _, err := o.failAttempt(ctx, node, ref, job, "a remote worker's attempt ended: "+why); err != nil && !errors.Is(err, routing.ErrJobLost) {
+			return err
+		}
+		o.jobs.WithLabelValues("failed").Inc()
+		if err := o.queue.AddWorkerOutcome(ctx, node, routing.WorkFailed, ""); err != nil {
+			o.log.Warn("counting a worker's failure", "node", node, "err", err)
+		}
+		return gone(why)
 	}
 	// The last percent is publishing's.
 	return o.touch(ctx, job, node, ref.Attempt, min(progress, 99))
@@ -426,7 +630,8 @@ func (o *Origin) stage(ctx context.Context, ref nodeproto.JobRef) (*staged, erro
 	if err != nil {
 		return nil, err
 	}
-	s = &staged{dir: o.stagingDir(ref), budget: o.budget(v, ladder), files: map[string]int64{}, busy: map[string]bool{}}
+	s = &staged{dir: o.stagingDir(ref), budget: o.budget(v, ladder), maxFiles: o.maxFiles(v, ladder),
+		files: map[string]int64{}, busy: map[string]bool{}}
 	_ = filepath.WalkDir(s.dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return nil
@@ -456,6 +661,7 @@ func (o *Origin) stage(ctx context.Context, ref nodeproto.JobRef) (*staged, erro
 func (o *Origin) drop(ref nodeproto.JobRef) {
 	o.mu.Lock()
 	delete(o.staged, ref.String())
+	delete(o.running, ref.String())
 	o.mu.Unlock()
 	if err := os.RemoveAll(o.stagingDir(ref)); err != nil {
 		o.log.Warn("removing a remote job's staging", "job", ref.String(), "err", err)
@@ -493,11 +699,21 @@ func (o *Origin) PutFile(ctx context.Context, node string, ref nodeproto.JobRef,
 		o.mu.Unlock()
 		return protoError(http.StatusConflict, "conflict", "%s is being uploaded already", path)
 	}
-	old := s.files[path]
+	old, had := s.files[path]
+	if !had && len(s.files)+len(s.busy) >= s.maxFiles {
+		o.mu.Unlock()
+		return protoError(http.StatusRequestEntityTooLarge, nodeproto.CodeTooLarge,
+			"this output would have more than the %d files it may (its renditions' segments over the source's duration, with a margin)", s.maxFiles)
+	}
 	if s.used-old+size > s.budget {
 		o.mu.Unlock()
 		return protoError(http.StatusRequestEntityTooLarge, nodeproto.CodeTooLarge,
 			"this output would take more than the %d bytes it may (its ladder's bitrates over the source's duration, with a margin)", s.budget)
+	}
+	if free, err := freeBytes(o.cfg.Files.WorkDir); err == nil && free-size < MinFreeBytes {
+		o.mu.Unlock()
+		o.log.Warn("refusing a remote worker's upload: the staging disk is nearly full", "free_bytes", free, "size", size)
+		return protoError(http.StatusServiceUnavailable, "unavailable", "the origin is short of disk space; send the file again later")
 	}
 	s.busy[path] = true
 	s.used += size
@@ -516,22 +732,26 @@ func (o *Origin) PutFile(ctx context.Context, node string, ref nodeproto.JobRef,
 	}()
 	dst := filepath.Join(s.dir, filepath.FromSlash(path))
 	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-		return err
+		return o.stagingTrouble(ref, path, err)
 	}
 	f, err := os.CreateTemp(filepath.Dir(dst), ".upload-*")
 	if err != nil {
-		return err
+		return o.stagingTrouble(ref, path, err)
 	}
 	defer os.Remove(f.Name()) // after the rename, a no-op
 	h := sha256.New()
-	n, err := io.Copy(io.MultiWriter(f, h), io.LimitReader(body, size+1))
+	in := &bodyReader{r: io.LimitReader(body, size+1)}
+	n, err := io.Copy(io.MultiWriter(f, h), in)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err != nil {
+	if in.err != nil {
 		// The worker's connection broke off: its business, not the
 		// origin's trouble.
-		return protoError(http.StatusBadRequest, "invalid_request", "receiving %s: %v", path, err)
+		return protoError(http.StatusBadRequest, "invalid_request", "receiving %s: the body broke off: %v", path, in.err)
+	}
+	if err != nil {
+		return o.stagingTrouble(ref, path, err)
 	}
 	if n != size {
 		return protoError(http.StatusBadRequest, nodeproto.CodeHashMismatch, "%s: the body has %d bytes, %d were declared", path, n, size)
@@ -540,10 +760,32 @@ func (o *Origin) PutFile(ctx context.Context, node string, ref nodeproto.JobRef,
 		return protoError(http.StatusBadRequest, nodeproto.CodeHashMismatch, "%s: the body's SHA-256 is %s, %s was declared", path, got, sum)
 	}
 	if err := os.Rename(f.Name(), dst); err != nil {
-		return err
+		return o.stagingTrouble(ref, path, err)
 	}
 	ok = true
 	return nil
+}
+
+// bodyReader remembers the error of reading an upload's body, to tell it
+// from the origin's own trouble writing it.
+type bodyReader struct {
+	r   io.Reader
+	err error
+}
+
+func (b *bodyReader) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	if err != nil && !errors.Is(err, io.EOF) {
+		b.err = err
+	}
+	return n, err
+}
+
+// stagingTrouble is the origin's own failure to stage a file (a full
+// disk): logged with its path, answered 503 without it.
+func (o *Origin) stagingTrouble(ref nodeproto.JobRef, path string, err error) error {
+	o.log.Error("staging a remote worker's file", "job", ref.String(), "file", path, "err", err)
+	return protoError(http.StatusServiceUnavailable, "unavailable", "the origin cannot store %s now; send it again later", path)
 }
 
 // Fail ends node's attempt ref with f. A worker is not trusted to fail a
@@ -556,8 +798,15 @@ func (o *Origin) Fail(ctx context.Context, node string, ref nodeproto.JobRef, f 
 	if err != nil {
 		return nodeproto.Failed{}, err
 	}
+	o.mu.Lock()
+	s := o.staged[ref.String()]
+	busy := s != nil && s.completing
+	o.mu.Unlock()
+	if busy {
+		return nodeproto.Failed{}, protoError(http.StatusConflict, "conflict", "this job is being completed: wait for the completion's answer")
+	}
 	defer o.drop(ref)
-	retry, err := o.queue.FailJob(ctx, job, ref.Attempt, strings.TrimSpace(f.Error), false, o.cfg.MaxAttempts)
+	retry, err := o.failAttempt(ctx, node, ref, job, failedPublic)
 	if errors.Is(err, routing.ErrJobLost) {
 		return nodeproto.Failed{}, gone(err.Error())
 	}
@@ -569,7 +818,7 @@ func (o *Origin) Fail(ctx context.Context, node string, ref nodeproto.JobRef, f 
 		o.log.Warn("counting a worker's failure", "node", node, "err", err)
 	}
 	o.log.Warn("a remote worker reported a failure", "node", node, "video", ref.VideoID, "attempt", ref.Attempt,
-		"permanent", f.Permanent, "retry", retry, "err", f.Error)
+		"permanent", f.Permanent, "retry", retry, "err", clip(strings.TrimSpace(f.Error), 300))
 	return nodeproto.Failed{Retry: retry}, nil
 }
 
@@ -645,6 +894,13 @@ func (o *Origin) Complete(ctx context.Context, node string, ref nodeproto.JobRef
 	if err != nil {
 		return err // the store or Redis: the worker may complete again
 	}
+	// The playlists published are the origin's, written from what it
+	// checked (rewrite.go), not the worker's.
+	for rel, b := range out.playlists {
+		if err := os.WriteFile(filepath.Join(o.stagingDir(ref), filepath.FromSlash(rel)), b, 0o644); err != nil {
+			return fmt.Errorf("writing the checked playlists: %w", err)
+		}
+	}
 	if err := vod.Publish(jobCtx, o.cfg.Files.HLS(), ref.VideoID, o.stagingDir(ref)); err != nil {
 		if lost := context.Cause(jobCtx); errors.Is(lost, routing.ErrJobLost) {
 			o.jobs.WithLabelValues("lost").Inc()
@@ -714,14 +970,39 @@ func (o *Origin) reject(ctx context.Context, node string, ref nodeproto.JobRef, 
 	if rej.verify {
 		o.verifyFailed(ctx, node, reason, log)
 	}
-	if err := o.queue.AvoidWorker(ctx, ref.VideoID, node, AvoidFor); err != nil {
-		log.Warn("recording the worker the job should avoid", "err", err)
-	}
-	_, err := o.queue.FailJob(ctx, job, ref.Attempt, "the output of worker "+node+" was refused: "+reason, false, o.cfg.MaxAttempts)
+	_, err := o.failAttempt(ctx, node, ref, job, "the output of a remote worker failed the origin's checks")
 	if err != nil && !errors.Is(err, routing.ErrJobLost) {
 		log.Error("recording a refused output's job", "err", err)
 	}
 	return protoError(http.StatusUnprocessableEntity, nodeproto.CodeOutputRejected, "the output was refused: %s", reason)
+}
+
+// failAttempt ends node's attempt ref at job as failed by node, with msg
+// (the origin's words, never the worker's: the video shows it): the job's
+// next attempts go to other workers while one is available, and the
+// video fails for good only once FailersNeeded distinct workers failed it
+// and its attempts ran out (or at MaxAttempts x AttemptsCapFactor).
+func (o *Origin) failAttempt(ctx context.Context, node string, ref nodeproto.JobRef, job routing.Job, msg string) (bool, error) {
+	distinct := o.blame(ctx, ref.VideoID, node, o.log.With("video", ref.VideoID, "node", node))
+	limit := o.cfg.MaxAttempts
+	if distinct < min(FailersNeeded, o.cfg.MaxAttempts) && ref.Attempt < o.cfg.MaxAttempts*AttemptsCapFactor {
+		limit = max(limit, ref.Attempt+1)
+	}
+	return o.queue.FailJob(ctx, job, ref.Attempt, msg, false, limit)
+}
+
+// blame records that node failed an attempt at video id's job: the job
+// avoids it for AvoidFor, and it counts among the video's distinct
+// failing workers (returned; 0 when that could not be recorded).
+func (o *Origin) blame(ctx context.Context, id, node string, log *slog.Logger) int {
+	if err := o.queue.AvoidWorker(ctx, id, node, AvoidFor); err != nil {
+		log.Warn("recording the worker the job should avoid", "err", err)
+	}
+	n, err := o.queue.AddJobFailure(ctx, id, node)
+	if err != nil {
+		log.Warn("recording a worker's failure of a job", "err", err)
+	}
+	return n
 }
 
 // verifyFailed counts a segment of node's that failed the re-check, and
@@ -854,7 +1135,7 @@ func (o *Origin) check(ctx context.Context, ref nodeproto.JobRef, v routing.Vide
 	}
 	out := output{
 		dir: o.stagingDir(ref), manifest: m, rungs: ladder.For(h), sourceWidth: w, sourceHeight: h,
-		source: v.Duration, segment: o.cfg.SegmentDuration,
+		source: v.Duration, segment: o.cfg.SegmentDuration, frameRate: v.SourceFrameRate,
 	}
 	if o.cfg.VerifyFraction > 0 {
 		key, err := o.sampleKey(ctx)
@@ -932,28 +1213,45 @@ func (o *Origin) probeSize(ctx context.Context, id string) (int, int, error) {
 	return info.Width, info.Height, nil
 }
 
-// sweepEvery bounds how often a claim looks for staging directories that
-// no attempt will finish.
+// sweepEvery is how often Run looks for staging directories that no
+// attempt will finish.
 const sweepEvery = time.Minute
+
+// Run sweeps the staging every sweepEvery (once at the start) until ctx
+// ends; it starts no goroutine.
+func (o *Origin) Run(ctx context.Context) error {
+	t := time.NewTicker(sweepEvery)
+	defer t.Stop()
+	for {
+		o.sweep(ctx)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+	}
+}
 
 // sweep removes the staging of attempts that no longer hold their job (a
 // worker that died, or whose job went elsewhere): nothing will complete
-// them.
+// them; and forgets the time limits of attempts long past them. Every
+// entry is looked at.
 func (o *Origin) sweep(ctx context.Context) {
+	now := o.now()
 	o.mu.Lock()
-	if time.Since(o.swept) < sweepEvery {
-		o.mu.Unlock()
-		return
+	for k, st := range o.running {
+		if now.Sub(st.deadline) > time.Hour {
+			delete(o.running, k)
+		}
 	}
-	o.swept = time.Now()
 	o.mu.Unlock()
 	root := filepath.Join(o.cfg.Files.WorkDir, StagingDir)
 	ents, err := os.ReadDir(root)
 	if err != nil {
 		return
 	}
-	for i, e := range ents {
-		if i >= 1000 || ctx.Err() != nil {
+	for _, e := range ents {
+		if ctx.Err() != nil {
 			return
 		}
 		ref, err := nodeproto.ParseJobRef(e.Name())

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -382,6 +383,16 @@ func TestOriginVerifies(t *testing.T) {
 	if v, _ := e.store.GetVideo(ctx, v1); v.Status != routing.VideoReady || v.Attempts != 3 {
 		t.Fatalf("the video: %+v", v)
 	}
+	// What was published is the origin's playlists, not the worker's.
+	if rc, _, err := e.files.HLS().Get(ctx, v1+"/360p/index.m3u8", storage.Range{}); err != nil {
+		t.Fatal(err)
+	} else {
+		b, _ := io.ReadAll(rc)
+		rc.Close()
+		if !bytes.Contains(b, []byte("#EXTINF:")) || bytes.Contains(b, []byte("PROGRAM-DATE-TIME")) {
+			t.Errorf("the published 360p/index.m3u8 is not the origin's:\n%s", b)
+		}
+	}
 	segs := int64(len(segmentsOf(t, tree, "360p")) + len(segmentsOf(t, tree, "240p")))
 	if st := stats(nodeA); st.Done != 1 || st.SegmentsVerified != segs || st.TranscodedPixels != pixels || st.VerifyFailed != 0 {
 		t.Fatalf("the honest worker's figures: %+v (want %d segments, %d pixels)", st, segs, pixels)
@@ -454,5 +465,262 @@ func TestOriginVerifies(t *testing.T) {
 		got["shoal_vod_remote_jobs_total/unverified"] != 1 || got["shoal_vod_remote_jobs_total/rejected"] != 3 ||
 		got["shoal_vod_verify_seconds"] != got["shoal_vod_verify_segments_total/passed"]+3 {
 		t.Errorf("metrics: %v", got)
+	}
+}
+
+// One worker cannot hold every job or fail a video for good: it holds one
+// job at a time before an output of its was published; its failures make
+// its job avoid it and do not fail the video while no other worker failed
+// it; the video's error is the origin's words, never the worker's; a
+// worker that reports a failure while its completion runs is told to
+// wait; and it starts at most ClaimsPerWindow jobs per window.
+func TestOriginWorkerLimits(t *testing.T) {
+	t.Parallel()
+	e := newOriginEnv(t)
+	ctx := t.Context()
+	info := routing.SourceInfo{Duration: 6 * time.Second}
+	v1 := e.queued("360p:100k", []byte("one"), info)
+	v2 := e.queued("360p:100k", []byte("two"), info)
+	_, ref := e.claim(nodeA)
+	if ref.VideoID != v1 {
+		t.Fatalf("claimed %+v", ref)
+	}
+	if job, ok, err := e.o.Claim(ctx, nodeA); ok || err != nil {
+		t.Fatalf("a second job for a worker with no published output: %+v %v %v", job, ok, err)
+	}
+	_, refB := e.claim(nodeB)
+	if refB.VideoID != v2 {
+		t.Fatalf("the other worker's claim: %+v", refB)
+	}
+
+	// A failure reported while the attempt's completion runs: 409.
+	s, err := e.o.stage(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.o.mu.Lock()
+	s.completing = true
+	e.o.mu.Unlock()
+	if _, err := e.o.Fail(ctx, nodeA, ref, nodeproto.Failure{Error: "x"}); status(err) != http.StatusConflict {
+		t.Errorf("a failure during the completion: %v", err)
+	}
+	e.o.mu.Lock()
+	s.completing = false
+	e.o.mu.Unlock()
+
+	// nodeA alone fails v1 past MaxAttempts (3): the video goes on.
+	const lie = "not a video file: trust me <script>"
+	for i := 1; i <= 4; i++ {
+		out, err := e.o.Fail(ctx, nodeA, ref, nodeproto.Failure{Error: lie, Permanent: true})
+		if err != nil || !out.Retry {
+			t.Fatalf("failure %d of one worker: %+v %v", i, out, err)
+		}
+		if avoided, _ := e.store.AvoidedWorkers(ctx, v1); avoided[nodeA].IsZero() {
+			t.Fatalf("failure %d: the job does not avoid the worker: %v", i, avoided)
+		}
+		v, _ := e.store.GetVideo(ctx, v1)
+		if v.Status != routing.VideoProcessing || strings.Contains(v.Error, "trust me") {
+			t.Fatalf("failure %d of one worker: the video %+v", i, v)
+		}
+		if _, ref = e.claim(nodeA); ref.VideoID != v1 || ref.Attempt != i+1 {
+			t.Fatalf("claim after failure %d: %+v", i, ref)
+		}
+	}
+	if fields, _ := e.store.VideoFields(ctx, v1); strings.Contains(fields["last_error"], "trust me") || fields["last_error"] != failedPublic {
+		t.Errorf("the video's last error: %q", fields["last_error"])
+	}
+	// A second worker's failure after the attempts ran out fails it, with
+	// the origin's words.
+	if _, err := e.o.Fail(ctx, nodeA, ref, nodeproto.Failure{Error: lie}); err != nil {
+		t.Fatal(err)
+	}
+	const nodeC = "cccccccccccccccccccc"
+	if _, ref = e.claim(nodeC); ref.VideoID != v1 {
+		t.Fatalf("the second worker's claim: %+v", ref)
+	}
+	if out, err := e.o.Fail(ctx, nodeC, ref, nodeproto.Failure{Error: lie}); err != nil || out.Retry {
+		t.Fatalf("the second worker's failure after the attempts ran out: %+v %v", out, err)
+	}
+	if v, _ := e.store.GetVideo(ctx, v1); v.Status != routing.VideoFailed || v.Error != failedPublic {
+		t.Fatalf("the video failed by two workers: %+v", v)
+	}
+
+	// The claims of one worker per window.
+	e2 := newOriginEnv(t)
+	v := e2.queued("360p:100k", []byte("three"), info)
+	for i := range ClaimsPerWindow {
+		_, ref := e2.claim(nodeA)
+		if ref.VideoID != v {
+			t.Fatalf("claim %d: %+v", i, ref)
+		}
+		if _, err := e2.o.Fail(ctx, nodeA, ref, nodeproto.Failure{Error: "x"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if job, ok, err := e2.o.Claim(ctx, nodeA); ok || err != nil {
+		t.Fatalf("a claim past the window's: %+v %v %v", job, ok, err)
+	}
+	if _, ref := e2.claim(nodeB); ref.VideoID != v {
+		t.Fatalf("another worker's claim: %+v", ref)
+	}
+}
+
+// An attempt whose progress stops advancing, or that runs past its time
+// limit, is ended by the origin as failed by its worker.
+func TestOriginJobTimeLimits(t *testing.T) {
+	t.Parallel()
+	e := newOriginEnv(t)
+	ctx := t.Context()
+	clock := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	e.o.now = func() time.Time { return clock }
+	id := e.queued("360p:100k", []byte("src"), routing.SourceInfo{Duration: 6 * time.Second})
+	_, ref := e.claim(nodeA)
+	clock = clock.Add(StallAfter - time.Second)
+	if err := e.o.Progress(ctx, nodeA, ref, 0); err != nil {
+		t.Fatal(err)
+	}
+	clock = clock.Add(2 * time.Second)
+	if err := e.o.Progress(ctx, nodeA, ref, 0); status(err) != http.StatusGone {
+		t.Fatalf("progress that did not advance for %s: %v", StallAfter, err)
+	}
+	if st, _ := e.store.WorkerStats(ctx, []string{nodeA}); st[nodeA].Failed != 1 {
+		t.Errorf("the stalled worker's failures: %+v", st[nodeA])
+	}
+	if v, _ := e.store.GetVideo(ctx, id); v.Status != routing.VideoProcessing {
+		t.Errorf("the video after a stalled attempt: %+v", v)
+	}
+	// Progress that advances, past the time limit.
+	_, ref = e.claim(nodeB)
+	limit := JobTimeBase + JobTimePerSource*6*time.Second
+	for p := 1; clock.Add(StallAfter / 2).Before(clock.Add(limit)); p++ {
+		clock = clock.Add(StallAfter / 2)
+		limit -= StallAfter / 2
+		if err := e.o.Progress(ctx, nodeB, ref, p); err != nil {
+			t.Fatalf("advancing progress at %d: %v", p, err)
+		}
+	}
+	clock = clock.Add(StallAfter / 2)
+	if err := e.o.Progress(ctx, nodeB, ref, 98); status(err) != http.StatusGone {
+		t.Fatalf("progress past the time limit: %v", err)
+	}
+}
+
+// The origin's own trouble staging a file is a 503 that does not show
+// its staging path; a body that broke off stays the worker's 400.
+func TestOriginStagingTrouble(t *testing.T) {
+	t.Parallel()
+	e := newOriginEnv(t)
+	ctx := t.Context()
+	e.queued("360p:100k", []byte("src"), routing.SourceInfo{Duration: 6 * time.Second})
+	_, ref := e.claim(nodeA)
+	dir := filepath.Join(e.files.WorkDir, StagingDir, ref.String())
+	poster := []byte("poster")
+	if err := e.o.PutFile(ctx, nodeA, ref, "poster.jpg", int64(len(poster)), sum(poster), bytes.NewReader(poster)); err != nil {
+		t.Fatal(err)
+	}
+	// A file where the rendition's directory should be: it cannot be made.
+	if err := os.WriteFile(filepath.Join(dir, "360p"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	body := []byte("segment")
+	err := e.o.PutFile(ctx, nodeA, ref, "360p/a.m4s", int64(len(body)), sum(body), bytes.NewReader(body))
+	var we *nodeproto.WorkerError
+	if !errors.As(err, &we) || we.Status != http.StatusServiceUnavailable || strings.Contains(we.Message, e.files.WorkDir) {
+		t.Fatalf("a file the origin cannot stage: %v", err)
+	}
+	pr, pw := io.Pipe()
+	pw.CloseWithError(errors.New("connection reset"))
+	if err := e.o.PutFile(ctx, nodeA, ref, "poster.jpg", 10, sum(nil), pr); status(err) != http.StatusBadRequest {
+		t.Fatalf("a body that broke off: %v", err)
+	}
+}
+
+// An output's file count is bounded as its files arrive (empty files
+// too), and Run sweeps every stale staging directory, however many.
+func TestOriginStagingBounds(t *testing.T) {
+	t.Parallel()
+	e := newOriginEnv(t)
+	ctx := t.Context()
+	e.queued("360p:100k", []byte("src"), routing.SourceInfo{Duration: 6 * time.Second, Height: 360})
+	_, ref := e.claim(nodeA)
+	// 360p and audio, 4 segments of 2 s each counted twice, 16 more each,
+	// and 2000.
+	const limit = 2*(2*4+16) + 2000
+	for i := range limit {
+		if err := e.o.PutFile(ctx, nodeA, ref, fmt.Sprintf("360p/s%d.m4s", i), 0, nodeproto.EmptySHA256, bytes.NewReader(nil)); err != nil {
+			t.Fatalf("file %d: %v", i, err)
+		}
+	}
+	if err := e.o.PutFile(ctx, nodeA, ref, "360p/one-more.m4s", 0, nodeproto.EmptySHA256, bytes.NewReader(nil)); status(err) != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a file past the output's count: %v", err)
+	}
+	if err := e.o.PutFile(ctx, nodeA, ref, "360p/s0.m4s", 0, nodeproto.EmptySHA256, bytes.NewReader(nil)); err != nil {
+		t.Fatalf("a file sent again: %v", err)
+	}
+
+	root := filepath.Join(e.files.WorkDir, StagingDir)
+	for i := range 1200 {
+		if err := os.MkdirAll(filepath.Join(root, fmt.Sprintf("stale-%04d", i)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- e.o.Run(runCtx) }()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+	for {
+		ents, err := os.ReadDir(root)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(ents) == 1 && ents[0].Name() == ref.String() {
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatalf("the sweep left %d entries", len(ents))
+		}
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A job taken over from a worker that stopped reporting counts as that
+// worker's failure: the job avoids it.
+func TestOriginReclaimBlames(t *testing.T) {
+	t.Parallel()
+	e := newOriginEnvWith(t, func(c *Config) { c.IdleTimeout = time.Second }, Deps{})
+	ctx := t.Context()
+	id := e.queued("360p:100k", []byte("src"), routing.SourceInfo{Duration: 6 * time.Second})
+	if _, ref := e.claim(nodeA); ref.VideoID != id {
+		t.Fatalf("claimed %+v", ref)
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(20 * time.Second)
+	for {
+		job, ok, err := e.o.Claim(ctx, nodeB)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ok {
+			if job.VideoID != id || job.Attempt != 2 {
+				t.Fatalf("the job taken over: %+v", job)
+			}
+			break
+		}
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("the idle job was never taken over")
+		}
+	}
+	if avoided, _ := e.store.AvoidedWorkers(ctx, id); avoided[nodeA].IsZero() {
+		t.Errorf("the job does not avoid the worker that stopped: %v", avoided)
 	}
 }

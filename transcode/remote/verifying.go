@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sync"
 	"time"
@@ -94,6 +96,7 @@ func (c *checker) checkSegments(ctx context.Context) error {
 		}
 		inits := map[string][]byte{}
 		var frames int64
+		var next int64 = -1 // where the next segment must start, in 90 kHz ticks
 		for _, s := range c.segments[name] {
 			if s.duration > maxVerifiedSpan {
 				return reject("%s/%s lasts %s: a segment of this ladder lasts at most %s", name, s.uri, seconds(s.duration), seconds(maxVerifiedSpan))
@@ -109,12 +112,46 @@ func (c *checker) checkSegments(ctx context.Context) error {
 			if p.Track.Width != w || p.Track.Height != h {
 				return reject("%s/%s holds %dx%d pictures; the rendition is %dx%d", name, s.uri, p.Track.Width, p.Track.Height, w, h)
 			}
-			frames += int64(len(p.Samples))
+			// Its own timing agrees with its EXTINF, and it starts where
+			// the one before ended (each within a tenth of a second, or
+			// of the segment).
+			tol := max(100*time.Millisecond, s.duration/10)
+			if d := ticks(p.Duration); d-s.duration > tol || s.duration-d > tol {
+				return reject("%s/%s lasts %s by its samples; its playlist says %s", name, s.uri, seconds(d), seconds(s.duration))
+			}
+			if next >= 0 {
+				if gap := ticks(p.Start - next); gap > tol || -gap > tol {
+					return reject("%s/%s starts at %s; the segment before it ended at %s", name, s.uri, seconds(ticks(p.Start)), seconds(ticks(next)))
+				}
+			}
+			next = p.Start + p.Duration
+			frames += min(int64(len(p.Samples)), c.maxFrames(s.duration))
+			if _, ok := c.codecs[name]; !ok && len(p.Track.SPS) >= 4 {
+				c.codecs[name] = "avc1." + hex.EncodeToString(p.Track.SPS[1:4])
+			}
 		}
+		c.frames[name] = frames
 		c.pixels += frames * int64(w) * int64(h)
 	}
 	return nil
 }
+
+// defaultFrameRate caps the frames credited per second of a source whose
+// frame rate was not recorded: the pipeline's own default.
+const defaultFrameRate = 60
+
+// maxFrames is the most frames credited for a segment of duration d: d
+// at the source's frame rate, a tenth more, and one.
+func (c *checker) maxFrames(d time.Duration) int64 {
+	fps := c.frameRate
+	if !(fps > 0 && fps <= 1000) {
+		fps = defaultFrameRate
+	}
+	return int64(math.Ceil(d.Seconds()*fps*1.1)) + 1
+}
+
+// ticks converts 90 kHz ticks to a duration.
+func ticks(n int64) time.Duration { return time.Duration(n) * time.Second / 90000 }
 
 // readSegment reads segment s of rendition r with its initialization section
 // (read once into inits).

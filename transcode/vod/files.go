@@ -115,7 +115,7 @@ func (f Files) Probe(path string) (routing.SourceInfo, error) {
 	if err := checkLimits(info); err != nil {
 		return routing.SourceInfo{}, err
 	}
-	return routing.SourceInfo{Duration: info.Duration, Width: info.Width, Height: info.Height}, nil
+	return routing.SourceInfo{Duration: info.Duration, Width: info.Width, Height: info.Height, FrameRate: info.FrameRate}, nil
 }
 
 // Limits on what a VOD job takes: a file that claims more would hold a

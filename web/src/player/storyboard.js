@@ -11,7 +11,15 @@ function parseVTTTime(s) {
 
 // parseStoryboard parses a storyboard track; base resolves the sprite
 // URLs and token, when set, is added to each of them (signed playback).
+// A sprite elsewhere than the track's own origin is refused: the token is
+// never sent anywhere else.
 export function parseStoryboard(text, base, token) {
+  let origin;
+  try {
+    origin = new URL(base).origin;
+  } catch {
+    return [];
+  }
   const lines = text.replace(/\r\n?/g, '\n').split('\n');
   if (!/^WEBVTT/.test(lines[0] || '')) return [];
   const cues = [];
@@ -30,6 +38,7 @@ export function parseStoryboard(text, base, token) {
     } catch {
       continue;
     }
+    if (url.origin !== origin || (url.protocol !== 'https:' && url.protocol !== 'http:')) continue;
     if (token) url.searchParams.set('token', token);
     cues.push({ from, to, url: url.href, x: xywh[0], y: xywh[1], w: xywh[2], h: xywh[3] });
     i++;
