@@ -282,3 +282,51 @@ func TestFetchSourceResumes(t *testing.T) {
 		t.Fatal("a source of another size was accepted")
 	}
 }
+
+// A claimed job names the worker's files (its scratch directory, its
+// output tree): a job whose video is not its JobRef's, or not an id, is
+// refused, as a fake origin could otherwise point the worker's output out of
+// its data dir ("../../..").
+func TestClaimRefusesUnusableJob(t *testing.T) {
+	t.Parallel()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := WorkerJob{Job: "abc.2.1-0", VideoID: "abc", Attempt: 2, SourceBytes: 10, SourceURL: "/v1/worker/jobs/abc.2.1-0/source"}
+	for _, tc := range []struct {
+		name   string
+		change func(j *WorkerJob)
+	}{
+		{"honest", func(*WorkerJob) {}},
+		{"video out of the data dir", func(j *WorkerJob) { j.VideoID = "../../../.." }},
+		{"another video", func(j *WorkerJob) { j.VideoID = "abd" }},
+		{"an empty video", func(j *WorkerJob) { j.VideoID = "" }},
+		{"a bad job", func(j *WorkerJob) { j.Job = "../abc.2.1-0" }},
+		{"another attempt", func(j *WorkerJob) { j.Attempt = 3 }},
+		{"no source", func(j *WorkerJob) { j.SourceURL = "" }},
+		{"a negative size", func(j *WorkerJob) { j.SourceBytes = -1 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			job := good
+			tc.change(&job)
+			origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(job)
+			}))
+			defer origin.Close()
+			c := &Client{OriginURL: origin.URL, Key: priv, Token: "nt_x"}
+			got, base, ok, err := c.Claim(t.Context())
+			if tc.name == "honest" {
+				if err != nil || !ok || base != origin.URL || got != job {
+					t.Fatalf("Claim = %+v %q %v %v", got, base, ok, err)
+				}
+				return
+			}
+			if err == nil || ok || !strings.Contains(err.Error(), "unusable job") {
+				t.Fatalf("Claim accepted %+v: %+v %v %v", job, got, ok, err)
+			}
+		})
+	}
+}

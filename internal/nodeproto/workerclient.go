@@ -165,8 +165,8 @@ func (c *Client) Claim(ctx context.Context) (job WorkerJob, origin string, ok bo
 		if err != nil || status == http.StatusNoContent {
 			return WorkerJob{}, "", false, err
 		}
-		if _, perr := ParseJobRef(job.Job); perr != nil || job.SourceURL == "" {
-			return WorkerJob{}, "", false, fmt.Errorf("the origin answered an unusable job %q", job.Job)
+		if perr := job.Check(); perr != nil {
+			return WorkerJob{}, "", false, fmt.Errorf("the origin answered an unusable job %q: %w", clipMessage(job.Job), perr)
 		}
 		return job, base, true, nil
 	}
