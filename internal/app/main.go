@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
@@ -151,6 +152,13 @@ func roleProblems(role string, cfg config.Config) error {
 	}
 	if role == "worker" && cfg.OriginURL != "" && cfg.NodeToken == "" {
 		errs = append(errs, errors.New("node_token (SHOAL_NODE_TOKEN) is required for a worker that joins an origin (SHOAL_ORIGIN_URL): POST /v1/node-tokens on the origin issues one (the admin key works too)"))
+	}
+	if role == "worker" && cfg.OriginURL != "" {
+		for _, u := range cfg.OriginURLs() {
+			if err := nodeproto.CheckWorkerOrigin(u); err != nil {
+				errs = append(errs, fmt.Errorf("origin_url (SHOAL_ORIGIN_URL): %w", err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

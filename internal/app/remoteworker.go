@@ -180,7 +180,7 @@ func (n *remoteNode) heartbeats(ctx context.Context, c *nodeproto.Client, join n
 		if errors.Is(err, nodeproto.ErrRefused) {
 			return fmt.Errorf("worker: %w", err)
 		}
-		if err == nil && r.Origins != nil && origins.Learn(r.Origins) {
+		if err == nil && r.Origins != nil && origins.Learn(workerOrigins(r.Origins, log)) {
 			log.Info("origins changed", "origins", strings.Join(origins.All(), ","))
 		}
 		wait := nodeproto.HeartbeatInterval
@@ -210,4 +210,19 @@ func plural(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// workerOrigins is the origins a join or heartbeat answer lists that a
+// worker may talk to (nodeproto.CheckWorkerOrigin): the others are left
+// out, logged.
+func workerOrigins(urls []string, log *slog.Logger) []string {
+	out := make([]string, 0, len(urls))
+	for _, u := range urls {
+		if err := nodeproto.CheckWorkerOrigin(strings.TrimSpace(u)); err != nil {
+			log.Debug("an origin the answer lists is left out", "err", err)
+			continue
+		}
+		out = append(out, u)
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package app
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -262,6 +263,33 @@ func TestRemoteWorkerConfigProblems(t *testing.T) {
 	if code := Main(t.Context(), []string{"worker"}, env, &stdout, &stderr); code != 2 ||
 		!strings.Contains(stderr.String(), "node_token (SHOAL_NODE_TOKEN) is required for a worker that joins an origin") {
 		t.Fatalf("exit %d:\n%s", code, stderr.String())
+	}
+	// Plain http only to a loopback origin: the token and the jobs would
+	// cross the network in the clear.
+	for _, tc := range []struct {
+		origins string
+		refused bool
+	}{
+		{"http://origin.example:8080", true},
+		{"https://origin.example,http://10.0.0.2:8080", true},
+		{"https://origin.example,http://127.0.0.1:8080,http://localhost:8080,http://[::1]:8080", false},
+	} {
+		stderr.Reset()
+		env := []string{"SHOAL_DATA_DIR=" + t.TempDir(), "SHOAL_ORIGIN_URL=" + tc.origins, "SHOAL_NODE_TOKEN=nt_x",
+			"SHOAL_HTTP_ADDR=127.0.0.1:0", "SHOAL_TRANSCODE_HWACCEL=none"}
+		if !tc.refused {
+			// Accepted: it starts, and stops with its context.
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			if code := Main(ctx, []string{"worker"}, env, &stdout, &stderr); code != 0 {
+				t.Fatalf("%s: exit %d:\n%s", tc.origins, code, stderr.String())
+			}
+			continue
+		}
+		if code := Main(t.Context(), []string{"worker"}, env, &stdout, &stderr); code != 2 ||
+			!strings.Contains(stderr.String(), "a remote worker talks to its origins over https:// only") {
+			t.Fatalf("%s: exit %d:\n%s", tc.origins, code, stderr.String())
+		}
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -27,6 +28,27 @@ import (
 // ErrJobGone is matched (errors.Is) by the error of a request about a job
 // the node no longer holds (410): the worker stops and drops its work.
 var ErrJobGone = errors.New("the origin took this job away (another worker holds it now, or the video was deleted)")
+
+// CheckWorkerOrigin checks an origin URL a remote worker talks to: https,
+// or plain http to a loopback host only (localhost, 127.0.0.0/8, ::1). A
+// worker sends its node token and its work to the origin and takes jobs
+// that name its files from it: over plain http anyone on the way could
+// read the one and forge the other.
+func CheckWorkerOrigin(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("origin URL %q: %w", s, err)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if h := u.Hostname(); h == "localhost" || (net.ParseIP(h) != nil && net.ParseIP(h).IsLoopback()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("origin URL %q: a remote worker talks to its origins over https:// only (plain http:// to a loopback address is allowed, for tests and a worker beside its origin)", s)
+}
 
 // WorkerError is an origin's JSON error answer to a worker request.
 type WorkerError struct {
