@@ -70,7 +70,7 @@ func runRemoteWorker(ctx context.Context, cfg config.Config, log *slog.Logger) e
 	} else {
 		self.setCaps(accel.Capabilities(cfg.VOD.Workers, "configured"))
 	}
-	client := &nodeproto.Client{Origins: origins, Token: cfg.NodeToken, Key: key}
+	client := &nodeproto.Client{Origins: origins, Token: cfg.NodeToken, Key: key, MaxSourceBytes: cfg.MaxUploadBytes}
 	w, err := remote.NewWorker(remote.WorkerConfig{
 		WorkDir: filepath.Join(cfg.DataDir, "work"), Concurrency: cfg.VOD.Workers, Backend: accel.Backend, GPUs: accel.GPUs,
 	}, remote.WorkerDeps{Client: client, NewPackager: vodPackager, Log: vlog, Registerer: reg, Ready: self.ready})

@@ -49,8 +49,8 @@ type WorkerConfig struct {
 	Backend string
 	GPUs    []*ffmpeg.GPU
 	// MinBackoff and MaxBackoff bound the wait before the next claim when
-	// there was no job (or the origin could not be reached): it doubles
-	// from the first to the second. 0: 500 ms and 5 s.
+	// there was no job, the origin could not be reached or the last job
+	// failed: it doubles from the first to the second. 0: 500 ms and 5 s.
 	MinBackoff, MaxBackoff time.Duration
 }
 
@@ -182,8 +182,19 @@ func (w *Worker) loop(ctx context.Context) error {
 			backoff = min(2*backoff, w.cfg.MaxBackoff)
 			continue
 		}
-		backoff = w.cfg.MinBackoff
-		w.run(ctx, origin, job)
+		if w.run(ctx, origin, job) {
+			backoff = w.cfg.MinBackoff
+			continue
+		}
+		// A failed job: a wait before the next claim, growing while jobs
+		// keep failing (a worker that fails every job fast would
+		// otherwise claim, and fail, the queue's jobs in a loop).
+		wait := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, w.cfg.MaxBackoff)
 	}
 	return nil
 }

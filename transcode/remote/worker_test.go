@@ -1,16 +1,28 @@
 package remote
 
 import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
+	"github.com/shoal-video/shoal/internal/stream"
+	"github.com/shoal-video/shoal/packager"
+	"github.com/shoal-video/shoal/transcode/ffmpeg"
+	"github.com/shoal-video/shoal/transcode/vod"
 )
 
 // BuildManifest lists only what a worker may send: paths of a VOD tree
@@ -87,5 +99,74 @@ func TestBuildManifestRefusesWhatItMayNotSend(t *testing.T) {
 	}
 	if m, err := BuildManifest(link, "vid.1.1-0", out); err == nil {
 		t.Fatalf("a linked tree: %+v", m.Files)
+	}
+}
+
+// A failed job is followed by a wait before the next claim (the backoff),
+// not by another claim at once: a worker failing every job fast would
+// otherwise drain the queue into failures. The origin here hands out a job
+// whose ladder the worker cannot use.
+func TestWorkerBacksOffAfterAFailedJob(t *testing.T) {
+	t.Parallel()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims, failures atomic.Int64
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case r.URL.Path == nodeproto.WorkerPrefix+"/claim":
+			claims.Add(1)
+			_ = json.NewEncoder(w).Encode(nodeproto.WorkerJob{Job: "vid.1.1-0", VideoID: "vid", Attempt: 1, Ladder: "not a ladder",
+				SegmentDurationSeconds: 1, SourceBytes: 10, SourceURL: "/source", ProgressIntervalSeconds: 1})
+		case strings.HasSuffix(r.URL.Path, "/fail"):
+			failures.Add(1)
+			_ = json.NewEncoder(w).Encode(nodeproto.Failed{Retry: true})
+		default:
+			w.WriteHeader(http.StatusNoContent)
+		}
+	}))
+	defer origin.Close()
+	w, err := NewWorker(WorkerConfig{WorkDir: t.TempDir(), Concurrency: 1, Backend: ffmpeg.BackendSoftware, MinBackoff: time.Hour},
+		WorkerDeps{Client: &nodeproto.Client{OriginURL: origin.URL, Key: priv, Token: "nt_x"}, Log: slog.New(slog.DiscardHandler),
+			NewPackager: func(dir string, hub *stream.Hub, segment time.Duration, log *slog.Logger) (vod.Packager, error) {
+				return packager.New(packager.Config{Dir: dir, SegmentDuration: segment, LiveWindow: 3, Format: packager.FormatFMP4},
+					packager.Deps{Log: log, Hub: hub})
+			}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Error(err)
+		}
+	}()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	deadline := time.After(30 * time.Second)
+	for failures.Load() == 0 {
+		select {
+		case <-tick.C:
+		case <-deadline:
+			t.Fatal("the job was not reported failed")
+		}
+	}
+	// Without a backoff the next claims follow at once; with one (an hour
+	// at least half of it here), none comes while this watches.
+	watch := time.After(500 * time.Millisecond)
+	for {
+		select {
+		case <-tick.C:
+			if n := claims.Load(); n > 1 {
+				t.Fatalf("%d claims after a failed job, want 1 until the backoff ends", n)
+			}
+			continue
+		case <-watch:
+		}
+		break
 	}
 }
