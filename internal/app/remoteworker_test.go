@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -896,4 +897,15 @@ func nodeIDOf(t *testing.T, w *remoteWorker) string {
 		t.Fatal(err)
 	}
 	return nodeproto.NodeID(key.Public().(ed25519.PublicKey))
+}
+
+// The origins a heartbeat lists are learned only if a remote worker may
+// talk to them: https, or plain http to loopback.
+func TestRemoteWorkerLearnsSecureOriginsOnly(t *testing.T) {
+	t.Parallel()
+	got := workerOrigins([]string{"https://b.example", "http://c.example:8080", "http://127.0.0.1:8081", "http://10.1.2.3", "ftp://d.example"},
+		slog.New(slog.DiscardHandler))
+	if want := []string{"https://b.example", "http://127.0.0.1:8081"}; !slices.Equal(got, want) {
+		t.Fatalf("workerOrigins = %q, want %q", got, want)
+	}
 }
