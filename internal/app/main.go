@@ -13,6 +13,7 @@ import (
 	"sync"
 
 	"github.com/shoal-video/shoal/internal/config"
+	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
@@ -135,7 +136,8 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, 
 
 // roleProblems lists what role needs that cfg lacks (nil when nothing):
 // an edge joins an origin with a node token and listens somewhere; a
-// worker that joins an origin has a node token.
+// worker that joins an origin (a remote worker) has a node token, no
+// redis_url of its own, and https origins (plain http to loopback only).
 func roleProblems(role string, cfg config.Config) error {
 	var errs []error
 	if role == "edge" {
@@ -151,6 +153,19 @@ func roleProblems(role string, cfg config.Config) error {
 	}
 	if role == "worker" && cfg.OriginURL != "" && cfg.NodeToken == "" {
 		errs = append(errs, errors.New("node_token (SHOAL_NODE_TOKEN) is required for a worker that joins an origin (SHOAL_ORIGIN_URL): POST /v1/node-tokens on the origin issues one (the admin key works too)"))
+	}
+	if role == "worker" && cfg.OriginURL != "" && cfg.RedisURL != config.Default().RedisURL {
+		// origin_url used to be ignored by a worker: an environment shared
+		// with a worker on the origin's Redis would now make a remote
+		// worker of it, silently.
+		errs = append(errs, errors.New("redis_url (SHOAL_REDIS_URL) and origin_url (SHOAL_ORIGIN_URL) are both set: a worker either works on the origin's Redis queue (set redis_url, not origin_url) or is a remote worker that joins an origin over HTTP and never opens Redis (set origin_url and node_token, not redis_url); unset one for this worker (an empty variable is unset)"))
+	}
+	if role == "worker" && cfg.OriginURL != "" {
+		for _, u := range cfg.OriginURLs() {
+			if err := nodeproto.CheckWorkerOrigin(u); err != nil {
+				errs = append(errs, fmt.Errorf("origin_url (SHOAL_ORIGIN_URL): %w", err))
+			}
+		}
 	}
 	return errors.Join(errs...)
 }

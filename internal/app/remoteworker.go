@@ -70,7 +70,7 @@ func runRemoteWorker(ctx context.Context, cfg config.Config, log *slog.Logger) e
 	} else {
 		self.setCaps(accel.Capabilities(cfg.VOD.Workers, "configured"))
 	}
-	client := &nodeproto.Client{Origins: origins, Token: cfg.NodeToken, Key: key}
+	client := &nodeproto.Client{Origins: origins, Token: cfg.NodeToken, Key: key, MaxSourceBytes: cfg.MaxUploadBytes}
 	w, err := remote.NewWorker(remote.WorkerConfig{
 		WorkDir: filepath.Join(cfg.DataDir, "work"), Concurrency: cfg.VOD.Workers, Backend: accel.Backend, GPUs: accel.GPUs,
 	}, remote.WorkerDeps{Client: client, NewPackager: vodPackager, Log: vlog, Registerer: reg, Ready: self.ready})
@@ -189,7 +189,7 @@ func (n *remoteNode) heartbeats(ctx context.Context, c *nodeproto.Client, join n
 		if errors.Is(err, nodeproto.ErrRefused) {
 			return fmt.Errorf("worker: %w", err)
 		}
-		if err == nil && r.Origins != nil && origins.Learn(r.Origins) {
+		if err == nil && r.Origins != nil && origins.Learn(workerOrigins(r.Origins, log)) {
 			log.Info("origins changed", "origins", strings.Join(origins.All(), ","))
 		}
 		wait := nodeproto.HeartbeatInterval
@@ -219,4 +219,19 @@ func plural(n int, noun string) string {
 		return "1 " + noun
 	}
 	return fmt.Sprintf("%d %ss", n, noun)
+}
+
+// workerOrigins is the origins a join or heartbeat answer lists that a
+// worker may talk to (nodeproto.CheckWorkerOrigin): the others are left
+// out, logged.
+func workerOrigins(urls []string, log *slog.Logger) []string {
+	out := make([]string, 0, len(urls))
+	for _, u := range urls {
+		if err := nodeproto.CheckWorkerOrigin(strings.TrimSpace(u)); err != nil {
+			log.Debug("an origin the answer lists is left out", "err", err)
+			continue
+		}
+		out = append(out, u)
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package app
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -17,6 +18,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,9 +39,9 @@ import (
 
 // Remote VOD workers end to end: `shoal worker` with SHOAL_ORIGIN_URL, run
 // as real processes (this test binary, see TestMain) on data dirs of their
-// own, with SHOAL_REDIS_URL pointing at a closed port; an origin (shoal
-// dev) with no VOD worker of its own; ffprobe reading what the origin
-// publishes.
+// own, with no SHOAL_REDIS_URL (set, it is refused:
+// TestRemoteWorkerConfigProblems); an origin (shoal dev) with no VOD
+// worker of its own; ffprobe reading what the origin publishes.
 
 // remoteWorker is a `shoal worker` process that joined an origin.
 type remoteWorker struct {
@@ -50,7 +52,7 @@ type remoteWorker struct {
 }
 
 // startRemoteWorker runs this test binary as `shoal worker` joining n with
-// token, on a data dir of its own, its Redis URL a closed port.
+// token, on a data dir of its own.
 func startRemoteWorker(t *testing.T, n *node, token string, extraEnv ...string) *remoteWorker {
 	t.Helper()
 	dir := t.TempDir()
@@ -60,8 +62,9 @@ func startRemoteWorker(t *testing.T, n *node, token string, extraEnv ...string) 
 		"SHOAL_ORIGIN_URL=" + n.http,
 		"SHOAL_NODE_TOKEN=" + token,
 		"SHOAL_DATA_DIR=" + dir,
-		// Nothing listens there: a worker that opened Redis would fail.
-		fmt.Sprintf("SHOAL_REDIS_URL=redis://127.0.0.1:%d/0", freePort(t)),
+		// Unset (empty), whatever the environment says: a remote worker
+		// has no Redis.
+		"SHOAL_REDIS_URL=",
 		fmt.Sprintf("SHOAL_HTTP_ADDR=127.0.0.1:%d", port),
 		"SHOAL_TRANSCODE_HWACCEL=none",
 	}, extraEnv...)
@@ -262,6 +265,43 @@ func TestRemoteWorkerConfigProblems(t *testing.T) {
 	if code := Main(t.Context(), []string{"worker"}, env, &stdout, &stderr); code != 2 ||
 		!strings.Contains(stderr.String(), "node_token (SHOAL_NODE_TOKEN) is required for a worker that joins an origin") {
 		t.Fatalf("exit %d:\n%s", code, stderr.String())
+	}
+	// A shared environment that sets both Redis and an origin is refused:
+	// it is either a worker on the origin's Redis or a remote one.
+	for _, redis := range []string{"SHOAL_REDIS_URL=redis://redis.internal:6379/0", "SHOAL_REDIS_URL=redis://127.0.0.1:6380/0"} {
+		stderr.Reset()
+		env := []string{"SHOAL_DATA_DIR=" + t.TempDir(), "SHOAL_ORIGIN_URL=https://origin.example", "SHOAL_NODE_TOKEN=nt_x", redis}
+		if code := Main(t.Context(), []string{"worker"}, env, &stdout, &stderr); code != 2 ||
+			!strings.Contains(stderr.String(), "redis_url (SHOAL_REDIS_URL) and origin_url (SHOAL_ORIGIN_URL) are both set") {
+			t.Fatalf("%s: exit %d:\n%s", redis, code, stderr.String())
+		}
+	}
+	// Plain http only to a loopback origin: the token and the jobs would
+	// cross the network in the clear.
+	for _, tc := range []struct {
+		origins string
+		refused bool
+	}{
+		{"http://origin.example:8080", true},
+		{"https://origin.example,http://10.0.0.2:8080", true},
+		{"https://origin.example,http://127.0.0.1:8080,http://localhost:8080,http://[::1]:8080", false},
+	} {
+		stderr.Reset()
+		env := []string{"SHOAL_DATA_DIR=" + t.TempDir(), "SHOAL_ORIGIN_URL=" + tc.origins, "SHOAL_NODE_TOKEN=nt_x",
+			"SHOAL_HTTP_ADDR=127.0.0.1:0", "SHOAL_TRANSCODE_HWACCEL=none"}
+		if !tc.refused {
+			// Accepted: it starts, and stops with its context.
+			ctx, cancel := context.WithCancel(t.Context())
+			cancel()
+			if code := Main(ctx, []string{"worker"}, env, &stdout, &stderr); code != 0 {
+				t.Fatalf("%s: exit %d:\n%s", tc.origins, code, stderr.String())
+			}
+			continue
+		}
+		if code := Main(t.Context(), []string{"worker"}, env, &stdout, &stderr); code != 2 ||
+			!strings.Contains(stderr.String(), "a remote worker talks to its origins over https:// only") {
+			t.Fatalf("%s: exit %d:\n%s", tc.origins, code, stderr.String())
+		}
 	}
 }
 
@@ -857,4 +897,15 @@ func nodeIDOf(t *testing.T, w *remoteWorker) string {
 		t.Fatal(err)
 	}
 	return nodeproto.NodeID(key.Public().(ed25519.PublicKey))
+}
+
+// The origins a heartbeat lists are learned only if a remote worker may
+// talk to them: https, or plain http to loopback.
+func TestRemoteWorkerLearnsSecureOriginsOnly(t *testing.T) {
+	t.Parallel()
+	got := workerOrigins([]string{"https://b.example", "http://c.example:8080", "http://127.0.0.1:8081", "http://10.1.2.3", "ftp://d.example"},
+		slog.New(slog.DiscardHandler))
+	if want := []string{"https://b.example", "http://127.0.0.1:8081"}; !slices.Equal(got, want) {
+		t.Fatalf("workerOrigins = %q, want %q", got, want)
+	}
 }

@@ -122,7 +122,7 @@ var table = []key{
 		"log output format: text or json",
 		func(c *Config) *string { return &c.LogFormat }, parseLower, fmtString, oneOf("text", "json")),
 	field("max_upload_bytes", "SHOAL_MAX_UPLOAD_BYTES",
-		"largest video source accepted by PUT /v1/videos/{id}/source or tus, in bytes (1 MiB to 1 TiB); larger uploads get 413",
+		"largest video source accepted by PUT /v1/videos/{id}/source or tus, in bytes (1 MiB to 1 TiB); larger uploads get 413; a remote worker refuses a job whose source is larger",
 		func(c *Config) *int64 { return &c.MaxUploadBytes }, parseInt64, fmtInt64, int64Range(1<<20, 1<<40)),
 	field("upload_allowed_origins", "SHOAL_UPLOAD_ALLOWED_ORIGINS",
 		"web origins (comma-separated scheme://host[:port]) whose pages may upload with tus (the CORS preflight and answers); * allows any site's pages (the API key is still needed)",

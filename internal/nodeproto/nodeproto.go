@@ -220,6 +220,9 @@ type Client struct {
 	// uploads (no overall timeout: they last as long as the file needs);
 	// default http.DefaultClient.
 	TransferHTTP *http.Client
+	// MaxSourceBytes is the largest job source a worker downloads
+	// (max_upload_bytes); 0: DefaultMaxSourceBytes.
+	MaxSourceBytes int64
 }
 
 // ErrRefused wraps an answer of the origin that the node cannot fix by

@@ -232,6 +232,27 @@ type WorkerJob struct {
 	MaxOutputBytes int64 `json:"max_output_bytes"`
 }
 
+// Check checks what a worker trusts of a claimed job before it names files
+// after it: a JobRef, whose video is VideoID (a valid id: the worker's
+// scratch directory and output tree are named after it) and whose attempt
+// is Attempt, and a source to fetch.
+func (j WorkerJob) Check() error {
+	ref, err := ParseJobRef(j.Job)
+	switch {
+	case err != nil:
+		return fmt.Errorf(`"job": %w`, err)
+	case j.VideoID != ref.VideoID || !ids.Valid(j.VideoID):
+		return fmt.Errorf(`"video_id" %q is not the job's video %q`, clipMessage(j.VideoID), ref.VideoID)
+	case j.Attempt != ref.Attempt:
+		return fmt.Errorf(`"attempt" %d is not the job's attempt %d`, j.Attempt, ref.Attempt)
+	case j.SourceURL == "":
+		return errors.New(`"source_url" is missing`)
+	case j.SourceBytes < 0:
+		return fmt.Errorf(`"source_bytes" must not be negative, got %d`, j.SourceBytes)
+	}
+	return nil
+}
+
 // ClaimRequest is the body of a claim (an empty object).
 type ClaimRequest struct{}
 

@@ -1,6 +1,7 @@
 package nodeproto
 
 import (
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"encoding/json"
@@ -280,5 +281,198 @@ func TestFetchSourceResumes(t *testing.T) {
 	job.SourceBytes++
 	if err := c.FetchSource(t.Context(), origin.URL, job, t.TempDir()+"/s2"); err == nil {
 		t.Fatal("a source of another size was accepted")
+	}
+}
+
+// A claimed job names the worker's files (its scratch directory, its
+// output tree): a job whose video is not its JobRef's, or not an id, is
+// refused, as a fake origin could otherwise point the worker's output out of
+// its data dir ("../../..").
+func TestClaimRefusesUnusableJob(t *testing.T) {
+	t.Parallel()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := WorkerJob{Job: "abc.2.1-0", VideoID: "abc", Attempt: 2, SourceBytes: 10, SourceURL: "/v1/worker/jobs/abc.2.1-0/source"}
+	for _, tc := range []struct {
+		name   string
+		change func(j *WorkerJob)
+	}{
+		{"honest", func(*WorkerJob) {}},
+		{"video out of the data dir", func(j *WorkerJob) { j.VideoID = "../../../.." }},
+		{"another video", func(j *WorkerJob) { j.VideoID = "abd" }},
+		{"an empty video", func(j *WorkerJob) { j.VideoID = "" }},
+		{"a bad job", func(j *WorkerJob) { j.Job = "../abc.2.1-0" }},
+		{"another attempt", func(j *WorkerJob) { j.Attempt = 3 }},
+		{"no source", func(j *WorkerJob) { j.SourceURL = "" }},
+		{"a negative size", func(j *WorkerJob) { j.SourceBytes = -1 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			job := good
+			tc.change(&job)
+			origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Content-Type", "application/json")
+				_ = json.NewEncoder(w).Encode(job)
+			}))
+			defer origin.Close()
+			c := &Client{OriginURL: origin.URL, Key: priv, Token: "nt_x"}
+			got, base, ok, err := c.Claim(t.Context())
+			if tc.name == "honest" {
+				if err != nil || !ok || base != origin.URL || got != job {
+					t.Fatalf("Claim = %+v %q %v %v", got, base, ok, err)
+				}
+				return
+			}
+			if err == nil || ok || !strings.Contains(err.Error(), "unusable job") {
+				t.Fatalf("Claim accepted %+v: %+v %v %v", job, got, ok, err)
+			}
+		})
+	}
+}
+
+// The node's token and signature go to the origin only: an absolute
+// source_url on another host (or port) is fetched without them, one on the
+// origin itself is signed.
+func TestFetchSourceCredentialsOnlyToOrigin(t *testing.T) {
+	t.Parallel()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte(strings.Repeat("x", 1000))
+	serve := func(seen chan<- http.Header) *httptest.Server {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seen <- r.Header.Clone()
+			_, _ = w.Write(data)
+		}))
+		t.Cleanup(srv.Close)
+		return srv
+	}
+	originSeen, otherSeen := make(chan http.Header, 4), make(chan http.Header, 4)
+	origin, other := serve(originSeen), serve(otherSeen)
+	c := &Client{Key: priv, Token: "nt_secret"}
+	job := WorkerJob{Job: "abc.1.1-0", VideoID: "abc", Attempt: 1, SourceBytes: int64(len(data)), SourceURL: other.URL + "/steal"}
+	if err := c.FetchSource(t.Context(), origin.URL, job, t.TempDir()+"/source"); err != nil {
+		t.Fatal(err)
+	}
+	h := <-otherSeen
+	if h.Get("Authorization") != "" || h.Get(NodeHeader) != "" || h.Get(SignatureHeader) != "" {
+		t.Fatalf("another host got the node's credentials: %v", h)
+	}
+	job.SourceURL = origin.URL + "/v1/worker/jobs/abc.1.1-0/source"
+	if err := c.FetchSource(t.Context(), origin.URL, job, t.TempDir()+"/source"); err != nil {
+		t.Fatal(err)
+	}
+	if h := <-originSeen; h.Get("Authorization") != "Bearer nt_secret" || h.Get(SignatureHeader) == "" {
+		t.Fatalf("the origin's own absolute URL was not signed: %v", h)
+	}
+}
+
+// A source larger than the worker takes, or than its free disk, is refused
+// before a byte is fetched.
+func TestFetchSourceBounded(t *testing.T) {
+	t.Parallel()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	asked := make(chan struct{}, 4)
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked <- struct{}{}
+		http.Error(w, "no", http.StatusTeapot)
+	}))
+	defer origin.Close()
+	job := WorkerJob{Job: "abc.1.1-0", VideoID: "abc", Attempt: 1, SourceBytes: 2 << 20, SourceURL: "/source"}
+	c := &Client{Key: priv, Token: "nt_x", MaxSourceBytes: 1 << 20}
+	if err := c.FetchSource(t.Context(), origin.URL, job, t.TempDir()+"/source"); err == nil || !strings.Contains(err.Error(), "more than the 1048576 this worker takes") {
+		t.Fatalf("a source over the bound: %v", err)
+	}
+	job.SourceBytes = 1 << 60 // more than any disk
+	c.MaxSourceBytes = 1 << 62
+	if err := c.FetchSource(t.Context(), origin.URL, job, t.TempDir()+"/source"); err == nil || !strings.Contains(err.Error(), "free") {
+		t.Fatalf("a source over the free disk: %v", err)
+	}
+	if len(asked) != 0 {
+		t.Fatalf("%d requests were made", len(asked))
+	}
+}
+
+// A resumed download answered 206 with another range than the one asked
+// for starts over instead of appending the wrong bytes.
+func TestFetchSourceChecksContentRange(t *testing.T) {
+	t.Parallel()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte(strings.Repeat("0123456789", 1000))
+	var ranges []string
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rng := r.Header.Get("Range")
+		ranges = append(ranges, rng)
+		if rng == "" {
+			_, _ = w.Write(data)
+			return
+		}
+		// The first half again, as if it were the second.
+		w.Header().Set("Content-Range", "bytes 0-4999/10000")
+		w.WriteHeader(http.StatusPartialContent)
+		_, _ = w.Write(data[:5000])
+	}))
+	defer origin.Close()
+	dst := t.TempDir() + "/source"
+	if err := os.WriteFile(dst, data[:5000], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := &Client{Key: priv, Token: "nt_x"}
+	job := WorkerJob{Job: "abc.1.1-0", VideoID: "abc", Attempt: 1, SourceBytes: int64(len(data)), SourceURL: "/source"}
+	if err := c.FetchSource(t.Context(), origin.URL, job, dst); err == nil || !strings.Contains(err.Error(), "Content-Range") {
+		t.Fatalf("a wrong range was accepted: %v", err)
+	}
+	if err := c.FetchSource(t.Context(), origin.URL, job, dst); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := os.ReadFile(dst)
+	if string(got) != string(data) || len(ranges) != 2 || ranges[1] != "" {
+		t.Fatalf("got %d bytes after ranges %q", len(got), ranges)
+	}
+}
+
+// A completion the origin takes long to answer is abandoned when the
+// worker shuts down (its context ends).
+func TestCompleteAbandonedAtShutdown(t *testing.T) {
+	t.Parallel()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arrived, release := make(chan struct{}), make(chan struct{})
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		close(arrived)
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	defer origin.Close()
+	defer close(release)
+	c := &Client{Key: priv, Token: "nt_x"}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Complete(ctx, origin.URL, validComplete())
+		done <- err
+	}()
+	<-arrived
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Fatalf("Complete = %v, want context.Canceled", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("the completion went on after the shutdown")
 	}
 }

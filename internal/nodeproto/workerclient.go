@@ -9,11 +9,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/originset"
@@ -27,6 +30,27 @@ import (
 // ErrJobGone is matched (errors.Is) by the error of a request about a job
 // the node no longer holds (410): the worker stops and drops its work.
 var ErrJobGone = errors.New("the origin took this job away (another worker holds it now, or the video was deleted)")
+
+// CheckWorkerOrigin checks an origin URL a remote worker talks to: https,
+// or plain http to a loopback host only (localhost, 127.0.0.0/8, ::1). A
+// worker sends its node token and its work to the origin and takes jobs
+// that name its files from it: over plain http anyone on the way could
+// read the one and forge the other.
+func CheckWorkerOrigin(s string) error {
+	u, err := url.Parse(s)
+	if err != nil {
+		return fmt.Errorf("origin URL %q: %w", s, err)
+	}
+	switch u.Scheme {
+	case "https":
+		return nil
+	case "http":
+		if h := u.Hostname(); h == "localhost" || (net.ParseIP(h) != nil && net.ParseIP(h).IsLoopback()) {
+			return nil
+		}
+	}
+	return fmt.Errorf("origin URL %q: a remote worker talks to its origins over https:// only (plain http:// to a loopback address is allowed, for tests and a worker beside its origin)", s)
+}
 
 // WorkerError is an origin's JSON error answer to a worker request.
 type WorkerError struct {
@@ -165,8 +189,8 @@ func (c *Client) Claim(ctx context.Context) (job WorkerJob, origin string, ok bo
 		if err != nil || status == http.StatusNoContent {
 			return WorkerJob{}, "", false, err
 		}
-		if _, perr := ParseJobRef(job.Job); perr != nil || job.SourceURL == "" {
-			return WorkerJob{}, "", false, fmt.Errorf("the origin answered an unusable job %q", job.Job)
+		if perr := job.Check(); perr != nil {
+			return WorkerJob{}, "", false, fmt.Errorf("the origin answered an unusable job %q: %w", clipMessage(job.Job), perr)
 		}
 		return job, base, true, nil
 	}
@@ -196,15 +220,23 @@ func (c *Client) ReportFailure(ctx context.Context, origin, job string, f Failur
 // CodeOutputRejected.
 func (c *Client) Complete(ctx context.Context, origin string, m Complete) (Completed, error) {
 	var out Completed
-	// The origin hashes and publishes everything before it answers (it
-	// keeps the job meanwhile): as long as that takes, with the transfer
-	// client.
-	_, err := c.workerJSON(context.WithoutCancel(ctx), c.transfer(), origin, jobPath(m.Job, "/complete"), m, &out)
-	if err == nil && ctx.Err() != nil {
-		err = ctx.Err()
-	}
+	// The origin hashes, checks and publishes everything before it
+	// answers (it keeps the job meanwhile): with the transfer client, up
+	// to CompleteTimeout; the worker's shutdown abandons it (the origin
+	// then gives the job to another worker).
+	ctx, cancel := context.WithTimeout(ctx, CompleteTimeout)
+	defer cancel()
+	_, err := c.workerJSON(ctx, c.transfer(), origin, jobPath(m.Job, "/complete"), m, &out)
 	return out, err
 }
+
+// CompleteTimeout bounds the wait for the origin's answer to a completion
+// (its checks of a long video's output included).
+const CompleteTimeout = time.Hour
+
+// DefaultMaxSourceBytes is the largest source a worker downloads when its
+// Client says none (that of max_upload_bytes' default).
+const DefaultMaxSourceBytes = 20 << 30
 
 // PutFile uploads the local file at file as path of job's output, with
 // its size and SHA-256 (sum, hex) declared and signed.
@@ -235,16 +267,34 @@ func (c *Client) PutFile(ctx context.Context, origin, job, path, file, sum strin
 // resuming what an earlier call left there, and checks that it holds
 // job.SourceBytes bytes. With a presigned URL it tries that first, then the
 // origin.
+//
+// The node's token and signature go to origin only: an absolute source URL
+// on another host (scheme, host and port) is fetched without them, like a
+// presigned one. A source larger than MaxSourceBytes, or than the free
+// room of dst's file system, is refused before any byte is fetched.
 func (c *Client) FetchSource(ctx context.Context, origin string, job WorkerJob, dst string) error {
-	if job.SourcePresignedURL != "" {
-		err := c.fetchInto(ctx, dst, job.SourceBytes, func(off int64) (*http.Response, error) {
-			req, err := http.NewRequestWithContext(ctx, http.MethodGet, job.SourcePresignedURL, nil)
+	limit := c.MaxSourceBytes
+	if limit <= 0 {
+		limit = DefaultMaxSourceBytes
+	}
+	if job.SourceBytes > limit {
+		return fmt.Errorf("the source is %d bytes, more than the %d this worker takes (max_upload_bytes)", job.SourceBytes, limit)
+	}
+	if err := checkRoom(dst, job.SourceBytes); err != nil {
+		return err
+	}
+	unsigned := func(u string) func(off int64) (*http.Response, error) {
+		return func(off int64) (*http.Response, error) {
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 			if err != nil {
 				return nil, err
 			}
 			setRange(req, off)
 			return c.transfer().Do(req)
-		})
+		}
+	}
+	if job.SourcePresignedURL != "" {
+		err := c.fetchInto(ctx, dst, job.SourceBytes, unsigned(job.SourcePresignedURL))
 		if err == nil || ctx.Err() != nil {
 			return err
 		}
@@ -256,6 +306,9 @@ func (c *Client) FetchSource(ctx context.Context, origin string, job WorkerJob, 
 		if err != nil {
 			return fmt.Errorf("the job's source_url: %w", err)
 		}
+		if !sameOrigin(u, origin) {
+			return c.fetchInto(ctx, dst, job.SourceBytes, unsigned(u.String()))
+		}
 		base, path = u.Scheme+"://"+u.Host, u.RequestURI()
 	}
 	return c.fetchInto(ctx, dst, job.SourceBytes, func(off int64) (*http.Response, error) {
@@ -265,6 +318,57 @@ func (c *Client) FetchSource(ctx context.Context, origin string, job WorkerJob, 
 		}
 		return c.signedDo(ctx, c.transfer(), http.MethodGet, base, path, nil, 0, "", h)
 	})
+}
+
+// sameOrigin tells whether u has the scheme, host and port of base.
+func sameOrigin(u *url.URL, base string) bool {
+	b, err := url.Parse(base)
+	if err != nil {
+		return false
+	}
+	port := func(u *url.URL) string {
+		if p := u.Port(); p != "" {
+			return p
+		}
+		if strings.EqualFold(u.Scheme, "https") {
+			return "443"
+		}
+		return "80"
+	}
+	return strings.EqualFold(u.Scheme, b.Scheme) && strings.EqualFold(u.Hostname(), b.Hostname()) && port(u) == port(b)
+}
+
+// checkRoom checks that the file system of the file dst has room for
+// size bytes more than dst holds now.
+func checkRoom(dst string, size int64) error {
+	var have int64
+	if st, err := os.Stat(dst); err == nil {
+		have = st.Size()
+	}
+	var fs syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(dst), &fs); err != nil {
+		return fmt.Errorf("checking the free disk for the source: %w", err)
+	}
+	free := uint64(fs.Bavail) * uint64(fs.Bsize)
+	if need := size - have; need > 0 && uint64(need) > free {
+		return fmt.Errorf("the source is %d bytes: the disk of %s has %d free", size, filepath.Dir(dst), free)
+	}
+	return nil
+}
+
+// contentRangeStart is the first byte of a 206's Content-Range
+// ("bytes <first>-<last>/<size>"), -1 when it is not that.
+func contentRangeStart(h string) int64 {
+	rest, ok := strings.CutPrefix(h, "bytes ")
+	if !ok {
+		return -1
+	}
+	first, _, ok := strings.Cut(rest, "-")
+	n, err := strconv.ParseInt(first, 10, 64)
+	if !ok || err != nil || n < 0 {
+		return -1
+	}
+	return n
 }
 
 func setRange(req *http.Request, off int64) {
@@ -301,6 +405,14 @@ func (c *Client) fetchInto(ctx context.Context, dst string, size int64, get func
 	defer resp.Body.Close()
 	switch {
 	case resp.StatusCode == http.StatusPartialContent && off > 0:
+		if got := contentRangeStart(resp.Header.Get("Content-Range")); got != off {
+			// Not the bytes asked for: the next try starts over.
+			if err := f.Truncate(0); err != nil {
+				return err
+			}
+			return fmt.Errorf("the source's server answered the range from %d with Content-Range %q: starting over",
+				off, clipMessage(resp.Header.Get("Content-Range")))
+		}
 	case resp.StatusCode == http.StatusOK:
 		// The whole object: start over.
 		if off > 0 {

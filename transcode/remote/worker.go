@@ -49,8 +49,8 @@ type WorkerConfig struct {
 	Backend string
 	GPUs    []*ffmpeg.GPU
 	// MinBackoff and MaxBackoff bound the wait before the next claim when
-	// there was no job (or the origin could not be reached): it doubles
-	// from the first to the second. 0: 500 ms and 5 s.
+	// there was no job, the origin could not be reached or the last job
+	// failed: it doubles from the first to the second. 0: 500 ms and 5 s.
 	MinBackoff, MaxBackoff time.Duration
 }
 
@@ -182,8 +182,19 @@ func (w *Worker) loop(ctx context.Context) error {
 			backoff = min(2*backoff, w.cfg.MaxBackoff)
 			continue
 		}
-		backoff = w.cfg.MinBackoff
-		w.run(ctx, origin, job)
+		if w.run(ctx, origin, job) {
+			backoff = w.cfg.MinBackoff
+			continue
+		}
+		// A failed job: a wait before the next claim, growing while jobs
+		// keep failing (a worker that fails every job fast would
+		// otherwise claim, and fail, the queue's jobs in a loop).
+		wait := backoff/2 + rand.N(backoff/2+1)
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
+		backoff = min(2*backoff, w.cfg.MaxBackoff)
 	}
 	return nil
 }
@@ -192,9 +203,17 @@ func (w *Worker) loop(ctx context.Context) error {
 // up.
 const retries = 3
 
-// run does one job.
-func (w *Worker) run(ctx context.Context, origin string, job nodeproto.WorkerJob) {
+// run does one job; it tells whether it did not fail (done, taken away
+// or interrupted by the shutdown).
+func (w *Worker) run(ctx context.Context, origin string, job nodeproto.WorkerJob) bool {
 	log := w.log.With("video", job.VideoID, "attempt", job.Attempt, "origin", origin)
+	// Files are named after the job and its video: nothing else than a
+	// job the origin may hand out (nodeproto.Client.Claim checks it too).
+	if err := job.Check(); err != nil {
+		w.jobs.WithLabelValues("retry").Inc()
+		log.Error("refusing an unusable job", "err", err)
+		return false
+	}
 	log.Info("processing video", "source_bytes", job.SourceBytes, "ladder", job.Ladder)
 	w.runng.Inc()
 	defer w.runng.Dec()
@@ -226,14 +245,18 @@ func (w *Worker) run(ctx context.Context, origin string, job nodeproto.WorkerJob
 		lost = nil
 	}
 	var werr *nodeproto.WorkerError
+	ok := false
 	switch {
 	case errors.Is(err, nodeproto.ErrJobGone) || errors.Is(lost, nodeproto.ErrJobGone):
+		ok = true
 		w.jobs.WithLabelValues("lost").Inc()
 		log.Warn("the origin took the job away; its work is dropped", "reason", cmpErr(lost, err))
 	case err == nil:
+		ok = true
 		w.jobs.WithLabelValues("ready").Inc()
 		log.Info("video ready", "renditions", len(m.Renditions), "took", time.Since(began).Round(time.Millisecond))
 	case ctx.Err() != nil:
+		ok = true
 		log.Info("shutting down: the origin gives the job to another worker")
 	case errors.As(err, &werr) && werr.Code == nodeproto.CodeOutputRejected:
 		w.jobs.WithLabelValues("rejected").Inc()
@@ -246,6 +269,7 @@ func (w *Worker) run(ctx context.Context, origin string, job nodeproto.WorkerJob
 		}
 		log.Warn("job failed", "err", err)
 	}
+	return ok
 }
 
 func cmpErr(a, b error) error {
@@ -390,25 +414,47 @@ func (w *Worker) complete(ctx context.Context, origin string, m nodeproto.Comple
 
 // BuildManifest describes the output tree at dir (a video's directory) of
 // job, whose transcode produced out: every file with its size and SHA-256,
-// the duration and the renditions.
+// the duration and the renditions. Only what the worker may send is in
+// it: a path of a VOD tree (nodeproto.CheckOutputPath) naming a regular
+// file; anything else there (a symbolic link, a device, a file of another
+// name) fails the job rather than being read and uploaded.
 func BuildManifest(dir, job string, out routing.JobOutcome) (nodeproto.Complete, error) {
 	m := nodeproto.Complete{Job: job, DurationSeconds: out.Duration.Seconds()}
 	for _, r := range out.Renditions {
 		m.Renditions = append(m.Renditions, nodeproto.Rendition{Name: r.Name, Width: r.Width, Height: r.Height, Bitrate: r.Bitrate})
 	}
+	if st, err := os.Lstat(dir); err != nil {
+		return m, err
+	} else if !st.IsDir() {
+		return m, fmt.Errorf("the output %s is not a directory", dir)
+	}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil {
 			return err
 		}
 		rel, err := filepath.Rel(dir, p)
 		if err != nil {
 			return err
 		}
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			// The video's directory and its renditions' directories.
+			if p == dir || (!strings.Contains(rel, "/") && nodeproto.CheckOutputPath(rel+"/index.m3u8") == nil) {
+				return nil
+			}
+			return fmt.Errorf("the output has a directory %q that is not a rendition's", rel)
+		}
+		if !d.Type().IsRegular() {
+			return fmt.Errorf("the output's %q is not a regular file (%v)", rel, d.Type())
+		}
+		if err := nodeproto.CheckOutputPath(rel); err != nil {
+			return fmt.Errorf("the output: %w", err)
+		}
 		size, sum, err := hashFile(p)
 		if err != nil {
 			return err
 		}
-		m.Files = append(m.Files, nodeproto.OutputFile{Path: filepath.ToSlash(rel), Size: size, SHA256: sum})
+		m.Files = append(m.Files, nodeproto.OutputFile{Path: rel, Size: size, SHA256: sum})
 		return nil
 	})
 	return m, err
