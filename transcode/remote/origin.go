@@ -915,6 +915,11 @@ func (o *Origin) Complete(ctx context.Context, node string, ref nodeproto.JobRef
 	}
 	cancel(nil)
 	wg.Wait()
+	// The output is published: finishing the job and the bookkeeping must
+	// not stop when the worker goes away (it may drop its request once a
+	// progress report learns the video is ready).
+	ctx, stop := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer stop()
 	if err := o.queue.FinishJob(ctx, job, ref.Attempt, out.JobOutcome); err != nil {
 		if errors.Is(err, routing.ErrJobLost) {
 			if errors.Is(err, routing.ErrVideoDeleted) {
