@@ -245,9 +245,8 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 // heartbeat carries a batch of the P2P tracker's stats, the same one
 // again until a heartbeat is answered.
 func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.JoinRequest, node *edgeNode, cache *edgecache.Cache, p2p *p2pBatcher, cfg config.Config, log *slog.Logger) error {
-	backoff := time.Second
+	var retry heartbeatRetry
 	joined := false
-	var lastErr string
 	for {
 		var err error
 		if !joined {
@@ -282,19 +281,10 @@ func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.Join
 		if errors.Is(err, nodeproto.ErrRefused) {
 			return fmt.Errorf("edge: %w", err)
 		}
-		wait := nodeproto.HeartbeatInterval
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if err.Error() != lastErr {
-				log.Warn("cannot reach the origin; retrying", "err", err, "in", backoff)
-				lastErr = err.Error()
-			}
-			wait, backoff = backoff, min(backoff*2, 10*time.Second)
-		} else {
-			backoff, lastErr = time.Second, ""
+		if err != nil && ctx.Err() != nil {
+			return nil
 		}
+		wait := retry.next(err, log)
 		select {
 		case <-ctx.Done():
 			return nil
@@ -309,4 +299,28 @@ func heartbeatOf(s edgecache.Stats) nodeproto.Heartbeat {
 		Hits: s.Hits, Misses: s.Misses, OriginFetches: s.OriginFetches, BytesServed: s.TotalBytesServed, StreamBytes: s.BytesServed,
 		Viewers: s.Viewers,
 	}
+}
+
+// heartbeatRetry spaces a node's joins and heartbeats: every
+// nodeproto.HeartbeatInterval while the origin answers, else after a
+// backoff from 1 s doubling to 10 s, logging each new error once.
+type heartbeatRetry struct {
+	backoff time.Duration
+	lastErr string
+}
+
+// next is the wait before the next try after one that ended with err.
+func (r *heartbeatRetry) next(err error, log *slog.Logger) time.Duration {
+	if err == nil {
+		r.backoff, r.lastErr = 0, ""
+		return nodeproto.HeartbeatInterval
+	}
+	r.backoff = max(r.backoff, time.Second)
+	if err.Error() != r.lastErr {
+		log.Warn("cannot reach the origin; retrying", "err", err, "in", r.backoff)
+		r.lastErr = err.Error()
+	}
+	wait := r.backoff
+	r.backoff = min(r.backoff*2, 10*time.Second)
+	return wait
 }

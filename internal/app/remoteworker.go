@@ -164,8 +164,8 @@ func (n *remoteNode) measure(ctx context.Context, accel transcode.Accel, cfg tra
 // what the node transcodes with, joining again when the origin forgot the
 // node. A refusal (a bad or revoked token) stops the worker.
 func (n *remoteNode) heartbeats(ctx context.Context, c *nodeproto.Client, join nodeproto.JoinRequest, origins *originset.Set, log *slog.Logger) error {
-	backoff := time.Second
-	var id, lastErr string
+	var retry heartbeatRetry
+	var id string
 	for {
 		var r nodeproto.JoinResponse
 		var err error
@@ -192,19 +192,10 @@ func (n *remoteNode) heartbeats(ctx context.Context, c *nodeproto.Client, join n
 		if err == nil && r.Origins != nil && origins.Learn(workerOrigins(r.Origins, log)) {
 			log.Info("origins changed", "origins", strings.Join(origins.All(), ","))
 		}
-		wait := nodeproto.HeartbeatInterval
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			if err.Error() != lastErr {
-				log.Warn("cannot reach the origin; retrying", "err", err, "in", backoff)
-				lastErr = err.Error()
-			}
-			wait, backoff = backoff, min(backoff*2, 10*time.Second)
-		} else {
-			backoff, lastErr = time.Second, ""
+		if err != nil && ctx.Err() != nil {
+			return nil
 		}
+		wait := retry.next(err, log)
 		select {
 		case <-ctx.Done():
 			return nil
