@@ -12,14 +12,13 @@ import (
 
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/nodeproto"
-	"github.com/shoal-video/shoal/transcode/remote"
 )
 
 // WorkerLive is the origin's side of remote live ladders
 // (transcode/remote.LiveOrigin implements it; internal/nodeproto's
 // livework.go has the protocol). node is the authenticated worker's id.
 type WorkerLive interface {
-	ClaimLive(ctx context.Context, w remote.LiveWorker) (nodeproto.LiveAssignment, bool, error)
+	ClaimLive(ctx context.Context, w nodeproto.LiveWorker) (nodeproto.LiveAssignment, bool, error)
 	ServeSource(ctx context.Context, node, assignment string, start func(), out *nodeproto.LiveWriter) error
 	ReceiveRenditions(ctx context.Context, node, assignment string, body io.Reader) error
 }
@@ -65,7 +64,7 @@ func (a *API) workerLiveClaim(c *gin.Context) {
 		WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
 		return
 	}
-	lw := remote.LiveWorker{ID: w.node.ID, Region: w.node.Region, LastSeen: w.node.LastSeen}
+	lw := nodeproto.LiveWorker{ID: w.node.ID, Region: w.node.Region, LastSeen: w.node.LastSeen}
 	if w.node.Load.Transcode != nil {
 		lw.Ladders = w.node.Load.Transcode.Ladders
 	}

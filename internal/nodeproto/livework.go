@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/shoal-video/shoal/internal/ids"
 )
@@ -28,6 +29,16 @@ import (
 // StreamSHA256 stands for the SHA-256 in the signature of a request whose
 // body is streamed (its size is signed as -1).
 const StreamSHA256 = "stream"
+
+// LiveWorker is what the origin knows of a worker that claims live
+// ladders (its node record).
+type LiveWorker struct {
+	ID     string
+	Region string
+	// Ladders is how many ladders it advertised (its self-benchmark).
+	Ladders  int
+	LastSeen time.Time
+}
 
 // LiveAssignment is a claimed live ladder.
 type LiveAssignment struct {

@@ -16,10 +16,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/originset"
+	"github.com/shoal-video/shoal/internal/storage"
 )
 
 // The worker's side of the worker protocol (worker.go). A claim goes to
@@ -345,12 +345,11 @@ func checkRoom(dst string, size int64) error {
 	if st, err := os.Stat(dst); err == nil {
 		have = st.Size()
 	}
-	var fs syscall.Statfs_t
-	if err := syscall.Statfs(filepath.Dir(dst), &fs); err != nil {
+	free, err := storage.FreeBytes(filepath.Dir(dst))
+	if err != nil {
 		return fmt.Errorf("checking the free disk for the source: %w", err)
 	}
-	free := uint64(fs.Bavail) * uint64(fs.Bsize)
-	if need := size - have; need > 0 && uint64(need) > free {
+	if need := size - have; need > 0 && need > free {
 		return fmt.Errorf("the source is %d bytes: the disk of %s has %d free", size, filepath.Dir(dst), free)
 	}
 	return nil

@@ -480,7 +480,10 @@ func (p *Pipeline) drainDecoder(emit Emit) error {
 // encodes it, forcing a keyframe on the first frame at or after each grid
 // instant.
 func (p *ladder) encodeFrame(f *astiav.Frame, emit Emit) error {
-	if f.Width() != p.inW || f.Height() != p.inH || f.PixelFormat() != p.inFmt || swFormat(f) != p.inSW {
+	// The GPU frames' layout is read (a cgo call) only for GPU frames: a
+	// frame in system memory has none (-1), as inSW then says.
+	if f.Width() != p.inW || f.Height() != p.inH || f.PixelFormat() != p.inFmt ||
+		(p.inFmt == astiav.PixelFormatCuda && swFormat(f) != p.inSW) {
 		if p.outs != nil {
 			p.log.Info("transcode: the source changed size or format; restarting the encoders",
 				"from", fmt.Sprintf("%dx%d", p.inW, p.inH), "to", fmt.Sprintf("%dx%d", f.Width(), f.Height()))

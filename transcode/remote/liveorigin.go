@@ -30,16 +30,6 @@ type LiveConfig struct {
 	TickEvery time.Duration
 }
 
-// LiveWorker is what the origin knows of a worker that claims live
-// ladders (its node record).
-type LiveWorker struct {
-	ID     string
-	Region string
-	// Ladders is how many ladders it advertised (its self-benchmark).
-	Ladders  int
-	LastSeen time.Time
-}
-
 // LiveOrigin hands live ladders to remote workers: the transcoder
 // reserves a worker for a stream (Reserve, transcode.RemoteLadders), the
 // worker learns of it at its claim (ClaimLive, a long poll), reads the
@@ -57,7 +47,7 @@ type LiveOrigin struct {
 
 // liveWorker is a worker that claims live ladders.
 type liveWorker struct {
-	info     LiveWorker
+	info     nodeproto.LiveWorker
 	polling  int       // claims waiting now
 	polled   time.Time // when its latest claim ended
 	assigned int       // assignments it holds
@@ -149,7 +139,7 @@ func better(a, b *liveWorker, region string) bool {
 
 // ClaimLive is a worker's claim: it waits (at most PollWait, or ctx) for a
 // ladder handed to the worker and returns it, ok false when none came.
-func (o *LiveOrigin) ClaimLive(ctx context.Context, w LiveWorker) (nodeproto.LiveAssignment, bool, error) {
+func (o *LiveOrigin) ClaimLive(ctx context.Context, w nodeproto.LiveWorker) (nodeproto.LiveAssignment, bool, error) {
 	o.mu.Lock()
 	lw := o.workers[w.ID]
 	if lw == nil {

@@ -25,7 +25,7 @@ import (
 // HTTP routes only carry them), until ctx ends, which kills it mid-stream.
 func liveTestWorker(ctx context.Context, lo *LiveOrigin, id string, claimed chan<- string, log *slog.Logger) {
 	for ctx.Err() == nil {
-		a, ok, err := lo.ClaimLive(ctx, LiveWorker{ID: id, Ladders: 1, LastSeen: time.Now()})
+		a, ok, err := lo.ClaimLive(ctx, nodeproto.LiveWorker{ID: id, Ladders: 1, LastSeen: time.Now()})
 		if err != nil || !ok {
 			continue
 		}

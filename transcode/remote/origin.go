@@ -45,12 +45,7 @@ import (
 // Queue is the job queue and the records the origin's side works with;
 // *routing.Store implements it.
 type Queue interface {
-	EnsureJobQueue(ctx context.Context) error
-	NextJob(ctx context.Context, consumer string, block, minIdle time.Duration) (routing.Job, bool, error)
-	StartJob(ctx context.Context, job routing.Job, consumer string, maxAttempts int) (routing.JobStart, error)
-	TouchJob(ctx context.Context, job routing.Job, consumer string, attempt, progress int) error
-	FinishJob(ctx context.Context, job routing.Job, attempt int, out routing.JobOutcome) error
-	FailJob(ctx context.Context, job routing.Job, attempt int, msg string, permanent bool, maxAttempts int) (bool, error)
+	vod.Jobs
 	JobHolder(ctx context.Context, id string) (routing.JobHolder, error)
 	GetVideo(ctx context.Context, id string) (routing.Video, error)
 	VideoFields(ctx context.Context, id string) (map[string]string, error)
@@ -710,7 +705,7 @@ func (o *Origin) PutFile(ctx context.Context, node string, ref nodeproto.JobRef,
 		return protoError(http.StatusRequestEntityTooLarge, nodeproto.CodeTooLarge,
 			"this output would take more than the %d bytes it may (its ladder's bitrates over the source's duration, with a margin)", s.budget)
 	}
-	if free, err := freeBytes(o.cfg.Files.WorkDir); err == nil && free-size < MinFreeBytes {
+	if free, err := storage.FreeBytes(o.cfg.Files.WorkDir); err == nil && free-size < MinFreeBytes {
 		o.mu.Unlock()
 		o.log.Warn("refusing a remote worker's upload: the staging disk is nearly full", "free_bytes", free, "size", size)
 		return protoError(http.StatusServiceUnavailable, "unavailable", "the origin is short of disk space; send the file again later")

@@ -40,14 +40,21 @@ import (
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
 
-// Queue is the job queue the worker reads; *routing.Store implements it.
-type Queue interface {
+// Jobs is the VOD job queue's life cycle: claim, start, keep alive,
+// finish or fail a job. A local worker (Queue) and the origin's side of
+// remote workers (transcode/remote) drive it.
+type Jobs interface {
 	EnsureJobQueue(ctx context.Context) error
 	NextJob(ctx context.Context, consumer string, block, minIdle time.Duration) (routing.Job, bool, error)
 	StartJob(ctx context.Context, job routing.Job, consumer string, maxAttempts int) (routing.JobStart, error)
 	TouchJob(ctx context.Context, job routing.Job, consumer string, attempt, progress int) error
 	FinishJob(ctx context.Context, job routing.Job, attempt int, out routing.JobOutcome) error
 	FailJob(ctx context.Context, job routing.Job, attempt int, msg string, permanent bool, maxAttempts int) (bool, error)
+}
+
+// Queue is the job queue the worker reads; *routing.Store implements it.
+type Queue interface {
+	Jobs
 	JobQueue(ctx context.Context) (routing.JobQueueStats, error)
 	// VideoFields is the video's record as Redis holds it, for the copy
 	// kept next to its source (Files.SaveRecord).

@@ -1,10 +1,10 @@
-package remote
+package storage
 
 import "golang.org/x/sys/unix"
 
-// freeBytes is the space left to unprivileged users on the file system of
+// FreeBytes is the space left to unprivileged users on the file system of
 // dir.
-func freeBytes(dir string) (int64, error) {
+func FreeBytes(dir string) (int64, error) {
 	var st unix.Statfs_t
 	if err := unix.Statfs(dir, &st); err != nil {
 		return 0, err
