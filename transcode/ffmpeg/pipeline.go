@@ -74,6 +74,10 @@ type Pipeline struct {
 	decoded *astiav.Frame
 	pkt     *astiav.Packet
 	waitKey bool
+	// onFrame, when set, gets the decoded frames instead of the ladder
+	// (CompareLive decodes a live source with the pipeline's own
+	// decoding).
+	onFrame func(*astiav.Frame) error
 }
 
 // ladder scales decoded frames (PTS in 90 kHz ticks) to every rung and
@@ -467,7 +471,11 @@ func (p *Pipeline) drainDecoder(emit Emit) error {
 			return fmt.Errorf("transcode: NVDEC on %s did not take this %s stream (FFmpeg decoded it to %s)",
 				p.cfg.GPU.Name, p.src.Codec, pf)
 		}
-		err = p.encodeFrame(p.decoded, emit)
+		if p.onFrame != nil {
+			err = p.onFrame(p.decoded)
+		} else {
+			err = p.encodeFrame(p.decoded, emit)
+		}
 		p.decoded.Unref()
 		if err != nil {
 			p.failed = true

@@ -277,16 +277,12 @@ func Check(ctx context.Context, req Request) (Report, error) {
 	if interval <= 0 {
 		interval = req.Settings.SegmentDuration
 	}
-	c := &checker{req: req, th: th}
+	c := &checker{start: req.Start, end: req.End, th: th}
 	c.fig.Backend = req.Settings.Backend
 
 	seg, perr := ParseSegment(req.Segment)
 	if perr != nil {
-		c.add(CheckDecode, false, perr.Error())
-		for _, n := range []string{CheckResolution, CheckTiming, CheckFrames, CheckDuration, CheckKeyframes, CheckQuality} {
-			c.add(n, false, "not checked: the segment does not parse")
-		}
-		return c.report(began), nil
+		return c.unparsed(perr, began), nil
 	}
 	c.seg = seg
 	cfg := ffmpeg.CompareConfig{
@@ -305,6 +301,20 @@ func Check(ctx context.Context, req Request) (Report, error) {
 		return Report{}, fmt.Errorf("verify: the rung %dx%d is not what the ladder makes of this %dx%d source at height %d (%dx%d)",
 			req.Rung.Width, req.Rung.Height, res.SourceWidth, res.SourceHeight, req.Rung.Height, res.Rung.Width, res.Rung.Height)
 	}
+	return c.run(res, began), nil
+}
+
+// unparsed is the report on a segment that does not parse.
+func (c *checker) unparsed(err error, began time.Time) Report {
+	c.add(CheckDecode, false, err.Error())
+	for _, n := range []string{CheckResolution, CheckTiming, CheckFrames, CheckDuration, CheckKeyframes, CheckQuality} {
+		c.add(n, false, "not checked: the segment does not parse")
+	}
+	return c.report(began)
+}
+
+// run makes the checks of a comparison's result.
+func (c *checker) run(res ffmpeg.CompareResult, began time.Time) Report {
 	c.res = res
 	c.exp = expect(res)
 	c.decode()
@@ -314,7 +324,7 @@ func Check(ctx context.Context, req Request) (Report, error) {
 	c.duration()
 	c.keyframes()
 	c.quality()
-	return c.report(began), nil
+	return c.report(began)
 }
 
 // candidate is the segment's video as CompareSegment takes it.
@@ -327,8 +337,9 @@ func candidate(p Parsed) ffmpeg.CodedVideo {
 }
 
 type checker struct {
-	req    Request
-	th     Thresholds
+	// start and end are the span checked, for messages.
+	start, end time.Duration
+	th         Thresholds
 	seg    Parsed
 	res    ffmpeg.CompareResult
 	exp    expectation
@@ -392,7 +403,7 @@ func (c *checker) resolution() {
 
 func (c *checker) noFrames(name string) bool {
 	if c.exp.empty {
-		c.add(name, false, fmt.Sprintf("the source has no frame in [%s, %s)", c.req.Start, c.req.End))
+		c.add(name, false, fmt.Sprintf("the source has no frame in [%s, %s)", c.start, c.end))
 		return true
 	}
 	return false
