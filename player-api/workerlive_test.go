@@ -41,7 +41,10 @@ func TestWorkerLiveRoutes(t *testing.T) {
 	if r := e.workerReq(t, "POST", "/v1/worker/live/claim", testAdminKey, []byte(`{}`), k, ""); r.status != http.StatusServiceUnavailable {
 		t.Fatalf("a live claim with no WorkerLive: %d %s", r.status, r.body)
 	}
-	lo := remote.NewLiveOrigin(remote.LiveConfig{PollWait: 200 * time.Millisecond}, slog.New(slog.DiscardHandler))
+	lo, err := remote.NewLiveOrigin(remote.LiveConfig{PollWait: 200 * time.Millisecond}, remote.LiveDeps{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e = newEnvOn(t, Config{WorkerLive: lo}, e.redis)
 	call := func(r response, path, method string, want int) response {
 		t.Helper()

@@ -77,6 +77,14 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return err
 	}
+	// Remote workers (joined nodes of role "worker") take VOD jobs and
+	// live ladders through this origin; their published work is credited
+	// to the accounting epoch through the API (made below, before any
+	// request).
+	var api *playerapi.API
+	credit := func(ctx context.Context, node string, deltas map[string]int64) error {
+		return api.AddFigures(ctx, node, deltas)
+	}
 	// The transcoder watches the hub before the packager, which asks it
 	// whether a source is replaced by a ladder.
 	var tc *transcode.Transcoder
@@ -86,7 +94,11 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	var liveOrigin *remote.LiveOrigin
 	var workerLive playerapi.WorkerLive
 	if cfg.Transcode.Remote != transcode.RemoteOff {
-		liveOrigin = remote.NewLiveOrigin(remote.LiveConfig{Region: cfg.Region}, log.With("component", "remote-live"))
+		liveOrigin, err = remote.NewLiveOrigin(remote.LiveConfig{Region: cfg.Region, VerifyFraction: cfg.Transcode.VerifyFraction},
+			remote.LiveDeps{Log: log.With("component", "remote-live"), Registerer: reg, Queue: store, Figures: credit})
+		if err != nil {
+			return err
+		}
 		workerLive = liveOrigin
 	}
 	if cfg.Transcode.MaxLadders != 0 || liveOrigin != nil {
@@ -252,13 +264,6 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	// stream's publisher here too.
 	keys.revoke = pipe.disconnectPublishers
 	owners.disconnect = pipe.disconnectPublishers
-	// Remote workers (joined nodes of role "worker") take VOD jobs
-	// through this origin; their published work is credited to the
-	// accounting epoch through the API (made below, before any request).
-	var api *playerapi.API
-	credit := func(ctx context.Context, node string, deltas map[string]int64) error {
-		return api.AddFigures(ctx, node, deltas)
-	}
 	workerJobs, err := newRemoteJobs(cfg, store, files, worker, credit, log.With("component", "remote-jobs"), reg)
 	if err != nil {
 		return err

@@ -190,7 +190,8 @@ type TranscodeConfig struct {
 	Preset      string `yaml:"preset"`      // x264 preset
 	// VerifyFraction is the share of the segments of each remote
 	// worker's output (per rendition) that the origin transcodes again
-	// and compares before it publishes it: 0 none, 1 every one.
+	// and compares: a VOD output's before it publishes it, a live
+	// ladder's as they come; 0 none, 1 every one.
 	VerifyFraction float64 `yaml:"verify_fraction"`
 	Remote         string  `yaml:"remote"` // off, prefer or only: live ladders on remote workers
 }

@@ -27,6 +27,14 @@ import (
 // body, an encoder's error, out's) as an error: the origin then hands the
 // ladder to another worker or to its own CPU, from the current GOP.
 func EncodeLive(ctx context.Context, base ffmpeg.Config, src io.Reader, out *nodeproto.LiveWriter, log *slog.Logger) error {
+	return EncodeLiveCheating(ctx, base, src, out, log, nil)
+}
+
+// EncodeLiveCheating is EncodeLive with the rungs changed by cheat (when
+// set) before the encoders open: a test hook, for the worker a dishonest
+// operator modified (say, to encode at a quarter of the bitrate) that the
+// origin's sampled checks must catch. The shoal binary never sets it.
+func EncodeLiveCheating(ctx context.Context, base ffmpeg.Config, src io.Reader, out *nodeproto.LiveWriter, log *slog.Logger, cheat func(rungs []ffmpeg.Rung)) error {
 	if log == nil {
 		log = slog.Default()
 	}
@@ -45,6 +53,9 @@ func EncodeLive(ctx context.Context, base ffmpeg.Config, src io.Reader, out *nod
 	rungs := make([]ffmpeg.Rung, len(fl))
 	for i, g := range fl {
 		rungs[i] = ffmpeg.Rung{Name: g.Name(), Height: g.Height, Bitrate: g.Bitrate}
+	}
+	if cheat != nil {
+		cheat(rungs)
 	}
 	cfg := base
 	cfg.Preset, cfg.KeyframeInterval = h.Preset, h.Segment()

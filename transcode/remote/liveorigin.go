@@ -2,14 +2,20 @@ package remote
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net/http"
+	"runtime"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/media"
@@ -28,6 +34,30 @@ type LiveConfig struct {
 	QueueLen int
 	// TickEvery is how often an idle source body carries a tick; 0: 1 s.
 	TickEvery time.Duration
+	// VerifyFraction is the share of each rung's segments (cells of the
+	// keyframe grid) the origin re-checks (livecheck.go); 0: none.
+	VerifyFraction float64
+	// VerifyConcurrency bounds the checks under way at once (picks wait
+	// for one, up to four times as many; more are skipped); 0: a quarter
+	// of the CPUs, at least 1.
+	VerifyConcurrency int
+}
+
+// LiveDeps are the origin's collaborators for remote live ladders.
+type LiveDeps struct {
+	Log        *slog.Logger
+	Registerer prometheus.Registerer
+	// Queue, when set, counts a worker's checked and failed cells and
+	// its transcoded pixels in its record, and quarantines it at
+	// QuarantineAfter failed checks (*routing.Store implements it).
+	Queue interface {
+		AddWorkerFigures(ctx context.Context, id string, deltas map[string]int64) (map[string]int64, error)
+		QuarantineNode(ctx context.Context, id, reason string) error
+	}
+	// Figures, when set, adds to a node's figures of the current
+	// accounting epoch: a worker's transcoded pixels and verified cells,
+	// when its assignment ends with no failed check.
+	Figures func(ctx context.Context, node string, deltas map[string]int64) error
 }
 
 // LiveOrigin hands live ladders to remote workers: the transcoder
@@ -36,9 +66,20 @@ type LiveConfig struct {
 // source body (ServeSource) and posts the renditions body
 // (ReceiveRenditions), which the transcoder publishes into the hub.
 type LiveOrigin struct {
-	cfg LiveConfig
-	log *slog.Logger
-	now func() time.Time
+	cfg     LiveConfig
+	log     *slog.Logger
+	now     func() time.Time
+	queue   figureQueue
+	figures func(ctx context.Context, node string, deltas map[string]int64) error
+
+	// The sampled checks: the key of their seeds (drawn at start, never
+	// sent), their concurrency, outcomes and durations.
+	seedKey          []byte
+	checkSem         chan struct{}
+	checkQueued      atomic.Int64 // checks waiting for checkSem
+	checking         sync.WaitGroup
+	liveChecks       *prometheus.CounterVec
+	liveCheckSeconds prometheus.Histogram
 
 	mu      sync.Mutex
 	workers map[string]*liveWorker
@@ -56,7 +97,7 @@ type liveWorker struct {
 }
 
 // NewLiveOrigin validates cfg.
-func NewLiveOrigin(cfg LiveConfig, log *slog.Logger) *LiveOrigin {
+func NewLiveOrigin(cfg LiveConfig, deps LiveDeps) (*LiveOrigin, error) {
 	if cfg.PollWait <= 0 {
 		cfg.PollWait = 20 * time.Second
 	}
@@ -66,10 +107,58 @@ func NewLiveOrigin(cfg LiveConfig, log *slog.Logger) *LiveOrigin {
 	if cfg.TickEvery <= 0 {
 		cfg.TickEvery = time.Second
 	}
+	if math.IsNaN(cfg.VerifyFraction) || cfg.VerifyFraction < 0 || cfg.VerifyFraction > 1 {
+		return nil, fmt.Errorf("remote live: the verified fraction %v is not in [0, 1]", cfg.VerifyFraction)
+	}
+	if cfg.VerifyConcurrency <= 0 {
+		cfg.VerifyConcurrency = max(1, runtime.NumCPU()/4)
+	}
+	log := deps.Log
 	if log == nil {
 		log = slog.Default()
 	}
-	return &LiveOrigin{cfg: cfg, log: log, now: time.Now, workers: map[string]*liveWorker{}, assigns: map[string]*liveAssignment{}}
+	o := &LiveOrigin{cfg: cfg, log: log, now: time.Now, figures: deps.Figures,
+		workers: map[string]*liveWorker{}, assigns: map[string]*liveAssignment{},
+		seedKey: make([]byte, 32), checkSem: make(chan struct{}, cfg.VerifyConcurrency),
+		liveChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "shoal_transcode_remote_live_checks_total",
+			Help: "Sampled re-checks of remote workers' live output cells, by outcome (passed, failed, error: the origin could not check; skipped: too many waited for a check, or the source did not reach back far enough).",
+		}, []string{"outcome"}),
+		liveCheckSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shoal_transcode_remote_live_check_seconds",
+			Help:    "Time one sampled re-check of a remote worker's live output cell took.",
+			Buckets: []float64{0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32},
+		}),
+	}
+	if deps.Queue != nil {
+		o.queue = deps.Queue
+	}
+	if _, err := rand.Read(o.seedKey); err != nil {
+		return nil, fmt.Errorf("remote live: drawing the sampling key: %w", err)
+	}
+	for _, outcome := range []string{"passed", "failed", "error", "skipped"} {
+		o.liveChecks.WithLabelValues(outcome)
+	}
+	if deps.Registerer != nil {
+		if err := deps.Registerer.Register(o.liveChecks); err != nil {
+			return nil, err
+		}
+		if err := deps.Registerer.Register(o.liveCheckSeconds); err != nil {
+			return nil, err
+		}
+	}
+	return o, nil
+}
+
+// WaitChecks waits for the checks under way (tests, shutdown).
+func (o *LiveOrigin) WaitChecks() { o.checking.Wait() }
+
+// forget drops a worker that was quarantined: no ladder goes to it
+// (its claims are refused from now on).
+func (o *LiveOrigin) forget(id string) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	delete(o.workers, id)
 }
 
 var _ transcode.RemoteLadders = (*LiveOrigin)(nil)
@@ -309,6 +398,7 @@ type liveAssignment struct {
 	frames                 chan nodeproto.LiveFrame
 	bodyDone               chan struct{} // closed when the renditions body ended
 	done                   chan struct{} // closed by Close or a failure
+	sampler                *liveSampler  // nil: not checked
 	mu                     sync.Mutex
 	srcOpened, outOpened   bool
 	ended, closing, bodyOK bool
@@ -330,6 +420,7 @@ func (a *liveAssignment) closed() bool {
 func (a *liveAssignment) Start(hdr nodeproto.LiveSource) {
 	a.hdr = hdr
 	o := a.o
+	a.sampler = o.newLiveSampler(a, hdr)
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if w := o.workers[a.worker]; w != nil {
@@ -347,6 +438,9 @@ func (a *liveAssignment) Send(au *media.AccessUnit) bool {
 	}
 	select {
 	case a.src <- au:
+		if a.sampler != nil {
+			a.sampler.onSource(au)
+		}
 		return true
 	default:
 		a.fail(fmt.Errorf("worker %s let %d source access units pile up", a.worker, cap(a.src)))
@@ -385,6 +479,9 @@ func (a *liveAssignment) endBody(err error) {
 func (a *liveAssignment) Recv() (nodeproto.LiveFrame, error) {
 	select {
 	case f := <-a.frames:
+		if a.sampler != nil {
+			a.sampler.onOutput(f)
+		}
 		return f, nil
 	case <-a.bodyDone:
 		a.mu.Lock()
@@ -423,6 +520,9 @@ func (a *liveAssignment) Close() {
 	a.closing = true
 	close(a.done)
 	a.mu.Unlock()
+	if a.sampler != nil {
+		a.sampler.closed()
+	}
 	o := a.o
 	o.mu.Lock()
 	defer o.mu.Unlock()

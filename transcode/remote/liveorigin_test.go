@@ -23,7 +23,7 @@ import (
 // liveTestWorker is a worker's side run in process: it claims from lo,
 // reads the source body and posts the renditions body through pipes (the
 // HTTP routes only carry them), until ctx ends, which kills it mid-stream.
-func liveTestWorker(ctx context.Context, lo *LiveOrigin, id string, claimed chan<- string, log *slog.Logger) {
+func liveTestWorker(ctx context.Context, lo *LiveOrigin, id string, claimed chan<- string, log *slog.Logger, cheat func([]ffmpeg.Rung)) {
 	for ctx.Err() == nil {
 		a, ok, err := lo.ClaimLive(ctx, nodeproto.LiveWorker{ID: id, Ladders: 1, LastSeen: time.Now()})
 		if err != nil || !ok {
@@ -47,7 +47,7 @@ func liveTestWorker(ctx context.Context, lo *LiveOrigin, id string, claimed chan
 			}
 			outR.CloseWithError(err)
 		}()
-		err = EncodeLive(ctx, ffmpeg.Config{Backend: ffmpeg.BackendSoftware}, srcR, nodeproto.NewLiveWriter(outW, nil), log)
+		err = EncodeLiveCheating(ctx, ffmpeg.Config{Backend: ffmpeg.BackendSoftware}, srcR, nodeproto.NewLiveWriter(outW, nil), log, cheat)
 		srcR.CloseWithError(errors.New("the worker stopped"))
 		outW.CloseWithError(err) // nil: a clean end
 		wg.Wait()
@@ -71,17 +71,40 @@ func TestRemoteLiveFailover(t *testing.T) {
 	t.Parallel()
 	t.Run("to another worker", func(t *testing.T) {
 		t.Parallel()
-		testRemoteLiveFailover(t, []string{"wa", "wb"}, "worker")
+		testRemoteLiveFailover(t, &liveScenario{workers: []string{"wa", "wb"}, to: "worker"})
 	})
 	t.Run("to the origin's CPU", func(t *testing.T) {
 		t.Parallel()
-		testRemoteLiveFailover(t, []string{"wa"}, "cpu")
+		testRemoteLiveFailover(t, &liveScenario{workers: []string{"wa"}, to: "cpu"})
 	})
 }
 
+// liveScenario is a run of testRemoteLiveFailover.
+type liveScenario struct {
+	workers []string
+	to      string // the failover expected: "worker" or "cpu"
+	// cheat, when set, is a worker that encodes at a quarter of the
+	// ladder's bitrates: it alone claims at first, the others join once
+	// it took the stream, and nobody is killed: the origin's checks
+	// (every cell, verify) must drop it.
+	cheat  string
+	verify float64
+	deps   LiveDeps
+	lo     *LiveOrigin // set by the run
+}
+
+// quarterBitrate is a cheating worker's change to its rungs.
+func quarterBitrate(rungs []ffmpeg.Rung) {
+	for i := range rungs {
+		rungs[i].Bitrate /= 4
+	}
+}
+
 // testRemoteLiveFailover runs the stream with workers, kills the one that
-// took it, and expects a failover to "worker" or "cpu".
-func testRemoteLiveFailover(t *testing.T, workerIDs []string, to string) {
+// took it (or lets the checks catch the cheat), and expects a failover to
+// sc.to.
+func testRemoteLiveFailover(t *testing.T, sc *liveScenario) *prometheus.Registry {
+	workerIDs, to := sc.workers, sc.to
 	log := slog.New(slog.DiscardHandler)
 	track, aus := demuxClip(t, shoaltest.MakeTS(t, 640, 360, 6, 45)) // source GOP 1.5 s, off the 1 s grid
 	hub, err := stream.New(stream.Config{QueueSize: 1 << 16}, stream.Deps{Log: log})
@@ -93,9 +116,15 @@ func testRemoteLiveFailover(t *testing.T, workerIDs []string, to string) {
 	go func() { _ = hub.Run(hctx); close(hubDone) }()
 	t.Cleanup(func() { hcancel(); <-hubDone })
 
-	lo := NewLiveOrigin(LiveConfig{PollWait: time.Second}, log)
-	ladder, _ := media.ParseLadder("240p:400k,180p:300k")
 	reg := prometheus.NewRegistry()
+	deps := sc.deps
+	deps.Log, deps.Registerer = log, reg
+	lo, err := NewLiveOrigin(LiveConfig{PollWait: time.Second, VerifyFraction: sc.verify, VerifyConcurrency: 4}, deps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc.lo = lo
+	ladder, _ := media.ParseLadder("240p:400k,180p:300k")
 	tc, err := transcode.New(transcode.Config{Ladder: ladder, MaxLadders: 0, HWAccel: transcode.HWNone, Preset: "ultrafast",
 		SegmentDuration: time.Second, Remote: transcode.RemoteOnly}, transcode.Deps{Log: log, Hub: hub, Registerer: reg, Remote: lo})
 	if err != nil {
@@ -109,22 +138,38 @@ func testRemoteLiveFailover(t *testing.T, workerIDs []string, to string) {
 	claimed := make(chan string, 4)
 	wctx := map[string]context.CancelFunc{}
 	var workers sync.WaitGroup
-	for _, id := range workerIDs {
+	var wmu sync.Mutex
+	startWorker := func(id string) {
 		ctx, cancel := context.WithCancel(context.Background())
+		wmu.Lock()
 		wctx[id] = cancel
+		wmu.Unlock()
+		var cheat func([]ffmpeg.Rung)
+		if id == sc.cheat {
+			cheat = quarterBitrate
+		}
 		workers.Add(1)
-		go func() { defer workers.Done(); liveTestWorker(ctx, lo, id, claimed, log) }()
+		go func() { defer workers.Done(); liveTestWorker(ctx, lo, id, claimed, log, cheat) }()
+	}
+	initial := workerIDs
+	if sc.cheat != "" {
+		initial = []string{sc.cheat}
+	}
+	for _, id := range initial {
+		startWorker(id)
 	}
 	defer func() {
+		wmu.Lock()
 		for _, c := range wctx {
 			c()
 		}
+		wmu.Unlock()
 		workers.Wait()
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	for lo.Available() < len(workerIDs) {
+	for lo.Available() < len(initial) {
 		if time.Now().After(deadline) {
 			t.Fatal("the workers never claimed")
 		}
@@ -193,7 +238,7 @@ func testRemoteLiveFailover(t *testing.T, workerIDs []string, to string) {
 	// Kill the first worker once its output is 2.5 s in (mid-segment, past
 	// the source keyframe at 1.5 s: the replacement starts off the grid).
 	first := aus[0].PTS
-	killed, victim := false, ""
+	killed, victim, next := false, "", ""
 	for _, au := range aus {
 		for au.PTS > max(out(), first)+135000 {
 			select {
@@ -202,18 +247,48 @@ func testRemoteLiveFailover(t *testing.T, workerIDs []string, to string) {
 				t.Fatalf("no output past %d (source at %d)", out()-first, au.PTS-first)
 			}
 		}
-		if !killed && out()-first >= 225000 {
+		switch {
+		case sc.cheat != "" && victim == "":
+			// The others join once the cheat took the stream.
+			select {
+			case victim = <-claimed:
+				for _, id := range workerIDs {
+					if id != sc.cheat {
+						startWorker(id)
+					}
+				}
+			default:
+			}
+		case sc.cheat != "" && next == "" && au.PTS-first >= 270000:
+			// The source waits (at 3 s) for the checks to catch the cheat
+			// and the honest worker to take over: checks lag the stream
+			// by a cell or two, and this source comes faster than real
+			// time.
+			select {
+			case next = <-claimed:
+			case <-time.After(time.Until(deadline)):
+				t.Fatal("the cheat was never replaced")
+			}
+		case sc.cheat == "" && !killed && out()-first >= 225000:
 			killed, victim = true, <-claimed
+			wmu.Lock()
 			wctx[victim]()
+			wmu.Unlock()
 		}
 		pub.Write(au)
 	}
-	if !killed {
+	if sc.cheat == "" && !killed {
 		t.Fatal("the first worker was never killed")
 	}
+	if sc.cheat != "" && victim != sc.cheat {
+		t.Fatalf("%q took the stream first, not the cheat", victim)
+	}
 	if to == "worker" {
-		if next := <-claimed; next == victim {
-			t.Fatalf("worker %s took the stream again after it was killed", next)
+		if next == "" {
+			next = <-claimed
+		}
+		if next == victim {
+			t.Fatalf("worker %s took the stream again after it failed", next)
 		}
 	}
 	pub.Close()
@@ -268,6 +343,7 @@ func testRemoteLiveFailover(t *testing.T, workerIDs []string, to string) {
 			t.Errorf("%s ends at %d, want the source's last frame %d", name, end, last)
 		}
 	}
+	return reg
 }
 
 func maps2(m map[string]*rungOut) []string {
@@ -335,8 +411,12 @@ func TestRemoteModesWithoutWorkers(t *testing.T) {
 			t.Cleanup(func() { hcancel(); <-hubDone })
 			ladder, _ := media.ParseLadder("240p:400k")
 			reg := prometheus.NewRegistry()
+			lo, err := NewLiveOrigin(LiveConfig{}, LiveDeps{Log: log})
+			if err != nil {
+				t.Fatal(err)
+			}
 			tc, err := transcode.New(transcode.Config{Ladder: ladder, MaxLadders: 1, HWAccel: transcode.HWNone, Preset: "ultrafast",
-				SegmentDuration: time.Second, Remote: mode}, transcode.Deps{Log: log, Hub: hub, Registerer: reg, Remote: NewLiveOrigin(LiveConfig{}, log)})
+				SegmentDuration: time.Second, Remote: mode}, transcode.Deps{Log: log, Hub: hub, Registerer: reg, Remote: lo})
 			if err != nil {
 				t.Fatal(err)
 			}

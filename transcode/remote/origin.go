@@ -1008,19 +1008,35 @@ func (o *Origin) blame(ctx context.Context, id, node string, log *slog.Logger) i
 // verifyFailed counts a segment of node's that failed the re-check, and
 // quarantines the node at QuarantineAfter.
 func (o *Origin) verifyFailed(ctx context.Context, node, reason string, log *slog.Logger) {
-	tot, err := o.queue.AddWorkerFigures(ctx, node, map[string]int64{routing.WorkVerifyFailed: 1})
+	countVerifyFailure(ctx, o.queue, node, reason, log)
+}
+
+// figureQueue is what counting a worker's failed re-checks takes.
+type figureQueue interface {
+	AddWorkerFigures(ctx context.Context, id string, deltas map[string]int64) (map[string]int64, error)
+	QuarantineNode(ctx context.Context, id, reason string) error
+}
+
+// countVerifyFailure counts a segment (VOD) or cell (live) of node's that
+// failed the re-check, and quarantines the node at QuarantineAfter
+// (true: it is quarantined now).
+func countVerifyFailure(ctx context.Context, q figureQueue, node, reason string, log *slog.Logger) bool {
+	tot, err := q.AddWorkerFigures(ctx, node, map[string]int64{routing.WorkVerifyFailed: 1})
 	if err != nil {
 		log.Warn("counting a worker's failed re-check", "err", err)
-		return
+		return false
 	}
-	if n := tot[routing.WorkVerifyFailed]; n >= QuarantineAfter {
-		why := fmt.Sprintf("%d of its segments failed the origin's re-check of remote transcodes; the last: %s", n, clip(reason, 300))
-		if err := o.queue.QuarantineNode(ctx, node, why); err != nil {
-			log.Error("quarantining a worker whose transcodes failed the re-check", "err", err)
-			return
-		}
-		log.Warn("quarantined a remote worker: its transcodes failed the re-check", "failed_segments", n)
+	n := tot[routing.WorkVerifyFailed]
+	if n < QuarantineAfter {
+		return false
 	}
+	why := fmt.Sprintf("%d of its segments failed the origin's re-check of remote transcodes; the last: %s", n, clip(reason, 300))
+	if err := q.QuarantineNode(ctx, node, why); err != nil {
+		log.Error("quarantining a worker whose transcodes failed the re-check", "err", err)
+		return false
+	}
+	log.Warn("quarantined a remote worker: its transcodes failed the re-check", "failed_segments", n)
+	return true
 }
 
 // unverified ends an attempt whose output the origin could not re-check

@@ -340,11 +340,11 @@ type checker struct {
 	// start and end are the span checked, for messages.
 	start, end time.Duration
 	th         Thresholds
-	seg    Parsed
-	res    ffmpeg.CompareResult
-	exp    expectation
-	checks []CheckResult
-	fig    Figures
+	seg        Parsed
+	res        ffmpeg.CompareResult
+	exp        expectation
+	checks     []CheckResult
+	fig        Figures
 }
 
 func (c *checker) add(name string, ok bool, reason string) {
