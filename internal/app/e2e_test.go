@@ -84,6 +84,10 @@ const runMainEnv = "SHOAL_TEST_RUN_MAIN"
 // cheating edge, which only the test binary can make.
 const claimFactorEnv = "SHOAL_TEST_EDGE_CLAIM_FACTOR"
 
+// liveCheatEnv (=1) makes a process that TestMain runs a remote worker
+// that encodes live ladders at a quarter of their bitrates (testOptions).
+const liveCheatEnv = "SHOAL_TEST_LIVE_CHEAT"
+
 func TestMain(m *testing.M) {
 	if os.Getenv(runMainEnv) == "1" {
 		var opts testOptions
@@ -95,6 +99,7 @@ func TestMain(m *testing.M) {
 			}
 			opts.claimFactor = n
 		}
+		opts.liveCheat = os.Getenv(liveCheatEnv) == "1"
 		ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 		code := run(ctx, os.Args[1:], os.Environ(), os.Stdout, os.Stderr, opts)
 		stop()

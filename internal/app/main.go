@@ -55,6 +55,9 @@ type testOptions struct {
 	// claimFactor multiplies the bytes_served an edge's heartbeats claim
 	// (a cheating edge); 0 or 1: the truth.
 	claimFactor int64
+	// liveCheat makes a remote worker encode live ladders at a quarter of
+	// their bitrates (a cheating worker).
+	liveCheat bool
 }
 
 // run is Main with test options.
@@ -123,7 +126,7 @@ func run(ctx context.Context, args, environ []string, stdout, stderr io.Writer, 
 	case "origin":
 		err = runOrigin(ctx, cfg, log, nil, false)
 	case "worker":
-		err = runWorker(ctx, cfg, log)
+		err = runWorker(ctx, cfg, log, opts)
 	case "edge":
 		err = runEdge(ctx, cfg, lookup(environ, "SHOAL_PUBLIC_URL") != "", log, opts)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/originset"
 	"github.com/shoal-video/shoal/transcode"
+	"github.com/shoal-video/shoal/transcode/ffmpeg"
 	"github.com/shoal-video/shoal/transcode/remote"
 )
 
@@ -26,6 +27,15 @@ type remoteLive struct {
 	accel   transcode.Accel
 	preset  string
 	log     *slog.Logger
+	// cheat, a test option, changes the rungs before they are encoded.
+	cheat func(rungs []ffmpeg.Rung)
+}
+
+// quarterBitrates is a cheating worker's change to its rungs (testOptions).
+func quarterBitrates(rungs []ffmpeg.Rung) {
+	for i := range rungs {
+		rungs[i].Bitrate /= 4
+	}
 }
 
 // run claims and encodes live ladders, slots at once, until ctx ends.
@@ -95,7 +105,7 @@ func (r *remoteLive) encode(ctx context.Context, origin string, a nodeproto.Live
 		posted <- err
 	}()
 	base := r.accel.PipelineConfig(r.preset, time.Second, log)
-	err = remote.EncodeLive(ctx, base, src, nodeproto.NewLiveWriter(pw, nil), log)
+	err = remote.EncodeLiveCheating(ctx, base, src, nodeproto.NewLiveWriter(pw, nil), log, r.cheat)
 	pw.CloseWithError(err) // nil: the body ends cleanly
 	perr := <-posted
 	if err == nil {

@@ -105,10 +105,7 @@ func TestRemoteLiveLadderSurvivesAWorker(t *testing.T) {
 	if err := pub.Wait(); err != nil {
 		t.Fatalf("publisher: %v", err)
 	}
-	n.waitFor("both rungs to end", 60*time.Second, func() bool {
-		return strings.Contains(n.playlist(ls.ID, "360p/index.m3u8"), "#EXT-X-ENDLIST") &&
-			strings.Contains(n.playlist(ls.ID, "240p/index.m3u8"), "#EXT-X-ENDLIST")
-	})
+	n.waitLadderEnd(ls.ID)
 	if i := strings.Index(n.stderr.String(), "a remote worker failed; another takes over"); i < 0 {
 		t.Errorf("the origin did not hand the ladder to the other worker:\n%s", n.stderr.String())
 	} else {
@@ -118,14 +115,24 @@ func TestRemoteLiveLadderSurvivesAWorker(t *testing.T) {
 	if !strings.Contains(other.stderr.String(), "encoding a live ladder") {
 		t.Errorf("the surviving worker never encoded the ladder:\n%s", other.stderr.String())
 	}
+	n.checkLadderWhole(t, ls.ID, seconds)
+}
+
+// checkLadderWhole checks stream id's recorded ladder (360p and 240p of a
+// 640x360 source of seconds): each rung plays (ffprobe), has every
+// segment (decode times contiguous, no discontinuity, durations summing
+// to the stream's), and every segment starts with an IDR at the same
+// decode time in every rung.
+func (n *node) checkLadderWhole(t *testing.T, id string, seconds int) {
+	t.Helper()
 	for name, want := range map[string]string{"360p": "h264,640,360", "240p": "h264,428,240"} {
-		if got := probeVideo(t, n.http+"/hls/"+ls.ID+"/"+name+"/index.m3u8"); got != want {
+		if got := probeVideo(t, n.http+"/hls/"+id+"/"+name+"/index.m3u8"); got != want {
 			t.Errorf("ffprobe %s: %q, want %q", name, got, want)
 		}
 	}
 	var starts [][]int64
 	for _, name := range []string{"360p", "240p"} {
-		seq, segs, pl := n.rungSegments(t, ls.ID, name)
+		seq, segs, pl := n.rungSegments(t, id, name)
 		if strings.Contains(pl, "#EXT-X-DISCONTINUITY") || seq != 0 {
 			t.Errorf("%s: media sequence %d, discontinuity %v, want one timeline from 0:\n%s", name, seq, strings.Contains(pl, "#EXT-X-DISCONTINUITY"), pl)
 		}
@@ -141,7 +148,7 @@ func TestRemoteLiveLadderSurvivesAWorker(t *testing.T) {
 				t.Errorf("%s: segment %s starts at %d, the one before ends at %d: a gap", name, s.uri, s.start, segs[i-1].start+segs[i-1].duration)
 			}
 		}
-		if math.Abs(sum-seconds) > 1 {
+		if math.Abs(sum-float64(seconds)) > 1 {
 			t.Errorf("%s: the segments last %.3f s, want %d s within a segment", name, sum, seconds)
 		}
 		t.Logf("%s: %d segments from sequence %d, %.3f s, decode times %v", name, len(segs), seq, sum, st)
@@ -149,5 +156,68 @@ func TestRemoteLiveLadderSurvivesAWorker(t *testing.T) {
 	}
 	if !slices.Equal(starts[0], starts[1]) {
 		t.Errorf("segments start at different decode times across rungs: 360p %v, 240p %v", starts[0], starts[1])
+	}
+}
+
+// waitLadderEnd waits for stream id's 360p and 240p recordings to end.
+func (n *node) waitLadderEnd(id string) {
+	n.waitFor("both rungs to end", 60*time.Second, func() bool {
+		return strings.Contains(n.playlist(id, "360p/index.m3u8"), "#EXT-X-ENDLIST") &&
+			strings.Contains(n.playlist(id, "240p/index.m3u8"), "#EXT-X-ENDLIST")
+	})
+}
+
+// A live ladder's cheat, all real processes: a `shoal worker` that
+// encodes at a quarter of the ladder's bitrates (a test option) takes the
+// stream; an honest one joins. The origin re-checks every cell
+// (verify_fraction 1): the cheat fails, is dropped from the stream and
+// the honest worker takes over; the recording has every segment, aligned
+// across rungs. The cheat's record counts the failed check and no credit;
+// the honest worker's, its verified cells and pixels.
+func TestRemoteLiveCheatCaught(t *testing.T) {
+	t.Parallel()
+	n := startNode(t, "SHOAL_VOD_WORKERS=0", "SHOAL_TRANSCODE_REMOTE=only", "SHOAL_TRANSCODE_MAX_LADDERS=0",
+		"SHOAL_TRANSCODE_LADDER=360p:700k,240p:400k", "SHOAL_TRANSCODE_PRESET=ultrafast", "SHOAL_HLS_SEGMENT_DURATION=1s",
+		"SHOAL_TRANSCODE_VERIFY_FRACTION=1")
+	token, _ := n.nodeTokenWithID("live workers")
+	cheat := startRemoteWorker(t, n, token, "SHOAL_TRANSCODE_MAX_LADDERS=0", "SHOAL_TRANSCODE_PRESET=ultrafast", liveCheatEnv+"=1")
+	n.waitFor("the cheat waiting for live ladders", 60*time.Second, func() bool {
+		return strings.Contains(n.stderr.String(), "a remote worker waits for live ladders")
+	})
+	const seconds = 16
+	ls := n.createStream("cheated ladder")
+	pub := publish(t, clipSized(t, 640, 360, seconds), n.rtmp+"/"+ls.StreamKey)
+	n.waitFor("the cheat to take the ladder", 60*time.Second, func() bool {
+		return strings.Contains(cheat.stderr.String(), "encoding a live ladder")
+	})
+	honest := startRemoteWorker(t, n, token, "SHOAL_TRANSCODE_MAX_LADDERS=0", "SHOAL_TRANSCODE_PRESET=ultrafast")
+	n.waitFor("the cheat to be caught and the honest worker to take over", 60*time.Second, func() bool {
+		return strings.Contains(n.stderr.String(), "failed the re-check: it is dropped from the stream") &&
+			strings.Contains(honest.stderr.String(), "encoding a live ladder")
+	})
+	if err := pub.Wait(); err != nil {
+		t.Fatalf("publisher: %v", err)
+	}
+	n.waitLadderEnd(ls.ID)
+	for _, l := range strings.Split(n.stderr.String(), "\n") {
+		if strings.Contains(l, "failed the re-check") || strings.Contains(l, "another takes over") {
+			t.Logf("origin: %s", l)
+		}
+	}
+	n.checkLadderWhole(t, ls.ID, seconds)
+
+	cid, hid := nodeIDOf(t, cheat), nodeIDOf(t, honest)
+	n.waitFor("the honest worker's credit", 30*time.Second, func() bool {
+		h := n.joinedWorkers()[hid]
+		return h.Jobs != nil && h.Jobs.TranscodedPixels > 0
+	})
+	jw := n.joinedWorkers()
+	c, h := jw[cid], jw[hid]
+	t.Logf("cheat: %+v; honest: %+v", *c.Jobs, *h.Jobs)
+	if c.Jobs.VerifyFailed != 1 || c.Jobs.TranscodedPixels != 0 || c.Jobs.SegmentsVerified != 0 || c.State != "active" {
+		t.Errorf("the cheat in /v1/nodes: %s %+v, want one failed check, no credit, not yet quarantined", c.State, *c.Jobs)
+	}
+	if h.Jobs.VerifyFailed != 0 || h.Jobs.SegmentsVerified < 1 || h.Jobs.TranscodedPixels <= 0 {
+		t.Errorf("the honest worker in /v1/nodes: %+v, want verified cells and pixels, no failure", *h.Jobs)
 	}
 }

@@ -38,7 +38,7 @@ const capacityDeadline = 30 * time.Second
 // while the job runs. With transcode.max_ladders -1 (the default), it
 // measures its capacity (the self-benchmark) once joined, before it takes
 // a job.
-func runRemoteWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+func runRemoteWorker(ctx context.Context, cfg config.Config, log *slog.Logger, opts testOptions) error {
 	if cfg.NodeToken == "" {
 		return errors.New("SHOAL_NODE_TOKEN (node_token) is required for a worker that joins an origin (SHOAL_ORIGIN_URL): POST /v1/node-tokens on the origin issues one")
 	}
@@ -98,6 +98,9 @@ func runRemoteWorker(ctx context.Context, cfg config.Config, log *slog.Logger) e
 		case <-self.ready:
 		}
 		live := &remoteLive{client: client, origins: origins, accel: accel, preset: cfg.Transcode.Preset, log: log.With("component", "live")}
+		if opts.liveCheat {
+			live.cheat = quarterBitrates
+		}
 		return live.run(gctx, self.caps.Load().Ladders)
 	})
 	g.Go(func() error {

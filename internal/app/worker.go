@@ -22,12 +22,12 @@ import (
 // machine or a shared file system); with s3, the bucket, and the data dir
 // is the worker's own scratch space. With SHOAL_ORIGIN_URL set, it is a
 // remote worker instead (runRemoteWorker): no Redis, no shared disk.
-func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger) error {
+func runWorker(ctx context.Context, cfg config.Config, log *slog.Logger, opts testOptions) error {
 	if cfg.VOD.Workers < 1 {
 		return fmt.Errorf("vod.workers (SHOAL_VOD_WORKERS) is %d: a worker needs at least 1", cfg.VOD.Workers)
 	}
 	if cfg.OriginURL != "" {
-		return runRemoteWorker(ctx, cfg, log)
+		return runRemoteWorker(ctx, cfg, log, opts)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

@@ -28,8 +28,9 @@ type LiveCompareConfig struct {
 	// 1 to 1.5 dB lower): start them a second before From or more.
 	SourceAUs []*media.AccessUnit
 	// From and To bound the window on the stream's timeline (90 kHz):
-	// the source frames the ladder keeps whose encoder instant rounds
-	// into [From, To).
+	// the source frames the ladder keeps whose timestamps fall in [From,
+	// To) (with From and To on the grid: one cell, from its keyframe to
+	// the next's).
 	From, To int64
 	// KeyframeInterval and KeyframeAnchor are the ladder's keyframe grid
 	// (Config.Anchored): keyframes fall on the first frame at or after
@@ -67,7 +68,7 @@ func CompareLive(ctx context.Context, cfg LiveCompareConfig) (CompareResult, err
 	if cfg.KeyframeInterval <= 0 {
 		return CompareResult{}, errors.New("compare: the keyframe interval is required")
 	}
-	srcW, srcH, err := trackSize(cfg.Source)
+	srcW, srcH, err := TrackSize(cfg.Source)
 	if err != nil {
 		return CompareResult{}, err
 	}
@@ -128,9 +129,9 @@ func CompareLive(ctx context.Context, cfg LiveCompareConfig) (CompareResult, err
 	return res, nil
 }
 
-// trackSize is the picture size a video track's SPS declares (the track's
+// TrackSize is the picture size a video track's SPS declares (the track's
 // own figures when it has no SPS the parser reads).
-func trackSize(t media.Track) (int, int, error) {
+func TrackSize(t media.Track) (int, int, error) {
 	w, h := t.Width, t.Height
 	switch t.Codec {
 	case media.CodecH264:
@@ -156,7 +157,6 @@ func trackSize(t media.Track) (int, int, error) {
 // feed (when set), and returns the frames seen, as walk does; eof: the
 // access units end before the window does.
 func (w *window) walkLive(ctx context.Context, cfg LiveCompareConfig, s *codedStream, feed feedFunc) ([]SourceFrame, bool, error) {
-	half := w.frame / 2
 	var frames []SourceFrame
 	var last, nextKey, lastTick int64
 	haveGrid, sent, seenWindow := false, false, false
@@ -195,11 +195,15 @@ func (w *window) walkLive(ctx context.Context, cfg LiveCompareConfig, s *codedSt
 		}
 		at := astiav.RescaleQ(tick, w.encTB, clock90k)
 		sf := SourceFrame{PTS: pts, At: at, Kept: kept, Key: key && kept}
+		// A cell holds the frames from its grid keyframe (the first at or
+		// after From) to the next one's: by their timestamps, whatever
+		// instant their ticks round to (a frame just before From may
+		// round to it, the keyframe after it a frame later).
 		switch {
-		case kept && at >= w.to-half:
+		case kept && pts >= w.to:
 			frames = append(frames, sf)
 			return errWindowDone
-		case kept && at >= w.from-half:
+		case kept && pts >= w.from:
 			sf.InWindow, seenWindow = true, true
 			frames = append(frames, sf)
 			if err := w.source(s, f, at); err != nil {

@@ -39,7 +39,9 @@ func runLive(t *testing.T, path string, rung Rung, interval time.Duration) liveR
 	if err != nil {
 		t.Fatal(err)
 	}
-	r.anchor = r.source[0].PTS + 27_000 // 0.3 s in: not on a source keyframe
+	// 0.3 s in and between two frames: not on a source keyframe, and the
+	// cell's keyframe (the next frame) rounds to a tick after the grid.
+	r.anchor = r.source[0].PTS + 27_000 + 1_110
 	p, err := New(Config{Preset: "veryfast", KeyframeInterval: interval, Anchored: true, KeyframeAnchor: r.anchor, Log: quiet}, r.track, []Rung{rung})
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +158,41 @@ func TestCompareLiveFollowsTheLadder(t *testing.T) {
 	for i, c := range bad {
 		if _, err := CompareLive(t.Context(), c); err == nil {
 			t.Errorf("case %d: no error", i)
+		}
+	}
+}
+
+// At 29.97 fps the grid instants fall between frames and the cells'
+// keyframes round to ticks up to a frame after them: every cell CompareLive
+// lays out is the one the pipeline encoded, frame for frame.
+func TestCompareLiveNTSC(t *testing.T) {
+	t.Parallel()
+	src := makeClip(t, "ntsc.ts", "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=30000/1001", "-t", "6", "-c:v", "libx264",
+		"-preset", "ultrafast", "-g", "45", "-pix_fmt", "yuv420p", "-f", "mpegts")
+	run := runLive(t, src, Rung{Name: "180p", Height: 180, Bitrate: 300_000}, time.Second)
+	for k := int64(1); k <= 4; k++ {
+		from, to, cand, source := run.gop(t, k)
+		res, err := CompareLive(t.Context(), LiveCompareConfig{Source: run.track, SourceAUs: source, From: from, To: to,
+			KeyframeInterval: run.interval, KeyframeAnchor: run.anchor, Rung: run.rung, Candidate: cand})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var at []int64
+		for _, f := range res.Frames {
+			if f.InWindow {
+				at = append(at, f.At)
+			}
+		}
+		pts := make([]int64, len(cand.AUs))
+		for i, au := range cand.AUs {
+			pts[i] = au.PTS
+		}
+		slices.Sort(pts)
+		if !slices.Equal(at, pts) {
+			t.Errorf("cell %d: CompareLive lays out %v, the ladder encoded %v", k, at, pts)
+		}
+		if c := res.Candidate; c.Err != nil || len(c.Frames) != len(pts) {
+			t.Errorf("cell %d: candidate %d frames of %d, %v", k, len(c.Frames), len(pts), c.Err)
 		}
 	}
 }

@@ -1,12 +1,17 @@
 package remote
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h265"
 
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/nodeproto"
@@ -15,22 +20,30 @@ import (
 	"github.com/shoal-video/shoal/transcode/verify"
 )
 
-// Sampled verification of remote live ladders: of every rung a worker
-// sends back, each cell of the keyframe grid (one segment: from a grid
-// keyframe to the next) is picked with probability VerifyFraction by
-// verify.Picked, seeded with an HMAC of the assignment and the rung under
-// a key the origin draws at start and never sends. For a picked cell the
-// origin keeps the source from a keyframe a second or more before it and
-// the worker's access units for it, and once the cell's output is whole
-// checks it in the background as a VOD segment is checked
-// (verify.CheckLive: timing, frames, keyframes, size, PSNR/SSIM against
-// the source and a reference encode by the ladder's own code). A cell that
-// fails drops the worker from the stream: the assignment fails, and the
-// transcoder hands the ladder to another worker or its own CPU from the
-// last source keyframe (the cell was already published: live segments go
-// out as they are made). The failure counts towards the worker's
-// quarantine, as a VOD segment's does; an assignment that ends with no
-// failed check credits the pixels it transcoded and the cells verified.
+// Verification of remote live ladders, in two parts.
+//
+// Structure, every frame: a worker's renditions must be the ladder's
+// rungs at the sizes the ladder makes of the source, every rung must have
+// a keyframe in every cell of the keyframe grid (one segment: from a grid
+// keyframe to the next), and nothing may come out ahead of the source. A
+// worker that breaks one is dropped from the stream at once (its
+// assignment fails: the transcoder hands the ladder to another worker or
+// its own CPU from the last source keyframe).
+//
+// Pictures, sampled: each cell of each rung is picked with probability
+// VerifyFraction by verify.Picked, seeded with an HMAC of the assignment
+// and the rung under a key the origin draws at start and never sends. For
+// a picked cell the origin keeps the source from a keyframe a second or
+// more before it and the worker's access units, and once the cell is
+// whole and the source past it, checks it in the background as a VOD
+// segment is checked (verify.CheckLive: timing, frames, keyframes, size,
+// PSNR/SSIM against the source and a reference encode by the ladder's
+// own code at the ladder's bitrate). A cell that fails drops the worker
+// from the stream the same way (the cell itself was published: live
+// segments go out as they are made) and counts towards its quarantine,
+// once per assignment. An assignment that ends with no failure credits
+// its pixels (each rung's frames, at most the source's, at the ladder's
+// size) and its cells that passed.
 
 // liveCheckTimeout bounds one cell's check.
 const liveCheckTimeout = time.Minute
@@ -40,26 +53,46 @@ const liveCheckTimeout = time.Minute
 // ffmpeg.LiveCompareConfig).
 const liveWarmup = time.Second
 
-// maxCellAUs bounds the access units kept for a cell (a minute at 120
-// fps): a worker that sends more has no cell to check there, and the
-// transcoder replaces a worker that far off the grid anyway.
-const maxCellAUs = 7200
+// Bounds on what a sampler keeps: a cell's access units (a minute at 120
+// fps), the source history (a minute at 60 fps, 64 MiB; a source whose
+// keyframes are further apart is not checked where it lacks them).
+const (
+	maxCellAUs     = 7200
+	maxSourceAUs   = 3600
+	maxSourceBytes = 64 << 20
+)
 
-// liveSampler samples and checks one assignment's output. The
-// assignment's Send (the transcoder's goroutine) and Recv (the job's
-// reader) feed it (onSource, onOutput), under mu.
+// liveQueuePerCheck: as many cells as this many times the checks that
+// run at once may wait for one (each holds its source, a few megabytes);
+// a pick past that is skipped.
+const liveQueuePerCheck = 4
+
+// liveCheckMargin is how far past a cell the source must reach before
+// its check starts: a source with B-frames sends a frame before the
+// cell's end after one past it.
+const liveCheckMargin = 45000 // half a second
+
+// aheadSlack is how far past the newest source frame a worker's output
+// may be (an encoder's tick rounding is a frame at most).
+const aheadSlack = 90000
+
+// liveSampler checks one assignment's output. The assignment's Send (the
+// transcoder's goroutine) and Recv (the job's reader) feed it (onSource,
+// onOutput), under mu.
 type liveSampler struct {
 	mu       sync.Mutex
 	o        *LiveOrigin
 	a        *liveAssignment
-	track    media.Track // the source video, its parameter sets
-	rate     int64       // its clock rate
-	anchor   int64       // the grid, 90 kHz
+	track    media.Track // the source video, its latest parameter sets
+	srcW     int         // the size they declare
+	srcH     int
+	rate     int64 // its clock rate
+	anchor   int64 // the grid, 90 kHz
 	step     int64
 	interval time.Duration
 	preset   string
-	lag      int64          // how far behind the source a worker's output may be, 90 kHz
-	bitrates map[string]int // the ladder's, by rung name
+	lag      int64        // how far behind the source a worker's output may be, 90 kHz
+	ladder   media.Ladder // the origin's
 	seeds    map[string][]byte
 	anyPick  map[int64]bool // pickedAny's answers, while the cell may come
 
@@ -69,50 +102,55 @@ type liveSampler struct {
 	first, newest int64
 	started       bool
 	src           []*media.AccessUnit // 90 kHz copies
+	srcBytes      int
+	srcFrames     int64 // source video access units sent
 	rungs         []nodeproto.LiveRung
+	bitrates      []int             // the ladder's, per rung index
+	frames        []int64           // access units received, per rung index
 	open          map[int]*liveCell // per rung index
+	keyCell       map[int]int64     // per rung index: the cell of its latest keyframe
 	ready         []*liveCell       // whole, waiting for the source to pass them
-	pixels        int64             // of every access unit received
+	pixels        int64             // credited so far
 	verified      int64             // cells that passed
 	failed        bool
 	running       int  // checks under way
 	ended         bool // the assignment closed
+	credited      bool
 }
 
 // liveCell is a picked cell being collected.
 type liveCell struct {
-	rung nodeproto.LiveRung
-	k    int64
-	aus  []*media.AccessUnit
-	next int64 // the PTS of the rung's next keyframe, once whole
+	rung    nodeproto.LiveRung
+	bitrate int // the ladder's
+	k       int64
+	aus     []*media.AccessUnit
+	next    int64 // the PTS of the rung's next keyframe, once whole
 }
 
-// newLiveSampler samples a's output; nil when the origin checks none or
-// the header gives no grid to check against.
+// newLiveSampler checks a's output (its structure always, its pictures at
+// VerifyFraction); nil when the header gives nothing to check against (a
+// source of unknown size).
 func (o *LiveOrigin) newLiveSampler(a *liveAssignment, hdr nodeproto.LiveSource) *liveSampler {
-	if o.cfg.VerifyFraction <= 0 || hdr.Video < 0 || hdr.Video >= len(hdr.Tracks) || hdr.SegmentMillis <= 0 {
+	if hdr.Video < 0 || hdr.Video >= len(hdr.Tracks) || hdr.SegmentMillis <= 0 {
 		return nil
 	}
 	tr := hdr.Tracks[hdr.Video].Track()
 	if tr.Codec != media.CodecH264 && tr.Codec != media.CodecH265 || tr.ClockRate <= 0 {
 		return nil
 	}
+	w, h, err := ffmpeg.TrackSize(tr)
+	if err != nil {
+		return nil
+	}
 	ladder, err := hdr.ParsedLadder()
 	if err != nil {
 		return nil
 	}
-	// The ladder's bitrates, the origin's: never the worker's word (a
-	// reference encoded at the bitrate a cheat claims would excuse it).
-	bitrates := map[string]int{}
-	for _, r := range ladder.For(tr.Height) {
-		bitrates[r.Name()] = r.Bitrate
-	}
 	interval := time.Duration(hdr.SegmentMillis) * time.Millisecond
 	step := media.Ticks(interval, 90000)
-	s := &liveSampler{o: o, a: a, track: tr, rate: int64(tr.ClockRate), anchor: hdr.KeyframeAnchor, step: step,
-		interval: interval, preset: hdr.Preset, lag: 3*step + media.Ticks(2*time.Second, 90000),
-		bitrates: bitrates, seeds: map[string][]byte{}, anyPick: map[int64]bool{}, open: map[int]*liveCell{}}
-	return s
+	return &liveSampler{o: o, a: a, track: tr, srcW: w, srcH: h, rate: int64(tr.ClockRate), anchor: hdr.KeyframeAnchor, step: step,
+		interval: interval, preset: hdr.Preset, lag: 3*step + media.Ticks(2*time.Second, 90000), ladder: ladder,
+		seeds: map[string][]byte{}, anyPick: map[int64]bool{}, open: map[int]*liveCell{}, keyCell: map[int]int64{}}
 }
 
 // seed is the sampling seed of a rung of this assignment.
@@ -132,7 +170,7 @@ func (s *liveSampler) start(k int64) int64    { return s.anchor + k*s.step }
 
 // picked tells whether cell k of a rung is checked.
 func (s *liveSampler) picked(rung string, k int64) bool {
-	if k < 0 {
+	if k < 0 || s.o.cfg.VerifyFraction <= 0 {
 		return false
 	}
 	ok, err := verify.Picked(s.seed(rung), int(k), s.o.cfg.VerifyFraction)
@@ -156,40 +194,104 @@ func (s *liveSampler) pickedAny(k int64) bool {
 	return v
 }
 
-// onSource keeps a source video access unit the worker is sent.
+// onSource keeps a source video access unit the worker is about to be
+// sent.
 func (s *liveSampler) onSource(au *media.AccessUnit) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.source(au)
+	if !s.ended {
+		s.source(au)
+	}
 }
 
 // onOutput watches a frame of the worker's renditions body, before the
-// transcoder publishes it.
-func (s *liveSampler) onOutput(f nodeproto.LiveFrame) {
+// transcoder publishes it: an error says why the worker must be dropped.
+func (s *liveSampler) onOutput(f nodeproto.LiveFrame) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.output(f)
+	if s.ended || s.failed {
+		return nil
+	}
+	err := s.output(f)
+	if err != nil {
+		s.failed = true
+		s.o.liveChecks.WithLabelValues("refused").Inc()
+		s.o.log.Warn("a remote worker's live output breaks the ladder's structure: it is dropped from the stream",
+			"node", s.a.worker, "stream", s.a.stream, "err", err)
+	}
+	return err
 }
 
 func (s *liveSampler) source(au *media.AccessUnit) {
 	c := *au
 	c.PTS, c.DTS = c.PTS*90000/s.rate, c.DTS*90000/s.rate
+	if c.Keyframe {
+		s.parameterSets(c.Payload)
+	}
 	if !s.started {
 		if !c.Keyframe {
 			return // the worker skips to the first keyframe too
 		}
-		s.first, s.started = c.PTS, true
+		if s.srcFrames == 0 {
+			s.first = c.PTS
+		}
+		s.started = true
 	}
+	s.srcFrames++
 	s.newest = max(s.newest, c.PTS)
 	s.src = append(s.src, &c)
+	for _, n := range c.Payload {
+		s.srcBytes += len(n)
+	}
 	s.startChecks()
 	s.trim()
+}
+
+// parameterSets follows the source's in-band parameter sets: a source that
+// changes size is checked at its new size.
+func (s *liveSampler) parameterSets(nalus [][]byte) {
+	tr := s.track
+	for _, n := range nalus {
+		if len(n) == 0 {
+			continue
+		}
+		if tr.Codec == media.CodecH264 {
+			switch h264.NALUType(n[0] & 0x1f) {
+			case h264.NALUTypeSPS:
+				tr.SPS = n
+			case h264.NALUTypePPS:
+				tr.PPS = n
+			}
+			continue
+		}
+		if len(n) < 2 {
+			continue
+		}
+		switch h265.NALUType((n[0] >> 1) & 0x3f) {
+		case h265.NALUType_VPS_NUT:
+			tr.VPS = n
+		case h265.NALUType_SPS_NUT:
+			tr.SPS = n
+		case h265.NALUType_PPS_NUT:
+			tr.PPS = n
+		}
+	}
+	if bytes.Equal(tr.SPS, s.track.SPS) && bytes.Equal(tr.PPS, s.track.PPS) && bytes.Equal(tr.VPS, s.track.VPS) {
+		return
+	}
+	w, h, err := ffmpeg.TrackSize(tr)
+	if err != nil {
+		return // the old ones stay: checks across the change cannot be made
+	}
+	tr.Width, tr.Height = w, h
+	s.track, s.srcW, s.srcH = tr, w, h
 }
 
 // trim drops the source no cell still to be checked needs: it keeps from
 // the latest keyframe a warm-up before the earliest picked cell whose
 // output may still come (the transcoder replaces a worker more than two
-// cells behind), or before the next cell.
+// cells behind), or before the next cell; within maxSourceAUs and
+// maxSourceBytes. Cells open on a rung that stopped are dropped.
 func (s *liveSampler) trim() {
 	next := s.cellOf(s.newest) + 1
 	need := s.start(next)
@@ -205,7 +307,12 @@ func (s *liveSampler) trim() {
 			break
 		}
 	}
-	for _, c := range s.open {
+	for i, c := range s.open {
+		if c.k < oldest-1 {
+			delete(s.open, i)
+			s.o.liveChecks.WithLabelValues("skipped").Inc()
+			continue
+		}
 		need = min(need, s.start(c.k))
 	}
 	for _, c := range s.ready {
@@ -221,82 +328,135 @@ func (s *liveSampler) trim() {
 			cut = i
 		}
 	}
-	if cut > 0 {
-		clear(s.src[:cut])
-		s.src = append(s.src[:0], s.src[cut:]...)
+	s.drop(cut)
+	for len(s.src) > maxSourceAUs || s.srcBytes > maxSourceBytes {
+		// Too much: from the next keyframe on, or nothing until the
+		// next one comes.
+		cut = len(s.src)
+		for i := 1; i < len(s.src); i++ {
+			if s.src[i].Keyframe {
+				cut = i
+				break
+			}
+		}
+		s.drop(cut)
+		if len(s.src) == 0 {
+			s.started = false
+		}
 	}
 }
 
-func (s *liveSampler) output(f nodeproto.LiveFrame) {
+// drop drops the first n source access units.
+func (s *liveSampler) drop(n int) {
+	if n <= 0 {
+		return
+	}
+	for _, au := range s.src[:n] {
+		for _, nal := range au.Payload {
+			s.srcBytes -= len(nal)
+		}
+	}
+	clear(s.src[:n])
+	s.src = append(s.src[:0], s.src[n:]...)
+}
+
+func (s *liveSampler) output(f nodeproto.LiveFrame) error {
 	switch {
 	case f.Renditions != nil:
-		// New rungs (the source changed size): cells being collected are
-		// dropped.
-		s.rungs = f.Renditions.Rungs
-		clear(s.open)
-		clear(s.anyPick)
-	case f.AU != nil && f.AU.Track >= 0 && f.AU.Track < len(s.rungs):
-		i := f.AU.Track
-		r := s.rungs[i]
+		return s.renditions(f.Renditions.Rungs)
+	case f.AU == nil || f.AU.Track < 0 || f.AU.Track >= len(s.rungs):
+		return nil
+	}
+	i := f.AU.Track
+	r := s.rungs[i]
+	c := *f.AU
+	if s.started && c.PTS > s.newest+aheadSlack {
+		return fmt.Errorf("its %s output at %s is ahead of the source (at %s)", r.Name,
+			media.Duration(c.PTS, 90000), media.Duration(s.newest, 90000))
+	}
+	if s.frames[i] < s.srcFrames {
 		s.pixels += int64(r.Width) * int64(r.Height)
-		c := *f.AU
-		if c.Keyframe {
-			if cell := s.open[i]; cell != nil {
-				delete(s.open, i)
-				s.whole(cell, c.PTS)
-			}
-			// A grid keyframe (its instant is the cell's start, to half a
-			// frame at 24 fps) of a cell the worker encoded from its
-			// start.
-			k := s.cellOf(c.PTS + 1875)
-			if at := c.PTS - s.start(k); at <= 1875 && at >= -1875 && s.start(k) >= s.first && s.bitrates[r.Name] > 0 && s.picked(r.Name, k) {
-				s.open[i] = &liveCell{rung: r, k: k, aus: []*media.AccessUnit{&c}}
-			}
-			return
+	}
+	s.frames[i]++
+	k := s.cellOf(c.PTS + 1875)
+	last, seen := s.keyCell[i]
+	if !c.Keyframe {
+		if !seen {
+			s.keyCell[i] = k // its first frame (EncodeLive starts with a keyframe)
+		} else if k > last+1 {
+			return fmt.Errorf("its %s output at %s has had no keyframe since %s: the grid forces one every %s", r.Name,
+				media.Duration(c.PTS, 90000), media.Duration(s.start(last), 90000), s.interval)
 		}
 		if cell := s.open[i]; cell != nil {
 			if len(cell.aus) >= maxCellAUs {
 				delete(s.open, i)
 				s.o.liveChecks.WithLabelValues("skipped").Inc()
-				return
+				return nil
 			}
 			cell.aus = append(cell.aus, &c)
 		}
+		return nil
 	}
+	if cell := s.open[i]; cell != nil {
+		delete(s.open, i)
+		cell.next = c.PTS
+		s.ready = append(s.ready, cell)
+		s.startChecks()
+	}
+	// The rung's first keyframe in a cell the worker encoded from its
+	// start is the cell's: the first frame at or after the grid instant,
+	// at its encoder tick (rounded: up to half a frame at 24 fps before
+	// the instant). The check says whether it is where the grid puts it.
+	s.keyCell[i] = k
+	if (!seen || k > last) && s.start(k) >= s.first && s.picked(r.Name, k) {
+		s.open[i] = &liveCell{rung: r, bitrate: s.bitrates[i], k: k, aus: []*media.AccessUnit{&c}}
+	}
+	return nil
 }
 
-// liveQueuePerCheck: as many cells as this many times the checks that
-// run at once may wait for one (each holds its source, a few megabytes);
-// a pick past that is skipped.
-const liveQueuePerCheck = 4
-
-// liveCheckMargin is how far past a cell the source must reach before
-// its check starts: a source with B-frames sends a frame before the
-// cell's end after one past it.
-const liveCheckMargin = 45000 // half a second
-
-// whole queues a cell whose output is whole (next is its next keyframe's
-// PTS) for its check, which starts once the source reaches past it.
-func (s *liveSampler) whole(cell *liveCell, next int64) {
-	cell.next = next
-	s.ready = append(s.ready, cell)
-	s.startChecks()
+// renditions checks a renditions header: the ladder's rungs (the job
+// checks names and heights) at the widths the ladder makes of the
+// source; a header that changes the rungs drops the cells being
+// collected.
+func (s *liveSampler) renditions(rungs []nodeproto.LiveRung) error {
+	if slices.Equal(rungs, s.rungs) {
+		return nil
+	}
+	bitrates := make([]int, len(rungs))
+	for j, r := range rungs {
+		i := slices.IndexFunc(s.ladder, func(g media.Rung) bool { return g.Name() == r.Name && g.Height == r.Height })
+		if i < 0 {
+			return fmt.Errorf("it sent rung %q (%dp), not one of the ladder's", r.Name, r.Height)
+		}
+		if w := ffmpeg.EvenWidth(s.srcW, s.srcH, min(r.Height, s.srcH&^1)); r.Width != w {
+			return fmt.Errorf("it says rung %s is %dx%d; the ladder makes %dx%d of this %dx%d source", r.Name, r.Width, r.Height, w, r.Height, s.srcW, s.srcH)
+		}
+		bitrates[j] = s.ladder[i].Bitrate
+	}
+	s.rungs, s.bitrates, s.frames = rungs, bitrates, make([]int64, len(rungs))
+	clear(s.open)
+	clear(s.keyCell)
+	clear(s.anyPick)
+	return nil
 }
 
 // startChecks starts the checks of the whole cells the source reaches
 // past.
 func (s *liveSampler) startChecks() {
-	for len(s.ready) > 0 && s.newest >= s.start(s.ready[0].k+1)+liveCheckMargin {
-		cell := s.ready[0]
-		s.ready = s.ready[1:]
+	s.ready = slices.DeleteFunc(s.ready, func(cell *liveCell) bool {
+		if s.newest < s.start(cell.k+1)+liveCheckMargin {
+			return false
+		}
 		s.check(cell)
-	}
+		return true
+	})
 }
 
 // check checks a whole cell in the background (skipped when too many
-// wait for a check already). The source goes from the latest
-// keyframe a warm-up before the cell (or the earliest kept, when the
-// worker started later) to the newest.
+// wait for a check already, or the source kept does not reach back to
+// the cell). The source goes from the latest keyframe a warm-up before
+// the cell (or the earliest kept, when the worker started later) to the
+// newest.
 func (s *liveSampler) check(cell *liveCell) {
 	start, end := s.start(cell.k), s.start(cell.k+1)
 	first := -1
@@ -315,7 +475,7 @@ func (s *liveSampler) check(cell *liveCell) {
 	req := verify.LiveRequest{
 		Source: s.track, SourceAUs: append([]*media.AccessUnit(nil), s.src[first:]...),
 		Start: start, End: end, Anchor: s.anchor, AUs: cell.aus, Next: cell.next,
-		Rung:     ffmpeg.Rung{Name: cell.rung.Name, Height: cell.rung.Height, Bitrate: s.bitrates[cell.rung.Name]},
+		Rung:     ffmpeg.Rung{Name: cell.rung.Name, Height: cell.rung.Height, Bitrate: cell.bitrate},
 		Settings: verify.Settings{Preset: s.preset, SegmentDuration: s.interval},
 	}
 	if s.o.checkQueued.Add(1) > int64(liveQueuePerCheck*cap(s.o.checkSem)) {
@@ -336,12 +496,12 @@ func (s *liveSampler) check(cell *liveCell) {
 		began := time.Now()
 		rep, err := verify.CheckLive(ctx, req)
 		s.o.liveCheckSeconds.Observe(time.Since(began).Seconds())
-		s.verdict(ctx, cell, rep, err)
+		s.verdict(cell, rep, err)
 	}()
 }
 
 // verdict acts on a cell's check.
-func (s *liveSampler) verdict(ctx context.Context, cell *liveCell, rep verify.Report, err error) {
+func (s *liveSampler) verdict(cell *liveCell, rep verify.Report, err error) {
 	o, a := s.o, s.a
 	log := o.log.With("node", a.worker, "stream", a.stream, "rung", cell.rung.Name, "cell", cell.k)
 	switch {
@@ -375,6 +535,8 @@ func (s *liveSampler) verdict(ctx context.Context, cell *liveCell, rep verify.Re
 	if o.queue == nil {
 		return
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
 	if countVerifyFailure(ctx, o.queue, a.worker, reason, log) {
 		o.forget(a.worker)
 	}
@@ -392,16 +554,6 @@ func (s *liveSampler) closed() {
 	}
 }
 
-// creditLater credits the worker in the background: Close may be called
-// with the transcoder's job locked.
-func (s *liveSampler) creditLater() {
-	s.o.checking.Add(1)
-	go func() {
-		defer s.o.checking.Done()
-		s.credit()
-	}()
-}
-
 // checkDone is told that one of the assignment's checks ended.
 func (s *liveSampler) checkDone() {
 	s.mu.Lock()
@@ -413,17 +565,31 @@ func (s *liveSampler) checkDone() {
 	}
 }
 
-// credit adds what the assignment's worker transcoded to its figures and
-// to the accounting epoch's, unless a check of it failed. Called once,
-// after the assignment closed and its checks ended.
-func (s *liveSampler) credit() {
+// creditLater credits the worker in the background (Close may be called
+// with the transcoder's job locked), once.
+func (s *liveSampler) creditLater() {
 	s.mu.Lock()
-	failed, pixels, verified := s.failed, s.pixels, s.verified
-	s.mu.Unlock()
-	o, a := s.o, s.a
-	if failed || pixels == 0 || o.queue == nil {
+	if s.credited {
+		s.mu.Unlock()
 		return
 	}
+	s.credited = true
+	failed, pixels, verified := s.failed, s.pixels, s.verified
+	s.mu.Unlock()
+	if failed || pixels == 0 || s.o.queue == nil {
+		return
+	}
+	s.o.checking.Add(1)
+	go func() {
+		defer s.o.checking.Done()
+		s.credit(pixels, verified)
+	}()
+}
+
+// credit adds what the assignment's worker transcoded to its figures and
+// to the accounting epoch's.
+func (s *liveSampler) credit(pixels, verified int64) {
+	o, a := s.o, s.a
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	log := o.log.With("node", a.worker, "stream", a.stream)

@@ -2,10 +2,18 @@ package remote
 
 import (
 	"context"
+	"log/slog"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
+	shoaltest "github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/testutil/redistest"
 )
 
@@ -77,5 +85,163 @@ func TestRemoteLiveCheatCaught(t *testing.T) {
 	h := credited["honest"]
 	if h[routing.FigureTranscodedPixels] <= 0 || h[routing.FigureSegmentsVerified] < 1 {
 		t.Errorf("the honest worker was credited %v, want its pixels and verified cells", h)
+	}
+}
+
+// samplerEnv is a live origin with one assignment started for a 640x360
+// source on a 1 s grid anchored at 0, its sampler fed by hand.
+type samplerEnv struct {
+	lo    *LiveOrigin
+	a     *liveAssignment
+	s     *liveSampler
+	store *routing.Store
+	reg   *prometheus.Registry
+	key   *media.AccessUnit // a source keyframe (parameter sets in band)
+	delta *media.AccessUnit // a source non-keyframe
+}
+
+func newSamplerEnv(t *testing.T, fraction float64) *samplerEnv {
+	t.Helper()
+	rs := redistest.Start(t)
+	store, err := routing.NewStore(rs.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = store.Close() })
+	track, aus := demuxClip(t, shoaltest.MakeTS(t, 640, 360, 1, 30))
+	reg := prometheus.NewRegistry()
+	lo, err := NewLiveOrigin(LiveConfig{VerifyFraction: fraction}, LiveDeps{Log: slog.New(slog.DiscardHandler), Registerer: reg, Queue: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok, _ := claimSoon(t, lo, "w1"); ok {
+		t.Fatal("a claim with no ladder handed out")
+	}
+	rl, ok := lo.Reserve("s1", nil)
+	if !ok {
+		t.Fatal("no worker reserved")
+	}
+	a := rl.(*liveAssignment)
+	a.Start(nodeproto.LiveSource{Stream: "s1", Tracks: []nodeproto.LiveTrack{nodeproto.LiveTrackOf(track)}, Video: 0,
+		Ladder: "360p:700k,240p:400k", Preset: "ultrafast", SegmentMillis: 1000})
+	if a.sampler == nil {
+		t.Fatal("no sampler")
+	}
+	e := &samplerEnv{lo: lo, a: a, s: a.sampler, store: store, reg: reg}
+	for _, au := range aus {
+		if au.Keyframe && e.key == nil {
+			e.key = au
+		}
+		if !au.Keyframe && e.delta == nil {
+			e.delta = au
+		}
+	}
+	return e
+}
+
+// claimSoon makes worker id known to lo: a claim that finds nothing.
+func claimSoon(t *testing.T, lo *LiveOrigin, id string) (nodeproto.LiveAssignment, bool, error) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	return lo.ClaimLive(ctx, nodeproto.LiveWorker{ID: id, Ladders: 2, LastSeen: time.Now()})
+}
+
+// sourceAt feeds the sampler a source frame at pts (90 kHz).
+func (e *samplerEnv) sourceAt(pts int64, key bool) {
+	au := *e.delta
+	if key {
+		au = *e.key
+	}
+	au.PTS, au.DTS = pts, pts
+	e.s.onSource(&au)
+}
+
+func rungsHeader(w360 int) nodeproto.LiveFrame {
+	return nodeproto.LiveFrame{Renditions: &nodeproto.LiveRenditions{Stream: "s1", Rungs: []nodeproto.LiveRung{
+		{Name: "360p", Width: w360, Height: 360, Bitrate: 700_000}, {Name: "240p", Width: 428, Height: 240, Bitrate: 400_000}}}}
+}
+
+func outAU(rung int, pts int64, key bool) nodeproto.LiveFrame {
+	return nodeproto.LiveFrame{AU: &media.AccessUnit{Track: rung, PTS: pts, DTS: pts, Keyframe: key, Payload: [][]byte{{0x65, 1}}}}
+}
+
+// Output that breaks the ladder's structure drops the worker at once,
+// sampled or not: rungs at other sizes than the ladder makes, rungs not
+// in the ladder, frames ahead of the source, a rung with no keyframe for
+// a whole cell.
+func TestLiveStructureRefused(t *testing.T) {
+	t.Parallel()
+	for name, c := range map[string]struct {
+		frames []nodeproto.LiveFrame
+		want   string
+	}{
+		"claimed width": {[]nodeproto.LiveFrame{rungsHeader(8192)}, "the ladder makes 640x360"},
+		"unknown rung": {[]nodeproto.LiveFrame{{Renditions: &nodeproto.LiveRenditions{Stream: "s1", Rungs: []nodeproto.LiveRung{
+			{Name: "1080p", Width: 1920, Height: 1080}}}}}, "not one of the ladder's"},
+		"ahead of the source": {[]nodeproto.LiveFrame{rungsHeader(640), outAU(0, 0, true), outAU(0, 400_000, false)}, "ahead of the source"},
+		"no keyframe": {[]nodeproto.LiveFrame{rungsHeader(640), outAU(1, 0, true), outAU(1, 90_000, false), outAU(1, 183_000, false)},
+			"no keyframe since 0s"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			e := newSamplerEnv(t, 0)
+			for pts := int64(0); pts <= 270_000; pts += 3000 {
+				e.sourceAt(pts, pts%90_000 == 0)
+			}
+			var err error
+			for _, f := range c.frames {
+				if err = e.s.onOutput(f); err != nil {
+					break
+				}
+			}
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err %v, want %q", err, c.want)
+			}
+			if n := counterValue(t, e.reg, "shoal_transcode_remote_live_checks_total", "refused"); n != 1 {
+				t.Errorf("refused: %v", n)
+			}
+		})
+	}
+}
+
+// The same renditions header sent again keeps the cells being collected
+// (a worker cannot shed its picks that way); the credit is paid once, at
+// most one frame per source frame per rung, at the ladder's sizes.
+func TestLiveSamplerHeaderAndCredit(t *testing.T) {
+	t.Parallel()
+	e := newSamplerEnv(t, 1)
+	for pts := int64(0); pts < 90_000; pts += 3000 {
+		e.sourceAt(pts, pts == 0)
+	}
+	if err := e.s.onOutput(rungsHeader(640)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.onOutput(outAU(0, 0, true)); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.onOutput(rungsHeader(640)); err != nil {
+		t.Fatal(err)
+	}
+	e.s.mu.Lock()
+	open := len(e.s.open)
+	e.s.mu.Unlock()
+	if open != 1 {
+		t.Fatalf("%d cells open after the same header again, want 1", open)
+	}
+	// 30 source frames; the worker sends 60 of the 240p rung.
+	for i := range 59 {
+		if err := e.s.onOutput(outAU(1, int64(i)*1500, i == 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.a.Close()
+	e.a.Close()
+	e.lo.WaitChecks()
+	stats, err := e.store.WorkerStats(t.Context(), []string{"w1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(1*640*360 + 30*428*240); stats["w1"].TranscodedPixels != want {
+		t.Errorf("credited %d pixels, want %d (one 360p frame, 30 of 240p)", stats["w1"].TranscodedPixels, want)
 	}
 }

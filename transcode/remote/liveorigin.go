@@ -122,7 +122,7 @@ func NewLiveOrigin(cfg LiveConfig, deps LiveDeps) (*LiveOrigin, error) {
 		seedKey: make([]byte, 32), checkSem: make(chan struct{}, cfg.VerifyConcurrency),
 		liveChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_transcode_remote_live_checks_total",
-			Help: "Sampled re-checks of remote workers' live output cells, by outcome (passed, failed, error: the origin could not check; skipped: too many waited for a check, or the source did not reach back far enough).",
+			Help: "Re-checks of remote workers' live output, by outcome: sampled cells passed, failed, error (the origin could not check) or skipped (too many waited for a check, or the source kept did not reach back far enough); refused: output that broke the ladder's structure (rungs, sizes, keyframes, ahead of the source).",
 		}, []string{"outcome"}),
 		liveCheckSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "shoal_transcode_remote_live_check_seconds",
@@ -136,7 +136,7 @@ func NewLiveOrigin(cfg LiveConfig, deps LiveDeps) (*LiveOrigin, error) {
 	if _, err := rand.Read(o.seedKey); err != nil {
 		return nil, fmt.Errorf("remote live: drawing the sampling key: %w", err)
 	}
-	for _, outcome := range []string{"passed", "failed", "error", "skipped"} {
+	for _, outcome := range []string{"passed", "failed", "refused", "error", "skipped"} {
 		o.liveChecks.WithLabelValues(outcome)
 	}
 	if deps.Registerer != nil {
@@ -150,15 +150,25 @@ func NewLiveOrigin(cfg LiveConfig, deps LiveDeps) (*LiveOrigin, error) {
 	return o, nil
 }
 
-// WaitChecks waits for the checks under way (tests, shutdown).
+// WaitChecks waits for the checks and credits under way (tests: a
+// process that stops drops those in flight, crediting nothing for them).
 func (o *LiveOrigin) WaitChecks() { o.checking.Wait() }
 
-// forget drops a worker that was quarantined: no ladder goes to it
-// (its claims are refused from now on).
+// forget drops a worker that was quarantined: no ladder goes to it (its
+// claims are refused from now on), and those it carries go to others.
 func (o *LiveOrigin) forget(id string) {
 	o.mu.Lock()
-	defer o.mu.Unlock()
 	delete(o.workers, id)
+	var held []*liveAssignment
+	for _, a := range o.assigns {
+		if a.worker == id {
+			held = append(held, a)
+		}
+	}
+	o.mu.Unlock()
+	for _, a := range held {
+		a.fail(fmt.Errorf("worker %s was quarantined", id))
+	}
 }
 
 var _ transcode.RemoteLadders = (*LiveOrigin)(nil)
@@ -436,11 +446,13 @@ func (a *liveAssignment) Send(au *media.AccessUnit) bool {
 	if a.closed() {
 		return false
 	}
+	if a.sampler != nil {
+		// Before the worker can have it: its output is checked against
+		// what it was sent.
+		a.sampler.onSource(au)
+	}
 	select {
 	case a.src <- au:
-		if a.sampler != nil {
-			a.sampler.onSource(au)
-		}
 		return true
 	default:
 		a.fail(fmt.Errorf("worker %s let %d source access units pile up", a.worker, cap(a.src)))
@@ -480,7 +492,11 @@ func (a *liveAssignment) Recv() (nodeproto.LiveFrame, error) {
 	select {
 	case f := <-a.frames:
 		if a.sampler != nil {
-			a.sampler.onOutput(f)
+			if err := a.sampler.onOutput(f); err != nil {
+				err = fmt.Errorf("worker %s: %w", a.worker, err)
+				a.fail(err)
+				return nodeproto.LiveFrame{}, err
+			}
 		}
 		return f, nil
 	case <-a.bodyDone:

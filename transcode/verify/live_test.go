@@ -44,7 +44,7 @@ func liveSource(t testing.TB, o *once, pattern string) liveSrc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.anchor = s.aus[0].PTS + 45_000
+	s.anchor = s.aus[0].PTS + 45_000 + 1_110 // between two frames
 	return s
 }
 
