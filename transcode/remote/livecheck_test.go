@@ -245,3 +245,81 @@ func TestLiveSamplerHeaderAndCredit(t *testing.T) {
 		t.Errorf("credited %d pixels, want %d (one 360p frame, 30 of 240p)", stats["w1"].TranscodedPixels, want)
 	}
 }
+
+// A cell's latency runs from the source frame that starts it going out to
+// the first rung's keyframe for it coming back; the cell the worker
+// started in, other rungs and other frames are not samples.
+func TestLatencyProbe(t *testing.T) {
+	t.Parallel()
+	var p latencyProbe
+	p.start(nodeproto.LiveSource{Tracks: []nodeproto.LiveTrack{{Codec: media.CodecH264, ClockRate: 90000}}, SegmentMillis: 1000, KeyframeAnchor: 0})
+	t0 := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	for i := range 60 { // 2 s at 30 fps, sent in real time
+		p.sent(&media.AccessUnit{PTS: int64(i) * 3000}, at(i*33))
+	}
+	if _, ok := p.received(nodeproto.LiveFrame{AU: &media.AccessUnit{Track: 0, PTS: 0, Keyframe: true}}, at(100)); ok {
+		t.Error("the first cell (the worker's start) was timed")
+	}
+	if _, ok := p.received(nodeproto.LiveFrame{AU: &media.AccessUnit{Track: 1, PTS: 90000, Keyframe: true}}, at(1300)); ok {
+		t.Error("another rung's keyframe was timed")
+	}
+	if _, ok := p.received(nodeproto.LiveFrame{AU: &media.AccessUnit{Track: 0, PTS: 96000}}, at(1300)); ok {
+		t.Error("a frame that is no keyframe was timed")
+	}
+	// The source frame at 90000 (the grid instant) went out at 30 x 33 ms.
+	d, ok := p.received(nodeproto.LiveFrame{AU: &media.AccessUnit{Track: 0, PTS: 90000, Keyframe: true}}, at(990+300))
+	if !ok || d != 300*time.Millisecond {
+		t.Errorf("latency %v %v, want 300ms", d, ok)
+	}
+	if _, ok := p.received(nodeproto.LiveFrame{AU: &media.AccessUnit{Track: 0, PTS: 90000, Keyframe: true}}, at(1700)); ok {
+		t.Error("a cell was timed twice")
+	}
+}
+
+// Between workers with as much room, of the same region, the faster (by
+// more than latencyMargin) takes the ladder; within the margin, the
+// latest heartbeat does.
+func TestReservePrefersTheFaster(t *testing.T) {
+	t.Parallel()
+	lo, err := NewLiveOrigin(LiveConfig{}, LiveDeps{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, w := range []struct {
+		id   string
+		seen time.Time
+	}{{"slow", now}, {"fast", now.Add(-time.Second)}} {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, _, err := lo.ClaimLive(ctx, nodeproto.LiveWorker{ID: w.id, Ladders: 4, LastSeen: w.seen}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pick := func() string {
+		rl, ok := lo.Reserve("s", nil)
+		if !ok {
+			t.Fatal("no worker")
+		}
+		defer rl.Close()
+		return rl.Worker()
+	}
+	if got := pick(); got != "slow" {
+		t.Fatalf("unmeasured: %s took it, want the latest heartbeat's (slow)", got)
+	}
+	lo.measured("slow", 900*time.Millisecond)
+	lo.measured("fast", 300*time.Millisecond)
+	if got := pick(); got != "fast" {
+		t.Fatalf("measured 900 ms and 300 ms: %s took it", got)
+	}
+	for range 20 {
+		lo.measured("fast", 850*time.Millisecond) // it slowed down
+	}
+	if l := lo.Latency("fast"); l < 800*time.Millisecond || l > 900*time.Millisecond {
+		t.Fatalf("the moving average is %v after 20 samples of 850 ms", l)
+	}
+	if got := pick(); got != "slow" {
+		t.Fatalf("within the margin: %s took it, want the latest heartbeat's (slow)", got)
+	}
+}

@@ -80,6 +80,7 @@ type LiveOrigin struct {
 	checking         sync.WaitGroup
 	liveChecks       *prometheus.CounterVec
 	liveCheckSeconds prometheus.Histogram
+	liveLatency      prometheus.Histogram
 
 	mu      sync.Mutex
 	workers map[string]*liveWorker
@@ -94,7 +95,21 @@ type liveWorker struct {
 	assigned int       // assignments it holds
 	queue    []*liveAssignment
 	wake     chan struct{}
+	// latency is its measured latency (latencyEWMA), 0 until measured.
+	latency time.Duration
 }
+
+// The latency of a worker is how long a segment takes through it: from
+// the origin sending the source frame that starts a cell of the keyframe
+// grid to its first rung's keyframe for that cell coming back (network
+// both ways, queueing, decoding and the encoders' delay). Each cell is a
+// sample; the worker's figure is their moving average, over its
+// assignments, weighted latencyWeight to the newest.
+const latencyWeight = 0.2
+
+// latencyMargin: two workers whose latencies are within this share of
+// each other are as fast (placement goes on to the heartbeats).
+const latencyMargin = 0.2
 
 // NewLiveOrigin validates cfg.
 func NewLiveOrigin(cfg LiveConfig, deps LiveDeps) (*LiveOrigin, error) {
@@ -124,6 +139,11 @@ func NewLiveOrigin(cfg LiveConfig, deps LiveDeps) (*LiveOrigin, error) {
 			Name: "shoal_transcode_remote_live_checks_total",
 			Help: "Re-checks of remote workers' live output, by outcome: sampled cells passed, failed, error (the origin could not check) or skipped (too many waited for a check, or the source kept did not reach back far enough); refused: output that broke the ladder's structure (rungs, sizes, keyframes, ahead of the source).",
 		}, []string{"outcome"}),
+		liveLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "shoal_transcode_remote_live_latency_seconds",
+			Help:    "Time a segment takes through a remote worker: from the source frame that starts a cell of the keyframe grid going out to the worker to its first rung's keyframe for that cell coming back.",
+			Buckets: []float64{0.05, 0.1, 0.2, 0.35, 0.5, 0.75, 1, 1.5, 2, 3, 5},
+		}),
 		liveCheckSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "shoal_transcode_remote_live_check_seconds",
 			Help:    "Time one sampled re-check of a remote worker's live output cell took.",
@@ -146,8 +166,37 @@ func NewLiveOrigin(cfg LiveConfig, deps LiveDeps) (*LiveOrigin, error) {
 		if err := deps.Registerer.Register(o.liveCheckSeconds); err != nil {
 			return nil, err
 		}
+		if err := deps.Registerer.Register(o.liveLatency); err != nil {
+			return nil, err
+		}
 	}
 	return o, nil
+}
+
+// measured adds a latency sample of worker id's.
+func (o *LiveOrigin) measured(id string, d time.Duration) {
+	o.liveLatency.Observe(d.Seconds())
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	w := o.workers[id]
+	if w == nil {
+		return
+	}
+	if w.latency == 0 {
+		w.latency = d
+		return
+	}
+	w.latency = time.Duration(latencyWeight*float64(d) + (1-latencyWeight)*float64(w.latency))
+}
+
+// Latency is worker id's measured latency (0: not measured).
+func (o *LiveOrigin) Latency(id string) time.Duration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if w := o.workers[id]; w != nil {
+		return w.latency
+	}
+	return 0
 }
 
 // WaitChecks waits for the checks and credits under way (tests: a
@@ -194,8 +243,10 @@ func (o *LiveOrigin) Available() int {
 }
 
 // Reserve picks the worker with the most room (its advertised ladders
-// minus those it carries), then of the origin's region, then with the
-// latest heartbeat, among those claiming now and not in exclude.
+// minus those it carries), then of the origin's region, then the fastest
+// (its measured latency, when both have one, by more than latencyMargin),
+// then with the latest heartbeat, among those claiming now and not in
+// exclude.
 func (o *LiveOrigin) Reserve(stream string, exclude []string) (transcode.RemoteLadder, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -229,6 +280,14 @@ func better(a, b *liveWorker, region string) bool {
 	}
 	if ra, rb := a.info.Region == region, b.info.Region == region; ra != rb {
 		return ra
+	}
+	if la, lb := a.latency, b.latency; la > 0 && lb > 0 {
+		switch {
+		case float64(la) < float64(lb)*(1-latencyMargin):
+			return true
+		case float64(lb) < float64(la)*(1-latencyMargin):
+			return false
+		}
 	}
 	if !a.info.LastSeen.Equal(b.info.LastSeen) {
 		return a.info.LastSeen.After(b.info.LastSeen)
@@ -409,6 +468,7 @@ type liveAssignment struct {
 	bodyDone               chan struct{} // closed when the renditions body ended
 	done                   chan struct{} // closed by Close or a failure
 	sampler                *liveSampler  // nil: not checked
+	lat                    latencyProbe
 	mu                     sync.Mutex
 	srcOpened, outOpened   bool
 	ended, closing, bodyOK bool
@@ -430,6 +490,7 @@ func (a *liveAssignment) closed() bool {
 func (a *liveAssignment) Start(hdr nodeproto.LiveSource) {
 	a.hdr = hdr
 	o := a.o
+	a.lat.start(hdr)
 	a.sampler = o.newLiveSampler(a, hdr)
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -451,6 +512,7 @@ func (a *liveAssignment) Send(au *media.AccessUnit) bool {
 		// what it was sent.
 		a.sampler.onSource(au)
 	}
+	a.lat.sent(au, a.o.now())
 	select {
 	case a.src <- au:
 		return true
@@ -491,6 +553,9 @@ func (a *liveAssignment) endBody(err error) {
 func (a *liveAssignment) Recv() (nodeproto.LiveFrame, error) {
 	select {
 	case f := <-a.frames:
+		if d, ok := a.lat.received(f, a.o.now()); ok {
+			a.o.measured(a.worker, d)
+		}
 		if a.sampler != nil {
 			if err := a.sampler.onOutput(f); err != nil {
 				err = fmt.Errorf("worker %s: %w", a.worker, err)
@@ -546,4 +611,73 @@ func (a *liveAssignment) Close() {
 	if w := o.workers[a.worker]; w != nil {
 		w.assigned--
 	}
+}
+
+// latencyProbe times an assignment's cells: when the source frame that
+// starts each went out, and when the first rung's keyframe for it came
+// back. Send and Recv run on different goroutines: it has its own lock.
+type latencyProbe struct {
+	mu     sync.Mutex
+	rate   int64 // the source video's clock rate
+	anchor int64 // the grid, 90 kHz
+	step   int64
+	last   int64 // the cell of the latest source frame sent
+	began  bool
+	sentAt map[int64]time.Time // by cell, while its keyframe may come
+}
+
+func (p *latencyProbe) start(hdr nodeproto.LiveSource) {
+	if hdr.Video < 0 || hdr.Video >= len(hdr.Tracks) || hdr.Tracks[hdr.Video].ClockRate <= 0 || hdr.SegmentMillis <= 0 {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rate, p.anchor = int64(hdr.Tracks[hdr.Video].ClockRate), hdr.KeyframeAnchor
+	p.step = media.Ticks(time.Duration(hdr.SegmentMillis)*time.Millisecond, 90000)
+	p.sentAt = map[int64]time.Time{}
+}
+
+func (p *latencyProbe) cellOf(pts int64) int64 { return floorDiv(pts-p.anchor, p.step) }
+
+// sent notes a source frame going out at now: the first of a cell starts
+// its timing (not the first frame the worker gets: its encoders open
+// then).
+func (p *latencyProbe) sent(au *media.AccessUnit, now time.Time) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sentAt == nil {
+		return
+	}
+	k := p.cellOf(au.PTS * 90000 / p.rate)
+	if p.began && k > p.last {
+		p.sentAt[k] = now
+		for c := range p.sentAt {
+			if c < k-8 {
+				delete(p.sentAt, c)
+			}
+		}
+	}
+	if !p.began || k > p.last {
+		p.last, p.began = k, true
+	}
+}
+
+// received notes a frame of the worker's coming back at now: the first
+// rung's keyframe of a timed cell ends its timing.
+func (p *latencyProbe) received(f nodeproto.LiveFrame, now time.Time) (time.Duration, bool) {
+	if f.AU == nil || !f.AU.Keyframe || f.AU.Track != 0 {
+		return 0, false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.sentAt == nil {
+		return 0, false
+	}
+	k := p.cellOf(f.AU.PTS + 1875)
+	at, ok := p.sentAt[k]
+	if !ok {
+		return 0, false
+	}
+	delete(p.sentAt, k)
+	return now.Sub(at), true
 }
