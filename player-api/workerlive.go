@@ -60,11 +60,12 @@ func (a *API) workerLiveClaim(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if _, err := nodeproto.DecodeClaim(w.body); err != nil {
+	req, err := nodeproto.DecodeClaim(w.body)
+	if err != nil {
 		WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
 		return
 	}
-	lw := nodeproto.LiveWorker{ID: w.node.ID, Region: w.node.Region, LastSeen: w.node.LastSeen}
+	lw := nodeproto.LiveWorker{ID: w.node.ID, Region: w.node.Region, LastSeen: w.node.LastSeen, VODBusy: req.VODBusy}
 	if w.node.Load.Transcode != nil {
 		lw.Ladders = w.node.Load.Transcode.Ladders
 	}

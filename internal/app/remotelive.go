@@ -29,6 +29,8 @@ type remoteLive struct {
 	log     *slog.Logger
 	// cheat, a test option, changes the rungs before they are encoded.
 	cheat func(rungs []ffmpeg.Rung)
+	// budget shares the worker's ladders with its VOD jobs.
+	budget *ladderBudget
 }
 
 // quarterBitrates is a cheating worker's change to its rungs (testOptions).
@@ -54,7 +56,7 @@ func (r *remoteLive) loop(ctx context.Context) {
 	backoff, lastErr := time.Second, ""
 	for ctx.Err() == nil {
 		origin := r.origins.Attempts()[0]
-		a, ok, err := r.client.ClaimLive(ctx, origin, nil)
+		a, ok, err := r.client.ClaimLive(ctx, origin, nodeproto.ClaimRequest{VODBusy: r.budget.vodBusy()}, nil)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -79,11 +81,13 @@ func (r *remoteLive) loop(ctx context.Context) {
 		}
 		log := r.log.With("stream", a.Stream, "assignment", a.Assignment)
 		log.Info("encoding a live ladder")
+		release := r.budget.liveStarted()
 		if err := r.encode(ctx, origin, a, log); err != nil && ctx.Err() == nil {
 			log.Warn("the live ladder ended with an error", "err", err)
 		} else {
 			log.Info("the live ladder ended")
 		}
+		release()
 	}
 }
 

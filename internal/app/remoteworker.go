@@ -71,9 +71,11 @@ func runRemoteWorker(ctx context.Context, cfg config.Config, log *slog.Logger, o
 		self.setCaps(accel.Capabilities(cfg.VOD.Workers, "configured"))
 	}
 	client := &nodeproto.Client{Origins: origins, Token: cfg.NodeToken, Key: key, MaxSourceBytes: cfg.MaxUploadBytes}
+	// VOD jobs and live ladders share the ladders the worker advertises.
+	budget := newLadderBudget(func() int { return self.caps.Load().Ladders })
 	w, err := remote.NewWorker(remote.WorkerConfig{
 		WorkDir: filepath.Join(cfg.DataDir, "work"), Concurrency: cfg.VOD.Workers, Backend: accel.Backend, GPUs: accel.GPUs,
-	}, remote.WorkerDeps{Client: client, NewPackager: vodPackager, Log: vlog, Registerer: reg, Ready: self.ready})
+	}, remote.WorkerDeps{Client: client, NewPackager: vodPackager, Log: vlog, Registerer: reg, Ready: self.ready, Gate: budget.acquireVOD})
 	if err != nil {
 		return err
 	}
@@ -97,7 +99,7 @@ func runRemoteWorker(ctx context.Context, cfg config.Config, log *slog.Logger, o
 			return nil
 		case <-self.ready:
 		}
-		live := &remoteLive{client: client, origins: origins, accel: accel, preset: cfg.Transcode.Preset, log: log.With("component", "live")}
+		live := &remoteLive{client: client, origins: origins, accel: accel, preset: cfg.Transcode.Preset, log: log.With("component", "live"), budget: budget}
 		if opts.liveCheat {
 			live.cheat = quarterBitrates
 		}

@@ -35,8 +35,10 @@ const StreamSHA256 = "stream"
 type LiveWorker struct {
 	ID     string
 	Region string
-	// Ladders is how many ladders it advertised (its self-benchmark).
+	// Ladders is how many ladders it advertised (its self-benchmark);
+	// VODBusy how many of them its VOD jobs take (its claim says).
 	Ladders  int
+	VODBusy  int
 	LastSeen time.Time
 }
 
@@ -62,11 +64,11 @@ func livePath(assignment, rest string) string {
 
 // ClaimLive asks origin for a live ladder; ok is false when none came
 // within the origin's wait.
-func (c *Client) ClaimLive(ctx context.Context, origin string, hc *http.Client) (a LiveAssignment, ok bool, err error) {
+func (c *Client) ClaimLive(ctx context.Context, origin string, req ClaimRequest, hc *http.Client) (a LiveAssignment, ok bool, err error) {
 	if hc == nil {
 		hc = c.transfer()
 	}
-	status, err := c.workerJSON(ctx, hc, strings.TrimSuffix(origin, "/"), WorkerPrefix+"/live/claim", ClaimRequest{}, &a)
+	status, err := c.workerJSON(ctx, hc, strings.TrimSuffix(origin, "/"), WorkerPrefix+"/live/claim", req, &a)
 	if err != nil || status == http.StatusNoContent {
 		return LiveAssignment{}, false, err
 	}

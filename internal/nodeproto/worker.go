@@ -253,8 +253,16 @@ func (j WorkerJob) Check() error {
 	return nil
 }
 
-// ClaimRequest is the body of a claim (an empty object).
-type ClaimRequest struct{}
+// ClaimRequest is the body of a claim.
+type ClaimRequest struct {
+	// VODBusy, in a live claim, is how many of the worker's advertised
+	// ladders its VOD jobs take now: the origin hands it live ladders
+	// only while it has room beside them.
+	VODBusy int `json:"vod_busy,omitempty"`
+}
+
+// MaxLadders bounds the ladders a worker may say it runs.
+const MaxLadders = 1024
 
 // Progress is the body of a progress report: the share of the source
 // done, in percent (0 to 100).
@@ -315,7 +323,13 @@ func (c Complete) Duration() time.Duration {
 // DecodeClaim decodes and checks a claim's body.
 func DecodeClaim(data []byte) (ClaimRequest, error) {
 	var c ClaimRequest
-	return c, decodeStrict(data, &c, MaxMessageBytes)
+	if err := decodeStrict(data, &c, MaxMessageBytes); err != nil {
+		return ClaimRequest{}, err
+	}
+	if c.VODBusy < 0 || c.VODBusy > MaxLadders {
+		return ClaimRequest{}, fmt.Errorf(`"vod_busy" must be between 0 and %d, got %d`, MaxLadders, c.VODBusy)
+	}
+	return c, nil
 }
 
 // DecodeProgress decodes and checks a progress report's body.

@@ -174,6 +174,14 @@ func TestDecodeComplete(t *testing.T) {
 	if _, err := DecodeClaim([]byte(`{"wait":1}`)); err == nil {
 		t.Error("a claim with an unknown field accepted")
 	}
+	for _, bad := range []string{`{"vod_busy":-1}`, `{"vod_busy":1025}`, `{"vod_busy":"2"}`} {
+		if _, err := DecodeClaim([]byte(bad)); err == nil {
+			t.Errorf("claim %s accepted", bad)
+		}
+	}
+	if c, err := DecodeClaim([]byte(`{"vod_busy":2}`)); err != nil || c.VODBusy != 2 {
+		t.Errorf("a claim with 2 VOD jobs: %+v %v", c, err)
+	}
 }
 
 func TestTranscodingCheck(t *testing.T) {

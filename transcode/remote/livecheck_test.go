@@ -323,3 +323,33 @@ func TestReservePrefersTheFaster(t *testing.T) {
 		t.Fatalf("within the margin: %s took it, want the latest heartbeat's (slow)", got)
 	}
 }
+
+// A worker whose VOD jobs take its ladders (its claim says) is handed no
+// live ladder; one with room beside them is, up to that room.
+func TestReserveLeavesRoomForVOD(t *testing.T) {
+	t.Parallel()
+	lo, err := NewLiveOrigin(LiveConfig{}, LiveDeps{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	claim := func(busy int) {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, _, err := lo.ClaimLive(ctx, nodeproto.LiveWorker{ID: "w", Ladders: 2, VODBusy: busy, LastSeen: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	claim(2)
+	if _, ok := lo.Reserve("s", nil); ok || lo.Available() != 0 {
+		t.Fatal("a worker whose VOD jobs take both its ladders was handed a live one")
+	}
+	claim(1)
+	rl, ok := lo.Reserve("s", nil)
+	if !ok {
+		t.Fatal("a worker with a ladder free beside its VOD job was handed none")
+	}
+	defer rl.Close()
+	if _, ok := lo.Reserve("s2", nil); ok {
+		t.Fatal("a worker was handed more live ladders than it has room for")
+	}
+}

@@ -235,7 +235,7 @@ func (o *LiveOrigin) Available() int {
 	defer o.mu.Unlock()
 	n, now := 0, o.now()
 	for _, w := range o.workers {
-		if o.available(w, now) && w.info.Ladders-w.assigned > 0 {
+		if o.available(w, now) && w.room() > 0 {
 			n++
 		}
 	}
@@ -253,7 +253,7 @@ func (o *LiveOrigin) Reserve(stream string, exclude []string) (transcode.RemoteL
 	now := o.now()
 	var best *liveWorker
 	for _, w := range o.workers {
-		if !o.available(w, now) || w.info.Ladders-w.assigned <= 0 || slices.Contains(exclude, w.info.ID) {
+		if !o.available(w, now) || w.room() <= 0 || slices.Contains(exclude, w.info.ID) {
 			continue
 		}
 		if best == nil || better(w, best, o.cfg.Region) {
@@ -273,9 +273,13 @@ func (o *LiveOrigin) Reserve(stream string, exclude []string) (transcode.RemoteL
 	return a, true
 }
 
+// room is how many more ladders w may take: those it advertised, less
+// those it carries and those its VOD jobs take (its latest claim says).
+func (w *liveWorker) room() int { return w.info.Ladders - w.assigned - w.info.VODBusy }
+
 // better orders workers for a new ladder.
 func better(a, b *liveWorker, region string) bool {
-	if fa, fb := a.info.Ladders-a.assigned, b.info.Ladders-b.assigned; fa != fb {
+	if fa, fb := a.room(), b.room(); fa != fb {
 		return fa > fb
 	}
 	if ra, rb := a.info.Region == region, b.info.Region == region; ra != rb {

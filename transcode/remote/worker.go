@@ -72,6 +72,10 @@ type WorkerDeps struct {
 	// dishonest operator's modified worker would, so that the hashes it
 	// signs match what it uploads.
 	BeforeManifest func(ctx context.Context, job nodeproto.WorkerJob, source, tree string) error
+	// Gate, when set, is passed before each claim and holds until
+	// release (after the job, or at once when none was claimed): the
+	// worker's ladders are shared with its live ladders.
+	Gate func(ctx context.Context) (release func(), err error)
 }
 
 // Worker claims VOD jobs from the origins and does them: download the
@@ -163,7 +167,18 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) loop(ctx context.Context) error {
 	backoff := w.cfg.MinBackoff
 	for ctx.Err() == nil {
+		release := func() {}
+		if w.deps.Gate != nil {
+			r, err := w.deps.Gate(ctx)
+			if err != nil {
+				return nil // ctx ended
+			}
+			release = r
+		}
 		job, origin, ok, err := w.deps.Client.Claim(ctx)
+		if err != nil || !ok {
+			release()
+		}
 		if errors.Is(err, nodeproto.ErrRefused) {
 			return fmt.Errorf("remote: %w: claiming a job: %w", nodeproto.ErrRefused, err)
 		}
@@ -182,7 +197,9 @@ func (w *Worker) loop(ctx context.Context) error {
 			backoff = min(2*backoff, w.cfg.MaxBackoff)
 			continue
 		}
-		if w.run(ctx, origin, job) {
+		done := w.run(ctx, origin, job)
+		release()
+		if done {
 			backoff = w.cfg.MinBackoff
 			continue
 		}
