@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -35,11 +36,13 @@ import (
 // side, its source and renditions bodies over loopback HTTP, EncodeLive on
 // the worker's side), side by side in one process:
 //
-//	bench-transcode-remote clip_s=.. local_s=.. remote_s=.. ratio=.. latency_local_ms_p50=.. latency_local_ms_p95=.. latency_remote_ms_p50=.. latency_remote_ms_p95=.. added_ms_p50=.. added_ms_p95=.. start_added_ms=.. segments=..
+//	bench-transcode-remote clip_s=.. local_s=.. remote_s=.. ratio=.. cpu_ratio=.. latency_local_ms_p50=.. latency_local_ms_p95=.. latency_remote_ms_p50=.. latency_remote_ms_p95=.. added_ms_p50=.. added_ms_p95=.. start_added_ms=.. segments=..
 //
 // local_s and remote_s are the wall times of the whole clip pushed as fast as
-// each takes it (ratio = local_s / remote_s: 1 when the remote path costs
-// nothing). The latencies come from a second pair of runs that push the
+// each takes it, the mean of two runs each, in the order local, remote,
+// remote, local (ratio = local_s / remote_s: 1 when the remote path costs
+// nothing); cpu_ratio is the same for the process's CPU time (both ends of
+// the remote path are in it), less disturbed by other work on the machine. The latencies come from a second pair of runs that push the
 // source at its frame rate: for each instant of the keyframe grid, the time
 // from the source access unit at that instant being handed in to the first
 // rung's keyframe at that instant coming out. The grid's first instant
@@ -60,7 +63,9 @@ type remoteConfig struct {
 
 // remoteFigures are the remote line's figures.
 type remoteFigures struct {
-	localS, remoteS float64
+	// localS and remoteS are each side's mean wall time over its two
+	// throughput runs; cpuRatio is local over remote for their CPU time.
+	localS, remoteS, cpuRatio float64
 	// localLat and remoteLat are per grid instant (the first left out),
 	// in the same order; startAdded is the first instant's remote minus
 	// local.
@@ -74,10 +79,10 @@ func (f remoteFigures) line(clipS int) string {
 	for i := range added {
 		added[i] = f.remoteLat[i] - f.localLat[i]
 	}
-	return fmt.Sprintf("bench-transcode-remote clip_s=%d local_s=%.2f remote_s=%.2f ratio=%.2f "+
+	return fmt.Sprintf("bench-transcode-remote clip_s=%d local_s=%.2f remote_s=%.2f ratio=%.2f cpu_ratio=%.2f "+
 		"latency_local_ms_p50=%.1f latency_local_ms_p95=%.1f latency_remote_ms_p50=%.1f latency_remote_ms_p95=%.1f "+
 		"added_ms_p50=%.1f added_ms_p95=%.1f start_added_ms=%.1f segments=%d",
-		clipS, f.localS, f.remoteS, f.localS/f.remoteS,
+		clipS, f.localS, f.remoteS, f.localS/f.remoteS, f.cpuRatio,
 		ms(percentile(f.localLat, 50)), ms(percentile(f.localLat, 95)),
 		ms(percentile(f.remoteLat, 50)), ms(percentile(f.remoteLat, 95)),
 		ms(percentile(added, 50)), ms(percentile(added, 95)), ms(f.startAdded), len(added))
@@ -127,7 +132,7 @@ func loadClip(path string) (liveClip, error) {
 // transcoder's job anchors it.
 func (c liveClip) anchor() int64 { return c.aus[0].PTS }
 
-// compareRemote measures the remote line over c: the two throughput runs,
+// compareRemote measures the remote line over c: the four throughput runs,
 // then the two paced runs, through one worker that claims over loopback
 // HTTP for the whole comparison.
 func compareRemote(ctx context.Context, c liveClip, cfg remoteConfig) (remoteFigures, error) {
@@ -172,8 +177,10 @@ func compareRemote(ctx context.Context, c liveClip, cfg remoteConfig) (remoteFig
 	return figs, g.Wait()
 }
 
-// measureRemote runs the four runs: throughput local then remote, paced
-// local then remote; every run's output must be the same.
+// measureRemote runs the throughput runs in the order local, remote,
+// remote, local (a load that drifts during them weighs on both sides
+// alike), then the paced runs, local then remote; every run must output
+// the same frames.
 func measureRemote(ctx context.Context, c liveClip, cfg remoteConfig, lo *remote.LiveOrigin) (remoteFigures, error) {
 	if err := waitWorker(ctx, lo); err != nil {
 		return remoteFigures{}, err
@@ -181,38 +188,62 @@ func measureRemote(ctx context.Context, c liveClip, cfg remoteConfig, lo *remote
 	local := func() ladderSide { return &localSide{cfg: cfg, track: c.track, anchor: c.anchor()} }
 	remoteSide := func() ladderSide { return &remoteSide{cfg: cfg, track: c.track, anchor: c.anchor(), lo: lo} }
 	var figs remoteFigures
-	var outs []*recorder
+	var first *recorder
+	var localCPU, remoteCPU float64
+	var localPaced, remotePaced *recorder
 	for _, r := range []struct {
-		name  string
-		side  func() ladderSide
-		paced bool
-	}{{"local", local, false}, {"remote", remoteSide, false}, {"local paced", local, true}, {"remote paced", remoteSide, true}} {
+		name   string
+		remote bool
+		paced  bool
+	}{{"local", false, false}, {"remote", true, false}, {"remote", true, false}, {"local", false, false},
+		{"local paced", false, true}, {"remote paced", true, true}} {
+		side := local
+		if r.remote {
+			side = remoteSide
+		}
 		rec := newRecorder(c.anchor(), cfg.segment)
-		wall, err := runSide(ctx, r.side(), c.aus, r.paced, rec)
+		cpu0 := cpuSeconds()
+		wall, err := runSide(ctx, side(), c.aus, r.paced, rec)
+		cpu := cpuSeconds() - cpu0
 		if err != nil {
 			return figs, fmt.Errorf("%s: %w", r.name, err)
 		}
 		if err := rec.check(c); err != nil {
 			return figs, fmt.Errorf("%s: %w", r.name, err)
 		}
-		if len(outs) > 0 {
-			if err := outs[0].same(rec); err != nil {
-				return figs, fmt.Errorf("%s: the output differs from the local run's: %w", r.name, err)
-			}
+		if first == nil {
+			first = rec
+		} else if err := first.same(rec); err != nil {
+			return figs, fmt.Errorf("%s: the output differs from the first local run's: %w", r.name, err)
 		}
-		outs = append(outs, rec)
-		fmt.Fprintf(os.Stderr, "remote line: %s took %.2f s, output %s\n", r.name, wall.Seconds(), rec.sizes())
-		switch r.name {
-		case "local":
-			figs.localS = wall.Seconds()
-		case "remote":
-			figs.remoteS = wall.Seconds()
+		fmt.Fprintf(os.Stderr, "remote line: %s took %.2f s (%.2f s of CPU), output %s\n", r.name, wall.Seconds(), cpu, rec.sizes())
+		switch {
+		case r.paced && r.remote:
+			remotePaced = rec
+		case r.paced:
+			localPaced = rec
+		case r.remote:
+			figs.remoteS += wall.Seconds() / 2
+			remoteCPU += cpu / 2
+		default:
+			figs.localS += wall.Seconds() / 2
+			localCPU += cpu / 2
 		}
 	}
-	localLat, remoteLat := outs[2].latencies(), outs[3].latencies()
+	figs.cpuRatio = localCPU / remoteCPU
+	localLat, remoteLat := localPaced.latencies(), remotePaced.latencies()
 	figs.startAdded = remoteLat[0] - localLat[0]
 	figs.localLat, figs.remoteLat = localLat[1:], remoteLat[1:]
 	return figs, nil
+}
+
+// cpuSeconds is the CPU time (user and system) this process has used.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // waitWorker waits until the worker claims.

@@ -49,7 +49,7 @@ func TestRemoteLine(t *testing.T) {
 	}
 	line := figs.line(3)
 	t.Log(line)
-	want := regexp.MustCompile(`^bench-transcode-remote clip_s=3 local_s=[0-9.]+ remote_s=[0-9.]+ ratio=[0-9.]+ ` +
+	want := regexp.MustCompile(`^bench-transcode-remote clip_s=3 local_s=[0-9.]+ remote_s=[0-9.]+ ratio=[0-9.]+ cpu_ratio=[0-9.]+ ` +
 		`latency_local_ms_p50=[0-9.]+ latency_local_ms_p95=[0-9.]+ latency_remote_ms_p50=[0-9.]+ latency_remote_ms_p95=[0-9.]+ ` +
 		`added_ms_p50=-?[0-9.]+ added_ms_p95=-?[0-9.]+ start_added_ms=-?[0-9.]+ segments=2$`)
 	if !want.MatchString(line) {
