@@ -182,9 +182,6 @@ func compareRemote(ctx context.Context, c liveClip, cfg remoteConfig) (remoteFig
 // alike), then the paced runs, local then remote; every run must output
 // the same frames.
 func measureRemote(ctx context.Context, c liveClip, cfg remoteConfig, lo *remote.LiveOrigin) (remoteFigures, error) {
-	if err := waitWorker(ctx, lo); err != nil {
-		return remoteFigures{}, err
-	}
 	local := func() ladderSide { return &localSide{cfg: cfg, track: c.track, anchor: c.anchor()} }
 	remoteSide := func() ladderSide { return &remoteSide{cfg: cfg, track: c.track, anchor: c.anchor(), lo: lo} }
 	var figs remoteFigures
@@ -200,6 +197,10 @@ func measureRemote(ctx context.Context, c liveClip, cfg remoteConfig, lo *remote
 		side := local
 		if r.remote {
 			side = remoteSide
+			// Between two ladders the worker is free once it claims again.
+			if err := waitWorker(ctx, lo); err != nil {
+				return figs, err
+			}
 		}
 		rec := newRecorder(c.anchor(), cfg.segment)
 		cpu0 := cpuSeconds()
@@ -246,7 +247,7 @@ func cpuSeconds() float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
-// waitWorker waits until the worker claims.
+// waitWorker waits until the worker claims (with room).
 func waitWorker(ctx context.Context, lo *remote.LiveOrigin) error {
 	deadline := time.Now().Add(30 * time.Second)
 	tick := time.NewTicker(5 * time.Millisecond)
