@@ -7,9 +7,14 @@
 // ratio = ffmpeg_s / ours_s (above 1: we are faster). PSNR is the mean over
 // the rungs of each output against the source scaled to the rung's size.
 //
+// Then (-remote, on by default) the same live ladder in process and on a
+// remote worker over loopback HTTP (remote.go), on a second line:
+//
+//	bench-transcode-remote clip_s=.. local_s=.. remote_s=.. ratio=.. cpu_ratio=.. latency_local_ms_p50=.. ... added_ms_p50=.. added_ms_p95=.. start_added_ms=.. segments=..
+//
 // With SHOAL_TEST_GPU=1 it also counts the concurrent 1080p ladders that
 // keep real time for Shoal on the CPU only, Shoal with the GPU and the
-// ffmpeg CLI with the same GPU pipeline, and prints a second line:
+// ffmpeg CLI with the same GPU pipeline, and prints one more line:
 //
 //	bench-transcode-gpu clip_s=.. cpu_ladders=.. gpu_ladders=.. cli_gpu_ladders=.. gpu_over_cpu=.. gpu_over_cli=.. self_cpu=.. self_gpu=.. gpu_path=.. cli_path=..
 //
