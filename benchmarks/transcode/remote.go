@@ -150,9 +150,10 @@ func compareRemote(ctx context.Context, c liveClip, cfg remoteConfig) (remoteFig
 	}
 	defer w.hc.CloseIdleConnections()
 
-	wctx, stopWorker := context.WithCancel(ctx)
+	// A failure of the server or the worker ends the measurement too.
+	g, gctx := errgroup.WithContext(ctx)
+	wctx, stopWorker := context.WithCancel(gctx)
 	defer stopWorker()
-	var g errgroup.Group
 	g.Go(func() error {
 		if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("the origin's HTTP server: %w", err)
@@ -171,7 +172,7 @@ func compareRemote(ctx context.Context, c liveClip, cfg remoteConfig) (remoteFig
 			}
 		}()
 		var err error
-		figs, err = measureRemote(ctx, c, cfg, lo)
+		figs, err = measureRemote(gctx, c, cfg, lo)
 		return err
 	})
 	return figs, g.Wait()
