@@ -7,9 +7,14 @@
 // ratio = ffmpeg_s / ours_s (above 1: we are faster). PSNR is the mean over
 // the rungs of each output against the source scaled to the rung's size.
 //
+// Then (-remote, on by default) the same live ladder in process and on a
+// remote worker over loopback HTTP (remote.go), on a second line:
+//
+//	bench-transcode-remote clip_s=.. local_s=.. remote_s=.. ratio=.. cpu_ratio=.. latency_local_ms_p50=.. ... added_ms_p50=.. added_ms_p95=.. start_added_ms=.. segments=..
+//
 // With SHOAL_TEST_GPU=1 it also counts the concurrent 1080p ladders that
 // keep real time for Shoal on the CPU only, Shoal with the GPU and the
-// ffmpeg CLI with the same GPU pipeline, and prints a second line:
+// ffmpeg CLI with the same GPU pipeline, and prints one more line:
 //
 //	bench-transcode-gpu clip_s=.. cpu_ladders=.. gpu_ladders=.. cli_gpu_ladders=.. gpu_over_cpu=.. gpu_over_cli=.. self_cpu=.. self_gpu=.. gpu_path=.. cli_path=..
 //
@@ -55,12 +60,22 @@ var ladder = []rung{
 	{"360p", 640, 360, 700_000},
 }
 
+// mediaLadder is ladder as the transcoder and the remote workers take it.
+func mediaLadder() media.Ladder {
+	l := make(media.Ladder, len(ladder))
+	for i, r := range ladder {
+		l[i] = media.Rung{Height: r.height, Bitrate: r.bitrate}
+	}
+	return l
+}
+
 func main() {
 	seconds := flag.Int("seconds", 20, "length of the 1080p30 test clip")
 	preset := flag.String("preset", "veryfast", "x264 preset for both")
 	keep := flag.Bool("keep", false, "keep the work directory")
 	count := flag.String("count", "", "only count the concurrent ladders that keep real time for these runners: cpu, gpu, cli (comma-separated)")
 	maxLadders := flag.Int("max-ladders", 64, "the most concurrent ladders a count tries")
+	remoteLine := flag.Bool("remote", true, "also run the live ladder through a remote worker over loopback HTTP against the in-process ladder (the bench-transcode-remote line)")
 	flag.Parse()
 	var runners []string
 	if *count != "" {
@@ -72,13 +87,13 @@ func main() {
 			runners = append(runners, r)
 		}
 	}
-	if err := run(*seconds, *preset, *keep, runners, *maxLadders); err != nil {
+	if err := run(*seconds, *preset, *keep, runners, *maxLadders, *remoteLine); err != nil {
 		fmt.Fprintln(os.Stderr, "bench-transcode:", err)
 		os.Exit(1)
 	}
 }
 
-func run(seconds int, preset string, keep bool, count []string, maxLadders int) error {
+func run(seconds int, preset string, keep bool, count []string, maxLadders int, remoteLine bool) error {
 	ffmpeg.SetLogger(discardLogger())
 	dir, err := os.MkdirTemp("", "bench-transcode-")
 	if err != nil {
@@ -126,6 +141,21 @@ func run(seconds int, preset string, keep bool, count []string, maxLadders int) 
 	}
 	fmt.Printf("bench-transcode ours_s=%.2f ffmpeg_s=%.2f ratio=%.2f realtime_x=%.2f peak_rss_mb=%.0f psnr_ours=%.2f psnr_ffmpeg=%.2f\n",
 		oursS, cliS, cliS/oursS, float64(seconds)/oursS, peak, psnrOurs, psnrCLI)
+
+	if remoteLine {
+		clip, err := loadClip(src)
+		if err != nil {
+			return err
+		}
+		figs, err := compareRemote(context.Background(), clip, remoteConfig{
+			base: cpu.PipelineConfig(preset, 2*time.Second, discardLogger()), ladder: mediaLadder(),
+			preset: preset, segment: 2 * time.Second, log: discardLogger(),
+		})
+		if err != nil {
+			return fmt.Errorf("remote line: %w", err)
+		}
+		fmt.Println(figs.line(seconds))
+	}
 
 	if os.Getenv("SHOAL_TEST_GPU") == "1" {
 		return countLadders("bench-transcode-gpu", src, seconds, preset, []string{"cpu", "gpu", "cli"}, maxLadders)
@@ -344,12 +374,8 @@ func countLadders(name, src string, seconds int, preset string, runners []string
 // selfBenchmark is the capacity figure a node transcoding this ladder with
 // accel would measure for itself at start (transcode.MeasureCapacity).
 func selfBenchmark(accel transcode.Accel, preset string) (int, error) {
-	l := make(media.Ladder, len(ladder))
-	for i, r := range ladder {
-		l[i] = media.Rung{Height: r.height, Bitrate: r.bitrate}
-	}
 	c, err := transcode.MeasureCapacity(context.Background(), accel,
-		transcode.CapacityConfig{Ladder: l, Preset: preset, KeyframeInterval: 2 * time.Second, SourceHeight: 1080, Log: discardLogger()})
+		transcode.CapacityConfig{Ladder: mediaLadder(), Preset: preset, KeyframeInterval: 2 * time.Second, SourceHeight: 1080, Log: discardLogger()})
 	return c.Ladders, err
 }
 
