@@ -136,7 +136,12 @@ func (c liveClip) anchor() int64 { return c.aus[0].PTS }
 // then the two paced runs, through one worker that claims over loopback
 // HTTP for the whole comparison.
 func compareRemote(ctx context.Context, c liveClip, cfg remoteConfig) (remoteFigures, error) {
-	lo := remote.NewLiveOrigin(remote.LiveConfig{PollWait: 2 * time.Second, QueueLen: max(1200, len(c.aus)+1)}, cfg.log)
+	// No sampled re-checks (verify_fraction 0): the line measures the
+	// transport and the worker, not the origin's checks.
+	lo, err := remote.NewLiveOrigin(remote.LiveConfig{PollWait: 2 * time.Second, QueueLen: max(1200, len(c.aus)+1)}, remote.LiveDeps{Log: cfg.log})
+	if err != nil {
+		return remoteFigures{}, err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return remoteFigures{}, err
