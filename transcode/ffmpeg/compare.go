@@ -320,46 +320,52 @@ func CompareSegment(ctx context.Context, cfg CompareConfig) (CompareResult, erro
 		cfg.Rung.Height = min(cfg.Rung.Height, w.srcH&^1)
 		cfg.Rung.Width = EvenWidth(w.srcW, w.srcH, cfg.Rung.Height)
 	}
-	res := CompareResult{FrameRateNum: w.fps.Num(), FrameRateDen: w.fps.Den(), First: w.first,
-		SourceWidth: w.srcW, SourceHeight: w.srcH, Rung: cfg.Rung}
+	return w.compare(ctx, cfg.Rung, cfg.Candidate, cfg.Reference, cfg.KeyframeInterval, w.walk)
+}
 
-	// The first pass measures the candidate and feeds the reference
-	// encoder; the second (the source decoded again: frames are not kept,
-	// so memory stays bounded) measures the reference.
-	cand := newCodedStream(cfg.Candidate, cfg.Rung)
+// walkFunc decodes a window's source frames, hands them to s (and to feed,
+// when set) and returns the frames seen and whether the source ended
+// before the window did.
+type walkFunc func(ctx context.Context, s *codedStream, feed feedFunc) ([]SourceFrame, bool, error)
+
+// compare measures candidate, and with reference a reference encode of
+// the window, against the window's source frames at the rung's size (its
+// Width set): the first walk measures the candidate and feeds the
+// reference encoder; the second (the source decoded again: frames are not
+// kept, so memory stays bounded) measures the reference.
+func (w *window) compare(ctx context.Context, rung Rung, candidate CodedVideo, reference *Config, interval time.Duration, walk walkFunc) (CompareResult, error) {
+	res := CompareResult{FrameRateNum: w.fps.Num(), FrameRateDen: w.fps.Den(), First: w.first,
+		SourceWidth: w.srcW, SourceHeight: w.srcH, Rung: rung}
+	cand := newCodedStream(candidate, rung)
 	defer cand.close()
 	var ref *refEncoder
-	if cfg.Reference != nil {
-		rc := *cfg.Reference
-		rc.KeyframeInterval = cfg.KeyframeInterval
-		if ref, err = newRefEncoder(rc, cfg.Rung, w); err != nil {
+	var feed feedFunc
+	if reference != nil {
+		rc := *reference
+		rc.KeyframeInterval = interval
+		var err error
+		if ref, err = newRefEncoder(rc, rung, w); err != nil {
 			return res, err
 		}
 		defer ref.close()
-	}
-	var feed feedFunc
-	if ref != nil {
 		feed = ref.push
 	}
-	frames, eof, err := w.walk(ctx, cand, feed)
+	frames, eof, err := walk(ctx, cand, feed)
 	if err != nil {
 		return res, err
 	}
 	res.Frames, res.EOF = frames, eof
 	res.Candidate = cand.result()
-	if ref == nil {
-		return res, nil
-	}
-	if !ref.inWindow {
-		return res, nil // no frame to compare
+	if ref == nil || !ref.inWindow {
+		return res, nil // no reference, or no frame to compare
 	}
 	video, err := ref.finish()
 	if err != nil {
 		return res, err
 	}
-	refStream := newCodedStream(video, cfg.Rung)
+	refStream := newCodedStream(video, rung)
 	defer refStream.close()
-	if _, _, err := w.walk(ctx, refStream, nil); err != nil {
+	if _, _, err := walk(ctx, refStream, nil); err != nil {
 		return res, err
 	}
 	r := refStream.result()

@@ -51,19 +51,7 @@ func (req LiveRequest) validate() error {
 	if span := req.End - req.Start; span <= 0 || span > media.Ticks(maxSpan, 90000) {
 		errs = append(errs, fmt.Errorf("bad cell [%d, %d) (at most %s long)", req.Start, req.End, maxSpan))
 	}
-	if req.Rung.Height < 2 || req.Rung.Height > 8192 || req.Rung.Width < 0 || req.Rung.Width > 8192 {
-		errs = append(errs, fmt.Errorf("bad rung size %dx%d", req.Rung.Width, req.Rung.Height))
-	}
-	if req.Rung.Bitrate <= 0 && !req.NoReference {
-		errs = append(errs, errors.New("the rung's bitrate is required for the reference encode"))
-	}
-	if req.Settings.SegmentDuration <= 0 && req.Settings.KeyframeInterval <= 0 {
-		errs = append(errs, errors.New("the segment duration (or keyframe interval) is required"))
-	}
-	if err := errors.Join(errs...); err != nil {
-		return fmt.Errorf("verify: %w", err)
-	}
-	return nil
+	return validated(errs, req.Rung, req.Settings, req.NoReference)
 }
 
 // CheckLive verifies one cell of a live rung as Check verifies a VOD

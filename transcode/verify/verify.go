@@ -248,13 +248,19 @@ func (req Request) validate() error {
 	if req.Start < 0 || req.End <= req.Start || req.End-req.Start > maxSpan {
 		errs = append(errs, fmt.Errorf("bad segment span [%s, %s) (at most %s long)", req.Start, req.End, maxSpan))
 	}
-	if req.Rung.Height < 2 || req.Rung.Height > 8192 || req.Rung.Width < 0 || req.Rung.Width > 8192 {
-		errs = append(errs, fmt.Errorf("bad rung size %dx%d", req.Rung.Width, req.Rung.Height))
+	return validated(errs, req.Rung, req.Settings, req.NoReference)
+}
+
+// validated adds the checks of the rung and the settings to errs and
+// returns them as one error (nil when there are none).
+func validated(errs []error, rung ffmpeg.Rung, settings Settings, noReference bool) error {
+	if rung.Height < 2 || rung.Height > 8192 || rung.Width < 0 || rung.Width > 8192 {
+		errs = append(errs, fmt.Errorf("bad rung size %dx%d", rung.Width, rung.Height))
 	}
-	if req.Rung.Bitrate <= 0 && !req.NoReference {
+	if rung.Bitrate <= 0 && !noReference {
 		errs = append(errs, errors.New("the rung's bitrate is required for the reference encode"))
 	}
-	if req.Settings.SegmentDuration <= 0 && req.Settings.KeyframeInterval <= 0 {
+	if settings.SegmentDuration <= 0 && settings.KeyframeInterval <= 0 {
 		errs = append(errs, errors.New("the segment duration (or keyframe interval) is required"))
 	}
 	if err := errors.Join(errs...); err != nil {
