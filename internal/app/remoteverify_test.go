@@ -163,9 +163,9 @@ func makeOther(t *testing.T, w, h, seconds int) string {
 // A cheating worker (its output has every second segment of each rendition
 // replaced by the same segment of another picture, the files, hashes,
 // playlists and structure all right) is caught by the re-check: its
-// output is refused with the check's reason; with an honest worker
-// joined, the job goes to that one (the cheat is not handed it again),
-// which makes the video, and it plays. Alone, the cheat is handed the
+// output is refused with the check's reason; with another worker joined,
+// the cheat's claims of the job are deferred for it (the cheat is not
+// handed it again), and an honest worker makes the video, which plays. Alone, the cheat is handed the
 // next video's retries; at the third failed segment it is quarantined
 // (shown in /v1/nodes with the reason), refused, and stops; a new honest
 // worker makes that video.
@@ -206,10 +206,18 @@ func TestRemoteWorkerCheatCaught(t *testing.T) {
 	case <-time.After(60 * time.Second):
 		t.Fatalf("the cheat took no job:\n%s", w.log.String())
 	}
+	// Another worker is joined, idle for now: the cheat's claims of the
+	// refused job are deferred for it. Then the honest worker comes.
+	idle := joinStranger(t, n, honestToken)
+	close(release)
+	n.waitFor("the cheat's claims of the refused job to be deferred", 120*time.Second, func() bool {
+		_, page := n.get("/metrics", "")
+		return metric(page, "shoal_vod_remote_jobs_total", `outcome="deferred"`) >= 1
+	})
 	h := startRemoteWorker(t, n, honestToken, "SHOAL_TRANSCODE_MAX_LADDERS=0")
 	hid := nodeIDOf(t, h)
 	n.waitFor("the honest worker to join", 30*time.Second, func() bool { _, ok := n.joinedWorkers()[hid]; return ok })
-	close(release)
+	idle.stop()
 
 	a = n.waitVideo(a.ID, 120*time.Second)
 	if a.Status != "ready" || a.Attempts != 2 || len(a.Renditions) != 2 {
@@ -240,7 +248,12 @@ func TestRemoteWorkerCheatCaught(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = h.cmd.Wait()
-	n.waitFor("the killed worker to leave the registry", 30*time.Second, func() bool { _, ok := n.joinedWorkers()[hid]; return !ok })
+	n.waitFor("the killed and the idle worker to leave the registry", 30*time.Second, func() bool {
+		jw := n.joinedWorkers()
+		_, h := jw[hid]
+		_, i := jw[idle.id]
+		return !h && !i
+	})
 	b := n.createVideo("cheated twice")
 	if code, body := putFile(t, b.Upload.DirectURL, testAdminKey, src); code != http.StatusAccepted {
 		t.Fatalf("PUT: %d %s", code, body)

@@ -313,6 +313,8 @@ type strangerWorker struct {
 	c   *nodeproto.Client
 	key ed25519.PrivateKey
 	id  string
+	// stop ends its heartbeats (it leaves the registry once they age).
+	stop func()
 }
 
 // joinStranger joins n as a worker with token and keeps heartbeating
@@ -329,7 +331,8 @@ func joinStranger(t *testing.T, n *node, token string) *strangerWorker {
 	if err != nil {
 		t.Fatalf("join as a worker: %v", err)
 	}
-	s := &strangerWorker{t: t, n: n, c: c, key: key, id: r.ID}
+	ctx, stop := context.WithCancel(t.Context())
+	s := &strangerWorker{t: t, n: n, c: c, key: key, id: r.ID, stop: stop}
 	tick := time.NewTicker(nodeproto.HeartbeatInterval)
 	done := make(chan struct{})
 	go func() {
@@ -337,11 +340,11 @@ func joinStranger(t *testing.T, n *node, token string) *strangerWorker {
 		defer tick.Stop()
 		for {
 			select {
-			case <-t.Context().Done():
+			case <-ctx.Done():
 				return
 			case <-tick.C:
 			}
-			if _, err := c.Heartbeat(t.Context(), r.ID, nodeproto.Heartbeat{Transcode: &caps}); errors.Is(err, nodeproto.ErrRefused) {
+			if _, err := c.Heartbeat(ctx, r.ID, nodeproto.Heartbeat{Transcode: &caps}); errors.Is(err, nodeproto.ErrRefused) {
 				return
 			}
 		}
