@@ -85,48 +85,19 @@ func CompareLive(ctx context.Context, cfg LiveCompareConfig) (CompareResult, err
 	w.encTB = astiav.NewRational(w.fps.Den(), w.fps.Num())
 	w.frame = max(astiav.RescaleQ(1, w.encTB, clock90k), 1)
 	defer w.close()
-	res := CompareResult{FrameRateNum: w.fps.Num(), FrameRateDen: w.fps.Den(), First: w.first,
-		SourceWidth: srcW, SourceHeight: srcH, Rung: cfg.Rung}
+	walk := func(ctx context.Context, s *codedStream, feed feedFunc) ([]SourceFrame, bool, error) {
+		return w.walkLive(ctx, cfg, s, feed)
+	}
+	return w.compare(ctx, cfg.Rung, cfg.Candidate, cfg.Reference, cfg.KeyframeInterval, walk)
+}
 
-	cand := newCodedStream(cfg.Candidate, cfg.Rung)
-	defer cand.close()
-	var ref *refEncoder
-	if cfg.Reference != nil {
-		rc := *cfg.Reference
-		rc.KeyframeInterval = cfg.KeyframeInterval
-		if ref, err = newRefEncoder(rc, cfg.Rung, w); err != nil {
-			return res, err
-		}
-		defer ref.close()
-	}
-	var feed feedFunc
-	if ref != nil {
-		feed = ref.push
-	}
-	frames, eof, err := w.walkLive(ctx, cfg, cand, feed)
-	if err != nil {
-		return res, err
-	}
-	res.Frames, res.EOF = frames, eof
-	res.Candidate = cand.result()
-	if ref == nil || !ref.inWindow {
-		return res, nil
-	}
-	video, err := ref.finish()
-	if err != nil {
-		return res, err
-	}
-	refStream := newCodedStream(video, cfg.Rung)
-	defer refStream.close()
-	if _, _, err := w.walkLive(ctx, cfg, refStream, nil); err != nil {
-		return res, err
-	}
-	r := refStream.result()
-	if r.Err != nil {
-		return res, fmt.Errorf("compare: the reference encode does not decode: %w", r.Err)
-	}
-	res.Reference = &r
-	return res, nil
+// EncoderTick is one tick of the ladder's encoders for a source video
+// track, in 90 kHz ticks: they count in its declared frame rate (60 fps
+// when it declares none), so an output frame's instant is its source
+// frame's rounded to a tick.
+func EncoderTick(t media.Track) int64 {
+	fps := (&Pipeline{src: t}).frameRate()
+	return max(astiav.RescaleQ(1, astiav.NewRational(fps.Den(), fps.Num()), clock90k), 1)
 }
 
 // TrackSize is the picture size a video track's SPS declares (the track's

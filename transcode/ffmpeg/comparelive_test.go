@@ -196,3 +196,26 @@ func TestCompareLiveNTSC(t *testing.T) {
 		}
 	}
 }
+
+// The encoders' tick follows the source's declared frame rate (60 fps
+// when its SPS declares none): the tolerance of a keyframe's instant.
+func TestEncoderTick(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		rate string
+		want int64
+	}{{"15", 6000}, {"30", 3000}, {"30000/1001", 3003}} {
+		src := makeClip(t, "tick.ts", "-f", "lavfi", "-i", "testsrc2=size=160x120:rate="+c.rate, "-t", "1", "-c:v", "libx264",
+			"-preset", "ultrafast", "-pix_fmt", "yuv420p", "-f", "mpegts")
+		var track media.Track
+		if err := DemuxVideo(src, func(tr media.Track, _ *media.AccessUnit) error { track = tr; return nil }); err != nil {
+			t.Fatal(err)
+		}
+		if got := EncoderTick(track); got != c.want {
+			t.Errorf("%s fps: tick %d, want %d", c.rate, got, c.want)
+		}
+	}
+	if got := EncoderTick(media.Track{Codec: media.CodecH264}); got != 1500 {
+		t.Errorf("no SPS: tick %d, want 1500 (60 fps)", got)
+	}
+}

@@ -54,6 +54,8 @@ func EncodeLiveCheating(ctx context.Context, base ffmpeg.Config, src io.Reader, 
 	for i, g := range fl {
 		rungs[i] = ffmpeg.Rung{Name: g.Name(), Height: g.Height, Bitrate: g.Bitrate}
 	}
+	// The header says what was asked, whatever a cheat encodes.
+	asked := slices.Clone(rungs)
 	if cheat != nil {
 		cheat(rungs)
 	}
@@ -75,8 +77,8 @@ func EncodeLiveCheating(ctx context.Context, base ffmpeg.Config, src io.Reader, 
 		}
 		if now := p.OutputRungs(); !slices.Equal(now, sent) {
 			hdr := nodeproto.LiveRenditions{Stream: h.Stream}
-			for _, g := range now {
-				hdr.Rungs = append(hdr.Rungs, nodeproto.LiveRung{Name: g.Name, Width: g.Width, Height: g.Height, Bitrate: g.Bitrate})
+			for j, g := range now {
+				hdr.Rungs = append(hdr.Rungs, nodeproto.LiveRung{Name: g.Name, Width: g.Width, Height: g.Height, Bitrate: asked[j].Bitrate})
 			}
 			if werr = out.WriteRenditions(hdr); werr != nil {
 				return

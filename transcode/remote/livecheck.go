@@ -92,7 +92,8 @@ type liveSampler struct {
 	interval time.Duration
 	preset   string
 	lag      int64        // how far behind the source a worker's output may be, 90 kHz
-	ladder   media.Ladder // the origin's
+	tol      int64        // half an encoder tick, 90 kHz (a keyframe's instant rounds that far before the grid's)
+	ladder   media.Ladder // the worker's rungs: the origin's ladder for the source's height at the start
 	seeds    map[string][]byte
 	anyPick  map[int64]bool // pickedAny's answers, while the cell may come
 
@@ -107,6 +108,7 @@ type liveSampler struct {
 	rungs         []nodeproto.LiveRung
 	bitrates      []int             // the ladder's, per rung index
 	frames        []int64           // access units received, per rung index
+	lastOut       []int64           // the latest PTS out, per rung index
 	open          map[int]*liveCell // per rung index
 	keyCell       map[int]int64     // per rung index: the cell of its latest keyframe
 	ready         []*liveCell       // whole, waiting for the source to pass them
@@ -149,7 +151,8 @@ func (o *LiveOrigin) newLiveSampler(a *liveAssignment, hdr nodeproto.LiveSource)
 	interval := time.Duration(hdr.SegmentMillis) * time.Millisecond
 	step := media.Ticks(interval, 90000)
 	return &liveSampler{o: o, a: a, track: tr, srcW: w, srcH: h, rate: int64(tr.ClockRate), anchor: hdr.KeyframeAnchor, step: step,
-		interval: interval, preset: hdr.Preset, lag: 3*step + media.Ticks(2*time.Second, 90000), ladder: ladder,
+		interval: interval, preset: hdr.Preset, lag: 3*step + media.Ticks(2*time.Second, 90000), ladder: ladder.For(tr.Height),
+		tol:   ffmpeg.EncoderTick(tr)/2 + 1,
 		seeds: map[string][]byte{}, anyPick: map[int64]bool{}, open: map[int]*liveCell{}, keyCell: map[int]int64{}}
 }
 
@@ -195,13 +198,27 @@ func (s *liveSampler) pickedAny(k int64) bool {
 }
 
 // onSource keeps a source video access unit the worker is about to be
-// sent.
-func (s *liveSampler) onSource(au *media.AccessUnit) {
+// sent: an error says the worker must be dropped (a rung of its stopped
+// or fell behind).
+func (s *liveSampler) onSource(au *media.AccessUnit) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !s.ended {
-		s.source(au)
+	if s.ended || s.failed {
+		return nil
 	}
+	s.source(au)
+	for i, r := range s.rungs {
+		if behind := s.newest - s.lastOut[i]; behind > s.lag {
+			s.failed = true
+			s.o.liveChecks.WithLabelValues("refused").Inc()
+			err := fmt.Errorf("its %s output stopped at %s, %s behind the source", r.Name,
+				media.Duration(s.lastOut[i], 90000), media.Duration(behind, 90000))
+			s.o.log.Warn("a remote worker's live output breaks the ladder's structure: it is dropped from the stream",
+				"node", s.a.worker, "stream", s.a.stream, "err", err)
+			return err
+		}
+	}
+	return nil
 }
 
 // onOutput watches a frame of the worker's renditions body, before the
@@ -285,6 +302,7 @@ func (s *liveSampler) parameterSets(nalus [][]byte) {
 	}
 	tr.Width, tr.Height = w, h
 	s.track, s.srcW, s.srcH = tr, w, h
+	s.tol = ffmpeg.EncoderTick(tr)/2 + 1
 }
 
 // trim drops the source no cell still to be checked needs: it keeps from
@@ -378,7 +396,8 @@ func (s *liveSampler) output(f nodeproto.LiveFrame) error {
 		s.pixels += int64(r.Width) * int64(r.Height)
 	}
 	s.frames[i]++
-	k := s.cellOf(c.PTS + 1875)
+	s.lastOut[i] = max(s.lastOut[i], c.PTS)
+	k := s.cellOf(c.PTS + s.tol)
 	last, seen := s.keyCell[i]
 	if !c.Keyframe {
 		if !seen {
@@ -405,8 +424,8 @@ func (s *liveSampler) output(f nodeproto.LiveFrame) error {
 	}
 	// The rung's first keyframe in a cell the worker encoded from its
 	// start is the cell's: the first frame at or after the grid instant,
-	// at its encoder tick (rounded: up to half a frame at 24 fps before
-	// the instant). The check says whether it is where the grid puts it.
+	// at its encoder tick (rounded: up to half a tick before the
+	// instant). The check says whether it is where the grid puts it.
 	s.keyCell[i] = k
 	if (!seen || k > last) && s.start(k) >= s.first && s.picked(r.Name, k) {
 		s.open[i] = &liveCell{rung: r, bitrate: s.bitrates[i], k: k, aus: []*media.AccessUnit{&c}}
@@ -414,26 +433,37 @@ func (s *liveSampler) output(f nodeproto.LiveFrame) error {
 	return nil
 }
 
-// renditions checks a renditions header: the ladder's rungs (the job
-// checks names and heights) at the widths the ladder makes of the
-// source; a header that changes the rungs drops the cells being
-// collected.
+// renditions checks a renditions header: the worker's rungs (the
+// origin's ladder for the source's height when the ladder was handed
+// out), in order, at the sizes the pipeline makes of the source now (its
+// height capped at the source's), with the ladder's bitrates. A header
+// the same as the last changes nothing; one that differs (the source
+// changed size) drops the cells being collected.
 func (s *liveSampler) renditions(rungs []nodeproto.LiveRung) error {
 	if slices.Equal(rungs, s.rungs) {
 		return nil
 	}
+	if len(rungs) != len(s.ladder) {
+		return fmt.Errorf("it sent %d rungs; the ladder has %d for this source", len(rungs), len(s.ladder))
+	}
 	bitrates := make([]int, len(rungs))
 	for j, r := range rungs {
-		i := slices.IndexFunc(s.ladder, func(g media.Rung) bool { return g.Name() == r.Name && g.Height == r.Height })
-		if i < 0 {
-			return fmt.Errorf("it sent rung %q (%dp), not one of the ladder's", r.Name, r.Height)
+		g := s.ladder[j]
+		h := min(g.Height, s.srcH&^1)
+		w := ffmpeg.EvenWidth(s.srcW, s.srcH, h)
+		if r.Name != g.Name() || r.Width != w || r.Height != h || r.Bitrate != g.Bitrate {
+			return fmt.Errorf("its rung %d is %s, %dx%d at %d b/s; the ladder's is %s, %dx%d at %d b/s for this %dx%d source",
+				j, r.Name, r.Width, r.Height, r.Bitrate, g.Name(), w, h, g.Bitrate, s.srcW, s.srcH)
 		}
-		if w := ffmpeg.EvenWidth(s.srcW, s.srcH, min(r.Height, s.srcH&^1)); r.Width != w {
-			return fmt.Errorf("it says rung %s is %dx%d; the ladder makes %dx%d of this %dx%d source", r.Name, r.Width, r.Height, w, r.Height, s.srcW, s.srcH)
-		}
-		bitrates[j] = s.ladder[i].Bitrate
+		bitrates[j] = g.Bitrate
 	}
-	s.rungs, s.bitrates, s.frames = rungs, bitrates, make([]int64, len(rungs))
+	if s.frames == nil {
+		s.frames, s.lastOut = make([]int64, len(rungs)), make([]int64, len(rungs))
+		for i := range s.lastOut {
+			s.lastOut[i] = s.newest
+		}
+	}
+	s.rungs, s.bitrates = rungs, bitrates
 	clear(s.open)
 	clear(s.keyCell)
 	clear(s.anyPick)

@@ -102,13 +102,19 @@ type samplerEnv struct {
 
 func newSamplerEnv(t *testing.T, fraction float64) *samplerEnv {
 	t.Helper()
+	return newSamplerEnvSized(t, fraction, 640, 360)
+}
+
+// newSamplerEnvSized is newSamplerEnv for a w x h source.
+func newSamplerEnvSized(t *testing.T, fraction float64, w, h int) *samplerEnv {
+	t.Helper()
 	rs := redistest.Start(t)
 	store, err := routing.NewStore(rs.URL)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = store.Close() })
-	track, aus := demuxClip(t, shoaltest.MakeTS(t, 640, 360, 1, 30))
+	track, aus := demuxClip(t, shoaltest.MakeTS(t, w, h, 1, 30))
 	reg := prometheus.NewRegistry()
 	lo, err := NewLiveOrigin(LiveConfig{VerifyFraction: fraction}, LiveDeps{Log: slog.New(slog.DiscardHandler), Registerer: reg, Queue: store})
 	if err != nil {
@@ -175,9 +181,23 @@ func TestLiveStructureRefused(t *testing.T) {
 		frames []nodeproto.LiveFrame
 		want   string
 	}{
-		"claimed width": {[]nodeproto.LiveFrame{rungsHeader(8192)}, "the ladder makes 640x360"},
+		"claimed width": {[]nodeproto.LiveFrame{rungsHeader(8192)}, "the ladder's is 360p, 640x360 at 700000 b/s"},
+		"a rung short": {[]nodeproto.LiveFrame{{Renditions: &nodeproto.LiveRenditions{Stream: "s1", Rungs: []nodeproto.LiveRung{
+			{Name: "240p", Width: 428, Height: 240, Bitrate: 400_000}}}}}, "it sent 1 rungs; the ladder has 2"},
 		"unknown rung": {[]nodeproto.LiveFrame{{Renditions: &nodeproto.LiveRenditions{Stream: "s1", Rungs: []nodeproto.LiveRung{
-			{Name: "1080p", Width: 1920, Height: 1080}}}}}, "not one of the ladder's"},
+			{Name: "1080p", Width: 1920, Height: 1080, Bitrate: 5_000_000}, {Name: "240p", Width: 428, Height: 240, Bitrate: 400_000}}}}},
+			"its rung 0 is 1080p"},
+		"another bitrate": {[]nodeproto.LiveFrame{rungsHeader(640), func() nodeproto.LiveFrame {
+			f := rungsHeader(640)
+			f.Renditions.Rungs[1].Bitrate++
+			return f
+		}()}, "its rung 1 is 240p, 428x240 at 400001 b/s"},
+		"swapped rungs": {[]nodeproto.LiveFrame{func() nodeproto.LiveFrame {
+			f := rungsHeader(640)
+			r := f.Renditions.Rungs
+			r[0], r[1] = r[1], r[0]
+			return f
+		}()}, "its rung 0 is 240p"},
 		"ahead of the source": {[]nodeproto.LiveFrame{rungsHeader(640), outAU(0, 0, true), outAU(0, 400_000, false)}, "ahead of the source"},
 		"no keyframe": {[]nodeproto.LiveFrame{rungsHeader(640), outAU(1, 0, true), outAU(1, 90_000, false), outAU(1, 183_000, false)},
 			"no keyframe since 0s"},
@@ -248,7 +268,8 @@ func TestLiveSamplerHeaderAndCredit(t *testing.T) {
 
 // A cell's latency runs from the source frame that starts it going out to
 // the first rung's keyframe for it coming back; the cell the worker
-// started in, other rungs and other frames are not samples.
+// started in, cells that started before its output began, other rungs and
+// other frames are not samples.
 func TestLatencyProbe(t *testing.T) {
 	t.Parallel()
 	var p latencyProbe
@@ -257,9 +278,11 @@ func TestLatencyProbe(t *testing.T) {
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	for i := range 60 { // 2 s at 30 fps, sent in real time
 		p.sent(&media.AccessUnit{PTS: int64(i) * 3000}, at(i*33))
-	}
-	if _, ok := p.received(nodeproto.LiveFrame{AU: &media.AccessUnit{Track: 0, PTS: 0, Keyframe: true}}, at(100)); ok {
-		t.Error("the first cell (the worker's start) was timed")
+		if i == 5 { // the worker's output begins
+			if _, ok := p.received(nodeproto.LiveFrame{AU: &media.AccessUnit{Track: 0, PTS: 0, Keyframe: true}}, at(170)); ok {
+				t.Error("the first cell (the worker's start) was timed")
+			}
+		}
 	}
 	if _, ok := p.received(nodeproto.LiveFrame{AU: &media.AccessUnit{Track: 1, PTS: 90000, Keyframe: true}}, at(1300)); ok {
 		t.Error("another rung's keyframe was timed")
@@ -351,5 +374,70 @@ func TestReserveLeavesRoomForVOD(t *testing.T) {
 	defer rl.Close()
 	if _, ok := lo.Reserve("s2", nil); ok {
 		t.Fatal("a worker was handed more live ladders than it has room for")
+	}
+}
+
+// A rung that stops (or falls more than three cells and 2 s behind the
+// source) drops the worker, though its other rungs keep up.
+func TestLiveStoppedRungRefused(t *testing.T) {
+	t.Parallel()
+	e := newSamplerEnv(t, 0)
+	e.sourceAt(0, true)
+	if err := e.s.onOutput(rungsHeader(640)); err != nil {
+		t.Fatal(err)
+	}
+	var err error
+	for pts := int64(3000); pts <= 900_000 && err == nil; pts += 3000 {
+		au := *e.delta
+		if pts%90_000 == 0 {
+			au = *e.key
+		}
+		au.PTS, au.DTS = pts, pts
+		if err = e.s.onSource(&au); err != nil {
+			break
+		}
+		if oerr := e.s.onOutput(outAU(1, pts, pts%90_000 == 0)); oerr != nil { // 240p only
+			t.Fatal(oerr)
+		}
+	}
+	if err == nil || !strings.Contains(err.Error(), "its 360p output stopped at 0s") {
+		t.Fatalf("err %v, want the stopped 360p rung refused", err)
+	}
+}
+
+// A source below the ladder's lowest rung gets one rung at its own
+// height (media.Ladder.For): the worker's header for it passes.
+func TestLiveSmallSourceRung(t *testing.T) {
+	t.Parallel()
+	e := newSamplerEnvSized(t, 0, 320, 180)
+	e.sourceAt(0, true)
+	hdr := nodeproto.LiveFrame{Renditions: &nodeproto.LiveRenditions{Stream: "s1", Rungs: []nodeproto.LiveRung{
+		{Name: "180p", Width: 320, Height: 180, Bitrate: 400_000}}}}
+	if err := e.s.onOutput(hdr); err != nil {
+		t.Fatalf("an honest header for a 320x180 source: %v", err)
+	}
+}
+
+// A keyframe whose instant rounds to just before the grid instant (up to
+// half an encoder tick) starts the cell of that instant, not the one
+// before.
+func TestLiveKeyframeTolerance(t *testing.T) {
+	t.Parallel()
+	e := newSamplerEnv(t, 1)
+	for pts := int64(0); pts < 200_000; pts += 3000 {
+		e.sourceAt(pts, pts%90_000 == 0)
+	}
+	if err := e.s.onOutput(rungsHeader(640)); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []nodeproto.LiveFrame{outAU(0, 0, true), outAU(0, 3000, false), outAU(0, 90_000-1400, true)} {
+		if err := e.s.onOutput(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.s.mu.Lock()
+	defer e.s.mu.Unlock()
+	if c := e.s.open[0]; c == nil || c.k != 1 {
+		t.Fatalf("the open cell %+v, want cell 1", c)
 	}
 }

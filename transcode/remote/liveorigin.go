@@ -21,6 +21,7 @@ import (
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/transcode"
+	"github.com/shoal-video/shoal/transcode/ffmpeg"
 )
 
 // LiveConfig configures the origin's side of remote live ladders.
@@ -514,7 +515,10 @@ func (a *liveAssignment) Send(au *media.AccessUnit) bool {
 	if a.sampler != nil {
 		// Before the worker can have it: its output is checked against
 		// what it was sent.
-		a.sampler.onSource(au)
+		if err := a.sampler.onSource(au); err != nil {
+			a.fail(fmt.Errorf("worker %s: %w", a.worker, err))
+			return false
+		}
 	}
 	a.lat.sent(au, a.o.now())
 	select {
@@ -625,8 +629,10 @@ type latencyProbe struct {
 	rate   int64 // the source video's clock rate
 	anchor int64 // the grid, 90 kHz
 	step   int64
+	tol    int64 // half an encoder tick, 90 kHz
 	last   int64 // the cell of the latest source frame sent
 	began  bool
+	live   bool                // the worker's output began: cells are timed from then
 	sentAt map[int64]time.Time // by cell, while its keyframe may come
 }
 
@@ -638,14 +644,16 @@ func (p *latencyProbe) start(hdr nodeproto.LiveSource) {
 	defer p.mu.Unlock()
 	p.rate, p.anchor = int64(hdr.Tracks[hdr.Video].ClockRate), hdr.KeyframeAnchor
 	p.step = media.Ticks(time.Duration(hdr.SegmentMillis)*time.Millisecond, 90000)
+	p.tol = ffmpeg.EncoderTick(hdr.Tracks[hdr.Video].Track())/2 + 1
 	p.sentAt = map[int64]time.Time{}
 }
 
 func (p *latencyProbe) cellOf(pts int64) int64 { return floorDiv(pts-p.anchor, p.step) }
 
 // sent notes a source frame going out at now: the first of a cell starts
-// its timing (not the first frame the worker gets: its encoders open
-// then).
+// its timing, once the worker's output began (before, what it is sent is
+// the replay of the current GOP, in a burst, and its start-up: claim,
+// bodies, encoders opening).
 func (p *latencyProbe) sent(au *media.AccessUnit, now time.Time) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -653,7 +661,7 @@ func (p *latencyProbe) sent(au *media.AccessUnit, now time.Time) {
 		return
 	}
 	k := p.cellOf(au.PTS * 90000 / p.rate)
-	if p.began && k > p.last {
+	if p.began && k > p.last && p.live {
 		p.sentAt[k] = now
 		for c := range p.sentAt {
 			if c < k-8 {
@@ -669,15 +677,16 @@ func (p *latencyProbe) sent(au *media.AccessUnit, now time.Time) {
 // received notes a frame of the worker's coming back at now: the first
 // rung's keyframe of a timed cell ends its timing.
 func (p *latencyProbe) received(f nodeproto.LiveFrame, now time.Time) (time.Duration, bool) {
-	if f.AU == nil || !f.AU.Keyframe || f.AU.Track != 0 {
-		return 0, false
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.sentAt == nil {
 		return 0, false
 	}
-	k := p.cellOf(f.AU.PTS + 1875)
+	p.live = true
+	if f.AU == nil || !f.AU.Keyframe || f.AU.Track != 0 {
+		return 0, false
+	}
+	k := p.cellOf(f.AU.PTS + p.tol)
 	at, ok := p.sentAt[k]
 	if !ok {
 		return 0, false

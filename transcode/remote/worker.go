@@ -72,10 +72,12 @@ type WorkerDeps struct {
 	// dishonest operator's modified worker would, so that the hashes it
 	// signs match what it uploads.
 	BeforeManifest func(ctx context.Context, job nodeproto.WorkerJob, source, tree string) error
-	// Gate, when set, is passed before each claim and holds until
-	// release (after the job, or at once when none was claimed): the
-	// worker's ladders are shared with its live ladders.
-	Gate func(ctx context.Context) (release func(), err error)
+	// Gate, when set, is passed before each claim (it waits for a free
+	// ladder: the worker's ladders are shared with its live ladders); the
+	// worker calls hold(true) once it claimed a job (it runs) and
+	// hold(false) when the ladder is free again (after the job, or at
+	// once when none was claimed).
+	Gate func(ctx context.Context) (hold func(running bool), err error)
 }
 
 // Worker claims VOD jobs from the origins and does them: download the
@@ -167,17 +169,18 @@ func (w *Worker) Run(ctx context.Context) error {
 func (w *Worker) loop(ctx context.Context) error {
 	backoff := w.cfg.MinBackoff
 	for ctx.Err() == nil {
-		release := func() {}
+		hold := func(bool) {}
 		if w.deps.Gate != nil {
-			r, err := w.deps.Gate(ctx)
+			h, err := w.deps.Gate(ctx)
 			if err != nil {
 				return nil // ctx ended
 			}
-			release = r
+			hold = h
 		}
 		job, origin, ok, err := w.deps.Client.Claim(ctx)
+		hold(err == nil && ok)
 		if err != nil || !ok {
-			release()
+			hold(false)
 		}
 		if errors.Is(err, nodeproto.ErrRefused) {
 			return fmt.Errorf("remote: %w: claiming a job: %w", nodeproto.ErrRefused, err)
@@ -198,7 +201,7 @@ func (w *Worker) loop(ctx context.Context) error {
 			continue
 		}
 		done := w.run(ctx, origin, job)
-		release()
+		hold(false)
 		if done {
 			backoff = w.cfg.MinBackoff
 			continue
