@@ -149,8 +149,10 @@ func (j *job) readRemote(rl RemoteLadder) {
 			want := j.ladder.For(j.tracks[j.vIdx].Height)
 			for i, r := range f.Renditions.Rungs {
 				now[i] = ffmpeg.Rung{Name: r.Name, Width: r.Width, Height: r.Height, Bitrate: r.Bitrate}
-				if !slices.ContainsFunc(want, func(g media.Rung) bool { return g.Name() == r.Name && g.Height == r.Height }) {
-					// A worker publishes only the rungs it was asked for.
+				if !slices.ContainsFunc(want, func(g media.Rung) bool { return g.Name() == r.Name && r.Height >= 2 && r.Height <= g.Height }) {
+					// A worker publishes only the rungs it was asked for,
+					// at their heights or below (a source that shrank caps
+					// them; transcode/remote checks the exact sizes).
 					j.remoteFailed(rl, fmt.Errorf("the worker sent rung %q (%dp), not one of the ladder's", r.Name, r.Height))
 					j.mu.Unlock()
 					return

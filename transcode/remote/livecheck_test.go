@@ -441,3 +441,30 @@ func TestLiveKeyframeTolerance(t *testing.T) {
 		t.Fatalf("the open cell %+v, want cell 1", c)
 	}
 }
+
+// A source that shrinks mid-stream (new parameter sets in band) is
+// followed: the worker's header for the smaller pictures (the rungs of the
+// ladder handed out, capped at the new height) passes, the old sizes no
+// longer do.
+func TestLiveSourceShrinks(t *testing.T) {
+	t.Parallel()
+	e := newSamplerEnv(t, 0)
+	e.sourceAt(0, true)
+	if err := e.s.onOutput(rungsHeader(640)); err != nil {
+		t.Fatal(err)
+	}
+	_, small := demuxClip(t, shoaltest.MakeTS(t, 320, 180, 1, 30))
+	key := *small[0]
+	key.PTS, key.DTS = 90_000, 90_000
+	if err := e.s.onSource(&key); err != nil {
+		t.Fatal(err)
+	}
+	capped := nodeproto.LiveFrame{Renditions: &nodeproto.LiveRenditions{Stream: "s1", Rungs: []nodeproto.LiveRung{
+		{Name: "360p", Width: 320, Height: 180, Bitrate: 700_000}, {Name: "240p", Width: 320, Height: 180, Bitrate: 400_000}}}}
+	if err := e.s.onOutput(capped); err != nil {
+		t.Fatalf("the honest header after the source shrank: %v", err)
+	}
+	if err := e.s.onOutput(rungsHeader(640)); err == nil || !strings.Contains(err.Error(), "for this 320x180 source") {
+		t.Fatalf("the old sizes after the source shrank: %v", err)
+	}
+}
