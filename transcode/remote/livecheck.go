@@ -6,6 +6,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
+	"math"
 	"slices"
 	"sync"
 	"time"
@@ -80,19 +81,23 @@ const aheadSlack = 90000
 // transcoder's goroutine) and Recv (the job's reader) feed it (onSource,
 // onOutput), under mu.
 type liveSampler struct {
-	mu       sync.Mutex
-	o        *LiveOrigin
-	a        *liveAssignment
-	track    media.Track // the source video, its latest parameter sets
-	srcW     int         // the size they declare
-	srcH     int
+	mu    sync.Mutex
+	o     *LiveOrigin
+	a     *liveAssignment
+	track media.Track // the source video, its latest parameter sets
+	srcW  int         // the size they declare
+	srcH  int
+	// sizes are the source's sizes, each from the source time it took
+	// effect: the worker may still be encoding any of those since the
+	// oldest frame it can be behind on.
+	sizes    []sourceSize
 	rate     int64 // its clock rate
 	anchor   int64 // the grid, 90 kHz
 	step     int64
 	interval time.Duration
 	preset   string
 	lag      int64        // how far behind the source a worker's output may be, 90 kHz
-	tol      int64        // half an encoder tick, 90 kHz (a keyframe's instant rounds that far before the grid's)
+	tol      int64        // half an encoder tick, 90 kHz (a keyframe's instant rounds that far before the grid's): the largest yet
 	ladder   media.Ladder // the worker's rungs: the origin's ladder for the source's height at the start
 	seeds    map[string][]byte
 	anyPick  map[int64]bool // pickedAny's answers, while the cell may come
@@ -152,7 +157,7 @@ func (o *LiveOrigin) newLiveSampler(a *liveAssignment, hdr nodeproto.LiveSource)
 	step := media.Ticks(interval, 90000)
 	return &liveSampler{o: o, a: a, track: tr, srcW: w, srcH: h, rate: int64(tr.ClockRate), anchor: hdr.KeyframeAnchor, step: step,
 		interval: interval, preset: hdr.Preset, lag: 3*step + media.Ticks(2*time.Second, 90000), ladder: ladder.For(tr.Height),
-		tol:   ffmpeg.EncoderTick(tr)/2 + 1,
+		tol: ffmpeg.EncoderTick(tr)/2 + 1, sizes: []sourceSize{{from: math.MinInt64, w: w, h: h}},
 		seeds: map[string][]byte{}, anyPick: map[int64]bool{}, open: map[int]*liveCell{}, keyCell: map[int]int64{}}
 }
 
@@ -199,7 +204,7 @@ func (s *liveSampler) pickedAny(k int64) bool {
 
 // onSource keeps a source video access unit the worker is about to be
 // sent: an error says the worker must be dropped (a rung of its stopped
-// or fell behind).
+// or fell behind the others).
 func (s *liveSampler) onSource(au *media.AccessUnit) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -207,11 +212,18 @@ func (s *liveSampler) onSource(au *media.AccessUnit) error {
 		return nil
 	}
 	s.source(au)
+	// A rung far behind the others (they go out within a few frames of
+	// each other); the whole ladder behind is the transcoder's to judge
+	// (sendRemote), a gap in the source being no fault of the worker's.
+	var lead int64 = math.MinInt64
+	for _, t := range s.lastOut {
+		lead = max(lead, t)
+	}
 	for i, r := range s.rungs {
-		if behind := s.newest - s.lastOut[i]; behind > s.lag {
+		if behind := lead - s.lastOut[i]; behind > s.lag {
 			s.failed = true
 			s.o.liveChecks.WithLabelValues("refused").Inc()
-			err := fmt.Errorf("its %s output stopped at %s, %s behind the source", r.Name,
+			err := fmt.Errorf("its %s output stopped at %s, %s behind its other rungs", r.Name,
 				media.Duration(s.lastOut[i], 90000), media.Duration(behind, 90000))
 			s.o.log.Warn("a remote worker's live output breaks the ladder's structure: it is dropped from the stream",
 				"node", s.a.worker, "stream", s.a.stream, "err", err)
@@ -302,7 +314,10 @@ func (s *liveSampler) parameterSets(nalus [][]byte) {
 	}
 	tr.Width, tr.Height = w, h
 	s.track, s.srcW, s.srcH = tr, w, h
-	s.tol = ffmpeg.EncoderTick(tr)/2 + 1
+	// The worker's encoders take a new frame rate only when they reopen
+	// for a new size: the tolerance never shrinks.
+	s.tol = max(s.tol, ffmpeg.EncoderTick(tr)/2+1)
+	s.sizes = append(s.sizes, sourceSize{from: s.newest, w: w, h: h})
 }
 
 // trim drops the source no cell still to be checked needs: it keeps from
@@ -435,10 +450,12 @@ func (s *liveSampler) output(f nodeproto.LiveFrame) error {
 
 // renditions checks a renditions header: the worker's rungs (the
 // origin's ladder for the source's height when the ladder was handed
-// out), in order, at the sizes the pipeline makes of the source now (its
-// height capped at the source's), with the ladder's bitrates. A header
-// the same as the last changes nothing; one that differs (the source
-// changed size) drops the cells being collected.
+// out), in order, with the ladder's bitrates, at the sizes the pipeline
+// makes (heights capped at the source's) of a size the source had since
+// the oldest frame the worker may still be encoding (it sends a header
+// when its first frame of a new size comes out, after the origin sent
+// it). A header the same as the last changes nothing; one that differs
+// (the source changed size) drops the cells being collected.
 func (s *liveSampler) renditions(rungs []nodeproto.LiveRung) error {
 	if slices.Equal(rungs, s.rungs) {
 		return nil
@@ -446,16 +463,27 @@ func (s *liveSampler) renditions(rungs []nodeproto.LiveRung) error {
 	if len(rungs) != len(s.ladder) {
 		return fmt.Errorf("it sent %d rungs; the ladder has %d for this source", len(rungs), len(s.ladder))
 	}
-	bitrates := make([]int, len(rungs))
-	for j, r := range rungs {
-		g := s.ladder[j]
-		h := min(g.Height, s.srcH&^1)
-		w := ffmpeg.EvenWidth(s.srcW, s.srcH, h)
-		if r.Name != g.Name() || r.Width != w || r.Height != h || r.Bitrate != g.Bitrate {
-			return fmt.Errorf("its rung %d is %s, %dx%d at %d b/s; the ladder's is %s, %dx%d at %d b/s for this %dx%d source",
-				j, r.Name, r.Width, r.Height, r.Bitrate, g.Name(), w, h, g.Bitrate, s.srcW, s.srcH)
+	// The sizes the worker may be at: the latest in effect lag ago, and
+	// every one since.
+	from := 0
+	for i, z := range s.sizes {
+		if z.from <= s.newest-s.lag {
+			from = i
 		}
-		bitrates[j] = g.Bitrate
+	}
+	s.sizes = s.sizes[from:]
+	var err error
+	for k := len(s.sizes) - 1; k >= 0; k-- {
+		if err = s.rungsFit(rungs, s.sizes[k]); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		return err
+	}
+	bitrates := make([]int, len(rungs))
+	for j := range rungs {
+		bitrates[j] = s.ladder[j].Bitrate
 	}
 	if s.frames == nil {
 		s.frames, s.lastOut = make([]int64, len(rungs)), make([]int64, len(rungs))
@@ -467,6 +495,26 @@ func (s *liveSampler) renditions(rungs []nodeproto.LiveRung) error {
 	clear(s.open)
 	clear(s.keyCell)
 	clear(s.anyPick)
+	return nil
+}
+
+// sourceSize is a size the source took at a time (90 kHz).
+type sourceSize struct {
+	from int64
+	w, h int
+}
+
+// rungsFit tells whether rungs are the ladder's for a source of size z.
+func (s *liveSampler) rungsFit(rungs []nodeproto.LiveRung, z sourceSize) error {
+	for j, r := range rungs {
+		g := s.ladder[j]
+		h := min(g.Height, z.h&^1)
+		w := ffmpeg.EvenWidth(z.w, z.h, h)
+		if r.Name != g.Name() || r.Width != w || r.Height != h || r.Bitrate != g.Bitrate {
+			return fmt.Errorf("its rung %d is %s, %dx%d at %d b/s; the ladder's is %s, %dx%d at %d b/s for this %dx%d source",
+				j, r.Name, r.Width, r.Height, r.Bitrate, g.Name(), w, h, g.Bitrate, z.w, z.h)
+		}
+	}
 	return nil
 }
 

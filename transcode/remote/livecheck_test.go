@@ -400,7 +400,7 @@ func TestLiveStoppedRungRefused(t *testing.T) {
 			t.Fatal(oerr)
 		}
 	}
-	if err == nil || !strings.Contains(err.Error(), "its 360p output stopped at 0s") {
+	if err == nil || !strings.Contains(err.Error(), "its 360p output stopped at 0s") || !strings.Contains(err.Error(), "behind its other rungs") {
 		t.Fatalf("err %v, want the stopped 360p rung refused", err)
 	}
 }
@@ -444,8 +444,8 @@ func TestLiveKeyframeTolerance(t *testing.T) {
 
 // A source that shrinks mid-stream (new parameter sets in band) is
 // followed: the worker's header for the smaller pictures (the rungs of the
-// ladder handed out, capped at the new height) passes, the old sizes no
-// longer do.
+// ladder handed out, capped at the new height) passes; the old sizes pass
+// while the worker may still be that far behind, not after.
 func TestLiveSourceShrinks(t *testing.T) {
 	t.Parallel()
 	e := newSamplerEnv(t, 0)
@@ -464,7 +464,50 @@ func TestLiveSourceShrinks(t *testing.T) {
 	if err := e.s.onOutput(capped); err != nil {
 		t.Fatalf("the honest header after the source shrank: %v", err)
 	}
+	// The worker may still be encoding the old size (a failover's replay,
+	// a size that flapped back): its header passes while it can be that
+	// far behind...
+	if err := e.s.onOutput(rungsHeader(640)); err != nil {
+		t.Fatalf("the old sizes just after the source shrank: %v", err)
+	}
+	// ...and no longer once the source is further on than that.
+	for pts := int64(93_000); pts <= 90_000+e.s.lag+3000; pts += 3000 {
+		au := *small[1]
+		au.PTS, au.DTS = pts, pts
+		if err := e.s.onSource(&au); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.s.onOutput(capped); err != nil {
+		t.Fatal(err)
+	}
 	if err := e.s.onOutput(rungsHeader(640)); err == nil || !strings.Contains(err.Error(), "for this 320x180 source") {
-		t.Fatalf("the old sizes after the source shrank: %v", err)
+		t.Fatalf("the old sizes long after the source shrank: %v", err)
+	}
+}
+
+// A gap in the source (its timestamps jump while the worker keeps up) is
+// no fault of the worker's: the sampler refuses nothing (the transcoder's
+// own lag rule judges the ladder as a whole).
+func TestLiveSourceGapNotRefused(t *testing.T) {
+	t.Parallel()
+	e := newSamplerEnv(t, 0)
+	for pts := int64(0); pts <= 270_000; pts += 3000 {
+		e.sourceAt(pts, pts%90_000 == 0)
+		if pts == 0 {
+			if err := e.s.onOutput(rungsHeader(640)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for rung := range 2 {
+			if err := e.s.onOutput(outAU(rung, pts, pts%90_000 == 0)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	au := *e.key
+	au.PTS, au.DTS = 270_000+9*90_000, 270_000+9*90_000 // 9 s later
+	if err := e.s.onSource(&au); err != nil {
+		t.Fatalf("a 9 s gap in the source: %v", err)
 	}
 }
