@@ -498,6 +498,34 @@ func (w *window) seek(back time.Duration) error {
 	return nil
 }
 
+// encoderTicks follows encodeRung's ticks over a ladder's frames: each
+// frame is encoded at its PTS's tick of the encoders' time base; a frame
+// repeating the previous tick is dropped, a keyframe moves to the next
+// tick.
+type encoderTicks struct {
+	tb   astiav.Rational
+	last int64
+	sent bool
+}
+
+// next returns the instant (90 kHz) of the tick of a frame at pts (key:
+// a forced keyframe) and whether the ladder keeps it.
+func (e *encoderTicks) next(pts int64, key bool) (at int64, kept bool) {
+	tick := astiav.RescaleQ(pts, clock90k, e.tb)
+	kept = true
+	if e.sent && tick <= e.last {
+		if key {
+			tick = e.last + 1
+		} else {
+			kept = false
+		}
+	}
+	if kept {
+		e.last, e.sent = tick, true
+	}
+	return astiav.RescaleQ(tick, e.tb, clock90k), kept
+}
+
 // feedFunc hands the reference encoder a source frame: its PTS on
 // TranscodeFile's timeline, the instant of its encoder tick, and whether
 // it belongs to the window.
@@ -529,8 +557,9 @@ func (w *window) walkFrom(ctx context.Context, s *codedStream, feed feedFunc, ba
 	half := w.frame / 2
 	warm := w.from - media.Ticks(preroll, 90000)
 	var frames []SourceFrame
-	var last, prevT, lastTick int64
-	haveLast, started, done, seenWindow, sent := false, false, false, false, false
+	var last, prevT int64
+	haveLast, started, done, seenWindow := false, false, false, false
+	ticks := encoderTicks{tb: w.encTB}
 	handle := func(f *astiav.Frame) error {
 		if done {
 			return nil
@@ -570,19 +599,7 @@ func (w *window) walkFrom(ctx context.Context, s *codedStream, feed feedFunc, ba
 		last, prevT, haveLast = pts, t, true
 		// Its encoder tick (encodeRung): a frame repeating the previous
 		// tick is dropped, a keyframe moves to the next tick.
-		tick := astiav.RescaleQ(pts, clock90k, w.encTB)
-		kept := true
-		if sent && tick <= lastTick {
-			if key {
-				tick = lastTick + 1
-			} else {
-				kept = false
-			}
-		}
-		if kept {
-			lastTick, sent = tick, true
-		}
-		at := astiav.RescaleQ(tick, w.encTB, clock90k)
+		at, kept := ticks.next(pts, key)
 		sf := SourceFrame{PTS: pts, At: at - w.origin, Kept: kept, Key: key && kept}
 		switch {
 		case kept && sf.At >= w.to-half:

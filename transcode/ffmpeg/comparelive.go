@@ -129,8 +129,9 @@ func TrackSize(t media.Track) (int, int, error) {
 // access units end before the window does.
 func (w *window) walkLive(ctx context.Context, cfg LiveCompareConfig, s *codedStream, feed feedFunc) ([]SourceFrame, bool, error) {
 	var frames []SourceFrame
-	var last, nextKey, lastTick int64
-	haveGrid, sent, seenWindow := false, false, false
+	var last, nextKey int64
+	haveGrid, seenWindow := false, false
+	ticks := encoderTicks{tb: w.encTB}
 	handle := func(f *astiav.Frame) error {
 		if err := ctx.Err(); err != nil {
 			return err
@@ -152,19 +153,7 @@ func (w *window) walkLive(ctx context.Context, cfg LiveCompareConfig, s *codedSt
 			nextKey += ((pts-nextKey)/w.interval + 1) * w.interval
 		}
 		// The ticks (encodeRung).
-		tick := astiav.RescaleQ(pts, clock90k, w.encTB)
-		kept := true
-		if sent && tick <= lastTick {
-			if key {
-				tick = lastTick + 1
-			} else {
-				kept = false
-			}
-		}
-		if kept {
-			lastTick, sent = tick, true
-		}
-		at := astiav.RescaleQ(tick, w.encTB, clock90k)
+		at, kept := ticks.next(pts, key)
 		sf := SourceFrame{PTS: pts, At: at, Kept: kept, Key: key && kept}
 		// A cell holds the frames from its grid keyframe (the first at or
 		// after From) to the next one's: by their timestamps, whatever
