@@ -70,15 +70,7 @@ func (a *API) workerLiveClaim(c *gin.Context) {
 		lw.Ladders = w.node.Load.Transcode.Ladders
 	}
 	as, found, err := a.workerLive.ClaimLive(c.Request.Context(), lw)
-	if err != nil {
-		a.workerError(c, err)
-		return
-	}
-	if !found {
-		c.Status(http.StatusNoContent)
-		return
-	}
-	c.JSON(http.StatusOK, as)
+	a.answerClaim(c, as, found, err)
 }
 
 // workerLiveSource streams the assignment's source body for as long as the

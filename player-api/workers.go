@@ -165,15 +165,20 @@ func (a *API) workerClaim(c *gin.Context) {
 		return
 	}
 	job, found, err := a.workerJobs.Claim(c.Request.Context(), w.node.ID)
-	if err != nil {
+	a.answerClaim(c, job, found, err)
+}
+
+// answerClaim answers a claim (a VOD job's or a live ladder's): what was
+// claimed, 204 when nothing was, or the error.
+func (a *API) answerClaim(c *gin.Context, claimed any, found bool, err error) {
+	switch {
+	case err != nil:
 		a.workerError(c, err)
-		return
-	}
-	if !found {
+	case !found:
 		c.Status(http.StatusNoContent)
-		return
+	default:
+		c.JSON(http.StatusOK, claimed)
 	}
-	c.JSON(http.StatusOK, job)
 }
 
 // workerSource serves the job's source, one range at a time (a download

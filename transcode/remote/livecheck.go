@@ -85,8 +85,6 @@ type liveSampler struct {
 	o     *LiveOrigin
 	a     *liveAssignment
 	track media.Track // the source video, its latest parameter sets
-	srcW  int         // the size they declare
-	srcH  int
 	// sizes are the source's sizes, each from the source time it took
 	// effect: the worker may still be encoding any of those since the
 	// oldest frame it can be behind on.
@@ -155,7 +153,7 @@ func (o *LiveOrigin) newLiveSampler(a *liveAssignment, hdr nodeproto.LiveSource)
 	}
 	interval := time.Duration(hdr.SegmentMillis) * time.Millisecond
 	step := media.Ticks(interval, 90000)
-	return &liveSampler{o: o, a: a, track: tr, srcW: w, srcH: h, rate: int64(tr.ClockRate), anchor: hdr.KeyframeAnchor, step: step,
+	return &liveSampler{o: o, a: a, track: tr, rate: int64(tr.ClockRate), anchor: hdr.KeyframeAnchor, step: step,
 		interval: interval, preset: hdr.Preset, lag: 3*step + media.Ticks(2*time.Second, 90000), ladder: ladder.For(tr.Height),
 		tol: ffmpeg.EncoderTick(tr)/2 + 1, sizes: []sourceSize{{from: math.MinInt64, w: w, h: h}},
 		seeds: map[string][]byte{}, anyPick: map[int64]bool{}, open: map[int]*liveCell{}, keyCell: map[int]int64{}}
@@ -313,7 +311,7 @@ func (s *liveSampler) parameterSets(nalus [][]byte) {
 		return // the old ones stay: checks across the change cannot be made
 	}
 	tr.Width, tr.Height = w, h
-	s.track, s.srcW, s.srcH = tr, w, h
+	s.track = tr
 	// The worker's encoders take a new frame rate only when they reopen
 	// for a new size: the tolerance never shrinks.
 	s.tol = max(s.tol, ffmpeg.EncoderTick(tr)/2+1)

@@ -65,10 +65,7 @@ func CheckLive(ctx context.Context, req LiveRequest) (Report, error) {
 	if err := req.validate(); err != nil {
 		return Report{}, err
 	}
-	interval := req.Settings.KeyframeInterval
-	if interval <= 0 {
-		interval = req.Settings.SegmentDuration
-	}
+	interval := req.Settings.interval()
 	c := &checker{start: media.Duration(req.Start, 90000), end: media.Duration(req.End, 90000), th: req.Thresholds.withDefaults()}
 	c.fig.Backend = req.Settings.Backend
 	seg, perr := ParseLive(req.AUs, req.Next)
@@ -82,16 +79,10 @@ func CheckLive(ctx context.Context, req LiveRequest) (Report, error) {
 		Rung:      ffmpeg.Rung{Name: req.Rung.Name, Height: req.Rung.Height, Bitrate: req.Rung.Bitrate},
 		Candidate: candidate(seg),
 	}
-	if !req.NoReference {
-		cfg.Reference = &ffmpeg.Config{Backend: ffmpeg.BackendSoftware, Preset: req.Settings.Preset, KeyframeInterval: interval}
-	}
+	cfg.Reference = req.Settings.reference(req.NoReference)
 	res, err := ffmpeg.CompareLive(ctx, cfg)
-	if err != nil {
-		return Report{}, fmt.Errorf("verify: %w", err)
-	}
-	if req.Rung.Width != 0 && (req.Rung.Width != res.Rung.Width || req.Rung.Height != res.Rung.Height) {
-		return Report{}, fmt.Errorf("verify: the rung %dx%d is not what the ladder makes of this %dx%d source at height %d (%dx%d)",
-			req.Rung.Width, req.Rung.Height, res.SourceWidth, res.SourceHeight, req.Rung.Height, res.Rung.Width, res.Rung.Height)
+	if err := compared(req.Rung, res, err); err != nil {
+		return Report{}, err
 	}
 	return c.run(res, began), nil
 }

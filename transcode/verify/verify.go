@@ -279,10 +279,7 @@ func Check(ctx context.Context, req Request) (Report, error) {
 		return Report{}, err
 	}
 	th := req.Thresholds.withDefaults()
-	interval := req.Settings.KeyframeInterval
-	if interval <= 0 {
-		interval = req.Settings.SegmentDuration
-	}
+	interval := req.Settings.interval()
 	c := &checker{start: req.Start, end: req.End, th: th}
 	c.fig.Backend = req.Settings.Backend
 
@@ -296,18 +293,42 @@ func Check(ctx context.Context, req Request) (Report, error) {
 		Rung:      ffmpeg.Rung{Name: req.Rung.Name, Height: req.Rung.Height, Bitrate: req.Rung.Bitrate},
 		Candidate: candidate(seg),
 	}
-	if !req.NoReference {
-		cfg.Reference = &ffmpeg.Config{Backend: ffmpeg.BackendSoftware, Preset: req.Settings.Preset, KeyframeInterval: interval}
-	}
+	cfg.Reference = req.Settings.reference(req.NoReference)
 	res, err := ffmpeg.CompareSegment(ctx, cfg)
-	if err != nil {
-		return Report{}, fmt.Errorf("verify: %w", err)
-	}
-	if req.Rung.Width != 0 && (req.Rung.Width != res.Rung.Width || req.Rung.Height != res.Rung.Height) {
-		return Report{}, fmt.Errorf("verify: the rung %dx%d is not what the ladder makes of this %dx%d source at height %d (%dx%d)",
-			req.Rung.Width, req.Rung.Height, res.SourceWidth, res.SourceHeight, req.Rung.Height, res.Rung.Width, res.Rung.Height)
+	if err := compared(req.Rung, res, err); err != nil {
+		return Report{}, err
 	}
 	return c.run(res, began), nil
+}
+
+// interval is the keyframe interval the settings give.
+func (s Settings) interval() time.Duration {
+	if s.KeyframeInterval > 0 {
+		return s.KeyframeInterval
+	}
+	return s.SegmentDuration
+}
+
+// reference is the reference encode's configuration: x264 everywhere, the
+// node's preset (nil with noReference).
+func (s Settings) reference(noReference bool) *ffmpeg.Config {
+	if noReference {
+		return nil
+	}
+	return &ffmpeg.Config{Backend: ffmpeg.BackendSoftware, Preset: s.Preset, KeyframeInterval: s.interval()}
+}
+
+// compared is a comparison's error as the checker's, or the refusal of a
+// rung whose size is not what the ladder makes of the source.
+func compared(rung ffmpeg.Rung, res ffmpeg.CompareResult, err error) error {
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	if rung.Width != 0 && (rung.Width != res.Rung.Width || rung.Height != res.Rung.Height) {
+		return fmt.Errorf("verify: the rung %dx%d is not what the ladder makes of this %dx%d source at height %d (%dx%d)",
+			rung.Width, rung.Height, res.SourceWidth, res.SourceHeight, rung.Height, res.Rung.Width, res.Rung.Height)
+	}
+	return nil
 }
 
 // unparsed is the report on a segment that does not parse.
