@@ -2,14 +2,16 @@
 # Installs the Debian 12 packages Shoal needs to build, run and test, if any
 # are missing, plus any packages named as arguments (benchmarks ask for their
 # peers, e.g. nginx-light). Runs apt-get as root (directly, or through sudo
-# when present).
+# when present). mesa-vulkan-drivers is lavapipe, a Vulkan device on the CPU
+# that the hardware-frame tests of the GPU path run on (transcode/ffmpeg).
 set -euo pipefail
 
 packages=(ffmpeg redis-server pkg-config chromium nodejs
   libavcodec-dev libavformat-dev libavfilter-dev libavdevice-dev
   libswscale-dev libswresample-dev libavutil-dev
   gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good
-  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav "$@")
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav
+  mesa-vulkan-drivers "$@")
 
 missing=()
 for p in "${packages[@]}"; do

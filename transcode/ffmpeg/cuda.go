@@ -302,7 +302,7 @@ func (d *cudaDevice) attachC(cc *C.AVCodecContext) error {
 // softwareFrame returns f when its picture is in system memory, else a
 // copy downloaded from the GPU, and a func that frees what it allocated.
 func softwareFrame(f *astiav.Frame) (*astiav.Frame, func(), error) {
-	if f.PixelFormat() != astiav.PixelFormatCuda {
+	if !hwFrame(f) {
 		return f, func() {}, nil
 	}
 	sw := astiav.AllocFrame()

@@ -465,7 +465,7 @@ func (j *fileJob) finish() (FileResult, error) {
 		}
 	}
 	res := FileResult{Duration: j.done(), Backend: j.lad.encoderName(), Frames: j.frames,
-		OnGPU: j.src.vdec.onGPU && j.lad.gpuFrames}
+		OnGPU: j.src.vdec.onGPU && j.lad.hwFrames}
 	j.progress(true)
 	return res, nil
 }
@@ -560,6 +560,10 @@ func (j *fileJob) videoFrame(f *astiav.Frame) error {
 		return fmt.Errorf("transcode: NVDEC on %s did not take this %s video (FFmpeg decoded it to %s)",
 			j.cfg.GPU.Name, j.in.codecName(j.src.v), f.PixelFormat())
 	}
+	f, err := j.lad.toDevice(f)
+	if err != nil {
+		return err
+	}
 	pts := j.videoPTS(bestEffortTS(f))
 	f.SetPts(pts)
 	if err := j.lad.encodeFrame(f, j.emitVideo); err != nil {
@@ -574,7 +578,7 @@ func (j *fileJob) videoFrame(f *astiav.Frame) error {
 		}
 	}
 	at := media.Duration(pts, 90000)
-	if f.PixelFormat() == astiav.PixelFormatCuda &&
+	if hwFrame(f) &&
 		(j.wantThumbnail(at) || !j.posterDone && (at >= j.posterAt || j.fallback == nil)) {
 		// Thumbnails and the poster are made on the CPU from a copy.
 		sw, free, err := softwareFrame(f)

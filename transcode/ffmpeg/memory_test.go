@@ -16,6 +16,20 @@ import (
 // rssBytes reads this process's resident set size from /proc/self/status.
 func rssBytes(t *testing.T) int64 {
 	t.Helper()
+	return procStatus(t, "VmRSS:")
+}
+
+// shmemBytes is the shared memory resident in this process: where
+// lavapipe keeps its Vulkan device memory (memfd), which the C heap does
+// not count.
+func shmemBytes(t *testing.T) int64 {
+	t.Helper()
+	return procStatus(t, "RssShmem:")
+}
+
+// procStatus reads a size in kB from a line of /proc/self/status.
+func procStatus(t *testing.T, key string) int64 {
+	t.Helper()
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
 		t.Fatalf("reading RSS needs Linux's /proc: %v", err)
@@ -23,13 +37,13 @@ func rssBytes(t *testing.T) int64 {
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		v, ok := strings.CutPrefix(sc.Text(), "VmRSS:")
+		v, ok := strings.CutPrefix(sc.Text(), key)
 		if !ok {
 			continue
 		}
 		fields := strings.Fields(v) // "12345 kB"
 		if len(fields) != 2 || fields[1] != "kB" {
-			t.Fatalf("unexpected VmRSS line %q", sc.Text())
+			t.Fatalf("unexpected %s line %q", key, sc.Text())
 		}
 		kb, err := strconv.ParseInt(fields[0], 10, 64)
 		if err != nil {
@@ -37,7 +51,7 @@ func rssBytes(t *testing.T) int64 {
 		}
 		return kb << 10
 	}
-	t.Fatal("no VmRSS in /proc/self/status")
+	t.Fatalf("no %s in /proc/self/status", key)
 	return 0
 }
 
@@ -45,21 +59,23 @@ func rssBytes(t *testing.T) int64 {
 // (demux, decode, scale, encode, flush or abandon, close) does not make the
 // process grow. Not parallel, so that no other test's memory is counted.
 func TestPipelineDoesNotLeak(t *testing.T) {
-	checkNoLeak(t, Config{Preset: "ultrafast", KeyframeInterval: 500 * time.Millisecond, Log: quiet})
+	checkNoLeak(t, Config{Preset: "ultrafast", KeyframeInterval: 500 * time.Millisecond, Log: quiet}, 320, 240)
 }
 
 // The same with the ladder's filter graph (the GPU path's plumbing, with
 // the scale filter on the CPU).
 func TestGraphPipelineDoesNotLeak(t *testing.T) {
-	checkNoLeak(t, Config{Preset: "ultrafast", KeyframeInterval: 500 * time.Millisecond, Log: quiet, graphOnCPU: true})
+	checkNoLeak(t, Config{Preset: "ultrafast", KeyframeInterval: 500 * time.Millisecond, Log: quiet, graphOnCPU: true}, 320, 240)
 }
 
-func checkNoLeak(t *testing.T, cfg Config) {
+// checkNoLeak runs a w x h source through a 240p/160p ladder 40 times. With
+// a test device, its memory must not grow either.
+func checkNoLeak(t *testing.T, cfg Config, w, h int) {
 	t.Helper()
-	src := makeTS(t, 320, 240, 1, 15)
+	src := makeTS(t, w, h, 1, 15)
 	rungs := []Rung{{Name: "240p", Height: 240, Bitrate: 400_000}, {Name: "160p", Height: 160, Bitrate: 200_000}}
 	const warmup, iterations = 10, 40
-	var base, baseHeap int64
+	var base, baseHeap, baseDev int64
 	for i := range iterations {
 		var p *Pipeline
 		frames := 0
@@ -89,12 +105,13 @@ func checkNoLeak(t *testing.T, cfg Config) {
 		p.Close()
 		runtime.GC()
 		debug.FreeOSMemory()
-		heap, rss := CHeapInUse(), rssBytes(t)
+		heap, rss, dev := CHeapInUse(), rssBytes(t), shmemBytes(t)
 		if i == warmup-1 {
-			baseHeap, base = heap, rss
+			baseHeap, base, baseDev = heap, rss, dev
 		}
 		if i >= warmup {
-			t.Logf("run %d: C heap %+.2f MiB, RSS %+.1f MiB since warm-up", i, float64(heap-baseHeap)/(1<<20), float64(rss-base)/(1<<20))
+			t.Logf("run %d: C heap %+.2f MiB, RSS %+.1f MiB, shared memory %+.2f MiB since warm-up", i,
+				float64(heap-baseHeap)/(1<<20), float64(rss-base)/(1<<20), float64(dev-baseDev)/(1<<20))
 		}
 		if i == iterations-1 {
 			// The C heap is the measure: RSS also moves with the Go
@@ -104,6 +121,13 @@ func checkNoLeak(t *testing.T, cfg Config) {
 			const bound = 4 << 20
 			if grew := heap - baseHeap; grew > bound {
 				t.Fatalf("the C heap grew by %.1f MiB over %d runs after warm-up (bound %d MiB): C memory leaks", float64(grew)/(1<<20), iterations-warmup, bound>>20)
+			}
+			// One frame left on the device per run would be a frame's
+			// size times 30.
+			const devBound = 1 << 20
+			if grew := dev - baseDev; cfg.testDevice != nil && grew > devBound {
+				t.Fatalf("the device's memory (lavapipe's shared memory) grew by %.1f MiB over %d runs after warm-up (bound 1 MiB): hardware frames leak",
+					float64(grew)/(1<<20), iterations-warmup)
 			}
 		}
 	}

@@ -56,6 +56,10 @@ type Config struct {
 	// the GPU path does with scale_cuda: tests check that path's plumbing
 	// on machines without a GPU.
 	graphOnCPU bool
+	// testDevice, when set, gets every decoded frame uploaded to it
+	// before the ladder takes it: tests run the GPU path with real
+	// hardware frames on Vulkan (hwupload.go).
+	testDevice *hwDevice
 }
 
 // Emit receives an encoded access unit of rung i (H.264 NAL units, PTS and
@@ -95,7 +99,7 @@ type ladder struct {
 	inW   int
 	inH   int
 	inFmt astiav.PixelFormat
-	inSW  int // the GPU frames' picture layout (swFormat)
+	inSW  int // the hardware frames' picture layout (swFormat)
 
 	nextKey  int64 // next grid instant in 90 kHz ticks
 	haveGrid bool
@@ -109,8 +113,11 @@ type ladder struct {
 	// the GPU had no session left).
 	sessions int
 	encoder  backend
-	// gpuFrames tells whether the open outputs get frames in GPU memory.
-	gpuFrames bool
+	// hwFrames tells whether the open outputs get frames in a hardware
+	// device's memory (the GPU's, or a test's device).
+	hwFrames bool
+	// up uploads decoded frames to cfg.testDevice.
+	up *uploader
 	// counted is set while the ladder counts as one of cfg.GPU's; failed
 	// once an error came out of it, encodedOnGPU once it encoded frames
 	// scaled on the GPU (for the GPU's health).
@@ -253,6 +260,9 @@ func newLadder(cfg Config, rungs []Rung) (*ladder, error) {
 	}
 	l := &ladder{cfg: cfg, backend: b, log: cfg.Log, rungs: rungs,
 		interval: media.Ticks(cfg.KeyframeInterval, 90000)}
+	if cfg.testDevice != nil {
+		l.up = &uploader{dev: cfg.testDevice}
+	}
 	if cfg.GPU != nil {
 		// Counted from now, so that ladders started together spread
 		// over the GPUs.
@@ -266,6 +276,9 @@ func newLadder(cfg Config, rungs []Rung) (*ladder, error) {
 // telling the GPU how it went.
 func (p *ladder) release() {
 	p.closeOutputs()
+	if p.up != nil {
+		p.up.free()
+	}
 	if p.counted {
 		p.counted = false
 		p.cfg.GPU.addLadder(-1)
@@ -281,7 +294,7 @@ func (p *Pipeline) Backend() string { return p.ladder.encoderName() }
 
 // OnGPU tells whether the frames are decoded and scaled on the GPU (known
 // once the first frame was decoded).
-func (p *Pipeline) OnGPU() bool { return p.onGPU && p.ladder.gpuFrames }
+func (p *Pipeline) OnGPU() bool { return p.onGPU && p.ladder.hwFrames }
 
 func (p *ladder) encoderName() string {
 	if p.encoder != nil {
@@ -471,10 +484,13 @@ func (p *Pipeline) drainDecoder(emit Emit) error {
 			return fmt.Errorf("transcode: NVDEC on %s did not take this %s stream (FFmpeg decoded it to %s)",
 				p.cfg.GPU.Name, p.src.Codec, pf)
 		}
-		if p.onFrame != nil {
-			err = p.onFrame(p.decoded)
-		} else {
-			err = p.encodeFrame(p.decoded, emit)
+		f, err := p.toDevice(p.decoded)
+		if err == nil {
+			if p.onFrame != nil {
+				err = p.onFrame(f)
+			} else {
+				err = p.encodeFrame(f, emit)
+			}
 		}
 		p.decoded.Unref()
 		if err != nil {
@@ -484,14 +500,23 @@ func (p *Pipeline) drainDecoder(emit Emit) error {
 	}
 }
 
+// toDevice is f, or f uploaded to the test's device (Config.testDevice),
+// which lives until the next call.
+func (p *ladder) toDevice(f *astiav.Frame) (*astiav.Frame, error) {
+	if p.up == nil {
+		return f, nil
+	}
+	return p.up.upload(f)
+}
+
 // encodeFrame scales a decoded frame (PTS in 90 kHz ticks) to every rung and
 // encodes it, forcing a keyframe on the first frame at or after each grid
 // instant.
 func (p *ladder) encodeFrame(f *astiav.Frame, emit Emit) error {
-	// The GPU frames' layout is read (a cgo call) only for GPU frames: a
-	// frame in system memory has none (-1), as inSW then says.
+	// The hardware frames' layout is read (a cgo call) only for hardware
+	// frames: a frame in system memory has none (-1), as inSW then says.
 	if f.Width() != p.inW || f.Height() != p.inH || f.PixelFormat() != p.inFmt ||
-		(p.inFmt == astiav.PixelFormatCuda && swFormat(f) != p.inSW) {
+		(p.hwFrames && swFormat(f) != p.inSW) {
 		if p.outs != nil {
 			p.log.Info("transcode: the source changed size or format; restarting the encoders",
 				"from", fmt.Sprintf("%dx%d", p.inW, p.inH), "to", fmt.Sprintf("%dx%d", f.Width(), f.Height()))
@@ -557,7 +582,7 @@ func (p *ladder) scaleInGraph(f *astiav.Frame, pts int64, key bool, emit Emit) e
 			o.work <- rungJob{f: sf, pts: sf.Pts(), key: key && sf.Pts() == pts}
 		}
 	}
-	if p.gpuFrames {
+	if p.hwFrames {
 		p.encodedOnGPU = true
 	}
 	return p.emitReady(emit)
@@ -739,9 +764,9 @@ func (p *ladder) openOutputs(f *astiav.Frame) error {
 				"gpu", p.cfg.GPU.Name, "sessions", p.cfg.GPU.NVENCSessions, "rungs", len(rungs))
 		}
 	}
-	gpuFrames := f.PixelFormat() == astiav.PixelFormatCuda
-	if gpuFrames || p.cfg.graphOnCPU {
-		g, err := newFrameGraph(f, p.graphDesc(rungs, gpuFrames), len(rungs))
+	hw, sw := hwFrame(f), swFormat(f)
+	if hw || p.cfg.graphOnCPU {
+		g, err := newFrameGraph(f, p.graphDesc(rungs, f.PixelFormat(), sw), len(rungs))
 		if err != nil {
 			p.releaseSessions()
 			return fmt.Errorf("transcode: scaling %s: %w", p.scaledWhere(), err)
@@ -762,7 +787,7 @@ func (p *ladder) openOutputs(f *astiav.Frame) error {
 			s.gpuIndex, s.device = p.cfg.GPU.Index, p.cfg.GPU.dev
 		}
 		o := &output{rung: r, pkt: astiav.AllocPacket(), work: make(chan rungJob, queueDepth), exited: make(chan struct{})}
-		if gpuFrames && p.encoder.name() == BackendNVENC {
+		if hw && p.encoder.name() == BackendNVENC {
 			s.gpuFrames = func(cc *astiav.CodecContext) error { return p.graph.feedEncoder(cc, i) }
 		}
 		if p.graph == nil {
@@ -791,14 +816,16 @@ func (p *ladder) openOutputs(f *astiav.Frame) error {
 		go o.loop(p)
 		outs = append(outs, o)
 	}
-	p.outs, p.inW, p.inH, p.inFmt, p.inSW, p.gpuFrames = outs, w, h, f.PixelFormat(), swFormat(f), gpuFrames
+	p.outs, p.inW, p.inH, p.inFmt, p.inSW, p.hwFrames = outs, w, h, f.PixelFormat(), sw, hw
 	return nil
 }
 
-// graphDesc is the filter graph that scales a frame to every rung: on the
-// GPU with scale_cuda, downloaded unless NVENC takes GPU frames; on the
-// CPU (graphOnCPU) with the scale filter.
-func (p *ladder) graphDesc(rungs []Rung, gpuFrames bool) string {
+// graphDesc is the filter graph that scales a frame of format in (its
+// pictures laid out as sw when in is a hardware format) to every rung: on
+// the GPU with scale_cuda, downloaded unless NVENC takes GPU frames; on a
+// test's Vulkan device with scale_vulkan, downloaded; on the CPU
+// (graphOnCPU) with the scale filter.
+func (p *ladder) graphDesc(rungs []Rung, in astiav.PixelFormat, sw int) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "[in]split=%d", len(rungs))
 	for i := range rungs {
@@ -807,12 +834,21 @@ func (p *ladder) graphDesc(rungs []Rung, gpuFrames bool) string {
 	pix := p.encoder.pixelFormat().Name()
 	for i, r := range rungs {
 		fmt.Fprintf(&b, ";[s%d]", i)
-		if gpuFrames {
+		switch in {
+		case astiav.PixelFormatCuda:
 			fmt.Fprintf(&b, "scale_cuda=w=%d:h=%d:interp_algo=bilinear:format=%s", r.Width, r.Height, pix)
 			if p.encoder.name() != BackendNVENC {
 				fmt.Fprintf(&b, ",hwdownload,format=%s", pix)
 			}
-		} else {
+		case pixelFormatVulkan:
+			// FFmpeg 5.1's scale_vulkan converts only from RGB: the
+			// pictures keep their layout down to system memory.
+			layout := astiav.PixelFormat(sw).Name()
+			fmt.Fprintf(&b, "scale_vulkan=w=%d:h=%d:scaler=bilinear,hwdownload,format=%s", r.Width, r.Height, layout)
+			if layout != pix {
+				fmt.Fprintf(&b, ",format=%s", pix)
+			}
+		default:
 			fmt.Fprintf(&b, "scale=w=%d:h=%d:flags=bilinear,format=%s", r.Width, r.Height, pix)
 		}
 		fmt.Fprintf(&b, "[out%d]", i)

@@ -118,6 +118,14 @@ func TestCorruptInputIsSkipped(t *testing.T) {
 
 func TestResolutionChangeRestartsEncoders(t *testing.T) {
 	t.Parallel()
+	checkResolutionChange(t, Config{Preset: "ultrafast", KeyframeInterval: time.Second, Log: quiet})
+}
+
+// checkResolutionChange runs a source that goes from 1280x720 to 640x480
+// halfway through a 360p ladder with cfg: the encoders restart at the new
+// size and every frame comes out.
+func checkResolutionChange(t *testing.T, cfg Config) {
+	t.Helper()
 	dir := t.TempDir()
 	a, b := makeTS(t, 1280, 720, 2, 30), makeTS(t, 640, 480, 2, 30)
 	list := filepath.Join(dir, "list.txt")
@@ -130,7 +138,7 @@ func TestResolutionChangeRestartsEncoders(t *testing.T) {
 	}
 	var sizes []string
 	rungs := []Rung{{Name: "360p", Height: 360, Bitrate: 700_000}}
-	outs := run(t, Config{Preset: "ultrafast", KeyframeInterval: time.Second, Log: quiet}, joined, rungs, nil)
+	outs := run(t, cfg, joined, rungs, nil)
 	for _, au := range outs[0].aus {
 		for _, n := range au.Payload {
 			if h264.NALUType(n[0]&0x1f) == h264.NALUTypeSPS {
