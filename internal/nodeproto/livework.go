@@ -2,6 +2,7 @@ package nodeproto
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -78,19 +79,86 @@ func (c *Client) ClaimLive(ctx context.Context, origin string, req ClaimRequest,
 	return a, true, nil
 }
 
+// DefaultLiveSourceIdle is how long a live source body may stay silent
+// before the worker gives the ladder up (Client.LiveSourceIdle). The
+// origin sends a tick every second while the stream's source is idle, so
+// silence means the origin, or the way to it, is gone: across a network
+// partition TCP alone would take minutes to say so, and the worker's
+// ladder slot would stay taken until then.
+const DefaultLiveSourceIdle = 15 * time.Second
+
+// ErrLiveSourceIdle is the error of a live source body that stayed silent
+// for the idle limit.
+var ErrLiveSourceIdle = errors.New("nothing came on the live source within the idle limit: the origin or the network to it is gone")
+
 // OpenLiveSource opens the source body of assignment: the caller reads it
-// (NewLiveReader) and closes it.
+// (NewLiveReader) and closes it. Once nothing has come for the client's
+// LiveSourceIdle, the request is cancelled and reads fail with
+// ErrLiveSourceIdle.
 func (c *Client) OpenLiveSource(ctx context.Context, origin, assignment string) (io.ReadCloser, error) {
+	idle := c.LiveSourceIdle
+	if idle <= 0 {
+		idle = DefaultLiveSourceIdle
+	}
+	ctx, cancel := context.WithCancelCause(ctx)
+	after := c.afterFunc
+	if after == nil {
+		after = func(d time.Duration, f func()) idleTimer { return time.AfterFunc(d, f) }
+	}
+	timer := after(idle, func() { cancel(fmt.Errorf("%w (%s)", ErrLiveSourceIdle, idle)) })
 	resp, err := c.signedDo(ctx, c.transfer(), http.MethodGet, origin, livePath(assignment, "/source"), nil, 0, "", nil)
 	if err != nil {
+		timer.Stop()
+		if cause := context.Cause(ctx); errors.Is(cause, ErrLiveSourceIdle) {
+			err = cause
+		}
+		cancel(nil)
 		return nil, err
 	}
 	if resp.StatusCode != http.StatusOK {
+		timer.Stop()
+		defer cancel(nil)
 		defer resp.Body.Close()
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		return nil, workerError(resp.StatusCode, data)
 	}
-	return resp.Body, nil
+	return &idleBody{body: resp.Body, ctx: ctx, cancel: cancel, timer: timer, idle: idle}, nil
+}
+
+// idleTimer is a *time.Timer made by time.AfterFunc (tests fire their own).
+type idleTimer interface {
+	Reset(time.Duration) bool
+	Stop() bool
+}
+
+// idleBody is a live source body whose request is cancelled once nothing
+// came for idle: every read that brings data re-arms the timer.
+type idleBody struct {
+	body   io.ReadCloser
+	ctx    context.Context
+	cancel context.CancelCauseFunc
+	timer  idleTimer
+	idle   time.Duration
+}
+
+func (b *idleBody) Read(p []byte) (int, error) {
+	n, err := b.body.Read(p)
+	if n > 0 {
+		b.timer.Reset(b.idle)
+	}
+	if err != nil && !errors.Is(err, io.EOF) {
+		if cause := context.Cause(b.ctx); errors.Is(cause, ErrLiveSourceIdle) {
+			err = cause
+		}
+	}
+	return n, err
+}
+
+func (b *idleBody) Close() error {
+	b.timer.Stop()
+	err := b.body.Close()
+	b.cancel(nil)
+	return err
 }
 
 // PostLiveRenditions streams body (a renditions body) to origin as
