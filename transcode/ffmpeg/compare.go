@@ -1126,7 +1126,7 @@ type refEncoder struct {
 }
 
 func newRefEncoder(cfg Config, rung Rung, w *window) (*refEncoder, error) {
-	cfg.Backend, cfg.GPU, cfg.graphOnCPU = BackendSoftware, nil, false
+	cfg.Backend, cfg.GPU, cfg.graphOnCPU, cfg.testDevice = BackendSoftware, nil, false, nil
 	rung.Width = 0 // the ladder sizes it from the source, as for the real rung
 	lad, err := newLadder(cfg, []Rung{rung})
 	if err != nil {

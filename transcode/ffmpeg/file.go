@@ -562,6 +562,7 @@ func (j *fileJob) videoFrame(f *astiav.Frame) error {
 	}
 	f, err := j.lad.toDevice(f)
 	if err != nil {
+		j.lad.failed = true
 		return err
 	}
 	pts := j.videoPTS(bestEffortTS(f))

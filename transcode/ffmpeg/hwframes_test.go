@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/asticode/go-astiav"
+
+	"github.com/shoal-video/shoal/internal/media"
 )
 
 // The GPU path with real hardware frames, on a machine without a GPU: the
@@ -20,7 +22,7 @@ import (
 // vulkanDevice opens the device these tests run on.
 func vulkanDevice(t testing.TB) *hwDevice {
 	t.Helper()
-	d, err := openVulkanDevice()
+	d, err := openLavapipe()
 	if err != nil {
 		t.Fatalf("%v: the hardware-frame tests need a Vulkan device; Mesa's lavapipe runs on any CPU "+
 			"(Debian: apt-get install mesa-vulkan-drivers, which make deps does)", err)
@@ -121,5 +123,64 @@ func TestHWFramesGraphDesc(t *testing.T) {
 	}
 	if got := l.graphDesc(rungs[:1], astiav.PixelFormatCuda, yuv420p); !strings.HasPrefix(got, "[in]split=1[s0];[s0]scale_cuda=w=640:h=360:interp_algo=bilinear:format=yuv420p,hwdownload,format=yuv420p[out0]") {
 		t.Errorf("graphDesc(cuda) = %s", got)
+	}
+}
+
+// A source whose picture layout changes at the same size (yuv420p, then
+// nv12) gets a new hardware frames context, and the ladder reopens its
+// graph and encoders for it: the layout is read from the frames' context,
+// as for NVDEC's (nv12, then p010 when a stream turns to 10 bits).
+func TestHWFramesLayoutChange(t *testing.T) {
+	t.Parallel()
+	l, err := newLadder(hwConfig(t, "ultrafast"), []Rung{{Name: "180p", Height: 180, Bitrate: 300_000}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.release()
+	l.sourceRate = func() astiav.Rational { return astiav.NewRational(30, 1) }
+	var frames, keys int
+	emit := func(_ int, au *media.AccessUnit) {
+		frames++
+		if au.Keyframe {
+			keys++
+		}
+	}
+	var layouts []string
+	for i := range 20 {
+		pf := astiav.PixelFormatYuv420P
+		if i >= 10 {
+			pf = astiav.PixelFormatNv12
+		}
+		f := astiav.AllocFrame()
+		f.SetWidth(320)
+		f.SetHeight(240)
+		f.SetPixelFormat(pf)
+		if err := f.AllocBuffer(0); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.ImageFillBlack(); err != nil {
+			t.Fatal(err)
+		}
+		f.SetPts(int64(i) * 3000)
+		hf, err := l.toDevice(f)
+		if err == nil {
+			err = l.encodeFrame(hf, emit)
+		}
+		f.Free()
+		if err != nil {
+			t.Fatalf("frame %d (%s): %v", i, pf, err)
+		}
+		if name := astiav.PixelFormat(l.inSW).Name(); len(layouts) == 0 || layouts[len(layouts)-1] != name {
+			layouts = append(layouts, name)
+		}
+		if !l.hwFrames || l.graph == nil {
+			t.Fatalf("frame %d: hardware frames %v, graph %v", i, l.hwFrames, l.graph != nil)
+		}
+	}
+	if err := l.flushEncoders(emit); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(layouts, ",") != "yuv420p,nv12" || frames != 20 || keys != 2 {
+		t.Fatalf("layouts %v, %d frames, %d keyframes; want yuv420p then nv12, 20 frames, a keyframe at each start", layouts, frames, keys)
 	}
 }

@@ -11,11 +11,12 @@ package ffmpeg
 
 /*
 #cgo pkg-config: libavutil
+#include <stdlib.h>
 #include <libavutil/frame.h>
 #include <libavutil/hwcontext.h>
 
-static int shoal_hw_device_open(enum AVHWDeviceType type, AVBufferRef **dev) {
-	return av_hwdevice_ctx_create(dev, type, NULL, NULL, 0);
+static int shoal_hw_device_open(enum AVHWDeviceType type, const char *name, AVBufferRef **dev) {
+	return av_hwdevice_ctx_create(dev, type, name, NULL, 0);
 }
 
 // shoal_hw_upload copies src (system memory) into a new frame of *frames, a
@@ -54,6 +55,7 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/asticode/go-astiav"
 )
@@ -77,12 +79,15 @@ type hwDevice struct {
 	uploads atomic.Int64
 }
 
-// openVulkanDevice opens the first Vulkan device (lavapipe where there is
-// no GPU).
-func openVulkanDevice() (*hwDevice, error) {
+// openLavapipe opens Mesa's lavapipe Vulkan device ("llvmpipe"), never a
+// GPU's: its device memory is this process's shared memory, which the
+// leak test reads.
+func openLavapipe() (*hwDevice, error) {
+	name := C.CString("llvmpipe") // FFmpeg takes the device whose name has it
+	defer C.free(unsafe.Pointer(name))
 	var ref *C.AVBufferRef
-	if ret := C.shoal_hw_device_open(C.AV_HWDEVICE_TYPE_VULKAN, &ref); ret < 0 {
-		return nil, fmt.Errorf("opening a Vulkan device: %w", astiav.Error(ret))
+	if ret := C.shoal_hw_device_open(C.AV_HWDEVICE_TYPE_VULKAN, name, &ref); ret < 0 {
+		return nil, fmt.Errorf("opening the Vulkan device llvmpipe (Mesa's lavapipe): %w", astiav.Error(ret))
 	}
 	return &hwDevice{ref: ref, hw: pixelFormatVulkan}, nil
 }

@@ -787,7 +787,7 @@ func (p *ladder) openOutputs(f *astiav.Frame) error {
 			s.gpuIndex, s.device = p.cfg.GPU.Index, p.cfg.GPU.dev
 		}
 		o := &output{rung: r, pkt: astiav.AllocPacket(), work: make(chan rungJob, queueDepth), exited: make(chan struct{})}
-		if hw && p.encoder.name() == BackendNVENC {
+		if f.PixelFormat() == astiav.PixelFormatCuda && p.encoder.name() == BackendNVENC {
 			s.gpuFrames = func(cc *astiav.CodecContext) error { return p.graph.feedEncoder(cc, i) }
 		}
 		if p.graph == nil {
