@@ -306,6 +306,10 @@ func (a *API) workerComplete(c *gin.Context) {
 		return
 	}
 	if err := a.workerJobs.Complete(c.Request.Context(), w.node.ID, w.ref, m); err != nil {
+		if errors.Is(err, nodeproto.ErrStillChecking) {
+			c.JSON(http.StatusAccepted, nodeproto.Completed{Status: nodeproto.CompletionChecking})
+			return
+		}
 		a.workerError(c, err)
 		return
 	}

@@ -312,8 +312,17 @@ type OutputFile struct {
 
 // Completed answers a completion that the origin published.
 type Completed struct {
-	Status string `json:"status"` // "ready"
+	Status string `json:"status"` // "ready", or CompletionChecking (202)
 }
+
+// CompletionChecking is the status of a completion whose checks go on
+// (202): the worker sends the same manifest again to wait for them.
+const CompletionChecking = "checking"
+
+// ErrStillChecking is the origin's answer (202) to a completion request
+// whose checks outlast its wait; they go on.
+var ErrStillChecking = &WorkerError{Status: http.StatusAccepted, Code: CompletionChecking,
+	Message: "the output is still being checked: send the same manifest again to wait for the answer"}
 
 // Duration is the output's duration.
 func (c Complete) Duration() time.Duration {

@@ -1,11 +1,15 @@
 package nodeproto
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -482,5 +486,47 @@ func TestCompleteAbandonedAtShutdown(t *testing.T) {
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatal("the completion went on after the shutdown")
+	}
+}
+
+// While the origin answers that the output's checks go on (202), the
+// worker sends the same manifest again, signed afresh each time, until the
+// final answer, which Complete returns.
+func TestCompleteWaitsWhileChecking(t *testing.T) {
+	t.Parallel()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := json.Marshal(validComplete())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bodies int
+	origin := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		c, err := ParseNodeHeader(r.Header)
+		s := sha256.Sum256(b)
+		if err != nil || c.VerifyWorkerRequest(pub, r.Method, r.URL.RequestURI(), hex.EncodeToString(s[:]), int64(len(b)), r.Header.Get(SignatureHeader)) != nil {
+			http.Error(w, "unsigned", http.StatusForbidden)
+			return
+		}
+		if !bytes.Equal(b, want) {
+			http.Error(w, "another manifest", http.StatusConflict)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if bodies++; bodies < 3 {
+			w.WriteHeader(http.StatusAccepted)
+			_, _ = w.Write([]byte(`{"status":"checking"}`))
+			return
+		}
+		_, _ = w.Write([]byte(`{"status":"ready"}`))
+	}))
+	defer origin.Close()
+	c := &Client{Key: priv, Token: "nt_x"}
+	out, err := c.Complete(t.Context(), origin.URL, validComplete())
+	if err != nil || out.Status != "ready" || bodies != 3 {
+		t.Fatalf("Complete = %+v, %v after %d requests; want ready after 3", out, err, bodies)
 	}
 }

@@ -138,7 +138,7 @@ func (c *Client) workerJSON(ctx context.Context, hc *http.Client, origin, path s
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	switch resp.StatusCode {
-	case http.StatusOK, http.StatusCreated:
+	case http.StatusOK, http.StatusCreated, http.StatusAccepted:
 		if out != nil {
 			if err := json.Unmarshal(data, out); err != nil {
 				return resp.StatusCode, fmt.Errorf("the origin's answer to %s: %w", path, err)
@@ -219,16 +219,34 @@ func (c *Client) ReportFailure(ctx context.Context, origin, job string, f Failur
 // output and publishes it. A refusal is a *WorkerError with Code
 // CodeOutputRejected.
 func (c *Client) Complete(ctx context.Context, origin string, m Complete) (Completed, error) {
-	var out Completed
 	// The origin hashes, checks and publishes everything before it
-	// answers (it keeps the job meanwhile): with the transfer client, up
-	// to CompleteTimeout; the worker's shutdown abandons it (the origin
-	// then gives the job to another worker).
+	// answers, or answers CompletionChecking (202) after a while, the
+	// checks going on: the manifest is sent again, to wait for them. With
+	// the transfer client, up to CompleteTimeout in all; the worker's
+	// shutdown abandons the wait (the origin finishes the checks
+	// meanwhile).
 	ctx, cancel := context.WithTimeout(ctx, CompleteTimeout)
 	defer cancel()
-	_, err := c.workerJSON(ctx, c.transfer(), origin, jobPath(m.Job, "/complete"), m, &out)
-	return out, err
+	for {
+		var out Completed
+		status, err := c.workerJSON(ctx, c.transfer(), origin, jobPath(m.Job, "/complete"), m, &out)
+		if err != nil || status != http.StatusAccepted {
+			return out, err
+		}
+		// The origin waited before it answered: a short pause will do.
+		t := time.NewTimer(completePoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return Completed{}, ctx.Err()
+		case <-t.C:
+		}
+	}
 }
+
+// completePoll is the pause before a completion still being checked is
+// sent again.
+const completePoll = 250 * time.Millisecond
 
 // CompleteTimeout bounds the wait for the origin's answer to a completion
 // (its checks of a long video's output included).

@@ -16,6 +16,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash"
@@ -98,6 +99,10 @@ type Config struct {
 	// LocalWorkers: this origin runs VOD workers of its own on the queue,
 	// so a job refused from a remote worker always has another worker.
 	LocalWorkers bool
+	// CompleteWait is how long a completion request waits for the
+	// output's checks before it answers that they go on (Complete); 0:
+	// 20 s, well within a reverse proxy's usual 60 s.
+	CompleteWait time.Duration
 }
 
 // AvoidFor is how long after a worker's output of a video was refused the
@@ -177,11 +182,18 @@ type Origin struct {
 	ensured  bool // the job queue's consumer group exists
 	mu       sync.Mutex
 	staged   map[string]*staged // by JobRef
+	// completions: the completions running and the answers kept, by
+	// JobRef; runningCompletions: how many run.
+	completions        map[string]*completion
+	runningCompletions int
 	// claiming: nodes with a claim running on this origin; running: the
 	// time limits of the attempts claimed through it, by JobRef.
 	claiming map[string]bool
 	running  map[string]*runState
 	now      func() time.Time
+	// beforeChecks, when set, runs as a completion starts its checks
+	// (tests hold it there).
+	beforeChecks func()
 }
 
 // runState is the time limit of an attempt and the progress it made.
@@ -239,6 +251,9 @@ func New(cfg Config, deps Deps) (*Origin, error) {
 	if cfg.PresignTTL <= 0 {
 		cfg.PresignTTL = 6 * time.Hour
 	}
+	if cfg.CompleteWait <= 0 {
+		cfg.CompleteWait = 20 * time.Second
+	}
 	if deps.Log == nil {
 		deps.Log = slog.Default()
 	}
@@ -246,7 +261,8 @@ func New(cfg Config, deps Deps) (*Origin, error) {
 		cfg.VerifyConcurrency = max(runtime.NumCPU()/2, 1)
 	}
 	o := &Origin{cfg: cfg, queue: deps.Queue, log: deps.Log, figures: deps.Figures, staged: map[string]*staged{},
-		claiming: map[string]bool{}, running: map[string]*runState{}, now: time.Now,
+		completions: map[string]*completion{},
+		claiming:    map[string]bool{}, running: map[string]*runState{}, now: time.Now,
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_vod_remote_jobs_total",
 			Help: "VOD job attempts of remote workers by outcome: claimed, ready, rejected (the output failed the origin's checks), failed (the worker reported a failure), lost (taken away meanwhile), unverified (the origin could not make its re-check: retried, nobody blamed), deferred (handed back for another worker than the one whose output of it was refused).",
@@ -823,42 +839,134 @@ func (o *Origin) Fail(ctx context.Context, node string, ref nodeproto.JobRef, f 
 // master, then the video is ready) and ends the job. An output that fails
 // a check is refused (422): the attempt fails (retried by the queue's
 // rules, by this worker or another) and the node's record counts it.
+//
+// The checks of a long video's output can take minutes, longer than a
+// reverse proxy in front of the origin waits for an answer, so they run
+// on their own, whatever becomes of the request: Complete waits for them
+// up to CompleteWait, then answers nodeproto.ErrStillChecking (202), and
+// the worker sends the same manifest again, which waits for the same run
+// (another manifest is refused, 409). The final answer (published, or
+// refused) stays for CompletionKept; a run that ends in the origin's own
+// trouble (its store or Redis) is forgotten, so that sending it again
+// starts another.
 func (o *Origin) Complete(ctx context.Context, node string, ref nodeproto.JobRef, m nodeproto.Complete) error {
 	if m.Job != ref.String() {
 		return protoError(http.StatusBadRequest, "invalid_request", `the manifest's "job" is %q, not the job it is sent for`, m.Job)
 	}
-	job, err := o.hold(ctx, node, ref)
+	manifest, err := json.Marshal(m)
 	if err != nil {
 		return err
+	}
+	digest := sha256.Sum256(manifest)
+	o.mu.Lock()
+	c := o.completions[ref.String()]
+	o.mu.Unlock()
+	if c == nil {
+		if c, err = o.startCompletion(ctx, node, ref, m, digest); err != nil {
+			return err
+		}
+	}
+	switch {
+	case c.node != node:
+		return protoError(http.StatusForbidden, nodeproto.CodeNotYourJob, "another worker holds this job")
+	case c.manifest != digest:
+		return protoError(http.StatusConflict, "conflict", "this job is being completed, or was, with another manifest")
+	}
+	wait := time.NewTimer(o.cfg.CompleteWait)
+	defer wait.Stop()
+	select {
+	case <-c.done:
+		return c.err
+	case <-wait.C:
+		return nodeproto.ErrStillChecking
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// completion is one run of Complete's checks and publication of an
+// attempt's output, and its answer once done is closed.
+type completion struct {
+	node     string
+	manifest [sha256.Size]byte // of the manifest's JSON
+	done     chan struct{}
+	err      error
+	ended    time.Time
+}
+
+// CompletionKept is how long the answer of a completion stays, for the
+// worker's request that waits for it again.
+const CompletionKept = 10 * time.Minute
+
+// startCompletion checks that node holds ref and that its files may be
+// sealed, seals them, and starts the completion's run, or returns the run
+// another request started meanwhile.
+func (o *Origin) startCompletion(ctx context.Context, node string, ref nodeproto.JobRef, m nodeproto.Complete, digest [sha256.Size]byte) (*completion, error) {
+	job, err := o.hold(ctx, node, ref)
+	if err != nil {
+		return nil, err
 	}
 	log := o.log.With("video", ref.VideoID, "attempt", ref.Attempt, "node", node)
 	v, err := o.queue.GetVideo(ctx, ref.VideoID)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	// From now on the staged files are what is checked and published: no
 	// upload may replace one between its check and its publication, and
 	// one completion runs at a time.
 	s, err := o.stage(ctx, ref)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	key := ref.String()
 	o.mu.Lock()
-	switch {
+	switch c := o.completions[key]; {
+	case c != nil:
+		o.mu.Unlock()
+		return c, nil
 	case s.completing:
 		o.mu.Unlock()
-		return protoError(http.StatusConflict, "conflict", "this job is being completed already")
+		return nil, protoError(http.StatusConflict, "conflict", "this job is being completed already")
 	case len(s.busy) > 0:
 		o.mu.Unlock()
-		return protoError(http.StatusConflict, "conflict", "files of this job are still being uploaded: complete once every upload is answered")
+		return nil, protoError(http.StatusConflict, "conflict", "files of this job are still being uploaded: complete once every upload is answered")
+	case o.runningCompletions >= MaxCompletions:
+		o.mu.Unlock()
+		return nil, protoError(http.StatusServiceUnavailable, "unavailable", "the origin is checking as many outputs as it can at once: send the completion again in a few seconds")
 	}
 	s.sealed, s.completing = true, true
+	c := &completion{node: node, manifest: digest, done: make(chan struct{})}
+	o.completions[key] = c
+	o.runningCompletions++
 	o.mu.Unlock()
-	defer func() {
+	go func() {
+		// Detached from the request: a worker (or a proxy) that stops
+		// waiting does not stop the checks of what it uploaded.
+		err := o.finish(context.WithoutCancel(ctx), node, ref, job, v, m, log)
+		var we *nodeproto.WorkerError
 		o.mu.Lock()
 		s.completing = false
+		o.runningCompletions--
+		c.err, c.ended = err, o.now()
+		if err != nil && !errors.As(err, &we) {
+			delete(o.completions, key) // the origin's trouble: may be sent again
+		}
 		o.mu.Unlock()
+		close(c.done)
 	}()
+	return c, nil
+}
+
+// MaxCompletions bounds the completions running at once on an origin:
+// past it, a new one is answered 503, to send again.
+const MaxCompletions = 8
+
+// finish runs a completion: it checks and publishes node's output of ref
+// (sealed) and ends the job.
+func (o *Origin) finish(ctx context.Context, node string, ref nodeproto.JobRef, job routing.Job, v routing.Video, m nodeproto.Complete, log *slog.Logger) error {
+	if o.beforeChecks != nil {
+		o.beforeChecks()
+	}
 	if err := o.touch(ctx, job, node, ref.Attempt, 99); err != nil {
 		return err
 	}
@@ -1250,14 +1358,19 @@ func (o *Origin) Run(ctx context.Context) error {
 
 // sweep removes the staging of attempts that no longer hold their job (a
 // worker that died, or whose job went elsewhere): nothing will complete
-// them; and forgets the time limits of attempts long past them. Every
-// entry is looked at.
+// them; and forgets the time limits of attempts long past them and the
+// answers of completions past CompletionKept. Every entry is looked at.
 func (o *Origin) sweep(ctx context.Context) {
 	now := o.now()
 	o.mu.Lock()
 	for k, st := range o.running {
 		if now.Sub(st.deadline) > time.Hour {
 			delete(o.running, k)
+		}
+	}
+	for k, c := range o.completions {
+		if !c.ended.IsZero() && now.Sub(c.ended) > CompletionKept {
+			delete(o.completions, k)
 		}
 	}
 	o.mu.Unlock()

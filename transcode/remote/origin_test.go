@@ -273,7 +273,101 @@ func (e *originEnv) complete(node string, ref nodeproto.JobRef, tree string, out
 			e.t.Fatalf("PutFile %s: %v", f.Path, err)
 		}
 	}
-	return e.o.Complete(e.t.Context(), node, ref, m)
+	return e.completeWait(node, ref, m)
+}
+
+// completeWait sends the manifest m again while the origin says its
+// checks go on, as a worker does.
+func (e *originEnv) completeWait(node string, ref nodeproto.JobRef, m nodeproto.Complete) error {
+	for {
+		err := e.o.Complete(e.t.Context(), node, ref, m)
+		if !errors.Is(err, nodeproto.ErrStillChecking) {
+			return err
+		}
+	}
+}
+
+// A completion whose checks outlast the request (a long video behind a
+// reverse proxy that gives up after 60 s) goes on without it: the
+// request answers 202 after CompleteWait, and sending the same manifest
+// again waits for the same run, even after a request that went away;
+// another manifest is refused (409), and so is another node (403). The
+// answer stays for CompletionKept, then the job's own state answers.
+func TestOriginCompletionOutlastsTheRequest(t *testing.T) {
+	t.Parallel()
+	tree, out, srcPath := transcodeTree(t, "testsrc2")
+	e := newOriginEnvWith(t, func(c *Config) {
+		c.VerifyFraction, c.Preset, c.SegmentDuration, c.CompleteWait = 1, "ultrafast", time.Second, 50*time.Millisecond
+	}, Deps{})
+	release := make(chan struct{})
+	started := make(chan struct{}, 4)
+	e.o.beforeChecks = func() {
+		started <- struct{}{}
+		<-release
+	}
+	ctx := t.Context()
+	src, err := os.ReadFile(srcPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := e.queued("360p:700k,240p:400k", src, routing.SourceInfo{Duration: 4 * time.Second, Width: 640, Height: 360})
+	_, ref := e.claim(nodeA)
+	m, err := BuildManifest(tree, ref.String(), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range m.Files {
+		b, err := os.ReadFile(filepath.Join(tree, filepath.FromSlash(f.Path)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.o.PutFile(ctx, nodeA, ref, f.Path, int64(len(b)), f.SHA256, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	if err := e.o.Complete(ctx, nodeA, ref, m); !errors.Is(err, nodeproto.ErrStillChecking) || status(err) != http.StatusAccepted {
+		t.Fatalf("a completion whose checks go on: %v, want 202", err)
+	}
+	<-started
+	gone, cancel := context.WithCancel(ctx)
+	cancel() // a request the proxy dropped
+	if err := e.o.Complete(gone, nodeA, ref, m); !errors.Is(err, context.Canceled) {
+		t.Fatalf("a request that went away: %v", err)
+	}
+	other := m
+	other.DurationSeconds++
+	if err := e.o.Complete(ctx, nodeA, ref, other); status(err) != http.StatusConflict {
+		t.Errorf("another manifest meanwhile: %v, want 409", err)
+	}
+	if err := e.o.Complete(ctx, nodeB, ref, m); status(err) != http.StatusForbidden {
+		t.Errorf("another node: %v, want 403", err)
+	}
+	if err := e.o.PutFile(ctx, nodeA, ref, "master.m3u8", 8, sum([]byte("#EXTM3U\n")), strings.NewReader("#EXTM3U\n")); status(err) != http.StatusConflict {
+		t.Errorf("an upload while the checks run: %v, want 409", err)
+	}
+	if v, _ := e.store.GetVideo(ctx, id); v.Status != routing.VideoProcessing {
+		t.Fatalf("the video before the checks ended: %s", v.Status)
+	}
+	close(release)
+	if err := e.completeWait(nodeA, ref, m); err != nil {
+		t.Fatalf("waiting again for the checks: %v", err)
+	}
+	if len(started) != 0 {
+		t.Fatal("the checks ran more than once")
+	}
+	if v, _ := e.store.GetVideo(ctx, id); v.Status != routing.VideoReady {
+		t.Fatalf("the video after the checks: %s", v.Status)
+	}
+	if err := e.o.Complete(ctx, nodeA, ref, m); err != nil {
+		t.Fatalf("the answer, asked again: %v", err)
+	}
+	later := time.Now().Add(CompletionKept + time.Minute)
+	e.o.now = func() time.Time { return later }
+	e.o.sweep(ctx)
+	if err := e.o.Complete(ctx, nodeA, ref, m); status(err) != http.StatusGone {
+		t.Fatalf("past CompletionKept: %v, want 410 (the job is done)", err)
+	}
 }
 
 // Sampled verification at the origin (every segment re-checked): a
