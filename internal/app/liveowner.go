@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/ingest"
+	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
 )
 
@@ -42,6 +44,11 @@ type liveOwners struct {
 	spooled    func(id string) bool
 	disconnect func(id string)
 	log        *slog.Logger
+	// vouchKey, when set, is the content key the origins share: proxy
+	// vouches with it for the viewer's address (clientIP finds it), so
+	// that playback tokens bound to an IP work at every origin.
+	vouchKey ed25519.PrivateKey
+	clientIP func(*http.Request) string
 
 	// draining: the origin is stopping; the leases it holds are renewed
 	// until run's context ends, live or not (what it wrote of them is
@@ -273,6 +280,13 @@ func (o *liveOwners) proxy(next http.Handler) http.Handler {
 				r.SetURL(u)
 				r.Out.Host = u.Host
 				r.Out.Header.Set(forwardedHeader, "1")
+				// Only this origin's own word on the viewer goes on.
+				r.Out.Header.Del(nodeproto.ViewerIPHeader)
+				r.Out.Header.Del(nodeproto.VouchHeader)
+				if o.vouchKey != nil && o.clientIP != nil {
+					nodeproto.Vouch(r.Out, o.vouchKey, nodeproto.NodeID(o.vouchKey.Public().(ed25519.PublicKey)),
+						nodeproto.RequestTarget(r.Out), o.clientIP(r.In), time.Now())
+				}
 			},
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 				// The owner is stopping (or gone): what the store has is

@@ -198,9 +198,12 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	// A joined edge is not trusted with anything else: a vouch on WHIP,
 	// WHEP or the API would let it spread guesses and reports over made-up
 	// addresses.
-	vouch := newVouchVerifier(newEdgeKeys(store).key, reg, log.With("component", "vouch"))
+	// The other origins vouch too, with the content key they share, for
+	// the viewers of live streams they proxy to this one (liveOwners.proxy).
+	vouch := newVouchVerifier(originsVouch(contentPub, newEdgeKeys(store).key), reg, log.With("component", "vouch"))
 	clientIP := newClientIPResolver(cfg, nil).IP
 	hlsClientIP := newClientIPResolver(cfg, vouch).IP
+	owners.vouchKey, owners.clientIP = contentKey, hlsClientIP
 	limits := ingest.NewConnLimiter(cfg.Ingest.MaxConnections, cfg.Ingest.MaxConnectionsPerIP)
 	// One guard for every protocol: guesses can't be spread over them.
 	var auth ingest.Authorizer = keys

@@ -204,6 +204,21 @@ func (k *edgeKeys) key(ctx context.Context, id string) ed25519.PublicKey {
 	return pub
 }
 
+// originsVouch is keyOf for an origin's vouchVerifier: the joined edges'
+// keys (edge), and the content key the origins share (contentPub), which
+// only origins hold, under its node id: an origin that proxies a viewer's
+// request for a live stream to the origin that ingests it vouches for the
+// viewer's address with it.
+func originsVouch(contentPub ed25519.PublicKey, edge func(ctx context.Context, id string) ed25519.PublicKey) func(ctx context.Context, id string) ed25519.PublicKey {
+	originsID := nodeproto.NodeID(contentPub)
+	return func(ctx context.Context, id string) ed25519.PublicKey {
+		if id == originsID {
+			return contentPub
+		}
+		return edge(ctx, id)
+	}
+}
+
 // newClientIPResolver is how a role finds its clients' addresses: trusted
 // front proxies (cfg.TrustedProxies) and the nodes vouch believes (on the
 // origin, joined edges; on an edge, its siblings).
