@@ -282,27 +282,15 @@ func (a *API) workerPutFile(c *gin.Context) {
 	c.Status(http.StatusNoContent)
 }
 
-// maxCompletions bounds the remote workers' completions this origin runs
-// at once (a body of up to nodeproto.MaxCompleteBytes each, then the
-// output's checks): more are answered 503, to send again later.
+// maxCompletions bounds the completion bodies (up to
+// nodeproto.MaxCompleteBytes each) this origin reads and decodes at once:
+// more are answered 503, to send again later. Waiting for the output's
+// checks takes no slot (the origin queues those runs itself).
 const maxCompletions = 8
 
 func (a *API) workerComplete(c *gin.Context) {
-	select {
-	case a.completions <- struct{}{}:
-		defer func() { <-a.completions }()
-	default:
-		c.Header("Retry-After", "5")
-		WriteError(c, http.StatusServiceUnavailable, codeUnavailable, "the origin is completing as many jobs as it can at once: send the completion again in a few seconds")
-		return
-	}
-	w, ok := a.workerAuth(c, nodeproto.MaxCompleteBytes)
+	m, w, ok := a.completionBody(c)
 	if !ok {
-		return
-	}
-	m, err := nodeproto.DecodeComplete(w.body)
-	if err != nil {
-		WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
 		return
 	}
 	if err := a.workerJobs.Complete(c.Request.Context(), w.node.ID, w.ref, m); err != nil {
@@ -314,6 +302,30 @@ func (a *API) workerComplete(c *gin.Context) {
 		return
 	}
 	c.JSON(http.StatusOK, nodeproto.Completed{Status: routing.VideoReady})
+}
+
+// completionBody reads, authenticates and decodes a completion request's
+// body within one of maxCompletions slots, or answers the request.
+func (a *API) completionBody(c *gin.Context) (nodeproto.Complete, workerRequest, bool) {
+	select {
+	case a.completions <- struct{}{}:
+		defer func() { <-a.completions }()
+	default:
+		c.Header("Retry-After", "5")
+		WriteError(c, http.StatusServiceUnavailable, codeUnavailable, "the origin is reading as many completions as it can at once: send the completion again in a few seconds")
+		return nodeproto.Complete{}, workerRequest{}, false
+	}
+	w, ok := a.workerAuth(c, nodeproto.MaxCompleteBytes)
+	if !ok {
+		return nodeproto.Complete{}, workerRequest{}, false
+	}
+	m, err := nodeproto.DecodeComplete(w.body)
+	if err != nil {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
+		return nodeproto.Complete{}, workerRequest{}, false
+	}
+	w.body = nil // decoded: not kept while the checks are waited for
+	return m, w, true
 }
 
 func (a *API) workerFail(c *gin.Context) {

@@ -79,8 +79,8 @@ func (c *Client) ClaimLive(ctx context.Context, origin string, req ClaimRequest,
 	return a, true, nil
 }
 
-// DefaultLiveSourceIdle is how long a live source body may stay silent
-// before the worker gives the ladder up (Client.LiveSourceIdle). The
+// DefaultLiveSourceIdle is how long a read of a live source body may wait
+// for data before the worker gives the ladder up (Client.LiveSourceIdle). The
 // origin sends a tick every second while the stream's source is idle, so
 // silence means the origin, or the way to it, is gone: across a network
 // partition TCP alone would take minutes to say so, and the worker's
@@ -92,9 +92,9 @@ const DefaultLiveSourceIdle = 15 * time.Second
 var ErrLiveSourceIdle = errors.New("nothing came on the live source within the idle limit: the origin or the network to it is gone")
 
 // OpenLiveSource opens the source body of assignment: the caller reads it
-// (NewLiveReader) and closes it. Once nothing has come for the client's
-// LiveSourceIdle, the request is cancelled and reads fail with
-// ErrLiveSourceIdle.
+// (NewLiveReader) and closes it. Once the answer, or a read, has waited
+// the client's LiveSourceIdle for data, the request is cancelled and
+// reads fail with ErrLiveSourceIdle.
 func (c *Client) OpenLiveSource(ctx context.Context, origin, assignment string) (io.ReadCloser, error) {
 	idle := c.LiveSourceIdle
 	if idle <= 0 {
@@ -115,8 +115,8 @@ func (c *Client) OpenLiveSource(ctx context.Context, origin, assignment string) 
 		cancel(nil)
 		return nil, err
 	}
+	timer.Stop() // armed again while a read waits
 	if resp.StatusCode != http.StatusOK {
-		timer.Stop()
 		defer cancel(nil)
 		defer resp.Body.Close()
 		data, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
@@ -131,8 +131,10 @@ type idleTimer interface {
 	Stop() bool
 }
 
-// idleBody is a live source body whose request is cancelled once nothing
-// came for idle: every read that brings data re-arms the timer.
+// idleBody is a live source body whose request is cancelled once a read
+// has waited idle for data: the timer runs only while a read waits, so a
+// worker slow to read (its encoder, its upload) is not taken for a silent
+// origin.
 type idleBody struct {
 	body   io.ReadCloser
 	ctx    context.Context
@@ -142,10 +144,9 @@ type idleBody struct {
 }
 
 func (b *idleBody) Read(p []byte) (int, error) {
+	b.timer.Reset(b.idle)
 	n, err := b.body.Read(p)
-	if n > 0 {
-		b.timer.Reset(b.idle)
-	}
+	b.timer.Stop()
 	if err != nil && !errors.Is(err, io.EOF) {
 		if cause := context.Cause(b.ctx); errors.Is(cause, ErrLiveSourceIdle) {
 			err = cause

@@ -223,8 +223,8 @@ type Client struct {
 	// MaxSourceBytes is the largest job source a worker downloads
 	// (max_upload_bytes); 0: DefaultMaxSourceBytes.
 	MaxSourceBytes int64
-	// LiveSourceIdle is how long a live source body may stay silent
-	// before its reads fail; 0: DefaultLiveSourceIdle.
+	// LiveSourceIdle is how long a read of a live source body may wait
+	// for data before it fails; 0: DefaultLiveSourceIdle.
 	LiveSourceIdle time.Duration
 
 	// afterFunc, when set, makes the live source's idle timer (tests).

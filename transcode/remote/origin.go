@@ -27,6 +27,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -183,9 +184,9 @@ type Origin struct {
 	mu       sync.Mutex
 	staged   map[string]*staged // by JobRef
 	// completions: the completions running and the answers kept, by
-	// JobRef; runningCompletions: how many run.
-	completions        map[string]*completion
-	runningCompletions int
+	// JobRef; completionSem: the turns of those checking (MaxCompletions).
+	completions   map[string]*completion
+	completionSem chan struct{}
 	// claiming: nodes with a claim running on this origin; running: the
 	// time limits of the attempts claimed through it, by JobRef.
 	claiming map[string]bool
@@ -261,8 +262,8 @@ func New(cfg Config, deps Deps) (*Origin, error) {
 		cfg.VerifyConcurrency = max(runtime.NumCPU()/2, 1)
 	}
 	o := &Origin{cfg: cfg, queue: deps.Queue, log: deps.Log, figures: deps.Figures, staged: map[string]*staged{},
-		completions: map[string]*completion{},
-		claiming:    map[string]bool{}, running: map[string]*runState{}, now: time.Now,
+		completions: map[string]*completion{}, completionSem: make(chan struct{}, MaxCompletions),
+		claiming: map[string]bool{}, running: map[string]*runState{}, now: time.Now,
 		jobs: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "shoal_vod_remote_jobs_total",
 			Help: "VOD job attempts of remote workers by outcome: claimed, ready, rejected (the output failed the origin's checks), failed (the worker reported a failure), lost (taken away meanwhile), unverified (the origin could not make its re-check: retried, nobody blamed), deferred (handed back for another worker than the one whose output of it was refused).",
@@ -930,23 +931,18 @@ func (o *Origin) startCompletion(ctx context.Context, node string, ref nodeproto
 	case len(s.busy) > 0:
 		o.mu.Unlock()
 		return nil, protoError(http.StatusConflict, "conflict", "files of this job are still being uploaded: complete once every upload is answered")
-	case o.runningCompletions >= MaxCompletions:
-		o.mu.Unlock()
-		return nil, protoError(http.StatusServiceUnavailable, "unavailable", "the origin is checking as many outputs as it can at once: send the completion again in a few seconds")
 	}
 	s.sealed, s.completing = true, true
 	c := &completion{node: node, manifest: digest, done: make(chan struct{})}
 	o.completions[key] = c
-	o.runningCompletions++
 	o.mu.Unlock()
 	go func() {
 		// Detached from the request: a worker (or a proxy) that stops
 		// waiting does not stop the checks of what it uploaded.
-		err := o.finish(context.WithoutCancel(ctx), node, ref, job, v, m, log)
+		err := o.runCompletion(context.WithoutCancel(ctx), node, ref, job, v, m, log)
 		var we *nodeproto.WorkerError
 		o.mu.Lock()
 		s.completing = false
-		o.runningCompletions--
 		c.err, c.ended = err, o.now()
 		if err != nil && !errors.As(err, &we) {
 			delete(o.completions, key) // the origin's trouble: may be sent again
@@ -957,9 +953,31 @@ func (o *Origin) startCompletion(ctx context.Context, node string, ref nodeproto
 	return c, nil
 }
 
-// MaxCompletions bounds the completions running at once on an origin:
-// past it, a new one is answered 503, to send again.
+// MaxCompletions bounds the completions that check and publish at once
+// on an origin; the others wait their turn (their requests answer 202
+// meanwhile).
 const MaxCompletions = 8
+
+// runCompletion runs finish in its turn (MaxCompletions), within
+// nodeproto.CompleteTimeout, and turns a panic in the checks (whose input
+// is the worker's) into an error instead of the origin's end.
+func (o *Origin) runCompletion(ctx context.Context, node string, ref nodeproto.JobRef, job routing.Job, v routing.Video, m nodeproto.Complete, log *slog.Logger) (err error) {
+	ctx, cancel := context.WithTimeout(ctx, nodeproto.CompleteTimeout)
+	defer cancel()
+	select {
+	case o.completionSem <- struct{}{}:
+		defer func() { <-o.completionSem }()
+	case <-ctx.Done():
+		return fmt.Errorf("waiting for a turn to check the output: %w", ctx.Err())
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			log.Error("checking a remote worker's output panicked", "panic", p, "stack", string(debug.Stack()))
+			err = fmt.Errorf("checking the output failed: %v", p)
+		}
+	}()
+	return o.finish(ctx, node, ref, job, v, m, log)
+}
 
 // finish runs a completion: it checks and publishes node's output of ref
 // (sealed) and ends the job.

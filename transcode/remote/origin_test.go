@@ -289,17 +289,19 @@ func (e *originEnv) completeWait(node string, ref nodeproto.JobRef, m nodeproto.
 
 // A completion whose checks outlast the request (a long video behind a
 // reverse proxy that gives up after 60 s) goes on without it: the
-// request answers 202 after CompleteWait, and sending the same manifest
-// again waits for the same run, even after a request that went away;
-// another manifest is refused (409), and so is another node (403). The
-// answer stays for CompletionKept, then the job's own state answers.
+// request answers 202 after CompleteWait, the request going away (its
+// context cancelled) stops nothing, and sending the same manifest again
+// waits for the same run; another manifest is refused (409), and so is
+// another node (403). A run that ended in the origin's own trouble is
+// forgotten: sending the manifest again starts another. The answer stays
+// for CompletionKept, then the job's own state answers.
 func TestOriginCompletionOutlastsTheRequest(t *testing.T) {
 	t.Parallel()
 	tree, out, srcPath := transcodeTree(t, "testsrc2")
 	e := newOriginEnvWith(t, func(c *Config) {
-		c.VerifyFraction, c.Preset, c.SegmentDuration, c.CompleteWait = 1, "ultrafast", time.Second, 50*time.Millisecond
+		c.Preset, c.SegmentDuration, c.CompleteWait = "ultrafast", time.Second, 50*time.Millisecond
 	}, Deps{})
-	release := make(chan struct{})
+	release := make(chan struct{}, 4) // a token per run let through
 	started := make(chan struct{}, 4)
 	e.o.beforeChecks = func() {
 		started <- struct{}{}
@@ -310,7 +312,8 @@ func TestOriginCompletionOutlastsTheRequest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id := e.queued("360p:700k,240p:400k", src, routing.SourceInfo{Duration: 4 * time.Second, Width: 640, Height: 360})
+	// No size recorded at upload: the origin probes the source for it.
+	id := e.queued("360p:700k,240p:400k", src, routing.SourceInfo{Duration: 4 * time.Second})
 	_, ref := e.claim(nodeA)
 	m, err := BuildManifest(tree, ref.String(), out)
 	if err != nil {
@@ -326,13 +329,27 @@ func TestOriginCompletionOutlastsTheRequest(t *testing.T) {
 		}
 	}
 
-	if err := e.o.Complete(ctx, nodeA, ref, m); !errors.Is(err, nodeproto.ErrStillChecking) || status(err) != http.StatusAccepted {
+	// The origin's trouble: the source it must probe is gone.
+	if err := e.files.Store.Delete(ctx, vod.SourceKey(id)); err != nil {
+		t.Fatal(err)
+	}
+	release <- struct{}{}
+	if err := e.completeWait(nodeA, ref, m); err == nil || status(err) != 0 {
+		t.Fatalf("a completion whose source cannot be probed: %v", err)
+	}
+	<-started
+	if _, err := e.files.Store.Put(ctx, vod.SourceKey(id), bytes.NewReader(src), int64(len(src))); err != nil {
+		t.Fatal(err)
+	}
+
+	// The request that starts the run goes away once answered 202.
+	req, cancel := context.WithCancel(ctx)
+	if err := e.o.Complete(req, nodeA, ref, m); !errors.Is(err, nodeproto.ErrStillChecking) || status(err) != http.StatusAccepted {
 		t.Fatalf("a completion whose checks go on: %v, want 202", err)
 	}
 	<-started
-	gone, cancel := context.WithCancel(ctx)
-	cancel() // a request the proxy dropped
-	if err := e.o.Complete(gone, nodeA, ref, m); !errors.Is(err, context.Canceled) {
+	cancel()
+	if err := e.o.Complete(req, nodeA, ref, m); !errors.Is(err, context.Canceled) {
 		t.Fatalf("a request that went away: %v", err)
 	}
 	other := m
@@ -349,7 +366,7 @@ func TestOriginCompletionOutlastsTheRequest(t *testing.T) {
 	if v, _ := e.store.GetVideo(ctx, id); v.Status != routing.VideoProcessing {
 		t.Fatalf("the video before the checks ended: %s", v.Status)
 	}
-	close(release)
+	release <- struct{}{}
 	if err := e.completeWait(nodeA, ref, m); err != nil {
 		t.Fatalf("waiting again for the checks: %v", err)
 	}

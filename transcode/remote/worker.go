@@ -410,10 +410,17 @@ func (w *Worker) upload(ctx context.Context, origin string, job nodeproto.Worker
 	return g.Wait()
 }
 
-// complete sends the manifest, again when the origin could not answer.
+// completeRetryFor is how long a worker keeps sending a manifest the
+// origin could not answer (an origin restarting, or one too busy to read
+// it: 503), with a growing pause, before it gives the job up.
+const completeRetryFor = 5 * time.Minute
+
+// complete sends the manifest, again when the origin could not answer
+// (Client.Complete itself waits while the origin checks the output).
 func (w *Worker) complete(ctx context.Context, origin string, m nodeproto.Complete) (nodeproto.Completed, error) {
+	start := time.Now()
 	var err error
-	for i := range retries {
+	for i := 0; ; i++ {
 		var out nodeproto.Completed
 		if out, err = w.deps.Client.Complete(ctx, origin, m); err == nil {
 			return out, nil
@@ -421,12 +428,15 @@ func (w *Worker) complete(ctx context.Context, origin string, m nodeproto.Comple
 		// A completion still running at the origin (this one's, whose
 		// answer was lost) is waited for.
 		var werr *nodeproto.WorkerError
-		if ctx.Err() != nil || (errors.As(err, &werr) && werr.Permanent() && werr.Status != http.StatusConflict) {
+		if ctx.Err() != nil || (errors.As(err, &werr) && werr.Permanent() && werr.Status != http.StatusConflict) ||
+			time.Since(start) > completeRetryFor {
 			break
 		}
+		t := time.NewTimer(min(time.Second<<min(i, 4), 15*time.Second))
 		select {
 		case <-ctx.Done():
-		case <-time.After(time.Duration(i+1) * time.Second):
+			t.Stop()
+		case <-t.C:
 		}
 	}
 	return nodeproto.Completed{}, err
