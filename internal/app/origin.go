@@ -383,6 +383,8 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	g.Go(func() error { return keys.Run(gctx) })
 	g.Go(func() error { self.run(gctx); return nil })
 	g.Go(func() error { migrateStreamKeys(gctx, store, log); return nil })
+	keeper := newSigningKeyKeeper(store, map[string]ed25519.PrivateKey{"content": contentKey, "playback": playbackKey}, log.With("component", "keys"))
+	g.Go(func() error { keeper.run(gctx); return nil })
 	g.Go(func() error { return rtmpIngest.Run(gctx) })
 	if rtspIngest != nil {
 		g.Go(func() error { return rtspIngest.Run(gctx) })

@@ -40,3 +40,76 @@ func sharedSigningKey(ctx context.Context, store *routing.Store, name, path stri
 	log.Warn("this origin now signs with the key the other origins on this redis use; its own was replaced", "key", name, "file", path)
 	return shared, nil
 }
+
+// signingKeyKeeper keeps the signing keys this origin uses in Redis, once
+// a minute: a Redis that lost its data (restarted without persistence,
+// flushed) gets them back from the running origins, so that an origin
+// started afterwards adopts them instead of offering a key of its own,
+// which the running ones would not share. A key other than this origin's
+// found there (Redis was unreachable when it started, and another origin
+// offered its own meanwhile) cannot be taken on while running: it is
+// logged, once per kind of answer, with what to do.
+type signingKeyKeeper struct {
+	store *routing.Store
+	keys  map[string]ed25519.PrivateKey // by name
+	log   *slog.Logger
+	last  map[string]string // the last outcome logged, by name
+}
+
+func newSigningKeyKeeper(store *routing.Store, keys map[string]ed25519.PrivateKey, log *slog.Logger) *signingKeyKeeper {
+	return &signingKeyKeeper{store: store, keys: keys, log: log, last: map[string]string{}}
+}
+
+// signingKeyCheck is how often the keeper offers the keys again.
+const signingKeyCheck = time.Minute
+
+func (k *signingKeyKeeper) run(ctx context.Context) {
+	t := time.NewTicker(signingKeyCheck)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			k.check(ctx)
+		}
+	}
+}
+
+// check offers every key once; it returns the names whose stored key is
+// another origin's.
+func (k *signingKeyKeeper) check(ctx context.Context) []string {
+	var differ []string
+	for name, key := range k.keys {
+		cctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		stored, err := k.store.ShareSigningKey(cctx, name, key.Seed())
+		cancel()
+		outcome := "shared"
+		switch {
+		case err != nil:
+			outcome = "unreachable"
+		case !bytes.Equal(stored, key.Seed()):
+			outcome = "differs"
+			differ = append(differ, name)
+		}
+		if outcome == k.last[name] {
+			continue
+		}
+		prev := k.last[name]
+		k.last[name] = outcome
+		switch outcome {
+		case "differs":
+			k.log.Error("redis holds another signing key than this origin's: origins disagree (edges and players may refuse what this one signs); restart this origin to take the shared key on",
+				"key", name)
+		case "unreachable":
+			if prev != "" {
+				k.log.Warn("could not check the shared signing key in redis", "key", name, "err", err)
+			}
+		case "shared":
+			if prev != "" {
+				k.log.Info("the shared signing key is in redis again", "key", name)
+			}
+		}
+	}
+	return differ
+}

@@ -2,9 +2,12 @@ package app
 
 import (
 	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/shoal-video/shoal/internal/playback"
@@ -57,5 +60,57 @@ func TestSharedSigningKey(t *testing.T) {
 	}
 	if !bytes.Contains(logs.Bytes(), []byte("could not share the signing key")) {
 		t.Errorf("no warning with redis down:\n%s", logs.String())
+	}
+}
+
+// A Redis that lost its data gets the running origin's keys back from its
+// keeper, so that an origin started afterwards adopts them rather than
+// offering its own. A key of another origin found there is reported, once,
+// with what to do; so is Redis being unreachable, and its return.
+func TestSigningKeysKeptInRedis(t *testing.T) {
+	t.Parallel()
+	store, rs := newTestStore(t)
+	ctx := t.Context()
+	logs := &testutil.Buffer{}
+	log := slog.New(slog.NewTextHandler(logs, nil))
+	a, err := sharedSigningKey(ctx, store, "content", filepath.Join(t.TempDir(), "k.pem"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := newSigningKeyKeeper(store, map[string]ed25519.PrivateKey{"content": a}, log)
+	if differ := k.check(ctx); len(differ) != 0 {
+		t.Fatalf("keys differ at once: %v", differ)
+	}
+
+	rs.FlushAll(t) // Redis restarted without its data
+	if differ := k.check(ctx); len(differ) != 0 {
+		t.Fatalf("after the flush: %v", differ)
+	}
+	later, err := sharedSigningKey(ctx, store, "content", filepath.Join(t.TempDir(), "k.pem"), log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !later.Equal(a) {
+		t.Fatal("an origin started after Redis lost its data signs with a key of its own")
+	}
+
+	// Another origin's key in Redis: this one cannot take it on running.
+	rs.FlushAll(t)
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	if _, err := store.ShareSigningKey(ctx, "content", other.Seed()); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if differ := k.check(ctx); len(differ) != 1 || differ[0] != "content" {
+			t.Fatalf("with another key in Redis: %v", differ)
+		}
+	}
+	if n := strings.Count(logs.String(), "redis holds another signing key"); n != 1 {
+		t.Fatalf("the disagreement was logged %d times, want once:\n%s", n, logs)
+	}
+	rs.Kill()
+	k.check(ctx)
+	if !strings.Contains(logs.String(), "could not check the shared signing key") {
+		t.Fatalf("Redis down was not reported:\n%s", logs)
 	}
 }
