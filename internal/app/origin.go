@@ -419,6 +419,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	defer sealTick.Stop()
 	g.Go(func() error { sealEpochs(gctx, sealTick.C, api, log.With("component", "accounting")); return nil })
 	g.Go(func() error { recoverUploads(gctx, api, log.With("component", "api")); return nil })
+	g.Go(func() error { expireUploads(gctx, api, cfg.UploadExpiry.Std(), log.With("component", "api")); return nil })
 	g.Go(func() error { return records.Run(gctx) })
 	g.Go(func() error { return workerJobs.Run(gctx) })
 	if vodWorker != nil {
@@ -483,6 +484,34 @@ func recoverUploads(ctx context.Context, api *playerapi.API, log *slog.Logger) {
 		case <-time.After(retry):
 		}
 		retry = min(2*retry, time.Minute)
+	}
+}
+
+// uploadSweep is how often an origin looks for tus uploads past
+// upload_expiry.
+const uploadSweep = 10 * time.Minute
+
+// expireUploads removes the tus uploads nothing came to for expiry (see
+// playerapi.API.ExpireUploads), every uploadSweep; 0 keeps them.
+func expireUploads(ctx context.Context, api *playerapi.API, expiry time.Duration, log *slog.Logger) {
+	if expiry <= 0 {
+		return
+	}
+	t := time.NewTicker(uploadSweep)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := api.ExpireUploads(ctx, expiry)
+		if n > 0 {
+			log.Info("removed abandoned uploads", "uploads", n, "expiry", expiry)
+		}
+		if err != nil && ctx.Err() == nil {
+			log.Warn("removing abandoned uploads; trying again later", "err", err)
+		}
 	}
 }
 

@@ -36,6 +36,9 @@ type Config struct {
 	LogFormat     string `yaml:"log_format"`
 	// MaxUploadBytes caps one video source upload (PUT or tus).
 	MaxUploadBytes int64 `yaml:"max_upload_bytes"`
+	// UploadExpiry is how long a tus upload nothing comes to is kept for
+	// its client to resume; 0: forever.
+	UploadExpiry Duration `yaml:"upload_expiry"`
 	// UploadAllowedOrigins lists the web origins (comma-separated
 	// scheme://host[:port]) whose pages may upload with tus; "*": any.
 	UploadAllowedOrigins string `yaml:"upload_allowed_origins"`
@@ -209,6 +212,7 @@ func base() Config {
 		LogLevel:             "info",
 		LogFormat:            "text",
 		MaxUploadBytes:       20 << 30,
+		UploadExpiry:         Duration(24 * time.Hour),
 		UploadAllowedOrigins: "*",
 		WebhookAllowPrivate:  "auto",
 		P2PSTUNServers:       DefaultP2PSTUNServers,

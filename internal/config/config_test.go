@@ -75,6 +75,7 @@ func TestDefaultIsValid(t *testing.T) {
 		Transcode: TranscodeConfig{HWAccel: "auto", MaxLadders: -1, Ladder: "1080p:5000k,720p:3000k,480p:1200k,360p:700k",
 			Preset: "veryfast", VerifyFraction: 0.02, Remote: "off"},
 		MaxUploadBytes:       20 << 30,
+		UploadExpiry:         Duration(24 * time.Hour),
 		UploadAllowedOrigins: "*",
 		VOD:                  VODConfig{Workers: 1, IdleTimeout: Duration(30 * time.Second), MaxAttempts: 3},
 		Edge:                 EdgeConfig{Addr: ":8081", CacheBytes: 10 << 30, MemoryBytes: 256 << 20},

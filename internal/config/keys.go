@@ -124,6 +124,15 @@ var table = []key{
 	field("max_upload_bytes", "SHOAL_MAX_UPLOAD_BYTES",
 		"largest video source accepted by PUT /v1/videos/{id}/source or tus, in bytes (1 MiB to 1 TiB); larger uploads get 413; a remote worker refuses a job whose source is larger",
 		func(c *Config) *int64 { return &c.MaxUploadBytes }, parseInt64, fmtInt64, int64Range(1<<20, 1<<40)),
+	field("upload_expiry", "SHOAL_UPLOAD_EXPIRY",
+		"how long a tus upload that receives nothing is kept for its client to resume (its bytes on disk or in the bucket); then it is removed and the video waits for its source again; 0 keeps them forever (else 1h to 720h)",
+		func(c *Config) *Duration { return &c.UploadExpiry }, parseDuration, Duration.String,
+		func(v Duration) error {
+			if v == 0 {
+				return nil
+			}
+			return durationRange(Duration(time.Hour), Duration(720*time.Hour))(v)
+		}),
 	field("upload_allowed_origins", "SHOAL_UPLOAD_ALLOWED_ORIGINS",
 		"web origins (comma-separated scheme://host[:port]) whose pages may upload with tus (the CORS preflight and answers); * allows any site's pages (the API key is still needed)",
 		func(c *Config) *string { return &c.UploadAllowedOrigins }, parseString, fmtString, checkOrigins),
