@@ -419,7 +419,10 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	defer sealTick.Stop()
 	g.Go(func() error { sealEpochs(gctx, sealTick.C, api, log.With("component", "accounting")); return nil })
 	g.Go(func() error { recoverUploads(gctx, api, log.With("component", "api")); return nil })
-	g.Go(func() error { expireUploads(gctx, api, cfg.UploadExpiry.Std(), log.With("component", "api")); return nil })
+	g.Go(func() error {
+		expireUploads(gctx, api, cfg.UploadExpiry.Std(), log.With("component", "api"))
+		return nil
+	})
 	g.Go(func() error { return records.Run(gctx) })
 	g.Go(func() error { return workerJobs.Run(gctx) })
 	if vodWorker != nil {
