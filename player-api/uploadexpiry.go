@@ -21,9 +21,10 @@ import (
 // client gave up): their bytes, on this origin's disk or in the media
 // store, and their hold on the video, which waits for its source again.
 // The client's next HEAD answers 404, on which tus clients start over. A
-// complete upload is left to RecoverUploads, which finishes it. Each
-// upload is removed under its lock, and only if nothing came meanwhile.
-// It returns how many it removed.
+// complete upload that still holds its video is left to RecoverUploads,
+// which finishes it; the leftovers of uploads that no longer hold theirs
+// (deleted, taken over) go. Each upload is removed under its lock, and
+// only if nothing came meanwhile. It returns how many it removed.
 func (a *API) ExpireUploads(ctx context.Context, expiry time.Duration) (int, error) {
 	if expiry <= 0 {
 		return 0, nil
@@ -93,12 +94,30 @@ func (a *API) expireUpload(ctx context.Context, p string, expiry time.Duration) 
 	if !ok || a.now().Sub(last) < expiry {
 		return false, nil
 	}
-	if st, err := os.Stat(data); err == nil && !info.SizeIsDeferred && st.Size() == info.Size {
-		return false, nil // complete: RecoverUploads finishes it
-	}
 	vid := info.MetaData[tusVideoIDKey]
-	if err := a.store.AbortUpload(ctx, vid, "tus:"+id); err != nil {
+	v, err := a.store.GetVideo(ctx, vid)
+	switch {
+	case errors.Is(err, routing.ErrNotFound):
+		v = routing.Video{}
+	case err != nil:
 		return false, err
+	}
+	if v.HeldBy("tus:" + id) {
+		// Complete (every byte arrived; or its data already moved to
+		// be the source, when a crash came before the video was told):
+		// RecoverUploads finishes it, as it does at start.
+		received := int64(-1)
+		if st, err := os.Stat(data); err == nil {
+			received = st.Size()
+		} else if size, err := a.videos.SourceSize(ctx, vid); err == nil {
+			received = size
+		}
+		if !info.SizeIsDeferred && received == info.Size {
+			return false, nil
+		}
+		if err := a.store.AbortUpload(ctx, vid, "tus:"+id); err != nil {
+			return false, err
+		}
 	}
 	_ = os.Remove(data)
 	_ = os.Remove(p)
@@ -189,18 +208,25 @@ func (a *API) expireStoreUpload(ctx context.Context, id string, expiry time.Dura
 	if err != nil || !found || a.now().Sub(last) < expiry {
 		return false, err
 	}
-	if !orphan && !info.SizeIsDeferred {
-		parts, err := tusParts(ctx, a.tusStore, id)
-		if err != nil {
-			return false, err
-		}
-		if partsEnd(parts) == info.Size {
-			return false, nil // complete: RecoverUploads finishes it
-		}
-	}
 	if !orphan {
-		if err := a.store.AbortUpload(ctx, vid, "tus:"+id); err != nil && !errors.Is(err, routing.ErrNotFound) {
+		v, err := a.store.GetVideo(ctx, vid)
+		switch {
+		case errors.Is(err, routing.ErrNotFound):
+			v = routing.Video{}
+		case err != nil:
 			return false, err
+		}
+		if v.HeldBy("tus:" + id) {
+			parts, err := tusParts(ctx, a.tusStore, id)
+			if err != nil {
+				return false, err
+			}
+			if !info.SizeIsDeferred && partsEnd(parts) == info.Size {
+				return false, nil // complete: RecoverUploads finishes it
+			}
+			if err := a.store.AbortUpload(ctx, vid, "tus:"+id); err != nil {
+				return false, err
+			}
 		}
 	}
 	a.dropTus(ctx, tus.FileInfo{ID: id}, true)

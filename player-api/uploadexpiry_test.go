@@ -101,3 +101,77 @@ func TestAbandonedUploadsExpireOnS3(t *testing.T) {
 	a.tusReq(t, "PATCH", again, patchHeaders(0), clip).wantStatus(t, http.StatusNoContent)
 	wantSource(t, media, v.ID, clip)
 }
+
+// What expiry leaves, and what it takes although it looks alike: a
+// complete upload that still holds its video (RecoverUploads finishes it),
+// an upload whose lock a request holds (it is being written), and, taken,
+// the leftovers of an upload whose video was deleted.
+func TestUploadExpiryLeavesWhatItMust(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	ctx := t.Context()
+	clip, err := os.ReadFile(testutil.MakeMP4(t, 320, 240, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := time.Now().Add(-25 * time.Hour)
+	age := func(id string) {
+		t.Helper()
+		for _, f := range []string{id, id + ".info"} {
+			if err := os.Chtimes(filepath.Join(e.a.uploadDir, f), long, long); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	there := func(id string) bool {
+		_, err := os.Stat(filepath.Join(e.a.uploadDir, id+".info"))
+		return err == nil
+	}
+
+	// Every byte arrived (a crash came before it was finished).
+	complete := e.createVideo(t, `{"title":"complete"}`)
+	_, completeID := e.tusCreate(t, complete.ID, len(clip))
+	if err := os.WriteFile(filepath.Join(e.a.uploadDir, completeID), clip, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	age(completeID)
+	// Its video deleted while it was half sent.
+	deleted := e.createVideo(t, `{"title":"deleted"}`)
+	deletedPath, deletedID := e.tusCreate(t, deleted.ID, len(clip))
+	e.tusReq(t, "PATCH", deletedPath, patchHeaders(0), clip[:100]).wantStatus(t, http.StatusNoContent)
+	e.doJSON(t, "DELETE", "/v1/videos/"+deleted.ID, testAdminKey, "").wantStatus(t, http.StatusNoContent)
+	age(deletedID)
+	// Half sent, its lock held by a request.
+	locked := e.createVideo(t, `{"title":"locked"}`)
+	lockedPath, lockedID := e.tusCreate(t, locked.ID, len(clip))
+	e.tusReq(t, "PATCH", lockedPath, patchHeaders(0), clip[:100]).wantStatus(t, http.StatusNoContent)
+	age(lockedID)
+	lock, err := e.a.tusLocks.locks.NewLock(lockedID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := lock.Lock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e.a.recoverWait = 100 * time.Millisecond
+
+	if n, err := e.a.ExpireUploads(ctx, 24*time.Hour); n != 1 || err != nil {
+		t.Fatalf("ExpireUploads: %d removed, %v; want 1 (the deleted video's)", n, err)
+	}
+	if !there(completeID) || !there(lockedID) || there(deletedID) {
+		t.Fatalf("after expiry: complete kept %v, locked kept %v, deleted video's kept %v; want true, true, false",
+			there(completeID), there(lockedID), there(deletedID))
+	}
+	if err := lock.Unlock(); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := e.a.ExpireUploads(ctx, 24*time.Hour); n != 1 || err != nil || there(lockedID) {
+		t.Fatalf("once its lock was let go: %d removed, %v", n, err)
+	}
+	if n, err := e.a.RecoverUploads(ctx); n != 1 || err != nil {
+		t.Fatalf("RecoverUploads finishing the complete upload: %d, %v", n, err)
+	}
+	if got := e.getVideo(t, complete.ID); got.Status != "processing" {
+		t.Fatalf("the complete upload's video: %+v", got)
+	}
+}
