@@ -18,7 +18,6 @@ import (
 	tus "github.com/tus/tusd/v2/pkg/handler"
 
 	"github.com/shoal-video/shoal/internal/ids"
-	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/storage"
 )
 
@@ -412,19 +411,9 @@ func (a *API) recoverStoreUploads(ctx context.Context) (int, error) {
 			found = append(found, id) // keys come in order: an id's are together
 		}
 	}
-	done := 0
-	var errs []error
-	for _, id := range found {
-		ok, err := a.recoverStoreUpload(ctx, id)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", id, err))
-		}
-		if ok {
-			done++
-		}
-	}
+	done, err := countEach(found, func(id string) (bool, error) { return a.recoverStoreUpload(ctx, id) })
 	a.removeStaleAssembled(ctx)
-	return done, errors.Join(errs...)
+	return done, err
 }
 
 // recoverStoreUpload recovers upload id, kept in the media store: the
@@ -449,17 +438,12 @@ func (a *API) recoverStoreUpload(ctx context.Context, id string) (bool, error) {
 		a.log.Warn("tus upload: info not made by Shoal left alone", "key", tusInfoKey(id))
 		return false, nil
 	}
-	var v routing.Video
+	held := false
 	if !orphan {
-		v, err = a.store.GetVideo(ctx, vid)
-		switch {
-		case errors.Is(err, routing.ErrNotFound):
-			v = routing.Video{}
-		case err != nil:
+		if held, err = a.holds(ctx, vid, id); err != nil {
 			return false, err
 		}
 	}
-	held := !orphan && v.HeldBy("tus:"+id)
 	// An upload still missing bytes is its client's to resume (checked
 	// again under the lock), without the lock a PATCH may hold.
 	if held && !info.SizeIsDeferred {

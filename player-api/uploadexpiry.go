@@ -36,12 +36,31 @@ func (a *API) ExpireUploads(ctx context.Context, expiry time.Duration) (int, err
 	if err != nil {
 		return 0, err
 	}
+	return countEach(infos, func(p string) (bool, error) { return a.expireUpload(ctx, p, expiry) })
+}
+
+// holds tells whether tus upload id holds video vid (an unknown video is
+// held by nothing).
+func (a *API) holds(ctx context.Context, vid, id string) (bool, error) {
+	v, err := a.store.GetVideo(ctx, vid)
+	if errors.Is(err, routing.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return v.HeldBy("tus:" + id), nil
+}
+
+// countEach calls f on each item (an upload's file or id), counting what
+// it did and joining its errors, each named by its item.
+func countEach(items []string, f func(string) (bool, error)) (int, error) {
 	n := 0
 	var errs []error
-	for _, p := range infos {
-		ok, err := a.expireUpload(ctx, p, expiry)
+	for _, it := range items {
+		ok, err := f(it)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", filepath.Base(p), err))
+			errs = append(errs, fmt.Errorf("%s: %w", filepath.Base(it), err))
 		}
 		if ok {
 			n++
@@ -95,14 +114,11 @@ func (a *API) expireUpload(ctx context.Context, p string, expiry time.Duration) 
 		return false, nil
 	}
 	vid := info.MetaData[tusVideoIDKey]
-	v, err := a.store.GetVideo(ctx, vid)
-	switch {
-	case errors.Is(err, routing.ErrNotFound):
-		v = routing.Video{}
-	case err != nil:
+	held, err := a.holds(ctx, vid, id)
+	if err != nil {
 		return false, err
 	}
-	if v.HeldBy("tus:" + id) {
+	if held {
 		// Complete (every byte arrived; or its data already moved to
 		// be the source, when a crash came before the video was told):
 		// RecoverUploads finishes it, as it does at start.
@@ -148,21 +164,12 @@ func (a *API) expireStoreUploads(ctx context.Context, expiry time.Duration) (int
 			latest[id] = obj.ModTime
 		}
 	}
-	n := 0
-	var errs []error
-	for _, id := range order {
+	return countEach(order, func(id string) (bool, error) {
 		if a.now().Sub(latest[id]) < expiry {
-			continue
+			return false, nil
 		}
-		ok, err := a.expireStoreUpload(ctx, id, expiry)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", id, err))
-		}
-		if ok {
-			n++
-		}
-	}
-	return n, errors.Join(errs...)
+		return a.expireStoreUpload(ctx, id, expiry)
+	})
 }
 
 // storeUploadWritten is when the last of upload id's objects was written,
@@ -209,14 +216,11 @@ func (a *API) expireStoreUpload(ctx context.Context, id string, expiry time.Dura
 		return false, err
 	}
 	if !orphan {
-		v, err := a.store.GetVideo(ctx, vid)
-		switch {
-		case errors.Is(err, routing.ErrNotFound):
-			v = routing.Video{}
-		case err != nil:
+		held, err := a.holds(ctx, vid, id)
+		if err != nil {
 			return false, err
 		}
-		if v.HeldBy("tus:" + id) {
+		if held {
 			parts, err := tusParts(ctx, a.tusStore, id)
 			if err != nil {
 				return false, err

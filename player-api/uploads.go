@@ -410,18 +410,7 @@ func (a *API) RecoverUploads(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	done := 0
-	var errs []error
-	for _, p := range infos {
-		ok, err := a.recoverUpload(ctx, p)
-		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %w", filepath.Base(p), err))
-		}
-		if ok {
-			done++
-		}
-	}
-	return done, errors.Join(errs...)
+	return countEach(infos, func(p string) (bool, error) { return a.recoverUpload(ctx, p) })
 }
 
 // recoveryLock takes upload id's lock for RecoverUploads, waiting out a
@@ -476,17 +465,14 @@ func (a *API) recoverUpload(ctx context.Context, p string) (bool, error) {
 	// The paths are this directory's, whatever the file says.
 	data := strings.TrimSuffix(p, ".info")
 	info.Storage = map[string]string{"Type": "filestore", "Path": data, "InfoPath": p}
-	v, err := a.store.GetVideo(ctx, vid)
-	switch {
-	case errors.Is(err, routing.ErrNotFound):
-		v = routing.Video{}
-	case err != nil:
+	held, err := a.holds(ctx, vid, id)
+	if err != nil {
 		return false, err
 	}
 	// An upload still missing bytes is its client's to resume (checked
 	// again below, under the lock): it needs no lock, which a PATCH may
 	// hold for as long as the client sends.
-	if st, err := os.Stat(data); err == nil && v.HeldBy("tus:"+id) && !info.SizeIsDeferred && st.Size() < info.Size {
+	if st, err := os.Stat(data); err == nil && held && !info.SizeIsDeferred && st.Size() < info.Size {
 		return false, nil
 	}
 	// A request for the upload at any origin holds its lock: wait for it.
@@ -502,7 +488,7 @@ func (a *API) recoverUpload(ctx context.Context, p string) (bool, error) {
 	if !exists(p) {
 		return false, nil // finished or terminated meanwhile
 	}
-	if !v.HeldBy("tus:" + id) {
+	if !held {
 		// Deleted, taken over, or finished before the crash: remove this
 		// upload's own files, never the video's source.
 		_ = os.Remove(data)

@@ -500,14 +500,7 @@ func expireUploads(ctx context.Context, api *playerapi.API, expiry time.Duration
 	if expiry <= 0 {
 		return
 	}
-	t := time.NewTicker(uploadSweep)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, uploadSweep, func() bool {
 		n, err := api.ExpireUploads(ctx, expiry)
 		if n > 0 {
 			log.Info("removed abandoned uploads", "uploads", n, "expiry", expiry)
@@ -515,7 +508,8 @@ func expireUploads(ctx context.Context, api *playerapi.API, expiry time.Duration
 		if err != nil && ctx.Err() == nil {
 			log.Warn("removing abandoned uploads; trying again later", "err", err)
 		}
-	}
+		return false
+	})
 }
 
 // contentKeyMap is the content keys as the pages embed them: key id ->

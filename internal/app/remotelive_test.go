@@ -85,23 +85,8 @@ func TestRemoteLiveLadderSurvivesAWorker(t *testing.T) {
 	ls := n.createStream("remote ladder")
 	pub := publish(t, clipSized(t, 640, 360, seconds), n.rtmp+"/"+ls.StreamKey)
 
-	var victim, other *remoteWorker
-	n.waitFor("a worker to carry the ladder for a few segments", 60*time.Second, func() bool {
-		if strings.Count(n.playlist(ls.ID, "240p/index.m3u8"), "#EXTINF") < 4 {
-			return false
-		}
-		for i, w := range workers {
-			if strings.Contains(w.stderr.String(), "encoding a live ladder") {
-				victim, other = w, workers[1-i]
-				return true
-			}
-		}
-		return false
-	})
-	if err := victim.cmd.Process.Kill(); err != nil { // kill -9
-		t.Fatal(err)
-	}
-	_ = victim.cmd.Wait()
+	_, other := n.killBusy(t, "a worker to carry the ladder for a few segments", [2]*workerProc{workers[0].workerProc, workers[1].workerProc},
+		func() bool { return strings.Count(n.playlist(ls.ID, "240p/index.m3u8"), "#EXTINF") >= 4 }, "encoding a live ladder")
 	if err := pub.Wait(); err != nil {
 		t.Fatalf("publisher: %v", err)
 	}

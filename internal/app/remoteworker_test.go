@@ -758,23 +758,12 @@ func TestRemoteWorkerKilledMidJob(t *testing.T) {
 	if code, body := putFile(t, v.Upload.DirectURL, testAdminKey, src); code != http.StatusAccepted {
 		t.Fatalf("PUT: %d %s", code, body)
 	}
-	var victim, other *remoteWorker
-	n.waitFor("a worker to make progress on the job", 60*time.Second, func() bool {
-		if n.video(v.ID).Progress < 5 {
-			return false
-		}
-		for i, w := range workers {
-			if strings.Contains(w.stderr.String(), "processing video") {
-				victim, other = w, workers[1-i]
-				return true
-			}
-		}
-		return false
-	})
-	if err := victim.cmd.Process.Kill(); err != nil { // kill -9
-		t.Fatal(err)
+	killed, other := n.killBusy(t, "a worker to make progress on the job", [2]*workerProc{workers[0].workerProc, workers[1].workerProc},
+		func() bool { return n.video(v.ID).Progress >= 5 }, "processing video")
+	victim := workers[0]
+	if killed == workers[1].workerProc {
+		victim = workers[1]
 	}
-	_ = victim.cmd.Wait()
 	killedAt := time.Now()
 	t.Logf("killed worker %d at %d%%", victim.cmd.Process.Pid, n.video(v.ID).Progress)
 	v = n.waitVideo(v.ID, 180*time.Second)

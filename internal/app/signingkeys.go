@@ -64,16 +64,7 @@ func newSigningKeyKeeper(store *routing.Store, keys map[string]ed25519.PrivateKe
 const signingKeyCheck = time.Minute
 
 func (k *signingKeyKeeper) run(ctx context.Context) {
-	t := time.NewTicker(signingKeyCheck)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			k.check(ctx)
-		}
-	}
+	every(ctx, signingKeyCheck, func() bool { k.check(ctx); return false })
 }
 
 // check offers every key once; it returns the names whose stored key is

@@ -38,23 +38,15 @@ func openMediaStore(ctx context.Context, cfg config.Config, log *slog.Logger) (s
 	}
 	if err := s.EnsureBucket(ctx); err != nil {
 		log.Warn("the media store is not reachable yet; retrying in the background", "err", err)
-		go func() {
-			t := time.NewTicker(5 * time.Second)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-				}
-				if err := s.EnsureBucket(ctx); err == nil {
-					log.Info("the media store is reachable", "bucket", cfg.Storage.Bucket)
-					return
-				} else if ctx.Err() == nil {
-					log.Warn("the media store is still not reachable", "err", err)
-				}
+		go every(ctx, 5*time.Second, func() bool {
+			if err := s.EnsureBucket(ctx); err == nil {
+				log.Info("the media store is reachable", "bucket", cfg.Storage.Bucket)
+				return true
+			} else if ctx.Err() == nil {
+				log.Warn("the media store is still not reachable", "err", err)
 			}
-		}()
+			return false
+		})
 	}
 	return s, nil
 }

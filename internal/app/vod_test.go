@@ -359,6 +359,30 @@ type workerProc struct {
 	stderr *testutil.Buffer
 }
 
+// killBusy waits (up to a minute) until ready holds and one of workers has
+// logged busy, kills that one with SIGKILL (kill -9, as a machine dies) and
+// returns it and the other.
+func (n *node) killBusy(t *testing.T, what string, workers [2]*workerProc, ready func() bool, busy string) (victim, other *workerProc) {
+	t.Helper()
+	n.waitFor(what, 60*time.Second, func() bool {
+		if !ready() {
+			return false
+		}
+		for i, w := range workers {
+			if strings.Contains(w.stderr.String(), busy) {
+				victim, other = w, workers[1-i]
+				return true
+			}
+		}
+		return false
+	})
+	if err := victim.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = victim.cmd.Wait()
+	return victim, other
+}
+
 // startWorker runs this test binary as `shoal worker` (see TestMain) on
 // n's Redis and data directory.
 func startWorker(t *testing.T, n *node, extraEnv ...string) *workerProc {
@@ -475,24 +499,9 @@ func TestVODWorkerKilledMidJob(t *testing.T) {
 	if code, body := putFile(t, v.Upload.DirectURL, testAdminKey, src); code != http.StatusAccepted {
 		t.Fatalf("PUT: %d %s", code, body)
 	}
-	// Find the worker holding the job once it has made progress.
-	var victim, other *workerProc
-	n.waitFor("a worker to make progress on the job", 60*time.Second, func() bool {
-		if n.video(v.ID).Progress < 5 {
-			return false
-		}
-		for i, w := range workers {
-			if strings.Contains(w.stderr.String(), "processing video") {
-				victim, other = w, workers[1-i]
-				return true
-			}
-		}
-		return false
-	})
-	if err := victim.cmd.Process.Kill(); err != nil { // kill -9
-		t.Fatal(err)
-	}
-	_ = victim.cmd.Wait()
+	// Kill the worker holding the job once it has made progress.
+	victim, other := n.killBusy(t, "a worker to make progress on the job", [2]*workerProc{workers[0], workers[1]},
+		func() bool { return n.video(v.ID).Progress >= 5 }, "processing video")
 	killedAt := time.Now()
 	t.Logf("killed worker %d at %d%%", victim.cmd.Process.Pid, n.video(v.ID).Progress)
 	v = n.waitVideo(v.ID, 120*time.Second)
