@@ -511,3 +511,41 @@ func TestLiveSourceGapNotRefused(t *testing.T) {
 		t.Fatalf("a 9 s gap in the source: %v", err)
 	}
 }
+
+// Three workers whose latencies are each within the margin of the next
+// (100, 115 and 130 ms) but not all of the fastest: the one slower than
+// the fastest by more than the margin (130 ms) is left out, and of the
+// others the latest heartbeat takes the ladder, whatever order the origin
+// looks at them in. (Compared two by two, the three made a cycle: the
+// pick then depended on map order.)
+func TestReserveIsTransitive(t *testing.T) {
+	t.Parallel()
+	lo, err := NewLiveOrigin(LiveConfig{}, LiveDeps{Log: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, w := range []struct {
+		id      string
+		seen    time.Time
+		latency time.Duration
+	}{{"a", now.Add(-2 * time.Second), 100 * time.Millisecond}, {"b", now.Add(-time.Second), 115 * time.Millisecond}, {"c", now, 130 * time.Millisecond}} {
+		ctx, cancel := context.WithCancel(t.Context())
+		cancel()
+		if _, _, err := lo.ClaimLive(ctx, nodeproto.LiveWorker{ID: w.id, Ladders: 4, LastSeen: w.seen}); err != nil {
+			t.Fatal(err)
+		}
+		lo.measured(w.id, w.latency)
+	}
+	for i := range 50 {
+		rl, ok := lo.Reserve("s", nil)
+		if !ok {
+			t.Fatal("no worker")
+		}
+		got := rl.Worker()
+		rl.Close()
+		if got != "b" {
+			t.Fatalf("pick %d: %s took it, want b (within the margin of the fastest, the latest heartbeat)", i, got)
+		}
+	}
+}

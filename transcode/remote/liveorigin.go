@@ -243,24 +243,24 @@ func (o *LiveOrigin) Available() int {
 	return n
 }
 
-// Reserve picks the worker with the most room (its advertised ladders
-// minus those it carries), then of the origin's region, then the fastest
-// (its measured latency, when both have one, by more than latencyMargin),
-// then with the latest heartbeat, among those claiming now and not in
-// exclude.
+// Reserve picks, among the workers claiming now and not in exclude, those
+// with the most room (their advertised ladders minus those they carry),
+// then of those the ones of the origin's region if any, then leaves out
+// those slower than the fastest by more than latencyMargin (their measured
+// latencies; a worker not measured yet stays), and takes the one with the
+// latest heartbeat, the smallest id on a tie. Each step narrows the set,
+// so the pick does not depend on the order the workers are looked at.
 func (o *LiveOrigin) Reserve(stream string, exclude []string) (transcode.RemoteLadder, bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := o.now()
-	var best *liveWorker
+	var set []*liveWorker
 	for _, w := range o.workers {
-		if !o.available(w, now) || w.room() <= 0 || slices.Contains(exclude, w.info.ID) {
-			continue
-		}
-		if best == nil || better(w, best, o.cfg.Region) {
-			best = w
+		if o.available(w, now) && w.room() > 0 && !slices.Contains(exclude, w.info.ID) {
+			set = append(set, w)
 		}
 	}
+	best := choose(set, o.cfg.Region)
 	if best == nil {
 		return nil, false
 	}
@@ -278,26 +278,42 @@ func (o *LiveOrigin) Reserve(stream string, exclude []string) (transcode.RemoteL
 // those it carries and those its VOD jobs take (its latest claim says).
 func (w *liveWorker) room() int { return w.info.Ladders - w.assigned - w.info.VODBusy }
 
-// better orders workers for a new ladder.
-func better(a, b *liveWorker, region string) bool {
-	if fa, fb := a.room(), b.room(); fa != fb {
-		return fa > fb
-	}
-	if ra, rb := a.info.Region == region, b.info.Region == region; ra != rb {
-		return ra
-	}
-	if la, lb := a.latency, b.latency; la > 0 && lb > 0 {
-		switch {
-		case float64(la) < float64(lb)*(1-latencyMargin):
-			return true
-		case float64(lb) < float64(la)*(1-latencyMargin):
-			return false
+// choose is Reserve's choice among set (nil when it is empty).
+func choose(set []*liveWorker, region string) *liveWorker {
+	keep := func(f func(*liveWorker) bool) {
+		var out []*liveWorker
+		for _, w := range set {
+			if f(w) {
+				out = append(out, w)
+			}
+		}
+		if len(out) > 0 {
+			set = out
 		}
 	}
-	if !a.info.LastSeen.Equal(b.info.LastSeen) {
-		return a.info.LastSeen.After(b.info.LastSeen)
+	most := 0
+	for _, w := range set {
+		most = max(most, w.room())
 	}
-	return a.info.ID < b.info.ID
+	keep(func(w *liveWorker) bool { return w.room() == most })
+	keep(func(w *liveWorker) bool { return w.info.Region == region })
+	var fastest time.Duration
+	for _, w := range set {
+		if w.latency > 0 && (fastest == 0 || w.latency < fastest) {
+			fastest = w.latency
+		}
+	}
+	keep(func(w *liveWorker) bool {
+		return w.latency == 0 || float64(fastest) >= float64(w.latency)*(1-latencyMargin)
+	})
+	var best *liveWorker
+	for _, w := range set {
+		if best == nil || w.info.LastSeen.After(best.info.LastSeen) ||
+			w.info.LastSeen.Equal(best.info.LastSeen) && w.info.ID < best.info.ID {
+			best = w
+		}
+	}
+	return best
 }
 
 // ClaimLive is a worker's claim: it waits (at most PollWait, or ctx) for a
