@@ -255,6 +255,10 @@ func (o *liveOwners) isLiveAnywhere(id string) bool {
 	return o.owner(ctx, id) != ""
 }
 
+// viewerRequest keys the viewer's request in the context of the request
+// proxy sends the owner.
+type viewerRequest struct{}
+
 // forwardedHeader marks a request an origin proxies to the owner of a
 // live stream: the owner never proxies it again.
 const forwardedHeader = "Shoal-Origin-Forwarded"
@@ -290,7 +294,12 @@ func (o *liveOwners) proxy(next http.Handler) http.Handler {
 			},
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 				// The owner is stopping (or gone): what the store has is
-				// served here, behind the live edge.
+				// served here, behind the live edge, for the viewer's
+				// own request (r is the one to the owner: its path has
+				// the owner's prefix, its headers this origin's).
+				if in, ok := r.Context().Value(viewerRequest{}).(*http.Request); ok {
+					r = in
+				}
 				o.log.Warn("the origin that ingests a live stream did not answer; serving it from the store", "owner", owner, "path", r.URL.Path, "err", err)
 				next.ServeHTTP(w, r)
 			},
@@ -307,7 +316,7 @@ func (o *liveOwners) proxy(next http.Handler) http.Handler {
 				id, _, _ := strings.Cut(rel, "/")
 				if owner := o.owner(r.Context(), id); owner != "" && owner != o.self {
 					if p := proxyTo(owner); p != nil {
-						p.ServeHTTP(w, r)
+						p.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), viewerRequest{}, r)))
 						return
 					}
 				}

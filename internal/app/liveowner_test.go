@@ -132,3 +132,24 @@ func TestProxiedViewerKeepsItsAddress(t *testing.T) {
 		t.Fatalf("a forged origins' vouch made the owner see %q", body)
 	}
 }
+
+// When the owner does not answer, the viewer's own request is served from
+// the store here, even when the owner's URL has a path (a front proxy's
+// prefix): before, the proxied request, with the owner's path and this
+// origin's headers, reached the local handler, which answered 404.
+func TestProxyFallsBackWithTheViewersRequest(t *testing.T) {
+	t.Parallel()
+	store, _ := newTestStore(t)
+	const id = "prox2abcdefghijklmno"
+	if _, err := store.ClaimLiveStream(t.Context(), id, "http://127.0.0.1:1/shoal", time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	o := newLiveOwners(store, "http://origin-b:8080", func(string) bool { return false }, slog.New(slog.DiscardHandler))
+	var got *http.Request
+	h := o.proxy(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got = r }))
+	req := httptest.NewRequest(http.MethodGet, "/hls/"+id+"/master.m3u8", nil)
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if got == nil || got.URL.Path != "/hls/"+id+"/master.m3u8" || got.Header.Get(forwardedHeader) != "" {
+		t.Fatalf("the local handler got %+v, want the viewer's request", got)
+	}
+}
