@@ -400,7 +400,7 @@ func (c *Cache) publishStale(f *fetch, code int) bool {
 }
 
 func upstreamErr(ctx context.Context, err error) error {
-	if cause := context.Cause(ctx); errors.Is(cause, errStalled) {
+	if cause := context.Cause(ctx); errors.Is(cause, errStalled) || errors.Is(cause, errSiblingSlow) {
 		return cause
 	}
 	return err
@@ -678,10 +678,31 @@ func (c *Cache) originHead(ctx context.Context, f *fetch) headResult {
 	return headResult{status: resp.StatusCode, digest: d, length: resp.ContentLength, header: resp.Header}
 }
 
+// siblingMinRate is the slowest a sibling may send a body (bytes a
+// second, on average over the whole body) before it counts as failed.
+const siblingMinRate = 1 << 20
+
+// errSiblingSlow is the cause of a sibling fetch that ran past its
+// deadline.
+var errSiblingSlow = errors.New("the sibling sends too slowly")
+
+// siblingDeadline bounds a whole sibling fetch of size bytes (-1:
+// unknown): the watchdog bounds each pause only, and a sibling trickling
+// a byte at a time would hold the object's viewers for days, although the
+// origin has it.
+func (c *Cache) siblingDeadline(size int64) time.Duration {
+	if size < 0 {
+		size = 8 << 20
+	}
+	return 4*c.cfg.SiblingTimeout + time.Duration(size)*time.Second/siblingMinRate
+}
+
 // siblingGet fetches f's object from sib, hashing it as it arrives.
 func (c *Cache) siblingGet(f *fetch, sib Sibling) ([]byte, []byte, error) {
-	ctx, wd := newWatchdog(f.ctx, c.cfg.SiblingTimeout, c.cfg.SiblingTimeout)
+	wctx, wd := newWatchdog(f.ctx, c.cfg.SiblingTimeout, c.cfg.SiblingTimeout)
 	defer wd.stop()
+	ctx, cancel := context.WithCancelCause(wctx)
+	defer cancel(nil)
 	base := strings.TrimRight(sib.URL, "/")
 	u := upstreamURL(base, f.key, f.token)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
@@ -707,7 +728,10 @@ func (c *Cache) siblingGet(f *fetch, sib Sibling) ([]byte, []byte, error) {
 	if resp.ContentLength > c.cfg.MaxObjectBytes {
 		return nil, nil, errTooBig
 	}
-	size := resp.ContentLength
+	slow := time.AfterFunc(c.siblingDeadline(resp.ContentLength), func() { cancel(errSiblingSlow) })
+	defer slow.Stop()
+	// Memory grows with what arrives, never with what the sibling claims.
+	size := min(resp.ContentLength, 1<<20)
 	if size < 0 {
 		size = 64 << 10
 	}

@@ -453,7 +453,10 @@ func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, 
 		h[keyP2P] = hvP2POff
 	}
 	h["Cache-Control"] = o.hCC
-	if o.hETag != nil {
+	// A playlist rewritten for the viewer's token is other bytes than the
+	// stored copy: its ETag would answer 304 to a viewer holding the copy
+	// of another token (writeBody sets none).
+	if o.hETag != nil && !(a.token != "" && o.playlist) {
 		h["Etag"] = o.hETag
 	}
 	size := e.size - e.off
