@@ -162,23 +162,21 @@ func (f *fetch) snapshot() progress {
 	return progress{buf: f.buf, spool: f.spool, spooled: f.spooled, complete: f.complete, failed: f.failed, changed: f.notify}
 }
 
-// whole waits for the complete body; false if the fetch failed or ctx ended.
-func (f *fetch) whole(ctx context.Context) ([]byte, bool) {
+// completed waits for the complete body (in memory, or spooled); false if
+// the fetch failed or ctx ended.
+func (f *fetch) completed(ctx context.Context) (progress, bool) {
 	for {
 		p := f.snapshot()
 		switch {
-		case p.complete && p.spool != nil:
-			body, err := p.read(0, make([]byte, p.spooled))
-			return body, err == nil
 		case p.complete:
-			return p.buf, true
+			return p, true
 		case p.failed:
-			return nil, false
+			return progress{}, false
 		}
 		select {
 		case <-p.changed:
 		case <-ctx.Done():
-			return nil, false
+			return progress{}, false
 		}
 	}
 }

@@ -266,6 +266,23 @@ func (c *Cache) writeBody(w http.ResponseWriter, r *http.Request, o *object, bod
 	c.countServed(o, int64(n))
 }
 
+// serveSpool answers r (a range, a conditional request) with the
+// complete body p spooled to disk.
+func (c *Cache) serveSpool(w http.ResponseWriter, r *http.Request, o *object, p progress) {
+	h := w.Header()
+	h["Content-Type"] = o.hType
+	if o.NoP2P {
+		h[keyP2P] = hvP2POff
+	}
+	h["Cache-Control"] = o.hCC
+	if o.hETag != nil {
+		h["Etag"] = o.hETag
+	}
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", time.Time{}, io.NewSectionReader(p.spool, 0, p.spooled))
+	c.countServed(o, cw.n)
+}
+
 type countingWriter struct {
 	http.ResponseWriter
 	n int64
@@ -543,13 +560,29 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 	}
 	o := res.obj
 	if r.Header["Range"] != nil || r.Header["If-None-Match"] != nil || (a.token != "" && o.playlist) || (res.length < 0 && r.Method == http.MethodHead) {
-		body, ok := f.whole(r.Context())
+		p, ok := f.completed(r.Context())
 		if !ok {
 			if r.Context().Err() == nil {
 				h["Cache-Control"] = hvNoStore
 				http.Error(w, "upstream failed", http.StatusBadGateway)
 			}
 			return false
+		}
+		if p.spool != nil && !(a.token != "" && o.playlist) {
+			// A large body spooled to disk is served from there: read
+			// whole into memory for every range asked, it would let
+			// viewers pile copies of it up past MaxInFlightBytes.
+			c.serveSpool(w, r, o, p)
+			return false
+		}
+		body := p.buf
+		if p.spool != nil {
+			var err error
+			if body, err = p.read(0, make([]byte, p.spooled)); err != nil {
+				h["Cache-Control"] = hvNoStore
+				http.Error(w, "upstream failed", http.StatusBadGateway)
+				return false
+			}
 		}
 		c.writeBody(w, r, c.withBody(o, body), body, a.token)
 		return false

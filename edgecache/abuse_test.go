@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/shoal-video/shoal/packager/origin"
 )
 
@@ -153,5 +155,90 @@ func TestDiskPlaylistRewrittenHasNoETag(t *testing.T) {
 	c := do(t, http.MethodGet, e.url+p+"?token=new", map[string]string{"If-None-Match": stored})
 	if c.code != http.StatusOK || !strings.Contains(string(c.body), "token=new") {
 		t.Fatalf("a viewer with a new token and the stored copy's ETag got %d: %q", c.code, c.body)
+	}
+}
+
+// Range requests for a large object spooled to disk while it arrives are
+// answered from the spool file: each used to read the whole body into
+// memory, so viewers asking for ranges piled copies of it up past
+// MaxInFlightBytes. Not parallel: it counts the allocations.
+func TestSpooledRangesReadNoWholeCopies(t *testing.T) {
+	o := newFakeOrigin(t)
+	p := "/hls/abc/source/big.m4s"
+	body := segment(8<<20, 7)
+	sum := sha256.Sum256(body)
+	half := make(chan struct{})
+	rest := make(chan struct{})
+	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.URL.Path != p {
+			return false
+		}
+		h := w.Header()
+		h.Set("Content-Type", "video/iso.segment")
+		h.Set("Cache-Control", origin.CacheImmutable)
+		h.Set(HeaderDigest, hex.EncodeToString(sum[:]))
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodHead {
+			return true
+		}
+		_, _ = w.Write(body[:len(body)/2])
+		w.(http.Flusher).Flush()
+		close(half)
+		<-rest
+		_, _ = w.Write(body[len(body)/2:])
+		return true
+	})
+	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, d *Deps) {
+		c.MaxInFlightBytes = 2 << 20 // an 8 MiB body is spooled
+	})
+	lead := make(chan answer, 1)
+	go func() { lead <- get(t, e.url+p) }()
+	<-half
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	const viewers = 16
+	var wg sync.WaitGroup
+	ranges := make([]answer, viewers)
+	for i := range viewers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ranges[i] = do(t, http.MethodGet, e.url+p, map[string]string{"Range": "bytes=100-199"})
+		}()
+	}
+	waitCollapsed(t, e, viewers)
+	close(rest)
+	wg.Wait()
+	runtime.ReadMemStats(&after)
+	if a := <-lead; a.code != http.StatusOK || !bytes.Equal(a.body, body) {
+		t.Fatalf("the first viewer got %d, %d bytes", a.code, len(a.body))
+	}
+	for i, a := range ranges {
+		if a.code != http.StatusPartialContent || !bytes.Equal(a.body, body[100:200]) {
+			t.Fatalf("range viewer %d got %d, %d bytes", i, a.code, len(a.body))
+		}
+	}
+	allocated := int64(after.TotalAlloc - before.TotalAlloc)
+	t.Logf("%d range requests of a spooled 8 MiB body allocated %.1f MiB", viewers, float64(allocated)/(1<<20))
+	if allocated > 64<<20 {
+		t.Fatalf("%d range requests allocated %d MiB: each read the whole body", viewers, allocated>>20)
+	}
+}
+
+// waitCollapsed waits until n requests have joined the fetch in flight
+// (counted as collapsed once they have its answer's headers).
+func waitCollapsed(t *testing.T, e *edge, n int) {
+	t.Helper()
+	joined := func() int { return int(promtest.ToFloat64(e.c.m.collapsed)) }
+	deadline := time.Now().Add(30 * time.Second)
+	tick := time.NewTicker(5 * time.Millisecond)
+	defer tick.Stop()
+	for joined() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("only %d of %d requests joined the fetch", joined(), n)
+		}
+		<-tick.C
 	}
 }
