@@ -132,6 +132,22 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 		return stream.ErrBusy
 	}
 
+	// From the key's acceptance on, Disconnect (a key reset, a deleted
+	// stream) reaches this connection, also while its tracks are read.
+	s.mu.Lock()
+	if s.pending[id] == nil {
+		s.pending[id] = map[net.Conn]struct{}{}
+	}
+	s.pending[id][conn] = struct{}{}
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.pending[id], conn)
+		if len(s.pending[id]) == 0 {
+			delete(s.pending, id)
+		}
+		s.mu.Unlock()
+	}()
 	r := &gortmplib.Reader{Conn: sc}
 	if err := r.Initialize(); err != nil {
 		return fmt.Errorf("reading tracks: %w", err)
@@ -226,11 +242,41 @@ func (in *input) tick() {
 	}
 }
 
+// unwrapper extends a track's RTMP timestamps (32-bit milliseconds, which
+// wrap after 49.7 days, or soon after start for an encoder that begins
+// high) into a timeline that keeps going forward: the hub and the
+// packager drop frames whose time goes back.
+type unwrapper struct {
+	have bool
+	last uint32 // the last timestamp, as sent
+	ext  int64  // its extended value, milliseconds
+}
+
+// shift is what to add to a time t of the track (its timestamp, in
+// milliseconds, as gortmplib gives it) to put it on the extended timeline.
+// A step from the top quarter of the 32-bit range to the bottom one is the
+// wrap; any other step is taken as it comes (a jump forward, a step back).
+func (u *unwrapper) shift(t time.Duration) time.Duration {
+	ms := uint32(int64(t / time.Millisecond))
+	switch {
+	case !u.have:
+		u.have, u.ext = true, int64(ms)
+	case u.last >= 3<<30 && ms < 1<<30:
+		u.ext += int64(ms) + 1<<32 - int64(u.last)
+	default:
+		u.ext += int64(ms) - int64(u.last)
+	}
+	u.last = ms
+	return time.Duration(u.ext)*time.Millisecond - t.Truncate(time.Millisecond)
+}
+
 // onVideo returns the callback of video track idx.
 func (in *input) onVideo(idx int, isKey func([][]byte) bool) gortmplib.OnDataH26xFunc {
+	var u unwrapper
 	return func(pts, dts time.Duration, au [][]byte) {
+		d := u.shift(dts)
 		in.write(&media.AccessUnit{
-			Track: idx, PTS: media.Ticks(pts, 90000), DTS: media.Ticks(dts, 90000),
+			Track: idx, PTS: media.Ticks(pts+d, 90000), DTS: media.Ticks(dts+d, 90000),
 			Keyframe: isKey(au), Payload: au,
 		})
 	}
@@ -282,8 +328,9 @@ func (in *input) setup(r *gortmplib.Reader) ([]media.Track, error) {
 				samples = 960
 			}
 			clock := ingest.NewAACClock(samples)
+			var u unwrapper
 			r.OnDataMPEG4Audio(t, func(pts time.Duration, au []byte) {
-				ts, ok := clock.Time(media.Ticks(pts, rate))
+				ts, ok := clock.Time(media.Ticks(pts+u.shift(pts), rate))
 				if !ok {
 					return
 				}

@@ -51,6 +51,9 @@ type Server struct {
 	mu         sync.Mutex
 	conns      map[net.Conn]struct{}
 	publishers map[string]net.Conn // stream id -> its publisher's connection
+	// pending: the connections whose key for a stream was accepted, not
+	// publishing yet (reading their tracks).
+	pending map[string]map[net.Conn]struct{}
 }
 
 // New validates cfg and opens the listening socket (so a busy port is
@@ -71,6 +74,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		refusedLog: logx.NewLimiter(10 * time.Second),
 		conns:      map[net.Conn]struct{}{},
 		publishers: map[string]net.Conn{},
+		pending:    map[string]map[net.Conn]struct{}{},
 	}
 	m, err := ingest.NewMetrics("rtmp", deps.Registerer)
 	if err != nil {
@@ -151,13 +155,19 @@ func (s *Server) Run(ctx context.Context) error {
 func (s *Server) Close() error { return s.ln.Close() }
 
 // Disconnect closes the connection of stream id's publisher, if one is
-// connected, and reports whether there was one.
+// connected, and those whose key for id was accepted but which are not
+// publishing yet (a key reset or a deleted stream must stop them too), and
+// reports whether there was any.
 func (s *Server) Disconnect(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	c, ok := s.publishers[id]
 	if ok {
 		c.Close()
+	}
+	for c := range s.pending[id] {
+		c.Close()
+		ok = true
 	}
 	return ok
 }

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -144,15 +145,25 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 func (s *Server) Close() { s.srv.Close() }
 
 // Disconnect closes the session of stream id's publisher, if one is
-// connected, and reports whether there was one.
+// connected, and those whose key for id was accepted but which have not
+// started recording yet (a key reset or a deleted stream must stop them
+// too), and reports whether there was any.
 func (s *Server) Disconnect(id string) bool {
 	s.mu.Lock()
-	ss, ok := s.publishers[id]
+	var close []*gortsplib.ServerSession
+	for ss, ses := range s.sessions {
+		if ses.id == id {
+			close = append(close, ss)
+		}
+	}
+	if ss, ok := s.publishers[id]; ok && !slices.Contains(close, ss) {
+		close = append(close, ss)
+	}
 	s.mu.Unlock()
-	if ok {
+	for _, ss := range close {
 		ss.Close()
 	}
-	return ok
+	return len(close) > 0
 }
 
 func (s *Server) refuse(log *slog.Logger, reason string, attrs ...any) {
@@ -287,7 +298,9 @@ func (s *Server) OnAnnounce(ctx *gortsplib.ServerHandlerOnAnnounceCtx) (*base.Re
 		s.refuse(log, "bad_tracks", "err", err)
 		return &base.Response{StatusCode: base.StatusUnsupportedMediaType}, err
 	}
+	s.mu.Lock() // Disconnect reads the id
 	ses.id, ses.log, ses.tracks = id, log, tracks
+	s.mu.Unlock()
 	return &base.Response{StatusCode: base.StatusOK}, nil
 }
 

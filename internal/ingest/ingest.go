@@ -8,7 +8,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"strings"
 	"sync"
 
@@ -161,15 +160,14 @@ func NewConnLimiter(maxTotal, maxPerIP int) *ConnLimiter {
 
 // Acquire counts a connection from addr (host:port or a bare host) and
 // returns the function that releases it (safe to call more than once), or
-// ok false when a bound is reached. A nil limiter admits everything.
+// ok false when a bound is reached. A nil limiter admits everything. An
+// IPv6 /64 counts as one address, as in the key guard: one subscriber
+// holds a whole /64 and could otherwise take every slot.
 func (l *ConnLimiter) Acquire(addr string) (release func(), ok bool) {
 	if l == nil {
 		return func() {}, true
 	}
-	ip := addr
-	if h, _, err := net.SplitHostPort(addr); err == nil {
-		ip = h
-	}
+	ip := hostOf(addr)
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if (l.maxTotal > 0 && l.total >= l.maxTotal) || (l.maxPerIP > 0 && l.perIP[ip] >= l.maxPerIP) {

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 
@@ -125,5 +126,34 @@ func TestAACClock(t *testing.T) {
 	}
 	if dropped == 0 || dropped > 40 {
 		t.Errorf("%d frames dropped over 10 min at 0.1%% drift, want a few", dropped)
+	}
+}
+
+// An IPv6 /64 is one address for the per-address connection limit, as for
+// the key guard: one subscriber holds a whole /64, and rotating addresses
+// in it took every slot of the node before. An IPv4-mapped address is the
+// IPv4 address. (Found by a review helper.)
+func TestConnLimiterCountsAnIPv6Slash64Once(t *testing.T) {
+	t.Parallel()
+	l := NewConnLimiter(1000, 16)
+	n := 0
+	for i := 1; i <= 200; i++ {
+		if _, ok := l.Acquire(fmt.Sprintf("[2001:db8:1:2::%x]:5000", i)); ok {
+			n++
+		}
+	}
+	if n != 16 {
+		t.Fatalf("one IPv6 /64 holds %d connections; the per-address limit is 16", n)
+	}
+	if _, ok := l.Acquire("[2001:db8:1:3::1]:5000"); !ok {
+		t.Fatal("another /64 was refused")
+	}
+	for range 16 {
+		if _, ok := l.Acquire("[::ffff:192.0.2.7]:5000"); !ok {
+			t.Fatal("an IPv4-mapped address was refused early")
+		}
+	}
+	if _, ok := l.Acquire("192.0.2.7:6000"); ok {
+		t.Fatal("192.0.2.7 and ::ffff:192.0.2.7 are counted apart")
 	}
 }
