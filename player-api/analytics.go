@@ -217,7 +217,13 @@ func (a *API) analyticsRange(c *gin.Context) (from, to time.Time, bucket string,
 	if to.Sub(from) > keep {
 		from = to.Add(-keep)
 	}
+	// Times past 2262 overflow the hour arithmetic (UnixNano), which then
+	// walked back centuries, an hour at a time; no figure is older than
+	// the epoch nor newer than now.
+	now := a.now().UTC()
 	switch {
+	case to.Before(time.Unix(0, 0)) || from.Before(time.Unix(0, 0)) || to.After(now.Add(366*24*time.Hour)):
+		return from, to, "", 0, `"from" and "to" must be between 1970 and a year from now`
 	case !from.Before(to):
 		return from, to, "", 0, `"from" must be before "to"`
 	case to.Sub(from) > limit:

@@ -714,6 +714,22 @@ func TestAnalyticsRangeWithinRetention(t *testing.T) {
 	}
 }
 
+// Times far out of range are refused: a "to" past 2262 overflowed the hour
+// arithmetic and one request of a read-only key walked five million hours
+// back and asked Redis for each. (Found by a review helper.)
+func TestAnalyticsRefusesTimesOutOfRange(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	e.a.now = func() time.Time { return t0 }
+	for _, q := range []string{"to=2300-01-01T00:00:00Z", "from=1900-01-01T00:00:00Z&to=1900-01-02T00:00:00Z", "to=" + t0.Add(2*366*24*time.Hour).Format(time.RFC3339)} {
+		d := e.doJSON(t, "GET", "/v1/analytics?"+q, testAdminKey, "").wantError(t, http.StatusBadRequest, "invalid_request")
+		if !strings.Contains(d.Message, "between 1970 and a year from now") {
+			t.Errorf("%s: %q", q, d.Message)
+		}
+	}
+	e.doJSON(t, "GET", "/v1/analytics?to="+t0.Add(time.Hour).Format(time.RFC3339), testAdminKey, "").wantStatus(t, http.StatusOK)
+}
+
 // TestBeaconLimiterEvictsLeastRecent: with as many networks tracked as it
 // may, a new network is not refused: it takes the place of the one seen
 // least recently, whose budget starts over; the others keep theirs.

@@ -397,9 +397,17 @@ func (a *API) putSource(c *gin.Context) {
 		// Release the reservation even when the client has gone.
 		_ = a.store.AbortUpload(context.WithoutCancel(ctx), id, how)
 		var tooLarge *http.MaxBytesError
+		var local *localFileError
 		switch {
 		case errors.As(err, &tooLarge):
 			a.tooLarge(c)
+		case errors.As(err, &local):
+			// This origin's own trouble (its disk full, its upload
+			// directory unusable), not the request's: logged, and the
+			// client told to send it again later, without our paths.
+			a.logServerError(c, http.StatusServiceUnavailable, err)
+			c.Header("Retry-After", "30")
+			WriteError(c, http.StatusServiceUnavailable, codeUnavailable, "the server could not store the upload; send it again later")
 		case errors.Is(err, errNoFilePart):
 			WriteError(c, http.StatusBadRequest, codeInvalidRequest, err.Error())
 		default:
@@ -489,7 +497,7 @@ func (c ctxReader) Read(p []byte) (int, error) {
 func (a *API) receive(req *http.Request, c *gin.Context, id, tag string, stillHeld func() bool) (string, int64, error) {
 	dir := filepath.Join(a.uploadDir, putDir)
 	if err := os.MkdirAll(dir, uploadDirPerms); err != nil {
-		return "", 0, err
+		return "", 0, &localFileError{err}
 	}
 	body := http.MaxBytesReader(c.Writer, ctxReader{req.Context(), req.Body}, a.maxUpload)
 	var src io.Reader = body
@@ -512,14 +520,16 @@ func (a *API) receive(req *http.Request, c *gin.Context, id, tag string, stillHe
 	tmp := filepath.Join(dir, id+"."+tag+".part")
 	f, err := os.Create(tmp)
 	if err != nil {
-		return "", 0, err
+		return "", 0, &localFileError{err}
 	}
-	n, err := io.Copy(f, src)
+	n, err := io.Copy(localWriter{f}, src)
 	if err == nil {
-		err = f.Sync() // on the disk before the video is queued on it
+		if err = f.Sync(); err != nil { // on the disk before the video is queued on it
+			err = &localFileError{err}
+		}
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = &localFileError{cerr}
 	}
 	if err == nil && !stillHeld() {
 		err = errLeaseLost
@@ -529,6 +539,25 @@ func (a *API) receive(req *http.Request, c *gin.Context, id, tag string, stillHe
 		return "", 0, err
 	}
 	return tmp, n, nil
+}
+
+// localFileError is a failure of this origin's own files while an upload
+// is received (its disk, its upload directory), as opposed to the
+// request's (a body cut off).
+type localFileError struct{ err error }
+
+func (e *localFileError) Error() string { return "storing the upload: " + e.err.Error() }
+func (e *localFileError) Unwrap() error { return e.err }
+
+// localWriter marks its file's write errors as the origin's own.
+type localWriter struct{ f *os.File }
+
+func (w localWriter) Write(p []byte) (int, error) {
+	n, err := w.f.Write(p)
+	if err != nil {
+		err = &localFileError{err}
+	}
+	return n, err
 }
 
 // putDir is the directory of the upload directory where PUT uploads are

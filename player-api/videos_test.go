@@ -207,6 +207,39 @@ func TestPutSourceTooLarge(t *testing.T) {
 	}
 }
 
+// The origin's own trouble storing an upload (here its upload directory
+// unusable) is a 503 to send again, logged, without the server's paths;
+// it was a 400 "the upload was interrupted: mkdir /...". The video can be
+// uploaded again once it is mended. (Found by a review helper.)
+func TestPutSourceLocalTroubleIsTheServers(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	v := e.createVideo(t, `{}`)
+	blocker := filepath.Join(e.a.uploadDir, putDir)
+	if err := os.MkdirAll(e.a.uploadDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(blocker, nil, 0o600); err != nil { // a file where the directory goes
+		t.Fatal(err)
+	}
+	r := e.put(t, v.ID, []byte("data"), "")
+	d := r.wantError(t, http.StatusServiceUnavailable, codeUnavailable)
+	if strings.Contains(d.Message, e.a.uploadDir) || r.header.Get("Retry-After") == "" {
+		t.Fatalf("answer %q, Retry-After %q", d.Message, r.header.Get("Retry-After"))
+	}
+	if !strings.Contains(e.logs.String(), "not a directory") {
+		t.Errorf("the cause was not logged:\n%s", e.logs)
+	}
+	if err := os.Remove(blocker); err != nil {
+		t.Fatal(err)
+	}
+	clip, err := os.ReadFile(testutil.MakeMP4(t, 320, 240, 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.put(t, v.ID, clip, "").wantStatus(t, http.StatusAccepted)
+}
+
 // tusReq sends one tus request.
 func (e *env) tusReq(t *testing.T, method, target string, hdr map[string]string, body []byte) response {
 	t.Helper()
