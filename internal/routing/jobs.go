@@ -291,8 +291,12 @@ if ARGV[5] == '1' or tonumber(ARGV[1]) >= tonumber(ARGV[6]) then
   redis.call('XADD', KEYS[3], 'MAXLEN', '~', ARGV[8], '*', 'type', 'video.failed', 'data', data, 'at', ARGV[7])
   return 'failed'
 end
-redis.call('HSET', KEYS[1], 'last_error', ARGV[4], 'progress', 0, 'updated_at', ARGV[7])
-redis.call('XADD', KEYS[2], '*', 'video', ARGV[9])
+-- The failed attempt is fenced off at once (as DeferJob does): the job is
+-- the new entry's, so the same failure sent again, or a late finish or
+-- touch of the failed attempt, is stale.
+local id = redis.call('XADD', KEYS[2], '*', 'video', ARGV[9])
+redis.call('HSET', KEYS[1], 'last_error', ARGV[4], 'progress', 0, 'updated_at', ARGV[7], 'job', id)
+redis.call('HDEL', KEYS[1], 'worker')
 return 'retry'`)
 
 // JobQueueStats are the queue's figures for metrics.

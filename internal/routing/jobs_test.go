@@ -146,6 +146,50 @@ func TestJobRetriesThenFails(t *testing.T) {
 	}
 }
 
+// A failed attempt is fenced off by its failure: the same FailJob sent
+// again (a lost reply retried) queues no second retry, and a late finish
+// or touch of the failed attempt is stale. Before, the second FailJob
+// queued the video twice (two attempts spent, two workers on it) and the
+// failed attempt could still mark the video ready. (Found by a review
+// helper.)
+func TestFailedAttemptIsFencedOff(t *testing.T) {
+	t.Parallel()
+	s, _ := newTestStore(t)
+	ctx := t.Context()
+	_ = s.EnsureJobQueue(ctx)
+	v := queuedVideo(t, s)
+	j := mustNextJob(t, s, "w1", time.Hour)
+	st, err := s.StartJob(ctx, j, "w1", 5)
+	if err != nil || st.Attempt != 1 {
+		t.Fatalf("StartJob = %+v, %v", st, err)
+	}
+	if retry, err := s.FailJob(ctx, j, 1, "boom", false, 5); !retry || err != nil {
+		t.Fatalf("FailJob = %v, %v", retry, err)
+	}
+	if _, err := s.FailJob(ctx, j, 1, "boom", false, 5); !errors.Is(err, ErrJobLost) {
+		t.Fatalf("the same FailJob again: %v, want ErrJobLost", err)
+	}
+	if err := s.TouchJob(ctx, j, "w1", 1, 50); !errors.Is(err, ErrJobLost) {
+		t.Fatalf("a touch of the failed attempt: %v, want ErrJobLost", err)
+	}
+	if err := s.FinishJob(ctx, j, 1, JobOutcome{Duration: time.Second}); !errors.Is(err, ErrJobLost) {
+		t.Fatalf("a finish of the failed attempt: %v, want ErrJobLost", err)
+	}
+	if q, _ := s.JobQueue(ctx); q.Waiting != 1 {
+		t.Fatalf("queue %+v: want the one retry waiting", q)
+	}
+	j2 := mustNextJob(t, s, "w2", time.Hour)
+	if st, err := s.StartJob(ctx, j2, "w2", 5); err != nil || st.Attempt != 2 {
+		t.Fatalf("the retry: %+v, %v", st, err)
+	}
+	if _, ok, _ := s.NextJob(ctx, "w3", 50*time.Millisecond, time.Hour); ok {
+		t.Fatal("a second retry was queued")
+	}
+	if got, _ := s.GetVideo(ctx, v.ID); got.Status != VideoProcessing {
+		t.Fatalf("video = %+v", got)
+	}
+}
+
 func TestJobGivesUpAfterDeadWorkers(t *testing.T) {
 	t.Parallel()
 	s, _ := newTestStore(t)
