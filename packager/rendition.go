@@ -291,6 +291,7 @@ func (r *rendition) drainAudio(upTo time.Duration) {
 
 func (r *rendition) handleVideo(au *media.AccessUnit) {
 	t := r.video
+	prev := t.track // the parameter sets the frames so far were encoded with
 	nalus, changed := t.extractParams(au.Payload)
 	if len(nalus) == 0 {
 		return // parameter sets only
@@ -339,7 +340,15 @@ func (r *rendition) handleVideo(au *media.AccessUnit) {
 	// A segment cut for new parameter sets starts after a discontinuity
 	// (newInit, below): startSegment numbers it so.
 	t.initChanging = cut && changed
+	// The segment a cut closes is written (its parameter sets in front of
+	// its keyframe, or its initialization section) with the parameter
+	// sets it was encoded with; the new ones apply from this frame on.
+	next := t.track
+	if changed {
+		t.track = prev
+	}
 	pushed := t.push(sample{dts: dts, ptsOff: int32(au.PTS - au.DTS), key: au.Keyframe, payload: nalus, byteSize: sizeOf(nalus), ntp: au.NTP}, cut)
+	t.track = next
 	t.initChanging = false
 	if !pushed {
 		r.warnf("video timestamps went backwards; frame dropped", "dts", au.DTS)
