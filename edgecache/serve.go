@@ -269,7 +269,14 @@ func (c *Cache) writeBody(w http.ResponseWriter, r *http.Request, o *object, bod
 // serveSpool answers r (a range, a conditional request) with the
 // complete body p spooled to disk.
 func (c *Cache) serveSpool(w http.ResponseWriter, r *http.Request, o *object, p progress) {
-	h := w.Header()
+	objectHeaders(w.Header(), o)
+	cw := &countingWriter{ResponseWriter: w}
+	http.ServeContent(cw, r, "", time.Time{}, io.NewSectionReader(p.spool, 0, p.spooled))
+	c.countServed(o, cw.n)
+}
+
+// objectHeaders sets o's own headers on an answer of its bytes as stored.
+func objectHeaders(h http.Header, o *object) {
 	h["Content-Type"] = o.hType
 	if o.NoP2P {
 		h[keyP2P] = hvP2POff
@@ -278,9 +285,6 @@ func (c *Cache) serveSpool(w http.ResponseWriter, r *http.Request, o *object, p 
 	if o.hETag != nil {
 		h["Etag"] = o.hETag
 	}
-	cw := &countingWriter{ResponseWriter: w}
-	http.ServeContent(cw, r, "", time.Time{}, io.NewSectionReader(p.spool, 0, p.spooled))
-	c.countServed(o, cw.n)
 }
 
 type countingWriter struct {
@@ -587,14 +591,7 @@ func (c *Cache) serveFetch(w http.ResponseWriter, r *http.Request, f *fetch, lea
 		c.writeBody(w, r, c.withBody(o, body), body, a.token)
 		return false
 	}
-	h["Content-Type"] = o.hType
-	if o.NoP2P {
-		h[keyP2P] = hvP2POff
-	}
-	h["Cache-Control"] = o.hCC
-	if o.hETag != nil {
-		h["Etag"] = o.hETag
-	}
+	objectHeaders(h, o)
 	if o.stale {
 		c.setAge(h, o)
 	}
