@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -39,15 +38,8 @@ type shoal struct {
 	exited  chan struct{}
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort is testutil.FreePort.
+func freePort(t *testing.T) int { return testutil.FreePort(t) }
 
 // newShoal configures a process on rs and dataDir; start runs it.
 func newShoal(t *testing.T, rs *redistest.Server, dataDir string, withEdge bool, extra ...string) *shoal {

@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -124,15 +123,8 @@ type node struct {
 	done    chan int
 }
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
-}
+// freePort is testutil.FreePort.
+func freePort(t *testing.T) int { return testutil.FreePort(t) }
 
 func startNode(t *testing.T, extraEnv ...string) *node {
 	t.Helper()
