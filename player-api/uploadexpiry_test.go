@@ -11,6 +11,20 @@ import (
 	"github.com/shoal-video/shoal/internal/testutil"
 )
 
+// halfSentUpload makes a video titled title and sends half of a 2 s clip
+// to it with tus; it returns the clip, the video, the upload's path and id.
+func (e *env) halfSentUpload(t *testing.T, title string) ([]byte, videoJSON, string, string) {
+	t.Helper()
+	clip, err := os.ReadFile(testutil.MakeMP4(t, 320, 240, 2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := e.createVideo(t, `{"title":"`+title+`"}`)
+	path, id := e.tusCreate(t, v.ID, len(clip))
+	e.tusReq(t, "PATCH", path, patchHeaders(0), clip[:len(clip)/2]).wantStatus(t, http.StatusNoContent)
+	return clip, v, path, id
+}
+
 // An upload its client abandoned is removed once nothing came to it for
 // the expiry: its bytes, and its hold on the video, which can then be
 // uploaded again (before, a new upload is refused while the old one holds
@@ -20,13 +34,7 @@ func TestAbandonedUploadsExpire(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, Config{})
 	ctx := t.Context()
-	clip, err := os.ReadFile(testutil.MakeMP4(t, 320, 240, 2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := e.createVideo(t, `{"title":"abandoned"}`)
-	path, id := e.tusCreate(t, v.ID, len(clip))
-	e.tusReq(t, "PATCH", path, patchHeaders(0), clip[:len(clip)/2]).wantStatus(t, http.StatusNoContent)
+	clip, v, path, id := e.halfSentUpload(t, "abandoned")
 	fresh := e.createVideo(t, `{"title":"still coming"}`)
 	freshPath, _ := e.tusCreate(t, fresh.ID, len(clip))
 
@@ -76,13 +84,7 @@ func TestAbandonedUploadsExpireOnS3(t *testing.T) {
 	t.Parallel()
 	a, b, media := s3Origins(t)
 	ctx := t.Context()
-	clip, err := os.ReadFile(testutil.MakeMP4(t, 320, 240, 2))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v := a.createVideo(t, `{"title":"abandoned on s3"}`)
-	path, id := a.tusCreate(t, v.ID, len(clip))
-	a.tusReq(t, "PATCH", path, patchHeaders(0), clip[:len(clip)/2]).wantStatus(t, http.StatusNoContent)
+	clip, v, path, id := a.halfSentUpload(t, "abandoned on s3")
 
 	if n, err := b.a.ExpireUploads(ctx, 24*time.Hour); n != 0 || err != nil {
 		t.Fatalf("a fresh upload: %d removed, %v", n, err)

@@ -135,16 +135,16 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 	// From the key's acceptance on, Disconnect (a key reset, a deleted
 	// stream) reaches this connection, also while its tracks are read.
 	s.mu.Lock()
-	if s.pending[id] == nil {
-		s.pending[id] = map[net.Conn]struct{}{}
+	if s.publishers[id] == nil {
+		s.publishers[id] = map[net.Conn]struct{}{}
 	}
-	s.pending[id][conn] = struct{}{}
+	s.publishers[id][conn] = struct{}{}
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		delete(s.pending[id], conn)
-		if len(s.pending[id]) == 0 {
-			delete(s.pending, id)
+		delete(s.publishers[id], conn)
+		if len(s.publishers[id]) == 0 {
+			delete(s.publishers, id)
 		}
 		s.mu.Unlock()
 	}()
@@ -163,17 +163,9 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 		return err
 	}
 	in.pub = pub
-	s.mu.Lock()
-	s.publishers[id] = conn
-	s.mu.Unlock()
 	s.m.Publishers.Inc()
 	log.Info("publisher connected", "tracks", ingest.Describe(tracks))
 	defer func() {
-		s.mu.Lock()
-		if s.publishers[id] == conn {
-			delete(s.publishers, id)
-		}
-		s.mu.Unlock()
 		s.m.Publishers.Dec()
 		s.m.Bitrate.DeleteLabelValues(id)
 		pub.Close()

@@ -17,6 +17,21 @@ var testH264 = &codecs.H264{
 	PPS: []byte{0x68, 0xee, 0x3c, 0x80},
 }
 
+// publishTo connects a gortmplib client publishing to r with the test key
+// (its key accepted once the server has checked it); both end with t.
+func publishTo(t *testing.T, r *rig) (context.Context, *gortmplib.Client) {
+	t.Helper()
+	u, _ := url.Parse("rtmp://" + r.srv.Addr().String() + "/live/" + testKey)
+	c := &gortmplib.Client{URL: u, Publish: true}
+	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
+	t.Cleanup(cancel)
+	if err := c.Initialize(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return ctx, c
+}
+
 // A key reset or a deleted stream (Disconnect) that lands after the key
 // was accepted but before the publisher sent its tracks reaches it: its
 // connection is closed and it never goes live. Before, Disconnect found
@@ -26,14 +41,7 @@ var testH264 = &codecs.H264{
 func TestDisconnectReachesAPublisherReadingItsTracks(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, 5*time.Second)
-	u, _ := url.Parse("rtmp://" + r.srv.Addr().String() + "/live/" + testKey)
-	c := &gortmplib.Client{URL: u, Publish: true}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if err := c.Initialize(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx, c := publishTo(t, r)
 	// The server checks the key once the client's publish is in: the
 	// reset comes once it is accepted.
 	tick := time.NewTicker(5 * time.Millisecond)
@@ -70,14 +78,7 @@ func TestTimestampWrapKeepsTimeGoingForward(t *testing.T) {
 	r := newRig(t, 5*time.Second)
 	watch := r.hub.Watch(func(media.StreamKey) bool { return true })
 	defer watch.Close()
-	u, _ := url.Parse("rtmp://" + r.srv.Addr().String() + "/live/" + testKey)
-	c := &gortmplib.Client{URL: u, Publish: true}
-	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
-	defer cancel()
-	if err := c.Initialize(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	ctx, c := publishTo(t, r)
 	tr := &gortmplib.Track{Codec: testH264}
 	w := &gortmplib.Writer{Conn: c, Tracks: []*gortmplib.Track{tr}}
 	if err := w.Initialize(); err != nil {

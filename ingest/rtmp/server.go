@@ -48,12 +48,11 @@ type Server struct {
 
 	refusedLog *logx.Limiter
 
-	mu         sync.Mutex
-	conns      map[net.Conn]struct{}
-	publishers map[string]net.Conn // stream id -> its publisher's connection
-	// pending: the connections whose key for a stream was accepted, not
-	// publishing yet (reading their tracks).
-	pending map[string]map[net.Conn]struct{}
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	// publishers: by stream id, the connections whose key for it was
+	// accepted, publishing or still reading their tracks.
+	publishers map[string]map[net.Conn]struct{}
 }
 
 // New validates cfg and opens the listening socket (so a busy port is
@@ -73,8 +72,7 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		deps:       deps,
 		refusedLog: logx.NewLimiter(10 * time.Second),
 		conns:      map[net.Conn]struct{}{},
-		publishers: map[string]net.Conn{},
-		pending:    map[string]map[net.Conn]struct{}{},
+		publishers: map[string]map[net.Conn]struct{}{},
 	}
 	m, err := ingest.NewMetrics("rtmp", deps.Registerer)
 	if err != nil {
@@ -154,22 +152,16 @@ func (s *Server) Run(ctx context.Context) error {
 // Close closes the listening socket; Run does it too when it returns.
 func (s *Server) Close() error { return s.ln.Close() }
 
-// Disconnect closes the connection of stream id's publisher, if one is
-// connected, and those whose key for id was accepted but which are not
-// publishing yet (a key reset or a deleted stream must stop them too), and
-// reports whether there was any.
+// Disconnect closes the connections whose key for stream id was accepted,
+// publishing or not yet (a key reset or a deleted stream must stop those
+// still reading their tracks too), and reports whether there was any.
 func (s *Server) Disconnect(id string) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c, ok := s.publishers[id]
-	if ok {
+	for c := range s.publishers[id] {
 		c.Close()
 	}
-	for c := range s.pending[id] {
-		c.Close()
-		ok = true
-	}
-	return ok
+	return len(s.publishers[id]) > 0
 }
 
 // streamKeyFromPath extracts KEY from "/live/KEY" (the path gortmplib builds

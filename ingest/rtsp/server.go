@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -63,10 +62,9 @@ type Server struct {
 
 	refusedLog *logx.Limiter
 
-	mu         sync.Mutex
-	sessions   map[*gortsplib.ServerSession]*session
-	publishers map[string]*gortsplib.ServerSession // stream id -> its publisher's session
-	releases   map[*gortsplib.ServerConn]func()    // connection -> its slot in Deps.Limits
+	mu       sync.Mutex
+	sessions map[*gortsplib.ServerSession]*session
+	releases map[*gortsplib.ServerConn]func() // connection -> its slot in Deps.Limits
 }
 
 // New validates cfg and opens the listening sockets (so a busy port is
@@ -88,7 +86,6 @@ func New(cfg Config, deps Deps) (*Server, error) {
 		cfg: cfg, deps: deps,
 		refusedLog: logx.NewLimiter(10 * time.Second),
 		sessions:   map[*gortsplib.ServerSession]*session{},
-		publishers: map[string]*gortsplib.ServerSession{},
 		releases:   map[*gortsplib.ServerConn]func(){},
 	}
 	m, err := ingest.NewMetrics("rtsp", deps.Registerer)
@@ -144,10 +141,9 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // Close stops the server (Run does it too when ctx ends).
 func (s *Server) Close() { s.srv.Close() }
 
-// Disconnect closes the session of stream id's publisher, if one is
-// connected, and those whose key for id was accepted but which have not
-// started recording yet (a key reset or a deleted stream must stop them
-// too), and reports whether there was any.
+// Disconnect closes the sessions whose key for stream id was accepted
+// (ANNOUNCE), recording or not yet (a key reset or a deleted stream must
+// stop those too), and reports whether there was any.
 func (s *Server) Disconnect(id string) bool {
 	s.mu.Lock()
 	var close []*gortsplib.ServerSession
@@ -155,9 +151,6 @@ func (s *Server) Disconnect(id string) bool {
 		if ses.id == id {
 			close = append(close, ss)
 		}
-	}
-	if ss, ok := s.publishers[id]; ok && !slices.Contains(close, ss) {
-		close = append(close, ss)
 	}
 	s.mu.Unlock()
 	for _, ss := range close {
@@ -213,9 +206,6 @@ func (s *Server) OnSessionClose(ctx *gortsplib.ServerHandlerOnSessionCloseCtx) {
 	s.mu.Lock()
 	ses := s.sessions[ctx.Session]
 	delete(s.sessions, ctx.Session)
-	if ses != nil && ses.id != "" && s.publishers[ses.id] == ctx.Session {
-		delete(s.publishers, ses.id)
-	}
 	s.mu.Unlock()
 	if ses != nil {
 		ses.end(ctx.Error)
@@ -325,9 +315,6 @@ func (s *Server) OnRecord(ctx *gortsplib.ServerHandlerOnRecordCtx) (*base.Respon
 		s.refuse(ses.log, "already_publishing")
 		return &base.Response{StatusCode: base.StatusBadRequest}, err
 	}
-	s.mu.Lock()
-	s.publishers[ses.id] = ctx.Session
-	s.mu.Unlock()
 	ses.start(pub, ctx.Session)
 	s.m.Publishers.Inc()
 	ses.log.Info("publisher connected", "protocol", "rtsp", "tracks", ingest.Describe(ses.tracks))

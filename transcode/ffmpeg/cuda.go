@@ -120,11 +120,9 @@ static int shoal_encoder_use_graph_frames(AVCodecContext *cc, shoal_graph *g, in
 
 static int shoal_codec_context_width(const AVCodecContext *cc) { return cc->width; }
 
-// shoal_cuda_device_open opens CUDA device index for FFmpeg.
-static int shoal_cuda_device_open(int index, AVBufferRef **dev) {
-	char name[16];
-	snprintf(name, sizeof(name), "%d", index);
-	return av_hwdevice_ctx_create(dev, AV_HWDEVICE_TYPE_CUDA, name, NULL, 0);
+// shoal_hw_device_open opens the device name of type for FFmpeg.
+static int shoal_hw_device_open(enum AVHWDeviceType type, const char *name, AVBufferRef **dev) {
+	return av_hwdevice_ctx_create(dev, type, name, NULL, 0);
 }
 
 // shoal_get_cuda is a decoder's get_format: pictures in GPU memory when
@@ -246,6 +244,7 @@ import "C"
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"unsafe"
 
 	"github.com/asticode/go-astiav"
@@ -259,11 +258,22 @@ type cudaDevice struct{ ref *C.AVBufferRef }
 
 // openCUDADevice opens CUDA device index.
 func openCUDADevice(index int) (*cudaDevice, error) {
-	var ref *C.AVBufferRef
-	if ret := C.shoal_cuda_device_open(C.int(index), &ref); ret < 0 {
-		return nil, astiav.Error(ret)
+	ref, err := openHWDevice(C.AV_HWDEVICE_TYPE_CUDA, strconv.Itoa(index))
+	if err != nil {
+		return nil, err
 	}
 	return &cudaDevice{ref: ref}, nil
+}
+
+// openHWDevice opens the device name of type for FFmpeg.
+func openHWDevice(typ C.enum_AVHWDeviceType, name string) (*C.AVBufferRef, error) {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	var ref *C.AVBufferRef
+	if ret := C.shoal_hw_device_open(typ, cname, &ref); ret < 0 {
+		return nil, astiav.Error(ret)
+	}
+	return ref, nil
 }
 
 // attach makes decoder cc (not yet opened) decode on the device (see

@@ -11,13 +11,8 @@ package ffmpeg
 
 /*
 #cgo pkg-config: libavutil
-#include <stdlib.h>
 #include <libavutil/frame.h>
 #include <libavutil/hwcontext.h>
-
-static int shoal_hw_device_open(enum AVHWDeviceType type, const char *name, AVBufferRef **dev) {
-	return av_hwdevice_ctx_create(dev, type, name, NULL, 0);
-}
 
 // shoal_hw_upload copies src (system memory) into a new frame of *frames, a
 // hardware frames context of format hw on dev for src's size and layout,
@@ -55,7 +50,6 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
-	"unsafe"
 
 	"github.com/asticode/go-astiav"
 )
@@ -70,26 +64,23 @@ func hwFrame(f *astiav.Frame) bool {
 	return pf == astiav.PixelFormatCuda || pf == pixelFormatVulkan
 }
 
-// hwDevice is an FFmpeg hardware device context that tests upload decoded
-// frames to (see the top of this file).
+// hwDevice is the Vulkan device tests upload decoded frames to (see the
+// top of this file).
 type hwDevice struct {
 	ref *C.AVBufferRef
-	hw  astiav.PixelFormat // the device's frames' format
 	// uploads counts the frames uploaded, for tests to see the path ran.
 	uploads atomic.Int64
 }
 
-// openLavapipe opens Mesa's lavapipe Vulkan device ("llvmpipe"), never a
-// GPU's: its device memory is this process's shared memory, which the
-// leak test reads.
+// openLavapipe opens Mesa's lavapipe Vulkan device ("llvmpipe": FFmpeg
+// takes the device whose name has it), never a GPU's: its device memory is
+// this process's shared memory, which the leak test reads.
 func openLavapipe() (*hwDevice, error) {
-	name := C.CString("llvmpipe") // FFmpeg takes the device whose name has it
-	defer C.free(unsafe.Pointer(name))
-	var ref *C.AVBufferRef
-	if ret := C.shoal_hw_device_open(C.AV_HWDEVICE_TYPE_VULKAN, name, &ref); ret < 0 {
-		return nil, fmt.Errorf("opening the Vulkan device llvmpipe (Mesa's lavapipe): %w", astiav.Error(ret))
+	ref, err := openHWDevice(C.AV_HWDEVICE_TYPE_VULKAN, "llvmpipe")
+	if err != nil {
+		return nil, fmt.Errorf("opening the Vulkan device llvmpipe (Mesa's lavapipe): %w", err)
 	}
-	return &hwDevice{ref: ref, hw: pixelFormatVulkan}, nil
+	return &hwDevice{ref: ref}, nil
 }
 
 func (d *hwDevice) close() { C.shoal_buffer_unref(&d.ref) }
@@ -109,7 +100,7 @@ func (u *uploader) upload(f *astiav.Frame) (*astiav.Frame, error) {
 		}
 	}
 	u.out.Unref()
-	if ret := C.shoal_hw_upload(u.dev.ref, C.enum_AVPixelFormat(u.dev.hw), &u.frames, cFrame(f), cFrame(u.out)); ret < 0 {
+	if ret := C.shoal_hw_upload(u.dev.ref, C.AV_PIX_FMT_VULKAN, &u.frames, cFrame(f), cFrame(u.out)); ret < 0 {
 		return nil, fmt.Errorf("uploading a picture to the device: %w", astiav.Error(ret))
 	}
 	u.dev.uploads.Add(1)

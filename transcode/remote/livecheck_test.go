@@ -300,6 +300,17 @@ func TestLatencyProbe(t *testing.T) {
 	}
 }
 
+// claiming makes worker id, with 4 ladders and its heartbeat at seen, one
+// that claims live ladders (a claim that returns at once).
+func claiming(t *testing.T, lo *LiveOrigin, id string, seen time.Time) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if _, _, err := lo.ClaimLive(ctx, nodeproto.LiveWorker{ID: id, Ladders: 4, LastSeen: seen}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // Between workers with as much room, of the same region, the faster (by
 // more than latencyMargin) takes the ladder; within the margin, the
 // latest heartbeat does.
@@ -310,16 +321,8 @@ func TestReservePrefersTheFaster(t *testing.T) {
 		t.Fatal(err)
 	}
 	now := time.Now()
-	for _, w := range []struct {
-		id   string
-		seen time.Time
-	}{{"slow", now}, {"fast", now.Add(-time.Second)}} {
-		ctx, cancel := context.WithCancel(t.Context())
-		cancel()
-		if _, _, err := lo.ClaimLive(ctx, nodeproto.LiveWorker{ID: w.id, Ladders: 4, LastSeen: w.seen}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	claiming(t, lo, "slow", now)
+	claiming(t, lo, "fast", now.Add(-time.Second))
 	pick := func() string {
 		rl, ok := lo.Reserve("s", nil)
 		if !ok {
@@ -530,11 +533,7 @@ func TestReserveIsTransitive(t *testing.T) {
 		seen    time.Time
 		latency time.Duration
 	}{{"a", now.Add(-2 * time.Second), 100 * time.Millisecond}, {"b", now.Add(-time.Second), 115 * time.Millisecond}, {"c", now, 130 * time.Millisecond}} {
-		ctx, cancel := context.WithCancel(t.Context())
-		cancel()
-		if _, _, err := lo.ClaimLive(ctx, nodeproto.LiveWorker{ID: w.id, Ladders: 4, LastSeen: w.seen}); err != nil {
-			t.Fatal(err)
-		}
+		claiming(t, lo, w.id, w.seen)
 		lo.measured(w.id, w.latency)
 	}
 	for i := range 50 {
