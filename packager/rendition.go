@@ -325,13 +325,14 @@ func (r *rendition) handleVideo(au *media.AccessUnit) {
 		(changed || dts-t.segStart >= r.targetTicks(t) || r.st.isBoundary(t.key, at) ||
 			// A segment cut between keyframes ends at the next one.
 			!t.segKey && dts-t.segStart >= media.Ticks(300*time.Millisecond, t.track.ClockRate)) && t.last != nil
-	if !cut && t.segStart >= 0 && t.last != nil && dts+t.lastDur-t.segStart >= r.maxSegmentTicks(t) {
+	if !cut && t.overlong(dts) {
 		// No keyframe in time (a source passed through with long GOPs):
 		// the segment is cut here anyway, so that none exceeds
 		// EXT-X-TARGETDURATION, which then never changes. It starts
 		// without a keyframe (players decode on from the one before).
+		// After a pause, push lists the time without frames as gaps.
 		cut = true
-		if !r.forcedCuts {
+		if !r.forcedCuts && !t.pausedBefore(dts) {
 			r.forcedCuts = true
 			r.log.Info("the source's keyframes are further apart than the segment duration: cutting segments between keyframes",
 				"segment_duration", r.p.cfg.SegmentDuration)
@@ -377,6 +378,65 @@ func (r *rendition) maxSegmentTicks(t *trackOut) int64 {
 	return media.Ticks(time.Duration((r.st.targetDuration(0)+0.5)*float64(time.Second))-time.Millisecond, t.track.ClockRate)
 }
 
+// overlong reports whether the segment being built, with a sample at dts,
+// would reach the longest a segment may be: it is cut before that sample.
+func (t *trackOut) overlong(dts int64) bool {
+	return t.last != nil && t.segStart >= 0 && dts+t.lastDur-t.segStart >= t.r.maxSegmentTicks(t)
+}
+
+// pausedBefore reports whether a sample at dts comes after a pause of the
+// track (a camera app sent to the background, a stalled source): the
+// segment being built cannot reach it without growing longer than a
+// segment may be, and at least a sample's duration is missing before it.
+// push then ends the segment at its last sample and lists the time without
+// samples as gaps (listHole).
+func (t *trackOut) pausedBefore(dts int64) bool {
+	return t.last != nil && t.segStart >= 0 && dts-t.segStart > t.r.maxSegmentTicks(t) &&
+		dts-t.last.dts >= 2*t.sampleDur()
+}
+
+// sampleDur estimates a sample's duration: the one before's, or a typical
+// one before there is one.
+func (t *trackOut) sampleDur() int64 {
+	if t.lastDur > 0 {
+		return t.lastDur
+	}
+	if t.isAudio {
+		return 1024
+	}
+	return int64(t.track.ClockRate) / 30
+}
+
+// listHole lists the time from..to (ticks), in which the track had no
+// samples, as gap segments (EXT-X-GAP) of at most the segment duration:
+// the playlist's timeline goes on with the stream's (its other tracks do),
+// EXT-X-TARGETDURATION never changes, and players skip the time.
+func (t *trackOut) listHole(from, to int64) {
+	if to <= from {
+		return
+	}
+	kind := "video"
+	if t.isAudio {
+		kind = "audio"
+	}
+	t.r.warnf(kind+" paused: the time without samples is listed as gaps (EXT-X-GAP)",
+		"seconds", fmt.Sprintf("%.3f", float64(to-from)/float64(t.track.ClockRate)))
+	seg := media.Ticks(t.r.p.cfg.SegmentDuration, t.track.ClockRate)
+	n := (to - from + seg - 1) / seg
+	// The discontinuity, if any, comes with the sample after the hole.
+	changing := t.initChanging
+	t.initChanging = false
+	for i := range n {
+		t.segStart, t.segEnd = from+(to-from)*i/n, from+(to-from)*(i+1)/n
+		t.segFailed, t.segHole = true, true
+		if !t.isAudio {
+			t.startSegment(t.segStart)
+		}
+		t.flush(false)
+	}
+	t.initChanging = changing
+}
+
 func (r *rendition) targetTicks(t *trackOut) int64 {
 	target := media.Ticks(r.p.cfg.SegmentDuration, t.track.ClockRate)
 	return target - target/10
@@ -405,7 +465,21 @@ func (r *rendition) handleAudio(au *media.AccessUnit) {
 	cut := false
 	if t.last != nil && t.segStart >= 0 {
 		if r.vIdx >= 0 {
-			cut = len(r.cuts) > 0 && at >= r.cuts[0]
+			// Cut where the video was cut, but not into a segment of a few
+			// frames (audio back from a pause just before a video cut);
+			// while the video stalls (audio let through without it,
+			// queueAudio), every segment duration as if there were no
+			// video; and never longer than a segment may be.
+			due := 0
+			for due < len(r.cuts) && at >= r.cuts[due] {
+				due++
+			}
+			if due > 0 && dts-t.segStart < r.targetTicks(t)/4 {
+				r.cuts, due = r.cuts[due:], 0
+			}
+			cut = due > 0 ||
+				at-r.videoAt >= maxAudioAhead && dts-t.segStart >= r.targetTicks(t) ||
+				t.overlong(dts)
 		} else {
 			cut = dts-t.segStart >= r.targetTicks(t)
 		}
@@ -414,8 +488,14 @@ func (r *rendition) handleAudio(au *media.AccessUnit) {
 		r.warnf("audio timestamps went backwards; frame dropped", "dts", au.DTS)
 		return
 	}
-	if cut && len(r.cuts) > 0 {
-		r.cuts = r.cuts[1:]
+	if cut {
+		// Every video cut this audio reached is done with (audio that
+		// paused over several).
+		n := 0
+		for n < len(r.cuts) && at >= r.cuts[n] {
+			n++
+		}
+		r.cuts = r.cuts[n:]
 	}
 	t.publishPending()
 }
@@ -547,7 +627,9 @@ type trackOut struct {
 	discSeq uint64
 	// segFailed: samples of the segment being built were dropped (its
 	// initialization section could not be written): it ends as a gap.
+	// segHole: it is a gap because the track paused (listHole).
 	segFailed bool
+	segHole   bool
 	// dirMade: the track's directory exists; dirErr is why not.
 	dirMade bool
 	dirErr  error
@@ -689,16 +771,25 @@ func (t *trackOut) partTicks() int64 {
 // LL-HLS, a part is closed before s when s would make it longer than the
 // part target (judged by the previous sample's duration).
 func (t *trackOut) push(s sample, cut bool) bool {
+	var holeFrom int64 = -1
 	if t.last != nil {
 		if s.dts <= t.last.dts {
 			return false
 		}
 		t.last.dur = s.dts - t.last.dts
+		if cut && t.pausedBefore(s.dts) {
+			// The segment ends with its last sample, not at s.
+			t.last.dur = t.sampleDur()
+			holeFrom = t.last.dts + t.last.dur
+		}
 		t.lastDur = t.last.dur
 		t.pending = append(t.pending, *t.last)
 	}
 	if cut {
 		t.flush(false)
+		if holeFrom >= 0 {
+			t.listHole(holeFrom, s.dts)
+		}
 	} else if pt := t.partTicks(); pt > 0 && len(t.pending) > 0 && s.dts+t.lastDur-t.partStart > pt {
 		t.flushPart(true)
 	}
@@ -820,14 +911,7 @@ func (t *trackOut) dropPending() {
 // written as usual once there is space again.
 func (t *trackOut) flush(withLast bool) {
 	if withLast && t.last != nil {
-		d := t.lastDur
-		if d <= 0 {
-			d = int64(t.track.ClockRate) / 30
-			if t.isAudio {
-				d = 1024
-			}
-		}
-		t.last.dur = d
+		t.last.dur = t.sampleDur()
 		t.pending = append(t.pending, *t.last)
 		t.last = nil
 	}
@@ -856,8 +940,8 @@ func (t *trackOut) flush(withLast bool) {
 		first = t.pending[0].dts
 		t.pending = nil
 	}
-	gap := t.segFailed
-	t.segFailed = false
+	gap, hole := t.segFailed, t.segHole
+	t.segFailed, t.segHole = false, false
 	parts := t.parts
 	t.parts = nil
 	t.lastSegParts = len(parts)
@@ -913,7 +997,9 @@ func (t *trackOut) flush(withLast bool) {
 		kind = "audio"
 	}
 	if gap {
-		p.gaps.WithLabelValues(kind).Inc()
+		if !hole {
+			p.gaps.WithLabelValues(kind).Inc()
+		}
 		data = nil // nothing served: the bandwidth figures leave it out
 	} else {
 		p.segments.WithLabelValues(kind).Inc()
