@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -78,18 +77,21 @@ func (s *Store) AnnounceNode(ctx context.Context, n AnnouncedNode, ttl time.Dura
 		}
 		fields = append(fields, "transcode", string(b))
 	}
-	now := s.nowMs()
-	key := s.k(announcedPrefix) + n.ID
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.Del(ctx, key)
-		p.HSet(ctx, key, fields...)
-		p.PExpire(ctx, key, ttl)
-		p.ZAdd(ctx, s.k(announcedIndex), redis.Z{Score: float64(now + ttl.Milliseconds()), Member: n.ID})
-		p.ZRemRangeByScore(ctx, s.k(announcedIndex), "-inf", "("+strconv.FormatInt(now, 10))
-		return nil
-	})
+	args := append([]any{n.ID, ttl.Milliseconds(), s.leaseNow()}, fields...)
+	err := announceNodeScript.Run(ctx, s.rdb, []string{s.k(announcedPrefix) + n.ID, s.k(announcedIndex)}, args...).Err()
 	return wrapErr("announce node", err)
 }
+
+// KEYS: 1 the node's hash, 2 the index. ARGV: 1 id, 2 ttl (ms), 3
+// leaseNow, 4... the hash's fields and values.
+var announceNodeScript = redis.NewScript(luaNowMs + `
+local now = nowms(ARGV[3])
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], unpack(ARGV, 4))
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', '(' .. string.format('%d', now))
+return 1`)
 
 func checkAnnounced(n AnnouncedNode) error {
 	if n.ID == "" {
@@ -120,8 +122,7 @@ func (s *Store) WithdrawNode(ctx context.Context, id string) error {
 // AnnouncedNodes returns the nodes whose announcements have not expired:
 // origins, then workers, each in id order.
 func (s *Store) AnnouncedNodes(ctx context.Context) ([]AnnouncedNode, error) {
-	idList, err := s.rdb.ZRangeByScore(ctx, s.k(announcedIndex),
-		&redis.ZRangeBy{Min: strconv.FormatInt(s.nowMs(), 10), Max: "+inf"}).Result()
+	idList, err := unexpiredScript.Run(ctx, s.rdb, []string{s.k(announcedIndex)}, s.leaseNow()).StringSlice()
 	if err != nil {
 		return nil, wrapErr("list announced nodes", err)
 	}

@@ -18,6 +18,7 @@ func TestAnnouncedNodes(t *testing.T) {
 	ctx := t.Context()
 	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
 	s.clock = func() time.Time { return now }
+	s.redisClock = s.clock
 	started := now.Add(-time.Hour)
 	tc := &nodeproto.Transcoding{Encoder: "software", Decode: "cpu", GPUs: []nodeproto.GPU{}, Ladders: 2, LaddersFrom: "configured",
 		Summary: "encoding with software"}

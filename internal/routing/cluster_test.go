@@ -261,6 +261,8 @@ var scripts = map[string]*redis.Script{
 	"failVideoScript": failVideoScript, "deleteWebhookScript": deleteWebhookScript,
 	"fanOutScript": fanOutScript, "claimDeliveryScript": claimDeliveryScript,
 	"finishDeliveryScript": finishDeliveryScript, "deferJobScript": deferJobScript,
+	"announceOriginScript": announceOriginScript, "unexpiredScript": unexpiredScript,
+	"announceNodeScript": announceNodeScript,
 }
 
 // TestRoutingOnRedisCluster runs the package's tests on a three-master
@@ -430,6 +432,9 @@ func checkScriptKeys(t *testing.T, addr string, lines []string) {
 			t.Fatalf("MONITOR: a script's command %q follows no EVAL", line)
 		}
 		calls++
+		if len(args) == 1 {
+			continue // a command without arguments (TIME) touches no key
+		}
 		cmd := make([]any, len(args))
 		for i, a := range args {
 			cmd[i] = a

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -14,7 +13,7 @@ import (
 // Origins: every origin on this Redis announces its public URL, so that
 // edges that joined one learn the others (and fail over to them).
 //
-//	shoal:origins   sorted set  origin public URL -> when its announcement expires (unix ms)
+//	shoal:origins   sorted set  origin public URL -> when its announcement expires (unix ms, Redis's clock)
 
 const originsKey = "origins"
 
@@ -32,13 +31,21 @@ func (s *Store) AnnounceOrigin(ctx context.Context, publicURL string, ttl time.D
 	if ttl <= 0 {
 		ttl = DefaultOriginTTL
 	}
-	now := s.nowMs()
-	p := s.rdb.Pipeline()
-	p.ZAdd(ctx, s.k(originsKey), redis.Z{Score: float64(now + ttl.Milliseconds()), Member: publicURL})
-	p.ZRemRangeByScore(ctx, s.k(originsKey), "-inf", "("+strconv.FormatInt(now, 10))
-	_, err := p.Exec(ctx)
+	err := announceOriginScript.Run(ctx, s.rdb, []string{s.k(originsKey)}, publicURL, ttl.Milliseconds(), s.leaseNow()).Err()
 	return wrapErr("announce origin", err)
 }
+
+// KEYS: 1 the sorted set. ARGV: 1 member, 2 ttl (ms), 3 leaseNow.
+var announceOriginScript = redis.NewScript(luaNowMs + `
+local now = nowms(ARGV[3])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. string.format('%d', now))
+return 1`)
+
+// KEYS: 1 a sorted set of expiry times. ARGV: 1 leaseNow. Answers the
+// members that have not expired.
+var unexpiredScript = redis.NewScript(luaNowMs + `
+return redis.call('ZRANGEBYSCORE', KEYS[1], string.format('%d', nowms(ARGV[1])), '+inf')`)
 
 // WithdrawOrigin forgets the origin at publicURL (it is stopping).
 func (s *Store) WithdrawOrigin(ctx context.Context, publicURL string) error {
@@ -48,7 +55,7 @@ func (s *Store) WithdrawOrigin(ctx context.Context, publicURL string) error {
 // ListOrigins returns the public URLs of the origins whose announcements
 // have not expired, in byte order.
 func (s *Store) ListOrigins(ctx context.Context) ([]string, error) {
-	urls, err := s.rdb.ZRangeByScore(ctx, s.k(originsKey), &redis.ZRangeBy{Min: strconv.FormatInt(s.nowMs(), 10), Max: "+inf"}).Result()
+	urls, err := unexpiredScript.Run(ctx, s.rdb, []string{s.k(originsKey)}, s.leaseNow()).StringSlice()
 	if err != nil {
 		return nil, wrapErr("list origins", err)
 	}

@@ -57,6 +57,7 @@ import (
 	mrand "math/rand/v2"
 	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -96,9 +97,13 @@ type Store struct {
 	// prefix starts every key name (singlePrefix or clusterPrefix).
 	prefix  string
 	cluster bool
-	// clock is the time upload leases are reckoned in and new webhooks
-	// are stamped with (time.Now when nil; tests set it before use).
+	// clock is this machine's time, which new webhooks are stamped with
+	// and stream maintenance is paced by (time.Now when nil; tests set it
+	// before use).
 	clock func() time.Time
+	// redisClock, set by tests only, replaces Redis's own clock (TIME) in
+	// the leases every node reckons alike (see leaseNow).
+	redisClock func() time.Time
 	// maintainedAt is when (s.nowMs) this Store last trimmed the streams
 	// (see streams.go); 0: never.
 	maintainedAt atomic.Int64
@@ -110,6 +115,27 @@ func (s *Store) nowMs() int64 {
 	}
 	return time.Now().UnixMilli()
 }
+
+// leaseNow is the ARGV a script passes to nowms (luaNowMs): announcements
+// and upload leases are reckoned on Redis's clock, one clock for every
+// node, so that a node whose own clock is off neither prunes the others'
+// announcements nor takes over their leases early. Tests that move time
+// set redisClock.
+func (s *Store) leaseNow() string {
+	if s.redisClock != nil {
+		return strconv.FormatInt(s.redisClock().UnixMilli(), 10)
+	}
+	return ""
+}
+
+// luaNowMs starts the scripts that reckon leases: nowms(leaseNow()) is
+// Redis's time in unix ms (or the test's).
+const luaNowMs = `local function nowms(arg)
+  if arg ~= '' then return tonumber(arg) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`
 
 // now is now() on s's clock.
 func (s *Store) now() time.Time {

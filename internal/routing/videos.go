@@ -280,7 +280,7 @@ func (s *Store) DeleteVideo(ctx context.Context, id string) error {
 // an upload in progress.
 func (s *Store) BeginUpload(ctx context.Context, id, how string) error {
 	res, err := beginUploadScript.Run(ctx, s.rdb, []string{s.videoKey(id)}, how, formatTime(now()),
-		s.nowMs(), UploadLease.Milliseconds()).Result()
+		s.leaseNow(), UploadLease.Milliseconds()).Result()
 	if err != nil {
 		return wrapErr("begin upload", err)
 	}
@@ -306,7 +306,7 @@ const UploadLease = 10 * time.Minute
 // lease ran out and it was taken over); a video no longer waiting for its
 // source is left to the upload's own checks.
 func (s *Store) RenewUpload(ctx context.Context, id, how string) (bool, error) {
-	res, err := renewUploadScript.Run(ctx, s.rdb, []string{s.videoKey(id)}, how, s.nowMs(), UploadLease.Milliseconds()).Int()
+	res, err := renewUploadScript.Run(ctx, s.rdb, []string{s.videoKey(id)}, how, s.leaseNow(), UploadLease.Milliseconds()).Int()
 	if err != nil {
 		return false, wrapErr("renew upload", err)
 	}
@@ -314,23 +314,26 @@ func (s *Store) RenewUpload(ctx context.Context, id, how string) (bool, error) {
 }
 
 // A reservation is the video's upload field (who uploads) and upload_until
-// (when its lease ends, unix ms; an old record without it has none left).
-var beginUploadScript = redis.NewScript(`
+// (when its lease ends, unix ms on Redis's clock; an old record without it
+// has none left). ARGV: 1 how, 2 updated_at, 3 leaseNow, 4 the lease (ms).
+var beginUploadScript = redis.NewScript(luaNowMs + `
 local v = redis.call('HMGET', KEYS[1], 'status', 'upload', 'upload_until')
 if not v[1] then return 'missing' end
+local now = nowms(ARGV[3])
 if v[2] and v[2] ~= '' then
   if v[2] == 'received' then return v[1] end
-  if (tonumber(v[3] or '0') or 0) > tonumber(ARGV[3]) then return 'uploading' end
+  if (tonumber(v[3] or '0') or 0) > now then return 'uploading' end
 end
 if v[1] ~= 'waiting' then return v[1] end
-redis.call('HSET', KEYS[1], 'upload', ARGV[1], 'upload_until', tostring(tonumber(ARGV[3]) + tonumber(ARGV[4])), 'updated_at', ARGV[2])
+redis.call('HSET', KEYS[1], 'upload', ARGV[1], 'upload_until', string.format('%d', now + tonumber(ARGV[4])), 'updated_at', ARGV[2])
 return 'ok'`)
 
-var renewUploadScript = redis.NewScript(`
+// ARGV: 1 how, 2 leaseNow, 3 the lease (ms).
+var renewUploadScript = redis.NewScript(luaNowMs + `
 local v = redis.call('HMGET', KEYS[1], 'status', 'upload')
 if v[1] ~= 'waiting' then return 0 end
 if v[2] ~= ARGV[1] then return -1 end
-redis.call('HSET', KEYS[1], 'upload_until', tostring(tonumber(ARGV[2]) + tonumber(ARGV[3])))
+redis.call('HSET', KEYS[1], 'upload_until', string.format('%d', nowms(ARGV[2]) + tonumber(ARGV[3])))
 return 1`)
 
 // AbortUpload releases a reservation made by BeginUpload with the same how,

@@ -171,7 +171,7 @@ func TestUploadLease(t *testing.T) {
 	t.Parallel()
 	s, _ := newTestStore(t)
 	clock := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
-	s.clock = func() time.Time { return clock }
+	s.redisClock = func() time.Time { return clock }
 	ctx := t.Context()
 	v, err := s.CreateVideo(ctx, VideoSpec{Title: "lease"})
 	if err != nil {
