@@ -136,9 +136,10 @@ func newEnvOn(t testing.TB, cfg Config, srv *redistest.Server) *env {
 	if cfg.UploadDir == "" {
 		cfg.UploadDir = filepath.Join(data, "uploads")
 	}
-	if files, ok := cfg.Videos.(vod.Files); ok {
+	switch files := cfg.Videos.(type) {
+	case vod.Files:
 		e.files = files
-	} else {
+	case nil:
 		e.files = testFiles(t, data)
 		cfg.Videos = e.files
 	}

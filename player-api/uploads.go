@@ -317,6 +317,9 @@ func (a *API) completeTus(ctx context.Context, info tus.FileInfo) error {
 	held := false
 	if err == nil && v.HeldBy(how) {
 		if held, err = a.store.RenewUpload(ctx, vid, how); err != nil {
+			if errors.Is(err, routing.ErrNotFound) {
+				a.dropTus(ctx, info, true) // deleted a moment ago
+			}
 			return a.tusStoreError(err)
 		}
 	}

@@ -388,6 +388,9 @@ func (a *API) putSource(c *gin.Context) {
 	case errors.Is(err, errLeaseLost) && redisErr != nil:
 		a.fail(c, redisErr, videoNotFound)
 		return
+	case errors.Is(err, routing.ErrNotFound):
+		a.fail(c, routing.ErrNotFound, videoNotFound) // deleted meanwhile
+		return
 	case errors.Is(err, errLeaseLost):
 		WriteError(c, http.StatusConflict, codeConflict, err.Error())
 		return
@@ -454,7 +457,10 @@ func (a *API) renewWhile(ctx context.Context, id, how string, progress func() in
 			} else {
 				last = now
 			}
-			if ok, err := a.store.RenewUpload(ctx, id, how); err == nil && !ok {
+			if ok, err := a.store.RenewUpload(ctx, id, how); errors.Is(err, routing.ErrNotFound) {
+				lost(fmt.Errorf("%w: %w", errLeaseLost, err)) // deleted
+				return
+			} else if err == nil && !ok {
 				lost(errLeaseLost)
 				return
 			}
@@ -615,6 +621,14 @@ func (a *API) sourceArrived(ctx context.Context, id, how, file string, size int6
 	}
 	info.Bytes = size
 	if err := a.store.SourceReceived(ctx, id, how, info); err != nil {
+		if errors.Is(err, routing.ErrNotFound) && file != "" {
+			// Deleted while the source was being stored: the delete
+			// may have removed the video's files before the source
+			// arrived, and nothing refers to it now.
+			if rerr := a.videos.RemoveVideo(context.WithoutCancel(ctx), id); rerr != nil {
+				a.log.Warn("removing the source of a video deleted during its upload", "video", id, "err", rerr)
+			}
+		}
 		// Let the uploader try again later rather than leave the video
 		// reserved by an upload that is over (best effort: Redis may be
 		// what failed). The stored source is replaced by the next upload.

@@ -302,13 +302,17 @@ func (s *Store) BeginUpload(ctx context.Context, id, how string) error {
 const UploadLease = 10 * time.Minute
 
 // RenewUpload extends the lease of the reservation how holds on video id.
-// It reports false only when another upload holds the video now (the
-// lease ran out and it was taken over); a video no longer waiting for its
-// source is left to the upload's own checks.
+// It reports false when another upload holds the video now (the lease ran
+// out and it was taken over), and ErrNotFound when the video was deleted;
+// a video no longer waiting for its source is left to the upload's own
+// checks.
 func (s *Store) RenewUpload(ctx context.Context, id, how string) (bool, error) {
 	res, err := renewUploadScript.Run(ctx, s.rdb, []string{s.videoKey(id)}, how, s.leaseNow(), UploadLease.Milliseconds()).Int()
 	if err != nil {
 		return false, wrapErr("renew upload", err)
+	}
+	if res == -2 {
+		return false, ErrNotFound
 	}
 	return res >= 0, nil
 }
@@ -328,9 +332,11 @@ if v[1] ~= 'waiting' then return v[1] end
 redis.call('HSET', KEYS[1], 'upload', ARGV[1], 'upload_until', string.format('%d', now + tonumber(ARGV[4])), 'updated_at', ARGV[2])
 return 'ok'`)
 
-// ARGV: 1 how, 2 leaseNow, 3 the lease (ms).
+// ARGV: 1 how, 2 leaseNow, 3 the lease (ms). Answers 1 renewed, 0 not
+// waiting, -1 held by another upload, -2 no such video.
 var renewUploadScript = redis.NewScript(luaNowMs + `
 local v = redis.call('HMGET', KEYS[1], 'status', 'upload')
+if not v[1] then return -2 end
 if v[1] ~= 'waiting' then return 0 end
 if v[2] ~= ARGV[1] then return -1 end
 redis.call('HSET', KEYS[1], 'upload_until', string.format('%d', nowms(ARGV[2]) + tonumber(ARGV[3])))
