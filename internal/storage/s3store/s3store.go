@@ -242,7 +242,18 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (s
 		}
 	}
 	rec := &errRecorder{r: storage.ExactReader(r, size)}
-	up, err := s.client.PutObject(ctx, s.bucket, key, rec, size, minio.PutObjectOptions{
+	body := io.Reader(rec)
+	if size >= 0 && size <= partSize {
+		// One request: minio-go tries it again (a 5xx, S3's 503
+		// SlowDown, a dropped connection) only with a body it can
+		// rewind. Larger objects go in parts, each buffered and retried.
+		rs, err := rewindable(r, size)
+		if err != nil {
+			return storage.Info{}, fmt.Errorf("s3store: put %s: %w", key, err)
+		}
+		body = rs
+	}
+	up, err := s.client.PutObject(ctx, s.bucket, key, body, size, minio.PutObjectOptions{
 		ContentType: contentType(key),
 		PartSize:    partSize,
 	})
@@ -263,6 +274,29 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader, size int64) (s
 		mod = time.Now()
 	}
 	return storage.Info{Key: key, Size: up.Size, ModTime: mod, ETag: quote(up.ETag)}, nil
+}
+
+// rewindable returns the next size bytes of r as a reader that can be
+// rewound: a regular file's section when r is one (checked to hold exactly
+// size bytes), else the bytes read into memory (at most partSize).
+func rewindable(r io.Reader, size int64) (io.ReadSeeker, error) {
+	if f, ok := r.(*os.File); ok {
+		if fi, err := f.Stat(); err == nil && fi.Mode().IsRegular() {
+			off, err := f.Seek(0, io.SeekCurrent)
+			if err != nil {
+				return nil, err
+			}
+			if left := fi.Size() - off; left != size {
+				return nil, fmt.Errorf("%w: got %d bytes, expected %d", storage.ErrSizeMismatch, left, size)
+			}
+			return io.NewSectionReader(f, off, size), nil
+		}
+	}
+	buf := make([]byte, size)
+	if _, err := io.ReadFull(storage.ExactReader(r, size), buf); err != nil {
+		return nil, err
+	}
+	return bytes.NewReader(buf), nil
 }
 
 // errRecorder remembers the first error of a reader other than io.EOF.
