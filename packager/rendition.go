@@ -385,11 +385,10 @@ func (t *trackOut) overlong(dts int64) bool {
 }
 
 // pausedBefore reports whether a sample at dts comes after a pause of the
-// track (a camera app sent to the background, a stalled source): the
-// segment being built cannot reach it without growing longer than a
-// segment may be, and at least a sample's duration is missing before it.
-// push then ends the segment at its last sample and lists the time without
-// samples as gaps (listHole).
+// track (a camera app sent to the background, a stalled source, a lost
+// frame where a segment is cut): the segment being built cannot reach it
+// without growing longer than a segment may be, and at least a sample's
+// duration is missing before it. push then plans the hole (planHole).
 func (t *trackOut) pausedBefore(dts int64) bool {
 	return t.last != nil && t.segStart >= 0 && dts-t.segStart > t.r.maxSegmentTicks(t) &&
 		dts-t.last.dts >= 2*t.sampleDur()
@@ -407,12 +406,108 @@ func (t *trackOut) sampleDur() int64 {
 	return int64(t.track.ClockRate) / 30
 }
 
-// listHole lists the time from..to (ticks), in which the track had no
-// samples, as gap segments (EXT-X-GAP) of at most the segment duration:
-// the playlist's timeline goes on with the stream's (its other tracks do),
-// EXT-X-TARGETDURATION never changes, and players skip the time.
-func (t *trackOut) listHole(from, to int64) {
-	if to <= from {
+// maxPause is the longest hole in a track listed as gaps: a longer one is
+// a jump of the source's timestamps (not a pause), and the segment after
+// it starts after a discontinuity instead of after hours of gaps.
+const maxPause = time.Hour
+
+// holePlan is how the time without samples before a sample at d is
+// listed: the segment before the hole ends with its last sample, whose
+// duration is lastDur; gap segments (EXT-X-GAP) start at gaps[i] and end
+// at gaps[i+1], the last one at next, where the segment after the hole
+// starts (at d, or before d to cover a short rest of the hole).
+type holePlan struct {
+	lastDur int64
+	gaps    []int64
+	next    int64
+	jump    bool // too long: a discontinuity instead (maxPause)
+}
+
+// maxCoveredHole is the longest hole (lost frames) the segment after it
+// covers instead of a gap segment being listed.
+const maxCoveredHole = 250 * time.Millisecond
+
+// planHole plans the hole before a sample at d (pausedBefore). A video
+// playlist follows the segments the stream's other video playlists cut
+// within the hole (their media sequence numbers), so that a rendition that
+// paused alone keeps the numbers of the others; otherwise the hole is cut
+// in equal gaps of at most the segment duration, or covered by the next
+// segment when shorter than maxCoveredHole. (With LL-HLS, a segment that
+// covers part of a hole is longer than its parts.)
+func (t *trackOut) planHole(d int64) holePlan {
+	rate := t.track.ClockRate
+	dur := t.sampleDur()
+	end := t.last.dts + dur
+	p := holePlan{lastDur: dur, next: d}
+	if media.Duration(d-end, rate) > maxPause {
+		p.jump = true
+		return p
+	}
+	seg := media.Ticks(t.r.p.cfg.SegmentDuration, rate)
+	tol := media.Ticks(boundaryTolerance, rate)
+	from := end
+	if !t.isAudio {
+		bounds := t.r.st.startsWithin(t.key, media.Duration(end, rate)+boundaryTolerance, media.Duration(d, rate)+boundaryTolerance)
+		ok := len(bounds) > 0
+		for i, b := range bounds {
+			at := min(media.Ticks(b.at, rate), d)
+			// How many gaps start in from..b: before the first, the
+			// segment before the hole (t.seq) is one of the others'.
+			var n int64
+			if i == 0 {
+				n = int64(b.msn) - int64(t.seq) - 1
+			} else {
+				n = int64(b.msn) - int64(bounds[i-1].msn)
+			}
+			switch {
+			case i == 0 && n == 0 && at-t.segStart <= t.r.maxSegmentTicks(t):
+				p.lastDur = at - t.last.dts // the segment before the hole ends at b
+			case n >= 1 && at > from && (at-from)/n <= seg+tol:
+				p.gaps = append(p.gaps, split(from, at, n)...)
+			default:
+				ok = false
+			}
+			if !ok {
+				break
+			}
+			from = at
+		}
+		if ok && d-from <= seg+tol {
+			// The segment after the hole starts where the others' does
+			// (it covers the rest of the hole), and ends where theirs
+			// does.
+			p.next = from
+			return p
+		}
+		if !ok {
+			p.lastDur, p.gaps, from = dur, nil, end
+		}
+	}
+	if d-from < media.Ticks(maxCoveredHole, rate) && len(p.gaps) == 0 && from == end {
+		p.next = end // a short hole (lost frames): the next segment covers it
+		return p
+	}
+	n := max(1, (d-from-tol+seg-1)/seg)
+	p.gaps = append(p.gaps, split(from, d, n)...)
+	return p
+}
+
+// split returns the starts of n equal pieces of from..to.
+func split(from, to, n int64) []int64 {
+	out := make([]int64, n)
+	for i := range n {
+		out[i] = from + (to-from)*i/n
+	}
+	return out
+}
+
+// listGaps lists gap segments (EXT-X-GAP) starting at starts, the last one
+// ending at end: the time a track had no samples. The playlist's timeline
+// goes on with the stream's (its other tracks do), EXT-X-TARGETDURATION
+// never changes, and players skip the time. The playlists are written
+// once, with the last.
+func (t *trackOut) listGaps(starts []int64, end int64) {
+	if len(starts) == 0 {
 		return
 	}
 	kind := "video"
@@ -420,20 +515,24 @@ func (t *trackOut) listHole(from, to int64) {
 		kind = "audio"
 	}
 	t.r.warnf(kind+" paused: the time without samples is listed as gaps (EXT-X-GAP)",
-		"seconds", fmt.Sprintf("%.3f", float64(to-from)/float64(t.track.ClockRate)))
-	seg := media.Ticks(t.r.p.cfg.SegmentDuration, t.track.ClockRate)
-	n := (to - from + seg - 1) / seg
+		"seconds", fmt.Sprintf("%.3f", float64(end-starts[0])/float64(t.track.ClockRate)))
 	// The discontinuity, if any, comes with the sample after the hole.
 	changing := t.initChanging
 	t.initChanging = false
-	for i := range n {
-		t.segStart, t.segEnd = from+(to-from)*i/n, from+(to-from)*(i+1)/n
+	for i, from := range starts {
+		to := end
+		if i+1 < len(starts) {
+			to = starts[i+1]
+		}
+		t.segStart, t.segEnd = from, to
 		t.segFailed, t.segHole = true, true
+		t.batching = i+1 < len(starts)
 		if !t.isAudio {
-			t.startSegment(t.segStart)
+			t.startSegment(from)
 		}
 		t.flush(false)
 	}
+	t.batching = false
 	t.initChanging = changing
 }
 
@@ -627,9 +726,11 @@ type trackOut struct {
 	discSeq uint64
 	// segFailed: samples of the segment being built were dropped (its
 	// initialization section could not be written): it ends as a gap.
-	// segHole: it is a gap because the track paused (listHole).
+	// segHole: it is a gap because the track paused (listGaps).
 	segFailed bool
 	segHole   bool
+	// batching: flush leaves the playlists to the next flush (listGaps).
+	batching bool
 	// dirMade: the track's directory exists; dirErr is why not.
 	dirMade bool
 	dirErr  error
@@ -771,7 +872,7 @@ func (t *trackOut) partTicks() int64 {
 // LL-HLS, a part is closed before s when s would make it longer than the
 // part target (judged by the previous sample's duration).
 func (t *trackOut) push(s sample, cut bool) bool {
-	var holeFrom int64 = -1
+	var hole *holePlan
 	if t.last != nil {
 		if s.dts <= t.last.dts {
 			return false
@@ -779,16 +880,26 @@ func (t *trackOut) push(s sample, cut bool) bool {
 		t.last.dur = s.dts - t.last.dts
 		if cut && t.pausedBefore(s.dts) {
 			// The segment ends with its last sample, not at s.
-			t.last.dur = t.sampleDur()
-			holeFrom = t.last.dts + t.last.dur
+			plan := t.planHole(s.dts)
+			hole, t.last.dur = &plan, plan.lastDur
 		}
-		t.lastDur = t.last.dur
+		if hole != nil {
+			t.lastDur = t.sampleDur() // a typical one, not the pause
+		} else {
+			t.lastDur = t.last.dur
+		}
 		t.pending = append(t.pending, *t.last)
 	}
 	if cut {
 		t.flush(false)
-		if holeFrom >= 0 {
-			t.listHole(holeFrom, s.dts)
+		switch {
+		case hole == nil:
+		case hole.jump:
+			t.r.warnf("timestamps jumped forward: a discontinuity", "seconds",
+				fmt.Sprintf("%.3f", float64(s.dts-t.endTicks)/float64(t.track.ClockRate)))
+			t.nextDisc = true
+		default:
+			t.listGaps(hole.gaps, hole.next)
 		}
 	} else if pt := t.partTicks(); pt > 0 && len(t.pending) > 0 && s.dts+t.lastDur-t.partStart > pt {
 		t.flushPart(true)
@@ -798,8 +909,11 @@ func (t *trackOut) push(s sample, cut bool) bool {
 	}
 	if t.segStart < 0 || cut {
 		t.segStart, t.segKey = s.dts, s.key
+		if hole != nil && !hole.jump {
+			t.segStart = hole.next // it covers the rest of the hole
+		}
 		if !t.isAudio {
-			t.startSegment(s.dts)
+			t.startSegment(t.segStart)
 		}
 	}
 	if len(t.pending) == 0 {
@@ -937,7 +1051,6 @@ func (t *trackOut) flush(withLast bool) {
 		} else {
 			t.segFailed = true
 		}
-		first = t.pending[0].dts
 		t.pending = nil
 	}
 	gap, hole := t.segFailed, t.segHole
@@ -1006,7 +1119,9 @@ func (t *trackOut) flush(withLast bool) {
 	}
 	target := t.r.st.targetDuration(seconds)
 	t.rec.add(t, seg, target)
-	t.writeLive(target)
+	if !t.batching {
+		t.writeLive(target)
+	}
 	// Published by the caller once the next segment's init section and
 	// discontinuity are known (publishPending): the preload hint must not
 	// announce a part of a new timeline under the old EXT-X-MAP.
@@ -1229,6 +1344,9 @@ func (rc *recording) add(t *trackOut, seg playlist.Segment, target float64) {
 		rc.firstSeq, rc.firstDisc = t.firstSeq, t.firstDisc
 	}
 	rc.backlog = append(rc.backlog, seg)
+	if t.batching {
+		return // written with the next segment
+	}
 	err := t.dirErr // no directory yet: it waits with the segment
 	if t.dirMade {
 		err = rc.flush(t, target)

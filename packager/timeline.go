@@ -2,7 +2,9 @@ package packager
 
 import (
 	"bytes"
+	"cmp"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/shoal-video/shoal/packager/playlist"
@@ -91,6 +93,28 @@ func (st *streamState) segmentAt(key string, at, span time.Duration) (segStart, 
 		}
 	}
 	return best, found
+}
+
+// startsWithin returns the segments other video playlists of the stream
+// started after from and up to to, in time order, one per media sequence
+// number (the first noted).
+func (st *streamState) startsWithin(key string, from, to time.Duration) []segStart {
+	st.mu.Lock()
+	var out []segStart
+	for _, s := range st.segStarts {
+		if s.key != key && s.at > from && s.at <= to {
+			out = append(out, s)
+		}
+	}
+	st.mu.Unlock()
+	slices.SortStableFunc(out, func(a, b segStart) int { return cmp.Compare(a.at, b.at) })
+	kept := out[:0]
+	for _, s := range out {
+		if len(kept) == 0 || s.msn > kept[len(kept)-1].msn {
+			kept = append(kept, s)
+		}
+	}
+	return kept
 }
 
 // isBoundary reports whether another video playlist of the stream started
