@@ -266,9 +266,8 @@ func statusText(cmd *message.CommandAMF0) string {
 		}
 		code, _ := o.GetString("code")
 		desc, _ := o.GetString("description")
-		if len(desc) > 200 {
-			desc = desc[:200]
-		}
+		// Whole: it may quote the stream key, which is scrubbed before
+		// the message is cut to length (pusher.fail).
 		return strings.TrimSpace(code + " " + desc)
 	}
 	return cmd.Name

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -111,9 +112,16 @@ func (p *pusher) run(ctx, soft context.Context) {
 	}
 }
 
+// maxErrorText bounds a failure's reason (a server's description may be
+// long).
+const maxErrorText = 300
+
 // fail reports a failed connection and returns the redacted reason.
 func (p *pusher) fail(err error) string {
 	msg := scrub(err.Error(), p.t.URL)
+	if len(msg) > maxErrorText {
+		msg = strings.ToValidUTF8(msg[:maxErrorText], "") + "..."
+	}
 	p.m.failures.Inc()
 	p.m.setState(p, State{State: StateFailed, Error: msg, Detail: p.detail})
 	return msg

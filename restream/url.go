@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"unicode"
@@ -160,6 +161,21 @@ func secrets(raw string) []string {
 		add(u.RawQuery)
 		if q, err := url.QueryUnescape(u.RawQuery); err == nil {
 			add(q)
+		}
+		// Each value alone too (a server quoting the token it refused),
+		// raw and unescaped; the longest first, so that a value that holds
+		// another is replaced whole.
+		var vals []string
+		for _, kv := range strings.Split(u.RawQuery, "&") {
+			_, v, _ := strings.Cut(kv, "=")
+			vals = append(vals, v)
+			if uv, err := url.QueryUnescape(v); err == nil && uv != v {
+				vals = append(vals, uv)
+			}
+		}
+		slices.SortStableFunc(vals, func(a, b string) int { return len(b) - len(a) })
+		for _, v := range vals {
+			add(v)
 		}
 	}
 	return out
