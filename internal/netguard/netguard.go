@@ -24,11 +24,17 @@ var special = []netip.Prefix{
 	netip.MustParsePrefix("fec0::/10"),       // site-local
 	netip.MustParsePrefix("2001:db8::/32"),   // documentation
 	netip.MustParsePrefix("100::/64"),        // discard
+	netip.MustParsePrefix("64:ff9b:1::/48"),  // local-use NAT64 (RFC 8215): its gateway's own network
+	netip.MustParsePrefix("2001:2::/48"),     // benchmarking
+	netip.MustParsePrefix("3fff::/20"),       // documentation
+	netip.MustParsePrefix("5f00::/16"),       // SRv6 SIDs
 }
 
 // Public reports whether ip is a public unicast address. An IPv6 address
-// that embeds an IPv4 one (NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4
-// 2002::/16, mapped ::ffff:0:0/96) is judged by that one.
+// that embeds an IPv4 one (NAT64 64:ff9b::/96, 6to4 2002::/16, mapped
+// ::ffff:0:0/96) is judged by that one. The local-use NAT64 prefix
+// 64:ff9b:1::/48 is never public: where its IPv4 address sits depends on
+// the prefix length its network chose (RFC 6052), so it cannot be read.
 func Public(ip netip.Addr) bool {
 	ip = ip.Unmap()
 	if !ip.IsValid() {
@@ -37,7 +43,7 @@ func Public(ip netip.Addr) bool {
 	if ip.Is6() {
 		b := ip.As16()
 		switch {
-		case netip.MustParsePrefix("64:ff9b::/96").Contains(ip), netip.MustParsePrefix("64:ff9b:1::/48").Contains(ip):
+		case netip.MustParsePrefix("64:ff9b::/96").Contains(ip):
 			return Public(netip.AddrFrom4([4]byte{b[12], b[13], b[14], b[15]}))
 		case netip.MustParsePrefix("2002::/16").Contains(ip):
 			return Public(netip.AddrFrom4([4]byte{b[2], b[3], b[4], b[5]}))

@@ -15,6 +15,8 @@ func TestPublic(t *testing.T) {
 		"::ffff:127.0.0.1": false, "fe80::1": false, "fc00::1": false, "224.0.0.1": false,
 		"0.1.2.3": false, "192.0.0.192": false, "198.18.0.1": false, "240.0.0.1": false, "255.255.255.255": false,
 		"64:ff9b::a00:1": false, "64:ff9b::808:808": true, "2002:a00:1::1": false, "2002:808:808::1": true, "fec0::1": false,
+		// Local-use NAT64 (a /48 prefix puts 127.0.0.1 in bytes 6-10), benchmarking, documentation.
+		"64:ff9b:1:7f00:0:100:808:808": false, "64:ff9b:1::808:808": false, "2001:2::1": false, "3fff::1": false,
 	} {
 		if got := Public(netip.MustParseAddr(addr)); got != want {
 			t.Errorf("Public(%s) = %v", addr, got)
