@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -228,7 +229,15 @@ func New(cfg Config, src media.Track, rungs []Rung) (*Pipeline, error) {
 	} else {
 		dec.SetThreadCount(0)
 	}
-	if err := dec.Open(codec, nil); err != nil {
+	// A publisher's SPS may declare any size: pictures over maxPixels are
+	// refused, not allocated (12000x12000 took 1.6 GB for 435 KB sent).
+	opts := astiav.NewDictionary()
+	defer opts.Free()
+	if err := opts.Set("max_pixels", strconv.Itoa(maxPixels), 0); err != nil {
+		dec.Free()
+		return nil, fmt.Errorf("transcode: decoder options: %w", err)
+	}
+	if err := dec.Open(codec, opts); err != nil {
 		dec.Free()
 		return nil, fmt.Errorf("transcode: opening the %s decoder: %w", src.Codec, err)
 	}
