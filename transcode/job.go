@@ -26,8 +26,11 @@ type job struct {
 	tracks []media.Track
 	vIdx   int
 	aIdx   int
-	pipe   *ffmpeg.Pipeline
-	copy   bool // forward the source unchanged (no video, or the ladder failed)
+	// noVideo: the problem set is that the connection had no video (a
+	// reconnect with video clears it).
+	noVideo bool
+	pipe    *ffmpeg.Pipeline
+	copy    bool // forward the source unchanged (no video, or the ladder failed)
 	// unplayable says why browsers cannot decode the source video ("":
 	// they can); such a source is never forwarded unchanged.
 	unplayable string
@@ -157,8 +160,14 @@ func (j *job) start(tracks []media.Track, restart bool) {
 	}
 	if j.vIdx < 0 {
 		j.t.setProblem(j.id, "no H.264 or H.265 video in the stream: nothing to transcode, the source is served as it came")
-		j.copy = true
+		j.copy, j.noVideo = true, true
 		return
+	}
+	if j.noVideo {
+		j.noVideo = false
+		if !j.broken {
+			j.t.setProblem(j.id, "")
+		}
 	}
 	if j.copy || j.pending != nil {
 		return // a remote worker starts with the first video access unit
