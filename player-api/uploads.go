@@ -146,7 +146,10 @@ func (a *API) renewing(next gin.HandlerFunc) gin.HandlerFunc {
 			return
 		}
 		vid, how := up[:len(up)-9], "tus:"+up
-		if ok, err := a.store.RenewUpload(c.Request.Context(), vid, how); err == nil && !ok {
+		if ok, err := a.store.RenewUpload(c.Request.Context(), vid, how); errors.Is(err, routing.ErrNotFound) {
+			WriteError(c, http.StatusNotFound, codeNotFound, videoNotFound) // deleted
+			return
+		} else if err == nil && !ok {
 			WriteError(c, http.StatusConflict, codeConflict, errLeaseLost.Error())
 			return
 		}

@@ -302,10 +302,10 @@ func (s *Store) BeginUpload(ctx context.Context, id, how string) error {
 const UploadLease = 10 * time.Minute
 
 // RenewUpload extends the lease of the reservation how holds on video id.
-// It reports false when another upload holds the video now (the lease ran
-// out and it was taken over), and ErrNotFound when the video was deleted;
-// a video no longer waiting for its source is left to the upload's own
-// checks.
+// It reports false when the reservation is not how's any more: another
+// upload holds the video now (the lease ran out and it was taken over), or
+// the video is no longer waiting for its source (the one that took over
+// finished); and ErrNotFound when the video was deleted.
 func (s *Store) RenewUpload(ctx context.Context, id, how string) (bool, error) {
 	res, err := renewUploadScript.Run(ctx, s.rdb, []string{s.videoKey(id)}, how, s.leaseNow(), UploadLease.Milliseconds()).Int()
 	if err != nil {
@@ -314,7 +314,7 @@ func (s *Store) RenewUpload(ctx context.Context, id, how string) (bool, error) {
 	if res == -2 {
 		return false, ErrNotFound
 	}
-	return res >= 0, nil
+	return res == 1, nil
 }
 
 // A reservation is the video's upload field (who uploads) and upload_until
