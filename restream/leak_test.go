@@ -139,3 +139,37 @@ func TestRefusalQuotingQueryTokenIsScrubbed(t *testing.T) {
 		t.Fatalf("the failure report shows the target's token %q: %q", token, msg)
 	}
 }
+
+// A token made of the stream name and a signature: scrubbing the name
+// first left the signature shown; the longest secret goes first.
+func TestRefusalQuotingTokenThatHoldsTheStreamName(t *testing.T) {
+	t.Parallel()
+	const token = "cam1-1765000000-9f2c4e8a7b1d6035"
+	addr := refusingTarget(t, func(name string) string {
+		_, q, _ := strings.Cut(name, "?")
+		for _, kv := range strings.Split(q, "&") {
+			if v, ok := strings.CutPrefix(kv, "token="); ok {
+				return "invalid or expired token " + v
+			}
+		}
+		return "refused"
+	})
+	msg := firstFailure(t, "rtmp://"+addr+"/live/cam1?token="+token)
+	t.Logf("reported error: %q", msg)
+	if strings.Contains(msg, "9f2c4e8a7b1d6035") {
+		t.Fatalf("the failure report shows the token's signature: %q", msg)
+	}
+}
+
+// Over-redaction: a query value that is a common word is treated as a
+// secret everywhere, so a dial error's own words disappear.
+// Short query values (transport=tcp) are no secret of their own: a dial
+// error keeps its words.
+func TestScrubKeepsWordsOfOtherQueryValues(t *testing.T) {
+	t.Parallel()
+	got := scrub("dial tcp 203.0.113.7:1935: connect: connection refused",
+		"rtmp://a.example/live/sk_live_4f9c2e7a1b8d6035?transport=tcp")
+	if !strings.Contains(got, "dial tcp") {
+		t.Fatalf("scrubbed to %q", got)
+	}
+}

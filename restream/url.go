@@ -163,23 +163,26 @@ func secrets(raw string) []string {
 			add(q)
 		}
 		// Each value alone too (a server quoting the token it refused),
-		// raw and unescaped; the longest first, so that a value that holds
-		// another is replaced whole.
-		var vals []string
+		// raw and unescaped, when it is long enough to be one (not "tcp"
+		// or "true", which would mangle every message).
 		for _, kv := range strings.Split(u.RawQuery, "&") {
 			_, v, _ := strings.Cut(kv, "=")
-			vals = append(vals, v)
-			if uv, err := url.QueryUnescape(v); err == nil && uv != v {
-				vals = append(vals, uv)
+			if len(v) >= minQueryValueSecret {
+				add(v)
+			}
+			if uv, err := url.QueryUnescape(v); err == nil && uv != v && len(uv) >= minQueryValueSecret {
+				add(uv)
 			}
 		}
-		slices.SortStableFunc(vals, func(a, b string) int { return len(b) - len(a) })
-		for _, v := range vals {
-			add(v)
-		}
 	}
+	// The longest first, so that a secret that holds another (a token
+	// made of the stream name and a signature) is replaced whole.
+	slices.SortStableFunc(out, func(a, b string) int { return len(b) - len(a) })
 	return out
 }
+
+// minQueryValueSecret is the shortest query value scrubbed on its own.
+const minQueryValueSecret = 8
 
 // scrub replaces every secret of rawURL in msg: a server's error reply or a
 // library's error may quote the URL or the publish name.
