@@ -140,10 +140,16 @@ func (s *shopper) round(ctx context.Context) {
 		}
 		seen[n.ID] = true
 		st := s.state[n.ID]
-		if st == nil || !st.joined.Equal(n.JoinedAt) {
-			// New, or joined again (its traffic counters start over).
+		switch {
+		case st == nil:
 			st = &edgeAudits{joined: n.JoinedAt, next: now, last: now}
 			s.state[n.ID] = st
+		case !st.joined.Equal(n.JoinedAt):
+			// Joined again: its traffic counters start over, and so does
+			// the audits' share of them. Its record of wrong answers does
+			// not (only an admin's release clears it): an edge cannot
+			// join again between audits to keep out of quarantine.
+			st.joined, st.auditedByte = n.JoinedAt, 0
 		}
 		if st.quarantined && n.Quarantine == nil {
 			// Released by an admin: earlier failures no longer count.
