@@ -156,11 +156,15 @@ export function parseManifest(bytes) {
 export class Delivery {
   // opts: { id, candidates: [{url, node_id}], keys: {id: CryptoKey},
   // serverOffset (ms to add to Date.now() for the origin's clock), token,
-  // reportURL, onSwitch(candidate), onReport(report), p2p }.
+  // reportURL, onSwitch(candidate), onReport(report), p2p, live (the
+  // stream is live: a finished recording signed before it is refused) }.
   constructor(opts) {
     this.id = opts.id;
     this.keys = opts.keys;
     this.offset = opts.serverOffset || 0;
+    // liveSince: when (the origin's clock) this session learned the stream
+    // is live, 0 for a recording or a video.
+    this.liveSince = opts.live ? Date.now() + this.offset : 0;
     this.token = opts.token || '';
     this.reportURL = opts.reportURL;
     this.onSwitch = opts.onSwitch || (() => {});
@@ -819,6 +823,12 @@ export class Delivery {
       if (age > MAX_LIVE_AGE_MS) {
         throw new DeliveryError(KIND.staleManifest, `the live manifest was signed ${Math.round(age / 1000)} s ago`);
       }
+    } else if (range == null && this.liveSince && m.time < this.liveSince - MAX_LIVE_AGE_MS) {
+      // An edge replaying an earlier broadcast's finished recording to a
+      // live session (a range of the DVR window may be older: it is final
+      // once whole).
+      throw new DeliveryError(KIND.staleManifest,
+        `a finished recording signed ${Math.round((this.liveSince - m.time) / 1000)} s before this live session began`);
     }
     if (range != null) {
       // The range asked for: its segments, a hundred at most, from range
@@ -1007,17 +1017,29 @@ export function parsePlaylist(text) {
       }
     }
   };
+  // Lines are read as hls.js reads them only where they end in LF alone:
+  // hls.js also ends a line at CR, U+2028 and U+2029, which Shoal never
+  // writes, so an edge could hide segments behind them from this check.
+  if (/[\r\u2028\u2029]/.test(text)) bad('the playlist has line breaks Shoal never writes (CR, U+2028 or U+2029)');
+  // Numbers too: Number() reads 0x14, +20 and 2e1 as 20, hls.js as 0, 0 and 2.
+  const integer = (l, v) => {
+    if (/^[0-9]{1,15}$/.test(v)) return Number(v);
+    bad(`the playlist has a malformed ${l}`);
+    return 0;
+  };
   for (const raw of text.split('\n')) {
     const l = raw.trim();
     if (!l) continue;
     const tag = l.startsWith('#') ? l.split(':')[0] : '';
     const value = l.slice(tag.length + 1);
     if (tag === '#EXTINF') {
-      dur = Math.round(parseFloat(value) * 1000);
+      const m = /^([0-9]{1,9}(?:\.[0-9]{1,9})?),/.exec(value);
+      if (!m) bad(`the playlist has a malformed ${l}`);
+      dur = m ? Math.round(Number(m[1]) * 1000) : -1;
     } else if (tag === '#EXT-X-MEDIA-SEQUENCE') {
-      pl.seq = Number(value);
+      pl.seq = integer(l, value);
     } else if (tag === '#EXT-X-TARGETDURATION') {
-      pl.target = Number(value) || 0;
+      pl.target = integer(l, value);
     } else if (tag === '#EXT-X-MAP') {
       const m = /URI="([^"]*)"/.exec(l);
       if (m) {

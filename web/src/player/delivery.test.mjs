@@ -792,3 +792,105 @@ test('Deliveries of one page share what they credited', async () => {
   assert.equal(d2.received.get('edge-1'), before);
   assert.equal(d2.verified, 1);
 });
+
+// ---- line breaks and numbers as hls.js reads them ----------------------
+//
+// hls.js (1.7.4, M3U8Parser.parseLevelPlaylist) ends a line at '\n', '\r',
+// U+2028 and U+2029 (its regexps' `.` and `\S`), and reads
+// EXT-X-MEDIA-SEQUENCE as the leading digits (/ *(\d+)/). The verifier must
+// see the playlist hls.js will play.
+
+// A VOD of three segments, as the origin signs it.
+const VOD_ENTRIES = [
+  ['init', 'init-s1-0-0.mp4'], ['seg', 's1-0-0.m4s', 2000], ['seg', 's1-0-1.m4s', 2000], ['seg', 's1-0-2.m4s', 2000],
+];
+
+test('a playlist whose lines end in a lone CR is checked as hls.js reads it', async () => {
+  // What hls.js plays: the last segment first, the first one twice, the
+  // middle one dropped, a 10 s duration. Every line ends in '\r' only.
+  const tampered = ['#EXTM3U', '#EXT-X-VERSION:7', '#EXT-X-TARGETDURATION:2', '#EXT-X-PLAYLIST-TYPE:VOD',
+    '#EXT-X-MEDIA-SEQUENCE:0', '#EXT-X-MAP:URI="init-s1-0-0.mp4"',
+    '#EXTINF:2.000,', 's1-0-2.m4s', '#EXTINF:10.000,', 's1-0-0.m4s', '#EXTINF:2.000,', 's1-0-0.m4s',
+    '#EXT-X-ENDLIST', ''].join('\r');
+  fakeFetch({
+    [`${EDGE}${R}/index.m3u8`]: tampered,
+    [`${EDGE}${R}/manifest.txt`]: await manifestText({ seq: 3, entries: VOD_ENTRIES, ended: true }),
+    [`${ORIGIN}${R}/index.m3u8`]: '#EXTM3U\n',
+    [`${ORIGIN}${R}/manifest.txt`]: await manifestText({ seq: 3, entries: VOD_ENTRIES, ended: true }),
+  });
+  const d = newDelivery();
+  const res = await d.load(`${EDGE}${R}/index.m3u8`, 'playlist').catch((err) => ({ err }));
+  const pl = parsePlaylist(tampered);
+  assert.notEqual(res.url, `${EDGE}${R}/index.m3u8`,
+    `the edge's reordered playlist was handed to hls.js (the verifier read ${pl.segments.length} segments, bad=${JSON.stringify(pl.bad)})`);
+  assert.equal(d.failures.length, 1);
+  assert.equal(d.failures[0].kind, KIND.unlisted);
+});
+
+test('a segment hidden after a CR, U+2028 or U+2029 in a tag line is seen', async () => {
+  const m = parseManifest(enc.encode(await manifestText({ seq: 3, entries: VOD_ENTRIES, ended: true })));
+  const missed = [];
+  for (const sep of ['\r', '\u2028', '\u2029']) {
+    // The verifier sees s1-0-0, s1-0-1, s1-0-2; hls.js plays s1-0-0 twice
+    // (the second time hidden in the PROGRAM-DATE-TIME line).
+    const text = '#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI="init-s1-0-0.mp4"\n' +
+      '#EXTINF:2.000,\ns1-0-0.m4s\n' +
+      `#EXT-X-PROGRAM-DATE-TIME:2026-12-04T23:00:02.000Z${sep}#EXTINF:2.000,${sep}s1-0-0.m4s\n` +
+      '#EXTINF:2.000,\ns1-0-1.m4s\n#EXTINF:2.000,\ns1-0-2.m4s\n#EXT-X-ENDLIST\n';
+    if (playlistProblem(parsePlaylist(text), m) === '') missed.push(escape(sep));
+  }
+  assert.deepEqual(missed, [], 'a repeated segment hidden after these separators passes');
+});
+
+test('EXT-X-MEDIA-SEQUENCE is read as hls.js reads it', async () => {
+  // The manifest: segments 20 and 21. hls.js reads "0x14" and "+20" as 0,
+  // "2e1" as 2: the playlist's numbers are not the manifest's.
+  const m = parseManifest(enc.encode(await manifestText({ seq: 22, entries: [['seg', 's1-0-20.m4s', 2000], ['seg', 's1-0-21.m4s', 2000]] })));
+  const ok = '#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:20\n#EXTINF:2.000,\ns1-0-20.m4s\n#EXTINF:2.000,\ns1-0-21.m4s\n';
+  assert.equal(playlistProblem(parsePlaylist(ok), m), '');
+  const passed = [];
+  for (const v of ['0x14', '+20', '2e1']) {
+    const pl = parsePlaylist(ok.replace('SEQUENCE:20', 'SEQUENCE:' + v));
+    if (playlistProblem(pl, m) === '') passed.push(`${v} (read as ${pl.seq})`);
+  }
+  assert.deepEqual(passed, [], 'EXT-X-MEDIA-SEQUENCE values hls.js reads as another number pass');
+});
+
+test('a live session refuses the previous broadcast\'s finished recording, replayed by an edge', async () => {
+  // The stream is live now (broadcast s2); the edge kept the playlist and
+  // the manifest of the broadcast that ended two hours ago (s1, final).
+  const twoHoursAgo = Date.now() - 2 * 3600 * 1000;
+  const oldPlaylist = '#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI="init-s1-0-0.mp4"\n' +
+    '#EXTINF:2.000,\ns1-0-0.m4s\n#EXTINF:2.000,\ns1-0-1.m4s\n#EXTINF:2.000,\ns1-0-2.m4s\n#EXT-X-ENDLIST\n';
+  const live = '#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:5\n#EXT-X-MAP:URI="init-s2-0-0.mp4"\n#EXTINF:2.000,\ns2-0-5.m4s\n';
+  fakeFetch({
+    [`${EDGE}${R}/index.m3u8`]: oldPlaylist,
+    [`${EDGE}${R}/manifest.txt`]: await manifestText({ seq: 3, entries: VOD_ENTRIES, ended: true, time: twoHoursAgo }),
+    [`${ORIGIN}${R}/index.m3u8`]: live,
+    [`${ORIGIN}${R}/manifest.txt`]: await manifestText({ seq: 6, entries: [['init', 'init-s2-0-0.mp4'], ['seg', 's2-0-5.m4s', 2000]] }),
+  });
+  // The page knows it plays a live stream (player.load's live) and the
+  // origin's time at render (serverOffset).
+  const d = new Delivery({
+    id: ID, keys, token: 'tok', reportURL: ORIGIN + '/v1/delivery-reports', live: true,
+    candidates: [{ url: EDGE, node_id: 'edge-1' }, { url: ORIGIN }],
+  });
+  const res = await d.load(`${EDGE}${R}/index.m3u8`, 'playlist');
+  assert.equal(res.url, `${ORIGIN}${R}/index.m3u8`, 'the edge\'s two-hour-old recording was played as the live stream');
+});
+
+test('a live session accepts the recording of the broadcast it watched, once it ended', async () => {
+  const playlist = '#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI="init-s1-0-0.mp4"\n' +
+    '#EXTINF:2.000,\ns1-0-0.m4s\n#EXTINF:2.000,\ns1-0-1.m4s\n#EXTINF:2.000,\ns1-0-2.m4s\n#EXT-X-ENDLIST\n';
+  fakeFetch({
+    [`${EDGE}${R}/index.m3u8`]: playlist,
+    [`${EDGE}${R}/manifest.txt`]: await manifestText({ seq: 3, entries: VOD_ENTRIES, ended: true, time: Date.now() + 5000 }),
+  });
+  const d = new Delivery({
+    id: ID, keys, token: 'tok', reportURL: ORIGIN + '/v1/delivery-reports', live: true,
+    candidates: [{ url: EDGE, node_id: 'edge-1' }, { url: ORIGIN }],
+  });
+  const res = await d.load(`${EDGE}${R}/index.m3u8`, 'playlist');
+  assert.equal(res.url, `${EDGE}${R}/index.m3u8`);
+  assert.equal(d.failures.length, 0);
+});

@@ -157,7 +157,7 @@ function playLive(player) {
   const gen = ++playing;
   stopRealtime();
   showMode();
-  newDelivery().then((delivery) => {
+  newDelivery({ live: true }).then((delivery) => {
     if (gen === playing) player.load(state.hls_url, { live: true, delivery, dvr: dvrOf(state) });
   });
 }
@@ -301,7 +301,7 @@ function setModeParam() {
 // newDelivery asks the origin where to play from (edges first, itself
 // last) for a verified session; null (play from the origin) when this
 // browser cannot verify signatures or routing does not answer.
-async function newDelivery() {
+async function newDelivery({ live = false } = {}) {
   if (!state.route_url || !state.content_keys || params.get('edge') === 'off') return null;
   const keys = await importKeys(state.content_keys);
   if (!keys) return null;
@@ -312,7 +312,7 @@ async function newDelivery() {
     const route = await res.json();
     if (!route.candidates || !route.candidates.length) return null;
     const delivery = new Delivery({
-      id: state.id, candidates: route.candidates, keys, serverOffset, token,
+      id: state.id, candidates: route.candidates, keys, serverOffset, token, live,
       reportURL: new URL('/v1/delivery-reports', location.href).href,
       credited: creditedObjects,
       onSwitch: (c) => { root.dataset.deliveryNode = c.node || 'origin'; },
