@@ -219,6 +219,9 @@ func (c *checker) checkPlaylists(ctx context.Context) error {
 	if i, bad := controlChar(data); bad {
 		return reject("master.m3u8 has a control character (0x%02x) at byte %d", data[i], i)
 	}
+	if i, bad := unicodeLineBreak(data); bad {
+		return reject("master.m3u8 has a line separator (U+2028 or U+2029) at byte %d", i)
+	}
 	pl, kind, err := m3u8.DecodeFrom(bytes.NewReader(data), true)
 	if err != nil || kind != m3u8.MASTER {
 		return reject("master.m3u8 is not a master playlist: %v", errOrKind(err, kind))
@@ -383,6 +386,9 @@ func (c *checker) mediaPlaylist(rel string) ([]manifest.Object, error) {
 	}
 	if i, bad := controlChar(data); bad {
 		return nil, reject("%s has a control character (0x%02x) at byte %d", rel, data[i], i)
+	}
+	if i, bad := unicodeLineBreak(data); bad {
+		return nil, reject("%s has a line separator (U+2028 or U+2029) at byte %d", rel, i)
 	}
 	pl, kind, err := m3u8.DecodeFrom(bytes.NewReader(data), true)
 	if err != nil || kind != m3u8.MEDIA {

@@ -246,6 +246,12 @@ func TestCheckOutput(t *testing.T) {
 			write(dir, "240p/index.m3u8", strings.Replace(read(dir, "240p/index.m3u8"), "#EXT-X-ENDLIST", "#EXT-X-ENDLIST\r#EXT-X-KEY:METHOD=AES-128,URI=\"https://evil.example/k\"", 1))
 			rebuild(dir, m)
 		}},
+		{"a playlist line hidden behind U+2028", "has a line separator (U+2028 or U+2029)", func(dir string, m *nodeproto.Complete) {
+			pl := read(dir, "240p/index.m3u8")
+			i := strings.Index(pl, "#EXTINF:")
+			write(dir, "240p/index.m3u8", pl[:i]+"#EXT-X-PROGRAM-DATE-TIME:2026-12-04T23:00:02.000Z\u2028"+pl[i:])
+			rebuild(dir, m)
+		}},
 		{"a segment of EXTINF 0", "a segment of this ladder lasts more than 0", func(dir string, m *nodeproto.Complete) {
 			setExtinf(t, dir, "360p", 1, "0")
 			rebuild(dir, m)

@@ -186,6 +186,17 @@ func (c *checker) mediaPlaylistOf(r, kind string) []byte {
 	return b.Bytes()
 }
 
+// unicodeLineBreak finds U+2028 or U+2029 in a playlist: hls.js ends a
+// line there (as at a carriage return), hiding what follows from the
+// origin's reading.
+func unicodeLineBreak(b []byte) (int, bool) {
+	i := bytes.Index(b, []byte("\u2028"))
+	if j := bytes.Index(b, []byte("\u2029")); j >= 0 && (i < 0 || j < i) {
+		i = j
+	}
+	return i, i >= 0
+}
+
 // controlChar finds a byte of a playlist other than printable ASCII, a
 // line feed or UTF-8: a carriage return hides a line from some readers.
 func controlChar(b []byte) (int, bool) {
