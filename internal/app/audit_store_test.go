@@ -20,7 +20,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/storage"
 	"github.com/shoal-video/shoal/internal/storage/s3store"
@@ -109,7 +108,14 @@ func newS3Rig(t *testing.T) *s3Rig {
 			put(id+"/"+rend+"/"+playlistFile, []byte("#EXTM3U\n#EXTINF:2,\ns-1-0.m4s\n#EXT-X-ENDLIST\n"))
 		}
 	}
+	_, nodeKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
 	edge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if answerProof(w, req, nodeKey) { // it is the node it says
+			return
+		}
 		r.mu.Lock()
 		r.served = append(r.served, req.URL.Path)
 		tamper, status := r.tamper, r.status
@@ -131,7 +137,7 @@ func newS3Rig(t *testing.T) *s3Rig {
 		_, _ = w.Write(b)
 	}))
 	t.Cleanup(edge.Close)
-	r.node = routing.Node{ID: ids.New(), Role: "edge", PublicURL: edge.URL, JoinedAt: r.now}
+	r.node = rigNode(nodeKey.Public().(ed25519.PublicKey), edge.URL, r.now)
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)

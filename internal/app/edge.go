@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -187,6 +188,17 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 	mux := http.NewServeMux()
 	mux.Handle("/hls/", cache)
 	mux.Handle(tracker.Path, p2p)
+	// The origin's audits ask who answers at the public URL.
+	mux.HandleFunc(nodeproto.ProofPath, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		p, err := nodeproto.Prove(key, r.URL.Query().Get("challenge"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(p)
+	})
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = w.Write([]byte(`{"status":"ok"}`))

@@ -3,6 +3,7 @@ package app
 import (
 	"context"
 	"crypto/ed25519"
+	"encoding/json"
 	"fmt"
 	"iter"
 	"log/slog"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/shoal-video/shoal/internal/hlspath"
 	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/storage"
 	playerapi "github.com/shoal-video/shoal/player-api"
@@ -176,6 +178,34 @@ func (s *shopper) round(ctx context.Context) {
 		}
 		s.audit(ctx, n)
 	}
+}
+
+// prove asks the server at n's public URL to answer for n's identity
+// (nodeproto.ProofPath): right when it proves to be n; wrong when it
+// answers as another node, with a bad signature, or not at all as a node
+// does (a 4xx, not a proof); neither when it could not be asked (a
+// network error, a 5xx: unanswered, as a failed fetch is).
+func (s *shopper) prove(ctx context.Context, n routing.Node) (wrong, right bool, finding string) {
+	pub, err := nodeproto.ParsePublicKey(n.PublicKey)
+	if err != nil {
+		return false, false, "the node's public key is not known"
+	}
+	challenge := nodeproto.NewChallenge()
+	body, status, err := s.auditor.get(ctx, n, nodeproto.ProofPath+"?challenge="+challenge, 4<<10)
+	switch {
+	case err != nil || status >= http.StatusInternalServerError:
+		return false, false, fetchFinding(ctx, "its proof of identity", err, status, false)
+	case status != http.StatusOK:
+		return true, false, fmt.Sprintf("the server at its public URL does not answer for its identity (%s %d): it is not this node", nodeproto.ProofPath, status)
+	}
+	var p nodeproto.Proof
+	if err := json.Unmarshal(body, &p); err != nil {
+		return true, false, "the server at its public URL answers no proof of identity: it is not this node"
+	}
+	if err := nodeproto.CheckProof(pub, challenge, p); err != nil {
+		return true, false, "the server at its public URL is not this node: " + err.Error()
+	}
+	return false, true, ""
 }
 
 // Kinds of the shopper's audits.
@@ -396,7 +426,15 @@ func (s *shopper) audit(ctx context.Context, n routing.Node) {
 		s.mu.Unlock()
 		return
 	}
-	wrong, right, finding := s.auditor.check(actx, n, path, kind)
+	s.mu.Lock()
+	s.ttfb, s.total, s.fetched = 0, 0, 0
+	s.mu.Unlock()
+	// First who answers at its public URL: another server's (an honest
+	// edge's, the origin's) would pass the audit for it.
+	wrong, right, finding := s.prove(actx, n)
+	if !wrong && right {
+		wrong, right, finding = s.auditor.check(actx, n, path, kind)
+	}
 	cancel()
 	result := "error"
 	switch {

@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
 	"log/slog"
 	mrand "math/rand/v2"
 	"net/http"
@@ -19,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/shoal-video/shoal/internal/ids"
+	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
 	"github.com/shoal-video/shoal/internal/storage/fsstore"
 )
@@ -61,7 +64,14 @@ func newShopperRig(t *testing.T) *shopperRig {
 			}
 		}
 	}
+	_, nodeKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
 	edge := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if answerProof(w, req, nodeKey) { // it is the node it says
+			return
+		}
 		b, err := os.ReadFile(filepath.Join(dir, filepath.FromSlash(strings.TrimPrefix(req.URL.Path, "/hls/"))))
 		if err != nil {
 			http.NotFound(w, req)
@@ -85,7 +95,7 @@ func newShopperRig(t *testing.T) *shopperRig {
 		_, _ = w.Write(b)
 	}))
 	t.Cleanup(edge.Close)
-	r.node = routing.Node{ID: ids.New(), Role: "edge", PublicURL: edge.URL, JoinedAt: r.now}
+	r.node = rigNode(nodeKey.Public().(ed25519.PublicKey), edge.URL, r.now)
 	_, key, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -110,6 +120,27 @@ func newShopperRig(t *testing.T) *shopperRig {
 	r.s.now = func() time.Time { r.mu.Lock(); defer r.mu.Unlock(); return r.now }
 	r.s.rand = mrand.New(mrand.NewPCG(1, 2))
 	return r
+}
+
+// answerProof answers a request for the proof of identity
+// (nodeproto.ProofPath) as the edge whose key is key does; false for any
+// other request.
+func answerProof(w http.ResponseWriter, req *http.Request, key ed25519.PrivateKey) bool {
+	if req.URL.Path != nodeproto.ProofPath {
+		return false
+	}
+	p, err := nodeproto.Prove(key, req.URL.Query().Get("challenge"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return true
+	}
+	_ = json.NewEncoder(w).Encode(p)
+	return true
+}
+
+// rigNode is the registry's record of the edge whose key is pub, at url.
+func rigNode(pub ed25519.PublicKey, url string, joined time.Time) routing.Node {
+	return routing.Node{ID: nodeproto.NodeID(pub), PublicKey: base64.StdEncoding.EncodeToString(pub), Role: "edge", PublicURL: url, JoinedAt: joined}
 }
 
 // audits is how many segments the edge was asked for.
