@@ -66,9 +66,10 @@ func TestTwoOriginsOnRedisCluster(t *testing.T) {
 	v := a.createVideo("on a cluster")
 	tusAcrossOrigins(t, srv, bucket, a, b, v, data)
 	v = b.waitVideo(v.ID, 90*time.Second)
-	if !strings.Contains(worker.stderr.String(), "video ready") {
-		t.Errorf("the worker did not make the video ready:\n%s", worker.stderr.String())
-	}
+	// The worker logs it after recording it (and saving the record's copy).
+	b.waitFor("the worker's \"video ready\"", 10*time.Second, func() bool {
+		return strings.Contains(worker.stderr.String(), "video ready")
+	})
 	if v.Status != "ready" || v.Attempts != 1 {
 		t.Fatalf("video (want ready at the first attempt): %+v", v)
 	}
