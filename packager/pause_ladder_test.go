@@ -3,6 +3,8 @@ package packager
 import (
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -173,4 +175,34 @@ func TestTimestampJumpIsADiscontinuity(t *testing.T) {
 	if n := strings.Count(string(rec), "#EXT-X-DISCONTINUITY\n"); n != 1 {
 		t.Errorf("%d discontinuities, want 1\n%s", n, rec)
 	}
+}
+
+// With LL-HLS, the segment a paused rendition ends where the others' does
+// (6 s to 8 s, its video paused at 6.5 s) keeps its parts within
+// PART-TARGET: its last sample keeps its own duration (it lasted 1.5 s, a
+// part of 1.5 s under a 0.5 s target), and only the segment is longer.
+func TestPausedRenditionPartsWithinPartTarget(t *testing.T) {
+	t.Parallel()
+	r := newLLRig(t, Config{PartDuration: 500 * time.Millisecond})
+	hi, _ := r.hub.Publish(media.StreamKey{Name: "lad", Rendition: "720p"}, tracks[:1])
+	lo, _ := r.hub.Publish(media.StreamKey{Name: "lad", Rendition: "360p"}, tracks[:1])
+	feedVideo(hi, 0, 14*30, 60, nil)
+	feedVideo(lo, 0, 196, 60, nil) // up to 6.5 s
+	r.waitSnap(t, "lad/720p/index.m3u8", func(s *live.Snapshot) bool { return strings.Contains(string(s.Data), "T12:00:08Z") })
+	feedVideo(lo, 10*30, 14*30, 60, nil)
+	snap := r.waitSnap(t, "lad/360p/index.m3u8", func(s *live.Snapshot) bool {
+		return strings.Contains(string(s.Data), "#EXT-X-GAP") && strings.Contains(string(s.Data), "#EXT-X-PART:")
+	})
+	text := string(snap.Data)
+	target, _ := strconv.ParseFloat(regexp.MustCompile(`PART-TARGET=([0-9.]+)`).FindStringSubmatch(text)[1], 64)
+	for _, m := range regexp.MustCompile(`#EXT-X-PART:DURATION=([0-9.]+),URI="([^"]+)"`).FindAllStringSubmatch(text, -1) {
+		if d, _ := strconv.ParseFloat(m[1], 64); d > target {
+			t.Errorf("part %s lasts %v s, over PART-TARGET %v s\n%s", m[2], d, target, text)
+		}
+	}
+	if !strings.Contains(text, "T12:00:06Z\n#EXTINF:2.000,") {
+		t.Errorf("the segment from 6 s does not end at 8 s:\n%s", text)
+	}
+	hi.Close()
+	lo.Close()
 }

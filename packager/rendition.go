@@ -412,12 +412,14 @@ func (t *trackOut) sampleDur() int64 {
 const maxPause = time.Hour
 
 // holePlan is how the time without samples before a sample at d is
-// listed: the segment before the hole ends with its last sample, whose
-// duration is lastDur; gap segments (EXT-X-GAP) start at gaps[i] and end
-// at gaps[i+1], the last one at next, where the segment after the hole
-// starts (at d, or before d to cover a short rest of the hole).
+// listed: the segment before the hole ends with its last sample (of a
+// typical duration, sampleDur), or at closeAt when later (where the other
+// renditions' segment ends: its parts keep their samples' durations); gap
+// segments (EXT-X-GAP) start at gaps[i] and end at gaps[i+1], the last one
+// at next, where the segment after the hole starts (at d, or before d to
+// cover a short rest of the hole).
 type holePlan struct {
-	lastDur int64
+	closeAt int64
 	gaps    []int64
 	next    int64
 	jump    bool // too long: a discontinuity instead (maxPause)
@@ -438,7 +440,7 @@ func (t *trackOut) planHole(d int64) holePlan {
 	rate := t.track.ClockRate
 	dur := t.sampleDur()
 	end := t.last.dts + dur
-	p := holePlan{lastDur: dur, next: d}
+	p := holePlan{next: d}
 	if media.Duration(d-end, rate) > maxPause {
 		p.jump = true
 		return p
@@ -461,7 +463,7 @@ func (t *trackOut) planHole(d int64) holePlan {
 			}
 			switch {
 			case i == 0 && n == 0 && at-t.segStart <= t.r.maxSegmentTicks(t):
-				p.lastDur = at - t.last.dts // the segment before the hole ends at b
+				p.closeAt = at // the segment before the hole ends at b
 			case n >= 1 && at > from && (at-from)/n <= seg+tol:
 				p.gaps = append(p.gaps, split(from, at, n)...)
 			default:
@@ -480,7 +482,7 @@ func (t *trackOut) planHole(d int64) holePlan {
 			return p
 		}
 		if !ok {
-			p.lastDur, p.gaps, from = dur, nil, end
+			p.closeAt, p.gaps, from = 0, nil, end
 		}
 	}
 	if d-from < media.Ticks(maxCoveredHole, rate) && len(p.gaps) == 0 && from == end {
@@ -731,6 +733,9 @@ type trackOut struct {
 	segHole   bool
 	// batching: flush leaves the playlists to the next flush (listGaps).
 	batching bool
+	// closeAt, when after its last sample, is where the segment being
+	// flushed ends (planHole).
+	closeAt int64
 	// dirMade: the track's directory exists; dirErr is why not.
 	dirMade bool
 	dirErr  error
@@ -881,13 +886,9 @@ func (t *trackOut) push(s sample, cut bool) bool {
 		if cut && t.pausedBefore(s.dts) {
 			// The segment ends with its last sample, not at s.
 			plan := t.planHole(s.dts)
-			hole, t.last.dur = &plan, plan.lastDur
+			hole, t.last.dur, t.closeAt = &plan, t.sampleDur(), plan.closeAt
 		}
-		if hole != nil {
-			t.lastDur = t.sampleDur() // a typical one, not the pause
-		} else {
-			t.lastDur = t.last.dur
-		}
+		t.lastDur = t.last.dur
 		t.pending = append(t.pending, *t.last)
 	}
 	if cut {
@@ -1053,6 +1054,10 @@ func (t *trackOut) flush(withLast bool) {
 		}
 		t.pending = nil
 	}
+	if t.closeAt > endTicks {
+		endTicks = t.closeAt // the segment before a hole (planHole)
+	}
+	t.closeAt = 0
 	gap, hole := t.segFailed, t.segHole
 	t.segFailed, t.segHole = false, false
 	parts := t.parts
