@@ -196,7 +196,7 @@ func (s *shopper) prove(ctx context.Context, n routing.Node) (wrong, right bool,
 	case err != nil || status >= http.StatusInternalServerError:
 		return false, false, fetchFinding(ctx, "its proof of identity", err, status, false)
 	case status != http.StatusOK:
-		return true, false, fmt.Sprintf("the server at its public URL does not answer for its identity (%s %d): it is not this node", nodeproto.ProofPath, status)
+		return true, false, fmt.Sprintf("the server at its public URL does not answer for its identity (%s %d): it is not this node, or an edge older than its origin", nodeproto.ProofPath, status)
 	}
 	var p nodeproto.Proof
 	if err := json.Unmarshal(body, &p); err != nil {

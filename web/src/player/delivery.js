@@ -823,10 +823,11 @@ export class Delivery {
       if (age > MAX_LIVE_AGE_MS) {
         throw new DeliveryError(KIND.staleManifest, `the live manifest was signed ${Math.round(age / 1000)} s ago`);
       }
-    } else if (range == null && this.liveSince && m.time < this.liveSince - MAX_LIVE_AGE_MS) {
+    } else if (range == null && c.node && this.liveSince && m.time < this.liveSince - MAX_LIVE_AGE_MS) {
       // An edge replaying an earlier broadcast's finished recording to a
       // live session (a range of the DVR window may be older: it is final
-      // once whole).
+      // once whole; the origin says what it has, the last recording for a
+      // moment after a new broadcast connects).
       throw new DeliveryError(KIND.staleManifest,
         `a finished recording signed ${Math.round((this.liveSince - m.time) / 1000)} s before this live session began`);
     }
@@ -1053,7 +1054,7 @@ export function parsePlaylist(text) {
       gap = true;
     } else if (tag === '#EXT-X-PART-INF') {
       const a = parseAttrs(value);
-      pl.partTarget = a && Number(a['PART-TARGET']) > 0 ? Number(a['PART-TARGET']) : 0;
+      pl.partTarget = a && /^[0-9]+(\.[0-9]+)?$/.test(a['PART-TARGET'] || '') ? Number(a['PART-TARGET']) : 0;
       if (!pl.partTarget) bad(`the playlist has a malformed ${l}`);
     } else if (tag === '#EXT-X-SERVER-CONTROL') {
       const a = parseAttrs(value);

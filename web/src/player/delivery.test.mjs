@@ -894,3 +894,17 @@ test('a live session accepts the recording of the broadcast it watched, once it 
   assert.equal(res.url, `${EDGE}${R}/index.m3u8`);
   assert.equal(d.failures.length, 0);
 });
+
+test('a live session takes the last recording from the origin, which says what it has', async () => {
+  const oldPlaylist = '#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXT-X-MEDIA-SEQUENCE:0\n#EXT-X-MAP:URI="init-s1-0-0.mp4"\n' +
+    '#EXTINF:2.000,\ns1-0-0.m4s\n#EXTINF:2.000,\ns1-0-1.m4s\n#EXTINF:2.000,\ns1-0-2.m4s\n#EXT-X-ENDLIST\n';
+  fakeFetch({
+    [`${ORIGIN}${R}/index.m3u8`]: oldPlaylist,
+    [`${ORIGIN}${R}/manifest.txt`]: await manifestText({ seq: 3, entries: VOD_ENTRIES, ended: true, time: Date.now() - 3600 * 1000 }),
+  });
+  const d = new Delivery({
+    id: ID, keys, token: 'tok', reportURL: ORIGIN + '/v1/delivery-reports', live: true, candidates: [{ url: ORIGIN }],
+  });
+  const res = await d.load(`${ORIGIN}${R}/index.m3u8`, 'playlist');
+  assert.equal(res.url, `${ORIGIN}${R}/index.m3u8`);
+});
