@@ -3,7 +3,6 @@ package restream
 import (
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,55 +20,40 @@ import (
 // name, as servers that quote the stream name (or a token of it) do.
 func refusingTarget(t *testing.T, describe func(name string) string) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var wg sync.WaitGroup
-	wg.Go(func() {
+	return serveTCP(t, func(c net.Conn) {
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		bc := bytecounter.NewReadWriter(c)
+		if _, _, err := handshake.DoServer(bc, false); err != nil {
+			return
+		}
+		mrw := message.NewReadWriter(bc, bc, false)
 		for {
-			c, err := ln.Accept()
+			msg, err := mrw.Read()
 			if err != nil {
 				return
 			}
-			wg.Go(func() {
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-				bc := bytecounter.NewReadWriter(c)
-				if _, _, err := handshake.DoServer(bc, false); err != nil {
-					return
-				}
-				mrw := message.NewReadWriter(bc, bc, false)
-				for {
-					msg, err := mrw.Read()
-					if err != nil {
-						return
-					}
-					cmd, ok := msg.(*message.CommandAMF0)
-					if !ok {
-						continue
-					}
-					switch cmd.Name {
-					case "connect":
-						_ = mrw.Write(&message.CommandAMF0{ChunkStreamID: cmd.ChunkStreamID, Name: "_result", CommandID: cmd.CommandID,
-							Arguments: []any{amf0.Object{{Key: "fmsVer", Value: "LNX 9,0,124,2"}},
-								amf0.Object{{Key: "level", Value: "status"}, {Key: "code", Value: "NetConnection.Connect.Success"}}}})
-					case "createStream":
-						_ = mrw.Write(&message.CommandAMF0{ChunkStreamID: cmd.ChunkStreamID, Name: "_result", CommandID: cmd.CommandID,
-							Arguments: []any{nil, float64(1)}})
-					case "publish":
-						name, _ := cmd.Arguments[1].(string)
-						_ = mrw.Write(&message.CommandAMF0{ChunkStreamID: 5, MessageStreamID: 0x1000000, Name: "onStatus", CommandID: cmd.CommandID,
-							Arguments: []any{nil, amf0.Object{{Key: "level", Value: "error"}, {Key: "code", Value: "NetStream.Publish.BadName"},
-								{Key: "description", Value: describe(name)}}}})
-						return
-					}
-				}
-			})
+			cmd, ok := msg.(*message.CommandAMF0)
+			if !ok {
+				continue
+			}
+			switch cmd.Name {
+			case "connect":
+				_ = mrw.Write(&message.CommandAMF0{ChunkStreamID: cmd.ChunkStreamID, Name: "_result", CommandID: cmd.CommandID,
+					Arguments: []any{amf0.Object{{Key: "fmsVer", Value: "LNX 9,0,124,2"}},
+						amf0.Object{{Key: "level", Value: "status"}, {Key: "code", Value: "NetConnection.Connect.Success"}}}})
+			case "createStream":
+				_ = mrw.Write(&message.CommandAMF0{ChunkStreamID: cmd.ChunkStreamID, Name: "_result", CommandID: cmd.CommandID,
+					Arguments: []any{nil, float64(1)}})
+			case "publish":
+				name, _ := cmd.Arguments[1].(string)
+				_ = mrw.Write(&message.CommandAMF0{ChunkStreamID: 5, MessageStreamID: 0x1000000, Name: "onStatus", CommandID: cmd.CommandID,
+					Arguments: []any{nil, amf0.Object{{Key: "level", Value: "error"}, {Key: "code", Value: "NetStream.Publish.BadName"},
+						{Key: "description", Value: describe(name)}}}})
+				return
+			}
 		}
 	})
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
-	return ln.Addr().String()
 }
 
 // firstFailure publishes a stream with one target at url and returns the
@@ -117,6 +101,18 @@ func TestRefusalDescriptionIsScrubbedWhole(t *testing.T) {
 	}
 }
 
+// quoteToken refuses a publish name quoting its token= value, as a token
+// check (nginx-rtmp on_publish, SRS, Wowza SecureToken) may.
+func quoteToken(name string) string {
+	_, q, _ := strings.Cut(name, "?")
+	for _, kv := range strings.Split(q, "&") {
+		if v, ok := strings.CutPrefix(kv, "token="); ok {
+			return "invalid or expired token " + v
+		}
+	}
+	return "refused"
+}
+
 // The target URL carries its secret in the query (?token=..., as
 // nginx-rtmp on_publish, SRS or Wowza SecureToken setups do): a server
 // that quotes that one value in its refusal does not get it shown (only
@@ -124,15 +120,7 @@ func TestRefusalDescriptionIsScrubbedWhole(t *testing.T) {
 func TestRefusalQuotingQueryTokenIsScrubbed(t *testing.T) {
 	t.Parallel()
 	const token = "tok_9d41c8e2a7f05b36"
-	addr := refusingTarget(t, func(name string) string {
-		_, q, _ := strings.Cut(name, "?")
-		for _, kv := range strings.Split(q, "&") {
-			if v, ok := strings.CutPrefix(kv, "token="); ok {
-				return "invalid or expired token " + v
-			}
-		}
-		return "refused"
-	})
+	addr := refusingTarget(t, quoteToken)
 	msg := firstFailure(t, "rtmp://"+addr+"/live/stream1?token="+token+"&region=eu")
 	t.Logf("reported error: %q", msg)
 	if strings.Contains(msg, token) {
@@ -145,15 +133,7 @@ func TestRefusalQuotingQueryTokenIsScrubbed(t *testing.T) {
 func TestRefusalQuotingTokenThatHoldsTheStreamName(t *testing.T) {
 	t.Parallel()
 	const token = "cam1-1765000000-9f2c4e8a7b1d6035"
-	addr := refusingTarget(t, func(name string) string {
-		_, q, _ := strings.Cut(name, "?")
-		for _, kv := range strings.Split(q, "&") {
-			if v, ok := strings.CutPrefix(kv, "token="); ok {
-				return "invalid or expired token " + v
-			}
-		}
-		return "refused"
-	})
+	addr := refusingTarget(t, quoteToken)
 	msg := firstFailure(t, "rtmp://"+addr+"/live/cam1?token="+token)
 	t.Logf("reported error: %q", msg)
 	if strings.Contains(msg, "9f2c4e8a7b1d6035") {

@@ -679,6 +679,13 @@ func aacTracks(t *testing.T) []media.Track {
 
 // closingListener accepts connections and closes them at once.
 func closingListener(t *testing.T) string {
+	return serveTCP(t, func(c net.Conn) { c.Close() })
+}
+
+// serveTCP listens on a loopback port and runs handle for every connection
+// it accepts (each in its own goroutine) until the test ends; it returns
+// the address.
+func serveTCP(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -691,7 +698,7 @@ func closingListener(t *testing.T) string {
 			if err != nil {
 				return
 			}
-			c.Close()
+			wg.Go(func() { handle(c) })
 		}
 	})
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
