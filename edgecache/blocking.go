@@ -4,6 +4,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/hlspath"
@@ -170,4 +171,114 @@ func (c *Cache) headerTimeout(key string) time.Duration {
 		return c.cfg.BlockingTimeout
 	}
 	return c.cfg.OriginTimeout
+}
+
+// blockingMarks remembers, per playlist (its path and delta-update form),
+// the newest blocking reload the origin answered. A request for an older
+// position (msn, part) is answered with that answer while it is fresh in
+// memory: it holds what was asked for (RFC 8216bis 6.2.5.2: a server
+// answers at once with the current playlist), so requests for many past
+// positions neither each go upstream nor each fill the memory tier with a
+// copy of the playlist.
+type blockingMarks struct {
+	mu sync.Mutex
+	m  map[string]blockingMark
+}
+
+// passedAnswerAge bounds the age of an answer given for a passed position:
+// a broadcast that starts again (after the reconnect grace) starts its
+// media sequence over, and an older answer may be the last broadcast's.
+const passedAnswerAge = 2 * time.Second
+
+// blockingMark is a blocking reload answered: the position it asked for
+// (part -1: the whole segment msn) and its cache key.
+type blockingMark struct {
+	msn, part int64
+	key       string
+}
+
+// maxBlockingMarks bounds the playlists remembered (a playlist is one that
+// the origin answered with a 200, so this is generous).
+const maxBlockingMarks = 4096
+
+// parseBlockingPos splits a blocking reload's cache key into its playlist
+// (the path plus a delta-update parameter) and position; ok is false for
+// any other key (and for a delta update without _HLS_msn).
+func parseBlockingPos(key string) (playlist string, msn, part int64, ok bool) {
+	p, q, found := strings.Cut(key, "?")
+	if !found {
+		return "", 0, 0, false
+	}
+	part = -1
+	var skip string
+	for q != "" {
+		var kv string
+		kv, q, _ = strings.Cut(q, "&")
+		k, v, _ := strings.Cut(kv, "=")
+		switch k {
+		case paramMSN:
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return "", 0, 0, false
+			}
+			msn, ok = n, true
+		case paramPart:
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return "", 0, 0, false
+			}
+			part = n
+		case paramSkip:
+			skip = v
+		}
+	}
+	return p + "?" + skip, msn, part, ok
+}
+
+// before reports whether m's position comes before (msn, part): a whole
+// segment comes after all its parts.
+func (m blockingMark) before(msn, part int64) bool {
+	switch {
+	case m.msn != msn:
+		return m.msn < msn
+	case m.part < 0:
+		return false
+	default:
+		return part < 0 || m.part < part
+	}
+}
+
+// note records that the origin answered the blocking reload key.
+func (b *blockingMarks) note(key string) {
+	pl, msn, part, ok := parseBlockingPos(key)
+	if !ok {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	old, had := b.m[pl]
+	if had && !old.before(msn, part) {
+		return
+	}
+	if b.m == nil || !had && len(b.m) >= maxBlockingMarks {
+		b.m = map[string]blockingMark{}
+	}
+	b.m[pl] = blockingMark{msn: msn, part: part, key: key}
+}
+
+// newer returns the key of the newest answered blocking reload of key's
+// playlist when it holds what key asks for (a later position), "" if
+// there is none.
+func (b *blockingMarks) newer(key string) string {
+	pl, msn, part, ok := parseBlockingPos(key)
+	if !ok {
+		return ""
+	}
+	b.mu.Lock()
+	m, had := b.m[pl]
+	b.mu.Unlock()
+	if !had || m.key == key || m.before(msn, part) || m.msn == msn && m.part == part {
+		return ""
+	}
+	return m.key
 }

@@ -669,3 +669,36 @@ func TestBlockingTimeout(t *testing.T) {
 		t.Fatalf("BlockingTimeout below OriginTimeout: %v", err)
 	}
 }
+
+// A blocking reload for a position already passed (a lagging player, or
+// a client asking for many past positions) is answered with the newest
+// answer the edge holds for that playlist, which holds it: no request
+// upstream and no new copy in memory per position.
+func TestBlockingReloadForAPassedPosition(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	want := llPlaylist(11, 2)
+	o.publish(livePath, 11, 2, want, false)
+	e := startCache(t, o.srv.URL, t.TempDir(), nil)
+	if a := get(t, e.url+livePath+"?_HLS_msn=11&_HLS_part=2"); a.code != http.StatusOK || string(a.body) != string(want) {
+		t.Fatalf("blocking reload: %d %q", a.code, a.body)
+	}
+	e.settle(t)
+	for _, q := range []string{"?_HLS_msn=11&_HLS_part=0", "?_HLS_msn=10", "?_HLS_msn=3&_HLS_part=1", "?_HLS_msn=0"} {
+		a := get(t, e.url+livePath+q)
+		if a.code != http.StatusOK || a.cache != "shoal; hit" || string(a.body) != string(want) {
+			t.Fatalf("%s: %d %q %q", q, a.code, a.cache, a.body)
+		}
+	}
+	if got := o.count(http.MethodGet, livePath); got != 1 {
+		t.Fatalf("the origin saw %d GETs, want 1", got)
+	}
+	// A later position is its own request.
+	o.publish(livePath, 12, 0, llPlaylist(12, 0), false)
+	if a := get(t, e.url+livePath+"?_HLS_msn=12&_HLS_part=0"); a.code != http.StatusOK || string(a.body) != string(llPlaylist(12, 0)) {
+		t.Fatalf("a later position: %d %q", a.code, a.body)
+	}
+	if got := o.count(http.MethodGet, livePath); got != 2 {
+		t.Fatalf("the origin saw %d GETs, want 2", got)
+	}
+}

@@ -33,6 +33,9 @@
 //     the origin's max-age, so later requests for that key are hits. Other
 //     parameters (_HLS_skip among them) are ignored: not in the key, not
 //     forwarded. Plain requests are keyed by path, as always.
+//   - A request for a position already passed is answered with the newest
+//     answer held for that playlist while it is under passedAnswerAge old
+//     (blockingMarks): it holds that position.
 //   - Malformed parameters (not 1 to 10 decimal digits, given twice, or
 //     _HLS_part without _HLS_msn) are answered 400 by the edge without going
 //     upstream. The origin's 400 (N too far ahead) and 503 (not there within
@@ -286,6 +289,8 @@ type Cache struct {
 
 	mem  *memTier
 	disk *diskTier
+	// marks: the newest blocking reload answered, per playlist.
+	marks blockingMarks
 
 	flightMu sync.Mutex
 	flights  map[string]*fetch

@@ -577,6 +577,9 @@ func (c *Cache) spoolBody(f *fetch, resp *http.Response, wd *watchdog, o *object
 // store keeps o (with its body) in the tiers it fits.
 func (c *Cache) store(o *object, ttl time.Duration) {
 	c.mem.put(o)
+	if isBlockingKey(o.Key) {
+		c.marks.note(o.Key)
+	}
 	if c.diskOK(o.Key, o.Size, ttl) {
 		if err := c.disk.store(o); err != nil {
 			c.reportError("disk cache write failed", "path", o.Key, "err", err)

@@ -113,7 +113,16 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// (of valid paths only) counts viewers at a fraction of the cost of
 	// every request.
 	countViewer := r.Header[HeaderSibling] == nil && strings.HasSuffix(p, ".m3u8")
-	if o := c.mem.get(key); o != nil && o.fresh(now) && !o.stream.deleted.Load() {
+	o := c.mem.get(key)
+	if (o == nil || !o.fresh(now)) && isBlockingKey(key) {
+		// A position already passed: the newest answer holds it.
+		if nk := c.marks.newer(key); nk != "" {
+			if no := c.mem.get(nk); no != nil && no.fresh(now) && now.Sub(time.Unix(0, no.meta.Stored)) < passedAnswerAge {
+				o = no
+			}
+		}
+	}
+	if o != nil && o.fresh(now) && !o.stream.deleted.Load() {
 		if countViewer {
 			c.sawViewer(c.viewerIP(r), now.Unix())
 		}
