@@ -63,6 +63,9 @@ const SEND_BURST = 40;
 // A data channel's send queue: wait above the high mark until it drains
 // below the low one.
 const MAX_BUFFERED = 1 << 20;
+// STALL_WAITS: a peer whose channel takes nothing for this many looks, 500
+// ms apart (10 s), while it is served is dropped.
+const STALL_WAITS = 20;
 const LOW_BUFFERED = 256 << 10;
 // Requests a link queues to serve; past that they are answered none (in
 // order: a text message must not cut into an answer's binary messages),
@@ -474,6 +477,16 @@ export class P2P {
     return n;
   }
 
+  // connectingIn counts the links another peer offered that are not open
+  // yet.
+  connectingIn() {
+    let n = 0;
+    for (const s of this.swarms.values()) {
+      for (const l of s.links.values()) if (!l.isOpen && !l.offerer) n++;
+    }
+    return n;
+  }
+
   // room says whether a new link may open: under the cap, or by ending
   // the link idle the longest (IDLE_MS at least).
   room() {
@@ -685,16 +698,19 @@ class Swarm {
       const until = this.resting.get(remote);
       if (until && performance.now() < until) continue;
       let got;
+      const given = Math.min(PEER_TRY_MS, left());
       try {
-        got = await this.fromPeer(remote, name, size, Math.min(PEER_TRY_MS, left()));
+        got = await this.fromPeer(remote, name, size, given);
       } catch {
         got = null;
       }
       if (got && got.busy) continue;
       if (!got || got.none) {
         this.p2p.stats.failed++;
-        // Not for our own budget ending: the peer was not given its try.
-        if (left() > 0 && !(signal && signal.aborted)) {
+        // Not for our own budget ending, unless a silent peer had
+        // MIN_TRY_MS of it: one that never answers would otherwise take
+        // every segment's whole budget and never rest.
+        if ((left() > 0 || (!got && given >= MIN_TRY_MS)) && !(signal && signal.aborted)) {
           if (this.resting.size > 1024) this.resting.clear();
           // A peer that answered none (busy, or it let the segment go)
           // is asked again soon; a silent or failed one after a while.
@@ -766,7 +782,9 @@ class Swarm {
       // its offer, the other side answers it.
       if (l.isOpen || !l.offerer || this.peer < from) return;
     } else {
-      if (!this.p2p.room()) return;
+      // Offers that never connect (renewed as fast as they are dropped)
+      // must not take every place: at most half of them wait to connect.
+      if (this.p2p.connectingIn() >= Math.max(1, Math.floor(this.p2p.maxLinks / 2)) || !this.p2p.room()) return;
       l = new Link(this, from, false);
       this.links.set(from, l);
       this.p2p.changed();
@@ -999,10 +1017,17 @@ class Link {
         for (const c of chunks(data)) {
           const wait = this.p2p.upload.reserve(c.byteLength);
           if (wait) await delay(wait);
-          while (!this.closed && this.dc.bufferedAmount > MAX_BUFFERED) {
+          for (let stuck = 0; !this.closed && this.dc.bufferedAmount > MAX_BUFFERED;) {
             // Drained, or look again in a while (a channel closing never
-            // drains).
-            await Promise.race([new Promise((resolve) => this.dc.addEventListener('bufferedamountlow', resolve, { once: true })), delay(500)]);
+            // drains). A peer that takes nothing for STALL_WAITS looks
+            // (its receive window closed) loses the link.
+            const before = this.dc.bufferedAmount;
+            await Promise.race([new Promise((resolve) => { this.dc.onbufferedamountlow = resolve; }), delay(500)]);
+            stuck = this.dc.bufferedAmount < before ? 0 : stuck + 1;
+            if (stuck >= STALL_WAITS) {
+              this.close();
+              return;
+            }
           }
           if (this.closed || this.dc.readyState !== 'open') return;
           this.dc.send(c);

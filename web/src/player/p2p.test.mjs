@@ -415,7 +415,7 @@ test('glare: the link that answers is not closed by its own offer failing', asyn
   assert.equal(await trying, null);
 });
 
-test('rests: 1 s after none, 30 s after silence, none when the asker\'s own budget ran out', async (t) => {
+test('rests: 1 s after none, 30 s after silence, none when the asker\'s own budget was too short for a try', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   const { p, s } = joined();
   let budget = 2000;
@@ -438,10 +438,11 @@ test('rests: 1 s after none, 30 s after silence, none when the asker\'s own budg
   const restSilent = s.resting.get('ss1') - performance.now();
   assert.ok(restSilent > 25000 && restSilent <= 30000, `rest after silence: ${restSilent} ms`);
 
+  budget = 500; // under MIN_TRY_MS: the peer is not given its try
   await linked(s, 'ss2', () => { budget = 0; }); // silent while our budget runs out
   trying = s.tryPeers(['ss2'], 's1-0-3.m4s', 100, left, verify);
   await settle();
-  t.mock.timers.tick(2000);
+  t.mock.timers.tick(500);
   assert.equal(await trying, null);
   assert.equal(s.resting.has('ss2'), false, 'cut short by our budget: no rest');
   assert.equal(p.stats.failed, 3);
@@ -485,4 +486,80 @@ test('keep stores its own copy of a segment, from an ArrayBuffer or a view', () 
   assert.deepEqual(p.held('360p', 's1-0-2.m4s'), new Uint8Array([9, 8, 7]));
   assert.deepEqual(copyBytes(new Uint16Array([0x0102]).subarray(0, 1)), new Uint8Array([2]));
   p.close();
+});
+
+// ---- hostile peers against the session's budget and link slots -------------
+
+test('a peer that is always silent is rested, not tried for every segment\'s whole peer budget', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout', 'Date'] });
+  const { p, s } = joined();
+  t.after(() => p.close());
+  const verify = async () => true;
+  await linked(s, 'ss3', () => {}); // connects, then never answers a get (nor a later offer)
+  let wasted = 0;
+  for (let seg = 10; seg < 15; seg++) {
+    // 4 s buffered ahead of 2 s segments: peerBudget gives peers 2 s.
+    const budget = peerBudget(4, 2000);
+    const end = Date.now() + budget;
+    const left = () => end - Date.now();
+    const trying = s.tryPeers(['ss3'], `s1-0-${seg}.m4s`, 100, left, verify); // the tracker offers ss3 each time
+    await settle();
+    t.mock.timers.tick(budget);
+    assert.equal(await trying, null);
+    wasted += budget;
+  }
+  assert.ok(s.resting.has('ss3') || s.banned.has('ss3'),
+    `silent for ${p.stats.failed} tries in a row (${wasted} ms of peer budget, every segment's all of it), still not resting`);
+});
+
+test('offers that never connect, renewed every ANSWER_MS, leave the player room for its own peers', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { p, s } = joined('mm1');
+  t.after(() => p.close());
+  // 8 tracker sockets from one address (the tracker's MaxPeersPerAddr) each send a
+  // (valid, never connecting) offer, and again each time the player drops it.
+  const sybils = Array.from({ length: 8 }, (_, i) => `zz${i}`);
+  for (let round = 0; round < 7; round++) {
+    for (const id of sybils) s.onSignal(id, { type: 'offer', sdp: 'v=0 offer' });
+    await settle();
+    if (round < 6) t.mock.timers.tick(10000);
+  }
+  // A minute on: the tracker offers an honest holder of the next segment.
+  const asking = s.fromPeer('hh1', 's1-0-3.m4s', 100, 3000);
+  await settle();
+  assert.ok(s.links.has('hh1'), 'the player did not connect to the honest peer');
+  t.mock.timers.tick(3000); // (it does not answer here: only the room matters)
+  const got = await asking;
+  assert.notDeepEqual(got, { busy: true },
+    `no room for any peer: the ${s.links.size} links are the sybils' (open: ${[...s.links.values()].filter((l) => l.isOpen).length})`);
+});
+
+test('a peer that stops reading loses its link, and no listener piles up', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const p = new P2P({ id: ID, maxLinks: 1 });
+  t.after(() => p.close());
+  const s = p.swarm(ORIGIN, '360p');
+  FakeWS.last.receive({ type: 'welcome', peer: 'mm1', swarm: `${ID}/360p` });
+  p.keep(ORIGIN, '360p', 's1-0-1.m4s', new Uint8Array(2 << 20)); // a verified 2 MiB segment
+  // The remote's SCTP window closes: nothing it is sent leaves our queue.
+  class StuckDC extends FakeDC {
+    constructor() { super(() => {}); this.listeners = 0; }
+    send(m) { this.sent.push(m); if (typeof m !== 'string') this.bufferedAmount += m.byteLength; }
+    addEventListener() { this.listeners++; }
+  }
+  s.onSignal('rr1', { type: 'offer', sdp: 'v=0 offer' });
+  const l = s.links.get('rr1');
+  const dc = new StuckDC();
+  l.pc.ondatachannel({ channel: dc });
+  await settle();
+  assert.ok(l.isOpen);
+  dc.onmessage({ data: JSON.stringify({ type: 'get', id: 1, segment: 's1-0-1.m4s' }) });
+  for (let i = 0; i < 7200; i++) { // an hour
+    t.mock.timers.tick(500);
+    await settle();
+  }
+  const room = p.room();
+  assert.ok(!s.links.has('rr1') && room,
+    `after an hour without taking a byte: link held ${s.links.has('rr1')}, serving ${l.serving}, room for another peer ${room}, ` +
+    `${dc.listeners} bufferedamountlow listeners added`);
 });
