@@ -181,11 +181,10 @@ type conn struct {
 	mediaID string        // the stream or video id of its swarm
 
 	// Guarded by Tracker.mu.
-	// Peers that sent this one a signal, peers it sent one to, and peers
-	// it reported: all in its swarm (a peer leaving is taken out of the
-	// others', so that strangers joining and leaving do not grow them).
+	// Peers that sent this one a signal and peers it reported: all in its
+	// swarm (a peer leaving is taken out of the others', so that strangers
+	// joining and leaving do not grow them).
 	heard       map[string]bool
-	signaled    map[string]bool
 	reported    map[string]bool
 	authorized  time.Time // when its access was last checked
 	have        map[string]bool
@@ -331,7 +330,7 @@ func (t *Tracker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c := &conn{id: ids.New(), sw: sw, ws: ws, out: make(chan []byte, 64), done: make(chan struct{}), wdone: make(chan struct{}),
 		limiter: rate.NewLimiter(rate.Limit(t.cfg.MessageRate), t.cfg.MessageBurst), have: map[string]bool{},
 		addr: addr, req: r.Clone(context.Background()), mediaID: id,
-		heard: map[string]bool{}, signaled: map[string]bool{}, reported: map[string]bool{}}
+		heard: map[string]bool{}, reported: map[string]bool{}}
 	t.mu.Lock()
 	sw.reserved--
 	if t.closed {
@@ -437,16 +436,9 @@ func (t *Tracker) leave(c *conn) {
 	delete(sw.peers, c.id)
 	delete(sw.reports, c.id)
 	delete(sw.banned, c.id)
-	for id := range c.signaled {
-		if p := sw.peers[id]; p != nil {
-			delete(p.heard, c.id)
-			delete(p.reported, c.id)
-		}
-	}
-	for id := range c.heard {
-		if p := sw.peers[id]; p != nil {
-			delete(p.signaled, c.id)
-		}
+	for _, p := range sw.peers { // at most MaxPeersPerSwarm
+		delete(p.heard, c.id)
+		delete(p.reported, c.id)
 	}
 	sw.unindex(c)
 	t.release(c.addr)
@@ -655,7 +647,6 @@ func (t *Tracker) handle(c *conn, m Message) bool {
 		}
 		if to != nil {
 			to.heard[c.id] = true
-			c.signaled[to.id] = true
 		}
 		t.mu.Unlock()
 		if to == nil {
