@@ -506,12 +506,8 @@ func (l *link) serveOne(ctx context.Context, g uint64Seg) error {
 				return err
 			}
 		}
-		for dc.BufferedAmount() > maxBuffered {
-			select {
-			case <-l.low:
-			case <-ctx.Done():
-				return ctx.Err()
-			}
+		if err := l.drain(ctx, dc); err != nil {
+			return err
 		}
 		if err := dc.Send(chunk); err != nil {
 			return fmt.Errorf("send: %w", err)
@@ -519,4 +515,39 @@ func (l *link) serveOne(ctx context.Context, g uint64Seg) error {
 		l.p.uploaded.Add(int64(len(chunk)))
 	}
 	return nil
+}
+
+// errStalled: the remote peer took nothing of an answer for stallAfter.
+var errStalled = errors.New("the peer takes nothing of what it asked for")
+
+// drain waits until dc holds at most maxBuffered bytes unsent. A peer
+// whose channel takes nothing for stallAfter (it stopped reading and its
+// receive window closed) gets errStalled: the link ends and the upload
+// slot is free again.
+func (l *link) drain(ctx context.Context, dc *webrtc.DataChannel) error {
+	if dc.BufferedAmount() <= maxBuffered {
+		return nil
+	}
+	look := time.NewTicker(min(500*time.Millisecond, l.p.stallAfter/4))
+	defer look.Stop()
+	before, moved := dc.BufferedAmount(), time.Now()
+	for {
+		select {
+		case <-l.low:
+		case <-look.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		now := dc.BufferedAmount()
+		if now <= maxBuffered {
+			return nil
+		}
+		if now < before {
+			moved = time.Now()
+		} else if time.Since(moved) >= l.p.stallAfter {
+			l.p.cfg.Log.Debug("p2p link closed: the peer takes nothing of an answer", "peer", l.remote)
+			return errStalled
+		}
+		before = now
+	}
 }

@@ -166,6 +166,9 @@ type Peer struct {
 	// idleMin: a link unused for that long may be closed to make room
 	// for another at the cap (MaxPeers).
 	idleMin time.Duration
+	// stallAfter: a link whose remote peer takes none of an answer's
+	// bytes for that long (its receive window stays closed) is closed.
+	stallAfter time.Duration
 
 	trackerGone chan struct{}   // closed when the tracker socket ends
 	pingMu      sync.Mutex      // orders pings and pong waiters
@@ -231,6 +234,7 @@ func Join(ctx context.Context, cfg Config) (*Peer, error) {
 		store: map[string]held{}, links: map[string]*link{}, banned: map[string]bool{}, resting: map[string]time.Time{}, wants: map[string][]chan []string{}}
 	p.sends = rate.NewLimiter(sendRate, sendBurst)
 	p.idleMin = linkIdleMin
+	p.stallAfter = stallAfter
 	if cfg.MaxUploadBytesPerSec > 0 {
 		p.upload = rate.NewLimiter(rate.Limit(cfg.MaxUploadBytesPerSec), max(cfg.MaxUploadBytesPerSec, ChunkBytes))
 	}
@@ -325,6 +329,31 @@ const (
 // live swarm the holders of the next segment change every segment, so a
 // peer at its cap must let go of old links to reach them.
 const linkIdleMin = time.Second
+
+// stallAfter is how long a peer may take nothing of an answer it asked
+// for before its link ends: a peer that stops reading must not hold an
+// upload slot (MaxUploads) and a link for ever.
+const stallAfter = 10 * time.Second
+
+// connectingInLocked counts the links another peer offered that are not
+// open yet; p.mu is held.
+func (p *Peer) connectingInLocked() int {
+	n := 0
+	for _, l := range p.links {
+		l.mu.Lock()
+		offerer := l.offerer
+		l.mu.Unlock()
+		if offerer {
+			continue
+		}
+		select {
+		case <-l.open:
+		default:
+			n++
+		}
+	}
+	return n
+}
 
 // evictableLocked returns the least recently used link idle for at least
 // idleMin, nil if none; p.mu is held.
@@ -902,6 +931,13 @@ func (p *Peer) signal(from string, data []byte) {
 			return
 		}
 	} else {
+		// Offers that never connect, renewed as fast as they are
+		// dropped, must not take every place: at most half of them
+		// wait to connect.
+		if p.connectingInLocked() >= max(1, p.cfg.MaxPeers/2) {
+			p.mu.Unlock()
+			return
+		}
 		v, ok := p.makeRoomLocked()
 		if !ok {
 			p.mu.Unlock()

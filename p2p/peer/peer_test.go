@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -63,9 +64,10 @@ func newWorld(t *testing.T) *world {
 			"seg-1.m4s":   randomBytes(2, 100<<10),
 			"seg-2.m4s":   randomBytes(3, 300<<10), // crosses in 5 chunks
 			"corrupt.m4s": randomBytes(4, 5000),
+			"big.m4s":     randomBytes(5, 6<<20), // over what a stalled reader's windows take
 		}}
 	m := manifest.Manifest{ID: "stream1", Rendition: "720p", Seq: 3, Time: time.UnixMilli(1_780_000_000_000), Ended: true}
-	for _, name := range []string{"init.mp4", "seg-1.m4s", "seg-2.m4s", "corrupt.m4s"} {
+	for _, name := range []string{"init.mp4", "seg-1.m4s", "seg-2.m4s", "corrupt.m4s", "big.m4s"} {
 		data := w.segments[name]
 		e := manifest.Entry{Kind: manifest.KindSegment, URI: name, Size: int64(len(data)), SHA256: sha256.Sum256(data), Duration: 2 * time.Second}
 		if name == "init.mp4" {
@@ -885,6 +887,116 @@ func TestGetFlood(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStalledReaderLosesItsLink: a peer that asks for a segment and then
+// reads nothing (its receive window closes, the answer cannot drain)
+// loses its link after stallAfter, and the upload slot it held
+// (MaxUploads, 1) serves the next peer.
+func TestStalledReaderLosesItsLink(t *testing.T) {
+	w := newWorld(t)
+	a := w.join(nil)
+	a.mu.Lock()
+	a.stallAfter = 500 * time.Millisecond
+	a.mu.Unlock()
+	for _, name := range []string{"big.m4s", "seg-1.m4s", "seg-2.m4s"} {
+		w.fetch(a, name, SourceHTTP)
+	}
+	b := w.join(nil)
+	w.fetch(b, "seg-1.m4s", SourceP2P) // b's link to a is open
+	b.mu.Lock()
+	l := b.links[a.ID()]
+	b.mu.Unlock()
+	if l == nil {
+		t.Fatal("b has no link to a")
+	}
+	l.mu.Lock()
+	dc := l.dc
+	l.mu.Unlock()
+	// From now on b reads nothing: its channel's handler blocks (until
+	// the test ends, before the peers close).
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	dc.OnMessage(func(webrtc.DataChannelMessage) { <-release })
+	if err := l.sendText(dcMsg{Type: "get", ID: 1000, Segment: "big.m4s"}); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "a serving b the big segment", func() bool { return a.Stats().UploadedBytes > 0 })
+	waitUntil(t, "a's link to the stalled b to end", func() bool {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		return a.links[b.ID()] == nil
+	})
+	if up := a.Stats().UploadedBytes; up >= int64(len(w.segments["big.m4s"])) {
+		t.Fatalf("a uploaded %d bytes to a peer that read nothing", up)
+	}
+	// a's one upload slot is free: c gets seg-2 (only a holds it) from a.
+	c := w.join(nil)
+	w.fetch(c, "seg-2.m4s", SourceP2P)
+}
+
+// deadOffer is a data-channel offer whose connection is closed: whoever
+// answers it never connects.
+func deadOffer(t *testing.T) []byte {
+	t.Helper()
+	se := webrtc.SettingEngine{}
+	se.SetIncludeLoopbackCandidate(true)
+	pc, err := webrtc.NewAPI(webrtc.WithSettingEngine(se)).NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if _, err := pc.CreateDataChannel(Label, nil); err != nil {
+		t.Fatal(err)
+	}
+	o, err := pc.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gathered := webrtc.GatheringCompletePromise(pc)
+	if err := pc.SetLocalDescription(o); err != nil {
+		t.Fatal(err)
+	}
+	<-gathered
+	b, err := json.Marshal(pc.LocalDescription())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestOffersThatNeverConnect: offers from strangers that never connect
+// (renewed as fast as they are dropped, they would hold every place)
+// take at most half of a peer's places: its own link to a holder opens.
+func TestOffersThatNeverConnect(t *testing.T) {
+	w := newWorld(t)
+	b := w.join(nil)
+	w.fetch(b, "seg-1.m4s", SourceHTTP)
+	a := w.joinWith(Config{MaxPeers: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	offer := deadOffer(t)
+	for range 2 {
+		s := w.join(nil)
+		if err := s.send(trackerSignal(a.ID(), offer)); err != nil {
+			t.Fatal(err)
+		}
+		// The tracker passed the offer on to a before s's pong, and a
+		// handled it before its own pong.
+		if err := s.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.mu.Lock()
+	n := len(a.links)
+	a.mu.Unlock()
+	if n != 1 {
+		t.Fatalf("a answered %d offers that never connect, want 1 (half its places)", n)
+	}
+	w.fetch(a, "seg-1.m4s", SourceP2P)
 }
 
 // TestLinkClosedAfterClose: a link closed once Close is at its Wait (a
