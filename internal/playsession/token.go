@@ -191,6 +191,11 @@ type Keeper struct {
 // RefreshEvery bounds how often Refresh reads the secret again.
 const RefreshEvery = time.Minute
 
+// retryAfterFailure: after a reload that failed (the store down, or
+// holding no usable secret), the next is at least this far off: forged
+// tokens, which anyone can send, must not turn into store calls.
+const retryAfterFailure = 5 * time.Second
+
 // refreshTimeout bounds one reload.
 const refreshTimeout = 2 * time.Second
 
@@ -203,7 +208,8 @@ func NewKeeper(load func(ctx context.Context) ([]byte, error), reload func(ctx c
 }
 
 // Refresh reads the shared secret again, at most once every RefreshEvery
-// (and one reload at a time, outside the lock), and tells whether it
+// (every retryAfterFailure after a reload failed; one reload at a time,
+// outside the lock), and tells whether it
 // changed: after a token failed to verify, the origins may have come to
 // another one (the store lost it and another origin made a new one). The
 // one it replaces is still accepted (Previous) until the next change.
@@ -226,6 +232,7 @@ func (k *Keeper) Refresh(ctx context.Context) bool {
 	defer k.mu.Unlock()
 	k.reloading = false
 	if err != nil || len(s) < 16 {
+		k.refreshed = now.Add(retryAfterFailure - RefreshEvery)
 		return false
 	}
 	k.refreshed = now

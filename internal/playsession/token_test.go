@@ -178,3 +178,38 @@ func TestKeeperRefresh(t *testing.T) {
 		t.Fatal("a keeper without reload refreshed")
 	}
 }
+
+// TestKeeperRefreshFailureIsPaced: a reload that fails is not tried again
+// for every bad token (anyone can send those), only after
+// retryAfterFailure.
+func TestKeeperRefreshFailureIsPaced(t *testing.T) {
+	reloads := 0
+	k := NewKeeper(func(context.Context) ([]byte, error) { return []byte("0123456789abcdef0123456789abcdef"), nil },
+		func(context.Context, []byte) ([]byte, error) {
+			reloads++
+			return nil, errors.New("redis: connection refused")
+		})
+	now := time.Unix(1_800_000_000, 0)
+	k.now = func() time.Time { return now }
+	ctx := context.Background()
+	if _, err := k.Secret(ctx); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(RefreshEvery)
+	for range 1000 {
+		k.Refresh(ctx) // a forged token each
+	}
+	if reloads != 1 {
+		t.Fatalf("%d reloads for 1000 bad tokens within a second, want 1", reloads)
+	}
+	now = now.Add(retryAfterFailure - time.Millisecond)
+	k.Refresh(ctx)
+	if reloads != 1 {
+		t.Fatalf("tried again %v after a failure", retryAfterFailure-time.Millisecond)
+	}
+	now = now.Add(time.Millisecond)
+	k.Refresh(ctx)
+	if reloads != 2 {
+		t.Fatalf("not tried again %v after a failure (%d reloads)", retryAfterFailure, reloads)
+	}
+}
