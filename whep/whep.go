@@ -199,13 +199,13 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request, id string) {
 		s.refuse(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "content_type", "send the SDP offer with Content-Type: application/sdp")
 		return
 	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxOffer+1))
-	if err != nil {
-		rtcutil.WriteError(w, http.StatusBadRequest, "bad_request", "reading the offer: "+err.Error())
+	body, err := rtcutil.ReadOffer(w, r, maxOffer)
+	if errors.Is(err, rtcutil.ErrOfferTooLarge) {
+		s.refuse(w, http.StatusRequestEntityTooLarge, "too_large", "too_large", fmt.Sprintf("the SDP offer is larger than %d bytes", maxOffer))
 		return
 	}
-	if len(body) > maxOffer {
-		s.refuse(w, http.StatusRequestEntityTooLarge, "too_large", "too_large", fmt.Sprintf("the SDP offer is larger than %d bytes", maxOffer))
+	if err != nil {
+		rtcutil.WriteError(w, http.StatusBadRequest, "bad_request", "reading the offer: "+err.Error())
 		return
 	}
 	ip := rtcutil.RemoteIP(r)
@@ -650,6 +650,9 @@ func (v *viewer) negotiate(ctx context.Context, offer []byte) (string, error) {
 			}
 		}
 	})
+	if err := v.trickles.Offer(offer); err != nil {
+		return "", badRequest{http.StatusBadRequest, "bad_offer", err.Error()}
+	}
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(offer)}); err != nil {
 		return "", badRequest{http.StatusBadRequest, "bad_offer", "malformed or unusable SDP offer: " + err.Error()}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -17,8 +18,10 @@ import (
 	"time"
 
 	"github.com/bluenviron/mediacommon/v2/pkg/codecs/h264"
+	"github.com/pion/webrtc/v4"
 
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/rtcutil"
 	"github.com/shoal-video/shoal/internal/stream"
 	"github.com/shoal-video/shoal/internal/testutil"
 	"github.com/shoal-video/shoal/internal/testutil/whepclient"
@@ -259,5 +262,44 @@ func TestRefusals(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 415 {
 		t.Errorf("text/plain offer: %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestOfferCandidatesAreBounded: an offer may list as many ICE candidates
+// as a session may trickle, no more: each is an address the server sends
+// connectivity checks to, for any viewer of a public stream.
+func TestOfferCandidatesAreBounded(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, allow)
+	src := makeSource(t, "4")
+	pub, err := r.hub.Publish(media.StreamKey{Name: "live1", Rendition: media.RenditionSource}, []media.Track{src.track, src.aac})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.End()
+	viewer, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer viewer.Close()
+	if _, err := viewer.AddTransceiverFromKind(webrtc.RTPCodecTypeVideo, webrtc.RTPTransceiverInit{Direction: webrtc.RTPTransceiverDirectionRecvonly}); err != nil {
+		t.Fatal(err)
+	}
+	offer, err := viewer.CreateOffer(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cands strings.Builder
+	for i := range rtcutil.MaxTrickleCandidates + 1 {
+		fmt.Fprintf(&cands, "a=candidate:%d 1 udp %d 192.0.2.%d 5000 typ host\r\n", i+1, 2130706431-i, i+1)
+	}
+	resp, err := http.Post(r.url+"/live1", "application/sdp", strings.NewReader(offer.SDP+cands.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "ICE candidates") {
+		t.Fatalf("an offer with %d candidates: %d %s", rtcutil.MaxTrickleCandidates+1, resp.StatusCode, b)
 	}
 }

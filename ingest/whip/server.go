@@ -302,25 +302,16 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 	if s.deps.ClientIP != nil {
 		ip = s.deps.ClientIP(r)
 	}
-	release, ok := s.limits.Acquire(ip)
-	if !ok {
-		s.refuse(w, http.StatusServiceUnavailable, "too_many_sessions", "limit",
-			"too many WebRTC sessions on this server or from your address; try again later")
+	// The offer is read (within a deadline) and the key checked before a
+	// session slot is taken: a client without a key, or one sending its
+	// body slowly, must hold none.
+	body, err := rtcutil.ReadOffer(w, r, maxOffer)
+	if errors.Is(err, rtcutil.ErrOfferTooLarge) {
+		s.refuse(w, http.StatusRequestEntityTooLarge, "too_large", "too_large", fmt.Sprintf("the SDP offer is larger than %d bytes", maxOffer))
 		return
 	}
-	admitted := false
-	defer func() {
-		if !admitted {
-			release()
-		}
-	}()
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxOffer+1))
 	if err != nil {
 		rtcutil.WriteError(w, http.StatusBadRequest, "bad_request", "reading the offer: "+err.Error())
-		return
-	}
-	if len(body) > maxOffer {
-		s.refuse(w, http.StatusRequestEntityTooLarge, "too_large", "too_large", fmt.Sprintf("the SDP offer is larger than %d bytes", maxOffer))
 		return
 	}
 	id, err := s.authorize(ingest.WithRemote(r.Context(), ip), key, named)
@@ -357,6 +348,18 @@ func (s *Server) ServeOffer(w http.ResponseWriter, r *http.Request) {
 		rtcutil.WriteError(w, http.StatusServiceUnavailable, "unavailable", "cannot check the stream key now; try again")
 		return
 	}
+	release, ok := s.limits.Acquire(ip)
+	if !ok {
+		s.refuse(w, http.StatusServiceUnavailable, "too_many_sessions", "limit",
+			"too many WebRTC sessions on this server or from your address; try again later")
+		return
+	}
+	admitted := false
+	defer func() {
+		if !admitted {
+			release()
+		}
+	}()
 	skey := media.StreamKey{Name: id, Rendition: media.RenditionSource}
 	if s.deps.Hub.Publishing(skey) || s.streamBusy(id) {
 		s.refuse(w, http.StatusConflict, "conflict", "already_publishing",

@@ -402,6 +402,8 @@ func TestRefusals(t *testing.T) {
 		{"garbage", "application/sdp", testKey, "hello", 400, "SDP offer"},
 		{"too large", "application/sdp", testKey, strings.Repeat("a", maxOffer+1), 413, "larger"},
 		{"no media", "application/sdp", testKey, "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", 400, "offer"},
+		// Each candidate is an address the server sends checks to.
+		{"candidates", "application/sdp", testKey, "v=0\r\n" + strings.Repeat("a=candidate:1 1 udp 1 192.0.2.1 5000 typ host\r\n", 17), 400, "more than 16 ICE candidates"},
 	}
 	for _, c := range cases {
 		status, body := post(c.ctype, c.key, c.body)
@@ -433,6 +435,47 @@ func TestRefusals(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 404 {
 		t.Errorf("DELETE of an unknown session: %d", resp.StatusCode)
+	}
+}
+
+// TestSlowOfferWithoutKeyHoldsNoSlot: an offer is read and its key checked
+// before it takes a session slot: clients with no key, sending their
+// bodies slowly, cannot take every slot from the key's owner.
+func TestSlowOfferWithoutKeyHoldsNoSlot(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, Config{MaxSessions: 2, MaxPerIP: 2}, nil)
+	for range 2 {
+		pr, pw := io.Pipe()
+		t.Cleanup(func() { pw.Close() })
+		req, _ := http.NewRequest(http.MethodPost, r.endpoint, pr)
+		req.Header.Set("Content-Type", "application/sdp")
+		req.Header.Set("Authorization", "Bearer not-a-stream-key")
+		go func() {
+			if resp, err := http.DefaultClient.Do(req); err == nil {
+				resp.Body.Close()
+			}
+		}()
+		go func() { _, _ = pw.Write([]byte("v=0\r\n")) }() // a first line, then nothing
+	}
+	// Before, each took its slot as soon as its headers came.
+	for deadline := time.Now().Add(time.Second); r.srv.limits.InUse() < 2 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := r.srv.limits.InUse(); n != 0 {
+		t.Errorf("offers with no valid key, still being sent, hold %d session slots", n)
+	}
+	req, _ := http.NewRequest(http.MethodPost, r.endpoint, strings.NewReader("v=0\r\n"))
+	req.Header.Set("Content-Type", "application/sdp")
+	req.Header.Set("Authorization", "Bearer "+testKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// The offer is unusable: only its admission matters.
+	if resp.StatusCode != http.StatusBadRequest {
+		t.Fatalf("the stream key's owner: %d %s, want its offer read (400 bad_offer)", resp.StatusCode, body)
 	}
 }
 

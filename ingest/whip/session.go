@@ -257,6 +257,9 @@ func (ses *session) negotiate(offer []byte) (string, error) {
 			ses.readTrack(tr)
 		}()
 	})
+	if err := ses.trickles.Offer(offer); err != nil {
+		return "", badOffer{err.Error()}
+	}
 	if err := pc.SetRemoteDescription(webrtc.SessionDescription{Type: webrtc.SDPTypeOffer, SDP: string(offer)}); err != nil {
 		return "", badOffer{"malformed or unusable SDP offer: " + err.Error()}
 	}

@@ -198,10 +198,8 @@ func (t *Trickle) Add(pc *webrtc.PeerConnection, f Fragment) error {
 		return fmt.Errorf("a session takes at most %d trickled candidates", MaxTrickleCandidates)
 	}
 	for _, c := range f.Candidates {
-		if fields := strings.Fields(c.Value); len(fields) >= 6 {
-			if ip := net.ParseIP(fields[4]); ip != nil && (ip.IsUnspecified() || ip.IsMulticast()) {
-				return fmt.Errorf("candidate address %s cannot be a peer", ip)
-			}
+		if err := checkCandidate(c.Value); err != nil {
+			return err
 		}
 		init := webrtc.ICECandidateInit{Candidate: c.Value}
 		if c.Mid != "" {
@@ -217,6 +215,74 @@ func (t *Trickle) Add(pc *webrtc.PeerConnection, f Fragment) error {
 		t.ended = true
 	}
 	return nil
+}
+
+// checkCandidate refuses a candidate (the value of an a=candidate line)
+// whose address cannot be a peer: unspecified or multicast.
+func checkCandidate(value string) error {
+	if fields := strings.Fields(value); len(fields) >= 6 {
+		if ip := net.ParseIP(fields[4]); ip != nil && (ip.IsUnspecified() || ip.IsMulticast()) {
+			return fmt.Errorf("candidate address %s cannot be a peer", ip)
+		}
+	}
+	return nil
+}
+
+// Offer checks the candidates an offer lists (its a=candidate lines) as
+// Add checks trickled ones, and counts them against the same budget: an
+// offer may list at most MaxTrickleCandidates, and trickled ones come on
+// top of those only up to the same bound. Call it before the offer is set
+// as the remote description; its error is for the client.
+func (t *Trickle) Offer(sdp []byte) error {
+	n := 0
+	for _, line := range strings.Split(string(sdp), "\n") {
+		value, ok := strings.CutPrefix(strings.TrimSuffix(line, "\r"), "a=candidate:")
+		if !ok {
+			continue
+		}
+		if n++; n > MaxTrickleCandidates {
+			return fmt.Errorf("the offer lists more than %d ICE candidates", MaxTrickleCandidates)
+		}
+		if err := checkCandidate("candidate:" + value); err != nil {
+			return err
+		}
+	}
+	t.mu.Lock()
+	t.added = n
+	t.mu.Unlock()
+	return nil
+}
+
+// OfferReadTimeout bounds the reading of an offer's body: a client that
+// sends it slowly must not hold a request (and what it was admitted to)
+// for ever.
+const OfferReadTimeout = 10 * time.Second
+
+// ErrOfferTooLarge: an offer over the bound ReadOffer was given.
+var ErrOfferTooLarge = errors.New("the SDP offer is too large")
+
+// ReadOffer reads a request's body of at most limit bytes, within
+// OfferReadTimeout.
+func ReadOffer(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
+	return readOffer(w, r, limit, OfferReadTimeout)
+}
+
+func readOffer(w http.ResponseWriter, r *http.Request, limit int64, timeout time.Duration) ([]byte, error) {
+	// Not every ResponseWriter takes a deadline (a test recorder): then
+	// the server's own timeouts are all there is.
+	rc := http.NewResponseController(w)
+	_ = rc.SetReadDeadline(time.Now().Add(timeout))
+	body, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	// No deadline after the body: the server's read that watches for the
+	// client going away would end the request's context at it.
+	_ = rc.SetReadDeadline(time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(body)) > limit {
+		return nil, fmt.Errorf("%w: over %d bytes", ErrOfferTooLarge, limit)
+	}
+	return body, nil
 }
 
 // CORS sets what lets a browser page on another origin use a WHIP or WHEP

@@ -3,7 +3,12 @@ package rtcutil
 import (
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/pion/webrtc/v4"
 )
@@ -107,5 +112,83 @@ func TestTrickleBounds(t *testing.T) {
 	}
 	if err := tr2.Add(pc, Fragment{Ufrag: "someoneelse"}); !errors.Is(err, ErrICERestart) {
 		t.Errorf("other credentials: %v", err)
+	}
+}
+
+// TestOfferCandidates: an offer's own candidates are bounded and checked
+// as trickled ones are, and count against the same budget (each is an
+// address the server sends STUN checks to).
+func TestOfferCandidates(t *testing.T) {
+	lines := func(n int, addr string) []byte {
+		var b strings.Builder
+		b.WriteString("v=0\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:0\r\n")
+		for i := range n {
+			fmt.Fprintf(&b, "a=candidate:%d 1 udp 2130706431 %s %d typ host\r\n", i+1, addr, 50000+i)
+		}
+		return []byte(b.String())
+	}
+	var tr Trickle
+	if err := tr.Offer(lines(MaxTrickleCandidates+1, "192.0.2.1")); err == nil {
+		t.Errorf("an offer with %d candidates was taken", MaxTrickleCandidates+1)
+	}
+	for _, addr := range []string{"0.0.0.0", "224.0.0.1", "ff02::1"} {
+		if err := tr.Offer(lines(1, addr)); err == nil {
+			t.Errorf("an offer with a candidate at %s was taken", addr)
+		}
+	}
+	if err := tr.Offer(lines(MaxTrickleCandidates-1, "192.0.2.1")); err != nil {
+		t.Fatalf("an offer with %d candidates: %v", MaxTrickleCandidates-1, err)
+	}
+	// One more may come by PATCH, not two.
+	cand := func(i int) Candidate {
+		return Candidate{Mid: "0", Value: fmt.Sprintf("candidate:%d 1 udp 2130706431 192.0.2.9 %d typ host", 100+i, 40000+i)}
+	}
+	pc, err := webrtc.NewPeerConnection(webrtc.Configuration{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pc.Close()
+	if err := tr.Add(pc, Fragment{Candidates: []Candidate{cand(1), cand(2)}}); err == nil {
+		t.Error("trickled candidates past the offer's share of the budget were taken")
+	}
+}
+
+// TestReadOfferDeadline: a body sent too slowly is cut off at the
+// deadline, with an error, instead of holding the request.
+func TestReadOfferDeadline(t *testing.T) {
+	got := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := readOffer(w, r, 1<<10, 200*time.Millisecond)
+		got <- err
+	}))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// A body of 100 bytes, of which one is sent.
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nv")
+	select {
+	case err := <-got:
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("a stalled body: %v, want a timeout", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a stalled body held the request past its deadline")
+	}
+	srv2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := readOffer(w, r, 10, time.Second)
+		got <- err
+	}))
+	defer srv2.Close()
+	resp, err := http.Post(srv2.URL, "application/sdp", strings.NewReader(strings.Repeat("x", 11)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if err := <-got; !errors.Is(err, ErrOfferTooLarge) {
+		t.Fatalf("11 bytes for a bound of 10: %v", err)
 	}
 }
