@@ -303,10 +303,14 @@ func (s *Server) admit(ctx context.Context, req gosrt.ConnRequest, c *conn) bool
 	s.mu.Unlock()
 	if dup && time.Since(at) < repeatWindow {
 		// A handshake the caller repeated before our answer reached it,
-		// from the address of a connection just admitted: leave it
-		// unanswered (gosrt then ignores its further repeats). Rejecting
-		// it would count a refusal of a publisher that got in.
-		log.Debug("ignoring a repeated SRT handshake")
+		// from the address of a connection just admitted (or the same
+		// conclusion replayed with other socket ids): rejected, not
+		// counted as a refusal of a publisher that got in. Left
+		// unanswered, gosrt would keep it for the listener's life (it
+		// drops a request only when it is accepted or rejected); a
+		// connected caller ignores the answer.
+		log.Debug("rejecting a repeated SRT handshake")
+		req.Reject(gosrt.REJ_CLOSE)
 		return false
 	}
 	key, err := parseStreamID(req.StreamId())
