@@ -250,6 +250,10 @@ type API struct {
 	// completions are the slots of remote workers' completions running at
 	// once (their bodies read, their outputs checked).
 	completions chan struct{}
+	// completionsBy counts the completions being read by node token (at
+	// most maxCompletionsPerToken each).
+	completionsMu sync.Mutex
+	completionsBy map[string]int
 
 	registry          *routing.Registry
 	secretMu          sync.Mutex
@@ -346,6 +350,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		workerJobs:     cfg.WorkerJobs,
 		workerLive:     cfg.WorkerLive,
 		completions:    make(chan struct{}, maxCompletions),
+		completionsBy:  map[string]int{},
 
 		contentKeys:       cfg.ContentKeys,
 		maxNodesPerToken:  cfg.MaxNodesPerToken,

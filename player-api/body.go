@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 )
@@ -108,7 +109,47 @@ func clip(s string) string {
 	return s[:cut] + "..."
 }
 
-// readLimited reads the request body, failing past limit bytes.
+// A bounded request body must come at bodyMinRate on average, after
+// bodyGrace: a client that sends one slowly must not hold the request
+// (and what it was admitted to: a completion slot, a limiter's place)
+// for ever. The origin's server has no read timeout of its own (uploads
+// of any length go through it).
+const (
+	bodyGrace   = 10 * time.Second
+	bodyMinRate = 32 << 10 // bytes a second
+)
+
+// readLimited reads the request body, failing past limit bytes or when it
+// comes slower than bodyMinRate (after bodyGrace).
 func readLimited(c *gin.Context, limit int64) ([]byte, error) {
-	return io.ReadAll(http.MaxBytesReader(c.Writer, c.Request.Body, limit))
+	return readPaced(c.Writer, c.Request, limit, bodyGrace, bodyMinRate)
+}
+
+func readPaced(w http.ResponseWriter, r *http.Request, limit int64, grace time.Duration, rate float64) ([]byte, error) {
+	rc := http.NewResponseController(w)
+	data, err := io.ReadAll(&pacedBody{r: http.MaxBytesReader(w, r.Body, limit), rc: rc, start: time.Now(), grace: grace, rate: rate})
+	// No deadline after the body: the server's read that watches for the
+	// client going away would end the request's context at it.
+	_ = rc.SetReadDeadline(time.Time{})
+	return data, err
+}
+
+// pacedBody moves the connection's read deadline on before each read: the
+// bytes read so far, and the next 64 KiB, at bodyMinRate after bodyGrace.
+type pacedBody struct {
+	r     io.Reader
+	rc    *http.ResponseController
+	start time.Time
+	grace time.Duration
+	rate  float64 // bytes a second
+	n     int64
+}
+
+func (p *pacedBody) Read(b []byte) (int, error) {
+	allowed := p.grace + time.Duration(float64(p.n+64<<10)/p.rate*float64(time.Second))
+	// A writer that takes no deadline (a test recorder) reads as it is.
+	_ = p.rc.SetReadDeadline(p.start.Add(allowed))
+	n, err := p.r.Read(b)
+	p.n += int64(n)
+	return n, err
 }

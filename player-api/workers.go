@@ -59,15 +59,20 @@ type workerRequest struct {
 // nodeproto.MaxSkew of the origin's clock. For a job's route it parses
 // the job. On failure it has answered.
 func (a *API) workerAuth(c *gin.Context, limit int64) (workerRequest, bool) {
-	var w workerRequest
 	if a.workerJobs == nil && !isWorkerLive(c) {
 		WriteError(c, http.StatusServiceUnavailable, codeUnavailable, "this origin hands out no VOD jobs to remote workers")
-		return w, false
+		return workerRequest{}, false
 	}
 	tokenID, ok := a.nodeToken(c)
 	if !ok {
-		return w, false
+		return workerRequest{}, false
 	}
+	return a.workerAuthToken(c, limit, tokenID)
+}
+
+// workerAuthToken is workerAuth once the node token (tokenID) is checked.
+func (a *API) workerAuthToken(c *gin.Context, limit int64, tokenID string) (workerRequest, bool) {
+	var w workerRequest
 	claimed, err := nodeproto.ParseNodeHeader(c.Request.Header)
 	if err != nil || c.GetHeader(nodeproto.SignatureHeader) == "" {
 		msg := "a worker request is signed with the node key: send " + nodeproto.NodeHeader + " and " + nodeproto.SignatureHeader
@@ -285,8 +290,15 @@ func (a *API) workerPutFile(c *gin.Context) {
 // maxCompletions bounds the completion bodies (up to
 // nodeproto.MaxCompleteBytes each) this origin reads and decodes at once:
 // more are answered 503, to send again later. Waiting for the output's
-// checks takes no slot (the origin queues those runs itself).
-const maxCompletions = 8
+// checks takes no slot (the origin queues those runs itself). The body
+// is read before its signature can be checked, so the requests of one
+// node token take at most maxCompletionsPerToken of them (a token's
+// holder cannot take every slot from the others), and each body must
+// come at readLimited's pace.
+const (
+	maxCompletions         = 8
+	maxCompletionsPerToken = maxCompletions / 2
+)
 
 func (a *API) workerComplete(c *gin.Context) {
 	m, w, ok := a.completionBody(c)
@@ -307,15 +319,40 @@ func (a *API) workerComplete(c *gin.Context) {
 // completionBody reads, authenticates and decodes a completion request's
 // body within one of maxCompletions slots, or answers the request.
 func (a *API) completionBody(c *gin.Context) (nodeproto.Complete, workerRequest, bool) {
-	select {
-	case a.completions <- struct{}{}:
-		defer func() { <-a.completions }()
-	default:
+	if a.workerJobs == nil {
+		WriteError(c, http.StatusServiceUnavailable, codeUnavailable, "this origin hands out no VOD jobs to remote workers")
+		return nodeproto.Complete{}, workerRequest{}, false
+	}
+	tokenID, ok := a.nodeToken(c)
+	if !ok {
+		return nodeproto.Complete{}, workerRequest{}, false
+	}
+	busy := func() (nodeproto.Complete, workerRequest, bool) {
 		c.Header("Retry-After", "5")
 		WriteError(c, http.StatusServiceUnavailable, codeUnavailable, "the origin is reading as many completions as it can at once: send the completion again in a few seconds")
 		return nodeproto.Complete{}, workerRequest{}, false
 	}
-	w, ok := a.workerAuth(c, nodeproto.MaxCompleteBytes)
+	a.completionsMu.Lock()
+	if a.completionsBy[tokenID] >= maxCompletionsPerToken {
+		a.completionsMu.Unlock()
+		return busy()
+	}
+	a.completionsBy[tokenID]++
+	a.completionsMu.Unlock()
+	defer func() {
+		a.completionsMu.Lock()
+		if a.completionsBy[tokenID]--; a.completionsBy[tokenID] == 0 {
+			delete(a.completionsBy, tokenID)
+		}
+		a.completionsMu.Unlock()
+	}()
+	select {
+	case a.completions <- struct{}{}:
+		defer func() { <-a.completions }()
+	default:
+		return busy()
+	}
+	w, ok := a.workerAuthToken(c, nodeproto.MaxCompleteBytes, tokenID)
 	if !ok {
 		return nodeproto.Complete{}, workerRequest{}, false
 	}

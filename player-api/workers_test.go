@@ -6,6 +6,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -171,5 +174,101 @@ func TestWorkerCompletionsBounded(t *testing.T) {
 	}
 	if r := e.workerReq(t, "POST", target, testAdminKey, []byte(`{}`), k, ""); r.status != http.StatusNotFound {
 		t.Fatalf("a completion of an unknown node within the bound: %d %s", r.status, r.body)
+	}
+}
+
+// TestStalledCompletionsTakeAtMostHalfTheSlots: completion bodies are read
+// before their signature can be checked, so one node token's requests,
+// however slowly they send their bodies, take at most half the slots:
+// another token's worker still completes.
+func TestStalledCompletionsTakeAtMostHalfTheSlots(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	jobs, err := remote.New(remote.Config{Files: e.files, Ladder: media.DefaultLadder, Preset: "veryfast", SegmentDuration: 2 * time.Second,
+		IdleTimeout: 30 * time.Second, MaxAttempts: 3}, remote.Deps{Queue: e.store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e = newEnvOn(t, Config{WorkerJobs: jobs}, e.redis)
+	caps := nodeproto.Transcoding{Encoder: "software", Decode: "cpu", GPUs: []nodeproto.GPU{}, Ladders: 1, LaddersFrom: "configured", Summary: "x264"}
+	join := func(k ed25519.PrivateKey, token string) {
+		j := joinBody(k, "eu-west", time.Now())
+		j.Role, j.PublicURL, j.Transcode = "worker", "", &caps
+		e.nodeReq(t, "/v1/nodes/join", token, j, k).wantStatus(t, http.StatusCreated)
+	}
+	stallTok := decode[nodeTokenJSON](t, e.doJSON(t, "POST", "/v1/node-tokens", testAdminKey, `{"name":"stalls"}`).wantStatus(t, http.StatusCreated))
+	otherTok := decode[nodeTokenJSON](t, e.doJSON(t, "POST", "/v1/node-tokens", testAdminKey, `{"name":"others"}`).wantStatus(t, http.StatusCreated))
+	staller, honest := newKey(t), newKey(t)
+	join(staller, stallTok.Token)
+	join(honest, otherTok.Token)
+	srv := httptest.NewServer(e.h)
+	t.Cleanup(srv.Close)
+	const target = "/v1/worker/jobs/abcdefghijklmnopqrst.1.1-0/complete"
+	for range maxCompletions {
+		req := httptest.NewRequest("POST", target, nil)
+		nodeproto.SignWorkerRequest(req, staller, target, strings.Repeat("0", 64), 1<<20, time.Now())
+		conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		// A megabyte announced, one byte sent.
+		fmt.Fprintf(conn, "POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s: %s\r\n%s: %s\r\nContent-Length: %d\r\n\r\n{",
+			target, stallTok.Token, nodeproto.NodeHeader, req.Header.Get(nodeproto.NodeHeader),
+			nodeproto.SignatureHeader, req.Header.Get(nodeproto.SignatureHeader), 1<<20)
+	}
+	waitFor(t, "the stalled completions to take their slots", func() bool {
+		e.a.completionsMu.Lock()
+		defer e.a.completionsMu.Unlock()
+		return e.a.completionsBy[stallTok.ID] == maxCompletionsPerToken
+	})
+	r := e.workerReq(t, "POST", target, otherTok.Token, []byte(`{}`), honest, "")
+	if r.status == http.StatusServiceUnavailable {
+		t.Fatalf("another token's worker, with one token's completions stalled: %d %s", r.status, r.body)
+	}
+}
+
+// TestSlowBodiesAreCutOff: a bounded body that comes slower than the
+// minimum rate, after the grace, ends with an error instead of holding
+// the request.
+func TestSlowBodiesAreCutOff(t *testing.T) {
+	t.Parallel()
+	got := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, err := readPaced(w, r, 1<<20, 200*time.Millisecond, 1<<20)
+		got <- err
+	}))
+	defer srv.Close()
+	conn, err := net.Dial("tcp", srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	fmt.Fprintf(conn, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+	select {
+	case err := <-got:
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() {
+			t.Fatalf("a stalled body: %v, want a timeout", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("a stalled body held the request")
+	}
+	// One that comes whole is read whole.
+	srv2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, err := readPaced(w, r, 1<<20, time.Second, 1<<10)
+		if err == nil && len(b) != 300<<10 {
+			err = fmt.Errorf("read %d bytes", len(b))
+		}
+		got <- err
+	}))
+	defer srv2.Close()
+	resp, err := http.Post(srv2.URL, "application/json", bytes.NewReader(make([]byte, 300<<10)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if err := <-got; err != nil {
+		t.Fatalf("a body sent at once: %v", err)
 	}
 }
