@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -75,6 +76,7 @@ type edgeAudits struct {
 	recent      []bool    // the last auditWindow audits that compared bytes: true = wrong bytes
 	summary     playerapi.AuditSummary
 	auditedByte int64
+	seen        time.Time // the last round that listed it live
 }
 
 const (
@@ -87,6 +89,13 @@ const (
 	auditFloor = 10
 	// auditTimeout bounds one audit.
 	auditTimeout = 15 * time.Second
+	// keepAbsent is how long the record of an edge no longer live is
+	// kept: an edge that fails an audit and leaves for a moment (its
+	// record in Redis expires 7 s after its last heartbeat) comes back
+	// to its wrong answers. maxAbsent bounds how many are kept (the
+	// longest gone are forgotten first).
+	keepAbsent = 24 * time.Hour
+	maxAbsent  = 10_000
 	// shopperUserAgent is a current desktop Chrome's.
 	shopperUserAgent = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0.0.0 Safari/537.36"
 )
@@ -147,12 +156,14 @@ func (s *shopper) round(ctx context.Context) {
 			st = &edgeAudits{joined: n.JoinedAt, next: now, last: now}
 			s.state[n.ID] = st
 		case !st.joined.Equal(n.JoinedAt):
-			// Joined again: its traffic counters start over, and so does
-			// the audits' share of them. Its record of wrong answers does
-			// not (only an admin's release clears it): an edge cannot
-			// join again between audits to keep out of quarantine.
+			// Joined again, perhaps after a while away: its traffic
+			// counters start over, and so does the audits' share of them.
+			// Its record of wrong answers does not (only an admin's
+			// release clears it): an edge cannot join again between
+			// audits, nor leave for a moment, to keep out of quarantine.
 			st.joined, st.auditedByte = n.JoinedAt, 0
 		}
+		st.seen = now
 		if st.quarantined && n.Quarantine == nil {
 			// Released by an admin: earlier failures no longer count.
 			st.recent = nil
@@ -166,17 +177,36 @@ func (s *shopper) round(ctx context.Context) {
 			due = append(due, n)
 		}
 	}
-	for id := range s.state {
-		if !seen[id] {
-			delete(s.state, id)
-		}
-	}
+	s.forgetAbsentLocked(now, seen)
 	s.mu.Unlock()
 	for _, n := range due {
 		if ctx.Err() != nil {
 			return
 		}
 		s.audit(ctx, n)
+	}
+}
+
+// forgetAbsentLocked drops the records of edges not live (not in seen)
+// for keepAbsent, and the longest gone beyond maxAbsent; s.mu is held.
+func (s *shopper) forgetAbsentLocked(now time.Time, seen map[string]bool) {
+	var absent []string
+	for id, st := range s.state {
+		if seen[id] {
+			continue
+		}
+		if now.Sub(st.seen) >= keepAbsent {
+			delete(s.state, id)
+			continue
+		}
+		absent = append(absent, id)
+	}
+	if len(absent) <= maxAbsent {
+		return
+	}
+	slices.SortFunc(absent, func(a, b string) int { return s.state[a].seen.Compare(s.state[b].seen) })
+	for _, id := range absent[:len(absent)-maxAbsent] {
+		delete(s.state, id)
 	}
 }
 

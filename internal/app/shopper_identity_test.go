@@ -33,6 +33,57 @@ func TestRejoiningKeepsFailedAudits(t *testing.T) {
 	}
 }
 
+// An edge that serves altered bytes to every audit, and after each one
+// leaves for a few seconds (its record in Redis expires 7 s after its
+// last heartbeat) and joins again, is still quarantined after 2 wrong
+// answers: a round that did not see it live used to forget its record.
+// The record of an edge gone longer than keepAbsent is forgotten.
+func TestLeavingBrieflyKeepsFailedAudits(t *testing.T) {
+	t.Parallel()
+	r := newShopperRig(t)
+	r.tamper = true
+	gone := false
+	list := r.s.nodes
+	r.s.nodes = func(ctx context.Context) ([]routing.Node, error) {
+		r.mu.Lock()
+		away := gone
+		r.mu.Unlock()
+		if away {
+			return nil, nil
+		}
+		return list(ctx)
+	}
+	away := func(d time.Duration) {
+		r.mu.Lock()
+		gone = true
+		r.mu.Unlock()
+		r.advance(d)
+		r.s.round(t.Context()) // a round while it is away
+		r.mu.Lock()
+		gone = false
+		r.node.JoinedAt = r.now // it joins again
+		r.mu.Unlock()
+	}
+	for i := 0; i < 6 && len(r.quarantined()) == 0; i++ {
+		r.s.round(t.Context()) // audited: wrong bytes
+		away(10 * time.Second)
+		r.advance(11 * time.Minute)
+	}
+	if len(r.quarantined()) == 0 {
+		t.Fatalf("an edge that failed %d audits, leaving for 10 s after each, is not quarantined", r.audits())
+	}
+	r.s.mu.Lock()
+	n := len(r.s.state)
+	r.s.mu.Unlock()
+	away(keepAbsent)
+	r.s.mu.Lock()
+	after := len(r.s.state)
+	r.s.mu.Unlock()
+	if n != 1 || after != 0 {
+		t.Fatalf("records: %d while it came and went, %d after %v away; want 1, then 0", n, after, keepAbsent)
+	}
+}
+
 // A node that gives another server's URL as its public URL (it serves
 // nothing itself) fails its audits and is quarantined, and is credited
 // with nothing: the server there answers as another node (an honest edge),
