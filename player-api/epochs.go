@@ -140,8 +140,12 @@ type EpochRow struct {
 	TranscodedPixels int64 `json:"transcoded_pixels"`
 	SegmentsVerified int64 `json:"segments_verified"`
 	// RewardPoints is the node's share of the pool: by CreditedBytes x
-	// AuditPassRate, in integers by the largest remainder.
+	// AuditPassRate x the share of its uptime it was not quarantined, in
+	// integers by the largest remainder.
 	RewardPoints int64 `json:"reward_points"`
+	// uptimeMs and quarantineMs are UptimeSeconds and QuarantineSeconds,
+	// exact, for the reward.
+	uptimeMs, quarantineMs int64
 }
 
 // epochSummary is one entry of GET /v1/operators/epochs.
@@ -467,7 +471,8 @@ func epochRows(figures map[string]map[string]int64) []EpochRow {
 			AuditBytes: f[routing.FigureAuditBytes], AuditsPassed: f[routing.FigureAuditsPassed], AuditsFailed: f[routing.FigureAuditsFailed],
 			UptimeSeconds: float64(f[routing.FigureUptimeMs]) / 1000, QuarantineSeconds: float64(f[routing.FigureQuarantineMs]) / 1000,
 			VerificationFailures: f[routing.FigureVerifyFailures], AuditPassRate: 1,
-			TranscodedPixels: f[routing.FigureTranscodedPixels], SegmentsVerified: f[routing.FigureSegmentsVerified]}
+			TranscodedPixels: f[routing.FigureTranscodedPixels], SegmentsVerified: f[routing.FigureSegmentsVerified],
+			uptimeMs: f[routing.FigureUptimeMs], quarantineMs: f[routing.FigureQuarantineMs]}
 		r.CreditedBytes = min(r.ClaimedBytes, r.ViewerBytes+r.AuditBytes)
 		if n := r.AuditsPassed + r.AuditsFailed; n > 0 {
 			r.AuditPassRate = float64(r.AuditsPassed) / float64(n)
@@ -479,9 +484,12 @@ func epochRows(figures map[string]map[string]int64) []EpochRow {
 }
 
 // rewardPoints shares pool among rows in proportion to credited bytes x
-// audit pass rate (exact fractions), in integers by the largest remainder
-// method (equal remainders: by node id), so that they sum to the pool. A
-// pool nobody has a weight in is not shared (every row 0).
+// audit pass rate x the share of the node's uptime it was not quarantined
+// (exact fractions), in integers by the largest remainder method (equal
+// remainders: by node id), so that they sum to the pool. A pool nobody has
+// a weight in is not shared (every row 0). A node quarantined all epoch
+// earns nothing: it is not audited then (no audits: a pass rate of 1),
+// while viewers sent to it before go on confirming its bytes.
 func rewardPoints(rows []EpochRow, pool int64) {
 	weights := make([]*big.Rat, len(rows))
 	total := new(big.Rat)
@@ -490,6 +498,12 @@ func rewardPoints(rows []EpochRow, pool int64) {
 		w := new(big.Rat).SetInt64(max(r.CreditedBytes, 0))
 		if n := r.AuditsPassed + r.AuditsFailed; n > 0 {
 			w.Mul(w, big.NewRat(max(r.AuditsPassed, 0), n))
+		}
+		switch {
+		case r.uptimeMs > 0:
+			w.Mul(w, big.NewRat(max(r.uptimeMs-max(r.quarantineMs, 0), 0), r.uptimeMs))
+		case r.quarantineMs > 0:
+			w.SetInt64(0)
 		}
 		weights[i] = w
 		total.Add(total, w)

@@ -43,6 +43,12 @@ func TestRewardPoints(t *testing.T) {
 		{"nobody credited", []EpochRow{row("a", 0, 5, 0), row("b", 0, 0, 0)}, 1000, []int64{0, 0}},
 		{"no weight at all", []EpochRow{row("a", 7, 0, 1)}, 1000, []int64{0}},
 		{"no rows", nil, 1000, nil},
+		// Quarantined for a quarter of its uptime: weights 75 and 100.
+		{"weighted by time not quarantined", []EpochRow{quarantined(row("a", 100, 0, 0), 4000, 1000), row("b", 100, 0, 0)}, 7, []int64{3, 4}},
+		// Quarantined all epoch (not audited then): nothing, however much
+		// viewers sent to it before confirmed.
+		{"quarantined all epoch", []EpochRow{quarantined(row("a", 100, 0, 0), 4000, 4000), row("b", 1, 9, 1)}, 1000, []int64{0, 1000}},
+		{"quarantined, no uptime counted", []EpochRow{quarantined(row("a", 100, 0, 0), 0, 1000), row("b", 1, 0, 0)}, 1000, []int64{0, 1000}},
 		// Huge figures: 2^50 bytes against 1 byte (a share of 0.0009 point).
 		{"exact with big figures", []EpochRow{row("a", 1<<50, 0, 0), row("b", 1, 0, 0)}, 1_000_000_000_000, []int64{1_000_000_000_000, 0}},
 	} {
@@ -60,6 +66,62 @@ func TestRewardPoints(t *testing.T) {
 		}
 		if sum != wantSum {
 			t.Errorf("%s: %d points given, want %d", c.name, sum, wantSum)
+		}
+	}
+}
+
+func quarantined(r EpochRow, uptimeMs, quarantineMs int64) EpochRow {
+	r.uptimeMs, r.quarantineMs = uptimeMs, quarantineMs
+	return r
+}
+
+// A node quarantined for the whole epoch (the shopper no longer audits it,
+// so it has no audits in the epoch) does not share the reward pool as if it
+// had passed every audit; before, it earned more per credited byte than an
+// honest edge that passed 9 audits of 10.
+func TestQuarantinedNodeEarnsNoReward(t *testing.T) {
+	t.Parallel()
+	key := newKey(t)
+	start := routing.EpochStart(time.Now(), time.Minute)
+	clock := &testClock{t: start.Add(10 * time.Second)}
+	e := newEnv(t, Config{Accounting: Accounting{Epoch: time.Minute, RewardPool: 1000, Key: key, Now: clock.Now}})
+	cheatKey, honestKey := newKey(t), newKey(t)
+	cheat := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, joinBody(cheatKey, "eu", time.Now()), cheatKey).wantStatus(t, http.StatusCreated)).ID
+	honest := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, joinBody(honestKey, "eu", time.Now()), honestKey).wantStatus(t, http.StatusCreated)).ID
+	ctx := t.Context()
+	// Caught serving altered bytes before this epoch began.
+	if err := e.store.QuarantineNode(ctx, cheat, "failed 2 of its last 2 audits"); err != nil {
+		t.Fatal(err)
+	}
+	sent := time.Now()
+	for i, b := range []int64{0, 1_000_000} {
+		clock.set(start.Add(time.Duration(10+2*i) * time.Second))
+		sent = sent.Add(time.Millisecond)
+		e.nodeReq(t, "/v1/nodes/"+cheat+"/heartbeat", testAdminKey, nodeproto.Heartbeat{Time: sent, BytesServed: b}, cheatKey).wantStatus(t, http.StatusOK)
+		e.nodeReq(t, "/v1/nodes/"+honest+"/heartbeat", testAdminKey, nodeproto.Heartbeat{Time: sent, BytesServed: b}, honestKey).wantStatus(t, http.StatusOK)
+	}
+	// Viewers sent to the cheat before its quarantine go on playing from
+	// it and confirm its bytes; the honest edge is confirmed as much, and
+	// passed 9 audits of 10.
+	if err := e.a.AddFigures(ctx, cheat, map[string]int64{routing.FigureViewerBytes: 1_000_000}); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.a.AddFigures(ctx, honest, map[string]int64{routing.FigureViewerBytes: 900_000, routing.FigureAuditBytes: 100_000,
+		routing.FigureAuditsPassed: 9, routing.FigureAuditsFailed: 1}); err != nil {
+		t.Fatal(err)
+	}
+	clock.set(start.Add(3 * time.Minute))
+	rep, _, err := e.a.report(ctx, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rep.Nodes {
+		if r.NodeID == cheat && (r.State != "quarantined" || r.QuarantineSeconds == 0 || r.RewardPoints != 0) {
+			t.Errorf("a node quarantined all epoch: state %s, %v s quarantined, %d of %d reward points (audit pass rate %v)",
+				r.State, r.QuarantineSeconds, r.RewardPoints, rep.RewardPool, r.AuditPassRate)
+		}
+		if r.NodeID == honest && r.RewardPoints != rep.RewardPool {
+			t.Errorf("the honest edge got %d of %d points", r.RewardPoints, rep.RewardPool)
 		}
 	}
 }
