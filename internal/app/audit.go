@@ -64,10 +64,22 @@ func newAuditor(store storage.Store, contentKey ed25519.PrivateKey, signed func(
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
 
+// audit is the audit of a viewer's delivery report. A report of an object
+// the origin never published (or deleted) is refuted: an honest player
+// reports only what the signed manifest lists, so such a report, from a
+// network the node was offered to, must not count towards its
+// quarantine.
 func (a *auditor) audit(ctx context.Context, n routing.Node, path, kind string) playerapi.Audit {
 	confirmed, refuted, finding := a.check(ctx, n, path, kind)
+	if finding == noSuchObject {
+		refuted = true
+	}
 	return playerapi.Audit{Confirmed: confirmed, Refuted: refuted, Finding: finding}
 }
+
+// noSuchObject is the finding of an audit of an object the origin does
+// not have.
+const noSuchObject = "the origin has no such object (deleted, or never published)"
 
 func (a *auditor) check(ctx context.Context, n routing.Node, path, kind string) (confirmed, refuted bool, finding string) {
 	rel, ok := hlspath.Parse(path)
@@ -76,12 +88,19 @@ func (a *auditor) check(ctx context.Context, n routing.Node, path, kind string) 
 	}
 	id, _, _ := strings.Cut(rel, "/")
 	if a.signed(id) {
+		// Not fetched from the node, but it must be an object the origin
+		// has (see audit).
+		if _, err := a.store.Stat(ctx, rel); errors.Is(err, storage.ErrNotFound) {
+			return false, false, noSuchObject
+		}
 		return false, false, "signed streams are not audited (it would show the node a playback token)"
 	}
+	// A slot may free within the caller's deadline (an audit takes
+	// seconds at most).
 	select {
 	case a.slots <- struct{}{}:
 		defer func() { <-a.slots }()
-	default:
+	case <-ctx.Done():
 		return false, false, "not audited: the origin is busy with other audits"
 	}
 	manifestKind := kind == "unlisted" || kind == "bad_manifest" || kind == "stale_manifest"
@@ -115,7 +134,7 @@ func (a *auditor) check(ctx context.Context, n routing.Node, path, kind string) 
 	pub, err := a.published(ctx, rel)
 	switch {
 	case errors.Is(err, storage.ErrNotFound):
-		return false, false, "the origin has no such object (deleted, or never published)"
+		return false, false, noSuchObject
 	case err != nil:
 		return false, false, originFailed(ctx, "read what it published", err)
 	case playlist && !a.settled(pub):

@@ -6,10 +6,12 @@ import (
 	"crypto/rand"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/shoal-video/shoal/internal/routing"
+	playerapi "github.com/shoal-video/shoal/player-api"
 )
 
 // An edge that serves altered bytes to every audit is quarantined after 2
@@ -123,5 +125,53 @@ func TestBorrowedPublicURLFailsAudits(t *testing.T) {
 			}
 		}
 		t.Logf("%s URL: %s", whose, sum.LastFinding)
+	}
+}
+
+// A viewer's report of an object the origin never published (nor has any
+// more) is refuted, public or signed: an honest player reports only what
+// the signed manifest lists. Before, such reports from 3 networks the
+// edge had been offered to quarantined an honest edge. A signed object
+// the origin has is still not audited (nor refuted); a report waits for
+// an audit slot within its deadline instead of finding the origin busy.
+func TestReportsOfObjectsNeverPublished(t *testing.T) {
+	t.Parallel()
+	r := newShopperRig(t)
+	a := r.s.auditor
+	ctx := t.Context()
+	for _, c := range []struct {
+		path             string
+		refuted, checked bool
+	}{
+		{"/hls/" + r.pub + "/source/s-1-7.m4s", true, true},     // made up
+		{"/hls/" + r.signed + "/source/s-1-7.m4s", true, false}, // made up, signed
+		{"/hls/" + r.signed + "/source/s-1-0.m4s", false, false},
+		{"/hls/" + r.pub + "/source/s-1-0.m4s", true, true}, // published: served right
+	} {
+		got := a.audit(ctx, r.node, c.path, "hash_mismatch")
+		if got.Confirmed || got.Refuted != c.refuted {
+			t.Errorf("a report of %s: %+v, want refuted %v", c.path, got, c.refuted)
+		}
+	}
+	// Every slot taken: a report waits for one.
+	for range cap(a.slots) {
+		a.slots <- struct{}{}
+	}
+	done := make(chan playerapi.Audit, 1)
+	go func() { done <- a.audit(ctx, r.node, "/hls/"+r.pub+"/source/s-1-1.m4s", "hash_mismatch") }()
+	<-a.slots
+	if got := <-done; !got.Refuted {
+		t.Fatalf("a report made while every audit slot was taken: %+v", got)
+	}
+	for range cap(a.slots) - 1 {
+		<-a.slots
+	}
+	short, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	for range cap(a.slots) {
+		a.slots <- struct{}{}
+	}
+	if got := a.audit(short, r.node, "/hls/"+r.pub+"/source/s-1-1.m4s", "hash_mismatch"); got.Refuted || !strings.Contains(got.Finding, "busy") {
+		t.Fatalf("a report whose deadline passed while the slots were taken: %+v", got)
 	}
 }
