@@ -1,6 +1,8 @@
 package edgecache
 
 import (
+	"bytes"
+	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
@@ -117,6 +119,41 @@ func blockingKey(p, q string) (key string, ok bool) {
 		key += "&" + paramPart + "=" + n
 	}
 	return key + skip, true
+}
+
+// A playlist that has ended (#EXT-X-ENDLIST; a manifest with "ended 1")
+// does not block: the origin answers every _HLS_msn of it at once with the
+// whole playlist (RFC 8216bis 6.2.5.2), and a viewer counting _HLS_msn
+// upwards would otherwise cost one upstream request and one copy in memory
+// per value. Such an answer, to a blocking reload or not, is kept as the
+// answer of the plain path only (meta.Ended set), and every blocking
+// reload of that path is answered from a fresh copy of it.
+
+// finished reports whether body, a 200 for key, is a rendition's playlist
+// or manifest that has ended.
+func finished(key string, body []byte) bool {
+	p := keyPath(key)
+	switch {
+	case !blockingPath(p):
+		return false
+	case strings.HasSuffix(p, ".m3u8"):
+		return bytes.Contains(body, endList)
+	default:
+		// No other line of a manifest starts with "ended".
+		return bytes.Contains(body, manifestEnded)
+	}
+}
+
+var endList, manifestEnded = []byte("#EXT-X-ENDLIST"), []byte("\nended 1\n")
+
+// endedCopy returns the fresh copy in memory of the plain path of the
+// blocking reload key when that playlist has ended, nil if there is none.
+func (c *Cache) endedCopy(key string, now time.Time) *object {
+	o := c.mem.get(keyPath(key))
+	if o == nil || !o.Ended || o.status != http.StatusOK || !o.fresh(now) {
+		return nil
+	}
+	return o
 }
 
 // blockingNumber validates a parameter value (1 to maxBlockingDigits ASCII

@@ -702,3 +702,60 @@ func TestBlockingReloadForAPassedPosition(t *testing.T) {
 		t.Fatalf("the origin saw %d GETs, want 2", got)
 	}
 }
+
+// A playlist that has ended (VOD, a finished broadcast) does not block at
+// the origin: it answers _HLS_msn=N with the whole playlist for any N (and
+// max-age=60). Blocking reloads of it are answered from the plain path's
+// copy: a viewer counting N upwards costs one origin request and one copy
+// in memory, not one per N. The same holds for a finished manifest, for a
+// plain request made first, and for the copy on disk after a restart.
+func TestBlockingReloadOfAnEndedPlaylist(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	vod := []byte("#EXTM3U\n#EXT-X-TARGETDURATION:2\n#EXTINF:2,\nseg-0.m4s\n#EXT-X-ENDLIST\n")
+	const manPath = "/hls/abc/source/manifest.txt"
+	man := []byte("shoal-manifest 1\nkey 0011223344556677\nid abc\nrendition source\nseq 1\ntime 1\nended 1\nsig AA\n")
+	const plainFirst = "/hls/abc/720p/index.m3u8"
+	o.put(livePath, vod, origin.CacheEndedPlaylist)
+	o.put(manPath, man, origin.CacheEndedPlaylist)
+	o.put(plainFirst, vod, origin.CacheEndedPlaylist)
+	dir := t.TempDir()
+	e := startCache(t, o.srv.URL, dir, nil)
+	wantBody(t, get(t, e.url+plainFirst), vod)
+	const n = 50
+	for i := 1; i <= n; i++ {
+		for _, pb := range []struct {
+			path string
+			body []byte
+		}{{livePath, vod}, {manPath, man}, {plainFirst, vod}} {
+			a := get(t, fmt.Sprintf("%s%s?_HLS_msn=%d", e.url, pb.path, i))
+			wantBody(t, a, pb.body)
+			if (i > 1 || pb.path == plainFirst) && a.cache != "shoal; hit" {
+				t.Fatalf("%s?_HLS_msn=%d of an ended playlist: Cache-Status %q, want a hit (origin GETs so far: %d)",
+					pb.path, i, a.cache, o.count(http.MethodGet, pb.path))
+			}
+		}
+		e.idle(t)
+	}
+	for _, p := range []string{livePath, manPath, plainFirst} {
+		if got := o.count(http.MethodGet, p); got != 1 {
+			t.Fatalf("%d blocking reloads of the ended %s: the origin saw %d GETs, want 1", n, p, got)
+		}
+	}
+	e.c.mem.mu.Lock()
+	copies := e.c.mem.l.len()
+	e.c.mem.mu.Unlock()
+	if copies != 3 {
+		t.Fatalf("%d copies in memory of 3 ended playlists, want 3", copies)
+	}
+	e.stop(t)
+
+	// A new cache on the same directory answers from the disk copy.
+	e2 := startCache(t, o.srv.URL, dir, nil)
+	a := get(t, e2.url+livePath+"?_HLS_msn=1000")
+	wantBody(t, a, vod)
+	wantStatus(t, a, "shoal; hit")
+	if got := o.count(http.MethodGet, livePath); got != 1 {
+		t.Fatalf("after a restart the origin saw %d GETs, want 1", got)
+	}
+}

@@ -36,6 +36,12 @@
 //   - A request for a position already passed is answered with the newest
 //     answer held for that playlist while it is under passedAnswerAge old
 //     (blockingMarks): it holds that position.
+//   - A playlist or manifest that has ended (#EXT-X-ENDLIST, "ended 1")
+//     does not block: the origin answers any N at once with all of it. Its
+//     200, to a blocking reload or not, is kept as the plain path's answer
+//     only, and every blocking reload of that path is answered from that
+//     copy while it is fresh (memory or disk): counting N upwards costs
+//     neither an upstream request nor a copy per N.
 //   - Malformed parameters (not 1 to 10 decimal digits, given twice, or
 //     _HLS_part without _HLS_msn) are answered 400 by the edge without going
 //     upstream. The origin's 400 (N too far ahead) and 503 (not there within

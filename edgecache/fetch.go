@@ -574,8 +574,15 @@ func (c *Cache) spoolBody(f *fetch, resp *http.Response, wd *watchdog, o *object
 	}
 }
 
-// store keeps o (with its body) in the tiers it fits.
+// store keeps o (with its body) in the tiers it fits. A playlist that has
+// ended is kept as its plain path's answer, whatever the key it was
+// fetched for (blocking.go).
 func (c *Cache) store(o *object, ttl time.Duration) {
+	if o.status == http.StatusOK && finished(o.Key, o.body) {
+		m := o.meta
+		m.Key, m.Ended = keyPath(m.Key), true
+		o = c.newObject(m, o.status, o.body)
+	}
 	c.mem.put(o)
 	if isBlockingKey(o.Key) {
 		c.marks.note(o.Key)

@@ -25,6 +25,9 @@ type meta struct {
 	// SHA256 is the hex SHA-256 of the body, written with a disk object
 	// and checked the first time the object is read back (diskEntry.checked).
 	SHA256 string `json:"sha256,omitempty"`
+	// Ended: a rendition's playlist or manifest that has ended (finished,
+	// see blocking.go): it answers every blocking reload of its path.
+	Ended bool `json:"ended,omitempty"`
 }
 
 // object is one cached answer: a 200 with its body, or a remembered 404.

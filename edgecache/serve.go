@@ -115,8 +115,11 @@ func (c *Cache) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	countViewer := r.Header[HeaderSibling] == nil && strings.HasSuffix(p, ".m3u8")
 	o := c.mem.get(key)
 	if (o == nil || !o.fresh(now)) && isBlockingKey(key) {
-		// A position already passed: the newest answer holds it.
-		if nk := c.marks.newer(key); nk != "" {
+		if eo := c.endedCopy(key, now); eo != nil {
+			// The playlist has ended: it holds every position.
+			o = eo
+		} else if nk := c.marks.newer(key); nk != "" {
+			// A position already passed: the newest answer holds it.
 			if no := c.mem.get(nk); no != nil && no.fresh(now) && now.Sub(time.Unix(0, no.meta.Stored)) < passedAnswerAge {
 				o = no
 			}
@@ -348,6 +351,12 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 		if e := c.disk.get(key); e != nil && e.obj.fresh(now) && c.serveDisk(w, r, e, &a) {
 			return
 		}
+		if isBlockingKey(key) {
+			// A playlist that has ended, kept on disk only.
+			if e := c.disk.get(keyPath(key)); e != nil && e.obj.Ended && e.obj.fresh(now) && c.serveDisk(w, r, e, &a) {
+				return
+			}
+		}
 		f, leader, o := c.join(r.Context(), flightKey, key, id, token, ip, siblings && flightKey == key, now)
 		if o != nil {
 			// Stored while we looked.
@@ -413,6 +422,11 @@ func (c *Cache) join(ctx context.Context, flightKey, key, id, token, ip string, 
 	prev := c.mem.peek(key)
 	if prev != nil && prev.fresh(now) {
 		return nil, false, prev
+	}
+	if isBlockingKey(key) {
+		if eo := c.endedCopy(key, now); eo != nil {
+			return nil, false, eo
+		}
 	}
 	if e := c.disk.get(key); e != nil && e.obj.fresh(now) {
 		return nil, false, nil // the caller tries the disk again
