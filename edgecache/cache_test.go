@@ -2,6 +2,7 @@ package edgecache
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -1130,6 +1131,128 @@ func TestSpoolLargeBodies(t *testing.T) {
 	a := get(t, e.url+segPath)
 	wantBody(t, a, body)
 	wantStatus(t, a, "shoal; hit")
+}
+
+// When no spool file can be made (a full or failing disk), a large body
+// is held in memory past MaxInFlightBytes: its viewer gets all of it, not
+// a 200 cut off, and it is cached.
+func TestSpoolFileFailureHoldsInMemory(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	body := segment(3<<20, 43)
+	o.put(segPath, body, origin.CacheImmutable)
+	dir := t.TempDir()
+	e := startCache(t, o.srv.URL, dir, func(c *Config, d *Deps) {
+		c.MaxInFlightBytes = 1 << 20 // a 3 MiB body is spooled
+	})
+	// The disk becomes unusable: nothing can be created under tmp/.
+	tmp := filepath.Join(dir, tmpDir)
+	if err := os.RemoveAll(tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tmp, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Get(e.url + segPath)
+	if err != nil {
+		t.Fatalf("with no spool file: %v", err)
+	}
+	got, rerr := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if rerr != nil || resp.StatusCode != http.StatusOK || !bytes.Equal(got, body) {
+		t.Fatalf("with no spool file: status %d, %d of %d bytes, read error %v (Cache-Status %q)",
+			resp.StatusCode, len(got), len(body), rerr, resp.Header.Get("Cache-Status"))
+	}
+	e.idle(t)
+	a := get(t, e.url+segPath)
+	wantBody(t, a, body)
+	wantStatus(t, a, "shoal; hit")
+	if n := o.count(http.MethodGet, segPath); n != 1 {
+		t.Fatalf("origin saw %d GETs, want 1", n)
+	}
+	if s := e.settled(t); s.SpoolFailures != 1 || s.Spooled != 0 {
+		t.Fatalf("stats: %d spool failures, %d spooled; want 1 and 0", s.SpoolFailures, s.Spooled)
+	}
+}
+
+// failingSpool is a spool file whose writes fail past at bytes (a disk
+// that fills up); failed is closed at the first failure.
+type failingSpool struct {
+	*os.File
+	at     int64
+	once   sync.Once
+	failed chan struct{}
+}
+
+func (s *failingSpool) WriteAt(p []byte, off int64) (int, error) {
+	if off+int64(len(p)) <= s.at {
+		return s.File.WriteAt(p, off)
+	}
+	s.once.Do(func() { close(s.failed) })
+	n, _ := s.File.WriteAt(p[:max(0, s.at-off)], off)
+	return n, errors.New("write: no space left on device")
+}
+
+// When a spool write fails part-way, the fetch goes on in memory with
+// what was written: the viewers that were streamed from the spool file get
+// the whole body, and it is cached.
+func TestSpoolWriteFailureGoesOnInMemory(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	body := segment(3<<20, 44)
+	const half = 3 << 19
+	spool := &failingSpool{at: 1 << 20, failed: make(chan struct{})}
+	// The origin sends half of the body once every viewer has joined the
+	// first one's fetch, and the rest once the spool has failed.
+	joined := make(chan struct{}, 8)
+	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method != http.MethodGet {
+			return false
+		}
+		for range 3 {
+			<-joined
+		}
+		h := w.Header()
+		h.Set("Content-Type", "video/iso.segment")
+		h.Set("Cache-Control", origin.CacheImmutable)
+		h.Set("Content-Length", strconv.Itoa(len(body)))
+		w.Write(body[:half])
+		http.NewResponseController(w).Flush()
+		select {
+		case <-spool.failed:
+		case <-r.Context().Done():
+			return true
+		}
+		w.Write(body[half:])
+		return true
+	})
+	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, d *Deps) {
+		c.MaxInFlightBytes = 1 << 20
+		d.onJoin = func() { joined <- struct{}{} }
+		d.spool = func() (spooler, error) {
+			f, err := os.CreateTemp(c.CacheDir, "spool-*")
+			spool.File = f
+			return spool, err
+		}
+	})
+	client := waitersClient(t, 4)
+	var chs []<-chan answerOrErr
+	for range 4 {
+		chs = append(chs, getAsync(client, e.url+segPath))
+	}
+	for _, a := range collect(t, chs) {
+		wantBody(t, a, body)
+	}
+	e.idle(t)
+	a := get(t, e.url+segPath)
+	wantBody(t, a, body)
+	wantStatus(t, a, "shoal; hit")
+	if n := o.count(http.MethodGet, segPath); n != 1 {
+		t.Fatalf("origin saw %d GETs, want 1", n)
+	}
+	if s := e.settled(t); s.SpoolFailures != 1 || s.Spooled != 1 {
+		t.Fatalf("stats: %d spool failures, %d spooled; want 1 and 1", s.SpoolFailures, s.Spooled)
+	}
 }
 
 // Stats carries the MaxStatsStreams streams that served the most (a

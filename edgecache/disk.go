@@ -155,7 +155,7 @@ func (t *diskTier) spoolFile() (*os.File, error) {
 // storeSpooled stores o, whose size bytes of body are in spool with the
 // given hex SHA-256, as a disk object (copying the body into the object
 // file), and indexes it.
-func (t *diskTier) storeSpooled(o *object, spool *os.File, size int64, sum string) error {
+func (t *diskTier) storeSpooled(o *object, spool io.ReaderAt, size int64, sum string) error {
 	return t.write(o, io.NewSectionReader(spool, 0, size), size, sum)
 }
 

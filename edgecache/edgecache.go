@@ -197,6 +197,8 @@ type Config struct {
 	// MaxInFlightBytes caps the memory that bodies on their way from the
 	// origin may hold (default 256 MiB): past it, a body larger than 1 MiB
 	// is spooled to a file in CacheDir while viewers are streamed from it.
+	// When the disk cannot take it (no file can be made, a write fails),
+	// the body is held in memory anyway, past this cap.
 	MaxInFlightBytes int64
 }
 
@@ -230,6 +232,9 @@ type Deps struct {
 	// onJoin, when set, is called each time a request joins a fetch in
 	// flight (tests wait on it).
 	onJoin func()
+	// spool, when set, makes the spool files (tests wrap them); default:
+	// a file of the disk tier's tmp directory.
+	spool func() (spooler, error)
 	// Siblings returns the live edges of this edge's region, self excluded.
 	// Nil: never fetch from siblings.
 	Siblings func() []Sibling
@@ -263,6 +268,7 @@ type Stats struct {
 	CorruptObjects    int64   // disk objects dropped for not matching their SHA-256
 	StaleServed       int64   // answers from a stale copy because the origin failed
 	Spooled           int64   // bodies spooled to disk on their way (memory in flight was at its cap)
+	SpoolFailures     int64   // bodies the disk could not take on their way (held in memory instead)
 	Viewers           int64   // distinct viewer addresses within ViewerWindow (siblings not counted)
 	// BytesServed is the bytes served per stream, for the MaxStatsStreams
 	// streams that served the most (a heartbeat carries it), and
@@ -290,6 +296,7 @@ type Cache struct {
 	ticks    <-chan time.Time
 	ticked   func()
 	onJoin   func()
+	newSpool func() (spooler, error)
 	m        *metrics
 	errLimit *logx.Limiter
 
@@ -326,6 +333,7 @@ type Cache struct {
 	corrupt     atomic.Int64
 	staleServed atomic.Int64
 	spooled     atomic.Int64
+	spoolFails  atomic.Int64
 	inflight    atomic.Int64 // bytes of bodies held in memory by fetches
 
 	// Precomputed Cache-Status values: a hit, a remembered 404, waiters of
@@ -501,6 +509,7 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 		ticks:    deps.ticks,
 		ticked:   deps.ticked,
 		onJoin:   deps.onJoin,
+		newSpool: deps.spool,
 		errLimit: logx.NewLimiter(10 * time.Second),
 		mem:      newMemTier(cfg.MemoryBytes),
 		disk:     newDiskTier(cfg.CacheDir, cfg.DiskBytes),
@@ -510,6 +519,15 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 		streams:  make(map[string]*streamInfo),
 		viewers:  make(map[string]int64),
 		scanned:  make(chan struct{}),
+	}
+	if c.newSpool == nil {
+		c.newSpool = func() (spooler, error) {
+			f, err := c.disk.spoolFile()
+			if err != nil {
+				return nil, err
+			}
+			return f, nil
+		}
 	}
 	c.cachePrefix = cfg.Name + "; "
 	c.csHit = []string{cfg.Name + "; hit"}
@@ -619,6 +637,7 @@ func (c *Cache) Stats() Stats {
 		CorruptObjects:    c.corrupt.Load(),
 		StaleServed:       c.staleServed.Load(),
 		Spooled:           c.spooled.Load(),
+		SpoolFailures:     c.spoolFails.Load(),
 		Viewers:           c.viewerCount(c.now()),
 	}
 	s.TotalBytesServed = c.served.Load()

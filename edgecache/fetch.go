@@ -39,10 +39,13 @@ type fetch struct {
 
 	// A body too big to hold in memory with the other misses in flight
 	// is spooled to a file instead of buf: spooled bytes are written so
-	// far, readable with spool.ReadAt. refs counts the fill and every
-	// request that joined the fetch (join takes the reference under the
-	// flight table's lock); the last release closes the file.
-	spool   *os.File
+	// far, readable with spool.ReadAt (spool is nil again once the body
+	// moved to memory, after a failed write). refs counts the fill and
+	// every request that joined the fetch (join takes the reference under
+	// the flight table's lock); the last release closes file, the spool
+	// file, which readers of an older snapshot may still be reading.
+	spool   spooler
+	file    spooler
 	spooled int64
 	refs    int
 
@@ -106,6 +109,17 @@ func (f *fetch) growSpool(n int64) {
 	f.mu.Unlock()
 }
 
+// unspool publishes buf, which holds the bytes spooled so far and more, as
+// the body: readers read it from memory from now on.
+func (f *fetch) unspool(buf []byte) {
+	f.mu.Lock()
+	f.spool, f.spooled = nil, 0
+	f.buf = buf
+	close(f.notify)
+	f.notify = make(chan struct{})
+	f.mu.Unlock()
+}
+
 // ref takes a reference on the fetch (its spool file).
 func (f *fetch) ref() {
 	f.mu.Lock()
@@ -119,16 +133,16 @@ func (f *fetch) release() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.refs--
-	if f.refs == 0 && f.spool != nil {
-		f.spool.Close()
+	if f.refs == 0 && f.file != nil {
+		f.file.Close()
 	}
 }
 
 // progress is what a fetch has published so far.
 type progress struct {
-	buf      []byte   // the body so far, when held in memory
-	spool    *os.File // or the file it is spooled to
-	spooled  int64    // with this many bytes written
+	buf      []byte  // the body so far, when held in memory
+	spool    spooler // or the file it is spooled to
+	spooled  int64   // with this many bytes written
 	complete bool
 	failed   bool
 	changed  <-chan struct{} // closed at the next change
@@ -455,9 +469,15 @@ func (c *Cache) originBody(f *fetch, resp *http.Response, wd *watchdog, fwd stri
 	f.publish(result{status: http.StatusOK, obj: o, length: length, shareable: true, fwd: fwd,
 		cacheStatus: c.cacheStatus(fwd, 0, cacheable, "origin")})
 
+	var buf []byte
 	if length > spoolAbove && c.inflight.Load()+length > c.cfg.MaxInFlightBytes {
-		c.spoolBody(f, resp, wd, o, length, ttl, cacheable)
-		return
+		var done bool
+		if buf, done = c.spoolBody(f, resp, wd, o, length, ttl, cacheable); done {
+			return
+		}
+		// The disk tier could not take it: the body is held in memory
+		// (over MaxInFlightBytes, a soft cap), not cut off for every
+		// viewer of it.
 	}
 	size := length
 	if size < 0 {
@@ -465,7 +485,9 @@ func (c *Cache) originBody(f *fetch, resp *http.Response, wd *watchdog, fwd stri
 	}
 	c.inflight.Add(size)
 	defer func() { c.inflight.Add(-size) }()
-	buf := make([]byte, 0, size)
+	if buf == nil {
+		buf = make([]byte, 0, size)
+	}
 	for {
 		if len(buf) == cap(buf) {
 			if length >= 0 {
@@ -517,21 +539,33 @@ func (c *Cache) originBody(f *fetch, resp *http.Response, wd *watchdog, fwd stri
 // they arrive.
 const spoolAbove = 1 << 20
 
+// spooler is a spool file: an *os.File of the disk tier's tmp directory
+// (tests wrap one).
+type spooler interface {
+	io.ReaderAt
+	io.WriterAt
+	io.Closer
+	Name() string
+}
+
 // spoolBody streams a 200 of known length from the origin into a file of
 // the disk tier's tmp directory, readers following it there, then moves it
 // into the disk tier: the bytes held in memory by misses stay under
 // Config.MaxInFlightBytes however many large objects are fetched at once.
-func (c *Cache) spoolBody(f *fetch, resp *http.Response, wd *watchdog, o *object, length int64, ttl time.Duration, cacheable bool) {
-	file, err := c.disk.spoolFile()
+// done is false when the disk could not take the body (the file could not
+// be made, or a write failed): the caller reads the rest into buf, which
+// holds what came so far (nil: nothing) with room for the whole body, and
+// which the fetch's readers now read from.
+func (c *Cache) spoolBody(f *fetch, resp *http.Response, wd *watchdog, o *object, length int64, ttl time.Duration, cacheable bool) (buf []byte, done bool) {
+	file, err := c.newSpool()
 	if err != nil {
-		c.reportError("cannot spool a large object to disk", "path", f.key, "err", err)
-		f.end(true)
-		return
+		c.spoolFailed(f.key, "cannot create a spool file, holding the body in memory", err)
+		return nil, false
 	}
 	c.spooled.Add(1)
 	c.m.spooled.Inc()
 	f.mu.Lock()
-	f.spool = file
+	f.spool, f.file = file, file
 	f.mu.Unlock()
 	// The name goes now; the file stays open until the last reader of
 	// the fetch is done with it.
@@ -544,9 +578,23 @@ func (c *Cache) spoolBody(f *fetch, resp *http.Response, wd *watchdog, o *object
 		if k > 0 {
 			wd.kick()
 			if _, werr := file.WriteAt(chunk[:k], n); werr != nil {
-				c.reportError("spool write failed", "path", f.key, "err", werr)
-				f.end(true)
-				return
+				// What was written is read back, and the rest is
+				// held in memory with it.
+				buf = make([]byte, n, length)
+				if _, rerr := file.ReadAt(buf, 0); rerr != nil && n > 0 {
+					c.spoolFailed(f.key, "spool write failed, and reading back what was written too", errors.Join(werr, rerr))
+					f.end(true)
+					return nil, true
+				}
+				c.spoolFailed(f.key, "spool write failed, holding the body in memory", werr)
+				buf = append(buf, chunk[:k]...)
+				f.unspool(buf)
+				if err != nil && err != io.EOF {
+					c.reportError("origin body failed", "path", f.key, "err", upstreamErr(resp.Request.Context(), err))
+					f.end(true)
+					return nil, true
+				}
+				return buf, false
 			}
 			h.Write(chunk[:k])
 			n += int64(k)
@@ -558,13 +606,13 @@ func (c *Cache) spoolBody(f *fetch, resp *http.Response, wd *watchdog, o *object
 		if err != nil {
 			c.reportError("origin body failed", "path", f.key, "err", upstreamErr(resp.Request.Context(), err))
 			f.end(true)
-			return
+			return nil, true
 		}
 	}
 	if n != length {
 		c.reportError("origin body shorter than announced", "path", f.key)
 		f.end(true)
-		return
+		return nil, true
 	}
 	f.end(false)
 	if cacheable && c.diskOK(o.Key, length, ttl) {
@@ -572,6 +620,15 @@ func (c *Cache) spoolBody(f *fetch, resp *http.Response, wd *watchdog, o *object
 			c.reportError("disk cache write failed", "path", o.Key, "err", err)
 		}
 	}
+	return nil, true
+}
+
+// spoolFailed counts and reports (rate-limited) a body the disk tier could
+// not take on its way.
+func (c *Cache) spoolFailed(key, msg string, err error) {
+	c.spoolFails.Add(1)
+	c.m.spoolFailed.Inc()
+	c.reportError(msg, "path", key, "err", err)
 }
 
 // store keeps o (with its body) in the tiers it fits. A playlist that has

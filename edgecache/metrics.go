@@ -14,6 +14,7 @@ type metrics struct {
 	originFailovers                prometheus.Counter
 	siblingOK, siblingFailed       prometheus.Counter
 	corrupt, stale, spooled        prometheus.Counter
+	spoolFailed                    prometheus.Counter
 	streamsEvicted                 prometheus.Counter
 }
 
@@ -52,6 +53,10 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		Name: "shoal_edge_spooled_bodies_total",
 		Help: "Bodies spooled to disk on their way from the origin because the memory held by misses in flight was at its cap.",
 	})
+	spoolFailed := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "shoal_edge_spool_failures_total",
+		Help: "Bodies the disk could not take on their way from the origin (no spool file could be made, or a write to it failed): held in memory instead, past the cap on memory in flight.",
+	})
 	streamsEvicted := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "shoal_edge_streams_evicted_total",
 		Help: "Streams whose per-stream bookkeeping the edge forgot because it tracked too many at once (the least served first).",
@@ -64,7 +69,7 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		}, func() float64 { return float64(f()) })
 	}
 	if reg != nil {
-		for _, col := range []prometheus.Collector{requests, bytesServed, originFetches, originFailovers, sibling, corrupt, stale, spooled, streamsEvicted,
+		for _, col := range []prometheus.Collector{requests, bytesServed, originFetches, originFailovers, sibling, corrupt, stale, spooled, spoolFailed, streamsEvicted,
 			tier("memory", c.mem.bytes), tier("disk", c.disk.bytes)} {
 			if err := reg.Register(col); err != nil {
 				return nil, fmt.Errorf("edgecache: registering metrics: %w", err)
@@ -84,6 +89,7 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 		corrupt:         corrupt,
 		stale:           stale,
 		spooled:         spooled,
+		spoolFailed:     spoolFailed,
 		streamsEvicted:  streamsEvicted,
 	}, nil
 }
