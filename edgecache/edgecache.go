@@ -13,7 +13,10 @@
 //   - On a miss for a segment, the owner of its path among the region's
 //     edges (rendezvous hashing) is asked first. Sibling bytes are trusted
 //     only when their SHA-256 matches the digest the origin announces in a
-//     HEAD (Shoal-Content-SHA256); a sibling that fails is skipped for 30 s.
+//     HEAD (Shoal-Content-SHA256); a sibling that fails is skipped for 30 s,
+//     and so is one that refuses (a 4xx, or a size too big to cache) twice
+//     in a row an object that the HEAD says the origin has. A refusal sends
+//     the miss to the origin at once, without waiting for that HEAD.
 //   - Every answer carries an RFC 9211 Cache-Status header.
 //   - With several origins (Config.OriginURL, Deps.Origins), every request
 //     to the origin goes to the preferred one, and once more to the next
@@ -264,7 +267,7 @@ type Stats struct {
 	OriginFetches     int64   // GETs sent to the origin
 	OriginFailovers   int64   // requests sent again to the next origin because one failed
 	SiblingFetches    int64   // objects obtained from a sibling and verified
-	SiblingFailures   int64   // sibling attempts that failed (error, timeout, bad bytes)
+	SiblingFailures   int64   // sibling attempts that failed (error, timeout, bad bytes, refusals in a row of objects the origin has)
 	CorruptObjects    int64   // disk objects dropped for not matching their SHA-256
 	StaleServed       int64   // answers from a stale copy because the origin failed
 	Spooled           int64   // bodies spooled to disk on their way (memory in flight was at its cap)
@@ -308,8 +311,9 @@ type Cache struct {
 	flightMu sync.Mutex
 	flights  map[string]*fetch
 
-	badMu sync.Mutex
-	bad   map[string]time.Time // sibling id -> skipped until
+	badMu    sync.Mutex
+	bad      map[string]time.Time // sibling id -> skipped until
+	refusals map[string]int       // sibling id -> refusals in a row of objects the origin has
 
 	bigMu sync.Mutex
 	big   map[string]time.Time // keys found too big to cache -> until
@@ -515,6 +519,7 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 		disk:     newDiskTier(cfg.CacheDir, cfg.DiskBytes),
 		flights:  make(map[string]*fetch),
 		bad:      make(map[string]time.Time),
+		refusals: make(map[string]int),
 		big:      make(map[string]time.Time),
 		streams:  make(map[string]*streamInfo),
 		viewers:  make(map[string]int64),

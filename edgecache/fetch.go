@@ -239,13 +239,18 @@ func (c *Cache) fill(f *fetch, flightKey string) {
 		close(f.done)
 		f.release()
 	}()
+	var refused *refusal
 	if f.siblings {
-		if sib, ok := c.owner(f.key); ok && c.fromSibling(f, sib) {
-			published = true
-			return
+		if sib, ok := c.owner(f.key); ok {
+			if published, refused = c.fromSibling(f, sib); published {
+				return
+			}
 		}
 	}
 	published = c.fromOrigin(f)
+	if refused != nil {
+		c.judgeRefusal(f, refused)
+	}
 }
 
 // fromOrigin fetches f from the origin. It reports whether it published.
@@ -659,38 +664,39 @@ func (c *Cache) negative(key string) *object {
 
 // fromSibling fetches f from sib while asking the origin (HEAD) for the
 // object's digest; it publishes only verified bytes and reports whether it
-// did. A sibling that fails is marked bad.
-func (c *Cache) fromSibling(f *fetch, sib Sibling) bool {
+// did. A sibling that fails is marked bad. A refusal (a 4xx, or a size too
+// big to cache) is returned with the HEAD still on its way: the origin is
+// asked at once, and the refusal judged after (judgeRefusal).
+func (c *Cache) fromSibling(f *fetch, sib Sibling) (bool, *refusal) {
 	hctx, hcancel := context.WithCancel(f.ctx)
-	defer hcancel()
 	headc := make(chan headResult, 1)
 	go func() { headc <- c.originHead(hctx, f) }()
 
 	body, sum, serr := c.siblingGet(f, sib)
+	var refused *siblingRefusal
+	if errors.Is(serr, errTooBig) || errors.As(serr, &refused) {
+		// Maybe not the sibling's fault (a 404 it remembered from before
+		// the segment existed, an object too big indeed): judged once the
+		// HEAD has answered, while the origin is asked.
+		return false, &refusal{sib: sib, err: serr, head: headc, cancel: hcancel}
+	}
+	defer hcancel()
 	if serr != nil {
 		hcancel()
+		<-headc
+		c.siblingFailed(sib, f.key, serr)
+		return false, nil
 	}
 	h := <-headc
-	var neutral *siblingRefusal
-	if errors.Is(serr, errTooBig) || errors.As(serr, &neutral) {
-		// Not the sibling's fault: too big to cache, or a 4xx (a 404 it
-		// remembered from before the segment existed, a token it refused).
-		return false
-	}
-	if serr != nil {
-		c.siblingFailed(sib, f.key, serr)
-		return false
-	}
 	if h.err != nil || h.status != http.StatusOK || h.digest == "" {
 		// Nothing to verify against: not the sibling's fault.
-		return false
+		return false, nil
 	}
 	if (h.length >= 0 && int64(len(body)) != h.length) || hex.EncodeToString(sum) != h.digest {
 		c.siblingFailed(sib, f.key, errors.New("digest mismatch"))
-		return false
+		return false, nil
 	}
-	c.siblingOK.Add(1)
-	c.m.siblingOK.Inc()
+	c.siblingServed(sib)
 	ttl, cacheable := freshness(h.header)
 	o := c.newObject(metaFrom(f.key, h.header, int64(len(body)), ttl, c.now()), http.StatusOK, nil)
 	f.grow(body)
@@ -700,7 +706,7 @@ func (c *Cache) fromSibling(f *fetch, sib Sibling) bool {
 	if cacheable {
 		c.store(c.withBody(o, body), ttl)
 	}
-	return true
+	return true, nil
 }
 
 var errTooBig = errors.New("object too big to cache")
@@ -709,6 +715,65 @@ var errTooBig = errors.New("object too big to cache")
 type siblingRefusal struct{ status int }
 
 func (e *siblingRefusal) Error() string { return fmt.Sprintf("sibling answered %d", e.status) }
+
+// refusal is a sibling's refusal of an object (err: a *siblingRefusal or
+// errTooBig), with the origin's HEAD of it, still on its way (cancel ends
+// it).
+type refusal struct {
+	sib    Sibling
+	err    error
+	head   <-chan headResult
+	cancel context.CancelFunc
+}
+
+// siblingMaxRefusals is how many refusals in a row of objects the origin
+// has mark a sibling bad: an honest one refuses one now and then (a 404
+// it remembered from just before the segment existed).
+const siblingMaxRefusals = 2
+
+// maxRefusalCounts bounds the siblings whose refusals are counted.
+const maxRefusalCounts = 4096
+
+// judgeRefusal holds a sibling's refusal of f's object against it when
+// the origin's HEAD says the object exists (a 200 with its digest) and,
+// for a size too big to cache, that it is not; siblingMaxRefusals of them
+// in a row mark the sibling bad. Otherwise the refusal was fair: a 404 of
+// an object the origin does not have, an object too big indeed, or one
+// whose bytes nobody could verify.
+func (c *Cache) judgeRefusal(f *fetch, r *refusal) {
+	h := <-r.head
+	r.cancel()
+	if h.err != nil || h.status != http.StatusOK || h.digest == "" {
+		return
+	}
+	if errors.Is(r.err, errTooBig) && (h.length < 0 || h.length > c.cfg.MaxObjectBytes) {
+		return
+	}
+	c.badMu.Lock()
+	n := c.refusals[r.sib.ID] + 1
+	if n >= siblingMaxRefusals {
+		delete(c.refusals, r.sib.ID)
+	} else {
+		if len(c.refusals) >= maxRefusalCounts {
+			clear(c.refusals)
+		}
+		c.refusals[r.sib.ID] = n
+	}
+	c.badMu.Unlock()
+	if n >= siblingMaxRefusals {
+		c.siblingFailed(r.sib, f.key, fmt.Errorf("%w for objects the origin has, %d times in a row", r.err, n))
+	}
+}
+
+// siblingServed counts an object a sibling sent and that was verified;
+// its refusals are no longer in a row.
+func (c *Cache) siblingServed(sib Sibling) {
+	c.siblingOK.Add(1)
+	c.m.siblingOK.Inc()
+	c.badMu.Lock()
+	delete(c.refusals, sib.ID)
+	c.badMu.Unlock()
+}
 
 func (c *Cache) siblingFailed(sib Sibling, key string, err error) {
 	c.siblingFail.Add(1)

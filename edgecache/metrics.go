@@ -39,7 +39,7 @@ func newMetrics(reg prometheus.Registerer, c *Cache) (*metrics, error) {
 	})
 	sibling := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "shoal_edge_sibling_fetches_total",
-		Help: "Objects the edge cache fetched from a sibling edge, by outcome (failed: error, timeout or digest mismatch; the origin was used).",
+		Help: "Objects the edge cache fetched from a sibling edge, by outcome (failed: error, timeout, digest mismatch, or refusals in a row of objects the origin has; the origin was used).",
 	}, []string{"outcome"})
 	corrupt := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "shoal_edge_disk_corrupt_objects_total",

@@ -5,7 +5,9 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -222,5 +224,191 @@ func TestRendezvousSpreads(t *testing.T) {
 		if counts[n] < 800 || counts[n] > 1200 {
 			t.Fatalf("uneven spread: %v", counts)
 		}
+	}
+}
+
+// pathsOwnedBy returns n segment paths that rendezvous hashing over
+// {self, other} gives to other.
+func pathsOwnedBy(self, other string, n int) []string {
+	var paths []string
+	for i := 0; len(paths) < n; i++ {
+		p := fmt.Sprintf("/hls/abc/source/seg-%d.m4s", i)
+		if weight(strings.TrimRight(other, "/"), p) > weight(strings.TrimRight(self, "/"), p) {
+			paths = append(paths, p)
+		}
+	}
+	return paths
+}
+
+// A sibling run by a stranger that refuses every object (a 404, a 403, or
+// a Content-Length past MaxObjectBytes) while the origin's HEAD says it
+// has it is marked bad after two refusals in a row: it was never held
+// against it, so every miss of the keys it owns waited on it (up to
+// SiblingTimeout when it answers slowly) before going to the origin,
+// region-wide, for ever.
+func TestSiblingRefusalsMarkItBad(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		refuse func(w http.ResponseWriter)
+	}{
+		{"404", func(w http.ResponseWriter) { http.Error(w, "not found", http.StatusNotFound) }},
+		{"403", func(w http.ResponseWriter) { http.Error(w, "forbidden", http.StatusForbidden) }},
+		{"too big", func(w http.ResponseWriter) {
+			w.Header().Set("Content-Length", strconv.Itoa(2<<20))
+			w.WriteHeader(http.StatusOK)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			o := newFakeOrigin(t)
+			var evilHits atomic.Int64
+			evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				evilHits.Add(1)
+				tc.refuse(w)
+			}))
+			t.Cleanup(evil.Close)
+			e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, d *Deps) {
+				c.MaxObjectBytes = 1 << 20
+				d.Siblings = func() []Sibling { return []Sibling{{ID: "evil", URL: evil.URL}} }
+			})
+			for i, p := range pathsOwnedBy(e.url, evil.URL, 10) {
+				body := segment(1000, byte(i))
+				o.put(p, body, origin.CacheImmutable)
+				a := get(t, e.url+p)
+				wantBody(t, a, body)
+				wantStatus(t, a, "shoal; fwd=miss; stored; detail=origin")
+				e.idle(t) // the refusal is judged once the fetch is done
+			}
+			if n := evilHits.Load(); n != siblingMaxRefusals {
+				t.Fatalf("a sibling refusing (%s) objects the origin has was asked %d times for 10 misses, want %d",
+					tc.name, n, siblingMaxRefusals)
+			}
+			if s := e.c.Stats(); s.SiblingFailures != 1 || !e.c.isBad("evil", time.Now()) {
+				t.Fatalf("the refusing sibling is not marked bad: %d failures, bad %v", s.SiblingFailures, e.c.isBad("evil", time.Now()))
+			}
+		})
+	}
+}
+
+// A sibling's refusals are held against it only when the origin has the
+// object (and, for a size too big to cache, when it is not), and only in
+// a row: an honest sibling's 404 now and then (a 404 it remembered from
+// just before the segment existed) never marks it bad.
+func TestSiblingFairRefusalsForgiven(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	var urlS atomic.Value
+	var hits atomic.Int64
+	var mu sync.Mutex
+	refuse := map[string]int{} // path -> what the sibling answers: 404, or 1 for "too big"
+	sib := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hits.Add(1)
+		mu.Lock()
+		how := refuse[r.URL.Path]
+		mu.Unlock()
+		switch how {
+		case http.StatusNotFound:
+			http.Error(w, "not found", http.StatusNotFound)
+			return
+		case 1:
+			w.Header().Set("Content-Length", strconv.Itoa(2<<20))
+			w.WriteHeader(http.StatusOK)
+			return
+		}
+		resp, err := http.Get(o.srv.URL + r.URL.Path)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer resp.Body.Close()
+		w.Header().Set("Content-Type", "video/iso.segment")
+		w.WriteHeader(resp.StatusCode)
+		_, _ = io.Copy(w, resp.Body)
+	}))
+	t.Cleanup(sib.Close)
+	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, d *Deps) {
+		c.MaxObjectBytes = 64 << 10
+		d.Siblings = func() []Sibling { return []Sibling{{ID: "honest", URL: urlS.Load().(string)}} }
+	})
+	urlS.Store(sib.URL)
+	paths := pathsOwnedBy(e.url, sib.URL, 11)
+	bodies := map[string][]byte{}
+	mu.Lock()
+	// Objects the origin does not have either, then objects too big to
+	// cache indeed: fair refusals, however many in a row.
+	for _, p := range paths[:3] {
+		refuse[p] = http.StatusNotFound
+	}
+	for i, p := range paths[3:6] {
+		refuse[p] = 1
+		bodies[p] = segment(100<<10, byte(i))
+	}
+	// Then a 404 of an object the origin has every other miss.
+	for i, p := range paths[6:] {
+		if i%2 == 0 {
+			refuse[p] = http.StatusNotFound
+		}
+		bodies[p] = segment(1000, byte(i))
+	}
+	mu.Unlock()
+	for p, body := range bodies {
+		o.put(p, body, origin.CacheImmutable)
+	}
+	for _, p := range paths {
+		a := get(t, e.url+p)
+		if body, ok := bodies[p]; ok {
+			wantBody(t, a, body)
+		} else if a.code != http.StatusNotFound {
+			t.Fatalf("%s, which the origin does not have: status %d", p, a.code)
+		}
+		e.idle(t) // a refusal is judged once its fetch is done
+	}
+	if n := hits.Load(); n != int64(len(paths)) {
+		t.Fatalf("the sibling was asked %d times for %d misses, want every time", n, len(paths))
+	}
+	if s := e.c.Stats(); s.SiblingFailures != 0 || s.SiblingFetches != 2 || e.c.isBad("honest", time.Now()) {
+		t.Fatalf("fair refusals held against the sibling: %d failures, %d fetches, bad %v",
+			s.SiblingFailures, s.SiblingFetches, e.c.isBad("honest", time.Now()))
+	}
+}
+
+// A sibling's refusal sends the miss to the origin at once: the answer
+// does not wait for the origin's HEAD, which only decides, later, whether
+// the refusal counts.
+func TestSiblingRefusalDoesNotWaitForTheHead(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	release := make(chan struct{})
+	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
+		if r.Method == http.MethodHead {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		return false
+	})
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "not found", http.StatusNotFound)
+	}))
+	t.Cleanup(evil.Close)
+	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, d *Deps) {
+		d.Siblings = func() []Sibling { return []Sibling{{ID: "evil", URL: evil.URL}} }
+	})
+	p := pathsOwnedBy(e.url, evil.URL, 1)[0]
+	body := segment(1000, 15)
+	o.put(p, body, origin.CacheImmutable)
+	// The origin holds the HEAD until the answer has come.
+	a := get(t, e.url+p)
+	wantBody(t, a, body)
+	wantStatus(t, a, "shoal; fwd=miss; stored; detail=origin")
+	close(release)
+	e.idle(t)
+	e.c.badMu.Lock()
+	n := e.c.refusals["evil"]
+	e.c.badMu.Unlock()
+	if n != 1 {
+		t.Fatalf("the refusal, once the HEAD answered, counts %d against the sibling, want 1", n)
 	}
 }
