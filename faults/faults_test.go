@@ -126,7 +126,7 @@ func TestHostileRTMP(t *testing.T) {
 // TestKill9MidStream: the origin is killed with SIGKILL while a stream is
 // live and restarted on the same data dir: the recording is finished and
 // plays with every segment written before the kill, and the stream key
-// works again.
+// works again; the publisher coming back continues that recording.
 func TestKill9MidStream(t *testing.T) {
 	rs := redistest.Start(t)
 	s := newShoal(t, rs, t.TempDir(), false)
@@ -147,15 +147,32 @@ func TestKill9MidStream(t *testing.T) {
 	after := strings.Count(string(rec), "#EXTINF")
 	ended := strings.Contains(string(rec), "#EXT-X-ENDLIST")
 	dur, perr := probeDuration(s.http + "/hls/" + ls.ID + "/master.m3u8")
-	// The key works again.
-	publisher(t, s.rtmp+"/"+ls.StreamKey)
+	first := ""
+	for _, line := range strings.Split(string(rec), "\n") {
+		if strings.HasSuffix(line, ".m4s") || strings.HasSuffix(line, ".ts") {
+			first = line
+			break
+		}
+	}
+	// The key works again, and the publisher coming back continues the
+	// recording: what was recorded before the kill, a discontinuity, the
+	// new segments.
+	pub2 := publisher(t, s.rtmp+"/"+ls.StreamKey)
 	var liveAgain bool
 	liveAgain = poll(30*time.Second, func() bool { return s.status(ls.ID) == "live" })
-	t.Logf("%d segments before the kill, %d in the finished recording (ENDLIST %v), %.2f s playable; restart %s; live again %v",
-		before, after, ended, dur, restart.Round(100*time.Millisecond), liveAgain)
-	pass := after >= before && ended && dur >= float64(before)*1.5 && liveAgain
+	continued := poll(30*time.Second, func() bool { return s.segments(ls.ID) >= after+2 })
+	_ = pub2.Process.Kill()
+	s.waitFor("the stream idle again", 30*time.Second, func() bool { return s.status(ls.ID) == "idle" })
+	_, rec2 := s.get("/hls/"+ls.ID+"/source/recording.m3u8", "")
+	continued = continued && first != "" && strings.Contains(string(rec2), first+"\n") &&
+		strings.Contains(string(rec2), "#EXT-X-DISCONTINUITY") && strings.Contains(string(rec2), "#EXT-X-ENDLIST")
+	total := strings.Count(string(rec2), "#EXTINF")
+	t.Logf("%d segments before the kill, %d in the finished recording (ENDLIST %v), %.2f s playable; restart %s; live again %v; continued %v (%d segments in all)",
+		before, after, ended, dur, restart.Round(100*time.Millisecond), liveAgain, continued, total)
+	pass := after >= before && ended && dur >= float64(before)*1.5 && liveAgain && continued
 	if !pass {
-		t.Errorf("after kill -9: %d of %d segments, ENDLIST %v, %.2f s playable (%s), live again %v", after, before, ended, dur, perr, liveAgain)
+		t.Errorf("after kill -9: %d of %d segments, ENDLIST %v, %.2f s playable (%s), live again %v, continued %v:\n%s",
+			after, before, ended, dur, perr, liveAgain, continued, rec2)
 	}
 	lost := "none"
 	if after < before {
@@ -164,7 +181,7 @@ func TestKill9MidStream(t *testing.T) {
 	record(row{
 		Fault:    "kill -9 of the origin mid-stream, then a restart on the same data dir",
 		Load:     fmt.Sprintf("a live 1-rendition stream, %d segments written", before),
-		Survived: fmt.Sprintf("recording finished (ENDLIST) with %d segments, %.1f s playable (ffprobe); ready %.1f s after the restart; the same stream key live again", after, dur, restart.Seconds()),
+		Survived: fmt.Sprintf("recording finished (ENDLIST) with %d segments, %.1f s playable (ffprobe); ready %.1f s after the restart; the same stream key live again, continuing that recording (%d segments in all after it)", after, dur, restart.Seconds(), total),
 		Lost:     lost + " (the segment being built at the kill, under 2 s of media, was never acknowledged)",
 		Pass:     pass,
 	})

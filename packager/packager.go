@@ -185,6 +185,12 @@ type Packager struct {
 	removed map[string]bool // deleted streams: output arriving late is refused
 	// problems says why a stream is not served ("" or absent: it is).
 	problems map[string]string
+	// orphans are the recordings an earlier run of this origin left open
+	// (a crash), as they were before they were finished at start, by
+	// stream and playlist directory: the stream's next session in this
+	// run continues them, as a takeover does, unless the store is shared
+	// (Config.Resume set).
+	orphans map[string]map[string][]byte
 }
 
 // Problem says why stream id is not being packaged right now ("" when
@@ -274,8 +280,11 @@ func New(cfg Config, deps Deps) (*Packager, error) {
 	}
 	// Recordings a crash left open are finished before any new stream can
 	// start writing next to them.
-	if n := finishOrphans(&p.fs, cfg.Dir, deps.Log); n > 0 {
-		deps.Log.Info("finished recordings an earlier run left open", "playlists", n)
+	if orphans := finishOrphans(&p.fs, cfg.Dir, deps.Log); len(orphans) > 0 {
+		deps.Log.Info("finished the recordings an earlier run left open", "streams", len(orphans))
+		if cfg.Resume == nil {
+			p.orphans = orphans
+		}
 	}
 	// Watch from now on, so that no publication started between New and
 	// Run is missed.
@@ -409,7 +418,25 @@ func (p *Packager) join(id string) (*streamState, error) {
 		}
 		resumed = parseAll(recs)
 	}
+	// A broadcast this origin was packaging when it crashed: continued
+	// here, its files where they are. Not with a shared store
+	// (Config.Resume): another origin may have continued that broadcast
+	// meanwhile, and its recording is not to be replaced.
+	local := false
+	if orphans := p.orphans[id]; orphans != nil {
+		delete(p.orphans, id)
+		if resumed == nil {
+			resumed = parseAll(orphans)
+			local = resumed != nil
+		}
+	}
 	switch {
+	case local:
+		p.log.Warn("continuing the recordings of a broadcast this origin was packaging when it stopped mid-stream", "stream", id,
+			"playlists", len(resumed))
+		if p.events != nil {
+			p.events.Resumed(id)
+		}
 	case resumed != nil:
 		p.log.Warn("taking over a broadcast whose origin stopped mid-stream: its recordings are continued", "stream", id,
 			"playlists", len(resumed))
@@ -421,10 +448,13 @@ func (p *Packager) join(id string) (*streamState, error) {
 	default:
 		p.reset(id)
 	}
-	old, err := p.trash(dir)
-	if err != nil {
-		p.mu.Unlock()
-		return nil, fmt.Errorf("removing the previous session: %w", err)
+	old := ""
+	if !local {
+		var err error
+		if old, err = p.trash(dir); err != nil {
+			p.mu.Unlock()
+			return nil, fmt.Errorf("removing the previous session: %w", err)
+		}
 	}
 	if err := p.fs.mkdirAll(dir); err != nil && !noSpace(err) {
 		// A full disk does not stop the broadcast: its renditions make
@@ -602,6 +632,7 @@ func (p *Packager) Remove(id string) error {
 	// Renditions may still arrive (a transcoder flushing its encoders):
 	// they must not bring the output back. Ids are never reused.
 	p.removed[id] = true
+	delete(p.orphans, id)
 	delete(p.problems, id)
 	if st := p.streams[id]; st != nil {
 		st.removed = true

@@ -13,13 +13,15 @@ import (
 // finishOrphans closes recordings that an earlier run left open (a crash or
 // kill while a stream was live): every recording.m3u8 without ENDLIST gets
 // one, and index.m3u8 becomes the whole recording as VOD, so the stream stays
-// playable as a recording. It returns how many playlists it finished.
-func finishOrphans(fs *storage, dir string, log *slog.Logger) int {
+// playable as a recording. It returns the recordings it finished as they
+// were before (by stream, then playlist directory), for a publisher that
+// comes back to continue.
+func finishOrphans(fs *storage, dir string, log *slog.Logger) map[string]map[string][]byte {
 	streams, err := os.ReadDir(dir)
 	if err != nil {
-		return 0
+		return nil
 	}
-	n := 0
+	out := map[string]map[string][]byte{}
 	for _, s := range streams {
 		if !s.IsDir() || !ids.Valid(s.Name()) {
 			continue
@@ -41,10 +43,13 @@ func finishOrphans(fs *storage, dir string, log *slog.Logger) int {
 				log.Warn("could not finish a recording left open", "dir", base, "err", err)
 				continue
 			}
-			n++
+			if out[s.Name()] == nil {
+				out[s.Name()] = map[string][]byte{}
+			}
+			out[s.Name()][sub.Name()] = rec
 		}
 	}
-	return n
+	return out
 }
 
 // finishRecording ends the recording in dir with ENDLIST (unless it has

@@ -180,3 +180,101 @@ func TestParseResumed(t *testing.T) {
 		}
 	}
 }
+
+// rigIn is rigWith on a given directory (an earlier run's).
+func rigIn(t *testing.T, dir string, ev FileEvents) *rig {
+	t.Helper()
+	hub, err := stream.New(stream.Config{QueueSize: 100000}, stream.Deps{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := New(Config{Dir: dir, SegmentDuration: 2 * time.Second, LiveWindow: 3, Format: FormatFMP4},
+		Deps{Hub: hub, Log: slog.New(slog.DiscardHandler), Files: ev})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &rig{pkg: p, hub: hub, dir: dir, done: make(chan struct{}), stop: cancel}
+	go func() { _ = hub.Run(ctx) }()
+	go func() { _ = p.Run(ctx); close(r.done) }()
+	t.Cleanup(func() { cancel(); <-r.done })
+	return r
+}
+
+// After a crash, the recordings left open are finished at start (the
+// broadcast plays as a recording), and a publisher that comes back to
+// this origin continues them as a takeover by another origin does: the
+// old segments, a discontinuity, the new ones, the tree not reset. Before,
+// the reconnect was a new broadcast and replaced everything recorded
+// before the crash.
+func TestCrashThenReconnectContinuesTheRecording(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	a := rigIn(t, dir, nil)
+	a.broadcast(t, 6)
+	a.stop()
+	<-a.done
+	// As the crash left it: no ENDLIST, a live index.
+	for _, d := range []string{"source", "audio"} {
+		path := filepath.Join(dir, "abc", d, "recording.m3u8")
+		rec, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(strings.TrimSuffix(string(rec), "#EXT-X-ENDLIST\n")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := &events{}
+	b := rigIn(t, dir, ev)
+	for _, d := range []string{"source", "audio"} {
+		rec, _ := os.ReadFile(filepath.Join(dir, "abc", d, "recording.m3u8"))
+		if !strings.HasSuffix(string(rec), "#EXT-X-ENDLIST\n") {
+			t.Fatalf("%s: the recording left open is not finished at start:\n%s", d, rec)
+		}
+	}
+	// The recordings have ENDLIST already: the session's end is waited
+	// for (broadcast waits for ENDLIST).
+	pub, err := b.hub.Publish(media.StreamKey{Name: "abc", Rendition: media.RenditionSource}, tracks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(pub, 4, 60)
+	pub.Close()
+	waitFor(t, "the session's end", func() bool { _, ended := ev.counts(); return ended == 1 })
+	if resets, _ := ev.counts(); resets != 0 {
+		t.Fatalf("the tree of the broadcast cut by the crash was reset %d times", resets)
+	}
+	for _, d := range []string{"source", "audio"} {
+		rec, _ := os.ReadFile(filepath.Join(dir, "abc", d, "recording.m3u8"))
+		if n := strings.Count(string(rec), "#EXT-X-DISCONTINUITY\n"); n != 1 {
+			t.Fatalf("%s: %d discontinuities in the recording, want 1:\n%s\nfiles: %v", d, n, rec, lsDir(filepath.Join(dir, "abc", d)))
+		}
+		vod := readPlaylist(t, filepath.Join(dir, "abc", d, "index.m3u8"))
+		total := 0.0
+		for _, seg := range segments(vod) {
+			if _, err := os.Stat(filepath.Join(dir, "abc", d, seg.URI)); err != nil {
+				t.Fatalf("%s: the recording lists %s: %v", d, seg.URI, err)
+			}
+			total += seg.Duration
+		}
+		if total < 9.8 || total > 10.2 {
+			t.Errorf("%s: the VOD of the recording lasts %.3f s, want 10 (6 before the crash + 4)", d, total)
+		}
+	}
+	// Once: a new broadcast after that one's clean end replaces it.
+	b.broadcast(t, 2)
+	waitFor(t, "the second session's end", func() bool { _, ended := ev.counts(); return ended == 2 })
+	if resets, _ := ev.counts(); resets != 1 {
+		t.Fatalf("a new broadcast after a clean end: %d resets, want 1", resets)
+	}
+}
+
+func lsDir(d string) []string {
+	es, _ := os.ReadDir(d)
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Name())
+	}
+	return out
+}
