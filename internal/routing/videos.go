@@ -175,21 +175,29 @@ func (s *Store) ListVideos(ctx context.Context, cursor string, limit int) (Video
 		maxScore, afterID = score, id
 	}
 	// Members with the cursor's score sort in reverse lexical order; those
-	// not after the cursor are skipped, so fetch a little more than asked.
-	zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, s.k(videosIndex), &redis.ZRangeBy{
-		Max: maxScore, Min: "-inf", Count: int64(limit) + 32,
-	}).Result()
-	if err != nil {
-		return VideoPage{}, wrapErr("list videos", err)
-	}
+	// not after the cursor are skipped, so fetch a little more than asked,
+	// and more again while the skipped ones leave the page short (many
+	// videos created in one microsecond).
 	var page VideoPage
 	var keep []redis.Z
-	for _, z := range zs {
-		id, _ := z.Member.(string)
-		if afterID != "" && strconv.FormatInt(int64(z.Score), 10) == maxScore && id >= afterID {
-			continue
+	for offset := int64(0); len(keep) <= limit; {
+		zs, err := s.rdb.ZRevRangeByScoreWithScores(ctx, s.k(videosIndex), &redis.ZRangeBy{
+			Max: maxScore, Min: "-inf", Offset: offset, Count: int64(limit) + 32,
+		}).Result()
+		if err != nil {
+			return VideoPage{}, wrapErr("list videos", err)
 		}
-		keep = append(keep, z)
+		for _, z := range zs {
+			id, _ := z.Member.(string)
+			if afterID != "" && strconv.FormatInt(int64(z.Score), 10) == maxScore && id >= afterID {
+				continue
+			}
+			keep = append(keep, z)
+		}
+		if int64(len(zs)) < int64(limit)+32 {
+			break
+		}
+		offset += int64(len(zs))
 	}
 	if len(keep) > limit {
 		last := keep[limit-1]
@@ -200,6 +208,7 @@ func (s *Store) ListVideos(ctx context.Context, cursor string, limit int) (Video
 	for i, z := range keep {
 		idList[i] = z.Member.(string)
 	}
+	var err error
 	if page.Videos, _, err = records(ctx, s, "list videos", s.k(videoPrefix), idList, s.decodeVideo); err != nil {
 		return VideoPage{}, err
 	}

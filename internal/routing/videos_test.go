@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"testing"
 	"time"
+
+	"github.com/redis/go-redis/v9"
 )
 
 func TestVideoLifecycle(t *testing.T) {
@@ -140,6 +142,46 @@ func TestListVideosPages(t *testing.T) {
 	}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Fatalf("pages = %v, want %v", got, want)
+	}
+	// Videos created in one microsecond (one score) page as the others,
+	// however many: the page after a cursor among them skipped the first
+	// 32 and ended the listing early.
+	same, err := s.rdb.ZScore(ctx, s.k(videosIndex), want[0]).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 60 {
+		v, err := s.CreateVideo(ctx, VideoSpec{Title: "burst"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.rdb.ZAdd(ctx, s.k(videosIndex), redis.Z{Score: same, Member: v.ID}).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seen := map[string]bool{}
+	cursor = ""
+	for pages := 0; ; pages++ {
+		if pages > 40 {
+			t.Fatal("too many pages")
+		}
+		p, err := s.ListVideos(ctx, cursor, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range p.Videos {
+			if seen[v.ID] {
+				t.Fatalf("%s listed twice", v.ID)
+			}
+			seen[v.ID] = true
+		}
+		if p.Next == "" {
+			break
+		}
+		cursor = p.Next
+	}
+	if len(seen) != 67 {
+		t.Fatalf("the pages listed %d videos of 67", len(seen))
 	}
 	for _, bad := range []string{"x", "12-", "-abc", "12-ABC", "1.5-abc"} {
 		if _, err := s.ListVideos(ctx, bad, 3); !errors.Is(err, ErrInvalidCursor) {
