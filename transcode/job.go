@@ -15,8 +15,9 @@ import (
 
 // job transcodes one source publication.
 type job struct {
-	t  *Transcoder
-	id string
+	t   *Transcoder
+	id  string
+	gen uint64 // its claim's generation
 	// cpuOnly is set once the hardware failed for this job: it decodes,
 	// scales and encodes on the CPU from then on.
 	cpuOnly bool
@@ -95,7 +96,7 @@ type job struct {
 
 func (j *job) run(ctx context.Context, sub *stream.Subscriber) {
 	defer sub.Close()
-	defer j.t.setRungs(j.id, nil)
+	defer j.t.setRungs(j.id, j.gen, nil)
 	j.t.setProblem(j.id, "") // a new broadcast starts clean
 	j.pubs = map[string]*stream.Publisher{}
 	j.last = map[string]*stream.Publisher{}
@@ -199,7 +200,7 @@ func (j *job) openPipe() {
 	for i, r := range rungs {
 		names[i] = r.Name
 	}
-	j.t.setRungs(j.id, names)
+	j.t.setRungs(j.id, j.gen, names)
 	gpu := ""
 	if cfg.GPU != nil && cfg.GPU.Decodes(src.Codec) {
 		gpu = cfg.GPU.Name
@@ -222,7 +223,7 @@ func (j *job) fail(err error) {
 		j.replay()
 		return
 	}
-	j.t.setRungs(j.id, nil)
+	j.t.setRungs(j.id, j.gen, nil)
 	j.log.Error("transcoding failed; serving the source as it came", "err", err)
 	j.t.fallbacks.WithLabelValues(CopyRendition).Inc()
 	if j.unplayable != "" {
@@ -335,12 +336,22 @@ func (j *job) handle(au *media.AccessUnit) {
 // than any encoder's delay.
 const maxAudioBacklog = 5 * time.Second
 
+// maxAudioKept bounds the frames kept however their timestamps go (AAC at
+// 96 kHz: 94 frames a second).
+const maxAudioKept = int(maxAudioBacklog/time.Second) * 100
+
 // keepAudio adds au to the recent audio, dropping what is older than
-// maxAudioBacklog.
+// maxAudioBacklog. A step back of the audio clock starts it over: what
+// was kept is ahead of it (and, trimmed by age from the newest frame,
+// would be kept until the clock came back to it).
 func (j *job) keepAudio(au *media.AccessUnit) {
 	rate := j.tracks[j.aIdx].ClockRate
+	if n := len(j.recentAudio); n > 0 && au.PTS < j.recentAudio[n-1].PTS {
+		clear(j.recentAudio)
+		j.recentAudio = j.recentAudio[:0]
+	}
 	j.recentAudio = append(j.recentAudio, au)
-	cut := 0
+	cut := max(len(j.recentAudio)-maxAudioKept, 0)
 	for cut < len(j.recentAudio) && media.Duration(au.PTS-j.recentAudio[cut].PTS, rate) > maxAudioBacklog {
 		cut++
 	}

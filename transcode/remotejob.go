@@ -167,7 +167,7 @@ func (j *job) readRemote(rl RemoteLadder) {
 			for i, r := range now {
 				names[i] = r.Name
 			}
-			j.t.setRungs(j.id, names)
+			j.t.setRungs(j.id, j.gen, names)
 		case f.AU != nil && f.AU.Track < len(rungs):
 			r := rungs[f.AU.Track]
 			f.AU.Track = 0 // the rung's video is its publication's track 0

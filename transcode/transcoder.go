@@ -123,6 +123,11 @@ type Transcoder struct {
 	// only the newest job's end frees the slot.
 	claims   map[string]uint64
 	claimGen uint64
+	// jobGens are the generations of the jobs claimed for stream ids and
+	// not started yet, in the order the watcher delivers them: a job's
+	// generation is its claim's, not what holds the slot when it starts
+	// (a newer claim may have come meanwhile).
+	jobGens  map[string][]uint64
 	problems map[string]string   // stream id -> why its ladder failed
 	rungs    map[string][]string // stream id -> the renditions its ladder publishes
 	// reserved holds the remote worker reserved for a stream's next job;
@@ -135,6 +140,9 @@ type Transcoder struct {
 	// published), is called after the running, refused or dropped metrics
 	// changed, so that tests wait for the change rather than poll.
 	onMetrics func()
+	// onJobEnd, when set (by tests, before Run), is called when a job has
+	// ended and released its slot.
+	onJobEnd func(id string, gen uint64)
 	// onMeasured, when set (by tests, before Run), is called when a
 	// capacity measurement ended, whatever its outcome.
 	onMeasured func(Capacity, error)
@@ -186,7 +194,7 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 		reserved: map[string]RemoteLadder{}, remoteGen: map[string]uint64{},
 		limit: limit, limitFrom: limitFrom,
 		bench:  CapacityConfig{Ladder: cfg.Ladder, Preset: cfg.Preset, KeyframeInterval: cfg.SegmentDuration, Log: deps.Log},
-		claims: map[string]uint64{}, problems: map[string]string{}, rungs: map[string][]string{},
+		claims: map[string]uint64{}, jobGens: map[string][]uint64{}, problems: map[string]string{}, rungs: map[string][]string{},
 		running: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "shoal_transcode_ladders_running", Help: "ABR ladders this node is encoding now.",
 		}),
@@ -226,7 +234,7 @@ func New(cfg Config, deps Deps) (*Transcoder, error) {
 	}
 	deps.Log.Info("transcoding", "backend", accel.Backend, "decode", accel.Decode(), "max_ladders", t.limit, "from", t.limitFrom, "ladder", cfg.Ladder.String())
 	t.watcher = deps.Hub.Watch(func(k media.StreamKey) bool {
-		return k.Rendition == media.RenditionSource && t.claim(k.Name, true)
+		return k.Rendition == media.RenditionSource && t.claimJob(k.Name)
 	})
 	return t, nil
 }
@@ -319,11 +327,33 @@ func (t *Transcoder) claim(id string, forJob bool) bool {
 	return true
 }
 
-// claimOf returns the generation of the job that holds id's slot.
-func (t *Transcoder) claimOf(id string) uint64 {
+// claimJob claims id's slot for a new job (the watcher delivers its
+// subscription), noting the job's generation for startedJob.
+func (t *Transcoder) claimJob(id string) bool {
+	if !t.claim(id, true) {
+		return false
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.claims[id]
+	t.jobGens[id] = append(t.jobGens[id], t.claims[id])
+	return true
+}
+
+// startedJob returns the generation of the job of id the watcher delivered
+// (the oldest claimed and not started).
+func (t *Transcoder) startedJob(id string) uint64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	q := t.jobGens[id]
+	if len(q) == 0 {
+		return t.claims[id]
+	}
+	if len(q) == 1 {
+		delete(t.jobGens, id)
+	} else {
+		t.jobGens[id] = q[1:]
+	}
+	return q[0]
 }
 
 // Rungs names the renditions stream id's running ladder publishes (nil
@@ -334,9 +364,15 @@ func (t *Transcoder) Rungs(id string) []string {
 	return t.rungs[id]
 }
 
-func (t *Transcoder) setRungs(id string, names []string) {
+// setRungs records the renditions of stream id's ladder, as the job of
+// generation gen runs it: a job that ends after a newer one of the same id
+// started (a publisher back at once) leaves the newer one's alone.
+func (t *Transcoder) setRungs(id string, gen uint64, names []string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.claims[id] != gen {
+		return
+	}
 	if names == nil {
 		delete(t.rungs, id)
 	} else {
@@ -424,11 +460,14 @@ func (t *Transcoder) Run(ctx context.Context) error {
 		if err != nil {
 			break
 		}
-		gen := t.claimOf(sub.Key().Name)
+		gen := t.startedJob(sub.Key().Name)
 		g.Go(func() error {
+			if t.onJobEnd != nil {
+				defer t.onJobEnd(sub.Key().Name, gen)
+			}
 			defer t.release(sub.Key().Name, gen)
 			id := sub.Key().Name
-			j := &job{t: t, id: id, log: t.log.With("stream", id), ladder: t.ladderFor(ctx, id)}
+			j := &job{t: t, id: id, gen: gen, log: t.log.With("stream", id), ladder: t.ladderFor(ctx, id)}
 			j.pending = t.takeReserved(id, gen)
 			j.remoteJob = j.pending != nil
 			j.run(context.WithoutCancel(ctx), sub)

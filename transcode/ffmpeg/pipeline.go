@@ -191,11 +191,17 @@ func (o *output) loop(l *ladder) {
 
 // New opens a decoder for src (H.264, H.265, VP8 or VP9). Encoders open with the first
 // decoded frame, when the input size is known.
-func New(cfg Config, src media.Track, rungs []Rung) (*Pipeline, error) {
+func New(cfg Config, src media.Track, rungs []Rung) (p *Pipeline, err error) {
 	l, err := newLadder(cfg, rungs)
 	if err != nil {
 		return nil, err
 	}
+	defer func() {
+		if err != nil {
+			// Not counted on its GPU: it never runs.
+			l.release()
+		}
+	}()
 	var id astiav.CodecID
 	switch src.Codec {
 	case media.CodecH264:
@@ -241,7 +247,7 @@ func New(cfg Config, src media.Track, rungs []Rung) (*Pipeline, error) {
 		dec.Free()
 		return nil, fmt.Errorf("transcode: opening the %s decoder: %w", src.Codec, err)
 	}
-	p := &Pipeline{
+	p = &Pipeline{
 		ladder: l, warn: logx.NewLimiter(5 * time.Second),
 		src: src, dec: dec, onGPU: onGPU,
 		decoded: astiav.AllocFrame(), pkt: astiav.AllocPacket(),
