@@ -86,12 +86,17 @@ type checked struct {
 //   - stills: the poster and storyboard are what they claim to be;
 //   - segments: every video segment parses, with pictures of its
 //     rendition's size, and lasts at most a minute (verifying.go);
+//   - audio: every segment of the audio rendition is AAC-LC in fMP4 of
+//     its initialization section, lasts as its playlist says, and the
+//     segments follow each other from where the video starts
+//     (verifying.go);
 //   - samples: the sampled segments of each video rendition, transcoded
-//     again by the origin, match (transcode/verify; verifying.go). The
-//     costly check, last: it relies on everything checked before.
+//     again by the origin, match (transcode/verify; verifying.go), and
+//     the output has audio only if the source has. The costly check,
+//     last: it relies on everything checked before.
 func checkOutput(ctx context.Context, o output) (checked, error) {
 	c := &checker{output: o, durations: map[string]time.Duration{}, segments: map[string][]videoSegment{},
-		codecs: map[string]string{}, frames: map[string]int64{}}
+		codecs: map[string]string{}, frames: map[string]int64{}, videoStart: -1}
 	for _, check := range []func(context.Context) error{
 		c.checkFiles,
 		c.checkPlaylists,
@@ -99,6 +104,7 @@ func checkOutput(ctx context.Context, o output) (checked, error) {
 		c.checkDurations,
 		c.checkStills,
 		c.checkSegments,
+		c.checkAudioSegments,
 		c.checkPublished,
 		c.checkSamples,
 	} {
@@ -112,14 +118,10 @@ func checkOutput(ctx context.Context, o output) (checked, error) {
 	return checked{JobOutcome: c.outcome(), pixels: c.pixels, verified: c.verified, playlists: c.published}, nil
 }
 
-// checkPublished: the playlists the origin will publish in place of the
-// worker's can be written (rewrite.go): the audio is AAC.
+// checkPublished writes the playlists the origin will publish in place of
+// the worker's (rewrite.go), from what the checks before found.
 func (c *checker) checkPublished(context.Context) error {
-	pl, err := c.playlists()
-	if err != nil {
-		return err
-	}
-	c.published = pl
+	c.published = c.playlists()
 	return nil
 }
 
@@ -136,6 +138,10 @@ type checker struct {
 	codecs    map[string]string               // each video rendition's, RFC 6381, from its SPS
 	frames    map[string]int64                // each video rendition's, counted
 	published map[string][]byte               // the playlists to publish (rewrite.go)
+	// videoStart is the decode time of the first video segment of the
+	// first rung, in fMP4 (90 kHz; -1: none), where the audio starts.
+	videoStart int64
+	audioTrack audioTrack // the audio rendition's, once its segments are checked
 }
 
 // variant is a variant stream of the master playlist.

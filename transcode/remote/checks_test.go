@@ -3,6 +3,7 @@ package remote
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -275,6 +276,34 @@ func TestCheckOutput(t *testing.T) {
 			write(dir, "240p/"+segs[2], a)
 			rebuild(dir, m)
 		}},
+		{"an audio segment that is video", "is not a segment of AAC audio", func(dir string, m *nodeproto.Complete) {
+			write(dir, "audio/"+firstSegment(dir, "audio"), read(dir, "360p/"+firstSegment(dir, "360p")))
+			rebuild(dir, m)
+		}},
+		{"an audio rendition of video", "is not a segment of AAC audio", func(dir string, m *nodeproto.Complete) {
+			write(dir, "audio/"+initOf(dir, "audio"), read(dir, "360p/"+initOf(dir, "360p")))
+			for _, s := range segmentsOf(t, dir, "audio") {
+				write(dir, "audio/"+s, read(dir, "360p/"+firstSegment(dir, "360p")))
+			}
+			rebuild(dir, m)
+		}},
+		{"an audio EXTINF other than the samples' span", "audio/", func(dir string, m *nodeproto.Complete) {
+			setExtinf(t, dir, "audio", 0, "0.500")
+			rebuild(dir, m)
+		}},
+		{"audio segments out of order", "the segment before it ended at", func(dir string, m *nodeproto.Complete) {
+			segs := segmentsOf(t, dir, "audio")
+			a, b := read(dir, "audio/"+segs[1]), read(dir, "audio/"+segs[2])
+			write(dir, "audio/"+segs[1], b)
+			write(dir, "audio/"+segs[2], a)
+			rebuild(dir, m)
+		}},
+		{"audio half a second behind the video", "the video starts at", func(dir string, m *nodeproto.Complete) {
+			for _, s := range segmentsOf(t, dir, "audio") {
+				write(dir, "audio/"+s, string(shiftTfdt(t, []byte(read(dir, "audio/"+s)), 24000)))
+			}
+			rebuild(dir, m)
+		}},
 		{"a storyboard cue elsewhere", "a cue names a sprite of the output", func(dir string, m *nodeproto.Complete) {
 			write(dir, "storyboard.vtt", strings.Replace(read(dir, "storyboard.vtt"), "storyboard-0.jpg#", "https://evil.example/storyboard-0.jpg#", 1))
 			rebuild(dir, m)
@@ -306,6 +335,7 @@ func TestCheckOutput(t *testing.T) {
 			if !errors.As(err, &rej) || !strings.Contains(rej.reason, c.want) {
 				t.Fatalf("got %v, want a refusal saying %q", err, c.want)
 			}
+			t.Log(rej.reason)
 		})
 	}
 }
@@ -335,6 +365,32 @@ func setExtinf(t *testing.T, dir, r string, i int, v string) {
 	if err := os.WriteFile(p, []byte(strings.Join(lines, "\n")), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// shiftTfdt adds delta to the decode time (tfdt) of every track fragment
+// of an fMP4 segment.
+func shiftTfdt(t *testing.T, seg []byte, delta uint64) []byte {
+	t.Helper()
+	seg = bytes.Clone(seg)
+	n := 0
+	for i := bytes.Index(seg, []byte("tfdt")); i >= 0; {
+		at := i + 8 // past the type, the version and the flags
+		if seg[i+4] == 1 {
+			binary.BigEndian.PutUint64(seg[at:], binary.BigEndian.Uint64(seg[at:])+delta)
+		} else {
+			binary.BigEndian.PutUint32(seg[at:], binary.BigEndian.Uint32(seg[at:])+uint32(delta))
+		}
+		n++
+		j := bytes.Index(seg[at:], []byte("tfdt"))
+		if j < 0 {
+			break
+		}
+		i = at + j
+	}
+	if n == 0 {
+		t.Fatal("no tfdt in the segment")
+	}
+	return seg
 }
 
 // segmentsOf lists the segments of rendition r's playlist in tree.
@@ -374,7 +430,8 @@ func probeFrames(t *testing.T, tree, r string) (frames, w, h int64) {
 // the same segment of another picture, made by the same encoder (the
 // files, playlists, sizes and structure all still right), is refused for
 // that segment's quality, a refusal that counts towards quarantine; a
-// re-check that cannot be made (the source gone) is no refusal.
+// re-check that cannot be made (the source gone) is no refusal; an output
+// with audio of a source without is refused.
 func TestCheckOutputSamples(t *testing.T) {
 	t.Parallel()
 	tree, out, src := transcodeTree(t, "testsrc2")
@@ -440,6 +497,16 @@ func TestCheckOutputSamples(t *testing.T) {
 	_, err = run(tree, filepath.Join(t.TempDir(), "gone.mp4"), 1)
 	if ce, ok := isCheckError(err); !ok || errors.As(err, &rej) || !strings.Contains(ce.Error(), "could not check") {
 		t.Fatalf("a re-check without the source: %v, want a check error", err)
+	}
+
+	// Audio the source does not have.
+	silent := filepath.Join(t.TempDir(), "silent.mp4")
+	if out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-y", "-i", src, "-an", "-c", "copy", silent).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, out)
+	}
+	_, err = run(tree, silent, 0.01)
+	if !errors.As(err, &rej) || !strings.Contains(rej.reason, "the source has no audio") {
+		t.Fatalf("an output with audio of a source without: %v, want a refusal", err)
 	}
 }
 
@@ -558,5 +625,42 @@ func TestCheckCreditCap(t *testing.T) {
 	// Had the source 10 fps, at most 12 frames a segment count.
 	if got, want := pixels(10), int64(4*12*640*360+4*12*428*240); got != want {
 		t.Errorf("credited at 10 fps: %d, want %d", got, want)
+	}
+}
+
+func TestCheckOutputRefusesJunkAudioSegments(t *testing.T) {
+	t.Parallel()
+	tree, out := honestTree(t)
+	ladder, _ := media.ParseLadder("360p:700k,240p:400k")
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS(tree)); err != nil {
+		t.Fatal(err)
+	}
+	honest, err := BuildManifest(dir, "vid.1.1-0", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := checkOutput(t.Context(), output{dir: dir, manifest: honest, rungs: ladder.For(360), sourceWidth: 640, sourceHeight: 360,
+		source: 4 * time.Second, segment: time.Second}); err != nil {
+		t.Fatalf("the honest output: %v", err)
+	}
+	segs := segmentsOf(t, dir, "audio")
+	if len(segs) == 0 {
+		t.Fatal("the honest output has no audio segment")
+	}
+	for _, s := range segs {
+		if err := os.WriteFile(filepath.Join(dir, "audio", s), []byte("not audio: whatever the worker wants the viewers to hear"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m, err := BuildManifest(dir, "vid.1.1-0", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = checkOutput(t.Context(), output{dir: dir, manifest: m, rungs: ladder.For(360), sourceWidth: 640, sourceHeight: 360,
+		source: 4 * time.Second, segment: time.Second})
+	var rej *rejection
+	if !errors.As(err, &rej) || !strings.Contains(rej.reason, "audio/") {
+		t.Fatalf("an output whose audio segments are %d junk files: got %v, want a refusal naming audio/", len(segs), err)
 	}
 }

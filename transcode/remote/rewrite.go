@@ -5,13 +5,9 @@ import (
 	"cmp"
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"time"
-
-	"github.com/bluenviron/mediacommon/v2/pkg/formats/fmp4"
-	"github.com/bluenviron/mediacommon/v2/pkg/formats/mp4/codecs"
 
 	"github.com/shoal-video/shoal/internal/nodeproto"
 )
@@ -27,39 +23,10 @@ import (
 // go nowhere.
 
 // audioTrack is the audio rendition's codec as its initialization section
-// declares it.
+// declares it (checkAudioSegments).
 type audioTrack struct {
 	codec    string // RFC 6381
 	channels int
-}
-
-// checkAudio: the audio rendition's initialization section, when it has
-// one, holds one AAC track (what the worker's transcode makes).
-func (c *checker) checkAudio() (audioTrack, error) {
-	a := audioTrack{codec: "mp4a.40.2"}
-	segs := c.segments[nodeproto.AudioRendition]
-	if len(segs) == 0 || segs[0].init == "" {
-		return a, nil
-	}
-	rel := nodeproto.AudioRendition + "/" + segs[0].init
-	b, err := os.ReadFile(c.path(rel))
-	if err != nil {
-		return a, err
-	}
-	var init fmp4.Init
-	if err := init.Unmarshal(bytes.NewReader(b)); err != nil {
-		return a, reject("%s is not an initialization section: %v", rel, clipErr(err))
-	}
-	if len(init.Tracks) != 1 {
-		return a, reject("%s has %d tracks: the audio rendition has one", rel, len(init.Tracks))
-	}
-	aac, ok := init.Tracks[0].Codec.(*codecs.MPEG4Audio)
-	if !ok {
-		return a, reject("%s is not AAC audio", rel)
-	}
-	a.codec = fmt.Sprintf("mp4a.40.%d", aac.Config.Type)
-	a.channels = aac.Config.ChannelCount
-	return a, nil
 }
 
 // rates are the peak (one segment) and average bit rates of a rendition's
@@ -82,7 +49,7 @@ func (c *checker) rates(r string) (peak, avg float64) {
 // playlists are the playlists the origin publishes for the output, by
 // path: every rendition's index.m3u8 (and recording.m3u8 where the worker
 // sent one) and master.m3u8.
-func (c *checker) playlists() (map[string][]byte, error) {
+func (c *checker) playlists() map[string][]byte {
 	out := map[string][]byte{}
 	renditions := make([]string, 0, len(c.rungs)+1)
 	for _, r := range c.rungs {
@@ -97,13 +64,9 @@ func (c *checker) playlists() (map[string][]byte, error) {
 			out[r+"/recording.m3u8"] = c.mediaPlaylistOf(r, "EVENT")
 		}
 	}
-	var audio audioTrack
+	audio := c.audioTrack // checkAudioSegments'
 	var audioPeak, audioAvg float64
 	if c.audio {
-		var err error
-		if audio, err = c.checkAudio(); err != nil {
-			return nil, err
-		}
 		audioPeak, audioAvg = c.rates(nodeproto.AudioRendition)
 	}
 	type variant struct {
@@ -157,7 +120,7 @@ func (c *checker) playlists() (map[string][]byte, error) {
 		fmt.Fprintf(&b, "\n%s/index.m3u8\n", v.name)
 	}
 	out["master.m3u8"] = b.Bytes()
-	return out, nil
+	return out
 }
 
 // mediaPlaylistOf writes rendition r's playlist of the given type (VOD or

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/transcode/ffmpeg"
 	"github.com/shoal-video/shoal/transcode/verify"
 )
@@ -124,6 +125,9 @@ func (c *checker) checkSegments(ctx context.Context) error {
 					return reject("%s/%s starts at %s; the segment before it ended at %s", name, s.uri, seconds(ticks(p.Start)), seconds(ticks(next)))
 				}
 			}
+			if next < 0 && c.videoStart < 0 && s.init != "" {
+				c.videoStart = p.Start // fMP4's tfdt, on the audio's timeline
+			}
 			next = p.Start + p.Duration
 			frames += min(int64(len(p.Samples)), c.maxFrames(s.duration))
 			if _, ok := c.codecs[name]; !ok && len(p.Track.SPS) >= 4 {
@@ -132,6 +136,55 @@ func (c *checker) checkSegments(ctx context.Context) error {
 		}
 		c.frames[name] = frames
 		c.pixels += frames * int64(w) * int64(h)
+	}
+	return nil
+}
+
+// checkAudioSegments: every segment of the audio rendition, when the
+// output has one, is fMP4 AAC-LC of the one track of its initialization
+// section (verify.ParseAudioSegment: AAC frames of the right shape, each
+// lasting a frame), lasts as long as its EXTINF says and starts where the
+// one before ended, the first where the video starts (each within a tenth
+// of a second, or of the segment); the rendition as a whole lasts as long
+// as the source (checkDurations). Cheap: nothing is decoded.
+func (c *checker) checkAudioSegments(ctx context.Context) error {
+	if !c.audio {
+		return nil
+	}
+	r := nodeproto.AudioRendition
+	inits := map[string][]byte{}
+	var next time.Duration = -1 // where the next segment must start
+	for _, s := range c.segments[r] {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if s.duration > maxVerifiedSpan {
+			return reject("%s/%s lasts %s: a segment of this ladder lasts at most %s", r, s.uri, seconds(s.duration), seconds(maxVerifiedSpan))
+		}
+		if s.init == "" {
+			return reject("%s/%s has no initialization section: the audio rendition is AAC in fMP4", r, s.uri)
+		}
+		seg, err := c.readSegment(r, s, inits)
+		if err != nil {
+			return err
+		}
+		p, err := verify.ParseAudioSegment(seg)
+		if err != nil {
+			return reject("%s/%s is not a segment of AAC audio: %v", r, s.uri, clipErr(err))
+		}
+		tol := max(100*time.Millisecond, s.duration/10)
+		far := func(a, b time.Duration) bool { return a-b > tol || b-a > tol }
+		if far(p.Duration, s.duration) {
+			return reject("%s/%s lasts %s by its samples; its playlist says %s", r, s.uri, seconds(p.Duration), seconds(s.duration))
+		}
+		switch {
+		case next < 0 && c.videoStart >= 0 && far(p.Start, ticks(c.videoStart)):
+			return reject("%s/%s starts at %s; the video starts at %s", r, s.uri, seconds(p.Start), seconds(ticks(c.videoStart)))
+		case next >= 0 && far(p.Start, next):
+			return reject("%s/%s starts at %s; the segment before it ended at %s", r, s.uri, seconds(p.Start), seconds(next))
+		}
+		next = p.Start + p.Duration
+		c.audioTrack = audioTrack{codec: fmt.Sprintf("mp4a.40.%d", p.Config.Type), channels: p.Config.ChannelCount}
 	}
 	return nil
 }
@@ -184,7 +237,8 @@ type pick struct {
 }
 
 // checkSamples: the sampled segments of every video rendition match what
-// the origin makes of the same window of the source (transcode/verify).
+// the origin makes of the same window of the source (transcode/verify),
+// and the output has audio only if the source has.
 // The first that fails refuses the output (the others still running are
 // stopped); a check that could not be made is a *checkError.
 func (c *checker) checkSamples(ctx context.Context) error {
@@ -218,6 +272,18 @@ func (c *checker) checkSamples(ctx context.Context) error {
 		return &checkError{err: fmt.Errorf("the source: %w", err)}
 	}
 	defer done()
+	if c.audio {
+		// An honest worker makes audio only of the source's (where its
+		// audio does not decode, it makes none: an output without audio
+		// is not refused here).
+		info, err := ffmpeg.ProbeFile(src)
+		if err != nil {
+			return &checkError{err: fmt.Errorf("probing the source: %w", err)}
+		}
+		if info.AudioCodec == "" {
+			return reject("the output has an audio rendition; the source has no audio")
+		}
+	}
 
 	gctx, stop := context.WithCancel(ctx)
 	defer stop()
