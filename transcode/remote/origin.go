@@ -150,6 +150,13 @@ const failedPublic = "a remote worker could not transcode the video"
 // remote jobs arrive, one directory per attempt.
 const StagingDir = "remote"
 
+// PublishingDir is the directory below Files.WorkDir where an output
+// that passed its checks is laid out to be published (publish), one
+// directory per attempt: the staged files hard-linked (copied where links
+// cannot be made) and the origin's playlists, so that the staged files
+// stay as the worker signed them.
+const PublishingDir = "remote-publishing"
+
 // Deps are the origin side's collaborators.
 type Deps struct {
 	Queue      Queue
@@ -217,6 +224,15 @@ type staged struct {
 	sealed bool
 	// completing: a completion is running (another waits its answer).
 	completing bool
+	// passed: what the checks found, once they passed (finish).
+	passed *passedChecks
+}
+
+// passedChecks is what the checks of a staged output found for the
+// manifest whose JSON has the SHA-256 digest manifest.
+type passedChecks struct {
+	manifest [sha256.Size]byte
+	out      checked
 }
 
 // New validates cfg.
@@ -678,6 +694,81 @@ func (o *Origin) drop(ref nodeproto.JobRef) {
 	if err := os.RemoveAll(o.stagingDir(ref)); err != nil {
 		o.log.Warn("removing a remote job's staging", "job", ref.String(), "err", err)
 	}
+	if err := os.RemoveAll(o.publishingDir(ref)); err != nil {
+		o.log.Warn("removing a remote job's publication", "job", ref.String(), "err", err)
+	}
+}
+
+// publishingDir is where ref's checked output is laid out to be
+// published.
+func (o *Origin) publishingDir(ref nodeproto.JobRef) string {
+	return filepath.Join(o.cfg.Files.WorkDir, PublishingDir, ref.String())
+}
+
+// publish publishes ref's checked output as a local worker does
+// (vod.Publish: media, rendition playlists, master), with the playlists
+// the origin wrote from what it checked (rewrite.go) in place of the
+// worker's. The staged files are not moved or changed: publish lays them
+// out in publishingDir, hard-linked (copied where a link cannot be made),
+// with the origin's playlists, and publishes that; a publication that
+// failed midway is made again whole from the staged files.
+func (o *Origin) publish(ctx context.Context, ref nodeproto.JobRef, out checked) error {
+	src, dst := o.stagingDir(ref), o.publishingDir(ref)
+	defer func() { _ = os.RemoveAll(dst) }()
+	if err := os.RemoveAll(dst); err != nil {
+		return fmt.Errorf("laying out the output: %w", err)
+	}
+	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, err := filepath.Rel(src, p)
+		if err != nil {
+			return err
+		}
+		if strings.HasSuffix(rel, ".m3u8") {
+			return nil // the worker's playlists: the origin writes its own
+		}
+		return linkOrCopy(p, filepath.Join(dst, rel))
+	})
+	if err != nil {
+		return fmt.Errorf("laying out the output: %w", err)
+	}
+	for rel, b := range out.playlists {
+		p := filepath.Join(dst, filepath.FromSlash(rel))
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			return fmt.Errorf("writing the checked playlists: %w", err)
+		}
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			return fmt.Errorf("writing the checked playlists: %w", err)
+		}
+	}
+	return vod.Publish(ctx, o.cfg.Files.HLS(), ref.VideoID, dst)
+}
+
+// linkOrCopy makes dst (its directory too) the same file as src: a hard
+// link, or a copy where one cannot be made.
+func linkOrCopy(src, dst string) error {
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if os.Link(src, dst) == nil {
+		return nil
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	f, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, in); err != nil {
+		_ = f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // PutFile receives the file path of ref's output from node: size bytes
@@ -939,7 +1030,7 @@ func (o *Origin) startCompletion(ctx context.Context, node string, ref nodeproto
 	go func() {
 		// Detached from the request: a worker (or a proxy) that stops
 		// waiting does not stop the checks of what it uploaded.
-		err := o.runCompletion(context.WithoutCancel(ctx), node, ref, job, v, m, log)
+		err := o.runCompletion(context.WithoutCancel(ctx), node, ref, job, v, m, s, digest, log)
 		var we *nodeproto.WorkerError
 		o.mu.Lock()
 		s.completing = false
@@ -961,7 +1052,8 @@ const MaxCompletions = 8
 // runCompletion runs finish in its turn (MaxCompletions), within
 // nodeproto.CompleteTimeout, and turns a panic in the checks (whose input
 // is the worker's) into an error instead of the origin's end.
-func (o *Origin) runCompletion(ctx context.Context, node string, ref nodeproto.JobRef, job routing.Job, v routing.Video, m nodeproto.Complete, log *slog.Logger) (err error) {
+func (o *Origin) runCompletion(ctx context.Context, node string, ref nodeproto.JobRef, job routing.Job, v routing.Video, m nodeproto.Complete,
+	s *staged, digest [sha256.Size]byte, log *slog.Logger) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, nodeproto.CompleteTimeout)
 	defer cancel()
 	select {
@@ -976,12 +1068,20 @@ func (o *Origin) runCompletion(ctx context.Context, node string, ref nodeproto.J
 			err = fmt.Errorf("checking the output failed: %v", p)
 		}
 	}()
-	return o.finish(ctx, node, ref, job, v, m, log)
+	return o.finish(ctx, node, ref, job, v, m, s, digest, log)
 }
 
 // finish runs a completion: it checks and publishes node's output of ref
-// (sealed) and ends the job.
-func (o *Origin) finish(ctx context.Context, node string, ref nodeproto.JobRef, job routing.Job, v routing.Video, m nodeproto.Complete, log *slog.Logger) error {
+// (sealed, staged as s; m's JSON has the SHA-256 digest) and ends the job.
+//
+// Checks that passed are kept with s for the manifest: a completion sent
+// again after the origin's own trouble past them (its store failing the
+// publication, Redis failing to end the job) publishes what they found
+// without checking again. The staged files stay as the worker signed them
+// until the job ends (publish): checked again after a restart, they pass
+// again.
+func (o *Origin) finish(ctx context.Context, node string, ref nodeproto.JobRef, job routing.Job, v routing.Video, m nodeproto.Complete,
+	s *staged, digest [sha256.Size]byte, log *slog.Logger) error {
 	if o.beforeChecks != nil {
 		o.beforeChecks()
 	}
@@ -999,7 +1099,17 @@ func (o *Origin) finish(ctx context.Context, node string, ref nodeproto.JobRef, 
 	defer wg.Wait()
 	defer cancel(nil)
 
-	out, err := o.check(jobCtx, ref, v, m)
+	o.mu.Lock()
+	passed := s.passed
+	o.mu.Unlock()
+	var out checked
+	var err error
+	if passed != nil && passed.manifest == digest {
+		out = passed.out
+		log.Info("publishing a remote worker's output checked before", "segments_verified", out.verified)
+	} else {
+		out, err = o.check(jobCtx, ref, v, m)
+	}
 	if lost := context.Cause(jobCtx); lost != nil && errors.Is(lost, routing.ErrJobLost) {
 		o.jobs.WithLabelValues("lost").Inc()
 		o.drop(ref)
@@ -1015,14 +1125,12 @@ func (o *Origin) finish(ctx context.Context, node string, ref nodeproto.JobRef, 
 	if err != nil {
 		return err // the store or Redis: the worker may complete again
 	}
-	// The playlists published are the origin's, written from what it
-	// checked (rewrite.go), not the worker's.
-	for rel, b := range out.playlists {
-		if err := os.WriteFile(filepath.Join(o.stagingDir(ref), filepath.FromSlash(rel)), b, 0o644); err != nil {
-			return fmt.Errorf("writing the checked playlists: %w", err)
-		}
-	}
-	if err := vod.Publish(jobCtx, o.cfg.Files.HLS(), ref.VideoID, o.stagingDir(ref)); err != nil {
+	o.mu.Lock()
+	s.passed = &passedChecks{manifest: digest, out: out}
+	o.mu.Unlock()
+	// From here on, whatever fails is the origin's trouble: the worker
+	// may complete again, and is never blamed.
+	if err := o.publish(jobCtx, ref, out); err != nil {
 		if lost := context.Cause(jobCtx); errors.Is(lost, routing.ErrJobLost) {
 			o.jobs.WithLabelValues("lost").Inc()
 			o.drop(ref)
@@ -1050,7 +1158,8 @@ func (o *Origin) finish(ctx context.Context, node string, ref nodeproto.JobRef, 
 			o.drop(ref)
 			return gone(err.Error())
 		}
-		return err
+		log.Error("ending a remote worker's published job", "err", err)
+		return fmt.Errorf("ending the job: %w", err)
 	}
 	o.drop(ref)
 	vod.KeepRecord(ctx, o.cfg.Files, o.queue, ref.VideoID, log)
@@ -1376,7 +1485,8 @@ func (o *Origin) Run(ctx context.Context) error {
 
 // sweep removes the staging of attempts that no longer hold their job (a
 // worker that died, or whose job went elsewhere): nothing will complete
-// them; and forgets the time limits of attempts long past them and the
+// them, and the layouts for publication no completion is using; and
+// forgets the time limits of attempts long past them and the
 // answers of completions past CompletionKept. Every entry is looked at.
 func (o *Origin) sweep(ctx context.Context) {
 	now := o.now()
@@ -1392,6 +1502,20 @@ func (o *Origin) sweep(ctx context.Context) {
 		}
 	}
 	o.mu.Unlock()
+	// A layout for publication outlives its completion only when the
+	// origin stopped during one.
+	pub := filepath.Join(o.cfg.Files.WorkDir, PublishingDir)
+	if ents, err := os.ReadDir(pub); err == nil {
+		for _, e := range ents {
+			o.mu.Lock()
+			s := o.staged[e.Name()]
+			busy := s != nil && s.completing
+			o.mu.Unlock()
+			if !busy {
+				_ = os.RemoveAll(filepath.Join(pub, e.Name()))
+			}
+		}
+	}
 	root := filepath.Join(o.cfg.Files.WorkDir, StagingDir)
 	ents, err := os.ReadDir(root)
 	if err != nil {

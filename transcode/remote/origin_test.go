@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -833,5 +834,164 @@ func TestOriginReclaimBlames(t *testing.T) {
 	}
 	if avoided, _ := e.store.AvoidedWorkers(ctx, id); avoided[nodeA].IsZero() {
 		t.Errorf("the job does not avoid the worker that stopped: %v", avoided)
+	}
+}
+
+type failingPut struct {
+	storage.Store
+	fail atomic.Bool
+}
+
+func (s *failingPut) Put(ctx context.Context, key string, r io.Reader, size int64) (storage.Info, error) {
+	if s.fail.Load() && strings.HasSuffix(key, "/master.m3u8") {
+		return storage.Info{}, errors.New("the store is briefly unavailable")
+	}
+	return s.Store.Put(ctx, key, r, size)
+}
+
+func TestOriginPublishTroubleDoesNotRefuseTheOutput(t *testing.T) {
+	t.Parallel()
+	tree, out, srcPath := transcodeTree(t, "testsrc2")
+	var fp *failingPut
+	e := newOriginEnvWith(t, func(c *Config) {
+		c.Preset, c.SegmentDuration = "ultrafast", time.Second
+		fp = &failingPut{Store: c.Files.Store}
+		c.Files.Store = fp
+	}, Deps{})
+	ctx := t.Context()
+	src, err := os.ReadFile(srcPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := e.queued("360p:700k,240p:400k", src, routing.SourceInfo{Duration: 4 * time.Second, Width: 640, Height: 360})
+	_, ref := e.claim(nodeA)
+	fp.fail.Store(true)
+	err = e.complete(nodeA, ref, tree, out)
+	if err == nil || status(err) != 0 {
+		t.Fatalf("a completion whose publication failed on the store: %v, want the origin's own error", err)
+	}
+	fp.fail.Store(false)
+	m, err := BuildManifest(tree, ref.String(), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.completeWait(nodeA, ref, m); err != nil {
+		t.Errorf("the same manifest sent again once the store is back: %v, want the output published", err)
+	}
+	v, _ := e.store.GetVideo(ctx, id)
+	st, _ := e.store.WorkerStats(ctx, []string{nodeA})
+	if v.Status != routing.VideoReady || st[nodeA].Rejected != 0 {
+		t.Fatalf("the video is %s (%s); the worker's rejections: %d (%s)", v.Status, v.Error, st[nodeA].Rejected, st[nodeA].LastRejection)
+	}
+}
+
+// failingFinish is a Queue whose FinishJob fails while fail is set, as
+// Redis failing would (not routing.ErrJobLost).
+type failingFinish struct {
+	Queue
+	fail atomic.Bool
+}
+
+func (q *failingFinish) FinishJob(ctx context.Context, job routing.Job, attempt int, out routing.JobOutcome) error {
+	if q.fail.Load() {
+		return errors.New("redis: connection refused")
+	}
+	return q.Queue.FinishJob(ctx, job, attempt, out)
+}
+
+// Ending the job failing on Redis after the output was published is the
+// origin's trouble too: the staged files stay as the worker signed them,
+// and the same manifest sent again publishes the output and ends the job;
+// the worker is not blamed.
+func TestOriginFinishTroubleDoesNotRefuseTheOutput(t *testing.T) {
+	t.Parallel()
+	tree, out, srcPath := transcodeTree(t, "testsrc2")
+	e := newOriginEnvWith(t, func(c *Config) { c.Preset, c.SegmentDuration = "ultrafast", time.Second }, Deps{})
+	q := &failingFinish{Queue: e.store}
+	o, err := New(e.o.cfg, Deps{Queue: q})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.o = o
+	ctx := t.Context()
+	src, err := os.ReadFile(srcPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := e.queued("360p:700k,240p:400k", src, routing.SourceInfo{Duration: 4 * time.Second, Width: 640, Height: 360})
+	_, ref := e.claim(nodeA)
+	q.fail.Store(true)
+	err = e.complete(nodeA, ref, tree, out)
+	if err == nil || status(err) != 0 {
+		t.Fatalf("a completion whose job could not be ended: %v, want the origin's own error", err)
+	}
+	if _, err := e.files.HLS().Stat(ctx, id+"/master.m3u8"); err != nil {
+		t.Fatalf("the output was not published before the job's end failed: %v", err)
+	}
+	m, err := BuildManifest(tree, ref.String(), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range m.Files {
+		size, sha, err := hashFile(filepath.Join(e.files.WorkDir, StagingDir, ref.String(), filepath.FromSlash(f.Path)))
+		if err != nil || size != f.Size || sha != f.SHA256 {
+			t.Fatalf("staged %s after the publication: %d bytes, %s, %v; the manifest says %d bytes, %s", f.Path, size, sha, err, f.Size, f.SHA256)
+		}
+	}
+	q.fail.Store(false)
+	if err := e.completeWait(nodeA, ref, m); err != nil {
+		t.Errorf("the same manifest sent again once Redis is back: %v, want the job ended", err)
+	}
+	v, _ := e.store.GetVideo(ctx, id)
+	st, _ := e.store.WorkerStats(ctx, []string{nodeA})
+	if v.Status != routing.VideoReady || st[nodeA].Rejected != 0 || st[nodeA].Done != 1 {
+		t.Fatalf("the video is %s (%s); the worker's rejections: %d (%s), published: %d", v.Status, v.Error, st[nodeA].Rejected, st[nodeA].LastRejection, st[nodeA].Done)
+	}
+	if ents, err := os.ReadDir(filepath.Join(e.files.WorkDir, PublishingDir)); err != nil || len(ents) != 0 {
+		t.Errorf("the layouts for publication left: %v %v", ents, err)
+	}
+}
+
+// An origin restarted after its store failed a publication midway checks
+// the staged output again when the worker sends its manifest again: the
+// staged files are still what the worker signed, so the output passes and
+// is published.
+func TestOriginPublishTroubleSurvivesARestart(t *testing.T) {
+	t.Parallel()
+	tree, out, srcPath := transcodeTree(t, "testsrc2")
+	var fp *failingPut
+	e := newOriginEnvWith(t, func(c *Config) {
+		c.Preset, c.SegmentDuration = "ultrafast", time.Second
+		fp = &failingPut{Store: c.Files.Store}
+		c.Files.Store = fp
+	}, Deps{})
+	ctx := t.Context()
+	src, err := os.ReadFile(srcPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := e.queued("360p:700k,240p:400k", src, routing.SourceInfo{Duration: 4 * time.Second, Width: 640, Height: 360})
+	_, ref := e.claim(nodeA)
+	fp.fail.Store(true)
+	if err := e.complete(nodeA, ref, tree, out); err == nil || status(err) != 0 {
+		t.Fatalf("a completion whose publication failed on the store: %v, want the origin's own error", err)
+	}
+	fp.fail.Store(false)
+	o, err := New(e.o.cfg, Deps{Queue: e.store}) // the restarted origin: it remembers nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.o = o
+	m, err := BuildManifest(tree, ref.String(), out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.completeWait(nodeA, ref, m); err != nil {
+		t.Errorf("the same manifest sent to the restarted origin: %v, want the output published", err)
+	}
+	v, _ := e.store.GetVideo(ctx, id)
+	st, _ := e.store.WorkerStats(ctx, []string{nodeA})
+	if v.Status != routing.VideoReady || st[nodeA].Rejected != 0 {
+		t.Fatalf("the video is %s (%s); the worker's rejections: %d (%s)", v.Status, v.Error, st[nodeA].Rejected, st[nodeA].LastRejection)
 	}
 }
