@@ -321,7 +321,10 @@ export class Delivery {
       // An edge must answer itself: a redirect (to the origin, another
       // edge) would have it credited for bytes it did not send.
       const res = await fetch(this.withToken(c.base + path), { credentials: 'omit', cache, signal: ctl.signal, redirect: c.node ? 'error' : 'follow' });
-      if (res.status === 403) throw Object.assign(new Error('forbidden'), { code: 403 });
+      // Only the origin says whether this viewer may watch: its 403 ends
+      // playback (the page says the link expired). An edge's 403 is an
+      // edge failing like any other, dropped for the next candidate.
+      if (res.status === 403 && !c.node) throw Object.assign(new Error('forbidden'), { code: 403 });
       if (!res.ok) throw new DeliveryError(KIND.http, `HTTP ${res.status}`, { code: res.status });
       return new Uint8Array(await res.arrayBuffer());
     } catch (err) {

@@ -908,3 +908,32 @@ test('a live session takes the last recording from the origin, which says what i
   const res = await d.load(`${ORIGIN}${R}/index.m3u8`, 'playlist');
   assert.equal(res.url, `${ORIGIN}${R}/index.m3u8`);
 });
+
+// ---- what an edge may not do to the loader -----------------------------
+
+test('an edge answering 403 does not end playback that the origin would serve', async () => {
+  const edge = await routesFor(EDGE);
+  const forbidden = () => new Response('forbidden', { status: 403 });
+  edge[`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`] = forbidden;
+  edge[`${EDGE}${R}/index.m3u8`] = forbidden;
+  fakeFetch({ ...edge, ...(await routesFor(ORIGIN)) });
+  const d = newDelivery();
+  const res = await d.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist').catch((err) => err);
+  assert.ok(!(res instanceof Error), `load failed with ${res && res.message} (code ${res && res.code}): the page shows "This playback link has expired"`);
+  assert.equal(res.url, `${ORIGIN}${R}/index.m3u8`);
+  assert.equal(d.current().base, ORIGIN);
+});
+
+test('the origin\'s 403 reaches the page, after the edges that answered 403 are reported', async () => {
+  const forbidden = () => new Response('forbidden', { status: 403 });
+  const reports = [];
+  fakeFetch({ [`${EDGE}${R}/index.m3u8`]: forbidden, [`${ORIGIN}${R}/index.m3u8`]: forbidden });
+  const d = new Delivery({
+    id: ID, keys, token: 'tok', reportURL: ORIGIN + '/v1/delivery-reports', onReport: (r) => reports.push(r),
+    candidates: [{ url: EDGE, node_id: 'edge-1' }, { url: ORIGIN }],
+  });
+  const err = await d.load(`${EDGE}${R}/index.m3u8`, 'playlist').then(() => null, (e) => e);
+  assert.ok(err, 'the origin\'s 403 was not an error');
+  assert.equal(err.code, 403);
+  assert.deepEqual(reports.map((r) => [r.node_id, r.kind]), [['edge-1', KIND.http]]);
+});
