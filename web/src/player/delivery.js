@@ -1,7 +1,9 @@
-// Verified delivery: the player fetches playlists, segments and init
+// Verified delivery: the player fetches media playlists, segments and init
 // sections from the edges the origin's routing offers (the origin last),
 // and checks every segment and init section against the origin's signed
-// manifest before hls.js sees a byte. An edge that serves something else,
+// manifest before hls.js sees a byte. The master playlists (master.m3u8,
+// and the DVR one) come from the origin: nothing signs them, and an edge's
+// could drop variants or misstate them. An edge that serves something else,
 // an old manifest, a playlist naming unlisted objects, an error or nothing
 // in time is dropped for the rest of the session, reported to the origin
 // (POST /v1/delivery-reports) and the object is fetched from the next
@@ -173,6 +175,9 @@ export class Delivery {
     // enough ahead of the playhead, or null (HTTP only). Settable.
     this.p2p = opts.p2p || null;
     this.candidates = opts.candidates.map((c) => ({ base: new URL(c.url, location.href).origin, node: c.node_id || '', bad: false }));
+    // origin: where the master playlists come from, the candidate without a
+    // node (routing offers it last), else the page's.
+    this.origin = this.candidates.find((c) => !c.node) || { base: new URL(location.href).origin, node: '', bad: false };
     this.active = 0;
     this.manifests = new Map(); // base + rendition -> { at, promise }
     this.stateManifests = new Map(); // base + rendition -> Map(state key -> promise)
@@ -281,10 +286,15 @@ export class Delivery {
   }
 
   // load fetches url's object from the active candidate, verified, failing
-  // over to the next ones. kind: 'playlist' or 'media'. It resolves to
-  // { data (ArrayBuffer), url, candidate }.
+  // over to the next ones (a master playlist: from the origin). kind:
+  // 'playlist' or 'media'. It resolves to { data (ArrayBuffer), url,
+  // candidate }.
   async load(url, kind, signal) {
     const req = this.request(url, kind);
+    if (kind === 'playlist' && req.path.split('/').length === 4) {
+      const o = this.origin;
+      return { data: await this.loadMaster(o, req.path, signal), url: o.base + req.path, candidate: o };
+    }
     for (;;) {
       const c = this.current();
       if (!c || c.bad) throw new DeliveryError(KIND.http, 'no candidate left to fetch from');
@@ -365,14 +375,7 @@ export class Delivery {
     } else {
       bytes = await this.fetchBytes(c, path, PLAYLIST_TIMEOUT_MS, signal);
     }
-    if (parts.length === 4) {
-      // The master playlist (or the DVR one): variants and the audio group
-      // only (hls.js would fetch session keys and data past the verifying
-      // loaders).
-      const bad = /^#EXT-X-(SESSION-KEY|SESSION-DATA|CONTENT-STEERING)\b/m.exec(new TextDecoder().decode(bytes));
-      if (bad) throw new DeliveryError(KIND.unlisted, `the master playlist has ${bad[0]}, which Shoal never writes`);
-    }
-    if (parts.length === 5 && parts[4] === DVR_PLAYLIST) {
+    if (parts[4] === DVR_PLAYLIST) {
       // A DVR playlist: far more than manifest.txt lists. Its segments are
       // checked one by one against their range manifests when loaded.
       const pl = parsePlaylist(new TextDecoder().decode(bytes));
@@ -380,7 +383,7 @@ export class Delivery {
       if (problem) throw new DeliveryError(KIND.unlisted, problem);
       this.noteDVR(parts[3], pl);
       await this.checkDVRGaps(c, parts[3], pl, signal);
-    } else if (parts.length === 5) {
+    } else {
       // A media playlist must follow the signed manifest of the same
       // candidate: its segments a run of the manifest's, in order, at the
       // manifest's sequence numbers, its parts listed there too; nothing
@@ -406,6 +409,22 @@ export class Delivery {
       this.notePlaylist(rendition, pl, st);
     }
     this.receive(c.node, bytes.byteLength);
+    return bytes.buffer;
+  }
+
+  // loadMaster fetches a master playlist (master.m3u8 or the DVR one) from
+  // the origin o: no manifest lists its variants, so none but the origin
+  // may say what they are (an edge could drop the best ones, misstate
+  // their codecs or name renditions that do not exist). Its failures, a
+  // 403 included, are errors for the page. Small, and fetched once per
+  // load of the stream.
+  async loadMaster(o, path, signal) {
+    const bytes = await this.fetchBytes(o, path, PLAYLIST_TIMEOUT_MS, signal);
+    // Variants and the audio group only (hls.js would fetch session keys
+    // and data past the verifying loaders).
+    const bad = /^#EXT-X-(SESSION-KEY|SESSION-DATA|CONTENT-STEERING)\b/m.exec(new TextDecoder().decode(bytes));
+    if (bad) throw new DeliveryError(KIND.unlisted, `the master playlist has ${bad[0]}, which Shoal never writes`);
+    this.receive(o.node, bytes.byteLength);
     return bytes.buffer;
   }
 

@@ -563,7 +563,9 @@ async function dvrRoutes(base, { fileBytes = bytesOf, range100 = null } = {}) {
 }
 
 test('DVR playlists load unchecked against manifest.txt; their segments against range manifests', async () => {
-  const calls = fakeFetch(await dvrRoutes(EDGE));
+  // The DVR master comes from the origin, the rest from the edge.
+  const originDVR = await dvrRoutes(ORIGIN);
+  const calls = fakeFetch({ ...(await dvrRoutes(EDGE)), [`${ORIGIN}/hls/${ID}/dvr.m3u8`]: originDVR[`${ORIGIN}/hls/${ID}/dvr.m3u8`] });
   const d = newDelivery();
   assert.deepEqual(d.request(`${EDGE}${R}/dvr.m3u8?_HLS_msn=104&_HLS_skip=YES&x=1`, 'playlist'),
     { path: `${R}/dvr.m3u8`, query: '_HLS_msn=104&_HLS_skip=YES' });
@@ -571,7 +573,7 @@ test('DVR playlists load unchecked against manifest.txt; their segments against 
   await d.load(`${EDGE}/hls/${ID}/dvr.m3u8`, 'playlist');
   const res = await d.load(`${EDGE}${R}/dvr.m3u8`, 'playlist');
   assert.equal(new TextDecoder().decode(res.data), DVR);
-  assert.deepEqual(calls, [`${EDGE}/hls/${ID}/dvr.m3u8`, `${EDGE}${R}/dvr.m3u8`]);
+  assert.deepEqual(calls, [`${ORIGIN}/hls/${ID}/dvr.m3u8`, `${EDGE}${R}/dvr.m3u8`]);
   // Segment 98: range 0 (final); its init section: that of segment 96.
   calls.length = 0;
   for (const name of ['init-d-0.mp4', 'd-98.m4s', 'd-99.m4s']) {
@@ -936,4 +938,60 @@ test('the origin\'s 403 reaches the page, after the edges that answered 403 are 
   assert.ok(err, 'the origin\'s 403 was not an error');
   assert.equal(err.code, 403);
   assert.deepEqual(reports.map((r) => [r.node_id, r.kind]), [['edge-1', KIND.http]]);
+});
+
+const MASTER = `#EXTM3U
+#EXT-X-VERSION:7
+#EXT-X-INDEPENDENT-SEGMENTS
+#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360,CODECS="avc1.64001e,mp4a.40.2"
+360p/index.m3u8
+#EXT-X-STREAM-INF:BANDWIDTH=5000000,RESOLUTION=1920x1080,CODECS="avc1.640028,mp4a.40.2"
+1080p/index.m3u8
+`;
+
+test('a master playlist an edge rewrote is not what the player plays', async () => {
+  for (const forged of [
+    MASTER.replace(/avc1\.64001e/, 'zzzz.ffffff').split('#EXT-X-STREAM-INF:BANDWIDTH=5000000')[0],
+    MASTER.replace('1080p/index.m3u8', 'x9/index.m3u8').replace('360p/index.m3u8', 'x9/index.m3u8'),
+  ]) {
+    fakeFetch({
+      [`${EDGE}/hls/${ID}/master.m3u8`]: forged,
+      [`${ORIGIN}/hls/${ID}/master.m3u8`]: MASTER,
+      ...(await routesFor(ORIGIN)),
+    });
+    const d = newDelivery();
+    const res = await d.load(`${EDGE}/hls/${ID}/master.m3u8`, 'playlist');
+    assert.equal(new TextDecoder().decode(res.data), MASTER,
+      `the player was handed the edge's master playlist (unverified), failures: ${JSON.stringify(d.failures)}`);
+  }
+});
+
+test('the master playlists come from the origin, with the token; the edge stays the one to play from', async () => {
+  const DVR_MASTER = '#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000,RESOLUTION=640x360\n360p/dvr.m3u8\n';
+  const calls = fakeFetch({
+    [`${EDGE}/hls/${ID}/master.m3u8`]: MASTER.replace('1080p', '720p'),
+    [`${EDGE}/hls/${ID}/dvr.m3u8`]: DVR_MASTER.replace('360p', '240p'),
+    [`${ORIGIN}/hls/${ID}/master.m3u8`]: MASTER,
+    [`${ORIGIN}/hls/${ID}/dvr.m3u8`]: DVR_MASTER,
+  });
+  const served = globalThis.fetch;
+  const asked = [];
+  globalThis.fetch = (url, init = {}) => {
+    asked.push(url);
+    return served(url, init);
+  };
+  const d = newDelivery();
+  const master = await d.load(`${EDGE}/hls/${ID}/master.m3u8`, 'playlist');
+  assert.equal(new TextDecoder().decode(master.data), MASTER);
+  assert.equal(master.url, `${ORIGIN}/hls/${ID}/master.m3u8`);
+  const dvr = await d.load(`${EDGE}/hls/${ID}/dvr.m3u8`, 'playlist');
+  assert.equal(new TextDecoder().decode(dvr.data), DVR_MASTER);
+  assert.deepEqual(calls, [`${ORIGIN}/hls/${ID}/master.m3u8`, `${ORIGIN}/hls/${ID}/dvr.m3u8`]);
+  assert.deepEqual(asked, [`${ORIGIN}/hls/${ID}/master.m3u8?token=tok`, `${ORIGIN}/hls/${ID}/dvr.m3u8?token=tok`]);
+  assert.equal(d.current().node, 'edge-1');
+  assert.deepEqual(d.failures, []);
+  // The origin's failure is the page's: no edge is asked instead.
+  fakeFetch({ [`${EDGE}/hls/${ID}/master.m3u8`]: MASTER });
+  const err = await newDelivery().load(`${EDGE}/hls/${ID}/master.m3u8`, 'playlist').then(() => null, (e) => e);
+  assert.equal(err && err.code, 404);
 });
