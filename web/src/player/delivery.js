@@ -46,6 +46,16 @@ const MAX_STATE_MANIFESTS = 48;
 // candidate and rendition (a two-hour window of 2 s segments is 36).
 const RANGE = 100;
 const MAX_RANGE_MANIFESTS = 256;
+// What is read of an answer before it is refused, not read further (an
+// edge could send without end): an object a manifest lists, its size; a
+// playlist or manifest from an edge, MAX_TEXT_BYTES (the longest the
+// origin writes: a 24 h DVR window of 0.5 s segments, about 15 MB; a 12 h
+// video's manifest of 0.5 s segments, about 9 MB); a hinted part from an
+// edge, whose size no manifest gave yet, MAX_PART_BYTES (2.5 s at the
+// ladder's highest bitrate, 100 Mbit/s). The origin's playlists,
+// manifests and hinted parts are read whole.
+const MAX_TEXT_BYTES = 16 << 20;
+const MAX_PART_BYTES = 32 << 20;
 // The name of the DVR playlists, master and media.
 const DVR_PLAYLIST = 'dvr.m3u8';
 // A file or rendition name, as Shoal writes them.
@@ -321,8 +331,11 @@ export class Delivery {
 
   // fetchBytes fetches path (with its query) from c. Playlists and
   // manifests are revalidated; segments may come from the browser's cache
-  // (they are verified all the same).
-  async fetchBytes(c, path, timeout, signal, cache = 'no-cache') {
+  // (cache 'default'; they are verified all the same). Past max bytes (by
+  // default MAX_TEXT_BYTES from an edge, no bound from the origin) it stops
+  // reading and throws tooBig(n) (n: the bytes read so far), by default an
+  // http error.
+  async fetchBytes(c, path, timeout, signal, { cache = 'no-cache', max = c.node ? MAX_TEXT_BYTES : Infinity, tooBig = null } = {}) {
     const ctl = new AbortController();
     const onAbort = () => ctl.abort();
     if (signal) signal.addEventListener('abort', onAbort);
@@ -336,7 +349,7 @@ export class Delivery {
       // edge failing like any other, dropped for the next candidate.
       if (res.status === 403 && !c.node) throw Object.assign(new Error('forbidden'), { code: 403 });
       if (!res.ok) throw new DeliveryError(KIND.http, `HTTP ${res.status}`, { code: res.status });
-      return new Uint8Array(await res.arrayBuffer());
+      return await readAtMost(res, max, tooBig || ((n) => new DeliveryError(KIND.http, `the answer has more than ${max} bytes (${n} read)`)));
     } catch (err) {
       if (signal && signal.aborted) throw err;
       if (err.name === 'AbortError') throw new DeliveryError(KIND.timeout, `no answer within ${timeout} ms`);
@@ -533,7 +546,7 @@ export class Delivery {
       if (!e) {
         let bytes;
         try {
-          bytes = await this.fetchBytes(c, path, SEGMENT_TIMEOUT_MS, signal, 'default');
+          bytes = await this.fetchBytes(c, path, SEGMENT_TIMEOUT_MS, signal, { cache: 'default', max: c.node ? MAX_PART_BYTES : Infinity });
         } catch (err) {
           // A hinted part may never come (404 once the hint moved on).
           if (st.hint && err instanceof DeliveryError && err.code === 404) err.soft = true;
@@ -588,7 +601,11 @@ export class Delivery {
         }
       }
     }
-    const bytes = await this.fetchBytes(c, path, SEGMENT_TIMEOUT_MS, signal, 'default');
+    const bytes = await this.fetchBytes(c, path, SEGMENT_TIMEOUT_MS, signal, {
+      cache: 'default', max: e.size,
+      tooBig: (n) => new DeliveryError(KIND.hash, `${name}: more than ${e.size} bytes (${n} read), the manifest says ${e.size} bytes with ${e.sha256}`,
+        { expected: e.sha256 }),
+    });
     const buf = await this.check(c, path, name, e, bytes);
     this.noteHTTP(c, rendition, name, e, bytes);
     return buf;
@@ -884,6 +901,40 @@ export class Delivery {
     this.seqs.set(seqKey, m.seq);
     return m;
   }
+}
+
+// readAtMost reads the body of res, at most max bytes: past them it stops
+// reading (cancels the body) and throws tooBig(n), n the bytes read. The
+// bytes are in an ArrayBuffer of their own.
+async function readAtMost(res, max, tooBig) {
+  if (!res.body) {
+    const bytes = new Uint8Array(await res.arrayBuffer());
+    if (bytes.byteLength > max) throw tooBig(bytes.byteLength);
+    return bytes;
+  }
+  const reader = res.body.getReader();
+  const chunks = [];
+  let n = 0;
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      n += value.byteLength;
+      if (n > max) throw tooBig(n);
+      chunks.push(value);
+    }
+  } catch (err) {
+    reader.cancel().catch(() => {});
+    throw err;
+  }
+  if (chunks.length === 1 && chunks[0].byteOffset === 0 && chunks[0].byteLength === chunks[0].buffer.byteLength) return chunks[0];
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const b of chunks) {
+    out.set(b, at);
+    at += b.byteLength;
+  }
+  return out;
 }
 
 // gapError is the answer for a segment a playlist marks EXT-X-GAP (hls.js

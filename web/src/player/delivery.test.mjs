@@ -995,3 +995,55 @@ test('the master playlists come from the origin, with the token; the edge stays 
   const err = await newDelivery().load(`${EDGE}/hls/${ID}/master.m3u8`, 'playlist').then(() => null, (e) => e);
   assert.equal(err && err.code, 404);
 });
+
+test('a segment body is not read past its signed size', async () => {
+  const routes = await routesFor(EDGE);
+  const name = 's1-0-12-p0.m4s';
+  const size = bytesOf(name).byteLength;
+  let pulled = 0;
+  routes[`${EDGE}${R}/${name}`] = () => new Response(new ReadableStream({
+    pull(ctl) {
+      if (pulled >= 256 << 20) { ctl.close(); return; }
+      pulled += 1 << 20;
+      ctl.enqueue(new Uint8Array(1 << 20));
+    },
+  }));
+  fakeFetch({ ...routes, ...(await routesFor(ORIGIN)) });
+  const d = newDelivery();
+  await d.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  const r = await d.load(`${EDGE}${R}/${name}`, 'media');
+  assert.deepEqual(new Uint8Array(r.data), bytesOf(name));
+  assert.ok(pulled <= 2 << 20, `read ${pulled} bytes from the edge for a ${size}-byte part`);
+});
+
+test('a playlist, a manifest or a hinted part from an edge is read up to a bound, then taken from the origin', async () => {
+  // An answer of 1 MiB chunks (of '#', a comment for a playlist) without end.
+  const endless = (count) => () => new Response(new ReadableStream({
+    pull(ctl) {
+      if (count.n >= 256 << 20) { ctl.close(); return; }
+      count.n += 1 << 20;
+      ctl.enqueue(new Uint8Array(1 << 20).fill(35));
+    },
+  }));
+  // The playlist: the blocking request, then the playlist as it is (see
+  // loadPlaylist), both without end.
+  for (const [what, path, load, bound, reads] of [
+    ['playlist', `${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, `${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 16 << 20, 2],
+    ['manifest', `${R}/manifest.txt?_HLS_msn=12&_HLS_part=0`, `${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 16 << 20, 1],
+    ['hinted part', `${R}/s1-0-12-p1.m4s`, `${R}/s1-0-12-p1.m4s`, 32 << 20, 1],
+  ]) {
+    const count = { n: 0 };
+    const edge = await routesFor(EDGE);
+    edge[`${EDGE}${path}`] = endless(count);
+    if (what === 'playlist') edge[`${EDGE}${R}/index.m3u8`] = endless(count);
+    fakeFetch({ ...edge, ...(await routesFor(ORIGIN)) });
+    const d = newDelivery();
+    if (what === 'hinted part') await d.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+    const res = await d.load(`${EDGE}${load}`, what === 'hinted part' ? 'media' : 'playlist');
+    assert.equal(res.candidate.base, ORIGIN, what);
+    if (what === 'hinted part') assert.deepEqual(new Uint8Array(res.data), bytesOf('s1-0-12-p1.m4s'));
+    else assert.equal(new TextDecoder().decode(res.data), LL, what);
+    assert.ok(count.n > reads * bound && count.n <= reads * (bound + (2 << 20)), `${what}: read ${count.n} bytes from the edge`);
+    assert.deepEqual(d.failures.map((f) => [f.node, f.kind]), [['edge-1', KIND.http]], what);
+  }
+});
