@@ -131,7 +131,7 @@ export function parseManifest(bytes) {
   const i = text.lastIndexOf('\nsig ', text.length - 2);
   if (i < 0) throw new Error('manifest has no signature');
   const signed = bytes.slice(0, i + 1);
-  const sig = b64urlBytes(text.slice(i + 5, text.length - 1));
+  const sigText = text.slice(i + 5, text.length - 1);
   const lines = text.slice(0, i).split('\n');
   const field = (n, name) => {
     if (!lines[n] || !lines[n].startsWith(name + ' ')) throw new Error(`manifest line ${n + 1} must be ${name}`);
@@ -141,7 +141,7 @@ export function parseManifest(bytes) {
   const m = {
     keyId: field(1, 'key'), id: field(2, 'id'), rendition: field(3, 'rendition'),
     seq: Number(field(4, 'seq')), time: Number(field(5, 'time')), ended: field(6, 'ended') === '1',
-    entries: new Map(), segments: [], parts: [], signed, sig,
+    entries: new Map(), segments: [], parts: [], signed, sig: null,
   };
   for (const l of lines.slice(7)) {
     const p = l.split(' ');
@@ -161,6 +161,11 @@ export function parseManifest(bytes) {
     if (p[0] === 'seg') m.segments.push(p[1]);
     if (p[0] === 'part') m.parts.push(p[1]);
   }
+  // The signature exactly as the origin writes it: atob skips white space,
+  // so a padded one would verify, the manifest then more bytes than the
+  // origin's (credited to the edge that sent them).
+  if (!/^[A-Za-z0-9_-]{86}$/.test(sigText)) throw new Error('the manifest signature is not 86 base64url characters');
+  m.sig = b64urlBytes(sigText);
   return m;
 }
 
@@ -205,10 +210,12 @@ export class Delivery {
     // What the session accepted, for the viewer's beacons (beacons.js):
     // verified, the objects that passed the checks; failed, those that
     // failed them (segments, parts, init sections, manifests, playlists;
-    // bytes from peers that failed too); received, the bytes of everything
-    // accepted (verified media, and the manifests and playlists that
-    // passed their checks) per source: a candidate's node id, '' for the
-    // origin, 'p2p' for peers.
+    // bytes from peers that failed too); received, the bytes accepted that
+    // the origin signed (verified media, and signed manifests: every byte
+    // of one is the origin's), per source: a candidate's node id, '' for
+    // the origin, 'p2p' for peers. Playlists are not counted: nothing signs
+    // their bytes, and an edge could pad one that passes its checks with
+    // comments to be credited for them.
     this.verified = 0;
     this.failed = 0;
     this.received = new Map();
@@ -421,7 +428,6 @@ export class Delivery {
       }
       this.notePlaylist(rendition, pl, st);
     }
-    this.receive(c.node, bytes.byteLength);
     return bytes.buffer;
   }
 
@@ -437,7 +443,6 @@ export class Delivery {
     // and data past the verifying loaders).
     const bad = /^#EXT-X-(SESSION-KEY|SESSION-DATA|CONTENT-STEERING)\b/m.exec(new TextDecoder().decode(bytes));
     if (bad) throw new DeliveryError(KIND.unlisted, `the master playlist has ${bad[0]}, which Shoal never writes`);
-    this.receive(o.node, bytes.byteLength);
     return bytes.buffer;
   }
 

@@ -1047,3 +1047,37 @@ test('a playlist, a manifest or a hinted part from an edge is read up to a bound
     assert.deepEqual(d.failures.map((f) => [f.node, f.kind]), [['edge-1', KIND.http]], what);
   }
 });
+
+test('an edge is not credited for padding in the playlists it serves', async () => {
+  const pad = '#' + 'x'.repeat(4 << 20) + '\n'; // 4 MiB of comment
+  const edge = await routesFor(EDGE);
+  edge[`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`] = LL + pad;
+  edge[`${EDGE}/hls/${ID}/master.m3u8`] = MASTER + pad;
+  fakeFetch({ ...edge, ...(await routesFor(ORIGIN)), [`${ORIGIN}/hls/${ID}/master.m3u8`]: MASTER });
+  const d = newDelivery();
+  await d.load(`${EDGE}/hls/${ID}/master.m3u8`, 'playlist');
+  await d.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  const credited = d.received.get('edge-1') || 0;
+  assert.ok(credited < 1 << 20, `edge-1 credited ${credited} bytes for two playlists (8 MiB of it comments)`);
+});
+
+test('a manifest padded after its signature is refused, and not credited', async () => {
+  const edge = await routesFor(EDGE);
+  const key = `${EDGE}${R}/manifest.txt?_HLS_msn=12&_HLS_part=0`;
+  // White space that atob skips: the signature still verifies.
+  edge[key] = edge[key].replace(/\n$/, ' '.repeat(4 << 20) + '\n');
+  fakeFetch({ ...edge, ...(await routesFor(ORIGIN)) });
+  const d = newDelivery();
+  const res = await d.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  assert.equal(res.candidate.base, ORIGIN);
+  assert.deepEqual(d.failures.map((f) => [f.node, f.kind]), [['edge-1', KIND.badManifest]]);
+  assert.ok((d.received.get('edge-1') || 0) < 1 << 20, `edge-1 credited ${d.received.get('edge-1')} bytes`);
+  // Signed manifests and verified media are what is credited.
+  const d2 = newDelivery();
+  fakeFetch({ ...(await routesFor(EDGE)) });
+  await d2.load(`${EDGE}${R}/index.m3u8?_HLS_msn=12&_HLS_part=0`, 'playlist');
+  const manifest = enc.encode((await routesFor(EDGE))[key]).byteLength;
+  assert.equal(d2.received.get('edge-1'), manifest);
+  await d2.load(`${EDGE}${R}/s1-0-12-p0.m4s`, 'media');
+  assert.equal(d2.received.get('edge-1'), manifest + bytesOf('s1-0-12-p0.m4s').byteLength);
+});
