@@ -64,17 +64,30 @@ func newAuditor(store storage.Store, contentKey ed25519.PrivateKey, signed func(
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
 }
 
-// audit is the audit of a viewer's delivery report. A report of an object
+// audit is the audit of a viewer's delivery report. A report of a segment
 // the origin never published (or deleted) is refuted: an honest player
-// reports only what the signed manifest lists, so such a report, from a
-// network the node was offered to, must not count towards its
-// quarantine.
+// reports only segments the signed manifest lists, so such a report, from
+// a network the node was offered to, must not count towards its
+// quarantine. Not so for an LL-HLS part (the origin keeps those in memory
+// only, never in the store), nor for an object the node's playlist named
+// and the manifest does not list ("unlisted": never published, by
+// definition), nor for the manifest kinds.
 func (a *auditor) audit(ctx context.Context, n routing.Node, path, kind string) playerapi.Audit {
 	confirmed, refuted, finding := a.check(ctx, n, path, kind)
-	if finding == noSuchObject {
+	if finding == noSuchObject && refutesAbsent(path, kind) {
 		refuted = true
 	}
 	return playerapi.Audit{Confirmed: confirmed, Refuted: refuted, Finding: finding}
+}
+
+// refutesAbsent says whether a report of kind about path, an object the
+// origin does not have, is refuted by that absence.
+func refutesAbsent(path, kind string) bool {
+	switch kind {
+	case "unlisted", "bad_manifest", "stale_manifest":
+		return false
+	}
+	return !hlspath.IsPart(path)
 }
 
 // noSuchObject is the finding of an audit of an object the origin does

@@ -128,9 +128,9 @@ func TestBorrowedPublicURLFailsAudits(t *testing.T) {
 	}
 }
 
-// A viewer's report of an object the origin never published (nor has any
+// A viewer's report of a segment the origin never published (nor has any
 // more) is refuted, public or signed: an honest player reports only what
-// the signed manifest lists. Before, such reports from 3 networks the
+// the signed manifest lists (parts and "unlisted" objects aside). Before, such reports from 3 networks the
 // edge had been offered to quarantined an honest edge. A signed object
 // the origin has is still not audited (nor refuted); a report waits for
 // an audit slot within its deadline instead of finding the origin busy.
@@ -151,6 +151,19 @@ func TestReportsOfObjectsNeverPublished(t *testing.T) {
 		got := a.audit(ctx, r.node, c.path, "hash_mismatch")
 		if got.Confirmed || got.Refuted != c.refuted {
 			t.Errorf("a report of %s: %+v, want refuted %v", c.path, got, c.refuted)
+		}
+	}
+	// But an LL-HLS part is never in the store (the origin keeps parts in
+	// memory), and an "unlisted" object is one the manifest does not
+	// list: their absence refutes nothing.
+	for _, c := range []struct{ path, kind string }{
+		{"/hls/" + r.pub + "/source/s-1-3-p1.m4s", "hash_mismatch"},
+		{"/hls/" + r.signed + "/source/s-1-3-p1.m4s", "hash_mismatch"},
+		{"/hls/" + r.signed + "/source/s-1-9.m4s", "unlisted"},
+		{"/hls/" + r.pub + "/source/s-1-9.m4s", "unlisted"},
+	} {
+		if got := a.audit(ctx, r.node, c.path, c.kind); got.Confirmed || got.Refuted {
+			t.Errorf("a report (%s) of %s: %+v, want neither confirmed nor refuted", c.kind, c.path, got)
 		}
 	}
 	// Every slot taken: a report waits for one.
