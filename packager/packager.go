@@ -187,10 +187,10 @@ type Packager struct {
 	problems map[string]string
 	// orphans are the recordings an earlier run of this origin left open
 	// (a crash), as they were before they were finished at start, by
-	// stream and playlist directory: the stream's next session in this
-	// run continues them, as a takeover does, unless the store is shared
-	// (Config.Resume set).
-	orphans map[string]map[string][]byte
+	// stream: the stream's next session in this run, within orphanReturn
+	// of the crash, continues them, as a takeover does, unless the store
+	// is shared (Config.Resume set).
+	orphans map[string]orphan
 }
 
 // Problem says why stream id is not being packaged right now ("" when
@@ -423,10 +423,10 @@ func (p *Packager) join(id string) (*streamState, error) {
 	// (Config.Resume): another origin may have continued that broadcast
 	// meanwhile, and its recording is not to be replaced.
 	local := false
-	if orphans := p.orphans[id]; orphans != nil {
+	if o, ok := p.orphans[id]; ok {
 		delete(p.orphans, id)
-		if resumed == nil {
-			resumed = parseAll(orphans)
+		if resumed == nil && time.Since(o.cut) < orphanReturn {
+			resumed = parseAll(o.recs)
 			local = resumed != nil
 		}
 	}

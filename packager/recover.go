@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"time"
 
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/packager/playlist"
@@ -14,14 +15,13 @@ import (
 // kill while a stream was live): every recording.m3u8 without ENDLIST gets
 // one, and index.m3u8 becomes the whole recording as VOD, so the stream stays
 // playable as a recording. It returns the recordings it finished as they
-// were before (by stream, then playlist directory), for a publisher that
-// comes back to continue.
-func finishOrphans(fs *storage, dir string, log *slog.Logger) map[string]map[string][]byte {
+// were before, by stream, for a publisher that comes back to continue.
+func finishOrphans(fs *storage, dir string, log *slog.Logger) map[string]orphan {
 	streams, err := os.ReadDir(dir)
 	if err != nil {
 		return nil
 	}
-	out := map[string]map[string][]byte{}
+	out := map[string]orphan{}
 	for _, s := range streams {
 		if !s.IsDir() || !ids.Valid(s.Name()) {
 			continue
@@ -35,22 +35,45 @@ func finishOrphans(fs *storage, dir string, log *slog.Logger) map[string]map[str
 				continue
 			}
 			base := filepath.Join(dir, s.Name(), sub.Name())
-			rec, err := os.ReadFile(filepath.Join(base, "recording.m3u8"))
+			recPath := filepath.Join(base, "recording.m3u8")
+			rec, err := os.ReadFile(recPath)
 			if err != nil || bytes.Contains(rec, []byte(playlist.Endlist)) {
+				continue
+			}
+			fi, err := os.Stat(recPath)
+			if err != nil {
 				continue
 			}
 			if err := finishRecording(fs, base); err != nil {
 				log.Warn("could not finish a recording left open", "dir", base, "err", err)
 				continue
 			}
-			if out[s.Name()] == nil {
-				out[s.Name()] = map[string][]byte{}
+			o, ok := out[s.Name()]
+			if !ok {
+				o.recs = map[string][]byte{}
 			}
-			out[s.Name()][sub.Name()] = rec
+			o.recs[sub.Name()] = rec
+			if t := fi.ModTime(); t.After(o.cut) {
+				o.cut = t
+			}
+			out[s.Name()] = o
 		}
 	}
 	return out
 }
+
+// orphan is a broadcast a crash cut: its recordings as they were left
+// open, by playlist directory, and about when it was cut (their last
+// write).
+type orphan struct {
+	recs map[string][]byte
+	cut  time.Time
+}
+
+// orphanReturn is how long after a crash cut a broadcast its publisher may
+// come back to continue it (an encoder retries for a few minutes); later,
+// a broadcast is a new one and replaces the recording.
+const orphanReturn = 30 * time.Minute
 
 // finishRecording ends the recording in dir with ENDLIST (unless it has
 // one) and writes index.m3u8 as the whole recording, a VOD playlist. The

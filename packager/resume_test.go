@@ -209,6 +209,13 @@ func rigIn(t *testing.T, dir string, ev FileEvents) *rig {
 // before the crash.
 func TestCrashThenReconnectContinuesTheRecording(t *testing.T) {
 	t.Parallel()
+	t.Run("back soon", func(t *testing.T) { crashThenReconnect(t, false) })
+	// A broadcast after orphanReturn is a new one: it replaces the
+	// recording.
+	t.Run("back late", func(t *testing.T) { crashThenReconnect(t, true) })
+}
+
+func crashThenReconnect(t *testing.T, late bool) {
 	dir := t.TempDir()
 	a := rigIn(t, dir, nil)
 	a.broadcast(t, 6)
@@ -223,6 +230,15 @@ func TestCrashThenReconnectContinuesTheRecording(t *testing.T) {
 		}
 		if err := os.WriteFile(path, []byte(strings.TrimSuffix(string(rec), "#EXT-X-ENDLIST\n")), 0o644); err != nil {
 			t.Fatal(err)
+		}
+	}
+	if late {
+		// Cut longer ago than a publisher may come back to continue it.
+		old := time.Now().Add(-orphanReturn - time.Minute)
+		for _, d := range []string{"source", "audio"} {
+			if err := os.Chtimes(filepath.Join(dir, "abc", d, "recording.m3u8"), old, old); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	ev := &events{}
@@ -242,7 +258,12 @@ func TestCrashThenReconnectContinuesTheRecording(t *testing.T) {
 	feed(pub, 4, 60)
 	pub.Close()
 	waitFor(t, "the session's end", func() bool { _, ended := ev.counts(); return ended == 1 })
-	if resets, _ := ev.counts(); resets != 0 {
+	if resets, _ := ev.counts(); late {
+		if resets != 1 {
+			t.Fatalf("a broadcast long after the crash: %d resets, want 1 (a new recording)", resets)
+		}
+		return
+	} else if resets != 0 {
 		t.Fatalf("the tree of the broadcast cut by the crash was reset %d times", resets)
 	}
 	for _, d := range []string{"source", "audio"} {
