@@ -299,7 +299,7 @@ func TestOfferCandidatesAreBounded(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "ICE candidates") {
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(b), "ICE candidate addresses") {
 		t.Fatalf("an offer with %d candidates: %d %s", rtcutil.MaxTrickleCandidates+1, resp.StatusCode, b)
 	}
 }

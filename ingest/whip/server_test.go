@@ -3,6 +3,7 @@ package whip
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
@@ -403,7 +404,7 @@ func TestRefusals(t *testing.T) {
 		{"too large", "application/sdp", testKey, strings.Repeat("a", maxOffer+1), 413, "larger"},
 		{"no media", "application/sdp", testKey, "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n", 400, "offer"},
 		// Each candidate is an address the server sends checks to.
-		{"candidates", "application/sdp", testKey, "v=0\r\n" + strings.Repeat("a=candidate:1 1 udp 1 192.0.2.1 5000 typ host\r\n", 17), 400, "more than 16 ICE candidates"},
+		{"candidates", "application/sdp", testKey, "v=0\r\n" + manyCandidates(17), 400, "more than 16 ICE candidate addresses"},
 	}
 	for _, c := range cases {
 		status, body := post(c.ctype, c.key, c.body)
@@ -436,6 +437,15 @@ func TestRefusals(t *testing.T) {
 	if resp.StatusCode != 404 {
 		t.Errorf("DELETE of an unknown session: %d", resp.StatusCode)
 	}
+}
+
+// manyCandidates is n candidate lines for n addresses.
+func manyCandidates(n int) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, "a=candidate:%d 1 udp 1 192.0.2.1 %d typ host\r\n", i+1, 5000+i)
+	}
+	return b.String()
 }
 
 // TestSlowOfferWithoutKeyHoldsNoSlot: an offer is read and its key checked

@@ -234,19 +234,27 @@ func checkCandidate(value string) error {
 // top of those only up to the same bound. Call it before the offer is set
 // as the remote description; its error is for the client.
 func (t *Trickle) Offer(sdp []byte) error {
-	n := 0
+	// Counted by transport address: a candidate is listed once per
+	// component (pion lists RTP and RTCP's), and by every m= section
+	// without BUNDLE, but it is one address to check.
+	addrs := map[string]bool{}
 	for _, line := range strings.Split(string(sdp), "\n") {
 		value, ok := strings.CutPrefix(strings.TrimSuffix(line, "\r"), "a=candidate:")
 		if !ok {
 			continue
 		}
-		if n++; n > MaxTrickleCandidates {
-			return fmt.Errorf("the offer lists more than %d ICE candidates", MaxTrickleCandidates)
-		}
 		if err := checkCandidate("candidate:" + value); err != nil {
 			return err
 		}
+		key := value
+		if f := strings.Fields(value); len(f) >= 6 {
+			key = strings.ToLower(f[2]) + " " + f[4] + " " + f[5]
+		}
+		if addrs[key] = true; len(addrs) > MaxTrickleCandidates {
+			return fmt.Errorf("the offer lists more than %d ICE candidate addresses", MaxTrickleCandidates)
+		}
 	}
+	n := len(addrs)
 	t.mu.Lock()
 	t.added = n
 	t.mu.Unlock()

@@ -139,6 +139,13 @@ func TestOfferCandidates(t *testing.T) {
 	if err := tr.Offer(lines(MaxTrickleCandidates-1, "192.0.2.1")); err != nil {
 		t.Fatalf("an offer with %d candidates: %v", MaxTrickleCandidates-1, err)
 	}
+	// Each address listed for two components (as pion does) and in two
+	// m= sections counts once.
+	twice := strings.ReplaceAll(string(lines(MaxTrickleCandidates, "192.0.2.7")), " 1 udp ", " 2 udp ")
+	var tr2 Trickle
+	if err := tr2.Offer([]byte(string(lines(MaxTrickleCandidates, "192.0.2.7")) + twice + twice)); err != nil {
+		t.Fatalf("%d addresses, each listed 3 times: %v", MaxTrickleCandidates, err)
+	}
 	// One more may come by PATCH, not two.
 	cand := func(i int) Candidate {
 		return Candidate{Mid: "0", Value: fmt.Sprintf("candidate:%d 1 udp 2130706431 192.0.2.9 %d typ host", 100+i, 40000+i)}
