@@ -324,7 +324,7 @@ func (a *API) beacon(c *gin.Context) {
 	body, err := readLimited(c, maxBeaconBody)
 	if err != nil {
 		m.beacons.WithLabelValues(beaconTooLarge).Inc()
-		WriteError(c, http.StatusRequestEntityTooLarge, codePayloadTooLarge, "beacon body larger than 4 KiB")
+		bodyFailed(c, err, "beacon body larger than 4 KiB")
 		return
 	}
 	var req beaconRequest

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -29,13 +30,7 @@ type nameRequest struct {
 func (a *API) decodeJSON(c *gin.Context, v any) bool {
 	data, err := readLimited(c, a.maxBody)
 	if err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			WriteError(c, http.StatusRequestEntityTooLarge, codePayloadTooLarge,
-				fmt.Sprintf("request body is larger than %d bytes", a.maxBody))
-			return false
-		}
-		WriteError(c, http.StatusBadRequest, codeInvalidRequest, "could not read the request body")
+		bodyFailed(c, err, fmt.Sprintf("request body is larger than %d bytes", a.maxBody))
 		return false
 	}
 	if msg := decodeStrict(data, v); msg != "" {
@@ -132,6 +127,26 @@ func readPaced(w http.ResponseWriter, r *http.Request, limit int64, grace time.D
 	// client going away would end the request's context at it.
 	_ = rc.SetReadDeadline(time.Time{})
 	return data, err
+}
+
+// codeRequestTimeout: a request body that came too slowly (408).
+const codeRequestTimeout = "request_timeout"
+
+// bodyFailed answers a request whose body readLimited could not read: 413
+// (tooLarge) past the limit, 408 when it came too slowly (a client may
+// send it again), 400 otherwise.
+func bodyFailed(c *gin.Context, err error, tooLarge string) {
+	var big *http.MaxBytesError
+	var ne net.Error
+	switch {
+	case errors.As(err, &big):
+		WriteError(c, http.StatusRequestEntityTooLarge, codePayloadTooLarge, tooLarge)
+	case errors.As(err, &ne) && ne.Timeout():
+		WriteError(c, http.StatusRequestTimeout, codeRequestTimeout,
+			fmt.Sprintf("the request body came too slowly (it must come within %s plus 1 s per %d KiB)", bodyGrace, bodyMinRate>>10))
+	default:
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, "could not read the request body")
+	}
 }
 
 // pacedBody moves the connection's read deadline on before each read: the

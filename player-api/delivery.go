@@ -92,7 +92,7 @@ func (a *API) deliveryReport(c *gin.Context) {
 	}
 	body, err := readLimited(c, maxReportBody)
 	if err != nil {
-		WriteError(c, http.StatusRequestEntityTooLarge, codePayloadTooLarge, "delivery report body too large")
+		bodyFailed(c, err, "delivery report body too large")
 		return
 	}
 	var req deliveryReportRequest

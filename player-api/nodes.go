@@ -374,7 +374,7 @@ func (a *API) nodeAuth(c *gin.Context) (tokenID string, body []byte, ok bool) {
 	}
 	body, err := readLimited(c, maxNodeBody)
 	if err != nil {
-		WriteError(c, http.StatusRequestEntityTooLarge, codePayloadTooLarge, "node request body too large")
+		bodyFailed(c, err, "node request body too large")
 		return "", nil, false
 	}
 	return tokenID, body, true

@@ -103,7 +103,7 @@ func (a *API) workerAuthToken(c *gin.Context, limit int64, tokenID string) (work
 		sum, size = nodeproto.StreamSHA256, -1 // read by the handler
 	case c.Request.Method == http.MethodPost:
 		if w.body, err = readLimited(c, limit); err != nil {
-			WriteError(c, http.StatusRequestEntityTooLarge, codePayloadTooLarge, fmt.Sprintf("the request body is larger than %d bytes", limit))
+			bodyFailed(c, err, fmt.Sprintf("the request body is larger than %d bytes", limit))
 			return w, false
 		}
 		h := sha256.Sum256(w.body)

@@ -8,12 +8,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gin-gonic/gin"
 
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/nodeproto"
@@ -225,6 +229,28 @@ func TestStalledCompletionsTakeAtMostHalfTheSlots(t *testing.T) {
 	r := e.workerReq(t, "POST", target, otherTok.Token, []byte(`{}`), honest, "")
 	if r.status == http.StatusServiceUnavailable {
 		t.Fatalf("another token's worker, with one token's completions stalled: %d %s", r.status, r.body)
+	}
+}
+
+// TestBodyFailures: a body past its bound is answered 413, one that came
+// too slowly 408 (a worker sends it again), any other failure 400.
+func TestBodyFailures(t *testing.T) {
+	t.Parallel()
+	for _, c := range []struct {
+		err    error
+		status int
+		code   string
+	}{
+		{&http.MaxBytesError{Limit: 10}, http.StatusRequestEntityTooLarge, codePayloadTooLarge},
+		{fmt.Errorf("read: %w", os.ErrDeadlineExceeded), http.StatusRequestTimeout, codeRequestTimeout},
+		{io.ErrUnexpectedEOF, http.StatusBadRequest, codeInvalidRequest},
+	} {
+		rec := httptest.NewRecorder()
+		ctx, _ := gin.CreateTestContext(rec)
+		bodyFailed(ctx, c.err, "too large")
+		if rec.Code != c.status || !strings.Contains(rec.Body.String(), `"`+c.code+`"`) {
+			t.Errorf("%v: %d %s", c.err, rec.Code, rec.Body)
+		}
 	}
 }
 
