@@ -97,7 +97,7 @@ type job struct {
 func (j *job) run(ctx context.Context, sub *stream.Subscriber) {
 	defer sub.Close()
 	defer j.t.setRungs(j.id, j.gen, nil)
-	j.t.setProblem(j.id, "") // a new broadcast starts clean
+	j.t.setProblem(j.id, j.gen, "") // a new broadcast starts clean
 	j.pubs = map[string]*stream.Publisher{}
 	j.last = map[string]*stream.Publisher{}
 	j.lastOut = map[string]outPos{}
@@ -160,14 +160,14 @@ func (j *job) start(tracks []media.Track, restart bool) {
 		j.unplayable = media.Unplayable(tracks[j.vIdx])
 	}
 	if j.vIdx < 0 {
-		j.t.setProblem(j.id, "no H.264 or H.265 video in the stream: nothing to transcode, the source is served as it came")
+		j.t.setProblem(j.id, j.gen, "no H.264 or H.265 video in the stream: nothing to transcode, the source is served as it came")
 		j.copy, j.noVideo = true, true
 		return
 	}
 	if j.noVideo {
 		j.noVideo = false
 		if !j.broken {
-			j.t.setProblem(j.id, "")
+			j.t.setProblem(j.id, j.gen, "")
 		}
 	}
 	if j.copy || j.pending != nil {
@@ -227,9 +227,9 @@ func (j *job) fail(err error) {
 	j.log.Error("transcoding failed; serving the source as it came", "err", err)
 	j.t.fallbacks.WithLabelValues(CopyRendition).Inc()
 	if j.unplayable != "" {
-		j.t.setProblem(j.id, "transcoding failed ("+err.Error()+"), and the source is "+j.unplayable+", so nothing is served")
+		j.t.setProblem(j.id, j.gen, "transcoding failed ("+err.Error()+"), and the source is "+j.unplayable+", so nothing is served")
 	} else {
-		j.t.setProblem(j.id, "transcoding failed, the source is served as it came: "+err.Error())
+		j.t.setProblem(j.id, j.gen, "transcoding failed, the source is served as it came: "+err.Error())
 	}
 	// The rungs end now (ENDLIST) rather than freeze as "live".
 	j.endAll()

@@ -311,7 +311,7 @@ func (j *job) restartRemote() {
 		return
 	}
 	if j.t.cfg.Remote == RemoteOnly {
-		j.t.setProblem(j.id, "no remote worker has room for the ladder: the source is served as it came")
+		j.t.setProblem(j.id, j.gen, "no remote worker has room for the ladder: the source is served as it came")
 		j.copy = true
 	}
 }

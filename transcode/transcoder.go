@@ -388,9 +388,12 @@ func (t *Transcoder) Problem(id string) string {
 	return t.problems[id]
 }
 
-func (t *Transcoder) setProblem(id, msg string) {
+func (t *Transcoder) setProblem(id string, gen uint64, msg string) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if t.claims[id] != gen {
+		return // an older job's: the newer one's broadcast is not its
+	}
 	if msg == "" {
 		delete(t.problems, id)
 	} else {
