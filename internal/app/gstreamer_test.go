@@ -84,8 +84,12 @@ func TestGStreamerPublisherLosesNothing(t *testing.T) {
 		return v
 	}
 	// What GStreamer sent (its copy of the FLV stream): packet times.
-	times := func(stream string) []float64 {
-		s := ffprobeField(t, sent, "-select_streams", stream, "-show_entries", "packet=pts_time", "-of", "csv=p=0")
+	times := func(stream string, field ...string) []float64 {
+		entry := "packet=pts_time"
+		if len(field) > 0 {
+			entry = "packet=" + field[0]
+		}
+		s := ffprobeField(t, sent, "-select_streams", stream, "-show_entries", entry, "-of", "csv=p=0")
 		var out []float64
 		for _, l := range strings.Fields(s) {
 			v, err := strconv.ParseFloat(strings.TrimSuffix(l, ","), 64)
@@ -100,8 +104,19 @@ func TestGStreamerPublisherLosesNothing(t *testing.T) {
 	if len(sentVideo) == 0 || len(sentAudio) == 0 {
 		t.Fatalf("GStreamer sent %d video and %d audio packets", len(sentVideo), len(sentAudio))
 	}
-	if got := count(base + "source/index.m3u8"); got != len(sentVideo) {
-		t.Errorf("the recording holds %d video frames, GStreamer sent %d", got, len(sentVideo))
+	// A loaded machine can make flvmux itself send a video frame whose
+	// decoding time is not after the last one's: the ingest drops those
+	// (and says so), and only those.
+	backwards, last := 0, -1.0
+	for _, d := range times("v:0", "dts_time") {
+		if d <= last {
+			backwards++
+			continue
+		}
+		last = d
+	}
+	if got := count(base + "source/index.m3u8"); got != len(sentVideo)-backwards {
+		t.Errorf("the recording holds %d video frames, GStreamer sent %d (%d of them not after the one before)", got, len(sentVideo), backwards)
 	}
 	// The audio starts with the video: every AAC frame GStreamer sent from
 	// the first video frame on (FLV's milliseconds) is recorded, but for
@@ -132,8 +147,11 @@ func TestGStreamerPublisherLosesNothing(t *testing.T) {
 		t.Errorf("the first audio packet is at %.3f s, the first video frame at %.3f s; GStreamer sent them %.3f s apart: more than one frame off",
 			a, v, sentFrom[0]-v0)
 	}
-	if log := n.stderr.String(); strings.Contains(log, "went backwards") {
-		t.Errorf("frames were dropped as going backwards:\n%s", log)
+	if log := n.stderr.String(); strings.Contains(log, "went backwards") && backwards == 0 {
+		t.Errorf("frames were dropped as going backwards, GStreamer sent none such:\n%s", log)
+	}
+	if backwards > 0 {
+		t.Logf("GStreamer sent %d video frames not after the one before (a loaded machine)", backwards)
 	}
 }
 
