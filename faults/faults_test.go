@@ -162,8 +162,11 @@ func TestKill9MidStream(t *testing.T) {
 	liveAgain = poll(30*time.Second, func() bool { return s.status(ls.ID) == "live" })
 	continued := poll(30*time.Second, func() bool { return s.segments(ls.ID) >= after+2 })
 	_ = pub2.Process.Kill()
-	s.waitFor("the stream idle again", 30*time.Second, func() bool { return s.status(ls.ID) == "idle" })
-	_, rec2 := s.get("/hls/"+ls.ID+"/source/recording.m3u8", "")
+	var rec2 []byte
+	s.waitFor("the recording finished again", 30*time.Second, func() bool {
+		_, rec2 = s.get("/hls/"+ls.ID+"/source/recording.m3u8", "")
+		return strings.Contains(string(rec2), "#EXT-X-ENDLIST")
+	})
 	continued = continued && first != "" && strings.Contains(string(rec2), first+"\n") &&
 		strings.Contains(string(rec2), "#EXT-X-DISCONTINUITY") && strings.Contains(string(rec2), "#EXT-X-ENDLIST")
 	total := strings.Count(string(rec2), "#EXTINF")
