@@ -186,6 +186,9 @@ type Keeper struct {
 	previous  []byte // the secret before the last refresh changed it
 	refreshed time.Time
 	reloading bool
+	// loadErr is the last failed load's error, at loadFailed.
+	loadErr    error
+	loadFailed time.Time
 }
 
 // RefreshEvery bounds how often Refresh reads the secret again.
@@ -257,13 +260,23 @@ func (k *Keeper) Secret(ctx context.Context) ([]byte, error) {
 	if k.secret != nil {
 		return k.secret, nil
 	}
+	// A load that failed is not tried again for every request (anyone
+	// can send tokens to check) until loadRetry has passed.
+	if k.loadErr != nil && k.now().Sub(k.loadFailed) < loadRetry {
+		return nil, k.loadErr
+	}
 	s, err := k.load(ctx)
 	if err != nil {
+		k.loadErr, k.loadFailed = err, k.now()
 		return nil, err
 	}
-	k.secret, k.refreshed = s, k.now()
+	k.secret, k.refreshed, k.loadErr = s, k.now(), nil
 	return s, nil
 }
+
+// loadRetry is how long a failed first load of the secret answers with its
+// error before it is tried again.
+const loadRetry = time.Second
 
 // Mint returns a token for a new session of item id of kind, issued now.
 func (k *Keeper) Mint(ctx context.Context, kind, id string) (string, error) {

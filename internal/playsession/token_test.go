@@ -213,3 +213,32 @@ func TestKeeperRefreshFailureIsPaced(t *testing.T) {
 		t.Fatalf("not tried again %v after a failure (%d reloads)", retryAfterFailure, reloads)
 	}
 }
+
+// TestKeeperLoadFailureIsPaced: while the secret cannot be loaded (the
+// store down), a load is tried at most once every loadRetry, not for every
+// token checked.
+func TestKeeperLoadFailureIsPaced(t *testing.T) {
+	loads := 0
+	fail := true
+	k := NewKeeper(func(context.Context) ([]byte, error) {
+		loads++
+		if fail {
+			return nil, errors.New("redis: connection refused")
+		}
+		return []byte("0123456789abcdef0123456789abcdef"), nil
+	}, nil)
+	now := time.Unix(1_800_000_000, 0)
+	k.now = func() time.Time { return now }
+	for range 100 {
+		if _, err := k.Secret(context.Background()); err == nil {
+			t.Fatal("a secret from a failing store")
+		}
+	}
+	if loads != 1 {
+		t.Fatalf("%d loads for 100 checks within a second, want 1", loads)
+	}
+	now, fail = now.Add(loadRetry), false
+	if s, err := k.Secret(context.Background()); err != nil || len(s) == 0 || loads != 2 {
+		t.Fatalf("after %v: %q, %v (%d loads)", loadRetry, s, err, loads)
+	}
+}
