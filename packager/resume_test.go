@@ -44,11 +44,16 @@ func (e *events) counts() (resets, ended int) {
 // rigWith is newRig with a Resume function and a listener.
 func rigWith(t *testing.T, resume func(string) (map[string][]byte, error), ev FileEvents) *rig {
 	t.Helper()
+	return rigAt(t, t.TempDir(), resume, ev)
+}
+
+// rigAt is rigWith on a given directory (an earlier run's, say).
+func rigAt(t *testing.T, dir string, resume func(string) (map[string][]byte, error), ev FileEvents) *rig {
+	t.Helper()
 	hub, err := stream.New(stream.Config{QueueSize: 100000}, stream.Deps{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := t.TempDir()
 	p, err := New(Config{Dir: dir, SegmentDuration: 2 * time.Second, LiveWindow: 3, Format: FormatFMP4, Resume: resume},
 		Deps{Hub: hub, Log: slog.New(slog.DiscardHandler), Files: ev})
 	if err != nil {
@@ -181,26 +186,6 @@ func TestParseResumed(t *testing.T) {
 	}
 }
 
-// rigIn is rigWith on a given directory (an earlier run's).
-func rigIn(t *testing.T, dir string, ev FileEvents) *rig {
-	t.Helper()
-	hub, err := stream.New(stream.Config{QueueSize: 100000}, stream.Deps{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := New(Config{Dir: dir, SegmentDuration: 2 * time.Second, LiveWindow: 3, Format: FormatFMP4},
-		Deps{Hub: hub, Log: slog.New(slog.DiscardHandler), Files: ev})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &rig{pkg: p, hub: hub, dir: dir, done: make(chan struct{}), stop: cancel}
-	go func() { _ = hub.Run(ctx) }()
-	go func() { _ = p.Run(ctx); close(r.done) }()
-	t.Cleanup(func() { cancel(); <-r.done })
-	return r
-}
-
 // After a crash, the recordings left open are finished at start (the
 // broadcast plays as a recording), and a publisher that comes back to
 // this origin continues them as a takeover by another origin does: the
@@ -217,7 +202,7 @@ func TestCrashThenReconnectContinuesTheRecording(t *testing.T) {
 
 func crashThenReconnect(t *testing.T, late bool) {
 	dir := t.TempDir()
-	a := rigIn(t, dir, nil)
+	a := rigAt(t, dir, nil, nil)
 	a.broadcast(t, 6)
 	a.stop()
 	<-a.done
@@ -242,7 +227,7 @@ func crashThenReconnect(t *testing.T, late bool) {
 		}
 	}
 	ev := &events{}
-	b := rigIn(t, dir, ev)
+	b := rigAt(t, dir, nil, ev)
 	for _, d := range []string{"source", "audio"} {
 		rec, _ := os.ReadFile(filepath.Join(dir, "abc", d, "recording.m3u8"))
 		if !strings.HasSuffix(string(rec), "#EXT-X-ENDLIST\n") {
