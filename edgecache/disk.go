@@ -136,10 +136,12 @@ func keyHash(key string) string {
 }
 
 // store writes o (with its body) to a new file and indexes it, evicting the
-// least recently used files past the cap.
-func (t *diskTier) store(o *object) error {
+// least recently used files past the cap. valid, when not nil, is asked
+// under the index's lock before the file is put in place: false drops it
+// (an invalidation came since o was fetched).
+func (t *diskTier) store(o *object, valid func() bool) error {
 	sum := sha256.Sum256(o.body)
-	return t.write(o, bytes.NewReader(o.body), int64(len(o.body)), hex.EncodeToString(sum[:]))
+	return t.write(o, bytes.NewReader(o.body), int64(len(o.body)), hex.EncodeToString(sum[:]), valid)
 }
 
 // spoolFile creates a temporary file in the tier's tmp directory (emptied
@@ -155,14 +157,14 @@ func (t *diskTier) spoolFile() (*os.File, error) {
 // storeSpooled stores o, whose size bytes of body are in spool with the
 // given hex SHA-256, as a disk object (copying the body into the object
 // file), and indexes it.
-func (t *diskTier) storeSpooled(o *object, spool io.ReaderAt, size int64, sum string) error {
-	return t.write(o, io.NewSectionReader(spool, 0, size), size, sum)
+func (t *diskTier) storeSpooled(o *object, spool io.ReaderAt, size int64, sum string, valid func() bool) error {
+	return t.write(o, io.NewSectionReader(spool, 0, size), size, sum, valid)
 }
 
 // write writes o's metadata and the size bytes of body (whose hex SHA-256
 // is sum) to a new object file, renames it into place and indexes it,
 // evicting the least recently used files past the cap.
-func (t *diskTier) write(o *object, body io.Reader, size int64, sum string) error {
+func (t *diskTier) write(o *object, body io.Reader, size int64, sum string, valid func() bool) error {
 	m := o.meta
 	m.SHA256, m.Size = sum, size
 	hdr, err := json.Marshal(&m)
@@ -223,6 +225,10 @@ func (t *diskTier) write(o *object, body io.Reader, size int64, sum string) erro
 
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if valid != nil && !valid() {
+		_ = os.Remove(f.Name())
+		return nil
+	}
 	err = os.Rename(f.Name(), name)
 	if errors.Is(err, fs.ErrNotExist) {
 		// The directory went away under us (an operator cleaning up).

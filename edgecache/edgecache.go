@@ -318,6 +318,12 @@ type Cache struct {
 	bigMu sync.Mutex
 	big   map[string]time.Time // keys found too big to cache -> until
 
+	// gen counts invalidations (Invalidate): a fetch stores what it got
+	// only if none came since it started (current), so an answer the
+	// origin gave before a deletion or policy change is not kept after
+	// the invalidation removed the stream's objects.
+	gen atomic.Uint64
+
 	streamMu       sync.Mutex
 	streams        map[string]*streamInfo
 	streamsEvicted atomic.Int64
@@ -357,7 +363,11 @@ type streamInfo struct {
 	served atomic.Int64
 	signed atomic.Int32 // 0 unknown, 1 open, 2 signed: as the last answer from upstream said
 	// forced is the policy the origin's invalidation feed announced (0:
-	// none); it wins over what cached objects were fetched under.
+	// none). Signed wins over what cached objects were fetched under;
+	// open does not override an object the origin answered as signed
+	// (signedFor): the feed may be behind the origin, never the object,
+	// which was fetched after the entry (Invalidate removes every object
+	// of the id, and a fetch across it stores nothing).
 	forced  atomic.Int32
 	deleted atomic.Bool
 }
@@ -398,6 +408,10 @@ func (c *Cache) Invalidate(invs []Invalidation) {
 		}
 		prefixes[inv.ID] = true
 	}
+	// Bumped before the objects are removed, under each tier's lock: a
+	// fetch in flight either stored before (and is removed now) or sees
+	// the new generation and stores nothing.
+	c.gen.Add(1)
 	match := func(key string) bool {
 		rest, ok := strings.CutPrefix(key, "/hls/")
 		if !ok {
@@ -408,6 +422,11 @@ func (c *Cache) Invalidate(invs []Invalidation) {
 	}
 	n := c.mem.removeMatching(match) + c.disk.removeMatching(match)
 	c.log.Info("invalidated cached streams", "ids", len(prefixes), "objects", n)
+}
+
+// current returns whether no invalidation came since generation gen.
+func (c *Cache) current(gen uint64) func() bool {
+	return func() bool { return c.gen.Load() == gen }
 }
 
 // New validates cfg and returns a Cache. It touches no file: Run indexes

@@ -25,8 +25,11 @@ type fetch struct {
 	siblings bool    // a sibling may be asked
 	prev     *object // revalidated with If-None-Match
 	stale    *object // served if the origin fails (stale-if-error)
-	ctx      context.Context
-	cancel   context.CancelFunc
+	// gen is the cache's invalidation generation when the fetch started:
+	// what it gets is stored only while no invalidation came since.
+	gen    uint64
+	ctx    context.Context
+	cancel context.CancelFunc
 
 	hdr chan struct{} // closed once res is set
 	res result
@@ -307,7 +310,7 @@ func (c *Cache) fromOrigin(f *fetch) bool {
 		m.Signed = strings.EqualFold(resp.Header.Get(HeaderPolicy), "signed")
 		m.NoP2P = strings.EqualFold(resp.Header.Get(HeaderP2P), "off")
 		o := c.newObject(m, http.StatusOK, f.prev.body)
-		stored := c.mem.put(o)
+		stored := c.mem.putIf(o, c.current(f.gen))
 		f.grow(o.body)
 		f.publish(result{status: http.StatusOK, obj: o, length: o.Size, shareable: true, fwd: fwd,
 			cacheStatus: c.cacheStatus(fwd, code, stored, "origin")})
@@ -322,7 +325,7 @@ func (c *Cache) fromOrigin(f *fetch) bool {
 		// on this fetch only.
 		o := c.negative(f.key)
 		noStore := noStore(resp.Header.Get("Cache-Control"))
-		stored := !noStore && c.mem.put(o)
+		stored := !noStore && c.mem.putIf(o, c.current(f.gen))
 		f.publish(result{status: http.StatusNotFound, obj: o, shareable: true, noStore: noStore, fwd: fwd,
 			cacheStatus: c.cacheStatus(fwd, code, stored, "origin")})
 		f.end(false)
@@ -406,7 +409,7 @@ func (c *Cache) publishStale(f *fetch, code int) bool {
 	m.TTL = time.Duration(now-m.Stored) + staleRetry
 	o := c.newObject(m, http.StatusOK, s.body)
 	o.stale, o.staleLimit = true, limit
-	c.mem.put(o)
+	c.mem.putIf(o, c.current(f.gen))
 	c.staleServed.Add(1)
 	c.m.stale.Inc()
 	f.grow(o.body)
@@ -536,7 +539,7 @@ func (c *Cache) originBody(f *fetch, resp *http.Response, wd *watchdog, fwd stri
 	}
 	f.end(false)
 	if cacheable {
-		c.store(c.withBody(o, buf), ttl)
+		c.store(c.withBody(o, buf), ttl, f.gen)
 	}
 }
 
@@ -621,7 +624,7 @@ func (c *Cache) spoolBody(f *fetch, resp *http.Response, wd *watchdog, o *object
 	}
 	f.end(false)
 	if cacheable && c.diskOK(o.Key, length, ttl) {
-		if err := c.disk.storeSpooled(o, file, length, hex.EncodeToString(h.Sum(nil))); err != nil {
+		if err := c.disk.storeSpooled(o, file, length, hex.EncodeToString(h.Sum(nil)), c.current(f.gen)); err != nil {
 			c.reportError("disk cache write failed", "path", o.Key, "err", err)
 		}
 	}
@@ -636,21 +639,23 @@ func (c *Cache) spoolFailed(key, msg string, err error) {
 	c.reportError(msg, "path", key, "err", err)
 }
 
-// store keeps o (with its body) in the tiers it fits. A playlist that has
-// ended is kept as its plain path's answer, whatever the key it was
-// fetched for (blocking.go).
-func (c *Cache) store(o *object, ttl time.Duration) {
+// store keeps o (with its body) in the tiers it fits, unless an
+// invalidation came since generation gen (when its fetch started). A
+// playlist that has ended is kept as its plain path's answer, whatever the
+// key it was fetched for (blocking.go).
+func (c *Cache) store(o *object, ttl time.Duration, gen uint64) {
 	if o.status == http.StatusOK && finished(o.Key, o.body) {
 		m := o.meta
 		m.Key, m.Ended = keyPath(m.Key), true
 		o = c.newObject(m, o.status, o.body)
 	}
-	c.mem.put(o)
+	valid := c.current(gen)
+	c.mem.putIf(o, valid)
 	if isBlockingKey(o.Key) {
 		c.marks.note(o.Key)
 	}
 	if c.diskOK(o.Key, o.Size, ttl) {
-		if err := c.disk.store(o); err != nil {
+		if err := c.disk.store(o, valid); err != nil {
 			c.reportError("disk cache write failed", "path", o.Key, "err", err)
 		}
 	}
@@ -704,7 +709,7 @@ func (c *Cache) fromSibling(f *fetch, sib Sibling) (bool, *refusal) {
 		cacheStatus: c.cacheStatus("miss", 0, cacheable && c.storable(f.key, o.Size, ttl), "sibling-"+sib.ID)})
 	f.end(false)
 	if cacheable {
-		c.store(c.withBody(o, body), ttl)
+		c.store(c.withBody(o, body), ttl, f.gen)
 	}
 	return true, nil
 }

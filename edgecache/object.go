@@ -216,12 +216,20 @@ func (t *memTier) peek(key string) *object {
 // fits reports whether an object of size bytes is kept in memory.
 func (t *memTier) fits(size int64) bool { return size >= 0 && size <= t.max/8 }
 
-func (t *memTier) put(o *object) bool {
+func (t *memTier) put(o *object) bool { return t.putIf(o, nil) }
+
+// putIf puts o unless valid (when not nil), asked under the tier's lock,
+// answers false: an invalidation, which bumps the generation valid checks
+// before it removes objects under this lock, cannot miss o.
+func (t *memTier) putIf(o *object, valid func() bool) bool {
 	if !t.fits(int64(len(o.body))) {
 		return false
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if valid != nil && !valid() {
+		return false
+	}
 	t.l.add(o.Key, o.memSize(), o, nil)
 	t.used.Store(t.l.used)
 	_, ok := t.l.peek(o.Key)

@@ -231,14 +231,17 @@ func (c *Cache) serveRevalidating(w http.ResponseWriter, r *http.Request, f *fet
 	return true
 }
 
-// signedFor is the policy passed to Access for an object: its own for a
-// 200, the stream's last known one for a 404.
+// signedFor is the policy passed to Access for an object: signed when the
+// invalidation feed says so, or, for a 200, when the origin answered it
+// as signed (an "open" from the feed does not override that: it fails
+// closed); for a 404, the feed's or else the stream's last known one.
 func (c *Cache) signedFor(o *object) bool {
-	if f := o.stream.forced.Load(); f != policyUnknown {
-		return f == policySigned
-	}
+	f := o.stream.forced.Load()
 	if o.status == http.StatusOK {
-		return o.Signed
+		return f == policySigned || o.Signed
+	}
+	if f != policyUnknown {
+		return f == policySigned
 	}
 	return o.stream.signed.Load() == policySigned
 }
@@ -348,12 +351,13 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 		flightKey = key + "\x00origin"
 	}
 	for attempt := 0; attempt < 3; attempt++ {
-		if e := c.disk.get(key); e != nil && e.obj.fresh(now) && c.serveDisk(w, r, e, &a) {
+		gen := c.gen.Load() // before the entry is looked up: see serveDisk
+		if e := c.disk.get(key); e != nil && e.obj.fresh(now) && c.serveDisk(w, r, e, &a, gen) {
 			return
 		}
 		if isBlockingKey(key) {
 			// A playlist that has ended, kept on disk only.
-			if e := c.disk.get(keyPath(key)); e != nil && e.obj.Ended && e.obj.fresh(now) && c.serveDisk(w, r, e, &a) {
+			if e := c.disk.get(keyPath(key)); e != nil && e.obj.Ended && e.obj.fresh(now) && c.serveDisk(w, r, e, &a, gen) {
 				return
 			}
 		}
@@ -441,15 +445,17 @@ func (c *Cache) join(ctx context.Context, flightKey, key, id, token, ip string, 
 	// The fetch outlives this request (others may wait on it) but ends with
 	// the cache's Run (cancelFlights) and its own watchdogs.
 	f = newFetch(context.WithoutCancel(ctx), key, id, token, ip, siblings && c.siblings != nil, prev)
+	f.gen = c.gen.Load()
 	f.stale = stale
 	f.ref() // the leader's
 	c.flights[flightKey] = f
 	return f, true, nil
 }
 
-// serveDisk answers from a disk entry. It reports false when the file is
-// gone (the caller fetches).
-func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, a *access) bool {
+// serveDisk answers from a disk entry looked up at generation gen. It
+// reports false when the file is gone (the caller fetches). An entry
+// promoted to memory is not if an invalidation came since the lookup.
+func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, a *access, gen uint64) bool {
 	o := e.obj
 	// An object not yet checked against its SHA-256 since the edge started
 	// is checked first, once however many ask (hashing the file as it is
@@ -475,7 +481,7 @@ func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, 
 			return false
 		}
 		mo := c.withBody(o, body)
-		c.mem.put(mo)
+		c.mem.putIf(mo, c.current(gen))
 		c.serveHit(w, r, mo, a)
 		return true
 	}

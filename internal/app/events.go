@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"time"
 
@@ -67,7 +68,10 @@ func (a *liveAnnouncer) announce(id, typ string) {
 		if typ == routing.EventLiveStreamStarted {
 			// Edges drop the last broadcast's playlists now, not when
 			// their minute of caching is up.
-			if err := a.store.InvalidateCached(ctx, id, ls.PlaybackPolicy == routing.PlaybackSigned); err != nil {
+			// The entry carries the policy the stream has when it is
+			// appended (read in that transaction), not ls's: a PATCH since
+			// must not be undone.
+			if err := a.store.InvalidateCached(ctx, id); err != nil && !errors.Is(err, routing.ErrNotFound) {
 				if ok, n := a.warn.Allow(); ok {
 					a.log.Warn("could not tell edges a new broadcast started; they may serve the last one's playlists for a minute",
 						"stream", id, "err", err, "suppressed_since_last", n)

@@ -84,13 +84,29 @@ func (s *Store) Invalidations(ctx context.Context, cursor string, max int64) ([]
 }
 
 // InvalidateCached appends an invalidation of live stream id that keeps its
-// playback policy (signed): a new broadcast replaced its playlists, and
-// edges must not go on serving the last one's (an ended playlist is cached
-// for a minute).
-func (s *Store) InvalidateCached(ctx context.Context, id string, signed bool) error {
-	_, err := s.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		s.addInvalidation(ctx, p, id, false, signed)
-		return nil
-	})
-	return wrapErr("invalidate", err)
+// playback policy: a new broadcast replaced its playlists, and edges must
+// not go on serving the last one's (an ended playlist is cached for a
+// minute). The policy is read in the transaction that appends the entry
+// (WATCH on the record), never taken from the caller: a PATCH of the
+// policy just before lands either before (its value is read) or after
+// (its own entry follows), so the feed's last word about the stream is
+// always its policy now. ErrNotFound for a stream that does not exist
+// (deleted: its deletion is in the feed already).
+func (s *Store) InvalidateCached(ctx context.Context, id string) error {
+	const op = "invalidate"
+	err := s.watchTx(ctx, op, func(tx *redis.Tx) error {
+		cur, err := s.getForUpdate(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			s.addInvalidation(ctx, p, id, false, cur.PlaybackPolicy == PlaybackSigned)
+			return nil
+		})
+		return err
+	}, s.liveStreamKey(id))
+	if err != nil {
+		return txErr(op, err)
+	}
+	return nil
 }
