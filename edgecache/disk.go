@@ -102,6 +102,22 @@ func (t *diskTier) drop(e *diskEntry) {
 	}
 }
 
+// takeAll empties the index and returns the files it held (the caller
+// removes them).
+func (t *diskTier) takeAll() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	keys := t.l.keys(func(string) bool { return true })
+	files := make([]string, 0, len(keys))
+	for _, k := range keys {
+		if e, ok := t.l.remove(k); ok {
+			files = append(files, e.file)
+		}
+	}
+	t.used.Store(t.l.used)
+	return files
+}
+
 // removeMatching removes (and deletes the files of) the entries whose key
 // matches; it returns how many.
 func (t *diskTier) removeMatching(match func(string) bool) int {
@@ -322,7 +338,10 @@ type scanned struct {
 // scan rebuilds the index from the files on disk: the newest valid file of
 // each key is kept, most recently stored first, until the cap; the rest is
 // removed. Entries indexed meanwhile (objects fetched while scanning) win.
-func (t *diskTier) scan(ctx context.Context, c *Cache, log *slog.Logger) error {
+// With drop, and for the files of ids invalidated since this start (or of
+// every id once c.Reset was called), files not indexed are removed.
+func (t *diskTier) scan(ctx context.Context, c *Cache, log *slog.Logger, drop bool) error {
+	resets := c.resets.Load()
 	for _, d := range []string{t.dir, filepath.Join(t.dir, objectsDir)} {
 		if err := t.mkdir(d); err != nil {
 			return err
@@ -381,10 +400,20 @@ func (t *diskTier) scan(ctx context.Context, c *Cache, log *slog.Logger) error {
 		all = append(all, s)
 	}
 	slices.SortFunc(all, func(a, b scanned) int { return cmp.Compare(b.m.Stored, a.m.Stored) })
-	kept := 0
+	kept, dropped := 0, 0
 	for _, s := range all {
-		e := &diskEntry{obj: c.newObject(s.m, 200, nil), file: s.file, off: s.off, size: s.size}
 		t.mu.Lock()
+		if drop || c.skipScanned(s.m.Key, resets) {
+			// Checked under the index's lock: Invalidate and Reset note
+			// what they drop before they take it.
+			if cur, _ := t.l.peek(s.m.Key); cur == nil || cur.file != s.file {
+				_ = os.Remove(s.file)
+				dropped++
+			}
+			t.mu.Unlock()
+			continue
+		}
+		e := &diskEntry{obj: c.diskObject(s.m), file: s.file, off: s.off, size: s.size}
 		if t.l.addOldest(s.m.Key, s.size, e) {
 			kept++
 		} else if cur, _ := t.l.peek(s.m.Key); cur == nil || cur.file != s.file {
@@ -394,7 +423,7 @@ func (t *diskTier) scan(ctx context.Context, c *Cache, log *slog.Logger) error {
 		t.used.Store(t.l.used)
 		t.mu.Unlock()
 	}
-	log.Info("disk cache indexed", "dir", t.dir, "objects", kept, "bytes", t.bytes(), "removed", removed)
+	log.Info("disk cache indexed", "dir", t.dir, "objects", kept, "bytes", t.bytes(), "removed", removed, "dropped", dropped)
 	return nil
 }
 

@@ -104,6 +104,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"regexp"
 	"slices"
 	"strings"
@@ -166,6 +167,13 @@ type Config struct {
 	// CacheDir holds the disk tier. Required. Objects survive restarts: Run
 	// rebuilds the index by scanning it.
 	CacheDir string
+	// HoldDisk makes Run wait for ReleaseDisk before it indexes the disk
+	// tier: until then, nothing stored before this start is served (the
+	// memory tier, the origin and what is stored meanwhile are). An edge
+	// holds it until it has caught up with the invalidation feed, which
+	// may tell it that some of those objects are gone or signed now, or
+	// that it missed entries (then it drops them all).
+	HoldDisk bool
 	// DiskBytes caps the disk tier (default 10 GiB).
 	DiskBytes int64
 	// MemoryBytes caps the memory tier (default 512 MiB). Objects larger
@@ -355,7 +363,20 @@ type Cache struct {
 
 	cachePrefix string // Name + "; "
 
-	scanned chan struct{} // closed once Run has indexed the disk tier
+	scanned chan struct{} // closed once Run has indexed the disk tier (or given up)
+	indexed atomic.Bool   // Run indexed the disk tier (the scan ended)
+
+	// release gets ReleaseDisk's drop (Config.HoldDisk), once.
+	release     chan bool
+	releaseOnce sync.Once
+	// resets counts Reset calls: the scan drops every file it has not
+	// indexed yet once one came.
+	resets atomic.Uint64
+	// scanSkip holds the ids invalidated before the scan indexed the disk
+	// tier (nil once it has): their files, older than any invalidation
+	// applied by this process, are removed instead.
+	scanMu   sync.Mutex
+	scanSkip map[string]bool
 }
 
 // streamInfo is what the cache remembers per stream id.
@@ -408,6 +429,13 @@ func (c *Cache) Invalidate(invs []Invalidation) {
 		}
 		prefixes[inv.ID] = true
 	}
+	c.scanMu.Lock()
+	if c.scanSkip != nil {
+		for id := range prefixes {
+			c.scanSkip[id] = true
+		}
+	}
+	c.scanMu.Unlock()
 	// Bumped before the objects are removed, under each tier's lock: a
 	// fetch in flight either stored before (and is removed now) or sees
 	// the new generation and stores nothing.
@@ -422,6 +450,50 @@ func (c *Cache) Invalidate(invs []Invalidation) {
 	}
 	n := c.mem.removeMatching(match) + c.disk.removeMatching(match)
 	c.log.Info("invalidated cached streams", "ids", len(prefixes), "objects", n)
+}
+
+// Reset drops every object of both tiers: the edge missed invalidations
+// (its cursor fell behind the feed), so nothing it holds can be trusted.
+// The memory tier and the disk tier's index are emptied at once, then the
+// disk files are removed (by the caller's goroutine, not under a lock);
+// fetches in flight store nothing, and files the scan has not indexed yet
+// are removed instead. It returns how many objects were dropped.
+func (c *Cache) Reset() int {
+	c.resets.Add(1)
+	c.gen.Add(1)
+	n := c.mem.removeMatching(func(string) bool { return true })
+	files := c.disk.takeAll()
+	for _, f := range files {
+		_ = os.Remove(f)
+	}
+	c.log.Warn("dropped every cached object: invalidations were missed", "memory", n, "disk", len(files))
+	return n + len(files)
+}
+
+// ReleaseDisk lets Run index the disk tier held by Config.HoldDisk; with
+// drop, every file found there is removed instead. Calls after the first
+// change nothing.
+func (c *Cache) ReleaseDisk(drop bool) {
+	c.releaseOnce.Do(func() { c.release <- drop })
+}
+
+// Indexed reports whether Run has indexed the disk tier (after
+// ReleaseDisk, with Config.HoldDisk): what was on disk before this start
+// is then indexed or removed, and Reset removes its files.
+func (c *Cache) Indexed() bool { return c.indexed.Load() }
+
+// skipScanned reports whether the scan must remove a file of key: a Reset
+// came since the scan began (resets differs from at), or its id was
+// invalidated since this start.
+func (c *Cache) skipScanned(key string, at uint64) bool {
+	if c.resets.Load() != at {
+		return true
+	}
+	id := strings.TrimPrefix(key, "/hls/")
+	id, _, _ = strings.Cut(id, "/")
+	c.scanMu.Lock()
+	defer c.scanMu.Unlock()
+	return c.scanSkip[id]
 }
 
 // current returns whether no invalidation came since generation gen.
@@ -543,6 +615,8 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 		streams:  make(map[string]*streamInfo),
 		viewers:  make(map[string]int64),
 		scanned:  make(chan struct{}),
+		release:  make(chan bool, 1),
+		scanSkip: make(map[string]bool),
 	}
 	if c.newSpool == nil {
 		c.newSpool = func() (spooler, error) {
@@ -574,10 +648,24 @@ func New(cfg Config, deps Deps) (*Cache, error) {
 // bookkeeping until ctx is done. Upstream fetches still running when ctx
 // ends are cancelled.
 func (c *Cache) Run(ctx context.Context) error {
-	if err := c.disk.scan(ctx, c, c.log); err != nil {
+	drop := false
+	if c.cfg.HoldDisk {
+		select {
+		case drop = <-c.release:
+		case <-ctx.Done():
+			close(c.scanned)
+			c.cancelFlights()
+			return nil
+		}
+	}
+	if err := c.disk.scan(ctx, c, c.log, drop); err != nil {
 		close(c.scanned)
 		return fmt.Errorf("edgecache: %w", err)
 	}
+	c.scanMu.Lock()
+	c.scanSkip = nil
+	c.scanMu.Unlock()
+	c.indexed.Store(ctx.Err() == nil)
 	close(c.scanned)
 	ticks := c.ticks
 	if ticks == nil {

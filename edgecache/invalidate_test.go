@@ -1,8 +1,11 @@
 package edgecache
 
 import (
+	"context"
 	"net/http"
+	"net/http/httptest"
 	"testing"
+	"time"
 
 	"github.com/shoal-video/shoal/packager/origin"
 )
@@ -77,5 +80,135 @@ func TestFetchAcrossInvalidationIsNotStored(t *testing.T) {
 	e.idle(t)
 	if a := get(t, e.url+segPath); a.code != 200 || a.cache == "shoal; hit" {
 		t.Fatalf("without a token after the stream went public: %d %q (want a fetch, not the copy answered signed before)", a.code, a.cache)
+	}
+}
+
+// startHeld runs a cache on dir whose disk tier waits for ReleaseDisk.
+func startHeld(t *testing.T, originURL, dir string) *edge {
+	t.Helper()
+	e := &edge{answered: make(chan struct{}, 1)}
+	c, err := New(Config{OriginURL: originURL, CacheDir: dir, HoldDisk: true}, Deps{Log: quietLog()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.c = c
+	e.srv = httptest.NewServer(c)
+	t.Cleanup(e.srv.Close)
+	e.url = e.srv.URL
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return e
+}
+
+func waitIndexed(t *testing.T, e *edge) {
+	t.Helper()
+	select {
+	case <-e.c.scanned:
+	case <-time.After(5 * time.Second):
+		t.Fatal("disk scan did not finish")
+	}
+	if !e.c.Indexed() {
+		t.Fatal("not indexed")
+	}
+}
+
+// TestHeldDiskIsNotServedUntilReleased: with Config.HoldDisk, what the
+// disk tier held before the start is not served until ReleaseDisk; with
+// drop, it is removed instead of indexed.
+func TestHeldDiskIsNotServedUntilReleased(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	o.put(segPath, segment(50<<10, 33), origin.CacheImmutable)
+	dir := t.TempDir()
+	first := startCache(t, o.srv.URL, dir, nil)
+	get(t, first.url+segPath)
+	first.stop(t)
+
+	body := segment(50<<10, 33)
+	for _, drop := range []bool{false, true} {
+		e := startHeld(t, o.srv.URL, dir)
+		// Answered no-store while held: what the disk has after the
+		// release is from before this start only.
+		o.put(segPath, body, "no-store")
+		before := o.count(http.MethodGet, segPath)
+		if a := get(t, e.url+segPath); a.code != 200 || a.cache == "shoal; hit" {
+			t.Fatalf("held disk: %d %q (want a fetch)", a.code, a.cache)
+		}
+		if o.count(http.MethodGet, segPath) != before+1 {
+			t.Fatal("held disk: the origin was not asked")
+		}
+		e.idle(t)
+		o.put(segPath, body, origin.CacheImmutable)
+		e.c.ReleaseDisk(drop)
+		waitIndexed(t, e)
+		a := get(t, e.url+segPath)
+		switch {
+		case drop && (a.code != 200 || a.cache == "shoal; hit"):
+			t.Fatalf("after a drop: %d %q (want a fetch)", a.code, a.cache)
+		case !drop && (a.code != 200 || a.cache != "shoal; hit"):
+			t.Fatalf("released: %d %q", a.code, a.cache)
+		}
+		e.stop(t)
+	}
+}
+
+// TestHeldDiskDropsInvalidatedAndReset: files of ids invalidated while the
+// disk tier was held are removed by the scan, and after a Reset every file
+// from before is.
+func TestHeldDiskDropsInvalidatedAndReset(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	other := "/hls/xyz/source/seg-0.m4s"
+	o.put(segPath, segment(50<<10, 34), origin.CacheImmutable)
+	o.put(other, segment(50<<10, 35), origin.CacheImmutable)
+	dir := t.TempDir()
+	first := startCache(t, o.srv.URL, dir, nil)
+	get(t, first.url+segPath)
+	get(t, first.url+other)
+	first.stop(t)
+
+	e := startHeld(t, o.srv.URL, dir)
+	e.c.Invalidate([]Invalidation{{ID: "abc", Deleted: true}})
+	e.c.ReleaseDisk(false)
+	waitIndexed(t, e)
+	if e.c.disk.get(segPath) != nil || e.c.disk.get(other) == nil {
+		t.Fatalf("after an invalidation while held: %v %v", e.c.disk.get(segPath) != nil, e.c.disk.get(other) != nil)
+	}
+	if a := get(t, e.url+other); a.code != 200 || a.cache != "shoal; hit" {
+		t.Fatalf("other: %d %q", a.code, a.cache)
+	}
+	if n := e.c.Reset(); n == 0 {
+		t.Fatal("Reset dropped nothing")
+	}
+	before := o.count(http.MethodGet, other)
+	if a := get(t, e.url+other); a.code != 200 || a.cache == "shoal; hit" || o.count(http.MethodGet, other) != before+1 {
+		t.Fatalf("after a reset: %d %q", a.code, a.cache)
+	}
+}
+
+// TestDiskLoadKeepsStreamSigned: a stream known signed (from an answer of
+// the origin) is not made open again by an open copy the scan loads.
+func TestDiskLoadKeepsStreamSigned(t *testing.T) {
+	t.Parallel()
+	o := newFakeOrigin(t)
+	o.put(segPath, segment(50<<10, 36), origin.CacheImmutable)
+	dir := t.TempDir()
+	first := startCache(t, o.srv.URL, dir, nil)
+	get(t, first.url+segPath)
+	first.stop(t)
+
+	e := startHeld(t, o.srv.URL, dir)
+	e.c.stream("abc").signed.Store(policySigned) // as an answer of the origin says now
+	e.c.ReleaseDisk(false)
+	waitIndexed(t, e)
+	if got := e.c.stream("abc").signed.Load(); got != policySigned {
+		t.Fatalf("stream policy after the scan loaded an open copy: %d", got)
 	}
 }

@@ -50,6 +50,32 @@ type object struct {
 }
 
 func (c *Cache) newObject(m meta, status int, body []byte) *object {
+	o := c.makeObject(m, status, body)
+	if status == http.StatusOK {
+		if m.Signed {
+			o.stream.signed.Store(policySigned)
+		} else {
+			o.stream.signed.Store(policyOpen)
+		}
+	}
+	return o
+}
+
+// diskObject is an object the scan found on disk: not an answer from
+// upstream now, so it never makes a stream known signed open again (only
+// one not known yet).
+func (c *Cache) diskObject(m meta) *object {
+	o := c.makeObject(m, http.StatusOK, nil)
+	if m.Signed {
+		o.stream.signed.Store(policySigned)
+	} else {
+		o.stream.signed.CompareAndSwap(policyUnknown, policyOpen)
+	}
+	return o
+}
+
+// makeObject builds an object of m, leaving its stream's policy alone.
+func (c *Cache) makeObject(m meta, status int, body []byte) *object {
 	id := m.Key[len("/hls/"):]
 	if i := strings.IndexByte(id, '/'); i >= 0 {
 		id = id[:i]
@@ -74,13 +100,6 @@ func (c *Cache) newObject(m meta, status int, body []byte) *object {
 	}
 	if m.Size >= 0 {
 		o.hLen = []string{strconv.FormatInt(m.Size, 10)}
-	}
-	if status == http.StatusOK {
-		if m.Signed {
-			o.stream.signed.Store(policySigned)
-		} else {
-			o.stream.signed.Store(policyOpen)
-		}
 	}
 	return o
 }

@@ -35,7 +35,7 @@ type NodeStore interface {
 	AddReporter(ctx context.Context, id, network string, window time.Duration) (int64, error)
 	RecentDeliveryReports(ctx context.Context, idList []string, n int) (map[string][]routing.DeliveryReport, error)
 	PlacementSecret(ctx context.Context) ([]byte, error)
-	Invalidations(ctx context.Context, cursor string, max int64) ([]routing.Invalidation, string, error)
+	InvalidationsAfter(ctx context.Context, cursor string, max int64) (routing.InvalidationPage, error)
 	// ListOrigins lists the origins announced on this Redis (heartbeat
 	// and join answers carry them: edges fail over to them).
 	ListOrigins(ctx context.Context) ([]string, error)
@@ -426,6 +426,10 @@ func (a *API) nodeJoin(c *gin.Context) {
 			return
 		}
 	}
+	if req.InvalidationCursor != "" && !cursorRe.MatchString(req.InvalidationCursor) {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest, `"invalidation_cursor" must be a cursor the origin sent`)
+		return
+	}
 	if msg := checkTranscode(req.Role, req.Transcode); msg != "" {
 		WriteError(c, http.StatusBadRequest, codeInvalidRequest, msg)
 		return
@@ -448,7 +452,7 @@ func (a *API) nodeJoin(c *gin.Context) {
 	}
 	a.registry.Invalidate()
 	a.log.Info("node joined", "node", n.ID, "role", n.Role, "region", n.Region, "public_url", n.PublicURL)
-	resp, err := a.nodeView(c.Request.Context(), n, "")
+	resp, err := a.nodeView(c.Request.Context(), n, req.InvalidationCursor)
 	if err != nil {
 		a.fail(c, err, "")
 		return
@@ -585,12 +589,12 @@ func (a *API) nodeView(ctx context.Context, self routing.Node, cursor string) (n
 		PlaybackPublicKey: a.playbackPublicKey(), Siblings: []nodeproto.Sibling{}}
 	// A worker caches nothing: it has nothing to invalidate.
 	if self.Role == nodeproto.RoleEdge {
-		inv, next, err := a.store.Invalidations(ctx, cursor, maxInvalidationsPerAnswer)
+		page, err := a.store.InvalidationsAfter(ctx, cursor, maxInvalidationsPerAnswer)
 		if err != nil {
 			return nodeproto.JoinResponse{}, err
 		}
-		resp.InvalidationCursor = next
-		for _, i := range inv {
+		resp.InvalidationCursor, resp.InvalidationsReset, resp.InvalidationsMore = page.Cursor, page.Reset, page.More
+		for _, i := range page.Entries {
 			resp.Invalidations = append(resp.Invalidations, nodeproto.Invalidation{ID: i.ID, Deleted: i.Deleted, Signed: i.Signed})
 		}
 	}

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -515,4 +516,43 @@ func TestNodeAnswersListTheOrigins(t *testing.T) {
 	if fmt.Sprint(rh.Origins) != "[https://origin-b.example]" {
 		t.Fatalf("heartbeat answer origins after a withdrawal %q", rh.Origins)
 	}
+}
+
+// TestNodeAnswersTellMissedInvalidations: a join carries the edge's kept
+// cursor and is answered with what follows it; a cursor the feed no
+// longer holds is answered invalidations_reset; a malformed one is
+// refused.
+func TestNodeAnswersTellMissedInvalidations(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, Config{})
+	k := newKey(t)
+	now := time.Now()
+	ctx := context.Background()
+	for range 3 {
+		if err := e.store.DeleteVideo(ctx, ids.New()); err != nil && !errors.Is(err, routing.ErrNotFound) {
+			t.Fatal(err)
+		}
+	}
+	rj := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, joinBody(k, "eu", now), k).wantStatus(t, http.StatusCreated))
+	if len(rj.Invalidations) != 3 || rj.InvalidationsReset || rj.InvalidationsMore || rj.InvalidationCursor == "" {
+		t.Fatalf("join without a cursor: %+v", rj)
+	}
+	again := joinBody(k, "eu", now)
+	again.InvalidationCursor = rj.InvalidationCursor
+	r := decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, again, k).wantStatus(t, http.StatusCreated))
+	if len(r.Invalidations) != 0 || r.InvalidationsReset || r.InvalidationCursor != rj.InvalidationCursor {
+		t.Fatalf("join with the last cursor: %+v", r)
+	}
+	again.InvalidationCursor = "1-0" // trimmed long ago
+	r = decode[nodeproto.JoinResponse](t, e.nodeReq(t, "/v1/nodes/join", testAdminKey, again, k).wantStatus(t, http.StatusCreated))
+	if len(r.Invalidations) != 3 || !r.InvalidationsReset {
+		t.Fatalf("join with a cursor the feed no longer holds: %+v", r)
+	}
+	hb := nodeproto.Heartbeat{Time: now, InvalidationCursor: "1-0"}
+	rh := decode[nodeproto.HeartbeatResponse](t, e.nodeReq(t, "/v1/nodes/"+rj.ID+"/heartbeat", testAdminKey, hb, k).wantStatus(t, http.StatusOK))
+	if !rh.InvalidationsReset || rh.InvalidationCursor != rj.InvalidationCursor {
+		t.Fatalf("heartbeat with a cursor the feed no longer holds: %+v", rh)
+	}
+	again.InvalidationCursor = "nope"
+	e.nodeReq(t, "/v1/nodes/join", testAdminKey, again, k).wantError(t, http.StatusBadRequest, codeInvalidRequest)
 }

@@ -32,9 +32,11 @@ type edgeNode struct {
 	siblings  atomic.Value // []edgecache.Sibling
 	sibKeys   atomic.Value // map[string]ed25519.PublicKey: the siblings' node keys by id
 	playbackK atomic.Value // ed25519.PublicKey
-	cursor    atomic.Value // string: the invalidation feed's cursor
 	joined    atomic.Bool
 	cache     *edgecache.Cache
+	// feed is the edge's place in the invalidation feed (nil: none, in
+	// tests of the heartbeat loop).
+	feed *edgeFeed
 	// origins are the configured origins and those learned from the
 	// answers' "origins", shared by the cache and the node client.
 	origins *originset.Set
@@ -56,15 +58,8 @@ func (e *edgeNode) vouch(req *http.Request, target, viewerIP string) {
 
 func (e *edgeNode) learn(r nodeproto.JoinResponse, log *slog.Logger) {
 	e.id.Store(r.ID)
-	if len(r.Invalidations) > 0 && e.cache != nil {
-		invs := make([]edgecache.Invalidation, len(r.Invalidations))
-		for i, v := range r.Invalidations {
-			invs[i] = edgecache.Invalidation{ID: v.ID, Deleted: v.Deleted, Signed: v.Signed}
-		}
-		e.cache.Invalidate(invs)
-	}
-	if r.InvalidationCursor != "" {
-		e.cursor.Store(r.InvalidationCursor)
+	if e.feed != nil {
+		e.feed.apply(r)
 	}
 	sib := make([]edgecache.Sibling, 0, len(r.Siblings))
 	keys := make(map[string]ed25519.PublicKey, len(r.Siblings))
@@ -166,15 +161,20 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 	}
 	node := &edgeNode{key: key, now: time.Now, claimFactor: opts.claimFactor, origins: origins}
 	node.clientIP = newClientIPResolver(cfg, newVouchVerifier(node.siblingKey, reg, log.With("component", "vouch"))).IP
+	// The disk tier waits until the edge has caught up with the
+	// invalidation feed (edgeFeed).
 	cache, err := edgecache.New(edgecache.Config{
 		CacheDir: cacheDir, DiskBytes: cfg.Edge.CacheBytes, MemoryBytes: cfg.Edge.MemoryBytes,
-		Self: publicURL,
+		Self: publicURL, HoldDisk: true,
 	}, edgecache.Deps{Log: log.With("component", "edgecache"), Registerer: reg, Siblings: node.siblingList, Access: node.access,
 		ClientIP: node.clientIP, Vouch: node.vouch, Origins: origins})
 	if err != nil {
 		return err
 	}
 	node.cache = cache
+	if node.feed, err = newEdgeFeed(cache, cacheDir, reg, log.With("component", "invalidations")); err != nil {
+		return err
+	}
 	client := &nodeproto.Client{Origins: origins, Token: cfg.NodeToken, Key: key}
 	join := nodeproto.JoinRequest{Role: "edge", Region: cfg.Region, PublicURL: publicURL}
 
@@ -244,6 +244,9 @@ func runEdge(ctx context.Context, cfg config.Config, explicitURL bool, log *slog
 	stats := newP2PBatcher(p2p.TakeStats)
 	g.Go(func() error { return heartbeatLoop(gctx, client, join, node, cache, stats, cfg, log) })
 	err = g.Wait()
+	// Every invalidation up to the cursor is applied: a restart resumes
+	// from it.
+	node.feed.persist()
 	log.Info("shoal edge stopped")
 	if errors.Is(err, context.Canceled) {
 		return nil
@@ -261,11 +264,15 @@ func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.Join
 	joined := false
 	for {
 		var err error
+		more := false // the origin has more invalidations for this edge
 		if !joined {
 			var r nodeproto.JoinResponse
+			if node.feed != nil {
+				join.InvalidationCursor = node.feed.Cursor()
+			}
 			if r, err = c.Join(ctx, join); err == nil {
 				node.learn(r, log)
-				joined = true
+				joined, more = true, r.InvalidationsMore
 				log.Info("joined the origin", "node", r.ID, "siblings", len(r.Siblings))
 			}
 		} else {
@@ -277,13 +284,16 @@ func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.Join
 			}
 			hb.MaxViewers = cfg.Edge.MaxViewers
 			hb.MaxEgressBytesPerSec = float64(cfg.Edge.MaxEgressMbps) * 1e6 / 8
-			hb.InvalidationCursor, _ = node.cursor.Load().(string)
+			if node.feed != nil {
+				hb.InvalidationCursor = node.feed.Cursor()
+			}
 			var batch map[string]tracker.Bytes
 			hb.P2PBatch, batch = p2p.next()
 			hb.P2PStreamBytes = heartbeatFigures(batch)
 			if r, err = c.Heartbeat(ctx, id, hb); err == nil {
 				p2p.ack(hb.P2PBatch)
 				node.learn(r, log)
+				more = r.InvalidationsMore
 			} else if errors.Is(err, nodeproto.ErrUnknownNode) {
 				log.Warn("the origin forgot this edge (missed heartbeats?): joining again")
 				joined = false
@@ -297,6 +307,11 @@ func heartbeatLoop(ctx context.Context, c *nodeproto.Client, join nodeproto.Join
 			return nil
 		}
 		wait := retry.next(err, log)
+		if more {
+			// Catching up with the feed (the disk tier waits for it):
+			// as fast as the origin takes heartbeats.
+			wait = min(wait, time.Second)
+		}
 		select {
 		case <-ctx.Done():
 			return nil

@@ -59,6 +59,12 @@ type JoinRequest struct {
 	TokenSHA256 string `json:"token_sha256"`
 	// Transcode is what a worker transcodes with (role "worker" only).
 	Transcode *Transcoding `json:"transcode,omitempty"`
+	// InvalidationCursor (edges) is the last JoinResponse.InvalidationCursor
+	// the edge applied and kept with its cache (across restarts): the
+	// answer holds the invalidations after it. Empty: every one the
+	// origin keeps; an edge without a cursor cannot know what it missed
+	// and must not trust what its cache holds.
+	InvalidationCursor string `json:"invalidation_cursor,omitempty"`
 }
 
 // Node roles that join.
@@ -96,6 +102,16 @@ type JoinResponse struct {
 	// InvalidationCursor back with its next heartbeat.
 	Invalidations      []Invalidation `json:"invalidations,omitempty"`
 	InvalidationCursor string         `json:"invalidation_cursor,omitempty"`
+	// InvalidationsReset: the node missed invalidations the origin no
+	// longer has (its cursor fell behind the feed's trimming, or the feed
+	// lost its history; with no cursor, the feed was ever trimmed). It
+	// must drop, or revalidate, everything it cached before applying
+	// Invalidations.
+	InvalidationsReset bool `json:"invalidations_reset,omitempty"`
+	// InvalidationsMore: more invalidations follow InvalidationCursor
+	// (an answer carries at most 1000); the node has caught up with the
+	// feed once an answer says none.
+	InvalidationsMore bool `json:"invalidations_more,omitempty"`
 	// Origins are the public URLs of the origins announced in the
 	// registry (the one answering among them, normally): a node adds them
 	// to the origins it fails over to, and drops those it learned that

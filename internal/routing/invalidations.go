@@ -2,6 +2,7 @@ package routing
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -17,8 +18,9 @@ import (
 // after their cursor in every heartbeat answer.
 const invalidationsKey = "invalidations"
 
-// MaxInvalidations is how many invalidations are kept (an edge that was
-// away for longer than that many changes gets them all again on joining).
+// MaxInvalidations is about how many invalidations are kept (an edge
+// whose cursor fell behind them is told it missed some: see
+// InvalidationsAfter).
 const MaxInvalidations = 5000
 
 // Invalidation is one entry of the feed.
@@ -62,25 +64,88 @@ func (s *Store) WasDeleted(ctx context.Context, id string) (bool, error) {
 
 // Invalidations returns up to max entries after cursor ("" for every entry
 // kept) and the cursor to ask from next time (cursor itself when there is
-// nothing new).
+// nothing new). See InvalidationsAfter for what a reader missed.
 func (s *Store) Invalidations(ctx context.Context, cursor string, max int64) ([]Invalidation, string, error) {
+	p, err := s.InvalidationsAfter(ctx, cursor, max)
+	return p.Entries, p.Cursor, err
+}
+
+// InvalidationPage is one read of the feed.
+type InvalidationPage struct {
+	Entries []Invalidation
+	// Cursor is where to read from next time.
+	Cursor string
+	// More: entries after Cursor wait for the next read.
+	More bool
+	// Reset: entries the reader has not seen are lost (the feed was
+	// trimmed past its cursor, or lost its history: Redis emptied or
+	// restored from an older copy). It must stop trusting whatever it
+	// cached before, then go on from Cursor.
+	Reset bool
+}
+
+// InvalidationsAfter returns up to max entries after cursor and tells
+// whether the reader missed some. A cursor the feed no longer holds (every
+// cursor handed out is an entry's id, and the latest entry is never
+// trimmed) means a gap; so does an empty cursor (from the start) when
+// entries were ever trimmed. The first case may report a gap where there
+// is none (a cursor that was the very last entry trimmed): the reader then
+// drops what it could have kept, never the reverse.
+func (s *Store) InvalidationsAfter(ctx context.Context, cursor string, max int64) (InvalidationPage, error) {
+	page := InvalidationPage{Cursor: cursor}
 	start := "-"
 	if cursor != "" {
-		start = "(" + cursor
+		start = cursor // inclusive: the cursor's own entry tells it is still there
 	}
-	msgs, err := s.rdb.XRangeN(ctx, s.k(invalidationsKey), start, "+", max).Result()
+	msgs, err := s.rdb.XRangeN(ctx, s.k(invalidationsKey), start, "+", max+2).Result()
 	if err != nil {
-		return nil, cursor, wrapErr("invalidations", err)
+		return page, wrapErr("invalidations", err)
 	}
-	out := make([]Invalidation, 0, len(msgs))
+	if cursor != "" {
+		if len(msgs) > 0 && msgs[0].ID == cursor {
+			msgs = msgs[1:]
+		} else {
+			page.Reset = true
+			if len(msgs) == 0 {
+				// Past the feed's end (Redis restored from an older
+				// copy) or an empty feed: go on from its last entry.
+				last, err := s.rdb.XRevRangeN(ctx, s.k(invalidationsKey), "+", "-", 1).Result()
+				if err != nil {
+					return page, wrapErr("invalidations", err)
+				}
+				page.Cursor = ""
+				if len(last) == 1 {
+					page.Cursor = last[0].ID
+				}
+			}
+		}
+	} else {
+		info, err := s.rdb.XInfoStream(ctx, s.k(invalidationsKey)).Result()
+		if err != nil && !isNoSuchKey(err) {
+			return page, wrapErr("invalidations", err)
+		}
+		// Redis 7 counts the entries ever added; before, the gap of a
+		// reader starting from the beginning is not seen.
+		page.Reset = err == nil && info.EntriesAdded > info.Length
+	}
+	if int64(len(msgs)) > max {
+		msgs, page.More = msgs[:max], true
+	}
+	page.Entries = make([]Invalidation, 0, len(msgs))
 	for _, m := range msgs {
 		id, _ := m.Values["id"].(string)
 		del, _ := m.Values["deleted"].(string)
 		sig, _ := m.Values["signed"].(string)
-		out = append(out, Invalidation{Cursor: m.ID, ID: id, Deleted: del == "1", Signed: sig == "1"})
-		cursor = m.ID
+		page.Entries = append(page.Entries, Invalidation{Cursor: m.ID, ID: id, Deleted: del == "1", Signed: sig == "1"})
+		page.Cursor = m.ID
 	}
-	return out, cursor, nil
+	return page, nil
+}
+
+// isNoSuchKey reports whether err is Redis's answer to XINFO STREAM of a
+// stream that does not exist.
+func isNoSuchKey(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "no such key")
 }
 
 // InvalidateCached appends an invalidation of live stream id that keeps its
