@@ -326,10 +326,11 @@ type Cache struct {
 	bigMu sync.Mutex
 	big   map[string]time.Time // keys found too big to cache -> until
 
-	// gen counts invalidations (Invalidate): a fetch stores what it got
-	// only if none came since it started (current), so an answer the
-	// origin gave before a deletion or policy change is not kept after
-	// the invalidation removed the stream's objects.
+	// gen counts Resets, and each stream's own gen its invalidations
+	// (Invalidate): a fetch stores what it got only if neither changed
+	// since it started (current), so an answer the origin gave before a
+	// deletion or policy change is not kept after the invalidation
+	// removed the stream's objects, while fetches of other streams are.
 	gen atomic.Uint64
 
 	streamMu       sync.Mutex
@@ -391,6 +392,21 @@ type streamInfo struct {
 	// of the id, and a fetch across it stores nothing).
 	forced  atomic.Int32
 	deleted atomic.Bool
+	gen     atomic.Uint64 // its invalidations (see Cache.gen)
+}
+
+// generation is the cache's and a stream's invalidation generations at
+// some moment (Cache.genOf).
+type generation struct {
+	all, one uint64
+	st       *streamInfo
+	never    bool // what was fetched is not to be kept (checkPolicy)
+}
+
+// genOf returns the generations of the cache and of stream id now.
+func (c *Cache) genOf(id string) generation {
+	st := c.stream(id)
+	return generation{all: c.gen.Load(), one: st.gen.Load(), st: st}
 }
 
 // isSigned tells whether the stream is known to be signed.
@@ -419,6 +435,11 @@ func (c *Cache) Invalidate(invs []Invalidation) {
 	prefixes := make(map[string]bool, len(invs))
 	for _, inv := range invs {
 		st := c.stream(inv.ID)
+		// Bumped before the objects are removed, under each tier's
+		// lock: a fetch of the stream in flight either stored before
+		// (and is removed now) or sees the new generation and stores
+		// nothing.
+		st.gen.Add(1)
 		switch {
 		case inv.Deleted:
 			st.deleted.Store(true)
@@ -436,10 +457,6 @@ func (c *Cache) Invalidate(invs []Invalidation) {
 		}
 	}
 	c.scanMu.Unlock()
-	// Bumped before the objects are removed, under each tier's lock: a
-	// fetch in flight either stored before (and is removed now) or sees
-	// the new generation and stores nothing.
-	c.gen.Add(1)
 	match := func(key string) bool {
 		rest, ok := strings.CutPrefix(key, "/hls/")
 		if !ok {
@@ -461,6 +478,16 @@ func (c *Cache) Invalidate(invs []Invalidation) {
 func (c *Cache) Reset() int {
 	c.resets.Add(1)
 	c.gen.Add(1)
+	// What the feed said of each stream is as untrustworthy as the
+	// objects: a stream made public while the edge missed it stays
+	// signed otherwise (refused before the origin is asked). Deletions
+	// are kept: ids are never reused.
+	c.streamMu.Lock()
+	for _, st := range c.streams {
+		st.forced.Store(policyUnknown)
+		st.signed.Store(policyUnknown)
+	}
+	c.streamMu.Unlock()
 	n := c.mem.removeMatching(func(string) bool { return true })
 	files := c.disk.takeAll()
 	for _, f := range files {
@@ -496,9 +523,10 @@ func (c *Cache) skipScanned(key string, at uint64) bool {
 	return c.scanSkip[id]
 }
 
-// current returns whether no invalidation came since generation gen.
-func (c *Cache) current(gen uint64) func() bool {
-	return func() bool { return c.gen.Load() == gen }
+// current returns whether no invalidation of g's stream, nor a Reset,
+// came since g.
+func (c *Cache) current(g generation) func() bool {
+	return func() bool { return !g.never && c.gen.Load() == g.all && (g.st == nil || g.st.gen.Load() == g.one) }
 }
 
 // New validates cfg and returns a Cache. It touches no file: Run indexes

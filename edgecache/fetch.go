@@ -25,9 +25,10 @@ type fetch struct {
 	siblings bool    // a sibling may be asked
 	prev     *object // revalidated with If-None-Match
 	stale    *object // served if the origin fails (stale-if-error)
-	// gen is the cache's invalidation generation when the fetch started:
-	// what it gets is stored only while no invalidation came since.
-	gen    uint64
+	// gen is the cache's and the stream's invalidation generations when
+	// the fetch started: what it gets is stored only while no
+	// invalidation of the stream (nor a Reset) came since.
+	gen    generation
 	ctx    context.Context
 	cancel context.CancelFunc
 
@@ -289,6 +290,7 @@ func (c *Cache) fromOrigin(f *fetch) bool {
 		// are checked before anything goes upstream.
 		c.stream(f.id).signed.Store(policySigned)
 	}
+	c.checkPolicy(f, resp.Header)
 	code := resp.StatusCode
 	switch {
 	case code == http.StatusNotModified && revalidate:
@@ -424,6 +426,22 @@ func upstreamErr(ctx context.Context, err error) error {
 		return cause
 	}
 	return err
+}
+
+// checkPolicy keeps f from storing what it got when the origin answered
+// under another policy than its invalidation feed last announced for the
+// stream: an origin's view of a stream's policy may lag a change by a few
+// seconds (it caches it), and a copy kept from such an answer would keep
+// the old policy for its whole life (open ones outlive the feed's
+// "signed" across a restart of the edge; signed ones would never turn
+// public). The answer is served, under the stricter of the two
+// (signedFor), and not kept.
+func (c *Cache) checkPolicy(f *fetch, h http.Header) {
+	forced := c.stream(f.id).forced.Load()
+	if forced == policyUnknown || (forced == policySigned) == strings.EqualFold(h.Get(HeaderPolicy), "signed") {
+		return
+	}
+	f.gen.never = true
 }
 
 // metaFrom reads the headers the cache keeps.
@@ -643,7 +661,7 @@ func (c *Cache) spoolFailed(key, msg string, err error) {
 // invalidation came since generation gen (when its fetch started). A
 // playlist that has ended is kept as its plain path's answer, whatever the
 // key it was fetched for (blocking.go).
-func (c *Cache) store(o *object, ttl time.Duration, gen uint64) {
+func (c *Cache) store(o *object, ttl time.Duration, gen generation) {
 	if o.status == http.StatusOK && finished(o.Key, o.body) {
 		m := o.meta
 		m.Key, m.Ended = keyPath(m.Key), true
@@ -702,6 +720,7 @@ func (c *Cache) fromSibling(f *fetch, sib Sibling) (bool, *refusal) {
 		return false, nil
 	}
 	c.siblingServed(sib)
+	c.checkPolicy(f, h.header)
 	ttl, cacheable := freshness(h.header)
 	o := c.newObject(metaFrom(f.key, h.header, int64(len(body)), ttl, c.now()), http.StatusOK, nil)
 	f.grow(body)

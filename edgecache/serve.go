@@ -351,7 +351,7 @@ func (c *Cache) serveMiss(w http.ResponseWriter, r *http.Request, key, id string
 		flightKey = key + "\x00origin"
 	}
 	for attempt := 0; attempt < 3; attempt++ {
-		gen := c.gen.Load() // before the entry is looked up: see serveDisk
+		gen := c.genOf(id) // before the entry is looked up: see serveDisk
 		if e := c.disk.get(key); e != nil && e.obj.fresh(now) && c.serveDisk(w, r, e, &a, gen) {
 			return
 		}
@@ -445,7 +445,7 @@ func (c *Cache) join(ctx context.Context, flightKey, key, id, token, ip string, 
 	// The fetch outlives this request (others may wait on it) but ends with
 	// the cache's Run (cancelFlights) and its own watchdogs.
 	f = newFetch(context.WithoutCancel(ctx), key, id, token, ip, siblings && c.siblings != nil, prev)
-	f.gen = c.gen.Load()
+	f.gen = c.genOf(id)
 	f.stale = stale
 	f.ref() // the leader's
 	c.flights[flightKey] = f
@@ -455,7 +455,7 @@ func (c *Cache) join(ctx context.Context, flightKey, key, id, token, ip string, 
 // serveDisk answers from a disk entry looked up at generation gen. It
 // reports false when the file is gone (the caller fetches). An entry
 // promoted to memory is not if an invalidation came since the lookup.
-func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, a *access, gen uint64) bool {
+func (c *Cache) serveDisk(w http.ResponseWriter, r *http.Request, e *diskEntry, a *access, gen generation) bool {
 	o := e.obj
 	// An object not yet checked against its SHA-256 since the edge started
 	// is checked first, once however many ask (hashing the file as it is

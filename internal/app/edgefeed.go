@@ -114,8 +114,11 @@ func (f *edgeFeed) apply(r nodeproto.JoinResponse) {
 	defer f.mu.Unlock()
 	if r.InvalidationsReset {
 		// Counted once applied (below): a reader of the metric then sees
-		// a cache that holds nothing from before.
-		defer f.resets.Inc()
+		// a cache that holds nothing from before. Not twice for a start
+		// without a kept cursor (counted when the edge started).
+		if f.released || !f.dropDisk {
+			defer f.resets.Inc()
+		}
 		if !f.released {
 			f.dropDisk = true
 		}
