@@ -68,6 +68,12 @@ package ffmpeg
 // }
 //
 // static void shoal_layout_uninit(AVChannelLayout *l) { av_channel_layout_uninit(l); }
+//
+// // shoal_fifo_read2 reads n samples of a planar stereo FIFO into l and r.
+// static int shoal_fifo_read2(AVAudioFifo *fifo, float *l, float *r, int n) {
+// 	void *d[2] = {l, r};
+// 	return av_audio_fifo_read(fifo, d, n);
+// }
 import "C"
 
 import (
@@ -312,5 +318,101 @@ func (a *audioTranscoder) drain(emit func(*media.AccessUnit)) error {
 			continue
 		}
 		emit(&media.AccessUnit{PTS: pts, DTS: pts, Keyframe: true, Payload: [][]byte{data}})
+	}
+}
+
+// pcmConverter converts decoded audio of any format to planar float
+// stereo at a given rate with the audio transcoder's conversion (the same
+// resampler, made and remade the same way, at that rate), and hands the
+// samples out in Go memory. free releases its C objects.
+type pcmConverter struct {
+	swr  *C.SwrContext
+	fifo *C.AVAudioFifo
+	rate int
+	// The input format the resampler was made for.
+	inRate   C.int
+	inFormat C.int
+	inLayout C.AVChannelLayout
+	l, r     []float32 // read buffers, reused
+}
+
+func newPCMConverter(rate int) (*pcmConverter, error) {
+	p := &pcmConverter{rate: rate}
+	if p.fifo = C.av_audio_fifo_alloc(C.AV_SAMPLE_FMT_FLTP, aacChannels, 4096); p.fifo == nil {
+		return nil, errors.New("allocating an audio FIFO failed")
+	}
+	return p, nil
+}
+
+func (p *pcmConverter) free() {
+	if p.swr != nil {
+		C.swr_free(&p.swr)
+	}
+	C.shoal_layout_uninit(&p.inLayout)
+	if p.fifo != nil {
+		C.av_audio_fifo_free(p.fifo)
+		p.fifo = nil
+	}
+}
+
+// push converts a decoded frame (a new input format first flushes the
+// resampler made for the last one, as the transcoder does); a frame that
+// cannot be used is skipped with errSkipAudio. What it gives waits for
+// drain.
+func (p *pcmConverter) push(f *astiav.Frame) error {
+	cf := (*C.AVFrame)(f.UnsafePointer())
+	if C.shoal_audio_format_ok(cf) == 0 {
+		return errSkipAudio
+	}
+	if p.swr == nil || C.shoal_same_audio_format(cf, p.inRate, p.inFormat, &p.inLayout) == 0 {
+		if p.swr != nil {
+			if err := p.resample(nil); err != nil {
+				return err
+			}
+			C.swr_free(&p.swr)
+		}
+		if err := avErr(C.shoal_swr_open(&p.swr, cf, C.int(p.rate))); err != nil {
+			return fmt.Errorf("%w: resampler: %v", errSkipAudio, err)
+		}
+		p.inRate, p.inFormat = cf.sample_rate, cf.format
+		C.shoal_layout_copy(&p.inLayout, cf)
+	}
+	return p.resample(cf)
+}
+
+// flush converts what the resampler still holds.
+func (p *pcmConverter) flush() error {
+	if p.swr == nil {
+		return nil
+	}
+	return p.resample(nil)
+}
+
+func (p *pcmConverter) resample(cf *C.AVFrame) error {
+	if ret := C.shoal_resample(p.swr, p.fifo, cf); ret < 0 {
+		return fmt.Errorf("resampling audio: %w", avErr(ret))
+	}
+	return nil
+}
+
+// drain hands fn the converted samples in order, left and right, in
+// buffers reused after fn returns.
+func (p *pcmConverter) drain(fn func(l, r []float32) error) error {
+	const chunk = 4096
+	if p.l == nil {
+		p.l, p.r = make([]float32, chunk), make([]float32, chunk)
+	}
+	for {
+		n := min(int(C.av_audio_fifo_size(p.fifo)), chunk)
+		if n <= 0 {
+			return nil
+		}
+		got := int(C.shoal_fifo_read2(p.fifo, (*C.float)(&p.l[0]), (*C.float)(&p.r[0]), C.int(n)))
+		if got != n {
+			return fmt.Errorf("reading the audio FIFO: %d of %d samples", got, n)
+		}
+		if err := fn(p.l[:n], p.r[:n]); err != nil {
+			return err
+		}
 	}
 }

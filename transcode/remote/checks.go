@@ -141,6 +141,9 @@ type checker struct {
 	// videoStart is the decode time of the first video segment of the
 	// first rung, in fMP4 (90 kHz; -1: none), where the audio starts.
 	videoStart int64
+	// videoShown is when that segment's first frame is presented (90
+	// kHz): where the sound of the source's first frame belongs.
+	videoShown int64
 	audioTrack audioTrack // the audio rendition's, once its segments are checked
 }
 

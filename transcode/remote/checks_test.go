@@ -43,11 +43,21 @@ func honestTree(t *testing.T) (string, routing.JobOutcome) {
 // source file.
 func transcodeTree(t *testing.T, pattern string) (string, routing.JobOutcome, string) {
 	t.Helper()
+	return transcodeTreeWith(t, pattern, "sine=frequency=440:sample_rate=44100")
+}
+
+// transcodeTreeWith is transcodeTree with the lavfi audio source audio
+// ("": none).
+func transcodeTreeWith(t *testing.T, pattern, audio string) (string, routing.JobOutcome, string) {
+	t.Helper()
 	dir := t.TempDir()
 	src := filepath.Join(dir, "src.mp4")
-	if out, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", pattern+"=size=640x360:rate=30",
-		"-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "4", "-c:v", "libx264", "-preset", "ultrafast",
-		"-pix_fmt", "yuv420p", "-c:a", "aac", src).CombinedOutput(); err != nil {
+	args := []string{"-nostdin", "-v", "error", "-y", "-f", "lavfi", "-i", pattern + "=size=640x360:rate=30"}
+	if audio != "" {
+		args = append(args, "-f", "lavfi", "-i", audio)
+	}
+	args = append(args, "-t", "4", "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", "-c:a", "aac")
+	if out, err := exec.Command("ffmpeg", append(args, src)...).CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg: %v\n%s", err, out)
 	}
 	log := slog.New(slog.DiscardHandler)
@@ -662,5 +672,96 @@ func TestCheckOutputRefusesJunkAudioSegments(t *testing.T) {
 	var rej *rejection
 	if !errors.As(err, &rej) || !strings.Contains(rej.reason, "audio/") {
 		t.Fatalf("an output whose audio segments are %d junk files: got %v, want a refusal naming audio/", len(segs), err)
+	}
+}
+
+// The sampled re-check compares the sound: an honest output passes (and
+// a silent source's), the audio of another source spliced in (real,
+// well-formed AAC in the same layout, which every cheap check accepts)
+// is refused for its sound, an output without audio of a source whose
+// audio decodes is refused, and one without audio of a source whose
+// audio does not decode passes.
+func TestCheckOutputComparesSound(t *testing.T) {
+	t.Parallel()
+	const pink = "anoisesrc=color=pink:sample_rate=44100:amplitude=0.5:seed=1"
+	tree, out, src := transcodeTreeWith(t, "testsrc2", pink)
+	other, _, _ := transcodeTreeWith(t, "testsrc2", "anoisesrc=color=pink:sample_rate=44100:amplitude=0.5:seed=2")
+	tone, _, _ := transcodeTreeWith(t, "testsrc2", "sine=frequency=660:sample_rate=44100")
+	mute, muteOut, muteSrc := transcodeTreeWith(t, "testsrc2", "")
+	silent, silentOut, silentSrc := transcodeTreeWith(t, "testsrc2", "anullsrc=r=44100:cl=stereo")
+	// The source with every audio packet garbled: the stream is there,
+	// nothing decodes.
+	brokenSrc := filepath.Join(t.TempDir(), "broken.mp4")
+	if b, err := exec.Command("ffmpeg", "-nostdin", "-v", "error", "-y", "-i", src, "-c", "copy", "-bsf:a", "noise=amount=1", brokenSrc).CombinedOutput(); err != nil {
+		t.Fatalf("ffmpeg: %v\n%s", err, b)
+	}
+	ladder, _ := media.ParseLadder("360p:700k,240p:400k")
+	const job = "vid.1.1-0"
+	key := seedKey([]byte("a secret of the origin's, 32 bytes"))
+	run := func(dir, source string, out routing.JobOutcome, fraction float64) (checked, error) {
+		t.Helper()
+		m, err := BuildManifest(dir, job, out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return checkOutput(t.Context(), output{dir: dir, manifest: m, rungs: ladder.For(360), sourceWidth: 640, sourceHeight: 360,
+			source: 4 * time.Second, segment: time.Second, sample: &sampler{
+				fraction: fraction,
+				seed:     func(r string) []byte { return sampleSeed(key, job, r) },
+				source:   func(context.Context) (string, func(), error) { return source, func() {}, nil },
+				settings: verify.Settings{Preset: "ultrafast", SegmentDuration: time.Second},
+				check:    verify.Check, limit: 2,
+			}})
+	}
+	// splice is the honest tree with the audio rendition of from.
+	splice := func(from string) string {
+		dir := t.TempDir()
+		if err := os.CopyFS(dir, os.DirFS(tree)); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.RemoveAll(filepath.Join(dir, "audio")); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.CopyFS(filepath.Join(dir, "audio"), os.DirFS(filepath.Join(from, "audio"))); err != nil {
+			t.Fatal(err)
+		}
+		return dir
+	}
+
+	if _, err := run(tree, src, out, 1); err != nil {
+		t.Fatalf("the honest output, every segment checked: %v", err)
+	}
+	if _, err := run(silent, silentSrc, silentOut, 1); err != nil {
+		t.Fatalf("the honest output of a silent source: %v", err)
+	}
+	for name, from := range map[string]string{"other pink noise": other, "a 660 Hz tone": tone, "silence": silent} {
+		// The cheap checks take it: only the sound differs.
+		dir := splice(from)
+		if _, err := run(dir, src, out, 0); err != nil {
+			t.Fatalf("%s spliced in, without the re-check: %v", name, err)
+		}
+		_, err := run(dir, src, out, 0.01)
+		var rej *rejection
+		if !errors.As(err, &rej) || !rej.verify || !strings.Contains(rej.reason, "failed the origin's re-check: audio: ") ||
+			!strings.Contains(rej.reason, "audio/") {
+			t.Fatalf("the audio of %s spliced in: %v, want a re-check refusal for the audio", name, err)
+		}
+		t.Logf("%s spliced in: %s", name, rej.reason)
+	}
+
+	// No audio rendition, of a source whose audio decodes.
+	_, err := run(mute, src, muteOut, 0.01)
+	var rej *rejection
+	if !errors.As(err, &rej) || !strings.Contains(rej.reason, "the output has no audio rendition; the source has audio that decodes") {
+		t.Fatalf("an output without the source's audio: %v, want a refusal", err)
+	}
+	if _, err := run(mute, muteSrc, muteOut, 0.01); err != nil {
+		t.Fatalf("an output without audio of a source without: %v", err)
+	}
+	// An output without audio of a source whose audio does not decode.
+	// (The ladder's own output of such a source has no master playlist
+	// at all: its audio rendition waits for audio that never comes.)
+	if _, err := run(mute, brokenSrc, muteOut, 0.01); err != nil {
+		t.Fatalf("an output without audio of a source whose audio does not decode: %v", err)
 	}
 }

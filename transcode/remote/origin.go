@@ -1403,6 +1403,7 @@ func (o *Origin) check(ctx context.Context, ref nodeproto.JobRef, v routing.Vide
 			},
 			settings: verify.Settings{Preset: o.cfg.Preset, SegmentDuration: o.cfg.SegmentDuration},
 			check:    o.verifySegment,
+			audio:    o.verifyAudio,
 			limit:    o.cfg.VerifyConcurrency,
 		}
 	}
@@ -1449,6 +1450,18 @@ func (o *Origin) verifySegment(ctx context.Context, req verify.Request) (verify.
 		o.verifySeconds.Observe(time.Since(began).Seconds())
 	}
 	return rep, err
+}
+
+// verifyAudio runs the check of an audio rendition's sampled segments
+// once one of the origin's VerifyConcurrency slots is free.
+func (o *Origin) verifyAudio(ctx context.Context, req verify.AudioRequest) (verify.AudioReport, error) {
+	select {
+	case <-ctx.Done():
+		return verify.AudioReport{}, ctx.Err()
+	case o.verifySem <- struct{}{}:
+	}
+	defer func() { <-o.verifySem }()
+	return verify.CheckAudio(ctx, req)
 }
 
 func (o *Origin) probeSize(ctx context.Context, id string) (int, int, error) {

@@ -61,6 +61,16 @@ type sampler struct {
 	// (0: no bound), so that no more segments than that are in memory.
 	check func(ctx context.Context, req verify.Request) (verify.Report, error)
 	limit int
+	// audio runs the check of the audio rendition's sampled segments
+	// (verify.CheckAudio, bounded as check is); nil: verify.CheckAudio.
+	audio func(ctx context.Context, req verify.AudioRequest) (verify.AudioReport, error)
+}
+
+func (s *sampler) checkAudio(ctx context.Context, req verify.AudioRequest) (verify.AudioReport, error) {
+	if s.audio != nil {
+		return s.audio(ctx, req)
+	}
+	return verify.CheckAudio(ctx, req)
 }
 
 // checkError is a check the origin could not make: it refuses nothing and
@@ -127,6 +137,7 @@ func (c *checker) checkSegments(ctx context.Context) error {
 			}
 			if next < 0 && c.videoStart < 0 && s.init != "" {
 				c.videoStart = p.Start // fMP4's tfdt, on the audio's timeline
+				c.videoShown = p.Presented()
 			}
 			next = p.Start + p.Duration
 			frames += min(int64(len(p.Samples)), c.maxFrames(s.duration))
@@ -238,7 +249,9 @@ type pick struct {
 
 // checkSamples: the sampled segments of every video rendition match what
 // the origin makes of the same window of the source (transcode/verify),
-// and the output has audio only if the source has.
+// the output has audio exactly when the source has audio that decodes,
+// and the sound of the audio rendition's sampled segments is the
+// source's over the same windows (verify.CheckAudio).
 // The first that fails refuses the output (the others still running are
 // stopped); a check that could not be made is a *checkError.
 func (c *checker) checkSamples(ctx context.Context) error {
@@ -248,20 +261,25 @@ func (c *checker) checkSamples(ctx context.Context) error {
 	}
 	var picks []pick
 	for _, rung := range c.rungs {
-		segs := c.segments[rung.Name()]
-		list := make([]verify.PlaylistSegment, len(segs))
-		for i, sg := range segs {
-			list[i] = verify.PlaylistSegment{URI: sg.uri, Duration: sg.duration}
-		}
-		chosen, err := verify.Sample(list, s.fraction, s.seed(rung.Name()))
+		chosen, err := c.sampleRendition(rung.Name())
 		if err != nil {
-			return &checkError{err: err}
+			return err
 		}
 		for _, p := range chosen {
-			picks = append(picks, pick{rung: rung, seg: segs[p.Index], at: p})
+			picks = append(picks, pick{rung: rung, seg: c.segments[rung.Name()][p.Index], at: p})
 		}
 	}
-	if len(picks) == 0 {
+	var audioPicks []int
+	if c.audio {
+		chosen, err := c.sampleRendition(nodeproto.AudioRendition)
+		if err != nil {
+			return err
+		}
+		for _, p := range chosen {
+			audioPicks = append(audioPicks, p.Index)
+		}
+	}
+	if len(picks) == 0 && len(audioPicks) == 0 {
 		return nil
 	}
 	src, done, err := s.source(ctx)
@@ -273,15 +291,26 @@ func (c *checker) checkSamples(ctx context.Context) error {
 	}
 	defer done()
 	if c.audio {
-		// An honest worker makes audio only of the source's (where its
-		// audio does not decode, it makes none: an output without audio
-		// is not refused here).
+		// An honest worker makes audio only of the source's.
 		info, err := ffmpeg.ProbeFile(src)
 		if err != nil {
 			return &checkError{err: fmt.Errorf("probing the source: %w", err)}
 		}
 		if info.AudioCodec == "" {
 			return reject("the output has an audio rendition; the source has no audio")
+		}
+	} else {
+		// An honest worker makes audio of the source's whenever it
+		// decodes (where it does not, it makes none, and that passes).
+		rep, err := s.checkAudio(ctx, verify.AudioRequest{Source: src})
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return &checkError{err: fmt.Errorf("decoding the source's audio: %w", err)}
+		}
+		if rep.SourceAudio {
+			return reject("the output has no audio rendition; the source has audio that decodes")
 		}
 	}
 
@@ -310,6 +339,47 @@ func (c *checker) checkSamples(ctx context.Context) error {
 		}
 	}
 	var readErr error
+	if len(audioPicks) > 0 {
+		g.Go(func() error {
+			if gctx.Err() != nil {
+				return nil
+			}
+			r := nodeproto.AudioRendition
+			segs := c.segments[r]
+			audioInits := map[string][]byte{}
+			var audioReadErr error // the check reads on its own goroutine, one segment at a time
+			rep, err := s.checkAudio(gctx, verify.AudioRequest{Source: src, Segments: len(segs), Picks: audioPicks, VideoStart: ticks(c.videoShown),
+				Read: func(i int) (verify.Segment, error) {
+					seg, err := c.readSegment(r, segs[i], audioInits)
+					if err != nil {
+						audioReadErr = fmt.Errorf("reading %s/%s: %w", r, segs[i].uri, err)
+					}
+					return seg, err
+				}})
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case gctx.Err() != nil:
+			case audioReadErr != nil:
+				readErr = cmpErr(readErr, audioReadErr)
+				stop()
+			case err != nil:
+				if checkErr == nil {
+					checkErr = fmt.Errorf("%s: %w", r, err)
+				}
+				stop()
+			case !rep.Passed:
+				for _, w := range rep.Results {
+					if !w.Passed && failed == nil {
+						failed = &rejection{verify: true, reason: fmt.Sprintf("%s/%s (%s to %s) failed the origin's re-check: audio: %s",
+							r, segs[w.Segment].uri, seconds(w.From), seconds(w.To), clip(w.Reason, 400))}
+					}
+				}
+				stop()
+			}
+			return nil
+		})
+	}
 	for _, p := range picks {
 		name := p.rung.Name()
 		g.Go(func() error {
@@ -363,6 +433,20 @@ func (c *checker) checkSamples(ctx context.Context) error {
 	}
 	c.verified = passed
 	return nil
+}
+
+// sampleRendition picks the segments of rendition r to check.
+func (c *checker) sampleRendition(r string) ([]verify.Pick, error) {
+	segs := c.segments[r]
+	list := make([]verify.PlaylistSegment, len(segs))
+	for i, sg := range segs {
+		list[i] = verify.PlaylistSegment{URI: sg.uri, Duration: sg.duration}
+	}
+	chosen, err := verify.Sample(list, c.sample.fraction, c.sample.seed(r))
+	if err != nil {
+		return nil, &checkError{err: err}
+	}
+	return chosen, nil
 }
 
 // sampleSeed is the seed of rendition r's sample in the attempt job: an

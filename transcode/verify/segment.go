@@ -315,6 +315,21 @@ func (p *Parsed) finish() error {
 }
 
 // presentation returns the samples' indexes in presentation order.
+// Presented is when the segment's first frame is presented, in 90 kHz
+// ticks on the segment's timeline (its decode start plus the least
+// composition time: an encoder with B-frames presents its first frame a
+// few frames after it decodes it).
+func (p *Parsed) Presented() int64 {
+	if len(p.Samples) == 0 {
+		return p.Start
+	}
+	first := p.Samples[0].PTS
+	for _, s := range p.Samples {
+		first = min(first, s.PTS)
+	}
+	return p.Start + first
+}
+
 func (p *Parsed) presentation() []int {
 	idx := make([]int, len(p.Samples))
 	for i := range idx {

@@ -22,10 +22,13 @@
 // Check gives a Report; its error is only for what kept the check from
 // being made (an unreadable source, bad arguments), so that a caller tells
 // a worker that cheated from a check that could not run. Sample picks the
-// segments of a job to check, unpredictably for the worker.
+// segments of a job to check, unpredictably for the worker. CheckAudio
+// compares the sound of an audio rendition's segments with the source's
+// (audiocheck.go).
 //
 // The C-touching parts (decoding, scaling, the reference encode, the
-// metrics) are ffmpeg.CompareSegment's.
+// metrics) are ffmpeg.CompareSegment's, and for the sound
+// ffmpeg.DecodeAudioWindows' and ffmpeg.DecodeAAC's.
 package verify
 
 import (
