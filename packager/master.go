@@ -235,16 +235,50 @@ func (st *streamState) segmentDone(rendition string, t media.Track, isAudio bool
 	st.writeMasterLocked(false)
 }
 
-func (st *streamState) renditionEnded(rendition string, audioEnded bool) {
+// renditionEnded records that a rendition ended, with the audio group
+// when audio is the group's playlist it ended (nil: the group goes on, or
+// the rendition did not own it), and writes the final master playlist.
+func (st *streamState) renditionEnded(rendition string, audio *trackOut) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if v := st.renditions[rendition]; v != nil {
 		v.ended = true
 	}
-	if audioEnded && st.audio != nil {
+	if audio != nil && st.audioOut == audio && st.audio != nil {
 		st.audio.ended = true
+		st.dropEmptyAudioLocked(audio)
 	}
 	st.writeMasterLocked(true)
+}
+
+// audioGroupEnded writes the final master playlist once the session's end
+// ended the audio group audio (its owner having ended while other
+// renditions ran).
+func (st *streamState) audioGroupEnded(audio *trackOut) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.audioOut != audio || st.audio == nil {
+		return
+	}
+	st.audio.ended = true
+	if st.dropEmptyAudioLocked(audio) {
+		st.writeMasterLocked(true)
+	}
+}
+
+// dropEmptyAudioLocked leaves the ended audio group audio out of the master
+// playlist when it holds no segment (a source whose audio track never
+// decoded): the master playlist waits for the audio group's first segment,
+// so it would never be written, and the stream would have no master
+// playlist at all instead of playing without sound. It reports whether it
+// dropped the group.
+func (st *streamState) dropEmptyAudioLocked(audio *trackOut) bool {
+	if st.audio == nil || st.audio.segments > 0 || audio.rec.started {
+		return false
+	}
+	st.p.log.Warn("the audio track gave no audio at all: the stream is published without audio", "stream", st.id)
+	st.audio = nil
+	return true
 }
 
 // waitForRenditionsLocked reports whether the first master playlist should

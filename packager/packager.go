@@ -608,6 +608,7 @@ func (p *Packager) endLocked(st *streamState) func() {
 		if a := st.audioOut; a != nil && !a.ended {
 			a.ended = true
 			a.writePlaylists()
+			st.audioGroupEnded(a)
 		}
 		if p.events != nil {
 			p.events.Ended(st.id)

@@ -628,11 +628,11 @@ func (r *rendition) finish() {
 	// The audio group is released before the video playlist says ENDLIST,
 	// so that whoever sees this rendition ended can count on another one
 	// having been able to take the audio over.
-	audioEnded := false
+	var audioEnded *trackOut
 	if r.audio != nil && r.st.releaseAudio(r) {
 		r.audio.ended = true
 		r.audio.writePlaylists()
-		audioEnded = true
+		audioEnded = r.audio
 	}
 	if r.video != nil {
 		if r.p.lingers(r.st) {

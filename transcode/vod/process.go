@@ -120,6 +120,11 @@ func Transcode(ctx context.Context, s Settings, id, src, root string, ladder med
 	})
 	if err == nil {
 		o.flushAudio()
+		if o.audioT != nil && o.audioFrames == 0 && s.Log != nil {
+			// The packager leaves the empty audio group out of the master
+			// playlist: the video plays without sound.
+			s.Log.Warn("the source's audio track could not be decoded at all: the video is published without audio", "video", id)
+		}
 	}
 	o.endAll()
 	stopHub()
@@ -162,7 +167,9 @@ type fileOutput struct {
 	audioT *media.Track
 	pubs   map[int]*stream.Publisher
 	queued []*media.AccessUnit // audio not yet written
-	err    error
+	// audioFrames counts the audio frames TranscodeFile gave.
+	audioFrames int
+	err         error
 }
 
 func (o *fileOutput) start(rungs []ffmpeg.Rung, audio *media.Track) error {
@@ -204,6 +211,7 @@ func (o *fileOutput) audio(au *media.AccessUnit) {
 	if o.audioT == nil || o.err != nil {
 		return
 	}
+	o.audioFrames++
 	o.queued = append(o.queued, au)
 	if p := o.pubs[0]; p == nil && len(o.queued) > 50_000 {
 		o.err = errors.New("audio without video: no video frame was encoded")
