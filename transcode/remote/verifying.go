@@ -189,8 +189,11 @@ func (c *checker) checkAudioSegments(ctx context.Context) error {
 			return reject("%s/%s lasts %s by its samples; its playlist says %s", r, s.uri, seconds(p.Duration), seconds(s.duration))
 		}
 		switch {
-		case next < 0 && c.videoStart >= 0 && far(p.Start, ticks(c.videoStart)):
-			return reject("%s/%s starts at %s; the video starts at %s", r, s.uri, seconds(p.Start), seconds(ticks(c.videoStart)))
+		case next < 0 && c.videoStart >= 0 && ticks(c.videoStart)-p.Start > tol:
+			// A source's audio may start after its video (the transcoder
+			// keeps its real start), never before: the packager drops
+			// what comes before the first video frame.
+			return reject("%s/%s starts at %s, before the video (at %s)", r, s.uri, seconds(p.Start), seconds(ticks(c.videoStart)))
 		case next >= 0 && far(p.Start, next):
 			return reject("%s/%s starts at %s; the segment before it ended at %s", r, s.uri, seconds(p.Start), seconds(next))
 		}
@@ -348,7 +351,9 @@ func (c *checker) checkSamples(ctx context.Context) error {
 			segs := c.segments[r]
 			audioInits := map[string][]byte{}
 			var audioReadErr error // the check reads on its own goroutine, one segment at a time
+			seed := c.sample.seed(r)
 			rep, err := s.checkAudio(gctx, verify.AudioRequest{Source: src, Segments: len(segs), Picks: audioPicks, VideoStart: ticks(c.videoShown),
+				WindowAt: func(k int) float64 { return verify.WindowFraction(seed, k) },
 				Read: func(i int) (verify.Segment, error) {
 					seg, err := c.readSegment(r, segs[i], audioInits)
 					if err != nil {

@@ -108,6 +108,11 @@ type AudioRequest struct {
 	VideoStart time.Duration
 	// Thresholds decide (zero: DefaultAudioThresholds).
 	Thresholds AudioThresholds
+	// WindowAt, when set, says where in a picked segment longer than the
+	// part compared (maxAudioWindow) that part starts: a fraction of the
+	// room left, in [0, 1) (WindowFraction, a secret of the sampler's);
+	// unset, the part starts with the segment.
+	WindowAt func(segment int) float64
 }
 
 // AudioResult is the verdict on one picked segment.
@@ -277,6 +282,10 @@ func prepareAudio(req AudioRequest, k int) (*audioPick, error) {
 	// other: checkAudioSegments' rule).
 	frame := time.Duration(AACFrameSamples) * time.Second / time.Duration(picked.Config.SampleRate)
 	from, to := picked.Start, picked.Start+picked.Duration
+	if room := picked.Duration - maxAudioWindow; room > 0 && req.WindowAt != nil {
+		// Anywhere in the segment: a worker must not know which part.
+		from += time.Duration(min(max(req.WindowAt(k), 0), 1) * float64(room))
+	}
 	to = min(to, from+maxAudioWindow)
 	if to-from < minAudioWindow {
 		from = to - minAudioWindow

@@ -97,3 +97,17 @@ func sampleHash(seed []byte, index int) uint64 {
 	m.Write(b[:])
 	return binary.BigEndian.Uint64(m.Sum(nil))
 }
+
+// WindowFraction is where, in [0, 1), the part of segment index checked
+// starts within the room a segment longer than the part checked leaves
+// (the audio check compares at most MaxAudioWindow of a segment): a secret
+// of seed's, as Sample's picks are, so that a worker cannot tell which
+// part of a segment is compared.
+func WindowFraction(seed []byte, index int) float64 {
+	m := hmac.New(sha256.New, seed)
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], uint64(index))
+	m.Write([]byte("shoal verify window\x00"))
+	m.Write(b[:])
+	return float64(binary.BigEndian.Uint64(m.Sum(nil))>>11) / (1 << 53)
+}
