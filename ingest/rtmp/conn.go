@@ -89,7 +89,7 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 	}
 	if err != nil {
 		if g.refused != nil {
-			s.refuse(log, "preauth_too_large", "err", g.refused)
+			s.refuse(log, g.reason, "err", g.refused)
 			return g.refused
 		}
 		return fmt.Errorf("handshake or connect: %w", err)

@@ -20,6 +20,17 @@ import (
 // an optional extended timestamp (4 bytes), and up to the chunk size of
 // message body. Protocol control message 1 (Set Chunk Size) changes the
 // chunk size.
+//
+// Only plain RTMP is followed: C0 must be 3. After an RTMPE handshake (C0
+// 6, which gortmplib's server accepts) the chunk stream is RC4-encrypted
+// and the guard would read ciphertext, which a client that negotiated the
+// key shapes as it likes; encoders (OBS, ffmpeg) do not use RTMPE.
+//
+// Before authorization the guard is stricter than RTMP needs, so that
+// what it follows cannot drift from what gortmplib reads: a Set Chunk Size
+// is a 4-byte message (gortmplib refuses others, but only once the message
+// is whole) setting a chunk size of 128 (the initial one) or more, so it
+// always comes in one chunk.
 type guard struct {
 	r     io.Reader
 	limit uint32
@@ -31,12 +42,9 @@ type guard struct {
 	hdr       []byte       // the chunk header read so far
 	body      uint32       // bytes of the current chunk's body still to pass
 	cur       *guardStream // the chunk stream of the current chunk
-	setChunk  []byte       // the body of a Set Chunk Size being read
-	inSet     bool
-	// nextChunkSize (0: none) is a Set Chunk Size whose message is still
-	// being read.
-	nextChunkSize uint32
-	refused       error // why the connection was refused, once it was
+	refused   error        // why the connection was refused, once it was
+	// reason is refused's label in shoal_ingest_refused_total.
+	reason string
 }
 
 type guardStream struct {
@@ -47,16 +55,33 @@ type guardStream struct {
 	// gortmplib decides it: the last header's timestamp (extended when
 	// its 3-byte field was 0xFFFFFF) is at least 0xFFFFFF.
 	extTS bool
+	// setChunk is the body read so far of a Set Chunk Size on this chunk
+	// stream: gortmplib assembles each chunk stream's message apart, so a
+	// message on another chunk stream between its chunks leaves it be.
+	setChunk []byte
 }
 
 // handshakeBytes is what a client sends of the handshake: C0, C1, C2.
 const handshakeBytes = 1 + 1536 + 1536
 
+// plainRTMP is the C0 version byte of plain (unencrypted) RTMP.
+const plainRTMP = 3
+
+// minChunkSize is the smallest chunk size a client may set before it is
+// authorized: RTMP's initial one.
+const minChunkSize = 128
+
 // maxGuardStreams bounds the chunk streams followed before authorization.
 const maxGuardStreams = 16
 
+// Refusal reasons (shoal_ingest_refused_total's label).
+const (
+	reasonTooLarge  = "preauth_too_large"
+	reasonHandshake = "unsupported_handshake"
+)
+
 func newGuard(r io.Reader, limit uint32) *guard {
-	return &guard{r: r, limit: limit, skip: handshakeBytes, chunkSize: 128, streams: map[uint32]*guardStream{}}
+	return &guard{r: r, limit: limit, skip: handshakeBytes, chunkSize: minChunkSize, streams: map[uint32]*guardStream{}}
 }
 
 // authorized makes the guard pass everything through from now on.
@@ -69,6 +94,9 @@ func (g *guard) Read(p []byte) (int, error) {
 	n, err := g.r.Read(p)
 	if n > 0 && !g.off.Load() {
 		if verr := g.inspect(p[:n]); verr != nil {
+			if g.reason == "" {
+				g.reason = reasonTooLarge
+			}
 			g.refused = verr
 			return 0, verr
 		}
@@ -80,29 +108,32 @@ func (g *guard) inspect(b []byte) error {
 	for len(b) > 0 {
 		switch {
 		case g.skip > 0:
+			if g.skip == handshakeBytes && b[0] != plainRTMP {
+				g.reason = reasonHandshake
+				if b[0] == 6 {
+					return fmt.Errorf("encrypted RTMP (RTMPE) handshake refused: only plain RTMP is accepted")
+				}
+				return fmt.Errorf("RTMP handshake of version %d refused: only plain RTMP (3) is accepted", b[0])
+			}
 			k := min(g.skip, len(b))
 			g.skip -= k
 			b = b[k:]
 		case g.body > 0:
-			k := int(min(g.body, uint32(len(b))))
-			if g.inSet && len(g.setChunk) < 4 {
-				g.setChunk = append(g.setChunk, b[:min(k, 4-len(g.setChunk))]...)
-				if len(g.setChunk) == 4 {
-					size := binary.BigEndian.Uint32(g.setChunk) & 0x7fffffff
-					if size > g.limit || size == 0 {
-						return fmt.Errorf("RTMP chunk size %d before the stream key was accepted (1 to %d)", size, g.limit)
-					}
-					// gortmplib applies it once the message is read:
-					// this message's chunks are still of the old size.
-					g.nextChunkSize = size
-					g.inSet = false
-				}
+			k := min(g.body, uint32(len(b)))
+			st := g.cur
+			if st.msgType == 1 {
+				st.setChunk = append(st.setChunk, b[:k]...) // 4 bytes in all (header)
 			}
-			g.body -= uint32(k)
+			g.body -= k
 			b = b[k:]
-			if g.body == 0 && g.cur != nil && g.cur.remaining == 0 && g.nextChunkSize != 0 {
-				// The Set Chunk Size message is read whole: it applies.
-				g.chunkSize, g.nextChunkSize = g.nextChunkSize, 0
+			if g.body == 0 && st.remaining == 0 && st.msgType == 1 {
+				// The Set Chunk Size message is read whole: gortmplib
+				// applies it now (its own chunks were of the old size).
+				size := binary.BigEndian.Uint32(st.setChunk)
+				if size < minChunkSize || size > g.limit {
+					return fmt.Errorf("RTMP chunk size %d before the stream key was accepted (%d to %d)", size, minChunkSize, g.limit)
+				}
+				g.chunkSize = size
 			}
 		default:
 			g.hdr = append(g.hdr, b[0])
@@ -172,26 +203,22 @@ func (g *guard) header() error {
 		if st.msgLen > g.limit {
 			return fmt.Errorf("RTMP message of %d bytes before the stream key was accepted (at most %d)", st.msgLen, g.limit)
 		}
-		if st.msgType == 2 {
+		switch st.msgType {
+		case 1:
+			if st.msgLen != 4 {
+				return fmt.Errorf("RTMP Set Chunk Size of %d bytes before the stream key was accepted (4)", st.msgLen)
+			}
+		case 2:
 			// Abort Message: gortmplib drops a half-read message, which
 			// a publisher has no reason to do before it is accepted.
 			return fmt.Errorf("RTMP abort message before the stream key was accepted")
 		}
 		st.remaining = st.msgLen
-		// Set Chunk Size, on whatever chunk stream it comes (gortmplib
-		// takes it on any).
-		g.inSet = st.msgType == 1
-		g.setChunk = g.setChunk[:0]
+		st.setChunk = st.setChunk[:0]
 	}
 	g.body = min(st.remaining, g.chunkSize)
 	st.remaining -= g.body
 	g.cur = st
 	g.hdr = g.hdr[:0]
-	if st.remaining == 0 && g.nextChunkSize != 0 && g.body == 0 {
-		g.chunkSize, g.nextChunkSize = g.nextChunkSize, 0
-	}
-	if g.body == 0 {
-		g.inSet = false
-	}
 	return nil
 }
