@@ -73,12 +73,15 @@ func reject(sc *gortmplib.ServerConn, code, description string) error {
 }
 
 func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) error {
-	deadline := func() { _ = conn.SetDeadline(time.Now().Add(s.cfg.ReadTimeout)) }
-	deadline()
+	// Every read moves the deadline: a publisher is closed once it sends
+	// nothing for ReadTimeout, also while its tracks are read (2 s of
+	// media), and until its key is accepted within preauthTime at most.
+	dl := newDeadlineReader(conn, s.cfg.ReadTimeout, preauthTime(s.cfg.ReadTimeout))
+	dl.extend()
 
 	// Until the stream key is accepted, no message or chunk may be larger
 	// than preauthLimit (guard).
-	g := newGuard(conn, preauthLimit)
+	g := newGuard(dl, preauthLimit)
 	sc := &gortmplib.ServerConn{RW: struct {
 		io.Reader
 		io.Writer
@@ -124,6 +127,8 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 		return fmt.Errorf("refused: %w", err)
 	}
 	g.authorized()
+	dl.authorized()
+	dl.extend() // Authorize may have taken a while: the answer is written now
 	log = log.With("stream", id)
 	hubKey := media.StreamKey{Name: id, Rendition: media.RenditionSource}
 	if s.deps.Hub.Publishing(hubKey) {
@@ -175,7 +180,6 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 	errLog := logx.NewLimiter(5 * time.Second)
 	consecutive := 0
 	for {
-		deadline()
 		err := r.Read()
 		if err == nil {
 			consecutive = 0
@@ -193,6 +197,42 @@ func (s *Server) publish(ctx context.Context, conn net.Conn, log *slog.Logger) e
 			log.Warn("skipping undecodable RTMP message", "err", err, "suppressed_since_last", n)
 		}
 	}
+}
+
+// preauthTime is how long a connection may take to have its stream key
+// accepted (handshake, connect, publish), however it trickles its bytes:
+// ReadTimeout, or 10 s when that is shorter.
+func preauthTime(readTimeout time.Duration) time.Duration {
+	return max(readTimeout, 10*time.Second)
+}
+
+// deadlineReader moves conn's deadline (reads and writes) to timeout from
+// now before each read, and before authorized no later than preauth after
+// it was made.
+type deadlineReader struct {
+	conn    net.Conn
+	timeout time.Duration
+	cap     time.Time // zero: none
+}
+
+func newDeadlineReader(conn net.Conn, timeout, preauth time.Duration) *deadlineReader {
+	return &deadlineReader{conn: conn, timeout: timeout, cap: time.Now().Add(preauth)}
+}
+
+// authorized lifts the pre-authorization cap.
+func (d *deadlineReader) authorized() { d.cap = time.Time{} }
+
+func (d *deadlineReader) extend() {
+	t := time.Now().Add(d.timeout)
+	if !d.cap.IsZero() && t.After(d.cap) {
+		t = d.cap
+	}
+	_ = d.conn.SetDeadline(t)
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	d.extend()
+	return d.conn.Read(p)
 }
 
 func isConnError(err error) bool {

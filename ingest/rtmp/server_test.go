@@ -372,3 +372,63 @@ func TestConnectionLimits(t *testing.T) {
 		}
 	}
 }
+
+// ReadTimeout closes "an ingest connection that sends nothing for this
+// long" (1 s to 5 m), but the deadline set when the connection opened was
+// not moved until the tracks were known, and gortmplib reads 2 s of media
+// to know them: a real-time encoder (OBS, ffmpeg -re) that sends all the
+// time was cut off while its tracks were read whenever read_timeout was
+// under about 2.5 s, and could never publish. Every read moves it now.
+func TestReadTimeoutMovesWhileTracksAreRead(t *testing.T) {
+	t.Parallel()
+	r := newRig(t, 2*time.Second)
+	w := r.hub.Watch(func(media.StreamKey) bool { return true })
+	defer w.Close()
+	clip := testClip(t, "4")
+	out, err := exec.Command("ffmpeg", "-v", "error", "-re", "-i", clip, "-c", "copy", "-f", "flv",
+		"rtmp://"+r.srv.Addr().String()+"/live/"+testKey).CombinedOutput()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if _, werr := w.Next(ctx); werr != nil {
+		t.Fatalf("a real-time publisher that never paused was not published with read_timeout 2s: %v (ffmpeg: %v %s)", werr, err, out)
+	}
+}
+
+// deadlineConn records the deadlines set on it.
+type deadlineConn struct {
+	replayConn
+	set []time.Time
+}
+
+func (c *deadlineConn) SetDeadline(t time.Time) error { c.set = append(c.set, t); return nil }
+
+// Each read moves the deadline ReadTimeout ahead; before authorization no
+// further than the pre-authorization cap, after it without one.
+func TestDeadlineMovesOnEachRead(t *testing.T) {
+	t.Parallel()
+	c := &deadlineConn{replayConn: replayConn{r: bytes.NewReader(make([]byte, 10))}}
+	start := time.Now()
+	d := newDeadlineReader(c, time.Second, 1500*time.Millisecond)
+	buf := make([]byte, 1)
+	read := func() time.Time {
+		t.Helper()
+		if _, err := d.Read(buf); err != nil {
+			t.Fatal(err)
+		}
+		return c.set[len(c.set)-1]
+	}
+	if got := read(); got.Before(start.Add(time.Second)) || got.After(time.Now().Add(time.Second)) {
+		t.Fatalf("first read: deadline %s after the start, want 1 s", got.Sub(start))
+	}
+	time.Sleep(700 * time.Millisecond)
+	if got := read(); !got.Equal(d.cap) {
+		t.Fatalf("read 0.7 s in: deadline %s after the start, want the cap (1.5 s)", got.Sub(start))
+	}
+	d.authorized()
+	if got, now := read(), time.Now(); got.Before(now.Add(999*time.Millisecond)) || got.After(now.Add(time.Second)) {
+		t.Fatalf("read after authorization: deadline %s from now, want 1 s", got.Sub(now))
+	}
+	if preauthTime(time.Second) != 10*time.Second || preauthTime(time.Minute) != time.Minute {
+		t.Fatal("the pre-authorization cap is ReadTimeout, 10 s at least")
+	}
+}
