@@ -213,17 +213,23 @@ type deadlineReader struct {
 	conn    net.Conn
 	timeout time.Duration
 	cap     time.Time // zero: none
+	now     func() time.Time
 }
 
 func newDeadlineReader(conn net.Conn, timeout, preauth time.Duration) *deadlineReader {
-	return &deadlineReader{conn: conn, timeout: timeout, cap: time.Now().Add(preauth)}
+	return newDeadlineReaderAt(conn, timeout, preauth, time.Now)
+}
+
+// newDeadlineReaderAt is newDeadlineReader on the clock now.
+func newDeadlineReaderAt(conn net.Conn, timeout, preauth time.Duration, now func() time.Time) *deadlineReader {
+	return &deadlineReader{conn: conn, timeout: timeout, cap: now().Add(preauth), now: now}
 }
 
 // authorized lifts the pre-authorization cap.
 func (d *deadlineReader) authorized() { d.cap = time.Time{} }
 
 func (d *deadlineReader) extend() {
-	t := time.Now().Add(d.timeout)
+	t := d.now().Add(d.timeout)
 	if !d.cap.IsZero() && t.After(d.cap) {
 		t = d.cap
 	}

@@ -407,8 +407,9 @@ func (c *deadlineConn) SetDeadline(t time.Time) error { c.set = append(c.set, t)
 func TestDeadlineMovesOnEachRead(t *testing.T) {
 	t.Parallel()
 	c := &deadlineConn{replayConn: replayConn{r: bytes.NewReader(make([]byte, 10))}}
-	start := time.Now()
-	d := newDeadlineReader(c, time.Second, 1500*time.Millisecond)
+	start := time.Unix(1_800_000_000, 0)
+	now := start
+	d := newDeadlineReaderAt(c, time.Second, 1500*time.Millisecond, func() time.Time { return now })
 	buf := make([]byte, 1)
 	read := func() time.Time {
 		t.Helper()
@@ -417,15 +418,15 @@ func TestDeadlineMovesOnEachRead(t *testing.T) {
 		}
 		return c.set[len(c.set)-1]
 	}
-	if got := read(); got.Before(start.Add(time.Second)) || got.After(time.Now().Add(time.Second)) {
+	if got := read(); !got.Equal(start.Add(time.Second)) {
 		t.Fatalf("first read: deadline %s after the start, want 1 s", got.Sub(start))
 	}
-	time.Sleep(700 * time.Millisecond)
-	if got := read(); !got.Equal(d.cap) {
+	now = start.Add(700 * time.Millisecond)
+	if got := read(); !got.Equal(start.Add(1500 * time.Millisecond)) {
 		t.Fatalf("read 0.7 s in: deadline %s after the start, want the cap (1.5 s)", got.Sub(start))
 	}
 	d.authorized()
-	if got, now := read(), time.Now(); got.Before(now.Add(999*time.Millisecond)) || got.After(now.Add(time.Second)) {
+	if got := read(); !got.Equal(now.Add(time.Second)) {
 		t.Fatalf("read after authorization: deadline %s from now, want 1 s", got.Sub(now))
 	}
 	if preauthTime(time.Second) != 10*time.Second || preauthTime(time.Minute) != time.Minute {
