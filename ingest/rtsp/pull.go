@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/bluenviron/gortsplib/v4"
@@ -48,6 +49,10 @@ type PullConfig struct {
 	// MaxBackoff bounds the wait between attempts (default 30 s); it starts
 	// at a second and doubles.
 	MaxBackoff time.Duration
+	// SetupTimeout bounds an attempt's set-up, from the first connection
+	// to PLAY's answer, redirects and authentication included (default
+	// 30 s).
+	SetupTimeout time.Duration
 }
 
 // PullDeps are a Puller's collaborators.
@@ -100,6 +105,9 @@ func NewPuller(cfg PullConfig, deps PullDeps) (*Puller, error) {
 	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = 10 * time.Second
+	}
+	if cfg.SetupTimeout <= 0 {
+		cfg.SetupTimeout = 30 * time.Second
 	}
 	if deps.Log == nil {
 		deps.Log = slog.Default()
@@ -254,14 +262,20 @@ func (p *Puller) loop(ctx context.Context, pl *pull, id, url string) {
 	}
 }
 
-// once runs one pull session to its end.
+// once runs one pull session to its end. Its set-up (connection, DESCRIBE
+// with its redirects, SETUP, PLAY) ends with an error after
+// cfg.SetupTimeout, and after maxRedirects redirects.
 func (p *Puller) once(ctx context.Context, pl *pull, id, url string, log *slog.Logger) error {
 	u, err := base.ParseURL(url)
 	if err != nil {
 		return fmt.Errorf("bad source URL: %w", err)
 	}
+	at := newAttempt(u)
 	ses := &session{m: &p.m, log: log, id: id, errLog: logx.NewLimiter(5 * time.Second)}
 	c := &gortsplib.Client{ReadTimeout: p.cfg.ReadTimeout, WriteTimeout: p.cfg.ReadTimeout,
+		DialContext:       at.dial,
+		OnRequest:         at.onRequest,
+		OnResponse:        at.onResponse,
 		OnTransportSwitch: func(err error) { log.Debug("rtsp pull: switching transport", "reason", err) },
 		OnPacketsLost:     func(lost uint64) { ses.warn("RTP packets lost", fmt.Errorf("%d lost", lost)) },
 		OnDecodeError:     func(err error) { ses.warn("undecodable RTP/RTCP packet", err) },
@@ -270,11 +284,24 @@ func (p *Puller) once(ctx context.Context, pl *pull, id, url string, log *slog.L
 		return fmt.Errorf("connecting: %w", err)
 	}
 	defer c.Close()
-	stop := context.AfterFunc(ctx, c.Close)
+	end := func() { at.abort(); c.Close() }
+	stop := context.AfterFunc(ctx, end)
 	defer stop()
+	var late atomic.Bool
+	deadline := time.AfterFunc(p.cfg.SetupTimeout, func() { late.Store(true); end() })
+	defer deadline.Stop()
+	tooLong := func(step string) error {
+		return fmt.Errorf("%s: the source was not playing after %s", step, p.cfg.SetupTimeout)
+	}
+	failed := func(step string, err error) error {
+		if late.Load() {
+			return tooLong(step)
+		}
+		return fmt.Errorf("%s: %w", step, err)
+	}
 	desc, _, err := c.Describe(u)
 	if err != nil {
-		return fmt.Errorf("DESCRIBE: %w", err)
+		return failed("DESCRIBE", err)
 	}
 	tracks, err := ses.setup(desc, log)
 	if err != nil {
@@ -288,7 +315,7 @@ func (p *Puller) once(ctx context.Context, pl *pull, id, url string, log *slog.L
 		}
 		seen[f.medi] = true
 		if _, err := c.Setup(desc.BaseURL, f.medi, 0, 0); err != nil {
-			return fmt.Errorf("SETUP: %w", err)
+			return failed("SETUP", err)
 		}
 	}
 	pub, err := p.deps.Hub.Publish(media.StreamKey{Name: id, Rendition: media.RenditionSource}, tracks)
@@ -299,7 +326,10 @@ func (p *Puller) once(ctx context.Context, pl *pull, id, url string, log *slog.L
 	ses.start(pub, c)
 	defer ses.end(nil)
 	if _, err := c.Play(nil); err != nil {
-		return fmt.Errorf("PLAY: %w", err)
+		return failed("PLAY", err)
+	}
+	if !deadline.Stop() {
+		return tooLong("PLAY")
 	}
 	pl.set(PullLive, "")
 	log.Info("pulling", "tracks", ingest.Describe(tracks))
