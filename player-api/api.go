@@ -140,6 +140,10 @@ type Config struct {
 	// addresses outright (the dispatcher checks every address it dials
 	// too).
 	WebhookAllowPrivate bool
+	// SourceAllowPrivate accepts live streams' source URLs naming loopback
+	// or private addresses outright (the puller checks every address it
+	// dials too).
+	SourceAllowPrivate bool
 	// MaxBodyBytes caps JSON request bodies; larger bodies are answered
 	// with 413. Zero means DefaultMaxBodyBytes.
 	MaxBodyBytes int64
@@ -223,8 +227,10 @@ type API struct {
 	restreams    RestreamStore
 	// webhookPrivate: see Config.WebhookAllowPrivate.
 	webhookPrivate bool
-	maxBody        int64
-	maxUpload      int64
+	// sourcePrivate: see Config.SourceAllowPrivate.
+	sourcePrivate bool
+	maxBody       int64
+	maxUpload     int64
 
 	store     Store
 	status    Live
@@ -336,6 +342,7 @@ func New(cfg Config, store Store, status Live, log *slog.Logger) (*API, error) {
 		whep:           cfg.WHEP,
 		maxRestreams:   cfg.MaxRestreams,
 		webhookPrivate: cfg.WebhookAllowPrivate,
+		sourcePrivate:  cfg.SourceAllowPrivate,
 		restreams:      store,
 		maxBody:        maxBody,
 		maxUpload:      maxUpload,

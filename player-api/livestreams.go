@@ -3,12 +3,14 @@ package playerapi
 import (
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/shoal-video/shoal/internal/ids"
 	"github.com/shoal-video/shoal/internal/media"
+	"github.com/shoal-video/shoal/internal/netguard"
 	"github.com/shoal-video/shoal/internal/routing"
 )
 
@@ -155,9 +157,10 @@ type liveStreamRequest struct {
 	P2P            *bool   `json:"p2p"`
 }
 
-// validSourceURL checks a source URL ("" stops pulling); on failure it has
-// answered the request.
-func validSourceURL(c *gin.Context, s *string) bool {
+// validSourceURL checks a source URL ("" stops pulling): one naming a
+// loopback or private address outright is refused unless allowPrivate; on
+// failure it has answered the request.
+func validSourceURL(c *gin.Context, s *string, allowPrivate bool) bool {
 	if s == nil || *s == "" {
 		return true
 	}
@@ -165,6 +168,11 @@ func validSourceURL(c *gin.Context, s *string) bool {
 	if err != nil || (u.Scheme != "rtsp" && u.Scheme != "rtsps") || u.Host == "" || u.Fragment != "" || len(*s) > 1024 {
 		WriteError(c, http.StatusBadRequest, codeInvalidRequest,
 			`"source_url" must be an rtsp:// or rtsps:// URL of at most 1024 characters (credentials may be in it: rtsp://user:password@camera/stream), or "" to stop pulling`)
+		return false
+	}
+	if !allowPrivate && netguard.LiteralPrivate(strings.ToLower(u.Hostname())) {
+		WriteError(c, http.StatusBadRequest, codeInvalidRequest,
+			`"source_url" names a loopback or private address, which this node does not pull from (ingest.rtsp_pull_allow_private)`)
 		return false
 	}
 	return true
@@ -202,7 +210,7 @@ func (a *API) createLiveStream(c *gin.Context) {
 	if !ok {
 		return
 	}
-	if !validPlaybackPolicy(c, req.PlaybackPolicy) || !validSourceURL(c, req.SourceURL) {
+	if !validPlaybackPolicy(c, req.PlaybackPolicy) || !validSourceURL(c, req.SourceURL, a.sourcePrivate) {
 		return
 	}
 	spec := routing.LiveStreamSpec{Name: name}
@@ -295,7 +303,7 @@ func (a *API) updateLiveStream(c *gin.Context) {
 	if u.Ladder, ok = validLadder(c, req.Ladder); !ok {
 		return
 	}
-	if !validPlaybackPolicy(c, req.PlaybackPolicy) || !validSourceURL(c, req.SourceURL) {
+	if !validPlaybackPolicy(c, req.PlaybackPolicy) || !validSourceURL(c, req.SourceURL, a.sourcePrivate) {
 		return
 	}
 	u.PlaybackPolicy = req.PlaybackPolicy

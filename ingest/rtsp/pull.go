@@ -53,6 +53,10 @@ type PullConfig struct {
 	// to PLAY's answer, redirects and authentication included (default
 	// 30 s).
 	SetupTimeout time.Duration
+	// AllowPrivate lets sources be on loopback, private, link-local and
+	// CGNAT addresses; off, every address dialed (after name resolution,
+	// redirects included) must be public (netguard).
+	AllowPrivate bool
 }
 
 // PullDeps are a Puller's collaborators.
@@ -270,7 +274,7 @@ func (p *Puller) once(ctx context.Context, pl *pull, id, url string, log *slog.L
 	if err != nil {
 		return fmt.Errorf("bad source URL: %w", err)
 	}
-	at := newAttempt(u)
+	at := newAttempt(u, p.cfg.AllowPrivate)
 	ses := &session{m: &p.m, log: log, id: id, errLog: logx.NewLimiter(5 * time.Second)}
 	c := &gortsplib.Client{ReadTimeout: p.cfg.ReadTimeout, WriteTimeout: p.cfg.ReadTimeout,
 		DialContext:       at.dial,

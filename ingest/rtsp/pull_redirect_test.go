@@ -152,7 +152,7 @@ func TestPullBoundsRedirects(t *testing.T) {
 	addr, conns := fakeRTSP(t, func(r fakeRequest) string {
 		return "RTSP/1.0 301 Moved Permanently\r\nLocation: rtsp://" + r.Addr + "/again\r\n"
 	})
-	p := newTestPuller(t, PullConfig{}, "rtsp://"+addr+"/start")
+	p := newTestPuller(t, PullConfig{AllowPrivate: true}, "rtsp://"+addr+"/start")
 	st := waitRetrying(t, p, 10*time.Second)
 	if !strings.Contains(st.LastError, "too many redirects") {
 		t.Fatalf("last_error %q does not say there were too many redirects", st.LastError)
@@ -196,7 +196,7 @@ func TestPullKeepsCredentialsHome(t *testing.T) {
 		return "RTSP/1.0 404 Not Found\r\n"
 	})
 
-	p := newTestPuller(t, PullConfig{}, "rtsp://user:secret@"+addr+"/away")
+	p := newTestPuller(t, PullConfig{AllowPrivate: true}, "rtsp://user:secret@"+addr+"/away")
 	st := waitRetrying(t, p, 10*time.Second)
 	mu.Lock()
 	if len(elsewhere) == 0 {
@@ -209,7 +209,7 @@ func TestPullKeepsCredentialsHome(t *testing.T) {
 	}
 	mu.Unlock()
 
-	p = newTestPuller(t, PullConfig{}, "rtsp://user:secret@"+addr+"/start")
+	p = newTestPuller(t, PullConfig{AllowPrivate: true}, "rtsp://user:secret@"+addr+"/start")
 	st = waitRetrying(t, p, 10*time.Second)
 	mu.Lock()
 	defer mu.Unlock()
@@ -223,9 +223,31 @@ func TestPullKeepsCredentialsHome(t *testing.T) {
 func TestPullSetupDeadline(t *testing.T) {
 	t.Parallel()
 	addr, _ := fakeRTSP(t, func(fakeRequest) string { return "" })
-	p := newTestPuller(t, PullConfig{ReadTimeout: time.Minute, SetupTimeout: 300 * time.Millisecond}, "rtsp://"+addr+"/cam")
+	p := newTestPuller(t, PullConfig{AllowPrivate: true, ReadTimeout: time.Minute, SetupTimeout: 300 * time.Millisecond}, "rtsp://"+addr+"/cam")
 	st := waitRetrying(t, p, 10*time.Second)
 	if !strings.Contains(st.LastError, "not playing after 300ms") {
 		t.Fatalf("last_error %q", st.LastError)
+	}
+}
+
+// A source URL on a loopback, private, link-local or CGNAT address (or a
+// name that resolves to one; a redirect's target is dialed the same way)
+// is not dialed unless
+// the puller allows private addresses: the pull's last_error would
+// otherwise tell which ports of the origin's network are open, and a
+// camera there could be read out over HLS.
+func TestPullRefusesPrivateAddresses(t *testing.T) {
+	t.Parallel()
+	addr, conns := fakeRTSP(t, func(fakeRequest) string { return "RTSP/1.0 404 Not Found\r\n" })
+	_, port, _ := net.SplitHostPort(addr)
+	for _, url := range []string{"rtsp://" + addr + "/cam", "rtsp://localhost:" + port + "/cam"} {
+		p := newTestPuller(t, PullConfig{}, url)
+		st := waitRetrying(t, p, 10*time.Second)
+		if !strings.Contains(st.LastError, "rtsp_pull_allow_private") {
+			t.Errorf("%s: last_error %q does not say why", url, st.LastError)
+		}
+	}
+	if n := conns.Load(); n > 0 {
+		t.Fatalf("the pull connected to a loopback address %d time(s)", n)
 	}
 }

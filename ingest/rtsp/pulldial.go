@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"github.com/bluenviron/gortsplib/v4/pkg/base"
+
+	"github.com/shoal-video/shoal/internal/netguard"
 )
 
 // maxRedirects bounds the DESCRIBE redirects one pull attempt follows.
@@ -18,12 +20,15 @@ const maxRedirects = 5
 
 var errTooManyRedirects = fmt.Errorf("too many redirects (more than %d)", maxRedirects)
 
+var errPrivateAddress = errors.New("the source resolves to a loopback, private or link-local address (set ingest.rtsp_pull_allow_private to allow it)")
+
 // attempt is one pull attempt's hold on its gortsplib client: every
 // connection the client opens goes through dial, every request and
 // response past onRequest and onResponse. It counts redirects, keeps the
 // source URL's credentials to the source's own host and port, and can cut
 // every connection at once (abort), which ends a request in flight at once
-// (a client's Close alone waits for its read timeout).
+// (a client's Close alone waits for its read timeout). Unless the puller
+// allows private addresses, it dials public ones only.
 type attempt struct {
 	origin string    // the source's host:port, canonical
 	user   *base.URL // the source URL's credentials (only User is set), or nil
@@ -36,8 +41,13 @@ type attempt struct {
 	aborted   bool
 }
 
-func newAttempt(u *base.URL) *attempt {
+// newAttempt holds an attempt on source u; unless allowPrivate, it dials
+// public addresses only.
+func newAttempt(u *base.URL, allowPrivate bool) *attempt {
 	a := &attempt{origin: canonicalAddr(u.Scheme, u.Host)}
+	if !allowPrivate {
+		a.dialer.Control = netguard.Control(errPrivateAddress)
+	}
 	if u.User != nil {
 		a.user = &base.URL{User: u.User}
 	}

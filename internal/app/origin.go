@@ -243,7 +243,7 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	if err != nil {
 		return err
 	}
-	puller, err := rtsp.NewPuller(rtsp.PullConfig{ReadTimeout: cfg.Ingest.ReadTimeout.Std()},
+	puller, err := rtsp.NewPuller(rtsp.PullConfig{ReadTimeout: cfg.Ingest.ReadTimeout.Std(), AllowPrivate: cfg.Ingest.RTSPPullAllowPrivate},
 		rtsp.PullDeps{Log: log.With("component", "rtsp-pull"), Hub: hub, Registerer: reg, Sources: pullSources(store, owners)})
 	if err != nil {
 		return err
@@ -282,7 +282,8 @@ func runOrigin(ctx context.Context, cfg config.Config, log *slog.Logger, ready o
 	api, err = playerapi.New(playerapi.Config{
 		AdminKey: cfg.AdminKey, PublicURL: cfg.PublicURL, RTMPURL: cfg.RTMPPublicURL, RTSPURL: rtspURL(cfg),
 		SRTURL: srtURL(cfg), WHIP: whipIngest, WHEP: whepPlay, MaxRestreams: cfg.Ingest.MaxRestreams, WebhookAllowPrivate: cfg.WebhookAllowPrivate == "true",
-		MaxUploadBytes: cfg.MaxUploadBytes, UploadAllowedOrigins: config.SplitList(cfg.UploadAllowedOrigins), UploadDir: uploadDir(cfg), Videos: files,
+		SourceAllowPrivate: cfg.Ingest.RTSPPullAllowPrivate, MaxUploadBytes: cfg.MaxUploadBytes,
+		UploadAllowedOrigins: config.SplitList(cfg.UploadAllowedOrigins), UploadDir: uploadDir(cfg), Videos: files,
 		UploadStore: playerapi.UploadObjects(objects, cfg.Storage.Backend == config.StorageS3),
 		PlaybackKey: playbackKey, RegionHeader: cfg.Route.RegionHeader, ClientIP: clientIP, Registerer: reg, OnHeartbeat: nodes.heartbeat,
 		ContentKeys: []ed25519.PublicKey{contentPub}, MaxNodesPerToken: cfg.Route.MaxNodesPerToken, Sessions: sessions,

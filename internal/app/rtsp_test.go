@@ -171,7 +171,7 @@ func (n *node) pullInfo(id string) pullInfo {
 // so and retries, and when it comes back the stream goes on.
 func TestPullFromRTSP(t *testing.T) {
 	t.Parallel()
-	n := startNode(t)
+	n := startNode(t, "SHOAL_INGEST_RTSP_PULL_ALLOW_PRIVATE=true") // the camera is on loopback
 	cam := startRelay(t)
 	camURL := "rtsp://" + cam.addr + "/cam"
 	camera := func() *exec.Cmd {

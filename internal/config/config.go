@@ -168,6 +168,9 @@ type IngestConfig struct {
 	MaxRestreams int `yaml:"max_restreams"`
 	// RestreamAllowPrivate lets restream targets be on private addresses.
 	RestreamAllowPrivate bool `yaml:"restream_allow_private"`
+	// RTSPPullAllowPrivate lets live streams' source URLs (RTSP pulls) be
+	// on private addresses.
+	RTSPPullAllowPrivate bool `yaml:"rtsp_pull_allow_private"`
 }
 
 // HLSConfig tunes the HLS packager.
