@@ -263,6 +263,20 @@ type viewerRequest struct{}
 // live stream: the owner never proxies it again.
 const forwardedHeader = "Shoal-Origin-Forwarded"
 
+// ownerTarget is the target of out, a request proxied to the owner at
+// base, as the owner receives it: without the path of the owner's public
+// URL (a front proxy serving it under a prefix strips that), as an edge
+// vouches for the part of its request after the base URL.
+func ownerTarget(out *http.Request, base *url.URL) string {
+	t := nodeproto.RequestTarget(out)
+	if prefix := strings.TrimSuffix(base.Path, "/"); prefix != "" {
+		if rest, ok := strings.CutPrefix(t, prefix); ok && strings.HasPrefix(rest, "/") {
+			return rest
+		}
+	}
+	return t
+}
+
 // proxy wraps the HLS handler: the playlists and segments of a stream
 // live at another origin are fetched from that origin (which has the live
 // playlists and parts in memory), once; everything else is served here.
@@ -289,7 +303,7 @@ func (o *liveOwners) proxy(next http.Handler) http.Handler {
 				r.Out.Header.Del(nodeproto.VouchHeader)
 				if o.vouchKey != nil && o.clientIP != nil {
 					nodeproto.Vouch(r.Out, o.vouchKey, nodeproto.NodeID(o.vouchKey.Public().(ed25519.PublicKey)),
-						nodeproto.RequestTarget(r.Out), o.clientIP(r.In), time.Now())
+						ownerTarget(r.Out, u), o.clientIP(r.In), time.Now())
 				}
 			},
 			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
