@@ -19,9 +19,10 @@
 //     the miss to the origin at once, without waiting for that HEAD.
 //   - Every answer carries an RFC 9211 Cache-Status header.
 //   - With several origins (Config.OriginURL, Deps.Origins), every request
-//     to the origin goes to the preferred one, and once more to the next
-//     one on a connection error, a stall or a 502/503/504; an origin that
-//     failed is tried last for 10 s (origins.go).
+//     to the origin goes to the preferred one, and to the next one on a
+//     connection error, a stall or a 502/503/504, down the origins that
+//     did not fail recently (two at least); an origin that failed is tried
+//     last for 10 s (origins.go).
 //
 // LL-HLS blocking playlist reloads pass through with coalescing (blocking.go):
 //

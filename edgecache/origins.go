@@ -12,11 +12,13 @@ import (
 // the edge learns from the registry): every request the cache makes to
 // an origin (a fetch, a revalidation, a blocking reload, a part, the HEAD
 // that verifies a sibling's bytes, a pass-through) goes to the preferred
-// origin, and once more to the next one when the first fails to answer (a
+// origin, and to the next one when the first fails to answer (a
 // connection error, a stall past the watchdog) or answers 502, 503 or 504
 // (except a blocking reload's 503, which is the origin's answer: the
-// playlist did not get there in time). An origin that failed is tried
-// after the others for originset.AvoidFor. Every origin serves the same
+// playlist did not get there in time), down the origins not avoided now
+// (originset.Set.Attempts: two at least). An origin that failed is tried
+// after the others for originset.AvoidFor, then, of the origins whose
+// avoidance ran out together, one a request. Every origin serves the same
 // objects (they share the bucket, and proxy live streams to their owner):
 // what the cache verifies and relays is the same whichever answered.
 

@@ -219,9 +219,9 @@ func CheckTime(t, now time.Time) error {
 // Client is a node's side of the protocol.
 //
 // With several origins (Origins), each request goes to the preferred one,
-// and once more to the next one on a connection error or a 502, 503 or
-// 504; an origin that failed is tried after the others for
-// originset.AvoidFor. Every origin shares the registry (Redis), so a node
+// and to the next one on a connection error or a 502, 503 or 504, down the
+// origins not avoided now (originset.Set.Attempts); an origin that failed
+// is tried after the others for originset.AvoidFor. Every origin shares the registry (Redis), so a node
 // that joined at one heartbeats at any other.
 type Client struct {
 	OriginURL string // e.g. http://origin:8080; ignored when Origins is set

@@ -3,12 +3,19 @@
 // learned from the registry (the "origins" of a heartbeat's answer,
 // dropped when no longer listed). Both the edge cache and the node
 // protocol client send each request to the preferred origin and, on a
-// connection error or a 502/503/504, once more to the next one; an origin
-// that failed is avoided for AvoidFor.
+// connection error or a 502/503/504, to the next one, down the origins not
+// avoided now, until one answers; an origin that failed is avoided for
+// AvoidFor. A request is sent to two origins at least (the second an
+// avoided one when a single one is not avoided).
 //
 // Preference: the configured origins in their order, then the learned ones
 // in byte order; the origins avoided now come after the others (so that a
 // request is still sent somewhere when every origin failed recently).
+// When the avoidance of an origin runs out it takes its place again, but
+// until it answers once it is on probation: a request tries only the first
+// origin on probation among those not avoided, the others after them, so
+// that origins that failed together (dead ones, failed by one request) are
+// not all tried again by one request before an origin that works.
 package originset
 
 import (
@@ -35,7 +42,10 @@ type Set struct {
 	mu         sync.Mutex
 	configured []string
 	learned    []string
-	avoid      map[string]time.Time // origin -> avoided until
+	// avoid maps an origin that failed to the time it is avoided until;
+	// the entry stays when that time is past (the origin is on probation)
+	// until the origin answers or leaves the set.
+	avoid map[string]time.Time
 }
 
 // Parse splits a comma-separated list of origin base URLs (blanks around
@@ -135,6 +145,13 @@ func (s *Set) All() []string {
 // avoided now in preference order, then the avoided ones (the soonest to
 // be tried again first).
 func (s *Set) Order() []string {
+	o, _, _ := s.order()
+	return o
+}
+
+// order returns Order, how many of its origins are not avoided, and
+// whether each of those is on probation.
+func (s *Set) order() (o []string, n int, probation []bool) {
 	now := s.now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -142,22 +159,44 @@ func (s *Set) Order() []string {
 	var avoided []string
 	for _, list := range [][]string{s.configured, s.learned} {
 		for _, u := range list {
-			if until, ok := s.avoid[u]; ok && now.Before(until) {
+			until, ok := s.avoid[u]
+			if ok && now.Before(until) {
 				avoided = append(avoided, u)
 				continue
 			}
 			out = append(out, u)
+			probation = append(probation, ok)
 		}
 	}
+	n = len(out)
 	slices.SortStableFunc(avoided, func(a, b string) int { return s.avoid[a].Compare(s.avoid[b]) })
-	return append(out, avoided...)
+	return append(out, avoided...), n, probation
 }
 
-// Attempts returns the origins one request is sent to, in order: the
-// preferred one, then the next one (none when the set holds one origin).
+// Attempts returns the origins one request is sent to, in order, each
+// after the one before failed: the origins not avoided now in preference
+// order, of those on probation only the first, then, when that makes
+// fewer than two, the next of the others (the rest on probation, then the
+// avoided ones, the soonest to be tried again first) up to two (one when
+// the set holds one origin).
 func (s *Set) Attempts() []string {
-	o := s.Order()
-	return o[:min(2, len(o))]
+	o, n, probation := s.order()
+	first := make([]string, 0, len(o))
+	var rest []string
+	tried := false
+	for i, u := range o {
+		switch {
+		case i >= n:
+			rest = append(rest, u)
+		case !probation[i]:
+			first = append(first, u)
+		case !tried:
+			first, tried = append(first, u), true
+		default:
+			rest = append(rest, u)
+		}
+	}
+	return append(first, rest[:min(max(0, 2-len(first)), len(rest))]...)
 }
 
 // Failed marks an origin as failing: it is avoided for AvoidFor.

@@ -51,7 +51,7 @@ func TestOrderAvoidAndLearn(t *testing.T) {
 		t.Fatal("Learn of the same list reported a change")
 	}
 	want("learned", s.Order(), []string{"http://a", "http://b", "https://c.example", "https://z.example"})
-	want("attempts", s.Attempts(), []string{"http://a", "http://b"})
+	want("attempts", s.Attempts(), []string{"http://a", "http://b", "https://c.example", "https://z.example"})
 	s.Failed("http://a")
 	now = now.Add(time.Second)
 	s.Failed("https://c.example")
@@ -74,4 +74,37 @@ func TestOrderAvoidAndLearn(t *testing.T) {
 	if _, err := New(nil, nil); err == nil {
 		t.Fatal("New without origins succeeded")
 	}
+}
+
+// Origins that failed together take their places again when their
+// avoidance runs out, but a request tries only the first of them before the
+// origins that never failed (and, when it fails again, the next request
+// tries the next one); a request is sent to two origins at least.
+func TestAttemptsProbation(t *testing.T) {
+	t.Parallel()
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	s, err := New([]string{"http://a", "http://b", "http://c", "http://d"}, func() time.Time { return now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := func(what string, got, w []string) {
+		t.Helper()
+		if !slices.Equal(got, w) {
+			t.Fatalf("%s: %q, want %q", what, got, w)
+		}
+	}
+	s.Failed("http://a")
+	s.Failed("http://b")
+	s.Failed("http://c")
+	want("avoided", s.Attempts(), []string{"http://d", "http://a"})
+	now = now.Add(AvoidFor)
+	want("order", s.Order(), []string{"http://a", "http://b", "http://c", "http://d"})
+	want("one on probation", s.Attempts(), []string{"http://a", "http://d"})
+	s.Failed("http://a")
+	want("the next on probation", s.Attempts(), []string{"http://b", "http://d"})
+	s.Succeeded("http://b")
+	want("b back", s.Attempts(), []string{"http://b", "http://c", "http://d"})
+	s.Failed("http://d")
+	s.Failed("http://b")
+	want("two at least", s.Attempts(), []string{"http://c", "http://a"})
 }
