@@ -109,7 +109,9 @@ type Mirror struct {
 	// only when they extend them (see put).
 	leftover map[string]bool
 	// judged: whether the recording of a leftover stream's playlist
-	// directory ("<id>/<dir>") was taken over (see takenOver).
+	// directory ("<id>/<dir>") was taken over, and the running sessions'
+	// recordings found taken over (see takenOver); forgotten when a
+	// session of the stream begins.
 	judged map[string]bool
 	// uploaded: an upload succeeded since the last look (the store
 	// answers: a failing episode is over).
@@ -256,6 +258,7 @@ func (m *Mirror) Reset(id string) {
 	}
 	m.mu.Lock()
 	delete(m.leftover, id)
+	m.forgetJudged(id)
 	s := m.stream(id)
 	s.gen++
 	for _, e := range s.pending {
@@ -280,12 +283,18 @@ func (m *Mirror) Resumed(id string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	delete(m.leftover, id)
+	m.forgetJudged(id)
+	m.stream(id).gen++
+}
+
+// forgetJudged forgets the judgments of stream id's recordings (m.mu held):
+// a new session's are its own.
+func (m *Mirror) forgetJudged(id string) {
 	for dir := range m.judged {
 		if strings.HasPrefix(dir, id+"/") {
 			delete(m.judged, dir)
 		}
 	}
-	m.stream(id).gen++
 }
 
 // Ended says stream id's session ended: once its files are in the store,
@@ -652,8 +661,11 @@ func playlistRank(rel string) int {
 
 // judge returns the playlists es[i] for i in idx to upload, with the
 // bytes read when the batch was taken: not a file that was gone, nor the
-// playlists of an earlier run's broadcast that another origin took over
-// (see takenOver).
+// playlists of a broadcast that another origin took over (see takenOver):
+// an earlier run's, or this run's once its recording is finished (an
+// origin that lost its lease ends its session only when it learns it, and
+// its finished playlists must not replace those of the origin that
+// continued the broadcast, which may have ended already).
 func (m *Mirror) judge(id string, es []entry, idx []int, read map[string][]byte) (map[int][]byte, error) {
 	out := map[int][]byte{}
 	for _, i := range idx {
@@ -662,20 +674,67 @@ func (m *Mirror) judge(id string, es []entry, idx []int, read map[string][]byte)
 		if !ok {
 			continue
 		}
-		if m.isLeftover(id) {
-			over, err := m.takenOver(id, rel, data)
+		leftover := m.isLeftover(id)
+		judge := leftover
+		if !judge {
+			var err error
+			if judge, err = m.finished(id, rel, data); err != nil {
+				return nil, err
+			}
+		}
+		if judge {
+			over, err := m.takenOver(id, rel, data, leftover)
 			if err != nil {
 				return nil, err
 			}
 			if over {
-				m.log.Info("not uploading a playlist an earlier run left: another origin took the broadcast over and continued its recording",
-					"playlist", rel)
+				if leftover {
+					m.log.Info("not uploading a playlist an earlier run left: another origin took the broadcast over and continued its recording",
+						"playlist", rel)
+				} else {
+					m.log.Warn("not uploading a finished playlist: another origin took the broadcast over and continued its recording (this origin lost its lease)",
+						"playlist", rel)
+				}
 				continue
 			}
 		}
 		out[i] = data
 	}
 	return out, nil
+}
+
+// finished reports whether a local recording that the playlist rel (local
+// content data) of stream id is judged by (see takenOver) is finished.
+func (m *Mirror) finished(id, rel string, data []byte) (bool, error) {
+	var recs []string
+	if strings.Count(rel, "/") == 1 {
+		ents, err := os.ReadDir(filepath.Join(m.cfg.Dir, id))
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return false, err
+		}
+		for _, e := range ents {
+			if e.IsDir() {
+				recs = append(recs, id+"/"+e.Name()+"/recording.m3u8")
+			}
+		}
+	} else {
+		recs = []string{path.Dir(rel) + "/recording.m3u8"}
+	}
+	for _, rec := range recs {
+		local := data
+		if rel != rec {
+			var err error
+			if local, err = os.ReadFile(filepath.Join(m.cfg.Dir, filepath.FromSlash(rec))); errors.Is(err, fs.ErrNotExist) {
+				continue
+			} else if err != nil {
+				return false, err
+			}
+		}
+		if bytes.HasSuffix(local, []byte("#EXT-X-ENDLIST\n")) {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // readPlaylists reads the playlists of batch (m.mu held: the packager,
@@ -782,12 +841,13 @@ func (m *Mirror) isLeftover(id string) bool {
 }
 
 // takenOver reports whether the playlist rel (local content data) of a
-// broadcast an earlier run left belongs to a broadcast another origin took
-// over: its recording in the store is not an earlier state of the local
-// one (the other origin continued it). A rendition playlist is judged by
-// its directory's recording, a master playlist by any recording of the
-// stream; the answers are kept while the stream is a leftover.
-func (m *Mirror) takenOver(id, rel string, data []byte) (bool, error) {
+// broadcast an earlier run left, or of this run's session once its
+// recording is finished, belongs to a broadcast another origin took over:
+// its recording in the store is not an earlier state of the local one (the
+// other origin continued it). A rendition playlist is judged by its
+// directory's recording, a master playlist by any recording of the
+// stream; the answers are kept until a session of the stream begins.
+func (m *Mirror) takenOver(id, rel string, data []byte, leftover bool) (bool, error) {
 	dirs := []string{path.Dir(rel)}
 	if strings.Count(rel, "/") == 1 {
 		ents, err := os.ReadDir(filepath.Join(m.cfg.Dir, id))
@@ -802,7 +862,7 @@ func (m *Mirror) takenOver(id, rel string, data []byte) (bool, error) {
 		}
 	}
 	for _, dir := range dirs {
-		over, err := m.recordingTakenOver(dir, rel, data)
+		over, err := m.recordingTakenOver(dir, rel, data, leftover)
 		if over || err != nil {
 			return over, err
 		}
@@ -811,8 +871,10 @@ func (m *Mirror) takenOver(id, rel string, data []byte) (bool, error) {
 }
 
 // recordingTakenOver judges the recording of the playlist directory dir
-// (once; data is its local content when rel is that recording).
-func (m *Mirror) recordingTakenOver(dir, rel string, data []byte) (bool, error) {
+// (data is its local content when rel is that recording): once for a
+// leftover; for a running session, until it is found taken over (a
+// recording may finish while the others of its stream run on).
+func (m *Mirror) recordingTakenOver(dir, rel string, data []byte, leftover bool) (bool, error) {
 	m.mu.Lock()
 	over, known := m.judged[dir]
 	m.mu.Unlock()
@@ -836,8 +898,10 @@ func (m *Mirror) recordingTakenOver(dir, rel string, data []byte) (bool, error) 
 		remote = bytes.TrimSuffix(remote, []byte("#EXT-X-ENDLIST\n"))
 		over = !bytes.HasPrefix(local, remote)
 	}
-	m.mu.Lock()
-	m.judged[dir] = over
-	m.mu.Unlock()
+	if over || leftover {
+		m.mu.Lock()
+		m.judged[dir] = over
+		m.mu.Unlock()
+	}
 	return over, nil
 }
