@@ -19,14 +19,7 @@ func TestForcedOpenDoesNotOverrideSignedObjects(t *testing.T) {
 	o := newFakeOrigin(t)
 	seg := segment(50<<10, 31)
 	o.putSigned(segPath, seg, origin.CacheImmutable)
-	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, d *Deps) {
-		d.Access = func(r *http.Request, id string, signed bool) (string, int) {
-			if signed && r.URL.Query().Get("token") != "ok" {
-				return "", http.StatusForbidden
-			}
-			return "", 0
-		}
-	})
+	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, d *Deps) { d.Access = tokenAccess })
 	e.c.Invalidate([]Invalidation{{ID: "abc", Signed: false}})
 	if a := get(t, e.url+segPath+"?token=ok"); a.code != 200 {
 		t.Fatalf("with a token: %d", a.code)
@@ -52,14 +45,7 @@ func TestFetchAcrossInvalidationIsNotStored(t *testing.T) {
 	o := newFakeOrigin(t)
 	seg := segment(50<<10, 32)
 	o.putSigned(segPath, seg, origin.CacheImmutable)
-	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, d *Deps) {
-		d.Access = func(r *http.Request, id string, signed bool) (string, int) {
-			if signed && r.URL.Query().Get("token") != "ok" {
-				return "", http.StatusForbidden
-			}
-			return "", 0
-		}
-	})
+	e := startCache(t, o.srv.URL, t.TempDir(), func(c *Config, d *Deps) { d.Access = tokenAccess })
 	release := make(chan struct{})
 	arrived := make(chan struct{})
 	o.setHook(func(w http.ResponseWriter, r *http.Request) bool {
@@ -215,6 +201,8 @@ func TestDiskLoadKeepsStreamSigned(t *testing.T) {
 	}
 }
 
+// tokenAccess lets a request through with ?token=ok, or when the object is
+// not signed.
 func tokenAccess(r *http.Request, id string, signed bool) (string, int) {
 	if signed && r.URL.Query().Get("token") != "ok" {
 		return "", http.StatusForbidden
