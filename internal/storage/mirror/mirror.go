@@ -896,7 +896,9 @@ func (m *Mirror) recordingTakenOver(dir, rel string, data []byte, leftover bool)
 			}
 		}
 		remote = bytes.TrimSuffix(remote, []byte("#EXT-X-ENDLIST\n"))
-		over = !bytes.HasPrefix(local, remote)
+		// The packager rewrites the target duration's line when it rises
+		// (once per raise): the rest only grows at the end.
+		over = !bytes.HasPrefix(withoutTarget(local), withoutTarget(remote))
 	}
 	if over || leftover {
 		m.mu.Lock()
@@ -904,4 +906,17 @@ func (m *Mirror) recordingTakenOver(dir, rel string, data []byte, leftover bool)
 		m.mu.Unlock()
 	}
 	return over, nil
+}
+
+// withoutTarget is a playlist without its #EXT-X-TARGETDURATION line.
+func withoutTarget(b []byte) []byte {
+	i := bytes.Index(b, []byte("#EXT-X-TARGETDURATION:"))
+	if i < 0 || (i > 0 && b[i-1] != '\n') {
+		return b
+	}
+	j := bytes.IndexByte(b[i:], '\n')
+	if j < 0 {
+		return b[:i]
+	}
+	return append(append([]byte(nil), b[:i]...), b[i+j+1:]...)
 }
