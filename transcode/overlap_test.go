@@ -46,7 +46,6 @@ func TestOldJobEndingKeepsTheNewJobsRungs(t *testing.T) {
 	go func() {
 		for _, au := range aus {
 			b.Write(au)
-			time.Sleep(10 * time.Millisecond)
 		}
 	}()
 	second := nextRendition(t, w) // B's 240p

@@ -88,8 +88,10 @@ type pull struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu     sync.Mutex // guards status
+	mu     sync.Mutex // guards status and changed
 	status PullStatus
+	// changed is closed (and replaced) when status changes.
+	changed chan struct{}
 }
 
 // stoppedFor is how long a stream Stop ended is not pulled again (it was
@@ -126,21 +128,30 @@ func NewPuller(cfg PullConfig, deps PullDeps) (*Puller, error) {
 
 // Status returns the state of live stream id's pull, if it is pulled.
 func (p *Puller) Status(id string) (PullStatus, bool) {
-	p.mu.Lock()
-	pl := p.pulls[id]
-	p.mu.Unlock()
-	if pl == nil {
-		return PullStatus{}, false
-	}
-	pl.mu.Lock()
-	defer pl.mu.Unlock()
-	return pl.status, true
+	st, _, ok := p.watch(id)
+	return st, ok
 }
 
 func (pl *pull) set(state, lastErr string) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	pl.status = PullStatus{State: state, LastError: lastErr, Since: time.Now().UTC()}
+	close(pl.changed)
+	pl.changed = make(chan struct{})
+}
+
+// watch returns the status of live stream id's pull and a channel closed
+// at its next change (nil, false when it is not pulled).
+func (p *Puller) watch(id string) (PullStatus, <-chan struct{}, bool) {
+	p.mu.Lock()
+	pl := p.pulls[id]
+	p.mu.Unlock()
+	if pl == nil {
+		return PullStatus{}, nil, false
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.status, pl.changed, true
 }
 
 // Stop ends the pull of live stream id, if any, and returns once it has
@@ -226,7 +237,7 @@ func (p *Puller) refresh(ctx context.Context, g *errgroup.Group) {
 			continue
 		}
 		pctx, cancel := context.WithCancel(ctx)
-		pl := &pull{url: url, cancel: cancel, done: make(chan struct{}),
+		pl := &pull{url: url, cancel: cancel, done: make(chan struct{}), changed: make(chan struct{}),
 			status: PullStatus{State: PullConnecting, Since: time.Now().UTC()}}
 		p.pulls[id] = pl
 		g.Go(func() error {

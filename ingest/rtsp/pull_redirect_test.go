@@ -130,16 +130,18 @@ func newTestPuller(t *testing.T, cfg PullConfig, url string) *Puller {
 // the status it left.
 func waitRetrying(t *testing.T, p *Puller, within time.Duration) PullStatus {
 	t.Helper()
-	deadline := time.Now().Add(within)
+	deadline := time.NewTimer(within)
+	defer deadline.Stop()
 	for {
-		st, _ := p.Status("s1")
+		st, changed, _ := p.watch("s1")
 		if st.State == PullRetrying {
 			return st
 		}
-		if time.Now().After(deadline) {
+		select {
+		case <-changed:
+		case <-deadline.C:
 			t.Fatalf("the pull has not failed after %s: %+v", within, st)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -454,10 +454,18 @@ func manyCandidates(n int) string {
 func TestSlowOfferWithoutKeyHoldsNoSlot(t *testing.T) {
 	t.Parallel()
 	r := newRig(t, Config{MaxSessions: 2, MaxPerIP: 2}, nil)
+	// The offers go through a handler that tells when ServeOffer first
+	// reads the body: before, each took its slot before that.
+	reading := make(chan struct{}, 2)
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		req.Body = &firstRead{ReadCloser: req.Body, at: reading}
+		r.srv.ServeOffer(w, req)
+	}))
+	t.Cleanup(hs.Close)
 	for range 2 {
 		pr, pw := io.Pipe()
 		t.Cleanup(func() { pw.Close() })
-		req, _ := http.NewRequest(http.MethodPost, r.endpoint, pr)
+		req, _ := http.NewRequest(http.MethodPost, hs.URL, pr)
 		req.Header.Set("Content-Type", "application/sdp")
 		req.Header.Set("Authorization", "Bearer not-a-stream-key")
 		go func() {
@@ -467,9 +475,8 @@ func TestSlowOfferWithoutKeyHoldsNoSlot(t *testing.T) {
 		}()
 		go func() { _, _ = pw.Write([]byte("v=0\r\n")) }() // a first line, then nothing
 	}
-	// Before, each took its slot as soon as its headers came.
-	for deadline := time.Now().Add(time.Second); r.srv.limits.InUse() < 2 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
+	for range 2 {
+		<-reading
 	}
 	if n := r.srv.limits.InUse(); n != 0 {
 		t.Errorf("offers with no valid key, still being sent, hold %d session slots", n)
@@ -487,6 +494,18 @@ func TestSlowOfferWithoutKeyHoldsNoSlot(t *testing.T) {
 	if resp.StatusCode != http.StatusBadRequest {
 		t.Fatalf("the stream key's owner: %d %s, want its offer read (400 bad_offer)", resp.StatusCode, body)
 	}
+}
+
+// firstRead signals at when its first Read begins.
+type firstRead struct {
+	io.ReadCloser
+	at   chan<- struct{}
+	once sync.Once
+}
+
+func (f *firstRead) Read(p []byte) (int, error) {
+	f.once.Do(func() { f.at <- struct{}{} })
+	return f.ReadCloser.Read(p)
 }
 
 // TestVanishedPeerIsReleased: a publisher whose packets stop arriving (the
