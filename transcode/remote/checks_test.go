@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"log/slog"
 	"maps"
 	"os"
 	"os/exec"
@@ -22,11 +21,7 @@ import (
 	"github.com/shoal-video/shoal/internal/media"
 	"github.com/shoal-video/shoal/internal/nodeproto"
 	"github.com/shoal-video/shoal/internal/routing"
-	"github.com/shoal-video/shoal/internal/stream"
-	"github.com/shoal-video/shoal/packager"
-	"github.com/shoal-video/shoal/transcode/ffmpeg"
 	"github.com/shoal-video/shoal/transcode/verify"
-	"github.com/shoal-video/shoal/transcode/vod"
 )
 
 // honestTree transcodes a 4 s 640x360 clip as a worker does and returns
@@ -60,18 +55,8 @@ func transcodeTreeWith(t *testing.T, pattern, audio string) (string, routing.Job
 	if out, err := exec.Command("ffmpeg", append(args, src)...).CombinedOutput(); err != nil {
 		t.Fatalf("ffmpeg: %v\n%s", err, out)
 	}
-	log := slog.New(slog.DiscardHandler)
-	s := vod.Settings{Backend: ffmpeg.BackendSoftware, Preset: "ultrafast", SegmentDuration: time.Second, Log: log,
-		NewPackager: func(dir string, hub *stream.Hub, segment time.Duration, log *slog.Logger) (vod.Packager, error) {
-			return packager.New(packager.Config{Dir: dir, SegmentDuration: segment, LiveWindow: 3, Format: packager.FormatFMP4},
-				packager.Deps{Log: log, Hub: hub})
-		}}
-	ladder, _ := media.ParseLadder("360p:700k,240p:400k")
-	out, err := vod.TranscodeJob(t.Context(), s, "vid", src, filepath.Join(dir, "out"), ladder, func(float64) {})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Join(dir, "out", "vid"), out, src
+	tree, out := ladderTree(t, src, time.Second)
+	return tree, out, src
 }
 
 // The origin's checks accept an honest output and refuse every way of
